@@ -1,0 +1,169 @@
+// The bundle manifest: the one contract between `prepare` (Node or browser) and the runtime.
+// Plain JSON-serialisable types plus a validator; imported by both sides, depends on nothing.
+import { SelfxitError } from '../errors.js';
+
+/** Current manifest schema version. Bump on any incompatible change; readers reject others. */
+export const MANIFEST_VERSION = 1 as const;
+export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
+
+/** Head architectures. See docs in src/calibrate/heads. */
+export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
+
+/** How an image becomes the model's input tensor. `x = (pixel / 255 - mean[c]) / std[c]`. */
+export interface InputSpec {
+  /** Input tensor name in segment 0. */
+  readonly name: string;
+  readonly height: number;
+  readonly width: number;
+  /** 1 (grayscale) or 3 (RGB). */
+  readonly channels: 1 | 3;
+  /** Tensor layout the model expects. */
+  readonly layout: 'NCHW' | 'NHWC';
+  /** Per-channel mean, in [0,1] pixel units; length = channels. */
+  readonly mean: readonly number[];
+  /** Per-channel std, in [0,1] pixel units; length = channels. */
+  readonly std: readonly number[];
+}
+
+/** One runnable piece of the backbone, optionally with an exit head fused onto its end. */
+export interface SegmentSpec {
+  /** File name relative to the manifest. */
+  readonly file: string;
+  /** sha256 (hex) of the file. */
+  readonly sha256: string;
+  readonly bytes: number;
+  /** Backbone MACs per sample in this segment (heads excluded). */
+  readonly macs: number;
+  /** MACs per sample of the fused head (0 when no head). */
+  readonly headMacs: number;
+  /** Input tensor name (the previous cut, or the model input). */
+  readonly input: string;
+  /** Output tensor name that feeds the next segment (the cut), or the final logits/probabilities. */
+  readonly output: string;
+  /** Exit-head probability output name (fused head), when this segment ends at an exit. */
+  readonly exitOutput?: string;
+  /** Index into `exits` of the fused head, when any. */
+  readonly exit?: number;
+}
+
+/** One early exit. Exits are ordered by depth; exit i is fused into segment `segment`. */
+export interface ExitSpec {
+  /** Display name, e.g. "stage2.block1". */
+  readonly name: string;
+  /** Cut tensor the head reads. */
+  readonly cut: string;
+  readonly segment: number;
+  readonly headKind: HeadKind;
+  /** Leave here when the exit's score >= threshold. */
+  readonly threshold: number;
+  /** Cumulative MACs per sample to decide here (backbone up to the cut + every head passed), as a fraction of the backbone. */
+  readonly macsFraction: number;
+  /** Share of validation samples expected to leave here. */
+  readonly expectedShare: number;
+  /** Head parameters count and MACs. */
+  readonly headParams: number;
+  readonly headMacs: number;
+}
+
+/** One point of the calibration curve: the cascade at one setting of the global knob. */
+export interface CurvePoint {
+  /** Value of the global knob (e.g. the global max-softmax threshold). */
+  readonly knob: number;
+  /** Per-exit thresholds that this knob gives. */
+  readonly thresholds: readonly number[];
+  /** Cascade agreement with the backbone on out-of-fold validation outputs. */
+  readonly agreement: number;
+  /** Expected MACs fraction vs the backbone. */
+  readonly macsFraction: number;
+  /** Share of samples leaving at each exit; the last entry is the backbone (no exit). */
+  readonly exitShares: readonly number[];
+}
+
+/** Per-exit validation statistics (out-of-fold), for reports and re-planning. */
+export interface ExitStats {
+  readonly name: string;
+  /** Agreement of this head's argmax with the backbone over all validation samples. */
+  readonly agreement: number;
+  /** Mean score (confidence) over validation samples. */
+  readonly meanScore: number;
+}
+
+export interface CalibrationSummary {
+  readonly samples: number;
+  readonly target: number;
+  /** Exit rule. */
+  readonly rule: 'max-softmax';
+  /** 'selfxit' (cross-fitted, selected exits) or 'paper' (fixed exits, one threshold). */
+  readonly mode: 'selfxit' | 'paper';
+  readonly folds: number;
+  readonly seed: number;
+  /** Cascade agreement on held-out (out-of-fold) outputs at the chosen thresholds. */
+  readonly validationAgreement: number;
+  readonly expectedMacsFraction: number;
+  /** Candidate cuts considered, and their stats (for every candidate, selected or not). */
+  readonly candidates: readonly ExitStats[];
+  /** Agreement / cost curve over the global knob for the selected exits: re-choose thresholds for another target from it. */
+  readonly curve: readonly CurvePoint[];
+  /** Cost unit used by exit selection. */
+  readonly costUnit: 'macs' | 'ms';
+  /** Seconds spent per step, for the report. */
+  readonly timings?: Readonly<Record<string, number>>;
+}
+
+export interface BundleManifest {
+  readonly format: typeof MANIFEST_FORMAT;
+  readonly version: typeof MANIFEST_VERSION;
+  /** Package that wrote it, e.g. "selfxit@0.1.0". */
+  readonly generator: string;
+  readonly createdAt: string;
+  readonly backbone: {
+    /** sha256 (hex) of the original ONNX file. */
+    readonly sha256: string;
+    readonly macs: number;
+    readonly params: number;
+    /** Original model output name (logits). */
+    readonly output: string;
+    /** Whether the backbone output is logits (softmax applied by the runtime) or probabilities. */
+    readonly outputKind: 'logits' | 'probabilities';
+    /** Optional copy of the full model, for baselines (bench/demo). */
+    readonly file?: string;
+  };
+  readonly input: InputSpec;
+  readonly labels: readonly string[];
+  readonly segments: readonly SegmentSpec[];
+  readonly exits: readonly ExitSpec[];
+  readonly calibration: CalibrationSummary;
+}
+
+/** Files of a bundle in memory: manifest plus `file -> bytes`. */
+export interface BundleFiles {
+  readonly manifest: BundleManifest;
+  readonly files: ReadonlyMap<string, Uint8Array>;
+}
+
+function fail(msg: string, details?: Record<string, unknown>): never {
+  throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest: ${msg}`, details);
+}
+
+/** Checks the shape of a parsed manifest and returns it typed; throws INVALID_BUNDLE naming the problem. */
+export function validateManifest(value: unknown): BundleManifest {
+  if (typeof value !== 'object' || value === null) fail('not a JSON object');
+  const m = value as Partial<BundleManifest>;
+  if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
+  if (m.version !== MANIFEST_VERSION) fail(`version ${String(m.version)} is not supported (this selfxit reads version ${MANIFEST_VERSION})`, { version: m.version });
+  if (!m.input || typeof m.input.height !== 'number' || typeof m.input.width !== 'number') fail('input spec missing');
+  if (m.input.mean?.length !== m.input.channels || m.input.std?.length !== m.input.channels) fail('input mean/std length must equal channels');
+  if (!Array.isArray(m.labels)) fail('labels missing');
+  if (!Array.isArray(m.segments) || m.segments.length === 0) fail('no segments');
+  if (!Array.isArray(m.exits)) fail('exits missing');
+  m.segments.forEach((s, i) => {
+    if (typeof s.file !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`segment ${i} needs file and sha256`);
+    if (s.exit !== undefined && (s.exit < 0 || s.exit >= m.exits!.length || !s.exitOutput)) fail(`segment ${i} names exit ${s.exit} without a matching exit/exitOutput`);
+  });
+  m.exits.forEach((e, i) => {
+    if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i) fail(`exit ${i} is not fused into segment ${e.segment}`);
+    if (!(e.threshold >= 0 && e.threshold <= 1.0000001)) fail(`exit ${i} threshold ${e.threshold} outside [0, 1]`);
+  });
+  if (!m.calibration) fail('calibration summary missing');
+  return m as BundleManifest;
+}

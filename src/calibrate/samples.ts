@@ -1,0 +1,150 @@
+// Calibration/evaluation samples: uint8 NHWC images in memory, seeded shuffling and subsetting,
+// and the pixel → model-input conversion (`x = (p / 255 - mean[c]) / std[c]`) shared by prepare and eval.
+import { SelfxitError } from '../errors.js';
+import type { InputSpec } from '../bundle/manifest.js';
+
+/** `count` images, uint8, NHWC (`[count, height, width, channels]`), row-major. */
+export interface SampleBatch {
+  readonly data: Uint8Array;
+  readonly count: number;
+}
+
+/** Samples as one in-memory block, or as an async stream of batches (taken in order, never shuffled). */
+export type SampleInput = SampleBatch | AsyncIterable<SampleBatch>;
+
+/** Image geometry of one sample. */
+export interface SampleShape {
+  readonly height: number;
+  readonly width: number;
+  readonly channels: number;
+}
+
+export function isSampleBatch(s: SampleInput): s is SampleBatch {
+  return typeof s === 'object' && s !== null && 'data' in s && s.data instanceof Uint8Array && typeof (s as SampleBatch).count === 'number';
+}
+
+/** Throws INVALID_SAMPLES unless `batch.data` holds exactly `count` images of `shape`. */
+export function checkBatch(batch: SampleBatch, shape: SampleShape, what = 'samples'): void {
+  const per = shape.height * shape.width * shape.channels;
+  if (!Number.isInteger(batch.count) || batch.count < 0) {
+    throw new SelfxitError('INVALID_SAMPLES', `${what}: count ${batch.count} is not a non-negative integer`);
+  }
+  if (batch.data.length !== batch.count * per) {
+    throw new SelfxitError(
+      'INVALID_SAMPLES',
+      `${what}: ${batch.data.length} bytes do not hold ${batch.count} images of ${shape.height}x${shape.width}x${shape.channels} ` +
+        `(${per} bytes each); the model expects ${shape.height}x${shape.width}x${shape.channels} uint8 NHWC images`,
+      { bytes: batch.data.length, count: batch.count, expected: [shape.height, shape.width, shape.channels] },
+    );
+  }
+}
+
+/** Collects a sample stream into one block (at most `limit` images), checking each batch's shape. */
+export async function collectSamples(input: SampleInput, shape: SampleShape, limit = Infinity): Promise<SampleBatch> {
+  if (isSampleBatch(input)) {
+    checkBatch(input, shape);
+    return input;
+  }
+  const per = shape.height * shape.width * shape.channels;
+  const parts: Uint8Array[] = [];
+  let count = 0;
+  for await (const b of input) {
+    checkBatch(b, shape, `sample batch ${parts.length}`);
+    const take = Math.min(b.count, limit - count);
+    if (take <= 0) break;
+    parts.push(take === b.count ? b.data : b.data.subarray(0, take * per));
+    count += take;
+    if (count >= limit) break;
+  }
+  const data = new Uint8Array(count * per);
+  let off = 0;
+  for (const p of parts) {
+    data.set(p, off);
+    off += p.length;
+  }
+  return { data, count };
+}
+
+/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A seeded permutation of `0..n-1` (Fisher–Yates). */
+export function seededPermutation(n: number, seed: number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  const rnd = seededRandom(seed ^ 0x5eed);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    const t = p[i]!;
+    p[i] = p[j]!;
+    p[j] = t;
+  }
+  return p;
+}
+
+/**
+ * Shuffles the images with `seed` and keeps the first `limit` (files are often class-ordered, so a
+ * plain prefix would be biased). Returns the chosen original indices too (to permute labels alike).
+ */
+export function shuffleAndLimit(batch: SampleBatch, shape: SampleShape, seed: number, limit = Infinity): { batch: SampleBatch; indices: Uint32Array } {
+  const per = shape.height * shape.width * shape.channels;
+  const perm = seededPermutation(batch.count, seed);
+  const n = Math.min(batch.count, Math.max(0, Math.floor(limit)));
+  const indices = perm.slice(0, n);
+  const data = new Uint8Array(n * per);
+  for (let i = 0; i < n; i++) {
+    const src = indices[i]!;
+    data.set(batch.data.subarray(src * per, (src + 1) * per), i * per);
+  }
+  return { batch: { data, count: n }, indices };
+}
+
+/**
+ * Converts images `[start, start + rows)` of a uint8 NHWC block to the model's float32 input
+ * (`(p / 255 - mean[c]) / std[c]`), in `spec.layout`. Writes into `out` when given (reused buffer).
+ */
+export function toModelInput(batch: SampleBatch, start: number, rows: number, spec: InputSpec, out?: Float32Array): Float32Array {
+  const { height: h, width: w, channels: c } = spec;
+  const hw = h * w;
+  const per = hw * c;
+  const dst = out && out.length >= rows * per ? out.subarray(0, rows * per) : new Float32Array(rows * per);
+  const scale = new Float32Array(c);
+  const shift = new Float32Array(c);
+  for (let ch = 0; ch < c; ch++) {
+    scale[ch] = 1 / (255 * spec.std[ch]!);
+    shift[ch] = spec.mean[ch]! / spec.std[ch]!;
+  }
+  const src = batch.data;
+  for (let r = 0; r < rows; r++) {
+    const sOff = (start + r) * per;
+    const dOff = r * per;
+    if (spec.layout === 'NHWC') {
+      for (let i = 0; i < per; i++) {
+        const ch = i % c;
+        dst[dOff + i] = src[sOff + i]! * scale[ch]! - shift[ch]!;
+      }
+    } else {
+      for (let ch = 0; ch < c; ch++) {
+        const sc = scale[ch]!;
+        const sh = shift[ch]!;
+        const plane = dOff + ch * hw;
+        for (let p = 0; p < hw; p++) dst[plane + p] = src[sOff + p * c + ch]! * sc - sh;
+      }
+    }
+  }
+  return dst;
+}
+
+/** Input tensor dims for `rows` images. */
+export function inputDims(spec: InputSpec, rows: number): number[] {
+  return spec.layout === 'NHWC' ? [rows, spec.height, spec.width, spec.channels] : [rows, spec.channels, spec.height, spec.width];
+}
