@@ -1,0 +1,29 @@
+// Argument parsing helpers over node:util parseArgs that turn every parse problem into a UsageError.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from './dispatch.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Strict parse: unknown options and wrong value types become UsageError. `--help` is handled by the dispatcher. */
+export function parseCommandArgs<O extends Options>(
+  argv: readonly string[],
+  options: O,
+  positionals: { min: number; max: number; names: string },
+): { values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string }; positionals: string[] } {
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true }) as typeof parsed;
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message.replace(/\. To specify a positional.*$/s, '') : String(e));
+  }
+  const n = parsed.positionals.length;
+  if (n < positionals.min) throw new UsageError(`missing ${positionals.names}`);
+  if (n > positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[positionals.max]}"`);
+  return parsed as ReturnType<typeof parseCommandArgs<O>>;
+}
+
+/** A required string option. */
+export function requireOption(value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new UsageError(`missing required option ${flag}`);
+  return value;
+}

@@ -1,0 +1,67 @@
+// `selfxit split <model.onnx> --cuts <names|all> --out <dir>`: writes one ONNX model per segment plus index.json.
+import { SelfxitError } from '../errors.js';
+import { analyzeModel, decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
+import { sortCuts } from '../graph/cuts.js';
+import { parseCommandArgs, requireOption } from './args.js';
+import { UsageError, type CliCommand, type CliIo } from './dispatch.js';
+import { formatBytes } from './format.js';
+import { loadOrtNode, readFileBytes, writeDirAtomic } from './node-io.js';
+
+const help = `Usage: selfxit split <model.onnx> --cuts <name,name,...|all> --out <dir>
+
+Splits the model at the given cut tensors (see \`selfxit inspect\`) into standalone
+ONNX models <dir>/segment-000.onnx, segment-001.onnx, ... (input -> cut 1 -> ... -> output),
+each with a dynamic batch dimension, and writes <dir>/index.json:
+  { "segments": [{ "file": "segment-000.onnx", "input": "...", "output": "..." }, ...] }
+Cuts may be given in any order; they are applied in graph order. Nothing is written
+when any cut is invalid or the folder cannot be written.
+
+Options:
+  --cuts <list>  comma-separated cut tensor names, or "all"
+  --out <dir>    output folder (created if missing; existing segment files are replaced)
+  -h, --help     show this help
+`;
+
+export interface SplitIndex {
+  segments: { file: string; input: string; output: string }[];
+}
+
+export const segmentFileName = (i: number): string => `segment-${String(i).padStart(3, '0')}.onnx`;
+
+export const splitCommand: CliCommand = {
+  name: 'split',
+  summary: 'split an ONNX model at cut points into segment models',
+  help,
+  async run(argv: readonly string[], io: CliIo) {
+    const { values, positionals } = parseCommandArgs(argv, { cuts: { type: 'string' }, out: { type: 'string' } }, { min: 1, max: 1, names: '<model.onnx>' });
+    const cutsArg = requireOption(values.cuts, '--cuts');
+    const out = requireOption(values.out, '--out');
+    const names = cutsArg.split(',').map((s) => s.trim());
+    if (cutsArg !== 'all' && names.some((s) => s === '')) throw new UsageError(`--cuts has an empty name in "${cutsArg}"`);
+
+    const file = positionals[0]!;
+    const model = decodeModel(await readFileBytes(file));
+    const analysis = await analyzeModel(model, { ort: await loadOrtNode() });
+    const cuts = cutsArg === 'all' ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names);
+    for (let i = 1; i < cuts.length; i++) {
+      if (cuts[i] === cuts[i - 1]) throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
+    }
+    const segments = splitModel(model, cuts, analysis);
+
+    const input = graphInputs(model)[0]!.name;
+    const finalOutput = analysis.outputs[0]!.name;
+    const files = new Map<string, Uint8Array | string>();
+    const index: SplitIndex = { segments: [] };
+    segments.forEach((seg, i) => {
+      const name = segmentFileName(i);
+      files.set(name, encodeModel(seg));
+      index.segments.push({ file: name, input: i === 0 ? input : cuts[i - 1]!, output: i < cuts.length ? cuts[i]! : finalOutput });
+    });
+    files.set('index.json', `${JSON.stringify(index, null, 2)}\n`);
+    await writeDirAtomic(out, files, { removeStale: (n) => /^segment-\d{3,}\.onnx$/.test(n) });
+    let total = 0;
+    for (const [n, c] of files) if (n.endsWith('.onnx')) total += (c as Uint8Array).byteLength;
+    io.stdout(`Wrote ${segments.length} segments (${formatBytes(total)}) and index.json to ${out}\n`);
+    return 0;
+  },
+};

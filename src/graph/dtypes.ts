@@ -1,0 +1,68 @@
+// Static element-type inference: value_info and initializers first, then per-op rules (first input by default).
+import type { GraphIndex } from './graph-index.js';
+import { attrInt, dtypeFromElemType, findAttr, readValueInfo, type DType } from './proto.js';
+
+const TO_INT64 = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin', 'NonMaxSuppression']);
+const TO_BOOL = new Set(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf']);
+const TO_INT32 = new Set(['ConvInteger', 'MatMulInteger']);
+/** Quantized ops: index of the input whose element type is the output's (the output zero point). */
+const ZERO_POINT_INPUT: Readonly<Record<string, number>> = {
+  QuantizeLinear: 2,
+  QLinearConv: 7,
+  QLinearMatMul: 7,
+  QLinearAdd: 7,
+  QLinearMul: 7,
+  QLinearGlobalAveragePool: 4,
+  QLinearAveragePool: 4,
+  QLinearSigmoid: 4,
+  QLinearLeakyRelu: 4,
+  QLinearSoftmax: 4,
+  QLinearConcat: 1,
+};
+
+/** Element type of every value the graph index knows, where it can be told without running the model. */
+export function inferDtypes(index: GraphIndex): Map<string, DType> {
+  const g = index.graph;
+  const out = new Map<string, DType>();
+  for (const vi of [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]) {
+    const d = readValueInfo(vi).dtype;
+    if (d && vi.name) out.set(vi.name, d);
+  }
+  for (const [name, t] of index.initializers) {
+    const d = dtypeFromElemType(t.dataType);
+    if (d) out.set(name, d);
+  }
+  for (const n of index.nodes) {
+    const ins = n.input ?? [];
+    const inType = (i: number): DType | undefined => (ins[i] ? out.get(ins[i]!) : undefined);
+    const op = n.opType ?? '';
+    let types: (DType | undefined)[];
+    if (op === 'Constant') {
+      const t = findAttr(n, 'value')?.t;
+      types = [t ? dtypeFromElemType(t.dataType) : findAttr(n, 'value_float') || findAttr(n, 'value_floats') ? 'float32' : 'int64'];
+    } else if (TO_INT64.has(op)) types = ['int64'];
+    else if (TO_BOOL.has(op)) types = ['bool'];
+    else if (TO_INT32.has(op)) types = ['int32'];
+    else if (op === 'Cast') types = [dtypeFromElemType(attrInt(n, 'to', 1))];
+    else if (op === 'CastLike') types = [inType(1)];
+    else if (op === 'DequantizeLinear') types = [inType(1) ?? 'float32'];
+    else if (op === 'DynamicQuantizeLinear') types = ['uint8', 'float32', 'uint8'];
+    else if (op in ZERO_POINT_INPUT) types = [inType(ZERO_POINT_INPUT[op]!) ?? 'uint8'];
+    else if (op === 'ConstantOfShape') {
+      const t = findAttr(n, 'value')?.t;
+      types = [t ? dtypeFromElemType(t.dataType) : 'float32'];
+    } else if (op === 'Where') types = [inType(1)];
+    else if (op === 'TopK') types = [inType(0), 'int64'];
+    else if (op === 'MaxPool') types = [inType(0), 'int64'];
+    else if (/^Random(Normal|Uniform)$/.test(op) || op === 'EyeLike' || /^Random(Normal|Uniform)Like$/.test(op)) {
+      const d = findAttr(n, 'dtype');
+      types = [d ? dtypeFromElemType(attrInt(n, 'dtype', 1)) : op.endsWith('Like') || op === 'EyeLike' ? inType(0) : 'float32'];
+    } else types = [inType(0)];
+    (n.output ?? []).forEach((o, i) => {
+      if (!o || out.has(o)) return;
+      const d = types[Math.min(i, types.length - 1)];
+      if (d) out.set(o, d);
+    });
+  }
+  return out;
+}

@@ -1,0 +1,96 @@
+// The OnnxModel wrapper: decode/encode ONNX bytes with sanity checks, and the graph's real inputs and outputs.
+import { SelfxitError } from '../errors.js';
+import { pb, readValueInfo, type DType, type onnx } from './proto.js';
+
+/** A decoded ONNX model. Treat `proto` as read-only: graph functions return new models and share unchanged parts. */
+export interface OnnxModel {
+  readonly proto: onnx.ModelProto;
+}
+
+/** Name, element type and shape of a tensor. Symbolic dims are strings (e.g. `'batch'`). */
+export interface TensorInfo {
+  name: string;
+  dtype: DType;
+  shape: (number | string)[];
+}
+
+/**
+ * Decodes ONNX protobuf bytes.
+ * @throws SelfxitError `INVALID_MODEL` when the bytes are not a protobuf ModelProto, are truncated, or hold no graph,
+ *   no node, no output or no opset import.
+ */
+export function decodeModel(bytes: Uint8Array): OnnxModel {
+  let proto: onnx.ModelProto;
+  try {
+    proto = pb.ModelProto.decode(bytes);
+  } catch (e) {
+    throw new SelfxitError(
+      'INVALID_MODEL',
+      `Not a valid ONNX model: the protobuf could not be decoded (${e instanceof Error ? e.message : String(e)}); the file may be truncated or not ONNX`,
+      { bytes: bytes.byteLength },
+      { cause: e },
+    );
+  }
+  const g = proto.graph;
+  if (!g) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: it has no graph', { bytes: bytes.byteLength });
+  if (!g.node || g.node.length === 0) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no nodes');
+  if (!g.output || g.output.length === 0) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no outputs');
+  if (!proto.opsetImport || proto.opsetImport.length === 0) {
+    throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: it imports no opset (truncated or not ONNX?)');
+  }
+  for (const n of g.node) {
+    if (typeof n.opType !== 'string' || n.opType === '' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n.opType)) {
+      throw new SelfxitError('INVALID_MODEL', `Not a valid ONNX model: a node has the invalid op type ${JSON.stringify(n.opType)}`);
+    }
+  }
+  return { proto };
+}
+
+/** Encodes a model to ONNX protobuf bytes. */
+export function encodeModel(model: OnnxModel): Uint8Array {
+  return pb.ModelProto.encode(model.proto).finish();
+}
+
+/** Graph input value infos that are not initializers (older IR versions list initializers as inputs too). */
+export function realInputProtos(m: OnnxModel): onnx.IValueInfoProto[] {
+  const g = m.proto.graph!;
+  const inits = new Set((g.initializer ?? []).map((t) => t.name ?? ''));
+  return (g.input ?? []).filter((i) => !inits.has(i.name ?? ''));
+}
+
+function toInfo(vi: onnx.IValueInfoProto, what: string): TensorInfo {
+  const { dtype, shape } = readValueInfo(vi);
+  if (!dtype) {
+    throw new SelfxitError('UNSUPPORTED_MODEL', `Graph ${what} "${vi.name}" is not a tensor of a supported element type`, { tensor: vi.name });
+  }
+  return { name: vi.name ?? '', dtype, shape: shape ?? [] };
+}
+
+/** The model's real inputs (initializers excluded), with symbolic dims as strings. */
+export function graphInputs(m: OnnxModel): TensorInfo[] {
+  return realInputProtos(m).map((vi) => toInfo(vi, 'input'));
+}
+
+/** The model's outputs, with symbolic dims as strings. */
+export function graphOutputs(m: OnnxModel): TensorInfo[] {
+  return (m.proto.graph!.output ?? []).map((vi) => toInfo(vi, 'output'));
+}
+
+/** A new model sharing `base`'s metadata, opsets and IR version, with the given graph. */
+export function withGraph(base: OnnxModel, graph: onnx.IGraphProto): OnnxModel {
+  const p = base.proto;
+  return {
+    proto: pb.ModelProto.create({
+      irVersion: p.irVersion,
+      opsetImport: p.opsetImport,
+      producerName: p.producerName,
+      producerVersion: p.producerVersion,
+      domain: p.domain,
+      modelVersion: p.modelVersion,
+      docString: p.docString,
+      metadataProps: p.metadataProps,
+      functions: p.functions,
+      graph,
+    }),
+  };
+}
