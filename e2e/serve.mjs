@@ -1,0 +1,77 @@
+// Static server for the browser tests: dist/, e2e/ (pages, test bundles), public/models and ../shared on 127.0.0.1,
+// cross-origin isolated (COOP/COEP), with a request log the tests read to prove what was (not) fetched.
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const E2E_PORT = Number(process.env.SELFXIT_E2E_PORT ?? 47613);
+
+const MOUNTS = [
+  ['/dist/', path.join(root, 'dist')],
+  ['/e2e/', path.join(root, 'e2e')],
+  ['/models/', path.join(root, 'public/models')],
+  ['/shared/', path.resolve(root, '../shared')],
+];
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+const ISOLATION = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+/** Paths requested since the last reset (bundle files only matter to the tests, but everything is logged). */
+let log = [];
+
+function send(res, status, body, type = 'text/plain; charset=utf-8') {
+  res.writeHead(status, { ...ISOLATION, 'Content-Type': type, 'Cache-Control': 'no-store' });
+  res.end(body);
+}
+
+const server = createServer(async (req, res) => {
+  const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+  const pathname = decodeURIComponent(url.pathname);
+  if (pathname === '/__health') return send(res, 200, 'ok');
+  if (pathname === '/__log') return send(res, 200, JSON.stringify(log), TYPES['.json']);
+  if (pathname === '/__log/reset') {
+    log = [];
+    return send(res, 200, 'reset');
+  }
+  log.push(pathname);
+  const mount = MOUNTS.find(([prefix]) => pathname.startsWith(prefix));
+  if (!mount) return send(res, 404, 'not found');
+  const [prefix, dir] = mount;
+  const file = path.resolve(dir, '.' + pathname.slice(prefix.length - 1));
+  if (file !== dir && !file.startsWith(dir + path.sep)) return send(res, 404, 'not found');
+  const info = await stat(file).catch(() => undefined);
+  if (!info?.isFile()) return send(res, 404, 'not found');
+  // The package files may sit in the HTTP cache (as on any site, so an offline page can still start its
+  // worker); bundle files never do, so a bundle file that does not reach this server came from selfxit's cache.
+  const cacheable = prefix === '/dist/' && !/\.json$/.test(file);
+  res.writeHead(200, {
+    ...ISOLATION,
+    'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+    'Content-Length': String(info.size),
+    'Cache-Control': cacheable ? 'public, max-age=3600' : 'no-store',
+  });
+  if (req.method === 'HEAD') return res.end();
+  createReadStream(file).pipe(res);
+});
+
+server.on('error', (e) => {
+  console.error(`e2e server: ${e.message}`);
+  process.exit(1);
+});
+server.listen(E2E_PORT, '127.0.0.1', () => console.log(`selfxit e2e server on http://127.0.0.1:${E2E_PORT}/`));

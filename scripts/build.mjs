@@ -1,0 +1,86 @@
+// `npm run build`: every build output in dist/ — ESM + worker chunk, script-tag IIFE, pure core, Node CLI,
+// type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size.
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { build } from 'vite';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, 'dist');
+const ortDist = path.join(root, 'node_modules/onnxruntime-web/dist');
+// Keep in sync with ORT_FILES in vite.config.ts (the dev server serves the same list).
+const ORT_FILES = ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm', 'ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm'];
+
+const only = process.argv.slice(2); // e.g. `node scripts/build.mjs esm iife` for a partial rebuild
+
+function step(name) {
+  return only.length === 0 || only.includes(name);
+}
+
+async function viteBuild(mode) {
+  const t0 = Date.now();
+  await build({ configFile: path.join(root, 'vite.config.ts'), mode, logLevel: 'warn' });
+  console.log(`built ${mode} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+if (only.length === 0) rmSync(dist, { recursive: true, force: true });
+mkdirSync(dist, { recursive: true });
+
+// 1. ESM first: it emits dist/selfxit.worker.js, which the script-tag build reuses.
+if (step('esm')) {
+  rmSync(path.join(dist, 'assets'), { recursive: true, force: true });
+  rmSync(path.join(dist, 'selfxit.worker.js'), { force: true });
+  await viteBuild('esm');
+}
+if (step('iife')) await viteBuild('iife');
+if (step('core')) await viteBuild('core');
+if (step('cli')) {
+  if (existsSync(path.join(root, 'src/cli/main.ts'))) await viteBuild('cli');
+  else console.warn('skipped dist/cli.js: src/cli/main.ts does not exist yet');
+}
+
+// 2. Declarations (src only).
+if (step('types')) {
+  const t0 = Date.now();
+  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+  console.log(`built types in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+// 3. onnxruntime-web runtime files, loaded at run time from `wasmPaths` (default: dist/ort/ beside selfxit.js).
+if (step('ort')) {
+  const ortOut = path.join(dist, 'ort');
+  mkdirSync(ortOut, { recursive: true });
+  for (const f of ORT_FILES) copyFileSync(path.join(ortDist, f), path.join(ortOut, f));
+  console.log(`copied ${ORT_FILES.length} onnxruntime-web files to dist/ort/`);
+}
+
+// 4. Size report: what a page downloads before onnxruntime (ORT's JS and wasm excluded).
+function gz(file) {
+  const bytes = readFileSync(file);
+  return { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
+}
+function kb(n) {
+  return `${(n / 1024).toFixed(1)} KiB`;
+}
+const assets = existsSync(path.join(dist, 'assets')) ? readdirSync(path.join(dist, 'assets')) : [];
+const rows = [
+  ['selfxit.js', path.join(dist, 'selfxit.js')],
+  ['selfxit.iife.js', path.join(dist, 'selfxit.iife.js')],
+  ['selfxit.worker.js', path.join(dist, 'selfxit.worker.js')],
+  ...assets.filter((f) => f.endsWith('.js')).map((f) => [`assets/${f}`, path.join(dist, 'assets', f)]),
+  ['core.js', path.join(dist, 'core.js')],
+  ['cli.js', path.join(dist, 'cli.js')],
+].filter(([, f]) => existsSync(f));
+console.log('\nsize (raw / gzip -9):');
+for (const [name, file] of rows) {
+  const s = gz(file);
+  console.log(`  ${name.padEnd(36)} ${kb(s.raw).padStart(11)} ${kb(s.gzip).padStart(11)}`);
+}
+if (existsSync(path.join(dist, 'selfxit.worker.js')) && existsSync(path.join(dist, 'selfxit.js'))) {
+  const runtime = gz(path.join(dist, 'selfxit.js')).gzip + gz(path.join(dist, 'selfxit.worker.js')).gzip;
+  console.log(`  runtime (selfxit.js + worker, without onnxruntime): ${kb(runtime)} gzip`);
+}
+const ortBytes = ORT_FILES.map((f) => path.join(dist, 'ort', f)).filter(existsSync).reduce((a, f) => a + statSync(f).size, 0);
+if (ortBytes > 0) console.log(`  dist/ort/ (onnxruntime-web .mjs + .wasm): ${(ortBytes / 1048576).toFixed(1)} MiB`);

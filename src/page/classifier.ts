@@ -1,0 +1,229 @@
+// The page-side classifier: load() opens a bundle in a worker; classify()/classifyBatch() send inputs there and
+// turn its decisions into labelled results; setTarget() re-chooses thresholds; dispose() ends the worker.
+import type { BundleManifest, InputSpec } from '../bundle/manifest.js';
+import { SelfxitError } from '../errors.js';
+import type { Backend, ProgressInfo, RuntimeState, WireInput, WireResult } from '../protocol.js';
+import { toWireInput, type ClassifierInput } from './inputs.js';
+import { resolveLoadOptions, type LoadOptions } from './options.js';
+import { chooseThresholds, type TargetChoice } from './target.js';
+import { WorkerClient } from './worker-client.js';
+import { proxy, transfer } from 'comlink';
+
+/** One classification. */
+export interface ClassifyResult {
+  /** Class name (manifest labels). */
+  readonly label: string;
+  /** Class index. */
+  readonly index: number;
+  /** Max probability at the decision point. */
+  readonly confidence: number;
+  /** Where the sample left: an early exit, or `{ index: -1, name: 'backbone' }` for the full model. */
+  readonly exit: { readonly index: number; readonly name: string; readonly macsFraction: number };
+  /** Milliseconds: whole call (worker side, preprocessing and lazy loading included) and each segment run. */
+  readonly timings: { readonly totalMs: number; readonly stages: readonly number[] };
+  /** Class probabilities at the decision point, when asked for. */
+  readonly probabilities?: Float32Array;
+}
+
+/** Options of classify() and classifyBatch(). */
+export interface ClassifyOptions {
+  /** Also return the class probabilities. Default false. */
+  readonly probabilities?: boolean;
+}
+
+/** What info() reports. */
+export interface ClassifierInfo {
+  readonly backend: Backend;
+  readonly threads: number;
+  readonly crossOriginIsolated: boolean;
+  /** Why WebGPU is not in use although asked for, if that happened. */
+  readonly fallbackReason?: string;
+  readonly manifestUrl: string;
+  readonly manifestHash: string;
+  readonly labels: readonly string[];
+  readonly input: InputSpec;
+  /** Current exits and thresholds. */
+  readonly exits: readonly { readonly index: number; readonly name: string; readonly threshold: number; readonly macsFraction: number; readonly expectedShare: number }[];
+  /** Agreement target of the current thresholds (the calibration target until setTarget()). */
+  readonly target: number;
+  readonly expectedAgreement: number;
+  readonly expectedMacsFraction: number;
+  readonly segments: readonly { readonly file: string; readonly bytes: number; readonly loaded: boolean; readonly cached: boolean }[];
+  readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
+}
+
+/** MACs fraction of a sample that runs the whole backbone and passes every exit head. */
+function backboneFraction(m: BundleManifest): number {
+  const total = m.segments.reduce((a, s) => a + s.macs + s.headMacs, 0);
+  return m.backbone.macs > 0 ? total / m.backbone.macs : 1;
+}
+
+/**
+ * An early-exit classifier running in a worker. Get one with {@link load}.
+ *
+ * @example
+ * const clf = await load('/models/fashion-resnet/');
+ * const { label, exit } = await clf.classify(imgElement);
+ * await clf.dispose();
+ */
+export class Classifier {
+  private disposed = false;
+  private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
+
+  private constructor(
+    private readonly client: WorkerClient,
+    private readonly manifest: BundleManifest,
+    private readonly manifestHash: string,
+    private readonly manifestUrl: string,
+  ) {
+    const c = manifest.calibration;
+    this.choice = {
+      target: c.target,
+      thresholds: manifest.exits.map((e) => e.threshold),
+      agreement: c.validationAgreement,
+      macsFraction: c.expectedMacsFraction,
+    };
+  }
+
+  /** See {@link load}. */
+  static async create(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
+    const resolved = resolveLoadOptions(bundleUrl, options);
+    const client = WorkerClient.start(resolved.workerUrl);
+    const onProgress = resolved.onProgress;
+    try {
+      const reply = await client.call((api) => api.init(resolved.init, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined));
+      return new Classifier(client, reply.manifest, reply.manifestHash, resolved.init.manifestUrl);
+    } catch (e) {
+      client.fail(new SelfxitError('DISPOSED', 'load() failed'));
+      throw e;
+    }
+  }
+
+  private get state(): RuntimeState {
+    const s = this.client.state;
+    if (!s) throw new SelfxitError('INTERNAL', 'no worker state');
+    return s;
+  }
+
+  /** The backend actually running ('webgpu' or 'wasm'; it can change from webgpu to wasm after a GPU failure). */
+  get backend(): Backend {
+    return this.state.backend;
+  }
+
+  /** Labels in class-index order. */
+  get labels(): readonly string[] {
+    return this.manifest.labels;
+  }
+
+  /** Classifies one input. Rejects with INVALID_INPUT for an unsupported or wrongly sized input (the classifier stays usable). */
+  async classify(input: ClassifierInput, options: ClassifyOptions = {}): Promise<ClassifyResult> {
+    const [r] = await this.run([input], options);
+    return r!;
+  }
+
+  /**
+   * Classifies many inputs in one cascade run: rows that exit leave the batch before the next segment.
+   * Returns one result per input, in order.
+   */
+  async classifyBatch(inputs: readonly ClassifierInput[], options: ClassifyOptions = {}): Promise<ClassifyResult[]> {
+    if (!Array.isArray(inputs)) throw new SelfxitError('INVALID_INPUT', 'classifyBatch() takes an array of inputs');
+    return this.run(inputs, options);
+  }
+
+  private async run(inputs: readonly unknown[], options: ClassifyOptions): Promise<ClassifyResult[]> {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    if (inputs.length === 0) return [];
+    const wires: WireInput[] = [];
+    const transfers: Transferable[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      try {
+        const { wire, transfer: t } = await toWireInput(inputs[i]);
+        wires.push(wire);
+        transfers.push(...t);
+      } catch (e) {
+        for (const w of transfers) (w as ImageBitmap).close?.();
+        if (e instanceof SelfxitError && inputs.length > 1) throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
+        throw e;
+      }
+    }
+    const request = { inputs: wires, thresholds: [...this.choice.thresholds], probabilities: options.probabilities === true };
+    const results = await this.client.call((api) => api.classify(transfers.length > 0 ? transfer(request, transfers) : request));
+    return results.map((r) => this.toResult(r));
+  }
+
+  private toResult(r: WireResult): ClassifyResult {
+    const m = this.manifest;
+    const exit = r.exit >= 0 ? m.exits[r.exit]! : undefined;
+    return {
+      label: m.labels[r.index] ?? String(r.index),
+      index: r.index,
+      confidence: r.confidence,
+      exit: exit ? { index: r.exit, name: exit.name, macsFraction: exit.macsFraction } : { index: -1, name: 'backbone', macsFraction: backboneFraction(m) },
+      timings: { totalMs: r.totalMs, stages: r.stages },
+      ...(r.probabilities ? { probabilities: r.probabilities } : {}),
+    };
+  }
+
+  /** A snapshot of the backend, exits, current thresholds and what is loaded or cached. */
+  info(): ClassifierInfo {
+    const m = this.manifest;
+    const s = this.state;
+    return {
+      backend: s.backend,
+      threads: s.threads,
+      crossOriginIsolated: s.crossOriginIsolated,
+      ...(s.fallbackReason ? { fallbackReason: s.fallbackReason } : {}),
+      manifestUrl: this.manifestUrl,
+      manifestHash: this.manifestHash,
+      labels: m.labels,
+      input: m.input,
+      exits: m.exits.map((e, i) => ({ index: i, name: e.name, threshold: this.choice.thresholds[i]!, macsFraction: e.macsFraction, expectedShare: e.expectedShare })),
+      target: this.choice.target,
+      expectedAgreement: this.choice.agreement,
+      expectedMacsFraction: this.choice.macsFraction,
+      segments: m.segments.map((seg, i) => ({ file: seg.file, bytes: seg.bytes, loaded: s.sessions[i] === true, cached: s.cachedSegments[i] === true })),
+      cache: { enabled: s.cacheEnabled, manifestFromCache: s.manifestFromCache },
+    };
+  }
+
+  /**
+   * Re-chooses the exit thresholds for agreement target `target` in (0, 1] from the bundle's calibration
+   * curve: the cheapest point whose expected agreement is >= target. Applies to later classify() calls.
+   * Throws INVALID_TARGET when `target` is out of range.
+   */
+  setTarget(target: number): TargetChoice {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    const choice = chooseThresholds(this.manifest, target);
+    this.choice = choice;
+    return choice;
+  }
+
+  /** Releases the sessions and ends the worker. Later calls reject with DISPOSED; calls in flight too. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      await Promise.race([this.client.call((api) => api.dispose()), new Promise((r) => setTimeout(r, 2000))]);
+    } catch {
+      // the worker is going away anyway
+    }
+    this.client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
+  }
+}
+
+/**
+ * Opens an early-exit bundle and returns a ready classifier (segment 0 loaded, deeper segments on first need).
+ *
+ * @param bundleUrl URL of the bundle folder or of its manifest.json, relative to the page.
+ * @param options See {@link LoadOptions}: backend `'auto'`, threads `min(4, cores)` when isolated else 1, cache `true`.
+ * @throws SelfxitError FETCH_FAILED (details.status), INVALID_BUNDLE, INTEGRITY_ERROR, BACKEND_UNAVAILABLE, WORKER_DIED, INVALID_ARGUMENT.
+ *
+ * @example
+ * import { load } from 'selfxit';
+ * const clf = await load('/models/fashion-resnet/', { onProgress: (p) => console.log(p.status, p.file) });
+ * const r = await clf.classify(document.querySelector('img')!);
+ * console.log(r.label, r.confidence, r.exit.name);
+ */
+export function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
+  return Classifier.create(bundleUrl, options);
+}

@@ -1,0 +1,65 @@
+// Page-side input conversion: what classify() accepts → what can cross to the worker (elements become ImageBitmaps).
+import { SelfxitError } from '../errors.js';
+import type { WireInput } from '../protocol.js';
+
+/**
+ * Inputs {@link Classifier.classify} accepts. A Float32Array is taken as already preprocessed
+ * (length C*H*W, in the manifest's layout); everything else is resized and normalised as the manifest says.
+ */
+export type ClassifierInput =
+  | ImageBitmap
+  | ImageData
+  | HTMLImageElement
+  | HTMLCanvasElement
+  | OffscreenCanvas
+  | Blob
+  | Float32Array;
+
+function isA<T>(value: unknown, ctor: string): value is T {
+  const C = (globalThis as Record<string, unknown>)[ctor];
+  return typeof C === 'function' && value instanceof (C as new () => T);
+}
+
+function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value;
+  return (value as object).constructor?.name ?? 'object';
+}
+
+async function bitmapOf(source: ImageBitmapSource, what: string): Promise<ImageBitmap> {
+  try {
+    return await createImageBitmap(source);
+  } catch (e) {
+    throw new SelfxitError('INVALID_INPUT', `cannot read pixels from the ${what}: ${(e as Error).message}`, { input: what }, { cause: e });
+  }
+}
+
+/** Converts one input; `transfer` lists objects created here that may be moved to the worker. */
+export async function toWireInput(input: unknown): Promise<{ wire: WireInput; transfer: Transferable[] }> {
+  if (input instanceof Float32Array) return { wire: { kind: 'tensor', data: input }, transfer: [] };
+  if (isA<ImageData>(input, 'ImageData')) {
+    return { wire: { kind: 'pixels', width: input.width, height: input.height, data: input.data }, transfer: [] };
+  }
+  if (isA<ImageBitmap>(input, 'ImageBitmap')) {
+    // Cloned, not transferred: the caller keeps its bitmap.
+    return { wire: { kind: 'bitmap', bitmap: input }, transfer: [] };
+  }
+  if (isA<Blob>(input, 'Blob')) return { wire: { kind: 'blob', blob: input }, transfer: [] };
+  if (isA<HTMLImageElement>(input, 'HTMLImageElement')) {
+    if (!input.complete || input.naturalWidth === 0) {
+      throw new SelfxitError('INVALID_INPUT', `the <img> is not loaded (or failed to load): ${input.currentSrc || input.src || 'no src'}; await img.decode() first`);
+    }
+    const bitmap = await bitmapOf(input, '<img>');
+    return { wire: { kind: 'bitmap', bitmap }, transfer: [bitmap] };
+  }
+  if (isA<HTMLCanvasElement>(input, 'HTMLCanvasElement') || isA<OffscreenCanvas>(input, 'OffscreenCanvas')) {
+    if (input.width === 0 || input.height === 0) throw new SelfxitError('INVALID_INPUT', 'the canvas is empty (0 width or height)');
+    const bitmap = await bitmapOf(input, 'canvas');
+    return { wire: { kind: 'bitmap', bitmap }, transfer: [bitmap] };
+  }
+  throw new SelfxitError(
+    'INVALID_INPUT',
+    `unsupported input type ${typeName(input)}: pass an ImageBitmap, ImageData, HTMLImageElement, HTMLCanvasElement, OffscreenCanvas, Blob or a preprocessed Float32Array`,
+    { type: typeName(input) },
+  );
+}

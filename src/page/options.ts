@@ -1,0 +1,105 @@
+// load() options: the public option bag, its documented defaults, and their resolution in one place.
+import { SelfxitError } from '../errors.js';
+import type { BackendPreference, InitRequest, ProgressInfo } from '../protocol.js';
+import { packageBaseUrl } from './package-url.js';
+
+/** Options of {@link load}. Every field is optional; defaults are listed per field. */
+export interface LoadOptions {
+  /**
+   * Backend preference. Default `'auto'`: WebGPU on a hardware adapter, else WASM. `'webgpu'` also
+   * accepts a software adapter; when no adapter exists or a WebGPU session fails, it falls back to WASM.
+   * `clf.backend` tells which one runs.
+   */
+  readonly backend?: BackendPreference;
+  /** WASM threads. Default `min(4, navigator.hardwareConcurrency)` when the page is cross-origin isolated, else 1. */
+  readonly threads?: number;
+  /**
+   * Local cache in IndexedDB (manifest by URL, segments by sha256). Default `true`: a second visit
+   * makes no request for the manifest or cached segments. `'reload'` fetches the manifest again (and
+   * evicts segments a new version no longer uses); `false` reads and writes nothing.
+   */
+  readonly cache?: boolean | 'reload';
+  /** A cached manifest older than this (ms) is fetched again. Default 24 h. `Infinity` = until `cache: 'reload'`. */
+  readonly manifestMaxAgeMs?: number;
+  /** Loading progress (manifest, then each segment when first needed). Default: none. */
+  readonly onProgress?: (progress: ProgressInfo) => void;
+  /** URL of the worker module. Default: `selfxit.worker.js` beside selfxit.js (dist/). */
+  readonly workerUrl?: string | URL;
+  /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
+  readonly wasmPaths?: string | URL;
+}
+
+/** Default values of {@link LoadOptions}. */
+export const LOAD_DEFAULTS = {
+  backend: 'auto',
+  cache: true,
+  manifestMaxAgeMs: 24 * 60 * 60 * 1000,
+} as const satisfies Partial<LoadOptions>;
+
+export interface ResolvedLoad {
+  readonly init: InitRequest;
+  readonly onProgress: ((p: ProgressInfo) => void) | undefined;
+  readonly workerUrl: URL | undefined;
+}
+
+function documentBase(): string {
+  const loc = (globalThis as { location?: { href: string } }).location;
+  const doc = (globalThis as { document?: { baseURI: string } }).document;
+  return doc?.baseURI ?? loc?.href ?? packageBaseUrl();
+}
+
+function toUrl(value: string | URL, what: string, base: string): URL {
+  try {
+    return new URL(String(value), base);
+  } catch (e) {
+    throw new SelfxitError('INVALID_ARGUMENT', `${what} ${JSON.stringify(String(value))} is not a valid URL`, { [what]: String(value) }, { cause: e });
+  }
+}
+
+/** The manifest URL for a bundle URL: a `.json` URL as is, a folder URL + `manifest.json`. */
+export function manifestUrlOf(bundleUrl: string | URL, base = documentBase()): string {
+  const url = toUrl(bundleUrl, 'bundleUrl', base);
+  if (/\.json$/i.test(url.pathname)) return url.href;
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return new URL('manifest.json', url).href;
+}
+
+/** Checks the options and fills in the defaults. Throws INVALID_ARGUMENT naming the bad option. */
+export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions = {}): ResolvedLoad {
+  if (bundleUrl === undefined || bundleUrl === null || String(bundleUrl) === '') {
+    throw new SelfxitError('INVALID_ARGUMENT', 'load() needs the URL of a bundle folder or its manifest.json');
+  }
+  const backend = options.backend ?? LOAD_DEFAULTS.backend;
+  if (backend !== 'auto' && backend !== 'webgpu' && backend !== 'wasm') {
+    throw new SelfxitError('INVALID_ARGUMENT', `backend must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(backend)}`);
+  }
+  const { threads } = options;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) {
+    throw new SelfxitError('INVALID_ARGUMENT', `threads must be an integer in [1, 64], got ${String(threads)}`);
+  }
+  const cache = options.cache ?? LOAD_DEFAULTS.cache;
+  if (cache !== true && cache !== false && cache !== 'reload') {
+    throw new SelfxitError('INVALID_ARGUMENT', `cache must be true, false or 'reload', got ${JSON.stringify(cache)}`);
+  }
+  const manifestMaxAgeMs = options.manifestMaxAgeMs ?? LOAD_DEFAULTS.manifestMaxAgeMs;
+  if (!(typeof manifestMaxAgeMs === 'number' && manifestMaxAgeMs >= 0)) {
+    throw new SelfxitError('INVALID_ARGUMENT', `manifestMaxAgeMs must be a number >= 0, got ${String(manifestMaxAgeMs)}`);
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
+  }
+  const base = documentBase();
+  const wasmPaths = toUrl(options.wasmPaths ?? new URL('ort/', packageBaseUrl()), 'wasmPaths', base).href;
+  return {
+    init: {
+      manifestUrl: manifestUrlOf(bundleUrl, base),
+      backend,
+      threads,
+      cache,
+      manifestMaxAgeMs,
+      wasmPaths: wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
+    },
+    onProgress: options.onProgress,
+    workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),
+  };
+}

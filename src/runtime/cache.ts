@@ -1,0 +1,109 @@
+// The worker's local cache: manifests by URL and segment bytes by sha256 in IndexedDB (idb-keyval).
+// A small swappable interface; any storage failure (no IndexedDB, quota, private mode) turns it into no cache.
+import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
+
+/** A manifest as cached for one bundle URL. */
+export interface CachedManifest {
+  /** sha256 (hex) of `text`. */
+  readonly hash: string;
+  readonly text: string;
+  /** Date.now() when it was fetched. */
+  readonly storedAt: number;
+}
+
+/** What the runtime needs from a cache. Methods never throw: a failed read is a miss, a failed write is dropped. */
+export interface BundleCache {
+  /** False once caching is off or storage failed. */
+  readonly enabled: boolean;
+  getManifest(url: string): Promise<CachedManifest | undefined>;
+  putManifest(url: string, entry: CachedManifest): Promise<void>;
+  deleteManifest(url: string): Promise<void>;
+  getSegment(sha256: string): Promise<Uint8Array | undefined>;
+  putSegment(sha256: string, bytes: Uint8Array): Promise<void>;
+  deleteSegments(sha256s: readonly string[]): Promise<void>;
+  /** sha256 of every cached segment. */
+  segmentKeys(): Promise<Set<string>>;
+}
+
+/** The cache used with `cache: false`: remembers nothing. */
+export const noCache: BundleCache = {
+  enabled: false,
+  getManifest: async () => undefined,
+  putManifest: async () => {},
+  deleteManifest: async () => {},
+  getSegment: async () => undefined,
+  putSegment: async () => {},
+  deleteSegments: async () => {},
+  segmentKeys: async () => new Set(),
+};
+
+const MANIFEST_PREFIX = 'manifest:';
+const SEGMENT_PREFIX = 'segment:';
+
+/**
+ * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never
+ * at import. After the first storage error it disables itself for the rest of the session.
+ */
+export class IdbBundleCache implements BundleCache {
+  private store: UseStore | undefined;
+  private failed = false;
+
+  constructor(private readonly dbName = 'selfxit', private readonly storeName = 'bundles') {}
+
+  get enabled(): boolean {
+    return !this.failed;
+  }
+
+  private async op<T>(fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
+    if (this.failed) return fallback;
+    try {
+      if (typeof indexedDB === 'undefined') throw new Error('IndexedDB is not available');
+      this.store ??= createStore(this.dbName, this.storeName);
+      return await fn(this.store);
+    } catch {
+      // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to no cache.
+      this.failed = true;
+      return fallback;
+    }
+  }
+
+  getManifest(url: string): Promise<CachedManifest | undefined> {
+    return this.op(undefined, async (s) => {
+      const v = await get<CachedManifest>(MANIFEST_PREFIX + url, s);
+      return v && typeof v.hash === 'string' && typeof v.text === 'string' && typeof v.storedAt === 'number' ? v : undefined;
+    });
+  }
+
+  putManifest(url: string, entry: CachedManifest): Promise<void> {
+    return this.op(undefined, (s) => set(MANIFEST_PREFIX + url, entry, s));
+  }
+
+  getSegment(sha256: string): Promise<Uint8Array | undefined> {
+    return this.op(undefined, async (s) => {
+      const v = await get<unknown>(SEGMENT_PREFIX + sha256, s);
+      return v instanceof Uint8Array ? v : undefined;
+    });
+  }
+
+  putSegment(sha256: string, bytes: Uint8Array): Promise<void> {
+    return this.op(undefined, (s) => set(SEGMENT_PREFIX + sha256, bytes, s));
+  }
+
+  deleteSegments(sha256s: readonly string[]): Promise<void> {
+    if (sha256s.length === 0) return Promise.resolve();
+    return this.op(undefined, (s) => delMany(sha256s.map((h) => SEGMENT_PREFIX + h), s));
+  }
+
+  segmentKeys(): Promise<Set<string>> {
+    return this.op(new Set<string>(), async (s) => {
+      const all = await keys<IDBValidKey>(s);
+      const out = new Set<string>();
+      for (const k of all) if (typeof k === 'string' && k.startsWith(SEGMENT_PREFIX)) out.add(k.slice(SEGMENT_PREFIX.length));
+      return out;
+    });
+  }
+
+  deleteManifest(url: string): Promise<void> {
+    return this.op(undefined, (s) => del(MANIFEST_PREFIX + url, s));
+  }
+}

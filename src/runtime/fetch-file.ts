@@ -1,0 +1,69 @@
+// Fetching bundle files: bytes with growing progress counts, HTTP failures as FETCH_FAILED with the status.
+import { SelfxitError } from '../errors.js';
+
+export interface FetchOptions {
+  /** Called as bytes arrive; `loaded` only grows. `total` = Content-Length, else `expectedBytes`, else 0. */
+  readonly onProgress?: (loaded: number, total: number) => void;
+  /** Size announced by the manifest, used when the server sends no Content-Length. */
+  readonly expectedBytes?: number;
+  /** Called once the response headers arrived (the network download starts). */
+  readonly onResponse?: () => void;
+}
+
+async function request(url: string): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: ${(e as Error).message} (network error or offline)`, { url, status: 0 }, { cause: e });
+  }
+  if (!res.ok) {
+    throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`.trim(), { url, status: res.status });
+  }
+  return res;
+}
+
+/** Fetches `url` as bytes. Throws FETCH_FAILED (details: url, status; status 0 = network error). */
+export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
+  const res = await request(url);
+  options.onResponse?.();
+  const header = Number(res.headers.get('content-length'));
+  const total = Number.isFinite(header) && header > 0 ? header : (options.expectedBytes ?? 0);
+  if (!res.body) {
+    const buf = new Uint8Array(await res.arrayBuffer());
+    options.onProgress?.(buf.length, total || buf.length);
+    return buf;
+  }
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let loaded = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      loaded += value.length;
+      options.onProgress?.(loaded, Math.max(total, loaded));
+    }
+  } catch (e) {
+    throw new SelfxitError('FETCH_FAILED', `Download of ${url} broke off after ${loaded} bytes: ${(e as Error).message}`, { url, status: res.status, loaded }, { cause: e });
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(loaded);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Fetches `url` as text. Throws FETCH_FAILED like {@link fetchBytes}. */
+export async function fetchText(url: string): Promise<string> {
+  const res = await request(url);
+  try {
+    return await res.text();
+  } catch (e) {
+    throw new SelfxitError('FETCH_FAILED', `Reading ${url} failed: ${(e as Error).message}`, { url, status: res.status }, { cause: e });
+  }
+}

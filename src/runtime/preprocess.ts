@@ -1,0 +1,124 @@
+// Worker-side preprocessing: any accepted input → the model's float32 input, exactly as the manifest says
+// (resize to H×W on an OffscreenCanvas, RGBA → RGB or luma, `(v/255 - mean)/std`, NCHW or NHWC).
+import { SelfxitError } from '../errors.js';
+import type { InputSpec } from '../bundle/manifest.js';
+import type { WireInput } from '../protocol.js';
+import { inputDims, toModelInput } from '../calibrate/samples.js';
+
+export { inputDims };
+
+/** Values per sample of the model input (C*H*W). */
+export function inputSize(spec: InputSpec): number {
+  return spec.channels * spec.height * spec.width;
+}
+
+/**
+ * RGBA pixels of exactly `spec.height × spec.width` → model input written at `out[offset…]`.
+ * Grayscale models get luma `round(0.299 R + 0.587 G + 0.114 B)`, the same as the CLI's image loader.
+ */
+export function rgbaToInput(rgba: Uint8Array | Uint8ClampedArray, spec: InputSpec, out: Float32Array, offset = 0): void {
+  const hw = spec.height * spec.width;
+  if (rgba.length !== hw * 4) {
+    throw new SelfxitError('INVALID_INPUT', `expected ${spec.width}x${spec.height} RGBA pixels (${hw * 4} bytes), got ${rgba.length} bytes`);
+  }
+  const c = spec.channels;
+  const hwc = new Uint8Array(hw * c);
+  for (let p = 0; p < hw; p++) {
+    const r = rgba[p * 4]!;
+    const g = rgba[p * 4 + 1]!;
+    const b = rgba[p * 4 + 2]!;
+    if (c === 3) {
+      hwc[p * 3] = r;
+      hwc[p * 3 + 1] = g;
+      hwc[p * 3 + 2] = b;
+    } else {
+      hwc[p] = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
+    }
+  }
+  toModelInput({ data: hwc, count: 1 }, 0, 1, spec, out.subarray(offset, offset + hw * c));
+}
+
+function describe(input: WireInput): string {
+  switch (input.kind) {
+    case 'tensor':
+      return `Float32Array(${input.data.length})`;
+    case 'bitmap':
+      return `ImageBitmap ${input.bitmap.width}x${input.bitmap.height}`;
+    case 'pixels':
+      return `ImageData ${input.width}x${input.height}`;
+    case 'blob':
+      return `Blob (${input.blob.type || 'unknown type'}, ${input.blob.size} bytes)`;
+  }
+}
+
+/** Draws an image source scaled to H×W and reads its RGBA pixels back. */
+function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArray {
+  if (typeof OffscreenCanvas === 'undefined') {
+    throw new SelfxitError('INVALID_INPUT', 'resizing images needs OffscreenCanvas, which this browser lacks; pass ImageData of the model size or a Float32Array');
+  }
+  const canvas = new OffscreenCanvas(spec.width, spec.height);
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  if (!ctx) throw new SelfxitError('INVALID_INPUT', 'cannot get a 2D context to resize the image');
+  ctx.drawImage(source, 0, 0, spec.width, spec.height);
+  return ctx.getImageData(0, 0, spec.width, spec.height).data;
+}
+
+async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise<ImageBitmap> {
+  try {
+    if (input.kind === 'blob') return await createImageBitmap(input.blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    const data = new ImageData(new Uint8ClampedArray(input.data), input.width, input.height);
+    return await createImageBitmap(data, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (e) {
+    throw new SelfxitError('INVALID_INPUT', `cannot decode ${describe(input)} as an image: ${(e as Error).message}`, { input: describe(input) }, { cause: e });
+  }
+}
+
+/**
+ * Writes one input's model tensor at `out[offset…]`. Throws INVALID_INPUT for a tensor of the
+ * wrong length, an empty or undecodable image, or malformed pixels.
+ */
+export async function preprocessInto(input: WireInput, spec: InputSpec, out: Float32Array, offset: number): Promise<void> {
+  const size = inputSize(spec);
+  switch (input.kind) {
+    case 'tensor': {
+      if (!(input.data instanceof Float32Array) || input.data.length !== size) {
+        const shape = inputDims(spec, 1).slice(1).join('x');
+        throw new SelfxitError('INVALID_INPUT', `a preprocessed input must be a Float32Array of ${size} values (${spec.layout} ${shape}), got ${describe(input)}`, {
+          expected: size,
+          got: input.data instanceof Float32Array ? input.data.length : null,
+        });
+      }
+      out.set(input.data, offset);
+      return;
+    }
+    case 'pixels': {
+      if (!(input.width > 0 && input.height > 0) || input.data.length !== input.width * input.height * 4) {
+        throw new SelfxitError('INVALID_INPUT', `ImageData ${input.width}x${input.height} must hold ${input.width * input.height * 4} bytes, got ${input.data.length}`);
+      }
+      if (input.width === spec.width && input.height === spec.height) {
+        rgbaToInput(input.data, spec, out, offset); // exact pixels, no resampling
+        return;
+      }
+      const bmp = await toBitmap(input);
+      try {
+        rgbaToInput(drawScaled(bmp, spec), spec, out, offset);
+      } finally {
+        bmp.close();
+      }
+      return;
+    }
+    case 'bitmap':
+    case 'blob': {
+      const bmp = input.kind === 'bitmap' ? input.bitmap : await toBitmap(input);
+      try {
+        if (!(bmp.width > 0 && bmp.height > 0)) throw new SelfxitError('INVALID_INPUT', `the image is empty (${describe(input)})`);
+        rgbaToInput(drawScaled(bmp, spec), spec, out, offset);
+      } finally {
+        bmp.close();
+      }
+      return;
+    }
+    default:
+      throw new SelfxitError('INVALID_INPUT', `unsupported input kind ${JSON.stringify((input as { kind?: unknown }).kind)}`);
+  }
+}

@@ -1,0 +1,5 @@
+// Worker entry: serves the runtime API to the page through comlink (the page creates this module as a module worker).
+import { expose } from 'comlink';
+import { createWorkerApi } from './api.js';
+
+expose(createWorkerApi());

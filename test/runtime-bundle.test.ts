@@ -1,0 +1,268 @@
+// The worker runtime in Node (onnxruntime-node injected, bundles over a local HTTP server, an in-memory cache):
+// lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the Wire API.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import * as ortNode from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeTinyBundles, type Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
+import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
+import { createWorkerApi } from '../src/runtime/api.js';
+import { IdbBundleCache, type BundleCache, type CachedManifest } from '../src/runtime/cache.js';
+import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
+import { BundleRuntime, type RuntimeDeps } from '../src/runtime/runtime.js';
+
+/** A BundleCache in memory, recording what it holds. */
+class MemoryCache implements BundleCache {
+  readonly enabled = true;
+  readonly manifests = new Map<string, CachedManifest>();
+  readonly segments = new Map<string, Uint8Array>();
+  async getManifest(url: string) {
+    return this.manifests.get(url);
+  }
+  async putManifest(url: string, e: CachedManifest) {
+    this.manifests.set(url, e);
+  }
+  async deleteManifest(url: string) {
+    this.manifests.delete(url);
+  }
+  async getSegment(h: string) {
+    return this.segments.get(h);
+  }
+  async putSegment(h: string, b: Uint8Array) {
+    this.segments.set(h, b);
+  }
+  async deleteSegments(hs: readonly string[]) {
+    for (const h of hs) this.segments.delete(h);
+  }
+  async segmentKeys() {
+    return new Set(this.segments.keys());
+  }
+}
+
+let dir = '';
+let server: Server;
+let base = '';
+let log: string[] = [];
+let expected: Expected[] = [];
+let inputs: Float32Array[] = [];
+
+const loadOrt = async (): Promise<OrtHandle> => ({ ort: ortNode as unknown as OrtWeb, backend: 'wasm', threads: 1, fallbackReason: undefined, executionProvider: 'cpu' });
+
+function request(bundle: string, over: Partial<InitRequest> = {}): InitRequest {
+  return { manifestUrl: `${base}/${bundle}/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', ...over };
+}
+
+function open(bundle: string, deps: RuntimeDeps, over: Partial<InitRequest> = {}, progress?: (p: ProgressInfo) => void): Promise<BundleRuntime> {
+  return BundleRuntime.open(request(bundle, over), progress, { loadOrt, ...deps });
+}
+
+const tensors = (idx: number[]): WireInput[] => idx.map((i) => ({ kind: 'tensor', data: inputs[i]! }));
+const thresholds = (rt: BundleRuntime): number[] => rt.manifest.exits.map((e) => e.threshold);
+const files = (): string[] => log.map((p) => p.split('/').slice(-2).join('/'));
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'selfxit-rt-'));
+  await writeTinyBundles(dir);
+  expected = JSON.parse(readFileSync(path.join(dir, 'tiny/expected.json'), 'utf8')) as Expected[];
+  const all = new Float32Array(new Uint8Array(readFileSync(path.join(dir, 'tiny/inputs.f32'))).buffer);
+  inputs = Array.from({ length: 64 }, (_, i) => all.slice(i * 768, (i + 1) * 768));
+  server = createServer((req, res) => {
+    const p = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    log.push(p);
+    try {
+      const body = readFileSync(path.join(dir, p));
+      res.writeHead(200, { 'Content-Length': String(body.length) });
+      res.end(body);
+    } catch {
+      res.writeHead(404);
+      res.end('not found');
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((r) => server.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('BundleRuntime', () => {
+  it('opens with the manifest and segment 0 only, reporting progress in order with growing byte counts', async () => {
+    log = [];
+    const events: ProgressInfo[] = [];
+    const rt = await open('tiny', { cache: new MemoryCache() }, {}, (p) => events.push(p));
+    expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx']);
+    expect(events.map((e) => `${e.status}:${e.file}`).filter((s) => !s.startsWith('progress'))).toEqual([
+      'initiate:manifest.json',
+      'download:manifest.json',
+      'done:manifest.json',
+      'initiate:segment-0.onnx',
+      'download:segment-0.onnx',
+      'done:segment-0.onnx',
+      'ready:segment-0.onnx',
+    ]);
+    const loaded = events.flatMap((e) => (e.status === 'progress' ? [e.loaded] : []));
+    expect(loaded.length).toBeGreaterThan(0);
+    expect(loaded.every((v, i) => i === 0 || v >= loaded[i - 1]!)).toBe(true);
+    expect(loaded.at(-1)).toBe(rt.manifest.segments[0]!.bytes);
+    expect(rt.state()).toMatchObject({ sessions: [true, false, false], cachedSegments: [true, false, false], manifestFromCache: false, cacheEnabled: true });
+    await rt.dispose();
+  });
+
+  it('classifies like the reference; a batch equals single calls; deeper segments load when first reached', async () => {
+    log = [];
+    const rt = await open('tiny', { cache: new MemoryCache() });
+    const early = expected.findIndex((e) => e.exit === 0);
+    const [r0] = await rt.classify({ inputs: tensors([early]), thresholds: thresholds(rt), probabilities: true });
+    expect(r0).toMatchObject({ index: expected[early]!.index, exit: 0 });
+    expect(r0!.stages).toHaveLength(1);
+    expect(r0!.probabilities).toHaveLength(10);
+    expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx']);
+    const all = Array.from({ length: 64 }, (_, i) => i);
+    const batch = await rt.classify({ inputs: tensors(all), thresholds: thresholds(rt), probabilities: false });
+    expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx', 'tiny/segment-1.onnx', 'tiny/segment-2.onnx']);
+    batch.forEach((r, i) => {
+      expect({ index: r.index, exit: r.exit }).toEqual({ index: expected[i]!.index, exit: expected[i]!.exit });
+      expect(r.confidence).toBeCloseTo(expected[i]!.confidence, 5);
+      expect(r.stages).toHaveLength(r.exit < 0 ? 3 : r.exit + 1);
+      expect(r.probabilities).toBeUndefined();
+    });
+    const singles = await Promise.all(all.map((i) => rt.classify({ inputs: tensors([i]), thresholds: thresholds(rt), probabilities: false })));
+    singles.forEach(([r], i) => expect({ index: r!.index, exit: r!.exit }).toEqual({ index: batch[i]!.index, exit: batch[i]!.exit }));
+    // Other thresholds (as setTarget would send): never exit → every sample runs the backbone.
+    const full = await rt.classify({ inputs: tensors([0, 1, 2]), thresholds: [1.0000001, 1.0000001], probabilities: false });
+    expect(full.every((r) => r.exit === -1 && r.stages.length === 3)).toBe(true);
+    await rt.dispose();
+  });
+
+  it('serves a second open from the cache without any request, and refetches only the manifest when it is too old', async () => {
+    const cache = new MemoryCache();
+    const rt1 = await open('tiny', { cache });
+    await rt1.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt1), probabilities: false });
+    await rt1.dispose();
+    log = [];
+    const rt2 = await open('tiny', { cache });
+    await rt2.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt2), probabilities: false });
+    expect(log).toEqual([]);
+    expect(rt2.state()).toMatchObject({ manifestFromCache: true, cachedSegments: [true, true, true] });
+    expect(rt2.manifestHash).toBe(rt1.manifestHash);
+    await rt2.dispose();
+    log = [];
+    const rt3 = await open('tiny', { cache, now: () => Date.now() + 10_000 }, { manifestMaxAgeMs: 1000 });
+    expect(files()).toEqual(['tiny/manifest.json']);
+    await rt3.dispose();
+  });
+
+  it('refetches a segment whose cached bytes are corrupt', async () => {
+    const cache = new MemoryCache();
+    await (await open('tiny', { cache })).dispose();
+    const sha0 = [...cache.segments.keys()][0]!;
+    cache.segments.set(sha0, new Uint8Array([1, 2, 3]));
+    log = [];
+    const rt = await open('tiny', { cache });
+    expect(files()).toEqual(['tiny/segment-0.onnx']);
+    expect(cache.segments.get(sha0)!.length).toBeGreaterThan(3);
+    await rt.dispose();
+  });
+
+  it("evicts the segments a new bundle version at the same URL no longer uses (cache: 'reload')", async () => {
+    const cache = new MemoryCache();
+    const vdir = path.join(dir, 'versioned');
+    const src = path.join(dir, 'tiny');
+    rmSync(vdir, { recursive: true, force: true });
+    (await import('node:fs')).mkdirSync(vdir);
+    for (const f of ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx']) copyFileSync(path.join(src, f), path.join(vdir, f));
+    const rt1 = await open('versioned', { cache });
+    await rt1.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt1), probabilities: false });
+    await rt1.dispose();
+    const old2 = rt1.manifest.segments[2]!.sha256;
+    expect(cache.segments.has(old2)).toBe(true);
+
+    // v2: segment 2 re-encoded with another doc string (new bytes, new sha256), the rest unchanged.
+    const m2 = decodeModel(readFileSync(path.join(src, 'segment-2.onnx')));
+    m2.proto.docString = 'version 2';
+    const bytes2 = encodeModel(m2);
+    writeFileSync(path.join(vdir, 'segment-2-v2.onnx'), bytes2);
+    const manifest = JSON.parse(readFileSync(path.join(src, 'manifest.json'), 'utf8')) as BundleManifest;
+    const v2: BundleManifest = { ...manifest, segments: manifest.segments.map((s, i) => (i === 2 ? { ...s, file: 'segment-2-v2.onnx', sha256: '', bytes: bytes2.length } : s)) };
+    (v2.segments[2] as { sha256: string }).sha256 = await sha256Hex(bytes2);
+    writeFileSync(path.join(vdir, 'manifest.json'), JSON.stringify(v2));
+
+    log = [];
+    const stale = await open('versioned', { cache });
+    expect(stale.manifestHash).toBe(rt1.manifestHash); // cached manifest, no request
+    expect(log).toEqual([]);
+    await stale.dispose();
+    const rt2 = await open('versioned', { cache }, { cache: 'reload' });
+    expect(rt2.manifestHash).not.toBe(rt1.manifestHash);
+    expect(cache.segments.has(old2)).toBe(false);
+    expect(cache.segments.has(rt1.manifest.segments[0]!.sha256)).toBe(true);
+    const deep = expected.findIndex((e) => e.exit === -1);
+    const [r] = await rt2.classify({ inputs: tensors([deep]), thresholds: thresholds(rt2), probabilities: false });
+    expect(r).toMatchObject({ index: expected[deep]!.index, exit: -1 });
+    expect(files()).toEqual(['versioned/manifest.json', 'versioned/segment-2-v2.onnx']);
+    await rt2.dispose();
+  });
+
+  it('degrades to no cache where IndexedDB is missing', async () => {
+    log = [];
+    const rt = await open('tiny', { cache: new IdbBundleCache('selfxit-test') });
+    expect(rt.state().cacheEnabled).toBe(false);
+    expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx']);
+    await rt.dispose();
+  });
+
+  it('throws typed errors: FETCH_FAILED, INVALID_BUNDLE, INTEGRITY_ERROR, INVALID_INPUT, INVALID_ARGUMENT, DISPOSED', async () => {
+    const cache = new MemoryCache();
+    await expect(open('missing', { cache })).rejects.toMatchObject({ code: 'FETCH_FAILED', details: { status: 404 } });
+    await expect(open('not-json', { cache })).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
+    await expect(open('tiny-badsha0', { cache })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 0 } });
+    const rt = await open('tiny-badsha2', { cache: new MemoryCache() });
+    const deep = expected.findIndex((e) => e.exit === -1);
+    await expect(rt.classify({ inputs: tensors([deep]), thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 2 } });
+    await expect(rt.classify({ inputs: [{ kind: 'tensor', data: new Float32Array(5) }], thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+    await expect(rt.classify({ inputs: [...tensors([0]), { kind: 'tensor', data: new Float32Array(5) }], thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { inputIndex: 1 },
+    });
+    await expect(rt.classify({ inputs: tensors([0]), thresholds: [0.5], probabilities: false })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    const early = expected.findIndex((e) => e.exit === 0);
+    await expect(rt.classify({ inputs: tensors([early]), thresholds: thresholds(rt), probabilities: false })).resolves.toHaveLength(1);
+    await rt.dispose();
+    await expect(rt.classify({ inputs: tensors([0]), thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+});
+
+describe('createWorkerApi', () => {
+  it('returns Wire replies: values with state, errors as payloads with their code', async () => {
+    const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
+    const bad = await api.init(request('missing'));
+    expect(bad).toMatchObject({ ok: false, error: { __selfxitError: true, code: 'FETCH_FAILED', details: { status: 404 } } });
+
+    const api2 = createWorkerApi({ loadOrt, cache: new MemoryCache() });
+    const before = await api2.classify({ inputs: tensors([0]), thresholds: [0.5, 0.5], probabilities: false });
+    expect(before).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
+    const init = await api2.init(request('tiny'));
+    expect(init.ok).toBe(true);
+    if (!init.ok) return;
+    expect(init.value.manifest.labels).toHaveLength(10);
+    expect(init.value.manifestHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(init.state).toMatchObject({ backend: 'wasm', sessions: [true, false, false] });
+    const th = init.value.manifest.exits.map((e) => e.threshold);
+    const ok = await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: true });
+    expect(ok).toMatchObject({ ok: true, value: [{ index: expected[0]!.index, exit: expected[0]!.exit }] });
+    const wrong = await api2.classify({ inputs: [{ kind: 'tensor', data: new Float32Array(1) }], thresholds: th, probabilities: false });
+    expect(wrong).toMatchObject({ ok: false, error: { code: 'INVALID_INPUT' }, state: { backend: 'wasm' } });
+    expect(await api2.init(request('tiny'))).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
+    expect(await api2.dispose()).toMatchObject({ ok: true });
+    expect(await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: false })).toMatchObject({ ok: false, error: { code: 'DISPOSED' } });
+  });
+});

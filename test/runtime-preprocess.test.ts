@@ -1,0 +1,75 @@
+// Worker preprocessing in Node: RGBA → model input (NCHW/NHWC, RGB/luma, mean/std) and INVALID_INPUT checks.
+import { describe, expect, it } from 'vitest';
+import type { InputSpec } from '../src/bundle/manifest.js';
+import { SelfxitError } from '../src/errors.js';
+import { inputDims, inputSize, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
+
+const rgb = (layout: 'NCHW' | 'NHWC'): InputSpec => ({ name: 'x', height: 2, width: 2, channels: 3, layout, mean: [0.5, 0.25, 0], std: [0.5, 0.25, 1] });
+// 2x2 pixels: (R, G, B, A)
+const pixels = Uint8ClampedArray.from([255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 51, 102, 153, 0]);
+
+describe('rgbaToInput', () => {
+  it('writes NCHW planes with (v/255 - mean)/std', () => {
+    const out = new Float32Array(12);
+    rgbaToInput(pixels, rgb('NCHW'), out);
+    const r = [1, 0, 0, 0.2].map((v) => (v - 0.5) / 0.5);
+    const g = [0, 1, 0, 0.4].map((v) => (v - 0.25) / 0.25);
+    const b = [0, 0, 1, 0.6];
+    expect(Array.from(out)).toEqual([...r, ...g, ...b].map((v) => expect.closeTo(v, 5)));
+  });
+
+  it('writes NHWC interleaved, at an offset', () => {
+    const out = new Float32Array(14).fill(9);
+    rgbaToInput(pixels, rgb('NHWC'), out, 2);
+    expect(out[0]).toBe(9);
+    expect(out[2]).toBeCloseTo(1); // R of pixel 0: (1 - 0.5) / 0.5
+    expect(out[3]).toBeCloseTo(-1); // G of pixel 0: (0 - 0.25) / 0.25
+    expect(out[13]).toBeCloseTo(0.6); // B of pixel 3
+  });
+
+  it('uses rounded luma for grayscale models, like the CLI image loader', () => {
+    const gray: InputSpec = { name: 'x', height: 2, width: 2, channels: 1, layout: 'NCHW', mean: [0], std: [1] };
+    const out = new Float32Array(4);
+    rgbaToInput(pixels, gray, out);
+    const luma = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [51, 102, 153]].map(([r, g, b]) => Math.round(0.299 * r! + 0.587 * g! + 0.114 * b!) / 255);
+    expect(Array.from(out)).toEqual(luma.map((v) => expect.closeTo(v, 6)));
+  });
+
+  it('rejects pixels of the wrong size', () => {
+    expect(() => rgbaToInput(new Uint8ClampedArray(8), rgb('NCHW'), new Float32Array(12))).toThrow(SelfxitError);
+  });
+});
+
+describe('preprocessInto', () => {
+  const spec = rgb('NCHW');
+  it('copies a Float32Array of the right length', async () => {
+    const out = new Float32Array(24);
+    await preprocessInto({ kind: 'tensor', data: Float32Array.from({ length: 12 }, (_, i) => i) }, spec, out, 12);
+    expect(out[12]).toBe(0);
+    expect(out[23]).toBe(11);
+    expect(inputSize(spec)).toBe(12);
+    expect(inputDims(spec, 5)).toEqual([5, 3, 2, 2]);
+    expect(inputDims(rgb('NHWC'), 5)).toEqual([5, 2, 2, 3]);
+  });
+
+  it('throws INVALID_INPUT naming the expected size for a wrong-length tensor', async () => {
+    const err = await preprocessInto({ kind: 'tensor', data: new Float32Array(7) }, spec, new Float32Array(12), 0).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SelfxitError);
+    expect(err).toMatchObject({ code: 'INVALID_INPUT', details: { expected: 12, got: 7 } });
+    expect((err as Error).message).toContain('NCHW 3x2x2');
+  });
+
+  it('throws INVALID_INPUT for malformed pixels', async () => {
+    await expect(preprocessInto({ kind: 'pixels', width: 2, height: 2, data: new Uint8ClampedArray(3) }, spec, new Float32Array(12), 0)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+  });
+
+  it('takes exact-size pixels without resampling', async () => {
+    const out = new Float32Array(12);
+    await preprocessInto({ kind: 'pixels', width: 2, height: 2, data: pixels }, spec, out, 0);
+    const direct = new Float32Array(12);
+    rgbaToInput(pixels, spec, direct);
+    expect(out).toEqual(direct);
+  });
+});
