@@ -5,6 +5,8 @@ import { SelfxitError } from '../errors.js';
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
 export const MANIFEST_VERSION = 1 as const;
 export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
+/** File name of the manifest inside a bundle (folder or URL prefix). */
+export const MANIFEST_FILE = 'manifest.json';
 
 /** Head architectures. See docs in src/calibrate/heads. */
 export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';

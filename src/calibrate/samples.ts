@@ -2,6 +2,7 @@
 // and the pixel → model-input conversion (`x = (p / 255 - mean[c]) / std[c]`) shared by prepare and eval.
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
+import { createRng, permutation } from './rng.js';
 
 /** `count` images, uint8, NHWC (`[count, height, width, channels]`), row-major. */
 export interface SampleBatch {
@@ -65,39 +66,13 @@ export async function collectSamples(input: SampleInput, shape: SampleShape, lim
   return { data, count };
 }
 
-/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A seeded permutation of `0..n-1` (Fisher–Yates). */
-export function seededPermutation(n: number, seed: number): Uint32Array {
-  const p = new Uint32Array(n);
-  for (let i = 0; i < n; i++) p[i] = i;
-  const rnd = seededRandom(seed ^ 0x5eed);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rnd() * (i + 1));
-    const t = p[i]!;
-    p[i] = p[j]!;
-    p[j] = t;
-  }
-  return p;
-}
-
 /**
  * Shuffles the images with `seed` and keeps the first `limit` (files are often class-ordered, so a
  * plain prefix would be biased). Returns the chosen original indices too (to permute labels alike).
  */
-export function shuffleAndLimit(batch: SampleBatch, shape: SampleShape, seed: number, limit = Infinity): { batch: SampleBatch; indices: Uint32Array } {
+export function shuffleAndLimit(batch: SampleBatch, shape: SampleShape, seed: number, limit = Infinity): { batch: SampleBatch; indices: Int32Array } {
   const per = shape.height * shape.width * shape.channels;
-  const perm = seededPermutation(batch.count, seed);
+  const perm = permutation(batch.count, createRng(seed));
   const n = Math.min(batch.count, Math.max(0, Math.floor(limit)));
   const indices = perm.slice(0, n);
   const data = new Uint8Array(n * per);

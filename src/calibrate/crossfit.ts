@@ -1,0 +1,80 @@
+// K-fold cross-fitting of exit heads: out-of-fold probabilities for threshold choice, plus a final head on all samples.
+import { SelfxitError } from '../errors.js';
+import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions, type TrainHeadResult, type TrainedHead } from './train-head.js';
+import { foldIndices, kFoldAssign } from './rng.js';
+
+/** Options of {@link crossFit}: head training options plus the split. */
+export interface CrossFitOptions extends TrainHeadOptions {
+  /** Number of folds. Default 5. */
+  readonly folds?: number;
+  /** Precomputed fold of each sample (overrides folds/seed for the split); use the same split for every cut. */
+  readonly foldOf?: Int32Array;
+  /** Also fit the head on all samples (the exported head). Default true; set false for candidates not (yet) selected. */
+  readonly fitFinal?: boolean;
+  /** Called after each fit (fold = -1 for the final fit), e.g. for progress. */
+  readonly onFit?: (info: FitInfo) => void;
+}
+
+export interface FitInfo {
+  /** Fold index, or -1 for the final fit on all samples. */
+  readonly fold: number;
+  /** Samples the head was trained on (ascending). */
+  readonly trainIndices: Int32Array;
+  /** Samples whose out-of-fold probabilities this head produced (ascending; empty for the final fit). */
+  readonly predictIndices: Int32Array;
+  readonly result: TrainHeadResult;
+}
+
+export interface CrossFitResult {
+  /** `[n, k]`: each sample's probabilities from the head that did not see it. */
+  readonly oof: Float32Array;
+  /** Head fit on all n samples (absent when fitFinal = false). */
+  readonly head?: TrainedHead;
+  /** Fold of each sample. */
+  readonly foldOf: Int32Array;
+  /** Total training time, ms. */
+  readonly ms: number;
+}
+
+/**
+ * Cross-fits a head: for each fold f, trains on the other folds and predicts fold f, so every sample's
+ * out-of-fold probabilities come from a head that never saw it (thresholds are chosen on these only).
+ * Then (fitFinal, default) trains the exported head on all `n` samples. The split is seeded (`seed`, default 0);
+ * pass the same `foldOf` to every cut to keep folds aligned across exits. Fold f's head uses seed `seed + 1 + f`.
+ */
+export function crossFit(x: Float32Array, p: Float32Array, n: number, d: number, k: number, options: CrossFitOptions = {}): CrossFitResult {
+  const t0 = Date.now();
+  const seed = options.seed ?? 0;
+  let foldOf: Int32Array;
+  if (options.foldOf) {
+    foldOf = options.foldOf;
+    if (foldOf.length !== n) throw new SelfxitError('INVALID_ARGUMENT', `foldOf has ${foldOf.length} entries, expected ${n}`);
+  } else {
+    foldOf = kFoldAssign(n, options.folds ?? 5, seed);
+  }
+  let folds = 0;
+  for (let i = 0; i < n; i++) {
+    const f = foldOf[i]!;
+    if (!(Number.isInteger(f) && f >= 0)) throw new SelfxitError('INVALID_ARGUMENT', `foldOf[${i}] = ${f} is not a fold index`);
+    folds = Math.max(folds, f + 1);
+  }
+  if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
+  const oof = new Float32Array(n * k);
+  for (let f = 0; f < folds; f++) {
+    const test = foldIndices(foldOf, f, true);
+    const train = foldIndices(foldOf, f, false);
+    if (test.length === 0) continue;
+    if (train.length === 0) throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
+    const result = trainHeadOnRows(x, p, n, d, k, train, { ...options, seed: seed + 1 + f });
+    predictHeadRows(result, x, test, test.length, oof, true);
+    options.onFit?.({ fold: f, trainIndices: train, predictIndices: test, result });
+  }
+  let head: TrainedHead | undefined;
+  if (options.fitFinal ?? true) {
+    const result = trainHeadOnRows(x, p, n, d, k, null, { ...options, seed });
+    head = { layers: result.layers, logitScale: result.logitScale };
+    const all = Int32Array.from({ length: n }, (_, i) => i);
+    options.onFit?.({ fold: -1, trainIndices: all, predictIndices: new Int32Array(0), result });
+  }
+  return { oof, ...(head ? { head } : {}), foldOf, ms: Date.now() - t0 };
+}

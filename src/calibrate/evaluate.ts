@@ -1,0 +1,259 @@
+// `selfxit eval` core: runs a bundle exactly as the runtime does (runCascade over its segment files,
+// batch shrinking), plus the full backbone and every exit head, and measures agreement, accuracy and
+// MACs. Pure: onnxruntime is injected; works in Node and in a worker.
+import { SelfxitError } from '../errors.js';
+import type { BundleFiles, BundleManifest, CurvePoint } from '../bundle/manifest.js';
+import { argmaxRow, runCascade, selectRowsF32, type StageOutput, type StageRunner } from '../engine/cascade.js';
+import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../ort/types.js';
+import { checkBatch, inputDims, toModelInput, type SampleBatch } from './samples.js';
+import { throwIfAborted } from './progress.js';
+
+/** Options of {@link evaluateBundle}. */
+export interface EvaluateOptions {
+  readonly bundle: BundleFiles;
+  /** uint8 NHWC images of the manifest's input size. */
+  readonly samples: SampleBatch;
+  /** Ground-truth class per sample, for accuracy (optional). */
+  readonly labels?: Int32Array;
+  readonly ort: OrtModule;
+  /** Rows per cascade call. Default 256. */
+  readonly batchSize?: number;
+  /** Re-choose thresholds from the manifest's curve for this agreement target. */
+  readonly target?: number;
+  /** Explicit per-exit thresholds (wins over `target`). */
+  readonly thresholds?: readonly number[];
+  readonly sessionOptions?: OrtSessionOptions;
+  readonly onProgress?: (done: number, total: number) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** What {@link evaluateBundle} measures. Fractions are in [0, 1]. */
+export interface EvaluationResult {
+  readonly samples: number;
+  /** Cascade prediction == full backbone prediction. */
+  readonly agreement: number;
+  /** Cascade top-1 vs labels (null without labels). */
+  readonly accuracy: number | null;
+  /** Full backbone top-1 vs labels (null without labels). */
+  readonly backboneAccuracy: number | null;
+  /** Mean per-sample MACs of the cascade (backbone segments run + heads evaluated) / backbone MACs. */
+  readonly macsFraction: number;
+  /**
+   * MACs fraction if every sample left at the first exit whose head argmax agrees with the backbone
+   * (heads passed on the way included; samples no head gets right pay the whole cascade path).
+   */
+  readonly oracleMacsFraction: number;
+  /** Share of samples leaving at each exit; the last entry is the backbone (no exit). */
+  readonly exitShares: readonly number[];
+  /** Agreement with the backbone of the samples leaving at each exit (NaN where none left). */
+  readonly exitAgreement: readonly number[];
+  /** Exit names, in order. */
+  readonly exitNames: readonly string[];
+  /** Thresholds used. */
+  readonly thresholds: readonly number[];
+  /**
+   * Samples where the batch-shrinking cascade differs from a replay of the all-heads pass (same exit
+   * rule on the per-exit probabilities). 0 expected; a few near a threshold can come from batch-size
+   * dependent float rounding in the backend.
+   */
+  readonly replayMismatches: number;
+  /** Wall time in ms: cascade, all-heads pass, full backbone. */
+  readonly timingsMs: { readonly cascade: number; readonly allHeads: number; readonly backbone: number };
+}
+
+/** Picks the cheapest curve point whose validation agreement reaches `target` (the most conservative point when none does). */
+export function curvePointForTarget(curve: readonly CurvePoint[], target: number): CurvePoint {
+  if (curve.length === 0) throw new SelfxitError('INVALID_BUNDLE', 'the manifest has no calibration curve to re-choose thresholds from');
+  let best: CurvePoint | undefined;
+  for (const p of curve) {
+    if (p.agreement >= target && (!best || p.macsFraction < best.macsFraction)) best = p;
+  }
+  if (best) return best;
+  return curve.reduce((a, b) => (b.agreement > a.agreement || (b.agreement === a.agreement && b.macsFraction < a.macsFraction) ? b : a));
+}
+
+/** onnxruntime StageRunner over a bundle's segment files; activations are CPU float32 tensors. */
+export class OrtStageRunner implements StageRunner<OrtTensor> {
+  private constructor(
+    private readonly ort: OrtModule,
+    private readonly manifest: BundleManifest,
+    private readonly sessions: readonly OrtSession[],
+  ) {}
+
+  static async create(ort: OrtModule, bundle: BundleFiles, sessionOptions?: OrtSessionOptions): Promise<OrtStageRunner> {
+    const sessions: OrtSession[] = [];
+    for (const seg of bundle.manifest.segments) {
+      sessions.push(await ort.InferenceSession.create(requireFile(bundle, seg.file), sessionOptions));
+    }
+    return new OrtStageRunner(ort, bundle.manifest, sessions);
+  }
+
+  async runStage(segment: number, input: OrtTensor, _rows: number): Promise<StageOutput<OrtTensor>> {
+    const seg = this.manifest.segments[segment]!;
+    const out = await this.sessions[segment]!.run({ [seg.input]: input });
+    const main = out[seg.output];
+    if (!main) throw new SelfxitError('INVALID_BUNDLE', `segment ${segment} has no output "${seg.output}"`);
+    const exitProbs = seg.exitOutput ? (out[seg.exitOutput]?.data as Float32Array | undefined) : undefined;
+    if (segment === this.manifest.segments.length - 1) return { final: main.data as Float32Array };
+    return exitProbs ? { next: main, exitProbs } : { next: main };
+  }
+
+  async selectRows(activation: OrtTensor, keep: readonly number[], rows: number): Promise<OrtTensor> {
+    const dims = [keep.length, ...activation.dims.slice(1)];
+    return new this.ort.Tensor('float32', selectRowsF32(activation.data as Float32Array, keep, rows), dims);
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of this.sessions) await s.release();
+  }
+}
+
+function requireFile(bundle: BundleFiles, file: string): Uint8Array {
+  const bytes = bundle.files.get(file);
+  if (!bytes) throw new SelfxitError('INVALID_BUNDLE', `bundle file ${file} is missing`, { file });
+  return bytes;
+}
+
+/** Per-sample MACs to decide at exit `e` (or -1: the whole backbone), including every head passed. */
+export function cumulativeMacs(manifest: BundleManifest): { exits: number[]; backbone: number } {
+  const exits: number[] = new Array(manifest.exits.length).fill(0);
+  let acc = 0;
+  for (const seg of manifest.segments) {
+    acc += seg.macs + seg.headMacs;
+    if (seg.exit !== undefined) exits[seg.exit] = acc;
+  }
+  return { exits, backbone: acc };
+}
+
+/**
+ * Evaluates a bundle on samples: the real cascade (runCascade, batch shrinking), a pass through every
+ * stage without exiting (all exit heads' probabilities, for the oracle and a consistency replay), and
+ * the full backbone (`manifest.backbone.file`) for agreement and backbone accuracy.
+ */
+export async function evaluateBundle(options: EvaluateOptions): Promise<EvaluationResult> {
+  const { bundle, samples, labels, ort, signal } = options;
+  const m = bundle.manifest;
+  const spec = m.input;
+  checkBatch(samples, { height: spec.height, width: spec.width, channels: spec.channels }, 'eval samples');
+  if (labels && labels.length !== samples.count) {
+    throw new SelfxitError('INVALID_ARGUMENT', `${labels.length} labels for ${samples.count} samples`);
+  }
+  if (!m.backbone.file) throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no backbone copy (backbone.file) to compare against');
+  const k = m.labels.length;
+  const nExits = m.exits.length;
+  const thresholds = options.thresholds ?? (options.target !== undefined ? curvePointForTarget(m.calibration.curve, options.target).thresholds : m.exits.map((e) => e.threshold));
+  if (thresholds.length !== nExits) throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
+  const batchSize = options.batchSize ?? 256;
+  const runner = await OrtStageRunner.create(ort, bundle, options.sessionOptions);
+  const backbone = await ort.InferenceSession.create(requireFile(bundle, m.backbone.file), options.sessionOptions);
+  const n = samples.count;
+  const cascadePred = new Int32Array(n);
+  const cascadeExit = new Int32Array(n);
+  const backbonePred = new Int32Array(n);
+  const headPred = Array.from({ length: nExits }, () => new Int32Array(n));
+  const headScore = Array.from({ length: nExits }, () => new Float32Array(n));
+  const segPred = new Int32Array(n); // backbone prediction through the segment chain
+  const t = { cascade: 0, allHeads: 0, backbone: 0 };
+  const buf = new Float32Array(batchSize * spec.height * spec.width * spec.channels);
+  try {
+    for (let start = 0; start < n; start += batchSize) {
+      throwIfAborted(signal, 'eval');
+      const rows = Math.min(batchSize, n - start);
+      const x = new ort.Tensor('float32', toModelInput(samples, start, rows, spec, buf).slice(), inputDims(spec, rows));
+      let t0 = performance.now();
+      const res = await runCascade(m, runner, x, rows, { thresholds });
+      t.cascade += performance.now() - t0;
+      res.forEach((r, i) => {
+        cascadePred[start + i] = r.index;
+        cascadeExit[start + i] = r.exit;
+      });
+      // every stage, nobody exits: record each head's probabilities
+      t0 = performance.now();
+      const recorder: StageRunner<OrtTensor> = {
+        runStage: async (s, a, r) => {
+          const out = await runner.runStage(s, a, r);
+          const e = m.segments[s]!.exit;
+          if (e !== undefined && out.exitProbs) {
+            for (let i = 0; i < r; i++) {
+              const { index, value } = argmaxRow(out.exitProbs, i * k, k);
+              headPred[e]![start + i] = index;
+              headScore[e]![start + i] = value;
+            }
+          }
+          return out;
+        },
+        selectRows: (a, keep, r) => runner.selectRows(a, keep, r),
+      };
+      const all = await runCascade(m, recorder, x, rows, { thresholds: thresholds.map(() => Infinity) });
+      t.allHeads += performance.now() - t0;
+      all.forEach((r, i) => (segPred[start + i] = r.index));
+      t0 = performance.now();
+      const out = await backbone.run({ [spec.name]: x });
+      t.backbone += performance.now() - t0;
+      const logits = out[m.backbone.output]?.data as Float32Array | undefined;
+      if (!logits) throw new SelfxitError('INVALID_BUNDLE', `backbone has no output "${m.backbone.output}"`);
+      for (let i = 0; i < rows; i++) backbonePred[start + i] = argmaxRow(logits, i * k, k).index;
+      options.onProgress?.(start + rows, n);
+    }
+  } finally {
+    await runner.dispose();
+    await backbone.release();
+  }
+  const cost = cumulativeMacs(m);
+  const exitCounts = new Array(nExits + 1).fill(0);
+  const exitAgree = new Array(nExits + 1).fill(0);
+  let agree = 0;
+  let correct = 0;
+  let bbCorrect = 0;
+  let macs = 0;
+  let oracleMacs = 0;
+  let replayMismatches = 0;
+  for (let i = 0; i < n; i++) {
+    const e = cascadeExit[i]!;
+    const slot = e < 0 ? nExits : e;
+    exitCounts[slot]++;
+    const ok = cascadePred[i] === backbonePred[i];
+    if (ok) {
+      agree++;
+      exitAgree[slot]++;
+    }
+    if (labels) {
+      if (cascadePred[i] === labels[i]) correct++;
+      if (backbonePred[i] === labels[i]) bbCorrect++;
+    }
+    macs += e < 0 ? cost.backbone : cost.exits[e]!;
+    // replay: first exit whose score passes its threshold
+    let replay = -1;
+    for (let j = 0; j < nExits; j++) {
+      if (headScore[j]![i]! >= thresholds[j]!) {
+        replay = j;
+        break;
+      }
+    }
+    const replayPred = replay < 0 ? segPred[i] : headPred[replay]![i];
+    if (replay !== e || replayPred !== cascadePred[i]) replayMismatches++;
+    let oracle = -1;
+    for (let j = 0; j < nExits; j++) {
+      if (headPred[j]![i] === backbonePred[i]) {
+        oracle = j;
+        break;
+      }
+    }
+    oracleMacs += oracle < 0 ? cost.backbone : cost.exits[oracle]!;
+  }
+  const bbMacs = m.backbone.macs;
+  return {
+    samples: n,
+    agreement: n ? agree / n : NaN,
+    accuracy: labels && n ? correct / n : null,
+    backboneAccuracy: labels && n ? bbCorrect / n : null,
+    macsFraction: n ? macs / n / bbMacs : NaN,
+    oracleMacsFraction: n ? oracleMacs / n / bbMacs : NaN,
+    exitShares: exitCounts.map((c: number) => (n ? c / n : NaN)),
+    exitAgreement: exitCounts.map((c: number, j) => (c ? exitAgree[j] / c : NaN)),
+    exitNames: m.exits.map((e) => e.name),
+    thresholds: [...thresholds],
+    replayMismatches,
+    timingsMs: { cascade: Math.round(t.cascade), allHeads: Math.round(t.allHeads), backbone: Math.round(t.backbone) },
+  };
+}

@@ -1,0 +1,209 @@
+// Dense-layer kernels on row-major Float32Array matrices (cache-blocked loops, no allocation) and softmax/KL helpers.
+
+/** Columns per block so that one block of an `[outDim, block]` weight slice stays in cache (~256 KB). */
+function blockSize(inDim: number, outDim: number): number {
+  return Math.min(inDim, Math.max(64, Math.floor(65536 / Math.max(1, outDim))));
+}
+
+/**
+ * `out[r, o] = bias[o] + Σ_i x[r, i] · w[o, i]` for `rows` rows. `x` is `[rows, inDim]`, `w` is `[outDim, inDim]`
+ * (the ONNX Gemm transB layout), `out` is `[rows, outDim]`, all row-major. 2×2 register blocking
+ * (two rows × two outputs per pass) and column blocks sized for cache.
+ */
+export function denseForward(
+  x: Float32Array,
+  rows: number,
+  inDim: number,
+  w: Float32Array,
+  bias: Float32Array,
+  outDim: number,
+  out: Float32Array,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const ob = r * outDim;
+    for (let o = 0; o < outDim; o++) out[ob + o] = bias[o]!;
+  }
+  const bs = blockSize(inDim, outDim);
+  for (let i0 = 0; i0 < inDim; i0 += bs) {
+    const i1 = Math.min(inDim, i0 + bs);
+    let r = 0;
+    for (; r + 1 < rows; r += 2) {
+      const xa = r * inDim;
+      const xc = xa + inDim;
+      const oa = r * outDim;
+      const oc = oa + outDim;
+      let o = 0;
+      for (; o + 1 < outDim; o += 2) {
+        const wa = o * inDim;
+        const wc = wa + inDim;
+        let s00 = 0;
+        let s01 = 0;
+        let s10 = 0;
+        let s11 = 0;
+        for (let i = i0; i < i1; i++) {
+          const a = x[xa + i]!;
+          const c = x[xc + i]!;
+          const u = w[wa + i]!;
+          const v = w[wc + i]!;
+          s00 += a * u;
+          s01 += a * v;
+          s10 += c * u;
+          s11 += c * v;
+        }
+        out[oa + o]! += s00;
+        out[oa + o + 1]! += s01;
+        out[oc + o]! += s10;
+        out[oc + o + 1]! += s11;
+      }
+      if (o < outDim) {
+        const wa = o * inDim;
+        let s0 = 0;
+        let s1 = 0;
+        for (let i = i0; i < i1; i++) {
+          const u = w[wa + i]!;
+          s0 += x[xa + i]! * u;
+          s1 += x[xc + i]! * u;
+        }
+        out[oa + o]! += s0;
+        out[oc + o]! += s1;
+      }
+    }
+    if (r < rows) {
+      const xa = r * inDim;
+      const oa = r * outDim;
+      for (let o = 0; o < outDim; o++) {
+        const wa = o * inDim;
+        let s = 0;
+        for (let i = i0; i < i1; i++) s += x[xa + i]! * w[wa + i]!;
+        out[oa + o]! += s;
+      }
+    }
+  }
+}
+
+/**
+ * Accumulates weight and bias gradients of a dense layer: `gw[o, i] += Σ_r g[r, o] · x[r, i]`,
+ * `gb[o] += Σ_r g[r, o]`. `g` is `[rows, outDim]`, `x` `[rows, inDim]`, `gw` `[outDim, inDim]`.
+ * Four rows per pass (one read-modify-write of gw for four products).
+ */
+export function denseBackwardParams(
+  g: Float32Array,
+  x: Float32Array,
+  rows: number,
+  inDim: number,
+  outDim: number,
+  gw: Float32Array,
+  gb: Float32Array,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const gr = r * outDim;
+    for (let o = 0; o < outDim; o++) gb[o]! += g[gr + o]!;
+  }
+  const bs = blockSize(inDim, outDim);
+  for (let i0 = 0; i0 < inDim; i0 += bs) {
+    const i1 = Math.min(inDim, i0 + bs);
+    let r = 0;
+    for (; r + 3 < rows; r += 4) {
+      const x0 = r * inDim;
+      const x1 = x0 + inDim;
+      const x2 = x1 + inDim;
+      const x3 = x2 + inDim;
+      const g0 = r * outDim;
+      for (let o = 0; o < outDim; o++) {
+        const c0 = g[g0 + o]!;
+        const c1 = g[g0 + outDim + o]!;
+        const c2 = g[g0 + 2 * outDim + o]!;
+        const c3 = g[g0 + 3 * outDim + o]!;
+        if (c0 === 0 && c1 === 0 && c2 === 0 && c3 === 0) continue;
+        const wb = o * inDim;
+        for (let i = i0; i < i1; i++) {
+          gw[wb + i] = gw[wb + i]! + c0 * x[x0 + i]! + c1 * x[x1 + i]! + c2 * x[x2 + i]! + c3 * x[x3 + i]!;
+        }
+      }
+    }
+    for (; r < rows; r++) {
+      const xb = r * inDim;
+      const gr = r * outDim;
+      for (let o = 0; o < outDim; o++) {
+        const c = g[gr + o]!;
+        if (c === 0) continue;
+        const wb = o * inDim;
+        for (let i = i0; i < i1; i++) gw[wb + i]! += c * x[xb + i]!;
+      }
+    }
+  }
+}
+
+/** Gradient w.r.t. a dense layer's input: `gx[r, i] = Σ_o g[r, o] · w[o, i]` (overwrites gx). */
+export function denseBackwardInput(g: Float32Array, w: Float32Array, rows: number, inDim: number, outDim: number, gx: Float32Array): void {
+  gx.fill(0, 0, rows * inDim);
+  for (let r = 0; r < rows; r++) {
+    const xb = r * inDim;
+    const gr = r * outDim;
+    for (let o = 0; o < outDim; o++) {
+      const c = g[gr + o]!;
+      if (c === 0) continue;
+      const wb = o * inDim;
+      for (let i = 0; i < inDim; i++) gx[xb + i]! += c * w[wb + i]!;
+    }
+  }
+}
+
+/** In-place softmax of each row of `[rows, k]` after multiplying by `scale`. */
+export function softmaxRowsInPlace(z: Float32Array, rows: number, k: number, scale = 1): void {
+  for (let r = 0; r < rows; r++) {
+    const b = r * k;
+    let max = -Infinity;
+    for (let j = 0; j < k; j++) {
+      const v = z[b + j]! * scale;
+      if (v > max) max = v;
+    }
+    let sum = 0;
+    for (let j = 0; j < k; j++) {
+      const e = Math.exp(z[b + j]! * scale - max);
+      z[b + j] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let j = 0; j < k; j++) z[b + j]! *= inv;
+  }
+}
+
+/** Σ_j p log(p / q) of one row (0 log 0 = 0; q floored at 1e-12). */
+export function klRow(p: Float32Array, pOff: number, q: Float32Array, qOff: number, k: number): number {
+  let s = 0;
+  for (let j = 0; j < k; j++) {
+    const pj = p[pOff + j]!;
+    if (pj > 0) s += pj * Math.log(pj / Math.max(q[qOff + j]!, 1e-12));
+  }
+  return s;
+}
+
+/** Mean KL(p ‖ q) over `n` rows of `[n, k]`. */
+export function meanKL(p: Float32Array, q: Float32Array, n: number, k: number): number {
+  let s = 0;
+  for (let r = 0; r < n; r++) s += klRow(p, r * k, q, r * k, k);
+  return n > 0 ? s / n : 0;
+}
+
+/** Index of the largest entry of row `r` of `[*, k]` (first on ties). */
+export function argmaxAt(a: Float32Array, r: number, k: number): number {
+  const b = r * k;
+  let best = 0;
+  let v = a[b]!;
+  for (let j = 1; j < k; j++) {
+    const u = a[b + j]!;
+    if (u > v) {
+      v = u;
+      best = j;
+    }
+  }
+  return best;
+}
+
+/** Fraction of rows where the argmax of `a` equals that of `b` (both `[n, k]`). */
+export function argmaxAgreement(a: Float32Array, b: Float32Array, n: number, k: number): number {
+  let same = 0;
+  for (let r = 0; r < n; r++) if (argmaxAt(a, r, k) === argmaxAt(b, r, k)) same++;
+  return n > 0 ? same / n : 1;
+}

@@ -1,0 +1,91 @@
+// evaluateBundle / assembleBundle / readBundle on a hand-assembled bundle (fixed random heads, no training):
+// exit bookkeeping, MACs accounting, threshold re-choice from the curve, integrity and shape errors.
+import { describe, expect, it } from 'vitest';
+import { assembleBundle } from '../src/bundle/write-bundle.js';
+import { readBundle } from '../src/bundle/read-bundle.js';
+import type { HeadSpec } from '../src/bundle/head-spec.js';
+import type { CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
+import { cumulativeMacs, curvePointForTarget, evaluateBundle } from '../src/calibrate/evaluate.js';
+import { analyzeModel, encodeModel } from '../src/graph/index.js';
+import { isSelfxitError } from '../src/errors.js';
+import { rng } from './fixtures/graphs.js';
+import { ortNode } from './fixtures/ort-helpers.js';
+import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+
+function randomHead(c: number, h: number, w: number, seed: number): HeadSpec {
+  const r = rng(seed);
+  const d = c * 2 * 2;
+  return {
+    kind: 'pool-linear', inChannels: c, inHeight: h, inWidth: w, grid: [2, 2], classes: 4, logitScale: 4,
+    layers: [{ in: d, out: 4, weight: Float32Array.from({ length: 4 * d }, () => r()), bias: new Float32Array(4) }],
+  };
+}
+
+const curve: CurvePoint[] = [
+  { knob: 0.5, thresholds: [0.5, 0.5], agreement: 0.9, macsFraction: 0.6, exitShares: [0.3, 0.2, 0.5] },
+  { knob: 0.7, thresholds: [0.7, 0.7], agreement: 0.95, macsFraction: 0.7, exitShares: [0.2, 0.1, 0.7] },
+  { knob: 0.9, thresholds: [0.9, 0.9], agreement: 0.99, macsFraction: 0.9, exitShares: [0.05, 0.05, 0.9] },
+];
+
+async function tinyBundle() {
+  const model = tinyClassifier();
+  const bytes = encodeModel(model);
+  const analysis = await analyzeModel(model, { ort: ortNode });
+  const calibration: CalibrationSummary = {
+    samples: 0, target: 0.95, rule: 'max-softmax', mode: 'selfxit', folds: 5, seed: 0, validationAgreement: 0.95,
+    expectedMacsFraction: 0.7, candidates: [], curve, costUnit: 'macs',
+  };
+  return assembleBundle({
+    modelBytes: bytes, model, analysis, labels: ['a', 'b', 'c', 'd'], output: 'logits', outputKind: 'logits', calibration,
+    input: { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+    exits: [
+      { name: 'b1', cut: 'block1', head: randomHead(8, 8, 8, 1), threshold: 0.7, expectedShare: 0.2 },
+      { name: 'b3', cut: 'block3', head: randomHead(16, 4, 4, 2), threshold: 0.7, expectedShare: 0.1 },
+    ],
+  });
+}
+
+describe('evaluateBundle', () => {
+  it('accounts exits and MACs like the manifest says', { timeout: 30_000 }, async () => {
+    const b = await tinyBundle();
+    const m = b.manifest;
+    expect(m.segments.map((s) => s.exit)).toEqual([0, 1, undefined]);
+    const cost = cumulativeMacs(m);
+    expect(cost.exits[0]! / m.backbone.macs).toBeCloseTo(m.exits[0]!.macsFraction, 12);
+    expect(cost.backbone).toBe(m.backbone.macs + m.exits[0]!.headMacs + m.exits[1]!.headMacs);
+    const n = 200;
+    const samples = { data: blobImages(n, 8, 8, 3, 3), count: n };
+    const labels = Int32Array.from({ length: n }, (_, i) => i % 4);
+    const r = await evaluateBundle({ bundle: b, samples, labels, ort: ortNode, batchSize: 64 });
+    expect(r.replayMismatches).toBe(0);
+    expect(r.exitShares.reduce((a, x) => a + x, 0)).toBeCloseTo(1, 12);
+    const expectedMacs = (r.exitShares[0]! * cost.exits[0]! + r.exitShares[1]! * cost.exits[1]! + r.exitShares[2]! * cost.backbone) / m.backbone.macs;
+    expect(r.macsFraction).toBeCloseTo(expectedMacs, 9);
+    expect(r.oracleMacsFraction).toBeLessThanOrEqual(cost.backbone / m.backbone.macs);
+    // heads with thresholds 0 answer everything at the first exit
+    const all = await evaluateBundle({ bundle: b, samples, ort: ortNode, thresholds: [0, 0] });
+    expect(all.exitShares).toEqual([1, 0, 0]);
+    expect(all.macsFraction).toBeCloseTo(cost.exits[0]! / m.backbone.macs, 12);
+    expect(all.accuracy).toBeNull();
+    // --target picks thresholds from the curve
+    const t = await evaluateBundle({ bundle: b, samples, ort: ortNode, target: 0.99 });
+    expect(t.thresholds).toEqual([0.9, 0.9]);
+  });
+
+  it('picks the cheapest curve point meeting the target, else the most agreeing', () => {
+    expect(curvePointForTarget(curve, 0.93).knob).toBe(0.7);
+    expect(curvePointForTarget(curve, 0.9).knob).toBe(0.5);
+    expect(curvePointForTarget(curve, 0.999).knob).toBe(0.9);
+  });
+
+  it('rejects tampered files and samples of the wrong size', { timeout: 30_000 }, async () => {
+    const b = await tinyBundle();
+    const manifestBytes = new TextEncoder().encode(JSON.stringify(b.manifest));
+    const tampered = new Map(b.files);
+    const seg = tampered.get('segment-1.onnx')!.slice();
+    seg[seg.length - 1]! ^= 1;
+    tampered.set('segment-1.onnx', seg);
+    await expect(readBundle(async (f) => (f === 'manifest.json' ? manifestBytes : tampered.get(f)!))).rejects.toSatisfy((e) => isSelfxitError(e, 'INTEGRITY_ERROR') && /segment-1\.onnx/.test((e as Error).message));
+    await expect(evaluateBundle({ bundle: b, samples: { data: new Uint8Array(10 * 64), count: 10 }, ort: ortNode })).rejects.toSatisfy((e) => isSelfxitError(e, 'INVALID_SAMPLES'));
+  });
+});
