@@ -1,0 +1,282 @@
+#!/usr/bin/env node
+// `npm run bench`: latency of early-exit bundles vs the original model in Chromium (Playwright), interleaved in one
+// page with the same backend and threads. Prepares bundles on calibration images (cached in bench/.bundles/),
+// measures on test images, writes bench/results/<date>.json and the results section of BENCHMARKS.md.
+//
+// Environment (all optional):
+//   BENCH_MODELS      comma list of fashion,resnet20,resnet56 (default: all available; CIFAR needs ../shared)
+//   BENCH_IMAGES      test images per configuration (default: fashion 1000, resnet20 500, resnet56 500)
+//   BENCH_THREADS     WASM thread counts (default 1,2)
+//   BENCH_BATCHES     batch sizes (default 1,32)
+//   BENCH_GPU_IMAGES  images for the WebGPU correctness check (default 64; 0 skips it)
+//   BENCH_CALIB       calibration images for prepare (default: all in the calib file)
+//   BENCH_PAPER       0 skips the paper setup (default 1)
+//   BENCH_PAPER_EXITS comma list of cuts for the paper setup (default: prepare's, cuts nearest 25/50/75 % MACs)
+//   BENCH_TARGET      agreement target for prepare (default 0.99)
+//   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serveStatic } from './static-server.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const shared = path.resolve(root, '../shared');
+const bundlesDir = path.join(root, 'bench/.bundles');
+const resultsDir = path.join(root, 'bench/results');
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--enable-unsafe-webgpu'];
+const CIFAR_LABELS = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
+const env = process.env;
+const list = (v, dflt) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : dflt);
+const log = (...a) => console.log('bench:', ...a);
+
+// ---------------------------------------------------------------------------------------------- models
+
+async function fashionModel() {
+  const dir = path.join(root, 'public/models/fashion-resnet');
+  const meta = JSON.parse(await readFile(path.join(dir, 'model.json'), 'utf8'));
+  const shape = Array.isArray(meta.shape) ? meta.shape.slice(-3) : [meta.shape.height, meta.shape.width, meta.shape.channels];
+  return {
+    key: 'fashion',
+    title: 'Fashion-MNIST ResNet (shipped, public/models/fashion-resnet)',
+    model: path.join(dir, 'model.onnx'),
+    calib: path.join(dir, 'calib-u8.bin'),
+    test: path.join(dir, 'test-u8.bin'),
+    testLabels: path.join(dir, 'test-labels.u8'),
+    labelsFile: path.join(dir, 'labels.txt'),
+    shape,
+    mean: [].concat(meta.mean),
+    std: [].concat(meta.std),
+    images: 1000,
+    mount: ['/models/fashion/', dir],
+  };
+}
+
+function cifarModel(key, file, title) {
+  return {
+    key,
+    title,
+    model: path.join(shared, 'models', file),
+    calib: path.join(shared, 'data/cifar10/calib-u8.bin'),
+    test: path.join(shared, 'data/cifar10/test-u8.bin'),
+    testLabels: path.join(shared, 'data/cifar10/test-labels.u8'),
+    labels: CIFAR_LABELS,
+    shape: [32, 32, 3],
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+    images: 500,
+    mount: ['/shared/', shared],
+  };
+}
+
+async function selectedModels() {
+  const all = [];
+  if (existsSync(path.join(root, 'public/models/fashion-resnet/model.onnx'))) all.push(await fashionModel());
+  else log('skipping fashion: public/models/fashion-resnet/model.onnx is missing');
+  if (existsSync(shared)) {
+    all.push(cifarModel('resnet20', 'cifar10-resnet20.onnx', 'CIFAR-10 ResNet-20 (../shared)'));
+    all.push(cifarModel('resnet56', 'cifar10-resnet56.onnx', 'CIFAR-10 ResNet-56 (../shared)'));
+  } else log(`skipping CIFAR-10 ResNet-20/56: ${shared} is absent`);
+  const want = list(env.BENCH_MODELS, all.map((m) => m.key));
+  for (const w of want) if (!all.some((m) => m.key === w)) throw new Error(`BENCH_MODELS names "${w}", which is not available (have: ${all.map((m) => m.key).join(', ')})`);
+  return all.filter((m) => want.includes(m.key));
+}
+
+// --------------------------------------------------------------------------------------------- bundles
+
+async function sha256File(file) {
+  return createHash('sha256').update(await readFile(file)).digest('hex');
+}
+
+async function sourceHash() {
+  const h = createHash('sha256');
+  const walk = async (dir) => {
+    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(full);
+      else if (e.name.endsWith('.ts')) h.update(full.slice(root.length)).update(await readFile(full));
+    }
+  };
+  for (const d of ['src/graph', 'src/calibrate', 'src/bundle', 'src/cli']) if (existsSync(path.join(root, d))) await walk(path.join(root, d));
+  return h.digest('hex');
+}
+
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: root, stdio: 'inherit' });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(undefined) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+/** Prepares `model` in `mode` into bench/.bundles/<key>[-paper]/ unless a bundle made from the same inputs is there. */
+async function ensureBundle(model, mode, sources) {
+  const dir = path.join(bundlesDir, mode === 'paper' ? `${model.key}-paper` : model.key);
+  const labelsArg = model.labelsFile ? model.labelsFile : path.join(bundlesDir, `${model.key}-labels.txt`);
+  if (!model.labelsFile) await writeFile(labelsArg, model.labels.join('\n') + '\n');
+  const args = [
+    'tsx', 'src/cli/main.ts', 'prepare', model.model,
+    '--samples', model.calib,
+    '--shape', model.shape.join(','),
+    '--mean', model.mean.join(','),
+    '--std', model.std.join(','),
+    '--labels', labelsArg,
+    '--out', dir,
+    ...(env.BENCH_CALIB ? ['--limit', env.BENCH_CALIB] : []),
+    ...(mode === 'paper'
+      ? ['--mode', 'paper', '--threshold', '0.9', ...(env.BENCH_PAPER_EXITS ? ['--exits', env.BENCH_PAPER_EXITS] : [])]
+      : ['--target', env.BENCH_TARGET ?? '0.99']),
+  ];
+  const stamp = { args: args.slice(3).map((a) => a.replace(root, '.')), model: await sha256File(model.model), calib: await sha256File(model.calib), sources };
+  const stampFile = path.join(dir, '.stamp.json');
+  if (existsSync(stampFile) && existsSync(path.join(dir, 'manifest.json'))) {
+    const old = await readFile(stampFile, 'utf8');
+    if (old === JSON.stringify(stamp)) return dir;
+  }
+  log(`preparing ${path.relative(root, dir)} (${mode})…`);
+  const t0 = Date.now();
+  await run('npx', args);
+  await writeFile(stampFile, JSON.stringify(stamp));
+  await writeFile(path.join(dir, '.prepare-seconds'), String((Date.now() - t0) / 1000));
+  return dir;
+}
+
+/** A copy of the manifest with every threshold above 1: no input exits (the worst case: all heads, no savings). */
+async function writeNoExitManifest(dir) {
+  const m = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  const never = 1.0000001;
+  const noExit = { ...m, exits: m.exits.map((e) => ({ ...e, threshold: never })) };
+  noExit.calibration = { ...m.calibration, curve: m.calibration.curve.map((p) => ({ ...p })) };
+  await writeFile(path.join(dir, 'manifest-noexit.json'), JSON.stringify(noExit, null, 2));
+  return m;
+}
+
+// ------------------------------------------------------------------------------------------- machine
+
+function machine() {
+  const cpus = os.cpus();
+  let chromium = '';
+  try {
+    chromium = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    chromium = 'unknown';
+  }
+  return { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), os: `${os.type()} ${os.release()} ${os.arch()}`, node: process.version, chromium, loadAverage: os.loadavg() };
+}
+
+// ---------------------------------------------------------------------------------------------- main
+
+async function main() {
+  const models = await selectedModels();
+  if (models.length === 0) throw new Error('nothing to benchmark');
+  const threads = list(env.BENCH_THREADS, ['1', '2']).map(Number);
+  const batches = list(env.BENCH_BATCHES, ['1', '32']).map(Number);
+  const gpuImages = Number(env.BENCH_GPU_IMAGES ?? 64);
+  const paper = env.BENCH_PAPER !== '0';
+  const started = new Date();
+
+  await mkdir(bundlesDir, { recursive: true });
+  const sources = await sourceHash();
+  const plan = [];
+  for (const m of models) {
+    const dir = await ensureBundle(m, 'selfxit', sources);
+    const manifest = await writeNoExitManifest(dir);
+    const paperDir = paper ? await ensureBundle(m, 'paper', sources) : undefined;
+    plan.push({ m, dir, paperDir, manifest });
+  }
+
+  log('building the bench page…');
+  const { build } = await import('vite');
+  await build({ configFile: path.join(root, 'bench/vite.config.ts'), logLevel: 'warn' });
+
+  const mounts = { '/': path.join(root, 'bench/.dist'), '/bundles/': bundlesDir };
+  for (const { m } of plan) mounts[m.mount[0]] = m.mount[1];
+  const server = await serveStatic({ mounts, port: 0 });
+  const { chromium } = await import('@playwright/test');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const results = [];
+  try {
+    const page = await browser.newPage();
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') console.error('page error:', msg.text());
+      else if (msg.text().startsWith('[bench]')) console.log(msg.text());
+    });
+    page.on('pageerror', (e) => console.error('page exception:', e.message));
+    await page.goto(server.url);
+    await page.waitForFunction(() => window.selfxitBench !== undefined);
+    const gpu = await page.evaluate(() => window.selfxitBench.webgpu());
+
+    for (const { m, dir, paperDir } of plan) {
+      const images = Number(env.BENCH_IMAGES ?? m.images);
+      const url = (file) => m.mount[0].slice(1) + path.relative(m.mount[1], file).split(path.sep).join('/');
+      const common = { modelUrl: url(m.model), imagesUrl: url(m.test), labelsUrl: url(m.testLabels), images };
+      const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
+      const configs = [];
+      for (const b of batches) for (const t of threads) configs.push({ variant: 'selfxit', manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
+      for (const t of threads) configs.push({ variant: 'worst-case', manifestUrl: rel(dir, 'manifest-noexit.json'), backend: 'wasm', threads: t, batch: 1 });
+      if (paperDir) for (const b of batches) for (const t of threads) configs.push({ variant: 'paper', manifestUrl: rel(paperDir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
+      for (const c of configs) {
+        const name = `${m.key} ${c.variant} wasm t${c.threads} b${c.batch}`;
+        log(`${name}: ${images} images…`);
+        const r = await page.evaluate((cfg) => window.selfxitBench.run(cfg), { ...common, ...c, name });
+        results.push({ model: m.key, variant: c.variant, ...r });
+      }
+      if (gpu && gpuImages > 0) {
+        const n = Math.min(gpuImages, images);
+        const name = `${m.key} selfxit webgpu b1 (correctness)`;
+        log(`${name}: ${n} images on ${gpu}…`);
+        const g = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
+          ...common, images: n, name, variant: 'selfxit', manifestUrl: rel(dir, 'manifest.json'), backend: 'webgpu', threads: 1, batch: 1, correctnessOnly: true, returnLabels: true,
+        });
+        const w = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
+          ...common, images: n, name: `${m.key} selfxit wasm b1 (reference for webgpu)`, manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: 1, batch: 1, correctnessOnly: true, returnLabels: true,
+        });
+        const same = (a, b) => a.filter((x, i) => x === b[i]).length / a.length;
+        results.push({
+          model: m.key, variant: 'webgpu-correctness', ...g, adapter: gpu,
+          crossBackend: { earlyWebgpuVsWasm: same(g.labels.early, w.labels.early), fullWebgpuVsWasm: same(g.labels.full, w.labels.full) },
+        });
+      }
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+
+  const record = {
+    date: started.toISOString(),
+    command: `${Object.entries(env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}=${v} `).join('')}npm run bench`,
+    machine: machine(),
+    seconds: (Date.now() - started.getTime()) / 1000,
+    models: plan.map(({ m, manifest }) => ({
+      key: m.key, title: m.title, backboneMacs: manifest.backbone.macs, exits: manifest.exits.map((e) => ({ name: e.name, macsFraction: e.macsFraction, threshold: e.threshold })),
+      calibrationSamples: manifest.calibration.samples, target: manifest.calibration.target,
+    })),
+    results: results.map(({ labels: _labels, ...r }) => r),
+  };
+  await mkdir(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `${started.toISOString().slice(0, 19).replace(/[:T]/g, '-')}.json`);
+  await writeFile(file, JSON.stringify(record, null, 2) + '\n');
+  log(`wrote ${path.relative(root, file)}`);
+  const { renderMarkdown } = await import('../bench/report.mjs');
+  const md = renderMarkdown(record, path.relative(root, file));
+  if (env.BENCH_NO_MD !== '1') {
+    const mdFile = path.join(root, 'BENCHMARKS.md');
+    const START = '<!-- bench:results:start -->';
+    const END = '<!-- bench:results:end -->';
+    const old = existsSync(mdFile) ? await readFile(mdFile, 'utf8') : `# Benchmarks\n\n${START}\n${END}\n`;
+    const next = old.includes(START) && old.includes(END) ? old.slice(0, old.indexOf(START) + START.length) + '\n' + md + '\n' + old.slice(old.indexOf(END)) : `${old}\n${START}\n${md}\n${END}\n`;
+    await writeFile(mdFile, next);
+    log('updated BENCHMARKS.md');
+  }
+  console.log('\n' + md);
+}
+
+main().catch((e) => {
+  console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
