@@ -29,7 +29,7 @@ export const ISOLATION_HEADERS = {
  * Import the "extern wasm" ORT builds (ort.min.mjs, ort.wasm.min.mjs): they load their .mjs glue and .wasm from
  * `env.wasm.wasmPaths`, so threaded sessions spawn their pthread workers from dist/ort/*.mjs, not from our chunks.
  */
-const ortAliases = [
+export const ortAliases = [
   { find: /^onnxruntime-web$/, replacement: path.join(ortDist, 'ort.min.mjs') },
   { find: /^onnxruntime-web\/wasm$/, replacement: path.join(ortDist, 'ort.wasm.min.mjs') },
 ];
