@@ -103,7 +103,7 @@ const real = fashion
 
 describe.skipIf(!fashion && !cifar)(`prepare on ${real.name} (400 calibration images)`, () => {
   if (!fashion && !cifar) console.warn('skipped: neither public/models/fashion-resnet nor ../shared (CIFAR-10 ResNet-20) is present');
-  it('calibrates at 0.99 and the bundle holds on test images', { timeout: 60_000 }, async () => {
+  it('calibrates at 0.99 and the bundle holds on test images', { timeout: 180_000 }, async () => {
     const calib = new Uint8Array(fs.readFileSync(real.calib));
     const res = await prepare({ model: new Uint8Array(fs.readFileSync(real.model)), samples: { data: calib, count: calib.length / real.per }, limit: 400, ort: ortNode, input: real.input, target: 0.99 });
     const m = res.manifest;

@@ -11,17 +11,24 @@ export interface DenseLayer {
 }
 
 /**
- * An exit head: average-pool the cut's NCHW map `[N, C, H, W]` to a `grid` (`[gh, gw]`, each dividing H and W;
- * `[H, W]` means no pooling, as in the paper's head), flatten in NCHW order (feature index
- * `c * gh * gw + i * gw + j`), then the dense layers with ReLU between them, multiply the logits by
- * `logitScale`, softmax. Output `[N, classes]` probabilities.
+ * An exit head on the cut's NCHW map `[N, C, H, W]`. Features: average-pool to a `grid` (`[gh, gw]`, each
+ * dividing H and W; `[H, W]` means no pooling, as in the paper's head) and flatten in NCHW order (feature
+ * index `c * gh * gw + i * gw + j`); when `maxGrid` (`[mh, mw]`) is set, the max-pooled map over that grid
+ * follows, flattened the same way (feature index `C * gh * gw + c * mh * mw + i * mw + j`). Then the dense
+ * layers with ReLU between them, multiply the logits by `logitScale`, softmax. Output `[N, classes]` probabilities.
  */
 export interface HeadSpec {
   readonly kind: HeadKind;
   readonly inChannels: number;
   readonly inHeight: number;
   readonly inWidth: number;
+  /** Average-pooling grid. */
   readonly grid: readonly [number, number];
+  /**
+   * Max-pooling grid (each dividing H and W; `[H, W]` means the raw map) whose features are concatenated after the
+   * average-pooled ones. Absent: no max branch.
+   */
+  readonly maxGrid?: readonly [number, number];
   /** 1 layer (linear) or 2 layers (hidden ReLU). */
   readonly layers: readonly DenseLayer[];
   /** Logits are multiplied by this before the softmax (the paper divides by 0.5, i.e. 2). Default 1. */
@@ -29,12 +36,16 @@ export interface HeadSpec {
   readonly classes: number;
 }
 
-/** Number of features a head sees after pooling and flattening. */
-export function headInputSize(spec: Pick<HeadSpec, 'inChannels' | 'grid'>): number {
-  return spec.inChannels * spec.grid[0] * spec.grid[1];
+/** Number of features a head sees after pooling and flattening: `C·gh·gw`, plus `C·mh·mw` with a max branch. */
+export function headInputSize(spec: Pick<HeadSpec, 'inChannels' | 'grid' | 'maxGrid'>): number {
+  const avg = spec.inChannels * spec.grid[0] * spec.grid[1];
+  return spec.maxGrid ? avg + spec.inChannels * spec.maxGrid[0] * spec.maxGrid[1] : avg;
 }
 
-/** Parameter count and MACs per sample of a head (pooling counted as one add per input element). */
+/**
+ * Parameter count and MACs per sample of a head: the dense layers' `in·out`, plus one op per input element
+ * (`C·H·W`) for each pooling branch that pools (average, and max when `maxGrid` is set; a grid of `[H, W]` is free).
+ */
 export function headCost(spec: HeadSpec): { params: number; macs: number } {
   let params = 0;
   let macs = 0;
@@ -42,7 +53,9 @@ export function headCost(spec: HeadSpec): { params: number; macs: number } {
     params += l.in * l.out + l.out;
     macs += l.in * l.out;
   }
-  const pooled = spec.grid[0] === spec.inHeight && spec.grid[1] === spec.inWidth;
-  if (!pooled) macs += spec.inChannels * spec.inHeight * spec.inWidth;
+  const mapSize = spec.inChannels * spec.inHeight * spec.inWidth;
+  const pools = (g: readonly [number, number]): boolean => g[0] !== spec.inHeight || g[1] !== spec.inWidth;
+  if (pools(spec.grid)) macs += mapSize;
+  if (spec.maxGrid && pools(spec.maxGrid)) macs += mapSize;
   return { params, macs };
 }

@@ -62,9 +62,23 @@ export interface ExitSpec {
   readonly macsFraction: number;
   /** Share of validation samples expected to leave here. */
   readonly expectedShare: number;
+  /** How the calibration rule scored this exit (`thresholdRule: 'cost-calibrated'`); informational, the runtime only
+   * compares the max-softmax with `threshold`. */
+  readonly scoreMap?: ExitScoreMap;
   /** Head parameters count and MACs. */
   readonly headParams: number;
   readonly headMacs: number;
+}
+
+/**
+ * The 'cost-calibrated' rule's view of one exit: estimated agreement `p = σ(slope · logit(maxSoftmax) + intercept)`
+ * (fit on out-of-fold outputs) and `remaining`, the share of the backbone cost still ahead after this exit's cut;
+ * the rule's score is `1 − (1 − p) / remaining`, thresholded by one knob for all exits.
+ */
+export interface ExitScoreMap {
+  readonly slope: number;
+  readonly intercept: number;
+  readonly remaining: number;
 }
 
 /** One point of the calibration curve: the cascade at one setting of the global knob. */
@@ -99,6 +113,11 @@ export interface CalibrationSummary {
   readonly mode: 'selfxit' | 'paper';
   readonly folds: number;
   readonly seed: number;
+  /** How the global knob sets the exits' thresholds: 'global' (one shared max-softmax threshold) or
+   * 'cost-calibrated' (see ExitScoreMap). Absent in bundles written before it existed: 'global'. */
+  readonly thresholdRule?: 'global' | 'cost-calibrated';
+  /** Augmented copies used to train the heads (none when absent). */
+  readonly augment?: readonly string[];
   /** Cascade agreement on held-out (out-of-fold) outputs at the chosen thresholds. */
   readonly validationAgreement: number;
   readonly expectedMacsFraction: number;

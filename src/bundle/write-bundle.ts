@@ -4,7 +4,7 @@
 import { SelfxitError } from '../errors.js';
 import { encodeModel, fuseHead, segmentMacs, sha256Hex, splitModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import { headCost, type HeadSpec } from './head-spec.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, type BundleManifest, type CalibrationSummary, type ExitSpec, type InputSpec, type SegmentSpec } from './manifest.js';
+import { MANIFEST_FORMAT, MANIFEST_VERSION, type BundleManifest, type CalibrationSummary, type ExitScoreMap, type ExitSpec, type InputSpec, type SegmentSpec } from './manifest.js';
 
 /** One exit to write, ordered by depth. */
 export interface BundleExit {
@@ -15,6 +15,8 @@ export interface BundleExit {
   readonly threshold: number;
   /** Share of validation samples expected to leave here. */
   readonly expectedShare: number;
+  /** The exit rule's score map, when the rule is not a plain shared threshold. */
+  readonly scoreMap?: ExitScoreMap;
 }
 
 export interface AssembleOptions {
@@ -83,6 +85,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<{ manifest: Bu
         threshold: exit.threshold,
         macsFraction: bbMacs > 0 ? cumulative / bbMacs : 0,
         expectedShare: exit.expectedShare,
+        ...(exit.scoreMap ? { scoreMap: exit.scoreMap } : {}),
         headParams: cost.params,
         headMacs: cost.macs,
       });

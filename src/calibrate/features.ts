@@ -1,19 +1,22 @@
 // Feature extraction for calibration: runs the backbone once over the samples with the candidate cuts as
-// extra outputs, pools each cut map into a preallocated [n, d] matrix batch by batch (full maps are never
-// all held), and keeps the backbone's softmax as the teacher.
+// extra outputs, pools each cut map (average, and optionally max) into a preallocated [n, d] matrix batch by
+// batch (full maps are never all held), and keeps the backbone's softmax as the teacher.
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import { encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../graph/index.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { softmaxRow } from '../engine/cascade.js';
-import { poolNCHWInto } from './pool.js';
+import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { inputDims, toModelInput, type SampleBatch } from './samples.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
 export interface FeatureRequest {
   readonly cut: CutPoint;
+  /** Average-pooling grid. */
   readonly grid: readonly [number, number];
+  /** Max-pooling grid whose features follow the average-pooled ones (HeadSpec `maxGrid`). Absent: none. */
+  readonly maxGrid?: readonly [number, number];
 }
 
 /** Pooled features of one cut. */
@@ -23,9 +26,14 @@ export interface CutFeatures {
   readonly height: number;
   readonly width: number;
   readonly grid: readonly [number, number];
-  /** Features per sample: `channels * grid[0] * grid[1]`. */
+  /** Max-pooling grid, when requested. */
+  readonly maxGrid?: readonly [number, number];
+  /** Features per sample: `channels * grid[0] * grid[1]`, plus `channels * maxGrid[0] * maxGrid[1]` with a max grid. */
   readonly dim: number;
-  /** `[n, dim]` row-major, NCHW flatten order of the pooled map. */
+  /**
+   * `[n, dim]` row-major: the average-pooled map in NCHW flatten order, then (with `maxGrid`) the max-pooled
+   * map in the same order — the feature order of a HeadSpec with the same `grid` and `maxGrid`.
+   */
   readonly x: Float32Array;
 }
 
@@ -67,15 +75,17 @@ export function cutGeometry(cut: CutPoint): { channels: number; height: number; 
 /**
  * Runs the backbone over every sample once (batches of `batchSize`), pooling each requested cut on the fly.
  * Memory: the pooled matrices (`n * Σ dim * 4` bytes) plus one batch of full maps.
+ * @throws SelfxitError `INVALID_ARGUMENT` (before any run) when a request's grid or max grid does not divide its cut.
  */
 export async function extractFeatures(options: ExtractOptions): Promise<FeatureSet> {
   const { samples, input, ort, requests, classes: k, signal } = options;
   const n = samples.count;
   const batchSize = options.batchSize ?? 64;
-  const cuts = requests.map((r) => {
+  const cuts: CutFeatures[] = requests.map((r) => {
     const g = cutGeometry(r.cut);
-    const dim = g.channels * r.grid[0] * r.grid[1];
-    return { cut: r.cut, ...g, grid: r.grid, dim, x: new Float32Array(n * dim) };
+    checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
+    const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
+    return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}), dim, x: new Float32Array(n * dim) };
   });
   const teacher = new Float32Array(n * k);
   const model = withExtraOutputs(options.model, requests.map((r) => r.cut.tensor));
@@ -98,7 +108,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       for (const c of cuts) {
         const map = out[c.cut.tensor]?.data;
         if (!(map instanceof Float32Array)) throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${c.cut.tensor}" is not a float32 tensor`, { tensor: c.cut.tensor });
-        poolNCHWInto(map, rows, c.channels, c.height, c.width, c.grid, c.x, start);
+        headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
       }
       options.onProgress?.({ stage: 'features', done: start + rows, total: n });
       await yieldToEventLoop();

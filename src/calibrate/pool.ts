@@ -1,17 +1,55 @@
-// Average pooling of NCHW cut maps into head features (the same order as the ONNX head's AveragePool→Flatten).
+// Average and max pooling of NCHW cut maps into head features (the same order as the ONNX head's
+// AveragePool/MaxPool → Flatten → Concat).
 import { SelfxitError } from '../errors.js';
 
-function checkGrid(h: number, w: number, grid: readonly [number, number]): void {
+function checkGrid(h: number, w: number, grid: readonly [number, number], what = 'pooling grid'): void {
   const [gh, gw] = grid;
   if (!(Number.isInteger(gh) && Number.isInteger(gw) && gh >= 1 && gw >= 1 && h % gh === 0 && w % gw === 0)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `pooling grid ${gh}x${gw} must divide the map ${h}x${w}`, { h, w, grid: [gh, gw] });
+    throw new SelfxitError('INVALID_ARGUMENT', `${what} ${gh}x${gw} must divide the map ${h}x${w}`, { h, w, grid: [gh, gw] });
   }
+}
+
+/** Checks the map and output sizes of a pooling call; returns the features per sample `c*gh*gw` and the row stride. */
+function checkInto(
+  map: Float32Array,
+  rows: number,
+  c: number,
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+  out: Float32Array,
+  rowOffset: number,
+  rowStride: number | undefined,
+  colOffset: number,
+): { d: number; stride: number } {
+  checkGrid(h, w, grid);
+  const d = c * grid[0] * grid[1];
+  const stride = rowStride ?? d;
+  if (map.length < rows * c * h * w) {
+    throw new SelfxitError('INVALID_ARGUMENT', `map has ${map.length} values, expected ${rows}x${c}x${h}x${w}`);
+  }
+  if (!(Number.isInteger(colOffset) && colOffset >= 0 && Number.isInteger(stride) && colOffset + d <= stride)) {
+    throw new SelfxitError('INVALID_ARGUMENT', `columns [${colOffset}, ${colOffset + d}) do not fit a row of ${stride}`, { colOffset, d, rowStride: stride });
+  }
+  const need = rows > 0 ? (rowOffset + rows - 1) * stride + colOffset + d : 0;
+  if (!(Number.isInteger(rowOffset) && rowOffset >= 0) || out.length < need) {
+    throw new SelfxitError('INVALID_ARGUMENT', `output holds ${out.length} values, needs ${need}`);
+  }
+  return { d, stride };
+}
+
+/** Copies each sample's raw map (grid `[h, w]`: pooling is the identity) into its output row. */
+function copyRows(map: Float32Array, rows: number, chw: number, out: Float32Array, rowOffset: number, stride: number, colOffset: number): void {
+  for (let r = 0; r < rows; r++) out.set(map.subarray(r * chw, (r + 1) * chw), (rowOffset + r) * stride + colOffset);
 }
 
 /**
  * Average-pools `rows` samples of an NCHW map `[rows, c, h, w]` (row-major) into blocks of
- * `(h/gh) x (w/gw)` and writes them, flattened NCHW (`c*gh*gw + i*gw + j`), into `out` starting at
- * sample row `rowOffset` (row length `c*gh*gw`). Use it to fill a preallocated `[n, c*gh*gw]` matrix batch by batch.
+ * `(h/gh) x (w/gw)` and writes them, flattened NCHW (`c*gh*gw + i*gw + j`), into `out`: sample `r`'s
+ * feature `f` goes to `out[(rowOffset + r) * rowStride + colOffset + f]`. `rowStride` defaults to `c*gh*gw`
+ * and `colOffset` to 0 (a plain `[n, c*gh*gw]` matrix); a wider stride lets avg and max features share one
+ * preallocated `[n, dAvg + dMax]` matrix. Use it to fill such a matrix batch by batch.
+ * @throws SelfxitError `INVALID_ARGUMENT` when the grid does not divide the map or the sizes do not fit.
  */
 export function poolNCHWInto(
   map: Float32Array,
@@ -22,15 +60,14 @@ export function poolNCHWInto(
   grid: readonly [number, number],
   out: Float32Array,
   rowOffset: number,
+  rowStride?: number,
+  colOffset = 0,
 ): void {
-  checkGrid(h, w, grid);
+  const { d, stride } = checkInto(map, rows, c, h, w, grid, out, rowOffset, rowStride, colOffset);
   const [gh, gw] = grid;
-  const d = c * gh * gw;
-  if (map.length < rows * c * h * w) {
-    throw new SelfxitError('INVALID_ARGUMENT', `map has ${map.length} values, expected ${rows}x${c}x${h}x${w}`);
-  }
-  if (out.length < (rowOffset + rows) * d) {
-    throw new SelfxitError('INVALID_ARGUMENT', `output holds ${out.length} values, needs ${(rowOffset + rows) * d}`);
+  if (gh === h && gw === w) {
+    copyRows(map, rows, d, out, rowOffset, stride, colOffset);
+    return;
   }
   const bh = h / gh;
   const bw = w / gw;
@@ -39,7 +76,7 @@ export function poolNCHWInto(
   for (let r = 0; r < rows; r++) {
     for (let ch = 0; ch < c; ch++) {
       const src = (r * c + ch) * h * w;
-      const dst = (rowOffset + r) * d + ch * gh * gw;
+      const dst = (rowOffset + r) * stride + colOffset + ch * gh * gw;
       for (let i = 0; i < gh; i++) {
         acc.fill(0);
         for (let y = i * bh; y < (i + 1) * bh; y++) {
@@ -57,11 +94,101 @@ export function poolNCHWInto(
   }
 }
 
+/**
+ * Max-pools `rows` samples of an NCHW map `[rows, c, h, w]` over blocks of `(h/gh) x (w/gw)` (ONNX MaxPool with
+ * kernel = stride, GlobalMaxPool for `[1, 1]`, the raw map for `[h, w]`) and writes them, flattened NCHW
+ * (`c*gh*gw + i*gw + j`), to `out[(rowOffset + r) * rowStride + colOffset + f]`, exactly like {@link poolNCHWInto}.
+ * @throws SelfxitError `INVALID_ARGUMENT` when the grid does not divide the map or the sizes do not fit.
+ */
+export function maxPoolNCHWInto(
+  map: Float32Array,
+  rows: number,
+  c: number,
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+  out: Float32Array,
+  rowOffset: number,
+  rowStride?: number,
+  colOffset = 0,
+): void {
+  const { d, stride } = checkInto(map, rows, c, h, w, grid, out, rowOffset, rowStride, colOffset);
+  const [gh, gw] = grid;
+  if (gh === h && gw === w) {
+    copyRows(map, rows, d, out, rowOffset, stride, colOffset);
+    return;
+  }
+  const bh = h / gh;
+  const bw = w / gw;
+  for (let r = 0; r < rows; r++) {
+    for (let ch = 0; ch < c; ch++) {
+      const src = (r * c + ch) * h * w;
+      const dst = (rowOffset + r) * stride + colOffset + ch * gh * gw;
+      for (let i = 0; i < gh; i++) {
+        const o = dst + i * gw;
+        for (let j = 0; j < gw; j++) out[o + j] = -Infinity;
+        for (let y = i * bh; y < (i + 1) * bh; y++) {
+          const rowBase = src + y * w;
+          for (let j = 0; j < gw; j++) {
+            let m = out[o + j]!;
+            const x0 = rowBase + j * bw;
+            for (let x = 0; x < bw; x++) {
+              const v = map[x0 + x]!;
+              if (v > m) m = v;
+            }
+            out[o + j] = m;
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Head features of `rows` samples, as the ONNX head computes them: the average-pooled map over `grid`, then,
+ * when `maxGrid` is given, the max-pooled map over `maxGrid`, both flattened NCHW, written side by side into
+ * rows `rowOffset..` of a `[n, dim]` matrix `out` with `dim = c*gh*gw + c*mh*mw` ({@link headFeatureDim}).
+ */
+export function headFeaturesInto(
+  map: Float32Array,
+  rows: number,
+  c: number,
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+  maxGrid: readonly [number, number] | undefined,
+  out: Float32Array,
+  rowOffset: number,
+): void {
+  const dim = headFeatureDim(c, grid, maxGrid);
+  poolNCHWInto(map, rows, c, h, w, grid, out, rowOffset, dim, 0);
+  if (maxGrid) maxPoolNCHWInto(map, rows, c, h, w, maxGrid, out, rowOffset, dim, c * grid[0] * grid[1]);
+}
+
+/** Features per sample of {@link headFeaturesInto}: `c*gh*gw`, plus `c*mh*mw` with a max grid. */
+export function headFeatureDim(c: number, grid: readonly [number, number], maxGrid?: readonly [number, number]): number {
+  return c * grid[0] * grid[1] + (maxGrid ? c * maxGrid[0] * maxGrid[1] : 0);
+}
+
+/** Checks that `grid` (and `maxGrid`, when given) divide an `h x w` map. @throws SelfxitError `INVALID_ARGUMENT`. */
+export function checkPoolGrids(h: number, w: number, grid: readonly [number, number], maxGrid?: readonly [number, number]): void {
+  checkGrid(h, w, grid);
+  if (maxGrid) checkGrid(h, w, maxGrid, 'max-pooling grid');
+}
+
 /** Average-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
 export function poolNCHW(map: Float32Array, n: number, c: number, h: number, w: number, grid: readonly [number, number]): Float32Array {
   checkGrid(h, w, grid);
   const out = new Float32Array(n * c * grid[0] * grid[1]);
   poolNCHWInto(map, n, c, h, w, grid, out, 0);
+  return out;
+}
+
+/** Max-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
+export function maxPoolNCHW(map: Float32Array, n: number, c: number, h: number, w: number, grid: readonly [number, number]): Float32Array {
+  checkGrid(h, w, grid);
+  const out = new Float32Array(n * c * grid[0] * grid[1]);
+  maxPoolNCHWInto(map, n, c, h, w, grid, out, 0);
   return out;
 }
 

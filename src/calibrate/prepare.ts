@@ -8,15 +8,17 @@ import { assembleBundle, type BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type CutPoint, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitScores } from './cascade-sim.js';
+import { augmentSamples, checkAugment, type AugmentKind } from './augment.js';
 import { crossFit } from './crossfit.js';
+import { selectExitsWithRule, THRESHOLD_RULES, type RuleSelection, type ThresholdRule } from './exit-rule.js';
 import { cutGeometry, extractFeatures, type CutFeatures, type FeatureSet } from './features.js';
 import { chooseGrid } from './pool.js';
 import { StepTimer, throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import { collectSamples, isSampleBatch, shuffleAndLimit, type SampleBatch, type SampleInput } from './samples.js';
-import { selectExits, paperCascade, type SelectionResult } from './select-exits.js';
-import { NEVER_EXIT, thresholdCurve } from './thresholds.js';
-import { toHeadSpec, trainHead, type TrainedHead } from './train-head.js';
+import { paperCascade } from './select-exits.js';
+import { NEVER_EXIT } from './thresholds.js';
+import { DEFAULT_HIDDEN, toHeadSpec, trainHead, type TrainedHead } from './train-head.js';
 import { runPaperHeads, paperFeatureBudget } from './paper-mode.js';
 
 /**
@@ -59,6 +61,13 @@ export interface PrepareOptions {
   readonly folds?: number;
   /** Distillation temperature of head training. Default 1. */
   readonly temperature?: number;
+  /** Transformed copies of every sample added to head training, each with the backbone's output on it as target
+   * (label-free; thresholds are still chosen on the untransformed samples only). selfxit mode default ['flip'];
+   * paper mode uses none. */
+  readonly augment?: readonly AugmentKind[];
+  /** How exit scores become thresholds (see ThresholdRule). Default 'cost-calibrated'; 'global' is one shared
+   * max-softmax threshold. Paper mode always uses its fixed global threshold. */
+  readonly thresholdRule?: ThresholdRule;
   /** Per-exit overhead as a fraction of the backbone cost (selection only). Default 0.01. */
   readonly overheadFraction?: number;
   /** Measured costs; when given, selection minimises them instead of MACs (`costUnit` 'ms'). */
@@ -76,8 +85,11 @@ export interface PrepareOptions {
   /** Kinds after the cheapest are trained only on this many cuts (the preliminary selection plus the most useful
    * cuts by the cheapest head). Default 6; Infinity trains every kind on every cut. */
   readonly shortlist?: number;
-  /** Pooled features per head input (chooseGrid). Default 256. */
+  /** Average-pooled features per head input (chooseGrid). Default 256. */
   readonly maxFeatures?: number;
+  /** Side of the max-pooling grid whose features heads read besides the average-pooled ones (2: a 2x2 grid of
+   * maxima per channel; 1: global max; 0: none). A side that does not divide the map falls back to 1. Default 2. */
+  readonly maxPoolGrid?: number;
   /** Paper mode: memory for the full flattened maps, bytes; samples beyond it are left out. Default 256 MiB. */
   readonly paperMemoryBytes?: number;
   /** Rows per backbone run during feature extraction. Default 64. */
@@ -165,12 +177,15 @@ export interface ResolvedPrepareOptions {
   readonly limit: number;
   readonly folds: number;
   readonly temperature: number;
+  readonly augment: readonly AugmentKind[];
+  readonly thresholdRule: ThresholdRule;
   readonly overheadFraction: number;
   readonly mode: 'selfxit' | 'paper';
   readonly threshold: number;
   readonly maxCandidates: number;
   readonly shortlist: number;
   readonly maxFeatures: number;
+  readonly maxPoolGrid: number;
   readonly paperMemoryBytes: number;
   readonly batchSize: number;
   readonly curvePoints: number;
@@ -207,6 +222,10 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (!(overheadFraction >= 0)) badArg(`overheadFraction must be >= 0, got ${overheadFraction}`);
   const seed = o.seed ?? 0;
   if (!Number.isInteger(seed)) badArg(`seed must be an integer, got ${seed}`);
+  const augment = mode === 'paper' ? [] : checkAugment(o.augment ?? ['flip']);
+  if (mode === 'paper' && o.augment?.length) badArg('paper mode trains its heads on the samples as they are: augment applies to selfxit mode only');
+  const thresholdRule = o.thresholdRule ?? 'cost-calibrated';
+  if (!THRESHOLD_RULES.includes(thresholdRule)) badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
   return {
     target,
     headKinds: sorted,
@@ -214,12 +233,15 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     limit: int(o.limit, Infinity, 'limit', 1),
     folds: int(o.folds, 5, 'folds', 2),
     temperature,
+    augment,
+    thresholdRule,
     overheadFraction,
     mode,
     threshold,
     maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1),
     shortlist: int(o.shortlist, 6, 'shortlist', 0),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
+    maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),
     curvePoints: int(o.curvePoints, 100, 'curvePoints', 2),
@@ -336,12 +358,12 @@ function meanOf(a: ArrayLike<number>): number {
   return a.length ? s / a.length : 0;
 }
 
-/** Head MACs for a kind on features of a cut (train-head defaults: pool-mlp hidden 64, paper hidden 512). */
-function estimateHeadMacs(kind: HeadKind, f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid'>, k: number): number {
-  const hidden = kind === 'pool-linear' ? 0 : kind === 'pool-mlp' ? 64 : 512;
+/** Head MACs for a kind on features of a cut (train-head's default hidden widths; pooling as in headCost). */
+function estimateHeadMacs(kind: HeadKind, f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid' | 'maxGrid'>, k: number): number {
+  const hidden = DEFAULT_HIDDEN[kind];
   const dense = hidden ? f.dim * hidden + hidden * k : f.dim * k;
-  const pooled = f.grid[0] === f.height && f.grid[1] === f.width;
-  return dense + (pooled ? 0 : f.channels * f.height * f.width);
+  const pools = (g: readonly [number, number] | undefined): number => (g && !(g[0] === f.height && g[1] === f.width) ? f.channels * f.height * f.width : 0);
+  return dense + pools(f.grid) + pools(f.maxGrid);
 }
 
 /**
@@ -471,11 +493,21 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     const g = cutGeometry(cut);
     return chooseGrid(g.channels, g.height, g.width, o.maxFeatures);
   });
+  const maxGrids = cuts.map((cut): [number, number] | undefined => {
+    const { height: h, width: w } = cutGeometry(cut);
+    const side = o.maxPoolGrid;
+    if (side === 0) return undefined;
+    return h % side === 0 && w % side === 0 ? [side, side] : [1, 1];
+  });
+  // Rows [0, n) are the samples; rows a*n + i the a-th augmented copy of sample i (training only, same fold as i).
+  const copies = 1 + o.augment.length;
+  const rows = n * copies;
+  const trainSamples = o.augment.length ? augmentSamples(samples, { height: io.input.height, width: io.input.width, channels: io.input.channels }, o.augment, o.seed) : samples;
   const features: FeatureSet = await timer.time('features', () =>
     extractFeatures({
       model: c.model,
-      requests: cuts.map((cut, i) => ({ cut, grid: grids[i]! })),
-      samples,
+      requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, ...(maxGrids[i] ? { maxGrid: maxGrids[i] } : {}) })),
+      samples: trainSamples,
       input: io.input,
       output: io.output,
       outputKind: io.outputKind,
@@ -489,7 +521,9 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   );
   const featureBytes = features.cuts.reduce((a, f) => a + f.x.byteLength, 0);
   const teacherPred = argmaxRows(features.teacher, n, k);
-  const foldOf = kFoldAssign(n, o.folds, o.seed);
+  const sampleFold = kFoldAssign(n, o.folds, o.seed);
+  const foldOf = new Int32Array(rows);
+  for (let a = 0; a < copies; a++) foldOf.set(sampleFold, a * n);
 
   // ---- heads: cheapest kind on every candidate, costlier kinds on a shortlist ----
   const [first, ...others] = o.headKinds;
@@ -502,7 +536,7 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   const train = async (i: number, kind: HeadKind): Promise<void> => {
     throwIfAborted(options.signal, 'head training');
     const f = features.cuts[i]!;
-    const cf = crossFit(f.x, features.teacher, n, f.dim, k, {
+    const cf = crossFit(f.x, features.teacher, rows, f.dim, k, {
       kind,
       foldOf,
       seed: o.seed,
@@ -510,7 +544,7 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
       fitFinal: false,
       onFit: () => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail: `${exitName(f.cut.tensor)} ${kind}` }),
     });
-    const scores = exitScores(cf.oof, n, k, teacherPred);
+    const scores = exitScores(cf.oof.subarray(0, n * k), n, k, teacherPred);
     const { costs } = costsFor(() => kind);
     const after = (costs.fullCost - (costs.backboneCostAt as number[])[i]!) / costs.fullCost;
     const coverage = coverageAt(scores, o.target);
@@ -521,13 +555,13 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     });
     await yieldToEventLoop();
   };
-  const selectWith = (kindOf: (i: number) => HeadKind): SelectionResult => {
+  const selectWith = (kindOf: (i: number) => HeadKind): RuleSelection => {
     const { costs, overheadUnit } = costsFor(kindOf);
     const overhead = options.costTable?.overhead ?? o.overheadFraction * overheadUnit;
-    return selectExits(
+    return selectExitsWithRule(
       cuts.map((_, i) => trained[i]!.get(kindOf(i))!.scores),
       costs,
-      { target: o.target, overhead, curvePoints: o.curvePoints },
+      { target: o.target, overhead, curvePoints: o.curvePoints, rule: o.thresholdRule },
     );
   };
   await timer.time('heads', async () => {
@@ -548,7 +582,14 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   const scores = cuts.map((_, i) => trained[i]!.get(kindOf[i]!)!.scores);
   const macsCosts = buildCosts(analysis, cuts, cuts.map((_, i) => headMacsOf(i, kindOf[i]!))).costs;
   const outcome = macsOutcome(scores, sel.selected, sel.thresholds, macsCosts);
-  const curve: CurvePoint[] = sel.selected.length > 0 ? thresholdCurve(scores, sel.selected, { ...macsCosts, overhead: 0 }, { points: o.curvePoints }) : noExitSummary(c).curve.slice();
+  // The curve in MACs (selection may have used measured ms): the same knobs and thresholds, re-simulated.
+  const curve: CurvePoint[] =
+    sel.selected.length > 0
+      ? sel.curve.map((p) => {
+          const m = macsOutcome(scores, sel.selected, p.thresholds, macsCosts);
+          return { knob: p.knob, thresholds: p.thresholds, agreement: m.agreement, macsFraction: m.macsFraction, exitShares: m.exitShares };
+        })
+      : noExitSummary(c).curve.slice();
 
   // ---- final heads on all samples for the selected exits ----
   const finals: { head: TrainedHead; i: number }[] = await timer.time('final-heads', async () => {
@@ -556,15 +597,30 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     for (const i of sel.selected) {
       throwIfAborted(options.signal, 'final head training');
       const f = features.cuts[i]!;
-      out.push({ i, head: trainHead(f.x, features.teacher, n, f.dim, k, { kind: kindOf[i]!, seed: o.seed, temperature: o.temperature }) });
+      out.push({ i, head: trainHead(f.x, features.teacher, rows, f.dim, k, { kind: kindOf[i]!, seed: o.seed, temperature: o.temperature }) });
       await yieldToEventLoop();
     }
     return out;
   });
   const exits: BundleExit[] = finals.map(({ head, i }, j) => {
     const f = features.cuts[i]!;
-    const spec: HeadSpec = toHeadSpec(head, { kind: kindOf[i]!, inChannels: f.channels, inHeight: f.height, inWidth: f.width, grid: [f.grid[0], f.grid[1]] });
-    return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold: sel.thresholds[j]!, expectedShare: outcome.exitShares[j]! };
+    const spec: HeadSpec = toHeadSpec(head, {
+      kind: kindOf[i]!,
+      inChannels: f.channels,
+      inHeight: f.height,
+      inWidth: f.width,
+      grid: [f.grid[0], f.grid[1]],
+      ...(f.maxGrid ? { maxGrid: [f.maxGrid[0], f.maxGrid[1]] as const } : {}),
+    });
+    const map = sel.maps[j]!;
+    return {
+      name: exitName(f.cut.tensor),
+      cut: f.cut.tensor,
+      head: spec,
+      threshold: sel.thresholds[j]!,
+      expectedShare: outcome.exitShares[j]!,
+      ...(sel.rule === 'cost-calibrated' ? { scoreMap: { slope: map.slope, intercept: map.intercept, remaining: map.remaining } } : {}),
+    };
   });
   const candidates: ExitStats[] = cuts.map((cut, i) => {
     const r = trained[i]!.get(kindOf[i]!)!.report;
@@ -578,6 +634,8 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     mode: 'selfxit',
     folds: o.folds,
     seed: o.seed,
+    thresholdRule: o.thresholdRule,
+    augment: [...o.augment],
     validationAgreement: outcome.agreement,
     expectedMacsFraction: outcome.macsFraction,
     candidates,

@@ -1,7 +1,7 @@
 // Exit-head training by distillation: minimise KL(teacher ‖ head) with Adam on standardised features,
 // then fold the standardisation into the first layer so the head reads raw pooled features.
 import { SelfxitError } from '../errors.js';
-import type { DenseLayer, HeadSpec } from '../bundle/head-spec.js';
+import { headInputSize, type DenseLayer, type HeadSpec } from '../bundle/head-spec.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import { createRng, shuffleInPlace, type Rng } from './rng.js';
 import { denseBackwardInput, denseBackwardParams, denseForward, klRow, softmaxRowsInPlace } from './linalg.js';
@@ -374,23 +374,34 @@ export interface HeadGeometry {
   readonly inChannels: number;
   readonly inHeight: number;
   readonly inWidth: number;
+  /** Average-pooling grid. */
   readonly grid: readonly [number, number];
+  /** Max-pooling grid of the features that follow the average-pooled ones (CutFeatures `maxGrid`). Absent: none. */
+  readonly maxGrid?: readonly [number, number];
 }
 
-/** Wraps a trained head into the HeadSpec the graph toolkit turns into ONNX; checks the feature count matches the grid. */
+/**
+ * Wraps a trained head into the HeadSpec the graph toolkit turns into ONNX; checks the feature count matches the
+ * grids (`C·gh·gw`, plus `C·mh·mw` with `maxGrid`) and that they divide the map.
+ */
 export function toHeadSpec(head: TrainedHead, geometry: HeadGeometry): HeadSpec {
   const { d, k } = checkHead(head);
+  const { inChannels: c, inHeight: h, inWidth: w, maxGrid } = geometry;
   const [gh, gw] = geometry.grid;
-  if (geometry.inChannels * gh * gw !== d) {
-    bad(`head reads ${d} features but ${geometry.inChannels}x${gh}x${gw} pooling gives ${geometry.inChannels * gh * gw}`);
+  const want = headInputSize({ inChannels: c, grid: geometry.grid, maxGrid });
+  if (want !== d) {
+    const pools = `${c}x${gh}x${gw} average pooling${maxGrid ? ` + ${c}x${maxGrid[0]}x${maxGrid[1]} max pooling` : ''}`;
+    bad(`head reads ${d} features but ${pools} gives ${want}`);
   }
-  if (geometry.inHeight % gh !== 0 || geometry.inWidth % gw !== 0) bad(`grid ${gh}x${gw} does not divide ${geometry.inHeight}x${geometry.inWidth}`);
+  if (h % gh !== 0 || w % gw !== 0) bad(`grid ${gh}x${gw} does not divide ${h}x${w}`);
+  if (maxGrid && (h % maxGrid[0] !== 0 || w % maxGrid[1] !== 0)) bad(`maxGrid ${maxGrid[0]}x${maxGrid[1]} does not divide ${h}x${w}`);
   return {
     kind: geometry.kind,
-    inChannels: geometry.inChannels,
-    inHeight: geometry.inHeight,
-    inWidth: geometry.inWidth,
+    inChannels: c,
+    inHeight: h,
+    inWidth: w,
     grid: [gh, gw],
+    ...(maxGrid ? { maxGrid: [maxGrid[0], maxGrid[1]] as const } : {}),
     layers: head.layers,
     logitScale: head.logitScale,
     classes: k,

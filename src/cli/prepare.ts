@@ -2,6 +2,8 @@
 // writes the bundle folder atomically (plus report.html with --report).
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
+import type { AugmentKind } from '../calibrate/augment.js';
+import type { ThresholdRule } from '../calibrate/exit-rule.js';
 import { prepare, resolveModelIO, type CostTable, type PrepareOptions } from '../calibrate/prepare.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
@@ -36,6 +38,10 @@ Calibration:
   --exits cut,cut      selfxit mode: restrict candidate cuts; paper mode: the exits (tensor or display names)
   --mode selfxit|paper paper: the paper's heads (full map MLP), fixed exits, fixed threshold, no selection
   --threshold T        paper mode threshold (default 0.9); --heads paper implies --mode paper
+  --augment a,b|none   label-free training copies: flip, shift (default flip; targets are the
+                       model's own outputs on each copy)
+  --threshold-rule R   cost-calibrated (default: per-exit agreement estimate weighed by the cost
+                       still ahead, one knob) or global (one shared max-softmax threshold)
   --folds N            cross-fitting folds (default 5)
   --max-candidates N   candidate cuts considered (default 16)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
@@ -61,6 +67,8 @@ const options = {
   exits: { type: 'string' },
   threshold: { type: 'string' },
   folds: { type: 'string' },
+  augment: { type: 'string' },
+  'threshold-rule': { type: 'string' },
   'max-candidates': { type: 'string' },
   'cost-table': { type: 'string' },
   report: { type: 'boolean' },
@@ -112,6 +120,8 @@ export const prepareCommand: CliCommand = {
     const heads = v.heads?.split(',').map((s) => s.trim()) as HeadKind[] | undefined;
     const mode = v.mode as PrepareOptions['mode'] | undefined;
     if (mode !== undefined && mode !== 'selfxit' && mode !== 'paper') throw new UsageError(`--mode must be selfxit or paper, got "${mode}"`);
+    const augment = v.augment === undefined ? undefined : v.augment.trim() === 'none' ? [] : (v.augment.split(',').map((s) => s.trim()) as AugmentKind[]);
+    const thresholdRule = v['threshold-rule'] as ThresholdRule | undefined;
     const modelFile = positionals[0]!;
     const modelBytes = await readFileBytes(modelFile);
     const model = decodeModel(modelBytes);
@@ -144,6 +154,8 @@ export const prepareCommand: CliCommand = {
       ...(v.folds !== undefined ? { folds: num(v.folds, '--folds')! } : {}),
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
       ...(costTable ? { costTable } : {}),
+      ...(augment ? { augment } : {}),
+      ...(thresholdRule ? { thresholdRule } : {}),
       generator: `selfxit@${pkg.version}`,
       sessionOptions: CLI_SESSION_OPTIONS,
       onProgress: printer,

@@ -11,13 +11,18 @@ function bad(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', `Invalid head spec: ${msg}`, details);
 }
 
-/** Checks a head spec's grid, layer sizes and weight lengths. @throws SelfxitError `INVALID_ARGUMENT`. */
+function divides(g: readonly [number, number], h: number, w: number): boolean {
+  const [gh, gw] = g;
+  return Number.isInteger(gh) && Number.isInteger(gw) && gh > 0 && gw > 0 && h % gh === 0 && w % gw === 0;
+}
+
+/** Checks a head spec's grid and max grid, layer sizes and weight lengths. @throws SelfxitError `INVALID_ARGUMENT`. */
 export function validateHeadSpec(spec: HeadSpec): void {
-  const [gh, gw] = spec.grid;
   const { inHeight: h, inWidth: w } = spec;
   if (!(spec.inChannels > 0 && h > 0 && w > 0)) bad(`input [${spec.inChannels}, ${h}, ${w}] must be positive`);
-  if (!(Number.isInteger(gh) && Number.isInteger(gw) && gh > 0 && gw > 0 && h % gh === 0 && w % gw === 0)) {
-    bad(`grid [${gh}, ${gw}] must divide the input size [${h}, ${w}]`);
+  if (!divides(spec.grid, h, w)) bad(`grid [${spec.grid[0]}, ${spec.grid[1]}] must divide the input size [${h}, ${w}]`);
+  if (spec.maxGrid !== undefined && !(Array.isArray(spec.maxGrid) && spec.maxGrid.length === 2 && divides(spec.maxGrid, h, w))) {
+    bad(`maxGrid [${Array.from(spec.maxGrid as ArrayLike<unknown>).join(', ')}] must divide the input size [${h}, ${w}]`);
   }
   if (spec.layers.length < 1 || spec.layers.length > 2) bad(`expected 1 or 2 dense layers, got ${spec.layers.length}`);
   let want = headInputSize(spec);
@@ -36,20 +41,29 @@ export function headGraphParts(spec: HeadSpec, input: string, output: string, pr
   validateHeadSpec(spec);
   const nodes: onnx.NodeProto[] = [];
   const inits: onnx.TensorProto[] = [];
-  const [gh, gw] = spec.grid;
-  let x = input;
   const n = (s: string): string => `${prefix}${s}`;
-  if (gh === 1 && gw === 1) {
-    nodes.push(makeNode('GlobalAveragePool', [x], [n('pool')], {}, n('GlobalAveragePool')));
-    x = n('pool');
-  } else if (gh !== spec.inHeight || gw !== spec.inWidth) {
-    const kh = spec.inHeight / gh;
-    const kw = spec.inWidth / gw;
-    nodes.push(makeNode('AveragePool', [x], [n('pool')], { kernel_shape: [kh, kw], strides: [kh, kw] }, n('AveragePool')));
-    x = n('pool');
+  // One pooling branch → Flatten(axis 1); returns the flattened tensor's name. `tag` '' (avg) or 'max'.
+  const branch = (grid: readonly [number, number], op: 'Average' | 'Max', tag: string): string => {
+    const [gh, gw] = grid;
+    let x = input;
+    if (gh === 1 && gw === 1) {
+      nodes.push(makeNode(`Global${op}Pool`, [x], [n(`${tag}pool`)], {}, n(`Global${op}Pool`)));
+      x = n(`${tag}pool`);
+    } else if (gh !== spec.inHeight || gw !== spec.inWidth) {
+      const kh = spec.inHeight / gh;
+      const kw = spec.inWidth / gw;
+      nodes.push(makeNode(`${op}Pool`, [x], [n(`${tag}pool`)], { kernel_shape: [kh, kw], strides: [kh, kw] }, n(`${op}Pool`)));
+      x = n(`${tag}pool`);
+    }
+    nodes.push(makeNode('Flatten', [x], [n(`${tag}flat`)], { axis: 1 }, n(`Flatten${tag ? `_${tag}` : ''}`)));
+    return n(`${tag}flat`);
+  };
+  let x = branch(spec.grid, 'Average', '');
+  if (spec.maxGrid) {
+    const xm = branch(spec.maxGrid, 'Max', 'max');
+    nodes.push(makeNode('Concat', [x, xm], [n('features')], { axis: 1 }, n('Concat')));
+    x = n('features');
   }
-  nodes.push(makeNode('Flatten', [x], [n('flat')], { axis: 1 }, n('Flatten')));
-  x = n('flat');
   spec.layers.forEach((l, i) => {
     if (i > 0) {
       nodes.push(makeNode('Relu', [x], [n(`relu${i}`)], {}, n(`Relu${i}`)));
@@ -79,7 +93,8 @@ export interface BuildHeadOptions {
 /**
  * A standalone head model (opset 13): input float32 `[batch, C, H, W]` → output float32 `[batch, classes]` probabilities.
  * Pooling: none when `grid == [H, W]`, GlobalAveragePool for `[1, 1]`, else AveragePool with kernel = stride = H/gh, W/gw;
- * then Flatten(axis 1) → Gemm(transB) → [Relu → Gemm] → Mul(logitScale, skipped when 1) → Softmax(axis 1).
+ * then Flatten(axis 1). With `maxGrid`, a second branch the same way with GlobalMaxPool / MaxPool, then
+ * Concat(axis 1) of [avg, max]. Then Gemm(transB) → [Relu → Gemm] → Mul(logitScale, skipped when 1) → Softmax(axis 1).
  * @throws SelfxitError `INVALID_ARGUMENT` for an inconsistent spec.
  */
 export function buildHeadModel(spec: HeadSpec, opts: BuildHeadOptions = {}): OnnxModel {

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { augmentSamples, checkAugment } from '../src/calibrate/augment.js';
+import { isSelfxitError } from '../src/errors.js';
+
+const shape = { height: 4, width: 5, channels: 3 };
+const per = 4 * 5 * 3;
+const batch = { data: Uint8Array.from({ length: 2 * per }, (_, i) => (i * 7) % 256), count: 2 };
+const px = (d: Uint8Array, img: number, y: number, x: number, c: number): number => d[img * per + (y * 5 + x) * 3 + c]!;
+
+describe('augmentSamples', () => {
+  it('keeps the originals first, then one mirrored copy per image', () => {
+    const out = augmentSamples(batch, shape, ['flip'], 0);
+    expect(out.count).toBe(4);
+    expect(out.data.subarray(0, 2 * per)).toEqual(batch.data);
+    for (let i = 0; i < 2; i++) for (let y = 0; y < 4; y++) for (let x = 0; x < 5; x++) for (let c = 0; c < 3; c++) {
+      expect(px(out.data, 2 + i, y, x, c)).toBe(px(batch.data, i, y, 4 - x, c));
+    }
+  });
+
+  it('shifts by at most 2 pixels with repeated edges, the same for the same seed', () => {
+    const a = augmentSamples(batch, shape, ['shift'], 3);
+    expect(augmentSamples(batch, shape, ['shift'], 3).data).toEqual(a.data);
+    for (let i = 0; i < 2; i++) {
+      // some offset (dy, dx) in [-2, 2]^2 explains every pixel of the copy
+      let found = false;
+      for (let dy = -2; dy <= 2 && !found; dy++) for (let dx = -2; dx <= 2 && !found; dx++) {
+        let ok = true;
+        for (let y = 0; y < 4 && ok; y++) for (let x = 0; x < 5 && ok; x++) for (let c = 0; c < 3; c++) {
+          const sy = Math.min(3, Math.max(0, y + dy));
+          const sx = Math.min(4, Math.max(0, x + dx));
+          if (px(a.data, 2 + i, y, x, c) !== px(batch.data, i, sy, sx, c)) ok = false;
+        }
+        found = ok;
+      }
+      expect(found).toBe(true);
+    }
+  });
+
+  it('rejects an unknown kind with INVALID_ARGUMENT and drops duplicates', () => {
+    expect(checkAugment(['flip', 'flip', 'shift'])).toEqual(['flip', 'shift']);
+    try {
+      checkAugment(['rotate']);
+      expect.unreachable();
+    } catch (e) {
+      expect(isSelfxitError(e, 'INVALID_ARGUMENT')).toBe(true);
+      expect((e as Error).message).toContain('rotate');
+    }
+  });
+});

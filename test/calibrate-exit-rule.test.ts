@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import { simulateCascade, type ExitScores } from '../src/calibrate/cascade-sim.js';
+import { fitAgreementLogit, mapExitScores, rawThresholdFor, ruleScore, scoreMaps, selectExitsWithRule } from '../src/calibrate/exit-rule.js';
+import { createRng } from '../src/calibrate/rng.js';
+import { selectExits } from '../src/calibrate/select-exits.js';
+import { agreementLowerBound, NEVER_EXIT } from '../src/calibrate/thresholds.js';
+import { candidateTable, evenCosts } from './calibrate-fixtures.js';
+
+/** An exit whose agreement follows σ(slope·logit(s) + intercept) exactly in expectation. */
+function logisticExit(n: number, slope: number, intercept: number, seed: number, scoreShift = 0): ExitScores {
+  const rng = createRng(seed);
+  const score = new Float32Array(n);
+  const agree = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const z = 3 * rng.normal() + scoreShift;
+    const s = 1 / (1 + Math.exp(-z));
+    score[i] = Math.min(0.999999, Math.max(0.1, s));
+    const p = 1 / (1 + Math.exp(-(slope * Math.log(score[i]! / (1 - score[i]!)) + intercept)));
+    agree[i] = rng.next() < p ? 1 : 0;
+  }
+  return { n, score, pred: Int32Array.from(agree, (a) => (a ? 0 : 1)), agree };
+}
+
+describe('cost-calibrated exit rule', () => {
+  it('fitAgreementLogit recovers the parameters of a logistic agreement curve', () => {
+    const f = fitAgreementLogit(logisticExit(20000, 0.8, 1.5, 1));
+    expect(f.slope).toBeCloseTo(0.8, 1);
+    expect(f.intercept).toBeCloseTo(1.5, 1);
+  });
+
+  it('stays finite and increasing when every sample agrees', () => {
+    const e = logisticExit(500, 1, 0, 2);
+    const f = fitAgreementLogit({ ...e, agree: new Uint8Array(e.n).fill(1) });
+    expect(Number.isFinite(f.intercept)).toBe(true);
+    expect(f.slope).toBeGreaterThan(0);
+  });
+
+  it('rawThresholdFor inverts ruleScore', () => {
+    const map = { slope: 0.7, intercept: 0.4, remaining: 0.35 };
+    for (const s of [0.3, 0.6, 0.9, 0.97, 0.995]) expect(rawThresholdFor(map, ruleScore(map, s))).toBeCloseTo(s, 6);
+    expect(rawThresholdFor(map, NEVER_EXIT)).toBe(NEVER_EXIT);
+  });
+
+  it('the max-softmax thresholds reproduce the knob on the validation samples exactly, and meet the target with margin', () => {
+    const exits = candidateTable(5000, 6, 3);
+    const costs = evenCosts(6);
+    for (const target of [0.9, 0.97]) {
+      const r = selectExitsWithRule(exits, costs, { target, rule: 'cost-calibrated', overhead: 0.01 });
+      expect(r.selected.length).toBeGreaterThan(0);
+      const maps = scoreMaps('cost-calibrated', exits, exits.map((_, j) => (costs.fullCost - costs.backboneCostAt[j]!) / costs.fullCost));
+      const mapped = exits.map((e, j) => mapExitScores(e, maps[j]!));
+      const byKnob = simulateCascade(mapped, r.selected, r.selected.map(() => r.knob), { ...costs, overhead: 0.01 });
+      const byRaw = simulateCascade(exits, r.selected, r.thresholds, { ...costs, overhead: 0.01 });
+      expect(byRaw.exitShares).toEqual(byKnob.exitShares);
+      expect(byRaw.disagreements).toBe(byKnob.disagreements);
+      expect(agreementLowerBound(byRaw.n - byRaw.disagreements, byRaw.n)).toBeGreaterThanOrEqual(target);
+      expect(r.agreementLowerBound).toBeGreaterThanOrEqual(target);
+      // every curve point is stated in max-softmax thresholds and re-simulates to its own numbers
+      for (const p of r.curve) {
+        const o = simulateCascade(exits, r.selected, p.thresholds, { ...costs, overhead: 0 });
+        expect(o.agreement).toBe(p.agreement);
+        expect(o.macsFraction).toBeCloseTo(p.macsFraction, 12);
+      }
+      expect(r.curve.some((p) => p.knob === r.knob)).toBe(true);
+    }
+  });
+
+  it("'global' is plain selectExits with one shared threshold", () => {
+    const exits = candidateTable(3000, 5, 4);
+    const costs = evenCosts(5);
+    const a = selectExitsWithRule(exits, costs, { target: 0.95, rule: 'global', overhead: 0.01 });
+    const b = selectExits(exits, costs, { target: 0.95, overhead: 0.01 });
+    expect(a.selected).toEqual(b.selected);
+    expect(a.thresholds).toEqual(b.thresholds);
+    expect(new Set(a.thresholds).size).toBeLessThanOrEqual(1);
+  });
+
+  it('is cheaper than one shared threshold when the exits are calibrated differently', () => {
+    // Exit 0 (cheap) is over-confident, exit 1 (deep) under-confident: a shared max-softmax threshold cannot suit both.
+    const n = 8000;
+    const exits = [logisticExit(n, 0.6, -0.8, 5), logisticExit(n, 1.5, 2.5, 6, 1)];
+    const costs = { backboneCostAt: [0.3, 0.7], headCost: [0.01, 0.01], fullCost: 1 };
+    const g = selectExitsWithRule(exits, costs, { target: 0.95, rule: 'global', overhead: 0 });
+    const c = selectExitsWithRule(exits, costs, { target: 0.95, rule: 'cost-calibrated', overhead: 0 });
+    expect(c.agreementLowerBound).toBeGreaterThanOrEqual(0.95);
+    expect(c.macsFraction).toBeLessThan(g.macsFraction - 0.01);
+  });
+});
