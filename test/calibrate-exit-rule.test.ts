@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { simulateCascade, type ExitScores } from '../src/calibrate/cascade-sim.js';
 import { fitAgreementLogit, mapExitScores, rawThresholdFor, ruleScore, scoreMaps, selectExitsWithRule } from '../src/calibrate/exit-rule.js';
+import { pickCurvePoint } from '../src/calibrate/curve.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { selectExits } from '../src/calibrate/select-exits.js';
 import { agreementLowerBound, NEVER_EXIT } from '../src/calibrate/thresholds.js';
@@ -62,6 +63,8 @@ describe('cost-calibrated exit rule', () => {
         expect(o.macsFraction).toBeCloseTo(p.macsFraction, 12);
       }
       expect(r.curve.some((p) => p.knob === r.knob)).toBe(true);
+      // the calibration target, re-chosen from the curve with the same margin, gives back the chosen thresholds
+      expect(pickCurvePoint(r.curve, target, { samples: exits[0]!.n }).point.thresholds).toEqual(r.thresholds);
     }
   });
 

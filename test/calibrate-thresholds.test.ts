@@ -6,9 +6,9 @@ import {
   chooseThresholds,
   maxDisagreements,
   normalQuantile,
-  pickFromCurve,
   thresholdCurve,
 } from '../src/calibrate/thresholds.js';
+import { pickCurvePoint } from '../src/calibrate/curve.js';
 import { isSelfxitError } from '../src/errors.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 
@@ -99,7 +99,7 @@ describe('chooseThresholds (global)', () => {
   });
 });
 
-describe('thresholdCurve / pickFromCurve', () => {
+describe('thresholdCurve / pickCurvePoint', () => {
   const choice = chooseThresholds(exits, sel, costs, { target: 0.95 });
   const curve = thresholdCurve(exits, sel, costs, { points: 50, extraKnobs: [choice.knob] });
   it('is ascending in the knob, consistent with the simulator, and ends at the backbone', () => {
@@ -115,14 +115,14 @@ describe('thresholdCurve / pickFromCurve', () => {
     expect(mid.macsFraction).toBe(o.macsFraction);
   });
   it('re-choosing the calibration target from the curve (with the sample count) finds the chosen setting', () => {
-    const p = pickFromCurve(curve, 0.95, { samples: n })!;
+    const p = pickCurvePoint(curve, 0.95, { samples: n }).point;
     expect(p.knob).toBe(choice.knob);
     expect(p.macsFraction).toBeCloseTo(choice.macsFraction, 12);
   });
   it('another target picks the cheapest qualifying point; unreachable targets fall back to the backbone', () => {
-    const p = pickFromCurve(curve, 0.9)!;
+    const p = pickCurvePoint(curve, 0.9).point;
     expect(p.agreement).toBeGreaterThanOrEqual(0.9);
     for (const q of curve) if (q.agreement >= 0.9) expect(q.macsFraction).toBeGreaterThanOrEqual(p.macsFraction - 1e-12);
-    expect(pickFromCurve(curve, 1, { samples: n })!.knob).toBe(NEVER_EXIT);
+    expect(pickCurvePoint(curve, 1, { samples: n }).point.knob).toBe(NEVER_EXIT);
   });
 });

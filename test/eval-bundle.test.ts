@@ -5,7 +5,8 @@ import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { readBundle } from '../src/bundle/read-bundle.js';
 import type { HeadSpec } from '../src/bundle/head-spec.js';
 import type { CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
-import { cumulativeMacs, curvePointForTarget, evaluateBundle } from '../src/calibrate/evaluate.js';
+import { pickCurvePoint } from '../src/calibrate/curve.js';
+import { cumulativeMacs, evaluateBundle } from '../src/calibrate/evaluate.js';
 import { analyzeModel, encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';
 import { rng } from './fixtures/graphs.js';
@@ -73,9 +74,9 @@ describe('evaluateBundle', () => {
   });
 
   it('picks the cheapest curve point meeting the target, else the most agreeing', () => {
-    expect(curvePointForTarget(curve, 0.93).knob).toBe(0.7);
-    expect(curvePointForTarget(curve, 0.9).knob).toBe(0.5);
-    expect(curvePointForTarget(curve, 0.999).knob).toBe(0.9);
+    expect(pickCurvePoint(curve, 0.93).point.knob).toBe(0.7);
+    expect(pickCurvePoint(curve, 0.9).point.knob).toBe(0.5);
+    expect(pickCurvePoint(curve, 0.999).point.knob).toBe(0.9);
   });
 
   it('rejects tampered files and samples of the wrong size', { timeout: 30_000 }, async () => {

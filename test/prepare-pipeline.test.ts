@@ -2,6 +2,7 @@
 // structure, sha256s, fused heads, eval of the bundle, the no-inner-cut case, and the typed validation errors.
 import fs from 'node:fs';
 import path from 'node:path';
+import { chooseThresholds } from '../src/page/target.js';
 import { describe, expect, it } from 'vitest';
 import { prepare, minimumSamples } from '../src/calibrate/prepare.js';
 import { evaluateBundle } from '../src/calibrate/evaluate.js';
@@ -109,6 +110,8 @@ describe.skipIf(!fashion && !cifar)(`prepare on ${real.name} (400 calibration im
     const m = res.manifest;
     expect(m.calibration.samples).toBe(400);
     expect(m.segments.length).toBe(m.exits.length + 1);
+    // setTarget(calibration target) on the page gives back the shipped thresholds
+    expect(chooseThresholds(m, m.calibration.target).thresholds).toEqual(m.exits.map((e) => e.threshold));
     const test = new Uint8Array(fs.readFileSync(real.test));
     const labelsAll = fs.readFileSync(real.labels);
     // every 10th test image (the file is class-ordered)

@@ -8,7 +8,7 @@ export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
 /** File name of the manifest inside a bundle (folder or URL prefix). */
 export const MANIFEST_FILE = 'manifest.json';
 
-/** Head architectures. See docs in src/calibrate/heads. */
+/** Head architectures (trained in src/calibrate/train-head.ts, specified in src/bundle/head-spec.ts, built by src/graph/head-builder.ts). */
 export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
 
 /** How an image becomes the model's input tensor. `x = (pixel / 255 - mean[c]) / std[c]`. */
@@ -33,6 +33,7 @@ export interface SegmentSpec {
   readonly file: string;
   /** sha256 (hex) of the file. */
   readonly sha256: string;
+  /** File size in bytes (download progress when the server sends no length). */
   readonly bytes: number;
   /** Backbone MACs per sample in this segment (heads excluded). */
   readonly macs: number;
@@ -55,8 +56,9 @@ export interface ExitSpec {
   /** Cut tensor the head reads. */
   readonly cut: string;
   readonly segment: number;
+  /** Architecture of the fused head. */
   readonly headKind: HeadKind;
-  /** Leave here when the exit's score >= threshold. */
+  /** Leave here when the head's max-softmax >= threshold; 1.0000001 (above any probability) disables the exit. */
   readonly threshold: number;
   /** Cumulative MACs per sample to decide here (backbone up to the cut + every head passed), as a fraction of the backbone. */
   readonly macsFraction: number;
@@ -65,8 +67,9 @@ export interface ExitSpec {
   /** How the calibration rule scored this exit (`thresholdRule: 'cost-calibrated'`); informational, the runtime only
    * compares the max-softmax with `threshold`. */
   readonly scoreMap?: ExitScoreMap;
-  /** Head parameters count and MACs. */
+  /** Parameters of the head. */
   readonly headParams: number;
+  /** MACs per sample of the head (dense layers, plus one op per input element for each pooling). */
   readonly headMacs: number;
 }
 
@@ -105,13 +108,17 @@ export interface ExitStats {
 }
 
 export interface CalibrationSummary {
+  /** Calibration samples (validation outputs are out-of-fold on all of them). */
   readonly samples: number;
+  /** Agreement target the thresholds were chosen for (paper mode: recorded only; its threshold is fixed). */
   readonly target: number;
   /** Exit rule. */
   readonly rule: 'max-softmax';
   /** 'selfxit' (cross-fitted, selected exits) or 'paper' (fixed exits, one threshold). */
   readonly mode: 'selfxit' | 'paper';
+  /** Cross-fitting folds. */
   readonly folds: number;
+  /** Seed of the shuffle, folds, augmentation and head initialisation. */
   readonly seed: number;
   /** How the global knob sets the exits' thresholds: 'global' (one shared max-softmax threshold) or
    * 'cost-calibrated' (see ExitScoreMap). Absent in bundles written before it existed: 'global'. */
@@ -120,12 +127,14 @@ export interface CalibrationSummary {
   readonly augment?: readonly string[];
   /** Cascade agreement on held-out (out-of-fold) outputs at the chosen thresholds. */
   readonly validationAgreement: number;
+  /** Expected MACs per sample / backbone MACs on the validation outputs (always MACs, even when `costUnit` is 'ms';
+   * the per-exit overhead term that steers selection is not included). Curve points use the same measure. */
   readonly expectedMacsFraction: number;
   /** Candidate cuts considered, and their stats (for every candidate, selected or not). */
   readonly candidates: readonly ExitStats[];
   /** Agreement / cost curve over the global knob for the selected exits: re-choose thresholds for another target from it. */
   readonly curve: readonly CurvePoint[];
-  /** Cost unit used by exit selection. */
+  /** Cost unit exit selection minimised: 'macs', or 'ms' from a measured cost table. */
   readonly costUnit: 'macs' | 'ms';
   /** Seconds spent per step, for the report. */
   readonly timings?: Readonly<Record<string, number>>;
@@ -136,11 +145,14 @@ export interface BundleManifest {
   readonly version: typeof MANIFEST_VERSION;
   /** Package that wrote it, e.g. "selfxit@0.1.0". */
   readonly generator: string;
+  /** ISO 8601 time of writing. */
   readonly createdAt: string;
   readonly backbone: {
     /** sha256 (hex) of the original ONNX file. */
     readonly sha256: string;
+    /** MACs per sample of the whole model (Conv, Gemm, MatMul and their quantized forms). */
     readonly macs: number;
+    /** Parameters (initializer elements). */
     readonly params: number;
     /** Original model output name (logits). */
     readonly output: string;
@@ -183,7 +195,7 @@ export function validateManifest(value: unknown): BundleManifest {
   });
   m.exits.forEach((e, i) => {
     if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i) fail(`exit ${i} is not fused into segment ${e.segment}`);
-    if (!(e.threshold >= 0 && e.threshold <= 1.0000001)) fail(`exit ${i} threshold ${e.threshold} outside [0, 1]`);
+    if (!(e.threshold >= 0 && e.threshold <= 1.0000001)) fail(`exit ${i} threshold ${e.threshold} outside [0, 1.0000001] (1.0000001 = never exit)`);
   });
   if (!m.calibration) fail('calibration summary missing');
   return m as BundleManifest;

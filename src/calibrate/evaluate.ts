@@ -7,6 +7,7 @@ import { argmaxRow, runCascade, selectRowsF32, type StageOutput, type StageRunne
 import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../ort/types.js';
 import { checkBatch, inputDims, toModelInput, type SampleBatch } from './samples.js';
 import { throwIfAborted } from './progress.js';
+import { pickCurvePoint } from './curve.js';
 
 /** Options of {@link evaluateBundle}. */
 export interface EvaluateOptions {
@@ -59,17 +60,6 @@ export interface EvaluationResult {
   readonly replayMismatches: number;
   /** Wall time in ms: cascade, all-heads pass, full backbone. */
   readonly timingsMs: { readonly cascade: number; readonly allHeads: number; readonly backbone: number };
-}
-
-/** Picks the cheapest curve point whose validation agreement reaches `target` (the most conservative point when none does). */
-export function curvePointForTarget(curve: readonly CurvePoint[], target: number): CurvePoint {
-  if (curve.length === 0) throw new SelfxitError('INVALID_BUNDLE', 'the manifest has no calibration curve to re-choose thresholds from');
-  let best: CurvePoint | undefined;
-  for (const p of curve) {
-    if (p.agreement >= target && (!best || p.macsFraction < best.macsFraction)) best = p;
-  }
-  if (best) return best;
-  return curve.reduce((a, b) => (b.agreement > a.agreement || (b.agreement === a.agreement && b.macsFraction < a.macsFraction) ? b : a));
 }
 
 /** onnxruntime StageRunner over a bundle's segment files; activations are CPU float32 tensors. */
@@ -141,7 +131,7 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
   if (!m.backbone.file) throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no backbone copy (backbone.file) to compare against');
   const k = m.labels.length;
   const nExits = m.exits.length;
-  const thresholds = options.thresholds ?? (options.target !== undefined ? curvePointForTarget(m.calibration.curve, options.target).thresholds : m.exits.map((e) => e.threshold));
+  const thresholds = options.thresholds ?? (options.target !== undefined ? pickCurvePoint(m.calibration.curve, options.target, { samples: m.calibration.samples, exits: m.exits.length }).point.thresholds : m.exits.map((e) => e.threshold));
   if (thresholds.length !== nExits) throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
   const batchSize = options.batchSize ?? 256;
   const runner = await OrtStageRunner.create(ort, bundle, options.sessionOptions);

@@ -160,11 +160,15 @@ export function selectExitsWithRule(
   const o = simulateCascade(exits, sel.selected, thresholds, { ...costs, overhead: sel.overhead });
   const margin: MarginOptions = { ...(options.confidence !== undefined ? { confidence: options.confidence } : {}), ...(options.bound ? { bound: options.bound } : {}) };
   // The curve reports MACs without the per-exit overhead (that term only steers selection), like the manifest.
-  const curve: CurvePoint[] = sel.curve.map((p) => {
+  const all: CurvePoint[] = sel.curve.map((p) => {
     const th = toRaw(p.knob);
     const c = simulateCascade(exits, sel.selected, th, { ...costs, overhead: 0 });
     return { knob: p.knob, thresholds: th, agreement: c.agreement, macsFraction: c.macsFraction, exitShares: c.exitShares };
   });
+  // Knobs that decide every validation sample as the chosen one does are dropped, so that re-choosing the calibration
+  // target from the curve (pickCurvePoint) returns the chosen thresholds themselves.
+  const same = (p: CurvePoint): boolean => p.knob !== sel.knob && p.agreement === o.agreement && p.exitShares.every((x, j) => x === o.exitShares[j]);
+  const curve = all.filter((p) => !same(p));
   return {
     ...sel,
     rule,

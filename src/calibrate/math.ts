@@ -32,10 +32,10 @@ export {
   maxDisagreements,
   chooseThresholds,
   thresholdCurve,
-  pickFromCurve,
   type MarginOptions,
   type ThresholdOptions,
   type ThresholdChoice,
 } from './thresholds.js';
+export { pickCurvePoint, type CurvePick, type CurvePickOptions } from './curve.js';
 export { selectExits, paperCascade, type SelectExitsOptions, type SelectionResult } from './select-exits.js';
 export { meanKL, argmaxAgreement } from './linalg.js';

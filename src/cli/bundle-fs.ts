@@ -10,8 +10,9 @@ import { writeDirAtomic } from './node-io.js';
 const BUNDLE_FILE = /^(manifest\.json|report\.html|.*\.onnx)$/;
 
 /**
- * Writes `manifest.json`, every bundle file and `extra` files (e.g. report.html) into `dir`, all-or-nothing:
- * a temp folder beside `dir` first, then renamed into place; stale `.onnx` files of an older bundle are removed.
+ * Writes `manifest.json`, every bundle file and `extra` files (e.g. report.html) into `dir`: a temp folder beside
+ * `dir` first, then renamed into place (into an existing folder: file by file, the manifest last); stale `.onnx`
+ * files of an older bundle are removed. Nothing is written when anything fails before the move.
  */
 export async function writeBundleDir(dir: string, manifest: BundleManifest, files: ReadonlyMap<string, Uint8Array>, extra: ReadonlyMap<string, Uint8Array | string> = new Map()): Promise<void> {
   const all = new Map<string, Uint8Array | string>([[MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`]]);
@@ -19,7 +20,7 @@ export async function writeBundleDir(dir: string, manifest: BundleManifest, file
     if (name.includes('/') || name.includes('\\') || name.startsWith('.')) throw new SelfxitError('INTERNAL', `bundle file name "${name}" is not a plain file name`);
     all.set(name, bytes);
   }
-  await writeDirAtomic(dir, all, { removeStale: (name) => BUNDLE_FILE.test(name) });
+  await writeDirAtomic(dir, all, { removeStale: (name) => BUNDLE_FILE.test(name), last: MANIFEST_FILE });
 }
 
 /** Reads a bundle folder (manifest, segments, backbone copy), checking every file's sha256 unless `verify` is false. */

@@ -32,12 +32,16 @@ export async function loadOrtNode(): Promise<OrtModule> {
 export interface WriteDirOptions {
   /** Files already in `dir` for which this returns true, and that are not being written, are removed (stale outputs). */
   removeStale?: (name: string) => boolean;
+  /** When `dir` already exists, this file is moved in last (e.g. a manifest that names the others). */
+  last?: string;
 }
 
 /**
  * Writes `files` (name → content) into `dir` all-or-nothing: everything goes to a temporary sibling folder first,
- * then the folder is renamed into place (or, when `dir` already exists, each file is moved in). On failure the
- * temporary folder and any parent folders this call created are removed.
+ * then the folder is renamed into place. When `dir` already exists (it may hold other files of the user's), each
+ * file is moved in by a rename, `opts.last` after all others, so a reader never sees that file before the ones it
+ * names (it may see old ones, which a manifest's sha256 catches). On failure the temporary folder and any parent
+ * folders this call created are removed.
  * @throws SelfxitError `IO_ERROR` naming the path.
  */
 export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uint8Array | string>, opts: WriteDirOptions = {}): Promise<void> {
@@ -66,7 +70,8 @@ export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uin
     if (!exists) {
       await fsp.rename(tmp, target);
     } else {
-      for (const name of files.keys()) await fsp.rename(path.join(tmp, name), path.join(target, name));
+      const order = [...files.keys()].sort((a, b) => Number(a === opts.last) - Number(b === opts.last));
+      for (const name of order) await fsp.rename(path.join(tmp, name), path.join(target, name));
       await fsp.rmdir(tmp);
       if (opts.removeStale) {
         for (const name of await fsp.readdir(target)) {

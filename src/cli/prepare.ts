@@ -1,5 +1,5 @@
 // `selfxit prepare <model.onnx> --samples … --out <bundle>`: calibrates early exits on unlabeled images and
-// writes the bundle folder atomically (plus report.html with --report).
+// writes the bundle folder (temp folder first, manifest moved in last) (plus report.html with --report).
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { AugmentKind } from '../calibrate/augment.js';
@@ -48,7 +48,8 @@ Calibration:
                        "overhead": ms }) minimised instead of MACs
 
 Output:
-  --out <dir>          bundle folder (written atomically: nothing is left half-written on error)
+  --out <dir>          bundle folder (built in a temp folder and moved in, the manifest last:
+                       nothing is left half-written on error)
   --report             also write report.html (exit shares, agreement vs MACs curve)
   -h, --help           show this help
 `;
