@@ -39,15 +39,15 @@ function goals(record) {
   const rows = record.results.filter((r) => r.model === GOALS.model && r.config.batch === 1 && r.config.backend === 'wasm');
   if (rows.length === 0) return '';
   const out = [`### Goals: ResNet-56, WASM, batch 1, agreement ≥ ${pct(GOALS.agreement)}`, ''];
-  out.push('| threads | agreement | ratio (mean) | goal ≤ ' + f2(GOALS.ratio) + ' | worst case ratio (mean) | goal ≤ ' + f2(GOALS.worstCase) + ' |');
-  out.push('|---:|---:|---:|---|---:|---|');
+  out.push('| threads | agreement | ratio (mean) | goal ≤ ' + f2(GOALS.ratio) + ' | MACs fraction | ratio − MACs | worst case ratio (mean) | goal ≤ ' + f2(GOALS.worstCase) + ' |');
+  out.push('|---:|---:|---:|---|---:|---:|---:|---|');
   const threads = [...new Set(rows.map((r) => r.threads))];
   for (const t of threads) {
     const s = rows.find((r) => r.variant === 'selfxit' && r.threads === t);
     const w = rows.find((r) => r.variant === 'worst-case' && r.threads === t);
     const verdict = (v, goal) => (!Number.isFinite(v) ? '–' : v <= goal ? `met (${f3(goal - v)} under)` : `**missed by ${f3(v - goal)}** (${pct(v / goal - 1)} over)`);
     const agreeOk = s && s.agreement >= GOALS.agreement ? pct(s.agreement, 2) : `**${pct(s?.agreement, 2)}** (below ${pct(GOALS.agreement)})`;
-    out.push(`| ${t} | ${s ? agreeOk : '–'} | ${s ? f3(s.ratio.mean) : '–'} | ${s ? verdict(s.ratio.mean, GOALS.ratio) : '–'} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? verdict(w.ratio.mean, GOALS.worstCase) : '–'} |`);
+    out.push(`| ${t} | ${s ? agreeOk : '–'} | ${s ? f3(s.ratio.mean) : '–'} | ${s ? verdict(s.ratio.mean, GOALS.ratio) : '–'} | ${s ? f3(s.macsFraction) : '–'} | ${s ? f3(s.ratio.mean - s.macsFraction) : '–'} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? verdict(w.ratio.mean, GOALS.worstCase) : '–'} |`);
   }
   out.push('', '**Where the time goes** (inside the workers; the cascade reports each segment\'s wall time per call):', '');
   for (const r of rows) {
@@ -58,6 +58,44 @@ function goals(record) {
         `(session.run alone ${f2(r.fullRunMs)} ms); page-side round trips ${f2(r.early.mean)} vs ${f2(r.full.mean)} ms. Segments: ${stageLine(r)}.` +
         (r.variant === 'worst-case' && exits > 0 ? ` No input exits here, so the difference (${f2(overhead)} ms) is the cost of ${exits} head${exits === 1 ? '' : 's'} and ${r.stages.length - 1} extra segment boundar${r.stages.length === 2 ? 'y' : 'ies'}: ${f2(overhead / exits)} ms per exit.` : ''),
     );
+  }
+  return out.join('\n');
+}
+
+const VARIANT_TITLES = {
+  selfxit: 'selfxit (default: avg+max pooled heads, flip copies, cost-calibrated thresholds)',
+  maxsoftmax: 'pooled max-softmax (average-pooled heads, no copies, one shared threshold)',
+  paper: 'paper (its heads at fixed exits; thresholds re-chosen from its curve)',
+};
+
+/** Target → expected (validation) → measured (test) agreement → top-1 → MACs, per variant, and prepare's time per step. */
+function curves(record) {
+  const models = Object.keys(record.curves ?? {});
+  if (models.length === 0) return '';
+  const out = [
+    '### Agreement target → achieved agreement → MACs (calibrated on `calib`, measured on `test`)',
+    '',
+    'Each bundle is prepared once at target 0.99; for every other target its thresholds are re-chosen from the bundle\'s calibration curve with the same confidence margin (what `setTarget()` does on a device), then measured on the test images (`selfxit eval --targets`). Exits stay those selected for 0.99. Expected = out-of-fold validation agreement on the calibration images; measured = agreement with the full model on the test images.',
+    '',
+  ];
+  for (const key of models) {
+    const title = record.models.find((m) => m.key === key)?.title ?? key;
+    const v = record.curves[key];
+    const any = Object.values(v)[0];
+    out.push(`#### ${title} — ${any.samples} test images, backbone top-1 ${pct(any.backboneAccuracy, 2)}`, '');
+    out.push('| variant | target | expected agreement | measured agreement | top-1 | MACs fraction |', '|---|---:|---:|---:|---:|---:|');
+    for (const [variant, c] of Object.entries(v)) {
+      for (const t of c.targetCurve) {
+        out.push(`| ${variant} | ${f3(t.target)} | ${pct(t.expectedAgreement, 2)} | ${pct(t.agreement, 2)} | ${pct(t.accuracy, 2)} | ${f3(t.macsFraction)}${t.reached ? '' : ' (target not reached)'} |`);
+      }
+    }
+    out.push('');
+    out.push('| variant | exits | calibration images | prepare time | steps |', '|---|---|---:|---:|---|');
+    for (const [variant, c] of Object.entries(v)) {
+      const steps = Object.entries(c.prepareSteps).map(([k, s2]) => `${k} ${s2.toFixed(0)} s`).join(', ');
+      out.push(`| ${variant} | ${c.exits.join(', ') || 'none'} | ${c.calibrationSamples} | ${Number.isFinite(c.prepareSeconds) ? `${c.prepareSeconds.toFixed(0)} s` : '–'} | ${steps} |`);
+    }
+    out.push('', Object.keys(v).map((k) => `- **${k}**: ${VARIANT_TITLES[k] ?? k}`).join('\n'), '');
   }
   return out.join('\n');
 }
@@ -95,6 +133,8 @@ export function renderMarkdown(record, resultFile) {
   }
   const g = goals(record);
   if (g) out.push(g, '');
+  const c = curves(record);
+  if (c) out.push(c, '');
   const w = webgpu(record);
   if (w) out.push(w, '');
   return out.join('\n');

@@ -13,6 +13,8 @@
 //   BENCH_PAPER       0 skips the paper setup (default 1)
 //   BENCH_PAPER_EXITS comma list of cuts for the paper setup (default: prepare's, cuts nearest 25/50/75 % MACs)
 //   BENCH_TARGET      agreement target for prepare (default 0.99)
+//   BENCH_TARGETS     targets of the calibration curves measured on the test images (default 0.95,0.97,0.98,0.985,0.99,0.995)
+//   BENCH_CURVES      0 skips the curves (and the max-softmax baseline bundle they need)
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -113,9 +115,19 @@ function run(cmd, args) {
   });
 }
 
-/** Prepares `model` in `mode` into bench/.bundles/<key>[-paper]/ unless a bundle made from the same inputs is there. */
+/** prepare flags of each bundle variant besides the model, samples and input. */
+const VARIANT_ARGS = {
+  // prepare's defaults: pooled avg+max heads, flip augmentation, cost-calibrated thresholds, exit selection
+  selfxit: () => ['--target', env.BENCH_TARGET ?? '0.99'],
+  // the same pipeline as it was before stronger exits: average-pooled heads, no augmentation, one shared threshold
+  maxsoftmax: () => ['--target', env.BENCH_TARGET ?? '0.99', '--threshold-rule', 'global', '--augment', 'none', '--max-pool-grid', '0'],
+  // the SelfXit paper's setup: its heads at fixed exits (25/50/75 % MACs), one 0.9 threshold, no selection
+  paper: () => ['--mode', 'paper', '--threshold', '0.9', ...(env.BENCH_PAPER_EXITS ? ['--exits', env.BENCH_PAPER_EXITS] : [])],
+};
+
+/** Prepares `model` as `mode` (a VARIANT_ARGS key) into bench/.bundles/<key>[-mode]/ unless a bundle made from the same inputs is there. */
 async function ensureBundle(model, mode, sources) {
-  const dir = path.join(bundlesDir, mode === 'paper' ? `${model.key}-paper` : model.key);
+  const dir = path.join(bundlesDir, mode === 'selfxit' ? model.key : `${model.key}-${mode}`);
   const labelsArg = model.labelsFile ? model.labelsFile : path.join(bundlesDir, `${model.key}-labels.txt`);
   if (!model.labelsFile) await writeFile(labelsArg, model.labels.join('\n') + '\n');
   const args = [
@@ -127,9 +139,7 @@ async function ensureBundle(model, mode, sources) {
     '--labels', labelsArg,
     '--out', dir,
     ...(env.BENCH_CALIB ? ['--limit', env.BENCH_CALIB] : []),
-    ...(mode === 'paper'
-      ? ['--mode', 'paper', '--threshold', '0.9', ...(env.BENCH_PAPER_EXITS ? ['--exits', env.BENCH_PAPER_EXITS] : [])]
-      : ['--target', env.BENCH_TARGET ?? '0.99']),
+    ...VARIANT_ARGS[mode](),
   ];
   const stamp = { args: args.slice(3).map((a) => a.replace(root, '.')), model: await sha256File(model.model), calib: await sha256File(model.calib), sources };
   const stampFile = path.join(dir, '.stamp.json');
@@ -143,6 +153,30 @@ async function ensureBundle(model, mode, sources) {
   await writeFile(stampFile, JSON.stringify(stamp));
   await writeFile(path.join(dir, '.prepare-seconds'), String((Date.now() - t0) / 1000));
   return dir;
+}
+
+/** `selfxit eval --targets` of a bundle on the model's test images: calibration's expectation vs what the test set shows. */
+async function measureCurve(model, dir, targets) {
+  const out = await new Promise((resolve, reject) => {
+    const args = ['tsx', 'src/cli/main.ts', 'eval', dir, '--samples', model.test, '--shape', model.shape.join(','), '--labels-file', model.testLabels, '--targets', targets.join(','), '--json'];
+    const child = spawn('npx', args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    child.stdout.on('data', (d) => (text += d));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`selfxit eval ${dir} exited with ${code}`))));
+  });
+  const r = JSON.parse(out);
+  const m = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
+  const seconds = existsSync(path.join(dir, '.prepare-seconds')) ? Number(await readFile(path.join(dir, '.prepare-seconds'), 'utf8')) : NaN;
+  return {
+    samples: r.samples,
+    backboneAccuracy: r.backboneAccuracy,
+    exits: m.exits.map((e) => e.name),
+    calibrationSamples: m.calibration.samples,
+    prepareSeconds: seconds,
+    prepareSteps: m.calibration.timings ?? {},
+    targetCurve: r.targetCurve,
+  };
 }
 
 /** A copy of the manifest with every threshold above 1: no input exits (the worst case: all heads, no savings). */
@@ -177,6 +211,8 @@ async function main() {
   const batches = list(env.BENCH_BATCHES, ['1', '32']).map(Number);
   const gpuImages = Number(env.BENCH_GPU_IMAGES ?? 64);
   const paper = env.BENCH_PAPER !== '0';
+  const curves = env.BENCH_CURVES !== '0';
+  const targets = list(env.BENCH_TARGETS, ['0.95', '0.97', '0.98', '0.985', '0.99', '0.995']).map(Number);
   const started = new Date();
 
   await mkdir(bundlesDir, { recursive: true });
@@ -186,7 +222,16 @@ async function main() {
     const dir = await ensureBundle(m, 'selfxit', sources);
     const manifest = await writeNoExitManifest(dir);
     const paperDir = paper ? await ensureBundle(m, 'paper', sources) : undefined;
-    plan.push({ m, dir, paperDir, manifest });
+    const baselineDir = curves ? await ensureBundle(m, 'maxsoftmax', sources) : undefined;
+    plan.push({ m, dir, paperDir, baselineDir, manifest });
+  }
+  const curveResults = {};
+  if (curves) {
+    for (const { m, dir, paperDir, baselineDir } of plan) {
+      log(`${m.key}: calibration curves on the test images (${targets.join(', ')})…`);
+      curveResults[m.key] = { selfxit: await measureCurve(m, dir, targets), maxsoftmax: await measureCurve(m, baselineDir, targets) };
+      if (paperDir) curveResults[m.key].paper = await measureCurve(m, paperDir, targets);
+    }
   }
 
   log('building the bench page…');
@@ -257,6 +302,7 @@ async function main() {
       calibrationSamples: manifest.calibration.samples, target: manifest.calibration.target,
     })),
     results: results.map(({ labels: _labels, ...r }) => r),
+    curves: curveResults,
   };
   await mkdir(resultsDir, { recursive: true });
   const file = path.join(resultsDir, `${started.toISOString().slice(0, 19).replace(/[:T]/g, '-')}.json`);

@@ -2,7 +2,7 @@
 // batch shrinking), plus the full backbone and every exit head, and measures agreement, accuracy and
 // MACs. Pure: onnxruntime is injected; works in Node and in a worker.
 import { SelfxitError } from '../errors.js';
-import type { BundleFiles, BundleManifest, CurvePoint } from '../bundle/manifest.js';
+import type { BundleFiles, BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, selectRowsF32, type StageOutput, type StageRunner } from '../engine/cascade.js';
 import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../ort/types.js';
 import { checkBatch, inputDims, toModelInput, type SampleBatch } from './samples.js';
@@ -23,6 +23,9 @@ export interface EvaluateOptions {
   readonly target?: number;
   /** Explicit per-exit thresholds (wins over `target`). */
   readonly thresholds?: readonly number[];
+  /** Also measure these agreement targets (thresholds re-chosen from the curve, as setTarget does) by replaying the
+   * recorded head outputs: `targetCurve` in the result. */
+  readonly targets?: readonly number[];
   readonly sessionOptions?: OrtSessionOptions;
   readonly onProgress?: (done: number, total: number) => void;
   readonly signal?: AbortSignal;
@@ -58,8 +61,25 @@ export interface EvaluationResult {
    * dependent float rounding in the backend.
    */
   readonly replayMismatches: number;
+  /** One entry per requested target (`options.targets`), in order. */
+  readonly targetCurve?: readonly TargetMeasurement[];
   /** Wall time in ms: cascade, all-heads pass, full backbone. */
   readonly timingsMs: { readonly cascade: number; readonly allHeads: number; readonly backbone: number };
+}
+
+/** The cascade at the thresholds re-chosen for one target: what calibration expected and what was measured. */
+export interface TargetMeasurement {
+  readonly target: number;
+  readonly thresholds: readonly number[];
+  /** Whether a curve point met the target (else the most agreeing one was used). */
+  readonly reached: boolean;
+  /** Validation agreement and MACs fraction of the curve point (calibration's expectation). */
+  readonly expectedAgreement: number;
+  readonly expectedMacsFraction: number;
+  readonly agreement: number;
+  readonly accuracy: number | null;
+  readonly macsFraction: number;
+  readonly exitShares: readonly number[];
 }
 
 /** onnxruntime StageRunner over a bundle's segment files; activations are CPU float32 tensors. */
@@ -232,6 +252,33 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
     oracleMacs += oracle < 0 ? cost.backbone : cost.exits[oracle]!;
   }
   const bbMacs = m.backbone.macs;
+  const measureTarget = (target: number): TargetMeasurement => {
+    const { point, reached } = pickCurvePoint(m.calibration.curve, target, { samples: m.calibration.samples, exits: nExits });
+    const shares = new Array<number>(nExits + 1).fill(0);
+    let ag = 0;
+    let ok = 0;
+    let mac = 0;
+    for (let i = 0; i < n; i++) {
+      let j = 0;
+      while (j < nExits && !(headScore[j]![i]! >= point.thresholds[j]!)) j++;
+      const pred = j < nExits ? headPred[j]![i]! : segPred[i]!;
+      shares[j]!++;
+      if (pred === backbonePred[i]) ag++;
+      if (labels && pred === labels[i]) ok++;
+      mac += j < nExits ? cost.exits[j]! : cost.backbone;
+    }
+    return {
+      target,
+      thresholds: [...point.thresholds],
+      reached,
+      expectedAgreement: point.agreement,
+      expectedMacsFraction: point.macsFraction,
+      agreement: n ? ag / n : NaN,
+      accuracy: labels && n ? ok / n : null,
+      macsFraction: n ? mac / n / bbMacs : NaN,
+      exitShares: shares.map((c) => (n ? c / n : NaN)),
+    };
+  };
   return {
     samples: n,
     agreement: n ? agree / n : NaN,
@@ -244,6 +291,7 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
     exitNames: m.exits.map((e) => e.name),
     thresholds: [...thresholds],
     replayMismatches,
+    ...(options.targets ? { targetCurve: options.targets.map(measureTarget) } : {}),
     timingsMs: { cascade: Math.round(t.cascade), allHeads: Math.round(t.allHeads), backbone: Math.round(t.backbone) },
   };
 }

@@ -9,7 +9,7 @@ import { readBundleDir } from './bundle-fs.js';
 import type { CliCommand, CliIo } from './dispatch.js';
 import { loadSamples, parseShape, readLabelFile } from './images.js';
 import { loadOrtNode } from './node-io.js';
-import { CLI_SESSION_OPTIONS, numberOption } from './prepare.js';
+import { CLI_SESSION_OPTIONS, numberList, numberOption } from './prepare.js';
 
 const help = `Usage: selfxit eval <bundle dir> --samples <folder|file.u8> [options]
 
@@ -25,6 +25,8 @@ Options:
   --limit N            evaluate N samples, after a seeded shuffle (--seed, default 0)
   --seed N             seed of that shuffle
   --target T           re-choose thresholds for agreement target T from the bundle's calibration curve
+  --targets a,b,…      also measure these agreement targets (thresholds re-chosen from the curve as
+                       setTarget() does; one pass, replayed): targetCurve in --json, a table otherwise
   --batch-size N       rows per cascade call (default 256)
   --json               print exactly one JSON object: samples, agreement, accuracy, backboneAccuracy,
                        macsFraction, oracleMacsFraction, exitShares, exitAgreement, exitNames, thresholds, …
@@ -38,6 +40,7 @@ const options = {
   limit: { type: 'string' },
   seed: { type: 'string' },
   target: { type: 'string' },
+  targets: { type: 'string' },
   'batch-size': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
@@ -78,6 +81,12 @@ export function formatEvaluation(r: EvaluationResult): string {
     `  ${'backbone'.padEnd(14)} ${''.padEnd(16)}  share ${pct(r.exitShares[r.exitShares.length - 1]!)}`,
     `time: cascade ${(r.timingsMs.cascade / 1000).toFixed(2)} s, full backbone ${(r.timingsMs.backbone / 1000).toFixed(2)} s, all heads ${(r.timingsMs.allHeads / 1000).toFixed(2)} s`,
   ];
+  if (r.targetCurve?.length) {
+    lines.push('targets (thresholds re-chosen from the calibration curve):', '  target  expected agr  measured agr  top-1    MACs');
+    for (const t of r.targetCurve) {
+      lines.push(`  ${t.target.toFixed(3).padEnd(7)} ${pct(t.expectedAgreement).padStart(12)}  ${pct(t.agreement).padStart(12)}  ${pct(t.accuracy).padStart(7)}  ${pct(t.macsFraction).padStart(7)}${t.reached ? '' : '  (not reached)'}`);
+    }
+  }
   if (r.replayMismatches > 0) lines.push(`note: ${r.replayMismatches} samples decided differently by the cascade and by the all-heads replay (float rounding near a threshold)`);
   return `${lines.join('\n')}\n`;
 }
@@ -97,6 +106,8 @@ export const evalCommand: CliCommand = {
     });
     const target = numberOption(v.target, '--target');
     if (target !== undefined && !(target > 0 && target <= 1)) throw new SelfxitError('INVALID_TARGET', `--target must be in (0, 1], got ${target}`);
+    const targets = numberList(v.targets, '--targets');
+    for (const t of targets ?? []) if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
     const result = await evaluateBundle({
       bundle,
       samples,
@@ -104,6 +115,7 @@ export const evalCommand: CliCommand = {
       sessionOptions: CLI_SESSION_OPTIONS,
       ...(labels ? { labels } : {}),
       ...(target !== undefined ? { target } : {}),
+      ...(targets ? { targets } : {}),
       ...(v['batch-size'] !== undefined ? { batchSize: numberOption(v['batch-size'], '--batch-size')! } : {}),
     });
     io.stdout(v.json ? `${JSON.stringify(result)}\n` : formatEvaluation(result));

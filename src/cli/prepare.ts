@@ -42,6 +42,7 @@ Calibration:
                        model's own outputs on each copy)
   --threshold-rule R   cost-calibrated (default: per-exit agreement estimate weighed by the cost
                        still ahead, one knob) or global (one shared max-softmax threshold)
+  --max-pool-grid N    heads also read an NxN grid of per-channel maxima (default 2; 0: none)
   --folds N            cross-fitting folds (default 5)
   --max-candidates N   candidate cuts considered (default 16)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
@@ -69,6 +70,7 @@ const options = {
   threshold: { type: 'string' },
   folds: { type: 'string' },
   augment: { type: 'string' },
+  'max-pool-grid': { type: 'string' },
   'threshold-rule': { type: 'string' },
   'max-candidates': { type: 'string' },
   'cost-table': { type: 'string' },
@@ -156,6 +158,7 @@ export const prepareCommand: CliCommand = {
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
       ...(costTable ? { costTable } : {}),
       ...(augment ? { augment } : {}),
+      ...(v['max-pool-grid'] !== undefined ? { maxPoolGrid: num(v['max-pool-grid'], '--max-pool-grid')! } : {}),
       ...(thresholdRule ? { thresholdRule } : {}),
       generator: `selfxit@${pkg.version}`,
       sessionOptions: CLI_SESSION_OPTIONS,
