@@ -107,6 +107,17 @@ export interface ExitStats {
   readonly meanScore: number;
 }
 
+/** A bundle file of per-exit validation outputs. */
+export interface ValidationFileSpec {
+  readonly file: string;
+  readonly sha256: string;
+  readonly bytes: number;
+  /** Samples per exit (= calibration.samples). */
+  readonly samples: number;
+  /** Byte layout; readers reject others. */
+  readonly encoding: 'u16-score,u8-agree';
+}
+
 export interface CalibrationSummary {
   /** Calibration samples (validation outputs are out-of-fold on all of them). */
   readonly samples: number;
@@ -138,6 +149,9 @@ export interface CalibrationSummary {
   readonly costUnit: 'macs' | 'ms';
   /** Seconds spent per step, for the report. */
   readonly timings?: Readonly<Record<string, number>>;
+  /** The exits' out-of-fold outputs on the calibration samples (see src/bundle/validation-file.ts), fetched only by a
+   * device that re-plans its exits by measured time. Absent in bundles without exits or written before it existed. */
+  readonly validation?: ValidationFileSpec;
 }
 
 export interface BundleManifest {

@@ -1,5 +1,5 @@
 // Reads a bundle through a file loader (fs, fetch, a Map): parses and validates the manifest, loads
-// every segment and the backbone copy, and checks each file's sha256. Pure: no Node or DOM imports.
+// every segment, the backbone copy and the validation file, and checks each file's sha256. Pure: no Node or DOM imports.
 import { SelfxitError } from '../errors.js';
 import { MANIFEST_FILE, validateManifest, type BundleFiles } from './manifest.js';
 import { sha256Hex } from '../graph/index.js';
@@ -22,6 +22,8 @@ export async function readBundle(load: BundleLoader, options: { verify?: boolean
   const manifest = validateManifest(parsed);
   const wanted: { file: string; sha256: string | undefined }[] = manifest.segments.map((s) => ({ file: s.file, sha256: s.sha256 }));
   if (manifest.backbone.file) wanted.push({ file: manifest.backbone.file, sha256: manifest.backbone.sha256 });
+  const validation = manifest.calibration.validation;
+  if (validation) wanted.push({ file: validation.file, sha256: validation.sha256 });
   const files = new Map<string, Uint8Array>();
   for (const { file, sha256 } of wanted) {
     const bytes = await load(file);

@@ -4,6 +4,7 @@
 import { SelfxitError } from '../errors.js';
 import { encodeModel, fuseHead, segmentMacs, sha256Hex, splitModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import { headCost, type HeadSpec } from './head-spec.js';
+import { encodeValidation, VALIDATION_ENCODING, VALIDATION_FILE, type ValidationExit } from './validation-file.js';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type BundleManifest, type CalibrationSummary, type ExitScoreMap, type ExitSpec, type InputSpec, type SegmentSpec } from './manifest.js';
 
 /** One exit to write, ordered by depth. */
@@ -36,6 +37,8 @@ export interface AssembleOptions {
   readonly createdAt?: string;
   /** Include `backbone.onnx` (full model, for baselines and `selfxit eval`). Default true. */
   readonly includeBackbone?: boolean;
+  /** Out-of-fold outputs of each exit (same order as `exits`) on the calibration samples: written as validation.bin. */
+  readonly validation?: readonly ValidationExit[];
   /** Called after each file is produced. */
   readonly onFile?: (done: number, total: number, file: string) => void;
 }
@@ -96,6 +99,16 @@ export async function assembleBundle(o: AssembleOptions): Promise<{ manifest: Bu
     files.set(BACKBONE_FILE, o.modelBytes);
     o.onFile?.(total, total, BACKBONE_FILE);
   }
+  let calibration = o.calibration;
+  if (o.validation && o.validation.length > 0) {
+    if (o.validation.length !== o.exits.length) throw new SelfxitError('INTERNAL', `${o.validation.length} validation exits for ${o.exits.length} exits`);
+    const bytes = encodeValidation(o.validation);
+    files.set(VALIDATION_FILE, bytes);
+    calibration = {
+      ...calibration,
+      validation: { file: VALIDATION_FILE, sha256: await sha256Hex(bytes), bytes: bytes.length, samples: o.validation[0]!.score.length, encoding: VALIDATION_ENCODING },
+    };
+  }
   const manifest: BundleManifest = {
     format: MANIFEST_FORMAT,
     version: MANIFEST_VERSION,
@@ -113,7 +126,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<{ manifest: Bu
     labels: [...o.labels],
     segments,
     exits,
-    calibration: o.calibration,
+    calibration,
   };
   return { manifest, files };
 }

@@ -446,6 +446,7 @@ async function finish(
   exits: readonly BundleExit[],
   summary: CalibrationSummary,
   extra: Pick<PrepareReport, 'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes'>,
+  validation?: readonly ExitScores[],
 ): Promise<PrepareResult> {
   const { manifest: m0, files } = await c.timer.time('bundle', () =>
     assembleBundle({
@@ -460,6 +461,7 @@ async function finish(
       calibration: summary,
       generator: c.options.generator ?? 'selfxit',
       ...(c.options.createdAt ? { createdAt: c.options.createdAt } : {}),
+      ...(validation ? { validation } : {}),
       onFile: (done, total, file) => c.progress({ stage: 'bundle', done, total, detail: file }),
     }),
   );
@@ -652,7 +654,8 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     kind: kindOf[i]!,
     selected: sel.selected.includes(i),
   }));
-  return finish(c, exits, summary, { candidates: candReports, selectionEvaluations: sel.evaluations, agreementLowerBound: sel.agreementLowerBound, featureBytes });
+  const validation = sel.selected.map((i) => scores[i]!);
+  return finish(c, exits, summary, { candidates: candReports, selectionEvaluations: sel.evaluations, agreementLowerBound: sel.agreementLowerBound, featureBytes }, validation);
 }
 
 async function runPaper(c: Common): Promise<PrepareResult> {
@@ -728,5 +731,5 @@ async function runPaper(c: Common): Promise<PrepareResult> {
     selectionEvaluations: 0,
     agreementLowerBound: sel.agreementLowerBound,
     featureBytes: features.cuts.reduce((a, f) => a + f.x.byteLength, 0),
-  });
+  }, heads.scores);
 }
