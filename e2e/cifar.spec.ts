@@ -40,7 +40,7 @@ function cli(args: string[]): string {
   });
 }
 
-test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels match selfxit eval on >= 99.8 %', async ({ page }) => {
+test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and script-tag builds) match selfxit eval on >= 99.8 %', async ({ page }) => {
   test.skip(!existsSync(model) || !existsSync(testImages), `needs ../shared (CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`);
   test.setTimeout(600_000);
 
@@ -77,37 +77,40 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels match selfxi
   // The Node reference is eval's cascade: same exit shares (up to a sample flipped by batch-size rounding).
   shares(node).forEach((s, i) => expect(Math.abs(s - evalOut.exitShares[i]!), `node vs eval share of exit ${i}`).toBeLessThanOrEqual(2 / COUNT + 1e-9));
 
-  // 4. The browser: built package, WASM, the same 500 images as 32x32 ImageData (exact size: no resampling).
-  await page.goto('/e2e/pages/esm.html');
-  await page.waitForFunction(() => window.selfxitReady === true);
-  const browser = await page.evaluate(
-    async ({ indices }) => {
-      const { selfxit } = window;
-      const clf = await selfxit.load('/e2e/.bundles/cifar-resnet56/', { backend: 'wasm', cache: false });
-      const bytes = new Uint8Array(await (await fetch('/shared/data/cifar10/test-u8.bin')).arrayBuffer());
-      const images = indices.map((i) => {
-        const rgba = new Uint8ClampedArray(32 * 32 * 4);
-        for (let p = 0; p < 1024; p++) {
-          rgba[p * 4] = bytes[i * 3072 + p * 3]!;
-          rgba[p * 4 + 1] = bytes[i * 3072 + p * 3 + 1]!;
-          rgba[p * 4 + 2] = bytes[i * 3072 + p * 3 + 2]!;
-          rgba[p * 4 + 3] = 255;
-        }
-        return new ImageData(rgba, 32, 32);
-      });
-      const t0 = performance.now();
-      const results = await clf.classifyBatch(images);
-      const ms = performance.now() - t0;
-      const info = clf.info();
-      await clf.dispose();
-      return { results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })), ms, threads: info.threads };
-    },
-    { indices: Array.from(indices) },
-  );
-  const same = browser.results.filter((r, i) => r.index === node[i]!.index && r.exit === node[i]!.exit).length;
-  console.log(
-    `cifar resnet56: ${same}/${COUNT} browser decisions equal the Node/eval cascade; browser ${browser.ms.toFixed(0)} ms (${browser.threads} threads); ` +
-      `exit shares browser ${shares(browser.results).map((s) => s.toFixed(3)).join('/')} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}`,
-  );
-  expect(same / COUNT).toBeGreaterThanOrEqual(0.998);
+  // 4. The browser: built package (ESM import, then the script-tag build), WASM, the same 500 images as 32x32
+  // ImageData (exact size: no resampling).
+  for (const build of ['esm', 'script'] as const) {
+    await page.goto(`/e2e/pages/${build}.html`);
+    await page.waitForFunction(() => window.selfxitReady === true);
+    const browser = await page.evaluate(
+      async ({ indices }) => {
+        const { selfxit } = window;
+        const clf = await selfxit.load('/e2e/.bundles/cifar-resnet56/', { backend: 'wasm', cache: false });
+        const bytes = new Uint8Array(await (await fetch('/shared/data/cifar10/test-u8.bin')).arrayBuffer());
+        const images = indices.map((i) => {
+          const rgba = new Uint8ClampedArray(32 * 32 * 4);
+          for (let p = 0; p < 1024; p++) {
+            rgba[p * 4] = bytes[i * 3072 + p * 3]!;
+            rgba[p * 4 + 1] = bytes[i * 3072 + p * 3 + 1]!;
+            rgba[p * 4 + 2] = bytes[i * 3072 + p * 3 + 2]!;
+            rgba[p * 4 + 3] = 255;
+          }
+          return new ImageData(rgba, 32, 32);
+        });
+        const t0 = performance.now();
+        const results = await clf.classifyBatch(images);
+        const ms = performance.now() - t0;
+        const info = clf.info();
+        await clf.dispose();
+        return { results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })), ms, threads: info.threads };
+      },
+      { indices: Array.from(indices) },
+    );
+    const same = browser.results.filter((r, i) => r.index === node[i]!.index && r.exit === node[i]!.exit).length;
+    console.log(
+      `cifar resnet56 (${build} build): ${same}/${COUNT} browser decisions equal the Node/eval cascade; browser ${browser.ms.toFixed(0)} ms (${browser.threads} threads); ` +
+        `exit shares browser ${shares(browser.results).map((s) => s.toFixed(3)).join('/')} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}`,
+    );
+    expect(same / COUNT, `${build} build: share of images with the same exit and label as selfxit eval`).toBeGreaterThanOrEqual(0.998);
+  }
 });

@@ -731,5 +731,5 @@ async function runPaper(c: Common): Promise<PrepareResult> {
     selectionEvaluations: 0,
     agreementLowerBound: sel.agreementLowerBound,
     featureBytes: features.cuts.reduce((a, f) => a + f.x.byteLength, 0),
-  }, heads.scores);
+  });
 }

@@ -12,7 +12,7 @@ export interface TrainHeadOptions {
   readonly kind?: HeadKind;
   /** Hidden width: pool-mlp default 64, paper default 512 (ignored by pool-linear). */
   readonly hidden?: number;
-  /** Maximum epochs. Default: DEFAULT_EPOCHS[kind] (4), raised so that training takes at least DEFAULT_MIN_STEPS (250) Adam steps on small sets, at most 50. */
+  /** Maximum epochs. Default: DEFAULT_EPOCHS[kind] (4), raised so that training takes at least DEFAULT_MIN_STEPS[kind] Adam steps on small sets, at most 50. */
   readonly epochs?: number;
   /** Mini-batch size. Default 128. */
   readonly batchSize?: number;
@@ -51,8 +51,11 @@ export interface TrainHeadResult extends TrainedHead {
 
 /** Default epochs per head kind (see the report for how they were chosen). */
 export const DEFAULT_EPOCHS: Readonly<Record<HeadKind, number>> = { 'pool-linear': 4, 'pool-mlp': 4, paper: 4 };
-/** Default minimum number of Adam steps (small sample sets get more epochs). */
-export const DEFAULT_MIN_STEPS = 250;
+/**
+ * Default minimum number of Adam steps per head kind (small sample sets get more epochs). The paper head's first
+ * layer reads the whole flattened map (millions of weights), so its budget is smaller: 100 steps.
+ */
+export const DEFAULT_MIN_STEPS: Readonly<Record<HeadKind, number>> = { 'pool-linear': 250, 'pool-mlp': 250, paper: 100 };
 /** Default Adam learning rate per head kind. */
 export const DEFAULT_LEARNING_RATE: Readonly<Record<HeadKind, number>> = { 'pool-linear': 0.01, 'pool-mlp': 0.01, paper: 0.001 };
 /** Default hidden width per head kind (0: no hidden layer). */
@@ -139,7 +142,7 @@ export function trainHeadOnRows(
   const order = rows ? Int32Array.from(rows) : Int32Array.from({ length: n }, (_, i) => i);
   const m = order.length;
   if (m < 1) bad('head training needs at least one sample');
-  const epochs = options.epochs ?? Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS / Math.ceil(m / batch))));
+  const epochs = options.epochs ?? Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS[kind] / Math.ceil(m / batch))));
   if (!(Number.isInteger(epochs) && epochs >= 1)) bad(`epochs must be a positive integer, got ${epochs}`);
   for (let r = 0; r < m; r++) if (!(order[r]! >= 0 && order[r]! < n)) bad(`row index ${order[r]} outside [0, ${n})`);
 
