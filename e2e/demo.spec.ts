@@ -1,8 +1,11 @@
 // End-to-end test of the demo page: starts `scripts/demo.mjs` (prepare if needed, build, serve), classifies the
 // gallery, lowers the agreement target with the slider and checks the results move consistently, saves a screenshot
-// (test-results/demo.png) and fails on any console error.
+// (test-results/demo.png) and fails on any console error; then runs "bring your own model" on 300 PNG files.
 import { test, expect, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { unzipSync } from 'fflate';
+import { PNG } from 'pngjs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -124,5 +127,39 @@ test('demo classifies the gallery and follows the agreement target', async ({ pa
   }, first.target);
   await waitForRun(page, runs.length + 1);
   await page.screenshot({ path: path.join(root, 'test-results/demo.png'), fullPage: true });
+  expect(errors).toEqual([]);
+});
+
+test('bring your own model: calibration in the worker, then the page classifies with the new exits; the bundle downloads', async ({ page }) => {
+  test.setTimeout(300_000);
+  const errors = watchConsole(page);
+  // 300 of the shipped calibration images as PNG files, as a user would pick them.
+  const dir = path.join(root, 'public/models/fashion-resnet');
+  const raw = readFileSync(path.join(dir, 'calib-u8.bin'));
+  const files = Array.from({ length: 300 }, (_, i) => {
+    const png = new PNG({ width: 28, height: 28 });
+    for (let p = 0; p < 784; p++) {
+      const v = raw[i * 784 + p]!;
+      png.data.set([v, v, v, 255], p * 4);
+    }
+    return { name: `img-${String(i).padStart(3, '0')}.png`, mimeType: 'image/png', buffer: PNG.sync.write(png) };
+  });
+  await page.goto(baseUrl);
+  await page.locator('#byom-model').setInputFiles(path.join(dir, 'model.onnx'));
+  await page.locator('#byom-files').setInputFiles(files);
+  await page.locator('#byom-mean').fill('0.286');
+  await page.locator('#byom-std').fill('0.353');
+  await page.locator('#byom-target').fill('0.98');
+  await expect(page.locator('#byom-status')).toHaveText('300 images selected.');
+  await page.locator('#byom-run').click();
+  await expect(page.locator('#byom-status')).toHaveText(/^Done\./, { timeout: 240_000 });
+  await expect(page.locator('#byom-summary')).toContainText('Calibrated on 300 images');
+  await expect(page.locator('#byom-gallery .tile')).toHaveCount(24);
+  const download = page.waitForEvent('download');
+  await page.locator('#byom-download').click();
+  const zip = unzipSync(new Uint8Array(readFileSync(await (await download).path())));
+  const manifest = JSON.parse(new TextDecoder().decode(zip['manifest.json']!)) as { calibration: { samples: number }; segments: { file: string }[] };
+  expect(manifest.calibration.samples).toBe(300);
+  for (const s of manifest.segments) expect(zip[s.file]?.length ?? 0).toBeGreaterThan(0);
   expect(errors).toEqual([]);
 });

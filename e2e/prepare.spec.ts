@@ -68,7 +68,9 @@ test(`prepare in a browser worker (onnxruntime-web WASM) matches Node (onnxrunti
     expect(events.every((p, i) => i === 0 || p.done >= events[i - 1]!.done), `${stage}: done never decreases`).toBe(true);
     expect(events.at(-1)!.done, `${stage}: ends at total`).toBe(events.at(-1)!.total);
   }
-  expect(web.progress.find((p) => p.stage === 'features')!.total).toBe(node.manifest.calibration.samples);
+  // one backbone pass over the samples and their augmented copies (calibration.augment, e.g. ['flip'])
+  const copies = 1 + (node.manifest.calibration.augment?.length ?? 0);
+  expect(web.progress.find((p) => p.stage === 'features')!.total).toBe(copies * node.manifest.calibration.samples);
   expect(web.progress).toEqual(nodeProgress);
 
   const n = node.manifest.calibration.samples;

@@ -1,5 +1,6 @@
 // Page ↔ worker wire types: plain, structured-cloneable data imported by both src/page and src/runtime.
 import type { BundleManifest } from './bundle/manifest.js';
+import type { DevicePlan } from './calibrate/device-plan.js';
 import type { SelfxitErrorPayload } from './errors.js';
 
 /** Backend the caller asks for. `'auto'` = WebGPU on a hardware adapter, else WASM. */
@@ -41,6 +42,8 @@ export interface InitRequest {
   readonly manifestMaxAgeMs: number;
   /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files. */
   readonly wasmPaths: string;
+  /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */
+  readonly usePlan: boolean;
 }
 
 /** Worker-side state, sent back with every reply so that `info()` on the page is synchronous. */
@@ -66,6 +69,14 @@ export interface InitReply {
   /** sha256 (hex) of the manifest text. */
   readonly manifestHash: string;
   readonly state: RuntimeState;
+  /** The cached device plan for this manifest hash, backend and thread count, when `usePlan` and one exists. */
+  readonly plan?: DevicePlan;
+}
+
+/** What `plan()` asks the worker for. */
+export interface PlanRequest {
+  /** Agreement target in (0, 1] the plan's thresholds are chosen for. */
+  readonly target: number;
 }
 
 /** One input as it crosses to the worker (the page turns elements into bitmaps first). */
@@ -103,5 +114,7 @@ export type Wire<T> =
 export interface WorkerApi {
   init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<InitReply>>;
   classify(request: ClassifyRequest): Promise<Wire<WireResult[]>>;
+  /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
+  plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<DevicePlan>>;
   dispose(): Promise<Wire<null>>;
 }

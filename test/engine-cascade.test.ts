@@ -83,6 +83,29 @@ describe('runCascade', () => {
     expect(seen.length).toBe(1); // deeper stages never ran
   });
 
+  it('does not ask for the output of an exit whose threshold is above 1, and decides the same', async () => {
+    const flags: [number, boolean | undefined][] = [];
+    const base = runner(conf, []);
+    // A runner that honours readExit (leaves exitProbs out) and records what it was asked.
+    const lean: StageRunner<Float32Array> = {
+      ...base,
+      async runStage(segment, input, rows, readExit) {
+        flags.push([segment, readExit]);
+        const out = await base.runStage(segment, input, rows);
+        return readExit === false && out.next ? { next: out.next } : out;
+      },
+    };
+    for (const th of [[1.0000001, 0.75], [2, 2], [0.9, 0.75]] as [number, number][]) {
+      flags.length = 0;
+      const got = await runCascade(manifest([0.9, 0.75]), lean, input, 5, { thresholds: th });
+      const want = await runCascade(manifest([0.9, 0.75]), runner(conf, []), input, 5, { thresholds: th });
+      expect(got.map((r) => [r.exit, r.index])).toEqual(want.map((r) => [r.exit, r.index]));
+      expect(flags).toEqual([[0, th[0]! <= 1], [1, th[1]! <= 1], [2, false]].slice(0, flags.length));
+    }
+    const skipped = await runCascade(manifest([0.9, 0.75]), lean, input, 5, { thresholds: [1.0000001, 0.75] });
+    expect(skipped.some((r) => r.exit === 0)).toBe(false);
+  });
+
   it('reports stage timings and row counts', async () => {
     const stages: [number, number][] = [];
     let t = 0;

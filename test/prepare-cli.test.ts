@@ -45,7 +45,8 @@ describe('selfxit prepare / eval / report', () => {
     expect(r.stderr).toMatch(/\[features\]/);
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     const files = fs.readdirSync(out).sort();
-    expect(files).toEqual(['backbone.onnx', 'manifest.json', 'report.html', ...manifest.segments.map((s: { file: string }) => s.file)].sort());
+    expect(manifest.calibration.validation?.file).toBe('validation.bin'); // selfxit mode with exits: per-exit validation outputs
+    expect(files).toEqual(['backbone.onnx', 'manifest.json', 'report.html', 'validation.bin', ...manifest.segments.map((s: { file: string }) => s.file)].sort());
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     expect(html).toMatch(/<svg/);
     expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org)/);

@@ -12,7 +12,9 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { IdbBundleCache, type BundleCache, type CachedManifest } from '../src/runtime/cache.js';
+import type { DevicePlan } from '../src/calibrate/device-plan.js';
+import { NEVER_EXIT } from '../src/calibrate/thresholds.js';
+import { IdbBundleCache, isDevicePlan, noCache, planKey, type BundleCache, type CachedManifest } from '../src/runtime/cache.js';
 import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
 import { BundleRuntime, type RuntimeDeps } from '../src/runtime/runtime.js';
 
@@ -42,6 +44,16 @@ class MemoryCache implements BundleCache {
   async segmentKeys() {
     return new Set(this.segments.keys());
   }
+  readonly plans = new Map<string, DevicePlan>();
+  async getPlan(key: string) {
+    return this.plans.get(key);
+  }
+  async putPlan(key: string, plan: DevicePlan) {
+    this.plans.set(key, plan);
+  }
+  async deletePlans(hash: string) {
+    for (const k of [...this.plans.keys()]) if (k.startsWith(`plan:${hash}:`)) this.plans.delete(k);
+  }
 }
 
 let dir = '';
@@ -54,7 +66,7 @@ let inputs: Float32Array[] = [];
 const loadOrt = async (): Promise<OrtHandle> => ({ ort: ortNode as unknown as OrtWeb, backend: 'wasm', threads: 1, fallbackReason: undefined, executionProvider: 'cpu' });
 
 function request(bundle: string, over: Partial<InitRequest> = {}): InitRequest {
-  return { manifestUrl: `${base}/${bundle}/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', ...over };
+  return { manifestUrl: `${base}/${bundle}/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true, ...over };
 }
 
 function open(bundle: string, deps: RuntimeDeps, over: Partial<InitRequest> = {}, progress?: (p: ProgressInfo) => void): Promise<BundleRuntime> {
@@ -183,6 +195,7 @@ describe('BundleRuntime', () => {
     await rt1.dispose();
     const old2 = rt1.manifest.segments[2]!.sha256;
     expect(cache.segments.has(old2)).toBe(true);
+    await cache.putPlan(planKey(rt1.manifestHash, 'wasm', 1), { manifestHash: rt1.manifestHash } as DevicePlan);
 
     // v2: segment 2 re-encoded with another doc string (new bytes, new sha256), the rest unchanged.
     const m2 = decodeModel(readFileSync(path.join(src, 'segment-2.onnx')));
@@ -203,6 +216,7 @@ describe('BundleRuntime', () => {
     expect(rt2.manifestHash).not.toBe(rt1.manifestHash);
     expect(cache.segments.has(old2)).toBe(false);
     expect(cache.segments.has(rt1.manifest.segments[0]!.sha256)).toBe(true);
+    expect(cache.plans.size).toBe(0); // the old version's plan went with it
     const deep = expected.findIndex((e) => e.exit === -1);
     const [r] = await rt2.classify({ inputs: tensors([deep]), thresholds: thresholds(rt2), probabilities: false });
     expect(r).toMatchObject({ index: expected[deep]!.index, exit: -1 });
@@ -212,8 +226,11 @@ describe('BundleRuntime', () => {
 
   it('degrades to no cache where IndexedDB is missing', async () => {
     log = [];
-    const rt = await open('tiny', { cache: new IdbBundleCache('selfxit-test') });
+    const idb = new IdbBundleCache('selfxit-test');
+    const rt = await open('tiny', { cache: idb });
     expect(rt.state().cacheEnabled).toBe(false);
+    expect(await rt.cachedPlan()).toBeUndefined();
+    await expect(idb.putPlan('plan:x:wasm:1', {} as DevicePlan)).resolves.toBeUndefined();
     expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx']);
     await rt.dispose();
   });
@@ -238,6 +255,90 @@ describe('BundleRuntime', () => {
     await expect(rt.classify({ inputs: tensors([early]), thresholds: thresholds(rt), probabilities: false })).resolves.toHaveLength(1);
     await rt.dispose();
     await expect(rt.classify({ inputs: tensors([0]), thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+});
+
+describe('device plans', () => {
+  it('measures every stage, plans by those times, caches the plan (and validation.bin by sha256)', async () => {
+    const cache = new MemoryCache();
+    const events: ProgressInfo[] = [];
+    const rt = await open('tiny', { cache });
+    expect(await rt.cachedPlan()).toBeUndefined();
+    log = [];
+    const plan = await rt.plan({ target: 0.99 }, (p) => events.push(p));
+    expect(files()).toEqual(['tiny/validation.bin', 'tiny/segment-1.onnx', 'tiny/segment-2.onnx']);
+    expect(rt.state().sessions).toEqual([true, true, true]);
+    expect(events.filter((e) => e.status !== 'progress').map((e) => `${e.status}:${e.file}`)).toEqual([
+      'initiate:validation.bin',
+      'download:validation.bin',
+      'done:validation.bin',
+      'initiate:segment-1.onnx',
+      'download:segment-1.onnx',
+      'done:segment-1.onnx',
+      'ready:segment-1.onnx',
+      'initiate:segment-2.onnx',
+      'download:segment-2.onnx',
+      'done:segment-2.onnx',
+      'ready:segment-2.onnx',
+    ]);
+    const { stageMs, decisionMs } = plan.timings;
+    expect(stageMs).toHaveLength(3);
+    expect(decisionMs).toHaveLength(3);
+    expect([...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0)).toBe(true);
+    expect(stageMs.every((t) => t > 0)).toBe(true);
+    expect(decisionMs[2]).toBe(0);
+    expect(plan).toMatchObject({ version: 1, manifestHash: rt.manifestHash, backend: 'wasm', threads: 1, target: 0.99 });
+    expect(plan.thresholds).toHaveLength(2);
+    expect(plan.enabled).toHaveLength(2);
+    plan.enabled.forEach((on, j) => on || expect(plan.thresholds[j]).toBe(NEVER_EXIT));
+    expect(planKey(rt.manifestHash, 'wasm', 1)).toBe(`plan:${rt.manifestHash}:wasm:1`);
+    expect(cache.plans.get(planKey(rt.manifestHash, 'wasm', 1))).toEqual(plan);
+    expect(isDevicePlan(structuredClone(plan))).toBe(true); // what IndexedDB gives back passes the shape check
+    for (const bad of [null, {}, { ...plan, version: 2 }, { ...plan, thresholds: [0.5] }, { ...plan, timings: { stageMs: [1] } }]) expect(isDevicePlan(bad)).toBe(false);
+    expect(await rt.cachedPlan()).toEqual(plan);
+    // Planning again: validation.bin comes from the cache.
+    log = [];
+    const again = await rt.plan({ target: 1 });
+    expect(log).toEqual([]);
+    expect(again.enabled).toEqual([false, false]);
+    expect(again.thresholds).toEqual([NEVER_EXIT, NEVER_EXIT]);
+    const out = await rt.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: again.thresholds, probabilities: false });
+    expect(out.every((r) => r.exit === -1)).toBe(true);
+    await rt.dispose();
+    // The worker API: a later init finds the cached plan (unless usePlan is false); other thread counts have none.
+    const api = createWorkerApi({ loadOrt, cache });
+    const init = await api.init(request('tiny'));
+    expect(init).toMatchObject({ ok: true, value: { plan: { target: 1, enabled: [false, false] } } });
+    await api.dispose();
+    const off = createWorkerApi({ loadOrt, cache });
+    const initOff = await off.init(request('tiny', { usePlan: false }));
+    expect(initOff).toMatchObject({ ok: true });
+    expect(initOff.ok ? initOff.value.plan : 'failed').toBeUndefined();
+    await off.dispose();
+    const threads2 = createWorkerApi({ loadOrt: async () => ({ ...(await loadOrt()), threads: 2 }), cache });
+    const init2 = await threads2.init(request('tiny'));
+    expect(init2).toMatchObject({ ok: true });
+    expect(init2.ok ? init2.value.plan : 'failed').toBeUndefined();
+    await threads2.dispose();
+  });
+
+  it('stores nothing without a cache; a bundle without (or with a corrupt) validation file gives a typed error', async () => {
+    const rt = await open('tiny', { cache: noCache });
+    const plan = await rt.plan({ target: 0.5 });
+    expect(plan.thresholds).toHaveLength(2);
+    expect(await rt.cachedPlan()).toBeUndefined();
+    await expect(rt.plan({ target: 0 })).rejects.toMatchObject({ code: 'INVALID_TARGET' });
+    await rt.dispose();
+    await expect(rt.plan({ target: 0.5 })).rejects.toMatchObject({ code: 'DISPOSED' });
+    const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
+    await api.init(request('tiny-novalidation'));
+    const none = await api.plan({ target: 0.9 });
+    expect(none).toMatchObject({ ok: false, error: { code: 'INVALID_BUNDLE' } });
+    expect(!none.ok && none.error.message).toMatch(/validation.*prepare/);
+    await api.dispose();
+    const bad = await open('tiny-badvalidation', { cache: new MemoryCache() });
+    await expect(bad.plan({ target: 0.9 })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { file: 'validation.bin' } });
+    await bad.dispose();
   });
 });
 

@@ -1,6 +1,7 @@
 // Page-side pure logic: load() option defaults/validation, bundle URL → manifest URL, setTarget's curve choice.
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/calibrate/device-plan.js';
 import { LOAD_DEFAULTS, manifestUrlOf, resolveLoadOptions } from '../src/page/options.js';
 import { chooseThresholds } from '../src/page/target.js';
 
@@ -16,7 +17,9 @@ describe('resolveLoadOptions', () => {
     });
     expect(r.init.wasmPaths).toMatch(/\/ort\/$/);
     expect(r.workerUrl).toBeUndefined();
-    expect(LOAD_DEFAULTS).toEqual({ backend: 'auto', cache: true, manifestMaxAgeMs: 86_400_000 });
+    expect(r.init.usePlan).toBe(true);
+    expect(LOAD_DEFAULTS).toEqual({ backend: 'auto', cache: true, manifestMaxAgeMs: 86_400_000, plan: 'cached' });
+    expect(resolveLoadOptions('https://x.test/b/', { plan: 'off' }).init.usePlan).toBe(false);
   });
 
   it('keeps explicit options and normalises wasmPaths to a folder', () => {
@@ -32,6 +35,7 @@ describe('resolveLoadOptions', () => {
     [{ cache: 'yes' }, /cache/],
     [{ manifestMaxAgeMs: -1 }, /manifestMaxAgeMs/],
     [{ onProgress: 3 }, /onProgress/],
+    [{ plan: 'always' }, /plan/],
   ])('rejects %j with INVALID_ARGUMENT', (opts, msg) => {
     expect(() => resolveLoadOptions('https://x.test/b/', opts as never)).toThrow(msg);
     try {
@@ -79,6 +83,12 @@ describe('chooseThresholds (setTarget)', () => {
   it('falls back to the most faithful point when none reaches the target', () => {
     const c = chooseThresholds(withCurve(curve.slice(0, 3)), 0.999);
     expect(c).toMatchObject({ thresholds: [0.9, 0.9], reached: false });
+  });
+
+  it("with a device plan, picks from the plan's curve", () => {
+    const plan = { curve: [{ knob: 0.7, thresholds: [0.7, 1.0000001], agreement: 0.99, macsFraction: 0.6, exitShares: [] }, ...curve.slice(4)] } as unknown as DevicePlan;
+    expect(chooseThresholds(withCurve(curve), 0.99, plan)).toMatchObject({ thresholds: [0.7, 1.0000001], macsFraction: 0.6, reached: true });
+    expect(chooseThresholds(withCurve(curve), 0.999, plan).thresholds).toEqual([1, 1]);
   });
 
   it('rejects targets outside (0, 1] and empty curves', () => {

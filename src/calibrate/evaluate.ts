@@ -98,12 +98,15 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     return new OrtStageRunner(ort, bundle.manifest, sessions);
   }
 
-  async runStage(segment: number, input: OrtTensor, _rows: number): Promise<StageOutput<OrtTensor>> {
+  /** Runs one segment; with `readExit` false only its main output is fetched. */
+  async runStage(segment: number, input: OrtTensor, _rows: number, readExit = true): Promise<StageOutput<OrtTensor>> {
     const seg = this.manifest.segments[segment]!;
-    const out = await this.sessions[segment]!.run({ [seg.input]: input });
+    const last = segment === this.manifest.segments.length - 1;
+    const withExit = readExit && !last && seg.exitOutput !== undefined;
+    const out = await this.sessions[segment]!.run({ [seg.input]: input }, withExit ? [seg.output, seg.exitOutput!] : [seg.output]);
     const main = out[seg.output];
     if (!main) throw new SelfxitError('INVALID_BUNDLE', `segment ${segment} has no output "${seg.output}"`);
-    const exitProbs = seg.exitOutput ? (out[seg.exitOutput]?.data as Float32Array | undefined) : undefined;
+    const exitProbs = withExit && seg.exitOutput ? (out[seg.exitOutput]?.data as Float32Array | undefined) : undefined;
     if (segment === this.manifest.segments.length - 1) return { final: main.data as Float32Array };
     return exitProbs ? { next: main, exitProbs } : { next: main };
   }
@@ -181,7 +184,7 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
       t0 = performance.now();
       const recorder: StageRunner<OrtTensor> = {
         runStage: async (s, a, r) => {
-          const out = await runner.runStage(s, a, r);
+          const out = await runner.runStage(s, a, r, true); // every head is read, although no threshold lets a row leave
           const e = m.segments[s]!.exit;
           if (e !== undefined && out.exitProbs) {
             for (let i = 0; i < r; i++) {

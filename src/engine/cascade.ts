@@ -15,7 +15,12 @@ export interface StageOutput<A> {
 
 /** Runs segments on a backend. `A` is the backend's activation handle (a tensor, a GPU buffer…). */
 export interface StageRunner<A> {
-  runStage(segment: number, input: A, rows: number): Promise<StageOutput<A>>;
+  /**
+   * Runs one segment on the rows still in the batch. `readExit` (default true) false: the segment's exit output is
+   * not needed (its threshold is above 1, so it can never fire); the runner need not fetch it and may leave
+   * `exitProbs` out. The runner may still return it: the cascade decides the same either way.
+   */
+  runStage(segment: number, input: A, rows: number, readExit?: boolean): Promise<StageOutput<A>>;
   /** Keep only the given rows (ascending indices into the current batch) of an activation. */
   selectRows(activation: A, keep: readonly number[], rows: number): Promise<A>;
   /** Free an activation that is no longer needed (optional). */
@@ -92,7 +97,9 @@ export async function runCascade<A>(
   for (let s = 0; s < segments.length && active.length > 0; s++) {
     const seg = segments[s]!;
     const t0 = now();
-    const out = await runner.runStage(s, act, active.length);
+    // An exit whose threshold is above 1 never fires: its output is not read (on WebGPU: no GPU → CPU readback).
+    const readExit = seg.exit !== undefined && (thresholds[seg.exit] ?? Infinity) <= 1;
+    const out = await runner.runStage(s, act, active.length, readExit);
     options.onStage?.(s, active.length, now() - t0);
     if (act !== input) runner.release?.(act);
     if (s === segments.length - 1) {
@@ -112,6 +119,10 @@ export async function runCascade<A>(
       continue;
     }
     const thr = thresholds[seg.exit] ?? Infinity;
+    if (!(thr <= 1)) {
+      act = out.next;
+      continue;
+    }
     const probs = out.exitProbs;
     const keep: number[] = [];
     active.forEach((orig, r) => {

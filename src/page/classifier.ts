@@ -1,6 +1,9 @@
 // The page-side classifier: load() opens a bundle in a worker; classify()/classifyBatch() send inputs there and
-// turn its decisions into labelled results; setTarget() re-chooses thresholds; dispose() ends the worker.
+// turn its decisions into labelled results; setTarget() re-chooses thresholds; plan() makes and applies a device
+// plan (exits by measured time); dispose() ends the worker.
 import type { BundleManifest, InputSpec } from '../bundle/manifest.js';
+import { checkTarget } from '../calibrate/bounds.js';
+import type { DevicePlan } from '../calibrate/device-plan.js';
 import { SelfxitError } from '../errors.js';
 import type { Backend, ProgressInfo, RuntimeState, WireInput, WireResult } from '../protocol.js';
 import { toWireInput, type ClassifierInput } from './inputs.js';
@@ -31,6 +34,35 @@ export interface ClassifyOptions {
   readonly probabilities?: boolean;
 }
 
+/** Options of {@link Classifier.plan}. */
+export interface DevicePlanOptions {
+  /** Agreement target in (0, 1] to choose the thresholds for. Default: the current target (`info().target`). */
+  readonly target?: number;
+  /** Progress of loading what the measurement needs (every segment, validation.bin). Default: none (the load()
+   * `onProgress` still gets the segment events, as for classify). */
+  readonly onProgress?: (progress: ProgressInfo) => void;
+}
+
+/** The device plan in use, as {@link ClassifierInfo.plan} reports it. */
+export interface PlanSummary {
+  /** Agreement target the plan was made for. */
+  readonly target: number;
+  /** Per bundle exit: used by the plan (an unused exit never fires and its output is never read). */
+  readonly enabled: readonly boolean[];
+  /** Per bundle exit, as the plan chose them for `target` (unused: 1.0000001). */
+  readonly thresholds: readonly number[];
+  /** Expected ms per sample at these thresholds / ms of running every segment, on the measured times. */
+  readonly expectedMsFraction: number;
+  /** Expected MACs per sample at these thresholds / backbone MACs. */
+  readonly expectedMacsFraction: number;
+  /** ISO time of the measurement. */
+  readonly measuredAt: string;
+  /** Per segment, median ms of one run at batch 1 (segment + fused head, exit output not read). */
+  readonly stageMs: readonly number[];
+  /** Per segment, what reading and deciding on the exit output added (0 without an exit). */
+  readonly decisionMs: readonly number[];
+}
+
 /** What info() reports. */
 export interface ClassifierInfo {
   readonly backend: Backend;
@@ -50,6 +82,8 @@ export interface ClassifierInfo {
   readonly expectedMacsFraction: number;
   readonly segments: readonly { readonly file: string; readonly bytes: number; readonly loaded: boolean; readonly cached: boolean }[];
   readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
+  /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
+  readonly plan?: PlanSummary;
 }
 
 /** MACs fraction of a sample that runs the whole backbone and passes every exit head. */
@@ -69,20 +103,44 @@ function backboneFraction(m: BundleManifest): number {
 export class Classifier {
   private disposed = false;
   private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
+  /** The device plan in use: its backend is the one running (see {@link Classifier.activePlan}). */
+  private devicePlan: DevicePlan | undefined;
 
   private constructor(
     private readonly client: WorkerClient,
     private readonly manifest: BundleManifest,
     private readonly manifestHash: string,
     private readonly manifestUrl: string,
+    plan: DevicePlan | undefined,
   ) {
-    const c = manifest.calibration;
-    this.choice = {
-      target: c.target,
-      thresholds: manifest.exits.map((e) => e.threshold),
-      agreement: c.validationAgreement,
-      macsFraction: c.expectedMacsFraction,
-    };
+    this.choice = this.shippedChoice();
+    if (plan) this.applyPlan(plan);
+  }
+
+  /** The manifest's thresholds and what calibration expects of them. */
+  private shippedChoice(): Omit<TargetChoice, 'reached'> {
+    const c = this.manifest.calibration;
+    return { target: c.target, thresholds: this.manifest.exits.map((e) => e.threshold), agreement: c.validationAgreement, macsFraction: c.expectedMacsFraction };
+  }
+
+  private applyPlan(plan: DevicePlan): void {
+    this.devicePlan = plan;
+    this.choice = { target: plan.target, thresholds: [...plan.thresholds], agreement: plan.expectedAgreement, macsFraction: plan.expectedMacsFraction };
+  }
+
+  /**
+   * The device plan, while it fits the backend running. After a WebGPU → WASM fallback a plan made for WebGPU is
+   * dropped here: the thresholds go back to the bundle's for the current target (the manifest's own at the
+   * calibration target), from the next call on.
+   */
+  private activePlan(): DevicePlan | undefined {
+    const plan = this.devicePlan;
+    if (plan && this.client.state && plan.backend !== this.client.state.backend) {
+      this.devicePlan = undefined;
+      const target = this.choice.target;
+      this.choice = target === this.manifest.calibration.target ? this.shippedChoice() : chooseThresholds(this.manifest, target);
+    }
+    return this.devicePlan;
   }
 
   /** See {@link load}. */
@@ -92,7 +150,7 @@ export class Classifier {
     const onProgress = resolved.onProgress;
     try {
       const reply = await client.call((api) => api.init(resolved.init, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined));
-      return new Classifier(client, reply.manifest, reply.manifestHash, resolved.init.manifestUrl);
+      return new Classifier(client, reply.manifest, reply.manifestHash, resolved.init.manifestUrl, reply.plan);
     } catch (e) {
       client.fail(new SelfxitError('DISPOSED', 'load() failed'));
       throw e;
@@ -146,6 +204,7 @@ export class Classifier {
         throw e;
       }
     }
+    this.activePlan();
     const request = { inputs: wires, thresholds: [...this.choice.thresholds], probabilities: options.probabilities === true };
     const results = await this.client.call((api) => api.classify(transfers.length > 0 ? transfer(request, transfers) : request));
     return results.map((r) => this.toResult(r));
@@ -168,6 +227,7 @@ export class Classifier {
   info(): ClassifierInfo {
     const m = this.manifest;
     const s = this.state;
+    const plan = this.activePlan();
     return {
       backend: s.backend,
       threads: s.threads,
@@ -183,19 +243,58 @@ export class Classifier {
       expectedMacsFraction: this.choice.macsFraction,
       segments: m.segments.map((seg, i) => ({ file: seg.file, bytes: seg.bytes, loaded: s.sessions[i] === true, cached: s.cachedSegments[i] === true })),
       cache: { enabled: s.cacheEnabled, manifestFromCache: s.manifestFromCache },
+      ...(plan
+        ? {
+            plan: {
+              target: plan.target,
+              enabled: plan.enabled,
+              thresholds: plan.thresholds,
+              expectedMsFraction: plan.expectedMsFraction,
+              expectedMacsFraction: plan.expectedMacsFraction,
+              measuredAt: plan.measuredAt,
+              stageMs: plan.timings.stageMs,
+              decisionMs: plan.timings.decisionMs,
+            },
+          }
+        : {}),
     };
   }
 
   /**
    * Re-chooses the exit thresholds for agreement target `target` in (0, 1] from the bundle's calibration
    * curve: the cheapest point whose expected agreement is >= target. Applies to later classify() calls.
+   * With a device plan in use, from the plan's curve instead (same rule; the exits the plan leaves out stay off).
    * Throws INVALID_TARGET when `target` is out of range.
    */
   setTarget(target: number): TargetChoice {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-    const choice = chooseThresholds(this.manifest, target);
+    const choice = chooseThresholds(this.manifest, target, this.activePlan());
     this.choice = choice;
     return choice;
+  }
+
+  /**
+   * Makes this device's plan and applies it: the worker loads every segment, times each stage (segment plus fused
+   * head) at batch 1 on the backend in use, fetches the bundle's `validation.bin` (cached by sha256), and chooses
+   * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
+   * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
+   * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
+   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve.
+   * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
+   * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
+   */
+  async plan(options: DevicePlanOptions = {}): Promise<DevicePlan> {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    const target = options.target ?? this.choice.target;
+    if (typeof target !== 'number') checkTarget(Number.NaN);
+    checkTarget(target);
+    const onProgress = options.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
+    const plan = await this.client.call((api) => api.plan({ target }, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined));
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    this.applyPlan(plan);
+    this.activePlan(); // a backend change since the measurement drops it again
+    return plan;
   }
 
   /** Releases the sessions and ends the worker. Later calls reject with DISPOSED; calls in flight too. */

@@ -27,6 +27,13 @@ export interface LoadOptions {
   readonly workerUrl?: string | URL;
   /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
   readonly wasmPaths?: string | URL;
+  /**
+   * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
+   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use and the thread
+   * count, it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
+   * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
+   */
+  readonly plan?: 'cached' | 'off';
 }
 
 /** Default values of {@link LoadOptions}. */
@@ -34,6 +41,7 @@ export const LOAD_DEFAULTS = {
   backend: 'auto',
   cache: true,
   manifestMaxAgeMs: 24 * 60 * 60 * 1000,
+  plan: 'cached',
 } as const satisfies Partial<LoadOptions>;
 
 export interface ResolvedLoad {
@@ -85,6 +93,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   if (!(typeof manifestMaxAgeMs === 'number' && manifestMaxAgeMs >= 0)) {
     throw new SelfxitError('INVALID_ARGUMENT', `manifestMaxAgeMs must be a number >= 0, got ${String(manifestMaxAgeMs)}`);
   }
+  const plan = options.plan ?? LOAD_DEFAULTS.plan;
+  if (plan !== 'cached' && plan !== 'off') {
+    throw new SelfxitError('INVALID_ARGUMENT', `plan must be 'cached' or 'off', got ${JSON.stringify(plan)}`);
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -98,6 +110,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       cache,
       manifestMaxAgeMs,
       wasmPaths: wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
+      usePlan: plan === 'cached',
     },
     onProgress: options.onProgress,
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),

@@ -1,5 +1,7 @@
-// Re-choosing exit thresholds for another agreement target from the bundle's calibration curve (pure).
+// Re-choosing exit thresholds for another agreement target from the bundle's calibration curve, or from a device
+// plan's curve when one applies (pure).
 import type { BundleManifest } from '../bundle/manifest.js';
+import type { DevicePlan } from '../calibrate/device-plan.js';
 import { pickCurvePoint } from '../calibrate/curve.js';
 
 /** The thresholds chosen for a target, and what the calibration curve expects of them. */
@@ -18,9 +20,12 @@ export interface TargetChoice {
  * Thresholds for `target` from the bundle's calibration curve ({@link pickCurvePoint}: the cheapest point whose
  * agreement meets the target with the same confidence margin calibration used, so the calibration target gives back
  * the shipped thresholds). When none reaches it, the most faithful point (`reached: false`).
+ * With `plan` (a device plan in use), from `plan.curve` instead, with the same margin (`manifest.calibration.samples`);
+ * its points give every bundle exit a threshold, the exits the plan leaves out never firing.
  * Throws INVALID_TARGET for a target outside (0, 1] and INVALID_BUNDLE for an empty or mismatched curve.
  */
-export function chooseThresholds(manifest: BundleManifest, target: number): TargetChoice {
-  const { point, reached } = pickCurvePoint(manifest.calibration.curve, target, { samples: manifest.calibration.samples, exits: manifest.exits.length });
+export function chooseThresholds(manifest: BundleManifest, target: number, plan?: DevicePlan): TargetChoice {
+  const curve = plan ? plan.curve : manifest.calibration.curve;
+  const { point, reached } = pickCurvePoint(curve, target, { samples: manifest.calibration.samples, exits: manifest.exits.length });
   return { target, thresholds: [...point.thresholds], agreement: point.agreement, macsFraction: point.macsFraction, reached };
 }

@@ -1,8 +1,16 @@
 // The worker's API object (exposed through comlink by worker.ts): every reply is a Wire value, so errors keep their code.
 import { transfer } from 'comlink';
 import { SelfxitError, toErrorPayload } from '../errors.js';
-import type { ClassifyRequest, InitReply, InitRequest, ProgressInfo, Wire, WireResult, WorkerApi } from '../protocol.js';
+import type { DevicePlan } from '../calibrate/device-plan.js';
+import type { ClassifyRequest, InitReply, InitRequest, PlanRequest, ProgressInfo, Wire, WireResult, WorkerApi } from '../protocol.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
+
+/** A progress callback that never throws (a comlink proxy returns a promise that rejects when the page is gone). */
+function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: ProgressInfo) => void {
+  return (p) => {
+    if (onProgress) void Promise.resolve(onProgress(p)).catch(() => {});
+  };
+}
 
 /** Creates the API one worker serves: one bundle per worker, opened by init(). */
 export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
@@ -30,12 +38,9 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
       return reply(async () => {
         if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
         opening = true;
-        const progress = (p: ProgressInfo): void => {
-          // A comlink proxy returns a promise that rejects when the page is gone; progress is best effort.
-          if (onProgress) void Promise.resolve(onProgress(p)).catch(() => {});
-        };
-        runtime = await BundleRuntime.open(request, progress, deps);
-        return { manifest: runtime.manifest, manifestHash: runtime.manifestHash, state: runtime.state() };
+        runtime = await BundleRuntime.open(request, bestEffort(onProgress), deps);
+        const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
+        return { manifest: runtime.manifest, manifestHash: runtime.manifestHash, state: runtime.state(), ...(plan ? { plan } : {}) };
       });
     },
 
@@ -44,6 +49,10 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
       if (!wire.ok) return wire;
       const buffers = wire.value.flatMap((r) => (r.probabilities ? [r.probabilities.buffer as ArrayBuffer] : []));
       return buffers.length > 0 ? transfer(wire, buffers) : wire;
+    },
+
+    plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<DevicePlan>> {
+      return reply(() => current().plan(request, bestEffort(onProgress)));
     },
 
     dispose(): Promise<Wire<null>> {

@@ -1,6 +1,8 @@
-// The worker's local cache: manifests by URL and segment bytes by sha256 in IndexedDB (idb-keyval).
+// The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
+// manifest hash, backend and thread count, in IndexedDB (idb-keyval).
 // A small swappable interface; any storage failure (no IndexedDB, quota, private mode) turns it into no cache.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
+import type { DevicePlan } from '../calibrate/device-plan.js';
 
 /** A manifest as cached for one bundle URL. */
 export interface CachedManifest {
@@ -23,6 +25,44 @@ export interface BundleCache {
   deleteSegments(sha256s: readonly string[]): Promise<void>;
   /** sha256 of every cached segment. */
   segmentKeys(): Promise<Set<string>>;
+  /** The device plan stored under {@link planKey}, if any (a malformed entry is a miss). */
+  getPlan(key: string): Promise<DevicePlan | undefined>;
+  putPlan(key: string, plan: DevicePlan): Promise<void>;
+  /** Drops every plan made for the bundle version with this manifest hash. */
+  deletePlans(manifestHash: string): Promise<void>;
+}
+
+/** Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>`. */
+export function planKey(manifestHash: string, backend: string, threads: number): string {
+  return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}`;
+}
+
+const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
+
+/** Shape check of a stored plan (written by this or another selfxit version). */
+export function isDevicePlan(v: unknown): v is DevicePlan {
+  if (typeof v !== 'object' || v === null) return false;
+  const p = v as Partial<DevicePlan>;
+  return (
+    p.version === 1 &&
+    typeof p.manifestHash === 'string' &&
+    typeof p.backend === 'string' &&
+    typeof p.threads === 'number' &&
+    typeof p.measuredAt === 'string' &&
+    typeof p.target === 'number' &&
+    typeof p.timings === 'object' &&
+    p.timings !== null &&
+    isNumberArray(p.timings.stageMs) &&
+    isNumberArray(p.timings.decisionMs) &&
+    Array.isArray(p.enabled) &&
+    p.enabled.every((x) => typeof x === 'boolean') &&
+    isNumberArray(p.thresholds) &&
+    p.thresholds.length === p.enabled.length &&
+    typeof p.expectedAgreement === 'number' &&
+    typeof p.expectedMacsFraction === 'number' &&
+    typeof p.expectedMsFraction === 'number' &&
+    Array.isArray(p.curve)
+  );
 }
 
 /** The cache used with `cache: false`: remembers nothing. */
@@ -35,10 +75,14 @@ export const noCache: BundleCache = {
   putSegment: async () => {},
   deleteSegments: async () => {},
   segmentKeys: async () => new Set(),
+  getPlan: async () => undefined,
+  putPlan: async () => {},
+  deletePlans: async () => {},
 };
 
 const MANIFEST_PREFIX = 'manifest:';
 const SEGMENT_PREFIX = 'segment:';
+const PLAN_PREFIX = 'plan:';
 
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never
@@ -105,5 +149,24 @@ export class IdbBundleCache implements BundleCache {
 
   deleteManifest(url: string): Promise<void> {
     return this.op(undefined, (s) => del(MANIFEST_PREFIX + url, s));
+  }
+
+  getPlan(key: string): Promise<DevicePlan | undefined> {
+    return this.op(undefined, async (s) => {
+      const v = await get<unknown>(key, s);
+      return isDevicePlan(v) ? v : undefined;
+    });
+  }
+
+  putPlan(key: string, plan: DevicePlan): Promise<void> {
+    return this.op(undefined, (s) => set(key, plan, s));
+  }
+
+  deletePlans(manifestHash: string): Promise<void> {
+    return this.op(undefined, async (s) => {
+      const prefix = `${PLAN_PREFIX}${manifestHash}:`;
+      const stale = (await keys<IDBValidKey>(s)).filter((k) => typeof k === 'string' && k.startsWith(prefix));
+      if (stale.length > 0) await delMany(stale, s);
+    });
   }
 }

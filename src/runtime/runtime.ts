@@ -1,13 +1,18 @@
 // The worker-side classifier: opens a bundle (manifest from cache or network), creates segment sessions
-// lazily with integrity checks and progress, and classifies batches with the shared cascade (runCascade).
+// lazily with integrity checks and progress, classifies batches with the shared cascade (runCascade), and
+// makes device plans (stage times measured here + the bundle's validation file → planExits, cached).
 import type { InferenceSession } from 'onnxruntime-common';
-import { validateManifest, type BundleManifest, type SegmentSpec } from '../bundle/manifest.js';
+import { validateManifest, type BundleManifest } from '../bundle/manifest.js';
+import { decodeValidation, VALIDATION_ENCODING, type ValidationExit } from '../bundle/validation-file.js';
+import { checkTarget } from '../calibrate/bounds.js';
+import { planExits, type DevicePlan, type StageTimings } from '../calibrate/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
-import type { ClassifyRequest, InitRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
-import { IdbBundleCache, noCache, type BundleCache } from './cache.js';
+import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
+import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
 import { fetchBytes, fetchText } from './fetch-file.js';
 import { sha256Hex } from './integrity.js';
+import { DEFAULT_MEASURE_RUNS, measureStages } from './measure.js';
 import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
@@ -50,6 +55,21 @@ function parseManifest(text: string, url: string): BundleManifest {
   return m;
 }
 
+/** sha256 of the files a manifest lists that the cache keeps by content: segments and the validation file. */
+function contentHashes(m: Partial<BundleManifest>): string[] {
+  const all: unknown[] = [...(m.segments ?? []).map((s) => s.sha256), m.calibration?.validation?.sha256];
+  return all.filter((h): h is string => typeof h === 'string');
+}
+
+/** A bundle file the runtime fetches: name, sha256 and announced size; `segment` for segment files. */
+interface BundleFile {
+  readonly file: string;
+  readonly sha256: string;
+  readonly bytes: number;
+  readonly url: string;
+  readonly segment?: number;
+}
+
 /** Manifest for `url`: the cached copy unless reload/expired, else fetched, validated and cached (evicting what a new version replaces). */
 async function loadManifest(url: string, req: InitRequest, cache: BundleCache, now: number, progress: Progress): Promise<LoadedManifest> {
   const file = 'manifest.json';
@@ -70,11 +90,13 @@ async function loadManifest(url: string, req: InitRequest, cache: BundleCache, n
   const hash = await sha256Hex(text);
   const previous = cached ?? (req.cache === 'reload' ? await cache.getManifest(url) : undefined);
   if (previous && previous.hash !== hash) {
-    // A new bundle version at the same URL: drop the old version's segments that the new one does not use.
+    // A new bundle version at the same URL: drop the old version's plans, and its segments (and validation file)
+    // that the new one does not use.
+    await cache.deletePlans(previous.hash);
     try {
       const old = JSON.parse(previous.text) as Partial<BundleManifest>;
-      const keep = new Set(manifest.segments.map((s) => s.sha256));
-      const stale = (old.segments ?? []).map((s) => s.sha256).filter((h): h is string => typeof h === 'string' && !keep.has(h));
+      const keep = new Set(contentHashes(manifest));
+      const stale = contentHashes(old).filter((h) => !keep.has(h));
       await cache.deleteSegments(stale);
     } catch {
       // an unreadable old manifest has nothing to evict
@@ -93,6 +115,10 @@ export class BundleRuntime {
   private readonly cachedSegments: boolean[];
   private readonly segmentUrls: string[];
   private disposed = false;
+  /** Progress listener of the plan() call in flight, besides the one given at open(). */
+  private planProgress: Progress | undefined;
+  /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
+  private planning: Promise<unknown> = Promise.resolve();
   /** Bumped when the backend changes (WebGPU → WASM fallback); sessions of older generations are gone. */
   private generation = 0;
 
@@ -102,8 +128,8 @@ export class BundleRuntime {
     private readonly manifestFromCache: boolean,
     private readonly ort: OrtHandle,
     private readonly cache: BundleCache,
-    private readonly progress: Progress,
-    manifestUrl: string,
+    private readonly openProgress: Progress,
+    private readonly manifestUrl: string,
     cachedKeys: ReadonlySet<string>,
   ) {
     this.created = manifest.segments.map(() => false);
@@ -130,6 +156,12 @@ export class BundleRuntime {
       throw e;
     }
     return rt;
+  }
+
+  /** Reports progress to the listener given at open() and to that of the plan() call in flight. */
+  private progress(p: ProgressInfo): void {
+    this.openProgress(p);
+    this.planProgress?.(p);
   }
 
   /** Snapshot for the page's `info()`. */
@@ -162,37 +194,32 @@ export class BundleRuntime {
     return p;
   }
 
-  private async segmentBytes(s: number, seg: SegmentSpec): Promise<Uint8Array> {
-    const file = seg.file;
-    const cached = await this.cache.getSegment(seg.sha256);
+  /** A bundle file's bytes: from the cache (re-verified) or fetched, sha256-checked and cached by content hash. */
+  private async fileBytes(f: BundleFile): Promise<Uint8Array> {
+    const { file, sha256: expected, url } = f;
+    const at = f.segment === undefined ? {} : { segment: f.segment };
+    const cached = await this.cache.getSegment(expected);
     if (cached) {
-      if ((await sha256Hex(cached)) === seg.sha256) {
-        this.progress({ status: 'done', file, segment: s, fromCache: true });
+      if ((await sha256Hex(cached)) === expected) {
+        this.progress({ status: 'done', file, ...at, fromCache: true });
         return cached;
       }
-      await this.cache.deleteSegments([seg.sha256]); // corrupted in storage: fetch again
-      this.cachedSegments[s] = false;
+      await this.cache.deleteSegments([expected]); // corrupted in storage: fetch again
+      if (f.segment !== undefined) this.cachedSegments[f.segment] = false;
     }
-    this.progress({ status: 'download', file, segment: s });
-    const url = this.segmentUrls[s]!;
+    this.progress({ status: 'download', file, ...at });
     const bytes = await fetchBytes(url, {
-      expectedBytes: seg.bytes,
-      onProgress: (loaded, total) =>
-        this.progress({ status: 'progress', file, segment: s, loaded, total, progress: total > 0 ? (100 * loaded) / total : Number.NaN }),
+      expectedBytes: f.bytes,
+      onProgress: (loaded, total) => this.progress({ status: 'progress', file, ...at, loaded, total, progress: total > 0 ? (100 * loaded) / total : Number.NaN }),
     });
     const actual = await sha256Hex(bytes);
-    if (actual !== seg.sha256) {
-      throw new SelfxitError('INTEGRITY_ERROR', `segment ${s} (${url}) has sha256 ${actual}, the manifest says ${seg.sha256}`, {
-        url,
-        file,
-        segment: s,
-        expected: seg.sha256,
-        actual,
-      });
+    if (actual !== expected) {
+      const what = f.segment === undefined ? file : `segment ${f.segment}`;
+      throw new SelfxitError('INTEGRITY_ERROR', `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`, { url, file, ...at, expected, actual });
     }
-    await this.cache.putSegment(seg.sha256, bytes);
-    this.cachedSegments[s] = this.cache.enabled;
-    this.progress({ status: 'done', file, segment: s, fromCache: false });
+    await this.cache.putSegment(expected, bytes);
+    if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
+    this.progress({ status: 'done', file, ...at, fromCache: false });
     return bytes;
   }
 
@@ -200,7 +227,7 @@ export class BundleRuntime {
     const seg = this.manifest.segments[s];
     if (!seg) throw new SelfxitError('INTERNAL', `no segment ${s}`);
     this.progress({ status: 'initiate', file: seg.file, segment: s });
-    const bytes = await this.segmentBytes(s, seg);
+    const bytes = await this.fileBytes({ file: seg.file, sha256: seg.sha256, bytes: seg.bytes, url: this.segmentUrls[s]!, segment: s });
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     const last = s === this.manifest.segments.length - 1;
     let session: InferenceSession;
@@ -330,6 +357,105 @@ export class BundleRuntime {
         // the backend changed under this run: retry once on the new one
       }
     }
+  }
+
+  /**
+   * The cached device plan for this manifest hash and the backend and thread count in use, if one exists and fits
+   * the manifest (a malformed or mismatched entry is ignored).
+   */
+  async cachedPlan(): Promise<DevicePlan | undefined> {
+    const { manifest, manifestHash } = this;
+    const { backend, threads } = this.ort;
+    const p = await this.cache.getPlan(planKey(manifestHash, backend, threads));
+    const fits =
+      p !== undefined &&
+      p.manifestHash === manifestHash &&
+      p.backend === backend &&
+      p.threads === threads &&
+      p.thresholds.length === manifest.exits.length &&
+      p.timings.stageMs.length === manifest.segments.length &&
+      p.timings.decisionMs.length === manifest.segments.length;
+    return fits ? p : undefined;
+  }
+
+  /**
+   * Times every stage on the backend in use ({@link measureStages}: all sessions are created first, through the
+   * lazy loading path). When a WebGPU run fails, falls back to WASM and measures again there.
+   * @param runs timed runs per stage and kind. Default {@link DEFAULT_MEASURE_RUNS}.
+   */
+  async measureTimings(runs = DEFAULT_MEASURE_RUNS): Promise<StageTimings> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      const gen = this.generation;
+      try {
+        const timings = await measureStages({ Tensor: this.ort.ort.Tensor, manifest: this.manifest, queue: this.queue, session: (s) => this.session(s) }, runs);
+        if (gen === this.generation || attempt > 0) return timings;
+        // the backend changed during the measurement: measure again on the new one
+      } catch (e) {
+        if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed while measuring');
+        if (isSelfxitError(e) || attempt > 0) throw e;
+        if (gen === this.generation) {
+          if (this.ort.backend !== 'webgpu') throw e;
+          await this.fallbackToWasm(`a WebGPU run failed while measuring: ${(e as Error).message}`);
+        }
+      }
+    }
+  }
+
+  /** The bundle's validation outputs: validation.bin from the cache or fetched (sha256-verified), decoded. */
+  private async validation(): Promise<ValidationExit[]> {
+    const { manifest, manifestUrl } = this;
+    if (manifest.exits.length === 0) return [];
+    const v = manifest.calibration.validation;
+    if (!v) {
+      const why =
+        manifest.calibration.mode === 'paper'
+          ? 'paper-mode bundles carry none: prepare the model in selfxit mode'
+          : 'run `selfxit prepare` again with this selfxit version';
+      throw new SelfxitError('INVALID_BUNDLE', `the bundle at ${manifestUrl} has no validation file (calibration.validation), which a device plan needs: ${why}`, {
+        url: manifestUrl,
+        mode: manifest.calibration.mode,
+      });
+    }
+    if (typeof v.file !== 'string' || typeof v.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(v.sha256) || !(Number.isInteger(v.samples) && v.samples > 0)) {
+      throw new SelfxitError('INVALID_BUNDLE', `the bundle at ${manifestUrl} has a malformed calibration.validation entry`, { url: manifestUrl });
+    }
+    if (v.encoding !== VALIDATION_ENCODING) {
+      throw new SelfxitError('INVALID_BUNDLE', `${v.file} has encoding ${JSON.stringify(v.encoding)}; this selfxit reads "${VALIDATION_ENCODING}"`, { url: manifestUrl, file: v.file });
+    }
+    const url = new URL(v.file, manifestUrl).href;
+    this.progress({ status: 'initiate', file: v.file });
+    const bytes = await this.fileBytes({ file: v.file, sha256: v.sha256, bytes: v.bytes, url });
+    return decodeValidation(bytes, manifest.exits.length, v.samples);
+  }
+
+  /**
+   * Makes this device's plan for agreement target `req.target`: the validation file (cached by sha256), stage times
+   * measured here ({@link measureTimings}), then {@link planExits}; the plan is cached under
+   * `plan:<manifestHash>:<backend>:<threads>` and returned. Calls run one at a time.
+   * @throws SelfxitError INVALID_TARGET, INVALID_BUNDLE (no or malformed validation file), INTEGRITY_ERROR, FETCH_FAILED.
+   */
+  plan(req: PlanRequest, onProgress?: Progress): Promise<DevicePlan> {
+    const run = async (): Promise<DevicePlan> => {
+      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      const target = req?.target;
+      if (typeof target !== 'number') checkTarget(Number.NaN);
+      checkTarget(target);
+      this.planProgress = onProgress;
+      try {
+        const validation = await this.validation();
+        const timings = await this.measureTimings();
+        const { backend, threads } = this.ort;
+        const plan = planExits(this.manifest, validation, timings, { target, manifestHash: this.manifestHash, backend, threads });
+        await this.cache.putPlan(planKey(this.manifestHash, backend, threads), plan);
+        return plan;
+      } finally {
+        this.planProgress = undefined;
+      }
+    };
+    const result = this.planning.then(run, run);
+    this.planning = result.catch(() => undefined);
+    return result;
   }
 
   /** Releases every session. Later calls fail with DISPOSED. */

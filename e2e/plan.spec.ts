@@ -1,0 +1,144 @@
+// Browser test of device plans on the tiny test bundle (WASM): clf.plan() measures every stage and applies the plan
+// (an exit it leaves out is never taken), a second load finds it in IndexedDB without fetching validation.bin,
+// `cache: false` stores nothing, `plan: 'off'` ignores it, and a bundle without validation data gives INVALID_BUNDLE.
+import { test, expect, type Page } from '@playwright/test';
+// window.selfxit / window.testkit are typed in runtime.spec.ts (e2e/pages/testkit.js).
+
+const B = '/e2e/.bundles';
+const NEVER = 1.0000001;
+
+async function requestLog(page: Page): Promise<string[]> {
+  return (await (await page.request.get('/__log')).json()) as string[];
+}
+
+test('clf.plan(): measured stages, the plan applied and cached per device; cache: false stores nothing; no validation data → INVALID_BUNDLE', async ({ page }) => {
+  await page.goto('/e2e/pages/esm.html');
+  await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
+  await page.request.get('/__log/reset');
+
+  // First visit: no plan yet; plan() for a low target, where exit 1 (whose head never agrees with the backbone on
+  // the validation data) is left out and every sample can leave at exit 0.
+  const first = await page.evaluate(async (B) => {
+    const { selfxit, testkit } = window;
+    const clf = await selfxit.load(`${B}/tiny/`, { backend: 'wasm' });
+    const before = { plan: clf.info().plan ?? null, exits: (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => r.exit.index) };
+    const plan = await clf.plan({ target: 0.05 });
+    const info = clf.info();
+    const results = (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => ({ exit: r.exit.index, confidence: r.confidence }));
+    const retarget = clf.setTarget(0.2).thresholds;
+    await clf.dispose();
+    return { before, plan, info, results, retarget };
+  }, B);
+  expect(first.before.plan).toBeNull();
+  expect(first.before.exits).toContain(1); // the manifest's thresholds do use exit 1
+  const { plan, info } = first;
+  for (const t of [plan.timings.stageMs, plan.timings.decisionMs]) {
+    expect(t).toHaveLength(3);
+    expect(t.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
+  }
+  expect(plan.timings.stageMs.every((x) => x > 0)).toBe(true);
+  expect(plan).toMatchObject({ backend: 'wasm', target: 0.05, manifestHash: info.manifestHash, enabled: [true, false] });
+  expect(plan.thresholds).toHaveLength(2);
+  expect(plan.thresholds[1]).toBe(NEVER);
+  expect(info.plan).toEqual({
+    target: 0.05,
+    enabled: plan.enabled,
+    thresholds: plan.thresholds,
+    expectedMsFraction: plan.expectedMsFraction,
+    expectedMacsFraction: plan.expectedMacsFraction,
+    measuredAt: plan.measuredAt,
+    stageMs: plan.timings.stageMs,
+    decisionMs: plan.timings.decisionMs,
+  });
+  expect(info.exits.map((e) => e.threshold)).toEqual(plan.thresholds);
+  expect(info.segments.every((s) => s.loaded)).toBe(true);
+  // Applied: exit 0 exactly where its confidence reaches the plan's threshold, exit 1 never.
+  expect(first.results.filter((r) => r.exit === 1)).toEqual([]);
+  expect(first.results.filter((r) => r.exit === 0).length).toBeGreaterThan(32);
+  for (const r of first.results) if (r.exit !== 0) expect(r.exit).toBe(-1);
+  expect(first.retarget[1]).toBe(NEVER); // setTarget() picks from the plan's curve: exit 1 stays off
+  const validationRequests = (log: string[]) => log.filter((p) => p.endsWith('/validation.bin'));
+  expect(validationRequests(await requestLog(page))).toEqual([`${B}/tiny/validation.bin`]);
+
+  // Second load in the same browser context: the cached plan applies at once, nothing is fetched for it.
+  await page.request.get('/__log/reset');
+  const second = await page.evaluate(async (B) => {
+    const { selfxit } = window;
+    const clf = await selfxit.load(`${B}/tiny/`, { backend: 'wasm' });
+    const info = clf.info();
+    await clf.dispose();
+    const off = await selfxit.load(`${B}/tiny/`, { backend: 'wasm', plan: 'off' });
+    const offInfo = off.info();
+    await off.dispose();
+    return { info, offPlan: offInfo.plan ?? null, offThresholds: offInfo.exits.map((e) => e.threshold) };
+  }, B);
+  expect(second.info.plan).toEqual(info.plan);
+  expect(second.info.exits.map((e) => e.threshold)).toEqual(plan.thresholds);
+  expect(second.offPlan).toBeNull();
+  expect(second.offThresholds).not.toEqual(plan.thresholds);
+  expect(validationRequests(await requestLog(page))).toEqual([]);
+
+  // cache: false measures and applies, but stores nothing: a later cached load of that bundle finds no plan.
+  const uncached = await page.evaluate(async (B) => {
+    const { selfxit, testkit } = window;
+    const clf = await selfxit.load(`${B}/tiny-exit0/`, { backend: 'wasm', cache: false });
+    const p = await clf.plan({ target: 0.05 });
+    const applied = clf.info().plan !== undefined;
+    await clf.dispose();
+    const later = await selfxit.load(`${B}/tiny-exit0/`, { backend: 'wasm' });
+    const laterPlan = later.info().plan ?? null;
+    await later.dispose();
+    const keys = await new Promise<string[]>((resolve, reject) => {
+      const open = indexedDB.open('selfxit');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const req = open.result.transaction('bundles').objectStore('bundles').getAllKeys();
+        req.onsuccess = () => {
+          resolve(req.result.map(String));
+          open.result.close();
+        };
+        req.onerror = () => reject(req.error);
+      };
+    });
+    const noValidation = await selfxit.load(`${B}/tiny-novalidation/`, { backend: 'wasm', cache: false });
+    const error = await testkit.error(noValidation.plan());
+    await noValidation.dispose();
+    return { stages: p.timings.stageMs.length, applied, laterPlan, planKeys: keys.filter((k) => k.startsWith('plan:')), error };
+  }, B);
+  expect(uncached.stages).toBe(3);
+  expect(uncached.applied).toBe(true);
+  expect(uncached.laterPlan).toBeNull();
+  expect(uncached.planKeys).toEqual([`plan:${info.manifestHash}:wasm:${info.threads}`]);
+  expect(uncached.error).toMatchObject({ code: 'INVALID_BUNDLE' });
+  expect(uncached.error!.message).toMatch(/validation/);
+});
+
+test('clf.plan() on WebGPU (SwiftShader): GPU activations between stages, the plan made for webgpu', async ({ page }) => {
+  await page.goto('/e2e/pages/esm.html');
+  await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
+  const out = await page.evaluate(async (B) => {
+    const { selfxit, testkit } = window;
+    const clf = await selfxit.load(`${B}/tiny/`, { backend: 'webgpu', cache: false });
+    if (clf.backend !== 'webgpu') {
+      const reason = clf.info().fallbackReason ?? 'WebGPU not used';
+      await clf.dispose();
+      return { skipped: reason };
+    }
+    const plan = await clf.plan({ target: 0.05 });
+    const exits = (await clf.classifyBatch((await testkit.inputs(`${B}/tiny`)).slice(0, 16))).map((r) => r.exit.index);
+    const info = clf.info();
+    await clf.dispose();
+    return { skipped: null, plan, exits, backend: info.backend, applied: info.plan !== undefined };
+  }, B);
+  test.skip(out.skipped !== null, `no WebGPU adapter in this browser: ${out.skipped}`);
+  expect(out.backend).toBe('webgpu');
+  expect(out.plan).toMatchObject({ backend: 'webgpu' });
+  expect(out.plan!.thresholds).toHaveLength(2);
+  for (const t of [out.plan!.timings.stageMs, out.plan!.timings.decisionMs]) {
+    expect(t).toHaveLength(3);
+    expect(t.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
+  }
+  expect(out.applied).toBe(true);
+  // Which exits pay off depends on this GPU's timings; an exit the plan leaves out is never taken.
+  out.plan!.enabled.forEach((on, j) => on || expect(out.exits).not.toContain(j));
+});

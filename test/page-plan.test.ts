@@ -1,0 +1,147 @@
+// The page's use of device plans (Classifier over a fake worker client): a plan applies its thresholds and shows in
+// info(), setTarget() picks from its curve, and a WebGPU plan stops applying after the backend fell back to WASM.
+import { describe, expect, it } from 'vitest';
+import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/calibrate/device-plan.js';
+import { SelfxitError, fromErrorPayload } from '../src/errors.js';
+import { Classifier } from '../src/page/classifier.js';
+import { chooseThresholds } from '../src/page/target.js';
+import type { ClassifyRequest, PlanRequest, RuntimeState, Wire, WireResult } from '../src/protocol.js';
+
+const NEVER = 1.0000001;
+const shippedCurve: CurvePoint[] = [
+  { knob: 0.6, thresholds: [0.6, 0.6], agreement: 0.9, macsFraction: 0.5, exitShares: [0.5, 0.3, 0.2] },
+  { knob: 0.9, thresholds: [0.9, 0.9], agreement: 0.99, macsFraction: 0.8, exitShares: [0.2, 0.2, 0.6] },
+  { knob: NEVER, thresholds: [NEVER, NEVER], agreement: 1, macsFraction: 1.1, exitShares: [0, 0, 1] },
+];
+const manifest = {
+  input: { name: 'x', height: 1, width: 1, channels: 1, layout: 'NCHW', mean: [0], std: [1] },
+  labels: ['a', 'b'],
+  backbone: { macs: 100 },
+  segments: [0, 1, 2].map((i) => ({ file: `segment-${i}.onnx`, bytes: 1, macs: 33, headMacs: i < 2 ? 1 : 0 })),
+  exits: [0, 1].map((i) => ({ name: `e${i}`, threshold: 0.9, macsFraction: 0.3 * (i + 1), expectedShare: 0.2 })),
+  calibration: { samples: 1000, target: 0.95, validationAgreement: 0.99, expectedMacsFraction: 0.8, curve: shippedCurve },
+} as unknown as BundleManifest;
+
+function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
+  return {
+    version: 1,
+    manifestHash: 'h',
+    backend,
+    threads: 1,
+    measuredAt: '2026-01-01T00:00:00.000Z',
+    timings: { stageMs: [1, 2, 3], decisionMs: [0.1, 0.2, 0] },
+    target,
+    enabled: [true, false],
+    thresholds: [0.7, NEVER],
+    expectedAgreement: 0.97,
+    expectedMacsFraction: 0.6,
+    expectedMsFraction: 0.5,
+    curve: [
+      { knob: 0.5, thresholds: [0.5, NEVER], agreement: 0.9, macsFraction: 0.4, exitShares: [0.7, 0, 0.3] },
+      { knob: 0.7, thresholds: [0.7, NEVER], agreement: 0.97, macsFraction: 0.6, exitShares: [0.5, 0, 0.5] },
+      { knob: NEVER, thresholds: [NEVER, NEVER], agreement: 1, macsFraction: 1.1, exitShares: [0, 0, 1] },
+    ],
+  };
+}
+
+/** A WorkerClient stand-in: answers classify (recording the thresholds sent) and plan. */
+class FakeClient {
+  state: RuntimeState = { backend: 'webgpu', threads: 1, crossOriginIsolated: false, sessions: [true, false, false], cachedSegments: [true, false, false], manifestFromCache: false, cacheEnabled: true };
+  readonly sent: (readonly number[])[] = [];
+  planReply: Wire<DevicePlan> = { ok: true, value: makePlan('webgpu', 0.9) };
+  readonly api = {
+    classify: async (req: ClassifyRequest): Promise<Wire<WireResult[]>> => {
+      this.sent.push(req.thresholds);
+      return { ok: true, value: req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 })), state: this.state };
+    },
+    plan: async (_req: PlanRequest): Promise<Wire<DevicePlan>> => ({ ...this.planReply, state: this.state }),
+    dispose: async (): Promise<Wire<null>> => ({ ok: true, value: null }),
+  };
+  async call<T>(fn: (api: FakeClient['api']) => Promise<Wire<T>>): Promise<T> {
+    const wire = await fn(this.api);
+    if (wire.state) this.state = wire.state;
+    if (!wire.ok) throw fromErrorPayload(wire.error);
+    return wire.value;
+  }
+  fail(): void {}
+}
+
+type Ctor = new (client: FakeClient, manifest: BundleManifest, hash: string, url: string, plan: DevicePlan | undefined) => Classifier;
+const make = (client: FakeClient, plan?: DevicePlan): Classifier => new (Classifier as unknown as Ctor)(client, manifest, 'h', 'https://x.test/m/manifest.json', plan);
+
+describe('Classifier with a device plan', () => {
+  it('without a plan: the manifest thresholds, no info().plan', async () => {
+    const client = new FakeClient();
+    const clf = make(client);
+    await clf.classify(new Float32Array(1));
+    expect(client.sent).toEqual([[0.9, 0.9]]);
+    expect(clf.info().plan).toBeUndefined();
+  });
+
+  it('a cached plan applies at load: thresholds, expectations, info().plan; setTarget picks from its curve', async () => {
+    const client = new FakeClient();
+    const clf = make(client, makePlan('webgpu', 0.97));
+    const info = clf.info();
+    expect(info.plan).toEqual({
+      target: 0.97,
+      enabled: [true, false],
+      thresholds: [0.7, NEVER],
+      expectedMsFraction: 0.5,
+      expectedMacsFraction: 0.6,
+      measuredAt: '2026-01-01T00:00:00.000Z',
+      stageMs: [1, 2, 3],
+      decisionMs: [0.1, 0.2, 0],
+    });
+    expect(info).toMatchObject({ target: 0.97, expectedAgreement: 0.97, expectedMacsFraction: 0.6 });
+    expect(info.exits.map((e) => e.threshold)).toEqual([0.7, NEVER]);
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.7, NEVER]);
+    // the plan's curve, not the bundle's (exit 1 stays off), with the margin over calibration.samples = 1000
+    expect(clf.setTarget(0.85).thresholds).toEqual([0.5, NEVER]);
+    expect(clf.setTarget(0.95).thresholds).toEqual([0.7, NEVER]);
+    expect(clf.setTarget(0.97).thresholds).toEqual([NEVER, NEVER]); // 0.97 of 1000 has a lower bound below 0.97
+    expect(clf.info().plan?.target).toBe(0.97); // info().plan describes the plan as made
+  });
+
+  it('plan() applies the returned plan (target default: the current one) and passes errors on with their code', async () => {
+    const client = new FakeClient();
+    const clf = make(client);
+    let asked: PlanRequest | undefined;
+    const plan = client.api.plan;
+    client.api.plan = async (req) => {
+      asked = req;
+      return plan(req);
+    };
+    const p = await clf.plan();
+    expect(asked).toEqual({ target: 0.95 });
+    expect(p.target).toBe(0.9);
+    expect(clf.info().plan?.thresholds).toEqual([0.7, NEVER]);
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.7, NEVER]);
+    await expect(clf.plan({ target: 1.5 })).rejects.toMatchObject({ code: 'INVALID_TARGET' });
+    client.planReply = { ok: false, error: { __selfxitError: true, code: 'INVALID_BUNDLE', message: 'no validation file' } };
+    const err = await clf.plan({ target: 0.9 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SelfxitError);
+    expect(err).toMatchObject({ code: 'INVALID_BUNDLE' });
+    expect(clf.info().plan?.target).toBe(0.9); // the earlier plan stays
+  });
+
+  it('a WebGPU plan stops applying once the backend fell back to WASM', async () => {
+    const client = new FakeClient();
+    const clf = make(client, makePlan('webgpu', 0.95));
+    expect(clf.info().plan).toBeDefined();
+    client.state = { ...client.state, backend: 'wasm', fallbackReason: 'a WebGPU run failed' };
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.9, 0.9]); // the manifest's thresholds at the calibration target
+    expect(clf.info().plan).toBeUndefined();
+    expect(clf.info().target).toBe(0.95);
+    // another target: re-chosen from the bundle's curve
+    const c2 = new FakeClient();
+    const other = make(c2, makePlan('webgpu', 0.85));
+    c2.state = { ...c2.state, backend: 'wasm' };
+    expect(other.info().plan).toBeUndefined();
+    expect(other.info().exits.map((e) => e.threshold)).toEqual(chooseThresholds(manifest, 0.85).thresholds);
+    expect(other.info().target).toBe(0.85);
+  });
+});

@@ -1,0 +1,161 @@
+// Stage timing for device plans (measure.ts) and the runner's skipped exit reads, on fake sessions with a virtual clock.
+import type { InferenceSession, Tensor } from 'onnxruntime-common';
+import * as ortNode from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import { median, measureStages, stageTiming, WARMUP_RUNS } from '../src/runtime/measure.js';
+import { SerialQueue } from '../src/runtime/queue.js';
+import { OrtStageRunner } from '../src/runtime/stage-runner.js';
+
+const T = ortNode.Tensor as unknown as typeof Tensor;
+const K = 3;
+
+/** 3 segments: an exit fused into segment 0, none in segment 1, segment 2 the last. */
+const manifest = {
+  input: { name: 'x0', height: 2, width: 2, channels: 1, layout: 'NCHW', mean: [0], std: [1] },
+  labels: ['a', 'b', 'c'],
+  segments: [
+    { file: 's0.onnx', input: 'x0', output: 'x1', exit: 0, exitOutput: 'p0' },
+    { file: 's1.onnx', input: 'x1', output: 'x2' },
+    { file: 's2.onnx', input: 'x2', output: 'logits' },
+  ],
+  exits: [{ segment: 0 }],
+} as unknown as BundleManifest;
+
+interface Call {
+  readonly segment: number;
+  readonly input: Tensor;
+  readonly fetches: readonly string[];
+  readonly main: Tensor;
+}
+
+/** Fake sessions: segment s costs (s + 1) ms on the virtual clock, reading its exit output 0.5 ms more. */
+function fakeSessions(clock: { t: number }, calls: Call[]): InferenceSession[] {
+  return manifest.segments.map((seg, s) => {
+    const run = async (feeds: Record<string, Tensor>, fetches: readonly string[]): Promise<Record<string, Tensor>> => {
+      const input = feeds[seg.input]!;
+      const main = new T('float32', new Float32Array(4), [1, 4]);
+      calls.push({ segment: s, input, fetches: [...fetches], main });
+      clock.t += s + 1;
+      const out: Record<string, Tensor> = { [seg.output]: main };
+      if (seg.exitOutput && fetches.includes(seg.exitOutput)) {
+        clock.t += 0.5;
+        out[seg.exitOutput] = new T('float32', Float32Array.from([0.2, 0.5, 0.3]), [1, K]);
+      }
+      return out;
+    };
+    return { run } as unknown as InferenceSession;
+  });
+}
+
+describe('measureStages', () => {
+  it('median and stageTiming: median of main-only runs; decision = difference of medians, clipped at 0', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(() => median([])).toThrow();
+    expect(stageTiming([1, 2, 3], [2.5, 9, 2.5])).toEqual({ stageMs: 2, decisionMs: 0.5 });
+    expect(stageTiming([2, 2, 2], [1, 1, 1])).toEqual({ stageMs: 2, decisionMs: 0 });
+    expect(stageTiming([5], undefined)).toEqual({ stageMs: 5, decisionMs: 0 });
+  });
+
+  it('creates every session first, feeds each segment the previous one’s output, times main-only and main+exit runs', async () => {
+    const clock = { t: 0 };
+    const calls: Call[] = [];
+    const sessions = fakeSessions(clock, calls);
+    const created: number[] = [];
+    const runs = 4;
+    const timings = await measureStages(
+      {
+        Tensor: T,
+        manifest,
+        queue: new SerialQueue(),
+        session: async (s) => {
+          created.push(s);
+          expect(calls).toHaveLength(0); // every session exists before the first run
+          return sessions[s]!;
+        },
+        now: () => clock.t,
+      },
+      runs,
+    );
+    expect(created).toEqual([0, 1, 2]);
+    expect(timings).toEqual({ stageMs: [1, 2, 3], decisionMs: [0.5, 0, 0] });
+    const of = (s: number) => calls.filter((c) => c.segment === s);
+    // segment 0: warm-ups with both outputs, then main only, then main + exit; segments 1, 2: main only
+    expect(of(0).map((c) => c.fetches.join('+'))).toEqual([...Array(WARMUP_RUNS).fill('x1+p0'), ...Array(runs).fill('x1'), ...Array(runs).fill('x1+p0')]);
+    expect(of(1).map((c) => c.fetches.join('+'))).toEqual(Array(WARMUP_RUNS + runs).fill('x2'));
+    expect(of(2)).toHaveLength(WARMUP_RUNS + runs);
+    // segment 0 runs on zeros of the input dims at batch 1; every run of segment s+1 on one output of segment s
+    expect(of(0)[0]!.input.dims).toEqual([1, 1, 2, 2]);
+    expect(Array.from(of(0)[0]!.input.data as Float32Array)).toEqual([0, 0, 0, 0]);
+    for (const s of [1, 2]) {
+      const inputs = new Set(of(s).map((c) => c.input));
+      expect(inputs.size).toBe(1);
+      expect(of(s - 1)[0]!.main).toBe([...inputs][0]); // the first warm-up's output
+    }
+  });
+
+  it('on GPU outputs: the main output is read back inside the timing, and every GPU buffer is freed once', async () => {
+    const clock = { t: 0 };
+    const all: FakeGpuTensor[] = [];
+    const inputs: unknown[][] = [[], [], []];
+    class FakeGpuTensor {
+      location = 'gpu-buffer';
+      readonly type = 'float32';
+      readonly dims = [1, 4];
+      freed = 0;
+      async getData(release?: boolean): Promise<Float32Array> {
+        clock.t += 3; // the wait for the GPU
+        this.location = 'cpu';
+        if (release) this.freed++;
+        return new Float32Array(4);
+      }
+      dispose(): void {
+        if (this.location === 'gpu-buffer') this.freed++;
+      }
+    }
+    const sessions = manifest.segments.map((seg, s) => ({
+      run: async (feeds: Record<string, unknown>, fetches: readonly string[]) => {
+        inputs[s]!.push(feeds[seg.input]);
+        clock.t += s + 1;
+        const last = s === manifest.segments.length - 1;
+        const main = last ? new T('float32', new Float32Array(3), [1, 3]) : new FakeGpuTensor();
+        if (main instanceof FakeGpuTensor) all.push(main);
+        const out: Record<string, unknown> = { [seg.output]: main };
+        if (seg.exitOutput && fetches.includes(seg.exitOutput)) {
+          clock.t += 0.5; // reading the exit output (a CPU output: the run waits and downloads it)
+          out[seg.exitOutput] = new T('float32', Float32Array.from([0.2, 0.5, 0.3]), [1, K]);
+        }
+        return out;
+      },
+    })) as unknown as InferenceSession[];
+    const timings = await measureStages({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t }, 3);
+    expect(timings).toEqual({ stageMs: [4, 5, 3], decisionMs: [0.5, 0, 0] });
+    expect(all.length).toBe(WARMUP_RUNS + 3 + 3 + (WARMUP_RUNS + 3)); // segment 0: warm-ups + both kinds; segment 1: warm-ups + main only
+    expect(all.map((t) => t.freed)).toEqual(all.map(() => 1));
+    expect(new Set(inputs[1]).size).toBe(1);
+    expect(inputs[1]![0]).toBe(all[0]); // segment 1 ran on segment 0's first warm-up output
+  });
+
+  it('rejects a bad run count', async () => {
+    const deps = { Tensor: T, manifest, queue: new SerialQueue(), session: async () => ({}) as InferenceSession };
+    await expect(measureStages(deps, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(measureStages(deps, 1.5)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});
+
+describe('OrtStageRunner readExit', () => {
+  it('fetches the exit output only when asked to', async () => {
+    const calls: Call[] = [];
+    const sessions = fakeSessions({ t: 0 }, calls);
+    const runner = new OrtStageRunner({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]! });
+    const x = new T('float32', new Float32Array(4), [1, 1, 2, 2]);
+    const read = await runner.runStage(0, x, 1);
+    expect(calls.at(-1)!.fetches).toEqual(['x1', 'p0']);
+    expect(Array.from(read.exitProbs!)).toEqual([0.2, 0.5, 0.3].map(Math.fround));
+    const skipped = await runner.runStage(0, x, 1, false);
+    expect(calls.at(-1)!.fetches).toEqual(['x1']);
+    expect(skipped.exitProbs).toBeUndefined();
+    expect(skipped.next).toBeDefined();
+  });
+});
