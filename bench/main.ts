@@ -25,6 +25,8 @@ export interface BenchConfig {
   readonly correctnessOnly?: boolean;
   /** Also return every image's predicted class of both sides (to compare backends). */
   readonly returnLabels?: boolean;
+  /** Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it. */
+  readonly devicePlan?: boolean;
 }
 
 type Stats = { mean: number; p50: number; p95: number };
@@ -57,6 +59,8 @@ export interface BenchResult {
   readonly expectedMacsFraction: number;
   readonly validationAgreement: number;
   readonly wallSeconds: number;
+  /** The device plan classified under (`devicePlan`): exits used, expected ms and MACs fractions, stage times. */
+  readonly plan?: { readonly enabled: readonly boolean[]; readonly expectedMsFraction: number; readonly expectedMacsFraction: number; readonly stageMs: readonly number[]; readonly decisionMs: readonly number[]; readonly seconds: number };
   /** Per-image predicted classes, when `returnLabels`. */
   readonly labels?: { readonly early: number[]; readonly full: number[] };
 }
@@ -94,6 +98,13 @@ async function run(config: BenchConfig): Promise<BenchResult> {
     outputKind: manifest.backbone.outputKind,
   });
   try {
+    let plan: BenchResult['plan'];
+    if (config.devicePlan) {
+      const t0 = performance.now();
+      const p = await clf.plan();
+      plan = { enabled: p.enabled, expectedMsFraction: p.expectedMsFraction, expectedMacsFraction: p.expectedMacsFraction, stageMs: p.timings.stageMs, decisionMs: p.timings.decisionMs, seconds: (performance.now() - t0) / 1000 };
+      log(`${config.name}: device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`);
+    }
     const info = clf.info();
     const k = manifest.exits.length;
     const earlyMs: number[] = [];
@@ -197,6 +208,7 @@ async function run(config: BenchConfig): Promise<BenchResult> {
       exitShares: counts.map((x) => x / n),
       exitNames: manifest.exits.map((e) => e.name),
       thresholds: info.exits.map((e) => e.threshold),
+      ...(plan ? { plan } : {}),
       expectedMacsFraction: manifest.calibration.expectedMacsFraction,
       validationAgreement: manifest.calibration.validationAgreement,
       wallSeconds: (performance.now() - started) / 1000,

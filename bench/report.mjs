@@ -39,15 +39,22 @@ function goals(record) {
   const rows = record.results.filter((r) => r.model === GOALS.model && r.config.batch === 1 && r.config.backend === 'wasm');
   if (rows.length === 0) return '';
   const out = [`### Goals: ResNet-56, WASM, batch 1, agreement ≥ ${pct(GOALS.agreement)}`, ''];
-  out.push('| threads | agreement | ratio (mean) | goal ≤ ' + f2(GOALS.ratio) + ' | MACs fraction | ratio − MACs | worst case ratio (mean) | goal ≤ ' + f2(GOALS.worstCase) + ' |');
-  out.push('|---:|---:|---:|---|---:|---:|---:|---|');
+  out.push('| setup | threads | agreement | ratio (mean) | goal ≤ ' + f2(GOALS.ratio) + ' | MACs fraction | ratio − MACs | worst case ratio (mean) | goal ≤ ' + f2(GOALS.worstCase) + ' |');
+  out.push('|---|---:|---:|---:|---|---:|---:|---:|---|');
   const threads = [...new Set(rows.map((r) => r.threads))];
-  for (const t of threads) {
-    const s = rows.find((r) => r.variant === 'selfxit' && r.threads === t);
-    const w = rows.find((r) => r.variant === 'worst-case' && r.threads === t);
-    const verdict = (v, goal) => (!Number.isFinite(v) ? '–' : v <= goal ? `met (${f3(goal - v)} under)` : `**missed by ${f3(v - goal)}** (${pct(v / goal - 1)} over)`);
-    const agreeOk = s && s.agreement >= GOALS.agreement ? pct(s.agreement, 2) : `**${pct(s?.agreement, 2)}** (below ${pct(GOALS.agreement)})`;
-    out.push(`| ${t} | ${s ? agreeOk : '–'} | ${s ? f3(s.ratio.mean) : '–'} | ${s ? verdict(s.ratio.mean, GOALS.ratio) : '–'} | ${s ? f3(s.macsFraction) : '–'} | ${s ? f3(s.ratio.mean - s.macsFraction) : '–'} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? verdict(w.ratio.mean, GOALS.worstCase) : '–'} |`);
+  const verdict = (v, goal) => (!Number.isFinite(v) ? '–' : v <= goal ? `met (${f3(goal - v)} under)` : `**missed by ${f3(v - goal)}** (${pct(v / goal - 1)} over)`);
+  for (const variant of ['selfxit', 'selfxit+plan']) {
+    for (const t of threads) {
+      const s = rows.find((r) => r.variant === variant && r.threads === t);
+      if (!s) continue;
+      const w = rows.find((r) => r.variant === 'worst-case' && r.threads === t);
+      const agreeOk = s.agreement >= GOALS.agreement ? pct(s.agreement, 2) : `**${pct(s.agreement, 2)}** (below ${pct(GOALS.agreement)})`;
+      out.push(`| ${variant} | ${t} | ${agreeOk} | ${f3(s.ratio.mean)} | ${verdict(s.ratio.mean, GOALS.ratio)} | ${f3(s.macsFraction)} | ${f3(s.ratio.mean - s.macsFraction)} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? verdict(w.ratio.mean, GOALS.worstCase) : '–'} |`);
+    }
+  }
+  const planned = rows.filter((r) => r.plan);
+  if (planned.length) {
+    out.push('', 'Device plans measured in the bench page: ' + planned.map((r) => `${r.threads} thread${r.threads === 1 ? '' : 's'}: exits used ${r.plan.enabled.map((e, i) => (e ? r.exitNames[i] : null)).filter(Boolean).join(', ')}; stage ms ${r.plan.stageMs.map(f2).join(' / ')}; decision ms ${r.plan.decisionMs.map(f2).join(' / ')}; expected ms fraction ${f3(r.plan.expectedMsFraction)} (${f2(r.plan.seconds)} s to plan)`).join('; ') + '.');
   }
   out.push('', '**Where the time goes** (inside the workers; the cascade reports each segment\'s wall time per call):', '');
   for (const r of rows) {
@@ -118,7 +125,7 @@ export function renderMarkdown(record, resultFile) {
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; ${m.chromium}; Node ${m.node}. Load average at the end: ${m.loadAverage.map((x) => x.toFixed(2)).join(', ')}.`,
     `- Command: \`${record.command}\` (${Math.round(record.seconds)} s). Raw data: \`${resultFile}\`.`,
     '- Latency per image, ms: page-side round trip of `clf.classify()` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, interleaved image by image in ABBA order. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).',
-    '- Setups: **selfxit** = `prepare` defaults (target 0.99); **worst case** = the same bundle with every threshold above 1 (all heads run, no input exits); **paper** = `prepare --mode paper --threshold 0.9` (the paper\'s heads at fixed exits).',
+    '- Setups: **selfxit** = `prepare` defaults (target 0.99); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page\'s worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold above 1 (all heads run, no input exits); **paper** = `prepare --mode paper --threshold 0.9` (the paper\'s heads at fixed exits).',
     '',
   ];
   for (const model of record.models) {

@@ -262,6 +262,7 @@ async function main() {
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
       for (const b of batches) for (const t of threads) configs.push({ variant: 'selfxit', manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
+      for (const t of threads) configs.push({ variant: 'selfxit+plan', manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: 1, devicePlan: true });
       for (const t of threads) configs.push({ variant: 'worst-case', manifestUrl: rel(dir, 'manifest-noexit.json'), backend: 'wasm', threads: t, batch: 1 });
       if (paperDir) for (const b of batches) for (const t of threads) configs.push({ variant: 'paper', manifestUrl: rel(paperDir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
       for (const c of configs) {
