@@ -17,12 +17,12 @@
 //   BENCH_CURVES      0 skips the curves (and the max-softmax baseline bundle they need)
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
 import { spawn, execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { run, sha256File, sourceHash } from './prepare-stamp.mjs';
 import { serveStatic } from './static-server.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -89,31 +89,6 @@ async function selectedModels() {
 }
 
 // --------------------------------------------------------------------------------------------- bundles
-
-async function sha256File(file) {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
-}
-
-async function sourceHash() {
-  const h = createHash('sha256');
-  const walk = async (dir) => {
-    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(full);
-      else if (e.name.endsWith('.ts')) h.update(full.slice(root.length)).update(await readFile(full));
-    }
-  };
-  for (const d of ['src/graph', 'src/calibrate', 'src/bundle', 'src/cli']) if (existsSync(path.join(root, d))) await walk(path.join(root, d));
-  return h.digest('hex');
-}
-
-function run(cmd, args) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: root, stdio: 'inherit' });
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(undefined) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`))));
-  });
-}
 
 /** prepare flags of each bundle variant besides the model, samples and input. */
 const VARIANT_ARGS = {

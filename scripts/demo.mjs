@@ -4,12 +4,11 @@
 //
 // Options (env): PORT (default 5391), DEMO_SKIP_BUILD=1 (serve the existing demo-dist/).
 // Flags: --prepare-only (make the bundle and exit), --build-only (bundle + build, no server).
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { run, sha256File, sourceHash } from './prepare-stamp.mjs';
 import { serveStatic } from './static-server.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -21,33 +20,6 @@ const args = new Set(process.argv.slice(2));
 function fail(message) {
   console.error(`demo: ${message}`);
   process.exit(1);
-}
-
-async function sha256File(file) {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
-}
-
-/** Hash of the sources that decide what prepare writes, so a changed calibrator rebuilds the bundle. */
-async function sourceHash() {
-  const h = createHash('sha256');
-  const walk = async (dir) => {
-    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
-    for (const e of entries) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) await walk(full);
-      else if (e.name.endsWith('.ts')) h.update(full.slice(root.length)).update(await readFile(full));
-    }
-  };
-  for (const dir of ['src/graph', 'src/calibrate', 'src/bundle', 'src/cli']) if (existsSync(path.join(root, dir))) await walk(path.join(root, dir));
-  return h.digest('hex');
-}
-
-function run(cmd, cmdArgs) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, cmdArgs, { cwd: root, stdio: 'inherit' });
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(undefined) : reject(new Error(`${cmd} ${cmdArgs.join(' ')} exited with ${code}`))));
-  });
 }
 
 /** Runs `selfxit prepare` on the shipped model unless demo/.bundle matches the model, samples and sources. */

@@ -11,7 +11,7 @@ import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitSc
 import { augmentSamples, checkAugment, type AugmentKind } from './augment.js';
 import { crossFit } from './crossfit.js';
 import { selectExitsWithRule, THRESHOLD_RULES, type RuleSelection, type ThresholdRule } from './exit-rule.js';
-import { cutGeometry, extractFeatures, type CutFeatures, type FeatureSet } from './features.js';
+import { cutGeometry, extractFeatures, type CutFeatures, type FeatureRequest, type FeatureSet } from './features.js';
 import { chooseGrid } from './pool.js';
 import { StepTimer, throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { kFoldAssign } from './rng.js';
@@ -480,6 +480,25 @@ function macsOutcome(scores: readonly ExitScores[], selected: readonly number[],
   return simulateCascade(scores, selected, thresholds, { ...macsCosts, overhead: 0 });
 }
 
+/** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options). */
+function backbonePass(c: Common, requests: readonly FeatureRequest[], samples: SampleBatch): Promise<FeatureSet> {
+  const { options, o, io, progress } = c;
+  return extractFeatures({
+    model: c.model,
+    requests,
+    samples,
+    input: io.input,
+    output: io.output,
+    outputKind: io.outputKind,
+    classes: io.classes,
+    ort: options.ort,
+    batchSize: o.batchSize,
+    ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    onProgress: progress,
+  });
+}
+
 async function runSelfxit(c: Common): Promise<PrepareResult> {
   const { o, analysis, io, samples, timer, progress, options } = c;
   const k = io.classes;
@@ -506,20 +525,7 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   const rows = n * copies;
   const trainSamples = o.augment.length ? augmentSamples(samples, { height: io.input.height, width: io.input.width, channels: io.input.channels }, o.augment, o.seed) : samples;
   const features: FeatureSet = await timer.time('features', () =>
-    extractFeatures({
-      model: c.model,
-      requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, ...(maxGrids[i] ? { maxGrid: maxGrids[i] } : {}) })),
-      samples: trainSamples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: k,
-      ort: options.ort,
-      batchSize: o.batchSize,
-      ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onProgress: progress,
-    }),
+    backbonePass(c, cuts.map((cut, i) => ({ cut, grid: grids[i]!, ...(maxGrids[i] ? { maxGrid: maxGrids[i] } : {}) })), trainSamples),
   );
   const featureBytes = features.cuts.reduce((a, f) => a + f.x.byteLength, 0);
   const teacherPred = argmaxRows(features.teacher, n, k);
@@ -675,22 +681,7 @@ async function runPaper(c: Common): Promise<PrepareResult> {
   }
   const per = io.input.height * io.input.width * io.input.channels;
   const samples: SampleBatch = { data: c.samples.data.subarray(0, budget.samples * per), count: budget.samples };
-  const features = await timer.time('features', () =>
-    extractFeatures({
-      model: c.model,
-      requests: cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })),
-      samples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: k,
-      ort: options.ort,
-      batchSize: o.batchSize,
-      ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onProgress: progress,
-    }),
-  );
+  const features = await timer.time('features', () => backbonePass(c, cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })), samples));
   const heads = await timer.time('heads', () => runPaperHeads(features, { folds: o.folds, seed: o.seed, temperature: o.temperature, onProgress: progress, ...(options.signal ? { signal: options.signal } : {}) }));
   const macsCosts = buildCosts(analysis, cuts, heads.exits.map((e) => estimateHeadMacs('paper', features.cuts[e.index]!, k))).costs;
   progress({ stage: 'thresholds', done: 0, total: 1 });
