@@ -1,0 +1,183 @@
+// `npm run bench:heads`: the study behind prepare's defaults on a CIFAR-10 ResNet (../shared): head variants
+// (capacity, max pooling, augmented distillation pairs) x threshold rules, heads fit on `calib` only (5-fold
+// out-of-fold outputs choose exits and thresholds), every number measured on `test`. Prints a Markdown table.
+//
+//   npx tsx bench/heads-study.ts [resnet56|resnet20] [variant,variant,…]
+//
+// Features are extracted once per model and kept in bench/.cache/ (about 1 GB for ResNet-56).
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ortNode from 'onnxruntime-node';
+import { augmentSamples, type AugmentKind } from '../src/calibrate/augment.js';
+import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitScores } from '../src/calibrate/cascade-sim.js';
+import { selectExitsWithRule, type ThresholdRule } from '../src/calibrate/exit-rule.js';
+import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
+import { candidateCuts, resolveModelIO } from '../src/calibrate/prepare.js';
+import { kFoldAssign } from '../src/calibrate/rng.js';
+import { shuffleAndLimit } from '../src/calibrate/samples.js';
+import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions } from '../src/calibrate/train-head.js';
+import { analyzeModel, decodeModel } from '../src/graph/index.js';
+import type { OrtModule } from '../src/ort/types.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const shared = path.resolve(root, '../shared');
+const cacheDir = path.join(root, 'bench/.cache');
+const ort = ortNode as unknown as OrtModule;
+const K = 10;
+const SHAPE = { height: 32, width: 32, channels: 3 } as const;
+const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+
+interface Variant {
+  readonly kind: 'pool-linear' | 'pool-mlp';
+  readonly hidden?: number;
+  /** Max-pooling grid side (0 none). */
+  readonly max: number;
+  readonly augment: readonly AugmentKind[];
+}
+
+/** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
+const VARIANTS: Readonly<Record<string, Variant>> = {
+  'linear': { kind: 'pool-linear', max: 0, augment: [] },
+  'linear+flip': { kind: 'pool-linear', max: 0, augment: ['flip'] },
+  'linear+flip+shift': { kind: 'pool-linear', max: 0, augment: ['flip', 'shift'] },
+  'linear+max': { kind: 'pool-linear', max: 2, augment: [] },
+  'linear+max+flip': { kind: 'pool-linear', max: 2, augment: ['flip'] },
+  'mlp64+flip': { kind: 'pool-mlp', max: 0, augment: ['flip'] },
+  'mlp128+flip': { kind: 'pool-mlp', hidden: 128, max: 0, augment: ['flip'] },
+  'mlp64+max+flip': { kind: 'pool-mlp', max: 2, augment: ['flip'] },
+};
+const RULES: readonly ThresholdRule[] = ['global', 'cost-calibrated'];
+const TARGETS = [0.985, 0.99];
+
+const modelKey = process.argv[2] ?? 'resnet56';
+const wanted = process.argv[3] ? process.argv[3].split(',') : Object.keys(VARIANTS);
+for (const w of wanted) if (!VARIANTS[w]) throw new Error(`unknown variant "${w}" (${Object.keys(VARIANTS).join(', ')})`);
+const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
+if (!fs.existsSync(modelFile)) {
+  console.log(`heads-study: ${modelFile} is absent (needs ../shared): nothing to do`);
+  process.exit(0);
+}
+
+const f32 = (file: string): Float32Array => {
+  const b = fs.readFileSync(file);
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+};
+const u8 = (file: string): Uint8Array => new Uint8Array(fs.readFileSync(file));
+
+const model = decodeModel(u8(modelFile));
+const analysis = await analyzeModel(model, { ort });
+const io = resolveModelIO(model, analysis, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+const cuts = candidateCuts(analysis.cuts, 16);
+const grids = cuts.map((c): [number, number] => (cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2])); // chooseGrid(…, 256)
+const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
+const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0).batch; // as prepare does (seed 0)
+const test = { data: u8(path.join(shared, 'data/cifar10/test-u8.bin')), count: 5000 };
+const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8')));
+const n = calib.count;
+
+/** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set; cached on disk. */
+async function features(set: 'calib' | 'test' | AugmentKind): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
+  const base = path.join(cacheDir, `${modelKey}.${set}`);
+  const dims = cuts.map((c, i) => cutGeometry(c).channels * (grids[i]![0] * grids[i]![1] + 4));
+  if (!fs.existsSync(`${base}.teacher`)) {
+    fs.mkdirSync(cacheDir, { recursive: true });
+    const samples = set === 'test' ? test : set === 'calib' ? calib : (() => {
+      const a = augmentSamples(calib, SHAPE, [set], 0);
+      return { data: a.data.subarray(n * 3072), count: n };
+    })();
+    const t0 = performance.now();
+    const f = await extractFeatures({ model, requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })), samples, input: io.input, output: io.output, outputKind: io.outputKind, classes: K, ort, sessionOptions: SESSION });
+    console.error(`features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    fs.writeFileSync(`${base}.teacher`, f.teacher);
+    f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
+  }
+  return { teacher: f32(`${base}.teacher`), x: cuts.map((_, i) => f32(`${base}.${i}`)), dims };
+}
+
+/** Columns of a cut's cached [avg | max] features that a variant reads. */
+function columns(x: Float32Array, rows: number, i: number, withMax: boolean): { x: Float32Array; d: number } {
+  const c = cutGeometry(cuts[i]!).channels;
+  const dAvg = c * grids[i]![0] * grids[i]![1];
+  const dAll = dAvg + c * 4;
+  if (withMax) return { x, d: dAll };
+  const out = new Float32Array(rows * dAvg);
+  for (let r = 0; r < rows; r++) out.set(x.subarray(r * dAll, r * dAll + dAvg), r * dAvg);
+  return { x: out, d: dAvg };
+}
+
+const calibF = await features('calib');
+const testF = await features('test');
+const teacherPred = argmaxRows(calibF.teacher, n, K);
+const testPred = argmaxRows(testF.teacher, test.count, K);
+const fold = kFoldAssign(n, 5, 0);
+
+const rows: string[] = [];
+for (const name of wanted) {
+  const v = VARIANTS[name]!;
+  const aug = await Promise.all(v.augment.map((a) => features(a)));
+  const copies = 1 + aug.length;
+  const t0 = performance.now();
+  const oof: ExitScores[] = [];
+  const onTest: ExitScores[] = [];
+  const headMacs: number[] = [];
+  for (let i = 0; i < cuts.length; i++) {
+    const parts = [calibF, ...aug].map((f) => columns(f.x[i]!, n, i, v.max > 0));
+    const d = parts[0]!.d;
+    const X = new Float32Array(copies * n * d);
+    parts.forEach((p, a) => X.set(p.x, a * n * d));
+    const P = new Float32Array(copies * n * K);
+    [calibF, ...aug].forEach((f, a) => P.set(f.teacher, a * n * K));
+    const opts: TrainHeadOptions = { kind: v.kind, ...(v.hidden ? { hidden: v.hidden } : {}) };
+    const probs = new Float32Array(n * K);
+    for (let f = 0; f < 5; f++) {
+      const train: number[] = [];
+      const held: number[] = [];
+      for (let s = 0; s < n; s++) {
+        if (fold[s] === f) held.push(s);
+        else for (let a = 0; a < copies; a++) train.push(a * n + s);
+      }
+      const head = trainHeadOnRows(X, P, copies * n, d, K, Int32Array.from(train), { ...opts, seed: 1 + f });
+      predictHeadRows(head, X, Int32Array.from(held), held.length, probs, true);
+    }
+    const final = trainHeadOnRows(X, P, copies * n, d, K, null, { ...opts, seed: 0 });
+    const xt = columns(testF.x[i]!, test.count, i, v.max > 0);
+    const pt = new Float32Array(test.count * K);
+    predictHeadRows(final, xt.x, null, test.count, pt, false);
+    oof.push(exitScores(probs, n, K, teacherPred));
+    onTest.push(exitScores(pt, test.count, K, testPred));
+    const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) : 0;
+    const c = cutGeometry(cuts[i]!);
+    headMacs.push((hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1));
+  }
+  const trainS = (performance.now() - t0) / 1000;
+  const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
+  const mean = (e: ExitScores[]): string => e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
+  for (const rule of RULES) {
+    for (const target of TARGETS) {
+      const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });
+      const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
+      let correct = 0;
+      let bb = 0;
+      for (let s = 0; s < test.count; s++) {
+        let pred = testPred[s]!;
+        for (let j = 0; j < sel.selected.length; j++) {
+          const e = onTest[sel.selected[j]!]!;
+          if (e.score[s]! >= sel.thresholds[j]!) {
+            pred = e.pred[s]!;
+            break;
+          }
+        }
+        if (pred === labels[s]) correct++;
+        if (testPred[s] === labels[s]) bb++;
+      }
+      rows.push(`| ${name} | ${rule} | ${target} | ${sel.selected.map((j) => j).join(',')} | ${(100 * sel.agreement).toFixed(2)} % | ${(100 * t.agreement).toFixed(2)} % | ${(100 * (correct - bb) / test.count).toFixed(2)} | ${t.macsFraction.toFixed(3)} | ${trainS.toFixed(0)} s |`);
+    }
+  }
+  console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
+}
+console.log(`### Head study, CIFAR-10 ${modelKey} (calibrated on 10,000 calib images, measured on 5,000 test images)\n`);
+console.log(`Candidates: ${cuts.map((c, i) => `${i} = ${c.tensor} (${(100 * c.fraction).toFixed(0)} %)`).join('; ')}.\n`);
+console.log('| heads | threshold rule | target | exits | validation agreement | test agreement | top-1 vs backbone (points) | test MACs fraction | head training |');
+console.log('|---|---|---:|---|---:|---:|---:|---:|---:|');
+for (const r of rows) console.log(r);
