@@ -2,8 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeModel, graphInputs, graphOutputs } from '../src/graph/index.js';
-import { dynamicReshapeGraph, residualGraph } from './fixtures/graphs.js';
+import { decodeModel, encodeModel, graphInputs, graphOutputs } from '../src/graph/index.js';
+import { dynamicReshapeGraph, residualGraph, twoInputGraph } from './fixtures/graphs.js';
 import { cli, cliProcess, tempDir, writeModel } from './fixtures/cli-helpers.js';
 import { maxAbsDiff, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
@@ -69,6 +69,42 @@ describe('selfxit split', () => {
     expect((await cli('split', residualPath, '--cuts', 'nope', '--out', kept)).code).toBe(1);
     expect(fs.readdirSync(kept)).toEqual(['segment-000.onnx']);
     expect(fs.readFileSync(path.join(kept, 'segment-000.onnx'), 'utf8')).toBe('old');
+  });
+
+  it('bad models: not ONNX, truncated, two inputs → typed error, exit 1, nothing written', async () => {
+    const bad = tempDir('selfxit-split-bad-');
+    try {
+      const text = path.join(bad, 'notes.onnx');
+      fs.writeFileSync(text, 'just some text, not a model\n');
+      const bytes = encodeModel(residual.model);
+      const truncated = path.join(bad, 'truncated.onnx');
+      fs.writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+      const two = writeModel(bad, 'two.onnx', twoInputGraph());
+      const kept = path.join(bad, 'kept');
+      fs.mkdirSync(kept);
+      fs.writeFileSync(path.join(kept, 'segment-000.onnx'), 'old');
+      const before = fs.readdirSync(bad).sort();
+      const cases: [string, string, string, RegExp][] = [
+        [text, 'r1', 'INVALID_MODEL', /not a valid ONNX model/i],
+        [truncated, 'r1', 'INVALID_MODEL', /truncated/],
+        [two, 'all', 'UNSUPPORTED_MODEL', /exactly one input/],
+      ];
+      for (const [file, cuts, code, msg] of cases) {
+        for (const out of [path.join(bad, 'out'), kept]) {
+          const r = await cli('split', file, '--cuts', cuts, '--out', out);
+          expect(r.code, `${file} → ${out}`).toBe(1);
+          expect(r.stdout).toBe('');
+          expect(r.stderr).toMatch(new RegExp(`^error \\[${code}\\]: `));
+          expect(r.stderr).toMatch(msg);
+        }
+      }
+      // no output folder, no temp folder, the existing folder untouched
+      expect(fs.readdirSync(bad).sort()).toEqual(before);
+      expect(fs.readdirSync(kept)).toEqual(['segment-000.onnx']);
+      expect(fs.readFileSync(path.join(kept, 'segment-000.onnx'), 'utf8')).toBe('old');
+    } finally {
+      fs.rmSync(bad, { recursive: true, force: true });
+    }
   });
 
   it('IO_ERROR when the output folder cannot be written; no temp files left behind', async () => {

@@ -5,7 +5,7 @@ import { chainGraph, costGraph, residualGraph } from './fixtures/graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 
 describe('analyzeModel', () => {
-  it('counts conv (grouped, depthwise), ConvTranspose, MatMul and Gemm MACs; elementwise ops count 0', async () => {
+  it('counts conv (grouped, depthwise), ConvTranspose, MatMul, Gemm (transB, transA), QLinearMatMul MACs; elementwise ops count 0', async () => {
     const { model, macs } = costGraph();
     const a = await analyzeModel(model, { ort: ortNode });
     const nodes = model.proto.graph!.node!;
@@ -14,7 +14,8 @@ describe('analyzeModel', () => {
     const sum = Object.values(macs).reduce((x, y) => x + y, 0);
     expect(a.macs).toBe(sum);
     expect(a.nodeMacs.reduce((x, y) => x + y, 0)).toBe(sum);
-    expect(byOutput.get('flat')).toBe(0);
+    for (const zero of ['flat', 'flatT', 'q', 'dq']) expect(byOutput.get(zero), zero).toBe(0);
+    expect(a.shapes.get('flatT')).toEqual([64, 1]); // transA's K (64) is A's first dim; the second is the batch
     expect(a.shapes.get('deconv')).toEqual([1, 4, 8, 8]);
   });
 

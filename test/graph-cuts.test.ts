@@ -3,10 +3,20 @@ import { describe, expect, it } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { analyzeModel, decodeModel, encodeModel, findCuts, splitModel, withExtraOutputs, graphInputs, graphOutputs } from '../src/graph/index.js';
 import { pb, readValueInfo } from '../src/graph/proto.js';
-import { chainGraph, concatGraph, dynamicReshapeGraph, fullShapeGraph, noCutGraph, quantizedGraph, residualGraph, twoInputGraph, type Fixture } from './fixtures/graphs.js';
+import { chainGraph, concatGraph, dynamicReshapeGraph, fullShapeGraph, noCutGraph, quantizedGraph, quantizedResidualGraph, residualGraph, twoInputGraph, type Fixture } from './fixtures/graphs.js';
 import { maxAbsDiff, ortNode, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
-const fixtures: Fixture[] = [residualGraph(), concatGraph(), dynamicReshapeGraph(), fullShapeGraph(), noCutGraph(), quantizedGraph('uint8'), quantizedGraph('int8')];
+const fixtures: Fixture[] = [
+  residualGraph(),
+  concatGraph(),
+  dynamicReshapeGraph(),
+  fullShapeGraph(),
+  noCutGraph(),
+  quantizedGraph('uint8'),
+  quantizedGraph('int8'),
+  quantizedResidualGraph('uint8'),
+  quantizedResidualGraph('int8'),
+];
 
 function expectCode(fn: () => unknown, code: string, text?: RegExp): void {
   try {
@@ -47,6 +57,46 @@ describe('findCuts on hand-built graphs', () => {
       expect(a.cuts.map((c) => [c.tensor, c.dtype])).toEqual([['xq', act], ['y1', act], ['y2', act]]);
       expect(a.cuts[1]!.shape).toEqual(['batch', 4, 6, 6]);
       expect(a.macs).toBe(4 * 6 * 6 * 3 * 9 + 2 * 6 * 6 * 4);
+    });
+  }
+});
+
+describe('quantized residual block (QLinearConv branch + com.microsoft QLinearAdd skip)', () => {
+  for (const act of ['uint8', 'int8'] as const) {
+    it(`${act}: the QLinearAdd output is a cut, the branch tensors are not; crossing tensors are ${act}`, async () => {
+      const f = quantizedResidualGraph(act);
+      const cuts = findCuts(decodeModel(encodeModel(f.model)));
+      expect(cuts).toContain('sum');
+      for (const inner of ['b1', 'b2']) {
+        expect(cuts).not.toContain(inner);
+        expectCode(() => splitModel(f.model, [inner]), 'INVALID_CUT', new RegExp(`"${inner}".*2 activation tensors are live`));
+      }
+      const a = await analyzeModel(f.model, { ort: ortNode });
+      expect(a.cuts.map((c) => [c.tensor, c.dtype])).toEqual(f.cuts.map((t) => [t, act]));
+      expect(a.cuts.find((c) => c.tensor === 'sum')!.shape).toEqual(['batch', 4, 6, 6]);
+      expect(a.macs).toBe(f.macs); // QLinearConv counted, QLinearAdd / (De)QuantizeLinear 0
+      const segs = splitModel(f.model, ['sum'], a);
+      expect(graphOutputs(segs[0]!)).toEqual([{ name: 'sum', dtype: act, shape: ['batch', 4, 6, 6] }]);
+      expect(graphInputs(segs[1]!)).toEqual([{ name: 'sum', dtype: act, shape: ['batch', 4, 6, 6] }]);
+      expect(segs[0]!.proto.opsetImport!.map((o) => o.domain)).toContain('com.microsoft');
+    });
+
+    it(`${act}: segments chained at the QLinearAdd output reproduce the full model exactly`, async () => {
+      const f = quantizedResidualGraph(act);
+      const segs = splitModel(f.model, ['sum'], await analyzeModel(f.model, { ort: ortNode }));
+      const x = randomInput([5, ...f.inputShape], 31);
+      const full = await run(withExtraOutputs(f.model, ['sum']), x);
+      // the crossing tensor: same integers from segment 0 as inside the full model, and not a degenerate one
+      const [crossing] = Object.values(await run(segs[0]!, x));
+      expect(crossing!.type).toBe(act);
+      expect(full.sum!.type).toBe(act);
+      expect(crossing!.dims).toEqual([5, 4, 6, 6]);
+      expect(Array.from(crossing!.data as Uint8Array | Int8Array)).toEqual(Array.from(full.sum!.data as Uint8Array | Int8Array));
+      expect(new Set(crossing!.data as Uint8Array | Int8Array).size).toBeGreaterThan(50);
+      // the dequantized output: integer arithmetic on both paths, so no difference at all
+      const got = await runChain(segs, x);
+      expect(got.dims).toEqual(full.out!.dims);
+      expect(maxAbsDiff(got, full.out!)).toBe(0);
     });
   }
 });

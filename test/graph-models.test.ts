@@ -62,31 +62,97 @@ describe.skipIf(!hasShared)('CIFAR-10 ResNets (../shared)', () => {
   }
 });
 
+/** public/models/fashion-resnet/model.json: what the model card promises about the shipped model. */
+interface FashionCard {
+  input: string;
+  output: string;
+  shape: [number, number, number]; // H, W, C
+  mean: number[];
+  std: number[];
+  test: string;
+  testLabels: string;
+  macs: number;
+}
+const fashionDir = path.dirname(fashionPath);
+const readCard = (): FashionCard => JSON.parse(fs.readFileSync(path.join(fashionDir, 'model.json'), 'utf8')) as FashionCard;
+
+/** Shipped test images `indices` (raw uint8 NHWC) → NCHW float32, pixel/255 then (x - mean) / std as model.json says. */
+function fashionImages(card: FashionCard, indices: readonly number[]): ort.Tensor {
+  const raw = fs.readFileSync(path.join(fashionDir, card.test));
+  const [h, w, c] = card.shape;
+  const per = h * w * c;
+  const x = new Float32Array(indices.length * per);
+  indices.forEach((img, k) => {
+    if ((img + 1) * per > raw.length) throw new Error(`${card.test} has ${raw.length / per} images, not ${img + 1}`);
+    for (let ch = 0; ch < c; ch++)
+      for (let p = 0; p < h * w; p++) x[k * per + ch * h * w + p] = (raw[img * per + p * c + ch]! / 255 - card.mean[ch]!) / card.std[ch]!;
+  });
+  return new ort.Tensor('float32', x, [indices.length, c, h, w]);
+}
+
 describe.skipIf(!hasFashion)('shipped fashion-resnet model', () => {
-  it('has cuts, and the all-cuts chain reproduces its outputs', async () => {
+  it('stem and every residual block output are cuts, MACs match model.json, the all-cuts chain reproduces the logits', async () => {
+    const card = readCard();
     const model = decodeModel(fs.readFileSync(fashionPath));
     const a = await analyzeModel(model, { ort: ortNode });
-    expect(a.cuts.length).toBeGreaterThan(0);
-    expect(a.macs).toBeGreaterThan(0);
-    const [input] = graphInputs(model);
-    const dims = input!.shape.slice(1) as number[];
-    const per = dims.reduce((p, d) => p * d, 1);
-    const n = 16;
-    const x = new Float32Array(n * per);
-    const rawPath = path.join(repoRoot, 'public/models/fashion-resnet/test-u8.bin');
-    const raw = fs.existsSync(rawPath) ? fs.readFileSync(rawPath) : undefined;
-    const [c, h, w] = dims as [number, number, number];
-    for (let k = 0; k < n; k++)
-      for (let ch = 0; ch < c; ch++)
-        for (let p = 0; p < h * w; p++) {
-          // raw images are NHWC uint8; the comparison only needs the same input on both paths
-          const v = raw && raw.length >= (k + 1) * per ? raw[((k * 61) % Math.floor(raw.length / per)) * per + p * c + ch]! / 255 : ((k * 7919 + p * 31 + ch) % 255) / 255;
-          x[k * per + ch * h * w + p] = (v - 0.5) / 0.5;
-        }
-    const tensor = new ort.Tensor('float32', x, [n, ...dims]);
-    const out = await run(model, tensor);
-    const want = out[a.outputs[0]!.name]!;
-    const got = await runChain(splitModel(model, a.cuts.map((cp) => cp.tensor), a), tensor);
-    expect(maxAbsDiff(got, want)).toBeLessThanOrEqual(1e-4);
+    const cuts = a.cuts.map((c) => c.tensor);
+    expect(a.inputs.map((t) => t.name)).toEqual([card.input]);
+    expect(a.outputs.map((t) => t.name)).toEqual([card.output]);
+    expect(a.macs).toBe(card.macs);
+
+    // Blocks from the node names (the torch module paths), independently of the cut search.
+    const nodes = model.proto.graph!.node!;
+    const blocks = [...new Set(nodes.map((n) => /^\/(stage\d+)\/\1\.\d+\//.exec(n.name ?? '')?.[0]).filter((b): b is string => b !== undefined))];
+    const stages = new Set(blocks.map((b) => b.split('/')[1]));
+    expect(stages.size).toBeGreaterThanOrEqual(3);
+    expect(blocks.length).toBeGreaterThanOrEqual(2 * stages.size);
+    const blockOutputs = blocks.map((b) => `${b}Relu_1_output_0`);
+    for (const t of blockOutputs) expect(cuts, t).toContain(t);
+    const stem = nodes.filter((n) => (n.name ?? '').startsWith('/stem/'));
+    expect(stem.length).toBeGreaterThan(0);
+    const stemOutput = stem[stem.length - 1]!.output![0]!;
+    expect(stem[stem.length - 1]!.opType).toBe('Relu');
+    expect(cuts).toContain(stemOutput);
+    // in order: stem first, then the blocks in graph order, MACs non-decreasing
+    const order = [stemOutput, ...blockOutputs].map((t) => cuts.indexOf(t));
+    expect(order).toEqual([...order].sort((p, q) => p - q));
+    expect(a.cuts.every((c, i) => i === 0 || c.macs >= a.cuts[i - 1]!.macs)).toBe(true);
+
+    const tensor = fashionImages(card, Array.from({ length: 16 }, (_, k) => (k * 61) % 1000));
+    const want = (await run(model, tensor))[card.output]!;
+    const got = await runChain(splitModel(model, cuts, a), tensor);
+    const diff = maxAbsDiff(got, want);
+    console.log(`fashion-resnet: ${cuts.length} cuts (stem + ${blockOutputs.length} blocks among them), ${a.macs} MACs, chain max |diff| ${diff.toExponential(2)}`);
+    expect(got.dims).toEqual([16, 10]);
+    expect(diff).toBeLessThanOrEqual(1e-4);
   }, 60_000);
+
+  it('top-1 of the ONNX model on all shipped test images is at least 91 %', async () => {
+    const card = readCard();
+    const labels = fs.readFileSync(path.join(fashionDir, card.testLabels));
+    const [h, w, c] = card.shape;
+    const n = fs.statSync(path.join(fashionDir, card.test)).size / (h * w * c);
+    expect(n).toBe(labels.length);
+    expect(n).toBeGreaterThanOrEqual(1000);
+    const session = await ort.InferenceSession.create(fs.readFileSync(fashionPath), { intraOpNumThreads: 2 });
+    let correct = 0;
+    try {
+      for (let start = 0; start < n; start += 250) {
+        const idx = Array.from({ length: Math.min(250, n - start) }, (_, k) => start + k);
+        const logits = (await session.run({ [card.input]: fashionImages(card, idx) }))[card.output]!;
+        const k = logits.dims[1]!;
+        const data = logits.data as Float32Array;
+        idx.forEach((img, row) => {
+          let best = 0;
+          for (let j = 1; j < k; j++) if (data[row * k + j]! > data[row * k + best]!) best = j;
+          if (best === labels[img]) correct++;
+        });
+      }
+    } finally {
+      await session.release();
+    }
+    const acc = correct / n;
+    console.log(`fashion-resnet ONNX top-1 on ${n} shipped test images (onnxruntime-node): ${(acc * 100).toFixed(2)} % (${correct}/${n})`);
+    expect(acc).toBeGreaterThanOrEqual(0.91);
+  }, 120_000);
 });

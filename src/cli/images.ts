@@ -146,7 +146,10 @@ async function readText(file: string): Promise<string> {
 
 /**
  * Reads ground-truth labels for `count` samples: a raw file of one byte per sample (like
- * test-labels.u8), or a text file with one class index or class name per line.
+ * test-labels.u8), or a text file with one class index or class name per line. `labelNames` are the
+ * model's classes (a bundle's `manifest.labels`); every label must be one of them.
+ * @throws SelfxitError `INVALID_ARGUMENT` for a wrong count or a class index outside `[0, labelNames.length)`
+ *   (naming the first bad sample), `IO_ERROR` when the file cannot be read.
  */
 export async function readLabelFile(file: string, count: number, labelNames: readonly string[]): Promise<Int32Array> {
   let buf: Buffer;
@@ -155,7 +158,16 @@ export async function readLabelFile(file: string, count: number, labelNames: rea
   } catch (e) {
     throw new SelfxitError('IO_ERROR', `Cannot read ${file}: ${(e as Error).message}`, { path: file }, { cause: e });
   }
+  const classes = labelNames.length;
   if (buf.length === count) {
+    const bad = buf.findIndex((v) => v >= classes);
+    if (bad >= 0) {
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `${file}: read as one uint8 class index per sample, but sample ${bad} has class ${buf[bad]}, and the model has ${classes} classes (0..${classes - 1})`,
+        { file, sample: bad, label: buf[bad], classes },
+      );
+    }
     return Int32Array.from(buf, (v) => v);
   }
   const lines = buf.toString('utf8').split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);

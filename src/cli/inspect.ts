@@ -1,9 +1,9 @@
 // `selfxit inspect <model.onnx> [--json]`: inputs, outputs, MACs, params and every cut point.
-import { analyzeModel, decodeModel, type ModelAnalysis } from '../graph/index.js';
+import { decodeModel, type ModelAnalysis } from '../graph/index.js';
 import { parseCommandArgs } from './args.js';
 import type { CliCommand, CliIo } from './dispatch.js';
 import { formatBytes, formatCount, formatShape, formatTable } from './format.js';
-import { loadOrtNode, readFileBytes } from './node-io.js';
+import { analyzeModelNode, readFileBytes } from './node-io.js';
 
 const help = `Usage: selfxit inspect <model.onnx> [--json]
 
@@ -54,7 +54,7 @@ export const inspectCommand: CliCommand = {
     const file = positionals[0]!;
     const bytes = await readFileBytes(file);
     const model = decodeModel(bytes);
-    const analysis = await analyzeModel(model, { ort: await loadOrtNode() });
+    const analysis = await analyzeModelNode(model);
     io.stdout(values.json ? `${JSON.stringify(inspectJson(analysis))}\n` : inspectText(file, bytes.byteLength, analysis));
     return 0;
   },

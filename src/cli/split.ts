@@ -1,11 +1,11 @@
 // `selfxit split <model.onnx> --cuts <names|all> --out <dir>`: writes one ONNX model per segment plus index.json.
 import { SelfxitError } from '../errors.js';
-import { analyzeModel, decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
+import { decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
 import { sortCuts } from '../graph/cuts.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { UsageError, type CliCommand, type CliIo } from './dispatch.js';
 import { formatBytes } from './format.js';
-import { loadOrtNode, readFileBytes, writeDirAtomic } from './node-io.js';
+import { analyzeModelNode, readFileBytes, writeDirAtomic } from './node-io.js';
 
 const help = `Usage: selfxit split <model.onnx> --cuts <name,name,...|all> --out <dir>
 
@@ -41,7 +41,7 @@ export const splitCommand: CliCommand = {
 
     const file = positionals[0]!;
     const model = decodeModel(await readFileBytes(file));
-    const analysis = await analyzeModel(model, { ort: await loadOrtNode() });
+    const analysis = await analyzeModelNode(model);
     const cuts = cutsArg === 'all' ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names);
     for (let i = 1; i < cuts.length; i++) {
       if (cuts[i] === cuts[i - 1]) throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
