@@ -78,6 +78,49 @@ describe('cost-calibrated exit rule', () => {
     expect(new Set(a.thresholds).size).toBeLessThanOrEqual(1);
   });
 
+  // Thresholds are chosen on out-of-fold outputs of the calibration samples; the target is a promise about new inputs.
+  // Fit on one half of simulated outputs, measure the cascade at the chosen thresholds on the other half: the held-out
+  // agreement must reach the target within one binomial standard deviation of a held-out estimate,
+  // sqrt(t (1 - t) / n) (0.001 at t = 0.99, n = 10,000); the fit half's margin (~1.6 sd) is what makes that hold.
+  const splitHalves = (both: readonly ExitScores[], n: number): [ExitScores[], ExitScores[]] => {
+    const half = (lo: number): ExitScores[] => both.map((e) => ({ n, score: e.score.slice(lo, lo + n), pred: e.pred.slice(lo, lo + n), agree: e.agree.slice(lo, lo + n) }));
+    return [half(0), half(n)];
+  };
+  const heldOutTolerance = (target: number, n: number): number => Math.sqrt((target * (1 - target)) / n);
+
+  it('holds the target on unseen samples (fit on one half, evaluate on the other): graded candidate exits', () => {
+    const n = 10000;
+    const E = 6;
+    const costs = evenCosts(E);
+    const [fit, held] = splitHalves(candidateTable(2 * n, E, 9), n);
+    for (const target of [0.95, 0.97, 0.99]) {
+      const r = selectExitsWithRule(fit, costs, { target, rule: 'cost-calibrated', overhead: 1 });
+      expect(r.rule).toBe('cost-calibrated');
+      expect(r.selected.length).toBeGreaterThan(0);
+      expect(r.agreement).toBeGreaterThan(target + 0.001);
+      const o = simulateCascade(held, r.selected, r.thresholds, { ...costs, overhead: r.overhead });
+      expect(o.agreement, `target ${target}`).toBeGreaterThanOrEqual(target - heldOutTolerance(target, n));
+      // and the saving carries over too
+      expect(Math.abs(o.macsFraction - r.macsFraction)).toBeLessThan(0.02);
+    }
+  });
+
+  it('holds the target on unseen samples when the exits are calibrated differently (per-exit maps fit on the fit half only)', () => {
+    const n = 10000;
+    // Exit 0 over-confident, exit 1 under-confident: the rule's thresholds differ per exit, from the fitted maps.
+    const [fit, held] = splitHalves([logisticExit(2 * n, 0.6, -0.8, 5), logisticExit(2 * n, 1.5, 2.5, 6, 1)], n);
+    const costs = { backboneCostAt: [0.3, 0.7], headCost: [0.01, 0.01], fullCost: 1 };
+    for (const target of [0.9, 0.95, 0.98]) {
+      const r = selectExitsWithRule(fit, costs, { target, rule: 'cost-calibrated', overhead: 0 });
+      expect(r.selected).toEqual([0, 1]);
+      expect(r.thresholds[0]).toBeGreaterThan(r.thresholds[1]! + 0.1);
+      expect(r.agreement).toBeGreaterThan(target);
+      const o = simulateCascade(held, r.selected, r.thresholds, { ...costs, overhead: 0 });
+      expect(o.agreement, `target ${target}`).toBeGreaterThanOrEqual(target - heldOutTolerance(target, n));
+      expect(Math.abs(o.macsFraction - r.macsFraction)).toBeLessThan(0.02);
+    }
+  });
+
   it('is cheaper than one shared threshold when the exits are calibrated differently', () => {
     // Exit 0 (cheap) is over-confident, exit 1 (deep) under-confident: a shared max-softmax threshold cannot suit both.
     const n = 8000;

@@ -1,5 +1,7 @@
 // `selfxit prepare` / `eval` / `report` in-process: a bundle folder from a raw sample file, eval --json, the HTML
-// report, and that errors leave no bundle (nor a temp folder) behind.
+// report, and that errors leave no bundle (nor a temp folder) behind; paper mode as the issue spells it, --cost-table,
+// --temperature, and a second prepare replacing an older bundle folder whole.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -68,6 +70,17 @@ describe('selfxit prepare / eval / report', () => {
     expect(limited.code).toBe(0);
     expect(JSON.parse(limited.stdout).samples).toBe(30);
 
+    // flags that must be whole numbers; a bad one is refused before any work (batch size 0 would never finish)
+    for (const args of [['--batch-size', '0'], ['--batch-size', '2.5'], ['--limit', '0'], ['--seed', '1.5']]) {
+      const bad = await cli('eval', out, '--samples', testFile, ...args, '--json');
+      expect(bad.code, args.join(' ')).toBe(1);
+      expect(bad.stderr).toMatch(new RegExp(`^error \\[INVALID_ARGUMENT\\]: ${args[0]} must be an integer`));
+    }
+    const small = await cli('eval', out, '--samples', testFile, '--labels-file', labelFile, '--batch-size', '7', '--json');
+    expect(small.code).toBe(0);
+    const js = JSON.parse(small.stdout);
+    expect([js.samples, js.agreement, js.accuracy, js.exitShares]).toEqual([j.samples, j.agreement, j.accuracy, j.exitShares]);
+
     const rep = await cli('report', out, '--samples', testFile, '--labels-file', labelFile, '--out', path.join(dir, 'r.html'));
     expect(rep.code).toBe(0);
     expect(fs.readFileSync(path.join(dir, 'r.html'), 'utf8')).toMatch(/measured/);
@@ -107,5 +120,205 @@ describe('selfxit prepare / eval / report', () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.exits).toEqual([]);
     expect(manifest.segments).toHaveLength(1);
+  });
+});
+
+interface ManifestJson {
+  calibration: { mode: string; costUnit: string; samples: number; candidates: { name: string; agreement: number; meanScore: number }[] };
+  exits: { name: string; cut: string; headKind: string; threshold: number }[];
+  segments: { file: string; sha256: string }[];
+  backbone: { file: string; sha256: string };
+}
+const readManifest = (out: string): ManifestJson => JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as ManifestJson;
+
+/** Every file under `dir` (name → bytes as latin1), for byte-for-byte comparisons. */
+function snapshot(dir: string): Record<string, string> {
+  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f), 'latin1')]));
+}
+
+/** An older bundle in `out`: more segments than any new one, a report, and a file of the user's. */
+function oldBundle(out: string): void {
+  fs.mkdirSync(out);
+  fs.writeFileSync(path.join(out, 'manifest.json'), '{"old": true}\n');
+  for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(out, `segment-${i}.onnx`), `old segment ${i}`);
+  fs.writeFileSync(path.join(out, 'backbone.onnx'), 'old backbone');
+  fs.writeFileSync(path.join(out, 'report.html'), '<p>old</p>');
+  fs.writeFileSync(path.join(out, 'notes.txt'), 'my notes');
+}
+
+// Fast calibration settings for the tests that only need some bundle: the cheapest head kind.
+const FAST = ['--heads', 'pool-linear', '--target', '0.9'];
+
+describe('selfxit prepare --heads paper (the paper setup)', () => {
+  it('--heads paper --exits <cut,cut> --threshold 0.9: exactly those exits, in order, paper heads, threshold 0.9', { timeout: 180_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const out = path.join(dir, 'paper');
+    const r = await cli('prepare', model, '--samples', samples, '--limit', '200', '--heads', 'paper', '--exits', 'block1,block3', '--threshold', '0.9', '--out', out);
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/2 exits, mode paper/);
+    const m = readManifest(out);
+    expect(m.calibration.mode).toBe('paper');
+    expect(m.calibration.samples).toBe(200);
+    expect(m.exits.map((e) => e.name)).toEqual(['block1', 'block3']);
+    expect(m.exits.map((e) => e.cut)).toEqual(['block1', 'block3']);
+    expect(m.exits.map((e) => e.threshold)).toEqual([0.9, 0.9]);
+    expect(m.exits.map((e) => e.headKind)).toEqual(['paper', 'paper']);
+    expect(m.segments).toHaveLength(3);
+    // the bundle runs, with the same exits
+    const testFile = path.join(dir, 'test.u8');
+    fs.writeFileSync(testFile, blobImages(40, 8, 8, 3, 77));
+    const e = await cli('eval', out, '--samples', testFile, '--json');
+    expect(e.code).toBe(0);
+    const j = JSON.parse(e.stdout) as { exitNames: string[]; thresholds: number[]; exitShares: number[] };
+    expect(j.exitNames).toEqual(['block1', 'block3']);
+    expect(j.thresholds).toEqual([0.9, 0.9]);
+    expect(j.exitShares).toHaveLength(3);
+  });
+
+  it('--threshold outside paper mode and an --exits name that is not a cut: typed errors, nothing written', { timeout: 60_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const out = path.join(dir, 'bundle');
+    const kept = path.join(dir, 'kept');
+    oldBundle(kept);
+    const before = snapshot(kept);
+    const cases: [string[], string, RegExp][] = [
+      [['--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
+      [['--heads', 'pool-linear', '--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
+      [['--mode', 'selfxit', '--heads', 'paper'], 'INVALID_ARGUMENT', /needs mode "paper"/],
+      [['--heads', 'paper', '--threshold', '1.5'], 'INVALID_ARGUMENT', /threshold must be in \[0, 1\]/],
+      [['--heads', 'paper', '--exits', 'block1,nope', '--threshold', '0.9'], 'INVALID_CUT', /"nope" is not a cut of this model; cuts: .*block1, conv_7, block2/],
+      [['--target', '0.9', '--exits', 'block2,nope'], 'INVALID_CUT', /"nope" is not a cut/],
+    ];
+    for (const [args, code, msg] of cases) {
+      for (const o of [out, kept]) {
+        const r = await cli('prepare', model, '--samples', samples, '--limit', '200', ...args, '--out', o);
+        expect(r.code, args.join(' ')).toBe(1);
+        expect(r.stderr).toMatch(new RegExp(`^error \\[${code}\\]: `));
+        expect(r.stderr).toMatch(msg);
+      }
+    }
+    expect(leftovers(dir)).toEqual(['kept']);
+    expect(snapshot(kept)).toEqual(before);
+  });
+});
+
+describe('selfxit prepare --cost-table', () => {
+  it('a measured table where the first exit\'s head is slow moves the exit elsewhere; the manifest records ms', { timeout: 120_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const byMacs = path.join(dir, 'macs');
+    const r1 = await cli('prepare', model, '--samples', samples, ...FAST, '--out', byMacs);
+    expect(r1.code, r1.stderr).toBe(0);
+    const m1 = readManifest(byMacs);
+    expect(m1.calibration.costUnit).toBe('macs');
+    // The premise: by MACs, block1's exit pays off (its head is cheap).
+    expect(m1.exits.map((e) => e.name)).toContain('block1');
+
+    // Measured: block1's head costs 5× the whole backbone (e.g. an op that is slow on the device): it can never pay off.
+    const table = path.join(dir, 'costs.json');
+    fs.writeFileSync(table, JSON.stringify({ unit: 'ms', backbone: 1, heads: { block1: 5 } }));
+    const byTable = path.join(dir, 'measured');
+    const r2 = await cli('prepare', model, '--samples', samples, ...FAST, '--cost-table', table, '--out', byTable);
+    expect(r2.code, r2.stderr).toBe(0);
+    const m2 = readManifest(byTable);
+    expect(m2.calibration.costUnit).toBe('ms');
+    const names = m2.exits.map((e) => e.name);
+    expect(names.length).toBeGreaterThan(0);
+    expect(names).not.toContain('block1');
+    expect(names).not.toEqual(m1.exits.map((e) => e.name));
+  });
+
+  it('malformed tables: INVALID_ARGUMENT naming the problem, nothing written', { timeout: 60_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const out = path.join(dir, 'bundle');
+    const table = path.join(dir, 'costs.json');
+    const cases: [string, RegExp][] = [
+      ['{ backbone: 1 }', /costs\.json: not JSON/],
+      ['[1, 2]', /needs an object/],
+      ['{ "cuts": { "block1": 0.2 } }', /backbone must be a number > 0/],
+      ['{ "backbone": 0 }', /backbone must be a number > 0/],
+      ['{ "backbone": 1, "cuts": { "block1": "fast" } }', /cuts\["block1"\] must be a number >= 0/],
+      ['{ "backbone": 1, "heads": { "block1": -1 } }', /heads\["block1"\] must be a number >= 0/],
+      ['{ "backbone": 1, "overhead": "none" }', /overhead must be a number >= 0/],
+      ['{ "backbone": 1, "unit": "us" }', /unit must be "ms"/],
+      ['{ "backbone": 1, "overheads": 0.1 }', /unknown key "overheads"/],
+      ['{ "backbone": 1, "cuts": { "/no/such/Relu_output_0": 0.2 } }', /"\/no\/such\/Relu_output_0"\]: not a cut tensor of this model/],
+    ];
+    for (const [text, msg] of cases) {
+      fs.writeFileSync(table, text);
+      const r = await cli('prepare', model, '--samples', samples, ...FAST, '--cost-table', table, '--out', out);
+      expect(r.code, text).toBe(1);
+      expect(r.stderr, text).toMatch(/^error \[INVALID_ARGUMENT\]: .*cost/);
+      expect(r.stderr, text).toMatch(msg);
+    }
+    // a valid table in paper mode, which has no selection to steer
+    fs.writeFileSync(table, '{ "backbone": 1 }');
+    const p = await cli('prepare', model, '--samples', samples, '--heads', 'paper', '--cost-table', table, '--out', out);
+    expect(p.stderr).toMatch(/^error \[INVALID_ARGUMENT\]: .*paper mode/);
+    const missing = await cli('prepare', model, '--samples', samples, '--cost-table', path.join(dir, 'nope.json'), '--out', out);
+    expect(missing.stderr).toMatch(/^error \[IO_ERROR\]: .*nope\.json/);
+    expect(leftovers(dir)).toEqual(['costs.json']);
+  });
+});
+
+describe('selfxit prepare --temperature', () => {
+  it('rejects a value that is not finite and > 0 (INVALID_ARGUMENT), and a non-number (usage error); writes nothing', async () => {
+    const { dir, model, samples } = setup();
+    const out = path.join(dir, 'bundle');
+    for (const t of ['0', '-1', 'Infinity', '-Infinity']) {
+      const r = await cli('prepare', model, '--samples', samples, `--temperature=${t}`, '--out', out);
+      expect(r.code, t).toBe(1);
+      expect(r.stderr).toMatch(/^error \[INVALID_ARGUMENT\]: --temperature must be a finite number > 0/);
+    }
+    for (const t of ['warm', '']) {
+      const r = await cli('prepare', model, '--samples', samples, `--temperature=${t}`, '--out', out);
+      expect(r.code, t).toBe(2);
+      expect(r.stderr).toMatch(/--temperature needs a number/);
+    }
+    expect(leftovers(dir)).toEqual([]);
+    const h = await cli('prepare', '--help');
+    expect(h.stdout).toMatch(/--temperature T/);
+  });
+
+  it('reaches head training: the same run at another temperature gives other heads', { timeout: 120_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const runAt = async (t: string | undefined): Promise<ManifestJson> => {
+      const out = path.join(dir, `t-${t ?? 'default'}`);
+      const r = await cli('prepare', model, '--samples', samples, ...FAST, ...(t ? ['--temperature', t] : []), '--out', out);
+      expect(r.code, r.stderr).toBe(0);
+      return readManifest(out);
+    };
+    const base = await runAt(undefined);
+    const same = await runAt('1');
+    const hot = await runAt('4');
+    // T = 1 is the default (and runs are deterministic); T = 4 changes what every candidate head learned.
+    expect(same.calibration.candidates).toEqual(base.calibration.candidates);
+    for (let i = 0; i < base.calibration.candidates.length; i++) {
+      expect(hot.calibration.candidates[i]!.meanScore).not.toBe(base.calibration.candidates[i]!.meanScore);
+    }
+  });
+});
+
+describe('selfxit prepare into an existing bundle folder', () => {
+  it('replaces an older bundle completely (no stale files), keeps the user\'s files, and a failing run changes nothing', { timeout: 120_000 }, async () => {
+    const { dir, model, samples } = setup();
+    const out = path.join(dir, 'bundle');
+    oldBundle(out);
+    const r = await cli('prepare', model, '--samples', samples, ...FAST, '--out', out);
+    expect(r.code, r.stderr).toBe(0);
+    const m = readManifest(out);
+    expect(fs.readdirSync(out).sort()).toEqual(['backbone.onnx', 'manifest.json', 'notes.txt', 'validation.bin', ...m.segments.map((s) => s.file)].sort());
+    expect(m.segments.length).toBeLessThan(6);
+    expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('my notes');
+    const sha = (f: string): string => createHash('sha256').update(fs.readFileSync(path.join(out, f))).digest('hex');
+    for (const s of [...m.segments, m.backbone]) expect(sha(s.file)).toBe(s.sha256);
+    expect(leftovers(dir)).toEqual(['bundle']); // no temp or old folder beside it
+
+    // a later run that fails leaves this bundle byte for byte
+    const before = snapshot(out);
+    const bad = await cli('prepare', model, '--samples', samples, ...FAST, '--exits', 'nope', '--out', out);
+    expect(bad.code).toBe(1);
+    expect(snapshot(out)).toEqual(before);
+    expect(leftovers(dir)).toEqual(['bundle']);
   });
 });

@@ -39,6 +39,34 @@ export interface CostTable {
   readonly overhead?: number;
 }
 
+/**
+ * Checks a cost table's structure: `backbone` a finite number > 0; `cuts`, `heads` objects of finite numbers >= 0;
+ * `overhead` a finite number >= 0; `unit` 'ms' when given; no other keys. With `cutTensors`, every key of `cuts` and
+ * `heads` must be one of them (a misspelt tensor would silently fall back to MACs).
+ * @throws SelfxitError `INVALID_ARGUMENT` naming the offending entry.
+ */
+export function checkCostTable(table: unknown, cutTensors?: readonly string[]): asserts table is CostTable {
+  const bad = (msg: string): never => badArg(`cost table: ${msg}`);
+  const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isCost = (v: unknown, positive = false): boolean => typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0);
+  if (!isRecord(table)) bad('needs an object { "backbone": <cost per sample>, "cuts"?: {…}, "heads"?: {…}, "overhead"?: <cost> }');
+  const t = table as Record<string, unknown>;
+  for (const key of Object.keys(t)) if (!['unit', 'backbone', 'cuts', 'heads', 'overhead'].includes(key)) bad(`unknown key "${key}" (unit, backbone, cuts, heads, overhead)`);
+  if (t.unit !== undefined && t.unit !== 'ms') bad(`unit must be "ms", got ${JSON.stringify(t.unit)}`);
+  if (!isCost(t.backbone, true)) bad(`backbone must be a number > 0 (cost of the whole model per sample), got ${JSON.stringify(t.backbone)}`);
+  if (t.overhead !== undefined && !isCost(t.overhead)) bad(`overhead must be a number >= 0, got ${JSON.stringify(t.overhead)}`);
+  const known = cutTensors ? new Set(cutTensors) : undefined;
+  for (const part of ['cuts', 'heads'] as const) {
+    const m = t[part];
+    if (m === undefined) continue;
+    if (!isRecord(m)) bad(`${part} must be an object { "<cut tensor>": <cost> }`);
+    for (const [tensor, v] of Object.entries(m as Record<string, unknown>)) {
+      if (!isCost(v)) bad(`${part}["${tensor}"] must be a number >= 0, got ${JSON.stringify(v)}`);
+      if (known && !known.has(tensor)) bad(`${part}["${tensor}"]: not a cut tensor of this model (see \`selfxit inspect\`)`);
+    }
+  }
+}
+
 /** Options of {@link prepare}. Defaults are resolved in {@link resolvePrepareOptions}. */
 export interface PrepareOptions {
   /** ONNX model bytes (one image input `[N, C, H, W]`, one `[N, classes]` output). */
@@ -217,13 +245,17 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (!(threshold >= 0 && threshold <= 1)) badArg(`threshold must be in [0, 1], got ${threshold}`);
   if (o.threshold !== undefined && mode !== 'paper') badArg('a fixed threshold applies to paper mode only; selfxit mode chooses thresholds from the target');
   const temperature = o.temperature ?? 1;
-  if (!(temperature > 0)) badArg(`temperature must be > 0, got ${temperature}`);
+  if (!(Number.isFinite(temperature) && temperature > 0)) badArg(`temperature must be a finite number > 0, got ${temperature}`);
   const overheadFraction = o.overheadFraction ?? 0.01;
   if (!(overheadFraction >= 0)) badArg(`overheadFraction must be >= 0, got ${overheadFraction}`);
   const seed = o.seed ?? 0;
   if (!Number.isInteger(seed)) badArg(`seed must be an integer, got ${seed}`);
   const augment = mode === 'paper' ? [] : checkAugment(o.augment ?? ['flip']);
   if (mode === 'paper' && o.augment?.length) badArg('paper mode trains its heads on the samples as they are: augment applies to selfxit mode only');
+  if (o.costTable !== undefined) {
+    checkCostTable(o.costTable);
+    if (mode === 'paper') badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
+  }
   const thresholdRule = o.thresholdRule ?? 'cost-calibrated';
   if (!THRESHOLD_RULES.includes(thresholdRule)) badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
   return {
@@ -384,6 +416,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
 
   const model = decodeModel(options.model);
   const analysis = await timer.time('analyze', () => analyzeModel(model, { ort }));
+  if (options.costTable) checkCostTable(options.costTable, analysis.cuts.map((c) => c.tensor));
   const io = resolveModelIO(model, analysis, options.input);
   const k = io.classes;
   const labels = options.labels ? [...options.labels] : Array.from({ length: k }, (_, i) => String(i));

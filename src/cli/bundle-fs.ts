@@ -7,12 +7,13 @@ import { readBundle } from '../bundle/read-bundle.js';
 import { writeDirAtomic } from './node-io.js';
 
 /** Files a bundle folder may hold from an earlier write (removed when a new bundle replaces it). */
-const BUNDLE_FILE = /^(manifest\.json|report\.html|.*\.onnx)$/;
+const BUNDLE_FILE = /^(manifest\.json|report\.html|validation\.bin|.*\.onnx)$/;
 
 /**
  * Writes `manifest.json`, every bundle file and `extra` files (e.g. report.html) into `dir`: a temp folder beside
- * `dir` first, then renamed into place (into an existing folder: file by file, the manifest last); stale `.onnx`
- * files of an older bundle are removed. Nothing is written when anything fails before the move.
+ * `dir` first, then swapped in whole (an existing folder is renamed aside and deleted after the swap; see
+ * {@link writeDirAtomic}); files of an older bundle that the new one does not write (segments, validation.bin,
+ * report.html) are dropped, other files in the folder are kept. On failure the old folder stays as it was.
  */
 export async function writeBundleDir(dir: string, manifest: BundleManifest, files: ReadonlyMap<string, Uint8Array>, extra: ReadonlyMap<string, Uint8Array | string> = new Map()): Promise<void> {
   const all = new Map<string, Uint8Array | string>([[MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`]]);

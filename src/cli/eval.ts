@@ -67,6 +67,15 @@ export async function loadEvalSamples(
   return { samples: batch, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
 }
 
+/** An integer option >= `min` (UsageError when not a number, INVALID_ARGUMENT when out of range). */
+function integerOption(v: string | undefined, flag: string, min: number): number | undefined {
+  const x = numberOption(v, flag);
+  if (x !== undefined && !(Number.isInteger(x) && x >= min)) {
+    throw new SelfxitError('INVALID_ARGUMENT', `${flag} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got ${v}`, { [flag]: v });
+  }
+  return x;
+}
+
 const pct = (v: number | null): string => (v === null || !Number.isFinite(v) ? '–' : `${(v * 100).toFixed(2)} %`);
 
 /** Human-readable evaluation summary. */
@@ -97,12 +106,15 @@ export const evalCommand: CliCommand = {
   help,
   async run(argv: readonly string[], io: CliIo) {
     const { values: v, positionals } = parseCommandArgs(argv, options, { min: 1, max: 1, names: '<bundle dir>' });
+    const limit = integerOption(v.limit, '--limit', 1);
+    const seed = integerOption(v.seed, '--seed', -Infinity);
+    const batchSize = integerOption(v['batch-size'], '--batch-size', 1);
     const bundle = await readBundleDir(positionals[0]!);
     const { samples, labels } = await loadEvalSamples(bundle, requireOption(v.samples, '--samples'), {
       ...(v.shape ? { shape: v.shape } : {}),
       ...(v['labels-file'] ? { labelsFile: v['labels-file'] } : {}),
-      ...(v.limit !== undefined ? { limit: numberOption(v.limit, '--limit')! } : {}),
-      ...(v.seed !== undefined ? { seed: numberOption(v.seed, '--seed')! } : {}),
+      ...(limit !== undefined ? { limit } : {}),
+      ...(seed !== undefined ? { seed } : {}),
     });
     const target = numberOption(v.target, '--target');
     if (target !== undefined && !(target > 0 && target <= 1)) throw new SelfxitError('INVALID_TARGET', `--target must be in (0, 1], got ${target}`);
@@ -116,7 +128,7 @@ export const evalCommand: CliCommand = {
       ...(labels ? { labels } : {}),
       ...(target !== undefined ? { target } : {}),
       ...(targets ? { targets } : {}),
-      ...(v['batch-size'] !== undefined ? { batchSize: numberOption(v['batch-size'], '--batch-size')! } : {}),
+      ...(batchSize !== undefined ? { batchSize } : {}),
     });
     io.stdout(v.json ? `${JSON.stringify(result)}\n` : formatEvaluation(result));
     return 0;

@@ -1,10 +1,10 @@
 // `selfxit prepare <model.onnx> --samples … --out <bundle>`: calibrates early exits on unlabeled images and
-// writes the bundle folder (temp folder first, manifest moved in last) (plus report.html with --report).
+// writes the bundle folder (built in a temp folder, then swapped in whole) (plus report.html with --report).
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { AugmentKind } from '../calibrate/augment.js';
 import type { ThresholdRule } from '../calibrate/exit-rule.js';
-import { prepare, resolveModelIO, type CostTable, type PrepareOptions } from '../calibrate/prepare.js';
+import { checkCostTable, prepare, resolveModelIO, type CostTable, type PrepareOptions } from '../calibrate/prepare.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
 import { parseCommandArgs, requireOption } from './args.js';
@@ -34,23 +34,26 @@ Samples:
 
 Calibration:
   --target T           agreement with the full model, in (0, 1] (default 0.99)
-  --heads a,b          head kinds: pool-linear, pool-mlp (default both; costlier kinds on a shortlist)
+  --heads a,b          head kinds: pool-linear, pool-mlp (default both; costlier kinds on a shortlist);
+                       paper: the paper's head (implies --mode paper)
   --exits cut,cut      selfxit mode: restrict candidate cuts; paper mode: the exits (tensor or display names)
   --mode selfxit|paper paper: the paper's heads (full map MLP), fixed exits, fixed threshold, no selection
-  --threshold T        paper mode threshold (default 0.9); --heads paper implies --mode paper
+  --threshold T        paper mode's one max-softmax threshold, in [0, 1] (default 0.9; paper mode only)
   --augment a,b|none   label-free training copies: flip, shift (default flip; targets are the
                        model's own outputs on each copy)
   --threshold-rule R   cost-calibrated (default: per-exit agreement estimate weighed by the cost
                        still ahead, one knob) or global (one shared max-softmax threshold)
   --max-pool-grid N    heads also read an NxN grid of per-channel maxima (default 2; 0: none)
   --folds N            cross-fitting folds (default 5)
+  --temperature T      distillation temperature of head training, finite and > 0 (default 1)
   --max-candidates N   candidate cuts considered (default 16)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
-                       "overhead": ms }) minimised instead of MACs
+                       "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
 Output:
-  --out <dir>          bundle folder (built in a temp folder and moved in, the manifest last:
-                       nothing is left half-written on error)
+  --out <dir>          bundle folder (built in a temp folder beside it, then swapped in whole; an older
+                       bundle there is replaced, other files of yours are kept; on error it is left as
+                       it was)
   --report             also write report.html (exit shares, agreement vs MACs curve)
   -h, --help           show this help
 `;
@@ -69,6 +72,7 @@ const options = {
   exits: { type: 'string' },
   threshold: { type: 'string' },
   folds: { type: 'string' },
+  temperature: { type: 'string' },
   augment: { type: 'string' },
   'max-pool-grid': { type: 'string' },
   'threshold-rule': { type: 'string' },
@@ -106,10 +110,13 @@ async function readCostTable(file: string): Promise<CostTable> {
   } catch (e) {
     throw new SelfxitError('INVALID_ARGUMENT', `--cost-table ${file}: not JSON (${(e as Error).message})`);
   }
-  if (typeof t !== 'object' || t === null || typeof (t as CostTable).backbone !== 'number') {
-    throw new SelfxitError('INVALID_ARGUMENT', `--cost-table ${file}: needs { "backbone": <ms per sample>, "cuts"?: {…}, "heads"?: {…}, "overhead"?: <ms> }`);
+  try {
+    checkCostTable(t);
+  } catch (e) {
+    if (e instanceof SelfxitError) throw new SelfxitError(e.code, `--cost-table ${file}: ${e.message}`, e.details, { cause: e });
+    throw e;
   }
-  return t as CostTable;
+  return t;
 }
 
 export const prepareCommand: CliCommand = {
@@ -125,6 +132,10 @@ export const prepareCommand: CliCommand = {
     if (mode !== undefined && mode !== 'selfxit' && mode !== 'paper') throw new UsageError(`--mode must be selfxit or paper, got "${mode}"`);
     const augment = v.augment === undefined ? undefined : v.augment.trim() === 'none' ? [] : (v.augment.split(',').map((s) => s.trim()) as AugmentKind[]);
     const thresholdRule = v['threshold-rule'] as ThresholdRule | undefined;
+    const temperature = numberOption(v.temperature, '--temperature');
+    if (temperature !== undefined && !(Number.isFinite(temperature) && temperature > 0)) {
+      throw new SelfxitError('INVALID_ARGUMENT', `--temperature must be a finite number > 0, got ${v.temperature}`, { temperature: v.temperature });
+    }
     const modelFile = positionals[0]!;
     const modelBytes = await readFileBytes(modelFile);
     const model = decodeModel(modelBytes);
@@ -155,6 +166,7 @@ export const prepareCommand: CliCommand = {
       ...(v.exits ? { exits: v.exits.split(',').map((s) => s.trim()) } : {}),
       ...(v.threshold !== undefined ? { threshold: num(v.threshold, '--threshold')! } : {}),
       ...(v.folds !== undefined ? { folds: num(v.folds, '--folds')! } : {}),
+      ...(temperature !== undefined ? { temperature } : {}),
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
       ...(costTable ? { costTable } : {}),
       ...(augment ? { augment } : {}),
