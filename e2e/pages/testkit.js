@@ -13,6 +13,20 @@ window.testkit = {
     const per = 16 * 16 * 4;
     return Array.from({ length: buf.length / per }, (_, i) => new ImageData(buf.slice(i * per, (i + 1) * per), 16, 16));
   },
+  /** Images `indices` of a CIFAR-style uint8 file (32x32 RGB, NHWC, one after another) as 32x32 RGBA ImageData. */
+  async cifarImages(url, indices) {
+    const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+    return indices.map((i) => {
+      const rgba = new Uint8ClampedArray(32 * 32 * 4);
+      for (let p = 0; p < 1024; p++) {
+        rgba[p * 4] = bytes[i * 3072 + p * 3];
+        rgba[p * 4 + 1] = bytes[i * 3072 + p * 3 + 1];
+        rgba[p * 4 + 2] = bytes[i * 3072 + p * 3 + 2];
+        rgba[p * 4 + 3] = 255;
+      }
+      return new ImageData(rgba, 32, 32);
+    });
+  },
   async expected(bundle) {
     return (await fetch(`${bundle}/expected.json`)).json();
   },

@@ -84,6 +84,15 @@ const MANIFEST_PREFIX = 'manifest:';
 const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
 
+/** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
+export type OpenStore = (dbName: string, storeName: string) => UseStore;
+
+/** The IndexedDB store `storeName` in database `dbName` (opened lazily by idb-keyval on first request). */
+const openIndexedDbStore: OpenStore = (dbName, storeName) => {
+  if (typeof indexedDB === 'undefined') throw new Error('IndexedDB is not available');
+  return createStore(dbName, storeName);
+};
+
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never
  * at import. After the first storage error it disables itself for the rest of the session.
@@ -92,7 +101,12 @@ export class IdbBundleCache implements BundleCache {
   private store: UseStore | undefined;
   private failed = false;
 
-  constructor(private readonly dbName = 'selfxit', private readonly storeName = 'bundles') {}
+  /** `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. */
+  constructor(
+    private readonly dbName = 'selfxit',
+    private readonly storeName = 'bundles',
+    private readonly openStore: OpenStore = openIndexedDbStore,
+  ) {}
 
   get enabled(): boolean {
     return !this.failed;
@@ -101,8 +115,7 @@ export class IdbBundleCache implements BundleCache {
   private async op<T>(fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
     if (this.failed) return fallback;
     try {
-      if (typeof indexedDB === 'undefined') throw new Error('IndexedDB is not available');
-      this.store ??= createStore(this.dbName, this.storeName);
+      this.store ??= this.openStore(this.dbName, this.storeName);
       return await fn(this.store);
     } catch {
       // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to no cache.

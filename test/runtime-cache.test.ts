@@ -1,0 +1,182 @@
+// The IndexedDB cache degrades to no cache, never to an error: an IdbBundleCache over a fake idb-keyval store
+// (the constructor's openStore seam) whose writes hit the quota (QuotaExceededError) and whose reads may reject,
+// driven through the worker API on onnxruntime-node with the tiny test bundle served over local HTTP.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import * as ortNode from 'onnxruntime-node';
+import type { UseStore } from 'idb-keyval';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeTinyBundles, type Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { InitRequest, WireInput } from '../src/protocol.js';
+import { createWorkerApi } from '../src/runtime/api.js';
+import { IdbBundleCache } from '../src/runtime/cache.js';
+import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
+
+let dir = '';
+let server: Server;
+let base = '';
+let log: string[] = [];
+let expected: Expected[] = [];
+let inputs: Float32Array[] = [];
+
+const loadOrt = async (): Promise<OrtHandle> => ({ ort: ortNode as unknown as OrtWeb, backend: 'wasm', threads: 1, fallbackReason: undefined, executionProvider: 'cpu' });
+const request = (): InitRequest => ({ manifestUrl: `${base}/tiny/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true });
+const all = (): WireInput[] => inputs.map((data) => ({ kind: 'tensor', data }));
+const files = (): string[] => log.map((p) => p.split('/').pop()!).sort();
+
+/** What the fake store saw: entries held, and the errors it raised. */
+interface FakeIdb {
+  readonly use: UseStore;
+  readonly data: Map<IDBValidKey, unknown>;
+  readonly quotaErrors: string[];
+  readonly readErrors: number;
+}
+
+/**
+ * An in-memory stand-in for the object store idb-keyval drives (get/put/delete/getAllKeys, requests and the
+ * transaction completing asynchronously). `put` throws a QuotaExceededError DOMException once the values held
+ * would pass `quotaBytes`; with `failReads`, every read request fails (its promise rejects with a DOMException).
+ */
+function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
+  const data = new Map<IDBValidKey, unknown>();
+  const quotaErrors: string[] = [];
+  let readErrors = 0;
+  // Bytes a value takes: a segment its length, a manifest entry its text (the rest is small), anything else its JSON.
+  const size = (v: unknown): number => {
+    if (v instanceof Uint8Array) return v.byteLength;
+    const text = (v as { text?: unknown }).text;
+    return typeof text === 'string' ? text.length : JSON.stringify(v).length;
+  };
+  const used = (): number => [...data.values()].reduce<number>((a, v) => a + size(v), 0);
+  const later = (fn: () => void): void => void setTimeout(fn, 0);
+  const readRequest = <T>(value: () => T): IDBRequest<T> => {
+    const req = {} as { result?: T; error?: DOMException; onsuccess?: () => void; onerror?: () => void };
+    later(() => {
+      if (failReads) {
+        readErrors++;
+        req.error = new DOMException('The operation failed for reasons unrelated to the database itself', 'UnknownError');
+        req.onerror?.();
+      } else {
+        req.result = value();
+        req.onsuccess?.();
+      }
+    });
+    return req as unknown as IDBRequest<T>;
+  };
+  const objectStore = (): IDBObjectStore => {
+    const transaction = {} as { oncomplete?: () => void };
+    later(() => transaction.oncomplete?.());
+    return {
+      transaction,
+      get: (key: IDBValidKey) => readRequest(() => data.get(key)),
+      getAllKeys: () => readRequest(() => [...data.keys()]),
+      put: (value: unknown, key: IDBValidKey) => {
+        if (used() + size(value) > quotaBytes) {
+          quotaErrors.push(String(key));
+          throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+        }
+        data.set(key, value);
+      },
+      delete: (key: IDBValidKey) => {
+        data.delete(key);
+      },
+    } as unknown as IDBObjectStore;
+  };
+  const use: UseStore = (_mode, callback) => Promise.resolve().then(() => callback(objectStore()));
+  return {
+    use,
+    data,
+    quotaErrors,
+    get readErrors() {
+      return readErrors;
+    },
+  };
+}
+
+/** Opens the tiny bundle through the worker API with `cache` and classifies all 64 samples; every reply must be ok. */
+async function openAndClassify(cache: IdbBundleCache) {
+  log = [];
+  const api = createWorkerApi({ loadOrt, cache });
+  const init = await api.init(request());
+  if (!init.ok) throw new Error(`init failed: ${init.error.code} ${init.error.message}`);
+  const thresholds = init.value.manifest.exits.map((e) => e.threshold);
+  const out = await api.classify({ inputs: all(), thresholds, probabilities: false });
+  if (!out.ok) throw new Error(`classify failed: ${out.error.code} ${out.error.message}`);
+  const results = out.value.map((r) => ({ index: r.index, exit: r.exit }));
+  expect(await api.dispose()).toMatchObject({ ok: true });
+  return { init, results, state: out.state!, fetched: files() };
+}
+
+const want = (): { index: number; exit: number }[] => expected.map((e) => ({ index: e.index, exit: e.exit }));
+const NETWORK = ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx'];
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'selfxit-cache-'));
+  await writeTinyBundles(dir);
+  expected = JSON.parse(readFileSync(path.join(dir, 'tiny/expected.json'), 'utf8')) as Expected[];
+  const f32 = new Float32Array(new Uint8Array(readFileSync(path.join(dir, 'tiny/inputs.f32'))).buffer);
+  inputs = Array.from({ length: 64 }, (_, i) => f32.slice(i * 768, (i + 1) * 768));
+  server = createServer((req, res) => {
+    const p = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    log.push(p);
+    try {
+      const body = readFileSync(path.join(dir, p));
+      res.writeHead(200, { 'Content-Length': String(body.length) });
+      res.end(body);
+    } catch {
+      res.writeHead(404);
+      res.end('not found');
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((r) => server.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('IdbBundleCache on a failing store degrades to no cache', () => {
+  it('reads reject and put throws QuotaExceededError: load and classify work, the cache reports disabled', async () => {
+    const idb = fakeIdb(0, true);
+    const { init, results, state, fetched } = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
+    expect(init.state).toMatchObject({ cacheEnabled: false, manifestFromCache: false });
+    expect(results).toEqual(want());
+    expect(state).toMatchObject({ cacheEnabled: false, manifestFromCache: false, cachedSegments: [false, false, false], sessions: [true, true, true] });
+    expect(fetched).toEqual(NETWORK);
+    // The first read failed (the manifest lookup) and switched the cache off: nothing was written after it.
+    expect(idb.readErrors).toBe(1);
+    expect(idb.data.size).toBe(0);
+    // Its methods keep answering as a miss or a dropped write, never with an error.
+    const off = new IdbBundleCache('selfxit-test', 'bundles', () => idb.use);
+    await expect(off.putSegment('0'.repeat(64), new Uint8Array(8))).resolves.toBeUndefined();
+    expect(idb.quotaErrors).toHaveLength(1);
+    expect(off.enabled).toBe(false);
+    await expect(off.getSegment('0'.repeat(64))).resolves.toBeUndefined();
+    await expect(off.segmentKeys()).resolves.toEqual(new Set());
+  });
+
+  it('the quota fills up after the manifest: the segment write throws QuotaExceededError, later visits still work', async () => {
+    // Room for the manifest entry (3.4 kB), not for segment 0 (2.1 kB) too.
+    const manifestBytes = readFileSync(path.join(dir, 'tiny/manifest.json')).length;
+    const idb = fakeIdb(manifestBytes + 200, false);
+    const first = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
+    expect(first.init.state).toMatchObject({ cacheEnabled: false, manifestFromCache: false, cachedSegments: [false, false, false] });
+    expect(first.results).toEqual(want());
+    expect(first.state).toMatchObject({ cacheEnabled: false, cachedSegments: [false, false, false] });
+    expect(first.fetched).toEqual(NETWORK);
+    expect(idb.quotaErrors).toEqual([`segment:${JSON.parse(readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8')).segments[0].sha256}`]);
+    expect([...idb.data.keys()]).toEqual([`manifest:${base}/tiny/manifest.json`]);
+
+    // Next visit, same full store: the manifest comes from it, the segments from the network (their write fails again).
+    const second = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
+    expect(second.init.state).toMatchObject({ manifestFromCache: true, cacheEnabled: false });
+    expect(second.results).toEqual(want());
+    expect(second.fetched).toEqual(['segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx']);
+    expect(idb.quotaErrors).toHaveLength(2);
+  });
+});
