@@ -1,6 +1,8 @@
 // `npm run bench:heads`: the study behind prepare's defaults on a CIFAR-10 ResNet (../shared): head variants
 // (capacity, max pooling, augmented distillation pairs) x threshold rules, heads fit on `calib` only (5-fold
-// out-of-fold outputs choose exits and thresholds), every number measured on `test`. Prints a Markdown table.
+// out-of-fold outputs choose exits and thresholds), every number measured on `test`. Prints a Markdown table and
+// writes it into BENCHMARKS.md between `<!-- bench:heads:<model>:start -->` and `<!-- bench:heads:<model>:end -->`
+// (BENCH_NO_MD=1: not), with a JSON copy in bench/results/heads-<model>-<date>.json.
 //
 //   npx tsx bench/heads-study.ts [resnet56|resnet20] [variant,variant,…]
 //
@@ -19,10 +21,13 @@ import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions } from '../src/calibrate/train-head.js';
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
+import { writeBlock } from '../scripts/md-block.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
 const cacheDir = path.join(root, 'bench/.cache');
+const resultsDir = path.join(root, 'bench/results');
+const started = new Date();
 const ort = ortNode as unknown as OrtModule;
 const K = 10;
 const SHAPE = { height: 32, width: 32, channels: 3 } as const;
@@ -72,8 +77,10 @@ const cuts = candidateCuts(analysis.cuts, 16);
 const grids = cuts.map((c): [number, number] => (cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2])); // chooseGrid(…, 256)
 const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
 const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0).batch; // as prepare does (seed 0)
-const test = { data: u8(path.join(shared, 'data/cifar10/test-u8.bin')), count: 5000 };
+const testData = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
+const test = { data: testData, count: testData.length / 3072 };
 const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8')));
+if (!Number.isInteger(test.count) || labels.length !== test.count) throw new Error(`test-u8.bin holds ${test.count} images of 32x32x3, test-labels.u8 ${labels.length} labels`);
 const n = calib.count;
 
 /** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set; cached on disk. */
@@ -112,7 +119,21 @@ const teacherPred = argmaxRows(calibF.teacher, n, K);
 const testPred = argmaxRows(testF.teacher, test.count, K);
 const fold = kFoldAssign(n, 5, 0);
 
-const rows: string[] = [];
+/** One measured combination: heads variant x threshold rule x target. */
+interface StudyRow {
+  readonly heads: string;
+  readonly rule: ThresholdRule;
+  readonly target: number;
+  /** Selected candidate indices. */
+  readonly exits: number[];
+  readonly validationAgreement: number;
+  readonly testAgreement: number;
+  /** Cascade top-1 − backbone top-1 on test, in points. */
+  readonly top1VsBackbonePoints: number;
+  readonly testMacsFraction: number;
+  readonly headTrainingSeconds: number;
+}
+const rows: StudyRow[] = [];
 for (const name of wanted) {
   const v = VARIANTS[name]!;
   const aug = await Promise.all(v.augment.map((a) => features(a)));
@@ -171,13 +192,46 @@ for (const name of wanted) {
         if (pred === labels[s]) correct++;
         if (testPred[s] === labels[s]) bb++;
       }
-      rows.push(`| ${name} | ${rule} | ${target} | ${sel.selected.map((j) => j).join(',')} | ${(100 * sel.agreement).toFixed(2)} % | ${(100 * t.agreement).toFixed(2)} % | ${(100 * (correct - bb) / test.count).toFixed(2)} | ${t.macsFraction.toFixed(3)} | ${trainS.toFixed(0)} s |`);
+      rows.push({
+        heads: name,
+        rule,
+        target,
+        exits: [...sel.selected],
+        validationAgreement: sel.agreement,
+        testAgreement: t.agreement,
+        top1VsBackbonePoints: (100 * (correct - bb)) / test.count,
+        testMacsFraction: t.macsFraction,
+        headTrainingSeconds: trainS,
+      });
     }
   }
   console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
 }
-console.log(`### Head study, CIFAR-10 ${modelKey} (calibrated on 10,000 calib images, measured on 5,000 test images)\n`);
-console.log(`Candidates: ${cuts.map((c, i) => `${i} = ${c.tensor} (${(100 * c.fraction).toFixed(0)} %)`).join('; ')}.\n`);
-console.log('| heads | threshold rule | target | exits | validation agreement | test agreement | top-1 vs backbone (points) | test MACs fraction | head training |');
-console.log('|---|---|---:|---|---:|---:|---:|---:|---:|');
-for (const r of rows) console.log(r);
+const count = (x: number): string => x.toLocaleString('en-US');
+const stamp = started.toISOString().slice(0, 19).replace(/[:T]/g, '-');
+const jsonFile = path.join(resultsDir, `heads-${modelKey}-${stamp}.json`);
+const command = `npm run bench:heads ${process.argv.slice(2).join(' ')}`.trim();
+const candidates = cuts.map((c, i) => ({ index: i, tensor: c.tensor, macsFraction: c.fraction }));
+const md = [
+  `### Head study, CIFAR-10 ${modelKey} (calibrated on ${count(n)} calib images, measured on ${count(test.count)} test images)`,
+  '',
+  `Run of ${started.toISOString().slice(0, 10)}: \`${command}\` (${((Date.now() - started.getTime()) / 1000).toFixed(0)} s). Raw data: \`${path.relative(root, jsonFile)}\`.`,
+  '',
+  `Candidates: ${candidates.map((c) => `${c.index} = ${c.tensor} (${(100 * c.macsFraction).toFixed(0)} %)`).join('; ')}.`,
+  '',
+  '| heads | threshold rule | target | exits | validation agreement | test agreement | top-1 vs backbone (points) | test MACs fraction | head training |',
+  '|---|---|---:|---|---:|---:|---:|---:|---:|',
+  ...rows.map(
+    (r) =>
+      `| ${r.heads} | ${r.rule} | ${r.target} | ${r.exits.join(',')} | ${(100 * r.validationAgreement).toFixed(2)} % | ${(100 * r.testAgreement).toFixed(2)} % | ${r.top1VsBackbonePoints.toFixed(2)} | ${r.testMacsFraction.toFixed(3)} | ${r.headTrainingSeconds.toFixed(0)} s |`,
+  ),
+].join('\n');
+console.log(md);
+fs.mkdirSync(resultsDir, { recursive: true });
+const record = { date: started.toISOString(), command, model: modelKey, calibSamples: n, testSamples: test.count, candidates, targets: TARGETS, rules: RULES, variants: wanted.map((w) => ({ name: w, ...VARIANTS[w]! })), rows };
+fs.writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
+console.error(`heads-study: wrote ${path.relative(root, jsonFile)}`);
+if (process.env.BENCH_NO_MD !== '1') {
+  await writeBlock(path.join(root, 'BENCHMARKS.md'), `bench:heads:${modelKey}`, md);
+  console.error(`heads-study: updated BENCHMARKS.md (block bench:heads:${modelKey})`);
+}

@@ -1,8 +1,10 @@
 // Demo page: loads the bundle prepared from the shipped Fashion-MNIST ResNet, classifies a gallery of test images
 // with early exits and with the full model (interleaved), draws the charts, and wires the target slider, the
-// backend switch and the bring-your-own-model panel.
-import { load, type Classifier, type TargetChoice } from '../src/index.js';
+// backend switch, the device plan (with its cost table for `selfxit prepare --cost-table`) and the
+// bring-your-own-model panel.
+import { load, type Classifier, type DevicePlan, type TargetChoice } from '../src/index.js';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
+import { costTableFromPlan } from '../src/calibrate/device-plan.js';
 import { barChart, costBar, histogram, tradeoffChart } from './charts.js';
 import { Baseline } from './lib/baseline.js';
 import { fetchImageSet, imageBytes, imageCanvas, imageData, type ImageSet } from './lib/samples.js';
@@ -47,6 +49,8 @@ interface DemoState {
   runs: number;
   last?: RunSummary;
   error?: string;
+  /** The device plan in use (after "Plan for this device"), until the backend changes. */
+  plan?: { backend: string; threads: number; enabled: readonly boolean[]; expectedMsFraction: number; expectedMacsFraction: number };
 }
 
 declare global {
@@ -77,6 +81,9 @@ const ui = {
   pillThreads: $('pill-threads'),
   pillIsolated: $('pill-isolated'),
   gallery: $('gallery'),
+  plan: $<HTMLButtonElement>('plan'),
+  planDownload: $<HTMLButtonElement>('plan-download'),
+  planNote: $('plan-note'),
   backends: [...document.querySelectorAll<HTMLInputElement>('input[name="backend"]')],
 };
 
@@ -87,6 +94,8 @@ let clf: Classifier | undefined;
 let baseline: Baseline | undefined;
 let runToken = 0;
 let currentPoint: CurvePoint | undefined;
+/** The device plan made on the current classifier (its thresholds are in use), if any. */
+let devicePlan: DevicePlan | undefined;
 const tiles: { root: HTMLElement; label: HTMLElement; conf: HTMLElement; chip: HTMLElement; ms: HTMLElement }[] = [];
 
 function setStatus(text: string, error = false): void {
@@ -106,6 +115,8 @@ function setControlsEnabled(on: boolean): void {
   ui.target.disabled = !on;
   ui.count.disabled = !on;
   ui.rerun.disabled = !on;
+  ui.plan.disabled = !on;
+  ui.planDownload.disabled = !on || !devicePlan;
   for (const b of ui.backends) b.disabled = !on || (b.value === 'webgpu' && b.dataset.unavailable === 'true');
 }
 
@@ -127,6 +138,7 @@ async function openBackend(backend: BackendChoice): Promise<void> {
   await Promise.all([clf?.dispose(), baseline?.dispose()]);
   clf = undefined;
   baseline = undefined;
+  setPlan(undefined);
   setStatus(`Loading the bundle on ${backend.toUpperCase()}…`);
   clf = await load(BUNDLE_URL, {
     backend,
@@ -149,11 +161,16 @@ async function openBackend(backend: BackendChoice): Promise<void> {
   applyTarget(Number(ui.target.value));
 }
 
-/** Re-chooses the thresholds for `target` from the bundle's curve and shows the expected trade-off. */
+/** The knob curve thresholds are chosen from: the device plan's when one is in use, else the bundle's. */
+function activeCurve(): readonly CurvePoint[] {
+  return devicePlan?.curve ?? manifest.calibration.curve;
+}
+
+/** Re-chooses the thresholds for `target` from the bundle's (or the device plan's) curve and shows the expected trade-off. */
 function applyTarget(target: number): void {
   ui.targetValue.textContent = `${(target * 100).toFixed(2)}%`;
   const choice: TargetChoice | undefined = clf?.setTarget(target);
-  currentPoint = chooseCurvePoint(manifest.calibration.curve, choice?.thresholds);
+  currentPoint = chooseCurvePoint(activeCurve(), choice?.thresholds);
   ui.targetExpect.textContent = !choice
     ? ''
     : choice.reached
@@ -350,10 +367,54 @@ function drawTradeoff(): void {
   const s = state.last;
   tradeoffChart($('chart-tradeoff'), {
     label: 'Expected agreement vs MACs fraction',
-    points: manifest.calibration.curve.map((p) => ({ x: p.macsFraction, y: p.agreement })),
+    points: activeCurve().map((p) => ({ x: p.macsFraction, y: p.agreement })),
     ...(currentPoint ? { current: { x: currentPoint.macsFraction, y: currentPoint.agreement } } : {}),
     ...(s ? { measured: { x: s.macsFraction, y: s.agreement } } : {}),
   });
+}
+
+/** Shows (or clears) the device plan in use and enables its cost-table download. */
+function setPlan(plan: DevicePlan | undefined): void {
+  devicePlan = plan;
+  ui.planDownload.disabled = !plan;
+  if (!plan) {
+    delete state.plan;
+    ui.planNote.textContent = 'Times each stage on this backend (clf.plan()) and re-chooses the exits and thresholds for the target; the cost table is the JSON `selfxit prepare --cost-table` reads.';
+    return;
+  }
+  state.plan = { backend: plan.backend, threads: plan.threads, enabled: plan.enabled, expectedMsFraction: plan.expectedMsFraction, expectedMacsFraction: plan.expectedMacsFraction };
+  const used = manifest.exits.filter((_, j) => plan.enabled[j]).map((e) => e.name);
+  ui.planNote.textContent =
+    `Plan for ${plan.backend.toUpperCase()}, ${plan.threads} thread${plan.threads === 1 ? '' : 's'}: exits ${used.join(', ') || 'none'}; ` +
+    `stages ${plan.timings.stageMs.map((t) => t.toFixed(2)).join(' / ')} ms; expected ${pct(plan.expectedMsFraction)} of the time of every stage, ${pct(plan.expectedMacsFraction)} of the MACs.`;
+}
+
+/** Makes this device's plan for the current target (stage times measured in the worker) and classifies again under it. */
+async function planDevice(): Promise<void> {
+  const c = clf;
+  if (!c) return;
+  setStatus(`Timing each stage on ${c.backend.toUpperCase()} and re-choosing the exits…`);
+  const plan = await c.plan({
+    target: Number(ui.target.value),
+    onProgress: (p) => {
+      if (p.status === 'progress' && p.total > 0) setProgress(p.loaded / p.total);
+    },
+  });
+  if (c !== clf) return; // the backend changed meanwhile
+  setPlan(plan);
+  applyTarget(Number(ui.target.value));
+  await run();
+}
+
+/** Saves the plan's measured times as `selfxit prepare --cost-table` JSON. */
+function downloadCostTable(): void {
+  if (!devicePlan) return;
+  const table = costTableFromPlan(manifest, devicePlan);
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([`${JSON.stringify(table, null, 2)}\n`], { type: 'application/json' }));
+  a.download = `selfxit-cost-table-${devicePlan.backend}-${devicePlan.threads}t.json`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
 async function guarded(task: () => Promise<void>): Promise<void> {
@@ -400,6 +461,8 @@ async function main(): Promise<void> {
   ui.target.addEventListener('change', () => void guarded(run));
   ui.count.addEventListener('change', () => void guarded(run));
   ui.rerun.addEventListener('click', () => void guarded(run));
+  ui.plan.addEventListener('click', () => void guarded(planDevice));
+  ui.planDownload.addEventListener('click', downloadCostTable);
   for (const radio of ui.backends) {
     radio.addEventListener('change', () => {
       if (!radio.checked) return;

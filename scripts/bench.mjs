@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, sha256File, sourceHash } from './prepare-stamp.mjs';
+import { writeBlock } from './md-block.mjs';
 import { serveStatic } from './static-server.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -293,12 +294,7 @@ async function main() {
   const { renderMarkdown } = await import('../bench/report.mjs');
   const md = renderMarkdown(record, path.relative(root, file));
   if (env.BENCH_NO_MD !== '1') {
-    const mdFile = path.join(root, 'BENCHMARKS.md');
-    const START = '<!-- bench:results:start -->';
-    const END = '<!-- bench:results:end -->';
-    const old = existsSync(mdFile) ? await readFile(mdFile, 'utf8') : `# Benchmarks\n\n${START}\n${END}\n`;
-    const next = old.includes(START) && old.includes(END) ? old.slice(0, old.indexOf(START) + START.length) + '\n' + md + '\n' + old.slice(old.indexOf(END)) : `${old}\n${START}\n${md}\n${END}\n`;
-    await writeFile(mdFile, next);
+    await writeBlock(path.join(root, 'BENCHMARKS.md'), 'bench:results', md);
     log('updated BENCHMARKS.md');
   }
   console.log('\n' + md);

@@ -13,6 +13,9 @@ export * from './engine/cascade.js';
 export { prepare, minimumSamples } from './calibrate/prepare.js';
 export type { PrepareOptions, PrepareResult, PrepareReport, CandidateReport, CandidateHeadReport, CostTable } from './calibrate/prepare.js';
 export type { PrepareProgress, PrepareStage, ProgressCallback } from './calibrate/progress.js';
+/** A device plan's measured stage times as the JSON that `selfxit prepare --cost-table` reads. */
+export { costTableFromPlan } from './calibrate/device-plan.js';
+export type { DevicePlan, StageTimings } from './calibrate/device-plan.js';
 export type { SampleBatch, SampleInput } from './calibrate/samples.js';
 export * from './errors.js';
 export type { OrtModule, OrtSession, OrtTensor, OrtSessionOptions } from './ort/types.js';

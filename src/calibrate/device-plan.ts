@@ -1,6 +1,7 @@
 // A device's exit plan: exits and thresholds chosen again from the bundle's validation outputs with the stage times
 // measured on this device and backend (instead of MACs), for one agreement target. Pure; the worker measures, caches.
 import type { BundleManifest, CurvePoint } from '../bundle/manifest.js';
+import type { CostTable } from './prepare.js';
 import type { ValidationExit } from '../bundle/validation-file.js';
 import { SelfxitError } from '../errors.js';
 import { simulateCascade, type CascadeCosts, type ExitScores } from './cascade-sim.js';
@@ -117,4 +118,41 @@ function expandShares(shares: readonly number[], selected: readonly number[], ex
   selected.forEach((j, k) => (out[j] = shares[k]!));
   out[exits] = shares[shares.length - 1]!;
   return out;
+}
+
+/**
+ * The cost table (`selfxit prepare --cost-table <json>`, {@link CostTable}) that a device plan's measured times give,
+ * so that a bundle can be prepared again for that device's timings. Per sample, in ms:
+ * - each segment's `stageMs` is split between its backbone part and its fused head in proportion to their MACs
+ *   (the plan times them as one run);
+ * - `backbone` = the backbone parts of every segment; `cuts[exit.cut]` = those up to and including the exit's
+ *   segment; `heads[exit.cut]` = the head part of that segment;
+ * - `overhead` = the mean `decisionMs` of the exits (reading the exit output back and deciding), per exit passed.
+ * The session boundaries' own cost is measured inside the segments, so it lands in the backbone and cut costs.
+ * Cuts the bundle has no exit at are left to `prepare`'s default (backbone × MACs fraction). Pure.
+ * @throws SelfxitError INVALID_ARGUMENT when the timings do not fit the manifest or give no positive backbone time.
+ */
+export function costTableFromPlan(manifest: BundleManifest, plan: { readonly timings: StageTimings }): CostTable {
+  const { segments, exits } = manifest;
+  const { stageMs, decisionMs } = plan.timings;
+  if (stageMs.length !== segments.length || decisionMs.length !== segments.length) {
+    throw new SelfxitError('INVALID_ARGUMENT', `timings cover ${stageMs.length} segments, the bundle has ${segments.length}`);
+  }
+  if (![...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0)) throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
+  const backboneShare = segments.map((g) => (g.macs + g.headMacs > 0 ? g.macs / (g.macs + g.headMacs) : 1));
+  const backboneMs = segments.map((_, s) => stageMs[s]! * backboneShare[s]!);
+  const backbone = backboneMs.reduce((a, b) => a + b, 0);
+  if (!(backbone > 0)) throw new SelfxitError('INVALID_ARGUMENT', 'the timings give no positive backbone time');
+  const cuts: Record<string, number> = {};
+  const heads: Record<string, number> = {};
+  for (const e of exits) {
+    cuts[e.cut] = backboneMs.slice(0, e.segment + 1).reduce((a, b) => a + b, 0);
+    heads[e.cut] = stageMs[e.segment]! * (1 - backboneShare[e.segment]!);
+  }
+  const decisions = exits.map((e) => decisionMs[e.segment]!);
+  return {
+    unit: 'ms',
+    backbone,
+    ...(exits.length ? { cuts, heads, overhead: decisions.reduce((a, b) => a + b, 0) / decisions.length } : {}),
+  };
 }
