@@ -1,6 +1,8 @@
 // End-to-end test of the demo page: starts `scripts/demo.mjs` (prepare if needed, build, serve), classifies the
 // gallery, lowers the agreement target with the slider and checks the results move consistently, saves a screenshot
-// (test-results/demo.png) and fails on any console error; then runs "bring your own model" on 300 PNG files.
+// (test-results/demo.png) and fails on any console error; then makes a device plan and downloads its cost table
+// (JSON that `selfxit prepare --cost-table` reads, checked against the bundle's exits); then runs "bring your own
+// model" on 300 PNG files.
 import { test, expect, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -127,6 +129,33 @@ test('demo classifies the gallery and follows the agreement target', async ({ pa
   }, first.target);
   await waitForRun(page, runs.length + 1);
   await page.screenshot({ path: path.join(root, 'test-results/demo.png'), fullPage: true });
+  expect(errors).toEqual([]);
+});
+
+test('plan for this device, then download its cost table', async ({ page }) => {
+  test.setTimeout(300_000);
+  const errors = watchConsole(page);
+  await page.goto(baseUrl);
+  await waitForRun(page, 1);
+  await expect(page.locator('#plan-download')).toBeDisabled();
+  await page.locator('#plan').click();
+  await waitForRun(page, 2); // the gallery is classified again under the plan
+  const state = await page.evaluate(() => window.selfxitDemo);
+  expect(state.plan?.backend).toMatch(/wasm|webgpu/);
+  expect(state.plan!.expectedMsFraction).toBeGreaterThan(0);
+  await expect(page.locator('#plan-note')).toContainText('Plan for');
+  await page.locator('.controls').screenshot({ path: path.join(root, 'test-results/demo-plan.png') });
+
+  const download = page.waitForEvent('download');
+  await page.locator('#plan-download').click();
+  const file = await download;
+  expect(file.suggestedFilename()).toMatch(/^selfxit-cost-table-(wasm|webgpu)-\d+t\.json$/);
+  const table = JSON.parse(readFileSync(await file.path(), 'utf8')) as { unit: string; backbone: number; cuts?: Record<string, number>; heads?: Record<string, number>; overhead?: number };
+  const manifest = (await page.evaluate(() => fetch('bundle/manifest.json').then((r) => r.json()))) as { exits: { cut: string }[] };
+  expect(table.unit).toBe('ms');
+  expect(table.backbone).toBeGreaterThan(0);
+  expect(Object.keys(table.cuts ?? {}).sort()).toEqual(manifest.exits.map((e) => e.cut).sort());
+  for (const v of Object.values(table.cuts ?? {})) expect(v).toBeLessThanOrEqual(table.backbone + 1e-9);
   expect(errors).toEqual([]);
 });
 

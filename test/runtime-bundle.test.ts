@@ -1,13 +1,10 @@
 // The worker runtime in Node (onnxruntime-node injected, bundles over a local HTTP server, an in-memory cache):
 // lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the Wire API.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import os from 'node:os';
+import { readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
-import * as ortNode from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeTinyBundles, type Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
@@ -15,7 +12,6 @@ import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/calibrate/device-plan.js';
 import { NEVER_EXIT } from '../src/calibrate/thresholds.js';
 import { IdbBundleCache, isDevicePlan, noCache, planKey, type BundleCache, type CachedManifest } from '../src/runtime/cache.js';
-import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
 import { BundleRuntime, type RuntimeDeps } from '../src/runtime/runtime.js';
 
 /** A BundleCache in memory, recording what it holds. */
@@ -57,13 +53,12 @@ class MemoryCache implements BundleCache {
 }
 
 let dir = '';
-let server: Server;
 let base = '';
 let log: string[] = [];
 let expected: Expected[] = [];
 let inputs: Float32Array[] = [];
 
-const loadOrt = async (): Promise<OrtHandle> => ({ ort: ortNode as unknown as OrtWeb, backend: 'wasm', threads: 1, fallbackReason: undefined, executionProvider: 'cpu' });
+const loadOrt = loadOrtNode;
 
 function request(bundle: string, over: Partial<InitRequest> = {}): InitRequest {
   return { manifestUrl: `${base}/${bundle}/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true, ...over };
@@ -77,32 +72,14 @@ const tensors = (idx: number[]): WireInput[] => idx.map((i) => ({ kind: 'tensor'
 const thresholds = (rt: BundleRuntime): number[] => rt.manifest.exits.map((e) => e.threshold);
 const files = (): string[] => log.map((p) => p.split('/').slice(-2).join('/'));
 
+let tiny: TinyServer;
+
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'selfxit-rt-'));
-  await writeTinyBundles(dir);
-  expected = JSON.parse(readFileSync(path.join(dir, 'tiny/expected.json'), 'utf8')) as Expected[];
-  const all = new Float32Array(new Uint8Array(readFileSync(path.join(dir, 'tiny/inputs.f32'))).buffer);
-  inputs = Array.from({ length: 64 }, (_, i) => all.slice(i * 768, (i + 1) * 768));
-  server = createServer((req, res) => {
-    const p = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    log.push(p);
-    try {
-      const body = readFileSync(path.join(dir, p));
-      res.writeHead(200, { 'Content-Length': String(body.length) });
-      res.end(body);
-    } catch {
-      res.writeHead(404);
-      res.end('not found');
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  tiny = await serveTinyBundles((p) => log.push(p));
+  ({ dir, base, expected, inputs } = tiny);
 });
 
-afterAll(async () => {
-  await new Promise((r) => server.close(r));
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => tiny.close());
 
 describe('BundleRuntime', () => {
   it('opens with the manifest and segment 0 only, reporting progress in order with growing byte counts', async () => {

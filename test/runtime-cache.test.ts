@@ -1,28 +1,23 @@
 // The IndexedDB cache degrades to no cache, never to an error: an IdbBundleCache over a fake idb-keyval store
 // (the constructor's openStore seam) whose writes hit the quota (QuotaExceededError) and whose reads may reject,
 // driven through the worker API on onnxruntime-node with the tiny test bundle served over local HTTP.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import * as ortNode from 'onnxruntime-node';
 import type { UseStore } from 'idb-keyval';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeTinyBundles, type Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { IdbBundleCache } from '../src/runtime/cache.js';
-import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
 
 let dir = '';
-let server: Server;
 let base = '';
 let log: string[] = [];
 let expected: Expected[] = [];
 let inputs: Float32Array[] = [];
 
-const loadOrt = async (): Promise<OrtHandle> => ({ ort: ortNode as unknown as OrtWeb, backend: 'wasm', threads: 1, fallbackReason: undefined, executionProvider: 'cpu' });
+const loadOrt = loadOrtNode;
 const request = (): InitRequest => ({ manifestUrl: `${base}/tiny/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true });
 const all = (): WireInput[] => inputs.map((data) => ({ kind: 'tensor', data }));
 const files = (): string[] => log.map((p) => p.split('/').pop()!).sort();
@@ -113,32 +108,14 @@ async function openAndClassify(cache: IdbBundleCache) {
 const want = (): { index: number; exit: number }[] => expected.map((e) => ({ index: e.index, exit: e.exit }));
 const NETWORK = ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx'];
 
+let tiny: TinyServer;
+
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'selfxit-cache-'));
-  await writeTinyBundles(dir);
-  expected = JSON.parse(readFileSync(path.join(dir, 'tiny/expected.json'), 'utf8')) as Expected[];
-  const f32 = new Float32Array(new Uint8Array(readFileSync(path.join(dir, 'tiny/inputs.f32'))).buffer);
-  inputs = Array.from({ length: 64 }, (_, i) => f32.slice(i * 768, (i + 1) * 768));
-  server = createServer((req, res) => {
-    const p = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    log.push(p);
-    try {
-      const body = readFileSync(path.join(dir, p));
-      res.writeHead(200, { 'Content-Length': String(body.length) });
-      res.end(body);
-    } catch {
-      res.writeHead(404);
-      res.end('not found');
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  tiny = await serveTinyBundles((p) => log.push(p));
+  ({ dir, base, expected, inputs } = tiny);
 });
 
-afterAll(async () => {
-  await new Promise((r) => server.close(r));
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => tiny.close());
 
 describe('IdbBundleCache on a failing store degrades to no cache', () => {
   it('reads reject and put throws QuotaExceededError: load and classify work, the cache reports disabled', async () => {
