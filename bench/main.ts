@@ -27,6 +27,8 @@ export interface BenchConfig {
   readonly returnLabels?: boolean;
   /** Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it. */
   readonly devicePlan?: boolean;
+  /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
+  readonly target?: number;
 }
 
 type Stats = { mean: number; p50: number; p95: number };
@@ -101,10 +103,11 @@ async function run(config: BenchConfig): Promise<BenchResult> {
     let plan: BenchResult['plan'];
     if (config.devicePlan) {
       const t0 = performance.now();
-      const p = await clf.plan();
+      const p = await clf.plan(config.target !== undefined ? { target: config.target } : {});
       plan = { enabled: p.enabled, expectedMsFraction: p.expectedMsFraction, expectedMacsFraction: p.expectedMacsFraction, stageMs: p.timings.stageMs, decisionMs: p.timings.decisionMs, seconds: (performance.now() - t0) / 1000 };
       log(`${config.name}: device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`);
     }
+    if (config.target !== undefined && !config.devicePlan) clf.setTarget(config.target);
     const info = clf.info();
     const k = manifest.exits.length;
     const earlyMs: number[] = [];
