@@ -39,6 +39,8 @@ interface Variant {
   /** Max-pooling grid side (0 none). */
   readonly max: number;
   readonly augment: readonly AugmentKind[];
+  /** Average-pooling grid side at every cut; default: 4 at cuts of <= 16 channels, else 2 (prepare's chooseGrid(…, 256)). */
+  readonly grid?: number;
 }
 
 /** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
@@ -50,6 +52,8 @@ const VARIANTS: Readonly<Record<string, Variant>> = {
   'linear+max+flip': { kind: 'pool-linear', max: 2, augment: ['flip'] },
   'mlp64+flip': { kind: 'pool-mlp', max: 0, augment: ['flip'] },
   'mlp128+flip': { kind: 'pool-mlp', hidden: 128, max: 0, augment: ['flip'] },
+  'linear+max+flip+grid4': { kind: 'pool-linear', max: 2, augment: ['flip'], grid: 4 },
+  'mlp64+max+flip+grid4': { kind: 'pool-mlp', max: 2, augment: ['flip'], grid: 4 },
   'mlp64+max+flip': { kind: 'pool-mlp', max: 2, augment: ['flip'] },
 };
 const RULES: readonly ThresholdRule[] = ['global', 'cost-calibrated'];
@@ -74,7 +78,8 @@ const model = decodeModel(u8(modelFile));
 const analysis = await analyzeModel(model, { ort });
 const io = resolveModelIO(model, analysis, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
 const cuts = candidateCuts(analysis.cuts, 16);
-const grids = cuts.map((c): [number, number] => (cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2])); // chooseGrid(…, 256)
+/** Average-pooling grid of each cut for a variant's `grid` (undefined: prepare's default rule). */
+const gridsOf = (grid: number | undefined): [number, number][] => cuts.map((c): [number, number] => (grid ? [grid, grid] : cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2]));
 const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
 const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0).batch; // as prepare does (seed 0)
 const testData = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
@@ -83,9 +88,10 @@ const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8
 if (!Number.isInteger(test.count) || labels.length !== test.count) throw new Error(`test-u8.bin holds ${test.count} images of 32x32x3, test-labels.u8 ${labels.length} labels`);
 const n = calib.count;
 
-/** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set; cached on disk. */
-async function features(set: 'calib' | 'test' | AugmentKind): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
-  const base = path.join(cacheDir, `${modelKey}.${set}`);
+/** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set and grid; cached on disk. */
+async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
+  const grids = gridsOf(grid);
+  const base = path.join(cacheDir, `${modelKey}.${set}${grid ? `.g${grid}` : ''}`);
   const dims = cuts.map((c, i) => cutGeometry(c).channels * (grids[i]![0] * grids[i]![1] + 4));
   if (!fs.existsSync(`${base}.teacher`)) {
     fs.mkdirSync(cacheDir, { recursive: true });
@@ -103,9 +109,10 @@ async function features(set: 'calib' | 'test' | AugmentKind): Promise<{ teacher:
 }
 
 /** Columns of a cut's cached [avg | max] features that a variant reads. */
-function columns(x: Float32Array, rows: number, i: number, withMax: boolean): { x: Float32Array; d: number } {
+function columns(x: Float32Array, rows: number, i: number, withMax: boolean, grid: number | undefined): { x: Float32Array; d: number } {
   const c = cutGeometry(cuts[i]!).channels;
-  const dAvg = c * grids[i]![0] * grids[i]![1];
+  const g = gridsOf(grid)[i]!;
+  const dAvg = c * g[0] * g[1];
   const dAll = dAvg + c * 4;
   if (withMax) return { x, d: dAll };
   const out = new Float32Array(rows * dAvg);
@@ -113,10 +120,10 @@ function columns(x: Float32Array, rows: number, i: number, withMax: boolean): { 
   return { x: out, d: dAvg };
 }
 
-const calibF = await features('calib');
-const testF = await features('test');
-const teacherPred = argmaxRows(calibF.teacher, n, K);
-const testPred = argmaxRows(testF.teacher, test.count, K);
+const calibDefault = await features('calib');
+const testDefault = await features('test');
+const teacherPred = argmaxRows(calibDefault.teacher, n, K);
+const testPred = argmaxRows(testDefault.teacher, test.count, K);
 const fold = kFoldAssign(n, 5, 0);
 
 /** One measured combination: heads variant x threshold rule x target. */
@@ -136,14 +143,16 @@ interface StudyRow {
 const rows: StudyRow[] = [];
 for (const name of wanted) {
   const v = VARIANTS[name]!;
-  const aug = await Promise.all(v.augment.map((a) => features(a)));
+  const calibF = v.grid ? await features('calib', v.grid) : calibDefault;
+  const testF = v.grid ? await features('test', v.grid) : testDefault;
+  const aug = await Promise.all(v.augment.map((a) => features(a, v.grid)));
   const copies = 1 + aug.length;
   const t0 = performance.now();
   const oof: ExitScores[] = [];
   const onTest: ExitScores[] = [];
   const headMacs: number[] = [];
   for (let i = 0; i < cuts.length; i++) {
-    const parts = [calibF, ...aug].map((f) => columns(f.x[i]!, n, i, v.max > 0));
+    const parts = [calibF, ...aug].map((f) => columns(f.x[i]!, n, i, v.max > 0, v.grid));
     const d = parts[0]!.d;
     const X = new Float32Array(copies * n * d);
     parts.forEach((p, a) => X.set(p.x, a * n * d));
@@ -162,7 +171,7 @@ for (const name of wanted) {
       predictHeadRows(head, X, Int32Array.from(held), held.length, probs, true);
     }
     const final = trainHeadOnRows(X, P, copies * n, d, K, null, { ...opts, seed: 0 });
-    const xt = columns(testF.x[i]!, test.count, i, v.max > 0);
+    const xt = columns(testF.x[i]!, test.count, i, v.max > 0, v.grid);
     const pt = new Float32Array(test.count * K);
     predictHeadRows(final, xt.x, null, test.count, pt, false);
     oof.push(exitScores(probs, n, K, teacherPred));

@@ -47,6 +47,8 @@ Calibration:
   --folds N            cross-fitting folds (default 5)
   --temperature T      distillation temperature of head training, finite and > 0 (default 1)
   --max-candidates N   candidate cuts considered (default 16)
+  --max-features N     average-pooled features per head input: the largest pooling grid with
+                       channels x grid cells <= N (default 256)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -77,6 +79,7 @@ const options = {
   'max-pool-grid': { type: 'string' },
   'threshold-rule': { type: 'string' },
   'max-candidates': { type: 'string' },
+  'max-features': { type: 'string' },
   'cost-table': { type: 'string' },
   report: { type: 'boolean' },
   out: { type: 'string' },
@@ -168,6 +171,7 @@ export const prepareCommand: CliCommand = {
       ...(v.folds !== undefined ? { folds: num(v.folds, '--folds')! } : {}),
       ...(temperature !== undefined ? { temperature } : {}),
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
+      ...(v['max-features'] !== undefined ? { maxFeatures: num(v['max-features'], '--max-features')! } : {}),
       ...(costTable ? { costTable } : {}),
       ...(augment ? { augment } : {}),
       ...(v['max-pool-grid'] !== undefined ? { maxPoolGrid: num(v['max-pool-grid'], '--max-pool-grid')! } : {}),
