@@ -1,5 +1,5 @@
 // `npm run bench:heads`: the study behind prepare's defaults on a CIFAR-10 ResNet (../shared): head variants
-// (capacity, max pooling, augmented distillation pairs) x threshold rules, heads fit on `calib` only (5-fold
+// (capacity, pooling grid, max pooling, augmented distillation pairs) x threshold rules, heads fit on `calib` only (5-fold
 // out-of-fold outputs choose exits and thresholds), every number measured on `test`. Prints a Markdown table and
 // writes it into BENCHMARKS.md between `<!-- bench:heads:<model>:start -->` and `<!-- bench:heads:<model>:end -->`
 // (BENCH_NO_MD=1: not), with a JSON copy in bench/results/heads-<model>-<date>.json.
