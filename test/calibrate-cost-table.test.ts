@@ -10,9 +10,7 @@ import { costTableFromPlan, planExits, type StageTimings } from '../src/calibrat
 import { costTableFromPlan as fromCore } from '../src/core.js';
 import { runCli, type CliCommand } from '../src/cli/dispatch.js';
 import { prepareCommand } from '../src/cli/prepare.js';
-import { encodeModel } from '../src/graph/index.js';
-import { tempDir } from './fixtures/cli-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { writePrepareInputs } from './fixtures/cli-helpers.js';
 
 const commands: Record<string, CliCommand> = { prepare: prepareCommand };
 async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -51,11 +49,7 @@ describe('costTableFromPlan', () => {
   });
 
   it('round trip: the table of a plan made from a real bundle is accepted by prepare --cost-table', { timeout: 300_000 }, async () => {
-    const dir = tempDir('selfxit-cost-table-');
-    const model = path.join(dir, 'tiny.onnx');
-    fs.writeFileSync(model, encodeModel(tinyClassifier()));
-    const samples = path.join(dir, 'calib.u8');
-    fs.writeFileSync(samples, blobImages(400, 8, 8, 3));
+    const { dir, model, samples } = writePrepareInputs('selfxit-cost-table-');
     const first = path.join(dir, 'bundle');
     const quick = ['--heads', 'pool-linear', '--augment', 'none']; // the cheapest prepare: the table is what is tested
     let r = await cli('prepare', model, '--samples', samples, '--target', '0.9', ...quick, '--out', first);

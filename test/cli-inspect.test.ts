@@ -2,9 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeModel } from '../src/graph/index.js';
-import { chainGraph, residualGraph, twoInputGraph } from './fixtures/graphs.js';
-import { cli, cliProcess, repoRoot, tempDir, writeModel } from './fixtures/cli-helpers.js';
+import { chainGraph, residualGraph } from './fixtures/graphs.js';
+import { cli, cliProcess, repoRoot, tempDir, writeBadModels, writeModel } from './fixtures/cli-helpers.js';
 
 const dir = tempDir();
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -63,12 +62,7 @@ describe('selfxit inspect', () => {
   });
 
   it('errors: missing file, not ONNX, truncated, two inputs → exit 1 with error [CODE]', async () => {
-    const text = path.join(dir, 'notes.onnx');
-    fs.writeFileSync(text, 'just some text, not a model\n');
-    const bytes = encodeModel(residual.model);
-    const truncated = path.join(dir, 'truncated.onnx');
-    fs.writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
-    const two = writeModel(dir, 'two.onnx', twoInputGraph());
+    const { text, truncated, two } = writeBadModels(dir);
     const cases: [string, string, RegExp][] = [
       [path.join(dir, 'missing.onnx'), 'IO_ERROR', /missing\.onnx.*ENOENT/],
       [text, 'INVALID_MODEL', /not a valid ONNX model|Not a valid ONNX model/i],

@@ -2,9 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel, graphInputs, graphOutputs } from '../src/graph/index.js';
-import { dynamicReshapeGraph, residualGraph, twoInputGraph } from './fixtures/graphs.js';
-import { cli, cliProcess, tempDir, writeModel } from './fixtures/cli-helpers.js';
+import { decodeModel, graphInputs, graphOutputs } from '../src/graph/index.js';
+import { dynamicReshapeGraph, residualGraph } from './fixtures/graphs.js';
+import { cli, cliProcess, tempDir, writeBadModels, writeModel } from './fixtures/cli-helpers.js';
 import { maxAbsDiff, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
 const dir = tempDir();
@@ -74,12 +74,7 @@ describe('selfxit split', () => {
   it('bad models: not ONNX, truncated, two inputs → typed error, exit 1, nothing written', async () => {
     const bad = tempDir('selfxit-split-bad-');
     try {
-      const text = path.join(bad, 'notes.onnx');
-      fs.writeFileSync(text, 'just some text, not a model\n');
-      const bytes = encodeModel(residual.model);
-      const truncated = path.join(bad, 'truncated.onnx');
-      fs.writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
-      const two = writeModel(bad, 'two.onnx', twoInputGraph());
+      const { text, truncated, two } = writeBadModels(bad);
       const kept = path.join(bad, 'kept');
       fs.mkdirSync(kept);
       fs.writeFileSync(path.join(kept, 'segment-000.onnx'), 'old');

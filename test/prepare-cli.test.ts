@@ -10,8 +10,8 @@ import { prepareCommand } from '../src/cli/prepare.js';
 import { evalCommand } from '../src/cli/eval.js';
 import { reportCommand } from '../src/cli/report.js';
 import { encodeModel } from '../src/graph/index.js';
-import { tempDir } from './fixtures/cli-helpers.js';
-import { blobImages, noCutClassifier, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { writePrepareInputs } from './fixtures/cli-helpers.js';
+import { blobImages, noCutClassifier } from './fixtures/prepare-fixtures.js';
 
 const commands: Record<string, CliCommand> = { prepare: prepareCommand, eval: evalCommand, report: reportCommand };
 
@@ -23,11 +23,7 @@ async function cli(...argv: string[]): Promise<{ code: number; stdout: string; s
 }
 
 function setup(): { dir: string; model: string; samples: string; labels: string } {
-  const dir = tempDir('selfxit-prepare-');
-  const model = path.join(dir, 'tiny.onnx');
-  fs.writeFileSync(model, encodeModel(tinyClassifier()));
-  const samples = path.join(dir, 'calib.u8');
-  fs.writeFileSync(samples, blobImages(400, 8, 8, 3));
+  const { dir, model, samples } = writePrepareInputs('selfxit-prepare-');
   const labels = path.join(dir, 'names.txt');
   fs.writeFileSync(labels, 'a\nb\nc\nd\n');
   return { dir, model, samples, labels };

@@ -9,10 +9,9 @@ import type { EvaluationResult, TargetMeasurement } from '../src/calibrate/evalu
 import { runCli, type CliCommand } from '../src/cli/dispatch.js';
 import { prepareCommand } from '../src/cli/prepare.js';
 import { reportCommand } from '../src/cli/report.js';
-import { encodeModel } from '../src/graph/index.js';
 import { renderReport } from '../src/report/html.js';
-import { tempDir } from './fixtures/cli-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { writePrepareInputs } from './fixtures/cli-helpers.js';
+import { blobImages } from './fixtures/prepare-fixtures.js';
 
 const commands: Record<string, CliCommand> = { prepare: prepareCommand, report: reportCommand };
 async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -93,11 +92,7 @@ describe('calibration report', () => {
   });
 
   it('selfxit report --targets --compare on the tiny classifier', { timeout: 300_000 }, async () => {
-    const dir = tempDir('selfxit-report-');
-    const model = path.join(dir, 'tiny.onnx');
-    fs.writeFileSync(model, encodeModel(tinyClassifier()));
-    const calib = path.join(dir, 'calib.u8');
-    fs.writeFileSync(calib, blobImages(400, 8, 8, 3));
+    const { dir, model, samples: calib } = writePrepareInputs('selfxit-report-');
     const test = path.join(dir, 'test.u8');
     fs.writeFileSync(test, blobImages(120, 8, 8, 3, 77));
     const labels = path.join(dir, 'test-labels.u8');
