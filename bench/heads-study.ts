@@ -1,10 +1,11 @@
 // `npm run bench:heads`: the study behind prepare's defaults on a CIFAR-10 ResNet (../shared): head variants
-// (capacity, pooling grid, max pooling, augmented distillation pairs) x threshold rules, heads fit on `calib` only (5-fold
+// (capacity, pooling grid, max pooling, augmented distillation pairs, epochs, a fixed k-means 1x1 convolution) x threshold rules, heads fit on `calib` only (5-fold
 // out-of-fold outputs choose exits and thresholds), every number measured on `test`. Prints a Markdown table and
 // writes it into BENCHMARKS.md between `<!-- bench:heads:<model>:start -->` and `<!-- bench:heads:<model>:end -->`
 // (BENCH_NO_MD=1: not), with a JSON copy in bench/results/heads-<model>-<date>.json.
 //
 //   npx tsx bench/heads-study.ts [resnet56|resnet20] [variant,variant,…]
+//   npx tsx bench/heads-study.ts --render <results.json> [<results.json> …]   (one block from several runs)
 //
 // Features are extracted once per model and kept in bench/.cache/ (about 1 GB for ResNet-56).
 import fs from 'node:fs';
@@ -22,6 +23,8 @@ import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions } from '../src/
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
 import { writeBlock } from '../scripts/md-block.mjs';
+import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
+import { renderHeadsBlock, type StudyRecord, type StudyRow } from './heads-render.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
@@ -41,6 +44,10 @@ interface Variant {
   readonly augment: readonly AugmentKind[];
   /** Average-pooling grid side at every cut; default: 4 at cuts of <= 16 channels, else 2 (prepare's chooseGrid(…, 256)). */
   readonly grid?: number;
+  /** Training epochs (default: trainHead's). */
+  readonly epochs?: number;
+  /** Add the features of a fixed k-means 1x1 convolution + ReLU + global avg/max pooling (bench/conv-features.ts). */
+  readonly conv?: boolean;
 }
 
 /** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
@@ -55,10 +62,25 @@ const VARIANTS: Readonly<Record<string, Variant>> = {
   'linear+max+flip+grid4': { kind: 'pool-linear', max: 2, augment: ['flip'], grid: 4 },
   'mlp64+max+flip+grid4': { kind: 'pool-mlp', max: 2, augment: ['flip'], grid: 4 },
   'mlp64+max+flip': { kind: 'pool-mlp', max: 2, augment: ['flip'] },
+  'linear+max+flip+shift': { kind: 'pool-linear', max: 2, augment: ['flip', 'shift'] },
+  'mlp64+max+flip+shift': { kind: 'pool-mlp', max: 2, augment: ['flip', 'shift'] },
+  'linear+max+flip+e12': { kind: 'pool-linear', max: 2, augment: ['flip'], epochs: 12 },
+  'mlp64+max+flip+e12': { kind: 'pool-mlp', max: 2, augment: ['flip'], epochs: 12 },
+  'linear+max+flip+conv': { kind: 'pool-linear', max: 2, augment: ['flip'], conv: true },
+  'mlp64+max+flip+conv': { kind: 'pool-mlp', max: 2, augment: ['flip'], conv: true },
 };
 const RULES: readonly ThresholdRule[] = ['global', 'cost-calibrated'];
 const TARGETS = [0.985, 0.99];
 
+if (process.argv[2] === '--render') {
+  // npx tsx bench/heads-study.ts --render <results.json> [<results.json> …]: one block from earlier runs.
+  const files = process.argv.slice(3);
+  const records = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as StudyRecord);
+  const md = renderHeadsBlock(records, files.map((f) => path.relative(root, path.resolve(f))));
+  await writeBlock(path.join(root, 'BENCHMARKS.md'), `bench:heads:${records[0]!.model}`, md);
+  console.log(md);
+  process.exit(0);
+}
 const modelKey = process.argv[2] ?? 'resnet56';
 const wanted = process.argv[3] ? process.argv[3].split(',') : Object.keys(VARIANTS);
 for (const w of wanted) if (!VARIANTS[w]) throw new Error(`unknown variant "${w}" (${Object.keys(VARIANTS).join(', ')})`);
@@ -108,6 +130,37 @@ async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Pro
   return { teacher: f32(`${base}.teacher`), x: cuts.map((_, i) => f32(`${base}.${i}`)), dims };
 }
 
+let encoders: Encoder[] | undefined;
+/** Conv-encoded features (`[n, 2K]` per cut) of one sample set; cached on disk. */
+async function convFeatures(set: 'calib' | 'test' | AugmentKind): Promise<Float32Array[]> {
+  const base = path.join(cacheDir, `${modelKey}.${set}.conv`);
+  if (!fs.existsSync(`${base}.${cuts.length - 1}`)) {
+    const ctx = { model, cuts, input: io.input, ort, sessionOptions: SESSION };
+    const t0 = performance.now();
+    encoders ??= await fitEncoders(ctx, calib);
+    const samples = set === 'test' ? test : set === 'calib' ? calib : (() => {
+      const a = augmentSamples(calib, SHAPE, [set], 0);
+      return { data: a.data.subarray(n * 3072), count: n };
+    })();
+    const f = await encodedFeatures(ctx, encoders, samples);
+    f.forEach((x, i) => fs.writeFileSync(`${base}.${i}`, x));
+    console.error(`conv features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  }
+  return cuts.map((_, i) => f32(`${base}.${i}`));
+}
+
+/** Rows of `a` ([rows, da]) followed by rows of `b` ([rows, db]). */
+function concatColumns(a: { x: Float32Array; d: number }, b: Float32Array, rows: number): { x: Float32Array; d: number } {
+  const db = b.length / rows;
+  const d = a.d + db;
+  const out = new Float32Array(rows * d);
+  for (let r = 0; r < rows; r++) {
+    out.set(a.x.subarray(r * a.d, (r + 1) * a.d), r * d);
+    out.set(b.subarray(r * db, (r + 1) * db), r * d + a.d);
+  }
+  return { x: out, d };
+}
+
 /** Columns of a cut's cached [avg | max] features that a variant reads. */
 function columns(x: Float32Array, rows: number, i: number, withMax: boolean, grid: number | undefined): { x: Float32Array; d: number } {
   const c = cutGeometry(cuts[i]!).channels;
@@ -126,39 +179,29 @@ const teacherPred = argmaxRows(calibDefault.teacher, n, K);
 const testPred = argmaxRows(testDefault.teacher, test.count, K);
 const fold = kFoldAssign(n, 5, 0);
 
-/** One measured combination: heads variant x threshold rule x target. */
-interface StudyRow {
-  readonly heads: string;
-  readonly rule: ThresholdRule;
-  readonly target: number;
-  /** Selected candidate indices. */
-  readonly exits: number[];
-  readonly validationAgreement: number;
-  readonly testAgreement: number;
-  /** Cascade top-1 − backbone top-1 on test, in points. */
-  readonly top1VsBackbonePoints: number;
-  readonly testMacsFraction: number;
-  readonly headTrainingSeconds: number;
-}
 const rows: StudyRow[] = [];
 for (const name of wanted) {
   const v = VARIANTS[name]!;
   const calibF = v.grid ? await features('calib', v.grid) : calibDefault;
   const testF = v.grid ? await features('test', v.grid) : testDefault;
   const aug = await Promise.all(v.augment.map((a) => features(a, v.grid)));
+  const convSets = v.conv ? await Promise.all((['calib', ...v.augment, 'test'] as const).map((set) => convFeatures(set))) : undefined;
   const copies = 1 + aug.length;
   const t0 = performance.now();
   const oof: ExitScores[] = [];
   const onTest: ExitScores[] = [];
   const headMacs: number[] = [];
   for (let i = 0; i < cuts.length; i++) {
-    const parts = [calibF, ...aug].map((f) => columns(f.x[i]!, n, i, v.max > 0, v.grid));
+    const parts = [calibF, ...aug].map((f, a) => {
+      const cols = columns(f.x[i]!, n, i, v.max > 0, v.grid);
+      return convSets ? concatColumns(cols, convSets[a]![i]!, n) : cols;
+    });
     const d = parts[0]!.d;
     const X = new Float32Array(copies * n * d);
     parts.forEach((p, a) => X.set(p.x, a * n * d));
     const P = new Float32Array(copies * n * K);
     [calibF, ...aug].forEach((f, a) => P.set(f.teacher, a * n * K));
-    const opts: TrainHeadOptions = { kind: v.kind, ...(v.hidden ? { hidden: v.hidden } : {}) };
+    const opts: TrainHeadOptions = { kind: v.kind, ...(v.hidden ? { hidden: v.hidden } : {}), ...(v.epochs ? { epochs: v.epochs } : {}) };
     const probs = new Float32Array(n * K);
     for (let f = 0; f < 5; f++) {
       const train: number[] = [];
@@ -171,14 +214,16 @@ for (const name of wanted) {
       predictHeadRows(head, X, Int32Array.from(held), held.length, probs, true);
     }
     const final = trainHeadOnRows(X, P, copies * n, d, K, null, { ...opts, seed: 0 });
-    const xt = columns(testF.x[i]!, test.count, i, v.max > 0, v.grid);
+    const xtRaw = columns(testF.x[i]!, test.count, i, v.max > 0, v.grid);
+    const xt = convSets ? concatColumns(xtRaw, convSets[convSets.length - 1]![i]!, test.count) : xtRaw;
     const pt = new Float32Array(test.count * K);
     predictHeadRows(final, xt.x, null, test.count, pt, false);
     oof.push(exitScores(probs, n, K, teacherPred));
     onTest.push(exitScores(pt, test.count, K, testPred));
     const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) : 0;
     const c = cutGeometry(cuts[i]!);
-    headMacs.push((hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1));
+    const convMacs = v.conv ? c.height * c.width * encoderWidth(c.channels) * (c.channels + 2) : 0; // 1x1 conv + 2 pools
+    headMacs.push((hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1) + convMacs);
   }
   const trainS = (performance.now() - t0) / 1000;
   const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
@@ -216,28 +261,26 @@ for (const name of wanted) {
   }
   console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
 }
-const count = (x: number): string => x.toLocaleString('en-US');
 const stamp = started.toISOString().slice(0, 19).replace(/[:T]/g, '-');
 const jsonFile = path.join(resultsDir, `heads-${modelKey}-${stamp}.json`);
 const command = `npm run bench:heads ${process.argv.slice(2).join(' ')}`.trim();
 const candidates = cuts.map((c, i) => ({ index: i, tensor: c.tensor, macsFraction: c.fraction }));
-const md = [
-  `### Head study, CIFAR-10 ${modelKey} (calibrated on ${count(n)} calib images, measured on ${count(test.count)} test images)`,
-  '',
-  `Run of ${started.toISOString().slice(0, 10)}: \`${command}\` (${((Date.now() - started.getTime()) / 1000).toFixed(0)} s). Raw data: \`${path.relative(root, jsonFile)}\`.`,
-  '',
-  `Candidates: ${candidates.map((c) => `${c.index} = ${c.tensor} (${(100 * c.macsFraction).toFixed(0)} %)`).join('; ')}.`,
-  '',
-  '| heads | threshold rule | target | exits | validation agreement | test agreement | top-1 vs backbone (points) | test MACs fraction | head training |',
-  '|---|---|---:|---|---:|---:|---:|---:|---:|',
-  ...rows.map(
-    (r) =>
-      `| ${r.heads} | ${r.rule} | ${r.target} | ${r.exits.join(',')} | ${(100 * r.validationAgreement).toFixed(2)} % | ${(100 * r.testAgreement).toFixed(2)} % | ${r.top1VsBackbonePoints.toFixed(2)} | ${r.testMacsFraction.toFixed(3)} | ${r.headTrainingSeconds.toFixed(0)} s |`,
-  ),
-].join('\n');
+const record: StudyRecord & Record<string, unknown> = {
+  date: started.toISOString(),
+  command,
+  model: modelKey,
+  seconds: (Date.now() - started.getTime()) / 1000,
+  calibSamples: n,
+  testSamples: test.count,
+  candidates,
+  targets: TARGETS,
+  rules: RULES,
+  variants: wanted.map((w) => ({ name: w, ...VARIANTS[w]! })),
+  rows,
+};
+const md = renderHeadsBlock([record], [path.relative(root, jsonFile)]);
 console.log(md);
 fs.mkdirSync(resultsDir, { recursive: true });
-const record = { date: started.toISOString(), command, model: modelKey, calibSamples: n, testSamples: test.count, candidates, targets: TARGETS, rules: RULES, variants: wanted.map((w) => ({ name: w, ...VARIANTS[w]! })), rows };
 fs.writeFileSync(jsonFile, `${JSON.stringify(record, null, 2)}\n`);
 console.error(`heads-study: wrote ${path.relative(root, jsonFile)}`);
 if (process.env.BENCH_NO_MD !== '1') {
