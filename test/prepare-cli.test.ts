@@ -172,7 +172,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
     expect(j.exitShares).toHaveLength(3);
   });
 
-  it('--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features: typed errors, nothing written', { timeout: 60_000 }, async () => {
+  it('--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features or --hidden: typed errors, nothing written', { timeout: 60_000 }, async () => {
     const { dir, model, samples } = setup();
     const out = path.join(dir, 'bundle');
     const kept = path.join(dir, 'kept');
@@ -186,6 +186,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
       [['--heads', 'paper', '--exits', 'block1,nope', '--threshold', '0.9'], 'INVALID_CUT', /"nope" is not a cut of this model; cuts: .*block1, conv_7, block2/],
       [['--target', '0.9', '--exits', 'block2,nope'], 'INVALID_CUT', /"nope" is not a cut/],
       [['--max-features', '0'], 'INVALID_ARGUMENT', /maxFeatures must be an integer >= 1, got 0/],
+      [['--hidden', '0'], 'INVALID_ARGUMENT', /hidden must be an integer >= 1, got 0/],
     ];
     for (const [args, code, msg] of cases) {
       for (const o of [out, kept]) {

@@ -81,6 +81,18 @@ describe('prepare on a tiny classifier', () => {
     expect(ev.agreement).toBeGreaterThanOrEqual(m.calibration.validationAgreement - 0.05);
   });
 
+  it('trains pool-mlp heads with the hidden width asked for (hidden), and counts it in their parameters', { timeout: 120_000 }, async () => {
+    for (const hidden of [8, 24]) {
+      const res = await prepare({ model, samples: { data, count: n }, ort: ortNode, target: 0.9, headKinds: ['pool-mlp'], hidden, augment: [] });
+      expect(res.manifest.exits.length).toBeGreaterThan(0);
+      for (const e of res.manifest.exits) {
+        const d = res.report.candidates.find((c) => c.cut === e.cut)!.features;
+        expect(e.headKind).toBe('pool-mlp');
+        expect(e.headParams).toBe(d * hidden + hidden + hidden * 4 + 4);
+      }
+    }
+  });
+
   it('gives a bundle without exits, and a warning, for a model without an inner cut', { timeout: 30_000 }, async () => {
     const res = await prepare({ model: encodeModel(noCutClassifier()), samples: { data: blobImages(200, 4, 4, 3), count: 200 }, ort: ortNode, target: 0.9 });
     expect(res.manifest.exits).toEqual([]);

@@ -115,6 +115,8 @@ export interface PrepareOptions {
   readonly shortlist?: number;
   /** Average-pooled features per head input (chooseGrid). Default 256. */
   readonly maxFeatures?: number;
+  /** Hidden width of pool-mlp heads. Default 64 (DEFAULT_HIDDEN). */
+  readonly hidden?: number;
   /** Side of the max-pooling grid whose features heads read besides the average-pooled ones (2: a 2x2 grid of
    * maxima per channel; 1: global max; 0: none). A side that does not divide the map falls back to 1. Default 2. */
   readonly maxPoolGrid?: number;
@@ -213,6 +215,7 @@ export interface ResolvedPrepareOptions {
   readonly maxCandidates: number;
   readonly shortlist: number;
   readonly maxFeatures: number;
+  readonly hidden: number;
   readonly maxPoolGrid: number;
   readonly paperMemoryBytes: number;
   readonly batchSize: number;
@@ -273,6 +276,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1),
     shortlist: int(o.shortlist, 6, 'shortlist', 0),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
+    hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
     maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),
@@ -390,9 +394,8 @@ function meanOf(a: ArrayLike<number>): number {
   return a.length ? s / a.length : 0;
 }
 
-/** Head MACs for a kind on features of a cut (train-head's default hidden widths; pooling as in headCost). */
-function estimateHeadMacs(kind: HeadKind, f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid' | 'maxGrid'>, k: number): number {
-  const hidden = DEFAULT_HIDDEN[kind];
+/** Head MACs for a kind on features of a cut (`hidden`: its hidden width, 0 for none; pooling as in headCost). */
+function estimateHeadMacs(hidden: number, f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid' | 'maxGrid'>, k: number): number {
   const dense = hidden ? f.dim * hidden + hidden * k : f.dim * k;
   const pools = (g: readonly [number, number] | undefined): number => (g && !(g[0] === f.height && g[1] === f.width) ? f.channels * f.height * f.width : 0);
   return dense + pools(f.grid) + pools(f.maxGrid);
@@ -572,13 +575,15 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   const totalFits = (cuts.length + (others.length ? shortlistSize * others.length : 0)) * o.folds;
   let fitsDone = 0;
   const trained = cuts.map(() => new Map<HeadKind, { scores: ExitScores; report: CandidateHeadReport }>());
-  const headMacsOf = (i: number, kind: HeadKind): number => estimateHeadMacs(kind, features.cuts[i]!, k);
+  const hiddenOf = (kind: HeadKind): number => (kind === 'pool-mlp' ? o.hidden : DEFAULT_HIDDEN[kind]);
+  const headMacsOf = (i: number, kind: HeadKind): number => estimateHeadMacs(hiddenOf(kind), features.cuts[i]!, k);
   const costsFor = (kindOf: (i: number) => HeadKind) => buildCosts(analysis, cuts, cuts.map((_, i) => headMacsOf(i, kindOf(i))), options.costTable);
   const train = async (i: number, kind: HeadKind): Promise<void> => {
     throwIfAborted(options.signal, 'head training');
     const f = features.cuts[i]!;
     const cf = crossFit(f.x, features.teacher, rows, f.dim, k, {
       kind,
+      hidden: hiddenOf(kind),
       foldOf,
       seed: o.seed,
       temperature: o.temperature,
@@ -638,7 +643,7 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     for (const i of sel.selected) {
       throwIfAborted(options.signal, 'final head training');
       const f = features.cuts[i]!;
-      out.push({ i, head: trainHead(f.x, features.teacher, rows, f.dim, k, { kind: kindOf[i]!, seed: o.seed, temperature: o.temperature }) });
+      out.push({ i, head: trainHead(f.x, features.teacher, rows, f.dim, k, { kind: kindOf[i]!, hidden: hiddenOf(kindOf[i]!), seed: o.seed, temperature: o.temperature }) });
       await yieldToEventLoop();
     }
     return out;
@@ -716,7 +721,7 @@ async function runPaper(c: Common): Promise<PrepareResult> {
   const samples: SampleBatch = { data: c.samples.data.subarray(0, budget.samples * per), count: budget.samples };
   const features = await timer.time('features', () => backbonePass(c, cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })), samples));
   const heads = await timer.time('heads', () => runPaperHeads(features, { folds: o.folds, seed: o.seed, temperature: o.temperature, onProgress: progress, ...(options.signal ? { signal: options.signal } : {}) }));
-  const macsCosts = buildCosts(analysis, cuts, heads.exits.map((e) => estimateHeadMacs('paper', features.cuts[e.index]!, k))).costs;
+  const macsCosts = buildCosts(analysis, cuts, heads.exits.map((e) => estimateHeadMacs(DEFAULT_HIDDEN.paper, features.cuts[e.index]!, k))).costs;
   progress({ stage: 'thresholds', done: 0, total: 1 });
   const sel = await timer.time('thresholds', async () => paperCascade(heads.scores, macsCosts, { threshold: o.threshold, curvePoints: o.curvePoints, overhead: 0 }));
   progress({ stage: 'thresholds', done: 1, total: 1 });

@@ -49,6 +49,7 @@ Calibration:
   --max-candidates N   candidate cuts considered (default 16)
   --max-features N     average-pooled features per head input: the largest pooling grid with
                        channels x grid cells <= N (default 256)
+  --hidden N           hidden width of pool-mlp heads (default 64)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -80,6 +81,7 @@ const options = {
   'threshold-rule': { type: 'string' },
   'max-candidates': { type: 'string' },
   'max-features': { type: 'string' },
+  hidden: { type: 'string' },
   'cost-table': { type: 'string' },
   report: { type: 'boolean' },
   out: { type: 'string' },
@@ -172,6 +174,7 @@ export const prepareCommand: CliCommand = {
       ...(temperature !== undefined ? { temperature } : {}),
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
       ...(v['max-features'] !== undefined ? { maxFeatures: num(v['max-features'], '--max-features')! } : {}),
+      ...(v.hidden !== undefined ? { hidden: num(v.hidden, '--hidden')! } : {}),
       ...(costTable ? { costTable } : {}),
       ...(augment ? { augment } : {}),
       ...(v['max-pool-grid'] !== undefined ? { maxPoolGrid: num(v['max-pool-grid'], '--max-pool-grid')! } : {}),
