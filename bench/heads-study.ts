@@ -112,6 +112,14 @@ const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8
 if (!Number.isInteger(test.count) || labels.length !== test.count) throw new Error(`test-u8.bin holds ${test.count} images of 32x32x3, test-labels.u8 ${labels.length} labels`);
 const n = calib.count;
 
+/** The images of a sample set: calib, test, or the one augmented copy of calib. */
+function samplesOf(set: 'calib' | 'test' | AugmentKind): { data: Uint8Array; count: number } {
+  if (set === 'test') return test;
+  if (set === 'calib') return calib;
+  const a = augmentSamples(calib, SHAPE, [set], 0);
+  return { data: a.data.subarray(n * 3072), count: n };
+}
+
 /** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set and grid; cached on disk. */
 async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
   const grids = gridsOf(grid);
@@ -119,10 +127,7 @@ async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Pro
   const dims = cuts.map((c, i) => cutGeometry(c).channels * (grids[i]![0] * grids[i]![1] + 4));
   if (!fs.existsSync(`${base}.teacher`)) {
     fs.mkdirSync(cacheDir, { recursive: true });
-    const samples = set === 'test' ? test : set === 'calib' ? calib : (() => {
-      const a = augmentSamples(calib, SHAPE, [set], 0);
-      return { data: a.data.subarray(n * 3072), count: n };
-    })();
+    const samples = samplesOf(set);
     const t0 = performance.now();
     const f = await extractFeatures({ model, requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })), samples, input: io.input, output: io.output, outputKind: io.outputKind, classes: K, ort, sessionOptions: SESSION });
     console.error(`features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
@@ -140,10 +145,7 @@ async function convFeatures(set: 'calib' | 'test' | AugmentKind): Promise<Float3
     const ctx = { model, cuts, input: io.input, ort, sessionOptions: SESSION };
     const t0 = performance.now();
     encoders ??= await fitEncoders(ctx, calib);
-    const samples = set === 'test' ? test : set === 'calib' ? calib : (() => {
-      const a = augmentSamples(calib, SHAPE, [set], 0);
-      return { data: a.data.subarray(n * 3072), count: n };
-    })();
+    const samples = samplesOf(set);
     const f = await encodedFeatures(ctx, encoders, samples);
     f.forEach((x, i) => fs.writeFileSync(`${base}.${i}`, x));
     console.error(`conv features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
