@@ -35,24 +35,18 @@ export const encoderWidth = (channels: number): number => Math.min(128, 4 * chan
 export async function fitEncoders(ctx: Ctx, samples: SampleBatch, images = 256, quantile = 0.75, seed = 0): Promise<Encoder[]> {
   const rows = Math.min(images, samples.count);
   const session = await ctx.ort.InferenceSession.create(encodeModel(withExtraOutputs(ctx.model, ctx.cuts.map((c) => c.tensor))), ctx.sessionOptions);
-  const maps: Float32Array[] = ctx.cuts.map(() => new Float32Array(0));
+  // Every cut's maps of the first `rows` images, [rows, C, H, W].
+  const maps = ctx.cuts.map((cut) => {
+    const g = cutGeometry(cut);
+    return new Float32Array(rows * g.channels * g.height * g.width);
+  });
   try {
-    const parts: Float32Array[][] = ctx.cuts.map(() => []);
     for (let s = 0; s < rows; s += 64) {
       const r = Math.min(64, rows - s);
       const x = new ctx.ort.Tensor('float32', toModelInput(samples, s, r, ctx.input).slice(), inputDims(ctx.input, r));
       const out = await session.run({ [ctx.input.name]: x });
-      ctx.cuts.forEach((c, i) => parts[i]!.push((out[c.tensor]!.data as Float32Array).slice()));
+      ctx.cuts.forEach((c, i) => maps[i]!.set(out[c.tensor]!.data as Float32Array, (s * maps[i]!.length) / rows));
     }
-    parts.forEach((p, i) => {
-      const all = new Float32Array(p.reduce((a, b) => a + b.length, 0));
-      let o = 0;
-      for (const b of p) {
-        all.set(b, o);
-        o += b.length;
-      }
-      maps[i] = all;
-    });
   } finally {
     await session.release();
   }
