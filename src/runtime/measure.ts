@@ -34,12 +34,16 @@ export function median(values: readonly number[]): number {
 
 /**
  * One stage's timing from its run times: `stageMs` = median of the runs that fetched only the main output;
- * `decisionMs` = median of the runs that also fetched (and decided on) the exit output minus that, clipped at 0;
- * 0 when the stage has no exit (`withExit` undefined).
+ * `decisionMs` = median of the paired differences `withExit[r] - mainOnly[r]` (run r of each kind, made one after the
+ * other, so a slow drift of the machine's speed cancels), clipped at 0; 0 when the stage has no exit (`withExit`
+ * undefined).
+ * @throws SelfxitError INTERNAL when `withExit` is not paired with `mainOnly` (another length).
  */
 export function stageTiming(mainOnly: readonly number[], withExit: readonly number[] | undefined): { stageMs: number; decisionMs: number } {
   const stageMs = median(mainOnly);
-  return { stageMs, decisionMs: withExit ? Math.max(0, median(withExit) - stageMs) : 0 };
+  if (!withExit) return { stageMs, decisionMs: 0 };
+  if (withExit.length !== mainOnly.length) throw new SelfxitError('INTERNAL', `${withExit.length} runs with the exit output, ${mainOnly.length} without`);
+  return { stageMs, decisionMs: Math.max(0, median(withExit.map((t, r) => t - mainOnly[r]!))) };
 }
 
 /**
@@ -57,9 +61,9 @@ function disposeGpu(out: Readonly<Record<string, Tensor>>, keep?: Tensor): void 
 /**
  * Measures every stage: creates each segment's session first (through `deps.session`, so loading, integrity checks
  * and progress are as for classify), then per segment at batch 1 on a real activation (segment 0: zeros of the input
- * dims; segment s > 0: segment s-1's output on that input) makes {@link WARMUP_RUNS} untimed runs, `runs` timed runs
- * fetching only the main output and `runs` fetching the main and the exit output (reading the exit probabilities back
- * and taking their argmax, as the cascade does). See {@link stageTiming}. Every ORT call goes through `deps.queue`,
+ * dims; segment s > 0: segment s-1's output on that input) makes {@link WARMUP_RUNS} untimed runs, then `runs` timed
+ * runs fetching only the main output, each followed by one fetching the main and the exit output (reading the exit
+ * probabilities back and taking their argmax, as the cascade does). See {@link stageTiming}. Every ORT call goes through `deps.queue`,
  * timed inside its job (waiting for other jobs is not counted); GPU outputs are disposed.
  *
  * On WebGPU a run returns before the GPU has finished when its main output stays on the GPU. So that a stage's time
@@ -105,34 +109,28 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
           if (w === 0 && !last) next = m;
           disposeGpu(out, next);
         }
-        const mainTimes: number[] = [];
-        for (let r = 0; r < runs; r++) {
+        const timed = async (fetches: readonly string[], exit: string | undefined): Promise<number> => {
           const { out, ms } = await queue.run(async () => {
             const t0 = now();
-            const o = await session.run(feeds, mainOnly);
+            const o = await session.run(feeds, fetches);
             await waitFor(main(o));
-            return { out: o, ms: now() - t0 };
-          });
-          mainTimes.push(ms);
-          disposeGpu(out);
-        }
-        let exitTimes: number[] | undefined;
-        if (both && exitName) {
-          exitTimes = [];
-          for (let r = 0; r < runs; r++) {
-            const { out, ms } = await queue.run(async () => {
-              const t0 = now();
-              const o = await session.run(feeds, both);
-              await waitFor(main(o));
-              const probs = o[exitName];
-              if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exitName}"`);
+            if (exit) {
+              const probs = o[exit];
+              if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exit}"`);
               const data = (await probs.getData()) as Float32Array;
               argmaxRow(data, 0, k);
-              return { out: o, ms: now() - t0 };
-            });
-            exitTimes.push(ms);
-            disposeGpu(out);
-          }
+            }
+            return { out: o, ms: now() - t0 };
+          });
+          disposeGpu(out);
+          return ms;
+        };
+        // The two kinds of runs alternate, so that both see the same state of the machine (see stageTiming).
+        const mainTimes: number[] = [];
+        const exitTimes: number[] | undefined = both ? [] : undefined;
+        for (let r = 0; r < runs; r++) {
+          mainTimes.push(await timed(mainOnly, undefined));
+          if (both && exitTimes) exitTimes.push(await timed(both, exitName));
         }
         const t = stageTiming(mainTimes, exitTimes);
         stageMs.push(t.stageMs);
