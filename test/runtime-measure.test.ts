@@ -62,7 +62,7 @@ describe('measureStages', () => {
     expect(() => stageTiming([1, 2], [1])).toThrow(/1 runs with the exit output, 2 without/);
   });
 
-  it('creates every session first, feeds each segment the previous one’s output, times main-only and main+exit runs', async () => {
+  it('creates every session first, feeds each segment the previous one’s output, times passes of main-only and main+exit runs', async () => {
     const clock = { t: 0 };
     const calls: Call[] = [];
     const sessions = fakeSessions(clock, calls);
@@ -85,10 +85,13 @@ describe('measureStages', () => {
     expect(created).toEqual([0, 1, 2]);
     expect(timings).toEqual({ stageMs: [1, 2, 3], decisionMs: [0.5, 0, 0] });
     const of = (s: number) => calls.filter((c) => c.segment === s);
-    // segment 0: warm-ups with both outputs, then main only and main + exit in turn; segments 1, 2: main only
-    expect(of(0).map((c) => c.fetches.join('+'))).toEqual([...Array(WARMUP_RUNS).fill('x1+p0'), ...Array(runs).fill(['x1', 'x1+p0']).flat()]);
-    expect(of(1).map((c) => c.fetches.join('+'))).toEqual(Array(WARMUP_RUNS + runs).fill('x2'));
-    expect(of(2)).toHaveLength(WARMUP_RUNS + runs);
+    // segment 0: warm-ups with both outputs, then pairs of passes, main only and main + exit, in the order AB BA AB BA;
+    // segments 1, 2: main only in every pass
+    expect(of(0).map((c) => c.fetches.join('+'))).toEqual([...Array(WARMUP_RUNS).fill('x1+p0'), 'x1', 'x1+p0', 'x1+p0', 'x1', 'x1', 'x1+p0', 'x1+p0', 'x1']);
+    expect(of(1).map((c) => c.fetches.join('+'))).toEqual(Array(WARMUP_RUNS + 2 * runs).fill('x2'));
+    expect(of(2)).toHaveLength(WARMUP_RUNS + 2 * runs);
+    // passes through the segments in cascade order: 0, 1, 2, 0, 1, 2, …
+    expect(calls.map((c) => c.segment)).toEqual(Array(WARMUP_RUNS + 2 * runs).fill([0, 1, 2]).flat());
     // segment 0 runs on zeros of the input dims at batch 1; every run of segment s+1 on one output of segment s
     expect(of(0)[0]!.input.dims).toEqual([1, 1, 2, 2]);
     expect(Array.from(of(0)[0]!.input.data as Float32Array)).toEqual([0, 0, 0, 0]);
@@ -97,6 +100,24 @@ describe('measureStages', () => {
       expect(inputs.size).toBe(1);
       expect(of(s - 1)[0]!.main).toBe([...inputs][0]); // the first warm-up's output
     }
+  });
+
+  it('a machine whose every other pass is 4 ms slower per run slows both kinds of runs alike: the decision cost stays 0.5 ms', async () => {
+    const clock = { t: 0 };
+    const calls: Call[] = [];
+    const sessions = fakeSessions(clock, calls).map((session) => ({
+      run: async (feeds: Record<string, Tensor>, fetches: readonly string[]) => {
+        const out = await session.run(feeds, fetches);
+        const pass = calls.filter((c) => c.segment === 0).length; // a pass starts with segment 0
+        if (pass % 2 === 0) clock.t += 4; // the 2nd, 4th, … pass of the measurement
+        return out;
+      },
+    })) as unknown as InferenceSession[];
+    const timings = await measureStages({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t }, 4);
+    // segment 0: main runs 1, 5, 1, 5 ms (median 3); paired differences +4.5, −3.5, +4.5, −3.5 (median 0.5), where
+    // main, exit, main, exit, … would put every exit run on a slow slot and give 4.5
+    expect(timings.stageMs[0]).toBe(3);
+    expect(timings.decisionMs[0]).toBe(0.5);
   });
 
   it('on GPU outputs: the main output is read back inside the timing, and every GPU buffer is freed once', async () => {
@@ -135,7 +156,7 @@ describe('measureStages', () => {
     })) as unknown as InferenceSession[];
     const timings = await measureStages({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t }, 3);
     expect(timings).toEqual({ stageMs: [4, 5, 3], decisionMs: [0.5, 0, 0] });
-    expect(all.length).toBe(WARMUP_RUNS + 3 + 3 + (WARMUP_RUNS + 3)); // segment 0: warm-ups + both kinds; segment 1: warm-ups + main only
+    expect(all.length).toBe(2 * (WARMUP_RUNS + 3 + 3)); // segments 0 and 1: warm-up passes + both kinds of passes
     expect(all.map((t) => t.freed)).toEqual(all.map(() => 1));
     expect(new Set(inputs[1]).size).toBe(1);
     expect(inputs[1]![0]).toBe(all[0]); // segment 1 ran on segment 0's first warm-up output

@@ -7,10 +7,10 @@ import { SelfxitError } from '../errors.js';
 import { inputDims, inputSize } from './preprocess.js';
 import type { SerialQueue } from './queue.js';
 
-/** Timed runs per stage and kind of run that {@link measureStages} makes by default. */
+/** Timed passes through the segments per kind of run (main output only / with the exit output) that {@link measureStages} makes by default. */
 export const DEFAULT_MEASURE_RUNS = 10;
 
-/** Untimed runs per stage before the timed ones. */
+/** Untimed passes through the segments before the timed ones. */
 export const WARMUP_RUNS = 2;
 
 /** What the measurement needs: tensors, the worker's ORT queue, and each segment's session (created lazily by the caller). */
@@ -60,17 +60,20 @@ function disposeGpu(out: Readonly<Record<string, Tensor>>, keep?: Tensor): void 
 
 /**
  * Measures every stage: creates each segment's session first (through `deps.session`, so loading, integrity checks
- * and progress are as for classify), then per segment at batch 1 on a real activation (segment 0: zeros of the input
- * dims; segment s > 0: segment s-1's output on that input) makes {@link WARMUP_RUNS} untimed runs, then `runs` timed
- * runs fetching only the main output, each followed by one fetching the main and the exit output (reading the exit
- * probabilities back and taking their argmax, as the cascade does). See {@link stageTiming}. Every ORT call goes through `deps.queue`,
- * timed inside its job (waiting for other jobs is not counted); GPU outputs are disposed.
+ * and progress are as for classify), then runs every segment at batch 1 on a real activation (segment 0: zeros of the
+ * input dims; segment s > 0: segment s-1's output of the first warm-up pass) in passes through the segments in order,
+ * as the cascade runs them: {@link WARMUP_RUNS} untimed passes, then `runs` pairs of timed passes, one fetching only
+ * each segment's main output and one also fetching its exit output (reading the exit probabilities back and taking
+ * their argmax, as the cascade does), in the order main/exit, exit/main, main/exit, …. Timing segments in cascade order
+ * (not one segment many times in a row) keeps the caches and the thread pool in the state a classify call finds them.
+ * See {@link stageTiming}. Every ORT call goes through `deps.queue`, timed inside its job (waiting for other jobs is
+ * not counted); GPU outputs are disposed.
  *
  * On WebGPU a run returns before the GPU has finished when its main output stays on the GPU. So that a stage's time
  * holds its GPU work (and not only the submission, with the wait landing on whatever reads back next), both kinds of
  * timed runs there also read the main output back inside the timing: `stageMs` includes one activation readback,
  * and `decisionMs` is what reading the exit output adds on top of that.
- * @param runs timed runs per stage and kind, an integer >= 1. Default {@link DEFAULT_MEASURE_RUNS}.
+ * @param runs timed passes per kind, an integer >= 1. Default {@link DEFAULT_MEASURE_RUNS}.
  * @throws SelfxitError INVALID_ARGUMENT for a bad `runs`, INVALID_BUNDLE when a segment lacks an output, and whatever
  * loading a segment throws.
  */
@@ -79,73 +82,68 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
   const { manifest, queue, Tensor: T } = deps;
   const now = deps.now ?? (() => performance.now());
   const k = manifest.labels.length;
+  const n = manifest.segments.length;
   const sessions: InferenceSession[] = [];
-  for (let s = 0; s < manifest.segments.length; s++) sessions.push(await deps.session(s));
+  for (let s = 0; s < n; s++) sessions.push(await deps.session(s));
 
-  const stageMs: number[] = [];
-  const decisionMs: number[] = [];
-  let input: Tensor = new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1));
-  try {
-    for (let s = 0; s < manifest.segments.length; s++) {
-      const seg = manifest.segments[s]!;
-      const session = sessions[s]!;
-      const last = s === manifest.segments.length - 1;
-      const exitName = !last ? seg.exitOutput : undefined;
-      const mainOnly = [seg.output];
-      const both = exitName ? [seg.output, exitName] : undefined;
-      const feeds = { [seg.input]: input };
-      const main = (out: Readonly<Record<string, Tensor>>): Tensor => {
-        const t = out[seg.output];
-        if (!t) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no output "${seg.output}"`);
-        return t;
-      };
-
-      let next: Tensor | undefined;
-      try {
-        // Warm-up; the first run's main output is the next segment's input.
-        for (let w = 0; w < WARMUP_RUNS; w++) {
-          const out = await queue.run(() => session.run(feeds, both ?? mainOnly));
-          const m = main(out);
-          if (w === 0 && !last) next = m;
-          disposeGpu(out, next);
-        }
-        const timed = async (fetches: readonly string[], exit: string | undefined): Promise<number> => {
-          const { out, ms } = await queue.run(async () => {
-            const t0 = now();
-            const o = await session.run(feeds, fetches);
-            await waitFor(main(o));
-            if (exit) {
-              const probs = o[exit];
-              if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exit}"`);
-              const data = (await probs.getData()) as Float32Array;
-              argmaxRow(data, 0, k);
-            }
-            return { out: o, ms: now() - t0 };
-          });
-          disposeGpu(out);
-          return ms;
-        };
-        // The two kinds of runs alternate, so that both see the same state of the machine (see stageTiming).
-        const mainTimes: number[] = [];
-        const exitTimes: number[] | undefined = both ? [] : undefined;
-        for (let r = 0; r < runs; r++) {
-          mainTimes.push(await timed(mainOnly, undefined));
-          if (both && exitTimes) exitTimes.push(await timed(both, exitName));
-        }
-        const t = stageTiming(mainTimes, exitTimes);
-        stageMs.push(t.stageMs);
-        decisionMs.push(t.decisionMs);
-      } catch (e) {
-        if (next?.location === 'gpu-buffer') next.dispose();
-        throw e;
+  const stages = manifest.segments.map((seg, s) => {
+    const exitName = s < n - 1 ? seg.exitOutput : undefined;
+    return { seg, exitName, mainOnly: [seg.output], both: exitName ? [seg.output, exitName] : undefined };
+  });
+  const main = (s: number, out: Readonly<Record<string, Tensor>>): Tensor => {
+    const { seg } = stages[s]!;
+    const t = out[seg.output];
+    if (!t) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no output "${seg.output}"`);
+    return t;
+  };
+  /** One timed run of segment `s`; `withExit` also reads its exit output (when it has one). */
+  const timed = async (s: number, withExit: boolean): Promise<number> => {
+    const { seg, exitName, mainOnly, both } = stages[s]!;
+    const exit = withExit ? exitName : undefined;
+    const { out, ms } = await queue.run(async () => {
+      const t0 = now();
+      const o = await sessions[s]!.run({ [seg.input]: inputs[s]! }, exit && both ? both : mainOnly);
+      await waitFor(main(s, o));
+      if (exit) {
+        const probs = o[exit];
+        if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exit}"`);
+        const data = (await probs.getData()) as Float32Array;
+        argmaxRow(data, 0, k);
       }
-      if (next) {
-        if (input.location === 'gpu-buffer') input.dispose();
-        input = next;
+      return { out: o, ms: now() - t0 };
+    });
+    disposeGpu(out);
+    return ms;
+  };
+
+  // inputs[s]: segment s's input; segment s+1's is segment s's main output in the first warm-up pass.
+  const inputs: Tensor[] = [new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1))];
+  try {
+    for (let w = 0; w < WARMUP_RUNS; w++) {
+      for (let s = 0; s < n; s++) {
+        const { seg, mainOnly, both } = stages[s]!;
+        const out = await queue.run(() => sessions[s]!.run({ [seg.input]: inputs[s]! }, both ?? mainOnly));
+        const m = main(s, out);
+        const keep = w === 0 && s < n - 1 ? m : undefined;
+        if (keep) inputs.push(keep);
+        disposeGpu(out, keep);
       }
     }
+    // Pairs of passes, main/exit then exit/main, … so that a machine whose every other pass is slow (a thread pool
+    // alternating between spinning and sleeping) does not slow only one kind.
+    const mainTimes: number[][] = stages.map(() => []);
+    const exitTimes: number[][] = stages.map(() => []);
+    for (let r = 0; r < runs; r++) {
+      for (const withExit of r % 2 === 0 ? [false, true] : [true, false]) {
+        for (let s = 0; s < n; s++) {
+          const ms = await timed(s, withExit);
+          (withExit && stages[s]!.exitName ? exitTimes : mainTimes)[s]!.push(ms);
+        }
+      }
+    }
+    const t = stages.map((st, s) => stageTiming(mainTimes[s]!, st.exitName ? exitTimes[s] : undefined));
+    return { stageMs: t.map((x) => x.stageMs), decisionMs: t.map((x) => x.decisionMs) };
   } finally {
-    if (input.location === 'gpu-buffer') input.dispose();
+    for (const x of inputs) if (x.location === 'gpu-buffer') x.dispose();
   }
-  return { stageMs, decisionMs };
 }
