@@ -34,9 +34,9 @@ export function median(values: readonly number[]): number {
 
 /**
  * One stage's timing from its run times: `stageMs` = median of the runs that fetched only the main output;
- * `decisionMs` = median of the paired differences `withExit[r] - mainOnly[r]` (run r of each kind, made one after the
- * other, so a slow drift of the machine's speed cancels), clipped at 0; 0 when the stage has no exit (`withExit`
- * undefined).
+ * `decisionMs` = median of the paired differences `withExit[r] - mainOnly[r]` (the runs of pass r of each kind, made
+ * one after the other, so a slow drift of the machine's speed cancels), clipped at 0; 0 when the stage has no exit
+ * (`withExit` undefined).
  * @throws SelfxitError INTERNAL when `withExit` is not paired with `mainOnly` (another length).
  */
 export function stageTiming(mainOnly: readonly number[], withExit: readonly number[] | undefined): { stageMs: number; decisionMs: number } {
@@ -96,6 +96,8 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
     if (!t) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no output "${seg.output}"`);
     return t;
   };
+  // inputs[s]: segment s's input; segment s+1's is segment s's main output in the first warm-up pass.
+  const inputs: Tensor[] = [new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1))];
   /** One timed run of segment `s`; `withExit` also reads its exit output (when it has one). */
   const timed = async (s: number, withExit: boolean): Promise<number> => {
     const { seg, exitName, mainOnly, both } = stages[s]!;
@@ -116,8 +118,6 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
     return ms;
   };
 
-  // inputs[s]: segment s's input; segment s+1's is segment s's main output in the first warm-up pass.
-  const inputs: Tensor[] = [new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1))];
   try {
     for (let w = 0; w < WARMUP_RUNS; w++) {
       for (let s = 0; s < n; s++) {
