@@ -23,7 +23,14 @@ export default defineConfig({
       executablePath: process.env.SELFXIT_CHROMIUM ?? '/usr/bin/chromium',
       // --enable-unsafe-webgpu alone gives navigator.gpu a SwiftShader adapter here (headless, no GPU);
       // --enable-features=Vulkan / --use-angle=swiftshader / --use-webgpu-adapter=swiftshader were not needed.
-      args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--enable-unsafe-webgpu',
+        '--no-sandbox',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     },
     trace: 'off',
   },

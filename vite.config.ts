@@ -78,7 +78,10 @@ function iifeScriptUrl(): Plugin {
       if (!id.startsWith(pageDir) || !code.includes('import.meta.url')) return null;
       const worker = JSON.stringify(builtWorkerFile());
       const out = code
-        .replace(/new URL\(\s*'\.\.\/runtime\/worker\.ts'\s*,\s*import\.meta\.url\s*\)/g, `new URL(${worker}, __selfxitScriptUrl)`)
+        .replace(
+          /new URL\(\s*'\.\.\/runtime\/worker\.ts'\s*,\s*import\.meta\.url\s*\)/g,
+          `new URL(${worker}, __selfxitScriptUrl)`,
+        )
         .replace(/\bimport\.meta\.url\b/g, '__selfxitScriptUrl');
       return { code: out, map: null };
     },
@@ -91,7 +94,15 @@ const IIFE_INTRO =
   '(typeof location !== "undefined" ? location.href : "");';
 
 const nodeExternals = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
-const packageExternals = [/^onnxruntime-(node|web|common)(\/.*)?$/, /^onnx-proto$/, /^protobufjs(\/.*)?$/, /^comlink$/, /^idb-keyval$/, /^pngjs$/, /^jpeg-js$/];
+const packageExternals = [
+  /^onnxruntime-(node|web|common)(\/.*)?$/,
+  /^onnx-proto$/,
+  /^protobufjs(\/.*)?$/,
+  /^comlink$/,
+  /^idb-keyval$/,
+  /^pngjs$/,
+  /^jpeg-js$/,
+];
 
 function libConfig(mode: string): UserConfig {
   const common: UserConfig = {
@@ -100,8 +111,18 @@ function libConfig(mode: string): UserConfig {
     publicDir: false,
     resolve: { alias: ortAliases },
     // The worker gets a stable name (dist/selfxit.worker.js) so that consumers and the IIFE build can point at it.
-    worker: { format: 'es', rollupOptions: { output: { entryFileNames: 'selfxit.worker.js', chunkFileNames: 'assets/[name]-[hash].js' } } },
-    build: { outDir: 'dist', emptyOutDir: false, sourcemap: true, target: 'es2022', minify: true, reportCompressedSize: false },
+    worker: {
+      format: 'es',
+      rollupOptions: { output: { entryFileNames: 'selfxit.worker.js', chunkFileNames: 'assets/[name]-[hash].js' } },
+    },
+    build: {
+      outDir: 'dist',
+      emptyOutDir: false,
+      sourcemap: true,
+      target: 'es2022',
+      minify: true,
+      reportCompressedSize: false,
+    },
   };
   switch (mode) {
     case 'esm':
@@ -119,7 +140,12 @@ function libConfig(mode: string): UserConfig {
         plugins: [iifeScriptUrl()],
         build: {
           ...common.build,
-          lib: { entry: path.join(root, 'src/index.ts'), formats: ['iife'], name: 'selfxit', fileName: () => 'selfxit.iife.js' },
+          lib: {
+            entry: path.join(root, 'src/index.ts'),
+            formats: ['iife'],
+            name: 'selfxit',
+            fileName: () => 'selfxit.iife.js',
+          },
           rollupOptions: { output: { intro: IIFE_INTRO } },
         },
       };
@@ -143,7 +169,10 @@ function libConfig(mode: string): UserConfig {
           target: 'node20',
           minify: false,
           ssr: path.join(root, 'src/cli/main.ts'),
-          rollupOptions: { external: [...nodeExternals, ...packageExternals], output: { entryFileNames: 'cli.js', format: 'es' } },
+          rollupOptions: {
+            external: [...nodeExternals, ...packageExternals],
+            output: { entryFileNames: 'cli.js', format: 'es' },
+          },
         },
       };
     default:

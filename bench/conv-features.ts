@@ -32,9 +32,23 @@ interface Ctx {
 export const encoderWidth = (channels: number): number => Math.min(128, 4 * channels);
 
 /** Fits one encoder per cut on the first `images` samples; `quantile` of the responses is each unit's threshold. */
-export async function fitEncoders(ctx: Ctx, samples: SampleBatch, images = 256, quantile = 0.75, seed = 0): Promise<Encoder[]> {
+export async function fitEncoders(
+  ctx: Ctx,
+  samples: SampleBatch,
+  images = 256,
+  quantile = 0.75,
+  seed = 0,
+): Promise<Encoder[]> {
   const rows = Math.min(images, samples.count);
-  const session = await ctx.ort.InferenceSession.create(encodeModel(withExtraOutputs(ctx.model, ctx.cuts.map((c) => c.tensor))), ctx.sessionOptions);
+  const session = await ctx.ort.InferenceSession.create(
+    encodeModel(
+      withExtraOutputs(
+        ctx.model,
+        ctx.cuts.map((c) => c.tensor),
+      ),
+    ),
+    ctx.sessionOptions,
+  );
   // Every cut's maps of the first `rows` images, [rows, C, H, W].
   const maps = ctx.cuts.map((cut) => {
     const g = cutGeometry(cut);
@@ -126,7 +140,12 @@ export async function fitEncoders(ctx: Ctx, samples: SampleBatch, images = 256, 
 }
 
 /** `[n, 2K]` per cut: global average then global max of `relu(conv1x1(map))`. */
-export async function encodedFeatures(ctx: Ctx, encoders: readonly Encoder[], samples: SampleBatch, batchSize = 64): Promise<Float32Array[]> {
+export async function encodedFeatures(
+  ctx: Ctx,
+  encoders: readonly Encoder[],
+  samples: SampleBatch,
+  batchSize = 64,
+): Promise<Float32Array[]> {
   const g = ctx.model.proto.graph!;
   const nodes = [...(g.node ?? [])];
   const inits = [...(g.initializer ?? [])];
@@ -135,14 +154,20 @@ export async function encodedFeatures(ctx: Ctx, encoders: readonly Encoder[], sa
   ctx.cuts.forEach((cut, i) => {
     const e = encoders[i]!;
     const p = `enc${i}/`;
-    inits.push(makeTensor(`${p}w`, 'float32', [e.k, e.c, 1, 1], e.weight), makeTensor(`${p}b`, 'float32', [e.k], e.bias));
+    inits.push(
+      makeTensor(`${p}w`, 'float32', [e.k, e.c, 1, 1], e.weight),
+      makeTensor(`${p}b`, 'float32', [e.k], e.bias),
+    );
     nodes.push(
       makeNode('Conv', [cut.tensor, `${p}w`, `${p}b`], [`${p}conv`], { kernel_shape: [1, 1] }, `${p}Conv`),
       makeNode('Relu', [`${p}conv`], [`${p}relu`], {}, `${p}Relu`),
       makeNode('GlobalAveragePool', [`${p}relu`], [`${p}avg`], {}, `${p}Avg`),
       makeNode('GlobalMaxPool', [`${p}relu`], [`${p}max`], {}, `${p}Max`),
     );
-    outputs.push(makeValueInfo(`${p}avg`, 'float32', [BATCH_DIM, e.k, 1, 1]), makeValueInfo(`${p}max`, 'float32', [BATCH_DIM, e.k, 1, 1]));
+    outputs.push(
+      makeValueInfo(`${p}avg`, 'float32', [BATCH_DIM, e.k, 1, 1]),
+      makeValueInfo(`${p}max`, 'float32', [BATCH_DIM, e.k, 1, 1]),
+    );
     names.push([`${p}avg`, `${p}max`]);
   });
   const model = withGraph(ctx.model, { ...g, node: nodes, initializer: inits, output: outputs });

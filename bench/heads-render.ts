@@ -38,14 +38,26 @@ export function renderHeadsBlock(records: readonly StudyRecord[], files: readonl
   const first = records[0];
   if (!first) throw new Error('renderHeadsBlock: no records');
   for (const r of records) {
-    const same = r.model === first.model && r.calibSamples === first.calibSamples && r.testSamples === first.testSamples && JSON.stringify(r.candidates) === JSON.stringify(first.candidates);
-    if (!same) throw new Error(`renderHeadsBlock: record of ${r.date} (${r.model}) does not match ${first.date} (${first.model}): model, samples or candidates differ`);
+    const same =
+      r.model === first.model &&
+      r.calibSamples === first.calibSamples &&
+      r.testSamples === first.testSamples &&
+      JSON.stringify(r.candidates) === JSON.stringify(first.candidates);
+    if (!same)
+      throw new Error(
+        `renderHeadsBlock: record of ${r.date} (${r.model}) does not match ${first.date} (${first.model}): model, samples or candidates differ`,
+      );
   }
-  const runs = records.map((r, i) => `${r.date.slice(0, 10)}: \`${r.command}\`${r.seconds === undefined ? '' : ` (${r.seconds.toFixed(0)} s)`}, raw data \`${files[i]}\``);
+  const runs = records.map(
+    (r, i) =>
+      `${r.date.slice(0, 10)}: \`${r.command}\`${r.seconds === undefined ? '' : ` (${r.seconds.toFixed(0)} s)`}, raw data \`${files[i]}\``,
+  );
   return [
     `### Head study, CIFAR-10 ${first.model} (calibrated on ${count(first.calibSamples)} calib images, measured on ${count(first.testSamples)} test images)`,
     '',
-    records.length === 1 ? `Run of ${runs[0]}.` : `Runs (rows in this order):\n\n${runs.map((r) => `- ${r}`).join('\n')}`,
+    records.length === 1
+      ? `Run of ${runs[0]}.`
+      : `Runs (rows in this order):\n\n${runs.map((r) => `- ${r}`).join('\n')}`,
     '',
     `Candidates: ${first.candidates.map((c) => `${c.index} = ${c.tensor} (${(100 * c.macsFraction).toFixed(0)} %)`).join('; ')}.`,
     '',

@@ -13,7 +13,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortNode from 'onnxruntime-node';
 import { augmentSamples, type AugmentKind } from '../src/calibrate/augment.js';
-import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitScores } from '../src/calibrate/cascade-sim.js';
+import {
+  argmaxRows,
+  exitScores,
+  simulateCascade,
+  type CascadeCosts,
+  type ExitScores,
+} from '../src/calibrate/cascade-sim.js';
 import { selectExitsWithRule, type ThresholdRule } from '../src/calibrate/exit-rule.js';
 import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
 import { candidateCuts, resolveModelIO } from '../src/calibrate/prepare.js';
@@ -52,7 +58,7 @@ interface Variant {
 
 /** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
 const VARIANTS: Readonly<Record<string, Variant>> = {
-  'linear': { kind: 'pool-linear', max: 0, augment: [] },
+  linear: { kind: 'pool-linear', max: 0, augment: [] },
   'linear+flip': { kind: 'pool-linear', max: 0, augment: ['flip'] },
   'linear+flip+shift': { kind: 'pool-linear', max: 0, augment: ['flip', 'shift'] },
   'linear+max': { kind: 'pool-linear', max: 2, augment: [] },
@@ -78,14 +84,18 @@ if (process.argv[2] === '--render') {
   // npx tsx bench/heads-study.ts --render <results.json> [<results.json> …]: one block from earlier runs.
   const files = process.argv.slice(3);
   const records = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as StudyRecord);
-  const md = renderHeadsBlock(records, files.map((f) => path.relative(root, path.resolve(f))));
+  const md = renderHeadsBlock(
+    records,
+    files.map((f) => path.relative(root, path.resolve(f))),
+  );
   await writeBlock(path.join(root, 'BENCHMARKS.md'), `bench:heads:${records[0]!.model}`, md);
   console.log(md);
   process.exit(0);
 }
 const modelKey = process.argv[2] ?? 'resnet56';
 const wanted = process.argv[3] ? process.argv[3].split(',') : Object.keys(VARIANTS);
-for (const w of wanted) if (!VARIANTS[w]) throw new Error(`unknown variant "${w}" (${Object.keys(VARIANTS).join(', ')})`);
+for (const w of wanted)
+  if (!VARIANTS[w]) throw new Error(`unknown variant "${w}" (${Object.keys(VARIANTS).join(', ')})`);
 const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
 if (!fs.existsSync(modelFile)) {
   console.log(`heads-study: ${modelFile} is absent (needs ../shared): nothing to do`);
@@ -103,13 +113,15 @@ const analysis = await analyzeModel(model, { ort });
 const io = resolveModelIO(model, analysis, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
 const cuts = candidateCuts(analysis.cuts, 16);
 /** Average-pooling grid of each cut for a variant's `grid` (undefined: prepare's default rule). */
-const gridsOf = (grid: number | undefined): [number, number][] => cuts.map((c): [number, number] => (grid ? [grid, grid] : cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2]));
+const gridsOf = (grid: number | undefined): [number, number][] =>
+  cuts.map((c): [number, number] => (grid ? [grid, grid] : cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2]));
 const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
 const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0).batch; // as prepare does (seed 0)
 const testData = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
 const test = { data: testData, count: testData.length / 3072 };
 const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8')));
-if (!Number.isInteger(test.count) || labels.length !== test.count) throw new Error(`test-u8.bin holds ${test.count} images of 32x32x3, test-labels.u8 ${labels.length} labels`);
+if (!Number.isInteger(test.count) || labels.length !== test.count)
+  throw new Error(`test-u8.bin holds ${test.count} images of 32x32x3, test-labels.u8 ${labels.length} labels`);
 const n = calib.count;
 
 /** The images of a sample set: calib, test, or the one augmented copy of calib. */
@@ -121,7 +133,10 @@ function samplesOf(set: 'calib' | 'test' | AugmentKind): { data: Uint8Array; cou
 }
 
 /** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set and grid; cached on disk. */
-async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
+async function features(
+  set: 'calib' | 'test' | AugmentKind,
+  grid?: number,
+): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
   const grids = gridsOf(grid);
   const base = path.join(cacheDir, `${modelKey}.${set}${grid ? `.g${grid}` : ''}`);
   const dims = cuts.map((c, i) => cutGeometry(c).channels * (grids[i]![0] * grids[i]![1] + 4));
@@ -129,7 +144,17 @@ async function features(set: 'calib' | 'test' | AugmentKind, grid?: number): Pro
     fs.mkdirSync(cacheDir, { recursive: true });
     const samples = samplesOf(set);
     const t0 = performance.now();
-    const f = await extractFeatures({ model, requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })), samples, input: io.input, output: io.output, outputKind: io.outputKind, classes: K, ort, sessionOptions: SESSION });
+    const f = await extractFeatures({
+      model,
+      requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })),
+      samples,
+      input: io.input,
+      output: io.output,
+      outputKind: io.outputKind,
+      classes: K,
+      ort,
+      sessionOptions: SESSION,
+    });
     console.error(`features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     fs.writeFileSync(`${base}.teacher`, f.teacher);
     f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
@@ -154,7 +179,11 @@ async function convFeatures(set: 'calib' | 'test' | AugmentKind): Promise<Float3
 }
 
 /** Rows of `a` ([rows, da]) followed by rows of `b` ([rows, db]). */
-function concatColumns(a: { x: Float32Array; d: number }, b: Float32Array, rows: number): { x: Float32Array; d: number } {
+function concatColumns(
+  a: { x: Float32Array; d: number },
+  b: Float32Array,
+  rows: number,
+): { x: Float32Array; d: number } {
   const db = b.length / rows;
   const d = a.d + db;
   const out = new Float32Array(rows * d);
@@ -166,7 +195,13 @@ function concatColumns(a: { x: Float32Array; d: number }, b: Float32Array, rows:
 }
 
 /** Columns of a cut's cached [avg | max] features that a variant reads. */
-function columns(x: Float32Array, rows: number, i: number, withMax: boolean, grid: number | undefined): { x: Float32Array; d: number } {
+function columns(
+  x: Float32Array,
+  rows: number,
+  i: number,
+  withMax: boolean,
+  grid: number | undefined,
+): { x: Float32Array; d: number } {
   const c = cutGeometry(cuts[i]!).channels;
   const g = gridsOf(grid)[i]!;
   const dAvg = c * g[0] * g[1];
@@ -189,7 +224,9 @@ for (const name of wanted) {
   const calibF = v.grid ? await features('calib', v.grid) : calibDefault;
   const testF = v.grid ? await features('test', v.grid) : testDefault;
   const aug = await Promise.all(v.augment.map((a) => features(a, v.grid)));
-  const convSets = v.conv ? await Promise.all((['calib', ...v.augment, 'test'] as const).map((set) => convFeatures(set))) : undefined;
+  const convSets = v.conv
+    ? await Promise.all((['calib', ...v.augment, 'test'] as const).map((set) => convFeatures(set)))
+    : undefined;
   const copies = 1 + aug.length;
   const t0 = performance.now();
   const oof: ExitScores[] = [];
@@ -205,7 +242,11 @@ for (const name of wanted) {
     parts.forEach((p, a) => X.set(p.x, a * n * d));
     const P = new Float32Array(copies * n * K);
     [calibF, ...aug].forEach((f, a) => P.set(f.teacher, a * n * K));
-    const opts: TrainHeadOptions = { kind: v.kind, ...(v.hidden ? { hidden: v.hidden } : {}), ...(v.epochs ? { epochs: v.epochs } : {}) };
+    const opts: TrainHeadOptions = {
+      kind: v.kind,
+      ...(v.hidden ? { hidden: v.hidden } : {}),
+      ...(v.epochs ? { epochs: v.epochs } : {}),
+    };
     const probs = new Float32Array(n * K);
     for (let f = 0; f < 5; f++) {
       const train: number[] = [];
@@ -227,11 +268,14 @@ for (const name of wanted) {
     const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) : 0;
     const c = cutGeometry(cuts[i]!);
     const convMacs = v.conv ? c.height * c.width * encoderWidth(c.channels) * (c.channels + 2) : 0; // 1x1 conv + 2 pools
-    headMacs.push((hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1) + convMacs);
+    headMacs.push(
+      (hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1) + convMacs,
+    );
   }
   const trainS = (performance.now() - t0) / 1000;
   const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
-  const mean = (e: ExitScores[]): string => e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
+  const mean = (e: ExitScores[]): string =>
+    e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
   for (const rule of RULES) {
     for (const target of TARGETS) {
       const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });

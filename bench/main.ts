@@ -62,7 +62,14 @@ export interface BenchResult {
   readonly validationAgreement: number;
   readonly wallSeconds: number;
   /** The device plan classified under (`devicePlan`): exits used, expected ms and MACs fractions, stage times. */
-  readonly plan?: { readonly enabled: readonly boolean[]; readonly expectedMsFraction: number; readonly expectedMacsFraction: number; readonly stageMs: readonly number[]; readonly decisionMs: readonly number[]; readonly seconds: number };
+  readonly plan?: {
+    readonly enabled: readonly boolean[];
+    readonly expectedMsFraction: number;
+    readonly expectedMacsFraction: number;
+    readonly stageMs: readonly number[];
+    readonly decisionMs: readonly number[];
+    readonly seconds: number;
+  };
   /** Per-image predicted classes, when `returnLabels`. */
   readonly labels?: { readonly early: number[]; readonly full: number[] };
 }
@@ -85,7 +92,13 @@ async function run(config: BenchConfig): Promise<BenchResult> {
   const manifest = (await (await fetch(manifestUrl)).json()) as BundleManifest;
   const key = `${config.imagesUrl}|${config.images}`;
   if (!imageCache.has(key)) {
-    imageCache.set(key, fetchImageSet(config.imagesUrl, manifest.input, { ...(config.labelsUrl ? { labelsUrl: config.labelsUrl } : {}), limit: config.images }));
+    imageCache.set(
+      key,
+      fetchImageSet(config.imagesUrl, manifest.input, {
+        ...(config.labelsUrl ? { labelsUrl: config.labelsUrl } : {}),
+        limit: config.images,
+      }),
+    );
   }
   const images = await imageCache.get(key)!;
   const n = images.count - (images.count % config.batch);
@@ -104,8 +117,17 @@ async function run(config: BenchConfig): Promise<BenchResult> {
     if (config.devicePlan) {
       const t0 = performance.now();
       const p = await clf.plan(config.target !== undefined ? { target: config.target } : {});
-      plan = { enabled: p.enabled, expectedMsFraction: p.expectedMsFraction, expectedMacsFraction: p.expectedMacsFraction, stageMs: p.timings.stageMs, decisionMs: p.timings.decisionMs, seconds: (performance.now() - t0) / 1000 };
-      log(`${config.name}: device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`);
+      plan = {
+        enabled: p.enabled,
+        expectedMsFraction: p.expectedMsFraction,
+        expectedMacsFraction: p.expectedMacsFraction,
+        stageMs: p.timings.stageMs,
+        decisionMs: p.timings.decisionMs,
+        seconds: (performance.now() - t0) / 1000,
+      };
+      log(
+        `${config.name}: device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`,
+      );
     }
     if (config.target !== undefined && !config.devicePlan) clf.setTarget(config.target);
     const info = clf.info();
@@ -123,7 +145,8 @@ async function run(config: BenchConfig): Promise<BenchResult> {
     const exitOf = new Int32Array(n);
     const macs = new Float64Array(n);
 
-    const inputs = (start: number, rows: number): ImageData[] => Array.from({ length: rows }, (_, r) => imageData(images, start + r));
+    const inputs = (start: number, rows: number): ImageData[] =>
+      Array.from({ length: rows }, (_, r) => imageData(images, start + r));
     const earlyCall = async (start: number, rows: number): Promise<void> => {
       const batch = inputs(start, rows);
       const t0 = performance.now();
@@ -203,7 +226,11 @@ async function run(config: BenchConfig): Promise<BenchResult> {
       ratio: ratio(early, full),
       earlyWorker: summary(earlyWorkerMs),
       fullWorker: summary(fullWorkerMs),
-      stages: stageSum.map((s, i) => ({ meanMs: stageCalls[i] ? s / stageCalls[i]! : 0, calls: stageCalls[i]!, rows: stageRows[i]! })),
+      stages: stageSum.map((s, i) => ({
+        meanMs: stageCalls[i] ? s / stageCalls[i]! : 0,
+        calls: stageCalls[i]!,
+        rows: stageRows[i]!,
+      })),
       fullRunMs: mean(fullRunMs),
       macsFraction: mean(Array.from(macs)),
       agreement: agree / n,

@@ -15,10 +15,24 @@ const triple = (s, f = f2) => (s ? `${f(s.mean)} / ${f(s.p50)} / ${f(s.p95)}` : 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** Goals of issue 5 for ResNet-56, WASM, batch 1 at >= 98.5 % agreement (and issue 6's ratio vs MACs fraction). */
-export const GOALS = { model: 'resnet56', agreement: 0.985, ratio: 0.8, ratioPath: 0.6, worstCase: 1.05, ratioVsMacs: 0.04 };
+export const GOALS = {
+  model: 'resnet56',
+  agreement: 0.985,
+  ratio: 0.8,
+  ratioPath: 0.6,
+  worstCase: 1.05,
+  ratioVsMacs: 0.04,
+};
 
 /** Goals of issue 3 (ResNet-56 calibrated on `calib`, measured on `test`, target 0.99). */
-export const ISSUE3 = { model: 'resnet56', target: 0.99, agreement: 0.987, top1Points: 0.003, macs: 0.81, prepareSeconds: 600 };
+export const ISSUE3 = {
+  model: 'resnet56',
+  target: 0.99,
+  agreement: 0.987,
+  top1Points: 0.003,
+  macs: 0.81,
+  prepareSeconds: 600,
+};
 
 /** Goals of issue 6 at target 0.99: MACs fraction per model, with issue 3's agreement and top-1 conditions. */
 export const ISSUE6 = { target: 0.99, agreement: 0.987, top1Points: 0.003, macs: { resnet56: 0.72, resnet20: 0.78 } };
@@ -32,14 +46,16 @@ const TITLES = { resnet56: 'ResNet-56', resnet20: 'ResNet-20', fashion: 'Fashion
 export function judge(value, goal, cmp = '<=', fmt = f3) {
   if (!Number.isFinite(value)) return { met: null, text: 'not measured' };
   const eps = 1e-12;
-  const met = cmp === '<=' ? value <= goal + eps : cmp === '<' ? value < goal : cmp === '>=' ? value >= goal - eps : value > goal;
+  const met =
+    cmp === '<=' ? value <= goal + eps : cmp === '<' ? value < goal : cmp === '>=' ? value >= goal - eps : value > goal;
   const d = Math.abs(value - goal);
   const side = cmp.startsWith('<') ? 'under' : 'above';
   return { met, text: met ? `met (${fmt(d)} ${side})` : `**missed by ${fmt(d)}**` };
 }
 
 function table(rows) {
-  const head = '| setup | threads | batch | images | early-exit ms mean / p50 / p95 | full model ms mean / p50 / p95 | ratio mean / p50 / p95 | MACs | agreement | top-1 early / full | exit shares (…, full) |';
+  const head =
+    '| setup | threads | batch | images | early-exit ms mean / p50 / p95 | full model ms mean / p50 / p95 | ratio mean / p50 / p95 | MACs | agreement | top-1 early / full | exit shares (…, full) |';
   const sep = '|---|---:|---:|---:|---|---|---|---:|---:|---|---|';
   const lines = rows.map((r) =>
     [
@@ -65,7 +81,9 @@ function stageLine(r) {
 
 /** ResNet-56 (GOALS.model), WASM, batch 1 rows of the latency runs. */
 function goalRows(record) {
-  return (record.results ?? []).filter((r) => r.model === GOALS.model && r.config?.batch === 1 && r.config?.backend === 'wasm');
+  return (record.results ?? []).filter(
+    (r) => r.model === GOALS.model && r.config?.batch === 1 && r.config?.backend === 'wasm',
+  );
 }
 
 /** Mean ms per image of the cascade's segments (each segment's mean per call × calls / images). */
@@ -114,7 +132,6 @@ export function ratioBreakdown(r, worst) {
   const seg = segmentMsPerImage(r);
   const roundTrip = { early: r.early.mean - r.earlyWorker.mean, full: r.full.mean - r.fullWorker.mean };
   const workerOther = { early: r.earlyWorker.mean - seg, full: r.fullWorker.mean - r.fullRunMs };
-  const segments = { early: seg, full: m * r.fullRunMs };
   const part = (p) => (p.early - m * p.full) / F;
   const passed = exitsPassedPerImage(r);
   const w = worstCaseOverhead(worst);
@@ -136,7 +153,13 @@ function goals(record) {
   const rows = goalRows(record);
   if (rows.length === 0) return '';
   const out = [`### Issue 5: ResNet-56, WASM, batch 1, agreement ≥ ${pct(GOALS.agreement)}`, ''];
-  out.push('| setup | threads | agreement | ratio (mean) | goal ≤ ' + f2(GOALS.ratio) + ' | MACs fraction | ratio − MACs | worst case ratio (mean) | goal ≤ ' + f2(GOALS.worstCase) + ' |');
+  out.push(
+    '| setup | threads | agreement | ratio (mean) | goal ≤ ' +
+      f2(GOALS.ratio) +
+      ' | MACs fraction | ratio − MACs | worst case ratio (mean) | goal ≤ ' +
+      f2(GOALS.worstCase) +
+      ' |',
+  );
   out.push('|---|---:|---:|---:|---|---:|---:|---:|---|');
   const threads = [...new Set(rows.map((r) => r.threads))];
   // selfxit at the calibration target, at the goal's target (setTarget), and under the device plan
@@ -146,35 +169,67 @@ function goals(record) {
       const s = rows.find((r) => r.variant === variant && r.threads === t);
       if (!s) continue;
       const w = rows.find((r) => r.variant === 'worst-case' && r.threads === t);
-      const agreeOk = s.agreement >= GOALS.agreement ? pct(s.agreement, 2) : `**${pct(s.agreement, 2)}** (below ${pct(GOALS.agreement)})`;
-      out.push(`| ${variant} | ${t} | ${agreeOk} | ${f3(s.ratio.mean)} | ${judge(s.ratio.mean, GOALS.ratio).text} | ${f3(s.macsFraction)} | ${f3(s.ratio.mean - s.macsFraction)} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? judge(w.ratio.mean, GOALS.worstCase).text : '–'} |`);
+      const agreeOk =
+        s.agreement >= GOALS.agreement
+          ? pct(s.agreement, 2)
+          : `**${pct(s.agreement, 2)}** (below ${pct(GOALS.agreement)})`;
+      out.push(
+        `| ${variant} | ${t} | ${agreeOk} | ${f3(s.ratio.mean)} | ${judge(s.ratio.mean, GOALS.ratio).text} | ${f3(s.macsFraction)} | ${f3(s.ratio.mean - s.macsFraction)} | ${w ? f3(w.ratio.mean) : '–'} | ${w ? judge(w.ratio.mean, GOALS.worstCase).text : '–'} |`,
+      );
     }
   }
   const worst = rows.filter((r) => r.variant === 'worst-case');
   if (worst.length) {
-    out.push('', 'Worst case = every threshold at exactly 1: every exit output is read back and decided on, and only a probability that rounds to 1 in float32 leaves. Its exit shares, so that an input that still exited is visible:', '');
+    out.push(
+      '',
+      'Worst case = every threshold at exactly 1: every exit output is read back and decided on, and only a probability that rounds to 1 in float32 leaves. Its exit shares, so that an input that still exited is visible:',
+      '',
+    );
     for (const w of worst) {
       const names = [...(w.exitNames ?? []), 'full'];
       const exited = 1 - (w.exitShares?.[w.exitShares.length - 1] ?? 1);
       const count = Math.round(exited * w.images);
       out.push(
         `- ${plural(w.threads, 'thread')}: ${(w.exitShares ?? []).map((s, i) => `${names[i] ?? `exit ${i}`} ${pct(s, 1)}`).join(', ')} — ` +
-          (count === 0 ? `no input exited (of ${w.images}).` : `**${count} of ${w.images} inputs still exited** (${pct(exited, 2)}); the worst-case times include them.`),
+          (count === 0
+            ? `no input exited (of ${w.images}).`
+            : `**${count} of ${w.images} inputs still exited** (${pct(exited, 2)}); the worst-case times include them.`),
       );
     }
   }
   const planned = rows.filter((r) => r.plan);
   if (planned.length) {
-    out.push('', 'Device plans measured in the bench page: ' + planned.map((r) => `${plural(r.threads, 'thread')}: exits used ${r.plan.enabled.map((e, i) => (e ? r.exitNames[i] : null)).filter(Boolean).join(', ') || 'none'}; stage ms ${r.plan.stageMs.map(f2).join(' / ')}; decision ms ${r.plan.decisionMs.map(f2).join(' / ')}; expected ms fraction ${f3(r.plan.expectedMsFraction)} (${f2(r.plan.seconds)} s to plan)`).join('; ') + '.');
+    out.push(
+      '',
+      'Device plans measured in the bench page: ' +
+        planned
+          .map(
+            (r) =>
+              `${plural(r.threads, 'thread')}: exits used ${
+                r.plan.enabled
+                  .map((e, i) => (e ? r.exitNames[i] : null))
+                  .filter(Boolean)
+                  .join(', ') || 'none'
+              }; stage ms ${r.plan.stageMs.map(f2).join(' / ')}; decision ms ${r.plan.decisionMs.map(f2).join(' / ')}; expected ms fraction ${f3(r.plan.expectedMsFraction)} (${f2(r.plan.seconds)} s to plan)`,
+          )
+          .join('; ') +
+        '.',
+    );
   }
-  out.push('', '**Where the time goes** (inside the workers; the cascade reports each segment\'s wall time per call):', '');
+  out.push(
+    '',
+    "**Where the time goes** (inside the workers; the cascade reports each segment's wall time per call):",
+    '',
+  );
   for (const r of rows) {
     const exits = r.exitNames?.length ?? 0;
     const overhead = r.earlyWorker.mean - r.fullWorker.mean;
     out.push(
       `- ${r.variant}, ${plural(r.threads, 'thread')}: cascade ${f2(r.earlyWorker.mean)} ms vs full ${f2(r.fullWorker.mean)} ms per image in the worker ` +
         `(session.run alone ${f2(r.fullRunMs)} ms); page-side round trips ${f2(r.early.mean)} vs ${f2(r.full.mean)} ms. Segments: ${stageLine(r)}.` +
-        (r.variant === 'worst-case' && exits > 0 ? ` Every exit is read and decided here and (almost) no input leaves, so the difference (${f2(overhead)} ms) is the cost of ${plural(exits, 'head')}, their readbacks and decisions, and ${r.stages.length - 1} extra segment boundar${r.stages.length === 2 ? 'y' : 'ies'}: ${f2(overhead / exits)} ms per exit.` : ''),
+        (r.variant === 'worst-case' && exits > 0
+          ? ` Every exit is read and decided here and (almost) no input leaves, so the difference (${f2(overhead)} ms) is the cost of ${plural(exits, 'head')}, their readbacks and decisions, and ${r.stages.length - 1} extra segment boundar${r.stages.length === 2 ? 'y' : 'ies'}: ${f2(overhead / exits)} ms per exit.`
+          : ''),
     );
   }
   return out.join('\n');
@@ -184,9 +239,18 @@ function goals(record) {
 function ratioVsMacs(record) {
   const rows = goalRows(record).filter((r) => r.variant.startsWith('selfxit'));
   if (rows.length === 0) return '';
-  const out = [`### Issues 5 and 6: latency ratio vs MACs fraction (ResNet-56, WASM, batch 1; goal: ratio − MACs fraction ≤ ${f2(GOALS.ratioVsMacs)})`, ''];
-  out.push('| setup | threads | ratio (mean) | MACs fraction | ratio − MACs | verdict |', '|---|---:|---:|---:|---:|---|');
-  for (const r of rows) out.push(`| ${r.variant} | ${r.threads} | ${f3(r.ratio.mean)} | ${f3(r.macsFraction)} | ${f3(r.ratio.mean - r.macsFraction)} | ${judge(r.ratio.mean - r.macsFraction, GOALS.ratioVsMacs).text} |`);
+  const out = [
+    `### Issues 5 and 6: latency ratio vs MACs fraction (ResNet-56, WASM, batch 1; goal: ratio − MACs fraction ≤ ${f2(GOALS.ratioVsMacs)})`,
+    '',
+  ];
+  out.push(
+    '| setup | threads | ratio (mean) | MACs fraction | ratio − MACs | verdict |',
+    '|---|---:|---:|---:|---:|---|',
+  );
+  for (const r of rows)
+    out.push(
+      `| ${r.variant} | ${r.threads} | ${f3(r.ratio.mean)} | ${f3(r.macsFraction)} | ${f3(r.ratio.mean - r.macsFraction)} | ${judge(r.ratio.mean - r.macsFraction, GOALS.ratioVsMacs).text} |`,
+    );
   const worstOf = (t) => goalRows(record).find((w) => w.variant === 'worst-case' && w.threads === t);
   for (const r of rows) {
     if (judge(r.ratio.mean - r.macsFraction, GOALS.ratioVsMacs).met !== false) continue;
@@ -212,7 +276,9 @@ function ratioVsMacs(record) {
         `- Here an image passes ${f2(b.passed)} exits on average: × ${f2(w.perExitMs)} ms = ${f2(b.exitOverhead.ms)} ms, ${signed3(b.exitOverhead.share)} of the ratio; the segments' remaining ${signed3(b.rest.share)} is time not proportional to MACs (per-segment efficiency at batch 1).`,
       );
     } else {
-      out.push(`- No worst-case run with ${plural(r.threads, 'thread')} in this record: the per-exit overhead is not separated from the segments.`);
+      out.push(
+        `- No worst-case run with ${plural(r.threads, 'thread')} in this record: the per-exit overhead is not separated from the segments.`,
+      );
     }
     const plan = rows.find((p) => p.variant === 'selfxit+plan' && p.threads === r.threads && p.plan);
     if (plan) {
@@ -225,7 +291,9 @@ function ratioVsMacs(record) {
     }
   }
   // The path towards GOALS.ratioPath, from the best selfxit run (lowest ratio) at batch 1.
-  const best = rows.filter((r) => r.variant.startsWith('selfxit') && !r.variant.includes('plan') && r.agreement >= GOALS.agreement).sort((a, b) => a.ratio.mean - b.ratio.mean)[0];
+  const best = rows
+    .filter((r) => r.variant.startsWith('selfxit') && !r.variant.includes('plan') && r.agreement >= GOALS.agreement)
+    .sort((a, b) => a.ratio.mean - b.ratio.mean)[0];
   if (best) out.push('', pathParagraph(record, best, worstOf(best.threads)));
   return out.join('\n');
 }
@@ -247,7 +315,9 @@ function pathParagraph(record, r, worst) {
   const needGap = goal - m;
   const fixed = b.roundTrip.share + b.workerOther.share; // round trip and worker extras, as shares of the ratio
   if (needGap <= 0) {
-    parts.push(`At today's MACs fraction (${f3(m)}, above ${f2(goal)}) no cut in overheads reaches it: the exits have to leave earlier or more often.`);
+    parts.push(
+      `At today's MACs fraction (${f3(m)}, above ${f2(goal)}) no cut in overheads reaches it: the exits have to leave earlier or more often.`,
+    );
   } else if (b.worst && Number.isFinite(b.worst.perExitMs) && b.passed > 0) {
     // ratio = m + fixed + rest + passed × perExit / F  →  perExit needed for ratio = goal at today's MACs fraction.
     const perExitNeeded = ((needGap - fixed - b.rest.share) * b.F) / b.passed;
@@ -260,20 +330,26 @@ function pathParagraph(record, r, worst) {
     parts.push(`At today's MACs fraction it needs the gap ≤ ${f3(needGap)} (today ${f3(b.gap)}).`);
   }
   const oracle = record.curves?.[GOALS.model]?.selfxit?.asShipped?.oracleMacsFraction;
-  if (Number.isFinite(oracle)) parts.push(`For scale: the oracle of the same heads (each image leaves at the first head that agrees with the full model) needs a MACs fraction of ${f3(oracle)} on the test images.`);
+  if (Number.isFinite(oracle))
+    parts.push(
+      `For scale: the oracle of the same heads (each image leaves at the first head that agrees with the full model) needs a MACs fraction of ${f3(oracle)} on the test images.`,
+    );
   return head + parts.join(' ');
 }
 
 /** The operating point of a bundle variant at `target`: as shipped when prepared for it, else re-chosen from its curve. */
 function atTarget(c, variant, target) {
   if (!c) return null;
-  if (variant !== 'paper' && c.asShipped && Math.abs(c.asShipped.target - target) < 1e-9) return { ...c.asShipped, source: 'as shipped' };
+  if (variant !== 'paper' && c.asShipped && Math.abs(c.asShipped.target - target) < 1e-9)
+    return { ...c.asShipped, source: 'as shipped' };
   const t = (c.targetCurve ?? []).find((p) => Math.abs(p.target - target) < 1e-9);
   return t ? { ...t, source: `thresholds re-chosen from the curve${t.reached ? '' : ', target not reached'}` } : null;
 }
 
-const top1Delta = (p, c) => (p && Number.isFinite(p.accuracy) && Number.isFinite(c?.backboneAccuracy) ? p.accuracy - c.backboneAccuracy : NaN);
-const opLine = (p, c) => (p ? `${pct(p.agreement, 2)} agreement, top-1 ${signedPoints(top1Delta(p, c))}, MACs ${f3(p.macsFraction)}` : '–');
+const top1Delta = (p, c) =>
+  p && Number.isFinite(p.accuracy) && Number.isFinite(c?.backboneAccuracy) ? p.accuracy - c.backboneAccuracy : NaN;
+const opLine = (p, c) =>
+  p ? `${pct(p.agreement, 2)} agreement, top-1 ${signedPoints(top1Delta(p, c))}, MACs ${f3(p.macsFraction)}` : '–';
 
 /** Issue 3: ResNet-56 at target 0.99, next to the paper's setup (fixed 0.9) and the pooled max-softmax baseline. */
 function issue3(record) {
@@ -283,10 +359,16 @@ function issue3(record) {
   const p = atTarget(s, 'selfxit', ISSUE3.target);
   const paper = v.paper?.asShipped ? { ...v.paper.asShipped } : null;
   const base = atTarget(v.maxsoftmax, 'maxsoftmax', ISSUE3.target);
-  const out = [`### Issue 3: ResNet-56 at target ${ISSUE3.target} (calibrated on ${s.calibrationSamples ?? '–'} \`calib\` images, measured on ${s.samples} \`test\` images)`, ''];
+  const out = [
+    `### Issue 3: ResNet-56 at target ${ISSUE3.target} (calibrated on ${s.calibrationSamples ?? '–'} \`calib\` images, measured on ${s.samples} \`test\` images)`,
+    '',
+  ];
   if (!p) return out.concat([`The selfxit bundle was not measured at target ${ISSUE3.target}.`]).join('\n');
   const d = top1Delta(p, s);
-  const steps = (c) => Object.entries(c?.prepareSteps ?? {}).map(([k, x]) => `${k} ${seconds(x)}`).join(', ') || '–';
+  const steps = (c) =>
+    Object.entries(c?.prepareSteps ?? {})
+      .map(([k, x]) => `${k} ${seconds(x)}`)
+      .join(', ') || '–';
   const col = (c, pt, f) => (c && pt ? f(c, pt) : '–');
   out.push(
     `| criterion | goal | selfxit (${p.source}) | verdict | paper (as shipped, fixed 0.9) | pooled max-softmax |`,
@@ -299,7 +381,11 @@ function issue3(record) {
     '',
     `\`prepare\` steps: selfxit ${steps(s)}${v.paper ? `; paper ${steps(v.paper)}` : ''}${v.maxsoftmax ? `; max-softmax ${steps(v.maxsoftmax)}` : ''}. The time is the wall time of the \`selfxit prepare\` process (loading the model and images included) of the run that made the cached bundle.`,
   );
-  if (paper) out.push('', `The paper's setup keeps its fixed threshold 0.9 (target recorded only); its exit shares on the test images: ${(paper.exitShares ?? []).map((x) => pct(x, 1)).join(' / ')} (…, full).`);
+  if (paper)
+    out.push(
+      '',
+      `The paper's setup keeps its fixed threshold 0.9 (target recorded only); its exit shares on the test images: ${(paper.exitShares ?? []).map((x) => pct(x, 1)).join(' / ')} (…, full).`,
+    );
   return out.join('\n');
 }
 
@@ -308,8 +394,14 @@ function issue6(record) {
   const curves = record.curves ?? {};
   const keys = Object.keys(ISSUE6.macs);
   if (!keys.some((k) => curves[k]?.selfxit)) return '';
-  const out = [`### Issue 6: stronger exits at target ${ISSUE6.target} (test agreement ≥ ${pct(ISSUE6.agreement, 2)}, top-1 within ${points(ISSUE6.top1Points)} of the backbone)`, ''];
-  out.push('| model | MACs goal | test agreement | top-1 vs backbone | MACs fraction | verdict | pooled max-softmax at 0.99 | paper at 0.99 (re-chosen) |', '|---|---:|---:|---:|---:|---|---|---|');
+  const out = [
+    `### Issue 6: stronger exits at target ${ISSUE6.target} (test agreement ≥ ${pct(ISSUE6.agreement, 2)}, top-1 within ${points(ISSUE6.top1Points)} of the backbone)`,
+    '',
+  ];
+  out.push(
+    '| model | MACs goal | test agreement | top-1 vs backbone | MACs fraction | verdict | pooled max-softmax at 0.99 | paper at 0.99 (re-chosen) |',
+    '|---|---:|---:|---:|---:|---|---|---|',
+  );
   for (const key of keys) {
     const v = curves[key];
     const goal = ISSUE6.macs[key];
@@ -339,7 +431,10 @@ function issue6(record) {
       `| ${TITLES[key] ?? key} | ≤ ${f2(goal)} | ${pct(p.agreement, 2)} | ${signedPoints(d)} | ${f3(p.macsFraction)} | ${verdict} | ${opLine(atTarget(v.maxsoftmax, 'maxsoftmax', ISSUE6.target), v.maxsoftmax)} | ${opLine(atTarget(v.paper, 'paper', ISSUE6.target), v.paper)} |`,
     );
   }
-  out.push('', 'The curves below give every target; heads, thresholds and plans are fit on `calib` only, the `test` images are used only here.');
+  out.push(
+    '',
+    'The curves below give every target; heads, thresholds and plans are fit on `calib` only, the `test` images are used only here.',
+  );
   return out.join('\n');
 }
 
@@ -356,7 +451,7 @@ function curves(record) {
   const out = [
     '### Agreement target → achieved agreement → MACs (calibrated on `calib`, measured on `test`)',
     '',
-    'Each bundle is prepared once at target 0.99; for every other target its thresholds are re-chosen from the bundle\'s calibration curve with the same confidence margin (what `setTarget()` does on a device), then measured on the test images (`selfxit eval --targets`). Exits stay those selected for 0.99. Expected = out-of-fold validation agreement on the calibration images; measured = agreement with the full model on the test images.',
+    "Each bundle is prepared once at target 0.99; for every other target its thresholds are re-chosen from the bundle's calibration curve with the same confidence margin (what `setTarget()` does on a device), then measured on the test images (`selfxit eval --targets`). Exits stay those selected for 0.99. Expected = out-of-fold validation agreement on the calibration images; measured = agreement with the full model on the test images.",
     '',
   ];
   for (const key of models) {
@@ -365,19 +460,34 @@ function curves(record) {
     const any = Object.values(v)[0];
     if (!any) continue;
     out.push(`#### ${title} — ${any.samples} test images, backbone top-1 ${pct(any.backboneAccuracy, 2)}`, '');
-    out.push('| variant | target | expected agreement | measured agreement | top-1 | MACs fraction |', '|---|---:|---:|---:|---:|---:|');
+    out.push(
+      '| variant | target | expected agreement | measured agreement | top-1 | MACs fraction |',
+      '|---|---:|---:|---:|---:|---:|',
+    );
     for (const [variant, c] of Object.entries(v)) {
       for (const t of c.targetCurve ?? []) {
-        out.push(`| ${variant} | ${f3(t.target)} | ${pct(t.expectedAgreement, 2)} | ${pct(t.agreement, 2)} | ${pct(t.accuracy, 2)} | ${f3(t.macsFraction)}${t.reached ? '' : ' (target not reached)'} |`);
+        out.push(
+          `| ${variant} | ${f3(t.target)} | ${pct(t.expectedAgreement, 2)} | ${pct(t.agreement, 2)} | ${pct(t.accuracy, 2)} | ${f3(t.macsFraction)}${t.reached ? '' : ' (target not reached)'} |`,
+        );
       }
     }
     out.push('');
     out.push('| variant | exits | calibration images | prepare time | steps |', '|---|---|---:|---:|---|');
     for (const [variant, c] of Object.entries(v)) {
-      const steps = Object.entries(c.prepareSteps ?? {}).map(([k, s2]) => `${k} ${s2.toFixed(0)} s`).join(', ');
-      out.push(`| ${variant} | ${(c.exits ?? []).join(', ') || 'none'} | ${c.calibrationSamples ?? '–'} | ${seconds(c.prepareSeconds)} | ${steps} |`);
+      const steps = Object.entries(c.prepareSteps ?? {})
+        .map(([k, s2]) => `${k} ${s2.toFixed(0)} s`)
+        .join(', ');
+      out.push(
+        `| ${variant} | ${(c.exits ?? []).join(', ') || 'none'} | ${c.calibrationSamples ?? '–'} | ${seconds(c.prepareSeconds)} | ${steps} |`,
+      );
     }
-    out.push('', Object.keys(v).map((k) => `- **${k}**: ${VARIANT_TITLES[k] ?? k}`).join('\n'), '');
+    out.push(
+      '',
+      Object.keys(v)
+        .map((k) => `- **${k}**: ${VARIANT_TITLES[k] ?? k}`)
+        .join('\n'),
+      '',
+    );
   }
   return out.join('\n');
 }
@@ -385,9 +495,20 @@ function curves(record) {
 function webgpu(record) {
   const rows = (record.results ?? []).filter((r) => r.variant === 'webgpu-correctness');
   if (rows.length === 0) return '';
-  const out = ['### WebGPU (correctness only)', '', `Adapter: ${rows[0].adapter}. Software rendering: the timings mean nothing and are not reported.`, ''];
-  out.push('| model | images | backend used | early exit vs full (WebGPU) | early exit WebGPU vs WASM | full WebGPU vs WASM |', '|---|---:|---|---:|---:|---:|');
-  for (const r of rows) out.push(`| ${r.model} | ${r.images} | ${r.backend} | ${pct(r.agreement, 2)} | ${pct(r.crossBackend?.earlyWebgpuVsWasm, 2)} | ${pct(r.crossBackend?.fullWebgpuVsWasm, 2)} |`);
+  const out = [
+    '### WebGPU (correctness only)',
+    '',
+    `Adapter: ${rows[0].adapter}. Software rendering: the timings mean nothing and are not reported.`,
+    '',
+  ];
+  out.push(
+    '| model | images | backend used | early exit vs full (WebGPU) | early exit WebGPU vs WASM | full WebGPU vs WASM |',
+    '|---|---:|---|---:|---:|---:|',
+  );
+  for (const r of rows)
+    out.push(
+      `| ${r.model} | ${r.images} | ${r.backend} | ${pct(r.agreement, 2)} | ${pct(r.crossBackend?.earlyWebgpuVsWasm, 2)} | ${pct(r.crossBackend?.fullWebgpuVsWasm, 2)} |`,
+    );
   return out.join('\n');
 }
 
@@ -400,7 +521,7 @@ export function renderMarkdown(record, resultFile) {
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; ${m.chromium}; Node ${m.node}. Load average at the end: ${(m.loadAverage ?? []).map((x) => x.toFixed(2)).join(', ')}.`,
     `- Command: \`${record.command}\` (${Math.round(record.seconds)} s). Raw data: \`${resultFile}\`.`,
     '- Latency per image, ms: page-side round trip of `clf.classify()` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, interleaved image by image in ABBA order. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).',
-    '- Setups: **selfxit** = `prepare` defaults (target 0.99); **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (issue 5\'s goals are at ≥ 98.5 % agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page\'s worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper\'s heads at fixed exits).',
+    "- Setups: **selfxit** = `prepare` defaults (target 0.99); **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (issue 5's goals are at ≥ 98.5 % agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page's worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper's heads at fixed exits).",
     '',
   ];
   for (const model of record.models ?? []) {
@@ -414,9 +535,20 @@ export function renderMarkdown(record, resultFile) {
     out.push(table(rows), '');
   }
   if (!(record.models ?? []).some((x) => x.key === GOALS.model)) {
-    out.push(`ResNet-56 is not in this record (\`../shared\` absent, or left out by BENCH_MODELS): the goals of issues 3, 5 and 6 are not evaluated.`, '');
+    out.push(
+      `ResNet-56 is not in this record (\`../shared\` absent, or left out by BENCH_MODELS): the goals of issues 3, 5 and 6 are not evaluated.`,
+      '',
+    );
   }
-  for (const section of [goals(record), ratioVsMacs(record), issue3(record), issue6(record), curves(record), webgpu(record)]) if (section) out.push(section, '');
+  for (const section of [
+    goals(record),
+    ratioVsMacs(record),
+    issue3(record),
+    issue6(record),
+    curves(record),
+    webgpu(record),
+  ])
+    if (section) out.push(section, '');
   return out.join('\n');
 }
 

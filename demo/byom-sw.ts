@@ -16,6 +16,13 @@ self.addEventListener('fetch', (event) => {
     caches
       .open(CACHE)
       .then((cache) => cache.match(url.href))
-      .then((hit) => hit ?? new Response('not in the in-memory bundle', { status: 404, headers: { 'Cross-Origin-Resource-Policy': 'same-origin' } })),
+      .then(
+        (hit) =>
+          hit ??
+          new Response('not in the in-memory bundle', {
+            status: 404,
+            headers: { 'Cross-Origin-Resource-Policy': 'same-origin' },
+          }),
+      ),
   );
 });

@@ -25,7 +25,10 @@ const STAGE_NAMES: Record<ByomProgress['stage'], string> = {
 const byId = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 
 function parseList(text: string): number[] | undefined {
-  const xs = text.split(/[,\s]+/).filter(Boolean).map(Number);
+  const xs = text
+    .split(/[,\s]+/)
+    .filter(Boolean)
+    .map(Number);
   return xs.length && xs.every(Number.isFinite) ? xs : undefined;
 }
 
@@ -37,16 +40,26 @@ function parseShape(text: string): { height: number; width: number; channels: 1 
 
 /** Makes the folder served by the service worker; resolves with its URL. */
 async function publish(manifest: BundleManifest, files: ReadonlyMap<string, Uint8Array>): Promise<string> {
-  if (!('serviceWorker' in navigator)) throw new Error('this browser has no service workers, which the demo uses to serve an in-memory bundle');
+  if (!('serviceWorker' in navigator))
+    throw new Error('this browser has no service workers, which the demo uses to serve an in-memory bundle');
   await navigator.serviceWorker.register(new URL('byom-sw.js', document.baseURI), { scope: './' });
   await navigator.serviceWorker.ready;
   const base = new URL(`byom/${Date.now().toString(36)}/`, document.baseURI).href;
   const cache = await caches.open(CACHE);
   for (const key of await cache.keys()) await cache.delete(key); // keep only the latest bundle
-  const headers = (type: string): HeadersInit => ({ 'Content-Type': type, 'Cross-Origin-Resource-Policy': 'same-origin' });
-  await cache.put(new URL(MANIFEST_FILE, base).href, new Response(JSON.stringify(manifest), { headers: headers('application/json') }));
+  const headers = (type: string): HeadersInit => ({
+    'Content-Type': type,
+    'Cross-Origin-Resource-Policy': 'same-origin',
+  });
+  await cache.put(
+    new URL(MANIFEST_FILE, base).href,
+    new Response(JSON.stringify(manifest), { headers: headers('application/json') }),
+  );
   for (const [name, bytes] of files) {
-    await cache.put(new URL(name, base).href, new Response(bytes as Uint8Array<ArrayBuffer>, { headers: headers('application/octet-stream') }));
+    await cache.put(
+      new URL(name, base).href,
+      new Response(bytes as Uint8Array<ArrayBuffer>, { headers: headers('application/octet-stream') }),
+    );
   }
   return new URL(MANIFEST_FILE, base).href;
 }
@@ -68,7 +81,9 @@ export function setupByom(): void {
   let bundle: { manifest: BundleManifest; files: Map<string, Uint8Array> } | undefined;
 
   const images = (): File[] =>
-    [...(folderInput.files ?? []), ...(filesInput.files ?? [])].filter((f) => f.type.startsWith('image/') || IMAGE_EXT.test(f.name));
+    [...(folderInput.files ?? []), ...(filesInput.files ?? [])].filter(
+      (f) => f.type.startsWith('image/') || IMAGE_EXT.test(f.name),
+    );
   const say = (text: string, error = false): void => {
     status.textContent = text;
     status.classList.toggle('error', error);
@@ -76,7 +91,8 @@ export function setupByom(): void {
   const refresh = (): void => {
     const n = images().length;
     runBtn.disabled = !modelInput.files?.length || n === 0 || worker !== undefined;
-    if (!worker) say(modelInput.files?.length ? `${n} image${n === 1 ? '' : 's'} selected.` : 'Choose a model and some images.');
+    if (!worker)
+      say(modelInput.files?.length ? `${n} image${n === 1 ? '' : 's'} selected.` : 'Choose a model and some images.');
   };
   for (const input of [modelInput, folderInput, filesInput]) input.addEventListener('change', refresh);
 
@@ -148,9 +164,15 @@ export function setupByom(): void {
           `expected ${(c.validationAgreement * 100).toFixed(2)}% agreement at ${(c.expectedMacsFraction * 100).toFixed(0)}% of the MACs.`;
         summary.append(p);
         say('Loading the new bundle…');
-        clf = await load(await publish(m, reply.files), { backend: 'wasm', cache: false, wasmPaths: new URL('ort/', document.baseURI).href });
+        clf = await load(await publish(m, reply.files), {
+          backend: 'wasm',
+          cache: false,
+          wasmPaths: new URL('ort/', document.baseURI).href,
+        });
         await classifyShown(files.slice(0, SHOWN));
-        say(`Done. Showing ${Math.min(SHOWN, files.length)} of your images classified with the new exits (backend: ${clf.backend}).`);
+        say(
+          `Done. Showing ${Math.min(SHOWN, files.length)} of your images classified with the new exits (backend: ${clf.backend}).`,
+        );
       } catch (e) {
         stop();
         say(e instanceof Error ? `${e.name}: ${e.message}` : String(e), true);

@@ -78,11 +78,24 @@ export function barChart(
     opts.series.forEach((s, si) => {
       const v = opts.values[si]?.[c] ?? 0;
       const bh = (plotH * Math.min(v, max)) / max;
-      const rect = el('rect', { x: gx + barW * si, y: h - PAD.bottom - bh, width: barW - 2, height: Math.max(0, bh), rx: 2, fill: s.color });
+      const rect = el('rect', {
+        x: gx + barW * si,
+        y: h - PAD.bottom - bh,
+        width: barW - 2,
+        height: Math.max(0, bh),
+        rx: 2,
+        fill: s.color,
+      });
       rect.append(el('title', {}, `${s.name} · ${cat}: ${fmt(v)}`));
       svg.append(rect);
     });
-    svg.append(el('text', { x: PAD.left + groupW * (c + 0.5), y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' }, cat));
+    svg.append(
+      el(
+        'text',
+        { x: PAD.left + groupW * (c + 0.5), y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' },
+        cat,
+      ),
+    );
   });
   legend(container, opts.series);
 }
@@ -125,7 +138,14 @@ export function histogram(
     counts.forEach((share, b) => {
       const bh = (plotH * share) / max;
       svg.append(
-        el('rect', { x: PAD.left + (plotW * b) / bins, y: h - PAD.bottom - bh, width: plotW / bins - 1, height: bh, fill: color, 'fill-opacity': 0.55 }),
+        el('rect', {
+          x: PAD.left + (plotW * b) / bins,
+          y: h - PAD.bottom - bh,
+          width: plotW / bins - 1,
+          height: bh,
+          fill: color,
+          'fill-opacity': 0.55,
+        }),
       );
     });
     // Median marker.
@@ -133,14 +153,32 @@ export function histogram(
     if (xs.length > 0) {
       const med = xs[Math.floor(xs.length / 2)]!;
       const x = PAD.left + (plotW * Math.min(med, hi)) / hi;
-      svg.append(el('line', { x1: x, x2: x, y1: PAD.top, y2: h - PAD.bottom, stroke: color, 'stroke-width': 2, 'stroke-dasharray': '4 3' }));
+      svg.append(
+        el('line', {
+          x1: x,
+          x2: x,
+          y1: PAD.top,
+          y2: h - PAD.bottom,
+          stroke: color,
+          'stroke-width': 2,
+          'stroke-dasharray': '4 3',
+        }),
+      );
     }
   });
   for (let i = 0; i <= 4; i++) {
     const v = (hi * i) / 4;
-    svg.append(el('text', { x: PAD.left + (plotW * i) / 4, y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' }, v.toFixed(v < 10 ? 1 : 0)));
+    svg.append(
+      el(
+        'text',
+        { x: PAD.left + (plotW * i) / 4, y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' },
+        v.toFixed(v < 10 ? 1 : 0),
+      ),
+    );
   }
-  svg.append(el('text', { x: PAD.left + plotW / 2, y: h - 4, class: 'axis-label', 'text-anchor': 'middle' }, opts.unit));
+  svg.append(
+    el('text', { x: PAD.left + plotW / 2, y: h - 4, class: 'axis-label', 'text-anchor': 'middle' }, opts.unit),
+  );
   legend(container, opts.series);
 }
 
@@ -167,11 +205,25 @@ export function tradeoffChart(
   for (let i = 0; i <= 4; i++) {
     const v = yMin + ((yMax - yMin) * i) / 4;
     svg.append(el('line', { x1: PAD.left, x2: w - PAD.right, y1: sy(v), y2: sy(v), class: i === 0 ? 'axis' : 'grid' }));
-    svg.append(el('text', { x: PAD.left - 6, y: sy(v) + 3.5, class: 'tick', 'text-anchor': 'end' }, `${(v * 100).toFixed(1)}`));
+    svg.append(
+      el('text', { x: PAD.left - 6, y: sy(v) + 3.5, class: 'tick', 'text-anchor': 'end' }, `${(v * 100).toFixed(1)}`),
+    );
     const xv = i / 4;
-    svg.append(el('text', { x: sx(xv), y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' }, `${Math.round(xv * 100)}%`));
+    svg.append(
+      el(
+        'text',
+        { x: sx(xv), y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' },
+        `${Math.round(xv * 100)}%`,
+      ),
+    );
   }
-  svg.append(el('text', { x: PAD.left + plotW / 2, y: h - 4, class: 'axis-label', 'text-anchor': 'middle' }, 'MACs vs full model'));
+  svg.append(
+    el(
+      'text',
+      { x: PAD.left + plotW / 2, y: h - 4, class: 'axis-label', 'text-anchor': 'middle' },
+      'MACs vs full model',
+    ),
+  );
   const sortedPts = [...opts.points].sort((a, b) => a.x - b.x);
   if (sortedPts.length > 0) {
     const d = sortedPts.map((p, i) => `${i ? 'L' : 'M'}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ');
@@ -179,13 +231,21 @@ export function tradeoffChart(
   }
   if (opts.current) {
     const c = opts.current;
-    svg.append(el('circle', { cx: sx(c.x), cy: sy(c.y), r: 6, fill: 'var(--c-accent)', stroke: '#fff', 'stroke-width': 2 }));
+    svg.append(
+      el('circle', { cx: sx(c.x), cy: sy(c.y), r: 6, fill: 'var(--c-accent)', stroke: '#fff', 'stroke-width': 2 }),
+    );
   }
   if (opts.measured) {
     const m = opts.measured;
     const x = sx(m.x);
     const y = sy(Math.max(yMin, m.y));
-    svg.append(el('path', { d: `M${x - 5},${y - 5} L${x + 5},${y + 5} M${x - 5},${y + 5} L${x + 5},${y - 5}`, stroke: 'var(--c-full)', 'stroke-width': 2.5 }));
+    svg.append(
+      el('path', {
+        d: `M${x - 5},${y - 5} L${x + 5},${y + 5} M${x - 5},${y + 5} L${x + 5},${y - 5}`,
+        stroke: 'var(--c-full)',
+        'stroke-width': 2.5,
+      }),
+    );
   }
   legend(container, [
     { name: 'calibration curve (agreement %)', color: 'var(--c-curve)' },
@@ -197,7 +257,10 @@ export function tradeoffChart(
 /** Horizontal stacked bar: MACs spent per exit region and MACs saved, as shares of the full model. */
 export function costBar(
   container: HTMLElement,
-  opts: { readonly parts: readonly { readonly name: string; readonly value: number; readonly color: string }[]; readonly label: string },
+  opts: {
+    readonly parts: readonly { readonly name: string; readonly value: number; readonly color: string }[];
+    readonly label: string;
+  },
 ): void {
   const w = 360;
   const h = 64;
@@ -209,8 +272,18 @@ export function costBar(
     const rect = el('rect', { x: 1 + x, y: 8, width: Math.max(0, pw - 1), height: 30, fill: p.color, rx: 3 });
     rect.append(el('title', {}, `${p.name}: ${(p.value * 100).toFixed(1)}%`));
     svg.append(rect);
-    if (pw > 34) svg.append(el('text', { x: 1 + x + pw / 2, y: 27, class: 'bar-label', 'text-anchor': 'middle' }, `${Math.round((p.value / total) * 100)}%`));
+    if (pw > 34)
+      svg.append(
+        el(
+          'text',
+          { x: 1 + x + pw / 2, y: 27, class: 'bar-label', 'text-anchor': 'middle' },
+          `${Math.round((p.value / total) * 100)}%`,
+        ),
+      );
     x += pw;
   }
-  legend(container, opts.parts.map((p) => ({ name: p.name, color: p.color })));
+  legend(
+    container,
+    opts.parts.map((p) => ({ name: p.name, color: p.color })),
+  );
 }

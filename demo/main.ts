@@ -50,7 +50,13 @@ interface DemoState {
   last?: RunSummary;
   error?: string;
   /** The device plan in use (after "Plan for this device"), until the backend changes. */
-  plan?: { backend: string; threads: number; enabled: readonly boolean[]; expectedMsFraction: number; expectedMacsFraction: number };
+  plan?: {
+    backend: string;
+    threads: number;
+    enabled: readonly boolean[];
+    expectedMsFraction: number;
+    expectedMacsFraction: number;
+  };
 }
 
 declare global {
@@ -109,7 +115,8 @@ function setProgress(fraction: number): void {
 
 const pct = (v: number, digits = 1): string => (Number.isFinite(v) ? `${(v * 100).toFixed(digits)}%` : '–');
 const ms = (v: number): string => (Number.isFinite(v) ? `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms` : '–');
-const exitName = (slot: number): string => (slot >= manifest.exits.length ? 'full' : (manifest.exits[slot]?.name ?? `exit ${slot}`));
+const exitName = (slot: number): string =>
+  slot >= manifest.exits.length ? 'full' : (manifest.exits[slot]?.name ?? `exit ${slot}`);
 
 function setControlsEnabled(on: boolean): void {
   ui.target.disabled = !on;
@@ -149,15 +156,26 @@ async function openBackend(backend: BackendChoice): Promise<void> {
       if (p.status === 'progress' && p.total > 0) setProgress(p.loaded / p.total);
     },
   });
-  const fullModel = manifest.backbone.file ? new URL(manifest.backbone.file, BUNDLE_URL).href : new URL('model.onnx', MODEL_DIR).href;
+  const fullModel = manifest.backbone.file
+    ? new URL(manifest.backbone.file, BUNDLE_URL).href
+    : new URL('model.onnx', MODEL_DIR).href;
   // Same backend the SDK ended up on (it may have fallen back from WebGPU to WASM), same thread count.
-  baseline = await Baseline.create({ model: fullModel, input: manifest.input, backend: clf.backend, threads, wasmPaths: WASM_PATHS, outputKind: manifest.backbone.outputKind });
+  baseline = await Baseline.create({
+    model: fullModel,
+    input: manifest.input,
+    backend: clf.backend,
+    threads,
+    wasmPaths: WASM_PATHS,
+    outputKind: manifest.backbone.outputKind,
+  });
   const info = clf.info();
   ui.pillBackend.textContent = `backend: ${clf.backend}`;
   ui.pillBackend.classList.add('on');
   ui.pillThreads.textContent = `threads: ${info.threads}`;
   ui.backendNote.textContent =
-    clf.backend === backend ? `Running on ${clf.backend.toUpperCase()}.` : `${backend.toUpperCase()} unavailable, using ${clf.backend.toUpperCase()}.`;
+    clf.backend === backend
+      ? `Running on ${clf.backend.toUpperCase()}.`
+      : `${backend.toUpperCase()} unavailable, using ${clf.backend.toUpperCase()}.`;
   applyTarget(Number(ui.target.value));
 }
 
@@ -210,7 +228,10 @@ function updateTile(i: number, r: Row): void {
   t.label.textContent = classNames[r.early.index] ?? String(r.early.index);
   const wrong = r.truth !== undefined && r.truth !== r.early.index;
   t.label.classList.toggle('wrong', wrong);
-  t.label.title = r.truth !== undefined ? `true class: ${classNames[r.truth] ?? r.truth}; full model: ${classNames[r.full.index] ?? r.full.index}` : '';
+  t.label.title =
+    r.truth !== undefined
+      ? `true class: ${classNames[r.truth] ?? r.truth}; full model: ${classNames[r.full.index] ?? r.full.index}`
+      : '';
   (t.conf.firstElementChild as HTMLElement).style.width = `${(r.early.confidence * 100).toFixed(0)}%`;
   t.conf.title = `confidence ${pct(r.early.confidence)}`;
   t.chip.textContent = exitName(r.early.exit);
@@ -238,7 +259,13 @@ async function run(): Promise<void> {
       const t0 = performance.now();
       const r = await c.classify(input);
       const elapsed = performance.now() - t0;
-      return { index: r.index, confidence: r.confidence, exit: r.exit.index < 0 ? manifest.exits.length : r.exit.index, macsFraction: r.exit.macsFraction, ms: elapsed };
+      return {
+        index: r.index,
+        confidence: r.confidence,
+        exit: r.exit.index < 0 ? manifest.exits.length : r.exit.index,
+        macsFraction: r.exit.macsFraction,
+        ms: elapsed,
+      };
     };
     const runFull = async (): Promise<Row['full']> => {
       const r = await b.run(bytes, 1);
@@ -296,13 +323,16 @@ function summarize(rows: readonly Row[], target: number, backend: string): RunSu
 
 function render(rows: readonly Row[], s: RunSummary): void {
   $('m-agreement').textContent = pct(s.agreement);
-  $('m-agreement-sub').textContent = currentPoint ? `expected ${pct(currentPoint.agreement)} · target ${pct(s.target, 2)}` : `target ${pct(s.target, 2)}`;
+  $('m-agreement-sub').textContent = currentPoint
+    ? `expected ${pct(currentPoint.agreement)} · target ${pct(s.target, 2)}`
+    : `target ${pct(s.target, 2)}`;
   $('m-accuracy').textContent = pct(s.accuracyEarly);
   $('m-accuracy-sub').textContent = `full model ${pct(s.accuracyFull)} · ${s.count} labelled images`;
   $('m-macs').textContent = pct(1 - s.macsFraction, 0);
   $('m-macs-sub').textContent = `${pct(s.macsFraction, 0)} of the full model's MACs per image`;
   $('m-latency').textContent = ms(s.meanMsEarly);
-  $('m-latency-sub').textContent = `full model ${ms(s.meanMsFull)} · ratio ${(s.meanMsEarly / s.meanMsFull).toFixed(2)}`;
+  $('m-latency-sub').textContent =
+    `full model ${ms(s.meanMsFull)} · ratio ${(s.meanMsEarly / s.meanMsFull).toFixed(2)}`;
 
   const categories = [...manifest.exits.map((e) => e.name), 'full'];
   barChart($('chart-exits'), {
@@ -326,8 +356,14 @@ function render(rows: readonly Row[], s: RunSummary): void {
     samples: [rows.map((r) => r.early.ms), rows.map((r) => r.full.ms)],
   });
   drawTradeoff();
-  const parts = manifest.exits.map((e, k) => ({ name: e.name, value: (s.exitShares[k] ?? 0) * e.macsFraction, color: exitColor(k) }));
-  const fullCost = (s.exitShares[manifest.exits.length] ?? 0) * (1 + manifest.exits.reduce((a, e) => a + e.headMacs, 0) / manifest.backbone.macs);
+  const parts = manifest.exits.map((e, k) => ({
+    name: e.name,
+    value: (s.exitShares[k] ?? 0) * e.macsFraction,
+    color: exitColor(k),
+  }));
+  const fullCost =
+    (s.exitShares[manifest.exits.length] ?? 0) *
+    (1 + manifest.exits.reduce((a, e) => a + e.headMacs, 0) / manifest.backbone.macs);
   parts.push({ name: 'full model', value: fullCost, color: FULL_COLOR });
   parts.push({ name: 'saved', value: Math.max(0, 1 - parts.reduce((a, p) => a + p.value, 0)), color: '#d0d5dd' });
   costBar($('chart-macs'), { label: 'MACs per image by exit', parts });
@@ -337,7 +373,8 @@ function render(rows: readonly Row[], s: RunSummary): void {
 function renderExitTable(rows: readonly Row[], s: RunSummary): void {
   const table = document.createElement('table');
   table.className = 'exit-table';
-  table.innerHTML = '<thead><tr><th>exit</th><th>MACs to decide</th><th>threshold</th><th>share</th><th>agrees</th></tr></thead>';
+  table.innerHTML =
+    '<thead><tr><th>exit</th><th>MACs to decide</th><th>threshold</th><th>share</th><th>agrees</th></tr></thead>';
   const body = document.createElement('tbody');
   const thresholds = clf?.info().exits.map((e) => e.threshold) ?? manifest.exits.map((e) => e.threshold);
   for (let k = 0; k <= manifest.exits.length; k++) {
@@ -379,10 +416,17 @@ function setPlan(plan: DevicePlan | undefined): void {
   ui.planDownload.disabled = !plan;
   if (!plan) {
     delete state.plan;
-    ui.planNote.textContent = 'Times each stage on this backend (clf.plan()) and re-chooses the exits and thresholds for the target; the cost table is the JSON `selfxit prepare --cost-table` reads.';
+    ui.planNote.textContent =
+      'Times each stage on this backend (clf.plan()) and re-chooses the exits and thresholds for the target; the cost table is the JSON `selfxit prepare --cost-table` reads.';
     return;
   }
-  state.plan = { backend: plan.backend, threads: plan.threads, enabled: plan.enabled, expectedMsFraction: plan.expectedMsFraction, expectedMacsFraction: plan.expectedMacsFraction };
+  state.plan = {
+    backend: plan.backend,
+    threads: plan.threads,
+    enabled: plan.enabled,
+    expectedMsFraction: plan.expectedMsFraction,
+    expectedMacsFraction: plan.expectedMacsFraction,
+  };
   const used = manifest.exits.filter((_, j) => plan.enabled[j]).map((e) => e.name);
   ui.planNote.textContent =
     `Plan for ${plan.backend.toUpperCase()}, ${plan.threads} thread${plan.threads === 1 ? '' : 's'}: exits ${used.join(', ') || 'none'}; ` +
@@ -434,11 +478,21 @@ async function guarded(task: () => Promise<void>): Promise<void> {
 async function main(): Promise<void> {
   ui.pillIsolated.textContent = crossOriginIsolated ? 'cross-origin isolated' : 'not isolated (1 thread)';
   const res = await fetch(BUNDLE_URL);
-  if (!res.ok) throw new Error(`No bundle at ${BUNDLE_URL} (HTTP ${res.status}): start the demo with \`npm run demo\`, which prepares it.`);
+  if (!res.ok)
+    throw new Error(
+      `No bundle at ${BUNDLE_URL} (HTTP ${res.status}): start the demo with \`npm run demo\`, which prepares it.`,
+    );
   manifest = (await res.json()) as BundleManifest;
   const labelsText = await fetch(new URL('labels.txt', MODEL_DIR)).then((r) => (r.ok ? r.text() : ''));
-  classNames = manifest.labels.length ? manifest.labels : labelsText.split('\n').map((s) => s.trim()).filter(Boolean);
-  images = await fetchImageSet(new URL('test-u8.bin', MODEL_DIR).href, manifest.input, { labelsUrl: new URL('test-labels.u8', MODEL_DIR).href });
+  classNames = manifest.labels.length
+    ? manifest.labels
+    : labelsText
+        .split('\n')
+        .map((s) => s.trim())
+        .filter(Boolean);
+  images = await fetchImageSet(new URL('test-u8.bin', MODEL_DIR).href, manifest.input, {
+    labelsUrl: new URL('test-labels.u8', MODEL_DIR).href,
+  });
   buildGallery();
 
   const agreements = manifest.calibration.curve.map((p) => p.agreement);

@@ -27,7 +27,11 @@ function preparedBundle(): Plugin {
       });
     },
     writeBundle() {
-      if (existsSync(bundleDir)) cpSync(bundleDir, path.join(outDir, 'bundle'), { recursive: true, filter: (src) => !src.endsWith('.stamp.json') });
+      if (existsSync(bundleDir))
+        cpSync(bundleDir, path.join(outDir, 'bundle'), {
+          recursive: true,
+          filter: (src) => !src.endsWith('.stamp.json'),
+        });
     },
   };
 }
@@ -45,7 +49,10 @@ export default defineConfig(
       reportCompressedSize: false,
       rollupOptions: {
         input: { main: path.join(here, 'index.html'), 'byom-sw': path.join(here, 'byom-sw.ts') },
-        output: { entryFileNames: (chunk: { name: string }) => (chunk.name === 'byom-sw' ? 'byom-sw.js' : 'assets/[name]-[hash].js') },
+        output: {
+          entryFileNames: (chunk: { name: string }) =>
+            chunk.name === 'byom-sw' ? 'byom-sw.js' : 'assets/[name]-[hash].js',
+        },
       },
     },
   }),

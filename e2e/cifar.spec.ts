@@ -33,12 +33,16 @@ interface EvalJson {
 }
 
 function cli(args: string[]): string {
-  return execFileSync(process.execPath, [path.join(root, 'node_modules/tsx/dist/cli.mjs'), path.join(root, 'src/cli/main.ts'), ...args], {
-    cwd: root,
-    encoding: 'utf8',
-    maxBuffer: 64 << 20,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  return execFileSync(
+    process.execPath,
+    [path.join(root, 'node_modules/tsx/dist/cli.mjs'), path.join(root, 'src/cli/main.ts'), ...args],
+    {
+      cwd: root,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
 }
 
 const NO_SHARED = `needs ../shared (CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`;
@@ -47,7 +51,24 @@ const NO_SHARED = `needs ../shared (CIFAR-10 ResNet-56 and images) at ${shared}:
 let prepared = false;
 function ensureBundle(): BundleManifest {
   if (!prepared && (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(path.join(bundleDir, 'manifest.json')))) {
-    cli(['prepare', model, '--samples', calib, '--shape', '32,32,3', '--limit', '2000', '--seed', '0', '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--out', bundleDir]);
+    cli([
+      'prepare',
+      model,
+      '--samples',
+      calib,
+      '--shape',
+      '32,32,3',
+      '--limit',
+      '2000',
+      '--seed',
+      '0',
+      '--mean',
+      '0.485,0.456,0.406',
+      '--std',
+      '0.229,0.224,0.225',
+      '--out',
+      bundleDir,
+    ]);
   }
   prepared = true;
   return JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as BundleManifest;
@@ -56,10 +77,15 @@ function ensureBundle(): BundleManifest {
 /** Test-file indices of the first `count` images of eval's seeded subset (the class-ordered file shuffled with SEED). */
 function subsetIndices(count: number): number[] {
   const all = new Uint8Array(readFileSync(testImages));
-  return Array.from(shuffleAndLimit({ data: all, count: all.length / 3072 }, { height: 32, width: 32, channels: 3 }, SEED, count).indices);
+  return Array.from(
+    shuffleAndLimit({ data: all, count: all.length / 3072 }, { height: 32, width: 32, channels: 3 }, SEED, count)
+      .indices,
+  );
 }
 
-test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and script-tag builds) match selfxit eval on >= 99.8 %', async ({ page }) => {
+test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and script-tag builds) match selfxit eval on >= 99.8 %', async ({
+  page,
+}) => {
   test.skip(!existsSync(model) || !existsSync(testImages), NO_SHARED);
   test.setTimeout(600_000);
 
@@ -67,7 +93,9 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
   const manifest = ensureBundle();
 
   // 2. `selfxit eval` on the 500 images (seeded shuffle of the class-ordered test file).
-  const evalOut = JSON.parse(cli(['eval', bundleDir, '--samples', testImages, '--limit', String(COUNT), '--seed', String(SEED), '--json'])) as EvalJson;
+  const evalOut = JSON.parse(
+    cli(['eval', bundleDir, '--samples', testImages, '--limit', String(COUNT), '--seed', String(SEED), '--json']),
+  ) as EvalJson;
   expect(evalOut.samples).toBe(COUNT);
 
   // 3. Per-image decisions in Node: the same subset, the same runCascade as eval, on onnxruntime-node.
@@ -75,8 +103,17 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
   const shape = { height: 32, width: 32, channels: 3 };
   const { batch, indices } = shuffleAndLimit({ data: all, count: all.length / 3072 }, shape, SEED, COUNT);
   const ort = ortNode as unknown as OrtModule;
-  const sessions = await Promise.all(manifest.segments.map((s) => ort.InferenceSession.create(new Uint8Array(readFileSync(path.join(bundleDir, s.file))))));
-  const runner = new OrtStageRunner({ Tensor: ort.Tensor, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]! });
+  const sessions = await Promise.all(
+    manifest.segments.map((s) =>
+      ort.InferenceSession.create(new Uint8Array(readFileSync(path.join(bundleDir, s.file)))),
+    ),
+  );
+  const runner = new OrtStageRunner({
+    Tensor: ort.Tensor,
+    manifest,
+    queue: new SerialQueue(),
+    session: async (s) => sessions[s]!,
+  });
   const node: { index: number; exit: number }[] = [];
   for (let start = 0; start < COUNT; start += 64) {
     const rows = Math.min(64, COUNT - start);
@@ -91,7 +128,11 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
     return c.map((v) => v / rs.length);
   };
   // The Node reference is eval's cascade: same exit shares (up to a sample flipped by batch-size rounding).
-  shares(node).forEach((s, i) => expect(Math.abs(s - evalOut.exitShares[i]!), `node vs eval share of exit ${i}`).toBeLessThanOrEqual(2 / COUNT + 1e-9));
+  shares(node).forEach((s, i) =>
+    expect(Math.abs(s - evalOut.exitShares[i]!), `node vs eval share of exit ${i}`).toBeLessThanOrEqual(
+      2 / COUNT + 1e-9,
+    ),
+  );
 
   // 4. The browser: built package (ESM import, then the script-tag build), WASM, the same 500 images as 32x32
   // ImageData (exact size: no resampling).
@@ -108,16 +149,25 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
         const ms = performance.now() - t0;
         const info = clf.info();
         await clf.dispose();
-        return { results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })), ms, threads: info.threads };
+        return {
+          results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })),
+          ms,
+          threads: info.threads,
+        };
       },
       { indices: Array.from(indices) },
     );
     const same = browser.results.filter((r, i) => r.index === node[i]!.index && r.exit === node[i]!.exit).length;
     console.log(
       `cifar resnet56 (${build} build): ${same}/${COUNT} browser decisions equal the Node/eval cascade; browser ${browser.ms.toFixed(0)} ms (${browser.threads} threads); ` +
-        `exit shares browser ${shares(browser.results).map((s) => s.toFixed(3)).join('/')} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}`,
+        `exit shares browser ${shares(browser.results)
+          .map((s) => s.toFixed(3))
+          .join('/')} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}`,
     );
-    expect(same / COUNT, `${build} build: share of images with the same exit and label as selfxit eval`).toBeGreaterThanOrEqual(0.998);
+    expect(
+      same / COUNT,
+      `${build} build: share of images with the same exit and label as selfxit eval`,
+    ).toBeGreaterThanOrEqual(0.998);
   }
 });
 
@@ -139,9 +189,15 @@ const GPU_COUNT = 50;
  */
 const NEAR_THRESHOLD = 1e-3;
 
-test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same labels as WASM in the same page', async ({ page, launchOptions }) => {
+test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same labels as WASM in the same page', async ({
+  page,
+  launchOptions,
+}) => {
   test.skip(!existsSync(model) || !existsSync(testImages), NO_SHARED);
-  test.skip(!webgpuExpected(launchOptions), 'Chromium was launched without --enable-unsafe-webgpu (see playwright.config.ts): no WebGPU adapter is expected, not checked');
+  test.skip(
+    !webgpuExpected(launchOptions),
+    'Chromium was launched without --enable-unsafe-webgpu (see playwright.config.ts): no WebGPU adapter is expected, not checked',
+  );
   // Measured on a busy 2-core machine: WebGPU load 11 s + 61 s for the 50 images on SwiftShader, WASM 3 s.
   test.setTimeout(600_000);
   const manifest = ensureBundle();
@@ -159,11 +215,27 @@ test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same la
         const used = clf.backend;
         const info = clf.info();
         const t1 = performance.now();
-        const results = used === backend ? (await clf.classifyBatch(images)).map((r) => ({ index: r.index, label: r.label, exit: r.exit.index, confidence: r.confidence })) : [];
+        const results =
+          used === backend
+            ? (await clf.classifyBatch(images)).map((r) => ({
+                index: r.index,
+                label: r.label,
+                exit: r.exit.index,
+                confidence: r.confidence,
+              }))
+            : [];
         const t2 = performance.now();
         const segmentsLoaded = clf.info().segments.filter((s) => s.loaded).length;
         await clf.dispose();
-        return { backend: used, reason: info.fallbackReason ?? null, thresholds: info.exits.map((e) => e.threshold), results, loadMs: t1 - t0, classifyMs: t2 - t1, segmentsLoaded };
+        return {
+          backend: used,
+          reason: info.fallbackReason ?? null,
+          thresholds: info.exits.map((e) => e.threshold),
+          results,
+          loadMs: t1 - t0,
+          classifyMs: t2 - t1,
+          segmentsLoaded,
+        };
       };
       const gpu = await runAll('webgpu');
       const wasm = await runAll('wasm');
@@ -171,7 +243,10 @@ test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same la
     },
     { indices },
   );
-  expect(out.gpu.backend, `WebGPU expected with --enable-unsafe-webgpu, but the classifier fell back to WASM: ${out.gpu.reason}`).toBe('webgpu');
+  expect(
+    out.gpu.backend,
+    `WebGPU expected with --enable-unsafe-webgpu, but the classifier fell back to WASM: ${out.gpu.reason}`,
+  ).toBe('webgpu');
   expect(out.wasm.backend).toBe('wasm');
   expect(out.gpu.results).toHaveLength(GPU_COUNT);
   expect(out.wasm.results).toHaveLength(GPU_COUNT);
@@ -191,7 +266,10 @@ test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same la
     // A different exit: the backend that left earlier did so with a confidence just at its exit's threshold.
     const early = depth(g.exit) < depth(w.exit) ? g : w;
     const margin = Math.abs(early.confidence - out.gpu.thresholds[early.exit]!);
-    expect(margin, `image ${indices[i]}: exit ${g.exit} on WebGPU vs ${w.exit} on WASM, confidence ${early.confidence} vs threshold ${out.gpu.thresholds[early.exit]}`).toBeLessThanOrEqual(NEAR_THRESHOLD);
+    expect(
+      margin,
+      `image ${indices[i]}: exit ${g.exit} on WebGPU vs ${w.exit} on WASM, confidence ${early.confidence} vs threshold ${out.gpu.thresholds[early.exit]}`,
+    ).toBeLessThanOrEqual(NEAR_THRESHOLD);
   });
   const shares = (rs: { exit: number }[]): string => {
     const c = new Array<number>(k + 1).fill(0);
@@ -204,8 +282,12 @@ test('CIFAR-10 ResNet-56, 50 test images: WebGPU (SwiftShader) gives the same la
       `max confidence difference at equal exits ${maxConfDiff.toExponential(2)}; exit shares WebGPU ${shares(out.gpu.results)} WASM ${shares(out.wasm.results)}`,
   );
   // Must show 2: the same label for every image (a near-threshold exit flip that changed a label would fail here).
-  out.gpu.results.forEach((g, i) => expect(g.label, `image ${indices[i]}: WebGPU vs WASM label`).toBe(out.wasm.results[i]!.label));
-  expect(maxConfDiff, 'confidence difference where both backends left at the same exit').toBeLessThanOrEqual(NEAR_THRESHOLD);
+  out.gpu.results.forEach((g, i) =>
+    expect(g.label, `image ${indices[i]}: WebGPU vs WASM label`).toBe(out.wasm.results[i]!.label),
+  );
+  expect(maxConfDiff, 'confidence difference where both backends left at the same exit').toBeLessThanOrEqual(
+    NEAR_THRESHOLD,
+  );
   // Several exits are taken, so rows really left the GPU batch at different stages.
   expect(new Set(out.gpu.results.map((r) => r.exit)).size).toBeGreaterThan(1);
 });

@@ -33,7 +33,11 @@ test.describe.configure({ mode: 'serial' });
 
 test.beforeAll(async () => {
   test.setTimeout(600_000); // first run prepares the bundle (calibration) and builds the page
-  server = spawn(process.execPath, ['scripts/demo.mjs'], { cwd: root, env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  server = spawn(process.execPath, ['scripts/demo.mjs'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   baseUrl = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer): void => {
@@ -61,9 +65,14 @@ function watchConsole(page: Page): string[] {
 }
 
 async function waitForRun(page: Page, runs: number): Promise<Summary> {
-  await page.waitForFunction((n) => window.selfxitDemo.status === 'error' || (window.selfxitDemo.status === 'ready' && window.selfxitDemo.runs >= n), runs, {
-    timeout: 180_000,
-  });
+  await page.waitForFunction(
+    (n) =>
+      window.selfxitDemo.status === 'error' || (window.selfxitDemo.status === 'ready' && window.selfxitDemo.runs >= n),
+    runs,
+    {
+      timeout: 180_000,
+    },
+  );
   const state = await page.evaluate(() => window.selfxitDemo);
   expect(state.error, 'the demo reported an error').toBeUndefined();
   return state.last as Summary;
@@ -114,7 +123,8 @@ test('demo classifies the gallery and follows the agreement target', async ({ pa
     // Where the thresholds only went down, every single image exits at the same exit or earlier.
     const tLo = lo.expected?.thresholds;
     const tHi = hi.expected?.thresholds;
-    if (tLo && tHi && tLo.every((t, k) => t <= tHi[k]!)) lo.exits.forEach((e, i) => expect(e).toBeLessThanOrEqual(hi.exits[i]!));
+    if (tLo && tHi && tLo.every((t, k) => t <= tHi[k]!))
+      lo.exits.forEach((e, i) => expect(e).toBeLessThanOrEqual(hi.exits[i]!));
   }
   const last = runs[runs.length - 1]!;
   expect(last.macsFraction).toBeLessThan(first.macsFraction);
@@ -150,8 +160,16 @@ test('plan for this device, then download its cost table', async ({ page }) => {
   await page.locator('#plan-download').click();
   const file = await download;
   expect(file.suggestedFilename()).toMatch(/^selfxit-cost-table-(wasm|webgpu)-\d+t\.json$/);
-  const table = JSON.parse(readFileSync(await file.path(), 'utf8')) as { unit: string; backbone: number; cuts?: Record<string, number>; heads?: Record<string, number>; overhead?: number };
-  const manifest = (await page.evaluate(() => fetch('bundle/manifest.json').then((r) => r.json()))) as { exits: { cut: string }[] };
+  const table = JSON.parse(readFileSync(await file.path(), 'utf8')) as {
+    unit: string;
+    backbone: number;
+    cuts?: Record<string, number>;
+    heads?: Record<string, number>;
+    overhead?: number;
+  };
+  const manifest = (await page.evaluate(() => fetch('bundle/manifest.json').then((r) => r.json()))) as {
+    exits: { cut: string }[];
+  };
   expect(table.unit).toBe('ms');
   expect(table.backbone).toBeGreaterThan(0);
   expect(Object.keys(table.cuts ?? {}).sort()).toEqual(manifest.exits.map((e) => e.cut).sort());
@@ -159,7 +177,9 @@ test('plan for this device, then download its cost table', async ({ page }) => {
   expect(errors).toEqual([]);
 });
 
-test('bring your own model: calibration in the worker, then the page classifies with the new exits; the bundle downloads', async ({ page }) => {
+test('bring your own model: calibration in the worker, then the page classifies with the new exits; the bundle downloads', async ({
+  page,
+}) => {
   test.setTimeout(300_000);
   const errors = watchConsole(page);
   // 300 of the shipped calibration images as PNG files, as a user would pick them.
@@ -187,7 +207,10 @@ test('bring your own model: calibration in the worker, then the page classifies 
   const download = page.waitForEvent('download');
   await page.locator('#byom-download').click();
   const zip = unzipSync(new Uint8Array(readFileSync(await (await download).path())));
-  const manifest = JSON.parse(new TextDecoder().decode(zip['manifest.json']!)) as { calibration: { samples: number }; segments: { file: string }[] };
+  const manifest = JSON.parse(new TextDecoder().decode(zip['manifest.json']!)) as {
+    calibration: { samples: number };
+    segments: { file: string }[];
+  };
   expect(manifest.calibration.samples).toBe(300);
   for (const s of manifest.segments) expect(zip[s.file]?.length ?? 0).toBeGreaterThan(0);
   expect(errors).toEqual([]);

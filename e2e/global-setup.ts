@@ -12,10 +12,14 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 export default async function globalSetup(): Promise<void> {
   const reuse = process.env.SELFXIT_E2E_SKIP_BUILD === '1';
-  const skip = reuse && existsSync(path.join(root, 'dist/selfxit.js')) && existsSync(path.join(root, 'dist/selfxit.iife.js'));
+  const skip =
+    reuse && existsSync(path.join(root, 'dist/selfxit.js')) && existsSync(path.join(root, 'dist/selfxit.iife.js'));
   if (!skip) {
     // esm + iife + ort are what the pages load; core/cli/types are not needed by the browser tests.
-    execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs'), 'esm', 'iife', 'ort'], { cwd: root, stdio: 'inherit' });
+    execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs'), 'esm', 'iife', 'ort'], {
+      cwd: root,
+      stdio: 'inherit',
+    });
   }
   // e2e/prepare.spec.ts: prepare() from src/core.ts bundled for a module worker (it runs ORT from dist/ort/).
   if (!(reuse && existsSync(path.join(root, PREPARE_WORKER)))) {
@@ -24,5 +28,7 @@ export default async function globalSetup(): Promise<void> {
     console.log(`built ${PREPARE_WORKER} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
   const { counts } = await writeTinyBundles(path.join(root, 'e2e/.bundles'));
-  console.log(`test bundles written to e2e/.bundles (tiny: ${counts.join('/')} samples leave at exit 0 / exit 1 / backbone)`);
+  console.log(
+    `test bundles written to e2e/.bundles (tiny: ${counts.join('/')} samples leave at exit 0 / exit 1 / backbone)`,
+  );
 }

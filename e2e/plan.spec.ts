@@ -18,7 +18,9 @@ async function requestLog(page: Page): Promise<string[]> {
   return (await (await page.request.get('/__log')).json()) as string[];
 }
 
-test('clf.plan(): measured stages, the plan applied and cached per device; cache: false stores nothing; no validation data → INVALID_BUNDLE', async ({ page }) => {
+test('clf.plan(): measured stages, the plan applied and cached per device; cache: false stores nothing; no validation data → INVALID_BUNDLE', async ({
+  page,
+}) => {
   await page.goto('/e2e/pages/esm.html');
   await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
   await page.request.get('/__log/reset');
@@ -29,15 +31,23 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
   const first = await page.evaluate(async (B) => {
     const { selfxit, testkit } = window;
     const clf = await selfxit.load(`${B}/tiny/`, { backend: 'wasm' });
-    const before = { plan: clf.info().plan ?? null, exits: (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => r.exit.index) };
+    const before = {
+      plan: clf.info().plan ?? null,
+      exits: (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => r.exit.index),
+    };
     const plan = await clf.plan({ target: 0.05 });
     const info = clf.info();
-    const results = (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => ({ exit: r.exit.index, confidence: r.confidence }));
+    const results = (await clf.classifyBatch(await testkit.inputs(`${B}/tiny`))).map((r) => ({
+      exit: r.exit.index,
+      confidence: r.confidence,
+    }));
     const retarget = clf.setTarget(0.2).thresholds;
     await clf.dispose();
     return { before, plan, info, results, retarget };
   }, B);
-  console.log(`tiny bundle plan at target 0.05: exits used ${JSON.stringify(first.plan.enabled)}, stage ms ${first.plan.timings.stageMs.map((t) => t.toFixed(3)).join('/')}, decision ms ${first.plan.timings.decisionMs.map((t) => t.toFixed(3)).join('/')}`);
+  console.log(
+    `tiny bundle plan at target 0.05: exits used ${JSON.stringify(first.plan.enabled)}, stage ms ${first.plan.timings.stageMs.map((t) => t.toFixed(3)).join('/')}, decision ms ${first.plan.timings.decisionMs.map((t) => t.toFixed(3)).join('/')}`,
+  );
   expect(first.before.plan).toBeNull();
   expect(first.before.exits).toContain(0); // the manifest's thresholds use both exits
   expect(first.before.exits).toContain(1);
@@ -50,14 +60,28 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
   expect(plan).toMatchObject({ backend: 'wasm', target: 0.05, manifestHash: info.manifestHash, threads: info.threads });
   // The worker's plan is planExits() (the pure planner) on the bundle's validation data and the measured times.
   const manifest = JSON.parse(readFileSync(path.join(bundles, 'tiny/manifest.json'), 'utf8')) as BundleManifest;
-  const validation = decodeValidation(new Uint8Array(readFileSync(path.join(bundles, 'tiny/validation.bin'))), manifest.exits.length, manifest.calibration.samples);
-  expect(plan).toEqual(planExits(manifest, validation, plan.timings, { target: 0.05, manifestHash: plan.manifestHash, backend: 'wasm', threads: plan.threads, measuredAt: plan.measuredAt }));
+  const validation = decodeValidation(
+    new Uint8Array(readFileSync(path.join(bundles, 'tiny/validation.bin'))),
+    manifest.exits.length,
+    manifest.calibration.samples,
+  );
+  expect(plan).toEqual(
+    planExits(manifest, validation, plan.timings, {
+      target: 0.05,
+      manifestHash: plan.manifestHash,
+      backend: 'wasm',
+      threads: plan.threads,
+      measuredAt: plan.measuredAt,
+    }),
+  );
   // Exit 1's random head agrees with the backbone on none of the validation samples, so no plan uses both exits (exit 0
   // alone usually wins: every sample can leave there; exit 1 alone only when reading exit 0 measured dearer than stage 1).
   expect(plan.enabled).toHaveLength(2);
   expect(plan.enabled.includes(false)).toBe(true);
   expect(plan.thresholds).toHaveLength(2);
-  plan.enabled.forEach((on, j) => (on ? expect(plan.thresholds[j]).toBeLessThan(NEVER) : expect(plan.thresholds[j]).toBe(NEVER)));
+  plan.enabled.forEach((on, j) =>
+    on ? expect(plan.thresholds[j]).toBeLessThan(NEVER) : expect(plan.thresholds[j]).toBe(NEVER),
+  );
   expect(info.plan).toEqual({
     target: 0.05,
     enabled: plan.enabled,
@@ -127,7 +151,13 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
     const noValidation = await selfxit.load(`${B}/tiny-novalidation/`, { backend: 'wasm', cache: false });
     const error = await testkit.error(noValidation.plan());
     await noValidation.dispose();
-    return { stages: p.timings.stageMs.length, applied, laterPlan, planKeys: keys.filter((k) => k.startsWith('plan:')), error };
+    return {
+      stages: p.timings.stageMs.length,
+      applied,
+      laterPlan,
+      planKeys: keys.filter((k) => k.startsWith('plan:')),
+      error,
+    };
   }, B);
   expect(uncached.stages).toBe(3);
   expect(uncached.applied).toBe(true);
@@ -137,7 +167,9 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
   expect(uncached.error!.message).toMatch(/validation/);
 });
 
-test('clf.plan() on WebGPU (SwiftShader): GPU activations between stages, the plan made for webgpu', async ({ page }) => {
+test('clf.plan() on WebGPU (SwiftShader): GPU activations between stages, the plan made for webgpu', async ({
+  page,
+}) => {
   await page.goto('/e2e/pages/esm.html');
   await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
   const out = await page.evaluate(async (B) => {

@@ -7,7 +7,16 @@ import { test, expect } from '@playwright/test';
 import { prepare, type PrepareProgress } from '../src/core.js';
 import { CLI_SESSION_OPTIONS } from '../src/cli/prepare.js';
 import { loadOrtNode } from '../src/cli/node-io.js';
-import { caseOptions, MODEL_DIR, toOutcome, type CaseFiles, type ModelMeta, type PageResult, type PrepareJob, type PrepareOutcome } from './fixtures/prepare-case.js';
+import {
+  caseOptions,
+  MODEL_DIR,
+  toOutcome,
+  type CaseFiles,
+  type ModelMeta,
+  type PageResult,
+  type PrepareJob,
+  type PrepareOutcome,
+} from './fixtures/prepare-case.js';
 import { diffs, structure } from './fixtures/prepare-parity.js';
 
 declare global {
@@ -35,7 +44,12 @@ function readCaseFiles(): CaseFiles {
   const dir = path.join(root, 'public/models', MODEL_DIR);
   const meta = JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8')) as ModelMeta;
   const bytes = (name: string): Uint8Array => new Uint8Array(readFileSync(path.join(dir, name)));
-  return { meta, model: bytes('model.onnx'), calib: bytes(meta.calib), labelsText: readFileSync(path.join(dir, meta.labels), 'utf8') };
+  return {
+    meta,
+    model: bytes('model.onnx'),
+    calib: bytes(meta.calib),
+    labelsText: readFileSync(path.join(dir, meta.labels), 'utf8'),
+  };
 }
 
 /** The CLI's way: onnxruntime-node with CLI_SESSION_OPTIONS. */
@@ -43,17 +57,27 @@ async function prepareInNode(progress: PrepareProgress[]): Promise<PrepareOutcom
   const files = readCaseFiles();
   const ort = await loadOrtNode();
   const t0 = performance.now();
-  const r = await prepare({ ...caseOptions(files), ort, sessionOptions: CLI_SESSION_OPTIONS, onProgress: (e) => progress.push(e) });
+  const r = await prepare({
+    ...caseOptions(files),
+    ort,
+    sessionOptions: CLI_SESSION_OPTIONS,
+    onProgress: (e) => progress.push(e),
+  });
   return toOutcome(r, files, (performance.now() - t0) / 1000);
 }
 
-test(`prepare in a browser worker (onnxruntime-web WASM) matches Node (onnxruntime-node): same exits, thresholds within ${SCORE_TOL}, shares/agreement within 1/n`, async ({ page }) => {
+test(`prepare in a browser worker (onnxruntime-web WASM) matches Node (onnxruntime-node): same exits, thresholds within ${SCORE_TOL}, shares/agreement within 1/n`, async ({
+  page,
+}) => {
   await page.goto('/e2e/pages/prepare.html');
   await page.waitForFunction(() => window.prepareReady === true, null, { timeout: 15_000 });
   const job: PrepareJob = { modelBase: `/models/${MODEL_DIR}/`, wasmPaths: '/dist/ort/', threads: 2 };
   const nodeProgress: PrepareProgress[] = [];
   // Both at once (the browser runs in its own processes): the wall time is about one run, not two.
-  const [web, node] = await Promise.all([page.evaluate((j) => window.prepareInWorker(j), job), prepareInNode(nodeProgress)]);
+  const [web, node] = await Promise.all([
+    page.evaluate((j) => window.prepareInWorker(j), job),
+    prepareInNode(nodeProgress),
+  ]);
   if (web.type === 'error') throw new Error(`prepare in the worker failed: ${web.error.code}: ${web.error.message}`);
   expect(web.type).toBe('done');
   if (web.type !== 'done') return;
@@ -65,7 +89,10 @@ test(`prepare in a browser worker (onnxruntime-web WASM) matches Node (onnxrunti
   expect(stages).toEqual([...STAGES]);
   for (const stage of STAGES) {
     const events = web.progress.filter((p) => p.stage === stage);
-    expect(events.every((p, i) => i === 0 || p.done >= events[i - 1]!.done), `${stage}: done never decreases`).toBe(true);
+    expect(
+      events.every((p, i) => i === 0 || p.done >= events[i - 1]!.done),
+      `${stage}: done never decreases`,
+    ).toBe(true);
     expect(events.at(-1)!.done, `${stage}: ends at total`).toBe(events.at(-1)!.total);
   }
   // one backbone pass over the samples and their augmented copies (calibration.augment, e.g. ['flip'])
@@ -76,16 +103,30 @@ test(`prepare in a browser worker (onnxruntime-web WASM) matches Node (onnxrunti
   const n = node.manifest.calibration.samples;
   const d = diffs(node, web);
   const identicalFiles = Object.keys(node.fileSha256).filter((f) => node.fileSha256[f] === web.fileSha256[f]);
-  const measured = { samples: n, exits: node.manifest.exits.map((e) => `${e.name}:${e.headKind}@${e.threshold.toFixed(6)}`), diffs: d, identicalFiles, seconds: { node: node.seconds, web: web.seconds } };
+  const measured = {
+    samples: n,
+    exits: node.manifest.exits.map((e) => `${e.name}:${e.headKind}@${e.threshold.toFixed(6)}`),
+    diffs: d,
+    identicalFiles,
+    seconds: { node: node.seconds, web: web.seconds },
+  };
   test.info().annotations.push({ type: 'parity', description: JSON.stringify(measured) });
   console.log(`prepare parity: ${JSON.stringify(measured)}`);
 
   expect(node.manifest.exits.length, 'the case yields at least one exit').toBeGreaterThan(0);
-  expect(structure(web), 'same inputs, exits (cut, head kind), segments, candidates and file sizes').toEqual(structure(node));
+  expect(structure(web), 'same inputs, exits (cut, head kind), segments, candidates and file sizes').toEqual(
+    structure(node),
+  );
   expect(web.warnings).toEqual(node.warnings);
   expect(d.threshold, `thresholds within ${SCORE_TOL}`).toBeLessThanOrEqual(SCORE_TOL);
   expect(d.candidateMeanScore, `candidate mean scores within ${SCORE_TOL}`).toBeLessThanOrEqual(SCORE_TOL);
-  for (const k of ['expectedShare', 'validationAgreement', 'expectedMacsFraction', 'agreementLowerBound', 'candidateAgreement'] as const) {
+  for (const k of [
+    'expectedShare',
+    'validationAgreement',
+    'expectedMacsFraction',
+    'agreementLowerBound',
+    'candidateAgreement',
+  ] as const) {
     expect(d[k], `${k} within one sample (1/${n})`).toBeLessThanOrEqual(1 / n + 1e-12);
   }
 });

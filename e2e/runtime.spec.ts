@@ -46,7 +46,8 @@ interface ErrorInfo {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const B = '/e2e/.bundles';
-const expectedTiny = (): Expected[] => JSON.parse(readFileSync(path.join(root, 'e2e/.bundles/tiny/expected.json'), 'utf8')) as Expected[];
+const expectedTiny = (): Expected[] =>
+  JSON.parse(readFileSync(path.join(root, 'e2e/.bundles/tiny/expected.json'), 'utf8')) as Expected[];
 
 async function openPage(page: Page, kind: 'esm' | 'script'): Promise<void> {
   await page.goto(`/e2e/pages/${kind}.html`);
@@ -69,7 +70,9 @@ function expectSame(got: Brief, want: Expected, where: string, tolerance = 1e-4)
 
 for (const kind of ['esm', 'script'] as const) {
   test.describe(`${kind} build`, () => {
-    test('classifyBatch(32) equals 32 single calls and the Node reference; 200 concurrent calls all resolve correctly', async ({ page }) => {
+    test('classifyBatch(32) equals 32 single calls and the Node reference; 200 concurrent calls all resolve correctly', async ({
+      page,
+    }) => {
       await openPage(page, kind);
       const out = await page.evaluate(async (B) => {
         const { selfxit, testkit } = window;
@@ -79,7 +82,9 @@ for (const kind of ['esm', 'script'] as const) {
         const batch = (await clf.classifyBatch(inputs.slice(0, 32))).map(testkit.brief);
         const singles: Brief[] = [];
         for (let i = 0; i < 32; i++) singles.push(testkit.brief(await clf.classify(inputs[i]!)));
-        const concurrent = (await Promise.all(Array.from({ length: 200 }, (_, i) => clf.classify(inputs[i % inputs.length]!)))).map(testkit.brief);
+        const concurrent = (
+          await Promise.all(Array.from({ length: 200 }, (_, i) => clf.classify(inputs[i % inputs.length]!)))
+        ).map(testkit.brief);
         const fromImages = (await clf.classifyBatch(images)).map(testkit.brief);
         // Every accepted image type, built from samples 0..5 at the model size (no resampling, so results are exact).
         const canvasOf = (img: ImageData): HTMLCanvasElement => {
@@ -91,7 +96,9 @@ for (const kind of ['esm', 'script'] as const) {
         };
         const png = await new Promise<Blob>((res) => canvasOf(images[1]!).toBlob((b) => res(b!), 'image/png'));
         const el = new Image();
-        el.src = URL.createObjectURL(await new Promise<Blob>((res) => canvasOf(images[3]!).toBlob((b) => res(b!), 'image/png')));
+        el.src = URL.createObjectURL(
+          await new Promise<Blob>((res) => canvasOf(images[3]!).toBlob((b) => res(b!), 'image/png')),
+        );
         await el.decode();
         const off = new OffscreenCanvas(16, 16);
         off.getContext('2d')!.putImageData(images[5]!, 0, 0);
@@ -103,11 +110,25 @@ for (const kind of ['esm', 'script'] as const) {
         const probs = withProbs.probabilities ? Array.from(withProbs.probabilities) : null;
         const info = clf.info();
         await clf.dispose();
-        return { batch, singles, concurrent, fromImages, fromKinds, bitmapStillUsable, probs, info, backend: info.backend, cores: navigator.hardwareConcurrency };
+        return {
+          batch,
+          singles,
+          concurrent,
+          fromImages,
+          fromKinds,
+          bitmapStillUsable,
+          probs,
+          info,
+          backend: info.backend,
+          cores: navigator.hardwareConcurrency,
+        };
       }, B);
       const want = expectedTiny();
       for (let i = 0; i < 32; i++) {
-        expect({ index: out.batch[i]!.index, exit: out.batch[i]!.exit }, `batch row ${i} vs single call`).toEqual({ index: out.singles[i]!.index, exit: out.singles[i]!.exit });
+        expect({ index: out.batch[i]!.index, exit: out.batch[i]!.exit }, `batch row ${i} vs single call`).toEqual({
+          index: out.singles[i]!.index,
+          exit: out.singles[i]!.exit,
+        });
         expect(Math.abs(out.batch[i]!.confidence - out.singles[i]!.confidence)).toBeLessThan(1e-5);
         expectSame(out.singles[i]!, want[i]!, `single ${i}`);
         expect(out.singles[i]!.stages, `stages run by sample ${i}`).toBe(want[i]!.exit < 0 ? 3 : want[i]!.exit + 1);
@@ -115,7 +136,14 @@ for (const kind of ['esm', 'script'] as const) {
       expect(out.concurrent).toHaveLength(200);
       out.concurrent.forEach((r, i) => expectSame(r, want[i % want.length]!, `concurrent call ${i}`));
       out.fromImages.forEach((r, i) => expectSame(r, want[i]!, `ImageData ${i}`));
-      const kindNames = ['HTMLCanvasElement', 'PNG Blob', 'ImageBitmap', 'HTMLImageElement', 'ImageData', 'OffscreenCanvas'];
+      const kindNames = [
+        'HTMLCanvasElement',
+        'PNG Blob',
+        'ImageBitmap',
+        'HTMLImageElement',
+        'ImageData',
+        'OffscreenCanvas',
+      ];
       out.fromKinds.forEach((r, i) => expectSame(r, want[i]!, kindNames[i]!));
       expect(out.bitmapStillUsable).toBe(true);
       // The 32 batched rows left at every stage, so the batch really shrank between segments.
@@ -129,7 +157,9 @@ for (const kind of ['esm', 'script'] as const) {
       expect(out.info.exits.map((e) => e.name)).toEqual(['cut-c1', 'cut-c2']);
     });
 
-    test('typed errors reach the page: FETCH_FAILED, INVALID_BUNDLE, INTEGRITY_ERROR, INVALID_INPUT, DISPOSED, WORKER_DIED', async ({ page }) => {
+    test('typed errors reach the page: FETCH_FAILED, INVALID_BUNDLE, INTEGRITY_ERROR, INVALID_INPUT, DISPOSED, WORKER_DIED', async ({
+      page,
+    }) => {
       await openPage(page, kind);
       const out = await page.evaluate(async (B) => {
         const { selfxit, testkit } = window;
@@ -171,7 +201,12 @@ for (const kind of ['esm', 'script'] as const) {
       }, B);
       const r = out.r as Record<string, ErrorInfo | null>;
       const want = expectedTiny();
-      expect(r.notFound).toMatchObject({ code: 'FETCH_FAILED', isSelfxitError: true, name: 'SelfxitError', details: { status: 404 } });
+      expect(r.notFound).toMatchObject({
+        code: 'FETCH_FAILED',
+        isSelfxitError: true,
+        name: 'SelfxitError',
+        details: { status: 404 },
+      });
       expect(r.notJson).toMatchObject({ code: 'INVALID_BUNDLE', isSelfxitError: true });
       expect(r.badSha0).toMatchObject({ code: 'INTEGRITY_ERROR', isSelfxitError: true, details: { segment: 0 } });
       expect(r.badOption).toMatchObject({ code: 'INVALID_ARGUMENT' });
@@ -195,7 +230,9 @@ for (const kind of ['esm', 'script'] as const) {
   });
 }
 
-test('inputs larger than the model input are resized: 2x images give the reference results, a 32x32 image equals its 16x16 drawImage resize', async ({ page }) => {
+test('inputs larger than the model input are resized: 2x images give the reference results, a 32x32 image equals its 16x16 drawImage resize', async ({
+  page,
+}) => {
   await openPage(page, 'esm');
   const out = await page.evaluate(async (B) => {
     const { selfxit, testkit } = window;
@@ -206,7 +243,9 @@ test('inputs larger than the model input are resized: 2x images give the referen
     //    a wrong scale or a transposed image would not be.
     const upscaled = images.map((img) => {
       const big = new ImageData(32, 32);
-      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) for (let c = 0; c < 4; c++) big.data[(y * 32 + x) * 4 + c] = img.data[((y >> 1) * 16 + (x >> 1)) * 4 + c]!;
+      for (let y = 0; y < 32; y++)
+        for (let x = 0; x < 32; x++)
+          for (let c = 0; c < 4; c++) big.data[(y * 32 + x) * 4 + c] = img.data[((y >> 1) * 16 + (x >> 1)) * 4 + c]!;
       const canvas = document.createElement('canvas');
       canvas.width = 32;
       canvas.height = 32;
@@ -220,7 +259,7 @@ test('inputs larger than the model input are resized: 2x images give the referen
     //    colour conversion or premultiplication, drawImage onto a 16x16 OffscreenCanvas with default smoothing, read
     //    back), passed as 16x16 ImageData (taken as is).
     let seed = 12345;
-    const rnd = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24);
+    const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24;
     const noise = Array.from({ length: 8 }, () => {
       const img = new ImageData(32, 32);
       for (let p = 0; p < 32 * 32; p++) {
@@ -241,10 +280,16 @@ test('inputs larger than the model input are resized: 2x images give the referen
       const small = ctx.getImageData(0, 0, 16, 16);
       resized.push(small);
       // How many values differ from picking one pixel per 2x2 block: the comparison would catch another filter.
-      for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) for (let c = 0; c < 3; c++) if (small.data[(y * 16 + x) * 4 + c] !== img.data[(2 * y * 32 + 2 * x) * 4 + c]) differsFromNearest++;
+      for (let y = 0; y < 16; y++)
+        for (let x = 0; x < 16; x++)
+          for (let c = 0; c < 3; c++)
+            if (small.data[(y * 16 + x) * 4 + c] !== img.data[(2 * y * 32 + 2 * x) * 4 + c]) differsFromNearest++;
     }
     const withProbs = async (inputs: ImageData[]) =>
-      (await clf.classifyBatch(inputs, { probabilities: true })).map((r) => ({ ...testkit.brief(r), probs: Array.from(r.probabilities!) }));
+      (await clf.classifyBatch(inputs, { probabilities: true })).map((r) => ({
+        ...testkit.brief(r),
+        probs: Array.from(r.probabilities!),
+      }));
     const big = await withProbs(noise);
     const small = await withProbs(resized);
     await clf.dispose();
@@ -253,21 +298,35 @@ test('inputs larger than the model input are resized: 2x images give the referen
   const want = expectedTiny();
   expect(out.fromUpscaled).toHaveLength(64);
   out.fromUpscaled.forEach((r, i) => expectSame(r, want[i]!, `32x32 canvas of sample ${i}`));
-  expect(out.differsFromNearest, 'noise resized by drawImage differs from nearest-neighbour picking').toBeGreaterThan(8 * 16 * 16);
+  expect(out.differsFromNearest, 'noise resized by drawImage differs from nearest-neighbour picking').toBeGreaterThan(
+    8 * 16 * 16,
+  );
   out.big.forEach((r, i) => {
     const s = out.small[i]!;
-    expect({ index: r.index, exit: r.exit }, `noise image ${i}: 32x32 vs resized on the page`).toEqual({ index: s.index, exit: s.exit });
-    expect(Math.max(...r.probs.map((p, k) => Math.abs(p - s.probs[k]!))), `noise image ${i} probabilities`).toBeLessThan(1e-6);
+    expect({ index: r.index, exit: r.exit }, `noise image ${i}: 32x32 vs resized on the page`).toEqual({
+      index: s.index,
+      exit: s.exit,
+    });
+    expect(
+      Math.max(...r.probs.map((p, k) => Math.abs(p - s.probs[k]!))),
+      `noise image ${i} probabilities`,
+    ).toBeLessThan(1e-6);
   });
 });
 
-test('segments load lazily: when every input leaves at exit 0, no deeper segment is ever requested', async ({ page }) => {
+test('segments load lazily: when every input leaves at exit 0, no deeper segment is ever requested', async ({
+  page,
+}) => {
   await openPage(page, 'esm');
   await resetLog(page);
   const out = await page.evaluate(async (B) => {
     const { selfxit, testkit } = window;
     const events: string[] = [];
-    const clf = await selfxit.load(`${B}/tiny-exit0/`, { backend: 'wasm', cache: false, onProgress: (p) => events.push(`${p.status}:${p.file}`) });
+    const clf = await selfxit.load(`${B}/tiny-exit0/`, {
+      backend: 'wasm',
+      cache: false,
+      onProgress: (p) => events.push(`${p.status}:${p.file}`),
+    });
     const inputs = await testkit.inputs(`${B}/tiny`);
     const batch = (await clf.classifyBatch(inputs)).map(testkit.brief);
     const singles: Brief[] = [];
@@ -276,7 +335,9 @@ test('segments load lazily: when every input leaves at exit 0, no deeper segment
     await clf.dispose();
     return { batch, singles, loaded, events };
   }, B);
-  const files = (await requestLog(page)).filter((p) => p.startsWith(`${B}/tiny-exit0/`)).map((p) => p.slice(`${B}/tiny-exit0/`.length));
+  const files = (await requestLog(page))
+    .filter((p) => p.startsWith(`${B}/tiny-exit0/`))
+    .map((p) => p.slice(`${B}/tiny-exit0/`.length));
   expect(files.sort()).toEqual(['manifest.json', 'segment-0.onnx']);
   expect(out.loaded).toEqual([true, false, false]);
   expect(out.batch.every((r) => r.exit === 0 && r.stages === 1)).toBe(true);
@@ -291,7 +352,8 @@ test('segments load lazily: when every input leaves at exit 0, no deeper segment
   const steps = await page.evaluate(
     async ({ B, atExit1, atBackbone }) => {
       const { selfxit, testkit } = window;
-      const log = async (): Promise<string[]> => ((await (await fetch('/__log')).json()) as string[]).filter((p) => p.endsWith('.onnx'));
+      const log = async (): Promise<string[]> =>
+        ((await (await fetch('/__log')).json()) as string[]).filter((p) => p.endsWith('.onnx'));
       const clf = await selfxit.load(`${B}/tiny/`, { backend: 'wasm', cache: false });
       const inputs = await testkit.inputs(`${B}/tiny`);
       const afterLoad = await log();
@@ -310,7 +372,11 @@ test('segments load lazily: when every input leaves at exit 0, no deeper segment
   expect(names(steps.afterBackbone)).toEqual(['segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx']);
 });
 
-test('second visit makes no request for the manifest or segments, and with everything cached the page classifies offline', async ({ launchOptions, headless, baseURL }) => {
+test('second visit makes no request for the manifest or segments, and with everything cached the page classifies offline', async ({
+  launchOptions,
+  headless,
+  baseURL,
+}) => {
   // A browser profile on disk, as a visitor's browser has. In Playwright's default (off-the-record) context the HTTP
   // cache kept selfxit.worker.js but not onnxruntime's 14 MB .wasm, so a worker started offline failed to load ORT
   // (XMLHttpRequest NetworkError). The disk cache is sized explicitly so that the .wasm fits whatever the free disk.
@@ -356,8 +422,15 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
   attempted = [];
   const first = await run({ cache: true });
   expect(first.info.cache).toEqual({ enabled: true, manifestFromCache: false });
-  expect((await bundleRequests()).sort()).toEqual([`${B}/tiny/manifest.json`, `${B}/tiny/segment-0.onnx`, `${B}/tiny/segment-1.onnx`, `${B}/tiny/segment-2.onnx`]);
-  expect(attempted.filter(isBundleFile).sort(), 'the request listener sees the worker fetch the bundle').toEqual(await bundleRequests());
+  expect((await bundleRequests()).sort()).toEqual([
+    `${B}/tiny/manifest.json`,
+    `${B}/tiny/segment-0.onnx`,
+    `${B}/tiny/segment-1.onnx`,
+    `${B}/tiny/segment-2.onnx`,
+  ]);
+  expect(attempted.filter(isBundleFile).sort(), 'the request listener sees the worker fetch the bundle').toEqual(
+    await bundleRequests(),
+  );
   expect(first.info.segments.every((s) => s.cached)).toBe(true);
 
   // Second visit: same browser profile (IndexedDB), a fresh page.
@@ -380,7 +453,10 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
   // and every segment from IndexedDB. It runs in the already-open page: e2e/serve.mjs lets the HTTP cache keep
   // dist/ (selfxit.js, the worker, dist/ort/), which the worker needs, but not the e2e pages themselves; starting a
   // page offline needs the app shell cached by the app (e.g. a service worker) — selfxit caches the bundle.
-  const inputs = await page.evaluate(async (B) => Array.from(await window.testkit.inputs(`${B}/tiny`), (a) => Array.from(a)), B);
+  const inputs = await page.evaluate(
+    async (B) => Array.from(await window.testkit.inputs(`${B}/tiny`), (a) => Array.from(a)),
+    B,
+  );
   const before = await page.evaluate(async (B) => {
     const clf = await window.selfxit.load(`${B}/tiny/`, { backend: 'wasm' });
     (window as unknown as { clf: Selfxit.Classifier }).clf = clf;
@@ -418,7 +494,9 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
     expect(attemptedOffline, 'bundle requests attempted offline').toEqual([]);
 
     // Without the cache there is no way around the network: a typed error, not a hang (and the attempt is seen).
-    const refetch = await page.evaluate(() => window.testkit.error(window.selfxit.load('/e2e/.bundles/tiny/', { backend: 'wasm', cache: 'reload' })));
+    const refetch = await page.evaluate(() =>
+      window.testkit.error(window.selfxit.load('/e2e/.bundles/tiny/', { backend: 'wasm', cache: 'reload' })),
+    );
     expect(refetch).toMatchObject({ code: 'FETCH_FAILED' });
     expect(attempted.filter(isBundleFile)).toEqual([`${B}/tiny/manifest.json`]);
   } finally {
@@ -438,9 +516,13 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
 function webgpuExpected(launchOptions: LaunchOptions): boolean {
   return (launchOptions.args ?? []).includes('--enable-unsafe-webgpu');
 }
-const NO_WEBGPU_FLAG = 'Chromium was launched without --enable-unsafe-webgpu (see playwright.config.ts): no WebGPU adapter is expected, WebGPU vs WASM not checked';
+const NO_WEBGPU_FLAG =
+  'Chromium was launched without --enable-unsafe-webgpu (see playwright.config.ts): no WebGPU adapter is expected, WebGPU vs WASM not checked';
 
-test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tiny inputs (batch and single calls), and as the Node reference', async ({ page, launchOptions }) => {
+test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tiny inputs (batch and single calls), and as the Node reference', async ({
+  page,
+  launchOptions,
+}) => {
   test.skip(!webgpuExpected(launchOptions), NO_WEBGPU_FLAG);
   test.setTimeout(240_000);
   await openPage(page, 'esm');
@@ -468,7 +550,10 @@ test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tin
     await auto.dispose();
     return { gpu, wasm, autoInfo };
   }, B);
-  expect(out.gpu.backend, `WebGPU expected with --enable-unsafe-webgpu, but the classifier fell back to WASM: ${out.gpu.reason}`).toBe('webgpu');
+  expect(
+    out.gpu.backend,
+    `WebGPU expected with --enable-unsafe-webgpu, but the classifier fell back to WASM: ${out.gpu.reason}`,
+  ).toBe('webgpu');
   expect(out.wasm.backend).toBe('wasm');
   console.log(
     `tiny bundle, 64 inputs: WebGPU (SwiftShader) batch ${out.gpu.batchMs.toFixed(0)} ms, 64 single calls ${out.gpu.singlesMs.toFixed(0)} ms; ` +
@@ -476,12 +561,21 @@ test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tin
   );
   const want = expectedTiny();
   // The tiny bundle's thresholds sit in gaps of >= 2e-3 between sample scores: no exit may flip between backends.
-  for (const [name, gpu, wasm] of [['batch', out.gpu.batch, out.wasm.batch], ['single', out.gpu.singles, out.wasm.singles]] as const) {
+  for (const [name, gpu, wasm] of [
+    ['batch', out.gpu.batch, out.wasm.batch],
+    ['single', out.gpu.singles, out.wasm.singles],
+  ] as const) {
     expect(gpu).toHaveLength(64);
     expect(wasm).toHaveLength(64);
     for (let i = 0; i < 64; i++) {
-      expect({ index: gpu[i]!.index, exit: gpu[i]!.exit }, `${name} ${i}: WebGPU vs WASM`).toEqual({ index: wasm[i]!.index, exit: wasm[i]!.exit });
-      expect(Math.abs(gpu[i]!.confidence - wasm[i]!.confidence), `${name} ${i}: WebGPU vs WASM confidence`).toBeLessThan(1e-3);
+      expect({ index: gpu[i]!.index, exit: gpu[i]!.exit }, `${name} ${i}: WebGPU vs WASM`).toEqual({
+        index: wasm[i]!.index,
+        exit: wasm[i]!.exit,
+      });
+      expect(
+        Math.abs(gpu[i]!.confidence - wasm[i]!.confidence),
+        `${name} ${i}: WebGPU vs WASM confidence`,
+      ).toBeLessThan(1e-3);
       expectSame(gpu[i]!, want[i]!, `webgpu ${name} ${i} vs Node`, 1e-3);
     }
   }

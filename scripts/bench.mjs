@@ -33,10 +33,23 @@ const shared = path.resolve(root, '../shared');
 const bundlesDir = path.join(root, 'bench/.bundles');
 const resultsDir = path.join(root, 'bench/results');
 const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--enable-unsafe-webgpu'];
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--enable-unsafe-webgpu',
+];
 const CIFAR_LABELS = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 const env = process.env;
-const list = (v, dflt) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : dflt);
+const list = (v, dflt) =>
+  v
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : dflt;
 const log = (...a) => console.log('bench:', ...a);
 
 // ---------------------------------------------------------------------------------------------- models
@@ -44,7 +57,9 @@ const log = (...a) => console.log('bench:', ...a);
 async function fashionModel() {
   const dir = path.join(root, 'public/models/fashion-resnet');
   const meta = JSON.parse(await readFile(path.join(dir, 'model.json'), 'utf8'));
-  const shape = Array.isArray(meta.shape) ? meta.shape.slice(-3) : [meta.shape.height, meta.shape.width, meta.shape.channels];
+  const shape = Array.isArray(meta.shape)
+    ? meta.shape.slice(-3)
+    : [meta.shape.height, meta.shape.width, meta.shape.channels];
   return {
     key: 'fashion',
     title: 'Fashion-MNIST ResNet (shipped, public/models/fashion-resnet)',
@@ -86,8 +101,13 @@ async function selectedModels() {
     all.push(cifarModel('resnet20', 'cifar10-resnet20.onnx', 'CIFAR-10 ResNet-20 (../shared)'));
     all.push(cifarModel('resnet56', 'cifar10-resnet56.onnx', 'CIFAR-10 ResNet-56 (../shared)'));
   } else log(`skipping CIFAR-10 ResNet-20/56: ${shared} is absent`);
-  const want = list(env.BENCH_MODELS, all.map((m) => m.key));
-  for (const w of want) if (!all.some((m) => m.key === w)) throw new Error(`BENCH_MODELS names "${w}", which is not available (have: ${all.map((m) => m.key).join(', ')})`);
+  const want = list(
+    env.BENCH_MODELS,
+    all.map((m) => m.key),
+  );
+  for (const w of want)
+    if (!all.some((m) => m.key === w))
+      throw new Error(`BENCH_MODELS names "${w}", which is not available (have: ${all.map((m) => m.key).join(', ')})`);
   return all.filter((m) => want.includes(m.key));
 }
 
@@ -98,9 +118,24 @@ const VARIANT_ARGS = {
   // prepare's defaults: pooled avg+max heads, flip augmentation, cost-calibrated thresholds, exit selection
   selfxit: () => ['--target', env.BENCH_TARGET ?? '0.99'],
   // the same pipeline as it was before stronger exits: average-pooled heads, no augmentation, one shared threshold
-  maxsoftmax: () => ['--target', env.BENCH_TARGET ?? '0.99', '--threshold-rule', 'global', '--augment', 'none', '--max-pool-grid', '0'],
+  maxsoftmax: () => [
+    '--target',
+    env.BENCH_TARGET ?? '0.99',
+    '--threshold-rule',
+    'global',
+    '--augment',
+    'none',
+    '--max-pool-grid',
+    '0',
+  ],
   // the SelfXit paper's setup: its heads at fixed exits (25/50/75 % MACs), one 0.9 threshold, no selection
-  paper: () => ['--mode', 'paper', '--threshold', '0.9', ...(env.BENCH_PAPER_EXITS ? ['--exits', env.BENCH_PAPER_EXITS] : [])],
+  paper: () => [
+    '--mode',
+    'paper',
+    '--threshold',
+    '0.9',
+    ...(env.BENCH_PAPER_EXITS ? ['--exits', env.BENCH_PAPER_EXITS] : []),
+  ],
 };
 
 /** Prepares `model` as `mode` (a VARIANT_ARGS key) into bench/.bundles/<key>[-mode]/ unless a bundle made from the same inputs is there. */
@@ -109,17 +144,31 @@ async function ensureBundle(model, mode, sources) {
   const labelsArg = model.labelsFile ? model.labelsFile : path.join(bundlesDir, `${model.key}-labels.txt`);
   if (!model.labelsFile) await writeFile(labelsArg, model.labels.join('\n') + '\n');
   const args = [
-    'tsx', 'src/cli/main.ts', 'prepare', model.model,
-    '--samples', model.calib,
-    '--shape', model.shape.join(','),
-    '--mean', model.mean.join(','),
-    '--std', model.std.join(','),
-    '--labels', labelsArg,
-    '--out', dir,
+    'tsx',
+    'src/cli/main.ts',
+    'prepare',
+    model.model,
+    '--samples',
+    model.calib,
+    '--shape',
+    model.shape.join(','),
+    '--mean',
+    model.mean.join(','),
+    '--std',
+    model.std.join(','),
+    '--labels',
+    labelsArg,
+    '--out',
+    dir,
     ...(env.BENCH_CALIB ? ['--limit', env.BENCH_CALIB] : []),
     ...VARIANT_ARGS[mode](),
   ];
-  const stamp = { args: args.slice(3).map((a) => a.replace(root, '.')), model: await sha256File(model.model), calib: await sha256File(model.calib), sources };
+  const stamp = {
+    args: args.slice(3).map((a) => a.replace(root, '.')),
+    model: await sha256File(model.model),
+    calib: await sha256File(model.calib),
+    sources,
+  };
   const stampFile = path.join(dir, '.stamp.json');
   if (existsSync(stampFile) && existsSync(path.join(dir, 'manifest.json'))) {
     const old = await readFile(stampFile, 'utf8');
@@ -136,16 +185,34 @@ async function ensureBundle(model, mode, sources) {
 /** `selfxit eval --targets` of a bundle on the model's test images: calibration's expectation vs what the test set shows. */
 async function measureCurve(model, dir, targets) {
   const out = await new Promise((resolve, reject) => {
-    const args = ['tsx', 'src/cli/main.ts', 'eval', dir, '--samples', model.test, '--shape', model.shape.join(','), '--labels-file', model.testLabels, '--targets', targets.join(','), '--json'];
+    const args = [
+      'tsx',
+      'src/cli/main.ts',
+      'eval',
+      dir,
+      '--samples',
+      model.test,
+      '--shape',
+      model.shape.join(','),
+      '--labels-file',
+      model.testLabels,
+      '--targets',
+      targets.join(','),
+      '--json',
+    ];
     const child = spawn('npx', args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     child.stdout.on('data', (d) => (text += d));
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`selfxit eval ${dir} exited with ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve(text) : reject(new Error(`selfxit eval ${dir} exited with ${code}`)),
+    );
   });
   const r = JSON.parse(out);
   const m = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
-  const seconds = existsSync(path.join(dir, '.prepare-seconds')) ? Number(await readFile(path.join(dir, '.prepare-seconds'), 'utf8')) : NaN;
+  const seconds = existsSync(path.join(dir, '.prepare-seconds'))
+    ? Number(await readFile(path.join(dir, '.prepare-seconds'), 'utf8'))
+    : NaN;
   return {
     samples: r.samples,
     backboneAccuracy: r.backboneAccuracy,
@@ -154,7 +221,15 @@ async function measureCurve(model, dir, targets) {
     prepareSeconds: seconds,
     prepareSteps: m.calibration.timings ?? {},
     // the bundle as written (its own thresholds: the calibration target, or the paper's fixed 0.9) on all test images
-    asShipped: { target: m.calibration.target, thresholds: r.thresholds, agreement: r.agreement, accuracy: r.accuracy, macsFraction: r.macsFraction, oracleMacsFraction: r.oracleMacsFraction, exitShares: r.exitShares },
+    asShipped: {
+      target: m.calibration.target,
+      thresholds: r.thresholds,
+      agreement: r.agreement,
+      accuracy: r.accuracy,
+      macsFraction: r.macsFraction,
+      oracleMacsFraction: r.oracleMacsFraction,
+      exitShares: r.exitShares,
+    },
     targetCurve: r.targetCurve,
   };
 }
@@ -177,13 +252,21 @@ async function writeNoExitManifest(dir) {
 
 function machine() {
   const cpus = os.cpus();
-  let chromium = '';
+  let chromium;
   try {
     chromium = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
   } catch {
     chromium = 'unknown';
   }
-  return { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, memoryGiB: Math.round(os.totalmem() / 2 ** 30), os: `${os.type()} ${os.release()} ${os.arch()}`, node: process.version, chromium, loadAverage: os.loadavg() };
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    chromium,
+    loadAverage: os.loadavg(),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------- main
@@ -214,7 +297,10 @@ async function main() {
   if (curves) {
     for (const { m, dir, paperDir, baselineDir } of plan) {
       log(`${m.key}: calibration curves on the test images (${targets.join(', ')})…`);
-      curveResults[m.key] = { selfxit: await measureCurve(m, dir, targets), maxsoftmax: await measureCurve(m, baselineDir, targets) };
+      curveResults[m.key] = {
+        selfxit: await measureCurve(m, dir, targets),
+        maxsoftmax: await measureCurve(m, baselineDir, targets),
+      };
       if (paperDir) curveResults[m.key].paper = await measureCurve(m, paperDir, targets);
     }
   }
@@ -246,11 +332,52 @@ async function main() {
       const common = { modelUrl: url(m.model), imagesUrl: url(m.test), labelsUrl: url(m.testLabels), images };
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
-      for (const b of batches) for (const t of threads) configs.push({ variant: 'selfxit', manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
-      if (goalTarget > 0) for (const t of threads) configs.push({ variant: `selfxit@${goalTarget}`, manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: 1, target: goalTarget });
-      for (const t of threads) configs.push({ variant: 'selfxit+plan', manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: t, batch: 1, devicePlan: true });
-      for (const t of threads) configs.push({ variant: 'worst-case', manifestUrl: rel(dir, 'manifest-noexit.json'), backend: 'wasm', threads: t, batch: 1 });
-      if (paperDir) for (const b of batches) for (const t of threads) configs.push({ variant: 'paper', manifestUrl: rel(paperDir, 'manifest.json'), backend: 'wasm', threads: t, batch: b });
+      for (const b of batches)
+        for (const t of threads)
+          configs.push({
+            variant: 'selfxit',
+            manifestUrl: rel(dir, 'manifest.json'),
+            backend: 'wasm',
+            threads: t,
+            batch: b,
+          });
+      if (goalTarget > 0)
+        for (const t of threads)
+          configs.push({
+            variant: `selfxit@${goalTarget}`,
+            manifestUrl: rel(dir, 'manifest.json'),
+            backend: 'wasm',
+            threads: t,
+            batch: 1,
+            target: goalTarget,
+          });
+      for (const t of threads)
+        configs.push({
+          variant: 'selfxit+plan',
+          manifestUrl: rel(dir, 'manifest.json'),
+          backend: 'wasm',
+          threads: t,
+          batch: 1,
+          devicePlan: true,
+        });
+      for (const t of threads)
+        configs.push({
+          variant: 'worst-case',
+          manifestUrl: rel(dir, 'manifest-noexit.json'),
+          backend: 'wasm',
+          threads: t,
+          batch: 1,
+        });
+      if (paperDir)
+        for (const b of batches)
+          for (const t of threads)
+            configs.push({
+              variant: 'paper',
+              manifestUrl: rel(paperDir, 'manifest.json'),
+              backend: 'wasm',
+              threads: t,
+              batch: b,
+            });
       for (const c of configs) {
         const name = `${m.key} ${c.variant} wasm t${c.threads} b${c.batch}`;
         log(`${name}: ${images} images…`);
@@ -262,15 +389,38 @@ async function main() {
         const name = `${m.key} selfxit webgpu b1 (correctness)`;
         log(`${name}: ${n} images on ${gpu}…`);
         const g = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
-          ...common, images: n, name, variant: 'selfxit', manifestUrl: rel(dir, 'manifest.json'), backend: 'webgpu', threads: 1, batch: 1, correctnessOnly: true, returnLabels: true,
+          ...common,
+          images: n,
+          name,
+          variant: 'selfxit',
+          manifestUrl: rel(dir, 'manifest.json'),
+          backend: 'webgpu',
+          threads: 1,
+          batch: 1,
+          correctnessOnly: true,
+          returnLabels: true,
         });
         const w = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
-          ...common, images: n, name: `${m.key} selfxit wasm b1 (reference for webgpu)`, manifestUrl: rel(dir, 'manifest.json'), backend: 'wasm', threads: 1, batch: 1, correctnessOnly: true, returnLabels: true,
+          ...common,
+          images: n,
+          name: `${m.key} selfxit wasm b1 (reference for webgpu)`,
+          manifestUrl: rel(dir, 'manifest.json'),
+          backend: 'wasm',
+          threads: 1,
+          batch: 1,
+          correctnessOnly: true,
+          returnLabels: true,
         });
         const same = (a, b) => a.filter((x, i) => x === b[i]).length / a.length;
         results.push({
-          model: m.key, variant: 'webgpu-correctness', ...g, adapter: gpu,
-          crossBackend: { earlyWebgpuVsWasm: same(g.labels.early, w.labels.early), fullWebgpuVsWasm: same(g.labels.full, w.labels.full) },
+          model: m.key,
+          variant: 'webgpu-correctness',
+          ...g,
+          adapter: gpu,
+          crossBackend: {
+            earlyWebgpuVsWasm: same(g.labels.early, w.labels.early),
+            fullWebgpuVsWasm: same(g.labels.full, w.labels.full),
+          },
         });
       }
     }
@@ -281,12 +431,19 @@ async function main() {
 
   const record = {
     date: started.toISOString(),
-    command: `${Object.entries(env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}=${v} `).join('')}npm run bench`,
+    command: `${Object.entries(env)
+      .filter(([k]) => k.startsWith('BENCH_'))
+      .map(([k, v]) => `${k}=${v} `)
+      .join('')}npm run bench`,
     machine: machine(),
     seconds: (Date.now() - started.getTime()) / 1000,
     models: plan.map(({ m, manifest }) => ({
-      key: m.key, title: m.title, backboneMacs: manifest.backbone.macs, exits: manifest.exits.map((e) => ({ name: e.name, macsFraction: e.macsFraction, threshold: e.threshold })),
-      calibrationSamples: manifest.calibration.samples, target: manifest.calibration.target,
+      key: m.key,
+      title: m.title,
+      backboneMacs: manifest.backbone.macs,
+      exits: manifest.exits.map((e) => ({ name: e.name, macsFraction: e.macsFraction, threshold: e.threshold })),
+      calibrationSamples: manifest.calibration.samples,
+      target: manifest.calibration.target,
     })),
     results: results.map(({ labels: _labels, ...r }) => r),
     curves: curveResults,

@@ -11,7 +11,12 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const ortDist = path.join(root, 'node_modules/onnxruntime-web/dist');
 // Keep in sync with ORT_FILES in vite.config.ts (the dev server serves the same list).
-const ORT_FILES = ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm', 'ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm'];
+const ORT_FILES = [
+  'ort-wasm-simd-threaded.mjs',
+  'ort-wasm-simd-threaded.wasm',
+  'ort-wasm-simd-threaded.jsep.mjs',
+  'ort-wasm-simd-threaded.jsep.wasm',
+];
 
 const only = process.argv.slice(2); // e.g. `node scripts/build.mjs esm iife` for a partial rebuild
 
@@ -44,7 +49,11 @@ if (step('cli')) {
 // 2. Declarations (src only).
 if (step('types')) {
   const t0 = Date.now();
-  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+  execFileSync(
+    process.execPath,
+    [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')],
+    { stdio: 'inherit' },
+  );
   console.log(`built types in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 
@@ -82,5 +91,7 @@ if (existsSync(path.join(dist, 'selfxit.worker.js')) && existsSync(path.join(dis
   const runtime = gz(path.join(dist, 'selfxit.js')).gzip + gz(path.join(dist, 'selfxit.worker.js')).gzip;
   console.log(`  runtime (selfxit.js + worker, without onnxruntime): ${kb(runtime)} gzip`);
 }
-const ortBytes = ORT_FILES.map((f) => path.join(dist, 'ort', f)).filter(existsSync).reduce((a, f) => a + statSync(f).size, 0);
+const ortBytes = ORT_FILES.map((f) => path.join(dist, 'ort', f))
+  .filter(existsSync)
+  .reduce((a, f) => a + statSync(f).size, 0);
 if (ortBytes > 0) console.log(`  dist/ort/ (onnxruntime-web .mjs + .wasm): ${(ortBytes / 1048576).toFixed(1)} MiB`);

@@ -27,9 +27,15 @@ async function ensureBundle() {
   const modelFile = path.join(modelDir, 'model.onnx');
   const calibFile = path.join(modelDir, 'calib-u8.bin');
   const metaFile = path.join(modelDir, 'model.json');
-  for (const f of [modelFile, calibFile, metaFile]) if (!existsSync(f)) fail(`missing ${path.relative(root, f)} (the shipped model)`);
+  for (const f of [modelFile, calibFile, metaFile])
+    if (!existsSync(f)) fail(`missing ${path.relative(root, f)} (the shipped model)`);
   const meta = JSON.parse(await readFile(metaFile, 'utf8'));
-  const stamp = { model: await sha256File(modelFile), calib: await sha256File(calibFile), meta: await sha256File(metaFile), sources: await sourceHash() };
+  const stamp = {
+    model: await sha256File(modelFile),
+    calib: await sha256File(calibFile),
+    meta: await sha256File(metaFile),
+    sources: await sourceHash(),
+  };
   if (existsSync(stampFile) && existsSync(path.join(bundleDir, 'manifest.json'))) {
     const old = JSON.parse(await readFile(stampFile, 'utf8'));
     if (Object.entries(stamp).every(([k, v]) => old[k] === v)) {
@@ -41,9 +47,14 @@ async function ensureBundle() {
   await rm(bundleDir, { recursive: true, force: true });
   const shape = meta.shape ?? meta.input?.shape;
   const prepareArgs = [
-    'tsx', 'src/cli/main.ts', 'prepare', modelFile,
-    '--samples', calibFile,
-    '--out', bundleDir,
+    'tsx',
+    'src/cli/main.ts',
+    'prepare',
+    modelFile,
+    '--samples',
+    calibFile,
+    '--out',
+    bundleDir,
     ...(shape ? ['--shape', shapeArg(shape)] : []),
     ...(meta.mean ? ['--mean', [].concat(meta.mean).join(',')] : []),
     ...(meta.std ? ['--std', [].concat(meta.std).join(',')] : []),
@@ -76,9 +87,15 @@ let server;
 try {
   server = await serveStatic({ mounts: { '/': path.join(root, 'demo-dist') }, port });
 } catch (e) {
-  fail(e && e.code === 'EADDRINUSE' ? `port ${port} is in use: set PORT to another one (e.g. PORT=5392 npm run demo)` : String(e));
+  fail(
+    e && e.code === 'EADDRINUSE'
+      ? `port ${port} is in use: set PORT to another one (e.g. PORT=5392 npm run demo)`
+      : String(e),
+  );
 }
-console.log(`\n  selfxit demo: ${server.url}\n  (cross-origin isolated: COOP same-origin + COEP require-corp; Ctrl-C to stop)\n`);
+console.log(
+  `\n  selfxit demo: ${server.url}\n  (cross-origin isolated: COOP same-origin + COEP require-corp; Ctrl-C to stop)\n`,
+);
 const stop = () => server.close().then(() => process.exit(0));
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);

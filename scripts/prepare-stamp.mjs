@@ -11,7 +11,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** sha256 (hex) of a file. */
 export async function sha256File(file) {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 }
 
 /** Hash of the sources that decide what prepare writes, so that a changed calibrator rebuilds the bundle. */
@@ -24,7 +26,8 @@ export async function sourceHash() {
       else if (e.name.endsWith('.ts')) h.update(full.slice(root.length)).update(await readFile(full));
     }
   };
-  for (const d of ['src/graph', 'src/calibrate', 'src/bundle', 'src/cli']) if (existsSync(path.join(root, d))) await walk(path.join(root, d));
+  for (const d of ['src/graph', 'src/calibrate', 'src/bundle', 'src/cli'])
+    if (existsSync(path.join(root, d))) await walk(path.join(root, d));
   return h.digest('hex');
 }
 
@@ -33,6 +36,8 @@ export function run(cmd, args) {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: root, stdio: 'inherit' });
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve(undefined) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve(undefined) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`)),
+    );
   });
 }

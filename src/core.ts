@@ -11,7 +11,14 @@ export * from './engine/cascade.js';
  * {@link minimumSamples} is the fewest samples a target agreement needs (prepare throws `TOO_FEW_SAMPLES` below it).
  */
 export { prepare, minimumSamples } from './calibrate/prepare.js';
-export type { PrepareOptions, PrepareResult, PrepareReport, CandidateReport, CandidateHeadReport, CostTable } from './calibrate/prepare.js';
+export type {
+  PrepareOptions,
+  PrepareResult,
+  PrepareReport,
+  CandidateReport,
+  CandidateHeadReport,
+  CostTable,
+} from './calibrate/prepare.js';
 export type { PrepareProgress, PrepareStage, ProgressCallback } from './calibrate/progress.js';
 /** A device plan's measured stage times as the JSON that `selfxit prepare --cost-table` reads. */
 export { costTableFromPlan } from './calibrate/device-plan.js';

@@ -48,7 +48,12 @@ export class SelfxitError extends Error {
   readonly code: SelfxitErrorCode;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: SelfxitErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+  constructor(
+    code: SelfxitErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.code = code;
     this.details = details;
@@ -63,7 +68,13 @@ export function isSelfxitError(e: unknown, code?: SelfxitErrorCode): e is Selfxi
 /** Any thrown value → payload (unknown errors become INTERNAL). */
 export function toErrorPayload(e: unknown): SelfxitErrorPayload {
   if (e instanceof SelfxitError) {
-    return { __selfxitError: true, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}), ...(e.stack ? { stack: e.stack } : {}) };
+    return {
+      __selfxitError: true,
+      code: e.code,
+      message: e.message,
+      ...(e.details ? { details: e.details } : {}),
+      ...(e.stack ? { stack: e.stack } : {}),
+    };
   }
   const err = e instanceof Error ? e : new Error(String(e));
   return { __selfxitError: true, code: 'INTERNAL', message: err.message, ...(err.stack ? { stack: err.stack } : {}) };

@@ -1,6 +1,12 @@
 // Public ESM entry (and the script-tag build's global `selfxit`): load() a bundle, classify in a worker. Nothing runs at import.
 export { load, Classifier } from './page/classifier.js';
-export type { ClassifyResult, ClassifyOptions, ClassifierInfo, DevicePlanOptions, PlanSummary } from './page/classifier.js';
+export type {
+  ClassifyResult,
+  ClassifyOptions,
+  ClassifierInfo,
+  DevicePlanOptions,
+  PlanSummary,
+} from './page/classifier.js';
 export type { LoadOptions } from './page/options.js';
 export { LOAD_DEFAULTS } from './page/options.js';
 export type { ClassifierInput } from './page/inputs.js';

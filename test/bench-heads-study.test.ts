@@ -12,7 +12,15 @@ import { residualGraph } from './fixtures/graphs.js';
 import { ortNode, run } from './fixtures/ort-helpers.js';
 
 const N = 9;
-const input: InputSpec = { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.4, 0.3], std: [0.25, 0.2, 0.3] };
+const input: InputSpec = {
+  name: 'x',
+  height: 8,
+  width: 8,
+  channels: 3,
+  layout: 'NCHW',
+  mean: [0.5, 0.4, 0.3],
+  std: [0.25, 0.2, 0.3],
+};
 
 describe('heads study: k-means 1x1 convolution features', () => {
   it('fits unit-norm centroids with quantile thresholds and extracts [avg | max] of relu(conv) equal to a JS computation', async () => {
@@ -20,7 +28,10 @@ describe('heads study: k-means 1x1 convolution features', () => {
     const a = await analyzeModel(f.model, { ort: ortNode });
     const cuts = ['r1', 'y'].map((t) => a.cuts.find((c) => c.tensor === t)!) as CutPoint[];
     const rng = createRng(5);
-    const samples: SampleBatch = { data: Uint8Array.from({ length: N * 8 * 8 * 3 }, () => Math.floor(rng.next() * 256)), count: N };
+    const samples: SampleBatch = {
+      data: Uint8Array.from({ length: N * 8 * 8 * 3 }, () => Math.floor(rng.next() * 256)),
+      count: N,
+    };
     const ctx = { model: f.model, cuts, input, ort: ortNode };
     const enc = await fitEncoders(ctx, samples, N, 0.75, 1);
     const feats = await encodedFeatures(ctx, enc, samples, 4);
@@ -63,18 +74,37 @@ describe('heads study: k-means 1x1 convolution features', () => {
 });
 
 describe('heads study: BENCHMARKS.md block from several runs', () => {
-  const record = (date: string, heads: string, candidates = [{ index: 0, tensor: 'a', macsFraction: 0.5 }]): StudyRecord => ({
+  const record = (
+    date: string,
+    heads: string,
+    candidates = [{ index: 0, tensor: 'a', macsFraction: 0.5 }],
+  ): StudyRecord => ({
     date,
     command: `npm run bench:heads m ${heads}`,
     model: 'm',
     calibSamples: 10,
     testSamples: 5,
     candidates,
-    rows: [{ heads, rule: 'global', target: 0.99, exits: [0], validationAgreement: 0.991, testAgreement: 0.98, top1VsBackbonePoints: -0.2, testMacsFraction: 0.75, headTrainingSeconds: 3 }],
+    rows: [
+      {
+        heads,
+        rule: 'global',
+        target: 0.99,
+        exits: [0],
+        validationAgreement: 0.991,
+        testAgreement: 0.98,
+        top1VsBackbonePoints: -0.2,
+        testMacsFraction: 0.75,
+        headTrainingSeconds: 3,
+      },
+    ],
   });
 
   it('lists every run with its raw data file and keeps the rows in run order', () => {
-    const md = renderHeadsBlock([record('2026-12-01T00:00:00Z', 'one'), { ...record('2026-12-02T00:00:00Z', 'two'), seconds: 12 }], ['r1.json', 'r2.json']);
+    const md = renderHeadsBlock(
+      [record('2026-12-01T00:00:00Z', 'one'), { ...record('2026-12-02T00:00:00Z', 'two'), seconds: 12 }],
+      ['r1.json', 'r2.json'],
+    );
     expect(md).toContain('- 2026-12-01: `npm run bench:heads m one`, raw data `r1.json`');
     expect(md).toContain('- 2026-12-02: `npm run bench:heads m two` (12 s), raw data `r2.json`');
     expect(md.indexOf('| one |')).toBeGreaterThan(0);
@@ -83,6 +113,8 @@ describe('heads study: BENCHMARKS.md block from several runs', () => {
   });
 
   it('refuses runs with different candidates', () => {
-    expect(() => renderHeadsBlock([record('2026-12-01T00:00:00Z', 'one'), record('2026-12-02T00:00:00Z', 'two', [])], ['a', 'b'])).toThrow(/candidates differ/);
+    expect(() =>
+      renderHeadsBlock([record('2026-12-01T00:00:00Z', 'one'), record('2026-12-02T00:00:00Z', 'two', [])], ['a', 'b']),
+    ).toThrow(/candidates differ/);
   });
 });

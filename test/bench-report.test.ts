@@ -6,12 +6,28 @@ import { describe, expect, it } from 'vitest';
 
 interface Report {
   renderMarkdown(record: unknown, file: string): string;
-  ratioBreakdown(r: unknown, worst: unknown): { gap: number; roundTrip: { share: number }; workerOther: { share: number }; segments: { share: number }; exitOverhead: { share: number }; rest: { share: number } };
+  ratioBreakdown(
+    r: unknown,
+    worst: unknown,
+  ): {
+    gap: number;
+    roundTrip: { share: number };
+    workerOther: { share: number };
+    segments: { share: number };
+    exitOverhead: { share: number };
+    rest: { share: number };
+  };
 }
 // A plain-JS module: imported by URL so that the type-check does not look for its declarations.
 const report = (await import(new URL('../bench/report.mjs', import.meta.url).href)) as Report;
-const fixture = JSON.parse(fs.readFileSync(new URL('./fixtures/bench-record.json', import.meta.url), 'utf8')) as Record<string, any>;
-const copy = (): Record<string, any> => structuredClone(fixture);
+// The bench record is loose JSON (bench/report.mjs is plain JS); the tests reach into it by field names.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped JSON fixture
+type Json = any;
+const fixture = JSON.parse(fs.readFileSync(new URL('./fixtures/bench-record.json', import.meta.url), 'utf8')) as Record<
+  string,
+  Json
+>;
+const copy = (): Record<string, Json> => structuredClone(fixture);
 const render = (record: unknown): string => report.renderMarkdown(record, 'bench/results/fixture.json');
 
 /** The Markdown from the heading that starts with `heading` to the next `###` heading. */
@@ -35,10 +51,14 @@ describe('bench report verdicts', () => {
   it('issue 3: met criteria with their margins, beside the paper setup and max-softmax', () => {
     const s = section(md, 'Issue 3');
     expect(row(s, 'test agreement')).toContain('| 98.84 % | met (0.14 points above) | 89.10 % | 99.01 % |');
-    expect(row(s, 'top-1 vs backbone (83.40 %)')).toContain('| −0.10 points (83.30 %) | met (0.20 points above) | −4.00 points |');
+    expect(row(s, 'top-1 vs backbone (83.40 %)')).toContain(
+      '| −0.10 points (83.30 %) | met (0.20 points above) | −4.00 points |',
+    );
     expect(row(s, 'MACs fraction')).toContain('| 0.750 | met (0.060 under) | 0.700 | 0.810 |');
     expect(row(s, '`prepare` time (10000 images)')).toContain('| 450 s | met (150 s under) |');
-    expect(s).toContain('selfxit analyze 3 s, features 201 s, heads 180 s, thresholds 11 s, final-heads 40 s, bundle 5 s');
+    expect(s).toContain(
+      'selfxit analyze 3 s, features 201 s, heads 180 s, thresholds 11 s, final-heads 40 s, bundle 5 s',
+    );
   });
 
   it('issue 6: a missed MACs goal says by how much; a met one says so', () => {
@@ -72,8 +92,11 @@ describe('bench report verdicts', () => {
     expect(s).toContain('the rest is 0.16 ms per exit');
     expect(s).toContain('= 0.741 expected against the plain model, measured ratio 0.780');
     expect(s).toContain('it needs a MACs fraction ≤ 0.500');
-    const r = fixture.results as any[];
-    const b = report.ratioBreakdown(r.find((x) => x.model === 'resnet56' && x.variant === 'selfxit'), r.find((x) => x.variant === 'worst-case'));
+    const r = fixture.results as Json[];
+    const b = report.ratioBreakdown(
+      r.find((x) => x.model === 'resnet56' && x.variant === 'selfxit'),
+      r.find((x) => x.variant === 'worst-case'),
+    );
     expect(b.roundTrip.share + b.workerOther.share + b.segments.share).toBeCloseTo(b.gap, 12);
     expect(b.exitOverhead.share + b.rest.share).toBeCloseTo(b.segments.share, 12);
   });
@@ -83,14 +106,14 @@ describe('bench report verdicts', () => {
     expect(md).toContain('every threshold at exactly 1');
     expect(section(md, 'Issue 5')).toContain('full 99.8 % — **1 of 500 inputs still exited**');
     const r = copy();
-    r.results.find((x: any) => x.variant === 'worst-case').exitShares = [0, 0, 1];
+    r.results.find((x: Json) => x.variant === 'worst-case').exitShares = [0, 0, 1];
     expect(section(render(r), 'Issue 5')).toContain('no input exited (of 500)');
   });
 
   it('renders a record without the CIFAR models, and never changes the record', () => {
     const r = copy();
-    r.models = r.models.filter((m: any) => m.key === 'fashion');
-    r.results = r.results.filter((x: any) => x.model === 'fashion');
+    r.models = r.models.filter((m: Json) => m.key === 'fashion');
+    r.results = r.results.filter((x: Json) => x.model === 'fashion');
     r.curves = { fashion: r.curves.resnet20 }; // a fashion-only bench still measures the shipped model's curves
     const out = render(r);
     expect(out).toContain('### Fashion-MNIST ResNet');

@@ -12,9 +12,12 @@ describe('augmentSamples', () => {
     const out = augmentSamples(batch, shape, ['flip'], 0);
     expect(out.count).toBe(4);
     expect(out.data.subarray(0, 2 * per)).toEqual(batch.data);
-    for (let i = 0; i < 2; i++) for (let y = 0; y < 4; y++) for (let x = 0; x < 5; x++) for (let c = 0; c < 3; c++) {
-      expect(px(out.data, 2 + i, y, x, c)).toBe(px(batch.data, i, y, 4 - x, c));
-    }
+    for (let i = 0; i < 2; i++)
+      for (let y = 0; y < 4; y++)
+        for (let x = 0; x < 5; x++)
+          for (let c = 0; c < 3; c++) {
+            expect(px(out.data, 2 + i, y, x, c)).toBe(px(batch.data, i, y, 4 - x, c));
+          }
   });
 
   it('shifts by at most 2 pixels with repeated edges, the same for the same seed', () => {
@@ -23,15 +26,18 @@ describe('augmentSamples', () => {
     for (let i = 0; i < 2; i++) {
       // some offset (dy, dx) in [-2, 2]^2 explains every pixel of the copy
       let found = false;
-      for (let dy = -2; dy <= 2 && !found; dy++) for (let dx = -2; dx <= 2 && !found; dx++) {
-        let ok = true;
-        for (let y = 0; y < 4 && ok; y++) for (let x = 0; x < 5 && ok; x++) for (let c = 0; c < 3; c++) {
-          const sy = Math.min(3, Math.max(0, y + dy));
-          const sx = Math.min(4, Math.max(0, x + dx));
-          if (px(a.data, 2 + i, y, x, c) !== px(batch.data, i, sy, sx, c)) ok = false;
+      for (let dy = -2; dy <= 2 && !found; dy++)
+        for (let dx = -2; dx <= 2 && !found; dx++) {
+          let ok = true;
+          for (let y = 0; y < 4 && ok; y++)
+            for (let x = 0; x < 5 && ok; x++)
+              for (let c = 0; c < 3; c++) {
+                const sy = Math.min(3, Math.max(0, y + dy));
+                const sx = Math.min(4, Math.max(0, x + dx));
+                if (px(a.data, 2 + i, y, x, c) !== px(batch.data, i, sy, sx, c)) ok = false;
+              }
+          found = ok;
         }
-        found = ok;
-      }
       expect(found).toBe(true);
     }
   });

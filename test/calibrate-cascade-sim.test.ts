@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { argmaxRows, exitScores, exitStatsOf, pathCosts, simulateCascade, type CascadeCosts, type ExitScores } from '../src/calibrate/cascade-sim.js';
+import {
+  argmaxRows,
+  exitScores,
+  exitStatsOf,
+  pathCosts,
+  simulateCascade,
+  type CascadeCosts,
+  type ExitScores,
+} from '../src/calibrate/cascade-sim.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 

@@ -40,43 +40,77 @@ describe('costTableFromPlan', () => {
   });
 
   it('a bundle without exits gives the backbone time only; bad timings are typed errors', () => {
-    const single = { backbone: { macs: 10 }, segments: [{ macs: 10, headMacs: 0 }], exits: [] } as unknown as BundleManifest;
-    expect(costTableFromPlan(single, { timings: { stageMs: [3], decisionMs: [0] } })).toEqual({ unit: 'ms', backbone: 3 });
+    const single = {
+      backbone: { macs: 10 },
+      segments: [{ macs: 10, headMacs: 0 }],
+      exits: [],
+    } as unknown as BundleManifest;
+    expect(costTableFromPlan(single, { timings: { stageMs: [3], decisionMs: [0] } })).toEqual({
+      unit: 'ms',
+      backbone: 3,
+    });
     const bad = (timings: StageTimings) => () => costTableFromPlan(manifest, { timings });
     expect(bad({ stageMs: [1, 1], decisionMs: [0, 0] })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    expect(bad({ stageMs: [1, 1, Number.NaN, 1], decisionMs: [0, 0, 0, 0] })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    expect(bad({ stageMs: [0, 0, 0, 0], decisionMs: [0, 0, 0, 0] })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(bad({ stageMs: [1, 1, Number.NaN, 1], decisionMs: [0, 0, 0, 0] })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+    expect(bad({ stageMs: [0, 0, 0, 0], decisionMs: [0, 0, 0, 0] })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
   });
 
-  it('round trip: the table of a plan made from a real bundle is accepted by prepare --cost-table', { timeout: 300_000 }, async () => {
-    const { dir, model, samples } = writePrepareInputs('selfxit-cost-table-');
-    const first = path.join(dir, 'bundle');
-    const quick = ['--heads', 'pool-linear', '--augment', 'none']; // the cheapest prepare: the table is what is tested
-    let r = await cli('prepare', model, '--samples', samples, '--target', '0.9', ...quick, '--out', first);
-    expect(r.code, r.stderr).toBe(0);
-    const m = JSON.parse(fs.readFileSync(path.join(first, 'manifest.json'), 'utf8')) as BundleManifest;
-    expect(m.calibration.costUnit).toBe('macs');
-    expect(m.exits.length).toBeGreaterThan(0);
-    const validation = decodeValidation(new Uint8Array(fs.readFileSync(path.join(first, m.calibration.validation!.file))), m.exits.length, m.calibration.samples);
-    // "Measured" times: proportional to MACs plus a fixed cost per run; reading an exit adds a little.
-    const timings: StageTimings = { stageMs: m.segments.map((g) => 0.05 + (g.macs + g.headMacs) / 1e5), decisionMs: m.segments.map((g) => (g.exit === undefined ? 0 : 0.01)) };
-    const plan = planExits(m, validation, timings, { target: 0.9, manifestHash: 'h', backend: 'wasm', threads: 1 });
-    const table = costTableFromPlan(m, plan);
-    expect(Object.keys(table.cuts ?? {}).sort()).toEqual(m.exits.map((e) => e.cut).sort());
-    const file = path.join(dir, 'cost-table.json');
-    fs.writeFileSync(file, JSON.stringify(table, null, 2));
+  it(
+    'round trip: the table of a plan made from a real bundle is accepted by prepare --cost-table',
+    { timeout: 300_000 },
+    async () => {
+      const { dir, model, samples } = writePrepareInputs('selfxit-cost-table-');
+      const first = path.join(dir, 'bundle');
+      const quick = ['--heads', 'pool-linear', '--augment', 'none']; // the cheapest prepare: the table is what is tested
+      let r = await cli('prepare', model, '--samples', samples, '--target', '0.9', ...quick, '--out', first);
+      expect(r.code, r.stderr).toBe(0);
+      const m = JSON.parse(fs.readFileSync(path.join(first, 'manifest.json'), 'utf8')) as BundleManifest;
+      expect(m.calibration.costUnit).toBe('macs');
+      expect(m.exits.length).toBeGreaterThan(0);
+      const validation = decodeValidation(
+        new Uint8Array(fs.readFileSync(path.join(first, m.calibration.validation!.file))),
+        m.exits.length,
+        m.calibration.samples,
+      );
+      // "Measured" times: proportional to MACs plus a fixed cost per run; reading an exit adds a little.
+      const timings: StageTimings = {
+        stageMs: m.segments.map((g) => 0.05 + (g.macs + g.headMacs) / 1e5),
+        decisionMs: m.segments.map((g) => (g.exit === undefined ? 0 : 0.01)),
+      };
+      const plan = planExits(m, validation, timings, { target: 0.9, manifestHash: 'h', backend: 'wasm', threads: 1 });
+      const table = costTableFromPlan(m, plan);
+      expect(Object.keys(table.cuts ?? {}).sort()).toEqual(m.exits.map((e) => e.cut).sort());
+      const file = path.join(dir, 'cost-table.json');
+      fs.writeFileSync(file, JSON.stringify(table, null, 2));
 
-    const again = path.join(dir, 'bundle-ms');
-    r = await cli('prepare', model, '--samples', samples, '--target', '0.9', ...quick, '--cost-table', file, '--out', again);
-    expect(r.code, r.stderr).toBe(0);
-    const m2 = JSON.parse(fs.readFileSync(path.join(again, 'manifest.json'), 'utf8')) as BundleManifest;
-    expect(m2.calibration.costUnit).toBe('ms');
+      const again = path.join(dir, 'bundle-ms');
+      r = await cli(
+        'prepare',
+        model,
+        '--samples',
+        samples,
+        '--target',
+        '0.9',
+        ...quick,
+        '--cost-table',
+        file,
+        '--out',
+        again,
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const m2 = JSON.parse(fs.readFileSync(path.join(again, 'manifest.json'), 'utf8')) as BundleManifest;
+      expect(m2.calibration.costUnit).toBe('ms');
 
-    // The parser rejects what is not such a table (the same file with the backbone time left out).
-    const broken = path.join(dir, 'broken.json');
-    fs.writeFileSync(broken, JSON.stringify({ ...table, backbone: undefined }));
-    r = await cli('prepare', model, '--samples', samples, '--cost-table', broken, '--out', path.join(dir, 'never'));
-    expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/INVALID_ARGUMENT.*cost-table/);
-  });
+      // The parser rejects what is not such a table (the same file with the backbone time left out).
+      const broken = path.join(dir, 'broken.json');
+      fs.writeFileSync(broken, JSON.stringify({ ...table, backbone: undefined }));
+      r = await cli('prepare', model, '--samples', samples, '--cost-table', broken, '--out', path.join(dir, 'never'));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/INVALID_ARGUMENT.*cost-table/);
+    },
+  );
 });

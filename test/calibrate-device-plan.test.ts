@@ -14,7 +14,12 @@ const validation = table.map((e) => ({ score: e.score, agree: e.agree }));
 const manifest = {
   backbone: { macs: 100 },
   segments: [0, 1, 2, 3].map((i) => ({ macs: 25, headMacs: i < 3 ? 1 : 0, ...(i < 3 ? { exit: i } : {}) })),
-  exits: [0, 1, 2].map((j) => ({ name: `e${j}`, segment: j, threshold: 0.9, macsFraction: (25 * (j + 1) + (j + 1)) / 100 })),
+  exits: [0, 1, 2].map((j) => ({
+    name: `e${j}`,
+    segment: j,
+    threshold: 0.9,
+    macsFraction: (25 * (j + 1) + (j + 1)) / 100,
+  })),
   calibration: { samples: n, thresholdRule: 'cost-calibrated' },
 } as unknown as BundleManifest;
 const opts = { target: 0.95, manifestHash: 'h', backend: 'wasm', threads: 1, measuredAt: '2026-01-01T00:00:00Z' };
@@ -23,7 +28,12 @@ const opts = { target: 0.95, manifestHash: 'h', backend: 'wasm', threads: 1, mea
 function msCost(th: readonly number[], t: StageTimings): number {
   const used = [0, 1, 2].filter((j) => th[j]! < NEVER_EXIT);
   const up = (s: number) => t.stageMs.slice(0, s + 1).reduce((a, b) => a + b, 0);
-  const o = simulateCascade(table, used, used.map((j) => th[j]!), { backboneCostAt: [0, 1, 2].map(up), headCost: t.decisionMs.slice(0, 3), fullCost: up(3) });
+  const o = simulateCascade(
+    table,
+    used,
+    used.map((j) => th[j]!),
+    { backboneCostAt: [0, 1, 2].map(up), headCost: t.decisionMs.slice(0, 3), fullCost: up(3) },
+  );
   return o.macsFraction;
 }
 
@@ -32,9 +42,12 @@ describe('device plans by measured time', () => {
     const back = decodeValidation(encodeValidation(validation), 3, n);
     back.forEach((v, j) => {
       expect(v.agree).toEqual(validation[j]!.agree);
-      for (let i = 0; i < n; i += 97) expect(Math.abs(v.score[i]! - validation[j]!.score[i]!)).toBeLessThanOrEqual(0.5 / 65535 + 1e-7);
+      for (let i = 0; i < n; i += 97)
+        expect(Math.abs(v.score[i]! - validation[j]!.score[i]!)).toBeLessThanOrEqual(0.5 / 65535 + 1e-7);
     });
-    expect(() => decodeValidation(new Uint8Array(10), 3, n)).toThrow(expect.objectContaining({ code: 'INVALID_BUNDLE' }));
+    expect(() => decodeValidation(new Uint8Array(10), 3, n)).toThrow(
+      expect.objectContaining({ code: 'INVALID_BUNDLE' }),
+    );
   });
 
   it('meets the target with margin, and unused exits never fire', () => {
@@ -43,7 +56,12 @@ describe('device plans by measured time', () => {
     expect(p.thresholds).toHaveLength(3);
     p.enabled.forEach((on, j) => on || expect(p.thresholds[j]).toBe(NEVER_EXIT));
     const used = [0, 1, 2].filter((j) => p.enabled[j]);
-    const o = simulateCascade(table, used, used.map((j) => p.thresholds[j]!), { backboneCostAt: [1, 2, 3], headCost: [0, 0, 0], fullCost: 4 });
+    const o = simulateCascade(
+      table,
+      used,
+      used.map((j) => p.thresholds[j]!),
+      { backboneCostAt: [1, 2, 3], headCost: [0, 0, 0], fullCost: 4 },
+    );
     expect(agreementLowerBound(n - o.disagreements, n)).toBeGreaterThanOrEqual(0.95);
     expect(p.expectedAgreement).toBeCloseTo(o.agreement, 12);
     expect(p.curve.every((c) => c.thresholds.length === 3)).toBe(true);
@@ -51,7 +69,11 @@ describe('device plans by measured time', () => {
 
   it('costs this device no more time than the MACs-based choice, and adapts when the timings differ', () => {
     // Calibration's view: cost proportional to MACs.
-    const macsChoice = selectExitsWithRule(table, { backboneCostAt: [26, 52, 78], headCost: [1, 1, 1], fullCost: 100 }, { target: 0.95, rule: 'cost-calibrated', overhead: 0 });
+    const macsChoice = selectExitsWithRule(
+      table,
+      { backboneCostAt: [26, 52, 78], headCost: [1, 1, 1], fullCost: 100 },
+      { target: 0.95, rule: 'cost-calibrated', overhead: 0 },
+    );
     const shipped = [0, 1, 2].map((j) => {
       const k = macsChoice.selected.indexOf(j);
       return k < 0 ? NEVER_EXIT : macsChoice.thresholds[k]!;
@@ -65,7 +87,11 @@ describe('device plans by measured time', () => {
   });
 
   it('rejects timings that do not fit the bundle', () => {
-    expect(() => planExits(manifest, validation, { stageMs: [1, 1], decisionMs: [0, 0] }, opts)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    expect(() => planExits(manifest, validation.slice(0, 2), { stageMs: [1, 1, 1, 1], decisionMs: [0, 0, 0, 0] }, opts)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => planExits(manifest, validation, { stageMs: [1, 1], decisionMs: [0, 0] }, opts)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+    expect(() =>
+      planExits(manifest, validation.slice(0, 2), { stageMs: [1, 1, 1, 1], decisionMs: [0, 0, 0, 0] }, opts),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 });

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { simulateCascade, type ExitScores } from '../src/calibrate/cascade-sim.js';
-import { fitAgreementLogit, mapExitScores, rawThresholdFor, ruleScore, scoreMaps, selectExitsWithRule } from '../src/calibrate/exit-rule.js';
+import {
+  fitAgreementLogit,
+  mapExitScores,
+  rawThresholdFor,
+  ruleScore,
+  scoreMaps,
+  selectExitsWithRule,
+} from '../src/calibrate/exit-rule.js';
 import { pickCurvePoint } from '../src/calibrate/curve.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { selectExits } from '../src/calibrate/select-exits.js';
@@ -48,9 +55,18 @@ describe('cost-calibrated exit rule', () => {
     for (const target of [0.9, 0.97]) {
       const r = selectExitsWithRule(exits, costs, { target, rule: 'cost-calibrated', overhead: 0.01 });
       expect(r.selected.length).toBeGreaterThan(0);
-      const maps = scoreMaps('cost-calibrated', exits, exits.map((_, j) => (costs.fullCost - costs.backboneCostAt[j]!) / costs.fullCost));
+      const maps = scoreMaps(
+        'cost-calibrated',
+        exits,
+        exits.map((_, j) => (costs.fullCost - costs.backboneCostAt[j]!) / costs.fullCost),
+      );
       const mapped = exits.map((e, j) => mapExitScores(e, maps[j]!));
-      const byKnob = simulateCascade(mapped, r.selected, r.selected.map(() => r.knob), { ...costs, overhead: 0.01 });
+      const byKnob = simulateCascade(
+        mapped,
+        r.selected,
+        r.selected.map(() => r.knob),
+        { ...costs, overhead: 0.01 },
+      );
       const byRaw = simulateCascade(exits, r.selected, r.thresholds, { ...costs, overhead: 0.01 });
       expect(byRaw.exitShares).toEqual(byKnob.exitShares);
       expect(byRaw.disagreements).toBe(byKnob.disagreements);
@@ -83,7 +99,13 @@ describe('cost-calibrated exit rule', () => {
   // agreement must reach the target within one binomial standard deviation of a held-out estimate,
   // sqrt(t (1 - t) / n) (0.001 at t = 0.99, n = 10,000); the fit half's margin (~1.6 sd) is what makes that hold.
   const splitHalves = (both: readonly ExitScores[], n: number): [ExitScores[], ExitScores[]] => {
-    const half = (lo: number): ExitScores[] => both.map((e) => ({ n, score: e.score.slice(lo, lo + n), pred: e.pred.slice(lo, lo + n), agree: e.agree.slice(lo, lo + n) }));
+    const half = (lo: number): ExitScores[] =>
+      both.map((e) => ({
+        n,
+        score: e.score.slice(lo, lo + n),
+        pred: e.pred.slice(lo, lo + n),
+        agree: e.agree.slice(lo, lo + n),
+      }));
     return [half(0), half(n)];
   };
   const heldOutTolerance = (target: number, n: number): number => Math.sqrt((target * (1 - target)) / n);

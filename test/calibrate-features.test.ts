@@ -6,11 +6,26 @@ import { extractFeatures, type FeatureRequest } from '../src/calibrate/features.
 import { createRng } from '../src/calibrate/rng.js';
 import { inputDims, toModelInput, type SampleBatch } from '../src/calibrate/samples.js';
 import { predictHead, toHeadSpec, trainHead } from '../src/calibrate/train-head.js';
-import { analyzeModel, buildHeadModel, fuseHead, splitModel, withExtraOutputs, type CutPoint } from '../src/graph/index.js';
+import {
+  analyzeModel,
+  buildHeadModel,
+  fuseHead,
+  splitModel,
+  withExtraOutputs,
+  type CutPoint,
+} from '../src/graph/index.js';
 import { residualGraph } from './fixtures/graphs.js';
 import { ortNode, run } from './fixtures/ort-helpers.js';
 
-function naivePool(map: ArrayLike<number>, n: number, c: number, h: number, w: number, [gh, gw]: readonly [number, number], max: boolean): number[][] {
+function naivePool(
+  map: ArrayLike<number>,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  [gh, gw]: readonly [number, number],
+  max: boolean,
+): number[][] {
   const bh = h / gh;
   const bw = w / gw;
   const rows: number[][] = [];
@@ -42,13 +57,29 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 const N = 11;
-const input: InputSpec = { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.4, 0.3], std: [0.25, 0.2, 0.3] };
+const input: InputSpec = {
+  name: 'x',
+  height: 8,
+  width: 8,
+  channels: 3,
+  layout: 'NCHW',
+  mean: [0.5, 0.4, 0.3],
+  std: [0.25, 0.2, 0.3],
+};
 
-async function setup(): Promise<{ f: ReturnType<typeof residualGraph>; cuts: Map<string, CutPoint>; samples: SampleBatch; x: ort.Tensor }> {
+async function setup(): Promise<{
+  f: ReturnType<typeof residualGraph>;
+  cuts: Map<string, CutPoint>;
+  samples: SampleBatch;
+  x: ort.Tensor;
+}> {
   const f = residualGraph();
   const a = await analyzeModel(f.model, { ort: ortNode });
   const rng = createRng(17);
-  const samples: SampleBatch = { data: Uint8Array.from({ length: N * 8 * 8 * 3 }, () => Math.floor(rng.next() * 256)), count: N };
+  const samples: SampleBatch = {
+    data: Uint8Array.from({ length: N * 8 * 8 * 3 }, () => Math.floor(rng.next() * 256)),
+    count: N,
+  };
   const x = new ort.Tensor('float32', toModelInput(samples, 0, N, input), inputDims(input, N));
   return { f, cuts: new Map(a.cuts.map((c) => [c.tensor, c])), samples, x };
 }
@@ -62,7 +93,17 @@ describe('extractFeatures with maxGrid', () => {
       { cut: cuts.get('r1')!, grid: [2, 4] },
       { cut: cuts.get('y')!, grid: [1, 1], maxGrid: [8, 8] },
     ];
-    const fs = await extractFeatures({ model: f.model, requests, samples, input, output: 'logits', outputKind: 'logits', classes: 5, ort: ortNode, batchSize: 4 });
+    const fs = await extractFeatures({
+      model: f.model,
+      requests,
+      samples,
+      input,
+      output: 'logits',
+      outputKind: 'logits',
+      classes: 5,
+      ort: ortNode,
+      batchSize: 4,
+    });
     const maps = await run(withExtraOutputs(f.model, ['c1', 'a', 'r1', 'y']), x);
     expect(fs.n).toBe(N);
     for (const [i, r] of requests.entries()) {
@@ -88,9 +129,21 @@ describe('extractFeatures with maxGrid', () => {
     const { f, cuts, samples } = await setup();
     const create = ortNode.InferenceSession.create.bind(ortNode.InferenceSession);
     let sessions = 0;
-    const counting = { ...ortNode, InferenceSession: { create: (...args: Parameters<typeof create>) => (sessions++, create(...args)) } };
+    const counting = {
+      ...ortNode,
+      InferenceSession: { create: (...args: Parameters<typeof create>) => (sessions++, create(...args)) },
+    };
     await expect(
-      extractFeatures({ model: f.model, requests: [{ cut: cuts.get('c1')!, grid: [2, 2], maxGrid: [3, 3] }], samples, input, output: 'logits', outputKind: 'logits', classes: 5, ort: counting }),
+      extractFeatures({
+        model: f.model,
+        requests: [{ cut: cuts.get('c1')!, grid: [2, 2], maxGrid: [3, 3] }],
+        samples,
+        input,
+        output: 'logits',
+        outputKind: 'logits',
+        classes: 5,
+        ort: counting,
+      }),
     ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect(sessions).toBe(0);
   });
@@ -102,12 +155,29 @@ describe('heads with a max branch: ONNX (onnxruntime-node) equals predictHead on
     const cut = cuts.get('a')!;
     const grid: [number, number] = [2, 2];
     const maxGrid: [number, number] = [4, 4];
-    const fs = await extractFeatures({ model: f.model, requests: [{ cut, grid, maxGrid }], samples, input, output: 'logits', outputKind: 'logits', classes: 5, ort: ortNode, batchSize: 5 });
+    const fs = await extractFeatures({
+      model: f.model,
+      requests: [{ cut, grid, maxGrid }],
+      samples,
+      input,
+      output: 'logits',
+      outputKind: 'logits',
+      classes: 5,
+      ort: ortNode,
+      batchSize: 5,
+    });
     const cf = fs.cuts[0]!;
     for (const kind of ['pool-linear', 'pool-mlp'] as const) {
       // trained head: the standardisation folded into layer 0 covers the max features too
       const head = trainHead(cf.x, fs.teacher, N, cf.dim, fs.k, { kind, hidden: 6, epochs: 3, batchSize: 4, seed: 2 });
-      const spec = toHeadSpec(head, { kind, inChannels: cf.channels, inHeight: cf.height, inWidth: cf.width, grid: cf.grid, maxGrid: cf.maxGrid });
+      const spec = toHeadSpec(head, {
+        kind,
+        inChannels: cf.channels,
+        inHeight: cf.height,
+        inWidth: cf.width,
+        grid: cf.grid,
+        maxGrid: cf.maxGrid,
+      });
       expect(spec.maxGrid).toEqual(maxGrid);
       expect(spec.layers[0]!.in).toBe(8 * 4 + 8 * 16);
       const want = predictHead(head, cf.x, N);
@@ -141,8 +211,12 @@ describe('heads with a max branch: ONNX (onnxruntime-node) equals predictHead on
     const head = trainHead(cf.x, fs.teacher, N, cf.dim, fs.k, { epochs: 1 });
     const geo = { kind: 'pool-linear' as const, inChannels: 8, inHeight: 8, inWidth: 8, grid: [1, 1] as const };
     expect(() => toHeadSpec(head, geo)).toThrow(/reads 40 features but 8x1x1 average pooling gives 8/);
-    expect(() => toHeadSpec(head, { ...geo, maxGrid: [1, 2] })).toThrow(/reads 40 features but 8x1x1 average pooling \+ 8x1x2 max pooling gives 24/);
-    expect(() => toHeadSpec(head, { ...geo, grid: [1, 2], maxGrid: [3, 1] })).toThrow(/maxGrid 3x1 does not divide 8x8/);
+    expect(() => toHeadSpec(head, { ...geo, maxGrid: [1, 2] })).toThrow(
+      /reads 40 features but 8x1x1 average pooling \+ 8x1x2 max pooling gives 24/,
+    );
+    expect(() => toHeadSpec(head, { ...geo, grid: [1, 2], maxGrid: [3, 1] })).toThrow(
+      /maxGrid 3x1 does not divide 8x8/,
+    );
     expect(toHeadSpec(head, { ...geo, maxGrid: [2, 2] }).maxGrid).toEqual([2, 2]);
     const plain = trainHead(cf.x, fs.teacher, N, 8, fs.k, { epochs: 1 });
     expect('maxGrid' in toHeadSpec(plain, geo)).toBe(false);

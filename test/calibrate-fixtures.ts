@@ -3,20 +3,28 @@ import { createRng } from '../src/calibrate/rng.js';
 import type { CascadeCosts, ExitScores } from '../src/calibrate/cascade-sim.js';
 
 /** Features `x [n, d]` (shifted, scaled, ReLU'd Gaussians, like pooled activations) and teacher `p = softmax(A x + b)`. */
-export function teacherData(n: number, d: number, k: number, seed: number, mapSeed = 12345, sharpness = 3): { x: Float32Array; p: Float32Array } {
+export function teacherData(
+  n: number,
+  d: number,
+  k: number,
+  seed: number,
+  mapSeed = 12345,
+  sharpness = 3,
+): { x: Float32Array; p: Float32Array } {
   const rng = createRng(seed);
   const map = createRng(mapSeed);
   const shift = Float32Array.from({ length: d }, () => map.normal());
   const scale = Float32Array.from({ length: d }, () => 0.5 + 3 * map.next());
   const A = Float32Array.from({ length: k * d }, () => (map.normal() * sharpness) / Math.sqrt(d));
   const x = new Float32Array(n * d);
-  for (let r = 0; r < n; r++) for (let i = 0; i < d; i++) x[r * d + i] = Math.max(0, (rng.normal() + shift[i]!) * scale[i]!);
+  for (let r = 0; r < n; r++)
+    for (let i = 0; i < d; i++) x[r * d + i] = Math.max(0, (rng.normal() + shift[i]!) * scale[i]!);
   const p = new Float32Array(n * k);
   for (let r = 0; r < n; r++) {
     let max = -Infinity;
     for (let j = 0; j < k; j++) {
       let s = 0;
-      for (let i = 0; i < d; i++) s += A[j * d + i]! * ((x[r * d + i]! / scale[i]!) - 0.4);
+      for (let i = 0; i < d; i++) s += A[j * d + i]! * (x[r * d + i]! / scale[i]! - 0.4);
       p[r * k + j] = s;
       max = Math.max(max, s);
     }

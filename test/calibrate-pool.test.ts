@@ -1,9 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { checkPoolGrids, chooseGrid, headFeatureDim, headFeaturesInto, maxPoolNCHW, maxPoolNCHWInto, poolNCHW, poolNCHWInto } from '../src/calibrate/pool.js';
+import {
+  checkPoolGrids,
+  chooseGrid,
+  headFeatureDim,
+  headFeaturesInto,
+  maxPoolNCHW,
+  maxPoolNCHWInto,
+  poolNCHW,
+  poolNCHWInto,
+} from '../src/calibrate/pool.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { isSelfxitError } from '../src/errors.js';
 
-function naivePool(map: Float32Array, n: number, c: number, h: number, w: number, gh: number, gw: number): Float32Array {
+function naivePool(
+  map: Float32Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  gh: number,
+  gw: number,
+): Float32Array {
   const out = new Float32Array(n * c * gh * gw);
   const bh = h / gh;
   const bw = w / gw;
@@ -12,13 +29,22 @@ function naivePool(map: Float32Array, n: number, c: number, h: number, w: number
       for (let i = 0; i < gh; i++)
         for (let j = 0; j < gw; j++) {
           let sum = 0;
-          for (let y = 0; y < bh; y++) for (let x = 0; x < bw; x++) sum += map[((s * c + ch) * h + i * bh + y) * w + j * bw + x]!;
+          for (let y = 0; y < bh; y++)
+            for (let x = 0; x < bw; x++) sum += map[((s * c + ch) * h + i * bh + y) * w + j * bw + x]!;
           out[s * c * gh * gw + ch * gh * gw + i * gw + j] = sum / (bh * bw);
         }
   return out;
 }
 
-function naiveMaxPool(map: Float32Array, n: number, c: number, h: number, w: number, gh: number, gw: number): Float32Array {
+function naiveMaxPool(
+  map: Float32Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  gh: number,
+  gw: number,
+): Float32Array {
   const out = new Float32Array(n * c * gh * gw);
   const bh = h / gh;
   const bw = w / gw;
@@ -27,7 +53,8 @@ function naiveMaxPool(map: Float32Array, n: number, c: number, h: number, w: num
       for (let i = 0; i < gh; i++)
         for (let j = 0; j < gw; j++) {
           let m = -Infinity;
-          for (let y = 0; y < bh; y++) for (let x = 0; x < bw; x++) m = Math.max(m, map[((s * c + ch) * h + i * bh + y) * w + j * bw + x]!);
+          for (let y = 0; y < bh; y++)
+            for (let x = 0; x < bw; x++) m = Math.max(m, map[((s * c + ch) * h + i * bh + y) * w + j * bw + x]!);
           out[s * c * gh * gw + ch * gh * gw + i * gw + j] = m;
         }
   return out;
@@ -37,7 +64,13 @@ describe('poolNCHW', () => {
   const rng = createRng(3);
   const [n, c, h, w] = [3, 5, 8, 12];
   const map = Float32Array.from({ length: n * c * h * w }, () => rng.normal());
-  for (const grid of [[1, 1], [2, 3], [4, 4], [8, 12], [2, 12]] as [number, number][]) {
+  for (const grid of [
+    [1, 1],
+    [2, 3],
+    [4, 4],
+    [8, 12],
+    [2, 12],
+  ] as [number, number][]) {
     it(`matches a naive reference for grid ${grid.join('x')}`, () => {
       const got = poolNCHW(map, n, c, h, w, grid);
       const want = naivePool(map, n, c, h, w, grid[0], grid[1]);
@@ -69,7 +102,14 @@ describe('maxPoolNCHW', () => {
   const rng = createRng(4);
   const [n, c, h, w] = [3, 5, 8, 12];
   const map = Float32Array.from({ length: n * c * h * w }, () => rng.normal() - 2);
-  for (const grid of [[1, 1], [2, 3], [4, 4], [8, 12], [2, 12], [8, 1]] as [number, number][]) {
+  for (const grid of [
+    [1, 1],
+    [2, 3],
+    [4, 4],
+    [8, 12],
+    [2, 12],
+    [8, 1],
+  ] as [number, number][]) {
     it(`equals a naive reference for grid ${grid.join('x')}`, () => {
       const got = maxPoolNCHW(map, n, c, h, w, grid);
       expect(Array.from(got)).toEqual(Array.from(naiveMaxPool(map, n, c, h, w, grid[0], grid[1])));
@@ -140,7 +180,9 @@ describe('strided pooling into a shared [n, dAvg + dMax] matrix', () => {
     const want = naiveMaxPool(map, n, c, h, w, 2, 2);
     for (let r = 0; r < n; r++) {
       expect([out[r * stride], out[r * stride + 1], out[(r + 1) * stride - 1]]).toEqual([9, 9, 9]);
-      expect(Array.from(out.subarray(r * stride + 2, r * stride + 2 + c * 4))).toEqual(Array.from(want.subarray(r * c * 4, (r + 1) * c * 4)));
+      expect(Array.from(out.subarray(r * stride + 2, r * stride + 2 + c * 4))).toEqual(
+        Array.from(want.subarray(r * c * 4, (r + 1) * c * 4)),
+      );
     }
     const bad: (() => void)[] = [
       () => poolNCHWInto(map, n, c, h, w, [2, 2], out, 0, stride, stride - c * 4 + 1), // columns overflow the row

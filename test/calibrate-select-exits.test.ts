@@ -55,7 +55,13 @@ describe('selectExits', () => {
   });
   it('holds the target on unseen samples (fit on one half, evaluate on the other)', () => {
     const both = candidateTable(20000, E, 9);
-    const half = (lo: number) => both.map((e) => ({ n: 10000, score: e.score.slice(lo, lo + 10000), pred: e.pred.slice(lo, lo + 10000), agree: e.agree.slice(lo, lo + 10000) }));
+    const half = (lo: number) =>
+      both.map((e) => ({
+        n: 10000,
+        score: e.score.slice(lo, lo + 10000),
+        pred: e.pred.slice(lo, lo + 10000),
+        agree: e.agree.slice(lo, lo + 10000),
+      }));
     const fit = half(0);
     const held = half(10000);
     for (const target of [0.95, 0.97, 0.99]) {

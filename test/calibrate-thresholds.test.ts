@@ -122,7 +122,8 @@ describe('thresholdCurve / pickCurvePoint', () => {
   it('another target picks the cheapest qualifying point; unreachable targets fall back to the backbone', () => {
     const p = pickCurvePoint(curve, 0.9).point;
     expect(p.agreement).toBeGreaterThanOrEqual(0.9);
-    for (const q of curve) if (q.agreement >= 0.9) expect(q.macsFraction).toBeGreaterThanOrEqual(p.macsFraction - 1e-12);
+    for (const q of curve)
+      if (q.agreement >= 0.9) expect(q.macsFraction).toBeGreaterThanOrEqual(p.macsFraction - 1e-12);
     expect(pickCurvePoint(curve, 1, { samples: n }).point.knob).toBe(NEVER_EXIT);
   });
 });

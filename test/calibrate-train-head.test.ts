@@ -27,7 +27,10 @@ describe('trainHead', () => {
     const h = trainHead(train.x, train.p, n, d, k, opts);
     const q = predictHead(h, test.x, 1000);
     expect(argmaxAgreement(test.p, q, 1000, k)).toBeGreaterThan(0.9);
-    expect(h.layers.map((l) => [l.in, l.out])).toEqual([[d, 32], [32, k]]);
+    expect(h.layers.map((l) => [l.in, l.out])).toEqual([
+      [d, 32],
+      [32, k],
+    ]);
     const again = trainHead(train.x, train.p, n, d, k, opts);
     expect(Array.from(again.layers[1]!.weight)).toEqual(Array.from(h.layers[1]!.weight));
   });
@@ -76,6 +79,8 @@ describe('toHeadSpec', () => {
     const spec = toHeadSpec(h, { kind: 'pool-linear', inChannels: 6, inHeight: 8, inWidth: 8, grid: [2, 2] });
     expect(spec.classes).toBe(k);
     expect(spec.grid).toEqual([2, 2]);
-    expect(() => toHeadSpec(h, { kind: 'pool-linear', inChannels: 6, inHeight: 8, inWidth: 8, grid: [4, 4] })).toThrow(/features/);
+    expect(() => toHeadSpec(h, { kind: 'pool-linear', inChannels: 6, inHeight: 8, inWidth: 8, grid: [4, 4] })).toThrow(
+      /features/,
+    );
   });
 });

@@ -38,9 +38,15 @@ function ensureBuiltCli(): void {
   if (fs.existsSync(cliJs) && fs.statSync(cliJs).mtimeMs >= newestMtime(path.join(repoRoot, 'src'))) return;
   const why = fs.existsSync(cliJs) ? 'is older than src/' : 'is missing';
   console.log(`[cli-built] dist/cli.js ${why}: running node scripts/build.mjs cli`);
-  const r = spawnSync(process.execPath, [path.join(repoRoot, 'scripts/build.mjs'), 'cli'], { cwd: repoRoot, encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync(process.execPath, [path.join(repoRoot, 'scripts/build.mjs'), 'cli'], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
   if (r.status !== 0 || !fs.existsSync(cliJs)) {
-    throw new Error(`dist/cli.js ${why} and \`node scripts/build.mjs cli\` failed (exit ${r.status}); run \`npm run build\`:\n${r.stdout}\n${r.stderr}`);
+    throw new Error(
+      `dist/cli.js ${why} and \`node scripts/build.mjs cli\` failed (exit ${r.status}); run \`npm run build\`:\n${r.stdout}\n${r.stderr}`,
+    );
   }
 }
 
@@ -75,13 +81,18 @@ interface InspectJson {
 beforeAll(ensureBuiltCli, 300_000);
 
 describe('built CLI: node bin/selfxit.js', () => {
-  it('inspect <shipped model> --json: one JSON object, the model card\'s MACs, same as the source CLI', async () => {
+  it("inspect <shipped model> --json: one JSON object, the model card's MACs, same as the source CLI", async () => {
     const r = node([binJs, 'inspect', path.relative(repoRoot, fashionModel), '--json'], repoRoot);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout) as InspectJson;
     expect(Object.keys(j)).toEqual(['inputs', 'outputs', 'macs', 'params', 'cuts']);
-    const card = JSON.parse(fs.readFileSync(path.join(fashion, 'model.json'), 'utf8')) as { input: string; output: string; shape: number[]; macs: number };
+    const card = JSON.parse(fs.readFileSync(path.join(fashion, 'model.json'), 'utf8')) as {
+      input: string;
+      output: string;
+      shape: number[];
+      macs: number;
+    };
     const [h, w, c] = card.shape as [number, number, number];
     expect(j.inputs).toEqual([{ name: card.input, dtype: 'float32', shape: ['batch', c, h, w] }]);
     expect(j.outputs.map((o) => o.name)).toEqual([card.output]);
@@ -153,7 +164,9 @@ describe('built CLI in a consumer install without onnxruntime-node', () => {
     const r = node([bin, 'inspect', fashionModel, '--json'], root);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/^error \[BACKEND_UNAVAILABLE\]: onnxruntime-node is not installed.*npm install onnxruntime-node/);
+    expect(r.stderr).toMatch(
+      /^error \[BACKEND_UNAVAILABLE\]: onnxruntime-node is not installed.*npm install onnxruntime-node/,
+    );
     const s = node([bin, 'split', fashionModel, '--cuts', 'all', '--out', path.join(root, 'segments')], root);
     expect(s.code).toBe(1);
     expect(s.stderr).toMatch(/^error \[BACKEND_UNAVAILABLE\]: .*npm install onnxruntime-node/);
@@ -163,7 +176,11 @@ describe('built CLI in a consumer install without onnxruntime-node', () => {
 
 describe('loadOrtNode / analyzeModelNode', () => {
   const missing = (): Promise<unknown> =>
-    Promise.reject(Object.assign(new Error(`Cannot find package 'onnxruntime-node' imported from ${cliJs}`), { code: 'ERR_MODULE_NOT_FOUND' }));
+    Promise.reject(
+      Object.assign(new Error(`Cannot find package 'onnxruntime-node' imported from ${cliJs}`), {
+        code: 'ERR_MODULE_NOT_FOUND',
+      }),
+    );
 
   it('loads onnxruntime-node when installed', async () => {
     const ort = await loadOrtNode();
@@ -174,7 +191,10 @@ describe('loadOrtNode / analyzeModelNode', () => {
   it('BACKEND_UNAVAILABLE with the install command when missing, broken, or not an onnxruntime module', async () => {
     const cases: [() => Promise<unknown>, RegExp][] = [
       [missing, /^onnxruntime-node is not installed.*npm install onnxruntime-node$/],
-      [() => Promise.reject(new Error('libonnxruntime.so.1: cannot open shared object file')), /could not be loaded \(libonnxruntime\.so\.1: .*\); \(re\)install it: npm install onnxruntime-node$/],
+      [
+        () => Promise.reject(new Error('libonnxruntime.so.1: cannot open shared object file')),
+        /could not be loaded \(libonnxruntime\.so\.1: .*\); \(re\)install it: npm install onnxruntime-node$/,
+      ],
       [() => Promise.resolve({ default: {} }), /no InferenceSession\/Tensor.*npm install onnxruntime-node$/],
     ];
     for (const [importer, msg] of cases) {
@@ -193,7 +213,9 @@ describe('loadOrtNode / analyzeModelNode', () => {
     const declared = await analyzeModelNode(chainGraph(30, true), counting);
     expect(declared.cuts).toHaveLength(29);
     expect(imports).toBe(0);
-    await expect(analyzeModelNode(residualGraph().model, counting)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+    await expect(analyzeModelNode(residualGraph().model, counting)).rejects.toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+    });
     expect(imports).toBe(1);
     const probed = await analyzeModelNode(residualGraph().model);
     expect(probed.cuts.map((c) => c.tensor)).toEqual(residualGraph().cuts);
@@ -221,14 +243,21 @@ describe('readLabelFile', () => {
   it('the shipped test labels fit its 10 classes; the same bytes do not fit 5', async () => {
     const file = path.join(fashion, 'test-labels.u8');
     const bytes = fs.readFileSync(file);
-    const classes = fs.readFileSync(path.join(fashion, 'labels.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const classes = fs
+      .readFileSync(path.join(fashion, 'labels.txt'), 'utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
     const labels = await readLabelFile(file, bytes.length, classes);
     expect(Array.from(labels)).toEqual(Array.from(bytes));
-    await expect(readLabelFile(file, bytes.length, classes.slice(0, 5))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(readLabelFile(file, bytes.length, classes.slice(0, 5))).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
   });
 
   it('text labels: names or indices, out-of-range indices rejected the same way', async () => {
     expect(Array.from(await readLabelFile(write('ok.txt', 'b\n3\na\n'), 3, names))).toEqual([1, 3, 0]);
-    await expect(readLabelFile(write('bad.txt', 'b\n4\na\n'), 3, names)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(readLabelFile(write('bad.txt', 'b\n4\na\n'), 3, names)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
   });
 });

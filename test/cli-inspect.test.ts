@@ -25,7 +25,13 @@ describe('selfxit inspect', () => {
     const cuts = j.cuts as { tensor: string; shape: unknown[]; dtype: string; macs: number; fraction: number }[];
     expect(cuts.map((c) => c.tensor)).toEqual(residual.cuts);
     for (const c of cuts) expect(Object.keys(c)).toEqual(['tensor', 'shape', 'dtype', 'macs', 'fraction']);
-    expect(cuts[0]).toEqual({ tensor: 'c1', shape: ['batch', 8, 8, 8], dtype: 'float32', macs: 8 * 8 * 8 * 27, fraction: (8 * 8 * 8 * 27) / (j.macs as number) });
+    expect(cuts[0]).toEqual({
+      tensor: 'c1',
+      shape: ['batch', 8, 8, 8],
+      dtype: 'float32',
+      macs: 8 * 8 * 8 * 27,
+      fraction: (8 * 8 * 8 * 27) / (j.macs as number),
+    });
   });
 
   it('human output is an aligned table listing every cut', async () => {
@@ -89,18 +95,24 @@ describe('selfxit inspect', () => {
     expect(ms).toBeLessThan(20_000);
   }, 60_000);
 
-  it.skipIf(!hasShared)('subprocess on ResNet-20: exit 0, JSON, 40.6 M MACs', () => {
-    const t0 = performance.now();
-    const r = cliProcess('inspect', resnet20, '--json');
-    console.log(`tsx src/cli/main.ts inspect cifar10-resnet20.onnx --json: ${(performance.now() - t0).toFixed(0)} ms`);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
-    const j = JSON.parse(r.stdout) as { macs: number; cuts: unknown[] };
-    expect(Math.abs(j.macs - 40.6e6) / 40.6e6).toBeLessThan(0.02);
-    expect(j.cuts.length).toBeGreaterThanOrEqual(10);
-    const bad = cliProcess('inspect', path.join(dir, 'missing.onnx'));
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/^error \[IO_ERROR\]/);
-    expect(cliProcess('inspect', '--nope').code).toBe(2);
-  }, 60_000);
+  it.skipIf(!hasShared)(
+    'subprocess on ResNet-20: exit 0, JSON, 40.6 M MACs',
+    () => {
+      const t0 = performance.now();
+      const r = cliProcess('inspect', resnet20, '--json');
+      console.log(
+        `tsx src/cli/main.ts inspect cifar10-resnet20.onnx --json: ${(performance.now() - t0).toFixed(0)} ms`,
+      );
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const j = JSON.parse(r.stdout) as { macs: number; cuts: unknown[] };
+      expect(Math.abs(j.macs - 40.6e6) / 40.6e6).toBeLessThan(0.02);
+      expect(j.cuts.length).toBeGreaterThanOrEqual(10);
+      const bad = cliProcess('inspect', path.join(dir, 'missing.onnx'));
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/^error \[IO_ERROR\]/);
+      expect(cliProcess('inspect', '--nope').code).toBe(2);
+    },
+    60_000,
+  );
 });

@@ -67,7 +67,11 @@ describe('writeDirAtomic', () => {
     const parent = path.join(root, `case-${serial++}`);
     const dir = path.join(parent, 'a', 'b');
     await writeDirAtomic(dir, newFiles());
-    expect(snapshot(dir)).toEqual({ 'segment-0.onnx': '\x05\x05', 'segment-1.onnx': '\x06\x06\x06', 'manifest.json': '{"new":true}' });
+    expect(snapshot(dir)).toEqual({
+      'segment-0.onnx': '\x05\x05',
+      'segment-1.onnx': '\x06\x06\x06',
+      'manifest.json': '{"new":true}',
+    });
     expect(fs.readdirSync(path.join(parent, 'a'))).toEqual(['b']);
   });
 
@@ -103,7 +107,10 @@ describe('writeDirAtomic', () => {
       name: 'writing the second file',
       fs: () => {
         let n = 0;
-        return { writeFile: (async (p: string, d: string | Uint8Array) => (++n === 2 ? Promise.reject(fail('ENOSPC')) : fsp.writeFile(p, d))) as DirFs['writeFile'] };
+        return {
+          writeFile: (async (p: string, d: string | Uint8Array) =>
+            ++n === 2 ? Promise.reject(fail('ENOSPC')) : fsp.writeFile(p, d)) as DirFs['writeFile'],
+        };
       },
     },
     {
@@ -112,11 +119,19 @@ describe('writeDirAtomic', () => {
     },
     {
       name: 'moving the old folder aside',
-      fs: (dir) => ({ rename: (async (a: string, b: string) => (a === dir ? Promise.reject(fail('EACCES')) : fsp.rename(a, b))) as DirFs['rename'] }),
+      fs: (dir) => ({
+        rename: (async (a: string, b: string) =>
+          a === dir ? Promise.reject(fail('EACCES')) : fsp.rename(a, b)) as DirFs['rename'],
+      }),
     },
     {
       name: 'moving the new folder into place (after the old one was moved aside)',
-      fs: (dir) => ({ rename: (async (a: string, b: string) => (b === dir && path.basename(a).includes('.tmp-') ? Promise.reject(fail('EIO')) : fsp.rename(a, b))) as DirFs['rename'] }),
+      fs: (dir) => ({
+        rename: (async (a: string, b: string) =>
+          b === dir && path.basename(a).includes('.tmp-')
+            ? Promise.reject(fail('EIO'))
+            : fsp.rename(a, b)) as DirFs['rename'],
+      }),
     },
   ];
   for (const step of steps) {
@@ -131,17 +146,25 @@ describe('writeDirAtomic', () => {
           return (inject.rename ?? fsp.rename)(a, b);
         }) as DirFs['rename'],
       };
-      await expectIoError(writeDirAtomic(dir, newFiles(), { removeStale, last: 'manifest.json', fs: spy }), /: (ENOSPC|EACCES|EIO)$/);
+      await expectIoError(
+        writeDirAtomic(dir, newFiles(), { removeStale, last: 'manifest.json', fs: spy }),
+        /: (ENOSPC|EACCES|EIO)$/,
+      );
       expect(snapshot(dir)).toEqual(before);
       expect(fs.readdirSync(parent)).toEqual(['bundle']);
-      if (step.name.startsWith('moving the new')) expect(calls.filter((c) => c.startsWith('.bundle.old-'))).toHaveLength(1); // it was put back
+      if (step.name.startsWith('moving the new'))
+        expect(calls.filter((c) => c.startsWith('.bundle.old-'))).toHaveLength(1); // it was put back
     });
   }
 
   it('names where the old folder is when it cannot be put back', async () => {
     const { parent, dir, before } = oldBundle();
-    const rename = (async (a: string, b: string) => (b === dir ? Promise.reject(fail('EIO')) : fsp.rename(a, b))) as DirFs['rename'];
-    const e = await expectIoError(writeDirAtomic(dir, newFiles(), { removeStale, fs: { rename } }), /: EIO; the previous folder could not be put back and is at /);
+    const rename = (async (a: string, b: string) =>
+      b === dir ? Promise.reject(fail('EIO')) : fsp.rename(a, b)) as DirFs['rename'];
+    const e = await expectIoError(
+      writeDirAtomic(dir, newFiles(), { removeStale, fs: { rename } }),
+      /: EIO; the previous folder could not be put back and is at /,
+    );
     const old = (e as { details?: { previous?: string } }).details?.previous;
     expect(old).toBeDefined();
     expect(snapshot(old!)).toEqual(before);
@@ -158,7 +181,13 @@ describe('writeDirAtomic', () => {
     }) as DirFs['rename'];
     await writeDirAtomic(dir, newFiles(), { removeStale, last: 'manifest.json', fs: { rename } });
     expect(moved).toEqual(['segment-0.onnx', 'segment-1.onnx', 'manifest.json']);
-    expect(Object.keys(snapshot(dir)).sort()).toEqual([path.join('extra', 'data.bin'), 'manifest.json', 'notes.txt', 'segment-0.onnx', 'segment-1.onnx']);
+    expect(Object.keys(snapshot(dir)).sort()).toEqual([
+      path.join('extra', 'data.bin'),
+      'manifest.json',
+      'notes.txt',
+      'segment-0.onnx',
+      'segment-1.onnx',
+    ]);
     expect(fs.readdirSync(parent)).toEqual(['bundle']);
   });
 

@@ -26,7 +26,12 @@ describe('selfxit split', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/Wrote 3 segments/);
-    expect(fs.readdirSync(out).sort()).toEqual(['index.json', 'segment-000.onnx', 'segment-001.onnx', 'segment-002.onnx']);
+    expect(fs.readdirSync(out).sort()).toEqual([
+      'index.json',
+      'segment-000.onnx',
+      'segment-001.onnx',
+      'segment-002.onnx',
+    ]);
     expect(readIndex(out)).toEqual({
       segments: [
         { file: 'segment-000.onnx', input: 'x', output: 'r1' },

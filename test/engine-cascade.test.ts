@@ -8,23 +8,48 @@ const K = 3;
 /** A 3-segment bundle with exits fused into segments 0 and 1. */
 function manifest(thresholds: [number, number]): BundleManifest {
   const seg = (i: number, exit?: number) => ({
-    file: `s${i}.onnx`, sha256: '0'.repeat(64), bytes: 1, macs: 1, headMacs: exit === undefined ? 0 : 1,
-    input: `x${i}`, output: `x${i + 1}`, ...(exit === undefined ? {} : { exit, exitOutput: `p${i}` }),
+    file: `s${i}.onnx`,
+    sha256: '0'.repeat(64),
+    bytes: 1,
+    macs: 1,
+    headMacs: exit === undefined ? 0 : 1,
+    input: `x${i}`,
+    output: `x${i + 1}`,
+    ...(exit === undefined ? {} : { exit, exitOutput: `p${i}` }),
   });
   const exit = (i: number) => ({
-    name: `e${i}`, cut: `x${i + 1}`, segment: i, headKind: 'pool-linear' as const, threshold: thresholds[i]!,
-    macsFraction: 0.3 * (i + 1), expectedShare: 0.3, headParams: 1, headMacs: 1,
+    name: `e${i}`,
+    cut: `x${i + 1}`,
+    segment: i,
+    headKind: 'pool-linear' as const,
+    threshold: thresholds[i]!,
+    macsFraction: 0.3 * (i + 1),
+    expectedShare: 0.3,
+    headParams: 1,
+    headMacs: 1,
   });
   return {
-    format: 'selfxit-bundle', version: 1, generator: 'test', createdAt: '',
+    format: 'selfxit-bundle',
+    version: 1,
+    generator: 'test',
+    createdAt: '',
     backbone: { sha256: '0'.repeat(64), macs: 3, params: 0, output: 'logits', outputKind: 'logits' },
     input: { name: 'x0', height: 1, width: 1, channels: 1, layout: 'NCHW', mean: [0], std: [1] },
     labels: ['a', 'b', 'c'],
     segments: [seg(0, 0), seg(1, 1), seg(2)],
     exits: [exit(0), exit(1)],
     calibration: {
-      samples: 0, target: 0.99, rule: 'max-softmax', mode: 'selfxit', folds: 5, seed: 0, validationAgreement: 1,
-      expectedMacsFraction: 1, candidates: [], curve: [], costUnit: 'macs',
+      samples: 0,
+      target: 0.99,
+      rule: 'max-softmax',
+      mode: 'selfxit',
+      folds: 5,
+      seed: 0,
+      validationAgreement: 1,
+      expectedMacsFraction: 1,
+      candidates: [],
+      curve: [],
+      costUnit: 'macs',
     },
   };
 }
@@ -95,12 +120,22 @@ describe('runCascade', () => {
         return readExit === false && out.next ? { next: out.next } : out;
       },
     };
-    for (const th of [[1.0000001, 0.75], [2, 2], [0.9, 0.75]] as [number, number][]) {
+    for (const th of [
+      [1.0000001, 0.75],
+      [2, 2],
+      [0.9, 0.75],
+    ] as [number, number][]) {
       flags.length = 0;
       const got = await runCascade(manifest([0.9, 0.75]), lean, input, 5, { thresholds: th });
       const want = await runCascade(manifest([0.9, 0.75]), runner(conf, []), input, 5, { thresholds: th });
       expect(got.map((r) => [r.exit, r.index])).toEqual(want.map((r) => [r.exit, r.index]));
-      expect(flags).toEqual([[0, th[0]! <= 1], [1, th[1]! <= 1], [2, false]].slice(0, flags.length));
+      expect(flags).toEqual(
+        [
+          [0, th[0]! <= 1],
+          [1, th[1]! <= 1],
+          [2, false],
+        ].slice(0, flags.length),
+      );
     }
     const skipped = await runCascade(manifest([0.9, 0.75]), lean, input, 5, { thresholds: [1.0000001, 0.75] });
     expect(skipped.some((r) => r.exit === 0)).toBe(false);
@@ -109,7 +144,14 @@ describe('runCascade', () => {
   it('reports stage timings and row counts', async () => {
     const stages: [number, number][] = [];
     let t = 0;
-    await runCascade(manifest([0.9, 0.75]), runner(conf, []), input, 5, { onStage: (s, rows) => stages.push([s, rows]), now: () => t++ });
-    expect(stages).toEqual([[0, 5], [1, 3], [2, 1]]);
+    await runCascade(manifest([0.9, 0.75]), runner(conf, []), input, 5, {
+      onStage: (s, rows) => stages.push([s, rows]),
+      now: () => t++,
+    });
+    expect(stages).toEqual([
+      [0, 5],
+      [1, 3],
+      [2, 1],
+    ]);
   });
 });

@@ -34,11 +34,23 @@ describe('analyzeModel', () => {
     const a = await analyzeModel(f.model, { ort: ortNode });
     const conv = 8 * 8 * 8 * 8 * 9;
     const stem = 8 * 8 * 8 * 3 * 9;
-    expect(a.cuts.map((c) => c.macs)).toEqual([stem, stem, stem + 2 * conv, stem + 2 * conv, stem + 2 * conv, stem + 2 * conv]);
+    expect(a.cuts.map((c) => c.macs)).toEqual([
+      stem,
+      stem,
+      stem + 2 * conv,
+      stem + 2 * conv,
+      stem + 2 * conv,
+      stem + 2 * conv,
+    ]);
     expect(a.macs).toBe(stem + 2 * conv + 40);
     expect(a.cuts[2]!.fraction).toBeCloseTo((stem + 2 * conv) / a.macs, 12);
     expect(a.cuts.map((c) => c.shape)).toEqual([
-      ['batch', 8, 8, 8], ['batch', 8, 8, 8], ['batch', 8, 8, 8], ['batch', 8, 8, 8], ['batch', 8, 1, 1], ['batch', 8],
+      ['batch', 8, 8, 8],
+      ['batch', 8, 8, 8],
+      ['batch', 8, 8, 8],
+      ['batch', 8, 8, 8],
+      ['batch', 8, 1, 1],
+      ['batch', 8],
     ]);
     const seg = segmentMacs(a, ['r1', 'y']);
     expect(seg).toEqual([stem, 2 * conv, 40]);
@@ -66,6 +78,8 @@ describe('analyzeModel', () => {
 describe('sha256Hex', () => {
   it('matches known digests', async () => {
     expect(await sha256Hex(new Uint8Array(0))).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
-    expect(await sha256Hex(new TextEncoder().encode('abc'))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    expect(await sha256Hex(new TextEncoder().encode('abc'))).toBe(
+      'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad',
+    );
   });
 });

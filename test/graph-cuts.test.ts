@@ -1,9 +1,29 @@
 // Cut detection and splitting on hand-built graphs: cuts found, segments chained reproduce the full model.
 import { describe, expect, it } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
-import { analyzeModel, decodeModel, encodeModel, findCuts, splitModel, withExtraOutputs, graphInputs, graphOutputs } from '../src/graph/index.js';
+import {
+  analyzeModel,
+  decodeModel,
+  encodeModel,
+  findCuts,
+  splitModel,
+  withExtraOutputs,
+  graphInputs,
+  graphOutputs,
+} from '../src/graph/index.js';
 import { pb, readValueInfo } from '../src/graph/proto.js';
-import { chainGraph, concatGraph, dynamicReshapeGraph, fullShapeGraph, noCutGraph, quantizedGraph, quantizedResidualGraph, residualGraph, twoInputGraph, type Fixture } from './fixtures/graphs.js';
+import {
+  chainGraph,
+  concatGraph,
+  dynamicReshapeGraph,
+  fullShapeGraph,
+  noCutGraph,
+  quantizedGraph,
+  quantizedResidualGraph,
+  residualGraph,
+  twoInputGraph,
+  type Fixture,
+} from './fixtures/graphs.js';
 import { maxAbsDiff, ortNode, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
 const fixtures: Fixture[] = [
@@ -42,7 +62,11 @@ describe('findCuts on hand-built graphs', () => {
   it('does not depend on the stored node order (reversed list → same cuts, segments still run)', async () => {
     for (const f of [residualGraph(), concatGraph(), dynamicReshapeGraph()]) {
       const g = f.model.proto.graph!;
-      const reversed = decodeModel(encodeModel({ proto: pb.ModelProto.create({ ...f.model.proto, graph: { ...g, node: [...g.node!].reverse() } }) }));
+      const reversed = decodeModel(
+        encodeModel({
+          proto: pb.ModelProto.create({ ...f.model.proto, graph: { ...g, node: [...g.node!].reverse() } }),
+        }),
+      );
       expect(findCuts(reversed)).toEqual(f.cuts);
       const x = randomInput([2, ...f.inputShape]);
       const want = (await run(f.model, x))[graphOutputs(f.model)[0]!.name]!;
@@ -54,7 +78,11 @@ describe('findCuts on hand-built graphs', () => {
     it(`quantized graph: crossing tensors are ${act}`, async () => {
       const f = quantizedGraph(act);
       const a = await analyzeModel(f.model, { ort: ortNode });
-      expect(a.cuts.map((c) => [c.tensor, c.dtype])).toEqual([['xq', act], ['y1', act], ['y2', act]]);
+      expect(a.cuts.map((c) => [c.tensor, c.dtype])).toEqual([
+        ['xq', act],
+        ['y1', act],
+        ['y2', act],
+      ]);
       expect(a.cuts[1]!.shape).toEqual(['batch', 4, 6, 6]);
       expect(a.macs).toBe(4 * 6 * 6 * 3 * 9 + 2 * 6 * 6 * 4);
     });
@@ -69,7 +97,11 @@ describe('quantized residual block (QLinearConv branch + com.microsoft QLinearAd
       expect(cuts).toContain('sum');
       for (const inner of ['b1', 'b2']) {
         expect(cuts).not.toContain(inner);
-        expectCode(() => splitModel(f.model, [inner]), 'INVALID_CUT', new RegExp(`"${inner}".*2 activation tensors are live`));
+        expectCode(
+          () => splitModel(f.model, [inner]),
+          'INVALID_CUT',
+          new RegExp(`"${inner}".*2 activation tensors are live`),
+        );
       }
       const a = await analyzeModel(f.model, { ort: ortNode });
       expect(a.cuts.map((c) => [c.tensor, c.dtype])).toEqual(f.cuts.map((t) => [t, act]));
@@ -91,7 +123,9 @@ describe('quantized residual block (QLinearConv branch + com.microsoft QLinearAd
       expect(crossing!.type).toBe(act);
       expect(full.sum!.type).toBe(act);
       expect(crossing!.dims).toEqual([5, 4, 6, 6]);
-      expect(Array.from(crossing!.data as Uint8Array | Int8Array)).toEqual(Array.from(full.sum!.data as Uint8Array | Int8Array));
+      expect(Array.from(crossing!.data as Uint8Array | Int8Array)).toEqual(
+        Array.from(full.sum!.data as Uint8Array | Int8Array),
+      );
       expect(new Set(crossing!.data as Uint8Array | Int8Array).size).toBeGreaterThan(50);
       // the dequantized output: integer arithmetic on both paths, so no difference at all
       const got = await runChain(segs, x);
@@ -181,10 +215,14 @@ describe('errors', () => {
 
   it('INVALID_MODEL for bytes that are not ONNX and for truncated files', () => {
     expectCode(() => decodeModel(new TextEncoder().encode('this is not an onnx model, just text\n')), 'INVALID_MODEL');
-    expectCode(() => decodeModel(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13])), 'INVALID_MODEL');
+    expectCode(
+      () => decodeModel(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13])),
+      'INVALID_MODEL',
+    );
     expectCode(() => decodeModel(new Uint8Array(0)), 'INVALID_MODEL', /no graph/);
     const bytes = encodeModel(residualGraph().model);
-    for (const frac of [0.1, 0.5, 0.9, 0.99]) expectCode(() => decodeModel(bytes.subarray(0, Math.floor(bytes.length * frac))), 'INVALID_MODEL');
+    for (const frac of [0.1, 0.5, 0.9, 0.99])
+      expectCode(() => decodeModel(bytes.subarray(0, Math.floor(bytes.length * frac))), 'INVALID_MODEL');
   });
 
   it('SHAPE_UNKNOWN when shapes are missing and no ort is given', async () => {
@@ -215,7 +253,9 @@ describe('scale', () => {
       const t1 = performance.now();
       const a = await analyzeModel(model, { ort: ortNode });
       const t2 = performance.now();
-      console.log(`5000-node chain (value_info: ${vi}): findCuts ${(t1 - t0).toFixed(0)} ms, analyzeModel ${(t2 - t1).toFixed(0)} ms`);
+      console.log(
+        `5000-node chain (value_info: ${vi}): findCuts ${(t1 - t0).toFixed(0)} ms, analyzeModel ${(t2 - t1).toFixed(0)} ms`,
+      );
       expect(cuts).toHaveLength(4999);
       expect(a.cuts).toHaveLength(4999);
       expect(a.macs).toBe(Math.floor(5000 / 3) * 4 * 4 * 4 * 4);

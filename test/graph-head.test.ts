@@ -2,7 +2,14 @@
 import { describe, expect, it } from 'vitest';
 import { headCost, headInputSize, type DenseLayer, type HeadSpec } from '../src/bundle/head-spec.js';
 import { SelfxitError } from '../src/errors.js';
-import { buildHeadModel, fuseHead, graphOutputs, splitModel, analyzeModel, validateHeadSpec } from '../src/graph/index.js';
+import {
+  buildHeadModel,
+  fuseHead,
+  graphOutputs,
+  splitModel,
+  analyzeModel,
+  validateHeadSpec,
+} from '../src/graph/index.js';
 import { residualGraph, rng } from './fixtures/graphs.js';
 import { maxAbsDiff, ortNode, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
@@ -29,7 +36,17 @@ function makeSpec(
   const r = rng(seed);
   const inF = c * grid[0] * grid[1] + (maxGrid ? c * maxGrid[0] * maxGrid[1] : 0);
   const layers = hidden ? [dense(inF, hidden, r), dense(hidden, classes, r)] : [dense(inF, classes, r)];
-  return { kind: hidden ? 'pool-mlp' : 'pool-linear', inChannels: c, inHeight: h, inWidth: w, grid, ...(maxGrid ? { maxGrid } : {}), layers, logitScale, classes };
+  return {
+    kind: hidden ? 'pool-mlp' : 'pool-linear',
+    inChannels: c,
+    inHeight: h,
+    inWidth: w,
+    grid,
+    ...(maxGrid ? { maxGrid } : {}),
+    layers,
+    logitScale,
+    classes,
+  };
 }
 
 /**
@@ -89,10 +106,32 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe('buildHeadModel', () => {
   const cases: { name: string; grid: [number, number]; hidden?: number; scale: number; ops: string[] }[] = [
-    { name: 'global pool, linear, scale 1', grid: [1, 1], scale: 1, ops: ['GlobalAveragePool', 'Flatten', 'Gemm', 'Softmax'] },
-    { name: '2x2 grid, linear, scale 2', grid: [2, 2], scale: 2, ops: ['AveragePool', 'Flatten', 'Gemm', 'Mul', 'Softmax'] },
-    { name: 'no pool (grid = H, W), mlp, scale 2', grid: [4, 6], hidden: 16, scale: 2, ops: ['Flatten', 'Gemm', 'Relu', 'Gemm', 'Mul', 'Softmax'] },
-    { name: '2x3 grid, mlp, scale 0.5', grid: [2, 3], hidden: 9, scale: 0.5, ops: ['AveragePool', 'Flatten', 'Gemm', 'Relu', 'Gemm', 'Mul', 'Softmax'] },
+    {
+      name: 'global pool, linear, scale 1',
+      grid: [1, 1],
+      scale: 1,
+      ops: ['GlobalAveragePool', 'Flatten', 'Gemm', 'Softmax'],
+    },
+    {
+      name: '2x2 grid, linear, scale 2',
+      grid: [2, 2],
+      scale: 2,
+      ops: ['AveragePool', 'Flatten', 'Gemm', 'Mul', 'Softmax'],
+    },
+    {
+      name: 'no pool (grid = H, W), mlp, scale 2',
+      grid: [4, 6],
+      hidden: 16,
+      scale: 2,
+      ops: ['Flatten', 'Gemm', 'Relu', 'Gemm', 'Mul', 'Softmax'],
+    },
+    {
+      name: '2x3 grid, mlp, scale 0.5',
+      grid: [2, 3],
+      hidden: 9,
+      scale: 0.5,
+      ops: ['AveragePool', 'Flatten', 'Gemm', 'Relu', 'Gemm', 'Mul', 'Softmax'],
+    },
   ];
   for (const c of cases) {
     it(`${c.name}: matches the TS reference (max abs diff < 1e-5)`, async () => {
@@ -102,7 +141,9 @@ describe('buildHeadModel', () => {
       const x = randomInput([3, 5, 4, 6], 21);
       const out = await run(m, x);
       expect(out.probs!.dims).toEqual([3, 7]);
-      expect(maxDiff(out.probs!.data as Float32Array, referenceHead(spec, x.data as Float32Array, 3))).toBeLessThan(1e-5);
+      expect(maxDiff(out.probs!.data as Float32Array, referenceHead(spec, x.data as Float32Array, 3))).toBeLessThan(
+        1e-5,
+      );
     });
   }
 
@@ -130,7 +171,14 @@ describe('buildHeadModel', () => {
 });
 
 describe('buildHeadModel with a max-pooled branch (maxGrid)', () => {
-  const cases: { name: string; grid: [number, number]; maxGrid: [number, number]; hidden?: number; scale: number; ops: string[] }[] = [
+  const cases: {
+    name: string;
+    grid: [number, number];
+    maxGrid: [number, number];
+    hidden?: number;
+    scale: number;
+    ops: string[];
+  }[] = [
     {
       name: 'avg 2x3 + max 2x3, linear',
       grid: [2, 3],
@@ -144,7 +192,18 @@ describe('buildHeadModel with a max-pooled branch (maxGrid)', () => {
       maxGrid: [1, 1],
       hidden: 6,
       scale: 2,
-      ops: ['GlobalAveragePool', 'Flatten', 'GlobalMaxPool', 'Flatten', 'Concat', 'Gemm', 'Relu', 'Gemm', 'Mul', 'Softmax'],
+      ops: [
+        'GlobalAveragePool',
+        'Flatten',
+        'GlobalMaxPool',
+        'Flatten',
+        'Concat',
+        'Gemm',
+        'Relu',
+        'Gemm',
+        'Mul',
+        'Softmax',
+      ],
     },
     {
       name: 'avg 2x2 + raw map (maxGrid = H, W), linear',
@@ -178,7 +237,9 @@ describe('buildHeadModel with a max-pooled branch (maxGrid)', () => {
       const x = randomInput([3, 5, 4, 6], 22);
       const out = await run(m, x);
       expect(out.probs!.dims).toEqual([3, 7]);
-      expect(maxDiff(out.probs!.data as Float32Array, referenceHead(spec, x.data as Float32Array, 3))).toBeLessThan(1e-5);
+      expect(maxDiff(out.probs!.data as Float32Array, referenceHead(spec, x.data as Float32Array, 3))).toBeLessThan(
+        1e-5,
+      );
     });
   }
 
@@ -248,7 +309,9 @@ describe('fuseHead', () => {
     const plain = await run(segs[1]!, r1);
     const both = await run(fused, r1);
     expect(maxAbsDiff(both.y!, plain.y!)).toBe(0);
-    expect(maxDiff(both.y__exit_probs!.data as Float32Array, referenceHead(spec, plain.y!.data as Float32Array, 3))).toBeLessThan(1e-5);
+    expect(
+      maxDiff(both.y__exit_probs!.data as Float32Array, referenceHead(spec, plain.y!.data as Float32Array, 3)),
+    ).toBeLessThan(1e-5);
     // the fused segment still chains: its first output feeds the next segment
     const logits = await runChain([segs[0]!, fused, segs[2]!], x);
     expect(maxAbsDiff(logits, (await run(f.model, x)).logits!)).toBeLessThanOrEqual(1e-5);
@@ -269,7 +332,9 @@ describe('fuseHead', () => {
     const plain = await run(segs[0]!, x);
     const both = await run(fused, x);
     expect(maxAbsDiff(both.a!, plain.a!)).toBe(0);
-    expect(maxDiff(both.exit0!.data as Float32Array, referenceHead(spec, plain.a!.data as Float32Array, 4))).toBeLessThan(1e-5);
+    expect(
+      maxDiff(both.exit0!.data as Float32Array, referenceHead(spec, plain.a!.data as Float32Array, 4)),
+    ).toBeLessThan(1e-5);
     const logits = await runChain([fused, segs[1]!], x);
     expect(maxAbsDiff(logits, (await run(f.model, x)).logits!)).toBeLessThanOrEqual(1e-5);
   });
@@ -282,4 +347,3 @@ describe('fuseHead', () => {
     expect(() => fuseHead(s0!, makeSpec(8, 1, 1, [1, 1], undefined, 1))).not.toThrow();
   });
 });
-

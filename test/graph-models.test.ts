@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { analyzeModel, decodeModel, graphInputs, splitModel } from '../src/graph/index.js';
+import { analyzeModel, decodeModel, splitModel } from '../src/graph/index.js';
 import { maxAbsDiff, ortNode, run, runChain } from './fixtures/ort-helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -13,7 +13,8 @@ const hasShared = fs.existsSync(path.join(shared, 'models/cifar10-resnet20.onnx'
 if (!hasShared) console.warn(`[graph-models] skipping CIFAR-10 ResNet tests: ${shared} is absent`);
 const fashionPath = path.join(repoRoot, 'public/models/fashion-resnet/model.onnx');
 const hasFashion = fs.existsSync(fashionPath);
-if (!hasFashion) console.warn(`[graph-models] skipping fashion-resnet test: ${fashionPath} is absent (not trained yet)`);
+if (!hasFashion)
+  console.warn(`[graph-models] skipping fashion-resnet test: ${fashionPath} is absent (not trained yet)`);
 
 const MEAN = [0.485, 0.456, 0.406];
 const STD = [0.229, 0.224, 0.225];
@@ -26,7 +27,8 @@ function cifarImages(count: number): ort.Tensor {
   for (let k = 0; k < count; k++) {
     const img = (k * 313 + 17) % total; // class-major file: stride across classes
     for (let c = 0; c < 3; c++)
-      for (let p = 0; p < 1024; p++) x[k * 3072 + c * 1024 + p] = (raw[img * 3072 + p * 3 + c]! / 255 - MEAN[c]!) / STD[c]!;
+      for (let p = 0; p < 1024; p++)
+        x[k * 3072 + c * 1024 + p] = (raw[img * 3072 + p * 3 + c]! / 255 - MEAN[c]!) / STD[c]!;
   }
   return new ort.Tensor('float32', x, [count, 3, 32, 32]);
 }
@@ -55,7 +57,9 @@ describe.skipIf(!hasShared)('CIFAR-10 ResNets (../shared)', () => {
       const want = (await run(model, x)).logits!;
       const got = await runChain(segs, x);
       const diff = maxAbsDiff(got, want);
-      console.log(`${r.file}: ${cuts.length} cuts, ${(a.macs / 1e6).toFixed(2)} M MACs, ${a.params} params, chain max |diff| ${diff.toExponential(2)}, ${(performance.now() - t0).toFixed(0)} ms`);
+      console.log(
+        `${r.file}: ${cuts.length} cuts, ${(a.macs / 1e6).toFixed(2)} M MACs, ${a.params} params, chain max |diff| ${diff.toExponential(2)}, ${(performance.now() - t0).toFixed(0)} ms`,
+      );
       expect(got.dims).toEqual([16, 10]);
       expect(diff).toBeLessThanOrEqual(1e-4);
     }, 60_000);
@@ -74,7 +78,8 @@ interface FashionCard {
   macs: number;
 }
 const fashionDir = path.dirname(fashionPath);
-const readCard = (): FashionCard => JSON.parse(fs.readFileSync(path.join(fashionDir, 'model.json'), 'utf8')) as FashionCard;
+const readCard = (): FashionCard =>
+  JSON.parse(fs.readFileSync(path.join(fashionDir, 'model.json'), 'utf8')) as FashionCard;
 
 /** Shipped test images `indices` (raw uint8 NHWC) → NCHW float32, pixel/255 then (x - mean) / std as model.json says. */
 function fashionImages(card: FashionCard, indices: readonly number[]): ort.Tensor {
@@ -85,7 +90,8 @@ function fashionImages(card: FashionCard, indices: readonly number[]): ort.Tenso
   indices.forEach((img, k) => {
     if ((img + 1) * per > raw.length) throw new Error(`${card.test} has ${raw.length / per} images, not ${img + 1}`);
     for (let ch = 0; ch < c; ch++)
-      for (let p = 0; p < h * w; p++) x[k * per + ch * h * w + p] = (raw[img * per + p * c + ch]! / 255 - card.mean[ch]!) / card.std[ch]!;
+      for (let p = 0; p < h * w; p++)
+        x[k * per + ch * h * w + p] = (raw[img * per + p * c + ch]! / 255 - card.mean[ch]!) / card.std[ch]!;
   });
   return new ort.Tensor('float32', x, [indices.length, c, h, w]);
 }
@@ -102,7 +108,13 @@ describe.skipIf(!hasFashion)('shipped fashion-resnet model', () => {
 
     // Blocks from the node names (the torch module paths), independently of the cut search.
     const nodes = model.proto.graph!.node!;
-    const blocks = [...new Set(nodes.map((n) => /^\/(stage\d+)\/\1\.\d+\//.exec(n.name ?? '')?.[0]).filter((b): b is string => b !== undefined))];
+    const blocks = [
+      ...new Set(
+        nodes
+          .map((n) => /^\/(stage\d+)\/\1\.\d+\//.exec(n.name ?? '')?.[0])
+          .filter((b): b is string => b !== undefined),
+      ),
+    ];
     const stages = new Set(blocks.map((b) => b.split('/')[1]));
     expect(stages.size).toBeGreaterThanOrEqual(3);
     expect(blocks.length).toBeGreaterThanOrEqual(2 * stages.size);
@@ -118,11 +130,16 @@ describe.skipIf(!hasFashion)('shipped fashion-resnet model', () => {
     expect(order).toEqual([...order].sort((p, q) => p - q));
     expect(a.cuts.every((c, i) => i === 0 || c.macs >= a.cuts[i - 1]!.macs)).toBe(true);
 
-    const tensor = fashionImages(card, Array.from({ length: 16 }, (_, k) => (k * 61) % 1000));
+    const tensor = fashionImages(
+      card,
+      Array.from({ length: 16 }, (_, k) => (k * 61) % 1000),
+    );
     const want = (await run(model, tensor))[card.output]!;
     const got = await runChain(splitModel(model, cuts, a), tensor);
     const diff = maxAbsDiff(got, want);
-    console.log(`fashion-resnet: ${cuts.length} cuts (stem + ${blockOutputs.length} blocks among them), ${a.macs} MACs, chain max |diff| ${diff.toExponential(2)}`);
+    console.log(
+      `fashion-resnet: ${cuts.length} cuts (stem + ${blockOutputs.length} blocks among them), ${a.macs} MACs, chain max |diff| ${diff.toExponential(2)}`,
+    );
     expect(got.dims).toEqual([16, 10]);
     expect(diff).toBeLessThanOrEqual(1e-4);
   }, 60_000);
@@ -152,7 +169,9 @@ describe.skipIf(!hasFashion)('shipped fashion-resnet model', () => {
       await session.release();
     }
     const acc = correct / n;
-    console.log(`fashion-resnet ONNX top-1 on ${n} shipped test images (onnxruntime-node): ${(acc * 100).toFixed(2)} % (${correct}/${n})`);
+    console.log(
+      `fashion-resnet ONNX top-1 on ${n} shipped test images (onnxruntime-node): ${(acc * 100).toFixed(2)} % (${correct}/${n})`,
+    );
     expect(acc).toBeGreaterThanOrEqual(0.91);
   }, 120_000);
 });

@@ -20,7 +20,13 @@ const manifest = {
   backbone: { macs: 100 },
   segments: [0, 1, 2].map((i) => ({ file: `segment-${i}.onnx`, bytes: 1, macs: 33, headMacs: i < 2 ? 1 : 0 })),
   exits: [0, 1].map((i) => ({ name: `e${i}`, threshold: 0.9, macsFraction: 0.3 * (i + 1), expectedShare: 0.2 })),
-  calibration: { samples: 1000, target: 0.95, validationAgreement: 0.99, expectedMacsFraction: 0.8, curve: shippedCurve },
+  calibration: {
+    samples: 1000,
+    target: 0.95,
+    validationAgreement: 0.99,
+    expectedMacsFraction: 0.8,
+    curve: shippedCurve,
+  },
 } as unknown as BundleManifest;
 
 function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
@@ -47,13 +53,25 @@ function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
 
 /** A WorkerClient stand-in: answers classify (recording the thresholds sent) and plan. */
 class FakeClient {
-  state: RuntimeState = { backend: 'webgpu', threads: 1, crossOriginIsolated: false, sessions: [true, false, false], cachedSegments: [true, false, false], manifestFromCache: false, cacheEnabled: true };
+  state: RuntimeState = {
+    backend: 'webgpu',
+    threads: 1,
+    crossOriginIsolated: false,
+    sessions: [true, false, false],
+    cachedSegments: [true, false, false],
+    manifestFromCache: false,
+    cacheEnabled: true,
+  };
   readonly sent: (readonly number[])[] = [];
   planReply: Wire<DevicePlan> = { ok: true, value: makePlan('webgpu', 0.9) };
   readonly api = {
     classify: async (req: ClassifyRequest): Promise<Wire<WireResult[]>> => {
       this.sent.push(req.thresholds);
-      return { ok: true, value: req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 })), state: this.state };
+      return {
+        ok: true,
+        value: req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 })),
+        state: this.state,
+      };
     },
     plan: async (_req: PlanRequest): Promise<Wire<DevicePlan>> => ({ ...this.planReply, state: this.state }),
     dispose: async (): Promise<Wire<null>> => ({ ok: true, value: null }),
@@ -67,8 +85,15 @@ class FakeClient {
   fail(): void {}
 }
 
-type Ctor = new (client: FakeClient, manifest: BundleManifest, hash: string, url: string, plan: DevicePlan | undefined) => Classifier;
-const make = (client: FakeClient, plan?: DevicePlan): Classifier => new (Classifier as unknown as Ctor)(client, manifest, 'h', 'https://x.test/m/manifest.json', plan);
+type Ctor = new (
+  client: FakeClient,
+  manifest: BundleManifest,
+  hash: string,
+  url: string,
+  plan: DevicePlan | undefined,
+) => Classifier;
+const make = (client: FakeClient, plan?: DevicePlan): Classifier =>
+  new (Classifier as unknown as Ctor)(client, manifest, 'h', 'https://x.test/m/manifest.json', plan);
 
 describe('Classifier with a device plan', () => {
   it('without a plan: the manifest thresholds, no info().plan', async () => {
@@ -120,7 +145,10 @@ describe('Classifier with a device plan', () => {
     await clf.classify(new Float32Array(1));
     expect(client.sent.at(-1)).toEqual([0.7, NEVER]);
     await expect(clf.plan({ target: 1.5 })).rejects.toMatchObject({ code: 'INVALID_TARGET' });
-    client.planReply = { ok: false, error: { __selfxitError: true, code: 'INVALID_BUNDLE', message: 'no validation file' } };
+    client.planReply = {
+      ok: false,
+      error: { __selfxitError: true, code: 'INVALID_BUNDLE', message: 'no validation file' },
+    };
     const err = await clf.plan({ target: 0.9 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SelfxitError);
     expect(err).toMatchObject({ code: 'INVALID_BUNDLE' });

@@ -30,13 +30,26 @@ function setup(): { dir: string; model: string; samples: string; labels: string 
 }
 
 /** Entries of `dir` other than the inputs (bundles, temp folders). */
-const leftovers = (dir: string): string[] => fs.readdirSync(dir).filter((f) => !['tiny.onnx', 'calib.u8', 'names.txt', 'nocut.onnx', 'small.u8'].includes(f));
+const leftovers = (dir: string): string[] =>
+  fs.readdirSync(dir).filter((f) => !['tiny.onnx', 'calib.u8', 'names.txt', 'nocut.onnx', 'small.u8'].includes(f));
 
 describe('selfxit prepare / eval / report', () => {
   it('writes a bundle folder with a report, and eval --json prints one object', { timeout: 60_000 }, async () => {
     const { dir, model, samples, labels } = setup();
     const out = path.join(dir, 'bundle');
-    const r = await cli('prepare', model, '--samples', samples, '--labels', labels, '--target', '0.9', '--report', '--out', out);
+    const r = await cli(
+      'prepare',
+      model,
+      '--samples',
+      samples,
+      '--labels',
+      labels,
+      '--target',
+      '0.9',
+      '--report',
+      '--out',
+      out,
+    );
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/validation agreement/);
@@ -44,7 +57,15 @@ describe('selfxit prepare / eval / report', () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     const files = fs.readdirSync(out).sort();
     expect(manifest.calibration.validation?.file).toBe('validation.bin'); // selfxit mode with exits: per-exit validation outputs
-    expect(files).toEqual(['backbone.onnx', 'manifest.json', 'report.html', 'validation.bin', ...manifest.segments.map((s: { file: string }) => s.file)].sort());
+    expect(files).toEqual(
+      [
+        'backbone.onnx',
+        'manifest.json',
+        'report.html',
+        'validation.bin',
+        ...manifest.segments.map((s: { file: string }) => s.file),
+      ].sort(),
+    );
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     expect(html).toMatch(/<svg/);
     expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org)/);
@@ -52,13 +73,25 @@ describe('selfxit prepare / eval / report', () => {
     const testFile = path.join(dir, 'test.u8');
     fs.writeFileSync(testFile, blobImages(100, 8, 8, 3, 77));
     const labelFile = path.join(dir, 'test-labels.u8');
-    fs.writeFileSync(labelFile, Uint8Array.from({ length: 100 }, (_, i) => i % 4));
+    fs.writeFileSync(
+      labelFile,
+      Uint8Array.from({ length: 100 }, (_, i) => i % 4),
+    );
     const e = await cli('eval', out, '--samples', testFile, '--labels-file', labelFile, '--json');
     expect(e.code).toBe(0);
     const lines = e.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
     const j = JSON.parse(lines[0]!);
-    for (const key of ['samples', 'agreement', 'macsFraction', 'oracleMacsFraction', 'accuracy', 'backboneAccuracy', 'exitShares']) expect(j).toHaveProperty(key);
+    for (const key of [
+      'samples',
+      'agreement',
+      'macsFraction',
+      'oracleMacsFraction',
+      'accuracy',
+      'backboneAccuracy',
+      'exitShares',
+    ])
+      expect(j).toHaveProperty(key);
     expect(j.samples).toBe(100);
     expect(j.exitShares).toHaveLength(manifest.exits.length + 1);
 
@@ -67,17 +100,46 @@ describe('selfxit prepare / eval / report', () => {
     expect(JSON.parse(limited.stdout).samples).toBe(30);
 
     // flags that must be whole numbers; a bad one is refused before any work (batch size 0 would never finish)
-    for (const args of [['--batch-size', '0'], ['--batch-size', '2.5'], ['--limit', '0'], ['--seed', '1.5']]) {
+    for (const args of [
+      ['--batch-size', '0'],
+      ['--batch-size', '2.5'],
+      ['--limit', '0'],
+      ['--seed', '1.5'],
+    ]) {
       const bad = await cli('eval', out, '--samples', testFile, ...args, '--json');
       expect(bad.code, args.join(' ')).toBe(1);
       expect(bad.stderr).toMatch(new RegExp(`^error \\[INVALID_ARGUMENT\\]: ${args[0]} must be an integer`));
     }
-    const small = await cli('eval', out, '--samples', testFile, '--labels-file', labelFile, '--batch-size', '7', '--json');
+    const small = await cli(
+      'eval',
+      out,
+      '--samples',
+      testFile,
+      '--labels-file',
+      labelFile,
+      '--batch-size',
+      '7',
+      '--json',
+    );
     expect(small.code).toBe(0);
     const js = JSON.parse(small.stdout);
-    expect([js.samples, js.agreement, js.accuracy, js.exitShares]).toEqual([j.samples, j.agreement, j.accuracy, j.exitShares]);
+    expect([js.samples, js.agreement, js.accuracy, js.exitShares]).toEqual([
+      j.samples,
+      j.agreement,
+      j.accuracy,
+      j.exitShares,
+    ]);
 
-    const rep = await cli('report', out, '--samples', testFile, '--labels-file', labelFile, '--out', path.join(dir, 'r.html'));
+    const rep = await cli(
+      'report',
+      out,
+      '--samples',
+      testFile,
+      '--labels-file',
+      labelFile,
+      '--out',
+      path.join(dir, 'r.html'),
+    );
     expect(rep.code).toBe(0);
     expect(fs.readFileSync(path.join(dir, 'r.html'), 'utf8')).toMatch(/measured/);
   });
@@ -120,16 +182,27 @@ describe('selfxit prepare / eval / report', () => {
 });
 
 interface ManifestJson {
-  calibration: { mode: string; costUnit: string; samples: number; candidates: { name: string; agreement: number; meanScore: number }[] };
+  calibration: {
+    mode: string;
+    costUnit: string;
+    samples: number;
+    candidates: { name: string; agreement: number; meanScore: number }[];
+  };
   exits: { name: string; cut: string; headKind: string; threshold: number }[];
   segments: { file: string; sha256: string }[];
   backbone: { file: string; sha256: string };
 }
-const readManifest = (out: string): ManifestJson => JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as ManifestJson;
+const readManifest = (out: string): ManifestJson =>
+  JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as ManifestJson;
 
 /** Every file under `dir` (name → bytes as latin1), for byte-for-byte comparisons. */
 function snapshot(dir: string): Record<string, string> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f), 'latin1')]));
+  return Object.fromEntries(
+    fs
+      .readdirSync(dir)
+      .sort()
+      .map((f) => [f, fs.readFileSync(path.join(dir, f), 'latin1')]),
+  );
 }
 
 /** An older bundle in `out`: more segments than any new one, a report, and a file of the user's. */
@@ -146,85 +219,116 @@ function oldBundle(out: string): void {
 const FAST = ['--heads', 'pool-linear', '--target', '0.9'];
 
 describe('selfxit prepare --heads paper (the paper setup)', () => {
-  it('--heads paper --exits <cut,cut> --threshold 0.9: exactly those exits, in order, paper heads, threshold 0.9', { timeout: 180_000 }, async () => {
-    const { dir, model, samples } = setup();
-    const out = path.join(dir, 'paper');
-    const r = await cli('prepare', model, '--samples', samples, '--limit', '200', '--heads', 'paper', '--exits', 'block1,block3', '--threshold', '0.9', '--out', out);
-    expect(r.stderr).not.toMatch(/error/);
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/2 exits, mode paper/);
-    const m = readManifest(out);
-    expect(m.calibration.mode).toBe('paper');
-    expect(m.calibration.samples).toBe(200);
-    expect(m.exits.map((e) => e.name)).toEqual(['block1', 'block3']);
-    expect(m.exits.map((e) => e.cut)).toEqual(['block1', 'block3']);
-    expect(m.exits.map((e) => e.threshold)).toEqual([0.9, 0.9]);
-    expect(m.exits.map((e) => e.headKind)).toEqual(['paper', 'paper']);
-    expect(m.segments).toHaveLength(3);
-    // the bundle runs, with the same exits
-    const testFile = path.join(dir, 'test.u8');
-    fs.writeFileSync(testFile, blobImages(40, 8, 8, 3, 77));
-    const e = await cli('eval', out, '--samples', testFile, '--json');
-    expect(e.code).toBe(0);
-    const j = JSON.parse(e.stdout) as { exitNames: string[]; thresholds: number[]; exitShares: number[] };
-    expect(j.exitNames).toEqual(['block1', 'block3']);
-    expect(j.thresholds).toEqual([0.9, 0.9]);
-    expect(j.exitShares).toHaveLength(3);
-  });
+  it(
+    '--heads paper --exits <cut,cut> --threshold 0.9: exactly those exits, in order, paper heads, threshold 0.9',
+    { timeout: 180_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const out = path.join(dir, 'paper');
+      const r = await cli(
+        'prepare',
+        model,
+        '--samples',
+        samples,
+        '--limit',
+        '200',
+        '--heads',
+        'paper',
+        '--exits',
+        'block1,block3',
+        '--threshold',
+        '0.9',
+        '--out',
+        out,
+      );
+      expect(r.stderr).not.toMatch(/error/);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/2 exits, mode paper/);
+      const m = readManifest(out);
+      expect(m.calibration.mode).toBe('paper');
+      expect(m.calibration.samples).toBe(200);
+      expect(m.exits.map((e) => e.name)).toEqual(['block1', 'block3']);
+      expect(m.exits.map((e) => e.cut)).toEqual(['block1', 'block3']);
+      expect(m.exits.map((e) => e.threshold)).toEqual([0.9, 0.9]);
+      expect(m.exits.map((e) => e.headKind)).toEqual(['paper', 'paper']);
+      expect(m.segments).toHaveLength(3);
+      // the bundle runs, with the same exits
+      const testFile = path.join(dir, 'test.u8');
+      fs.writeFileSync(testFile, blobImages(40, 8, 8, 3, 77));
+      const e = await cli('eval', out, '--samples', testFile, '--json');
+      expect(e.code).toBe(0);
+      const j = JSON.parse(e.stdout) as { exitNames: string[]; thresholds: number[]; exitShares: number[] };
+      expect(j.exitNames).toEqual(['block1', 'block3']);
+      expect(j.thresholds).toEqual([0.9, 0.9]);
+      expect(j.exitShares).toHaveLength(3);
+    },
+  );
 
-  it('--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features or --hidden: typed errors, nothing written', { timeout: 60_000 }, async () => {
-    const { dir, model, samples } = setup();
-    const out = path.join(dir, 'bundle');
-    const kept = path.join(dir, 'kept');
-    oldBundle(kept);
-    const before = snapshot(kept);
-    const cases: [string[], string, RegExp][] = [
-      [['--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
-      [['--heads', 'pool-linear', '--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
-      [['--mode', 'selfxit', '--heads', 'paper'], 'INVALID_ARGUMENT', /needs mode "paper"/],
-      [['--heads', 'paper', '--threshold', '1.5'], 'INVALID_ARGUMENT', /threshold must be in \[0, 1\]/],
-      [['--heads', 'paper', '--exits', 'block1,nope', '--threshold', '0.9'], 'INVALID_CUT', /"nope" is not a cut of this model; cuts: .*block1, conv_7, block2/],
-      [['--target', '0.9', '--exits', 'block2,nope'], 'INVALID_CUT', /"nope" is not a cut/],
-      [['--max-features', '0'], 'INVALID_ARGUMENT', /maxFeatures must be an integer >= 1, got 0/],
-      [['--hidden', '0'], 'INVALID_ARGUMENT', /hidden must be an integer >= 1, got 0/],
-    ];
-    for (const [args, code, msg] of cases) {
-      for (const o of [out, kept]) {
-        const r = await cli('prepare', model, '--samples', samples, '--limit', '200', ...args, '--out', o);
-        expect(r.code, args.join(' ')).toBe(1);
-        expect(r.stderr).toMatch(new RegExp(`^error \\[${code}\\]: `));
-        expect(r.stderr).toMatch(msg);
+  it(
+    '--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features or --hidden: typed errors, nothing written',
+    { timeout: 60_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const out = path.join(dir, 'bundle');
+      const kept = path.join(dir, 'kept');
+      oldBundle(kept);
+      const before = snapshot(kept);
+      const cases: [string[], string, RegExp][] = [
+        [['--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
+        [['--heads', 'pool-linear', '--threshold', '0.9'], 'INVALID_ARGUMENT', /paper mode only/],
+        [['--mode', 'selfxit', '--heads', 'paper'], 'INVALID_ARGUMENT', /needs mode "paper"/],
+        [['--heads', 'paper', '--threshold', '1.5'], 'INVALID_ARGUMENT', /threshold must be in \[0, 1\]/],
+        [
+          ['--heads', 'paper', '--exits', 'block1,nope', '--threshold', '0.9'],
+          'INVALID_CUT',
+          /"nope" is not a cut of this model; cuts: .*block1, conv_7, block2/,
+        ],
+        [['--target', '0.9', '--exits', 'block2,nope'], 'INVALID_CUT', /"nope" is not a cut/],
+        [['--max-features', '0'], 'INVALID_ARGUMENT', /maxFeatures must be an integer >= 1, got 0/],
+        [['--hidden', '0'], 'INVALID_ARGUMENT', /hidden must be an integer >= 1, got 0/],
+      ];
+      for (const [args, code, msg] of cases) {
+        for (const o of [out, kept]) {
+          const r = await cli('prepare', model, '--samples', samples, '--limit', '200', ...args, '--out', o);
+          expect(r.code, args.join(' ')).toBe(1);
+          expect(r.stderr).toMatch(new RegExp(`^error \\[${code}\\]: `));
+          expect(r.stderr).toMatch(msg);
+        }
       }
-    }
-    expect(leftovers(dir)).toEqual(['kept']);
-    expect(snapshot(kept)).toEqual(before);
-  });
+      expect(leftovers(dir)).toEqual(['kept']);
+      expect(snapshot(kept)).toEqual(before);
+    },
+  );
 });
 
 describe('selfxit prepare --cost-table', () => {
-  it('a measured table where the first exit\'s head is slow moves the exit elsewhere; the manifest records ms', { timeout: 120_000 }, async () => {
-    const { dir, model, samples } = setup();
-    const byMacs = path.join(dir, 'macs');
-    const r1 = await cli('prepare', model, '--samples', samples, ...FAST, '--out', byMacs);
-    expect(r1.code, r1.stderr).toBe(0);
-    const m1 = readManifest(byMacs);
-    expect(m1.calibration.costUnit).toBe('macs');
-    // The premise: by MACs, block1's exit pays off (its head is cheap).
-    expect(m1.exits.map((e) => e.name)).toContain('block1');
+  it(
+    "a measured table where the first exit's head is slow moves the exit elsewhere; the manifest records ms",
+    { timeout: 120_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const byMacs = path.join(dir, 'macs');
+      const r1 = await cli('prepare', model, '--samples', samples, ...FAST, '--out', byMacs);
+      expect(r1.code, r1.stderr).toBe(0);
+      const m1 = readManifest(byMacs);
+      expect(m1.calibration.costUnit).toBe('macs');
+      // The premise: by MACs, block1's exit pays off (its head is cheap).
+      expect(m1.exits.map((e) => e.name)).toContain('block1');
 
-    // Measured: block1's head costs 5× the whole backbone (e.g. an op that is slow on the device): it can never pay off.
-    const table = path.join(dir, 'costs.json');
-    fs.writeFileSync(table, JSON.stringify({ unit: 'ms', backbone: 1, heads: { block1: 5 } }));
-    const byTable = path.join(dir, 'measured');
-    const r2 = await cli('prepare', model, '--samples', samples, ...FAST, '--cost-table', table, '--out', byTable);
-    expect(r2.code, r2.stderr).toBe(0);
-    const m2 = readManifest(byTable);
-    expect(m2.calibration.costUnit).toBe('ms');
-    const names = m2.exits.map((e) => e.name);
-    expect(names.length).toBeGreaterThan(0);
-    expect(names).not.toContain('block1');
-    expect(names).not.toEqual(m1.exits.map((e) => e.name));
-  });
+      // Measured: block1's head costs 5× the whole backbone (e.g. an op that is slow on the device): it can never pay off.
+      const table = path.join(dir, 'costs.json');
+      fs.writeFileSync(table, JSON.stringify({ unit: 'ms', backbone: 1, heads: { block1: 5 } }));
+      const byTable = path.join(dir, 'measured');
+      const r2 = await cli('prepare', model, '--samples', samples, ...FAST, '--cost-table', table, '--out', byTable);
+      expect(r2.code, r2.stderr).toBe(0);
+      const m2 = readManifest(byTable);
+      expect(m2.calibration.costUnit).toBe('ms');
+      const names = m2.exits.map((e) => e.name);
+      expect(names.length).toBeGreaterThan(0);
+      expect(names).not.toContain('block1');
+      expect(names).not.toEqual(m1.exits.map((e) => e.name));
+    },
+  );
 
   it('malformed tables: INVALID_ARGUMENT naming the problem, nothing written', { timeout: 60_000 }, async () => {
     const { dir, model, samples } = setup();
@@ -240,7 +344,10 @@ describe('selfxit prepare --cost-table', () => {
       ['{ "backbone": 1, "overhead": "none" }', /overhead must be a number >= 0/],
       ['{ "backbone": 1, "unit": "us" }', /unit must be "ms"/],
       ['{ "backbone": 1, "overheads": 0.1 }', /unknown key "overheads"/],
-      ['{ "backbone": 1, "cuts": { "/no/such/Relu_output_0": 0.2 } }', /"\/no\/such\/Relu_output_0"\]: not a cut tensor of this model/],
+      [
+        '{ "backbone": 1, "cuts": { "/no/such/Relu_output_0": 0.2 } }',
+        /"\/no\/such\/Relu_output_0"\]: not a cut tensor of this model/,
+      ],
     ];
     for (const [text, msg] of cases) {
       fs.writeFileSync(table, text);
@@ -251,9 +358,29 @@ describe('selfxit prepare --cost-table', () => {
     }
     // a valid table in paper mode, which has no selection to steer
     fs.writeFileSync(table, '{ "backbone": 1 }');
-    const p = await cli('prepare', model, '--samples', samples, '--heads', 'paper', '--cost-table', table, '--out', out);
+    const p = await cli(
+      'prepare',
+      model,
+      '--samples',
+      samples,
+      '--heads',
+      'paper',
+      '--cost-table',
+      table,
+      '--out',
+      out,
+    );
     expect(p.stderr).toMatch(/^error \[INVALID_ARGUMENT\]: .*paper mode/);
-    const missing = await cli('prepare', model, '--samples', samples, '--cost-table', path.join(dir, 'nope.json'), '--out', out);
+    const missing = await cli(
+      'prepare',
+      model,
+      '--samples',
+      samples,
+      '--cost-table',
+      path.join(dir, 'nope.json'),
+      '--out',
+      out,
+    );
     expect(missing.stderr).toMatch(/^error \[IO_ERROR\]: .*nope\.json/);
     expect(leftovers(dir)).toEqual(['costs.json']);
   });
@@ -282,7 +409,16 @@ describe('selfxit prepare --temperature', () => {
     const { dir, model, samples } = setup();
     const runAt = async (t: string | undefined): Promise<ManifestJson> => {
       const out = path.join(dir, `t-${t ?? 'default'}`);
-      const r = await cli('prepare', model, '--samples', samples, ...FAST, ...(t ? ['--temperature', t] : []), '--out', out);
+      const r = await cli(
+        'prepare',
+        model,
+        '--samples',
+        samples,
+        ...FAST,
+        ...(t ? ['--temperature', t] : []),
+        '--out',
+        out,
+      );
       expect(r.code, r.stderr).toBe(0);
       return readManifest(out);
     };
@@ -298,25 +434,34 @@ describe('selfxit prepare --temperature', () => {
 });
 
 describe('selfxit prepare into an existing bundle folder', () => {
-  it('replaces an older bundle completely (no stale files), keeps the user\'s files, and a failing run changes nothing', { timeout: 120_000 }, async () => {
-    const { dir, model, samples } = setup();
-    const out = path.join(dir, 'bundle');
-    oldBundle(out);
-    const r = await cli('prepare', model, '--samples', samples, ...FAST, '--out', out);
-    expect(r.code, r.stderr).toBe(0);
-    const m = readManifest(out);
-    expect(fs.readdirSync(out).sort()).toEqual(['backbone.onnx', 'manifest.json', 'notes.txt', 'validation.bin', ...m.segments.map((s) => s.file)].sort());
-    expect(m.segments.length).toBeLessThan(6);
-    expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('my notes');
-    const sha = (f: string): string => createHash('sha256').update(fs.readFileSync(path.join(out, f))).digest('hex');
-    for (const s of [...m.segments, m.backbone]) expect(sha(s.file)).toBe(s.sha256);
-    expect(leftovers(dir)).toEqual(['bundle']); // no temp or old folder beside it
+  it(
+    "replaces an older bundle completely (no stale files), keeps the user's files, and a failing run changes nothing",
+    { timeout: 120_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const out = path.join(dir, 'bundle');
+      oldBundle(out);
+      const r = await cli('prepare', model, '--samples', samples, ...FAST, '--out', out);
+      expect(r.code, r.stderr).toBe(0);
+      const m = readManifest(out);
+      expect(fs.readdirSync(out).sort()).toEqual(
+        ['backbone.onnx', 'manifest.json', 'notes.txt', 'validation.bin', ...m.segments.map((s) => s.file)].sort(),
+      );
+      expect(m.segments.length).toBeLessThan(6);
+      expect(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('my notes');
+      const sha = (f: string): string =>
+        createHash('sha256')
+          .update(fs.readFileSync(path.join(out, f)))
+          .digest('hex');
+      for (const s of [...m.segments, m.backbone]) expect(sha(s.file)).toBe(s.sha256);
+      expect(leftovers(dir)).toEqual(['bundle']); // no temp or old folder beside it
 
-    // a later run that fails leaves this bundle byte for byte
-    const before = snapshot(out);
-    const bad = await cli('prepare', model, '--samples', samples, ...FAST, '--exits', 'nope', '--out', out);
-    expect(bad.code).toBe(1);
-    expect(snapshot(out)).toEqual(before);
-    expect(leftovers(dir)).toEqual(['bundle']);
-  });
+      // a later run that fails leaves this bundle byte for byte
+      const before = snapshot(out);
+      const bad = await cli('prepare', model, '--samples', samples, ...FAST, '--exits', 'nope', '--out', out);
+      expect(bad.code).toBe(1);
+      expect(snapshot(out)).toEqual(before);
+      expect(leftovers(dir)).toEqual(['bundle']);
+    },
+  );
 });

@@ -35,7 +35,14 @@ describe('prepare on a tiny classifier', () => {
 
   it('writes a consistent bundle that eval runs like the backbone', { timeout: 180_000 }, async () => {
     const events: string[] = [];
-    const res = await prepare({ model, samples: { data, count: n }, ort: ortNode, target: 0.9, labels: ['a', 'b', 'c', 'd'], onProgress: (e) => events.push(e.stage) });
+    const res = await prepare({
+      model,
+      samples: { data, count: n },
+      ort: ortNode,
+      target: 0.9,
+      labels: ['a', 'b', 'c', 'd'],
+      onProgress: (e) => events.push(e.stage),
+    });
     const m = validateManifest(JSON.parse(JSON.stringify(res.manifest)));
     expect(m.segments.length).toBe(m.exits.length + 1);
     expect(m.labels).toEqual(['a', 'b', 'c', 'd']);
@@ -54,9 +61,16 @@ describe('prepare on a tiny classifier', () => {
     expect(m.segments.reduce((a, s) => a + s.macs, 0)).toBe(m.backbone.macs);
     expect(new Set(events)).toEqual(new Set(['features', 'heads', 'thresholds', 'bundle']));
     // reading it back verifies every hash
-    const bundle = await readBundle(async (f) => (f === 'manifest.json' ? new TextEncoder().encode(JSON.stringify(m)) : res.files.get(f)!));
+    const bundle = await readBundle(async (f) =>
+      f === 'manifest.json' ? new TextEncoder().encode(JSON.stringify(m)) : res.files.get(f)!,
+    );
     // never exiting, the segment chain must reproduce the backbone exactly
-    const never = await evaluateBundle({ bundle, samples: { data, count: n }, ort: ortNode, thresholds: m.exits.map(() => 2) });
+    const never = await evaluateBundle({
+      bundle,
+      samples: { data, count: n },
+      ort: ortNode,
+      thresholds: m.exits.map(() => 2),
+    });
     expect(never.agreement).toBe(1);
     expect(never.exitShares[never.exitShares.length - 1]).toBe(1);
     const ev = await evaluateBundle({ bundle, samples: { data, count: n }, ort: ortNode });
@@ -81,57 +95,116 @@ describe('prepare on a tiny classifier', () => {
     expect(ev.agreement).toBeGreaterThanOrEqual(m.calibration.validationAgreement - 0.05);
   });
 
-  it('trains pool-mlp heads with the hidden width asked for (hidden), and counts it in their parameters', { timeout: 120_000 }, async () => {
-    for (const hidden of [8, 24]) {
-      const res = await prepare({ model, samples: { data, count: n }, ort: ortNode, target: 0.9, headKinds: ['pool-mlp'], hidden, augment: [] });
-      expect(res.manifest.exits.length).toBeGreaterThan(0);
-      for (const e of res.manifest.exits) {
-        const d = res.report.candidates.find((c) => c.cut === e.cut)!.features;
-        expect(e.headKind).toBe('pool-mlp');
-        expect(e.headParams).toBe(d * hidden + hidden + hidden * 4 + 4);
+  it(
+    'trains pool-mlp heads with the hidden width asked for (hidden), and counts it in their parameters',
+    { timeout: 120_000 },
+    async () => {
+      for (const hidden of [8, 24]) {
+        const res = await prepare({
+          model,
+          samples: { data, count: n },
+          ort: ortNode,
+          target: 0.9,
+          headKinds: ['pool-mlp'],
+          hidden,
+          augment: [],
+        });
+        expect(res.manifest.exits.length).toBeGreaterThan(0);
+        for (const e of res.manifest.exits) {
+          const d = res.report.candidates.find((c) => c.cut === e.cut)!.features;
+          expect(e.headKind).toBe('pool-mlp');
+          expect(e.headParams).toBe(d * hidden + hidden + hidden * 4 + 4);
+        }
       }
-    }
-  });
+    },
+  );
 
   it('gives a bundle without exits, and a warning, for a model without an inner cut', { timeout: 30_000 }, async () => {
-    const res = await prepare({ model: encodeModel(noCutClassifier()), samples: { data: blobImages(200, 4, 4, 3), count: 200 }, ort: ortNode, target: 0.9 });
+    const res = await prepare({
+      model: encodeModel(noCutClassifier()),
+      samples: { data: blobImages(200, 4, 4, 3), count: 200 },
+      ort: ortNode,
+      target: 0.9,
+    });
     expect(res.manifest.exits).toEqual([]);
     expect(res.manifest.segments).toHaveLength(1);
     expect(res.warnings.join(' ')).toMatch(/no inner cut/);
-    const ev = await evaluateBundle({ bundle: res, samples: { data: blobImages(50, 4, 4, 3, 9), count: 50 }, ort: ortNode });
+    const ev = await evaluateBundle({
+      bundle: res,
+      samples: { data: blobImages(50, 4, 4, 3, 9), count: 50 },
+      ort: ortNode,
+    });
     expect(ev.agreement).toBe(1);
     expect(ev.macsFraction).toBeCloseTo(1, 9);
   });
 
   it('rejects samples of the wrong shape with INVALID_SAMPLES', async () => {
-    await expectCode(prepare({ model, samples: { data: blobImages(400, 8, 8, 1), count: 400 }, ort: ortNode }), 'INVALID_SAMPLES', /8x8x3/);
-    await expectCode(prepare({ model, samples: { data, count: n }, input: { height: 16 }, ort: ortNode }), 'INVALID_SAMPLES', /height/);
+    await expectCode(
+      prepare({ model, samples: { data: blobImages(400, 8, 8, 1), count: 400 }, ort: ortNode }),
+      'INVALID_SAMPLES',
+      /8x8x3/,
+    );
+    await expectCode(
+      prepare({ model, samples: { data, count: n }, input: { height: 16 }, ort: ortNode }),
+      'INVALID_SAMPLES',
+      /height/,
+    );
   });
 
   it('rejects too few samples with TOO_FEW_SAMPLES naming the minimum', async () => {
     expect(minimumSamples(0.99)).toBe(300);
     expect(minimumSamples(0.9)).toBe(100);
-    await expectCode(prepare({ model, samples: { data, count: n }, ort: ortNode, target: 0.99, limit: 120 }), 'TOO_FEW_SAMPLES', /at least 300/);
+    await expectCode(
+      prepare({ model, samples: { data, count: n }, ort: ortNode, target: 0.99, limit: 120 }),
+      'TOO_FEW_SAMPLES',
+      /at least 300/,
+    );
   });
 
   it('rejects a target outside (0, 1] with INVALID_TARGET', async () => {
-    for (const target of [0, -0.5, 1.01, Number.NaN]) await expectCode(prepare({ model, samples: { data, count: n }, ort: ortNode, target }), 'INVALID_TARGET');
+    for (const target of [0, -0.5, 1.01, Number.NaN])
+      await expectCode(prepare({ model, samples: { data, count: n }, ort: ortNode, target }), 'INVALID_TARGET');
   });
 });
 
 // A real network: the shipped Fashion-MNIST ResNet when present, else CIFAR-10 ResNet-20 from ../shared.
 const fashionDir = path.join(repoRoot, 'public/models/fashion-resnet');
-const fashion = fs.existsSync(path.join(fashionDir, 'model.onnx')) && fs.existsSync(path.join(fashionDir, 'calib-u8.bin'));
+const fashion =
+  fs.existsSync(path.join(fashionDir, 'model.onnx')) && fs.existsSync(path.join(fashionDir, 'calib-u8.bin'));
 const cifar = fs.existsSync(path.join(shared, 'models/cifar10-resnet20.onnx'));
 const real = fashion
-  ? { name: 'fashion-resnet', model: path.join(fashionDir, 'model.onnx'), calib: path.join(fashionDir, 'calib-u8.bin'), test: path.join(fashionDir, 'test-u8.bin'), labels: path.join(fashionDir, 'test-labels.u8'), per: 28 * 28, input: {} }
-  : { name: 'cifar10-resnet20', model: path.join(shared, 'models/cifar10-resnet20.onnx'), calib: path.join(shared, 'data/cifar10/calib-u8.bin'), test: path.join(shared, 'data/cifar10/test-u8.bin'), labels: path.join(shared, 'data/cifar10/test-labels.u8'), per: 3072, input: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } };
+  ? {
+      name: 'fashion-resnet',
+      model: path.join(fashionDir, 'model.onnx'),
+      calib: path.join(fashionDir, 'calib-u8.bin'),
+      test: path.join(fashionDir, 'test-u8.bin'),
+      labels: path.join(fashionDir, 'test-labels.u8'),
+      per: 28 * 28,
+      input: {},
+    }
+  : {
+      name: 'cifar10-resnet20',
+      model: path.join(shared, 'models/cifar10-resnet20.onnx'),
+      calib: path.join(shared, 'data/cifar10/calib-u8.bin'),
+      test: path.join(shared, 'data/cifar10/test-u8.bin'),
+      labels: path.join(shared, 'data/cifar10/test-labels.u8'),
+      per: 3072,
+      input: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+    };
 
 describe.skipIf(!fashion && !cifar)(`prepare on ${real.name} (400 calibration images)`, () => {
-  if (!fashion && !cifar) console.warn('skipped: neither public/models/fashion-resnet nor ../shared (CIFAR-10 ResNet-20) is present');
+  if (!fashion && !cifar)
+    console.warn('skipped: neither public/models/fashion-resnet nor ../shared (CIFAR-10 ResNet-20) is present');
   it('calibrates at 0.99 and the bundle holds on test images', { timeout: 180_000 }, async () => {
     const calib = new Uint8Array(fs.readFileSync(real.calib));
-    const res = await prepare({ model: new Uint8Array(fs.readFileSync(real.model)), samples: { data: calib, count: calib.length / real.per }, limit: 400, ort: ortNode, input: real.input, target: 0.99 });
+    const res = await prepare({
+      model: new Uint8Array(fs.readFileSync(real.model)),
+      samples: { data: calib, count: calib.length / real.per },
+      limit: 400,
+      ort: ortNode,
+      input: real.input,
+      target: 0.99,
+    });
     const m = res.manifest;
     expect(m.calibration.samples).toBe(400);
     expect(m.segments.length).toBe(m.exits.length + 1);

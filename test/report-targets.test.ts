@@ -35,7 +35,13 @@ function expectOffline(html: string): void {
 }
 
 function manifest(rule: 'global' | 'cost-calibrated', mode: 'selfxit' | 'paper' = 'selfxit'): BundleManifest {
-  const curve = [0.5, 0.7, 0.9].map((k, i) => ({ knob: k, thresholds: [k, k], agreement: 0.9 + 0.04 * i, macsFraction: 0.5 + 0.2 * i, exitShares: [0.3, 0.2, 0.5] }));
+  const curve = [0.5, 0.7, 0.9].map((k, i) => ({
+    knob: k,
+    thresholds: [k, k],
+    agreement: 0.9 + 0.04 * i,
+    macsFraction: 0.5 + 0.2 * i,
+    exitShares: [0.3, 0.2, 0.5],
+  }));
   return {
     format: 'selfxit-bundle',
     version: 1,
@@ -45,21 +51,61 @@ function manifest(rule: 'global' | 'cost-calibrated', mode: 'selfxit' | 'paper' 
     input: { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0, 0, 0], std: [1, 1, 1] },
     labels: ['a', 'b'],
     segments: [],
-    exits: ['e0', 'e1'].map((name, i) => ({ name, cut: `c${i}`, segment: i, headKind: 'pool-linear', threshold: 0.9, macsFraction: 0.4 + 0.3 * i, expectedShare: 0.3, headParams: 10, headMacs: 10 })),
+    exits: ['e0', 'e1'].map((name, i) => ({
+      name,
+      cut: `c${i}`,
+      segment: i,
+      headKind: 'pool-linear',
+      threshold: 0.9,
+      macsFraction: 0.4 + 0.3 * i,
+      expectedShare: 0.3,
+      headParams: 10,
+      headMacs: 10,
+    })),
     calibration: {
-      samples: 1000, target: 0.95, rule: 'max-softmax', mode, folds: 5, seed: 0, thresholdRule: rule, validationAgreement: 0.96, expectedMacsFraction: 0.7,
-      candidates: [], curve, costUnit: 'macs', timings: { features: 1 },
+      samples: 1000,
+      target: 0.95,
+      rule: 'max-softmax',
+      mode,
+      folds: 5,
+      seed: 0,
+      thresholdRule: rule,
+      validationAgreement: 0.96,
+      expectedMacsFraction: 0.7,
+      candidates: [],
+      curve,
+      costUnit: 'macs',
+      timings: { features: 1 },
     },
   } as BundleManifest;
 }
 
 function evaluation(targets: readonly number[], shift = 0): EvaluationResult {
   const targetCurve: TargetMeasurement[] = targets.map((t, i) => ({
-    target: t, thresholds: [0.9, 0.9], reached: true, expectedAgreement: t + 0.002, expectedMacsFraction: 0.5 + 0.1 * i, agreement: t - 0.001 + shift, accuracy: 0.8, macsFraction: 0.52 + 0.1 * i + shift, exitShares: [0.3, 0.2, 0.5],
+    target: t,
+    thresholds: [0.9, 0.9],
+    reached: true,
+    expectedAgreement: t + 0.002,
+    expectedMacsFraction: 0.5 + 0.1 * i,
+    agreement: t - 0.001 + shift,
+    accuracy: 0.8,
+    macsFraction: 0.52 + 0.1 * i + shift,
+    exitShares: [0.3, 0.2, 0.5],
   }));
   return {
-    samples: 200, agreement: 0.95, accuracy: 0.8, backboneAccuracy: 0.81, macsFraction: 0.7, oracleMacsFraction: 0.3, exitShares: [0.3, 0.2, 0.5], exitAgreement: [0.99, 0.95, 1],
-    exitNames: ['e0', 'e1'], thresholds: [0.9, 0.9], replayMismatches: 0, timingsMs: { cascade: 1, allHeads: 1, backbone: 1 }, ...(targets.length ? { targetCurve } : {}),
+    samples: 200,
+    agreement: 0.95,
+    accuracy: 0.8,
+    backboneAccuracy: 0.81,
+    macsFraction: 0.7,
+    oracleMacsFraction: 0.3,
+    exitShares: [0.3, 0.2, 0.5],
+    exitAgreement: [0.99, 0.95, 1],
+    exitNames: ['e0', 'e1'],
+    thresholds: [0.9, 0.9],
+    replayMismatches: 0,
+    timingsMs: { cascade: 1, allHeads: 1, backbone: 1 },
+    ...(targets.length ? { targetCurve } : {}),
   };
 }
 
@@ -71,7 +117,9 @@ describe('calibration report', () => {
     const global = renderReport({ manifest: manifest('global') });
     expect(global).toContain('one setting of the global max-softmax threshold shared by every exit');
     expect(global).not.toContain('cost-calibrated');
-    expect(renderReport({ manifest: manifest('global', 'paper') })).toContain('paper: one fixed max-softmax threshold shared by every exit (0.9000)');
+    expect(renderReport({ manifest: manifest('global', 'paper') })).toContain(
+      'paper: one fixed max-softmax threshold shared by every exit (0.9000)',
+    );
   });
 
   it('draws the target curve as one more chart and a table of one row per bundle and target', () => {
@@ -83,7 +131,12 @@ describe('calibration report', () => {
     expect(svgCount(one)).toBe(svgCount(plain) + 1);
     expect(tableRows(one, 'target-curve')).toBe(3);
     expect(one).toContain('<td>0.990</td><td>99.20 %</td><td>98.90 %</td><td>no (-0.10 points)</td>');
-    const both = renderReport({ manifest: m, evaluation: evaluation(targets), label: 'selfxit', compare: [{ label: 'paper', manifest: manifest('global', 'paper'), evaluation: evaluation(targets, 0.002) }] });
+    const both = renderReport({
+      manifest: m,
+      evaluation: evaluation(targets),
+      label: 'selfxit',
+      compare: [{ label: 'paper', manifest: manifest('global', 'paper'), evaluation: evaluation(targets, 0.002) }],
+    });
     expect(svgCount(both)).toBe(svgCount(plain) + 1);
     expect(tableRows(both, 'target-curve')).toBe(6);
     expect(tableRows(both, 'compared')).toBe(2);
@@ -96,7 +149,10 @@ describe('calibration report', () => {
     const test = path.join(dir, 'test.u8');
     fs.writeFileSync(test, blobImages(120, 8, 8, 3, 77));
     const labels = path.join(dir, 'test-labels.u8');
-    fs.writeFileSync(labels, Uint8Array.from({ length: 120 }, (_, i) => i % 4));
+    fs.writeFileSync(
+      labels,
+      Uint8Array.from({ length: 120 }, (_, i) => i % 4),
+    );
     const quick = ['--samples', calib, '--target', '0.9', '--heads', 'pool-linear', '--augment', 'none'];
     const a = path.join(dir, 'selfxit');
     const b = path.join(dir, 'maxsoftmax');
@@ -104,7 +160,20 @@ describe('calibration report', () => {
     expect((await cli('prepare', model, ...quick, '--threshold-rule', 'global', '--out', b)).code).toBe(0);
 
     const out = path.join(dir, 'r.html');
-    const r = await cli('report', a, '--samples', test, '--labels-file', labels, '--targets', '0.8,0.9,0.95,0.99', '--compare', b, '--out', out);
+    const r = await cli(
+      'report',
+      a,
+      '--samples',
+      test,
+      '--labels-file',
+      labels,
+      '--targets',
+      '0.8,0.9,0.95,0.99',
+      '--compare',
+      b,
+      '--out',
+      out,
+    );
     expect(r.code, r.stderr).toBe(0);
     const html = fs.readFileSync(out, 'utf8');
     expect(tableRows(html, 'target-curve')).toBe(8);

@@ -11,7 +11,14 @@ import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/calibrate/device-plan.js';
 import { NEVER_EXIT } from '../src/calibrate/thresholds.js';
-import { IdbBundleCache, isDevicePlan, noCache, planKey, type BundleCache, type CachedManifest } from '../src/runtime/cache.js';
+import {
+  IdbBundleCache,
+  isDevicePlan,
+  noCache,
+  planKey,
+  type BundleCache,
+  type CachedManifest,
+} from '../src/runtime/cache.js';
 import { BundleRuntime, type RuntimeDeps } from '../src/runtime/runtime.js';
 
 /** A BundleCache in memory, recording what it holds. */
@@ -61,10 +68,24 @@ let inputs: Float32Array[] = [];
 const loadOrt = loadOrtNode;
 
 function request(bundle: string, over: Partial<InitRequest> = {}): InitRequest {
-  return { manifestUrl: `${base}/${bundle}/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true, ...over };
+  return {
+    manifestUrl: `${base}/${bundle}/manifest.json`,
+    backend: 'wasm',
+    threads: 1,
+    cache: true,
+    manifestMaxAgeMs: Infinity,
+    wasmPaths: '/ort/',
+    usePlan: true,
+    ...over,
+  };
 }
 
-function open(bundle: string, deps: RuntimeDeps, over: Partial<InitRequest> = {}, progress?: (p: ProgressInfo) => void): Promise<BundleRuntime> {
+function open(
+  bundle: string,
+  deps: RuntimeDeps,
+  over: Partial<InitRequest> = {},
+  progress?: (p: ProgressInfo) => void,
+): Promise<BundleRuntime> {
   return BundleRuntime.open(request(bundle, over), progress, { loadOrt, ...deps });
 }
 
@@ -100,7 +121,12 @@ describe('BundleRuntime', () => {
     expect(loaded.length).toBeGreaterThan(0);
     expect(loaded.every((v, i) => i === 0 || v >= loaded[i - 1]!)).toBe(true);
     expect(loaded.at(-1)).toBe(rt.manifest.segments[0]!.bytes);
-    expect(rt.state()).toMatchObject({ sessions: [true, false, false], cachedSegments: [true, false, false], manifestFromCache: false, cacheEnabled: true });
+    expect(rt.state()).toMatchObject({
+      sessions: [true, false, false],
+      cachedSegments: [true, false, false],
+      manifestFromCache: false,
+      cacheEnabled: true,
+    });
     await rt.dispose();
   });
 
@@ -115,17 +141,30 @@ describe('BundleRuntime', () => {
     expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx']);
     const all = Array.from({ length: 64 }, (_, i) => i);
     const batch = await rt.classify({ inputs: tensors(all), thresholds: thresholds(rt), probabilities: false });
-    expect(files()).toEqual(['tiny/manifest.json', 'tiny/segment-0.onnx', 'tiny/segment-1.onnx', 'tiny/segment-2.onnx']);
+    expect(files()).toEqual([
+      'tiny/manifest.json',
+      'tiny/segment-0.onnx',
+      'tiny/segment-1.onnx',
+      'tiny/segment-2.onnx',
+    ]);
     batch.forEach((r, i) => {
       expect({ index: r.index, exit: r.exit }).toEqual({ index: expected[i]!.index, exit: expected[i]!.exit });
       expect(r.confidence).toBeCloseTo(expected[i]!.confidence, 5);
       expect(r.stages).toHaveLength(r.exit < 0 ? 3 : r.exit + 1);
       expect(r.probabilities).toBeUndefined();
     });
-    const singles = await Promise.all(all.map((i) => rt.classify({ inputs: tensors([i]), thresholds: thresholds(rt), probabilities: false })));
-    singles.forEach(([r], i) => expect({ index: r!.index, exit: r!.exit }).toEqual({ index: batch[i]!.index, exit: batch[i]!.exit }));
+    const singles = await Promise.all(
+      all.map((i) => rt.classify({ inputs: tensors([i]), thresholds: thresholds(rt), probabilities: false })),
+    );
+    singles.forEach(([r], i) =>
+      expect({ index: r!.index, exit: r!.exit }).toEqual({ index: batch[i]!.index, exit: batch[i]!.exit }),
+    );
     // Other thresholds (as setTarget would send): never exit → every sample runs the backbone.
-    const full = await rt.classify({ inputs: tensors([0, 1, 2]), thresholds: [1.0000001, 1.0000001], probabilities: false });
+    const full = await rt.classify({
+      inputs: tensors([0, 1, 2]),
+      thresholds: [1.0000001, 1.0000001],
+      probabilities: false,
+    });
     expect(full.every((r) => r.exit === -1 && r.stages.length === 3)).toBe(true);
     await rt.dispose();
   });
@@ -133,11 +172,19 @@ describe('BundleRuntime', () => {
   it('serves a second open from the cache without any request, and refetches only the manifest when it is too old', async () => {
     const cache = new MemoryCache();
     const rt1 = await open('tiny', { cache });
-    await rt1.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt1), probabilities: false });
+    await rt1.classify({
+      inputs: tensors(Array.from({ length: 64 }, (_, i) => i)),
+      thresholds: thresholds(rt1),
+      probabilities: false,
+    });
     await rt1.dispose();
     log = [];
     const rt2 = await open('tiny', { cache });
-    await rt2.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt2), probabilities: false });
+    await rt2.classify({
+      inputs: tensors(Array.from({ length: 64 }, (_, i) => i)),
+      thresholds: thresholds(rt2),
+      probabilities: false,
+    });
     expect(log).toEqual([]);
     expect(rt2.state()).toMatchObject({ manifestFromCache: true, cachedSegments: [true, true, true] });
     expect(rt2.manifestHash).toBe(rt1.manifestHash);
@@ -166,9 +213,14 @@ describe('BundleRuntime', () => {
     const src = path.join(dir, 'tiny');
     rmSync(vdir, { recursive: true, force: true });
     (await import('node:fs')).mkdirSync(vdir);
-    for (const f of ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx']) copyFileSync(path.join(src, f), path.join(vdir, f));
+    for (const f of ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx'])
+      copyFileSync(path.join(src, f), path.join(vdir, f));
     const rt1 = await open('versioned', { cache });
-    await rt1.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: thresholds(rt1), probabilities: false });
+    await rt1.classify({
+      inputs: tensors(Array.from({ length: 64 }, (_, i) => i)),
+      thresholds: thresholds(rt1),
+      probabilities: false,
+    });
     await rt1.dispose();
     const old2 = rt1.manifest.segments[2]!.sha256;
     expect(cache.segments.has(old2)).toBe(true);
@@ -180,7 +232,12 @@ describe('BundleRuntime', () => {
     const bytes2 = encodeModel(m2);
     writeFileSync(path.join(vdir, 'segment-2-v2.onnx'), bytes2);
     const manifest = JSON.parse(readFileSync(path.join(src, 'manifest.json'), 'utf8')) as BundleManifest;
-    const v2: BundleManifest = { ...manifest, segments: manifest.segments.map((s, i) => (i === 2 ? { ...s, file: 'segment-2-v2.onnx', sha256: '', bytes: bytes2.length } : s)) };
+    const v2: BundleManifest = {
+      ...manifest,
+      segments: manifest.segments.map((s, i) =>
+        i === 2 ? { ...s, file: 'segment-2-v2.onnx', sha256: '', bytes: bytes2.length } : s,
+      ),
+    };
     (v2.segments[2] as { sha256: string }).sha256 = await sha256Hex(bytes2);
     writeFileSync(path.join(vdir, 'manifest.json'), JSON.stringify(v2));
 
@@ -216,22 +273,45 @@ describe('BundleRuntime', () => {
     const cache = new MemoryCache();
     await expect(open('missing', { cache })).rejects.toMatchObject({ code: 'FETCH_FAILED', details: { status: 404 } });
     await expect(open('not-json', { cache })).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
-    await expect(open('tiny-badsha0', { cache })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 0 } });
+    await expect(open('tiny-badsha0', { cache })).rejects.toMatchObject({
+      code: 'INTEGRITY_ERROR',
+      details: { segment: 0 },
+    });
     const rt = await open('tiny-badsha2', { cache: new MemoryCache() });
     const deep = expected.findIndex((e) => e.exit === -1);
-    await expect(rt.classify({ inputs: tensors([deep]), thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 2 } });
-    await expect(rt.classify({ inputs: [{ kind: 'tensor', data: new Float32Array(5) }], thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({
+    await expect(
+      rt.classify({ inputs: tensors([deep]), thresholds: thresholds(rt), probabilities: false }),
+    ).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 2 } });
+    await expect(
+      rt.classify({
+        inputs: [{ kind: 'tensor', data: new Float32Array(5) }],
+        thresholds: thresholds(rt),
+        probabilities: false,
+      }),
+    ).rejects.toMatchObject({
       code: 'INVALID_INPUT',
     });
-    await expect(rt.classify({ inputs: [...tensors([0]), { kind: 'tensor', data: new Float32Array(5) }], thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({
+    await expect(
+      rt.classify({
+        inputs: [...tensors([0]), { kind: 'tensor', data: new Float32Array(5) }],
+        thresholds: thresholds(rt),
+        probabilities: false,
+      }),
+    ).rejects.toMatchObject({
       code: 'INVALID_INPUT',
       details: { inputIndex: 1 },
     });
-    await expect(rt.classify({ inputs: tensors([0]), thresholds: [0.5], probabilities: false })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(rt.classify({ inputs: tensors([0]), thresholds: [0.5], probabilities: false })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
     const early = expected.findIndex((e) => e.exit === 0);
-    await expect(rt.classify({ inputs: tensors([early]), thresholds: thresholds(rt), probabilities: false })).resolves.toHaveLength(1);
+    await expect(
+      rt.classify({ inputs: tensors([early]), thresholds: thresholds(rt), probabilities: false }),
+    ).resolves.toHaveLength(1);
     await rt.dispose();
-    await expect(rt.classify({ inputs: tensors([0]), thresholds: thresholds(rt), probabilities: false })).rejects.toMatchObject({ code: 'DISPOSED' });
+    await expect(
+      rt.classify({ inputs: tensors([0]), thresholds: thresholds(rt), probabilities: false }),
+    ).rejects.toMatchObject({ code: 'DISPOSED' });
   });
 });
 
@@ -264,14 +344,27 @@ describe('device plans', () => {
     expect([...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0)).toBe(true);
     expect(stageMs.every((t) => t > 0)).toBe(true);
     expect(decisionMs[2]).toBe(0);
-    expect(plan).toMatchObject({ version: 1, manifestHash: rt.manifestHash, backend: 'wasm', threads: 1, target: 0.99 });
+    expect(plan).toMatchObject({
+      version: 1,
+      manifestHash: rt.manifestHash,
+      backend: 'wasm',
+      threads: 1,
+      target: 0.99,
+    });
     expect(plan.thresholds).toHaveLength(2);
     expect(plan.enabled).toHaveLength(2);
     plan.enabled.forEach((on, j) => on || expect(plan.thresholds[j]).toBe(NEVER_EXIT));
     expect(planKey(rt.manifestHash, 'wasm', 1)).toBe(`plan:${rt.manifestHash}:wasm:1`);
     expect(cache.plans.get(planKey(rt.manifestHash, 'wasm', 1))).toEqual(plan);
     expect(isDevicePlan(structuredClone(plan))).toBe(true); // what IndexedDB gives back passes the shape check
-    for (const bad of [null, {}, { ...plan, version: 2 }, { ...plan, thresholds: [0.5] }, { ...plan, timings: { stageMs: [1] } }]) expect(isDevicePlan(bad)).toBe(false);
+    for (const bad of [
+      null,
+      {},
+      { ...plan, version: 2 },
+      { ...plan, thresholds: [0.5] },
+      { ...plan, timings: { stageMs: [1] } },
+    ])
+      expect(isDevicePlan(bad)).toBe(false);
     expect(await rt.cachedPlan()).toEqual(plan);
     // Planning again: validation.bin comes from the cache.
     log = [];
@@ -279,7 +372,11 @@ describe('device plans', () => {
     expect(log).toEqual([]);
     expect(again.enabled).toEqual([false, false]);
     expect(again.thresholds).toEqual([NEVER_EXIT, NEVER_EXIT]);
-    const out = await rt.classify({ inputs: tensors(Array.from({ length: 64 }, (_, i) => i)), thresholds: again.thresholds, probabilities: false });
+    const out = await rt.classify({
+      inputs: tensors(Array.from({ length: 64 }, (_, i) => i)),
+      thresholds: again.thresholds,
+      probabilities: false,
+    });
     expect(out.every((r) => r.exit === -1)).toBe(true);
     await rt.dispose();
     // The worker API: a later init finds the cached plan (unless usePlan is false); other thread counts have none.
@@ -314,7 +411,10 @@ describe('device plans', () => {
     expect(!none.ok && none.error.message).toMatch(/validation.*prepare/);
     await api.dispose();
     const bad = await open('tiny-badvalidation', { cache: new MemoryCache() });
-    await expect(bad.plan({ target: 0.9 })).rejects.toMatchObject({ code: 'INTEGRITY_ERROR', details: { file: 'validation.bin' } });
+    await expect(bad.plan({ target: 0.9 })).rejects.toMatchObject({
+      code: 'INTEGRITY_ERROR',
+      details: { file: 'validation.bin' },
+    });
     await bad.dispose();
   });
 });
@@ -323,7 +423,10 @@ describe('createWorkerApi', () => {
   it('returns Wire replies: values with state, errors as payloads with their code', async () => {
     const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
     const bad = await api.init(request('missing'));
-    expect(bad).toMatchObject({ ok: false, error: { __selfxitError: true, code: 'FETCH_FAILED', details: { status: 404 } } });
+    expect(bad).toMatchObject({
+      ok: false,
+      error: { __selfxitError: true, code: 'FETCH_FAILED', details: { status: 404 } },
+    });
 
     const api2 = createWorkerApi({ loadOrt, cache: new MemoryCache() });
     const before = await api2.classify({ inputs: tensors([0]), thresholds: [0.5, 0.5], probabilities: false });
@@ -337,10 +440,17 @@ describe('createWorkerApi', () => {
     const th = init.value.manifest.exits.map((e) => e.threshold);
     const ok = await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: true });
     expect(ok).toMatchObject({ ok: true, value: [{ index: expected[0]!.index, exit: expected[0]!.exit }] });
-    const wrong = await api2.classify({ inputs: [{ kind: 'tensor', data: new Float32Array(1) }], thresholds: th, probabilities: false });
+    const wrong = await api2.classify({
+      inputs: [{ kind: 'tensor', data: new Float32Array(1) }],
+      thresholds: th,
+      probabilities: false,
+    });
     expect(wrong).toMatchObject({ ok: false, error: { code: 'INVALID_INPUT' }, state: { backend: 'wasm' } });
     expect(await api2.init(request('tiny'))).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
     expect(await api2.dispose()).toMatchObject({ ok: true });
-    expect(await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: false })).toMatchObject({ ok: false, error: { code: 'DISPOSED' } });
+    expect(await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: false })).toMatchObject({
+      ok: false,
+      error: { code: 'DISPOSED' },
+    });
   });
 });

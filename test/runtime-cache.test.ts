@@ -18,7 +18,15 @@ let expected: Expected[] = [];
 let inputs: Float32Array[] = [];
 
 const loadOrt = loadOrtNode;
-const request = (): InitRequest => ({ manifestUrl: `${base}/tiny/manifest.json`, backend: 'wasm', threads: 1, cache: true, manifestMaxAgeMs: Infinity, wasmPaths: '/ort/', usePlan: true });
+const request = (): InitRequest => ({
+  manifestUrl: `${base}/tiny/manifest.json`,
+  backend: 'wasm',
+  threads: 1,
+  cache: true,
+  manifestMaxAgeMs: Infinity,
+  wasmPaths: '/ort/',
+  usePlan: true,
+});
 const all = (): WireInput[] => inputs.map((data) => ({ kind: 'tensor', data }));
 const files = (): string[] => log.map((p) => p.split('/').pop()!).sort();
 
@@ -52,7 +60,10 @@ function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
     later(() => {
       if (failReads) {
         readErrors++;
-        req.error = new DOMException('The operation failed for reasons unrelated to the database itself', 'UnknownError');
+        req.error = new DOMException(
+          'The operation failed for reasons unrelated to the database itself',
+          'UnknownError',
+        );
         req.onerror?.();
       } else {
         req.result = value();
@@ -120,10 +131,17 @@ afterAll(() => tiny.close());
 describe('IdbBundleCache on a failing store degrades to no cache', () => {
   it('reads reject and put throws QuotaExceededError: load and classify work, the cache reports disabled', async () => {
     const idb = fakeIdb(0, true);
-    const { init, results, state, fetched } = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
+    const { init, results, state, fetched } = await openAndClassify(
+      new IdbBundleCache('selfxit-test', 'bundles', () => idb.use),
+    );
     expect(init.state).toMatchObject({ cacheEnabled: false, manifestFromCache: false });
     expect(results).toEqual(want());
-    expect(state).toMatchObject({ cacheEnabled: false, manifestFromCache: false, cachedSegments: [false, false, false], sessions: [true, true, true] });
+    expect(state).toMatchObject({
+      cacheEnabled: false,
+      manifestFromCache: false,
+      cachedSegments: [false, false, false],
+      sessions: [true, true, true],
+    });
     expect(fetched).toEqual(NETWORK);
     // The first read failed (the manifest lookup) and switched the cache off: nothing was written after it.
     expect(idb.readErrors).toBe(1);
@@ -142,11 +160,17 @@ describe('IdbBundleCache on a failing store degrades to no cache', () => {
     const manifestBytes = readFileSync(path.join(dir, 'tiny/manifest.json')).length;
     const idb = fakeIdb(manifestBytes + 200, false);
     const first = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
-    expect(first.init.state).toMatchObject({ cacheEnabled: false, manifestFromCache: false, cachedSegments: [false, false, false] });
+    expect(first.init.state).toMatchObject({
+      cacheEnabled: false,
+      manifestFromCache: false,
+      cachedSegments: [false, false, false],
+    });
     expect(first.results).toEqual(want());
     expect(first.state).toMatchObject({ cacheEnabled: false, cachedSegments: [false, false, false] });
     expect(first.fetched).toEqual(NETWORK);
-    expect(idb.quotaErrors).toEqual([`segment:${JSON.parse(readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8')).segments[0].sha256}`]);
+    expect(idb.quotaErrors).toEqual([
+      `segment:${JSON.parse(readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8')).segments[0].sha256}`,
+    ]);
     expect([...idb.data.keys()]).toEqual([`manifest:${base}/tiny/manifest.json`]);
 
     // Next visit, same full store: the manifest comes from it, the segments from the network (their write fails again).

@@ -87,11 +87,25 @@ describe('measureStages', () => {
     const of = (s: number) => calls.filter((c) => c.segment === s);
     // segment 0: warm-ups with both outputs, then pairs of passes, main only and main + exit, in the order AB BA AB BA;
     // segments 1, 2: main only in every pass
-    expect(of(0).map((c) => c.fetches.join('+'))).toEqual([...Array(WARMUP_RUNS).fill('x1+p0'), 'x1', 'x1+p0', 'x1+p0', 'x1', 'x1', 'x1+p0', 'x1+p0', 'x1']);
+    expect(of(0).map((c) => c.fetches.join('+'))).toEqual([
+      ...Array(WARMUP_RUNS).fill('x1+p0'),
+      'x1',
+      'x1+p0',
+      'x1+p0',
+      'x1',
+      'x1',
+      'x1+p0',
+      'x1+p0',
+      'x1',
+    ]);
     expect(of(1).map((c) => c.fetches.join('+'))).toEqual(Array(WARMUP_RUNS + 2 * runs).fill('x2'));
     expect(of(2)).toHaveLength(WARMUP_RUNS + 2 * runs);
     // passes through the segments in cascade order: 0, 1, 2, 0, 1, 2, …
-    expect(calls.map((c) => c.segment)).toEqual(Array(WARMUP_RUNS + 2 * runs).fill([0, 1, 2]).flat());
+    expect(calls.map((c) => c.segment)).toEqual(
+      Array(WARMUP_RUNS + 2 * runs)
+        .fill([0, 1, 2])
+        .flat(),
+    );
     // segment 0 runs on zeros of the input dims at batch 1; every run of segment s+1 on one output of segment s
     expect(of(0)[0]!.input.dims).toEqual([1, 1, 2, 2]);
     expect(Array.from(of(0)[0]!.input.data as Float32Array)).toEqual([0, 0, 0, 0]);
@@ -113,7 +127,10 @@ describe('measureStages', () => {
         return out;
       },
     })) as unknown as InferenceSession[];
-    const timings = await measureStages({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t }, 4);
+    const timings = await measureStages(
+      { Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t },
+      4,
+    );
     // segment 0: main runs 1, 5, 1, 5 ms (median 3); paired differences +4.5, −3.5, +4.5, −3.5 (median 0.5), where
     // main, exit, main, exit, … would put every exit run on a slow slot and give 4.5
     expect(timings.stageMs[0]).toBe(3);
@@ -154,7 +171,10 @@ describe('measureStages', () => {
         return out;
       },
     })) as unknown as InferenceSession[];
-    const timings = await measureStages({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t }, 3);
+    const timings = await measureStages(
+      { Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t },
+      3,
+    );
     expect(timings).toEqual({ stageMs: [4, 5, 3], decisionMs: [0.5, 0, 0] });
     expect(all.length).toBe(2 * (WARMUP_RUNS + 3 + 3)); // segments 0 and 1: warm-up passes + both kinds of passes
     expect(all.map((t) => t.freed)).toEqual(all.map(() => 1));
@@ -173,7 +193,12 @@ describe('OrtStageRunner readExit', () => {
   it('fetches the exit output only when asked to', async () => {
     const calls: Call[] = [];
     const sessions = fakeSessions({ t: 0 }, calls);
-    const runner = new OrtStageRunner({ Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]! });
+    const runner = new OrtStageRunner({
+      Tensor: T,
+      manifest,
+      queue: new SerialQueue(),
+      session: async (s) => sessions[s]!,
+    });
     const x = new T('float32', new Float32Array(4), [1, 1, 2, 2]);
     const read = await runner.runStage(0, x, 1);
     expect(calls.at(-1)!.fetches).toEqual(['x1', 'p0']);

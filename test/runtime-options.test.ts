@@ -23,8 +23,20 @@ describe('resolveLoadOptions', () => {
   });
 
   it('keeps explicit options and normalises wasmPaths to a folder', () => {
-    const r = resolveLoadOptions('https://x.test/b/manifest.json', { backend: 'wasm', threads: 2, cache: 'reload', wasmPaths: 'https://x.test/ort', workerUrl: 'https://x.test/w.js' });
-    expect(r.init).toMatchObject({ manifestUrl: 'https://x.test/b/manifest.json', backend: 'wasm', threads: 2, cache: 'reload', wasmPaths: 'https://x.test/ort/' });
+    const r = resolveLoadOptions('https://x.test/b/manifest.json', {
+      backend: 'wasm',
+      threads: 2,
+      cache: 'reload',
+      wasmPaths: 'https://x.test/ort',
+      workerUrl: 'https://x.test/w.js',
+    });
+    expect(r.init).toMatchObject({
+      manifestUrl: 'https://x.test/b/manifest.json',
+      backend: 'wasm',
+      threads: 2,
+      cache: 'reload',
+      wasmPaths: 'https://x.test/ort/',
+    });
     expect(r.workerUrl?.href).toBe('https://x.test/w.js');
   });
 
@@ -74,7 +86,12 @@ describe('chooseThresholds (setTarget)', () => {
     { knob: 1, thresholds: [1, 1], agreement: 1, macsFraction: 1.02, exitShares: [] },
   ];
   it('takes the cheapest point whose agreement reaches the target', () => {
-    expect(chooseThresholds(withCurve(curve), 0.99)).toMatchObject({ thresholds: [0.9, 0.9], agreement: 0.99, macsFraction: 0.7, reached: true });
+    expect(chooseThresholds(withCurve(curve), 0.99)).toMatchObject({
+      thresholds: [0.9, 0.9],
+      agreement: 0.99,
+      macsFraction: 0.7,
+      reached: true,
+    });
     expect(chooseThresholds(withCurve(curve), 0.95).thresholds).toEqual([0.8, 0.8]);
     expect(chooseThresholds(withCurve(curve), 0.5).thresholds).toEqual([0.5, 0.5]);
     expect(chooseThresholds(withCurve(curve), 1).thresholds).toEqual([1, 1]);
@@ -86,13 +103,23 @@ describe('chooseThresholds (setTarget)', () => {
   });
 
   it("with a device plan, picks from the plan's curve", () => {
-    const plan = { curve: [{ knob: 0.7, thresholds: [0.7, 1.0000001], agreement: 0.99, macsFraction: 0.6, exitShares: [] }, ...curve.slice(4)] } as unknown as DevicePlan;
-    expect(chooseThresholds(withCurve(curve), 0.99, plan)).toMatchObject({ thresholds: [0.7, 1.0000001], macsFraction: 0.6, reached: true });
+    const plan = {
+      curve: [
+        { knob: 0.7, thresholds: [0.7, 1.0000001], agreement: 0.99, macsFraction: 0.6, exitShares: [] },
+        ...curve.slice(4),
+      ],
+    } as unknown as DevicePlan;
+    expect(chooseThresholds(withCurve(curve), 0.99, plan)).toMatchObject({
+      thresholds: [0.7, 1.0000001],
+      macsFraction: 0.6,
+      reached: true,
+    });
     expect(chooseThresholds(withCurve(curve), 0.999, plan).thresholds).toEqual([1, 1]);
   });
 
   it('rejects targets outside (0, 1] and empty curves', () => {
-    for (const t of [0, -0.1, 1.01, Number.NaN]) expect(() => chooseThresholds(withCurve(curve), t)).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
+    for (const t of [0, -0.1, 1.01, Number.NaN])
+      expect(() => chooseThresholds(withCurve(curve), t)).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
     expect(() => chooseThresholds(withCurve([]), 0.9)).toThrow(expect.objectContaining({ code: 'INVALID_BUNDLE' }));
   });
 });

@@ -4,7 +4,15 @@ import type { InputSpec } from '../src/bundle/manifest.js';
 import { SelfxitError } from '../src/errors.js';
 import { inputDims, inputSize, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
 
-const rgb = (layout: 'NCHW' | 'NHWC'): InputSpec => ({ name: 'x', height: 2, width: 2, channels: 3, layout, mean: [0.5, 0.25, 0], std: [0.5, 0.25, 1] });
+const rgb = (layout: 'NCHW' | 'NHWC'): InputSpec => ({
+  name: 'x',
+  height: 2,
+  width: 2,
+  channels: 3,
+  layout,
+  mean: [0.5, 0.25, 0],
+  std: [0.5, 0.25, 1],
+});
 // 2x2 pixels: (R, G, B, A)
 const pixels = Uint8ClampedArray.from([255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 51, 102, 153, 0]);
 
@@ -31,7 +39,12 @@ describe('rgbaToInput', () => {
     const gray: InputSpec = { name: 'x', height: 2, width: 2, channels: 1, layout: 'NCHW', mean: [0], std: [1] };
     const out = new Float32Array(4);
     rgbaToInput(pixels, gray, out);
-    const luma = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [51, 102, 153]].map(([r, g, b]) => Math.round(0.299 * r! + 0.587 * g! + 0.114 * b!) / 255);
+    const luma = [
+      [255, 0, 0],
+      [0, 255, 0],
+      [0, 0, 255],
+      [51, 102, 153],
+    ].map(([r, g, b]) => Math.round(0.299 * r! + 0.587 * g! + 0.114 * b!) / 255);
     expect(Array.from(out)).toEqual(luma.map((v) => expect.closeTo(v, 6)));
   });
 
@@ -53,14 +66,26 @@ describe('preprocessInto', () => {
   });
 
   it('throws INVALID_INPUT naming the expected size for a wrong-length tensor', async () => {
-    const err = await preprocessInto({ kind: 'tensor', data: new Float32Array(7) }, spec, new Float32Array(12), 0).catch((e: unknown) => e);
+    const err = await preprocessInto(
+      { kind: 'tensor', data: new Float32Array(7) },
+      spec,
+      new Float32Array(12),
+      0,
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SelfxitError);
     expect(err).toMatchObject({ code: 'INVALID_INPUT', details: { expected: 12, got: 7 } });
     expect((err as Error).message).toContain('NCHW 3x2x2');
   });
 
   it('throws INVALID_INPUT for malformed pixels', async () => {
-    await expect(preprocessInto({ kind: 'pixels', width: 2, height: 2, data: new Uint8ClampedArray(3) }, spec, new Float32Array(12), 0)).rejects.toMatchObject({
+    await expect(
+      preprocessInto(
+        { kind: 'pixels', width: 2, height: 2, data: new Uint8ClampedArray(3) },
+        spec,
+        new Float32Array(12),
+        0,
+      ),
+    ).rejects.toMatchObject({
       code: 'INVALID_INPUT',
     });
   });

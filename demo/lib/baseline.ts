@@ -15,7 +15,10 @@ export class Baseline {
 
   /** Starts the worker and creates the session (throws what onnxruntime throws). */
   static async create(options: BaselineInit): Promise<Baseline> {
-    const worker = new Worker(new URL('./baseline.worker.ts', import.meta.url), { type: 'module', name: 'selfxit-baseline' });
+    const worker = new Worker(new URL('./baseline.worker.ts', import.meta.url), {
+      type: 'module',
+      name: 'selfxit-baseline',
+    });
     const api = Comlink.wrap<BaselineWorkerApi>(worker);
     try {
       const info = await api.init(options);

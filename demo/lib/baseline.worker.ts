@@ -18,7 +18,9 @@ const api: BaselineWorkerApi = {
   async init(options) {
     handle = await loadOrt({ backend: options.backend, threads: options.threads, wasmPaths: options.wasmPaths });
     const bytes =
-      typeof options.model === 'string' ? new Uint8Array(await (await fetch(options.model)).arrayBuffer()) : options.model;
+      typeof options.model === 'string'
+        ? new Uint8Array(await (await fetch(options.model)).arrayBuffer())
+        : options.model;
     session = await handle.ort.InferenceSession.create(bytes, sessionOptions(handle, []));
     spec = options.input;
     outputKind = options.outputKind;
@@ -28,7 +30,10 @@ const api: BaselineWorkerApi = {
     if (!session || !spec || !handle) throw new Error('baseline worker: init() first');
     const t0 = performance.now();
     const data = toModelInput({ data: images, count }, 0, count, spec);
-    const dims = spec.layout === 'NCHW' ? [count, spec.channels, spec.height, spec.width] : [count, spec.height, spec.width, spec.channels];
+    const dims =
+      spec.layout === 'NCHW'
+        ? [count, spec.channels, spec.height, spec.width]
+        : [count, spec.height, spec.width, spec.channels];
     const feeds = { [session.inputNames[0]!]: new handle.ort.Tensor('float32', data, dims) };
     const t1 = performance.now();
     const out = await session.run(feeds);

@@ -26,7 +26,13 @@ export interface ByomProgress {
 }
 
 export type ByomReply =
-  | { readonly ok: true; readonly manifest: BundleManifest; readonly files: Map<string, Uint8Array>; readonly seconds: number; readonly images: number }
+  | {
+      readonly ok: true;
+      readonly manifest: BundleManifest;
+      readonly files: Map<string, Uint8Array>;
+      readonly seconds: number;
+      readonly images: number;
+    }
   | { readonly ok: false; readonly error: SelfxitErrorPayload };
 
 export interface ByomWorkerApi {

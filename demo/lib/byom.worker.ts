@@ -13,15 +13,25 @@ const api: ByomWorkerApi = {
     const t0 = performance.now();
     try {
       const model = decodeModel(req.model);
-      const io = resolveModelIO(model, { inputs: graphInputs(model), outputs: graphOutputs(model) }, {
-        ...(req.shape ?? {}),
-        mean: req.mean,
-        std: req.std,
-      });
+      const io = resolveModelIO(
+        model,
+        { inputs: graphInputs(model), outputs: graphOutputs(model) },
+        {
+          ...(req.shape ?? {}),
+          mean: req.mean,
+          std: req.std,
+        },
+      );
       const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
       onProgress({ stage: 'decode', done: 0, total: req.images.length });
-      const decoded = await decodeImages(req.images, shape, (done) => onProgress({ stage: 'decode', done, total: req.images.length }));
-      if (decoded.count === 0) throw new SelfxitError('INVALID_SAMPLES', `none of the ${req.images.length} files could be decoded as an image`);
+      const decoded = await decodeImages(req.images, shape, (done) =>
+        onProgress({ stage: 'decode', done, total: req.images.length }),
+      );
+      if (decoded.count === 0)
+        throw new SelfxitError(
+          'INVALID_SAMPLES',
+          `none of the ${req.images.length} files could be decoded as an image`,
+        );
       const handle = await loadOrt({ backend: 'wasm', threads: req.threads, wasmPaths: req.wasmPaths });
       const result = await prepare({
         model: req.model,
@@ -30,10 +40,17 @@ const api: ByomWorkerApi = {
         target: req.target,
         ...(req.labels && req.labels.length === io.classes ? { labels: req.labels } : {}),
         ort: handle.ort,
-        onProgress: (p) => onProgress({ stage: p.stage, done: p.done, total: p.total, ...(p.detail ? { detail: p.detail } : {}) }),
+        onProgress: (p) =>
+          onProgress({ stage: p.stage, done: p.done, total: p.total, ...(p.detail ? { detail: p.detail } : {}) }),
         generator: 'selfxit demo (in-browser prepare)',
       });
-      return { ok: true, manifest: result.manifest, files: result.files, seconds: (performance.now() - t0) / 1000, images: decoded.count };
+      return {
+        ok: true,
+        manifest: result.manifest,
+        files: result.files,
+        seconds: (performance.now() - t0) / 1000,
+        images: decoded.count,
+      };
     } catch (e) {
       return { ok: false, error: toErrorPayload(e) };
     }

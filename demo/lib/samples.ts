@@ -24,11 +24,22 @@ export async function fetchImageSet(
   shape: { height: number; width: number; channels: number },
   options: { labelsUrl?: string; limit?: number } = {},
 ): Promise<ImageSet> {
-  const [data, labels] = await Promise.all([fetchBytes(url), options.labelsUrl ? fetchBytes(options.labelsUrl) : Promise.resolve(undefined)]);
+  const [data, labels] = await Promise.all([
+    fetchBytes(url),
+    options.labelsUrl ? fetchBytes(options.labelsUrl) : Promise.resolve(undefined),
+  ]);
   const per = shape.height * shape.width * shape.channels;
-  if (data.length % per !== 0) throw new Error(`${url}: ${data.length} bytes is not a whole number of ${shape.height}x${shape.width}x${shape.channels} images`);
+  if (data.length % per !== 0)
+    throw new Error(
+      `${url}: ${data.length} bytes is not a whole number of ${shape.height}x${shape.width}x${shape.channels} images`,
+    );
   const count = Math.min(data.length / per, options.limit ?? Infinity);
-  return { ...shape, data: data.subarray(0, count * per), count, ...(labels ? { labels: labels.subarray(0, count) } : {}) };
+  return {
+    ...shape,
+    data: data.subarray(0, count * per),
+    count,
+    ...(labels ? { labels: labels.subarray(0, count) } : {}),
+  };
 }
 
 /** Bytes of image `i` (a view, no copy). */

@@ -15,7 +15,13 @@ export const FULL_COLOR = '#e4572e';
  * The curve point whose thresholds equal `thresholds` (the classifier's current ones), or undefined when
  * none does (e.g. every exit switched off because no point meets the target).
  */
-export function chooseCurvePoint(curve: readonly CurvePoint[], thresholds: readonly number[] | undefined): CurvePoint | undefined {
+export function chooseCurvePoint(
+  curve: readonly CurvePoint[],
+  thresholds: readonly number[] | undefined,
+): CurvePoint | undefined {
   if (!thresholds) return undefined;
-  return curve.find((p) => p.thresholds.length === thresholds.length && p.thresholds.every((t, k) => Math.abs(t - thresholds[k]!) < 1e-9));
+  return curve.find(
+    (p) =>
+      p.thresholds.length === thresholds.length && p.thresholds.every((t, k) => Math.abs(t - thresholds[k]!) < 1e-9),
+  );
 }

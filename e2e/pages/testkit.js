@@ -36,11 +36,24 @@ window.testkit = {
       await promise;
       return null;
     } catch (e) {
-      return { name: e?.name, code: e?.code, message: String(e?.message), details: e?.details ?? null, isSelfxitError: e instanceof window.selfxit.SelfxitError };
+      return {
+        name: e?.name,
+        code: e?.code,
+        message: String(e?.message),
+        details: e?.details ?? null,
+        isSelfxitError: e instanceof window.selfxit.SelfxitError,
+      };
     }
   },
   /** Strips a result to what the tests compare. */
   brief(r) {
-    return { index: r.index, exit: r.exit.index, confidence: r.confidence, label: r.label, exitName: r.exit.name, stages: r.timings.stages.length };
+    return {
+      index: r.index,
+      exit: r.exit.index,
+      confidence: r.confidence,
+      label: r.label,
+      exitName: r.exit.name,
+      stages: r.timings.stages.length,
+    };
   },
 };

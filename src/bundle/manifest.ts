@@ -197,19 +197,26 @@ export function validateManifest(value: unknown): BundleManifest {
   if (typeof value !== 'object' || value === null) fail('not a JSON object');
   const m = value as Partial<BundleManifest>;
   if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
-  if (m.version !== MANIFEST_VERSION) fail(`version ${String(m.version)} is not supported (this selfxit reads version ${MANIFEST_VERSION})`, { version: m.version });
+  if (m.version !== MANIFEST_VERSION)
+    fail(`version ${String(m.version)} is not supported (this selfxit reads version ${MANIFEST_VERSION})`, {
+      version: m.version,
+    });
   if (!m.input || typeof m.input.height !== 'number' || typeof m.input.width !== 'number') fail('input spec missing');
-  if (m.input.mean?.length !== m.input.channels || m.input.std?.length !== m.input.channels) fail('input mean/std length must equal channels');
+  if (m.input.mean?.length !== m.input.channels || m.input.std?.length !== m.input.channels)
+    fail('input mean/std length must equal channels');
   if (!Array.isArray(m.labels)) fail('labels missing');
   if (!Array.isArray(m.segments) || m.segments.length === 0) fail('no segments');
   if (!Array.isArray(m.exits)) fail('exits missing');
   m.segments.forEach((s, i) => {
     if (typeof s.file !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`segment ${i} needs file and sha256`);
-    if (s.exit !== undefined && (s.exit < 0 || s.exit >= m.exits!.length || !s.exitOutput)) fail(`segment ${i} names exit ${s.exit} without a matching exit/exitOutput`);
+    if (s.exit !== undefined && (s.exit < 0 || s.exit >= m.exits!.length || !s.exitOutput))
+      fail(`segment ${i} names exit ${s.exit} without a matching exit/exitOutput`);
   });
   m.exits.forEach((e, i) => {
-    if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i) fail(`exit ${i} is not fused into segment ${e.segment}`);
-    if (!(e.threshold >= 0 && e.threshold <= 1.0000001)) fail(`exit ${i} threshold ${e.threshold} outside [0, 1.0000001] (1.0000001 = never exit)`);
+    if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i)
+      fail(`exit ${i} is not fused into segment ${e.segment}`);
+    if (!(e.threshold >= 0 && e.threshold <= 1.0000001))
+      fail(`exit ${i} threshold ${e.threshold} outside [0, 1.0000001] (1.0000001 = never exit)`);
   });
   if (!m.calibration) fail('calibration summary missing');
   return m as BundleManifest;

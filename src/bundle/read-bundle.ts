@@ -17,10 +17,15 @@ export async function readBundle(load: BundleLoader, options: { verify?: boolean
   try {
     parsed = JSON.parse(new TextDecoder().decode(raw));
   } catch (e) {
-    throw new SelfxitError('INVALID_BUNDLE', `${MANIFEST_FILE} is not valid JSON: ${(e as Error).message}`, undefined, { cause: e });
+    throw new SelfxitError('INVALID_BUNDLE', `${MANIFEST_FILE} is not valid JSON: ${(e as Error).message}`, undefined, {
+      cause: e,
+    });
   }
   const manifest = validateManifest(parsed);
-  const wanted: { file: string; sha256: string | undefined }[] = manifest.segments.map((s) => ({ file: s.file, sha256: s.sha256 }));
+  const wanted: { file: string; sha256: string | undefined }[] = manifest.segments.map((s) => ({
+    file: s.file,
+    sha256: s.sha256,
+  }));
   if (manifest.backbone.file) wanted.push({ file: manifest.backbone.file, sha256: manifest.backbone.sha256 });
   const validation = manifest.calibration.validation;
   if (validation) wanted.push({ file: validation.file, sha256: validation.sha256 });
@@ -29,7 +34,12 @@ export async function readBundle(load: BundleLoader, options: { verify?: boolean
     const bytes = await load(file);
     if (options.verify !== false && sha256 !== undefined) {
       const got = await sha256Hex(bytes);
-      if (got !== sha256) throw new SelfxitError('INTEGRITY_ERROR', `${file}: sha256 ${got} does not match the manifest (${sha256})`, { file, expected: sha256, actual: got });
+      if (got !== sha256)
+        throw new SelfxitError('INTEGRITY_ERROR', `${file}: sha256 ${got} does not match the manifest (${sha256})`, {
+          file,
+          expected: sha256,
+          actual: got,
+        });
     }
     files.set(file, bytes);
   }

@@ -25,9 +25,11 @@ export function encodeValidation(exits: readonly ValidationExit[]): Uint8Array {
   const out = new Uint8Array(3 * n * exits.length);
   const view = new DataView(out.buffer);
   exits.forEach((e, j) => {
-    if (e.score.length !== n || e.agree.length !== n) throw new SelfxitError('INTERNAL', `validation exit ${j} has ${e.score.length} samples, expected ${n}`);
+    if (e.score.length !== n || e.agree.length !== n)
+      throw new SelfxitError('INTERNAL', `validation exit ${j} has ${e.score.length} samples, expected ${n}`);
     const base = 3 * n * j;
-    for (let i = 0; i < n; i++) view.setUint16(base + 2 * i, Math.round(Math.min(1, Math.max(0, e.score[i]!)) * 65535), true);
+    for (let i = 0; i < n; i++)
+      view.setUint16(base + 2 * i, Math.round(Math.min(1, Math.max(0, e.score[i]!)) * 65535), true);
     for (let i = 0; i < n; i++) out[base + 2 * n + i] = e.agree[i] ? 1 : 0;
   });
   return out;
@@ -36,7 +38,10 @@ export function encodeValidation(exits: readonly ValidationExit[]): Uint8Array {
 /** Decodes {@link encodeValidation}'s bytes (INVALID_BUNDLE when the size does not match). */
 export function decodeValidation(bytes: Uint8Array, exits: number, samples: number): ValidationExit[] {
   if (bytes.length !== 3 * exits * samples) {
-    throw new SelfxitError('INVALID_BUNDLE', `${VALIDATION_FILE} has ${bytes.length} bytes, expected 3 x ${exits} exits x ${samples} samples`);
+    throw new SelfxitError(
+      'INVALID_BUNDLE',
+      `${VALIDATION_FILE} has ${bytes.length} bytes, expected 3 x ${exits} exits x ${samples} samples`,
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return Array.from({ length: exits }, (_, j) => {

@@ -2,10 +2,27 @@
 // segment ending at its cut (one run per stage, two outputs), hashes every file and fills the manifest.
 // Pure: writing the files somewhere (disk, IndexedDB, a zip) is the caller's job.
 import { SelfxitError } from '../errors.js';
-import { encodeModel, fuseHead, segmentMacs, sha256Hex, splitModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
+import {
+  encodeModel,
+  fuseHead,
+  segmentMacs,
+  sha256Hex,
+  splitModel,
+  type ModelAnalysis,
+  type OnnxModel,
+} from '../graph/index.js';
 import { headCost, type HeadSpec } from './head-spec.js';
 import { encodeValidation, VALIDATION_ENCODING, VALIDATION_FILE, type ValidationExit } from './validation-file.js';
-import { MANIFEST_FORMAT, MANIFEST_VERSION, type BundleManifest, type CalibrationSummary, type ExitScoreMap, type ExitSpec, type InputSpec, type SegmentSpec } from './manifest.js';
+import {
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type BundleManifest,
+  type CalibrationSummary,
+  type ExitScoreMap,
+  type ExitSpec,
+  type InputSpec,
+  type SegmentSpec,
+} from './manifest.js';
 
 /** One exit to write, ordered by depth. */
 export interface BundleExit {
@@ -50,11 +67,14 @@ export const segmentFileName = (i: number): string => `segment-${i}.onnx`;
 export const exitOutputName = (i: number): string => `selfxit_exit${i}_probs`;
 
 /** Builds the bundle files and manifest. Exits must be in depth order and on distinct cuts. */
-export async function assembleBundle(o: AssembleOptions): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array> }> {
+export async function assembleBundle(
+  o: AssembleOptions,
+): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array> }> {
   const cuts = o.exits.map((e) => e.cut);
   const segMacs = segmentMacs(o.analysis, cuts);
   const models = splitModel(o.model, cuts, { shapes: o.analysis.shapes, dtypes: o.analysis.dtypes });
-  if (models.length !== cuts.length + 1) throw new SelfxitError('INTERNAL', `splitModel returned ${models.length} segments for ${cuts.length} cuts`);
+  if (models.length !== cuts.length + 1)
+    throw new SelfxitError('INTERNAL', `splitModel returned ${models.length} segments for ${cuts.length} cuts`);
   const files = new Map<string, Uint8Array>();
   const segments: SegmentSpec[] = [];
   const exits: ExitSpec[] = [];
@@ -101,12 +121,19 @@ export async function assembleBundle(o: AssembleOptions): Promise<{ manifest: Bu
   }
   let calibration = o.calibration;
   if (o.validation && o.validation.length > 0) {
-    if (o.validation.length !== o.exits.length) throw new SelfxitError('INTERNAL', `${o.validation.length} validation exits for ${o.exits.length} exits`);
+    if (o.validation.length !== o.exits.length)
+      throw new SelfxitError('INTERNAL', `${o.validation.length} validation exits for ${o.exits.length} exits`);
     const bytes = encodeValidation(o.validation);
     files.set(VALIDATION_FILE, bytes);
     calibration = {
       ...calibration,
-      validation: { file: VALIDATION_FILE, sha256: await sha256Hex(bytes), bytes: bytes.length, samples: o.validation[0]!.score.length, encoding: VALIDATION_ENCODING },
+      validation: {
+        file: VALIDATION_FILE,
+        sha256: await sha256Hex(bytes),
+        bytes: bytes.length,
+        samples: o.validation[0]!.score.length,
+        encoding: VALIDATION_ENCODING,
+      },
     };
   }
   const manifest: BundleManifest = {

@@ -17,13 +17,21 @@ const MAX_SHIFT = 2;
 export function checkAugment(kinds: readonly string[]): AugmentKind[] {
   for (const k of kinds) {
     if (!(AUGMENT_KINDS as readonly string[]).includes(k)) {
-      throw new SelfxitError('INVALID_ARGUMENT', `unknown augmentation "${k}" (${AUGMENT_KINDS.join(', ')})`, { augment: k });
+      throw new SelfxitError('INVALID_ARGUMENT', `unknown augmentation "${k}" (${AUGMENT_KINDS.join(', ')})`, {
+        augment: k,
+      });
     }
   }
   return [...new Set(kinds as readonly AugmentKind[])];
 }
 
-function transformInto(src: Uint8Array, dst: Uint8Array, shape: SampleShape, count: number, pick: (i: number) => { dy: number; dx: number; flip: boolean }): void {
+function transformInto(
+  src: Uint8Array,
+  dst: Uint8Array,
+  shape: SampleShape,
+  count: number,
+  pick: (i: number) => { dy: number; dx: number; flip: boolean },
+): void {
   const { height: h, width: w, channels: c } = shape;
   const per = h * w * c;
   for (let i = 0; i < count; i++) {
@@ -46,7 +54,12 @@ function transformInto(src: Uint8Array, dst: Uint8Array, shape: SampleShape, cou
  * The originals followed by one transformed copy per kind, in order: row `a * count + i` is copy `a` of image `i`
  * (copy 0 = the original). Seeded, so the same seed gives the same copies.
  */
-export function augmentSamples(batch: SampleBatch, shape: SampleShape, kinds: readonly AugmentKind[], seed: number): SampleBatch {
+export function augmentSamples(
+  batch: SampleBatch,
+  shape: SampleShape,
+  kinds: readonly AugmentKind[],
+  seed: number,
+): SampleBatch {
   const per = shape.height * shape.width * shape.channels;
   const n = batch.count;
   const out = new Uint8Array(n * per * (1 + kinds.length));
@@ -57,7 +70,11 @@ export function augmentSamples(batch: SampleBatch, shape: SampleShape, kinds: re
       transformInto(batch.data, dst, shape, n, () => ({ dy: 0, dx: 0, flip: true }));
     } else {
       const rng = createRng(seed + 7919 * (a + 1));
-      transformInto(batch.data, dst, shape, n, () => ({ dy: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT, dx: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT, flip: false }));
+      transformInto(batch.data, dst, shape, n, () => ({
+        dy: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT,
+        dx: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT,
+        flip: false,
+      }));
     }
   });
   return { data: out, count: n * (1 + kinds.length) };

@@ -43,7 +43,8 @@ export interface CascadeOutcome {
 
 /** Argmax per row of `[n, k]` (first index on ties). */
 export function argmaxRows(p: Float32Array, n: number, k: number): Int32Array {
-  if (p.length < n * k) throw new SelfxitError('INVALID_ARGUMENT', `probabilities hold ${p.length} values, expected ${n}x${k}`);
+  if (p.length < n * k)
+    throw new SelfxitError('INVALID_ARGUMENT', `probabilities hold ${p.length} values, expected ${n}x${k}`);
   const out = new Int32Array(n);
   for (let r = 0; r < n; r++) out[r] = argmaxAt(p, r, k);
   return out;
@@ -51,8 +52,10 @@ export function argmaxRows(p: Float32Array, n: number, k: number): Int32Array {
 
 /** Precomputes score (max probability), argmax and agreement of an exit's probabilities `[n, k]` against the backbone's argmax. */
 export function exitScores(probs: Float32Array, n: number, k: number, teacherPred: Int32Array): ExitScores {
-  if (probs.length < n * k) throw new SelfxitError('INVALID_ARGUMENT', `exit probabilities hold ${probs.length} values, expected ${n}x${k}`);
-  if (teacherPred.length !== n) throw new SelfxitError('INVALID_ARGUMENT', `teacher argmax has ${teacherPred.length} entries, expected ${n}`);
+  if (probs.length < n * k)
+    throw new SelfxitError('INVALID_ARGUMENT', `exit probabilities hold ${probs.length} values, expected ${n}x${k}`);
+  if (teacherPred.length !== n)
+    throw new SelfxitError('INVALID_ARGUMENT', `teacher argmax has ${teacherPred.length} entries, expected ${n}`);
   const score = new Float32Array(n);
   const pred = new Int32Array(n);
   const agree = new Uint8Array(n);
@@ -85,7 +88,10 @@ export function checkCandidates(exits: readonly ExitScores[], costs: CascadeCost
     }
   });
   if (costs.backboneCostAt.length < exits.length || costs.headCost.length < exits.length) {
-    throw new SelfxitError('INVALID_ARGUMENT', `cost table covers ${Math.min(costs.backboneCostAt.length, costs.headCost.length)} candidates, expected ${exits.length}`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `cost table covers ${Math.min(costs.backboneCostAt.length, costs.headCost.length)} candidates, expected ${exits.length}`,
+    );
   }
   if (!(costs.fullCost > 0)) throw new SelfxitError('INVALID_ARGUMENT', `fullCost must be > 0, got ${costs.fullCost}`);
   return n;
@@ -95,8 +101,13 @@ export function checkCandidates(exits: readonly ExitScores[], costs: CascadeCost
 export function checkSelected(selected: readonly number[], candidates: number): void {
   for (let j = 0; j < selected.length; j++) {
     const e = selected[j]!;
-    if (!(Number.isInteger(e) && e >= 0 && e < candidates)) throw new SelfxitError('INVALID_ARGUMENT', `selected exit ${e} is not a candidate index in [0, ${candidates})`);
-    if (j > 0 && e <= selected[j - 1]!) throw new SelfxitError('INVALID_ARGUMENT', `selected exits must be strictly increasing (by depth), got ${selected.join(',')}`);
+    if (!(Number.isInteger(e) && e >= 0 && e < candidates))
+      throw new SelfxitError('INVALID_ARGUMENT', `selected exit ${e} is not a candidate index in [0, ${candidates})`);
+    if (j > 0 && e <= selected[j - 1]!)
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `selected exits must be strictly increasing (by depth), got ${selected.join(',')}`,
+      );
   }
 }
 
@@ -123,10 +134,16 @@ export function pathCosts(selected: readonly number[], costs: CascadeCosts): Flo
  * leaves at the first exit whose score is >= its threshold, else the backbone answers (and agrees with itself).
  * O(n·|S|).
  */
-export function simulateCascade(exits: readonly ExitScores[], selected: readonly number[], thresholds: readonly number[], costs: CascadeCosts): CascadeOutcome {
+export function simulateCascade(
+  exits: readonly ExitScores[],
+  selected: readonly number[],
+  thresholds: readonly number[],
+  costs: CascadeCosts,
+): CascadeOutcome {
   const n = checkCandidates(exits, costs);
   checkSelected(selected, exits.length);
-  if (thresholds.length !== selected.length) throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${selected.length} selected exits`);
+  if (thresholds.length !== selected.length)
+    throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${selected.length} selected exits`);
   const s = selected.length;
   const cost = pathCosts(selected, costs);
   const exitAt = new Int32Array(n).fill(s);

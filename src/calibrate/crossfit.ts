@@ -1,6 +1,12 @@
 // K-fold cross-fitting of exit heads: out-of-fold probabilities for threshold choice, plus a final head on all samples.
 import { SelfxitError } from '../errors.js';
-import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions, type TrainHeadResult, type TrainedHead } from './train-head.js';
+import {
+  predictHeadRows,
+  trainHeadOnRows,
+  type TrainHeadOptions,
+  type TrainHeadResult,
+  type TrainedHead,
+} from './train-head.js';
 import { foldIndices, kFoldAssign } from './rng.js';
 
 /** Options of {@link crossFit}: head training options plus the split. */
@@ -42,20 +48,29 @@ export interface CrossFitResult {
  * Then (fitFinal, default) trains the exported head on all `n` samples. The split is seeded (`seed`, default 0);
  * pass the same `foldOf` to every cut to keep folds aligned across exits. Fold f's head uses seed `seed + 1 + f`.
  */
-export function crossFit(x: Float32Array, p: Float32Array, n: number, d: number, k: number, options: CrossFitOptions = {}): CrossFitResult {
+export function crossFit(
+  x: Float32Array,
+  p: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  options: CrossFitOptions = {},
+): CrossFitResult {
   const t0 = Date.now();
   const seed = options.seed ?? 0;
   let foldOf: Int32Array;
   if (options.foldOf) {
     foldOf = options.foldOf;
-    if (foldOf.length !== n) throw new SelfxitError('INVALID_ARGUMENT', `foldOf has ${foldOf.length} entries, expected ${n}`);
+    if (foldOf.length !== n)
+      throw new SelfxitError('INVALID_ARGUMENT', `foldOf has ${foldOf.length} entries, expected ${n}`);
   } else {
     foldOf = kFoldAssign(n, options.folds ?? 5, seed);
   }
   let folds = 0;
   for (let i = 0; i < n; i++) {
     const f = foldOf[i]!;
-    if (!(Number.isInteger(f) && f >= 0)) throw new SelfxitError('INVALID_ARGUMENT', `foldOf[${i}] = ${f} is not a fold index`);
+    if (!(Number.isInteger(f) && f >= 0))
+      throw new SelfxitError('INVALID_ARGUMENT', `foldOf[${i}] = ${f} is not a fold index`);
     folds = Math.max(folds, f + 1);
   }
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');

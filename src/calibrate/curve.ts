@@ -24,22 +24,36 @@ export interface CurvePick {
  * calibration's sample count, the calibration target gives back the shipped thresholds.
  * @throws SelfxitError INVALID_TARGET for a target outside (0, 1]; INVALID_BUNDLE when no point is usable.
  */
-export function pickCurvePoint(curve: readonly CurvePoint[], target: number, options: CurvePickOptions = {}): CurvePick {
+export function pickCurvePoint(
+  curve: readonly CurvePoint[],
+  target: number,
+  options: CurvePickOptions = {},
+): CurvePick {
   if (typeof target !== 'number') checkTarget(Number.NaN);
   checkTarget(target);
   const usable = options.exits === undefined ? curve : curve.filter((p) => p.thresholds.length === options.exits);
-  if (usable.length === 0) throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no calibration curve to choose thresholds from');
+  if (usable.length === 0)
+    throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no calibration curve to choose thresholds from');
   const n = options.samples;
   const meets = (p: CurvePoint): boolean => {
     if (p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1) return true;
-    return n !== undefined && n > 0 ? agreementLowerBound(Math.round(p.agreement * n), n, options) >= target : p.agreement >= target;
+    return n !== undefined && n > 0
+      ? agreementLowerBound(Math.round(p.agreement * n), n, options) >= target
+      : p.agreement >= target;
   };
   let best: CurvePoint | undefined;
   for (const p of usable) {
     if (!meets(p)) continue;
-    if (!best || p.macsFraction < best.macsFraction - 1e-12 || (Math.abs(p.macsFraction - best.macsFraction) <= 1e-12 && p.knob > best.knob)) best = p;
+    if (
+      !best ||
+      p.macsFraction < best.macsFraction - 1e-12 ||
+      (Math.abs(p.macsFraction - best.macsFraction) <= 1e-12 && p.knob > best.knob)
+    )
+      best = p;
   }
   if (best) return { point: best, reached: true };
-  const most = usable.reduce((a, b) => (b.agreement > a.agreement || (b.agreement === a.agreement && b.macsFraction < a.macsFraction) ? b : a));
+  const most = usable.reduce((a, b) =>
+    b.agreement > a.agreement || (b.agreement === a.agreement && b.macsFraction < a.macsFraction) ? b : a,
+  );
   return { point: most, reached: false };
 }

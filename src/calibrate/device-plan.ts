@@ -60,13 +60,26 @@ function toScores(v: ValidationExit): ExitScores {
  * leaving at exit j = the stages up to its segment + the decisions of the exits used before it and at it.
  * @throws SelfxitError INVALID_ARGUMENT when the timings or validation data do not fit the manifest.
  */
-export function planExits(manifest: BundleManifest, validation: readonly ValidationExit[], timings: StageTimings, options: PlanOptions): DevicePlan {
+export function planExits(
+  manifest: BundleManifest,
+  validation: readonly ValidationExit[],
+  timings: StageTimings,
+  options: PlanOptions,
+): DevicePlan {
   const { segments, exits } = manifest;
   if (timings.stageMs.length !== segments.length || timings.decisionMs.length !== segments.length) {
-    throw new SelfxitError('INVALID_ARGUMENT', `timings cover ${timings.stageMs.length} segments, the bundle has ${segments.length}`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `timings cover ${timings.stageMs.length} segments, the bundle has ${segments.length}`,
+    );
   }
-  if (![...timings.stageMs, ...timings.decisionMs].every((t) => Number.isFinite(t) && t >= 0)) throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
-  if (validation.length !== exits.length) throw new SelfxitError('INVALID_ARGUMENT', `validation data for ${validation.length} exits, the bundle has ${exits.length}`);
+  if (![...timings.stageMs, ...timings.decisionMs].every((t) => Number.isFinite(t) && t >= 0))
+    throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
+  if (validation.length !== exits.length)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `validation data for ${validation.length} exits, the bundle has ${exits.length}`,
+    );
   const scores = validation.map(toScores);
   const upTo = (s: number, per: (i: number) => number): number => {
     let t = 0;
@@ -79,7 +92,11 @@ export function planExits(manifest: BundleManifest, validation: readonly Validat
     headCost: exits.map((e) => timings.decisionMs[e.segment]!),
     fullCost: Math.max(fullMs, 1e-9),
   };
-  const sel = selectExitsWithRule(scores, msCosts, { target: options.target, overhead: 0, rule: manifest.calibration.thresholdRule ?? 'global' });
+  const sel = selectExitsWithRule(scores, msCosts, {
+    target: options.target,
+    overhead: 0,
+    rule: manifest.calibration.thresholdRule ?? 'global',
+  });
   const full = (th: readonly number[]): number[] => {
     const out = exits.map(() => NEVER_EXIT);
     sel.selected.forEach((j, k) => (out[j] = th[k]!));
@@ -90,7 +107,10 @@ export function planExits(manifest: BundleManifest, validation: readonly Validat
   const macsOf = (th: readonly number[]): { agreement: number; macsFraction: number; exitShares: number[] } => {
     const o = simulateCascade(scores, sel.selected, th, { ...msCosts, overhead: 0 });
     const shares = expandShares(o.exitShares, sel.selected, exits.length);
-    const macsFraction = shares.reduce((a, sh, j) => a + sh * (j < exits.length ? exits[j]!.macsFraction : noExitFraction), 0);
+    const macsFraction = shares.reduce(
+      (a, sh, j) => a + sh * (j < exits.length ? exits[j]!.macsFraction : noExitFraction),
+      0,
+    );
     return { agreement: o.agreement, macsFraction, exitShares: shares };
   };
   const chosen = macsOf(sel.thresholds);
@@ -136,9 +156,13 @@ export function costTableFromPlan(manifest: BundleManifest, plan: { readonly tim
   const { segments, exits } = manifest;
   const { stageMs, decisionMs } = plan.timings;
   if (stageMs.length !== segments.length || decisionMs.length !== segments.length) {
-    throw new SelfxitError('INVALID_ARGUMENT', `timings cover ${stageMs.length} segments, the bundle has ${segments.length}`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `timings cover ${stageMs.length} segments, the bundle has ${segments.length}`,
+    );
   }
-  if (![...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0)) throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
+  if (![...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0))
+    throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
   const backboneShare = segments.map((g) => (g.macs + g.headMacs > 0 ? g.macs / (g.macs + g.headMacs) : 1));
   const backboneMs = segments.map((_, s) => stageMs[s]! * backboneShare[s]!);
   const backbone = backboneMs.reduce((a, b) => a + b, 0);

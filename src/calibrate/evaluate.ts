@@ -90,7 +90,11 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     private readonly sessions: readonly OrtSession[],
   ) {}
 
-  static async create(ort: OrtModule, bundle: BundleFiles, sessionOptions?: OrtSessionOptions): Promise<OrtStageRunner> {
+  static async create(
+    ort: OrtModule,
+    bundle: BundleFiles,
+    sessionOptions?: OrtSessionOptions,
+  ): Promise<OrtStageRunner> {
     const sessions: OrtSession[] = [];
     for (const seg of bundle.manifest.segments) {
       sessions.push(await ort.InferenceSession.create(requireFile(bundle, seg.file), sessionOptions));
@@ -103,7 +107,10 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     const seg = this.manifest.segments[segment]!;
     const last = segment === this.manifest.segments.length - 1;
     const withExit = readExit && !last && seg.exitOutput !== undefined;
-    const out = await this.sessions[segment]!.run({ [seg.input]: input }, withExit ? [seg.output, seg.exitOutput!] : [seg.output]);
+    const out = await this.sessions[segment]!.run(
+      { [seg.input]: input },
+      withExit ? [seg.output, seg.exitOutput!] : [seg.output],
+    );
     const main = out[seg.output];
     if (!main) throw new SelfxitError('INVALID_BUNDLE', `segment ${segment} has no output "${seg.output}"`);
     const exitProbs = withExit && seg.exitOutput ? (out[seg.exitOutput]?.data as Float32Array | undefined) : undefined;
@@ -151,11 +158,18 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
   if (labels && labels.length !== samples.count) {
     throw new SelfxitError('INVALID_ARGUMENT', `${labels.length} labels for ${samples.count} samples`);
   }
-  if (!m.backbone.file) throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no backbone copy (backbone.file) to compare against');
+  if (!m.backbone.file)
+    throw new SelfxitError('INVALID_BUNDLE', 'the bundle has no backbone copy (backbone.file) to compare against');
   const k = m.labels.length;
   const nExits = m.exits.length;
-  const thresholds = options.thresholds ?? (options.target !== undefined ? pickCurvePoint(m.calibration.curve, options.target, { samples: m.calibration.samples, exits: m.exits.length }).point.thresholds : m.exits.map((e) => e.threshold));
-  if (thresholds.length !== nExits) throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
+  const thresholds =
+    options.thresholds ??
+    (options.target !== undefined
+      ? pickCurvePoint(m.calibration.curve, options.target, { samples: m.calibration.samples, exits: m.exits.length })
+          .point.thresholds
+      : m.exits.map((e) => e.threshold));
+  if (thresholds.length !== nExits)
+    throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
   const batchSize = options.batchSize ?? 256;
   const runner = await OrtStageRunner.create(ort, bundle, options.sessionOptions);
   const backbone = await ort.InferenceSession.create(requireFile(bundle, m.backbone.file), options.sessionOptions);
@@ -256,7 +270,10 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
   }
   const bbMacs = m.backbone.macs;
   const measureTarget = (target: number): TargetMeasurement => {
-    const { point, reached } = pickCurvePoint(m.calibration.curve, target, { samples: m.calibration.samples, exits: nExits });
+    const { point, reached } = pickCurvePoint(m.calibration.curve, target, {
+      samples: m.calibration.samples,
+      exits: nExits,
+    });
     const shares = new Array<number>(nExits + 1).fill(0);
     let ag = 0;
     let ok = 0;

@@ -95,10 +95,21 @@ export function rawThresholdFor(map: ScoreMap, knob: number): number {
 }
 
 /** Score maps of the candidates under a rule; `remainingAt[j]` is the cost share left after candidate j's cut. */
-export function scoreMaps(rule: ThresholdRule, exits: readonly ExitScores[], remainingAt: readonly number[]): ScoreMap[] {
-  if (!THRESHOLD_RULES.includes(rule)) throw new SelfxitError('INVALID_ARGUMENT', `unknown threshold rule "${String(rule)}" (${THRESHOLD_RULES.join(', ')})`);
+export function scoreMaps(
+  rule: ThresholdRule,
+  exits: readonly ExitScores[],
+  remainingAt: readonly number[],
+): ScoreMap[] {
+  if (!THRESHOLD_RULES.includes(rule))
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `unknown threshold rule "${String(rule)}" (${THRESHOLD_RULES.join(', ')})`,
+    );
   if (rule === 'global') return exits.map(() => IDENTITY);
-  return exits.map((e, j) => ({ ...fitAgreementLogit(e), remaining: Math.min(1, Math.max(MIN_REMAINING, remainingAt[j]!)) }));
+  return exits.map((e, j) => ({
+    ...fitAgreementLogit(e),
+    remaining: Math.min(1, Math.max(MIN_REMAINING, remainingAt[j]!)),
+  }));
 }
 
 /** A candidate's outputs with the score replaced by the rule's score. */
@@ -154,20 +165,31 @@ export function selectExitsWithRule(
   const maps = scoreMaps(rule, exits, remaining);
   const mapped = exits.map((e, j) => mapExitScores(e, maps[j]!));
   const sel = selectExits(mapped, costs, options);
-  const toRaw = (knob: number): number[] => sel.selected.map((j) => rawThresholdOnSamples(exits[j]!, mapped[j]!, maps[j]!, knob));
+  const toRaw = (knob: number): number[] =>
+    sel.selected.map((j) => rawThresholdOnSamples(exits[j]!, mapped[j]!, maps[j]!, knob));
   const selMaps = sel.selected.map((j) => maps[j]!);
   const thresholds = toRaw(sel.knob);
   const o = simulateCascade(exits, sel.selected, thresholds, { ...costs, overhead: sel.overhead });
-  const margin: MarginOptions = { ...(options.confidence !== undefined ? { confidence: options.confidence } : {}), ...(options.bound ? { bound: options.bound } : {}) };
+  const margin: MarginOptions = {
+    ...(options.confidence !== undefined ? { confidence: options.confidence } : {}),
+    ...(options.bound ? { bound: options.bound } : {}),
+  };
   // The curve reports MACs without the per-exit overhead (that term only steers selection), like the manifest.
   const all: CurvePoint[] = sel.curve.map((p) => {
     const th = toRaw(p.knob);
     const c = simulateCascade(exits, sel.selected, th, { ...costs, overhead: 0 });
-    return { knob: p.knob, thresholds: th, agreement: c.agreement, macsFraction: c.macsFraction, exitShares: c.exitShares };
+    return {
+      knob: p.knob,
+      thresholds: th,
+      agreement: c.agreement,
+      macsFraction: c.macsFraction,
+      exitShares: c.exitShares,
+    };
   });
   // Knobs that decide every validation sample as the chosen one does are dropped, so that re-choosing the calibration
   // target from the curve (pickCurvePoint) returns the chosen thresholds themselves.
-  const same = (p: CurvePoint): boolean => p.knob !== sel.knob && p.agreement === o.agreement && p.exitShares.every((x, j) => x === o.exitShares[j]);
+  const same = (p: CurvePoint): boolean =>
+    p.knob !== sel.knob && p.agreement === o.agreement && p.exitShares.every((x, j) => x === o.exitShares[j]);
   const curve = all.filter((p) => !same(p));
   return {
     ...sel,
@@ -175,7 +197,8 @@ export function selectExitsWithRule(
     maps: selMaps,
     thresholds,
     agreement: o.agreement,
-    agreementLowerBound: o.exitShares[o.exitShares.length - 1] === 1 ? 1 : agreementLowerBound(o.n - o.disagreements, o.n, margin),
+    agreementLowerBound:
+      o.exitShares[o.exitShares.length - 1] === 1 ? 1 : agreementLowerBound(o.n - o.disagreements, o.n, margin),
     macsFraction: o.macsFraction,
     exitShares: o.exitShares,
     curve,

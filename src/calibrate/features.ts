@@ -67,7 +67,11 @@ export interface ExtractOptions {
 export function cutGeometry(cut: CutPoint): { channels: number; height: number; width: number } {
   const [, c, h, w] = cut.shape;
   if (cut.shape.length !== 4 || typeof c !== 'number' || typeof h !== 'number' || typeof w !== 'number') {
-    throw new SelfxitError('SHAPE_UNKNOWN', `cut "${cut.tensor}" is not a 4-D map with known C, H, W (shape [${cut.shape.join(', ')}])`, { tensor: cut.tensor });
+    throw new SelfxitError(
+      'SHAPE_UNKNOWN',
+      `cut "${cut.tensor}" is not a 4-D map with known C, H, W (shape [${cut.shape.join(', ')}])`,
+      { tensor: cut.tensor },
+    );
   }
   return { channels: c, height: h, width: w };
 }
@@ -85,21 +89,37 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
     const g = cutGeometry(r.cut);
     checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
     const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
-    return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}), dim, x: new Float32Array(n * dim) };
+    return {
+      cut: r.cut,
+      ...g,
+      grid: r.grid,
+      ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
+      dim,
+      x: new Float32Array(n * dim),
+    };
   });
   const teacher = new Float32Array(n * k);
-  const model = withExtraOutputs(options.model, requests.map((r) => r.cut.tensor));
+  const model = withExtraOutputs(
+    options.model,
+    requests.map((r) => r.cut.tensor),
+  );
   const session = await ort.InferenceSession.create(encodeModel(model), options.sessionOptions);
   const buf = new Float32Array(batchSize * input.height * input.width * input.channels);
   try {
     for (let start = 0; start < n; start += batchSize) {
       throwIfAborted(signal, 'feature extraction');
       const rows = Math.min(batchSize, n - start);
-      const x = new ort.Tensor('float32', toModelInput(samples, start, rows, input, buf).slice(), inputDims(input, rows));
+      const x = new ort.Tensor(
+        'float32',
+        toModelInput(samples, start, rows, input, buf).slice(),
+        inputDims(input, rows),
+      );
       const out = await session.run({ [input.name]: x });
       const logits = out[options.output]?.data;
       if (!(logits instanceof Float32Array) || logits.length !== rows * k) {
-        throw new SelfxitError('UNSUPPORTED_MODEL', `backbone output "${options.output}" is not float32 [N, ${k}]`, { tensor: options.output });
+        throw new SelfxitError('UNSUPPORTED_MODEL', `backbone output "${options.output}" is not float32 [N, ${k}]`, {
+          tensor: options.output,
+        });
       }
       for (let r = 0; r < rows; r++) {
         const p = options.outputKind === 'logits' ? softmaxRow(logits, r * k, k) : logits.subarray(r * k, (r + 1) * k);
@@ -107,7 +127,10 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       }
       for (const c of cuts) {
         const map = out[c.cut.tensor]?.data;
-        if (!(map instanceof Float32Array)) throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${c.cut.tensor}" is not a float32 tensor`, { tensor: c.cut.tensor });
+        if (!(map instanceof Float32Array))
+          throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${c.cut.tensor}" is not a float32 tensor`, {
+            tensor: c.cut.tensor,
+          });
         headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
       }
       options.onProgress?.({ stage: 'features', done: start + rows, total: n });

@@ -135,7 +135,14 @@ export function denseBackwardParams(
 }
 
 /** Gradient w.r.t. a dense layer's input: `gx[r, i] = Σ_o g[r, o] · w[o, i]` (overwrites gx). */
-export function denseBackwardInput(g: Float32Array, w: Float32Array, rows: number, inDim: number, outDim: number, gx: Float32Array): void {
+export function denseBackwardInput(
+  g: Float32Array,
+  w: Float32Array,
+  rows: number,
+  inDim: number,
+  outDim: number,
+  gx: Float32Array,
+): void {
   gx.fill(0, 0, rows * inDim);
   for (let r = 0; r < rows; r++) {
     const xb = r * inDim;

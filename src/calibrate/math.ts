@@ -1,6 +1,15 @@
 // Public API of the pure calibration math (head training, cross-fitting, cascade simulation, thresholds, exit selection).
 export { createRng, shuffleInPlace, permutation, kFoldAssign, foldIndices, type Rng } from './rng.js';
-export { poolNCHW, poolNCHWInto, maxPoolNCHW, maxPoolNCHWInto, headFeaturesInto, headFeatureDim, checkPoolGrids, chooseGrid } from './pool.js';
+export {
+  poolNCHW,
+  poolNCHWInto,
+  maxPoolNCHW,
+  maxPoolNCHWInto,
+  headFeaturesInto,
+  headFeatureDim,
+  checkPoolGrids,
+  chooseGrid,
+} from './pool.js';
 export {
   trainHead,
   predictHead,

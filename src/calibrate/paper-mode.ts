@@ -12,7 +12,11 @@ import { predictHeadRows, trainHeadOnRows, type TrainedHead } from './train-head
  * Paper heads read whole maps (e.g. 16x32x32 = 64 KiB per sample per exit), so a large calibration set
  * cannot be held at once; the first samples of the (already shuffled) set are kept.
  */
-export function paperFeatureBudget(dims: readonly number[], n: number, memoryBytes: number): { samples: number; bytesPerSample: number } {
+export function paperFeatureBudget(
+  dims: readonly number[],
+  n: number,
+  memoryBytes: number,
+): { samples: number; bytesPerSample: number } {
   const bytesPerSample = 4 * dims.reduce((a, b) => a + b, 0);
   return { samples: Math.max(0, Math.min(n, Math.floor(memoryBytes / Math.max(1, bytesPerSample)))), bytesPerSample };
 }
@@ -29,7 +33,14 @@ export interface PaperHeads {
 /** Trains one `kind` head per cut on all folds but one; scores them on the held-out fold. */
 export async function runPaperHeads(
   features: FeatureSet,
-  options: { folds: number; seed: number; temperature: number; kind?: HeadKind; onProgress?: ProgressCallback; signal?: AbortSignal },
+  options: {
+    folds: number;
+    seed: number;
+    temperature: number;
+    kind?: HeadKind;
+    onProgress?: ProgressCallback;
+    signal?: AbortSignal;
+  },
 ): Promise<PaperHeads> {
   const { n, k, teacher } = features;
   const foldOf = kFoldAssign(n, options.folds, options.seed);
@@ -43,7 +54,11 @@ export async function runPaperHeads(
     throwIfAborted(options.signal, 'paper head training');
     const f = features.cuts[i]!;
     const t0 = Date.now();
-    const head = trainHeadOnRows(f.x, teacher, n, f.dim, k, train, { kind: options.kind ?? 'paper', seed: options.seed, temperature: options.temperature });
+    const head = trainHeadOnRows(f.x, teacher, n, f.dim, k, train, {
+      kind: options.kind ?? 'paper',
+      seed: options.seed,
+      temperature: options.temperature,
+    });
     const probs = new Float32Array(holdout.length * k);
     predictHeadRows(head, f.x, holdout, holdout.length, probs, false);
     exits.push({ index: i, head: { layers: head.layers, logitScale: head.logitScale }, ms: Date.now() - t0 });

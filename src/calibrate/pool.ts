@@ -5,7 +5,11 @@ import { SelfxitError } from '../errors.js';
 function checkGrid(h: number, w: number, grid: readonly [number, number], what = 'pooling grid'): void {
   const [gh, gw] = grid;
   if (!(Number.isInteger(gh) && Number.isInteger(gw) && gh >= 1 && gw >= 1 && h % gh === 0 && w % gw === 0)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `${what} ${gh}x${gw} must divide the map ${h}x${w}`, { h, w, grid: [gh, gw] });
+    throw new SelfxitError('INVALID_ARGUMENT', `${what} ${gh}x${gw} must divide the map ${h}x${w}`, {
+      h,
+      w,
+      grid: [gh, gw],
+    });
   }
 }
 
@@ -29,7 +33,11 @@ function checkInto(
     throw new SelfxitError('INVALID_ARGUMENT', `map has ${map.length} values, expected ${rows}x${c}x${h}x${w}`);
   }
   if (!(Number.isInteger(colOffset) && colOffset >= 0 && Number.isInteger(stride) && colOffset + d <= stride)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `columns [${colOffset}, ${colOffset + d}) do not fit a row of ${stride}`, { colOffset, d, rowStride: stride });
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `columns [${colOffset}, ${colOffset + d}) do not fit a row of ${stride}`,
+      { colOffset, d, rowStride: stride },
+    );
   }
   const need = rows > 0 ? (rowOffset + rows - 1) * stride + colOffset + d : 0;
   if (!(Number.isInteger(rowOffset) && rowOffset >= 0) || out.length < need) {
@@ -39,7 +47,15 @@ function checkInto(
 }
 
 /** Copies each sample's raw map (grid `[h, w]`: pooling is the identity) into its output row. */
-function copyRows(map: Float32Array, rows: number, chw: number, out: Float32Array, rowOffset: number, stride: number, colOffset: number): void {
+function copyRows(
+  map: Float32Array,
+  rows: number,
+  chw: number,
+  out: Float32Array,
+  rowOffset: number,
+  stride: number,
+  colOffset: number,
+): void {
   for (let r = 0; r < rows; r++) out.set(map.subarray(r * chw, (r + 1) * chw), (rowOffset + r) * stride + colOffset);
 }
 
@@ -166,18 +182,34 @@ export function headFeaturesInto(
 }
 
 /** Features per sample of {@link headFeaturesInto}: `c*gh*gw`, plus `c*mh*mw` with a max grid. */
-export function headFeatureDim(c: number, grid: readonly [number, number], maxGrid?: readonly [number, number]): number {
+export function headFeatureDim(
+  c: number,
+  grid: readonly [number, number],
+  maxGrid?: readonly [number, number],
+): number {
   return c * grid[0] * grid[1] + (maxGrid ? c * maxGrid[0] * maxGrid[1] : 0);
 }
 
 /** Checks that `grid` (and `maxGrid`, when given) divide an `h x w` map. @throws SelfxitError `INVALID_ARGUMENT`. */
-export function checkPoolGrids(h: number, w: number, grid: readonly [number, number], maxGrid?: readonly [number, number]): void {
+export function checkPoolGrids(
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+  maxGrid?: readonly [number, number],
+): void {
   checkGrid(h, w, grid);
   if (maxGrid) checkGrid(h, w, maxGrid, 'max-pooling grid');
 }
 
 /** Average-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
-export function poolNCHW(map: Float32Array, n: number, c: number, h: number, w: number, grid: readonly [number, number]): Float32Array {
+export function poolNCHW(
+  map: Float32Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+): Float32Array {
   checkGrid(h, w, grid);
   const out = new Float32Array(n * c * grid[0] * grid[1]);
   poolNCHWInto(map, n, c, h, w, grid, out, 0);
@@ -185,7 +217,14 @@ export function poolNCHW(map: Float32Array, n: number, c: number, h: number, w: 
 }
 
 /** Max-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
-export function maxPoolNCHW(map: Float32Array, n: number, c: number, h: number, w: number, grid: readonly [number, number]): Float32Array {
+export function maxPoolNCHW(
+  map: Float32Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  grid: readonly [number, number],
+): Float32Array {
   checkGrid(h, w, grid);
   const out = new Float32Array(n * c * grid[0] * grid[1]);
   maxPoolNCHWInto(map, n, c, h, w, grid, out, 0);
@@ -207,7 +246,8 @@ export function chooseGrid(c: number, h: number, w: number, maxFeatures = 256): 
       const bestCells = best[0] * best[1];
       const sq = Math.abs(gh - gw);
       const bestSq = Math.abs(best[0] - best[1]);
-      if (cells > bestCells || (cells === bestCells && (sq < bestSq || (sq === bestSq && gh > best[0])))) best = [gh, gw];
+      if (cells > bestCells || (cells === bestCells && (sq < bestSq || (sq === bestSq && gh > best[0]))))
+        best = [gh, gw];
     }
   }
   return best;

@@ -2,7 +2,14 @@
 // Steps: features (one backbone pass, pooled cut maps), heads (cross-fitted per candidate cut), thresholds and
 // exit selection on out-of-fold outputs, bundle assembly. Pure: onnxruntime is injected, nothing touches disk.
 import { SelfxitError } from '../errors.js';
-import type { BundleManifest, CalibrationSummary, CurvePoint, ExitStats, HeadKind, InputSpec } from '../bundle/manifest.js';
+import type {
+  BundleManifest,
+  CalibrationSummary,
+  CurvePoint,
+  ExitStats,
+  HeadKind,
+  InputSpec,
+} from '../bundle/manifest.js';
 import type { HeadSpec } from '../bundle/head-spec.js';
 import { assembleBundle, type BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type CutPoint, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
@@ -47,14 +54,21 @@ export interface CostTable {
  */
 export function checkCostTable(table: unknown, cutTensors?: readonly string[]): asserts table is CostTable {
   const bad = (msg: string): never => badArg(`cost table: ${msg}`);
-  const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  const isCost = (v: unknown, positive = false): boolean => typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0);
-  if (!isRecord(table)) bad('needs an object { "backbone": <cost per sample>, "cuts"?: {…}, "heads"?: {…}, "overhead"?: <cost> }');
+  const isRecord = (v: unknown): v is Record<string, unknown> =>
+    typeof v === 'object' && v !== null && !Array.isArray(v);
+  const isCost = (v: unknown, positive = false): boolean =>
+    typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0);
+  if (!isRecord(table))
+    bad('needs an object { "backbone": <cost per sample>, "cuts"?: {…}, "heads"?: {…}, "overhead"?: <cost> }');
   const t = table as Record<string, unknown>;
-  for (const key of Object.keys(t)) if (!['unit', 'backbone', 'cuts', 'heads', 'overhead'].includes(key)) bad(`unknown key "${key}" (unit, backbone, cuts, heads, overhead)`);
+  for (const key of Object.keys(t))
+    if (!['unit', 'backbone', 'cuts', 'heads', 'overhead'].includes(key))
+      bad(`unknown key "${key}" (unit, backbone, cuts, heads, overhead)`);
   if (t.unit !== undefined && t.unit !== 'ms') bad(`unit must be "ms", got ${JSON.stringify(t.unit)}`);
-  if (!isCost(t.backbone, true)) bad(`backbone must be a number > 0 (cost of the whole model per sample), got ${JSON.stringify(t.backbone)}`);
-  if (t.overhead !== undefined && !isCost(t.overhead)) bad(`overhead must be a number >= 0, got ${JSON.stringify(t.overhead)}`);
+  if (!isCost(t.backbone, true))
+    bad(`backbone must be a number > 0 (cost of the whole model per sample), got ${JSON.stringify(t.backbone)}`);
+  if (t.overhead !== undefined && !isCost(t.overhead))
+    bad(`overhead must be a number >= 0, got ${JSON.stringify(t.overhead)}`);
   const known = cutTensors ? new Set(cutTensors) : undefined;
   for (const part of ['cuts', 'heads'] as const) {
     const m = t[part];
@@ -62,7 +76,8 @@ export function checkCostTable(table: unknown, cutTensors?: readonly string[]): 
     if (!isRecord(m)) bad(`${part} must be an object { "<cut tensor>": <cost> }`);
     for (const [tensor, v] of Object.entries(m as Record<string, unknown>)) {
       if (!isCost(v)) bad(`${part}["${tensor}"] must be a number >= 0, got ${JSON.stringify(v)}`);
-      if (known && !known.has(tensor)) bad(`${part}["${tensor}"]: not a cut tensor of this model (see \`selfxit inspect\`)`);
+      if (known && !known.has(tensor))
+        bad(`${part}["${tensor}"]: not a cut tensor of this model (see \`selfxit inspect\`)`);
     }
   }
 }
@@ -236,31 +251,38 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (mode !== 'selfxit' && mode !== 'paper') badArg(`mode must be "selfxit" or "paper", got "${String(mode)}"`);
   const headKinds = mode === 'paper' ? (['paper'] as const) : [...(o.headKinds ?? ['pool-linear', 'pool-mlp'])];
   if (headKinds.length === 0) badArg('headKinds is empty');
-  for (const k of headKinds) if (!HEAD_ORDER.includes(k)) badArg(`unknown head kind "${String(k)}" (pool-linear, pool-mlp, paper)`);
-  if (mode === 'selfxit' && headKinds.includes('paper')) badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
+  for (const k of headKinds)
+    if (!HEAD_ORDER.includes(k)) badArg(`unknown head kind "${String(k)}" (pool-linear, pool-mlp, paper)`);
+  if (mode === 'selfxit' && headKinds.includes('paper'))
+    badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
   const sorted = [...new Set(headKinds)].sort((a, b) => HEAD_ORDER.indexOf(a) - HEAD_ORDER.indexOf(b));
   const int = (v: number | undefined, dflt: number, name: string, min: number): number => {
     const x = v ?? dflt;
-    if (!(x === Infinity || (Number.isInteger(x) && x >= min))) badArg(`${name} must be an integer >= ${min}, got ${String(v)}`);
+    if (!(x === Infinity || (Number.isInteger(x) && x >= min)))
+      badArg(`${name} must be an integer >= ${min}, got ${String(v)}`);
     return x;
   };
   const threshold = o.threshold ?? 0.9;
   if (!(threshold >= 0 && threshold <= 1)) badArg(`threshold must be in [0, 1], got ${threshold}`);
-  if (o.threshold !== undefined && mode !== 'paper') badArg('a fixed threshold applies to paper mode only; selfxit mode chooses thresholds from the target');
+  if (o.threshold !== undefined && mode !== 'paper')
+    badArg('a fixed threshold applies to paper mode only; selfxit mode chooses thresholds from the target');
   const temperature = o.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature > 0)) badArg(`temperature must be a finite number > 0, got ${temperature}`);
+  if (!(Number.isFinite(temperature) && temperature > 0))
+    badArg(`temperature must be a finite number > 0, got ${temperature}`);
   const overheadFraction = o.overheadFraction ?? 0.01;
   if (!(overheadFraction >= 0)) badArg(`overheadFraction must be >= 0, got ${overheadFraction}`);
   const seed = o.seed ?? 0;
   if (!Number.isInteger(seed)) badArg(`seed must be an integer, got ${seed}`);
   const augment = mode === 'paper' ? [] : checkAugment(o.augment ?? ['flip']);
-  if (mode === 'paper' && o.augment?.length) badArg('paper mode trains its heads on the samples as they are: augment applies to selfxit mode only');
+  if (mode === 'paper' && o.augment?.length)
+    badArg('paper mode trains its heads on the samples as they are: augment applies to selfxit mode only');
   if (o.costTable !== undefined) {
     checkCostTable(o.costTable);
     if (mode === 'paper') badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
   }
   const thresholdRule = o.thresholdRule ?? 'cost-calibrated';
-  if (!THRESHOLD_RULES.includes(thresholdRule)) badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
+  if (!THRESHOLD_RULES.includes(thresholdRule))
+    badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
   return {
     target,
     headKinds: sorted,
@@ -291,38 +313,75 @@ export function resolveModelIO(
   overrides: PrepareOptions['input'] = {},
 ): { input: InputSpec; output: string; outputKind: 'logits' | 'probabilities'; classes: number } {
   const inp = analysis.inputs[0];
-  if (!inp || analysis.inputs.length !== 1) throw new SelfxitError('UNSUPPORTED_MODEL', `the model must have exactly one input, it has ${analysis.inputs.length}`);
-  if (inp.dtype !== 'float32') throw new SelfxitError('UNSUPPORTED_MODEL', `model input "${inp.name}" is ${inp.dtype}; selfxit feeds float32 images`);
-  if (inp.shape.length !== 4) throw new SelfxitError('UNSUPPORTED_MODEL', `model input "${inp.name}" has rank ${inp.shape.length}; expected an image batch [N, C, H, W]`);
-  const dim = (i: number): number | undefined => (typeof inp.shape[i] === 'number' ? (inp.shape[i] as number) : undefined);
-  const layout = overrides.layout ?? (dim(1) === 1 || dim(1) === 3 || dim(3) === undefined || (dim(3) !== 1 && dim(3) !== 3) ? 'NCHW' : 'NHWC');
+  if (!inp || analysis.inputs.length !== 1)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `the model must have exactly one input, it has ${analysis.inputs.length}`,
+    );
+  if (inp.dtype !== 'float32')
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `model input "${inp.name}" is ${inp.dtype}; selfxit feeds float32 images`,
+    );
+  if (inp.shape.length !== 4)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `model input "${inp.name}" has rank ${inp.shape.length}; expected an image batch [N, C, H, W]`,
+    );
+  const dim = (i: number): number | undefined =>
+    typeof inp.shape[i] === 'number' ? (inp.shape[i] as number) : undefined;
+  const layout =
+    overrides.layout ??
+    (dim(1) === 1 || dim(1) === 3 || dim(3) === undefined || (dim(3) !== 1 && dim(3) !== 3) ? 'NCHW' : 'NHWC');
   const [ci, hi, wi] = layout === 'NCHW' ? [1, 2, 3] : [3, 1, 2];
   const pick = (override: number | undefined, i: number, what: string): number => {
     const m = dim(i);
     if (override !== undefined && m !== undefined && override !== m) {
-      throw new SelfxitError('INVALID_SAMPLES', `samples are ${what} ${override} but the model input "${inp.name}" fixes ${what} ${m}`, { [what]: override, model: m });
+      throw new SelfxitError(
+        'INVALID_SAMPLES',
+        `samples are ${what} ${override} but the model input "${inp.name}" fixes ${what} ${m}`,
+        { [what]: override, model: m },
+      );
     }
     const v = override ?? m;
-    if (v === undefined) throw new SelfxitError('INVALID_SAMPLES', `the model input's ${what} is dynamic: give the sample ${what} (input.${what} / --shape)`);
+    if (v === undefined)
+      throw new SelfxitError(
+        'INVALID_SAMPLES',
+        `the model input's ${what} is dynamic: give the sample ${what} (input.${what} / --shape)`,
+      );
     return v;
   };
   const channels = pick(overrides.channels, ci, 'channels');
-  if (channels !== 1 && channels !== 3) throw new SelfxitError('UNSUPPORTED_MODEL', `the model input has ${channels} channels; selfxit handles 1 (grayscale) or 3 (RGB)`);
+  if (channels !== 1 && channels !== 3)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `the model input has ${channels} channels; selfxit handles 1 (grayscale) or 3 (RGB)`,
+    );
   const height = pick(overrides.height, hi, 'height');
   const width = pick(overrides.width, wi, 'width');
   const mean = overrides.mean ? [...overrides.mean] : new Array<number>(channels).fill(0);
   const std = overrides.std ? [...overrides.std] : new Array<number>(channels).fill(1);
   if (mean.length === 1 && channels === 3) mean.push(mean[0]!, mean[0]!);
   if (std.length === 1 && channels === 3) std.push(std[0]!, std[0]!);
-  if (mean.length !== channels || std.length !== channels) badArg(`mean and std need ${channels} values, got ${mean.length} and ${std.length}`);
+  if (mean.length !== channels || std.length !== channels)
+    badArg(`mean and std need ${channels} values, got ${mean.length} and ${std.length}`);
   if (std.some((s) => !(s > 0))) badArg(`std values must be > 0, got ${std.join(',')}`);
   const out = analysis.outputs[0];
   if (!out) throw new SelfxitError('UNSUPPORTED_MODEL', 'the model has no output');
   const classes = out.shape.length === 2 && typeof out.shape[1] === 'number' ? out.shape[1] : undefined;
-  if (classes === undefined || classes < 2) throw new SelfxitError('UNSUPPORTED_MODEL', `output "${out.name}" must be [N, classes], got [${out.shape.join(', ')}]`);
+  if (classes === undefined || classes < 2)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `output "${out.name}" must be [N, classes], got [${out.shape.join(', ')}]`,
+    );
   const producer = (model.proto.graph?.node ?? []).find((n) => (n.output ?? []).includes(out.name));
   const outputKind = producer?.opType === 'Softmax' ? 'probabilities' : 'logits';
-  return { input: { name: inp.name, height, width, channels: channels as 1 | 3, layout, mean, std }, output: out.name, outputKind, classes };
+  return {
+    input: { name: inp.name, height, width, channels: channels as 1 | 3, layout, mean, std },
+    output: out.name,
+    outputKind,
+    classes,
+  };
 }
 
 /** Short display name of a cut tensor, e.g. "/layer2/layer2.1/Relu_1_output_0" → "layer2.1". */
@@ -338,15 +397,27 @@ export function exitName(tensor: string): string {
  * of cuts at the same MACs (e.g. Add then Relu) the last. At most `max`, spread evenly over the MACs fraction.
  */
 export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoint[] {
-  const ok = cuts.filter((c) => c.dtype === 'float32' && c.shape.length === 4 && c.shape.slice(1).every((d) => typeof d === 'number' && d > 0) && c.fraction > 0 && c.fraction < 0.98);
+  const ok = cuts.filter(
+    (c) =>
+      c.dtype === 'float32' &&
+      c.shape.length === 4 &&
+      c.shape.slice(1).every((d) => typeof d === 'number' && d > 0) &&
+      c.fraction > 0 &&
+      c.fraction < 0.98,
+  );
   const dedup = ok.filter((c, i) => i === ok.length - 1 || ok[i + 1]!.macs !== c.macs);
   if (dedup.length <= max) return dedup;
   const keep = new Set<number>();
   for (let i = 0; i < max; i++) {
-    const want = dedup[0]!.fraction + ((dedup[dedup.length - 1]!.fraction - dedup[0]!.fraction) * i) / Math.max(1, max - 1);
+    const want =
+      dedup[0]!.fraction + ((dedup[dedup.length - 1]!.fraction - dedup[0]!.fraction) * i) / Math.max(1, max - 1);
     let best = 0;
     dedup.forEach((c, j) => {
-      if (!keep.has(j) && Math.abs(c.fraction - want) < Math.abs(dedup[best]!.fraction - want) + (keep.has(best) ? Infinity : 0)) best = j;
+      if (
+        !keep.has(j) &&
+        Math.abs(c.fraction - want) < Math.abs(dedup[best]!.fraction - want) + (keep.has(best) ? Infinity : 0)
+      )
+        best = j;
     });
     keep.add(best);
   }
@@ -358,7 +429,11 @@ function findNamedCuts(all: readonly CutPoint[], names: readonly string[]): CutP
   const found = names.map((nm) => {
     const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => exitName(x.tensor) === nm).pop();
     if (!c) {
-      throw new SelfxitError('INVALID_CUT', `"${nm}" is not a cut of this model; cuts: ${all.map((x) => exitName(x.tensor)).join(', ')}`, { tensor: nm });
+      throw new SelfxitError(
+        'INVALID_CUT',
+        `"${nm}" is not a cut of this model; cuts: ${all.map((x) => exitName(x.tensor)).join(', ')}`,
+        { tensor: nm },
+      );
     }
     return c;
   });
@@ -366,14 +441,29 @@ function findNamedCuts(all: readonly CutPoint[], names: readonly string[]): CutP
 }
 
 /** Cost model in MACs (or the cost table's unit) over the candidates. */
-function buildCosts(analysis: ModelAnalysis, cuts: readonly CutPoint[], headMacs: readonly number[], table?: CostTable): { costs: CascadeCosts; unit: 'macs' | 'ms'; overheadUnit: number } {
+function buildCosts(
+  analysis: ModelAnalysis,
+  cuts: readonly CutPoint[],
+  headMacs: readonly number[],
+  table?: CostTable,
+): { costs: CascadeCosts; unit: 'macs' | 'ms'; overheadUnit: number } {
   if (!table) {
-    return { costs: { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs }, unit: 'macs', overheadUnit: analysis.macs };
+    return {
+      costs: { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs },
+      unit: 'macs',
+      overheadUnit: analysis.macs,
+    };
   }
   if (!(table.backbone > 0)) badArg(`cost table: backbone must be > 0, got ${table.backbone}`);
   const at = cuts.map((c) => table.cuts?.[c.tensor] ?? table.backbone * c.fraction);
-  const head = cuts.map((c, i) => table.heads?.[c.tensor] ?? (table.backbone * headMacs[i]!) / Math.max(1, analysis.macs));
-  return { costs: { backboneCostAt: at, headCost: head, fullCost: table.backbone }, unit: 'ms', overheadUnit: table.backbone };
+  const head = cuts.map(
+    (c, i) => table.heads?.[c.tensor] ?? (table.backbone * headMacs[i]!) / Math.max(1, analysis.macs),
+  );
+  return {
+    costs: { backboneCostAt: at, headCost: head, fullCost: table.backbone },
+    unit: 'ms',
+    overheadUnit: table.backbone,
+  };
 }
 
 /** Coverage of a head alone at the target: the largest top-score share whose agreement is >= target. */
@@ -395,9 +485,14 @@ function meanOf(a: ArrayLike<number>): number {
 }
 
 /** Head MACs for a kind on features of a cut (`hidden`: its hidden width, 0 for none; pooling as in headCost). */
-function estimateHeadMacs(hidden: number, f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid' | 'maxGrid'>, k: number): number {
+function estimateHeadMacs(
+  hidden: number,
+  f: Pick<CutFeatures, 'dim' | 'channels' | 'height' | 'width' | 'grid' | 'maxGrid'>,
+  k: number,
+): number {
   const dense = hidden ? f.dim * hidden + hidden * k : f.dim * k;
-  const pools = (g: readonly [number, number] | undefined): number => (g && !(g[0] === f.height && g[1] === f.width) ? f.channels * f.height * f.width : 0);
+  const pools = (g: readonly [number, number] | undefined): number =>
+    g && !(g[0] === f.height && g[1] === f.width) ? f.channels * f.height * f.width : 0;
   return dense + pools(f.grid) + pools(f.maxGrid);
 }
 
@@ -419,11 +514,16 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
 
   const model = decodeModel(options.model);
   const analysis = await timer.time('analyze', () => analyzeModel(model, { ort }));
-  if (options.costTable) checkCostTable(options.costTable, analysis.cuts.map((c) => c.tensor));
+  if (options.costTable)
+    checkCostTable(
+      options.costTable,
+      analysis.cuts.map((c) => c.tensor),
+    );
   const io = resolveModelIO(model, analysis, options.input);
   const k = io.classes;
   const labels = options.labels ? [...options.labels] : Array.from({ length: k }, (_, i) => String(i));
-  if (labels.length !== k) badArg(`${labels.length} labels for a model with ${k} classes`, { labels: labels.length, classes: k });
+  if (labels.length !== k)
+    badArg(`${labels.length} labels for a model with ${k} classes`, { labels: labels.length, classes: k });
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
   const collected = await collectSamples(options.samples, shape, isSampleBatch(options.samples) ? Infinity : o.limit);
@@ -441,8 +541,15 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const common = { options, o, model, analysis, io, labels, samples, timer, warnings, progress };
   const innerCuts = candidateCuts(analysis.cuts);
   if (innerCuts.length === 0) {
-    warnings.push('The model has no inner cut where an exit head can read a 4-D feature map: the bundle has no exits (one segment, the whole model).');
-    return finish(common, [], noExitSummary(common), { candidates: [], selectionEvaluations: 0, agreementLowerBound: 1, featureBytes: 0 });
+    warnings.push(
+      'The model has no inner cut where an exit head can read a 4-D feature map: the bundle has no exits (one segment, the whole model).',
+    );
+    return finish(common, [], noExitSummary(common), {
+      candidates: [],
+      selectionEvaluations: 0,
+      agreementLowerBound: 1,
+      featureBytes: 0,
+    });
   }
   return o.mode === 'paper' ? runPaper(common) : runSelfxit(common);
 }
@@ -507,12 +614,22 @@ async function finish(
     manifest,
     files,
     warnings: c.warnings,
-    report: { ...extra, samples: c.samples.count, minimumSamples: c.o.mode === 'paper' ? 0 : minimumSamples(c.o.target, c.o.folds), timings },
+    report: {
+      ...extra,
+      samples: c.samples.count,
+      minimumSamples: c.o.mode === 'paper' ? 0 : minimumSamples(c.o.target, c.o.folds),
+      timings,
+    },
   };
 }
 
 /** Per-exit MACs-based outcome (overhead excluded) at the given thresholds, for the manifest. */
-function macsOutcome(scores: readonly ExitScores[], selected: readonly number[], thresholds: readonly number[], macsCosts: CascadeCosts) {
+function macsOutcome(
+  scores: readonly ExitScores[],
+  selected: readonly number[],
+  thresholds: readonly number[],
+  macsCosts: CascadeCosts,
+) {
   return simulateCascade(scores, selected, thresholds, { ...macsCosts, overhead: 0 });
 }
 
@@ -543,7 +660,9 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   if (options.exits) {
     const usable = new Set(cuts);
     const named = findNamedCuts(analysis.cuts, options.exits);
-    for (const x of named) if (!usable.has(x)) c.warnings.push(`"${x.tensor}" cannot hold an exit (not a 4-D float map inside the backbone); skipped`);
+    for (const x of named)
+      if (!usable.has(x))
+        c.warnings.push(`"${x.tensor}" cannot hold an exit (not a 4-D float map inside the backbone); skipped`);
     cuts = named.filter((x) => usable.has(x));
   }
   const grids = cuts.map((cut) => {
@@ -559,9 +678,20 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   // Rows [0, n) are the samples; rows a*n + i the a-th augmented copy of sample i (training only, same fold as i).
   const copies = 1 + o.augment.length;
   const rows = n * copies;
-  const trainSamples = o.augment.length ? augmentSamples(samples, { height: io.input.height, width: io.input.width, channels: io.input.channels }, o.augment, o.seed) : samples;
+  const trainSamples = o.augment.length
+    ? augmentSamples(
+        samples,
+        { height: io.input.height, width: io.input.width, channels: io.input.channels },
+        o.augment,
+        o.seed,
+      )
+    : samples;
   const features: FeatureSet = await timer.time('features', () =>
-    backbonePass(c, cuts.map((cut, i) => ({ cut, grid: grids[i]!, ...(maxGrids[i] ? { maxGrid: maxGrids[i] } : {}) })), trainSamples),
+    backbonePass(
+      c,
+      cuts.map((cut, i) => ({ cut, grid: grids[i]!, ...(maxGrids[i] ? { maxGrid: maxGrids[i] } : {}) })),
+      trainSamples,
+    ),
   );
   const featureBytes = features.cuts.reduce((a, f) => a + f.x.byteLength, 0);
   const teacherPred = argmaxRows(features.teacher, n, k);
@@ -577,7 +707,13 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
   const trained = cuts.map(() => new Map<HeadKind, { scores: ExitScores; report: CandidateHeadReport }>());
   const hiddenOf = (kind: HeadKind): number => (kind === 'pool-mlp' ? o.hidden : DEFAULT_HIDDEN[kind]);
   const headMacsOf = (i: number, kind: HeadKind): number => estimateHeadMacs(hiddenOf(kind), features.cuts[i]!, k);
-  const costsFor = (kindOf: (i: number) => HeadKind) => buildCosts(analysis, cuts, cuts.map((_, i) => headMacsOf(i, kindOf(i))), options.costTable);
+  const costsFor = (kindOf: (i: number) => HeadKind) =>
+    buildCosts(
+      analysis,
+      cuts,
+      cuts.map((_, i) => headMacsOf(i, kindOf(i))),
+      options.costTable,
+    );
   const train = async (i: number, kind: HeadKind): Promise<void> => {
     throwIfAborted(options.signal, 'head training');
     const f = features.cuts[i]!;
@@ -588,7 +724,8 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
       seed: o.seed,
       temperature: o.temperature,
       fitFinal: false,
-      onFit: () => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail: `${exitName(f.cut.tensor)} ${kind}` }),
+      onFit: () =>
+        progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail: `${exitName(f.cut.tensor)} ${kind}` }),
     });
     const scores = exitScores(cf.oof.subarray(0, n * k), n, k, teacherPred);
     const { costs } = costsFor(() => kind);
@@ -597,7 +734,14 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     const head = (costs.headCost as number[])[i]! / costs.fullCost;
     trained[i]!.set(kind, {
       scores,
-      report: { kind, agreement: meanOf(scores.agree), meanScore: meanOf(scores.score), coverage, utility: coverage * after - head, trainMs: cf.ms },
+      report: {
+        kind,
+        agreement: meanOf(scores.agree),
+        meanScore: meanOf(scores.score),
+        coverage,
+        utility: coverage * after - head,
+        trainMs: cf.ms,
+      },
     });
     await yieldToEventLoop();
   };
@@ -614,26 +758,40 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     for (let i = 0; i < cuts.length; i++) await train(i, first!);
     if (others.length > 0 && shortlistSize > 0) {
       const prelim = selectWith(() => first!);
-      const byUtility = cuts.map((_, i) => i).sort((a, b) => trained[b]!.get(first!)!.report.utility - trained[a]!.get(first!)!.report.utility);
+      const byUtility = cuts
+        .map((_, i) => i)
+        .sort((a, b) => trained[b]!.get(first!)!.report.utility - trained[a]!.get(first!)!.report.utility);
       const short = [...new Set([...prelim.selected, ...byUtility])].slice(0, shortlistSize).sort((a, b) => a - b);
       for (const kind of others) for (const i of short) await train(i, kind);
     }
   });
-  const kindOf = cuts.map((_, i) => [...trained[i]!.values()].reduce((a, b) => (b.report.utility > a.report.utility ? b : a)).report.kind);
+  const kindOf = cuts.map(
+    (_, i) => [...trained[i]!.values()].reduce((a, b) => (b.report.utility > a.report.utility ? b : a)).report.kind,
+  );
 
   // ---- thresholds and exit selection on out-of-fold outputs ----
   progress({ stage: 'thresholds', done: 0, total: 1 });
   const sel = await timer.time('thresholds', async () => selectWith((i) => kindOf[i]!));
   progress({ stage: 'thresholds', done: 1, total: 1 });
   const scores = cuts.map((_, i) => trained[i]!.get(kindOf[i]!)!.scores);
-  const macsCosts = buildCosts(analysis, cuts, cuts.map((_, i) => headMacsOf(i, kindOf[i]!))).costs;
+  const macsCosts = buildCosts(
+    analysis,
+    cuts,
+    cuts.map((_, i) => headMacsOf(i, kindOf[i]!)),
+  ).costs;
   const outcome = macsOutcome(scores, sel.selected, sel.thresholds, macsCosts);
   // The curve in MACs (selection may have used measured ms): the same knobs and thresholds, re-simulated.
   const curve: CurvePoint[] =
     sel.selected.length > 0
       ? sel.curve.map((p) => {
           const m = macsOutcome(scores, sel.selected, p.thresholds, macsCosts);
-          return { knob: p.knob, thresholds: p.thresholds, agreement: m.agreement, macsFraction: m.macsFraction, exitShares: m.exitShares };
+          return {
+            knob: p.knob,
+            thresholds: p.thresholds,
+            agreement: m.agreement,
+            macsFraction: m.macsFraction,
+            exitShares: m.exitShares,
+          };
         })
       : noExitSummary(c).curve.slice();
 
@@ -643,7 +801,15 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     for (const i of sel.selected) {
       throwIfAborted(options.signal, 'final head training');
       const f = features.cuts[i]!;
-      out.push({ i, head: trainHead(f.x, features.teacher, rows, f.dim, k, { kind: kindOf[i]!, hidden: hiddenOf(kindOf[i]!), seed: o.seed, temperature: o.temperature }) });
+      out.push({
+        i,
+        head: trainHead(f.x, features.teacher, rows, f.dim, k, {
+          kind: kindOf[i]!,
+          hidden: hiddenOf(kindOf[i]!),
+          seed: o.seed,
+          temperature: o.temperature,
+        }),
+      });
       await yieldToEventLoop();
     }
     return out;
@@ -665,14 +831,19 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
       head: spec,
       threshold: sel.thresholds[j]!,
       expectedShare: outcome.exitShares[j]!,
-      ...(sel.rule === 'cost-calibrated' ? { scoreMap: { slope: map.slope, intercept: map.intercept, remaining: map.remaining } } : {}),
+      ...(sel.rule === 'cost-calibrated'
+        ? { scoreMap: { slope: map.slope, intercept: map.intercept, remaining: map.remaining } }
+        : {}),
     };
   });
   const candidates: ExitStats[] = cuts.map((cut, i) => {
     const r = trained[i]!.get(kindOf[i]!)!.report;
     return { name: exitName(cut.tensor), agreement: r.agreement, meanScore: r.meanScore };
   });
-  if (sel.selected.length === 0) c.warnings.push(`No exit pays off at target ${o.target}: the bundle runs the whole backbone (no exits). Try a lower target or more samples.`);
+  if (sel.selected.length === 0)
+    c.warnings.push(
+      `No exit pays off at target ${o.target}: the bundle runs the whole backbone (no exits). Try a lower target or more samples.`,
+    );
   const summary: CalibrationSummary = {
     samples: n,
     target: o.target,
@@ -699,7 +870,18 @@ async function runSelfxit(c: Common): Promise<PrepareResult> {
     selected: sel.selected.includes(i),
   }));
   const validation = sel.selected.map((i) => scores[i]!);
-  return finish(c, exits, summary, { candidates: candReports, selectionEvaluations: sel.evaluations, agreementLowerBound: sel.agreementLowerBound, featureBytes }, validation);
+  return finish(
+    c,
+    exits,
+    summary,
+    {
+      candidates: candReports,
+      selectionEvaluations: sel.evaluations,
+      agreementLowerBound: sel.agreementLowerBound,
+      featureBytes,
+    },
+    validation,
+  );
 }
 
 async function runPaper(c: Common): Promise<PrepareResult> {
@@ -708,10 +890,20 @@ async function runPaper(c: Common): Promise<PrepareResult> {
   const inner = candidateCuts(analysis.cuts);
   const cuts = options.exits
     ? findNamedCuts(analysis.cuts, options.exits)
-    : [...new Set([0.25, 0.5, 0.75].map((t) => inner.reduce((a, b) => (Math.abs(b.fraction - t) < Math.abs(a.fraction - t) ? b : a))))];
+    : [
+        ...new Set(
+          [0.25, 0.5, 0.75].map((t) =>
+            inner.reduce((a, b) => (Math.abs(b.fraction - t) < Math.abs(a.fraction - t) ? b : a)),
+          ),
+        ),
+      ];
   for (const cut of cuts) cutGeometry(cut);
   const geoms = cuts.map((cut) => cutGeometry(cut));
-  const budget = paperFeatureBudget(geoms.map((g) => g.channels * g.height * g.width), c.samples.count, o.paperMemoryBytes);
+  const budget = paperFeatureBudget(
+    geoms.map((g) => g.channels * g.height * g.width),
+    c.samples.count,
+    o.paperMemoryBytes,
+  );
   if (budget.samples < c.samples.count) {
     c.warnings.push(
       `Paper mode keeps full feature maps (${budget.bytesPerSample} bytes per sample); to stay within ${Math.round(o.paperMemoryBytes / 2 ** 20)} MiB it uses ${budget.samples} of the ${c.samples.count} samples.`,
@@ -719,18 +911,50 @@ async function runPaper(c: Common): Promise<PrepareResult> {
   }
   const per = io.input.height * io.input.width * io.input.channels;
   const samples: SampleBatch = { data: c.samples.data.subarray(0, budget.samples * per), count: budget.samples };
-  const features = await timer.time('features', () => backbonePass(c, cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })), samples));
-  const heads = await timer.time('heads', () => runPaperHeads(features, { folds: o.folds, seed: o.seed, temperature: o.temperature, onProgress: progress, ...(options.signal ? { signal: options.signal } : {}) }));
-  const macsCosts = buildCosts(analysis, cuts, heads.exits.map((e) => estimateHeadMacs(DEFAULT_HIDDEN.paper, features.cuts[e.index]!, k))).costs;
+  const features = await timer.time('features', () =>
+    backbonePass(
+      c,
+      cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })),
+      samples,
+    ),
+  );
+  const heads = await timer.time('heads', () =>
+    runPaperHeads(features, {
+      folds: o.folds,
+      seed: o.seed,
+      temperature: o.temperature,
+      onProgress: progress,
+      ...(options.signal ? { signal: options.signal } : {}),
+    }),
+  );
+  const macsCosts = buildCosts(
+    analysis,
+    cuts,
+    heads.exits.map((e) => estimateHeadMacs(DEFAULT_HIDDEN.paper, features.cuts[e.index]!, k)),
+  ).costs;
   progress({ stage: 'thresholds', done: 0, total: 1 });
-  const sel = await timer.time('thresholds', async () => paperCascade(heads.scores, macsCosts, { threshold: o.threshold, curvePoints: o.curvePoints, overhead: 0 }));
+  const sel = await timer.time('thresholds', async () =>
+    paperCascade(heads.scores, macsCosts, { threshold: o.threshold, curvePoints: o.curvePoints, overhead: 0 }),
+  );
   progress({ stage: 'thresholds', done: 1, total: 1 });
   const all = cuts.map((_, i) => i);
   const outcome = macsOutcome(heads.scores, all, sel.thresholds, macsCosts);
   const exits: BundleExit[] = heads.exits.map((e, j) => {
     const f = features.cuts[e.index]!;
-    const spec = toHeadSpec(e.head, { kind: 'paper', inChannels: f.channels, inHeight: f.height, inWidth: f.width, grid: [f.height, f.width] });
-    return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold: sel.thresholds[j]!, expectedShare: outcome.exitShares[j]! };
+    const spec = toHeadSpec(e.head, {
+      kind: 'paper',
+      inChannels: f.channels,
+      inHeight: f.height,
+      inWidth: f.width,
+      grid: [f.height, f.width],
+    });
+    return {
+      name: exitName(f.cut.tensor),
+      cut: f.cut.tensor,
+      head: spec,
+      threshold: sel.thresholds[j]!,
+      expectedShare: outcome.exitShares[j]!,
+    };
   });
   const summary: CalibrationSummary = {
     samples: samples.count,
@@ -741,7 +965,11 @@ async function runPaper(c: Common): Promise<PrepareResult> {
     seed: o.seed,
     validationAgreement: outcome.agreement,
     expectedMacsFraction: outcome.macsFraction,
-    candidates: cuts.map((cut, i) => ({ name: exitName(cut.tensor), agreement: meanOf(heads.scores[i]!.agree), meanScore: meanOf(heads.scores[i]!.score) })),
+    candidates: cuts.map((cut, i) => ({
+      name: exitName(cut.tensor),
+      agreement: meanOf(heads.scores[i]!.agree),
+      meanScore: meanOf(heads.scores[i]!.score),
+    })),
     curve: sel.curve,
     costUnit: 'macs',
   };
@@ -751,7 +979,16 @@ async function runPaper(c: Common): Promise<PrepareResult> {
     macsFraction: cut.fraction,
     grid: [geoms[i]!.height, geoms[i]!.width],
     features: features.cuts[i]!.dim,
-    heads: [{ kind: 'paper', agreement: meanOf(heads.scores[i]!.agree), meanScore: meanOf(heads.scores[i]!.score), coverage: coverageAt(heads.scores[i]!, o.target), utility: NaN, trainMs: heads.exits[i]!.ms }],
+    heads: [
+      {
+        kind: 'paper',
+        agreement: meanOf(heads.scores[i]!.agree),
+        meanScore: meanOf(heads.scores[i]!.score),
+        coverage: coverageAt(heads.scores[i]!, o.target),
+        utility: NaN,
+        trainMs: heads.exits[i]!.ms,
+      },
+    ],
     kind: 'paper',
     selected: true,
   }));

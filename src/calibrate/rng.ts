@@ -65,7 +65,11 @@ export function permutation(n: number, rng: Rng): Int32Array {
  */
 export function kFoldAssign(n: number, folds: number, seed: number): Int32Array {
   if (!Number.isInteger(folds) || folds < 2 || folds > n) {
-    throw new SelfxitError('INVALID_ARGUMENT', `k-fold split needs 2 <= folds <= samples, got folds=${folds}, samples=${n}`, { folds, n });
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `k-fold split needs 2 <= folds <= samples, got folds=${folds}, samples=${n}`,
+      { folds, n },
+    );
   }
   const perm = permutation(n, createRng(seed));
   const foldOf = new Int32Array(n);

@@ -21,7 +21,13 @@ export interface SampleShape {
 }
 
 export function isSampleBatch(s: SampleInput): s is SampleBatch {
-  return typeof s === 'object' && s !== null && 'data' in s && s.data instanceof Uint8Array && typeof (s as SampleBatch).count === 'number';
+  return (
+    typeof s === 'object' &&
+    s !== null &&
+    'data' in s &&
+    s.data instanceof Uint8Array &&
+    typeof (s as SampleBatch).count === 'number'
+  );
 }
 
 /** Throws INVALID_SAMPLES unless `batch.data` holds exactly `count` images of `shape`. */
@@ -70,7 +76,12 @@ export async function collectSamples(input: SampleInput, shape: SampleShape, lim
  * Shuffles the images with `seed` and keeps the first `limit` (files are often class-ordered, so a
  * plain prefix would be biased). Returns the chosen original indices too (to permute labels alike).
  */
-export function shuffleAndLimit(batch: SampleBatch, shape: SampleShape, seed: number, limit = Infinity): { batch: SampleBatch; indices: Int32Array } {
+export function shuffleAndLimit(
+  batch: SampleBatch,
+  shape: SampleShape,
+  seed: number,
+  limit = Infinity,
+): { batch: SampleBatch; indices: Int32Array } {
   const per = shape.height * shape.width * shape.channels;
   const perm = permutation(batch.count, createRng(seed));
   const n = Math.min(batch.count, Math.max(0, Math.floor(limit)));
@@ -87,7 +98,13 @@ export function shuffleAndLimit(batch: SampleBatch, shape: SampleShape, seed: nu
  * Converts images `[start, start + rows)` of a uint8 NHWC block to the model's float32 input
  * (`(p / 255 - mean[c]) / std[c]`), in `spec.layout`. Writes into `out` when given (reused buffer).
  */
-export function toModelInput(batch: SampleBatch, start: number, rows: number, spec: InputSpec, out?: Float32Array): Float32Array {
+export function toModelInput(
+  batch: SampleBatch,
+  start: number,
+  rows: number,
+  spec: InputSpec,
+  out?: Float32Array,
+): Float32Array {
   const { height: h, width: w, channels: c } = spec;
   const hw = h * w;
   const per = hw * c;
@@ -121,5 +138,7 @@ export function toModelInput(batch: SampleBatch, start: number, rows: number, sp
 
 /** Input tensor dims for `rows` images. */
 export function inputDims(spec: InputSpec, rows: number): number[] {
-  return spec.layout === 'NHWC' ? [rows, spec.height, spec.width, spec.channels] : [rows, spec.channels, spec.height, spec.width];
+  return spec.layout === 'NHWC'
+    ? [rows, spec.height, spec.width, spec.channels]
+    : [rows, spec.channels, spec.height, spec.width];
 }

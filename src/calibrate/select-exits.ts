@@ -2,8 +2,24 @@
 // (threshold re-chosen per subset), by deterministic local search (forward, backward, swap).
 import { SelfxitError } from '../errors.js';
 import type { CurvePoint } from '../bundle/manifest.js';
-import { checkCandidates, checkSelected, pathCosts, simulateCascade, type CascadeCosts, type ExitScores } from './cascade-sim.js';
-import { GlobalSweep, NEVER_EXIT, agreementLowerBound, chooseThresholds, checkTarget, maxDisagreements, thresholdCurve, type MarginOptions } from './thresholds.js';
+import {
+  checkCandidates,
+  checkSelected,
+  pathCosts,
+  simulateCascade,
+  type CascadeCosts,
+  type ExitScores,
+} from './cascade-sim.js';
+import {
+  GlobalSweep,
+  NEVER_EXIT,
+  agreementLowerBound,
+  chooseThresholds,
+  checkTarget,
+  maxDisagreements,
+  thresholdCurve,
+  type MarginOptions,
+} from './thresholds.js';
 
 export interface SelectExitsOptions extends MarginOptions {
   /** Agreement target in (0, 1]. */
@@ -55,14 +71,19 @@ interface Scored {
  * Deterministic. The empty set (backbone only) is always allowed, so the result is never worse than it, nor than the
  * all-candidates set under the same cost model (checked explicitly).
  */
-export function selectExits(exits: readonly ExitScores[], costs: CascadeCosts, options: SelectExitsOptions): SelectionResult {
+export function selectExits(
+  exits: readonly ExitScores[],
+  costs: CascadeCosts,
+  options: SelectExitsOptions,
+): SelectionResult {
   checkTarget(options.target);
   const n = checkCandidates(exits, costs);
   const E = exits.length;
   const overhead = options.overhead ?? 0.01 * costs.fullCost;
   if (!(overhead >= 0)) throw new SelfxitError('INVALID_ARGUMENT', `overhead must be >= 0, got ${overhead}`);
   const maxExits = options.maxExits ?? E;
-  if (!(Number.isInteger(maxExits) && maxExits >= 0)) throw new SelfxitError('INVALID_ARGUMENT', `maxExits must be a non-negative integer, got ${maxExits}`);
+  if (!(Number.isInteger(maxExits) && maxExits >= 0))
+    throw new SelfxitError('INVALID_ARGUMENT', `maxExits must be a non-negative integer, got ${maxExits}`);
   const c: CascadeCosts = { ...costs, overhead };
   const dMax = maxDisagreements(n, options.target, options);
   const sweep = new GlobalSweep(exits);
@@ -78,7 +99,8 @@ export function selectExits(exits: readonly ExitScores[], costs: CascadeCosts, o
     return v;
   };
   const eps = 1e-9 * Math.max(1, n) * costs.fullCost;
-  const better = (a: Scored, b: Scored): boolean => a.cost < b.cost - eps || (a.cost <= b.cost + eps && a.set.length < b.set.length);
+  const better = (a: Scored, b: Scored): boolean =>
+    a.cost < b.cost - eps || (a.cost <= b.cost + eps && a.set.length < b.set.length);
   const score = (set: number[]): Scored => ({ set, cost: costOf(set) });
   const withAdd = (set: number[], e: number): number[] => [...set, e].sort((a, b) => a - b);
 
@@ -108,7 +130,13 @@ export function selectExits(exits: readonly ExitScores[], costs: CascadeCosts, o
       for (let e = 0; e < E; e++) {
         if (cur.set.includes(e)) continue;
         if (cur.set.length < maxExits) consider(withAdd(cur.set, e));
-        for (const r of cur.set) consider(withAdd(cur.set.filter((x) => x !== r), e));
+        for (const r of cur.set)
+          consider(
+            withAdd(
+              cur.set.filter((x) => x !== r),
+              e,
+            ),
+          );
       }
       if (best && better(best, cur)) cur = best;
       else break;
@@ -142,7 +170,12 @@ export function selectExits(exits: readonly ExitScores[], costs: CascadeCosts, o
 export function paperCascade(
   exits: readonly ExitScores[],
   costs: CascadeCosts,
-  options: { threshold?: number; selected?: readonly number[]; curvePoints?: number; overhead?: number } & MarginOptions = {},
+  options: {
+    threshold?: number;
+    selected?: readonly number[];
+    curvePoints?: number;
+    overhead?: number;
+  } & MarginOptions = {},
 ): SelectionResult {
   checkCandidates(exits, costs);
   const selected = options.selected ? [...options.selected] : Array.from({ length: exits.length }, (_, i) => i);
@@ -158,7 +191,8 @@ export function paperCascade(
     thresholds,
     knob: t,
     agreement: o.agreement,
-    agreementLowerBound: o.exitShares[o.exitShares.length - 1] === 1 ? 1 : agreementLowerBound(o.n - o.disagreements, o.n, options),
+    agreementLowerBound:
+      o.exitShares[o.exitShares.length - 1] === 1 ? 1 : agreementLowerBound(o.n - o.disagreements, o.n, options),
     macsFraction: o.macsFraction,
     exitShares: o.exitShares,
     curve: thresholdCurve(exits, selected, c, { points: options.curvePoints ?? 100, extraKnobs: [t] }),

@@ -3,7 +3,15 @@
 import { SelfxitError } from '../errors.js';
 import type { CurvePoint } from '../bundle/manifest.js';
 import { agreementLowerBound, checkTarget, maxDisagreements, type MarginOptions } from './bounds.js';
-import { checkCandidates, checkSelected, pathCosts, simulateCascade, type CascadeCosts, type CascadeOutcome, type ExitScores } from './cascade-sim.js';
+import {
+  checkCandidates,
+  checkSelected,
+  pathCosts,
+  simulateCascade,
+  type CascadeCosts,
+  type CascadeOutcome,
+  type ExitScores,
+} from './cascade-sim.js';
 
 export { agreementLowerBound, checkTarget, maxDisagreements, normalQuantile, type MarginOptions } from './bounds.js';
 
@@ -86,7 +94,11 @@ export class GlobalSweep {
    * For `selected` with path costs `pc` (from pathCosts), the lowest-cost shared threshold whose disagreements are
    * <= dMax. Returns its rank (values.length = never exit), the total cost over samples and the disagreements.
    */
-  best(selected: readonly number[], pc: Float64Array, dMax: number): { rank: number; cost: number; disagreements: number } {
+  best(
+    selected: readonly number[],
+    pc: Float64Array,
+    dMax: number,
+  ): { rank: number; cost: number; disagreements: number } {
     const { n, dCost, dDis } = this;
     const s = selected.length;
     const R = this.values.length;
@@ -152,7 +164,13 @@ function outcomeBound(o: CascadeOutcome, options: MarginOptions): number {
  * Per-exit refinement: starting from `thresholds`, lowers each exit's threshold in turn (depth order, repeated
  * until nothing changes) to the lowest value that keeps disagreements <= dMax, given the others.
  */
-function refinePerExit(exits: readonly ExitScores[], selected: readonly number[], costs: CascadeCosts, start: readonly number[], dMax: number): number[] {
+function refinePerExit(
+  exits: readonly ExitScores[],
+  selected: readonly number[],
+  costs: CascadeCosts,
+  start: readonly number[],
+  dMax: number,
+): number[] {
   const n = exits[0]!.n;
   const s = selected.length;
   const pc = pathCosts(selected, costs);
@@ -219,7 +237,12 @@ function refinePerExit(exits: readonly ExitScores[], selected: readonly number[]
  * the backbone meets `target` with the margin of {@link MarginOptions} (default: one shared threshold for every
  * selected exit, exact over all distinct scores; `perExit: true` then lowers each exit's threshold in turn).
  */
-export function chooseThresholds(exits: readonly ExitScores[], selected: readonly number[], costs: CascadeCosts, options: ThresholdOptions): ThresholdChoice {
+export function chooseThresholds(
+  exits: readonly ExitScores[],
+  selected: readonly number[],
+  costs: CascadeCosts,
+  options: ThresholdOptions,
+): ThresholdChoice {
   checkTarget(options.target);
   const n = checkCandidates(exits, costs);
   checkSelected(selected, exits.length);
@@ -229,9 +252,16 @@ export function chooseThresholds(exits: readonly ExitScores[], selected: readonl
   const best = sweep.best(selected, pc, dMax);
   const knob = sweep.thresholdAt(best.rank);
   let thresholds = selected.map(() => knob);
-  if (options.perExit && selected.length > 0 && dMax >= 0) thresholds = refinePerExit(exits, selected, costs, thresholds, dMax);
+  if (options.perExit && selected.length > 0 && dMax >= 0)
+    thresholds = refinePerExit(exits, selected, costs, thresholds, dMax);
   const o = simulateCascade(exits, selected, thresholds, costs);
-  return { ...o, knob, thresholds, agreementLowerBound: outcomeBound(o, options), feasible: thresholds.some((t) => t < NEVER_EXIT) };
+  return {
+    ...o,
+    knob,
+    thresholds,
+    agreementLowerBound: outcomeBound(o, options),
+    feasible: thresholds.some((t) => t < NEVER_EXIT),
+  };
 }
 
 /**
@@ -248,13 +278,15 @@ export function thresholdCurve(
   const n = checkCandidates(exits, costs);
   checkSelected(selected, exits.length);
   const points = options.points ?? 100;
-  if (!(Number.isInteger(points) && points >= 2)) throw new SelfxitError('INVALID_ARGUMENT', `curve points must be an integer >= 2, got ${points}`);
+  if (!(Number.isInteger(points) && points >= 2))
+    throw new SelfxitError('INVALID_ARGUMENT', `curve points must be an integer >= 2, got ${points}`);
   const knobs = new Set<number>([NEVER_EXIT, ...(options.extraKnobs ?? [])]);
   if (selected.length > 0 && n > 0) {
     const pooled = new Float32Array(n * selected.length);
     selected.forEach((e, j) => pooled.set(exits[e]!.score.subarray(0, n), j * n));
     pooled.sort();
-    for (let p = 0; p < points - 1; p++) knobs.add(pooled[Math.min(pooled.length - 1, Math.round((p / (points - 2)) * (pooled.length - 1)))]!);
+    for (let p = 0; p < points - 1; p++)
+      knobs.add(pooled[Math.min(pooled.length - 1, Math.round((p / (points - 2)) * (pooled.length - 1)))]!);
   }
   return [...knobs]
     .sort((a, b) => a - b)

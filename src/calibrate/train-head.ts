@@ -48,16 +48,23 @@ export interface TrainHeadResult extends TrainedHead {
   readonly report: TrainReport;
 }
 
-
 /** Default epochs per head kind (see the report for how they were chosen). */
 export const DEFAULT_EPOCHS: Readonly<Record<HeadKind, number>> = { 'pool-linear': 4, 'pool-mlp': 4, paper: 4 };
 /**
  * Default minimum number of Adam steps per head kind (small sample sets get more epochs). The paper head's first
  * layer reads the whole flattened map (millions of weights), so its budget is smaller: 100 steps.
  */
-export const DEFAULT_MIN_STEPS: Readonly<Record<HeadKind, number>> = { 'pool-linear': 250, 'pool-mlp': 250, paper: 100 };
+export const DEFAULT_MIN_STEPS: Readonly<Record<HeadKind, number>> = {
+  'pool-linear': 250,
+  'pool-mlp': 250,
+  paper: 100,
+};
 /** Default Adam learning rate per head kind. */
-export const DEFAULT_LEARNING_RATE: Readonly<Record<HeadKind, number>> = { 'pool-linear': 0.01, 'pool-mlp': 0.01, paper: 0.001 };
+export const DEFAULT_LEARNING_RATE: Readonly<Record<HeadKind, number>> = {
+  'pool-linear': 0.01,
+  'pool-mlp': 0.01,
+  paper: 0.001,
+};
 /** Default hidden width per head kind (0: no hidden layer). */
 export const DEFAULT_HIDDEN: Readonly<Record<HeadKind, number>> = { 'pool-linear': 0, 'pool-mlp': 64, paper: 512 };
 
@@ -82,7 +89,13 @@ interface Param {
 }
 
 function param(size: number, decay: boolean): Param {
-  return { w: new Float32Array(size), g: new Float32Array(size), m: new Float32Array(size), v: new Float32Array(size), decay };
+  return {
+    w: new Float32Array(size),
+    g: new Float32Array(size),
+    m: new Float32Array(size),
+    v: new Float32Array(size),
+    decay,
+  };
 }
 
 function initNormal(w: Float32Array, std: number, rng: Rng): void {
@@ -135,14 +148,24 @@ export function trainHeadOnRows(
   const temp = options.temperature ?? 1;
   const scale = options.logitScale ?? (kind === 'paper' ? 2 : 1);
   const tol = options.tolerance ?? 0;
-  if (!(Number.isInteger(hidden) && hidden >= 0 && (kind === 'pool-linear' || hidden >= 1))) bad(`hidden width must be a positive integer, got ${hidden}`);
+  if (!(Number.isInteger(hidden) && hidden >= 0 && (kind === 'pool-linear' || hidden >= 1)))
+    bad(`hidden width must be a positive integer, got ${hidden}`);
   if (!(Number.isInteger(batch) && batch >= 1)) bad(`batchSize must be a positive integer, got ${batch}`);
-  if (!(lr0 > 0 && wd >= 0 && temp > 0 && scale > 0 && tol >= 0)) bad('learningRate, temperature, logitScale must be > 0; weightDecay, tolerance >= 0', { lr0, wd, temp, scale, tol });
+  if (!(lr0 > 0 && wd >= 0 && temp > 0 && scale > 0 && tol >= 0))
+    bad('learningRate, temperature, logitScale must be > 0; weightDecay, tolerance >= 0', {
+      lr0,
+      wd,
+      temp,
+      scale,
+      tol,
+    });
 
   const order = rows ? Int32Array.from(rows) : Int32Array.from({ length: n }, (_, i) => i);
   const m = order.length;
   if (m < 1) bad('head training needs at least one sample');
-  const epochs = options.epochs ?? Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS[kind] / Math.ceil(m / batch))));
+  const epochs =
+    options.epochs ??
+    Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS[kind] / Math.ceil(m / batch))));
   if (!(Number.isInteger(epochs) && epochs >= 1)) bad(`epochs must be a positive integer, got ${epochs}`);
   for (let r = 0; r < m; r++) if (!(order[r]! >= 0 && order[r]! < n)) bad(`row index ${order[r]} outside [0, ${n})`);
 
@@ -274,7 +297,11 @@ export function trainHeadOnRows(
   return { layers: out, logitScale: scale, report: { epochs: lossHistory.length, lossHistory, ms: Date.now() - t0 } };
 }
 
-function foldedParams(L: { W: Param; B: Param; in: number; out: number }, mean: Float32Array, invStd: Float32Array): { W: Param; B: Param } {
+function foldedParams(
+  L: { W: Param; B: Param; in: number; out: number },
+  mean: Float32Array,
+  invStd: Float32Array,
+): { W: Param; B: Param } {
   const f = foldStandardization({ in: L.in, out: L.out, weight: L.W.w, bias: L.B.w }, mean, invStd);
   return { W: { ...L.W, w: f.weight }, B: { ...L.B, w: f.bias } };
 }
@@ -285,7 +312,8 @@ function foldedParams(L: { W: Param; B: Param; in: number; out: number }, mean: 
  */
 export function foldStandardization(layer: DenseLayer, mean: Float32Array, invStd: Float32Array): DenseLayer {
   const d = layer.in;
-  if (mean.length !== d || invStd.length !== d) bad(`standardisation has ${mean.length}/${invStd.length} entries, layer reads ${d}`);
+  if (mean.length !== d || invStd.length !== d)
+    bad(`standardisation has ${mean.length}/${invStd.length} entries, layer reads ${d}`);
   const weight = new Float32Array(layer.weight.length);
   const bias = new Float32Array(layer.out);
   for (let o = 0; o < layer.out; o++) {
@@ -307,7 +335,14 @@ export function foldStandardization(layer: DenseLayer, mean: Float32Array, invSt
  * He init, seeded shuffling). Features are standardised on these samples and the standardisation is folded
  * into the first layer, so the returned head reads raw features.
  */
-export function trainHead(x: Float32Array, p: Float32Array, n: number, d: number, k: number, options: TrainHeadOptions = {}): TrainHeadResult {
+export function trainHead(
+  x: Float32Array,
+  p: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  options: TrainHeadOptions = {},
+): TrainHeadResult {
   return trainHeadOnRows(x, p, n, d, k, null, options);
 }
 
@@ -326,7 +361,14 @@ function checkHead(head: TrainedHead): { d: number; k: number } {
  * Writes head probabilities for samples `rows` of raw features `x` (null = the first `count` rows) into `out`:
  * at the sample's own row when `scatter` is true (out is `[n, k]`), else packed in order (`[count, k]`).
  */
-export function predictHeadRows(head: TrainedHead, x: Float32Array, rows: Int32Array | null, count: number, out: Float32Array, scatter: boolean): void {
+export function predictHeadRows(
+  head: TrainedHead,
+  x: Float32Array,
+  rows: Int32Array | null,
+  count: number,
+  out: Float32Array,
+  scatter: boolean,
+): void {
   const { d, k } = checkHead(head);
   const chunk = 256;
   const ls = head.layers;
@@ -397,7 +439,8 @@ export function toHeadSpec(head: TrainedHead, geometry: HeadGeometry): HeadSpec 
     bad(`head reads ${d} features but ${pools} gives ${want}`);
   }
   if (h % gh !== 0 || w % gw !== 0) bad(`grid ${gh}x${gw} does not divide ${h}x${w}`);
-  if (maxGrid && (h % maxGrid[0] !== 0 || w % maxGrid[1] !== 0)) bad(`maxGrid ${maxGrid[0]}x${maxGrid[1]} does not divide ${h}x${w}`);
+  if (maxGrid && (h % maxGrid[0] !== 0 || w % maxGrid[1] !== 0))
+    bad(`maxGrid ${maxGrid[0]}x${maxGrid[1]} does not divide ${h}x${w}`);
   return {
     kind: geometry.kind,
     inChannels: c,

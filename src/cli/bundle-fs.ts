@@ -15,10 +15,16 @@ const BUNDLE_FILE = /^(manifest\.json|report\.html|validation\.bin|.*\.onnx)$/;
  * {@link writeDirAtomic}); files of an older bundle that the new one does not write (segments, validation.bin,
  * report.html) are dropped, other files in the folder are kept. On failure the old folder stays as it was.
  */
-export async function writeBundleDir(dir: string, manifest: BundleManifest, files: ReadonlyMap<string, Uint8Array>, extra: ReadonlyMap<string, Uint8Array | string> = new Map()): Promise<void> {
+export async function writeBundleDir(
+  dir: string,
+  manifest: BundleManifest,
+  files: ReadonlyMap<string, Uint8Array>,
+  extra: ReadonlyMap<string, Uint8Array | string> = new Map(),
+): Promise<void> {
   const all = new Map<string, Uint8Array | string>([[MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`]]);
   for (const [name, bytes] of [...files, ...extra]) {
-    if (name.includes('/') || name.includes('\\') || name.startsWith('.')) throw new SelfxitError('INTERNAL', `bundle file name "${name}" is not a plain file name`);
+    if (name.includes('/') || name.includes('\\') || name.startsWith('.'))
+      throw new SelfxitError('INTERNAL', `bundle file name "${name}" is not a plain file name`);
     all.set(name, bytes);
   }
   await writeDirAtomic(dir, all, { removeStale: (name) => BUNDLE_FILE.test(name), last: MANIFEST_FILE });
@@ -33,7 +39,13 @@ export async function readBundleDir(dir: string, options: { verify?: boolean } =
       return new Uint8Array(b.buffer, b.byteOffset, b.length);
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e);
-      if (name === MANIFEST_FILE) throw new SelfxitError('INVALID_BUNDLE', `"${dir}" is not a selfxit bundle: ${MANIFEST_FILE} cannot be read (${why})`, { path: p }, { cause: e });
+      if (name === MANIFEST_FILE)
+        throw new SelfxitError(
+          'INVALID_BUNDLE',
+          `"${dir}" is not a selfxit bundle: ${MANIFEST_FILE} cannot be read (${why})`,
+          { path: p },
+          { cause: e },
+        );
       throw new SelfxitError('IO_ERROR', `Cannot read bundle file "${p}": ${why}`, { path: p }, { cause: e });
     }
   }, options);

@@ -43,13 +43,17 @@ function topHelp(commands: Readonly<Record<string, CliCommand>>): string {
     'Commands:',
     ...names.map((n) => `  ${n.padEnd(w)}  ${commands[n]!.summary}`),
     '',
-    'Run `selfxit <command> --help` for a command\'s options.',
+    "Run `selfxit <command> --help` for a command's options.",
     '',
   ].join('\n');
 }
 
 /** Parses `argv` (without node and script), runs the command, prints errors; resolves to the exit code. */
-export async function runCli(argv: readonly string[], commands: Readonly<Record<string, CliCommand>>, io: CliIo = processIo): Promise<number> {
+export async function runCli(
+  argv: readonly string[],
+  commands: Readonly<Record<string, CliCommand>>,
+  io: CliIo = processIo,
+): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     (name === undefined ? io.stderr : io.stdout)(topHelp(commands));

@@ -56,13 +56,19 @@ export async function loadEvalSamples(
   if (opts.shape) {
     const s = parseShape(opts.shape);
     if (s.height !== shape.height || s.width !== shape.width || s.channels !== shape.channels) {
-      throw new SelfxitError('INVALID_SAMPLES', `--shape ${opts.shape} does not match the bundle input ${shape.height},${shape.width},${shape.channels}`);
+      throw new SelfxitError(
+        'INVALID_SAMPLES',
+        `--shape ${opts.shape} does not match the bundle input ${shape.height},${shape.width},${shape.channels}`,
+      );
     }
   }
   const loaded = await loadSamples(samplesPath, shape);
   const all: SampleBatch = { data: loaded.data, count: loaded.count };
-  const labelsAll = opts.labelsFile ? await readLabelFile(opts.labelsFile, all.count, bundle.manifest.labels) : undefined;
-  if (opts.limit === undefined || opts.limit >= all.count) return { samples: all, ...(labelsAll ? { labels: labelsAll } : {}) };
+  const labelsAll = opts.labelsFile
+    ? await readLabelFile(opts.labelsFile, all.count, bundle.manifest.labels)
+    : undefined;
+  if (opts.limit === undefined || opts.limit >= all.count)
+    return { samples: all, ...(labelsAll ? { labels: labelsAll } : {}) };
   const { batch, indices } = shuffleAndLimit(all, shape, opts.seed ?? 0, opts.limit);
   return { samples: batch, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
 }
@@ -71,7 +77,11 @@ export async function loadEvalSamples(
 function integerOption(v: string | undefined, flag: string, min: number): number | undefined {
   const x = numberOption(v, flag);
   if (x !== undefined && !(Number.isInteger(x) && x >= min)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `${flag} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got ${v}`, { [flag]: v });
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `${flag} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got ${v}`,
+      { [flag]: v },
+    );
   }
   return x;
 }
@@ -86,17 +96,28 @@ export function formatEvaluation(r: EvaluationResult): string {
     `top-1: cascade ${pct(r.accuracy)}, backbone ${pct(r.backboneAccuracy)}`,
     `MACs fraction: ${pct(r.macsFraction)} (oracle ${pct(r.oracleMacsFraction)})`,
     'exits:',
-    ...r.exitNames.map((n, i) => `  ${n.padEnd(14)} threshold ${r.thresholds[i]!.toFixed(4)}  share ${pct(r.exitShares[i]!)}  agreement ${pct(r.exitAgreement[i]!)}`),
+    ...r.exitNames.map(
+      (n, i) =>
+        `  ${n.padEnd(14)} threshold ${r.thresholds[i]!.toFixed(4)}  share ${pct(r.exitShares[i]!)}  agreement ${pct(r.exitAgreement[i]!)}`,
+    ),
     `  ${'backbone'.padEnd(14)} ${''.padEnd(16)}  share ${pct(r.exitShares[r.exitShares.length - 1]!)}`,
     `time: cascade ${(r.timingsMs.cascade / 1000).toFixed(2)} s, full backbone ${(r.timingsMs.backbone / 1000).toFixed(2)} s, all heads ${(r.timingsMs.allHeads / 1000).toFixed(2)} s`,
   ];
   if (r.targetCurve?.length) {
-    lines.push('targets (thresholds re-chosen from the calibration curve):', '  target  expected agr  measured agr  top-1    MACs');
+    lines.push(
+      'targets (thresholds re-chosen from the calibration curve):',
+      '  target  expected agr  measured agr  top-1    MACs',
+    );
     for (const t of r.targetCurve) {
-      lines.push(`  ${t.target.toFixed(3).padEnd(7)} ${pct(t.expectedAgreement).padStart(12)}  ${pct(t.agreement).padStart(12)}  ${pct(t.accuracy).padStart(7)}  ${pct(t.macsFraction).padStart(7)}${t.reached ? '' : '  (not reached)'}`);
+      lines.push(
+        `  ${t.target.toFixed(3).padEnd(7)} ${pct(t.expectedAgreement).padStart(12)}  ${pct(t.agreement).padStart(12)}  ${pct(t.accuracy).padStart(7)}  ${pct(t.macsFraction).padStart(7)}${t.reached ? '' : '  (not reached)'}`,
+      );
     }
   }
-  if (r.replayMismatches > 0) lines.push(`note: ${r.replayMismatches} samples decided differently by the cascade and by the all-heads replay (float rounding near a threshold)`);
+  if (r.replayMismatches > 0)
+    lines.push(
+      `note: ${r.replayMismatches} samples decided differently by the cascade and by the all-heads replay (float rounding near a threshold)`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -117,9 +138,11 @@ export const evalCommand: CliCommand = {
       ...(seed !== undefined ? { seed } : {}),
     });
     const target = numberOption(v.target, '--target');
-    if (target !== undefined && !(target > 0 && target <= 1)) throw new SelfxitError('INVALID_TARGET', `--target must be in (0, 1], got ${target}`);
+    if (target !== undefined && !(target > 0 && target <= 1))
+      throw new SelfxitError('INVALID_TARGET', `--target must be in (0, 1], got ${target}`);
     const targets = numberList(v.targets, '--targets');
-    for (const t of targets ?? []) if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
+    for (const t of targets ?? [])
+      if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
     const result = await evaluateBundle({
       bundle,
       samples,

@@ -1,6 +1,7 @@
 // Node-side sample loading for the CLI: a raw uint8 NHWC file, or a folder of PNG/JPEG images
 // (decoded, bilinearly resized to the model input, converted to its channel count), plus label files.
 import { promises as fs } from 'node:fs';
+import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
@@ -13,16 +14,24 @@ const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
 export function parseShape(text: string): SampleShape {
   const parts = text.split(/[,x]/).map((s) => Number(s.trim()));
   if (parts.length !== 3 || parts.some((v) => !Number.isInteger(v) || v <= 0)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `--shape must be H,W,C with positive integers (e.g. 32,32,3), got "${text}"`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `--shape must be H,W,C with positive integers (e.g. 32,32,3), got "${text}"`,
+    );
   }
   return { height: parts[0]!, width: parts[1]!, channels: parts[2]! };
 }
 
-async function statOrThrow(p: string): Promise<import('node:fs').Stats> {
+async function statOrThrow(p: string): Promise<Stats> {
   try {
     return await fs.stat(p);
   } catch (e) {
-    throw new SelfxitError('IO_ERROR', `Cannot read samples at ${p}: ${(e as Error).message}`, { path: p }, { cause: e });
+    throw new SelfxitError(
+      'IO_ERROR',
+      `Cannot read samples at ${p}: ${(e as Error).message}`,
+      { path: p },
+      { cause: e },
+    );
   }
 }
 
@@ -79,14 +88,23 @@ export function decodeImage(bytes: Uint8Array, name = 'image'): RgbaImage {
   try {
     if (bytes[0] === 0x89 && bytes[1] === 0x50) {
       const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length));
-      return { width: png.width, height: png.height, data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.length) };
+      return {
+        width: png.width,
+        height: png.height,
+        data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.length),
+      };
     }
     if (bytes[0] === 0xff && bytes[1] === 0xd8) {
       const j = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true });
       return { width: j.width, height: j.height, data: j.data };
     }
   } catch (e) {
-    throw new SelfxitError('INVALID_SAMPLES', `${name}: cannot decode image: ${(e as Error).message}`, { file: name }, { cause: e });
+    throw new SelfxitError(
+      'INVALID_SAMPLES',
+      `${name}: cannot decode image: ${(e as Error).message}`,
+      { file: name },
+      { cause: e },
+    );
   }
   throw new SelfxitError('INVALID_SAMPLES', `${name}: not a PNG or JPEG image`, { file: name });
 }
@@ -131,7 +149,10 @@ export function toShape(img: RgbaImage, shape: SampleShape): Uint8Array {
 /** Reads class names, one per line (blank lines ignored). */
 export async function readLabelNames(file: string): Promise<string[]> {
   const text = await readText(file);
-  const names = text.split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
+  const names = text
+    .split(/\r?\n/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   if (names.length === 0) throw new SelfxitError('INVALID_ARGUMENT', `${file}: no label names`);
   return names;
 }
@@ -170,15 +191,26 @@ export async function readLabelFile(file: string, count: number, labelNames: rea
     }
     return Int32Array.from(buf, (v) => v);
   }
-  const lines = buf.toString('utf8').split(/\r?\n/).map((s) => s.trim()).filter((s) => s.length > 0);
+  const lines = buf
+    .toString('utf8')
+    .split(/\r?\n/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   if (lines.length !== count) {
-    throw new SelfxitError('INVALID_ARGUMENT', `${file}: ${lines.length} labels (or ${buf.length} bytes) for ${count} samples`, { file });
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `${file}: ${lines.length} labels (or ${buf.length} bytes) for ${count} samples`,
+      { file },
+    );
   }
   return Int32Array.from(lines, (s, i) => {
     const byName = labelNames.indexOf(s);
     const v = byName >= 0 ? byName : Number(s);
     if (!Number.isInteger(v) || v < 0 || v >= labelNames.length) {
-      throw new SelfxitError('INVALID_ARGUMENT', `${file}: line ${i + 1} "${s}" is not a class index or name`, { file, line: i + 1 });
+      throw new SelfxitError('INVALID_ARGUMENT', `${file}: line ${i + 1} "${s}" is not a class index or name`, {
+        file,
+        line: i + 1,
+      });
     }
     return v;
   });

@@ -40,7 +40,14 @@ function inspectText(file: string, bytes: number, a: ModelAnalysis): string {
   if (a.cuts.length === 0) return `${head}\n\nNo inner cut point: the model cannot be split.\n`;
   const rows = [
     ['#', 'tensor', 'shape', 'dtype', 'MACs before', 'fraction'],
-    ...a.cuts.map((c, i) => [String(i + 1), c.tensor, formatShape(c.shape), c.dtype, formatCount(c.macs), `${(c.fraction * 100).toFixed(1)} %`]),
+    ...a.cuts.map((c, i) => [
+      String(i + 1),
+      c.tensor,
+      formatShape(c.shape),
+      c.dtype,
+      formatCount(c.macs),
+      `${(c.fraction * 100).toFixed(1)} %`,
+    ]),
   ];
   return `${head}\n\n${formatTable(rows, new Set([0, 4, 5]))}\n`;
 }
@@ -50,12 +57,18 @@ export const inspectCommand: CliCommand = {
   summary: 'show inputs, outputs, MACs, params and cut points of an ONNX model',
   help,
   async run(argv: readonly string[], io: CliIo) {
-    const { values, positionals } = parseCommandArgs(argv, { json: { type: 'boolean' } }, { min: 1, max: 1, names: '<model.onnx>' });
+    const { values, positionals } = parseCommandArgs(
+      argv,
+      { json: { type: 'boolean' } },
+      { min: 1, max: 1, names: '<model.onnx>' },
+    );
     const file = positionals[0]!;
     const bytes = await readFileBytes(file);
     const model = decodeModel(bytes);
     const analysis = await analyzeModelNode(model);
-    io.stdout(values.json ? `${JSON.stringify(inspectJson(analysis))}\n` : inspectText(file, bytes.byteLength, analysis));
+    io.stdout(
+      values.json ? `${JSON.stringify(inspectJson(analysis))}\n` : inspectText(file, bytes.byteLength, analysis),
+    );
     return 0;
   },
 };

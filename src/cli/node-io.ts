@@ -63,10 +63,19 @@ export async function loadOrtNode(importer: OrtNodeImporter = importOrtNode): Pr
       );
     }
     const reason = e instanceof Error ? e.message : String(e);
-    throw new SelfxitError('BACKEND_UNAVAILABLE', `onnxruntime-node could not be loaded (${reason}); (re)install it: ${INSTALL_HINT}`, { package: 'onnxruntime-node' }, { cause: e });
+    throw new SelfxitError(
+      'BACKEND_UNAVAILABLE',
+      `onnxruntime-node could not be loaded (${reason}); (re)install it: ${INSTALL_HINT}`,
+      { package: 'onnxruntime-node' },
+      { cause: e },
+    );
   }
   if (!isOrtModule(mod)) {
-    throw new SelfxitError('BACKEND_UNAVAILABLE', `onnxruntime-node was loaded but has no InferenceSession/Tensor; (re)install it: ${INSTALL_HINT}`, { package: 'onnxruntime-node' });
+    throw new SelfxitError(
+      'BACKEND_UNAVAILABLE',
+      `onnxruntime-node was loaded but has no InferenceSession/Tensor; (re)install it: ${INSTALL_HINT}`,
+      { package: 'onnxruntime-node' },
+    );
   }
   return mod;
 }
@@ -77,7 +86,10 @@ export async function loadOrtNode(importer: OrtNodeImporter = importOrtNode): Pr
  * @throws SelfxitError `BACKEND_UNAVAILABLE` when shapes are missing and onnxruntime-node is not installed; the
  *   errors of {@link analyzeModel}.
  */
-export async function analyzeModelNode(model: OnnxModel, importer: OrtNodeImporter = importOrtNode): Promise<ModelAnalysis> {
+export async function analyzeModelNode(
+  model: OnnxModel,
+  importer: OrtNodeImporter = importOrtNode,
+): Promise<ModelAnalysis> {
   try {
     return await analyzeModel(model);
   } catch (e) {
@@ -87,7 +99,10 @@ export async function analyzeModelNode(model: OnnxModel, importer: OrtNodeImport
 }
 
 /** The file-system calls {@link writeDirAtomic} makes; tests inject failing ones. */
-export type DirFs = Pick<typeof fsp, 'stat' | 'realpath' | 'mkdir' | 'writeFile' | 'readdir' | 'rename' | 'rm' | 'link' | 'cp' | 'chmod'>;
+export type DirFs = Pick<
+  typeof fsp,
+  'stat' | 'realpath' | 'mkdir' | 'writeFile' | 'readdir' | 'rename' | 'rm' | 'link' | 'cp' | 'chmod'
+>;
 
 export interface WriteDirOptions {
   /** Files already in `dir` for which this returns true, and that are not being written, are dropped (stale outputs). */
@@ -116,13 +131,18 @@ const UNMOVABLE = new Set(['EBUSY', 'EXDEV']);
  * and stale files are removed afterwards (a failure midway can leave old and new files side by side).
  * @throws SelfxitError `IO_ERROR` naming the path (and where the old folder was left if it could not be put back).
  */
-export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uint8Array | string>, opts: WriteDirOptions = {}): Promise<void> {
+export async function writeDirAtomic(
+  dir: string,
+  files: ReadonlyMap<string, Uint8Array | string>,
+  opts: WriteDirOptions = {},
+): Promise<void> {
   const fs: DirFs = { ...fsp, ...opts.fs };
   let target = path.resolve(dir);
   let existingMode: number | undefined;
   try {
     const st = await fs.stat(target);
-    if (!st.isDirectory()) throw new SelfxitError('IO_ERROR', `Cannot write to "${dir}": it exists and is not a folder`, { path: dir });
+    if (!st.isDirectory())
+      throw new SelfxitError('IO_ERROR', `Cannot write to "${dir}": it exists and is not a folder`, { path: dir });
     existingMode = st.mode & 0o7777;
     target = await fs.realpath(target);
   } catch (e) {
@@ -174,7 +194,12 @@ export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uin
     if (createdParent) await fs.rm(createdParent, { recursive: true, force: true }).catch(() => undefined);
     if (restoreFailed !== undefined) {
       const err = ioError('Cannot write to', dir, e);
-      throw new SelfxitError('IO_ERROR', `${err.message}; the previous folder could not be put back and is at "${old}"`, { path: dir, previous: old }, { cause: e });
+      throw new SelfxitError(
+        'IO_ERROR',
+        `${err.message}; the previous folder could not be put back and is at "${old}"`,
+        { path: dir, previous: old },
+        { cause: e },
+      );
     }
     throw ioError('Cannot write to', dir, e);
   }
@@ -191,7 +216,13 @@ async function carryOver(fs: DirFs, from: string, to: string, isFile: boolean): 
       // fall through to a copy
     }
   }
-  await fs.cp(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true, force: false });
+  await fs.cp(from, to, {
+    recursive: true,
+    preserveTimestamps: true,
+    verbatimSymlinks: true,
+    errorOnExist: true,
+    force: false,
+  });
 }
 
 /** The fallback for an output folder that cannot be renamed: moves the files of `tmp` into it one by one (`order`,

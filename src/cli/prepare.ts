@@ -118,7 +118,8 @@ async function readCostTable(file: string): Promise<CostTable> {
   try {
     checkCostTable(t);
   } catch (e) {
-    if (e instanceof SelfxitError) throw new SelfxitError(e.code, `--cost-table ${file}: ${e.message}`, e.details, { cause: e });
+    if (e instanceof SelfxitError)
+      throw new SelfxitError(e.code, `--cost-table ${file}: ${e.message}`, e.details, { cause: e });
     throw e;
   }
   return t;
@@ -134,12 +135,20 @@ export const prepareCommand: CliCommand = {
     const out = requireOption(v.out, '--out');
     const heads = v.heads?.split(',').map((s) => s.trim()) as HeadKind[] | undefined;
     const mode = v.mode as PrepareOptions['mode'] | undefined;
-    if (mode !== undefined && mode !== 'selfxit' && mode !== 'paper') throw new UsageError(`--mode must be selfxit or paper, got "${mode}"`);
-    const augment = v.augment === undefined ? undefined : v.augment.trim() === 'none' ? [] : (v.augment.split(',').map((s) => s.trim()) as AugmentKind[]);
+    if (mode !== undefined && mode !== 'selfxit' && mode !== 'paper')
+      throw new UsageError(`--mode must be selfxit or paper, got "${mode}"`);
+    const augment =
+      v.augment === undefined
+        ? undefined
+        : v.augment.trim() === 'none'
+          ? []
+          : (v.augment.split(',').map((s) => s.trim()) as AugmentKind[]);
     const thresholdRule = v['threshold-rule'] as ThresholdRule | undefined;
     const temperature = numberOption(v.temperature, '--temperature');
     if (temperature !== undefined && !(Number.isFinite(temperature) && temperature > 0)) {
-      throw new SelfxitError('INVALID_ARGUMENT', `--temperature must be a finite number > 0, got ${v.temperature}`, { temperature: v.temperature });
+      throw new SelfxitError('INVALID_ARGUMENT', `--temperature must be a finite number > 0, got ${v.temperature}`, {
+        temperature: v.temperature,
+      });
     }
     const modelFile = positionals[0]!;
     const modelBytes = await readFileBytes(modelFile);
@@ -194,8 +203,13 @@ export const prepareCommand: CliCommand = {
     const lines = [
       `bundle: ${out} (${m.segments.length} segments, ${m.exits.length} exits, mode ${c.mode})`,
       `samples: ${c.samples}   target: ${c.target}   validation agreement: ${(c.validationAgreement * 100).toFixed(2)} %   expected MACs: ${(c.expectedMacsFraction * 100).toFixed(1)} % of ${formatCount(m.backbone.macs)}`,
-      ...m.exits.map((e) => `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %`),
-      `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {}).map(([k, s]) => `${k} ${s.toFixed(1)} s`).join(', ')})`,
+      ...m.exits.map(
+        (e) =>
+          `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %`,
+      ),
+      `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
+        .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
+        .join(', ')})`,
     ];
     io.stdout(`${lines.join('\n')}\n`);
     return 0;

@@ -11,7 +11,10 @@ export interface ProgressPrinter {
  * Progress printer writing through `write` (default stderr). `tty` (default: stderr is a terminal): one
  * updating line; otherwise one plain line per stage and every 10 %.
  */
-export function createProgressPrinter(write: (text: string) => void = (t) => void process.stderr.write(t), tty = process.stderr.isTTY === true): ProgressPrinter {
+export function createProgressPrinter(
+  write: (text: string) => void = (t) => void process.stderr.write(t),
+  tty = process.stderr.isTTY === true,
+): ProgressPrinter {
   const stream = { write };
   let lastStage = '';
   let lastDecile = -1;

@@ -60,10 +60,15 @@ export const reportCommand: CliCommand = {
     );
     const dir = positionals[0]!;
     const targets = numberList(v.targets, '--targets');
-    for (const t of targets ?? []) if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
+    for (const t of targets ?? [])
+      if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
     // parseArgs gives an array for a `multiple` option (the typed helper does not know).
-    const compareDirs = ((v.compare as unknown as string[] | undefined) ?? []).flatMap((c) => c.split(',')).map((c) => c.trim()).filter(Boolean);
-    if (!v.samples && (targets || compareDirs.length)) throw new UsageError(`${targets ? '--targets' : '--compare'} needs --samples (the images to measure on)`);
+    const compareDirs = ((v.compare as unknown as string[] | undefined) ?? [])
+      .flatMap((c) => c.split(','))
+      .map((c) => c.trim())
+      .filter(Boolean);
+    if (!v.samples && (targets || compareDirs.length))
+      throw new UsageError(`${targets ? '--targets' : '--compare'} needs --samples (the images to measure on)`);
     const bundle = await readBundleDir(dir);
     // Folder names, or the paths as given when two folders share a name.
     const names = [dir, ...compareDirs].map(bundleLabel);
@@ -80,10 +85,18 @@ export const reportCommand: CliCommand = {
           ...(v.limit !== undefined ? { limit: numberOption(v.limit, '--limit')! } : {}),
           ...(v.seed !== undefined ? { seed: numberOption(v.seed, '--seed')! } : {}),
         });
-        return evaluateBundle({ bundle: b, samples, ort, sessionOptions: CLI_SESSION_OPTIONS, ...(labels ? { labels } : {}), ...(targets ? { targets } : {}) });
+        return evaluateBundle({
+          bundle: b,
+          samples,
+          ort,
+          sessionOptions: CLI_SESSION_OPTIONS,
+          ...(labels ? { labels } : {}),
+          ...(targets ? { targets } : {}),
+        });
       };
       evaluation = await measure(bundle);
-      for (const c of compared) compare.push({ label: labelOf(c.dir), manifest: c.bundle.manifest, evaluation: await measure(c.bundle) });
+      for (const c of compared)
+        compare.push({ label: labelOf(c.dir), manifest: c.bundle.manifest, evaluation: await measure(c.bundle) });
     }
     const out = v.out ?? path.join(dir, 'report.html');
     const html = renderReport({

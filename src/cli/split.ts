@@ -33,18 +33,24 @@ export const splitCommand: CliCommand = {
   summary: 'split an ONNX model at cut points into segment models',
   help,
   async run(argv: readonly string[], io: CliIo) {
-    const { values, positionals } = parseCommandArgs(argv, { cuts: { type: 'string' }, out: { type: 'string' } }, { min: 1, max: 1, names: '<model.onnx>' });
+    const { values, positionals } = parseCommandArgs(
+      argv,
+      { cuts: { type: 'string' }, out: { type: 'string' } },
+      { min: 1, max: 1, names: '<model.onnx>' },
+    );
     const cutsArg = requireOption(values.cuts, '--cuts');
     const out = requireOption(values.out, '--out');
     const names = cutsArg.split(',').map((s) => s.trim());
-    if (cutsArg !== 'all' && names.some((s) => s === '')) throw new UsageError(`--cuts has an empty name in "${cutsArg}"`);
+    if (cutsArg !== 'all' && names.some((s) => s === ''))
+      throw new UsageError(`--cuts has an empty name in "${cutsArg}"`);
 
     const file = positionals[0]!;
     const model = decodeModel(await readFileBytes(file));
     const analysis = await analyzeModelNode(model);
     const cuts = cutsArg === 'all' ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names);
     for (let i = 1; i < cuts.length; i++) {
-      if (cuts[i] === cuts[i - 1]) throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
+      if (cuts[i] === cuts[i - 1])
+        throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
     }
     const segments = splitModel(model, cuts, analysis);
 
@@ -55,7 +61,11 @@ export const splitCommand: CliCommand = {
     segments.forEach((seg, i) => {
       const name = segmentFileName(i);
       files.set(name, encodeModel(seg));
-      index.segments.push({ file: name, input: i === 0 ? input : cuts[i - 1]!, output: i < cuts.length ? cuts[i]! : finalOutput });
+      index.segments.push({
+        file: name,
+        input: i === 0 ? input : cuts[i - 1]!,
+        output: i < cuts.length ? cuts[i]! : finalOutput,
+      });
     });
     files.set('index.json', `${JSON.stringify(index, null, 2)}\n`);
     await writeDirAtomic(out, files, { removeStale: (n) => /^segment-\d{3,}\.onnx$/.test(n) });

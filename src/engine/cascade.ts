@@ -106,7 +106,8 @@ export async function runCascade<A>(
       const fin = out.final;
       if (!fin) throw new Error(`stage ${s} returned no final output`);
       active.forEach((orig, r) => {
-        const probs = manifest.backbone.outputKind === 'logits' ? softmaxRow(fin, r * k, k) : fin.slice(r * k, (r + 1) * k);
+        const probs =
+          manifest.backbone.outputKind === 'logits' ? softmaxRow(fin, r * k, k) : fin.slice(r * k, (r + 1) * k);
         const { index, value } = argmaxRow(probs, 0, k);
         results[orig] = { index, confidence: value, exit: -1, probs };
       });
@@ -127,7 +128,8 @@ export async function runCascade<A>(
     const keep: number[] = [];
     active.forEach((orig, r) => {
       const { index, value } = argmaxRow(probs, r * k, k);
-      if (value >= thr) results[orig] = { index, confidence: value, exit: seg.exit!, probs: probs.slice(r * k, (r + 1) * k) };
+      if (value >= thr)
+        results[orig] = { index, confidence: value, exit: seg.exit!, probs: probs.slice(r * k, (r + 1) * k) };
       else keep.push(r);
     });
     if (keep.length === active.length) {

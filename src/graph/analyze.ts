@@ -53,7 +53,9 @@ function declaredShapes(index: GraphIndex): Map<string, number[]> {
   for (const vi of [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]) {
     const s = readValueInfo(vi).shape;
     if (!s || !vi.name) continue;
-    const c = s.map((d, i) => (i === 0 && typeof d === 'string' && (d === batchSym || vi.name === index.input) ? 1 : d));
+    const c = s.map((d, i) =>
+      i === 0 && typeof d === 'string' && (d === batchSym || vi.name === index.input) ? 1 : d,
+    );
     if (c.every((d): d is number => typeof d === 'number')) shapes.set(vi.name, c);
   }
   for (const [name, t] of index.initializers) shapes.set(name, (t.dims ?? []).map(toNum));
@@ -62,28 +64,50 @@ function declaredShapes(index: GraphIndex): Map<string, number[]> {
 
 function zeroData(dtype: DType, n: number): OrtTensor['data'] {
   switch (dtype) {
-    case 'float32': return new Float32Array(n);
-    case 'float64': return new Float64Array(n);
-    case 'float16': return new Uint16Array(n);
-    case 'int8': return new Int8Array(n);
-    case 'uint8': case 'bool': return new Uint8Array(n);
-    case 'int16': return new Int16Array(n);
-    case 'uint16': return new Uint16Array(n);
-    case 'int32': return new Int32Array(n);
-    case 'uint32': return new Uint32Array(n);
-    case 'int64': return new BigInt64Array(n);
-    case 'uint64': return new BigUint64Array(n);
-    default: throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot probe a model whose input is ${dtype}`);
+    case 'float32':
+      return new Float32Array(n);
+    case 'float64':
+      return new Float64Array(n);
+    case 'float16':
+      return new Uint16Array(n);
+    case 'int8':
+      return new Int8Array(n);
+    case 'uint8':
+    case 'bool':
+      return new Uint8Array(n);
+    case 'int16':
+      return new Int16Array(n);
+    case 'uint16':
+      return new Uint16Array(n);
+    case 'int32':
+      return new Int32Array(n);
+    case 'uint32':
+      return new Uint32Array(n);
+    case 'int64':
+      return new BigInt64Array(n);
+    case 'uint64':
+      return new BigUint64Array(n);
+    default:
+      throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot probe a model whose input is ${dtype}`);
   }
 }
 
 /** Runs the model once at batch 1 on zeros with `tensors` as extra outputs; returns their shapes and types. */
-async function probe(m: OnnxModel, index: GraphIndex, tensors: string[], ort: OrtModule): Promise<Map<string, { shape: number[]; dtype: DType }>> {
+async function probe(
+  m: OnnxModel,
+  index: GraphIndex,
+  tensors: string[],
+  ort: OrtModule,
+): Promise<Map<string, { shape: number[]; dtype: DType }>> {
   const [info] = graphInputs(m);
   const shape = info!.shape.map((d, i) => {
     if (typeof d === 'number') return d;
     if (i === 0) return 1;
-    throw new SelfxitError('SHAPE_UNKNOWN', `Input "${info!.name}" has the symbolic dimension "${d}" at axis ${i}; only the batch (axis 0) may be dynamic`, { tensor: info!.name });
+    throw new SelfxitError(
+      'SHAPE_UNKNOWN',
+      `Input "${info!.name}" has the symbolic dimension "${d}" at axis ${i}; only the batch (axis 0) may be dynamic`,
+      { tensor: info!.name },
+    );
   });
   const probeModel = withExtraOutputs(m, tensors);
   let result: Record<string, OrtTensor>;
@@ -91,14 +115,21 @@ async function probe(m: OnnxModel, index: GraphIndex, tensors: string[], ort: Or
     const session = await ort.InferenceSession.create(encodeModel(probeModel));
     try {
       const n = shape.reduce((a, b) => a * b, 1);
-      const feed = { [index.input]: new ort.Tensor(info!.dtype as 'float32', zeroData(info!.dtype, n) as Float32Array, shape) };
+      const feed = {
+        [index.input]: new ort.Tensor(info!.dtype as 'float32', zeroData(info!.dtype, n) as Float32Array, shape),
+      };
       result = (await session.run(feed)) as Record<string, OrtTensor>;
     } finally {
       await session.release();
     }
   } catch (e) {
     if (e instanceof SelfxitError) throw e;
-    throw new SelfxitError('SHAPE_UNKNOWN', `Shape probe run with onnxruntime failed: ${e instanceof Error ? e.message : String(e)}`, {}, { cause: e });
+    throw new SelfxitError(
+      'SHAPE_UNKNOWN',
+      `Shape probe run with onnxruntime failed: ${e instanceof Error ? e.message : String(e)}`,
+      {},
+      { cause: e },
+    );
   }
   const out = new Map<string, { shape: number[]; dtype: DType }>();
   for (const t of tensors) {
@@ -136,7 +167,11 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
   }
   if (missing.length > 0) {
     if (!opts.ort) {
-      throw new SelfxitError('SHAPE_UNKNOWN', `Shapes of ${missing.length} tensors (e.g. "${missing[0]}") are not in the model's value_info; pass { ort } to probe them`, { tensor: missing[0] });
+      throw new SelfxitError(
+        'SHAPE_UNKNOWN',
+        `Shapes of ${missing.length} tensors (e.g. "${missing[0]}") are not in the model's value_info; pass { ort } to probe them`,
+        { tensor: missing[0] },
+      );
     }
     const found = await probe(m, index, missing, opts.ort);
     for (const [name, { shape, dtype }] of found) {
@@ -160,9 +195,16 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
   const cuts: CutPoint[] = sweep.cuts.map((tensor) => {
     const s = shapes.get(tensor);
     const dtype = dtypes.get(tensor);
-    if (!s || !dtype) throw new SelfxitError('SHAPE_UNKNOWN', `Shape or element type of cut "${tensor}" is unknown`, { tensor });
+    if (!s || !dtype)
+      throw new SelfxitError('SHAPE_UNKNOWN', `Shape or element type of cut "${tensor}" is unknown`, { tensor });
     const macs = cumulative[sweep.position.get(tensor)!]!;
-    return { tensor, shape: s.map((d, i) => (i === 0 && dynamicBatch ? BATCH_DIM : d)), dtype, macs, fraction: total > 0 ? macs / total : 0 };
+    return {
+      tensor,
+      shape: s.map((d, i) => (i === 0 && dynamicBatch ? BATCH_DIM : d)),
+      dtype,
+      macs,
+      fraction: total > 0 ? macs / total : 0,
+    };
   });
   const { params, paramBytes } = paramStats(index);
   return { inputs, outputs, macs: total, params, paramBytes, cuts, shapes, dtypes, nodeMacs: perNode };

@@ -47,7 +47,11 @@ export function nodeMacs(node: onnx.INodeProto, shapeOf: ShapeLookup): number {
   const shapes = operands.map((name) => {
     const s = name ? shapeOf(name) : undefined;
     if (!s) {
-      throw new SelfxitError('SHAPE_UNKNOWN', `Shape of "${name}" (operand of ${op} node "${node.name ?? ''}") is unknown; cannot count its MACs`, { tensor: name, node: node.name });
+      throw new SelfxitError(
+        'SHAPE_UNKNOWN',
+        `Shape of "${name}" (operand of ${op} node "${node.name ?? ''}") is unknown; cannot count its MACs`,
+        { tensor: name, node: node.name },
+      );
     }
     return s;
   });

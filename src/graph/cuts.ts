@@ -99,7 +99,11 @@ export function whyNotCut(sweep: CutSweep, tensor: string): string | undefined {
   if (k === 'batch') return `"${tensor}" is a batch-size shape value, not a cut point`;
   const live = liveAt(sweep, p).filter((v) => v !== tensor);
   const node = index.nodes[p]!;
-  const shown = live.slice(0, 3).map((v) => `"${v}"`).join(', ') + (live.length > 3 ? `, … (${live.length} in all)` : '');
+  const shown =
+    live
+      .slice(0, 3)
+      .map((v) => `"${v}"`)
+      .join(', ') + (live.length > 3 ? `, … (${live.length} in all)` : '');
   return `"${tensor}" is not a cut point: ${sweep.liveAfter[p]} activation tensors are live after its producer "${node.name || node.opType}"${shown ? ` (also live: ${shown})` : ''}`;
 }
 
@@ -115,7 +119,8 @@ function liveAt(sweep: CutSweep, p: number): string[] {
     return last;
   };
   if (lastUse(input) > p) out.push(input);
-  for (let i = 0; i <= p; i++) for (const o of nodes[i]!.output ?? []) if (o && kind.get(o) === 'act' && lastUse(o) > p) out.push(o);
+  for (let i = 0; i <= p; i++)
+    for (const o of nodes[i]!.output ?? []) if (o && kind.get(o) === 'act' && lastUse(o) > p) out.push(o);
   return out;
 }
 
@@ -136,7 +141,11 @@ export function validateCuts(sweep: CutSweep, cuts: readonly string[]): number[]
       throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
     }
     if (positions[i]! <= positions[i - 1]!) {
-      throw new SelfxitError('INVALID_ARGUMENT', `Cuts must be in topological order: "${cuts[i]}" comes before "${cuts[i - 1]}" in the graph`, { tensor: cuts[i] });
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `Cuts must be in topological order: "${cuts[i]}" comes before "${cuts[i - 1]}" in the graph`,
+        { tensor: cuts[i] },
+      );
     }
   }
   return positions;

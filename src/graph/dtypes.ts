@@ -3,7 +3,19 @@ import type { GraphIndex } from './graph-index.js';
 import { attrInt, dtypeFromElemType, findAttr, readValueInfo, type DType } from './proto.js';
 
 const TO_INT64 = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin', 'NonMaxSuppression']);
-const TO_BOOL = new Set(['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'IsNaN', 'IsInf']);
+const TO_BOOL = new Set([
+  'Equal',
+  'Less',
+  'Greater',
+  'LessOrEqual',
+  'GreaterOrEqual',
+  'Not',
+  'And',
+  'Or',
+  'Xor',
+  'IsNaN',
+  'IsInf',
+]);
 const TO_INT32 = new Set(['ConvInteger', 'MatMulInteger']);
 /** Quantized ops: index of the input whose element type is the output's (the output zero point). */
 const ZERO_POINT_INPUT: Readonly<Record<string, number>> = {
@@ -39,7 +51,13 @@ export function inferDtypes(index: GraphIndex): Map<string, DType> {
     let types: (DType | undefined)[];
     if (op === 'Constant') {
       const t = findAttr(n, 'value')?.t;
-      types = [t ? dtypeFromElemType(t.dataType) : findAttr(n, 'value_float') || findAttr(n, 'value_floats') ? 'float32' : 'int64'];
+      types = [
+        t
+          ? dtypeFromElemType(t.dataType)
+          : findAttr(n, 'value_float') || findAttr(n, 'value_floats')
+            ? 'float32'
+            : 'int64',
+      ];
     } else if (TO_INT64.has(op)) types = ['int64'];
     else if (TO_BOOL.has(op)) types = ['bool'];
     else if (TO_INT32.has(op)) types = ['int32'];
@@ -56,7 +74,9 @@ export function inferDtypes(index: GraphIndex): Map<string, DType> {
     else if (op === 'MaxPool') types = [inType(0), 'int64'];
     else if (/^Random(Normal|Uniform)$/.test(op) || op === 'EyeLike' || /^Random(Normal|Uniform)Like$/.test(op)) {
       const d = findAttr(n, 'dtype');
-      types = [d ? dtypeFromElemType(attrInt(n, 'dtype', 1)) : op.endsWith('Like') || op === 'EyeLike' ? inType(0) : 'float32'];
+      types = [
+        d ? dtypeFromElemType(attrInt(n, 'dtype', 1)) : op.endsWith('Like') || op === 'EyeLike' ? inType(0) : 'float32',
+      ];
     } else types = [inType(0)];
     (n.output ?? []).forEach((o, i) => {
       if (!o || out.has(o)) return;

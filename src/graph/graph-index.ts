@@ -69,7 +69,9 @@ function inputsOf(n: onnx.INodeProto): string[] {
 /** Min-heap of numbers (node indices), for a stable Kahn topological sort. */
 class MinHeap {
   private readonly a: number[] = [];
-  get size(): number { return this.a.length; }
+  get size(): number {
+    return this.a.length;
+  }
   push(v: number): void {
     const a = this.a;
     a.push(v);
@@ -147,12 +149,19 @@ export function indexGraph(model: OnnxModel): GraphIndex {
     for (const name of ins) {
       if (!available(name)) {
         const n = all[i]!;
-        throw new SelfxitError('INVALID_MODEL', `Invalid ONNX graph: node "${n.name || n.opType}" reads tensor "${name}" that nothing produces`, { tensor: name, node: n.name });
+        throw new SelfxitError(
+          'INVALID_MODEL',
+          `Invalid ONNX graph: node "${n.name || n.opType}" reads tensor "${name}" that nothing produces`,
+          { tensor: name, node: n.name },
+        );
       }
     }
   });
   for (const o of outputs) {
-    if (!available(o)) throw new SelfxitError('INVALID_MODEL', `Invalid ONNX graph: output "${o}" is not produced by any node`, { tensor: o });
+    if (!available(o))
+      throw new SelfxitError('INVALID_MODEL', `Invalid ONNX graph: output "${o}" is not produced by any node`, {
+        tensor: o,
+      });
   }
 
   // Live nodes: those an output depends on.
@@ -175,7 +184,11 @@ export function indexGraph(model: OnnxModel): GraphIndex {
     const seen = new Set<string>();
     for (let i = 0; i < all.length && stored; i++) {
       if (!live[i]) continue;
-      for (const name of inAll[i]!) if (prodAll.has(name) && !seen.has(name)) { stored = false; break; }
+      for (const name of inAll[i]!)
+        if (prodAll.has(name) && !seen.has(name)) {
+          stored = false;
+          break;
+        }
       for (const o of all[i]!.output ?? []) seen.add(o);
       orderAll.push(i);
     }
@@ -204,13 +217,16 @@ export function indexGraph(model: OnnxModel): GraphIndex {
     }
     let liveCount = 0;
     for (let i = 0; i < all.length; i++) liveCount += live[i]!;
-    if (orderAll.length !== liveCount) throw new SelfxitError('INVALID_MODEL', 'Invalid ONNX graph: it contains a cycle');
+    if (orderAll.length !== liveCount)
+      throw new SelfxitError('INVALID_MODEL', 'Invalid ONNX graph: it contains a cycle');
   }
 
   const nodes = orderAll.map((i) => all[i]!);
   const nodeInputs = orderAll.map((i) => inAll[i]!);
   const producer = new Map<string, number>();
-  nodes.forEach((n, i) => { for (const o of n.output ?? []) if (o) producer.set(o, i); });
+  nodes.forEach((n, i) => {
+    for (const o of n.output ?? []) if (o) producer.set(o, i);
+  });
   const consumers = new Map<string, number[]>();
   nodeInputs.forEach((ins, i) => {
     for (const name of ins) {
@@ -221,7 +237,8 @@ export function indexGraph(model: OnnxModel): GraphIndex {
   });
 
   const opset = toOpset(model);
-  const constTensor = (name: string): onnx.ITensorProto | undefined => constantTensor(initializers, producer, nodes, name);
+  const constTensor = (name: string): onnx.ITensorProto | undefined =>
+    constantTensor(initializers, producer, nodes, name);
   const constNums = (name: string | undefined): number[] | undefined => {
     if (!name) return undefined;
     const t = constTensor(name);
@@ -248,12 +265,21 @@ export function indexGraph(model: OnnxModel): GraphIndex {
       if (c.opType === 'Slice') {
         if (opset < 10) {
           const axes = attrInts(c, 'axes');
-          return isZeroList(attrInts(c, 'starts')) && (attrInts(c, 'ends') ?? [])[0] === 1 && (!axes || isZeroList(axes));
+          return (
+            isZeroList(attrInts(c, 'starts')) && (attrInts(c, 'ends') ?? [])[0] === 1 && (!axes || isZeroList(axes))
+          );
         }
         const ends = constNums(ins[2]);
         const axes = ins[3] ? constNums(ins[3]) : [0];
         const steps = ins[4] ? constNums(ins[4]) : [1];
-        return isZeroList(constNums(ins[1])) && ends?.length === 1 && ends[0] === 1 && isZeroList(axes) && steps?.length === 1 && steps[0] === 1;
+        return (
+          isZeroList(constNums(ins[1])) &&
+          ends?.length === 1 &&
+          ends[0] === 1 &&
+          isZeroList(axes) &&
+          steps?.length === 1 &&
+          steps[0] === 1
+        );
       }
       return false;
     });
@@ -283,7 +309,20 @@ export function indexGraph(model: OnnxModel): GraphIndex {
     for (const o of n.output ?? []) if (o) kind.set(o, k);
   });
 
-  const index: GraphIndex = { model, graph: g, input, outputs, nodes, nodeInputs, producer, consumers, initializers, kind, batchShapeNodes, opset };
+  const index: GraphIndex = {
+    model,
+    graph: g,
+    input,
+    outputs,
+    nodes,
+    nodeInputs,
+    producer,
+    consumers,
+    initializers,
+    kind,
+    batchShapeNodes,
+    opset,
+  };
   cache.set(model.proto, index);
   return index;
 }

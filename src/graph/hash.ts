@@ -4,7 +4,11 @@ import { SelfxitError } from '../errors.js';
 /** sha256 of `bytes` as 64 lowercase hex chars. Uses `globalThis.crypto.subtle`. */
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const subtle = globalThis.crypto?.subtle;
-  if (!subtle) throw new SelfxitError('INTERNAL', 'WebCrypto (crypto.subtle) is not available here; sha256 needs a secure context or Node >= 20');
+  if (!subtle)
+    throw new SelfxitError(
+      'INTERNAL',
+      'WebCrypto (crypto.subtle) is not available here; sha256 needs a secure context or Node >= 20',
+    );
   const digest = await subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
   const b = new Uint8Array(digest);
   let s = '';

@@ -21,14 +21,20 @@ export function validateHeadSpec(spec: HeadSpec): void {
   const { inHeight: h, inWidth: w } = spec;
   if (!(spec.inChannels > 0 && h > 0 && w > 0)) bad(`input [${spec.inChannels}, ${h}, ${w}] must be positive`);
   if (!divides(spec.grid, h, w)) bad(`grid [${spec.grid[0]}, ${spec.grid[1]}] must divide the input size [${h}, ${w}]`);
-  if (spec.maxGrid !== undefined && !(Array.isArray(spec.maxGrid) && spec.maxGrid.length === 2 && divides(spec.maxGrid, h, w))) {
-    bad(`maxGrid [${Array.from(spec.maxGrid as ArrayLike<unknown>).join(', ')}] must divide the input size [${h}, ${w}]`);
+  if (
+    spec.maxGrid !== undefined &&
+    !(Array.isArray(spec.maxGrid) && spec.maxGrid.length === 2 && divides(spec.maxGrid, h, w))
+  ) {
+    bad(
+      `maxGrid [${Array.from(spec.maxGrid as ArrayLike<unknown>).join(', ')}] must divide the input size [${h}, ${w}]`,
+    );
   }
   if (spec.layers.length < 1 || spec.layers.length > 2) bad(`expected 1 or 2 dense layers, got ${spec.layers.length}`);
   let want = headInputSize(spec);
   spec.layers.forEach((l, i) => {
     if (l.in !== want) bad(`layer ${i} takes ${l.in} inputs, expected ${want}`);
-    if (l.weight.length !== l.in * l.out) bad(`layer ${i} weight has ${l.weight.length} values, expected ${l.in}x${l.out}`);
+    if (l.weight.length !== l.in * l.out)
+      bad(`layer ${i} weight has ${l.weight.length} values, expected ${l.in}x${l.out}`);
     if (l.bias.length !== l.out) bad(`layer ${i} bias has ${l.bias.length} values, expected ${l.out}`);
     want = l.out;
   });
@@ -37,7 +43,12 @@ export function validateHeadSpec(spec: HeadSpec): void {
 }
 
 /** Nodes and initializers of a head reading `input` and writing probabilities to `output`; names start with `prefix`. */
-export function headGraphParts(spec: HeadSpec, input: string, output: string, prefix: string): { nodes: onnx.NodeProto[]; initializers: onnx.TensorProto[] } {
+export function headGraphParts(
+  spec: HeadSpec,
+  input: string,
+  output: string,
+  prefix: string,
+): { nodes: onnx.NodeProto[]; initializers: onnx.TensorProto[] } {
   validateHeadSpec(spec);
   const nodes: onnx.NodeProto[] = [];
   const inits: onnx.TensorProto[] = [];
@@ -52,7 +63,9 @@ export function headGraphParts(spec: HeadSpec, input: string, output: string, pr
     } else if (gh !== spec.inHeight || gw !== spec.inWidth) {
       const kh = spec.inHeight / gh;
       const kw = spec.inWidth / gw;
-      nodes.push(makeNode(`${op}Pool`, [x], [n(`${tag}pool`)], { kernel_shape: [kh, kw], strides: [kh, kw] }, n(`${op}Pool`)));
+      nodes.push(
+        makeNode(`${op}Pool`, [x], [n(`${tag}pool`)], { kernel_shape: [kh, kw], strides: [kh, kw] }, n(`${op}Pool`)),
+      );
       x = n(`${tag}pool`);
     }
     nodes.push(makeNode('Flatten', [x], [n(`${tag}flat`)], { axis: 1 }, n(`Flatten${tag ? `_${tag}` : ''}`)));
@@ -71,7 +84,9 @@ export function headGraphParts(spec: HeadSpec, input: string, output: string, pr
     }
     inits.push(makeTensor(n(`fc${i}.weight`), 'float32', [l.out, l.in], l.weight));
     inits.push(makeTensor(n(`fc${i}.bias`), 'float32', [l.out], l.bias));
-    nodes.push(makeNode('Gemm', [x, n(`fc${i}.weight`), n(`fc${i}.bias`)], [n(`fc${i}`)], { transB: 1 }, n(`Gemm${i}`)));
+    nodes.push(
+      makeNode('Gemm', [x, n(`fc${i}.weight`), n(`fc${i}.bias`)], [n(`fc${i}`)], { transB: 1 }, n(`Gemm${i}`)),
+    );
     x = n(`fc${i}`);
   });
   if (spec.logitScale !== 1) {
@@ -130,18 +145,28 @@ export interface FuseHeadOptions {
 export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptions = {}): OnnxModel {
   const g = segment.proto.graph;
   const outs = g?.output ?? [];
-  if (!g || outs.length !== 1) throw new SelfxitError('INVALID_ARGUMENT', `fuseHead needs a segment with exactly one output, got ${outs.length}`);
+  if (!g || outs.length !== 1)
+    throw new SelfxitError('INVALID_ARGUMENT', `fuseHead needs a segment with exactly one output, got ${outs.length}`);
   const cutInfo = outs[0]!;
   const cut = cutInfo.name ?? '';
   const { dtype, shape } = readValueInfo(cutInfo);
-  if (dtype && dtype !== 'float32') throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot fuse a head onto "${cut}": it is ${dtype}, heads read float32`, { tensor: cut });
+  if (dtype && dtype !== 'float32')
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `Cannot fuse a head onto "${cut}": it is ${dtype}, heads read float32`,
+      { tensor: cut },
+    );
   if (shape) {
     const want = [spec.inChannels, spec.inHeight, spec.inWidth];
     const ok = shape.length === 4 && want.every((d, i) => typeof shape[i + 1] !== 'number' || shape[i + 1] === d);
-    if (!ok) bad(`segment output "${cut}" has shape [${shape.join(', ')}], the head expects [N, ${want.join(', ')}]`, { tensor: cut });
+    if (!ok)
+      bad(`segment output "${cut}" has shape [${shape.join(', ')}], the head expects [N, ${want.join(', ')}]`, {
+        tensor: cut,
+      });
   }
   const opset = toOpset(segment);
-  if (opset < 7) throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot fuse a head into a model of opset ${opset} (needs >= 7)`);
+  if (opset < 7)
+    throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot fuse a head into a model of opset ${opset} (needs >= 7)`);
   const outputName = opts.outputName ?? `${cut}__exit_probs`;
   const prefix = `${outputName}/`;
   const { nodes, initializers } = headGraphParts(spec, cut, outputName, prefix);
@@ -150,7 +175,12 @@ export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptio
   for (const t of g.initializer ?? []) taken.add(t.name ?? '');
   for (const i of g.input ?? []) taken.add(i.name ?? '');
   for (const name of [outputName, ...initializers.map((t) => t.name), ...nodes.flatMap((n) => n.output)]) {
-    if (taken.has(name)) throw new SelfxitError('INVALID_ARGUMENT', `Head tensor name "${name}" already exists in the segment; pass another outputName`, { tensor: name });
+    if (taken.has(name))
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `Head tensor name "${name}" already exists in the segment; pass another outputName`,
+        { tensor: name },
+      );
   }
   return withGraph(segment, {
     ...g,

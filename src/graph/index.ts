@@ -5,6 +5,12 @@ export { findCuts } from './cuts.js';
 export { splitModel, withExtraOutputs, BATCH_DIM, type TensorTypes } from './split.js';
 export { analyzeModel, segmentMacs, type AnalyzeOptions, type CutPoint, type ModelAnalysis } from './analyze.js';
 export { nodeMacs } from './cost.js';
-export { buildHeadModel, fuseHead, validateHeadSpec, type BuildHeadOptions, type FuseHeadOptions } from './head-builder.js';
+export {
+  buildHeadModel,
+  fuseHead,
+  validateHeadSpec,
+  type BuildHeadOptions,
+  type FuseHeadOptions,
+} from './head-builder.js';
 export { sha256Hex } from './hash.js';
 export type { ValueKind } from './graph-index.js';

@@ -32,15 +32,21 @@ export function decodeModel(bytes: Uint8Array): OnnxModel {
     );
   }
   const g = proto.graph;
-  if (!g) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: it has no graph', { bytes: bytes.byteLength });
-  if (!g.node || g.node.length === 0) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no nodes');
-  if (!g.output || g.output.length === 0) throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no outputs');
+  if (!g)
+    throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: it has no graph', { bytes: bytes.byteLength });
+  if (!g.node || g.node.length === 0)
+    throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no nodes');
+  if (!g.output || g.output.length === 0)
+    throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: the graph has no outputs');
   if (!proto.opsetImport || proto.opsetImport.length === 0) {
     throw new SelfxitError('INVALID_MODEL', 'Not a valid ONNX model: it imports no opset (truncated or not ONNX?)');
   }
   for (const n of g.node) {
     if (typeof n.opType !== 'string' || n.opType === '' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n.opType)) {
-      throw new SelfxitError('INVALID_MODEL', `Not a valid ONNX model: a node has the invalid op type ${JSON.stringify(n.opType)}`);
+      throw new SelfxitError(
+        'INVALID_MODEL',
+        `Not a valid ONNX model: a node has the invalid op type ${JSON.stringify(n.opType)}`,
+      );
     }
   }
   return { proto };
@@ -61,7 +67,11 @@ export function realInputProtos(m: OnnxModel): onnx.IValueInfoProto[] {
 function toInfo(vi: onnx.IValueInfoProto, what: string): TensorInfo {
   const { dtype, shape } = readValueInfo(vi);
   if (!dtype) {
-    throw new SelfxitError('UNSUPPORTED_MODEL', `Graph ${what} "${vi.name}" is not a tensor of a supported element type`, { tensor: vi.name });
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `Graph ${what} "${vi.name}" is not a tensor of a supported element type`,
+      { tensor: vi.name },
+    );
   }
   return { name: vi.name ?? '', dtype, shape: shape ?? [] };
 }

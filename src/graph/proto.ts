@@ -160,25 +160,60 @@ export function makeNode(
 // ---------------------------------------------------------------------------------------------
 // Tensors
 
-type TypedData = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array | BigInt64Array;
+type TypedData =
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array;
 
 /** An initializer / constant tensor from typed data, stored as little-endian raw bytes. */
-export function makeTensor(name: string, dtype: DType, dims: readonly number[], data: TypedData | readonly number[]): onnx.TensorProto {
+export function makeTensor(
+  name: string,
+  dtype: DType,
+  dims: readonly number[],
+  data: TypedData | readonly number[],
+): onnx.TensorProto {
   let typed: TypedData;
   if (!Array.isArray(data) && ArrayBuffer.isView(data)) typed = data as TypedData;
   else {
     const arr = data as readonly number[];
     switch (dtype) {
-      case 'float32': typed = Float32Array.from(arr); break;
-      case 'float64': typed = Float64Array.from(arr); break;
-      case 'int8': typed = Int8Array.from(arr); break;
-      case 'uint8': case 'bool': typed = Uint8Array.from(arr); break;
-      case 'int16': typed = Int16Array.from(arr); break;
-      case 'uint16': case 'float16': typed = Uint16Array.from(arr); break;
-      case 'int32': typed = Int32Array.from(arr); break;
-      case 'uint32': typed = Uint32Array.from(arr); break;
-      case 'int64': typed = BigInt64Array.from(arr.map((x) => BigInt(x))); break;
-      default: throw new Error(`makeTensor: unsupported dtype ${dtype}`);
+      case 'float32':
+        typed = Float32Array.from(arr);
+        break;
+      case 'float64':
+        typed = Float64Array.from(arr);
+        break;
+      case 'int8':
+        typed = Int8Array.from(arr);
+        break;
+      case 'uint8':
+      case 'bool':
+        typed = Uint8Array.from(arr);
+        break;
+      case 'int16':
+        typed = Int16Array.from(arr);
+        break;
+      case 'uint16':
+      case 'float16':
+        typed = Uint16Array.from(arr);
+        break;
+      case 'int32':
+        typed = Int32Array.from(arr);
+        break;
+      case 'uint32':
+        typed = Uint32Array.from(arr);
+        break;
+      case 'int64':
+        typed = BigInt64Array.from(arr.map((x) => BigInt(x)));
+        break;
+      default:
+        throw new Error(`makeTensor: unsupported dtype ${dtype}`);
     }
   }
   const raw = new Uint8Array(typed.buffer.slice(typed.byteOffset, typed.byteOffset + typed.byteLength));
@@ -209,17 +244,39 @@ export function tensorNumbers(t: onnx.ITensorProto): number[] | undefined {
     for (let i = 0; i < n; i++) {
       const o = i * bytes;
       switch (dtype) {
-        case 'float32': out[i] = dv.getFloat32(o, true); break;
-        case 'float64': out[i] = dv.getFloat64(o, true); break;
-        case 'int8': out[i] = dv.getInt8(o); break;
-        case 'uint8': case 'bool': out[i] = dv.getUint8(o); break;
-        case 'int16': out[i] = dv.getInt16(o, true); break;
-        case 'uint16': out[i] = dv.getUint16(o, true); break;
-        case 'int32': out[i] = dv.getInt32(o, true); break;
-        case 'uint32': out[i] = dv.getUint32(o, true); break;
-        case 'int64': out[i] = Number(dv.getBigInt64(o, true)); break;
-        case 'uint64': out[i] = Number(dv.getBigUint64(o, true)); break;
-        default: return undefined;
+        case 'float32':
+          out[i] = dv.getFloat32(o, true);
+          break;
+        case 'float64':
+          out[i] = dv.getFloat64(o, true);
+          break;
+        case 'int8':
+          out[i] = dv.getInt8(o);
+          break;
+        case 'uint8':
+        case 'bool':
+          out[i] = dv.getUint8(o);
+          break;
+        case 'int16':
+          out[i] = dv.getInt16(o, true);
+          break;
+        case 'uint16':
+          out[i] = dv.getUint16(o, true);
+          break;
+        case 'int32':
+          out[i] = dv.getInt32(o, true);
+          break;
+        case 'uint32':
+          out[i] = dv.getUint32(o, true);
+          break;
+        case 'int64':
+          out[i] = Number(dv.getBigInt64(o, true));
+          break;
+        case 'uint64':
+          out[i] = Number(dv.getBigUint64(o, true));
+          break;
+        default:
+          return undefined;
       }
     }
     return out;
@@ -243,7 +300,11 @@ export function tensorBytes(t: onnx.ITensorProto): number {
 // Value infos
 
 /** A tensor ValueInfoProto; string dims are symbolic (`dim_param`), numbers fixed. `shape` undefined = unknown rank. */
-export function makeValueInfo(name: string, dtype: DType | undefined, shape?: readonly (number | string)[]): onnx.ValueInfoProto {
+export function makeValueInfo(
+  name: string,
+  dtype: DType | undefined,
+  shape?: readonly (number | string)[],
+): onnx.ValueInfoProto {
   if (!dtype) return pb.ValueInfoProto.create({ name });
   const tensorType: onnx.TypeProto.ITensor = { elemType: elemTypeFromDtype(dtype) };
   if (shape) tensorType.shape = { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) };
@@ -251,7 +312,10 @@ export function makeValueInfo(name: string, dtype: DType | undefined, shape?: re
 }
 
 /** Dtype and shape stored in a ValueInfoProto (shape undefined when the rank is unknown; unnamed unknown dims become '?'). */
-export function readValueInfo(vi: onnx.IValueInfoProto): { dtype: DType | undefined; shape: (number | string)[] | undefined } {
+export function readValueInfo(vi: onnx.IValueInfoProto): {
+  dtype: DType | undefined;
+  shape: (number | string)[] | undefined;
+} {
   const tt = vi.type?.tensorType;
   const dtype = dtypeFromElemType(tt?.elemType);
   const dims = tt?.shape?.dim;

@@ -22,12 +22,21 @@ function withBatch(shape: readonly (number | string)[] | undefined): (number | s
 }
 
 /** Typed value info for a boundary tensor: explicit types first, then the model's value_info, then static inference. */
-function boundaryInfo(name: string, types: TensorTypes | undefined, inferred: Map<string, DType>, declared: Map<string, onnx.IValueInfoProto>): onnx.ValueInfoProto {
+function boundaryInfo(
+  name: string,
+  types: TensorTypes | undefined,
+  inferred: Map<string, DType>,
+  declared: Map<string, onnx.IValueInfoProto>,
+): onnx.ValueInfoProto {
   const vi = declared.get(name);
   const fromVi = vi ? readValueInfo(vi) : undefined;
   const dtype = types?.dtypes?.get(name) ?? fromVi?.dtype ?? inferred.get(name);
   if (!dtype) {
-    throw new SelfxitError('SHAPE_UNKNOWN', `Element type of tensor "${name}" could not be determined; pass shapes/dtypes from analyzeModel()`, { tensor: name });
+    throw new SelfxitError(
+      'SHAPE_UNKNOWN',
+      `Element type of tensor "${name}" could not be determined; pass shapes/dtypes from analyzeModel()`,
+      { tensor: name },
+    );
   }
   const shape = types?.shapes?.get(name) ?? fromVi?.shape;
   return makeValueInfo(name, dtype, withBatch(shape));
@@ -93,7 +102,8 @@ function buildSegment(
   const rewrite = new Set<number>();
   const seen = new Set<string>();
   const stack: string[] = [...outputs];
-  const beforeSegment = (x: string): boolean => x !== inputName && (x === index.input || (producer.get(x) ?? Infinity) <= inPos);
+  const beforeSegment = (x: string): boolean =>
+    x !== inputName && (x === index.input || (producer.get(x) ?? Infinity) <= inPos);
   while (stack.length) {
     const name = stack.pop()!;
     if (seen.has(name) || name === inputName) continue;
@@ -104,7 +114,11 @@ function buildSegment(
     }
     const p = producer.get(name);
     if (p === undefined || (kind.get(name) === 'act' && p <= inPos)) {
-      throw new SelfxitError('INTERNAL', `Segment ${k} needs activation "${name}" from before its input "${inputName}" (cut detection bug)`, { tensor: name, segment: k });
+      throw new SelfxitError(
+        'INTERNAL',
+        `Segment ${k} needs activation "${name}" from before its input "${inputName}" (cut detection bug)`,
+        { tensor: name, segment: k },
+      );
     }
     if (take.has(p)) continue;
     take.add(p);
@@ -133,8 +147,12 @@ function buildSegment(
     node: segNodes,
     input: [boundaryInfo(inputName, types, inferred, declared)],
     output: outputs.map((o) => boundaryInfo(o, types, inferred, declared)),
-    initializer: [...inits].sort((a, b) => lookup.initOrder.get(a)! - lookup.initOrder.get(b)!).map((name) => initializers.get(name)!),
-    valueInfo: [...produced].filter((name) => !boundary.has(name) && lookup.valueInfo.has(name)).map((name) => lookup.valueInfo.get(name)!),
+    initializer: [...inits]
+      .sort((a, b) => lookup.initOrder.get(a)! - lookup.initOrder.get(b)!)
+      .map((name) => initializers.get(name)!),
+    valueInfo: [...produced]
+      .filter((name) => !boundary.has(name) && lookup.valueInfo.has(name))
+      .map((name) => lookup.valueInfo.get(name)!),
   };
   return withGraph(m, graph);
 }
@@ -145,7 +163,12 @@ function buildSegment(
  * left untyped (onnxruntime infers them).
  * @throws SelfxitError `INVALID_ARGUMENT` when a tensor is not produced in the graph.
  */
-export function withExtraOutputs(m: OnnxModel, tensors: readonly string[], shapes?: ReadonlyMap<string, readonly number[]>, dtypes?: ReadonlyMap<string, DType>): OnnxModel {
+export function withExtraOutputs(
+  m: OnnxModel,
+  tensors: readonly string[],
+  shapes?: ReadonlyMap<string, readonly number[]>,
+  dtypes?: ReadonlyMap<string, DType>,
+): OnnxModel {
   const index = indexGraph(m);
   const g = index.graph;
   const have = new Set((g.output ?? []).map((o) => o.name ?? ''));
@@ -154,7 +177,9 @@ export function withExtraOutputs(m: OnnxModel, tensors: readonly string[], shape
   for (const t of tensors) {
     if (have.has(t)) continue;
     if (!index.producer.has(t) && t !== index.input && !index.initializers.has(t)) {
-      throw new SelfxitError('INVALID_ARGUMENT', `Cannot output tensor "${t}": it is not produced by the graph`, { tensor: t });
+      throw new SelfxitError('INVALID_ARGUMENT', `Cannot output tensor "${t}": it is not produced by the graph`, {
+        tensor: t,
+      });
     }
     have.add(t);
     const shape = shapes?.get(t);

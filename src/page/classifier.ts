@@ -75,12 +75,23 @@ export interface ClassifierInfo {
   readonly labels: readonly string[];
   readonly input: InputSpec;
   /** Current exits and thresholds. */
-  readonly exits: readonly { readonly index: number; readonly name: string; readonly threshold: number; readonly macsFraction: number; readonly expectedShare: number }[];
+  readonly exits: readonly {
+    readonly index: number;
+    readonly name: string;
+    readonly threshold: number;
+    readonly macsFraction: number;
+    readonly expectedShare: number;
+  }[];
   /** Agreement target of the current thresholds (the calibration target until setTarget()). */
   readonly target: number;
   readonly expectedAgreement: number;
   readonly expectedMacsFraction: number;
-  readonly segments: readonly { readonly file: string; readonly bytes: number; readonly loaded: boolean; readonly cached: boolean }[];
+  readonly segments: readonly {
+    readonly file: string;
+    readonly bytes: number;
+    readonly loaded: boolean;
+    readonly cached: boolean;
+  }[];
   readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
   /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
   readonly plan?: PlanSummary;
@@ -120,12 +131,22 @@ export class Classifier {
   /** The manifest's thresholds and what calibration expects of them. */
   private shippedChoice(): Omit<TargetChoice, 'reached'> {
     const c = this.manifest.calibration;
-    return { target: c.target, thresholds: this.manifest.exits.map((e) => e.threshold), agreement: c.validationAgreement, macsFraction: c.expectedMacsFraction };
+    return {
+      target: c.target,
+      thresholds: this.manifest.exits.map((e) => e.threshold),
+      agreement: c.validationAgreement,
+      macsFraction: c.expectedMacsFraction,
+    };
   }
 
   private applyPlan(plan: DevicePlan): void {
     this.devicePlan = plan;
-    this.choice = { target: plan.target, thresholds: [...plan.thresholds], agreement: plan.expectedAgreement, macsFraction: plan.expectedMacsFraction };
+    this.choice = {
+      target: plan.target,
+      thresholds: [...plan.thresholds],
+      agreement: plan.expectedAgreement,
+      macsFraction: plan.expectedMacsFraction,
+    };
   }
 
   /**
@@ -138,7 +159,8 @@ export class Classifier {
     if (plan && this.client.state && plan.backend !== this.client.state.backend) {
       this.devicePlan = undefined;
       const target = this.choice.target;
-      this.choice = target === this.manifest.calibration.target ? this.shippedChoice() : chooseThresholds(this.manifest, target);
+      this.choice =
+        target === this.manifest.calibration.target ? this.shippedChoice() : chooseThresholds(this.manifest, target);
     }
     return this.devicePlan;
   }
@@ -149,7 +171,9 @@ export class Classifier {
     const client = WorkerClient.start(resolved.workerUrl);
     const onProgress = resolved.onProgress;
     try {
-      const reply = await client.call((api) => api.init(resolved.init, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined));
+      const reply = await client.call((api) =>
+        api.init(resolved.init, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined),
+      );
       return new Classifier(client, reply.manifest, reply.manifestHash, resolved.init.manifestUrl, reply.plan);
     } catch (e) {
       client.fail(new SelfxitError('DISPOSED', 'load() failed'));
@@ -200,13 +224,20 @@ export class Classifier {
         transfers.push(...t);
       } catch (e) {
         for (const w of transfers) (w as ImageBitmap).close?.();
-        if (e instanceof SelfxitError && inputs.length > 1) throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
+        if (e instanceof SelfxitError && inputs.length > 1)
+          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
         throw e;
       }
     }
     this.activePlan();
-    const request = { inputs: wires, thresholds: [...this.choice.thresholds], probabilities: options.probabilities === true };
-    const results = await this.client.call((api) => api.classify(transfers.length > 0 ? transfer(request, transfers) : request));
+    const request = {
+      inputs: wires,
+      thresholds: [...this.choice.thresholds],
+      probabilities: options.probabilities === true,
+    };
+    const results = await this.client.call((api) =>
+      api.classify(transfers.length > 0 ? transfer(request, transfers) : request),
+    );
     return results.map((r) => this.toResult(r));
   }
 
@@ -217,7 +248,9 @@ export class Classifier {
       label: m.labels[r.index] ?? String(r.index),
       index: r.index,
       confidence: r.confidence,
-      exit: exit ? { index: r.exit, name: exit.name, macsFraction: exit.macsFraction } : { index: -1, name: 'backbone', macsFraction: backboneFraction(m) },
+      exit: exit
+        ? { index: r.exit, name: exit.name, macsFraction: exit.macsFraction }
+        : { index: -1, name: 'backbone', macsFraction: backboneFraction(m) },
       timings: { totalMs: r.totalMs, stages: r.stages },
       ...(r.probabilities ? { probabilities: r.probabilities } : {}),
     };
@@ -237,11 +270,22 @@ export class Classifier {
       manifestHash: this.manifestHash,
       labels: m.labels,
       input: m.input,
-      exits: m.exits.map((e, i) => ({ index: i, name: e.name, threshold: this.choice.thresholds[i]!, macsFraction: e.macsFraction, expectedShare: e.expectedShare })),
+      exits: m.exits.map((e, i) => ({
+        index: i,
+        name: e.name,
+        threshold: this.choice.thresholds[i]!,
+        macsFraction: e.macsFraction,
+        expectedShare: e.expectedShare,
+      })),
       target: this.choice.target,
       expectedAgreement: this.choice.agreement,
       expectedMacsFraction: this.choice.macsFraction,
-      segments: m.segments.map((seg, i) => ({ file: seg.file, bytes: seg.bytes, loaded: s.sessions[i] === true, cached: s.cachedSegments[i] === true })),
+      segments: m.segments.map((seg, i) => ({
+        file: seg.file,
+        bytes: seg.bytes,
+        loaded: s.sessions[i] === true,
+        cached: s.cachedSegments[i] === true,
+      })),
       cache: { enabled: s.cacheEnabled, manifestFromCache: s.manifestFromCache },
       ...(plan
         ? {
@@ -289,8 +333,11 @@ export class Classifier {
     if (typeof target !== 'number') checkTarget(Number.NaN);
     checkTarget(target);
     const onProgress = options.onProgress;
-    if (onProgress !== undefined && typeof onProgress !== 'function') throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
-    const plan = await this.client.call((api) => api.plan({ target }, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined));
+    if (onProgress !== undefined && typeof onProgress !== 'function')
+      throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
+    const plan = await this.client.call((api) =>
+      api.plan({ target }, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined),
+    );
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     this.applyPlan(plan);
     this.activePlan(); // a backend change since the measurement drops it again

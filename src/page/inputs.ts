@@ -7,13 +7,7 @@ import type { WireInput } from '../protocol.js';
  * (length C*H*W, in the manifest's layout); everything else is resized and normalised as the manifest says.
  */
 export type ClassifierInput =
-  | ImageBitmap
-  | ImageData
-  | HTMLImageElement
-  | HTMLCanvasElement
-  | OffscreenCanvas
-  | Blob
-  | Float32Array;
+  ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | Float32Array;
 
 function isA<T>(value: unknown, ctor: string): value is T {
   const C = (globalThis as Record<string, unknown>)[ctor];
@@ -30,7 +24,12 @@ async function bitmapOf(source: ImageBitmapSource, what: string): Promise<ImageB
   try {
     return await createImageBitmap(source);
   } catch (e) {
-    throw new SelfxitError('INVALID_INPUT', `cannot read pixels from the ${what}: ${(e as Error).message}`, { input: what }, { cause: e });
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `cannot read pixels from the ${what}: ${(e as Error).message}`,
+      { input: what },
+      { cause: e },
+    );
   }
 }
 
@@ -47,13 +46,17 @@ export async function toWireInput(input: unknown): Promise<{ wire: WireInput; tr
   if (isA<Blob>(input, 'Blob')) return { wire: { kind: 'blob', blob: input }, transfer: [] };
   if (isA<HTMLImageElement>(input, 'HTMLImageElement')) {
     if (!input.complete || input.naturalWidth === 0) {
-      throw new SelfxitError('INVALID_INPUT', `the <img> is not loaded (or failed to load): ${input.currentSrc || input.src || 'no src'}; await img.decode() first`);
+      throw new SelfxitError(
+        'INVALID_INPUT',
+        `the <img> is not loaded (or failed to load): ${input.currentSrc || input.src || 'no src'}; await img.decode() first`,
+      );
     }
     const bitmap = await bitmapOf(input, '<img>');
     return { wire: { kind: 'bitmap', bitmap }, transfer: [bitmap] };
   }
   if (isA<HTMLCanvasElement>(input, 'HTMLCanvasElement') || isA<OffscreenCanvas>(input, 'OffscreenCanvas')) {
-    if (input.width === 0 || input.height === 0) throw new SelfxitError('INVALID_INPUT', 'the canvas is empty (0 width or height)');
+    if (input.width === 0 || input.height === 0)
+      throw new SelfxitError('INVALID_INPUT', 'the canvas is empty (0 width or height)');
     const bitmap = await bitmapOf(input, 'canvas');
     return { wire: { kind: 'bitmap', bitmap }, transfer: [bitmap] };
   }

@@ -60,7 +60,12 @@ function toUrl(value: string | URL, what: string, base: string): URL {
   try {
     return new URL(String(value), base);
   } catch (e) {
-    throw new SelfxitError('INVALID_ARGUMENT', `${what} ${JSON.stringify(String(value))} is not a valid URL`, { [what]: String(value) }, { cause: e });
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `${what} ${JSON.stringify(String(value))} is not a valid URL`,
+      { [what]: String(value) },
+      { cause: e },
+    );
   }
 }
 
@@ -79,7 +84,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   }
   const backend = options.backend ?? LOAD_DEFAULTS.backend;
   if (backend !== 'auto' && backend !== 'webgpu' && backend !== 'wasm') {
-    throw new SelfxitError('INVALID_ARGUMENT', `backend must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(backend)}`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `backend must be 'auto', 'webgpu' or 'wasm', got ${JSON.stringify(backend)}`,
+    );
   }
   const { threads } = options;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 64)) {
@@ -91,7 +99,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   }
   const manifestMaxAgeMs = options.manifestMaxAgeMs ?? LOAD_DEFAULTS.manifestMaxAgeMs;
   if (!(typeof manifestMaxAgeMs === 'number' && manifestMaxAgeMs >= 0)) {
-    throw new SelfxitError('INVALID_ARGUMENT', `manifestMaxAgeMs must be a number >= 0, got ${String(manifestMaxAgeMs)}`);
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `manifestMaxAgeMs must be a number >= 0, got ${String(manifestMaxAgeMs)}`,
+    );
   }
   const plan = options.plan ?? LOAD_DEFAULTS.plan;
   if (plan !== 'cached' && plan !== 'off') {

@@ -26,6 +26,15 @@ export interface TargetChoice {
  */
 export function chooseThresholds(manifest: BundleManifest, target: number, plan?: DevicePlan): TargetChoice {
   const curve = plan ? plan.curve : manifest.calibration.curve;
-  const { point, reached } = pickCurvePoint(curve, target, { samples: manifest.calibration.samples, exits: manifest.exits.length });
-  return { target, thresholds: [...point.thresholds], agreement: point.agreement, macsFraction: point.macsFraction, reached };
+  const { point, reached } = pickCurvePoint(curve, target, {
+    samples: manifest.calibration.samples,
+    exits: manifest.exits.length,
+  });
+  return {
+    target,
+    thresholds: [...point.thresholds],
+    agreement: point.agreement,
+    macsFraction: point.macsFraction,
+    reached,
+  };
 }

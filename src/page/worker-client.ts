@@ -6,7 +6,8 @@ import type { RuntimeState, Wire, WorkerApi } from '../protocol.js';
 
 /** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
 function startWorker(url: URL | undefined): Worker {
-  if (typeof Worker === 'undefined') throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
+  if (typeof Worker === 'undefined')
+    throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
   // The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite bundle and emit the worker.
   if (!url) return new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' });
   const origin = (globalThis as { location?: { origin: string } }).location?.origin;
@@ -30,7 +31,12 @@ export class WorkerClient {
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
       const what = ev.message ? `: ${ev.message}` : ' (the worker script failed to load or threw)';
-      this.fail(new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, { filename: ev.filename || undefined, lineno: ev.lineno || undefined }));
+      this.fail(
+        new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, {
+          filename: ev.filename || undefined,
+          lineno: ev.lineno || undefined,
+        }),
+      );
     });
     worker.addEventListener('messageerror', () => {
       this.fail(new SelfxitError('WORKER_DIED', 'a message from the selfxit worker could not be deserialised'));
@@ -43,7 +49,12 @@ export class WorkerClient {
       return new WorkerClient(startWorker(url));
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
-      throw new SelfxitError('WORKER_DIED', `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${(e as Error).message}`, {}, { cause: e });
+      throw new SelfxitError(
+        'WORKER_DIED',
+        `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${(e as Error).message}`,
+        {},
+        { cause: e },
+      );
     }
   }
 
@@ -76,7 +87,15 @@ export class WorkerClient {
         },
         (e: unknown) => {
           this.rejectors.delete(onDeath);
-          reject(this.dead ?? new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${(e as Error)?.message ?? String(e)}`, {}, { cause: e }));
+          reject(
+            this.dead ??
+              new SelfxitError(
+                'WORKER_DIED',
+                `the call to the selfxit worker failed: ${(e as Error)?.message ?? String(e)}`,
+                {},
+                { cause: e },
+              ),
+          );
         },
       );
     });

@@ -29,7 +29,8 @@ export interface ReportInput {
   readonly notes?: readonly string[];
 }
 
-const pct = (v: number | null | undefined, d = 2): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : `${(v * 100).toFixed(d)} %`);
+const pct = (v: number | null | undefined, d = 2): string =>
+  v === null || v === undefined || !Number.isFinite(v) ? '–' : `${(v * 100).toFixed(d)} %`;
 const num = (v: number): string => (Number.isFinite(v) ? v.toLocaleString('en-US') : '–');
 
 const COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#9c755f'];
@@ -50,7 +51,10 @@ export function thresholdRuleText(m: BundleManifest): { rule: string; knob: stri
       knob: 'the cost-calibrated knob (estimated disagreement per unit of backbone cost still ahead, one value for every exit; each value gives one max-softmax threshold per exit)',
     };
   }
-  return { rule: 'global: one max-softmax threshold shared by every exit', knob: 'the global max-softmax threshold shared by every exit' };
+  return {
+    rule: 'global: one max-softmax threshold shared by every exit',
+    knob: 'the global max-softmax threshold shared by every exit',
+  };
 }
 
 function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -71,7 +75,14 @@ export function renderReport(input: ReportInput): string {
   if (ev) shareSeries.push({ name: 'measured (eval)', color: '#f28e2b', values: ev.exitShares });
 
   const curve = c.curve.map((p) => [p.macsFraction, p.agreement] as const);
-  const markers: Marker[] = [{ label: `chosen (target ${pct(c.target, 1)})`, color: '#4e79a7', x: c.expectedMacsFraction, y: c.validationAgreement }];
+  const markers: Marker[] = [
+    {
+      label: `chosen (target ${pct(c.target, 1)})`,
+      color: '#4e79a7',
+      x: c.expectedMacsFraction,
+      y: c.validationAgreement,
+    },
+  ];
   if (ev) markers.push({ label: 'measured', color: '#f28e2b', x: ev.macsFraction, y: ev.agreement });
 
   const summaryRows: string[][] = [
@@ -107,7 +118,12 @@ export function renderReport(input: ReportInput): string {
     num(e.headParams),
     num(e.headMacs),
   ]);
-  const candRows = c.candidates.map((k) => [k.name, m.exits.some((e) => e.name === k.name) ? 'yes' : '', pct(k.agreement), k.meanScore.toFixed(3)]);
+  const candRows = c.candidates.map((k) => [
+    k.name,
+    m.exits.some((e) => e.name === k.name) ? 'yes' : '',
+    pct(k.agreement),
+    k.meanScore.toFixed(3),
+  ]);
   const timingRows = Object.entries(c.timings ?? {}).map(([k, v]) => [k, `${v.toFixed(2)} s`]);
 
   return `<!doctype html>
@@ -153,12 +169,30 @@ ${timingRows.length ? `<h2>Timings</h2>${table(['step', 'time'], timingRows)}` :
 function targetSection(input: ReportInput): string {
   const ev = input.evaluation;
   if (!ev) return '';
-  const bundles: ComparedBundle[] = [{ label: input.label ?? 'this bundle', manifest: input.manifest, evaluation: ev }, ...(input.compare ?? [])];
+  const bundles: ComparedBundle[] = [
+    { label: input.label ?? 'this bundle', manifest: input.manifest, evaluation: ev },
+    ...(input.compare ?? []),
+  ];
   const withCurve = bundles.filter((b) => b.evaluation.targetCurve?.length);
   if (withCurve.length === 0 && bundles.length === 1) return '';
   const color = (i: number): string => COLORS[i % COLORS.length]!;
-  const series: LineSeries[] = bundles.flatMap((b, i) => (b.evaluation.targetCurve?.length ? [{ name: b.label, color: color(i), points: b.evaluation.targetCurve.map((t) => [t.macsFraction, t.agreement] as const) }] : []));
-  const markers: Marker[] = bundles.map((b, i) => ({ label: `${b.label} as shipped`, color: color(i), x: b.evaluation.macsFraction, y: b.evaluation.agreement }));
+  const series: LineSeries[] = bundles.flatMap((b, i) =>
+    b.evaluation.targetCurve?.length
+      ? [
+          {
+            name: b.label,
+            color: color(i),
+            points: b.evaluation.targetCurve.map((t) => [t.macsFraction, t.agreement] as const),
+          },
+        ]
+      : [],
+  );
+  const markers: Marker[] = bundles.map((b, i) => ({
+    label: `${b.label} as shipped`,
+    color: color(i),
+    x: b.evaluation.macsFraction,
+    y: b.evaluation.agreement,
+  }));
   const targets = [...new Set(withCurve.flatMap((b) => b.evaluation.targetCurve!.map((t) => t.target)))];
   const curveRows = withCurve.flatMap((b) =>
     b.evaluation.targetCurve!.map((t) => [
@@ -199,7 +233,14 @@ function targetSection(input: ReportInput): string {
       })}</figure>`,
     );
   }
-  if (curveRows.length) parts.push(`<div class="target-curve">${table(['bundle', 'target', 'expected agreement', 'measured agreement', 'target held', 'top-1', 'expected MACs', 'measured MACs', 'note'], curveRows)}</div>`);
-  if (bundles.length > 1) parts.push('<h3>As shipped, on the same samples</h3>', `<div class="compared">${table(['bundle', 'mode, rule', 'exits', 'agreement', 'top-1 (cascade / backbone)', 'MACs fraction', 'oracle MACs fraction'], shippedRows)}</div>`);
+  if (curveRows.length)
+    parts.push(
+      `<div class="target-curve">${table(['bundle', 'target', 'expected agreement', 'measured agreement', 'target held', 'top-1', 'expected MACs', 'measured MACs', 'note'], curveRows)}</div>`,
+    );
+  if (bundles.length > 1)
+    parts.push(
+      '<h3>As shipped, on the same samples</h3>',
+      `<div class="compared">${table(['bundle', 'mode, rule', 'exits', 'agreement', 'top-1 (cascade / backbone)', 'MACs fraction', 'oracle MACs fraction'], shippedRows)}</div>`,
+    );
   return parts.join('\n');
 }

@@ -2,7 +2,16 @@
 import { transfer } from 'comlink';
 import { SelfxitError, toErrorPayload } from '../errors.js';
 import type { DevicePlan } from '../calibrate/device-plan.js';
-import type { ClassifyRequest, InitReply, InitRequest, PlanRequest, ProgressInfo, Wire, WireResult, WorkerApi } from '../protocol.js';
+import type {
+  ClassifyRequest,
+  InitReply,
+  InitRequest,
+  PlanRequest,
+  ProgressInfo,
+  Wire,
+  WireResult,
+  WorkerApi,
+} from '../protocol.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
 
 /** A progress callback that never throws (a comlink proxy returns a promise that rejects when the page is gone). */
@@ -40,7 +49,12 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
         opening = true;
         runtime = await BundleRuntime.open(request, bestEffort(onProgress), deps);
         const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
-        return { manifest: runtime.manifest, manifestHash: runtime.manifestHash, state: runtime.state(), ...(plan ? { plan } : {}) };
+        return {
+          manifest: runtime.manifest,
+          manifestHash: runtime.manifestHash,
+          state: runtime.state(),
+          ...(plan ? { plan } : {}),
+        };
       });
     },
 

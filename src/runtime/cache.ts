@@ -127,7 +127,9 @@ export class IdbBundleCache implements BundleCache {
   getManifest(url: string): Promise<CachedManifest | undefined> {
     return this.op(undefined, async (s) => {
       const v = await get<CachedManifest>(MANIFEST_PREFIX + url, s);
-      return v && typeof v.hash === 'string' && typeof v.text === 'string' && typeof v.storedAt === 'number' ? v : undefined;
+      return v && typeof v.hash === 'string' && typeof v.text === 'string' && typeof v.storedAt === 'number'
+        ? v
+        : undefined;
     });
   }
 
@@ -148,14 +150,20 @@ export class IdbBundleCache implements BundleCache {
 
   deleteSegments(sha256s: readonly string[]): Promise<void> {
     if (sha256s.length === 0) return Promise.resolve();
-    return this.op(undefined, (s) => delMany(sha256s.map((h) => SEGMENT_PREFIX + h), s));
+    return this.op(undefined, (s) =>
+      delMany(
+        sha256s.map((h) => SEGMENT_PREFIX + h),
+        s,
+      ),
+    );
   }
 
   segmentKeys(): Promise<Set<string>> {
     return this.op(new Set<string>(), async (s) => {
       const all = await keys<IDBValidKey>(s);
       const out = new Set<string>();
-      for (const k of all) if (typeof k === 'string' && k.startsWith(SEGMENT_PREFIX)) out.add(k.slice(SEGMENT_PREFIX.length));
+      for (const k of all)
+        if (typeof k === 'string' && k.startsWith(SEGMENT_PREFIX)) out.add(k.slice(SEGMENT_PREFIX.length));
       return out;
     });
   }

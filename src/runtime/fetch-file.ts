@@ -15,10 +15,18 @@ async function request(url: string): Promise<Response> {
   try {
     res = await fetch(url);
   } catch (e) {
-    throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: ${(e as Error).message} (network error or offline)`, { url, status: 0 }, { cause: e });
+    throw new SelfxitError(
+      'FETCH_FAILED',
+      `Cannot fetch ${url}: ${(e as Error).message} (network error or offline)`,
+      { url, status: 0 },
+      { cause: e },
+    );
   }
   if (!res.ok) {
-    throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`.trim(), { url, status: res.status });
+    throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`.trim(), {
+      url,
+      status: res.status,
+    });
   }
   return res;
 }
@@ -46,7 +54,12 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
       options.onProgress?.(loaded, Math.max(total, loaded));
     }
   } catch (e) {
-    throw new SelfxitError('FETCH_FAILED', `Download of ${url} broke off after ${loaded} bytes: ${(e as Error).message}`, { url, status: res.status, loaded }, { cause: e });
+    throw new SelfxitError(
+      'FETCH_FAILED',
+      `Download of ${url} broke off after ${loaded} bytes: ${(e as Error).message}`,
+      { url, status: res.status, loaded },
+      { cause: e },
+    );
   }
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(loaded);
@@ -64,6 +77,11 @@ export async function fetchText(url: string): Promise<string> {
   try {
     return await res.text();
   } catch (e) {
-    throw new SelfxitError('FETCH_FAILED', `Reading ${url} failed: ${(e as Error).message}`, { url, status: res.status }, { cause: e });
+    throw new SelfxitError(
+      'FETCH_FAILED',
+      `Reading ${url} failed: ${(e as Error).message}`,
+      { url, status: res.status },
+      { cause: e },
+    );
   }
 }

@@ -39,10 +39,14 @@ export function median(values: readonly number[]): number {
  * (`withExit` undefined).
  * @throws SelfxitError INTERNAL when `withExit` is not paired with `mainOnly` (another length).
  */
-export function stageTiming(mainOnly: readonly number[], withExit: readonly number[] | undefined): { stageMs: number; decisionMs: number } {
+export function stageTiming(
+  mainOnly: readonly number[],
+  withExit: readonly number[] | undefined,
+): { stageMs: number; decisionMs: number } {
   const stageMs = median(mainOnly);
   if (!withExit) return { stageMs, decisionMs: 0 };
-  if (withExit.length !== mainOnly.length) throw new SelfxitError('INTERNAL', `${withExit.length} runs with the exit output, ${mainOnly.length} without`);
+  if (withExit.length !== mainOnly.length)
+    throw new SelfxitError('INTERNAL', `${withExit.length} runs with the exit output, ${mainOnly.length} without`);
   return { stageMs, decisionMs: Math.max(0, median(withExit.map((t, r) => t - mainOnly[r]!))) };
 }
 
@@ -78,7 +82,8 @@ function disposeGpu(out: Readonly<Record<string, Tensor>>, keep?: Tensor): void 
  * loading a segment throws.
  */
 export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RUNS): Promise<StageTimings> {
-  if (!(Number.isInteger(runs) && runs >= 1)) throw new SelfxitError('INVALID_ARGUMENT', `runs must be an integer >= 1, got ${String(runs)}`);
+  if (!(Number.isInteger(runs) && runs >= 1))
+    throw new SelfxitError('INVALID_ARGUMENT', `runs must be an integer >= 1, got ${String(runs)}`);
   const { manifest, queue, Tensor: T } = deps;
   const now = deps.now ?? (() => performance.now());
   const k = manifest.labels.length;
@@ -97,7 +102,9 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
     return t;
   };
   // inputs[s]: segment s's input; segment s+1's is segment s's main output in the first warm-up pass.
-  const inputs: Tensor[] = [new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1))];
+  const inputs: Tensor[] = [
+    new T('float32', new Float32Array(inputSize(manifest.input)), inputDims(manifest.input, 1)),
+  ];
   /** One timed run of segment `s`; `withExit` also reads its exit output (when it has one). */
   const timed = async (s: number, withExit: boolean): Promise<number> => {
     const { seg, exitName, mainOnly, both } = stages[s]!;
@@ -108,7 +115,8 @@ export async function measureStages(deps: MeasureDeps, runs = DEFAULT_MEASURE_RU
       await waitFor(main(s, o));
       if (exit) {
         const probs = o[exit];
-        if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exit}"`);
+        if (!probs)
+          throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${exit}"`);
         const data = (await probs.getData()) as Float32Array;
         argmaxRow(data, 0, k);
       }

@@ -1,10 +1,11 @@
 // Loads onnxruntime-web on demand (dynamic import, never at module load) and picks the backend:
 // WebGPU when an adapter exists (JSEP build, which also runs the WASM EP for fallback), else the smaller WASM-only build.
 import type { InferenceSession } from 'onnxruntime-common';
+import type * as OrtWebModule from 'onnxruntime-web';
 import type { BackendPreference, Backend } from '../protocol.js';
 
 /** The onnxruntime-web module (the same API whichever build was imported). */
-export type OrtWeb = typeof import('onnxruntime-web');
+export type OrtWeb = typeof OrtWebModule;
 
 /** A loaded onnxruntime-web and the backend it runs. `backend` may later fall back from webgpu to wasm. */
 export interface OrtHandle {
@@ -29,17 +30,31 @@ export interface WebGpuProbe {
 /** Looks for a WebGPU adapter from inside the worker. Never throws. */
 export async function probeWebGpu(): Promise<WebGpuProbe> {
   const gpu = (globalThis.navigator as (Navigator & { gpu?: GPU }) | undefined)?.gpu;
-  if (!gpu) return { available: false, software: false, reason: 'navigator.gpu is missing (no WebGPU in this browser or context)' };
+  if (!gpu)
+    return {
+      available: false,
+      software: false,
+      reason: 'navigator.gpu is missing (no WebGPU in this browser or context)',
+    };
   try {
     const adapter = await gpu.requestAdapter();
-    if (!adapter) return { available: false, software: false, reason: 'navigator.gpu.requestAdapter() returned null (no usable GPU)' };
+    if (!adapter)
+      return {
+        available: false,
+        software: false,
+        reason: 'navigator.gpu.requestAdapter() returned null (no usable GPU)',
+      };
     const info = adapter.info as (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined;
     const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
     const text = `${info?.vendor ?? ''} ${info?.architecture ?? ''} ${info?.description ?? ''}`;
     const software = info?.isFallbackAdapter === true || legacy === true || /swiftshader|llvmpipe|software/i.test(text);
     return { available: true, software };
   } catch (e) {
-    return { available: false, software: false, reason: `navigator.gpu.requestAdapter() failed: ${(e as Error).message}` };
+    return {
+      available: false,
+      software: false,
+      reason: `navigator.gpu.requestAdapter() failed: ${(e as Error).message}`,
+    };
   }
 }
 
@@ -71,7 +86,8 @@ export async function loadOrt(options: LoadOrtOptions): Promise<OrtHandle> {
   if (options.backend !== 'wasm') {
     const probe = await probeWebGpu();
     if (!probe.available) fallbackReason = probe.reason;
-    else if (options.backend === 'auto' && probe.software) fallbackReason = 'only a software WebGPU adapter is available; WASM is faster';
+    else if (options.backend === 'auto' && probe.software)
+      fallbackReason = 'only a software WebGPU adapter is available; WASM is faster';
     else backend = 'webgpu';
   }
   // Dynamic imports: a static import would put ORT into the worker chunk, and threaded WASM sessions then

@@ -16,10 +16,18 @@ export function inputSize(spec: InputSpec): number {
  * RGBA pixels of exactly `spec.height × spec.width` → model input written at `out[offset…]`.
  * Grayscale models get luma `round(0.299 R + 0.587 G + 0.114 B)`, the same as the CLI's image loader.
  */
-export function rgbaToInput(rgba: Uint8Array | Uint8ClampedArray, spec: InputSpec, out: Float32Array, offset = 0): void {
+export function rgbaToInput(
+  rgba: Uint8Array | Uint8ClampedArray,
+  spec: InputSpec,
+  out: Float32Array,
+  offset = 0,
+): void {
   const hw = spec.height * spec.width;
   if (rgba.length !== hw * 4) {
-    throw new SelfxitError('INVALID_INPUT', `expected ${spec.width}x${spec.height} RGBA pixels (${hw * 4} bytes), got ${rgba.length} bytes`);
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `expected ${spec.width}x${spec.height} RGBA pixels (${hw * 4} bytes), got ${rgba.length} bytes`,
+    );
   }
   const c = spec.channels;
   const hwc = new Uint8Array(hw * c);
@@ -54,7 +62,10 @@ function describe(input: WireInput): string {
 /** Draws an image source scaled to H×W and reads its RGBA pixels back. */
 function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArray {
   if (typeof OffscreenCanvas === 'undefined') {
-    throw new SelfxitError('INVALID_INPUT', 'resizing images needs OffscreenCanvas, which this browser lacks; pass ImageData of the model size or a Float32Array');
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      'resizing images needs OffscreenCanvas, which this browser lacks; pass ImageData of the model size or a Float32Array',
+    );
   }
   const canvas = new OffscreenCanvas(spec.width, spec.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -65,11 +76,17 @@ function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArr
 
 async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise<ImageBitmap> {
   try {
-    if (input.kind === 'blob') return await createImageBitmap(input.blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    if (input.kind === 'blob')
+      return await createImageBitmap(input.blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
     const data = new ImageData(new Uint8ClampedArray(input.data), input.width, input.height);
     return await createImageBitmap(data, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch (e) {
-    throw new SelfxitError('INVALID_INPUT', `cannot decode ${describe(input)} as an image: ${(e as Error).message}`, { input: describe(input) }, { cause: e });
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `cannot decode ${describe(input)} as an image: ${(e as Error).message}`,
+      { input: describe(input) },
+      { cause: e },
+    );
   }
 }
 
@@ -77,23 +94,35 @@ async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise
  * Writes one input's model tensor at `out[offset…]`. Throws INVALID_INPUT for a tensor of the
  * wrong length, an empty or undecodable image, or malformed pixels.
  */
-export async function preprocessInto(input: WireInput, spec: InputSpec, out: Float32Array, offset: number): Promise<void> {
+export async function preprocessInto(
+  input: WireInput,
+  spec: InputSpec,
+  out: Float32Array,
+  offset: number,
+): Promise<void> {
   const size = inputSize(spec);
   switch (input.kind) {
     case 'tensor': {
       if (!(input.data instanceof Float32Array) || input.data.length !== size) {
         const shape = inputDims(spec, 1).slice(1).join('x');
-        throw new SelfxitError('INVALID_INPUT', `a preprocessed input must be a Float32Array of ${size} values (${spec.layout} ${shape}), got ${describe(input)}`, {
-          expected: size,
-          got: input.data instanceof Float32Array ? input.data.length : null,
-        });
+        throw new SelfxitError(
+          'INVALID_INPUT',
+          `a preprocessed input must be a Float32Array of ${size} values (${spec.layout} ${shape}), got ${describe(input)}`,
+          {
+            expected: size,
+            got: input.data instanceof Float32Array ? input.data.length : null,
+          },
+        );
       }
       out.set(input.data, offset);
       return;
     }
     case 'pixels': {
       if (!(input.width > 0 && input.height > 0) || input.data.length !== input.width * input.height * 4) {
-        throw new SelfxitError('INVALID_INPUT', `ImageData ${input.width}x${input.height} must hold ${input.width * input.height * 4} bytes, got ${input.data.length}`);
+        throw new SelfxitError(
+          'INVALID_INPUT',
+          `ImageData ${input.width}x${input.height} must hold ${input.width * input.height * 4} bytes, got ${input.data.length}`,
+        );
       }
       if (input.width === spec.width && input.height === spec.height) {
         rgbaToInput(input.data, spec, out, offset); // exact pixels, no resampling
@@ -111,7 +140,8 @@ export async function preprocessInto(input: WireInput, spec: InputSpec, out: Flo
     case 'blob': {
       const bmp = input.kind === 'bitmap' ? input.bitmap : await toBitmap(input);
       try {
-        if (!(bmp.width > 0 && bmp.height > 0)) throw new SelfxitError('INVALID_INPUT', `the image is empty (${describe(input)})`);
+        if (!(bmp.width > 0 && bmp.height > 0))
+          throw new SelfxitError('INVALID_INPUT', `the image is empty (${describe(input)})`);
         rgbaToInput(drawScaled(bmp, spec), spec, out, offset);
       } finally {
         bmp.close();
@@ -119,6 +149,9 @@ export async function preprocessInto(input: WireInput, spec: InputSpec, out: Flo
       return;
     }
     default:
-      throw new SelfxitError('INVALID_INPUT', `unsupported input kind ${JSON.stringify((input as { kind?: unknown }).kind)}`);
+      throw new SelfxitError(
+        'INVALID_INPUT',
+        `unsupported input kind ${JSON.stringify((input as { kind?: unknown }).kind)}`,
+      );
   }
 }

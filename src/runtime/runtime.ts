@@ -41,16 +41,35 @@ function parseManifest(text: string, url: string): BundleManifest {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: not JSON (${(e as Error).message})`, { url }, { cause: e });
+    throw new SelfxitError(
+      'INVALID_BUNDLE',
+      `Invalid bundle manifest at ${url}: not JSON (${(e as Error).message})`,
+      { url },
+      { cause: e },
+    );
   }
   const m = validateManifest(json);
   const { input } = m;
-  if (!(input.height > 0 && input.width > 0) || (input.channels !== 1 && input.channels !== 3) || (input.layout !== 'NCHW' && input.layout !== 'NHWC')) {
-    throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: input spec ${JSON.stringify(input)} is not usable`, { url });
+  if (
+    !(input.height > 0 && input.width > 0) ||
+    (input.channels !== 1 && input.channels !== 3) ||
+    (input.layout !== 'NCHW' && input.layout !== 'NHWC')
+  ) {
+    throw new SelfxitError(
+      'INVALID_BUNDLE',
+      `Invalid bundle manifest at ${url}: input spec ${JSON.stringify(input)} is not usable`,
+      { url },
+    );
   }
-  if (m.labels.length === 0) throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: no labels`, { url });
+  if (m.labels.length === 0)
+    throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: no labels`, { url });
   for (const s of m.segments) {
-    if (!s.input || !s.output) throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: segment ${s.file} lacks input/output names`, { url });
+    if (!s.input || !s.output)
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `Invalid bundle manifest at ${url}: segment ${s.file} lacks input/output names`,
+        { url },
+      );
   }
   return m;
 }
@@ -71,7 +90,13 @@ interface BundleFile {
 }
 
 /** Manifest for `url`: the cached copy unless reload/expired, else fetched, validated and cached (evicting what a new version replaces). */
-async function loadManifest(url: string, req: InitRequest, cache: BundleCache, now: number, progress: Progress): Promise<LoadedManifest> {
+async function loadManifest(
+  url: string,
+  req: InitRequest,
+  cache: BundleCache,
+  now: number,
+  progress: Progress,
+): Promise<LoadedManifest> {
   const file = 'manifest.json';
   progress({ status: 'initiate', file });
   const cached = req.cache === 'reload' ? undefined : await cache.getManifest(url);
@@ -148,7 +173,16 @@ export class BundleRuntime {
     const loaded = await loadManifest(req.manifestUrl, req, cache, now, progress);
     const ort = await (deps.loadOrt ?? loadOrt)(req);
     const keys = await cache.segmentKeys();
-    const rt = new BundleRuntime(loaded.manifest, loaded.hash, loaded.fromCache, ort, cache, progress, req.manifestUrl, keys);
+    const rt = new BundleRuntime(
+      loaded.manifest,
+      loaded.hash,
+      loaded.fromCache,
+      ort,
+      cache,
+      progress,
+      req.manifestUrl,
+      keys,
+    );
     try {
       await rt.session(0);
     } catch (e) {
@@ -210,12 +244,24 @@ export class BundleRuntime {
     this.progress({ status: 'download', file, ...at });
     const bytes = await fetchBytes(url, {
       expectedBytes: f.bytes,
-      onProgress: (loaded, total) => this.progress({ status: 'progress', file, ...at, loaded, total, progress: total > 0 ? (100 * loaded) / total : Number.NaN }),
+      onProgress: (loaded, total) =>
+        this.progress({
+          status: 'progress',
+          file,
+          ...at,
+          loaded,
+          total,
+          progress: total > 0 ? (100 * loaded) / total : Number.NaN,
+        }),
     });
     const actual = await sha256Hex(bytes);
     if (actual !== expected) {
       const what = f.segment === undefined ? file : `segment ${f.segment}`;
-      throw new SelfxitError('INTEGRITY_ERROR', `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`, { url, file, ...at, expected, actual });
+      throw new SelfxitError(
+        'INTEGRITY_ERROR',
+        `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`,
+        { url, file, ...at, expected, actual },
+      );
     }
     await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
@@ -227,7 +273,13 @@ export class BundleRuntime {
     const seg = this.manifest.segments[s];
     if (!seg) throw new SelfxitError('INTERNAL', `no segment ${s}`);
     this.progress({ status: 'initiate', file: seg.file, segment: s });
-    const bytes = await this.fileBytes({ file: seg.file, sha256: seg.sha256, bytes: seg.bytes, url: this.segmentUrls[s]!, segment: s });
+    const bytes = await this.fileBytes({
+      file: seg.file,
+      sha256: seg.sha256,
+      bytes: seg.bytes,
+      url: this.segmentUrls[s]!,
+      segment: s,
+    });
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     const last = s === this.manifest.segments.length - 1;
     let session: InferenceSession;
@@ -251,10 +303,14 @@ export class BundleRuntime {
       try {
         return await this.ort.ort.InferenceSession.create(bytes, options);
       } catch (e) {
-        throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) cannot be loaded by onnxruntime-web (${this.ort.backend}): ${(e as Error).message}`, {
-          segment: s,
-          file: seg.file,
-        });
+        throw new SelfxitError(
+          'INVALID_BUNDLE',
+          `segment ${s} (${seg.file}) cannot be loaded by onnxruntime-web (${this.ort.backend}): ${(e as Error).message}`,
+          {
+            segment: s,
+            file: seg.file,
+          },
+        );
       }
     });
     const dims = this.warmupDims(session, s);
@@ -299,8 +355,14 @@ export class BundleRuntime {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     const t0 = performance.now();
     const { manifest } = this;
-    if (req.thresholds.length !== manifest.exits.length || req.thresholds.some((t) => typeof t !== 'number' || Number.isNaN(t))) {
-      throw new SelfxitError('INVALID_ARGUMENT', `expected ${manifest.exits.length} thresholds, got ${JSON.stringify(req.thresholds)}`);
+    if (
+      req.thresholds.length !== manifest.exits.length ||
+      req.thresholds.some((t) => typeof t !== 'number' || Number.isNaN(t))
+    ) {
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `expected ${manifest.exits.length} thresholds, got ${JSON.stringify(req.thresholds)}`,
+      );
     }
     if (!Array.isArray(req.inputs) || req.inputs.length === 0) return [];
     const size = inputSize(manifest.input);
@@ -329,7 +391,12 @@ export class BundleRuntime {
     for (let attempt = 0; ; attempt++) {
       const gen = this.generation;
       const stageMs: number[] = [];
-      const runner = new OrtStageRunner({ Tensor: this.ort.ort.Tensor, manifest, queue: this.queue, session: (s) => this.session(s) });
+      const runner = new OrtStageRunner({
+        Tensor: this.ort.ort.Tensor,
+        manifest,
+        queue: this.queue,
+        session: (s) => this.session(s),
+      });
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
       try {
         const out = await runCascade(manifest, runner, input, rows, {
@@ -388,7 +455,10 @@ export class BundleRuntime {
       if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
       const gen = this.generation;
       try {
-        const timings = await measureStages({ Tensor: this.ort.ort.Tensor, manifest: this.manifest, queue: this.queue, session: (s) => this.session(s) }, runs);
+        const timings = await measureStages(
+          { Tensor: this.ort.ort.Tensor, manifest: this.manifest, queue: this.queue, session: (s) => this.session(s) },
+          runs,
+        );
         if (gen === this.generation || attempt > 0) return timings;
         // the backend changed during the measurement: measure again on the new one
       } catch (e) {
@@ -412,16 +482,33 @@ export class BundleRuntime {
         manifest.calibration.mode === 'paper'
           ? 'paper-mode bundles carry none: prepare the model in selfxit mode'
           : 'run `selfxit prepare` again with this selfxit version';
-      throw new SelfxitError('INVALID_BUNDLE', `the bundle at ${manifestUrl} has no validation file (calibration.validation), which a device plan needs: ${why}`, {
-        url: manifestUrl,
-        mode: manifest.calibration.mode,
-      });
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `the bundle at ${manifestUrl} has no validation file (calibration.validation), which a device plan needs: ${why}`,
+        {
+          url: manifestUrl,
+          mode: manifest.calibration.mode,
+        },
+      );
     }
-    if (typeof v.file !== 'string' || typeof v.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(v.sha256) || !(Number.isInteger(v.samples) && v.samples > 0)) {
-      throw new SelfxitError('INVALID_BUNDLE', `the bundle at ${manifestUrl} has a malformed calibration.validation entry`, { url: manifestUrl });
+    if (
+      typeof v.file !== 'string' ||
+      typeof v.sha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(v.sha256) ||
+      !(Number.isInteger(v.samples) && v.samples > 0)
+    ) {
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `the bundle at ${manifestUrl} has a malformed calibration.validation entry`,
+        { url: manifestUrl },
+      );
     }
     if (v.encoding !== VALIDATION_ENCODING) {
-      throw new SelfxitError('INVALID_BUNDLE', `${v.file} has encoding ${JSON.stringify(v.encoding)}; this selfxit reads "${VALIDATION_ENCODING}"`, { url: manifestUrl, file: v.file });
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `${v.file} has encoding ${JSON.stringify(v.encoding)}; this selfxit reads "${VALIDATION_ENCODING}"`,
+        { url: manifestUrl, file: v.file },
+      );
     }
     const url = new URL(v.file, manifestUrl).href;
     this.progress({ status: 'initiate', file: v.file });
@@ -446,7 +533,12 @@ export class BundleRuntime {
         const validation = await this.validation();
         const timings = await this.measureTimings();
         const { backend, threads } = this.ort;
-        const plan = planExits(this.manifest, validation, timings, { target, manifestHash: this.manifestHash, backend, threads });
+        const plan = planExits(this.manifest, validation, timings, {
+          target,
+          manifestHash: this.manifestHash,
+          backend,
+          threads,
+        });
         await this.cache.putPlan(planKey(this.manifestHash, backend, threads), plan);
         return plan;
       } finally {
@@ -474,4 +566,3 @@ export class BundleRuntime {
     ).catch(() => undefined);
   }
 }
-

@@ -42,11 +42,16 @@ export class OrtStageRunner implements StageRunner<Tensor> {
     const fetches = withExit ? [seg.output, seg.exitOutput!] : [seg.output];
     const out = await queue.run(() => session.run({ [seg.input]: input }, fetches));
     const main = out[seg.output];
-    if (!main) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no output "${seg.output}"`);
+    if (!main)
+      throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no output "${seg.output}"`);
     if (last) return { final: await readFloat32(main, `segment ${s} output "${seg.output}"`, queue) };
     if (!withExit || !seg.exitOutput) return { next: main };
     const probs = out[seg.exitOutput];
-    if (!probs) throw new SelfxitError('INVALID_BUNDLE', `segment ${s} (${seg.file}) produced no exit output "${seg.exitOutput}"`);
+    if (!probs)
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `segment ${s} (${seg.file}) produced no exit output "${seg.exitOutput}"`,
+      );
     return { next: main, exitProbs: await readFloat32(probs, `segment ${s} exit output "${seg.exitOutput}"`, queue) };
   }
 
