@@ -5,7 +5,7 @@
 // A bag-of-local-patterns encoding (Coates & Ng 2011), run in onnxruntime as extra outputs of the backbone.
 import { cutGeometry } from '../src/calibrate/features.js';
 import { createRng } from '../src/calibrate/rng.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/calibrate/samples.js';
+import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import type { InputSpec } from '../src/bundle/manifest.js';
 import { BATCH_DIM, encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../src/graph/index.js';
 import { withGraph } from '../src/graph/model.js';

@@ -19,8 +19,8 @@ import {
   simulateCascade,
   type CascadeCosts,
   type ExitScores,
-} from '../src/calibrate/cascade-sim.js';
-import { selectExitsWithRule, type ThresholdRule } from '../src/calibrate/exit-rule.js';
+} from '../src/policy/cascade-sim.js';
+import { selectExitsWithRule, type ThresholdRule } from '../src/policy/exit-rule.js';
 import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
 import { candidateCuts, resolveModelIO } from '../src/calibrate/prepare.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';

@@ -4,7 +4,7 @@
 // bring-your-own-model panel.
 import { load, type Classifier, type DevicePlan, type TargetChoice } from '../src/index.js';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
-import { costTableFromPlan } from '../src/calibrate/device-plan.js';
+import { costTableFromPlan } from '../src/policy/device-plan.js';
 import { barChart, costBar, histogram, tradeoffChart } from './charts.js';
 import { Baseline } from './lib/baseline.js';
 import { fetchImageSet, imageBytes, imageCanvas, imageData, type ImageSet } from './lib/samples.js';

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { test, expect, type Page } from '@playwright/test';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeValidation } from '../src/bundle/validation-file.js';
-import { planExits } from '../src/calibrate/device-plan.js';
+import { planExits } from '../src/policy/device-plan.js';
 // window.selfxit / window.testkit are typed in runtime.spec.ts (e2e/pages/testkit.js).
 
 const B = '/e2e/.bundles';

@@ -2,7 +2,7 @@
 // errors; runs in Node and browsers (onnxruntime injected).
 export * from './graph/index.js';
 export * from './bundle/manifest.js';
-export * from './bundle/head-spec.js';
+export * from './graph/head-spec.js';
 export * from './engine/cascade.js';
 /**
  * Calibration: {@link prepare} turns an ONNX classifier and unlabeled uint8 NHWC images into a bundle in memory
@@ -17,12 +17,12 @@ export type {
   PrepareReport,
   CandidateReport,
   CandidateHeadReport,
-  CostTable,
 } from './calibrate/prepare.js';
+export type { CostTable } from './policy/cost-table.js';
 export type { PrepareProgress, PrepareStage, ProgressCallback } from './calibrate/progress.js';
 /** A device plan's measured stage times as the JSON that `selfxit prepare --cost-table` reads. */
-export { costTableFromPlan } from './calibrate/device-plan.js';
-export type { DevicePlan, StageTimings } from './calibrate/device-plan.js';
+export { costTableFromPlan } from './policy/device-plan.js';
+export type { DevicePlan, StageTimings } from './policy/device-plan.js';
 export type { SampleBatch, SampleInput } from './calibrate/samples.js';
 export * from './errors.js';
 export type { OrtModule, OrtSession, OrtTensor, OrtSessionOptions } from './ort/types.js';

@@ -15,4 +15,4 @@ export type { Backend, BackendPreference, ProgressInfo } from './protocol.js';
 export { SelfxitError, isSelfxitError } from './errors.js';
 export type { SelfxitErrorCode } from './errors.js';
 export type { BundleManifest, InputSpec, ExitSpec, SegmentSpec, CurvePoint } from './bundle/manifest.js';
-export type { DevicePlan, StageTimings } from './calibrate/device-plan.js';
+export type { DevicePlan, StageTimings } from './policy/device-plan.js';

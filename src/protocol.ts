@@ -1,6 +1,6 @@
 // Page ↔ worker wire types: plain, structured-cloneable data imported by both src/page and src/runtime.
 import type { BundleManifest } from './bundle/manifest.js';
-import type { DevicePlan } from './calibrate/device-plan.js';
+import type { DevicePlan } from './policy/device-plan.js';
 import type { SelfxitErrorPayload } from './errors.js';
 
 /** Backend the caller asks for. `'auto'` = WebGPU on a hardware adapter, else WASM. */

@@ -6,7 +6,7 @@ import { encodedFeatures, encoderWidth, fitEncoders } from '../bench/conv-featur
 import { renderHeadsBlock, type StudyRecord } from '../bench/heads-render.js';
 import type { InputSpec } from '../src/bundle/manifest.js';
 import { createRng } from '../src/calibrate/rng.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/calibrate/samples.js';
+import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { analyzeModel, withExtraOutputs, type CutPoint } from '../src/graph/index.js';
 import { residualGraph } from './fixtures/graphs.js';
 import { ortNode, run } from './fixtures/ort-helpers.js';

@@ -7,7 +7,7 @@ import {
   simulateCascade,
   type CascadeCosts,
   type ExitScores,
-} from '../src/calibrate/cascade-sim.js';
+} from '../src/policy/cascade-sim.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 

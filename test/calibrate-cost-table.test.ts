@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeValidation } from '../src/bundle/validation-file.js';
-import { costTableFromPlan, planExits, type StageTimings } from '../src/calibrate/device-plan.js';
+import { costTableFromPlan, planExits, type StageTimings } from '../src/policy/device-plan.js';
 import { costTableFromPlan as fromCore } from '../src/core.js';
 import { runCli, type CliCommand } from '../src/cli/dispatch.js';
 import { prepareCommand } from '../src/cli/prepare.js';

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeValidation, encodeValidation } from '../src/bundle/validation-file.js';
-import { simulateCascade } from '../src/calibrate/cascade-sim.js';
-import { planExits, type StageTimings } from '../src/calibrate/device-plan.js';
-import { selectExitsWithRule } from '../src/calibrate/exit-rule.js';
-import { agreementLowerBound, NEVER_EXIT } from '../src/calibrate/thresholds.js';
+import { simulateCascade } from '../src/policy/cascade-sim.js';
+import { planExits, type StageTimings } from '../src/policy/device-plan.js';
+import { selectExitsWithRule } from '../src/policy/exit-rule.js';
+import { agreementLowerBound, NEVER_EXIT } from '../src/policy/thresholds.js';
 import { candidateTable } from './calibrate-fixtures.js';
 
 // A bundle of 4 segments with exits after segments 0, 1, 2 (MACs 25 each, heads 1), and validation outputs.

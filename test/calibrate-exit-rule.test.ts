@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { simulateCascade, type ExitScores } from '../src/calibrate/cascade-sim.js';
+import { simulateCascade, type ExitScores } from '../src/policy/cascade-sim.js';
 import {
   fitAgreementLogit,
   mapExitScores,
@@ -7,11 +7,11 @@ import {
   ruleScore,
   scoreMaps,
   selectExitsWithRule,
-} from '../src/calibrate/exit-rule.js';
-import { pickCurvePoint } from '../src/calibrate/curve.js';
+} from '../src/policy/exit-rule.js';
+import { pickCurvePoint } from '../src/policy/curve.js';
 import { createRng } from '../src/calibrate/rng.js';
-import { selectExits } from '../src/calibrate/select-exits.js';
-import { agreementLowerBound, NEVER_EXIT } from '../src/calibrate/thresholds.js';
+import { selectExits } from '../src/policy/select-exits.js';
+import { agreementLowerBound, NEVER_EXIT } from '../src/policy/thresholds.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 
 /** An exit whose agreement follows σ(slope·logit(s) + intercept) exactly in expectation. */

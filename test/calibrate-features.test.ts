@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { InputSpec } from '../src/bundle/manifest.js';
 import { extractFeatures, type FeatureRequest } from '../src/calibrate/features.js';
 import { createRng } from '../src/calibrate/rng.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/calibrate/samples.js';
+import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { predictHead, toHeadSpec, trainHead } from '../src/calibrate/train-head.js';
 import {
   analyzeModel,

@@ -1,6 +1,6 @@
 // Synthetic data for the calibration math tests: a softmax teacher over features, and candidate-exit score tables.
 import { createRng } from '../src/calibrate/rng.js';
-import type { CascadeCosts, ExitScores } from '../src/calibrate/cascade-sim.js';
+import type { CascadeCosts, ExitScores } from '../src/policy/cascade-sim.js';
 
 /** Features `x [n, d]` (shifted, scaled, ReLU'd Gaussians, like pooled activations) and teacher `p = softmax(A x + b)`. */
 export function teacherData(

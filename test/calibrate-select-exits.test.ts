@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { simulateCascade } from '../src/calibrate/cascade-sim.js';
-import { chooseThresholds } from '../src/calibrate/thresholds.js';
-import { paperCascade, selectExits } from '../src/calibrate/select-exits.js';
+import { simulateCascade } from '../src/policy/cascade-sim.js';
+import { chooseThresholds } from '../src/policy/thresholds.js';
+import { paperCascade, selectExits } from '../src/policy/select-exits.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 
 const n = 4000;

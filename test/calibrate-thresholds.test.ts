@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { simulateCascade } from '../src/calibrate/cascade-sim.js';
+import { simulateCascade } from '../src/policy/cascade-sim.js';
 import {
   NEVER_EXIT,
   agreementLowerBound,
@@ -7,8 +7,8 @@ import {
   maxDisagreements,
   normalQuantile,
   thresholdCurve,
-} from '../src/calibrate/thresholds.js';
-import { pickCurvePoint } from '../src/calibrate/curve.js';
+} from '../src/policy/thresholds.js';
+import { pickCurvePoint } from '../src/policy/curve.js';
 import { isSelfxitError } from '../src/errors.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { foldStandardization, predictHead, toHeadSpec, trainHead } from '../src/calibrate/train-head.js';
 import { argmaxAgreement, meanKL } from '../src/calibrate/linalg.js';
 import { createRng } from '../src/calibrate/rng.js';
-import type { DenseLayer } from '../src/bundle/head-spec.js';
+import type { DenseLayer } from '../src/graph/head-spec.js';
 import { teacherData } from './calibrate-fixtures.js';
 
 const [n, d, k] = [3000, 24, 6];

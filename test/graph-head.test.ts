@@ -1,6 +1,6 @@
 // Exit-head ONNX builder and fusion, checked against a plain TypeScript reference of the head.
 import { describe, expect, it } from 'vitest';
-import { headCost, headInputSize, type DenseLayer, type HeadSpec } from '../src/bundle/head-spec.js';
+import { headCost, headInputSize, type DenseLayer, type HeadSpec } from '../src/graph/head-spec.js';
 import { SelfxitError } from '../src/errors.js';
 import {
   buildHeadModel,

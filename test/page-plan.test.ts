@@ -2,7 +2,7 @@
 // info(), setTarget() picks from its curve, and a WebGPU plan stops applying after the backend fell back to WASM.
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
-import type { DevicePlan } from '../src/calibrate/device-plan.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError, fromErrorPayload } from '../src/errors.js';
 import { Classifier } from '../src/page/classifier.js';
 import { chooseThresholds } from '../src/page/target.js';

@@ -1,7 +1,7 @@
 // Page-side pure logic: load() option defaults/validation, bundle URL → manifest URL, setTarget's curve choice.
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
-import type { DevicePlan } from '../src/calibrate/device-plan.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import { LOAD_DEFAULTS, manifestUrlOf, resolveLoadOptions } from '../src/page/options.js';
 import { chooseThresholds } from '../src/page/target.js';
 

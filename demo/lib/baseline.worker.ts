@@ -6,7 +6,7 @@ import type { InferenceSession } from 'onnxruntime-common';
 import { argmaxRow, softmaxRow } from '../../src/engine/cascade.js';
 import type { InputSpec } from '../../src/bundle/manifest.js';
 import { loadOrt, sessionOptions, type OrtHandle } from '../../src/runtime/ort-backend.js';
-import { toModelInput } from '../../src/calibrate/samples.js';
+import { toModelInput } from '../../src/bundle/input.js';
 import type { BaselineInit, BaselineResult, BaselineWorkerApi } from './baseline-protocol.js';
 
 let handle: OrtHandle | undefined;

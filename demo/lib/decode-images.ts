@@ -1,5 +1,6 @@
 // Decodes image files in a worker (createImageBitmap + OffscreenCanvas), resized to H×W, into one uint8 NHWC block
 // with 1 (luma, as the SDK computes it) or 3 channels. Undecodable files are skipped and counted.
+import { rgbaToChannels } from '../../src/bundle/input.js';
 export interface DecodedImages {
   readonly data: Uint8Array;
   readonly count: number;
@@ -31,18 +32,7 @@ export async function decodeImages(
     bmp.close();
     const rgba = ctx.getImageData(0, 0, w, h).data;
     const base = count * h * w * c;
-    for (let p = 0; p < h * w; p++) {
-      const r = rgba[p * 4]!;
-      const g = rgba[p * 4 + 1]!;
-      const b = rgba[p * 4 + 2]!;
-      if (c === 3) {
-        data[base + p * 3] = r;
-        data[base + p * 3 + 1] = g;
-        data[base + p * 3 + 2] = b;
-      } else {
-        data[base + p] = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
-      }
-    }
+    rgbaToChannels(rgba, h * w, c, data, base);
     count++;
     if (i % 16 === 15) onProgress?.(i + 1);
   }

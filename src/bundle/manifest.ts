@@ -1,6 +1,7 @@
 // The bundle manifest: the one contract between `prepare` (Node or browser) and the runtime.
-// Plain JSON-serialisable types plus a validator; imported by both sides, depends on nothing.
+// Plain JSON-serialisable types plus a validator; imported by both sides. Head kinds come from the graph toolkit.
 import { SelfxitError } from '../errors.js';
+import type { HeadKind } from '../graph/head-spec.js';
 
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
 export const MANIFEST_VERSION = 1 as const;
@@ -8,8 +9,7 @@ export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
 /** File name of the manifest inside a bundle (folder or URL prefix). */
 export const MANIFEST_FILE = 'manifest.json';
 
-/** Head architectures (trained in src/calibrate/train-head.ts, specified in src/bundle/head-spec.ts, built by src/graph/head-builder.ts). */
-export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
+export type { HeadKind };
 
 /** How an image becomes the model's input tensor. `x = (pixel / 255 - mean[c]) / std[c]`. */
 export interface InputSpec {

@@ -11,7 +11,7 @@ import {
   type ModelAnalysis,
   type OnnxModel,
 } from '../graph/index.js';
-import { headCost, type HeadSpec } from './head-spec.js';
+import { headCost, type HeadSpec } from '../graph/head-spec.js';
 import { encodeValidation, VALIDATION_ENCODING, VALIDATION_FILE, type ValidationExit } from './validation-file.js';
 import {
   MANIFEST_FORMAT,

@@ -5,9 +5,10 @@ import { SelfxitError } from '../errors.js';
 import type { BundleFiles, BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, selectRowsF32, type StageOutput, type StageRunner } from '../engine/cascade.js';
 import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../ort/types.js';
-import { checkBatch, inputDims, toModelInput, type SampleBatch } from './samples.js';
+import { checkBatch } from './samples.js';
+import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
 import { throwIfAborted } from './progress.js';
-import { pickCurvePoint } from './curve.js';
+import { pickCurvePoint } from '../policy/curve.js';
 
 /** Options of {@link evaluateBundle}. */
 export interface EvaluateOptions {

@@ -8,7 +8,7 @@ import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
-import { inputDims, toModelInput, type SampleBatch } from './samples.js';
+import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
 export interface FeatureRequest {

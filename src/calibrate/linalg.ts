@@ -1,4 +1,5 @@
 // Dense-layer kernels on row-major Float32Array matrices (cache-blocked loops, no allocation) and softmax/KL helpers.
+import { argmaxAt } from '../policy/cascade-sim.js';
 
 /** Columns per block so that one block of an `[outDim, block]` weight slice stays in cache (~256 KB). */
 function blockSize(inDim: number, outDim: number): number {
@@ -191,21 +192,6 @@ export function meanKL(p: Float32Array, q: Float32Array, n: number, k: number): 
   let s = 0;
   for (let r = 0; r < n; r++) s += klRow(p, r * k, q, r * k, k);
   return n > 0 ? s / n : 0;
-}
-
-/** Index of the largest entry of row `r` of `[*, k]` (first on ties). */
-export function argmaxAt(a: Float32Array, r: number, k: number): number {
-  const b = r * k;
-  let best = 0;
-  let v = a[b]!;
-  for (let j = 1; j < k; j++) {
-    const u = a[b + j]!;
-    if (u > v) {
-      v = u;
-      best = j;
-    }
-  }
-  return best;
 }
 
 /** Fraction of rows where the argmax of `a` equals that of `b` (both `[n, k]`). */

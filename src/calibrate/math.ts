@@ -34,7 +34,7 @@ export {
   type ExitScores,
   type CascadeCosts,
   type CascadeOutcome,
-} from './cascade-sim.js';
+} from '../policy/cascade-sim.js';
 export {
   NEVER_EXIT,
   agreementLowerBound,
@@ -44,7 +44,7 @@ export {
   type MarginOptions,
   type ThresholdOptions,
   type ThresholdChoice,
-} from './thresholds.js';
-export { pickCurvePoint, type CurvePick, type CurvePickOptions } from './curve.js';
-export { selectExits, paperCascade, type SelectExitsOptions, type SelectionResult } from './select-exits.js';
+} from '../policy/thresholds.js';
+export { pickCurvePoint, type CurvePick, type CurvePickOptions } from '../policy/curve.js';
+export { selectExits, paperCascade, type SelectExitsOptions, type SelectionResult } from '../policy/select-exits.js';
 export { meanKL, argmaxAgreement } from './linalg.js';

@@ -1,7 +1,7 @@
 // Paper-mode heads (the SelfXit paper's baseline): one MLP head per fixed exit reading the full flattened map,
 // trained once on (folds-1)/folds of the samples and validated on the held-out fold (no cross-fitting, no selection).
 import type { HeadKind } from '../bundle/manifest.js';
-import { argmaxRows, exitScores, type ExitScores } from './cascade-sim.js';
+import { argmaxRows, exitScores, type ExitScores } from '../policy/cascade-sim.js';
 import type { FeatureSet } from './features.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { foldIndices, kFoldAssign } from './rng.js';

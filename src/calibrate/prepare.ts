@@ -2,6 +2,7 @@
 // Steps: features (one backbone pass, pooled cut maps), heads (cross-fitted per candidate cut), thresholds and
 // exit selection on out-of-fold outputs, bundle assembly. Pure: onnxruntime is injected, nothing touches disk.
 import { SelfxitError } from '../errors.js';
+import { checkCostTable, type CostTable } from '../policy/cost-table.js';
 import type {
   BundleManifest,
   CalibrationSummary,
@@ -10,77 +11,23 @@ import type {
   HeadKind,
   InputSpec,
 } from '../bundle/manifest.js';
-import type { HeadSpec } from '../bundle/head-spec.js';
+import type { HeadSpec } from '../graph/head-spec.js';
 import { assembleBundle, type BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type CutPoint, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
-import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitScores } from './cascade-sim.js';
+import { argmaxRows, exitScores, simulateCascade, type CascadeCosts, type ExitScores } from '../policy/cascade-sim.js';
 import { augmentSamples, checkAugment, type AugmentKind } from './augment.js';
 import { crossFit } from './crossfit.js';
-import { selectExitsWithRule, THRESHOLD_RULES, type RuleSelection, type ThresholdRule } from './exit-rule.js';
+import { selectExitsWithRule, THRESHOLD_RULES, type RuleSelection, type ThresholdRule } from '../policy/exit-rule.js';
 import { cutGeometry, extractFeatures, type CutFeatures, type FeatureRequest, type FeatureSet } from './features.js';
 import { chooseGrid } from './pool.js';
 import { StepTimer, throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import { collectSamples, isSampleBatch, shuffleAndLimit, type SampleBatch, type SampleInput } from './samples.js';
-import { paperCascade } from './select-exits.js';
-import { NEVER_EXIT } from './thresholds.js';
+import { paperCascade } from '../policy/select-exits.js';
+import { NEVER_EXIT } from '../policy/thresholds.js';
 import { DEFAULT_HIDDEN, toHeadSpec, trainHead, type TrainedHead } from './train-head.js';
 import { runPaperHeads, paperFeatureBudget } from './paper-mode.js';
-
-/**
- * Measured cost per sample (e.g. milliseconds on the target device), used by exit selection instead of MACs.
- * Every number is per sample in the same unit.
- * @example { "unit": "ms", "backbone": 0.52, "cuts": { "/layer1/layer1.2/Relu_1_output_0": 0.2 }, "overhead": 0.01 }
- */
-export interface CostTable {
-  /** Unit of every number. Only 'ms' for now. */
-  readonly unit?: 'ms';
-  /** Whole backbone. */
-  readonly backbone: number;
-  /** Cumulative cost from the input to each cut tensor; cuts not listed get `backbone * (MACs fraction)`. */
-  readonly cuts?: Readonly<Record<string, number>>;
-  /** Cost of the exit head at a cut; not listed: `backbone * headMacs / backboneMacs`. */
-  readonly heads?: Readonly<Record<string, number>>;
-  /** Per-exit overhead (dispatch, readback) per sample; default `overheadFraction * backbone`. */
-  readonly overhead?: number;
-}
-
-/**
- * Checks a cost table's structure: `backbone` a finite number > 0; `cuts`, `heads` objects of finite numbers >= 0;
- * `overhead` a finite number >= 0; `unit` 'ms' when given; no other keys. With `cutTensors`, every key of `cuts` and
- * `heads` must be one of them (a misspelt tensor would silently fall back to MACs).
- * @throws SelfxitError `INVALID_ARGUMENT` naming the offending entry.
- */
-export function checkCostTable(table: unknown, cutTensors?: readonly string[]): asserts table is CostTable {
-  const bad = (msg: string): never => badArg(`cost table: ${msg}`);
-  const isRecord = (v: unknown): v is Record<string, unknown> =>
-    typeof v === 'object' && v !== null && !Array.isArray(v);
-  const isCost = (v: unknown, positive = false): boolean =>
-    typeof v === 'number' && Number.isFinite(v) && (positive ? v > 0 : v >= 0);
-  if (!isRecord(table))
-    bad('needs an object { "backbone": <cost per sample>, "cuts"?: {…}, "heads"?: {…}, "overhead"?: <cost> }');
-  const t = table as Record<string, unknown>;
-  for (const key of Object.keys(t))
-    if (!['unit', 'backbone', 'cuts', 'heads', 'overhead'].includes(key))
-      bad(`unknown key "${key}" (unit, backbone, cuts, heads, overhead)`);
-  if (t.unit !== undefined && t.unit !== 'ms') bad(`unit must be "ms", got ${JSON.stringify(t.unit)}`);
-  if (!isCost(t.backbone, true))
-    bad(`backbone must be a number > 0 (cost of the whole model per sample), got ${JSON.stringify(t.backbone)}`);
-  if (t.overhead !== undefined && !isCost(t.overhead))
-    bad(`overhead must be a number >= 0, got ${JSON.stringify(t.overhead)}`);
-  const known = cutTensors ? new Set(cutTensors) : undefined;
-  for (const part of ['cuts', 'heads'] as const) {
-    const m = t[part];
-    if (m === undefined) continue;
-    if (!isRecord(m)) bad(`${part} must be an object { "<cut tensor>": <cost> }`);
-    for (const [tensor, v] of Object.entries(m as Record<string, unknown>)) {
-      if (!isCost(v)) bad(`${part}["${tensor}"] must be a number >= 0, got ${JSON.stringify(v)}`);
-      if (known && !known.has(tensor))
-        bad(`${part}["${tensor}"]: not a cut tensor of this model (see \`selfxit inspect\`)`);
-    }
-  }
-}
 
 /** Options of {@link prepare}. Defaults are resolved in {@link resolvePrepareOptions}. */
 export interface PrepareOptions {

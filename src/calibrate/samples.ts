@@ -1,14 +1,10 @@
-// Calibration/evaluation samples: uint8 NHWC images in memory, seeded shuffling and subsetting,
-// and the pixel → model-input conversion (`x = (p / 255 - mean[c]) / std[c]`) shared by prepare and eval.
+// Calibration/evaluation samples: uint8 NHWC images in memory (streams collected and checked), seeded shuffling and
+// subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
 import { SelfxitError } from '../errors.js';
-import type { InputSpec } from '../bundle/manifest.js';
 import { createRng, permutation } from './rng.js';
 
-/** `count` images, uint8, NHWC (`[count, height, width, channels]`), row-major. */
-export interface SampleBatch {
-  readonly data: Uint8Array;
-  readonly count: number;
-}
+export type { SampleBatch } from '../bundle/input.js';
+import type { SampleBatch } from '../bundle/input.js';
 
 /** Samples as one in-memory block, or as an async stream of batches (taken in order, never shuffled). */
 export type SampleInput = SampleBatch | AsyncIterable<SampleBatch>;
@@ -92,53 +88,4 @@ export function shuffleAndLimit(
     data.set(batch.data.subarray(src * per, (src + 1) * per), i * per);
   }
   return { batch: { data, count: n }, indices };
-}
-
-/**
- * Converts images `[start, start + rows)` of a uint8 NHWC block to the model's float32 input
- * (`(p / 255 - mean[c]) / std[c]`), in `spec.layout`. Writes into `out` when given (reused buffer).
- */
-export function toModelInput(
-  batch: SampleBatch,
-  start: number,
-  rows: number,
-  spec: InputSpec,
-  out?: Float32Array,
-): Float32Array {
-  const { height: h, width: w, channels: c } = spec;
-  const hw = h * w;
-  const per = hw * c;
-  const dst = out && out.length >= rows * per ? out.subarray(0, rows * per) : new Float32Array(rows * per);
-  const scale = new Float32Array(c);
-  const shift = new Float32Array(c);
-  for (let ch = 0; ch < c; ch++) {
-    scale[ch] = 1 / (255 * spec.std[ch]!);
-    shift[ch] = spec.mean[ch]! / spec.std[ch]!;
-  }
-  const src = batch.data;
-  for (let r = 0; r < rows; r++) {
-    const sOff = (start + r) * per;
-    const dOff = r * per;
-    if (spec.layout === 'NHWC') {
-      for (let i = 0; i < per; i++) {
-        const ch = i % c;
-        dst[dOff + i] = src[sOff + i]! * scale[ch]! - shift[ch]!;
-      }
-    } else {
-      for (let ch = 0; ch < c; ch++) {
-        const sc = scale[ch]!;
-        const sh = shift[ch]!;
-        const plane = dOff + ch * hw;
-        for (let p = 0; p < hw; p++) dst[plane + p] = src[sOff + p * c + ch]! * sc - sh;
-      }
-    }
-  }
-  return dst;
-}
-
-/** Input tensor dims for `rows` images. */
-export function inputDims(spec: InputSpec, rows: number): number[] {
-  return spec.layout === 'NHWC'
-    ? [rows, spec.height, spec.width, spec.channels]
-    : [rows, spec.channels, spec.height, spec.width];
 }

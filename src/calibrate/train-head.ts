@@ -1,7 +1,7 @@
 // Exit-head training by distillation: minimise KL(teacher ‖ head) with Adam on standardised features,
 // then fold the standardisation into the first layer so the head reads raw pooled features.
 import { SelfxitError } from '../errors.js';
-import { headInputSize, type DenseLayer, type HeadSpec } from '../bundle/head-spec.js';
+import { headInputSize, type DenseLayer, type HeadSpec } from '../graph/head-spec.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import { createRng, shuffleInPlace, type Rng } from './rng.js';
 import { denseBackwardInput, denseBackwardParams, denseForward, klRow, softmaxRowsInPlace } from './linalg.js';

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { SelfxitError } from '../errors.js';
+import { luma } from '../bundle/input.js';
 import type { SampleBatch, SampleShape } from '../calibrate/samples.js';
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
@@ -139,7 +140,7 @@ export function toShape(img: RgbaImage, shape: SampleShape): Uint8Array {
         out[o + 1] = Math.round(rgb[1]!);
         out[o + 2] = Math.round(rgb[2]!);
       } else {
-        out[o] = Math.round(0.299 * rgb[0]! + 0.587 * rgb[1]! + 0.114 * rgb[2]!);
+        out[o] = luma(rgb[0]!, rgb[1]!, rgb[2]!);
       }
     }
   }

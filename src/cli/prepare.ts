@@ -3,8 +3,9 @@
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { AugmentKind } from '../calibrate/augment.js';
-import type { ThresholdRule } from '../calibrate/exit-rule.js';
-import { checkCostTable, prepare, resolveModelIO, type CostTable, type PrepareOptions } from '../calibrate/prepare.js';
+import type { ThresholdRule } from '../policy/exit-rule.js';
+import { prepare, resolveModelIO, type PrepareOptions } from '../calibrate/prepare.js';
+import { checkCostTable, type CostTable } from '../policy/cost-table.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
 import { parseCommandArgs, requireOption } from './args.js';

@@ -1,6 +1,6 @@
 // Turns an exit-head spec (plain weights) into ONNX nodes: a standalone head model, or a head fused onto a segment.
-import type { HeadSpec } from '../bundle/head-spec.js';
-import { headInputSize } from '../bundle/head-spec.js';
+import type { HeadSpec } from './head-spec.js';
+import { headInputSize } from './head-spec.js';
 import { SelfxitError } from '../errors.js';
 import { toOpset } from './graph-index.js';
 import { withGraph, type OnnxModel } from './model.js';

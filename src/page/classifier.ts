@@ -2,8 +2,8 @@
 // turn its decisions into labelled results; setTarget() re-chooses thresholds; plan() makes and applies a device
 // plan (exits by measured time); dispose() ends the worker.
 import type { BundleManifest, InputSpec } from '../bundle/manifest.js';
-import { checkTarget } from '../calibrate/bounds.js';
-import type { DevicePlan } from '../calibrate/device-plan.js';
+import { checkTarget } from '../policy/bounds.js';
+import type { DevicePlan } from '../policy/device-plan.js';
 import { SelfxitError } from '../errors.js';
 import type { Backend, ProgressInfo, RuntimeState, WireInput, WireResult } from '../protocol.js';
 import { toWireInput, type ClassifierInput } from './inputs.js';

@@ -1,8 +1,8 @@
 // Re-choosing exit thresholds for another agreement target from the bundle's calibration curve, or from a device
 // plan's curve when one applies (pure).
 import type { BundleManifest } from '../bundle/manifest.js';
-import type { DevicePlan } from '../calibrate/device-plan.js';
-import { pickCurvePoint } from '../calibrate/curve.js';
+import type { DevicePlan } from '../policy/device-plan.js';
+import { pickCurvePoint } from '../policy/curve.js';
 
 /** The thresholds chosen for a target, and what the calibration curve expects of them. */
 export interface TargetChoice {

@@ -1,7 +1,7 @@
 // The worker's API object (exposed through comlink by worker.ts): every reply is a Wire value, so errors keep their code.
 import { transfer } from 'comlink';
 import { SelfxitError, toErrorPayload } from '../errors.js';
-import type { DevicePlan } from '../calibrate/device-plan.js';
+import type { DevicePlan } from '../policy/device-plan.js';
 import type {
   ClassifyRequest,
   InitReply,

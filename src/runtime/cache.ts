@@ -2,7 +2,7 @@
 // manifest hash, backend and thread count, in IndexedDB (idb-keyval).
 // A small swappable interface; any storage failure (no IndexedDB, quota, private mode) turns it into no cache.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
-import type { DevicePlan } from '../calibrate/device-plan.js';
+import type { DevicePlan } from '../policy/device-plan.js';
 
 /** A manifest as cached for one bundle URL. */
 export interface CachedManifest {

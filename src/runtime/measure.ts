@@ -1,7 +1,7 @@
 // Times each stage (segment plus fused head) at batch 1 on the backend in use, on real activations: what device plans are made from.
 import type { InferenceSession, Tensor } from 'onnxruntime-common';
 import type { BundleManifest } from '../bundle/manifest.js';
-import type { StageTimings } from '../calibrate/device-plan.js';
+import type { StageTimings } from '../policy/device-plan.js';
 import { argmaxRow } from '../engine/cascade.js';
 import { SelfxitError } from '../errors.js';
 import { inputDims, inputSize } from './preprocess.js';

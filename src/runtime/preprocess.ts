@@ -3,7 +3,7 @@
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import type { WireInput } from '../protocol.js';
-import { inputDims, toModelInput } from '../calibrate/samples.js';
+import { inputDims, rgbaToChannels, toModelInput } from '../bundle/input.js';
 
 export { inputDims };
 
@@ -30,19 +30,7 @@ export function rgbaToInput(
     );
   }
   const c = spec.channels;
-  const hwc = new Uint8Array(hw * c);
-  for (let p = 0; p < hw; p++) {
-    const r = rgba[p * 4]!;
-    const g = rgba[p * 4 + 1]!;
-    const b = rgba[p * 4 + 2]!;
-    if (c === 3) {
-      hwc[p * 3] = r;
-      hwc[p * 3 + 1] = g;
-      hwc[p * 3 + 2] = b;
-    } else {
-      hwc[p] = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
-    }
-  }
+  const hwc = rgbaToChannels(rgba, hw, c, new Uint8Array(hw * c));
   toModelInput({ data: hwc, count: 1 }, 0, 1, spec, out.subarray(offset, offset + hw * c));
 }
 

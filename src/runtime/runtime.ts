@@ -4,8 +4,8 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import { validateManifest, type BundleManifest } from '../bundle/manifest.js';
 import { decodeValidation, VALIDATION_ENCODING, type ValidationExit } from '../bundle/validation-file.js';
-import { checkTarget } from '../calibrate/bounds.js';
-import { planExits, type DevicePlan, type StageTimings } from '../calibrate/device-plan.js';
+import { checkTarget } from '../policy/bounds.js';
+import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';

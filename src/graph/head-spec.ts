@@ -1,5 +1,8 @@
 // Exit-head weights as plain data: written by head training (calibrate), turned into ONNX by graph/head-builder.
-import type { HeadKind } from './manifest.js';
+// The ONNX toolkit owns this description of a head graph; the bundle manifest refers to it (HeadKind).
+
+/** Exit-head architecture: pooled features → linear, → one hidden layer, or the paper's head on the whole map. */
+export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
 
 /** One dense layer, `y = W x + b` with W row-major `[out, in]`. */
 export interface DenseLayer {

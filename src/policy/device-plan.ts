@@ -1,7 +1,7 @@
 // A device's exit plan: exits and thresholds chosen again from the bundle's validation outputs with the stage times
 // measured on this device and backend (instead of MACs), for one agreement target. Pure; the worker measures, caches.
 import type { BundleManifest, CurvePoint } from '../bundle/manifest.js';
-import type { CostTable } from './prepare.js';
+import type { CostTable } from './cost-table.js';
 import type { ValidationExit } from '../bundle/validation-file.js';
 import { SelfxitError } from '../errors.js';
 import { simulateCascade, type CascadeCosts, type ExitScores } from './cascade-sim.js';

@@ -1,6 +1,5 @@
 // Cascade simulator: agreement, expected cost and exit shares of a set of exits at given thresholds, on precomputed scores.
 import { SelfxitError } from '../errors.js';
-import { argmaxAt } from './linalg.js';
 
 /** One candidate exit's validation outputs, precomputed once: per-sample score, argmax and agreement with the backbone. */
 export interface ExitScores {
@@ -173,4 +172,19 @@ export function simulateCascade(
     macsFraction: n ? total / n / costs.fullCost : cost[s]! / costs.fullCost,
     exitShares: Array.from(counts, (c, j) => (n ? c / n : j === s ? 1 : 0)),
   };
+}
+
+/** Index of the largest entry of row `r` of `[*, k]` (first on ties). */
+export function argmaxAt(a: Float32Array, r: number, k: number): number {
+  const b = r * k;
+  let best = 0;
+  let v = a[b]!;
+  for (let j = 1; j < k; j++) {
+    const u = a[b + j]!;
+    if (u > v) {
+      v = u;
+      best = j;
+    }
+  }
+  return best;
 }
