@@ -1,14 +1,14 @@
 // The page's use of device plans (Classifier over a fake worker client): a plan applies its thresholds and shows in
 // info(), setTarget() picks from its curve, and a WebGPU plan stops applying after the backend fell back to WASM.
 import { describe, expect, it } from 'vitest';
-import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
+import { NEVER_EXIT, type BundleManifest, type CurvePoint } from '../src/bundle/manifest.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError, fromErrorPayload } from '../src/errors.js';
 import { Classifier } from '../src/page/classifier.js';
 import { chooseThresholds } from '../src/page/target.js';
 import type { ClassifyRequest, PlanRequest, RuntimeState, Wire, WireResult } from '../src/protocol.js';
 
-const NEVER = 1.0000001;
+const NEVER = NEVER_EXIT;
 const shippedCurve: CurvePoint[] = [
   { knob: 0.6, thresholds: [0.6, 0.6], agreement: 0.9, macsFraction: 0.5, exitShares: [0.5, 0.3, 0.2] },
   { knob: 0.9, thresholds: [0.9, 0.9], agreement: 0.99, macsFraction: 0.8, exitShares: [0.2, 0.2, 0.6] },

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
-import type { BundleManifest } from '../src/bundle/manifest.js';
+import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
@@ -162,7 +162,7 @@ describe('BundleRuntime', () => {
     // Other thresholds (as setTarget would send): never exit → every sample runs the backbone.
     const full = await rt.classify({
       inputs: tensors([0, 1, 2]),
-      thresholds: [1.0000001, 1.0000001],
+      thresholds: [NEVER_EXIT, NEVER_EXIT],
       probabilities: false,
     });
     expect(full.every((r) => r.exit === -1 && r.stages.length === 3)).toBe(true);

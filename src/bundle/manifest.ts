@@ -8,6 +8,8 @@ export const MANIFEST_VERSION = 1 as const;
 export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
 /** File name of the manifest inside a bundle (folder or URL prefix). */
 export const MANIFEST_FILE = 'manifest.json';
+/** An exit threshold above any probability: the exit never fires. The validator accepts thresholds in [0, NEVER_EXIT]. */
+export const NEVER_EXIT = 1.0000001;
 
 export type { HeadKind };
 
@@ -58,7 +60,7 @@ export interface ExitSpec {
   readonly segment: number;
   /** Architecture of the fused head. */
   readonly headKind: HeadKind;
-  /** Leave here when the head's max-softmax >= threshold; 1.0000001 (above any probability) disables the exit. */
+  /** Leave here when the head's max-softmax >= threshold; {@link NEVER_EXIT} (above any probability) disables the exit. */
   readonly threshold: number;
   /** Cumulative MACs per sample to decide here (backbone up to the cut + every head passed), as a fraction of the backbone. */
   readonly macsFraction: number;
@@ -215,8 +217,8 @@ export function validateManifest(value: unknown): BundleManifest {
   m.exits.forEach((e, i) => {
     if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i)
       fail(`exit ${i} is not fused into segment ${e.segment}`);
-    if (!(e.threshold >= 0 && e.threshold <= 1.0000001))
-      fail(`exit ${i} threshold ${e.threshold} outside [0, 1.0000001] (1.0000001 = never exit)`);
+    if (!(e.threshold >= 0 && e.threshold <= NEVER_EXIT))
+      fail(`exit ${i} threshold ${e.threshold} outside [0, ${NEVER_EXIT}] (${NEVER_EXIT} = never exit)`);
   });
   if (!m.calibration) fail('calibration summary missing');
   return m as BundleManifest;

@@ -49,7 +49,7 @@ export interface PlanSummary {
   readonly target: number;
   /** Per bundle exit: used by the plan (an unused exit never fires and its output is never read). */
   readonly enabled: readonly boolean[];
-  /** Per bundle exit, as the plan chose them for `target` (unused: 1.0000001). */
+  /** Per bundle exit, as the plan chose them for `target` (unused: NEVER_EXIT). */
   readonly thresholds: readonly number[];
   /** Expected ms per sample at these thresholds / ms of running every segment, on the measured times. */
   readonly expectedMsFraction: number;

@@ -1,7 +1,7 @@
 // Threshold choice for the whole cascade: one global max-softmax threshold (or per-exit) meeting the
 // agreement target with a one-sided confidence margin, plus the agreement/cost curve over the knob.
 import { SelfxitError } from '../errors.js';
-import type { CurvePoint } from '../bundle/manifest.js';
+import { NEVER_EXIT, type CurvePoint } from '../bundle/manifest.js';
 import { agreementLowerBound, checkTarget, maxDisagreements, type MarginOptions } from './bounds.js';
 import {
   checkCandidates,
@@ -15,8 +15,7 @@ import {
 
 export { agreementLowerBound, checkTarget, maxDisagreements, normalQuantile, type MarginOptions } from './bounds.js';
 
-/** A threshold above any score: the exit never fires (within the manifest validator's [0, 1.0000001]). */
-export const NEVER_EXIT = 1.0000001;
+export { NEVER_EXIT };
 
 export interface ThresholdOptions extends MarginOptions {
   /** Agreement target in (0, 1]. */
