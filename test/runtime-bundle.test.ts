@@ -10,7 +10,6 @@ import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
-import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import {
   IdbBundleCache,
   isDevicePlan,
