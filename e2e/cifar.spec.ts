@@ -13,7 +13,7 @@ import { runCascade } from '../src/engine/cascade.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { toModelInput } from '../src/bundle/input.js';
 import type { OrtModule } from '../src/ort/types.js';
-import { OrtStageRunner } from '../src/runtime/stage-runner.js';
+import { OrtStageRunner } from '../src/engine/stage-runner.js';
 import { SerialQueue } from '../src/runtime/queue.js';
 import type * as Selfxit from '../src/index.js';
 
@@ -113,7 +113,7 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
     Tensor: ort.Tensor,
     manifest,
     queue: new SerialQueue(),
-    session: async (s) => sessions[s]!,
+    sessions: { session: async (s) => sessions[s]! },
   });
   const node: { index: number; exit: number }[] = [];
   for (let start = 0; start < COUNT; start += 64) {

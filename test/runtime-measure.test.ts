@@ -1,11 +1,11 @@
-// Stage timing for device plans (measure.ts) and the runner's skipped exit reads, on fake sessions with a virtual clock.
+// Stage timing for device plans (measure.ts) over the engine's stage runner, on fake sessions with a virtual clock.
 import type { InferenceSession, Tensor } from 'onnxruntime-common';
 import * as ortNode from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { median, measureStages, stageTiming, WARMUP_RUNS } from '../src/runtime/measure.js';
 import { SerialQueue } from '../src/runtime/queue.js';
-import { OrtStageRunner } from '../src/runtime/stage-runner.js';
+import { OrtStageRunner } from '../src/engine/stage-runner.js';
 
 const T = ortNode.Tensor as unknown as typeof Tensor;
 const K = 3;
@@ -48,6 +48,11 @@ function fakeSessions(clock: { t: number }, calls: Call[]): InferenceSession[] {
   });
 }
 
+/** The worker's runner over `session` (through a SerialQueue, as in the worker). */
+function runnerOf(session: (s: number) => Promise<InferenceSession>): OrtStageRunner {
+  return new OrtStageRunner({ Tensor: T, manifest, queue: new SerialQueue(), sessions: { session } });
+}
+
 describe('measureStages', () => {
   it('median and stageTiming: median of main-only runs; decision = median of paired differences, clipped at 0', () => {
     expect(median([3, 1, 2])).toBe(2);
@@ -69,18 +74,13 @@ describe('measureStages', () => {
     const created: number[] = [];
     const runs = 4;
     const timings = await measureStages(
-      {
-        Tensor: T,
-        manifest,
-        queue: new SerialQueue(),
-        session: async (s) => {
-          created.push(s);
-          expect(calls).toHaveLength(0); // every session exists before the first run
-          return sessions[s]!;
-        },
-        now: () => clock.t,
-      },
+      runnerOf(async (s) => {
+        created.push(s);
+        expect(calls).toHaveLength(0); // every session exists before the first run
+        return sessions[s]!;
+      }),
       runs,
+      () => clock.t,
     );
     expect(created).toEqual([0, 1, 2]);
     expect(timings).toEqual({ stageMs: [1, 2, 3], decisionMs: [0.5, 0, 0] });
@@ -128,8 +128,9 @@ describe('measureStages', () => {
       },
     })) as unknown as InferenceSession[];
     const timings = await measureStages(
-      { Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t },
+      runnerOf(async (s) => sessions[s]!),
       4,
+      () => clock.t,
     );
     // segment 0: main runs 1, 5, 1, 5 ms (median 3); paired differences +4.5, −3.5, +4.5, −3.5 (median 0.5), where
     // main, exit, main, exit, … would put every exit run on a slow slot and give 4.5
@@ -172,8 +173,9 @@ describe('measureStages', () => {
       },
     })) as unknown as InferenceSession[];
     const timings = await measureStages(
-      { Tensor: T, manifest, queue: new SerialQueue(), session: async (s) => sessions[s]!, now: () => clock.t },
+      runnerOf(async (s) => sessions[s]!),
       3,
+      () => clock.t,
     );
     expect(timings).toEqual({ stageMs: [4, 5, 3], decisionMs: [0.5, 0, 0] });
     expect(all.length).toBe(2 * (WARMUP_RUNS + 3 + 3)); // segments 0 and 1: warm-up passes + both kinds of passes
@@ -183,29 +185,8 @@ describe('measureStages', () => {
   });
 
   it('rejects a bad run count', async () => {
-    const deps = { Tensor: T, manifest, queue: new SerialQueue(), session: async () => ({}) as InferenceSession };
-    await expect(measureStages(deps, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(measureStages(deps, 1.5)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-  });
-});
-
-describe('OrtStageRunner readExit', () => {
-  it('fetches the exit output only when asked to', async () => {
-    const calls: Call[] = [];
-    const sessions = fakeSessions({ t: 0 }, calls);
-    const runner = new OrtStageRunner({
-      Tensor: T,
-      manifest,
-      queue: new SerialQueue(),
-      session: async (s) => sessions[s]!,
-    });
-    const x = new T('float32', new Float32Array(4), [1, 1, 2, 2]);
-    const read = await runner.runStage(0, x, 1);
-    expect(calls.at(-1)!.fetches).toEqual(['x1', 'p0']);
-    expect(Array.from(read.exitProbs!)).toEqual([0.2, 0.5, 0.3].map(Math.fround));
-    const skipped = await runner.runStage(0, x, 1, false);
-    expect(calls.at(-1)!.fetches).toEqual(['x1']);
-    expect(skipped.exitProbs).toBeUndefined();
-    expect(skipped.next).toBeDefined();
+    const runner = runnerOf(async () => ({}) as InferenceSession);
+    await expect(measureStages(runner, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(measureStages(runner, 1.5)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 });

@@ -3,7 +3,8 @@
 // MACs. Pure: onnxruntime is injected; works in Node and in a worker.
 import { SelfxitError } from '../errors.js';
 import type { BundleFiles, BundleManifest } from '../bundle/manifest.js';
-import { argmaxRow, runCascade, selectRowsF32, type StageOutput, type StageRunner } from '../engine/cascade.js';
+import { argmaxRow, runCascade, type StageRunner } from '../engine/cascade.js';
+import { LazySessions, OrtStageRunner } from '../engine/stage-runner.js';
 import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../ort/types.js';
 import { checkBatch } from './samples.js';
 import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
@@ -83,52 +84,6 @@ export interface TargetMeasurement {
   readonly exitShares: readonly number[];
 }
 
-/** onnxruntime StageRunner over a bundle's segment files; activations are CPU float32 tensors. */
-export class OrtStageRunner implements StageRunner<OrtTensor> {
-  private constructor(
-    private readonly ort: OrtModule,
-    private readonly manifest: BundleManifest,
-    private readonly sessions: readonly OrtSession[],
-  ) {}
-
-  static async create(
-    ort: OrtModule,
-    bundle: BundleFiles,
-    sessionOptions?: OrtSessionOptions,
-  ): Promise<OrtStageRunner> {
-    const sessions: OrtSession[] = [];
-    for (const seg of bundle.manifest.segments) {
-      sessions.push(await ort.InferenceSession.create(requireFile(bundle, seg.file), sessionOptions));
-    }
-    return new OrtStageRunner(ort, bundle.manifest, sessions);
-  }
-
-  /** Runs one segment; with `readExit` false only its main output is fetched. */
-  async runStage(segment: number, input: OrtTensor, _rows: number, readExit = true): Promise<StageOutput<OrtTensor>> {
-    const seg = this.manifest.segments[segment]!;
-    const last = segment === this.manifest.segments.length - 1;
-    const withExit = readExit && !last && seg.exitOutput !== undefined;
-    const out = await this.sessions[segment]!.run(
-      { [seg.input]: input },
-      withExit ? [seg.output, seg.exitOutput!] : [seg.output],
-    );
-    const main = out[seg.output];
-    if (!main) throw new SelfxitError('INVALID_BUNDLE', `segment ${segment} has no output "${seg.output}"`);
-    const exitProbs = withExit && seg.exitOutput ? (out[seg.exitOutput]?.data as Float32Array | undefined) : undefined;
-    if (segment === this.manifest.segments.length - 1) return { final: main.data as Float32Array };
-    return exitProbs ? { next: main, exitProbs } : { next: main };
-  }
-
-  async selectRows(activation: OrtTensor, keep: readonly number[], rows: number): Promise<OrtTensor> {
-    const dims = [keep.length, ...activation.dims.slice(1)];
-    return new this.ort.Tensor('float32', selectRowsF32(activation.data as Float32Array, keep, rows), dims);
-  }
-
-  async dispose(): Promise<void> {
-    for (const s of this.sessions) await s.release();
-  }
-}
-
 function requireFile(bundle: BundleFiles, file: string): Uint8Array {
   const bytes = bundle.files.get(file);
   if (!bytes) throw new SelfxitError('INVALID_BUNDLE', `bundle file ${file} is missing`, { file });
@@ -172,8 +127,19 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
   if (thresholds.length !== nExits)
     throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
   const batchSize = options.batchSize ?? 256;
-  const runner = await OrtStageRunner.create(ort, bundle, options.sessionOptions);
-  const backbone = await ort.InferenceSession.create(requireFile(bundle, m.backbone.file), options.sessionOptions);
+  // The segments from the bundle's files in memory, every session created up front (in order), then the backbone's.
+  const sessions = new LazySessions((s) =>
+    ort.InferenceSession.create(requireFile(bundle, m.segments[s]!.file), options.sessionOptions),
+  );
+  const runner = new OrtStageRunner({ Tensor: ort.Tensor, manifest: m, sessions });
+  let backbone: OrtSession;
+  try {
+    for (let s = 0; s < m.segments.length; s++) await sessions.session(s);
+    backbone = await ort.InferenceSession.create(requireFile(bundle, m.backbone.file), options.sessionOptions);
+  } catch (e) {
+    await sessions.releaseAll();
+    throw e;
+  }
   const n = samples.count;
   const cascadePred = new Int32Array(n);
   const cascadeExit = new Int32Array(n);
@@ -224,7 +190,7 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
       options.onProgress?.(start + rows, n);
     }
   } finally {
-    await runner.dispose();
+    await sessions.releaseAll();
     await backbone.release();
   }
   const cost = cumulativeMacs(m);

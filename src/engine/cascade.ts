@@ -148,11 +148,3 @@ export async function runCascade<A>(
     return r;
   });
 }
-
-/** Copies rows of a row-major `[rows, ...]` Float32Array (batch shrinking on CPU data). */
-export function selectRowsF32(data: Float32Array, keep: readonly number[], rows: number): Float32Array {
-  const per = data.length / rows;
-  const out = new Float32Array(keep.length * per);
-  keep.forEach((r, i) => out.set(data.subarray(r * per, (r + 1) * per), i * per));
-  return out;
-}

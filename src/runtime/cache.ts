@@ -85,7 +85,7 @@ const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
-export type OpenStore = (dbName: string, storeName: string) => UseStore;
+type OpenStore = (dbName: string, storeName: string) => UseStore;
 
 /** The IndexedDB store `storeName` in database `dbName` (opened lazily by idb-keyval on first request). */
 const openIndexedDbStore: OpenStore = (dbName, storeName) => {

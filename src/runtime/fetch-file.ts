@@ -1,7 +1,7 @@
 // Fetching bundle files: bytes with growing progress counts, HTTP failures as FETCH_FAILED with the status.
 import { SelfxitError } from '../errors.js';
 
-export interface FetchOptions {
+interface FetchOptions {
   /** Called as bytes arrive; `loaded` only grows. `total` = Content-Length, else `expectedBytes`, else 0. */
   readonly onProgress?: (loaded: number, total: number) => void;
   /** Size announced by the manifest, used when the server sends no Content-Length. */

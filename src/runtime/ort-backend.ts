@@ -20,7 +20,7 @@ export interface OrtHandle {
 }
 
 /** Outcome of looking for a WebGPU adapter. */
-export interface WebGpuProbe {
+interface WebGpuProbe {
   readonly available: boolean;
   /** A software adapter (SwiftShader, `isFallbackAdapter`): works, but WASM is usually faster. */
   readonly software: boolean;
@@ -28,7 +28,7 @@ export interface WebGpuProbe {
 }
 
 /** Looks for a WebGPU adapter from inside the worker. Never throws. */
-export async function probeWebGpu(): Promise<WebGpuProbe> {
+async function probeWebGpu(): Promise<WebGpuProbe> {
   const gpu = (globalThis.navigator as (Navigator & { gpu?: GPU }) | undefined)?.gpu;
   if (!gpu)
     return {
@@ -65,7 +65,7 @@ export function defaultThreads(): number {
   return isolated ? Math.max(1, Math.min(4, cores)) : 1;
 }
 
-export interface LoadOrtOptions {
+interface LoadOrtOptions {
   readonly backend: BackendPreference;
   readonly threads: number | undefined;
   /** URL prefix of ort's .mjs/.wasm files. */

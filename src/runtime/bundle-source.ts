@@ -1,0 +1,230 @@
+// Bundle loading and caching in the worker: the manifest (cache first, validated, a new version evicting the old one's
+// files and plans) and the files it lists (segments, validation.bin) from the cache or fetched, sha256-checked, cached.
+import { validateManifest, type BundleManifest } from '../bundle/manifest.js';
+import { decodeValidation, VALIDATION_ENCODING, type ValidationExit } from '../bundle/validation-file.js';
+import { SelfxitError } from '../errors.js';
+import type { InitRequest, ProgressInfo } from '../protocol.js';
+import type { BundleCache } from './cache.js';
+import { fetchBytes, fetchText } from './fetch-file.js';
+import { sha256Hex } from './integrity.js';
+
+export type Progress = (p: ProgressInfo) => void;
+
+interface LoadedManifest {
+  readonly manifest: BundleManifest;
+  readonly hash: string;
+  readonly fromCache: boolean;
+}
+
+function parseManifest(text: string, url: string): BundleManifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new SelfxitError(
+      'INVALID_BUNDLE',
+      `Invalid bundle manifest at ${url}: not JSON (${(e as Error).message})`,
+      { url },
+      { cause: e },
+    );
+  }
+  const m = validateManifest(json);
+  const { input } = m;
+  if (
+    !(input.height > 0 && input.width > 0) ||
+    (input.channels !== 1 && input.channels !== 3) ||
+    (input.layout !== 'NCHW' && input.layout !== 'NHWC')
+  ) {
+    throw new SelfxitError(
+      'INVALID_BUNDLE',
+      `Invalid bundle manifest at ${url}: input spec ${JSON.stringify(input)} is not usable`,
+      { url },
+    );
+  }
+  if (m.labels.length === 0)
+    throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: no labels`, { url });
+  for (const s of m.segments) {
+    if (!s.input || !s.output)
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `Invalid bundle manifest at ${url}: segment ${s.file} lacks input/output names`,
+        { url },
+      );
+  }
+  return m;
+}
+
+/** sha256 of the files a manifest lists that the cache keeps by content: segments and the validation file. */
+function contentHashes(m: Partial<BundleManifest>): string[] {
+  const all: unknown[] = [...(m.segments ?? []).map((s) => s.sha256), m.calibration?.validation?.sha256];
+  return all.filter((h): h is string => typeof h === 'string');
+}
+
+/** A bundle file the runtime fetches: name, sha256 and announced size; `segment` for segment files. */
+interface BundleFile {
+  readonly file: string;
+  readonly sha256: string;
+  readonly bytes: number;
+  readonly url: string;
+  readonly segment?: number;
+}
+
+/** Manifest for `url`: the cached copy unless reload/expired, else fetched, validated and cached (evicting what a new version replaces). */
+export async function loadManifest(
+  url: string,
+  req: InitRequest,
+  cache: BundleCache,
+  now: number,
+  progress: Progress,
+): Promise<LoadedManifest> {
+  const file = 'manifest.json';
+  progress({ status: 'initiate', file });
+  const cached = req.cache === 'reload' ? undefined : await cache.getManifest(url);
+  if (cached && now - cached.storedAt <= req.manifestMaxAgeMs) {
+    try {
+      const manifest = parseManifest(cached.text, url);
+      progress({ status: 'done', file, fromCache: true });
+      return { manifest, hash: cached.hash, fromCache: true };
+    } catch {
+      await cache.deleteManifest(url); // written by another selfxit version: fetch it again
+    }
+  }
+  progress({ status: 'download', file });
+  const text = await fetchText(url);
+  const manifest = parseManifest(text, url);
+  const hash = await sha256Hex(text);
+  const previous = cached ?? (req.cache === 'reload' ? await cache.getManifest(url) : undefined);
+  if (previous && previous.hash !== hash) {
+    // A new bundle version at the same URL: drop the old version's plans, and its segments (and validation file)
+    // that the new one does not use.
+    await cache.deletePlans(previous.hash);
+    try {
+      const old = JSON.parse(previous.text) as Partial<BundleManifest>;
+      const keep = new Set(contentHashes(manifest));
+      const stale = contentHashes(old).filter((h) => !keep.has(h));
+      await cache.deleteSegments(stale);
+    } catch {
+      // an unreadable old manifest has nothing to evict
+    }
+  }
+  await cache.putManifest(url, { hash, text, storedAt: now });
+  progress({ status: 'done', file, fromCache: false });
+  return { manifest, hash, fromCache: false };
+}
+
+/** The files of one open bundle: segment bytes and the validation outputs, from the cache or fetched and verified. */
+export class BundleSource {
+  /** Whether each segment's bytes are in the cache (for the page's `info()`). */
+  readonly cachedSegments: boolean[];
+  private readonly segmentUrls: string[];
+
+  constructor(
+    readonly manifest: BundleManifest,
+    readonly manifestUrl: string,
+    private readonly cache: BundleCache,
+    private readonly progress: Progress,
+    cachedKeys: ReadonlySet<string>,
+  ) {
+    this.cachedSegments = manifest.segments.map((s) => cachedKeys.has(s.sha256));
+    this.segmentUrls = manifest.segments.map((s) => new URL(s.file, manifestUrl).href);
+  }
+
+  /** Segment `s`'s bytes (reported from 'initiate' to 'done'). */
+  segmentBytes(s: number): Promise<Uint8Array> {
+    const seg = this.manifest.segments[s];
+    if (!seg) return Promise.reject(new SelfxitError('INTERNAL', `no segment ${s}`));
+    this.progress({ status: 'initiate', file: seg.file, segment: s });
+    return this.fileBytes({
+      file: seg.file,
+      sha256: seg.sha256,
+      bytes: seg.bytes,
+      url: this.segmentUrls[s]!,
+      segment: s,
+    });
+  }
+
+  /** A bundle file's bytes: from the cache (re-verified) or fetched, sha256-checked and cached by content hash. */
+  private async fileBytes(f: BundleFile): Promise<Uint8Array> {
+    const { file, sha256: expected, url } = f;
+    const at = f.segment === undefined ? {} : { segment: f.segment };
+    const cached = await this.cache.getSegment(expected);
+    if (cached) {
+      if ((await sha256Hex(cached)) === expected) {
+        this.progress({ status: 'done', file, ...at, fromCache: true });
+        return cached;
+      }
+      await this.cache.deleteSegments([expected]); // corrupted in storage: fetch again
+      if (f.segment !== undefined) this.cachedSegments[f.segment] = false;
+    }
+    this.progress({ status: 'download', file, ...at });
+    const bytes = await fetchBytes(url, {
+      expectedBytes: f.bytes,
+      onProgress: (loaded, total) =>
+        this.progress({
+          status: 'progress',
+          file,
+          ...at,
+          loaded,
+          total,
+          progress: total > 0 ? (100 * loaded) / total : Number.NaN,
+        }),
+    });
+    const actual = await sha256Hex(bytes);
+    if (actual !== expected) {
+      const what = f.segment === undefined ? file : `segment ${f.segment}`;
+      throw new SelfxitError(
+        'INTEGRITY_ERROR',
+        `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`,
+        { url, file, ...at, expected, actual },
+      );
+    }
+    await this.cache.putSegment(expected, bytes);
+    if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
+    this.progress({ status: 'done', file, ...at, fromCache: false });
+    return bytes;
+  }
+
+  /** The bundle's validation outputs: validation.bin from the cache or fetched (sha256-verified), decoded. */
+  async validation(): Promise<ValidationExit[]> {
+    const { manifest, manifestUrl } = this;
+    if (manifest.exits.length === 0) return [];
+    const v = manifest.calibration.validation;
+    if (!v) {
+      const why =
+        manifest.calibration.mode === 'paper'
+          ? 'paper-mode bundles carry none: prepare the model in selfxit mode'
+          : 'run `selfxit prepare` again with this selfxit version';
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `the bundle at ${manifestUrl} has no validation file (calibration.validation), which a device plan needs: ${why}`,
+        {
+          url: manifestUrl,
+          mode: manifest.calibration.mode,
+        },
+      );
+    }
+    if (
+      typeof v.file !== 'string' ||
+      typeof v.sha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(v.sha256) ||
+      !(Number.isInteger(v.samples) && v.samples > 0)
+    ) {
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `the bundle at ${manifestUrl} has a malformed calibration.validation entry`,
+        { url: manifestUrl },
+      );
+    }
+    if (v.encoding !== VALIDATION_ENCODING) {
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `${v.file} has encoding ${JSON.stringify(v.encoding)}; this selfxit reads "${VALIDATION_ENCODING}"`,
+        { url: manifestUrl, file: v.file },
+      );
+    }
+    const url = new URL(v.file, manifestUrl).href;
+    this.progress({ status: 'initiate', file: v.file });
+    const bytes = await this.fileBytes({ file: v.file, sha256: v.sha256, bytes: v.bytes, url });
+    return decodeValidation(bytes, manifest.exits.length, v.samples);
+  }
+}

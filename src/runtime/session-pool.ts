@@ -1,0 +1,171 @@
+// The worker's segment sessions: created lazily from the bundle's files (integrity-checked, warmed up, progress reported),
+// every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}).
+import type { BundleManifest } from '../bundle/manifest.js';
+import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
+import type { OrtSession } from '../ort/types.js';
+import type { BundleSource, Progress } from './bundle-source.js';
+import { sessionOptions, type OrtHandle } from './ort-backend.js';
+import { inputDims } from './preprocess.js';
+import { SerialQueue } from './queue.js';
+
+/** How {@link SessionPool.withFallback} treats a failure. */
+interface FallbackOptions<T> {
+  /** What failed, for the fallback reason (`<reason>: <error message>`). */
+  readonly reason: string;
+  /** What was in progress ('classifying'): a failure once the pool is disposed becomes DISPOSED "… while <during>". */
+  readonly during?: string;
+  /** Fall back on a SelfxitError too (by default it is the bundle's or the caller's fault, the same on any backend). */
+  readonly anyError?: boolean;
+  /** Run again when `job` succeeded but the backend changed meanwhile (its result was made partly on the old one). */
+  readonly redoIfSwitched?: boolean;
+  /** What runs after the fallback. Default: `job` again. */
+  readonly retry?: () => Promise<T>;
+}
+
+/** The sessions of one open bundle, on the backend in use; the SessionProvider of the worker's stage runner. */
+export class SessionPool implements SessionProvider {
+  /** The one queue for every onnxruntime call in the worker. */
+  readonly queue = new SerialQueue();
+  /** Whether each segment's session exists on the current backend (for the page's `info()`). */
+  readonly created: boolean[];
+  private readonly sessions = new LazySessions((s) => this.createSession(s));
+  /** Sessions made on WebGPU: the ones a fallback releases. */
+  private readonly onWebGpu = new WeakSet<OrtSession>();
+  /** Bumped when the backend changes (WebGPU → WASM fallback); sessions of older generations are gone. */
+  private generation = 0;
+  private disposedFlag = false;
+
+  constructor(
+    private readonly manifest: BundleManifest,
+    readonly ort: OrtHandle,
+    private readonly source: BundleSource,
+    private readonly progress: Progress,
+  ) {
+    this.created = manifest.segments.map(() => false);
+  }
+
+  get disposed(): boolean {
+    return this.disposedFlag;
+  }
+
+  /** Session of segment `s`, created once (concurrent callers share it; a failure is retried on the next call). */
+  session(s: number): Promise<OrtSession> {
+    if (this.disposedFlag) return Promise.reject(new SelfxitError('DISPOSED', 'the classifier was disposed'));
+    return this.sessions.session(s);
+  }
+
+  /**
+   * The WebGPU → WASM fallback: runs `job`; when it fails on WebGPU (with an error `options` let through), switches every
+   * segment to WASM and runs `options.retry` (default `job`) once. A job that failed after another call switched the
+   * backend runs again without a second switch.
+   */
+  async withFallback<T>(job: () => Promise<T>, options: FallbackOptions<T>): Promise<T> {
+    const gen = this.generation;
+    let value: T;
+    try {
+      value = await job();
+    } catch (e) {
+      this.throwIfDisposed(options.during);
+      if (isSelfxitError(e) && !options.anyError) throw e;
+      if (gen === this.generation) {
+        if (this.ort.backend !== 'webgpu') throw e;
+        this.fallbackToWasm(`${options.reason}: ${(e as Error).message}`);
+      }
+      return this.once(options.retry ?? job, options.during);
+    }
+    return options.redoIfSwitched && gen !== this.generation ? this.once(job, options.during) : value;
+  }
+
+  private async once<T>(job: () => Promise<T>, during: string | undefined): Promise<T> {
+    try {
+      return await job();
+    } catch (e) {
+      this.throwIfDisposed(during);
+      throw e;
+    }
+  }
+
+  private throwIfDisposed(during: string | undefined): void {
+    if (during !== undefined && this.disposedFlag)
+      throw new SelfxitError('DISPOSED', `the classifier was disposed while ${during}`);
+  }
+
+  /** Segment `s`'s session: its bytes, then the session on the current backend, on WASM when WebGPU cannot make it. */
+  private async createSession(s: number): Promise<OrtSession> {
+    const bytes = await this.source.segmentBytes(s);
+    if (this.disposedFlag) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    return this.withFallback(() => this.createOnBackend(bytes, s), {
+      reason: `creating a WebGPU session for segment ${s} failed`,
+      anyError: true, // a session WebGPU cannot create may still load on WASM
+      retry: () => this.session(s), // the fallback dropped this load: the WASM one is made as a shared one
+    });
+  }
+
+  /** Creates and warms up (one run on zeros, compiling shaders on WebGPU) segment `s`'s session on the current backend. */
+  private async createOnBackend(bytes: Uint8Array, s: number): Promise<OrtSession> {
+    const seg = this.manifest.segments[s]!;
+    const last = s === this.manifest.segments.length - 1;
+    const options = sessionOptions(this.ort, last ? [] : [seg.output]);
+    const onWebGpu = this.ort.backend === 'webgpu';
+    const session = await this.queue.run(async () => {
+      try {
+        return await this.ort.ort.InferenceSession.create(bytes, options);
+      } catch (e) {
+        throw new SelfxitError(
+          'INVALID_BUNDLE',
+          `segment ${s} (${seg.file}) cannot be loaded by onnxruntime-web (${this.ort.backend}): ${(e as Error).message}`,
+          {
+            segment: s,
+            file: seg.file,
+          },
+        );
+      }
+    });
+    if (onWebGpu) this.onWebGpu.add(session);
+    const dims = this.warmupDims(session, s);
+    if (dims) {
+      const zeros = new this.ort.ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+      try {
+        const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
+        for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
+      } catch (e) {
+        await this.queue.run(() => session.release()).catch(() => {});
+        throw e;
+      }
+    }
+    this.created[s] = true;
+    this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
+    return session;
+  }
+
+  /** Input dims for a batch-1 warm-up run, or undefined when the input shape is not fully known. */
+  private warmupDims(session: OrtSession, s: number): number[] | undefined {
+    if (s === 0) return inputDims(this.manifest.input, 1);
+    const meta = session.inputMetadata?.find((m) => m.name === this.manifest.segments[s]!.input);
+    if (!meta || !meta.isTensor) return undefined;
+    const dims = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : i === 0 ? 1 : -1));
+    return dims.every((d) => d > 0) ? dims : undefined;
+  }
+
+  /** Switches every segment to WASM (same JSEP module), releasing the WebGPU sessions. */
+  private fallbackToWasm(reason: string): void {
+    this.ort.backend = 'wasm';
+    this.ort.fallbackReason = reason;
+    this.generation++;
+    this.created.fill(false);
+    for (const p of this.sessions.clear()) {
+      // A load in flight may end on WASM (the one falling back here): only WebGPU sessions go.
+      void p
+        .then((sess) => (this.onWebGpu.has(sess) ? this.queue.run(() => sess.release()) : undefined))
+        .catch(() => {});
+    }
+  }
+
+  /** Releases every session. Later calls fail with DISPOSED. */
+  async dispose(): Promise<void> {
+    if (this.disposedFlag) return;
+    this.disposedFlag = true;
+    await this.sessions.releaseAll(this.queue).catch(() => undefined);
+  }
+}

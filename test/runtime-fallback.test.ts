@@ -1,0 +1,105 @@
+// The WebGPU → WASM fallback (session-pool.ts) in Node: onnxruntime-node posing as a WebGPU backend whose session
+// creation or runs fail, on the tiny bundles over local HTTP; classify and plan go on on WASM with the same results.
+import type { InferenceSession } from 'onnxruntime-common';
+import * as ortNode from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InitRequest, WireInput } from '../src/protocol.js';
+import { noCache } from '../src/runtime/cache.js';
+import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
+import { BundleRuntime } from '../src/runtime/runtime.js';
+import { serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+
+let tiny: TinyServer;
+
+beforeAll(async () => {
+  tiny = await serveTinyBundles(() => {});
+});
+
+afterAll(() => tiny.close());
+
+/** What fails while the (fake) backend is WebGPU: session creation (a count) and runs (while `runs` is true). */
+interface Failures {
+  create: number;
+  runs: boolean;
+}
+
+/** onnxruntime-node on the CPU reported as WebGPU; sessions made while the handle says 'webgpu' fail as `fail` says. */
+function gpuHandle(fail: Failures): OrtHandle {
+  const handle: OrtHandle = {
+    ort: undefined as unknown as OrtWeb,
+    backend: 'webgpu',
+    threads: 1,
+    fallbackReason: undefined,
+    executionProvider: 'cpu',
+  };
+  const create = async (bytes: Uint8Array, options: InferenceSession.SessionOptions): Promise<InferenceSession> => {
+    const onGpu = handle.backend === 'webgpu';
+    if (onGpu && fail.create > 0) {
+      fail.create--;
+      throw new Error('no WebGPU today');
+    }
+    const { preferredOutputLocation: _, ...cpuOptions } = options;
+    const session = await ortNode.InferenceSession.create(bytes, cpuOptions);
+    if (!onGpu) return session;
+    const run = session.run.bind(session) as (...a: unknown[]) => Promise<unknown>;
+    return new Proxy(session, {
+      get(target, key, receiver) {
+        if (key !== 'run') return Reflect.get(target, key, receiver) as unknown;
+        return (...args: unknown[]) => (fail.runs ? Promise.reject(new Error('device lost')) : run(...args));
+      },
+    });
+  };
+  (handle as { ort: unknown }).ort = { ...ortNode, InferenceSession: { create } };
+  return handle;
+}
+
+function open(fail: Failures): Promise<BundleRuntime> {
+  const req: InitRequest = {
+    manifestUrl: `${tiny.base}/tiny/manifest.json`,
+    backend: 'webgpu',
+    threads: 1,
+    cache: false,
+    manifestMaxAgeMs: Infinity,
+    wasmPaths: '/ort/',
+    usePlan: false,
+  };
+  return BundleRuntime.open(req, () => {}, { cache: noCache, loadOrt: async () => gpuHandle(fail) });
+}
+
+async function expectReference(rt: BundleRuntime): Promise<void> {
+  const inputs: WireInput[] = tiny.inputs.map((data) => ({ kind: 'tensor', data }));
+  const thresholds = rt.manifest.exits.map((e) => e.threshold);
+  const out = await rt.classify({ inputs, thresholds, probabilities: false });
+  expect(out.map((r) => [r.index, r.exit])).toEqual(tiny.expected.map((e) => [e.index, e.exit]));
+}
+
+describe('WebGPU → WASM fallback', () => {
+  it('a session WebGPU cannot create is made on WASM, and that session stays usable', async () => {
+    const rt = await open({ create: 1, runs: false });
+    expect(rt.state()).toMatchObject({ backend: 'wasm', sessions: [true, false, false] });
+    expect(rt.state().fallbackReason).toMatch(/^creating a WebGPU session for segment 0 failed: .*no WebGPU today/);
+    await expectReference(rt);
+    await rt.dispose();
+  });
+
+  it('a failed WebGPU run switches to WASM and classifies again there', async () => {
+    const fail = { create: 0, runs: false };
+    const rt = await open(fail);
+    expect(rt.state().backend).toBe('webgpu');
+    fail.runs = true;
+    await expectReference(rt);
+    expect(rt.state()).toMatchObject({ backend: 'wasm', fallbackReason: 'a WebGPU run failed: device lost' });
+    await rt.dispose();
+  });
+
+  it('a failed WebGPU run while measuring makes the plan on WASM', async () => {
+    const fail = { create: 0, runs: false };
+    const rt = await open(fail);
+    await expectReference(rt); // every segment's session made on WebGPU
+    fail.runs = true;
+    const plan = await rt.plan({ target: 0.99 });
+    expect(plan).toMatchObject({ backend: 'wasm' });
+    expect(rt.state().fallbackReason).toBe('a WebGPU run failed while measuring: device lost');
+    await rt.dispose();
+  });
+});
