@@ -1,6 +1,6 @@
-// `selfxit eval` core: runs a bundle exactly as the runtime does (runCascade over its segment files,
-// batch shrinking), plus the full backbone and every exit head, and measures agreement, accuracy and
-// MACs. Pure: onnxruntime is injected; works in Node and in a worker.
+// `selfxit eval` core: runs a bundle exactly as the runtime does (runCascade over the engine's OrtStageRunner, sessions
+// from its segment files in memory, batch shrinking), plus the full backbone and every exit head, and measures
+// agreement, accuracy and MACs. Pure: onnxruntime is injected; works in Node and in a worker.
 import { SelfxitError } from '../errors.js';
 import type { BundleFiles, BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type StageRunner } from '../engine/cascade.js';

@@ -1,5 +1,5 @@
-// The early-exit cascade: runs a bundle stage by stage with batch shrinking. Pure logic; the
-// caller supplies a StageRunner (onnxruntime-node for `selfxit eval`, onnxruntime-web in the worker),
+// The early-exit cascade: runs a bundle stage by stage with batch shrinking. Pure logic; the caller supplies a
+// StageRunner (stage-runner.ts's, on onnxruntime-node for `selfxit eval` and onnxruntime-web in the worker),
 // so the CLI and the browser make exactly the same exit decisions.
 import type { BundleManifest } from '../bundle/manifest.js';
 
