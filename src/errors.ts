@@ -1,5 +1,5 @@
 // One error class for the whole SDK: a stable `code`, a human message, and plain-data `details`.
-// It survives the worker boundary through toErrorPayload()/fromErrorPayload().
+// It crosses a worker boundary as a plain payload (toErrorPayload()/fromErrorPayload(); protocol.ts's comlink handler).
 
 /** Stable error codes. Never rename one: callers switch on them. */
 export type SelfxitErrorCode =
@@ -28,7 +28,6 @@ export type SelfxitErrorCode =
 
 /** Plain-data form of a {@link SelfxitError}, safe to post across a worker boundary. */
 export interface SelfxitErrorPayload {
-  readonly __selfxitError: true;
   readonly code: SelfxitErrorCode;
   readonly message: string;
   readonly details?: Record<string, unknown>;
@@ -69,7 +68,6 @@ export function isSelfxitError(e: unknown, code?: SelfxitErrorCode): e is Selfxi
 export function toErrorPayload(e: unknown): SelfxitErrorPayload {
   if (e instanceof SelfxitError) {
     return {
-      __selfxitError: true,
       code: e.code,
       message: e.message,
       ...(e.details ? { details: e.details } : {}),
@@ -77,7 +75,7 @@ export function toErrorPayload(e: unknown): SelfxitErrorPayload {
     };
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  return { __selfxitError: true, code: 'INTERNAL', message: err.message, ...(err.stack ? { stack: err.stack } : {}) };
+  return { code: 'INTERNAL', message: err.message, ...(err.stack ? { stack: err.stack } : {}) };
 }
 
 /** Payload → SelfxitError, keeping code and details. */
@@ -85,8 +83,4 @@ export function fromErrorPayload(p: SelfxitErrorPayload): SelfxitError {
   const e = new SelfxitError(p.code, p.message, p.details);
   if (p.stack) e.stack = p.stack;
   return e;
-}
-
-export function isErrorPayload(v: unknown): v is SelfxitErrorPayload {
-  return typeof v === 'object' && v !== null && (v as { __selfxitError?: unknown }).__selfxitError === true;
 }

@@ -1,7 +1,9 @@
-// Page ↔ worker wire types: plain, structured-cloneable data imported by both src/page and src/runtime.
+// Page ↔ worker protocol, imported by both src/page and src/runtime: the wire types (plain, structured-cloneable data)
+// and the comlink transfer handler that carries a thrown SelfxitError across with its code, message and details.
+import { transferHandlers, type TransferHandler } from 'comlink';
 import type { BundleManifest } from './bundle/manifest.js';
 import type { DevicePlan } from './policy/device-plan.js';
-import type { SelfxitErrorPayload } from './errors.js';
+import { SelfxitError, fromErrorPayload, toErrorPayload, type SelfxitErrorPayload } from './errors.js';
 
 /** Backend the caller asks for. `'auto'` = WebGPU on a hardware adapter, else WASM. */
 export type BackendPreference = 'auto' | 'webgpu' | 'wasm';
@@ -105,16 +107,58 @@ export interface WireResult {
   readonly probabilities?: Float32Array;
 }
 
-/** A worker reply: results never throw across the boundary (comlink would drop `code`/`details`). */
-export type Wire<T> =
-  | { readonly ok: true; readonly value: T; readonly state?: RuntimeState }
-  | { readonly ok: false; readonly error: SelfxitErrorPayload; readonly state?: RuntimeState };
+/** What classify() replies: one decision per input, in input order, and the worker's state after the call. */
+export interface ClassifyReply {
+  readonly results: readonly WireResult[];
+  readonly state: RuntimeState;
+}
 
-/** The API the worker exposes through comlink. */
+/** What plan() replies: the plan made (and cached), and the worker's state after the call. */
+export interface PlanReply {
+  readonly plan: DevicePlan;
+  readonly state: RuntimeState;
+}
+
+/**
+ * The API the worker exposes through comlink. A call that fails rejects with a SelfxitError (any other thrown value
+ * becomes INTERNAL); {@link installErrorTransfer} makes it arrive on the page as one, `code` and `details` included.
+ */
 export interface WorkerApi {
-  init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<InitReply>>;
-  classify(request: ClassifyRequest): Promise<Wire<WireResult[]>>;
+  /** Opens the bundle (once per worker). */
+  init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply>;
+  classify(request: ClassifyRequest): Promise<ClassifyReply>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
-  plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<DevicePlan>>;
-  dispose(): Promise<Wire<null>>;
+  plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
+  /** The worker's state now (undefined before init() succeeded): the page reads it after a call failed. */
+  state(): Promise<RuntimeState | undefined>;
+  dispose(): Promise<void>;
+}
+
+/** The value comlink's 'throw' handler is given: what was thrown, beside comlink's private "thrown" marker. */
+interface Thrown {
+  readonly value: unknown;
+}
+
+let errorTransferInstalled = false;
+
+/**
+ * Makes comlink carry thrown values as {@link SelfxitErrorPayload}s, so that a SelfxitError thrown on one side rejects
+ * the call on the other as a SelfxitError with the same `code`, `message` and `details` (any other thrown value as
+ * INTERNAL). It replaces comlink's own 'throw' handler (which keeps only message, name and stack), reusing its test
+ * for a thrown value. Handlers are looked up by name on the receiving side, so both sides install it before their
+ * first message: the worker before expose(), the page before wrap(). Idempotent.
+ */
+export function installErrorTransfer(): void {
+  if (errorTransferInstalled) return;
+  const builtIn = transferHandlers.get('throw');
+  if (!builtIn) throw new SelfxitError('INTERNAL', "comlink has no 'throw' transfer handler");
+  const handler: TransferHandler<Thrown, SelfxitErrorPayload> = {
+    canHandle: (value): value is Thrown => builtIn.canHandle(value),
+    serialize: ({ value }) => [toErrorPayload(value), []],
+    deserialize: (payload) => {
+      throw fromErrorPayload(payload);
+    },
+  };
+  transferHandlers.set('throw', handler);
+  errorTransferInstalled = true;
 }

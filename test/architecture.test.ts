@@ -5,6 +5,7 @@
 //   engine/  exit cascade           → bundle, policy
 //   calibrate/, report/             → graph, bundle, policy, engine
 //   runtime/ (worker), page/, cli/  → anything below them; never each other, except the wire types in protocol.ts
+//   index.ts + types.ts, core.ts + core-types.ts: the two public entries and their types-only lists
 // The pure core (everything but runtime/, page/, cli/) uses neither Node (`node:` modules, `process`, Buffer) nor the
 // DOM (window, document, navigator, indexedDB, Worker, OffscreenCanvas, createImageBitmap).
 import fs from 'node:fs';
@@ -65,10 +66,12 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   calibrate: ['graph', 'bundle', 'policy', 'engine'],
   report: ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   protocol: ['bundle', 'policy', 'graph'],
-  core: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report'],
+  'core-types': ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
+  core: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core-types'],
+  types: ['protocol', 'bundle', 'policy', 'graph'],
   runtime: ['graph', 'bundle', 'policy', 'engine', 'protocol'],
-  page: ['graph', 'bundle', 'policy', 'engine', 'protocol'],
-  index: ['page', 'protocol', 'bundle', 'policy', 'graph', 'engine'],
+  page: ['graph', 'bundle', 'policy', 'engine', 'protocol', 'types'],
+  index: ['page', 'protocol', 'bundle', 'policy', 'graph', 'engine', 'types'],
   cli: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core'],
 };
 const OPEN = new Set(['errors', 'ort']);
@@ -82,6 +85,7 @@ const PURE = new Set([
   'calibrate',
   'report',
   'protocol',
+  'core-types',
   'core',
 ]);
 

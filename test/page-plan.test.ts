@@ -1,12 +1,14 @@
-// The page's use of device plans (Classifier over a fake worker client): a plan applies its thresholds and shows in
+// The page's use of device plans (the Classifier over a fake transport): a plan applies its thresholds and shows in
 // info(), setTarget() picks from its curve, and a WebGPU plan stops applying after the backend fell back to WASM.
 import { describe, expect, it } from 'vitest';
 import { NEVER_EXIT, type BundleManifest, type CurvePoint } from '../src/bundle/manifest.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
-import { SelfxitError, fromErrorPayload } from '../src/errors.js';
-import { Classifier } from '../src/page/classifier.js';
+import { SelfxitError } from '../src/errors.js';
+import { ClassifierImpl } from '../src/page/classifier.js';
 import { chooseThresholds } from '../src/page/target.js';
-import type { ClassifyRequest, PlanRequest, RuntimeState, Wire, WireResult } from '../src/protocol.js';
+import type { ClassifierTransport } from '../src/page/transport.js';
+import type { ClassifyRequest, PlanRequest, RuntimeState, WireResult } from '../src/protocol.js';
+import type { Classifier } from '../src/types.js';
 
 const NEVER = NEVER_EXIT;
 const shippedCurve: CurvePoint[] = [
@@ -51,8 +53,8 @@ function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
   };
 }
 
-/** A WorkerClient stand-in: answers classify (recording the thresholds sent) and plan. */
-class FakeClient {
+/** A transport stand-in: answers classify (recording the thresholds sent) and plan (with `planReply`). */
+class FakeTransport implements ClassifierTransport {
   state: RuntimeState = {
     backend: 'webgpu',
     threads: 1,
@@ -63,41 +65,25 @@ class FakeClient {
     cacheEnabled: true,
   };
   readonly sent: (readonly number[])[] = [];
-  planReply: Wire<DevicePlan> = { ok: true, value: makePlan('webgpu', 0.9) };
-  readonly api = {
-    classify: async (req: ClassifyRequest): Promise<Wire<WireResult[]>> => {
-      this.sent.push(req.thresholds);
-      return {
-        ok: true,
-        value: req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 })),
-        state: this.state,
-      };
-    },
-    plan: async (_req: PlanRequest): Promise<Wire<DevicePlan>> => ({ ...this.planReply, state: this.state }),
-    dispose: async (): Promise<Wire<null>> => ({ ok: true, value: null }),
-  };
-  async call<T>(fn: (api: FakeClient['api']) => Promise<Wire<T>>): Promise<T> {
-    const wire = await fn(this.api);
-    if (wire.state) this.state = wire.state;
-    if (!wire.ok) throw fromErrorPayload(wire.error);
-    return wire.value;
+  planReply: DevicePlan | SelfxitError = makePlan('webgpu', 0.9);
+  async classify(req: ClassifyRequest): Promise<WireResult[]> {
+    this.sent.push(req.thresholds);
+    return req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 }));
   }
+  async plan(_req: PlanRequest): Promise<DevicePlan> {
+    if (this.planReply instanceof SelfxitError) throw this.planReply;
+    return this.planReply;
+  }
+  async dispose(): Promise<void> {}
   fail(): void {}
 }
 
-type Ctor = new (
-  client: FakeClient,
-  manifest: BundleManifest,
-  hash: string,
-  url: string,
-  plan: DevicePlan | undefined,
-) => Classifier;
-const make = (client: FakeClient, plan?: DevicePlan): Classifier =>
-  new (Classifier as unknown as Ctor)(client, manifest, 'h', 'https://x.test/m/manifest.json', plan);
+const make = (transport: FakeTransport, plan?: DevicePlan): Classifier =>
+  new ClassifierImpl(transport, { manifest, manifestHash: 'h', manifestUrl: 'https://x.test/m/manifest.json', plan });
 
 describe('Classifier with a device plan', () => {
   it('without a plan: the manifest thresholds, no info().plan', async () => {
-    const client = new FakeClient();
+    const client = new FakeTransport();
     const clf = make(client);
     await clf.classify(new Float32Array(1));
     expect(client.sent).toEqual([[0.9, 0.9]]);
@@ -105,7 +91,7 @@ describe('Classifier with a device plan', () => {
   });
 
   it('a cached plan applies at load: thresholds, expectations, info().plan; setTarget picks from its curve', async () => {
-    const client = new FakeClient();
+    const client = new FakeTransport();
     const clf = make(client, makePlan('webgpu', 0.97));
     const info = clf.info();
     expect(info.plan).toEqual({
@@ -130,11 +116,11 @@ describe('Classifier with a device plan', () => {
   });
 
   it('plan() applies the returned plan (target default: the current one) and passes errors on with their code', async () => {
-    const client = new FakeClient();
+    const client = new FakeTransport();
     const clf = make(client);
     let asked: PlanRequest | undefined;
-    const plan = client.api.plan;
-    client.api.plan = async (req) => {
+    const plan = client.plan.bind(client);
+    client.plan = async (req) => {
       asked = req;
       return plan(req);
     };
@@ -145,10 +131,7 @@ describe('Classifier with a device plan', () => {
     await clf.classify(new Float32Array(1));
     expect(client.sent.at(-1)).toEqual([0.7, NEVER]);
     await expect(clf.plan({ target: 1.5 })).rejects.toMatchObject({ code: 'INVALID_TARGET' });
-    client.planReply = {
-      ok: false,
-      error: { __selfxitError: true, code: 'INVALID_BUNDLE', message: 'no validation file' },
-    };
+    client.planReply = new SelfxitError('INVALID_BUNDLE', 'no validation file');
     const err = await clf.plan({ target: 0.9 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SelfxitError);
     expect(err).toMatchObject({ code: 'INVALID_BUNDLE' });
@@ -156,7 +139,7 @@ describe('Classifier with a device plan', () => {
   });
 
   it('a WebGPU plan stops applying once the backend fell back to WASM', async () => {
-    const client = new FakeClient();
+    const client = new FakeTransport();
     const clf = make(client, makePlan('webgpu', 0.95));
     expect(clf.info().plan).toBeDefined();
     client.state = { ...client.state, backend: 'wasm', fallbackReason: 'a WebGPU run failed' };
@@ -165,7 +148,7 @@ describe('Classifier with a device plan', () => {
     expect(clf.info().plan).toBeUndefined();
     expect(clf.info().target).toBe(0.95);
     // another target: re-chosen from the bundle's curve
-    const c2 = new FakeClient();
+    const c2 = new FakeTransport();
     const other = make(c2, makePlan('webgpu', 0.85));
     c2.state = { ...c2.state, backend: 'wasm' };
     expect(other.info().plan).toBeUndefined();

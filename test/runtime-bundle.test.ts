@@ -1,5 +1,5 @@
 // The worker runtime in Node (onnxruntime-node injected, bundles over a local HTTP server, an in-memory cache):
-// lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the Wire API.
+// lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the worker API.
 import { readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
+import { SelfxitError } from '../src/errors.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import {
@@ -381,17 +382,15 @@ describe('device plans', () => {
     // The worker API: a later init finds the cached plan (unless usePlan is false); other thread counts have none.
     const api = createWorkerApi({ loadOrt, cache });
     const init = await api.init(request('tiny'));
-    expect(init).toMatchObject({ ok: true, value: { plan: { target: 1, enabled: [false, false] } } });
+    expect(init).toMatchObject({ plan: { target: 1, enabled: [false, false] } });
     await api.dispose();
     const off = createWorkerApi({ loadOrt, cache });
     const initOff = await off.init(request('tiny', { usePlan: false }));
-    expect(initOff).toMatchObject({ ok: true });
-    expect(initOff.ok ? initOff.value.plan : 'failed').toBeUndefined();
+    expect(initOff.plan).toBeUndefined();
     await off.dispose();
     const threads2 = createWorkerApi({ loadOrt: async () => ({ ...(await loadOrt()), threads: 2 }), cache });
     const init2 = await threads2.init(request('tiny'));
-    expect(init2).toMatchObject({ ok: true });
-    expect(init2.ok ? init2.value.plan : 'failed').toBeUndefined();
+    expect(init2.plan).toBeUndefined();
     await threads2.dispose();
   });
 
@@ -405,9 +404,9 @@ describe('device plans', () => {
     await expect(rt.plan({ target: 0.5 })).rejects.toMatchObject({ code: 'DISPOSED' });
     const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
     await api.init(request('tiny-novalidation'));
-    const none = await api.plan({ target: 0.9 });
-    expect(none).toMatchObject({ ok: false, error: { code: 'INVALID_BUNDLE' } });
-    expect(!none.ok && none.error.message).toMatch(/validation.*prepare/);
+    const none = api.plan({ target: 0.9 });
+    await expect(none).rejects.toThrow(/validation.*prepare/);
+    await expect(none).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
     await api.dispose();
     const bad = await open('tiny-badvalidation', { cache: new MemoryCache() });
     await expect(bad.plan({ target: 0.9 })).rejects.toMatchObject({
@@ -419,37 +418,40 @@ describe('device plans', () => {
 });
 
 describe('createWorkerApi', () => {
-  it('returns Wire replies: values with state, errors as payloads with their code', async () => {
+  it('replies with values and the state; a failed call throws a SelfxitError with its code', async () => {
     const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
-    const bad = await api.init(request('missing'));
-    expect(bad).toMatchObject({
-      ok: false,
-      error: { __selfxitError: true, code: 'FETCH_FAILED', details: { status: 404 } },
+    await expect(api.init(request('missing'))).rejects.toMatchObject({
+      name: 'SelfxitError',
+      code: 'FETCH_FAILED',
+      details: { status: 404 },
     });
+    expect(await api.state()).toBeUndefined();
 
     const api2 = createWorkerApi({ loadOrt, cache: new MemoryCache() });
-    const before = await api2.classify({ inputs: tensors([0]), thresholds: [0.5, 0.5], probabilities: false });
-    expect(before).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
+    const before = api2.classify({ inputs: tensors([0]), thresholds: [0.5, 0.5], probabilities: false });
+    await expect(before).rejects.toMatchObject({ code: 'INTERNAL' });
     const init = await api2.init(request('tiny'));
-    expect(init.ok).toBe(true);
-    if (!init.ok) return;
-    expect(init.value.manifest.labels).toHaveLength(10);
-    expect(init.value.manifestHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(init.manifest.labels).toHaveLength(10);
+    expect(init.manifestHash).toMatch(/^[0-9a-f]{64}$/);
     expect(init.state).toMatchObject({ backend: 'wasm', sessions: [true, false, false] });
-    const th = init.value.manifest.exits.map((e) => e.threshold);
+    const th = init.manifest.exits.map((e) => e.threshold);
     const ok = await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: true });
-    expect(ok).toMatchObject({ ok: true, value: [{ index: expected[0]!.index, exit: expected[0]!.exit }] });
-    const wrong = await api2.classify({
+    expect(ok).toMatchObject({
+      results: [{ index: expected[0]!.index, exit: expected[0]!.exit }],
+      state: { backend: 'wasm' },
+    });
+    const wrong = api2.classify({
       inputs: [{ kind: 'tensor', data: new Float32Array(1) }],
       thresholds: th,
       probabilities: false,
     });
-    expect(wrong).toMatchObject({ ok: false, error: { code: 'INVALID_INPUT' }, state: { backend: 'wasm' } });
-    expect(await api2.init(request('tiny'))).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
-    expect(await api2.dispose()).toMatchObject({ ok: true });
-    expect(await api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: false })).toMatchObject({
-      ok: false,
-      error: { code: 'DISPOSED' },
+    await expect(wrong).rejects.toBeInstanceOf(SelfxitError);
+    await expect(wrong).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(await api2.state()).toMatchObject({ backend: 'wasm' });
+    await expect(api2.init(request('tiny'))).rejects.toMatchObject({ code: 'INTERNAL' });
+    await api2.dispose();
+    await expect(api2.classify({ inputs: tensors([0]), thresholds: th, probabilities: false })).rejects.toMatchObject({
+      code: 'DISPOSED',
     });
   });
 });

@@ -17,7 +17,7 @@ self.addEventListener('message', async (ev) => {
     self.postMessage({
       id,
       type: 'RAW',
-      value: { ok: true, value: { manifest, manifestHash: '0'.repeat(64), state }, state },
+      value: { manifest, manifestHash: '0'.repeat(64), state },
     });
   } else if (path[0] === 'classify') {
     setTimeout(() => {

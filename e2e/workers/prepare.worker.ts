@@ -1,6 +1,7 @@
 // Test worker for e2e/prepare.spec.ts (bundled into e2e/.build/ by global setup): fetches the shipped model and runs
 // the core's prepare() on onnxruntime-web WASM, posting progress events and then the outcome as plain data.
-import { prepare, toErrorPayload } from '../../src/core.js';
+import { prepare } from '../../src/core.js';
+import { toErrorPayload } from '../../src/errors.js';
 import { loadOrt } from '../../src/runtime/ort-backend.js';
 import {
   caseOptions,

@@ -5,6 +5,7 @@ import type { HeadKind } from '../graph/head-spec.js';
 
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
 export const MANIFEST_VERSION = 1 as const;
+/** The manifest's `format` field: marks the JSON as a selfxit bundle manifest. */
 export const MANIFEST_FORMAT = 'selfxit-bundle' as const;
 /** File name of the manifest inside a bundle (folder or URL prefix). */
 export const MANIFEST_FILE = 'manifest.json';
@@ -120,6 +121,7 @@ export interface ValidationFileSpec {
   readonly encoding: 'u16-score,u8-agree';
 }
 
+/** How the exits and thresholds were calibrated, and what calibration expects of them (the manifest's `calibration`). */
 export interface CalibrationSummary {
   /** Calibration samples (validation outputs are out-of-fold on all of them). */
   readonly samples: number;
@@ -156,6 +158,12 @@ export interface CalibrationSummary {
   readonly validation?: ValidationFileSpec;
 }
 
+/**
+ * The bundle manifest (`manifest.json`, schema in docs/BUNDLE.md): what `prepare` wrote and the runtime reads. The
+ * backbone split into segments (each run in turn, some ending in a fused exit head), the exits with their thresholds,
+ * the input preprocessing, the labels, and the calibration summary whose curve re-chooses thresholds for other targets.
+ * Checked by {@link validateManifest}; versioned by {@link MANIFEST_VERSION}.
+ */
 export interface BundleManifest {
   readonly format: typeof MANIFEST_FORMAT;
   readonly version: typeof MANIFEST_VERSION;

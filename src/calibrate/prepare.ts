@@ -113,6 +113,7 @@ export interface CandidateHeadReport {
   readonly trainMs: number;
 }
 
+/** One candidate cut as calibration saw it: its heads, the kind kept, and whether exit selection chose it. */
 export interface CandidateReport {
   readonly name: string;
   readonly cut: string;
@@ -140,6 +141,7 @@ export interface PrepareReport {
   readonly timings: Readonly<Record<string, number>>;
 }
 
+/** What {@link prepare} returns: the bundle in memory (manifest + files), warnings, and report data. */
 export interface PrepareResult {
   readonly manifest: BundleManifest;
   /** Bundle files by name (segments, backbone.onnx); the manifest is not among them. */

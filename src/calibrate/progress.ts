@@ -20,6 +20,7 @@ export interface PrepareProgress {
   readonly detail?: string;
 }
 
+/** Receives {@link PrepareProgress} events (`prepare`'s `onProgress`). */
 export type ProgressCallback = (event: PrepareProgress) => void;
 
 /** Throws `ABORTED` when the signal has fired. Call between units of work. */

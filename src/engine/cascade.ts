@@ -27,6 +27,7 @@ export interface StageRunner<A> {
   release?(activation: A): void;
 }
 
+/** One sample's decision by {@link runCascade}. */
 export interface CascadeResult {
   /** Predicted class index. */
   readonly index: number;
@@ -38,6 +39,7 @@ export interface CascadeResult {
   readonly probs: Float32Array;
 }
 
+/** Options of {@link runCascade}. */
 export interface CascadeOptions {
   /** Per-exit thresholds overriding the manifest's (e.g. re-chosen for another target). */
   readonly thresholds?: readonly number[];

@@ -21,6 +21,7 @@ export interface CutPoint {
   fraction: number;
 }
 
+/** What {@link analyzeModel} finds in a model: its inputs and outputs, cost, cut points and the shapes it inferred. */
 export interface ModelAnalysis {
   inputs: TensorInfo[];
   outputs: TensorInfo[];
@@ -39,6 +40,7 @@ export interface ModelAnalysis {
   nodeMacs: number[];
 }
 
+/** Options of {@link analyzeModel}. */
 export interface AnalyzeOptions {
   /** onnxruntime module used to probe shapes missing from value_info. Without it, missing shapes throw SHAPE_UNKNOWN. */
   ort?: OrtModule;

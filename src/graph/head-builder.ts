@@ -98,6 +98,7 @@ export function headGraphParts(
   return { nodes, initializers: inits };
 }
 
+/** Options of {@link buildHeadModel}: the standalone head's input and output names. */
 export interface BuildHeadOptions {
   /** Input name. Default `'features'`. */
   inputName?: string;
@@ -131,6 +132,7 @@ export function buildHeadModel(spec: HeadSpec, opts: BuildHeadOptions = {}): Onn
   return { proto };
 }
 
+/** Options of {@link fuseHead}. */
 export interface FuseHeadOptions {
   /** Name of the head's probability output. Default `` `${cut}__exit_probs` `` where cut is the segment's output. */
   outputName?: string;

@@ -112,11 +112,6 @@ export function attrInts(node: onnx.INodeProto, name: string): number[] | undefi
   return a?.ints ? a.ints.map(toNum) : undefined;
 }
 
-export function attrString(node: onnx.INodeProto, name: string): string | undefined {
-  const a = findAttr(node, name);
-  return a?.s ? new TextDecoder().decode(a.s) : undefined;
-}
-
 const AT = {
   FLOAT: 1,
   INT: 2,

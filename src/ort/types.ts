@@ -2,8 +2,11 @@
 // onnxruntime-web (worker) both satisfy it, so the core never imports either one.
 import type { InferenceSession, Tensor } from 'onnxruntime-common';
 
+/** An onnxruntime inference session (onnxruntime-common's `InferenceSession`). */
 export type OrtSession = InferenceSession;
+/** An onnxruntime tensor (onnxruntime-common's `Tensor`). */
 export type OrtTensor = Tensor;
+/** Options of an onnxruntime session (execution providers, threads, graph optimisation…). */
 export type OrtSessionOptions = InferenceSession.SessionOptions;
 
 /** An onnxruntime module (`import * as ort from 'onnxruntime-node' | 'onnxruntime-web'`). */

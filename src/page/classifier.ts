@@ -1,101 +1,26 @@
 // The page-side classifier: load() opens a bundle in a worker; classify()/classifyBatch() send inputs there and
 // turn its decisions into labelled results; setTarget() re-chooses thresholds; plan() makes and applies a device
-// plan (exits by measured time); dispose() ends the worker.
-import type { BundleManifest, InputSpec } from '../bundle/manifest.js';
+// plan (exits by measured time); dispose() ends the worker. The public API it implements is declared in src/types.ts.
+import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import { SelfxitError } from '../errors.js';
-import type { Backend, ProgressInfo, RuntimeState, WireInput, WireResult } from '../protocol.js';
-import { toWireInput, type ClassifierInput } from './inputs.js';
-import { resolveLoadOptions, type LoadOptions } from './options.js';
-import { chooseThresholds, type TargetChoice } from './target.js';
+import type { Backend, RuntimeState, WireInput, WireResult } from '../protocol.js';
+import type {
+  Classifier,
+  ClassifierInfo,
+  ClassifierInput,
+  ClassifyOptions,
+  ClassifyResult,
+  DevicePlanOptions,
+  LoadOptions,
+  TargetChoice,
+} from '../types.js';
+import { toWireInput } from './inputs.js';
+import { resolveLoadOptions } from './options.js';
+import { chooseThresholds } from './target.js';
+import type { ClassifierTransport, OpenedBundle } from './transport.js';
 import { WorkerClient } from './worker-client.js';
-import { proxy, transfer } from 'comlink';
-
-/** One classification. */
-export interface ClassifyResult {
-  /** Class name (manifest labels). */
-  readonly label: string;
-  /** Class index. */
-  readonly index: number;
-  /** Max probability at the decision point. */
-  readonly confidence: number;
-  /** Where the sample left: an early exit, or `{ index: -1, name: 'backbone' }` for the full model. */
-  readonly exit: { readonly index: number; readonly name: string; readonly macsFraction: number };
-  /** Milliseconds: whole call (worker side, preprocessing and lazy loading included) and each segment run. */
-  readonly timings: { readonly totalMs: number; readonly stages: readonly number[] };
-  /** Class probabilities at the decision point, when asked for. */
-  readonly probabilities?: Float32Array;
-}
-
-/** Options of classify() and classifyBatch(). */
-export interface ClassifyOptions {
-  /** Also return the class probabilities. Default false. */
-  readonly probabilities?: boolean;
-}
-
-/** Options of {@link Classifier.plan}. */
-export interface DevicePlanOptions {
-  /** Agreement target in (0, 1] to choose the thresholds for. Default: the current target (`info().target`). */
-  readonly target?: number;
-  /** Progress of loading what the measurement needs (every segment, validation.bin). Default: none (the load()
-   * `onProgress` still gets the segment events, as for classify). */
-  readonly onProgress?: (progress: ProgressInfo) => void;
-}
-
-/** The device plan in use, as {@link ClassifierInfo.plan} reports it. */
-export interface PlanSummary {
-  /** Agreement target the plan was made for. */
-  readonly target: number;
-  /** Per bundle exit: used by the plan (an unused exit never fires and its output is never read). */
-  readonly enabled: readonly boolean[];
-  /** Per bundle exit, as the plan chose them for `target` (unused: NEVER_EXIT). */
-  readonly thresholds: readonly number[];
-  /** Expected ms per sample at these thresholds / ms of running every segment, on the measured times. */
-  readonly expectedMsFraction: number;
-  /** Expected MACs per sample at these thresholds / backbone MACs. */
-  readonly expectedMacsFraction: number;
-  /** ISO time of the measurement. */
-  readonly measuredAt: string;
-  /** Per segment, median ms of one run at batch 1 (segment + fused head, exit output not read). */
-  readonly stageMs: readonly number[];
-  /** Per segment, what reading and deciding on the exit output added (0 without an exit). */
-  readonly decisionMs: readonly number[];
-}
-
-/** What info() reports. */
-export interface ClassifierInfo {
-  readonly backend: Backend;
-  readonly threads: number;
-  readonly crossOriginIsolated: boolean;
-  /** Why WebGPU is not in use although asked for, if that happened. */
-  readonly fallbackReason?: string;
-  readonly manifestUrl: string;
-  readonly manifestHash: string;
-  readonly labels: readonly string[];
-  readonly input: InputSpec;
-  /** Current exits and thresholds. */
-  readonly exits: readonly {
-    readonly index: number;
-    readonly name: string;
-    readonly threshold: number;
-    readonly macsFraction: number;
-    readonly expectedShare: number;
-  }[];
-  /** Agreement target of the current thresholds (the calibration target until setTarget()). */
-  readonly target: number;
-  readonly expectedAgreement: number;
-  readonly expectedMacsFraction: number;
-  readonly segments: readonly {
-    readonly file: string;
-    readonly bytes: number;
-    readonly loaded: boolean;
-    readonly cached: boolean;
-  }[];
-  readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
-  /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
-  readonly plan?: PlanSummary;
-}
 
 /** MACs fraction of a sample that runs the whole backbone and passes every exit head. */
 function backboneFraction(m: BundleManifest): number {
@@ -104,28 +29,27 @@ function backboneFraction(m: BundleManifest): number {
 }
 
 /**
- * An early-exit classifier running in a worker. Get one with {@link load}.
- *
- * @example
- * const clf = await load('/models/fashion-resnet/');
- * const { label, exit } = await clf.classify(imgElement);
- * await clf.dispose();
+ * The {@link Classifier} over a transport to the runtime that opened its bundle: {@link load} gives it the worker link;
+ * tests give it a fake.
  */
-export class Classifier {
+export class ClassifierImpl implements Classifier {
   private disposed = false;
   private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
-  /** The device plan in use: its backend is the one running (see {@link Classifier.activePlan}). */
+  /** The device plan in use: its backend is the one running (see {@link ClassifierImpl.activePlan}). */
   private devicePlan: DevicePlan | undefined;
+  private readonly manifest: BundleManifest;
+  private readonly manifestHash: string;
+  private readonly manifestUrl: string;
 
-  private constructor(
-    private readonly client: WorkerClient,
-    private readonly manifest: BundleManifest,
-    private readonly manifestHash: string,
-    private readonly manifestUrl: string,
-    plan: DevicePlan | undefined,
+  constructor(
+    private readonly client: ClassifierTransport,
+    opened: OpenedBundle,
   ) {
+    this.manifest = opened.manifest;
+    this.manifestHash = opened.manifestHash;
+    this.manifestUrl = opened.manifestUrl;
     this.choice = this.shippedChoice();
-    if (plan) this.applyPlan(plan);
+    if (opened.plan) this.applyPlan(opened.plan);
   }
 
   /** The manifest's thresholds and what calibration expects of them. */
@@ -165,48 +89,25 @@ export class Classifier {
     return this.devicePlan;
   }
 
-  /** See {@link load}. */
-  static async create(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
-    const resolved = resolveLoadOptions(bundleUrl, options);
-    const client = WorkerClient.start(resolved.workerUrl);
-    const onProgress = resolved.onProgress;
-    try {
-      const reply = await client.call((api) =>
-        api.init(resolved.init, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined),
-      );
-      return new Classifier(client, reply.manifest, reply.manifestHash, resolved.init.manifestUrl, reply.plan);
-    } catch (e) {
-      client.fail(new SelfxitError('DISPOSED', 'load() failed'));
-      throw e;
-    }
-  }
-
   private get state(): RuntimeState {
     const s = this.client.state;
     if (!s) throw new SelfxitError('INTERNAL', 'no worker state');
     return s;
   }
 
-  /** The backend actually running ('webgpu' or 'wasm'; it can change from webgpu to wasm after a GPU failure). */
   get backend(): Backend {
     return this.state.backend;
   }
 
-  /** Labels in class-index order. */
   get labels(): readonly string[] {
     return this.manifest.labels;
   }
 
-  /** Classifies one input. Rejects with INVALID_INPUT for an unsupported or wrongly sized input (the classifier stays usable). */
   async classify(input: ClassifierInput, options: ClassifyOptions = {}): Promise<ClassifyResult> {
     const [r] = await this.run([input], options);
     return r!;
   }
 
-  /**
-   * Classifies many inputs in one cascade run: rows that exit leave the batch before the next segment.
-   * Returns one result per input, in order.
-   */
   async classifyBatch(inputs: readonly ClassifierInput[], options: ClassifyOptions = {}): Promise<ClassifyResult[]> {
     if (!Array.isArray(inputs)) throw new SelfxitError('INVALID_INPUT', 'classifyBatch() takes an array of inputs');
     return this.run(inputs, options);
@@ -235,9 +136,7 @@ export class Classifier {
       thresholds: [...this.choice.thresholds],
       probabilities: options.probabilities === true,
     };
-    const results = await this.client.call((api) =>
-      api.classify(transfers.length > 0 ? transfer(request, transfers) : request),
-    );
+    const results = await this.client.classify(request, transfers);
     return results.map((r) => this.toResult(r));
   }
 
@@ -256,7 +155,6 @@ export class Classifier {
     };
   }
 
-  /** A snapshot of the backend, exits, current thresholds and what is loaded or cached. */
   info(): ClassifierInfo {
     const m = this.manifest;
     const s = this.state;
@@ -304,12 +202,6 @@ export class Classifier {
     };
   }
 
-  /**
-   * Re-chooses the exit thresholds for agreement target `target` in (0, 1] from the bundle's calibration
-   * curve: the cheapest point whose expected agreement is >= target. Applies to later classify() calls.
-   * With a device plan in use, from the plan's curve instead (same rule; the exits the plan leaves out stay off).
-   * Throws INVALID_TARGET when `target` is out of range.
-   */
   setTarget(target: number): TargetChoice {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     const choice = chooseThresholds(this.manifest, target, this.activePlan());
@@ -317,16 +209,6 @@ export class Classifier {
     return choice;
   }
 
-  /**
-   * Makes this device's plan and applies it: the worker loads every segment, times each stage (segment plus fused
-   * head) at batch 1 on the backend in use, fetches the bundle's `validation.bin` (cached by sha256), and chooses
-   * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
-   * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
-   * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
-   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve.
-   * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
-   * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
-   */
   async plan(options: DevicePlanOptions = {}): Promise<DevicePlan> {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     const target = options.target ?? this.choice.target;
@@ -335,21 +217,18 @@ export class Classifier {
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
-    const plan = await this.client.call((api) =>
-      api.plan({ target }, onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined),
-    );
+    const plan = await this.client.plan({ target }, onProgress);
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     this.applyPlan(plan);
     this.activePlan(); // a backend change since the measurement drops it again
     return plan;
   }
 
-  /** Releases the sessions and ends the worker. Later calls reject with DISPOSED; calls in flight too. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
     try {
-      await Promise.race([this.client.call((api) => api.dispose()), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([this.client.dispose(), new Promise((r) => setTimeout(r, 2000))]);
     } catch {
       // the worker is going away anyway
     }
@@ -370,6 +249,15 @@ export class Classifier {
  * const r = await clf.classify(document.querySelector('img')!);
  * console.log(r.label, r.confidence, r.exit.name);
  */
-export function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
-  return Classifier.create(bundleUrl, options);
+export async function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
+  const resolved = resolveLoadOptions(bundleUrl, options);
+  const client = WorkerClient.start(resolved.workerUrl);
+  try {
+    const reply = await client.init(resolved.init, resolved.onProgress);
+    const { manifest, manifestHash, plan } = reply;
+    return new ClassifierImpl(client, { manifest, manifestHash, manifestUrl: resolved.init.manifestUrl, plan });
+  } catch (e) {
+    client.fail(new SelfxitError('DISPOSED', 'load() failed'));
+    throw e;
+  }
 }

@@ -1,13 +1,7 @@
-// Page-side input conversion: what classify() accepts → what can cross to the worker (elements become ImageBitmaps).
+// Page-side input conversion: what classify() accepts (ClassifierInput, src/types.ts) → what can cross to the worker
+// (elements become ImageBitmaps).
 import { SelfxitError } from '../errors.js';
 import type { WireInput } from '../protocol.js';
-
-/**
- * Inputs {@link Classifier.classify} accepts. A Float32Array is taken as already preprocessed
- * (length C*H*W, in the manifest's layout); everything else is resized and normalised as the manifest says.
- */
-export type ClassifierInput =
-  ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | Float32Array;
 
 function isA<T>(value: unknown, ctor: string): value is T {
   const C = (globalThis as Record<string, unknown>)[ctor];

@@ -1,40 +1,8 @@
-// load() options: the public option bag, its documented defaults, and their resolution in one place.
+// load() options (the public LoadOptions of src/types.ts): their documented defaults and their resolution in one place.
 import { SelfxitError } from '../errors.js';
-import type { BackendPreference, InitRequest, ProgressInfo } from '../protocol.js';
+import type { InitRequest, ProgressInfo } from '../protocol.js';
+import type { LoadOptions } from '../types.js';
 import { packageBaseUrl } from './package-url.js';
-
-/** Options of {@link load}. Every field is optional; defaults are listed per field. */
-export interface LoadOptions {
-  /**
-   * Backend preference. Default `'auto'`: WebGPU on a hardware adapter, else WASM. `'webgpu'` also
-   * accepts a software adapter; when no adapter exists or a WebGPU session fails, it falls back to WASM.
-   * `clf.backend` tells which one runs.
-   */
-  readonly backend?: BackendPreference;
-  /** WASM threads. Default `min(4, navigator.hardwareConcurrency)` when the page is cross-origin isolated, else 1. */
-  readonly threads?: number;
-  /**
-   * Local cache in IndexedDB (manifest by URL, segments by sha256). Default `true`: a second visit
-   * makes no request for the manifest or cached segments. `'reload'` fetches the manifest again (and
-   * evicts segments a new version no longer uses); `false` reads and writes nothing.
-   */
-  readonly cache?: boolean | 'reload';
-  /** A cached manifest older than this (ms) is fetched again. Default 24 h. `Infinity` = until `cache: 'reload'`. */
-  readonly manifestMaxAgeMs?: number;
-  /** Loading progress (manifest, then each segment when first needed). Default: none. */
-  readonly onProgress?: (progress: ProgressInfo) => void;
-  /** URL of the worker module. Default: `selfxit.worker.js` beside selfxit.js (dist/). */
-  readonly workerUrl?: string | URL;
-  /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
-  readonly wasmPaths?: string | URL;
-  /**
-   * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
-   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use and the thread
-   * count, it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
-   * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
-   */
-  readonly plan?: 'cached' | 'off';
-}
 
 /** Default values of {@link LoadOptions}. */
 export const LOAD_DEFAULTS = {

@@ -3,18 +3,7 @@
 import type { BundleManifest } from '../bundle/manifest.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import { pickCurvePoint } from '../policy/curve.js';
-
-/** The thresholds chosen for a target, and what the calibration curve expects of them. */
-export interface TargetChoice {
-  readonly target: number;
-  readonly thresholds: readonly number[];
-  /** Expected agreement with the full model (out-of-fold validation). */
-  readonly agreement: number;
-  /** Expected MACs as a fraction of the backbone. */
-  readonly macsFraction: number;
-  /** False when no curve point reaches the target: the most faithful point was taken instead. */
-  readonly reached: boolean;
-}
+import type { TargetChoice } from '../types.js';
 
 /**
  * Thresholds for `target` from the bundle's calibration curve ({@link pickCurvePoint}: the cheapest point whose

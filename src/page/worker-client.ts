@@ -1,8 +1,20 @@
-// Page side of the worker link: starts the module worker, unwraps Wire replies into values or SelfxitErrors,
-// and rejects every pending call with WORKER_DIED when the worker dies (nothing waits forever).
-import { releaseProxy, wrap, type Remote } from 'comlink';
-import { SelfxitError, fromErrorPayload } from '../errors.js';
-import type { RuntimeState, Wire, WorkerApi } from '../protocol.js';
+// Page side of the worker link: starts the module worker, speaks its comlink API (errors arrive as SelfxitErrors through
+// protocol.ts's transfer handler), and rejects every pending call with WORKER_DIED when the worker dies.
+import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
+import { SelfxitError } from '../errors.js';
+import type { DevicePlan } from '../policy/device-plan.js';
+import {
+  installErrorTransfer,
+  type ClassifyRequest,
+  type InitReply,
+  type InitRequest,
+  type PlanRequest,
+  type ProgressInfo,
+  type RuntimeState,
+  type WireResult,
+  type WorkerApi,
+} from '../protocol.js';
+import type { ClassifierTransport } from './transport.js';
 
 /** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
 function startWorker(url: URL | undefined): Worker {
@@ -18,8 +30,13 @@ function startWorker(url: URL | undefined): Worker {
   return new Worker(url, { type: 'module', name: 'selfxit' });
 }
 
+/** A page callback as the worker calls it: through a comlink proxy. */
+function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((p: ProgressInfo) => void) | undefined {
+  return onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined;
+}
+
 /** One worker and the calls in flight to it. */
-export class WorkerClient {
+export class WorkerClient implements ClassifierTransport {
   private readonly api: Remote<WorkerApi>;
   private dead: SelfxitError | undefined;
   private readonly rejectors = new Set<(e: SelfxitError) => void>();
@@ -45,6 +62,7 @@ export class WorkerClient {
 
   /** Starts the worker. Throws WORKER_DIED when it cannot even be constructed (e.g. a blocked URL). */
   static start(url: URL | undefined): WorkerClient {
+    installErrorTransfer();
     try {
       return new WorkerClient(startWorker(url));
     } catch (e) {
@@ -56,6 +74,30 @@ export class WorkerClient {
         { cause: e },
       );
     }
+  }
+
+  /** Opens the bundle in the worker. */
+  async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
+    const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
+    this.state = reply.state;
+    return reply;
+  }
+
+  async classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
+    const sent = transfers.length > 0 ? transfer(request, [...transfers]) : request;
+    const reply = await this.call((api) => api.classify(sent));
+    this.state = reply.state;
+    return reply.results;
+  }
+
+  async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
+    const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)));
+    this.state = reply.state;
+    return reply.plan;
+  }
+
+  async dispose(): Promise<void> {
+    await this.call((api) => api.dispose());
   }
 
   /** Rejects every pending and future call with `error`, and stops the worker. */
@@ -72,32 +114,33 @@ export class WorkerClient {
     this.worker.terminate();
   }
 
-  /** Calls the worker; resolves with the value, or rejects with the worker's SelfxitError or WORKER_DIED. */
-  call<T>(fn: (api: Remote<WorkerApi>) => Promise<Wire<T>>): Promise<T> {
+  /** Calls the worker; resolves with its reply, or rejects with {@link WorkerClient.callError}'s error. */
+  private call<T>(fn: (api: Remote<WorkerApi>) => Promise<T>): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     return new Promise<T>((resolve, reject) => {
       const onDeath = (e: SelfxitError): void => reject(e);
       this.rejectors.add(onDeath);
-      fn(this.api).then(
-        (wire) => {
-          this.rejectors.delete(onDeath);
-          if (wire.state) this.state = wire.state;
-          if (wire.ok) resolve(wire.value);
-          else reject(fromErrorPayload(wire.error));
-        },
-        (e: unknown) => {
-          this.rejectors.delete(onDeath);
-          reject(
-            this.dead ??
-              new SelfxitError(
-                'WORKER_DIED',
-                `the call to the selfxit worker failed: ${(e as Error)?.message ?? String(e)}`,
-                {},
-                { cause: e },
-              ),
-          );
-        },
-      );
+      fn(this.api)
+        .catch(async (e: unknown) => {
+          throw await this.callError(e);
+        })
+        .then(resolve, reject)
+        .finally(() => this.rejectors.delete(onDeath));
     });
+  }
+
+  /**
+   * What a failed call rejects with: the worker's SelfxitError, once the state the failed call left is read (as a reply
+   * would have brought it); WORKER_DIED when the worker is gone or the call could not reach it.
+   */
+  private async callError(e: unknown): Promise<SelfxitError> {
+    if (this.dead) return this.dead;
+    if (!(e instanceof SelfxitError)) {
+      const why = (e as Error | undefined)?.message ?? String(e);
+      return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
+    }
+    const state = await this.api.state().catch(() => undefined);
+    if (state) this.state = state;
+    return this.dead ?? e;
   }
 }

@@ -1,15 +1,16 @@
-// The worker's API object (exposed through comlink by worker.ts): every reply is a Wire value, so errors keep their code.
+// The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
+// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details.
 import { transfer } from 'comlink';
-import { SelfxitError, toErrorPayload } from '../errors.js';
-import type { DevicePlan } from '../policy/device-plan.js';
+import { SelfxitError } from '../errors.js';
 import type {
+  ClassifyReply,
   ClassifyRequest,
   InitReply,
   InitRequest,
+  PlanReply,
   PlanRequest,
   ProgressInfo,
-  Wire,
-  WireResult,
+  RuntimeState,
   WorkerApi,
 } from '../protocol.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
@@ -27,15 +28,6 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
   let opening = false;
   let disposed = false;
 
-  async function reply<T>(fn: () => Promise<T>): Promise<Wire<T>> {
-    try {
-      const value = await fn();
-      return { ok: true, value, ...(runtime ? { state: runtime.state() } : {}) };
-    } catch (e) {
-      return { ok: false, error: toErrorPayload(e), ...(runtime ? { state: runtime.state() } : {}) };
-    }
-  }
-
   function current(): BundleRuntime {
     if (disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     if (!runtime) throw new SelfxitError('INTERNAL', 'init() has not completed');
@@ -43,38 +35,40 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
   }
 
   return {
-    init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<InitReply>> {
-      return reply(async () => {
-        if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
-        opening = true;
-        runtime = await BundleRuntime.open(request, bestEffort(onProgress), deps);
-        const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
-        return {
-          manifest: runtime.manifest,
-          manifestHash: runtime.manifestHash,
-          state: runtime.state(),
-          ...(plan ? { plan } : {}),
-        };
-      });
+    async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
+      if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
+      opening = true;
+      runtime = await BundleRuntime.open(request, bestEffort(onProgress), deps);
+      const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
+      return {
+        manifest: runtime.manifest,
+        manifestHash: runtime.manifestHash,
+        state: runtime.state(),
+        ...(plan ? { plan } : {}),
+      };
     },
 
-    async classify(request: ClassifyRequest): Promise<Wire<WireResult[]>> {
-      const wire = await reply(() => current().classify(request));
-      if (!wire.ok) return wire;
-      const buffers = wire.value.flatMap((r) => (r.probabilities ? [r.probabilities.buffer as ArrayBuffer] : []));
-      return buffers.length > 0 ? transfer(wire, buffers) : wire;
+    async classify(request: ClassifyRequest): Promise<ClassifyReply> {
+      const rt = current();
+      const results = await rt.classify(request);
+      const reply: ClassifyReply = { results, state: rt.state() };
+      const buffers = results.flatMap((r) => (r.probabilities ? [r.probabilities.buffer as ArrayBuffer] : []));
+      return buffers.length > 0 ? transfer(reply, buffers) : reply;
     },
 
-    plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<Wire<DevicePlan>> {
-      return reply(() => current().plan(request, bestEffort(onProgress)));
+    async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
+      const rt = current();
+      const plan = await rt.plan(request, bestEffort(onProgress));
+      return { plan, state: rt.state() };
     },
 
-    dispose(): Promise<Wire<null>> {
-      return reply(async () => {
-        disposed = true;
-        await runtime?.dispose();
-        return null;
-      });
+    async state(): Promise<RuntimeState | undefined> {
+      return runtime?.state();
+    },
+
+    async dispose(): Promise<void> {
+      disposed = true;
+      await runtime?.dispose();
     },
   };
 }

@@ -1,0 +1,203 @@
+// Public types of the page entry (`selfxit`, dist/selfxit.js), types only: the classifier's API, load() options,
+// results and info, declared here; the bundle, plan, progress and error types it refers to, re-exported from their homes.
+import type { InputSpec } from './bundle/manifest.js';
+import type { DevicePlan } from './policy/device-plan.js';
+import type { Backend, BackendPreference, ProgressInfo } from './protocol.js';
+
+export type {
+  BundleManifest,
+  InputSpec,
+  SegmentSpec,
+  ExitSpec,
+  ExitScoreMap,
+  CurvePoint,
+  ExitStats,
+  ValidationFileSpec,
+  CalibrationSummary,
+  HeadKind,
+} from './bundle/manifest.js';
+export type { DevicePlan, StageTimings } from './policy/device-plan.js';
+export type { Backend, BackendPreference, ProgressInfo } from './protocol.js';
+export type { SelfxitErrorCode } from './errors.js';
+
+/** Options of {@link load}. Every field is optional; defaults are listed per field (fixed ones: `LOAD_DEFAULTS`). */
+export interface LoadOptions {
+  /**
+   * Backend preference. Default `'auto'`: WebGPU on a hardware adapter, else WASM. `'webgpu'` also
+   * accepts a software adapter; when no adapter exists or a WebGPU session fails, it falls back to WASM.
+   * `clf.backend` tells which one runs.
+   */
+  readonly backend?: BackendPreference;
+  /** WASM threads. Default `min(4, navigator.hardwareConcurrency)` when the page is cross-origin isolated, else 1. */
+  readonly threads?: number;
+  /**
+   * Local cache in IndexedDB (manifest by URL, segments by sha256). Default `true`: a second visit
+   * makes no request for the manifest or cached segments. `'reload'` fetches the manifest again (and
+   * evicts segments a new version no longer uses); `false` reads and writes nothing.
+   */
+  readonly cache?: boolean | 'reload';
+  /** A cached manifest older than this (ms) is fetched again. Default 24 h. `Infinity` = until `cache: 'reload'`. */
+  readonly manifestMaxAgeMs?: number;
+  /** Loading progress (manifest, then each segment when first needed). Default: none. */
+  readonly onProgress?: (progress: ProgressInfo) => void;
+  /** URL of the worker module. Default: `selfxit.worker.js` beside selfxit.js (dist/). */
+  readonly workerUrl?: string | URL;
+  /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
+  readonly wasmPaths?: string | URL;
+  /**
+   * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
+   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use and the thread
+   * count, it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
+   * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
+   */
+  readonly plan?: 'cached' | 'off';
+}
+
+/**
+ * Inputs {@link Classifier.classify} accepts. A Float32Array is taken as already preprocessed
+ * (length C*H*W, in the manifest's layout); everything else is resized and normalised as the manifest says.
+ */
+export type ClassifierInput =
+  ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | Blob | Float32Array;
+
+/** Options of {@link Classifier.classify} and {@link Classifier.classifyBatch}. */
+export interface ClassifyOptions {
+  /** Also return the class probabilities. Default false. */
+  readonly probabilities?: boolean;
+}
+
+/** One classification. */
+export interface ClassifyResult {
+  /** Class name (manifest labels). */
+  readonly label: string;
+  /** Class index. */
+  readonly index: number;
+  /** Max probability at the decision point. */
+  readonly confidence: number;
+  /** Where the sample left: an early exit, or `{ index: -1, name: 'backbone' }` for the full model. */
+  readonly exit: { readonly index: number; readonly name: string; readonly macsFraction: number };
+  /** Milliseconds: whole call (worker side, preprocessing and lazy loading included) and each segment run. */
+  readonly timings: { readonly totalMs: number; readonly stages: readonly number[] };
+  /** Class probabilities at the decision point, when asked for. */
+  readonly probabilities?: Float32Array;
+}
+
+/** The thresholds {@link Classifier.setTarget} chose for a target, and what the calibration curve expects of them. */
+export interface TargetChoice {
+  readonly target: number;
+  readonly thresholds: readonly number[];
+  /** Expected agreement with the full model (out-of-fold validation). */
+  readonly agreement: number;
+  /** Expected MACs as a fraction of the backbone. */
+  readonly macsFraction: number;
+  /** False when no curve point reaches the target: the most faithful point was taken instead. */
+  readonly reached: boolean;
+}
+
+/** Options of {@link Classifier.plan}. */
+export interface DevicePlanOptions {
+  /** Agreement target in (0, 1] to choose the thresholds for. Default: the current target (`info().target`). */
+  readonly target?: number;
+  /** Progress of loading what the measurement needs (every segment, validation.bin). Default: none (the load()
+   * `onProgress` still gets the segment events, as for classify). */
+  readonly onProgress?: (progress: ProgressInfo) => void;
+}
+
+/** The device plan in use, as {@link ClassifierInfo.plan} reports it. */
+export interface PlanSummary {
+  /** Agreement target the plan was made for. */
+  readonly target: number;
+  /** Per bundle exit: used by the plan (an unused exit never fires and its output is never read). */
+  readonly enabled: readonly boolean[];
+  /** Per bundle exit, as the plan chose them for `target` (unused: NEVER_EXIT). */
+  readonly thresholds: readonly number[];
+  /** Expected ms per sample at these thresholds / ms of running every segment, on the measured times. */
+  readonly expectedMsFraction: number;
+  /** Expected MACs per sample at these thresholds / backbone MACs. */
+  readonly expectedMacsFraction: number;
+  /** ISO time of the measurement. */
+  readonly measuredAt: string;
+  /** Per segment, median ms of one run at batch 1 (segment + fused head, exit output not read). */
+  readonly stageMs: readonly number[];
+  /** Per segment, what reading and deciding on the exit output added (0 without an exit). */
+  readonly decisionMs: readonly number[];
+}
+
+/** What {@link Classifier.info} reports: a synchronous snapshot. */
+export interface ClassifierInfo {
+  readonly backend: Backend;
+  readonly threads: number;
+  readonly crossOriginIsolated: boolean;
+  /** Why WebGPU is not in use although asked for, if that happened. */
+  readonly fallbackReason?: string;
+  readonly manifestUrl: string;
+  readonly manifestHash: string;
+  readonly labels: readonly string[];
+  readonly input: InputSpec;
+  /** Current exits and thresholds. */
+  readonly exits: readonly {
+    readonly index: number;
+    readonly name: string;
+    readonly threshold: number;
+    readonly macsFraction: number;
+    readonly expectedShare: number;
+  }[];
+  /** Agreement target of the current thresholds (the calibration target until setTarget()). */
+  readonly target: number;
+  readonly expectedAgreement: number;
+  readonly expectedMacsFraction: number;
+  readonly segments: readonly {
+    readonly file: string;
+    readonly bytes: number;
+    readonly loaded: boolean;
+    readonly cached: boolean;
+  }[];
+  readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
+  /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
+  readonly plan?: PlanSummary;
+}
+
+/**
+ * An early-exit classifier running in a worker. Get one with {@link load}. Every method rejects with a
+ * `SelfxitError` (see `SelfxitErrorCode`).
+ *
+ * @example
+ * const clf = await load('/models/fashion-resnet/');
+ * const { label, exit } = await clf.classify(imgElement);
+ * await clf.dispose();
+ */
+export interface Classifier {
+  /** The backend actually running ('webgpu' or 'wasm'; it can change from webgpu to wasm after a GPU failure). */
+  readonly backend: Backend;
+  /** Labels in class-index order. */
+  readonly labels: readonly string[];
+  /** Classifies one input. Rejects with INVALID_INPUT for an unsupported or wrongly sized input (the classifier stays usable). */
+  classify(input: ClassifierInput, options?: ClassifyOptions): Promise<ClassifyResult>;
+  /**
+   * Classifies many inputs in one cascade run: rows that exit leave the batch before the next segment.
+   * Returns one result per input, in order.
+   */
+  classifyBatch(inputs: readonly ClassifierInput[], options?: ClassifyOptions): Promise<ClassifyResult[]>;
+  /** A snapshot of the backend, exits, current thresholds and what is loaded or cached. */
+  info(): ClassifierInfo;
+  /**
+   * Re-chooses the exit thresholds for agreement target `target` in (0, 1] from the bundle's calibration
+   * curve: the cheapest point whose expected agreement is >= target. Applies to later classify() calls.
+   * With a device plan in use, from the plan's curve instead (same rule; the exits the plan leaves out stay off).
+   * Throws INVALID_TARGET when `target` is out of range.
+   */
+  setTarget(target: number): TargetChoice;
+  /**
+   * Makes this device's plan and applies it: the worker loads every segment, times each stage (segment plus fused
+   * head) at batch 1 on the backend in use, fetches the bundle's `validation.bin` (cached by sha256), and chooses
+   * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
+   * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
+   * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
+   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve.
+   * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
+   * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
+   */
+  plan(options?: DevicePlanOptions): Promise<DevicePlan>;
+  /** Releases the sessions and ends the worker. Later calls reject with DISPOSED; calls in flight too. */
+  dispose(): Promise<void>;
+}

@@ -1,0 +1,92 @@
+// The page's worker link (WorkerClient) over comlink, with a MessagePort standing in for the Worker: replies update the
+// state, a worker's SelfxitError rejects the call as one (code, message, details) after the state the failed call left
+// is read, and a dying worker rejects pending and later calls with WORKER_DIED.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { expose } from 'comlink';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import { SelfxitError } from '../src/errors.js';
+import { WorkerClient } from '../src/page/worker-client.js';
+import type { ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
+
+const state0: RuntimeState = {
+  backend: 'wasm',
+  threads: 1,
+  crossOriginIsolated: false,
+  sessions: [true, false],
+  cachedSegments: [false, false],
+  manifestFromCache: false,
+  cacheEnabled: true,
+};
+const state1: RuntimeState = { ...state0, sessions: [true, true], cacheEnabled: false };
+const manifest = { labels: ['a', 'b'] } as unknown as BundleManifest;
+const request = {} as InitRequest;
+const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
+
+/** The worker side: init() succeeds; classify() changes the state, then throws (or hangs for `hang`). */
+function fakeApi(hang = false): WorkerApi {
+  let state = state0;
+  return {
+    init: async () => ({ manifest, manifestHash: 'h', state }),
+    classify: async () => {
+      state = state1;
+      if (hang) return new Promise(() => {});
+      throw new SelfxitError('INTEGRITY_ERROR', 'segment-1.onnx: sha256 mismatch', { segment: 1 });
+    },
+    plan: async () => {
+      throw new SelfxitError('INVALID_BUNDLE', 'no validation file');
+    },
+    state: async () => state,
+    dispose: async () => {},
+  };
+}
+
+const ports: MessagePort[] = [];
+afterEach(() => {
+  for (const p of ports.splice(0)) p.close();
+  vi.unstubAllGlobals();
+});
+
+/** Stubs the global Worker with one end of a MessageChannel whose other end serves `api`. */
+function startClient(api: WorkerApi): { client: WorkerClient; worker: MessagePort } {
+  const channel = new MessageChannel();
+  ports.push(channel.port1, channel.port2);
+  expose(api, channel.port1);
+  const worker = Object.assign(channel.port2, { terminate: () => channel.port2.close() });
+  vi.stubGlobal(
+    'Worker',
+    class {
+      constructor() {
+        return worker;
+      }
+    },
+  );
+  return { client: WorkerClient.start(new URL('https://x.test/selfxit.worker.js')), worker };
+}
+
+describe('WorkerClient', () => {
+  it('takes the state from replies; a SelfxitError from the worker arrives as one, with the state it left', async () => {
+    const { client } = startClient(fakeApi());
+    const reply = await client.init(request);
+    expect(reply).toMatchObject({ manifestHash: 'h', state: state0 });
+    expect(client.state).toEqual(state0);
+    const err = await client.classify(classifyRequest, []).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SelfxitError);
+    expect(err).toMatchObject({
+      code: 'INTEGRITY_ERROR',
+      message: 'segment-1.onnx: sha256 mismatch',
+      details: { segment: 1 },
+    });
+    expect(client.state).toEqual(state1);
+    await expect(client.plan({ target: 0.9 })).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('a worker that dies rejects the pending call and every later one with WORKER_DIED', async () => {
+    const { client, worker } = startClient(fakeApi(true));
+    await client.init(request);
+    const pending = client.classify(classifyRequest, []);
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({ code: 'WORKER_DIED' });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+});
