@@ -14,3 +14,13 @@ export {
 } from './head-builder.js';
 export { sha256Hex } from './hash.js';
 export type { ValueKind } from './graph-index.js';
+export {
+  compileCascade,
+  cascadeThresholds,
+  CASCADE_IO,
+  EXIT_INDEX_CONTINUE,
+  EXIT_INDEX_FULL,
+  type CascadeEnd,
+  type CascadePart,
+  type CompileCascadeOptions,
+} from './compile-cascade.js';

@@ -1,0 +1,354 @@
+// Compiles a bundle's segment models (exit heads fused on) into ONE ONNX model whose exit decisions are nested `If`
+// nodes, so one onnxruntime run replaces a session per segment and the JS decisions; a prefix compiles too (lazy loading).
+import { SelfxitError } from '../errors.js';
+import { mergeModelHeaders, renameGraph } from './compose.js';
+import { realInputProtos, type OnnxModel } from './model.js';
+import { elemTypeFromDtype, makeNode, makeTensor, pb, readValueInfo, type DType, type onnx } from './proto.js';
+
+/** One segment of the cascade, as the bundle's manifest describes it (SegmentSpec), with its decoded model. */
+export interface CascadePart {
+  /** The segment model: one real input (the model input, or the previous part's `output`). */
+  readonly model: OnnxModel;
+  /** Its main output: the cut that feeds the next part, or the backbone output on the bundle's last segment. */
+  readonly output: string;
+  /** Output of the fused exit head (probabilities `[batch, classes]`), when the segment ends at an exit. */
+  readonly exitOutput?: string;
+  /** Index of that exit into the thresholds (the manifest's `exits`); required with `exitOutput`. */
+  readonly exit?: number;
+}
+
+/**
+ * What the last part's main output is: the backbone's `'logits'` (softmax in the graph, as the stage engine's
+ * softmaxRow) or `'probabilities'` (passed through), both when the last part is the bundle's last segment; or
+ * `'continue'` for a prefix: the last part ends at a cut, and an input no exit took returns that activation.
+ */
+export type CascadeEnd = 'logits' | 'probabilities' | 'continue';
+
+export interface CompileCascadeOptions {
+  readonly end: CascadeEnd;
+  /** Length of the `thresholds` input: the bundle's exit count (default: the highest exit index in `parts` + 1). */
+  readonly exitCount?: number;
+}
+
+/** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
+export const CASCADE_IO = {
+  /** float32 `[exitCount]`: fill with {@link cascadeThresholds}. */
+  thresholds: 'thresholds',
+  /** float32 `[1, classes]`: the exit head's probabilities, or the backbone's; `[0, classes]` on "continue". */
+  probabilities: 'probabilities',
+  /** int64 `[1]`: the exit taken, {@link EXIT_INDEX_FULL} or {@link EXIT_INDEX_CONTINUE}. */
+  exitIndex: 'exit_index',
+  /** Prefix models only: the last part's cut activation on "continue", else zero-size (first dim 0). */
+  continueActivation: 'continue_activation',
+} as const;
+
+/** `exit_index` when the input ran the whole backbone (CascadeResult.exit's -1). */
+export const EXIT_INDEX_FULL = -1;
+/** `exit_index` of a prefix model when no compiled exit fired: continue from `continue_activation`. */
+export const EXIT_INDEX_CONTINUE = -2;
+
+const GRAPH_ATTR = 5;
+const f32 = new Float32Array(1);
+const i32 = new Int32Array(f32.buffer);
+
+/** The smallest float32 >= t (t itself when representable; NaN stays NaN). */
+function ceilFloat32(t: number): number {
+  const f = Math.fround(t);
+  if (!(f < t)) return f; // equal, NaN, or rounded up already
+  if (f === 0) return 1.401298464324817e-45; // t in (0, smallest subnormal)
+  f32[0] = f;
+  i32[0]! += f > 0 ? 1 : -1;
+  return f32[0]!;
+}
+
+/**
+ * The `thresholds` input for per-exit thresholds as the stage engine takes them (JS numbers; a missing entry never
+ * fires). Each is rounded UP to a float32, so the graph's float32 `max >= threshold` decides exactly as the stage
+ * engine's `max >= threshold` does in double precision (a probability is a float32).
+ */
+export function cascadeThresholds(thresholds: readonly number[], exitCount: number): Float32Array {
+  return Float32Array.from({ length: exitCount }, (_, e) => ceilFloat32(thresholds[e] ?? Infinity));
+}
+
+function invalid(msg: string, details?: Record<string, unknown>): never {
+  throw new SelfxitError('INVALID_BUNDLE', `Cannot compile the cascade: ${msg}`, details);
+}
+
+type Dims = (number | null)[] | undefined; // null: an unnamed (unknown) dim; undefined: rank unknown
+
+function valueInfo(name: string, dtype: DType, dims: Dims): onnx.ValueInfoProto {
+  const tensorType: onnx.TypeProto.ITensor = { elemType: elemTypeFromDtype(dtype) };
+  if (dims) tensorType.shape = { dim: dims.map((d) => (d === null ? {} : { dimValue: d })) };
+  return pb.ValueInfoProto.create({ name, type: { tensorType } });
+}
+
+/** A part's graph content renamed into its own namespace `s<i>/`, its input bound to `inputName`. */
+interface Prepared {
+  readonly nodes: onnx.INodeProto[];
+  readonly initializers: onnx.ITensorProto[];
+  readonly sparse: onnx.ISparseTensorProto[];
+  readonly valueInfo: onnx.IValueInfoProto[];
+  readonly output: string;
+  readonly outDtype: DType;
+  readonly outDims: Dims;
+  readonly exitOutput?: string;
+  readonly exit?: number;
+}
+
+const RESERVED = new Set<string>(Object.values(CASCADE_IO));
+
+function prepare(part: CascadePart, i: number, inputName: string): Prepared {
+  const g = part.model.proto.graph;
+  if (!g) invalid(`segment ${i} has no graph`, { segment: i });
+  const inputs = realInputProtos(part.model);
+  if (inputs.length !== 1)
+    invalid(`segment ${i} has ${inputs.length} inputs, expected 1`, { segment: i, inputs: inputs.map((x) => x.name) });
+  const own = inputs[0]!.name ?? '';
+  const rn = (n: string): string => (n === '' ? '' : n === own ? inputName : `s${i}/${n}`);
+  const outs = new Map((g.output ?? []).map((o) => [o.name ?? '', o]));
+  const outInfo = outs.get(part.output);
+  if (!outInfo) invalid(`segment ${i} has no output "${part.output}"`, { segment: i, tensor: part.output });
+  const out = readValueInfo(outInfo);
+  if (!out.dtype) invalid(`segment ${i}'s output "${part.output}" has no element type`, { segment: i });
+  if (part.exitOutput !== undefined) {
+    const ex = outs.get(part.exitOutput);
+    if (!ex) invalid(`segment ${i} has no exit output "${part.exitOutput}"`, { segment: i, tensor: part.exitOutput });
+    if (readValueInfo(ex).dtype !== 'float32')
+      invalid(`segment ${i}'s exit output "${part.exitOutput}" is not float32`, { segment: i });
+  }
+  const r = renameGraph(g, rn, `s${i}/`);
+  const boundary = new Set([inputName]);
+  return {
+    nodes: r.node,
+    initializers: r.initializer,
+    sparse: r.sparseInitializer,
+    valueInfo: [...r.valueInfo, ...r.output].filter((v) => !boundary.has(v.name ?? '')),
+    output: rn(part.output),
+    outDtype: out.dtype,
+    outDims: out.shape?.map((d) => (typeof d === 'number' ? d : null)),
+    ...(part.exitOutput !== undefined ? { exitOutput: rn(part.exitOutput), exit: part.exit! } : {}),
+  };
+}
+
+/** Each part's exit index, or undefined where none is decided: the bundle's last segment's is ignored (as the stage
+ * engine does), unless the parts are a prefix. @throws SelfxitError `INVALID_ARGUMENT` for inconsistent exits. */
+function honouredExits(parts: readonly CascadePart[], cont: boolean): (number | undefined)[] {
+  let prev = -1;
+  return parts.map((p, i) => {
+    if ((p.exitOutput === undefined) !== (p.exit === undefined))
+      throw new SelfxitError('INVALID_ARGUMENT', `segment ${i}: exit and exitOutput go together`, { segment: i });
+    if (p.exit === undefined || (!cont && i === parts.length - 1)) return undefined;
+    if (!Number.isInteger(p.exit) || p.exit <= prev)
+      throw new SelfxitError('INVALID_ARGUMENT', `segment ${i}: exit ${p.exit} must be an integer above ${prev}`);
+    return (prev = p.exit);
+  });
+}
+
+/** Part i's input must take part i-1's output: same element type, same rank and fixed dims (batch aside). */
+function checkLink(parts: readonly CascadePart[], prev: Prepared, i: number): void {
+  const want = readValueInfo(realInputProtos(parts[i]!.model)[0]!);
+  const have = prev.outDims;
+  const shapeClash =
+    want.shape &&
+    have &&
+    (want.shape.length !== have.length ||
+      want.shape.some((d, k) => k > 0 && typeof d === 'number' && have[k] !== null && have[k] !== d));
+  if ((want.dtype && want.dtype !== prev.outDtype) || shapeClash)
+    invalid(`segment ${i}'s input does not match segment ${i - 1}'s output "${parts[i - 1]!.output}"`, { segment: i });
+}
+
+/** The class count declared by the exit heads' and the backbone's outputs (null when none declares it). */
+function classCount(
+  parts: readonly CascadePart[],
+  exits: readonly (number | undefined)[],
+  cont: boolean,
+): number | null {
+  const found = new Set<number>();
+  parts.forEach((p, i) => {
+    const names = [
+      exits[i] !== undefined ? p.exitOutput : undefined,
+      !cont && i === parts.length - 1 ? p.output : undefined,
+    ];
+    for (const n of names) {
+      const d = n ? readValueInfo((p.model.proto.graph!.output ?? []).find((o) => o.name === n)!).shape : undefined;
+      if (d?.length === 2 && typeof d[1] === 'number') found.add(d[1]);
+    }
+  });
+  if (found.size > 1) invalid(`the exits and the backbone disagree on the class count (${[...found].join(', ')})`);
+  return found.size === 1 ? [...found][0]! : null;
+}
+
+/**
+ * One ONNX model running `parts` (consecutive segments of a bundle) with their exits, for batch 1.
+ *
+ * Inputs: part 0's input (its name; first dim fixed to 1) and {@link CASCADE_IO}.thresholds, float32 `[exitCount]`
+ * (fill it with {@link cascadeThresholds}; new thresholds need no rebuild). Outputs: `probabilities`, `exit_index` and,
+ * with `end: 'continue'`, `continue_activation` (see {@link CASCADE_IO}); confidence and label are the max and argmax
+ * of `probabilities`, left to the caller as in the stage engine.
+ *
+ * Structure: part 0 → `If(ReduceMax(exit probs) >= thresholds[e])`, then-branch: the head's probabilities and `e`;
+ * else-branch: part 1 → the next `If` …; the innermost else-branch ends the backbone (softmax of logits, exit -1) or,
+ * for a prefix, returns the cut activation (exit -2). A part without an exit runs inline before the next. On the
+ * bundle's last segment (`end` not 'continue') the exit output, if any, is ignored, as the stage engine does. Every
+ * part's tensors, initializers and nodes are renamed `s<i>/…` and live in the branch that runs them. All branches of an
+ * `If` produce the same outputs; a branch with nothing to give returns a zero-size tensor of the right rank and type
+ * (`probabilities` `[0, classes]`, `continue_activation` `[0, …]`).
+ *
+ * ONNX `If` needs a scalar condition, hence batch 1: batches keep the stage-by-stage path. Exits whose threshold is
+ * above 1 never fire but their heads still run (the stage engine skips reading them).
+ * @throws SelfxitError `INVALID_BUNDLE` when the parts cannot be composed (not one input, a missing output, an
+ *   activation type or shape mismatch between parts, differing opsets or functions, a reserved name as the input);
+ *   `INVALID_ARGUMENT` for no parts, or exit indices that are missing, repeated, out of order or >= `exitCount`.
+ */
+export function compileCascade(parts: readonly CascadePart[], options: CompileCascadeOptions): OnnxModel {
+  if (parts.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'compileCascade needs at least one segment');
+  const { end } = options;
+  const cont = end === 'continue';
+  const lastIdx = parts.length - 1;
+  const exits = honouredExits(parts, cont);
+  const maxExit = Math.max(-1, ...exits.map((e) => e ?? -1));
+  const exitCount = options.exitCount ?? maxExit + 1;
+  if (!(Number.isInteger(exitCount) && exitCount > maxExit))
+    throw new SelfxitError('INVALID_ARGUMENT', `exitCount ${exitCount} must be an integer above ${maxExit}`);
+
+  const input0 = realInputProtos(parts[0]!.model);
+  if (input0.length !== 1) invalid(`segment 0 has ${input0.length} inputs, expected 1`);
+  const inputName = input0[0]!.name ?? '';
+  if (RESERVED.has(inputName) || /^(cascade|s\d+)\//.test(inputName))
+    invalid(`the input name "${inputName}" is reserved by the compiled model`, { tensor: inputName });
+  const merged = mergeModelHeaders(parts.map((p) => p.model));
+  const opset = merged.opsets.find((o) => o.domain === '')!.version as number;
+
+  const prepared: Prepared[] = [];
+  parts.forEach((p, i) => {
+    const prev = prepared[i - 1];
+    if (prev) checkLink(parts, prev, i);
+    prepared.push(prepare(p, i, prev ? prev.output : inputName));
+  });
+  const classes = classCount(parts, exits, cont);
+
+  const last = prepared[lastIdx]!;
+  const contRest = last.outDims?.slice(1);
+  const outTypes: { dtype: DType; dims: Dims }[] = [
+    { dtype: 'float32', dims: [cont ? null : 1, classes] },
+    { dtype: 'int64', dims: [1] },
+    ...(cont ? [{ dtype: last.outDtype, dims: contRest ? [null, ...contRest] : undefined }] : []),
+  ];
+  const outInfos = (names: readonly string[]): onnx.ValueInfoProto[] =>
+    names.map((n, k) => valueInfo(n, outTypes[k]!.dtype, outTypes[k]!.dims));
+  const constant = (name: string, t: onnx.TensorProto): onnx.NodeProto =>
+    makeNode('Constant', [], [name], { value: t }, `cascade/${name}`);
+  const exitConst = (name: string, e: number): onnx.NodeProto => constant(name, makeTensor('', 'int64', [1], [e]));
+  const zeroProbs = (name: string): onnx.NodeProto =>
+    constant(name, makeTensor('', 'float32', [0, classes ?? 0], new Float32Array(0)));
+  const zeroCont = (name: string): onnx.NodeProto =>
+    constant(name, makeTensor('', last.outDtype, [0, ...(contRest ?? []).map((d) => d ?? 0)], []));
+
+  // A prefix where no exit fired: no probabilities, exit index "continue", the cut activation `from`.
+  const continueNodes = (outs: readonly string[], from: string): onnx.NodeProto[] => [
+    zeroProbs(outs[0]!),
+    exitConst(outs[1]!, EXIT_INDEX_CONTINUE),
+    makeNode('Identity', [from], [outs[2]!], {}, `cascade/${outs[2]}`),
+  ];
+  interface Scope {
+    nodes: onnx.INodeProto[];
+    initializers: onnx.ITensorProto[];
+    sparse: onnx.ISparseTensorProto[];
+    valueInfo: onnx.IValueInfoProto[];
+  }
+  const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
+  const branch = (name: string, s: Scope, outs: readonly string[]): onnx.GraphProto =>
+    pb.GraphProto.create({
+      name,
+      node: s.nodes,
+      initializer: s.initializers,
+      sparseInitializer: s.sparse,
+      valueInfo: s.valueInfo,
+      output: outInfos(outs),
+    });
+
+  // The graph content from part i on, writing the outputs `outs` (probabilities, exit index[, continue activation]).
+  const scope = (i: number, outs: readonly string[]): Scope => {
+    const p = prepared[i]!;
+    const s: Scope = {
+      nodes: [...p.nodes],
+      initializers: [...p.initializers],
+      sparse: [...p.sparse],
+      valueInfo: [...p.valueInfo],
+    };
+    const [probs, exitIdx] = outs as [string, string];
+    const endHere = (): void => {
+      if (cont) return void s.nodes.push(...continueNodes(outs, p.output));
+      let x = p.output;
+      if (p.outDims?.length !== 2) {
+        s.nodes.push(makeNode('Flatten', [x], [`cascade/final_flat`], { axis: 1 }, 'cascade/final_flat'));
+        x = 'cascade/final_flat';
+      }
+      const op = end === 'logits' ? 'Softmax' : 'Identity';
+      s.nodes.push(makeNode(op, [x], [probs], op === 'Softmax' ? { axis: 1 } : {}, `cascade/final_${op}`));
+      s.nodes.push(exitConst(exitIdx, EXIT_INDEX_FULL));
+    };
+    const e = exits[i];
+    if (e === undefined) {
+      if (i === lastIdx) endHere();
+      else {
+        const rest = scope(i + 1, outs);
+        for (const k of ['nodes', 'initializers', 'sparse', 'valueInfo'] as const)
+          (s[k] as unknown[]).push(...(rest[k] as unknown[]));
+      }
+      return s;
+    }
+    const t = `cascade/exit${e}/`;
+    s.nodes.push(
+      constant(`${t}index`, makeTensor('', 'int64', [], [e])),
+      makeNode('Gather', [CASCADE_IO.thresholds, `${t}index`], [`${t}threshold`], { axis: 0 }, `${t}Gather`),
+      makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`),
+    );
+    if (opset >= 12)
+      s.nodes.push(makeNode('GreaterOrEqual', [`${t}max`, `${t}threshold`], [`${t}fire`], {}, `${t}GreaterOrEqual`));
+    else {
+      s.nodes.push(makeNode('Less', [`${t}max`, `${t}threshold`], [`${t}below`], {}, `${t}Less`));
+      s.nodes.push(makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`));
+    }
+    const thenOuts = outs.map((_, k) => `${t}then/${['probabilities', 'exit_index', 'continue'][k]}`);
+    const then = nodesOnly([
+      makeNode('Identity', [p.exitOutput!], [thenOuts[0]!], {}, `${t}then/Identity`),
+      exitConst(thenOuts[1]!, e),
+      ...(cont ? [zeroCont(thenOuts[2]!)] : []),
+    ]);
+    const elseOuts = outs.map((_, k) => `${t}else/${['probabilities', 'exit_index', 'continue'][k]}`);
+    // The last part of a prefix continues from its cut when its exit does not fire.
+    const other = i === lastIdx ? nodesOnly(continueNodes(elseOuts, p.output)) : scope(i + 1, elseOuts);
+    const ifNode = makeNode('If', [`${t}fire`], outs, {}, `${t}If`);
+    ifNode.attribute = [
+      pb.AttributeProto.create({ name: 'then_branch', type: GRAPH_ATTR, g: branch(`exit${e}_then`, then, thenOuts) }),
+      pb.AttributeProto.create({ name: 'else_branch', type: GRAPH_ATTR, g: branch(`exit${e}_else`, other, elseOuts) }),
+    ];
+    s.nodes.push(ifNode);
+    return s;
+  };
+
+  const outNames = [CASCADE_IO.probabilities, CASCADE_IO.exitIndex, ...(cont ? [CASCADE_IO.continueActivation] : [])];
+  const top = scope(0, outNames);
+  const inInfo = readValueInfo(input0[0]!);
+  if (!inInfo.dtype) invalid(`segment 0's input "${inputName}" has no element type`);
+  const inDims: Dims = inInfo.shape?.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : null));
+  const graph = pb.GraphProto.create({
+    name: 'selfxit_compiled_cascade',
+    node: top.nodes,
+    initializer: top.initializers,
+    sparseInitializer: top.sparse,
+    valueInfo: top.valueInfo,
+    input: [valueInfo(inputName, inInfo.dtype, inDims), valueInfo(CASCADE_IO.thresholds, 'float32', [exitCount])],
+    output: outInfos(outNames),
+  });
+  return {
+    proto: pb.ModelProto.create({
+      irVersion: merged.irVersion,
+      opsetImport: merged.opsets,
+      producerName: 'selfxit',
+      functions: merged.functions,
+      graph,
+    }),
+  };
+}
