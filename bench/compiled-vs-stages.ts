@@ -14,7 +14,7 @@ import * as ortNode from 'onnxruntime-node';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
-import { OrtStageRunner } from '../src/calibrate/evaluate.js';
+import { bundleStageRunner } from '../src/calibrate/evaluate.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
 import { argmaxRow, runCascade } from '../src/engine/cascade.js';
 import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
@@ -87,7 +87,7 @@ async function benchBundle(dir: string): Promise<void> {
   }
   const k = m.labels.length;
   const full: OrtSession = await ort.InferenceSession.create(bundle.files.get(m.backbone.file)!, SESSION);
-  const runner = await OrtStageRunner.create(ort, bundle, SESSION);
+  const { runner, sessions } = bundleStageRunner(ort, bundle, SESSION);
   const t0 = performance.now();
   const compiledModel = compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length));
   const compileMs = performance.now() - t0;
@@ -161,7 +161,7 @@ async function benchBundle(dir: string): Promise<void> {
   }
   await full.release();
   await compiled.release();
-  await runner.dispose();
+  await sessions.releaseAll();
 }
 
 for (const dir of dirs) await benchBundle(dir);

@@ -12,7 +12,8 @@ import type { BundleFiles, CalibrationSummary } from '../src/bundle/manifest.js'
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
-import { OrtStageRunner } from '../src/calibrate/evaluate.js';
+import { bundleStageRunner } from '../src/calibrate/evaluate.js';
+import type { OrtStageRunner } from '../src/engine/stage-runner.js';
 import { argmaxRow, runCascade, type StageOutput, type StageRunner } from '../src/engine/cascade.js';
 import { isSelfxitError } from '../src/errors.js';
 import {
@@ -132,7 +133,7 @@ function memoRunner(runner: OrtStageRunner): StageRunner<OrtTensor> {
 }
 
 async function fixture(bundle: BundleFiles, images: SampleBatch): Promise<Fixture> {
-  const ortRunner = await OrtStageRunner.create(ortNode, bundle, ONE_THREAD);
+  const { runner: ortRunner, sessions } = bundleStageRunner(ortNode, bundle, ONE_THREAD);
   const runner = memoRunner(ortRunner);
   const spec = bundle.manifest.input;
   const inputs = Array.from(
@@ -151,7 +152,7 @@ async function fixture(bundle: BundleFiles, images: SampleBatch): Promise<Fixtur
     }
     scores.push(row);
   }
-  return { bundle, runner, inputs, scores, dispose: () => ortRunner.dispose() };
+  return { bundle, runner, inputs, scores, dispose: () => sessions.releaseAll() };
 }
 
 /** Threshold vectors: the manifest's, all exit at 0, none exits, per-exit medians, and exactly on / just above a score. */

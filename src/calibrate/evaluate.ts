@@ -102,6 +102,22 @@ export function cumulativeMacs(manifest: BundleManifest): { exits: number[]; bac
 }
 
 /**
+ * The engine's stage runner over a bundle's files in memory (sessions created on first use; `sessions.releaseAll()`
+ * frees them). `selfxit eval`, the compiled-cascade tests and benchmarks run bundles through it.
+ */
+export function bundleStageRunner(
+  ort: OrtModule,
+  bundle: BundleFiles,
+  sessionOptions?: OrtSessionOptions,
+): { runner: OrtStageRunner; sessions: LazySessions } {
+  const m = bundle.manifest;
+  const sessions = new LazySessions((s) =>
+    ort.InferenceSession.create(requireFile(bundle, m.segments[s]!.file), sessionOptions),
+  );
+  return { runner: new OrtStageRunner({ Tensor: ort.Tensor, manifest: m, sessions }), sessions };
+}
+
+/**
  * Evaluates a bundle on samples: the real cascade (runCascade, batch shrinking), a pass through every
  * stage without exiting (all exit heads' probabilities, for the oracle and a consistency replay), and
  * the full backbone (`manifest.backbone.file`) for agreement and backbone accuracy.
@@ -128,10 +144,7 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
     throw new SelfxitError('INVALID_ARGUMENT', `${thresholds.length} thresholds for ${nExits} exits`);
   const batchSize = options.batchSize ?? 256;
   // The segments from the bundle's files in memory, every session created up front (in order), then the backbone's.
-  const sessions = new LazySessions((s) =>
-    ort.InferenceSession.create(requireFile(bundle, m.segments[s]!.file), options.sessionOptions),
-  );
-  const runner = new OrtStageRunner({ Tensor: ort.Tensor, manifest: m, sessions });
+  const { runner, sessions } = bundleStageRunner(ort, bundle, options.sessionOptions);
   let backbone: OrtSession;
   try {
     for (let s = 0; s < m.segments.length; s++) await sessions.session(s);
