@@ -3,6 +3,8 @@
 // ratio vs MACs fraction, split into its parts), the calibration curves and the WebGPU check. Pure: record in, Markdown out;
 // every number comes from the record, so a record without ../shared (only the shipped model) renders too.
 // Usage without re-measuring: node bench/report.mjs bench/results/<file>.json
+// Over 400 lines: one renderer per BENCHMARKS.md section, kept in one file because they share the formatters, the goal
+// constants and the per-run breakdown (ratioBreakdown) that several sections quote.
 
 const f2 = (v) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 const f3 = (v) => (Number.isFinite(v) ? v.toFixed(3) : '–');

@@ -18,6 +18,9 @@
 //   BENCH_TARGETS     targets of the calibration curves measured on the test images (default 0.95,0.97,0.98,0.985,0.99,0.995)
 //   BENCH_CURVES      0 skips the curves (and the max-softmax baseline bundle they need)
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
+//
+// Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
+// stay next to the code that measures them; the rendering is bench/report.mjs.
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
