@@ -1,29 +1,15 @@
 // Vite config for every build target (`--mode esm|iife|core|cli`, driven by scripts/build.mjs) and the dev server.
 // The runtime's worker is a separate ES chunk; onnxruntime-web's .mjs/.wasm files live in dist/ort/ (copied by
-// scripts/build.mjs, served from node_modules by the dev server) and are loaded from there at run time.
+// scripts/build.mjs, served from node_modules by the dev server; the list and the COOP/COEP headers are in
+// scripts/web-config.mjs) and are loaded from there at run time.
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin, type UserConfig } from 'vite';
+import { ISOLATION_HEADERS, ORT_DIST as ortDist, isOrtFile, ortContentType } from './scripts/web-config.mjs';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
-const ortDist = path.join(root, 'node_modules/onnxruntime-web/dist');
-
-/** onnxruntime-web files the runtime loads: the WASM-only build and the JSEP (WebGPU + WASM) build. */
-export const ORT_FILES = [
-  'ort-wasm-simd-threaded.mjs',
-  'ort-wasm-simd-threaded.wasm',
-  'ort-wasm-simd-threaded.jsep.mjs',
-  'ort-wasm-simd-threaded.jsep.wasm',
-] as const;
-
-/** COOP/COEP: cross-origin isolation, so that WASM can use threads (SharedArrayBuffer). */
-export const ISOLATION_HEADERS = {
-  'Cross-Origin-Opener-Policy': 'same-origin',
-  'Cross-Origin-Embedder-Policy': 'require-corp',
-  'Cross-Origin-Resource-Policy': 'same-origin',
-};
 
 /**
  * Import the "extern wasm" ORT builds (ort.min.mjs, ort.wasm.min.mjs): they load their .mjs glue and .wasm from
@@ -43,10 +29,10 @@ function serveOrtFiles(): Plugin {
       server.middlewares.use((req, res, next) => {
         const m = /\/ort\/([^/?#]+)(?:[?#].*)?$/.exec(req.url ?? '');
         const name = m?.[1];
-        if (!name || !(ORT_FILES as readonly string[]).includes(name)) return next();
+        if (!name || !isOrtFile(name)) return next();
         const file = path.join(ortDist, name);
         if (!existsSync(file)) return next();
-        res.setHeader('Content-Type', name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript');
+        res.setHeader('Content-Type', ortContentType(name));
         res.setHeader('Content-Length', String(statSync(file).size));
         for (const [k, v] of Object.entries(ISOLATION_HEADERS)) res.setHeader(k, v);
         createReadStream(file).pipe(res);

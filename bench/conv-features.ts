@@ -5,12 +5,20 @@
 // A bag-of-local-patterns encoding (Coates & Ng 2011), run in onnxruntime as extra outputs of the backbone.
 import { cutGeometry } from '../src/calibrate/features.js';
 import { createRng } from '../src/calibrate/rng.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
-import type { InputSpec } from '../src/bundle/manifest.js';
-import { BATCH_DIM, encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../src/graph/index.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import {
+  BATCH_DIM,
+  encodeModel,
+  withExtraOutputs,
+  type CutPoint,
+  type InputSpec,
+  type OnnxModel,
+  type OrtModule,
+  type OrtSessionOptions,
+  type SampleBatch,
+} from '../src/core.js';
 import { withGraph } from '../src/graph/model.js';
 import { makeNode, makeTensor, makeValueInfo } from '../src/graph/proto.js';
-import type { OrtModule, OrtSessionOptions } from '../src/ort/types.js';
 
 /** A 1x1 convolution `[K, C]` with bias `-threshold`. */
 export interface Encoder {

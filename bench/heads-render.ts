@@ -1,7 +1,10 @@
 // The Markdown block of the heads study (`bench:heads:<model>` in BENCHMARKS.md), rendered from one or more study
 // records (bench/results/heads-<model>-<date>.json), so results of separate runs can share one table and every row
 // still names the command that measured it.
-import type { ThresholdRule } from '../src/policy/exit-rule.js';
+import type { PrepareOptions } from '../src/core.js';
+
+/** `prepare`'s threshold rule ('global' | 'cost-calibrated'). */
+type ThresholdRule = NonNullable<PrepareOptions['thresholdRule']>;
 
 /** One measured combination: heads variant x threshold rule x target. */
 export interface StudyRow {

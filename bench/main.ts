@@ -1,8 +1,7 @@
 // Benchmark page: measures the early-exit bundle against the original model (one plain onnxruntime-web session),
 // interleaved image by image in the same page, same backend and threads. scripts/bench.mjs calls
 // window.selfxitBench.run(config) once per configuration and collects the JSON it returns.
-import { load } from '../src/index.js';
-import type { BundleManifest } from '../src/bundle/manifest.js';
+import { load, type BundleManifest } from '../src/index.js';
 import { Baseline } from '../demo/lib/baseline.js';
 import { fetchImageSet, imageData, imageRange, type ImageSet } from '../demo/lib/samples.js';
 import { mean, summary } from '../demo/lib/stats.js';

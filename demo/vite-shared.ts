@@ -4,11 +4,13 @@
 import type { Plugin, UserConfig } from 'vite';
 import { cpSync, createReadStream, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { ISOLATION_HEADERS, ORT_FILES } from '../vite.config.js';
-
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const ortDist = path.join(repo, 'node_modules/onnxruntime-web/dist');
+import {
+  ISOLATION_HEADERS,
+  ORT_DIST as ortDist,
+  ORT_FILES,
+  isOrtFile,
+  ortContentType,
+} from '../scripts/web-config.mjs';
 
 /** Serves ORT_FILES at /ort/ in dev and copies them to <outDir>/ort/ in builds. */
 export function ortFiles(): Plugin {
@@ -21,8 +23,8 @@ export function ortFiles(): Plugin {
     configureServer(server) {
       server.middlewares.use('/ort/', (req, res, next) => {
         const name = (req.url ?? '').split('?')[0]!.replace(/^\//, '');
-        if (!(ORT_FILES as readonly string[]).includes(name)) return next();
-        res.setHeader('Content-Type', name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript');
+        if (!isOrtFile(name)) return next();
+        res.setHeader('Content-Type', ortContentType(name));
         createReadStream(path.join(ortDist, name)).pipe(res);
       });
     },

@@ -6,17 +6,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build } from 'vite';
+import { ORT_DIST as ortDist, ORT_FILES } from './web-config.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
-const ortDist = path.join(root, 'node_modules/onnxruntime-web/dist');
-// Keep in sync with ORT_FILES in vite.config.ts (the dev server serves the same list).
-const ORT_FILES = [
-  'ort-wasm-simd-threaded.mjs',
-  'ort-wasm-simd-threaded.wasm',
-  'ort-wasm-simd-threaded.jsep.mjs',
-  'ort-wasm-simd-threaded.jsep.wasm',
-];
 
 const only = process.argv.slice(2); // e.g. `node scripts/build.mjs esm iife` for a partial rebuild
 

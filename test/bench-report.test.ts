@@ -1,5 +1,5 @@
-// bench/report.mjs on a hand-made record (test/fixtures/bench-record.json): the verdicts of issues 3, 5 and 6 (met /
-// missed by how much), the breakdown of ratio − MACs fraction, the worst case's exit shares, and a record without the
+// bench/report.mjs on a hand-made record (test/fixtures/bench-record.json): the verdicts of the latency, calibration
+// and MACs goals (met / missed by how much), the breakdown of ratio − MACs fraction, the worst case's exit shares, and a record without the
 // CIFAR models (no ../shared).
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -48,8 +48,8 @@ function row(text: string, first: string): string {
 describe('bench report verdicts', () => {
   const md = render(fixture);
 
-  it('issue 3: met criteria with their margins, beside the paper setup and max-softmax', () => {
-    const s = section(md, 'Issue 3');
+  it('calibration goal: met criteria with their margins, beside the paper setup and max-softmax', () => {
+    const s = section(md, 'Calibration goal at target 0.99');
     expect(row(s, 'test agreement')).toContain('| 98.84 % | met (0.14 points above) | 89.10 % | 99.01 % |');
     expect(row(s, 'top-1 vs backbone (83.40 %)')).toContain(
       '| −0.10 points (83.30 %) | met (0.20 points above) | −4.00 points |',
@@ -61,28 +61,30 @@ describe('bench report verdicts', () => {
     );
   });
 
-  it('issue 6: a missed MACs goal says by how much; a met one says so', () => {
-    const s = section(md, 'Issue 6');
+  it('MACs goal: a missed MACs goal says by how much; a met one says so', () => {
+    const s = section(md, 'MACs goal at target 0.99');
     expect(row(s, 'ResNet-56')).toContain('| 0.750 | MACs **missed by 0.030** |');
     expect(row(s, 'ResNet-20')).toContain('| 0.760 | met (MACs 0.020 under) |');
     // paper at 0.99 is its curve's re-chosen point, not its fixed-0.9 bundle
     expect(row(s, 'ResNet-56')).toContain('98.93 % agreement, top-1 −0.10 points, MACs 0.920');
   });
 
-  it('verdicts follow the numbers: lower MACs meets issue 6, lower agreement misses issue 3', () => {
+  it('verdicts follow the numbers: lower MACs meets the MACs goal, lower agreement misses the calibration goal', () => {
     const r = copy();
     r.curves.resnet56.selfxit.asShipped.macsFraction = 0.7;
     r.curves.resnet56.selfxit.asShipped.agreement = 0.985;
     const out = render(r);
-    expect(row(section(out, 'Issue 6'), 'ResNet-56')).toContain('agreement **missed by 0.20 points**');
-    expect(row(section(out, 'Issue 6'), 'ResNet-56')).not.toContain('MACs **missed');
-    expect(row(section(out, 'Issue 3'), 'test agreement')).toContain('| 98.50 % | **missed by 0.20 points** |');
+    expect(row(section(out, 'MACs goal at target 0.99'), 'ResNet-56')).toContain('agreement **missed by 0.20 points**');
+    expect(row(section(out, 'MACs goal at target 0.99'), 'ResNet-56')).not.toContain('MACs **missed');
+    expect(row(section(out, 'Calibration goal at target 0.99'), 'test agreement')).toContain(
+      '| 98.50 % | **missed by 0.20 points** |',
+    );
     r.curves.resnet56.selfxit.asShipped.agreement = 0.99;
-    expect(row(section(render(r), 'Issue 6'), 'ResNet-56')).toContain('met (MACs 0.020 under)');
+    expect(row(section(render(r), 'MACs goal at target 0.99'), 'ResNet-56')).toContain('met (MACs 0.020 under)');
   });
 
-  it('issues 5/6: ratio − MACs fraction, and where a missed difference goes', () => {
-    const s = section(md, 'Issues 5 and 6');
+  it('latency ratio vs MACs fraction goal: ratio − MACs fraction, and where a missed difference goes', () => {
+    const s = section(md, 'Latency ratio vs MACs fraction goal');
     expect(row(s, 'selfxit')).toContain('| 0.800 | 0.700 | 0.100 | **missed by 0.060** |');
     expect(row(s, 'selfxit+plan')).toContain('| 0.780 | 0.750 | 0.030 | met (0.010 under) |');
     expect(s).toContain('**Where the 0.100 goes** (selfxit, 1 thread)');
@@ -101,13 +103,21 @@ describe('bench report verdicts', () => {
     expect(b.exitOverhead.share + b.rest.share).toBeCloseTo(b.segments.share, 12);
   });
 
+  it('names goals by what they measure, never by an issue number', () => {
+    expect(md).not.toMatch(/issue/i);
+    expect(md).toContain('### Latency goal at batch 1: ResNet-56, WASM, agreement ≥ 98.5 %');
+    expect(md).toContain('### Latency ratio vs MACs fraction goal (ResNet-56, WASM, batch 1;');
+    expect(md).toContain('### Calibration goal at target 0.99: ResNet-56 (calibrated on');
+    expect(md).toContain('### MACs goal at target 0.99: stronger exits (');
+  });
+
   it('the worst case is described as thresholds at exactly 1, with its exit shares', () => {
     expect(md).not.toContain('above 1');
     expect(md).toContain('every threshold at exactly 1');
-    expect(section(md, 'Issue 5')).toContain('full 99.8 % — **1 of 500 inputs still exited**');
+    expect(section(md, 'Latency goal at batch 1')).toContain('full 99.8 % — **1 of 500 inputs still exited**');
     const r = copy();
     r.results.find((x: Json) => x.variant === 'worst-case').exitShares = [0, 0, 1];
-    expect(section(render(r), 'Issue 5')).toContain('no input exited (of 500)');
+    expect(section(render(r), 'Latency goal at batch 1')).toContain('no input exited (of 500)');
   });
 
   it('renders a record without the CIFAR models, and never changes the record', () => {
@@ -121,7 +131,8 @@ describe('bench report verdicts', () => {
     delete r.curves;
     expect(render(r)).toContain('ResNet-56 is not in this record');
     expect(out).toContain('ResNet-56 is not in this record');
-    expect(out).not.toContain('### Issue');
+    for (const goal of ['Latency goal', 'Latency ratio vs MACs', 'Calibration goal', 'MACs goal'])
+      expect(out).not.toContain(`### ${goal}`);
     const before = JSON.stringify(fixture);
     render(fixture);
     expect(JSON.stringify(fixture)).toBe(before);
