@@ -34,7 +34,7 @@ const leftovers = (dir: string): string[] =>
   fs.readdirSync(dir).filter((f) => !['tiny.onnx', 'calib.u8', 'names.txt', 'nocut.onnx', 'small.u8'].includes(f));
 
 describe('selfxit prepare / eval / report', () => {
-  it('writes a bundle folder with a report, and eval --json prints one object', { timeout: 60_000 }, async () => {
+  it('writes a bundle folder with a report, and eval --json prints one object', { timeout: 180_000 }, async () => {
     const { dir, model, samples, labels } = setup();
     const out = path.join(dir, 'bundle');
     const r = await cli(
@@ -144,7 +144,7 @@ describe('selfxit prepare / eval / report', () => {
     expect(fs.readFileSync(path.join(dir, 'r.html'), 'utf8')).toMatch(/measured/);
   });
 
-  it('leaves nothing behind on errors, with typed codes', { timeout: 30_000 }, async () => {
+  it('leaves nothing behind on errors, with typed codes', { timeout: 120_000 }, async () => {
     const { dir, model, samples } = setup();
     const out = path.join(dir, 'bundle');
     // wrong sample shape: 400 images of 8x8x3 read as 4x4x3 fits the byte count, but contradicts the model input
@@ -165,7 +165,7 @@ describe('selfxit prepare / eval / report', () => {
     expect(leftovers(dir)).toEqual([]);
   });
 
-  it('a model without an inner cut gives a one-segment bundle and a warning', { timeout: 30_000 }, async () => {
+  it('a model without an inner cut gives a one-segment bundle and a warning', { timeout: 120_000 }, async () => {
     const { dir } = setup();
     const model = path.join(dir, 'nocut.onnx');
     fs.writeFileSync(model, encodeModel(noCutClassifier()));
@@ -266,7 +266,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
 
   it(
     '--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features or --hidden: typed errors, nothing written',
-    { timeout: 60_000 },
+    { timeout: 180_000 },
     async () => {
       const { dir, model, samples } = setup();
       const out = path.join(dir, 'bundle');
@@ -330,7 +330,7 @@ describe('selfxit prepare --cost-table', () => {
     },
   );
 
-  it('malformed tables: INVALID_ARGUMENT naming the problem, nothing written', { timeout: 60_000 }, async () => {
+  it('malformed tables: INVALID_ARGUMENT naming the problem, nothing written', { timeout: 180_000 }, async () => {
     const { dir, model, samples } = setup();
     const out = path.join(dir, 'bundle');
     const table = path.join(dir, 'costs.json');
