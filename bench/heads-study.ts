@@ -22,7 +22,8 @@ import {
 } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule, type ThresholdRule } from '../src/policy/exit-rule.js';
 import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
-import { candidateCuts, resolveModelIO } from '../src/calibrate/prepare.js';
+import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
+import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions } from '../src/calibrate/train-head.js';

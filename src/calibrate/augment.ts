@@ -10,7 +10,7 @@ import type { SampleBatch, SampleShape } from './samples.js';
  */
 export type AugmentKind = 'flip' | 'shift';
 
-export const AUGMENT_KINDS: readonly AugmentKind[] = ['flip', 'shift'];
+const AUGMENT_KINDS: readonly AugmentKind[] = ['flip', 'shift'];
 const MAX_SHIFT = 2;
 
 /** Checks a list of augmentation kinds (INVALID_ARGUMENT naming an unknown one); returns it without duplicates. */

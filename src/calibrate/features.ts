@@ -46,7 +46,7 @@ export interface FeatureSet {
   readonly cuts: readonly CutFeatures[];
 }
 
-export interface ExtractOptions {
+interface ExtractOptions {
   readonly model: OnnxModel;
   readonly requests: readonly FeatureRequest[];
   readonly samples: SampleBatch;

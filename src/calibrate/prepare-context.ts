@@ -1,0 +1,134 @@
+// What a prepare mode (selfxit-mode.ts, paper-mode.ts) is given and gives back: the run context, the report types,
+// the mode's outcome that prepare() turns into a bundle; and the steps both modes share (backbone pass, bundle exit).
+import type { BundleExit } from '../bundle/write-bundle.js';
+import type { BundleManifest, CalibrationSummary, CurvePoint, HeadKind } from '../bundle/manifest.js';
+import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
+import type { ExitScores } from '../policy/cascade-sim.js';
+import { NEVER_EXIT } from '../policy/thresholds.js';
+import { exitName } from './candidate-cuts.js';
+import { extractFeatures, type CutFeatures, type FeatureRequest, type FeatureSet } from './features.js';
+import type { ModelIO, PrepareOptions, ResolvedPrepareOptions } from './prepare-options.js';
+import type { ProgressCallback, StepTimer } from './progress.js';
+import type { SampleBatch } from './samples.js';
+import { toHeadSpec, type TrainedHead } from './train-head.js';
+
+/** One head trained at one candidate cut (out-of-fold statistics). */
+export interface CandidateHeadReport {
+  readonly kind: HeadKind;
+  /** Out-of-fold agreement of the head's argmax with the backbone. */
+  readonly agreement: number;
+  readonly meanScore: number;
+  /** Share of samples the head alone could answer at the target agreement (top scores first). */
+  readonly coverage: number;
+  /** Expected saving per sample (cost units / backbone cost): coverage × cost after the cut − head cost. */
+  readonly utility: number;
+  readonly trainMs: number;
+}
+
+/** One candidate cut as calibration saw it: its heads, the kind kept, and whether exit selection chose it. */
+export interface CandidateReport {
+  readonly name: string;
+  readonly cut: string;
+  readonly macsFraction: number;
+  readonly grid: readonly [number, number];
+  readonly features: number;
+  readonly heads: readonly CandidateHeadReport[];
+  /** Kind kept for this cut. */
+  readonly kind: HeadKind;
+  readonly selected: boolean;
+}
+
+/** Extra data for reports (not part of the manifest). */
+export interface PrepareReport {
+  readonly candidates: readonly CandidateReport[];
+  /** Subsets evaluated by exit selection. */
+  readonly selectionEvaluations: number;
+  /** Lower confidence bound of the validation agreement at the chosen thresholds. */
+  readonly agreementLowerBound: number;
+  /** Samples used for calibration, and the minimum the target needs. */
+  readonly samples: number;
+  readonly minimumSamples: number;
+  /** Bytes of the pooled feature matrices held in memory. */
+  readonly featureBytes: number;
+  readonly timings: Readonly<Record<string, number>>;
+}
+
+/** What {@link prepare} returns: the bundle in memory (manifest + files), warnings, and report data. */
+export interface PrepareResult {
+  readonly manifest: BundleManifest;
+  /** Bundle files by name (segments, backbone.onnx); the manifest is not among them. */
+  readonly files: Map<string, Uint8Array>;
+  readonly warnings: string[];
+  readonly report: PrepareReport;
+}
+
+/** Everything prepare() has resolved and read before a mode runs. Modes push warnings into `warnings`. */
+export interface PrepareContext {
+  readonly options: PrepareOptions;
+  readonly o: ResolvedPrepareOptions;
+  readonly model: OnnxModel;
+  readonly analysis: ModelAnalysis;
+  readonly io: ModelIO;
+  readonly labels: string[];
+  /** The calibration samples, shuffled and limited. */
+  readonly samples: SampleBatch;
+  readonly timer: StepTimer;
+  readonly warnings: string[];
+  readonly progress: ProgressCallback;
+}
+
+/** What a mode hands back: the chosen exits and the calibration summary, for the bundle; report data. */
+export interface ModeOutcome {
+  readonly exits: readonly BundleExit[];
+  readonly summary: CalibrationSummary;
+  readonly report: Pick<PrepareReport, 'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes'>;
+  /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
+  readonly validation?: readonly ExitScores[];
+}
+
+/** The calibration curve of a bundle without exits: one point, the whole backbone for every sample. */
+export function noExitCurve(): CurvePoint[] {
+  return [{ knob: NEVER_EXIT, thresholds: [], agreement: 1, macsFraction: 1, exitShares: [1] }];
+}
+
+/** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options). */
+export function backbonePass(
+  c: PrepareContext,
+  requests: readonly FeatureRequest[],
+  samples: SampleBatch,
+): Promise<FeatureSet> {
+  const { options, o, io, progress } = c;
+  return extractFeatures({
+    model: c.model,
+    requests,
+    samples,
+    input: io.input,
+    output: io.output,
+    outputKind: io.outputKind,
+    classes: io.classes,
+    ort: options.ort,
+    batchSize: o.batchSize,
+    ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    onProgress: progress,
+  });
+}
+
+/** A bundle exit: `head` (of `kind`) reading the features `f` of its cut with their pooling, leaving at `threshold`. */
+export function bundleExit(
+  f: CutFeatures,
+  head: TrainedHead,
+  kind: HeadKind,
+  threshold: number,
+  expectedShare: number,
+): BundleExit {
+  const spec = toHeadSpec(head, {
+    kind,
+    inChannels: f.channels,
+    inHeight: f.height,
+    inWidth: f.width,
+    grid: f.grid,
+    ...(f.maxGrid ? { maxGrid: f.maxGrid } : {}),
+  });
+  return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold, expectedShare };
+}

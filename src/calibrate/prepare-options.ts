@@ -1,0 +1,296 @@
+// prepare()'s options: the public PrepareOptions, every default and range check in one place
+// (resolvePrepareOptions, minimumSamples), and the model's input/output spec with the caller's overrides (resolveModelIO).
+import { SelfxitError } from '../errors.js';
+import type { HeadKind, InputSpec } from '../bundle/manifest.js';
+import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
+import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
+import type { CostTable } from '../policy/cost-table.js';
+import { THRESHOLD_RULES, type ThresholdRule } from '../policy/exit-rule.js';
+import { checkAugment, type AugmentKind } from './augment.js';
+import type { ProgressCallback } from './progress.js';
+import type { SampleInput } from './samples.js';
+import { DEFAULT_HIDDEN } from './train-head.js';
+
+/** Options of {@link prepare}. Defaults are resolved in {@link resolvePrepareOptions}. */
+export interface PrepareOptions {
+  /** ONNX model bytes (one image input `[N, C, H, W]`, one `[N, classes]` output). */
+  readonly model: Uint8Array;
+  /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). */
+  readonly samples: SampleInput;
+  /** Input geometry and normalisation. Default: H, W, C from the model input, mean 0, std 1, layout NCHW. */
+  readonly input?: Partial<Pick<InputSpec, 'height' | 'width' | 'channels' | 'mean' | 'std' | 'layout'>>;
+  /** Class names. Default "0".."k-1". */
+  readonly labels?: readonly string[];
+  /** Agreement target with the backbone, in (0, 1]. Default 0.99. */
+  readonly target?: number;
+  /** Head kinds tried per cut, cheapest first. Default ['pool-linear', 'pool-mlp']. */
+  readonly headKinds?: readonly HeadKind[];
+  /** Seed of the shuffle, folds and head init. Default 0. */
+  readonly seed?: number;
+  /** Use at most this many samples (taken after a seeded shuffle). Default all. */
+  readonly limit?: number;
+  /** Cross-fitting folds. Default 5. */
+  readonly folds?: number;
+  /** Distillation temperature of head training. Default 1. */
+  readonly temperature?: number;
+  /** Transformed copies of every sample added to head training, each with the backbone's output on it as target
+   * (label-free; thresholds are still chosen on the untransformed samples only). selfxit mode default ['flip'];
+   * paper mode uses none. */
+  readonly augment?: readonly AugmentKind[];
+  /** How exit scores become thresholds (see ThresholdRule). Default 'cost-calibrated'; 'global' is one shared
+   * max-softmax threshold. Paper mode always uses its fixed global threshold. */
+  readonly thresholdRule?: ThresholdRule;
+  /** Per-exit overhead as a fraction of the backbone cost (selection only). Default 0.01. */
+  readonly overheadFraction?: number;
+  /** Measured costs; when given, selection minimises them instead of MACs (`costUnit` 'ms'). */
+  readonly costTable?: CostTable;
+  /** 'selfxit' (default): cross-fitted heads on every candidate, exit selection, target-driven thresholds.
+   * 'paper': paper heads (full flattened map, MLP) at fixed exits, one fixed threshold, no selection. */
+  readonly mode?: 'selfxit' | 'paper';
+  /** Cut tensors (or exit display names). selfxit: restricts the candidates; paper: the exits (default: the cuts
+   * nearest 25 %, 50 % and 75 % of the MACs). */
+  readonly exits?: readonly string[];
+  /** Paper mode: the fixed max-softmax threshold. Default 0.9. */
+  readonly threshold?: number;
+  /** Candidate cuts considered (spread evenly over the MACs). Default 16. */
+  readonly maxCandidates?: number;
+  /** Kinds after the cheapest are trained only on this many cuts (the preliminary selection plus the most useful
+   * cuts by the cheapest head). Default 6; Infinity trains every kind on every cut. */
+  readonly shortlist?: number;
+  /** Average-pooled features per head input (chooseGrid). Default 256. */
+  readonly maxFeatures?: number;
+  /** Hidden width of pool-mlp heads. Default 64 (DEFAULT_HIDDEN). */
+  readonly hidden?: number;
+  /** Side of the max-pooling grid whose features heads read besides the average-pooled ones (2: a 2x2 grid of
+   * maxima per channel; 1: global max; 0: none). A side that does not divide the map falls back to 1. Default 2. */
+  readonly maxPoolGrid?: number;
+  /** Paper mode: memory for the full flattened maps, bytes; samples beyond it are left out. Default 256 MiB. */
+  readonly paperMemoryBytes?: number;
+  /** Rows per backbone run during feature extraction. Default 64. */
+  readonly batchSize?: number;
+  /** Points of the calibration curve. Default 100. */
+  readonly curvePoints?: number;
+  readonly ort: OrtModule;
+  readonly sessionOptions?: OrtSessionOptions;
+  readonly onProgress?: ProgressCallback;
+  readonly signal?: AbortSignal;
+  /** Written into the manifest. Default "selfxit". */
+  readonly generator?: string;
+  /** ISO date for the manifest. Default now. */
+  readonly createdAt?: string;
+  /** Clock for timings (ms). Default performance.now. */
+  readonly now?: () => number;
+}
+
+const HEAD_ORDER: readonly HeadKind[] = ['pool-linear', 'pool-mlp', 'paper'];
+
+/**
+ * Fewest samples for a meaningful threshold: with zero disagreements among m validation samples, the one-sided
+ * 95 % upper bound on the disagreement rate is about 3/m ("rule of three"), so certifying `1 - target` needs
+ * m >= 3 / (1 - target) (300 for 0.99, 30 for 0.9); and every one of `folds` folds needs >= 20 samples to train on.
+ * Never below 100.
+ */
+export function minimumSamples(target: number, folds = 5): number {
+  const certify = target < 1 ? Math.ceil(3 / (1 - target) - 1e-9) : 0;
+  return Math.max(100, certify, 20 * folds);
+}
+
+/** Options with defaults filled in, validated. */
+export interface ResolvedPrepareOptions {
+  readonly target: number;
+  readonly headKinds: readonly HeadKind[];
+  readonly seed: number;
+  readonly limit: number;
+  readonly folds: number;
+  readonly temperature: number;
+  readonly augment: readonly AugmentKind[];
+  readonly thresholdRule: ThresholdRule;
+  readonly overheadFraction: number;
+  readonly mode: 'selfxit' | 'paper';
+  readonly threshold: number;
+  readonly maxCandidates: number;
+  readonly shortlist: number;
+  readonly maxFeatures: number;
+  readonly hidden: number;
+  readonly maxPoolGrid: number;
+  readonly paperMemoryBytes: number;
+  readonly batchSize: number;
+  readonly curvePoints: number;
+}
+
+function badArg(msg: string, details?: Record<string, unknown>): never {
+  throw new SelfxitError('INVALID_ARGUMENT', msg, details);
+}
+
+/** Resolves every default in one place and validates ranges (INVALID_TARGET, INVALID_ARGUMENT). */
+export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): ResolvedPrepareOptions {
+  const target = o.target ?? 0.99;
+  if (!(typeof target === 'number' && target > 0 && target <= 1)) {
+    throw new SelfxitError('INVALID_TARGET', `target agreement must be in (0, 1], got ${String(target)}`, { target });
+  }
+  const mode = o.mode ?? (o.headKinds?.length === 1 && o.headKinds[0] === 'paper' ? 'paper' : 'selfxit');
+  if (mode !== 'selfxit' && mode !== 'paper') badArg(`mode must be "selfxit" or "paper", got "${String(mode)}"`);
+  const headKinds = mode === 'paper' ? (['paper'] as const) : [...(o.headKinds ?? ['pool-linear', 'pool-mlp'])];
+  if (headKinds.length === 0) badArg('headKinds is empty');
+  for (const k of headKinds)
+    if (!HEAD_ORDER.includes(k)) badArg(`unknown head kind "${String(k)}" (pool-linear, pool-mlp, paper)`);
+  if (mode === 'selfxit' && headKinds.includes('paper'))
+    badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
+  const sorted = [...new Set(headKinds)].sort((a, b) => HEAD_ORDER.indexOf(a) - HEAD_ORDER.indexOf(b));
+  const int = (v: number | undefined, dflt: number, name: string, min: number): number => {
+    const x = v ?? dflt;
+    if (!(x === Infinity || (Number.isInteger(x) && x >= min)))
+      badArg(`${name} must be an integer >= ${min}, got ${String(v)}`);
+    return x;
+  };
+  const threshold = o.threshold ?? 0.9;
+  if (!(threshold >= 0 && threshold <= 1)) badArg(`threshold must be in [0, 1], got ${threshold}`);
+  if (o.threshold !== undefined && mode !== 'paper')
+    badArg('a fixed threshold applies to paper mode only; selfxit mode chooses thresholds from the target');
+  const temperature = o.temperature ?? 1;
+  if (!(Number.isFinite(temperature) && temperature > 0))
+    badArg(`temperature must be a finite number > 0, got ${temperature}`);
+  const overheadFraction = o.overheadFraction ?? 0.01;
+  if (!(overheadFraction >= 0)) badArg(`overheadFraction must be >= 0, got ${overheadFraction}`);
+  const seed = o.seed ?? 0;
+  if (!Number.isInteger(seed)) badArg(`seed must be an integer, got ${seed}`);
+  const augment = mode === 'paper' ? [] : checkAugment(o.augment ?? ['flip']);
+  if (mode === 'paper' && o.augment?.length)
+    badArg('paper mode trains its heads on the samples as they are: augment applies to selfxit mode only');
+  // The table's contents are checked once the model's cut tensors are known (prepare()).
+  if (o.costTable !== undefined && mode === 'paper')
+    badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
+  const thresholdRule = o.thresholdRule ?? 'cost-calibrated';
+  if (!THRESHOLD_RULES.includes(thresholdRule))
+    badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
+  return {
+    target,
+    headKinds: sorted,
+    seed,
+    limit: int(o.limit, Infinity, 'limit', 1),
+    folds: int(o.folds, 5, 'folds', 2),
+    temperature,
+    augment,
+    thresholdRule,
+    overheadFraction,
+    mode,
+    threshold,
+    maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1),
+    shortlist: int(o.shortlist, 6, 'shortlist', 0),
+    maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
+    hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
+    maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
+    paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
+    batchSize: int(o.batchSize, 64, 'batchSize', 1),
+    curvePoints: int(o.curvePoints, 100, 'curvePoints', 2),
+  };
+}
+
+/** The backbone's input spec, output tensor and class count, as calibration feeds and reads them. */
+export interface ModelIO {
+  readonly input: InputSpec;
+  readonly output: string;
+  readonly outputKind: 'logits' | 'probabilities';
+  readonly classes: number;
+}
+
+/** The model's input spec and output, with `overrides` applied (INVALID_SAMPLES / UNSUPPORTED_MODEL when they cannot fit). */
+export function resolveModelIO(
+  model: OnnxModel,
+  analysis: Pick<ModelAnalysis, 'inputs' | 'outputs'>,
+  overrides: PrepareOptions['input'] = {},
+): ModelIO {
+  const inp = analysis.inputs[0];
+  if (!inp || analysis.inputs.length !== 1)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `the model must have exactly one input, it has ${analysis.inputs.length}`,
+    );
+  if (inp.dtype !== 'float32')
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `model input "${inp.name}" is ${inp.dtype}; selfxit feeds float32 images`,
+    );
+  if (inp.shape.length !== 4)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `model input "${inp.name}" has rank ${inp.shape.length}; expected an image batch [N, C, H, W]`,
+    );
+  const dim = (i: number): number | undefined =>
+    typeof inp.shape[i] === 'number' ? (inp.shape[i] as number) : undefined;
+  const layout =
+    overrides.layout ??
+    (dim(1) === 1 || dim(1) === 3 || dim(3) === undefined || (dim(3) !== 1 && dim(3) !== 3) ? 'NCHW' : 'NHWC');
+  const [ci, hi, wi] = layout === 'NCHW' ? [1, 2, 3] : [3, 1, 2];
+  const pick = (override: number | undefined, i: number, what: string): number => {
+    const m = dim(i);
+    if (override !== undefined && m !== undefined && override !== m) {
+      throw new SelfxitError(
+        'INVALID_SAMPLES',
+        `samples are ${what} ${override} but the model input "${inp.name}" fixes ${what} ${m}`,
+        { [what]: override, model: m },
+      );
+    }
+    const v = override ?? m;
+    if (v === undefined)
+      throw new SelfxitError(
+        'INVALID_SAMPLES',
+        `the model input's ${what} is dynamic: give the sample ${what} (input.${what} / --shape)`,
+      );
+    return v;
+  };
+  const channels = pick(overrides.channels, ci, 'channels');
+  if (channels !== 1 && channels !== 3)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `the model input has ${channels} channels; selfxit handles 1 (grayscale) or 3 (RGB)`,
+    );
+  const height = pick(overrides.height, hi, 'height');
+  const width = pick(overrides.width, wi, 'width');
+  const mean = overrides.mean ? [...overrides.mean] : new Array<number>(channels).fill(0);
+  const std = overrides.std ? [...overrides.std] : new Array<number>(channels).fill(1);
+  if (mean.length === 1 && channels === 3) mean.push(mean[0]!, mean[0]!);
+  if (std.length === 1 && channels === 3) std.push(std[0]!, std[0]!);
+  if (mean.length !== channels || std.length !== channels)
+    badArg(`mean and std need ${channels} values, got ${mean.length} and ${std.length}`);
+  if (std.some((s) => !(s > 0))) badArg(`std values must be > 0, got ${std.join(',')}`);
+  const out = analysis.outputs[0];
+  if (!out) throw new SelfxitError('UNSUPPORTED_MODEL', 'the model has no output');
+  const classes = out.shape.length === 2 && typeof out.shape[1] === 'number' ? out.shape[1] : undefined;
+  if (classes === undefined || classes < 2)
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `output "${out.name}" must be [N, classes], got [${out.shape.join(', ')}]`,
+    );
+  const producer = (model.proto.graph?.node ?? []).find((n) => (n.output ?? []).includes(out.name));
+  const outputKind = producer?.opType === 'Softmax' ? 'probabilities' : 'logits';
+  return {
+    input: { name: inp.name, height, width, channels: channels as 1 | 3, layout, mean, std },
+    output: out.name,
+    outputKind,
+    classes,
+  };
+}
+
+/** Class names: the caller's, or "0".."k-1" (INVALID_ARGUMENT when their count is not `classes`). */
+export function resolveLabels(labels: readonly string[] | undefined, classes: number): string[] {
+  const names = labels ? [...labels] : Array.from({ length: classes }, (_, i) => String(i));
+  if (names.length !== classes)
+    badArg(`${names.length} labels for a model with ${classes} classes`, { labels: names.length, classes });
+  return names;
+}
+
+/**
+ * TOO_FEW_SAMPLES unless `count` reaches {@link minimumSamples} (paper mode, which certifies no target: 20 per fold,
+ * never below 100).
+ */
+export function checkSampleCount(count: number, o: ResolvedPrepareOptions): void {
+  const minimum = o.mode === 'paper' ? Math.max(100, 20 * o.folds) : minimumSamples(o.target, o.folds);
+  if (count < minimum) {
+    throw new SelfxitError(
+      'TOO_FEW_SAMPLES',
+      `${count} samples are too few: at least ${minimum} are needed ${o.mode === 'paper' ? `for ${o.folds} folds` : `to certify agreement ${o.target} (about 3 / (1 - target), and 20 per fold for ${o.folds} folds)`}`,
+      { samples: count, minimum, target: o.target, folds: o.folds },
+    );
+  }
+}
