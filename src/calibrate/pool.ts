@@ -79,6 +79,8 @@ export function poolNCHWInto(
   rowStride?: number,
   colOffset = 0,
 ): void {
+  // Numeric twin of maxPoolNCHWInto (deliberate): same checks and loop nest, another reduction; kept as two plain
+  // loops so that the hot inner loop has no per-element branch or callback.
   const { d, stride } = checkInto(map, rows, c, h, w, grid, out, rowOffset, rowStride, colOffset);
   const [gh, gw] = grid;
   if (gh === h && gw === w) {
@@ -128,6 +130,7 @@ export function maxPoolNCHWInto(
   rowStride?: number,
   colOffset = 0,
 ): void {
+  // Numeric twin of poolNCHWInto (deliberate): see there.
   const { d, stride } = checkInto(map, rows, c, h, w, grid, out, rowOffset, rowStride, colOffset);
   const [gh, gw] = grid;
   if (gh === h && gw === w) {

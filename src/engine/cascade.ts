@@ -2,6 +2,9 @@
 // StageRunner (stage-runner.ts's, on onnxruntime-node for `selfxit eval` and onnxruntime-web in the worker),
 // so the CLI and the browser make exactly the same exit decisions.
 import type { BundleManifest } from '../bundle/manifest.js';
+import { argmaxRow } from '../policy/cascade-sim.js';
+
+export { argmaxRow };
 
 /** Output of one stage for the rows still in the batch. */
 export interface StageOutput<A> {
@@ -62,20 +65,6 @@ export function softmaxRow(src: Float32Array, offset: number, k: number): Float3
   }
   for (let j = 0; j < k; j++) out[j]! /= sum;
   return out;
-}
-
-/** Argmax and max of one row. */
-export function argmaxRow(src: Float32Array, offset: number, k: number): { index: number; value: number } {
-  let index = 0;
-  let value = src[offset]!;
-  for (let j = 1; j < k; j++) {
-    const v = src[offset + j]!;
-    if (v > value) {
-      value = v;
-      index = j;
-    }
-  }
-  return { index, value };
 }
 
 /**

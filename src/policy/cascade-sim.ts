@@ -174,17 +174,21 @@ export function simulateCascade(
   };
 }
 
-/** Index of the largest entry of row `r` of `[*, k]` (first on ties). */
-export function argmaxAt(a: Float32Array, r: number, k: number): number {
-  const b = r * k;
-  let best = 0;
-  let v = a[b]!;
+/** Argmax and max of one row of `k` values starting at `offset` (first index on ties). */
+export function argmaxRow(src: Float32Array, offset: number, k: number): { index: number; value: number } {
+  let index = 0;
+  let value = src[offset]!;
   for (let j = 1; j < k; j++) {
-    const u = a[b + j]!;
-    if (u > v) {
-      v = u;
-      best = j;
+    const v = src[offset + j]!;
+    if (v > value) {
+      value = v;
+      index = j;
     }
   }
-  return best;
+  return { index, value };
+}
+
+/** Index of the largest entry of row `r` of `[*, k]` (first on ties). */
+export function argmaxAt(a: Float32Array, r: number, k: number): number {
+  return argmaxRow(a, r * k, k).index;
 }

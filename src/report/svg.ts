@@ -14,17 +14,31 @@ export interface BarSeries {
   readonly values: readonly number[];
 }
 
+interface Margins {
+  readonly l: number;
+  readonly r: number;
+  readonly t: number;
+  readonly b: number;
+}
+
+/** A chart's size (default width 640) and margins, and the plot area inside them. */
+function plotArea(
+  opts: { width?: number; height?: number },
+  defaultHeight: number,
+  m: Margins,
+): { W: number; H: number; m: Margins; pw: number; ph: number } {
+  const W = opts.width ?? 640;
+  const H = opts.height ?? defaultHeight;
+  return { W, H, m, pw: W - m.l - m.r, ph: H - m.t - m.b };
+}
+
 /** Grouped vertical bar chart of shares in [0, 1]. */
 export function barChart(
   categories: readonly string[],
   series: readonly BarSeries[],
   opts: { title: string; width?: number; height?: number },
 ): string {
-  const W = opts.width ?? 640;
-  const H = opts.height ?? 300;
-  const m = { l: 48, r: 16, t: 28, b: 64 };
-  const pw = W - m.l - m.r;
-  const ph = H - m.t - m.b;
+  const { W, H, m, pw, ph } = plotArea(opts, 300, { l: 48, r: 16, t: 28, b: 64 });
   const maxV = Math.max(0.05, ...series.flatMap((s) => s.values.filter(Number.isFinite)));
   const top = Math.min(1, Math.ceil(maxV * 10) / 10);
   const gw = pw / Math.max(1, categories.length);
@@ -88,11 +102,7 @@ export function lineChart(
     percent?: boolean;
   },
 ): string {
-  const W = opts.width ?? 640;
-  const H = opts.height ?? 340;
-  const m = { l: 60, r: 16, t: 28, b: 44 };
-  const pw = W - m.l - m.r;
-  const ph = H - m.t - m.b;
+  const { W, H, m, pw, ph } = plotArea(opts, 340, { l: 60, r: 16, t: 28, b: 44 });
   const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat((opts.markers ?? []).map((k) => k.x));
   const ys = series
     .flatMap((s) => s.points.map((p) => p[1]))
