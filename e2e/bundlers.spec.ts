@@ -162,3 +162,23 @@ test.describe('published package in bundler apps', () => {
     }
   }
 });
+
+test('a plain module page: a bare `import … from "selfxit"` through the README\'s import map loads and classifies', async ({
+  page,
+}) => {
+  await page.goto('/e2e/pages/importmap.html');
+  await page.waitForFunction(() => (window as { selfxitReady?: boolean }).selfxitReady === true);
+  const out = await page.evaluate(async () => {
+    const w = window as unknown as {
+      selfxit: { load: typeof Load };
+      testkit: { images(b: string): Promise<ImageData[]> };
+    };
+    const clf = await w.selfxit.load('/e2e/.bundles/tiny/', { cache: false });
+    const images = (await w.testkit.images('/e2e/.bundles/tiny')).slice(0, 10);
+    const results = await clf.classifyBatch(images);
+    await clf.dispose();
+    return results.map((r) => ({ index: r.index, exit: r.exit.index }));
+  });
+  const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
+  expect(out).toEqual(expected.slice(0, 10).map((e) => ({ index: e.index, exit: e.exit })));
+});
