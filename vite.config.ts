@@ -7,7 +7,13 @@ import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Plugin, type UserConfig } from 'vite';
-import { ISOLATION_HEADERS, ORT_DIST as ortDist, isOrtFile, ortContentType } from './scripts/web-config.mjs';
+import {
+  ISOLATION_HEADERS,
+  ORT_BUILDS,
+  ORT_DIST as ortDist,
+  isOrtFile,
+  ortContentType,
+} from './scripts/web-config.mjs';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 
@@ -74,6 +80,64 @@ function iifeScriptUrl(): Plugin {
   };
 }
 
+/**
+ * The published ESM must carry the URL patterns that bundlers follow (Vite, webpack 5): literally
+ * `new Worker(new URL('./selfxit.worker.js', import.meta.url), { type: 'module', … })` in selfxit.js, and
+ * `new URL('./ort/<file>', import.meta.url)` in the worker. Vite's own lib build rewrites the first into a nested
+ * `new URL(new URL(…).href, '' + import.meta.url)` (which a consumer's Vite then copies as a plain asset instead of
+ * building the worker), and the second carry `@vite-ignore` (else the lib build inlines 40 MB as base64). Both are put
+ * back here, keeping line breaks so that the source maps stay aligned; the build fails when a pattern is missing.
+ */
+function publishedUrlPatterns(): Plugin {
+  const nestedWorkerUrl =
+    /new URL\(\s*(?:\/\*\s*@vite-ignore\s*\*\/\s*)?new URL\(\s*["'`](?:\.\/)?selfxit\.worker\.js["'`]\s*,\s*import\.meta\.url\s*\)\.href\s*,\s*(?:(?:""|''|``)\s*\+\s*)?import\.meta\.url\s*\)/g;
+  const ignoredOrtUrl = /new URL\(\s*\/\*\s*@vite-ignore\s*\*\/\s*(["'`]\.\/ort\/)/g;
+  // The line breaks of the replaced text go after the worker pattern, before each ORT pattern (outside the string).
+  const keepLines = (text: string, replacement: string): string =>
+    replacement + '\n'.repeat(text.split('\n').length - 1);
+  return {
+    name: 'selfxit-published-url-patterns',
+    apply: 'build',
+    enforce: 'post',
+    generateBundle(_options, bundle) {
+      for (const chunk of Object.values(bundle)) {
+        if (chunk.type !== 'chunk') continue;
+        chunk.code = chunk.code
+          .replace(nestedWorkerUrl, (m) => keepLines(m, 'new URL("./selfxit.worker.js", import.meta.url)'))
+          .replace(ignoredOrtUrl, (m, quote: string) => '\n'.repeat(m.split('\n').length - 1) + `new URL(${quote}`);
+      }
+      const main = bundle['selfxit.js'];
+      const worker = bundle['selfxit.worker.js'];
+      const workerPattern = /new Worker\(new URL\("\.\/selfxit\.worker\.js", import\.meta\.url\)/;
+      if (main?.type === 'chunk' && !workerPattern.test(main.code))
+        this.error(
+          'dist/selfxit.js lacks new Worker(new URL("./selfxit.worker.js", import.meta.url)): see vite.config.ts',
+        );
+      if (worker?.type === 'chunk' && (worker.code.match(/new URL\(\s*["'`]\.\/ort\//g) ?? []).length !== 4)
+        this.error('dist/selfxit.worker.js lacks its 4 new URL("./ort/…", import.meta.url): see vite.config.ts');
+    },
+  };
+}
+
+/**
+ * Published worker: onnxruntime-web stays out of our chunks and is imported from `./ort/ort(.wasm).min.mjs`, the
+ * files as shipped (scripts/build.mjs copies them), so that it runs unbundled beside dist/ and a consumer's
+ * bundler sees onnxruntime-web's own bundler hints.
+ */
+function ortFromDistOrt(): Plugin {
+  return {
+    name: 'selfxit-ort-from-dist-ort',
+    enforce: 'pre',
+    apply: 'build',
+    resolveId(source) {
+      const name = ortAliases.find((a) => a.find.test(source))?.replacement ?? source;
+      const base = path.basename(name);
+      if (!name.startsWith(ortDist) || !ORT_BUILDS.includes(base)) return null;
+      return { id: `./ort/${base}`, external: true }; // relative to dist/selfxit.worker.js
+    },
+  };
+}
+
 /** Runs first inside the IIFE wrapper: the script's own URL while document.currentScript is still set. */
 const IIFE_INTRO =
   'var __selfxitScriptUrl = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || ' +
@@ -114,6 +178,8 @@ function libConfig(mode: string): UserConfig {
     case 'esm':
       return {
         ...common,
+        plugins: [publishedUrlPatterns()],
+        worker: { ...common.worker, plugins: () => [ortFromDistOrt(), publishedUrlPatterns()] },
         build: {
           ...common.build,
           lib: { entry: path.join(root, 'src/index.ts'), formats: ['es'], fileName: () => 'selfxit.js' },

@@ -172,11 +172,28 @@ async function openBackend(backend: BackendChoice): Promise<void> {
   ui.pillBackend.textContent = `backend: ${clf.backend}`;
   ui.pillBackend.classList.add('on');
   ui.pillThreads.textContent = `threads: ${info.threads}`;
+  const software = clf.backend === 'webgpu' && (await isSoftwareAdapter());
   ui.backendNote.textContent =
-    clf.backend === backend
-      ? `Running on ${clf.backend.toUpperCase()}.`
-      : `${backend.toUpperCase()} unavailable, using ${clf.backend.toUpperCase()}.`;
+    clf.backend !== backend
+      ? `${backend.toUpperCase()} unavailable, using ${clf.backend.toUpperCase()}.`
+      : software
+        ? 'Running on WEBGPU with a software adapter (no GPU found): slow, minutes for a few hundred images. WASM is much faster here.'
+        : `Running on ${clf.backend.toUpperCase()}.`;
   applyTarget(Number(ui.target.value));
+}
+
+/** True when the page's WebGPU adapter is a software one (SwiftShader, llvmpipe): `isFallbackAdapter` or its name. */
+async function isSoftwareAdapter(): Promise<boolean> {
+  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+  const adapter = await gpu?.requestAdapter().catch(() => null);
+  if (!adapter) return false;
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return (
+    info.isFallbackAdapter === true ||
+    legacy === true ||
+    /swiftshader|llvmpipe|software/i.test(`${info.vendor} ${info.architecture} ${info.description}`)
+  );
 }
 
 /** The knob curve thresholds are chosen from: the device plan's when one is in use, else the bundle's. */
@@ -430,7 +447,7 @@ function setPlan(plan: DevicePlan | undefined): void {
   const used = manifest.exits.filter((_, j) => plan.enabled[j]).map((e) => e.name);
   ui.planNote.textContent =
     `Plan for ${plan.backend.toUpperCase()}, ${plan.threads} thread${plan.threads === 1 ? '' : 's'}: exits ${used.join(', ') || 'none'}; ` +
-    `stages ${plan.timings.stageMs.map((t) => t.toFixed(2)).join(' / ')} ms; expected ${pct(plan.expectedMsFraction)} of the time of every stage, ${pct(plan.expectedMacsFraction)} of the MACs.`;
+    `stages ${plan.timings.stageMs.map((t) => t.toFixed(2)).join(' / ')} ms; expected time per image ${pct(plan.expectedMsFraction)} of running all stages, ${pct(plan.expectedMacsFraction)} of the MACs.`;
 }
 
 /** Makes this device's plan for the current target (stage times measured in the worker) and classifies again under it. */

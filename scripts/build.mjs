@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build } from 'vite';
-import { ORT_DIST as ortDist, ORT_FILES } from './web-config.mjs';
+import { ORT_BUILDS, ORT_DIST as ortDist, ORT_FILES } from './web-config.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
@@ -54,8 +54,9 @@ if (step('types')) {
 if (step('ort')) {
   const ortOut = path.join(dist, 'ort');
   mkdirSync(ortOut, { recursive: true });
-  for (const f of ORT_FILES) copyFileSync(path.join(ortDist, f), path.join(ortOut, f));
-  console.log(`copied ${ORT_FILES.length} onnxruntime-web files to dist/ort/`);
+  // The worker imports ORT_BUILDS from ./ort/ (vite.config.ts); those load ORT_FILES from `wasmPaths`.
+  for (const f of [...ORT_BUILDS, ...ORT_FILES]) copyFileSync(path.join(ortDist, f), path.join(ortOut, f));
+  console.log(`copied ${ORT_BUILDS.length + ORT_FILES.length} onnxruntime-web files to dist/ort/`);
 }
 
 // 4. Size report: what a page downloads before onnxruntime (ORT's JS and wasm excluded).

@@ -4,7 +4,7 @@ import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ISOLATION_HEADERS } from './web-config.mjs';
+import { ISOLATION_HEADERS as ISOLATION } from './web-config.mjs';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -26,10 +26,12 @@ const TYPES = {
 
 /**
  * Serves `mounts` (URL prefix → folder, longest prefix wins) on `host:port`. Resolves once listening
- * with `{ url, close() }`. Fails (EADDRINUSE) rather than picking another port.
- * @param {{ mounts: Record<string, string>, port: number, host?: string }} options
+ * with `{ url, close() }`. Fails (EADDRINUSE) rather than picking another port. `isolation: false` leaves out the
+ * COOP/COEP headers (a page that is not cross-origin isolated).
+ * @param {{ mounts: Record<string, string>, port: number, host?: string, isolation?: boolean }} options
  */
-export async function serveStatic({ mounts, port, host = '127.0.0.1' }) {
+export async function serveStatic({ mounts, port, host = '127.0.0.1', isolation = true }) {
+  const ISOLATION_HEADERS = isolation ? ISOLATION : {};
   const prefixes = Object.keys(mounts).sort((a, b) => b.length - a.length);
   const server = createServer(async (req, res) => {
     try {
@@ -68,5 +70,5 @@ export async function serveStatic({ mounts, port, host = '127.0.0.1' }) {
 }
 
 function notFound(res) {
-  res.writeHead(404, { ...ISOLATION_HEADERS, 'Content-Type': 'text/plain' }).end('not found');
+  res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
 }

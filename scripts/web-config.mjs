@@ -19,6 +19,12 @@ export const ORT_FILES = Object.freeze([
   'ort-wasm-simd-threaded.jsep.wasm',
 ]);
 
+/**
+ * onnxruntime-web's "extern wasm" JS builds (JSEP and WASM-only), imported by the published worker from `./ort/`
+ * as they ship: re-minifying them breaks the bundler hints inside (`webpackIgnore`, URL constructors kept opaque).
+ */
+export const ORT_BUILDS = Object.freeze(['ort.min.mjs', 'ort.wasm.min.mjs']);
+
 /** The folder of onnxruntime-web's built files (ORT_FILES and the "extern wasm" ORT builds) in node_modules. */
 export const ORT_DIST = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),

@@ -42,8 +42,8 @@ export interface InitRequest {
   readonly cache: boolean | 'reload';
   /** A cached manifest older than this is fetched again. */
   readonly manifestMaxAgeMs: number;
-  /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files. */
-  readonly wasmPaths: string;
+  /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files; undefined: `ort/` beside the worker. */
+  readonly wasmPaths: string | undefined;
   /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */
   readonly usePlan: boolean;
 }

@@ -80,7 +80,9 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
   const base = documentBase();
-  const wasmPaths = toUrl(options.wasmPaths ?? new URL('ort/', packageBaseUrl()), 'wasmPaths', base).href;
+  // No wasmPaths: the worker loads onnxruntime-web's files from `ort/` beside itself, through `new URL` literals
+  // that bundlers follow (src/runtime/ort-backend.ts).
+  const wasmPaths = options.wasmPaths === undefined ? undefined : toUrl(options.wasmPaths, 'wasmPaths', base).href;
   return {
     init: {
       manifestUrl: manifestUrlOf(bundleUrl, base),
@@ -88,7 +90,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       threads,
       cache,
       manifestMaxAgeMs,
-      wasmPaths: wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
+      wasmPaths: wasmPaths === undefined || wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
       usePlan: plan === 'cached',
     },
     onProgress: options.onProgress,

@@ -58,6 +58,24 @@ async function probeWebGpu(): Promise<WebGpuProbe> {
   }
 }
 
+/**
+ * onnxruntime-web's glue and .wasm in `ort/` beside the worker (dist/ort/). Written as literal
+ * `new URL('./ort/…', import.meta.url)` so that a bundler building the worker (Vite, webpack 5) emits these files
+ * with it; the library build strips the `@vite-ignore` marks (vite.config.ts), which only keep its own lib build
+ * from inlining them.
+ */
+function bundledOrtFiles(backend: Backend): { mjs: URL; wasm: URL } {
+  return backend === 'webgpu'
+    ? {
+        mjs: new URL(/* @vite-ignore */ './ort/ort-wasm-simd-threaded.jsep.mjs', import.meta.url),
+        wasm: new URL(/* @vite-ignore */ './ort/ort-wasm-simd-threaded.jsep.wasm', import.meta.url),
+      }
+    : {
+        mjs: new URL(/* @vite-ignore */ './ort/ort-wasm-simd-threaded.mjs', import.meta.url),
+        wasm: new URL(/* @vite-ignore */ './ort/ort-wasm-simd-threaded.wasm', import.meta.url),
+      };
+}
+
 /** Default WASM thread count: min(4, cores) when cross-origin isolated (SharedArrayBuffer), else 1. */
 export function defaultThreads(): number {
   const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
@@ -68,8 +86,8 @@ export function defaultThreads(): number {
 interface LoadOrtOptions {
   readonly backend: BackendPreference;
   readonly threads: number | undefined;
-  /** URL prefix of ort's .mjs/.wasm files. */
-  readonly wasmPaths: string;
+  /** URL prefix of ort's .mjs/.wasm files; undefined: the copies beside the worker ({@link bundledOrtFiles}). */
+  readonly wasmPaths?: string | undefined;
 }
 
 /**
@@ -94,7 +112,7 @@ export async function loadOrt(options: LoadOrtOptions): Promise<OrtHandle> {
   // hung in production builds; the extern-wasm builds load their threaded .mjs glue from `wasmPaths`.
   const ort: OrtWeb = backend === 'webgpu' ? await import('onnxruntime-web') : await import('onnxruntime-web/wasm');
   const threads = options.threads ?? defaultThreads();
-  ort.env.wasm.wasmPaths = options.wasmPaths;
+  ort.env.wasm.wasmPaths = options.wasmPaths ?? bundledOrtFiles(backend);
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false; // already in a worker
   ort.env.logLevel = 'error';

@@ -1,0 +1,184 @@
+// The published package in fresh bundler apps, as the README's "Bundlers" section tells a user: `npm pack`, a Vite app
+// and a webpack 5 app with default config that `import { load } from 'selfxit'`, each built, served with and without
+// COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference.
+// Slow (two installs, two builds: about 1-2 minutes); SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { test, expect } from '@playwright/test';
+import type { load as Load } from '../src/index.js';
+import { serveStatic } from '../scripts/static-server.mjs';
+
+const run = promisify(execFile);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const VITE = path.join(root, 'node_modules/vite/bin/vite.js');
+const WEBPACK = path.join(root, 'node_modules/webpack-cli/bin/cli.js');
+const TINY = path.join(root, 'e2e/.bundles/tiny');
+
+interface Expected {
+  index: number;
+  exit: number;
+  confidence: number;
+}
+
+/** The app's entry: only what the README shows. */
+const APP_ENTRY = `import { load } from 'selfxit';\nwindow.selfxitLoad = load;\n`;
+
+async function sh(cmd: string, args: string[], cwd: string): Promise<void> {
+  try {
+    await run(cmd, args, { cwd, maxBuffer: 64 << 20, env: { ...process.env, npm_config_update_notifier: 'false' } });
+  } catch (e) {
+    const err = e as Error & { stdout?: string; stderr?: string };
+    throw new Error(`${cmd} ${args.join(' ')} in ${cwd} failed:\n${err.stdout ?? ''}\n${err.stderr ?? err.message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** `npm install` of the packed package, from npm's cache when it can. */
+async function install(app: string, tarball: string): Promise<void> {
+  await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], app);
+}
+
+async function viteApp(dir: string, tarball: string): Promise<string> {
+  mkdirSync(path.join(dir, 'src'), { recursive: true });
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'vite-app', private: true, type: 'module' }));
+  writeFileSync(
+    path.join(dir, 'index.html'),
+    '<!doctype html><html><body><script type="module" src="/src/main.js"></script></body></html>\n',
+  );
+  writeFileSync(path.join(dir, 'src/main.js'), APP_ENTRY);
+  await install(dir, tarball);
+  await sh(process.execPath, [VITE, 'build'], dir); // default config: dist/
+  return path.join(dir, 'dist');
+}
+
+async function webpackApp(dir: string, tarball: string): Promise<string> {
+  mkdirSync(path.join(dir, 'src'), { recursive: true });
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'webpack-app', private: true }));
+  writeFileSync(path.join(dir, 'src/index.js'), APP_ENTRY);
+  await install(dir, tarball);
+  await sh(process.execPath, [WEBPACK, '--mode', 'production'], dir); // default config: src/index.js → dist/main.js
+  writeFileSync(
+    path.join(dir, 'dist/index.html'),
+    '<!doctype html><html><body><script src="main.js"></script></body></html>\n',
+  );
+  return path.join(dir, 'dist');
+}
+
+const skipReason =
+  process.env.SELFXIT_E2E_SKIP_BUNDLERS === '1'
+    ? 'SELFXIT_E2E_SKIP_BUNDLERS=1'
+    : !existsSync(VITE) || !existsSync(WEBPACK)
+      ? `vite and webpack-cli must be in ${path.join(root, 'node_modules')} (npm ci installs them)`
+      : undefined;
+if (skipReason) console.log(`e2e/bundlers.spec.ts skipped: ${skipReason}`);
+
+test.describe('published package in bundler apps', () => {
+  test.skip(skipReason !== undefined, skipReason);
+  test.describe.configure({ mode: 'serial' });
+
+  const apps: Record<string, string> = {};
+  let tmp = '';
+
+  test.beforeAll(async () => {
+    test.setTimeout(240_000);
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'selfxit-bundlers-'));
+    // dist/ is built by the global setup; --ignore-scripts: no second build.
+    await sh('npm', ['pack', '--ignore-scripts', '--pack-destination', tmp], root);
+    const tarball = path.join(
+      tmp,
+      readdirSync(tmp).find((f) => f.endsWith('.tgz'))!,
+    );
+    const [vite, webpack] = await Promise.all([
+      viteApp(path.join(tmp, 'vite-app'), tarball),
+      webpackApp(path.join(tmp, 'webpack-app'), tarball),
+    ]);
+    apps.vite = vite;
+    apps.webpack = webpack;
+  });
+
+  test.afterAll(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  for (const bundler of ['vite', 'webpack'] as const) {
+    for (const isolation of [true, false]) {
+      test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: load() and 10 images classified`, async ({
+        page,
+      }) => {
+        const server = await serveStatic({ mounts: { '/': apps[bundler]!, '/bundle/': TINY }, port: 0, isolation });
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        try {
+          await page.goto(server.url);
+          await page.waitForFunction(() => typeof (window as { selfxitLoad?: unknown }).selfxitLoad === 'function');
+          const out = await page.evaluate(async () => {
+            const load = (window as unknown as { selfxitLoad: typeof Load }).selfxitLoad;
+            const buf = new Uint8ClampedArray(await (await fetch('/bundle/images.rgba')).arrayBuffer());
+            const images = Array.from(
+              { length: 10 },
+              (_, i) => new ImageData(buf.slice(i * 1024, (i + 1) * 1024), 16, 16),
+            );
+            try {
+              const clf = await load('/bundle/', { cache: false });
+              const results = [];
+              for (const img of images) results.push(await clf.classify(img));
+              const info = clf.info();
+              await clf.dispose();
+              return {
+                results: results.map((r) => ({ index: r.index, exit: r.exit.index, confidence: r.confidence })),
+                backend: info.backend,
+                threads: info.threads,
+                isolated: info.crossOriginIsolated,
+              };
+            } catch (e) {
+              const err = e as Error & { code?: string };
+              return { error: `${err.code ?? err.name}: ${err.message}` };
+            }
+          });
+          expect('error' in out ? out.error : undefined).toBeUndefined();
+          if ('error' in out) return;
+          const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
+          out.results.forEach((r, i) => {
+            expect({ index: r.index, exit: r.exit }, `image ${i}`).toEqual({
+              index: expected[i]!.index,
+              exit: expected[i]!.exit,
+            });
+            expect(Math.abs(r.confidence - expected[i]!.confidence), `image ${i} confidence`).toBeLessThan(1e-3);
+          });
+          expect(out.isolated).toBe(isolation);
+          expect(out.backend).toBe('wasm'); // 'auto' on the SwiftShader adapter
+          if (isolation) expect(out.threads).toBeGreaterThan(1);
+          else expect(out.threads).toBe(1);
+          expect(errors).toEqual([]);
+        } finally {
+          await server.close();
+        }
+      });
+    }
+  }
+});
+
+test('a plain module page: a bare `import … from "selfxit"` through the README\'s import map loads and classifies', async ({
+  page,
+}) => {
+  await page.goto('/e2e/pages/importmap.html');
+  await page.waitForFunction(() => (window as { selfxitReady?: boolean }).selfxitReady === true);
+  const out = await page.evaluate(async () => {
+    const w = window as unknown as {
+      selfxit: { load: typeof Load };
+      testkit: { images(b: string): Promise<ImageData[]> };
+    };
+    const clf = await w.selfxit.load('/e2e/.bundles/tiny/', { cache: false });
+    const images = (await w.testkit.images('/e2e/.bundles/tiny')).slice(0, 10);
+    const results = await clf.classifyBatch(images);
+    await clf.dispose();
+    return results.map((r) => ({ index: r.index, exit: r.exit.index }));
+  });
+  const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
+  expect(out).toEqual(expected.slice(0, 10).map((e) => ({ index: e.index, exit: e.exit })));
+});
