@@ -7,6 +7,7 @@ import { load, type Classifier } from '../src/index.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { MANIFEST_FILE } from '../src/bundle/manifest.js';
 import { fromErrorPayload } from '../src/errors.js';
+import { minimumSamples } from '../src/calibrate/prepare.js';
 import type { ByomProgress, ByomWorkerApi } from './lib/byom-protocol.js';
 import { exitColor, FULL_COLOR } from './lib/ui.js';
 
@@ -80,21 +81,49 @@ export function setupByom(): void {
   let clf: Classifier | undefined;
   let bundle: { manifest: BundleManifest; files: Map<string, Uint8Array> } | undefined;
 
+  const targetInput = byId<HTMLInputElement>('byom-target');
+  // One source at a time: picking a folder clears a file pick and the other way round, so a calibration never runs on a
+  // leftover mix of two data sets.
+  let source: HTMLInputElement | undefined;
+  let cleared = '';
   const images = (): File[] =>
-    [...(folderInput.files ?? []), ...(filesInput.files ?? [])].filter(
-      (f) => f.type.startsWith('image/') || IMAGE_EXT.test(f.name),
-    );
+    [...(source?.files ?? [])].filter((f) => f.type.startsWith('image/') || IMAGE_EXT.test(f.name));
+  const minimum = (): number => {
+    const t = Number(targetInput.value);
+    return t > 0 && t <= 1 ? minimumSamples(t) : minimumSamples(0.99);
+  };
   const say = (text: string, error = false): void => {
     status.textContent = text;
     status.classList.toggle('error', error);
   };
   const refresh = (): void => {
     const n = images().length;
-    runBtn.disabled = !modelInput.files?.length || n === 0 || worker !== undefined;
-    if (!worker)
-      say(modelInput.files?.length ? `${n} image${n === 1 ? '' : 's'} selected.` : 'Choose a model and some images.');
+    const min = minimum();
+    runBtn.disabled = !modelInput.files?.length || n < min || worker !== undefined;
+    if (worker) return;
+    const picked = `${n} image${n === 1 ? '' : 's'} selected${source ? ` (${source === folderInput ? 'folder' : 'files'})` : ''}`;
+    const need = n < min ? `: at least ${min} are needed for target ${targetInput.value}.` : '.';
+    say(
+      (modelInput.files?.length ? `${picked}${need}` : `Choose a model and at least ${min} images.`) +
+        (cleared ? ` ${cleared}` : ''),
+      n > 0 && n < min,
+    );
   };
-  for (const input of [modelInput, folderInput, filesInput]) input.addEventListener('change', refresh);
+  for (const [input, other] of [
+    [folderInput, filesInput],
+    [filesInput, folderInput],
+  ] as const) {
+    input.addEventListener('change', () => {
+      source = input.files?.length ? input : undefined;
+      cleared = '';
+      if (source && other.files?.length) {
+        cleared = `The earlier ${other === folderInput ? 'folder' : 'file'} pick was cleared: one source at a time.`;
+        other.value = '';
+      }
+      refresh();
+    });
+  }
+  for (const input of [modelInput, targetInput]) input.addEventListener('change', refresh);
 
   const stop = (): void => {
     worker?.terminate();
@@ -118,7 +147,11 @@ export function setupByom(): void {
       const std = parseList(byId<HTMLInputElement>('byom-std').value);
       const shapeText = byId<HTMLInputElement>('byom-shape').value.trim();
       const shape = shapeText ? parseShape(shapeText) : undefined;
-      const target = Number(byId<HTMLInputElement>('byom-target').value);
+      const target = Number(targetInput.value);
+      const labels = byId<HTMLInputElement>('byom-labels')
+        .value.split(/[,\n]/)
+        .map((l) => l.trim())
+        .filter((l) => l.length > 0);
       if (!mean || !std) return say('Mean and std must be comma-separated numbers.', true);
       if (shapeText && !shape) return say('Input shape must be H,W,C with C = 1 or 3 (e.g. 32,32,3).', true);
       await clf?.dispose();
@@ -141,6 +174,7 @@ export function setupByom(): void {
             mean,
             std,
             target,
+            ...(labels.length ? { labels } : {}),
             threads: crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1,
             wasmPaths: new URL('ort/', document.baseURI).href,
           },

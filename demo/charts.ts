@@ -40,6 +40,18 @@ function legend(container: HTMLElement, series: readonly Series[]): void {
 
 const PAD = { left: 40, right: 10, top: 10, bottom: 34 };
 
+/**
+ * The smallest "round" axis end ≥ `max` whose `ticks` equal steps are 1, 2, 2.5 or 5 × a power of ten, so every tick
+ * label is a round number (0.6 → 0.8 with 4 ticks: 0, 0.2, 0.4, 0.6, 0.8).
+ */
+export function niceAxisMax(max: number, ticks = 4): number {
+  if (!(max > 0) || !Number.isFinite(max)) return 1;
+  const raw = max / ticks;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((st) => st >= raw * (1 - 1e-9)) ?? 10 * pow;
+  return step * ticks;
+}
+
 function yAxis(svg: SVGSVGElement, w: number, h: number, max: number, fmt: (v: number) => string, ticks = 4): void {
   for (let i = 0; i <= ticks; i++) {
     const v = (max * i) / ticks;
@@ -66,8 +78,8 @@ export function barChart(
   const w = 360;
   const h = 200;
   const svg = svgRoot(container, w, h, opts.label);
-  const fmt = opts.format ?? ((v: number) => v.toFixed(0));
-  const max = opts.max ?? Math.max(1e-9, ...opts.values.flat());
+  const fmt = opts.format ?? ((v: number) => String(+v.toFixed(2)));
+  const max = opts.max ?? niceAxisMax(Math.max(1e-9, ...opts.values.flat()));
   yAxis(svg, w, h, max, fmt);
   const plotW = w - PAD.left - PAD.right;
   const plotH = h - PAD.top - PAD.bottom;
@@ -121,7 +133,7 @@ export function histogram(
   }
   const sorted = [...all].sort((a, b) => a - b);
   // Clip the axis at the 99th percentile so one slow outlier does not squash the chart.
-  const hi = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]! * 1.05 || 1;
+  const hi = niceAxisMax(sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))]! * 1.05 || 1);
   const bins = opts.bins ?? 24;
   const binW = hi / bins;
   const shares = opts.samples.map((xs) => {
@@ -129,8 +141,8 @@ export function histogram(
     for (const x of xs) counts[Math.min(bins - 1, Math.max(0, Math.floor(x / binW)))]! += 1;
     return counts.map((n) => n / Math.max(1, xs.length));
   });
-  const max = Math.max(1e-9, ...shares.flat());
-  yAxis(svg, w, h, max, (v) => `${Math.round(v * 100)}%`);
+  const max = niceAxisMax(Math.max(1e-9, ...shares.flat()));
+  yAxis(svg, w, h, max, (v) => `${+(v * 100).toFixed(1)}%`);
   const plotW = w - PAD.left - PAD.right;
   const plotH = h - PAD.top - PAD.bottom;
   shares.forEach((counts, si) => {
@@ -172,7 +184,7 @@ export function histogram(
       el(
         'text',
         { x: PAD.left + (plotW * i) / 4, y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' },
-        v.toFixed(v < 10 ? 1 : 0),
+        String(+v.toFixed(2)),
       ),
     );
   }

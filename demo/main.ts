@@ -434,7 +434,7 @@ function setPlan(plan: DevicePlan | undefined): void {
   if (!plan) {
     delete state.plan;
     ui.planNote.textContent =
-      'Times each stage on this backend (clf.plan()) and re-chooses the exits and thresholds for the target; the cost table is the JSON `selfxit prepare --cost-table` reads.';
+      'Times each stage on this backend (clf.plan()) and re-chooses the exits and thresholds for the target; the cost table is the JSON that "selfxit prepare --cost-table" reads.';
     return;
   }
   state.plan = {

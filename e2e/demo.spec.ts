@@ -195,23 +195,37 @@ test('bring your own model: calibration in the worker, then the page classifies 
   });
   await page.goto(baseUrl);
   await page.locator('#byom-model').setInputFiles(path.join(dir, 'model.onnx'));
+  // Too few images for the target: said up front, and calibration cannot start.
+  await page.locator('#byom-files').setInputFiles(files.slice(0, 20));
+  await expect(page.locator('#byom-status')).toHaveText(
+    '20 images selected (files): at least 300 are needed for target 0.99.',
+  );
+  await expect(page.locator('#byom-run')).toBeDisabled();
   await page.locator('#byom-files').setInputFiles(files);
   await page.locator('#byom-mean').fill('0.286');
   await page.locator('#byom-std').fill('0.353');
   await page.locator('#byom-target').fill('0.98');
-  await expect(page.locator('#byom-status')).toHaveText('300 images selected.');
+  await page.locator('#byom-target').dispatchEvent('change');
+  await expect(page.locator('#byom-status')).toHaveText('300 images selected (files).');
+  const names = readFileSync(path.join(dir, 'labels.txt'), 'utf8').trim().split('\n');
+  await page.locator('#byom-labels').fill(names.join(', '));
   await page.locator('#byom-run').click();
   await expect(page.locator('#byom-status')).toHaveText(/^Done\./, { timeout: 240_000 });
   await expect(page.locator('#byom-summary')).toContainText('Calibrated on 300 images');
   await expect(page.locator('#byom-gallery .tile')).toHaveCount(24);
+  // The class names typed in are the labels.
+  for (const label of await page.locator('#byom-gallery .tile .label').allTextContents())
+    expect(names).toContain(label);
   const download = page.waitForEvent('download');
   await page.locator('#byom-download').click();
   const zip = unzipSync(new Uint8Array(readFileSync(await (await download).path())));
   const manifest = JSON.parse(new TextDecoder().decode(zip['manifest.json']!)) as {
     calibration: { samples: number };
     segments: { file: string }[];
+    labels: string[];
   };
   expect(manifest.calibration.samples).toBe(300);
+  expect(manifest.labels).toEqual(names);
   for (const s of manifest.segments) expect(zip[s.file]?.length ?? 0).toBeGreaterThan(0);
   expect(errors).toEqual([]);
 });

@@ -38,7 +38,7 @@ const api: ByomWorkerApi = {
         samples: { data: decoded.data, count: decoded.count },
         input: { ...shape, mean: req.mean, std: req.std },
         target: req.target,
-        ...(req.labels && req.labels.length === io.classes ? { labels: req.labels } : {}),
+        ...(req.labels ? { labels: req.labels } : {}), // a count other than the model's classes: INVALID_ARGUMENT
         ort: handle.ort,
         onProgress: (p) =>
           onProgress({ stage: p.stage, done: p.done, total: p.total, ...(p.detail ? { detail: p.detail } : {}) }),
