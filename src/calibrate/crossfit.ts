@@ -1,10 +1,11 @@
 // K-fold cross-fitting of exit heads: out-of-fold probabilities for threshold choice, plus a final head on all samples.
-// The k fold heads (and the final one) train together as one head stack (head-stack.ts): one pass over the rows
-// serves every fold, and each fold's held-out rows drive its early stopping.
+// The k fold heads train together as one head stack (head-stack.ts): one pass over the rows serves every fold,
+// and each fold's held-out rows drive its early stopping.
 import { SelfxitError } from '../errors.js';
 import {
   resolveTrainSettings,
   toTrainHeadResult,
+  trainHeadOnRows,
   type TrainHeadOptions,
   type TrainHeadResult,
   type TrainedHead,
@@ -50,8 +51,8 @@ export interface CrossFitResult {
  * out-of-fold probabilities come from a head that never saw it (thresholds are chosen on these only).
  * Then (fitFinal, default) trains the exported head on all `n` samples. The split is seeded (`seed`, default 0);
  * pass the same `foldOf` to every cut to keep folds aligned across exits. Fold f's head uses seed `seed + 1 + f`.
- * All heads train in one stack: features are standardised once over all rows (label-free), each fold's head
- * stops early on its held-out fold (`earlyStopping`), and `onFit` is called for every head once all are done.
+ * The fold heads train in one stack: features are standardised once over all rows (label-free), each fold's head
+ * stops early on its held-out fold (`earlyStopping`), and `onFit` is called for every fold once all are done.
  */
 export function crossFit(
   x: Float32Array,
@@ -81,30 +82,30 @@ export function crossFit(
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
   const oof = new Float32Array(n * k);
   const settings = resolveTrainSettings(options);
-  const fitFinal = options.fitFinal ?? true;
   const heads: StackHead[] = [];
-  const foldOfHead: number[] = [];
   for (let f = 0; f < folds; f++) {
     if (foldIndices(foldOf, f, true).length === 0) continue;
     if (foldIndices(foldOf, f, false).length === 0)
       throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
     heads.push({ holdOut: f, seed: seed + 1 + f });
-    foldOfHead.push(f);
-  }
-  if (fitFinal) {
-    heads.push({ holdOut: -1, seed });
-    foldOfHead.push(-1);
   }
   const stack = trainStack(x, p, n, d, k, foldOf, heads, { ...settings, shuffleSeed: seed }, oof);
-  const ms = Date.now() - t0;
-  let head: TrainedHead | undefined;
-  heads.forEach((_, h) => {
-    const f = foldOfHead[h]!;
-    const result = toTrainHeadResult(stack, h, settings.logitScale, ms);
-    if (f < 0) head = { layers: result.layers, logitScale: result.logitScale };
-    const trainIndices = f < 0 ? Int32Array.from({ length: n }, (_, i) => i) : foldIndices(foldOf, f, false);
-    const predictIndices = f < 0 ? new Int32Array(0) : foldIndices(foldOf, f, true);
-    options.onFit?.({ fold: f, trainIndices, predictIndices, result });
+  const stackMs = Date.now() - t0;
+  heads.forEach((h, i) => {
+    const result = toTrainHeadResult(stack, i, settings.logitScale, stackMs);
+    const [trainIndices, predictIndices] = [
+      foldIndices(foldOf, h.holdOut, false),
+      foldIndices(foldOf, h.holdOut, true),
+    ];
+    options.onFit?.({ fold: h.holdOut, trainIndices, predictIndices, result });
   });
+  let head: TrainedHead | undefined;
+  if (options.fitFinal ?? true) {
+    // Its own pass: in the stack it would see every row of each batch, a larger batch than the folds' heads.
+    const result = trainHeadOnRows(x, p, n, d, k, null, { ...options, seed });
+    head = { layers: result.layers, logitScale: result.logitScale };
+    const all = Int32Array.from({ length: n }, (_, i) => i);
+    options.onFit?.({ fold: -1, trainIndices: all, predictIndices: new Int32Array(0), result });
+  }
   return { oof, ...(head ? { head } : {}), foldOf, ms: Date.now() - t0 };
 }

@@ -37,6 +37,8 @@ export interface StackSettings {
   readonly heldOutTolerance: number;
   /** Same on the training KL, for heads without held-out rows (0: never). */
   readonly trainTolerance: number;
+  /** Epochs in a row without enough improvement before a head stops. Default 2. */
+  readonly patience?: number;
   /** 'js' forces the plain-JS kernels (tests). */
   readonly kernels?: 'auto' | 'js';
 }
@@ -333,6 +335,8 @@ export function trainStack(
   const lossHistory: number[][] = heads.map(() => []);
   const heldHistory: number[][] = heads.map(() => []);
   const stopped = new Uint8Array(H);
+  const patience = s.patience ?? 2;
+  const stale = new Int32Array(H);
   const best: { loss: number; epoch: number; layers: DenseLayer[] | null }[] = heads.map(() => ({
     loss: Infinity,
     epoch: 0,
@@ -405,7 +409,8 @@ export function trainStack(
       const enough = !(score > b.loss * (1 - tol)) || !Number.isFinite(b.loss);
       if (improved && tol > 0) Object.assign(b, { loss: score, epoch: ep + 1, layers: extract(h) });
       else if (improved) Object.assign(b, { loss: score, epoch: ep + 1 });
-      if (tol > 0 && !enough) stopped[h] = 1;
+      stale[h] = enough ? 0 : stale[h]! + 1;
+      if (tol > 0 && stale[h]! >= patience) stopped[h] = 1;
     }
   }
   for (let h = 0; h < H; h++) if (stopped[h] && best[h]!.layers) restore(h, best[h]!.layers!);

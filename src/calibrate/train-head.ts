@@ -27,11 +27,11 @@ export interface TrainHeadOptions {
   readonly logitScale?: number;
   /** Seed for init and shuffling. Default 0. */
   readonly seed?: number;
-  /** Stop early when the epoch's mean training KL improves by less than this (relative). Default 0 (never). */
+  /** Stop early when the mean training KL improves by less than this (relative) two epochs in a row (heads without a held-out fold). Default 0 (never). */
   readonly tolerance?: number;
   /**
    * Cross-fitting: a fold's head stops when the mean KL on its held-out fold improves by less than this fraction
-   * over an epoch, and keeps its best epoch's weights. 0: off. Default {@link DEFAULT_EARLY_STOPPING}.
+   * over two epochs in a row, and keeps its best epoch's weights. 0: off. Default {@link DEFAULT_EARLY_STOPPING}.
    */
   readonly earlyStopping?: number;
   /** 'js' forces the plain-JS kernels (default 'auto': WebAssembly SIMD where available). */
