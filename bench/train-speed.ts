@@ -217,8 +217,9 @@ for (const { kind, cuts: cs } of plan) {
 }
 console.log('\nper-cut oof agreement (%), old / new:');
 for (const { kind, cuts: cs } of plan) {
-  const line = cs.map((i, j) =>
-    trainers.map((tr) => fmt(100 * results.get(`${tr.name}:${kind}`)!.agree[j]!, 2)).join('/') + ` (cut ${i})`,
+  const line = cs.map(
+    (i, j) =>
+      trainers.map((tr) => fmt(100 * results.get(`${tr.name}:${kind}`)!.agree[j]!, 2)).join('/') + ` (cut ${i})`,
   );
   console.log(`  ${kind}: ${line.join('  ')}`);
 }
@@ -232,7 +233,9 @@ const costsOf = (useMlp: boolean[]) => ({
   }),
   fullCost: analysis.macs,
 });
-console.log('\n| trainer | target | exits | oof agreement | test agreement | test MACs fraction | top-1 vs backbone (pts) |');
+console.log(
+  '\n| trainer | target | exits | oof agreement | test agreement | test MACs fraction | top-1 vs backbone (pts) |',
+);
 console.log('|---|---:|---|---:|---:|---:|---:|');
 for (const tr of trainers) {
   const lin = results.get(`${tr.name}:pool-linear`)!;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createKernelMemory, gemmJs } from '../src/calibrate/wasm-kernels.js';
+import { createKernelMemory, gemmJs, gemmTNJs } from '../src/calibrate/wasm-kernels.js';
 import { trainStack, type StackSettings } from '../src/calibrate/head-stack.js';
 import { crossFit } from '../src/calibrate/crossfit.js';
 import { predictHead, trainHead } from '../src/calibrate/train-head.js';
@@ -31,23 +31,36 @@ describe('wasm kernels', () => {
           if (j < n) for (let t = 0; t < k; t++) s += f[a + i * lda + t]! * f[b + t * ldb + j]!;
           want[i * ldc + j] = s;
         }
+      const twin = Float32Array.from(f.subarray(0, size));
       km.gemm(m, n, k, a, lda, b, ldb, c, ldc);
-      const js = f.slice();
-      for (let i = 0; i < m * ldc; i++) js[c + i] = f[c + i]!; // already updated by wasm: compare the JS twin below
-      for (let i = 0; i < m * ldc; i++) expect(km.f32[c + i]!).toBeCloseTo(want[i]!, 3);
-      // The JS twin on the same inputs.
-      const twin = Float32Array.from(f);
-      for (let i = 0; i < m * ldc; i++) twin[c + i] = want[i]! - (i % ldc < n ? 0 : 0); // reset below
-      const jsMem = new Float32Array(size);
-      for (let i = 0; i < size; i++) jsMem[i] = f[i]!;
-      for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) jsMem[c + i * ldc + j] = 0;
-      gemmJs(jsMem, m, n, k, a, lda, b, ldb, c, ldc);
-      for (let i = 0; i < m; i++)
-        for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let t = 0; t < k; t++) s += f[a + i * lda + t]! * f[b + t * ldb + j]!;
-          expect(jsMem[c + i * ldc + j]!).toBeCloseTo(s, 3);
-        }
+      gemmJs(twin, m, n, k, a, lda, b, ldb, c, ldc);
+      for (let i = 0; i < m * ldc; i++) {
+        expect(km.f32[c + i]!).toBeCloseTo(want[i]!, 3);
+        expect(twin[c + i]!).toBeCloseTo(want[i]!, 3);
+      }
+    }
+  });
+  it('gemmTN (A stored transposed) equals a naive loop, and so does its JS twin', () => {
+    const rng = createRng(3);
+    const [m, n, k, lda, ldb, ldc] = [12, 24, 33, 14, 30, 26];
+    const [a, b, c] = [1, 1 + k * lda, 1 + k * lda + k * ldb];
+    const size = c + m * ldc;
+    km.reserve(size);
+    const f = km.f32;
+    for (let i = 0; i < size; i++) f[i] = rng.normal();
+    const twin = Float32Array.from(f.subarray(0, size));
+    const want = new Float64Array(m * ldc);
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < ldc; j++) {
+        let sum = f[c + i * ldc + j]!;
+        if (j < n) for (let t = 0; t < k; t++) sum += f[a + t * lda + i]! * f[b + t * ldb + j]!;
+        want[i * ldc + j] = sum;
+      }
+    km.gemmTN(m, n, k, a, lda, b, ldb, c, ldc);
+    gemmTNJs(twin, m, n, k, a, lda, b, ldb, c, ldc);
+    for (let i = 0; i < m * ldc; i++) {
+      expect(km.f32[c + i]!).toBeCloseTo(want[i]!, 3);
+      expect(twin[c + i]!).toBeCloseTo(want[i]!, 3);
     }
   });
   it('adamw equals the JS twin', () => {

@@ -67,11 +67,7 @@ export interface StackResult {
 const round = (v: number, to: number): number => Math.ceil(v / to) * to;
 
 /** Per-feature mean and inverse standard deviation over the used rows (float64 sums). */
-function standardisation(
-  x: Float32Array,
-  used: Int32Array,
-  d: number,
-): { mean: Float32Array; invStd: Float32Array } {
+function standardisation(x: Float32Array, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
   const mu = new Float64Array(d);
   const ss = new Float64Array(d);
   for (const r of used) {
@@ -174,7 +170,6 @@ export function trainStack(
   const BP = round(batch, 4);
   const L = new Layout();
   const xb = L.take(BP * Dp);
-  const xt = L.take(Dp * BP);
   const w1 = L.take(Dp * N1);
   const w2 = mlp ? L.take(H * hp * ks) : 0;
   const wEnd = L.take(0);
@@ -190,7 +185,6 @@ export function trainStack(
   const mB = L.take(nB);
   const vB = L.take(nB);
   const act = mlp ? L.take(BP * N1) : 0;
-  const actT = mlp ? L.take(N1 * BP) : 0;
   const gAct = mlp ? L.take(BP * N1) : 0;
   const w2t = mlp ? L.take(H * ks * hp) : 0;
   const z = L.take(BP * NZ);
@@ -268,21 +262,17 @@ export function trainStack(
   const teacher = s.temperature === 1 ? p : new Float32Array(n * k);
   if (s.temperature !== 1) for (const r of used) softenRow(p, r * k, k, s.temperature, teacher, r * k);
 
-  /** Gathers rows `perm[s0, s0+bs)` standardised into xb (row-major) and xt (transposed); pads xb to a multiple of 4. */
+  /** Gathers rows `perm[s0, s0+bs)` standardised into xb (row-major), zero rows up to a multiple of 4. */
   const gather = (perm: Int32Array, s0: number, bs: number): void => {
     const f = F();
     for (let r = 0; r < bs; r++) {
       const src = perm[s0 + r]! * d;
       const dst = xb + r * Dp;
-      for (let i = 0; i < d; i++) {
-        const v = (x[src + i]! - mean[i]!) * invStd[i]!;
-        f[dst + i] = v;
-        f[xt + i * BP + r] = v;
-      }
+      for (let i = 0; i < d; i++) f[dst + i] = (x[src + i]! - mean[i]!) * invStd[i]!;
     }
     f.fill(0, xb + bs * Dp, xb + round(bs, 4) * Dp);
   };
-  /** Logits of the gathered batch into z (and hidden activations, ReLU, into act / actT). */
+  /** Logits of the gathered batch into z (and hidden activations, after ReLU, into act). */
   const forward = (bs: number): void => {
     const f = F();
     const Mp = round(bs, 4);
@@ -291,22 +281,15 @@ export function trainStack(
     km.gemm(Mp, N1, d, xb, Dp, w1, N1, outA, N1);
     if (!mlp) return;
     const g = F();
-    for (let r = 0; r < Mp; r++) {
-      const a0 = act + r * N1;
-      for (let u = 0; u < N1; u++) {
-        const v = g[a0 + u]! > 0 ? g[a0 + u]! : 0;
-        g[a0 + u] = v;
-        g[actT + u * BP + r] = v;
-      }
-    }
+    for (let i = act, e = act + Mp * N1; i < e; i++) if (!(g[i]! > 0)) g[i] = 0;
     for (let r = 0; r < Mp; r++) g.copyWithin(z + r * NZ, b2, b2 + NZ);
     for (let h = 0; h < H; h++) km.gemm(Mp, ks, hp, act + hOff(h), N1, w2 + h * hp * ks, ks, z + zOff(h), NZ);
   };
 
   const sOverT = s.logitScale / s.temperature;
   const q = new Float64Array(k);
-  /** Softmax of head h's logits of batch row r at scale `sc` into q; returns nothing. */
-  const softmaxInto = (f: Float32Array, r: number, h: number, sc: number): void => {
+  /** Softmax of head h's logits of batch row r at scale `sc` into q; returns log Σ exp(z·sc − max) + max. */
+  const softmaxInto = (f: Float32Array, r: number, h: number, sc: number): number => {
     const zb = z + r * NZ + zOff(h);
     let max = -Infinity;
     for (let j = 0; j < k; j++) max = Math.max(max, f[zb + j]! * sc);
@@ -317,14 +300,24 @@ export function trainStack(
       sum += e;
     }
     for (let j = 0; j < k; j++) q[j]! /= sum;
+    return Math.log(sum) + max;
   };
-  const klOf = (tb: number): number => {
-    let kl = 0;
+  // KL(p ‖ q) = Σ p log p − Σ p (z·sc − lse): the teacher's part once per row.
+  const negEntropy = new Float64Array(n);
+  for (const r of used) {
+    let e = 0;
     for (let j = 0; j < k; j++) {
-      const pj = teacher[tb + j]!;
-      if (pj > 0) kl += pj * Math.log(pj / Math.max(q[j]!, 1e-12));
+      const pj = teacher[r * k + j]!;
+      if (pj > 0) e += pj * Math.log(pj);
     }
-    return kl;
+    negEntropy[r] = e;
+  }
+  const klOf = (f: Float32Array, row: number, r: number, h: number, lse: number): number => {
+    const zb = z + r * NZ + zOff(h);
+    const tb = row * k;
+    let cross = 0;
+    for (let j = 0; j < k; j++) cross += teacher[tb + j]! * (f[zb + j]! * sOverT - lse);
+    return negEntropy[row]! - cross;
   };
 
   const perm = used.slice();
@@ -374,8 +367,7 @@ export function trainStack(
         for (let h = 0; h < H; h++) {
           const held = g === heads[h]!.holdOut;
           if (held && stopped[h]) continue;
-          softmaxInto(f, r, h, sOverT);
-          const kl = klOf(tb);
+          const kl = klOf(f, row, r, h, softmaxInto(f, r, h, sOverT));
           if (held) {
             heldSum[h]! += kl;
             continue;
@@ -436,7 +428,7 @@ export function trainStack(
     f.fill(0, gW, gW + nW);
     f.fill(0, gB, gB + nB);
     if (!mlp) {
-      km.gemm(Dp, NZ, bs, xt, BP, gz, NZ, gW, NZ);
+      km.gemmTN(Dp, NZ, bs, xb, Dp, gz, NZ, gW, NZ);
       for (let r = 0; r < bs; r++) for (let j = 0; j < NZ; j++) f[gB + j]! += f[gz + r * NZ + j]!;
       return;
     }
@@ -446,7 +438,7 @@ export function trainStack(
     f.fill(0, gAct, gAct + Mp * N1);
     for (let h = 0; h < H; h++) {
       const w2h = w2 + h * hp * ks;
-      km.gemm(hp, ks, bs, actT + hOff(h) * BP, BP, gz + zOff(h), NZ, gW2 + h * hp * ks, ks);
+      km.gemmTN(hp, ks, bs, act + hOff(h), N1, gz + zOff(h), NZ, gW2 + h * hp * ks, ks);
       const t = w2t + h * ks * hp;
       for (let u = 0; u < hp; u++) for (let o = 0; o < ks; o++) f[t + o * hp + u] = f[w2h + u * ks + o]!;
       km.gemm(Mp, hp, ks, gz + zOff(h), NZ, t, hp, gAct + hOff(h), N1);
@@ -459,7 +451,7 @@ export function trainStack(
         else f[gB + u]! += f[g0 + u]!;
       }
     }
-    km.gemm(Dp, N1, bs, xt, BP, gAct, N1, gW, N1);
+    km.gemmTN(Dp, N1, bs, xb, Dp, gAct, N1, gW, N1);
   }
 
   /** Writes each held-out row's probabilities (logits × logitScale, softmax) from the head that held it out. */

@@ -4,7 +4,8 @@
 //
 // All matrices live in one linear memory (`KernelMemory.f32`), addressed by float index. Two kernels:
 //  - gemm: C[M, N] += A[M, K] · B[K, N], row-major with leading dimensions; M % 4 == 0 and N % 8 == 0
-//    (callers pad), a 4×8 register-blocked microkernel (eight f32x4 accumulators).
+//    (callers pad), a 4×8 register-blocked microkernel (eight f32x4 accumulators); gemmTN the same with A
+//    stored transposed (weight gradients Xᵀ·G without a transpose).
 //  - adamw: one AdamW step over `count` (% 4 == 0) parameters with their gradient and moments.
 
 /** A float32 workspace with the two kernels. Offsets and sizes are in floats; views change when memory grows. */
@@ -17,6 +18,8 @@ export interface KernelMemory {
   reserve(floats: number): void;
   /** C[M,N] += A[M,K]·B[K,N] (row-major, leading dimensions lda/ldb/ldc); needs M % 4 == 0, N % 8 == 0. */
   gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void;
+  /** C[M,N] += Aᵀ·B with A stored `[K, lda]` (A[i, k] at a + k·lda + i); same constraints. */
+  gemmTN(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void;
   /**
    * AdamW over `count` (% 4 == 0) floats: m ← b1·m + (1−b1)·g; v ← b2·v + (1−b2)·g²;
    * w ← w − lr·(m·c1)/(√(v·c2) + eps) − decay·w.
@@ -94,33 +97,55 @@ const bump = (i: number, delta: number[]): number[] => [...get(i), ...delta, ...
 /** Byte address `base + index·4` from locals. */
 const addr4 = (base: number, index: number[]): number[] => [...get(base), ...index, ...i32c(2), ...I32_SHL, ...I32_ADD];
 
-/** gemm(M, N, K, a, lda, b, ldb, c, ldc): byte pointers a/b/c, leading dimensions in floats. */
-function gemmBody(): number[] {
+/**
+ * gemm(M, N, K, a, lda, b, ldb, c, ldc): byte pointers a/b/c, leading dimensions in floats. `transA`: A is stored
+ * transposed ([K, lda] row-major, A[i, k] at a[k·lda + i]), so one f32x4 load brings four rows' values.
+ */
+function gemmBody(transA: boolean): number[] {
   // params 0..8: M N K a lda b ldb c ldc; i32 locals 9..: i j kk pa0 pa1 pa2 pa3 pb pc ldaB ldbB ldcB;
   // v128 locals: acc0..acc7, b0, b1, s.
   const [M, N, K, A, LDA, B, LDB, C, LDC] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [I, J, KK, PA0, PA1, PA2, PA3, PB, PC, LDAB, LDBB, LDCB] = [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20];
   const ACC = [21, 22, 23, 24, 25, 26, 27, 28];
-  const [B0, B1, S] = [29, 30, 31];
+  const [B0, B1, S, AV] = [29, 30, 31, 32];
   const code: number[] = [];
   const p = (...xs: number[][]): void => {
     for (const x of xs) code.push(...x);
   };
-  p(get(LDA), i32c(2), I32_SHL, set(LDAB), get(LDB), i32c(2), I32_SHL, set(LDBB), get(LDC), i32c(2), I32_SHL, set(LDCB));
+  p(
+    get(LDA),
+    i32c(2),
+    I32_SHL,
+    set(LDAB),
+    get(LDB),
+    i32c(2),
+    I32_SHL,
+    set(LDBB),
+    get(LDC),
+    i32c(2),
+    I32_SHL,
+    set(LDCB),
+  );
   p(i32c(0), set(I), LOOP); // rows, 4 at a time
   p(i32c(0), set(J), LOOP); // columns, 8 at a time
   for (const acc of ACC) p(V128_ZERO, set(acc));
-  p(addr4(A, [...get(I), ...get(LDA), ...I32_MUL]), tee(PA0), get(LDAB), I32_ADD, tee(PA1));
-  p(get(LDAB), I32_ADD, tee(PA2), get(LDAB), I32_ADD, set(PA3));
+  if (transA) p(addr4(A, get(I)), set(PA0));
+  else {
+    p(addr4(A, [...get(I), ...get(LDA), ...I32_MUL]), tee(PA0), get(LDAB), I32_ADD, tee(PA1));
+    p(get(LDAB), I32_ADD, tee(PA2), get(LDAB), I32_ADD, set(PA3));
+  }
   p(addr4(B, get(J)), set(PB), get(K), set(KK));
   p(LOOP); // the reduction
   p(get(PB), v128load(0), set(B0), get(PB), v128load(16), set(B1));
+  if (transA) p(get(PA0), v128load(), set(AV));
   [PA0, PA1, PA2, PA3].forEach((pa, r) => {
-    p(get(pa), f32load(), F32X4_SPLAT, set(S));
+    if (transA) p(get(AV), get(AV), broadcastLane(r), set(S));
+    else p(get(pa), f32load(), F32X4_SPLAT, set(S));
     p(get(ACC[2 * r]!), get(S), get(B0), F32X4_MUL, F32X4_ADD, set(ACC[2 * r]!));
     p(get(ACC[2 * r + 1]!), get(S), get(B1), F32X4_MUL, F32X4_ADD, set(ACC[2 * r + 1]!));
   });
-  p(bump(PA0, i32c(4)), bump(PA1, i32c(4)), bump(PA2, i32c(4)), bump(PA3, i32c(4)), bump(PB, get(LDBB)));
+  if (transA) p(bump(PA0, get(LDAB)), bump(PB, get(LDBB)));
+  else p(bump(PA0, i32c(4)), bump(PA1, i32c(4)), bump(PA2, i32c(4)), bump(PA3, i32c(4)), bump(PB, get(LDBB)));
   p(get(KK), i32c(1), I32_SUB, tee(KK), brIf(0), END);
   // C += accumulators
   p(addr4(C, [...get(I), ...get(LDC), ...I32_MUL, ...get(J), ...I32_ADD]), set(PC));
@@ -134,10 +159,16 @@ function gemmBody(): number[] {
   p(bump(I, i32c(4)), get(I), get(M), I32_LT_S, brIf(0), END);
   const locals = vec([
     [...uleb(12), I32],
-    [...uleb(11), V128],
+    [...uleb(12), V128],
   ]);
   return [...locals, ...code, ...END];
 }
+
+/** i8x16.shuffle of (v, v) that broadcasts f32 lane `l` to all four lanes. */
+const broadcastLane = (l: number): number[] => [
+  ...simd(0x0d),
+  ...Array.from({ length: 16 }, (_, i) => 4 * l + (i % 4)),
+];
 
 /** adamw(w, g, m, v, count, lr, b1, b2, c1, c2, eps, decay): byte pointers, count % 4 == 0. */
 function adamBody(): number[] {
@@ -189,15 +220,16 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, vec([gemmType, adamType])),
     ...section(2, vec([[...str('env'), ...str('memory'), 0x02, 0x00, ...uleb(1)]])),
-    ...section(3, vec([uleb(0), uleb(1)])),
+    ...section(3, vec([uleb(0), uleb(1), uleb(0)])),
     ...section(
       7,
       vec([
         [...str('gemm'), 0x00, ...uleb(0)],
         [...str('adamw'), 0x00, ...uleb(1)],
+        [...str('gemmTN'), 0x00, ...uleb(2)],
       ]),
     ),
-    ...section(10, vec([body(gemmBody()), body(adamBody())])),
+    ...section(10, vec([body(gemmBody(false)), body(adamBody()), body(gemmBody(true))])),
   ]);
 }
 
@@ -228,6 +260,31 @@ export function gemmJs(
   }
 }
 
+/** Plain-JS gemmTN: C += Aᵀ·B with A stored [K, lda]. */
+export function gemmTNJs(
+  f: Float32Array,
+  m: number,
+  n: number,
+  k: number,
+  a: number,
+  lda: number,
+  b: number,
+  ldb: number,
+  c: number,
+  ldc: number,
+): void {
+  for (let kk = 0; kk < k; kk++) {
+    const ak = a + kk * lda;
+    const bk = b + kk * ldb;
+    for (let i = 0; i < m; i++) {
+      const s = f[ak + i]!;
+      if (s === 0) continue;
+      const ci = c + i * ldc;
+      for (let j = 0; j < n; j++) f[ci + j]! += s * f[bk + j]!;
+    }
+  }
+}
+
 function adamJs(f: Float32Array, w: number, g: number, m: number, v: number, count: number, h: AdamStep): void {
   for (let i = 0; i < count; i++) {
     const gi = f[g + i]!;
@@ -252,6 +309,19 @@ class JsMemory implements KernelMemory {
   gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
     gemmJs(this.f32, m, n, k, a, lda, b, ldb, c, ldc);
   }
+  gemmTN(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    c: number,
+    ldc: number,
+  ): void {
+    gemmTNJs(this.f32, m, n, k, a, lda, b, ldb, c, ldc);
+  }
   adamw(w: number, g: number, m: number, v: number, count: number, h: AdamStep): void {
     adamJs(this.f32, w, g, m, v, count, h);
   }
@@ -266,12 +336,14 @@ class WasmMemory implements KernelMemory {
   private readonly memory: WebAssembly.Memory;
   private readonly gemmFn: GemmFn;
   private readonly adamFn: GemmFn;
+  private readonly gemmTNFn: GemmFn;
   private view: Float32Array;
   constructor(module: WebAssembly.Module) {
     this.memory = new WebAssembly.Memory({ initial: 1 });
     const inst = new WebAssembly.Instance(module, { env: { memory: this.memory } });
     this.gemmFn = inst.exports.gemm as GemmFn;
     this.adamFn = inst.exports.adamw as GemmFn;
+    this.gemmTNFn = inst.exports.gemmTN as GemmFn;
     this.view = new Float32Array(this.memory.buffer);
   }
   get f32(): Float32Array {
@@ -286,6 +358,20 @@ class WasmMemory implements KernelMemory {
   gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
     if (m <= 0 || n <= 0 || k <= 0) return;
     this.gemmFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
+  }
+  gemmTN(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    c: number,
+    ldc: number,
+  ): void {
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    this.gemmTNFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
   }
   adamw(w: number, g: number, m: number, v: number, count: number, h: AdamStep): void {
     if (count <= 0) return;
