@@ -4,10 +4,11 @@
 // rule, targets 0.99 and 0.985). Features are cached in bench/.cache/ (shared with bench/heads-study.ts).
 //
 //   npx tsx bench/train-speed.ts [resnet56|resnet20] [--old <path to the old src/calibrate/crossfit.ts>]
-//        [--only old|new] [--profile] [--limit N]
+//        [--only old|new] [--profile] [--limit N] [--store f16|u8]
 //
 // `--old` defaults to ../base/src/calibrate/crossfit.ts (an untouched checkout of the previous trainer) when present.
-// `--profile` prints where the old trainer's time goes (per kind, per fold, per epoch).
+// `--profile` prints where the old trainer's time goes (per kind, per fold, per epoch). `--store` gives the new
+// trainer its features packed (feature-store.ts) instead of float32.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,7 @@ import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { crossFit as crossFitNew, type CrossFitOptions } from '../src/calibrate/crossfit.js';
 import { predictHeadRows, trainHead as trainHeadNew, type TrainedHead } from '../src/calibrate/train-head.js';
 import { argmaxAgreement, meanKL } from '../src/calibrate/linalg.js';
+import { packFeatures, type FeatureRows } from '../src/calibrate/feature-store.js';
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
 
@@ -43,6 +45,7 @@ const oldPath = path.resolve(flag('--old') ?? path.resolve(root, '../base/src/ca
 const only = flag('--only');
 const profile = args.includes('--profile');
 const limit = Number(flag('--limit') ?? Infinity);
+const store = flag('--store') as 'f16' | 'u8' | undefined;
 const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
 if (!fs.existsSync(modelFile)) {
   console.log(`train-speed: ${modelFile} is absent (needs ../shared): nothing to do`);
@@ -183,9 +186,10 @@ for (const { kind, cuts: cs } of plan) {
       const d = dims[i]!;
       const x = xOf(i);
       const opts: CrossFitOptions = { kind, foldOf, seed: 0, fitFinal: false };
+      const xs: FeatureRows = store && tr.name === 'new' ? packFeatures(x, rows, d, store) : x;
       const t0 = performance.now();
-      const cf = tr.crossFit(x, teacher, rows, d, K, opts);
-      const head: TrainedHead = tr.trainHead(x, teacher, rows, d, K, { kind, seed: 0 });
+      const cf = tr.crossFit(xs as Float32Array, teacher, rows, d, K, opts);
+      const head: TrainedHead = tr.trainHead(xs as Float32Array, teacher, rows, d, K, { kind, seed: 0 });
       r.seconds += (performance.now() - t0) / 1000;
       r.fits += 6;
       const oofN = cf.oof.subarray(0, n * K);

@@ -11,6 +11,7 @@ import {
   type TrainedHead,
 } from './train-head.js';
 import { trainStack, type StackHead } from './head-stack.js';
+import type { FeatureRows } from './feature-store.js';
 import { foldIndices, kFoldAssign } from './rng.js';
 
 /** Options of {@link crossFit}: head training options plus the split. */
@@ -55,7 +56,7 @@ export interface CrossFitResult {
  * stops early on its held-out fold (`earlyStopping`), and `onFit` is called for every fold once all are done.
  */
 export function crossFit(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,

@@ -6,6 +6,7 @@ import { SelfxitError } from '../errors.js';
 import type { DenseLayer } from '../graph/head-spec.js';
 import { createRng, shuffleInPlace, type Rng } from './rng.js';
 import { createKernelMemory, type KernelMemory } from './wasm-kernels.js';
+import { rowReader, type FeatureRows } from './feature-store.js';
 
 /** One head of a stack: it trains on rows whose group is >= 0 and != holdOut, and is scored on group == holdOut. */
 export interface StackHead {
@@ -67,18 +68,20 @@ export interface StackResult {
 const round = (v: number, to: number): number => Math.ceil(v / to) * to;
 
 /** Per-feature mean and inverse standard deviation over the used rows (float64 sums). */
-function standardisation(x: Float32Array, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
+function standardisation(x: FeatureRows, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
   const mu = new Float64Array(d);
   const ss = new Float64Array(d);
+  const read = rowReader(x, d, new Float32Array(d), new Float32Array(d).fill(1));
+  const row = new Float32Array(d);
   for (const r of used) {
-    const b = r * d;
-    for (let i = 0; i < d; i++) mu[i]! += x[b + i]!;
+    read(r, row, 0);
+    for (let i = 0; i < d; i++) mu[i]! += row[i]!;
   }
   for (let i = 0; i < d; i++) mu[i]! /= used.length;
   for (const r of used) {
-    const b = r * d;
+    read(r, row, 0);
     for (let i = 0; i < d; i++) {
-      const c = x[b + i]! - mu[i]!;
+      const c = row[i]! - mu[i]!;
       ss[i]! += c * c;
     }
   }
@@ -126,7 +129,7 @@ class Layout {
  * each held-out row's probabilities from the head that held it out, after training.
  */
 export function trainStack(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,
@@ -159,6 +162,7 @@ export function trainStack(
   if (!(Number.isInteger(epochs) && epochs >= 1))
     throw new SelfxitError('INVALID_ARGUMENT', `epochs must be a positive integer, got ${epochs}`);
   const { mean, invStd } = standardisation(x, used, d);
+  const readRow = rowReader(x, d, mean, invStd);
 
   // ---- geometry: linear heads share one [Dp, H·k] matrix; MLP heads one [Dp, H·hp] first layer + H second layers
   const mlp = s.hidden > 0;
@@ -265,11 +269,7 @@ export function trainStack(
   /** Gathers rows `perm[s0, s0+bs)` standardised into xb (row-major), zero rows up to a multiple of 4. */
   const gather = (perm: Int32Array, s0: number, bs: number): void => {
     const f = F();
-    for (let r = 0; r < bs; r++) {
-      const src = perm[s0 + r]! * d;
-      const dst = xb + r * Dp;
-      for (let i = 0; i < d; i++) f[dst + i] = (x[src + i]! - mean[i]!) * invStd[i]!;
-    }
+    for (let r = 0; r < bs; r++) readRow(perm[s0 + r]!, f, xb + r * Dp);
     f.fill(0, xb + bs * Dp, xb + round(bs, 4) * Dp);
   };
   /** Logits of the gathered batch into z (and hidden activations, after ReLU, into act). */

@@ -6,6 +6,7 @@ import { headInputSize, type DenseLayer, type HeadSpec } from '../graph/head-spe
 import type { HeadKind } from '../bundle/manifest.js';
 import { denseForward, softmaxRowsInPlace } from './linalg.js';
 import { trainStack, type StackResult, type StackSettings } from './head-stack.js';
+import { featureRowCount, type FeatureRows } from './feature-store.js';
 
 /** Options of {@link trainHead}. */
 export interface TrainHeadOptions {
@@ -89,11 +90,13 @@ function bad(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg, details);
 }
 
-function checkDims(x: Float32Array, p: Float32Array, n: number, d: number, k: number): void {
+function checkDims(x: FeatureRows, p: Float32Array, n: number, d: number, k: number): void {
   if (!(Number.isInteger(n) && n >= 1 && Number.isInteger(d) && d >= 1 && Number.isInteger(k) && k >= 2)) {
     bad(`head training needs n >= 1, d >= 1, k >= 2 (got n=${n}, d=${d}, k=${k})`, { n, d, k });
   }
-  if (x.length < n * d) bad(`features hold ${x.length} values, expected n*d = ${n * d}`, { n, d });
+  if (!(x instanceof Float32Array) && x.d !== d) bad(`packed features have ${x.d} columns, expected d = ${d}`);
+  if (featureRowCount(x, d) < n)
+    bad(`features hold ${featureRowCount(x, d)} rows of ${d}, expected n = ${n}`, { n, d });
   if (p.length < n * k) bad(`teacher probabilities hold ${p.length} values, expected n*k = ${n * k}`, { n, k });
 }
 
@@ -163,7 +166,7 @@ export function toTrainHeadResult(r: StackResult, h: number, scale: number, ms: 
  * {@link trainHead} and cross-fitting, so folds never copy the feature matrix.
  */
 export function trainHeadOnRows(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,
@@ -217,7 +220,7 @@ export function foldStandardization(layer: DenseLayer, mean: Float32Array, invSt
  * into the first layer, so the returned head reads raw features.
  */
 export function trainHead(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,
