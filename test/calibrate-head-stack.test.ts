@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createKernelMemory, gemmJs, gemmTNJs } from '../src/calibrate/wasm-kernels.js';
+import { createKernelMemory, gemmJs } from '../src/calibrate/wasm-kernels.js';
 import { trainStack, type StackSettings } from '../src/calibrate/head-stack.js';
 import { crossFit } from '../src/calibrate/crossfit.js';
 import { predictHead, trainHead } from '../src/calibrate/train-head.js';
@@ -33,7 +33,7 @@ describe('wasm kernels', () => {
         }
       const twin = Float32Array.from(f.subarray(0, size));
       km.gemm(m, n, k, a, lda, b, ldb, c, ldc);
-      gemmJs(twin, m, n, k, a, lda, b, ldb, c, ldc);
+      gemmJs(twin, m, n, k, a, lda, 1, b, ldb, c, ldc);
       for (let i = 0; i < m * ldc; i++) {
         expect(km.f32[c + i]!).toBeCloseTo(want[i]!, 3);
         expect(twin[c + i]!).toBeCloseTo(want[i]!, 3);
@@ -57,7 +57,7 @@ describe('wasm kernels', () => {
         want[i * ldc + j] = sum;
       }
     km.gemmTN(m, n, k, a, lda, b, ldb, c, ldc);
-    gemmTNJs(twin, m, n, k, a, lda, b, ldb, c, ldc);
+    gemmJs(twin, m, n, k, a, 1, lda, b, ldb, c, ldc);
     for (let i = 0; i < m * ldc; i++) {
       expect(km.f32[c + i]!).toBeCloseTo(want[i]!, 3);
       expect(twin[c + i]!).toBeCloseTo(want[i]!, 3);

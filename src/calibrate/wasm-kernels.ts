@@ -17,15 +17,28 @@ export interface KernelMemory {
   /** Makes room for `floats` floats from offset 0 (existing contents kept). */
   reserve(floats: number): void;
   /** C[M,N] += A[M,K]·B[K,N] (row-major, leading dimensions lda/ldb/ldc); needs M % 4 == 0, N % 8 == 0. */
-  gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void;
+  readonly gemm: Gemm;
   /** C[M,N] += Aᵀ·B with A stored `[K, lda]` (A[i, k] at a + k·lda + i); same constraints. */
-  gemmTN(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void;
+  readonly gemmTN: Gemm;
   /**
    * AdamW over `count` (% 4 == 0) floats: m ← b1·m + (1−b1)·g; v ← b2·v + (1−b2)·g²;
    * w ← w − lr·(m·c1)/(√(v·c2) + eps) − decay·w.
    */
   adamw(w: number, g: number, m: number, v: number, count: number, h: AdamStep): void;
 }
+
+/** `(M, N, K, a, lda, b, ldb, c, ldc)`: float offsets a/b/c into the workspace, leading dimensions in floats. */
+export type Gemm = (
+  m: number,
+  n: number,
+  k: number,
+  a: number,
+  lda: number,
+  b: number,
+  ldb: number,
+  c: number,
+  ldc: number,
+) => void;
 
 /** Scalars of one AdamW step: `c1`, `c2` the bias corrections 1/(1−βᵗ); `decay` = lr·weight decay. */
 export interface AdamStep {
@@ -235,14 +248,18 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
 
 // ---------------------------------------------------------------- JS twin
 
-/** Plain-JS gemm with the kernel's semantics (C += A·B, float32 storage). */
+/**
+ * Plain-JS gemm with the kernels' semantics (float32 storage): C[M,N] += A·B with A[i, k] at
+ * `f[a + i·aRow + k·aCol]` (gemm: aRow = lda, aCol = 1; gemmTN: aRow = 1, aCol = lda).
+ */
 export function gemmJs(
   f: Float32Array,
   m: number,
   n: number,
   k: number,
   a: number,
-  lda: number,
+  aRow: number,
+  aCol: number,
   b: number,
   ldb: number,
   c: number,
@@ -250,36 +267,10 @@ export function gemmJs(
 ): void {
   for (let i = 0; i < m; i++) {
     const ci = c + i * ldc;
-    const ai = a + i * lda;
     for (let kk = 0; kk < k; kk++) {
-      const s = f[ai + kk]!;
+      const s = f[a + i * aRow + kk * aCol]!;
       if (s === 0) continue;
       const bk = b + kk * ldb;
-      for (let j = 0; j < n; j++) f[ci + j]! += s * f[bk + j]!;
-    }
-  }
-}
-
-/** Plain-JS gemmTN: C += Aᵀ·B with A stored [K, lda]. */
-export function gemmTNJs(
-  f: Float32Array,
-  m: number,
-  n: number,
-  k: number,
-  a: number,
-  lda: number,
-  b: number,
-  ldb: number,
-  c: number,
-  ldc: number,
-): void {
-  for (let kk = 0; kk < k; kk++) {
-    const ak = a + kk * lda;
-    const bk = b + kk * ldb;
-    for (let i = 0; i < m; i++) {
-      const s = f[ak + i]!;
-      if (s === 0) continue;
-      const ci = c + i * ldc;
       for (let j = 0; j < n; j++) f[ci + j]! += s * f[bk + j]!;
     }
   }
@@ -306,22 +297,8 @@ class JsMemory implements KernelMemory {
     next.set(this.f32);
     this.f32 = next;
   }
-  gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
-    gemmJs(this.f32, m, n, k, a, lda, b, ldb, c, ldc);
-  }
-  gemmTN(
-    m: number,
-    n: number,
-    k: number,
-    a: number,
-    lda: number,
-    b: number,
-    ldb: number,
-    c: number,
-    ldc: number,
-  ): void {
-    gemmTNJs(this.f32, m, n, k, a, lda, b, ldb, c, ldc);
-  }
+  readonly gemm: Gemm = (m, n, k, a, lda, b, ldb, c, ldc) => gemmJs(this.f32, m, n, k, a, lda, 1, b, ldb, c, ldc);
+  readonly gemmTN: Gemm = (m, n, k, a, lda, b, ldb, c, ldc) => gemmJs(this.f32, m, n, k, a, 1, lda, b, ldb, c, ldc);
   adamw(w: number, g: number, m: number, v: number, count: number, h: AdamStep): void {
     adamJs(this.f32, w, g, m, v, count, h);
   }
@@ -355,24 +332,12 @@ class WasmMemory implements KernelMemory {
     const have = this.memory.buffer.byteLength;
     if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / 65536));
   }
-  gemm(m: number, n: number, k: number, a: number, lda: number, b: number, ldb: number, c: number, ldc: number): void {
-    if (m <= 0 || n <= 0 || k <= 0) return;
-    this.gemmFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
-  }
-  gemmTN(
-    m: number,
-    n: number,
-    k: number,
-    a: number,
-    lda: number,
-    b: number,
-    ldb: number,
-    c: number,
-    ldc: number,
-  ): void {
-    if (m <= 0 || n <= 0 || k <= 0) return;
-    this.gemmTNFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
-  }
+  readonly gemm: Gemm = (m, n, k, a, lda, b, ldb, c, ldc) => {
+    if (m > 0 && n > 0 && k > 0) this.gemmFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
+  };
+  readonly gemmTN: Gemm = (m, n, k, a, lda, b, ldb, c, ldc) => {
+    if (m > 0 && n > 0 && k > 0) this.gemmTNFn(m, n, k, a * 4, lda, b * 4, ldb, c * 4, ldc);
+  };
   adamw(w: number, g: number, m: number, v: number, count: number, h: AdamStep): void {
     if (count <= 0) return;
     this.adamFn(w * 4, g * 4, m * 4, v * 4, count, h.lr, h.b1, h.b2, h.c1, h.c2, h.eps, h.decay);
