@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { halfToFloatTable, packFeatures, rowReader, toHalf } from '../src/calibrate/feature-store.js';
+import { halfToFloatTable, packFeatures, rowReader, standardisation, toHalf } from '../src/calibrate/feature-store.js';
 import { crossFit } from '../src/calibrate/crossfit.js';
 import { meanKL } from '../src/calibrate/linalg.js';
 import { createRng } from '../src/calibrate/rng.js';
@@ -38,6 +38,19 @@ describe('packed features', () => {
         }
       }
     }
+  });
+  it('standardisation over all rows is computed once per matrix, again when the matrix changed', () => {
+    const x = Float32Array.from({ length: 40 * 3 }, (_, i) => (i * 7) % 11);
+    const all = Int32Array.from({ length: 40 }, (_, i) => i);
+    const a = standardisation(x, all, 3);
+    expect(standardisation(x, all, 3)).toBe(a);
+    const half = standardisation(x, all.subarray(0, 20), 3);
+    expect(half).not.toBe(a);
+    x.fill(2);
+    const b = standardisation(x, all, 3);
+    expect(b).not.toBe(a);
+    expect(Array.from(b.mean)).toEqual([2, 2, 2]);
+    expect(Array.from(b.invStd)).toEqual([1, 1, 1]);
   });
   it('training on packed features reaches the float32 out-of-fold KL', () => {
     const [n, d, k] = [2000, 24, 6];

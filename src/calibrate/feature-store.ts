@@ -1,6 +1,7 @@
 // Compact storage of pooled feature matrices for head training: float16 (2 bytes, relative error ≤ 2⁻¹¹) or uint8
 // with a per-feature affine map (1 byte), so many images × augmented copies × every candidate cut fit in memory.
-// The trainer reads them a row at a time, standardised on the fly (no float32 copy of the matrix is ever made).
+// The trainer reads them a row at a time, standardised on the fly (no float32 copy of the matrix is ever made);
+// the per-feature moments of that standardisation are computed here too.
 import { SelfxitError } from '../errors.js';
 
 /** `[n, d]` features packed one value per 2 bytes (f16) or 1 byte (u8: x ≈ offset[i] + scale[i] · q). */
@@ -139,4 +140,62 @@ export function rowReader(
     const src = row * d;
     for (let i = 0; i < d; i++) out[at + i] = data[src + i]! * a[i]! + b[i]!;
   };
+}
+
+/** Standardisations over all rows, per feature matrix: the folds, the final head and every head kind of a cut share one. */
+const allRowsMoments = new WeakMap<
+  object,
+  { d: number; n: number; print: number; mean: Float32Array; invStd: Float32Array }
+>();
+
+/** A cheap fingerprint of a matrix (64 spread values), so a matrix changed in place is not served stale moments. */
+function fingerprint(x: FeatureRows): number {
+  const data = x instanceof Float32Array ? x : x.data;
+  let h = data.length;
+  const step = Math.max(1, Math.floor(data.length / 64));
+  for (let i = 0; i < data.length; i += step) h = (Math.imul(h, 31) + Math.round(data[i]! * 4096)) | 0;
+  return h;
+}
+
+/**
+ * Per-feature mean and 1/std (float64 sums, two passes) over rows `used` of `x [·, d]`; a feature with no spread
+ * gets 1. Computed once per matrix when `used` is every row.
+ */
+export function standardisation(
+  x: FeatureRows,
+  used: Int32Array,
+  d: number,
+): { mean: Float32Array; invStd: Float32Array } {
+  const all = used.length === featureRowCount(x, d);
+  const print = all ? fingerprint(x) : 0;
+  const hit = all ? allRowsMoments.get(x) : undefined;
+  if (hit && hit.d === d && hit.n === used.length && hit.print === print) return hit;
+  const m = moments(x, used, d);
+  if (all) allRowsMoments.set(x, { d, n: used.length, print, ...m });
+  return m;
+}
+
+function moments(x: FeatureRows, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
+  const mu = new Float64Array(d);
+  const ss = new Float64Array(d);
+  const read = rowReader(x, d, new Float32Array(d), new Float32Array(d).fill(1));
+  const row = new Float32Array(d);
+  for (const r of used) {
+    read(r, row, 0);
+    for (let i = 0; i < d; i++) mu[i]! += row[i]!;
+  }
+  for (let i = 0; i < d; i++) mu[i]! /= used.length;
+  for (const r of used) {
+    read(r, row, 0);
+    for (let i = 0; i < d; i++) {
+      const c = row[i]! - mu[i]!;
+      ss[i]! += c * c;
+    }
+  }
+  const invStd = new Float32Array(d);
+  for (let i = 0; i < d; i++) {
+    const sd = Math.sqrt(ss[i]! / used.length);
+    invStd[i] = sd > 1e-6 * (Math.abs(mu[i]!) + 1e-6) && sd > 1e-12 ? 1 / sd : 1;
+  }
+  return { mean: Float32Array.from(mu), invStd };
 }

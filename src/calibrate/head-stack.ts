@@ -2,11 +2,12 @@
 // their weights sit side by side in one matrix, so each mini-batch is gathered and standardised once and every
 // product is one SIMD matrix product (wasm-kernels.ts) for all heads. Each head trains on its rows only (the other
 // rows get a zero gradient) and is scored on its held-out group for free, which drives early stopping.
+// Over 400 lines on purpose: one training loop whose steps share the workspace offsets as closures.
 import { SelfxitError } from '../errors.js';
 import type { DenseLayer } from '../graph/head-spec.js';
 import { createRng, shuffleInPlace, type Rng } from './rng.js';
 import { createKernelMemory, type KernelMemory } from './wasm-kernels.js';
-import { rowReader, type FeatureRows } from './feature-store.js';
+import { rowReader, standardisation, type FeatureRows } from './feature-store.js';
 
 /** One head of a stack: it trains on rows whose group is >= 0 and != holdOut, and is scored on group == holdOut. */
 export interface StackHead {
@@ -66,32 +67,6 @@ export interface StackResult {
 }
 
 const round = (v: number, to: number): number => Math.ceil(v / to) * to;
-
-/** Per-feature mean and inverse standard deviation over the used rows (float64 sums). */
-function standardisation(x: FeatureRows, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
-  const mu = new Float64Array(d);
-  const ss = new Float64Array(d);
-  const read = rowReader(x, d, new Float32Array(d), new Float32Array(d).fill(1));
-  const row = new Float32Array(d);
-  for (const r of used) {
-    read(r, row, 0);
-    for (let i = 0; i < d; i++) mu[i]! += row[i]!;
-  }
-  for (let i = 0; i < d; i++) mu[i]! /= used.length;
-  for (const r of used) {
-    read(r, row, 0);
-    for (let i = 0; i < d; i++) {
-      const c = row[i]! - mu[i]!;
-      ss[i]! += c * c;
-    }
-  }
-  const invStd = new Float32Array(d);
-  for (let i = 0; i < d; i++) {
-    const sd = Math.sqrt(ss[i]! / used.length);
-    invStd[i] = sd > 1e-6 * (Math.abs(mu[i]!) + 1e-6) && sd > 1e-12 ? 1 / sd : 1;
-  }
-  return { mean: Float32Array.from(mu), invStd };
-}
 
 /** Softened copy `softmax(log p / T)` of one teacher row into `out`. */
 function softenRow(p: Float32Array, pOff: number, k: number, t: number, out: Float32Array, oOff: number): void {
@@ -337,6 +312,7 @@ export function trainStack(
   }));
   const hasHeld = heads.map((h) => used.some((r) => group[r] === h.holdOut));
   const cnt = new Int32Array(H);
+  const holdOut = Int32Array.from(heads, (h) => h.holdOut);
   const gscale = new Float64Array(H);
   const lossSum = new Float64Array(H);
   const heldSum = new Float64Array(H);
@@ -356,7 +332,7 @@ export function trainStack(
       cnt.fill(0);
       for (let r = 0; r < bs; r++) {
         const g = group[perm[s0 + r]!]!;
-        for (let h = 0; h < H; h++) if (g !== heads[h]!.holdOut) cnt[h]!++;
+        for (let h = 0; h < H; h++) if (g !== holdOut[h]) cnt[h]!++;
       }
       for (let h = 0; h < H; h++) gscale[h] = cnt[h]! > 0 ? (s.logitScale * s.temperature) / cnt[h]! : 0;
       f.fill(0, gz, gz + round(bs, 4) * NZ);
@@ -365,7 +341,7 @@ export function trainStack(
         const g = group[row]!;
         const tb = row * k;
         for (let h = 0; h < H; h++) {
-          const held = g === heads[h]!.holdOut;
+          const held = g === holdOut[h];
           if (held && stopped[h]) continue;
           const kl = klOf(f, row, r, h, softmaxInto(f, r, h, sOverT));
           if (held) {
