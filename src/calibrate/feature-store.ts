@@ -171,8 +171,10 @@ export function standardisation(
   const hit = all ? allRowsMoments.get(x) : undefined;
   if (hit && hit.d === d && hit.n === used.length && hit.print === print) return hit;
   const m = moments(x, used, d);
-  if (all) allRowsMoments.set(x, { d, n: used.length, print, ...m });
-  return m;
+  if (!all) return m;
+  const entry = { d, n: used.length, print, ...m };
+  allRowsMoments.set(x, entry);
+  return entry;
 }
 
 function moments(x: FeatureRows, used: Int32Array, d: number): { mean: Float32Array; invStd: Float32Array } {
