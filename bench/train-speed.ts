@@ -188,8 +188,8 @@ for (const { kind, cuts: cs } of plan) {
       const opts: CrossFitOptions = { kind, foldOf, seed: 0, fitFinal: false };
       const xs: FeatureRows = store && tr.name === 'new' ? packFeatures(x, rows, d, store) : x;
       const t0 = performance.now();
-      const cf = tr.crossFit(xs as Float32Array, teacher, rows, d, K, opts);
-      const head: TrainedHead = tr.trainHead(xs as Float32Array, teacher, rows, d, K, { kind, seed: 0 });
+      const cf = tr.crossFit(xs, teacher, rows, d, K, opts);
+      const head: TrainedHead = tr.trainHead(xs, teacher, rows, d, K, { kind, seed: 0 });
       r.seconds += (performance.now() - t0) / 1000;
       r.fits += 6;
       const oofN = cf.oof.subarray(0, n * K);
