@@ -179,12 +179,15 @@ interface KindResult {
   kl: number[];
 }
 const results = new Map<string, KindResult>();
+// Trainers alternate cut by cut, so load from other jobs on the machine falls on both alike.
 for (const { kind, cuts: cs } of plan) {
-  for (const tr of trainers) {
-    const r: KindResult = { seconds: 0, fits: 0, oof: [], onTest: [], agree: [], kl: [] };
-    for (const i of cs) {
-      const d = dims[i]!;
-      const x = xOf(i);
+  for (const tr of trainers)
+    results.set(`${tr.name}:${kind}`, { seconds: 0, fits: 0, oof: [], onTest: [], agree: [], kl: [] });
+  for (const i of cs) {
+    const d = dims[i]!;
+    const x = xOf(i);
+    for (const tr of trainers) {
+      const r = results.get(`${tr.name}:${kind}`)!;
       const opts: CrossFitOptions = { kind, foldOf, seed: 0, fitFinal: false };
       const xs: FeatureRows = store && tr.name === 'new' ? packFeatures(x, rows, d, store) : x;
       const t0 = performance.now();
@@ -200,7 +203,9 @@ for (const { kind, cuts: cs } of plan) {
       predictHeadRows(head, testF.x[i]!, null, test.count, pt, false);
       r.onTest.push(exitScores(pt, test.count, K, testPred));
     }
-    results.set(`${tr.name}:${kind}`, r);
+  }
+  for (const tr of trainers) {
+    const r = results.get(`${tr.name}:${kind}`)!;
     console.error(`${tr.name} ${kind}: ${r.seconds.toFixed(1)} s for ${r.fits} fits`);
   }
 }
