@@ -1,12 +1,17 @@
 // K-fold cross-fitting of exit heads: out-of-fold probabilities for threshold choice, plus a final head on all samples.
+// The k fold heads train together as one head stack (head-stack.ts): one pass over the rows serves every fold,
+// and each fold's held-out rows drive its early stopping.
 import { SelfxitError } from '../errors.js';
 import {
-  predictHeadRows,
+  resolveTrainSettings,
+  toTrainHeadResult,
   trainHeadOnRows,
   type TrainHeadOptions,
   type TrainHeadResult,
   type TrainedHead,
 } from './train-head.js';
+import { trainStack, type StackHead } from './head-stack.js';
+import type { FeatureRows } from './feature-store.js';
 import { foldIndices, kFoldAssign } from './rng.js';
 
 /** Options of {@link crossFit}: head training options plus the split. */
@@ -47,9 +52,11 @@ export interface CrossFitResult {
  * out-of-fold probabilities come from a head that never saw it (thresholds are chosen on these only).
  * Then (fitFinal, default) trains the exported head on all `n` samples. The split is seeded (`seed`, default 0);
  * pass the same `foldOf` to every cut to keep folds aligned across exits. Fold f's head uses seed `seed + 1 + f`.
+ * The fold heads train in one stack: features are standardised once over all rows (label-free), each fold's head
+ * stops early on its held-out fold (`earlyStopping`), and `onFit` is called for every fold once all are done.
  */
 export function crossFit(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,
@@ -75,17 +82,27 @@ export function crossFit(
   }
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
   const oof = new Float32Array(n * k);
+  const settings = resolveTrainSettings(options);
+  const heads: StackHead[] = [];
   for (let f = 0; f < folds; f++) {
-    const test = foldIndices(foldOf, f, true);
-    const train = foldIndices(foldOf, f, false);
-    if (test.length === 0) continue;
-    if (train.length === 0) throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
-    const result = trainHeadOnRows(x, p, n, d, k, train, { ...options, seed: seed + 1 + f });
-    predictHeadRows(result, x, test, test.length, oof, true);
-    options.onFit?.({ fold: f, trainIndices: train, predictIndices: test, result });
+    if (foldIndices(foldOf, f, true).length === 0) continue;
+    if (foldIndices(foldOf, f, false).length === 0)
+      throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
+    heads.push({ holdOut: f, seed: seed + 1 + f });
   }
+  const stack = trainStack(x, p, n, d, k, foldOf, heads, { ...settings, shuffleSeed: seed }, oof);
+  const stackMs = Date.now() - t0;
+  heads.forEach((h, i) => {
+    const result = toTrainHeadResult(stack, i, settings.logitScale, stackMs);
+    const [trainIndices, predictIndices] = [
+      foldIndices(foldOf, h.holdOut, false),
+      foldIndices(foldOf, h.holdOut, true),
+    ];
+    options.onFit?.({ fold: h.holdOut, trainIndices, predictIndices, result });
+  });
   let head: TrainedHead | undefined;
   if (options.fitFinal ?? true) {
+    // Its own pass: in the stack it would see every row of each batch, a larger batch than the folds' heads.
     const result = trainHeadOnRows(x, p, n, d, k, null, { ...options, seed });
     head = { layers: result.layers, logitScale: result.logitScale };
     const all = Int32Array.from({ length: n }, (_, i) => i);

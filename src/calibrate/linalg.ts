@@ -1,4 +1,5 @@
-// Dense-layer kernels on row-major Float32Array matrices (cache-blocked loops, no allocation) and softmax/KL helpers.
+// Dense-layer forward pass on row-major Float32Array matrices (cache-blocked loops, no allocation; prediction) and
+// softmax/KL helpers. Training products run in wasm-kernels.ts.
 import { argmaxAt } from '../policy/cascade-sim.js';
 
 /** Columns per block so that one block of an `[outDim, block]` weight slice stays in cache (~256 KB). */
@@ -78,81 +79,6 @@ export function denseForward(
         for (let i = i0; i < i1; i++) s += x[xa + i]! * w[wa + i]!;
         out[oa + o]! += s;
       }
-    }
-  }
-}
-
-/**
- * Accumulates weight and bias gradients of a dense layer: `gw[o, i] += Σ_r g[r, o] · x[r, i]`,
- * `gb[o] += Σ_r g[r, o]`. `g` is `[rows, outDim]`, `x` `[rows, inDim]`, `gw` `[outDim, inDim]`.
- * Four rows per pass (one read-modify-write of gw for four products).
- */
-export function denseBackwardParams(
-  g: Float32Array,
-  x: Float32Array,
-  rows: number,
-  inDim: number,
-  outDim: number,
-  gw: Float32Array,
-  gb: Float32Array,
-): void {
-  for (let r = 0; r < rows; r++) {
-    const gr = r * outDim;
-    for (let o = 0; o < outDim; o++) gb[o]! += g[gr + o]!;
-  }
-  const bs = blockSize(inDim, outDim);
-  for (let i0 = 0; i0 < inDim; i0 += bs) {
-    const i1 = Math.min(inDim, i0 + bs);
-    let r = 0;
-    for (; r + 3 < rows; r += 4) {
-      const x0 = r * inDim;
-      const x1 = x0 + inDim;
-      const x2 = x1 + inDim;
-      const x3 = x2 + inDim;
-      const g0 = r * outDim;
-      for (let o = 0; o < outDim; o++) {
-        const c0 = g[g0 + o]!;
-        const c1 = g[g0 + outDim + o]!;
-        const c2 = g[g0 + 2 * outDim + o]!;
-        const c3 = g[g0 + 3 * outDim + o]!;
-        if (c0 === 0 && c1 === 0 && c2 === 0 && c3 === 0) continue;
-        const wb = o * inDim;
-        for (let i = i0; i < i1; i++) {
-          gw[wb + i] = gw[wb + i]! + c0 * x[x0 + i]! + c1 * x[x1 + i]! + c2 * x[x2 + i]! + c3 * x[x3 + i]!;
-        }
-      }
-    }
-    for (; r < rows; r++) {
-      const xb = r * inDim;
-      const gr = r * outDim;
-      for (let o = 0; o < outDim; o++) {
-        const c = g[gr + o]!;
-        if (c === 0) continue;
-        const wb = o * inDim;
-        for (let i = i0; i < i1; i++) gw[wb + i]! += c * x[xb + i]!;
-      }
-    }
-  }
-}
-
-/** Gradient w.r.t. a dense layer's input: `gx[r, i] = Σ_o g[r, o] · w[o, i]` (overwrites gx). */
-export function denseBackwardInput(
-  g: Float32Array,
-  w: Float32Array,
-  rows: number,
-  inDim: number,
-  outDim: number,
-  gx: Float32Array,
-): void {
-  gx.fill(0, 0, rows * inDim);
-  for (let r = 0; r < rows; r++) {
-    const xb = r * inDim;
-    const gr = r * outDim;
-    for (let o = 0; o < outDim; o++) {
-      const c = g[gr + o]!;
-      if (c === 0) continue;
-      const wb = o * inDim;
-      for (let i = 0; i < inDim; i++) gx[xb + i]! += c * w[wb + i]!;
     }
   }
 }

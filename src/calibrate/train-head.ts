@@ -1,10 +1,12 @@
-// Exit-head training by distillation: minimise KL(teacher ‖ head) with Adam on standardised features,
-// then fold the standardisation into the first layer so the head reads raw pooled features.
+// Exit-head training by distillation: minimise KL(teacher ‖ head) with AdamW on standardised features (the
+// SIMD head stack of head-stack.ts), then fold the standardisation into the first layer so the head reads raw
+// pooled features. Also prediction and the HeadSpec wrapper.
 import { SelfxitError } from '../errors.js';
 import { headInputSize, type DenseLayer, type HeadSpec } from '../graph/head-spec.js';
 import type { HeadKind } from '../bundle/manifest.js';
-import { createRng, shuffleInPlace, type Rng } from './rng.js';
-import { denseBackwardInput, denseBackwardParams, denseForward, klRow, softmaxRowsInPlace } from './linalg.js';
+import { denseForward, softmaxRowsInPlace } from './linalg.js';
+import { trainStack, type StackResult, type StackSettings } from './head-stack.js';
+import { featureRowCount, type FeatureRows } from './feature-store.js';
 
 /** Options of {@link trainHead}. */
 export interface TrainHeadOptions {
@@ -26,8 +28,15 @@ export interface TrainHeadOptions {
   readonly logitScale?: number;
   /** Seed for init and shuffling. Default 0. */
   readonly seed?: number;
-  /** Stop early when the epoch's mean training KL improves by less than this (relative). Default 0 (never). */
+  /** Stop early when the mean training KL improves by less than this (relative) two epochs in a row (heads without a held-out fold). Default 0 (never). */
   readonly tolerance?: number;
+  /**
+   * Cross-fitting: a fold's head stops when the mean KL on its held-out fold improves by less than this fraction
+   * over two epochs in a row, and keeps its best epoch's weights. 0: off. Default {@link DEFAULT_EARLY_STOPPING}.
+   */
+  readonly earlyStopping?: number;
+  /** 'js' forces the plain-JS kernels (default 'auto': WebAssembly SIMD where available). */
+  readonly kernels?: 'auto' | 'js';
 }
 
 /** A trained head: dense layers (ReLU between them) reading raw features, and the logit scale. */
@@ -41,7 +50,14 @@ export interface TrainReport {
   readonly epochs: number;
   /** Mean KL(teacher ‖ head) per epoch on the training samples (at T = 1 when T = 1), measured during the epoch. */
   readonly lossHistory: readonly number[];
+  /** Mean KL on the held-out fold per epoch, measured during the epoch (empty without one). */
+  readonly heldOutHistory?: readonly number[];
+  /** Epoch (1-based) whose weights were kept (early stopping keeps the best). */
+  readonly bestEpoch?: number;
+  /** Milliseconds (for a cross-fit: the whole stack's time, shared by its folds). */
   readonly ms: number;
+  /** Kernels used. */
+  readonly backend?: 'wasm-simd' | 'js';
 }
 
 export interface TrainHeadResult extends TrainedHead {
@@ -65,6 +81,8 @@ export const DEFAULT_LEARNING_RATE: Readonly<Record<HeadKind, number>> = {
   'pool-mlp': 0.01,
   paper: 0.001,
 };
+/** Default early-stopping tolerance on the held-out fold (relative improvement per epoch). */
+export const DEFAULT_EARLY_STOPPING = 0.001;
 /** Default hidden width per head kind (0: no hidden layer). */
 export const DEFAULT_HIDDEN: Readonly<Record<HeadKind, number>> = { 'pool-linear': 0, 'pool-mlp': 64, paper: 512 };
 
@@ -72,73 +90,20 @@ function bad(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg, details);
 }
 
-function checkDims(x: Float32Array, p: Float32Array, n: number, d: number, k: number): void {
+function checkDims(x: FeatureRows, p: Float32Array, n: number, d: number, k: number): void {
   if (!(Number.isInteger(n) && n >= 1 && Number.isInteger(d) && d >= 1 && Number.isInteger(k) && k >= 2)) {
     bad(`head training needs n >= 1, d >= 1, k >= 2 (got n=${n}, d=${d}, k=${k})`, { n, d, k });
   }
-  if (x.length < n * d) bad(`features hold ${x.length} values, expected n*d = ${n * d}`, { n, d });
+  if (!(x instanceof Float32Array) && x.d !== d) bad(`packed features have ${x.d} columns, expected d = ${d}`);
+  if (featureRowCount(x, d) < n)
+    bad(`features hold ${featureRowCount(x, d)} rows of ${d}, expected n = ${n}`, { n, d });
   if (p.length < n * k) bad(`teacher probabilities hold ${p.length} values, expected n*k = ${n * k}`, { n, k });
 }
 
-interface Param {
-  readonly w: Float32Array;
-  readonly g: Float32Array;
-  readonly m: Float32Array;
-  readonly v: Float32Array;
-  readonly decay: boolean;
-}
-
-function param(size: number, decay: boolean): Param {
-  return {
-    w: new Float32Array(size),
-    g: new Float32Array(size),
-    m: new Float32Array(size),
-    v: new Float32Array(size),
-    decay,
-  };
-}
-
-function initNormal(w: Float32Array, std: number, rng: Rng): void {
-  for (let i = 0; i < w.length; i++) w[i] = rng.normal() * std;
-}
-
-/** Softened copy `softmax(log p / T)` of teacher rows. */
-function soften(p: Float32Array, n: number, k: number, t: number): Float32Array {
-  const out = new Float32Array(n * k);
-  for (let r = 0; r < n; r++) {
-    const b = r * k;
-    let max = -Infinity;
-    for (let j = 0; j < k; j++) {
-      const v = Math.log(Math.max(p[b + j]!, 1e-30)) / t;
-      out[b + j] = v;
-      if (v > max) max = v;
-    }
-    let s = 0;
-    for (let j = 0; j < k; j++) {
-      const e = Math.exp(out[b + j]! - max);
-      out[b + j] = e;
-      s += e;
-    }
-    for (let j = 0; j < k; j++) out[b + j]! /= s;
-  }
-  return out;
-}
-
-/**
- * Trains a head on the samples `rows` (indices into `x`/`p`; null = all `n`). Internal entry shared by
- * {@link trainHead} and cross-fitting, so folds never copy the feature matrix.
- */
-export function trainHeadOnRows(
-  x: Float32Array,
-  p: Float32Array,
-  n: number,
-  d: number,
-  k: number,
-  rows: Int32Array | null,
-  options: TrainHeadOptions = {},
-): TrainHeadResult {
-  checkDims(x, p, n, d, k);
-  const t0 = Date.now();
+/** Resolved settings of one head kind (the defaults above, validated). */
+export function resolveTrainSettings(
+  options: TrainHeadOptions,
+): Omit<StackSettings, 'shuffleSeed' | 'epochs'> & { kind: HeadKind; epochs: (stepsPerEpoch: number) => number } {
   const kind: HeadKind = options.kind ?? 'pool-linear';
   if (kind !== 'pool-linear' && kind !== 'pool-mlp' && kind !== 'paper') bad(`unknown head kind ${String(kind)}`);
   const hidden = kind === 'pool-linear' ? 0 : (options.hidden ?? DEFAULT_HIDDEN[kind]);
@@ -148,162 +113,81 @@ export function trainHeadOnRows(
   const temp = options.temperature ?? 1;
   const scale = options.logitScale ?? (kind === 'paper' ? 2 : 1);
   const tol = options.tolerance ?? 0;
+  const es = options.earlyStopping ?? DEFAULT_EARLY_STOPPING;
   if (!(Number.isInteger(hidden) && hidden >= 0 && (kind === 'pool-linear' || hidden >= 1)))
     bad(`hidden width must be a positive integer, got ${hidden}`);
   if (!(Number.isInteger(batch) && batch >= 1)) bad(`batchSize must be a positive integer, got ${batch}`);
-  if (!(lr0 > 0 && wd >= 0 && temp > 0 && scale > 0 && tol >= 0))
-    bad('learningRate, temperature, logitScale must be > 0; weightDecay, tolerance >= 0', {
+  if (!(lr0 > 0 && wd >= 0 && temp > 0 && scale > 0 && tol >= 0 && es >= 0))
+    bad('learningRate, temperature, logitScale must be > 0; weightDecay, tolerance, earlyStopping >= 0', {
       lr0,
       wd,
       temp,
       scale,
       tol,
+      es,
     });
-
-  const order = rows ? Int32Array.from(rows) : Int32Array.from({ length: n }, (_, i) => i);
-  const m = order.length;
-  if (m < 1) bad('head training needs at least one sample');
-  const epochs =
-    options.epochs ??
-    Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS[kind] / Math.ceil(m / batch))));
-  if (!(Number.isInteger(epochs) && epochs >= 1)) bad(`epochs must be a positive integer, got ${epochs}`);
-  for (let r = 0; r < m; r++) if (!(order[r]! >= 0 && order[r]! < n)) bad(`row index ${order[r]} outside [0, ${n})`);
-
-  // Per-feature standardisation on the training rows (two passes, float64).
-  const mu = new Float64Array(d);
-  const inv = new Float64Array(d);
-  for (let r = 0; r < m; r++) {
-    const b = order[r]! * d;
-    for (let i = 0; i < d; i++) mu[i]! += x[b + i]!;
-  }
-  for (let i = 0; i < d; i++) mu[i]! /= m;
-  for (let r = 0; r < m; r++) {
-    const b = order[r]! * d;
-    for (let i = 0; i < d; i++) {
-      const c = x[b + i]! - mu[i]!;
-      inv[i]! += c * c;
-    }
-  }
-  for (let i = 0; i < d; i++) {
-    const sd = Math.sqrt(inv[i]! / m);
-    inv[i] = sd > 1e-6 * (Math.abs(mu[i]!) + 1e-6) && sd > 1e-12 ? 1 / sd : 1;
-  }
-  const muF = Float32Array.from(mu);
-  const invF = Float32Array.from(inv);
-
-  const rng = createRng(options.seed ?? 0);
-  const dims = hidden > 0 ? [d, hidden, k] : [d, k];
-  const layers: { W: Param; B: Param; in: number; out: number }[] = [];
-  for (let l = 0; l + 1 < dims.length; l++) {
-    const fin = dims[l]!;
-    const fout = dims[l + 1]!;
-    const W = param(fin * fout, true);
-    const B = param(fout, false);
-    const last = l + 2 === dims.length;
-    initNormal(W.w, Math.sqrt((last ? 1 : 2) / fin), rng);
-    layers.push({ W, B, in: fin, out: fout });
-  }
-  const params: Param[] = layers.flatMap((L) => [L.W, L.B]);
-
-  // Standardised training rows and their (softened) teacher rows, packed once so batches are plain copies.
-  const xs = new Float32Array(m * d);
-  const teacher = new Float32Array(m * k);
-  for (let r = 0; r < m; r++) {
-    const src = order[r]! * d;
-    const dst = r * d;
-    for (let i = 0; i < d; i++) xs[dst + i] = (x[src + i]! - muF[i]!) * invF[i]!;
-    teacher.set(p.subarray(order[r]! * k, order[r]! * k + k), r * k);
-  }
-  if (temp !== 1) teacher.set(soften(teacher, m, k, temp));
-  const perm = Int32Array.from({ length: m }, (_, i) => i);
-  const xb = new Float32Array(batch * d);
-  const act = hidden > 0 ? new Float32Array(batch * hidden) : new Float32Array(0);
-  const gAct = hidden > 0 ? new Float32Array(batch * hidden) : new Float32Array(0);
-  const z = new Float32Array(batch * k);
-  const gz = new Float32Array(batch * k);
-  const stepsPerEpoch = Math.ceil(m / batch);
-  const totalSteps = epochs * stepsPerEpoch;
-  const b1 = 0.9;
-  const b2 = 0.999;
-  let step = 0;
-  const lossHistory: number[] = [];
-  const sOverT = scale / temp;
-
-  for (let ep = 0; ep < epochs; ep++) {
-    shuffleInPlace(perm, rng);
-    let lossSum = 0;
-    for (let s0 = 0; s0 < m; s0 += batch) {
-      const bs = Math.min(batch, m - s0);
-      for (let r = 0; r < bs; r++) {
-        const src = perm[s0 + r]! * d;
-        xb.set(xs.subarray(src, src + d), r * d);
-      }
-      // Forward.
-      const L0 = layers[0]!;
-      if (hidden > 0) {
-        const L1 = layers[1]!;
-        denseForward(xb, bs, d, L0.W.w, L0.B.w, hidden, act);
-        for (let i = 0; i < bs * hidden; i++) if (act[i]! < 0) act[i] = 0;
-        denseForward(act, bs, hidden, L1.W.w, L1.B.w, k, z);
-      } else {
-        denseForward(xb, bs, d, L0.W.w, L0.B.w, k, z);
-      }
-      softmaxRowsInPlace(z, bs, k, sOverT);
-      // Loss and dL/dz = scale·T·(q_T − p_T) / bs (the T² gradient scaling of distillation).
-      const gscale = (scale * temp) / bs;
-      for (let r = 0; r < bs; r++) {
-        const tb = perm[s0 + r]! * k;
-        lossSum += klRow(teacher, tb, z, r * k, k);
-        for (let j = 0; j < k; j++) gz[r * k + j] = (z[r * k + j]! - teacher[tb + j]!) * gscale;
-      }
-      for (const P of params) P.g.fill(0);
-      if (hidden > 0) {
-        const L1 = layers[1]!;
-        denseBackwardParams(gz, act, bs, hidden, k, L1.W.g, L1.B.g);
-        denseBackwardInput(gz, L1.W.w, bs, hidden, k, gAct);
-        for (let i = 0; i < bs * hidden; i++) if (act[i]! <= 0) gAct[i] = 0;
-        denseBackwardParams(gAct, xb, bs, d, hidden, L0.W.g, L0.B.g);
-      } else {
-        denseBackwardParams(gz, xb, bs, d, k, L0.W.g, L0.B.g);
-      }
-      // AdamW with cosine learning-rate decay.
-      step++;
-      const lr = lr0 * 0.5 * (1 + Math.cos((Math.PI * (step - 1)) / totalSteps));
-      const c1 = 1 / (1 - Math.pow(b1, step));
-      const c2 = 1 / (1 - Math.pow(b2, step));
-      for (const P of params) {
-        const { w, g, m: mm, v } = P;
-        const decay = P.decay ? lr * wd : 0;
-        for (let i = 0; i < w.length; i++) {
-          const gi = g[i]!;
-          const mi = b1 * mm[i]! + (1 - b1) * gi;
-          const vi = b2 * v[i]! + (1 - b2) * gi * gi;
-          mm[i] = mi;
-          v[i] = vi;
-          w[i] = w[i]! - (lr * (mi * c1)) / (Math.sqrt(vi * c2) + 1e-8) - decay * w[i]!;
-        }
-      }
-    }
-    const loss = lossSum / m;
-    lossHistory.push(loss);
-    if (tol > 0 && lossHistory.length >= 2) {
-      const prev = lossHistory[lossHistory.length - 2]!;
-      if (prev - loss < tol * Math.abs(prev)) break;
-    }
-  }
-
-  layers[0] = { ...layers[0]!, ...foldedParams(layers[0]!, muF, invF) };
-  const out: DenseLayer[] = layers.map((L) => ({ in: L.in, out: L.out, weight: L.W.w, bias: L.B.w }));
-  return { layers: out, logitScale: scale, report: { epochs: lossHistory.length, lossHistory, ms: Date.now() - t0 } };
+  const fixed = options.epochs;
+  if (fixed !== undefined && !(Number.isInteger(fixed) && fixed >= 1))
+    bad(`epochs must be a positive integer, got ${fixed}`);
+  return {
+    kind,
+    hidden,
+    batchSize: batch,
+    epochs: (stepsPerEpoch) =>
+      fixed ?? Math.min(50, Math.max(DEFAULT_EPOCHS[kind], Math.ceil(DEFAULT_MIN_STEPS[kind] / stepsPerEpoch))),
+    learningRate: lr0,
+    weightDecay: wd,
+    temperature: temp,
+    logitScale: scale,
+    heldOutTolerance: es,
+    trainTolerance: tol,
+    ...(options.kernels ? { kernels: options.kernels } : {}),
+  };
 }
 
-function foldedParams(
-  L: { W: Param; B: Param; in: number; out: number },
-  mean: Float32Array,
-  invStd: Float32Array,
-): { W: Param; B: Param } {
-  const f = foldStandardization({ in: L.in, out: L.out, weight: L.W.w, bias: L.B.w }, mean, invStd);
-  return { W: { ...L.W, w: f.weight }, B: { ...L.B, w: f.bias } };
+/** A stack head's result as a trained head on raw features (standardisation folded into the first layer). */
+export function toTrainHeadResult(r: StackResult, h: number, scale: number, ms: number): TrainHeadResult {
+  const head = r.heads[h]!;
+  const layers = head.layers.slice();
+  layers[0] = foldStandardization(layers[0]!, r.mean, r.invStd);
+  const report: TrainReport = {
+    epochs: head.lossHistory.length,
+    lossHistory: head.lossHistory,
+    heldOutHistory: head.heldOutHistory,
+    bestEpoch: head.bestEpoch,
+    ms,
+    backend: r.backend,
+  };
+  return { layers, logitScale: scale, report };
+}
+
+/**
+ * Trains a head on the samples `rows` (indices into `x`/`p`; null = all `n`). Internal entry shared by
+ * {@link trainHead} and cross-fitting, so folds never copy the feature matrix.
+ */
+export function trainHeadOnRows(
+  x: FeatureRows,
+  p: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  rows: Int32Array | null,
+  options: TrainHeadOptions = {},
+): TrainHeadResult {
+  checkDims(x, p, n, d, k);
+  const t0 = Date.now();
+  const settings = resolveTrainSettings(options);
+  const group = new Int32Array(n).fill(rows ? -1 : 0);
+  if (rows) {
+    if (rows.length < 1) bad('head training needs at least one sample');
+    for (const r of rows) {
+      if (!(r >= 0 && r < n)) bad(`row index ${r} outside [0, ${n})`);
+      group[r] = 0;
+    }
+  }
+  const seed = options.seed ?? 0;
+  const r = trainStack(x, p, n, d, k, group, [{ holdOut: -1, seed }], { ...settings, shuffleSeed: seed });
+  return toTrainHeadResult(r, 0, settings.logitScale, Date.now() - t0);
 }
 
 /**
@@ -336,7 +220,7 @@ export function foldStandardization(layer: DenseLayer, mean: Float32Array, invSt
  * into the first layer, so the returned head reads raw features.
  */
 export function trainHead(
-  x: Float32Array,
+  x: FeatureRows,
   p: Float32Array,
   n: number,
   d: number,
