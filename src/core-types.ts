@@ -7,7 +7,7 @@ export type { DType, onnx } from './graph/proto.js';
 export type { TensorTypes } from './graph/split.js';
 export type { AnalyzeOptions, CutPoint, ModelAnalysis } from './graph/analyze.js';
 export type { BuildHeadOptions, FuseHeadOptions } from './graph/head-builder.js';
-export type { HeadKind, DenseLayer, HeadSpec } from './graph/head-spec.js';
+export type { HeadKind, DenseLayer, HeadGeometry, HeadSpec } from './graph/head-spec.js';
 
 // Bundle schema (docs/BUNDLE.md)
 export type {

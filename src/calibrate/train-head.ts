@@ -2,7 +2,7 @@
 // SIMD head stack of head-stack.ts), then fold the standardisation into the first layer so the head reads raw
 // pooled features. Also prediction and the HeadSpec wrapper.
 import { SelfxitError } from '../errors.js';
-import { headInputSize, type DenseLayer, type HeadSpec } from '../graph/head-spec.js';
+import { headInputSize, type DenseLayer, type HeadGeometry, type HeadSpec } from '../graph/head-spec.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import { denseForward, softmaxRowsInPlace } from './linalg.js';
 import { trainStack, type StackResult, type StackSettings } from './head-stack.js';
@@ -297,17 +297,6 @@ export function predictHead(head: TrainedHead, x: Float32Array, n: number): Floa
   return out;
 }
 
-/** Geometry that turns a trained head into a {@link HeadSpec}. */
-export interface HeadGeometry {
-  readonly kind: HeadKind;
-  readonly inChannels: number;
-  readonly inHeight: number;
-  readonly inWidth: number;
-  /** Average-pooling grid. */
-  readonly grid: readonly [number, number];
-  /** Max-pooling grid of the features that follow the average-pooled ones (CutFeatures `maxGrid`). Absent: none. */
-  readonly maxGrid?: readonly [number, number];
-}
 
 /**
  * Wraps a trained head into the HeadSpec the graph toolkit turns into ONNX; checks the feature count matches the

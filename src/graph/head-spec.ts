@@ -13,14 +13,8 @@ export interface DenseLayer {
   readonly bias: Float32Array;
 }
 
-/**
- * An exit head on the cut's NCHW map `[N, C, H, W]`. Features: average-pool to a `grid` (`[gh, gw]`, each
- * dividing H and W; `[H, W]` means no pooling, as in the paper's head) and flatten in NCHW order (feature
- * index `c * gh * gw + i * gw + j`); when `maxGrid` (`[mh, mw]`) is set, the max-pooled map over that grid
- * follows, flattened the same way (feature index `C * gh * gw + c * mh * mw + i * mw + j`). Then the dense
- * layers with ReLU between them, multiply the logits by `logitScale`, softmax. Output `[N, classes]` probabilities.
- */
-export interface HeadSpec {
+/** Where a head reads and how it pools: everything of a {@link HeadSpec} but its trained weights. */
+export interface HeadGeometry {
   readonly kind: HeadKind;
   readonly inChannels: number;
   readonly inHeight: number;
@@ -32,6 +26,16 @@ export interface HeadSpec {
    * average-pooled ones. Absent: no max branch.
    */
   readonly maxGrid?: readonly [number, number];
+}
+
+/**
+ * An exit head on the cut's NCHW map `[N, C, H, W]`. Features: average-pool to a `grid` (`[gh, gw]`, each
+ * dividing H and W; `[H, W]` means no pooling, as in the paper's head) and flatten in NCHW order (feature
+ * index `c * gh * gw + i * gw + j`); when `maxGrid` (`[mh, mw]`) is set, the max-pooled map over that grid
+ * follows, flattened the same way (feature index `C * gh * gw + c * mh * mw + i * mw + j`). Then the dense
+ * layers with ReLU between them, multiply the logits by `logitScale`, softmax. Output `[N, classes]` probabilities.
+ */
+export interface HeadSpec extends HeadGeometry {
   /** 1 layer (linear) or 2 layers (hidden ReLU). */
   readonly layers: readonly DenseLayer[];
   /** Logits are multiplied by this before the softmax (the paper divides by 0.5, i.e. 2). Default 1. */
