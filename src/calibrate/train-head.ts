@@ -297,7 +297,6 @@ export function predictHead(head: TrainedHead, x: Float32Array, n: number): Floa
   return out;
 }
 
-
 /**
  * Wraps a trained head into the HeadSpec the graph toolkit turns into ONNX; checks the feature count matches the
  * grids (`C·gh·gw`, plus `C·mh·mw` with `maxGrid`) and that they divide the map.
