@@ -7,12 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { chromium, expect, test } from '@playwright/test';
 import type * as Selfxit from '../src/index.js';
 
-declare global {
-  interface Window {
-    selfxit: typeof Selfxit;
-    selfxitReady?: boolean;
-    testkit: { inputs(bundle: string): Promise<Float32Array[]> };
-  }
+/** What e2e/pages/esm.html and testkit.js put on the window (the full declaration is in runtime.spec.ts). */
+interface EsmPage {
+  selfxit: typeof Selfxit;
+  selfxitReady?: boolean;
+  testkit: { inputs(bundle: string): Promise<Float32Array[]> };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,7 +32,7 @@ test('a plain-HTTP page on a non-localhost host name loads the tiny bundle and c
   try {
     const page = await browser.newPage({ baseURL: `http://${HOST}:${port}` });
     await page.goto('/e2e/pages/esm.html');
-    await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
+    await page.waitForFunction(() => (window as unknown as EsmPage).selfxitReady === true, null, { timeout: 15_000 });
     const out = await page.evaluate(async (B) => {
       const context = {
         secure: window.isSecureContext,
@@ -41,8 +40,8 @@ test('a plain-HTTP page on a non-localhost host name loads the tiny bundle and c
         isolated: window.crossOriginIsolated,
         origin: location.origin,
       };
-      const { selfxit, testkit } = window;
-      const clf = await selfxit.load(`${B}/tiny/`, { cache: false });
+      const { selfxit, testkit } = window as unknown as EsmPage;
+      const clf = await selfxit.load(`${B}/tiny/`, { cache: false, threads: 4 }); // 4 asked, 1 possible here
       const inputs = await testkit.inputs(`${B}/tiny`);
       const results = (await clf.classifyBatch(inputs)).map((r) => ({
         index: r.index,

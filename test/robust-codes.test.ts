@@ -41,26 +41,18 @@ describe('out of memory and onnxruntime files', () => {
   } as unknown as OrtHandle;
 
   it('a session onnxruntime cannot create: missing/corrupt runtime files, out of memory, or a bad segment', () => {
-    const missing = sessionCreateError(
-      new Error(
-        'no available backend found. ERR: [wasm] TypeError: Failed to fetch dynamically imported module: https://x.test/ort/ort-wasm-simd-threaded.mjs',
-      ),
-      handle,
-      0,
-      'segment-0.onnx',
+    const ortFailed = (why: string): SelfxitError =>
+      sessionCreateError(new Error(`no available backend found. ERR: [wasm] ${why}`), handle, 0, 'segment-0.onnx');
+    const missing = ortFailed(
+      'TypeError: Failed to fetch dynamically imported module: https://x.test/ort/ort-wasm-simd-threaded.mjs',
     );
     expect(missing).toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
       details: { url: 'https://x.test/ort/ort-wasm-simd-threaded.mjs' },
     });
     expect(missing.message).toMatch(/wasmPaths/);
-    const corrupt = sessionCreateError(
-      new Error(
-        'no available backend found. ERR: [wasm] RuntimeError: Aborted(CompileError: WebAssembly.instantiate(): expected magic word 00 61 73 6d, found 3c 21 64 6f @+0)',
-      ),
-      handle,
-      0,
-      'segment-0.onnx',
+    const corrupt = ortFailed(
+      'RuntimeError: Aborted(CompileError: WebAssembly.instantiate(): expected magic word 00 61 73 6d, found 3c 21 64 6f @+0)',
     );
     expect(corrupt).toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
