@@ -47,6 +47,9 @@ function cli(args: string[]): string {
 }
 
 const NO_SHARED = `needs ../shared (CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`;
+// Playwright's list reporter shows a skipped test's title but not test.skip()'s reason: say it once, as the Vitest files do.
+if (!existsSync(model) || !existsSync(testImages))
+  console.warn(`[e2e/cifar] skipping the CIFAR-10 tests: ${NO_SHARED}`);
 
 /** The bundle from the CLI (kept in e2e/.bundles between runs; SELFXIT_E2E_REPREPARE=1 rebuilds it once per run). */
 let prepared = false;

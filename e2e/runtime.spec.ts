@@ -210,7 +210,8 @@ for (const kind of ['esm', 'script'] as const) {
       expect(r.notJson).toMatchObject({ code: 'INVALID_BUNDLE', isSelfxitError: true });
       expect(r.badSha0).toMatchObject({ code: 'INTEGRITY_ERROR', isSelfxitError: true, details: { segment: 0 } });
       expect(r.badOption).toMatchObject({ code: 'INVALID_ARGUMENT' });
-      expect(r.deadWorker).toMatchObject({ code: 'WORKER_DIED', isSelfxitError: true });
+      // A worker script that cannot be fetched is a files problem, not a crash (issue 16 item 7).
+      expect(r.deadWorker).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', isSelfxitError: true });
       expectSame(r.early as unknown as Brief, want[out.early]!, 'early exit with a corrupt deep segment');
       expect(r.integrity).toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 2 } });
       expect(r.wrongSize).toMatchObject({ code: 'INVALID_INPUT', details: { expected: 768, got: 10 } });

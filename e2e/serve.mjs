@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ISOLATION_HEADERS as ISOLATION } from '../scripts/web-config.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** Port from SELFXIT_E2E_PORT (playwright.config.ts sets it to a free port when the caller did not). */
 export const E2E_PORT = Number(process.env.SELFXIT_E2E_PORT ?? 47613);
 
 const MOUNTS = [
@@ -66,7 +67,9 @@ const server = createServer(async (req, res) => {
 });
 
 server.on('error', (e) => {
-  console.error(`e2e server: ${e.message}`);
+  const hint =
+    e.code === 'EADDRINUSE' ? ' (choose another port with SELFXIT_E2E_PORT, or leave it unset for a free one)' : '';
+  console.error(`e2e server: ${e.message}${hint}`);
   process.exit(1);
 });
 server.listen(E2E_PORT, '127.0.0.1', () => console.log(`selfxit e2e server on http://127.0.0.1:${E2E_PORT}/`));

@@ -21,6 +21,8 @@ export type SelfxitErrorCode =
   | 'INTEGRITY_ERROR' // a file's sha256 does not match the manifest
   | 'INVALID_INPUT' // classify() input of the wrong type or size
   | 'BACKEND_UNAVAILABLE' // the requested backend cannot run here
+  | 'RUNTIME_FILES_UNAVAILABLE' // the worker script or onnxruntime's .mjs/.wasm cannot be fetched or started (URL in details)
+  | 'OUT_OF_MEMORY' // the browser ran out of (WASM or GPU) memory running or loading a segment
   | 'DISPOSED' // the classifier was disposed
   | 'WORKER_DIED' // the worker crashed or was terminated
   | 'ABORTED' // the operation was cancelled by the caller
@@ -64,7 +66,19 @@ export function isSelfxitError(e: unknown, code?: SelfxitErrorCode): e is Selfxi
   return e instanceof SelfxitError && (code === undefined || e.code === code);
 }
 
-/** Any thrown value → payload (unknown errors become INTERNAL). */
+/** Messages of allocation failures: a JS RangeError, WebAssembly memory growth, onnxruntime's OOM aborts, WebGPU. */
+const OUT_OF_MEMORY_RE =
+  /out of memory|\bOOM\b|allocation failed|failed to allocate|cannot allocate|bad_alloc|Memory\.grow|maximum memory|Cannot enlarge memory/i;
+
+/** True when `e` (a foreign error, e.g. from onnxruntime) says memory ran out. */
+export function isOutOfMemory(e: unknown): boolean {
+  if (e instanceof SelfxitError) return e.code === 'OUT_OF_MEMORY';
+  const err = e instanceof Error ? e : undefined;
+  const text = err ? `${err.name}: ${err.message}` : String(e);
+  return (err instanceof RangeError && /memory|alloc|buffer/i.test(err.message)) || OUT_OF_MEMORY_RE.test(text);
+}
+
+/** Any thrown value → payload (out-of-memory errors become OUT_OF_MEMORY, other unknown errors INTERNAL). */
 export function toErrorPayload(e: unknown): SelfxitErrorPayload {
   if (e instanceof SelfxitError) {
     return {
@@ -75,7 +89,8 @@ export function toErrorPayload(e: unknown): SelfxitErrorPayload {
     };
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  return { code: 'INTERNAL', message: err.message, ...(err.stack ? { stack: err.stack } : {}) };
+  const code = isOutOfMemory(e) ? 'OUT_OF_MEMORY' : 'INTERNAL';
+  return { code, message: err.message, ...(err.stack ? { stack: err.stack } : {}) };
 }
 
 /** Payload → SelfxitError, keeping code and details. */

@@ -89,4 +89,42 @@ describe('WorkerClient', () => {
     await expect(pending).rejects.toMatchObject({ code: 'WORKER_DIED' });
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
   });
+
+  it('a worker that fails before it ever answered (its script or imports) rejects with RUNTIME_FILES_UNAVAILABLE naming the URL', async () => {
+    const { client, worker } = startClient(fakeApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: 'https://x.test/selfxit.worker.js' },
+    });
+    await expect(pending).rejects.toThrow(/workerUrl/);
+  });
+
+  it('an input that cannot be posted (DataCloneError: a closed ImageBitmap) rejects with INVALID_INPUT; the worker stays usable', async () => {
+    const { client, worker } = startClient(fakeApi(true));
+    await client.init(request);
+    const post = worker.postMessage.bind(worker);
+    worker.postMessage = () => {
+      throw new DOMException('An ImageBitmap is detached and could not be cloned.', 'DataCloneError');
+    };
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    worker.postMessage = post;
+    await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
+  });
+
+  it('dispose() rejects the calls not answered yet with DISPOSED, then later ones too', async () => {
+    const { client } = startClient(fakeApi(true));
+    await client.init(request);
+    const queued = [client.classify(classifyRequest, []), client.classify(classifyRequest, [])].map((q) =>
+      q.then(
+        () => 'resolved',
+        (e: unknown) => e,
+      ),
+    );
+    await client.dispose();
+    for (const q of queued) expect(await q).toMatchObject({ code: 'DISPOSED' });
+    client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
 });

@@ -115,6 +115,8 @@ export class ClassifierImpl implements Classifier {
 
   private async run(inputs: readonly unknown[], options: ClassifyOptions): Promise<ClassifyResult[]> {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    if (typeof options !== 'object' || options === null)
+      throw new SelfxitError('INVALID_ARGUMENT', `classify options must be an object, got ${String(options)}`);
     if (inputs.length === 0) return [];
     const wires: WireInput[] = [];
     const transfers: Transferable[] = [];
@@ -129,6 +131,10 @@ export class ClassifierImpl implements Classifier {
           throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
         throw e;
       }
+    }
+    if (this.disposed) {
+      for (const w of transfers) (w as ImageBitmap).close?.();
+      throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     }
     this.activePlan();
     const request = {

@@ -27,13 +27,36 @@ async function bitmapOf(source: ImageBitmapSource, what: string): Promise<ImageB
   }
 }
 
+/**
+ * Throws INVALID_INPUT when `view`'s buffer was transferred away (to a worker, or by `ArrayBuffer.transfer()`). Where
+ * `ArrayBuffer.prototype.detached` is missing, an empty buffer is taken for a detached one (empty input is wrong anyway).
+ */
+function checkNotDetached(view: ArrayBufferView, what: string): void {
+  const buffer = view.buffer as ArrayBufferLike & { detached?: boolean };
+  if (buffer.detached === true || (buffer.detached === undefined && buffer.byteLength === 0))
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `the ${what}'s buffer is detached (it was transferred, e.g. to a worker): pass a copy that is still yours`,
+      { input: what },
+    );
+}
+
 /** Converts one input; `transfer` lists objects created here that may be moved to the worker. */
 export async function toWireInput(input: unknown): Promise<{ wire: WireInput; transfer: Transferable[] }> {
-  if (input instanceof Float32Array) return { wire: { kind: 'tensor', data: input }, transfer: [] };
+  if (input instanceof Float32Array) {
+    checkNotDetached(input, 'Float32Array');
+    return { wire: { kind: 'tensor', data: input }, transfer: [] };
+  }
   if (isA<ImageData>(input, 'ImageData')) {
+    checkNotDetached(input.data, 'ImageData');
     return { wire: { kind: 'pixels', width: input.width, height: input.height, data: input.data }, transfer: [] };
   }
   if (isA<ImageBitmap>(input, 'ImageBitmap')) {
+    // A closed (or transferred) ImageBitmap reads as 0 x 0 and cannot be posted.
+    if (input.width === 0 || input.height === 0)
+      throw new SelfxitError('INVALID_INPUT', 'the ImageBitmap is closed (or was transferred): pass an open one', {
+        input: 'ImageBitmap',
+      });
     // Cloned, not transferred: the caller keeps its bitmap.
     return { wire: { kind: 'bitmap', bitmap: input }, transfer: [] };
   }

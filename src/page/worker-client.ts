@@ -39,38 +39,53 @@ function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((
 export class WorkerClient implements ClassifierTransport {
   private readonly api: Remote<WorkerApi>;
   private dead: SelfxitError | undefined;
+  /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
+  private answered = false;
   private readonly rejectors = new Set<(e: SelfxitError) => void>();
   /** Latest state the worker reported. */
   state: RuntimeState | undefined;
 
-  private constructor(private readonly worker: Worker) {
+  private constructor(
+    private readonly worker: Worker,
+    private readonly url: URL | undefined,
+  ) {
     this.api = wrap<WorkerApi>(worker);
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
+      const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
+      if (!this.answered) {
+        // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
+        const where = this.url ? this.url.href : 'its default URL (selfxit.worker.js next to selfxit.js)';
+        const why = ev.message ? `: ${ev.message}` : '';
+        this.fail(
+          new SelfxitError(
+            'RUNTIME_FILES_UNAVAILABLE',
+            `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
+              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
+            { ...details, url: this.url?.href },
+          ),
+        );
+        return;
+      }
       const what = ev.message ? `: ${ev.message}` : ' (the worker script failed to load or threw)';
-      this.fail(
-        new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, {
-          filename: ev.filename || undefined,
-          lineno: ev.lineno || undefined,
-        }),
-      );
+      this.fail(new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, details));
     });
     worker.addEventListener('messageerror', () => {
       this.fail(new SelfxitError('WORKER_DIED', 'a message from the selfxit worker could not be deserialised'));
     });
   }
 
-  /** Starts the worker. Throws WORKER_DIED when it cannot even be constructed (e.g. a blocked URL). */
+  /** Starts the worker. Throws RUNTIME_FILES_UNAVAILABLE when it cannot even be constructed (e.g. a blocked URL). */
   static start(url: URL | undefined): WorkerClient {
     installErrorTransfer();
     try {
-      return new WorkerClient(startWorker(url));
+      return new WorkerClient(startWorker(url), url);
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
       throw new SelfxitError(
-        'WORKER_DIED',
+        'RUNTIME_FILES_UNAVAILABLE',
         `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${(e as Error).message}`,
-        {},
+        { url: url?.href },
         { cause: e },
       );
     }
@@ -96,7 +111,11 @@ export class WorkerClient implements ClassifierTransport {
     return reply.plan;
   }
 
+  /** Rejects every call not answered yet with DISPOSED, then releases the worker's sessions. */
   async dispose(): Promise<void> {
+    const disposed = new SelfxitError('DISPOSED', 'the classifier was disposed before this call was answered');
+    for (const reject of [...this.rejectors]) reject(disposed);
+    this.rejectors.clear();
     await this.call((api) => api.dispose());
   }
 
@@ -121,6 +140,10 @@ export class WorkerClient implements ClassifierTransport {
       const onDeath = (e: SelfxitError): void => reject(e);
       this.rejectors.add(onDeath);
       fn(this.api)
+        .then((reply) => {
+          this.answered = true;
+          return reply;
+        })
         .catch(async (e: unknown) => {
           throw await this.callError(e);
         })
@@ -131,10 +154,20 @@ export class WorkerClient implements ClassifierTransport {
 
   /**
    * What a failed call rejects with: the worker's SelfxitError, once the state the failed call left is read (as a reply
-   * would have brought it); WORKER_DIED when the worker is gone or the call could not reach it.
+   * would have brought it); INVALID_INPUT when the request could not be posted (a closed ImageBitmap, a detached
+   * buffer: the worker is fine); WORKER_DIED when the worker is gone or the call could not reach it.
    */
   private async callError(e: unknown): Promise<SelfxitError> {
     if (this.dead) return this.dead;
+    if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') {
+      return new SelfxitError(
+        'INVALID_INPUT',
+        `the input cannot be sent to the selfxit worker (a closed ImageBitmap or a transferred buffer?): ${(e as Error).message}`,
+        {},
+        { cause: e },
+      );
+    }
+    if (e instanceof SelfxitError) this.answered = true;
     if (!(e instanceof SelfxitError)) {
       const why = (e as Error | undefined)?.message ?? String(e);
       return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });

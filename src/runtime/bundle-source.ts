@@ -6,7 +6,7 @@ import { SelfxitError } from '../errors.js';
 import type { InitRequest, ProgressInfo } from '../protocol.js';
 import type { BundleCache } from './cache.js';
 import { fetchBytes, fetchText } from './fetch-file.js';
-import { sha256Hex } from './integrity.js';
+import { sha256Hex } from '../graph/hash.js';
 
 export type Progress = (p: ProgressInfo) => void;
 

@@ -2,6 +2,8 @@
 // WebGPU when an adapter exists (JSEP build, which also runs the WASM EP for fallback), else the smaller WASM-only build.
 import type { InferenceSession } from 'onnxruntime-common';
 import type * as OrtWebModule from 'onnxruntime-web';
+import type { BundleManifest } from '../bundle/manifest.js';
+import { isOutOfMemory, SelfxitError } from '../errors.js';
 import type { BackendPreference, Backend } from '../protocol.js';
 
 /** The onnxruntime-web module (the same API whichever build was imported). */
@@ -11,8 +13,10 @@ export type OrtWeb = typeof OrtWebModule;
 export interface OrtHandle {
   readonly ort: OrtWeb;
   backend: Backend;
-  /** WASM threads configured. */
+  /** WASM threads onnxruntime runs: 1 when not cross-origin isolated, whatever was asked for. */
   readonly threads: number;
+  /** URLs of the onnxruntime files this build fetches (its .mjs glue and .wasm), for error messages. */
+  readonly runtimeFiles?: readonly string[];
   /** Why WebGPU was not used although asked for (auto or webgpu), when that happened. */
   fallbackReason: string | undefined;
   /** Execution provider name to use instead of `backend` (tests run the runtime on onnxruntime-node's 'cpu'). */
@@ -76,11 +80,57 @@ function bundledOrtFiles(backend: Backend): { mjs: URL; wasm: URL } {
       };
 }
 
+const isIsolated = (): boolean => (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
+
 /** Default WASM thread count: min(4, cores) when cross-origin isolated (SharedArrayBuffer), else 1. */
 export function defaultThreads(): number {
-  const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
   const cores = globalThis.navigator?.hardwareConcurrency ?? 1;
-  return isolated ? Math.max(1, Math.min(4, cores)) : 1;
+  return isIsolated() ? Math.max(1, Math.min(4, cores)) : 1;
+}
+
+/**
+ * The WASM threads onnxruntime will run: `requested` (default {@link defaultThreads}) when cross-origin isolated;
+ * 1 otherwise, as onnxruntime-web falls back to one thread without SharedArrayBuffer whatever numThreads says.
+ */
+export function effectiveThreads(requested: number | undefined): number {
+  return isIsolated() ? (requested ?? defaultThreads()) : 1;
+}
+
+/** The onnxruntime files a build fetches: from a `wasmPaths` prefix, or the bundled files' URLs. */
+function runtimeFilesOf(backend: Backend, wasmPaths: string | { mjs: URL; wasm: URL }): string[] {
+  if (typeof wasmPaths !== 'string') return [wasmPaths.mjs.href, wasmPaths.wasm.href];
+  const stem = backend === 'webgpu' ? 'ort-wasm-simd-threaded.jsep' : 'ort-wasm-simd-threaded';
+  return [`${wasmPaths}${stem}.mjs`, `${wasmPaths}${stem}.wasm`];
+}
+
+/** onnxruntime's messages when its .mjs glue or .wasm could not be fetched, compiled or started. */
+const RUNTIME_FILES_RE =
+  /no available backend found|initializeWebAssembly|initWasm|dynamically imported module|failed to fetch|importing a module script failed|CompileError|LinkError|magic word|wasm streaming compile|fetching of the wasm failed/i;
+
+function runtimeFilesError(what: string, e: unknown, files: readonly string[]): SelfxitError {
+  const message = (e as Error | undefined)?.message ?? String(e);
+  const url = /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
+  return new SelfxitError(
+    'RUNTIME_FILES_UNAVAILABLE',
+    `${what}: onnxruntime's files could not be loaded from ${url ?? files.join(' / ')} (${message}). ` +
+      'Serve them with the package (dist/ort/) or set the wasmPaths option to where they are.',
+    { url: url ?? files[files.length - 1], files: [...files] },
+    { cause: e },
+  );
+}
+
+/**
+ * The error for a segment session onnxruntime could not create: RUNTIME_FILES_UNAVAILABLE when its own .mjs/.wasm
+ * failed (naming the URL), OUT_OF_MEMORY when memory ran out, else INVALID_BUNDLE (the segment itself is bad).
+ */
+export function sessionCreateError(e: unknown, handle: OrtHandle, segment: number, file: string): SelfxitError {
+  if (e instanceof SelfxitError) return e;
+  const message = (e as Error | undefined)?.message ?? String(e);
+  const where = `segment ${segment} (${file}) cannot be loaded by onnxruntime-web (${handle.backend})`;
+  if (isOutOfMemory(e))
+    return new SelfxitError('OUT_OF_MEMORY', `${where}: out of memory (${message})`, { segment, file }, { cause: e });
+  if (handle.runtimeFiles && RUNTIME_FILES_RE.test(message)) return runtimeFilesError(where, e, handle.runtimeFiles);
+  return new SelfxitError('INVALID_BUNDLE', `${where}: ${message}`, { segment, file }, { cause: e });
 }
 
 interface LoadOrtOptions {
@@ -110,13 +160,51 @@ export async function loadOrt(options: LoadOrtOptions): Promise<OrtHandle> {
   }
   // Dynamic imports: a static import would put ORT into the worker chunk, and threaded WASM sessions then
   // hung in production builds; the extern-wasm builds load their threaded .mjs glue from `wasmPaths`.
-  const ort: OrtWeb = backend === 'webgpu' ? await import('onnxruntime-web') : await import('onnxruntime-web/wasm');
-  const threads = options.threads ?? defaultThreads();
-  ort.env.wasm.wasmPaths = options.wasmPaths ?? bundledOrtFiles(backend);
+  const files = options.wasmPaths ?? bundledOrtFiles(backend);
+  const runtimeFiles = runtimeFilesOf(backend, files);
+  let ort: OrtWeb;
+  try {
+    ort = backend === 'webgpu' ? await import('onnxruntime-web') : await import('onnxruntime-web/wasm');
+  } catch (e) {
+    throw runtimeFilesError('onnxruntime-web could not be imported', e, runtimeFiles);
+  }
+  const threads = effectiveThreads(options.threads);
+  ort.env.wasm.wasmPaths = files;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false; // already in a worker
   ort.env.logLevel = 'error';
-  return { ort, backend, threads, fallbackReason };
+  return { ort, backend, threads, fallbackReason, runtimeFiles };
+}
+
+/**
+ * Checks that segment `s`'s class outputs (its fused exit head's probabilities; the backbone output on the last
+ * segment) have as many classes as the manifest has labels, where the session's metadata gives the class dimension.
+ * Returns the session; releases it before throwing.
+ * @throws SelfxitError INVALID_BUNDLE naming both counts: the labels would name the wrong classes.
+ */
+export async function checkClassOutputs(
+  session: InferenceSession,
+  manifest: BundleManifest,
+  s: number,
+): Promise<InferenceSession> {
+  const seg = manifest.segments[s]!;
+  const last = s === manifest.segments.length - 1;
+  const names = [...(seg.exitOutput ? [seg.exitOutput] : []), ...(last ? [seg.output] : [])];
+  const metadata = (session as Partial<Pick<InferenceSession, 'outputMetadata'>>).outputMetadata ?? [];
+  for (const name of names) {
+    const meta = metadata.find((m) => m.name === name);
+    const classes = meta?.isTensor ? meta.shape[meta.shape.length - 1] : undefined;
+    if (typeof classes === 'number' && classes > 0 && classes !== manifest.labels.length) {
+      await session.release().catch(() => undefined);
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `the manifest lists ${manifest.labels.length} labels, but segment ${s} (${seg.file}) output "${name}" has ` +
+          `${classes} classes: the labels do not belong to this model`,
+        { segment: s, file: seg.file, output: name, labels: manifest.labels.length, classes },
+      );
+    }
+  }
+  return session;
 }
 
 /** Session options for one segment on the handle's current backend. */

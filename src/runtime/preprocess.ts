@@ -80,7 +80,7 @@ async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise
 
 /**
  * Writes one input's model tensor at `out[offset…]`. Throws INVALID_INPUT for a tensor of the
- * wrong length, an empty or undecodable image, or malformed pixels.
+ * wrong length or holding NaN/±Infinity, an empty or undecodable image, or malformed pixels.
  */
 export async function preprocessInto(
   input: WireInput,
@@ -102,6 +102,13 @@ export async function preprocessInto(
           },
         );
       }
+      const bad = input.data.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0)
+        throw new SelfxitError(
+          'INVALID_INPUT',
+          `a preprocessed input must hold finite numbers; value ${bad} is ${String(input.data[bad])}`,
+          { index: bad },
+        );
       out.set(input.data, offset);
       return;
     }

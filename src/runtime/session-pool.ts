@@ -5,7 +5,7 @@ import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { OrtSession } from '../ort/types.js';
 import type { BundleSource, Progress } from './bundle-source.js';
-import { sessionOptions, type OrtHandle } from './ort-backend.js';
+import { checkClassOutputs, sessionCreateError, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims } from './preprocess.js';
 import { SerialQueue } from './queue.js';
 
@@ -110,16 +110,9 @@ export class SessionPool implements SessionProvider {
     const onWebGpu = this.ort.backend === 'webgpu';
     const session = await this.queue.run(async () => {
       try {
-        return await this.ort.ort.InferenceSession.create(bytes, options);
+        return await checkClassOutputs(await this.ort.ort.InferenceSession.create(bytes, options), this.manifest, s);
       } catch (e) {
-        throw new SelfxitError(
-          'INVALID_BUNDLE',
-          `segment ${s} (${seg.file}) cannot be loaded by onnxruntime-web (${this.ort.backend}): ${(e as Error).message}`,
-          {
-            segment: s,
-            file: seg.file,
-          },
-        );
+        throw sessionCreateError(e, this.ort, s, seg.file);
       }
     });
     if (onWebGpu) this.onWebGpu.add(session);
