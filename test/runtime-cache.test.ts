@@ -177,4 +177,3 @@ describe('IdbBundleCache on a failing store degrades to no cache', () => {
     expect(idb.quotaErrors).toHaveLength(2);
   });
 });
-});

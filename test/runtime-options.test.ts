@@ -27,7 +27,11 @@ describe('resolveLoadOptions', () => {
       heartbeatMs: 5_000,
       callTimeoutMs: 60_000,
     });
-    expect(r).toMatchObject({ timeoutMs: 120_000, signal: undefined, liveness: { heartbeatMs: 5000, callTimeoutMs: 60_000 } });
+    expect(r).toMatchObject({
+      timeoutMs: 120_000,
+      signal: undefined,
+      liveness: { heartbeatMs: 5000, callTimeoutMs: 60_000 },
+    });
     expect(resolveLoadOptions('https://x.test/b/', { timeoutMs: Infinity, callTimeoutMs: 0 })).toMatchObject({
       timeoutMs: 0,
       liveness: { callTimeoutMs: 0 },
