@@ -422,7 +422,7 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
   await resetLog(page);
   attempted = [];
   const first = await run({ cache: true });
-  expect(first.info.cache).toEqual({ enabled: true, manifestFromCache: false });
+  expect(first.info.cache).toEqual({ enabled: true, manifestFromCache: false, stale: false });
   expect((await bundleRequests()).sort()).toEqual([
     `${B}/tiny/manifest.json`,
     `${B}/tiny/segment-0.onnx`,
@@ -440,7 +440,7 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
   await resetLog(page);
   const second = await run({ cache: true });
   expect(await bundleRequests()).toEqual([]);
-  expect(second.info.cache).toEqual({ enabled: true, manifestFromCache: true });
+  expect(second.info.cache).toEqual({ enabled: true, manifestFromCache: true, stale: false });
   expect(second.info.segments.every((s) => s.cached)).toBe(true);
   second.results.forEach((r, i) => expectSame(r, want[i]!, `cached run ${i}`));
 
@@ -487,7 +487,7 @@ async function secondVisitAndOffline(context: BrowserContext, page: Page): Promi
     const attemptedOffline = attempted.filter(isBundleFile);
     offline.results.forEach((r, i) => expectSame(r, want[i]!, `offline ${i}`));
     expect(offline.info.segments.map((s) => s.loaded)).toEqual([true, true, true]);
-    expect(offline.freshOpened.cache).toEqual({ enabled: true, manifestFromCache: true });
+    expect(offline.freshOpened.cache).toEqual({ enabled: true, manifestFromCache: true, stale: false });
     expect(offline.freshOpened.segments.map((s) => s.cached)).toEqual([true, true, true]);
     expect(offline.freshResults).toHaveLength(64);
     offline.freshResults.forEach((r, i) => expectSame(r, want[i]!, `fresh load offline ${i}`));

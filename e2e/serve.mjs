@@ -1,5 +1,6 @@
 // Static server for the browser tests: dist/, e2e/ (pages, test bundles), public/models and ../shared on 127.0.0.1,
-// cross-origin isolated (COOP/COEP), with a request log the tests read to prove what was (not) fetched.
+// cross-origin isolated (COOP/COEP), with a request log the tests read to prove what was (not) fetched, and
+// `/hang/<file name>/<path>`: <path> as served, except that a file named <file name> is never answered.
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -46,6 +47,13 @@ const server = createServer(async (req, res) => {
     return send(res, 200, 'reset');
   }
   log.push(pathname);
+  const hang = /^\/hang\/([^/]+)(\/.*)$/.exec(pathname);
+  if (hang && path.posix.basename(hang[2]) === hang[1]) return; // never answered (the tests' stalled request)
+  if (hang) return serveFile(req, res, hang[2]);
+  return serveFile(req, res, pathname);
+});
+
+async function serveFile(req, res, pathname) {
   const mount = MOUNTS.find(([prefix]) => pathname.startsWith(prefix));
   if (!mount) return send(res, 404, 'not found');
   const [prefix, dir] = mount;
@@ -64,7 +72,7 @@ const server = createServer(async (req, res) => {
   });
   if (req.method === 'HEAD') return res.end();
   createReadStream(file).pipe(res);
-});
+}
 
 server.on('error', (e) => {
   const hint =

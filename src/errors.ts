@@ -26,6 +26,7 @@ export type SelfxitErrorCode =
   | 'DISPOSED' // the classifier was disposed
   | 'WORKER_DIED' // the worker crashed or was terminated
   | 'ABORTED' // the operation was cancelled by the caller
+  | 'TIMEOUT' // no answer within the deadline (load() timeoutMs, callTimeoutMs)
   | 'INTERNAL'; // a bug: please report
 
 /** Plain-data form of a {@link SelfxitError}, safe to post across a worker boundary. */

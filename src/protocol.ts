@@ -62,6 +62,8 @@ export interface RuntimeState {
   readonly cachedSegments: readonly boolean[];
   /** Whether the manifest came from the local cache (no network request). */
   readonly manifestFromCache: boolean;
+  /** Whether that cached manifest was older than `manifestMaxAgeMs`, used because fetching it failed. */
+  readonly manifestStale?: boolean;
   /** False when caching is off or storage failed (then everything is fetched). */
   readonly cacheEnabled: boolean;
 }
@@ -129,6 +131,13 @@ export interface WorkerApi {
   classify(request: ClassifyRequest): Promise<ClassifyReply>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
+  /** Answers at once from the worker's message loop: the page's heartbeat. */
+  ping(): Promise<true>;
+  /**
+   * Takes the Web Lock `name` and holds it until the worker ends (resolves true once held; false without Web Locks):
+   * the page's request for the same lock is granted when the worker dies, even while it is busy.
+   */
+  holdLock(name: string): Promise<boolean>;
   /** The worker's state now (undefined before init() succeeded): the page reads it after a call failed. */
   state(): Promise<RuntimeState | undefined>;
   dispose(): Promise<void>;

@@ -51,6 +51,22 @@ export interface LoadOptions {
    * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
    */
   readonly plan?: 'cached' | 'off';
+  /** Deadline of load() in ms: past it, load() rejects with TIMEOUT and its worker ends. Default 120 s; 0 = none. */
+  readonly timeoutMs?: number;
+  /** Aborts load(): it rejects with ABORTED and its worker ends. */
+  readonly signal?: AbortSignal;
+  /**
+   * Ping period (ms) of the worker heartbeat. While no call is in flight, a worker that leaves a ping unanswered for
+   * 3 periods is taken as dead: pending and later calls reject with WORKER_DIED. During a call, ORT may block the worker
+   * thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where Web Locks exist).
+   * Default 5 s; 0 = off.
+   */
+  readonly heartbeatMs?: number;
+  /**
+   * Deadline (ms) of each classify(), classifyBatch() and plan() call: past it the call rejects with TIMEOUT and the
+   * worker is stopped (later calls: WORKER_DIED; load() again). Default 60 s; 0 = none.
+   */
+  readonly callTimeoutMs?: number;
 }
 
 /**
@@ -64,6 +80,8 @@ export type ClassifierInput =
 export interface ClassifyOptions {
   /** Also return the class probabilities. Default false. */
   readonly probabilities?: boolean;
+  /** Aborts the call: it rejects with ABORTED (the worker's result is dropped; the classifier stays usable). */
+  readonly signal?: AbortSignal;
 }
 
 /** One classification. */
@@ -152,7 +170,12 @@ export interface ClassifierInfo {
     readonly loaded: boolean;
     readonly cached: boolean;
   }[];
-  readonly cache: { readonly enabled: boolean; readonly manifestFromCache: boolean };
+  readonly cache: {
+    readonly enabled: boolean;
+    readonly manifestFromCache: boolean;
+    /** The cached manifest was older than `manifestMaxAgeMs`: used because fetching it failed (offline, 5xx). */
+    readonly stale: boolean;
+  };
   /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
   readonly plan?: PlanSummary;
 }

@@ -1,12 +1,14 @@
 // The page's worker link (WorkerClient) over comlink, with a MessagePort standing in for the Worker: replies update the
 // state, a worker's SelfxitError rejects the call as one (code, message, details) after the state the failed call left
-// is read, and a dying worker rejects pending and later calls with WORKER_DIED.
+// is read, and a dying worker rejects pending and later calls with WORKER_DIED: an error event, a heartbeat unanswered
+// while idle, a call past its deadline (TIMEOUT, then the worker is stopped); a busy worker is not taken for dead.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expose } from 'comlink';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
-import type { ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
+import type { Liveness } from '../src/page/options.js';
+import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
 
 const state0: RuntimeState = {
   backend: 'wasm',
@@ -35,6 +37,8 @@ function fakeApi(hang = false): WorkerApi {
     plan: async () => {
       throw new SelfxitError('INVALID_BUNDLE', 'no validation file');
     },
+    ping: async () => true,
+    holdLock: async () => false,
     state: async () => state,
     dispose: async () => {},
   };
@@ -47,7 +51,10 @@ afterEach(() => {
 });
 
 /** Stubs the global Worker with one end of a MessageChannel whose other end serves `api`. */
-function startClient(api: WorkerApi): { client: WorkerClient; worker: MessagePort } {
+function startClient(
+  api: WorkerApi,
+  liveness?: Liveness,
+): { client: WorkerClient; worker: MessagePort; exposed: MessagePort } {
   const channel = new MessageChannel();
   ports.push(channel.port1, channel.port2);
   expose(api, channel.port1);
@@ -60,7 +67,11 @@ function startClient(api: WorkerApi): { client: WorkerClient; worker: MessagePor
       }
     },
   );
-  return { client: WorkerClient.start(new URL('https://x.test/selfxit.worker.js')), worker };
+  return {
+    client: WorkerClient.start(new URL('https://x.test/selfxit.worker.js'), liveness),
+    worker,
+    exposed: channel.port1,
+  };
 }
 
 describe('WorkerClient', () => {
@@ -126,5 +137,56 @@ describe('WorkerClient', () => {
     for (const q of queued) expect(await q).toMatchObject({ code: 'DISPOSED' });
     client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+});
+
+describe('WorkerClient liveness', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('a worker that stops answering while idle is declared dead within 4 ping periods: later calls reject with WORKER_DIED', async () => {
+    const { client, exposed } = startClient(fakeApi(true), { heartbeatMs: 50, callTimeoutMs: 0 });
+    await client.init(request);
+    await sleep(120); // idle a while (pings answered)
+    exposed.close(); // the worker closed itself: messages go nowhere, no error event
+    await sleep(4 * 50 + 20);
+    const t0 = Date.now();
+    const later = await client.classify(classifyRequest, []).catch((e: unknown) => e);
+    expect(later).toMatchObject({ code: 'WORKER_DIED', message: expect.stringMatching(/stopped answering/) });
+    expect(Date.now() - t0).toBeLessThan(20);
+  });
+
+  it('a call past callTimeoutMs rejects with TIMEOUT; the worker is stopped: other pending and later calls get WORKER_DIED', async () => {
+    const { client } = startClient(fakeApi(true), { heartbeatMs: 0, callTimeoutMs: 100 });
+    await client.init(request);
+    const first = client.classify(classifyRequest, []).catch((e: unknown) => e);
+    await sleep(50);
+    const second = client.classify(classifyRequest, []).catch((e: unknown) => e);
+    expect(await first).toMatchObject({ code: 'TIMEOUT', details: { callTimeoutMs: 100 } });
+    expect(await second).toMatchObject({ code: 'WORKER_DIED' });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+
+  it('a worker busy in a long call (pings unanswered meanwhile) is not taken for dead', async () => {
+    let busy = false;
+    const api: WorkerApi = {
+      ...fakeApi(),
+      // While "ORT blocks the thread", a ping is answered only when the call is over.
+      ping: async () => {
+        while (busy) await sleep(5);
+        return true;
+      },
+      classify: async () => {
+        busy = true;
+        await sleep(600);
+        busy = false;
+        return { results: [], state: state0 } as ClassifyReply;
+      },
+    };
+    const { client } = startClient(api, { heartbeatMs: 40, callTimeoutMs: 5000 });
+    await client.init(request);
+    await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
+    await sleep(200);
+    await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
   });
 });

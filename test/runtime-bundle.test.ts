@@ -4,6 +4,7 @@ import { readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import { MemoryCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
@@ -11,53 +12,8 @@ import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { SelfxitError } from '../src/errors.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
-import {
-  IdbBundleCache,
-  isDevicePlan,
-  noCache,
-  planKey,
-  type BundleCache,
-  type CachedManifest,
-} from '../src/runtime/cache.js';
+import { IdbBundleCache, isDevicePlan, noCache, planKey } from '../src/runtime/cache.js';
 import { BundleRuntime, type RuntimeDeps } from '../src/runtime/runtime.js';
-
-/** A BundleCache in memory, recording what it holds. */
-class MemoryCache implements BundleCache {
-  readonly enabled = true;
-  readonly manifests = new Map<string, CachedManifest>();
-  readonly segments = new Map<string, Uint8Array>();
-  async getManifest(url: string) {
-    return this.manifests.get(url);
-  }
-  async putManifest(url: string, e: CachedManifest) {
-    this.manifests.set(url, e);
-  }
-  async deleteManifest(url: string) {
-    this.manifests.delete(url);
-  }
-  async getSegment(h: string) {
-    return this.segments.get(h);
-  }
-  async putSegment(h: string, b: Uint8Array) {
-    this.segments.set(h, b);
-  }
-  async deleteSegments(hs: readonly string[]) {
-    for (const h of hs) this.segments.delete(h);
-  }
-  async segmentKeys() {
-    return new Set(this.segments.keys());
-  }
-  readonly plans = new Map<string, DevicePlan>();
-  async getPlan(key: string) {
-    return this.plans.get(key);
-  }
-  async putPlan(key: string, plan: DevicePlan) {
-    this.plans.set(key, plan);
-  }
-  async deletePlans(hash: string) {
-    for (const k of [...this.plans.keys()]) if (k.startsWith(`plan:${hash}:`)) this.plans.delete(k);
-  }
-}
 
 let dir = '';
 let base = '';

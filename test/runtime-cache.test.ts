@@ -7,6 +7,7 @@ import type { UseStore } from 'idb-keyval';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { IdbBundleCache } from '../src/runtime/cache.js';
@@ -153,29 +154,26 @@ describe('IdbBundleCache on a failing store degrades to no cache', () => {
     await expect(off.segmentKeys()).resolves.toEqual(new Set());
   });
 
-  it('the quota fills up after the manifest: the segment write throws QuotaExceededError, later visits still work', async () => {
-    // Room for the manifest entry (3.4 kB), not for segment 0 (2.1 kB) too.
+  it('the quota fills up after segment 0: the manifest write (after the load) throws QuotaExceededError, later visits still work', async () => {
+    // Room for segment 0 (2.1 kB), not for the manifest entry (3.4 kB) too; the manifest is written once the load
+    // succeeded, after segment 0.
     const manifestBytes = readFileSync(path.join(dir, 'tiny/manifest.json')).length;
     const idb = fakeIdb(manifestBytes + 200, false);
     const first = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
-    expect(first.init.state).toMatchObject({
-      cacheEnabled: false,
-      manifestFromCache: false,
-      cachedSegments: [false, false, false],
-    });
+    expect(first.init.state).toMatchObject({ manifestFromCache: false, cachedSegments: [true, false, false] });
     expect(first.results).toEqual(want());
-    expect(first.state).toMatchObject({ cacheEnabled: false, cachedSegments: [false, false, false] });
+    expect(first.state).toMatchObject({ cacheEnabled: false, cachedSegments: [true, false, false] });
     expect(first.fetched).toEqual(NETWORK);
-    expect(idb.quotaErrors).toEqual([
-      `segment:${JSON.parse(readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8')).segments[0].sha256}`,
-    ]);
-    expect([...idb.data.keys()]).toEqual([`manifest:${base}/tiny/manifest.json`]);
+    expect(idb.quotaErrors).toEqual([`manifest:${base}/tiny/manifest.json`]);
+    const sha0 = (JSON.parse(readFileSync(path.join(dir, 'tiny/manifest.json'), 'utf8')) as BundleManifest).segments[0]!
+      .sha256;
+    expect([...idb.data.keys()]).toEqual([`segment:${sha0}`]);
 
-    // Next visit, same full store: the manifest comes from it, the segments from the network (their write fails again).
+    // Next visit, same full store: segment 0 comes from it, the manifest and other segments from the network.
     const second = await openAndClassify(new IdbBundleCache('selfxit-test', 'bundles', () => idb.use));
-    expect(second.init.state).toMatchObject({ manifestFromCache: true, cacheEnabled: false });
+    expect(second.init.state).toMatchObject({ manifestFromCache: false, cachedSegments: [true, false, false] });
     expect(second.results).toEqual(want());
-    expect(second.fetched).toEqual(['segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx']);
+    expect(second.fetched).toEqual(['manifest.json', 'segment-1.onnx', 'segment-2.onnx']);
     expect(idb.quotaErrors).toHaveLength(2);
   });
 });

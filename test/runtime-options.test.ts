@@ -18,7 +18,26 @@ describe('resolveLoadOptions', () => {
     expect(r.init.wasmPaths).toBeUndefined(); // the worker's default: ort/ beside itself (bundler-friendly URLs)
     expect(r.workerUrl).toBeUndefined();
     expect(r.init.usePlan).toBe(true);
-    expect(LOAD_DEFAULTS).toEqual({ backend: 'auto', cache: true, manifestMaxAgeMs: 86_400_000, plan: 'cached' });
+    expect(LOAD_DEFAULTS).toEqual({
+      backend: 'auto',
+      cache: true,
+      manifestMaxAgeMs: 86_400_000,
+      plan: 'cached',
+      timeoutMs: 120_000,
+      heartbeatMs: 5_000,
+      callTimeoutMs: 60_000,
+    });
+    expect(r).toMatchObject({
+      timeoutMs: 120_000,
+      signal: undefined,
+      liveness: { heartbeatMs: 5000, callTimeoutMs: 60_000 },
+    });
+    expect(resolveLoadOptions('https://x.test/b/', { timeoutMs: Infinity, callTimeoutMs: 0 })).toMatchObject({
+      timeoutMs: 0,
+      liveness: { callTimeoutMs: 0 },
+    });
+    expect(() => resolveLoadOptions('https://x.test/b/', { heartbeatMs: -1 })).toThrow(/heartbeatMs/);
+    expect(() => resolveLoadOptions('https://x.test/b/', { signal: {} as AbortSignal })).toThrow(/AbortSignal/);
     expect(resolveLoadOptions('https://x.test/b/', { plan: 'off' }).init.usePlan).toBe(false);
   });
 

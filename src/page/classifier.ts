@@ -1,10 +1,11 @@
-// The page-side classifier: load() opens a bundle in a worker; classify()/classifyBatch() send inputs there and
-// turn its decisions into labelled results; setTarget() re-chooses thresholds; plan() makes and applies a device
-// plan (exits by measured time); dispose() ends the worker. The public API it implements is declared in src/types.ts.
+// The page-side classifier: load() opens a bundle in a worker (deadline, AbortSignal); classify()/classifyBatch() send
+// inputs there and turn its decisions into labelled results (re-opening a bundle replaced on the server); setTarget()
+// re-chooses thresholds; plan() makes and applies a device plan (exits by measured time); dispose() ends the worker.
+// The public API it implements is declared in src/types.ts.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { DevicePlan } from '../policy/device-plan.js';
-import { SelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { Backend, RuntimeState, WireInput, WireResult } from '../protocol.js';
 import type {
   Classifier,
@@ -17,7 +18,8 @@ import type {
   TargetChoice,
 } from '../types.js';
 import { toWireInput } from './inputs.js';
-import { resolveLoadOptions } from './options.js';
+import { abortError, abortable, watchDeadline } from './deadline.js';
+import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
 import type { ClassifierTransport, OpenedBundle } from './transport.js';
 import { WorkerClient } from './worker-client.js';
@@ -28,6 +30,16 @@ function backboneFraction(m: BundleManifest): number {
   return m.backbone.macs > 0 ? total / m.backbone.macs : 1;
 }
 
+/** A transport with its bundle open; what {@link load} (and a re-open) gives a classifier. */
+interface Opened {
+  readonly client: ClassifierTransport;
+  readonly opened: OpenedBundle;
+}
+
+/** Whether a call failed because the bundle was replaced on the server since it was opened (bundle-source.ts). */
+const bundleChanged = (e: unknown): boolean =>
+  isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
+
 /**
  * The {@link Classifier} over a transport to the runtime that opened its bundle: {@link load} gives it the worker link;
  * tests give it a fake.
@@ -37,19 +49,73 @@ export class ClassifierImpl implements Classifier {
   private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
   /** The device plan in use: its backend is the one running (see {@link ClassifierImpl.activePlan}). */
   private devicePlan: DevicePlan | undefined;
-  private readonly manifest: BundleManifest;
-  private readonly manifestHash: string;
+  private manifest: BundleManifest;
+  private manifestHash: string;
   private readonly manifestUrl: string;
+  /** The re-open in progress after the bundle was replaced on the server. */
+  private reopening: Promise<void> | undefined;
 
+  /**
+   * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
+   * (INTEGRITY_ERROR with `details.bundleChanged`), the classifier switches to the new version and runs the call again,
+   * once. Without it, such a call rejects.
+   */
   constructor(
-    private readonly client: ClassifierTransport,
+    private client: ClassifierTransport,
     opened: OpenedBundle,
+    private readonly reopen?: () => Promise<Opened>,
   ) {
     this.manifest = opened.manifest;
     this.manifestHash = opened.manifestHash;
     this.manifestUrl = opened.manifestUrl;
     this.choice = this.shippedChoice();
     if (opened.plan) this.applyPlan(opened.plan);
+  }
+
+  /**
+   * Runs `job`; when it failed because the bundle was replaced on the server, re-opens it (one re-open shared by the
+   * calls that failed) and runs `job` once more on the new version. A call that failed on a runtime already replaced
+   * runs again too.
+   */
+  private async recovering<T>(job: () => Promise<T>): Promise<T> {
+    const client = this.client;
+    try {
+      return await job();
+    } catch (e) {
+      if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
+      if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
+      await this.reopening;
+      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      return job();
+    }
+  }
+
+  /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
+  private async switchVersion(): Promise<void> {
+    const { client, opened } = await this.reopen!();
+    if (this.disposed) {
+      client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
+      return;
+    }
+    const old = this.client;
+    this.client = client;
+    this.manifest = opened.manifest;
+    this.manifestHash = opened.manifestHash;
+    const target = this.choice.target;
+    this.devicePlan = undefined;
+    this.choice = this.shippedChoice();
+    if (opened.plan) this.applyPlan(opened.plan);
+    else if (target !== this.manifest.calibration.target) {
+      try {
+        this.choice = chooseThresholds(this.manifest, target);
+      } catch {
+        // a target the new version cannot reach keeps its calibration target
+      }
+    }
+    void old
+      .dispose()
+      .catch(() => {})
+      .finally(() => old.fail(new SelfxitError('DISPOSED', 'the bundle was re-opened in a new version')));
   }
 
   /** The manifest's thresholds and what calibration expects of them. */
@@ -117,7 +183,17 @@ export class ClassifierImpl implements Classifier {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     if (typeof options !== 'object' || options === null)
       throw new SelfxitError('INVALID_ARGUMENT', `classify options must be an object, got ${String(options)}`);
+    const signal = checkSignal(options.signal);
+    if (signal?.aborted) throw abortError(signal, 'classify()');
     if (inputs.length === 0) return [];
+    return abortable(
+      this.recovering(() => this.runOnce(inputs, options.probabilities === true)),
+      signal,
+      'classify()',
+    );
+  }
+
+  private async runOnce(inputs: readonly unknown[], probabilities: boolean): Promise<ClassifyResult[]> {
     const wires: WireInput[] = [];
     const transfers: Transferable[] = [];
     for (let i = 0; i < inputs.length; i++) {
@@ -140,7 +216,7 @@ export class ClassifierImpl implements Classifier {
     const request = {
       inputs: wires,
       thresholds: [...this.choice.thresholds],
-      probabilities: options.probabilities === true,
+      probabilities,
     };
     const results = await this.client.classify(request, transfers);
     return results.map((r) => this.toResult(r));
@@ -190,7 +266,7 @@ export class ClassifierImpl implements Classifier {
         loaded: s.sessions[i] === true,
         cached: s.cachedSegments[i] === true,
       })),
-      cache: { enabled: s.cacheEnabled, manifestFromCache: s.manifestFromCache },
+      cache: { enabled: s.cacheEnabled, manifestFromCache: s.manifestFromCache, stale: s.manifestStale === true },
       ...(plan
         ? {
             plan: {
@@ -223,7 +299,7 @@ export class ClassifierImpl implements Classifier {
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
-    const plan = await this.client.plan({ target }, onProgress);
+    const plan = await this.recovering(() => this.client.plan({ target }, onProgress));
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     this.applyPlan(plan);
     this.activePlan(); // a backend change since the measurement drops it again
@@ -247,7 +323,8 @@ export class ClassifierImpl implements Classifier {
  *
  * @param bundleUrl URL of the bundle folder or of its manifest.json, relative to the page.
  * @param options See {@link LoadOptions}: backend `'auto'`, threads `min(4, cores)` when isolated else 1, cache `true`.
- * @throws SelfxitError FETCH_FAILED (details.status), INVALID_BUNDLE, INTEGRITY_ERROR, BACKEND_UNAVAILABLE, WORKER_DIED, INVALID_ARGUMENT.
+ * @throws SelfxitError FETCH_FAILED (details.status), INVALID_BUNDLE, INTEGRITY_ERROR, BACKEND_UNAVAILABLE, WORKER_DIED,
+ * INVALID_ARGUMENT, TIMEOUT (`timeoutMs`), ABORTED (`signal`).
  *
  * @example
  * import { load } from 'selfxit';
@@ -257,13 +334,25 @@ export class ClassifierImpl implements Classifier {
  */
 export async function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
   const resolved = resolveLoadOptions(bundleUrl, options);
-  const client = WorkerClient.start(resolved.workerUrl);
+  const { client, opened } = await openBundle(resolved, resolved.signal);
+  return new ClassifierImpl(client, opened, () => openBundle(resolved, undefined));
+}
+
+/**
+ * Starts a worker and opens the bundle in it, within `timeoutMs` (TIMEOUT) and until `signal` aborts (ABORTED); a
+ * load that failed, timed out or was aborted ends its worker.
+ */
+async function openBundle(resolved: ResolvedLoad, signal: AbortSignal | undefined): Promise<Opened> {
+  if (signal?.aborted) throw abortError(signal, 'load()');
+  const client = WorkerClient.start(resolved.workerUrl, resolved.liveness);
+  const stop = watchDeadline('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
   try {
-    const reply = await client.init(resolved.init, resolved.onProgress);
-    const { manifest, manifestHash, plan } = reply;
-    return new ClassifierImpl(client, { manifest, manifestHash, manifestUrl: resolved.init.manifestUrl, plan });
+    const { manifest, manifestHash, plan } = await client.init(resolved.init, resolved.onProgress);
+    return { client, opened: { manifest, manifestHash, manifestUrl: resolved.init.manifestUrl, plan } };
   } catch (e) {
     client.fail(new SelfxitError('DISPOSED', 'load() failed'));
     throw e;
+  } finally {
+    stop();
   }
 }

@@ -10,12 +10,42 @@ export const LOAD_DEFAULTS = {
   cache: true,
   manifestMaxAgeMs: 24 * 60 * 60 * 1000,
   plan: 'cached',
+  timeoutMs: 120_000,
+  heartbeatMs: 5_000,
+  callTimeoutMs: 60_000,
 } as const satisfies Partial<LoadOptions>;
+
+/** How the page watches its worker (worker-client.ts): ping period and per-call deadline, in ms (0 = off). */
+export interface Liveness {
+  readonly heartbeatMs: number;
+  readonly callTimeoutMs: number;
+}
 
 export interface ResolvedLoad {
   readonly init: InitRequest;
   readonly onProgress: ((p: ProgressInfo) => void) | undefined;
   readonly workerUrl: URL | undefined;
+  /** Deadline of load() in ms (0 = none). */
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+  readonly liveness: Liveness;
+}
+
+/** A duration option: a number >= 0 (`Infinity` and 0 mean none, resolved to 0). Throws INVALID_ARGUMENT. */
+function durationMs(value: unknown, name: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (!(typeof v === 'number' && v >= 0))
+    throw new SelfxitError('INVALID_ARGUMENT', `${name} must be a number of ms >= 0, got ${String(v)}`);
+  return Number.isFinite(v) ? v : 0;
+}
+
+/** Checks an `AbortSignal` option. Throws INVALID_ARGUMENT. */
+export function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  const s = signal as Partial<AbortSignal> | null;
+  if (!s || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function')
+    throw new SelfxitError('INVALID_ARGUMENT', 'signal must be an AbortSignal');
+  return signal as AbortSignal;
 }
 
 function documentBase(): string {
@@ -94,6 +124,12 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       usePlan: plan === 'cached',
     },
     onProgress: options.onProgress,
+    timeoutMs: durationMs(options.timeoutMs, 'timeoutMs', LOAD_DEFAULTS.timeoutMs),
+    signal: checkSignal(options.signal),
+    liveness: {
+      heartbeatMs: durationMs(options.heartbeatMs, 'heartbeatMs', LOAD_DEFAULTS.heartbeatMs),
+      callTimeoutMs: durationMs(options.callTimeoutMs, 'callTimeoutMs', LOAD_DEFAULTS.callTimeoutMs),
+    },
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),
   };
 }

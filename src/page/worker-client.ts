@@ -1,5 +1,6 @@
 // Page side of the worker link: starts the module worker, speaks its comlink API (errors arrive as SelfxitErrors through
-// protocol.ts's transfer handler), and rejects every pending call with WORKER_DIED when the worker dies.
+// protocol.ts's transfer handler), and rejects every pending call with WORKER_DIED when the worker dies: an error event,
+// a Web Lock the worker holds until it ends, a heartbeat while idle, a deadline per call (TIMEOUT).
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError } from '../errors.js';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -14,7 +15,12 @@ import {
   type WireResult,
   type WorkerApi,
 } from '../protocol.js';
+import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
+
+/** Liveness checks off (tests that drive a fake worker). */
+const NO_LIVENESS: Liveness = { heartbeatMs: 0, callTimeoutMs: 0 };
+let lockCount = 0;
 
 /** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
 function startWorker(url: URL | undefined): Worker {
@@ -44,12 +50,26 @@ export class WorkerClient implements ClassifierTransport {
   private readonly rejectors = new Set<(e: SelfxitError) => void>();
   /** Latest state the worker reported. */
   state: RuntimeState | undefined;
+  /** Calls sent and not settled (pings aside). */
+  private inflight = 0;
+  /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
+  private pingSentAt: number | undefined;
+  private pingWhileIdle = false;
+  private readonly heartbeat: ReturnType<typeof setInterval> | undefined;
+  /** Cancels the page's request for the worker's lock. */
+  private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
   private constructor(
     private readonly worker: Worker,
     private readonly url: URL | undefined,
+    private readonly liveness: Liveness,
   ) {
     this.api = wrap<WorkerApi>(worker);
+    if (liveness.heartbeatMs > 0) {
+      this.heartbeat = setInterval(() => this.beat(), liveness.heartbeatMs);
+      (this.heartbeat as { unref?: () => void }).unref?.();
+    }
+    this.watchLock();
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
@@ -75,11 +95,57 @@ export class WorkerClient implements ClassifierTransport {
     });
   }
 
+  /**
+   * The heartbeat, every `heartbeatMs`: pings the worker. A ping sent while no call was in flight is answered at once
+   * by a live worker (it comes before any later call in the worker's message queue): unanswered for 3 periods, the
+   * worker is dead (it closed itself, or is stuck). A ping sent during a call may wait while ORT blocks the worker
+   * thread: no deadline then, `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
+   */
+  private beat(): void {
+    if (this.dead) return;
+    const now = Date.now();
+    if (this.pingSentAt === undefined) {
+      this.pingSentAt = now;
+      this.pingWhileIdle = this.inflight === 0;
+      this.api.ping().then(
+        () => (this.pingSentAt = undefined),
+        () => {},
+      );
+    } else if (this.pingWhileIdle && now - this.pingSentAt > 3 * this.liveness.heartbeatMs) {
+      const ms = now - this.pingSentAt;
+      this.fail(
+        new SelfxitError('WORKER_DIED', `the selfxit worker stopped answering (no reply to a ping in ${ms} ms)`),
+      );
+    }
+  }
+
+  /**
+   * Where Web Locks exist: the worker takes a lock and holds it until it ends; the page's request for the same lock is
+   * then granted, which means the worker is gone (close(), terminated, crashed), even in the middle of a long call.
+   */
+  private watchLock(): void {
+    const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
+    const watch = this.lockWatch;
+    if (!locks || !watch || this.liveness.heartbeatMs === 0) return;
+    const name = `selfxit-worker-${Date.now()}-${Math.random().toString(36).slice(2)}-${++lockCount}`;
+    this.api.holdLock(name).then(
+      (held) => {
+        if (!held || this.dead) return;
+        locks
+          .request(name, { signal: watch.signal }, () =>
+            this.fail(new SelfxitError('WORKER_DIED', 'the selfxit worker ended (closed or terminated)')),
+          )
+          .catch(() => {}); // aborted by fail()
+      },
+      () => {},
+    );
+  }
+
   /** Starts the worker. Throws RUNTIME_FILES_UNAVAILABLE when it cannot even be constructed (e.g. a blocked URL). */
-  static start(url: URL | undefined): WorkerClient {
+  static start(url: URL | undefined, liveness: Liveness = NO_LIVENESS): WorkerClient {
     installErrorTransfer();
     try {
-      return new WorkerClient(startWorker(url), url);
+      return new WorkerClient(startWorker(url), url, liveness);
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
       throw new SelfxitError(
@@ -100,13 +166,13 @@ export class WorkerClient implements ClassifierTransport {
 
   async classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
     const sent = transfers.length > 0 ? transfer(request, [...transfers]) : request;
-    const reply = await this.call((api) => api.classify(sent));
+    const reply = await this.call((api) => api.classify(sent), true);
     this.state = reply.state;
     return reply.results;
   }
 
   async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
-    const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)));
+    const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)), true);
     this.state = reply.state;
     return reply.plan;
   }
@@ -123,6 +189,8 @@ export class WorkerClient implements ClassifierTransport {
   fail(error: SelfxitError): void {
     if (this.dead) return;
     this.dead = error;
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    this.lockWatch?.abort();
     for (const reject of [...this.rejectors]) reject(error);
     this.rejectors.clear();
     try {
@@ -133,12 +201,33 @@ export class WorkerClient implements ClassifierTransport {
     this.worker.terminate();
   }
 
-  /** Calls the worker; resolves with its reply, or rejects with {@link WorkerClient.callError}'s error. */
-  private call<T>(fn: (api: Remote<WorkerApi>) => Promise<T>): Promise<T> {
+  /**
+   * Calls the worker; resolves with its reply, or rejects with {@link WorkerClient.callError}'s error. With `deadline`,
+   * a call unanswered after `callTimeoutMs` rejects with TIMEOUT and stops the worker (what blocks it would block
+   * every later call): other pending and later calls reject with WORKER_DIED.
+   */
+  private call<T>(fn: (api: Remote<WorkerApi>) => Promise<T>, deadline = false): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
+    this.inflight++;
     return new Promise<T>((resolve, reject) => {
       const onDeath = (e: SelfxitError): void => reject(e);
       this.rejectors.add(onDeath);
+      const ms = this.liveness.callTimeoutMs;
+      const timer =
+        deadline && ms > 0
+          ? setTimeout(() => {
+              this.rejectors.delete(onDeath);
+              const details = { callTimeoutMs: ms };
+              reject(new SelfxitError('TIMEOUT', `the selfxit worker did not answer within ${ms} ms`, details));
+              this.fail(
+                new SelfxitError(
+                  'WORKER_DIED',
+                  `the selfxit worker was stopped: a call got no answer in ${ms} ms`,
+                  details,
+                ),
+              );
+            }, ms)
+          : undefined;
       fn(this.api)
         .then((reply) => {
           this.answered = true;
@@ -148,7 +237,16 @@ export class WorkerClient implements ClassifierTransport {
           throw await this.callError(e);
         })
         .then(resolve, reject)
-        .finally(() => this.rejectors.delete(onDeath));
+        .finally(() => {
+          clearTimeout(timer);
+          this.rejectors.delete(onDeath);
+          this.inflight--;
+          if (this.pingSentAt !== undefined && !this.pingWhileIdle) {
+            // It just answered: a ping it left waiting while busy now counts from here, as sent when idle.
+            this.pingSentAt = Date.now();
+            this.pingWhileIdle = this.inflight === 0;
+          }
+        });
     });
   }
 

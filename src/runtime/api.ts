@@ -1,7 +1,8 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
-// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details.
+// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. ping() and
+// holdLock() are the page's liveness checks (worker-client.ts).
 import { transfer } from 'comlink';
-import { SelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
 import type {
   ClassifyReply,
   ClassifyRequest,
@@ -38,7 +39,14 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
-      runtime = await BundleRuntime.open(request, bestEffort(onProgress), deps);
+      const progress = bestEffort(onProgress);
+      try {
+        runtime = await BundleRuntime.open(request, progress, deps);
+      } catch (e) {
+        // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version.
+        if (!isSelfxitError(e, 'INTEGRITY_ERROR') || e.details?.bundleChanged !== true) throw e;
+        runtime = await BundleRuntime.open(request, progress, deps);
+      }
       const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
       return {
         manifest: runtime.manifest,
@@ -60,6 +68,19 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
       const rt = current();
       const plan = await rt.plan(request, bestEffort(onProgress));
       return { plan, state: rt.state() };
+    },
+
+    async ping(): Promise<true> {
+      return true;
+    },
+
+    async holdLock(name: string): Promise<boolean> {
+      const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
+      if (!locks) return false;
+      return new Promise<boolean>((granted) => {
+        // Held until this worker ends (close(), terminate(), a crash): then the page's request for it is granted.
+        void locks.request(name, () => new Promise<never>(() => granted(true))).catch(() => granted(false));
+      });
     },
 
     async state(): Promise<RuntimeState | undefined> {

@@ -1,5 +1,6 @@
-// Bundle loading and caching in the worker: the manifest (cache first, validated, a new version evicting the old one's
-// files and plans) and the files it lists (segments, validation.bin) from the cache or fetched, sha256-checked, cached.
+// Bundle loading and caching in the worker: the manifest (cache first, validated, cached once a load succeeded, a new
+// version evicting the old one's files and plans; the cached copy when offline) and the files it lists (segments,
+// validation.bin) from the cache or fetched, sha256-checked, cached; a mismatch re-checks the manifest (bundle replaced?).
 import { validateManifest, type BundleManifest } from '../bundle/manifest.js';
 import { decodeValidation, VALIDATION_ENCODING, type ValidationExit } from '../bundle/validation-file.js';
 import { SelfxitError } from '../errors.js';
@@ -10,10 +11,23 @@ import { sha256Hex } from '../graph/hash.js';
 
 export type Progress = (p: ProgressInfo) => void;
 
-interface LoadedManifest {
+export interface LoadedManifest {
   readonly manifest: BundleManifest;
   readonly hash: string;
   readonly fromCache: boolean;
+  /** From the cache although older than `manifestMaxAgeMs`, because fetching it failed (offline, server error). */
+  readonly stale: boolean;
+  /** Caches a fetched manifest (evicting what a new version replaces): called once the load succeeded. */
+  commit(): Promise<void>;
+}
+
+const nothingToCommit = async (): Promise<void> => {};
+
+/** A fetch failure the cached manifest may stand in for: no network (status 0) or a server error (5xx). */
+function isOutage(e: unknown): boolean {
+  if (!(e instanceof SelfxitError) || e.code !== 'FETCH_FAILED') return false;
+  const status = e.details?.status;
+  return typeof status === 'number' && (status === 0 || status >= 500);
 }
 
 function parseManifest(text: string, url: string): BundleManifest {
@@ -69,7 +83,11 @@ interface BundleFile {
   readonly segment?: number;
 }
 
-/** Manifest for `url`: the cached copy unless reload/expired, else fetched, validated and cached (evicting what a new version replaces). */
+/**
+ * Manifest for `url`: the cached copy unless reload/expired/outdated, else fetched and validated; when that fetch fails
+ * for lack of network or a server error, the cached copy however old ({@link LoadedManifest.stale}). A fetched
+ * manifest is cached by {@link LoadedManifest.commit}, which the caller runs once the load succeeded.
+ */
 export async function loadManifest(
   url: string,
   req: InitRequest,
@@ -80,36 +98,63 @@ export async function loadManifest(
   const file = 'manifest.json';
   progress({ status: 'initiate', file });
   const cached = req.cache === 'reload' ? undefined : await cache.getManifest(url);
-  if (cached && now - cached.storedAt <= req.manifestMaxAgeMs) {
+  const fromCache = (stale: boolean): LoadedManifest | undefined => {
+    if (!cached || cached.outdated) return undefined;
     try {
       const manifest = parseManifest(cached.text, url);
       progress({ status: 'done', file, fromCache: true });
-      return { manifest, hash: cached.hash, fromCache: true };
+      return { manifest, hash: cached.hash, fromCache: true, stale, commit: nothingToCommit };
     } catch {
-      await cache.deleteManifest(url); // written by another selfxit version: fetch it again
+      return undefined; // written by another selfxit version: fetch it again
     }
+  };
+  if (cached && now - cached.storedAt <= req.manifestMaxAgeMs) {
+    const fresh = fromCache(false);
+    if (fresh) return fresh;
+    await cache.deleteManifest(url);
   }
   progress({ status: 'download', file });
-  const text = await fetchText(url);
+  let text: string;
+  try {
+    text = await fetchText(url);
+  } catch (e) {
+    const old = isOutage(e) ? fromCache(true) : undefined;
+    if (old) return old;
+    throw e;
+  }
   const manifest = parseManifest(text, url);
   const hash = await sha256Hex(text);
-  const previous = cached ?? (req.cache === 'reload' ? await cache.getManifest(url) : undefined);
-  if (previous && previous.hash !== hash) {
-    // A new bundle version at the same URL: drop the old version's plans, and its segments (and validation file)
-    // that the new one does not use.
-    await cache.deletePlans(previous.hash);
-    try {
-      const old = JSON.parse(previous.text) as Partial<BundleManifest>;
-      const keep = new Set(contentHashes(manifest));
-      const stale = contentHashes(old).filter((h) => !keep.has(h));
-      await cache.deleteSegments(stale);
-    } catch {
-      // an unreadable old manifest has nothing to evict
+  const commit = async (): Promise<void> => {
+    const previous = cached ?? (req.cache === 'reload' ? await cache.getManifest(url) : undefined);
+    if (previous && previous.hash !== hash) {
+      // A new bundle version at the same URL: drop the old version's plans, and its segments (and validation file)
+      // that the new one does not use.
+      await cache.deletePlans(previous.hash);
+      try {
+        const old = JSON.parse(previous.text) as Partial<BundleManifest>;
+        const keep = new Set(contentHashes(manifest));
+        const stale = contentHashes(old).filter((h) => !keep.has(h));
+        await cache.deleteSegments(stale);
+      } catch {
+        // an unreadable old manifest has nothing to evict
+      }
     }
-  }
-  await cache.putManifest(url, { hash, text, storedAt: now });
+    await cache.putManifest(url, { hash, text, storedAt: now });
+  };
   progress({ status: 'done', file, fromCache: false });
-  return { manifest, hash, fromCache: false };
+  return { manifest, hash, fromCache: false, stale: false, commit };
+}
+
+/** The sha256 the manifest now on the server lists for `file`, `null` when it lists no such file; undefined when unknown. */
+async function currentSha256(manifestUrl: string, file: string): Promise<string | null | undefined> {
+  try {
+    const m = parseManifest(await fetchText(manifestUrl, { revalidate: true }), manifestUrl);
+    const v = m.calibration.validation;
+    const listed = [...m.segments, ...(v ? [v] : [])].find((f) => f.file === file);
+    return listed ? listed.sha256 : null;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The files of one open bundle: segment bytes and the validation outputs, from the cache or fetched and verified. */
@@ -170,18 +215,35 @@ export class BundleSource {
         }),
     });
     const actual = await sha256Hex(bytes);
-    if (actual !== expected) {
-      const what = f.segment === undefined ? file : `segment ${f.segment}`;
-      throw new SelfxitError(
-        'INTEGRITY_ERROR',
-        `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`,
-        { url, file, ...at, expected, actual },
-      );
-    }
+    if (actual !== expected) throw await this.mismatch(f, actual);
     await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
     this.progress({ status: 'done', file, ...at, fromCache: false });
     return bytes;
+  }
+
+  /**
+   * The error for a fetched file whose sha256 is not the manifest's. The manifest is fetched once more (revalidating any
+   * HTTP cache): when it now lists another sha256 for the file, the bundle was replaced since this one was loaded, and
+   * the cached manifest is marked outdated (the next load fetches the new one); the error says so
+   * (`details.bundleChanged: true`), and the page re-opens the bundle.
+   */
+  private async mismatch(f: BundleFile, actual: string): Promise<SelfxitError> {
+    const { file, sha256: expected, url } = f;
+    const at = f.segment === undefined ? {} : { segment: f.segment };
+    const what = f.segment === undefined ? file : `segment ${f.segment}`;
+    const details = { url, file, ...at, expected, actual };
+    const message = `${what} (${url}) has sha256 ${actual}, the manifest says ${expected}`;
+    const now = await currentSha256(this.manifestUrl, file);
+    if (now === undefined || now === expected) return new SelfxitError('INTEGRITY_ERROR', message, details);
+    const cached = await this.cache.getManifest(this.manifestUrl);
+    // (the cached copy may already be the new version, cached by another page)
+    if (cached?.text.includes(expected)) await this.cache.putManifest(this.manifestUrl, { ...cached, outdated: true });
+    return new SelfxitError(
+      'INTEGRITY_ERROR',
+      `${message}: the bundle at ${this.manifestUrl} was replaced since it was loaded; load it again`,
+      { ...details, bundleChanged: true },
+    );
   }
 
   /** The bundle's validation outputs: validation.bin from the cache or fetched (sha256-verified), decoded. */

@@ -11,6 +11,8 @@ export interface CachedManifest {
   readonly text: string;
   /** Date.now() when it was fetched. */
   readonly storedAt: number;
+  /** Set when a file it lists no longer matches it (the bundle was replaced): the next load fetches the manifest. */
+  readonly outdated?: boolean;
 }
 
 /** What the runtime needs from a cache. Methods never throw: a failed read is a miss, a failed write is dropped. */

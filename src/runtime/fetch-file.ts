@@ -10,10 +10,10 @@ interface FetchOptions {
   readonly onResponse?: () => void;
 }
 
-async function request(url: string): Promise<Response> {
+async function request(url: string, revalidate = false): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url);
+    res = await fetch(url, revalidate ? { cache: 'no-cache' } : {});
   } catch (e) {
     throw new SelfxitError(
       'FETCH_FAILED',
@@ -71,9 +71,12 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
   return out;
 }
 
-/** Fetches `url` as text. Throws FETCH_FAILED like {@link fetchBytes}. */
-export async function fetchText(url: string): Promise<string> {
-  const res = await request(url);
+/**
+ * Fetches `url` as text (`revalidate`: asking the server even when the HTTP cache holds a fresh copy). Throws FETCH_FAILED
+ * like {@link fetchBytes}.
+ */
+export async function fetchText(url: string, options: { readonly revalidate?: boolean } = {}): Promise<string> {
+  const res = await request(url, options.revalidate === true);
   try {
     return await res.text();
   } catch (e) {

@@ -39,6 +39,7 @@ export class BundleRuntime {
     readonly manifest: BundleManifest,
     readonly manifestHash: string,
     private readonly manifestFromCache: boolean,
+    private readonly manifestStale: boolean,
     private readonly ort: OrtHandle,
     private readonly cache: BundleCache,
     private readonly openProgress: Progress,
@@ -66,6 +67,7 @@ export class BundleRuntime {
       loaded.manifest,
       loaded.hash,
       loaded.fromCache,
+      loaded.stale,
       ort,
       cache,
       progress,
@@ -74,6 +76,7 @@ export class BundleRuntime {
     );
     try {
       await rt.pool.session(0);
+      await loaded.commit(); // a manifest is cached only once a load with it succeeded
     } catch (e) {
       await rt.dispose();
       throw e;
@@ -102,6 +105,7 @@ export class BundleRuntime {
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
       manifestFromCache: this.manifestFromCache,
+      manifestStale: this.manifestStale,
       cacheEnabled: this.cache.enabled,
     };
   }

@@ -1,0 +1,198 @@
+// Deploys and the cache, through the worker API on onnxruntime-node over the tiny bundles: a bundle replaced in place
+// while its manifest is cached (the next load, or the page's re-open, gets the new version), a failed load caching
+// nothing, and the cached manifest standing in, however old, when the network is down.
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
+import type { InitRequest, WireInput } from '../src/protocol.js';
+import { createWorkerApi } from '../src/runtime/api.js';
+import { MemoryCache } from './fixtures/memory-cache.js';
+import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+
+let tiny: TinyServer;
+let log: string[] = [];
+let expected: Expected[] = [];
+
+beforeAll(async () => {
+  tiny = await serveTinyBundles((p) => log.push(p));
+  expected = tiny.expected;
+});
+afterAll(() => tiny.close());
+afterEach(() => vi.unstubAllGlobals());
+
+const request = (bundle: string, over: Partial<InitRequest> = {}): InitRequest => ({
+  manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
+  backend: 'wasm',
+  threads: 1,
+  cache: true,
+  manifestMaxAgeMs: Infinity,
+  wasmPaths: '/ort/',
+  usePlan: false,
+  ...over,
+});
+const tensors = (idx: number[]): WireInput[] => idx.map((i) => ({ kind: 'tensor', data: tiny.inputs[i]! }));
+const deep = (): number => expected.findIndex((e) => e.exit === -1);
+const early = (): number => expected.findIndex((e) => e.exit === 0);
+
+/** Copies the tiny bundle to `name` (version 1). */
+function writeV1(name: string): void {
+  const dir = path.join(tiny.dir, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir);
+  for (const f of ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx'])
+    copyFileSync(path.join(tiny.dir, 'tiny', f), path.join(dir, f));
+}
+
+/**
+ * Replaces `name` in place with version 2: the segments in `changed` re-encoded with another doc string (same names,
+ * new bytes and sha256), the manifest listing them.
+ */
+async function writeV2(name: string, changed: number[]): Promise<void> {
+  const dir = path.join(tiny.dir, name);
+  const manifest = JSON.parse(readFileSync(path.join(tiny.dir, 'tiny/manifest.json'), 'utf8')) as BundleManifest;
+  const segments = [];
+  for (const [i, s] of manifest.segments.entries()) {
+    if (!changed.includes(i)) {
+      segments.push(s);
+      continue;
+    }
+    const m = decodeModel(readFileSync(path.join(tiny.dir, 'tiny', s.file)));
+    m.proto.docString = 'version 2';
+    const bytes = encodeModel(m);
+    writeFileSync(path.join(dir, s.file), bytes);
+    segments.push({ ...s, sha256: await sha256Hex(bytes), bytes: bytes.length });
+  }
+  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...manifest, segments }));
+}
+
+describe('a bundle replaced in place while its manifest is cached', () => {
+  it('a deeper segment of the new version fails with bundleChanged, and the next load opens the new version', async () => {
+    writeV1('swap');
+    const cache = new MemoryCache();
+    const v1 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init1 = await v1.init(request('swap'));
+    const t1 = init1.manifest.exits.map((e) => e.threshold);
+    await v1.classify({ inputs: tensors([early()]), thresholds: t1, probabilities: false }); // segment 0 only
+    await v1.dispose();
+    await writeV2('swap', [1, 2]);
+
+    // Reload: the cached manifest (fresh) and segment 0 (unchanged) open it; a deep input meets the new segment 1.
+    log = [];
+    const stale = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init2 = await stale.init(request('swap'));
+    expect(init2.manifestHash).toBe(init1.manifestHash);
+    expect(log).toEqual([]);
+    const err = await stale
+      .classify({ inputs: tensors([deep()]), thresholds: t1, probabilities: false })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 1, bundleChanged: true } });
+    expect((err as Error).message).toMatch(/was replaced since it was loaded/);
+    expect(log).toEqual(['/swap/segment-1.onnx', '/swap/manifest.json']);
+    await stale.dispose();
+
+    // The next load (no cache: 'reload', the age limit is Infinity) fetches the new manifest and works.
+    log = [];
+    const v2 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init3 = await v2.init(request('swap'));
+    expect(init3.manifestHash).not.toBe(init1.manifestHash);
+    expect(init3.state.manifestFromCache).toBe(false);
+    const [r] = (await v2.classify({ inputs: tensors([deep()]), thresholds: t1, probabilities: false })).results;
+    expect(r).toMatchObject({ index: expected[deep()]!.index, exit: -1 });
+    expect(log).toEqual(['/swap/manifest.json', '/swap/segment-1.onnx', '/swap/segment-2.onnx']);
+    await v2.dispose();
+    // The old version's segments 1 and 2 were never cached; what is cached now is the new version's.
+    expect([...cache.segments.keys()].sort()).toEqual(init3.manifest.segments.map((s) => s.sha256).sort());
+  });
+
+  it('when segment 0 changed too and is not cached, load() itself re-checks the manifest and opens the new version', async () => {
+    writeV1('swap0');
+    const cache = new MemoryCache();
+    const v1 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init1 = await v1.init(request('swap0'));
+    await v1.dispose();
+    await writeV2('swap0', [0, 1, 2]);
+    cache.segments.clear();
+    log = [];
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init2 = await api.init(request('swap0'));
+    expect(init2.manifestHash).not.toBe(init1.manifestHash);
+    expect(cache.manifests.get(request('swap0').manifestUrl)!.hash).toBe(init2.manifestHash);
+    const all = Array.from({ length: 64 }, (_, i) => i);
+    const t = init2.manifest.exits.map((e) => e.threshold);
+    const out = await api.classify({ inputs: tensors(all), thresholds: t, probabilities: false });
+    expect(out.results.map((r) => r.index)).toEqual(expected.map((e) => e.index));
+    await api.dispose();
+  });
+
+  it('a segment that does not match a manifest that did not change is a plain INTEGRITY_ERROR', async () => {
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache: new MemoryCache() });
+    const init = await api.init(request('tiny-badsha2'));
+    const t = init.manifest.exits.map((e) => e.threshold);
+    const err = await api.classify({ inputs: tensors([deep()]), thresholds: t, probabilities: false }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 2 } });
+    expect((err as { details: Record<string, unknown> }).details.bundleChanged).toBeUndefined();
+    await api.dispose();
+  });
+
+  it('a load that failed caches no manifest, so the fixed server is asked again', async () => {
+    const cache = new MemoryCache();
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    await expect(api.init(request('tiny-badsha0'))).rejects.toMatchObject({ code: 'INTEGRITY_ERROR' });
+    expect(cache.manifests.size).toBe(0);
+    expect(cache.segments.size).toBe(0);
+  });
+});
+
+describe('offline after the manifest expired', () => {
+  async function cacheEverything(cache: MemoryCache): Promise<void> {
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init = await api.init(request('tiny'));
+    const t = init.manifest.exits.map((e) => e.threshold);
+    await api.classify({ inputs: tensors([deep()]), thresholds: t, probabilities: false });
+    await api.dispose();
+  }
+  const later = (): number => Date.now() + 2 * 24 * 3600_000;
+
+  it('the network down: load() uses the cached manifest however old, and says it is stale', async () => {
+    const cache = new MemoryCache();
+    await cacheEverything(cache);
+    vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache, now: later });
+    const init = await api.init(request('tiny', { manifestMaxAgeMs: 1000 }));
+    expect(init.state).toMatchObject({ manifestFromCache: true, manifestStale: true });
+    const t = init.manifest.exits.map((e) => e.threshold);
+    const [r] = (await api.classify({ inputs: tensors([deep()]), thresholds: t, probabilities: false })).results;
+    expect(r).toMatchObject({ index: expected[deep()]!.index, exit: -1 });
+    await api.dispose();
+    // cache: 'reload' asks for the network, and says it failed.
+    const reload = createWorkerApi({ loadOrt: loadOrtNode, cache, now: later });
+    await expect(reload.init(request('tiny', { cache: 'reload' }))).rejects.toMatchObject({
+      code: 'FETCH_FAILED',
+      details: { status: 0 },
+    });
+  });
+
+  it('a server error (503) falls back to the cache too; a 404 (the bundle is gone) does not', async () => {
+    const cache = new MemoryCache();
+    await cacheEverything(cache);
+    vi.stubGlobal('fetch', async () => new Response('down', { status: 503 }));
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache, now: later });
+    const init = await api.init(request('tiny', { manifestMaxAgeMs: 1000 }));
+    expect(init.state).toMatchObject({ manifestFromCache: true, manifestStale: true });
+    await api.dispose();
+    vi.stubGlobal('fetch', async () => new Response('gone', { status: 404 }));
+    const gone = createWorkerApi({ loadOrt: loadOrtNode, cache, now: later });
+    await expect(gone.init(request('tiny', { manifestMaxAgeMs: 1000 }))).rejects.toMatchObject({
+      code: 'FETCH_FAILED',
+      details: { status: 404 },
+    });
+    // A fresh cached manifest is not stale.
+    vi.unstubAllGlobals();
+    const fresh = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    expect((await fresh.init(request('tiny'))).state).toMatchObject({ manifestFromCache: true, manifestStale: false });
+    await fresh.dispose();
+  });
+});
