@@ -10,6 +10,7 @@ export const LOAD_DEFAULTS = {
   cache: true,
   manifestMaxAgeMs: 24 * 60 * 60 * 1000,
   plan: 'cached',
+  engine: 'auto',
 } as const satisfies Partial<LoadOptions>;
 
 export interface ResolvedLoad {
@@ -76,6 +77,13 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   if (plan !== 'cached' && plan !== 'off') {
     throw new SelfxitError('INVALID_ARGUMENT', `plan must be 'cached' or 'off', got ${JSON.stringify(plan)}`);
   }
+  const engine = options.engine ?? LOAD_DEFAULTS.engine;
+  if (engine !== 'auto' && engine !== 'compiled' && engine !== 'stages') {
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `engine must be 'auto', 'compiled' or 'stages', got ${JSON.stringify(engine)}`,
+    );
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -90,6 +98,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       manifestMaxAgeMs,
       wasmPaths: wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
       usePlan: plan === 'cached',
+      engine,
     },
     onProgress: options.onProgress,
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),
