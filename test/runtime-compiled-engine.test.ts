@@ -9,7 +9,7 @@ import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import { chooseThresholds } from '../src/page/target.js';
 import type { EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { noCache } from '../src/runtime/cache.js';
+import { compiledKey, noCache, type BundleCache, type CachedCompiled } from '../src/runtime/cache.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 
@@ -44,7 +44,7 @@ async function writeClashBundle(dir: string): Promise<void> {
 }
 
 /** A worker API on onnxruntime-node that counts the sessions it creates. */
-function api(): { api: WorkerApi; creates: () => number } {
+function api(cache: BundleCache = noCache): { api: WorkerApi; creates: () => number } {
   let n = 0;
   const loadOrt = async (): Promise<OrtHandle> => {
     const h = await loadOrtNode();
@@ -54,7 +54,7 @@ function api(): { api: WorkerApi; creates: () => number } {
     };
     return { ...h, ort: { ...h.ort, InferenceSession } as typeof h.ort };
   };
-  return { api: createWorkerApi({ loadOrt, cache: noCache }), creates: () => n };
+  return { api: createWorkerApi({ loadOrt, cache }), creates: () => n };
 }
 
 function request(bundle: string, engine: EngineChoice): InitRequest {
@@ -62,7 +62,7 @@ function request(bundle: string, engine: EngineChoice): InitRequest {
     manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
     backend: 'wasm',
     threads: 1,
-    cache: false,
+    cache: true,
     manifestMaxAgeMs: Infinity,
     wasmPaths: '/ort/',
     usePlan: false,
@@ -174,5 +174,49 @@ describe('compiled engine', () => {
       }),
     );
     await a.dispose();
+  });
+
+  it('caches the compiled model per manifest hash and backend; a corrupt cached one is detected by sha256 and rebuilt', async () => {
+    const store = new Map<string, CachedCompiled>();
+    const puts: string[] = [];
+    const cache: BundleCache = {
+      ...noCache,
+      enabled: true,
+      getCompiled: async (k) => store.get(k),
+      putCompiled: async (k, e) => void (puts.push(k), store.set(k, e)),
+      deleteCompiled: async (k) => void store.delete(k),
+    };
+    const first = api(cache).api;
+    const init = await first.init(request('tiny', 'compiled'));
+    await first.dispose();
+    const key = compiledKey(init.manifestHash, 'wasm', 1);
+    expect([...store.keys()]).toEqual([key]);
+    expect(puts).toEqual([key]);
+    // A second open reads it (no compile, no put).
+    const second = api(cache).api;
+    expect((await second.init(request('tiny', 'compiled'))).state.engine).toBe('compiled');
+    await second.dispose();
+    expect(puts).toEqual([key]);
+    // Corrupt the cached bytes (a weight in the middle), its sha256 left as stored: detected, rebuilt, never run.
+    const good = store.get(key)!;
+    const bad = new Uint8Array(good.bytes); // a copy (Buffer.slice would be a view)
+    bad[bad.length >> 1]! ^= 0x40;
+    store.set(key, { sha256: good.sha256, bytes: bad });
+    const third = api(cache).api;
+    const t = await third.init(request('tiny', 'compiled'));
+    expect(t.state.engine).toBe('compiled');
+    expect(puts).toEqual([key, key]);
+    expect(store.get(key)!.sha256).toBe(good.sha256);
+    expect(Buffer.from(store.get(key)!.bytes).equals(Buffer.from(good.bytes))).toBe(true);
+    const got = await singles(
+      third,
+      t.manifest.exits.map((e) => e.threshold),
+    );
+    got.forEach((g, i) => {
+      const w = tiny.expected[i]!;
+      expect({ index: g.index, exit: g.exit }).toEqual({ index: w.index, exit: w.exit });
+      expect(Math.abs(g.confidence - w.confidence)).toBeLessThan(1e-5);
+    });
+    await third.dispose();
   });
 });

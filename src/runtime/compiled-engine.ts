@@ -6,11 +6,12 @@ import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../
 import type { OrtStageRunner } from '../engine/stage-runner.js';
 import { isSelfxitError } from '../errors.js';
 import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE } from '../graph/compile-cascade.js';
-import { decodeModel, encodeModel } from '../graph/index.js';
+import { decodeModel, encodeModel, sha256Hex } from '../graph/index.js';
 import type { OrtSession, OrtTensor } from '../ort/types.js';
 import type { Backend } from '../protocol.js';
 import { sessionOptions } from './ort-backend.js';
 import { inputDims } from './preprocess.js';
+import { compiledKey, type BundleCache } from './cache.js';
 import type { SessionPool } from './session-pool.js';
 
 /** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
@@ -30,6 +31,7 @@ interface Compiled {
  * segments have loaded (the stage engine loads them lazily for inputs that continue past the prefix) or the backend
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
+ * Compiled models are cached per manifest hash, backend and prefix length, their sha256 checked on every read.
  */
 export class CompiledEngine {
   /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
@@ -43,6 +45,8 @@ export class CompiledEngine {
     private readonly manifest: BundleManifest,
     private readonly pool: SessionPool,
     private readonly runner: OrtStageRunner,
+    private readonly cache: BundleCache,
+    private readonly manifestHash: string,
   ) {}
 
   /** The compiled model for the current prefix and backend (made or remade now if needed); undefined once failed. */
@@ -58,12 +62,16 @@ export class CompiledEngine {
     const { ort } = this.pool;
     const prefix = this.pool.loadedPrefix();
     const backend = ort.backend;
-    let bytes: Uint8Array;
-    try {
-      bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0));
-    } catch (e) {
-      if (!isSelfxitError(e)) throw e;
-      return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
+    const key = compiledKey(this.manifestHash, backend, prefix.length);
+    let bytes = await this.cached(key);
+    if (!bytes) {
+      try {
+        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0));
+      } catch (e) {
+        if (!isSelfxitError(e)) throw e;
+        return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
+      }
+      await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
     }
     let session: OrtSession;
     try {
@@ -76,6 +84,15 @@ export class CompiledEngine {
     this.compiled = { session, count: prefix.length, backend };
     if (old) await this.pool.queue.run(() => old.session.release()).catch(() => undefined);
     return this.compiled;
+  }
+
+  /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
+  private async cached(key: string): Promise<Uint8Array | undefined> {
+    const entry = await this.cache.getCompiled?.(key);
+    if (!entry) return undefined;
+    if ((await sha256Hex(entry.bytes)) === entry.sha256) return entry.bytes;
+    await this.cache.deleteCompiled?.(key);
+    return undefined;
   }
 
   private fail(reason: string): undefined {

@@ -54,7 +54,7 @@ export class BundleRuntime {
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
     this.pool = new SessionPool(manifest, ort, this.source, progress, compile);
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
-    this.compiled = compile ? new CompiledEngine(manifest, this.pool, this.runner) : undefined;
+    this.compiled = compile ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash) : undefined;
   }
 
   /**
