@@ -11,14 +11,8 @@ declare global {
   }
 }
 
-interface Brief {
-  index: number;
-  exit: number;
-  confidence: number;
-  label: string;
-  exitName: string;
-  stages: number;
-}
+/** testkit.brief() of a result (e2e/pages/testkit.js). */
+type Brief = Record<'index' | 'exit' | 'confidence' | 'stages', number> & Record<'label' | 'exitName', string>;
 interface Kit {
   inputs(bundle: string): Promise<Float32Array[]>;
   brief(r: Selfxit.ClassifyResult): Brief;
