@@ -18,7 +18,14 @@ describe('resolveLoadOptions', () => {
     expect(r.init.wasmPaths).toMatch(/\/ort\/$/);
     expect(r.workerUrl).toBeUndefined();
     expect(r.init.usePlan).toBe(true);
-    expect(LOAD_DEFAULTS).toEqual({ backend: 'auto', cache: true, manifestMaxAgeMs: 86_400_000, plan: 'cached' });
+    expect(LOAD_DEFAULTS).toEqual({
+      backend: 'auto',
+      cache: true,
+      manifestMaxAgeMs: 86_400_000,
+      plan: 'cached',
+      engine: 'auto',
+    });
+    expect(r.init.engine).toBe('auto');
     expect(resolveLoadOptions('https://x.test/b/', { plan: 'off' }).init.usePlan).toBe(false);
   });
 
@@ -48,6 +55,7 @@ describe('resolveLoadOptions', () => {
     [{ manifestMaxAgeMs: -1 }, /manifestMaxAgeMs/],
     [{ onProgress: 3 }, /onProgress/],
     [{ plan: 'always' }, /plan/],
+    [{ engine: 'fast' }, /engine/],
   ])('rejects %j with INVALID_ARGUMENT', (opts, msg) => {
     expect(() => resolveLoadOptions('https://x.test/b/', opts as never)).toThrow(msg);
     try {
