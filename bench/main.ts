@@ -26,6 +26,8 @@ export interface BenchConfig {
   readonly returnLabels?: boolean;
   /** Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it. */
   readonly devicePlan?: boolean;
+  /** load() option `engine` (batch-1 calls; batches always run stage by stage). Default: load()'s ('auto'). */
+  readonly engine?: 'compiled' | 'stages' | 'auto';
   /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
   readonly target?: number;
 }
@@ -37,6 +39,9 @@ export interface BenchResult {
   readonly backend: string;
   readonly threads: number;
   readonly crossOriginIsolated: boolean;
+  /** Engine of batch-1 calls in use (info().engine), and why not the compiled one when it fell back. */
+  readonly engine: string;
+  readonly engineFallbackReason?: string;
   readonly images: number;
   /** Per-image latency (page-side round trip; for batches, the batch's time / batch size), ms. */
   readonly early: Stats;
@@ -102,7 +107,13 @@ async function run(config: BenchConfig): Promise<BenchResult> {
   const images = await imageCache.get(key)!;
   const n = images.count - (images.count % config.batch);
   const wasmPaths = new URL('ort/', document.baseURI).href;
-  const clf = await load(manifestUrl, { backend: config.backend, threads: config.threads, cache: false, wasmPaths });
+  const clf = await load(manifestUrl, {
+    backend: config.backend,
+    threads: config.threads,
+    cache: false,
+    wasmPaths,
+    ...(config.engine ? { engine: config.engine } : {}),
+  });
   const baseline = await Baseline.create({
     model: new URL(config.modelUrl, document.baseURI).href,
     input: manifest.input,
@@ -219,6 +230,8 @@ async function run(config: BenchConfig): Promise<BenchResult> {
       backend: clf.backend,
       threads: info.threads,
       crossOriginIsolated,
+      engine: info.engine,
+      ...(info.engineFallbackReason ? { engineFallbackReason: info.engineFallbackReason } : {}),
       images: n,
       early,
       full,

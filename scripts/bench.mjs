@@ -371,6 +371,20 @@ async function main() {
           threads: t,
           batch: 1,
         });
+      // The stage engine at batch 1 beside the default (compiled) one: 'selfxit' and 'worst-case' b1 run compiled.
+      for (const [variant, file] of [
+        ['selfxit-stages', 'manifest.json'],
+        ['worst-case-stages', 'manifest-noexit.json'],
+      ])
+        for (const t of threads)
+          configs.push({
+            variant,
+            manifestUrl: rel(dir, file),
+            backend: 'wasm',
+            threads: t,
+            batch: 1,
+            engine: 'stages',
+          });
       if (paperDir)
         for (const b of batches)
           for (const t of threads)

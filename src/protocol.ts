@@ -46,7 +46,12 @@ export interface InitRequest {
   readonly wasmPaths: string | undefined;
   /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */
   readonly usePlan: boolean;
+  /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
+  readonly engine?: EngineChoice;
 }
+
+/** Engine the caller asks for: one compiled model per call, stage by stage, or `'auto'` (compiled where it compiles). */
+export type EngineChoice = 'compiled' | 'stages' | 'auto';
 
 /** Worker-side state, sent back with every reply so that `info()` on the page is synchronous. */
 export interface RuntimeState {
@@ -56,6 +61,10 @@ export interface RuntimeState {
   readonly crossOriginIsolated: boolean;
   /** Whether the WebGPU → WASM fallback happened, and why. */
   readonly fallbackReason?: string;
+  /** Engine of batch-1 calls ('compiled' or 'stages'); batches always run stage by stage. */
+  readonly engine?: 'compiled' | 'stages';
+  /** Why the compiled engine was asked for (or 'auto') but the stage engine runs. */
+  readonly engineFallbackReason?: string;
   /** Per segment: session created. */
   readonly sessions: readonly boolean[];
   /** Per segment: bytes held in the local cache. */

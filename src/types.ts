@@ -2,7 +2,7 @@
 // results and info, declared here; the bundle, plan, progress and error types it refers to, re-exported from their homes.
 import type { InputSpec } from './bundle/manifest.js';
 import type { DevicePlan } from './policy/device-plan.js';
-import type { Backend, BackendPreference, ProgressInfo } from './protocol.js';
+import type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
 
 export type {
   BundleManifest,
@@ -17,7 +17,7 @@ export type {
   HeadKind,
 } from './bundle/manifest.js';
 export type { DevicePlan, StageTimings } from './policy/device-plan.js';
-export type { Backend, BackendPreference, ProgressInfo } from './protocol.js';
+export type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
 export type { SelfxitErrorCode } from './errors.js';
 
 /** Options of {@link load}. Every field is optional; defaults are listed per field (fixed ones: `LOAD_DEFAULTS`). */
@@ -67,6 +67,15 @@ export interface LoadOptions {
    * worker is stopped (later calls: WORKER_DIED; load() again). Default 60 s; 0 = none.
    */
   readonly callTimeoutMs?: number;
+  /**
+   * Engine of single-input calls. Default `'auto'` (today the same as `'compiled'`): the segments loaded so far run as
+   * ONE onnxruntime model with the exit decisions inside (thresholds are an input, so setTarget()/plan() need no
+   * rebuild), recompiled when more segments have loaded; when the bundle cannot be compiled, the stage engine runs and
+   * `info().engineFallbackReason` says why. `'stages'`: one session per segment, decisions in JS. Batches
+   * (classifyBatch of more than one input) always run stage by stage (rows that exit leave the batch). Results are
+   * the same either way; with the compiled engine `timings.stages` spreads one run's time over the segments it covered.
+   */
+  readonly engine?: EngineChoice;
 }
 
 /**
@@ -148,6 +157,10 @@ export interface ClassifierInfo {
   readonly crossOriginIsolated: boolean;
   /** Why WebGPU is not in use although asked for, if that happened. */
   readonly fallbackReason?: string;
+  /** Engine of single-input calls (see {@link LoadOptions.engine}); batches run stage by stage. */
+  readonly engine: 'compiled' | 'stages';
+  /** Why the compiled engine was asked for (or `'auto'`) but the stage engine runs. */
+  readonly engineFallbackReason?: string;
   readonly manifestUrl: string;
   readonly manifestHash: string;
   readonly labels: readonly string[];

@@ -26,7 +26,9 @@ describe('resolveLoadOptions', () => {
       timeoutMs: 120_000,
       heartbeatMs: 5_000,
       callTimeoutMs: 60_000,
+      engine: 'auto',
     });
+    expect(r.init.engine).toBe('auto');
     expect(r).toMatchObject({
       timeoutMs: 120_000,
       signal: undefined,
@@ -67,6 +69,7 @@ describe('resolveLoadOptions', () => {
     [{ manifestMaxAgeMs: -1 }, /manifestMaxAgeMs/],
     [{ onProgress: 3 }, /onProgress/],
     [{ plan: 'always' }, /plan/],
+    [{ engine: 'fast' }, /engine/],
   ])('rejects %j with INVALID_ARGUMENT', (opts, msg) => {
     expect(() => resolveLoadOptions('https://x.test/b/', opts as never)).toThrow(msg);
     try {

@@ -246,6 +246,8 @@ export class ClassifierImpl implements Classifier {
       threads: s.threads,
       crossOriginIsolated: s.crossOriginIsolated,
       ...(s.fallbackReason ? { fallbackReason: s.fallbackReason } : {}),
+      engine: s.engine ?? 'stages',
+      ...(s.engineFallbackReason ? { engineFallbackReason: s.engineFallbackReason } : {}),
       manifestUrl: this.manifestUrl,
       manifestHash: this.manifestHash,
       labels: m.labels,

@@ -13,6 +13,7 @@ export const LOAD_DEFAULTS = {
   timeoutMs: 120_000,
   heartbeatMs: 5_000,
   callTimeoutMs: 60_000,
+  engine: 'auto',
 } as const satisfies Partial<LoadOptions>;
 
 /** How the page watches its worker (worker-client.ts): ping period and per-call deadline, in ms (0 = off). */
@@ -106,6 +107,13 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   if (plan !== 'cached' && plan !== 'off') {
     throw new SelfxitError('INVALID_ARGUMENT', `plan must be 'cached' or 'off', got ${JSON.stringify(plan)}`);
   }
+  const engine = options.engine ?? LOAD_DEFAULTS.engine;
+  if (engine !== 'auto' && engine !== 'compiled' && engine !== 'stages') {
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `engine must be 'auto', 'compiled' or 'stages', got ${JSON.stringify(engine)}`,
+    );
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -122,6 +130,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       manifestMaxAgeMs,
       wasmPaths: wasmPaths === undefined || wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
       usePlan: plan === 'cached',
+      engine,
     },
     onProgress: options.onProgress,
     timeoutMs: durationMs(options.timeoutMs, 'timeoutMs', LOAD_DEFAULTS.timeoutMs),

@@ -1,5 +1,5 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
-// manifest hash, backend and thread count, in IndexedDB (idb-keyval).
+// manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, in IndexedDB (idb-keyval).
 // A small swappable interface; any storage failure (no IndexedDB, quota, private mode) turns it into no cache.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -30,8 +30,26 @@ export interface BundleCache {
   /** The device plan stored under {@link planKey}, if any (a malformed entry is a miss). */
   getPlan(key: string): Promise<DevicePlan | undefined>;
   putPlan(key: string, plan: DevicePlan): Promise<void>;
-  /** Drops every plan made for the bundle version with this manifest hash. */
+  /** Drops every plan (and compiled model) made for the bundle version with this manifest hash. */
   deletePlans(manifestHash: string): Promise<void>;
+  /** The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional. */
+  getCompiled?(key: string): Promise<CachedCompiled | undefined>;
+  putCompiled?(key: string, entry: CachedCompiled): Promise<void>;
+  deleteCompiled?(key: string): Promise<void>;
+}
+
+/** A compiled cascade (runtime/compiled-engine.ts) as cached: its ONNX bytes and their sha256 (hex), checked on read. */
+export interface CachedCompiled {
+  readonly sha256: string;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Cache key of a compiled cascade of segments 0 .. count - 1: `compiled:<manifestHash>:<backend>:<count>:v<format>`
+ * (bump COMPILED_FORMAT when the compiler's output changes, so no older model is reused).
+ */
+export function compiledKey(manifestHash: string, backend: string, count: number): string {
+  return `${COMPILED_PREFIX}${manifestHash}:${backend}:${count}:v${COMPILED_FORMAT}`;
 }
 
 /** Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>`. */
@@ -85,6 +103,8 @@ export const noCache: BundleCache = {
 const MANIFEST_PREFIX = 'manifest:';
 const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
+const COMPILED_PREFIX = 'compiled:';
+const COMPILED_FORMAT = 1;
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
 type OpenStore = (dbName: string, storeName: string) => UseStore;
@@ -187,9 +207,28 @@ export class IdbBundleCache implements BundleCache {
 
   deletePlans(manifestHash: string): Promise<void> {
     return this.op(undefined, async (s) => {
-      const prefix = `${PLAN_PREFIX}${manifestHash}:`;
-      const stale = (await keys<IDBValidKey>(s)).filter((k) => typeof k === 'string' && k.startsWith(prefix));
+      const prefixes = [PLAN_PREFIX, COMPILED_PREFIX].map((p) => `${p}${manifestHash}:`);
+      const stale = (await keys<IDBValidKey>(s)).filter(
+        (k) => typeof k === 'string' && prefixes.some((p) => k.startsWith(p)),
+      );
       if (stale.length > 0) await delMany(stale, s);
     });
+  }
+
+  getCompiled(key: string): Promise<CachedCompiled | undefined> {
+    return this.op(undefined, async (s) => {
+      const v = await get<Partial<CachedCompiled>>(key, s);
+      return v && typeof v.sha256 === 'string' && v.bytes instanceof Uint8Array
+        ? { sha256: v.sha256, bytes: v.bytes }
+        : undefined;
+    });
+  }
+
+  putCompiled(key: string, entry: CachedCompiled): Promise<void> {
+    return this.op(undefined, (s) => set(key, entry, s));
+  }
+
+  deleteCompiled(key: string): Promise<void> {
+    return this.op(undefined, (s) => del(key, s));
   }
 }

@@ -1,6 +1,7 @@
 // The worker-side classifier, request handling: opens a bundle (bundle-source.ts) and its session pool (session-pool.ts),
 // classifies batches with the shared cascade (runCascade over the engine's stage runner), and makes device plans (stage
-// times measured here + the bundle's validation file → planExits, cached).
+// times measured here + the bundle's validation file → planExits, cached). Batch-1 calls run the compiled engine
+// (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches always run stage by stage.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
@@ -10,6 +11,7 @@ import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
 import { BundleSource, loadManifest, type Progress } from './bundle-source.js';
 import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
+import { CompiledEngine } from './compiled-engine.js';
 import { measureStages } from './measure.js';
 import { loadOrt, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
@@ -30,6 +32,8 @@ export class BundleRuntime {
   private readonly source: BundleSource;
   private readonly pool: SessionPool;
   private readonly runner: OrtStageRunner;
+  /** The batch-1 compiled engine; undefined with `engine: 'stages'`. */
+  private readonly compiled: CompiledEngine | undefined;
   /** Progress listener of the plan() call in flight, besides the one given at open(). */
   private planProgress: Progress | undefined;
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
@@ -45,17 +49,20 @@ export class BundleRuntime {
     private readonly openProgress: Progress,
     manifestUrl: string,
     cachedKeys: ReadonlySet<string>,
+    compile: boolean,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
-    this.pool = new SessionPool(manifest, ort, this.source, progress);
+    this.pool = new SessionPool(manifest, ort, this.source, progress, compile);
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
+    this.compiled = compile ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash) : undefined;
   }
 
   /**
    * Opens the bundle at `req.manifestUrl`: manifest (cache first unless `cache: 'reload'` or older than
    * `manifestMaxAgeMs`), onnxruntime with the chosen backend, then segment 0 (fetched or cached, verified, warmed up).
-   * Deeper segments load when a sample first reaches them.
+   * Deeper segments load when a sample first reaches them. Unless `engine: 'stages'`, the loaded segments are then
+   * compiled into one model (a failure leaves the stage engine in use, with `engineFallbackReason`).
    */
   static async open(req: InitRequest, progress: Progress = () => {}, deps: RuntimeDeps = {}): Promise<BundleRuntime> {
     const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
@@ -73,9 +80,11 @@ export class BundleRuntime {
       progress,
       req.manifestUrl,
       keys,
+      (req.engine ?? 'auto') !== 'stages',
     );
     try {
       await rt.pool.session(0);
+      await rt.compiled?.ready();
       await loaded.commit(); // a manifest is cached only once a load with it succeeded
     } catch (e) {
       await rt.dispose();
@@ -102,6 +111,8 @@ export class BundleRuntime {
       threads: this.ort.threads,
       crossOriginIsolated: g.crossOriginIsolated === true,
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
+      engine: this.compiled && this.compiled.failure === undefined ? 'compiled' : 'stages',
+      ...(this.compiled?.failure !== undefined ? { engineFallbackReason: this.compiled.failure } : {}),
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
       manifestFromCache: this.manifestFromCache,
@@ -146,10 +157,27 @@ export class BundleRuntime {
     return results.map((r) => ({ ...r, totalMs }));
   }
 
-  /** One cascade run of up to MAX_BATCH rows; when a WebGPU run fails, once more on WASM. */
+  /**
+   * One cascade run of up to MAX_BATCH rows (one row: on the compiled engine when it is in use); when a WebGPU run
+   * fails, once more on WASM.
+   */
   private runChunk(data: Float32Array, rows: number, req: ClassifyRequest): Promise<WireResult[]> {
     const { manifest } = this;
     const run = async (): Promise<WireResult[]> => {
+      const compiled = rows === 1 ? await this.compiled?.ready() : undefined;
+      if (compiled) {
+        const r = await this.compiled!.run(compiled, data, req.thresholds);
+        return [
+          {
+            index: r.index,
+            confidence: r.confidence,
+            exit: r.exit,
+            stages: r.stages,
+            totalMs: 0,
+            ...(req.probabilities ? { probabilities: r.probs } : {}),
+          },
+        ];
+      }
       const stageMs: number[] = [];
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
       const out = await runCascade(manifest, this.runner, input, rows, {
@@ -239,7 +267,8 @@ export class BundleRuntime {
   }
 
   /** Releases every session. Later calls fail with DISPOSED. */
-  dispose(): Promise<void> {
-    return this.pool.dispose();
+  async dispose(): Promise<void> {
+    await this.compiled?.dispose();
+    await this.pool.dispose();
   }
 }

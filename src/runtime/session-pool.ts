@@ -35,14 +35,27 @@ export class SessionPool implements SessionProvider {
   /** Bumped when the backend changes (WebGPU → WASM fallback); sessions of older generations are gone. */
   private generation = 0;
   private disposedFlag = false;
+  /** Each segment's verified bytes once loaded, when kept (`keepBytes`: the compiled engine compiles from them). */
+  private readonly bytes: (Uint8Array | undefined)[] = [];
 
   constructor(
     private readonly manifest: BundleManifest,
     readonly ort: OrtHandle,
     private readonly source: BundleSource,
     private readonly progress: Progress,
+    private readonly keepBytes = false,
   ) {
     this.created = manifest.segments.map(() => false);
+  }
+
+  /** The bytes of the leading segments loaded so far (kept only with `keepBytes`): segments 0 .. length - 1. */
+  loadedPrefix(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const b of this.bytes) {
+      if (!b) break;
+      out.push(b);
+    }
+    return out;
   }
 
   get disposed(): boolean {
@@ -95,11 +108,13 @@ export class SessionPool implements SessionProvider {
   private async createSession(s: number): Promise<OrtSession> {
     const bytes = await this.source.segmentBytes(s);
     if (this.disposedFlag) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-    return this.withFallback(() => this.createOnBackend(bytes, s), {
+    const session = await this.withFallback(() => this.createOnBackend(bytes, s), {
       reason: `creating a WebGPU session for segment ${s} failed`,
       anyError: true, // a session WebGPU cannot create may still load on WASM
       retry: () => this.session(s), // the fallback dropped this load: the WASM one is made as a shared one
     });
+    if (this.keepBytes) this.bytes[s] = bytes;
+    return session;
   }
 
   /** Creates and warms up (one run on zeros, compiling shaders on WebGPU) segment `s`'s session on the current backend. */

@@ -1,0 +1,167 @@
+// The compiled engine (issue 12) for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
+// (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
+import { compileBundleCascade } from '../bundle/compiled-cascade.js';
+import type { BundleManifest } from '../bundle/manifest.js';
+import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
+import type { OrtStageRunner } from '../engine/stage-runner.js';
+import { isSelfxitError } from '../errors.js';
+import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE } from '../graph/compile-cascade.js';
+import { decodeModel, encodeModel, sha256Hex } from '../graph/index.js';
+import type { OrtSession, OrtTensor } from '../ort/types.js';
+import type { Backend } from '../protocol.js';
+import { sessionOptions } from './ort-backend.js';
+import { inputDims } from './preprocess.js';
+import { compiledKey, type BundleCache } from './cache.js';
+import type { SessionPool } from './session-pool.js';
+
+/** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
+export interface CompiledResult extends CascadeResult {
+  readonly stages: number[];
+}
+
+interface Compiled {
+  readonly session: OrtSession;
+  /** Segments 0 .. count - 1 are in the model; `count` < segments: a prefix ending in 'continue'. */
+  readonly count: number;
+  readonly backend: Backend;
+}
+
+/**
+ * The compiled model of the loaded segment prefix, made at open and again, before the next call, whenever more leading
+ * segments have loaded (the stage engine loads them lazily for inputs that continue past the prefix) or the backend
+ * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
+ * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
+ * Compiled models are cached per manifest hash, backend and prefix length, their sha256 checked on every read.
+ */
+export class CompiledEngine {
+  /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
+  failure: string | undefined;
+  private compiled: Compiled | undefined;
+  private building: Promise<Compiled | undefined> | undefined;
+  /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
+  private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
+
+  constructor(
+    private readonly manifest: BundleManifest,
+    private readonly pool: SessionPool,
+    private readonly runner: OrtStageRunner,
+    private readonly cache: BundleCache,
+    private readonly manifestHash: string,
+  ) {}
+
+  /** The compiled model for the current prefix and backend (made or remade now if needed); undefined once failed. */
+  async ready(): Promise<Compiled | undefined> {
+    if (this.failure !== undefined) return undefined;
+    const c = this.compiled;
+    if (c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length) return c;
+    this.building ??= this.build(c).finally(() => (this.building = undefined));
+    return this.building;
+  }
+
+  private async build(old: Compiled | undefined): Promise<Compiled | undefined> {
+    const { ort } = this.pool;
+    const prefix = this.pool.loadedPrefix();
+    const backend = ort.backend;
+    const key = compiledKey(this.manifestHash, backend, prefix.length);
+    let bytes = await this.cached(key);
+    if (!bytes) {
+      try {
+        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0));
+      } catch (e) {
+        if (!isSelfxitError(e)) throw e;
+        return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
+      }
+      await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
+    }
+    let session: OrtSession;
+    try {
+      session = await this.pool.queue.run(() => ort.ort.InferenceSession.create(bytes, sessionOptions(ort, [])));
+      // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs.
+      await this.pool.queue.run(() => session.run(this.feeds(new Float32Array(this.inputSize()), [])));
+    } catch (e) {
+      return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
+    }
+    this.compiled = { session, count: prefix.length, backend };
+    if (old) await this.pool.queue.run(() => old.session.release()).catch(() => undefined);
+    return this.compiled;
+  }
+
+  /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
+  private async cached(key: string): Promise<Uint8Array | undefined> {
+    const entry = await this.cache.getCompiled?.(key);
+    if (!entry) return undefined;
+    if ((await sha256Hex(entry.bytes)) === entry.sha256) return entry.bytes;
+    await this.cache.deleteCompiled?.(key);
+    return undefined;
+  }
+
+  private fail(reason: string): undefined {
+    this.failure = reason;
+    return undefined;
+  }
+
+  private inputSize(): number {
+    return inputDims(this.manifest.input, 1).reduce((a, b) => a * b, 1);
+  }
+
+  private feeds(data: Float32Array, thresholds: readonly number[]): Record<string, OrtTensor> {
+    const { Tensor } = this.pool.ort.ort;
+    const key = thresholds.join(',');
+    if (this.thresholds?.key !== key) {
+      const t = cascadeThresholds(thresholds, this.manifest.exits.length);
+      this.thresholds = { key, tensor: new Tensor('float32', t, [t.length]) };
+    }
+    return {
+      [this.manifest.segments[0]!.input]: new Tensor('float32', data, inputDims(this.manifest.input, 1)),
+      [CASCADE_IO.thresholds]: this.thresholds.tensor,
+    };
+  }
+
+  /**
+   * Classifies one preprocessed input with `c`: one run of the compiled prefix; when it says "continue", runCascade
+   * over the stage runner from the next segment on (the prefix's segments pass the cut activation through), so every
+   * decision is the stage engine's rule. The compiled run's ms is spread evenly over the segments it covered.
+   */
+  async run(c: Compiled, data: Float32Array, thresholds: readonly number[]): Promise<CompiledResult> {
+    const { manifest } = this;
+    const k = manifest.labels.length;
+    const t0 = performance.now();
+    const out = await this.pool.queue.run(() => c.session.run(this.feeds(data, thresholds)));
+    const ms = performance.now() - t0;
+    const exit = Number(out[CASCADE_IO.exitIndex]!.data[0]);
+    if (exit !== EXIT_INDEX_CONTINUE) {
+      const probs = (out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
+      const { index, value } = argmaxRow(probs, 0, k);
+      const ran = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
+      return { index, confidence: value, exit, probs, stages: new Array<number>(ran).fill(ms / ran) };
+    }
+    const stages = new Array<number>(c.count).fill(ms / c.count);
+    const cut = out[CASCADE_IO.continueActivation]!;
+    const input = new this.pool.ort.ort.Tensor('float32', data, inputDims(manifest.input, 1));
+    const [r] = await runCascade(manifest, this.skipping(c.count, cut), input, 1, {
+      thresholds,
+      onStage: (s, _rows, t) => {
+        if (s >= c.count) stages[s] = t;
+      },
+    });
+    return { ...r!, stages };
+  }
+
+  /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */
+  private skipping(count: number, cut: OrtTensor): StageRunner<OrtTensor> {
+    const r = this.runner;
+    return {
+      runStage: async (s, input, rows, readExit) =>
+        s < count ? { next: s === count - 1 ? cut : input } : r.runStage(s, input, rows, readExit),
+      selectRows: (a, keep, rows) => r.selectRows(a, keep, rows),
+      release: (a) => r.release(a),
+    };
+  }
+
+  /** Releases the compiled session. */
+  async dispose(): Promise<void> {
+    const c = this.compiled ?? (await this.building?.catch(() => undefined));
+    this.compiled = undefined;
+    if (c) await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
+  }
+}

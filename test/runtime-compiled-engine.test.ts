@@ -1,0 +1,222 @@
+// The compiled engine through the worker API in Node (onnxruntime-node, the tiny bundles over local HTTP): the same
+// decisions as the stage engine for several targets without recompiling, lazy segments kept, and the fallback to the
+// stage engine when the segments cannot be composed.
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
+import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
+import { chooseThresholds } from '../src/page/target.js';
+import type { EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/protocol.js';
+import { createWorkerApi } from '../src/runtime/api.js';
+import { compiledKey, noCache, type BundleCache, type CachedCompiled } from '../src/runtime/cache.js';
+import type { OrtHandle } from '../src/runtime/ort-backend.js';
+import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+
+let tiny: TinyServer;
+let log: string[] = [];
+
+beforeAll(async () => {
+  tiny = await serveTinyBundles((p) => log.push(p));
+  await writeClashBundle(tiny.dir);
+});
+afterAll(() => tiny.close());
+
+/** `tiny-clash/`: the tiny bundle with segment 0's input named `thresholds`, a name the compiled model reserves. */
+async function writeClashBundle(dir: string): Promise<void> {
+  const src = path.join(dir, 'tiny');
+  const out = path.join(dir, 'tiny-clash');
+  mkdirSync(out, { recursive: true });
+  for (const f of readdirSync(src)) writeFileSync(path.join(out, f), readFileSync(path.join(src, f)));
+  const manifest = JSON.parse(readFileSync(path.join(src, 'manifest.json'), 'utf8')) as BundleManifest;
+  const seg = manifest.segments[0]!;
+  const model = decodeModel(new Uint8Array(readFileSync(path.join(src, seg.file))));
+  const g = model.proto.graph!;
+  for (const i of g.input ?? []) if (i.name === seg.input) i.name = 'thresholds';
+  for (const n of g.node ?? []) n.input = (n.input ?? []).map((x) => (x === seg.input ? 'thresholds' : x));
+  const bytes = encodeModel(model);
+  writeFileSync(path.join(out, seg.file), bytes);
+  const sha256 = await sha256Hex(bytes);
+  const segments = manifest.segments.map((s, i) =>
+    i === 0 ? { ...s, input: 'thresholds', bytes: bytes.length, sha256 } : s,
+  );
+  writeFileSync(path.join(out, 'manifest.json'), JSON.stringify({ ...manifest, segments }));
+}
+
+/** A worker API on onnxruntime-node that counts the sessions it creates. */
+function api(cache: BundleCache = noCache): { api: WorkerApi; creates: () => number } {
+  let n = 0;
+  const loadOrt = async (): Promise<OrtHandle> => {
+    const h = await loadOrtNode();
+    const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
+    const InferenceSession = {
+      create: ((...args: Parameters<typeof create>) => (n++, create(...args))) as typeof create,
+    };
+    return { ...h, ort: { ...h.ort, InferenceSession } as typeof h.ort };
+  };
+  return { api: createWorkerApi({ loadOrt, cache }), creates: () => n };
+}
+
+function request(bundle: string, engine: EngineChoice): InitRequest {
+  return {
+    manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
+    backend: 'wasm',
+    threads: 1,
+    cache: true,
+    manifestMaxAgeMs: Infinity,
+    wasmPaths: '/ort/',
+    usePlan: false,
+    engine,
+  };
+}
+
+async function singles(a: WorkerApi, thresholds: readonly number[]): Promise<WireResult[]> {
+  const out: WireResult[] = [];
+  for (const data of tiny.inputs) {
+    const r = await a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: true });
+    out.push(r.results[0]!);
+  }
+  return out;
+}
+
+describe('compiled engine', () => {
+  it('decides as the stage engine on every tiny input for several targets, thresholds changed without recompiling', async () => {
+    const compiled = api();
+    const stages = api();
+    const c = await compiled.api.init(request('tiny', 'compiled'));
+    const s = await stages.api.init(request('tiny', 'stages'));
+    expect(c.state.engine).toBe('compiled');
+    expect(c.state.engineFallbackReason).toBeUndefined();
+    expect(s.state.engine).toBe('stages');
+    const m = c.manifest;
+    const vectors = [
+      m.exits.map((e) => e.threshold),
+      ...[0.5, 0.8, 0.9, 0.95, 1].map((t) => chooseThresholds(m, t).thresholds),
+      m.exits.map((_, i) => (i === 0 ? 0 : NEVER_EXIT)), // everything at exit 0
+      m.exits.map(() => NEVER_EXIT), // the worst case: nothing exits
+      m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0)), // exit 0 off, everything at exit 1
+    ];
+    // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle.
+    await singles(compiled.api, vectors[7]!);
+    const createdAfterFullLoad = compiled.creates();
+    const exitsSeen = new Set<number>();
+    for (const [v, thr] of vectors.entries()) {
+      const [got, want] = [await singles(compiled.api, thr), await singles(stages.api, thr)];
+      got.forEach((g, i) => {
+        const w = want[i]!;
+        const where = `thresholds #${v} input ${i}`;
+        expect({ index: g.index, exit: g.exit, stages: g.stages.length }, where).toEqual({
+          index: w.index,
+          exit: w.exit,
+          stages: w.stages.length,
+        });
+        expect(Math.abs(g.confidence - w.confidence), where).toBeLessThan(1e-5);
+        g.probabilities!.forEach((p, k) => expect(Math.abs(p - w.probabilities![k]!), where).toBeLessThan(1e-5));
+        exitsSeen.add(g.exit);
+      });
+    }
+    expect(exitsSeen).toEqual(new Set([0, 1, -1]));
+    // The compiled run covered the whole backbone: one time, spread evenly (the stage engine times each segment).
+    const full = await singles(compiled.api, vectors[7]!);
+    expect(full.every((r) => r.stages.length === 3 && new Set(r.stages).size === 1)).toBe(true);
+    expect(compiled.creates(), 'no session made after the whole bundle loaded').toBe(createdAfterFullLoad);
+    const state = await compiled.api.state();
+    expect(state?.engine).toBe('compiled');
+    await compiled.api.dispose();
+    await stages.api.dispose();
+  });
+
+  it("'auto' compiles; a prefix continues stage by stage and downloads no segment past the last exit it needs", async () => {
+    const { api: a } = api();
+    log = [];
+    const init = await a.init(request('tiny', 'auto'));
+    expect(init.state.engine).toBe('compiled');
+    const m = init.manifest;
+    const exit0 = m.exits.map((_, i) => (i === 0 ? 0 : NEVER_EXIT));
+    const r0 = await singles(a, exit0);
+    expect(r0.every((r) => r.exit === 0 && r.stages.length === 1)).toBe(true);
+    expect(log.filter((p) => p.endsWith('.onnx')).map((p) => path.basename(p))).toEqual(['segment-0.onnx']);
+    // Exit 1 only: segment 1 loads through the stage engine's continuation, never segment 2.
+    const exit1 = m.exits.map((_, i) => (i === 1 ? 0 : NEVER_EXIT));
+    const r1 = await singles(a, exit1);
+    expect(r1.every((r) => r.exit === 1 && r.stages.length === 2)).toBe(true);
+    expect(log.filter((p) => p.endsWith('.onnx')).map((p) => path.basename(p))).toEqual([
+      'segment-0.onnx',
+      'segment-1.onnx',
+    ]);
+    expect((await a.state())?.sessions).toEqual([true, true, false]);
+    // Results after the recompile of segments 0-1 equal the stage references.
+    const want = tiny.expected;
+    const mixed = await singles(
+      a,
+      m.exits.map((e) => e.threshold),
+    );
+    mixed.forEach((g, i) => {
+      expect({ index: g.index, exit: g.exit }).toEqual({ index: want[i]!.index, exit: want[i]!.exit });
+      expect(Math.abs(g.confidence - want[i]!.confidence)).toBeLessThan(1e-5);
+    });
+    await a.dispose();
+  });
+
+  it('a bundle whose segments cannot be composed falls back to the stage engine, saying why, with the same results', async () => {
+    const { api: a } = api();
+    const init = await a.init(request('tiny-clash', 'compiled'));
+    expect(init.state.engine).toBe('stages');
+    expect(init.state.engineFallbackReason).toMatch(/cannot be compiled.*"thresholds" is reserved/);
+    const got = await singles(
+      a,
+      init.manifest.exits.map((e) => e.threshold),
+    );
+    got.forEach((g, i) =>
+      expect({ index: g.index, exit: g.exit }).toEqual({
+        index: tiny.expected[i]!.index,
+        exit: tiny.expected[i]!.exit,
+      }),
+    );
+    await a.dispose();
+  });
+
+  it('caches the compiled model per manifest hash and backend; a corrupt cached one is detected by sha256 and rebuilt', async () => {
+    const store = new Map<string, CachedCompiled>();
+    const puts: string[] = [];
+    const cache: BundleCache = {
+      ...noCache,
+      enabled: true,
+      getCompiled: async (k) => store.get(k),
+      putCompiled: async (k, e) => void (puts.push(k), store.set(k, e)),
+      deleteCompiled: async (k) => void store.delete(k),
+    };
+    const first = api(cache).api;
+    const init = await first.init(request('tiny', 'compiled'));
+    await first.dispose();
+    const key = compiledKey(init.manifestHash, 'wasm', 1);
+    expect([...store.keys()]).toEqual([key]);
+    expect(puts).toEqual([key]);
+    // A second open reads it (no compile, no put).
+    const second = api(cache).api;
+    expect((await second.init(request('tiny', 'compiled'))).state.engine).toBe('compiled');
+    await second.dispose();
+    expect(puts).toEqual([key]);
+    // Corrupt the cached bytes (a weight in the middle), its sha256 left as stored: detected, rebuilt, never run.
+    const good = store.get(key)!;
+    const bad = new Uint8Array(good.bytes); // a copy (Buffer.slice would be a view)
+    bad[bad.length >> 1]! ^= 0x40;
+    store.set(key, { sha256: good.sha256, bytes: bad });
+    const third = api(cache).api;
+    const t = await third.init(request('tiny', 'compiled'));
+    expect(t.state.engine).toBe('compiled');
+    expect(puts).toEqual([key, key]);
+    expect(store.get(key)!.sha256).toBe(good.sha256);
+    expect(Buffer.from(store.get(key)!.bytes).equals(Buffer.from(good.bytes))).toBe(true);
+    const got = await singles(
+      third,
+      t.manifest.exits.map((e) => e.threshold),
+    );
+    got.forEach((g, i) => {
+      const w = tiny.expected[i]!;
+      expect({ index: g.index, exit: g.exit }).toEqual({ index: w.index, exit: w.exit });
+      expect(Math.abs(g.confidence - w.confidence)).toBeLessThan(1e-5);
+    });
+    await third.dispose();
+  });
+});
