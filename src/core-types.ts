@@ -10,18 +10,7 @@ export type { BuildHeadOptions, FuseHeadOptions } from './graph/head-builder.js'
 export type { HeadKind, DenseLayer, HeadGeometry, HeadSpec } from './graph/head-spec.js';
 
 // Bundle schema (docs/BUNDLE.md)
-export type {
-  BundleManifest,
-  BundleFiles,
-  InputSpec,
-  SegmentSpec,
-  ExitSpec,
-  ExitScoreMap,
-  CurvePoint,
-  ExitStats,
-  ValidationFileSpec,
-  CalibrationSummary,
-} from './bundle/manifest.js';
+export type * from './bundle/manifest.js';
 export type { SampleBatch, SampleInput } from './calibrate/samples.js';
 
 // Calibration

@@ -1,21 +1,11 @@
 // Public types of the page entry (`selfxit`, dist/selfxit.js), types only: the classifier's API, load() options,
 // results and info, declared here; the bundle, plan, progress and error types it refers to, re-exported from their homes.
 import type { InputSpec } from './bundle/manifest.js';
-import type { DevicePlan } from './policy/device-plan.js';
+import type { DevicePlan, StageTimings } from './policy/device-plan.js';
 import type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
 
-export type {
-  BundleManifest,
-  InputSpec,
-  SegmentSpec,
-  ExitSpec,
-  ExitScoreMap,
-  CurvePoint,
-  ExitStats,
-  ValidationFileSpec,
-  CalibrationSummary,
-  HeadKind,
-} from './bundle/manifest.js';
+// Every bundle schema type (BundleManifest and the types it is made of).
+export type * from './bundle/manifest.js';
 export type { DevicePlan, StageTimings } from './policy/device-plan.js';
 export type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
 export type { SelfxitErrorCode } from './errors.js';
@@ -130,25 +120,15 @@ export interface DevicePlanOptions {
   readonly onProgress?: (progress: ProgressInfo) => void;
 }
 
-/** The device plan in use, as {@link ClassifierInfo.plan} reports it. */
-export interface PlanSummary {
-  /** Agreement target the plan was made for. */
-  readonly target: number;
-  /** Per bundle exit: used by the plan (an unused exit never fires and its output is never read). */
-  readonly enabled: readonly boolean[];
-  /** Per bundle exit, as the plan chose them for `target` (unused: NEVER_EXIT). */
-  readonly thresholds: readonly number[];
-  /** Expected ms per sample at these thresholds / ms of running every segment, on the measured times. */
-  readonly expectedMsFraction: number;
-  /** Expected MACs per sample at these thresholds / backbone MACs. */
-  readonly expectedMacsFraction: number;
-  /** ISO time of the measurement. */
-  readonly measuredAt: string;
-  /** Per segment, median ms of one run at batch 1 (segment + fused head, exit output not read). */
-  readonly stageMs: readonly number[];
-  /** Per segment, what reading and deciding on the exit output added (0 without an exit). */
-  readonly decisionMs: readonly number[];
-}
+/**
+ * The device plan in use, as {@link ClassifierInfo.plan} reports it: the plan's target, exits, thresholds, expected
+ * fractions and measurement time (fields as in {@link DevicePlan}) and its stage times ({@link StageTimings}).
+ */
+export type PlanSummary = Pick<
+  DevicePlan,
+  'target' | 'enabled' | 'thresholds' | 'expectedMsFraction' | 'expectedMacsFraction' | 'measuredAt'
+> &
+  StageTimings;
 
 /** What {@link Classifier.info} reports: a synchronous snapshot. */
 export interface ClassifierInfo {
