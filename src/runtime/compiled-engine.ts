@@ -1,4 +1,4 @@
-// The compiled engine (issue 12) for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
+// The compiled engine for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
 // (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
 import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
