@@ -165,42 +165,61 @@ test('the network down after the manifest expired: load() uses the cached copy a
   expect(out.reload).toMatchObject({ code: 'FETCH_FAILED' });
 });
 
-test('a worker that ends (close() inside it) rejects the pending and later calls with WORKER_DIED at once; a new load() works', async ({
-  page,
-}) => {
-  await openPage(page);
-  // Segment 1 is never answered: a deep input stays pending in the worker.
-  const hung = `/hang/segment-1.onnx${B}/tiny/`;
-  await page.evaluate(
-    async ({ hung, B, deep }) => {
-      const w = window as unknown as Win & { pending?: Promise<ErrorInfo | null>; inputs?: Float32Array[] };
-      w.clf = await w.selfxit.load(hung, { backend: 'wasm', cache: false, heartbeatMs: 500 });
-      w.inputs = await w.testkit.inputs(`${B}/tiny`);
-      w.pending = w.testkit.error(w.clf.classify(w.inputs[deep]!));
-    },
-    { hung, B, deep: deep() },
-  );
-  await expect.poll(() => selfxitWorkers(page).length).toBe(1);
-  const t0 = Date.now();
-  await selfxitWorkers(page)[0]!.evaluate('setTimeout(() => close(), 0)');
-  const out = await page.evaluate(
-    async ({ B, early }) => {
-      const w = window as unknown as Win & { pending?: Promise<ErrorInfo | null>; inputs?: Float32Array[] };
-      const pending = await w.pending!;
-      const later = await w.testkit.error(w.clf!.classify(w.inputs![early]!));
-      const fresh = await w.selfxit.load(`${B}/tiny/`, { backend: 'wasm', cache: false });
-      const r = w.testkit.brief(await fresh.classify(w.inputs![early]!));
-      await fresh.dispose();
-      return { pending, later, r };
-    },
-    { B, early: early() },
-  );
-  const ms = Date.now() - t0;
-  expect(out.pending).toMatchObject({ code: 'WORKER_DIED' });
-  expect(out.later).toMatchObject({ code: 'WORKER_DIED' });
-  expect(ms, 'WORKER_DIED (and a new load) within the heartbeat period and then some').toBeLessThan(10_000);
-  expect(out.r).toMatchObject(want(early()));
-});
+/**
+ * Ends the page's selfxit worker from outside through the DevTools protocol: auto-attach to the page's workers, then
+ * `Runtime.evaluate` of `close()` in the worker's own session (Chromium cannot close a dedicated worker's target:
+ * `Target.closeTarget` answers "doesn't support closing").
+ */
+async function killWorkerViaDevTools(page: Page): Promise<void> {
+  const cdp = await page.context().newCDPSession(page);
+  const workers: string[] = [];
+  cdp.on('Target.attachedToTarget', (ev) => {
+    if (ev.targetInfo.type === 'worker' && ev.targetInfo.url.includes('selfxit.worker')) workers.push(ev.sessionId);
+  });
+  await cdp.send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
+  await expect.poll(() => workers.length, 'the DevTools protocol sees the selfxit worker').toBeGreaterThan(0);
+  const message = { id: 1, method: 'Runtime.evaluate', params: { expression: 'setTimeout(() => close(), 0)' } };
+  await cdp.send('Target.sendMessageToTarget', { sessionId: workers[0]!, message: JSON.stringify(message) });
+}
+
+for (const how of ['close() inside it', 'the DevTools protocol'] as const)
+  test(`a worker ended by ${how} rejects the pending and later calls with WORKER_DIED at once; a new load() works`, async ({
+    page,
+  }) => {
+    await openPage(page);
+    // Segment 1 is never answered: a deep input stays pending in the worker.
+    const hung = `/hang/segment-1.onnx${B}/tiny/`;
+    await page.evaluate(
+      async ({ hung, B, deep }) => {
+        const w = window as unknown as Win & { pending?: Promise<ErrorInfo | null>; inputs?: Float32Array[] };
+        w.clf = await w.selfxit.load(hung, { backend: 'wasm', cache: false, heartbeatMs: 500 });
+        w.inputs = await w.testkit.inputs(`${B}/tiny`);
+        w.pending = w.testkit.error(w.clf.classify(w.inputs[deep]!));
+      },
+      { hung, B, deep: deep() },
+    );
+    await expect.poll(() => selfxitWorkers(page).length).toBe(1);
+    const t0 = Date.now();
+    if (how === 'the DevTools protocol') await killWorkerViaDevTools(page);
+    else await selfxitWorkers(page)[0]!.evaluate('setTimeout(() => close(), 0)');
+    const out = await page.evaluate(
+      async ({ B, early }) => {
+        const w = window as unknown as Win & { pending?: Promise<ErrorInfo | null>; inputs?: Float32Array[] };
+        const pending = await w.pending!;
+        const later = await w.testkit.error(w.clf!.classify(w.inputs![early]!));
+        const fresh = await w.selfxit.load(`${B}/tiny/`, { backend: 'wasm', cache: false });
+        const r = w.testkit.brief(await fresh.classify(w.inputs![early]!));
+        await fresh.dispose();
+        return { pending, later, r };
+      },
+      { B, early: early() },
+    );
+    const ms = Date.now() - t0;
+    expect(out.pending).toMatchObject({ code: 'WORKER_DIED' });
+    expect(out.later).toMatchObject({ code: 'WORKER_DIED' });
+    expect(ms, 'WORKER_DIED (and a new load) within the heartbeat period and then some').toBeLessThan(10_000);
+    expect(out.r).toMatchObject(want(early()));
+  });
 
 test('an idle worker that stops answering is declared dead by the heartbeat: later calls reject with WORKER_DIED', async ({
   page,
