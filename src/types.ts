@@ -54,7 +54,7 @@ export interface LoadOptions {
   readonly heartbeatMs?: number;
   /**
    * Deadline (ms) of each classify(), classifyBatch() and plan() call: past it the call rejects with TIMEOUT and the
-   * worker is stopped (later calls: WORKER_DIED; load() again). Default 60 s; 0 = none.
+   * worker is stopped (later calls: WORKER_DIED; load() again). Default 5 min; 0 = none.
    */
   readonly callTimeoutMs?: number;
   /**

@@ -25,14 +25,14 @@ describe('resolveLoadOptions', () => {
       plan: 'cached',
       timeoutMs: 120_000,
       heartbeatMs: 5_000,
-      callTimeoutMs: 60_000,
+      callTimeoutMs: 300_000,
       engine: 'auto',
     });
     expect(r.init.engine).toBe('auto');
     expect(r).toMatchObject({
       timeoutMs: 120_000,
       signal: undefined,
-      liveness: { heartbeatMs: 5000, callTimeoutMs: 60_000 },
+      liveness: { heartbeatMs: 5000, callTimeoutMs: 300_000 },
     });
     expect(resolveLoadOptions('https://x.test/b/', { timeoutMs: Infinity, callTimeoutMs: 0 })).toMatchObject({
       timeoutMs: 0,

@@ -12,7 +12,7 @@ export const LOAD_DEFAULTS = {
   plan: 'cached',
   timeoutMs: 120_000,
   heartbeatMs: 5_000,
-  callTimeoutMs: 60_000,
+  callTimeoutMs: 300_000,
   engine: 'auto',
 } as const satisfies Partial<LoadOptions>;
 

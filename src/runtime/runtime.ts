@@ -84,8 +84,8 @@ export class BundleRuntime {
     );
     try {
       await rt.pool.session(0);
-      await rt.compiled?.ready();
       await loaded.commit(); // a manifest is cached only once a load with it succeeded
+      await rt.compiled?.ready();
     } catch (e) {
       await rt.dispose();
       throw e;
