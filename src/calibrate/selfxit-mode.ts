@@ -13,12 +13,20 @@ import {
 } from '../policy/cascade-sim.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
-import { augmentSamples } from './augment.js';
+import { augmentSamples, type AugmentKind } from './augment.js';
 import { candidateCuts, exitName, findNamedCuts } from './candidate-cuts.js';
 import { crossFit } from './crossfit.js';
 import { buildCosts, coverageAt, estimateHeadMacs, macsOutcome } from './exit-costs.js';
-import { cutGeometry, type FeatureRequest, type FeatureSet } from './features.js';
-import { chooseGrid } from './pool.js';
+import type { FeatureRows } from './feature-store.js';
+import {
+  cutGeometry,
+  FEATURE_BYTES,
+  featureMatrixBytes,
+  type FeatureRequest,
+  type FeatureSet,
+  type FeatureStorage,
+} from './features.js';
+import { chooseGrid, headFeatureDim } from './pool.js';
 import {
   backbonePass,
   bundleExit,
@@ -47,7 +55,7 @@ type TrainedCandidates = readonly Map<HeadKind, TrainedCandidate>[];
 interface HeadData {
   readonly cuts: readonly CutPoint[];
   /** Rows [0, n) are the samples; rows a*n + i the a-th augmented copy of sample i (training only, same fold as i). */
-  readonly features: FeatureSet;
+  readonly features: FeatureSet<FeatureRows>;
   readonly rows: number;
   readonly foldOf: Int32Array;
   /** The backbone's argmax on the n untransformed samples. */
@@ -58,11 +66,11 @@ interface HeadData {
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
   const { o, timer, progress, options } = c;
   const n = c.samples.count;
-  const cuts = selfxitCuts(c);
-  const requests = poolingRequests(cuts, o);
-  const trainSamples = withAugmentedCopies(c);
-  const features = await timer.time('features', () => backbonePass(c, requests, trainSamples));
-  const data = headData(c, cuts, features);
+  const plan = planFeatures(c, selfxitCuts(c));
+  const { cuts, requests } = plan;
+  const trainSamples = withAugmentedCopies(c, plan.augment);
+  const features = await timer.time('features', () => backbonePass(c, requests, trainSamples, plan.storage));
+  const data = headData(c, cuts, features, plan.augment.length);
 
   const trained = await timer.time('heads', () => trainCandidates(c, data));
   const kindOf = bestKinds(trained);
@@ -93,7 +101,7 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
     folds: o.folds,
     seed: o.seed,
     thresholdRule: o.thresholdRule,
-    augment: [...o.augment],
+    augment: [...plan.augment],
     validationAgreement: outcome.agreement,
     expectedMacsFraction: outcome.macsFraction,
     candidates,
@@ -117,7 +125,8 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
       candidates: candReports,
       selectionEvaluations: sel.evaluations,
       agreementLowerBound: sel.agreementLowerBound,
-      featureBytes: features.cuts.reduce((a, f) => a + f.x.byteLength, 0),
+      featureBytes: features.cuts.reduce((a, f) => a + featureMatrixBytes(f.x), 0),
+      featureStorage: plan.note,
     },
     validation: sel.selected.map((i) => scores[i]!),
   };
@@ -152,19 +161,75 @@ function poolingRequests(
   });
 }
 
+/** Candidate cuts, their pooling, the storage of their features and the augmentation that fit `maxFeatureBytes`. */
+interface FeaturePlan {
+  readonly cuts: readonly CutPoint[];
+  readonly requests: readonly FeatureRequest[];
+  readonly storage: FeatureStorage;
+  readonly augment: readonly AugmentKind[];
+  /** The storage in words (for the report and the CLI). */
+  readonly note: string;
+}
+
+const MB = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MB`;
+
+/**
+ * The first that fits the cap: float32 features of every candidate; float16; float16 with fewer candidates (spread
+ * over the MACs as before); float16 at one cut without augmented copies (kept even over the cap). Each reduction
+ * is a warning.
+ */
+function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
+  const { o, warnings } = c;
+  const n = c.samples.count;
+  const cap = o.maxFeatureBytes;
+  const make = (cuts: readonly CutPoint[], storage: FeatureStorage, augment: readonly AugmentKind[]) => {
+    const requests = poolingRequests(cuts, o);
+    const dims = requests.reduce((a, r) => {
+      const g = cutGeometry(r.cut);
+      return a + headFeatureDim(g.channels, r.grid, r.maxGrid);
+    }, 0);
+    const bytes = n * (1 + augment.length) * dims * FEATURE_BYTES[storage];
+    return { cuts, requests, storage, augment, bytes };
+  };
+  const f32 = make(all, 'f32', o.augment);
+  const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
+  if (f32.bytes <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}; cap ${MB(cap)})` };
+  const f16 = make(all, 'f16', o.augment);
+  if (f16.bytes <= cap)
+    return { ...f16, note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})` };
+  for (let m = all.length - 1; m >= 1; m--) {
+    const p = make(candidateCuts(all, m), 'f16', o.augment);
+    if (p.bytes <= cap) {
+      const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
+      warnings.push(`Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`);
+      return { ...p, note };
+    }
+  }
+  const last = make(candidateCuts(all, 1), 'f16', []);
+  const over = last.bytes > cap ? `, still over the cap of ${MB(cap)}` : '';
+  const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies${over}`;
+  warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
+  return { ...last, note };
+}
+
 /** The samples followed by their augmented copies (the samples alone without augmentation). */
-function withAugmentedCopies(c: PrepareContext): SampleBatch {
+function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[]): SampleBatch {
   const { o, io, samples } = c;
-  if (!o.augment.length) return samples;
+  if (!augment.length) return samples;
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  return augmentSamples(samples, shape, o.augment, o.seed);
+  return augmentSamples(samples, shape, augment, o.seed);
 }
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */
-function headData(c: PrepareContext, cuts: readonly CutPoint[], features: FeatureSet): HeadData {
+function headData(
+  c: PrepareContext,
+  cuts: readonly CutPoint[],
+  features: FeatureSet<FeatureRows>,
+  augmentCopies: number,
+): HeadData {
   const { o } = c;
   const n = c.samples.count;
-  const copies = 1 + o.augment.length;
+  const copies = 1 + augmentCopies;
   const rows = n * copies;
   const teacherPred = argmaxRows(features.teacher, n, c.io.classes);
   const sampleFold = kFoldAssign(n, o.folds, o.seed);
@@ -332,7 +397,7 @@ async function trainFinalHeads(
 
 /** The bundle's exits: each final head as a HeadSpec at its cut, with its threshold and (cost-calibrated) score map. */
 function bundleExits(
-  features: FeatureSet,
+  features: FeatureSet<FeatureRows>,
   finals: readonly { head: TrainedHead; i: number }[],
   kindOf: readonly HeadKind[],
   sel: RuleSelection,
