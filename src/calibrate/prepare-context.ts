@@ -90,7 +90,9 @@ export interface PrepareContext {
 export interface ModeOutcome {
   readonly exits: readonly BundleExit[];
   readonly summary: CalibrationSummary;
-  readonly report: Pick<PrepareReport, 'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage'
+  readonly report: Pick<
+    PrepareReport,
+    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage'
   >;
   /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
   readonly validation?: readonly ExitScores[];

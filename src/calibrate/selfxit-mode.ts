@@ -196,12 +196,17 @@ function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan 
   if (f32.bytes <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}; cap ${MB(cap)})` };
   const f16 = make(all, 'f16', o.augment);
   if (f16.bytes <= cap)
-    return { ...f16, note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})` };
+    return {
+      ...f16,
+      note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})`,
+    };
   for (let m = all.length - 1; m >= 1; m--) {
     const p = make(candidateCuts(all, m), 'f16', o.augment);
     if (p.bytes <= cap) {
       const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
-      warnings.push(`Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`);
+      warnings.push(
+        `Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
+      );
       return { ...p, note };
     }
   }

@@ -133,7 +133,12 @@ export async function loadSamples(p: string, shape: SampleShape): Promise<Sample
 }
 
 function ioError(p: string, e: unknown): SelfxitError {
-  return new SelfxitError('IO_ERROR', `Cannot read samples at ${p}: ${(e as Error).message}`, { path: p }, { cause: e });
+  return new SelfxitError(
+    'IO_ERROR',
+    `Cannot read samples at ${p}: ${(e as Error).message}`,
+    { path: p },
+    { cause: e },
+  );
 }
 
 async function openOrThrow(p: string): Promise<void> {
