@@ -68,8 +68,10 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
   const n = c.samples.count;
   const plan = planFeatures(c, selfxitCuts(c));
   const { cuts, requests } = plan;
-  const trainSamples = withAugmentedCopies(c, plan.augment);
-  const features = await timer.time('features', () => backbonePass(c, requests, trainSamples, plan.storage));
+  // The augmented copies live only through the backbone pass (not held while heads train).
+  const features = await timer.time('features', () =>
+    backbonePass(c, requests, withAugmentedCopies(c, plan.augment), plan.storage),
+  );
   const data = headData(c, cuts, features, plan.augment.length);
 
   const trained = await timer.time('heads', () => trainCandidates(c, data));
@@ -171,7 +173,9 @@ interface FeaturePlan {
   readonly note: string;
 }
 
-const MB = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MB`;
+/** Bytes in words: KB below 1 MB, MB with one decimal below 10 MB. */
+const MB = (bytes: number): string =>
+  bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KB` : `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MB`;
 
 /**
  * The first that fits the cap: float32 features of every candidate; float16; float16 with fewer candidates (spread
