@@ -5,24 +5,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
-import { runCli, type CliCommand } from '../src/cli/dispatch.js';
 import { byteSizeOption, prepareCommand } from '../src/cli/prepare.js';
 import { checkSampleSources, loadSampleSources } from '../src/cli/images.js';
 import { prepare } from '../src/calibrate/prepare.js';
 import { encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';
-import { writePrepareInputs } from './fixtures/cli-helpers.js';
+import { cliWith, writePrepareInputs } from './fixtures/cli-helpers.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
 
-const commands: Record<string, CliCommand> = { prepare: prepareCommand };
-
-async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli(argv, commands, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-  return { code, stdout, stderr };
-}
+const cli = cliWith({ prepare: prepareCommand });
 
 function writePng(file: string, w: number, h: number, colorType: 0 | 2 | 6 = 6): void {
   const png = new PNG({ width: w, height: h, colorType, inputColorType: 6 });
