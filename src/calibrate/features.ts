@@ -1,6 +1,6 @@
 // Feature extraction for calibration: runs the backbone once over the samples with the candidate cuts as
 // extra outputs, pools each cut map (average, and optionally max) into a preallocated [n, d] matrix batch by
-// batch (full maps are never all held), and keeps the backbone's softmax as the teacher.
+// batch (full maps are never all held; float32, or float16 packed per batch), and keeps the backbone's softmax.
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import { encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../graph/index.js';
@@ -9,6 +9,7 @@ import { softmaxRow } from '../engine/cascade.js';
 import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
+import { toHalf, type FeatureRows, type PackedFeatures } from './feature-store.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
 export interface FeatureRequest {
@@ -19,8 +20,8 @@ export interface FeatureRequest {
   readonly maxGrid?: readonly [number, number];
 }
 
-/** Pooled features of one cut. */
-export interface CutFeatures {
+/** Pooled features of one cut (`X`: float32, or any {@link FeatureRows} when extracted packed). */
+export interface CutFeatures<X extends FeatureRows = Float32Array> {
   readonly cut: CutPoint;
   readonly channels: number;
   readonly height: number;
@@ -34,16 +35,27 @@ export interface CutFeatures {
    * `[n, dim]` row-major: the average-pooled map in NCHW flatten order, then (with `maxGrid`) the max-pooled
    * map in the same order — the feature order of a HeadSpec with the same `grid` and `maxGrid`.
    */
-  readonly x: Float32Array;
+  readonly x: X;
 }
 
-export interface FeatureSet {
+/** How the pooled matrices are held: float32, or float16 (2 bytes a value, relative error ≤ 2⁻¹¹). */
+export type FeatureStorage = 'f32' | 'f16';
+
+/** Bytes per stored feature value. */
+export const FEATURE_BYTES: Readonly<Record<FeatureStorage, number>> = { f32: 4, f16: 2 };
+
+/** Bytes of a stored feature matrix. */
+export function featureMatrixBytes(x: FeatureRows): number {
+  return x instanceof Float32Array ? x.byteLength : x.data.byteLength;
+}
+
+export interface FeatureSet<X extends FeatureRows = Float32Array> {
   readonly n: number;
   /** Classes. */
   readonly k: number;
   /** Backbone probabilities `[n, k]` (softmax of the logits, or the model's own probabilities). */
   readonly teacher: Float32Array;
-  readonly cuts: readonly CutFeatures[];
+  readonly cuts: readonly CutFeatures<X>[];
 }
 
 interface ExtractOptions {
@@ -61,6 +73,8 @@ interface ExtractOptions {
   readonly sessionOptions?: OrtSessionOptions;
   readonly onProgress?: ProgressCallback;
   readonly signal?: AbortSignal;
+  /** Storage of the pooled matrices. Default 'f32'. */
+  readonly storage?: FeatureStorage;
 }
 
 /** `[C, H, W]` of a 4-D cut shape `[N, C, H, W]`. */
@@ -78,24 +92,31 @@ export function cutGeometry(cut: CutPoint): { channels: number; height: number; 
 
 /**
  * Runs the backbone over every sample once (batches of `batchSize`), pooling each requested cut on the fly.
- * Memory: the pooled matrices (`n * Σ dim * 4` bytes) plus one batch of full maps.
+ * Memory: the pooled matrices (`n * Σ dim * 4` bytes, half that with `storage` 'f16') plus one batch of full maps.
  * @throws SelfxitError `INVALID_ARGUMENT` (before any run) when a request's grid or max grid does not divide its cut.
  */
-export async function extractFeatures(options: ExtractOptions): Promise<FeatureSet> {
+export function extractFeatures(options: ExtractOptions & { storage?: 'f32' }): Promise<FeatureSet>;
+export function extractFeatures(options: ExtractOptions): Promise<FeatureSet<FeatureRows>>;
+export async function extractFeatures(options: ExtractOptions): Promise<FeatureSet<FeatureRows>> {
   const { samples, input, ort, requests, classes: k, signal } = options;
   const n = samples.count;
   const batchSize = options.batchSize ?? 64;
-  const cuts: CutFeatures[] = requests.map((r) => {
+  const half = options.storage === 'f16';
+  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array })[] = requests.map((r) => {
     const g = cutGeometry(r.cut);
     checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
     const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
+    const x: FeatureRows = half
+      ? ({ format: 'f16', n, d: dim, data: new Uint16Array(n * dim) } satisfies PackedFeatures)
+      : new Float32Array(n * dim);
     return {
       cut: r.cut,
       ...g,
       grid: r.grid,
       ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
       dim,
-      x: new Float32Array(n * dim),
+      x,
+      ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
     };
   });
   const teacher = new Float32Array(n * k);
@@ -131,7 +152,15 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
           throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${c.cut.tensor}" is not a float32 tensor`, {
             tensor: c.cut.tensor,
           });
-        headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
+        if (c.x instanceof Float32Array)
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
+        else {
+          const tmp = c.scratch!;
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0);
+          const dst = c.x.data;
+          const at = start * c.dim;
+          for (let i = 0; i < rows * c.dim; i++) dst[at + i] = toHalf(tmp[i]!);
+        }
       }
       options.onProgress?.({ stage: 'features', done: start + rows, total: n });
       await yieldToEventLoop();
@@ -139,5 +168,5 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   } finally {
     await session.release();
   }
-  return { n, k, teacher, cuts };
+  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, ...c }) => c) };
 }

@@ -6,7 +6,14 @@ import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
 import type { ExitScores } from '../policy/cascade-sim.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import { exitName } from './candidate-cuts.js';
-import { extractFeatures, type CutFeatures, type FeatureRequest, type FeatureSet } from './features.js';
+import {
+  extractFeatures,
+  type CutFeatures,
+  type FeatureRequest,
+  type FeatureSet,
+  type FeatureStorage,
+} from './features.js';
+import type { FeatureRows } from './feature-store.js';
 import type { ModelIO, PrepareOptions, ResolvedPrepareOptions } from './prepare-options.js';
 import type { ProgressCallback, StepTimer } from './progress.js';
 import type { SampleBatch } from './samples.js';
@@ -50,6 +57,8 @@ export interface PrepareReport {
   readonly minimumSamples: number;
   /** Bytes of the pooled feature matrices held in memory. */
   readonly featureBytes: number;
+  /** How they were stored, and what the memory cap cost, in words (selfxit mode). */
+  readonly featureStorage?: string;
   readonly timings: Readonly<Record<string, number>>;
 }
 
@@ -81,7 +90,10 @@ export interface PrepareContext {
 export interface ModeOutcome {
   readonly exits: readonly BundleExit[];
   readonly summary: CalibrationSummary;
-  readonly report: Pick<PrepareReport, 'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes'>;
+  readonly report: Pick<
+    PrepareReport,
+    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage'
+  >;
   /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
   readonly validation?: readonly ExitScores[];
 }
@@ -96,9 +108,22 @@ export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
   samples: SampleBatch,
-): Promise<FeatureSet> {
+): Promise<FeatureSet>;
+export function backbonePass(
+  c: PrepareContext,
+  requests: readonly FeatureRequest[],
+  samples: SampleBatch,
+  storage: FeatureStorage,
+): Promise<FeatureSet<FeatureRows>>;
+export function backbonePass(
+  c: PrepareContext,
+  requests: readonly FeatureRequest[],
+  samples: SampleBatch,
+  storage: FeatureStorage = 'f32',
+): Promise<FeatureSet<FeatureRows>> {
   const { options, o, io, progress } = c;
   return extractFeatures({
+    storage,
     model: c.model,
     requests,
     samples,
@@ -116,7 +141,7 @@ export function backbonePass(
 
 /** A bundle exit: `head` (of `kind`) reading the features `f` of its cut with their pooling, leaving at `threshold`. */
 export function bundleExit(
-  f: CutFeatures,
+  f: CutFeatures<FeatureRows>,
   head: TrainedHead,
   kind: HeadKind,
   threshold: number,

@@ -68,6 +68,9 @@ export interface PrepareOptions {
   readonly paperMemoryBytes?: number;
   /** Rows per backbone run during feature extraction. Default 64. */
   readonly batchSize?: number;
+  /** selfxit mode: memory cap of the candidates' pooled features, bytes. Float32 when they fit, else float16, else
+   * fewer candidate cuts (then no augmented copies), each step stated in the report. Default 1.5 GiB. */
+  readonly maxFeatureBytes?: number;
   /** Points of the calibration curve. Default 100. */
   readonly curvePoints?: number;
   readonly ort: OrtModule;
@@ -115,6 +118,7 @@ export interface ResolvedPrepareOptions {
   readonly maxPoolGrid: number;
   readonly paperMemoryBytes: number;
   readonly batchSize: number;
+  readonly maxFeatureBytes: number;
   readonly curvePoints: number;
 }
 
@@ -182,6 +186,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),
+    maxFeatureBytes: int(o.maxFeatureBytes, 1.5 * 2 ** 30, 'maxFeatureBytes', 1),
     curvePoints: int(o.curvePoints, 100, 'curvePoints', 2),
   };
 }

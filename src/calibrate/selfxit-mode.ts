@@ -13,12 +13,12 @@ import {
 } from '../policy/cascade-sim.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
-import { augmentSamples } from './augment.js';
+import { augmentSamples, type AugmentKind } from './augment.js';
 import { candidateCuts, exitName, findNamedCuts } from './candidate-cuts.js';
 import { crossFit } from './crossfit.js';
 import { buildCosts, coverageAt, estimateHeadMacs, macsOutcome } from './exit-costs.js';
-import { cutGeometry, type FeatureRequest, type FeatureSet } from './features.js';
-import { chooseGrid } from './pool.js';
+import type { FeatureRows } from './feature-store.js';
+import { featureMatrixBytes, type FeatureSet } from './features.js';
 import {
   backbonePass,
   bundleExit,
@@ -32,6 +32,7 @@ import type { ResolvedPrepareOptions } from './prepare-options.js';
 import { throwIfAborted, yieldToEventLoop } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import type { SampleBatch } from './samples.js';
+import { planFeatures } from './prepare-features.js';
 import { DEFAULT_HIDDEN, trainHead, type TrainedHead } from './train-head.js';
 
 /** Out-of-fold scores of one head at one cut, and its report line. */
@@ -47,7 +48,7 @@ type TrainedCandidates = readonly Map<HeadKind, TrainedCandidate>[];
 interface HeadData {
   readonly cuts: readonly CutPoint[];
   /** Rows [0, n) are the samples; rows a*n + i the a-th augmented copy of sample i (training only, same fold as i). */
-  readonly features: FeatureSet;
+  readonly features: FeatureSet<FeatureRows>;
   readonly rows: number;
   readonly foldOf: Int32Array;
   /** The backbone's argmax on the n untransformed samples. */
@@ -58,11 +59,13 @@ interface HeadData {
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
   const { o, timer, progress, options } = c;
   const n = c.samples.count;
-  const cuts = selfxitCuts(c);
-  const requests = poolingRequests(cuts, o);
-  const trainSamples = withAugmentedCopies(c);
-  const features = await timer.time('features', () => backbonePass(c, requests, trainSamples));
-  const data = headData(c, cuts, features);
+  const plan = planFeatures(c, selfxitCuts(c));
+  const { cuts, requests } = plan;
+  // The augmented copies live only through the backbone pass (not held while heads train).
+  const features = await timer.time('features', () =>
+    backbonePass(c, requests, withAugmentedCopies(c, plan.augment), plan.storage),
+  );
+  const data = headData(c, cuts, features, plan.augment.length);
 
   const trained = await timer.time('heads', () => trainCandidates(c, data));
   const kindOf = bestKinds(trained);
@@ -93,7 +96,7 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
     folds: o.folds,
     seed: o.seed,
     thresholdRule: o.thresholdRule,
-    augment: [...o.augment],
+    augment: [...plan.augment],
     validationAgreement: outcome.agreement,
     expectedMacsFraction: outcome.macsFraction,
     candidates,
@@ -117,7 +120,8 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
       candidates: candReports,
       selectionEvaluations: sel.evaluations,
       agreementLowerBound: sel.agreementLowerBound,
-      featureBytes: features.cuts.reduce((a, f) => a + f.x.byteLength, 0),
+      featureBytes: features.cuts.reduce((a, f) => a + featureMatrixBytes(f.x), 0),
+      featureStorage: plan.note,
     },
     validation: sel.selected.map((i) => scores[i]!),
   };
@@ -136,35 +140,24 @@ function selfxitCuts(c: PrepareContext): CutPoint[] {
   return named.filter((x) => usable.has(x));
 }
 
-/** Pooling of each cut: the largest average grid within `maxFeatures`, plus the `maxPoolGrid` max grid (1x1 when
- * that side does not divide the map; none for 0). */
-function poolingRequests(
-  cuts: readonly CutPoint[],
-  o: Pick<ResolvedPrepareOptions, 'maxFeatures' | 'maxPoolGrid'>,
-): FeatureRequest[] {
-  return cuts.map((cut) => {
-    const g = cutGeometry(cut);
-    const grid = chooseGrid(g.channels, g.height, g.width, o.maxFeatures);
-    const side = o.maxPoolGrid;
-    if (side === 0) return { cut, grid };
-    const maxGrid: [number, number] = g.height % side === 0 && g.width % side === 0 ? [side, side] : [1, 1];
-    return { cut, grid, maxGrid };
-  });
-}
-
 /** The samples followed by their augmented copies (the samples alone without augmentation). */
-function withAugmentedCopies(c: PrepareContext): SampleBatch {
+function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[]): SampleBatch {
   const { o, io, samples } = c;
-  if (!o.augment.length) return samples;
+  if (!augment.length) return samples;
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  return augmentSamples(samples, shape, o.augment, o.seed);
+  return augmentSamples(samples, shape, augment, o.seed);
 }
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */
-function headData(c: PrepareContext, cuts: readonly CutPoint[], features: FeatureSet): HeadData {
+function headData(
+  c: PrepareContext,
+  cuts: readonly CutPoint[],
+  features: FeatureSet<FeatureRows>,
+  augmentCopies: number,
+): HeadData {
   const { o } = c;
   const n = c.samples.count;
-  const copies = 1 + o.augment.length;
+  const copies = 1 + augmentCopies;
   const rows = n * copies;
   const teacherPred = argmaxRows(features.teacher, n, c.io.classes);
   const sampleFold = kFoldAssign(n, o.folds, o.seed);
@@ -332,7 +325,7 @@ async function trainFinalHeads(
 
 /** The bundle's exits: each final head as a HeadSpec at its cut, with its threshold and (cost-calibrated) score map. */
 function bundleExits(
-  features: FeatureSet,
+  features: FeatureSet<FeatureRows>,
   finals: readonly { head: TrainedHead; i: number }[],
   kindOf: readonly HeadKind[],
   sel: RuleSelection,

@@ -4,12 +4,20 @@ import { UsageError } from './dispatch.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-/** Strict parse: unknown options and wrong value types become UsageError. `--help` is handled by the dispatcher. */
+/**
+ * Strict parse: unknown options and wrong value types become UsageError. `--help` is handled by the dispatcher.
+ * An option with `multiple: true` may be given more than once and reads as a string[] in the order given.
+ */
 export function parseCommandArgs<O extends Options>(
   argv: readonly string[],
   options: O,
   positionals: { min: number; max: number; names: string },
-): { values: { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string }; positionals: string[] } {
+): {
+  values: {
+    [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : O[K] extends { multiple: true } ? string[] : string;
+  };
+  positionals: string[];
+} {
   let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true }) as typeof parsed;

@@ -12,12 +12,12 @@ import { parseCommandArgs, requireOption } from './args.js';
 import { writeBundleDir } from './bundle-fs.js';
 import { UsageError, processIo, type CliCommand, type CliIo } from './dispatch.js';
 import { formatCount } from './format.js';
-import { loadSamples, parseShape, readLabelNames } from './images.js';
+import { loadSampleSources, parseShape, readLabelNames } from './images.js';
 import { loadOrtNode, readFileBytes } from './node-io.js';
 import { createProgressPrinter } from './progress.js';
 import pkg from '../../package.json' with { type: 'json' };
 
-const help = `Usage: selfxit prepare <model.onnx> --samples <folder|file.u8> --out <bundle dir> [options]
+const help = `Usage: selfxit prepare <model.onnx> --samples <folder|file.u8> [--samples …] --out <bundle dir> [options]
 
 Trains early-exit heads on unlabeled images (distilling the model's own predictions), picks exits and
 thresholds so the cascade agrees with the full model on at least --target of the inputs, and writes a
@@ -25,7 +25,9 @@ bundle: segment-*.onnx (backbone pieces with fused exit heads), backbone.onnx, m
 
 Samples:
   --samples <path>     a folder of PNG/JPEG images (resized to the model input), or a raw
-                       uint8 NHWC file ([count, H, W, C], e.g. calib-u8.bin)
+                       uint8 NHWC file ([count, H, W, C], e.g. calib-u8.bin); may be given more
+                       than once: sources are checked first (readable, same image size and
+                       channels), then concatenated in order
   --shape H,W,C        sample size (required for raw files when the model input does not fix it)
   --mean r,g,b         per-channel mean in [0,1] pixel units (default 0)
   --std r,g,b          per-channel std in [0,1] pixel units (default 1)
@@ -51,6 +53,8 @@ Calibration:
   --max-features N     average-pooled features per head input: the largest pooling grid with
                        channels x grid cells <= N (default 256)
   --hidden N           hidden width of pool-mlp heads (default 64)
+  --max-feature-memory N  memory cap of the candidates' pooled features, bytes or with K/M/G (default
+                       1.5G): float32 when they fit, else float16, else fewer candidate cuts (stated)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -63,7 +67,7 @@ Output:
 `;
 
 const options = {
-  samples: { type: 'string' },
+  samples: { type: 'string', multiple: true },
   shape: { type: 'string' },
   mean: { type: 'string' },
   std: { type: 'string' },
@@ -84,6 +88,7 @@ const options = {
   'max-features': { type: 'string' },
   hidden: { type: 'string' },
   'cost-table': { type: 'string' },
+  'max-feature-memory': { type: 'string' },
   report: { type: 'boolean' },
   out: { type: 'string' },
 } as const;
@@ -101,6 +106,16 @@ export function numberOption(v: string | undefined, flag: string): number | unde
   const x = Number(v);
   if (v.trim() === '' || Number.isNaN(x)) throw new UsageError(`${flag} needs a number, got "${v}"`);
   return x;
+}
+
+/** Parses a byte count: a number with an optional K, M or G (binary) suffix, e.g. "1.5G" (UsageError otherwise). */
+export function byteSizeOption(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^\s*([0-9]*\.?[0-9]+)\s*([kmg]?)i?b?\s*$/i.exec(v);
+  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 }[m?.[2]?.toLowerCase() ?? ''];
+  const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!(bytes >= 1)) throw new UsageError(`${flag} needs a byte count such as 1500M or 1.5G, got "${v}"`);
+  return bytes;
 }
 
 /** Parses "a,b,c" numbers. */
@@ -126,13 +141,21 @@ async function readCostTable(file: string): Promise<CostTable> {
   return t;
 }
 
+/** The process's peak resident memory so far, bytes (getrusage's maxRSS, in KiB on Linux and macOS). */
+export function peakRssBytes(): number {
+  return Math.max(process.resourceUsage().maxRSS * 1024, process.memoryUsage().rss);
+}
+
 export const prepareCommand: CliCommand = {
   name: 'prepare',
   summary: 'calibrate early exits on unlabeled images and write a bundle',
   help,
   async run(argv: readonly string[], io: CliIo) {
+    const tStart = performance.now();
     const { values: v, positionals } = parseCommandArgs(argv, options, { min: 1, max: 1, names: '<model.onnx>' });
-    const samplesPath = requireOption(v.samples, '--samples');
+    const samplePaths = v.samples ?? [];
+    if (samplePaths.length === 0) requireOption(undefined, '--samples');
+    const maxFeatureBytes = byteSizeOption(v['max-feature-memory'], '--max-feature-memory');
     const out = requireOption(v.out, '--out');
     const heads = v.heads?.split(',').map((s) => s.trim()) as HeadKind[] | undefined;
     const mode = v.mode as PrepareOptions['mode'] | undefined;
@@ -160,7 +183,10 @@ export const prepareCommand: CliCommand = {
     const input = { ...(shape ?? {}), ...(mean ? { mean } : {}), ...(std ? { std } : {}) } as PrepareOptions['input'];
     // The sample geometry the model wants (throws INVALID_SAMPLES when --shape contradicts the model).
     const { input: spec } = resolveModelIO(model, { inputs: graphInputs(model), outputs: graphOutputs(model) }, input);
-    const samples = await loadSamples(samplesPath, { height: spec.height, width: spec.width, channels: spec.channels });
+    const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
+    const samples = await loadSampleSources(samplePaths, shapeOf);
+    if (samples.sources.length > 1)
+      io.stderr(`samples: ${samples.sources.map((s) => `${s.path} (${s.count})`).join(' + ')} = ${samples.count}\n`);
     const labels = v.labels ? await readLabelNames(v.labels) : undefined;
     const costTable = v['cost-table'] ? await readCostTable(v['cost-table']) : undefined;
     const printer = createProgressPrinter(io.stderr, io === processIo && process.stderr.isTTY === true);
@@ -186,6 +212,7 @@ export const prepareCommand: CliCommand = {
       ...(v['max-features'] !== undefined ? { maxFeatures: num(v['max-features'], '--max-features')! } : {}),
       ...(v.hidden !== undefined ? { hidden: num(v.hidden, '--hidden')! } : {}),
       ...(costTable ? { costTable } : {}),
+      ...(maxFeatureBytes !== undefined ? { maxFeatureBytes } : {}),
       ...(augment ? { augment } : {}),
       ...(v['max-pool-grid'] !== undefined ? { maxPoolGrid: num(v['max-pool-grid'], '--max-pool-grid')! } : {}),
       ...(thresholdRule ? { thresholdRule } : {}),
@@ -208,9 +235,11 @@ export const prepareCommand: CliCommand = {
         (e) =>
           `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %`,
       ),
+      ...(prepared.report.featureStorage ? [`features: ${prepared.report.featureStorage}`] : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
         .join(', ')})`,
+      `total: ${((performance.now() - tStart) / 1000).toFixed(1)} s from start (loading included)   peak memory: ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB (max RSS)`,
     ];
     io.stdout(`${lines.join('\n')}\n`);
     return 0;

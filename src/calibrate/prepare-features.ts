@@ -1,0 +1,83 @@
+// The pooled features selfxit mode stores for its candidate cuts: each cut's pooling, and the plan that keeps them
+// within the memory cap (float32, float16, fewer candidate cuts, no augmented copies — each reduction a warning).
+import type { AugmentKind } from './augment.js';
+import { candidateCuts } from './candidate-cuts.js';
+import { cutGeometry, FEATURE_BYTES, type FeatureRequest, type FeatureStorage } from './features.js';
+import type { CutPoint } from '../graph/index.js';
+import { chooseGrid, headFeatureDim } from './pool.js';
+import type { PrepareContext } from './prepare-context.js';
+import type { ResolvedPrepareOptions } from './prepare-options.js';
+
+/** Pooling of each cut: the largest average grid within `maxFeatures`, plus the `maxPoolGrid` max grid (1x1 when
+ * that side does not divide the map; none for 0). */
+export function poolingRequests(
+  cuts: readonly CutPoint[],
+  o: Pick<ResolvedPrepareOptions, 'maxFeatures' | 'maxPoolGrid'>,
+): FeatureRequest[] {
+  return cuts.map((cut) => {
+    const g = cutGeometry(cut);
+    const grid = chooseGrid(g.channels, g.height, g.width, o.maxFeatures);
+    const side = o.maxPoolGrid;
+    if (side === 0) return { cut, grid };
+    const maxGrid: [number, number] = g.height % side === 0 && g.width % side === 0 ? [side, side] : [1, 1];
+    return { cut, grid, maxGrid };
+  });
+}
+
+/** Candidate cuts, their pooling, the storage of their features and the augmentation that fit `maxFeatureBytes`. */
+export interface FeaturePlan {
+  readonly cuts: readonly CutPoint[];
+  readonly requests: readonly FeatureRequest[];
+  readonly storage: FeatureStorage;
+  readonly augment: readonly AugmentKind[];
+  /** The storage in words (for the report and the CLI). */
+  readonly note: string;
+}
+
+/** Bytes in words: KB below 1 MB, MB with one decimal below 10 MB. */
+const MB = (bytes: number): string =>
+  bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KB` : `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MB`;
+
+/**
+ * The first that fits the cap: float32 features of every candidate; float16; float16 with fewer candidates (spread
+ * over the MACs as before); float16 at one cut without augmented copies (kept even over the cap). Each reduction
+ * is a warning.
+ */
+export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
+  const { o, warnings } = c;
+  const n = c.samples.count;
+  const cap = o.maxFeatureBytes;
+  const make = (cuts: readonly CutPoint[], storage: FeatureStorage, augment: readonly AugmentKind[]) => {
+    const requests = poolingRequests(cuts, o);
+    const dims = requests.reduce((a, r) => {
+      const g = cutGeometry(r.cut);
+      return a + headFeatureDim(g.channels, r.grid, r.maxGrid);
+    }, 0);
+    const bytes = n * (1 + augment.length) * dims * FEATURE_BYTES[storage];
+    return { cuts, requests, storage, augment, bytes };
+  };
+  const f32 = make(all, 'f32', o.augment);
+  const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
+  if (f32.bytes <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}; cap ${MB(cap)})` };
+  const f16 = make(all, 'f16', o.augment);
+  if (f16.bytes <= cap)
+    return {
+      ...f16,
+      note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})`,
+    };
+  for (let m = all.length - 1; m >= 1; m--) {
+    const p = make(candidateCuts(all, m), 'f16', o.augment);
+    if (p.bytes <= cap) {
+      const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
+      warnings.push(
+        `Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
+      );
+      return { ...p, note };
+    }
+  }
+  const last = make(candidateCuts(all, 1), 'f16', []);
+  const over = last.bytes > cap ? `, still over the cap of ${MB(cap)}` : '';
+  const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies${over}`;
+  warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
+  return { ...last, note };
+}

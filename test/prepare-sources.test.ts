@@ -1,0 +1,180 @@
+// Several sample sources and the feature memory cap: `--samples` given more than once (checked first, concatenated
+// in order, then shuffled as one), sources of another image size or channel count rejected naming the file, an
+// unreadable source failing before any work; prepare's pooled features float32, float16 or fewer cuts under a cap.
+import fs from 'node:fs';
+import path from 'node:path';
+import { PNG } from 'pngjs';
+import { describe, expect, it } from 'vitest';
+import { byteSizeOption, prepareCommand } from '../src/cli/prepare.js';
+import { checkSampleSources, loadSampleSources } from '../src/cli/images.js';
+import { prepare } from '../src/calibrate/prepare.js';
+import { encodeModel } from '../src/graph/index.js';
+import { isSelfxitError } from '../src/errors.js';
+import { cliWith, writePrepareInputs } from './fixtures/cli-helpers.js';
+import { ortNode } from './fixtures/ort-helpers.js';
+import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+
+const cli = cliWith({ prepare: prepareCommand });
+
+function writePng(file: string, w: number, h: number, colorType: 0 | 2 | 6 = 6): void {
+  const png = new PNG({ width: w, height: h, colorType, inputColorType: 6 });
+  for (let i = 0; i < w * h * 4; i++) png.data[i] = (i * 37) & 255;
+  fs.writeFileSync(file, PNG.sync.write(png, { colorType, inputColorType: 6 }));
+}
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    expect(isSelfxitError(e), String(e)).toBe(true);
+    return { code: (e as { code: string }).code, message: (e as Error).message };
+  }
+  throw new Error('expected an error, resolved');
+}
+
+const shape = { height: 8, width: 8, channels: 3 };
+
+describe('sample sources', () => {
+  it('concatenates raw files and folders in the order given', async () => {
+    const { dir } = writePrepareInputs('selfxit-sources-');
+    const a = path.join(dir, 'a.u8');
+    const b = path.join(dir, 'b.u8');
+    const all = blobImages(30, 8, 8, 3, 5);
+    fs.writeFileSync(a, all.subarray(0, 10 * 192));
+    fs.writeFileSync(b, all.subarray(10 * 192));
+    const imgs = path.join(dir, 'imgs');
+    fs.mkdirSync(imgs);
+    writePng(path.join(imgs, 'x.png'), 8, 8, 2);
+    writePng(path.join(imgs, 'y.png'), 8, 8, 6);
+    const r = await loadSampleSources([b, imgs, a], shape);
+    expect(r.count).toBe(32);
+    expect(r.sources.map((s) => s.count)).toEqual([20, 2, 10]);
+    expect(r.data.subarray(0, 20 * 192)).toEqual(all.subarray(10 * 192));
+    expect(r.data.subarray(22 * 192)).toEqual(all.subarray(0, 10 * 192));
+    expect(r.files.map((f) => path.basename(f))).toEqual(['x.png', 'y.png']);
+  });
+
+  it('rejects a source of another image size or channel count, naming the file (INVALID_SAMPLES)', async () => {
+    const { dir, samples } = writePrepareInputs('selfxit-sources-');
+    const big = path.join(dir, 'big');
+    fs.mkdirSync(big);
+    writePng(path.join(big, 'ok.png'), 8, 8);
+    writePng(path.join(big, 'large.png'), 16, 16);
+    let e = await codeOf(checkSampleSources([samples, big], shape));
+    expect(e.code).toBe('INVALID_SAMPLES');
+    expect(e.message).toMatch(/large\.png: 16x16x3 images, but .*calib\.u8 holds 8x8x3/);
+    const gray = path.join(dir, 'gray');
+    fs.mkdirSync(gray);
+    writePng(path.join(gray, 'g.png'), 8, 8, 0);
+    e = await codeOf(checkSampleSources([samples, gray], shape));
+    expect(e.message).toMatch(/g\.png: 8x8x1 images/);
+    const odd = path.join(dir, 'odd.u8');
+    fs.writeFileSync(odd, new Uint8Array(1000));
+    e = await codeOf(checkSampleSources([samples, odd], shape));
+    expect(e.code).toBe('INVALID_SAMPLES');
+    expect(e.message).toMatch(/odd\.u8: 1000 bytes/);
+    const notImage = path.join(dir, 'bad');
+    fs.mkdirSync(notImage);
+    fs.writeFileSync(path.join(notImage, 'z.png'), 'not a png');
+    e = await codeOf(checkSampleSources([samples, notImage], shape));
+    expect(e.message).toMatch(/z\.png: not a PNG or JPEG/);
+    // one folder alone is still resized, whatever its images' sizes
+    expect((await loadSampleSources([big], shape)).count).toBe(2);
+  });
+
+  it('byte sizes for --max-feature-memory', () => {
+    expect(byteSizeOption('1.5G', 'x')).toBe(1.5 * 2 ** 30);
+    expect(byteSizeOption('800M', 'x')).toBe(800 * 2 ** 20);
+    expect(byteSizeOption('4096', 'x')).toBe(4096);
+    expect(byteSizeOption('2kb', 'x')).toBe(2048);
+    expect(() => byteSizeOption('lots', 'x')).toThrow(/byte count/);
+  });
+});
+
+describe('selfxit prepare --samples … --samples …', () => {
+  it(
+    'two halves of a file give the bundle of the whole file; time and peak memory printed',
+    { timeout: 240_000 },
+    async () => {
+      const { dir, model, samples } = writePrepareInputs('selfxit-sources-');
+      const bytes = fs.readFileSync(samples);
+      const a = path.join(dir, 'a.u8');
+      const b = path.join(dir, 'b.u8');
+      fs.writeFileSync(a, bytes.subarray(0, 150 * 192));
+      fs.writeFileSync(b, bytes.subarray(150 * 192));
+      const one = await cli('prepare', model, '--samples', samples, '--target', '0.9', '--out', path.join(dir, 'one'));
+      const two = await cli(
+        'prepare',
+        model,
+        '--samples',
+        a,
+        '--samples',
+        b,
+        '--target',
+        '0.9',
+        '--out',
+        path.join(dir, 'two'),
+      );
+      expect(one.code, one.stderr).toBe(0);
+      expect(two.code, two.stderr).toBe(0);
+      expect(two.stderr).toMatch(/a\.u8 \(150\) \+ .*b\.u8 \(250\) = 400/);
+      expect(two.stdout).toMatch(/features: float32, [\d.]+ [KM]B \(800 rows x \d+ cuts; cap 1536 MB\)/);
+      expect(two.stdout).toMatch(/total: [\d.]+ s .* peak memory: \d+ MB/);
+      const m1 = JSON.parse(fs.readFileSync(path.join(dir, 'one', 'manifest.json'), 'utf8'));
+      const m2 = JSON.parse(fs.readFileSync(path.join(dir, 'two', 'manifest.json'), 'utf8'));
+      expect(m2.exits).toEqual(m1.exits);
+      expect(m2.calibration.validationAgreement).toBe(m1.calibration.validationAgreement);
+    },
+  );
+
+  it('an unreadable source fails before any work, and nothing is written', { timeout: 60_000 }, async () => {
+    const { dir, model, samples } = writePrepareInputs('selfxit-sources-');
+    const out = path.join(dir, 'bundle');
+    const missing = path.join(dir, 'missing.u8');
+    const r = await cli('prepare', model, '--samples', samples, '--samples', missing, '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/IO_ERROR.*missing\.u8/);
+    expect(r.stderr).not.toMatch(/\[features\]/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+});
+
+describe('prepare under a feature memory cap', () => {
+  const model = encodeModel(tinyClassifier());
+  const n = 400;
+  const data = blobImages(n, 8, 8, 3);
+  const run = (maxFeatureBytes?: number) =>
+    prepare({
+      model,
+      samples: { data, count: n },
+      ort: ortNode,
+      target: 0.9,
+      headKinds: ['pool-linear'],
+      ...(maxFeatureBytes !== undefined ? { maxFeatureBytes } : {}),
+    });
+
+  it(
+    'float32 when it fits, float16 past the cap, then fewer candidate cuts, then no copies (said so)',
+    { timeout: 240_000 },
+    async () => {
+      const f32 = await run();
+      expect(f32.report.featureStorage).toMatch(/^float32/);
+      const bytes = f32.report.featureBytes;
+      const cuts = f32.report.candidates.length;
+      expect(cuts).toBeGreaterThan(1);
+      const f16 = await run(Math.floor(bytes * 0.75));
+      expect(f16.report.featureStorage).toMatch(/^float16, .*float32 would take/);
+      expect(f16.report.featureBytes).toBe(bytes / 2);
+      expect(f16.report.candidates.length).toBe(cuts);
+      expect(f16.warnings.join('\n')).not.toMatch(/memory cap/);
+      const fewer = await run(Math.floor(bytes / 2) - 1);
+      expect(fewer.report.candidates.length).toBeLessThan(cuts);
+      expect(fewer.report.featureBytes).toBeLessThan(bytes / 2);
+      expect(fewer.warnings.join('\n')).toMatch(/Feature memory cap: kept \d+ of \d+ candidate cuts/);
+      const tiny = await run(16);
+      expect(tiny.report.candidates.length).toBe(1);
+      expect(tiny.manifest.calibration.augment).toEqual([]);
+      expect(tiny.warnings.join('\n')).toMatch(/no augmented copies, still over the cap/);
+    },
+  );
+});
