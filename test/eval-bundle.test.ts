@@ -1,13 +1,14 @@
 // evaluateBundle / assembleBundle / readBundle on a hand-assembled bundle (fixed random heads, no training):
 // exit bookkeeping, MACs accounting, accuracy against labels, threshold re-choice from the curve, integrity and shape
 // errors.
+import { stubCalibration } from './fixtures/calibration.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { readBundle } from '../src/bundle/read-bundle.js';
 import type { HeadSpec } from '../src/graph/head-spec.js';
-import type { CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
+import type { CurvePoint } from '../src/bundle/manifest.js';
 import { pickCurvePoint } from '../src/policy/curve.js';
 import { cumulativeMacs, evaluateBundle } from '../src/calibrate/evaluate.js';
 import { analyzeModel, decodeModel, encodeModel } from '../src/graph/index.js';
@@ -43,19 +44,7 @@ async function tinyBundle() {
   const model = tinyClassifier();
   const bytes = encodeModel(model);
   const analysis = await analyzeModel(model, { ort: ortNode });
-  const calibration: CalibrationSummary = {
-    samples: 0,
-    target: 0.95,
-    rule: 'max-softmax',
-    mode: 'selfxit',
-    folds: 5,
-    seed: 0,
-    validationAgreement: 0.95,
-    expectedMacsFraction: 0.7,
-    candidates: [],
-    curve,
-    costUnit: 'macs',
-  };
+  const calibration = stubCalibration(curve);
   return assembleBundle({
     modelBytes: bytes,
     model,
@@ -127,19 +116,7 @@ describe('evaluateBundle', () => {
         labels: Array.from({ length: 10 }, (_, i) => String(i)),
         output: 'logits',
         outputKind: 'logits',
-        calibration: {
-          samples: 0,
-          target: 0.95,
-          rule: 'max-softmax',
-          mode: 'selfxit',
-          folds: 5,
-          seed: 0,
-          validationAgreement: 0.95,
-          expectedMacsFraction: 0.7,
-          candidates: [],
-          curve,
-          costUnit: 'macs',
-        },
+        calibration: stubCalibration(curve),
         input: { name: 'input', height: 28, width: 28, channels: 1, layout: 'NCHW', mean: [mean], std: [std] },
         exits: [
           {

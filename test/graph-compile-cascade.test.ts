@@ -1,6 +1,7 @@
 // The compiled cascade (src/graph/compile-cascade.ts): one onnxruntime model with nested `If` exits decides as the
 // stage engine (runCascade over per-segment sessions) on many inputs and threshold vectors; prefixes continue from
 // the cut; renaming makes clashing segment names safe; what cannot be composed throws INVALID_BUNDLE.
+import { stubCalibration } from './fixtures/calibration.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
-import type { BundleFiles, CalibrationSummary } from '../src/bundle/manifest.js';
+import type { BundleFiles } from '../src/bundle/manifest.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
@@ -57,19 +58,7 @@ function randomHead(c: number, h: number, w: number, seed: number, k: number, sc
   };
 }
 
-const calibration: CalibrationSummary = {
-  samples: 0,
-  target: 0.95,
-  rule: 'max-softmax',
-  mode: 'selfxit',
-  folds: 5,
-  seed: 0,
-  validationAgreement: 0.95,
-  expectedMacsFraction: 0.7,
-  candidates: [],
-  curve: [],
-  costUnit: 'macs',
-};
+const calibration = stubCalibration();
 
 /** A bundle of `model` with random heads on `cuts` (no training: the compiled cascade only has to decide as the stages). */
 async function randomHeadBundle(
