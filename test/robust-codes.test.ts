@@ -16,7 +16,7 @@ import { checkClassOutputs, effectiveThreads, sessionCreateError, type OrtHandle
 import { preprocessInto } from '../src/runtime/preprocess.js';
 import { BundleRuntime } from '../src/runtime/runtime.js';
 import type { OrtSession } from '../src/ort/types.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 afterEach(() => vi.unstubAllGlobals());
 
@@ -157,15 +157,7 @@ describe('labels vs the model', () => {
   });
   afterAll(() => tiny.close());
 
-  const request = (bundle: string): InitRequest => ({
-    manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
-    backend: 'wasm',
-    threads: 1,
-    cache: false,
-    manifestMaxAgeMs: Infinity,
-    wasmPaths: '/ort/',
-    usePlan: false,
-  });
+  const request = (bundle: string): InitRequest => tinyInitRequest(tiny.base, bundle, { cache: false });
 
   it('a manifest whose label count differs from the classes of the exit heads and the model output is INVALID_BUNDLE', async () => {
     const manifest = JSON.parse(readFileSync(path.join(tiny.dir, 'tiny/manifest.json'), 'utf8')) as BundleManifest;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
 import { MemoryCache } from './fixtures/memory-cache.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
@@ -24,16 +24,7 @@ let inputs: Float32Array[] = [];
 const loadOrt = loadOrtNode;
 
 function request(bundle: string, over: Partial<InitRequest> = {}): InitRequest {
-  return {
-    manifestUrl: `${base}/${bundle}/manifest.json`,
-    backend: 'wasm',
-    threads: 1,
-    cache: true,
-    manifestMaxAgeMs: Infinity,
-    wasmPaths: '/ort/',
-    usePlan: true,
-    ...over,
-  };
+  return tinyInitRequest(base, bundle, { usePlan: true, ...over });
 }
 
 function open(

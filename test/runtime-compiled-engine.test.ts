@@ -11,7 +11,7 @@ import type { EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/pr
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, noCache, type BundleCache, type CachedCompiled } from '../src/runtime/cache.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
 let log: string[] = [];
@@ -58,16 +58,7 @@ function api(cache: BundleCache = noCache): { api: WorkerApi; creates: () => num
 }
 
 function request(bundle: string, engine: EngineChoice): InitRequest {
-  return {
-    manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
-    backend: 'wasm',
-    threads: 1,
-    cache: true,
-    manifestMaxAgeMs: Infinity,
-    wasmPaths: '/ort/',
-    usePlan: false,
-    engine,
-  };
+  return tinyInitRequest(tiny.base, bundle, { engine });
 }
 
 async function singles(a: WorkerApi, thresholds: readonly number[]): Promise<WireResult[]> {

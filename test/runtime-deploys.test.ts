@@ -10,7 +10,7 @@ import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { MemoryCache } from './fixtures/memory-cache.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
 let log: string[] = [];
@@ -23,16 +23,8 @@ beforeAll(async () => {
 afterAll(() => tiny.close());
 afterEach(() => vi.unstubAllGlobals());
 
-const request = (bundle: string, over: Partial<InitRequest> = {}): InitRequest => ({
-  manifestUrl: `${tiny.base}/${bundle}/manifest.json`,
-  backend: 'wasm',
-  threads: 1,
-  cache: true,
-  manifestMaxAgeMs: Infinity,
-  wasmPaths: '/ort/',
-  usePlan: false,
-  ...over,
-});
+const request = (bundle: string, over: Partial<InitRequest> = {}): InitRequest =>
+  tinyInitRequest(tiny.base, bundle, over);
 const tensors = (idx: number[]): WireInput[] => idx.map((i) => ({ kind: 'tensor', data: tiny.inputs[i]! }));
 const deep = (): number => expected.findIndex((e) => e.exit === -1);
 const early = (): number => expected.findIndex((e) => e.exit === 0);

@@ -3,11 +3,11 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import * as ortNode from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { InitRequest, WireInput } from '../src/protocol.js';
+import type { WireInput } from '../src/protocol.js';
 import { noCache } from '../src/runtime/cache.js';
 import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
 import { BundleRuntime } from '../src/runtime/runtime.js';
-import { serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
 
@@ -54,15 +54,7 @@ function gpuHandle(fail: Failures): OrtHandle {
 }
 
 function open(fail: Failures): Promise<BundleRuntime> {
-  const req: InitRequest = {
-    manifestUrl: `${tiny.base}/tiny/manifest.json`,
-    backend: 'webgpu',
-    threads: 1,
-    cache: false,
-    manifestMaxAgeMs: Infinity,
-    wasmPaths: '/ort/',
-    usePlan: false,
-  };
+  const req = tinyInitRequest(tiny.base, 'tiny', { backend: 'webgpu', cache: false });
   return BundleRuntime.open(req, () => {}, { cache: noCache, loadOrt: async () => gpuHandle(fail) });
 }
 

@@ -204,7 +204,10 @@ export function checkPoolGrids(
   if (maxGrid) checkGrid(h, w, maxGrid, 'max-pooling grid');
 }
 
-/** Average-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
+/**
+ * Average-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). Allocating wrapper of
+ * {@link poolNCHWInto}; numeric twin of {@link maxPoolNCHW} (deliberate: one wrapper per kernel).
+ */
 export function poolNCHW(
   map: Float32Array,
   n: number,
@@ -219,7 +222,7 @@ export function poolNCHW(
   return out;
 }
 
-/** Max-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order). */
+/** Max-pools an NCHW map `[n, c, h, w]` into `[n, c*gh*gw]` features (NCHW flatten order); twin of {@link poolNCHW}. */
 export function maxPoolNCHW(
   map: Float32Array,
   n: number,
