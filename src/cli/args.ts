@@ -30,6 +30,16 @@ export function parseCommandArgs<O extends Options>(
   return parsed as ReturnType<typeof parseCommandArgs<O>>;
 }
 
+/** {@link parseCommandArgs} for a command of exactly one positional argument (`name`, e.g. `<model.onnx>`). */
+export function parseOneArgCommand<O extends Options>(
+  argv: readonly string[],
+  options: O,
+  name: string,
+): { values: ReturnType<typeof parseCommandArgs<O>>['values']; arg: string } {
+  const { values, positionals } = parseCommandArgs(argv, options, { min: 1, max: 1, names: name });
+  return { values, arg: positionals[0]! };
+}
+
 /** A required string option. */
 export function requireOption(value: string | undefined, flag: string): string {
   if (value === undefined || value === '') throw new UsageError(`missing required option ${flag}`);

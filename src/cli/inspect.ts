@@ -1,6 +1,6 @@
 // `selfxit inspect <model.onnx> [--json]`: inputs, outputs, MACs, params and every cut point.
 import { decodeModel, type ModelAnalysis } from '../graph/index.js';
-import { parseCommandArgs } from './args.js';
+import { parseOneArgCommand } from './args.js';
 import type { CliCommand, CliIo } from './dispatch.js';
 import { formatBytes, formatCount, formatShape, formatTable } from './format.js';
 import { analyzeModelNode, readFileBytes } from './node-io.js';
@@ -57,12 +57,7 @@ export const inspectCommand: CliCommand = {
   summary: 'show inputs, outputs, MACs, params and cut points of an ONNX model',
   help,
   async run(argv: readonly string[], io: CliIo) {
-    const { values, positionals } = parseCommandArgs(
-      argv,
-      { json: { type: 'boolean' } },
-      { min: 1, max: 1, names: '<model.onnx>' },
-    );
-    const file = positionals[0]!;
+    const { values, arg: file } = parseOneArgCommand(argv, { json: { type: 'boolean' } }, '<model.onnx>');
     const bytes = await readFileBytes(file);
     const model = decodeModel(bytes);
     const analysis = await analyzeModelNode(model);

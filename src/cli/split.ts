@@ -2,7 +2,7 @@
 import { SelfxitError } from '../errors.js';
 import { decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
 import { sortCuts } from '../graph/cuts.js';
-import { parseCommandArgs, requireOption } from './args.js';
+import { parseOneArgCommand, requireOption } from './args.js';
 import { UsageError, type CliCommand, type CliIo } from './dispatch.js';
 import { formatBytes } from './format.js';
 import { analyzeModelNode, readFileBytes, writeDirAtomic } from './node-io.js';
@@ -33,10 +33,10 @@ export const splitCommand: CliCommand = {
   summary: 'split an ONNX model at cut points into segment models',
   help,
   async run(argv: readonly string[], io: CliIo) {
-    const { values, positionals } = parseCommandArgs(
+    const { values, arg: file } = parseOneArgCommand(
       argv,
       { cuts: { type: 'string' }, out: { type: 'string' } },
-      { min: 1, max: 1, names: '<model.onnx>' },
+      '<model.onnx>',
     );
     const cutsArg = requireOption(values.cuts, '--cuts');
     const out = requireOption(values.out, '--out');
@@ -44,7 +44,6 @@ export const splitCommand: CliCommand = {
     if (cutsArg !== 'all' && names.some((s) => s === ''))
       throw new UsageError(`--cuts has an empty name in "${cutsArg}"`);
 
-    const file = positionals[0]!;
     const model = decodeModel(await readFileBytes(file));
     const analysis = await analyzeModelNode(model);
     const cuts = cutsArg === 'all' ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names);

@@ -6,7 +6,7 @@ import { sweepCuts } from './cuts.js';
 import { inferDtypes } from './dtypes.js';
 import { constTensorOf, type GraphIndex } from './graph-index.js';
 import { encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo } from './model.js';
-import { readValueInfo, toNum, type DType } from './proto.js';
+import { readValueInfo, toNum, typedArrayOf, type DType, type TypedData } from './proto.js';
 import { BATCH_DIM, withExtraOutputs } from './split.js';
 
 /** A place where the model can be split, with what crosses it and the backbone cost before it. */
@@ -64,34 +64,10 @@ function declaredShapes(index: GraphIndex): Map<string, number[]> {
   return shapes;
 }
 
-function zeroData(dtype: DType, n: number): OrtTensor['data'] {
-  switch (dtype) {
-    case 'float32':
-      return new Float32Array(n);
-    case 'float64':
-      return new Float64Array(n);
-    case 'float16':
-      return new Uint16Array(n);
-    case 'int8':
-      return new Int8Array(n);
-    case 'uint8':
-    case 'bool':
-      return new Uint8Array(n);
-    case 'int16':
-      return new Int16Array(n);
-    case 'uint16':
-      return new Uint16Array(n);
-    case 'int32':
-      return new Int32Array(n);
-    case 'uint32':
-      return new Uint32Array(n);
-    case 'int64':
-      return new BigInt64Array(n);
-    case 'uint64':
-      return new BigUint64Array(n);
-    default:
-      throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot probe a model whose input is ${dtype}`);
-  }
+function zeroData(dtype: DType, n: number): TypedData {
+  const data = typedArrayOf(dtype, n);
+  if (!data) throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot probe a model whose input is ${dtype}`);
+  return data;
 }
 
 /** Runs the model once at batch 1 on zeros with `tensors` as extra outputs; returns their shapes and types. */

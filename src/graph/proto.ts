@@ -155,7 +155,8 @@ export function makeNode(
 // ---------------------------------------------------------------------------------------------
 // Tensors
 
-type TypedData =
+/** Element arrays of tensor data: float16 as raw uint16 bits, bool as bytes, 64-bit integers as bigints. */
+export type TypedData =
   | Float32Array
   | Float64Array
   | Int8Array
@@ -164,7 +165,53 @@ type TypedData =
   | Uint16Array
   | Int32Array
   | Uint32Array
-  | BigInt64Array;
+  | BigInt64Array
+  | BigUint64Array;
+
+type NumberArrayConstructor =
+  | Float32ArrayConstructor
+  | Float64ArrayConstructor
+  | Int8ArrayConstructor
+  | Uint8ArrayConstructor
+  | Int16ArrayConstructor
+  | Uint16ArrayConstructor
+  | Int32ArrayConstructor
+  | Uint32ArrayConstructor;
+
+const NUMBER_ARRAYS: Partial<Record<DType, NumberArrayConstructor>> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  float16: Uint16Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+  int16: Int16Array,
+  uint16: Uint16Array,
+  int32: Int32Array,
+  uint32: Uint32Array,
+};
+
+/** `buffer` viewed as the typed array of `dtype` elements (see {@link typedArrayOf}). */
+function viewBytes(dtype: DType, buffer: ArrayBuffer): TypedData | undefined {
+  if (dtype === 'int64') return new BigInt64Array(buffer);
+  if (dtype === 'uint64') return new BigUint64Array(buffer);
+  const C = NUMBER_ARRAYS[dtype];
+  return C ? new C(buffer) : undefined;
+}
+
+/**
+ * The typed array that holds `dtype` elements: `n` zeros, or a copy of `values`. Undefined for types without one
+ * (string, bfloat16, ...).
+ */
+export function typedArrayOf(dtype: DType, source: number | readonly number[]): TypedData | undefined {
+  if (dtype === 'int64' || dtype === 'uint64') {
+    const C = dtype === 'int64' ? BigInt64Array : BigUint64Array;
+    return typeof source === 'number' ? new C(source) : C.from(source.map((x) => BigInt(x)));
+  }
+  const C = NUMBER_ARRAYS[dtype];
+  if (!C) return undefined;
+  return typeof source === 'number' ? new C(source) : C.from(source);
+}
 
 /** An initializer / constant tensor from typed data, stored as little-endian raw bytes. */
 export function makeTensor(
@@ -176,40 +223,9 @@ export function makeTensor(
   let typed: TypedData;
   if (!Array.isArray(data) && ArrayBuffer.isView(data)) typed = data as TypedData;
   else {
-    const arr = data as readonly number[];
-    switch (dtype) {
-      case 'float32':
-        typed = Float32Array.from(arr);
-        break;
-      case 'float64':
-        typed = Float64Array.from(arr);
-        break;
-      case 'int8':
-        typed = Int8Array.from(arr);
-        break;
-      case 'uint8':
-      case 'bool':
-        typed = Uint8Array.from(arr);
-        break;
-      case 'int16':
-        typed = Int16Array.from(arr);
-        break;
-      case 'uint16':
-      case 'float16':
-        typed = Uint16Array.from(arr);
-        break;
-      case 'int32':
-        typed = Int32Array.from(arr);
-        break;
-      case 'uint32':
-        typed = Uint32Array.from(arr);
-        break;
-      case 'int64':
-        typed = BigInt64Array.from(arr.map((x) => BigInt(x)));
-        break;
-      default:
-        throw new Error(`makeTensor: unsupported dtype ${dtype}`);
-    }
+    const made = typedArrayOf(dtype, data as readonly number[]);
+    if (!made) throw new Error(`makeTensor: unsupported dtype ${dtype}`);
+    typed = made;
   }
   const raw = new Uint8Array(typed.buffer.slice(typed.byteOffset, typed.byteOffset + typed.byteLength));
   return pb.TensorProto.create({ name, dataType: elemTypeFromDtype(dtype), dims: [...dims], rawData: raw });
@@ -231,50 +247,15 @@ export function tensorNumbers(t: onnx.ITensorProto): number[] | undefined {
   if (!dtype) return undefined;
   const raw = t.rawData;
   if (raw && raw.length > 0) {
-    const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const bytes = dtypeBytes(dtype);
-    if (bytes === 0) return undefined;
-    const n = Math.floor(raw.byteLength / bytes);
-    const out = new Array<number>(n);
-    for (let i = 0; i < n; i++) {
-      const o = i * bytes;
-      switch (dtype) {
-        case 'float32':
-          out[i] = dv.getFloat32(o, true);
-          break;
-        case 'float64':
-          out[i] = dv.getFloat64(o, true);
-          break;
-        case 'int8':
-          out[i] = dv.getInt8(o);
-          break;
-        case 'uint8':
-        case 'bool':
-          out[i] = dv.getUint8(o);
-          break;
-        case 'int16':
-          out[i] = dv.getInt16(o, true);
-          break;
-        case 'uint16':
-          out[i] = dv.getUint16(o, true);
-          break;
-        case 'int32':
-          out[i] = dv.getInt32(o, true);
-          break;
-        case 'uint32':
-          out[i] = dv.getUint32(o, true);
-          break;
-        case 'int64':
-          out[i] = Number(dv.getBigInt64(o, true));
-          break;
-        case 'uint64':
-          out[i] = Number(dv.getBigUint64(o, true));
-          break;
-        default:
-          return undefined;
-      }
-    }
-    return out;
+    if (bytes === 0 || dtype === 'float16') return undefined;
+    // An aligned copy of whole elements, viewed as the dtype's typed array (ONNX raw data is little-endian, as is
+    // every platform onnxruntime runs on).
+    // (A fresh array: a Node Buffer's slice() would be a view into a shared pool.)
+    const aligned = new Uint8Array(Math.floor(raw.byteLength / bytes) * bytes);
+    aligned.set(raw.subarray(0, aligned.length));
+    const view = viewBytes(dtype, aligned.buffer);
+    return view ? Array.from(view as ArrayLike<number | bigint>, (x) => Number(x)) : undefined;
   }
   if (t.floatData?.length) return [...t.floatData];
   if (t.int32Data?.length) return [...t.int32Data];
