@@ -1,4 +1,4 @@
-// The published package in fresh bundler apps, as the README's "Bundlers" section tells a user: `npm pack`, a Vite app
+// The published package in fresh bundler apps, as docs/DEPLOY.md's "Bundlers" section tells a user: `npm pack`, a Vite app
 // and a webpack 5 app with default config that `import { load } from 'selfxit'`, each built, served with and without
 // COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference.
 // Slow (two installs, two builds: about 1-2 minutes); SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
