@@ -154,6 +154,20 @@ export class CompiledEngine {
     return { ...r!, stages };
   }
 
+  /**
+   * Times one run of `c` on a zero input with per-exit `thresholds` (ms, inside its queue job: waiting for other jobs
+   * is not counted), for device plans ({@link measureCompiled}). Outputs are read as a classify call reads them.
+   */
+  async timeRun(c: Compiled, thresholds: readonly number[]): Promise<number> {
+    const data = new Float32Array(this.inputSize());
+    return this.pool.queue.run(async () => {
+      const t0 = performance.now();
+      const out = await c.session.run(this.feeds(data, thresholds));
+      void out[CASCADE_IO.exitIndex]!.data[0];
+      return performance.now() - t0;
+    });
+  }
+
   /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */
   private skipping(count: number, cut: OrtTensor): StageRunner<OrtTensor> {
     const r = this.runner;

@@ -1,7 +1,7 @@
 // The worker-side classifier, request handling: opens a bundle (bundle-source.ts) and its session pool (session-pool.ts),
 // classifies batches with the shared cascade (runCascade over the engine's stage runner), and makes device plans (stage
-// times measured here + the bundle's validation file → planExits, cached). Batch-1 calls run the compiled engine
-// (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches always run stage by stage.
+// times measured here on the engine in use + the bundle's validation file → planExits, cached). Batch-1 calls run the
+// compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches run stage by stage.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
@@ -12,7 +12,7 @@ import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeSt
 import { BundleSource, loadManifest, type Progress } from './bundle-source.js';
 import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
 import { CompiledEngine } from './compiled-engine.js';
-import { measureStages } from './measure.js';
+import { measureCompiled, measureStages } from './measure.js';
 import { CallProfiler } from './profile.js';
 import { loadOrt, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessBatch } from './preprocess.js';
@@ -224,13 +224,24 @@ export class BundleRuntime {
   }
 
   /**
-   * Times every stage on the backend in use ({@link measureStages}: all sessions are created first, through the
-   * lazy loading path). When a WebGPU run fails, falls back to WASM and measures again there; so too when another
-   * call switched the backend during the measurement.
+   * Times every stage on the backend and engine in use: with the compiled engine on, every segment is loaded (through
+   * the lazy loading path), the whole cascade compiled, and {@link measureCompiled} times where its one run leaves;
+   * otherwise {@link measureStages} (all sessions created first). When a WebGPU run fails, falls back to WASM and
+   * measures again there; so too when another call switched the backend during the measurement.
    */
   private async measureTimings(): Promise<StageTimings> {
     this.throwIfDisposed();
-    return this.pool.withFallback(() => measureStages(this.runner), {
+    const measure = async (): Promise<StageTimings> => {
+      const engine = this.compiled;
+      if (engine && engine.failure === undefined) {
+        for (let s = 0; s < this.manifest.segments.length; s++) await this.runner.session(s);
+        const c = await engine.ready();
+        if (c && c.count === this.manifest.segments.length)
+          return measureCompiled(this.manifest, (thresholds) => engine.timeRun(c, thresholds));
+      }
+      return measureStages(this.runner);
+    };
+    return this.pool.withFallback(measure, {
       reason: 'a WebGPU run failed while measuring',
       during: 'measuring',
       redoIfSwitched: true,
