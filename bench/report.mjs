@@ -218,7 +218,7 @@ function latencyGoal(record) {
         planned
           .map(
             (r) =>
-              `${plural(r.threads, 'thread')}: exits used ${
+              `${r.variant} (${r.engine ?? 'stages'} engine timed), ${plural(r.threads, 'thread')}: exits used ${
                 r.plan.enabled
                   .map((e, i) => (e ? r.exitNames[i] : null))
                   .filter(Boolean)

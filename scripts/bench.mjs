@@ -397,8 +397,14 @@ async function main() {
               batch: b,
             });
         if (goalTarget > 0) configs.push(...b1(`selfxit@${goalTarget}`, 'manifest.json', { target: goalTarget }));
-        // plan() times the engine in use: the compiled one
-        configs.push(...b1('selfxit+plan', 'manifest.json', { devicePlan: true }));
+        // plan() times the engine in use: each engine plans on its own timings (the compiled one: no per-exit cost)
+        configs.push(
+          ...b1('selfxit+plan', 'manifest.json', {
+            devicePlan: true,
+            ...both,
+            variants: ['selfxit+plan', 'selfxit+plan-stages'],
+          }),
+        );
         if (paperDir)
           for (const b of batches)
             for (const t of threads)
