@@ -2,6 +2,8 @@
 // model (one plain onnxruntime-web session), interleaved image by image in the same page, same backend and threads.
 // scripts/bench.mjs calls window.selfxitBench.run(config) once per configuration and collects the JSON it returns (one
 // result per engine). Batch-1 calls are profiled (classify's `profile` option) for the per-part time breakdown.
+// Over 400 lines: the result types, the per-engine accumulator and the one interleaved loop stay together so that each
+// field of the record sits next to the code that measures it.
 import { load, type BundleManifest, type CallProfile, type Classifier, type ClassifyResult } from '../src/index.js';
 import { Baseline } from '../demo/lib/baseline.js';
 import { fetchImageSet, imageData, imageRange, type ImageSet } from '../demo/lib/samples.js';
