@@ -1,7 +1,10 @@
-// Benchmark page: measures the early-exit bundle against the original model (one plain onnxruntime-web session),
-// interleaved image by image in the same page, same backend and threads. scripts/bench.mjs calls
-// window.selfxitBench.run(config) once per configuration and collects the JSON it returns.
-import { load, type BundleManifest } from '../src/index.js';
+// Benchmark page: measures the early-exit bundle, on one or more engines (compiled, stage by stage), against the original
+// model (one plain onnxruntime-web session), interleaved image by image in the same page, same backend and threads.
+// scripts/bench.mjs calls window.selfxitBench.run(config) once per configuration and collects the JSON it returns (one
+// result per engine). Batch-1 calls are profiled (classify's `profile` option) for the per-part time breakdown.
+// Over 400 lines: the result types, the per-engine accumulator and the one interleaved loop stay together so that each
+// field of the record sits next to the code that measures it.
+import { load, type BundleManifest, type CallProfile, type Classifier, type ClassifyResult } from '../src/index.js';
 import { Baseline } from '../demo/lib/baseline.js';
 import { fetchImageSet, imageData, imageRange, type ImageSet } from '../demo/lib/samples.js';
 import { mean, summary } from '../demo/lib/stats.js';
@@ -28,13 +31,51 @@ export interface BenchConfig {
   readonly devicePlan?: boolean;
   /** load() option `engine` (batch-1 calls; batches always run stage by stage). Default: load()'s ('auto'). */
   readonly engine?: 'compiled' | 'stages' | 'auto';
+  /**
+   * Several engines measured in one run, each its own classifier, interleaved with each other and the full model (one
+   * result per engine, all against the same full-model calls). Overrides `engine`.
+   */
+  readonly engines?: readonly ('compiled' | 'stages' | 'auto')[];
+  /** Per engine of `engines`: the result's variant name. */
+  readonly variants?: readonly string[];
+  /** Variant name of a single-engine run. */
+  readonly variant?: string;
   /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
   readonly target?: number;
 }
 
 type Stats = { mean: number; p50: number; p95: number };
 
+/**
+ * Mean ms per batch-1 call of each part of `clf.classify()`, page to page: `toWorkerMs` (page: input conversion and
+ * postMessage, until the worker's classify() starts), the worker's parts ({@link CallProfile}), `fromWorkerMs` (the
+ * reply's state, the message back and the page's result), and `pageMs` (the whole call as the page timed it).
+ */
+export interface Breakdown {
+  readonly calls: number;
+  readonly pageMs: number;
+  readonly toWorkerMs: number;
+  readonly preprocessMs: number;
+  readonly queueMs: number;
+  readonly runMs: number;
+  /** Mean onnxruntime queue jobs (session runs) per call. */
+  readonly runs: number;
+  readonly readbackMs: number;
+  readonly decisionMs: number;
+  readonly replyMs: number;
+  readonly fromWorkerMs: number;
+}
+
+/** The full model's call, split the same way as far as its worker reports: round trip, preprocessing + rest, run. */
+export interface FullBreakdown {
+  readonly pageMs: number;
+  readonly roundTripMs: number;
+  readonly workerOtherMs: number;
+  readonly runMs: number;
+}
+
 export interface BenchResult {
+  readonly variant: string;
   readonly config: BenchConfig;
   readonly backend: string;
   readonly threads: number;
@@ -76,6 +117,9 @@ export interface BenchResult {
   };
   /** Per-image predicted classes, when `returnLabels`. */
   readonly labels?: { readonly early: number[]; readonly full: number[] };
+  /** Batch 1: where the time of one call goes (means over the measured calls). */
+  readonly breakdown?: Breakdown;
+  readonly fullBreakdown?: FullBreakdown;
 }
 
 const imageCache = new Map<string, Promise<ImageSet>>();
@@ -90,7 +134,108 @@ function ratio(a: Stats, b: Stats): Stats {
   return { mean: a.mean / b.mean, p50: a.p50 / b.p50, p95: a.p95 / b.p95 };
 }
 
-async function run(config: BenchConfig): Promise<BenchResult> {
+/** Absolute ms, comparable with the worker's CallProfile times. */
+const absoluteNow = (): number => performance.timeOrigin + performance.now();
+
+/** What one early-exit side (one engine's classifier) accumulates. */
+class EarlySide {
+  readonly ms: number[] = [];
+  readonly workerMs: number[] = [];
+  readonly stageSum: number[];
+  readonly stageRows: number[];
+  readonly stageCalls: number[];
+  readonly idx: Int32Array;
+  readonly exitOf: Int32Array;
+  readonly macs: Float64Array;
+  private parts: Record<keyof Breakdown, number> | undefined;
+
+  constructor(
+    readonly variant: string,
+    readonly clf: Classifier,
+    segments: number,
+    n: number,
+  ) {
+    this.stageSum = new Array<number>(segments).fill(0);
+    this.stageRows = new Array<number>(segments).fill(0);
+    this.stageCalls = new Array<number>(segments).fill(0);
+    this.idx = new Int32Array(n);
+    this.exitOf = new Int32Array(n);
+    this.macs = new Float64Array(n);
+  }
+
+  reset(): void {
+    this.ms.length = this.workerMs.length = 0;
+    this.stageSum.fill(0);
+    this.stageRows.fill(0);
+    this.stageCalls.fill(0);
+    this.parts = undefined;
+  }
+
+  record(start: number, rows: number, res: ClassifyResult[], ms: number, exits: number, timing: Timing): void {
+    res.forEach((r, j) => {
+      this.idx[start + j] = r.index;
+      this.exitOf[start + j] = r.exit.index < 0 ? exits : r.exit.index;
+      this.macs[start + j] = r.exit.macsFraction;
+      r.timings.stages.forEach((_, s) => (this.stageRows[s]! += 1));
+    });
+    // Segment times are per call (the batch's run of that segment): count each once.
+    for (let s = 0; s < this.stageSum.length; s++) {
+      const times = res.map((r) => r.timings.stages[s]).filter((v): v is number => v !== undefined);
+      if (times.length) {
+        this.stageSum[s]! += Math.max(...times);
+        this.stageCalls[s]! += 1;
+      }
+    }
+    this.ms.push(ms / rows);
+    this.workerMs.push(res[0]!.timings.totalMs / rows);
+    const p: CallProfile | undefined = res[0]!.timings.profile;
+    if (p && rows === 1) this.addProfile(p, ms, timing);
+  }
+
+  private addProfile(p: CallProfile, pageMs: number, t: Timing): void {
+    const parts = (this.parts ??= {
+      calls: 0,
+      pageMs: 0,
+      toWorkerMs: 0,
+      preprocessMs: 0,
+      queueMs: 0,
+      runMs: 0,
+      runs: 0,
+      readbackMs: 0,
+      decisionMs: 0,
+      replyMs: 0,
+      fromWorkerMs: 0,
+    });
+    parts.calls += 1;
+    parts.pageMs += pageMs;
+    parts.toWorkerMs += p.recvAt - t.calledAt;
+    parts.fromWorkerMs += t.doneAt - p.replyAt;
+    for (const k of ['preprocessMs', 'queueMs', 'runMs', 'runs', 'readbackMs', 'decisionMs', 'replyMs'] as const)
+      parts[k] += p[k];
+  }
+
+  breakdown(): Breakdown | undefined {
+    const p = this.parts;
+    if (!p || p.calls === 0) return undefined;
+    const out = { ...p };
+    for (const k of Object.keys(out) as (keyof Breakdown)[]) if (k !== 'calls') out[k] /= p.calls;
+    return out;
+  }
+}
+
+interface Timing {
+  readonly calledAt: number;
+  readonly doneAt: number;
+}
+
+/** The sides' order for interleaved call `c`: rotations, each followed by its reverse (ABBA over any number of sides). */
+function order<T>(sides: readonly T[], c: number): T[] {
+  const r = Math.floor(c / 2) % sides.length;
+  const base = [...sides.slice(r), ...sides.slice(0, r)];
+  return c % 2 === 0 ? base : base.reverse();
+}
+
+async function run(config: BenchConfig): Promise<BenchResult[]> {
   const started = performance.now();
   const manifestUrl = new URL(config.manifestUrl, document.baseURI).href;
   const manifest = (await (await fetch(manifestUrl)).json()) as BundleManifest;
@@ -107,169 +252,168 @@ async function run(config: BenchConfig): Promise<BenchResult> {
   const images = await imageCache.get(key)!;
   const n = images.count - (images.count % config.batch);
   const wasmPaths = new URL('ort/', document.baseURI).href;
-  const clf = await load(manifestUrl, {
-    backend: config.backend,
-    threads: config.threads,
-    cache: false,
-    wasmPaths,
-    ...(config.engine ? { engine: config.engine } : {}),
-  });
-  const baseline = await Baseline.create({
-    model: new URL(config.modelUrl, document.baseURI).href,
-    input: manifest.input,
-    backend: clf.backend,
-    threads: config.threads,
-    wasmPaths,
-    outputKind: manifest.backbone.outputKind,
-  });
+  const engines: readonly ('compiled' | 'stages' | 'auto' | undefined)[] = config.engines ?? [config.engine];
+  const variants = config.variants ?? [config.variant ?? 'selfxit'];
+  const k = manifest.exits.length;
+  const sides: EarlySide[] = [];
+  let baseline: Baseline | undefined;
   try {
-    let plan: BenchResult['plan'];
-    if (config.devicePlan) {
-      const t0 = performance.now();
-      const p = await clf.plan(config.target !== undefined ? { target: config.target } : {});
-      plan = {
-        enabled: p.enabled,
-        expectedMsFraction: p.expectedMsFraction,
-        expectedMacsFraction: p.expectedMacsFraction,
-        stageMs: p.timings.stageMs,
-        decisionMs: p.timings.decisionMs,
-        seconds: (performance.now() - t0) / 1000,
-      };
-      log(
-        `${config.name}: device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`,
-      );
+    for (const [i, engine] of engines.entries()) {
+      const clf = await load(manifestUrl, {
+        backend: config.backend,
+        threads: config.threads,
+        cache: false,
+        wasmPaths,
+        ...(engine ? { engine } : {}),
+      });
+      sides.push(new EarlySide(variants[i] ?? `engine ${engine ?? 'auto'}`, clf, manifest.segments.length, n));
     }
-    if (config.target !== undefined && !config.devicePlan) clf.setTarget(config.target);
-    const info = clf.info();
-    const k = manifest.exits.length;
-    const earlyMs: number[] = [];
+    baseline = await Baseline.create({
+      model: new URL(config.modelUrl, document.baseURI).href,
+      input: manifest.input,
+      backend: sides[0]!.clf.backend,
+      threads: config.threads,
+      wasmPaths,
+      outputKind: manifest.backbone.outputKind,
+    });
+    const full = baseline;
+    const plans = new Map<EarlySide, NonNullable<BenchResult['plan']>>();
+    for (const side of sides) {
+      if (config.devicePlan) {
+        const t0 = performance.now();
+        const p = await side.clf.plan(config.target !== undefined ? { target: config.target } : {});
+        const plan = {
+          enabled: p.enabled,
+          expectedMsFraction: p.expectedMsFraction,
+          expectedMacsFraction: p.expectedMacsFraction,
+          stageMs: p.timings.stageMs,
+          decisionMs: p.timings.decisionMs,
+          seconds: (performance.now() - t0) / 1000,
+        };
+        plans.set(side, plan);
+        log(
+          `${config.name} (${side.variant}): device plan in ${plan.seconds.toFixed(1)} s, exits used ${p.enabled.map((e) => (e ? 1 : 0)).join('')}, expected ms fraction ${p.expectedMsFraction.toFixed(3)}`,
+        );
+      } else if (config.target !== undefined) side.clf.setTarget(config.target);
+    }
+
     const fullMs: number[] = [];
-    const earlyWorkerMs: number[] = [];
     const fullWorkerMs: number[] = [];
     const fullRunMs: number[] = [];
-    const stageSum = new Array<number>(manifest.segments.length).fill(0);
-    const stageRows = new Array<number>(manifest.segments.length).fill(0);
-    const stageCalls = new Array<number>(manifest.segments.length).fill(0);
-    const earlyIdx = new Int32Array(n);
     const fullIdx = new Int32Array(n);
-    const exitOf = new Int32Array(n);
-    const macs = new Float64Array(n);
+    const profile = config.batch === 1 && !config.correctnessOnly;
 
     const inputs = (start: number, rows: number): ImageData[] =>
       Array.from({ length: rows }, (_, r) => imageData(images, start + r));
-    const earlyCall = async (start: number, rows: number): Promise<void> => {
+    const earlyCall = async (side: EarlySide, start: number, rows: number): Promise<void> => {
       const batch = inputs(start, rows);
+      const options = profile ? { profile: true } : {};
+      const calledAt = absoluteNow();
       const t0 = performance.now();
-      const res = rows === 1 ? [await clf.classify(batch[0]!)] : await clf.classifyBatch(batch);
+      const res = rows === 1 ? [await side.clf.classify(batch[0]!, options)] : await side.clf.classifyBatch(batch);
       const dt = performance.now() - t0;
-      res.forEach((r, j) => {
-        earlyIdx[start + j] = r.index;
-        exitOf[start + j] = r.exit.index < 0 ? k : r.exit.index;
-        macs[start + j] = r.exit.macsFraction;
-        r.timings.stages.forEach((_, s) => (stageRows[s]! += 1));
-      });
-      // Segment times are per call (the batch's run of that segment): count each once.
-      for (let s = 0; s < stageSum.length; s++) {
-        const times = res.map((r) => r.timings.stages[s]).filter((v): v is number => v !== undefined);
-        if (times.length) {
-          stageSum[s]! += Math.max(...times);
-          stageCalls[s]! += 1;
-        }
-      }
-      earlyMs.push(dt / rows);
-      earlyWorkerMs.push(res[0]!.timings.totalMs / rows);
+      side.record(start, rows, res, dt, k, { calledAt, doneAt: absoluteNow() });
     };
     const fullCall = async (start: number, rows: number): Promise<void> => {
-      const r = await baseline.run(imageRange(images, start, rows), rows);
+      const r = await full.run(imageRange(images, start, rows), rows);
       r.indices.forEach((v, j) => (fullIdx[start + j] = v));
       fullMs.push(r.pageMs / rows);
       fullWorkerMs.push(r.workerMs / rows);
       fullRunMs.push(r.runMs);
     };
+    const call = (side: EarlySide | 'full', start: number): Promise<void> =>
+      side === 'full' ? fullCall(start, config.batch) : earlyCall(side, start, config.batch);
+    const all: (EarlySide | 'full')[] = [...sides, 'full'];
 
     // Warm-up (untimed): sessions, kernels, thread pools, JIT.
     const warm = config.correctnessOnly ? 1 : (config.warmup ?? 8);
     for (let w = 0; w < warm; w++) {
       const start = (w * config.batch) % Math.max(1, n - config.batch + 1);
-      await earlyCall(start, config.batch);
-      await fullCall(start, config.batch);
+      for (const side of all) await call(side, start);
     }
-    earlyMs.length = fullMs.length = earlyWorkerMs.length = fullWorkerMs.length = fullRunMs.length = 0;
-    stageSum.fill(0);
-    stageRows.fill(0);
-    stageCalls.fill(0);
+    fullMs.length = fullWorkerMs.length = fullRunMs.length = 0;
+    for (const side of sides) side.reset();
 
-    // Interleaved, alternating which side goes first (ABBA) so drift and caching favour neither.
+    // Interleaved, the order rotating and reversing (ABBA for two sides) so that drift and caching favour none.
     for (let c = 0, start = 0; start < n; c++, start += config.batch) {
-      if (c % 2 === 0) {
-        await earlyCall(start, config.batch);
-        await fullCall(start, config.batch);
-      } else {
-        await fullCall(start, config.batch);
-        await earlyCall(start, config.batch);
-      }
+      for (const side of order(all, c)) await call(side, start);
       if (c % 50 === 49) log(`${config.name}: ${start + config.batch}/${n}`);
     }
 
-    const counts = new Array<number>(k + 1).fill(0);
-    exitOf.forEach((e) => (counts[e]! += 1));
-    let agree = 0;
-    let accE = 0;
-    let accF = 0;
-    for (let i = 0; i < n; i++) {
-      if (earlyIdx[i] === fullIdx[i]) agree++;
-      if (images.labels) {
-        if (earlyIdx[i] === images.labels[i]) accE++;
-        if (fullIdx[i] === images.labels[i]) accF++;
-      }
-    }
-    const early = summary(earlyMs);
-    const full = summary(fullMs);
-    const result: BenchResult = {
-      config,
-      backend: clf.backend,
-      threads: info.threads,
-      crossOriginIsolated,
-      engine: info.engine,
-      ...(info.engineFallbackReason ? { engineFallbackReason: info.engineFallbackReason } : {}),
-      images: n,
-      early,
-      full,
-      ratio: ratio(early, full),
-      earlyWorker: summary(earlyWorkerMs),
-      fullWorker: summary(fullWorkerMs),
-      stages: stageSum.map((s, i) => ({
-        meanMs: stageCalls[i] ? s / stageCalls[i]! : 0,
-        calls: stageCalls[i]!,
-        rows: stageRows[i]!,
-      })),
-      fullRunMs: mean(fullRunMs),
-      macsFraction: mean(Array.from(macs)),
-      agreement: agree / n,
-      accuracy: images.labels ? { early: accE / n, full: accF / n } : null,
-      exitShares: counts.map((x) => x / n),
-      exitNames: manifest.exits.map((e) => e.name),
-      thresholds: info.exits.map((e) => e.threshold),
-      ...(plan ? { plan } : {}),
-      expectedMacsFraction: manifest.calibration.expectedMacsFraction,
-      validationAgreement: manifest.calibration.validationAgreement,
-      wallSeconds: (performance.now() - started) / 1000,
-      ...(config.returnLabels ? { labels: { early: Array.from(earlyIdx), full: Array.from(fullIdx) } } : {}),
+    const fullStats = summary(fullMs);
+    const fullWorker = summary(fullWorkerMs);
+    const fullRun = mean(fullRunMs);
+    const fullBreakdown: FullBreakdown = {
+      pageMs: fullStats.mean,
+      roundTripMs: fullStats.mean - fullWorker.mean,
+      workerOtherMs: fullWorker.mean - fullRun,
+      runMs: fullRun,
     };
-    log(
-      `${config.name}: early ${early.mean.toFixed(3)} ms, full ${full.mean.toFixed(3)} ms, ratio ${result.ratio.mean.toFixed(3)}, ` +
-        `agreement ${(result.agreement * 100).toFixed(2)}%, macs ${result.macsFraction.toFixed(3)}`,
-    );
-    return result;
+    return sides.map((side) => {
+      const counts = new Array<number>(k + 1).fill(0);
+      side.exitOf.forEach((e) => (counts[e]! += 1));
+      let agree = 0;
+      let accE = 0;
+      let accF = 0;
+      for (let i = 0; i < n; i++) {
+        if (side.idx[i] === fullIdx[i]) agree++;
+        if (images.labels) {
+          if (side.idx[i] === images.labels[i]) accE++;
+          if (fullIdx[i] === images.labels[i]) accF++;
+        }
+      }
+      const info = side.clf.info();
+      const early = summary(side.ms);
+      const plan = plans.get(side);
+      const breakdown = side.breakdown();
+      const result: BenchResult = {
+        variant: side.variant,
+        config,
+        backend: side.clf.backend,
+        threads: info.threads,
+        crossOriginIsolated,
+        engine: config.batch > 1 ? 'stages' : info.engine,
+        ...(info.engineFallbackReason ? { engineFallbackReason: info.engineFallbackReason } : {}),
+        images: n,
+        early,
+        full: fullStats,
+        ratio: ratio(early, fullStats),
+        earlyWorker: summary(side.workerMs),
+        fullWorker,
+        stages: side.stageSum.map((sum, i) => ({
+          meanMs: side.stageCalls[i] ? sum / side.stageCalls[i]! : 0,
+          calls: side.stageCalls[i]!,
+          rows: side.stageRows[i]!,
+        })),
+        fullRunMs: fullRun,
+        macsFraction: mean(Array.from(side.macs)),
+        agreement: agree / n,
+        accuracy: images.labels ? { early: accE / n, full: accF / n } : null,
+        exitShares: counts.map((x) => x / n),
+        exitNames: manifest.exits.map((e) => e.name),
+        thresholds: info.exits.map((e) => e.threshold),
+        ...(plan ? { plan } : {}),
+        expectedMacsFraction: manifest.calibration.expectedMacsFraction,
+        validationAgreement: manifest.calibration.validationAgreement,
+        wallSeconds: (performance.now() - started) / 1000,
+        ...(config.returnLabels ? { labels: { early: Array.from(side.idx), full: Array.from(fullIdx) } } : {}),
+        ...(breakdown ? { breakdown, fullBreakdown } : {}),
+      };
+      log(
+        `${config.name} ${side.variant} (${result.engine}): early ${early.mean.toFixed(3)} ms, full ${fullStats.mean.toFixed(3)} ms, ratio ${result.ratio.mean.toFixed(3)}, ` +
+          `agreement ${(result.agreement * 100).toFixed(2)}%, macs ${result.macsFraction.toFixed(3)}`,
+      );
+      return result;
+    });
   } finally {
-    await clf.dispose();
-    await baseline.dispose();
+    for (const side of sides) await side.clf.dispose();
+    await baseline?.dispose();
   }
 }
 
 declare global {
   interface Window {
-    selfxitBench: { run(config: BenchConfig): Promise<BenchResult>; webgpu(): Promise<string | null> };
+    selfxitBench: { run(config: BenchConfig): Promise<BenchResult[]>; webgpu(): Promise<string | null> };
   }
 }
 

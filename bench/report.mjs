@@ -1,10 +1,12 @@
 // Renders one `npm run bench` record (bench/results/*.json) as the Markdown results section of BENCHMARKS.md:
-// per-model tables, the latency, calibration and MACs goals with met / missed-by verdicts, where the time goes (latency
+// per-model tables, the compiled-cascade goals and per-call breakdown (report-engines.mjs), the latency, calibration and MACs goals with met / missed-by verdicts, where the time goes (latency
 // ratio vs MACs fraction, split into its parts), the calibration curves and the WebGPU check. Pure: record in, Markdown out;
 // every number comes from the record, so a record without ../shared (only the shipped model) renders too.
 // Usage without re-measuring: node bench/report.mjs bench/results/<file>.json
 // Over 400 lines: one renderer per BENCHMARKS.md section, kept in one file because they share the formatters, the goal
 // constants and the per-run breakdown (ratioBreakdown) that several sections quote.
+
+import { breakdownSection, engineGoals, lightSection } from './report-engines.mjs';
 
 const f2 = (v) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 const f3 = (v) => (Number.isFinite(v) ? v.toFixed(3) : '–');
@@ -216,7 +218,7 @@ function latencyGoal(record) {
         planned
           .map(
             (r) =>
-              `${plural(r.threads, 'thread')}: exits used ${
+              `${r.variant} (${r.engine ?? 'stages'} engine timed), ${plural(r.threads, 'thread')}: exits used ${
                 r.plan.enabled
                   .map((e, i) => (e ? r.exitNames[i] : null))
                   .filter(Boolean)
@@ -532,9 +534,19 @@ export function renderMarkdown(record, resultFile) {
     `## Results of ${String(record.date ?? '').slice(0, 10)}`,
     '',
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; ${m.chromium}; Node ${m.node}. Load average at the end: ${(m.loadAverage ?? []).map((x) => x.toFixed(2)).join(', ')}.`,
-    `- Command: \`${record.command}\` (${Math.round(record.seconds)} s). Raw data: \`${resultFile}\`.`,
+    `- Command: \`${record.command}\` (${Math.round(record.seconds)} s${record.phases ? `: prepare ${seconds(record.phases.prepareSeconds)}, curves ${seconds(record.phases.curvesSeconds)}, page measurements ${seconds(record.phases.measureSeconds)}` : ''}). Raw data: \`${resultFile}\`.`,
+    ...(record.models?.some((x) => Number.isFinite(x.images))
+      ? [
+          `- Test images per configuration: ${record.models.map((x) => `${x.key} ${x.images}`).join(', ')} (batch 32: the largest multiple of 32).`,
+        ]
+      : []),
+    ...(record.reusedBundles?.length
+      ? [
+          `- **Bundles reused although prepare's inputs changed since they were made** (BENCH_REUSE_BUNDLES=1): ${record.reusedBundles.join(', ')}.`,
+        ]
+      : []),
     '- Latency per image, ms: page-side round trip of `clf.classify()` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, interleaved image by image in ABBA order. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).',
-    '- Setups: **selfxit** = `prepare` defaults (target 0.99); **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
+    '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
       pct(LATENCY_GOALS.agreement) +
       " agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page's worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper's heads at fixed exits).",
     '',
@@ -556,6 +568,9 @@ export function renderMarkdown(record, resultFile) {
     );
   }
   for (const section of [
+    engineGoals(record),
+    breakdownSection(record),
+    lightSection(record),
     latencyGoal(record),
     ratioVsMacs(record),
     calibrationGoal(record),

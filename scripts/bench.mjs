@@ -4,8 +4,9 @@
 // measures on test images, writes bench/results/<date>.json and the results section of BENCHMARKS.md.
 //
 // Environment (all optional):
-//   BENCH_MODELS      comma list of fashion,resnet20,resnet56 (default: all available; CIFAR needs ../shared)
-//   BENCH_IMAGES      test images per configuration (default: fashion 1000, resnet20 500, resnet56 500)
+//   BENCH_MODELS      comma list of fashion,resnet20,resnet56,resnet56-qdq,resnet56-qop (default: all available; CIFAR
+//                     needs ../shared; the int8 ResNet-56 models run a light set: batch 1, compiled engine vs full model)
+//   BENCH_IMAGES      test images per configuration (default: fashion 1000, resnet20 500, resnet56 500, int8 200)
 //   BENCH_THREADS     WASM thread counts (default 1,2)
 //   BENCH_BATCHES     batch sizes (default 1,32)
 //   BENCH_GPU_IMAGES  images for the WebGPU correctness check (default 64; 0 skips it)
@@ -18,6 +19,12 @@
 //   BENCH_TARGETS     targets of the calibration curves measured on the test images (default 0.95,0.97,0.98,0.985,0.99,0.995)
 //   BENCH_CURVES      0 skips the curves (and the max-softmax baseline bundle they need)
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
+//   BENCH_REUSE_BUNDLES 1: use a bundle already in bench/.bundles even when its stamp (prepare's sources, flags, inputs)
+//                     no longer matches (quick runs while the calibrator changes; the record says so)
+//
+// Batch 1 runs the compiled and the stage engine interleaved with the full model in one loop (results 'selfxit' and
+// 'selfxit-stages', 'worst-case' and 'worst-case-stages'), every call profiled for the per-part breakdown; batches run
+// stage by stage (the runtime's choice), so one engine there.
 //
 // Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
 // stay next to the code that measures them; the rendering is bench/report.mjs.
@@ -79,8 +86,10 @@ async function fashionModel() {
   };
 }
 
-function cifarModel(key, file, title) {
+function cifarModel(key, file, title, light = false) {
   return {
+    // int8 models: a light set, calibrated on the first 5000 images to keep prepare short
+    ...(light ? { light: true, optional: true, calibLimit: 5000 } : {}),
     key,
     title,
     model: path.join(shared, 'models', file),
@@ -91,7 +100,7 @@ function cifarModel(key, file, title) {
     shape: [32, 32, 3],
     mean: [0.485, 0.456, 0.406],
     std: [0.229, 0.224, 0.225],
-    images: 500,
+    images: light ? 200 : 500,
     mount: ['/shared/', shared],
   };
 }
@@ -103,6 +112,11 @@ async function selectedModels() {
   if (existsSync(shared)) {
     all.push(cifarModel('resnet20', 'cifar10-resnet20.onnx', 'CIFAR-10 ResNet-20 (../shared)'));
     all.push(cifarModel('resnet56', 'cifar10-resnet56.onnx', 'CIFAR-10 ResNet-56 (../shared)'));
+    for (const [key, file, title] of [
+      ['resnet56-qdq', 'cifar10-resnet56-int8-qdq.onnx', 'CIFAR-10 ResNet-56 int8, QDQ (../shared)'],
+      ['resnet56-qop', 'cifar10-resnet56-int8-qop.onnx', 'CIFAR-10 ResNet-56 int8, QOperator (../shared)'],
+    ])
+      if (existsSync(path.join(shared, 'models', file))) all.push(cifarModel(key, file, title, true));
   } else log(`skipping CIFAR-10 ResNet-20/56: ${shared} is absent`);
   const want = list(
     env.BENCH_MODELS,
@@ -115,6 +129,9 @@ async function selectedModels() {
 }
 
 // --------------------------------------------------------------------------------------------- bundles
+
+/** Bundles used although their stamps differ (BENCH_REUSE_BUNDLES=1). */
+const reused = [];
 
 /** prepare flags of each bundle variant besides the model, samples and input. */
 const VARIANT_ARGS = {
@@ -163,7 +180,7 @@ async function ensureBundle(model, mode, sources) {
     labelsArg,
     '--out',
     dir,
-    ...(env.BENCH_CALIB ? ['--limit', env.BENCH_CALIB] : []),
+    ...(env.BENCH_CALIB || model.calibLimit ? ['--limit', env.BENCH_CALIB ?? String(model.calibLimit)] : []),
     ...VARIANT_ARGS[mode](),
   ];
   const stamp = {
@@ -176,6 +193,11 @@ async function ensureBundle(model, mode, sources) {
   if (existsSync(stampFile) && existsSync(path.join(dir, 'manifest.json'))) {
     const old = await readFile(stampFile, 'utf8');
     if (old === JSON.stringify(stamp)) return dir;
+    if (env.BENCH_REUSE_BUNDLES === '1') {
+      log(`reusing ${path.relative(root, dir)} although its stamp differs (BENCH_REUSE_BUNDLES=1)`);
+      reused.push(path.relative(root, dir));
+      return dir;
+    }
   }
   log(`preparing ${path.relative(root, dir)} (${mode})…`);
   const t0 = Date.now();
@@ -289,16 +311,32 @@ async function main() {
   await mkdir(bundlesDir, { recursive: true });
   const sources = await sourceHash();
   const plan = [];
+  const skipped = [];
+  const phase = { prepareSeconds: 0, curvesSeconds: 0, measureSeconds: 0 };
+  let t0 = Date.now();
   for (const m of models) {
-    const dir = await ensureBundle(m, 'selfxit', sources);
+    let dir;
+    try {
+      dir = await ensureBundle(m, 'selfxit', sources);
+    } catch (e) {
+      if (!m.optional) throw e;
+      const reason = e instanceof Error ? e.message : String(e);
+      log(`${m.key}: prepare failed, left out (${reason})`);
+      skipped.push({ key: m.key, title: m.title, reason: `prepare failed: ${reason}` });
+      continue;
+    }
     const manifest = await writeNoExitManifest(dir);
-    const paperDir = paper ? await ensureBundle(m, 'paper', sources) : undefined;
-    const baselineDir = curves ? await ensureBundle(m, 'maxsoftmax', sources) : undefined;
+    if (manifest.exits.length === 0) log(`${m.key}: prepare gave no exits; measured as it is (one segment, no exit)`);
+    const paperDir = paper && !m.light ? await ensureBundle(m, 'paper', sources) : undefined;
+    const baselineDir = curves && !m.light ? await ensureBundle(m, 'maxsoftmax', sources) : undefined;
     plan.push({ m, dir, paperDir, baselineDir, manifest });
   }
+  phase.prepareSeconds = (Date.now() - t0) / 1000;
+  t0 = Date.now();
   const curveResults = {};
   if (curves) {
     for (const { m, dir, paperDir, baselineDir } of plan) {
+      if (m.light) continue;
       log(`${m.key}: calibration curves on the test images (${targets.join(', ')})…`);
       curveResults[m.key] = {
         selfxit: await measureCurve(m, dir, targets),
@@ -308,6 +346,8 @@ async function main() {
     }
   }
 
+  phase.curvesSeconds = (Date.now() - t0) / 1000;
+  t0 = Date.now();
   log('building the bench page…');
   const { build } = await import('vite');
   await build({ configFile: path.join(root, 'bench/vite.config.ts'), logLevel: 'warn' });
@@ -335,77 +375,59 @@ async function main() {
       const common = { modelUrl: url(m.model), imagesUrl: url(m.test), labelsUrl: url(m.testLabels), images };
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
-      for (const b of batches)
-        for (const t of threads)
-          configs.push({
-            variant: 'selfxit',
-            manifestUrl: rel(dir, 'manifest.json'),
-            backend: 'wasm',
-            threads: t,
-            batch: b,
-          });
-      if (goalTarget > 0)
-        for (const t of threads)
-          configs.push({
-            variant: `selfxit@${goalTarget}`,
-            manifestUrl: rel(dir, 'manifest.json'),
-            backend: 'wasm',
-            threads: t,
-            batch: 1,
-            target: goalTarget,
-          });
-      for (const t of threads)
-        configs.push({
-          variant: 'selfxit+plan',
-          manifestUrl: rel(dir, 'manifest.json'),
-          backend: 'wasm',
-          threads: t,
-          batch: 1,
-          devicePlan: true,
-        });
-      for (const t of threads)
-        configs.push({
-          variant: 'worst-case',
-          manifestUrl: rel(dir, 'manifest-noexit.json'),
-          backend: 'wasm',
-          threads: t,
-          batch: 1,
-        });
-      // The stage engine at batch 1 beside the default (compiled) one: 'selfxit' and 'worst-case' b1 run compiled.
-      for (const [variant, file] of [
-        ['selfxit-stages', 'manifest.json'],
-        ['worst-case-stages', 'manifest-noexit.json'],
-      ])
-        for (const t of threads)
-          configs.push({
-            variant,
-            manifestUrl: rel(dir, file),
-            backend: 'wasm',
-            threads: t,
-            batch: 1,
-            engine: 'stages',
-          });
-      if (paperDir)
-        for (const b of batches)
+      const both = { engines: ['compiled', 'stages'] };
+      const b1 = (variant, file, extra = {}) =>
+        threads.map((t) => ({ variant, manifestUrl: rel(dir, file), backend: 'wasm', threads: t, batch: 1, ...extra }));
+      if (m.light) {
+        // compiled engine vs the full model only
+        configs.push(...b1('selfxit', 'manifest.json', { engine: 'compiled' }));
+      } else {
+        // the compiled and the stage engine interleaved with the full model, at the bundle's target and in the worst case
+        configs.push(...b1('selfxit', 'manifest.json', { ...both, variants: ['selfxit', 'selfxit-stages'] }));
+        configs.push(
+          ...b1('worst-case', 'manifest-noexit.json', { ...both, variants: ['worst-case', 'worst-case-stages'] }),
+        );
+        for (const b of batches.filter((x) => x > 1))
           for (const t of threads)
             configs.push({
-              variant: 'paper',
-              manifestUrl: rel(paperDir, 'manifest.json'),
+              variant: 'selfxit',
+              manifestUrl: rel(dir, 'manifest.json'),
               backend: 'wasm',
               threads: t,
               batch: b,
             });
+        if (goalTarget > 0) configs.push(...b1(`selfxit@${goalTarget}`, 'manifest.json', { target: goalTarget }));
+        // plan() times the engine in use: each engine plans on its own timings (the compiled one: no per-exit cost)
+        configs.push(
+          ...b1('selfxit+plan', 'manifest.json', {
+            devicePlan: true,
+            ...both,
+            variants: ['selfxit+plan', 'selfxit+plan-stages'],
+          }),
+        );
+        if (paperDir)
+          for (const b of batches)
+            for (const t of threads)
+              configs.push({
+                variant: 'paper',
+                manifestUrl: rel(paperDir, 'manifest.json'),
+                backend: 'wasm',
+                threads: t,
+                batch: b,
+              });
+      }
+      if (!batches.includes(1)) configs.splice(0, configs.length, ...configs.filter((c) => c.batch !== 1));
       for (const c of configs) {
         const name = `${m.key} ${c.variant} wasm t${c.threads} b${c.batch}`;
-        log(`${name}: ${images} images…`);
-        const r = await page.evaluate((cfg) => window.selfxitBench.run(cfg), { ...common, ...c, name });
-        results.push({ model: m.key, variant: c.variant, ...r });
+        log(`${name}: ${images} images${c.engines ? ` (engines ${c.engines.join(', ')})` : ''}…`);
+        const rs = await page.evaluate((cfg) => window.selfxitBench.run(cfg), { ...common, ...c, name });
+        for (const r of rs) results.push({ model: m.key, ...r });
       }
-      if (gpu && gpuImages > 0) {
+      if (gpu && gpuImages > 0 && !m.light) {
         const n = Math.min(gpuImages, images);
         const name = `${m.key} selfxit webgpu b1 (correctness)`;
         log(`${name}: ${n} images on ${gpu}…`);
-        const g = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
+        const [g] = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
           ...common,
           images: n,
           name,
@@ -417,7 +439,7 @@ async function main() {
           correctnessOnly: true,
           returnLabels: true,
         });
-        const w = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
+        const [w] = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
           ...common,
           images: n,
           name: `${m.key} selfxit wasm b1 (reference for webgpu)`,
@@ -431,8 +453,8 @@ async function main() {
         const same = (a, b) => a.filter((x, i) => x === b[i]).length / a.length;
         results.push({
           model: m.key,
-          variant: 'webgpu-correctness',
           ...g,
+          variant: 'webgpu-correctness',
           adapter: gpu,
           crossBackend: {
             earlyWebgpuVsWasm: same(g.labels.early, w.labels.early),
@@ -445,6 +467,7 @@ async function main() {
     await browser.close();
     await server.close();
   }
+  phase.measureSeconds = (Date.now() - t0) / 1000;
 
   const record = {
     date: started.toISOString(),
@@ -454,9 +477,14 @@ async function main() {
       .join('')}npm run bench`,
     machine: machine(),
     seconds: (Date.now() - started.getTime()) / 1000,
+    phases: phase,
+    ...(reused.length ? { reusedBundles: reused } : {}),
+    ...(skipped.length ? { skipped } : {}),
     models: plan.map(({ m, manifest }) => ({
       key: m.key,
       title: m.title,
+      ...(m.light ? { light: true } : {}),
+      images: Number(env.BENCH_IMAGES ?? m.images),
       backboneMacs: manifest.backbone.macs,
       exits: manifest.exits.map((e) => ({ name: e.name, macsFraction: e.macsFraction, threshold: e.threshold })),
       calibrationSamples: manifest.calibration.samples,

@@ -104,6 +104,35 @@ export interface ClassifyRequest {
   /** Per-exit thresholds to use (the page's current target). */
   readonly thresholds: readonly number[];
   readonly probabilities: boolean;
+  /** Time the parts of the call ({@link CallProfile}); off: no marks are taken. */
+  readonly profile?: boolean;
+}
+
+/**
+ * Where one classify call's time went in the worker (ClassifyOptions `profile`), ms unless said otherwise. `recvAt` and
+ * `replyAt` are absolute (`performance.timeOrigin + performance.now()`, comparable across page and worker), so the
+ * page can add the two message hops. Meant for calls made one at a time (the queue's jobs are counted whichever call
+ * made them).
+ */
+export interface CallProfile {
+  /** When the worker's classify() began (the request arrived), absolute ms. */
+  readonly recvAt: number;
+  /** When the reply was handed to the message channel, absolute ms. */
+  readonly replyAt: number;
+  /** Turning the inputs into the model's float32 input (pixels → tensor). */
+  readonly preprocessMs: number;
+  /** onnxruntime calls in the queue (session.run, with its copies into and out of the WASM heap, and tensor setup). */
+  readonly runMs: number;
+  /** How many queue jobs (session runs, GPU downloads) the call made. */
+  readonly runs: number;
+  /** Waiting in the queue and the promise hops before each job started. */
+  readonly queueMs: number;
+  /** Reading the exit outputs out of the run's results (the compiled engine; the stage engine: in `decisionMs`). */
+  readonly readbackMs: number;
+  /** Exit decisions and cascade bookkeeping between runs (argmax, thresholds, result rows). */
+  readonly decisionMs: number;
+  /** Building the wire results and the runtime state for the reply. */
+  readonly replyMs: number;
 }
 
 /** One sample's decision as the worker reports it; the page adds names and labels. */
@@ -116,6 +145,8 @@ export interface WireResult {
   readonly stages: readonly number[];
   readonly totalMs: number;
   readonly probabilities?: Float32Array;
+  /** With ClassifyRequest `profile`: the call's parts (the same object for every input of the call). */
+  readonly profile?: CallProfile;
 }
 
 /** What classify() replies: one decision per input, in input order, and the worker's state after the call. */

@@ -2,12 +2,12 @@
 // results and info, declared here; the bundle, plan, progress and error types it refers to, re-exported from their homes.
 import type { InputSpec } from './bundle/manifest.js';
 import type { DevicePlan, StageTimings } from './policy/device-plan.js';
-import type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
+import type { Backend, BackendPreference, CallProfile, EngineChoice, ProgressInfo } from './protocol.js';
 
 // Every bundle schema type (BundleManifest and the types it is made of).
 export type * from './bundle/manifest.js';
 export type { DevicePlan, StageTimings } from './policy/device-plan.js';
-export type { Backend, BackendPreference, EngineChoice, ProgressInfo } from './protocol.js';
+export type { Backend, BackendPreference, CallProfile, EngineChoice, ProgressInfo } from './protocol.js';
 export type { SelfxitErrorCode } from './errors.js';
 
 /** Options of {@link load}. Every field is optional; defaults are listed per field (fixed ones: `LOAD_DEFAULTS`). */
@@ -81,6 +81,11 @@ export interface ClassifyOptions {
   readonly probabilities?: boolean;
   /** Aborts the call: it rejects with ABORTED (the worker's result is dropped; the classifier stays usable). */
   readonly signal?: AbortSignal;
+  /**
+   * Time the call's parts in the worker (`timings.profile`: preprocessing, onnxruntime runs, queue, readback, decisions,
+   * reply, and when the request arrived and the reply left). For benchmarks and debugging; default false (no marks).
+   */
+  readonly profile?: boolean;
 }
 
 /** One classification. */
@@ -94,7 +99,12 @@ export interface ClassifyResult {
   /** Where the sample left: an early exit, or `{ index: -1, name: 'backbone' }` for the full model. */
   readonly exit: { readonly index: number; readonly name: string; readonly macsFraction: number };
   /** Milliseconds: whole call (worker side, preprocessing and lazy loading included) and each segment run. */
-  readonly timings: { readonly totalMs: number; readonly stages: readonly number[] };
+  readonly timings: {
+    readonly totalMs: number;
+    readonly stages: readonly number[];
+    /** With the `profile` option: where the call's time went (the same object for every input of the call). */
+    readonly profile?: CallProfile;
+  };
   /** Class probabilities at the decision point, when asked for. */
   readonly probabilities?: Float32Array;
 }

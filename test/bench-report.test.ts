@@ -1,6 +1,6 @@
-// bench/report.mjs on a hand-made record (test/fixtures/bench-record.json): the verdicts of the latency, calibration
-// and MACs goals (met / missed by how much), the breakdown of ratio − MACs fraction, the worst case's exit shares, and a record without the
-// CIFAR models (no ../shared).
+// bench/report.mjs on a hand-made record (test/fixtures/bench-record.json): the verdicts of the compiled-cascade, latency,
+// calibration and MACs goals (met / missed by how much), the breakdown of ratio − MACs fraction (and per call part), the
+// worst case's exit shares, the int8 light set, and a record without the CIFAR models (no ../shared).
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
@@ -20,6 +20,9 @@ interface Report {
 }
 // A plain-JS module: imported by URL so that the type-check does not look for its declarations.
 const report = (await import(new URL('../bench/report.mjs', import.meta.url).href)) as Report;
+const engines = (await import(new URL('../bench/report-engines.mjs', import.meta.url).href)) as {
+  gapParts(r: unknown): { gap: number; messages: number; worker: number; runs: number; unaccounted: number } | null;
+};
 // The bench record is loose JSON (bench/report.mjs is plain JS); the tests reach into it by field names.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- untyped JSON fixture
 type Json = any;
@@ -136,5 +139,101 @@ describe('bench report verdicts', () => {
     const before = JSON.stringify(fixture);
     render(fixture);
     expect(JSON.stringify(fixture)).toBe(before);
+  });
+});
+
+describe('compiled cascade goals and the per-call breakdown', () => {
+  /** The fixture plus engine rows: `over` patches by `${model} ${variant} t${threads} b${batch}`. */
+  function withEngines(over: Record<string, Record<string, unknown>> = {}): Record<string, Json> {
+    const r = copy();
+    const base = r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit');
+    const make = (
+      model: string,
+      variant: string,
+      threads: number,
+      batch: number,
+      ratio: number,
+      macs: number,
+    ): Json => {
+      const row = structuredClone(base);
+      Object.assign(row, { model, variant, threads, macsFraction: macs, config: { ...row.config, batch } });
+      row.ratio = { ...row.ratio, mean: ratio };
+      row.early = { ...row.early, mean: ratio * row.full.mean };
+      return Object.assign(row, over[`${model} ${variant} t${threads} b${batch}`] ?? {});
+    };
+    r.results.push(
+      make('resnet56', 'selfxit-stages', 1, 1, 0.85, 0.7),
+      make('resnet56', 'worst-case-stages', 1, 1, 1.2, 1.02),
+      make('resnet56', 'selfxit', 1, 32, 0.74, 0.7),
+      make('resnet20', 'selfxit', 1, 1, 0.88, 0.86),
+      make('resnet20', 'selfxit-stages', 1, 1, 0.95, 0.86),
+    );
+    return r;
+  }
+
+  it('a met goal says by how much it is under; a missed one by how much it misses; the stage engine beside it', () => {
+    const s = section(render(withEngines()), 'Compiled cascade goals');
+    expect(s).toContain('| ResNet-56 | 1 | 1 | ratio ≤ MACs 0.700 + 0.03 | 0.800 | **missed by 0.070** | 0.850 |');
+    expect(s).toContain('| ResNet-56 | 1 | 1 | worst case ≤ 1.03 | 1.150 | **missed by 0.120** | 1.200 |');
+    expect(s).toContain(
+      '| ResNet-56 | 1 | 32 | ratio per image ≤ MACs 0.700 + 0.05 | 0.740 | met (0.010 under) | (batches: stage engine) |',
+    );
+    expect(s).toContain('| ResNet-20 | 1 | 1 | ratio ≤ MACs 0.860 + 0.03 | 0.880 | met (0.010 under) | 0.950 |');
+    expect(s).toContain('| ResNet-20 | 1 | 1 | ratio ≤ 0.90 | 0.880 | met (0.020 under) | 0.950 |');
+    const slow = section(render(withEngines({ 'resnet20 selfxit t1 b1': { ratio: { mean: 0.93 } } })), 'Compiled');
+    expect(slow).toContain('| ResNet-20 | 1 | 1 | ratio ≤ MACs 0.860 + 0.03 | 0.930 | **missed by 0.040** |');
+    expect(slow).toContain('| ResNet-20 | 1 | 1 | ratio ≤ 0.90 | 0.930 | **missed by 0.030** |');
+    expect(s).toContain(
+      '| Fashion-MNIST (shipped) | 1 | 1 | ratio ≤ MACs 0.550 + 0.05 | 0.625 | **missed by 0.025** |',
+    );
+  });
+
+  it("a missed ratio says where its excess over MACs goes, from the calls' profile; the parts add up", () => {
+    // full model: page 4.0 = round trip 0.4 + worker rest 0.3 + run 3.3; compiled: page 3.2
+    const breakdown = {
+      calls: 500,
+      pageMs: 3.2,
+      toWorkerMs: 0.25,
+      preprocessMs: 0.1,
+      queueMs: 0.02,
+      runMs: 2.6,
+      runs: 1,
+      readbackMs: 0.01,
+      decisionMs: 0.02,
+      replyMs: 0.05,
+      fromWorkerMs: 0.15,
+    };
+    const fullBreakdown = { pageMs: 4, roundTripMs: 0.4, workerOtherMs: 0.3, runMs: 3.3 };
+    const r = withEngines({ 'resnet56 selfxit-stages t1 b1': { breakdown: { ...breakdown, runs: 3 }, fullBreakdown } });
+    const row = r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit');
+    Object.assign(row, { breakdown, fullBreakdown });
+    const g = engines.gapParts(row)!;
+    expect(g.messages).toBeCloseTo((0.4 - 0.7 * 0.4) / 4, 12);
+    expect(g.worker).toBeCloseTo((0.2 - 0.7 * 0.3) / 4, 12);
+    expect(g.runs).toBeCloseTo((2.6 - 0.7 * 3.3) / 4, 12);
+    expect(g.messages + g.worker + g.runs + g.unaccounted).toBeCloseTo(0.1, 12);
+    const md = render(r);
+    expect(section(md, 'Compiled cascade goals')).toContain(
+      '- ResNet-56, selfxit, 1 thread: ratio − MACs +0.100 = messages page ↔ worker +0.030, worker outside onnxruntime −0.002, onnxruntime runs +0.073.',
+    );
+    const b = section(md, 'Where one classify() goes');
+    expect(b).toContain(
+      '| resnet56 | selfxit (–) | 1 | 3.20 | 0.250 | 0.100 | 0.020 | 2.60 (1.00) | 0.010 | 0.020 | 0.050 | 0.150 | 4.00 / 0.400 / 0.300 / 3.30 |',
+    );
+    expect(b).toContain('| resnet56 | selfxit-stages (–) | 1 | 3.20 | 0.250 | 0.100 | 0.020 | 2.60 (3.00) |');
+    expect(engines.gapParts(r.results.find((x: Json) => x.variant === 'paper'))).toBeNull();
+  });
+
+  it('the int8 light set: its rows, a bundle without exits said so, a model whose prepare failed left out with why', () => {
+    const r = withEngines();
+    r.models.push({ key: 'resnet56-qdq', title: 'ResNet-56 int8 QDQ', light: true, exits: [], images: 200 });
+    const row = structuredClone(r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit'));
+    r.results.push(Object.assign(row, { model: 'resnet56-qdq', macsFraction: 1, exitShares: [1] }));
+    r.skipped = [{ key: 'resnet56-qop', title: 'ResNet-56 int8 QOperator', reason: 'prepare failed: no cut' }];
+    const s = section(render(r), 'int8 ResNet-56');
+    expect(s).toContain('**ResNet-56 int8 QDQ**: **prepare gave no exits**');
+    expect(s).toContain('| 1 | 500 | 0.800 | 1.000 | −0.200 | 98.80 % | 100 % |');
+    expect(s).toContain('- ResNet-56 int8 QOperator: left out — prepare failed: no cut');
+    expect(render(copy())).not.toContain('### int8');
   });
 });

@@ -266,7 +266,7 @@ describe('device plans', () => {
   it('measures every stage, plans by those times, caches the plan (and validation.bin by sha256)', async () => {
     const cache = new MemoryCache();
     const events: ProgressInfo[] = [];
-    const rt = await open('tiny', { cache });
+    const rt = await open('tiny', { cache }, { engine: 'stages' }); // the compiled engine's plan: compiled-engine tests
     expect(await rt.cachedPlan()).toBeUndefined();
     log = [];
     const plan = await rt.plan({ target: 0.99 }, (p) => events.push(p));

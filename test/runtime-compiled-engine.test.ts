@@ -210,4 +210,44 @@ describe('compiled engine', () => {
     });
     await third.dispose();
   });
+
+  it('plan() on the compiled engine times the compiled model: every segment loaded, exits cost nothing extra', async () => {
+    const a = api().api;
+    const init = await a.init(request('tiny', 'compiled'));
+    expect(init.state.engine).toBe('compiled');
+    const { plan, state } = await a.plan({ target: 0.99 });
+    expect(state.sessions.every(Boolean)).toBe(true);
+    expect(state.engine).toBe('compiled');
+    const { stageMs, decisionMs } = plan.timings;
+    expect(stageMs).toHaveLength(init.manifest.segments.length);
+    expect(stageMs.every((t) => Number.isFinite(t) && t >= 0)).toBe(true);
+    expect(stageMs.reduce((x, y) => x + y, 0)).toBeGreaterThan(0);
+    expect(decisionMs.every((t) => t === 0)).toBe(true);
+    // the plan's thresholds classify on the compiled engine as on the stage engine
+    const s = api().api;
+    await s.init(request('tiny', 'stages'));
+    const both = await Promise.all([singles(a, plan.thresholds), singles(s, plan.thresholds)]);
+    expect(both[0].map((r) => [r.index, r.exit])).toEqual(both[1].map((r) => [r.index, r.exit]));
+    await a.dispose();
+    await s.dispose();
+  });
+
+  it("profile: the call's parts in the worker, only when asked for", async () => {
+    const a = api().api;
+    await a.init(request('tiny', 'compiled'));
+    const thresholds = [0, 0];
+    const data = tiny.inputs[0]!;
+    const plain = await a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: false });
+    expect(plain.results[0]!.profile).toBeUndefined();
+    const r = await a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: false, profile: true });
+    const p = r.results[0]!.profile!;
+    expect(p.runs).toBe(1); // one compiled run
+    const parts = p.preprocessMs + p.runMs + p.queueMs + p.readbackMs + p.decisionMs + p.replyMs;
+    for (const v of [p.preprocessMs, p.runMs, p.queueMs, p.readbackMs, p.decisionMs, p.replyMs])
+      expect(v).toBeGreaterThanOrEqual(0);
+    expect(p.runMs).toBeGreaterThan(0);
+    expect(parts).toBeLessThanOrEqual(p.replyAt - p.recvAt + 1e-6);
+    expect(p.replyAt).toBeGreaterThan(p.recvAt);
+    await a.dispose();
+  });
 });

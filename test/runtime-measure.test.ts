@@ -3,7 +3,14 @@ import type { InferenceSession, Tensor } from 'onnxruntime-common';
 import * as ortNode from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
-import { median, measureStages, stageTiming, WARMUP_RUNS } from '../src/runtime/measure.js';
+import {
+  compiledStageTimings,
+  measureCompiled,
+  median,
+  measureStages,
+  stageTiming,
+  WARMUP_RUNS,
+} from '../src/runtime/measure.js';
 import { SerialQueue } from '../src/runtime/queue.js';
 import { OrtStageRunner } from '../src/engine/stage-runner.js';
 
@@ -188,5 +195,43 @@ describe('measureStages', () => {
     const runner = runnerOf(async () => ({}) as InferenceSession);
     await expect(measureStages(runner, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(measureStages(runner, 1.5)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});
+
+describe('measureCompiled (device plans on the compiled engine)', () => {
+  /** 4 segments, exits at the ends of segments 0 and 2 (segment 1 has none), segment 3 the last. */
+  const four = {
+    segments: [{ exit: 0 }, {}, { exit: 1 }, {}],
+    exits: [{ segment: 0 }, { segment: 2 }],
+  } as unknown as BundleManifest;
+
+  it('times leaving at each exit and running through, and turns the medians into per-segment times', async () => {
+    // Virtual costs: segments 2, 3, 4, 5 ms; a run leaves at the first exit whose threshold is 0.
+    const cum = [2, 5, 9, 14];
+    const seen: string[] = [];
+    let call = 0;
+    const timings = await measureCompiled(
+      four,
+      async (th) => {
+        seen.push(th.map((t) => (t === 0 ? '0' : 'x')).join(''));
+        const j = th.findIndex((t) => t === 0);
+        const noise = call++ % 7 === 3 ? 50 : 0; // an outlier the median ignores
+        return (j < 0 ? cum[3]! : cum[four.exits[j]!.segment]!) + noise;
+      },
+      5,
+    );
+    expect(seen.slice(0, 3)).toEqual(['0x', 'x0', 'xx']);
+    expect(seen).toHaveLength(3 * (WARMUP_RUNS + 5));
+    expect(timings.stageMs).toEqual([2, 0, 7, 5]);
+    expect(timings.decisionMs).toEqual([0, 0, 0, 0]);
+  });
+
+  it('clips a later point measured faster than an earlier one, so every time stays >= 0', () => {
+    expect(compiledStageTimings(four, [3, 2.5], 2).stageMs).toEqual([3, 0, 0, 0]);
+    expect(() => compiledStageTimings(four, [1], 2)).toThrow(/2 exits/);
+  });
+
+  it('rejects a bad run count', async () => {
+    await expect(measureCompiled(four, async () => 1, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 });

@@ -1,8 +1,10 @@
-// Worker preprocessing in Node: RGBA → model input (NCHW/NHWC, RGB/luma, mean/std) and INVALID_INPUT checks.
+// Worker preprocessing in Node: RGBA → model input (NCHW/NHWC, RGB/luma, mean/std) and INVALID_INPUT checks; what
+// crosses to the worker and into the model input without extra copies.
 import { describe, expect, it } from 'vitest';
 import type { InputSpec } from '../src/bundle/manifest.js';
 import { SelfxitError } from '../src/errors.js';
-import { inputDims, inputSize, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
+import { toWireInput } from '../src/page/inputs.js';
+import { inputDims, inputSize, preprocessBatch, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
 
 const rgb = (layout: 'NCHW' | 'NHWC'): InputSpec => ({
   name: 'x',
@@ -96,5 +98,61 @@ describe('preprocessInto', () => {
     const direct = new Float32Array(12);
     rgbaToInput(pixels, spec, direct);
     expect(out).toEqual(direct);
+  });
+});
+
+describe('round trip without extra copies', () => {
+  const spec = rgb('NCHW');
+
+  it('the page moves a compact copy of a Float32Array view (never its whole buffer), and the caller keeps its own', async () => {
+    const big = Float32Array.from({ length: 100 }, (_, i) => i);
+    const view = big.subarray(20, 32);
+    const { wire, transfer } = await toWireInput(view);
+    if (wire.kind !== 'tensor') throw new Error(wire.kind);
+    expect(Array.from(wire.data)).toEqual(Array.from(view));
+    expect(wire.data.buffer).not.toBe(big.buffer);
+    expect(wire.data.buffer.byteLength).toBe(12 * 4);
+    expect(transfer).toEqual([wire.data.buffer]);
+    // what postMessage does to a transferred buffer: the copy goes, the caller's array stays
+    structuredClone(wire, { transfer: transfer as ArrayBuffer[] });
+    expect(wire.data.length).toBe(0);
+    expect(view[0]).toBe(20);
+  });
+
+  it('the worker runs one preprocessed input from its own buffer, and fills one buffer for a batch', async () => {
+    const one = Float32Array.from({ length: inputSize(spec) }, (_, i) => i / 10);
+    expect(await preprocessBatch([{ kind: 'tensor', data: one }], spec)).toBe(one);
+    const view = new Float32Array(2 * inputSize(spec)).subarray(0, inputSize(spec));
+    const fromView = await preprocessBatch([{ kind: 'tensor', data: view }], spec);
+    expect(fromView).not.toBe(view);
+    expect(fromView.length).toBe(inputSize(spec));
+    const two = await preprocessBatch(
+      [
+        { kind: 'tensor', data: one },
+        { kind: 'pixels', width: 2, height: 2, data: pixels },
+      ],
+      spec,
+    );
+    expect(Array.from(two.subarray(0, inputSize(spec)))).toEqual(Array.from(one));
+    const expected = new Float32Array(inputSize(spec));
+    rgbaToInput(pixels, spec, expected);
+    expect(Array.from(two.subarray(inputSize(spec)))).toEqual(Array.from(expected));
+  });
+
+  it('checks a single preprocessed input as before, and names the input of a batch that fails', async () => {
+    const bad = new Float32Array(inputSize(spec)).fill(Number.NaN);
+    await expect(preprocessBatch([{ kind: 'tensor', data: bad }], spec)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+    const ok = new Float32Array(inputSize(spec));
+    await expect(
+      preprocessBatch(
+        [
+          { kind: 'tensor', data: ok },
+          { kind: 'tensor', data: bad },
+        ],
+        spec,
+      ),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { inputIndex: 1 } });
   });
 });

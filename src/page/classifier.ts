@@ -187,13 +187,17 @@ export class ClassifierImpl implements Classifier {
     if (signal?.aborted) throw abortError(signal, 'classify()');
     if (inputs.length === 0) return [];
     return abortable(
-      this.recovering(() => this.runOnce(inputs, options.probabilities === true)),
+      this.recovering(() => this.runOnce(inputs, options.probabilities === true, options.profile === true)),
       signal,
       'classify()',
     );
   }
 
-  private async runOnce(inputs: readonly unknown[], probabilities: boolean): Promise<ClassifyResult[]> {
+  private async runOnce(
+    inputs: readonly unknown[],
+    probabilities: boolean,
+    profile: boolean,
+  ): Promise<ClassifyResult[]> {
     const wires: WireInput[] = [];
     const transfers: Transferable[] = [];
     for (let i = 0; i < inputs.length; i++) {
@@ -217,6 +221,7 @@ export class ClassifierImpl implements Classifier {
       inputs: wires,
       thresholds: [...this.choice.thresholds],
       probabilities,
+      ...(profile ? { profile } : {}),
     };
     const results = await this.client.classify(request, transfers);
     return results.map((r) => this.toResult(r));
@@ -232,7 +237,7 @@ export class ClassifierImpl implements Classifier {
       exit: exit
         ? { index: r.exit, name: exit.name, macsFraction: exit.macsFraction }
         : { index: -1, name: 'backbone', macsFraction: backboneFraction(m) },
-      timings: { totalMs: r.totalMs, stages: r.stages },
+      timings: { totalMs: r.totalMs, stages: r.stages, ...(r.profile ? { profile: r.profile } : {}) },
       ...(r.probabilities ? { probabilities: r.probabilities } : {}),
     };
   }

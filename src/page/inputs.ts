@@ -43,13 +43,17 @@ function checkNotDetached(view: ArrayBufferView, what: string): void {
 
 /** Converts one input; `transfer` lists objects created here that may be moved to the worker. */
 export async function toWireInput(input: unknown): Promise<{ wire: WireInput; transfer: Transferable[] }> {
+  // Arrays: one copy of just the view (never the rest of a larger buffer it is part of), moved to the worker; the
+  // caller keeps its own. Posting the view itself would clone its whole buffer.
   if (input instanceof Float32Array) {
     checkNotDetached(input, 'Float32Array');
-    return { wire: { kind: 'tensor', data: input }, transfer: [] };
+    const data = input.slice();
+    return { wire: { kind: 'tensor', data }, transfer: [data.buffer] };
   }
   if (isA<ImageData>(input, 'ImageData')) {
     checkNotDetached(input.data, 'ImageData');
-    return { wire: { kind: 'pixels', width: input.width, height: input.height, data: input.data }, transfer: [] };
+    const data = input.data.slice();
+    return { wire: { kind: 'pixels', width: input.width, height: input.height, data }, transfer: [data.buffer] };
   }
   if (isA<ImageBitmap>(input, 'ImageBitmap')) {
     // A closed (or transferred) ImageBitmap reads as 0 x 0 and cannot be posted.

@@ -12,6 +12,7 @@ import type { Backend } from '../protocol.js';
 import { sessionOptions } from './ort-backend.js';
 import { inputDims } from './preprocess.js';
 import { compiledKey, type BundleCache } from './cache.js';
+import type { CallProfiler } from './profile.js';
 import type { SessionPool } from './session-pool.js';
 
 /** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
@@ -122,7 +123,12 @@ export class CompiledEngine {
    * over the stage runner from the next segment on (the prefix's segments pass the cut activation through), so every
    * decision is the stage engine's rule. The compiled run's ms is spread evenly over the segments it covered.
    */
-  async run(c: Compiled, data: Float32Array, thresholds: readonly number[]): Promise<CompiledResult> {
+  async run(
+    c: Compiled,
+    data: Float32Array,
+    thresholds: readonly number[],
+    profiler?: CallProfiler,
+  ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
     const t0 = performance.now();
@@ -131,6 +137,7 @@ export class CompiledEngine {
     const exit = Number(out[CASCADE_IO.exitIndex]!.data[0]);
     if (exit !== EXIT_INDEX_CONTINUE) {
       const probs = (out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
+      profiler?.add('readbackMs', performance.now() - t0 - ms);
       const { index, value } = argmaxRow(probs, 0, k);
       const ran = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
       return { index, confidence: value, exit, probs, stages: new Array<number>(ran).fill(ms / ran) };
@@ -145,6 +152,20 @@ export class CompiledEngine {
       },
     });
     return { ...r!, stages };
+  }
+
+  /**
+   * Times one run of `c` on a zero input with per-exit `thresholds` (ms, inside its queue job: waiting for other jobs
+   * is not counted), for device plans ({@link measureCompiled}). Outputs are read as a classify call reads them.
+   */
+  async timeRun(c: Compiled, thresholds: readonly number[]): Promise<number> {
+    const data = new Float32Array(this.inputSize());
+    return this.pool.queue.run(async () => {
+      const t0 = performance.now();
+      const out = await c.session.run(this.feeds(data, thresholds));
+      void out[CASCADE_IO.exitIndex]!.data[0];
+      return performance.now() - t0;
+    });
   }
 
   /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */

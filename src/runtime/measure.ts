@@ -1,4 +1,6 @@
-// Times each stage (segment plus fused head) at batch 1 on the backend in use, on real activations: what device plans are made from.
+// Times each stage (segment plus fused head) at batch 1 on the backend and engine in use, on real activations: what
+// device plans are made from (the stage engine segment by segment, the compiled engine by where its one run leaves).
+import type { BundleManifest } from '../bundle/manifest.js';
 import type { StageTimings } from '../policy/device-plan.js';
 import { argmaxRow } from '../engine/cascade.js';
 import { tensorData, type OrtStageRunner } from '../engine/stage-runner.js';
@@ -128,4 +130,59 @@ export async function measureStages(
   } finally {
     for (const x of inputs) if (x.location === 'gpu-buffer') x.dispose();
   }
+}
+
+/**
+ * Stage timings of the compiled engine from its measured cumulative times: `leaveMs[j]` = one run that leaves at exit
+ * j (exits in manifest order, each at the end of its segment), `fullMs` = one run through every segment (no exit
+ * fires). Each exit's segment gets the time from the previous exit's point to its own (segments between exits get 0:
+ * their time lands on the next measured segment, so every cumulative time stays right), the last segment the rest;
+ * differences are clipped at 0. `decisionMs` is 0 everywhere: the compiled model computes every fused head and decides
+ * at every exit whether it is used or not, so that cost is inside the stages and using an exit adds nothing.
+ * @throws SelfxitError INTERNAL when `leaveMs` does not have one time per exit.
+ */
+export function compiledStageTimings(
+  manifest: Pick<BundleManifest, 'segments' | 'exits'>,
+  leaveMs: readonly number[],
+  fullMs: number,
+): StageTimings {
+  const { segments, exits } = manifest;
+  if (leaveMs.length !== exits.length)
+    throw new SelfxitError('INTERNAL', `${leaveMs.length} exit times for ${exits.length} exits`);
+  const stageMs = segments.map(() => 0);
+  let before = 0;
+  exits.forEach((e, j) => {
+    const at = Math.max(before, leaveMs[j]!);
+    stageMs[e.segment] = at - before;
+    before = at;
+  });
+  stageMs[segments.length - 1]! += Math.max(0, fullMs - before);
+  return { stageMs, decisionMs: segments.map(() => 0) };
+}
+
+/**
+ * Measures the compiled engine for a device plan: `runOnce(thresholds)` times one run of the compiled model (all
+ * segments) with the given per-exit thresholds (see {@link CompiledEngine.timeRun}). Points: leaving at each exit
+ * (threshold 0 there: its max probability always passes, every earlier exit off) and running through (every exit off),
+ * in cascade order per pass; {@link WARMUP_RUNS} untimed passes, then `runs` timed ones; the median of each point goes
+ * to {@link compiledStageTimings}.
+ * @throws SelfxitError INVALID_ARGUMENT for a bad `runs`.
+ */
+export async function measureCompiled(
+  manifest: Pick<BundleManifest, 'segments' | 'exits'>,
+  runOnce: (thresholds: readonly number[]) => Promise<number>,
+  runs = DEFAULT_MEASURE_RUNS,
+): Promise<StageTimings> {
+  if (!(Number.isInteger(runs) && runs >= 1))
+    throw new SelfxitError('INVALID_ARGUMENT', `runs must be an integer >= 1, got ${String(runs)}`);
+  const off = manifest.exits.map(() => Infinity);
+  const points = [...manifest.exits.map((_, j) => off.map((t, i) => (i === j ? 0 : t))), off];
+  const times: number[][] = points.map(() => []);
+  for (let r = 0; r < WARMUP_RUNS + runs; r++)
+    for (let p = 0; p < points.length; p++) {
+      const ms = await runOnce(points[p]!);
+      if (r >= WARMUP_RUNS) times[p]!.push(ms);
+    }
+  const med = times.map(median);
+  return compiledStageTimings(manifest, med.slice(0, -1), med[med.length - 1]!);
 }

@@ -1,6 +1,6 @@
 // Worker-side preprocessing: any accepted input → the model's float32 input, exactly as the manifest says
 // (resize to H×W on an OffscreenCanvas, RGBA → RGB or luma, `(v/255 - mean)/std`, NCHW or NHWC).
-import { SelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import type { WireInput } from '../protocol.js';
 import { inputDims, rgbaToChannels, toModelInput } from '../bundle/input.js';
@@ -47,6 +47,10 @@ function describe(input: WireInput): string {
   }
 }
 
+/** The 2D context images are resized on, made once per size (drawScaled is synchronous, so calls never share it). */
+let scaler:
+  { readonly width: number; readonly height: number; readonly ctx: OffscreenCanvasRenderingContext2D } | undefined;
+
 /** Draws an image source scaled to H×W and reads its RGBA pixels back. */
 function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArray {
   if (typeof OffscreenCanvas === 'undefined') {
@@ -55,9 +59,13 @@ function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArr
       'resizing images needs OffscreenCanvas, which this browser lacks; pass ImageData of the model size or a Float32Array',
     );
   }
-  const canvas = new OffscreenCanvas(spec.width, spec.height);
-  const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  if (!ctx) throw new SelfxitError('INVALID_INPUT', 'cannot get a 2D context to resize the image');
+  if (scaler?.width !== spec.width || scaler.height !== spec.height) {
+    const ctx = new OffscreenCanvas(spec.width, spec.height).getContext('2d', { willReadFrequently: true });
+    if (!ctx) throw new SelfxitError('INVALID_INPUT', 'cannot get a 2D context to resize the image');
+    scaler = { width: spec.width, height: spec.height, ctx };
+  }
+  const { ctx } = scaler;
+  ctx.clearRect(0, 0, spec.width, spec.height);
   ctx.drawImage(source, 0, 0, spec.width, spec.height);
   return ctx.getImageData(0, 0, spec.width, spec.height).data;
 }
@@ -66,7 +74,8 @@ async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise
   try {
     if (input.kind === 'blob')
       return await createImageBitmap(input.blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
-    const data = new ImageData(new Uint8ClampedArray(input.data), input.width, input.height);
+    // The pixels crossed to the worker as a copy of their own: wrap them, no second copy.
+    const data = new ImageData(input.data as Uint8ClampedArray<ArrayBuffer>, input.width, input.height);
     return await createImageBitmap(data, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch (e) {
     throw new SelfxitError(
@@ -76,6 +85,54 @@ async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise
       { cause: e },
     );
   }
+}
+
+/** Throws INVALID_INPUT unless a preprocessed input is a Float32Array of `size` finite values. */
+function checkTensor(input: WireInput & { kind: 'tensor' }, spec: InputSpec, size: number): void {
+  if (!(input.data instanceof Float32Array) || input.data.length !== size) {
+    const shape = inputDims(spec, 1).slice(1).join('x');
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `a preprocessed input must be a Float32Array of ${size} values (${spec.layout} ${shape}), got ${describe(input)}`,
+      { expected: size, got: input.data instanceof Float32Array ? input.data.length : null },
+    );
+  }
+  const bad = input.data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `a preprocessed input must hold finite numbers; value ${bad} is ${String(input.data[bad])}`,
+      { index: bad },
+    );
+}
+
+/**
+ * The model input of `inputs`, row after row. One preprocessed input that fills its own buffer is used as it is (it
+ * crossed to the worker as a copy nothing else holds): no copy. An input's INVALID_INPUT names its index in a batch.
+ */
+export async function preprocessBatch(inputs: readonly WireInput[], spec: InputSpec): Promise<Float32Array> {
+  const size = inputSize(spec);
+  const only = inputs.length === 1 ? inputs[0]! : undefined;
+  if (
+    only?.kind === 'tensor' &&
+    only.data instanceof Float32Array &&
+    only.data.byteOffset === 0 &&
+    only.data.buffer.byteLength === only.data.byteLength
+  ) {
+    checkTensor(only, spec, size);
+    return only.data;
+  }
+  const all = new Float32Array(inputs.length * size);
+  for (let i = 0; i < inputs.length; i++) {
+    try {
+      await preprocessInto(inputs[i]!, spec, all, i * size);
+    } catch (e) {
+      if (isSelfxitError(e) && inputs.length > 1)
+        throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
+      throw e;
+    }
+  }
+  return all;
 }
 
 /**
@@ -91,24 +148,7 @@ export async function preprocessInto(
   const size = inputSize(spec);
   switch (input.kind) {
     case 'tensor': {
-      if (!(input.data instanceof Float32Array) || input.data.length !== size) {
-        const shape = inputDims(spec, 1).slice(1).join('x');
-        throw new SelfxitError(
-          'INVALID_INPUT',
-          `a preprocessed input must be a Float32Array of ${size} values (${spec.layout} ${shape}), got ${describe(input)}`,
-          {
-            expected: size,
-            got: input.data instanceof Float32Array ? input.data.length : null,
-          },
-        );
-      }
-      const bad = input.data.findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0)
-        throw new SelfxitError(
-          'INVALID_INPUT',
-          `a preprocessed input must hold finite numbers; value ${bad} is ${String(input.data[bad])}`,
-          { index: bad },
-        );
+      checkTensor(input, spec, size);
       out.set(input.data, offset);
       return;
     }

@@ -4,11 +4,14 @@
 export class SerialQueue {
   private tail: Promise<unknown> = Promise.resolve();
   private pending = 0;
+  /** Told each job's wait (queued → started) and run time, ms, while set (a profiled call, profile.ts). */
+  observer: ((waitMs: number, runMs: number) => void) | undefined;
 
   /** Queues `job`; resolves or rejects with its result once every earlier job has settled. */
   run<T>(job: () => Promise<T> | T): Promise<T> {
     this.pending++;
-    const result = this.tail.then(job);
+    const observer = this.observer;
+    const result = this.tail.then(observer ? observed(job, observer) : job);
     this.tail = result.then(
       () => this.pending--,
       () => this.pending--,
@@ -20,4 +23,17 @@ export class SerialQueue {
   get size(): number {
     return this.pending;
   }
+}
+
+/** `job`, reporting its wait (from now until it starts) and its run time to `observer`. */
+function observed<T>(job: () => Promise<T> | T, observer: (waitMs: number, runMs: number) => void): () => Promise<T> {
+  const queued = performance.now();
+  return async () => {
+    const start = performance.now();
+    try {
+      return await job();
+    } finally {
+      observer(start - queued, performance.now() - start);
+    }
+  };
 }

@@ -1,20 +1,21 @@
 // The worker-side classifier, request handling: opens a bundle (bundle-source.ts) and its session pool (session-pool.ts),
 // classifies batches with the shared cascade (runCascade over the engine's stage runner), and makes device plans (stage
-// times measured here + the bundle's validation file → planExits, cached). Batch-1 calls run the compiled engine
-// (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches always run stage by stage.
+// times measured here on the engine in use + the bundle's validation file → planExits, cached). Batch-1 calls run the
+// compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches run stage by stage.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { OrtStageRunner } from '../engine/stage-runner.js';
-import { SelfxitError, isSelfxitError } from '../errors.js';
+import { SelfxitError } from '../errors.js';
 import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
 import { BundleSource, loadManifest, type Progress } from './bundle-source.js';
 import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
 import { CompiledEngine } from './compiled-engine.js';
-import { measureStages } from './measure.js';
+import { measureCompiled, measureStages } from './measure.js';
+import { CallProfiler } from './profile.js';
 import { loadOrt, type OrtHandle } from './ort-backend.js';
-import { inputDims, inputSize, preprocessInto } from './preprocess.js';
+import { inputDims, inputSize, preprocessBatch } from './preprocess.js';
 import { SessionPool } from './session-pool.js';
 
 /** Samples per cascade run inside one classify request (bigger requests are cut into chunks of this size). */
@@ -125,6 +126,7 @@ export class BundleRuntime {
   async classify(req: ClassifyRequest): Promise<WireResult[]> {
     this.throwIfDisposed();
     const t0 = performance.now();
+    const profiler = req.profile === true ? new CallProfiler() : undefined;
     const { manifest } = this;
     if (
       req.thresholds.length !== manifest.exits.length ||
@@ -137,36 +139,39 @@ export class BundleRuntime {
     }
     if (!Array.isArray(req.inputs) || req.inputs.length === 0) return [];
     const size = inputSize(manifest.input);
-    const all = new Float32Array(req.inputs.length * size);
-    for (let i = 0; i < req.inputs.length; i++) {
-      try {
-        await preprocessInto(req.inputs[i]!, manifest.input, all, i * size);
-      } catch (e) {
-        if (isSelfxitError(e) && req.inputs.length > 1) {
-          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
-        }
-        throw e;
-      }
-    }
+    const all = await preprocessBatch(req.inputs, manifest.input);
+    profiler?.lap('preprocessMs');
+    profiler?.attach(this.pool.queue);
     const results: WireResult[] = [];
-    for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
-      const rows = Math.min(MAX_BATCH, req.inputs.length - start);
-      results.push(...(await this.runChunk(all.subarray(start * size, (start + rows) * size), rows, req)));
+    try {
+      for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
+        const rows = Math.min(MAX_BATCH, req.inputs.length - start);
+        const data = all.subarray(start * size, (start + rows) * size);
+        results.push(...(await this.runChunk(data, rows, req, profiler)));
+      }
+    } finally {
+      profiler?.detach();
     }
     const totalMs = performance.now() - t0;
-    return results.map((r) => ({ ...r, totalMs }));
+    const profile = profiler?.done();
+    return results.map((r) => ({ ...r, totalMs, ...(profile ? { profile } : {}) }));
   }
 
   /**
    * One cascade run of up to MAX_BATCH rows (one row: on the compiled engine when it is in use); when a WebGPU run
    * fails, once more on WASM.
    */
-  private runChunk(data: Float32Array, rows: number, req: ClassifyRequest): Promise<WireResult[]> {
+  private runChunk(
+    data: Float32Array,
+    rows: number,
+    req: ClassifyRequest,
+    profiler?: CallProfiler,
+  ): Promise<WireResult[]> {
     const { manifest } = this;
     const run = async (): Promise<WireResult[]> => {
       const compiled = rows === 1 ? await this.compiled?.ready() : undefined;
       if (compiled) {
-        const r = await this.compiled!.run(compiled, data, req.thresholds);
+        const r = await this.compiled!.run(compiled, data, req.thresholds, profiler);
         return [
           {
             index: r.index,
@@ -219,13 +224,24 @@ export class BundleRuntime {
   }
 
   /**
-   * Times every stage on the backend in use ({@link measureStages}: all sessions are created first, through the
-   * lazy loading path). When a WebGPU run fails, falls back to WASM and measures again there; so too when another
-   * call switched the backend during the measurement.
+   * Times every stage on the backend and engine in use: with the compiled engine on, every segment is loaded (through
+   * the lazy loading path), the whole cascade compiled, and {@link measureCompiled} times where its one run leaves;
+   * otherwise {@link measureStages} (all sessions created first). When a WebGPU run fails, falls back to WASM and
+   * measures again there; so too when another call switched the backend during the measurement.
    */
   private async measureTimings(): Promise<StageTimings> {
     this.throwIfDisposed();
-    return this.pool.withFallback(() => measureStages(this.runner), {
+    const measure = async (): Promise<StageTimings> => {
+      const engine = this.compiled;
+      if (engine && engine.failure === undefined) {
+        for (let s = 0; s < this.manifest.segments.length; s++) await this.runner.session(s);
+        const c = await engine.ready();
+        if (c && c.count === this.manifest.segments.length)
+          return measureCompiled(this.manifest, (thresholds) => engine.timeRun(c, thresholds));
+      }
+      return measureStages(this.runner);
+    };
+    return this.pool.withFallback(measure, {
       reason: 'a WebGPU run failed while measuring',
       during: 'measuring',
       redoIfSwitched: true,

@@ -1,0 +1,69 @@
+// Per-call time breakdown of classify() (ClassifyOptions `profile`, for the bench and debugging): performance.now()
+// laps and the queue's job times, collected only for a profiled call; unprofiled calls make none of these marks.
+import type { CallProfile } from '../protocol.js';
+import type { SerialQueue } from './queue.js';
+
+/** Absolute ms, comparable between the page and its worker. */
+export const absoluteNow = (): number => performance.timeOrigin + performance.now();
+
+/** Collects one call's {@link CallProfile}: laps between marks, plus the queue's jobs while attached. */
+export class CallProfiler {
+  readonly recvAt = absoluteNow();
+  private last = performance.now();
+  private runMs = 0;
+  private runs = 0;
+  private queueMs = 0;
+  /** Time added with {@link add} while attached. */
+  private inside = 0;
+  private readonly laps = { preprocessMs: 0, readbackMs: 0, decisionMs: 0, replyMs: 0 };
+  private queue: SerialQueue | undefined;
+
+  /** Adds the time since the previous mark to `part`. */
+  lap(part: keyof CallProfiler['laps']): void {
+    const now = performance.now();
+    this.laps[part] += now - this.last;
+    this.last = now;
+  }
+
+  /** Adds `ms` measured by the caller to `part` (inside the attached span: taken out of the decisions' time). */
+  add(part: 'readbackMs', ms: number): void {
+    this.laps[part] += ms;
+    this.inside += ms;
+  }
+
+  /** Counts `queue`'s jobs (wait and run time) from now until {@link detach}. */
+  attach(queue: SerialQueue): void {
+    this.queue = queue;
+    this.inside = 0;
+    queue.observer = (waitMs, runMs) => {
+      this.queueMs += waitMs;
+      this.runMs += runMs;
+      this.runs++;
+    };
+  }
+
+  /**
+   * Stops counting jobs; the time since the last mark, less the jobs' wait and run time and the readback time added
+   * meanwhile, is the decisions' (cascade logic between runs).
+   */
+  detach(): void {
+    if (this.queue) this.queue.observer = undefined;
+    this.queue = undefined;
+    const now = performance.now();
+    this.laps.decisionMs += Math.max(0, now - this.last - this.runMs - this.queueMs - this.inside);
+    this.last = now;
+  }
+
+  /** The profile, with `replyMs` up to now; `replyAt` is now. */
+  done(): CallProfile {
+    this.lap('replyMs');
+    return {
+      recvAt: this.recvAt,
+      replyAt: absoluteNow(),
+      runMs: this.runMs,
+      runs: this.runs,
+      queueMs: this.queueMs,
+      ...this.laps,
+    };
+  }
+}
