@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { validateManifest, type BundleManifest, type InputSpec } from '../src/bundle/manifest.js';
+import { validateManifest, type BundleManifest } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js';
@@ -27,21 +27,25 @@ import { createWorkerApi } from '../src/runtime/api.js';
 import { noCache } from '../src/runtime/cache.js';
 import { rng } from './fixtures/graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
-import { blobImages } from './fixtures/prepare-fixtures.js';
-import { qopClassifier } from './fixtures/quant-graphs.js';
+import { blobImages, TINY_INPUT } from './fixtures/prepare-fixtures.js';
+import { qopClassifier, type HiddenScales } from './fixtures/quant-graphs.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
-const INPUT: InputSpec = {
-  name: 'x',
-  height: 8,
-  width: 8,
-  channels: 3,
-  layout: 'NCHW',
-  mean: [0.5, 0.5, 0.5],
-  std: [0.25, 0.25, 0.25],
-};
+const INPUT = TINY_INPUT;
 const N = 400;
 const images = blobImages(N, 8, 8, 3, 17);
+
+/** prepare() on the QOperator fixture (target 0.9, no augmentation) with the first `count` images. */
+function prepareQop(hidden: HiddenScales, count: number): ReturnType<typeof prepare> {
+  return prepare({
+    model: encodeModel(qopClassifier(hidden)),
+    samples: { data: images.subarray(0, count * 192), count },
+    ort: ortNode,
+    target: 0.9,
+    input: { mean: INPUT.mean, std: INPUT.std },
+    augment: [],
+  });
+}
 
 /** Reference: `(q - zp) * scale` as float32, then average pooling over `g` and max pooling over `mg`, NCHW order. */
 function referenceFeatures(
@@ -200,14 +204,7 @@ describe('prepare → bundle → run on a QOperator classifier', () => {
   let cutNotes: readonly string[];
 
   beforeAll(async () => {
-    const res = await prepare({
-      model: encodeModel(qopClassifier()),
-      samples: { data: images, count: N },
-      ort: ortNode,
-      target: 0.9,
-      input: { mean: INPUT.mean, std: INPUT.std },
-      augment: [],
-    });
+    const res = await prepareQop('none', N);
     ({ manifest, files, warnings } = res);
     cutNotes = res.report.cutNotes;
     tiny = await serveTinyBundles(() => undefined);
@@ -294,27 +291,14 @@ describe('prepare → bundle → run on a QOperator classifier', () => {
 
 describe('quantized cuts without a scale', () => {
   it('prepare skips them with a reason and still finds exits on the others', async () => {
-    const res = await prepare({
-      model: encodeModel(qopClassifier('stem')),
-      samples: { data: images.subarray(0, 300 * 192), count: 300 },
-      ort: ortNode,
-      target: 0.9,
-      input: { mean: INPUT.mean, std: INPUT.std },
-      augment: [],
-    });
+    const res = await prepareQop('stem', 300);
     expect(res.warnings.join('\n')).toMatch(/Quantized cut "stem" skipped as a candidate: .*not a constant/);
     expect(res.report.candidates.map((c) => c.cut)).not.toContain('stem');
     expect(res.report.candidates.length).toBeGreaterThan(0);
   }, 120_000);
 
   it('a model with no usable cut writes a valid no-exit bundle and says why', async () => {
-    const res = await prepare({
-      model: encodeModel(qopClassifier('all')),
-      samples: { data: images.subarray(0, 200 * 192), count: 200 },
-      ort: ortNode,
-      target: 0.9,
-      input: { mean: INPUT.mean, std: INPUT.std },
-    });
+    const res = await prepareQop('all', 200);
     expect(res.manifest.exits).toEqual([]);
     expect(res.manifest.segments).toHaveLength(1);
     validateManifest(JSON.parse(JSON.stringify(res.manifest)));
