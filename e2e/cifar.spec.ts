@@ -2,19 +2,13 @@
 // evaluate 500 test images with the CLI, classify the same 500 in the browser (built package, WASM), and require
 // the same exit and label for >= 99.8 % of them. Then WebGPU (SwiftShader) vs WASM in one page on 50 of those
 // images: the same labels. Needs ../shared; skipped without it.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { test, expect, type LaunchOptions } from '@playwright/test';
 import type { BundleManifest } from '../src/bundle/manifest.js';
-import { runCascade } from '../src/engine/cascade.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
-import { toModelInput } from '../src/bundle/input.js';
-import type { OrtModule } from '../src/ort/types.js';
-import { OrtStageRunner } from '../src/engine/stage-runner.js';
-import { SerialQueue } from '../src/runtime/queue.js';
+import { cifarPrepareArgs, cli as cliIn, evalWithNodeReference } from './fixtures/cli-cascade.js';
 import type * as Selfxit from '../src/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,25 +20,7 @@ const bundleDir = path.join(root, 'e2e/.bundles/cifar-resnet56');
 const COUNT = 500;
 const SEED = 0;
 
-interface EvalJson {
-  samples: number;
-  agreement: number;
-  exitShares: number[];
-  thresholds: number[];
-}
-
-function cli(args: string[]): string {
-  return execFileSync(
-    process.execPath,
-    [path.join(root, 'node_modules/tsx/dist/cli.mjs'), path.join(root, 'src/cli/main.ts'), ...args],
-    {
-      cwd: root,
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-}
+const cli = (args: string[]): string => cliIn(root, args);
 
 const NO_SHARED = `needs ../shared (CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`;
 // Playwright's list reporter shows a skipped test's title but not test.skip()'s reason: say it once, as the Vitest files do.
@@ -55,24 +31,7 @@ if (!existsSync(model) || !existsSync(testImages))
 let prepared = false;
 function ensureBundle(): BundleManifest {
   if (!prepared && (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(path.join(bundleDir, 'manifest.json')))) {
-    cli([
-      'prepare',
-      model,
-      '--samples',
-      calib,
-      '--shape',
-      '32,32,3',
-      '--limit',
-      '2000',
-      '--seed',
-      '0',
-      '--mean',
-      '0.485,0.456,0.406',
-      '--std',
-      '0.229,0.224,0.225',
-      '--out',
-      bundleDir,
-    ]);
+    cli(cifarPrepareArgs(model, calib, bundleDir, 2000));
   }
   prepared = true;
   return JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as BundleManifest;
@@ -97,45 +56,13 @@ test('CIFAR-10 ResNet-56, 500 test images: browser exits and labels (ESM and scr
   const manifest = ensureBundle();
 
   // 2. `selfxit eval` on the 500 images (seeded shuffle of the class-ordered test file).
-  const evalOut = JSON.parse(
-    cli(['eval', bundleDir, '--samples', testImages, '--limit', String(COUNT), '--seed', String(SEED), '--json']),
-  ) as EvalJson;
-  expect(evalOut.samples).toBe(COUNT);
-
-  // 3. Per-image decisions in Node: the same subset, the same runCascade as eval, on onnxruntime-node.
-  const all = new Uint8Array(readFileSync(testImages));
-  const shape = { height: 32, width: 32, channels: 3 };
-  const { batch, indices } = shuffleAndLimit({ data: all, count: all.length / 3072 }, shape, SEED, COUNT);
-  const ort = ortNode as unknown as OrtModule;
-  const sessions = await Promise.all(
-    manifest.segments.map((s) =>
-      ort.InferenceSession.create(new Uint8Array(readFileSync(path.join(bundleDir, s.file)))),
-    ),
-  );
-  const runner = new OrtStageRunner({
-    Tensor: ort.Tensor,
+  const { evalOut, node, indices, shares } = await evalWithNodeReference(
+    root,
     manifest,
-    queue: new SerialQueue(),
-    sessions: { session: async (s) => sessions[s]! },
-  });
-  const node: { index: number; exit: number }[] = [];
-  for (let start = 0; start < COUNT; start += 64) {
-    const rows = Math.min(64, COUNT - start);
-    const x = new ort.Tensor('float32', toModelInput(batch, start, rows, manifest.input), [rows, 3, 32, 32]);
-    for (const r of await runCascade(manifest, runner, x, rows)) node.push({ index: r.index, exit: r.exit });
-  }
-  await Promise.all(sessions.map((s) => s.release()));
-  const shares = (rs: { exit: number }[]): number[] => {
-    const k = manifest.exits.length;
-    const c = new Array<number>(k + 1).fill(0);
-    for (const r of rs) c[r.exit < 0 ? k : r.exit]!++;
-    return c.map((v) => v / rs.length);
-  };
-  // The Node reference is eval's cascade: same exit shares (up to a sample flipped by batch-size rounding).
-  shares(node).forEach((s, i) =>
-    expect(Math.abs(s - evalOut.exitShares[i]!), `node vs eval share of exit ${i}`).toBeLessThanOrEqual(
-      2 / COUNT + 1e-9,
-    ),
+    bundleDir,
+    testImages,
+    COUNT,
+    SEED,
   );
 
   // 4. The browser: built package (ESM import, then the script-tag build), WASM, the same 500 images as 32x32

@@ -15,7 +15,7 @@ import { analyzeModel, decodeModel, encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';
 import { rng } from './fixtures/graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { blobImages, tinyClassifier, TINY_INPUT } from './fixtures/prepare-fixtures.js';
 
 function randomHead(c: number, h: number, w: number, seed: number, k = 4): HeadSpec {
   const r = rng(seed);
@@ -53,15 +53,7 @@ async function tinyBundle() {
     output: 'logits',
     outputKind: 'logits',
     calibration,
-    input: {
-      name: 'x',
-      height: 8,
-      width: 8,
-      channels: 3,
-      layout: 'NCHW',
-      mean: [0.5, 0.5, 0.5],
-      std: [0.25, 0.25, 0.25],
-    },
+    input: TINY_INPUT,
     exits: [
       { name: 'b1', cut: 'block1', head: randomHead(8, 8, 8, 1), threshold: 0.7, expectedShare: 0.2 },
       { name: 'b3', cut: 'block3', head: randomHead(16, 4, 4, 2), threshold: 0.7, expectedShare: 0.1 },

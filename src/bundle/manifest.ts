@@ -2,6 +2,7 @@
 // Plain JSON-serialisable types plus a validator; imported by both sides. Head kinds come from the graph toolkit.
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../graph/head-spec.js';
+import { checkDequantization, type Dequantization } from '../graph/quant.js';
 
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
 export const MANIFEST_VERSION = 1 as const;
@@ -12,7 +13,7 @@ export const MANIFEST_FILE = 'manifest.json';
 /** An exit threshold above any probability: the exit never fires. The validator accepts thresholds in [0, NEVER_EXIT]. */
 export const NEVER_EXIT = 1.0000001;
 
-export type { HeadKind };
+export type { HeadKind, Dequantization };
 
 /** How an image becomes the model's input tensor. `x = (pixel / 255 - mean[c]) / std[c]`. */
 export interface InputSpec {
@@ -61,6 +62,11 @@ export interface ExitSpec {
   readonly segment: number;
   /** Architecture of the fused head. */
   readonly headKind: HeadKind;
+  /**
+   * The cut is a quantized (uint8/int8) tensor the fused head reads through a DequantizeLinear with this scale and
+   * zero point (informational: the head's ONNX holds them). Absent: the cut is float32.
+   */
+  readonly dequant?: Dequantization;
   /** Leave here when the head's max-softmax >= threshold; {@link NEVER_EXIT} (above any probability) disables the exit. */
   readonly threshold: number;
   /** Cumulative MACs per sample to decide here (backbone up to the cut + every head passed), as a fraction of the backbone. */
@@ -227,6 +233,7 @@ export function validateManifest(value: unknown): BundleManifest {
       fail(`exit ${i} is not fused into segment ${e.segment}`);
     if (!(e.threshold >= 0 && e.threshold <= NEVER_EXIT))
       fail(`exit ${i} threshold ${e.threshold} outside [0, ${NEVER_EXIT}] (${NEVER_EXIT} = never exit)`);
+    if (e.dequant !== undefined) checkDequantization(e.dequant, `Invalid bundle manifest: exit ${i}`, 'INVALID_BUNDLE');
   });
   if (!m.calibration) fail('calibration summary missing');
   return m as BundleManifest;

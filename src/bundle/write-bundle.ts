@@ -105,6 +105,7 @@ export async function assembleBundle(
         cut: exit.cut,
         segment: i,
         headKind: exit.head.kind,
+        ...(exit.head.dequant ? { dequant: exit.head.dequant } : {}),
         threshold: exit.threshold,
         macsFraction: bbMacs > 0 ? cumulative / bbMacs : 0,
         expectedShare: exit.expectedShare,

@@ -11,20 +11,34 @@ export function exitName(tensor: string): string {
   return bare.replace(/_output_\d+$/, '') || tensor;
 }
 
+/** A 4-D map with known C, H, W, after some backbone work and before the last 2 % of it (any element type). */
+function placed(c: CutPoint): boolean {
+  return (
+    c.shape.length === 4 &&
+    c.shape.slice(1).every((d) => typeof d === 'number' && d > 0) &&
+    c.fraction > 0 &&
+    c.fraction < 0.98
+  );
+}
+
+/** A head can read it: float32, or uint8/int8 with a known scale and zero point (read through DequantizeLinear). */
+function readable(c: CutPoint): boolean {
+  return c.dtype === 'float32' || c.dequant !== undefined;
+}
+
 /**
- * Candidate exit cuts: 4-D float32 cuts with known C, H, W, after some backbone work and before the last 2 % of it;
- * of cuts at the same MACs (e.g. Add then Relu) the last. At most `max`, spread evenly over the MACs fraction.
+ * Candidate exit cuts: 4-D cuts with known C, H, W that a head can read (float32, or uint8/int8 whose scale and zero
+ * point the graph gives), after some backbone work and before the last 2 % of it. One per position: of cuts at the
+ * same MACs (e.g. Add then Relu, or QDQ's QuantizeLinear → DequantizeLinear pair) the last float32 one, else the
+ * last quantized one. At most `max`, spread evenly over the MACs fraction.
  */
 export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoint[] {
-  const ok = cuts.filter(
-    (c) =>
-      c.dtype === 'float32' &&
-      c.shape.length === 4 &&
-      c.shape.slice(1).every((d) => typeof d === 'number' && d > 0) &&
-      c.fraction > 0 &&
-      c.fraction < 0.98,
-  );
-  const dedup = ok.filter((c, i) => i === ok.length - 1 || ok[i + 1]!.macs !== c.macs);
+  const ok = cuts.filter((c) => placed(c) && readable(c));
+  const dedup = ok.filter((c) => {
+    const same = ok.filter((x) => x.macs === c.macs);
+    const floats = same.filter((x) => x.dtype === 'float32');
+    return c === (floats.length > 0 ? floats[floats.length - 1] : same[same.length - 1]);
+  });
   if (dedup.length <= max) return dedup;
   const keep = new Set<number>();
   for (let i = 0; i < max; i++) {
@@ -57,4 +71,32 @@ export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]
     return c;
   });
   return [...new Set(found)].sort((a, b) => all.indexOf(a) - all.indexOf(b));
+}
+
+/** Quantized cuts left out as candidates because their scale/zero point is unknown, with the reason. */
+export function skippedQuantCuts(cuts: readonly CutPoint[]): { tensor: string; reason: string }[] {
+  return cuts
+    .filter((c) => placed(c) && c.dequantMissing !== undefined && !cuts.some((x) => x.macs === c.macs && readable(x)))
+    .map((c) => ({ tensor: c.tensor, reason: c.dequantMissing! }));
+}
+
+/** How a quantized model's candidates read their cuts, in words (none for a float model). */
+export function quantCutNotes(cuts: readonly CutPoint[]): string[] {
+  const cand = candidateCuts(cuts);
+  const quant = cand.filter((c) => c.dequant);
+  const floatSide = cand.filter(
+    (c) => c.dtype === 'float32' && cuts.some((x) => x.macs === c.macs && x.dequant !== undefined),
+  );
+  const notes: string[] = [];
+  if (quant.length > 0) {
+    const d = quant[0]!.dequant!.dtype;
+    notes.push(
+      `${quant.length} of ${cand.length} candidate cuts are ${d} tensors (QOperator): their heads start with a DequantizeLinear (scale and zero point from the graph)`,
+    );
+  }
+  if (floatSide.length > 0)
+    notes.push(
+      `${floatSide.length} of ${cand.length} candidate cuts have a quantized and a float tensor (QDQ): heads read the float side (no extra op)`,
+    );
+  return notes;
 }

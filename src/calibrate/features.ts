@@ -4,6 +4,7 @@
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import { encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../graph/index.js';
+import { dequantizeInto } from '../graph/quant.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
@@ -102,7 +103,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   const n = samples.count;
   const batchSize = options.batchSize ?? 64;
   const half = options.storage === 'f16';
-  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array })[] = requests.map((r) => {
+  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array; deq?: Float32Array })[] = requests.map((r) => {
     const g = cutGeometry(r.cut);
     checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
     const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
@@ -117,6 +118,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       dim,
       x,
       ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
+      ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
     };
   });
   const teacher = new Float32Array(n * k);
@@ -147,11 +149,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
         teacher.set(p, (start + r) * k);
       }
       for (const c of cuts) {
-        const map = out[c.cut.tensor]?.data;
-        if (!(map instanceof Float32Array))
-          throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${c.cut.tensor}" is not a float32 tensor`, {
-            tensor: c.cut.tensor,
-          });
+        const map = cutMap(out[c.cut.tensor]?.data, c.cut, c.deq);
         if (c.x instanceof Float32Array)
           headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
         else {
@@ -168,5 +166,19 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   } finally {
     await session.release();
   }
-  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, ...c }) => c) };
+  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, deq: _deq, ...c }) => c) };
+}
+
+/** A cut's map as float32: as is, or a quantized one dequantized into `deq` (the head's DequantizeLinear). */
+function cutMap(data: unknown, cut: CutPoint, deq: Float32Array | undefined): Float32Array {
+  if (data instanceof Float32Array && !cut.dequant) return data;
+  if (cut.dequant && deq && (data instanceof Uint8Array || data instanceof Int8Array)) {
+    dequantizeInto(data, cut.dequant, deq);
+    return deq;
+  }
+  throw new SelfxitError(
+    'UNSUPPORTED_MODEL',
+    `cut "${cut.tensor}" is not a float32 tensor${cut.dequant ? ` (nor ${cut.dequant.dtype})` : ''}`,
+    { tensor: cut.tensor },
+  );
 }

@@ -59,6 +59,8 @@ export interface PrepareReport {
   readonly featureBytes: number;
   /** How they were stored, and what the memory cap cost, in words (selfxit mode). */
   readonly featureStorage?: string;
+  /** How candidates read a quantized model's cuts (QOperator: dequantized; QDQ: the float side), in words. */
+  readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
 }
 
@@ -154,6 +156,7 @@ export function bundleExit(
     inWidth: f.width,
     grid: f.grid,
     ...(f.maxGrid ? { maxGrid: f.maxGrid } : {}),
+    ...(f.cut.dequant ? { dequant: f.cut.dequant } : {}),
   });
   return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold, expectedShare };
 }

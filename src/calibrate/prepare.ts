@@ -5,7 +5,7 @@ import type { CalibrationSummary, BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
-import { candidateCuts } from './candidate-cuts.js';
+import { candidateCuts, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
@@ -57,9 +57,11 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
 
   const c: PrepareContext = { options, o, model, analysis, io, labels, samples, timer, warnings, progress };
   let outcome: ModeOutcome;
+  const skipped = skippedQuantCuts(analysis.cuts);
+  for (const s of skipped) warnings.push(`Quantized cut "${s.tensor}" skipped as a candidate: ${s.reason}.`);
   if (candidateCuts(analysis.cuts).length === 0) {
     warnings.push(
-      'The model has no inner cut where an exit head can read a 4-D feature map: the bundle has no exits (one segment, the whole model).',
+      `The model has no inner cut where an exit head can read a 4-D feature map${skipped.length > 0 ? ` (${skipped.length} quantized cuts skipped: no scale/zero point)` : ''}: the bundle has no exits (one segment, the whole model).`,
     );
     outcome = {
       exits: [],
@@ -117,6 +119,7 @@ async function finish(c: PrepareContext, outcome: ModeOutcome): Promise<PrepareR
     warnings: c.warnings,
     report: {
       ...report,
+      cutNotes: quantCutNotes(c.analysis.cuts),
       samples: c.samples.count,
       minimumSamples: c.o.mode === 'paper' ? 0 : minimumSamples(c.o.target, c.o.folds),
       timings,

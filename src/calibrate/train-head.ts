@@ -320,6 +320,7 @@ export function toHeadSpec(head: TrainedHead, geometry: HeadGeometry): HeadSpec 
     inWidth: w,
     grid: [gh, gw],
     ...(maxGrid ? { maxGrid: [maxGrid[0], maxGrid[1]] as const } : {}),
+    ...(geometry.dequant ? { dequant: geometry.dequant } : {}),
     layers: head.layers,
     logitScale: head.logitScale,
     classes: k,

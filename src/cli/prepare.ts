@@ -233,8 +233,9 @@ export const prepareCommand: CliCommand = {
       `samples: ${c.samples}   target: ${c.target}   validation agreement: ${(c.validationAgreement * 100).toFixed(2)} %   expected MACs: ${(c.expectedMacsFraction * 100).toFixed(1)} % of ${formatCount(m.backbone.macs)}`,
       ...m.exits.map(
         (e) =>
-          `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %`,
+          `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %${e.dequant ? `  reads ${e.dequant.dtype} (dequantized)` : ''}`,
       ),
+      ...prepared.report.cutNotes.map((n) => `cuts: ${n}`),
       ...(prepared.report.featureStorage ? [`features: ${prepared.report.featureStorage}`] : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)

@@ -88,12 +88,23 @@ export async function tensorData(t: OrtTensor, what: string, consume = false): P
   return (await t.getData(consume)) as Float32Array;
 }
 
-/** Copies rows of a row-major `[rows, ...]` Float32Array (batch shrinking on CPU data). */
-function selectRowsF32(data: Float32Array, keep: readonly number[], rows: number): Float32Array {
+/** Element arrays an activation between segments may hold: float32, or a quantized model's uint8/int8 cut. */
+type ActivationData = Float32Array | Uint8Array | Int8Array;
+
+/** Copies rows of a row-major `[rows, ...]` array, keeping its type (batch shrinking on CPU data). */
+function selectRowsOf<T extends ActivationData>(data: T, keep: readonly number[], rows: number): T {
   const per = data.length / rows;
-  const out = new Float32Array(keep.length * per);
+  const out = new (data.constructor as new (n: number) => T)(keep.length * per);
   keep.forEach((r, i) => out.set(data.subarray(r * per, (r + 1) * per), i * per));
   return out;
+}
+
+/** An activation's values on the CPU (float32, uint8 or int8), inside the caller's queue job; GPU: as tensorData. */
+async function activationData(t: OrtTensor, consume: boolean): Promise<ActivationData> {
+  if (t.type !== 'float32' && t.type !== 'uint8' && t.type !== 'int8')
+    throw new SelfxitError('INVALID_BUNDLE', `activation is ${t.type}, expected float32, uint8 or int8`);
+  if (t.location === 'cpu' || t.location === 'cpu-pinned') return t.data as ActivationData;
+  return (await t.getData(consume)) as ActivationData;
 }
 
 /**
@@ -162,8 +173,14 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
   async selectRows(activation: OrtTensor, keep: readonly number[], rows: number): Promise<OrtTensor> {
     // The cascade drops the activation after this; once downloaded it reads as a CPU tensor, so release() could no
     // longer tell that it held a GPU buffer: free it here.
-    const data = await this.read(activation, 'activation', true);
-    return new this.Tensor('float32', selectRowsF32(data, keep, rows), [keep.length, ...activation.dims.slice(1)]);
+    const cpu = activation.location === 'cpu' || activation.location === 'cpu-pinned';
+    const data = cpu
+      ? await activationData(activation, true)
+      : await this.queue.run(() => activationData(activation, true));
+    const dims = [keep.length, ...activation.dims.slice(1)];
+    if (data instanceof Uint8Array) return new this.Tensor('uint8', selectRowsOf(data, keep, rows), dims);
+    if (data instanceof Int8Array) return new this.Tensor('int8', selectRowsOf(data, keep, rows), dims);
+    return new this.Tensor('float32', selectRowsOf(data, keep, rows), dims);
   }
 
   release(activation: OrtTensor): void {

@@ -7,6 +7,7 @@ import { inferDtypes } from './dtypes.js';
 import { constTensorOf, type GraphIndex } from './graph-index.js';
 import { encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo } from './model.js';
 import { readValueInfo, toNum, typedArrayOf, type DType, type TypedData } from './proto.js';
+import { cutDequantization, type Dequantization } from './quant.js';
 import { BATCH_DIM, withExtraOutputs } from './split.js';
 
 /** A place where the model can be split, with what crosses it and the backbone cost before it. */
@@ -19,6 +20,9 @@ export interface CutPoint {
   macs: number;
   /** `macs / total MACs` (0 when the model has no MACs). */
   fraction: number;
+  /** uint8/int8 cuts: how a head reads them as float (graph/quant.ts); `dequantMissing` says why it was not found. */
+  dequant?: Dequantization;
+  dequantMissing?: string;
 }
 
 /** What {@link analyzeModel} finds in a model: its inputs and outputs, cost, cut points and the shapes it inferred. */
@@ -182,6 +186,7 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
       dtype,
       macs,
       fraction: total > 0 ? macs / total : 0,
+      ...cutDequantization(index, tensor, dtype),
     };
   });
   const { params, paramBytes } = paramStats(index);

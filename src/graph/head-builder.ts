@@ -6,6 +6,7 @@ import { toOpset } from './graph-index.js';
 import { withGraph, type OnnxModel } from './model.js';
 import { makeNode, makeTensor, makeValueInfo, pb, readValueInfo, type onnx } from './proto.js';
 import { BATCH_DIM } from './split.js';
+import { checkDequantization } from './quant.js';
 
 function bad(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', `Invalid head spec: ${msg}`, details);
@@ -40,6 +41,12 @@ export function validateHeadSpec(spec: HeadSpec): void {
   });
   if (want !== spec.classes) bad(`last layer has ${want} outputs, expected ${spec.classes} classes`);
   if (!Number.isFinite(spec.logitScale)) bad(`logitScale ${spec.logitScale} is not finite`);
+  if (spec.dequant !== undefined) checkDequantization(spec.dequant, 'Invalid head spec', 'INVALID_ARGUMENT');
+}
+
+/** Element type of the cut a head reads: float32, or the quantized type it dequantizes. */
+function headInputDtype(spec: HeadSpec): 'float32' | 'uint8' | 'int8' {
+  return spec.dequant?.dtype ?? 'float32';
 }
 
 /** Nodes and initializers of a head reading `input` and writing probabilities to `output`; names start with `prefix`. */
@@ -53,10 +60,20 @@ export function headGraphParts(
   const nodes: onnx.NodeProto[] = [];
   const inits: onnx.TensorProto[] = [];
   const n = (s: string): string => `${prefix}${s}`;
+  let source = input;
+  if (spec.dequant) {
+    const { scale, zeroPoint, dtype } = spec.dequant;
+    inits.push(makeTensor(n('dq.scale'), 'float32', [], [scale]));
+    inits.push(makeTensor(n('dq.zero_point'), dtype, [], [zeroPoint]));
+    nodes.push(
+      makeNode('DequantizeLinear', [input, n('dq.scale'), n('dq.zero_point')], [n('dq')], {}, n('DequantizeLinear')),
+    );
+    source = n('dq');
+  }
   // One pooling branch → Flatten(axis 1); returns the flattened tensor's name. `tag` '' (avg) or 'max'.
   const branch = (grid: readonly [number, number], op: 'Average' | 'Max', tag: string): string => {
     const [gh, gw] = grid;
-    let x = input;
+    let x = source;
     if (gh === 1 && gw === 1) {
       nodes.push(makeNode(`Global${op}Pool`, [x], [n(`${tag}pool`)], {}, n(`Global${op}Pool`)));
       x = n(`${tag}pool`);
@@ -107,7 +124,8 @@ export interface BuildHeadOptions {
 }
 
 /**
- * A standalone head model (opset 13): input float32 `[batch, C, H, W]` → output float32 `[batch, classes]` probabilities.
+ * A standalone head model (opset 13): input float32 `[batch, C, H, W]` (or the `dequant` type, read through a
+ * DequantizeLinear first) → output float32 `[batch, classes]` probabilities.
  * Pooling: none when `grid == [H, W]`, GlobalAveragePool for `[1, 1]`, else AveragePool with kernel = stride = H/gh, W/gw;
  * then Flatten(axis 1). With `maxGrid`, a second branch the same way with GlobalMaxPool / MaxPool, then
  * Concat(axis 1) of [avg, max]. Then Gemm(transB) → [Relu → Gemm] → Mul(logitScale, skipped when 1) → Softmax(axis 1).
@@ -125,7 +143,9 @@ export function buildHeadModel(spec: HeadSpec, opts: BuildHeadOptions = {}): Onn
       name: 'selfxit_exit_head',
       node: nodes,
       initializer: initializers,
-      input: [makeValueInfo(inputName, 'float32', [BATCH_DIM, spec.inChannels, spec.inHeight, spec.inWidth])],
+      input: [
+        makeValueInfo(inputName, headInputDtype(spec), [BATCH_DIM, spec.inChannels, spec.inHeight, spec.inWidth]),
+      ],
       output: [makeValueInfo(outputName, 'float32', [BATCH_DIM, spec.classes])],
     },
   });
@@ -142,7 +162,8 @@ export interface FuseHeadOptions {
  * Appends an exit head to a segment whose single output is the cut. The fused model has two outputs, in order:
  * the segment's output (the next segment's input) and the head's probabilities `[batch, classes]`.
  * @throws SelfxitError `INVALID_ARGUMENT` when the segment does not have exactly one output, its shape does not match
- *   the spec, or the spec is inconsistent; `UNSUPPORTED_MODEL` when its output is not float32 or its opset is below 7.
+ *   the spec, or the spec is inconsistent; `UNSUPPORTED_MODEL` when its output is not the head's input type (float32,
+ *   or the spec's `dequant` type) or its opset is below 7 (10 with `dequant`).
  */
 export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptions = {}): OnnxModel {
   const g = segment.proto.graph;
@@ -152,10 +173,10 @@ export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptio
   const cutInfo = outs[0]!;
   const cut = cutInfo.name ?? '';
   const { dtype, shape } = readValueInfo(cutInfo);
-  if (dtype && dtype !== 'float32')
+  if (dtype && dtype !== headInputDtype(spec))
     throw new SelfxitError(
       'UNSUPPORTED_MODEL',
-      `Cannot fuse a head onto "${cut}": it is ${dtype}, heads read float32`,
+      `Cannot fuse a head onto "${cut}": it is ${dtype}, the head reads ${headInputDtype(spec)}${spec.dequant ? '' : " (a quantized cut needs the spec's dequant)"}`,
       { tensor: cut },
     );
   if (shape) {
@@ -167,8 +188,9 @@ export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptio
       });
   }
   const opset = toOpset(segment);
-  if (opset < 7)
-    throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot fuse a head into a model of opset ${opset} (needs >= 7)`);
+  const need = spec.dequant ? 10 : 7;
+  if (opset < need)
+    throw new SelfxitError('UNSUPPORTED_MODEL', `Cannot fuse a head into a model of opset ${opset} (needs >= ${need})`);
   const outputName = opts.outputName ?? `${cut}__exit_probs`;
   const prefix = `${outputName}/`;
   const { nodes, initializers } = headGraphParts(spec, cut, outputName, prefix);

@@ -1,5 +1,6 @@
 // Exit-head weights as plain data: written by head training (calibrate), turned into ONNX by graph/head-builder.
 // The ONNX toolkit owns this description of a head graph; the bundle manifest refers to it (HeadKind).
+import type { Dequantization } from './quant.js';
 
 /** Exit-head architecture: pooled features → linear, → one hidden layer, or the paper's head on the whole map. */
 export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
@@ -26,6 +27,11 @@ export interface HeadGeometry {
    * average-pooled ones. Absent: no max branch.
    */
   readonly maxGrid?: readonly [number, number];
+  /**
+   * The cut is a quantized (uint8/int8) tensor: the head starts with a DequantizeLinear with this scalar scale and
+   * zero point, and everything after it is float32. Absent: the cut is float32.
+   */
+  readonly dequant?: Dequantization;
 }
 
 /**

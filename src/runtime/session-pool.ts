@@ -133,7 +133,15 @@ export class SessionPool implements SessionProvider {
     if (onWebGpu) this.onWebGpu.add(session);
     const dims = this.warmupDims(session, s);
     if (dims) {
-      const zeros = new this.ort.ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+      const size = dims.reduce((a, b) => a * b, 1);
+      const { Tensor } = this.ort.ort;
+      const type = this.warmupType(session, s); // a quantized model's segments pass uint8/int8 cuts
+      const zeros =
+        type === 'uint8'
+          ? new Tensor('uint8', new Uint8Array(size), dims)
+          : type === 'int8'
+            ? new Tensor('int8', new Int8Array(size), dims)
+            : new Tensor('float32', new Float32Array(size), dims);
       try {
         const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
         for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
@@ -145,6 +153,13 @@ export class SessionPool implements SessionProvider {
     this.created[s] = true;
     this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
     return session;
+  }
+
+  /** Element type of segment `s`'s input, where the session says (float32 when not). */
+  private warmupType(session: OrtSession, s: number): string {
+    if (s === 0) return 'float32';
+    const meta = session.inputMetadata?.find((m) => m.name === this.manifest.segments[s]!.input);
+    return meta?.isTensor ? meta.type : 'float32';
   }
 
   /** Input dims for a batch-1 warm-up run, or undefined when the input shape is not fully known. */
