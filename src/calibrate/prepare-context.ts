@@ -2,7 +2,7 @@
 // the mode's outcome that prepare() turns into a bundle; and the steps both modes share (backbone pass, bundle exit).
 import type { BundleExit } from '../bundle/write-bundle.js';
 import type { BundleManifest, CalibrationSummary, CurvePoint, HeadKind } from '../bundle/manifest.js';
-import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
+import type { BatchMode, ModelAnalysis, OnnxModel } from '../graph/index.js';
 import type { ExitScores } from '../policy/cascade-sim.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import { exitName } from './candidate-cuts.js';
@@ -75,7 +75,11 @@ export interface PrepareResult {
 export interface PrepareContext {
   readonly options: PrepareOptions;
   readonly o: ResolvedPrepareOptions;
+  /** The model calibrated (the given one, or its batch made dynamic) and its bytes (the bundle's backbone.onnx). */
   readonly model: OnnxModel;
+  readonly modelBytes: Uint8Array;
+  /** How the backbone's batch runs ('one': one image per run). */
+  readonly batch: BatchMode;
   readonly analysis: ModelAnalysis;
   readonly io: ModelIO;
   readonly labels: string[];
@@ -132,7 +136,7 @@ export function backbonePass(
     outputKind: io.outputKind,
     classes: io.classes,
     ort: options.ort,
-    batchSize: o.batchSize,
+    batchSize: c.batch === 'one' ? 1 : o.batchSize,
     ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     onProgress: progress,

@@ -3,7 +3,7 @@
 // assembles the bundle from its exits. Pure: onnxruntime is injected, nothing touches disk.
 import type { CalibrationSummary, BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
-import { analyzeModel, decodeModel } from '../graph/index.js';
+import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
 import { candidateCuts } from './candidate-cuts.js';
 import { runPaperMode } from './paper-mode.js';
@@ -39,7 +39,15 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const warnings: string[] = [];
   const progress = options.onProgress ?? (() => undefined);
 
-  const model = decodeModel(options.model);
+  const given = decodeModel(options.model);
+  const batch = await timer.time('analyze', () => resolveBatch(given, ort));
+  const model = batch.model;
+  if (batch.mode !== 'dynamic')
+    warnings.push(
+      batch.mode === 'rewritten'
+        ? `The model's batch was fixed at 1: ${batch.note ?? 'made dynamic'}; the bundle's backbone.onnx is the rewritten model.`
+        : `The model's batch is fixed at 1 and stays so (${batch.note ?? 'not rewritable'}): features are computed one image at a time and the runtime runs each segment image by image.`,
+    );
   const analysis = await timer.time('analyze', () => analyzeModel(model, { ort }));
   if (options.costTable)
     checkCostTable(
@@ -55,7 +63,20 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');
 
-  const c: PrepareContext = { options, o, model, analysis, io, labels, samples, timer, warnings, progress };
+  const c: PrepareContext = {
+    options,
+    o,
+    model,
+    modelBytes: batch.mode === 'rewritten' ? encodeModel(model) : options.model,
+    batch: batch.mode,
+    analysis,
+    io,
+    labels,
+    samples,
+    timer,
+    warnings,
+    progress,
+  };
   let outcome: ModeOutcome;
   if (candidateCuts(analysis.cuts).length === 0) {
     warnings.push(
@@ -94,7 +115,8 @@ async function finish(c: PrepareContext, outcome: ModeOutcome): Promise<PrepareR
   const { exits, summary, report, validation } = outcome;
   const { manifest: m0, files } = await c.timer.time('bundle', () =>
     assembleBundle({
-      modelBytes: c.options.model,
+      modelBytes: c.modelBytes,
+      ...(c.batch !== 'dynamic' ? { batch: c.batch } : {}),
       model: c.model,
       analysis: c.analysis,
       input: c.io.input,
