@@ -101,7 +101,7 @@ describe('MobileNet-style fixture', () => {
       .node!.filter((n) => n.opType === 'GlobalAveragePool' && n.output![0] !== 'gap')
       .flatMap((gp) => {
         const out: string[] = [gp.output![0]!];
-        for (let t = out[0]!; ; ) {
+        for (let t = out[0]!; ;) {
           const next = g.node!.find((n) => n.input!.includes(t));
           if (!next || next.opType === 'Mul') break;
           t = next.output![0]!;
@@ -120,12 +120,16 @@ describe('MobileNet-style fixture', () => {
     expect(cand.some((c) => g.node!.find((n) => n.output![0] === c.tensor)?.opType === 'Mul')).toBe(true);
   });
 
-  it('prepares with exits; eval replays; the stage runner decides as the compiled engine', { timeout: 60_000 }, async () => {
-    const r = await quickPrepare(await fittedMobileNet(SMALL_MOBILE, ortNode));
-    expect(r.manifest.exits.length).toBeGreaterThan(0);
-    expect(r.manifest.backbone.batch).toBeUndefined();
-    await checkBundle(r);
-  });
+  it(
+    'prepares with exits; eval replays; the stage runner decides as the compiled engine',
+    { timeout: 60_000 },
+    async () => {
+      const r = await quickPrepare(await fittedMobileNet(SMALL_MOBILE, ortNode));
+      expect(r.manifest.exits.length).toBeGreaterThan(0);
+      expect(r.manifest.backbone.batch).toBeUndefined();
+      await checkBundle(r);
+    },
+  );
 });
 
 describe('fixed batch 1', () => {
@@ -136,9 +140,11 @@ describe('fixed batch 1', () => {
     expect(res.mode).toBe('rewritten');
     expect(graphOutputs(res.model)[0]!.shape).toEqual(['N', 10]);
     // same outputs as the dynamic-batch twin (same weights), at batch 3
-    const x = new ort.Tensor('float32', Float32Array.from({ length: 3 * 3 * 32 * 32 }, (_, i) => Math.sin(i)), [
-      3, 3, 32, 32,
-    ]);
+    const x = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: 3 * 3 * 32 * 32 }, (_, i) => Math.sin(i)),
+      [3, 3, 32, 32],
+    );
     const run = async (m: OnnxModel) => {
       const s = await ort.InferenceSession.create(encodeModel(m));
       const o = (await s.run({ x }))['logits']!.data as Float32Array;
@@ -161,14 +167,18 @@ describe('fixed batch 1', () => {
     ['fixed', 'rewritten'],
     ['fixed-flat0', 'one'],
   ] as const) {
-    it(`${kind}: prepares with exits (backbone.batch "${mode}"); eval and the stage runner decide as the compiled engine`, {
-      timeout: 60_000,
-    }, async () => {
-      const r = await quickPrepare(await fittedMobileNet({ ...SMALL_MOBILE, batch: kind }, ortNode));
-      expect(r.manifest.backbone.batch).toBe(mode);
-      expect(r.warnings.join(' ')).toMatch(/batch/);
-      expect(r.manifest.exits.length).toBeGreaterThan(0);
-      await checkBundle(r);
-    });
+    it(
+      `${kind}: prepares with exits (backbone.batch "${mode}"); eval and the stage runner decide as the compiled engine`,
+      {
+        timeout: 60_000,
+      },
+      async () => {
+        const r = await quickPrepare(await fittedMobileNet({ ...SMALL_MOBILE, batch: kind }, ortNode));
+        expect(r.manifest.backbone.batch).toBe(mode);
+        expect(r.warnings.join(' ')).toMatch(/batch/);
+        expect(r.manifest.exits.length).toBeGreaterThan(0);
+        await checkBundle(r);
+      },
+    );
   }
 });

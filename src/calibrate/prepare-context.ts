@@ -107,6 +107,27 @@ export function noExitCurve(): CurvePoint[] {
   return [{ knob: NEVER_EXIT, thresholds: [], agreement: 1, macsFraction: 1, exitShares: [1] }];
 }
 
+/** Activation bytes one feature-extraction run may hold: rows per run shrink to stay within it (large inputs). */
+export const FEATURE_RUN_BYTES = 128 * 2 ** 20;
+
+/**
+ * Rows per backbone run of feature extraction: `batchSize`, fewer when a run's input, cut maps (all returned at once)
+ * and twice the largest activation would pass {@link FEATURE_RUN_BYTES} (at least 1; 1 for a batch-1 backbone).
+ */
+export function featureBatchRows(
+  c: Pick<PrepareContext, 'batch' | 'o' | 'analysis' | 'io'>,
+  requests: readonly FeatureRequest[],
+): number {
+  if (c.batch === 'one') return 1;
+  const size = (s: readonly (number | string)[]): number =>
+    s.slice(1).reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+  let largest = 0;
+  for (const s of c.analysis.shapes.values()) if (s.length === 4) largest = Math.max(largest, size(s));
+  const { height, width, channels } = c.io.input;
+  const floats = height * width * channels + requests.reduce((a, r) => a + size(r.cut.shape), 0) + 2 * largest;
+  return Math.max(1, Math.min(c.o.batchSize, Math.floor(FEATURE_RUN_BYTES / (4 * floats))));
+}
+
 /** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options). */
 export function backbonePass(
   c: PrepareContext,
@@ -125,7 +146,7 @@ export function backbonePass(
   samples: SampleBatch,
   storage: FeatureStorage = 'f32',
 ): Promise<FeatureSet<FeatureRows>> {
-  const { options, o, io, progress } = c;
+  const { options, io, progress } = c;
   return extractFeatures({
     storage,
     model: c.model,
@@ -136,7 +157,7 @@ export function backbonePass(
     outputKind: io.outputKind,
     classes: io.classes,
     ort: options.ort,
-    batchSize: c.batch === 'one' ? 1 : o.batchSize,
+    batchSize: featureBatchRows(c, requests),
     ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     onProgress: progress,

@@ -6,6 +6,7 @@ import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
 import { candidateCuts } from './candidate-cuts.js';
+import { sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
@@ -33,7 +34,7 @@ export type { CandidateHeadReport, CandidateReport, PrepareReport, PrepareResult
  * const { manifest, files } = await prepare({ model, samples: { data, count }, ort, input: { mean, std } });
  */
 export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
-  const o = resolvePrepareOptions(options);
+  const o0 = resolvePrepareOptions(options);
   const { ort, signal } = options;
   const timer = new StepTimer(options.now);
   const warnings: string[] = [];
@@ -55,6 +56,9 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
       analysis.cuts.map((c) => c.tensor),
     );
   const io = resolveModelIO(model, analysis, options.input);
+  const sized = sizeHeadsForClasses(o0, options, analysis.cuts, io.classes, analysis.params);
+  const o = sized.o;
+  if (sized.note) warnings.push(`Head sizes: ${sized.note}.`);
   const labels = resolveLabels(options.labels, io.classes);
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };

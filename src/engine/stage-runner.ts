@@ -180,7 +180,10 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     const cat = (xs: Float32Array[]): Float32Array => {
       const out = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
       let at = 0;
-      for (const x of xs) (out.set(x, at), (at += x.length));
+      for (const x of xs) {
+        out.set(x, at);
+        at += x.length;
+      }
       return out;
     };
     if (parts[0]!.final) return { final: cat(parts.map((p) => p.final!)) };
