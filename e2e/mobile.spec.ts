@@ -66,7 +66,10 @@ for (const name of Object.keys(MOBILE_BUNDLES)) {
           index: want[i]!.index,
           exit: want[i]!.exit,
         });
-        expect(Math.abs(g.confidence - want[i]!.confidence), `${kind} ${i} confidence`).toBeLessThan(1e-4);
+        expect(
+          Math.abs(g.confidence - want[i]!.confidence),
+          `${kind} ${i} confidence (ORT-web vs -node rounding)`,
+        ).toBeLessThan(2e-3);
       });
     }
   });

@@ -21,7 +21,13 @@ import {
   type OnnxModel,
 } from '../src/graph/index.js';
 import type { OrtTensor } from '../src/ort/types.js';
-import { clusterImages, fittedMobileNet, MOBILE_NORM, SMALL_MOBILE, smallMobileNet } from './fixtures/mobile-graphs.js';
+import {
+  clusterImages,
+  fittedMobileNet,
+  QUICK_PREPARE,
+  SMALL_MOBILE,
+  smallMobileNet,
+} from './fixtures/mobile-graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 
 const N = 200;
@@ -33,13 +39,7 @@ function quickPrepare(model: OnnxModel, extra: Partial<PrepareOptions> = {}) {
     model: encodeModel(model),
     samples: images,
     ort: ortNode,
-    target: 0.97,
-    headKinds: ['pool-linear'],
-    augment: [],
-    folds: 3,
-    maxCandidates: 6,
-    input: MOBILE_NORM,
-    createdAt: '2026-01-01T00:00:00Z',
+    ...QUICK_PREPARE,
     ...extra,
   });
 }
