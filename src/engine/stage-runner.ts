@@ -152,7 +152,8 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
    * whose backbone takes one image per run (manifest `backbone.batch` 'one') runs the rows one by one.
    */
   async runStage(s: number, input: OrtTensor, rows: number, readExit = true): Promise<StageOutput<OrtTensor>> {
-    if (rows > 1 && this.manifest.backbone.batch === 'one') return this.runRowByRow(s, input, rows, readExit);
+    // (`?.`: hand-assembled manifests in tests may lack `backbone`)
+    if (rows > 1 && this.manifest.backbone?.batch === 'one') return this.runRowByRow(s, input, rows, readExit);
     const seg = this.manifest.segments[s];
     if (!seg) throw new SelfxitError('INTERNAL', `no segment ${s}`);
     const session = await this.session(s);
