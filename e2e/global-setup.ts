@@ -1,11 +1,12 @@
 // Playwright global setup: builds the package (the tests load dist/ as a consumer would) and the prepare test worker
-// (e2e/.build/), and writes the uncalibrated test bundles to e2e/.bundles/. SELFXIT_E2E_SKIP_BUILD=1 reuses an
+// (e2e/.build/), and writes the uncalibrated test bundles and the calibrated MobileNet-style ones to e2e/.bundles/. SELFXIT_E2E_SKIP_BUILD=1 reuses an
 // existing dist/ and e2e/.build/ (each is still built when missing).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildPrepareWorker, PREPARE_WORKER } from './fixtures/build-prepare-worker.js';
+import { writeMobileBundles } from './fixtures/mobile-bundles.js';
 import { writeTinyBundles } from './fixtures/tiny-bundles.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,5 +31,14 @@ export default async function globalSetup(): Promise<void> {
   const { counts } = await writeTinyBundles(path.join(root, 'e2e/.bundles'));
   console.log(
     `test bundles written to e2e/.bundles (tiny: ${counts.join('/')} samples leave at exit 0 / exit 1 / backbone)`,
+  );
+  const t0 = Date.now();
+  const mobile = await writeMobileBundles(path.join(root, 'e2e/.bundles'));
+  console.log(
+    `MobileNet-style bundles prepared in ${((Date.now() - t0) / 1000).toFixed(1)} s (samples per exit, backbone last: ${Object.entries(
+      mobile,
+    )
+      .map(([k, v]) => `${k} ${v.join('/')}`)
+      .join(', ')})`,
   );
 }

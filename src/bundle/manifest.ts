@@ -178,7 +178,7 @@ export interface BundleManifest {
   /** ISO 8601 time of writing. */
   readonly createdAt: string;
   readonly backbone: {
-    /** sha256 (hex) of the original ONNX file. */
+    /** sha256 (hex) of the original ONNX file (of the rewritten one with `batch` 'rewritten'). */
     readonly sha256: string;
     /** MACs per sample of the whole model (Conv, Gemm, MatMul and their quantized forms). */
     readonly macs: number;
@@ -190,6 +190,10 @@ export interface BundleManifest {
     readonly outputKind: 'logits' | 'probabilities';
     /** Optional copy of the full model, for baselines (bench/demo). */
     readonly file?: string;
+    /** Absent: the model's batch is dynamic. 'rewritten': it was fixed at 1 and prepare made it dynamic (checked by a
+     * probe; `file` is the rewritten model). 'one': fixed at 1 and not rewritable: segments and `file` take one image
+     * per run, and runtimes run a batch row by row. */
+    readonly batch?: 'rewritten' | 'one';
   };
   readonly input: InputSpec;
   readonly labels: readonly string[];
@@ -236,5 +240,8 @@ export function validateManifest(value: unknown): BundleManifest {
     if (e.dequant !== undefined) checkDequantization(e.dequant, `Invalid bundle manifest: exit ${i}`, 'INVALID_BUNDLE');
   });
   if (!m.calibration) fail('calibration summary missing');
+  const batch = (m.backbone as { batch?: unknown } | undefined)?.batch;
+  if (batch !== undefined && batch !== 'rewritten' && batch !== 'one')
+    fail(`backbone.batch is ${JSON.stringify(batch)}, expected "rewritten" or "one"`);
   return m as BundleManifest;
 }

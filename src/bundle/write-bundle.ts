@@ -56,6 +56,8 @@ export interface AssembleOptions {
   readonly includeBackbone?: boolean;
   /** Out-of-fold outputs of each exit (same order as `exits`) on the calibration samples: written as validation.bin. */
   readonly validation?: readonly ValidationExit[];
+  /** How the backbone's batch is run (manifest `backbone.batch`; absent: dynamic). */
+  readonly batch?: 'rewritten' | 'one';
   /** Called after each file is produced. */
   readonly onFile?: (done: number, total: number, file: string) => void;
 }
@@ -149,6 +151,7 @@ export async function assembleBundle(
       output: o.output,
       outputKind: o.outputKind,
       ...(o.includeBackbone === false ? {} : { file: BACKBONE_FILE }),
+      ...(o.batch ? { batch: o.batch } : {}),
     },
     input: o.input,
     labels: [...o.labels],

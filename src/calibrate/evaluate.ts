@@ -117,6 +117,32 @@ export function bundleStageRunner(
   return { runner: new OrtStageRunner({ Tensor: ort.Tensor, manifest: m, sessions }), sessions };
 }
 
+/** The backbone's output on `rows` inputs (row by row when it takes one image per run, `backbone.batch` 'one'). */
+async function runBackbone(
+  ort: OrtModule,
+  backbone: OrtSession,
+  x: OrtTensor,
+  rows: number,
+  inputName: string,
+  m: BundleManifest,
+): Promise<Float32Array> {
+  const logitsOf = (out: Record<string, OrtTensor>): Float32Array => {
+    const logits = out[m.backbone.output]?.data as Float32Array | undefined;
+    if (!logits) throw new SelfxitError('INVALID_BUNDLE', `backbone has no output "${m.backbone.output}"`);
+    return logits;
+  };
+  if (m.backbone.batch !== 'one' || rows === 1) return logitsOf(await backbone.run({ [inputName]: x }));
+  const data = x.data as Float32Array;
+  const per = data.length / rows;
+  const k = m.labels.length;
+  const all = new Float32Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const one = new ort.Tensor('float32', data.slice(r * per, (r + 1) * per), [1, ...x.dims.slice(1)]);
+    all.set(logitsOf(await backbone.run({ [inputName]: one })).subarray(0, k), r * k);
+  }
+  return all;
+}
+
 /**
  * Evaluates a bundle on samples: the real cascade (runCascade, batch shrinking), a pass through every
  * stage without exiting (all exit heads' probabilities, for the oracle and a consistency replay), and
@@ -195,10 +221,8 @@ export async function evaluateBundle(options: EvaluateOptions): Promise<Evaluati
       t.allHeads += performance.now() - t0;
       all.forEach((r, i) => (segPred[start + i] = r.index));
       t0 = performance.now();
-      const out = await backbone.run({ [spec.name]: x });
+      const logits = await runBackbone(ort, backbone, x, rows, spec.name, m);
       t.backbone += performance.now() - t0;
-      const logits = out[m.backbone.output]?.data as Float32Array | undefined;
-      if (!logits) throw new SelfxitError('INVALID_BUNDLE', `backbone has no output "${m.backbone.output}"`);
       for (let i = 0; i < rows; i++) backbonePred[start + i] = argmaxRow(logits, i * k, k).index;
       options.onProgress?.(start + rows, n);
     }

@@ -2,7 +2,7 @@
 // the mode's outcome that prepare() turns into a bundle; and the steps both modes share (backbone pass, bundle exit).
 import type { BundleExit } from '../bundle/write-bundle.js';
 import type { BundleManifest, CalibrationSummary, CurvePoint, HeadKind } from '../bundle/manifest.js';
-import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
+import type { BatchMode, ModelAnalysis, OnnxModel } from '../graph/index.js';
 import type { ExitScores } from '../policy/cascade-sim.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import { exitName } from './candidate-cuts.js';
@@ -77,7 +77,11 @@ export interface PrepareResult {
 export interface PrepareContext {
   readonly options: PrepareOptions;
   readonly o: ResolvedPrepareOptions;
+  /** The model calibrated (the given one, or its batch made dynamic) and its bytes (the bundle's backbone.onnx). */
   readonly model: OnnxModel;
+  readonly modelBytes: Uint8Array;
+  /** How the backbone's batch runs ('one': one image per run). */
+  readonly batch: BatchMode;
   readonly analysis: ModelAnalysis;
   readonly io: ModelIO;
   readonly labels: string[];
@@ -105,6 +109,27 @@ export function noExitCurve(): CurvePoint[] {
   return [{ knob: NEVER_EXIT, thresholds: [], agreement: 1, macsFraction: 1, exitShares: [1] }];
 }
 
+/** Activation bytes one feature-extraction run may hold: rows per run shrink to stay within it (large inputs). */
+export const FEATURE_RUN_BYTES = 128 * 2 ** 20;
+
+/**
+ * Rows per backbone run of feature extraction: `batchSize`, fewer when a run's input, cut maps (all returned at once)
+ * and twice the largest activation would pass {@link FEATURE_RUN_BYTES} (at least 1; 1 for a batch-1 backbone).
+ */
+export function featureBatchRows(
+  c: Pick<PrepareContext, 'batch' | 'o' | 'analysis' | 'io'>,
+  requests: readonly FeatureRequest[],
+): number {
+  if (c.batch === 'one') return 1;
+  const size = (s: readonly (number | string)[]): number =>
+    s.slice(1).reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+  let largest = 0;
+  for (const s of c.analysis.shapes.values()) if (s.length === 4) largest = Math.max(largest, size(s));
+  const { height, width, channels } = c.io.input;
+  const floats = height * width * channels + requests.reduce((a, r) => a + size(r.cut.shape), 0) + 2 * largest;
+  return Math.max(1, Math.min(c.o.batchSize, Math.floor(FEATURE_RUN_BYTES / (4 * floats))));
+}
+
 /** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options). */
 export function backbonePass(
   c: PrepareContext,
@@ -123,7 +148,7 @@ export function backbonePass(
   samples: SampleBatch,
   storage: FeatureStorage = 'f32',
 ): Promise<FeatureSet<FeatureRows>> {
-  const { options, o, io, progress } = c;
+  const { options, io, progress } = c;
   return extractFeatures({
     storage,
     model: c.model,
@@ -134,7 +159,7 @@ export function backbonePass(
     outputKind: io.outputKind,
     classes: io.classes,
     ort: options.ort,
-    batchSize: o.batchSize,
+    batchSize: featureBatchRows(c, requests),
     ...(options.sessionOptions ? { sessionOptions: options.sessionOptions } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     onProgress: progress,

@@ -81,3 +81,37 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
   return { ...last, note };
 }
+
+/** Share of the backbone's parameters one exit head may have when the defaults are sized for many classes. */
+export const HEAD_PARAM_SHARE = 0.0125;
+
+/**
+ * Head sizes for many classes (e.g. 1,000): with the defaults, a pool-linear head has `features × classes` weights,
+ * more than a small backbone's few percent. Unless the caller chose the head kinds or width, when a pool-linear head
+ * on the widest candidate would exceed {@link HEAD_PARAM_SHARE} of the backbone's parameters, only pool-mlp heads are
+ * trained, with the hidden width that keeps each within that share (at least 8; a max-pooling grid above 1 drops to 1
+ * first). Returns the options unchanged otherwise, and the change in words.
+ */
+export function sizeHeadsForClasses(
+  o: ResolvedPrepareOptions,
+  chosen: { readonly headKinds?: unknown; readonly hidden?: unknown; readonly maxPoolGrid?: unknown },
+  cuts: readonly CutPoint[],
+  classes: number,
+  backboneParams: number,
+): { o: ResolvedPrepareOptions; note?: string } {
+  if (o.mode !== 'selfxit' || chosen.headKinds !== undefined || chosen.hidden !== undefined) return { o };
+  const budget = HEAD_PARAM_SHARE * backboneParams;
+  const widest = (opts: Pick<ResolvedPrepareOptions, 'maxFeatures' | 'maxPoolGrid'>): number =>
+    Math.max(
+      0,
+      ...poolingRequests(candidateCuts(cuts), opts).map((r) =>
+        headFeatureDim(cutGeometry(r.cut).channels, r.grid, r.maxGrid),
+      ),
+    );
+  if ((widest(o) + 1) * classes <= budget) return { o };
+  const maxPoolGrid = chosen.maxPoolGrid === undefined ? Math.min(o.maxPoolGrid, 1) : o.maxPoolGrid;
+  const d = widest({ ...o, maxPoolGrid });
+  const hidden = Math.max(8, Math.min(o.hidden, Math.floor((budget - classes) / (d + 1 + classes))));
+  const note = `${classes} classes: pool-mlp heads of width ${hidden}${maxPoolGrid !== o.maxPoolGrid ? ' and global max pooling' : ''} (each at most ${(HEAD_PARAM_SHARE * 100).toFixed(2)} % of the backbone's ${backboneParams} parameters; a pool-linear head would have ${(d + 1) * classes})`;
+  return { o: { ...o, headKinds: ['pool-mlp'], hidden, maxPoolGrid }, note };
+}

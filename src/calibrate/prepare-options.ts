@@ -261,11 +261,14 @@ export function resolveModelIO(
   if (std.some((s) => !(s > 0))) badArg(`std values must be > 0, got ${std.join(',')}`);
   const out = analysis.outputs[0];
   if (!out) throw new SelfxitError('UNSUPPORTED_MODEL', 'the model has no output');
-  const classes = out.shape.length === 2 && typeof out.shape[1] === 'number' ? out.shape[1] : undefined;
+  // [N, classes], or a batch-1 model's [classes] (read as [1, classes]).
+  const last = out.shape[out.shape.length - 1];
+  const batchFree = out.shape.length === 1 && inp.shape[0] === 1;
+  const classes = (out.shape.length === 2 || batchFree) && typeof last === 'number' ? last : undefined;
   if (classes === undefined || classes < 2)
     throw new SelfxitError(
       'UNSUPPORTED_MODEL',
-      `output "${out.name}" must be [N, classes], got [${out.shape.join(', ')}]`,
+      `output "${out.name}" must be [N, classes] (or [classes] with a batch-1 input), got [${out.shape.join(', ')}]`,
     );
   const producer = (model.proto.graph?.node ?? []).find((n) => (n.output ?? []).includes(out.name));
   const outputKind = producer?.opType === 'Softmax' ? 'probabilities' : 'logits';

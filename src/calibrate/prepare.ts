@@ -3,9 +3,10 @@
 // assembles the bundle from its exits. Pure: onnxruntime is injected, nothing touches disk.
 import type { CalibrationSummary, BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
-import { analyzeModel, decodeModel } from '../graph/index.js';
+import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
 import { candidateCuts, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
+import { sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
@@ -33,13 +34,21 @@ export type { CandidateHeadReport, CandidateReport, PrepareReport, PrepareResult
  * const { manifest, files } = await prepare({ model, samples: { data, count }, ort, input: { mean, std } });
  */
 export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
-  const o = resolvePrepareOptions(options);
+  const o0 = resolvePrepareOptions(options);
   const { ort, signal } = options;
   const timer = new StepTimer(options.now);
   const warnings: string[] = [];
   const progress = options.onProgress ?? (() => undefined);
 
-  const model = decodeModel(options.model);
+  const given = decodeModel(options.model);
+  const batch = await timer.time('analyze', () => resolveBatch(given, ort));
+  const model = batch.model;
+  if (batch.mode !== 'dynamic')
+    warnings.push(
+      batch.mode === 'rewritten'
+        ? `The model's batch was fixed at 1: ${batch.note ?? 'made dynamic'}; the bundle's backbone.onnx is the rewritten model.`
+        : `The model's batch is fixed at 1 and stays so (${batch.note ?? 'not rewritable'}): features are computed one image at a time and the runtime runs each segment image by image.`,
+    );
   const analysis = await timer.time('analyze', () => analyzeModel(model, { ort }));
   if (options.costTable)
     checkCostTable(
@@ -47,6 +56,9 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
       analysis.cuts.map((c) => c.tensor),
     );
   const io = resolveModelIO(model, analysis, options.input);
+  const sized = sizeHeadsForClasses(o0, options, analysis.cuts, io.classes, analysis.params);
+  const o = sized.o;
+  if (sized.note) warnings.push(`Head sizes: ${sized.note}.`);
   const labels = resolveLabels(options.labels, io.classes);
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
@@ -55,7 +67,20 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');
 
-  const c: PrepareContext = { options, o, model, analysis, io, labels, samples, timer, warnings, progress };
+  const c: PrepareContext = {
+    options,
+    o,
+    model,
+    modelBytes: batch.mode === 'rewritten' ? encodeModel(model) : options.model,
+    batch: batch.mode,
+    analysis,
+    io,
+    labels,
+    samples,
+    timer,
+    warnings,
+    progress,
+  };
   let outcome: ModeOutcome;
   const skipped = skippedQuantCuts(analysis.cuts);
   for (const s of skipped) warnings.push(`Quantized cut "${s.tensor}" skipped as a candidate: ${s.reason}.`);
@@ -96,7 +121,8 @@ async function finish(c: PrepareContext, outcome: ModeOutcome): Promise<PrepareR
   const { exits, summary, report, validation } = outcome;
   const { manifest: m0, files } = await c.timer.time('bundle', () =>
     assembleBundle({
-      modelBytes: c.options.model,
+      modelBytes: c.modelBytes,
+      ...(c.batch !== 'dynamic' ? { batch: c.batch } : {}),
       model: c.model,
       analysis: c.analysis,
       input: c.io.input,

@@ -158,8 +158,13 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     return { outputs, main, exit };
   }
 
-  /** Runs segment `s`; with `readExit` false the exit output is not fetched (no GPU → CPU readback on WebGPU). */
-  async runStage(s: number, input: OrtTensor, _rows: number, readExit = true): Promise<StageOutput<OrtTensor>> {
+  /**
+   * Runs segment `s`; with `readExit` false the exit output is not fetched (no GPU → CPU readback on WebGPU). A bundle
+   * whose backbone takes one image per run (manifest `backbone.batch` 'one') runs the rows one by one.
+   */
+  async runStage(s: number, input: OrtTensor, rows: number, readExit = true): Promise<StageOutput<OrtTensor>> {
+    // (`?.`: hand-assembled manifests in tests may lack `backbone`)
+    if (rows > 1 && this.manifest.backbone?.batch === 'one') return this.runRowByRow(s, input, rows, readExit);
     const seg = this.manifest.segments[s];
     if (!seg) throw new SelfxitError('INTERNAL', `no segment ${s}`);
     const session = await this.session(s);
@@ -168,6 +173,42 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
       return { final: await this.read(run.main, `segment ${s} output "${seg.output}"`) };
     if (!run.exit) return { next: run.main };
     return { next: run.main, exitProbs: await this.read(run.exit, `segment ${s} exit output "${seg.exitOutput}"`) };
+  }
+
+  /** {@link runStage} one row at a time (batch-1 segments); outputs gathered on the CPU. */
+  private async runRowByRow(
+    s: number,
+    input: OrtTensor,
+    rows: number,
+    readExit: boolean,
+  ): Promise<StageOutput<OrtTensor>> {
+    const data = await this.read(input, 'activation');
+    const per = data.length / rows;
+    const parts: StageOutput<OrtTensor>[] = [];
+    for (let r = 0; r < rows; r++) {
+      const x = new this.Tensor('float32', data.slice(r * per, (r + 1) * per), [1, ...input.dims.slice(1)]);
+      parts.push(await this.runStage(s, x, 1, readExit));
+    }
+    const cat = (xs: Float32Array[]): Float32Array => {
+      const out = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
+      let at = 0;
+      for (const x of xs) {
+        out.set(x, at);
+        at += x.length;
+      }
+      return out;
+    };
+    if (parts[0]!.final) return { final: cat(parts.map((p) => p.final!)) };
+    const next: Float32Array[] = [];
+    for (const p of parts) {
+      next.push((await this.read(p.next!, 'activation', true)).slice());
+      this.release(p.next!);
+    }
+    const first = parts[0]!.next!;
+    const out: StageOutput<OrtTensor> = {
+      next: new this.Tensor('float32', cat(next), [rows, ...first.dims.slice(1)]),
+    };
+    return parts[0]!.exitProbs ? { ...out, exitProbs: cat(parts.map((p) => p.exitProbs!)) } : out;
   }
 
   async selectRows(activation: OrtTensor, keep: readonly number[], rows: number): Promise<OrtTensor> {
