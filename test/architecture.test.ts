@@ -70,7 +70,7 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   protocol: ['bundle', 'policy', 'graph', 'learn'],
   'core-types': ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   core: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core-types'],
-  types: ['protocol', 'bundle', 'policy', 'graph'],
+  types: ['protocol', 'bundle', 'policy', 'graph', 'learn'],
   runtime: ['graph', 'bundle', 'policy', 'engine', 'learn', 'protocol'],
   page: ['graph', 'bundle', 'policy', 'engine', 'protocol', 'types'],
   index: ['page', 'protocol', 'bundle', 'policy', 'graph', 'engine', 'types'],

@@ -9,6 +9,7 @@ import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import type { OrtModule } from '../ort/types.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
+import { noExitCurve } from '../calibrate/prepare-context.js';
 import { candidateCuts } from '../calibrate/candidate-cuts.js';
 import type { FeatureRequest } from '../calibrate/features.js';
 import { poolingRequests } from '../calibrate/prepare-features.js';
@@ -379,4 +380,21 @@ export class Learner {
     this.version++;
     return false;
   }
+}
+
+/** The calibration summary of the exit-less bundle served before a fit (the full model answers every input). */
+export function noExitSummary(o: ResolvedLearnOptions): CalibrationSummary {
+  return {
+    samples: 0,
+    target: o.target,
+    rule: 'max-softmax',
+    mode: 'selfxit',
+    folds: o.folds,
+    seed: o.seed,
+    validationAgreement: 1,
+    expectedMacsFraction: 1,
+    candidates: [],
+    curve: noExitCurve(),
+    costUnit: 'macs',
+  };
 }

@@ -1,0 +1,398 @@
+// The worker side of on-device learning (`load(modelUrl, { learn })`): fetches and analyses a plain ONNX model,
+// serves with the full model run with the candidate cuts as extra outputs (storing pooled features) until a fit
+// chose exits, then through those exits (a learned bundle assembled in memory, opened by the ordinary BundleRuntime:
+// compiled or stage engine), completing a random share of early exits with the full model after the reply (the live
+// audit). Fits run in the background between calls; the state persists per model hash (learn-store.ts).
+import type { BundleManifest } from '../bundle/manifest.js';
+import { assembleBundle } from '../bundle/write-bundle.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
+import { encodeModel, sha256Hex } from '../graph/index.js';
+import { analyseForLearning, Learner, noExitSummary } from '../learn/learner.js';
+import type { OrtModule } from '../ort/types.js';
+import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
+import type { Progress } from './bundle-source.js';
+import { fetchBytes } from './fetch-file.js';
+import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
+import { MemoryBundleCache } from './learn-bundle.js';
+import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
+import { inputDims, inputSize, preprocessInto } from './preprocess.js';
+import { SerialQueue } from './queue.js';
+import { BundleRuntime, type RuntimeDeps } from './runtime.js';
+
+/** Rows per run of the full model. */
+const MAX_BATCH = 64;
+/** Served inputs between two saves of the state while no exit is in use. */
+const SAVE_EVERY = 500;
+
+export interface LearnDeps extends RuntimeDeps {
+  readonly learnStore?: LearnStore;
+}
+
+type Session = Awaited<ReturnType<OrtHandle['ort']['InferenceSession']['create']>>;
+
+/** One plain model learning its exits in the worker. Create with {@link LearnRuntime.open}. */
+export class LearnRuntime {
+  private readonly queue = new SerialQueue();
+  private serving: BundleRuntime | undefined;
+  private manifestValue: BundleManifest;
+  private manifestHashValue: string;
+  private version = 1;
+  private sentVersion = 0;
+  private pendingAudits: { data: Float32Array; served: number }[] = [];
+  private fitting: Promise<void> | undefined;
+  private savedAt = 0;
+  private saving: Promise<void> = Promise.resolve();
+  private lastError: string | undefined;
+  private disposed = false;
+
+  private constructor(
+    private readonly req: InitRequest,
+    private readonly ort: OrtHandle,
+    private readonly learner: Learner,
+    private readonly modelBytes: Uint8Array,
+    readonly modelHash: string,
+    private readonly store: LearnStore,
+    private readonly restored: boolean,
+    private readonly progress: Progress,
+    private readonly deps: LearnDeps,
+    private features: Session,
+    first: { manifest: BundleManifest; hash: string },
+  ) {
+    this.manifestValue = first.manifest;
+    this.manifestHashValue = first.hash;
+  }
+
+  get manifest(): BundleManifest {
+    return this.manifestValue;
+  }
+
+  get manifestHash(): string {
+    return this.manifestHashValue;
+  }
+
+  /**
+   * Fetches the model at `req.manifestUrl`, analyses it for learning, restores a persisted state for its hash (a
+   * malformed or foreign one is discarded), and opens the learned exits when they are on.
+   * @throws SelfxitError FETCH_FAILED, INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN, INVALID_ARGUMENT.
+   */
+  static async open(req: InitRequest, progress: Progress = () => {}, deps: LearnDeps = {}): Promise<LearnRuntime> {
+    const learn = req.learn;
+    if (!learn) throw new SelfxitError('INTERNAL', 'LearnRuntime.open() without learn options');
+    const file = req.manifestUrl.split('/').pop() || 'model.onnx';
+    progress({ status: 'initiate', file });
+    progress({ status: 'download', file });
+    const bytes = await fetchBytes(req.manifestUrl, {
+      onProgress: (loaded, total) =>
+        progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
+    });
+    progress({ status: 'done', file, fromCache: false });
+    const ort = await (deps.loadOrt ?? loadOrt)(req);
+    const hash = await sha256Hex(bytes);
+    const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
+      ...(learn.input ? { input: learn.input } : {}),
+      ...(learn.labels ? { labels: learn.labels } : {}),
+      learn: learn.options,
+    });
+    const learner = new Learner(lm, learn.options);
+    const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
+    const saved = await store.load(hash);
+    const restored = saved !== undefined && learner.restore(saved);
+    if (saved !== undefined && !restored) await store.clear(hash);
+    const features = await ort.ort.InferenceSession.create(
+      encodeModel(learner.featureModel()),
+      sessionOptions(ort, []),
+    );
+    const first = await exitlessBundle(learner, bytes);
+    const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, first);
+    try {
+      await rt.useExits();
+    } catch (e) {
+      await rt.dispose();
+      throw e;
+    }
+    return rt;
+  }
+
+  /** Opens the learned exits when they are on (else serves with the full model); the manifest follows. */
+  private async useExits(): Promise<void> {
+    const learned = this.learner.exitsOn ? this.learner.learned : undefined;
+    const old = this.serving;
+    if (!learned) {
+      this.serving = undefined;
+      const first = await exitlessBundle(this.learner, this.modelBytes);
+      this.setManifest(first.manifest, first.hash);
+    } else {
+      const lm = this.learner.model;
+      const { manifest, files } = await assembleBundle({
+        modelBytes: this.modelBytes,
+        model: lm.model,
+        analysis: lm.analysis,
+        input: lm.io.input,
+        labels: lm.labels,
+        output: lm.io.output,
+        outputKind: lm.io.outputKind,
+        exits: learned.exits,
+        calibration: learned.summary,
+        generator: 'selfxit learn',
+        includeBackbone: false,
+      });
+      const text = JSON.stringify(manifest);
+      const hash = await sha256Hex(text);
+      const cache = new MemoryBundleCache();
+      await cache.hold(learnedUrl(this.modelHash, hash), text, hash, manifest, files);
+      this.serving = await BundleRuntime.open(
+        {
+          ...this.req,
+          manifestUrl: learnedUrl(this.modelHash, hash),
+          cache: true,
+          manifestMaxAgeMs: Infinity,
+          usePlan: false,
+        },
+        () => {},
+        { ...this.deps, cache, loadOrt: async () => this.ort },
+      );
+      this.setManifest(manifest, hash);
+    }
+    if (old && old !== this.serving) await old.dispose();
+  }
+
+  private setManifest(manifest: BundleManifest, hash: string): void {
+    this.manifestValue = manifest;
+    this.manifestHashValue = hash;
+    this.version++;
+  }
+
+  private throwIfDisposed(): void {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+  }
+
+  /** Classifies the request's inputs (the learner's thresholds, not the request's). */
+  classify(req: ClassifyRequest): Promise<WireResult[]> {
+    return this.queue.run(async () => {
+      this.throwIfDisposed();
+      const t0 = performance.now();
+      const data = await this.preprocess(req);
+      const rows = req.inputs.length;
+      const results =
+        this.serving && this.learner.exitsOn
+          ? await this.throughExits(data, rows, req.probabilities)
+          : await this.fullModel(data, rows, req.probabilities);
+      const totalMs = performance.now() - t0;
+      return results.map((r) => ({ ...r, totalMs }));
+    });
+  }
+
+  private async preprocess(req: ClassifyRequest): Promise<Float32Array> {
+    const spec = this.manifest.input;
+    const size = inputSize(spec);
+    if (!Array.isArray(req.inputs)) throw new SelfxitError('INVALID_INPUT', 'inputs must be an array');
+    const all = new Float32Array(req.inputs.length * size);
+    for (let i = 0; i < req.inputs.length; i++) {
+      try {
+        await preprocessInto(req.inputs[i]!, spec, all, i * size);
+      } catch (e) {
+        if (isSelfxitError(e) && req.inputs.length > 1)
+          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
+        throw e;
+      }
+    }
+    return all;
+  }
+
+  /** Runs the full model with the cuts as extra outputs on `rows` inputs; `store` keeps them in the reservoir. */
+  private async runFeatures(
+    data: Float32Array,
+    rows: number,
+    store: boolean,
+  ): Promise<{ probs: Float32Array; index: Int32Array; ms: number }> {
+    const spec = this.manifest.input;
+    const k = this.learner.model.io.classes;
+    const probs = new Float32Array(rows * k);
+    const index = new Int32Array(rows);
+    const size = inputSize(spec);
+    const t0 = performance.now();
+    for (let at = 0; at < rows; at += MAX_BATCH) {
+      const n = Math.min(MAX_BATCH, rows - at);
+      const x = new this.ort.ort.Tensor('float32', data.slice(at * size, (at + n) * size), inputDims(spec, n));
+      const out = await this.features.run({ [spec.name]: x });
+      const r = this.learner.fromRun(out, n, store);
+      probs.set(r.probs, at * k);
+      index.set(r.index, at);
+    }
+    return { probs, index, ms: performance.now() - t0 };
+  }
+
+  /** Serving before exits (or with exits off): the full model answers, and every input is a learning sample. */
+  private async fullModel(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+    const { probs, index, ms } = await this.runFeatures(data, rows, true);
+    const k = this.learner.model.io.classes;
+    this.afterSamples();
+    return Array.from({ length: rows }, (_, r) => {
+      const p = probs.slice(r * k, (r + 1) * k);
+      return {
+        index: index[r]!,
+        confidence: p[index[r]!]!,
+        exit: -1,
+        stages: [ms],
+        totalMs: 0,
+        ...(probabilities ? { probabilities: p } : {}),
+      };
+    });
+  }
+
+  /** Serving through the learned exits; a random share of early exits is kept for the audit after the reply. */
+  private async throughExits(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+    const size = inputSize(this.manifest.input);
+    const wires = Array.from({ length: rows }, (_, r) => ({
+      kind: 'tensor' as const,
+      data: data.slice(r * size, (r + 1) * size),
+    }));
+    const results = await this.serving!.classify({ inputs: wires, thresholds: this.learner.thresholds, probabilities });
+    results.forEach((r, i) => {
+      if (r.exit >= 0 && this.learner.audit.draw())
+        this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index });
+    });
+    if (this.pendingAudits.length > 0) setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
+    return results;
+  }
+
+  /** Completes the audited inputs with the full model (they also become learning samples). */
+  private async runAudits(): Promise<void> {
+    const batch = this.pendingAudits.splice(0);
+    if (batch.length === 0 || this.disposed) return;
+    const size = inputSize(this.manifest.input);
+    const data = new Float32Array(batch.length * size);
+    batch.forEach((b, i) => data.set(b.data, i * size));
+    const { index } = await this.runFeatures(data, batch.length, true);
+    const k = this.learner.model.io.classes;
+    let tightened = false;
+    batch.forEach((b, i) => {
+      const served = this.req.learn?.corruptAudit ? (index[i]! + 1) % k : b.served;
+      if (this.learner.audited(served, index[i]!)) tightened = true;
+    });
+    if (tightened) {
+      this.version++;
+      if (!this.learner.exitsOn) await this.useExits();
+      this.save();
+    }
+    this.afterSamples();
+  }
+
+  /** After new samples: a fit when the learner wants one, a save now and then. */
+  private afterSamples(): void {
+    if (this.learner.wantsFit()) this.startFit();
+    else if (this.learner.reservoir.seen - this.savedAt >= SAVE_EVERY) this.save();
+  }
+
+  /** Starts a fit in the background (its slices yield to serving); its exits are put in use when it ends. */
+  private startFit(): void {
+    if (this.fitting || this.disposed) return;
+    const fit = this.learner.status().fits + 1;
+    const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) =>
+      this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
+    this.fitting = this.learner
+      .fit((p) => report(p.stage, p.done, p.total))
+      .then(() => this.queue.run(() => (this.disposed ? undefined : this.useExits())))
+      .then(() => {
+        this.lastError = undefined;
+        report('done', 1, 1);
+        this.save();
+      })
+      .catch((e: unknown) => {
+        this.lastError = e instanceof Error ? e.message : String(e);
+      })
+      .finally(() => (this.fitting = undefined));
+  }
+
+  /** Saves the learner's state (one save at a time; a failed write turns persistence off). */
+  private save(): void {
+    this.savedAt = this.learner.reservoir.seen;
+    const state = this.learner.state();
+    this.saving = this.saving.then(() => this.store.save(this.modelHash, state));
+  }
+
+  /** Resolves once the fit running (if any) and the pending saves are done (tests, dispose). */
+  async settled(): Promise<void> {
+    await this.fitting;
+    await this.saving;
+  }
+
+  /** Forgets everything learned, here and in storage; the full model serves again. */
+  resetLearning(): Promise<void> {
+    return this.queue.run(async () => {
+      this.throwIfDisposed();
+      await this.fitting;
+      this.learner.reset();
+      this.pendingAudits = [];
+      await this.store.clear(this.modelHash);
+      await this.useExits();
+    });
+  }
+
+  learningState(): LearningState {
+    const include = this.version !== this.sentVersion;
+    this.sentVersion = this.version;
+    return {
+      ...this.learner.status(),
+      modelHash: this.modelHash,
+      persists: this.store.enabled,
+      ...(this.store.reason ? { persistReason: this.store.reason } : {}),
+      restored: this.restored,
+      version: this.version,
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+      ...(include ? { manifest: this.manifest, manifestHash: this.manifestHash } : {}),
+    };
+  }
+
+  /** Snapshot for the page's `info()` and `learning()`. */
+  state(): RuntimeState {
+    const base = this.serving?.state();
+    const g = globalThis as { crossOriginIsolated?: boolean };
+    return {
+      backend: this.ort.backend,
+      threads: this.ort.threads,
+      crossOriginIsolated: g.crossOriginIsolated === true,
+      ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
+      engine: base?.engine ?? 'stages',
+      ...(base?.engineFallbackReason ? { engineFallbackReason: base.engineFallbackReason } : {}),
+      sessions: base?.sessions ?? [true],
+      cachedSegments: base?.cachedSegments ?? [false],
+      manifestFromCache: false,
+      cacheEnabled: this.store.enabled,
+      learning: this.learningState(),
+    };
+  }
+
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    await this.serving?.dispose();
+    this.serving = undefined;
+    await this.features.release();
+  }
+}
+
+/** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */
+const learnedUrl = (modelHash: string, hash: string): string =>
+  `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
+
+/** The manifest of the full model as one segment (no exit), as served before a fit. */
+async function exitlessBundle(
+  learner: Learner,
+  modelBytes: Uint8Array,
+): Promise<{ manifest: BundleManifest; hash: string }> {
+  const lm = learner.model;
+  const { manifest } = await assembleBundle({
+    modelBytes,
+    model: lm.model,
+    analysis: lm.analysis,
+    input: lm.io.input,
+    labels: lm.labels,
+    output: lm.io.output,
+    outputKind: lm.io.outputKind,
+    exits: [],
+    calibration: noExitSummary(learner.options),
+    generator: 'selfxit learn',
+    includeBackbone: false,
+  });
+  return { manifest, hash: await sha256Hex(JSON.stringify(manifest)) };
+}
