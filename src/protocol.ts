@@ -92,6 +92,12 @@ export interface LearningState extends LearnerStatus {
   readonly persistReason?: string;
   /** Whether this load restored a persisted state (its exits serve without re-learning). */
   readonly restored: boolean;
+  /** Where the last fit ran: a second worker (serving never waits for it) or this one (where workers cannot start
+   * workers); and the longest single onnxruntime step of opening its exits, in ms (a classify() may wait for one). */
+  readonly fitRanIn?: 'worker' | 'thread';
+  readonly openStepMs?: number;
+  /** ms of assembling the learned bundle in this worker (split, heads fused, hashed). */
+  readonly assembleMs?: number;
   /** Why the last fit failed, if it did (learning goes on; the next fit tries again). */
   readonly lastError?: string;
   /** Bumped when the exits or thresholds in force change; the manifest of the exits in force comes with a change. */

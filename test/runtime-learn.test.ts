@@ -15,7 +15,7 @@ import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from 
 
 const modelDir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
 const calib = new Uint8Array(readFileSync(path.join(modelDir, 'calib-u8.bin')));
-const spec = {
+const spec: InputSpec = {
   name: 'input',
   height: 28,
   width: 28,
@@ -25,7 +25,7 @@ const spec = {
   layout: 'NCHW' as const,
 };
 
-/** Image i of the calibration file as the model's float32 input (flipped left-right for odd `round`s). */
+/** Image i of the calibration file as the model's float32 input (mirrored left-right with `flip`). */
 function image(i: number, flip = false): WireInput {
   const px = calib.slice(i * 784, (i + 1) * 784);
   if (flip) for (let y = 0; y < 28; y++) px.subarray(y * 28, y * 28 + 28).reverse();
@@ -99,7 +99,7 @@ describe('LearnRuntime', () => {
     const s2 = rt.state().learning!;
     expect(s2.audit.totalAudited).toBeGreaterThan(10);
     expect(s2.audit.agreement).toBeGreaterThan(0.85);
-    expect(s2.samplesSeen).toBe(450 + s2.audit.totalAudited);
+    expect(s2.samplesSeen).toBeGreaterThanOrEqual(450 + s2.audit.totalAudited); // + inputs served whole while the exits opened
     expect(s2.persists).toBe(true);
     await rt.dispose();
 

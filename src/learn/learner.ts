@@ -11,7 +11,8 @@ import type { OrtModule } from '../ort/types.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import { noExitCurve } from '../calibrate/prepare-context.js';
 import { candidateCuts } from '../calibrate/candidate-cuts.js';
-import type { FeatureRequest } from '../calibrate/features.js';
+import type { FeatureRequest, FeatureSet } from '../calibrate/features.js';
+import type { FeatureRows } from '../calibrate/feature-store.js';
 import { poolingRequests } from '../calibrate/prepare-features.js';
 import {
   resolveLabels,
@@ -84,6 +85,46 @@ function fitOptions(o: ResolvedLearnOptions): ReturnType<typeof resolvePrepareOp
 export interface LearnedExits {
   readonly exits: readonly BundleExit[];
   readonly summary: CalibrationSummary;
+}
+
+/** Everything a fit reads, as plain structured-cloneable data (it may run in another worker). */
+export interface FitJob {
+  readonly analysis: ModelAnalysis;
+  readonly io: ModelIO;
+  readonly requests: readonly FeatureRequest[];
+  readonly options: ResolvedLearnOptions;
+  /** The reservoir's rows (float16 features at every candidate cut, the full model's probabilities). */
+  readonly features: FeatureSet<FeatureRows>;
+}
+
+/** Runs a fit job: {@link fitLearned} in this thread, or a proxy to another worker. */
+export type FitRunner = (job: FitJob, onProgress?: (p: PrepareProgress) => void) => Promise<LearnedExits>;
+
+/**
+ * prepare's SelfXit fit (calibrate/selfxit-mode.ts: cross-fitted heads, exit selection and thresholds, final heads)
+ * on the job's features, without augmentation. Pure; yields to the event loop between heads.
+ */
+export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits> {
+  const { features, io, analysis } = job;
+  const timer = new StepTimer();
+  const c: FitContext = {
+    o: fitOptions(job.options),
+    analysis,
+    io,
+    timer,
+    warnings: [],
+    progress: onProgress ?? (() => undefined),
+    options: {},
+    samples: { count: features.n },
+  };
+  const plan = {
+    cuts: features.cuts.map((f) => f.cut),
+    requests: job.requests,
+    augment: [],
+    note: `float16 reservoir, ${features.n} samples`,
+  };
+  const outcome = await fitSelfxitExits(c, plan, features);
+  return { exits: outcome.exits, summary: { ...outcome.summary, timings: timer.toJSON() } };
 }
 
 /** What the learner reports (`clf.learning()` adds the runtime's part). */
@@ -227,35 +268,26 @@ export class Learner {
     return this.fits === 0 || this.refitWanted || r.fresh >= this.options.refitAfter;
   }
 
-  /** Runs a fit (one at a time: a second call joins the one running). */
-  fit(onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits> {
-    this.running ??= this.runFit(onProgress).finally(() => (this.running = undefined));
+  /**
+   * Runs a fit (one at a time: a second call joins the one running) on a snapshot of the reservoir: `runner` runs the
+   * {@link FitJob} (default {@link fitLearned} here; the worker hands it to a second worker so serving never waits).
+   */
+  fit(onProgress?: (p: PrepareProgress) => void, runner: FitRunner = fitLearned): Promise<LearnedExits> {
+    this.running ??= this.runFit(onProgress, runner).finally(() => (this.running = undefined));
     return this.running;
   }
 
-  private async runFit(onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits> {
-    const { io, analysis } = this.model;
-    const o = this.options;
+  private async runFit(
+    onProgress: ((p: PrepareProgress) => void) | undefined,
+    runner: FitRunner,
+  ): Promise<LearnedExits> {
+    const { io, analysis, requests } = this.model;
     const features = this.reservoir.featureSet();
     this.reservoir.markFitted();
     this.refitWanted = false;
-    const timer = new StepTimer();
-    const c: FitContext = {
-      o: fitOptions(o),
-      analysis,
-      io,
-      timer,
-      warnings: [],
-      progress: onProgress ?? (() => undefined),
-      options: {},
-      samples: { count: features.n },
-    };
-    const cuts = features.cuts.map((f) => f.cut);
-    const note = `float16 reservoir, ${features.n} samples`;
     const t0 = performance.now();
-    const outcome = await fitSelfxitExits(c, { cuts, requests: this.model.requests, augment: [], note }, features);
+    const learned = await runner({ analysis, io, requests, options: this.options, features }, onProgress);
     this.lastFitSeconds = (performance.now() - t0) / 1000;
-    const learned: LearnedExits = { exits: outcome.exits, summary: { ...outcome.summary, timings: timer.toJSON() } };
     this.adopt(learned);
     this.fits++;
     return learned;

@@ -13,13 +13,13 @@ export class MemoryBundleCache implements BundleCache {
   private readonly compiled = new Map<string, CachedCompiled>();
 
   /** Holds a learned bundle: its manifest text under `url`, its files by sha256. */
-  async hold(
+  hold(
     url: string,
     text: string,
     hash: string,
     manifest: BundleManifest,
     files: ReadonlyMap<string, Uint8Array>,
-  ): Promise<void> {
+  ): void {
     this.manifests.set(url, { hash, text, storedAt: Date.now() });
     for (const s of manifest.segments) {
       const bytes = files.get(s.file);

@@ -7,7 +7,8 @@ import type { BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel, sha256Hex } from '../graph/index.js';
-import { analyseForLearning, Learner, noExitSummary } from '../learn/learner.js';
+import { analyseForLearning, Learner, noExitSummary, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
 import type { Progress } from './bundle-source.js';
@@ -26,6 +27,16 @@ const SAVE_EVERY = 500;
 
 export interface LearnDeps extends RuntimeDeps {
   readonly learnStore?: LearnStore;
+  /** Starts a second worker for the fits (learn-worker.ts); without it (or when it gives none) fits run here. */
+  readonly startLearner?: () => { run: FitRunner; close(): void } | undefined;
+}
+
+/** A learned bundle opened for serving. */
+interface Serving {
+  readonly rt: BundleRuntime;
+  readonly manifest: BundleManifest;
+  readonly hash: string;
+  readonly learned: LearnedExits;
 }
 
 type Session = Awaited<ReturnType<OrtHandle['ort']['InferenceSession']['create']>>;
@@ -34,6 +45,8 @@ type Session = Awaited<ReturnType<OrtHandle['ort']['InferenceSession']['create']
 export class LearnRuntime {
   private readonly queue = new SerialQueue();
   private serving: BundleRuntime | undefined;
+  /** The learned exits `serving` was assembled from (the learner may already hold newer ones, not yet opened). */
+  private servingFor: LearnedExits | undefined;
   private manifestValue: BundleManifest;
   private manifestHashValue: string;
   private version = 1;
@@ -44,6 +57,13 @@ export class LearnRuntime {
   private saving: Promise<void> = Promise.resolve();
   private lastError: string | undefined;
   private disposed = false;
+  /** The second worker running the fits, started with the first fit (undefined: fits run in this thread). */
+  private fitWorker: { run: FitRunner; close(): void } | undefined;
+  private fitWorkerTried = false;
+  /** Where the last fit ran, and the longest onnxruntime step of opening its exits (ms). */
+  private fitWhere: 'worker' | 'thread' | undefined;
+  private openStepMs = 0;
+  private assembleMs = 0;
 
   private constructor(
     private readonly req: InitRequest,
@@ -56,10 +76,10 @@ export class LearnRuntime {
     private readonly progress: Progress,
     private readonly deps: LearnDeps,
     private features: Session,
-    first: { manifest: BundleManifest; hash: string },
+    private readonly exitless: { manifest: BundleManifest; hash: string },
   ) {
-    this.manifestValue = first.manifest;
-    this.manifestHashValue = first.hash;
+    this.manifestValue = exitless.manifest;
+    this.manifestHashValue = exitless.hash;
   }
 
   get manifest(): BundleManifest {
@@ -105,7 +125,11 @@ export class LearnRuntime {
     const first = await exitlessBundle(learner, bytes);
     const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, first);
     try {
-      await rt.useExits();
+      const learned = learner.exitsOn ? learner.learned : undefined;
+      if (learned) {
+        const next = await rt.openServing(learned);
+        await rt.queue.run(() => rt.swap(next));
+      }
     } catch (e) {
       await rt.dispose();
       throw e;
@@ -113,46 +137,71 @@ export class LearnRuntime {
     return rt;
   }
 
-  /** Opens the learned exits when they are on (else serves with the full model); the manifest follows. */
-  private async useExits(): Promise<void> {
-    const learned = this.learner.exitsOn ? this.learner.learned : undefined;
-    const old = this.serving;
-    if (!learned) {
-      this.serving = undefined;
-      const first = await exitlessBundle(this.learner, this.modelBytes);
-      this.setManifest(first.manifest, first.hash);
-    } else {
-      const lm = this.learner.model;
-      const { manifest, files } = await assembleBundle({
-        modelBytes: this.modelBytes,
-        model: lm.model,
-        analysis: lm.analysis,
-        input: lm.io.input,
-        labels: lm.labels,
-        output: lm.io.output,
-        outputKind: lm.io.outputKind,
-        exits: learned.exits,
-        calibration: learned.summary,
-        generator: 'selfxit learn',
-        includeBackbone: false,
+  /**
+   * Opens the learned exits as a bundle in memory on the stage engine and loads every segment, one onnxruntime step per
+   * queued job (so that a classify() waits for one session creation at most, never for the whole bundle). Must not be
+   * called from inside a queued job.
+   */
+  private async openServing(learned: LearnedExits): Promise<Serving> {
+    const lm = this.learner.model;
+    const a0 = performance.now();
+    const { manifest, files } = await assembleBundle({
+      modelBytes: this.modelBytes,
+      model: lm.model,
+      analysis: lm.analysis,
+      input: lm.io.input,
+      labels: lm.labels,
+      output: lm.io.output,
+      outputKind: lm.io.outputKind,
+      exits: learned.exits,
+      calibration: learned.summary,
+      generator: 'selfxit learn',
+      includeBackbone: false,
+    });
+    const text = JSON.stringify(manifest);
+    const hash = await sha256Hex(text);
+    const cache = new MemoryBundleCache();
+    const url = learnedUrl(this.modelHash, hash);
+    cache.hold(url, text, hash, manifest, files);
+    const request: InitRequest = {
+      ...this.req,
+      manifestUrl: url,
+      cache: true,
+      manifestMaxAgeMs: Infinity,
+      usePlan: false,
+      engine: 'stages',
+    };
+    this.openStepMs = 0;
+    this.assembleMs = performance.now() - a0;
+    const step = async <T>(job: () => Promise<T>): Promise<T> =>
+      this.queue.run(async () => {
+        const t0 = performance.now();
+        try {
+          return await job();
+        } finally {
+          this.openStepMs = Math.max(this.openStepMs, performance.now() - t0);
+        }
       });
-      const text = JSON.stringify(manifest);
-      const hash = await sha256Hex(text);
-      const cache = new MemoryBundleCache();
-      await cache.hold(learnedUrl(this.modelHash, hash), text, hash, manifest, files);
-      this.serving = await BundleRuntime.open(
-        {
-          ...this.req,
-          manifestUrl: learnedUrl(this.modelHash, hash),
-          cache: true,
-          manifestMaxAgeMs: Infinity,
-          usePlan: false,
-        },
-        () => {},
-        { ...this.deps, cache, loadOrt: async () => this.ort },
-      );
-      this.setManifest(manifest, hash);
+    const rt = await step(() =>
+      BundleRuntime.open(request, () => {}, { ...this.deps, cache, loadOrt: async () => this.ort }),
+    );
+    // Segment s loads when an input first reaches it: a blank input that leaves at exit s (the last: at none).
+    const blank = { kind: 'tensor' as const, data: new Float32Array(inputSize(manifest.input)) };
+    const exits = manifest.exits.length;
+    for (let s = 1; s <= exits; s++) {
+      const thresholds = manifest.exits.map((_, j) => (j === s ? 0 : NEVER_EXIT));
+      await step(() => rt.classify({ inputs: [blank], thresholds, probabilities: false }));
     }
+    return { rt, manifest, hash, learned };
+  }
+
+  /** Serves through `next` (undefined: the full model); the manifest follows. Runs inside a queued job. */
+  private async swap(next: Serving | undefined): Promise<void> {
+    const old = this.serving;
+    this.serving = next?.rt;
+    this.servingFor = next?.learned;
+    const m = next ?? this.exitless;
+    this.setManifest(m.manifest, m.hash);
     if (old && old !== this.serving) await old.dispose();
   }
 
@@ -174,7 +223,7 @@ export class LearnRuntime {
       const data = await this.preprocess(req);
       const rows = req.inputs.length;
       const results =
-        this.serving && this.learner.exitsOn
+        this.serving && this.learner.exitsOn && this.servingFor === this.learner.learned
           ? await this.throughExits(data, rows, req.probabilities)
           : await this.fullModel(data, rows, req.probabilities);
       const totalMs = performance.now() - t0;
@@ -272,7 +321,7 @@ export class LearnRuntime {
     });
     if (tightened) {
       this.version++;
-      if (!this.learner.exitsOn) await this.useExits();
+      if (!this.learner.exitsOn) await this.swap(undefined);
       this.save();
     }
     this.afterSamples();
@@ -290,13 +339,23 @@ export class LearnRuntime {
     const fit = this.learner.status().fits + 1;
     const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) =>
       this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
+    if (!this.fitWorkerTried) {
+      this.fitWorkerTried = true;
+      this.fitWorker = this.deps.startLearner?.();
+    }
+    this.fitWhere = this.fitWorker ? 'worker' : 'thread';
     this.fitting = this.learner
-      .fit((p) => report(p.stage, p.done, p.total))
-      .then(() => this.queue.run(() => (this.disposed ? undefined : this.useExits())))
-      .then(() => {
+      .fit((p) => report(p.stage, p.done, p.total), this.fitWorker?.run)
+      .then(async () => {
+        const learned = this.learner.exitsOn ? this.learner.learned : undefined;
+        const next = learned && !this.disposed ? await this.openServing(learned) : undefined;
+        await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+      })
+      .then(async () => {
         this.lastError = undefined;
-        report('done', 1, 1);
         this.save();
+        await this.saving; // 'done' means the new exits are in use and stored
+        report('done', 1, 1);
       })
       .catch((e: unknown) => {
         this.lastError = e instanceof Error ? e.message : String(e);
@@ -325,7 +384,7 @@ export class LearnRuntime {
       this.learner.reset();
       this.pendingAudits = [];
       await this.store.clear(this.modelHash);
-      await this.useExits();
+      await this.swap(undefined);
     });
   }
 
@@ -339,6 +398,9 @@ export class LearnRuntime {
       ...(this.store.reason ? { persistReason: this.store.reason } : {}),
       restored: this.restored,
       version: this.version,
+      ...(this.fitWhere
+        ? { fitRanIn: this.fitWhere, openStepMs: Math.round(this.openStepMs), assembleMs: Math.round(this.assembleMs) }
+        : {}),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       ...(include ? { manifest: this.manifest, manifestHash: this.manifestHash } : {}),
     };
@@ -365,6 +427,7 @@ export class LearnRuntime {
 
   async dispose(): Promise<void> {
     this.disposed = true;
+    this.fitWorker?.close();
     await this.serving?.dispose();
     this.serving = undefined;
     await this.features.release();
