@@ -96,6 +96,8 @@ export interface LearningState extends LearnerStatus {
    * workers); and the longest single onnxruntime step of opening its exits, in ms (a classify() may wait for one). */
   readonly fitRanIn?: 'worker' | 'thread';
   readonly openStepMs?: number;
+  /** True while a fit's exits are being opened (one onnxruntime session at a time: a call may wait for one). */
+  readonly openingExits: boolean;
   /** ms of assembling the learned bundle in this worker (split, heads fused, hashed). */
   readonly assembleMs?: number;
   /** Why the last fit failed, if it did (learning goes on; the next fit tries again). */

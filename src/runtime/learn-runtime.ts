@@ -63,6 +63,8 @@ export class LearnRuntime {
   /** Where the last fit ran, and the longest onnxruntime step of opening its exits (ms). */
   private fitWhere: 'worker' | 'thread' | undefined;
   private openStepMs = 0;
+  /** True while learned exits are being opened (their sessions created). */
+  private opening = false;
   private assembleMs = 0;
 
   private constructor(
@@ -173,8 +175,10 @@ export class LearnRuntime {
     };
     this.openStepMs = 0;
     this.assembleMs = performance.now() - a0;
-    const step = async <T>(job: () => Promise<T>): Promise<T> =>
-      this.queue.run(async () => {
+    // A macrotask before each step: calls that arrived meanwhile are queued first, so each waits for one step at most.
+    const step = async <T>(job: () => Promise<T>): Promise<T> => {
+      await new Promise((r) => setTimeout(r, 0));
+      return this.queue.run(async () => {
         const t0 = performance.now();
         try {
           return await job();
@@ -182,6 +186,7 @@ export class LearnRuntime {
           this.openStepMs = Math.max(this.openStepMs, performance.now() - t0);
         }
       });
+    };
     const rt = await step(() =>
       BundleRuntime.open(request, () => {}, { ...this.deps, cache, loadOrt: async () => this.ort }),
     );
@@ -348,8 +353,13 @@ export class LearnRuntime {
       .fit((p) => report(p.stage, p.done, p.total), this.fitWorker?.run)
       .then(async () => {
         const learned = this.learner.exitsOn ? this.learner.learned : undefined;
-        const next = learned && !this.disposed ? await this.openServing(learned) : undefined;
-        await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+        this.opening = true;
+        try {
+          const next = learned && !this.disposed ? await this.openServing(learned) : undefined;
+          await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+        } finally {
+          this.opening = false;
+        }
       })
       .then(async () => {
         this.lastError = undefined;
@@ -398,6 +408,7 @@ export class LearnRuntime {
       ...(this.store.reason ? { persistReason: this.store.reason } : {}),
       restored: this.restored,
       version: this.version,
+      openingExits: this.opening,
       ...(this.fitWhere
         ? { fitRanIn: this.fitWhere, openStepMs: Math.round(this.openStepMs), assembleMs: Math.round(this.assembleMs) }
         : {}),
