@@ -2,7 +2,8 @@
 // serves with the full model run with the candidate cuts as extra outputs (storing pooled features) until a fit
 // chose exits, then through those exits (a learned bundle assembled in memory, opened by the ordinary BundleRuntime:
 // compiled or stage engine), completing a random share of early exits with the full model after the reply (the live
-// audit). Fits run in the background between calls; the state persists per model hash (learn-store.ts).
+// audit). Fits run in a second worker (learn-worker.ts); the state persists per model hash (learn-store.ts).
+// Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
@@ -124,8 +125,11 @@ export class LearnRuntime {
       encodeModel(learner.featureModel()),
       sessionOptions(ort, []),
     );
-    const first = await exitlessBundle(learner, bytes);
-    const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, first);
+    const first = await learnedBundle(learner, bytes, undefined);
+    const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, {
+      manifest: first.manifest,
+      hash: first.hash,
+    });
     try {
       const learned = learner.exitsOn ? learner.learned : undefined;
       if (learned) {
@@ -145,23 +149,8 @@ export class LearnRuntime {
    * called from inside a queued job.
    */
   private async openServing(learned: LearnedExits): Promise<Serving> {
-    const lm = this.learner.model;
     const a0 = performance.now();
-    const { manifest, files } = await assembleBundle({
-      modelBytes: this.modelBytes,
-      model: lm.model,
-      analysis: lm.analysis,
-      input: lm.io.input,
-      labels: lm.labels,
-      output: lm.io.output,
-      outputKind: lm.io.outputKind,
-      exits: learned.exits,
-      calibration: learned.summary,
-      generator: 'selfxit learn',
-      includeBackbone: false,
-    });
-    const text = JSON.stringify(manifest);
-    const hash = await sha256Hex(text);
+    const { manifest, files, text, hash } = await learnedBundle(this.learner, this.modelBytes, learned);
     const cache = new MemoryBundleCache();
     const url = learnedUrl(this.modelHash, hash);
     cache.hold(url, text, hash, manifest, files);
@@ -417,22 +406,20 @@ export class LearnRuntime {
     };
   }
 
-  /** Snapshot for the page's `info()` and `learning()`. */
+  /** Snapshot for the page's `info()` and `learning()`: the serving runtime's, else the full model's. */
   state(): RuntimeState {
+    const common = { manifestFromCache: false, cacheEnabled: this.store.enabled, learning: this.learningState() };
     const base = this.serving?.state();
-    const g = globalThis as { crossOriginIsolated?: boolean };
+    if (base) return { ...base, ...common };
     return {
       backend: this.ort.backend,
       threads: this.ort.threads,
-      crossOriginIsolated: g.crossOriginIsolated === true,
+      crossOriginIsolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
-      engine: base?.engine ?? 'stages',
-      ...(base?.engineFallbackReason ? { engineFallbackReason: base.engineFallbackReason } : {}),
-      sessions: base?.sessions ?? [true],
-      cachedSegments: base?.cachedSegments ?? [false],
-      manifestFromCache: false,
-      cacheEnabled: this.store.enabled,
-      learning: this.learningState(),
+      engine: 'stages',
+      sessions: [true],
+      cachedSegments: [false],
+      ...common,
     };
   }
 
@@ -449,13 +436,17 @@ export class LearnRuntime {
 const learnedUrl = (modelHash: string, hash: string): string =>
   `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
 
-/** The manifest of the full model as one segment (no exit), as served before a fit. */
-async function exitlessBundle(
+/**
+ * The bundle of `learned` exits in memory (no backbone.onnx, no validation file), or without them the full model as
+ * one segment, as served before a fit; its manifest text and that text's sha256.
+ */
+async function learnedBundle(
   learner: Learner,
   modelBytes: Uint8Array,
-): Promise<{ manifest: BundleManifest; hash: string }> {
+  learned: LearnedExits | undefined,
+): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
   const lm = learner.model;
-  const { manifest } = await assembleBundle({
+  const { manifest, files } = await assembleBundle({
     modelBytes,
     model: lm.model,
     analysis: lm.analysis,
@@ -463,10 +454,11 @@ async function exitlessBundle(
     labels: lm.labels,
     output: lm.io.output,
     outputKind: lm.io.outputKind,
-    exits: [],
-    calibration: noExitSummary(learner.options),
+    exits: learned?.exits ?? [],
+    calibration: learned?.summary ?? noExitSummary(learner.options),
     generator: 'selfxit learn',
     includeBackbone: false,
   });
-  return { manifest, hash: await sha256Hex(JSON.stringify(manifest)) };
+  const text = JSON.stringify(manifest);
+  return { manifest, files, text, hash: await sha256Hex(text) };
 }
