@@ -18,6 +18,8 @@ import {
   type PrepareOptions,
 } from '../calibrate/prepare-options.js';
 import { StepTimer, type PrepareProgress } from '../calibrate/progress.js';
+
+export type { PrepareProgress };
 import { fitSelfxitExits, type FitContext } from '../calibrate/selfxit-mode.js';
 import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
 

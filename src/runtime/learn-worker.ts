@@ -2,8 +2,7 @@
 // worker starts its own script again under the name LEARNER_NAME (worker.ts then serves this API instead), and hands
 // each fit job over with its feature buffers transferred. Where a worker cannot start one, fits run in the thread.
 import { proxy, transfer, wrap, type Remote } from 'comlink';
-import { fitLearned, type FitJob, type FitRunner, type LearnedExits } from '../learn/learner.js';
-import type { PrepareProgress } from '../calibrate/progress.js';
+import { fitLearned, type FitJob, type FitRunner, type LearnedExits, type PrepareProgress } from '../learn/fit.js';
 
 /** The name a learner worker is started with (worker.ts checks it). */
 export const LEARNER_NAME = 'selfxit-learner';
