@@ -27,6 +27,7 @@ export type SelfxitErrorCode =
   | 'WORKER_DIED' // the worker crashed or was terminated
   | 'ABORTED' // the operation was cancelled by the caller
   | 'TIMEOUT' // no answer within the deadline (load() timeoutMs, callTimeoutMs)
+  | 'LEARNING_UNAVAILABLE' // a call that needs on-device learning without it (learning()), or not possible while learning (plan())
   | 'INTERNAL'; // a bug: please report
 
 /** Plain-data form of a {@link SelfxitError}, safe to post across a worker boundary. */

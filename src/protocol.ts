@@ -3,6 +3,10 @@
 import { transferHandlers, type TransferHandler } from 'comlink';
 import type { BundleManifest } from './bundle/manifest.js';
 import type { DevicePlan } from './policy/device-plan.js';
+import type { LearnOptions } from './learn/learn-options.js';
+
+export type { LearnOptions };
+import type { LearnerStatus } from './learn/learner.js';
 import { SelfxitError, fromErrorPayload, toErrorPayload, type SelfxitErrorPayload } from './errors.js';
 
 /** Backend the caller asks for. `'auto'` = WebGPU on a hardware adapter, else WASM. */
@@ -30,7 +34,18 @@ export type ProgressInfo =
       readonly progress: number;
     }
   | { readonly status: 'done'; readonly file: string; readonly segment?: number; readonly fromCache: boolean }
-  | { readonly status: 'ready'; readonly file: string; readonly segment: number; readonly backend: Backend };
+  | { readonly status: 'ready'; readonly file: string; readonly segment: number; readonly backend: Backend }
+  | {
+      readonly status: 'learn';
+      /** Always 'learn'. */
+      readonly file: 'learn';
+      /** The fit's step ('features' … 'bundle' as prepare's progress; 'done' when its exits are in use). */
+      readonly stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done';
+      readonly done: number;
+      readonly total: number;
+      /** Number of the fit (1 for the first). */
+      readonly fit: number;
+    };
 
 /** Everything the worker needs to open a bundle (options already resolved on the page). */
 export interface InitRequest {
@@ -48,6 +63,49 @@ export interface InitRequest {
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
+  /** Learn on the device (load option `learn`); `manifestUrl` is then the URL of a plain .onnx model. */
+  readonly learn?: LearnRequest;
+}
+
+/** What on-device learning needs besides the model URL (load option `learn` and the model's preprocessing). */
+export interface LearnRequest {
+  readonly options: LearnOptions;
+  /** Input normalisation and geometry of the plain model (defaults as prepare: from the model, mean 0, std 1). */
+  readonly input?: {
+    readonly mean?: readonly number[];
+    readonly std?: readonly number[];
+    readonly layout?: 'NCHW' | 'NHWC';
+  };
+  readonly labels?: readonly string[];
+  /** Keep the learned state in IndexedDB (per model hash). */
+  readonly persist: boolean;
+  /** Test hook: every audited input counts as a disagreement (forces the audit to fail). */
+  readonly corruptAudit?: boolean;
+}
+
+/** What the worker reports of on-device learning, with every reply (`clf.learning()`). */
+export interface LearningState extends LearnerStatus {
+  /** sha256 of the model bytes (the key of the persisted state). */
+  readonly modelHash: string;
+  /** Whether the learned state is kept in IndexedDB, and why not. */
+  readonly persists: boolean;
+  readonly persistReason?: string;
+  /** Whether this load restored a persisted state (its exits serve without re-learning). */
+  readonly restored: boolean;
+  /** Where the last fit ran: a second worker (serving never waits for it) or this one (where workers cannot start
+   * workers); and the longest single onnxruntime step of opening its exits, in ms (a classify() may wait for one). */
+  readonly fitRanIn?: 'worker' | 'thread';
+  readonly openStepMs?: number;
+  /** True while a fit's exits are being opened (one onnxruntime session at a time: a call may wait for one). */
+  readonly openingExits: boolean;
+  /** ms of assembling the learned bundle in this worker (split, heads fused, hashed). */
+  readonly assembleMs?: number;
+  /** Why the last fit failed, if it did (learning goes on; the next fit tries again). */
+  readonly lastError?: string;
+  /** Bumped when the exits or thresholds in force change; the manifest of the exits in force comes with a change. */
+  readonly version: number;
+  readonly manifest?: BundleManifest;
+  readonly manifestHash?: string;
 }
 
 /** Engine the caller asks for: one compiled model per call, stage by stage, or `'auto'` (compiled where it compiles). */
@@ -75,6 +133,8 @@ export interface RuntimeState {
   readonly manifestStale?: boolean;
   /** False when caching is off or storage failed (then everything is fetched). */
   readonly cacheEnabled: boolean;
+  /** On-device learning (load option `learn`). */
+  readonly learning?: LearningState;
 }
 
 export interface InitReply {
@@ -178,6 +238,8 @@ export interface WorkerApi {
    * the page's request for the same lock is granted when the worker dies, even while it is busy.
    */
   holdLock(name: string): Promise<boolean>;
+  /** Forgets what on-device learning learned (samples, exits, audit, the persisted state); the full model serves again. */
+  resetLearning?(): Promise<RuntimeState>;
   /** The worker's state now (undefined before init() succeeded): the page reads it after a call failed. */
   state(): Promise<RuntimeState | undefined>;
   dispose(): Promise<void>;

@@ -2,12 +2,21 @@
 // results and info, declared here; the bundle, plan, progress and error types it refers to, re-exported from their homes.
 import type { InputSpec } from './bundle/manifest.js';
 import type { DevicePlan, StageTimings } from './policy/device-plan.js';
-import type { Backend, BackendPreference, CallProfile, EngineChoice, ProgressInfo } from './protocol.js';
+import type {
+  Backend,
+  BackendPreference,
+  CallProfile,
+  EngineChoice,
+  LearningState,
+  LearnOptions,
+  ProgressInfo,
+} from './protocol.js';
 
 // Every bundle schema type (BundleManifest and the types it is made of).
 export type * from './bundle/manifest.js';
 export type { DevicePlan, StageTimings } from './policy/device-plan.js';
-export type { Backend, BackendPreference, CallProfile, EngineChoice, ProgressInfo } from './protocol.js';
+export type { Backend, BackendPreference, CallProfile, EngineChoice, LearnOptions, ProgressInfo } from './protocol.js';
+export type { AuditEstimate } from './learn/audit.js';
 export type { SelfxitErrorCode } from './errors.js';
 
 /** Options of {@link load}. Every field is optional; defaults are listed per field (fixed ones: `LOAD_DEFAULTS`). */
@@ -66,7 +75,32 @@ export interface LoadOptions {
    * the same either way; with the compiled engine `timings.stages` spreads one run's time over the segments it covered.
    */
   readonly engine?: EngineChoice;
+  /**
+   * On-device learning (docs/API.md#on-device-learning). With a plain `.onnx` URL the worker cuts the model, serves it
+   * whole while it collects pooled features, fits exits with prepare's method when enough inputs arrived, audits them
+   * live and keeps what it learned in IndexedDB per model hash. `true` = the defaults. Not yet with a bundle URL.
+   */
+  readonly learn?: boolean | LearnLoadOptions;
 }
+
+/** The `learn` option of {@link load}: the learner's options and, for a plain model, its preprocessing and labels. */
+export interface LearnLoadOptions extends LearnOptions {
+  /** Input normalisation of the plain model: `(pixel / 255 - mean[c]) / std[c]`. Default mean 0, std 1. */
+  readonly input?: {
+    readonly mean?: readonly number[];
+    readonly std?: readonly number[];
+    readonly layout?: 'NCHW' | 'NHWC';
+  };
+  /** Class names. Default "0".."k-1". */
+  readonly labels?: readonly string[];
+  /** Keep what was learned in IndexedDB (per model hash) and restore it at the next load. Default `true` (not with `cache: false`). */
+  readonly persist?: boolean;
+  /** Test hook: every audited input counts as a disagreement, so the audit fails and tightens the thresholds. */
+  readonly corruptAudit?: boolean;
+}
+
+/** What {@link Classifier.learning} reports: samples, fits, exits, the live audit, persistence. */
+export type LearningInfo = Omit<LearningState, 'manifest' | 'manifestHash' | 'version'>;
 
 /**
  * Inputs {@link Classifier.classify} accepts. A Float32Array is taken as already preprocessed
@@ -226,4 +260,12 @@ export interface Classifier {
   plan(options?: DevicePlanOptions): Promise<DevicePlan>;
   /** Releases the sessions and ends the worker. Later calls reject with DISPOSED; calls in flight too. */
   dispose(): Promise<void>;
+  /**
+   * On-device learning now (a synchronous snapshot as of the latest reply): samples seen and stored, fits, exits on,
+   * the thresholds in force, the audited agreement with its bounds, MACs fraction, persistence.
+   * @throws SelfxitError LEARNING_UNAVAILABLE when loaded without `learn`.
+   */
+  learning(): LearningInfo;
+  /** Forgets what was learned (samples, exits, audit, the stored state): the full model serves again. */
+  resetLearning(): Promise<void>;
 }

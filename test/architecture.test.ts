@@ -4,6 +4,7 @@
 //   policy/  exit policy            → bundle
 //   engine/  exit cascade           → bundle, policy
 //   calibrate/, report/             → graph, bundle, policy, engine
+//   learn/   on-device learning     → graph, bundle, policy, engine, calibrate
 //   runtime/ (worker), page/, cli/  → anything below them; never each other, except the wire types in protocol.ts
 //   index.ts + types.ts, core.ts + core-types.ts: the two public entries and their types-only lists
 // The pure core (everything but runtime/, page/, cli/) uses neither Node (`node:` modules, `process`, Buffer) nor the
@@ -65,11 +66,12 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   engine: ['bundle', 'policy', 'graph'],
   calibrate: ['graph', 'bundle', 'policy', 'engine'],
   report: ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
-  protocol: ['bundle', 'policy', 'graph'],
+  learn: ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
+  protocol: ['bundle', 'policy', 'graph', 'learn'],
   'core-types': ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   core: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core-types'],
-  types: ['protocol', 'bundle', 'policy', 'graph'],
-  runtime: ['graph', 'bundle', 'policy', 'engine', 'protocol'],
+  types: ['protocol', 'bundle', 'policy', 'graph', 'learn'],
+  runtime: ['graph', 'bundle', 'policy', 'engine', 'learn', 'protocol'],
   page: ['graph', 'bundle', 'policy', 'engine', 'protocol', 'types'],
   index: ['page', 'protocol', 'bundle', 'policy', 'graph', 'engine', 'types'],
   cli: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core'],
@@ -84,6 +86,7 @@ const PURE = new Set([
   'engine',
   'calibrate',
   'report',
+  'learn',
   'protocol',
   'core-types',
   'core',

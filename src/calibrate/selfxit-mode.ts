@@ -32,7 +32,7 @@ import type { ResolvedPrepareOptions } from './prepare-options.js';
 import { throwIfAborted, yieldToEventLoop } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import type { SampleBatch } from './samples.js';
-import { planFeatures } from './prepare-features.js';
+import { planFeatures, type FeaturePlan } from './prepare-features.js';
 import { DEFAULT_HIDDEN, trainHead, type TrainedHead } from './train-head.js';
 
 /** Out-of-fold scores of one head at one cut, and its report line. */
@@ -55,16 +55,41 @@ interface HeadData {
   readonly teacherPred: Int32Array;
 }
 
+/**
+ * What fitting exits on pooled features already in memory reads of the prepare context (prepare() passes its own;
+ * on-device learning, src/learn/, a context over its reservoir): no model bytes, no samples beyond their count.
+ */
+export type FitContext = Pick<PrepareContext, 'o' | 'analysis' | 'io' | 'timer' | 'warnings' | 'progress'> & {
+  readonly options: Pick<PrepareContext['options'], 'costTable' | 'signal'>;
+  readonly samples: Pick<SampleBatch, 'count'>;
+};
+
+/** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
+export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'>;
+
 /** Runs selfxit mode on the context's samples (a model with at least one inner cut). */
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
+  const plan = planFeatures(c, selfxitCuts(c));
+  // The augmented copies live only through the backbone pass (not held while heads train).
+  const features = await c.timer.time('features', () =>
+    backbonePass(c, plan.requests, withAugmentedCopies(c, plan.augment), plan.storage),
+  );
+  return fitSelfxitExits(c, plan, features);
+}
+
+/**
+ * The SelfXit fit on features in memory: cross-fitted heads on every candidate cut of `plan`, exit selection and
+ * thresholds on their out-of-fold outputs, final heads for the chosen exits. `features` rows [0, n) are the
+ * `c.samples.count` samples, then `plan.augment.length` augmented copies of them.
+ */
+export async function fitSelfxitExits(
+  c: FitContext,
+  plan: FitPlan,
+  features: FeatureSet<FeatureRows>,
+): Promise<ModeOutcome> {
   const { o, timer, progress, options } = c;
   const n = c.samples.count;
-  const plan = planFeatures(c, selfxitCuts(c));
   const { cuts, requests } = plan;
-  // The augmented copies live only through the backbone pass (not held while heads train).
-  const features = await timer.time('features', () =>
-    backbonePass(c, requests, withAugmentedCopies(c, plan.augment), plan.storage),
-  );
   const data = headData(c, cuts, features, plan.augment.length);
 
   const trained = await timer.time('heads', () => trainCandidates(c, data));
@@ -150,7 +175,7 @@ function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[])
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */
 function headData(
-  c: PrepareContext,
+  c: FitContext,
   cuts: readonly CutPoint[],
   features: FeatureSet<FeatureRows>,
   augmentCopies: number,
@@ -173,7 +198,7 @@ function hiddenOf(o: ResolvedPrepareOptions, kind: HeadKind): number {
 
 /** Cost model with the head of kind `kindOf(i)` at cut i (MACs, or `table`'s measured costs). */
 function headCosts(
-  c: PrepareContext,
+  c: FitContext,
   data: HeadData,
   kindOf: (i: number) => HeadKind,
   table: CostTable | undefined,
@@ -185,13 +210,7 @@ function headCosts(
 }
 
 /** Cross-fits one `kind` head at cut i: out-of-fold scores on the samples, coverage and utility at the target. */
-function trainCandidate(
-  c: PrepareContext,
-  data: HeadData,
-  i: number,
-  kind: HeadKind,
-  onFit: () => void,
-): TrainedCandidate {
+function trainCandidate(c: FitContext, data: HeadData, i: number, kind: HeadKind, onFit: () => void): TrainedCandidate {
   const { o } = c;
   const n = c.samples.count;
   const k = c.io.classes;
@@ -218,7 +237,7 @@ function trainCandidate(
 }
 
 /** The cheapest kind on every candidate; costlier kinds on the shortlist. */
-async function trainCandidates(c: PrepareContext, data: HeadData): Promise<TrainedCandidates> {
+async function trainCandidates(c: FitContext, data: HeadData): Promise<TrainedCandidates> {
   const { o, options, progress } = c;
   const { cuts } = data;
   const [first, ...others] = o.headKinds;
@@ -245,13 +264,7 @@ async function trainCandidates(c: PrepareContext, data: HeadData): Promise<Train
  * Cuts worth a costlier head: the exits a selection with `first` heads picks, then the most useful cuts by the
  * `first` head, `size` in all (in cut order).
  */
-function shortlist(
-  c: PrepareContext,
-  data: HeadData,
-  trained: TrainedCandidates,
-  first: HeadKind,
-  size: number,
-): number[] {
+function shortlist(c: FitContext, data: HeadData, trained: TrainedCandidates, first: HeadKind, size: number): number[] {
   const prelim = selectExitsFor(c, data, trained, () => first);
   const utility = (i: number): number => trained[i]!.get(first)!.report.utility;
   const byUtility = data.cuts.map((_, i) => i).sort((a, b) => utility(b) - utility(a));
@@ -267,7 +280,7 @@ function bestKinds(trained: TrainedCandidates): HeadKind[] {
 
 /** Exit selection and thresholds under the threshold rule, with the head of kind `kindOf(i)` at cut i. */
 function selectExitsFor(
-  c: PrepareContext,
+  c: FitContext,
   data: HeadData,
   trained: TrainedCandidates,
   kindOf: (i: number) => HeadKind,
@@ -299,7 +312,7 @@ function macsCurve(scores: readonly ExitScores[], sel: RuleSelection, macsCosts:
 
 /** Final heads on all rows (samples and copies) for the selected cuts. */
 async function trainFinalHeads(
-  c: PrepareContext,
+  c: FitContext,
   data: HeadData,
   selected: readonly number[],
   kindOf: readonly HeadKind[],

@@ -14,6 +14,7 @@ import type {
   ClassifyOptions,
   ClassifyResult,
   DevicePlanOptions,
+  LearningInfo,
   LoadOptions,
   TargetChoice,
 } from '../types.js';
@@ -54,6 +55,8 @@ export class ClassifierImpl implements Classifier {
   private readonly manifestUrl: string;
   /** The re-open in progress after the bundle was replaced on the server. */
   private reopening: Promise<void> | undefined;
+  /** On-device learning: the version of the learned exits this classifier's manifest and thresholds follow. */
+  private learnVersion: number | undefined;
 
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
@@ -70,6 +73,48 @@ export class ClassifierImpl implements Classifier {
     this.manifestUrl = opened.manifestUrl;
     this.choice = this.shippedChoice();
     if (opened.plan) this.applyPlan(opened.plan);
+    this.syncLearning();
+  }
+
+  /**
+   * While learning, the worker owns the exits and thresholds: follows the manifest of the exits in force (sent when
+   * they change) and the thresholds in force (which the audit may have tightened).
+   */
+  private syncLearning(): void {
+    const l = this.client.state?.learning;
+    if (!l) return;
+    if (l.manifest && l.manifestHash) {
+      this.manifest = l.manifest;
+      this.manifestHash = l.manifestHash;
+    }
+    this.learnVersion = l.version;
+    this.choice = {
+      target: l.target,
+      thresholds:
+        this.manifest.exits.length === l.thresholds.length
+          ? [...l.thresholds]
+          : this.manifest.exits.map((e) => e.threshold),
+      agreement: l.expectedAgreement,
+      macsFraction: l.macsFraction,
+    };
+  }
+
+  private learningState(): NonNullable<RuntimeState['learning']> {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    const l = this.client.state?.learning;
+    if (!l) throw new SelfxitError('LEARNING_UNAVAILABLE', 'this classifier was loaded without { learn }');
+    return l;
+  }
+
+  learning(): LearningInfo {
+    const { manifest: _m, manifestHash: _h, version: _v, ...info } = this.learningState();
+    return info;
+  }
+
+  async resetLearning(): Promise<void> {
+    this.learningState();
+    await this.client.resetLearning!();
+    this.syncLearning();
   }
 
   /**
@@ -224,6 +269,7 @@ export class ClassifierImpl implements Classifier {
       ...(profile ? { profile } : {}),
     };
     const results = await this.client.classify(request, transfers);
+    this.syncLearning();
     return results.map((r) => this.toResult(r));
   }
 
@@ -293,6 +339,8 @@ export class ClassifierImpl implements Classifier {
 
   setTarget(target: number): TargetChoice {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    if (this.learnVersion !== undefined)
+      throw new SelfxitError('LEARNING_UNAVAILABLE', 'setTarget() is not available while learning: set learn.target');
     const choice = chooseThresholds(this.manifest, target, this.activePlan());
     this.choice = choice;
     return choice;
@@ -300,6 +348,11 @@ export class ClassifierImpl implements Classifier {
 
   async plan(options: DevicePlanOptions = {}): Promise<DevicePlan> {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    if (this.learnVersion !== undefined)
+      throw new SelfxitError(
+        'LEARNING_UNAVAILABLE',
+        'plan() is not available while learning: the learner chooses the exits',
+      );
     const target = options.target ?? this.choice.target;
     if (typeof target !== 'number') checkTarget(Number.NaN);
     checkTarget(target);

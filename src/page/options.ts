@@ -1,7 +1,7 @@
 // load() options (the public LoadOptions of src/types.ts): their documented defaults and their resolution in one place.
 import { SelfxitError } from '../errors.js';
-import type { InitRequest, ProgressInfo } from '../protocol.js';
-import type { LoadOptions } from '../types.js';
+import type { InitRequest, LearnRequest, ProgressInfo } from '../protocol.js';
+import type { LearnLoadOptions, LoadOptions } from '../types.js';
 import { packageBaseUrl } from './package-url.js';
 
 /** Default values of {@link LoadOptions}. */
@@ -76,6 +76,43 @@ export function manifestUrlOf(bundleUrl: string | URL, base = documentBase()): s
   return new URL('manifest.json', url).href;
 }
 
+/** Whether a URL names a plain ONNX model (`….onnx`) rather than a bundle. */
+const isModelUrl = (url: URL): boolean => /\.onnx$/i.test(url.pathname);
+
+/**
+ * The `learn` option as the worker gets it (its numbers are checked there, by learn/learn-options.ts). A plain
+ * `.onnx` URL needs it; a bundle URL cannot learn yet (LEARNING_UNAVAILABLE).
+ */
+function resolveLearn(
+  value: LoadOptions['learn'],
+  bundleUrl: string | URL,
+  base: string,
+  cache: boolean | 'reload',
+): LearnRequest | undefined {
+  const url = toUrl(bundleUrl, 'bundleUrl', base);
+  if (value === undefined || value === false) {
+    if (isModelUrl(url))
+      throw new SelfxitError('INVALID_ARGUMENT', `${url.href} is a plain ONNX model: load it with { learn: true }`);
+    return undefined;
+  }
+  if (value !== true && (typeof value !== 'object' || value === null))
+    throw new SelfxitError('INVALID_ARGUMENT', `learn must be a boolean or an object, got ${String(value)}`);
+  if (!isModelUrl(url))
+    throw new SelfxitError(
+      'LEARNING_UNAVAILABLE',
+      'learning from a bundle is not supported yet: load the plain .onnx model with { learn }',
+    );
+  const o: LearnLoadOptions = value === true ? {} : value;
+  const { input, labels, persist, corruptAudit, ...options } = o;
+  return {
+    options,
+    ...(input ? { input } : {}),
+    ...(labels ? { labels: [...labels] } : {}),
+    persist: persist !== false && cache !== false,
+    ...(corruptAudit === true ? { corruptAudit: true } : {}),
+  };
+}
+
 /** Checks the options and fills in the defaults. Throws INVALID_ARGUMENT naming the bad option. */
 export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions = {}): ResolvedLoad {
   if (bundleUrl === undefined || bundleUrl === null || String(bundleUrl) === '') {
@@ -118,12 +155,13 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
   const base = documentBase();
+  const learn = resolveLearn(options.learn, bundleUrl, base, cache);
   // No wasmPaths: the worker loads onnxruntime-web's files from `ort/` beside itself, through `new URL` literals
   // that bundlers follow (src/runtime/ort-backend.ts).
   const wasmPaths = options.wasmPaths === undefined ? undefined : toUrl(options.wasmPaths, 'wasmPaths', base).href;
   return {
     init: {
-      manifestUrl: manifestUrlOf(bundleUrl, base),
+      manifestUrl: learn ? toUrl(bundleUrl, 'bundleUrl', base).href : manifestUrlOf(bundleUrl, base),
       backend,
       threads,
       cache,
@@ -131,6 +169,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       wasmPaths: wasmPaths === undefined || wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
       usePlan: plan === 'cached',
       engine,
+      ...(learn ? { learn } : {}),
     },
     onProgress: options.onProgress,
     timeoutMs: durationMs(options.timeoutMs, 'timeoutMs', LOAD_DEFAULTS.timeoutMs),

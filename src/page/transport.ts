@@ -13,6 +13,8 @@ export interface ClassifierTransport {
   classify(request: ClassifyRequest, transfer: readonly Transferable[]): Promise<readonly WireResult[]>;
   /** Measures the stages, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan>;
+  /** Forgets what on-device learning learned (runtimes loaded with `learn` only). */
+  resetLearning?(): Promise<void>;
   /** Releases the runtime's sessions. */
   dispose(): Promise<void>;
   /** Rejects every pending and later call with `error`, and stops the runtime. */

@@ -171,6 +171,13 @@ export class WorkerClient implements ClassifierTransport {
     return reply.results;
   }
 
+  async resetLearning(): Promise<void> {
+    // Optional in WorkerApi (test fakes leave it out); a comlink proxy has every member.
+    const reset = (api: Remote<WorkerApi>): Promise<RuntimeState> =>
+      (api as unknown as { resetLearning: () => Promise<RuntimeState> }).resetLearning();
+    this.state = await this.call(reset, true);
+  }
+
   async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
     const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)), true);
     this.state = reply.state;

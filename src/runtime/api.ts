@@ -14,7 +14,8 @@ import type {
   RuntimeState,
   WorkerApi,
 } from '../protocol.js';
-import { BundleRuntime, type RuntimeDeps } from './runtime.js';
+import { LearnRuntime, type LearnDeps } from './learn-runtime.js';
+import { BundleRuntime } from './runtime.js';
 
 /** A progress callback that never throws (a comlink proxy returns a promise that rejects when the page is gone). */
 function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: ProgressInfo) => void {
@@ -24,12 +25,12 @@ function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: Pr
 }
 
 /** Creates the API one worker serves: one bundle per worker, opened by init(). */
-export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
-  let runtime: BundleRuntime | undefined;
+export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
+  let runtime: BundleRuntime | LearnRuntime | undefined;
   let opening = false;
   let disposed = false;
 
-  function current(): BundleRuntime {
+  function current(): BundleRuntime | LearnRuntime {
     if (disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     if (!runtime) throw new SelfxitError('INTERNAL', 'init() has not completed');
     return runtime;
@@ -41,13 +42,16 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
       opening = true;
       const progress = bestEffort(onProgress);
       try {
-        runtime = await BundleRuntime.open(request, progress, deps);
+        runtime = request.learn
+          ? await LearnRuntime.open(request, progress, deps)
+          : await BundleRuntime.open(request, progress, deps);
       } catch (e) {
         // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version.
         if (!isSelfxitError(e, 'INTEGRITY_ERROR') || e.details?.bundleChanged !== true) throw e;
         runtime = await BundleRuntime.open(request, progress, deps);
       }
-      const plan = request.usePlan === true ? await runtime.cachedPlan() : undefined;
+      const plan =
+        request.usePlan === true && runtime instanceof BundleRuntime ? await runtime.cachedPlan() : undefined;
       return {
         manifest: runtime.manifest,
         manifestHash: runtime.manifestHash,
@@ -66,8 +70,21 @@ export function createWorkerApi(deps: RuntimeDeps = {}): WorkerApi {
 
     async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
       const rt = current();
+      if (rt instanceof LearnRuntime)
+        throw new SelfxitError(
+          'LEARNING_UNAVAILABLE',
+          'plan() is not available while learning: the learner chooses the exits',
+        );
       const plan = await rt.plan(request, bestEffort(onProgress));
       return { plan, state: rt.state() };
+    },
+
+    async resetLearning(): Promise<RuntimeState> {
+      const rt = current();
+      if (!(rt instanceof LearnRuntime))
+        throw new SelfxitError('LEARNING_UNAVAILABLE', 'resetLearning() needs a classifier loaded with { learn }');
+      await rt.resetLearning();
+      return rt.state();
     },
 
     async ping(): Promise<true> {

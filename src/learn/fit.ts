@@ -1,0 +1,141 @@
+// On-device learning's fit, pure: a model analysed for learning (its candidate cuts and their pooling) and the fit
+// job — prepare's SelfXit fit (calibrate/selfxit-mode.ts) on the reservoir's features — as plain data, so that it can
+// run in another worker (runtime/learn-worker.ts).
+import type { CalibrationSummary } from '../bundle/manifest.js';
+import type { BundleExit } from '../bundle/write-bundle.js';
+import { analyzeModel, decodeModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
+import type { OrtModule } from '../ort/types.js';
+import { noExitCurve } from '../calibrate/prepare-context.js';
+import { candidateCuts } from '../calibrate/candidate-cuts.js';
+import type { FeatureRequest, FeatureSet } from '../calibrate/features.js';
+import type { FeatureRows } from '../calibrate/feature-store.js';
+import { poolingRequests } from '../calibrate/prepare-features.js';
+import {
+  resolveLabels,
+  resolveModelIO,
+  resolvePrepareOptions,
+  type ModelIO,
+  type PrepareOptions,
+} from '../calibrate/prepare-options.js';
+import { StepTimer, type PrepareProgress } from '../calibrate/progress.js';
+
+export type { PrepareProgress };
+import { fitSelfxitExits, type FitContext } from '../calibrate/selfxit-mode.js';
+import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
+
+/** A model ready to learn on: analysed, its input/output resolved, its candidate cuts' pooling chosen. */
+export interface LearnModel {
+  readonly model: OnnxModel;
+  readonly analysis: ModelAnalysis;
+  readonly io: ModelIO;
+  readonly labels: string[];
+  /** Candidate cuts and their pooling (empty when the model has none: it then serves the full model only). */
+  readonly requests: readonly FeatureRequest[];
+  /** Why the model cannot learn exits (no candidate cut), when it cannot. */
+  readonly cannotLearn?: string;
+}
+
+/**
+ * Decodes and analyses `modelBytes` for learning (INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN as prepare).
+ * `input` and `labels` as prepare's options of those names.
+ */
+export async function analyseForLearning(
+  modelBytes: Uint8Array,
+  ort: OrtModule,
+  options: {
+    readonly input?: PrepareOptions['input'];
+    readonly labels?: readonly string[];
+    readonly learn?: LearnOptions;
+  },
+): Promise<LearnModel> {
+  const o = resolveLearnOptions(options.learn);
+  const model = decodeModel(modelBytes);
+  const analysis = await analyzeModel(model, { ort });
+  const io = resolveModelIO(model, analysis, options.input);
+  const labels = resolveLabels(options.labels, io.classes);
+  const cuts = candidateCuts(analysis.cuts, o.maxCandidates);
+  const requests = poolingRequests(cuts, fitOptions(o));
+  return {
+    model,
+    analysis,
+    io,
+    labels,
+    requests,
+    ...(cuts.length === 0 ? { cannotLearn: 'the model has no inner cut where an exit head can read a 4-D map' } : {}),
+  };
+}
+
+/** prepare()'s resolved options for a learning fit: the learner's target, seed, folds and candidates; no augmentation. */
+function fitOptions(o: ResolvedLearnOptions): ReturnType<typeof resolvePrepareOptions> {
+  return resolvePrepareOptions({
+    target: o.target,
+    seed: o.seed,
+    folds: o.folds,
+    maxCandidates: o.maxCandidates,
+    augment: [],
+    ...(o.headKinds ? { headKinds: o.headKinds } : {}),
+  });
+}
+
+/** The exits a fit chose: prepare's exits and calibration summary (curve included). */
+export interface LearnedExits {
+  readonly exits: readonly BundleExit[];
+  readonly summary: CalibrationSummary;
+}
+
+/** Everything a fit reads, as plain structured-cloneable data (it may run in another worker). */
+export interface FitJob {
+  readonly analysis: ModelAnalysis;
+  readonly io: ModelIO;
+  readonly requests: readonly FeatureRequest[];
+  readonly options: ResolvedLearnOptions;
+  /** The reservoir's rows (float16 features at every candidate cut, the full model's probabilities). */
+  readonly features: FeatureSet<FeatureRows>;
+}
+
+/** Runs a fit job: {@link fitLearned} in this thread, or a proxy to another worker. */
+export type FitRunner = (job: FitJob, onProgress?: (p: PrepareProgress) => void) => Promise<LearnedExits>;
+
+/**
+ * prepare's SelfXit fit (calibrate/selfxit-mode.ts: cross-fitted heads, exit selection and thresholds, final heads)
+ * on the job's features, without augmentation. Pure; yields to the event loop between heads.
+ */
+export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits> {
+  const { features, io, analysis } = job;
+  const timer = new StepTimer();
+  const c: FitContext = {
+    o: fitOptions(job.options),
+    analysis,
+    io,
+    timer,
+    warnings: [],
+    progress: onProgress ?? (() => undefined),
+    options: {},
+    samples: { count: features.n },
+  };
+  const plan = {
+    cuts: features.cuts.map((f) => f.cut),
+    requests: job.requests,
+    augment: [],
+    note: `float16 reservoir, ${features.n} samples`,
+  };
+  const outcome = await fitSelfxitExits(c, plan, features);
+  return { exits: outcome.exits, summary: { ...outcome.summary, timings: timer.toJSON() } };
+}
+
+/** The calibration summary of the exit-less bundle served before a fit (the full model answers every input). */
+export function noExitSummary(o: ResolvedLearnOptions): CalibrationSummary {
+  return {
+    samples: 0,
+    target: o.target,
+    rule: 'max-softmax',
+    mode: 'selfxit',
+    folds: o.folds,
+    seed: o.seed,
+    validationAgreement: 1,
+    expectedMacsFraction: 1,
+    candidates: [],
+    curve: noExitCurve(),
+    costUnit: 'macs',
+  };
+}

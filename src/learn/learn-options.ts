@@ -1,0 +1,83 @@
+// The `learn` options of load(): every default and range check of on-device learning in one place.
+import type { HeadKind } from '../bundle/manifest.js';
+import { SelfxitError } from '../errors.js';
+import { checkTarget } from '../policy/bounds.js';
+import { minimumSamples } from '../calibrate/prepare-options.js';
+
+/** What a caller may set (all optional). */
+export interface LearnOptions {
+  /** Share of early-exited inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
+  readonly auditShare?: number;
+  /** Samples stored before the first fit. Default 1,000 (never below prepare's minimum for the target, 300 at 0.99). */
+  readonly minSamples?: number;
+  /** Most samples the reservoir keeps. Default 20,000. */
+  readonly maxSamples?: number;
+  /** Byte cap of the reservoir (float16 features + float32 probabilities). Default 64 MiB. */
+  readonly maxBytes?: number;
+  /** New samples (served by the full model or audited) that start a re-fit. Default 1,000. */
+  readonly refitAfter?: number;
+  /** Agreement target of the fits and of the audit. Default 0.99. */
+  readonly target?: number;
+  /** Audits before the audit may declare a failure. Default 20. */
+  readonly minAudits?: number;
+  /** Candidate cuts (prepare's maxCandidates). Default 8. */
+  readonly maxCandidates?: number;
+  /** Cross-fitting folds. Default 5. */
+  readonly folds?: number;
+  /** Head kinds tried (prepare's headKinds). Default prepare's. */
+  readonly headKinds?: readonly HeadKind[];
+  readonly seed?: number;
+}
+
+export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & Pick<LearnOptions, 'headKinds'>;
+
+/** The fixed defaults of {@link LearnOptions}. */
+export const LEARN_DEFAULTS = {
+  auditShare: 0.03,
+  minSamples: 1000,
+  maxSamples: 20000,
+  maxBytes: 64 * 2 ** 20,
+  refitAfter: 1000,
+  target: 0.99,
+  minAudits: 20,
+  maxCandidates: 8,
+  folds: 5,
+  seed: 0,
+} as const;
+
+function bad(msg: string): never {
+  throw new SelfxitError('INVALID_ARGUMENT', msg);
+}
+
+/** Fills in the defaults and checks every range (INVALID_ARGUMENT; INVALID_TARGET for the target). */
+export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions {
+  if (typeof o !== 'object' || o === null) bad(`learn options must be an object, got ${String(o)}`);
+  const target = o.target ?? LEARN_DEFAULTS.target;
+  checkTarget(target);
+  const int = (name: keyof typeof LEARN_DEFAULTS, min: number): number => {
+    const v = (o as Record<string, unknown>)[name] ?? LEARN_DEFAULTS[name];
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= min))
+      bad(`learn.${name} must be an integer >= ${min}, got ${String(v)}`);
+    return v;
+  };
+  const auditShare = o.auditShare ?? LEARN_DEFAULTS.auditShare;
+  if (!(typeof auditShare === 'number' && auditShare >= 0 && auditShare <= 1))
+    bad(`learn.auditShare must be in [0, 1], got ${String(auditShare)}`);
+  const folds = int('folds', 2);
+  const minSamples = Math.max(int('minSamples', 1), minimumSamples(target, folds));
+  const maxSamples = int('maxSamples', 1);
+  if (maxSamples < minSamples) bad(`learn.maxSamples (${maxSamples}) must be >= minSamples (${minSamples})`);
+  return {
+    auditShare,
+    minSamples,
+    maxSamples,
+    maxBytes: int('maxBytes', 1),
+    refitAfter: int('refitAfter', 1),
+    target,
+    minAudits: int('minAudits', 1),
+    maxCandidates: int('maxCandidates', 1),
+    folds,
+    seed: int('seed', 0),
+    ...(o.headKinds ? { headKinds: [...o.headKinds] } : {}),
+  };
+}

@@ -1,0 +1,310 @@
+// The on-device learner, pure: the reservoir of served inputs, the live audit, when to fit (fit.ts: prepare's own
+// SelfXit fit on the reservoir), and what happens when the audit fails (thresholds tightened along the fit's curve, or
+// exits off, and a re-fit scheduled); its state for persistence. The worker (runtime/learn-runtime.ts) runs the model.
+import type { CurvePoint } from '../bundle/manifest.js';
+import { withExtraOutputs, type OnnxModel } from '../graph/index.js';
+import { SelfxitError } from '../errors.js';
+import { softmaxRow } from '../engine/cascade.js';
+import { NEVER_EXIT } from '../policy/thresholds.js';
+import type { PrepareProgress } from '../calibrate/progress.js';
+import { fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
+import { LiveAudit, type AuditEstimate } from './audit.js';
+import { FeatureReservoir, reservoirCuts } from './reservoir.js';
+import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
+
+export {
+  analyseForLearning,
+  fitLearned,
+  noExitSummary,
+  type FitJob,
+  type FitRunner,
+  type LearnedExits,
+  type LearnModel,
+} from './fit.js';
+
+/** What the learner reports (`clf.learning()` adds the runtime's part). */
+export interface LearnerStatus {
+  /** Inputs offered to the reservoir (every input served by the full model, every audited one). */
+  readonly samplesSeen: number;
+  readonly samplesStored: number;
+  readonly reservoirBytes: number;
+  readonly reservoirCapacity: number;
+  /** Fits completed, and whether one is running. */
+  readonly fits: number;
+  readonly fitting: boolean;
+  /** Exits in use (a fit chose at least one, and the audit has not switched them off). */
+  readonly exitsOn: boolean;
+  readonly exits: number;
+  /** Thresholds in force (NEVER_EXIT for an exit switched off). */
+  readonly thresholds: readonly number[];
+  /** Expected agreement and MACs fraction of the thresholds in force (from the fit's curve; 1 and 1 without exits). */
+  readonly expectedAgreement: number;
+  readonly macsFraction: number;
+  readonly audit: AuditEstimate;
+  /** Times the audit tightened the thresholds or switched the exits off. */
+  readonly tightenings: number;
+  readonly target: number;
+  readonly cannotLearn?: string;
+  /** Seconds of the last fit. */
+  readonly lastFitSeconds?: number;
+}
+
+/** The state a learner persists (runtime/learn-store.ts), as plain structured-cloneable data. */
+export interface LearnerState {
+  readonly fits: number;
+  readonly tightenings: number;
+  readonly fitted?: LearnedExits;
+  readonly point?: CurvePoint;
+  readonly exitsOn: boolean;
+  readonly refitWanted: boolean;
+  readonly audit: ReturnType<LiveAudit['state']>;
+  readonly reservoir: ReturnType<FeatureReservoir['state']>;
+}
+
+const backbonePoint = (p: CurvePoint): boolean =>
+  p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1;
+
+/**
+ * Learns exits for one model from the inputs it serves. `observe()` stores served inputs; `wantsFit()` says when
+ * enough new ones arrived; `fit()` runs prepare's fit on the reservoir (yielding to the event loop between heads);
+ * `audited()` feeds the live audit, which tightens the thresholds (or switches exits off) when it fails.
+ */
+export class Learner {
+  readonly options: ResolvedLearnOptions;
+  readonly reservoir: FeatureReservoir;
+  readonly audit: LiveAudit;
+  private fitted: LearnedExits | undefined;
+  /** The curve point in force (its thresholds), undefined while exits are off. */
+  private point: CurvePoint | undefined;
+  private fits = 0;
+  private tightenings = 0;
+  private refitWanted = false;
+  private running: Promise<LearnedExits> | undefined;
+  private lastFitSeconds: number | undefined;
+  /** Bumped whenever the exits or thresholds in force change. */
+  version = 0;
+
+  constructor(
+    readonly model: LearnModel,
+    options: LearnOptions = {},
+  ) {
+    this.options = resolveLearnOptions(options);
+    const o = this.options;
+    this.reservoir = new FeatureReservoir(reservoirCuts(model.requests), model.io.classes, {
+      maxSamples: o.maxSamples,
+      maxBytes: o.maxBytes,
+      seed: o.seed,
+    });
+    this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, seed: o.seed });
+  }
+
+  /** The exits of the last fit (also while switched off), if any. */
+  get learned(): LearnedExits | undefined {
+    return this.fitted;
+  }
+
+  /** Whether served inputs should leave early. */
+  get exitsOn(): boolean {
+    return this.point !== undefined && this.fitted !== undefined && this.fitted.exits.length > 0;
+  }
+
+  /** Thresholds in force, one per learned exit (NEVER_EXIT each while exits are off). */
+  get thresholds(): number[] {
+    const n = this.fitted?.exits.length ?? 0;
+    return this.point ? [...this.point.thresholds] : new Array<number>(n).fill(NEVER_EXIT);
+  }
+
+  /** The model the worker runs to serve and learn at once: the full model with the candidate cuts as extra outputs. */
+  featureModel(): OnnxModel {
+    return withExtraOutputs(
+      this.model.model,
+      this.model.requests.map((r) => r.cut.tensor),
+    );
+  }
+
+  /**
+   * Reads one run of {@link featureModel} over `rows` inputs (outputs by name): stores the rows in the reservoir
+   * when `store`, and returns the full model's probabilities `[rows, classes]` and argmax per row.
+   */
+  fromRun(
+    outputs: Readonly<Record<string, { readonly data: unknown }>>,
+    rows: number,
+    store: boolean,
+  ): { probs: Float32Array; index: Int32Array } {
+    const { io, requests } = this.model;
+    const k = io.classes;
+    const out = outputs[io.output]?.data;
+    if (!(out instanceof Float32Array) || out.length !== rows * k)
+      throw new SelfxitError('UNSUPPORTED_MODEL', `model output "${io.output}" is not float32 [N, ${k}]`);
+    const maps = requests.map((r) => {
+      const m = outputs[r.cut.tensor]?.data;
+      if (!(m instanceof Float32Array))
+        throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${r.cut.tensor}" is not a float32 tensor`);
+      return m;
+    });
+    if (store && !this.model.cannotLearn) this.reservoir.addFromMaps(maps, out, rows, io.outputKind);
+    const probs = new Float32Array(rows * k);
+    const index = new Int32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const p = io.outputKind === 'logits' ? softmaxRow(out, r * k, k) : out.subarray(r * k, (r + 1) * k);
+      probs.set(p, r * k);
+      let best = 0;
+      for (let j = 1; j < k; j++) if (p[j]! > p[best]!) best = j;
+      index[r] = best;
+    }
+    return { probs, index };
+  }
+
+  /** Whether a fit should start now: none running, enough samples, and the first fit, enough fresh ones, or the audit asked. */
+  wantsFit(): boolean {
+    if (this.running || this.model.cannotLearn) return false;
+    const r = this.reservoir;
+    if (r.size < this.options.minSamples) return false;
+    return this.fits === 0 || this.refitWanted || r.fresh >= this.options.refitAfter;
+  }
+
+  /**
+   * Runs a fit (one at a time: a second call joins the one running) on a snapshot of the reservoir: `runner` runs the
+   * {@link FitJob} (default {@link fitLearned} here; the worker hands it to a second worker so serving never waits).
+   */
+  fit(onProgress?: (p: PrepareProgress) => void, runner: FitRunner = fitLearned): Promise<LearnedExits> {
+    this.running ??= this.runFit(onProgress, runner).finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async runFit(
+    onProgress: ((p: PrepareProgress) => void) | undefined,
+    runner: FitRunner,
+  ): Promise<LearnedExits> {
+    const { io, analysis, requests } = this.model;
+    const features = this.reservoir.featureSet();
+    this.reservoir.markFitted();
+    this.refitWanted = false;
+    const t0 = performance.now();
+    const learned = await runner({ analysis, io, requests, options: this.options, features }, onProgress);
+    this.lastFitSeconds = (performance.now() - t0) / 1000;
+    this.adopt(learned);
+    this.fits++;
+    return learned;
+  }
+
+  /** Puts fitted exits in force at their fitted thresholds. */
+  private adopt(learned: LearnedExits): void {
+    this.fitted = learned;
+    this.point =
+      learned.exits.length > 0
+        ? {
+            knob: 0,
+            thresholds: learned.exits.map((e) => e.threshold),
+            agreement: learned.summary.validationAgreement,
+            macsFraction: learned.summary.expectedMacsFraction,
+            exitShares: [],
+          }
+        : undefined;
+    this.audit.resetWindow();
+    this.version++;
+  }
+
+  /**
+   * One audited input: the label served through the exits and the full model's. When the audit shows the agreement
+   * below the target, tightens the thresholds at once and asks for a re-fit; returns whether it did.
+   */
+  audited(served: number, full: number): boolean {
+    this.audit.record(served === full);
+    if (!this.exitsOn || !this.audit.failing(this.options.target)) return false;
+    this.tighten();
+    return true;
+  }
+
+  /**
+   * The cheapest point of the fit's curve with at most half the expected disagreement of the one in force; when
+   * there is none (or it is the backbone-only point), exits off. A re-fit is asked for either way.
+   */
+  tighten(): void {
+    const current = this.point;
+    if (!current || !this.fitted) return;
+    const allowed = (1 - current.agreement) / 2;
+    const n = this.fitted.exits.length;
+    const better = this.fitted.summary.curve
+      .filter((p) => p.thresholds.length === n && !backbonePoint(p) && 1 - p.agreement <= allowed + 1e-12)
+      .sort((a, b) => a.macsFraction - b.macsFraction)[0];
+    this.point = better;
+    this.tightenings++;
+    this.refitWanted = true;
+    this.audit.resetWindow();
+    this.version++;
+  }
+
+  status(): LearnerStatus {
+    const r = this.reservoir;
+    const p = this.point;
+    return {
+      samplesSeen: r.seen,
+      samplesStored: r.size,
+      reservoirBytes: r.bytes,
+      reservoirCapacity: r.capacity,
+      fits: this.fits,
+      fitting: this.running !== undefined,
+      exitsOn: this.exitsOn,
+      exits: this.fitted?.exits.length ?? 0,
+      thresholds: this.thresholds,
+      expectedAgreement: p ? p.agreement : 1,
+      macsFraction: p ? p.macsFraction : 1,
+      audit: this.audit.estimate(),
+      tightenings: this.tightenings,
+      target: this.options.target,
+      ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
+      ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
+    };
+  }
+
+  state(): LearnerState {
+    return {
+      fits: this.fits,
+      tightenings: this.tightenings,
+      ...(this.fitted ? { fitted: this.fitted } : {}),
+      ...(this.point ? { point: this.point } : {}),
+      exitsOn: this.exitsOn,
+      refitWanted: this.refitWanted,
+      audit: this.audit.state(),
+      reservoir: this.reservoir.state(),
+    };
+  }
+
+  /** Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. */
+  restore(s: LearnerState): boolean {
+    const fitted = s.fitted;
+    const exitsOk =
+      fitted === undefined ||
+      (Array.isArray(fitted.exits) &&
+        fitted.exits.every((e) => this.model.requests.some((q) => q.cut.tensor === e.cut)) &&
+        Array.isArray(fitted.summary?.curve));
+    const pointOk =
+      s.point === undefined ||
+      (fitted !== undefined &&
+        Array.isArray(s.point.thresholds) &&
+        s.point.thresholds.length === fitted.exits.length &&
+        s.point.thresholds.every((t) => typeof t === 'number'));
+    if (!exitsOk || !pointOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit)) return this.reset();
+    if (!this.reservoir.restore(s.reservoir)) return this.reset();
+    this.fitted = fitted;
+    this.point = s.point;
+    this.fits = s.fits;
+    this.tightenings = Number.isInteger(s.tightenings) ? s.tightenings : 0;
+    this.refitWanted = s.refitWanted === true;
+    this.version++;
+    return true;
+  }
+
+  /** Forgets everything learned: samples, exits, audit. Returns false (for restore()). */
+  reset(): false {
+    this.reservoir.clear();
+    this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
+    this.fitted = undefined;
+    this.point = undefined;
+    this.fits = this.tightenings = 0;
+    this.refitWanted = false;
+    this.version++;
+    return false;
+  }
+}

@@ -1,0 +1,175 @@
+// A bounded reservoir of what on-device learning keeps per served input: the pooled features at every candidate cut
+// (float16, calibrate/feature-store.ts) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
+// over every input ever added, within a stated byte cap; snapshots are FeatureSets that prepare's fit reads as is.
+import { SelfxitError } from '../errors.js';
+import { softmaxRow } from '../engine/cascade.js';
+import { toHalf, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
+import { cutGeometry, type CutFeatures, type FeatureRequest, type FeatureSet } from '../calibrate/features.js';
+import { headFeatureDim, headFeaturesInto } from '../calibrate/pool.js';
+import { createRng, type Rng } from '../calibrate/rng.js';
+
+/** One candidate cut as the reservoir stores it: its pooling and geometry (a CutFeatures without the matrix). */
+export type ReservoirCut = Omit<CutFeatures, 'x'>;
+
+/** The stored rows, as plain structured-cloneable data (persistence). */
+export interface ReservoirState {
+  readonly seen: number;
+  readonly size: number;
+  /** Rows added since the last {@link FeatureReservoir.markFitted}. */
+  readonly fresh: number;
+  /** Per cut, `size × dim` float16 bits. */
+  readonly features: readonly Uint16Array[];
+  /** `size × classes` probabilities of the full model. */
+  readonly teacher: Float32Array;
+}
+
+/** The cuts' pooling from feature requests (geometry checked: INVALID_ARGUMENT / SHAPE_UNKNOWN). */
+export function reservoirCuts(requests: readonly FeatureRequest[]): ReservoirCut[] {
+  return requests.map((r) => {
+    const g = cutGeometry(r.cut);
+    return {
+      cut: r.cut,
+      ...g,
+      grid: r.grid,
+      ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
+      dim: headFeatureDim(g.channels, r.grid, r.maxGrid),
+    };
+  });
+}
+
+/** Bytes one stored input takes: 2 per pooled feature, 4 per class probability. */
+export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): number {
+  return cuts.reduce((a, c) => a + 2 * c.dim, 0) + 4 * classes;
+}
+
+/** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
+export class FeatureReservoir {
+  readonly capacity: number;
+  private readonly features: Uint16Array[];
+  private readonly teacher: Float32Array;
+  private rng: Rng;
+  private scratch: Float32Array[];
+  seen = 0;
+  size = 0;
+  fresh = 0;
+
+  constructor(
+    readonly cuts: readonly ReservoirCut[],
+    readonly classes: number,
+    limits: { readonly maxSamples: number; readonly maxBytes: number; readonly seed?: number },
+  ) {
+    this.capacity = Math.min(limits.maxSamples, Math.floor(limits.maxBytes / bytesPerRow(cuts, classes)));
+    if (!(this.capacity >= 1))
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `learn.maxBytes ${limits.maxBytes} cannot hold one sample (${bytesPerRow(cuts, classes)} bytes each)`,
+        { maxBytes: limits.maxBytes },
+      );
+    this.features = cuts.map((c) => new Uint16Array(this.capacity * c.dim));
+    this.teacher = new Float32Array(this.capacity * classes);
+    this.rng = createRng(limits.seed ?? 0);
+    this.scratch = cuts.map((c) => new Float32Array(c.dim));
+  }
+
+  /** Bytes held (the cap is fixed at construction: everything is preallocated). */
+  get bytes(): number {
+    return this.features.reduce((a, f) => a + f.byteLength, 0) + this.teacher.byteLength;
+  }
+
+  /** The row a new input goes to (Algorithm R), or -1 when it is not kept. */
+  private slot(): number {
+    const seen = this.seen++;
+    if (this.size < this.capacity) return this.size++;
+    const j = this.rng.int(seen + 1);
+    return j < this.capacity ? j : -1;
+  }
+
+  /**
+   * Adds `rows` inputs from one run of the model with the cuts as extra outputs: `maps[i]` the NCHW map of cut i
+   * (`rows × C × H × W`), `output` the model's `[rows, classes]` logits (or probabilities with `kind`
+   * 'probabilities'). Pooled here, one row at a time.
+   */
+  addFromMaps(
+    maps: readonly Float32Array[],
+    output: Float32Array,
+    rows: number,
+    kind: 'logits' | 'probabilities' = 'logits',
+  ): void {
+    const k = this.classes;
+    for (let r = 0; r < rows; r++) {
+      const at = this.slot();
+      this.fresh++;
+      if (at < 0) continue;
+      this.cuts.forEach((c, i) => {
+        const size = c.channels * c.height * c.width;
+        const map = maps[i]!.subarray(r * size, (r + 1) * size);
+        const tmp = this.scratch[i]!;
+        headFeaturesInto(map, 1, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0);
+        const dst = this.features[i]!;
+        for (let j = 0; j < c.dim; j++) dst[at * c.dim + j] = toHalf(tmp[j]!);
+      });
+      const p = kind === 'logits' ? softmaxRow(output, r * k, k) : output.subarray(r * k, (r + 1) * k);
+      this.teacher.set(p, at * k);
+    }
+  }
+
+  /** A copy of the stored rows as prepare's FeatureSet (float16 packed), unaffected by later additions. */
+  featureSet(): FeatureSet<FeatureRows> {
+    const n = this.size;
+    return {
+      n,
+      k: this.classes,
+      teacher: this.teacher.slice(0, n * this.classes),
+      cuts: this.cuts.map((c, i) => {
+        const x: PackedFeatures = { format: 'f16', n, d: c.dim, data: this.features[i]!.slice(0, n * c.dim) };
+        return { ...c, x };
+      }),
+    };
+  }
+
+  /** Starts counting fresh rows again (a fit has used every row stored so far). */
+  markFitted(): void {
+    this.fresh = 0;
+  }
+
+  /** Forgets every row. */
+  clear(): void {
+    this.seen = this.size = this.fresh = 0;
+  }
+
+  state(): ReservoirState {
+    return {
+      seen: this.seen,
+      size: this.size,
+      fresh: this.fresh,
+      features: this.features.map((f, i) => f.slice(0, this.size * this.cuts[i]!.dim)),
+      teacher: this.teacher.slice(0, this.size * this.classes),
+    };
+  }
+
+  /** Restores stored rows; false (nothing changed) when they do not fit this reservoir's cuts and capacity. */
+  restore(s: ReservoirState): boolean {
+    const n = s.size;
+    const ok =
+      Number.isInteger(n) &&
+      n >= 0 &&
+      n <= this.capacity &&
+      Number.isInteger(s.seen) &&
+      s.seen >= n &&
+      Number.isInteger(s.fresh) &&
+      s.fresh >= 0 &&
+      s.teacher instanceof Float32Array &&
+      s.teacher.length === n * this.classes &&
+      Array.isArray(s.features) &&
+      s.features.length === this.cuts.length &&
+      s.features.every((f, i) => f instanceof Uint16Array && f.length === n * this.cuts[i]!.dim);
+    if (!ok) return false;
+    s.features.forEach((f, i) => this.features[i]!.set(f));
+    this.teacher.set(s.teacher);
+    this.seen = s.seen;
+    this.size = n;
+    this.fresh = s.fresh;
+    this.rng = createRng(s.seen);
+    return true;
+  }
+}

@@ -1,0 +1,464 @@
+// The worker side of on-device learning (`load(modelUrl, { learn })`): fetches and analyses a plain ONNX model,
+// serves with the full model run with the candidate cuts as extra outputs (storing pooled features) until a fit
+// chose exits, then through those exits (a learned bundle assembled in memory, opened by the ordinary BundleRuntime:
+// compiled or stage engine), completing a random share of early exits with the full model after the reply (the live
+// audit). Fits run in a second worker (learn-worker.ts); the state persists per model hash (learn-store.ts).
+// Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
+import type { BundleManifest } from '../bundle/manifest.js';
+import { assembleBundle } from '../bundle/write-bundle.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
+import { encodeModel, sha256Hex } from '../graph/index.js';
+import { analyseForLearning, Learner, noExitSummary, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { NEVER_EXIT } from '../bundle/manifest.js';
+import type { OrtModule } from '../ort/types.js';
+import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
+import type { Progress } from './bundle-source.js';
+import { fetchBytes } from './fetch-file.js';
+import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
+import { MemoryBundleCache } from './learn-bundle.js';
+import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
+import { inputDims, inputSize, preprocessInto } from './preprocess.js';
+import { SerialQueue } from './queue.js';
+import { BundleRuntime, type RuntimeDeps } from './runtime.js';
+
+/** Rows per run of the full model. */
+const MAX_BATCH = 64;
+/** Served inputs between two saves of the state while no exit is in use. */
+const SAVE_EVERY = 500;
+
+export interface LearnDeps extends RuntimeDeps {
+  readonly learnStore?: LearnStore;
+  /** Starts a second worker for the fits (learn-worker.ts); without it (or when it gives none) fits run here. */
+  readonly startLearner?: () => { run: FitRunner; close(): void } | undefined;
+}
+
+/** A learned bundle opened for serving. */
+interface Serving {
+  readonly rt: BundleRuntime;
+  readonly manifest: BundleManifest;
+  readonly hash: string;
+  readonly learned: LearnedExits;
+}
+
+type Session = Awaited<ReturnType<OrtHandle['ort']['InferenceSession']['create']>>;
+
+/** One plain model learning its exits in the worker. Create with {@link LearnRuntime.open}. */
+export class LearnRuntime {
+  private readonly queue = new SerialQueue();
+  private serving: BundleRuntime | undefined;
+  /** The learned exits `serving` was assembled from (the learner may already hold newer ones, not yet opened). */
+  private servingFor: LearnedExits | undefined;
+  private manifestValue: BundleManifest;
+  private manifestHashValue: string;
+  private version = 1;
+  private sentVersion = 0;
+  private pendingAudits: { data: Float32Array; served: number }[] = [];
+  private fitting: Promise<void> | undefined;
+  private savedAt = 0;
+  private saving: Promise<void> = Promise.resolve();
+  private lastError: string | undefined;
+  private disposed = false;
+  /** The second worker running the fits, started with the first fit (undefined: fits run in this thread). */
+  private fitWorker: { run: FitRunner; close(): void } | undefined;
+  private fitWorkerTried = false;
+  /** Where the last fit ran, and the longest onnxruntime step of opening its exits (ms). */
+  private fitWhere: 'worker' | 'thread' | undefined;
+  private openStepMs = 0;
+  /** True while learned exits are being opened (their sessions created). */
+  private opening = false;
+  private assembleMs = 0;
+
+  private constructor(
+    private readonly req: InitRequest,
+    private readonly ort: OrtHandle,
+    private readonly learner: Learner,
+    private readonly modelBytes: Uint8Array,
+    readonly modelHash: string,
+    private readonly store: LearnStore,
+    private readonly restored: boolean,
+    private readonly progress: Progress,
+    private readonly deps: LearnDeps,
+    private features: Session,
+    private readonly exitless: { manifest: BundleManifest; hash: string },
+  ) {
+    this.manifestValue = exitless.manifest;
+    this.manifestHashValue = exitless.hash;
+  }
+
+  get manifest(): BundleManifest {
+    return this.manifestValue;
+  }
+
+  get manifestHash(): string {
+    return this.manifestHashValue;
+  }
+
+  /**
+   * Fetches the model at `req.manifestUrl`, analyses it for learning, restores a persisted state for its hash (a
+   * malformed or foreign one is discarded), and opens the learned exits when they are on.
+   * @throws SelfxitError FETCH_FAILED, INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN, INVALID_ARGUMENT.
+   */
+  static async open(req: InitRequest, progress: Progress = () => {}, deps: LearnDeps = {}): Promise<LearnRuntime> {
+    const learn = req.learn;
+    if (!learn) throw new SelfxitError('INTERNAL', 'LearnRuntime.open() without learn options');
+    const file = req.manifestUrl.split('/').pop() || 'model.onnx';
+    progress({ status: 'initiate', file });
+    progress({ status: 'download', file });
+    const bytes = await fetchBytes(req.manifestUrl, {
+      onProgress: (loaded, total) =>
+        progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
+    });
+    progress({ status: 'done', file, fromCache: false });
+    const ort = await (deps.loadOrt ?? loadOrt)(req);
+    const hash = await sha256Hex(bytes);
+    const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
+      ...(learn.input ? { input: learn.input } : {}),
+      ...(learn.labels ? { labels: learn.labels } : {}),
+      learn: learn.options,
+    });
+    const learner = new Learner(lm, learn.options);
+    const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
+    const saved = await store.load(hash);
+    const restored = saved !== undefined && learner.restore(saved);
+    if (saved !== undefined && !restored) await store.clear(hash);
+    const features = await ort.ort.InferenceSession.create(
+      encodeModel(learner.featureModel()),
+      sessionOptions(ort, []),
+    );
+    const first = await learnedBundle(learner, bytes, undefined);
+    const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, {
+      manifest: first.manifest,
+      hash: first.hash,
+    });
+    try {
+      const learned = learner.exitsOn ? learner.learned : undefined;
+      if (learned) {
+        const next = await rt.openServing(learned);
+        await rt.queue.run(() => rt.swap(next));
+      }
+    } catch (e) {
+      await rt.dispose();
+      throw e;
+    }
+    return rt;
+  }
+
+  /**
+   * Opens the learned exits as a bundle in memory on the stage engine and loads every segment, one onnxruntime step per
+   * queued job (so that a classify() waits for one session creation at most, never for the whole bundle). Must not be
+   * called from inside a queued job.
+   */
+  private async openServing(learned: LearnedExits): Promise<Serving> {
+    const a0 = performance.now();
+    const { manifest, files, text, hash } = await learnedBundle(this.learner, this.modelBytes, learned);
+    const cache = new MemoryBundleCache();
+    const url = learnedUrl(this.modelHash, hash);
+    cache.hold(url, text, hash, manifest, files);
+    const request: InitRequest = {
+      ...this.req,
+      manifestUrl: url,
+      cache: true,
+      manifestMaxAgeMs: Infinity,
+      usePlan: false,
+      engine: 'stages',
+    };
+    this.openStepMs = 0;
+    this.assembleMs = performance.now() - a0;
+    // A macrotask before each step: calls that arrived meanwhile are queued first, so each waits for one step at most.
+    const step = async <T>(job: () => Promise<T>): Promise<T> => {
+      await new Promise((r) => setTimeout(r, 0));
+      return this.queue.run(async () => {
+        const t0 = performance.now();
+        try {
+          return await job();
+        } finally {
+          this.openStepMs = Math.max(this.openStepMs, performance.now() - t0);
+        }
+      });
+    };
+    const rt = await step(() =>
+      BundleRuntime.open(request, () => {}, { ...this.deps, cache, loadOrt: async () => this.ort }),
+    );
+    // Segment s loads when an input first reaches it: a blank input that leaves at exit s (the last: at none).
+    const blank = { kind: 'tensor' as const, data: new Float32Array(inputSize(manifest.input)) };
+    const exits = manifest.exits.length;
+    for (let s = 1; s <= exits; s++) {
+      const thresholds = manifest.exits.map((_, j) => (j === s ? 0 : NEVER_EXIT));
+      await step(() => rt.classify({ inputs: [blank], thresholds, probabilities: false }));
+    }
+    return { rt, manifest, hash, learned };
+  }
+
+  /** Serves through `next` (undefined: the full model); the manifest follows. Runs inside a queued job. */
+  private async swap(next: Serving | undefined): Promise<void> {
+    const old = this.serving;
+    this.serving = next?.rt;
+    this.servingFor = next?.learned;
+    const m = next ?? this.exitless;
+    this.setManifest(m.manifest, m.hash);
+    if (old && old !== this.serving) await old.dispose();
+  }
+
+  private setManifest(manifest: BundleManifest, hash: string): void {
+    this.manifestValue = manifest;
+    this.manifestHashValue = hash;
+    this.version++;
+  }
+
+  private throwIfDisposed(): void {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+  }
+
+  /** Classifies the request's inputs (the learner's thresholds, not the request's). */
+  classify(req: ClassifyRequest): Promise<WireResult[]> {
+    return this.queue.run(async () => {
+      this.throwIfDisposed();
+      const t0 = performance.now();
+      const data = await this.preprocess(req);
+      const rows = req.inputs.length;
+      const results =
+        this.serving && this.learner.exitsOn && this.servingFor === this.learner.learned
+          ? await this.throughExits(data, rows, req.probabilities)
+          : await this.fullModel(data, rows, req.probabilities);
+      const totalMs = performance.now() - t0;
+      return results.map((r) => ({ ...r, totalMs }));
+    });
+  }
+
+  private async preprocess(req: ClassifyRequest): Promise<Float32Array> {
+    const spec = this.manifest.input;
+    const size = inputSize(spec);
+    if (!Array.isArray(req.inputs)) throw new SelfxitError('INVALID_INPUT', 'inputs must be an array');
+    const all = new Float32Array(req.inputs.length * size);
+    for (let i = 0; i < req.inputs.length; i++) {
+      try {
+        await preprocessInto(req.inputs[i]!, spec, all, i * size);
+      } catch (e) {
+        if (isSelfxitError(e) && req.inputs.length > 1)
+          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
+        throw e;
+      }
+    }
+    return all;
+  }
+
+  /** Runs the full model with the cuts as extra outputs on `rows` inputs; `store` keeps them in the reservoir. */
+  private async runFeatures(
+    data: Float32Array,
+    rows: number,
+    store: boolean,
+  ): Promise<{ probs: Float32Array; index: Int32Array; ms: number }> {
+    const spec = this.manifest.input;
+    const k = this.learner.model.io.classes;
+    const probs = new Float32Array(rows * k);
+    const index = new Int32Array(rows);
+    const size = inputSize(spec);
+    const t0 = performance.now();
+    for (let at = 0; at < rows; at += MAX_BATCH) {
+      const n = Math.min(MAX_BATCH, rows - at);
+      const x = new this.ort.ort.Tensor('float32', data.slice(at * size, (at + n) * size), inputDims(spec, n));
+      const out = await this.features.run({ [spec.name]: x });
+      const r = this.learner.fromRun(out, n, store);
+      probs.set(r.probs, at * k);
+      index.set(r.index, at);
+    }
+    return { probs, index, ms: performance.now() - t0 };
+  }
+
+  /** Serving before exits (or with exits off): the full model answers, and every input is a learning sample. */
+  private async fullModel(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+    const { probs, index, ms } = await this.runFeatures(data, rows, true);
+    const k = this.learner.model.io.classes;
+    this.afterSamples();
+    return Array.from({ length: rows }, (_, r) => {
+      const p = probs.slice(r * k, (r + 1) * k);
+      return {
+        index: index[r]!,
+        confidence: p[index[r]!]!,
+        exit: -1,
+        stages: [ms],
+        totalMs: 0,
+        ...(probabilities ? { probabilities: p } : {}),
+      };
+    });
+  }
+
+  /** Serving through the learned exits; a random share of early exits is kept for the audit after the reply. */
+  private async throughExits(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+    const size = inputSize(this.manifest.input);
+    const wires = Array.from({ length: rows }, (_, r) => ({
+      kind: 'tensor' as const,
+      data: data.slice(r * size, (r + 1) * size),
+    }));
+    const results = await this.serving!.classify({ inputs: wires, thresholds: this.learner.thresholds, probabilities });
+    results.forEach((r, i) => {
+      if (r.exit >= 0 && this.learner.audit.draw())
+        this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index });
+    });
+    if (this.pendingAudits.length > 0) setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
+    return results;
+  }
+
+  /** Completes the audited inputs with the full model (they also become learning samples). */
+  private async runAudits(): Promise<void> {
+    const batch = this.pendingAudits.splice(0);
+    if (batch.length === 0 || this.disposed) return;
+    const size = inputSize(this.manifest.input);
+    const data = new Float32Array(batch.length * size);
+    batch.forEach((b, i) => data.set(b.data, i * size));
+    const { index } = await this.runFeatures(data, batch.length, true);
+    const k = this.learner.model.io.classes;
+    let tightened = false;
+    batch.forEach((b, i) => {
+      const served = this.req.learn?.corruptAudit ? (index[i]! + 1) % k : b.served;
+      if (this.learner.audited(served, index[i]!)) tightened = true;
+    });
+    if (tightened) {
+      this.version++;
+      if (!this.learner.exitsOn) await this.swap(undefined);
+      this.save();
+    }
+    this.afterSamples();
+  }
+
+  /** After new samples: a fit when the learner wants one, a save now and then. */
+  private afterSamples(): void {
+    if (this.learner.wantsFit()) this.startFit();
+    else if (this.learner.reservoir.seen - this.savedAt >= SAVE_EVERY) this.save();
+  }
+
+  /** Starts a fit in the background (its slices yield to serving); its exits are put in use when it ends. */
+  private startFit(): void {
+    if (this.fitting || this.disposed) return;
+    const fit = this.learner.status().fits + 1;
+    const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) =>
+      this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
+    if (!this.fitWorkerTried) {
+      this.fitWorkerTried = true;
+      this.fitWorker = this.deps.startLearner?.();
+    }
+    this.fitWhere = this.fitWorker ? 'worker' : 'thread';
+    this.fitting = this.learner
+      .fit((p) => report(p.stage, p.done, p.total), this.fitWorker?.run)
+      .then(async () => {
+        const learned = this.learner.exitsOn ? this.learner.learned : undefined;
+        this.opening = true;
+        try {
+          const next = learned && !this.disposed ? await this.openServing(learned) : undefined;
+          await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+        } finally {
+          this.opening = false;
+        }
+      })
+      .then(async () => {
+        this.lastError = undefined;
+        this.save();
+        await this.saving; // 'done' means the new exits are in use and stored
+        report('done', 1, 1);
+      })
+      .catch((e: unknown) => {
+        this.lastError = e instanceof Error ? e.message : String(e);
+      })
+      .finally(() => (this.fitting = undefined));
+  }
+
+  /** Saves the learner's state (one save at a time; a failed write turns persistence off). */
+  private save(): void {
+    this.savedAt = this.learner.reservoir.seen;
+    const state = this.learner.state();
+    this.saving = this.saving.then(() => this.store.save(this.modelHash, state));
+  }
+
+  /** Resolves once the fit running (if any) and the pending saves are done (tests, dispose). */
+  async settled(): Promise<void> {
+    await this.fitting;
+    await this.saving;
+  }
+
+  /** Forgets everything learned, here and in storage; the full model serves again. */
+  resetLearning(): Promise<void> {
+    return this.queue.run(async () => {
+      this.throwIfDisposed();
+      await this.fitting;
+      this.learner.reset();
+      this.pendingAudits = [];
+      await this.store.clear(this.modelHash);
+      await this.swap(undefined);
+    });
+  }
+
+  learningState(): LearningState {
+    const include = this.version !== this.sentVersion;
+    this.sentVersion = this.version;
+    return {
+      ...this.learner.status(),
+      modelHash: this.modelHash,
+      persists: this.store.enabled,
+      ...(this.store.reason ? { persistReason: this.store.reason } : {}),
+      restored: this.restored,
+      version: this.version,
+      openingExits: this.opening,
+      ...(this.fitWhere
+        ? { fitRanIn: this.fitWhere, openStepMs: Math.round(this.openStepMs), assembleMs: Math.round(this.assembleMs) }
+        : {}),
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+      ...(include ? { manifest: this.manifest, manifestHash: this.manifestHash } : {}),
+    };
+  }
+
+  /** Snapshot for the page's `info()` and `learning()`: the serving runtime's, else the full model's. */
+  state(): RuntimeState {
+    const common = { manifestFromCache: false, cacheEnabled: this.store.enabled, learning: this.learningState() };
+    const base = this.serving?.state();
+    if (base) return { ...base, ...common };
+    return {
+      backend: this.ort.backend,
+      threads: this.ort.threads,
+      crossOriginIsolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
+      ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
+      engine: 'stages',
+      sessions: [true],
+      cachedSegments: [false],
+      ...common,
+    };
+  }
+
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    this.fitWorker?.close();
+    await this.serving?.dispose();
+    this.serving = undefined;
+    await this.features.release();
+  }
+}
+
+/** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */
+const learnedUrl = (modelHash: string, hash: string): string =>
+  `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
+
+/**
+ * The bundle of `learned` exits in memory (no backbone.onnx, no validation file), or without them the full model as
+ * one segment, as served before a fit; its manifest text and that text's sha256.
+ */
+async function learnedBundle(
+  learner: Learner,
+  modelBytes: Uint8Array,
+  learned: LearnedExits | undefined,
+): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
+  const lm = learner.model;
+  const { manifest, files } = await assembleBundle({
+    modelBytes,
+    model: lm.model,
+    analysis: lm.analysis,
+    input: lm.io.input,
+    labels: lm.labels,
+    output: lm.io.output,
+    outputKind: lm.io.outputKind,
+    exits: learned?.exits ?? [],
+    calibration: learned?.summary ?? noExitSummary(learner.options),
+    generator: 'selfxit learn',
+    includeBackbone: false,
+  });
+  const text = JSON.stringify(manifest);
+  return { manifest, files, text, hash: await sha256Hex(text) };
+}

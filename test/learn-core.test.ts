@@ -1,0 +1,165 @@
+// On-device learning's pure core (src/learn): the reservoir's cap and sampling, the live audit's trigger, and the
+// learner on the shipped Fashion-MNIST model — fit from streamed inputs, audit failure, persisted state.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { encodeModel } from '../src/graph/index.js';
+import { NEVER_EXIT } from '../src/policy/thresholds.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import { LiveAudit } from '../src/learn/audit.js';
+import { analyseForLearning, Learner, type LearnModel } from '../src/learn/learner.js';
+import { resolveLearnOptions } from '../src/learn/learn-options.js';
+import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
+import { isSelfxitError } from '../src/errors.js';
+import { ortNode } from './fixtures/ort-helpers.js';
+
+const dir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
+const modelBytes = new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')));
+const calib = new Uint8Array(fs.readFileSync(path.join(dir, 'calib-u8.bin')));
+const input = { mean: [0.286], std: [0.353] };
+
+async function fashion(learn = {}): Promise<LearnModel> {
+  return analyseForLearning(modelBytes, ortNode, { input, learn });
+}
+
+/** Serves `count` calibration images from `start` through the learner's feature model, `store`-ing them. */
+async function stream(l: Learner, start: number, count: number, store = true): Promise<Int32Array> {
+  const s = await ort.InferenceSession.create(encodeModel(l.featureModel()));
+  const spec = l.model.io.input;
+  const samples = { data: calib, count: calib.length / 784 };
+  const out = new Int32Array(count);
+  try {
+    for (let at = 0; at < count; at += 100) {
+      const rows = Math.min(100, count - at);
+      const x = new ort.Tensor('float32', toModelInput(samples, start + at, rows, spec).slice(), inputDims(spec, rows));
+      const r = l.fromRun(await s.run({ [spec.name]: x }), rows, store);
+      out.set(r.index, at);
+    }
+  } finally {
+    await s.release();
+  }
+  return out;
+}
+
+describe('learn options', () => {
+  it('fills defaults and rejects bad values with typed errors', () => {
+    const o = resolveLearnOptions();
+    expect(o.auditShare).toBe(0.03);
+    expect(o.minSamples).toBeGreaterThanOrEqual(300);
+    expect(resolveLearnOptions({ minSamples: 10 }).minSamples).toBe(300); // never below prepare's minimum at 0.99
+    for (const bad of [{ auditShare: 2 }, { maxSamples: 0 }, { maxBytes: -1 }, { minSamples: 500, maxSamples: 400 }])
+      expect(() => resolveLearnOptions(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
+  });
+});
+
+describe('feature reservoir', () => {
+  it('keeps a uniform sample within its byte cap and restores its state', async () => {
+    const lm = await fashion();
+    const cuts = reservoirCuts(lm.requests);
+    const per = bytesPerRow(cuts, 10);
+    const r = new FeatureReservoir(cuts, 10, { maxSamples: 1000, maxBytes: per * 50 + 3, seed: 1 });
+    expect(r.capacity).toBe(50);
+    expect(r.bytes).toBeLessThanOrEqual(per * 50 + 3);
+    const maps = cuts.map((c) => new Float32Array(c.channels * c.height * c.width));
+    const logits = new Float32Array(10);
+    for (let i = 0; i < 500; i++) {
+      maps.forEach((m) => m.fill(i));
+      logits.fill(0);
+      logits[i % 10] = 5;
+      r.addFromMaps(maps, logits, 1);
+    }
+    expect([r.seen, r.size, r.fresh]).toEqual([500, 50, 500]);
+    const fs0 = r.featureSet();
+    // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
+    const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);
+    expect(new Set(ids).size).toBeGreaterThan(40);
+    expect(Math.max(...fs0.teacher)).toBeGreaterThan(0.9);
+    const copy = new FeatureReservoir(cuts, 10, { maxSamples: 50, maxBytes: 1e9 });
+    expect(copy.restore(r.state())).toBe(true);
+    expect(copy.featureSet().teacher).toEqual(fs0.teacher);
+    const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
+    expect(small.restore(r.state())).toBe(false);
+    expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+  });
+});
+
+describe('live audit', () => {
+  it('reports agreement with bounds and fails only on evidence below the target', () => {
+    const a = new LiveAudit({ share: 0.5, minAudits: 20, seed: 3 });
+    const draws = Array.from({ length: 2000 }, () => a.draw()).filter(Boolean).length;
+    expect(draws).toBeGreaterThan(900);
+    expect(draws).toBeLessThan(1100);
+    for (let i = 0; i < 19; i++) a.record(true);
+    a.record(false);
+    let e = a.estimate();
+    expect(e.agreement).toBeCloseTo(0.95);
+    expect(e.lowerBound).toBeLessThan(0.95);
+    expect(e.upperBound).toBeGreaterThan(0.95);
+    expect(a.failing(0.99)).toBe(false); // one disagreement in 20 is no evidence against 0.99
+    a.record(false);
+    a.record(false);
+    expect(a.failing(0.99)).toBe(true);
+    expect(a.failing(0.8)).toBe(false);
+    a.resetWindow();
+    e = a.estimate();
+    expect([e.audited, e.totalAudited, e.totalAgreed]).toEqual([0, 22, 19]);
+    expect(new LiveAudit({ share: 0 }).draw()).toBe(false);
+  });
+});
+
+describe('learner on the Fashion-MNIST model', () => {
+  it('fits exits from streamed inputs with prepare’s method, tightens on a failing audit, restores its state', async () => {
+    const lm = await fashion();
+    expect(lm.cannotLearn).toBeUndefined();
+    expect(lm.requests.length).toBeGreaterThan(1);
+    const l = new Learner(lm, { minSamples: 600, refitAfter: 400, maxCandidates: 4, headKinds: ['pool-linear'] });
+    await stream(l, 0, 500);
+    expect(l.wantsFit()).toBe(false);
+    await stream(l, 500, 300);
+    expect(l.wantsFit()).toBe(true);
+    const stages = new Set<string>();
+    const learned = await l.fit((p) => stages.add(p.stage));
+    expect(stages.has('heads')).toBe(true);
+    expect(l.wantsFit()).toBe(false);
+    const st = l.status();
+    expect(st.fits).toBe(1);
+    expect(learned.summary.samples).toBe(800);
+    expect(learned.exits.length).toBeGreaterThan(0);
+    expect(st.exitsOn).toBe(true);
+    expect(st.macsFraction).toBeLessThan(1);
+    expect(st.thresholds).toEqual(learned.exits.map((e) => e.threshold));
+
+    // a failing audit tightens at once: less expected disagreement (or exits off), and a re-fit is wanted
+    const before = st.expectedAgreement;
+    let tightened = false;
+    for (let i = 0; i < 40 && !tightened; i++) tightened = l.audited(0, i % 3 === 0 ? 1 : 0);
+    expect(tightened).toBe(true);
+    const after = l.status();
+    expect(after.tightenings).toBe(1);
+    if (after.exitsOn) expect(1 - after.expectedAgreement).toBeLessThanOrEqual((1 - before) / 2 + 1e-12);
+    else expect(after.thresholds.every((t) => t === NEVER_EXIT)).toBe(true);
+    expect(l.wantsFit()).toBe(true);
+
+    // the persisted state restores the same exits and thresholds in a new learner; a foreign state is discarded
+    const saved = structuredClone(l.state());
+    const l2 = new Learner(lm, { minSamples: 600, refitAfter: 400, maxCandidates: 4 });
+    expect(l2.restore(saved)).toBe(true);
+    expect(l2.thresholds).toEqual(l.thresholds);
+    expect(l2.status().samplesStored).toBe(800);
+    expect(l2.learned?.exits.map((e) => e.cut)).toEqual(learned.exits.map((e) => e.cut));
+    const l3 = new Learner(lm, { maxCandidates: 4 });
+    expect(l3.restore({ ...saved, reservoir: { ...saved.reservoir, size: 5 } })).toBe(false);
+    expect(l3.status().samplesStored).toBe(0);
+    const foreign = { ...saved, fitted: { ...saved.fitted!, exits: [{ ...saved.fitted!.exits[0]!, cut: 'nope' }] } };
+    expect(l3.restore(foreign)).toBe(false);
+  }, 120_000);
+
+  it('rejects bytes that are no model', async () => {
+    const e = await analyseForLearning(new Uint8Array([1, 2, 3]), ortNode, {}).catch((x: unknown) => x);
+    expect(isSelfxitError(e, 'INVALID_MODEL')).toBe(true);
+  });
+});
