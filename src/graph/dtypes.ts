@@ -1,6 +1,7 @@
 // Static element-type inference: value_info and initializers first, then per-op rules (first input by default).
 import type { GraphIndex } from './graph-index.js';
 import { attrInt, dtypeFromElemType, findAttr, readValueInfo, type DType } from './proto.js';
+import { PRODUCER_QPARAMS } from './quant.js';
 
 const TO_INT64 = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin', 'NonMaxSuppression']);
 const TO_BOOL = new Set([
@@ -17,20 +18,6 @@ const TO_BOOL = new Set([
   'IsInf',
 ]);
 const TO_INT32 = new Set(['ConvInteger', 'MatMulInteger']);
-/** Quantized ops: index of the input whose element type is the output's (the output zero point). */
-const ZERO_POINT_INPUT: Readonly<Record<string, number>> = {
-  QuantizeLinear: 2,
-  QLinearConv: 7,
-  QLinearMatMul: 7,
-  QLinearAdd: 7,
-  QLinearMul: 7,
-  QLinearGlobalAveragePool: 4,
-  QLinearAveragePool: 4,
-  QLinearSigmoid: 4,
-  QLinearLeakyRelu: 4,
-  QLinearSoftmax: 4,
-  QLinearConcat: 1,
-};
 
 /** Element type of every value the graph index knows, where it can be told without running the model. */
 export function inferDtypes(index: GraphIndex): Map<string, DType> {
@@ -65,7 +52,10 @@ export function inferDtypes(index: GraphIndex): Map<string, DType> {
     else if (op === 'CastLike') types = [inType(1)];
     else if (op === 'DequantizeLinear') types = [inType(1) ?? 'float32'];
     else if (op === 'DynamicQuantizeLinear') types = ['uint8', 'float32', 'uint8'];
-    else if (op in ZERO_POINT_INPUT) types = [inType(ZERO_POINT_INPUT[op]!) ?? 'uint8'];
+    else if (op === 'QGemm' && !ins[PRODUCER_QPARAMS.QGemm![0]])
+      types = ['float32']; // no y_scale: float output
+    else if (op in PRODUCER_QPARAMS)
+      types = [inType(PRODUCER_QPARAMS[op]![1]) ?? 'uint8']; // the zero point's type
     else if (op === 'ConstantOfShape') {
       const t = findAttr(n, 'value')?.t;
       types = [t ? dtypeFromElemType(t.dataType) : 'float32'];

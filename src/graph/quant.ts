@@ -2,8 +2,7 @@
 // QuantizeLinear that produces it, or a DequantizeLinear / QLinear op that reads it), and their JS dequantization.
 import { SelfxitError } from '../errors.js';
 import { constTensorOf, type GraphIndex } from './graph-index.js';
-import { dtypeFromElemType, type DType } from './proto.js';
-import { tensorNumbers } from './proto.js';
+import { dtypeFromElemType, tensorNumbers, type DType } from './proto.js';
 
 /** Element types of quantized activations a head can read. */
 export type QuantDType = 'uint8' | 'int8';
@@ -23,7 +22,7 @@ export function isQuantDType(d: DType | string | undefined): d is QuantDType {
  * Where producers keep the output's scale and zero point: op type → [scale input, zero-point input]. QOperator ops
  * (onnxruntime's `com.microsoft` ones included) and QuantizeLinear.
  */
-const PRODUCER_QPARAMS: Readonly<Record<string, readonly [number, number]>> = {
+export const PRODUCER_QPARAMS: Readonly<Record<string, readonly [number, number]>> = {
   QuantizeLinear: [1, 2],
   QLinearConv: [6, 7],
   QLinearMatMul: [6, 7],
