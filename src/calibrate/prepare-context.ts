@@ -22,6 +22,8 @@ import { toHeadSpec, type TrainedHead } from './train-head.js';
 /** One head trained at one candidate cut (out-of-fold statistics). */
 export interface CandidateHeadReport {
   readonly kind: HeadKind;
+  /** Head configuration (capacity 'auto': e.g. `mlp128`, `mlp64-coarse`; screened ones say so). */
+  readonly capacity?: string;
   /** Out-of-fold agreement of the head's argmax with the backbone. */
   readonly agreement: number;
   readonly meanScore: number;
@@ -42,6 +44,8 @@ export interface CandidateReport {
   readonly heads: readonly CandidateHeadReport[];
   /** Kind kept for this cut. */
   readonly kind: HeadKind;
+  /** Configuration kept for this cut (its hidden width and pooling; `grid`/`features` are its). */
+  readonly capacity?: string;
   readonly selected: boolean;
 }
 
