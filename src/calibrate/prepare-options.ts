@@ -62,8 +62,8 @@ export interface PrepareOptions {
   /** Hidden width of pool-mlp heads (with capacity 'auto': the base width of the ladder). Default 64 (DEFAULT_HIDDEN). */
   readonly hidden?: number;
   /**
-   * Head capacity on the shortlisted cuts. 'fixed' (default until auto is measured better at 50,000 images): every kind of `headKinds` at `hidden`, on the stored pooling.
-   * 'auto': a ladder of configurations that grows with the training rows (hidden `hidden`, the same with a
+   * Head capacity on the shortlisted cuts. 'fixed': every kind of `headKinds` at `hidden`, on the stored pooling.
+   * 'auto' (default): a ladder of configurations that grows with the training rows (hidden `hidden`, the same with a
    * coarser average grid or without the max branch, hidden 2·`hidden` from 30,000 rows), each screened on one fold;
    * per cut the best by out-of-fold utility (coverage × cost saved − head cost) is kept.
    */
@@ -172,7 +172,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   // The table's contents are checked once the model's cut tensors are known (prepare()).
   if (o.costTable !== undefined && mode === 'paper')
     badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
-  const capacity = o.capacity ?? 'fixed';
+  const capacity = o.capacity ?? 'auto';
   if (capacity !== 'auto' && capacity !== 'fixed')
     badArg(`capacity must be "auto" or "fixed", got "${String(capacity)}"`);
   const thresholdRule = o.thresholdRule ?? 'cost-calibrated';

@@ -53,9 +53,9 @@ Calibration:
   --max-features N     average-pooled features per head input: the largest pooling grid with
                        channels x grid cells <= N (default 256)
   --hidden N           hidden width of pool-mlp heads (default 64)
-  --capacity auto|fixed  fixed (default): --heads at --hidden only; auto: from 30,000 training rows,
-                       each shortlisted cut also screens hidden 2N, a coarser grid and no max branch
-                       on one fold and keeps the best by out-of-fold saving net of head cost
+  --capacity auto|fixed  auto (default): from 30,000 training rows, each shortlisted cut also screens
+                       hidden 2N, a coarser grid and no max branch on one fold and keeps the best by
+                       out-of-fold saving net of head cost; fixed: --heads at --hidden only
   --max-feature-memory N  memory cap of the candidates' pooled features, bytes or with K/M/G (default
                        1.5G): float32 when they fit, else float16, else fewer candidate cuts (stated)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
