@@ -22,6 +22,8 @@ import { toHeadSpec, type TrainedHead } from './train-head.js';
 /** One head trained at one candidate cut (out-of-fold statistics). */
 export interface CandidateHeadReport {
   readonly kind: HeadKind;
+  /** Head configuration (capacity 'auto': e.g. `mlp128`, `mlp64-coarse`; screened ones say so). */
+  readonly capacity?: string;
   /** Out-of-fold agreement of the head's argmax with the backbone. */
   readonly agreement: number;
   readonly meanScore: number;
@@ -42,6 +44,8 @@ export interface CandidateReport {
   readonly heads: readonly CandidateHeadReport[];
   /** Kind kept for this cut. */
   readonly kind: HeadKind;
+  /** Configuration kept for this cut (its hidden width and pooling; `grid`/`features` are its). */
+  readonly capacity?: string;
   readonly selected: boolean;
 }
 
@@ -185,3 +189,12 @@ export function bundleExit(
   });
   return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold, expectedShare };
 }
+
+/**
+ * What fitting exits on pooled features already in memory reads of the prepare context (prepare() passes its own;
+ * on-device learning, src/learn/, a context over its reservoir): no model bytes, no samples beyond their count.
+ */
+export type FitContext = Pick<PrepareContext, 'o' | 'analysis' | 'io' | 'timer' | 'warnings' | 'progress'> & {
+  readonly options: Pick<PrepareContext['options'], 'costTable' | 'signal'>;
+  readonly samples: Pick<SampleBatch, 'count'>;
+};

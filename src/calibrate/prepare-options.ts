@@ -59,8 +59,15 @@ export interface PrepareOptions {
   readonly shortlist?: number;
   /** Average-pooled features per head input (chooseGrid). Default 256. */
   readonly maxFeatures?: number;
-  /** Hidden width of pool-mlp heads. Default 64 (DEFAULT_HIDDEN). */
+  /** Hidden width of pool-mlp heads (with capacity 'auto': the base width of the ladder). Default 64 (DEFAULT_HIDDEN). */
   readonly hidden?: number;
+  /**
+   * Head capacity on the shortlisted cuts. 'fixed': every kind of `headKinds` at `hidden`, on the stored pooling.
+   * 'auto' (default): a ladder of configurations that grows with the training rows (hidden `hidden`, the same with a
+   * coarser average grid or without the max branch, hidden 2·`hidden` from 30,000 rows), each screened on one fold;
+   * per cut the best by out-of-fold utility (coverage × cost saved − head cost) is kept.
+   */
+  readonly capacity?: 'auto' | 'fixed';
   /** Side of the max-pooling grid whose features heads read besides the average-pooled ones (2: a 2x2 grid of
    * maxima per channel; 1: global max; 0: none). A side that does not divide the map falls back to 1. Default 2. */
   readonly maxPoolGrid?: number;
@@ -115,6 +122,7 @@ export interface ResolvedPrepareOptions {
   readonly shortlist: number;
   readonly maxFeatures: number;
   readonly hidden: number;
+  readonly capacity: 'auto' | 'fixed';
   readonly maxPoolGrid: number;
   readonly paperMemoryBytes: number;
   readonly batchSize: number;
@@ -164,6 +172,9 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   // The table's contents are checked once the model's cut tensors are known (prepare()).
   if (o.costTable !== undefined && mode === 'paper')
     badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
+  const capacity = o.capacity ?? 'auto';
+  if (capacity !== 'auto' && capacity !== 'fixed')
+    badArg(`capacity must be "auto" or "fixed", got "${String(capacity)}"`);
   const thresholdRule = o.thresholdRule ?? 'cost-calibrated';
   if (!THRESHOLD_RULES.includes(thresholdRule))
     badArg(`thresholdRule must be one of ${THRESHOLD_RULES.join(', ')}, got "${String(thresholdRule)}"`);
@@ -183,6 +194,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     shortlist: int(o.shortlist, 6, 'shortlist', 0),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
     hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
+    capacity,
     maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),

@@ -4,7 +4,7 @@ import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { AugmentKind } from '../calibrate/augment.js';
 import type { ThresholdRule } from '../policy/exit-rule.js';
-import { prepare, resolveModelIO, type PrepareOptions } from '../calibrate/prepare.js';
+import { prepare, resolveModelIO, type PrepareOptions, type PrepareResult } from '../calibrate/prepare.js';
 import { checkCostTable, type CostTable } from '../policy/cost-table.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
@@ -53,6 +53,9 @@ Calibration:
   --max-features N     average-pooled features per head input: the largest pooling grid with
                        channels x grid cells <= N (default 256)
   --hidden N           hidden width of pool-mlp heads (default 64)
+  --capacity auto|fixed  auto (default): from 30,000 training rows, each shortlisted cut also screens
+                       hidden 2N, a coarser grid and no max branch on one fold and keeps the best by
+                       out-of-fold saving net of head cost; fixed: --heads at --hidden only
   --max-feature-memory N  memory cap of the candidates' pooled features, bytes or with K/M/G (default
                        1.5G): float32 when they fit, else float16, else fewer candidate cuts (stated)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
@@ -74,6 +77,7 @@ const options = {
   labels: { type: 'string' },
   target: { type: 'string' },
   heads: { type: 'string' },
+  capacity: { type: 'string' },
   seed: { type: 'string' },
   limit: { type: 'string' },
   mode: { type: 'string' },
@@ -159,6 +163,9 @@ export const prepareCommand: CliCommand = {
     const out = requireOption(v.out, '--out');
     const heads = v.heads?.split(',').map((s) => s.trim()) as HeadKind[] | undefined;
     const mode = v.mode as PrepareOptions['mode'] | undefined;
+    const capacity = v.capacity as PrepareOptions['capacity'] | undefined;
+    if (capacity !== undefined && capacity !== 'auto' && capacity !== 'fixed')
+      throw new UsageError(`--capacity must be auto or fixed, got "${capacity}"`);
     if (mode !== undefined && mode !== 'selfxit' && mode !== 'paper')
       throw new UsageError(`--mode must be selfxit or paper, got "${mode}"`);
     const augment =
@@ -211,6 +218,7 @@ export const prepareCommand: CliCommand = {
       ...(v['max-candidates'] !== undefined ? { maxCandidates: num(v['max-candidates'], '--max-candidates')! } : {}),
       ...(v['max-features'] !== undefined ? { maxFeatures: num(v['max-features'], '--max-features')! } : {}),
       ...(v.hidden !== undefined ? { hidden: num(v.hidden, '--hidden')! } : {}),
+      ...(capacity ? { capacity } : {}),
       ...(costTable ? { costTable } : {}),
       ...(maxFeatureBytes !== undefined ? { maxFeatureBytes } : {}),
       ...(augment ? { augment } : {}),
@@ -237,6 +245,7 @@ export const prepareCommand: CliCommand = {
       ),
       ...prepared.report.cutNotes.map((n) => `cuts: ${n}`),
       ...(prepared.report.featureStorage ? [`features: ${prepared.report.featureStorage}`] : []),
+      ...capacityLine(prepared.report.candidates),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
         .join(', ')})`,
@@ -246,3 +255,9 @@ export const prepareCommand: CliCommand = {
     return 0;
   },
 };
+
+/** The head configuration kept at each exit (capacity 'auto'), as one line; none when every exit has its kind's. */
+function capacityLine(candidates: PrepareResult['report']['candidates']): string[] {
+  const kept = candidates.filter((k) => k.selected && k.capacity && k.capacity !== k.kind);
+  return kept.length ? [`capacity: ${kept.map((k) => `${k.name} ${k.capacity}`).join(', ')}`] : [];
+}

@@ -20,7 +20,8 @@ import {
 import { StepTimer, type PrepareProgress } from '../calibrate/progress.js';
 
 export type { PrepareProgress };
-import { fitSelfxitExits, type FitContext } from '../calibrate/selfxit-mode.js';
+import type { FitContext } from '../calibrate/prepare-context.js';
+import { fitSelfxitExits } from '../calibrate/selfxit-mode.js';
 import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
 
 /** A model ready to learn on: analysed, its input/output resolved, its candidate cuts' pooling chosen. */

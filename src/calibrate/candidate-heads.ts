@@ -1,0 +1,229 @@
+// Candidate heads of selfxit mode: the cheapest head cross-fitted on every candidate cut, costlier heads on a shortlist
+// (fixed kinds; with capacity 'auto' also the configurations of head-capacity.ts, screened on one fold), each rated by
+// its out-of-fold saving net of its cost; the cost model and exit selection over the heads kept.
+import type { CutPoint } from '../graph/index.js';
+import { exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.js';
+import type { CostTable } from '../policy/cost-table.js';
+import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
+import { exitName } from './candidate-cuts.js';
+import { crossFit } from './crossfit.js';
+import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
+import type { FeatureRows } from './feature-store.js';
+import type { CutFeatures, FeatureSet } from './features.js';
+import {
+  autoConfigs,
+  autoLadder,
+  chooseCapacity,
+  configFeatures,
+  configGeometry,
+  fixedConfig,
+  headUtility,
+  subsetScores,
+  type HeadConfig,
+} from './head-capacity.js';
+import type { CandidateHeadReport, FitContext } from './prepare-context.js';
+import type { ResolvedPrepareOptions } from './prepare-options.js';
+import { throwIfAborted, yieldToEventLoop } from './progress.js';
+import { DEFAULT_HIDDEN } from './train-head.js';
+
+/** Out-of-fold scores of one head at one cut, and its report line. */
+export interface TrainedCandidate {
+  readonly config: HeadConfig;
+  readonly scores: ExitScores;
+  readonly report: CandidateHeadReport;
+}
+
+/** The trained heads of every candidate cut, by configuration label. */
+export type TrainedCandidates = readonly Map<string, TrainedCandidate>[];
+
+/** What head training reads: the candidates' pooled features and the fold of every row. */
+export interface HeadData {
+  readonly cuts: readonly CutPoint[];
+  /** Rows [0, n) are the samples; rows a*n + i the a-th augmented copy of sample i (training only, same fold as i). */
+  readonly features: FeatureSet<FeatureRows>;
+  readonly rows: number;
+  readonly foldOf: Int32Array;
+  /** The backbone's argmax on the n untransformed samples. */
+  readonly teacherPred: Int32Array;
+}
+
+/** Fixed capacity: one configuration per head kind (pool-mlp at `o.hidden`), on the stored pooling. */
+function fixedConfigs(o: ResolvedPrepareOptions): HeadConfig[] {
+  return o.headKinds.map((kind) => fixedConfig(kind, kind === 'pool-mlp' ? o.hidden : DEFAULT_HIDDEN[kind]));
+}
+
+/** Cost model with the head `configOf(i)` at cut i (MACs, or `table`'s measured costs). */
+export function headCosts(
+  c: FitContext,
+  data: HeadData,
+  configOf: (i: number) => HeadConfig,
+  table: CostTable | undefined,
+): ReturnType<typeof buildCosts> {
+  const headMacs = data.cuts.map((_, i) =>
+    estimateHeadMacs(configOf(i).hidden, configGeometry(data.features.cuts[i]!, configOf(i)), c.io.classes),
+  );
+  return buildCosts(c.analysis, data.cuts, headMacs, table);
+}
+
+/**
+ * Cross-fits the `config` head at cut i on its features `f` (every fold, or only `onlyFolds`: screening), and rates
+ * it on the samples whose out-of-fold outputs it produced: agreement, coverage and utility at the target.
+ */
+function trainCandidate(
+  c: FitContext,
+  data: HeadData,
+  i: number,
+  config: HeadConfig,
+  f: CutFeatures<FeatureRows>,
+  onFit: () => void,
+  onlyFolds?: readonly number[],
+): TrainedCandidate {
+  const { o } = c;
+  const n = c.samples.count;
+  const k = c.io.classes;
+  const cf = crossFit(f.x, data.features.teacher, data.rows, f.dim, k, {
+    kind: config.kind,
+    hidden: config.hidden,
+    foldOf: data.foldOf,
+    seed: o.seed,
+    temperature: o.temperature,
+    fitFinal: false,
+    onFit,
+    ...(onlyFolds ? { onlyFolds } : {}),
+  });
+  const scores = exitScores(cf.oof.subarray(0, n * k), n, k, data.teacherPred);
+  const rated = onlyFolds ? subsetScores(scores, heldOutSamples(c, data, onlyFolds)) : scores;
+  return { config, scores, report: rate(c, data, i, config, rated, cf.ms) };
+}
+
+/** The samples (not their copies) of folds `folds`. */
+function heldOutSamples(c: FitContext, data: HeadData, folds: readonly number[]): Int32Array {
+  const n = c.samples.count;
+  return Int32Array.from(
+    (function* () {
+      for (let r = 0; r < n; r++) if (folds.includes(data.foldOf[r]!)) yield r;
+    })(),
+  );
+}
+
+/** Report line of a head: agreement, coverage at the target and utility (coverage × cost after the cut − head cost). */
+function rate(
+  c: FitContext,
+  data: HeadData,
+  i: number,
+  config: HeadConfig,
+  scores: ExitScores,
+  trainMs: number,
+): CandidateHeadReport {
+  const { costs } = headCosts(c, data, () => config, c.options.costTable);
+  const after = (costs.fullCost - costs.backboneCostAt[i]!) / costs.fullCost;
+  const coverage = coverageAt(scores, c.o.target);
+  const head = costs.headCost[i]! / costs.fullCost;
+  const { agreement, meanScore } = exitStatsOf(scores);
+  const utility = headUtility(coverage, after, head);
+  return { kind: config.kind, capacity: config.label, agreement, meanScore, coverage, utility, trainMs };
+}
+
+/**
+ * The cheapest head on every candidate, every other head kind on the shortlist (cross-fitted): fixed capacity stops
+ * there. Auto capacity then tries the ladder's configurations that the training rows allow on each shortlisted cut:
+ * each is screened on one fold, rated on that fold's samples against the heads already trained there, and only the
+ * best, when it beats them, is cross-fitted on every fold (about 1/folds of the work per configuration that loses).
+ */
+export async function trainCandidates(
+  c: FitContext,
+  data: HeadData,
+): Promise<{ trained: TrainedCandidates; screened: CandidateHeadReport[][] }> {
+  const { o, options, progress } = c;
+  const { cuts } = data;
+  const kinds = fixedConfigs(o);
+  const [first, ...others] = kinds;
+  const auto = o.capacity === 'auto' && o.headKinds.includes('pool-mlp');
+  const ladder = auto ? autoLadder(o.hidden).filter((r) => !kinds.some((k) => sameHead(r.config, k))) : [];
+  const extras = (i: number): HeadConfig[] => autoConfigs(data.rows, data.features.cuts[i]!, ladder);
+  const shortlistSize = Math.min(cuts.length, o.shortlist);
+  const perShort = others.length * o.folds + (extras(0).length ? extras(0).length + o.folds : 0);
+  const totalFits = cuts.length * o.folds + shortlistSize * perShort;
+  let fitsDone = 0;
+  const trained = cuts.map(() => new Map<string, TrainedCandidate>());
+  const screened: CandidateHeadReport[][] = cuts.map(() => []);
+  const train = async (i: number, config: HeadConfig, onlyFolds?: readonly number[]): Promise<TrainedCandidate> => {
+    throwIfAborted(options.signal, 'head training');
+    const detail = `${exitName(cuts[i]!.tensor)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
+    const onFit = (): void => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail });
+    const f = configFeatures(data.features.cuts[i]!, config);
+    const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds);
+    await yieldToEventLoop();
+    return t;
+  };
+  for (let i = 0; i < cuts.length; i++) trained[i]!.set(first!.label, await train(i, first!));
+  if (shortlistSize === 0 || (others.length === 0 && ladder.length === 0)) return { trained, screened };
+  const short = shortlist(c, data, trained, first!, shortlistSize);
+  for (const config of others) for (const i of short) trained[i]!.set(config.label, await train(i, config));
+  if (ladder.length === 0) return { trained, screened };
+  const screenFolds = [0];
+  const held = heldOutSamples(c, data, screenFolds);
+  for (const i of short) {
+    const onFold = [...trained[i]!.values()].map((t) => ({
+      config: t.config,
+      utility: rate(c, data, i, t.config, subsetScores(t.scores, held), 0).utility,
+    }));
+    const rated = [];
+    for (const config of extras(i)) {
+      const s = await train(i, config, screenFolds);
+      screened[i]!.push({ ...s.report, capacity: `${config.label} (screened on fold 0)` });
+      rated.push({ config, utility: s.report.utility });
+    }
+    const best = chooseCapacity(chooseCapacity(onFold[0]!, onFold.slice(1)), rated);
+    if (!trained[i]!.has(best.config.label)) trained[i]!.set(best.config.label, await train(i, best.config));
+  }
+  progress({ stage: 'heads', done: totalFits, total: totalFits });
+  return { trained, screened };
+}
+
+/** Same kind, width and pooling. */
+function sameHead(a: HeadConfig, b: HeadConfig): boolean {
+  return a.kind === b.kind && a.hidden === b.hidden && a.coarse === b.coarse && a.max === b.max;
+}
+
+/**
+ * Cuts worth a costlier head: the exits a selection with `first` heads picks, then the most useful cuts by the
+ * `first` head, `size` in all (in cut order).
+ */
+function shortlist(
+  c: FitContext,
+  data: HeadData,
+  trained: TrainedCandidates,
+  first: HeadConfig,
+  size: number,
+): number[] {
+  const prelim = selectExitsFor(c, data, trained, () => first);
+  const utility = (i: number): number => trained[i]!.get(first.label)!.report.utility;
+  const byUtility = data.cuts.map((_, i) => i).sort((a, b) => utility(b) - utility(a));
+  return [...new Set([...prelim.selected, ...byUtility])].slice(0, size).sort((a, b) => a - b);
+}
+
+/** Per cut, the head with the highest out-of-fold utility (the first of equals). */
+export function bestConfigs(trained: TrainedCandidates): HeadConfig[] {
+  return trained.map((byConfig) => {
+    const [first, ...rest] = [...byConfig.values()].map((t) => ({ config: t.config, utility: t.report.utility }));
+    return chooseCapacity(first!, rest).config;
+  });
+}
+
+/** Exit selection and thresholds under the threshold rule, with the head `configOf(i)` at cut i. */
+export function selectExitsFor(
+  c: FitContext,
+  data: HeadData,
+  trained: TrainedCandidates,
+  configOf: (i: number) => HeadConfig,
+): RuleSelection {
+  const { o, options } = c;
+  const { costs, overheadUnit } = headCosts(c, data, configOf, options.costTable);
+  const overhead = options.costTable?.overhead ?? o.overheadFraction * overheadUnit;
+  return selectExitsWithRule(
+    data.cuts.map((_, i) => trained[i]!.get(configOf(i).label)!.scores),
+    costs,
+    { target: o.target, overhead, curvePoints: o.curvePoints, rule: o.thresholdRule },
+  );
+}
