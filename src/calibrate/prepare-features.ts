@@ -86,7 +86,13 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
 export const HEAD_PARAM_SHARE = 0.0125;
 
 /**
- * Head sizes for many classes (e.g. 1,000): with the defaults, a pool-linear head has `features × classes` weights,
+ * From this many classes on, the default heads are sized by {@link HEAD_PARAM_SHARE}. Below it (CIFAR-10, the shipped
+ * model) a pool-linear head is small in bytes and the defaults stay as measured, whatever the backbone's size.
+ */
+export const MANY_CLASSES = 100;
+
+/**
+ * Head sizes for many classes (e.g. 1,000; from {@link MANY_CLASSES}): with the defaults, a pool-linear head has `features × classes` weights,
  * more than a small backbone's few percent. Unless the caller chose the head kinds or width, when a pool-linear head
  * on the widest candidate would exceed {@link HEAD_PARAM_SHARE} of the backbone's parameters, only pool-mlp heads are
  * trained, with the hidden width that keeps each within that share (at least 8; a max-pooling grid above 1 drops to 1
@@ -100,6 +106,7 @@ export function sizeHeadsForClasses(
   backboneParams: number,
 ): { o: ResolvedPrepareOptions; note?: string } {
   if (o.mode !== 'selfxit' || chosen.headKinds !== undefined || chosen.hidden !== undefined) return { o };
+  if (classes < MANY_CLASSES) return { o };
   const budget = HEAD_PARAM_SHARE * backboneParams;
   const widest = (opts: Pick<ResolvedPrepareOptions, 'maxFeatures' | 'maxPoolGrid'>): number =>
     Math.max(
