@@ -98,7 +98,8 @@ describe('LearnRuntime', () => {
     await rt.settled();
     const s2 = rt.state().learning!;
     expect(s2.audit.totalAudited).toBeGreaterThan(10);
-    expect(s2.audit.agreement).toBeGreaterThan(0.85);
+    // over all audits (the window restarts at each tightening and may hold only a few)
+    expect(s2.audit.totalAgreed / s2.audit.totalAudited).toBeGreaterThan(0.85);
     expect(s2.samplesSeen).toBeGreaterThanOrEqual(450 + s2.audit.totalAudited); // + inputs served whole while the exits opened
     expect(s2.persists).toBe(true);
     await rt.dispose();

@@ -1,5 +1,5 @@
-// The live audit: a random share of the inputs that left early are completed by the full model after the reply, and
-// the served answer is compared with the full model's. Keeps the running agreement since the exits last changed, with
+// The live audit: a random share of the served inputs (early exits or not) is completed by the full model after the
+// reply and the served answer compared with the full model's, so the running agreement is the cascade's. Keeps the running agreement since the exits last changed, with
 // one-sided confidence bounds (policy/bounds.ts), and says when the evidence puts the agreement below the target.
 import { agreementLowerBound, type MarginOptions } from '../policy/bounds.js';
 import { createRng, type Rng } from '../calibrate/rng.js';

@@ -283,7 +283,7 @@ export class LearnRuntime {
     });
   }
 
-  /** Serving through the learned exits; a random share of early exits is kept for the audit after the reply. */
+  /** Serving through the learned exits; a random share of the inputs is kept for the audit after the reply. */
   private async throughExits(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
     const size = inputSize(this.manifest.input);
     const wires = Array.from({ length: rows }, (_, r) => ({
@@ -291,8 +291,11 @@ export class LearnRuntime {
       data: data.slice(r * size, (r + 1) * size),
     }));
     const results = await this.serving!.classify({ inputs: wires, thresholds: this.learner.thresholds, probabilities });
+    // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
+    // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
+    // (early-exited) or hard inputs.
     results.forEach((r, i) => {
-      if (r.exit >= 0 && this.learner.audit.draw())
+      if (this.learner.audit.draw())
         this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index });
     });
     if (this.pendingAudits.length > 0) setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
