@@ -3,6 +3,7 @@
 import { resourceUsage } from 'node:process';
 import { describe, expect, it } from 'vitest';
 import { prepare } from '../src/calibrate/prepare.js';
+import { HEAD_PARAM_SHARE } from '../src/calibrate/prepare-features.js';
 import { encodeModel } from '../src/graph/index.js';
 import { clusterImages, fittedMobileNet, IMAGENET_MOBILE, MOBILE_NORM } from './fixtures/mobile-graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
@@ -45,6 +46,17 @@ describe('ImageNet-size model', () => {
           `features ${r.report.featureStorage}`,
       );
       expect(r.manifest.labels.length).toBe(1000);
+      // The fixture's heads (500 samples, 1,000 classes) earn no exit at 0.99, so the size bounds below can hold
+      // trivially: check that the heads trained were the ones sized for the budget.
+      const sizing = r.warnings.find((w) => w.startsWith('Head sizes: 1000 classes: pool-mlp heads of width'));
+      expect(sizing, r.warnings.join('\n')).toBeDefined();
+      for (const c of r.report.candidates) expect(c.kind).toBe('pool-mlp');
+      const width = Number(/width (\d+)/.exec(sizing!)![1]);
+      const params = (d: number, h: number): number => (d + 1) * h + (h + 1) * 1000;
+      const budget = HEAD_PARAM_SHARE * r.manifest.backbone.params;
+      // within the share, or at the narrowest width (8) when even that is over it
+      for (const c of r.report.candidates)
+        expect(params(c.features, width)).toBeLessThanOrEqual(Math.max(budget, params(c.features, 8)));
       expect(segBytes).toBeLessThan(model.length * 1.05);
       expect(headParams * 4).toBeLessThan(model.length * 0.05);
     },
