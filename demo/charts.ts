@@ -299,3 +299,51 @@ export function costBar(
     opts.parts.map((p) => ({ name: p.name, color: p.color })),
   );
 }
+
+/** Lines over a shared x axis (e.g. images seen): `values[s][i]` is series s at `x[i]` (NaN: no point), y in [0, 1] as %. */
+export function lineChart(
+  container: HTMLElement,
+  opts: {
+    readonly x: readonly number[];
+    readonly series: readonly Series[];
+    readonly values: readonly (readonly number[])[];
+    readonly xLabel: string;
+    readonly label: string;
+  },
+): void {
+  const w = 360;
+  const h = 200;
+  const svg = svgRoot(container, w, h, opts.label);
+  yAxis(svg, w, h, 1, (v) => `${Math.round(v * 100)}%`);
+  const plotW = w - PAD.left - PAD.right;
+  const plotH = h - PAD.top - PAD.bottom;
+  const xMax = niceAxisMax(Math.max(1, ...opts.x));
+  const sx = (x: number): number => PAD.left + (plotW * x) / xMax;
+  const sy = (y: number): number => h - PAD.bottom - plotH * Math.min(1, Math.max(0, y));
+  for (let i = 0; i <= 4; i++)
+    svg.append(
+      el(
+        'text',
+        { x: sx((xMax * i) / 4), y: h - PAD.bottom + 14, class: 'tick', 'text-anchor': 'middle' },
+        String((xMax * i) / 4),
+      ),
+    );
+  svg.append(
+    el('text', { x: PAD.left + plotW / 2, y: h - 4, class: 'axis-label', 'text-anchor': 'middle' }, opts.xLabel),
+  );
+  opts.series.forEach((s, si) => {
+    let d = '';
+    let pen = false;
+    opts.x.forEach((x, i) => {
+      const v = opts.values[si]?.[i] ?? NaN;
+      if (!Number.isFinite(v)) {
+        pen = false;
+        return;
+      }
+      d += `${pen ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(v).toFixed(1)} `;
+      pen = true;
+    });
+    if (d) svg.append(el('path', { d, fill: 'none', stroke: s.color, 'stroke-width': 2, 'data-series': s.name }));
+  });
+  legend(container, opts.series);
+}

@@ -1,7 +1,7 @@
 // Demo page: loads the bundle prepared from the shipped Fashion-MNIST ResNet, classifies a gallery of test images
 // with early exits and with the full model (interleaved), draws the charts, and wires the target slider, the
 // backend switch, the device plan (with its cost table for `selfxit prepare --cost-table`) and the
-// bring-your-own-model panel.
+// bring-your-own-model panel (and the "learn on this device" panel, demo/learn-mode.ts).
 import { load, type Classifier, type DevicePlan, type TargetChoice } from '../src/index.js';
 import type { BundleManifest, CurvePoint } from '../src/bundle/manifest.js';
 import { costTableFromPlan } from '../src/policy/device-plan.js';
@@ -10,6 +10,7 @@ import { Baseline } from './lib/baseline.js';
 import { fetchImageSet, imageBytes, imageCanvas, imageData, type ImageSet } from './lib/samples.js';
 import { mean } from './lib/stats.js';
 import { setupByom } from './byom.js';
+import { setupLearnMode } from './learn-mode.js';
 import { exitColor, FULL_COLOR, chooseCurvePoint } from './lib/ui.js';
 
 const BUNDLE_URL = new URL('bundle/manifest.json', document.baseURI).href;
@@ -547,3 +548,4 @@ async function main(): Promise<void> {
 
 void guarded(main);
 setupByom();
+setupLearnMode();

@@ -2,7 +2,7 @@
 // gallery, lowers the agreement target with the slider and checks the results move consistently, saves a screenshot
 // (test-results/demo.png) and fails on any console error; then makes a device plan and downloads its cost table
 // (JSON that `selfxit prepare --cost-table` reads, checked against the bundle's exits); then runs "bring your own
-// model" on 300 PNG files.
+// model" on 300 PNG files; and "learn on this device" streams images into the plain model with learning on.
 import { test, expect, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -227,5 +227,37 @@ test('bring your own model: calibration in the worker, then the page classifies 
   expect(manifest.calibration.samples).toBe(300);
   expect(manifest.labels).toEqual(names);
   for (const s of manifest.segments) expect(zip[s.file]?.length ?? 0).toBeGreaterThan(0);
+  expect(errors).toEqual([]);
+});
+
+test('learn on this device: the plain model learns exits from streamed images; the numbers and the chart follow', async ({
+  page,
+}) => {
+  test.setTimeout(300_000);
+  const errors = watchConsole(page);
+  await page.goto(baseUrl);
+  await expect(page.locator('#learn-start')).toBeEnabled();
+  await page.locator('#learn-start').click();
+  // numbers and chart update as images stream (points every 50 images)
+  await page.waitForFunction(() => window.selfxitLearnDemo.points.length >= 3, null, { timeout: 120_000 });
+  const seen = Number((await page.locator('#l-seen').textContent())!.replace(/,/g, ''));
+  expect(seen).toBeGreaterThanOrEqual(100);
+  await expect(page.locator('#chart-learn path[data-series="MACs saved"]')).toHaveCount(1);
+  // the first fit (500 samples) puts exits in use: MACs are saved and the audit starts
+  await page.waitForFunction(
+    () => window.selfxitLearnDemo.status === 'error' || window.selfxitLearnDemo.points.some((p) => p.macsSaved > 0),
+    null,
+    { timeout: 180_000 },
+  );
+  const s = await page.evaluate(() => window.selfxitLearnDemo);
+  expect(s.error).toBeUndefined();
+  expect(s.learning!.fits).toBeGreaterThanOrEqual(1);
+  await expect(page.locator('#l-exits')).toHaveText(/^on \(\d+\)$/);
+  await expect(page.locator('#l-fits')).not.toHaveText('0');
+  await page.locator('#learn-start').click(); // pause
+  await page.waitForFunction(() => window.selfxitLearnDemo.status === 'stopped');
+  await page.locator('.learn').screenshot({ path: path.join(root, 'test-results/demo-learn.png') });
+  await page.locator('#learn-reset').click(); // leave no learned state behind
+  await expect(page.locator('#l-fits')).toHaveText('0');
   expect(errors).toEqual([]);
 });
