@@ -4,6 +4,7 @@
 import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import { encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../graph/index.js';
+import type { PoolGrids } from '../graph/head-spec.js';
 import { dequantizeInto } from '../graph/quant.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { softmaxRow } from '../engine/cascade.js';
@@ -13,23 +14,16 @@ import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
 import { toHalf, type FeatureRows, type PackedFeatures } from './feature-store.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
-export interface FeatureRequest {
+export interface FeatureRequest extends PoolGrids {
   readonly cut: CutPoint;
-  /** Average-pooling grid. */
-  readonly grid: readonly [number, number];
-  /** Max-pooling grid whose features follow the average-pooled ones (HeadSpec `maxGrid`). Absent: none. */
-  readonly maxGrid?: readonly [number, number];
 }
 
 /** Pooled features of one cut (`X`: float32, or any {@link FeatureRows} when extracted packed). */
-export interface CutFeatures<X extends FeatureRows = Float32Array> {
+export interface CutFeatures<X extends FeatureRows = Float32Array> extends PoolGrids {
   readonly cut: CutPoint;
   readonly channels: number;
   readonly height: number;
   readonly width: number;
-  readonly grid: readonly [number, number];
-  /** Max-pooling grid, when requested. */
-  readonly maxGrid?: readonly [number, number];
   /** Features per sample: `channels * grid[0] * grid[1]`, plus `channels * maxGrid[0] * maxGrid[1]` with a max grid. */
   readonly dim: number;
   /**

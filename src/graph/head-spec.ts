@@ -14,12 +14,8 @@ export interface DenseLayer {
   readonly bias: Float32Array;
 }
 
-/** Where a head reads and how it pools: everything of a {@link HeadSpec} but its trained weights. */
-export interface HeadGeometry {
-  readonly kind: HeadKind;
-  readonly inChannels: number;
-  readonly inHeight: number;
-  readonly inWidth: number;
+/** How a cut's map is pooled into features: an average grid and, optionally, a max grid after it. */
+export interface PoolGrids {
   /** Average-pooling grid. */
   readonly grid: readonly [number, number];
   /**
@@ -27,6 +23,14 @@ export interface HeadGeometry {
    * average-pooled ones. Absent: no max branch.
    */
   readonly maxGrid?: readonly [number, number];
+}
+
+/** Where a head reads and how it pools: everything of a {@link HeadSpec} but its trained weights. */
+export interface HeadGeometry extends PoolGrids {
+  readonly kind: HeadKind;
+  readonly inChannels: number;
+  readonly inHeight: number;
+  readonly inWidth: number;
   /**
    * The cut is a quantized (uint8/int8) tensor: the head starts with a DequantizeLinear with this scalar scale and
    * zero point, and everything after it is float32. Absent: the cut is float32.

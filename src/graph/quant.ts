@@ -22,20 +22,23 @@ export function isQuantDType(d: DType | string | undefined): d is QuantDType {
  * Where producers keep the output's scale and zero point: op type → [scale input, zero-point input]. QOperator ops
  * (onnxruntime's `com.microsoft` ones included) and QuantizeLinear.
  */
-export const PRODUCER_QPARAMS: Readonly<Record<string, readonly [number, number]>> = {
-  QuantizeLinear: [1, 2],
-  QLinearConv: [6, 7],
-  QLinearMatMul: [6, 7],
-  QLinearAdd: [6, 7],
-  QLinearMul: [6, 7],
-  QLinearGlobalAveragePool: [3, 4],
-  QLinearAveragePool: [3, 4],
-  QLinearLeakyRelu: [3, 4],
-  QLinearSigmoid: [3, 4],
-  QLinearSoftmax: [3, 4],
-  QLinearConcat: [0, 1],
-  QGemm: [7, 8],
-};
+export const PRODUCER_QPARAMS: Readonly<Record<string, readonly [number, number]>> = Object.fromEntries(
+  (
+    [
+      [[1, 2], ['QuantizeLinear']],
+      [
+        [6, 7],
+        ['QLinearConv', 'QLinearMatMul', 'QLinearAdd', 'QLinearMul'],
+      ],
+      [
+        [3, 4],
+        ['QLinearGlobalAveragePool', 'QLinearAveragePool', 'QLinearLeakyRelu', 'QLinearSigmoid', 'QLinearSoftmax'],
+      ],
+      [[0, 1], ['QLinearConcat']],
+      [[7, 8], ['QGemm']],
+    ] as const
+  ).flatMap(([qparams, ops]) => ops.map((op) => [op, qparams])),
+);
 
 /** Ops whose output keeps the input's quantization (data movement, max): follow them to their first input. */
 const PASS_THROUGH = new Set([
