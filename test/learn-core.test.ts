@@ -51,6 +51,24 @@ describe('learn options', () => {
     for (const bad of [{ auditShare: 2 }, { maxSamples: 0 }, { maxBytes: -1 }, { minSamples: 500, maxSamples: 400 }])
       expect(() => resolveLearnOptions(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
+    expect(o.learnShare).toBe(0.2);
+    expect(resolveLearnOptions({ auditShare: 0.5, learnShare: 0.1 }).learnShare).toBe(0.5); // at least auditShare
+    expect(() => resolveLearnOptions({ learnShare: -0.1 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+  });
+
+  it('completes learnShare of the served inputs while the reservoir fills, auditShare once it is full', async () => {
+    const l = new Learner(await fashion(), { maxSamples: 400, minSamples: 300, auditShare: 0.05, learnShare: 0.4 });
+    const share = (draws: number): number => {
+      let n = 0;
+      for (let i = 0; i < draws; i++) if (l.drawCompletion()) n++;
+      return n / draws;
+    };
+    expect(share(4000)).toBeCloseTo(0.4, 1);
+    await stream(l, 0, 400);
+    expect(l.reservoir.size).toBe(l.reservoir.capacity);
+    expect(share(4000)).toBeCloseTo(0.05, 1);
   });
 });
 

@@ -51,9 +51,9 @@ export class LiveAudit {
     this.rng = createRng((options.seed ?? 0) ^ 0x5a17);
   }
 
-  /** Whether this early-exited input is audited (a draw with probability `share`). */
-  draw(): boolean {
-    return this.options.share > 0 && this.rng.next() < this.options.share;
+  /** Whether this served input is audited: a draw with probability `share` (default: the audit's own share). */
+  draw(share = this.options.share): boolean {
+    return share > 0 && this.rng.next() < share;
   }
 
   /** One audited input: whether the served label was the full model's. */

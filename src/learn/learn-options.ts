@@ -6,8 +6,14 @@ import { minimumSamples } from '../calibrate/prepare-options.js';
 
 /** What a caller may set (all optional). */
 export interface LearnOptions {
-  /** Share of early-exited inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
+  /** Share of served inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
   readonly auditShare?: number;
+  /**
+   * While the reservoir is not full, the share of served inputs completed by the full model after the reply, so that
+   * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 0.2. Costs
+   * that share of a full-model run per input, in the background.
+   */
+  readonly learnShare?: number;
   /** Samples stored before the first fit. Default 1,000 (never below prepare's minimum for the target, 300 at 0.99). */
   readonly minSamples?: number;
   /** Most samples the reservoir keeps. Default 20,000. */
@@ -34,6 +40,7 @@ export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & P
 /** The fixed defaults of {@link LearnOptions}. */
 export const LEARN_DEFAULTS = {
   auditShare: 0.03,
+  learnShare: 0.2,
   minSamples: 1000,
   maxSamples: 20000,
   maxBytes: 64 * 2 ** 20,
@@ -60,15 +67,20 @@ export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions 
       bad(`learn.${name} must be an integer >= ${min}, got ${String(v)}`);
     return v;
   };
-  const auditShare = o.auditShare ?? LEARN_DEFAULTS.auditShare;
-  if (!(typeof auditShare === 'number' && auditShare >= 0 && auditShare <= 1))
-    bad(`learn.auditShare must be in [0, 1], got ${String(auditShare)}`);
+  const share = (name: 'auditShare' | 'learnShare'): number => {
+    const v = o[name] ?? LEARN_DEFAULTS[name];
+    if (!(typeof v === 'number' && v >= 0 && v <= 1)) bad(`learn.${name} must be in [0, 1], got ${String(v)}`);
+    return v;
+  };
+  const auditShare = share('auditShare');
+  const learnShare = Math.max(auditShare, share('learnShare'));
   const folds = int('folds', 2);
   const minSamples = Math.max(int('minSamples', 1), minimumSamples(target, folds));
   const maxSamples = int('maxSamples', 1);
   if (maxSamples < minSamples) bad(`learn.maxSamples (${maxSamples}) must be >= minSamples (${minSamples})`);
   return {
     auditShare,
+    learnShare,
     minSamples,
     maxSamples,
     maxBytes: int('maxBytes', 1),

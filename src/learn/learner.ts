@@ -108,6 +108,15 @@ export class Learner {
     return this.point !== undefined && this.fitted !== undefined && this.fitted.exits.length > 0;
   }
 
+  /**
+   * Whether this input served through the exits is completed by the full model after the reply (audited, and a new
+   * sample): a draw at `learnShare` while the reservoir is not full, at `auditShare` after.
+   */
+  drawCompletion(): boolean {
+    const o = this.options;
+    return this.audit.draw(this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare);
+  }
+
   /** Thresholds in force, one per learned exit (NEVER_EXIT each while exits are off). */
   get thresholds(): number[] {
     const n = this.fitted?.exits.length ?? 0;

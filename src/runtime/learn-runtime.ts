@@ -293,9 +293,9 @@ export class LearnRuntime {
     const results = await this.serving!.classify({ inputs: wires, thresholds: this.learner.thresholds, probabilities });
     // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
     // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
-    // (early-exited) or hard inputs.
+    // (early-exited) or hard inputs. Until the reservoir is full, more are drawn (learnShare) so that learning goes on.
     results.forEach((r, i) => {
-      if (this.learner.audit.draw())
+      if (this.learner.drawCompletion())
         this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index });
     });
     if (this.pendingAudits.length > 0) setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
