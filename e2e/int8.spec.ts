@@ -1,7 +1,8 @@
-// The int8 (QOperator) CIFAR-10 ResNet-56 in the browser vs `selfxit eval`: prepare a bundle with the CLI (2,000
-// calibration images; every exit head reads a uint8 cut through a DequantizeLinear and the segments pass uint8), eval
-// 200 test images with the CLI, classify the same 200 in Chromium (built package, WASM), and require the same exit and
-// label for >= 99 % of them. Needs ../shared; skipped without it.
+// The int8 CIFAR-10 ResNet-56, both formats of onnxruntime's quantizer, in the browser vs `selfxit eval`: prepare a
+// bundle with the CLI (2,000 calibration images; QOperator: every exit head reads a uint8 cut through a
+// DequantizeLinear and the segments pass uint8; QDQ: heads read the float side), eval 200 test images with the CLI,
+// classify the same 200 in Chromium (built package, WASM), and require the same exit and label for >= 99 % of them.
+// Needs ../shared; skipped without it.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,75 +13,87 @@ import type * as Selfxit from '../src/index.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
-const model = path.join(shared, 'models/cifar10-resnet56-int8-qop.onnx');
 const calib = path.join(shared, 'data/cifar10/calib-u8.bin');
 const testImages = path.join(shared, 'data/cifar10/test-u8.bin');
-const bundleDir = path.join(root, 'e2e/.bundles/cifar-resnet56-int8-qop');
 const COUNT = 200;
 const SEED = 0;
 
 const cli = (args: string[]): string => cliIn(root, args);
 
 const NO_SHARED = `needs ../shared (the int8 CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`;
-if (!existsSync(model) || !existsSync(testImages)) console.warn(`[e2e/int8] skipping the int8 tests: ${NO_SHARED}`);
+const FORMATS = [
+  { format: 'qop', title: 'QOperator', dequant: 'uint8' },
+  { format: 'qdq', title: 'QDQ', dequant: undefined },
+] as const;
+const modelOf = (format: string): string => path.join(shared, `models/cifar10-resnet56-int8-${format}.onnx`);
+if (!existsSync(modelOf('qop')) || !existsSync(testImages))
+  console.warn(`[e2e/int8] skipping the int8 tests: ${NO_SHARED}`);
 
-test('int8 (QOperator) CIFAR-10 ResNet-56, 200 test images: browser (WASM) exits and labels match selfxit eval on >= 99 %', async ({
-  page,
-}) => {
-  test.skip(!existsSync(model) || !existsSync(testImages), NO_SHARED);
-  test.setTimeout(600_000);
+for (const { format, title, dequant } of FORMATS)
+  test(`int8 (${title}) CIFAR-10 ResNet-56, 200 test images: browser (WASM) exits and labels match selfxit eval on >= 99 %`, async ({
+    page,
+  }) => {
+    const model = modelOf(format);
+    const bundleDir = path.join(root, `e2e/.bundles/cifar-resnet56-int8-${format}`);
+    test.skip(!existsSync(model) || !existsSync(testImages), NO_SHARED);
+    test.setTimeout(600_000);
 
-  // 1. Bundle from the CLI (kept in e2e/.bundles between runs; SELFXIT_E2E_REPREPARE=1 rebuilds it).
-  if (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(path.join(bundleDir, 'manifest.json'))) {
-    const t0 = Date.now();
-    cli(cifarPrepareArgs(model, calib, bundleDir, 2000));
-    console.log(`int8 bundle prepared in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  }
-  const manifest = JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as BundleManifest;
-  expect(manifest.exits.length).toBeGreaterThan(0);
-  for (const e of manifest.exits) expect(e.dequant?.dtype).toBe('uint8');
+    // 1. Bundle from the CLI (kept in e2e/.bundles between runs; SELFXIT_E2E_REPREPARE=1 rebuilds it).
+    if (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(path.join(bundleDir, 'manifest.json'))) {
+      const t0 = Date.now();
+      cli(cifarPrepareArgs(model, calib, bundleDir, 2000));
+      console.log(`int8 ${format} bundle prepared in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    }
+    const manifest = JSON.parse(readFileSync(path.join(bundleDir, 'manifest.json'), 'utf8')) as BundleManifest;
+    expect(manifest.exits.length).toBeGreaterThan(0);
+    for (const e of manifest.exits) expect(e.dequant?.dtype).toBe(dequant);
 
-  // 2. `selfxit eval` on the 200 images, and the same cascade per image in Node (onnxruntime-node).
-  const { evalOut, node, indices, shares } = await evalWithNodeReference(
-    root,
-    manifest,
-    bundleDir,
-    testImages,
-    COUNT,
-    SEED,
-  );
+    // 2. `selfxit eval` on the 200 images, and the same cascade per image in Node (onnxruntime-node).
+    const { evalOut, node, indices, shares } = await evalWithNodeReference(
+      root,
+      manifest,
+      bundleDir,
+      testImages,
+      COUNT,
+      SEED,
+    );
 
-  // 3. The browser: the built package (ESM), WASM, the same images as 32x32 ImageData.
-  await page.goto('/e2e/pages/esm.html');
-  await page.waitForFunction(() => window.selfxitReady === true);
-  const browser = await page.evaluate(
-    async ({ indices }) => {
-      const { selfxit } = window;
-      const clf = await selfxit.load('/e2e/.bundles/cifar-resnet56-int8-qop/', { backend: 'wasm', cache: false });
-      const images = await window.testkit.cifarImages('/shared/data/cifar10/test-u8.bin', indices);
-      const t0 = performance.now();
-      const results = await clf.classifyBatch(images);
-      const ms = performance.now() - t0;
-      const single = await clf.classify(images[0]!); // one input: the compiled engine
-      const info = clf.info();
-      await clf.dispose();
-      return {
-        results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })),
-        single: { index: single.index, exit: single.exit.index },
-        ms,
-        backend: info.backend,
-      };
-    },
-    { indices: Array.from(indices) },
-  );
-  expect(browser.backend).toBe('wasm');
-  const same = browser.results.filter((r, i) => r.index === node[i]!.index && r.exit === node[i]!.exit).length;
-  console.log(
-    `int8 qop resnet56: ${same}/${COUNT} browser decisions equal the Node/eval cascade; browser ${browser.ms.toFixed(0)} ms; ` +
-      `exit shares browser ${shares(browser.results)
-        .map((s) => s.toFixed(3))
-        .join('/')} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}; eval agreement ${evalOut.agreement}`,
-  );
-  expect(same / COUNT, 'share of images with the same exit and label as selfxit eval').toBeGreaterThanOrEqual(0.99);
-  expect(browser.single).toEqual(browser.results[0]);
-});
+    // 3. The browser: the built package (ESM), WASM, the same images as 32x32 ImageData.
+    await page.goto('/e2e/pages/esm.html');
+    await page.waitForFunction(() => window.selfxitReady === true);
+    const browser = await page.evaluate(
+      async ({ indices, format }) => {
+        const { selfxit } = window;
+        const clf = await selfxit.load(`/e2e/.bundles/cifar-resnet56-int8-${format}/`, {
+          backend: 'wasm',
+          cache: false,
+        });
+        const images = await window.testkit.cifarImages('/shared/data/cifar10/test-u8.bin', indices);
+        const t0 = performance.now();
+        const results = await clf.classifyBatch(images);
+        const ms = performance.now() - t0;
+        const single = await clf.classify(images[0]!); // one input: the compiled engine
+        const info = clf.info();
+        await clf.dispose();
+        return {
+          results: results.map((r: Selfxit.ClassifyResult) => ({ index: r.index, exit: r.exit.index })),
+          single: { index: single.index, exit: single.exit.index },
+          ms,
+          backend: info.backend,
+        };
+      },
+      { indices: Array.from(indices), format },
+    );
+    expect(browser.backend).toBe('wasm');
+    const same = browser.results.filter((r, i) => r.index === node[i]!.index && r.exit === node[i]!.exit).length;
+    console.log(
+      `int8 ${format} resnet56: ${same}/${COUNT} browser decisions equal the Node/eval cascade; browser ${browser.ms.toFixed(0)} ms; ` +
+        `exit shares browser ${shares(browser.results)
+          .map((s) => s.toFixed(3))
+          .join(
+            '/',
+          )} eval ${evalOut.exitShares.map((s) => s.toFixed(3)).join('/')}; eval agreement ${evalOut.agreement}`,
+    );
+    expect(same / COUNT, 'share of images with the same exit and label as selfxit eval').toBeGreaterThanOrEqual(0.99);
+    expect(browser.single).toEqual(browser.results[0]);
+  });
