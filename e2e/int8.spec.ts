@@ -5,16 +5,19 @@
 // Needs ../shared; skipped without it.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test, expect } from '@playwright/test';
 import type { BundleManifest } from '../src/bundle/manifest.js';
-import { cifarPrepareArgs, cli as cliIn, evalWithNodeReference } from './fixtures/cli-cascade.js';
+import {
+  cifarPrepareArgs,
+  cli as cliIn,
+  evalWithNodeReference,
+  cifarCalib as calib,
+  cifarTest as testImages,
+  repoRoot as root,
+  shared,
+} from './fixtures/cli-cascade.js';
 import type * as Selfxit from '../src/index.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const calib = path.join(shared, 'data/cifar10/calib-u8.bin');
-const testImages = path.join(shared, 'data/cifar10/test-u8.bin');
 const COUNT = 200;
 const SEED = 0;
 
