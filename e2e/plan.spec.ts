@@ -56,7 +56,10 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
     expect(t).toHaveLength(3);
     expect(t.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
   }
-  expect(plan.timings.stageMs.every((x) => x > 0)).toBe(true);
+  // The compiled engine (the default) is timed by where its one run leaves: a stage's time is a difference of two
+  // medians, clipped at 0 when noise orders them the other way (measure.ts, compiledStageTimings); their sum is the
+  // whole run's.
+  expect(plan.timings.stageMs.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   expect(plan).toMatchObject({ backend: 'wasm', target: 0.05, manifestHash: info.manifestHash, threads: info.threads });
   // The worker's plan is planExits() (the pure planner) on the bundle's validation data and the measured times.
   const manifest = JSON.parse(readFileSync(path.join(bundles, 'tiny/manifest.json'), 'utf8')) as BundleManifest;
