@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortNode from 'onnxruntime-node';
+import { intFlag } from './args.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
 import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
@@ -31,15 +32,8 @@ const SESSION = {
 };
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number): number => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args.splice(i, 2)[1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} needs a positive integer`);
-  return v;
-};
-const IMAGES = flag('--images', 300);
-const ROUNDS = flag('--rounds', 3);
+const IMAGES = intFlag(args, '--images', 300);
+const ROUNDS = intFlag(args, '--rounds', 3);
 const dirs = args.length ? args : ['/work/baseline/before/r20', '/work/baseline/before/fashion'];
 
 function imagesFor(bundle: BundleFiles): SampleBatch | undefined {

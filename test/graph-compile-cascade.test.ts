@@ -419,6 +419,28 @@ describe('compileCascade graph rules', () => {
     expect(model.proto.graph!.input![0]!.type!.tensorType!.shape!.dim![0]!.dimValue).toBe(1);
   });
 
+  it('an exit adds only ReduceMax, the comparison and the If: the thresholds are split once at the top', () => {
+    const ops = (g: onnx.IGraphProto, into: string[] = []): string[] => {
+      for (const n of g.node ?? []) {
+        if ((n.name ?? '').startsWith('cascade/')) into.push(n.opType!);
+        for (const at of n.attribute ?? []) if (at.g) ops(at.g, into);
+      }
+      return into;
+    };
+    const count = (xs: string[], op: string): number => xs.filter((x) => x === op).length;
+    const two = ops(compileCascade(parts, { end: 'probabilities' }).proto.graph!);
+    expect(count(two, 'Split')).toBe(1);
+    expect(count(two, 'Gather')).toBe(0);
+    expect([count(two, 'ReduceMax'), count(two, 'GreaterOrEqual'), count(two, 'If')]).toEqual([2, 2, 2]);
+    // One exit: its threshold is the input itself, nothing to split.
+    const one = ops(
+      compileCascade([parts[0]!, { ...parts[1]!, exitOutput: undefined, exit: undefined }, parts[2]!], {
+        end: 'probabilities',
+      }).proto.graph!,
+    );
+    expect([count(one, 'Split'), count(one, 'If')]).toEqual([0, 1]);
+  });
+
   it("renames inside a segment's own control flow (If bodies reading outer values)", async () => {
     // Segment: x → If(ReduceSum(x) > 0) then Relu(x · w) else Neg(x), with clashing names in and out of the bodies.
     const w = makeTensor('w', 'float32', [], [3]);

@@ -211,6 +211,8 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   if (!(Number.isInteger(exitCount) && exitCount > maxExit))
     throw new SelfxitError('INVALID_ARGUMENT', `exitCount ${exitCount} must be an integer above ${maxExit}`);
 
+  /** Exit e's threshold, float32 [1]: a Split output, or the thresholds input itself when there is one exit. */
+  const thresholdOf = (e: number): string => (exitCount === 1 ? CASCADE_IO.thresholds : `cascade/threshold${e}`);
   const input0 = realInputProtos(parts[0]!.model);
   if (input0.length !== 1) invalid(`segment 0 has ${input0.length} inputs, expected 1`);
   const inputName = input0[0]!.name ?? '';
@@ -299,15 +301,13 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       return s;
     }
     const t = `cascade/exit${e}/`;
-    s.nodes.push(
-      constant(`${t}index`, makeTensor('', 'int64', [], [e])),
-      makeNode('Gather', [CASCADE_IO.thresholds, `${t}index`], [`${t}threshold`], { axis: 0 }, `${t}Gather`),
-      makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`),
-    );
+    // fire = max probability >= threshold e: a [1] bool (If takes any one-element condition). The thresholds were
+    // split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
+    s.nodes.push(makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`));
     if (opset >= 12)
-      s.nodes.push(makeNode('GreaterOrEqual', [`${t}max`, `${t}threshold`], [`${t}fire`], {}, `${t}GreaterOrEqual`));
+      s.nodes.push(makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`));
     else {
-      s.nodes.push(makeNode('Less', [`${t}max`, `${t}threshold`], [`${t}below`], {}, `${t}Less`));
+      s.nodes.push(makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`));
       s.nodes.push(makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`));
     }
     const thenOuts = outs.map((_, k) => `${t}then/${['probabilities', 'exit_index', 'continue'][k]}`);
@@ -330,6 +330,14 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
 
   const outNames = [CASCADE_IO.probabilities, CASCADE_IO.exitIndex, ...(cont ? [CASCADE_IO.continueActivation] : [])];
   const top = scope(0, outNames);
+  // One Split of the thresholds into [1] tensors at the top, read by the exits from their branches (outer scope):
+  // one kernel in all instead of a Gather per exit (each kernel dispatch costs µs in onnxruntime-web).
+  if (exits.some((e) => e !== undefined) && exitCount > 1) {
+    const outs = Array.from({ length: exitCount }, (_, e) => thresholdOf(e));
+    const attrs: Record<string, number> = opset >= 18 ? { axis: 0, num_outputs: exitCount } : { axis: 0 };
+    const split = makeNode('Split', [CASCADE_IO.thresholds], outs, attrs, 'cascade/thresholds/Split');
+    top.nodes.unshift(split);
+  }
   const inInfo = readValueInfo(input0[0]!);
   if (!inInfo.dtype) invalid(`segment 0's input "${inputName}" has no element type`);
   const inDims: Dims = inInfo.shape?.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : null));

@@ -104,7 +104,7 @@ const MANIFEST_PREFIX = 'manifest:';
 const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
 const COMPILED_PREFIX = 'compiled:';
-const COMPILED_FORMAT = 1;
+const COMPILED_FORMAT = 2; // 2: thresholds split once at the top (no Gather per exit)
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
 type OpenStore = (dbName: string, storeName: string) => UseStore;

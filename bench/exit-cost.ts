@@ -1,0 +1,228 @@
+// Where a compiled cascade's exits cost time inside onnxruntime-web (WASM, Node, 1 thread): the full backbone beside
+// graph variants of the same bundle, interleaved image by image, with no exit firing (the compiled worst case):
+//   chain     the segments inlined into one graph, heads dropped (= the backbone, split and re-joined)
+//   flat      chain + every exit head computed as an extra graph output, no `If` (what the heads alone cost)
+//   compiled  the compiled cascade (compileBundleCascade: heads + nested `If`), thresholds "never exit"
+// plus the compiled model under other session options. Prints median ms, median ratio to the full model and the
+// per-exit extra ((variant − full) / exits, from paired per-image differences) — ratios, as the machine may be loaded.
+//
+//   npx tsx bench/exit-cost.ts [bundleDir] [--images N] [--rounds R] [--options] [--before compiled.onnx]
+//     [--sessions S] [--native]
+//
+// Default bundle: bench/.bundles/resnet56 (made by `npm run bench`), else ../main/bench/.bundles/resnet56.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ortWeb from 'onnxruntime-web/wasm';
+import { boolFlag, intFlag, stringFlag } from './args.js';
+import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
+import { readBundleDir } from '../src/cli/bundle-fs.js';
+import { CASCADE_IO, cascadeThresholds, compileCascade, type CascadePart } from '../src/graph/compile-cascade.js';
+import { encodeModel, type OnnxModel } from '../src/graph/index.js';
+import { makeNode, makeTensor, makeValueInfo, type onnx } from '../src/graph/proto.js';
+import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../src/ort/types.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+ortWeb.env.wasm.numThreads = 1;
+ortWeb.env.logLevel = 'error'; // not the "Removing initializer" warnings of the pruned variants
+
+const args = process.argv.slice(2);
+const IMAGES = intFlag(args, '--images', 40);
+const ROUNDS = intFlag(args, '--rounds', 3);
+// --native: onnxruntime-node (1 thread) instead of onnxruntime-web's WASM, to tell WASM-only costs from onnxruntime's
+const native = boolFlag(args, '--native');
+const ort = (native ? await import('onnxruntime-node') : ortWeb) as unknown as OrtModule;
+const withOptions = boolFlag(args, '--options');
+const copies = intFlag(args, '--sessions', 1);
+// --quick: only the full model, the chain and the compiled models (with --before / --sessions copies)
+const quick = boolFlag(args, '--quick');
+const BEFORE = stringFlag(args, '--before'); // a compiled model of the same bundle by an earlier compiler, to compare
+const dir =
+  args[0] ??
+  [path.join(root, 'bench/.bundles/resnet56'), path.resolve(root, '../main/bench/.bundles/resnet56')].find((d) =>
+    fs.existsSync(path.join(d, 'manifest.json')),
+  );
+if (!dir) throw new Error('no bundle: pass a bundle directory (npm run bench makes bench/.bundles/resnet56)');
+
+const BASE: OrtSessionOptions = {
+  graphOptimizationLevel: 'all', // as the worker (sessionOptions in ort-backend)
+  logSeverityLevel: 3, // errors only: the pruned variants leave initializers onnxruntime warns about
+  ...(native ? { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' as const } : {}),
+};
+
+/** Segments inlined, only the exits in `keep` decided; `heads`: every fused head's probabilities become extra graph
+ * outputs. */
+function chainModel(
+  bundle: BundleFiles,
+  heads: boolean,
+  keep: readonly number[] = [],
+  headOps?: readonly string[],
+): OnnxModel {
+  const m = bundle.manifest;
+  const parts: CascadePart[] = m.segments.map((s, k) => ({
+    model: segmentModels(bundle, k, 1)[0]!,
+    output: s.output,
+    ...(s.exit !== undefined && keep.includes(s.exit) ? { exit: s.exit, exitOutput: s.exitOutput! } : {}),
+  }));
+  const model = compileCascade(parts, { end: m.backbone.outputKind, exitCount: m.exits.length });
+  const g = model.proto.graph!;
+  if (headOps) {
+    const isHead = (n: onnx.INodeProto): boolean => /^s\d+\/selfxit_exit\d+_probs\//.test(n.name ?? '');
+    g.node = (g.node ?? []).filter((n) => !isHead(n) || headOps.includes(n.opType ?? ''));
+  }
+  if (heads) {
+    m.segments.forEach((s, k) => {
+      if (s.exitOutput !== undefined && k < m.segments.length - 1)
+        g.output!.push(makeValueInfo(`s${k}/${s.exitOutput}`, 'float32', [1, m.labels.length]));
+    });
+  } else if (keep.length === 0) {
+    // onnxruntime keeps nodes nobody reads: drop the heads' nodes (those the outputs do not need).
+    const need = new Set((g.output ?? []).map((o) => o.name ?? ''));
+    const nodes = [...(g.node ?? [])].reverse().filter((n) => {
+      if (!(n.output ?? []).some((o) => need.has(o))) return false;
+      for (const i of n.input ?? []) need.add(i);
+      return true;
+    });
+    g.node = nodes.reverse();
+  }
+  return model;
+}
+
+/** The compiled cascade with every head replaced by a Constant [1, classes] of zeros: what the nested `If`s and
+ * decisions cost in the real network without the heads' work. */
+function ifOnlyModel(bundle: BundleFiles): OnnxModel {
+  const m = bundle.manifest;
+  const parts: CascadePart[] = m.segments.map((s, k) => {
+    const model = segmentModels(bundle, k, 1)[0]!;
+    if (s.exitOutput === undefined) return { model, output: s.output };
+    const g = model.proto.graph!;
+    g.node = (g.node ?? []).filter((n) => !(n.name ?? '').startsWith(`${s.exitOutput}/`));
+    const zeros = makeTensor('', 'float32', [1, m.labels.length], new Float32Array(m.labels.length));
+    g.node.push(makeNode('Constant', [], [s.exitOutput], { value: zeros }));
+    g.initializer = (g.initializer ?? []).filter((t) => !(t.name ?? '').startsWith(`${s.exitOutput}/`));
+    return { model, output: s.output, exit: s.exit!, exitOutput: s.exitOutput };
+  });
+  return compileCascade(parts, { end: m.backbone.outputKind, exitCount: m.exits.length });
+}
+
+interface Variant {
+  readonly name: string;
+  readonly session: OrtSession;
+  readonly feeds: (x: OrtTensor) => Record<string, OrtTensor>;
+}
+
+async function main(): Promise<void> {
+  const bundle = await readBundleDir(dir!);
+  const m = bundle.manifest;
+  const exits = m.exits.length;
+  const never = new ort.Tensor(
+    'float32',
+    cascadeThresholds(
+      m.exits.map(() => NEVER_EXIT),
+      exits,
+    ),
+    [exits],
+  );
+  const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
+  const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
+  const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, BASE);
+  const specs: [string, Uint8Array, OrtSessionOptions, boolean][] = [
+    ['chain', encodeModel(chainModel(bundle, false)), BASE, true],
+    ['chain + heads (unread)', encodeModel(chainModel(bundle, false, [-1])), BASE, true],
+    [
+      'chain + head pools (unread)',
+      encodeModel(chainModel(bundle, false, [-1], ['AveragePool', 'MaxPool'])),
+      BASE,
+      true,
+    ],
+    [
+      'chain + heads to Concat (unread)',
+      encodeModel(chainModel(bundle, false, [-1], ['AveragePool', 'MaxPool', 'Flatten', 'Concat'])),
+      BASE,
+      true,
+    ],
+    ['nested If + decisions, heads replaced by constants', encodeModel(ifOnlyModel(bundle)), BASE, true],
+    ['flat', encodeModel(chainModel(bundle, true)), BASE, true],
+    ...(BEFORE
+      ? ([['compiled (before)', new Uint8Array(fs.readFileSync(BEFORE)), BASE, true]] as [
+          string,
+          Uint8Array,
+          OrtSessionOptions,
+          boolean,
+        ][])
+      : []),
+    ['compiled', compiled, BASE, true],
+    // The same model in more sessions: tells a session's memory placement (a lottery) from the graph's cost.
+    ...(copies > 1
+      ? Array.from(
+          { length: copies - 1 },
+          (_, c) =>
+            [`compiled (session ${c + 2})`, compiled, BASE, true] as [string, Uint8Array, OrtSessionOptions, boolean],
+        )
+      : []),
+    ...(withOptions
+      ? ([
+          ['compiled opt=extended', compiled, { graphOptimizationLevel: 'extended' }, true],
+          ['compiled no mem pattern', compiled, { ...BASE, enableMemPattern: false }, true],
+          ['compiled no arena', compiled, { ...BASE, enableCpuMemArena: false }, true],
+        ] as [string, Uint8Array, OrtSessionOptions, boolean][])
+      : []),
+  ];
+  if (quick) specs.splice(0, specs.length, ...specs.filter(([n]) => n === 'chain' || n.startsWith('compiled')));
+  const variants: Variant[] = [{ name: 'full', session: full, feeds: (x) => ({ [full.inputNames[0]!]: x }) }];
+  for (const [name, bytes, opts] of specs)
+    variants.push({ name, session: await ort.InferenceSession.create(bytes, opts), feeds: withThr });
+
+  const all = new Uint8Array(fs.readFileSync(path.resolve(root, '../shared/data/cifar10/test-u8.bin')));
+  const per = 3072;
+  const total = all.length / per;
+  const inputs = Array.from({ length: IMAGES }, (_, k) => {
+    const i = (k * 313 + 17) % total;
+    const images = { data: all.subarray(i * per, (i + 1) * per), count: 1 };
+    return new ort.Tensor('float32', toModelInput(images, 0, 1, m.input), inputDims(m.input, 1));
+  });
+  for (const v of variants) for (const x of inputs.slice(0, 10)) await v.session.run(v.feeds(x)); // warm-up
+  const times = variants.map(() => [] as number[]);
+  // Per image and variant (rotating who goes first): ROUNDS back-to-back runs, timed by this process's CPU time
+  // (user + system), which leaves out the time other processes of a loaded machine hold the core.
+  for (let i = 0; i < inputs.length; i++)
+    for (let j = 0; j < variants.length; j++) {
+      const k = (i + j) % variants.length;
+      const v = variants[k]!;
+      const c0 = process.cpuUsage();
+      for (let r = 0; r < ROUNDS; r++) {
+        const out = await v.session.run(v.feeds(inputs[i]!));
+        for (const o of Object.values(out)) void o.data;
+      }
+      const c = process.cpuUsage(c0);
+      times[k]!.push((c.user + c.system) / 1000 / ROUNDS);
+    }
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    const h = s.length >> 1;
+    return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+  };
+  const fm = median(times[0]!);
+  console.log(
+    `${dir}: ${exits} exits, ${IMAGES} images x ${ROUNDS} rounds, ${native ? 'onnxruntime-node' : 'onnxruntime-web WASM'} 1 thread (Node)`,
+  );
+  const q10 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 10)]!;
+  const f10 = q10(times[0]!);
+  console.log(
+    '| variant | median ms | median / full | 10th pct / full | extra per exit, ms: paired median | 10th pct |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|');
+  variants.forEach((v, k) => {
+    const paired = median(times[k]!.map((t, n) => t - times[0]![n]!));
+    const t = times[k]!;
+    console.log(
+      `| ${v.name} | ${median(t).toFixed(3)} | ${(median(t) / fm).toFixed(3)} | ${(q10(t) / f10).toFixed(3)} | ` +
+        `${(paired / exits).toFixed(4)} | ${((q10(t) - f10) / exits).toFixed(4)} |`,
+    );
+  });
+  for (const v of variants) await v.session.release();
+}
+
+await main();
