@@ -62,7 +62,9 @@ export function judge(value, goal, cmp = '<=', fmt = f3) {
     cmp === '<=' ? value <= goal + eps : cmp === '<' ? value < goal : cmp === '>=' ? value >= goal - eps : value > goal;
   const d = Math.abs(value - goal);
   const side = cmp.startsWith('<') ? 'under' : 'above';
-  return { met, text: met ? `met (${fmt(d)} ${side})` : `**missed by ${fmt(d)}**` };
+  // A margin that rounds to zero at the printed precision is said as "< 0.001", never "missed by 0.000".
+  const margin = fmt(d) === fmt(0) && d > 0 ? `< ${fmt(0.001)}` : fmt(d);
+  return { met, text: met ? `met (${margin} ${side})` : `**missed by ${margin}**` };
 }
 
 function table(rows) {
