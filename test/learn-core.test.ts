@@ -13,6 +13,7 @@ import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
+import { resolveLoadOptions } from '../src/page/options.js';
 
 const dir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
 const modelBytes = new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')));
@@ -72,6 +73,23 @@ describe('learn options', () => {
   });
 });
 
+describe('the learn option of load()', () => {
+  it('learns from a plain model or from a bundle (its manifest), refusing input/labels with a bundle', () => {
+    const plain = resolveLoadOptions('https://x.example/m/model.onnx', { learn: true }).init;
+    expect(plain.manifestUrl).toBe('https://x.example/m/model.onnx');
+    expect(plain.learn?.fromBundle).toBeUndefined();
+    const bundle = resolveLoadOptions('https://x.example/b/', { learn: { auditShare: 0.1 } }).init;
+    expect(bundle.manifestUrl).toBe('https://x.example/b/manifest.json');
+    expect(bundle.learn).toMatchObject({ fromBundle: true, options: { auditShare: 0.1 }, persist: true });
+    expect(() => resolveLoadOptions('https://x.example/b/', { learn: { labels: ['a'] } })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+    expect(() => resolveLoadOptions('https://x.example/m/model.onnx')).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+  });
+});
+
 describe('feature reservoir', () => {
   it('keeps a uniform sample within its byte cap and restores its state', async () => {
     const lm = await fashion();
@@ -79,7 +97,16 @@ describe('feature reservoir', () => {
     const per = bytesPerRow(cuts, 10);
     const r = new FeatureReservoir(cuts, 10, { maxSamples: 1000, maxBytes: per * 50 + 3, seed: 1 });
     expect(r.capacity).toBe(50);
-    expect(r.bytes).toBeLessThanOrEqual(per * 50 + 3);
+    expect(r.maxBytes).toBe(per * 50);
+    expect(r.bytes).toBe(0); // allocated as rows arrive
+    const big = new FeatureReservoir(cuts, 10, { maxSamples: 20000, maxBytes: 1e9 });
+    big.addFromMaps(
+      cuts.map((c) => new Float32Array(c.channels * c.height * c.width)),
+      new Float32Array(10),
+      1,
+    );
+    expect(big.bytes).toBe(256 * per); // the first block, not 20,000 rows
+    expect(big.maxBytes).toBe(20000 * per);
     const maps = cuts.map((c) => new Float32Array(c.channels * c.height * c.width));
     const logits = new Float32Array(10);
     for (let i = 0; i < 500; i++) {
@@ -89,6 +116,7 @@ describe('feature reservoir', () => {
       r.addFromMaps(maps, logits, 1);
     }
     expect([r.seen, r.size, r.fresh]).toEqual([500, 50, 500]);
+    expect(r.bytes).toBe(per * 50);
     const fs0 = r.featureSet();
     // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
     const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);

@@ -119,7 +119,7 @@ describe('drift detector', () => {
 
 describe('recency-aware audit', () => {
   it('sees a fall of the agreement after many good audits within the window', () => {
-    const a = new LiveAudit({ share: 1, minAudits: 20, window: 300 });
+    const a = new LiveAudit({ share: 1, minAudits: 20, recent: 300 });
     const rng = createRng(10);
     for (let i = 0; i < 5000; i++) a.record(rng.next() < 0.997);
     expect(a.failing(0.99)).toBe(false);
@@ -141,7 +141,7 @@ describe('recency-aware audit', () => {
     let failures = 0;
     const runs = 20;
     for (let r = 0; r < runs; r++) {
-      const a = new LiveAudit({ share: 1, minAudits: 20, window: 300 });
+      const a = new LiveAudit({ share: 1, minAudits: 20, recent: 300 });
       for (let i = 0; i < 3000; i++) {
         a.record(rng.next() < 0.995);
         if (a.failing(0.99)) {
@@ -152,11 +152,11 @@ describe('recency-aware audit', () => {
     }
     console.log(`audit: ${failures} of ${runs} streams of 3,000 audits at 99.5 % agreement failed a 0.99 target`);
     expect(failures).toBeLessThanOrEqual(2);
-    const a = new LiveAudit({ share: 1, window: 5 });
+    const a = new LiveAudit({ share: 1, recent: 5 });
     [1, 0, 1, 1, 1, 0, 1].forEach((v) => a.record(v === 1));
     const s = structuredClone(a.state());
     expect([...s.recent!]).toEqual([1, 1, 1, 0, 1]);
-    const b = new LiveAudit({ share: 1, window: 5 });
+    const b = new LiveAudit({ share: 1, recent: 5 });
     expect(b.restore(s)).toBe(true);
     expect(b.estimate().recentAgreed).toBe(4);
     expect(b.restore({ ...s, recent: new Uint8Array([2]) })).toBe(false);

@@ -1,6 +1,6 @@
 // The live audit: a random share of the served inputs (early exits or not) is completed by the full model after the
 // reply and the served answer compared with the full model's, so the running agreement is the cascade's. Keeps the
-// agreement since the exits last changed and over the last `window` audits (recency: a switch of the traffic is not
+// agreement since the exits last changed and over the last `recent` audits (recency: a switch of the traffic is not
 // drowned by earlier audits), with one-sided confidence bounds (policy/bounds.ts); says when either is below target.
 import { agreementLowerBound, type MarginOptions } from '../policy/bounds.js';
 import { createRng, type Rng } from '../calibrate/rng.js';
@@ -13,7 +13,7 @@ export interface AuditState {
   /** Over the whole life of the learner. */
   readonly totalAudited: number;
   readonly totalAgreed: number;
-  /** The last audits since the exits last changed (at most `window`), oldest first: 1 agreed, 0 not. */
+  /** The last audits since the exits last changed (at most `recent`), oldest first: 1 agreed, 0 not. */
   readonly recent?: Uint8Array;
 }
 
@@ -26,7 +26,7 @@ export interface AuditEstimate extends AuditState {
   /** One-sided upper confidence bound of the agreement (exact, Clopper-Pearson, so that a few audits raise no false
    * alarm): below the target, the evidence says the target is missed. */
   readonly upperBound: number;
-  /** The last audits (at most `window`): how many, how many agreed, the upper bound over them. */
+  /** The last audits (at most `recent`): how many, how many agreed, the upper bound over them. */
   readonly recentAudited: number;
   readonly recentAgreed: number;
   readonly recentUpperBound: number;
@@ -38,7 +38,7 @@ export interface AuditOptions extends MarginOptions {
   /** Audits before the audit may declare a failure. Default 20. */
   readonly minAudits?: number;
   /** Most recent audits of the windowed test. Default 300. */
-  readonly window?: number;
+  readonly recent?: number;
   /** One-sided confidence of the windowed test (tested after every audit, so stricter). Default 0.99. */
   readonly windowConfidence?: number;
   readonly seed?: number;
@@ -48,7 +48,7 @@ export interface AuditOptions extends MarginOptions {
  * Running agreement of the served cascade with the full model on audited inputs. The trigger is the upper bound:
  * a lower bound sits below a 0.99 target until about 300 audits agree in a row, so it cannot start a tightening;
  * the upper bound falls below the target only when the disagreements seen are too many for it. Two tests: all audits
- * since the exits last changed (confidence `confidence`, default 0.95), and the last `window` of them (confidence
+ * since the exits last changed (confidence `confidence`, default 0.95), and the last `recent` of them (confidence
  * `windowConfidence`, default 0.99 since it slides), so that a recent fall is seen even after many good audits.
  */
 export class LiveAudit {
@@ -68,7 +68,7 @@ export class LiveAudit {
 
   constructor(readonly options: AuditOptions) {
     this.rng = createRng((options.seed ?? 0) ^ 0x5a17);
-    this.ring = new Uint8Array(Math.max(1, options.window ?? 300));
+    this.ring = new Uint8Array(Math.max(1, options.recent ?? 300));
   }
 
   /** Whether this served input is audited: a draw with probability `share` (default: the audit's own share). */
@@ -114,7 +114,7 @@ export class LiveAudit {
 
   /**
    * True when enough audits show the agreement below `target`: the upper confidence bound of all audits since the
-   * exits last changed, or of the last `window` of them, is below it.
+   * exits last changed, or of the last `recent` of them, is below it.
    */
   failing(target: number): boolean {
     const e = this.estimate();

@@ -85,7 +85,7 @@ export function ksTwoSample(a: Float64Array, b: Float64Array): { d: number; p: n
 
 export interface DriftOptions {
   /** Recent inputs compared with the reference. Default 200. */
-  readonly window: number;
+  readonly recent: number;
   /** Inputs between two tests. Default 100. */
   readonly every: number;
   /** Reference inputs kept (a uniform sample of the inputs since the reference started). Default 1,000. */
@@ -95,7 +95,7 @@ export interface DriftOptions {
   readonly seed?: number;
 }
 
-export const DRIFT_DEFAULTS: DriftOptions = { window: 200, every: 100, reference: 1000, alpha: 1e-4 };
+export const DRIFT_DEFAULTS: DriftOptions = { recent: 200, every: 100, reference: 1000, alpha: 1e-4 };
 
 /** What `learning().drift` reports. */
 export interface DriftStatus {
@@ -117,7 +117,7 @@ export interface DriftState {
 }
 
 /**
- * Sequential two-sample test: each input's statistics enter a ring of the last `window`; an input leaving the ring
+ * Sequential two-sample test: each input's statistics enter a ring of the last `recent`; an input leaving the ring
  * enters the reference (a uniform reservoir of `reference` rows). Every `every` inputs, once both are full enough,
  * each statistic of the ring is compared with the reference by a KS test; the smallest p-value times the number of
  * statistics (Bonferroni) below `alpha` is an alarm. At alpha 1e-4 and a test per 100 inputs, a stationary stream
@@ -144,19 +144,19 @@ export class DriftDetector {
   ) {
     this.options = { ...DRIFT_DEFAULTS, ...options };
     this.ref = new Float64Array(this.options.reference * dim);
-    this.ring = new Float64Array(this.options.window * dim);
+    this.ring = new Float64Array(this.options.recent * dim);
     this.rng = createRng((this.options.seed ?? 0) ^ 0xd81f7);
   }
 
   /** One input's statistics; true when this input completed a test that raised an alarm. */
   observe(stats: ArrayLike<number>): boolean {
     const { dim } = this;
-    const { window } = this.options;
-    if (this.ringSize === window) this.toReference(this.ringAt);
+    const { recent } = this.options;
+    if (this.ringSize === recent) this.toReference(this.ringAt);
     for (let j = 0; j < dim; j++) this.ring[this.ringAt * dim + j] = stats[j] ?? 0;
-    this.ringAt = (this.ringAt + 1) % window;
-    this.ringSize = Math.min(window, this.ringSize + 1);
-    if (++this.sinceTest < this.options.every || this.ringSize < window || this.refSize < window) return false;
+    this.ringAt = (this.ringAt + 1) % recent;
+    this.ringSize = Math.min(recent, this.ringSize + 1);
+    if (++this.sinceTest < this.options.every || this.ringSize < recent || this.refSize < recent) return false;
     this.sinceTest = 0;
     return this.test();
   }

@@ -118,7 +118,7 @@ export class Learner {
       maxBytes: o.maxBytes,
       seed: o.seed,
     });
-    this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, window: o.auditWindow, seed: o.seed });
+    this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, recent: o.auditWindow, seed: o.seed });
     this.drift = o.drift ? new DriftDetector(STATS_PER_CHANNEL * model.io.input.channels, { seed: o.seed }) : undefined;
     if (bundle && bundle.manifest.exits.length > 0) {
       const c = bundle.manifest.calibration;

@@ -7,19 +7,17 @@
 // per model hash (learn-store.ts).
 // Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
-import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel, sha256Hex } from '../graph/index.js';
-import { analyseForLearning, Learner, noExitSummary, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { analyseForLearning, Learner, type FitRunner, type LearnedExits } from '../learn/learner.js';
 import { inputStats } from '../learn/drift.js';
 import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
-import { loadManifest, type Progress } from './bundle-source.js';
-import { IdbBundleCache, noCache } from './cache.js';
+import type { Progress } from './bundle-source.js';
 import { fetchBytes } from './fetch-file.js';
 import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
-import { MemoryBundleCache } from './learn-bundle.js';
+import { bundleModel, learnedBundle, learnedUrl, MemoryBundleCache } from './learn-bundle.js';
 import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
@@ -485,57 +483,4 @@ export class LearnRuntime {
     this.serving = undefined;
     await this.features.release();
   }
-}
-
-/**
- * The bundle at `req.manifestUrl` that learning starts from: its manifest (cache first, as any load) and the URL of its
- * full model (`backbone.file`, which learning needs: the audit and the fits run the whole model).
- * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file; FETCH_FAILED, INVALID_BUNDLE.
- */
-async function bundleModel(
-  req: InitRequest,
-  progress: Progress,
-  deps: LearnDeps,
-): Promise<{ manifest: BundleManifest; hash: string; modelUrl: string }> {
-  const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
-  const loaded = await loadManifest(req.manifestUrl, req, cache, Date.now(), progress);
-  const file = loaded.manifest.backbone.file;
-  if (!file)
-    throw new SelfxitError(
-      'LEARNING_UNAVAILABLE',
-      'this bundle has no backbone file (the full model), which learning needs: prepare it with the backbone included',
-      { manifestUrl: req.manifestUrl },
-    );
-  return { manifest: loaded.manifest, hash: loaded.hash, modelUrl: new URL(file, req.manifestUrl).href };
-}
-
-/** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */
-const learnedUrl = (modelHash: string, hash: string): string =>
-  `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
-
-/**
- * The bundle of `learned` exits in memory (no backbone.onnx, no validation file), or without them the full model as
- * one segment, as served before a fit; its manifest text and that text's sha256.
- */
-async function learnedBundle(
-  learner: Learner,
-  modelBytes: Uint8Array,
-  learned: LearnedExits | undefined,
-): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
-  const lm = learner.model;
-  const { manifest, files } = await assembleBundle({
-    modelBytes,
-    model: lm.model,
-    analysis: lm.analysis,
-    input: lm.io.input,
-    labels: lm.labels,
-    output: lm.io.output,
-    outputKind: lm.io.outputKind,
-    exits: learned?.exits ?? [],
-    calibration: learned?.summary ?? noExitSummary(learner.options),
-    generator: 'selfxit learn',
-    includeBackbone: false,
-  });
-  const text = JSON.stringify(manifest);
-  return { manifest, files, text, hash: await sha256Hex(text) };
 }
