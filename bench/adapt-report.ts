@@ -39,6 +39,10 @@ export interface AdaptWindow {
     readonly tightenings: number;
     /** Alarms of the SDK's drift detector so far (absent in older records). */
     readonly driftAlarms?: number;
+    /** Confirmed drifts (learning restarted on the new traffic), and the target the next fit aims at (absent in older
+     * records). */
+    readonly driftRestarts?: number;
+    readonly fitTarget?: number;
     readonly expectedMacsFraction: number;
     readonly audit: {
       readonly agreement: number;
@@ -283,6 +287,7 @@ export function windowLine(w: AdaptWindow): string {
     `${w.early ? `early ${w.early} (${pct(w.earlyAgreed / w.early, 1)} agree), ` : ''}` +
     `exits ${w.sdk.exitsOn ? 'on' : 'off'}, MACs ${(w.macs / w.images).toFixed(3)}, latency x${(w.sdkMs / w.fullMs).toFixed(2)}, ` +
     `fits ${w.sdk.fits}${w.fitsDone ? ` (+${w.fitsDone}, ${w.fitSeconds.toFixed(1)} s)` : ''}` +
+    `${w.sdk.fitTarget !== undefined ? `, next fit target ${pct(w.sdk.fitTarget, 2)}` : ''}` +
     eventNotes(w)
   );
 }

@@ -138,6 +138,8 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
       samplesSeen: l.samplesSeen,
       tightenings: l.tightenings,
       driftAlarms: l.drift?.alarms ?? 0,
+      driftRestarts: l.drift?.restarts ?? 0,
+      fitTarget: l.fitTarget,
       expectedMacsFraction: l.macsFraction,
       audit: {
         agreement: l.audit.agreement,

@@ -189,12 +189,16 @@ describe('learner on the Fashion-MNIST model', () => {
     if (after.exitsOn) expect(1 - after.expectedAgreement).toBeLessThanOrEqual((1 - before) / 2 + 1e-12);
     else expect(after.thresholds.every((t) => t === NEVER_EXIT)).toBe(true);
     expect(l.wantsFit()).toBe(true);
+    // the audits showed far more disagreement than promised: the next fit aims higher (at most 4x less disagreement)
+    expect(after.fitTarget).toBeGreaterThan(0.99);
+    expect(after.fitTarget).toBeLessThanOrEqual(1 - 0.01 / 4 + 1e-12);
 
     // the persisted state restores the same exits and thresholds in a new learner; a foreign state is discarded
     const saved = structuredClone(l.state());
     const l2 = new Learner(lm, { minSamples: 600, refitAfter: 400, maxCandidates: 4 });
     expect(l2.restore(saved)).toBe(true);
     expect(l2.thresholds).toEqual(l.thresholds);
+    expect(l2.fitTarget()).toBeCloseTo(l.fitTarget(), 12);
     expect(l2.status().samplesStored).toBe(800);
     expect(l2.learned?.exits.map((e) => e.cut)).toEqual(learned.exits.map((e) => e.cut));
     const l3 = new Learner(lm, { maxCandidates: 4 });

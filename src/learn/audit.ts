@@ -15,7 +15,15 @@ export interface AuditState {
   readonly totalAgreed: number;
   /** The last audits since the exits last changed (at most `recent`), oldest first: 1 agreed, 0 not. */
   readonly recent?: Uint8Array;
+  /** Disagreements the fits promised on the audited inputs, and those seen (both decayed: {@link OVERPROMISE_MEMORY}). */
+  readonly promised?: number;
+  readonly observed?: number;
 }
+
+/** Audits after which an old audit counts half in the overpromise ratio (the fits get better as samples grow). */
+export const OVERPROMISE_MEMORY = 1000;
+/** Pseudo-count of promised (and seen) disagreements: the ratio stays near 1 until the audits say otherwise. */
+const OVERPROMISE_PRIOR = 2;
 
 /** What `learning()` reports of the audit. */
 export interface AuditEstimate extends AuditState {
@@ -30,6 +38,11 @@ export interface AuditEstimate extends AuditState {
   readonly recentAudited: number;
   readonly recentAgreed: number;
   readonly recentUpperBound: number;
+  /**
+   * Disagreements seen / disagreements the exits in force promised, over recent audits (with a prior of 2 against 2):
+   * above 1, the fits overpromise (thresholds fit on few samples do), and the next fit aims higher.
+   */
+  readonly overpromise: number;
 }
 
 export interface AuditOptions extends MarginOptions {
@@ -65,6 +78,8 @@ export class LiveAudit {
   private ringAt = 0;
   private ringSize = 0;
   private ringAgreed = 0;
+  private promised = 0;
+  private observed = 0;
 
   constructor(readonly options: AuditOptions) {
     this.rng = createRng((options.seed ?? 0) ^ 0x5a17);
@@ -76,8 +91,16 @@ export class LiveAudit {
     return share > 0 && this.rng.next() < share;
   }
 
-  /** One audited input: whether the served label was the full model's. */
-  record(agree: boolean): void {
+  /**
+   * One audited input: whether the served label was the full model's, and the disagreement rate the exits in force
+   * promised (1 - their expected agreement), for the overpromise ratio.
+   */
+  record(agree: boolean, promised?: number): void {
+    if (promised !== undefined && promised >= 0 && promised <= 1) {
+      const keep = Math.pow(0.5, 1 / OVERPROMISE_MEMORY);
+      this.promised = this.promised * keep + promised;
+      this.observed = this.observed * keep + (agree ? 0 : 1);
+    }
     const w = this.ring.length;
     if (this.ringSize === w) this.ringAgreed -= this.ring[this.ringAt]!;
     this.ring[this.ringAt] = agree ? 1 : 0;
@@ -109,6 +132,7 @@ export class LiveAudit {
       recentAudited: this.ringSize,
       recentAgreed: this.ringAgreed,
       recentUpperBound: upper(this.ringAgreed, this.ringSize, this.options.windowConfidence ?? 0.99),
+      overpromise: (this.observed + OVERPROMISE_PRIOR) / (this.promised + OVERPROMISE_PRIOR),
     };
   }
 
@@ -128,6 +152,11 @@ export class LiveAudit {
     this.ringAt = this.ringSize = this.ringAgreed = 0;
   }
 
+  /** Forgets the overpromise evidence (after a drift: those disagreements were the traffic's, not the fits'). */
+  resetOverpromise(): void {
+    this.promised = this.observed = 0;
+  }
+
   /** The last audits, oldest first. */
   private recent(): Uint8Array {
     const w = this.ring.length;
@@ -135,7 +164,7 @@ export class LiveAudit {
   }
 
   state(): AuditState {
-    return { ...this.s, recent: this.recent() };
+    return { ...this.s, recent: this.recent(), promised: this.promised, observed: this.observed };
   }
 
   restore(s: AuditState): boolean {
@@ -144,6 +173,9 @@ export class LiveAudit {
       return false;
     const recent = s.recent ?? new Uint8Array(0);
     if (!(recent instanceof Uint8Array) || recent.length > s.audited || recent.some((v) => v > 1)) return false;
+    const [promised, observed] = [s.promised ?? 0, s.observed ?? 0];
+    if (!(Number.isFinite(promised) && promised >= 0 && Number.isFinite(observed) && observed >= 0)) return false;
+    [this.promised, this.observed] = [promised, observed];
     this.s = { audited: s.audited, agreed: s.agreed, totalAudited: s.totalAudited, totalAgreed: s.totalAgreed };
     this.ringAt = this.ringSize = this.ringAgreed = 0;
     for (const v of recent.subarray(Math.max(0, recent.length - this.ring.length))) {

@@ -49,9 +49,14 @@ export interface LearnerStatus {
   readonly audit: AuditEstimate;
   /** Times the audit tightened the thresholds or switched the exits off. */
   readonly tightenings: number;
-  /** The unsupervised drift signal (input statistics against a reference); undefined with `learn.drift: false`. */
-  readonly drift?: DriftStatus;
+  /**
+   * The unsupervised drift signal (input statistics against a reference), the audits left to verify an alarm, and
+   * the confirmed drifts (learning restarted on the new traffic); undefined with `learn.drift: false`.
+   */
+  readonly drift?: DriftStatus & { readonly verifying: number; readonly restarts: number };
   readonly target: number;
+  /** The target the next fit aims at (stricter than `target` while the audit shows the fits overpromise). */
+  readonly fitTarget: number;
   readonly cannotLearn?: string;
   /** Seconds of the last fit. */
   readonly lastFitSeconds?: number;
@@ -72,6 +77,10 @@ export interface LearnerState {
   readonly drift?: ReturnType<DriftDetector['state']>;
 }
 
+/** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
+export const VERIFY_AUDITS = 60;
+export const VERIFY_SHARE = 0.5;
+
 const backbonePoint = (p: CurvePoint): boolean =>
   p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1;
 
@@ -89,6 +98,9 @@ export class Learner {
   private fitted: LearnedExits | undefined;
   /** Bumped when the traffic drifted: a fit started before on the old traffic is not adopted. */
   private generation = 0;
+  /** Audits left to verify a drift alarm (0: none pending); confirmed drifts so far. */
+  private verifying = 0;
+  private driftRestarts = 0;
   /** The curve point in force (its thresholds), undefined while exits are off. */
   private point: CurvePoint | undefined;
   private fits = 0;
@@ -138,21 +150,45 @@ export class Learner {
   }
 
   /**
-   * One served input's drift statistics (drift.ts inputStats), before it is served. On an alarm the traffic changed:
-   * exits off (the full model serves, so every input is a sample again), the reservoir and the drift reference start
-   * again from the new traffic, the audit window too; the next fit (after `minSamples`) certifies exits on it. Returns
-   * whether this input raised the alarm.
+   * One served input's drift statistics (drift.ts inputStats), before it is served. On an alarm the inputs changed,
+   * which may or may not hurt the exits (a burst of one class changes them too): with exits on, the thresholds are
+   * tightened at once (when the fit's curve has a stricter point) and the next {@link VERIFY_AUDITS} audits are drawn at {@link VERIFY_SHARE} at least, their
+   * window alone deciding. An audit failure among them confirms the drift ({@link restartOnDrift}); none dismisses it.
+   * With a fit whose exits are already off, the alarm itself restarts learning.
+   * Either way the drift reference starts again from the new inputs. Returns whether this input raised the alarm.
    */
   observeInput(stats: ArrayLike<number>): boolean {
     if (!this.drift || this.model.cannotLearn || !this.drift.observe(stats)) return false;
     this.drift.restart();
+    if (!this.exitsOn) {
+      // exits already off (the audit switched them off): nothing left to verify, learning starts again on the new
+      // traffic; before any fit the samples are kept
+      if (this.fitted) this.restartOnDrift();
+      return true;
+    }
+    // tightened when the curve has a stricter point; else the exits stay as they are while the audits verify
+    if (this.stricterPoint()) this.tighten();
+    else this.audit.resetWindow();
+    this.verifying = VERIFY_AUDITS;
+    this.version++;
+    return true;
+  }
+
+  /**
+   * A confirmed drift: exits off (the full model serves, so every input is a sample again), the reservoir starts again
+   * from the new traffic (a fit running on the old one is not adopted); the next fit (after `minSamples`) certifies
+   * exits on it.
+   */
+  private restartOnDrift(): void {
+    this.verifying = 0;
     this.reservoir.clear();
     this.point = undefined;
     this.refitWanted = true;
     this.generation++;
+    this.driftRestarts++;
     this.audit.resetWindow();
+    this.audit.resetOverpromise();
     this.version++;
-    return true;
   }
 
   /** The exits of the last fit (also while switched off), if any. */
@@ -171,7 +207,8 @@ export class Learner {
    */
   drawCompletion(): boolean {
     const o = this.options;
-    return this.audit.draw(this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare);
+    const share = this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare;
+    return this.audit.draw(this.verifying > 0 ? Math.max(VERIFY_SHARE, share) : share);
   }
 
   /** Thresholds in force, one per learned exit (NEVER_EXIT each while exits are off). */
@@ -227,7 +264,8 @@ export class Learner {
    * most the reservoir's capacity), unless the audit or a drift asked for it.
    */
   wantsFit(): boolean {
-    if (this.running || this.model.cannotLearn) return false;
+    // no fit while a drift alarm is being verified: the reservoir may be about to start again
+    if (this.running || this.model.cannotLearn || this.verifying > 0) return false;
     const r = this.reservoir;
     if (r.size < this.options.minSamples) return false;
     if (this.fitted?.bundle && !this.refitWanted)
@@ -254,13 +292,24 @@ export class Learner {
     this.refitWanted = false;
     const generation = this.generation;
     const t0 = performance.now();
-    const learned = await runner({ analysis, io, requests, options: this.options, features }, onProgress);
+    const options = { ...this.options, target: this.fitTarget() };
+    const learned = await runner({ analysis, io, requests, options, features }, onProgress);
     this.lastFitSeconds = (performance.now() - t0) / 1000;
     // fit on traffic that has since drifted away: not adopted (the re-fit on the new traffic is already wanted)
     if (generation !== this.generation) return learned;
     this.adopt(learned);
     this.fits++;
     return learned;
+  }
+
+  /**
+   * The target the next fit aims at: the learner's, made stricter by the audit's overpromise ratio (disagreements seen
+   * / promised on live inputs; at most 4×): thresholds fit on few samples promise more than they give, and the audit
+   * measures by how much on unseen traffic. 1 - (1 - target) / max(1, ratio).
+   */
+  fitTarget(): number {
+    const ratio = Math.min(4, Math.max(1, this.audit.estimate().overpromise));
+    return 1 - (1 - this.options.target) / ratio;
   }
 
   /** Puts fitted exits in force at their fitted thresholds. */
@@ -285,9 +334,12 @@ export class Learner {
    * below the target, tightens the thresholds at once and asks for a re-fit; returns whether it did.
    */
   audited(served: number, full: number): boolean {
-    this.audit.record(served === full);
+    this.audit.record(served === full, this.exitsOn && this.point ? 1 - this.point.agreement : undefined);
+    const verifying = this.verifying > 0;
+    if (verifying) this.verifying--;
     if (!this.exitsOn || !this.audit.failing(this.options.target)) return false;
-    this.tighten();
+    if (verifying) this.restartOnDrift();
+    else this.tighten();
     return true;
   }
 
@@ -296,18 +348,23 @@ export class Learner {
    * there is none (or it is the backbone-only point), exits off. A re-fit is asked for either way.
    */
   tighten(): void {
-    const current = this.point;
-    if (!current || !this.fitted) return;
-    const allowed = (1 - current.agreement) / 2;
-    const n = exitCount(this.fitted);
-    const better = this.fitted.summary.curve
-      .filter((p) => p.thresholds.length === n && !backbonePoint(p) && 1 - p.agreement <= allowed + 1e-12)
-      .sort((a, b) => a.macsFraction - b.macsFraction)[0];
-    this.point = better;
+    if (!this.point || !this.fitted) return;
+    this.point = this.stricterPoint();
     this.tightenings++;
     this.refitWanted = true;
     this.audit.resetWindow();
     this.version++;
+  }
+
+  /** The curve point {@link tighten} moves to (undefined: exits off). */
+  private stricterPoint(): CurvePoint | undefined {
+    const current = this.point;
+    if (!current || !this.fitted) return undefined;
+    const allowed = (1 - current.agreement) / 2;
+    const n = exitCount(this.fitted);
+    return this.fitted.summary.curve
+      .filter((p) => p.thresholds.length === n && !backbonePoint(p) && 1 - p.agreement <= allowed + 1e-12)
+      .sort((a, b) => a.macsFraction - b.macsFraction)[0];
   }
 
   status(): LearnerStatus {
@@ -329,8 +386,11 @@ export class Learner {
       macsFraction: p ? p.macsFraction : 1,
       audit: this.audit.estimate(),
       tightenings: this.tightenings,
-      ...(this.drift ? { drift: this.drift.status() } : {}),
+      ...(this.drift
+        ? { drift: { ...this.drift.status(), verifying: this.verifying, restarts: this.driftRestarts } }
+        : {}),
       target: this.options.target,
+      fitTarget: this.fitTarget(),
       ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
       ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
     };
@@ -387,6 +447,7 @@ export class Learner {
     this.reservoir.clear();
     this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
     this.drift?.restart();
+    this.verifying = 0;
     this.fitted = this.origin?.learned;
     this.point = this.origin?.point;
     this.fits = this.tightenings = 0;

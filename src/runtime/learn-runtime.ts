@@ -260,9 +260,9 @@ export class LearnRuntime {
   }
 
   /**
-   * Each input's statistics to the drift detector, before it is served. On an alarm (the learner has switched the
-   * exits off and started again on the new traffic) pending audits of the old exits are dropped and the full model
-   * serves from this input on. Runs inside a queued job.
+   * Each input's statistics to the drift detector, before it is served. On an alarm the learner has tightened the
+   * thresholds and audits more until the drift is confirmed or dismissed (or the exits went off: the full model
+   * serves from this input on). Runs inside a queued job.
    */
   private async watchDrift(data: Float32Array, rows: number): Promise<void> {
     const spec = this.manifest.input;
@@ -270,9 +270,8 @@ export class LearnRuntime {
     let alarm = false;
     for (let r = 0; r < rows; r++) if (this.learner.observeInput(inputStats(data, r * size, spec))) alarm = true;
     if (!alarm) return;
-    this.pendingAudits = [];
     this.version++;
-    await this.swap(undefined);
+    if (!this.learner.exitsOn) await this.swap(undefined);
     this.save();
   }
 
