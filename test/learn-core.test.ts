@@ -8,7 +8,8 @@ import { encodeModel } from '../src/graph/index.js';
 import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
-import { analyseForLearning, Learner, type LearnModel } from '../src/learn/learner.js';
+import { analyseForLearning, Learner, VERIFY_AUDITS, type LearnModel } from '../src/learn/learner.js';
+import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
 import { isSelfxitError } from '../src/errors.js';
@@ -206,6 +207,30 @@ describe('learner on the Fashion-MNIST model', () => {
     expect(l3.status().samplesStored).toBe(0);
     const foreign = { ...saved, fitted: { ...saved.fitted!, exits: [{ ...saved.fitted!.exits[0]!, cut: 'nope' }] } };
     expect(l3.restore(foreign)).toBe(false);
+
+    // a drift alarm (synthetic input statistics) is verified by the audit: passing audits dismiss it, failing ones
+    // restart learning on the new traffic
+    const rng = createRng(5);
+    const feed = (x: Learner, n: number, shift: number): boolean => {
+      let alarm = false;
+      for (let i = 0; i < n; i++) if (x.observeInput([rng.next() + shift, 1, rng.next(), rng.next()])) alarm = true;
+      return alarm;
+    };
+    for (const agree of [true, false]) {
+      const x = new Learner(lm, { minSamples: 600, maxCandidates: 4 });
+      expect(x.restore(structuredClone(saved))).toBe(true);
+      if (!x.exitsOn) break; // the tightening above switched the exits off: nothing to verify
+      expect(feed(x, 1000, 0)).toBe(false);
+      expect(feed(x, 200, 0.5)).toBe(true);
+      expect(x.status().drift?.verifying).toBe(VERIFY_AUDITS);
+      expect(x.wantsFit()).toBe(false); // no fit while verifying
+      for (let i = 0; i < VERIFY_AUDITS && x.exitsOn; i++) x.audited(0, agree ? 0 : 1);
+      const st2 = x.status();
+      expect(st2.drift?.verifying).toBe(0); // dismissed, or confirmed at the first failure
+      expect(st2.drift?.restarts).toBe(agree ? 0 : 1);
+      expect(st2.exitsOn).toBe(agree);
+      expect(st2.samplesStored).toBe(agree ? 800 : 0);
+    }
   }, 120_000);
 
   it('rejects bytes that are no model', async () => {
