@@ -2,6 +2,8 @@
 // prepare's own SelfXit fit on the reservoir), what happens when the audit fails (thresholds tightened along the fit's
 // curve, or exits off, and a re-fit scheduled) or the traffic drifts (exits off, the reservoir and the reference start
 // again on the new traffic, re-fit from it); its state for persistence. The worker (runtime/learn-runtime.ts) runs it.
+// Over 400 lines: one state machine (samples, exits in force, audit, drift verification, fits) whose transitions share
+// its fields; the parts without state live beside it (fit.ts, audit.ts, drift.ts, reservoir.ts).
 import type { CurvePoint } from '../bundle/manifest.js';
 import { withExtraOutputs, type OnnxModel } from '../graph/index.js';
 import { SelfxitError } from '../errors.js';
