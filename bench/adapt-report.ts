@@ -299,7 +299,7 @@ export function renderAdaptBlock(r: AdaptRecord, file: string): string {
     '## On-device learning (`npm run bench:adapt`)',
     '',
     `${r.model}, Chromium WASM ${r.config.threads} thread(s), from the plain model (no bundle). Traffic: ${num(r.config.images)} ` +
-      `pool images in a shuffled order (seed ${r.config.seed}), then ${num(r.config.testImages)} test images (the final measurement)` +
+      `pool images in a shuffled order (seed ${r.config.seed}), then ${num(r.config.testImages)} test images (shuffled; the final measurement)` +
       (r.config.drift === 'off'
         ? '.'
         : `, then ${num(r.config.driftImages)} pool images with a ${r.config.drift === 'blur' ? '5x5 box blur' : 'warm colour cast'} (drift).`) +
