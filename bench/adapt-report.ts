@@ -29,14 +29,20 @@ export interface AdaptWindow {
   /** Fits completed in the window and their seconds (learning().lastFitSeconds). */
   readonly fitsDone: number;
   readonly fitSeconds: number;
-  /** Offsets in the window of the events seen after a call (exits switched on or off, a tightening). */
-  readonly events: readonly { readonly at: number; readonly kind: 'on' | 'off' | 'tighten' | 'fit' }[];
+  /** Offsets in the window of the events seen after a call (exits switched on or off, a tightening, a drift alarm). */
+  readonly events: readonly { readonly at: number; readonly kind: 'on' | 'off' | 'tighten' | 'fit' | 'drift' }[];
   /** learning() after the window's last call. */
   readonly sdk: {
     readonly exitsOn: boolean;
     readonly fits: number;
     readonly samplesSeen: number;
     readonly tightenings: number;
+    /** Alarms of the SDK's drift detector so far (absent in older records). */
+    readonly driftAlarms?: number;
+    /** Confirmed drifts (learning restarted on the new traffic), and the target the next fit aims at (absent in older
+     * records). */
+    readonly driftRestarts?: number;
+    readonly fitTarget?: number;
     readonly expectedMacsFraction: number;
     readonly audit: {
       readonly agreement: number;
@@ -44,6 +50,9 @@ export interface AdaptWindow {
       readonly upperBound: number;
       readonly audited: number;
       readonly totalAudited: number;
+      /** The audit's recent window (absent in older records). */
+      readonly recentAudited?: number;
+      readonly recentAgreement?: number;
     };
   };
 }
@@ -163,13 +172,13 @@ export function exitsOnAt(ws: readonly AdaptWindow[]): number | null {
   return null;
 }
 
-/** Images after the switch to shifted traffic until the audit reacted (a tightening or exits off); null: never. */
+/** Images after the switch to shifted traffic until the SDK reacted (a drift alarm, a tightening or exits off); null: never. */
 export function driftDetectedAfter(ws: readonly AdaptWindow[]): number | null {
   const drift = ws.filter((w) => w.phase === 'drift');
   if (drift.length === 0) return null;
   const start = drift[0]!.start;
   for (const w of drift) {
-    const e = w.events.find((x) => x.kind === 'tighten' || x.kind === 'off');
+    const e = w.events.find((x) => x.kind === 'drift' || x.kind === 'tighten' || x.kind === 'off');
     if (e) return w.start + e.at + 1 - start;
   }
   return null;
@@ -241,7 +250,7 @@ export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
   const d = driftDetectedAfter(ws);
   const driftImages = drift.reduce((s, w) => s + w.images, 0);
   goals.push({
-    goal: 'drift detected by the audit within 500 images',
+    goal: 'drift detected within 500 images',
     value: !drift.length
       ? 'drift off'
       : !driftOn
@@ -260,6 +269,15 @@ export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
 
 const mark = (m: boolean | null): string => (m === null ? 'not measured' : m ? 'met' : 'MISSED');
 
+/** ', tightened' / ', drift at N' notes of a window's events. */
+function eventNotes(w: AdaptWindow): string {
+  const drift = w.events.find((e) => e.kind === 'drift');
+  return (
+    `${w.events.some((e) => e.kind === 'tighten') ? ', tightened' : ''}` +
+    `${drift ? `, drift alarm at +${drift.at + 1}` : ''}`
+  );
+}
+
 /** One line per window (also what the script prints as it goes). */
 export function windowLine(w: AdaptWindow): string {
   const a = w.sdk.audit;
@@ -269,7 +287,8 @@ export function windowLine(w: AdaptWindow): string {
     `${w.early ? `early ${w.early} (${pct(w.earlyAgreed / w.early, 1)} agree), ` : ''}` +
     `exits ${w.sdk.exitsOn ? 'on' : 'off'}, MACs ${(w.macs / w.images).toFixed(3)}, latency x${(w.sdkMs / w.fullMs).toFixed(2)}, ` +
     `fits ${w.sdk.fits}${w.fitsDone ? ` (+${w.fitsDone}, ${w.fitSeconds.toFixed(1)} s)` : ''}` +
-    `${w.events.some((e) => e.kind === 'tighten') ? ', tightened' : ''}`
+    `${w.sdk.fitTarget !== undefined ? `, next fit target ${pct(w.sdk.fitTarget, 2)}` : ''}` +
+    eventNotes(w)
   );
 }
 
@@ -280,7 +299,7 @@ export function renderAdaptBlock(r: AdaptRecord, file: string): string {
     '## On-device learning (`npm run bench:adapt`)',
     '',
     `${r.model}, Chromium WASM ${r.config.threads} thread(s), from the plain model (no bundle). Traffic: ${num(r.config.images)} ` +
-      `pool images in a shuffled order (seed ${r.config.seed}), then ${num(r.config.testImages)} test images (the final measurement)` +
+      `pool images in a shuffled order (seed ${r.config.seed}), then ${num(r.config.testImages)} test images (shuffled; the final measurement)` +
       (r.config.drift === 'off'
         ? '.'
         : `, then ${num(r.config.driftImages)} pool images with a ${r.config.drift === 'blur' ? '5x5 box blur' : 'warm colour cast'} (drift).`) +
@@ -298,8 +317,9 @@ export function renderAdaptBlock(r: AdaptRecord, file: string): string {
       const a = w.sdk.audit;
       return (
         `| ${w.phase} | ${num(w.start)}+${num(w.images)} | ${pct(w.agreed / w.images, 2)} | ` +
+        `${w.early ? `${pct(w.earlyAgreed / w.early, 2)} (${num(w.early)})` : '–'} | ` +
         `${a.audited ? `${pct(a.agreement, 2)} [${pct(a.lowerBound, 2)}, ${pct(a.upperBound, 2)}] (${a.audited})` : '–'} | ` +
-        `${w.sdk.exitsOn ? 'on' : 'off'}${w.events.some((e) => e.kind === 'tighten') ? ', tightened' : ''} | ` +
+        `${w.sdk.exitsOn ? 'on' : 'off'}${eventNotes(w)} | ` +
         `${(w.macs / w.images).toFixed(3)} | x${(w.sdkMs / w.fullMs).toFixed(2)} | ${w.sdk.fits}${w.fitsDone ? ` (${w.fitSeconds.toFixed(1)})` : ''} |`
       );
     }),

@@ -67,7 +67,7 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
     fullMs = 0,
     fitsDone = 0,
     fitSeconds = 0;
-  const events: { at: number; kind: 'on' | 'off' | 'tighten' | 'fit' }[] = [];
+  const events: AdaptWindow['events'][number][] = [];
   let before = clf.learning();
   for (const [k, i] of s.indices.entries()) {
     const raw = imageBytes(set, i);
@@ -113,6 +113,7 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
     if (after.exitsOn && !before.exitsOn) events.push({ at: k, kind: 'on' });
     if (!after.exitsOn && before.exitsOn) events.push({ at: k, kind: 'off' });
     if (after.tightenings > before.tightenings) events.push({ at: k, kind: 'tighten' });
+    if ((after.drift?.alarms ?? 0) > (before.drift?.alarms ?? 0)) events.push({ at: k, kind: 'drift' });
     before = after;
   }
   const l = before;
@@ -136,6 +137,9 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
       fits: l.fits,
       samplesSeen: l.samplesSeen,
       tightenings: l.tightenings,
+      driftAlarms: l.drift?.alarms ?? 0,
+      driftRestarts: l.drift?.restarts ?? 0,
+      fitTarget: l.fitTarget,
       expectedMacsFraction: l.macsFraction,
       audit: {
         agreement: l.audit.agreement,
@@ -143,6 +147,8 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
         upperBound: l.audit.upperBound,
         audited: l.audit.audited,
         totalAudited: l.audit.totalAudited,
+        recentAudited: l.audit.recentAudited,
+        recentAgreement: l.audit.recentAudited ? l.audit.recentAgreed / l.audit.recentAudited : 1,
       },
     },
   };

@@ -98,10 +98,12 @@ export function setupLearnMode(): void {
     ui.fits.textContent = `${l.fits}${l.fitting ? ' (fitting…)' : ''}`;
     ui.exits.textContent = l.cannotLearn ? 'cannot learn' : l.exitsOn ? `on (${l.exits})` : 'off';
     const a = l.audit;
+    const driftNote = (x: LearningInfo): string =>
+      x.drift?.alarms ? ` · drift alarms ${x.drift.alarms} (exits re-learned on the new traffic)` : '';
     ui.audit.textContent = a.audited ? pct(a.agreement, 2) : '–';
     ui.auditSub.textContent = a.audited
-      ? `lower bound ${pct(a.lowerBound, 2)} · ${a.audited} audits · target ${pct(l.target, 1)}`
-      : `no audits yet · target ${pct(l.target, 1)}`;
+      ? `lower bound ${pct(a.lowerBound, 2)} · ${a.audited} audits · target ${pct(l.target, 1)}${driftNote(l)}`
+      : `no audits yet · target ${pct(l.target, 1)}${driftNote(l)}`;
     const last = state.points[state.points.length - 1];
     ui.macs.textContent = last ? pct(last.macsSaved) : '–';
     ui.status.textContent =

@@ -1,8 +1,11 @@
 // On-device learning in Chromium (issue 15) on the shipped Fashion-MNIST model: from the plain .onnx (no bundle),
 // ~2,000 streamed test images and their mirror images as traffic; exits appear, come back after a page reload without
 // re-learning (IndexedDB), a forced audit failure tightens the thresholds, and no classify() blocks for > 200 ms
-// while a fit runs (p95 latency with and without a fit running is logged).
+// while a fit runs (p95 latency with and without a fit running is logged); learned exits run on the compiled engine.
+// Then from a bundle of the same model (prepared here in Node): its exits serve and are audited from the first call.
+import path from 'node:path';
 import { test, expect, type Page } from '@playwright/test';
+import { writeFashionBundle } from '../test/fixtures/fashion-learn-bundle.js';
 import type * as Selfxit from '../src/index.js';
 
 declare global {
@@ -33,10 +36,17 @@ interface Streamed {
   readonly early: number;
   readonly learning: Selfxit.LearningInfo;
   readonly fitEvents: number;
+  readonly engine: string;
 }
 
-/** In the page: loads the model with `learn`, streams `count` images (every second one mirrored), one call each. */
-async function stream(page: Page, count: number, learn: Record<string, unknown>, reset: boolean): Promise<Streamed> {
+/** In the page: loads `url` with `learn`, streams `count` images (every second one mirrored), one call each. */
+async function stream(
+  page: Page,
+  count: number,
+  learn: Record<string, unknown>,
+  reset: boolean,
+  url = MODEL,
+): Promise<Streamed> {
   return page.evaluate(
     async ({ MODEL, count, learn, reset }) => {
       const bytes = new Uint8Array(await (await fetch('/models/fashion-resnet/test-u8.bin')).arrayBuffer());
@@ -79,10 +89,11 @@ async function stream(page: Page, count: number, learn: Record<string, unknown>,
         await clf.classify(image(i));
       }
       const learning = clf.learning();
+      const engine = clf.info().engine;
       await clf.dispose();
-      return { latencies, early, learning, fitEvents };
+      return { latencies, early, learning, fitEvents, engine };
     },
-    { MODEL, count, learn, reset },
+    { MODEL: url, count, learn, reset },
   );
 }
 
@@ -117,6 +128,7 @@ test('learning from a plain model: exits appear, persist across a reload, and a 
   expect(a.learning.macsFraction).toBeLessThan(1);
   expect(a.early).toBeGreaterThan(0);
   expect(a.learning.persists).toBe(true);
+  expect(a.engine).toBe('compiled'); // the default engine serves learned exits
   // The fit runs in a second worker: no call waits for it for more than 200 ms beyond the slowest call served with no
   // fit running (the machine's own noise: on a loaded 2-core machine plain calls take up to ~300 ms). Opening its exits
   // creates onnxruntime sessions in the serving worker, one per queued step, and a call may wait for one (openStepMs,
@@ -151,4 +163,28 @@ test('learning from a plain model: exits appear, persist across a reload, and a 
     await clf.resetLearning();
     await clf.dispose();
   }, MODEL);
+});
+
+test('learning from a bundle: its exits serve and are audited at once; reset goes back to them', async ({ page }) => {
+  test.setTimeout(240_000);
+  const root = path.resolve(import.meta.dirname, '..');
+  await writeFashionBundle(path.join(root, 'e2e/.bundles/fashion-learn'));
+  await openPage(page);
+  const BUNDLE = '/e2e/.bundles/fashion-learn/';
+  const opts = { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'], auditShare: 0.2 };
+  const a = await stream(page, 300, opts, true, BUNDLE);
+  console.log(
+    `learn from a bundle: early exits ${a.early}/300; learning ${JSON.stringify({ ...a.learning, thresholds: undefined })}`,
+  );
+  expect(a.learning.fromBundle).toBe(true);
+  expect(a.learning.exitsOn).toBe(true);
+  expect(a.early).toBeGreaterThan(0);
+  expect(a.learning.audit.totalAudited).toBeGreaterThan(10);
+  expect(a.learning.fits).toBe(0); // the first fit waits for as many samples as the bundle was calibrated on
+  expect(a.engine).toBe('compiled');
+  await page.evaluate(async (url) => {
+    const clf = await window.selfxit.load(url, { backend: 'wasm', learn: true });
+    await clf.resetLearning();
+    await clf.dispose();
+  }, BUNDLE);
 });

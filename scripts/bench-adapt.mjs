@@ -8,7 +8,7 @@
 // Environment (all optional):
 //   BENCH_ADAPT_IMAGES        traffic images from pool-u8.bin (default 40000, at most 40000)
 //   BENCH_ADAPT_WINDOW        images per window (default 1000)
-//   BENCH_ADAPT_TEST          test images for the final measurement (default all 5000; 0 skips)
+//   BENCH_ADAPT_TEST          test images for the final measurement, in a seeded shuffled order (default all 5000; 0 skips)
 //   BENCH_ADAPT_DRIFT         blur (5x5 box blur, default), cast (warm colour cast) or 0 (no drift phase)
 //   BENCH_ADAPT_DRIFT_IMAGES  shifted pool images after the test phase (default 5000)
 //   BENCH_ADAPT_SEED          seed of the traffic order (default 1)
@@ -84,7 +84,8 @@ async function main() {
     log(`page ready: ${JSON.stringify(pageInfo)}`);
     const phases = [
       { phase: 'traffic', set: 'pool', order: shuffledOrder(POOL, seed).slice(0, images) },
-      { phase: 'test', set: 'test', order: Array.from({ length: testImages }, (_, i) => i) },
+      // the files are in class-major order: shuffled, or the traffic is one class after another (a real drift)
+      { phase: 'test', set: 'test', order: shuffledOrder(TEST, seed + 2).slice(0, testImages) },
       { phase: 'drift', set: 'pool', order: shuffledOrder(POOL, seed + 1).slice(0, driftImages), shift: drift },
     ];
     let served = 0;

@@ -63,7 +63,8 @@ export interface InitRequest {
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
-  /** Learn on the device (load option `learn`); `manifestUrl` is then the URL of a plain .onnx model. */
+  /** Learn on the device (load option `learn`); `manifestUrl` is then the URL of a plain .onnx model, or of a bundle's
+   * manifest with `learn.fromBundle`. */
   readonly learn?: LearnRequest;
 }
 
@@ -81,6 +82,8 @@ export interface LearnRequest {
   readonly persist: boolean;
   /** Test hook: every audited input counts as a disagreement (forces the audit to fail). */
   readonly corruptAudit?: boolean;
+  /** `manifestUrl` is a bundle's manifest: learning starts from its exits (its backbone file is the model). */
+  readonly fromBundle?: boolean;
 }
 
 /** What the worker reports of on-device learning, with every reply (`clf.learning()`). */

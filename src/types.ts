@@ -78,7 +78,8 @@ export interface LoadOptions {
   /**
    * On-device learning (docs/API.md#on-device-learning). With a plain `.onnx` URL the worker cuts the model, serves it
    * whole while it collects pooled features, fits exits with prepare's method when enough inputs arrived, audits them
-   * live and keeps what it learned in IndexedDB per model hash. `true` = the defaults. Not yet with a bundle URL.
+   * live and keeps what it learned in IndexedDB per model hash. `true` = the defaults. With a bundle URL learning starts
+   * from the bundle's exits (its backbone.onnx is the model).
    */
   readonly learn?: boolean | LearnLoadOptions;
 }

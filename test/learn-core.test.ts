@@ -8,11 +8,13 @@ import { encodeModel } from '../src/graph/index.js';
 import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
-import { analyseForLearning, Learner, type LearnModel } from '../src/learn/learner.js';
+import { analyseForLearning, Learner, VERIFY_AUDITS, type LearnModel } from '../src/learn/learner.js';
+import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
+import { resolveLoadOptions } from '../src/page/options.js';
 
 const dir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
 const modelBytes = new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')));
@@ -72,6 +74,23 @@ describe('learn options', () => {
   });
 });
 
+describe('the learn option of load()', () => {
+  it('learns from a plain model or from a bundle (its manifest), refusing input/labels with a bundle', () => {
+    const plain = resolveLoadOptions('https://x.example/m/model.onnx', { learn: true }).init;
+    expect(plain.manifestUrl).toBe('https://x.example/m/model.onnx');
+    expect(plain.learn?.fromBundle).toBeUndefined();
+    const bundle = resolveLoadOptions('https://x.example/b/', { learn: { auditShare: 0.1 } }).init;
+    expect(bundle.manifestUrl).toBe('https://x.example/b/manifest.json');
+    expect(bundle.learn).toMatchObject({ fromBundle: true, options: { auditShare: 0.1 }, persist: true });
+    expect(() => resolveLoadOptions('https://x.example/b/', { learn: { labels: ['a'] } })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+    expect(() => resolveLoadOptions('https://x.example/m/model.onnx')).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+  });
+});
+
 describe('feature reservoir', () => {
   it('keeps a uniform sample within its byte cap and restores its state', async () => {
     const lm = await fashion();
@@ -79,7 +98,16 @@ describe('feature reservoir', () => {
     const per = bytesPerRow(cuts, 10);
     const r = new FeatureReservoir(cuts, 10, { maxSamples: 1000, maxBytes: per * 50 + 3, seed: 1 });
     expect(r.capacity).toBe(50);
-    expect(r.bytes).toBeLessThanOrEqual(per * 50 + 3);
+    expect(r.maxBytes).toBe(per * 50);
+    expect(r.bytes).toBe(0); // allocated as rows arrive
+    const big = new FeatureReservoir(cuts, 10, { maxSamples: 20000, maxBytes: 1e9 });
+    big.addFromMaps(
+      cuts.map((c) => new Float32Array(c.channels * c.height * c.width)),
+      new Float32Array(10),
+      1,
+    );
+    expect(big.bytes).toBe(256 * per); // the first block, not 20,000 rows
+    expect(big.maxBytes).toBe(20000 * per);
     const maps = cuts.map((c) => new Float32Array(c.channels * c.height * c.width));
     const logits = new Float32Array(10);
     for (let i = 0; i < 500; i++) {
@@ -89,6 +117,7 @@ describe('feature reservoir', () => {
       r.addFromMaps(maps, logits, 1);
     }
     expect([r.seen, r.size, r.fresh]).toEqual([500, 50, 500]);
+    expect(r.bytes).toBe(per * 50);
     const fs0 = r.featureSet();
     // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
     const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);
@@ -161,12 +190,16 @@ describe('learner on the Fashion-MNIST model', () => {
     if (after.exitsOn) expect(1 - after.expectedAgreement).toBeLessThanOrEqual((1 - before) / 2 + 1e-12);
     else expect(after.thresholds.every((t) => t === NEVER_EXIT)).toBe(true);
     expect(l.wantsFit()).toBe(true);
+    // the audits showed far more disagreement than promised: the next fit aims higher (at most 4x less disagreement)
+    expect(after.fitTarget).toBeGreaterThan(0.99);
+    expect(after.fitTarget).toBeLessThanOrEqual(1 - 0.01 / 4 + 1e-12);
 
     // the persisted state restores the same exits and thresholds in a new learner; a foreign state is discarded
     const saved = structuredClone(l.state());
     const l2 = new Learner(lm, { minSamples: 600, refitAfter: 400, maxCandidates: 4 });
     expect(l2.restore(saved)).toBe(true);
     expect(l2.thresholds).toEqual(l.thresholds);
+    expect(l2.fitTarget()).toBeCloseTo(l.fitTarget(), 12);
     expect(l2.status().samplesStored).toBe(800);
     expect(l2.learned?.exits.map((e) => e.cut)).toEqual(learned.exits.map((e) => e.cut));
     const l3 = new Learner(lm, { maxCandidates: 4 });
@@ -174,6 +207,30 @@ describe('learner on the Fashion-MNIST model', () => {
     expect(l3.status().samplesStored).toBe(0);
     const foreign = { ...saved, fitted: { ...saved.fitted!, exits: [{ ...saved.fitted!.exits[0]!, cut: 'nope' }] } };
     expect(l3.restore(foreign)).toBe(false);
+
+    // a drift alarm (synthetic input statistics) is verified by the audit: passing audits dismiss it, failing ones
+    // restart learning on the new traffic
+    const rng = createRng(5);
+    const feed = (x: Learner, n: number, shift: number): boolean => {
+      let alarm = false;
+      for (let i = 0; i < n; i++) if (x.observeInput([rng.next() + shift, 1, rng.next(), rng.next()])) alarm = true;
+      return alarm;
+    };
+    for (const agree of [true, false]) {
+      const x = new Learner(lm, { minSamples: 600, maxCandidates: 4 });
+      expect(x.restore(structuredClone(saved))).toBe(true);
+      if (!x.exitsOn) break; // the tightening above switched the exits off: nothing to verify
+      expect(feed(x, 1000, 0)).toBe(false);
+      expect(feed(x, 200, 0.5)).toBe(true);
+      expect(x.status().drift?.verifying).toBe(VERIFY_AUDITS);
+      expect(x.wantsFit()).toBe(false); // no fit while verifying
+      for (let i = 0; i < VERIFY_AUDITS && x.exitsOn; i++) x.audited(0, agree ? 0 : 1);
+      const st2 = x.status();
+      expect(st2.drift?.verifying).toBe(0); // dismissed, or confirmed at the first failure
+      expect(st2.drift?.restarts).toBe(agree ? 0 : 1);
+      expect(st2.exitsOn).toBe(agree);
+      expect(st2.samplesStored).toBe(agree ? 800 : 0);
+    }
   }, 120_000);
 
   it('rejects bytes that are no model', async () => {

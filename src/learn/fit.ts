@@ -82,7 +82,15 @@ function fitOptions(o: ResolvedLearnOptions): ReturnType<typeof resolvePrepareOp
 export interface LearnedExits {
   readonly exits: readonly BundleExit[];
   readonly summary: CalibrationSummary;
+  /**
+   * Set for the exits of the bundle learning started from (`load(bundleUrl, { learn })`): `exits` is then empty (the
+   * heads live in the bundle's segments, which serve them) and this names the bundle and its exit count.
+   */
+  readonly bundle?: { readonly manifestHash: string; readonly exits: number };
 }
+
+/** How many exits `l` has (the bundle's, for a bundle's exits). */
+export const exitCount = (l: LearnedExits | undefined): number => l?.bundle?.exits ?? l?.exits.length ?? 0;
 
 /** Everything a fit reads, as plain structured-cloneable data (it may run in another worker). */
 export interface FitJob {

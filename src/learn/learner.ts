@@ -1,19 +1,25 @@
-// The on-device learner, pure: the reservoir of served inputs, the live audit, when to fit (fit.ts: prepare's own
-// SelfXit fit on the reservoir), and what happens when the audit fails (thresholds tightened along the fit's curve, or
-// exits off, and a re-fit scheduled); its state for persistence. The worker (runtime/learn-runtime.ts) runs the model.
+// The on-device learner, pure: the reservoir of served inputs, the live audit, the drift detector, when to fit (fit.ts:
+// prepare's own SelfXit fit on the reservoir), what happens when the audit fails (thresholds tightened along the fit's
+// curve, or exits off, and a re-fit scheduled) or the traffic drifts (exits off, the reservoir and the reference start
+// again on the new traffic, re-fit from it); its state for persistence. The worker (runtime/learn-runtime.ts) runs it.
+// Over 400 lines: one state machine (samples, exits in force, audit, drift verification, fits) whose transitions share
+// its fields; the parts without state live beside it (fit.ts, audit.ts, drift.ts, reservoir.ts).
 import type { CurvePoint } from '../bundle/manifest.js';
 import { withExtraOutputs, type OnnxModel } from '../graph/index.js';
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import type { PrepareProgress } from '../calibrate/progress.js';
-import { fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
+import { exitCount, fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
+import type { BundleManifest } from '../bundle/manifest.js';
 import { LiveAudit, type AuditEstimate } from './audit.js';
+import { DriftDetector, STATS_PER_CHANNEL, type DriftStatus } from './drift.js';
 import { FeatureReservoir, reservoirCuts } from './reservoir.js';
 import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
 
 export {
   analyseForLearning,
+  exitCount,
   fitLearned,
   noExitSummary,
   type FitJob,
@@ -27,7 +33,9 @@ export interface LearnerStatus {
   /** Inputs offered to the reservoir (every input served by the full model, every audited one). */
   readonly samplesSeen: number;
   readonly samplesStored: number;
+  /** Bytes the reservoir holds now (allocated as samples arrive) and may grow to; its capacity in samples. */
   readonly reservoirBytes: number;
+  readonly reservoirMaxBytes: number;
   readonly reservoirCapacity: number;
   /** Fits completed, and whether one is running. */
   readonly fits: number;
@@ -43,10 +51,19 @@ export interface LearnerStatus {
   readonly audit: AuditEstimate;
   /** Times the audit tightened the thresholds or switched the exits off. */
   readonly tightenings: number;
+  /**
+   * The unsupervised drift signal (input statistics against a reference), the audits left to verify an alarm, and
+   * the confirmed drifts (learning restarted on the new traffic); undefined with `learn.drift: false`.
+   */
+  readonly drift?: DriftStatus & { readonly verifying: number; readonly restarts: number };
   readonly target: number;
+  /** The target the next fit aims at (stricter than `target` while the audit shows the fits overpromise). */
+  readonly fitTarget: number;
   readonly cannotLearn?: string;
   /** Seconds of the last fit. */
   readonly lastFitSeconds?: number;
+  /** True while the exits in force are those of the bundle learning started from (no fit replaced them yet). */
+  readonly fromBundle?: boolean;
 }
 
 /** The state a learner persists (runtime/learn-store.ts), as plain structured-cloneable data. */
@@ -59,7 +76,12 @@ export interface LearnerState {
   readonly refitWanted: boolean;
   readonly audit: ReturnType<LiveAudit['state']>;
   readonly reservoir: ReturnType<FeatureReservoir['state']>;
+  readonly drift?: ReturnType<DriftDetector['state']>;
 }
+
+/** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
+export const VERIFY_AUDITS = 60;
+export const VERIFY_SHARE = 0.5;
 
 const backbonePoint = (p: CurvePoint): boolean =>
   p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1;
@@ -73,7 +95,14 @@ export class Learner {
   readonly options: ResolvedLearnOptions;
   readonly reservoir: FeatureReservoir;
   readonly audit: LiveAudit;
+  /** The drift detector (undefined with `learn.drift: false`). */
+  readonly drift: DriftDetector | undefined;
   private fitted: LearnedExits | undefined;
+  /** Bumped when the traffic drifted: a fit started before on the old traffic is not adopted. */
+  private generation = 0;
+  /** Audits left to verify a drift alarm (0: none pending); confirmed drifts so far. */
+  private verifying = 0;
+  private driftRestarts = 0;
   /** The curve point in force (its thresholds), undefined while exits are off. */
   private point: CurvePoint | undefined;
   private fits = 0;
@@ -84,9 +113,17 @@ export class Learner {
   /** Bumped whenever the exits or thresholds in force change. */
   version = 0;
 
+  /** The exits of the bundle learning started from, and the thresholds it serves them at (undefined: a plain model). */
+  private readonly origin: { readonly learned: LearnedExits; readonly point: CurvePoint } | undefined;
+
+  /**
+   * `bundle`: learning starts from this bundle's exits (served at its thresholds, audited, replaced by the first fit
+   * on enough live samples; `resetLearning()` goes back to them).
+   */
   constructor(
     readonly model: LearnModel,
     options: LearnOptions = {},
+    bundle?: { readonly manifest: BundleManifest; readonly hash: string },
   ) {
     this.options = resolveLearnOptions(options);
     const o = this.options;
@@ -95,7 +132,65 @@ export class Learner {
       maxBytes: o.maxBytes,
       seed: o.seed,
     });
-    this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, seed: o.seed });
+    this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, recent: o.auditWindow, seed: o.seed });
+    this.drift = o.drift ? new DriftDetector(STATS_PER_CHANNEL * model.io.input.channels, { seed: o.seed }) : undefined;
+    if (bundle && bundle.manifest.exits.length > 0) {
+      const c = bundle.manifest.calibration;
+      this.origin = {
+        learned: { exits: [], summary: c, bundle: { manifestHash: bundle.hash, exits: bundle.manifest.exits.length } },
+        point: {
+          knob: 0,
+          thresholds: bundle.manifest.exits.map((e) => e.threshold),
+          agreement: c.validationAgreement,
+          macsFraction: c.expectedMacsFraction,
+          exitShares: [],
+        },
+      };
+      this.fitted = this.origin.learned;
+      this.point = this.origin.point;
+    }
+  }
+
+  /**
+   * One served input's drift statistics (drift.ts inputStats), before it is served. On an alarm the inputs changed,
+   * which may or may not hurt the exits (a burst of one class changes them too): with exits on, the thresholds are
+   * tightened at once (when the fit's curve has a stricter point) and the next {@link VERIFY_AUDITS} audits are drawn at {@link VERIFY_SHARE} at least, their
+   * window alone deciding. An audit failure among them confirms the drift ({@link restartOnDrift}); none dismisses it.
+   * With a fit whose exits are already off, the alarm itself restarts learning.
+   * Either way the drift reference starts again from the new inputs. Returns whether this input raised the alarm.
+   */
+  observeInput(stats: ArrayLike<number>): boolean {
+    if (!this.drift || this.model.cannotLearn || !this.drift.observe(stats)) return false;
+    this.drift.restart();
+    if (!this.exitsOn) {
+      // exits already off (the audit switched them off): nothing left to verify, learning starts again on the new
+      // traffic; before any fit the samples are kept
+      if (this.fitted) this.restartOnDrift();
+      return true;
+    }
+    // tightened when the curve has a stricter point; else the exits stay as they are while the audits verify
+    if (this.stricterPoint()) this.tighten();
+    else this.audit.resetWindow();
+    this.verifying = VERIFY_AUDITS;
+    this.version++;
+    return true;
+  }
+
+  /**
+   * A confirmed drift: exits off (the full model serves, so every input is a sample again), the reservoir starts again
+   * from the new traffic (a fit running on the old one is not adopted); the next fit (after `minSamples`) certifies
+   * exits on it.
+   */
+  private restartOnDrift(): void {
+    this.verifying = 0;
+    this.reservoir.clear();
+    this.point = undefined;
+    this.refitWanted = true;
+    this.generation++;
+    this.driftRestarts++;
+    this.audit.resetWindow();
+    this.audit.resetOverpromise();
+    this.version++;
   }
 
   /** The exits of the last fit (also while switched off), if any. */
@@ -105,7 +200,7 @@ export class Learner {
 
   /** Whether served inputs should leave early. */
   get exitsOn(): boolean {
-    return this.point !== undefined && this.fitted !== undefined && this.fitted.exits.length > 0;
+    return this.point !== undefined && exitCount(this.fitted) > 0;
   }
 
   /**
@@ -114,12 +209,13 @@ export class Learner {
    */
   drawCompletion(): boolean {
     const o = this.options;
-    return this.audit.draw(this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare);
+    const share = this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare;
+    return this.audit.draw(this.verifying > 0 ? Math.max(VERIFY_SHARE, share) : share);
   }
 
   /** Thresholds in force, one per learned exit (NEVER_EXIT each while exits are off). */
   get thresholds(): number[] {
-    const n = this.fitted?.exits.length ?? 0;
+    const n = exitCount(this.fitted);
     return this.point ? [...this.point.thresholds] : new Array<number>(n).fill(NEVER_EXIT);
   }
 
@@ -164,11 +260,18 @@ export class Learner {
     return { probs, index };
   }
 
-  /** Whether a fit should start now: none running, enough samples, and the first fit, enough fresh ones, or the audit asked. */
+  /**
+   * Whether a fit should start now: none running, enough samples, and the first fit, enough fresh ones, or the audit
+   * asked. While a bundle's exits serve, the first fit waits for as many samples as the bundle was calibrated on (at
+   * most the reservoir's capacity), unless the audit or a drift asked for it.
+   */
   wantsFit(): boolean {
-    if (this.running || this.model.cannotLearn) return false;
+    // no fit while a drift alarm is being verified: the reservoir may be about to start again
+    if (this.running || this.model.cannotLearn || this.verifying > 0) return false;
     const r = this.reservoir;
     if (r.size < this.options.minSamples) return false;
+    if (this.fitted?.bundle && !this.refitWanted)
+      return r.size >= Math.min(r.capacity, Math.max(this.options.minSamples, this.fitted.summary.samples));
     return this.fits === 0 || this.refitWanted || r.fresh >= this.options.refitAfter;
   }
 
@@ -189,12 +292,26 @@ export class Learner {
     const features = this.reservoir.featureSet();
     this.reservoir.markFitted();
     this.refitWanted = false;
+    const generation = this.generation;
     const t0 = performance.now();
-    const learned = await runner({ analysis, io, requests, options: this.options, features }, onProgress);
+    const options = { ...this.options, target: this.fitTarget() };
+    const learned = await runner({ analysis, io, requests, options, features }, onProgress);
     this.lastFitSeconds = (performance.now() - t0) / 1000;
+    // fit on traffic that has since drifted away: not adopted (the re-fit on the new traffic is already wanted)
+    if (generation !== this.generation) return learned;
     this.adopt(learned);
     this.fits++;
     return learned;
+  }
+
+  /**
+   * The target the next fit aims at: the learner's, made stricter by the audit's overpromise ratio (disagreements seen
+   * / promised on live inputs; at most 4×): thresholds fit on few samples promise more than they give, and the audit
+   * measures by how much on unseen traffic. 1 - (1 - target) / max(1, ratio).
+   */
+  fitTarget(): number {
+    const ratio = Math.min(4, Math.max(1, this.audit.estimate().overpromise));
+    return 1 - (1 - this.options.target) / ratio;
   }
 
   /** Puts fitted exits in force at their fitted thresholds. */
@@ -219,9 +336,12 @@ export class Learner {
    * below the target, tightens the thresholds at once and asks for a re-fit; returns whether it did.
    */
   audited(served: number, full: number): boolean {
-    this.audit.record(served === full);
+    this.audit.record(served === full, this.exitsOn && this.point ? 1 - this.point.agreement : undefined);
+    const verifying = this.verifying > 0;
+    if (verifying) this.verifying--;
     if (!this.exitsOn || !this.audit.failing(this.options.target)) return false;
-    this.tighten();
+    if (verifying) this.restartOnDrift();
+    else this.tighten();
     return true;
   }
 
@@ -230,18 +350,23 @@ export class Learner {
    * there is none (or it is the backbone-only point), exits off. A re-fit is asked for either way.
    */
   tighten(): void {
-    const current = this.point;
-    if (!current || !this.fitted) return;
-    const allowed = (1 - current.agreement) / 2;
-    const n = this.fitted.exits.length;
-    const better = this.fitted.summary.curve
-      .filter((p) => p.thresholds.length === n && !backbonePoint(p) && 1 - p.agreement <= allowed + 1e-12)
-      .sort((a, b) => a.macsFraction - b.macsFraction)[0];
-    this.point = better;
+    if (!this.point || !this.fitted) return;
+    this.point = this.stricterPoint();
     this.tightenings++;
     this.refitWanted = true;
     this.audit.resetWindow();
     this.version++;
+  }
+
+  /** The curve point {@link tighten} moves to (undefined: exits off). */
+  private stricterPoint(): CurvePoint | undefined {
+    const current = this.point;
+    if (!current || !this.fitted) return undefined;
+    const allowed = (1 - current.agreement) / 2;
+    const n = exitCount(this.fitted);
+    return this.fitted.summary.curve
+      .filter((p) => p.thresholds.length === n && !backbonePoint(p) && 1 - p.agreement <= allowed + 1e-12)
+      .sort((a, b) => a.macsFraction - b.macsFraction)[0];
   }
 
   status(): LearnerStatus {
@@ -251,17 +376,23 @@ export class Learner {
       samplesSeen: r.seen,
       samplesStored: r.size,
       reservoirBytes: r.bytes,
+      reservoirMaxBytes: r.maxBytes,
       reservoirCapacity: r.capacity,
       fits: this.fits,
       fitting: this.running !== undefined,
       exitsOn: this.exitsOn,
-      exits: this.fitted?.exits.length ?? 0,
+      exits: exitCount(this.fitted),
+      ...(this.fitted?.bundle ? { fromBundle: true } : {}),
       thresholds: this.thresholds,
       expectedAgreement: p ? p.agreement : 1,
       macsFraction: p ? p.macsFraction : 1,
       audit: this.audit.estimate(),
       tightenings: this.tightenings,
+      ...(this.drift
+        ? { drift: { ...this.drift.status(), verifying: this.verifying, restarts: this.driftRestarts } }
+        : {}),
       target: this.options.target,
+      fitTarget: this.fitTarget(),
       ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
       ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
     };
@@ -277,25 +408,32 @@ export class Learner {
       refitWanted: this.refitWanted,
       audit: this.audit.state(),
       reservoir: this.reservoir.state(),
+      ...(this.drift ? { drift: this.drift.state() } : {}),
     };
   }
 
   /** Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. */
   restore(s: LearnerState): boolean {
     const fitted = s.fitted;
+    // a bundle's exits only with that very bundle (same manifest hash); learned exits only on this model's cuts
     const exitsOk =
       fitted === undefined ||
       (Array.isArray(fitted.exits) &&
-        fitted.exits.every((e) => this.model.requests.some((q) => q.cut.tensor === e.cut)) &&
+        (fitted.bundle === undefined
+          ? fitted.exits.every((e) => this.model.requests.some((q) => q.cut.tensor === e.cut))
+          : fitted.exits.length === 0 &&
+            fitted.bundle.manifestHash === this.origin?.learned.bundle?.manifestHash &&
+            fitted.bundle.exits === this.origin.learned.bundle.exits) &&
         Array.isArray(fitted.summary?.curve));
     const pointOk =
       s.point === undefined ||
       (fitted !== undefined &&
         Array.isArray(s.point.thresholds) &&
-        s.point.thresholds.length === fitted.exits.length &&
+        s.point.thresholds.length === exitCount(fitted) &&
         s.point.thresholds.every((t) => typeof t === 'number'));
     if (!exitsOk || !pointOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit)) return this.reset();
     if (!this.reservoir.restore(s.reservoir)) return this.reset();
+    if (this.drift && s.drift !== undefined && !this.drift.restore(s.drift)) return this.reset();
     this.fitted = fitted;
     this.point = s.point;
     this.fits = s.fits;
@@ -305,12 +443,15 @@ export class Learner {
     return true;
   }
 
-  /** Forgets everything learned: samples, exits, audit. Returns false (for restore()). */
+  /** Forgets everything learned: samples, exits (back to the bundle's, if learning started from one), audit. Returns
+   * false (for restore()). */
   reset(): false {
     this.reservoir.clear();
     this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
-    this.fitted = undefined;
-    this.point = undefined;
+    this.drift?.restart();
+    this.verifying = 0;
+    this.fitted = this.origin?.learned;
+    this.point = this.origin?.point;
     this.fits = this.tightenings = 0;
     this.refitWanted = false;
     this.version++;

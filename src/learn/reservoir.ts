@@ -1,6 +1,7 @@
 // A bounded reservoir of what on-device learning keeps per served input: the pooled features at every candidate cut
 // (float16, calibrate/feature-store.ts) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
-// over every input ever added, within a stated byte cap; snapshots are FeatureSets that prepare's fit reads as is.
+// over every input ever added, within a stated byte cap, allocated as rows arrive (doubling, never above the cap);
+// snapshots are FeatureSets that prepare's fit reads as is.
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { toHalf, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
@@ -45,8 +46,12 @@ export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): num
 /** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
 export class FeatureReservoir {
   readonly capacity: number;
-  private readonly features: Uint16Array[];
-  private readonly teacher: Float32Array;
+  /** Bytes the reservoir may grow to (`capacity` rows). */
+  readonly maxBytes: number;
+  private features: Uint16Array[];
+  private teacher: Float32Array;
+  /** Rows allocated (grows by doubling up to `capacity`). */
+  private allocated = 0;
   private rng: Rng;
   private scratch: Float32Array[];
   seen = 0;
@@ -65,21 +70,40 @@ export class FeatureReservoir {
         `learn.maxBytes ${limits.maxBytes} cannot hold one sample (${bytesPerRow(cuts, classes)} bytes each)`,
         { maxBytes: limits.maxBytes },
       );
-    this.features = cuts.map((c) => new Uint16Array(this.capacity * c.dim));
-    this.teacher = new Float32Array(this.capacity * classes);
+    this.maxBytes = this.capacity * bytesPerRow(cuts, classes);
+    this.features = cuts.map(() => new Uint16Array(0));
+    this.teacher = new Float32Array(0);
     this.rng = createRng(limits.seed ?? 0);
     this.scratch = cuts.map((c) => new Float32Array(c.dim));
   }
 
-  /** Bytes held (the cap is fixed at construction: everything is preallocated). */
+  /** Bytes held now (allocated as rows arrive; at most {@link maxBytes}). */
   get bytes(): number {
     return this.features.reduce((a, f) => a + f.byteLength, 0) + this.teacher.byteLength;
+  }
+
+  /** Makes room for `rows` rows (doubling, at least 256, at most `capacity`), keeping the rows stored. */
+  private reserve(rows: number): void {
+    if (rows <= this.allocated) return;
+    const n = Math.min(this.capacity, Math.max(rows, 256, 2 * this.allocated));
+    this.features = this.features.map((f, i) => {
+      const g = new Uint16Array(n * this.cuts[i]!.dim);
+      g.set(f.subarray(0, this.size * this.cuts[i]!.dim));
+      return g;
+    });
+    const t = new Float32Array(n * this.classes);
+    t.set(this.teacher.subarray(0, this.size * this.classes));
+    this.teacher = t;
+    this.allocated = n;
   }
 
   /** The row a new input goes to (Algorithm R), or -1 when it is not kept. */
   private slot(): number {
     const seen = this.seen++;
-    if (this.size < this.capacity) return this.size++;
+    if (this.size < this.capacity) {
+      this.reserve(this.size + 1);
+      return this.size++;
+    }
     const j = this.rng.int(seen + 1);
     return j < this.capacity ? j : -1;
   }
@@ -132,9 +156,11 @@ export class FeatureReservoir {
     this.fresh = 0;
   }
 
-  /** Forgets every row. */
+  /** Forgets every row and gives their memory back. */
   clear(): void {
-    this.seen = this.size = this.fresh = 0;
+    this.seen = this.size = this.fresh = this.allocated = 0;
+    this.features = this.cuts.map(() => new Uint16Array(0));
+    this.teacher = new Float32Array(0);
   }
 
   state(): ReservoirState {
@@ -164,6 +190,8 @@ export class FeatureReservoir {
       s.features.length === this.cuts.length &&
       s.features.every((f, i) => f instanceof Uint16Array && f.length === n * this.cuts[i]!.dim);
     if (!ok) return false;
+    this.clear();
+    this.reserve(n);
     s.features.forEach((f, i) => this.features[i]!.set(f));
     this.teacher.set(s.teacher);
     this.seen = s.seen;

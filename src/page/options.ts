@@ -81,7 +81,8 @@ const isModelUrl = (url: URL): boolean => /\.onnx$/i.test(url.pathname);
 
 /**
  * The `learn` option as the worker gets it (its numbers are checked there, by learn/learn-options.ts). A plain
- * `.onnx` URL needs it; a bundle URL cannot learn yet (LEARNING_UNAVAILABLE).
+ * `.onnx` URL needs it; with a bundle URL learning starts from the bundle's exits (its manifest gives the input and
+ * labels, so `input` and `labels` are refused there).
  */
 function resolveLearn(
   value: LoadOptions['learn'],
@@ -97,15 +98,17 @@ function resolveLearn(
   }
   if (value !== true && (typeof value !== 'object' || value === null))
     throw new SelfxitError('INVALID_ARGUMENT', `learn must be a boolean or an object, got ${String(value)}`);
-  if (!isModelUrl(url))
-    throw new SelfxitError(
-      'LEARNING_UNAVAILABLE',
-      'learning from a bundle is not supported yet: load the plain .onnx model with { learn }',
-    );
   const o: LearnLoadOptions = value === true ? {} : value;
   const { input, labels, persist, corruptAudit, ...options } = o;
+  const fromBundle = !isModelUrl(url);
+  if (fromBundle && (input !== undefined || labels !== undefined))
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      'learn.input and learn.labels are for a plain .onnx model: a bundle brings its own in its manifest',
+    );
   return {
     options,
+    ...(fromBundle ? { fromBundle: true } : {}),
     ...(input ? { input } : {}),
     ...(labels ? { labels: [...labels] } : {}),
     persist: persist !== false && cache !== false,
@@ -161,7 +164,8 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   const wasmPaths = options.wasmPaths === undefined ? undefined : toUrl(options.wasmPaths, 'wasmPaths', base).href;
   return {
     init: {
-      manifestUrl: learn ? toUrl(bundleUrl, 'bundleUrl', base).href : manifestUrlOf(bundleUrl, base),
+      manifestUrl:
+        learn && !learn.fromBundle ? toUrl(bundleUrl, 'bundleUrl', base).href : manifestUrlOf(bundleUrl, base),
       backend,
       threads,
       cache,

@@ -1,8 +1,15 @@
-// A BundleCache held in memory: how a bundle learned in the worker (assembled there, never fetched) is opened by the
-// ordinary BundleRuntime — its manifest and segments are "cached", so nothing is fetched and every sha256 is checked.
+// The bundles of on-device learning: a learned bundle assembled in the worker (never fetched) and the BundleCache held
+// in memory through which the ordinary BundleRuntime opens it (its manifest and segments are "cached", so nothing is
+// fetched and every sha256 is checked); and the bundle learning starts from (`load(bundleUrl, { learn })`).
 import type { BundleManifest } from '../bundle/manifest.js';
+import { assembleBundle } from '../bundle/write-bundle.js';
+import { SelfxitError } from '../errors.js';
+import { sha256Hex } from '../graph/index.js';
+import { noExitSummary, type LearnedExits, type Learner } from '../learn/learner.js';
 import type { DevicePlan } from '../policy/device-plan.js';
-import type { BundleCache, CachedCompiled, CachedManifest } from './cache.js';
+import type { InitRequest } from '../protocol.js';
+import { loadManifest, type Progress } from './bundle-source.js';
+import { IdbBundleCache, noCache, type BundleCache, type CachedCompiled, type CachedManifest } from './cache.js';
 
 /** An in-memory BundleCache holding one learned bundle (and whatever the runtime caches beside it). */
 export class MemoryBundleCache implements BundleCache {
@@ -40,4 +47,57 @@ export class MemoryBundleCache implements BundleCache {
   getCompiled = async (key: string): Promise<CachedCompiled | undefined> => this.compiled.get(key);
   putCompiled = async (key: string, e: CachedCompiled): Promise<void> => void this.compiled.set(key, e);
   deleteCompiled = async (key: string): Promise<void> => void this.compiled.delete(key);
+}
+
+/**
+ * The bundle at `req.manifestUrl` that learning starts from: its manifest (cache first, as any load) and the URL of its
+ * full model (`backbone.file`, which learning needs: the audit and the fits run the whole model).
+ * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file; FETCH_FAILED, INVALID_BUNDLE.
+ */
+export async function bundleModel(
+  req: InitRequest,
+  progress: Progress,
+  deps: { readonly cache?: BundleCache },
+): Promise<{ manifest: BundleManifest; hash: string; modelUrl: string }> {
+  const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
+  const loaded = await loadManifest(req.manifestUrl, req, cache, Date.now(), progress);
+  const file = loaded.manifest.backbone.file;
+  if (!file)
+    throw new SelfxitError(
+      'LEARNING_UNAVAILABLE',
+      'this bundle has no backbone file (the full model), which learning needs: prepare it with the backbone included',
+      { manifestUrl: req.manifestUrl },
+    );
+  return { manifest: loaded.manifest, hash: loaded.hash, modelUrl: new URL(file, req.manifestUrl).href };
+}
+
+/** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */
+export const learnedUrl = (modelHash: string, hash: string): string =>
+  `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
+
+/**
+ * The bundle of `learned` exits in memory (no backbone.onnx, no validation file), or without them the full model as
+ * one segment, as served before a fit; its manifest text and that text's sha256.
+ */
+export async function learnedBundle(
+  learner: Learner,
+  modelBytes: Uint8Array,
+  learned: LearnedExits | undefined,
+): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
+  const lm = learner.model;
+  const { manifest, files } = await assembleBundle({
+    modelBytes,
+    model: lm.model,
+    analysis: lm.analysis,
+    input: lm.io.input,
+    labels: lm.labels,
+    output: lm.io.output,
+    outputKind: lm.io.outputKind,
+    exits: learned?.exits ?? [],
+    calibration: learned?.summary ?? noExitSummary(learner.options),
+    generator: 'selfxit learn',
+    includeBackbone: false,
+  });
+  const text = JSON.stringify(manifest);
+  return { manifest, files, text, hash: await sha256Hex(text) };
 }

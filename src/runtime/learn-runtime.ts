@@ -1,21 +1,23 @@
-// The worker side of on-device learning (`load(modelUrl, { learn })`): fetches and analyses a plain ONNX model,
-// serves with the full model run with the candidate cuts as extra outputs (storing pooled features) until a fit
-// chose exits, then through those exits (a learned bundle assembled in memory, opened by the ordinary BundleRuntime:
-// compiled or stage engine), completing a random share of early exits with the full model after the reply (the live
-// audit). Fits run in a second worker (learn-worker.ts); the state persists per model hash (learn-store.ts).
+// The worker side of on-device learning (`load(modelUrl | bundleUrl, { learn })`): fetches and analyses a plain ONNX
+// model (a bundle's backbone.onnx), serves with the full model run with the candidate cuts as extra outputs (storing
+// pooled features) until a fit chose exits (or through the bundle's own exits), then through those exits (a learned
+// bundle assembled in memory, opened by the ordinary BundleRuntime on the engine the load asked for: compiled by
+// default), completing a random share of served inputs with the full model after the reply (the live audit), and
+// watching the inputs for drift (learn/drift.ts). Fits run in a second worker (learn-worker.ts); the state persists
+// per model hash (learn-store.ts).
 // Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
-import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel, sha256Hex } from '../graph/index.js';
-import { analyseForLearning, Learner, noExitSummary, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { analyseForLearning, Learner, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { inputStats } from '../learn/drift.js';
 import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
 import type { Progress } from './bundle-source.js';
 import { fetchBytes } from './fetch-file.js';
 import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
-import { MemoryBundleCache } from './learn-bundle.js';
+import { bundleModel, learnedBundle, learnedUrl, MemoryBundleCache } from './learn-bundle.js';
 import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
@@ -80,6 +82,8 @@ export class LearnRuntime {
     private readonly deps: LearnDeps,
     private features: Session,
     private readonly exitless: { manifest: BundleManifest; hash: string },
+    /** The bundle learning started from (`load(bundleUrl, { learn })`), opened as is to serve its own exits. */
+    private readonly bundleRequest: InitRequest | undefined,
   ) {
     this.manifestValue = exitless.manifest;
     this.manifestHashValue = exitless.hash;
@@ -101,22 +105,32 @@ export class LearnRuntime {
   static async open(req: InitRequest, progress: Progress = () => {}, deps: LearnDeps = {}): Promise<LearnRuntime> {
     const learn = req.learn;
     if (!learn) throw new SelfxitError('INTERNAL', 'LearnRuntime.open() without learn options');
-    const file = req.manifestUrl.split('/').pop() || 'model.onnx';
+    const bundle = learn.fromBundle ? await bundleModel(req, progress, deps) : undefined;
+    const modelUrl = bundle?.modelUrl ?? req.manifestUrl;
+    const file = modelUrl.split('/').pop() || 'model.onnx';
     progress({ status: 'initiate', file });
     progress({ status: 'download', file });
-    const bytes = await fetchBytes(req.manifestUrl, {
+    const bytes = await fetchBytes(modelUrl, {
       onProgress: (loaded, total) =>
         progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
     });
     progress({ status: 'done', file, fromCache: false });
     const ort = await (deps.loadOrt ?? loadOrt)(req);
     const hash = await sha256Hex(bytes);
+    if (bundle && hash !== bundle.manifest.backbone.sha256)
+      throw new SelfxitError('INTEGRITY_ERROR', `${file}: sha256 ${hash} is not the manifest's backbone sha256`, {
+        file,
+        expected: bundle.manifest.backbone.sha256,
+        actual: hash,
+      });
+    const m = bundle?.manifest;
     const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
-      ...(learn.input ? { input: learn.input } : {}),
-      ...(learn.labels ? { labels: learn.labels } : {}),
+      ...(m ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout } } : {}),
+      ...(learn.input && !m ? { input: learn.input } : {}),
+      ...(m ? { labels: m.labels } : learn.labels ? { labels: learn.labels } : {}),
       learn: learn.options,
     });
-    const learner = new Learner(lm, learn.options);
+    const learner = new Learner(lm, learn.options, bundle);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
     const saved = await store.load(hash);
     const restored = saved !== undefined && learner.restore(saved);
@@ -126,16 +140,23 @@ export class LearnRuntime {
       sessionOptions(ort, []),
     );
     const first = await learnedBundle(learner, bytes, undefined);
-    const rt = new LearnRuntime(req, ort, learner, bytes, hash, store, restored, progress, deps, features, {
-      manifest: first.manifest,
-      hash: first.hash,
-    });
+    const bundleRequest: InitRequest | undefined = bundle ? { ...req, learn: undefined } : undefined;
+    const rt = new LearnRuntime(
+      req,
+      ort,
+      learner,
+      bytes,
+      hash,
+      store,
+      restored,
+      progress,
+      deps,
+      features,
+      { manifest: first.manifest, hash: first.hash },
+      bundleRequest,
+    );
     try {
-      const learned = learner.exitsOn ? learner.learned : undefined;
-      if (learned) {
-        const next = await rt.openServing(learned);
-        await rt.queue.run(() => rt.swap(next));
-      }
+      await rt.serveLearned();
     } catch (e) {
       await rt.dispose();
       throw e;
@@ -143,25 +164,35 @@ export class LearnRuntime {
     return rt;
   }
 
+  /** Serves through the learner's exits when they are on (opened first, step by step), else the full model. Must not
+   * be called from inside a queued job. */
+  private async serveLearned(): Promise<void> {
+    const learned = this.learner.exitsOn && !this.disposed ? this.learner.learned : undefined;
+    const next = learned ? await this.openServing(learned) : undefined;
+    await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+  }
+
   /**
-   * Opens the learned exits as a bundle in memory on the stage engine and loads every segment, one onnxruntime step per
-   * queued job (so that a classify() waits for one session creation at most, never for the whole bundle). Must not be
+   * Opens the learned exits — a bundle assembled in memory, or the bundle learning started from — on the engine the
+   * load asked for (the compiled cascade by default) and loads every segment, one onnxruntime step per queued job (so
+   * that a classify() waits for one session creation, or the one compilation of the cascade, at most). Must not be
    * called from inside a queued job.
    */
   private async openServing(learned: LearnedExits): Promise<Serving> {
     const a0 = performance.now();
-    const { manifest, files, text, hash } = await learnedBundle(this.learner, this.modelBytes, learned);
-    const cache = new MemoryBundleCache();
-    const url = learnedUrl(this.modelHash, hash);
-    cache.hold(url, text, hash, manifest, files);
-    const request: InitRequest = {
-      ...this.req,
-      manifestUrl: url,
-      cache: true,
-      manifestMaxAgeMs: Infinity,
-      usePlan: false,
-      engine: 'stages',
-    };
+    let request: InitRequest;
+    let deps: RuntimeDeps = { ...this.deps, loadOrt: async () => this.ort };
+    let hash: string | undefined;
+    if (learned.bundle && this.bundleRequest) request = this.bundleRequest;
+    else {
+      const b = await learnedBundle(this.learner, this.modelBytes, learned);
+      const cache = new MemoryBundleCache();
+      const url = learnedUrl(this.modelHash, b.hash);
+      cache.hold(url, b.text, b.hash, b.manifest, b.files);
+      request = { ...this.req, manifestUrl: url, cache: true, manifestMaxAgeMs: Infinity, usePlan: false };
+      deps = { ...deps, cache };
+      hash = b.hash;
+    }
     this.openStepMs = 0;
     this.assembleMs = performance.now() - a0;
     // A macrotask before each step: calls that arrived meanwhile are queued first, so each waits for one step at most.
@@ -176,17 +207,19 @@ export class LearnRuntime {
         }
       });
     };
-    const rt = await step(() =>
-      BundleRuntime.open(request, () => {}, { ...this.deps, cache, loadOrt: async () => this.ort }),
-    );
-    // Segment s loads when an input first reaches it: a blank input that leaves at exit s (the last: at none).
+    const rt = await step(() => BundleRuntime.open(request, () => {}, deps));
+    const manifest = rt.manifest;
+    // Segment s loads when an input first reaches it: blank inputs that leave at exit s (the last: at none). Two rows,
+    // so that the stage engine runs them (one step per segment); then one row, which compiles the whole cascade once.
     const blank = { kind: 'tensor' as const, data: new Float32Array(inputSize(manifest.input)) };
     const exits = manifest.exits.length;
     for (let s = 1; s <= exits; s++) {
       const thresholds = manifest.exits.map((_, j) => (j === s ? 0 : NEVER_EXIT));
-      await step(() => rt.classify({ inputs: [blank], thresholds, probabilities: false }));
+      await step(() => rt.classify({ inputs: [blank, blank], thresholds, probabilities: false }));
     }
-    return { rt, manifest, hash, learned };
+    const never = manifest.exits.map(() => NEVER_EXIT);
+    await step(() => rt.classify({ inputs: [blank], thresholds: never, probabilities: false }));
+    return { rt, manifest, hash: hash ?? rt.manifestHash, learned };
   }
 
   /** Serves through `next` (undefined: the full model); the manifest follows. Runs inside a queued job. */
@@ -216,6 +249,7 @@ export class LearnRuntime {
       const t0 = performance.now();
       const data = await this.preprocess(req);
       const rows = req.inputs.length;
+      await this.watchDrift(data, rows);
       const results =
         this.serving && this.learner.exitsOn && this.servingFor === this.learner.learned
           ? await this.throughExits(data, rows, req.probabilities)
@@ -223,6 +257,22 @@ export class LearnRuntime {
       const totalMs = performance.now() - t0;
       return results.map((r) => ({ ...r, totalMs }));
     });
+  }
+
+  /**
+   * Each input's statistics to the drift detector, before it is served. On an alarm the learner has tightened the
+   * thresholds and audits more until the drift is confirmed or dismissed (or the exits went off: the full model
+   * serves from this input on). Runs inside a queued job.
+   */
+  private async watchDrift(data: Float32Array, rows: number): Promise<void> {
+    const spec = this.manifest.input;
+    const size = inputSize(spec);
+    let alarm = false;
+    for (let r = 0; r < rows; r++) if (this.learner.observeInput(inputStats(data, r * size, spec))) alarm = true;
+    if (!alarm) return;
+    this.version++;
+    if (!this.learner.exitsOn) await this.swap(undefined);
+    this.save();
   }
 
   private async preprocess(req: ClassifyRequest): Promise<Float32Array> {
@@ -344,11 +394,9 @@ export class LearnRuntime {
     this.fitting = this.learner
       .fit((p) => report(p.stage, p.done, p.total), this.fitWorker?.run)
       .then(async () => {
-        const learned = this.learner.exitsOn ? this.learner.learned : undefined;
         this.opening = true;
         try {
-          const next = learned && !this.disposed ? await this.openServing(learned) : undefined;
-          await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+          await this.serveLearned();
         } finally {
           this.opening = false;
         }
@@ -378,9 +426,9 @@ export class LearnRuntime {
     await this.saving;
   }
 
-  /** Forgets everything learned, here and in storage; the full model serves again. */
-  resetLearning(): Promise<void> {
-    return this.queue.run(async () => {
+  /** Forgets everything learned, here and in storage; the full model (or the bundle's own exits) serves again. */
+  async resetLearning(): Promise<void> {
+    await this.queue.run(async () => {
       this.throwIfDisposed();
       await this.fitting;
       this.learner.reset();
@@ -388,6 +436,7 @@ export class LearnRuntime {
       await this.store.clear(this.modelHash);
       await this.swap(undefined);
     });
+    await this.serveLearned();
   }
 
   learningState(): LearningState {
@@ -433,35 +482,4 @@ export class LearnRuntime {
     this.serving = undefined;
     await this.features.release();
   }
-}
-
-/** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */
-const learnedUrl = (modelHash: string, hash: string): string =>
-  `https://selfxit.invalid/learned/${modelHash}/${hash}/manifest.json`;
-
-/**
- * The bundle of `learned` exits in memory (no backbone.onnx, no validation file), or without them the full model as
- * one segment, as served before a fit; its manifest text and that text's sha256.
- */
-async function learnedBundle(
-  learner: Learner,
-  modelBytes: Uint8Array,
-  learned: LearnedExits | undefined,
-): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
-  const lm = learner.model;
-  const { manifest, files } = await assembleBundle({
-    modelBytes,
-    model: lm.model,
-    analysis: lm.analysis,
-    input: lm.io.input,
-    labels: lm.labels,
-    output: lm.io.output,
-    outputKind: lm.io.outputKind,
-    exits: learned?.exits ?? [],
-    calibration: learned?.summary ?? noExitSummary(learner.options),
-    generator: 'selfxit learn',
-    includeBackbone: false,
-  });
-  const text = JSON.stringify(manifest);
-  return { manifest, files, text, hash: await sha256Hex(text) };
 }
