@@ -27,6 +27,7 @@ import { pickCurvePoint } from '../src/policy/curve.js';
 import { mapExitScores, rawThresholdOnSamples, scoreMaps, selectExitsWithRule } from '../src/policy/exit-rule.js';
 import { NEVER_EXIT, chooseThresholds, thresholdCurve } from '../src/policy/thresholds.js';
 import type { OrtModule, OrtTensor } from '../src/ort/types.js';
+import { replayTop1 } from './cascade-replay.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const data = path.resolve(root, '../shared/data/cifar10');
@@ -110,14 +111,7 @@ function measure(
   const { point, reached } = pickCurvePoint(curve, target, { samples, exits: nExits });
   const all = test.exits.map((_, j) => j);
   const o = simulateCascade(test.exits, all, point.thresholds, costs);
-  let ok = 0;
-  const n = test.labels.length;
-  for (let i = 0; i < n; i++) {
-    let j = 0;
-    while (j < nExits && !(test.exits[j]!.score[i]! >= point.thresholds[j]!)) j++;
-    const pred = j < nExits ? test.exits[j]!.pred[i]! : test.segPred[i]!;
-    if (pred === test.labels[i]) ok++;
-  }
+  const top1 = replayTop1(test.exits, all, point.thresholds, test.segPred, test.labels);
   return {
     target,
     reached,
@@ -125,7 +119,7 @@ function measure(
     expectedMacs: point.macsFraction,
     macs: o.macsFraction,
     agreement: o.agreement,
-    top1: ok / n,
+    top1: top1.cascade,
     exitShares: o.exitShares,
   };
 }

@@ -38,6 +38,7 @@ import {
 import { analyzeModel, decodeModel, type OrtModule } from '../src/core.js';
 import { writeBlock } from '../scripts/md-block.mjs';
 import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
+import { replayTop1 } from './cascade-replay.js';
 import { renderHeadsBlock, type StudyRecord, type StudyRow } from './heads-render.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -321,20 +322,7 @@ function measureRows(
     for (const target of TARGETS) {
       const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });
       const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
-      let correct = 0;
-      let bb = 0;
-      for (let s = 0; s < test.count; s++) {
-        let pred = testPred[s]!;
-        for (let j = 0; j < sel.selected.length; j++) {
-          const e = onTest[sel.selected[j]!]!;
-          if (e.score[s]! >= sel.thresholds[j]!) {
-            pred = e.pred[s]!;
-            break;
-          }
-        }
-        if (pred === labels[s]) correct++;
-        if (testPred[s] === labels[s]) bb++;
-      }
+      const top1 = replayTop1(onTest, sel.selected, sel.thresholds, testPred, labels);
       out.push({
         heads: name,
         rule,
@@ -342,7 +330,7 @@ function measureRows(
         exits: sel.selected.map((j) => index[j]!),
         validationAgreement: sel.agreement,
         testAgreement: t.agreement,
-        top1VsBackbonePoints: (100 * (correct - bb)) / test.count,
+        top1VsBackbonePoints: 100 * (top1.cascade - top1.backbone),
         testMacsFraction: t.macsFraction,
         headTrainingSeconds: seconds,
       });
