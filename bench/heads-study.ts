@@ -7,7 +7,10 @@
 //   npx tsx bench/heads-study.ts [resnet56|resnet20] [variant,variant,…]
 //   npx tsx bench/heads-study.ts --render <results.json> [<results.json> …]   (one block from several runs)
 //
-// Features are extracted once per model and kept in bench/.cache/ (about 1 GB for ResNet-56).
+// Features are extracted once per model and kept in bench/.cache/ (about 1 GB for ResNet-56). BENCH_HEADS_LIMIT=N
+// uses N calib images (seeded shuffle, as prepare's --limit) for quick runs; BENCH_HEADS_CHAIN=i,j,… sets the `+casc` exits. The `+casc` variant measures Zero Time
+// Waste's cascading input (previous exit's log-probabilities appended to a head's features) on the exits selected
+// without it (issue 13). Over 400 lines: one study script whose parts (features, fits, rows) share its module state.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,10 +29,16 @@ import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
-import { predictHeadRows, trainHeadOnRows, type TrainHeadOptions } from '../src/calibrate/train-head.js';
+import {
+  predictHeadRows,
+  trainHeadOnRows,
+  type TrainedHead,
+  type TrainHeadOptions,
+} from '../src/calibrate/train-head.js';
 import { analyzeModel, decodeModel, type OrtModule } from '../src/core.js';
 import { writeBlock } from '../scripts/md-block.mjs';
 import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
+import { replayTop1 } from './cascade-replay.js';
 import { renderHeadsBlock, type StudyRecord, type StudyRow } from './heads-render.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -54,6 +63,12 @@ interface Variant {
   readonly epochs?: number;
   /** Add the features of a fixed k-means 1x1 convolution + ReLU + global avg/max pooling (bench/conv-features.ts). */
   readonly conv?: boolean;
+  /**
+   * Zero Time Waste's "cascading" input: after the usual rows, the exits the cost-calibrated rule selects at 0.99 are
+   * refit with the previous selected exit's log-probabilities appended to their features (fold by fold: a fold's head
+   * reads the same fold's previous head), and both head sets are measured with selection among those exits only.
+   */
+  readonly cascade?: boolean;
 }
 
 /** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
@@ -76,6 +91,7 @@ const VARIANTS: Readonly<Record<string, Variant>> = {
   'mlp64+max+flip+e12': { kind: 'pool-mlp', max: 2, augment: ['flip'], epochs: 12 },
   'linear+max+flip+conv': { kind: 'pool-linear', max: 2, augment: ['flip'], conv: true },
   'mlp64+max+flip+conv': { kind: 'pool-mlp', max: 2, augment: ['flip'], conv: true },
+  'mlp64+max+flip+casc': { kind: 'pool-mlp', max: 2, augment: ['flip'], cascade: true },
 };
 const RULES: readonly ThresholdRule[] = ['global', 'cost-calibrated'];
 const TARGETS = [0.985, 0.99];
@@ -116,7 +132,8 @@ const cuts = candidateCuts(analysis.cuts, 16);
 const gridsOf = (grid: number | undefined): [number, number][] =>
   cuts.map((c): [number, number] => (grid ? [grid, grid] : cutGeometry(c).channels <= 16 ? [4, 4] : [2, 2]));
 const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
-const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0).batch; // as prepare does (seed 0)
+const calibLimit = Number(process.env.BENCH_HEADS_LIMIT ?? Infinity);
+const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, 0, calibLimit).batch; // as prepare does (seed 0)
 const testData = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
 const test = { data: testData, count: testData.length / 3072 };
 const labels = Int32Array.from(u8(path.join(shared, 'data/cifar10/test-labels.u8')));
@@ -138,7 +155,8 @@ async function features(
   grid?: number,
 ): Promise<{ teacher: Float32Array; x: Float32Array[]; dims: number[] }> {
   const grids = gridsOf(grid);
-  const base = path.join(cacheDir, `${modelKey}.${set}${grid ? `.g${grid}` : ''}`);
+  const limited = set !== 'test' && Number.isFinite(calibLimit) ? `.n${calibLimit}` : '';
+  const base = path.join(cacheDir, `${modelKey}.${set}${limited}${grid ? `.g${grid}` : ''}`);
   const dims = cuts.map((c, i) => cutGeometry(c).channels * (grids[i]![0] * grids[i]![1] + 4));
   if (!fs.existsSync(`${base}.teacher`)) {
     fs.mkdirSync(cacheDir, { recursive: true });
@@ -165,7 +183,8 @@ async function features(
 let encoders: Encoder[] | undefined;
 /** Conv-encoded features (`[n, 2K]` per cut) of one sample set; cached on disk. */
 async function convFeatures(set: 'calib' | 'test' | AugmentKind): Promise<Float32Array[]> {
-  const base = path.join(cacheDir, `${modelKey}.${set}.conv`);
+  const limited = set !== 'test' && Number.isFinite(calibLimit) ? `.n${calibLimit}` : '';
+  const base = path.join(cacheDir, `${modelKey}.${set}${limited}.conv`);
   if (!fs.existsSync(`${base}.${cuts.length - 1}`)) {
     const ctx = { model, cuts, input: io.input, ort, sessionOptions: SESSION };
     const t0 = performance.now();
@@ -212,6 +231,114 @@ function columns(
   return { x: out, d: dAvg };
 }
 
+/** One cut's heads: 5 fold heads (out-of-fold probabilities `probs` [n, K]) and a final head (test probabilities `pt`). */
+interface CutFit {
+  readonly probs: Float32Array;
+  readonly pt: Float32Array;
+  readonly folds: TrainedHead[];
+  readonly final: TrainedHead;
+  /** The cut's own features: all calib rows and copies, and test. */
+  readonly base: { x: Float32Array; d: number };
+  readonly baseTest: { x: Float32Array; d: number };
+  /** The cascading input each head read (previous cut's log-probabilities): per fold, final, test. */
+  readonly prev?: { folds: Float32Array[]; final: Float32Array; test: Float32Array };
+}
+
+/** What one head of `fit` reads: its features, with the cascading input appended when it has one. */
+function inputsOf(
+  fit: Pick<CutFit, 'base' | 'baseTest' | 'prev'>,
+  which: number | 'final' | 'test',
+): { x: Float32Array; d: number } {
+  const rows = which === 'test' ? test.count : fit.base.x.length / fit.base.d;
+  const base = which === 'test' ? fit.baseTest : fit.base;
+  if (!fit.prev) return base;
+  const extra = which === 'test' ? fit.prev.test : which === 'final' ? fit.prev.final : fit.prev.folds[which]!;
+  return concatColumns(base, extra, rows);
+}
+
+/** A head's log-probabilities (floored) on all rows of `x`: the cascading input. */
+function logProbsOf(head: TrainedHead, x: { x: Float32Array; d: number }): Float32Array {
+  const rows = x.x.length / x.d;
+  const out = new Float32Array(rows * K);
+  predictHeadRows(head, x.x, null, rows, out, false);
+  return out.map((q) => Math.log(Math.max(q, 1e-7)));
+}
+
+/**
+ * Cross-fits (5 folds, augmented copies share their sample's fold) and fits a final head on `base` ([copies·n, d])
+ * against teacher probabilities `P`. With `prev` (the previous exit's fit), each head also reads the log-probabilities
+ * of that exit's head of the same fold (final head for the final head and test): Zero Time Waste's cascading input.
+ */
+function fitCut(
+  base: { x: Float32Array; d: number },
+  P: Float32Array,
+  copies: number,
+  baseTest: { x: Float32Array; d: number },
+  opts: TrainHeadOptions,
+  prevFit?: CutFit,
+): CutFit {
+  const rowsAll = copies * n;
+  const prev = prevFit
+    ? {
+        folds: prevFit.folds.map((h, f) => logProbsOf(h, inputsOf(prevFit, f))),
+        final: logProbsOf(prevFit.final, inputsOf(prevFit, 'final')),
+        test: logProbsOf(prevFit.final, inputsOf(prevFit, 'test')),
+      }
+    : undefined;
+  const fit0 = { base, baseTest, ...(prev ? { prev } : {}) };
+  const probs = new Float32Array(n * K);
+  const folds: TrainedHead[] = [];
+  for (let f = 0; f < 5; f++) {
+    const train: number[] = [];
+    const held: number[] = [];
+    for (let s = 0; s < n; s++) {
+      if (fold[s] === f) held.push(s);
+      else for (let a = 0; a < copies; a++) train.push(a * n + s);
+    }
+    const xf = inputsOf(fit0, f);
+    const head = trainHeadOnRows(xf.x, P, rowsAll, xf.d, K, Int32Array.from(train), { ...opts, seed: 1 + f });
+    predictHeadRows(head, xf.x, Int32Array.from(held), held.length, probs, true);
+    folds.push(head);
+  }
+  const xa = inputsOf(fit0, 'final');
+  const final = trainHeadOnRows(xa.x, P, rowsAll, xa.d, K, null, { ...opts, seed: 0 });
+  const xt = inputsOf(fit0, 'test');
+  const pt = new Float32Array(test.count * K);
+  predictHeadRows(final, xt.x, null, test.count, pt, false);
+  return { ...fit0, probs, pt, folds, final };
+}
+
+/** Rows of the study for candidates `oof`/`onTest` (exit indices reported through `index`): every rule × target. */
+function measureRows(
+  name: string,
+  oof: readonly ExitScores[],
+  onTest: readonly ExitScores[],
+  costs: CascadeCosts,
+  seconds: number,
+  index: readonly number[] = oof.map((_, i) => i),
+): StudyRow[] {
+  const out: StudyRow[] = [];
+  for (const rule of RULES) {
+    for (const target of TARGETS) {
+      const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });
+      const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
+      const top1 = replayTop1(onTest, sel.selected, sel.thresholds, testPred, labels);
+      out.push({
+        heads: name,
+        rule,
+        target,
+        exits: sel.selected.map((j) => index[j]!),
+        validationAgreement: sel.agreement,
+        testAgreement: t.agreement,
+        top1VsBackbonePoints: 100 * (top1.cascade - top1.backbone),
+        testMacsFraction: t.macsFraction,
+        headTrainingSeconds: seconds,
+      });
+    }
+  }
+  return out;
+}
+
 const calibDefault = await features('calib');
 const testDefault = await features('test');
 const teacherPred = argmaxRows(calibDefault.teacher, n, K);
@@ -232,6 +359,7 @@ for (const name of wanted) {
   const oof: ExitScores[] = [];
   const onTest: ExitScores[] = [];
   const headMacs: number[] = [];
+  const fits: CutFit[] = [];
   for (let i = 0; i < cuts.length; i++) {
     const parts = [calibF, ...aug].map((f, a) => {
       const cols = columns(f.x[i]!, n, i, v.max > 0, v.grid);
@@ -247,22 +375,11 @@ for (const name of wanted) {
       ...(v.hidden ? { hidden: v.hidden } : {}),
       ...(v.epochs ? { epochs: v.epochs } : {}),
     };
-    const probs = new Float32Array(n * K);
-    for (let f = 0; f < 5; f++) {
-      const train: number[] = [];
-      const held: number[] = [];
-      for (let s = 0; s < n; s++) {
-        if (fold[s] === f) held.push(s);
-        else for (let a = 0; a < copies; a++) train.push(a * n + s);
-      }
-      const head = trainHeadOnRows(X, P, copies * n, d, K, Int32Array.from(train), { ...opts, seed: 1 + f });
-      predictHeadRows(head, X, Int32Array.from(held), held.length, probs, true);
-    }
-    const final = trainHeadOnRows(X, P, copies * n, d, K, null, { ...opts, seed: 0 });
     const xtRaw = columns(testF.x[i]!, test.count, i, v.max > 0, v.grid);
     const xt = convSets ? concatColumns(xtRaw, convSets[convSets.length - 1]![i]!, test.count) : xtRaw;
-    const pt = new Float32Array(test.count * K);
-    predictHeadRows(final, xt.x, null, test.count, pt, false);
+    const fit = fitCut({ x: X, d }, P, copies, xt, opts);
+    const { probs, pt } = fit;
+    if (v.cascade) fits[i] = fit;
     oof.push(exitScores(probs, n, K, teacherPred));
     onTest.push(exitScores(pt, test.count, K, testPred));
     const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) : 0;
@@ -276,38 +393,56 @@ for (const name of wanted) {
   const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
   const mean = (e: ExitScores[]): string =>
     e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
-  for (const rule of RULES) {
-    for (const target of TARGETS) {
-      const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });
-      const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
-      let correct = 0;
-      let bb = 0;
-      for (let s = 0; s < test.count; s++) {
-        let pred = testPred[s]!;
-        for (let j = 0; j < sel.selected.length; j++) {
-          const e = onTest[sel.selected[j]!]!;
-          if (e.score[s]! >= sel.thresholds[j]!) {
-            pred = e.pred[s]!;
-            break;
-          }
-        }
-        if (pred === labels[s]) correct++;
-        if (testPred[s] === labels[s]) bb++;
-      }
-      rows.push({
-        heads: name,
-        rule,
-        target,
-        exits: [...sel.selected],
-        validationAgreement: sel.agreement,
-        testAgreement: t.agreement,
-        top1VsBackbonePoints: (100 * (correct - bb)) / test.count,
-        testMacsFraction: t.macsFraction,
-        headTrainingSeconds: trainS,
-      });
-    }
-  }
+  rows.push(...measureRows(name, oof, onTest, costs, trainS));
   console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
+  if (v.cascade) {
+    const t1 = performance.now();
+    const chain = process.env.BENCH_HEADS_CHAIN
+      ? process.env.BENCH_HEADS_CHAIN.split(',').map(Number)
+      : selectExitsWithRule(oof, costs, { target: 0.99, rule: 'cost-calibrated', overhead: 0.01 * analysis.macs })
+          .selected;
+    const opts = { kind: v.kind, ...(v.hidden ? { hidden: v.hidden } : {}) } as const;
+    const P = new Float32Array(copies * n * K);
+    [calibF, ...aug].forEach((f, a) => P.set(f.teacher, a * n * K));
+    const chained: { oof: ExitScores; test: ExitScores }[] = [];
+    let prev: CutFit | undefined;
+    for (const i of chain) {
+      const base = fits[i]!;
+      const fit = prev ? fitCut(base.base, P, copies, base.baseTest, opts, prev) : base;
+      chained.push({
+        oof: exitScores(fit.probs, n, K, teacherPred),
+        test: exitScores(fit.pt, test.count, K, testPred),
+      });
+      prev = fit;
+    }
+    const chainS = (performance.now() - t1) / 1000;
+    const sub = (a: ArrayLike<number>): number[] => chain.map((i) => a[i]!);
+    const subCosts: CascadeCosts = {
+      backboneCostAt: sub(costs.backboneCostAt),
+      headCost: chain.map((i, j) => costs.headCost[i]! + (j > 0 ? K * (v.hidden ?? 64) : 0)), // + the appended inputs
+      fullCost: costs.fullCost,
+    };
+    const label = (what: string): string => `${name} (exits ${chain.join(',')}: ${what})`;
+    rows.push(
+      ...measureRows(
+        label('no cascade'),
+        chain.map((i) => oof[i]!),
+        chain.map((i) => onTest[i]!),
+        subCosts,
+        trainS,
+        chain,
+      ),
+      ...measureRows(
+        label('cascade'),
+        chained.map((c) => c.oof),
+        chained.map((c) => c.test),
+        subCosts,
+        chainS,
+        chain,
+      ),
+    );
+    console.error(`${name}: cascade over exits ${chain.join(',')} refit in ${chainS.toFixed(0)} s`);
+  }
 }
 const stamp = started.toISOString().slice(0, 19).replace(/[:T]/g, '-');
 const jsonFile = path.join(resultsDir, `heads-${modelKey}-${stamp}.json`);

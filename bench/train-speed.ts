@@ -27,6 +27,7 @@ import { argmaxAgreement, meanKL } from '../src/calibrate/linalg.js';
 import { packFeatures, type FeatureRows } from '../src/calibrate/feature-store.js';
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
+import { replayTop1 } from './cascade-replay.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
@@ -260,22 +261,9 @@ for (const tr of trainers) {
   for (const target of [0.99, 0.985]) {
     const sel = selectExitsWithRule(oof, costs, { target, rule: 'cost-calibrated', overhead: 0.01 * analysis.macs });
     const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
-    let correct = 0;
-    let bb = 0;
-    for (let s = 0; s < test.count; s++) {
-      let pred = testPred[s]!;
-      for (let j = 0; j < sel.selected.length; j++) {
-        const e = onTest[sel.selected[j]!]!;
-        if (e.score[s]! >= sel.thresholds[j]!) {
-          pred = e.pred[s]!;
-          break;
-        }
-      }
-      if (pred === labels[s]) correct++;
-      if (testPred[s] === labels[s]) bb++;
-    }
+    const top1 = replayTop1(onTest, sel.selected, sel.thresholds, testPred, labels);
     console.log(
-      `| ${tr.name} | ${target} | ${sel.selected.join(',')} | ${fmt(100 * sel.agreement, 2)} % | ${fmt(100 * t.agreement, 2)} % | ${fmt(t.macsFraction)} | ${fmt((100 * (correct - bb)) / test.count, 2)} |`,
+      `| ${tr.name} | ${target} | ${sel.selected.join(',')} | ${fmt(100 * sel.agreement, 2)} % | ${fmt(100 * t.agreement, 2)} % | ${fmt(t.macsFraction)} | ${fmt(100 * (top1.cascade - top1.backbone), 2)} |`,
     );
   }
 }
