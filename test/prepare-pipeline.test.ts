@@ -220,6 +220,8 @@ describe.skipIf(!fashion && !cifar)(`prepare on ${real.name} (400 calibration im
     // fold, and the search over exits and thresholds finds such a setting by luck (fashion, seeds 0-2: 97.7-99.8 %
     // on test; seed 0 on the 600 unseen calib images: 97.0 %, and 97.3 % before fold heads trained as the final head).
     expect(ev.agreement).toBeGreaterThanOrEqual(0.97);
+    // ...and prepare says so
+    expect(res.warnings.some((w) => /With 400 samples, target 0.99/.test(w))).toBe(true);
     expect(ev.accuracy!).toBeGreaterThanOrEqual(ev.backboneAccuracy! - 0.03);
     expect(ev.macsFraction).toBeLessThanOrEqual(1.02);
   });
