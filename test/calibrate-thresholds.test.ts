@@ -10,6 +10,7 @@ import {
 } from '../src/policy/thresholds.js';
 import { pickCurvePoint } from '../src/policy/curve.js';
 import { isSelfxitError } from '../src/errors.js';
+import { FEW_DISAGREEMENTS, fewSamplesWarning } from '../src/calibrate/selfxit-mode.js';
 import { candidateTable, evenCosts } from './calibrate-fixtures.js';
 
 describe('agreement bounds', () => {
@@ -125,5 +126,24 @@ describe('thresholdCurve / pickCurvePoint', () => {
     for (const q of curve)
       if (q.agreement >= 0.9) expect(q.macsFraction).toBeGreaterThanOrEqual(p.macsFraction - 1e-12);
     expect(pickCurvePoint(curve, 1, { samples: n }).point.knob).toBe(NEVER_EXIT);
+  });
+});
+
+describe('fewSamplesWarning (prepare warns when the promise rests on too few disagreements)', () => {
+  it('warns at 0.99 below 888 samples, where the bound allows fewer than 4 disagreements out of fold', () => {
+    expect(maxDisagreements(887, 0.99)).toBeLessThan(FEW_DISAGREEMENTS);
+    expect(maxDisagreements(888, 0.99)).toBe(FEW_DISAGREEMENTS);
+    expect(fewSamplesWarning(887, 0.99)).toMatch(/at most 3 of them/);
+    expect(fewSamplesWarning(400, 0.99)).toMatch(
+      /With 400 samples, target 0.99 .* at most 0 of them .* at least 1000 samples/,
+    );
+    expect(fewSamplesWarning(800, 0.99)).toMatch(/at most 3 of them/);
+    expect(fewSamplesWarning(888, 0.99)).toBeUndefined();
+    expect(fewSamplesWarning(10000, 0.99)).toBeUndefined();
+  });
+  it('scales with the target and says nothing at target 1', () => {
+    expect(fewSamplesWarning(175, 0.95)).toBeUndefined();
+    expect(fewSamplesWarning(60, 0.95)).toMatch(/at least 200 samples/);
+    expect(fewSamplesWarning(100, 1)).toBeUndefined();
   });
 });

@@ -212,16 +212,16 @@ describe.skipIf(!fashion && !cifar)(`prepare on ${real.name} (400 calibration im
     expect(chooseThresholds(m, m.calibration.target).thresholds).toEqual(m.exits.map((e) => e.threshold));
     const test = new Uint8Array(fs.readFileSync(real.test));
     const labelsAll = fs.readFileSync(real.labels);
-    // every 10th test image (the file is class-ordered)
-    const count = Math.floor(test.length / real.per / 10);
-    const sub = new Uint8Array(count * real.per);
-    const labels = new Int32Array(count);
-    for (let i = 0; i < count; i++) {
-      sub.set(test.subarray(i * 10 * real.per, (i * 10 + 1) * real.per), i * real.per);
-      labels[i] = labelsAll[i * 10]!;
-    }
-    const ev = await evaluateBundle({ bundle: res, samples: { data: sub, count }, labels, ort: ortNode });
-    expect(ev.agreement).toBeGreaterThanOrEqual(0.96);
+    // every test image (fashion: 1,000; 100 gave a standard error of ~1.5 points)
+    const count = Math.floor(test.length / real.per);
+    const labels = Int32Array.from(labelsAll.subarray(0, count));
+    const ev = await evaluateBundle({ bundle: res, samples: { data: test, count }, labels, ort: ortNode });
+    // Within 2 points of the target: at 400 samples the 95 % bound certifies 0.99 only with no disagreement out of
+    // fold, and the search over exits and thresholds finds such a setting by luck (fashion, seeds 0-2: 97.7-99.8 %
+    // on test; seed 0 on the 600 unseen calib images: 97.0 %, and 97.3 % before fold heads trained as the final head).
+    expect(ev.agreement).toBeGreaterThanOrEqual(0.97);
+    // ...and prepare says so
+    expect(res.warnings.some((w) => /With 400 samples, target 0.99/.test(w))).toBe(true);
     expect(ev.accuracy!).toBeGreaterThanOrEqual(ev.backboneAccuracy! - 0.03);
     expect(ev.macsFraction).toBeLessThanOrEqual(1.02);
   });

@@ -1,6 +1,7 @@
 // K-fold cross-fitting of exit heads: out-of-fold probabilities for threshold choice, plus a final head on all samples.
-// The k fold heads train together as one head stack (head-stack.ts): one pass over the rows serves every fold,
-// and each fold's held-out rows drive its early stopping.
+// The k fold heads train together as one head stack (head-stack.ts): one pass over the rows serves every fold.
+// Fold heads follow the final head's recipe (no early stopping on the held-out fold), so that their out-of-fold
+// outputs describe the head that is deployed.
 import { SelfxitError } from '../errors.js';
 import {
   resolveTrainSettings,
@@ -57,8 +58,16 @@ export interface CrossFitResult {
  * out-of-fold probabilities come from a head that never saw it (thresholds are chosen on these only).
  * Then (fitFinal, default) trains the exported head on all `n` samples. The split is seeded (`seed`, default 0);
  * pass the same `foldOf` to every cut to keep folds aligned across exits. Fold f's head uses seed `seed + 1 + f`.
- * The fold heads train in one stack: features are standardised once over all rows (label-free), each fold's head
- * stops early on its held-out fold (`earlyStopping`), and `onFit` is called for every fold once all are done.
+ * The fold heads train in one stack: features are standardised once over all rows (label-free), and `onFit` is
+ * called for every fold once all are done.
+ *
+ * Fold heads train with the final head's recipe: the same step budget and schedule, and no early stopping on the
+ * held-out fold unless `earlyStopping` is given (default 0 here). Thresholds are chosen on the fold heads' outputs but
+ * the final head is deployed, so they must behave alike on unseen inputs: a fold head stopped after 2-4 epochs by its
+ * held-out fold (which the final head, having none, cannot follow) is far less confident than the final head trained
+ * to the end, and the deployed cascade then exits more and disagrees more than validation said (ResNet-56, 2,000
+ * CIFAR-10 samples, target 0.99: 98.44 % on test against 99.40 % out-of-fold). Early stopping on the held-out fold
+ * also let those rows choose the epoch whose outputs they then judge.
  */
 export function crossFit(
   x: FeatureRows,
@@ -87,7 +96,7 @@ export function crossFit(
   }
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
   const oof = new Float32Array(n * k);
-  const settings = resolveTrainSettings(options);
+  const settings = resolveTrainSettings({ ...options, earlyStopping: options.earlyStopping ?? 0 });
   const heads: StackHead[] = [];
   for (let f = 0; f < folds; f++) {
     if (foldIndices(foldOf, f, true).length === 0 || (options.onlyFolds && !options.onlyFolds.includes(f))) continue;
