@@ -8,7 +8,13 @@ import { encodeModel } from '../src/graph/index.js';
 import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
-import { analyseForLearning, Learner, VERIFY_AUDITS, type LearnModel } from '../src/learn/learner.js';
+import {
+  analyseForLearning,
+  Learner,
+  VERIFY_AUDITS,
+  type LearnerState,
+  type LearnModel,
+} from '../src/learn/learner.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
@@ -224,6 +230,20 @@ describe('learner on the Fashion-MNIST model', () => {
       expect(feed(x, 200, 0.5)).toBe(true);
       expect(x.status().drift?.verifying).toBe(VERIFY_AUDITS);
       expect(x.wantsFit()).toBe(false); // no fit while verifying
+      // a reload in the middle of the verification goes on with it: thresholds as suspected (tightened), the audits
+      // left, the raised audit share, no fit meanwhile; a state of the earlier schema (without it) is refused
+      x.audited(0, 0);
+      const mid = structuredClone(x.state());
+      const y = new Learner(lm, { minSamples: 600, maxCandidates: 4, auditShare: 0 });
+      expect(y.restore(mid)).toBe(true);
+      expect(y.status().drift?.verifying).toBe(VERIFY_AUDITS - 1);
+      expect(y.thresholds).toEqual(x.thresholds);
+      expect(y.wantsFit()).toBe(false);
+      const draws = Array.from({ length: 400 }, () => y.drawCompletion()).filter(Boolean).length;
+      expect(draws).toBeGreaterThan(150); // at least VERIFY_SHARE although auditShare is 0
+      const { verifying: _v, ...older } = mid;
+      expect(new Learner(lm, { maxCandidates: 4 }).restore(older as LearnerState)).toBe(false);
+      expect(new Learner(lm, { maxCandidates: 4 }).restore({ ...mid, verifying: VERIFY_AUDITS + 1 })).toBe(false);
       for (let i = 0; i < VERIFY_AUDITS && x.exitsOn; i++) x.audited(0, agree ? 0 : 1);
       const st2 = x.status();
       expect(st2.drift?.verifying).toBe(0); // dismissed, or confirmed at the first failure

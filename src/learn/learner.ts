@@ -77,6 +77,10 @@ export interface LearnerState {
   readonly audit: ReturnType<LiveAudit['state']>;
   readonly reservoir: ReturnType<FeatureReservoir['state']>;
   readonly drift?: ReturnType<DriftDetector['state']>;
+  /** Audits left to verify a drift alarm (the raised audit share; no fit meanwhile), and confirmed drifts so far: a
+   * reload in the middle of a verification goes on with it rather than trusting the suspected exits. */
+  readonly verifying: number;
+  readonly driftRestarts: number;
 }
 
 /** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
@@ -409,7 +413,14 @@ export class Learner {
       audit: this.audit.state(),
       reservoir: this.reservoir.state(),
       ...(this.drift ? { drift: this.drift.state() } : {}),
+      verifying: this.verifying,
+      driftRestarts: this.driftRestarts,
     };
+  }
+
+  /** Audits left to verify a drift alarm (0: none pending). */
+  get verifyingLeft(): number {
+    return this.verifying;
   }
 
   /** Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. */
@@ -431,7 +442,15 @@ export class Learner {
         Array.isArray(s.point.thresholds) &&
         s.point.thresholds.length === exitCount(fitted) &&
         s.point.thresholds.every((t) => typeof t === 'number'));
-    if (!exitsOk || !pointOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit)) return this.reset();
+    const driftOk =
+      Number.isInteger(s.verifying) &&
+      s.verifying >= 0 &&
+      s.verifying <= VERIFY_AUDITS &&
+      (s.verifying === 0 || s.point !== undefined) &&
+      Number.isInteger(s.driftRestarts) &&
+      s.driftRestarts >= 0;
+    if (!exitsOk || !pointOk || !driftOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit))
+      return this.reset();
     if (!this.reservoir.restore(s.reservoir)) return this.reset();
     if (this.drift && s.drift !== undefined && !this.drift.restore(s.drift)) return this.reset();
     this.fitted = fitted;
@@ -439,6 +458,8 @@ export class Learner {
     this.fits = s.fits;
     this.tightenings = Number.isInteger(s.tightenings) ? s.tightenings : 0;
     this.refitWanted = s.refitWanted === true;
+    this.verifying = s.verifying;
+    this.driftRestarts = s.driftRestarts;
     this.version++;
     return true;
   }
