@@ -82,7 +82,7 @@ export async function bundleModel(
 }
 
 /** Where a plain model's last fetched bytes are cached (with their sha256, checked on read). */
-const plainModelKey = (url: string): string => `learn-model:${url}`;
+export const plainModelKey = (url: string): string => `learn-model:${url}`;
 
 /**
  * The plain model at `url` (`load(modelUrl, { learn })`): fetched (a plain URL has no manifest to say whether it
