@@ -8,9 +8,11 @@ import { encodeModel } from '../src/graph/index.js';
 import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
 import {
   analyseForLearning,
   Learner,
+  planCostTable,
   VERIFY_AUDITS,
   type LearnerState,
   type LearnModel,
@@ -251,6 +253,34 @@ describe('learner on the Fashion-MNIST model', () => {
       expect(st2.exitsOn).toBe(agree);
       expect(st2.samplesStored).toBe(agree ? 800 : 0);
     }
+  }, 120_000);
+
+  it('selects exits by a device plan’s measured stage times when one exists (planCostTable), else by MACs', async () => {
+    // a plan's timings as a cost table: each segment's time split between backbone and head by MACs
+    const manifest = {
+      segments: [
+        { macs: 300, headMacs: 100, exit: 0 },
+        { macs: 500, headMacs: 0, exit: 1 },
+        { macs: 200, headMacs: 0 },
+      ],
+      exits: [{ cut: 'a' }, { cut: 'b' }],
+    } as unknown as BundleManifest;
+    const timings = { stageMs: [4, 5, 2], decisionMs: [0.5, 0.3, 0] };
+    expect(planCostTable(manifest, timings)).toEqual({ unit: 'ms', backbone: 10, cuts: { a: 3, b: 8 }, overhead: 0.4 });
+    expect(planCostTable(manifest, { stageMs: [1], decisionMs: [0] })).toBeUndefined();
+
+    // measured costs that make every cut as dear as the whole model: no exit pays off, where MACs found some
+    const lm = await fashion();
+    const l = new Learner(lm, { minSamples: 600, maxCandidates: 4, headKinds: ['pool-linear'] });
+    await stream(l, 0, 700);
+    const byMacs = await l.fit();
+    expect(byMacs.exits.length).toBeGreaterThan(0);
+    expect([byMacs.summary.costUnit, l.status().fitCosts]).toEqual(['macs', 'macs']);
+    const cuts = Object.fromEntries(lm.requests.map((r) => [r.cut.tensor, 1]));
+    l.costTable = { unit: 'ms', backbone: 1, cuts, overhead: 0.01 };
+    const byTime = await l.fit();
+    expect([byTime.summary.costUnit, l.status().fitCosts]).toEqual(['ms', 'ms']);
+    expect(byTime.exits).toEqual([]);
   }, 120_000);
 
   it('rejects bytes that are no model', async () => {

@@ -9,7 +9,9 @@ import { encodeModel } from '../src/graph/index.js';
 import { MemoryBundleCache, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { noCutClassifier } from './fixtures/prepare-fixtures.js';
 import { toModelInput } from '../src/bundle/input.js';
-import type { InputSpec } from '../src/bundle/manifest.js';
+import type { BundleManifest, InputSpec } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
+import { planKey } from '../src/runtime/cache.js';
 import type { LearnerState } from '../src/learn/learner.js';
 import type { InitRequest, LearnRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
@@ -346,7 +348,7 @@ describe('LearnRuntime', () => {
     await again.dispose();
   }, 240_000);
 
-  it('starts offline from the cached model (a plain one, a bundle backbone); a corrupt cached copy is never used', async () => {
+  it('starts offline from the cached model (a plain one, a bundle backbone), a corrupt copy never used; a bundle plan costs the fits', async () => {
     const cache = new MemoryBundleCache();
     const deps = { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache };
     const online = await LearnRuntime.open(learnRequest(), () => {}, deps);
@@ -390,8 +392,19 @@ describe('LearnRuntime', () => {
       code: 'FETCH_FAILED',
     });
     expect(await bundleCache.getSegment(sha!)).toBeUndefined();
-    await (await LearnRuntime.open(request, () => {}, bdeps)).dispose(); // online: fetched and cached again
+    const refetched = await LearnRuntime.open(request, () => {}, bdeps); // online: fetched and cached again
     expect(await bundleCache.getSegment(sha!)).toBeDefined();
+    expect(refetched.state().learning!.fitCosts).toBe('macs');
+    await refetched.dispose();
+
+    // a device plan made for the bundle on this backend: the fits select exits by its measured stage times
+    const manifest = JSON.parse(text) as BundleManifest;
+    const timings = { stageMs: manifest.segments.map(() => 1), decisionMs: manifest.segments.map(() => 0.1) };
+    const bundleHash = (await bundleCache.getManifest(request.manifestUrl))!.hash;
+    await bundleCache.putPlan(planKey(bundleHash, 'wasm', 1), { timings } as unknown as DevicePlan);
+    const planned = await LearnRuntime.open({ ...request, usePlan: true }, () => {}, bdeps);
+    expect(planned.state().learning!.fitCosts).toBe('ms');
+    await planned.dispose();
   }, 120_000);
 
   it('a model the toolkit cannot cut serves everything with the full model and says why', async () => {

@@ -12,6 +12,7 @@ import { NEVER_EXIT } from '../policy/thresholds.js';
 import type { PrepareProgress } from '../calibrate/progress.js';
 import { exitCount, fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
 import type { BundleManifest } from '../bundle/manifest.js';
+import type { CostTable } from '../policy/cost-table.js';
 import { LiveAudit, type AuditEstimate } from './audit.js';
 import { DriftDetector, STATS_PER_CHANNEL, type DriftStatus } from './drift.js';
 import { FeatureReservoir, reservoirCuts } from './reservoir.js';
@@ -22,6 +23,7 @@ export {
   exitCount,
   fitLearned,
   noExitSummary,
+  planCostTable,
   type FitJob,
   type FitRunner,
   type LearnedExits,
@@ -62,6 +64,9 @@ export interface LearnerStatus {
   readonly cannotLearn?: string;
   /** Seconds of the last fit. */
   readonly lastFitSeconds?: number;
+  /** What the fits' exit selection minimises: a device plan's measured stage times ('ms', {@link Learner.costTable})
+   * or MACs. */
+  readonly fitCosts: 'ms' | 'macs';
   /** True while the exits in force are those of the bundle learning started from (no fit replaced them yet). */
   readonly fromBundle?: boolean;
 }
@@ -116,6 +121,8 @@ export class Learner {
   private lastFitSeconds: number | undefined;
   /** Bumped whenever the exits or thresholds in force change. */
   version = 0;
+  /** Measured costs the fits select exits by (fit.ts planCostTable: a device plan's stage times), else MACs. */
+  costTable: CostTable | undefined;
 
   /** The exits of the bundle learning started from, and the thresholds it serves them at (undefined: a plain model). */
   private readonly origin: { readonly learned: LearnedExits; readonly point: CurvePoint } | undefined;
@@ -299,7 +306,11 @@ export class Learner {
     const generation = this.generation;
     const t0 = performance.now();
     const options = { ...this.options, target: this.fitTarget() };
-    const learned = await runner({ analysis, io, requests, options, features }, onProgress);
+    const costTable = this.costTable;
+    const learned = await runner(
+      { analysis, io, requests, options, features, ...(costTable ? { costTable } : {}) },
+      onProgress,
+    );
     this.lastFitSeconds = (performance.now() - t0) / 1000;
     // fit on traffic that has since drifted away: not adopted (the re-fit on the new traffic is already wanted)
     if (generation !== this.generation) return learned;
@@ -397,6 +408,7 @@ export class Learner {
         : {}),
       target: this.options.target,
       fitTarget: this.fitTarget(),
+      fitCosts: this.costTable ? 'ms' : 'macs',
       ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
       ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
     };

@@ -9,13 +9,14 @@
 import type { BundleManifest } from '../bundle/manifest.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel } from '../graph/index.js';
-import { analyseForLearning, Learner, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { analyseForLearning, Learner, planCostTable, type FitRunner, type LearnedExits } from '../learn/learner.js';
 import { inputStats } from '../learn/drift.js';
 import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
 import type { Progress } from './bundle-source.js';
 import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
+import { planKey } from './cache.js';
 import { bundleModel, learnCache, learnedBundle, learnedUrl, MemoryBundleCache, plainModel } from './learn-bundle.js';
 import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
@@ -129,6 +130,11 @@ export class LearnRuntime {
       learn: learn.options,
     });
     const learner = new Learner(lm, learn.options, bundle);
+    // a device plan made for the bundle on this backend and thread count: its measured stage times, not MACs, are
+    // what the fits' exit selection minimises
+    const plan =
+      bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
+    if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
     const saved = await store.load(hash);
     const restored = saved !== undefined && learner.restore(saved);
