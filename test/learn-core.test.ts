@@ -126,14 +126,29 @@ describe('feature reservoir', () => {
     }
     expect([r.seen, r.size, r.fresh]).toEqual([500, 50, 500]);
     expect(r.bytes).toBe(per * 50);
-    const fs0 = r.featureSet();
+    const fs0 = await r.snapshot(async () => {});
     // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
     const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);
     expect(new Set(ids).size).toBeGreaterThan(40);
     expect(Math.max(...fs0.teacher)).toBeGreaterThan(0.9);
     const copy = new FeatureReservoir(cuts, 10, { maxSamples: 50, maxBytes: 1e9 });
     expect(copy.restore(r.state())).toBe(true);
-    expect(copy.featureSet().teacher).toEqual(fs0.teacher);
+    expect((await copy.snapshot(async () => {})).teacher).toEqual(fs0.teacher);
+    // a snapshot in slices while rows keep arriving (replacing stored ones) is the reservoir as it is at its end
+    let added = 0;
+    const sliced = await r.snapshot(async () => {
+      for (let j = 0; j < 20; j++, added++) {
+        maps.forEach((m) => m.fill(1000 + added));
+        r.addFromMaps(maps, logits, 1);
+      }
+    }, per * 10);
+    expect(added).toBe(80); // 5 slices, 4 pauses
+    const now = r.state();
+    expect(sliced.n).toBe(50);
+    expect(sliced.teacher).toEqual(now.teacher);
+    sliced.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(now.features[i]));
+    const before = (fs0.cuts[0]!.x as { data: Uint16Array }).data;
+    expect(now.features[0]!.some((v, j) => v !== before[j])).toBe(true); // rows were replaced meanwhile
     const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
     expect(small.restore(r.state())).toBe(false);
     expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(

@@ -300,11 +300,12 @@ export class Learner {
     runner: FitRunner,
   ): Promise<LearnedExits> {
     const { io, analysis, requests } = this.model;
-    const features = this.reservoir.featureSet();
     this.reservoir.markFitted();
     this.refitWanted = false;
     const generation = this.generation;
     const t0 = performance.now();
+    // copied in slices: a full reservoir is tens of MB, and serving goes on between the slices
+    const features = await this.reservoir.snapshot(() => new Promise((r) => setTimeout(r, 0)));
     const options = { ...this.options, target: this.fitTarget() };
     const costTable = this.costTable;
     const learned = await runner(
