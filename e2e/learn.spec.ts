@@ -155,6 +155,9 @@ test('learning from a plain model: exits appear, persist across a reload, and a 
   expect(a.learning.fitRanIn).toBe('worker');
   const slowest = (xs: number[]): number => Math.max(0, ...xs);
   const duringFit = slowest(a.latencies.filter((l) => l.fitting && !l.opening).map((l) => l.ms));
+  console.log(
+    `learn: slowest call with a fit running ${duringFit.toFixed(1)} ms, without ${slowest(idle).toFixed(1)} ms`,
+  );
   expect(duringFit).toBeLessThan(slowest(idle) + 200);
 
   // 2. after a reload the learned exits are back at once, without learning again
