@@ -3,8 +3,12 @@
 // re-learning (IndexedDB), a forced audit failure tightens the thresholds, and no classify() blocks for > 200 ms
 // while a fit runs (p95 latency with and without a fit running is logged); learned exits run on the compiled engine.
 // Then from a bundle of the same model (prepared here in Node): its exits serve and are audited from the first call.
+// Both also start offline after a reload (the model, or the bundle's backbone.onnx, from IndexedDB), in a browser
+// profile on disk (as e2e/runtime.spec.ts's offline test: the default context's HTTP cache cannot keep onnxruntime's .wasm).
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { test, expect, type Page } from '@playwright/test';
+import { chromium, test, expect, type BrowserContext, type Page } from '@playwright/test';
 import { writeFashionBundle } from '../test/fixtures/fashion-learn-bundle.js';
 import type * as Selfxit from '../src/index.js';
 
@@ -12,6 +16,8 @@ declare global {
   interface Window {
     selfxit: typeof Selfxit;
     selfxitReady?: boolean;
+    /** The traffic's images, fetched once per page (so that a stream runs offline after one online). */
+    learnImages?: Uint8Array;
   }
 }
 
@@ -49,7 +55,8 @@ async function stream(
 ): Promise<Streamed> {
   return page.evaluate(
     async ({ MODEL, count, learn, reset }) => {
-      const bytes = new Uint8Array(await (await fetch('/models/fashion-resnet/test-u8.bin')).arrayBuffer());
+      window.learnImages ??= new Uint8Array(await (await fetch('/models/fashion-resnet/test-u8.bin')).arrayBuffer());
+      const bytes = window.learnImages;
       const image = (i: number): ImageData => {
         const n = (i >> 1) % (bytes.length / 784);
         const px = new Uint8ClampedArray(784 * 4);
@@ -69,6 +76,7 @@ async function stream(
         },
       });
       if (reset) await clf.resetLearning();
+      const fitsBefore = clf.learning().fits;
       const latencies: { ms: number; fitting: boolean; opening: boolean }[] = [];
       let early = 0;
       for (let i = 0; i < count; i++) {
@@ -83,8 +91,9 @@ async function stream(
         });
         if (r.exit.index >= 0) early++;
       }
-      // let a fit still running finish (its exits in use and stored), polling with small calls
-      for (let i = 0; i < 600 && clf.learning().fitting; i++) {
+      // let a fit still running finish (its exits in use and stored: its 'done' event), polling with small calls
+      const busy = (): boolean => clf.learning().fitting || fitEvents < clf.learning().fits - fitsBefore;
+      for (let i = 0; i < 600 && busy(); i++) {
         await new Promise((r) => setTimeout(r, 100));
         await clf.classify(image(i));
       }
@@ -95,6 +104,16 @@ async function stream(
     },
     { MODEL: url, count, learn, reset },
   );
+}
+
+/** Runs `fn` with the browser offline (as e2e/runtime.spec.ts's offline test: in the page already open). */
+async function offline<T>(context: BrowserContext, fn: () => Promise<T>): Promise<T> {
+  await context.setOffline(true);
+  try {
+    return await fn();
+  } finally {
+    await context.setOffline(false);
+  }
 }
 
 const p95 = (xs: number[]): number => {
@@ -136,6 +155,9 @@ test('learning from a plain model: exits appear, persist across a reload, and a 
   expect(a.learning.fitRanIn).toBe('worker');
   const slowest = (xs: number[]): number => Math.max(0, ...xs);
   const duringFit = slowest(a.latencies.filter((l) => l.fitting && !l.opening).map((l) => l.ms));
+  console.log(
+    `learn: slowest call with a fit running ${duringFit.toFixed(1)} ms, without ${slowest(idle).toFixed(1)} ms`,
+  );
   expect(duringFit).toBeLessThan(slowest(idle) + 200);
 
   // 2. after a reload the learned exits are back at once, without learning again
@@ -187,4 +209,57 @@ test('learning from a bundle: its exits serve and are audited at once; reset goe
     await clf.resetLearning();
     await clf.dispose();
   }, BUNDLE);
+});
+
+test('offline after a reload: learned exits of a plain model, and a bundle learning goes on, from IndexedDB', async ({
+  launchOptions,
+  headless,
+  baseURL,
+}) => {
+  test.setTimeout(300_000);
+  const root = path.resolve(import.meta.dirname, '..');
+  await writeFashionBundle(path.join(root, 'e2e/.bundles/fashion-learn'));
+  const BUNDLE = '/e2e/.bundles/fashion-learn/';
+  // (persist: false: the learned state is kept per model hash, and the bundle's backbone is the plain model)
+  const bundleOpts = { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'], auditShare: 0.2, persist: false };
+  const profile = mkdtempSync(path.join(os.tmpdir(), 'selfxit-e2e-learn-profile-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    ...launchOptions,
+    args: [...(launchOptions.args ?? []), '--disk-cache-size=536870912'],
+    headless,
+    baseURL,
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await openPage(page);
+    // online: a plain start learns its exits (the model's bytes are cached on the way); the bundle's exits serve
+    // (its manifest, segments and backbone.onnx are cached)
+    await stream(page, 20, bundleOpts, false, BUNDLE);
+    const a = await stream(page, 700, LEARN, true);
+    expect(a.learning.exitsOn).toBe(true);
+    await page.reload();
+    await page.waitForFunction(() => window.selfxitReady === true, null, { timeout: 15_000 });
+    await page.evaluate(async () => {
+      window.learnImages = new Uint8Array(await (await fetch('/models/fashion-resnet/test-u8.bin')).arrayBuffer());
+    });
+    const requested: string[] = [];
+    context.on('request', (r) => requested.push(new URL(r.url()).pathname));
+    const [plain, bundle] = await offline(context, async () => [
+      await stream(page, 100, LEARN, false),
+      await stream(page, 100, bundleOpts, false, BUNDLE),
+    ]);
+    expect(plain.learning.restored).toBe(true);
+    expect(plain.learning.fits).toBe(a.learning.fits);
+    expect(plain.early).toBeGreaterThan(0);
+    expect(bundle.learning.fromBundle).toBe(true);
+    expect(bundle.learning.exitsOn).toBe(true);
+    expect(bundle.early).toBeGreaterThan(0);
+    expect(bundle.learning.audit.totalAudited).toBeGreaterThan(0); // the audit runs the cached backbone
+    // the model and the bundle's files were never even tried (cache first for a bundle; a plain URL was tried and
+    // failed, then its cached copy served)
+    expect(requested.filter((p) => p.startsWith('/e2e/.bundles/'))).toEqual([]);
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
 });

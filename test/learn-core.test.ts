@@ -8,7 +8,15 @@ import { encodeModel } from '../src/graph/index.js';
 import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
-import { analyseForLearning, Learner, VERIFY_AUDITS, type LearnModel } from '../src/learn/learner.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import {
+  analyseForLearning,
+  Learner,
+  planCostTable,
+  VERIFY_AUDITS,
+  type LearnerState,
+  type LearnModel,
+} from '../src/learn/learner.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
@@ -118,14 +126,29 @@ describe('feature reservoir', () => {
     }
     expect([r.seen, r.size, r.fresh]).toEqual([500, 50, 500]);
     expect(r.bytes).toBe(per * 50);
-    const fs0 = r.featureSet();
+    const fs0 = await r.snapshot(async () => {});
     // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
     const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);
     expect(new Set(ids).size).toBeGreaterThan(40);
     expect(Math.max(...fs0.teacher)).toBeGreaterThan(0.9);
     const copy = new FeatureReservoir(cuts, 10, { maxSamples: 50, maxBytes: 1e9 });
     expect(copy.restore(r.state())).toBe(true);
-    expect(copy.featureSet().teacher).toEqual(fs0.teacher);
+    expect((await copy.snapshot(async () => {})).teacher).toEqual(fs0.teacher);
+    // a snapshot in slices while rows keep arriving (replacing stored ones) is the reservoir as it is at its end
+    let added = 0;
+    const sliced = await r.snapshot(async () => {
+      for (let j = 0; j < 20; j++, added++) {
+        maps.forEach((m) => m.fill(1000 + added));
+        r.addFromMaps(maps, logits, 1);
+      }
+    }, per * 10);
+    expect(added).toBe(80); // 5 slices, 4 pauses
+    const now = r.state();
+    expect(sliced.n).toBe(50);
+    expect(sliced.teacher).toEqual(now.teacher);
+    sliced.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(now.features[i]));
+    const before = (fs0.cuts[0]!.x as { data: Uint16Array }).data;
+    expect(now.features[0]!.some((v, j) => v !== before[j])).toBe(true); // rows were replaced meanwhile
     const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
     expect(small.restore(r.state())).toBe(false);
     expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(
@@ -224,6 +247,20 @@ describe('learner on the Fashion-MNIST model', () => {
       expect(feed(x, 200, 0.5)).toBe(true);
       expect(x.status().drift?.verifying).toBe(VERIFY_AUDITS);
       expect(x.wantsFit()).toBe(false); // no fit while verifying
+      // a reload in the middle of the verification goes on with it: thresholds as suspected (tightened), the audits
+      // left, the raised audit share, no fit meanwhile; a state of the earlier schema (without it) is refused
+      x.audited(0, 0);
+      const mid = structuredClone(x.state());
+      const y = new Learner(lm, { minSamples: 600, maxCandidates: 4, auditShare: 0 });
+      expect(y.restore(mid)).toBe(true);
+      expect(y.status().drift?.verifying).toBe(VERIFY_AUDITS - 1);
+      expect(y.thresholds).toEqual(x.thresholds);
+      expect(y.wantsFit()).toBe(false);
+      const draws = Array.from({ length: 400 }, () => y.drawCompletion()).filter(Boolean).length;
+      expect(draws).toBeGreaterThan(150); // at least VERIFY_SHARE although auditShare is 0
+      const { verifying: _v, ...older } = mid;
+      expect(new Learner(lm, { maxCandidates: 4 }).restore(older as LearnerState)).toBe(false);
+      expect(new Learner(lm, { maxCandidates: 4 }).restore({ ...mid, verifying: VERIFY_AUDITS + 1 })).toBe(false);
       for (let i = 0; i < VERIFY_AUDITS && x.exitsOn; i++) x.audited(0, agree ? 0 : 1);
       const st2 = x.status();
       expect(st2.drift?.verifying).toBe(0); // dismissed, or confirmed at the first failure
@@ -231,6 +268,34 @@ describe('learner on the Fashion-MNIST model', () => {
       expect(st2.exitsOn).toBe(agree);
       expect(st2.samplesStored).toBe(agree ? 800 : 0);
     }
+  }, 120_000);
+
+  it('selects exits by a device plan’s measured stage times when one exists (planCostTable), else by MACs', async () => {
+    // a plan's timings as a cost table: each segment's time split between backbone and head by MACs
+    const manifest = {
+      segments: [
+        { macs: 300, headMacs: 100, exit: 0 },
+        { macs: 500, headMacs: 0, exit: 1 },
+        { macs: 200, headMacs: 0 },
+      ],
+      exits: [{ cut: 'a' }, { cut: 'b' }],
+    } as unknown as BundleManifest;
+    const timings = { stageMs: [4, 5, 2], decisionMs: [0.5, 0.3, 0] };
+    expect(planCostTable(manifest, timings)).toEqual({ unit: 'ms', backbone: 10, cuts: { a: 3, b: 8 }, overhead: 0.4 });
+    expect(planCostTable(manifest, { stageMs: [1], decisionMs: [0] })).toBeUndefined();
+
+    // measured costs that make every cut as dear as the whole model: no exit pays off, where MACs found some
+    const lm = await fashion();
+    const l = new Learner(lm, { minSamples: 600, maxCandidates: 4, headKinds: ['pool-linear'] });
+    await stream(l, 0, 700);
+    const byMacs = await l.fit();
+    expect(byMacs.exits.length).toBeGreaterThan(0);
+    expect([byMacs.summary.costUnit, l.status().fitCosts]).toEqual(['macs', 'macs']);
+    const cuts = Object.fromEntries(lm.requests.map((r) => [r.cut.tensor, 1]));
+    l.costTable = { unit: 'ms', backbone: 1, cuts, overhead: 0.01 };
+    const byTime = await l.fit();
+    expect([byTime.summary.costUnit, l.status().fitCosts]).toEqual(['ms', 'ms']);
+    expect(byTime.exits).toEqual([]);
   }, 120_000);
 
   it('rejects bytes that are no model', async () => {

@@ -2,13 +2,18 @@
 // a local HTTP server): full-model serving while collecting, a fit in the background, serving through learned exits,
 // the live audit (and a forced failure), persistence across loads (restored, corrupt, quota), reset; the compiled
 // engine serving learned exits as the stage engine does; learning from a bundle's exits; drift of the traffic.
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { encodeModel } from '../src/graph/index.js';
+import { MemoryBundleCache, plainModelKey } from '../src/runtime/learn-bundle.js';
+import { noCutClassifier } from './fixtures/prepare-fixtures.js';
 import { toModelInput } from '../src/bundle/input.js';
-import type { InputSpec } from '../src/bundle/manifest.js';
+import type { BundleManifest, InputSpec } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
+import { planKey } from '../src/runtime/cache.js';
 import type { LearnerState } from '../src/learn/learner.js';
-import type { InitRequest, LearnRequest, WireInput } from '../src/protocol.js';
+import type { InitRequest, LearnRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { LearnRuntime } from '../src/runtime/learn-runtime.js';
 import { IdbLearnStore, type LearnStore } from '../src/runtime/learn-store.js';
@@ -56,6 +61,7 @@ beforeAll(async () => {
   tiny = await serveTinyBundles(() => {});
   copyFileSync(path.join(modelDir, 'model.onnx'), path.join(tiny.dir, 'fashion.onnx'));
   bundleSamples = await writeFashionBundle(path.join(tiny.dir, 'fashion-bundle'));
+  writeFileSync(path.join(tiny.dir, 'nocut.onnx'), encodeModel(noCutClassifier()));
 }, 120_000);
 afterAll(() => tiny.close());
 
@@ -69,6 +75,23 @@ const learnRequest = (over: Partial<LearnRequest['options']> = {}, extra: Partia
       ...extra,
     },
   });
+
+/** Runs `fn` with every fetch failing as it does offline (a network error: FETCH_FAILED, status 0). */
+async function offline<T>(fn: () => Promise<T>): Promise<T> {
+  vi.stubGlobal('fetch', () => Promise.reject(new TypeError('fetch failed')));
+  try {
+    return await fn();
+  } finally {
+    vi.unstubAllGlobals();
+  }
+}
+
+/** A copy of `bytes` with one byte changed (a corrupt copy in storage). */
+const corrupt = (bytes: Uint8Array): Uint8Array => {
+  const c = bytes.slice();
+  c[c.length >> 1]! ^= 0xff;
+  return c;
+};
 
 async function serve(rt: LearnRuntime, from: number, count: number, flip = false, invert = false) {
   const out = [];
@@ -262,9 +285,10 @@ describe('LearnRuntime', () => {
   }, 240_000);
 
   it('a drift of the traffic is flagged without full-model answers, confirmed by the audit, then learned again', async () => {
+    const store = new MemoryLearnStore();
     const rt = await LearnRuntime.open(learnRequest({ auditShare: 0.05 }), () => {}, {
       loadOrt: loadOrtNode,
-      learnStore: new MemoryLearnStore(),
+      learnStore: store,
     });
     await serve(rt, 0, 600);
     await rt.settled();
@@ -274,12 +298,16 @@ describe('LearnRuntime', () => {
     // follow its alarm (at least half the inputs) confirm that the exits no longer agree, and the exits go off
     let alarmAt = -1;
     let offAt = -1;
+    let atAlarm: LearnerState | undefined;
     for (let at = 600; at < 1000 && offAt < 0; at += 10) {
       await serve(rt, at, 10, false, true);
       await new Promise((r) => setTimeout(r, 5));
       await rt.settled();
       const l = rt.state().learning!;
-      if (alarmAt < 0 && l.drift!.alarms > 0) alarmAt = at + 10 - 600;
+      if (alarmAt < 0 && l.drift!.alarms > 0) {
+        alarmAt = at + 10 - 600;
+        atAlarm = structuredClone(store.saved.get(rt.modelHash)); // saved at the alarm
+      }
       if (!l.exitsOn) offAt = at + 10 - 600;
     }
     const s = rt.state().learning!;
@@ -299,5 +327,112 @@ describe('LearnRuntime', () => {
     const back = await serve(rt, 1450, 100, false, true);
     expect(back.some((r) => r.exit >= 0)).toBe(true);
     await rt.dispose();
+
+    // a reload while the alarm was being verified goes on verifying: the suspected exits at their (tightened)
+    // thresholds, the audits left, no fit meanwhile
+    expect(atAlarm?.verifying).toBeGreaterThan(0);
+    const reloaded = new MemoryLearnStore();
+    reloaded.saved.set(rt.modelHash, atAlarm!);
+    const again = await LearnRuntime.open(learnRequest({ auditShare: 0.05 }), () => {}, {
+      loadOrt: loadOrtNode,
+      learnStore: reloaded,
+    });
+    const r = again.state().learning!;
+    expect(r.restored).toBe(true);
+    expect(r.drift?.verifying).toBe(atAlarm!.verifying);
+    expect(r.thresholds).toEqual(atAlarm!.point?.thresholds);
+    expect(r.exitsOn).toBe(true);
+    await serve(again, 1000, 30, false, true);
+    await again.settled();
+    expect(again.state().learning!.fits).toBe(atAlarm!.fits); // no fit while verifying
+    await again.dispose();
   }, 240_000);
+
+  it('starts offline from the cached model (a plain one, a bundle backbone), a corrupt copy never used; a bundle plan costs the fits', async () => {
+    const cache = new MemoryBundleCache();
+    const deps = { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache };
+    const online = await LearnRuntime.open(learnRequest(), () => {}, deps);
+    const hash = online.modelHash;
+    await online.dispose();
+    const key = plainModelKey(learnRequest().manifestUrl);
+    expect((await cache.getCompiled(key))?.sha256).toBe(hash);
+    const progress: ProgressInfo[] = [];
+    const rt = await offline(() => LearnRuntime.open(learnRequest(), (p) => progress.push(p), deps));
+    expect(rt.modelHash).toBe(hash);
+    expect(progress).toContainEqual(expect.objectContaining({ status: 'done', fromCache: true }));
+    expect(await serve(rt, 0, 10)).toHaveLength(10);
+    await rt.dispose();
+    const good = (await cache.getCompiled(key))!;
+    await cache.putCompiled(key, { sha256: good.sha256, bytes: corrupt(good.bytes) });
+    await expect(offline(() => LearnRuntime.open(learnRequest(), () => {}, deps))).rejects.toMatchObject({
+      code: 'FETCH_FAILED',
+    });
+    expect(await cache.getCompiled(key)).toBeUndefined(); // dropped, not used
+
+    // a bundle: its manifest, segments and backbone.onnx (by sha256) from the cache
+    const bundleCache = new MemoryBundleCache();
+    const request = tinyInitRequest(tiny.base, 'fashion-bundle', {
+      learn: {
+        options: { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'] },
+        persist: false,
+        fromBundle: true,
+      },
+    });
+    const bdeps = { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache: bundleCache };
+    await (await LearnRuntime.open(request, () => {}, bdeps)).dispose();
+    const text = (await bundleCache.getManifest(request.manifestUrl))?.text ?? '{}';
+    const sha = (JSON.parse(text) as { backbone?: { sha256?: string } }).backbone?.sha256;
+    expect(sha).toBe(hash); // the bundle's backbone is the plain model
+    const b = await offline(() => LearnRuntime.open(request, () => {}, bdeps));
+    expect([b.state().learning!.fromBundle, b.state().learning!.exitsOn]).toEqual([true, true]);
+    expect((await serve(b, 0, 50)).some((r) => r.exit >= 0)).toBe(true);
+    await b.dispose();
+    await bundleCache.putSegment(sha!, corrupt((await bundleCache.getSegment(sha!))!));
+    await expect(offline(() => LearnRuntime.open(request, () => {}, bdeps))).rejects.toMatchObject({
+      code: 'FETCH_FAILED',
+    });
+    expect(await bundleCache.getSegment(sha!)).toBeUndefined();
+    const refetched = await LearnRuntime.open(request, () => {}, bdeps); // online: fetched and cached again
+    expect(await bundleCache.getSegment(sha!)).toBeDefined();
+    expect(refetched.state().learning!.fitCosts).toBe('macs');
+    await refetched.dispose();
+
+    // a device plan made for the bundle on this backend: the fits select exits by its measured stage times
+    const manifest = JSON.parse(text) as BundleManifest;
+    const timings = { stageMs: manifest.segments.map(() => 1), decisionMs: manifest.segments.map(() => 0.1) };
+    const bundleHash = (await bundleCache.getManifest(request.manifestUrl))!.hash;
+    await bundleCache.putPlan(planKey(bundleHash, 'wasm', 1), { timings } as unknown as DevicePlan);
+    const planned = await LearnRuntime.open({ ...request, usePlan: true }, () => {}, bdeps);
+    expect(planned.state().learning!.fitCosts).toBe('ms');
+    await planned.dispose();
+  }, 120_000);
+
+  it('a model the toolkit cannot cut serves everything with the full model and says why', async () => {
+    // the two-branch classifier of prepare's fixtures: no inner cut
+    let learners = 0;
+    const base = learnRequest({ minSamples: 300 });
+    const n = await LearnRuntime.open(
+      {
+        ...base,
+        manifestUrl: `${tiny.base}/nocut.onnx`,
+        learn: { ...base.learn!, input: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] } },
+      },
+      () => {},
+      { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), startLearner: () => void learners++ },
+    );
+    const inputs = Array.from({ length: 50 }, (_, i) => ({
+      kind: 'tensor' as const,
+      data: Float32Array.from({ length: 48 }, (_, j) => Math.sin(i * 7 + j)),
+    }));
+    const out = [];
+    for (let k = 0; k < 8; k++) out.push(...(await n.classify({ inputs, thresholds: [], probabilities: false })));
+    await n.settled();
+    const l = n.state().learning!;
+    expect(out).toHaveLength(400);
+    expect(out.every((r) => r.exit === -1)).toBe(true);
+    expect(l.cannotLearn).toMatch(/no inner cut/);
+    expect([l.exitsOn, l.fits, l.fitting, l.samplesStored]).toEqual([false, 0, false, 0]);
+    expect(learners).toBe(0); // no worker for fits that never come
+    await n.dispose();
+  }, 60_000);
 });

@@ -1,7 +1,9 @@
 // On-device learning's fit, pure: a model analysed for learning (its candidate cuts and their pooling) and the fit
 // job — prepare's SelfXit fit (calibrate/selfxit-mode.ts) on the reservoir's features — as plain data, so that it can
 // run in another worker (runtime/learn-worker.ts).
-import type { CalibrationSummary } from '../bundle/manifest.js';
+import type { BundleManifest, CalibrationSummary } from '../bundle/manifest.js';
+import type { CostTable } from '../policy/cost-table.js';
+import type { StageTimings } from '../policy/device-plan.js';
 import type { BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import type { OrtModule } from '../ort/types.js';
@@ -100,6 +102,42 @@ export interface FitJob {
   readonly options: ResolvedLearnOptions;
   /** The reservoir's rows (float16 features at every candidate cut, the full model's probabilities). */
   readonly features: FeatureSet<FeatureRows>;
+  /** Measured costs (a device plan's stage times: {@link planCostTable}); exit selection minimises them instead of
+   * MACs (the summary's `costUnit` 'ms'). */
+  readonly costTable?: CostTable;
+}
+
+/**
+ * A device plan's measured stage times (ms per sample on this device and backend) as a fit's cost table: the
+ * cumulative backbone time up to each exit cut of the plan's bundle (each segment's time split between its backbone
+ * part and its fused head by their MACs), the whole backbone, and the mean exit decision as the per-exit overhead.
+ * Cuts that are not the bundle's get `backbone ms × MACs fraction`, heads `backbone ms × head MACs / backbone MACs`
+ * (CostTable's defaults). Undefined when the timings do not fit the manifest or sum to no time.
+ */
+export function planCostTable(manifest: BundleManifest, timings: StageTimings): CostTable | undefined {
+  const { segments, exits } = manifest;
+  if (timings.stageMs.length !== segments.length || timings.decisionMs.length !== segments.length) return undefined;
+  const cuts: Record<string, number> = {};
+  const decisions: number[] = [];
+  let backbone = 0;
+  segments.forEach((seg, s) => {
+    const ms = timings.stageMs[s]!;
+    const all = seg.macs + seg.headMacs;
+    backbone += all > 0 ? (ms * seg.macs) / all : ms;
+    const exit = seg.exit === undefined ? undefined : exits[seg.exit];
+    if (exit) {
+      cuts[exit.cut] = backbone;
+      decisions.push(timings.decisionMs[s]!);
+    }
+  });
+  if (!(Number.isFinite(backbone) && backbone > 0) || !Object.values(cuts).every(Number.isFinite)) return undefined;
+  const overhead = decisions.length > 0 ? decisions.reduce((a, b) => a + b, 0) / decisions.length : undefined;
+  return {
+    unit: 'ms',
+    backbone,
+    cuts,
+    ...(overhead !== undefined && Number.isFinite(overhead) && overhead >= 0 ? { overhead } : {}),
+  };
 }
 
 /** Runs a fit job: {@link fitLearned} in this thread, or a proxy to another worker. */
@@ -119,7 +157,7 @@ export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) 
     timer,
     warnings: [],
     progress: onProgress ?? (() => undefined),
-    options: {},
+    options: job.costTable ? { costTable: job.costTable } : {},
     samples: { count: features.n },
   };
   const plan = {

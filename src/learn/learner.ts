@@ -12,6 +12,7 @@ import { NEVER_EXIT } from '../policy/thresholds.js';
 import type { PrepareProgress } from '../calibrate/progress.js';
 import { exitCount, fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
 import type { BundleManifest } from '../bundle/manifest.js';
+import type { CostTable } from '../policy/cost-table.js';
 import { LiveAudit, type AuditEstimate } from './audit.js';
 import { DriftDetector, STATS_PER_CHANNEL, type DriftStatus } from './drift.js';
 import { FeatureReservoir, reservoirCuts } from './reservoir.js';
@@ -22,6 +23,7 @@ export {
   exitCount,
   fitLearned,
   noExitSummary,
+  planCostTable,
   type FitJob,
   type FitRunner,
   type LearnedExits,
@@ -62,6 +64,9 @@ export interface LearnerStatus {
   readonly cannotLearn?: string;
   /** Seconds of the last fit. */
   readonly lastFitSeconds?: number;
+  /** What the fits' exit selection minimises: a device plan's measured stage times ('ms', {@link Learner.costTable})
+   * or MACs. */
+  readonly fitCosts: 'ms' | 'macs';
   /** True while the exits in force are those of the bundle learning started from (no fit replaced them yet). */
   readonly fromBundle?: boolean;
 }
@@ -77,6 +82,10 @@ export interface LearnerState {
   readonly audit: ReturnType<LiveAudit['state']>;
   readonly reservoir: ReturnType<FeatureReservoir['state']>;
   readonly drift?: ReturnType<DriftDetector['state']>;
+  /** Audits left to verify a drift alarm (the raised audit share; no fit meanwhile), and confirmed drifts so far: a
+   * reload in the middle of a verification goes on with it rather than trusting the suspected exits. */
+  readonly verifying: number;
+  readonly driftRestarts: number;
 }
 
 /** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
@@ -112,6 +121,8 @@ export class Learner {
   private lastFitSeconds: number | undefined;
   /** Bumped whenever the exits or thresholds in force change. */
   version = 0;
+  /** Measured costs the fits select exits by (fit.ts planCostTable: a device plan's stage times), else MACs. */
+  costTable: CostTable | undefined;
 
   /** The exits of the bundle learning started from, and the thresholds it serves them at (undefined: a plain model). */
   private readonly origin: { readonly learned: LearnedExits; readonly point: CurvePoint } | undefined;
@@ -289,13 +300,18 @@ export class Learner {
     runner: FitRunner,
   ): Promise<LearnedExits> {
     const { io, analysis, requests } = this.model;
-    const features = this.reservoir.featureSet();
     this.reservoir.markFitted();
     this.refitWanted = false;
     const generation = this.generation;
     const t0 = performance.now();
+    // copied in slices: a full reservoir is tens of MB, and serving goes on between the slices
+    const features = await this.reservoir.snapshot(() => new Promise((r) => setTimeout(r, 0)));
     const options = { ...this.options, target: this.fitTarget() };
-    const learned = await runner({ analysis, io, requests, options, features }, onProgress);
+    const costTable = this.costTable;
+    const learned = await runner(
+      { analysis, io, requests, options, features, ...(costTable ? { costTable } : {}) },
+      onProgress,
+    );
     this.lastFitSeconds = (performance.now() - t0) / 1000;
     // fit on traffic that has since drifted away: not adopted (the re-fit on the new traffic is already wanted)
     if (generation !== this.generation) return learned;
@@ -393,6 +409,7 @@ export class Learner {
         : {}),
       target: this.options.target,
       fitTarget: this.fitTarget(),
+      fitCosts: this.costTable ? 'ms' : 'macs',
       ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
       ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
     };
@@ -409,7 +426,14 @@ export class Learner {
       audit: this.audit.state(),
       reservoir: this.reservoir.state(),
       ...(this.drift ? { drift: this.drift.state() } : {}),
+      verifying: this.verifying,
+      driftRestarts: this.driftRestarts,
     };
+  }
+
+  /** Audits left to verify a drift alarm (0: none pending). */
+  get verifyingLeft(): number {
+    return this.verifying;
   }
 
   /** Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. */
@@ -431,7 +455,15 @@ export class Learner {
         Array.isArray(s.point.thresholds) &&
         s.point.thresholds.length === exitCount(fitted) &&
         s.point.thresholds.every((t) => typeof t === 'number'));
-    if (!exitsOk || !pointOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit)) return this.reset();
+    const driftOk =
+      Number.isInteger(s.verifying) &&
+      s.verifying >= 0 &&
+      s.verifying <= VERIFY_AUDITS &&
+      (s.verifying === 0 || s.point !== undefined) &&
+      Number.isInteger(s.driftRestarts) &&
+      s.driftRestarts >= 0;
+    if (!exitsOk || !pointOk || !driftOk || !Number.isInteger(s.fits) || !this.audit.restore(s.audit))
+      return this.reset();
     if (!this.reservoir.restore(s.reservoir)) return this.reset();
     if (this.drift && s.drift !== undefined && !this.drift.restore(s.drift)) return this.reset();
     this.fitted = fitted;
@@ -439,6 +471,8 @@ export class Learner {
     this.fits = s.fits;
     this.tightenings = Number.isInteger(s.tightenings) ? s.tightenings : 0;
     this.refitWanted = s.refitWanted === true;
+    this.verifying = s.verifying;
+    this.driftRestarts = s.driftRestarts;
     this.version++;
     return true;
   }

@@ -1,7 +1,7 @@
 // A bounded reservoir of what on-device learning keeps per served input: the pooled features at every candidate cut
 // (float16, calibrate/feature-store.ts) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
 // over every input ever added, within a stated byte cap, allocated as rows arrive (doubling, never above the cap);
-// snapshots are FeatureSets that prepare's fit reads as is.
+// snapshots (copied in slices) are FeatureSets that prepare's fit reads as is.
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { toHalf, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
@@ -54,6 +54,8 @@ export class FeatureReservoir {
   private allocated = 0;
   private rng: Rng;
   private scratch: Float32Array[];
+  /** Rows written while a {@link snapshot} is under way (they are copied again at its end). */
+  private dirty: Set<number> | undefined;
   seen = 0;
   size = 0;
   fresh = 0;
@@ -124,6 +126,7 @@ export class FeatureReservoir {
       const at = this.slot();
       this.fresh++;
       if (at < 0) continue;
+      this.dirty?.add(at);
       this.cuts.forEach((c, i) => {
         const size = c.channels * c.height * c.width;
         const map = maps[i]!.subarray(r * size, (r + 1) * size);
@@ -137,17 +140,41 @@ export class FeatureReservoir {
     }
   }
 
-  /** A copy of the stored rows as prepare's FeatureSet (float16 packed), unaffected by later additions. */
-  featureSet(): FeatureSet<FeatureRows> {
+  /**
+   * A copy of the stored rows as prepare's FeatureSet (float16 packed), unaffected by later additions; made in slices
+   * of about `sliceBytes` with `pause()` awaited between them (so that a fit starting on a full reservoir of tens of
+   * MB never holds the thread for the whole copy): rows written meanwhile are copied again at the end, so the snapshot
+   * is the reservoir as it is when it ends (its rows [0, n), n the rows stored when it began).
+   */
+  async snapshot(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<FeatureSet<FeatureRows>> {
     const n = this.size;
+    const k = this.classes;
+    const teacher = new Float32Array(n * k);
+    const xs = this.cuts.map((c) => new Uint16Array(n * c.dim));
+    const copyRows = (from: number, to: number): void => {
+      this.cuts.forEach((c, i) => xs[i]!.set(this.features[i]!.subarray(from * c.dim, to * c.dim), from * c.dim));
+      teacher.set(this.teacher.subarray(from * k, to * k), from * k);
+    };
+    const rows = Math.max(1, Math.floor(sliceBytes / bytesPerRow(this.cuts, k)));
+    this.dirty = new Set();
+    try {
+      for (let at = 0; at < n; at += rows) {
+        if (at > 0) await pause();
+        if (this.size < n) break; // cleared meanwhile (a drift restart): the fit will not be adopted
+        copyRows(at, Math.min(n, at + rows));
+      }
+      if (this.size >= n) for (const r of this.dirty) if (r < n) copyRows(r, r + 1);
+    } finally {
+      this.dirty = undefined;
+    }
     return {
       n,
-      k: this.classes,
-      teacher: this.teacher.slice(0, n * this.classes),
-      cuts: this.cuts.map((c, i) => {
-        const x: PackedFeatures = { format: 'f16', n, d: c.dim, data: this.features[i]!.slice(0, n * c.dim) };
-        return { ...c, x };
-      }),
+      k,
+      teacher,
+      cuts: this.cuts.map((c, i) => ({
+        ...c,
+        x: { format: 'f16', n, d: c.dim, data: xs[i]! } satisfies PackedFeatures,
+      })),
     };
   }
 

@@ -24,7 +24,7 @@ export interface LoadedManifest {
 const nothingToCommit = async (): Promise<void> => {};
 
 /** A fetch failure the cached manifest may stand in for: no network (status 0) or a server error (5xx). */
-function isOutage(e: unknown): boolean {
+export function isOutage(e: unknown): boolean {
   if (!(e instanceof SelfxitError) || e.code !== 'FETCH_FAILED') return false;
   const status = e.details?.status;
   return typeof status === 'number' && (status === 0 || status >= 500);
@@ -68,9 +68,14 @@ function parseManifest(text: string, url: string): BundleManifest {
   return m;
 }
 
-/** sha256 of the files a manifest lists that the cache keeps by content: segments and the validation file. */
+/** sha256 of the files a manifest lists that the cache keeps by content: segments, the validation file, the backbone file
+ * (cached when learning from the bundle needs it). */
 function contentHashes(m: Partial<BundleManifest>): string[] {
-  const all: unknown[] = [...(m.segments ?? []).map((s) => s.sha256), m.calibration?.validation?.sha256];
+  const all: unknown[] = [
+    ...(m.segments ?? []).map((s) => s.sha256),
+    m.calibration?.validation?.sha256,
+    m.backbone?.file ? m.backbone.sha256 : undefined,
+  ];
   return all.filter((h): h is string => typeof h === 'string');
 }
 
@@ -150,7 +155,7 @@ async function currentSha256(manifestUrl: string, file: string): Promise<string 
   try {
     const m = parseManifest(await fetchText(manifestUrl, { revalidate: true }), manifestUrl);
     const v = m.calibration.validation;
-    const listed = [...m.segments, ...(v ? [v] : [])].find((f) => f.file === file);
+    const listed = [...m.segments, ...(v ? [v] : []), m.backbone].find((f) => f.file === file);
     return listed ? listed.sha256 : null;
   } catch {
     return undefined;
@@ -244,6 +249,15 @@ export class BundleSource {
       `${message}: the bundle at ${this.manifestUrl} was replaced since it was loaded; load it again`,
       { ...details, bundleChanged: true },
     );
+  }
+
+  /** The full model (`backbone.file`, which learning from the bundle needs), from the cache (re-verified) or fetched,
+   * sha256-checked against the manifest and cached: so learning from a bundle also starts offline. */
+  backboneBytes(): Promise<Uint8Array> {
+    const { file, sha256 } = this.manifest.backbone;
+    if (!file) return Promise.reject(new SelfxitError('INTERNAL', 'the bundle has no backbone file'));
+    this.progress({ status: 'initiate', file });
+    return this.fileBytes({ file, sha256, bytes: 0, url: new URL(file, this.manifestUrl).href });
   }
 
   /** The bundle's validation outputs: validation.bin from the cache or fetched (sha256-verified), decoded. */

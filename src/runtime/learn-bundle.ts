@@ -1,6 +1,7 @@
 // The bundles of on-device learning: a learned bundle assembled in the worker (never fetched) and the BundleCache held
 // in memory through which the ordinary BundleRuntime opens it (its manifest and segments are "cached", so nothing is
-// fetched and every sha256 is checked); and the bundle learning starts from (`load(bundleUrl, { learn })`).
+// fetched and every sha256 is checked); the bundle learning starts from (`load(bundleUrl, { learn })`); and the model
+// bytes learning runs on (a plain model or the bundle's backbone.onnx), kept in the bundle cache for offline loads.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError } from '../errors.js';
@@ -8,7 +9,8 @@ import { sha256Hex } from '../graph/index.js';
 import { noExitSummary, type LearnedExits, type Learner } from '../learn/learner.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import type { InitRequest } from '../protocol.js';
-import { loadManifest, type Progress } from './bundle-source.js';
+import { BundleSource, isOutage, loadManifest, type Progress } from './bundle-source.js';
+import { fetchBytes } from './fetch-file.js';
 import { IdbBundleCache, noCache, type BundleCache, type CachedCompiled, type CachedManifest } from './cache.js';
 
 /** An in-memory BundleCache holding one learned bundle (and whatever the runtime caches beside it). */
@@ -49,26 +51,74 @@ export class MemoryBundleCache implements BundleCache {
   deleteCompiled = async (key: string): Promise<void> => void this.compiled.delete(key);
 }
 
+/** The cache a learning load keeps model bytes in (the bundle cache; none with `cache: false`). */
+export const learnCache = (req: InitRequest, deps: { readonly cache?: BundleCache }): BundleCache =>
+  deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
+
 /**
- * The bundle at `req.manifestUrl` that learning starts from: its manifest (cache first, as any load) and the URL of its
- * full model (`backbone.file`, which learning needs: the audit and the fits run the whole model).
- * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file; FETCH_FAILED, INVALID_BUNDLE.
+ * The bundle at `req.manifestUrl` that learning starts from: its manifest (cache first, as any load; the cached copy
+ * when offline) and its full model (`backbone.file`, which learning needs: the audit and the fits run the whole model),
+ * from the cache by sha256 (re-verified; a corrupt copy is dropped and fetched again) or fetched, checked against the
+ * manifest's sha256 and cached.
+ * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file; FETCH_FAILED, INVALID_BUNDLE,
+ * INTEGRITY_ERROR.
  */
 export async function bundleModel(
   req: InitRequest,
   progress: Progress,
-  deps: { readonly cache?: BundleCache },
-): Promise<{ manifest: BundleManifest; hash: string; modelUrl: string }> {
-  const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
+  cache: BundleCache,
+): Promise<{ manifest: BundleManifest; hash: string; bytes: Uint8Array; sha256: string }> {
   const loaded = await loadManifest(req.manifestUrl, req, cache, Date.now(), progress);
-  const file = loaded.manifest.backbone.file;
-  if (!file)
+  if (!loaded.manifest.backbone.file)
     throw new SelfxitError(
       'LEARNING_UNAVAILABLE',
       'this bundle has no backbone file (the full model), which learning needs: prepare it with the backbone included',
       { manifestUrl: req.manifestUrl },
     );
-  return { manifest: loaded.manifest, hash: loaded.hash, modelUrl: new URL(file, req.manifestUrl).href };
+  const source = new BundleSource(loaded.manifest, req.manifestUrl, cache, progress, new Set());
+  const bytes = await source.backboneBytes();
+  await loaded.commit(); // a fetched manifest is cached once its backbone arrived (learning loads it offline)
+  return { manifest: loaded.manifest, hash: loaded.hash, bytes, sha256: loaded.manifest.backbone.sha256 };
+}
+
+/** Where a plain model's last fetched bytes are cached (with their sha256, checked on read). */
+export const plainModelKey = (url: string): string => `learn-model:${url}`;
+
+/**
+ * The plain model at `url` (`load(modelUrl, { learn })`): fetched (a plain URL has no manifest to say whether it
+ * changed) and cached with its sha256; when the network fails (offline, or a server error) the cached copy, if its
+ * bytes still match their sha256 (a corrupt copy is dropped, never used).
+ * @throws SelfxitError FETCH_FAILED when neither the network nor the cache has it.
+ */
+export async function plainModel(
+  url: string,
+  cache: BundleCache,
+  progress: Progress,
+): Promise<{ bytes: Uint8Array; sha256: string }> {
+  const file = url.split('/').pop() || 'model.onnx';
+  progress({ status: 'initiate', file });
+  progress({ status: 'download', file });
+  const key = plainModelKey(url);
+  let bytes: Uint8Array;
+  try {
+    bytes = await fetchBytes(url, {
+      onProgress: (loaded, total) =>
+        progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
+    });
+  } catch (e) {
+    const cached = isOutage(e) ? await cache.getCompiled?.(key) : undefined;
+    if (!cached) throw e;
+    if ((await sha256Hex(cached.bytes)) !== cached.sha256) {
+      await cache.deleteCompiled?.(key); // corrupt in storage: never used
+      throw e;
+    }
+    progress({ status: 'done', file, fromCache: true });
+    return { bytes: cached.bytes, sha256: cached.sha256 };
+  }
+  progress({ status: 'done', file, fromCache: false });
+  const sha256 = await sha256Hex(bytes);
+  if ((await cache.getCompiled?.(key))?.sha256 !== sha256) await cache.putCompiled?.(key, { sha256, bytes });
+  return { bytes, sha256 };
 }
 
 /** Where a learned bundle is "cached" (never fetched: every file is in its MemoryBundleCache). */

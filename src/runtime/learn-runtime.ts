@@ -8,16 +8,16 @@
 // Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
-import { encodeModel, sha256Hex } from '../graph/index.js';
-import { analyseForLearning, Learner, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { encodeModel } from '../graph/index.js';
+import { analyseForLearning, Learner, planCostTable, type FitRunner, type LearnedExits } from '../learn/learner.js';
 import { inputStats } from '../learn/drift.js';
 import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
 import type { Progress } from './bundle-source.js';
-import { fetchBytes } from './fetch-file.js';
 import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
-import { bundleModel, learnedBundle, learnedUrl, MemoryBundleCache } from './learn-bundle.js';
+import { planKey } from './cache.js';
+import { bundleModel, learnCache, learnedBundle, learnedUrl, MemoryBundleCache, plainModel } from './learn-bundle.js';
 import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
@@ -27,11 +27,20 @@ import { BundleRuntime, type RuntimeDeps } from './runtime.js';
 const MAX_BATCH = 64;
 /** Served inputs between two saves of the state while no exit is in use. */
 const SAVE_EVERY = 500;
+/** How long load() waits at most for the second worker (the fits') to start. */
+const LEARNER_READY_MS = 10_000;
+
+/** The second worker running the fits (learn-worker.ts): `ready` settles once it answers (false: it failed). */
+export interface FitWorker {
+  run: FitRunner;
+  close(): void;
+  readonly ready?: Promise<boolean>;
+}
 
 export interface LearnDeps extends RuntimeDeps {
   readonly learnStore?: LearnStore;
   /** Starts a second worker for the fits (learn-worker.ts); without it (or when it gives none) fits run here. */
-  readonly startLearner?: () => { run: FitRunner; close(): void } | undefined;
+  readonly startLearner?: () => FitWorker | undefined;
 }
 
 /** A learned bundle opened for serving. */
@@ -57,11 +66,13 @@ export class LearnRuntime {
   private pendingAudits: { data: Float32Array; served: number }[] = [];
   private fitting: Promise<void> | undefined;
   private savedAt = 0;
+  /** The save loop in progress (resolved when none), and whether it should write the state once more. */
   private saving: Promise<void> = Promise.resolve();
+  private saveWanted = false;
   private lastError: string | undefined;
   private disposed = false;
-  /** The second worker running the fits, started with the first fit (undefined: fits run in this thread). */
-  private fitWorker: { run: FitRunner; close(): void } | undefined;
+  /** The second worker running the fits, started by open() (undefined: fits run in this thread). */
+  private fitWorker: FitWorker | undefined;
   private fitWorkerTried = false;
   /** Where the last fit ran, and the longest onnxruntime step of opening its exits (ms). */
   private fitWhere: 'worker' | 'thread' | undefined;
@@ -98,31 +109,19 @@ export class LearnRuntime {
   }
 
   /**
-   * Fetches the model at `req.manifestUrl`, analyses it for learning, restores a persisted state for its hash (a
-   * malformed or foreign one is discarded), and opens the learned exits when they are on.
-   * @throws SelfxitError FETCH_FAILED, INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN, INVALID_ARGUMENT.
+   * Fetches the model at `req.manifestUrl` (a bundle's backbone.onnx; the cached copy offline: learn-bundle.ts),
+   * analyses it for learning, restores a persisted state for its hash (a malformed or foreign one is discarded), starts
+   * the fits' worker and opens the learned exits when they are on.
+   * @throws SelfxitError FETCH_FAILED, INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN, INVALID_ARGUMENT,
+   * INTEGRITY_ERROR, LEARNING_UNAVAILABLE.
    */
   static async open(req: InitRequest, progress: Progress = () => {}, deps: LearnDeps = {}): Promise<LearnRuntime> {
     const learn = req.learn;
     if (!learn) throw new SelfxitError('INTERNAL', 'LearnRuntime.open() without learn options');
-    const bundle = learn.fromBundle ? await bundleModel(req, progress, deps) : undefined;
-    const modelUrl = bundle?.modelUrl ?? req.manifestUrl;
-    const file = modelUrl.split('/').pop() || 'model.onnx';
-    progress({ status: 'initiate', file });
-    progress({ status: 'download', file });
-    const bytes = await fetchBytes(modelUrl, {
-      onProgress: (loaded, total) =>
-        progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
-    });
-    progress({ status: 'done', file, fromCache: false });
+    const cache = learnCache(req, deps);
+    const bundle = learn.fromBundle ? await bundleModel(req, progress, cache) : undefined;
+    const { bytes, sha256: hash } = bundle ?? (await plainModel(req.manifestUrl, cache, progress));
     const ort = await (deps.loadOrt ?? loadOrt)(req);
-    const hash = await sha256Hex(bytes);
-    if (bundle && hash !== bundle.manifest.backbone.sha256)
-      throw new SelfxitError('INTEGRITY_ERROR', `${file}: sha256 ${hash} is not the manifest's backbone sha256`, {
-        file,
-        expected: bundle.manifest.backbone.sha256,
-        actual: hash,
-      });
     const m = bundle?.manifest;
     const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
       ...(m ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout } } : {}),
@@ -131,6 +130,11 @@ export class LearnRuntime {
       learn: learn.options,
     });
     const learner = new Learner(lm, learn.options, bundle);
+    // a device plan made for the bundle on this backend and thread count: its measured stage times, not MACs, are
+    // what the fits' exit selection minimises
+    const plan =
+      bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
+    if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
     const saved = await store.load(hash);
     const restored = saved !== undefined && learner.restore(saved);
@@ -156,12 +160,33 @@ export class LearnRuntime {
       bundleRequest,
     );
     try {
-      await rt.serveLearned();
+      // the fits' worker starts with the classifier, beside the opening of its exits: its start-up (fetching and
+      // evaluating the worker script) then never competes with serving when a fit begins
+      await Promise.all([rt.serveLearned(), rt.fitWorkerReady()]);
     } catch (e) {
       await rt.dispose();
       throw e;
     }
     return rt;
+  }
+
+  /** Starts the fits' worker (once; not for a model that cannot learn) and waits for it to answer, at most
+   * {@link LEARNER_READY_MS}. */
+  private async fitWorkerReady(): Promise<void> {
+    if (this.learner.model.cannotLearn) return;
+    const ready = this.startFitWorker()?.ready;
+    if (!ready) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([ready, new Promise((r) => (timer = setTimeout(r, LEARNER_READY_MS)))]);
+    clearTimeout(timer);
+  }
+
+  private startFitWorker(): FitWorker | undefined {
+    if (!this.fitWorkerTried) {
+      this.fitWorkerTried = true;
+      this.fitWorker = this.deps.startLearner?.();
+    }
+    return this.fitWorker;
   }
 
   /** Serves through the learner's exits when they are on (opened first, step by step), else the full model. Must not
@@ -361,6 +386,7 @@ export class LearnRuntime {
     batch.forEach((b, i) => data.set(b.data, i * size));
     const { index } = await this.runFeatures(data, batch.length, true);
     const k = this.learner.model.io.classes;
+    const verifying = this.learner.verifyingLeft > 0;
     let tightened = false;
     batch.forEach((b, i) => {
       const served = this.req.learn?.corruptAudit ? (index[i]! + 1) % k : b.served;
@@ -370,14 +396,14 @@ export class LearnRuntime {
       this.version++;
       if (!this.learner.exitsOn) await this.swap(undefined);
       this.save();
-    }
+    } else if (verifying && this.learner.verifyingLeft === 0) this.save(); // a drift alarm dismissed
     this.afterSamples();
   }
 
-  /** After new samples: a fit when the learner wants one, a save now and then. */
+  /** After new samples: a fit when the learner wants one, a save now and then (not while a fit runs: its end saves). */
   private afterSamples(): void {
     if (this.learner.wantsFit()) this.startFit();
-    else if (this.learner.reservoir.seen - this.savedAt >= SAVE_EVERY) this.save();
+    else if (!this.fitting && this.learner.reservoir.seen - this.savedAt >= SAVE_EVERY) this.save();
   }
 
   /** Starts a fit in the background (its slices yield to serving); its exits are put in use when it ends. */
@@ -386,13 +412,10 @@ export class LearnRuntime {
     const fit = this.learner.status().fits + 1;
     const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) =>
       this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
-    if (!this.fitWorkerTried) {
-      this.fitWorkerTried = true;
-      this.fitWorker = this.deps.startLearner?.();
-    }
-    this.fitWhere = this.fitWorker ? 'worker' : 'thread';
+    const worker = this.startFitWorker();
+    this.fitWhere = worker ? 'worker' : 'thread';
     this.fitting = this.learner
-      .fit((p) => report(p.stage, p.done, p.total), this.fitWorker?.run)
+      .fit((p) => report(p.stage, p.done, p.total), worker?.run)
       .then(async () => {
         this.opening = true;
         try {
@@ -413,11 +436,19 @@ export class LearnRuntime {
       .finally(() => (this.fitting = undefined));
   }
 
-  /** Saves the learner's state (one save at a time; a failed write turns persistence off). */
+  /**
+   * Saves the learner's state: one write at a time, of the state as it is when the write starts, so that a burst of
+   * changes (audits tightening one after the other) costs one more write, not one each (a failed write turns
+   * persistence off).
+   */
   private save(): void {
     this.savedAt = this.learner.reservoir.seen;
-    const state = this.learner.state();
-    this.saving = this.saving.then(() => this.store.save(this.modelHash, state));
+    if (this.saveWanted) return;
+    this.saveWanted = true;
+    this.saving = this.saving.then(async () => {
+      this.saveWanted = false;
+      await this.store.save(this.modelHash, this.learner.state());
+    });
   }
 
   /** Resolves once the fit running (if any) and the pending saves are done (tests, dispose). */
@@ -478,6 +509,7 @@ export class LearnRuntime {
   async dispose(): Promise<void> {
     this.disposed = true;
     this.fitWorker?.close();
+    await this.saving; // a save under way completes (learned exits are not lost to a dispose right after a fit)
     await this.serving?.dispose();
     this.serving = undefined;
     await this.features.release();

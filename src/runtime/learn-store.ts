@@ -5,7 +5,7 @@ import { createStore, del, get, set, type UseStore } from 'idb-keyval';
 import type { LearnerState } from '../learn/learner.js';
 
 /** Bump when {@link LearnerState} changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 2;
+export const LEARN_SCHEMA = 3; // 3: the drift verification (audits left, confirmed drifts)
 
 /** One persisted entry. */
 export interface StoredLearning {

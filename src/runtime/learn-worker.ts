@@ -1,8 +1,10 @@
 // The fits of on-device learning in a second worker, so that serving is never blocked by head training: the runtime
 // worker starts its own script again under the name LEARNER_NAME (worker.ts then serves this API instead), and hands
-// each fit job over with its feature buffers transferred. Where a worker cannot start one, fits run in the thread.
+// each fit job over with its feature buffers transferred. It starts with the classifier (load() waits for it to answer,
+// so its start-up never coincides with a fit); where a worker cannot start one, fits run in the thread.
 import { proxy, transfer, wrap, type Remote } from 'comlink';
-import { fitLearned, type FitJob, type FitRunner, type LearnedExits, type PrepareProgress } from '../learn/fit.js';
+import { fitLearned, type FitJob, type LearnedExits, type PrepareProgress } from '../learn/fit.js';
+import type { FitWorker } from './learn-runtime.js';
 
 /** The name a learner worker is started with (worker.ts checks it). */
 export const LEARNER_NAME = 'selfxit-learner';
@@ -10,10 +12,12 @@ export const LEARNER_NAME = 'selfxit-learner';
 /** What the learner worker serves. */
 export interface LearnerApi {
   fit(job: FitJob, onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits>;
+  /** Answers once the worker runs (its script fetched and evaluated). */
+  ready(): boolean;
 }
 
 export function createLearnerApi(): LearnerApi {
-  return { fit: (job, onProgress) => fitLearned(job, onProgress) };
+  return { fit: (job, onProgress) => fitLearned(job, onProgress), ready: () => true };
 }
 
 /** Every buffer of a job's feature matrices (moved, not copied: the job owns a snapshot). */
@@ -27,7 +31,7 @@ function buffers(job: FitJob): ArrayBuffer[] {
  * A fit runner backed by a learner worker started from `scriptUrl` (this worker's own script), or undefined where
  * workers cannot start workers. A worker that fails makes this and later fits run in the thread.
  */
-export function learnerWorkerRunner(scriptUrl: string | undefined): { run: FitRunner; close(): void } | undefined {
+export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | undefined {
   const W = (globalThis as { Worker?: typeof Worker }).Worker;
   if (!W || !scriptUrl) return undefined;
   let worker: Worker;
@@ -53,5 +57,9 @@ export function learnerWorkerRunner(scriptUrl: string | undefined): { run: FitRu
       return Promise.race([api.fit(transfer(job, buffers(job)), progress), failure]);
     },
     close: () => worker.terminate(),
+    ready: Promise.race([api.ready(), failure]).then(
+      () => true,
+      () => false,
+    ),
   };
 }
