@@ -28,6 +28,13 @@ export interface CompileCascadeOptions {
   readonly end: CascadeEnd;
   /** Length of the `thresholds` input: the bundle's exit count (default: the highest exit index in `parts` + 1). */
   readonly exitCount?: number;
+  /**
+   * How the exits' `If`s are laid out (same inputs, outputs and decisions either way):
+   * `'flat'` (default): one `If` per exit after the first, in sequence, each branch holding one stage (the segments up
+   * to the next exit, its head and decision) or passing the decided result through;
+   * `'nested'`: each exit's else-branch holds the whole rest of the cascade (the layout before COMPILED_FORMAT 3).
+   */
+  readonly layout?: 'flat' | 'nested' | 'gated';
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -246,6 +253,19 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const zeroCont = (name: string): onnx.NodeProto =>
     constant(name, makeTensor('', last.outDtype, [0, ...(contRest ?? []).map((d) => d ?? 0)], []));
 
+  // fire (`cascade/exit<e>/fire`) = max probability >= threshold e: a [1] bool (If takes any one-element condition).
+  // The thresholds were split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
+  const decide = (p: Prepared, e: number): onnx.NodeProto[] => {
+    const t = `cascade/exit${e}/`;
+    const max = makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`);
+    if (opset >= 12)
+      return [max, makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`)];
+    return [
+      max,
+      makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
+      makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`),
+    ];
+  };
   // A prefix where no exit fired: no probabilities, exit index "continue", the cut activation `from`.
   const continueNodes = (outs: readonly string[], from: string): onnx.NodeProto[] => [
     zeroProbs(outs[0]!),
@@ -270,8 +290,8 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     });
 
   // The graph content from part i on, writing the outputs `outs` (probabilities, exit index[, continue activation]).
-  const scope = (i: number, outs: readonly string[]): Scope => {
-    const p = prepared[i]!;
+  // `p`: part i as prepared (flat layout: re-bound to the activation its stage receives).
+  const scope = (i: number, outs: readonly string[], p = prepared[i]!): Scope => {
     const s: Scope = {
       nodes: [...p.nodes],
       initializers: [...p.initializers],
@@ -301,15 +321,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       return s;
     }
     const t = `cascade/exit${e}/`;
-    // fire = max probability >= threshold e: a [1] bool (If takes any one-element condition). The thresholds were
-    // split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
-    s.nodes.push(makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`));
-    if (opset >= 12)
-      s.nodes.push(makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`));
-    else {
-      s.nodes.push(makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`));
-      s.nodes.push(makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`));
-    }
+    s.nodes.push(...decide(p, e));
     const thenOuts = outs.map((_, k) => `${t}then/${['probabilities', 'exit_index', 'continue'][k]}`);
     const then = nodesOnly([
       makeNode('Identity', [p.exitOutput!], [thenOuts[0]!], {}, `${t}then/Identity`),
@@ -328,8 +340,175 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     return s;
   };
 
+  // Flat layout: the parts grouped into stages, each ending at a part with a decided exit, or at the last part. Stage
+  // 0 runs at the top; stage k > 0 is If(exited after stage k-1, then: pass the decided result through, else: the
+  // stage's parts, head and decision). A stage carries (probabilities, exit index, exited, cut activation); the last
+  // stage writes the model's outputs as `scope` ends the cascade. Each branch holds one stage, never the whole tail.
+  const flat = (outs: readonly string[]): Scope => {
+    const stages: number[][] = [[]];
+    prepared.forEach((_, i) => {
+      stages[stages.length - 1]!.push(i);
+      if (exits[i] !== undefined && i < lastIdx) stages.push([]);
+    });
+    interface Carry {
+      probs: string;
+      exitIdx: string;
+      exited: string;
+      act: string;
+    }
+    let carry: Carry | undefined;
+    let top: Scope | undefined;
+    stages.forEach((idx, k) => {
+      const s = nodesOnly([]);
+      const final = k === stages.length - 1;
+      const end = idx[idx.length - 1]!;
+      // A stage's first part reads the activation the previous stage carried out of its If.
+      const part = (i: number): Prepared => (carry && i === idx[0] ? prepare(parts[i]!, i, carry.act) : prepared[i]!);
+      for (const i of final ? idx.slice(0, -1) : idx) {
+        const p = part(i);
+        s.nodes.push(...p.nodes);
+        s.initializers.push(...p.initializers);
+        s.sparse.push(...p.sparse);
+        s.valueInfo.push(...p.valueInfo);
+      }
+      const p = part(end);
+      const e = exits[end]!;
+      const t = `cascade/stage${k}/`;
+      const kinds = ['probabilities', 'exit_index', 'exited', 'activation'];
+      const stateOuts = final ? outs : kinds.map((n) => `${t}${n}`);
+      const actDims: Dims = p.outDims ? [null, ...p.outDims.slice(1)] : undefined;
+      const types = final
+        ? outTypes
+        : [outTypes[0]!, outTypes[1]!, { dtype: 'bool' as const, dims: [1] }, { dtype: p.outDtype, dims: actDims }];
+      const infos = (names: readonly string[]): onnx.ValueInfoProto[] =>
+        names.map((n, j) => valueInfo(n, types[j]!.dtype, types[j]!.dims));
+      // Inside a branch the stage writes its own names, and the If gives them the stage's names.
+      const inBranch = (names: readonly string[]): string[] => names.map((n) => (carry ? `${t}else/${n}` : n));
+      let produced: readonly string[];
+      if (final) {
+        const rest = scope(end, inBranch(outs), p);
+        for (const key of ['nodes', 'initializers', 'sparse', 'valueInfo'] as const)
+          (s[key] as unknown[]).push(...(rest[key] as unknown[]));
+        produced = inBranch(outs);
+      } else {
+        s.nodes.push(...decide(p, e), exitConst(`cascade/exit${e}/index`, e));
+        produced = [p.exitOutput!, `cascade/exit${e}/index`, `cascade/exit${e}/fire`, p.output];
+      }
+      if (!carry) top = s;
+      else {
+        const elseOuts = produced;
+        const thenOuts = stateOuts.map((n) => `${t}then/${n}`);
+        // Already exited: the result so far passes through; a zero-size activation (or continue_activation).
+        const from = final ? [carry.probs, carry.exitIdx] : [carry.probs, carry.exitIdx, carry.exited];
+        const then = nodesOnly(
+          thenOuts.map((n, j) =>
+            j < from.length
+              ? makeNode('Identity', [from[j]!], [n], {}, n)
+              : final
+                ? zeroCont(n)
+                : constant(n, makeTensor('', p.outDtype, [0, ...(p.outDims?.slice(1) ?? []).map((d) => d ?? 0)], [])),
+          ),
+        );
+        const ifNode = makeNode('If', [carry.exited], stateOuts, {}, `${t}If`);
+        const g = (name: string, sc: Scope, o: readonly string[]): onnx.GraphProto =>
+          pb.GraphProto.create({
+            name,
+            node: sc.nodes,
+            initializer: sc.initializers,
+            sparseInitializer: sc.sparse,
+            valueInfo: sc.valueInfo.filter((v) => !o.includes(v.name ?? '')),
+            output: infos(o),
+          });
+        ifNode.attribute = [
+          pb.AttributeProto.create({ name: 'then_branch', type: GRAPH_ATTR, g: g(`stage${k}_then`, then, thenOuts) }),
+          pb.AttributeProto.create({ name: 'else_branch', type: GRAPH_ATTR, g: g(`stage${k}_else`, s, elseOuts) }),
+        ];
+        top!.nodes.push(ifNode);
+      }
+      produced = carry ? stateOuts : produced;
+      carry = { probs: produced[0]!, exitIdx: produced[1]!, exited: produced[2]!, act: produced[3]! };
+    });
+    return top!;
+  };
+
+  // Gated layout (no If): every part runs in the main graph on the rows that reach it. An exit's decision splits its
+  // rows with Compress: those that fire leave with the head's probabilities, the others go on; a part no row reaches
+  // runs on a zero-row activation (its kernels return at once). The outputs concatenate each exit's leaving rows.
+  const gated = (outs: readonly string[]): Scope => {
+    const s = nodesOnly([]);
+    const probs: string[] = [];
+    const idx: string[] = [];
+    let input = inputName;
+    let stay: string | undefined; // the last exit's "goes on" mask
+    const rowIndex = (name: string, e: number, mask: string | undefined): void => {
+      const c = `${name}/const`;
+      s.nodes.push(exitConst(mask ? c : name, e));
+      if (mask) s.nodes.push(makeNode('Compress', [c, mask], [name], { axis: 0 }, name));
+      idx.push(name);
+    };
+    parts.forEach((part, i) => {
+      const p = i === 0 ? prepared[0]! : prepare(part, i, input);
+      s.nodes.push(...p.nodes);
+      s.initializers.push(...p.initializers);
+      s.sparse.push(...p.sparse);
+      s.valueInfo.push(...p.valueInfo);
+      input = p.output;
+      const e = exits[i];
+      if (e === undefined) return;
+      const t = `cascade/exit${e}/`;
+      const attrs: Record<string, number[] | number> = opset >= 18 ? { keepdims: 0 } : { axes: [1], keepdims: 0 };
+      if (opset >= 18) s.nodes.push(constant(`${t}axes`, makeTensor('', 'int64', [1], [1])));
+      const maxIn = opset >= 18 ? [p.exitOutput!, `${t}axes`] : [p.exitOutput!];
+      s.nodes.push(makeNode('ReduceMax', maxIn, [`${t}max`], attrs, `${t}max`));
+      // fire as decide's (max >= threshold, NaN never fires); stay = not fire
+      if (opset >= 12)
+        s.nodes.push(
+          makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`),
+          makeNode('Not', [`${t}fire`], [`${t}stay`], {}, `${t}Not`),
+        );
+      else
+        s.nodes.push(
+          makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
+          makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`),
+          makeNode('Not', [`${t}fire`], [`${t}stay`], {}, `${t}stay`),
+        );
+      s.nodes.push(
+        makeNode('Compress', [p.exitOutput!, `${t}fire`], [`${t}probs`], { axis: 0 }, `${t}probs`),
+        makeNode('Compress', [p.output, `${t}stay`], [`${t}continue`], { axis: 0 }, `${t}continue`),
+      );
+      probs.push(`${t}probs`);
+      rowIndex(`${t}index`, e, `${t}fire`);
+      input = `${t}continue`;
+      stay = `${t}stay`;
+    });
+    if (cont) {
+      rowIndex('cascade/continue/index', EXIT_INDEX_CONTINUE, stay);
+      s.nodes.push(makeNode('Identity', [input], [outs[2]!], {}, 'cascade/continue/Identity'));
+      if (probs.length === 0) s.nodes.push(zeroProbs('cascade/continue/probs'));
+      if (probs.length === 0) probs.push('cascade/continue/probs');
+    } else {
+      let x = input;
+      if (last.outDims?.length !== 2) {
+        s.nodes.push(makeNode('Flatten', [x], [`cascade/final_flat`], { axis: 1 }, 'cascade/final_flat'));
+        x = 'cascade/final_flat';
+      }
+      const op = end === 'logits' ? 'Softmax' : 'Identity';
+      s.nodes.push(
+        makeNode(op, [x], ['cascade/final/probs'], op === 'Softmax' ? { axis: 1 } : {}, `cascade/final_${op}`),
+      );
+      probs.push('cascade/final/probs');
+      rowIndex('cascade/final/index', EXIT_INDEX_FULL, stay);
+    }
+    s.nodes.push(
+      makeNode('Concat', probs, [outs[0]!], { axis: 0 }, 'cascade/probs/Concat'),
+      makeNode('Concat', idx, [outs[1]!], { axis: 0 }, 'cascade/index/Concat'),
+    );
+    return s;
+  };
+
   const outNames = [CASCADE_IO.probabilities, CASCADE_IO.exitIndex, ...(cont ? [CASCADE_IO.continueActivation] : [])];
-  const top = scope(0, outNames);
+  const layouts = { nested: () => scope(0, outNames), flat: () => flat(outNames), gated: () => gated(outNames) };
+  const top = layouts[options.layout ?? 'nested']();
   // One Split of the thresholds into [1] tensors at the top, read by the exits from their branches (outer scope):
   // one kernel in all instead of a Gather per exit (each kernel dispatch costs µs in onnxruntime-web).
   if (exits.some((e) => e !== undefined) && exitCount > 1) {
