@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   );
   const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
   const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
-  const layout = (l: 'nested' | 'flat' | 'gated'): Uint8Array =>
+  const layout = (l: 'nested' | 'flat'): Uint8Array =>
     encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l));
   const nested = layout('nested');
   const flatIfs = layout('flat');

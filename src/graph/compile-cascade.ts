@@ -1,5 +1,6 @@
 // Compiles a bundle's segment models (exit heads fused on) into ONE ONNX model whose exit decisions are nested `If`
 // nodes, so one onnxruntime run replaces a session per segment and the JS decisions; a prefix compiles too (lazy loading).
+// Over 400 lines: the two `If` layouts (nested, flat) share the parts' preparation, decisions and endings here.
 import { SelfxitError } from '../errors.js';
 import { mergeModelHeaders, renameGraph } from './compose.js';
 import { realInputProtos, type OnnxModel } from './model.js';
@@ -29,12 +30,13 @@ export interface CompileCascadeOptions {
   /** Length of the `thresholds` input: the bundle's exit count (default: the highest exit index in `parts` + 1). */
   readonly exitCount?: number;
   /**
-   * How the exits' `If`s are laid out (same inputs, outputs and decisions either way):
-   * `'flat'` (default): one `If` per exit after the first, in sequence, each branch holding one stage (the segments up
-   * to the next exit, its head and decision) or passing the decided result through;
-   * `'nested'`: each exit's else-branch holds the whole rest of the cascade (the layout before COMPILED_FORMAT 3).
+   * How the exits' `If`s are laid out (same inputs, outputs and decisions either way). `'nested'` (default): each
+   * exit's else-branch holds the rest of the cascade. `'flat'`: one `If(exited so far)` per stage in sequence, each
+   * branch holding one stage (the segments to the next exit, its head and decision) or passing the decided result
+   * through. Flat measured no faster in onnxruntime-web and slower once an exit fires (docs/ARCHITECTURE.md, "What a
+   * compiled exit costs"); it stays for the benchmarks that compare the two.
    */
-  readonly layout?: 'flat' | 'nested' | 'gated';
+  readonly layout?: 'nested' | 'flat';
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -279,25 +281,27 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     valueInfo: onnx.IValueInfoProto[];
   }
   const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
-  const branch = (name: string, s: Scope, outs: readonly string[]): onnx.GraphProto =>
+  const branch = (name: string, s: Scope, outs: readonly string[], infos = outInfos): onnx.GraphProto =>
     pb.GraphProto.create({
       name,
       node: s.nodes,
       initializer: s.initializers,
       sparseInitializer: s.sparse,
-      valueInfo: s.valueInfo,
-      output: outInfos(outs),
+      valueInfo: s.valueInfo.filter((v) => !outs.includes(v.name ?? '')),
+      output: infos(outs),
     });
+  const append = (s: Scope, from: Scope | Prepared): void => {
+    s.nodes.push(...from.nodes);
+    s.initializers.push(...from.initializers);
+    s.sparse.push(...from.sparse);
+    s.valueInfo.push(...from.valueInfo);
+  };
 
   // The graph content from part i on, writing the outputs `outs` (probabilities, exit index[, continue activation]).
   // `p`: part i as prepared (flat layout: re-bound to the activation its stage receives).
   const scope = (i: number, outs: readonly string[], p = prepared[i]!): Scope => {
-    const s: Scope = {
-      nodes: [...p.nodes],
-      initializers: [...p.initializers],
-      sparse: [...p.sparse],
-      valueInfo: [...p.valueInfo],
-    };
+    const s = nodesOnly([]);
+    append(s, p);
     const [probs, exitIdx] = outs as [string, string];
     const endHere = (): void => {
       if (cont) return void s.nodes.push(...continueNodes(outs, p.output));
@@ -314,9 +318,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     if (e === undefined) {
       if (i === lastIdx) endHere();
       else {
-        const rest = scope(i + 1, outs);
-        for (const k of ['nodes', 'initializers', 'sparse', 'valueInfo'] as const)
-          (s[k] as unknown[]).push(...(rest[k] as unknown[]));
+        append(s, scope(i + 1, outs));
       }
       return s;
     }
@@ -364,13 +366,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       const end = idx[idx.length - 1]!;
       // A stage's first part reads the activation the previous stage carried out of its If.
       const part = (i: number): Prepared => (carry && i === idx[0] ? prepare(parts[i]!, i, carry.act) : prepared[i]!);
-      for (const i of final ? idx.slice(0, -1) : idx) {
-        const p = part(i);
-        s.nodes.push(...p.nodes);
-        s.initializers.push(...p.initializers);
-        s.sparse.push(...p.sparse);
-        s.valueInfo.push(...p.valueInfo);
-      }
+      for (const i of final ? idx.slice(0, -1) : idx) append(s, part(i));
       const p = part(end);
       const e = exits[end]!;
       const t = `cascade/stage${k}/`;
@@ -386,9 +382,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       const inBranch = (names: readonly string[]): string[] => names.map((n) => (carry ? `${t}else/${n}` : n));
       let produced: readonly string[];
       if (final) {
-        const rest = scope(end, inBranch(outs), p);
-        for (const key of ['nodes', 'initializers', 'sparse', 'valueInfo'] as const)
-          (s[key] as unknown[]).push(...(rest[key] as unknown[]));
+        append(s, scope(end, inBranch(outs), p));
         produced = inBranch(outs);
       } else {
         s.nodes.push(...decide(p, e), exitConst(`cascade/exit${e}/index`, e));
@@ -410,18 +404,17 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
           ),
         );
         const ifNode = makeNode('If', [carry.exited], stateOuts, {}, `${t}If`);
-        const g = (name: string, sc: Scope, o: readonly string[]): onnx.GraphProto =>
-          pb.GraphProto.create({
-            name,
-            node: sc.nodes,
-            initializer: sc.initializers,
-            sparseInitializer: sc.sparse,
-            valueInfo: sc.valueInfo.filter((v) => !o.includes(v.name ?? '')),
-            output: infos(o),
-          });
         ifNode.attribute = [
-          pb.AttributeProto.create({ name: 'then_branch', type: GRAPH_ATTR, g: g(`stage${k}_then`, then, thenOuts) }),
-          pb.AttributeProto.create({ name: 'else_branch', type: GRAPH_ATTR, g: g(`stage${k}_else`, s, elseOuts) }),
+          pb.AttributeProto.create({
+            name: 'then_branch',
+            type: GRAPH_ATTR,
+            g: branch(`stage${k}_then`, then, thenOuts, infos),
+          }),
+          pb.AttributeProto.create({
+            name: 'else_branch',
+            type: GRAPH_ATTR,
+            g: branch(`stage${k}_else`, s, elseOuts, infos),
+          }),
         ];
         top!.nodes.push(ifNode);
       }
@@ -431,84 +424,8 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     return top!;
   };
 
-  // Gated layout (no If): every part runs in the main graph on the rows that reach it. An exit's decision splits its
-  // rows with Compress: those that fire leave with the head's probabilities, the others go on; a part no row reaches
-  // runs on a zero-row activation (its kernels return at once). The outputs concatenate each exit's leaving rows.
-  const gated = (outs: readonly string[]): Scope => {
-    const s = nodesOnly([]);
-    const probs: string[] = [];
-    const idx: string[] = [];
-    let input = inputName;
-    let stay: string | undefined; // the last exit's "goes on" mask
-    const rowIndex = (name: string, e: number, mask: string | undefined): void => {
-      const c = `${name}/const`;
-      s.nodes.push(exitConst(mask ? c : name, e));
-      if (mask) s.nodes.push(makeNode('Compress', [c, mask], [name], { axis: 0 }, name));
-      idx.push(name);
-    };
-    parts.forEach((part, i) => {
-      const p = i === 0 ? prepared[0]! : prepare(part, i, input);
-      s.nodes.push(...p.nodes);
-      s.initializers.push(...p.initializers);
-      s.sparse.push(...p.sparse);
-      s.valueInfo.push(...p.valueInfo);
-      input = p.output;
-      const e = exits[i];
-      if (e === undefined) return;
-      const t = `cascade/exit${e}/`;
-      const attrs: Record<string, number[] | number> = opset >= 18 ? { keepdims: 0 } : { axes: [1], keepdims: 0 };
-      if (opset >= 18) s.nodes.push(constant(`${t}axes`, makeTensor('', 'int64', [1], [1])));
-      const maxIn = opset >= 18 ? [p.exitOutput!, `${t}axes`] : [p.exitOutput!];
-      s.nodes.push(makeNode('ReduceMax', maxIn, [`${t}max`], attrs, `${t}max`));
-      // fire as decide's (max >= threshold, NaN never fires); stay = not fire
-      if (opset >= 12)
-        s.nodes.push(
-          makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`),
-          makeNode('Not', [`${t}fire`], [`${t}stay`], {}, `${t}Not`),
-        );
-      else
-        s.nodes.push(
-          makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
-          makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`),
-          makeNode('Not', [`${t}fire`], [`${t}stay`], {}, `${t}stay`),
-        );
-      s.nodes.push(
-        makeNode('Compress', [p.exitOutput!, `${t}fire`], [`${t}probs`], { axis: 0 }, `${t}probs`),
-        makeNode('Compress', [p.output, `${t}stay`], [`${t}continue`], { axis: 0 }, `${t}continue`),
-      );
-      probs.push(`${t}probs`);
-      rowIndex(`${t}index`, e, `${t}fire`);
-      input = `${t}continue`;
-      stay = `${t}stay`;
-    });
-    if (cont) {
-      rowIndex('cascade/continue/index', EXIT_INDEX_CONTINUE, stay);
-      s.nodes.push(makeNode('Identity', [input], [outs[2]!], {}, 'cascade/continue/Identity'));
-      if (probs.length === 0) s.nodes.push(zeroProbs('cascade/continue/probs'));
-      if (probs.length === 0) probs.push('cascade/continue/probs');
-    } else {
-      let x = input;
-      if (last.outDims?.length !== 2) {
-        s.nodes.push(makeNode('Flatten', [x], [`cascade/final_flat`], { axis: 1 }, 'cascade/final_flat'));
-        x = 'cascade/final_flat';
-      }
-      const op = end === 'logits' ? 'Softmax' : 'Identity';
-      s.nodes.push(
-        makeNode(op, [x], ['cascade/final/probs'], op === 'Softmax' ? { axis: 1 } : {}, `cascade/final_${op}`),
-      );
-      probs.push('cascade/final/probs');
-      rowIndex('cascade/final/index', EXIT_INDEX_FULL, stay);
-    }
-    s.nodes.push(
-      makeNode('Concat', probs, [outs[0]!], { axis: 0 }, 'cascade/probs/Concat'),
-      makeNode('Concat', idx, [outs[1]!], { axis: 0 }, 'cascade/index/Concat'),
-    );
-    return s;
-  };
-
   const outNames = [CASCADE_IO.probabilities, CASCADE_IO.exitIndex, ...(cont ? [CASCADE_IO.continueActivation] : [])];
-  const layouts = { nested: () => scope(0, outNames), flat: () => flat(outNames), gated: () => gated(outNames) };
-  const top = layouts[options.layout ?? 'nested']();
+  const top = options.layout === 'flat' ? flat(outNames) : scope(0, outNames);
   // One Split of the thresholds into [1] tensors at the top, read by the exits from their branches (outer scope):
   // one kernel in all instead of a Gather per exit (each kernel dispatch costs µs in onnxruntime-web).
   if (exits.some((e) => e !== undefined) && exitCount > 1) {
