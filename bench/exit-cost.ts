@@ -1,8 +1,9 @@
 // Where a compiled cascade's exits cost time inside onnxruntime-web (WASM, Node, 1 thread): the full backbone beside
 // graph variants of the same bundle, interleaved image by image, with no exit firing (the compiled worst case):
 //   chain     the segments inlined into one graph, heads dropped (= the backbone, split and re-joined)
-//   flat      chain + every exit head computed as an extra graph output, no `If` (what the heads alone cost)
-//   compiled  the compiled cascade (compileBundleCascade: heads + nested `If`), thresholds "never exit"
+//   chain + heads as outputs   every exit head computed as an extra graph output, no `If` (what the heads cost)
+//   compiled  the compiled cascade (compileBundleCascade: heads + `If`s), thresholds "never exit" (--at-bundle:
+//             the bundle's), beside its nested and flat layouts (compileCascade's `layout`)
 // plus the compiled model under other session options. Prints median ms, median ratio to the full model and the
 // per-exit extra ((variant − full) / exits, from paired per-image differences) — ratios, as the machine may be loaded.
 //
@@ -15,13 +16,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
 import { boolFlag, intFlag, stringFlag } from './args.js';
+import { chainModel, ifOnlyModel } from './cascade-variants.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
-import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
+import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
-import { CASCADE_IO, cascadeThresholds, compileCascade, type CascadePart } from '../src/graph/compile-cascade.js';
-import { encodeModel, type OnnxModel } from '../src/graph/index.js';
-import { makeNode, makeTensor, makeValueInfo, type onnx } from '../src/graph/proto.js';
+import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
+import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule, OrtSession, OrtSessionOptions, OrtTensor } from '../src/ort/types.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -38,6 +39,8 @@ const withOptions = boolFlag(args, '--options');
 const copies = intFlag(args, '--sessions', 1);
 // --quick: only the full model, the chain and the compiled models (with --before / --sessions copies)
 const quick = boolFlag(args, '--quick');
+// --at-bundle: the bundle's own thresholds instead of "never exit" (the exits fire as they would in use)
+const atBundle = boolFlag(args, '--at-bundle');
 const BEFORE = stringFlag(args, '--before'); // a compiled model of the same bundle by an earlier compiler, to compare
 const dir =
   args[0] ??
@@ -52,61 +55,6 @@ const BASE: OrtSessionOptions = {
   ...(native ? { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential' as const } : {}),
 };
 
-/** Segments inlined, only the exits in `keep` decided; `heads`: every fused head's probabilities become extra graph
- * outputs. */
-function chainModel(
-  bundle: BundleFiles,
-  heads: boolean,
-  keep: readonly number[] = [],
-  headOps?: readonly string[],
-): OnnxModel {
-  const m = bundle.manifest;
-  const parts: CascadePart[] = m.segments.map((s, k) => ({
-    model: segmentModels(bundle, k, 1)[0]!,
-    output: s.output,
-    ...(s.exit !== undefined && keep.includes(s.exit) ? { exit: s.exit, exitOutput: s.exitOutput! } : {}),
-  }));
-  const model = compileCascade(parts, { end: m.backbone.outputKind, exitCount: m.exits.length });
-  const g = model.proto.graph!;
-  if (headOps) {
-    const isHead = (n: onnx.INodeProto): boolean => /^s\d+\/selfxit_exit\d+_probs\//.test(n.name ?? '');
-    g.node = (g.node ?? []).filter((n) => !isHead(n) || headOps.includes(n.opType ?? ''));
-  }
-  if (heads) {
-    m.segments.forEach((s, k) => {
-      if (s.exitOutput !== undefined && k < m.segments.length - 1)
-        g.output!.push(makeValueInfo(`s${k}/${s.exitOutput}`, 'float32', [1, m.labels.length]));
-    });
-  } else if (keep.length === 0) {
-    // onnxruntime keeps nodes nobody reads: drop the heads' nodes (those the outputs do not need).
-    const need = new Set((g.output ?? []).map((o) => o.name ?? ''));
-    const nodes = [...(g.node ?? [])].reverse().filter((n) => {
-      if (!(n.output ?? []).some((o) => need.has(o))) return false;
-      for (const i of n.input ?? []) need.add(i);
-      return true;
-    });
-    g.node = nodes.reverse();
-  }
-  return model;
-}
-
-/** The compiled cascade with every head replaced by a Constant [1, classes] of zeros: what the nested `If`s and
- * decisions cost in the real network without the heads' work. */
-function ifOnlyModel(bundle: BundleFiles): OnnxModel {
-  const m = bundle.manifest;
-  const parts: CascadePart[] = m.segments.map((s, k) => {
-    const model = segmentModels(bundle, k, 1)[0]!;
-    if (s.exitOutput === undefined) return { model, output: s.output };
-    const g = model.proto.graph!;
-    g.node = (g.node ?? []).filter((n) => !(n.name ?? '').startsWith(`${s.exitOutput}/`));
-    const zeros = makeTensor('', 'float32', [1, m.labels.length], new Float32Array(m.labels.length));
-    g.node.push(makeNode('Constant', [], [s.exitOutput], { value: zeros }));
-    g.initializer = (g.initializer ?? []).filter((t) => !(t.name ?? '').startsWith(`${s.exitOutput}/`));
-    return { model, output: s.output, exit: s.exit!, exitOutput: s.exitOutput };
-  });
-  return compileCascade(parts, { end: m.backbone.outputKind, exitCount: m.exits.length });
-}
-
 interface Variant {
   readonly name: string;
   readonly session: OrtSession;
@@ -120,13 +68,17 @@ async function main(): Promise<void> {
   const never = new ort.Tensor(
     'float32',
     cascadeThresholds(
-      m.exits.map(() => NEVER_EXIT),
+      m.exits.map((x) => (atBundle ? x.threshold : NEVER_EXIT)),
       exits,
     ),
     [exits],
   );
   const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
   const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
+  const layout = (l: 'nested' | 'flat'): Uint8Array =>
+    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l));
+  const nested = layout('nested');
+  const flatIfs = layout('flat');
   const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, BASE);
   const specs: [string, Uint8Array, OrtSessionOptions, boolean][] = [
     ['chain', encodeModel(chainModel(bundle, false)), BASE, true],
@@ -144,7 +96,7 @@ async function main(): Promise<void> {
       true,
     ],
     ['nested If + decisions, heads replaced by constants', encodeModel(ifOnlyModel(bundle)), BASE, true],
-    ['flat', encodeModel(chainModel(bundle, true)), BASE, true],
+    ['chain + heads as outputs', encodeModel(chainModel(bundle, true)), BASE, true],
     ...(BEFORE
       ? ([['compiled (before)', new Uint8Array(fs.readFileSync(BEFORE)), BASE, true]] as [
           string,
@@ -153,6 +105,8 @@ async function main(): Promise<void> {
           boolean,
         ][])
       : []),
+    ['compiled (nested)', nested, BASE, true],
+    ['compiled (flat)', flatIfs, BASE, true],
     ['compiled', compiled, BASE, true],
     // The same model in more sessions: tells a session's memory placement (a lottery) from the graph's cost.
     ...(copies > 1

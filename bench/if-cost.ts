@@ -1,6 +1,7 @@
 // Micro-benchmark of onnxruntime-web's (WASM, Node, 1 thread) fixed costs that a compiled cascade pays per exit, on a
 // tiny synthetic network (20 × Conv 3x3 + Relu on [1, 8, 8, 8]) so that the per-run overheads are not lost in noise:
-// an extra input and output, one `If` with trivial branches, the network's tail inside nested `If` else-branches,
+// an extra input and output, one `If` with trivial branches, the network's tail inside nested `If` else-branches or
+// split over a flat sequence of `If`s (one stage per branch, as compileCascade lays it out),
 // interleaved run by run. Prints median µs and the extra over the plain network.
 //
 //   npx tsx bench/if-cost.ts [--runs N]   (env IF_C, IF_HW, IF_DEPTH: channels, size, layers; default 8, 8, 20)
@@ -130,6 +131,64 @@ function nested(exits: number, onConstant = false): Uint8Array {
   return model(s.nodes, s.inits, [vi('y')], true);
 }
 
+/** The same exits as {@link nested}, laid out flat (compileCascade's default): a sequence of `If(exited so far)`, each
+ * else-branch running one stage (its layers and decision), each then-branch passing the result through with a
+ * zero-size activation; the result, the exited flag and the activation are carried from one `If` to the next. */
+function flat(exits: number): Uint8Array {
+  const cuts = Array.from({ length: exits }, (_, e) => Math.round(((e + 1) * DEPTH) / (exits + 1)));
+  const first = layers(0, cuts[0]!, 'x');
+  const d0 = decision(first.out, 0, 'e0/');
+  const nodes = [...first.nodes, ...d0.nodes];
+  const inits = [...first.inits, ...d0.inits];
+  let carry = { res: first.out, fire: 'e0/fire', act: first.out };
+  for (let e = 1; e <= exits; e++) {
+    const p = `s${e}/`;
+    const last = e === exits;
+    const body = layers(cuts[e - 1]!, last ? DEPTH : cuts[e]!, carry.act);
+    const d = last ? undefined : decision(body.out, e, p);
+    const outs = last ? ['y'] : [`${p}res`, `${p}fire`, `${p}act`];
+    const infos = (names: string[]): onnx.ValueInfoProto[] =>
+      names.map((n, k) =>
+        k === 1 ? makeValueInfo(n, 'bool', []) : k === 2 ? makeValueInfo(n, 'float32', ['n', C, HW, HW]) : vi(n),
+      );
+    const thenOuts = outs.map((n) => `${p}then/${n}`);
+    const elseOuts = outs.map((n) => `${p}else/${n}`);
+    const then = pb.GraphProto.create({
+      name: `${p}then`,
+      node: [
+        makeNode('Identity', [carry.res], [thenOuts[0]!]),
+        ...(last
+          ? []
+          : [
+              makeNode('Identity', [carry.fire], [thenOuts[1]!]),
+              makeNode('Constant', [], [thenOuts[2]!], {
+                value: makeTensor('', 'float32', [0, C, HW, HW], new Float32Array(0)),
+              }),
+            ]),
+      ],
+      output: infos(thenOuts),
+    });
+    const els = pb.GraphProto.create({
+      name: `${p}else`,
+      node: [
+        ...body.nodes,
+        ...(d?.nodes ?? []),
+        makeNode('Identity', [body.out], [elseOuts[0]!]),
+        ...(last
+          ? []
+          : [makeNode('Identity', [`${p}fire`], [elseOuts[1]!]), makeNode('Identity', [body.out], [elseOuts[2]!])]),
+      ],
+      initializer: [...body.inits, ...(d?.inits ?? [])],
+      output: infos(elseOuts),
+    });
+    const n = ifNode(carry.fire, outs[0]!, p, then, els);
+    n.output = outs;
+    nodes.push(n);
+    carry = { res: outs[0]!, fire: outs[1]!, act: outs[2]! };
+  }
+  return model(nodes, inits, [vi('y')], true);
+}
+
 /** 200 Relu on a tiny tensor after the network, inline or inside one `If`'s else-branch: per-node cost in each. */
 function cheapNodes(inIf: boolean): Uint8Array {
   const body = layers(0, DEPTH, 'x');
@@ -203,6 +262,10 @@ function variants(): [string, Uint8Array, boolean][] {
     ['2 nested If', nested(2), true],
     ['5 nested If', nested(5), true],
     ['10 nested If', nested(10), true],
+    ['1 flat If (= 1 nested)', flat(1), true],
+    ['2 flat If', flat(2), true],
+    ['5 flat If', flat(5), true],
+    ['10 flat If', flat(10), true],
     ['5 nested If, decisions on a constant', nested(5, true), true],
     ['+ 200 cheap nodes (Neg/Relu on [1, C]) inline', cheapNodes(false), true],
     ['+ the 200 cheap nodes in an If else-branch', cheapNodes(true), true],

@@ -1,6 +1,6 @@
-// The compiled cascade (src/graph/compile-cascade.ts): one onnxruntime model with nested `If` exits decides as the
-// stage engine (runCascade over per-segment sessions) on many inputs and threshold vectors; prefixes continue from
-// the cut; renaming makes clashing segment names safe; what cannot be composed throws INVALID_BUNDLE.
+// The compiled cascade (src/graph/compile-cascade.ts): one onnxruntime model with nested (or flat) `If` exits decides
+// as the stage engine (runCascade over per-segment sessions) on many inputs and threshold vectors; prefixes continue
+// from the cut; renaming makes clashing segment names safe; what cannot be composed throws INVALID_BUNDLE.
 import { stubCalibration } from './fixtures/calibration.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -204,9 +204,9 @@ async function sessionOf(model: OnnxModel): Promise<ort.InferenceSession> {
 }
 
 /** The compiled model equals the stage engine on every input and threshold vector; returns how often each exit fired. */
-async function compareFull(f: Fixture): Promise<Map<number, number>> {
+async function compareFull(f: Fixture, layout: Layout): Promise<Map<number, number>> {
   const m = f.bundle.manifest;
-  const compiled = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length)));
+  const compiled = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length), 0, layout));
   const hits = new Map<number, number>();
   for (const t of thresholdSets(f)) {
     const thr = cascadeThresholds(t, m.exits.length);
@@ -222,11 +222,11 @@ async function compareFull(f: Fixture): Promise<Map<number, number>> {
 }
 
 /** Prefix 0..p (continue) + suffix p+1..last (compiled too) equals the stage engine; the continue activation is the cut. */
-async function comparePrefix(f: Fixture, p: number, inputs = f.inputs): Promise<number> {
+async function comparePrefix(f: Fixture, p: number, inputs: readonly OrtTensor[], layout: Layout): Promise<number> {
   const m = f.bundle.manifest;
   const n = m.segments.length;
-  const prefix = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, 0, p + 1)));
-  const suffix = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, p + 1, n - p - 1), p + 1));
+  const prefix = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, 0, p + 1), 0, layout));
+  const suffix = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, p + 1, n - p - 1), p + 1, layout));
   let continued = 0;
   for (const t of thresholdSets(f)) {
     const thr = new ort.Tensor('float32', cascadeThresholds(t, m.exits.length), [m.exits.length]);
@@ -255,9 +255,12 @@ async function comparePrefix(f: Fixture, p: number, inputs = f.inputs): Promise<
   return continued;
 }
 
+type Layout = 'nested' | 'flat';
+
 /**
- * The whole check on one bundle: every exit (and the backbone) is taken at some threshold vector, the compiled model
- * decides as the stage engine everywhere, and prefixes ending at `prefixes` continue (on the first `prefixImages`).
+ * The whole check on one bundle, for both `If` layouts: every exit (and the backbone) is taken at some threshold
+ * vector, the compiled model decides as the stage engine everywhere, and prefixes ending at `prefixes` continue (on the
+ * first `prefixImages`).
  */
 async function checkBundle(
   bundle: BundleFiles,
@@ -266,9 +269,12 @@ async function checkBundle(
   prefixImages = images.count,
 ): Promise<void> {
   const f = await fixture(bundle, images);
-  const hits = await compareFull(f);
-  expect([...hits.keys()].sort((a, b) => a - b)).toEqual([-1, ...bundle.manifest.exits.map((_, e) => e)]);
-  for (const p of prefixes) expect(await comparePrefix(f, p, f.inputs.slice(0, prefixImages))).toBeGreaterThan(0);
+  for (const layout of ['nested', 'flat'] as const) {
+    const hits = await compareFull(f, layout);
+    expect([...hits.keys()].sort((a, b) => a - b)).toEqual([-1, ...bundle.manifest.exits.map((_, e) => e)]);
+    for (const p of prefixes)
+      expect(await comparePrefix(f, p, f.inputs.slice(0, prefixImages), layout)).toBeGreaterThan(0);
+  }
   await f.dispose();
 }
 
@@ -477,19 +483,21 @@ describe('compileCascade graph rules', () => {
         },
       }),
     };
-    const model = compileCascade([parts[0]!, parts[1]!, { model: seg, output: 'z' }], { end: 'continue' });
-    const s = await sessionOf(model);
-    const x = new ort.Tensor(
-      'float32',
-      Float32Array.from({ length: 16 }, (_, i) => Math.cos(i)),
-      [1, 4, 2, 2],
-    );
-    const oa = await (await sessionOf(a)).run({ x });
-    const ob = await (await sessionOf(b)).run({ '/Relu_output_0': oa['/Relu_output_0']! });
-    const want = (await (await sessionOf(seg)).run({ '/Relu_output_1': ob['/Relu_output_1']! })).z!;
-    const out = await s.run({ x, thresholds: new ort.Tensor('float32', cascadeThresholds([2, 2], 2), [2]) });
-    expect(Number((out.exit_index!.data as BigInt64Array)[0])).toBe(EXIT_INDEX_CONTINUE);
-    expect(Array.from(out.continue_activation!.data as Float32Array)).toEqual(Array.from(want.data as Float32Array));
+    for (const layout of ['nested', 'flat'] as const) {
+      const model = compileCascade([parts[0]!, parts[1]!, { model: seg, output: 'z' }], { end: 'continue', layout });
+      const s = await sessionOf(model);
+      const x = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: 16 }, (_, i) => Math.cos(i)),
+        [1, 4, 2, 2],
+      );
+      const oa = await (await sessionOf(a)).run({ x });
+      const ob = await (await sessionOf(b)).run({ '/Relu_output_0': oa['/Relu_output_0']! });
+      const want = (await (await sessionOf(seg)).run({ '/Relu_output_1': ob['/Relu_output_1']! })).z!;
+      const out = await s.run({ x, thresholds: new ort.Tensor('float32', cascadeThresholds([2, 2], 2), [2]) });
+      expect(Number((out.exit_index!.data as BigInt64Array)[0])).toBe(EXIT_INDEX_CONTINUE);
+      expect(Array.from(out.continue_activation!.data as Float32Array)).toEqual(Array.from(want.data as Float32Array));
+    }
   });
 
   it('thresholds round up to float32 so float32 >= decides as the double comparison', () => {

@@ -1,6 +1,6 @@
 // A bundle's segments as the compiled cascade's parts (src/graph/compile-cascade.ts): which outputs, which exits, how
 // the last part ends. The runtime compiles the segments it has loaded (a prefix continues with the stage engine).
-import { compileCascade, type CascadePart } from '../graph/compile-cascade.js';
+import { compileCascade, type CascadePart, type CompileCascadeOptions } from '../graph/compile-cascade.js';
 import { decodeModel, type OnnxModel } from '../graph/model.js';
 import { SelfxitError } from '../errors.js';
 import type { BundleFiles, BundleManifest } from './manifest.js';
@@ -9,9 +9,14 @@ import type { BundleFiles, BundleManifest } from './manifest.js';
  * Compiles segments `first .. first + models.length - 1` of the bundle (`models[k]` is segment `first + k`, decoded)
  * into one batch-1 model. It ends the backbone when the last of them is the bundle's last segment, else it is a prefix
  * whose exit index -2 says "continue with segment first + models.length from `continue_activation`".
- * @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
+ * `layout`: compileCascade's (default flat). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
  */
-export function compileBundleCascade(manifest: BundleManifest, models: readonly OnnxModel[], first = 0): OnnxModel {
+export function compileBundleCascade(
+  manifest: BundleManifest,
+  models: readonly OnnxModel[],
+  first = 0,
+  layout?: CompileCascadeOptions['layout'],
+): OnnxModel {
   const segs = manifest.segments.slice(first, first + models.length);
   if (models.length === 0 || first < 0 || segs.length !== models.length)
     throw new SelfxitError('INVALID_ARGUMENT', `segments ${first}..${first + models.length - 1} are not in the bundle`);
@@ -24,6 +29,7 @@ export function compileBundleCascade(manifest: BundleManifest, models: readonly 
   return compileCascade(parts, {
     end: complete ? manifest.backbone.outputKind : 'continue',
     exitCount: manifest.exits.length,
+    ...(layout ? { layout } : {}),
   });
 }
 

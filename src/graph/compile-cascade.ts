@@ -1,5 +1,6 @@
 // Compiles a bundle's segment models (exit heads fused on) into ONE ONNX model whose exit decisions are nested `If`
 // nodes, so one onnxruntime run replaces a session per segment and the JS decisions; a prefix compiles too (lazy loading).
+// Over 400 lines: the two `If` layouts (nested, flat) share the parts' preparation, decisions and endings here.
 import { SelfxitError } from '../errors.js';
 import { mergeModelHeaders, renameGraph } from './compose.js';
 import { realInputProtos, type OnnxModel } from './model.js';
@@ -28,6 +29,14 @@ export interface CompileCascadeOptions {
   readonly end: CascadeEnd;
   /** Length of the `thresholds` input: the bundle's exit count (default: the highest exit index in `parts` + 1). */
   readonly exitCount?: number;
+  /**
+   * How the exits' `If`s are laid out (same inputs, outputs and decisions either way). `'nested'` (default): each
+   * exit's else-branch holds the rest of the cascade. `'flat'`: one `If(exited so far)` per stage in sequence, each
+   * branch holding one stage (the segments to the next exit, its head and decision) or passing the decided result
+   * through. Flat measured no faster in onnxruntime-web and slower once an exit fires (docs/ARCHITECTURE.md, "What a
+   * compiled exit costs"); it stays for the benchmarks that compare the two.
+   */
+  readonly layout?: 'nested' | 'flat';
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -246,6 +255,19 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const zeroCont = (name: string): onnx.NodeProto =>
     constant(name, makeTensor('', last.outDtype, [0, ...(contRest ?? []).map((d) => d ?? 0)], []));
 
+  // fire (`cascade/exit<e>/fire`) = max probability >= threshold e: a [1] bool (If takes any one-element condition).
+  // The thresholds were split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
+  const decide = (p: Prepared, e: number): onnx.NodeProto[] => {
+    const t = `cascade/exit${e}/`;
+    const max = makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`);
+    if (opset >= 12)
+      return [max, makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`)];
+    return [
+      max,
+      makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
+      makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`),
+    ];
+  };
   // A prefix where no exit fired: no probabilities, exit index "continue", the cut activation `from`.
   const continueNodes = (outs: readonly string[], from: string): onnx.NodeProto[] => [
     zeroProbs(outs[0]!),
@@ -259,25 +281,27 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     valueInfo: onnx.IValueInfoProto[];
   }
   const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
-  const branch = (name: string, s: Scope, outs: readonly string[]): onnx.GraphProto =>
+  const branch = (name: string, s: Scope, outs: readonly string[], infos = outInfos): onnx.GraphProto =>
     pb.GraphProto.create({
       name,
       node: s.nodes,
       initializer: s.initializers,
       sparseInitializer: s.sparse,
-      valueInfo: s.valueInfo,
-      output: outInfos(outs),
+      valueInfo: s.valueInfo.filter((v) => !outs.includes(v.name ?? '')),
+      output: infos(outs),
     });
+  const append = (s: Scope, from: Scope | Prepared): void => {
+    s.nodes.push(...from.nodes);
+    s.initializers.push(...from.initializers);
+    s.sparse.push(...from.sparse);
+    s.valueInfo.push(...from.valueInfo);
+  };
 
   // The graph content from part i on, writing the outputs `outs` (probabilities, exit index[, continue activation]).
-  const scope = (i: number, outs: readonly string[]): Scope => {
-    const p = prepared[i]!;
-    const s: Scope = {
-      nodes: [...p.nodes],
-      initializers: [...p.initializers],
-      sparse: [...p.sparse],
-      valueInfo: [...p.valueInfo],
-    };
+  // `p`: part i as prepared (flat layout: re-bound to the activation its stage receives).
+  const scope = (i: number, outs: readonly string[], p = prepared[i]!): Scope => {
+    const s = nodesOnly([]);
+    append(s, p);
     const [probs, exitIdx] = outs as [string, string];
     const endHere = (): void => {
       if (cont) return void s.nodes.push(...continueNodes(outs, p.output));
@@ -294,22 +318,12 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     if (e === undefined) {
       if (i === lastIdx) endHere();
       else {
-        const rest = scope(i + 1, outs);
-        for (const k of ['nodes', 'initializers', 'sparse', 'valueInfo'] as const)
-          (s[k] as unknown[]).push(...(rest[k] as unknown[]));
+        append(s, scope(i + 1, outs));
       }
       return s;
     }
     const t = `cascade/exit${e}/`;
-    // fire = max probability >= threshold e: a [1] bool (If takes any one-element condition). The thresholds were
-    // split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
-    s.nodes.push(makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`));
-    if (opset >= 12)
-      s.nodes.push(makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`));
-    else {
-      s.nodes.push(makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`));
-      s.nodes.push(makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`));
-    }
+    s.nodes.push(...decide(p, e));
     const thenOuts = outs.map((_, k) => `${t}then/${['probabilities', 'exit_index', 'continue'][k]}`);
     const then = nodesOnly([
       makeNode('Identity', [p.exitOutput!], [thenOuts[0]!], {}, `${t}then/Identity`),
@@ -328,8 +342,90 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     return s;
   };
 
+  // Flat layout: the parts grouped into stages, each ending at a part with a decided exit, or at the last part. Stage
+  // 0 runs at the top; stage k > 0 is If(exited after stage k-1, then: pass the decided result through, else: the
+  // stage's parts, head and decision). A stage carries (probabilities, exit index, exited, cut activation); the last
+  // stage writes the model's outputs as `scope` ends the cascade. Each branch holds one stage, never the whole tail.
+  const flat = (outs: readonly string[]): Scope => {
+    const stages: number[][] = [[]];
+    prepared.forEach((_, i) => {
+      stages[stages.length - 1]!.push(i);
+      if (exits[i] !== undefined && i < lastIdx) stages.push([]);
+    });
+    interface Carry {
+      probs: string;
+      exitIdx: string;
+      exited: string;
+      act: string;
+    }
+    let carry: Carry | undefined;
+    let top: Scope | undefined;
+    stages.forEach((idx, k) => {
+      const s = nodesOnly([]);
+      const final = k === stages.length - 1;
+      const end = idx[idx.length - 1]!;
+      // A stage's first part reads the activation the previous stage carried out of its If.
+      const part = (i: number): Prepared => (carry && i === idx[0] ? prepare(parts[i]!, i, carry.act) : prepared[i]!);
+      for (const i of final ? idx.slice(0, -1) : idx) append(s, part(i));
+      const p = part(end);
+      const e = exits[end]!;
+      const t = `cascade/stage${k}/`;
+      const kinds = ['probabilities', 'exit_index', 'exited', 'activation'];
+      const stateOuts = final ? outs : kinds.map((n) => `${t}${n}`);
+      const actDims: Dims = p.outDims ? [null, ...p.outDims.slice(1)] : undefined;
+      const types = final
+        ? outTypes
+        : [outTypes[0]!, outTypes[1]!, { dtype: 'bool' as const, dims: [1] }, { dtype: p.outDtype, dims: actDims }];
+      const infos = (names: readonly string[]): onnx.ValueInfoProto[] =>
+        names.map((n, j) => valueInfo(n, types[j]!.dtype, types[j]!.dims));
+      // Inside a branch the stage writes its own names, and the If gives them the stage's names.
+      const inBranch = (names: readonly string[]): string[] => names.map((n) => (carry ? `${t}else/${n}` : n));
+      let produced: readonly string[];
+      if (final) {
+        append(s, scope(end, inBranch(outs), p));
+        produced = inBranch(outs);
+      } else {
+        s.nodes.push(...decide(p, e), exitConst(`cascade/exit${e}/index`, e));
+        produced = [p.exitOutput!, `cascade/exit${e}/index`, `cascade/exit${e}/fire`, p.output];
+      }
+      if (!carry) top = s;
+      else {
+        const elseOuts = produced;
+        const thenOuts = stateOuts.map((n) => `${t}then/${n}`);
+        // Already exited: the result so far passes through; a zero-size activation (or continue_activation).
+        const from = final ? [carry.probs, carry.exitIdx] : [carry.probs, carry.exitIdx, carry.exited];
+        const then = nodesOnly(
+          thenOuts.map((n, j) =>
+            j < from.length
+              ? makeNode('Identity', [from[j]!], [n], {}, n)
+              : final
+                ? zeroCont(n)
+                : constant(n, makeTensor('', p.outDtype, [0, ...(p.outDims?.slice(1) ?? []).map((d) => d ?? 0)], [])),
+          ),
+        );
+        const ifNode = makeNode('If', [carry.exited], stateOuts, {}, `${t}If`);
+        ifNode.attribute = [
+          pb.AttributeProto.create({
+            name: 'then_branch',
+            type: GRAPH_ATTR,
+            g: branch(`stage${k}_then`, then, thenOuts, infos),
+          }),
+          pb.AttributeProto.create({
+            name: 'else_branch',
+            type: GRAPH_ATTR,
+            g: branch(`stage${k}_else`, s, elseOuts, infos),
+          }),
+        ];
+        top!.nodes.push(ifNode);
+      }
+      produced = carry ? stateOuts : produced;
+      carry = { probs: produced[0]!, exitIdx: produced[1]!, exited: produced[2]!, act: produced[3]! };
+    });
+    return top!;
+  };
+
   const outNames = [CASCADE_IO.probabilities, CASCADE_IO.exitIndex, ...(cont ? [CASCADE_IO.continueActivation] : [])];
-  const top = scope(0, outNames);
+  const top = options.layout === 'flat' ? flat(outNames) : scope(0, outNames);
   // One Split of the thresholds into [1] tensors at the top, read by the exits from their branches (outer scope):
   // one kernel in all instead of a Gather per exit (each kernel dispatch costs µs in onnxruntime-web).
   if (exits.some((e) => e !== undefined) && exitCount > 1) {
