@@ -262,6 +262,40 @@ export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
     ...(driftOn && d !== null && d > 500 ? { distance: `${num(d - 500)} images late` } : {}),
     ...(driftOn && d === null && driftImages >= 500 ? { distance: `not within ${num(driftImages)}` } : {}),
   });
+  // every window after the switch, exits on or off (what the user is served), >= 98.0 %
+  const worstDrift = drift.reduce<AdaptWindow | undefined>(
+    (a, w) => (a === undefined || w.agreed / w.images < a.agreed / a.images ? w : a),
+    undefined,
+  );
+  const worstDriftAg = worstDrift ? worstDrift.agreed / worstDrift.images : NaN;
+  goals.push({
+    goal: 'agreement >= 98.0 % in every window after the drift',
+    value: worstDrift
+      ? `lowest ${pct(worstDriftAg, 2)} (images ${num(worstDrift.start)}+) of ${drift.length}`
+      : 'drift off',
+    met: worstDrift ? worstDriftAg >= 0.98 : null,
+    ...(worstDrift && worstDriftAg < 0.98
+      ? { distance: `${(100 * (0.98 - worstDriftAg)).toFixed(2)} points short` }
+      : {}),
+  });
+  // savings come back on the shifted traffic: the last drift window's MACs at least RECOVERY below the first one's
+  const RECOVERY = 0.02;
+  if (drift.length >= 2) {
+    const macs = (w: AdaptWindow): number => w.macs / w.images;
+    const first = macs(drift[0]!);
+    const last = macs(drift[drift.length - 1]!);
+    goals.push({
+      goal: `exits recover savings on the drifted traffic (last window's MACs >= ${RECOVERY} below the first's)`,
+      value: `MACs ${first.toFixed(3)} → ${last.toFixed(3)} over ${num(driftImages)}${test.length ? ` (before the switch: ${pooled(test).macsFraction.toFixed(3)})` : ''}`,
+      met: last <= first - RECOVERY,
+      ...(last > first - RECOVERY ? { distance: `${(last - (first - RECOVERY)).toFixed(3)} short` } : {}),
+    });
+  } else
+    goals.push({
+      goal: 'exits recover savings on the drifted traffic',
+      value: 'fewer than 2 drift windows',
+      met: null,
+    });
   return goals;
 }
 

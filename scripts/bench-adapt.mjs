@@ -15,8 +15,11 @@
 //   BENCH_ADAPT_THREADS       WASM threads of both sides (default 1)
 //   BENCH_ADAPT_AUDIT         learn.auditShare (default: the SDK's)
 //   BENCH_NO_MD               1: do not rewrite BENCHMARKS.md
+//
+// `npm run bench:adapt -- --render bench/results/adapt-<date>.json` runs nothing: it judges that record's windows and
+// writes its BENCHMARKS.md block again (after a change to the report or the goals).
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -131,7 +134,12 @@ async function main() {
   const file = path.join(dir, `adapt-${started.toISOString().slice(0, 19).replace(/[:T]/g, '-')}.json`);
   await writeFile(file, JSON.stringify(record, null, 2) + '\n');
   log(`wrote ${path.relative(root, file)}`);
-  for (const g of judgeGoals(windows))
+  await report(record, file);
+}
+
+/** Logs the goals of a record and (unless BENCH_NO_MD=1) writes its BENCHMARKS.md block. */
+async function report(record, file) {
+  for (const g of judgeGoals(record.windows))
     log(
       `goal ${g.goal}: ${g.value} → ${g.met === null ? 'not measured' : g.met ? 'met' : 'MISSED'}${g.distance ? ` (${g.distance})` : ''}`,
     );
@@ -145,7 +153,14 @@ async function main() {
   }
 }
 
-main().catch((e) => {
+/** `--render FILE`: the report of a recorded run, nothing run. */
+async function render(file) {
+  const abs = path.resolve(file);
+  await report(JSON.parse(await readFile(abs, 'utf8')), abs);
+}
+
+const at = process.argv.indexOf('--render');
+(at >= 0 ? render(process.argv[at + 1] ?? '') : main()).catch((e) => {
   console.error(`bench:adapt: ${e instanceof Error ? e.message : String(e)}`);
   process.exit(1);
 });
