@@ -57,7 +57,12 @@ export interface LearnerStatus {
    * The unsupervised drift signal (input statistics against a reference), the audits left to verify an alarm, and
    * the confirmed drifts (learning restarted on the new traffic); undefined with `learn.drift: false`.
    */
-  readonly drift?: DriftStatus & { readonly verifying: number; readonly restarts: number };
+  readonly drift?: DriftStatus & {
+    readonly verifying: number;
+    readonly restarts: number;
+    /** True after a dismissed alarm until a fit on the new traffic is adopted (samples drawn at VERIFY_SHARE). */
+    readonly relearning: boolean;
+  };
   readonly target: number;
   /** The target the next fit aims at (stricter than `target` while the audit shows the fits overpromise). */
   readonly fitTarget: number;
@@ -86,6 +91,8 @@ export interface LearnerState {
    * reload in the middle of a verification goes on with it rather than trusting the suspected exits. */
   readonly verifying: number;
   readonly driftRestarts: number;
+  /** Absent in states saved before it existed (read as false). */
+  readonly relearning?: boolean;
 }
 
 /** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
@@ -112,6 +119,12 @@ export class Learner {
   /** Audits left to verify a drift alarm (0: none pending); confirmed drifts so far. */
   private verifying = 0;
   private driftRestarts = 0;
+  /**
+   * After a dismissed alarm: the exits still hold on the new traffic, but the reservoir holds the old one, so savings
+   * would come back only as slowly as new samples trickle in at learnShare. The reservoir starts again (the exits in
+   * force stay) and samples are drawn at VERIFY_SHARE until a fit on the new traffic is adopted.
+   */
+  private relearning = false;
   /** The curve point in force (its thresholds), undefined while exits are off. */
   private point: CurvePoint | undefined;
   private fits = 0;
@@ -166,7 +179,8 @@ export class Learner {
    * One served input's drift statistics (drift.ts inputStats), before it is served. On an alarm the inputs changed,
    * which may or may not hurt the exits (a burst of one class changes them too): with exits on, the thresholds are
    * tightened at once (when the fit's curve has a stricter point) and the next {@link VERIFY_AUDITS} audits are drawn at {@link VERIFY_SHARE} at least, their
-   * window alone deciding. An audit failure among them confirms the drift ({@link restartOnDrift}); none dismisses it.
+   * window alone deciding. An audit failure among them confirms the drift ({@link restartOnDrift}); none dismisses it,
+   * and then the samples start again from the new traffic while the exits serve on ({@link relearnOnDrift}).
    * With a fit whose exits are already off, the alarm itself restarts learning.
    * Either way the drift reference starts again from the new inputs. Returns whether this input raised the alarm.
    */
@@ -194,6 +208,7 @@ export class Learner {
    */
   private restartOnDrift(): void {
     this.verifying = 0;
+    this.relearning = false;
     this.reservoir.clear();
     this.point = undefined;
     this.refitWanted = true;
@@ -201,6 +216,15 @@ export class Learner {
     this.driftRestarts++;
     this.audit.resetWindow();
     this.audit.resetOverpromise();
+    this.version++;
+  }
+
+  /** A dismissed alarm: the exits in force stay; the samples start again from the new traffic (see `relearning`). */
+  private relearnOnDrift(): void {
+    this.reservoir.clear();
+    this.refitWanted = true;
+    this.generation++;
+    this.relearning = true;
     this.version++;
   }
 
@@ -221,7 +245,7 @@ export class Learner {
   drawCompletion(): boolean {
     const o = this.options;
     const share = this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare;
-    return this.audit.draw(this.verifying > 0 ? Math.max(VERIFY_SHARE, share) : share);
+    return this.audit.draw(this.verifying > 0 || this.relearning ? Math.max(VERIFY_SHARE, share) : share);
   }
 
   /** Thresholds in force, one per learned exit (NEVER_EXIT each while exits are off). */
@@ -333,6 +357,7 @@ export class Learner {
   /** Puts fitted exits in force at their fitted thresholds. */
   private adopt(learned: LearnedExits): void {
     this.fitted = learned;
+    this.relearning = false;
     this.point =
       learned.exits.length > 0
         ? {
@@ -355,7 +380,11 @@ export class Learner {
     this.audit.record(served === full, this.exitsOn && this.point ? 1 - this.point.agreement : undefined);
     const verifying = this.verifying > 0;
     if (verifying) this.verifying--;
-    if (!this.exitsOn || !this.audit.failing(this.options.target)) return false;
+    if (!this.exitsOn || !this.audit.failing(this.options.target)) {
+      // the last verifying audit passed: the alarm is dismissed, and learning follows the new traffic
+      if (verifying && this.verifying === 0 && this.exitsOn) this.relearnOnDrift();
+      return false;
+    }
     if (verifying) this.restartOnDrift();
     else this.tighten();
     return true;
@@ -405,7 +434,14 @@ export class Learner {
       audit: this.audit.estimate(),
       tightenings: this.tightenings,
       ...(this.drift
-        ? { drift: { ...this.drift.status(), verifying: this.verifying, restarts: this.driftRestarts } }
+        ? {
+            drift: {
+              ...this.drift.status(),
+              verifying: this.verifying,
+              restarts: this.driftRestarts,
+              relearning: this.relearning,
+            },
+          }
         : {}),
       target: this.options.target,
       fitTarget: this.fitTarget(),
@@ -428,6 +464,7 @@ export class Learner {
       ...(this.drift ? { drift: this.drift.state() } : {}),
       verifying: this.verifying,
       driftRestarts: this.driftRestarts,
+      relearning: this.relearning,
     };
   }
 
@@ -473,6 +510,7 @@ export class Learner {
     this.refitWanted = s.refitWanted === true;
     this.verifying = s.verifying;
     this.driftRestarts = s.driftRestarts;
+    this.relearning = s.relearning === true;
     this.version++;
     return true;
   }
@@ -484,6 +522,7 @@ export class Learner {
     this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
     this.drift?.restart();
     this.verifying = 0;
+    this.relearning = false;
     this.fitted = this.origin?.learned;
     this.point = this.origin?.point;
     this.fits = this.tightenings = 0;
