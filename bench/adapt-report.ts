@@ -184,6 +184,15 @@ export function driftDetectedAfter(ws: readonly AdaptWindow[]): number | null {
   return null;
 }
 
+/** The window with the lowest agreement, and that agreement (NaN when there is none). */
+function lowestWindow(ws: readonly AdaptWindow[]): { worst: AdaptWindow | undefined; agreement: number } {
+  const worst = ws.reduce<AdaptWindow | undefined>(
+    (a, w) => (a === undefined || w.agreed / w.images < a.agreed / a.images ? w : a),
+    undefined,
+  );
+  return { worst, agreement: worst ? worst.agreed / worst.images : NaN };
+}
+
 /** Issue 15's goals judged on a run's windows. */
 export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
   const goals: GoalResult[] = [];
@@ -216,11 +225,7 @@ export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
   });
   // windows served with the exits on throughout (traffic and drift): each >= 98.0 %
   const full = ws.filter((w) => w.phase !== 'test' && w.onImages === w.images && w.images > 0);
-  const worst = full.reduce<AdaptWindow | undefined>(
-    (a, w) => (a === undefined || w.agreed / w.images < a.agreed / a.images ? w : a),
-    undefined,
-  );
-  const worstAg = worst ? worst.agreed / worst.images : NaN;
+  const { worst, agreement: worstAg } = lowestWindow(full);
   goals.push({
     goal: 'agreement >= 98.0 % in every window with exits on',
     value: worst ? `lowest ${pct(worstAg, 2)} (${worst.phase}, images ${num(worst.start)}+) of ${full.length}` : 'none',
@@ -263,11 +268,7 @@ export function judgeGoals(ws: readonly AdaptWindow[]): GoalResult[] {
     ...(driftOn && d === null && driftImages >= 500 ? { distance: `not within ${num(driftImages)}` } : {}),
   });
   // every window after the switch, exits on or off (what the user is served), >= 98.0 %
-  const worstDrift = drift.reduce<AdaptWindow | undefined>(
-    (a, w) => (a === undefined || w.agreed / w.images < a.agreed / a.images ? w : a),
-    undefined,
-  );
-  const worstDriftAg = worstDrift ? worstDrift.agreed / worstDrift.images : NaN;
+  const { worst: worstDrift, agreement: worstDriftAg } = lowestWindow(drift);
   goals.push({
     goal: 'agreement >= 98.0 % in every window after the drift',
     value: worstDrift
