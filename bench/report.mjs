@@ -542,6 +542,14 @@ export function renderMarkdown(record, resultFile) {
           `- Test images per configuration: ${record.models.map((x) => `${x.key} ${x.images}`).join(', ')} (batch 32: the largest multiple of 32).`,
         ]
       : []),
+    ...(record.models?.some((x) => x.pool)
+      ? [
+          `- Bundles prepared on \`calib\` + \`pool\` (BENCH_POOL=1): ${record.models
+            .filter((x) => x.pool)
+            .map((x) => `${x.key} (${x.calibrationSamples} images)`)
+            .join(', ')}; the max-softmax and paper variants on \`calib\` only.`,
+        ]
+      : []),
     ...(record.reusedBundles?.length
       ? [
           `- **Bundles reused although prepare's inputs changed since they were made** (BENCH_REUSE_BUNDLES=1): ${record.reusedBundles.join(', ')}.`,

@@ -11,6 +11,8 @@
 //   BENCH_BATCHES     batch sizes (default 1,32)
 //   BENCH_GPU_IMAGES  images for the WebGPU correctness check (default 64; 0 skips it)
 //   BENCH_CALIB       calibration images for prepare (default: all in the calib file)
+//   BENCH_POOL        1: ResNet-20/56's selfxit bundles are prepared on calib + pool (50,000 unlabeled images,
+//                     ../shared/data/cifar10/pool-u8.bin) into bench/.bundles/<key>-pool (default 0: calib only)
 //   BENCH_PAPER       0 skips the paper setup (default 1)
 //   BENCH_PAPER_EXITS comma list of cuts for the paper setup (default: prepare's, cuts nearest 25/50/75 % MACs)
 //   BENCH_TARGET      agreement target for prepare (default 0.99)
@@ -94,6 +96,8 @@ function cifarModel(key, file, title, light = false) {
     title,
     model: path.join(shared, 'models', file),
     calib: path.join(shared, 'data/cifar10/calib-u8.bin'),
+    // BENCH_POOL=1: the selfxit bundle also learns from the 40,000 pool images (the int8 light set never does)
+    ...(!light && env.BENCH_POOL === '1' ? { pool: path.join(shared, 'data/cifar10/pool-u8.bin') } : {}),
     test: path.join(shared, 'data/cifar10/test-u8.bin'),
     testLabels: path.join(shared, 'data/cifar10/test-labels.u8'),
     labels: CIFAR_LABELS,
@@ -160,7 +164,8 @@ const VARIANT_ARGS = {
 
 /** Prepares `model` as `mode` (a VARIANT_ARGS key) into bench/.bundles/<key>[-mode]/ unless a bundle made from the same inputs is there. */
 async function ensureBundle(model, mode, sources) {
-  const dir = path.join(bundlesDir, mode === 'selfxit' ? model.key : `${model.key}-${mode}`);
+  const pool = mode === 'selfxit' ? model.pool : undefined;
+  const dir = path.join(bundlesDir, mode === 'selfxit' ? `${model.key}${pool ? '-pool' : ''}` : `${model.key}-${mode}`);
   const labelsArg = model.labelsFile ? model.labelsFile : path.join(bundlesDir, `${model.key}-labels.txt`);
   if (!model.labelsFile) await writeFile(labelsArg, model.labels.join('\n') + '\n');
   const args = [
@@ -170,6 +175,7 @@ async function ensureBundle(model, mode, sources) {
     model.model,
     '--samples',
     model.calib,
+    ...(pool ? ['--samples', pool] : []),
     '--shape',
     model.shape.join(','),
     '--mean',
@@ -187,6 +193,7 @@ async function ensureBundle(model, mode, sources) {
     args: args.slice(3).map((a) => a.replace(root, '.')),
     model: await sha256File(model.model),
     calib: await sha256File(model.calib),
+    ...(pool ? { pool: await sha256File(pool) } : {}),
     sources,
   };
   const stampFile = path.join(dir, '.stamp.json');
@@ -484,6 +491,7 @@ async function main() {
       key: m.key,
       title: m.title,
       ...(m.light ? { light: true } : {}),
+      ...(m.pool ? { pool: true } : {}),
       images: Number(env.BENCH_IMAGES ?? m.images),
       backboneMacs: manifest.backbone.macs,
       exits: manifest.exits.map((e) => ({ name: e.name, macsFraction: e.macsFraction, threshold: e.threshold })),
