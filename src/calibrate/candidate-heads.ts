@@ -30,6 +30,8 @@ import { DEFAULT_HIDDEN } from './train-head.js';
 export interface TrainedCandidate {
   readonly config: HeadConfig;
   readonly scores: ExitScores;
+  /** Out-of-fold probabilities `[n, k]` of the samples (not their copies). */
+  readonly probs: Float32Array;
   readonly report: CandidateHeadReport;
 }
 
@@ -91,9 +93,10 @@ function trainCandidate(
     onFit,
     ...(onlyFolds ? { onlyFolds } : {}),
   });
-  const scores = exitScores(cf.oof.subarray(0, n * k), n, k, data.teacherPred);
+  const probs = cf.oof.slice(0, n * k);
+  const scores = exitScores(probs, n, k, data.teacherPred);
   const rated = onlyFolds ? subsetScores(scores, heldOutSamples(c, data, onlyFolds)) : scores;
-  return { config, scores, report: rate(c, data, i, config, rated, cf.ms) };
+  return { config, scores, probs, report: rate(c, data, i, config, rated, cf.ms) };
 }
 
 /** The samples (not their copies) of folds `folds`. */
