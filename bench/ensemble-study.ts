@@ -170,12 +170,12 @@ const fitContext = (target: number): FitContext => ({
 });
 const c0 = fitContext(TARGETS[0]);
 const data = headData(c0, cuts, calibF, o0.augment.length);
-const { trained } = await trainCandidates(c0, data);
+const { trained } = await trainCandidates(c0, data, true);
 const configOf = bestConfigs(trained);
 console.error(`candidate heads trained (${secs()})`);
 const { costs: macsCosts, overheadUnit } = headCosts(c0, data, (i) => configOf[i]!, undefined);
 const overhead = o0.overheadFraction * overheadUnit;
-const oofProbs = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.probs);
+const oofProbs = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.probs!);
 const oofScores = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.scores);
 const foldOf = data.foldOf.subarray(0, n);
 const teacherP = calibF.teacher.subarray(0, n * K);
