@@ -30,6 +30,8 @@ import { DEFAULT_HIDDEN } from './train-head.js';
 export interface TrainedCandidate {
   readonly config: HeadConfig;
   readonly scores: ExitScores;
+  /** Out-of-fold probabilities `[n, k]` of the samples (not their copies); kept only when asked (`keepProbs`). */
+  readonly probs?: Float32Array;
   readonly report: CandidateHeadReport;
 }
 
@@ -76,7 +78,8 @@ function trainCandidate(
   config: HeadConfig,
   f: CutFeatures<FeatureRows>,
   onFit: () => void,
-  onlyFolds?: readonly number[],
+  onlyFolds: readonly number[] | undefined,
+  keepProbs: boolean,
 ): TrainedCandidate {
   const { o } = c;
   const n = c.samples.count;
@@ -93,7 +96,8 @@ function trainCandidate(
   });
   const scores = exitScores(cf.oof.subarray(0, n * k), n, k, data.teacherPred);
   const rated = onlyFolds ? subsetScores(scores, heldOutSamples(c, data, onlyFolds)) : scores;
-  return { config, scores, report: rate(c, data, i, config, rated, cf.ms) };
+  const report = rate(c, data, i, config, rated, cf.ms);
+  return { config, scores, report, ...(keepProbs ? { probs: cf.oof.slice(0, n * k) } : {}) };
 }
 
 /** The samples (not their copies) of folds `folds`. */
@@ -129,10 +133,12 @@ function rate(
  * there. Auto capacity then tries the ladder's configurations that the training rows allow on each shortlisted cut:
  * each is screened on one fold, rated on that fold's samples against the heads already trained there, and only the
  * best, when it beats them, is cross-fitted on every fold (about 1/folds of the work per configuration that loses).
+ * `keepProbs`: each head also keeps its out-of-fold probabilities (studies of scores built on them; n × k floats each).
  */
 export async function trainCandidates(
   c: FitContext,
   data: HeadData,
+  keepProbs = false,
 ): Promise<{ trained: TrainedCandidates; screened: CandidateHeadReport[][] }> {
   const { o, options, progress } = c;
   const { cuts } = data;
@@ -152,7 +158,7 @@ export async function trainCandidates(
     const detail = `${exitName(cuts[i]!.tensor)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
     const onFit = (): void => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail });
     const f = configFeatures(data.features.cuts[i]!, config);
-    const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds);
+    const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds, keepProbs);
     await yieldToEventLoop();
     return t;
   };

@@ -161,7 +161,7 @@ function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[])
 }
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */
-function headData(
+export function headData(
   c: FitContext,
   cuts: readonly CutPoint[],
   features: FeatureSet<FeatureRows>,
@@ -194,7 +194,7 @@ function macsCurve(scores: readonly ExitScores[], sel: RuleSelection, macsCosts:
 }
 
 /** Final heads on all rows (samples and copies) for the selected cuts, each on its configuration's features. */
-async function trainFinalHeads(
+export async function trainFinalHeads(
   c: FitContext,
   data: HeadData,
   selected: readonly number[],
@@ -222,7 +222,7 @@ async function trainFinalHeads(
 }
 
 /** A final head at cut i and the features it reads. */
-interface FinalHead {
+export interface FinalHead {
   readonly i: number;
   readonly f: CutFeatures<FeatureRows>;
   readonly head: TrainedHead;

@@ -1,0 +1,788 @@
+// Issue 13/15 study: exit decisions that use the earlier exits' outputs (already computed, ~zero runtime cost), on a
+// CIFAR-10 ResNet (../shared), with prepare's own heads (defaults: flip copies, cross-fitted candidates, cost-calibrated
+// rule) on 10,000 `calib` images, every number measured on the 5,000 `test` images. Variants (SPECS below):
+//   base: today's rule (the exit's own max-softmax through its logistic map);
+//   ens / ens-hard / ens-nobias: Zero Time Waste's geometric ensemble — exit j answers q_j ∝ exp(Σ_{i<=j} w_ji·log p_i
+//         + b_j) (w >= 0, per-class bias b; fit by cross-entropy to the backbone's softmax / to its argmax / without b),
+//         cross-fitted: each fold's calib outputs come from weights fit on the other folds' out-of-fold outputs;
+//   agree: the logistic map gets one more input, whether the previous selected exit's argmax equals this one's (two
+//         max-softmax thresholds per exit); agree-soft: the input is logit(p_prev[argmax p_j]) instead;
+//   and combinations. Thresholds are chosen on calib as prepare does (chooseThresholds, same margin, the knob turned
+// into raw thresholds midway between calib samples); `--reselect` re-runs exit selection (selectExits' search) with
+// each variant's scores, `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
+// knobs whose agreement on test itself meets the target (hindsight; the scores' quality without threshold noise).
+//
+//   npx tsx bench/ensemble-study.ts [resnet56|resnet20] [--limit N] [--reselect] [--chain i,j,…] [--json out.json]
+//
+// ENS_VARIANTS / ENS_RESELECT (comma lists) pick the variants. Features are cached in bench/.cache/ens-<model>.*.
+// Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ortNode from 'onnxruntime-node';
+import { augmentSamples } from '../src/calibrate/augment.js';
+import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
+import { bestConfigs, headCosts, selectExitsFor, trainCandidates } from '../src/calibrate/candidate-heads.js';
+import { cutGeometry, extractFeatures, type FeatureSet } from '../src/calibrate/features.js';
+import { configFeatures } from '../src/calibrate/head-capacity.js';
+import { headFeatureDim } from '../src/calibrate/pool.js';
+import type { FitContext } from '../src/calibrate/prepare-context.js';
+import { poolingRequests } from '../src/calibrate/prepare-features.js';
+import { resolveModelIO, resolvePrepareOptions } from '../src/calibrate/prepare-options.js';
+import { StepTimer } from '../src/calibrate/progress.js';
+import { shuffleAndLimit } from '../src/calibrate/samples.js';
+import { headData, trainFinalHeads } from '../src/calibrate/selfxit-mode.js';
+import { predictHeadRows } from '../src/calibrate/train-head.js';
+import { analyzeModel, decodeModel, type OrtModule } from '../src/core.js';
+import {
+  argmaxRows,
+  exitScores,
+  simulateCascade,
+  type CascadeCosts,
+  type ExitScores,
+} from '../src/policy/cascade-sim.js';
+import { rawThresholdOnSamples, type ScoreMap } from '../src/policy/exit-rule.js';
+import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
+import { boolFlag, intFlag, stringFlag } from './args.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const shared = path.resolve(root, '../shared');
+const cacheDir = path.join(root, 'bench/.cache');
+const ort = ortNode as unknown as OrtModule;
+const SHAPE = { height: 32, width: 32, channels: 3 } as const;
+const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+const TARGETS = [0.99, 0.985] as const;
+/** How a variant scores an exit: its answer (own head, or the ensemble fit to the backbone's softmax or to its argmax)
+ * and the logistic map's extra input (none; previous answer agrees, 0/1; logit of the previous answer's probability of
+ * this answer's class). */
+interface VariantSpec {
+  readonly ens: 'none' | 'soft' | 'hard' | 'soft-nobias';
+  readonly agree: 'none' | 'binary' | 'soft';
+}
+const SPECS = {
+  base: { ens: 'none', agree: 'none' },
+  ens: { ens: 'soft', agree: 'none' },
+  'ens-hard': { ens: 'hard', agree: 'none' },
+  'ens-nobias': { ens: 'soft-nobias', agree: 'none' },
+  agree: { ens: 'none', agree: 'binary' },
+  'agree-soft': { ens: 'none', agree: 'soft' },
+  'ens+agree': { ens: 'soft', agree: 'binary' },
+  'ens-hard+agree-soft': { ens: 'hard', agree: 'soft' },
+} as const satisfies Record<string, VariantSpec>;
+type Variant = keyof typeof SPECS;
+const VARIANTS = (process.env.ENS_VARIANTS?.split(',') ?? Object.keys(SPECS)) as Variant[];
+/** Variants whose exits are also re-selected with `--reselect` (ensemble fits make the search slow). */
+const RESELECT = (process.env.ENS_RESELECT?.split(',') ?? [
+  'base',
+  'ens',
+  'ens-nobias',
+  'agree',
+  'agree-soft',
+]) as Variant[];
+
+const args = process.argv.slice(2);
+const limit = intFlag(args, '--limit', 10_000);
+const reselect = boolFlag(args, '--reselect');
+const jsonOut = stringFlag(args, '--json');
+/** `--chain i,j,…`: also every variant on these exits (candidate indices) at each target. */
+const extraChain = stringFlag(args, '--chain')?.split(',').map(Number);
+const modelKey = args[0] ?? 'resnet56';
+const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
+if (!fs.existsSync(modelFile)) {
+  console.log(`ensemble-study: ${modelFile} is absent (needs ../shared): nothing to do`);
+  process.exit(0);
+}
+const u8 = (file: string): Uint8Array => new Uint8Array(fs.readFileSync(file));
+const f32 = (file: string): Float32Array => {
+  const b = fs.readFileSync(file);
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+};
+const t00 = performance.now();
+const secs = (): string => `${((performance.now() - t00) / 1000).toFixed(0)} s`;
+
+// ---------- prepare's features (cached) ----------
+const model = decodeModel(u8(modelFile));
+const analysis = await analyzeModel(model, { ort });
+const io = resolveModelIO(model, analysis, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+const K = io.classes;
+const o0 = resolvePrepareOptions({});
+const cuts = candidateCuts(analysis.cuts, o0.maxCandidates);
+const requests = poolingRequests(cuts, o0);
+const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
+const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, o0.seed, limit).batch;
+const n = calib.count;
+const testRaw = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
+const test = { data: testRaw, count: testRaw.length / 3072 };
+
+async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
+  const base = path.join(cacheDir, `ens-${modelKey}.${set}${set === 'calib' ? `.n${n}` : ''}`);
+  const geometry = requests.map((r) => {
+    const g = cutGeometry(r.cut);
+    return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}) };
+  });
+  if (!fs.existsSync(`${base}.teacher`)) {
+    fs.mkdirSync(cacheDir, { recursive: true });
+    const samples = set === 'test' ? test : augmentSamples(calib, SHAPE, o0.augment, o0.seed);
+    const t0 = performance.now();
+    const f = await extractFeatures({
+      model,
+      requests,
+      samples,
+      input: io.input,
+      output: io.output,
+      outputKind: io.outputKind,
+      classes: K,
+      ort,
+      sessionOptions: SESSION,
+    });
+    console.error(`features ${set}: ${samples.count} rows, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    fs.writeFileSync(`${base}.teacher`, f.teacher);
+    f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
+  }
+  const teacher = f32(`${base}.teacher`);
+  return {
+    n: teacher.length / K,
+    k: K,
+    teacher,
+    cuts: geometry.map((g, i) => ({
+      ...g,
+      dim: headFeatureDim(g.channels, g.grid, g.maxGrid),
+      x: f32(`${base}.${i}`),
+    })),
+  };
+}
+const calibF = await features('calib');
+const testF = await features('test');
+const nTest = testF.n;
+const testTeacher = argmaxRows(testF.teacher, nTest, K);
+console.error(`features ready (${secs()})`);
+
+// ---------- prepare's candidate heads, selection, final heads ----------
+const fitContext = (target: number): FitContext => ({
+  o: { ...o0, target },
+  analysis,
+  io,
+  timer: new StepTimer(),
+  warnings: [],
+  progress: () => undefined,
+  options: {},
+  samples: { count: n },
+});
+const c0 = fitContext(TARGETS[0]);
+const data = headData(c0, cuts, calibF, o0.augment.length);
+const { trained } = await trainCandidates(c0, data, true);
+const configOf = bestConfigs(trained);
+console.error(`candidate heads trained (${secs()})`);
+const { costs: macsCosts, overheadUnit } = headCosts(c0, data, (i) => configOf[i]!, undefined);
+const overhead = o0.overheadFraction * overheadUnit;
+const oofProbs = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.probs!);
+const oofScores = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.scores);
+const foldOf = data.foldOf.subarray(0, n);
+const teacherP = calibF.teacher.subarray(0, n * K);
+const teacherHard = new Float32Array(n * K);
+data.teacherPred.forEach((c, r) => (teacherHard[r * K + c] = 1));
+const baseSel = TARGETS.map((t) => selectExitsFor(fitContext(t), data, trained, (i) => configOf[i]!));
+const finalFor =
+  reselect || extraChain
+    ? cuts.map((_, i) => i)
+    : [...new Set(baseSel.flatMap((s) => s.selected))].sort((a, b) => a - b);
+const finals = await trainFinalHeads(c0, data, finalFor, configOf);
+const testProbs: (Float32Array | undefined)[] = cuts.map(() => undefined);
+for (const fh of finals) {
+  const x = configFeatures(testF.cuts[fh.i]!, configOf[fh.i]!).x as Float32Array;
+  const out = new Float32Array(nTest * K);
+  predictHeadRows(fh.head, x, null, nTest, out, false);
+  testProbs[fh.i] = out;
+}
+console.error(`final heads on ${finalFor.length} cuts (${secs()})`);
+
+// ---------- the geometric ensemble (Zero Time Waste) ----------
+const FLOOR = 1e-8;
+const logOf = (p: Float32Array): Float32Array => p.map((v) => Math.log(Math.max(v, FLOOR)));
+const oofLog = oofProbs.map(logOf);
+const testLog = testProbs.map((p) => (p ? logOf(p) : undefined));
+
+interface EnsembleFit {
+  readonly w: Float64Array;
+  readonly b: Float64Array;
+}
+
+/** Row `r`'s ensemble logits Σ w_i·L_i + b into `z`; returns their max. */
+function ensembleLogits(
+  L: readonly Float32Array[],
+  w: Float64Array,
+  b: Float64Array,
+  r: number,
+  z: Float64Array,
+): number {
+  let mx = -Infinity;
+  for (let c = 0; c < K; c++) {
+    let v = b[c]!;
+    for (let i = 0; i < L.length; i++) v += w[i]! * L[i]![r * K + c]!;
+    z[c] = v;
+    if (v > mx) mx = v;
+  }
+  return mx;
+}
+
+/** Ensemble probabilities of rows `rows` (all rows when null) of logs `L` under `fit`, into a new `[count, K]`. */
+function ensembleApply(
+  L: readonly Float32Array[],
+  fit: EnsembleFit,
+  rows: Int32Array | null,
+  count: number,
+): Float32Array {
+  const out = new Float32Array(count * K);
+  const z = new Float64Array(K);
+  for (let r = 0; r < count; r++) {
+    const mx = ensembleLogits(L, fit.w, fit.b, rows ? rows[r]! : r, z);
+    let s = 0;
+    for (let c = 0; c < K; c++) s += z[c] = Math.exp(z[c]! - mx);
+    for (let c = 0; c < K; c++) out[r * K + c] = z[c]! / s;
+  }
+  return out;
+}
+
+/** Solves `H x = g` (symmetric positive definite, P small) by Gaussian elimination with partial pivoting. */
+function solve(H: Float64Array, g: Float64Array, P: number): Float64Array {
+  const A = Float64Array.from(H);
+  const x = Float64Array.from(g);
+  for (let col = 0; col < P; col++) {
+    let piv = col;
+    for (let r = col + 1; r < P; r++) if (Math.abs(A[r * P + col]!) > Math.abs(A[piv * P + col]!)) piv = r;
+    if (piv !== col) {
+      for (let c = 0; c < P; c++) [A[col * P + c], A[piv * P + c]] = [A[piv * P + c]!, A[col * P + c]!];
+      [x[col], x[piv]] = [x[piv]!, x[col]!];
+    }
+    const d = A[col * P + col]!;
+    for (let r = col + 1; r < P; r++) {
+      const f = A[r * P + col]! / d;
+      if (f === 0) continue;
+      for (let c = col; c < P; c++) A[r * P + c]! -= f * A[col * P + c]!;
+      x[r]! -= f * x[col]!;
+    }
+  }
+  for (let r = P - 1; r >= 0; r--) {
+    let s = x[r]!;
+    for (let c = r + 1; c < P; c++) s -= A[r * P + c]! * x[c]!;
+    x[r] = s / A[r * P + r]!;
+  }
+  return x;
+}
+
+/**
+ * Fits w (>= 0, one per exit in `L`) and a per-class bias b minimising the mean cross-entropy of softmax(Σ w_i L_i + b)
+ * to the teacher probabilities, over `rows`: projected Newton with backtracking, from "the last exit alone".
+ */
+function ensembleFit(L: readonly Float32Array[], teacher: Float32Array, rows: Int32Array, bias: boolean): EnsembleFit {
+  const m = L.length;
+  const P = bias ? m + K : m;
+  const ridge = 1e-4;
+  const w = new Float64Array(m);
+  w[m - 1] = 1;
+  const b = new Float64Array(K);
+  const z = new Float64Array(K);
+  const q = new Float64Array(K);
+  const u = new Float64Array(P * K);
+  const lossAt = (ww: Float64Array, bb: Float64Array): number => {
+    let loss = 0;
+    for (const r of rows) {
+      const mx = ensembleLogits(L, ww, bb, r, z);
+      let s = 0;
+      for (let c = 0; c < K; c++) s += Math.exp(z[c]! - mx);
+      const lse = mx + Math.log(s);
+      for (let c = 0; c < K; c++) loss -= teacher[r * K + c]! * (z[c]! - lse);
+    }
+    let reg = 0;
+    for (let i = 0; i < m; i++) reg += ww[i]! * ww[i]!;
+    for (let c = 0; c < K; c++) reg += bb[c]! * bb[c]!;
+    return loss / rows.length + 0.5 * ridge * reg;
+  };
+  let loss = lossAt(w, b);
+  for (let it = 0; it < 40; it++) {
+    const g = new Float64Array(P);
+    const H = new Float64Array(P * P);
+    for (const r of rows) {
+      const mx = ensembleLogits(L, w, b, r, z);
+      let s = 0;
+      for (let c = 0; c < K; c++) s += q[c] = Math.exp(z[c]! - mx);
+      for (let c = 0; c < K; c++) q[c] = q[c]! / s;
+      // θ = (w, b), dz_c/dw_i = L_ic, dz_c/db_c' = δ: the Hessian (diag q − q qᵀ) in those coordinates, by block.
+      for (let i = 0; i < m; i++) {
+        const Li = L[i]!;
+        let qv = 0;
+        for (let c = 0; c < K; c++) qv += q[c]! * Li[r * K + c]!;
+        let gi = 0;
+        for (let c = 0; c < K; c++) {
+          const l = Li[r * K + c]!;
+          u[i * K + c] = q[c]! * (l - qv);
+          gi += (q[c]! - teacher[r * K + c]!) * l;
+        }
+        g[i]! += gi;
+        for (let i2 = 0; i2 <= i; i2++) {
+          const L2 = L[i2]!;
+          let h = 0;
+          for (let c = 0; c < K; c++) h += L2[r * K + c]! * u[i * K + c]!;
+          H[i2 * P + i]! += h;
+        }
+        if (bias) for (let c = 0; c < K; c++) H[i * P + m + c]! += u[i * K + c]!;
+      }
+      if (bias)
+        for (let c = 0; c < K; c++) {
+          g[m + c]! += q[c]! - teacher[r * K + c]!;
+          for (let c2 = c; c2 < K; c2++) H[(m + c) * P + m + c2]! += (c === c2 ? q[c]! : 0) - q[c]! * q[c2]!;
+        }
+    }
+    const N = rows.length;
+    for (let p = 0; p < P; p++) {
+      g[p] = g[p]! / N + ridge * (p < m ? w[p]! : b[p - m]!);
+      for (let p2 = p; p2 < P; p2++) {
+        H[p * P + p2] = H[p * P + p2]! / N + (p === p2 ? ridge : 0);
+        H[p2 * P + p] = H[p * P + p2]!;
+      }
+    }
+    const d = solve(H, g, P);
+    let step = 1;
+    let improved = false;
+    for (let ls = 0; ls < 20; ls++) {
+      const w2 = w.map((v, i) => Math.max(0, v - step * d[i]!));
+      const b2 = bias ? b.map((v, c) => v - step * d[m + c]!) : b;
+      const l2 = lossAt(w2, b2);
+      if (l2 < loss - 1e-12) {
+        w.set(w2);
+        b.set(b2);
+        improved = loss - l2 > 1e-9;
+        loss = l2;
+        break;
+      }
+      step /= 2;
+    }
+    if (!improved) break;
+  }
+  return { w, b };
+}
+
+/** Cross-fitted ensemble outputs at the last exit of `chain` on calib (each fold from weights fit on the others), and
+ * the outputs of the weights fit on all calib rows on test. Memoised by chain. */
+const ensMemo = new Map<string, { oof: Float32Array; test: Float32Array | undefined; weights: number[] }>();
+function ensembleOf(
+  chain: readonly number[],
+  kind: 'soft' | 'hard' | 'soft-nobias',
+): { oof: Float32Array; test: Float32Array | undefined; weights: number[] } {
+  const key = `${kind}${chain.join(',')}`;
+  const target = kind === 'hard' ? teacherHard : teacherP;
+  const bias = kind !== 'soft-nobias';
+  const hit = ensMemo.get(key);
+  if (hit) return hit;
+  const L = chain.map((i) => oofLog[i]!);
+  const oof = new Float32Array(n * K);
+  const folds = Math.max(...foldOf) + 1;
+  for (let f = 0; f < folds; f++) {
+    const train = Int32Array.from(
+      (function* () {
+        for (let r = 0; r < n; r++) if (foldOf[r] !== f) yield r;
+      })(),
+    );
+    const held = Int32Array.from(
+      (function* () {
+        for (let r = 0; r < n; r++) if (foldOf[r] === f) yield r;
+      })(),
+    );
+    const fit = ensembleFit(L, target, train, bias);
+    const p = ensembleApply(L, fit, held, held.length);
+    held.forEach((r, j) => oof.set(p.subarray(j * K, (j + 1) * K), r * K));
+  }
+  const all = Int32Array.from({ length: n }, (_, r) => r);
+  const fit = ensembleFit(L, target, all, bias);
+  const tl = chain.map((i) => testLog[i]);
+  const testOut = tl.every((x) => x) ? ensembleApply(tl as Float32Array[], fit, null, nTest) : undefined;
+  const res = { oof, test: testOut, weights: [...fit.w].map((v) => Math.round(v * 1000) / 1000) };
+  ensMemo.set(key, res);
+  return res;
+}
+
+// ---------- the agreement-aware logistic map ----------
+const EPS = 1e-6;
+const logit = (s: number): number => {
+  const c = Math.min(1 - EPS, Math.max(EPS, s));
+  return Math.log(c / (1 - c));
+};
+const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
+
+/** P(agree | s, a) = σ(α·logit(s) + β + γ·a) by damped Newton with a small ridge (γ = 0 without the extra input `group`);
+ * α kept > 0. */
+function fitMap(e: ExitScores, group: Float32Array | undefined): { slope: number; intercept: number; shift: number } {
+  const P = group ? 3 : 2;
+  const th = new Float64Array(P);
+  th[0] = 1;
+  const zs = Float64Array.from(e.score.subarray(0, e.n), logit);
+  const ridge = 1e-3;
+  const x = new Float64Array(P);
+  const row = (i: number): Float64Array => {
+    x[0] = zs[i]!;
+    x[1] = 1;
+    if (group) x[2] = group[i]!;
+    return x;
+  };
+  const nll = (t: Float64Array): number => {
+    let l = 0;
+    for (let i = 0; i < e.n; i++) {
+      const xi = row(i);
+      let v = 0;
+      for (let p = 0; p < P; p++) v += t[p]! * xi[p]!;
+      // −log σ(v) for agree, −log(1 − σ(v)) otherwise, stably.
+      const sv = e.agree[i] ? -v : v;
+      l += sv > 0 ? sv + Math.log1p(Math.exp(-sv)) : Math.log1p(Math.exp(sv));
+    }
+    for (let p = 0; p < P; p++) l += 0.5 * ridge * t[p]! * t[p]!;
+    return l;
+  };
+  let cur = nll(th);
+  for (let it = 0; it < 100; it++) {
+    const g = new Float64Array(P);
+    const H = new Float64Array(P * P);
+    for (let p = 0; p < P; p++) {
+      g[p] = ridge * th[p]!;
+      H[p * P + p] = ridge;
+    }
+    for (let i = 0; i < e.n; i++) {
+      const xi = row(i);
+      let v = 0;
+      for (let p = 0; p < P; p++) v += th[p]! * xi[p]!;
+      const pr = sigmoid(v);
+      const r = pr - e.agree[i]!;
+      const wgt = pr * (1 - pr);
+      for (let p = 0; p < P; p++) {
+        g[p]! += r * xi[p]!;
+        for (let p2 = 0; p2 < P; p2++) H[p * P + p2]! += wgt * xi[p]! * xi[p2]!;
+      }
+    }
+    const d = solve(H, g, P);
+    let step = 1;
+    let moved = 0;
+    for (let ls = 0; ls < 30; ls++) {
+      const t2 = th.map((v, p) => v - step * d[p]!);
+      const l2 = nll(t2);
+      if (l2 <= cur) {
+        moved = cur - l2;
+        th.set(t2);
+        cur = l2;
+        break;
+      }
+      step /= 2;
+    }
+    if (!(moved > 1e-10)) break;
+  }
+  if (!th.every(Number.isFinite)) return { slope: 1, intercept: 0, shift: 0 };
+  return { slope: Math.max(1e-3, th[0]!), intercept: th[1]!, shift: group ? th[2]! : 0 };
+}
+
+// ---------- one variant on one chain of exits ----------
+/** Per position of a chain: the exit's scores (own head or ensemble) on calib (out of fold) and test, and the
+ * agreement flag with the previous position's answer (undefined at the first position or without `agree`). */
+interface Position {
+  readonly calib: ExitScores;
+  readonly test: ExitScores | undefined;
+  /** Probabilities behind `calib` / `test` (the next position's soft agreement input reads them). */
+  readonly calibProbs: Float32Array;
+  readonly testProbs: Float32Array | undefined;
+  /** The map's extra input: 0/1 (binary: two thresholds per exit) or a real value (soft: the rule score is compared). */
+  readonly calibGroup?: Float32Array;
+  readonly testGroup?: Float32Array;
+  readonly binary?: boolean;
+  readonly weights?: number[];
+}
+
+function positions(chain: readonly number[], variant: Variant): Position[] {
+  const spec: VariantSpec = SPECS[variant];
+  const calibTeacher = data.teacherPred;
+  const out: Position[] = [];
+  chain.forEach((i, j) => {
+    let cp: Float32Array;
+    let tp: Float32Array | undefined;
+    let weights: number[] | undefined;
+    if (spec.ens !== 'none') {
+      const e = ensembleOf(chain.slice(0, j + 1), spec.ens);
+      [cp, tp, weights] = [e.oof, e.test, e.weights];
+    } else [cp, tp] = [oofProbs[i]!, testProbs[i]];
+    const calibS = spec.ens === 'none' ? oofScores[i]! : exitScores(cp, n, K, calibTeacher);
+    const testS = tp ? exitScores(tp, nTest, K, testTeacher) : undefined;
+    const prev = out[j - 1];
+    /** The extra input of each row: previous answer == this one (binary), or logit of prev[this answer] (soft). */
+    const input = (a: ExitScores, prevProbs: Float32Array, prevScores: ExitScores): Float32Array =>
+      Float32Array.from(a.pred, (c, r) =>
+        spec.agree === 'binary' ? (c === prevScores.pred[r] ? 1 : 0) : logit(prevProbs[r * K + c]!),
+      );
+    const extra =
+      spec.agree !== 'none' && prev
+        ? {
+            binary: spec.agree === 'binary',
+            calibGroup: input(calibS, prev.calibProbs, prev.calib),
+            ...(testS && prev.test && prev.testProbs ? { testGroup: input(testS, prev.testProbs, prev.test) } : {}),
+          }
+        : {};
+    out.push({
+      calib: calibS,
+      test: testS,
+      calibProbs: cp,
+      testProbs: tp,
+      ...extra,
+      ...(weights ? { weights } : {}),
+    });
+  });
+  return out;
+}
+
+const chainCosts = (chain: readonly number[], withOverhead: boolean): CascadeCosts => ({
+  backboneCostAt: chain.map((i) => macsCosts.backboneCostAt[i]!),
+  headCost: chain.map((i) => macsCosts.headCost[i]!),
+  fullCost: macsCosts.fullCost,
+  overhead: withOverhead ? overhead : 0,
+});
+
+/** Rule score of a position's samples: 1 − (1 − P(agree | s, a)) / remaining. */
+function mapped(
+  e: ExitScores,
+  group: Float32Array | undefined,
+  m: { slope: number; intercept: number; shift: number },
+  remaining: number,
+): ExitScores {
+  return {
+    ...e,
+    score: Float32Array.from(e.score.subarray(0, e.n), (s, r) => {
+      const p = sigmoid(m.slope * logit(s) + m.intercept + (group ? m.shift * group[r]! : 0));
+      return 1 - (1 - p) / remaining;
+    }),
+  };
+}
+
+/** Rows of `e` whose group is `g`. */
+function subset(e: ExitScores, group: Float32Array, g: number): ExitScores {
+  const idx: number[] = [];
+  for (let r = 0; r < e.n; r++) if (group[r] === g) idx.push(r);
+  return {
+    n: idx.length,
+    score: Float32Array.from(idx, (r) => e.score[r]!),
+    pred: Int32Array.from(idx, (r) => e.pred[r]!),
+    agree: Uint8Array.from(idx, (r) => e.agree[r]!),
+  };
+}
+
+/** Exit decisions as scores 1/0 (leaves / goes on), to simulate with thresholds 0.5: the raw score against the
+ * threshold of the row's group (binary input) or, with a real-valued input, the rule score against the knob. */
+function decided(
+  e: ExitScores,
+  p: Pick<Position, 'binary'>,
+  group: Float32Array | undefined,
+  th: readonly number[],
+  rule: { map: { slope: number; intercept: number; shift: number }; remaining: number; knob: number },
+): ExitScores {
+  if (group && !p.binary) {
+    const m = mapped(e, group, rule.map, rule.remaining);
+    return { ...e, score: Float32Array.from(m.score, (v) => (v >= rule.knob ? 1 : 0)) };
+  }
+  return {
+    ...e,
+    score: Float32Array.from(e.score.subarray(0, e.n), (s, r) => (s >= th[group ? group[r]! : 0]! ? 1 : 0)),
+  };
+}
+
+interface Outcome {
+  readonly exits: number[];
+  readonly knob: number;
+  readonly cost: number;
+  readonly calibAgreement: number;
+  readonly calibMacs: number;
+  readonly testAgreement?: number;
+  readonly testMacs?: number;
+  readonly testShares?: number[];
+  /** Cheapest MACs among dense knobs whose TEST agreement meets the target (hindsight). */
+  readonly testFrontier?: number;
+  readonly thresholds: number[][];
+  readonly maps: { slope: number; intercept: number; shift: number }[];
+  readonly weights?: number[][];
+}
+
+/** Knob, thresholds and outcome of `variant` on `chain` at `target`, as prepare chooses them on calib. */
+function evaluate(chain: readonly number[], variant: Variant, target: number, withTest: boolean): Outcome {
+  const pos = positions(chain, variant);
+  const costs = chainCosts(chain, true);
+  const remaining = chain.map((i) =>
+    Math.min(1, Math.max(1e-4, (macsCosts.fullCost - macsCosts.backboneCostAt[i]!) / macsCosts.fullCost)),
+  );
+  const maps = pos.map((p) => fitMap(p.calib, p.calibGroup));
+  const mappedScores = pos.map((p, j) => mapped(p.calib, p.calibGroup, maps[j]!, remaining[j]!));
+  const all = chain.map((_, j) => j);
+  const choice = chooseThresholds(mappedScores, all, costs, { target });
+  const thresholdsAt = (knob: number): number[][] =>
+    pos.map((p, j) => {
+      const m = maps[j]!;
+      const grouped = p.calibGroup && p.binary ? p.calibGroup : undefined;
+      const groups = grouped ? [0, 1] : [0];
+      return groups.map((g) => {
+        const raw = grouped ? subset(p.calib, grouped, g) : p.calib;
+        const mp = grouped ? subset(mappedScores[j]!, grouped, g) : mappedScores[j]!;
+        const map: ScoreMap = { slope: m.slope, intercept: m.intercept + m.shift * g, remaining: remaining[j]! };
+        return rawThresholdOnSamples(raw, mp, map, knob);
+      });
+    });
+  const half = chain.map(() => 0.5);
+  /** The cascade at `knob` on calib or test. */
+  const outcomeAt = (knob: number, th: number[][], set: 'calib' | 'test') =>
+    simulateCascade(
+      pos.map((p, j) =>
+        decided(set === 'calib' ? p.calib : p.test!, p, set === 'calib' ? p.calibGroup : p.testGroup, th[j]!, {
+          map: maps[j]!,
+          remaining: remaining[j]!,
+          knob,
+        }),
+      ),
+      all,
+      half,
+      chainCosts(chain, false),
+    );
+  const thresholds = thresholdsAt(choice.knob);
+  const onCalib = outcomeAt(choice.knob, thresholds, 'calib');
+  const base = {
+    exits: [...chain],
+    knob: choice.knob,
+    cost: choice.macsFraction,
+    calibAgreement: onCalib.agreement,
+    calibMacs: onCalib.macsFraction,
+    thresholds,
+    maps,
+    ...(pos[0]?.weights ? { weights: pos.map((p) => p.weights!) } : {}),
+  };
+  if (!withTest || !pos.every((p) => p.test)) return base;
+  const onTest = outcomeAt(choice.knob, thresholds, 'test');
+  // The frontier on test: the cheapest of FRONTIER_POINTS knobs (quantiles of the calib rule scores) whose agreement
+  // on test itself meets the target — the scores' quality whatever the threshold sample (chosen with hindsight).
+  const pooled = Float32Array.from(mappedScores.flatMap((m) => [...m.score])).sort();
+  let frontier = 1;
+  for (let q = 0; q < FRONTIER_POINTS; q++) {
+    const knob = pooled[Math.round((q / (FRONTIER_POINTS - 1)) * (pooled.length - 1))]!;
+    const o = outcomeAt(knob, thresholdsAt(knob), 'test');
+    if (o.agreement >= target && o.macsFraction < frontier) frontier = o.macsFraction;
+  }
+  return {
+    ...base,
+    testAgreement: onTest.agreement,
+    testMacs: onTest.macsFraction,
+    testShares: onTest.exitShares,
+    testFrontier: frontier,
+  };
+}
+
+/** Knobs the test frontier tries. */
+const FRONTIER_POINTS = 300;
+
+function select(variant: Variant, target: number): number[] {
+  const memo = new Map<string, number>();
+  const E = cuts.length;
+  const dMax = maxDisagreements(n, target);
+  const costOf = (set: number[]): number => {
+    const key = set.join(',');
+    let v = memo.get(key);
+    if (v === undefined) {
+      v = set.length === 0 || dMax < 0 ? 1 + 0 : evaluate(set, variant, target, false).cost;
+      memo.set(key, v);
+    }
+    return v;
+  };
+  const better = (a: number[], b: number[]): boolean => {
+    const ca = costOf(a);
+    const cb = costOf(b);
+    return ca < cb - 1e-9 || (ca <= cb + 1e-9 && a.length < b.length);
+  };
+  const withAdd = (set: number[], e: number): number[] => [...set, e].sort((x, y) => x - y);
+  let cur: number[] = [];
+  for (;;) {
+    let best: number[] | undefined;
+    for (let e = 0; e < E; e++)
+      if (!cur.includes(e)) {
+        const cand = withAdd(cur, e);
+        if (!best || better(cand, best)) best = cand;
+      }
+    if (best && better(best, cur)) cur = best;
+    else break;
+  }
+  for (let iter = 0; iter < 10 * E + 10; iter++) {
+    let best: number[] | undefined;
+    const consider = (set: number[]): void => {
+      if (!best || better(set, best)) best = set;
+    };
+    for (const e of cur) consider(cur.filter((x) => x !== e));
+    for (let e = 0; e < E; e++) {
+      if (cur.includes(e)) continue;
+      consider(withAdd(cur, e));
+      for (const r of cur)
+        consider(
+          withAdd(
+            cur.filter((x) => x !== r),
+            e,
+          ),
+        );
+    }
+    if (best && better(best, cur)) cur = best;
+    else break;
+  }
+  console.error(`  ${variant} @ ${target}: ${memo.size} subsets (${secs()})`);
+  return cur;
+}
+
+// ---------- the table ----------
+interface Row extends Outcome {
+  readonly variant: Variant;
+  readonly target: number;
+  readonly selection: 'prepare' | 'reselected' | 'given';
+}
+const rows: Row[] = [];
+TARGETS.forEach((target, t) => {
+  const chain = baseSel[t]!.selected;
+  for (const variant of VARIANTS)
+    rows.push({ variant, target, selection: 'prepare', ...evaluate(chain, variant, target, true) });
+  if (extraChain)
+    for (const variant of VARIANTS)
+      rows.push({ variant, target, selection: 'given', ...evaluate(extraChain, variant, target, true) });
+  if (reselect)
+    for (const variant of VARIANTS.filter((v) => RESELECT.includes(v))) {
+      const s = select(variant, target);
+      rows.push({ variant, target, selection: 'reselected', ...evaluate(s, variant, target, true) });
+    }
+});
+const pct = (x: number | undefined): string => (x === undefined ? '–' : `${(100 * x).toFixed(2)} %`);
+console.log(
+  `\n${modelKey}, ${n} calib images (flip copies), measured on ${nTest} test images; prepare's exits: ${baseSel.map((s, t) => `${TARGETS[t]}: ${s.selected.join(',')}`).join('; ')}\n`,
+);
+console.log(
+  '| target | exits | variant | test MACs | test agreement | test frontier | calib MACs (agreement) | ensemble weights |',
+);
+console.log('|---:|---|---|---:|---:|---:|---:|---|');
+for (const r of rows)
+  console.log(
+    `| ${r.target} | ${r.selection}: ${r.exits.join(',')} | ${r.variant} | ${r.testMacs?.toFixed(3) ?? '–'} | ${pct(r.testAgreement)} | ${r.testFrontier?.toFixed(3) ?? '–'} | ${r.calibMacs.toFixed(3)} (${pct(r.calibAgreement)}) | ${r.weights ? r.weights.map((w) => `[${w.join(' ')}]`).join(' ') : ''} |`,
+  );
+console.error(`done (${secs()})`);
+if (jsonOut)
+  fs.writeFileSync(
+    jsonOut,
+    JSON.stringify(
+      {
+        model: modelKey,
+        calibImages: n,
+        testImages: nTest,
+        date: new Date().toISOString(),
+        candidates: cuts.map((c) => c.tensor),
+        configs: configOf.map((c) => c.label),
+        prepareSelection: baseSel.map((s, t) => ({
+          target: TARGETS[t],
+          exits: s.selected,
+          macsFraction: s.macsFraction,
+        })),
+        seconds: Math.round((performance.now() - t00) / 1000),
+        rows,
+      },
+      null,
+      1,
+    ),
+  );
