@@ -39,9 +39,14 @@ const withOptions = boolFlag(args, '--options');
 const copies = intFlag(args, '--sessions', 1);
 // --quick: only the full model, the chain and the compiled models (with --before / --sessions copies)
 const quick = boolFlag(args, '--quick');
-// --at-bundle: the bundle's own thresholds instead of "never exit" (the exits fire as they would in use)
+// --at-bundle: the bundle's own thresholds instead of 1 (the exits fire as they would in use); --disabled: every
+// threshold NEVER_EXIT (above 1: no exit can fire, gated heads are skipped). Default 1: every head runs and decides,
+// only a probability that rounds to 1 in float32 leaves (the bench's worst case)
 const atBundle = boolFlag(args, '--at-bundle');
-const BEFORE = stringFlag(args, '--before'); // a compiled model of the same bundle by an earlier compiler, to compare
+const disabled = boolFlag(args, '--disabled');
+const BEFORE = stringFlag(args, '--before');
+// --only 'a,b': just these variants (names as printed) beside the full model
+const only = stringFlag(args, '--only')?.split(','); // a compiled model of the same bundle by an earlier compiler, to compare
 const dir =
   args[0] ??
   [path.join(root, 'bench/.bundles/resnet56'), path.resolve(root, '../main/bench/.bundles/resnet56')].find((d) =>
@@ -68,15 +73,15 @@ async function main(): Promise<void> {
   const never = new ort.Tensor(
     'float32',
     cascadeThresholds(
-      m.exits.map((x) => (atBundle ? x.threshold : NEVER_EXIT)),
+      m.exits.map((x) => (atBundle ? x.threshold : disabled ? NEVER_EXIT : 1)),
       exits,
     ),
     [exits],
   );
   const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
   const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
-  const layout = (l: 'nested' | 'flat'): Uint8Array =>
-    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l));
+  const layout = (l: 'nested' | 'flat', gateHeads = true): Uint8Array =>
+    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l, gateHeads));
   const nested = layout('nested');
   const flatIfs = layout('flat');
   const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, BASE);
@@ -107,6 +112,7 @@ async function main(): Promise<void> {
       : []),
     ['compiled (nested)', nested, BASE, true],
     ['compiled (flat)', flatIfs, BASE, true],
+    ['compiled (heads ungated)', layout('nested', false), BASE, true],
     ['compiled', compiled, BASE, true],
     // The same model in more sessions: tells a session's memory placement (a lottery) from the graph's cost.
     ...(copies > 1
@@ -125,6 +131,7 @@ async function main(): Promise<void> {
       : []),
   ];
   if (quick) specs.splice(0, specs.length, ...specs.filter(([n]) => n === 'chain' || n.startsWith('compiled')));
+  if (only) specs.splice(0, specs.length, ...specs.filter(([n]) => only.includes(n)));
   const variants: Variant[] = [{ name: 'full', session: full, feeds: (x) => ({ [full.inputNames[0]!]: x }) }];
   for (const [name, bytes, opts] of specs)
     variants.push({ name, session: await ort.InferenceSession.create(bytes, opts), feeds: withThr });
@@ -159,21 +166,26 @@ async function main(): Promise<void> {
     return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
   };
   const fm = median(times[0]!);
+  const meanSe = (xs: number[]): string => {
+    const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+    const v = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1);
+    return `${mean.toFixed(4)} ± ${Math.sqrt(v / xs.length).toFixed(4)}`;
+  };
   console.log(
     `${dir}: ${exits} exits, ${IMAGES} images x ${ROUNDS} rounds, ${native ? 'onnxruntime-node' : 'onnxruntime-web WASM'} 1 thread (Node)`,
   );
   const q10 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 10)]!;
   const f10 = q10(times[0]!);
   console.log(
-    '| variant | median ms | median / full | 10th pct / full | extra per exit, ms: paired median | 10th pct |',
+    '| variant | median ms | median / full | 10th pct / full | extra per exit, ms: paired median | 10th pct | paired mean ± s.e. |',
   );
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
   variants.forEach((v, k) => {
     const paired = median(times[k]!.map((t, n) => t - times[0]![n]!));
     const t = times[k]!;
     console.log(
       `| ${v.name} | ${median(t).toFixed(3)} | ${(median(t) / fm).toFixed(3)} | ${(q10(t) / f10).toFixed(3)} | ` +
-        `${(paired / exits).toFixed(4)} | ${((q10(t) - f10) / exits).toFixed(4)} |`,
+        `${(paired / exits).toFixed(4)} | ${((q10(t) - f10) / exits).toFixed(4)} | ${meanSe(t.map((x, n) => (x - times[0]![n]!) / exits))} |`,
     );
   });
   for (const v of variants) await v.session.release();
