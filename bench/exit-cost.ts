@@ -2,12 +2,14 @@
 // graph variants of the same bundle, interleaved image by image, with no exit firing (the compiled worst case):
 //   chain     the segments inlined into one graph, heads dropped (= the backbone, split and re-joined)
 //   chain + heads as outputs   every exit head computed as an extra graph output, no `If` (what the heads cost)
-//   compiled  the compiled cascade (compileBundleCascade: heads + `If`s), thresholds "never exit" (--at-bundle:
-//             the bundle's), beside its nested and flat layouts (compileCascade's `layout`)
+//   compiled  the compiled cascade (compileBundleCascade: heads + `If`s), thresholds 1 (every head runs, nothing
+//             leaves; --at-bundle: the bundle's; --disabled: NEVER_EXIT, gated heads skipped), beside its nested and
+//             flat layouts and its heads ungated (compileCascade's `layout`, `gateHeads`); --forms: its heads rewritten
+//             exactly (headFormModel: Gemm weights [in, out], no Concat, Concat before one Flatten, ReduceMax)
 // plus the compiled model under other session options. Prints median ms, median ratio to the full model and the
 // per-exit extra ((variant − full) / exits, from paired per-image differences) — ratios, as the machine may be loaded.
 //
-//   npx tsx bench/exit-cost.ts [bundleDir] [--images N] [--rounds R] [--options] [--before compiled.onnx]
+//   npx tsx bench/exit-cost.ts [bundleDir] [--images N] [--rounds R] [--options] [--forms] [--before compiled.onnx]
 //     [--sessions S] [--native]
 //
 // Default bundle: bench/.bundles/resnet56 (made by `npm run bench`), else ../main/bench/.bundles/resnet56.
@@ -16,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
 import { boolFlag, intFlag, stringFlag } from './args.js';
-import { chainModel, ifOnlyModel } from './cascade-variants.js';
+import { chainModel, headFormModel, ifOnlyModel, type HeadForm } from './cascade-variants.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
@@ -46,7 +48,10 @@ const atBundle = boolFlag(args, '--at-bundle');
 const disabled = boolFlag(args, '--disabled');
 const BEFORE = stringFlag(args, '--before');
 // --only 'a,b': just these variants (names as printed) beside the full model
-const only = stringFlag(args, '--only')?.split(','); // a compiled model of the same bundle by an earlier compiler, to compare
+const only = stringFlag(args, '--only')?.split(',');
+// --forms: the compiled cascade with its heads in exact alternative forms (headFormModel), checked against it
+const forms = boolFlag(args, '--forms');
+const FORMS: HeadForm[] = ['transB0', 'noConcat', 'concat4d', 'reduceMax']; // a compiled model of the same bundle by an earlier compiler, to compare
 const dir =
   args[0] ??
   [path.join(root, 'bench/.bundles/resnet56'), path.resolve(root, '../main/bench/.bundles/resnet56')].find((d) =>
@@ -64,6 +69,25 @@ interface Variant {
   readonly name: string;
   readonly session: OrtSession;
   readonly feeds: (x: OrtTensor) => Record<string, OrtTensor>;
+}
+
+/** The head forms against 'compiled' at the bundle's thresholds: largest probability difference, exits that differ. */
+async function checkForms(variants: Variant[], inputs: OrtTensor[], thresholds: number[]): Promise<void> {
+  const bundleThr = new ort.Tensor('float32', cascadeThresholds(thresholds, thresholds.length), [thresholds.length]);
+  const ref = variants.find((v) => v.name === 'compiled')!;
+  const run = async (v: Variant, x: OrtTensor): Promise<Record<string, OrtTensor>> =>
+    v.session.run({ ...v.feeds(x), [CASCADE_IO.thresholds]: bundleThr });
+  for (const v of variants.filter((x) => x.name.startsWith('heads '))) {
+    let diff = 0;
+    let exitsDiffer = 0;
+    for (const x of inputs) {
+      const [a, b] = [await run(ref, x), await run(v, x)];
+      if (a[CASCADE_IO.exitIndex]!.data[0] !== b[CASCADE_IO.exitIndex]!.data[0]) exitsDiffer++;
+      const [pa, pb] = [a, b].map((o) => o[CASCADE_IO.probabilities]!.data as Float32Array);
+      pa!.forEach((p, i) => (diff = Math.max(diff, Math.abs(p - pb![i]!))));
+    }
+    console.log(`${v.name}: max |probability difference| ${diff.toExponential(1)}, exits differing ${exitsDiffer}`);
+  }
 }
 
 async function main(): Promise<void> {
@@ -114,6 +138,17 @@ async function main(): Promise<void> {
     ['compiled (flat)', flatIfs, BASE, true],
     ['compiled (heads ungated)', layout('nested', false), BASE, true],
     ['compiled', compiled, BASE, true],
+    ...(forms
+      ? FORMS.map(
+          (f) =>
+            [`heads ${f}`, encodeModel(headFormModel(bundle, f)), BASE, true] as [
+              string,
+              Uint8Array,
+              OrtSessionOptions,
+              boolean,
+            ],
+        )
+      : []),
     // The same model in more sessions: tells a session's memory placement (a lottery) from the graph's cost.
     ...(copies > 1
       ? Array.from(
@@ -145,6 +180,12 @@ async function main(): Promise<void> {
     return new ort.Tensor('float32', toModelInput(images, 0, 1, m.input), inputDims(m.input, 1));
   });
   for (const v of variants) for (const x of inputs.slice(0, 10)) await v.session.run(v.feeds(x)); // warm-up
+  if (forms)
+    await checkForms(
+      variants,
+      inputs,
+      m.exits.map((x) => x.threshold),
+    );
   const times = variants.map(() => [] as number[]);
   // Per image and variant (rotating who goes first): ROUNDS back-to-back runs, timed by this process's CPU time
   // (user + system), which leaves out the time other processes of a loaded machine hold the core.
