@@ -10,7 +10,7 @@
 // per-exit extra ((variant − full) / exits, from paired per-image differences) — ratios, as the machine may be loaded.
 //
 //   npx tsx bench/exit-cost.ts [bundleDir] [--images N] [--rounds R] [--options] [--forms] [--before compiled.onnx]
-//     [--sessions S] [--native]
+//     [--at-bundle | --disabled] [--off i,j] [--only names] [--sessions S] [--native]
 //
 // Default bundle: bench/.bundles/resnet56 (made by `npm run bench`), else ../main/bench/.bundles/resnet56.
 import fs from 'node:fs';
@@ -46,6 +46,8 @@ const quick = boolFlag(args, '--quick');
 // only a probability that rounds to 1 in float32 leaves (the bench's worst case)
 const atBundle = boolFlag(args, '--at-bundle');
 const disabled = boolFlag(args, '--disabled');
+// --off 'i,j': these exits NEVER_EXIT (disabled, as a device plan leaves them), the others as above
+const off = (stringFlag(args, '--off') ?? '').split(',').filter(Boolean).map(Number);
 const BEFORE = stringFlag(args, '--before');
 // --only 'a,b': just these variants (names as printed) beside the full model
 const only = stringFlag(args, '--only')?.split(',');
@@ -97,7 +99,7 @@ async function main(): Promise<void> {
   const never = new ort.Tensor(
     'float32',
     cascadeThresholds(
-      m.exits.map((x) => (atBundle ? x.threshold : disabled ? NEVER_EXIT : 1)),
+      m.exits.map((x, e) => (off.includes(e) ? NEVER_EXIT : atBundle ? x.threshold : disabled ? NEVER_EXIT : 1)),
       exits,
     ),
     [exits],
