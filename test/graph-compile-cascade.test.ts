@@ -204,9 +204,11 @@ async function sessionOf(model: OnnxModel): Promise<ort.InferenceSession> {
 }
 
 /** The compiled model equals the stage engine on every input and threshold vector; returns how often each exit fired. */
-async function compareFull(f: Fixture, layout: Layout): Promise<Map<number, number>> {
+async function compareFull(f: Fixture, layout: Layout, gateHeads = true): Promise<Map<number, number>> {
   const m = f.bundle.manifest;
-  const compiled = await sessionOf(compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length), 0, layout));
+  const compiled = await sessionOf(
+    compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length), 0, layout, gateHeads),
+  );
   const hits = new Map<number, number>();
   for (const t of thresholdSets(f)) {
     const thr = cascadeThresholds(t, m.exits.length);
@@ -267,11 +269,13 @@ async function checkBundle(
   images: SampleBatch,
   prefixes: readonly number[],
   prefixImages = images.count,
+  ungated = false,
 ): Promise<void> {
   const f = await fixture(bundle, images);
   for (const layout of ['nested', 'flat'] as const) {
     const hits = await compareFull(f, layout);
     expect([...hits.keys()].sort((a, b) => a - b)).toEqual([-1, ...bundle.manifest.exits.map((_, e) => e)]);
+    if (ungated) expect(await compareFull(f, layout, false)).toEqual(hits);
     for (const p of prefixes)
       expect(await comparePrefix(f, p, f.inputs.slice(0, prefixImages), layout)).toBeGreaterThan(0);
   }
@@ -289,7 +293,7 @@ describe('compileCascade on bundles', () => {
         { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
         4,
       );
-      await checkBundle(bundle, { data: blobImages(150, 8, 8, 3, 3), count: 150 }, [0, 1]);
+      await checkBundle(bundle, { data: blobImages(150, 8, 8, 3, 3), count: 150 }, [0, 1], 150, true);
     },
   );
 
@@ -425,7 +429,7 @@ describe('compileCascade graph rules', () => {
     expect(model.proto.graph!.input![0]!.type!.tensorType!.shape!.dim![0]!.dimValue).toBe(1);
   });
 
-  it('an exit adds only ReduceMax, the comparison and the If: the thresholds are split once at the top', () => {
+  it('an exit adds ReduceMax, the comparison and the If (gated: Greater and a second If): thresholds split once', () => {
     const ops = (g: onnx.IGraphProto, into: string[] = []): string[] => {
       for (const n of g.node ?? []) {
         if ((n.name ?? '').startsWith('cascade/')) into.push(n.opType!);
@@ -434,17 +438,35 @@ describe('compileCascade graph rules', () => {
       return into;
     };
     const count = (xs: string[], op: string): number => xs.filter((x) => x === op).length;
-    const two = ops(compileCascade(parts, { end: 'probabilities' }).proto.graph!);
+    const two = ops(compileCascade(parts, { end: 'probabilities', gateHeads: false }).proto.graph!);
     expect(count(two, 'Split')).toBe(1);
     expect(count(two, 'Gather')).toBe(0);
     expect([count(two, 'ReduceMax'), count(two, 'GreaterOrEqual'), count(two, 'If')]).toEqual([2, 2, 2]);
+    // Gated (the default): each head moves into If(threshold > 1)'s else-branch with its decision.
+    const model = compileCascade(parts, { end: 'probabilities' });
+    const gated = ops(model.proto.graph!);
+    expect(['Split', 'ReduceMax', 'GreaterOrEqual', 'Greater', 'If'].map((o) => count(gated, o))).toEqual([
+      1, 2, 2, 2, 4,
+    ]);
+    const top = model.proto.graph!.node ?? [];
+    expect(top.some((n) => (n.name ?? '').startsWith('s0/probs/'))).toBe(false); // segment 0's head is not at the top
+    const gate = top.find((n) => n.name === 'cascade/exit0/gate')!;
+    const branch = (name: string): onnx.IGraphProto => gate.attribute!.find((a) => a.name === name)!.g!;
+    expect(branch('then_branch').node!.map((n) => n.opType)).toEqual(['Constant', 'Constant']);
+    const on = branch('else_branch');
+    expect(on.node!.some((n) => (n.name ?? '').startsWith('s0/probs/'))).toBe(true);
+    expect(on.initializer!.map((t) => t.name).sort()).toEqual([
+      's0/probs/fc0.bias',
+      's0/probs/fc0.weight',
+      's0/probs/logit_scale',
+    ]);
     // One exit: its threshold is the input itself, nothing to split.
     const one = ops(
       compileCascade([parts[0]!, { ...parts[1]!, exitOutput: undefined, exit: undefined }, parts[2]!], {
         end: 'probabilities',
       }).proto.graph!,
     );
-    expect([count(one, 'Split'), count(one, 'If')]).toEqual([0, 1]);
+    expect([count(one, 'Split'), count(one, 'If')]).toEqual([0, 2]); // the gate and the exit
   });
 
   it("renames inside a segment's own control flow (If bodies reading outer values)", async () => {

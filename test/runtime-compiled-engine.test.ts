@@ -87,8 +87,13 @@ describe('compiled engine', () => {
       m.exits.map(() => NEVER_EXIT), // the worst case: nothing exits
       m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0)), // exit 0 off, everything at exit 1
     ];
-    // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle.
+    // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; disabled exits
+    // run the gated model, thresholds of 1 the ungated one: both made once, then kept.
     await singles(compiled.api, vectors[7]!);
+    await singles(
+      compiled.api,
+      m.exits.map(() => 1),
+    );
     const createdAfterFullLoad = compiled.creates();
     const exitsSeen = new Set<number>();
     for (const [v, thr] of vectors.entries()) {
@@ -115,6 +120,40 @@ describe('compiled engine', () => {
     expect(state?.engine).toBe('compiled');
     await compiled.api.dispose();
     await stages.api.dispose();
+  });
+
+  it('a disabled exit switches to the model with gated heads, made once and kept beside the ungated one', async () => {
+    const store = new Map<string, CachedCompiled>();
+    const cache: BundleCache = {
+      ...noCache,
+      enabled: true,
+      getCompiled: async (k) => store.get(k),
+      putCompiled: async (k, e) => void store.set(k, e),
+      deleteCompiled: async (k) => void store.delete(k),
+    };
+    const { api: a, creates } = api(cache);
+    const init = await a.init(request('tiny', 'compiled'));
+    const m = init.manifest;
+    const all = m.exits.map(() => 1);
+    const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
+    await singles(
+      a,
+      m.exits.map(() => NEVER_EXIT),
+    ); // every segment loads
+    await singles(a, all);
+    const made = creates();
+    const key = compiledKey(init.manifestHash, 'wasm', m.segments.length);
+    expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:gated`]);
+    const stages = api().api;
+    await stages.init(request('tiny', 'stages'));
+    for (const thr of [off0, all, off0]) {
+      const [got, want] = [await singles(a, thr), await singles(stages, thr)];
+      expect(got.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
+      if (thr === off0) expect(got.every((r) => r.exit !== 0)).toBe(true);
+    }
+    expect(creates(), 'switching between the two models makes no session').toBe(made);
+    await a.dispose();
+    await stages.dispose();
   });
 
   it("'auto' compiles; a prefix continues stage by stage and downloads no segment past the last exit it needs", async () => {

@@ -9,13 +9,14 @@ import type { BundleFiles, BundleManifest } from './manifest.js';
  * Compiles segments `first .. first + models.length - 1` of the bundle (`models[k]` is segment `first + k`, decoded)
  * into one batch-1 model. It ends the backbone when the last of them is the bundle's last segment, else it is a prefix
  * whose exit index -2 says "continue with segment first + models.length from `continue_activation`".
- * `layout`: compileCascade's (default flat). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
+ * `layout`, `gateHeads`: compileCascade's options (defaults: nested, gated). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
  */
 export function compileBundleCascade(
   manifest: BundleManifest,
   models: readonly OnnxModel[],
   first = 0,
   layout?: CompileCascadeOptions['layout'],
+  gateHeads?: boolean,
 ): OnnxModel {
   const segs = manifest.segments.slice(first, first + models.length);
   if (models.length === 0 || first < 0 || segs.length !== models.length)
@@ -30,6 +31,7 @@ export function compileBundleCascade(
     end: complete ? manifest.backbone.outputKind : 'continue',
     exitCount: manifest.exits.length,
     ...(layout ? { layout } : {}),
+    ...(gateHeads !== undefined ? { gateHeads } : {}),
   });
 }
 

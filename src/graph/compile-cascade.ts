@@ -3,6 +3,7 @@
 // Over 400 lines: the two `If` layouts (nested, flat) share the parts' preparation, decisions and endings here.
 import { SelfxitError } from '../errors.js';
 import { mergeModelHeaders, renameGraph } from './compose.js';
+import { gatedExit, splitHead, type GraphContent } from './head-gate.js';
 import { realInputProtos, type OnnxModel } from './model.js';
 import { elemTypeFromDtype, makeNode, makeTensor, pb, readValueInfo, type DType, type onnx } from './proto.js';
 
@@ -37,6 +38,13 @@ export interface CompileCascadeOptions {
    * compiled exit costs"); it stays for the benchmarks that compare the two.
    */
   readonly layout?: 'nested' | 'flat';
+  /**
+   * Run each exit's head only while its threshold is at most 1 (default true): the fused head is split off its segment
+   * and put, with the decision, in `If(threshold > 1)`, so an exit that cannot fire (NEVER_EXIT: device plans, curves)
+   * skips its head (~40 µs at 1 thread) for one comparison and one `If` (docs/ARCHITECTURE.md, "What a compiled exit
+   * costs"). A head that cannot be split off (see head-gate.ts) runs ungated.
+   */
+  readonly gateHeads?: boolean;
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -102,11 +110,15 @@ interface Prepared {
   readonly outDims: Dims;
   readonly exitOutput?: string;
   readonly exit?: number;
+  /** The exit head split off the part's content, when it is gated. */
+  readonly head?: GraphContent;
 }
 
 const RESERVED = new Set<string>(Object.values(CASCADE_IO));
+/** The float32 scalar 1 the head gates compare thresholds with. */
+const ONE = 'cascade/one';
 
-function prepare(part: CascadePart, i: number, inputName: string): Prepared {
+function prepare(part: CascadePart, i: number, inputName: string, gate: boolean): Prepared {
   const g = part.model.proto.graph;
   if (!g) invalid(`segment ${i} has no graph`, { segment: i });
   const inputs = realInputProtos(part.model);
@@ -127,11 +139,20 @@ function prepare(part: CascadePart, i: number, inputName: string): Prepared {
   }
   const r = renameGraph(g, rn, `s${i}/`);
   const boundary = new Set([inputName]);
-  return {
+  let content: GraphContent = {
     nodes: r.node,
     initializers: r.initializer,
-    sparse: r.sparseInitializer,
     valueInfo: [...r.valueInfo, ...r.output].filter((v) => !boundary.has(v.name ?? '')),
+  };
+  const split =
+    gate && part.exitOutput !== undefined && r.sparseInitializer.length === 0
+      ? splitHead(content, rn(part.output), rn(part.exitOutput), new Set(r.output.map((o) => o.name ?? '')))
+      : undefined;
+  if (split) content = split.rest;
+  return {
+    ...content,
+    sparse: r.sparseInitializer,
+    ...(split ? { head: split.head } : {}),
     output: rn(part.output),
     outDtype: out.dtype,
     outDims: out.shape?.map((d) => (typeof d === 'number' ? d : null)),
@@ -230,13 +251,15 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const merged = mergeModelHeaders(parts.map((p) => p.model));
   const opset = merged.opsets.find((o) => o.domain === '')!.version as number;
 
+  const classes = classCount(parts, exits, cont);
+  // Gated heads need the class count: a disabled exit gives zero probabilities [1, classes] (never read).
+  const gate = (options.gateHeads ?? true) && classes !== null;
   const prepared: Prepared[] = [];
   parts.forEach((p, i) => {
     const prev = prepared[i - 1];
     if (prev) checkLink(parts, prev, i);
-    prepared.push(prepare(p, i, prev ? prev.output : inputName));
+    prepared.push(prepare(p, i, prev ? prev.output : inputName, gate && exits[i] !== undefined));
   });
-  const classes = classCount(parts, exits, cont);
 
   const last = prepared[lastIdx]!;
   const contRest = last.outDims?.slice(1);
@@ -257,16 +280,31 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
 
   // fire (`cascade/exit<e>/fire`) = max probability >= threshold e: a [1] bool (If takes any one-element condition).
   // The thresholds were split once at the top (thresholdOf), so an exit costs ReduceMax, the comparison and the If.
+  // A gated head (p.head) runs with its decision inside If(threshold > 1) (head-gate.ts), writing the same two values.
   const decide = (p: Prepared, e: number): onnx.NodeProto[] => {
     const t = `cascade/exit${e}/`;
-    const max = makeNode('ReduceMax', [p.exitOutput!], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`);
-    if (opset >= 12)
-      return [max, makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [`${t}fire`], {}, `${t}GreaterOrEqual`)];
-    return [
-      max,
-      makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
-      makeNode('Not', [`${t}below`], [`${t}fire`], {}, `${t}Not`),
-    ];
+    const rule = (probs: string, fire: string): onnx.NodeProto[] => {
+      const max = makeNode('ReduceMax', [probs], [`${t}max`], { keepdims: 0 }, `${t}ReduceMax`);
+      if (opset >= 12)
+        return [max, makeNode('GreaterOrEqual', [`${t}max`, thresholdOf(e)], [fire], {}, `${t}GreaterOrEqual`)];
+      return [
+        max,
+        makeNode('Less', [`${t}max`, thresholdOf(e)], [`${t}below`], {}, `${t}Less`),
+        makeNode('Not', [`${t}below`], [fire], {}, `${t}Not`),
+      ];
+    };
+    if (!p.head) return rule(p.exitOutput!, `${t}fire`);
+    return gatedExit({
+      prefix: t,
+      threshold: thresholdOf(e),
+      one: ONE,
+      head: p.head,
+      probs: p.exitOutput!,
+      fire: `${t}fire`,
+      decide: rule,
+      outputInfos: (probs, fire) => [valueInfo(probs, 'float32', [1, classes]), valueInfo(fire, 'bool', [1])],
+      noProbs: (name) => constant(name, makeTensor('', 'float32', [1, classes!], new Float32Array(classes!))),
+    });
   };
   // A prefix where no exit fired: no probabilities, exit index "continue", the cut activation `from`.
   const continueNodes = (outs: readonly string[], from: string): onnx.NodeProto[] => [
@@ -365,7 +403,8 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       const final = k === stages.length - 1;
       const end = idx[idx.length - 1]!;
       // A stage's first part reads the activation the previous stage carried out of its If.
-      const part = (i: number): Prepared => (carry && i === idx[0] ? prepare(parts[i]!, i, carry.act) : prepared[i]!);
+      const part = (i: number): Prepared =>
+        carry && i === idx[0] ? prepare(parts[i]!, i, carry.act, gate && exits[i] !== undefined) : prepared[i]!;
       for (const i of final ? idx.slice(0, -1) : idx) append(s, part(i));
       const p = part(end);
       const e = exits[end]!;
@@ -434,6 +473,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     const split = makeNode('Split', [CASCADE_IO.thresholds], outs, attrs, 'cascade/thresholds/Split');
     top.nodes.unshift(split);
   }
+  if (prepared.some((p) => p.head)) top.initializers.push(makeTensor(ONE, 'float32', [], [1]));
   const inInfo = readValueInfo(input0[0]!);
   if (!inInfo.dtype) invalid(`segment 0's input "${inputName}" has no element type`);
   const inDims: Dims = inInfo.shape?.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : null));

@@ -25,6 +25,8 @@ interface Compiled {
   /** Segments 0 .. count - 1 are in the model; `count` < segments: a prefix ending in 'continue'. */
   readonly count: number;
   readonly backend: Backend;
+  /** Heads gated by their threshold (compileCascade's gateHeads): made while the thresholds in use disable an exit. */
+  readonly gated: boolean;
 }
 
 /**
@@ -33,14 +35,20 @@ interface Compiled {
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
  * Compiled models are cached per manifest hash, backend and prefix length, their sha256 checked on every read.
+ * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a second model with
+ * gated heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate), made
+ * once and kept beside the ungated one; the call itself runs on the model at hand, which decides the same either way.
  */
 export class CompiledEngine {
   /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
   failure: string | undefined;
-  private compiled: Compiled | undefined;
-  private building: Promise<Compiled | undefined> | undefined;
+  /** The ungated [0] and gated [1] models, each made when first needed. */
+  private readonly compiled: (Compiled | undefined)[] = [undefined, undefined];
+  private readonly building: (Promise<Compiled | undefined> | undefined)[] = [undefined, undefined];
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
+  /** Whether the next calls run the gated model: the last classify call's thresholds disabled an exit. */
+  private gate = false;
 
   constructor(
     private readonly manifest: BundleManifest,
@@ -53,21 +61,22 @@ export class CompiledEngine {
   /** The compiled model for the current prefix and backend (made or remade now if needed); undefined once failed. */
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined) return undefined;
-    const c = this.compiled;
+    const k = this.gate ? 1 : 0;
+    const c = this.compiled[k];
     if (c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length) return c;
-    this.building ??= this.build(c).finally(() => (this.building = undefined));
-    return this.building;
+    this.building[k] ??= this.build(c, this.gate).finally(() => (this.building[k] = undefined));
+    return this.building[k];
   }
 
-  private async build(old: Compiled | undefined): Promise<Compiled | undefined> {
+  private async build(old: Compiled | undefined, gated: boolean): Promise<Compiled | undefined> {
     const { ort } = this.pool;
     const prefix = this.pool.loadedPrefix();
     const backend = ort.backend;
-    const key = compiledKey(this.manifestHash, backend, prefix.length);
+    const key = `${compiledKey(this.manifestHash, backend, prefix.length)}${gated ? ':gated' : ''}`;
     let bytes = await this.cached(key);
     if (!bytes) {
       try {
-        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0));
+        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', gated));
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
@@ -82,9 +91,10 @@ export class CompiledEngine {
     } catch (e) {
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
-    this.compiled = { session, count: prefix.length, backend };
+    const made = { session, count: prefix.length, backend, gated };
+    this.compiled[gated ? 1 : 0] = made;
     if (old) await this.pool.queue.run(() => old.session.release()).catch(() => undefined);
-    return this.compiled;
+    return made;
   }
 
   /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
@@ -131,6 +141,8 @@ export class CompiledEngine {
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
+    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
+    this.gate = manifest.exits.some((_, e) => !((thresholds[e] ?? Infinity) <= 1));
     const t0 = performance.now();
     const out = await this.pool.queue.run(() => c.session.run(this.feeds(data, thresholds)));
     const ms = performance.now() - t0;
@@ -179,10 +191,12 @@ export class CompiledEngine {
     };
   }
 
-  /** Releases the compiled session. */
+  /** Releases the compiled sessions. */
   async dispose(): Promise<void> {
-    const c = this.compiled ?? (await this.building?.catch(() => undefined));
-    this.compiled = undefined;
-    if (c) await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
+    for (const k of [0, 1]) {
+      const c = this.compiled[k] ?? (await this.building[k]?.catch(() => undefined));
+      this.compiled[k] = undefined;
+      if (c) await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
+    }
   }
 }
