@@ -7,6 +7,7 @@ import { expose } from 'comlink';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
+import { serveClassify } from '../src/runtime/api.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
 
@@ -41,6 +42,10 @@ function fakeApi(hang = false): WorkerApi {
     holdLock: async () => false,
     state: async () => state,
     dispose: async () => {},
+    // The classify port served as the worker serves it, with this object's classify() (a test's override included).
+    async connect(this: WorkerApi, port: MessagePort) {
+      serveClassify(port, this);
+    },
   };
 }
 
@@ -113,14 +118,11 @@ describe('WorkerClient', () => {
   });
 
   it('an input that cannot be posted (DataCloneError: a closed ImageBitmap) rejects with INVALID_INPUT; the worker stays usable', async () => {
-    const { client, worker } = startClient(fakeApi(true));
+    const { client } = startClient(fakeApi(true));
     await client.init(request);
-    const post = worker.postMessage.bind(worker);
-    worker.postMessage = () => {
-      throw new DOMException('An ImageBitmap is detached and could not be cloned.', 'DataCloneError');
-    };
-    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    worker.postMessage = post;
+    // A value structured clone refuses, as it refuses a closed ImageBitmap: postMessage throws DataCloneError.
+    const uncloneable = { ...classifyRequest, inputs: [{ kind: 'blob', blob: () => {} }] } as unknown as ClassifyRequest;
+    await expect(client.classify(uncloneable, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
   });
 

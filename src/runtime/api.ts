@@ -1,9 +1,12 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
-// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. ping() and
-// holdLock() are the page's liveness checks (worker-client.ts).
+// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. classify() calls
+// arrive on their own port (serveClassify: one plain message each way). ping() and holdLock() are the page's liveness
+// checks (worker-client.ts).
 import { transfer } from 'comlink';
-import { SelfxitError, isSelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError, toErrorPayload } from '../errors.js';
 import type {
+  ClassifyAnswer,
+  ClassifyCall,
   ClassifyReply,
   ClassifyRequest,
   InitReply,
@@ -24,6 +27,38 @@ function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: Pr
   };
 }
 
+/** The reply's probability buffers: moved to the page, not copied. */
+function replyTransfers(reply: ClassifyReply): Transferable[] {
+  const buffers: Transferable[] = [];
+  for (const r of reply.results) if (r.probabilities) buffers.push(r.probabilities.buffer as ArrayBuffer);
+  return buffers;
+}
+
+/**
+ * Answers the {@link ClassifyCall}s arriving on `port` with `api.classify()`: the reply, or the error (as a payload,
+ * code and details kept) with the state the failed call left. A reply that cannot be posted is answered as INTERNAL.
+ */
+export function serveClassify(port: MessagePort, api: Pick<WorkerApi, 'classify' | 'state'>): void {
+  const fail = (id: number, e: unknown): void => {
+    const answer = (state: RuntimeState | undefined): void =>
+      port.postMessage({ id, error: toErrorPayload(e), state } satisfies ClassifyAnswer);
+    api.state().then(answer, () => answer(undefined));
+  };
+  port.onmessage = (ev: MessageEvent<ClassifyCall>) => {
+    const { id, request } = ev.data;
+    api.classify(request).then(
+      (reply) => {
+        try {
+          port.postMessage({ id, reply } satisfies ClassifyAnswer, replyTransfers(reply));
+        } catch (e) {
+          fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${(e as Error).message}`));
+        }
+      },
+      (e: unknown) => fail(id, e),
+    );
+  };
+}
+
 /** Creates the API one worker serves: one bundle per worker, opened by init(). */
 export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   let runtime: BundleRuntime | LearnRuntime | undefined;
@@ -36,7 +71,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     return runtime;
   }
 
-  return {
+  const api: WorkerApi = {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
@@ -64,8 +99,12 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       const rt = current();
       const results = await rt.classify(request);
       const reply: ClassifyReply = { results, state: rt.state() };
-      const buffers = results.flatMap((r) => (r.probabilities ? [r.probabilities.buffer as ArrayBuffer] : []));
+      const buffers = replyTransfers(reply);
       return buffers.length > 0 ? transfer(reply, buffers) : reply;
+    },
+
+    async connect(port: MessagePort): Promise<void> {
+      serveClassify(port, api);
     },
 
     async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
@@ -109,4 +148,5 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       await runtime?.dispose();
     },
   };
+  return api;
 }
