@@ -42,7 +42,7 @@ const absoluteNow = (): number => performance.timeOrigin + performance.now();
 
 /**
  * When the page last posted to a worker and when a worker's message last arrived (before any listener ran): wraps
- * Worker.postMessage and the workers' 'message' listeners, so that the page's own work on either side of the two
+ * postMessage and the 'message' listeners of Workers and MessagePorts, so that the page's own work on either side of the two
  * messages can be told from the time in transit and in the worker. Calls are made one at a time.
  */
 const marks = { postAt: 0, arriveAt: 0 };
@@ -63,12 +63,32 @@ function installMarks(): void {
         : fn;
     add.call(this, type, listener, ...rest);
   } as typeof Worker.prototype.addEventListener;
+  // the same for MessagePorts (the SDK's classify port): posts, and the onmessage handler
+  const portPost = MessagePort.prototype.postMessage as (this: MessagePort, ...a: unknown[]) => void;
+  MessagePort.prototype.postMessage = function (this: MessagePort, ...a: unknown[]) {
+    marks.postAt = performance.now();
+    portPost.apply(this, a);
+  } as typeof MessagePort.prototype.postMessage;
+  const onmessage = Object.getOwnPropertyDescriptor(MessagePort.prototype, 'onmessage')!;
+  Object.defineProperty(MessagePort.prototype, 'onmessage', {
+    ...onmessage,
+    set(this: MessagePort, fn: ((ev: MessageEvent) => void) | null) {
+      const wrapped = fn
+        ? (ev: MessageEvent): void => {
+            marks.arriveAt = performance.now();
+            fn.call(this, ev);
+          }
+        : null;
+      onmessage.set!.call(this, wrapped);
+    },
+  });
 }
 installMarks();
 const mean = (v: readonly number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
 const quantile = (v: readonly number[], q: number): number =>
   [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(v.length * q))]!;
-const trimmed = (v: readonly number[]): number => mean([...v].sort((a, b) => a - b).slice(0, Math.ceil(v.length * 0.9)));
+const trimmed = (v: readonly number[]): number =>
+  mean([...v].sort((a, b) => a - b).slice(0, Math.ceil(v.length * 0.9)));
 
 interface Sample {
   page: number;
@@ -108,7 +128,10 @@ async function loadInThread(
 function echoWorker(name: string, inThread: boolean): Worker {
   if (!inThread) return new Worker(new URL('./round-trip.worker.ts', import.meta.url), { type: 'module', name });
   const channel = new MessageChannel();
-  const reply = (data: Uint8ClampedArray): { index: number; confidence: number } => ({ index: data[0]!, confidence: 1 });
+  const reply = (data: Uint8ClampedArray): { index: number; confidence: number } => ({
+    index: data[0]!,
+    confidence: 1,
+  });
   const end = channel.port1;
   if (name === 'raw')
     end.onmessage = (ev: MessageEvent<{ id: number; data: Uint8ClampedArray; port?: MessagePort }>) => {
@@ -133,14 +156,16 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
   const opts = { backend: 'wasm' as const, threads: config.threads, cache: false, wasmPaths };
   const clfA = config.inThread ? await loadInThread(loadA, apiA(), manifestUrl, opts) : await loadA(manifestUrl, opts);
   const clfB = config.inThread ? await loadInThread(loadB, apiB(), manifestUrl, opts) : await loadB(manifestUrl, opts);
-  const full = config.inThread ? undefined : await Baseline.create({
-    model: new URL(manifest.backbone.file, manifestUrl).href,
-    input: manifest.input as Parameters<typeof Baseline.create>[0]['input'],
-    backend: 'wasm',
-    threads: config.threads,
-    wasmPaths,
-    outputKind: manifest.backbone.outputKind,
-  });
+  const full = config.inThread
+    ? undefined
+    : await Baseline.create({
+        model: new URL(manifest.backbone.file, manifestUrl).href,
+        input: manifest.input as Parameters<typeof Baseline.create>[0]['input'],
+        backend: 'wasm',
+        threads: config.threads,
+        wasmPaths,
+        outputKind: manifest.backbone.outputKind,
+      });
   const raw = echoWorker('raw', config.inThread);
   const comlinkEcho = Comlink.wrap<{ run(d: Uint8ClampedArray): { index: number; confidence: number } }>(
     echoWorker('comlink', config.inThread),
@@ -155,16 +180,12 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
   };
   if (config.inThread) (raw as unknown as MessagePort).onmessage = answer;
   else raw.addEventListener('message', answer);
-  channel.port1.onmessage = (ev: MessageEvent<{ id: number }>) => {
-    marks.arriveAt = performance.now();
-    answer(ev);
-  };
+  channel.port1.onmessage = answer;
   const rawCall = (to: Worker | MessagePort, data: Uint8ClampedArray): Promise<unknown> =>
     new Promise((resolve) => {
       const id = nextId++;
       pending.set(id, resolve);
       const copy = data.slice();
-      if (to instanceof MessagePort) marks.postAt = performance.now();
       to.postMessage({ id, data: copy }, [copy.buffer]);
     });
   const labels = { A: new Int32Array(images.count), B: new Int32Array(images.count) };

@@ -88,7 +88,7 @@ try {
   page.on('pageerror', (e) => console.error('page exception:', e.message));
   page.on('response', (r) => r.status() >= 400 && console.error('HTTP', r.status(), r.url()));
   page.on('console', (m) => m.type() === 'error' && console.error('page error:', m.text()));
-  await page.goto(new URL("round-trip.html", server.url).href);
+  await page.goto(new URL('round-trip.html', server.url).href);
   await page.waitForFunction(() => window.selfxitRoundTrip !== undefined);
   const config: RoundTripConfig = {
     manifestUrl: 'bundle/manifest.json',
@@ -116,8 +116,12 @@ try {
       (inThread ? '; all in the page thread (--in-thread)' : ''),
   );
   const f = (x: number | undefined): string => (x === undefined ? '' : x.toFixed(3));
-  console.log('| side | page ms | round trip ms: mean | 90 % trimmed mean | median | p90 | → worker | ← worker | page before post (median) | page after reply (median) |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  // (in the page thread, the marks of the two ends mix: no page columns then)
+  console.log(
+    '| side | page ms | round trip ms: mean | 90 % trimmed mean | median | p90 | → worker | ← worker |' +
+      (inThread ? '' : ' page before post (median) | page after reply (median) |'),
+  );
+  console.log(`|---|---:|---:|---:|---:|---:|---:|---:|${inThread ? '' : '---:|---:|'}`);
   const sides = [...new Set(stats.map((s) => s.side))];
   const avg = (rows: SideStats[], k: keyof SideStats): number | undefined =>
     rows[0]![k] === undefined ? undefined : rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
@@ -126,17 +130,24 @@ try {
     for (const r of rows)
       console.log(
         `| ${side} #${r.pass} | ${f(r.pageMs)} | ${f(r.roundTripMs)} | ${f(r.roundTripTrimmed)} | ${f(r.roundTripP50)} | ` +
-          `${f(r.roundTripP90)} | ${f(r.toWorkerMs)} | ${f(r.fromWorkerMs)} | ${f(r.sendMs)} | ${f(r.receiveMs)} |`,
+          `${f(r.roundTripP90)} | ${f(r.toWorkerMs)} | ${f(r.fromWorkerMs)} |` +
+          (inThread ? '' : ` ${f(r.sendMs)} | ${f(r.receiveMs)} |`),
       );
     console.log(
       `| **${side}** (mean of passes) | ${f(avg(rows, 'pageMs'))} | **${f(avg(rows, 'roundTripMs'))}** | ` +
         `${f(avg(rows, 'roundTripTrimmed'))} | ${f(avg(rows, 'roundTripP50'))} | ${f(avg(rows, 'roundTripP90'))} | ` +
-        `${f(avg(rows, 'toWorkerMs'))} | ${f(avg(rows, 'fromWorkerMs'))} | ${f(avg(rows, 'sendMs'))} | ` +
-        `${f(avg(rows, 'receiveMs'))} |`,
+        `${f(avg(rows, 'toWorkerMs'))} | ${f(avg(rows, 'fromWorkerMs'))} |` +
+        (inThread ? '' : ` ${f(avg(rows, 'sendMs'))} | ${f(avg(rows, 'receiveMs'))} |`),
     );
   }
-  for (const k of sides.some((s) => s.includes('A')) ? (['roundTripMs', 'roundTripTrimmed', 'roundTripP50'] as const) : []) {
-    const trip = (side: string): number => avg(stats.filter((s) => s.side === side), k)!;
+  for (const k of sides.some((s) => s.includes('A'))
+    ? (['roundTripMs', 'roundTripTrimmed', 'roundTripP50'] as const)
+    : []) {
+    const trip = (side: string): number =>
+      avg(
+        stats.filter((s) => s.side === side),
+        k,
+      )!;
     const full = inThread ? NaN : trip('full model (bench baseline)');
     console.log(
       `${k}: / full model's: A ${(trip('selfxit A') / full).toFixed(3)}, B ${(trip('selfxit B') / full).toFixed(3)}; ` +

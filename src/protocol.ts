@@ -229,9 +229,12 @@ export interface ClassifyCall {
   readonly request: ClassifyRequest;
 }
 
-/** The classify port's answer to call `id`: the reply, or the error with the state the failed call left. */
+/**
+ * The classify port's answer to call `id`: the results, with the worker's state when it changed since the last reply
+ * (of any call: the page keeps the one it has), or the error with the state the failed call left.
+ */
 export type ClassifyAnswer =
-  | { readonly id: number; readonly reply: ClassifyReply }
+  | { readonly id: number; readonly results: readonly WireResult[]; readonly state?: RuntimeState }
   | { readonly id: number; readonly error: SelfxitErrorPayload; readonly state: RuntimeState | undefined };
 
 /** What plan() replies: the plan made (and cached), and the worker's state after the call. */

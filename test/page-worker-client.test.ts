@@ -44,7 +44,11 @@ function fakeApi(hang = false): WorkerApi {
     dispose: async () => {},
     // The classify port served as the worker serves it, with this object's classify() (a test's override included).
     async connect(this: WorkerApi, port: MessagePort) {
-      serveClassify(port, this);
+      serveClassify(
+        port,
+        (r) => this.classify(r),
+        () => this.state(),
+      );
     },
   };
 }
@@ -121,7 +125,10 @@ describe('WorkerClient', () => {
     const { client } = startClient(fakeApi(true));
     await client.init(request);
     // A value structured clone refuses, as it refuses a closed ImageBitmap: postMessage throws DataCloneError.
-    const uncloneable = { ...classifyRequest, inputs: [{ kind: 'blob', blob: () => {} }] } as unknown as ClassifyRequest;
+    const uncloneable = {
+      ...classifyRequest,
+      inputs: [{ kind: 'blob', blob: () => {} }],
+    } as unknown as ClassifyRequest;
     await expect(client.classify(uncloneable, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
   });

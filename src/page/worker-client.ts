@@ -9,7 +9,6 @@ import {
   installErrorTransfer,
   type ClassifyAnswer,
   type ClassifyCall,
-  type ClassifyReply,
   type ClassifyRequest,
   type InitReply,
   type InitRequest,
@@ -51,7 +50,7 @@ interface InFlight {
   readonly deadline: boolean;
   readonly reject: (e: SelfxitError) => void;
   /** A classify() call's: its answer arrives on the classify port. */
-  readonly resolve?: (reply: ClassifyReply) => void;
+  readonly resolve?: (results: readonly WireResult[]) => void;
 }
 
 /** What a call whose request could not be posted rejects with: INVALID_INPUT (DataCloneError), else WORKER_DIED. */
@@ -213,7 +212,7 @@ export class WorkerClient implements ClassifierTransport {
         reject(postError(e));
         return;
       }
-      this.track(id, { sentAt: Date.now(), deadline: true, reject, resolve: (reply) => resolve(reply.results) });
+      this.track(id, { sentAt: Date.now(), deadline: true, reject, resolve });
     });
   }
 
@@ -223,13 +222,9 @@ export class WorkerClient implements ClassifierTransport {
     if (!call) return;
     this.settled(a.id);
     this.answered = true;
-    if ('reply' in a) {
-      this.state = a.reply.state;
-      call.resolve!(a.reply);
-    } else {
-      if (a.state) this.state = a.state;
-      call.reject(fromErrorPayload(a.error));
-    }
+    if (a.state) this.state = a.state;
+    if ('error' in a) call.reject(fromErrorPayload(a.error));
+    else call.resolve!(a.results);
   }
 
   /** Counts a call sent; with a deadline, makes sure the watchdog runs. */
