@@ -133,6 +133,16 @@ describe('WorkerClient', () => {
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
   });
 
+  it('a worker without the classify port (another version of selfxit.worker.js) fails at once with RUNTIME_FILES_UNAVAILABLE', async () => {
+    const { connect: _, ...old } = fakeApi();
+    const { client } = startClient(old as WorkerApi);
+    await expect(client.init(request)).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      message: expect.stringMatching(/same version/),
+    });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
+  });
+
   it('dispose() rejects the calls not answered yet with DISPOSED, then later ones too', async () => {
     const { client } = startClient(fakeApi(true));
     await client.init(request);

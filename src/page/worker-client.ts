@@ -44,7 +44,7 @@ function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((
   return onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined;
 }
 
-/** A call sent and not settled: when it was sent, whether `callTimeoutMs` applies, how to settle it. */
+/** A call sent and not settled: when it was sent (performance.now()), whether `callTimeoutMs` applies, how to settle it. */
 interface InFlight {
   readonly sentAt: number;
   readonly deadline: boolean;
@@ -97,8 +97,20 @@ export class WorkerClient implements ClassifierTransport {
     const channel = new MessageChannel();
     this.port = channel.port1;
     this.port.onmessage = (ev: MessageEvent<ClassifyAnswer>) => this.answer(ev.data);
-    // Sent before init(): the worker serves the port before any classify() can be made. A failure shows in the calls.
-    this.api.connect(transfer(channel.port2, [channel.port2])).catch(() => {});
+    // Sent before init(): the worker serves the port before any classify() can be made. A worker that answers it with an
+    // error (a selfxit.worker.js of another version, without the port) fails every call at once rather than letting
+    // classify() calls wait for their deadline; one that never answers fails as a dead worker does.
+    this.api.connect(transfer(channel.port2, [channel.port2])).catch((e: unknown) => {
+      const where = this.url ? ` at ${this.url.href}` : '';
+      this.fail(
+        new SelfxitError(
+          'RUNTIME_FILES_UNAVAILABLE',
+          `the selfxit worker${where} does not serve classify() (${(e as Error).message}): serve selfxit.worker.js ` +
+            'from the same version as selfxit.js',
+          { url: this.url?.href },
+        ),
+      );
+    });
     if (liveness.heartbeatMs > 0) {
       this.heartbeat = setInterval(() => this.beat(), liveness.heartbeatMs);
       (this.heartbeat as { unref?: () => void }).unref?.();
@@ -212,7 +224,7 @@ export class WorkerClient implements ClassifierTransport {
         reject(postError(e));
         return;
       }
-      this.track(id, { sentAt: Date.now(), deadline: true, reject, resolve });
+      this.track(id, { sentAt: performance.now(), deadline: true, reject, resolve });
     });
   }
 
@@ -249,7 +261,7 @@ export class WorkerClient implements ClassifierTransport {
     const ms = this.liveness.callTimeoutMs;
     for (const [id, call] of this.inFlight) {
       if (!call.deadline) continue;
-      const left = call.sentAt + ms - Date.now();
+      const left = call.sentAt + ms - performance.now();
       if (left > 0) return this.armWatchdog(left);
       this.inFlight.delete(id);
       const details = { callTimeoutMs: ms };
@@ -321,7 +333,7 @@ export class WorkerClient implements ClassifierTransport {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.track(id, { sentAt: Date.now(), deadline, reject });
+      this.track(id, { sentAt: performance.now(), deadline, reject });
       fn(this.api)
         .then((reply) => {
           this.answered = true;
