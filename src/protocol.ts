@@ -139,6 +139,11 @@ export interface RuntimeState {
   readonly cacheEnabled: boolean;
   /** On-device learning (load option `learn`). */
   readonly learning?: LearningState;
+  /**
+   * Order of the states the worker reported (each reply's is newer than the last): the page keeps the newest, whichever
+   * channel (comlink or the classify port) brought it first.
+   */
+  readonly seq?: number;
 }
 
 export interface InitReply {

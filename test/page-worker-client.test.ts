@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expose } from 'comlink';
 import type { BundleManifest } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
 import { serveClassify } from '../src/runtime/api.js';
@@ -98,6 +99,21 @@ describe('WorkerClient', () => {
     });
     expect(client.state).toEqual(state1);
     await expect(client.plan({ target: 0.9 })).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('keeps the newest state (by seq) whichever channel brings it first: an older one arriving later is ignored', async () => {
+    const api: WorkerApi = {
+      ...fakeApi(),
+      classify: async () => ({ results: [], state: { ...state1, seq: 5 } }),
+      plan: async () => ({ plan: {} as DevicePlan, state: { ...state0, seq: 3 } }),
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    await client.classify(classifyRequest, []);
+    expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
+    await client.plan({ target: 0.9 });
+    expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
     client.fail(new SelfxitError('DISPOSED', 'done'));
   });
 

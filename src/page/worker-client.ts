@@ -206,7 +206,7 @@ export class WorkerClient implements ClassifierTransport {
   /** Opens the bundle in the worker. */
   async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
     const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
-    this.state = reply.state;
+    this.setState(reply.state);
     return reply;
   }
 
@@ -234,9 +234,16 @@ export class WorkerClient implements ClassifierTransport {
     if (!call) return;
     this.settled(a.id);
     this.answered = true;
-    if (a.state) this.state = a.state;
+    this.setState(a.state);
     if ('error' in a) call.reject(fromErrorPayload(a.error));
     else call.resolve!(a.results);
+  }
+
+  /** Takes a state the worker reported, unless a newer one (by `seq`) came first on the other channel. */
+  private setState(s: RuntimeState | undefined): void {
+    if (!s) return;
+    const have = this.state?.seq;
+    if (s.seq === undefined || have === undefined || s.seq > have) this.state = s;
   }
 
   /** Counts a call sent; with a deadline, makes sure the watchdog runs. */
@@ -292,12 +299,12 @@ export class WorkerClient implements ClassifierTransport {
     // Optional in WorkerApi (test fakes leave it out); a comlink proxy has every member.
     const reset = (api: Remote<WorkerApi>): Promise<RuntimeState> =>
       (api as unknown as { resetLearning: () => Promise<RuntimeState> }).resetLearning();
-    this.state = await this.call(reset, true);
+    this.setState(await this.call(reset, true));
   }
 
   async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
     const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)), true);
-    this.state = reply.state;
+    this.setState(reply.state);
     return reply.plan;
   }
 
@@ -361,7 +368,7 @@ export class WorkerClient implements ClassifierTransport {
       return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
     }
     const state = await this.api.state().catch(() => undefined);
-    if (state) this.state = state;
+    this.setState(state);
     return this.dead ?? e;
   }
 }

@@ -35,11 +35,14 @@ function resultTransfers(results: readonly WireResult[]): Transferable[] {
   return buffers;
 }
 
-/** Whether two states are equal (a learning state always counts as changed: the page follows every one). */
+/**
+ * Whether state `a` equals `b` but for `b`'s `seq` (a learning state always counts as changed: the page follows every
+ * one).
+ */
 function sameState(a: RuntimeState, b: RuntimeState): boolean {
   if (a.learning || b.learning) return false;
   const keys = Object.keys(a) as (keyof RuntimeState)[];
-  if (keys.length !== Object.keys(b).length) return false;
+  if (keys.length !== Object.keys(b).length - (b.seq === undefined ? 0 : 1)) return false;
   for (const k of keys) {
     const x = a[k];
     const y = b[k];
@@ -93,7 +96,8 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   let disposed = false;
   /** The state the page holds: the last one a reply carried (classify answers leave out an unchanged one). */
   let pageState: RuntimeState | undefined;
-  const reported = (s: RuntimeState): RuntimeState => (pageState = s);
+  let seq = 0;
+  const reported = (s: RuntimeState): RuntimeState => (pageState = { ...s, seq: ++seq });
 
   function current(): BundleRuntime | LearnRuntime {
     if (disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
