@@ -1,5 +1,6 @@
-// Page ↔ worker protocol, imported by both src/page and src/runtime: the wire types (plain, structured-cloneable data)
-// and the comlink transfer handler that carries a thrown SelfxitError across with its code, message and details.
+// Page ↔ worker protocol, imported by both src/page and src/runtime: the wire types (plain, structured-cloneable data),
+// the comlink transfer handler that carries a thrown SelfxitError across with its code, message and details, and the
+// messages of the classify port (classify() calls bypass comlink: one plain message each way, see ClassifyCall).
 import { transferHandlers, type TransferHandler } from 'comlink';
 import type { BundleManifest } from './bundle/manifest.js';
 import type { DevicePlan } from './policy/device-plan.js';
@@ -138,6 +139,11 @@ export interface RuntimeState {
   readonly cacheEnabled: boolean;
   /** On-device learning (load option `learn`). */
   readonly learning?: LearningState;
+  /**
+   * Order of the states the worker reported (each reply's is newer than the last): the page keeps the newest, whichever
+   * channel (comlink or the classify port) brought it first.
+   */
+  readonly seq?: number;
 }
 
 export interface InitReply {
@@ -218,6 +224,24 @@ export interface ClassifyReply {
   readonly state: RuntimeState;
 }
 
+/**
+ * A classify() call on the classify port (a MessageChannel the page hands the worker with {@link WorkerApi.connect}):
+ * one plain message each way, without comlink's per-call proxy, id string and wrappers. The request's input buffers
+ * are transferred, as are the reply's probability buffers.
+ */
+export interface ClassifyCall {
+  readonly id: number;
+  readonly request: ClassifyRequest;
+}
+
+/**
+ * The classify port's answer to call `id`: the results, with the worker's state when it changed since the last reply
+ * (of any call: the page keeps the one it has), or the error with the state the failed call left.
+ */
+export type ClassifyAnswer =
+  | { readonly id: number; readonly results: readonly WireResult[]; readonly state?: RuntimeState }
+  | { readonly id: number; readonly error: SelfxitErrorPayload; readonly state: RuntimeState | undefined };
+
 /** What plan() replies: the plan made (and cached), and the worker's state after the call. */
 export interface PlanReply {
   readonly plan: DevicePlan;
@@ -232,6 +256,11 @@ export interface WorkerApi {
   /** Opens the bundle (once per worker). */
   init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply>;
   classify(request: ClassifyRequest): Promise<ClassifyReply>;
+  /**
+   * Serves classify() on `port` from now on ({@link ClassifyCall}; the page's calls go there, the method above stays
+   * for direct callers).
+   */
+  connect(port: MessagePort): Promise<void>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
   /** Answers at once from the worker's message loop: the page's heartbeat. */

@@ -5,8 +5,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expose } from 'comlink';
 import type { BundleManifest } from '../src/bundle/manifest.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
+import { serveClassify } from '../src/runtime/api.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
 
@@ -41,6 +43,14 @@ function fakeApi(hang = false): WorkerApi {
     holdLock: async () => false,
     state: async () => state,
     dispose: async () => {},
+    // The classify port served as the worker serves it, with this object's classify() (a test's override included).
+    async connect(this: WorkerApi, port: MessagePort) {
+      serveClassify(
+        port,
+        (r) => this.classify(r),
+        () => this.state(),
+      );
+    },
   };
 }
 
@@ -92,6 +102,21 @@ describe('WorkerClient', () => {
     client.fail(new SelfxitError('DISPOSED', 'done'));
   });
 
+  it('keeps the newest state (by seq) whichever channel brings it first: an older one arriving later is ignored', async () => {
+    const api: WorkerApi = {
+      ...fakeApi(),
+      classify: async () => ({ results: [], state: { ...state1, seq: 5 } }),
+      plan: async () => ({ plan: {} as DevicePlan, state: { ...state0, seq: 3 } }),
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    await client.classify(classifyRequest, []);
+    expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
+    await client.plan({ target: 0.9 });
+    expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
   it('a worker that dies rejects the pending call and every later one with WORKER_DIED', async () => {
     const { client, worker } = startClient(fakeApi(true));
     await client.init(request);
@@ -113,15 +138,25 @@ describe('WorkerClient', () => {
   });
 
   it('an input that cannot be posted (DataCloneError: a closed ImageBitmap) rejects with INVALID_INPUT; the worker stays usable', async () => {
-    const { client, worker } = startClient(fakeApi(true));
+    const { client } = startClient(fakeApi(true));
     await client.init(request);
-    const post = worker.postMessage.bind(worker);
-    worker.postMessage = () => {
-      throw new DOMException('An ImageBitmap is detached and could not be cloned.', 'DataCloneError');
-    };
-    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    worker.postMessage = post;
+    // A value structured clone refuses, as it refuses a closed ImageBitmap: postMessage throws DataCloneError.
+    const uncloneable = {
+      ...classifyRequest,
+      inputs: [{ kind: 'blob', blob: () => {} }],
+    } as unknown as ClassifyRequest;
+    await expect(client.classify(uncloneable, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
+  });
+
+  it('a worker without the classify port (another version of selfxit.worker.js) fails at once with RUNTIME_FILES_UNAVAILABLE', async () => {
+    const { connect: _, ...old } = fakeApi();
+    const { client } = startClient(old as WorkerApi);
+    await expect(client.init(request)).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      message: expect.stringMatching(/same version/),
+    });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
   });
 
   it('dispose() rejects the calls not answered yet with DISPOSED, then later ones too', async () => {

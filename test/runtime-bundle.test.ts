@@ -1,5 +1,6 @@
 // The worker runtime in Node (onnxruntime-node injected, bundles over a local HTTP server, an in-memory cache):
-// lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the worker API.
+// lazy segments, progress, results vs the reference, caching and version eviction, typed errors, the worker API and
+// its classify port.
 import { readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import { MemoryCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
-import type { InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
+import type { ClassifyAnswer, ClassifyRequest, InitRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { SelfxitError } from '../src/errors.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
@@ -365,6 +366,37 @@ describe('device plans', () => {
 });
 
 describe('createWorkerApi', () => {
+  it('serves classify() on its port: results (probabilities moved), the state only when it changed, typed errors with the state', async () => {
+    const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
+    const init = await api.init(request('tiny'));
+    const th = init.manifest.exits.map((e) => e.threshold);
+    const { port1, port2 } = new MessageChannel();
+    await api.connect(port2);
+    const call = (id: number, req: ClassifyRequest): Promise<ClassifyAnswer> =>
+      new Promise((resolve) => {
+        port1.onmessage = (ev: MessageEvent<ClassifyAnswer>) => resolve(ev.data);
+        port1.postMessage({ id, request: req });
+      });
+    // an input that needs the last segment: its session is created, so the answer brings the new state
+    const deep = expected.findIndex((e) => e.exit < 0);
+    const req: ClassifyRequest = { inputs: tensors([deep]), thresholds: th, probabilities: true };
+    const first = await call(1, req);
+    const result = { index: expected[deep]!.index, exit: -1 };
+    expect(first).toMatchObject({ id: 1, results: [result], state: { sessions: [true, true, true] } });
+    expect('results' in first && first.results[0]!.probabilities).toBeInstanceOf(Float32Array);
+    const again = await call(2, req);
+    expect(again).toMatchObject({ id: 2, results: [result] });
+    expect(again.state).toBeUndefined();
+    const bad = await call(3, { ...req, inputs: [{ kind: 'tensor', data: new Float32Array(1) }] });
+    expect(bad).toMatchObject({ id: 3, error: { code: 'INVALID_INPUT' }, state: { backend: 'wasm' } });
+    // a state another reply reported (here: state()) is the page's: the next answer leaves an unchanged one out
+    expect(await api.state()).toMatchObject({ sessions: [true, true, true] });
+    expect((await call(4, req)).state).toBeUndefined();
+    await api.dispose();
+    expect(await call(5, req)).toMatchObject({ id: 5, error: { code: 'DISPOSED' } });
+    port1.close();
+  }, 20_000);
+
   it('replies with values and the state; a failed call throws a SelfxitError with its code', async () => {
     const api = createWorkerApi({ loadOrt, cache: new MemoryCache() });
     await expect(api.init(request('missing'))).rejects.toMatchObject({

@@ -25,10 +25,16 @@ import { chooseThresholds } from './target.js';
 import type { ClassifierTransport, OpenedBundle } from './transport.js';
 import { WorkerClient } from './worker-client.js';
 
-/** MACs fraction of a sample that runs the whole backbone and passes every exit head. */
+/** MACs fraction of a sample that runs the whole backbone and passes every exit head (computed once per manifest). */
+const backboneFractions = new WeakMap<BundleManifest, number>();
 function backboneFraction(m: BundleManifest): number {
-  const total = m.segments.reduce((a, s) => a + s.macs + s.headMacs, 0);
-  return m.backbone.macs > 0 ? total / m.backbone.macs : 1;
+  let f = backboneFractions.get(m);
+  if (f === undefined) {
+    const total = m.segments.reduce((a, s) => a + s.macs + s.headMacs, 0);
+    f = m.backbone.macs > 0 ? total / m.backbone.macs : 1;
+    backboneFractions.set(m, f);
+  }
+  return f;
 }
 
 /** A transport with its bundle open; what {@link load} (and a re-open) gives a classifier. */
@@ -247,7 +253,8 @@ export class ClassifierImpl implements Classifier {
     const transfers: Transferable[] = [];
     for (let i = 0; i < inputs.length; i++) {
       try {
-        const { wire, transfer: t } = await toWireInput(inputs[i]);
+        const converted = toWireInput(inputs[i]);
+        const { wire, transfer: t } = converted instanceof Promise ? await converted : converted;
         wires.push(wire);
         transfers.push(...t);
       } catch (e) {
@@ -262,9 +269,10 @@ export class ClassifierImpl implements Classifier {
       throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     }
     this.activePlan();
+    // The thresholds are copied by the message itself (structured clone).
     const request = {
       inputs: wires,
-      thresholds: [...this.choice.thresholds],
+      thresholds: this.choice.thresholds,
       probabilities,
       ...(profile ? { profile } : {}),
     };

@@ -41,8 +41,18 @@ function checkNotDetached(view: ArrayBufferView, what: string): void {
     );
 }
 
-/** Converts one input; `transfer` lists objects created here that may be moved to the worker. */
-export async function toWireInput(input: unknown): Promise<{ wire: WireInput; transfer: Transferable[] }> {
+/** One input as it crosses to the worker, and the objects created for it that may be moved there. */
+export interface WireConversion {
+  readonly wire: WireInput;
+  readonly transfer: Transferable[];
+}
+
+/**
+ * Converts one input; `transfer` lists objects created here that may be moved to the worker. Arrays, ImageData,
+ * ImageBitmaps and Blobs convert at once (no promise); elements are read into a bitmap first.
+ * @throws SelfxitError INVALID_INPUT (thrown, or the promise rejects).
+ */
+export function toWireInput(input: unknown): WireConversion | Promise<WireConversion> {
   // Arrays: one copy of just the view (never the rest of a larger buffer it is part of), moved to the worker; the
   // caller keeps its own. Posting the view itself would clone its whole buffer.
   if (input instanceof Float32Array) {
@@ -65,6 +75,11 @@ export async function toWireInput(input: unknown): Promise<{ wire: WireInput; tr
     return { wire: { kind: 'bitmap', bitmap: input }, transfer: [] };
   }
   if (isA<Blob>(input, 'Blob')) return { wire: { kind: 'blob', blob: input }, transfer: [] };
+  return elementInput(input);
+}
+
+/** An <img> or canvas read into a new ImageBitmap (moved to the worker). */
+async function elementInput(input: unknown): Promise<WireConversion> {
   if (isA<HTMLImageElement>(input, 'HTMLImageElement')) {
     if (!input.complete || input.naturalWidth === 0) {
       throw new SelfxitError(

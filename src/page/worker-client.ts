@@ -1,11 +1,14 @@
 // Page side of the worker link: starts the module worker, speaks its comlink API (errors arrive as SelfxitErrors through
-// protocol.ts's transfer handler), and rejects every pending call with WORKER_DIED when the worker dies: an error event,
-// a Web Lock the worker holds until it ends, a heartbeat while idle, a deadline per call (TIMEOUT).
+// protocol.ts's transfer handler) and, for classify(), a port of its own (one plain message each way); rejects every
+// pending call with WORKER_DIED when the worker dies: an error event, a Web Lock the worker holds until it ends, a
+// heartbeat while idle, a deadline per call (TIMEOUT, watched by one timer for all calls).
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
-import { SelfxitError } from '../errors.js';
+import { SelfxitError, fromErrorPayload } from '../errors.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import {
   installErrorTransfer,
+  type ClassifyAnswer,
+  type ClassifyCall,
   type ClassifyRequest,
   type InitReply,
   type InitRequest,
@@ -41,17 +44,43 @@ function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((
   return onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined;
 }
 
+/** A call sent and not settled: when it was sent (performance.now()), whether `callTimeoutMs` applies, how to settle it. */
+interface InFlight {
+  readonly sentAt: number;
+  readonly deadline: boolean;
+  readonly reject: (e: SelfxitError) => void;
+  /** A classify() call's: its answer arrives on the classify port. */
+  readonly resolve?: (results: readonly WireResult[]) => void;
+}
+
+/** What a call whose request could not be posted rejects with: INVALID_INPUT (DataCloneError), else WORKER_DIED. */
+function postError(e: unknown): SelfxitError {
+  if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError')
+    return new SelfxitError(
+      'INVALID_INPUT',
+      `the input cannot be sent to the selfxit worker (a closed ImageBitmap or a transferred buffer?): ${(e as Error).message}`,
+      {},
+      { cause: e },
+    );
+  const why = (e as Error | undefined)?.message ?? String(e);
+  return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
+}
+
 /** One worker and the calls in flight to it. */
 export class WorkerClient implements ClassifierTransport {
   private readonly api: Remote<WorkerApi>;
+  /** classify() calls go here ({@link ClassifyCall}); the worker serves it once {@link WorkerApi.connect} ran. */
+  private readonly port: MessagePort;
   private dead: SelfxitError | undefined;
   /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
   private answered = false;
-  private readonly rejectors = new Set<(e: SelfxitError) => void>();
+  /** Calls sent and not settled (pings aside), by id, oldest first. */
+  private readonly inFlight = new Map<number, InFlight>();
+  private nextId = 1;
+  /** The one timer that watches the calls' deadlines: armed for the oldest call, re-armed when it fires. */
+  private watchdog: ReturnType<typeof setTimeout> | undefined;
   /** Latest state the worker reported. */
   state: RuntimeState | undefined;
-  /** Calls sent and not settled (pings aside). */
-  private inflight = 0;
   /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
   private pingSentAt: number | undefined;
   private pingWhileIdle = false;
@@ -65,6 +94,23 @@ export class WorkerClient implements ClassifierTransport {
     private readonly liveness: Liveness,
   ) {
     this.api = wrap<WorkerApi>(worker);
+    const channel = new MessageChannel();
+    this.port = channel.port1;
+    this.port.onmessage = (ev: MessageEvent<ClassifyAnswer>) => this.answer(ev.data);
+    // Sent before init(): the worker serves the port before any classify() can be made. A worker that answers it with an
+    // error (a selfxit.worker.js of another version, without the port) fails every call at once rather than letting
+    // classify() calls wait for their deadline; one that never answers fails as a dead worker does.
+    this.api.connect(transfer(channel.port2, [channel.port2])).catch((e: unknown) => {
+      const where = this.url ? ` at ${this.url.href}` : '';
+      this.fail(
+        new SelfxitError(
+          'RUNTIME_FILES_UNAVAILABLE',
+          `the selfxit worker${where} does not serve classify() (${(e as Error).message}): serve selfxit.worker.js ` +
+            'from the same version as selfxit.js',
+          { url: this.url?.href },
+        ),
+      );
+    });
     if (liveness.heartbeatMs > 0) {
       this.heartbeat = setInterval(() => this.beat(), liveness.heartbeatMs);
       (this.heartbeat as { unref?: () => void }).unref?.();
@@ -106,7 +152,7 @@ export class WorkerClient implements ClassifierTransport {
     const now = Date.now();
     if (this.pingSentAt === undefined) {
       this.pingSentAt = now;
-      this.pingWhileIdle = this.inflight === 0;
+      this.pingWhileIdle = this.inFlight.size === 0;
       this.api.ping().then(
         () => (this.pingSentAt = undefined),
         () => {},
@@ -160,35 +206,111 @@ export class WorkerClient implements ClassifierTransport {
   /** Opens the bundle in the worker. */
   async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
     const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
-    this.state = reply.state;
+    this.setState(reply.state);
     return reply;
   }
 
-  async classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
-    const sent = transfers.length > 0 ? transfer(request, [...transfers]) : request;
-    const reply = await this.call((api) => api.classify(sent), true);
-    this.state = reply.state;
-    return reply.results;
+  /**
+   * Sends the call on the classify port (inputs moved, not copied); it settles with the answer, or with TIMEOUT /
+   * WORKER_DIED / DISPOSED as any other call. An input that cannot be posted rejects at once with INVALID_INPUT.
+   */
+  classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise<readonly WireResult[]>((resolve, reject) => {
+      try {
+        this.port.postMessage({ id, request } satisfies ClassifyCall, transfers as Transferable[]);
+      } catch (e) {
+        reject(postError(e));
+        return;
+      }
+      this.track(id, { sentAt: performance.now(), deadline: true, reject, resolve });
+    });
+  }
+
+  /** Settles the classify() call an answer of the classify port is for (one already rejected is left alone). */
+  private answer(a: ClassifyAnswer): void {
+    const call = this.inFlight.get(a.id);
+    if (!call) return;
+    this.settled(a.id);
+    this.answered = true;
+    this.setState(a.state);
+    if ('error' in a) call.reject(fromErrorPayload(a.error));
+    else call.resolve!(a.results);
+  }
+
+  /** Takes a state the worker reported, unless a newer one (by `seq`) came first on the other channel. */
+  private setState(s: RuntimeState | undefined): void {
+    if (!s) return;
+    const have = this.state?.seq;
+    if (s.seq === undefined || have === undefined || s.seq > have) this.state = s;
+  }
+
+  /** Counts a call sent; with a deadline, makes sure the watchdog runs. */
+  private track(id: number, call: InFlight): void {
+    this.inFlight.set(id, call);
+    const ms = this.liveness.callTimeoutMs;
+    if (call.deadline && ms > 0 && this.watchdog === undefined) this.armWatchdog(ms);
+  }
+
+  private armWatchdog(ms: number): void {
+    this.watchdog = setTimeout(() => this.checkDeadlines(), ms);
+    (this.watchdog as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * The watchdog: the oldest call with a deadline that is past `callTimeoutMs` rejects with TIMEOUT and the worker is
+   * stopped (what blocks it would block every later call: other pending and later calls reject with WORKER_DIED);
+   * otherwise the watchdog is armed again for the oldest one, if any.
+   */
+  private checkDeadlines(): void {
+    this.watchdog = undefined;
+    const ms = this.liveness.callTimeoutMs;
+    for (const [id, call] of this.inFlight) {
+      if (!call.deadline) continue;
+      const left = call.sentAt + ms - performance.now();
+      if (left > 0) return this.armWatchdog(left);
+      this.inFlight.delete(id);
+      const details = { callTimeoutMs: ms };
+      call.reject(new SelfxitError('TIMEOUT', `the selfxit worker did not answer within ${ms} ms`, details));
+      return this.fail(
+        new SelfxitError('WORKER_DIED', `the selfxit worker was stopped: a call got no answer in ${ms} ms`, details),
+      );
+    }
+  }
+
+  /** Forgets a settled call. A ping the worker left waiting while busy now counts from here, as sent when idle. */
+  private settled(id: number): void {
+    this.inFlight.delete(id);
+    if (this.pingSentAt !== undefined && !this.pingWhileIdle) {
+      this.pingSentAt = Date.now();
+      this.pingWhileIdle = this.inFlight.size === 0;
+    }
+  }
+
+  /** Rejects every call in flight with `error`. */
+  private rejectAll(error: SelfxitError): void {
+    const calls = [...this.inFlight.values()];
+    this.inFlight.clear();
+    for (const call of calls) call.reject(error);
   }
 
   async resetLearning(): Promise<void> {
     // Optional in WorkerApi (test fakes leave it out); a comlink proxy has every member.
     const reset = (api: Remote<WorkerApi>): Promise<RuntimeState> =>
       (api as unknown as { resetLearning: () => Promise<RuntimeState> }).resetLearning();
-    this.state = await this.call(reset, true);
+    this.setState(await this.call(reset, true));
   }
 
   async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
     const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)), true);
-    this.state = reply.state;
+    this.setState(reply.state);
     return reply.plan;
   }
 
   /** Rejects every call not answered yet with DISPOSED, then releases the worker's sessions. */
   async dispose(): Promise<void> {
-    const disposed = new SelfxitError('DISPOSED', 'the classifier was disposed before this call was answered');
-    for (const reject of [...this.rejectors]) reject(disposed);
-    this.rejectors.clear();
+    this.rejectAll(new SelfxitError('DISPOSED', 'the classifier was disposed before this call was answered'));
     await this.call((api) => api.dispose());
   }
 
@@ -197,9 +319,10 @@ export class WorkerClient implements ClassifierTransport {
     if (this.dead) return;
     this.dead = error;
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
+    clearTimeout(this.watchdog);
     this.lockWatch?.abort();
-    for (const reject of [...this.rejectors]) reject(error);
-    this.rejectors.clear();
+    this.rejectAll(error);
+    this.port.close();
     try {
       this.api[releaseProxy]();
     } catch {
@@ -215,26 +338,9 @@ export class WorkerClient implements ClassifierTransport {
    */
   private call<T>(fn: (api: Remote<WorkerApi>) => Promise<T>, deadline = false): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
-    this.inflight++;
+    const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      const onDeath = (e: SelfxitError): void => reject(e);
-      this.rejectors.add(onDeath);
-      const ms = this.liveness.callTimeoutMs;
-      const timer =
-        deadline && ms > 0
-          ? setTimeout(() => {
-              this.rejectors.delete(onDeath);
-              const details = { callTimeoutMs: ms };
-              reject(new SelfxitError('TIMEOUT', `the selfxit worker did not answer within ${ms} ms`, details));
-              this.fail(
-                new SelfxitError(
-                  'WORKER_DIED',
-                  `the selfxit worker was stopped: a call got no answer in ${ms} ms`,
-                  details,
-                ),
-              );
-            }, ms)
-          : undefined;
+      this.track(id, { sentAt: performance.now(), deadline, reject });
       fn(this.api)
         .then((reply) => {
           this.answered = true;
@@ -244,16 +350,7 @@ export class WorkerClient implements ClassifierTransport {
           throw await this.callError(e);
         })
         .then(resolve, reject)
-        .finally(() => {
-          clearTimeout(timer);
-          this.rejectors.delete(onDeath);
-          this.inflight--;
-          if (this.pingSentAt !== undefined && !this.pingWhileIdle) {
-            // It just answered: a ping it left waiting while busy now counts from here, as sent when idle.
-            this.pingSentAt = Date.now();
-            this.pingWhileIdle = this.inflight === 0;
-          }
-        });
+        .finally(() => this.settled(id));
     });
   }
 
@@ -264,21 +361,14 @@ export class WorkerClient implements ClassifierTransport {
    */
   private async callError(e: unknown): Promise<SelfxitError> {
     if (this.dead) return this.dead;
-    if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') {
-      return new SelfxitError(
-        'INVALID_INPUT',
-        `the input cannot be sent to the selfxit worker (a closed ImageBitmap or a transferred buffer?): ${(e as Error).message}`,
-        {},
-        { cause: e },
-      );
-    }
+    if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') return postError(e);
     if (e instanceof SelfxitError) this.answered = true;
     if (!(e instanceof SelfxitError)) {
       const why = (e as Error | undefined)?.message ?? String(e);
       return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
     }
     const state = await this.api.state().catch(() => undefined);
-    if (state) this.state = state;
+    this.setState(state);
     return this.dead ?? e;
   }
 }

@@ -1,9 +1,12 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
-// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. ping() and
-// holdLock() are the page's liveness checks (worker-client.ts).
+// SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. classify() calls
+// arrive on their own port (serveClassify: one plain message each way). ping() and holdLock() are the page's liveness
+// checks (worker-client.ts).
 import { transfer } from 'comlink';
-import { SelfxitError, isSelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError, toErrorPayload } from '../errors.js';
 import type {
+  ClassifyAnswer,
+  ClassifyCall,
   ClassifyReply,
   ClassifyRequest,
   InitReply,
@@ -12,6 +15,7 @@ import type {
   PlanRequest,
   ProgressInfo,
   RuntimeState,
+  WireResult,
   WorkerApi,
 } from '../protocol.js';
 import { LearnRuntime, type LearnDeps } from './learn-runtime.js';
@@ -24,11 +28,76 @@ function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: Pr
   };
 }
 
+/** The results' probability buffers: moved to the page, not copied. */
+function resultTransfers(results: readonly WireResult[]): Transferable[] {
+  const buffers: Transferable[] = [];
+  for (const r of results) if (r.probabilities) buffers.push(r.probabilities.buffer as ArrayBuffer);
+  return buffers;
+}
+
+/**
+ * Whether state `a` equals `b` but for `b`'s `seq` (a learning state always counts as changed: the page follows every
+ * one).
+ */
+function sameState(a: RuntimeState, b: RuntimeState): boolean {
+  if (a.learning || b.learning) return false;
+  const keys = Object.keys(a) as (keyof RuntimeState)[];
+  if (keys.length !== Object.keys(b).length - (b.seq === undefined ? 0 : 1)) return false;
+  for (const k of keys) {
+    const x = a[k];
+    const y = b[k];
+    if (x === y) continue;
+    if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length || x.some((v, i) => v !== y[i])) return false;
+  }
+  return true;
+}
+
+/** What a classify() call answers on the port: its results, and the worker's state when it changed. */
+export interface PortReply {
+  readonly results: readonly WireResult[];
+  readonly state?: RuntimeState;
+}
+
+/**
+ * Answers the {@link ClassifyCall}s arriving on `port` with `classify()`: its results (probability buffers moved), or the
+ * error (as a payload, code and details kept) with the worker's `state()` after it. A reply that cannot be posted is
+ * answered as INTERNAL.
+ */
+export function serveClassify(
+  port: MessagePort,
+  classify: (request: ClassifyRequest) => Promise<PortReply>,
+  state: () => Promise<RuntimeState | undefined>,
+): void {
+  const fail = (id: number, e: unknown): void => {
+    const answer = (s: RuntimeState | undefined): void =>
+      port.postMessage({ id, error: toErrorPayload(e), state: s } satisfies ClassifyAnswer);
+    state().then(answer, () => answer(undefined));
+  };
+  port.onmessage = (ev: MessageEvent<ClassifyCall>) => {
+    const { id, request } = ev.data;
+    classify(request).then(
+      ({ results, state: s }) => {
+        try {
+          const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
+          port.postMessage(answer, resultTransfers(results));
+        } catch (e) {
+          fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${(e as Error).message}`));
+        }
+      },
+      (e: unknown) => fail(id, e),
+    );
+  };
+}
+
 /** Creates the API one worker serves: one bundle per worker, opened by init(). */
 export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   let runtime: BundleRuntime | LearnRuntime | undefined;
   let opening = false;
   let disposed = false;
+  /** The state the page holds: the last one a reply carried (classify answers leave out an unchanged one). */
+  let pageState: RuntimeState | undefined;
+  let seq = 0;
+  const reported = (s: RuntimeState): RuntimeState => (pageState = { ...s, seq: ++seq });
 
   function current(): BundleRuntime | LearnRuntime {
     if (disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
@@ -36,7 +105,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     return runtime;
   }
 
-  return {
+  const api: WorkerApi = {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
@@ -55,7 +124,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       return {
         manifest: runtime.manifest,
         manifestHash: runtime.manifestHash,
-        state: runtime.state(),
+        state: reported(runtime.state()),
         ...(plan ? { plan } : {}),
       };
     },
@@ -63,9 +132,20 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     async classify(request: ClassifyRequest): Promise<ClassifyReply> {
       const rt = current();
       const results = await rt.classify(request);
-      const reply: ClassifyReply = { results, state: rt.state() };
-      const buffers = results.flatMap((r) => (r.probabilities ? [r.probabilities.buffer as ArrayBuffer] : []));
+      const reply: ClassifyReply = { results, state: reported(rt.state()) };
+      const buffers = resultTransfers(results);
       return buffers.length > 0 ? transfer(reply, buffers) : reply;
+    },
+
+    async connect(port: MessagePort): Promise<void> {
+      // The port's replies carry the state only when it differs from the one the page holds.
+      const classify = async (request: ClassifyRequest): Promise<PortReply> => {
+        const rt = current();
+        const results = await rt.classify(request);
+        const state = rt.state();
+        return pageState && sameState(state, pageState) ? { results } : { results, state: reported(state) };
+      };
+      serveClassify(port, classify, api.state);
     },
 
     async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
@@ -76,7 +156,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
           'plan() is not available while learning: the learner chooses the exits',
         );
       const plan = await rt.plan(request, bestEffort(onProgress));
-      return { plan, state: rt.state() };
+      return { plan, state: reported(rt.state()) };
     },
 
     async resetLearning(): Promise<RuntimeState> {
@@ -84,7 +164,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       if (!(rt instanceof LearnRuntime))
         throw new SelfxitError('LEARNING_UNAVAILABLE', 'resetLearning() needs a classifier loaded with { learn }');
       await rt.resetLearning();
-      return rt.state();
+      return reported(rt.state());
     },
 
     async ping(): Promise<true> {
@@ -101,7 +181,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     },
 
     async state(): Promise<RuntimeState | undefined> {
-      return runtime?.state();
+      return runtime && reported(runtime.state());
     },
 
     async dispose(): Promise<void> {
@@ -109,4 +189,5 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       await runtime?.dispose();
     },
   };
+  return api;
 }

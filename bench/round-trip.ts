@@ -1,0 +1,161 @@
+// Round-trip micro-benchmark: what one classify() costs between the page and the worker (batch 1, WASM), against a bare
+// postMessage echo worker, a comlink echo worker and the bench's baseline worker (the full model over comlink), all
+// interleaved image by image in one Chromium page. Two SDK builds run side by side: A (the source at --base, extracted
+// from git; without it this checkout again, an A/A run) and B (this checkout), each plain and profiled (→ / ← worker).
+// Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs).
+//
+// With --in-thread, every side runs in the page's own thread: the echoes and the SDK's worker API (createWorkerApi,
+// onnxruntime included) answer on a MessageChannel in the page, as the unit tests drive them, so the round trip is the
+// CPU work of both ends (no thread wake-ups): what the SDK's own code costs, measurable on a loaded machine.
+//
+// --cpu-profile FILE writes the page thread's CPU profile (DevTools format; with --in-thread, both ends), --only a,b
+// measures only the sides whose names contain a or b.
+//
+//   npx tsx bench/round-trip.ts [bundleDir] [--base COMMIT] [--in-thread] [--images N] [--passes P] [--threads T]
+//     [--only NAMES] [--cpu-profile FILE] [--port P]
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright';
+import type { Plugin } from 'vite';
+import { boolFlag, intFlag, stringFlag } from './args.js';
+import type { RoundTripConfig, SideStats } from './round-trip-page.js';
+import { serveStatic } from '../scripts/static-server.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const IMAGES = intFlag(args, '--images', 300);
+const PASSES = intFlag(args, '--passes', 3);
+const THREADS = intFlag(args, '--threads', 1);
+const PORT = Number(stringFlag(args, '--port') ?? 0);
+const base = stringFlag(args, '--base');
+const inThread = boolFlag(args, '--in-thread');
+const only = stringFlag(args, '--only')?.split(',');
+const cpuProfile = stringFlag(args, '--cpu-profile');
+const dir = path.resolve(args[0] ?? path.join(root, 'bench/.bundles/fashion'));
+const fashion = path.basename(dir).startsWith('fashion');
+const imagesFile = fashion
+  ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
+  : path.resolve(root, '../shared/data/cifar10/test-u8.bin');
+
+const cache = path.join(root, 'bench/.cache/round-trip');
+const outDir = path.join(cache, 'dist');
+let baseSrc: string | undefined;
+
+if (base) {
+  // The SDK source at `base`, beside this checkout's node_modules (resolved upwards from bench/.cache).
+  const at = path.join(cache, 'base');
+  fs.rmSync(at, { recursive: true, force: true });
+  fs.mkdirSync(at, { recursive: true });
+  const tar = execFileSync('git', ['archive', base, 'src'], { cwd: root, maxBuffer: 1 << 28 });
+  execFileSync('tar', ['-x', '-C', at], { input: tar });
+  baseSrc = path.join(at, 'src');
+}
+
+/** Points round-trip-base.ts's import of the SDK at the source extracted from `--base`. */
+function baseSdk(): Plugin {
+  return {
+    name: 'round-trip-base-sdk',
+    enforce: 'pre',
+    resolveId(source, importer) {
+      if (!baseSrc || !importer?.endsWith('round-trip-base.ts') || !source.startsWith('../src/')) return null;
+      return path.join(baseSrc, source.slice('../src/'.length).replace(/\.js$/, '.ts'));
+    },
+  };
+}
+
+const { build } = await import('vite');
+await build({
+  configFile: path.join(root, 'bench/vite.config.ts'),
+  logLevel: 'warn',
+  plugins: [baseSdk()],
+  build: {
+    outDir,
+    emptyOutDir: true,
+    // readable function names in a CPU profile
+    ...(cpuProfile ? { minify: false } : {}),
+    rollupOptions: { input: path.join(root, 'bench/round-trip.html') },
+  },
+});
+const server = await serveStatic({
+  mounts: { '/': outDir, '/bundle/': dir, '/images/': path.dirname(imagesFile) },
+  port: PORT,
+});
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+try {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.error('page exception:', e.message));
+  page.on('response', (r) => r.status() >= 400 && console.error('HTTP', r.status(), r.url()));
+  page.on('console', (m) => m.type() === 'error' && console.error('page error:', m.text()));
+  await page.goto(new URL('round-trip.html', server.url).href);
+  await page.waitForFunction(() => window.selfxitRoundTrip !== undefined);
+  const config: RoundTripConfig = {
+    manifestUrl: 'bundle/manifest.json',
+    imagesUrl: `images/${path.basename(imagesFile)}`,
+    images: IMAGES,
+    threads: THREADS,
+    passes: PASSES,
+    inThread,
+    ...(only ? { only } : {}),
+  };
+  const cdp = cpuProfile ? await page.context().newCDPSession(page) : undefined;
+  if (cdp) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 250 });
+    await cdp.send('Profiler.start');
+  }
+  const { stats, agree, engines } = await page.evaluate((c) => window.selfxitRoundTrip.run(c), config);
+  if (cdp && cpuProfile) {
+    const { profile } = await cdp.send('Profiler.stop');
+    fs.writeFileSync(cpuProfile, JSON.stringify(profile));
+  }
+  console.log(
+    `${dir}: ${IMAGES} images x ${PASSES} passes, Chromium WASM ${THREADS} thread(s), engines A/B ${engines.join('/')}, ` +
+      `A = ${base ?? 'this checkout'}, B = this checkout; A/B same label on ${(agree * 100).toFixed(1)} %` +
+      (inThread ? '; all in the page thread (--in-thread)' : ''),
+  );
+  const f = (x: number | undefined): string => (x === undefined ? '' : x.toFixed(3));
+  // (in the page thread, the marks of the two ends mix: no page columns then)
+  console.log(
+    '| side | page ms | round trip ms: mean | 90 % trimmed mean | median | p90 | → worker | ← worker |' +
+      (inThread ? '' : ' page before post (median) | page after reply (median) |'),
+  );
+  console.log(`|---|---:|---:|---:|---:|---:|---:|---:|${inThread ? '' : '---:|---:|'}`);
+  const sides = [...new Set(stats.map((s) => s.side))];
+  const avg = (rows: SideStats[], k: keyof SideStats): number | undefined =>
+    rows[0]![k] === undefined ? undefined : rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
+  for (const side of sides) {
+    const rows = stats.filter((s) => s.side === side);
+    for (const r of rows)
+      console.log(
+        `| ${side} #${r.pass} | ${f(r.pageMs)} | ${f(r.roundTripMs)} | ${f(r.roundTripTrimmed)} | ${f(r.roundTripP50)} | ` +
+          `${f(r.roundTripP90)} | ${f(r.toWorkerMs)} | ${f(r.fromWorkerMs)} |` +
+          (inThread ? '' : ` ${f(r.sendMs)} | ${f(r.receiveMs)} |`),
+      );
+    console.log(
+      `| **${side}** (mean of passes) | ${f(avg(rows, 'pageMs'))} | **${f(avg(rows, 'roundTripMs'))}** | ` +
+        `${f(avg(rows, 'roundTripTrimmed'))} | ${f(avg(rows, 'roundTripP50'))} | ${f(avg(rows, 'roundTripP90'))} | ` +
+        `${f(avg(rows, 'toWorkerMs'))} | ${f(avg(rows, 'fromWorkerMs'))} |` +
+        (inThread ? '' : ` ${f(avg(rows, 'sendMs'))} | ${f(avg(rows, 'receiveMs'))} |`),
+    );
+  }
+  for (const k of sides.some((s) => s.includes('A'))
+    ? (['roundTripMs', 'roundTripTrimmed', 'roundTripP50'] as const)
+    : []) {
+    const trip = (side: string): number =>
+      avg(
+        stats.filter((s) => s.side === side),
+        k,
+      )!;
+    const full = inThread ? NaN : trip('full model (bench baseline)');
+    console.log(
+      `${k}: / full model's: A ${(trip('selfxit A') / full).toFixed(3)}, B ${(trip('selfxit B') / full).toFixed(3)}; ` +
+        `B − A ${(trip('selfxit B') - trip('selfxit A')).toFixed(3)} ms (plain), ` +
+        `${(trip('selfxit B (profiled)') - trip('selfxit A (profiled)')).toFixed(3)} ms (profiled)`,
+    );
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}
