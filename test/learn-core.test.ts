@@ -19,7 +19,7 @@ import {
 } from '../src/learn/learner.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
-import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
+import { FeatureReservoir, bytesPerRow, reservoirCuts, type ReservoirCut } from '../src/learn/reservoir.js';
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { resolveLoadOptions } from '../src/page/options.js';
@@ -61,7 +61,12 @@ describe('learn options', () => {
     for (const bad of [{ auditShare: 2 }, { maxSamples: 0 }, { maxBytes: -1 }, { minSamples: 500, maxSamples: 400 }])
       expect(() => resolveLearnOptions(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
-    expect(o.learnShare).toBe(0.2);
+    expect(o.learnShare).toBe(0.5);
+    // the default byte cap holds the default 20,000 samples of CIFAR ResNet-56's 8 candidate cuts (64 MiB held 10,217)
+    const r56 = [320, 320, 320, 384, 384, 512, 512, 512].map((dim) => ({ dim }) as ReservoirCut);
+    expect(bytesPerRow(r56, 10)).toBe(6568);
+    const r56Rows = Math.floor(o.maxBytes / bytesPerRow(r56, 10));
+    expect(r56Rows).toBeGreaterThan(0.99 * o.maxSamples);
     expect(resolveLearnOptions({ auditShare: 0.5, learnShare: 0.1 }).learnShare).toBe(0.5); // at least auditShare
     expect(() => resolveLearnOptions({ learnShare: -0.1 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
