@@ -154,6 +154,32 @@ describe('feature reservoir', () => {
     sliced.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(now.features[i]));
     const before = (fs0.cuts[0]!.x as { data: Uint16Array }).data;
     expect(now.features[0]!.some((v, j) => v !== before[j])).toBe(true); // rows were replaced meanwhile
+    // a save's sliced copy (sliceState) beside a fit's snapshot: both see rows replaced meanwhile; rows appended
+    // meanwhile are left out of the state and of its counts
+    const grow = new FeatureReservoir(cuts, 10, { maxSamples: 60, maxBytes: 1e9 });
+    const add = (v: number): void => {
+      maps.forEach((m) => m.fill(v));
+      grow.addFromMaps(maps, logits, 1);
+    };
+    for (let i = 0; i < 40; i++) add(i);
+    let pauses = 0;
+    const st = await grow.sliceState(async () => {
+      for (let j = 0; j < 5; j++, pauses++) add(2000 + pauses);
+    }, per * 10);
+    expect([pauses, grow.size, grow.seen]).toEqual([15, 55, 55]); // 4 slices, 3 pauses
+    expect([st.size, st.seen, st.fresh]).toEqual([40, 40, 40]);
+    st.features.forEach((f, i) => expect(f).toEqual(grow.state().features[i]!.slice(0, 40 * cuts[i]!.dim)));
+    // overlapping copies (the first 4 pauses add rows, which fill the reservoir and then replace stored ones)
+    const pause = async (): Promise<void> => {
+      if (pauses++ < 19) for (let j = 0; j < 5; j++) add(3000 + pauses * 10 + j);
+    };
+    const [st2, snap] = await Promise.all([grow.sliceState(pause, per * 10), grow.snapshot(pause, per * 10)]);
+    expect(grow.size).toBe(60);
+    expect([st2.size, snap.n]).toEqual([55, 60]); // the snapshot began after the first pause had added 5 rows
+    const rows = grow.state().features;
+    expect(rows[0]!.slice(0, 40 * cuts[0]!.dim)).not.toEqual(st.features[0]); // rows were replaced meanwhile
+    st2.features.forEach((f, i) => expect(f).toEqual(rows[i]!.slice(0, 55 * cuts[i]!.dim)));
+    snap.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(rows[i]));
     const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
     expect(small.restore(r.state())).toBe(false);
     expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(
