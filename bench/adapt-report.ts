@@ -36,6 +36,8 @@ export interface AdaptWindow {
     readonly exitsOn: boolean;
     readonly fits: number;
     readonly samplesSeen: number;
+    /** Samples in the reservoir (absent in older records). */
+    readonly samplesStored?: number;
     readonly tightenings: number;
     /** Alarms of the SDK's drift detector so far (absent in older records). */
     readonly driftAlarms?: number;

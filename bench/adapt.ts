@@ -136,6 +136,7 @@ async function step(s: AdaptStep): Promise<AdaptWindow> {
       exitsOn: l.exitsOn,
       fits: l.fits,
       samplesSeen: l.samplesSeen,
+      samplesStored: l.samplesStored,
       tightenings: l.tightenings,
       driftAlarms: l.drift?.alarms ?? 0,
       driftRestarts: l.drift?.restarts ?? 0,

@@ -14,6 +14,8 @@
 //   BENCH_ADAPT_SEED          seed of the traffic order (default 1)
 //   BENCH_ADAPT_THREADS       WASM threads of both sides (default 1)
 //   BENCH_ADAPT_AUDIT         learn.auditShare (default: the SDK's)
+//   BENCH_ADAPT_LEARN         more learn options as JSON, e.g. '{"learnShare":0.2,"maxBytes":67108864}' (the defaults
+//                             before the sample-rate change: a baseline run of the same code)
 //   BENCH_NO_MD               1: do not rewrite BENCHMARKS.md
 //
 // `npm run bench:adapt -- --render bench/results/adapt-<date>.json` runs nothing: it judges that record's windows and
@@ -49,7 +51,10 @@ async function main() {
   const driftImages = drift === 'off' ? 0 : Math.min(POOL, Number(env.BENCH_ADAPT_DRIFT_IMAGES ?? 5000));
   const seed = Number(env.BENCH_ADAPT_SEED ?? 1);
   const threads = Number(env.BENCH_ADAPT_THREADS ?? 1);
-  const learn = env.BENCH_ADAPT_AUDIT ? { auditShare: Number(env.BENCH_ADAPT_AUDIT) } : {};
+  const learn = {
+    ...(env.BENCH_ADAPT_LEARN ? JSON.parse(env.BENCH_ADAPT_LEARN) : {}),
+    ...(env.BENCH_ADAPT_AUDIT ? { auditShare: Number(env.BENCH_ADAPT_AUDIT) } : {}),
+  };
   if (!(images > 0 && windowSize > 0)) throw new Error('BENCH_ADAPT_IMAGES and BENCH_ADAPT_WINDOW must be > 0');
   const started = new Date();
 

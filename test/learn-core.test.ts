@@ -19,7 +19,7 @@ import {
 } from '../src/learn/learner.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
-import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
+import { FeatureReservoir, bytesPerRow, reservoirCuts, type ReservoirCut } from '../src/learn/reservoir.js';
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { resolveLoadOptions } from '../src/page/options.js';
@@ -61,7 +61,12 @@ describe('learn options', () => {
     for (const bad of [{ auditShare: 2 }, { maxSamples: 0 }, { maxBytes: -1 }, { minSamples: 500, maxSamples: 400 }])
       expect(() => resolveLearnOptions(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
-    expect(o.learnShare).toBe(0.2);
+    expect(o.learnShare).toBe(0.5);
+    // the default byte cap holds the default 20,000 samples of CIFAR ResNet-56's 8 candidate cuts (64 MiB held 10,217)
+    const r56 = [320, 320, 320, 384, 384, 512, 512, 512].map((dim) => ({ dim }) as ReservoirCut);
+    expect(bytesPerRow(r56, 10)).toBe(6568);
+    const r56Rows = Math.floor(o.maxBytes / bytesPerRow(r56, 10));
+    expect(r56Rows).toBeGreaterThan(0.99 * o.maxSamples);
     expect(resolveLearnOptions({ auditShare: 0.5, learnShare: 0.1 }).learnShare).toBe(0.5); // at least auditShare
     expect(() => resolveLearnOptions({ learnShare: -0.1 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
@@ -149,6 +154,32 @@ describe('feature reservoir', () => {
     sliced.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(now.features[i]));
     const before = (fs0.cuts[0]!.x as { data: Uint16Array }).data;
     expect(now.features[0]!.some((v, j) => v !== before[j])).toBe(true); // rows were replaced meanwhile
+    // a save's sliced copy (sliceState) beside a fit's snapshot: both see rows replaced meanwhile; rows appended
+    // meanwhile are left out of the state and of its counts
+    const grow = new FeatureReservoir(cuts, 10, { maxSamples: 60, maxBytes: 1e9 });
+    const add = (v: number): void => {
+      maps.forEach((m) => m.fill(v));
+      grow.addFromMaps(maps, logits, 1);
+    };
+    for (let i = 0; i < 40; i++) add(i);
+    let pauses = 0;
+    const st = await grow.sliceState(async () => {
+      for (let j = 0; j < 5; j++, pauses++) add(2000 + pauses);
+    }, per * 10);
+    expect([pauses, grow.size, grow.seen]).toEqual([15, 55, 55]); // 4 slices, 3 pauses
+    expect([st.size, st.seen, st.fresh]).toEqual([40, 40, 40]);
+    st.features.forEach((f, i) => expect(f).toEqual(grow.state().features[i]!.slice(0, 40 * cuts[i]!.dim)));
+    // overlapping copies (the first 4 pauses add rows, which fill the reservoir and then replace stored ones)
+    const pause = async (): Promise<void> => {
+      if (pauses++ < 19) for (let j = 0; j < 5; j++) add(3000 + pauses * 10 + j);
+    };
+    const [st2, snap] = await Promise.all([grow.sliceState(pause, per * 10), grow.snapshot(pause, per * 10)]);
+    expect(grow.size).toBe(60);
+    expect([st2.size, snap.n]).toEqual([55, 60]); // the snapshot began after the first pause had added 5 rows
+    const rows = grow.state().features;
+    expect(rows[0]!.slice(0, 40 * cuts[0]!.dim)).not.toEqual(st.features[0]); // rows were replaced meanwhile
+    st2.features.forEach((f, i) => expect(f).toEqual(rows[i]!.slice(0, 55 * cuts[i]!.dim)));
+    snap.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(rows[i]));
     const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
     expect(small.restore(r.state())).toBe(false);
     expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(

@@ -4,7 +4,7 @@
 import type { UseStore } from 'idb-keyval';
 import { describe, expect, it } from 'vitest';
 import type { LearnerState } from '../src/learn/learner.js';
-import { IdbLearnStore, LEARN_SCHEMA } from '../src/runtime/learn-store.js';
+import { BLOCK_BYTES, IdbLearnStore, LEARN_SCHEMA } from '../src/runtime/learn-store.js';
 
 /** An object store in memory: requests and transactions complete in a later task, as IndexedDB's do. */
 function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
@@ -40,17 +40,44 @@ function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
           if (opts.failPut) throw new DOMException('The quota has been exceeded.', opts.failPut);
           data.set(k, structuredClone(v));
         },
+        getAllKeys: () => request(() => [...data.keys()]),
         delete: (k: string) => void data.delete(k),
       } as unknown as IDBObjectStore);
     });
   return { use, data };
 }
 
-const state = {
-  fits: 2,
-  verifying: 7,
-  reservoir: { teacher: new Float32Array([0.25, 0.75]) },
-} as unknown as LearnerState;
+/** A reservoir of `n` rows: two cuts of 3 and 700 features, 2 classes (row i holds i everywhere). */
+function reservoir(n: number): LearnerState['reservoir'] {
+  const fill = <T extends Uint16Array | Float32Array>(a: T, d: number): T => {
+    for (let i = 0; i < a.length; i++) a[i] = Math.floor(i / d);
+    return a;
+  };
+  return {
+    seen: n + 5,
+    size: n,
+    fresh: 3,
+    features: [fill(new Uint16Array(n * 3), 3), fill(new Uint16Array(n * 700), 700)],
+    teacher: fill(new Float32Array(n * 2), 2),
+  };
+}
+
+const state = { fits: 2, verifying: 7, reservoir: reservoir(2) } as unknown as LearnerState;
+
+/** Whether two states are equal, their typed arrays compared as bytes (toEqual is slow on millions of elements). */
+function same(a: LearnerState | undefined, b: LearnerState): boolean {
+  const bytes = (x: ArrayBufferView) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  const ra = a?.reservoir;
+  const rb = b.reservoir;
+  return (
+    ra !== undefined &&
+    ra.features.length === rb.features.length &&
+    ra.features.every((f, i) => bytes(f).equals(bytes(rb.features[i]!))) &&
+    bytes(ra.teacher).equals(bytes(rb.teacher)) &&
+    JSON.stringify({ ...a, reservoir: { ...ra, features: 0, teacher: 0 } }) ===
+      JSON.stringify({ ...b, reservoir: { ...rb, features: 0, teacher: 0 } })
+  );
+}
 
 describe('IdbLearnStore', () => {
   it('round-trips the state per model hash; another schema or model is discarded, never used', async () => {
@@ -79,6 +106,32 @@ describe('IdbLearnStore', () => {
     await s.clear('aaa');
     expect(m.data.size).toBe(0);
     expect(s.enabled).toBe(true);
+  });
+
+  it('writes the reservoir in blocks of about BLOCK_BYTES, keeps only the last save, discards a state missing one', async () => {
+    const m = memoryStore();
+    const s = new IdbLearnStore(() => m.use);
+    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes); // three blocks
+    const big = { ...state, reservoir: reservoir(n) } as LearnerState;
+    await s.save('aaa', big);
+    const blocks = () => [...m.data.keys()].filter((k) => k.startsWith('learn:aaa:block:'));
+    expect(blocks()).toHaveLength(3);
+    for (const k of blocks()) {
+      const b = m.data.get(k) as { features: Uint16Array[]; teacher: Float32Array };
+      expect(b.features.reduce((a, f) => a + f.byteLength, 0) + b.teacher.byteLength).toBeLessThanOrEqual(BLOCK_BYTES);
+    }
+    expect(same(await s.load('aaa'), big)).toBe(true);
+    // a second save replaces the first one's blocks; a smaller reservoir needs fewer
+    await s.save('aaa', state);
+    expect(blocks()).toHaveLength(1);
+    expect(same(await s.load('aaa'), state)).toBe(true);
+    expect(same(await s.load('aaa'), big)).toBe(false);
+    await s.save('aaa', big);
+    // a block lost (or another save's): the whole state is discarded, every entry of the model deleted
+    m.data.delete(blocks()[1]!);
+    expect(await s.load('aaa')).toBeUndefined();
+    expect(m.data.size).toBe(0);
   });
 
   it('an unreadable entry is a miss; a full quota or no IndexedDB turns persistence off and says why', async () => {

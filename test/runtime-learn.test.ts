@@ -286,7 +286,10 @@ describe('LearnRuntime', () => {
 
   it('a drift of the traffic is flagged without full-model answers, confirmed by the audit, then learned again', async () => {
     const store = new MemoryLearnStore();
-    const rt = await LearnRuntime.open(learnRequest({ auditShare: 0.05 }), () => {}, {
+    // few completions (the scenario was written at learnShare 0.2, its default then): the drift detector, not the
+    // audit, must see the switch first
+    const few = { auditShare: 0.05, learnShare: 0.2 };
+    const rt = await LearnRuntime.open(learnRequest(few), () => {}, {
       loadOrt: loadOrtNode,
       learnStore: store,
     });
@@ -333,7 +336,7 @@ describe('LearnRuntime', () => {
     expect(atAlarm?.verifying).toBeGreaterThan(0);
     const reloaded = new MemoryLearnStore();
     reloaded.saved.set(rt.modelHash, atAlarm!);
-    const again = await LearnRuntime.open(learnRequest({ auditShare: 0.05 }), () => {}, {
+    const again = await LearnRuntime.open(learnRequest(few), () => {}, {
       loadOrt: loadOrtNode,
       learnStore: reloaded,
     });

@@ -452,6 +452,16 @@ export class Learner {
   }
 
   state(): LearnerState {
+    return this.stateWith(this.reservoir.state());
+  }
+
+  /** {@link state} with the reservoir copied in slices (`pause()` awaited between them; a save of a full reservoir
+   * never holds the thread for the whole copy); the rest is read at the copy's end. */
+  async sliceState(pause: () => Promise<void>): Promise<LearnerState> {
+    return this.stateWith(await this.reservoir.sliceState(pause));
+  }
+
+  private stateWith(reservoir: LearnerState['reservoir']): LearnerState {
     return {
       fits: this.fits,
       tightenings: this.tightenings,
@@ -460,7 +470,7 @@ export class Learner {
       exitsOn: this.exitsOn,
       refitWanted: this.refitWanted,
       audit: this.audit.state(),
-      reservoir: this.reservoir.state(),
+      reservoir,
       ...(this.drift ? { drift: this.drift.state() } : {}),
       verifying: this.verifying,
       driftRestarts: this.driftRestarts,

@@ -54,8 +54,9 @@ export class FeatureReservoir {
   private allocated = 0;
   private rng: Rng;
   private scratch: Float32Array[];
-  /** Rows written while a {@link snapshot} is under way (they are copied again at its end). */
-  private dirty: Set<number> | undefined;
+  /** Per sliced copy under way ({@link snapshot}, {@link sliceState}; a fit's and a save's may overlap), the rows
+   * written meanwhile (copied again at its end). */
+  private readonly dirty = new Set<Set<number>>();
   seen = 0;
   size = 0;
   fresh = 0;
@@ -126,7 +127,7 @@ export class FeatureReservoir {
       const at = this.slot();
       this.fresh++;
       if (at < 0) continue;
-      this.dirty?.add(at);
+      for (const d of this.dirty) d.add(at);
       this.cuts.forEach((c, i) => {
         const size = c.channels * c.height * c.width;
         const map = maps[i]!.subarray(r * size, (r + 1) * size);
@@ -147,6 +148,34 @@ export class FeatureReservoir {
    * is the reservoir as it is when it ends (its rows [0, n), n the rows stored when it began).
    */
   async snapshot(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<FeatureSet<FeatureRows>> {
+    const { n, features, teacher } = await this.copySliced(pause, sliceBytes);
+    return {
+      n,
+      k: this.classes,
+      teacher,
+      cuts: this.cuts.map((c, i) => ({
+        ...c,
+        x: { format: 'f16', n, d: c.dim, data: features[i]! } satisfies PackedFeatures,
+      })),
+    };
+  }
+
+  /**
+   * {@link state} copied in slices as {@link snapshot} (a save of a full reservoir never holds the thread for the whole
+   * copy): the rows [0, n) as they are at its end; rows appended meanwhile are left out of the copy and of its counts.
+   * A reservoir cleared meanwhile gives its state as it is now.
+   */
+  async sliceState(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<ReservoirState> {
+    const { n, features, teacher } = await this.copySliced(pause, sliceBytes);
+    if (this.size < n) return this.state();
+    const appended = this.size - n;
+    return { seen: this.seen - appended, size: n, fresh: Math.max(0, this.fresh - appended), features, teacher };
+  }
+
+  private async copySliced(
+    pause: () => Promise<void>,
+    sliceBytes: number,
+  ): Promise<{ n: number; features: Uint16Array[]; teacher: Float32Array }> {
     const n = this.size;
     const k = this.classes;
     const teacher = new Float32Array(n * k);
@@ -156,26 +185,19 @@ export class FeatureReservoir {
       teacher.set(this.teacher.subarray(from * k, to * k), from * k);
     };
     const rows = Math.max(1, Math.floor(sliceBytes / bytesPerRow(this.cuts, k)));
-    this.dirty = new Set();
+    const dirty = new Set<number>();
+    this.dirty.add(dirty);
     try {
       for (let at = 0; at < n; at += rows) {
         if (at > 0) await pause();
         if (this.size < n) break; // cleared meanwhile (a drift restart): the fit will not be adopted
         copyRows(at, Math.min(n, at + rows));
       }
-      if (this.size >= n) for (const r of this.dirty) if (r < n) copyRows(r, r + 1);
+      if (this.size >= n) for (const r of dirty) if (r < n) copyRows(r, r + 1);
     } finally {
-      this.dirty = undefined;
+      this.dirty.delete(dirty);
     }
-    return {
-      n,
-      k,
-      teacher,
-      cuts: this.cuts.map((c, i) => ({
-        ...c,
-        x: { format: 'f16', n, d: c.dim, data: xs[i]! } satisfies PackedFeatures,
-      })),
-    };
+    return { n, features: xs, teacher };
   }
 
   /** Starts counting fresh rows again (a fit has used every row stored so far). */

@@ -437,7 +437,8 @@ export class LearnRuntime {
   }
 
   /**
-   * Saves the learner's state: one write at a time, of the state as it is when the write starts, so that a burst of
+   * Saves the learner's state: one write at a time, of the state as it is when the write starts (its reservoir copied
+   * in slices), so that a burst of
    * changes (audits tightening one after the other) costs one more write, not one each (a failed write turns
    * persistence off).
    */
@@ -447,7 +448,10 @@ export class LearnRuntime {
     this.saveWanted = true;
     this.saving = this.saving.then(async () => {
       this.saveWanted = false;
-      await this.store.save(this.modelHash, this.learner.state());
+      if (!this.store.enabled) return;
+      // copied in slices and written in blocks (learn-store.ts): serving goes on between them
+      const state = await this.learner.sliceState(() => new Promise((r) => setTimeout(r, 0)));
+      await this.store.save(this.modelHash, state);
     });
   }
 

@@ -1,18 +1,34 @@
 // Where on-device learning keeps its state across page loads: one IndexedDB entry per model hash (idb-keyval,
-// database `selfxit-learn`), schema-versioned. A read that fails or finds another schema or model is a miss (the
-// entry is deleted); a write that fails (quota, private mode) turns persistence off, and learning goes on in memory.
-import { createStore, del, get, set, type UseStore } from 'idb-keyval';
+// database `selfxit-learn`), schema-versioned, its reservoir rows in blocks of ~4 MB beside it (each write clones one
+// block, so a save of a 128 MiB reservoir never holds the worker for the whole clone). A read that fails or finds
+// another schema or model, or a missing or malformed block, is a miss (the entries are deleted); a write that fails
+// (quota, private mode) turns persistence off, and learning goes on in memory.
+import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { LearnerState } from '../learn/learner.js';
+import type { ReservoirState } from '../learn/reservoir.js';
 
-/** Bump when {@link LearnerState} changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 3; // 3: the drift verification (audits left, confirmed drifts)
+/** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
+export const LEARN_SCHEMA = 4; // 4: reservoir rows in blocks; 3: the drift verification (audits left, confirmed drifts)
+
+/** Bytes of reservoir rows per stored block (about). */
+export const BLOCK_BYTES = 4 << 20;
+
+/** The reservoir as the main entry holds it: its counts and the keys of its row blocks, in row order. */
+type StoredReservoir = Omit<ReservoirState, 'features' | 'teacher'> & { readonly blocks: readonly string[] };
 
 /** One persisted entry. */
 export interface StoredLearning {
   readonly schema: number;
   readonly modelHash: string;
   readonly savedAt: number;
-  readonly state: LearnerState;
+  readonly state: Omit<LearnerState, 'reservoir'> & { readonly reservoir: StoredReservoir };
+}
+
+/** Rows [from, from + rows) of a reservoir: features per cut, then the teacher. */
+interface StoredBlock {
+  readonly rows: number;
+  readonly features: readonly Uint16Array[];
+  readonly teacher: Float32Array;
 }
 
 /** What the learn runtime needs of a store. Never throws. */
@@ -32,11 +48,71 @@ function openLearnStore(): UseStore {
 }
 
 const key = (modelHash: string): string => `learn:${modelHash}`;
+/** Every block of `modelHash` starts with this (one save's blocks also share its save id). */
+const blockPrefix = (modelHash: string): string => `learn:${modelHash}:block:`;
+
+/** The reservoir's rows cut into blocks of about {@link BLOCK_BYTES}. */
+function toBlocks(r: ReservoirState): StoredBlock[] {
+  const n = r.size;
+  if (n === 0) return [];
+  const dims = r.features.map((f) => f.length / n);
+  const k = r.teacher.length / n;
+  const rowBytes = dims.reduce((a, d) => a + 2 * d, 0) + 4 * k;
+  const per = Math.max(1, Math.floor(BLOCK_BYTES / rowBytes));
+  const blocks: StoredBlock[] = [];
+  for (let at = 0; at < n; at += per) {
+    const end = Math.min(n, at + per);
+    blocks.push({
+      rows: end - at,
+      features: r.features.map((f, i) => f.subarray(at * dims[i]!, end * dims[i]!)),
+      teacher: r.teacher.subarray(at * k, end * k),
+    });
+  }
+  return blocks;
+}
+
+/** The reservoir from its stored blocks; undefined when one is missing or does not fit the others. */
+function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirState | undefined {
+  const ok = (b: unknown): b is StoredBlock =>
+    typeof b === 'object' &&
+    b !== null &&
+    Number.isInteger((b as StoredBlock).rows) &&
+    Array.isArray((b as StoredBlock).features) &&
+    (b as StoredBlock).features.every((f) => f instanceof Uint16Array) &&
+    (b as StoredBlock).teacher instanceof Float32Array;
+  if (!blocks.every(ok)) return undefined;
+  const n = blocks.reduce((a, b) => a + b.rows, 0);
+  const cuts = blocks[0]?.features.length ?? 0;
+  if (n !== s.size || !blocks.every((b) => b.features.length === cuts)) return undefined;
+  const join = <T extends Uint16Array | Float32Array>(parts: readonly T[], make: (len: number) => T): T => {
+    const out = make(parts.reduce((a, p) => a + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  };
+  const features = Array.from({ length: cuts }, (_, i) =>
+    join(
+      blocks.map((b) => b.features[i]!),
+      (l) => new Uint16Array(l),
+    ),
+  );
+  const teacher = join(
+    blocks.map((b) => b.teacher),
+    (l) => new Float32Array(l),
+  );
+  // the learner checks every length against its own cuts and classes (Learner.restore)
+  return { seen: s.seen, size: s.size, fresh: s.fresh, features, teacher };
+}
 
 /** A learn store in IndexedDB; `openStore` is a test seam (e.g. a store whose writes fail). */
 export class IdbLearnStore implements LearnStore {
   private store: UseStore | undefined;
   reason: string | undefined;
+  /** Saves so far (part of each save's id). */
+  private saves = 0;
 
   constructor(private readonly openStore: () => UseStore = openLearnStore) {}
 
@@ -61,30 +137,73 @@ export class IdbLearnStore implements LearnStore {
     try {
       const v = (await get(key(modelHash), store)) as Partial<StoredLearning> | undefined;
       if (v === undefined) return undefined;
-      if (v.schema === LEARN_SCHEMA && v.modelHash === modelHash && typeof v.state === 'object' && v.state !== null)
-        return v.state;
-      await del(key(modelHash), store); // another schema or model: discarded, never used
+      const r = v.state?.reservoir;
+      if (
+        v.schema === LEARN_SCHEMA &&
+        v.modelHash === modelHash &&
+        typeof v.state === 'object' &&
+        v.state !== null &&
+        typeof r === 'object' &&
+        r !== null &&
+        Array.isArray(r.blocks) &&
+        r.blocks.every((b) => typeof b === 'string' && b.startsWith(blockPrefix(modelHash)))
+      ) {
+        const blocks: unknown[] = [];
+        for (const b of r.blocks) blocks.push(await get(b, store));
+        const reservoir = fromBlocks(r, blocks);
+        if (reservoir) return { ...v.state, reservoir };
+      }
+      await this.clear(modelHash); // another schema or model, or a block missing: discarded, never used
       return undefined;
     } catch {
       return undefined;
     }
   }
 
+  /**
+   * Writes the reservoir's blocks (one write each, under a new save id), then the main entry naming them (so a save
+   * cut short leaves the previous one whole), then deletes the blocks no entry names.
+   */
   async save(modelHash: string, state: LearnerState): Promise<void> {
     const store = this.open();
     if (!store) return;
-    const entry: StoredLearning = { schema: LEARN_SCHEMA, modelHash, savedAt: Date.now(), state };
+    const savedAt = Date.now();
+    const id = `${blockPrefix(modelHash)}${savedAt}-${++this.saves}:`;
     try {
+      const { features: _f, teacher: _t, ...counts } = state.reservoir;
+      const names: string[] = [];
+      for (const [i, b] of toBlocks(state.reservoir).entries()) {
+        names.push(`${id}${i}`);
+        await set(`${id}${i}`, b, store);
+      }
+      const entry: StoredLearning = {
+        schema: LEARN_SCHEMA,
+        modelHash,
+        savedAt,
+        state: { ...state, reservoir: { ...counts, blocks: names } },
+      };
       await set(key(modelHash), entry, store);
+      const keep = new Set(names);
+      const stale = (await keys(store)).filter(
+        (k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)) && !keep.has(k),
+      );
+      if (stale.length > 0) await delMany(stale, store);
     } catch (e) {
       const name = e instanceof Error ? e.name : '';
       this.reason = `${name === 'QuotaExceededError' ? 'storage quota exceeded' : 'storage write failed'}: ${e instanceof Error ? e.message : String(e)}`;
     }
   }
 
+  /** Deletes the entry of `modelHash` and every block of it. */
   async clear(modelHash: string): Promise<void> {
     const store = this.open();
-    if (store) await del(key(modelHash), store).catch(() => undefined);
+    if (!store) return;
+    try {
+      const blocks = (await keys(store)).filter((k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)));
+      await delMany([key(modelHash), ...blocks], store);
+    } catch {
+      await del(key(modelHash), store).catch(() => undefined);
+    }
   }
 }
 
