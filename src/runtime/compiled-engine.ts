@@ -34,7 +34,7 @@ interface Compiled {
  * segments have loaded (the stage engine loads them lazily for inputs that continue past the prefix) or the backend
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
- * Compiled models are cached per manifest hash, backend and prefix length, their sha256 checked on every read.
+ * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a second model with
  * gated heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate), made
  * once and kept beside the ungated one; the call itself runs on the model at hand, which decides the same either way.
