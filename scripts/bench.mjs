@@ -12,7 +12,8 @@
 //   BENCH_GPU_IMAGES  images for the WebGPU correctness check (default 64; 0 skips it)
 //   BENCH_CALIB       calibration images for prepare (default: all in the calib file)
 //   BENCH_POOL        1: ResNet-20/56's selfxit bundles are prepared on calib + pool (10,000 + 40,000 images, the
-//                     pool's unlabeled: ../shared/data/cifar10/pool-u8.bin) into bench/.bundles/<key>-pool (default 0: calib only)
+//                     pool's unlabeled: ../shared/data/cifar10/pool-u8.bin) into bench/.bundles/<key>-pool
+//                     (default 0: calib only)
 //   BENCH_PAPER       0 skips the paper setup (default 1)
 //   BENCH_PAPER_EXITS comma list of cuts for the paper setup (default: prepare's, cuts nearest 25/50/75 % MACs)
 //   BENCH_TARGET      agreement target for prepare (default 0.99)
