@@ -1,34 +1,49 @@
 // Where on-device learning keeps its state (runtime/learn-store.ts), over an in-memory stand-in for the object store
 // idb-keyval drives: a round trip; entries of another schema or model discarded (deleted, never used); an unreadable
-// entry a miss; a full quota or no IndexedDB turns persistence off with the reason, and never throws.
+// entry a miss; a full quota or no IndexedDB turns persistence off with the reason, and never throws; an empty
+// reservoir restored; two workers saving and loading one model at once never lose a whole state.
 import type { UseStore } from 'idb-keyval';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LearnerState } from '../src/learn/learner.js';
-import { BLOCK_BYTES, IdbLearnStore, LEARN_SCHEMA } from '../src/runtime/learn-store.js';
+import { BLOCK_BYTES, IdbLearnStore, LEARN_SCHEMA, ORPHAN_MS } from '../src/runtime/learn-store.js';
 
-/** An object store in memory: requests and transactions complete in a later task, as IndexedDB's do. */
+/**
+ * An object store in memory: requests complete in a later task, as IndexedDB's do, and a transaction once its last
+ * request did (requests made in a request's success callback keep it open). No isolation between transactions.
+ */
 function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
   use: UseStore;
   data: Map<string, unknown>;
 } {
   const data = new Map<string, unknown>();
-  const request = (run: () => unknown) => {
-    const req = {} as { result?: unknown; error?: unknown; onsuccess?: () => void; onerror?: () => void };
-    setTimeout(() => {
-      try {
-        req.result = run();
-        req.onsuccess?.();
-      } catch (e) {
-        req.error = e;
-        req.onerror?.();
-      }
-    }, 0);
-    return req;
-  };
   const use: UseStore = (_mode, callback) =>
     Promise.resolve().then(() => {
       const transaction = {} as { oncomplete?: () => void };
-      setTimeout(() => transaction.oncomplete?.(), 0);
+      let pending = 0;
+      let done = false;
+      const check = () =>
+        setTimeout(() => {
+          if (pending > 0 || done) return;
+          done = true;
+          transaction.oncomplete?.();
+        }, 0);
+      const request = (run: () => unknown) => {
+        const req = {} as { result?: unknown; error?: unknown; onsuccess?: () => void; onerror?: () => void };
+        pending++;
+        setTimeout(() => {
+          try {
+            req.result = run();
+            req.onsuccess?.call(req);
+          } catch (e) {
+            req.error = e;
+            req.onerror?.call(req);
+          }
+          pending--;
+          check();
+        }, 0);
+        return req;
+      };
+      check();
       return callback({
         transaction,
         get: (k: string) =>
@@ -128,7 +143,7 @@ describe('IdbLearnStore', () => {
     expect(same(await s.load('aaa'), state)).toBe(true);
     expect(same(await s.load('aaa'), big)).toBe(false);
     await s.save('aaa', big);
-    // a block lost (or another save's): the whole state is discarded, every entry of the model deleted
+    // a block lost (its save cleared meanwhile): the whole state is discarded, its entry and blocks deleted
     m.data.delete(blocks()[1]!);
     expect(await s.load('aaa')).toBeUndefined();
     expect(m.data.size).toBe(0);
@@ -158,5 +173,78 @@ describe('IdbLearnStore', () => {
     expect(await none.load('aaa')).toBeUndefined();
     expect(none.enabled).toBe(false);
     expect(none.reason).toMatch(/no storage: IndexedDB is not available/);
+  });
+});
+
+describe('IdbLearnStore, an empty reservoir and two workers at once', () => {
+  afterEach(() => vi.restoreAllMocks());
+  /** A state of `n` rows whose counts and teacher rows depend on `seen` (two workers' states differ everywhere). */
+  const withSeen = (n: number, seen: number) => {
+    const r = reservoir(n);
+    r.teacher.forEach((v, i) => (r.teacher[i] = v + seen));
+    return { ...state, reservoir: { ...r, seen } } as unknown as LearnerState;
+  };
+  const blocks = (m: { data: Map<string, unknown> }) => [...m.data.keys()].filter((k) => k.includes(':block:')).sort();
+  const named = (m: { data: Map<string, unknown> }) =>
+    [...(m.data.get('learn:aaa') as { state: { reservoir: { blocks: string[] } } }).state.reservoir.blocks].sort();
+
+  it('an empty reservoir (a drift restart) is stored with its cuts and restored, the rest of the state with it', async () => {
+    const m = memoryStore();
+    const s = new IdbLearnStore(() => m.use);
+    const empty = { ...state, reservoir: reservoir(0) } as LearnerState;
+    await s.save('aaa', empty);
+    expect(blocks(m)).toEqual([]);
+    const back = await s.load('aaa');
+    expect(back?.reservoir.features.map((f) => f.length)).toEqual([0, 0]);
+    expect(same(back, empty)).toBe(true);
+  });
+
+  it('two workers saving at once (same clock) leave one whole state and only its blocks', async () => {
+    vi.spyOn(Date, 'now').mockReturnValue(1_000_000);
+    const m = memoryStore();
+    const [a, b] = [new IdbLearnStore(() => m.use), new IdbLearnStore(() => m.use)];
+    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes);
+    const [sa, sb] = [withSeen(n, n + 1), withSeen(2, n + 2)]; // three blocks, one
+    await Promise.all([a.save('aaa', sa), b.save('aaa', sb)]);
+    const got = await a.load('aaa');
+    expect(same(got, sa) || same(got, sb)).toBe(true);
+    expect(blocks(m)).toEqual(named(m));
+  });
+
+  it('a load while another worker replaces the state reads one whole state and deletes nothing valid', async () => {
+    const m = memoryStore();
+    const [a, b] = [new IdbLearnStore(() => m.use), new IdbLearnStore(() => m.use)];
+    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes);
+    const [sa, sb] = [withSeen(n, n + 1), withSeen(n, n + 2)];
+    await a.save('aaa', sa);
+    const saving = b.save('aaa', sb);
+    const loads: Promise<LearnerState | undefined>[] = [];
+    for (let i = 0; i < 12; i++) {
+      loads.push(a.load('aaa'));
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    await saving;
+    for (const got of await Promise.all(loads)) expect(same(got, sa) || same(got, sb)).toBe(true);
+    expect(same(await a.load('aaa'), sb)).toBe(true);
+    expect(blocks(m)).toEqual(named(m));
+  });
+
+  it('a broken entry is discarded without the blocks of another save; a save deletes blocks of saves cut short', async () => {
+    const m = memoryStore();
+    const s = new IdbLearnStore(() => m.use);
+    await s.save('aaa', state);
+    const lost = named(m)[0]!;
+    m.data.delete(lost); // its save was cleared meanwhile (a reset in another tab)
+    const now = Date.now();
+    const writing = `learn:aaa:block:${now}-other1:0`; // another worker's save under way
+    const cutShort = `learn:aaa:block:${now - ORPHAN_MS - 1}-gone1:0`; // a save whose worker ended
+    m.data.set(writing, {}).set(cutShort, {});
+    expect(await s.load('aaa')).toBeUndefined();
+    expect([...m.data.keys()].sort()).toEqual([cutShort, writing].sort());
+    await s.save('aaa', state);
+    expect(blocks(m)).toEqual([...named(m), writing].sort());
+    expect(same(await s.load('aaa'), state)).toBe(true);
   });
 });

@@ -284,6 +284,40 @@ describe('LearnRuntime', () => {
     }
   }, 240_000);
 
+  it('resetLearning() waits for a save under way: its write never brings the state before the reset back', async () => {
+    const store = new MemoryLearnStore();
+    // a slow write (a full reservoir's ~32 blocks): it lands well after the reset began
+    store.save = async (h: string, s: LearnerState) => {
+      const c = structuredClone(s);
+      await new Promise((r) => setTimeout(r, 200));
+      store.saved.set(h, c);
+    };
+    const rt = await LearnRuntime.open(learnRequest(), () => {}, { loadOrt: loadOrtNode, learnStore: store });
+    await serve(rt, 0, 60);
+    expect(rt.state().learning!.samplesSeen).toBe(60);
+    (rt as unknown as { save(): void }).save();
+    await rt.resetLearning();
+    await rt.settled();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(store.saved.get(rt.modelHash)?.reservoir.size ?? 0).toBe(0);
+    await rt.dispose();
+  }, 60_000);
+
+  it('resetLearning() during a fit waits for it (whose end opens exits through the queue) and resets', async () => {
+    const store = new MemoryLearnStore();
+    const rt = await LearnRuntime.open(learnRequest(), () => {}, { loadOrt: loadOrtNode, learnStore: store });
+    await serve(rt, 0, 450); // the fit starts at 400 samples
+    expect(rt.state().learning!.fitting).toBe(true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hung = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('reset hung')), 60_000)));
+    await Promise.race([rt.resetLearning(), hung]);
+    clearTimeout(timer);
+    const s = rt.state().learning!;
+    expect([s.samplesSeen, s.fits, s.exitsOn]).toEqual([0, 0, false]);
+    expect(rt.manifest.exits).toEqual([]);
+    await rt.dispose();
+  }, 120_000);
+
   it('a drift of the traffic is flagged without full-model answers, confirmed by the audit, then learned again', async () => {
     const store = new MemoryLearnStore();
     // few completions (the scenario was written at learnShare 0.2, its default then): the drift detector, not the

@@ -461,16 +461,27 @@ export class LearnRuntime {
     await this.saving;
   }
 
-  /** Forgets everything learned, here and in storage; the full model (or the bundle's own exits) serves again. */
+  /**
+   * Forgets everything learned, here and in storage; the full model (or the bundle's own exits) serves again. A fit
+   * running ends first (outside the queue: its end opens exits through it); a save under way ends before the store is
+   * cleared, so that its write cannot bring the state before the reset back at the next load().
+   */
   async resetLearning(): Promise<void> {
-    await this.queue.run(async () => {
+    for (let done = false; !done;) {
       this.throwIfDisposed();
-      await this.fitting;
-      this.learner.reset();
-      this.pendingAudits = [];
-      await this.store.clear(this.modelHash);
-      await this.swap(undefined);
-    });
+      while (this.fitting) await this.fitting;
+      done = await this.queue.run(async () => {
+        this.throwIfDisposed();
+        if (this.fitting) return false; // a fit started by a call queued before this job: waited for first
+        this.learner.reset();
+        this.pendingAudits = [];
+        this.savedAt = 0;
+        await this.saving;
+        await this.store.clear(this.modelHash);
+        await this.swap(undefined);
+        return true;
+      });
+    }
     await this.serveLearned();
   }
 
@@ -513,7 +524,9 @@ export class LearnRuntime {
   async dispose(): Promise<void> {
     this.disposed = true;
     this.fitWorker?.close();
-    await this.saving; // a save under way completes (learned exits are not lost to a dispose right after a fit)
+    // a save under way completes (learned exits are not lost to a dispose right after a fit) when the worker lives that
+    // long: the page's dispose() ends it after 2 s, and a save cut short leaves the previous save's state (whole)
+    await this.saving;
     await this.serving?.dispose();
     this.serving = undefined;
     await this.features.release();

@@ -1,20 +1,32 @@
 // Where on-device learning keeps its state across page loads: one IndexedDB entry per model hash (idb-keyval,
 // database `selfxit-learn`), schema-versioned, its reservoir rows in blocks of ~4 MB beside it (each write clones one
 // block, so a save of a 128 MiB reservoir never holds the worker for the whole clone). A read that fails or finds
-// another schema or model, or a missing or malformed block, is a miss (the entries are deleted); a write that fails
-// (quota, private mode) turns persistence off, and learning goes on in memory.
-import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
+// another schema or model, or a missing or malformed block, is a miss (that entry and its blocks are deleted); a write
+// that fails (quota, private mode) turns persistence off, and learning goes on in memory. Two workers (tabs) may save
+// and load one model at once: an entry and its blocks are read in one transaction, and a save deletes only the blocks
+// of the entry it replaced (and blocks of saves cut short, once older than ORPHAN_MS).
+import { createStore, del, delMany, keys, set, type UseStore } from 'idb-keyval';
 import type { LearnerState } from '../learn/learner.js';
 import type { ReservoirState } from '../learn/reservoir.js';
 
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 4; // 4: reservoir rows in blocks; 3: the drift verification (audits left, confirmed drifts)
+export const LEARN_SCHEMA = 5; // 5: the reservoir's cut count stored (an empty one has no block); 4: reservoir rows in
+// blocks; 3: the drift verification (audits left, confirmed drifts)
 
 /** Bytes of reservoir rows per stored block (about). */
 export const BLOCK_BYTES = 4 << 20;
 
-/** The reservoir as the main entry holds it: its counts and the keys of its row blocks, in row order. */
-type StoredReservoir = Omit<ReservoirState, 'features' | 'teacher'> & { readonly blocks: readonly string[] };
+/** Blocks not named by the entry and older than this are left by a save cut short (the worker ended): deleted. */
+export const ORPHAN_MS = 3_600_000;
+
+/**
+ * The reservoir as the main entry holds it: its counts, its number of cuts (an empty reservoir has no block to tell)
+ * and the keys of its row blocks, in row order.
+ */
+type StoredReservoir = Omit<ReservoirState, 'features' | 'teacher'> & {
+  readonly cuts: number;
+  readonly blocks: readonly string[];
+};
 
 /** One persisted entry. */
 export interface StoredLearning {
@@ -51,6 +63,75 @@ const key = (modelHash: string): string => `learn:${modelHash}`;
 /** Every block of `modelHash` starts with this (one save's blocks also share its save id). */
 const blockPrefix = (modelHash: string): string => `learn:${modelHash}:block:`;
 
+/** The block keys an entry names (none for an entry of another layout). */
+function blocksOf(v: unknown, modelHash: string): string[] {
+  const b = (v as Partial<StoredLearning> | undefined)?.state?.reservoir?.blocks;
+  return Array.isArray(b)
+    ? b.filter((k): k is string => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)))
+    : [];
+}
+
+/** When the save that wrote block `k` started (NaN when `k` is not a block key of this layout). */
+const blockTime = (k: string, modelHash: string): number =>
+  Number(k.slice(blockPrefix(modelHash).length).split('-')[0]);
+
+/** The entry at `k` and the blocks it names, read in one transaction (so no save can replace them in between). */
+function readEntry(store: UseStore, k: string, modelHash: string): Promise<{ entry: unknown; blocks: unknown[] }> {
+  return store(
+    'readonly',
+    (s) =>
+      new Promise((resolve, reject) => {
+        const r = s.get(k);
+        r.onerror = () => reject(r.error);
+        r.onsuccess = () => {
+          const names = blocksOf(r.result, modelHash);
+          const blocks: unknown[] = [];
+          let left = names.length;
+          if (left === 0) resolve({ entry: r.result, blocks });
+          names.forEach((n, i) => {
+            const b = s.get(n);
+            b.onerror = () => reject(b.error);
+            b.onsuccess = () => {
+              blocks[i] = b.result;
+              if (--left === 0) resolve({ entry: r.result, blocks });
+            };
+          });
+        };
+      }),
+  );
+}
+
+/**
+ * In one read-write transaction, the entry at `k` replaced by `next(entry)` (undefined: deleted; the entry itself:
+ * kept); resolves with the entry it found (undefined: none, or unreadable) once the transaction completed.
+ */
+function replaceEntry(store: UseStore, k: string, next: (cur: unknown) => unknown): Promise<unknown> {
+  return store(
+    'readwrite',
+    (s) =>
+      new Promise((resolve, reject) => {
+        const r = s.get(k);
+        // an entry that cannot be read (not deserialisable) is replaced as if there were none
+        r.onerror = (e) => {
+          e?.preventDefault(); // the transaction goes on
+          write(undefined);
+        };
+        r.onsuccess = () => write(r.result);
+        const write = (cur: unknown): void => {
+          try {
+            const v = next(cur);
+            s.transaction.oncomplete = () => resolve(cur);
+            s.transaction.onabort = s.transaction.onerror = () => reject(s.transaction.error);
+            if (v === undefined) s.delete(k);
+            else if (v !== cur) s.put(v, k);
+          } catch (e) {
+            reject(e);
+          }
+        };
+      }),
+  );
+}
+
 /** The reservoir's rows cut into blocks of about {@link BLOCK_BYTES}. */
 function toBlocks(r: ReservoirState): StoredBlock[] {
   const n = r.size;
@@ -80,9 +161,9 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
     Array.isArray((b as StoredBlock).features) &&
     (b as StoredBlock).features.every((f) => f instanceof Uint16Array) &&
     (b as StoredBlock).teacher instanceof Float32Array;
-  if (!blocks.every(ok)) return undefined;
+  const cuts = s.cuts;
+  if (!Number.isInteger(cuts) || cuts < 0 || !blocks.every(ok)) return undefined;
   const n = blocks.reduce((a, b) => a + b.rows, 0);
-  const cuts = blocks[0]?.features.length ?? 0;
   if (n !== s.size || !blocks.every((b) => b.features.length === cuts)) return undefined;
   const join = <T extends Uint16Array | Float32Array>(parts: readonly T[], make: (len: number) => T): T => {
     const out = make(parts.reduce((a, p) => a + p.length, 0));
@@ -135,7 +216,8 @@ export class IdbLearnStore implements LearnStore {
     const store = this.open();
     if (!store) return undefined;
     try {
-      const v = (await get(key(modelHash), store)) as Partial<StoredLearning> | undefined;
+      const { entry, blocks } = await readEntry(store, key(modelHash), modelHash);
+      const v = entry as Partial<StoredLearning> | undefined;
       if (v === undefined) return undefined;
       const r = v.state?.reservoir;
       if (
@@ -146,14 +228,20 @@ export class IdbLearnStore implements LearnStore {
         typeof r === 'object' &&
         r !== null &&
         Array.isArray(r.blocks) &&
-        r.blocks.every((b) => typeof b === 'string' && b.startsWith(blockPrefix(modelHash)))
+        r.blocks.length === blocks.length // every name a block key of this model
       ) {
-        const blocks: unknown[] = [];
-        for (const b of r.blocks) blocks.push(await get(b, store));
         const reservoir = fromBlocks(r, blocks);
         if (reservoir) return { ...v.state, reservoir };
       }
-      await this.clear(modelHash); // another schema or model, or a block missing: discarded, never used
+      // another schema or model, or a block missing (its save was cleared meanwhile): discarded, never used; only this
+      // entry (if no other worker replaced it since) and its blocks, never another worker's
+      const dropped = await replaceEntry(store, key(modelHash), (cur) =>
+        cur === undefined || sameEntry(cur, v) ? undefined : cur,
+      );
+      if (dropped !== undefined && sameEntry(dropped, v)) {
+        const names = blocksOf(v, modelHash);
+        if (names.length > 0) await delMany(names, store);
+      }
       return undefined;
     } catch {
       return undefined;
@@ -161,16 +249,18 @@ export class IdbLearnStore implements LearnStore {
   }
 
   /**
-   * Writes the reservoir's blocks (one write each, under a new save id), then the main entry naming them (so a save
-   * cut short leaves the previous one whole), then deletes the blocks no entry names.
+   * Writes the reservoir's blocks (one write each, under a new save id: its time and a random part, unique across
+   * workers), then the main entry naming them (so a save cut short leaves the previous one whole), then deletes the
+   * blocks of the entry it replaced and those of saves cut short (not named, older than {@link ORPHAN_MS}); never the
+   * blocks another worker is writing.
    */
   async save(modelHash: string, state: LearnerState): Promise<void> {
     const store = this.open();
     if (!store) return;
     const savedAt = Date.now();
-    const id = `${blockPrefix(modelHash)}${savedAt}-${++this.saves}:`;
+    const id = `${blockPrefix(modelHash)}${savedAt}-${Math.random().toString(36).slice(2, 10)}${++this.saves}:`;
     try {
-      const { features: _f, teacher: _t, ...counts } = state.reservoir;
+      const { features, teacher: _t, ...counts } = state.reservoir;
       const names: string[] = [];
       for (const [i, b] of toBlocks(state.reservoir).entries()) {
         names.push(`${id}${i}`);
@@ -180,14 +270,17 @@ export class IdbLearnStore implements LearnStore {
         schema: LEARN_SCHEMA,
         modelHash,
         savedAt,
-        state: { ...state, reservoir: { ...counts, blocks: names } },
+        state: { ...state, reservoir: { ...counts, cuts: features.length, blocks: names } },
       };
-      await set(key(modelHash), entry, store);
+      const replaced = await replaceEntry(store, key(modelHash), () => entry);
       const keep = new Set(names);
-      const stale = (await keys(store)).filter(
-        (k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)) && !keep.has(k),
-      );
-      if (stale.length > 0) await delMany(stale, store);
+      const stale = new Set(blocksOf(replaced, modelHash).filter((k) => !keep.has(k)));
+      for (const k of await keys(store))
+        if (typeof k === 'string' && k.startsWith(blockPrefix(modelHash)) && !keep.has(k)) {
+          const t = blockTime(k, modelHash);
+          if (!(savedAt - t < ORPHAN_MS)) stale.add(k); // NaN (another layout's key) too
+        }
+      if (stale.size > 0) await delMany([...stale], store);
     } catch (e) {
       const name = e instanceof Error ? e.name : '';
       this.reason = `${name === 'QuotaExceededError' ? 'storage quota exceeded' : 'storage write failed'}: ${e instanceof Error ? e.message : String(e)}`;
@@ -205,6 +298,15 @@ export class IdbLearnStore implements LearnStore {
       await del(key(modelHash), store).catch(() => undefined);
     }
   }
+}
+
+/** Whether two entries are one save's (the same time and blocks). */
+function sameEntry(a: unknown, b: unknown): boolean {
+  const id = (v: unknown) => {
+    const e = v as Partial<StoredLearning> | undefined;
+    return JSON.stringify([e?.savedAt, e?.state?.reservoir?.blocks]);
+  };
+  return id(a) === id(b);
 }
 
 /** No persistence (`learn.persist: false`, `cache: false`). */
