@@ -178,7 +178,10 @@ describe('WorkerClient', () => {
     await client.init(request);
     const pending = client.classify(classifyRequest, []);
     (client as unknown as { port: MessagePort }).port.dispatchEvent(new MessageEvent('messageerror'));
-    await expect(pending).rejects.toMatchObject({ code: 'WORKER_DIED', message: expect.stringMatching(/deserialised/) });
+    await expect(pending).rejects.toMatchObject({
+      code: 'WORKER_DIED',
+      message: expect.stringMatching(/deserialised/),
+    });
   });
 
   it('a request that cannot be deserialised is logged by the worker, whose port keeps serving', async () => {
@@ -227,7 +230,7 @@ describe('WorkerClient', () => {
       'Worker',
       class {
         constructor() {
-          throw 'blocked by the page policy'; // eslint-disable-line @typescript-eslint/only-throw-error
+          throw 'blocked by the page policy';
         }
       },
     );

@@ -372,7 +372,12 @@ export class WorkerClient implements ClassifierTransport {
     if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') return postError(e);
     if (e instanceof SelfxitError) this.answered = true;
     if (!(e instanceof SelfxitError)) {
-      return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${messageOf(e)}`, {}, { cause: e });
+      return new SelfxitError(
+        'WORKER_DIED',
+        `the call to the selfxit worker failed: ${messageOf(e)}`,
+        {},
+        { cause: e },
+      );
     }
     const state = await this.api.state().catch(() => undefined);
     this.setState(state);
