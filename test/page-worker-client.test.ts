@@ -159,6 +159,89 @@ describe('WorkerClient', () => {
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
   });
 
+  it('an error whose details cannot be cloned still answers the call, as INTERNAL with its code and message', async () => {
+    const api: WorkerApi = {
+      ...fakeApi(),
+      classify: async () => {
+        throw new SelfxitError('INVALID_INPUT', 'bad input', { hint: () => 'a function cannot be cloned' });
+      },
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    const err = await client.classify(classifyRequest, []).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/^INVALID_INPUT: bad input/) });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('an answer that cannot be deserialised fails the pending calls with WORKER_DIED', async () => {
+    const { client } = startClient(fakeApi(true));
+    await client.init(request);
+    const pending = client.classify(classifyRequest, []);
+    (client as unknown as { port: MessagePort }).port.dispatchEvent(new MessageEvent('messageerror'));
+    await expect(pending).rejects.toMatchObject({
+      code: 'WORKER_DIED',
+      message: expect.stringMatching(/deserialised/),
+    });
+  });
+
+  it('a request that cannot be deserialised is logged by the worker, whose port keeps serving', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
+    let served: MessagePort | undefined;
+    const base = fakeApi();
+    const api: WorkerApi = {
+      ...base,
+      classify: async () => ({ results: [], state: state0 }) as ClassifyReply,
+      async connect(this: WorkerApi, port: MessagePort) {
+        served = port;
+        await base.connect.call(this, port);
+      },
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    served!.dispatchEvent(new MessageEvent('messageerror'));
+    expect(logged).toHaveBeenCalledWith(expect.stringMatching(/could not be deserialised/));
+    await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
+    logged.mockRestore();
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('the state of an answer to a call already rejected (DISPOSED) is still taken', async () => {
+    let answer: (() => void) | undefined;
+    const api: WorkerApi = {
+      ...fakeApi(),
+      classify: () =>
+        new Promise<ClassifyReply>((resolve) => {
+          answer = () => resolve({ results: [], state: { ...state1, seq: 7 } });
+        }),
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    const pending = client.classify(classifyRequest, []).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(answer).not.toBe(undefined));
+    await client.dispose();
+    expect(await pending).toMatchObject({ code: 'DISPOSED' });
+    answer!();
+    await vi.waitFor(() => expect(client.state).toMatchObject({ seq: 7, cacheEnabled: false }));
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('a Worker constructor that throws a non-Error value: RUNTIME_FILES_UNAVAILABLE names that value', () => {
+    vi.stubGlobal(
+      'Worker',
+      class {
+        constructor() {
+          throw 'blocked by the page policy';
+        }
+      },
+    );
+    expect(() => WorkerClient.start(new URL('https://x.test/selfxit.worker.js'))).toThrow(
+      expect.objectContaining({
+        code: 'RUNTIME_FILES_UNAVAILABLE',
+        message: expect.stringMatching(/: blocked by the page policy$/),
+      }),
+    );
+  });
+
   it('dispose() rejects the calls not answered yet with DISPOSED, then later ones too', async () => {
     const { client } = startClient(fakeApi(true));
     await client.init(request);

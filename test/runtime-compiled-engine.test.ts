@@ -1,17 +1,25 @@
 // The compiled engine through the worker API in Node (onnxruntime-node, the tiny bundles over local HTTP): the same
 // decisions as the stage engine for several targets without recompiling, lazy segments kept, and the fallback to the
-// stage engine when the segments cannot be composed.
+// stage engine when the segments cannot be composed; one compiled session alive at a time.
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import * as compiledCascade from '../src/bundle/compiled-cascade.js';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import { chooseThresholds } from '../src/page/target.js';
-import type { EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/protocol.js';
+import type { ClassifyRequest, EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, noCache, type BundleCache, type CachedCompiled } from '../src/runtime/cache.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
+
+// compileBundleCascade, counted (the original runs): a switch between the gated and ungated models never recompiles.
+vi.mock('../src/bundle/compiled-cascade.js', async (importOriginal) => {
+  const orig = await importOriginal<typeof compiledCascade>();
+  return { ...orig, compileBundleCascade: vi.fn(orig.compileBundleCascade) };
+});
+const compiles = (): number => vi.mocked(compiledCascade.compileBundleCascade).mock.calls.length;
 
 let tiny: TinyServer;
 let log: string[] = [];
@@ -43,18 +51,32 @@ async function writeClashBundle(dir: string): Promise<void> {
   writeFileSync(path.join(out, 'manifest.json'), JSON.stringify({ ...manifest, segments }));
 }
 
-/** A worker API on onnxruntime-node that counts the sessions it creates. */
-function api(cache: BundleCache = noCache): { api: WorkerApi; creates: () => number } {
+/**
+ * A worker API on onnxruntime-node that counts the sessions it creates, and the compiled ones (those with a
+ * `thresholds` input) alive now and at most at once.
+ */
+function api(cache: BundleCache = noCache): {
+  api: WorkerApi;
+  creates: () => number;
+  compiledLive: () => { now: number; peak: number };
+} {
   let n = 0;
+  const live = { now: 0, peak: 0 };
   const loadOrt = async (): Promise<OrtHandle> => {
     const h = await loadOrtNode();
     const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
-    const InferenceSession = {
-      create: ((...args: Parameters<typeof create>) => (n++, create(...args))) as typeof create,
+    const counted = async (...args: Parameters<typeof create>) => {
+      n++;
+      const session = await create(...args);
+      if (!session.inputNames.includes('thresholds')) return session;
+      live.peak = Math.max(live.peak, ++live.now);
+      const release = session.release.bind(session);
+      return Object.assign(session, { release: () => (live.now--, release()) });
     };
+    const InferenceSession = { create: counted as typeof create };
     return { ...h, ort: { ...h.ort, InferenceSession } as typeof h.ort };
   };
-  return { api: createWorkerApi({ loadOrt, cache }), creates: () => n };
+  return { api: createWorkerApi({ loadOrt, cache }), creates: () => n, compiledLive: () => ({ ...live }) };
 }
 
 function request(bundle: string, engine: EngineChoice): InitRequest {
@@ -88,13 +110,13 @@ describe('compiled engine', () => {
       m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0)), // exit 0 off, everything at exit 1
     ];
     // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; disabled exits
-    // run the gated model, thresholds of 1 the ungated one: both made once, then kept.
+    // run the gated model, thresholds of 1 the ungated one: each compiled once (no cache here: their bytes are kept).
     await singles(compiled.api, vectors[7]!);
     await singles(
       compiled.api,
       m.exits.map(() => 1),
     );
-    const createdAfterFullLoad = compiled.creates();
+    const compiledAfterFullLoad = compiles();
     const exitsSeen = new Set<number>();
     for (const [v, thr] of vectors.entries()) {
       const [got, want] = [await singles(compiled.api, thr), await singles(stages.api, thr)];
@@ -115,14 +137,16 @@ describe('compiled engine', () => {
     // The compiled run covered the whole backbone: one time, spread evenly (the stage engine times each segment).
     const full = await singles(compiled.api, vectors[7]!);
     expect(full.every((r) => r.stages.length === 3 && new Set(r.stages).size === 1)).toBe(true);
-    expect(compiled.creates(), 'no session made after the whole bundle loaded').toBe(createdAfterFullLoad);
+    expect(compiles(), 'no model compiled after the whole bundle loaded').toBe(compiledAfterFullLoad);
+    expect(compiled.compiledLive().peak, 'one compiled session at a time').toBe(1);
     const state = await compiled.api.state();
     expect(state?.engine).toBe('compiled');
     await compiled.api.dispose();
+    expect(compiled.compiledLive().now, 'dispose() releases the compiled session').toBe(0);
     await stages.api.dispose();
   });
 
-  it('a disabled exit switches to the model with gated heads, made once and kept beside the ungated one', async () => {
+  it('a disabled exit switches to the model with gated heads: the other one is released, a switch back reads the cache', async () => {
     const store = new Map<string, CachedCompiled>();
     const cache: BundleCache = {
       ...noCache,
@@ -131,7 +155,7 @@ describe('compiled engine', () => {
       putCompiled: async (k, e) => void store.set(k, e),
       deleteCompiled: async (k) => void store.delete(k),
     };
-    const { api: a, creates } = api(cache);
+    const { api: a, creates, compiledLive } = api(cache);
     const init = await a.init(request('tiny', 'compiled'));
     const m = init.manifest;
     const all = m.exits.map(() => 1);
@@ -141,7 +165,7 @@ describe('compiled engine', () => {
       m.exits.map(() => NEVER_EXIT),
     ); // every segment loads
     await singles(a, all);
-    const made = creates();
+    const [made, compiled] = [creates(), compiles()];
     const key = compiledKey(init.manifestHash, 'wasm', m.segments.length);
     expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:gated`]);
     const stages = api().api;
@@ -151,8 +175,41 @@ describe('compiled engine', () => {
       expect(got.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
       if (thr === off0) expect(got.every((r) => r.exit !== 0)).toBe(true);
     }
-    expect(creates(), 'switching between the two models makes no session').toBe(made);
+    // off0 → all → off0: each switch (at the call after the thresholds changed) makes one session from the cache.
+    expect(creates(), 'one session per switch').toBe(made + 3);
+    expect(compiles(), 'no recompile').toBe(compiled);
+    expect(compiledLive(), 'one compiled session alive at a time').toEqual({ now: 1, peak: 1 });
     await a.dispose();
+    await stages.dispose();
+  });
+
+  it('calls that switch the model while plan() measures it: the plan times the model in use, decisions as the stage engine', async () => {
+    const { api: a, compiledLive } = api();
+    const m = (await a.init(request('tiny', 'compiled'))).manifest;
+    const stages = api().api;
+    await stages.init(request('tiny', 'stages'));
+    const vectors = [m.exits.map(() => 1), m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))];
+    const want = await Promise.all(vectors.map((v) => singles(stages, v)));
+    // While plan() times the compiled model run after run, calls alternate the gating: each switch replaces the
+    // model the measurement holds, which then times the new one.
+    let planned = false;
+    const planning = a.plan({ target: 0.9 }).finally(() => (planned = true));
+    let switches = 0;
+    for (let v = 0; !planned && switches < 500; v = 1 - v, switches++) {
+      const i = switches % tiny.inputs.length;
+      const req = {
+        inputs: [{ kind: 'tensor', data: tiny.inputs[i]! }],
+        thresholds: vectors[v]!,
+        probabilities: false,
+      };
+      const [r] = (await a.classify(req as ClassifyRequest)).results;
+      expect([r!.index, r!.exit], `input ${i}`).toEqual([want[v]![i]!.index, want[v]![i]!.exit]);
+    }
+    expect(switches).toBeGreaterThan(2);
+    expect((await planning).plan.timings.stageMs).toHaveLength(m.segments.length);
+    expect(compiledLive()).toEqual({ now: 1, peak: 1 });
+    await a.dispose();
+    expect(compiledLive().now).toBe(0);
     await stages.dispose();
   });
 

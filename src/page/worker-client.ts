@@ -53,6 +53,9 @@ interface InFlight {
   readonly resolve?: (results: readonly WireResult[]) => void;
 }
 
+/** A thrown value's message (String() of a value that is not an Error, e.g. a string thrown in the worker). */
+const messageOf = (e: unknown): string => (e as Error | undefined)?.message ?? String(e);
+
 /** What a call whose request could not be posted rejects with: INVALID_INPUT (DataCloneError), else WORKER_DIED. */
 function postError(e: unknown): SelfxitError {
   if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError')
@@ -62,8 +65,7 @@ function postError(e: unknown): SelfxitError {
       {},
       { cause: e },
     );
-  const why = (e as Error | undefined)?.message ?? String(e);
-  return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
+  return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${messageOf(e)}`, {}, { cause: e });
 }
 
 /** One worker and the calls in flight to it. */
@@ -97,6 +99,9 @@ export class WorkerClient implements ClassifierTransport {
     const channel = new MessageChannel();
     this.port = channel.port1;
     this.port.onmessage = (ev: MessageEvent<ClassifyAnswer>) => this.answer(ev.data);
+    // An answer that cannot be deserialised has no id: its call would wait for its deadline (or for ever).
+    this.port.onmessageerror = () =>
+      this.fail(new SelfxitError('WORKER_DIED', 'an answer of the selfxit worker could not be deserialised'));
     // Sent before init(): the worker serves the port before any classify() can be made. A worker that answers it with an
     // error (a selfxit.worker.js of another version, without the port) fails every call at once rather than letting
     // classify() calls wait for their deadline; one that never answers fails as a dead worker does.
@@ -105,7 +110,7 @@ export class WorkerClient implements ClassifierTransport {
       this.fail(
         new SelfxitError(
           'RUNTIME_FILES_UNAVAILABLE',
-          `the selfxit worker${where} does not serve classify() (${(e as Error).message}): serve selfxit.worker.js ` +
+          `the selfxit worker${where} does not serve classify() (${messageOf(e)}): serve selfxit.worker.js ` +
             'from the same version as selfxit.js',
           { url: this.url?.href },
         ),
@@ -196,7 +201,7 @@ export class WorkerClient implements ClassifierTransport {
       if (e instanceof SelfxitError) throw e;
       throw new SelfxitError(
         'RUNTIME_FILES_UNAVAILABLE',
-        `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${(e as Error).message}`,
+        `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${messageOf(e)}`,
         { url: url?.href },
         { cause: e },
       );
@@ -228,13 +233,16 @@ export class WorkerClient implements ClassifierTransport {
     });
   }
 
-  /** Settles the classify() call an answer of the classify port is for (one already rejected is left alone). */
+  /**
+   * Settles the classify() call an answer of the classify port is for (one already rejected is left alone); its state
+   * is taken either way (the worker counts it as delivered).
+   */
   private answer(a: ClassifyAnswer): void {
+    this.setState(a.state);
     const call = this.inFlight.get(a.id);
     if (!call) return;
     this.settled(a.id);
     this.answered = true;
-    this.setState(a.state);
     if ('error' in a) call.reject(fromErrorPayload(a.error));
     else call.resolve!(a.results);
   }
@@ -364,8 +372,12 @@ export class WorkerClient implements ClassifierTransport {
     if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') return postError(e);
     if (e instanceof SelfxitError) this.answered = true;
     if (!(e instanceof SelfxitError)) {
-      const why = (e as Error | undefined)?.message ?? String(e);
-      return new SelfxitError('WORKER_DIED', `the call to the selfxit worker failed: ${why}`, {}, { cause: e });
+      return new SelfxitError(
+        'WORKER_DIED',
+        `the call to the selfxit worker failed: ${messageOf(e)}`,
+        {},
+        { cause: e },
+      );
     }
     const state = await this.api.state().catch(() => undefined);
     this.setState(state);

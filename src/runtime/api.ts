@@ -28,6 +28,9 @@ function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: Pr
   };
 }
 
+/** A thrown value's message (String() of a value that is not an Error). */
+const messageOf = (e: unknown): string => (e as Error | undefined)?.message ?? String(e);
+
 /** The results' probability buffers: moved to the page, not copied. */
 function resultTransfers(results: readonly WireResult[]): Transferable[] {
   const buffers: Transferable[] = [];
@@ -60,8 +63,8 @@ export interface PortReply {
 
 /**
  * Answers the {@link ClassifyCall}s arriving on `port` with `classify()`: its results (probability buffers moved), or the
- * error (as a payload, code and details kept) with the worker's `state()` after it. A reply that cannot be posted is
- * answered as INTERNAL.
+ * error (as a payload, code and details kept) with the worker's `state()` after it. A reply that cannot be posted (an
+ * error whose details cannot be cloned included) is answered as INTERNAL.
  */
 export function serveClassify(
   port: MessagePort,
@@ -69,10 +72,21 @@ export function serveClassify(
   state: () => Promise<RuntimeState | undefined>,
 ): void {
   const fail = (id: number, e: unknown): void => {
-    const answer = (s: RuntimeState | undefined): void =>
-      port.postMessage({ id, error: toErrorPayload(e), state: s } satisfies ClassifyAnswer);
+    const answer = (s: RuntimeState | undefined): void => {
+      const error = toErrorPayload(e);
+      try {
+        port.postMessage({ id, error, state: s } satisfies ClassifyAnswer);
+      } catch (why) {
+        // Its details cannot be cloned: the code and message still answer the call (INTERNAL: a bug).
+        const message = `${error.code}: ${error.message} (its details could not be sent: ${messageOf(why)})`;
+        port.postMessage({ id, error: { code: 'INTERNAL', message }, state: s } satisfies ClassifyAnswer);
+      }
+    };
     state().then(answer, () => answer(undefined));
   };
+  // A request that cannot be deserialised has no id to answer: the page's deadline (callTimeoutMs) settles its call.
+  port.onmessageerror = () =>
+    console.error('selfxit worker: a classify() request could not be deserialised; it stays unanswered');
   port.onmessage = (ev: MessageEvent<ClassifyCall>) => {
     const { id, request } = ev.data;
     classify(request).then(
@@ -81,7 +95,7 @@ export function serveClassify(
           const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
           port.postMessage(answer, resultTransfers(results));
         } catch (e) {
-          fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${(e as Error).message}`));
+          fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${messageOf(e)}`));
         }
       },
       (e: unknown) => fail(id, e),

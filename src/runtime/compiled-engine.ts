@@ -4,7 +4,7 @@ import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
 import type { OrtStageRunner } from '../engine/stage-runner.js';
-import { isSelfxitError } from '../errors.js';
+import { isSelfxitError, SelfxitError } from '../errors.js';
 import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE } from '../graph/compile-cascade.js';
 import { decodeModel, encodeModel, sha256Hex } from '../graph/index.js';
 import type { OrtSession, OrtTensor } from '../ort/types.js';
@@ -27,6 +27,8 @@ interface Compiled {
   readonly backend: Backend;
   /** Heads gated by their threshold (compileCascade's gateHeads): made while the thresholds in use disable an exit. */
   readonly gated: boolean;
+  /** Replaced (another model is being made or is in use): its release is queued; later runs take the new one. */
+  retired: boolean;
 }
 
 /**
@@ -35,16 +37,20 @@ interface Compiled {
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
- * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a second model with
- * gated heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate), made
- * once and kept beside the ungated one; the call itself runs on the model at hand, which decides the same either way.
+ * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
+ * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
+ * itself runs on the model at hand, which decides the same either way. One compiled session is alive at a time: a
+ * switch (plan(), setTarget()) releases the model in use before the other's session is made, from the bundle cache or,
+ * when that keeps none, from the bytes held here (so a switch never recompiles).
  */
 export class CompiledEngine {
   /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
   failure: string | undefined;
-  /** The ungated [0] and gated [1] models, each made when first needed. */
-  private readonly compiled: (Compiled | undefined)[] = [undefined, undefined];
-  private readonly building: (Promise<Compiled | undefined> | undefined)[] = [undefined, undefined];
+  /** The model in use (undefined while its replacement is being made). */
+  private current: Compiled | undefined;
+  private building: Promise<Compiled | undefined> | undefined;
+  /** The ungated [0] and gated [1] models' bytes (by cache key), when the bundle cache keeps no compiled model. */
+  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = [undefined, undefined];
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
   /** Whether the next calls run the gated model: the last classify call's thresholds disabled an exit. */
@@ -61,19 +67,21 @@ export class CompiledEngine {
   /** The compiled model for the current prefix and backend (made or remade now if needed); undefined once failed. */
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined) return undefined;
-    const k = this.gate ? 1 : 0;
-    const c = this.compiled[k];
-    if (c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length) return c;
-    this.building[k] ??= this.build(c, this.gate).finally(() => (this.building[k] = undefined));
-    return this.building[k];
+    const c = this.current;
+    const fits = c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length;
+    if (fits && c.gated === this.gate) return c;
+    this.building ??= this.build(this.gate).finally(() => (this.building = undefined));
+    return this.building;
   }
 
-  private async build(old: Compiled | undefined, gated: boolean): Promise<Compiled | undefined> {
+  private async build(gated: boolean): Promise<Compiled | undefined> {
     const { ort } = this.pool;
     const prefix = this.pool.loadedPrefix();
     const backend = ort.backend;
-    const key = `${compiledKey(this.manifestHash, backend, prefix.length)}${gated ? ':gated' : ''}`;
-    let bytes = await this.cached(key);
+    const base = compiledKey(this.manifestHash, backend, prefix.length);
+    const key = `${base}${gated ? ':gated' : ''}`;
+    const k = gated ? 1 : 0;
+    let bytes = this.held[k]?.key === key ? this.held[k].bytes : await this.cached(key);
     if (!bytes) {
       try {
         bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', gated));
@@ -83,18 +91,40 @@ export class CompiledEngine {
       }
       await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
     }
+    this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
+    if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
+    // The model in use goes first (its runs under way finish): one compiled session at a time.
+    if (this.current) void this.retire(this.current);
+    this.current = undefined;
     let session: OrtSession;
     try {
       session = await this.pool.queue.run(() => ort.ort.InferenceSession.create(bytes, sessionOptions(ort, [])));
-      // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs.
-      await this.pool.queue.run(() => session.run(this.feeds(new Float32Array(this.inputSize()), [])));
+      // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs; a gated model once more
+      // with every exit on at 1 (its heads run; an input leaves only at a probability of exactly 1).
+      const zeros = new Float32Array(this.inputSize());
+      for (const t of gated ? [[], this.manifest.exits.map(() => 1)] : [[]])
+        await this.pool.queue.run(() => session.run(this.feeds(zeros, t)));
     } catch (e) {
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
-    const made = { session, count: prefix.length, backend, gated };
-    this.compiled[gated ? 1 : 0] = made;
-    if (old) await this.pool.queue.run(() => old.session.release()).catch(() => undefined);
-    return made;
+    this.current = { session, count: prefix.length, backend, gated, retired: false };
+    return this.current;
+  }
+
+  /** Marks `c` replaced and queues its release: after the runs already queued on it, before any later job. */
+  private async retire(c: Compiled): Promise<void> {
+    c.retired = true;
+    await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
+  }
+
+  /**
+   * Calls `fn` with `c`, or with the model in use when `c` was replaced meanwhile (undefined: the engine failed).
+   * `fn` must queue its runs before its first await: then no release comes before them (see {@link retire}).
+   */
+  private async using<T>(c: Compiled, fn: (c: Compiled | undefined) => Promise<T>): Promise<T> {
+    let m: Compiled | undefined = c;
+    while (m?.retired) m = await this.ready();
+    return fn(m);
   }
 
   /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
@@ -143,24 +173,28 @@ export class CompiledEngine {
     const k = manifest.labels.length;
     // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
     this.gate = manifest.exits.some((_, e) => !((thresholds[e] ?? Infinity) <= 1));
-    const t0 = performance.now();
-    const out = await this.pool.queue.run(() => c.session.run(this.feeds(data, thresholds)));
+    // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0.
+    let t0 = performance.now();
+    const ran = await this.using(c, async (m) => {
+      t0 = performance.now();
+      return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
+    });
     const ms = performance.now() - t0;
-    const exit = Number(out[CASCADE_IO.exitIndex]!.data[0]);
-    if (exit !== EXIT_INDEX_CONTINUE) {
-      const probs = (out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
+    const exit = ran ? Number(ran.out[CASCADE_IO.exitIndex]!.data[0]) : EXIT_INDEX_CONTINUE;
+    if (ran && exit !== EXIT_INDEX_CONTINUE) {
+      const probs = (ran.out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
       profiler?.add('readbackMs', performance.now() - t0 - ms);
       const { index, value } = argmaxRow(probs, 0, k);
-      const ran = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
-      return { index, confidence: value, exit, probs, stages: new Array<number>(ran).fill(ms / ran) };
+      const n = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
+      return { index, confidence: value, exit, probs, stages: new Array<number>(n).fill(ms / n) };
     }
-    const stages = new Array<number>(c.count).fill(ms / c.count);
-    const cut = out[CASCADE_IO.continueActivation]!;
+    const count = ran?.count ?? 0;
+    const stages = new Array<number>(count).fill(ms / count);
     const input = new this.pool.ort.ort.Tensor('float32', data, inputDims(manifest.input, 1));
-    const [r] = await runCascade(manifest, this.skipping(c.count, cut), input, 1, {
+    const [r] = await runCascade(manifest, this.skipping(count, ran?.out[CASCADE_IO.continueActivation]), input, 1, {
       thresholds,
       onStage: (s, _rows, t) => {
-        if (s >= c.count) stages[s] = t;
+        if (s >= count) stages[s] = t;
       },
     });
     return { ...r!, stages };
@@ -172,31 +206,34 @@ export class CompiledEngine {
    */
   async timeRun(c: Compiled, thresholds: readonly number[]): Promise<number> {
     const data = new Float32Array(this.inputSize());
-    return this.pool.queue.run(async () => {
-      const t0 = performance.now();
-      const out = await c.session.run(this.feeds(data, thresholds));
-      void out[CASCADE_IO.exitIndex]!.data[0];
-      return performance.now() - t0;
+    return this.using(c, (m) => {
+      if (!m) throw new SelfxitError('INTERNAL', `the compiled engine failed while measuring: ${this.failure}`);
+      return this.pool.queue.run(async () => {
+        const t0 = performance.now();
+        const out = await m.session.run(this.feeds(data, thresholds));
+        void out[CASCADE_IO.exitIndex]!.data[0];
+        return performance.now() - t0;
+      });
     });
   }
 
   /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */
-  private skipping(count: number, cut: OrtTensor): StageRunner<OrtTensor> {
+  private skipping(count: number, cut: OrtTensor | undefined): StageRunner<OrtTensor> {
     const r = this.runner;
     return {
       runStage: async (s, input, rows, readExit) =>
-        s < count ? { next: s === count - 1 ? cut : input } : r.runStage(s, input, rows, readExit),
+        s < count ? { next: s === count - 1 ? cut! : input } : r.runStage(s, input, rows, readExit),
       selectRows: (a, keep, rows) => r.selectRows(a, keep, rows),
       release: (a) => r.release(a),
     };
   }
 
-  /** Releases the compiled sessions. */
+  /** Releases the compiled session (once the runs under way end) and the bytes held. */
   async dispose(): Promise<void> {
-    for (const k of [0, 1]) {
-      const c = this.compiled[k] ?? (await this.building[k]?.catch(() => undefined));
-      this.compiled[k] = undefined;
-      if (c) await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
-    }
+    await this.building?.catch(() => undefined);
+    const c = this.current;
+    this.current = undefined;
+    this.held.fill(undefined);
+    if (c) await this.retire(c);
   }
 }
