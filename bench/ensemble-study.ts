@@ -44,6 +44,7 @@ import {
 import { rawThresholdOnSamples, type ScoreMap } from '../src/policy/exit-rule.js';
 import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
+import { cachedFeatures } from './feature-cache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
@@ -93,10 +94,6 @@ if (!fs.existsSync(modelFile)) {
   process.exit(0);
 }
 const u8 = (file: string): Uint8Array => new Uint8Array(fs.readFileSync(file));
-const f32 = (file: string): Float32Array => {
-  const b = fs.readFileSync(file);
-  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-};
 const t00 = performance.now();
 const secs = (): string => `${((performance.now() - t00) / 1000).toFixed(0)} s`;
 
@@ -120,11 +117,9 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
     const g = cutGeometry(r.cut);
     return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}) };
   });
-  if (!fs.existsSync(`${base}.teacher`)) {
-    fs.mkdirSync(cacheDir, { recursive: true });
-    const samples = set === 'test' ? test : augmentSamples(calib, SHAPE, o0.augment, o0.seed);
-    const t0 = performance.now();
-    const f = await extractFeatures({
+  const samples = set === 'test' ? test : augmentSamples(calib, SHAPE, o0.augment, o0.seed);
+  const { teacher, x } = await cachedFeatures(base, requests.length, `${set}: ${samples.count} rows`, () =>
+    extractFeatures({
       model,
       requests,
       samples,
@@ -134,12 +129,8 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
       classes: K,
       ort,
       sessionOptions: SESSION,
-    });
-    console.error(`features ${set}: ${samples.count} rows, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    fs.writeFileSync(`${base}.teacher`, f.teacher);
-    f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
-  }
-  const teacher = f32(`${base}.teacher`);
+    }),
+  );
   return {
     n: teacher.length / K,
     k: K,
@@ -147,7 +138,7 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
     cuts: geometry.map((g, i) => ({
       ...g,
       dim: headFeatureDim(g.channels, g.grid, g.maxGrid),
-      x: f32(`${base}.${i}`),
+      x: x[i]!,
     })),
   };
 }

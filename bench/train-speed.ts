@@ -28,6 +28,7 @@ import { packFeatures, type FeatureRows } from '../src/calibrate/feature-store.j
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
 import { replayTop1 } from './cascade-replay.js';
+import { cachedFeatures } from './feature-cache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
@@ -54,10 +55,6 @@ if (!fs.existsSync(modelFile)) {
   process.exit(0);
 }
 
-const f32 = (file: string): Float32Array => {
-  const b = fs.readFileSync(file);
-  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-};
 const u8 = (file: string): Uint8Array => new Uint8Array(fs.readFileSync(file));
 
 const model = decodeModel(u8(modelFile));
@@ -75,16 +72,14 @@ const nAll = calib.count;
 /** Features (avg grid + 2x2 max) of every candidate cut and the teacher, for one sample set; cached on disk. */
 async function features(set: 'calib' | 'test' | 'flip'): Promise<{ teacher: Float32Array; x: Float32Array[] }> {
   const base = path.join(cacheDir, `${modelKey}.${set}`);
-  if (!fs.existsSync(`${base}.teacher`)) {
-    fs.mkdirSync(cacheDir, { recursive: true });
-    const samples =
-      set === 'test'
-        ? test
-        : set === 'calib'
-          ? calib
-          : { data: augmentSamples(calib, SHAPE, ['flip'], 0).data.subarray(nAll * 3072), count: nAll };
-    const t0 = performance.now();
-    const f = await extractFeatures({
+  const samples =
+    set === 'test'
+      ? test
+      : set === 'calib'
+        ? calib
+        : { data: augmentSamples(calib, SHAPE, ['flip'], 0).data.subarray(nAll * 3072), count: nAll };
+  return cachedFeatures(base, cuts.length, `${set}: ${samples.count} images`, () =>
+    extractFeatures({
       model,
       requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })),
       samples,
@@ -94,12 +89,8 @@ async function features(set: 'calib' | 'test' | 'flip'): Promise<{ teacher: Floa
       classes: K,
       ort,
       sessionOptions: SESSION,
-    });
-    console.error(`features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    fs.writeFileSync(`${base}.teacher`, f.teacher);
-    f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
-  }
-  return { teacher: f32(`${base}.teacher`), x: cuts.map((_, i) => f32(`${base}.${i}`)) };
+    }),
+  );
 }
 
 const calibF = await features('calib');
