@@ -209,10 +209,21 @@ describe('LearnRuntime', () => {
     await rt.dispose();
     // both restored from the same state; no audit or drift test, so the thresholds cannot move between calls
     const quiet = { auditShare: 0, learnShare: 0, drift: false };
-    const open = (engine: 'auto' | 'stages') =>
-      LearnRuntime.open({ ...learnRequest(quiet), engine }, () => {}, { loadOrt: loadOrtNode, learnStore: store });
-    const [compiled, stages] = [await open('auto'), await open('stages')];
+    // onnxruntime sessions the compiled side creates: all while opening (its last step compiles the cascade that the
+    // learned thresholds run), none while serving
+    let sessions = 0;
+    const countingOrt = async (): Promise<Awaited<ReturnType<typeof loadOrtNode>>> => {
+      const h = await loadOrtNode();
+      const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession) as (...a: unknown[]) => unknown;
+      const InferenceSession = { create: (...a: unknown[]) => (sessions++, create(...a)) };
+      return { ...h, ort: { ...h.ort, InferenceSession } as unknown as typeof h.ort };
+    };
+    const open = (engine: 'auto' | 'stages', loadOrt = loadOrtNode) =>
+      LearnRuntime.open({ ...learnRequest(quiet), engine }, () => {}, { loadOrt, learnStore: store });
+    const [compiled, stages] = [await open('auto', countingOrt), await open('stages')];
     expect([compiled.state().engine, stages.state().engine]).toEqual(['compiled', 'stages']);
+    const opened = sessions;
+    expect(opened).toBeGreaterThan(0);
     let early = 0;
     for (let i = 500; i < 700; i++) {
       const req = { inputs: [image(i, i % 2 === 1)], thresholds: [], probabilities: false };
@@ -223,6 +234,7 @@ describe('LearnRuntime', () => {
       if (a!.exit >= 0) early++;
     }
     expect(early).toBeGreaterThan(20);
+    expect(sessions - opened, 'sessions created while serving').toBe(0);
     await compiled.dispose();
     await stages.dispose();
   }, 180_000);

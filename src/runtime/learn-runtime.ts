@@ -235,15 +235,17 @@ export class LearnRuntime {
     const rt = await step(() => BundleRuntime.open(request, () => {}, deps));
     const manifest = rt.manifest;
     // Segment s loads when an input first reaches it: blank inputs that leave at exit s (the last: at none). Two rows,
-    // so that the stage engine runs them (one step per segment); then one row, which compiles the whole cascade once.
+    // so that the stage engine runs them (one step per segment); then one row, which compiles the whole cascade once:
+    // every threshold at 1, not NEVER_EXIT, so that the model made is the one the learner's thresholds run (a disabled
+    // exit would make the next call switch to the gated model, and the one after back, each a session made in serving).
     const blank = { kind: 'tensor' as const, data: new Float32Array(inputSize(manifest.input)) };
     const exits = manifest.exits.length;
     for (let s = 1; s <= exits; s++) {
       const thresholds = manifest.exits.map((_, j) => (j === s ? 0 : NEVER_EXIT));
       await step(() => rt.classify({ inputs: [blank, blank], thresholds, probabilities: false }));
     }
-    const never = manifest.exits.map(() => NEVER_EXIT);
-    await step(() => rt.classify({ inputs: [blank], thresholds: never, probabilities: false }));
+    const atOne = manifest.exits.map(() => 1);
+    await step(() => rt.classify({ inputs: [blank], thresholds: atOne, probabilities: false }));
     return { rt, manifest, hash: hash ?? rt.manifestHash, learned };
   }
 
