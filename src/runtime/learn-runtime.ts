@@ -440,9 +440,8 @@ export class LearnRuntime {
 
   /**
    * Saves the learner's state: one write at a time, of the state as it is when the write starts (its reservoir copied
-   * in slices), so that a burst of
-   * changes (audits tightening one after the other) costs one more write, not one each (a failed write turns
-   * persistence off).
+   * in slices), so that a burst of changes (audits tightening one after the other) costs one more write, not one each
+   * (a failed write turns persistence off).
    */
   private save(): void {
     this.savedAt = this.learner.reservoir.seen;
