@@ -27,8 +27,11 @@ export interface BenchConfig {
   readonly correctnessOnly?: boolean;
   /** Also return every image's predicted class of both sides (to compare backends). */
   readonly returnLabels?: boolean;
-  /** Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it. */
-  readonly devicePlan?: boolean;
+  /**
+   * Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it; a list:
+   * per engine of `engines` (e.g. the same engine twice, before and after its plan, interleaved).
+   */
+  readonly devicePlan?: boolean | readonly boolean[];
   /** load() option `engine` (batch-1 calls; batches always run stage by stage). Default: load()'s ('auto'). */
   readonly engine?: 'compiled' | 'stages' | 'auto';
   /**
@@ -113,6 +116,7 @@ export interface BenchResult {
     readonly expectedMacsFraction: number;
     readonly stageMs: readonly number[];
     readonly decisionMs: readonly number[];
+    readonly exitMs?: readonly number[];
     readonly seconds: number;
   };
   /** Per-image predicted classes, when `returnLabels`. */
@@ -278,8 +282,8 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
     });
     const full = baseline;
     const plans = new Map<EarlySide, NonNullable<BenchResult['plan']>>();
-    for (const side of sides) {
-      if (config.devicePlan) {
+    for (const [i, side] of sides.entries()) {
+      if (Array.isArray(config.devicePlan) ? config.devicePlan[i] : config.devicePlan) {
         const t0 = performance.now();
         const p = await side.clf.plan(config.target !== undefined ? { target: config.target } : {});
         const plan = {
@@ -288,6 +292,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
           expectedMacsFraction: p.expectedMacsFraction,
           stageMs: p.timings.stageMs,
           decisionMs: p.timings.decisionMs,
+          ...(p.timings.exitMs ? { exitMs: p.timings.exitMs } : {}),
           seconds: (performance.now() - t0) / 1000,
         };
         plans.set(side, plan);

@@ -39,6 +39,22 @@ describe('costTableFromPlan', () => {
     expect(fromCore).toBe(costTableFromPlan);
   });
 
+  it("with measured exit costs (the compiled engine's exitMs): stages are backbone only, heads the exit costs", () => {
+    const timings: StageTimings = {
+      stageMs: [2.5, 5, 2.5, 2.5],
+      decisionMs: [0, 0, 0, 0],
+      exitMs: [0.09, 0.1, 0.08, 0],
+    };
+    const t = costTableFromPlan(manifest, { timings });
+    expect(t.backbone).toBeCloseTo(12.5, 12);
+    expect(t.cuts).toEqual({ c0: expect.closeTo(2.5, 12), c1: expect.closeTo(7.5, 12), c2: expect.closeTo(10, 12) });
+    expect(t.heads).toEqual({ c0: 0.09, c1: 0.1, c2: 0.08 });
+    expect(t.overhead).toBe(0);
+    expect(() => costTableFromPlan(manifest, { timings: { ...timings, exitMs: [0, 0] } })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
+  });
+
   it('a bundle without exits gives the backbone time only; bad timings are typed errors', () => {
     const single = {
       backbone: { macs: 10 },

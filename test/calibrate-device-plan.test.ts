@@ -86,6 +86,53 @@ describe('device plans by measured time', () => {
     expect(p.enabled[1]).toBe(false);
   });
 
+  it("measured exit costs: an exit costing more than it saves is dropped, a cheap one kept (the compiled engine's exitMs)", () => {
+    // Stages without heads; exits used add exitMs to every sample that reaches them (decisions inside exitMs).
+    const stageMs = [1, 1, 1, 1];
+    const free = planExits(manifest, validation, { stageMs, decisionMs: [0, 0, 0, 0] }, opts);
+    expect(free.enabled).toEqual([true, true, true]);
+    const cheap: StageTimings = { stageMs, decisionMs: [0, 0, 0, 0], exitMs: [0.01, 0.01, 0.01, 0] };
+    const kept = planExits(manifest, validation, cheap, opts);
+    expect(kept.enabled).toEqual([true, true, true]);
+    expect(kept.timings.exitMs).toEqual([0.01, 0.01, 0.01, 0]);
+    // Exit 2 (the last, 75 % of the stages): what it costs every sample that reaches it exceeds what leaving there saves.
+    const sim = simulateCascade(
+      table,
+      [0, 1, 2],
+      [0, 1, 2].map((j) => kept.thresholds[j]!),
+      {
+        backboneCostAt: [1, 2, 3],
+        headCost: [0, 0, 0],
+        fullCost: 4,
+      },
+    );
+    const [leave2, reach2] = [sim.exitShares[2]!, sim.exitShares[2]! + sim.exitShares[3]!];
+    const saving = leave2 * 1; // a sample leaving at exit 2 skips the last 1 ms stage
+    const dear = saving / reach2 + 0.05; // per sample that reaches exit 2: more than the saving spread over them
+    const costly: StageTimings = { stageMs, decisionMs: [0, 0, 0, 0], exitMs: [0.01, 0.01, dear, 0] };
+    const dropped = planExits(manifest, validation, costly, opts);
+    expect(dropped.enabled[2]).toBe(false);
+    expect(dropped.thresholds[2]).toBe(NEVER_EXIT);
+    expect(dropped.enabled[0] || dropped.enabled[1]).toBe(true);
+    // its expected time is the cascade's with the measured exit costs, and below keeping every exit at that cost
+    const used = [0, 1, 2].filter((j) => dropped.enabled[j]);
+    const costs = { backboneCostAt: [1, 2, 3], headCost: [0.01, 0.01, dear], fullCost: 4 };
+    const thr = (p: { thresholds: readonly number[] }, sel: number[]) => sel.map((j) => p.thresholds[j]!);
+    expect(dropped.expectedMsFraction).toBeCloseTo(
+      simulateCascade(table, used, thr(dropped, used), costs).macsFraction,
+      9,
+    );
+    expect(dropped.expectedMsFraction).toBeLessThan(
+      simulateCascade(table, [0, 1, 2], thr(kept, [0, 1, 2]), costs).macsFraction,
+    );
+    expect(() =>
+      planExits(manifest, validation, { stageMs, decisionMs: [0, 0, 0, 0], exitMs: [0, 0, 0] }, opts),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() =>
+      planExits(manifest, validation, { stageMs, decisionMs: [0, 0, 0, 0], exitMs: [0, -1, 0, 0] }, opts),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+
   it('rejects timings that do not fit the bundle', () => {
     expect(() => planExits(manifest, validation, { stageMs: [1, 1], decisionMs: [0, 0] }, opts)).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),

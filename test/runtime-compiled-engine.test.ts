@@ -183,15 +183,15 @@ describe('compiled engine', () => {
     await stages.dispose();
   });
 
-  it('calls that switch the model while plan() measures it: the plan times the model in use, decisions as the stage engine', async () => {
+  it('calls that would switch the model while plan() measures it: they run on the gated model plan() holds, decisions as the stage engine', async () => {
     const { api: a, compiledLive } = api();
     const m = (await a.init(request('tiny', 'compiled'))).manifest;
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
     const vectors = [m.exits.map(() => 1), m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))];
     const want = await Promise.all(vectors.map((v) => singles(stages, v)));
-    // While plan() times the compiled model run after run, calls alternate the gating: each switch replaces the
-    // model the measurement holds, which then times the new one.
+    // While plan() times the gated compiled model run after run, calls alternate the gating: they run on the gated
+    // model the measurement holds (one compiled session alive), deciding as the stage engine.
     let planned = false;
     const planning = a.plan({ target: 0.9 }).finally(() => (planned = true));
     let switches = 0;
@@ -307,7 +307,7 @@ describe('compiled engine', () => {
     await third.dispose();
   });
 
-  it('plan() on the compiled engine times the compiled model: every segment loaded, exits cost nothing extra', async () => {
+  it('plan() on the compiled engine times the gated compiled model: every segment loaded, each exit its measured cost', async () => {
     const a = api().api;
     const init = await a.init(request('tiny', 'compiled'));
     expect(init.state.engine).toBe('compiled');
@@ -319,6 +319,11 @@ describe('compiled engine', () => {
     expect(stageMs.every((t) => Number.isFinite(t) && t >= 0)).toBe(true);
     expect(stageMs.reduce((x, y) => x + y, 0)).toBeGreaterThan(0);
     expect(decisionMs.every((t) => t === 0)).toBe(true);
+    const exitMs = plan.timings.exitMs!;
+    expect(exitMs).toHaveLength(init.manifest.segments.length);
+    init.manifest.segments.forEach((g, s) =>
+      expect(exitMs[s], `segment ${s}`).toSatisfy((t: number) => (g.exit === undefined ? t === 0 : t >= 0)),
+    );
     // the plan's thresholds classify on the compiled engine as on the stage engine
     const s = api().api;
     await s.init(request('tiny', 'stages'));

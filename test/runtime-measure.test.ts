@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import {
   compiledStageTimings,
+  fastMean,
   measureCompiled,
   median,
   measureStages,
@@ -205,30 +206,46 @@ describe('measureCompiled (device plans on the compiled engine)', () => {
     exits: [{ segment: 0 }, { segment: 2 }],
   } as unknown as BundleManifest;
 
-  it('times leaving at each exit and running through, and turns the medians into per-segment times', async () => {
-    // Virtual costs: segments 2, 3, 4, 5 ms; a run leaves at the first exit whose threshold is 0.
+  it('times leaving at each exit, each exit passed beside it off, and turns them into stage and exit costs', async () => {
+    // Virtual costs: segments 2, 3, 4, 5 ms; exit 0's head 0.5 ms, exit 1's 0.25 ms (run where the exit is in use and
+    // reached: threshold <= 1); a run leaves at the first exit whose threshold is 0.
     const cum = [2, 5, 9, 14];
+    const head = [0.5, 0.25];
     const seen: string[] = [];
     let call = 0;
     const timings = await measureCompiled(
       four,
       async (th) => {
-        seen.push(th.map((t) => (t === 0 ? '0' : 'x')).join(''));
+        seen.push(th.map((t) => (t === 0 ? '0' : t === 1 ? '1' : 'x')).join(''));
         const j = th.findIndex((t) => t === 0);
-        const noise = call++ % 7 === 3 ? 50 : 0; // an outlier the median ignores
-        return (j < 0 ? cum[3]! : cum[four.exits[j]!.segment]!) + noise;
+        const end = j < 0 ? 3 : four.exits[j]!.segment;
+        const heads = four.exits.reduce((a, x, i) => a + (th[i]! <= 1 && x.segment <= end ? head[i]! : 0), 0);
+        const noise = call++ % 5 === 3 ? 50 : 0; // runs another process slowed: the fastest quarter leaves them out
+        return cum[end]! + heads + noise;
       },
-      5,
+      8,
     );
-    expect(seen.slice(0, 3)).toEqual(['0x', 'x0', 'xx']);
-    expect(seen).toHaveLength(3 * (WARMUP_RUNS + 5));
-    expect(timings.stageMs).toEqual([2, 0, 7, 5]);
+    // per pass: leave at exit 0, then the pairs (exit 0 passed, exit 1 leaving | exit 1 leaving), (exit 1 passed |
+    // every exit off), in the other order on the next pass
+    expect(seen.slice(0, 10)).toEqual(['0x', '10', 'x0', 'x1', 'xx', '0x', 'x0', '10', 'xx', 'x1']);
+    expect(seen).toHaveLength(5 * (WARMUP_RUNS + 8));
+    expect(timings.stageMs.map((t) => +t.toFixed(9))).toEqual([2, 0, 7, 5]);
+    expect(timings.exitMs!.map((t) => +t.toFixed(9))).toEqual([0.5, 0, 0.25, 0]);
     expect(timings.decisionMs).toEqual([0, 0, 0, 0]);
+  });
+
+  it('fastMean: the mean of the fastest quarter', () => {
+    expect(fastMean([5, 1, 9, 2, 50, 3, 7, 4])).toBe(1.5);
+    expect(fastMean([3])).toBe(3);
+    expect(() => fastMean([])).toThrow();
   });
 
   it('clips a later point measured faster than an earlier one, so every time stays >= 0', () => {
     expect(compiledStageTimings(four, [3, 2.5], 2).stageMs).toEqual([3, 0, 0, 0]);
+    expect(compiledStageTimings(four, [3, 2.5], 2).exitMs).toBeUndefined(); // not measured: none reported
+    expect(compiledStageTimings(four, [3, 5], 6, [1, 0.5]).stageMs).toEqual([2, 0, 2.5, 1.5]);
     expect(() => compiledStageTimings(four, [1], 2)).toThrow(/2 exits/);
+    expect(() => compiledStageTimings(four, [1, 2], 2, [0])).toThrow(/2 exits/);
   });
 
   it('rejects a bad run count', async () => {

@@ -14,6 +14,13 @@ export interface StageTimings {
   readonly stageMs: readonly number[];
   /** Per segment: what reading the exit output and deciding adds (0 for a segment without an exit). */
   readonly decisionMs: readonly number[];
+  /**
+   * Per segment: what using its exit costs a sample that passes it without leaving, measured (the compiled engine:
+   * its gated head, decision and `If`; 0 for a segment without an exit). When present, `stageMs` holds no head time
+   * (a disabled exit skips its head) and exit selection charges this per exit passed. Absent (the stage engine, whose
+   * fused heads run whether used or not, and plans made before it existed): heads are inside `stageMs`.
+   */
+  readonly exitMs?: readonly number[];
 }
 
 /** The plan for one bundle on one device, backend and thread count. Plain data: cached in IndexedDB. */
@@ -55,9 +62,24 @@ function toScores(v: ValidationExit): ExitScores {
 }
 
 /**
+ * Checks that `timings` cover the manifest's segments with finite times >= 0 (`exitMs` too, when present).
+ * @throws SelfxitError INVALID_ARGUMENT otherwise.
+ */
+function checkTimings(manifest: Pick<BundleManifest, 'segments'>, timings: StageTimings): void {
+  const n = manifest.segments.length;
+  const { stageMs, decisionMs, exitMs } = timings;
+  if (stageMs.length !== n || decisionMs.length !== n || (exitMs !== undefined && exitMs.length !== n))
+    throw new SelfxitError('INVALID_ARGUMENT', `timings cover ${stageMs.length} segments, the bundle has ${n}`);
+  if (![...stageMs, ...decisionMs, ...(exitMs ?? [])].every((t) => Number.isFinite(t) && t >= 0))
+    throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
+}
+
+/**
  * Chooses which of the bundle's exits to use and their thresholds by measured time: the same selection and rule as
  * calibration (exit-rule.ts, the manifest's `thresholdRule`), on the bundle's validation outputs, with the cost of
- * leaving at exit j = the stages up to its segment + the decisions of the exits used before it and at it.
+ * leaving at exit j = the stages up to its segment + what the exits used before it and at it cost (`decisionMs`, plus
+ * `exitMs` when measured). An exit whose cost for the samples that pass it exceeds the time it saves the samples that
+ * leave there is dropped.
  * @throws SelfxitError INVALID_ARGUMENT when the timings or validation data do not fit the manifest.
  */
 export function planExits(
@@ -67,14 +89,7 @@ export function planExits(
   options: PlanOptions,
 ): DevicePlan {
   const { segments, exits } = manifest;
-  if (timings.stageMs.length !== segments.length || timings.decisionMs.length !== segments.length) {
-    throw new SelfxitError(
-      'INVALID_ARGUMENT',
-      `timings cover ${timings.stageMs.length} segments, the bundle has ${segments.length}`,
-    );
-  }
-  if (![...timings.stageMs, ...timings.decisionMs].every((t) => Number.isFinite(t) && t >= 0))
-    throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
+  checkTimings(manifest, timings);
   if (validation.length !== exits.length)
     throw new SelfxitError(
       'INVALID_ARGUMENT',
@@ -89,7 +104,7 @@ export function planExits(
   const fullMs = upTo(segments.length - 1, (i) => timings.stageMs[i]!);
   const msCosts: CascadeCosts = {
     backboneCostAt: exits.map((e) => upTo(e.segment, (i) => timings.stageMs[i]!)),
-    headCost: exits.map((e) => timings.decisionMs[e.segment]!),
+    headCost: exits.map((e) => timings.decisionMs[e.segment]! + (timings.exitMs?.[e.segment] ?? 0)),
     fullCost: Math.max(fullMs, 1e-9),
   };
   const sel = selectExitsWithRule(scores, msCosts, {
@@ -121,7 +136,11 @@ export function planExits(
     backend: options.backend,
     threads: options.threads,
     measuredAt: options.measuredAt ?? new Date().toISOString(),
-    timings: { stageMs: [...timings.stageMs], decisionMs: [...timings.decisionMs] },
+    timings: {
+      stageMs: [...timings.stageMs],
+      decisionMs: [...timings.decisionMs],
+      ...(timings.exitMs ? { exitMs: [...timings.exitMs] } : {}),
+    },
     target: options.target,
     enabled: exits.map((_, j) => sel.selected.includes(j)),
     thresholds: full(sel.thresholds),
@@ -143,10 +162,11 @@ function expandShares(shares: readonly number[], selected: readonly number[], ex
 /**
  * The cost table (`selfxit prepare --cost-table <json>`, {@link CostTable}) that a device plan's measured times give,
  * so that a bundle can be prepared again for that device's timings. Per sample, in ms:
- * - each segment's `stageMs` is split between its backbone part and its fused head in proportion to their MACs
- *   (the plan times them as one run);
- * - `backbone` = the backbone parts of every segment; `cuts[exit.cut]` = those up to and including the exit's
- *   segment; `heads[exit.cut]` = the head part of that segment;
+ * - with `exitMs` measured (the compiled engine): `stageMs` are the backbone parts and `heads[exit.cut]` = the exit's
+ *   `exitMs` (what passing it costs: head, decision, `If`);
+ * - without (the stage engine): each segment's `stageMs` is split between its backbone part and its fused head in
+ *   proportion to their MACs (the plan times them as one run), `heads[exit.cut]` = the head part of that segment;
+ * - `backbone` = the backbone parts of every segment; `cuts[exit.cut]` = those up to and including the exit's segment;
  * - `overhead` = the mean `decisionMs` of the exits (reading the exit output back and deciding), per exit passed.
  * The session boundaries' own cost is measured inside the segments, so it lands in the backbone and cut costs.
  * Cuts the bundle has no exit at are left to `prepare`'s default (backbone × MACs fraction). Pure.
@@ -154,16 +174,11 @@ function expandShares(shares: readonly number[], selected: readonly number[], ex
  */
 export function costTableFromPlan(manifest: BundleManifest, plan: { readonly timings: StageTimings }): CostTable {
   const { segments, exits } = manifest;
-  const { stageMs, decisionMs } = plan.timings;
-  if (stageMs.length !== segments.length || decisionMs.length !== segments.length) {
-    throw new SelfxitError(
-      'INVALID_ARGUMENT',
-      `timings cover ${stageMs.length} segments, the bundle has ${segments.length}`,
-    );
-  }
-  if (![...stageMs, ...decisionMs].every((t) => Number.isFinite(t) && t >= 0))
-    throw new SelfxitError('INVALID_ARGUMENT', 'timings must be finite and >= 0');
-  const backboneShare = segments.map((g) => (g.macs + g.headMacs > 0 ? g.macs / (g.macs + g.headMacs) : 1));
+  const { stageMs, decisionMs, exitMs } = plan.timings;
+  checkTimings(manifest, plan.timings);
+  const backboneShare = segments.map((g) =>
+    exitMs || !(g.macs + g.headMacs > 0) ? 1 : g.macs / (g.macs + g.headMacs),
+  );
   const backboneMs = segments.map((_, s) => stageMs[s]! * backboneShare[s]!);
   const backbone = backboneMs.reduce((a, b) => a + b, 0);
   if (!(backbone > 0)) throw new SelfxitError('INVALID_ARGUMENT', 'the timings give no positive backbone time');
@@ -171,7 +186,7 @@ export function costTableFromPlan(manifest: BundleManifest, plan: { readonly tim
   const heads: Record<string, number> = {};
   for (const e of exits) {
     cuts[e.cut] = backboneMs.slice(0, e.segment + 1).reduce((a, b) => a + b, 0);
-    heads[e.cut] = stageMs[e.segment]! * (1 - backboneShare[e.segment]!);
+    heads[e.cut] = exitMs ? exitMs[e.segment]! : stageMs[e.segment]! * (1 - backboneShare[e.segment]!);
   }
   const decisions = exits.map((e) => decisionMs[e.segment]!);
   return {

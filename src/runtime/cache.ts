@@ -74,6 +74,7 @@ export function isDevicePlan(v: unknown): v is DevicePlan {
     p.timings !== null &&
     isNumberArray(p.timings.stageMs) &&
     isNumberArray(p.timings.decisionMs) &&
+    (p.timings.exitMs === undefined || isNumberArray(p.timings.exitMs)) &&
     Array.isArray(p.enabled) &&
     p.enabled.every((x) => typeof x === 'boolean') &&
     isNumberArray(p.thresholds) &&

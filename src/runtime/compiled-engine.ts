@@ -55,6 +55,8 @@ export class CompiledEngine {
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
   /** Whether the next calls run the gated model: the last classify call's thresholds disabled an exit. */
   private gate = false;
+  /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
+  private gatedHolds = 0;
 
   constructor(
     private readonly manifest: BundleManifest,
@@ -68,10 +70,25 @@ export class CompiledEngine {
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined) return undefined;
     const c = this.current;
+    const gated = this.gate || this.gatedHolds > 0;
     const fits = c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length;
-    if (fits && c.gated === this.gate) return c;
-    this.building ??= this.build(this.gate).finally(() => (this.building = undefined));
+    if (fits && c.gated === gated) return c;
+    this.building ??= this.build(gated).finally(() => (this.building = undefined));
     return this.building;
+  }
+
+  /**
+   * Calls `fn` with the gated model in use (made now if needed; undefined once failed), and keeps every call on it
+   * until `fn` ends: device plans time it, as there a disabled exit skips its head, so what an exit in use costs can
+   * be measured. It decides as the ungated one.
+   */
+  async withGated<T>(fn: (c: Compiled | undefined) => Promise<T>): Promise<T> {
+    this.gatedHolds++;
+    try {
+      return await fn(await this.ready());
+    } finally {
+      this.gatedHolds--;
+    }
   }
 
   private async build(gated: boolean): Promise<Compiled | undefined> {

@@ -135,54 +135,95 @@ export async function measureStages(
 /**
  * Stage timings of the compiled engine from its measured cumulative times: `leaveMs[j]` = one run that leaves at exit
  * j (exits in manifest order, each at the end of its segment), `fullMs` = one run through every segment (no exit
- * fires). Each exit's segment gets the time from the previous exit's point to its own (segments between exits get 0:
- * their time lands on the next measured segment, so every cumulative time stays right), the last segment the rest;
- * differences are clipped at 0. `decisionMs` is 0 everywhere: the compiled model computes every fused head and decides
- * at every exit whether it is used or not, so that cost is inside the stages and using an exit adds nothing.
- * @throws SelfxitError INTERNAL when `leaveMs` does not have one time per exit.
+ * fires), and, when measured, `exitMs[j]` = what passing exit j in use costs (its head, decision and `If`; see
+ * {@link measureCompiled}). The backbone's time to exit j is `leaveMs[j] - exitMs[j]` (leaving runs the head);
+ * each exit's segment gets the time from the previous exit's point to its own (segments between exits get 0: their
+ * time lands on the next measured segment, so every cumulative time stays right), the last segment the rest;
+ * differences are clipped at 0. `decisionMs` is 0 everywhere (the compiled model decides inside its run: that cost is
+ * in `exitMs`, or without it in the stages); `exitMs` goes to the exits' segments (0 elsewhere).
+ * @throws SelfxitError INTERNAL when `leaveMs` or `exitMs` does not have one time per exit.
  */
 export function compiledStageTimings(
   manifest: Pick<BundleManifest, 'segments' | 'exits'>,
   leaveMs: readonly number[],
   fullMs: number,
+  exitMs?: readonly number[],
 ): StageTimings {
   const { segments, exits } = manifest;
-  if (leaveMs.length !== exits.length)
-    throw new SelfxitError('INTERNAL', `${leaveMs.length} exit times for ${exits.length} exits`);
+  if (leaveMs.length !== exits.length || (exitMs && exitMs.length !== exits.length))
+    throw new SelfxitError(
+      'INTERNAL',
+      `${leaveMs.length} exit times and ${exitMs?.length ?? 'no'} exit costs for ${exits.length} exits`,
+    );
   const stageMs = segments.map(() => 0);
+  const perExit = segments.map(() => 0);
   let before = 0;
   exits.forEach((e, j) => {
-    const at = Math.max(before, leaveMs[j]!);
+    const at = Math.max(before, leaveMs[j]! - (exitMs?.[j] ?? 0));
     stageMs[e.segment] = at - before;
+    perExit[e.segment] = exitMs?.[j] ?? 0;
     before = at;
   });
   stageMs[segments.length - 1]! += Math.max(0, fullMs - before);
-  return { stageMs, decisionMs: segments.map(() => 0) };
+  return { stageMs, decisionMs: segments.map(() => 0), ...(exitMs ? { exitMs: perExit } : {}) };
+}
+
+/** Timed passes of {@link measureCompiled} by default (each a pair of runs per exit and one more). */
+const DEFAULT_COMPILED_RUNS = 16;
+
+/**
+ * Mean of the fastest quarter (at least one) of a non-empty list of run times: the time of a run that nothing else on
+ * the machine slowed down. On a loaded machine the runs' times are bimodal (another process took the core), so a median
+ * of 10 to 20 runs flips between the modes; the fastest quarter is what a run costs when it gets the core, and gives
+ * differences between points that vary about half as much (ResNet-20, WASM, 1 thread, loaded 2-core machine).
+ */
+export function fastMean(values: readonly number[]): number {
+  if (values.length === 0) throw new SelfxitError('INTERNAL', 'fastMean of no values');
+  const s = [...values].sort((a, b) => a - b).slice(0, Math.ceil(values.length / 4));
+  return s.reduce((a, b) => a + b, 0) / s.length;
 }
 
 /**
  * Measures the compiled engine for a device plan: `runOnce(thresholds)` times one run of the compiled model (all
- * segments) with the given per-exit thresholds (see {@link CompiledEngine.timeRun}). Points: leaving at each exit
- * (threshold 0 there: its max probability always passes, every earlier exit off) and running through (every exit off),
- * in cascade order per pass; {@link WARMUP_RUNS} untimed passes, then `runs` timed ones; the median of each point goes
- * to {@link compiledStageTimings}.
+ * segments, the heads of its disabled exits gated off: see {@link CompiledEngine.withGated}) with the given per-exit
+ * thresholds. Points, per pass in cascade order: leaving at exit 0 (threshold 0 there: its max probability always
+ * passes; the other exits off, so their heads do not run), then per exit j a pair: exit j in use but passed
+ * (threshold 1: its head runs, an input leaves only at a probability of exactly 1) with the next exit leaving (the last
+ * exit: running through), and the same run with exit j off (= the next exit's leaving point, or running through with
+ * every exit off), the pair's order alternating from pass to pass. {@link WARMUP_RUNS} untimed passes, then `runs`
+ * timed ones. Each point's time is the {@link fastMean} of its runs; an exit's cost `exitMs[j]` is the difference of
+ * its pair's points, clipped at 0 (the runs stop at the next exit, so a short run's noise); the points go to
+ * {@link compiledStageTimings}.
  * @throws SelfxitError INVALID_ARGUMENT for a bad `runs`.
  */
 export async function measureCompiled(
   manifest: Pick<BundleManifest, 'segments' | 'exits'>,
   runOnce: (thresholds: readonly number[]) => Promise<number>,
-  runs = DEFAULT_MEASURE_RUNS,
+  runs = DEFAULT_COMPILED_RUNS,
 ): Promise<StageTimings> {
   if (!(Number.isInteger(runs) && runs >= 1))
     throw new SelfxitError('INVALID_ARGUMENT', `runs must be an integer >= 1, got ${String(runs)}`);
-  const off = manifest.exits.map(() => Infinity);
-  const points = [...manifest.exits.map((_, j) => off.map((t, i) => (i === j ? 0 : t))), off];
+  const e = manifest.exits.length;
+  const set = (values: Readonly<Record<number, number>>): number[] =>
+    manifest.exits.map((_, i) => values[i] ?? Infinity);
+  // Points 0 .. e-1: leave at j; e: run through; e+1 .. 2e: exit j passed, the next exit leaving (or running through).
+  const points = [
+    ...manifest.exits.map((_, j) => set({ [j]: 0 })),
+    set({}),
+    ...manifest.exits.map((_, j) => set(j + 1 < e ? { [j]: 1, [j + 1]: 0 } : { [j]: 1 })),
+  ];
+  /** The point that point e+1+j is paired with: exit j off, the rest the same. */
+  const without = (j: number): number => (j + 1 < e ? j + 1 : e);
   const times: number[][] = points.map(() => []);
-  for (let r = 0; r < WARMUP_RUNS + runs; r++)
-    for (let p = 0; p < points.length; p++) {
+  for (let r = 0; r < WARMUP_RUNS + runs; r++) {
+    const order = [0]; // leaving at exit 0 (without exits: running through), then the pairs
+    for (let j = 0; j < e; j++) order.push(...(r % 2 === 0 ? [e + 1 + j, without(j)] : [without(j), e + 1 + j]));
+    for (const p of order) {
       const ms = await runOnce(points[p]!);
       if (r >= WARMUP_RUNS) times[p]!.push(ms);
     }
-  const med = times.map(median);
-  return compiledStageTimings(manifest, med.slice(0, -1), med[med.length - 1]!);
+  }
+  const at = times.map(fastMean);
+  const exitMs = manifest.exits.map((_, j) => Math.max(0, at[e + 1 + j]! - at[without(j)]!));
+  return compiledStageTimings(manifest, at.slice(0, e), at[e]!, exitMs);
 }

@@ -219,13 +219,15 @@ export class BundleRuntime {
       p.threads === threads &&
       p.thresholds.length === manifest.exits.length &&
       p.timings.stageMs.length === manifest.segments.length &&
-      p.timings.decisionMs.length === manifest.segments.length;
+      p.timings.decisionMs.length === manifest.segments.length &&
+      (p.timings.exitMs === undefined || p.timings.exitMs.length === manifest.segments.length);
     return fits ? p : undefined;
   }
 
   /**
    * Times every stage on the backend and engine in use: with the compiled engine on, every segment is loaded (through
-   * the lazy loading path), the whole cascade compiled, and {@link measureCompiled} times where its one run leaves;
+   * the lazy loading path), the whole cascade compiled with gated heads, and {@link measureCompiled} times where its
+   * one run leaves and what each exit in use costs;
    * otherwise {@link measureStages} (all sessions created first). When a WebGPU run fails, falls back to WASM and
    * measures again there; so too when another call switched the backend during the measurement.
    */
@@ -235,9 +237,12 @@ export class BundleRuntime {
       const engine = this.compiled;
       if (engine && engine.failure === undefined) {
         for (let s = 0; s < this.manifest.segments.length; s++) await this.runner.session(s);
-        const c = await engine.ready();
-        if (c && c.count === this.manifest.segments.length)
-          return measureCompiled(this.manifest, (thresholds) => engine.timeRun(c, thresholds));
+        const timings = await engine.withGated(async (c) =>
+          c && c.count === this.manifest.segments.length
+            ? measureCompiled(this.manifest, (thresholds) => engine.timeRun(c, thresholds))
+            : undefined,
+        );
+        if (timings) return timings;
       }
       return measureStages(this.runner);
     };
