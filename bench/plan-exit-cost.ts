@@ -4,14 +4,17 @@
 // use at threshold 1 vs every exit off: the sum of the exits' costs), then planExits with the measured exit costs and
 // without them (the plan before: exits free beyond their decision) at the bundle's target.
 //
-//   npx tsx bench/plan-exit-cost.ts [bundleDir] [--repeats R] [--runs N] [--check C]
+// --overheads a,b: also prepare's MACs-based selection among the bundle's exits with a per-exit overhead of each
+// fraction of the backbone (prepare's default 0.01), and its expected time under the first measurement.
+//
+//   npx tsx bench/plan-exit-cost.ts [bundleDir] [--repeats R] [--runs N] [--check C] [--overheads 0.01,0.026]
 //
 // Default bundle: bench/.bundles/resnet20, else ../main/bench/.bundles/resnet20.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
-import { intFlag } from './args.js';
+import { intFlag, stringFlag } from './args.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
@@ -20,6 +23,7 @@ import { readBundleDir } from '../src/cli/bundle-fs.js';
 import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
+import { simulateCascade } from '../src/policy/cascade-sim.js';
 import { planExits, type StageTimings } from '../src/policy/device-plan.js';
 import { measureCompiled, median } from '../src/runtime/measure.js';
 
@@ -30,6 +34,7 @@ const args = process.argv.slice(2);
 const REPEATS = intFlag(args, '--repeats', 3);
 const RUNS = intFlag(args, '--runs', 12);
 const CHECK = intFlag(args, '--check', 200);
+const OVERHEADS = (stringFlag(args, '--overheads') ?? '').split(',').filter(Boolean).map(Number);
 const dir =
   args[0] ??
   [path.join(root, 'bench/.bundles/resnet20'), path.resolve(root, '../main/bench/.bundles/resnet20')].find((d) =>
@@ -107,6 +112,41 @@ async function main(): Promise<void> {
     }
   }
   await session.release();
+
+  // prepare's choice by MACs with a per-exit overhead (a fraction of the backbone), among the bundle's exits
+  const macs = m.backbone.macs;
+  for (const f of OVERHEADS) {
+    const byMacs: StageTimings = {
+      stageMs: m.segments.map((g) => g.macs / macs),
+      decisionMs: m.segments.map(() => 0),
+      exitMs: m.segments.map((g) => (g.exit !== undefined ? f + g.headMacs / macs : 0)),
+    };
+    const p = planExits(m, validation, byMacs, opts);
+    const used = p.enabled.map((b) => (b ? 1 : 0)).join('');
+    const t = measured[0]!;
+    const total = t.stageMs.reduce((a, b) => a + b, 0);
+    // its expected ms under the measured costs: the same exits and thresholds, priced by the first measurement
+    const sel = m.exits.map((_, j) => j).filter((j) => p.enabled[j]);
+    const o = simulateCascade(
+      validation.map((v) => ({
+        n: v.score.length,
+        score: v.score,
+        pred: new Int32Array(v.score.length),
+        agree: v.agree,
+      })),
+      sel,
+      sel.map((j) => p.thresholds[j]!),
+      {
+        backboneCostAt: m.exits.map((x) => t.stageMs.slice(0, x.segment + 1).reduce((a, b) => a + b, 0)),
+        headCost: m.exits.map((x) => t.exitMs![x.segment]!),
+        fullCost: total,
+      },
+    );
+    console.log(
+      `prepare overhead ${f}: exits ${used}, MACs ${p.expectedMacsFraction.toFixed(3)}, agreement ${p.expectedAgreement.toFixed(4)}, ` +
+        `expected ms fraction under measurement 1: ${o.macsFraction.toFixed(3)}`,
+    );
+  }
 
   /** Stage times with each exit's cost moved into its segment (the cumulative leaving times), no exitMs. */
   function leaveStages(t: StageTimings): number[] {
