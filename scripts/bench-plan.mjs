@@ -72,7 +72,7 @@ try {
         const exits = x.thresholds.map((t) => (t <= 1 ? 1 : 0)).join('');
         const p = x.plan;
         log(
-          `${m} run ${r + 1} ${x.variant}: exits ${exits} ratio ${x.ratio.mean.toFixed(3)} (early ${x.early.mean.toFixed(3)} / full ${x.full.mean.toFixed(3)} ms) ` +
+          `${m} run ${r + 1} ${x.variant}: exits ${exits} ratio mean ${x.ratio.mean.toFixed(3)} p50 ${x.ratio.p50.toFixed(3)} (early ${x.early.mean.toFixed(3)} / full ${x.full.mean.toFixed(3)} ms) ` +
             `MACs ${x.macsFraction.toFixed(3)} agreement ${(x.agreement * 100).toFixed(2)} % shares ${x.exitShares.map((s) => Math.round(s * 100)).join('/')}` +
             (p
               ? `; plan ${p.seconds.toFixed(2)} s, expected ms ${p.expectedMsFraction.toFixed(3)}, exitMs ${(p.exitMs ?? []).map((t) => t.toFixed(3)).join(' ')}, stageMs ${p.stageMs.map((t) => t.toFixed(3)).join(' ')}`
