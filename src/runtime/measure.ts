@@ -172,14 +172,18 @@ export function compiledStageTimings(
 const DEFAULT_COMPILED_RUNS = 16;
 
 /**
- * Mean of the fastest quarter (at least one) of a non-empty list of run times: the time of a run that nothing else on
- * the machine slowed down. On a loaded machine the runs' times are bimodal (another process took the core), so a median
- * of 10 to 20 runs flips between the modes; the fastest quarter is what a run costs when it gets the core, and gives
- * differences between points that vary about half as much (ResNet-20, WASM, 1 thread, loaded 2-core machine).
+ * Mean of the fastest eighth (at least two, or the one there is) of a non-empty list of run times: the time of a run
+ * that nothing else on the machine slowed down. On a loaded machine run times are bimodal or worse (another process took
+ * the core: 2x, 3x, …), so a median of 10 to 20 runs flips between the modes, and under heavy load fewer than a quarter
+ * of the runs are clean. Measured on a 2-core machine that other jobs loaded (ResNet-20, WASM, 1 thread): at load ≈ 3.5
+ * an exit's cost from the fastest 2, 3 or 4 of 16 runs varies alike (sd ≈ 45 µs), the median of paired differences 3–6x
+ * as much; at load ≈ 6 in Chromium the fastest 4 of 16 held a slowed run and put 0.3 ms on a 0.05 ms exit, the fastest 2
+ * did not.
  */
 export function fastMean(values: readonly number[]): number {
   if (values.length === 0) throw new SelfxitError('INTERNAL', 'fastMean of no values');
-  const s = [...values].sort((a, b) => a - b).slice(0, Math.ceil(values.length / 4));
+  const k = Math.min(values.length, Math.max(2, Math.ceil(values.length / 8)));
+  const s = [...values].sort((a, b) => a - b).slice(0, k);
   return s.reduce((a, b) => a + b, 0) / s.length;
 }
 
