@@ -39,7 +39,8 @@ interface Compiled {
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
- * itself runs on the model at hand, which decides the same either way. One compiled session is alive at a time: a
+ * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
+ * model ({@link withGated}). One compiled session is alive at a time: a
  * switch (plan(), setTarget()) releases the model in use before the other's session is made, from the bundle cache or,
  * when that keeps none, from the bytes held here (so a switch never recompiles).
  */

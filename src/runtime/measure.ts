@@ -1,5 +1,6 @@
 // Times each stage (segment plus fused head) at batch 1 on the backend and engine in use, on real activations: what
-// device plans are made from (the stage engine segment by segment, the compiled engine by where its one run leaves).
+// device plans are made from (the stage engine segment by segment, the compiled engine by where its one run leaves
+// and what each exit in use adds).
 import type { BundleManifest } from '../bundle/manifest.js';
 import type { StageTimings } from '../policy/device-plan.js';
 import { argmaxRow } from '../engine/cascade.js';
