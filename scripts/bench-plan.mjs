@@ -6,7 +6,8 @@
 //
 //   node scripts/bench-plan.mjs
 // Environment (all optional):
-//   BENCH_MODELS   comma list of resnet20,resnet56 (default both)
+//   BENCH_MODELS   comma list of resnet20,resnet56 (default both); an entry name=dir measures the bundle in dir
+//                  (e.g. one prepared with other options) under that name
 //   BENCH_BUNDLES  folder holding the bundles <model>/ (default bench/.bundles, else ../main/bench/.bundles)
 //   BENCH_IMAGES   test images (default 300)
 //   BENCH_THREADS  WASM threads (default 1)
@@ -21,13 +22,16 @@ import { serveStatic } from './static-server.mjs';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
 const env = process.env;
-const models = (env.BENCH_MODELS ?? 'resnet20,resnet56').split(',').filter(Boolean);
+const entries = (env.BENCH_MODELS ?? 'resnet20,resnet56').split(',').filter(Boolean);
+const named = entries.filter((e) => !e.includes('='));
 const bundles =
   env.BENCH_BUNDLES ??
   [path.join(root, 'bench/.bundles'), path.resolve(root, '../main/bench/.bundles')].find((d) =>
-    models.every((m) => existsSync(path.join(d, m, 'manifest.json'))),
+    named.every((m) => existsSync(path.join(d, m, 'manifest.json'))),
   );
-if (!bundles) throw new Error(`no bundles for ${models.join(', ')}: run npm run bench or set BENCH_BUNDLES`);
+if (!bundles) throw new Error(`no bundles for ${named.join(', ')}: run npm run bench or set BENCH_BUNDLES`);
+/** [name, bundle dir] per measured bundle. */
+const models = entries.map((e) => (e.includes('=') ? e.split('=') : [e, path.join(bundles, e)]));
 const images = Number(env.BENCH_IMAGES ?? 300);
 const threads = Number(env.BENCH_THREADS ?? 1);
 const repeat = Number(env.BENCH_REPEAT ?? 2);
@@ -36,7 +40,11 @@ const log = (...a) => console.log('bench-plan:', ...a);
 const { build } = await import('vite');
 await build({ configFile: path.join(root, 'bench/vite.config.ts'), logLevel: 'warn' });
 const server = await serveStatic({
-  mounts: { '/': path.join(root, 'bench/.dist'), '/bundles/': bundles, '/shared/': shared },
+  mounts: {
+    '/': path.join(root, 'bench/.dist'),
+    '/shared/': shared,
+    ...Object.fromEntries(models.map(([m, dir]) => [`/bundles/${m}/`, dir])),
+  },
   port: Number(env.SELFXIT_E2E_PORT ?? 0),
 });
 const { chromium } = await import('@playwright/test');
@@ -50,8 +58,8 @@ try {
   await page.goto(server.url);
   await page.waitForFunction(() => window.selfxitBench !== undefined);
   for (let r = 0; r < repeat; r++)
-    for (const m of models) {
-      const manifest = JSON.parse(await readFile(path.join(bundles, m, 'manifest.json'), 'utf8'));
+    for (const [m, dir] of models) {
+      const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
       const file = path.basename(manifest.backbone.file ?? 'backbone.onnx');
       const rs = await page.evaluate((cfg) => window.selfxitBench.run(cfg), {
         name: `${m} run ${r + 1}`,
