@@ -3,7 +3,7 @@
 // per-row-per-cut affine map (learn/reservoir.ts now), each bundle then measured on the test images (`selfxit eval`'s
 // core): the quality cost of the halved bytes per sample. Pooled features cached under bench/.cache.
 //
-//   npx tsx bench/adapt-encoding.ts [--limit 20000] [--test 5000] [--json out.json]
+//   npx tsx bench/adapt-encoding.ts [--limit 20000] [--test 5000] [--only f16|u8row] [--json out.json]
 //
 // The pool images: the first `--limit` of a seeded shuffle (seed 0) of ../shared/data/cifar10/pool-u8.bin, as
 // `prepare --limit` draws them (BENCHMARKS.md "On-device learning", the sample-count table).
@@ -103,6 +103,8 @@ function relativeError(x32: Float32Array, packed: FeatureSet<FeatureRows>['cuts'
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  const only = stringFlag(argv, '--only');
+  const encodings = (['f16', 'u8row'] as const).filter((e) => only === undefined || e === only);
   const args = {
     limit: intFlag(argv, '--limit', 20000),
     test: intFlag(argv, '--test', 5000),
@@ -134,7 +136,7 @@ async function main(): Promise<void> {
   };
   const bytes = { f16: cuts.reduce((a, c) => a + 2 * c.dim, 0) + 4 * lm.io.classes, u8row: bytesPerRow(cuts, 10) };
   const out: Record<string, unknown> = { samples: n, test: m, cuts: cuts.length, dims: cuts.map((c) => c.dim) };
-  for (const enc of ['f16', 'u8row'] as const) {
+  for (const enc of encodings) {
     const features = sets[enc];
     const err = features.cuts.map((c, i) => relativeError(f.x[i]!, c, Math.min(n, 5000)));
     const t0 = performance.now();

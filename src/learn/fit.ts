@@ -100,7 +100,7 @@ export interface FitJob {
   readonly io: ModelIO;
   readonly requests: readonly FeatureRequest[];
   readonly options: ResolvedLearnOptions;
-  /** The reservoir's rows (float16 features at every candidate cut, the full model's probabilities). */
+  /** The reservoir's rows (uint8-coded features at every candidate cut, the full model's probabilities). */
   readonly features: FeatureSet<FeatureRows>;
   /** Measured costs (a device plan's stage times: {@link planCostTable}); exit selection minimises them instead of
    * MACs (the summary's `costUnit` 'ms'). */
@@ -164,7 +164,7 @@ export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) 
     cuts: features.cuts.map((f) => f.cut),
     requests: job.requests,
     augment: [],
-    note: `float16 reservoir, ${features.n} samples`,
+    note: `uint8 reservoir, ${features.n} samples`,
   };
   const outcome = await fitSelfxitExits(c, plan, features);
   return { exits: outcome.exits, summary: { ...outcome.summary, timings: timer.toJSON() } };
