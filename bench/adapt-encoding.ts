@@ -11,7 +11,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortNode from 'onnxruntime-node';
-import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { softmaxRow } from '../src/engine/cascade.js';
 import { encodeModel, withExtraOutputs } from '../src/graph/index.js';
@@ -21,7 +20,7 @@ import type { FeatureSet } from '../src/calibrate/features.js';
 import { headFeaturesInto } from '../src/calibrate/pool.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { loadSamples, readLabelFile } from '../src/cli/images.js';
-import { analyseForLearning, fitLearned, type LearnModel } from '../src/learn/fit.js';
+import { analyseForLearning, assembleLearned, fitLearned, type LearnModel } from '../src/learn/fit.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';
 import type { OrtModule } from '../src/ort/types.js';
@@ -148,18 +147,7 @@ async function main(): Promise<void> {
       features,
     });
     const fitS = (performance.now() - t0) / 1000;
-    const { manifest, files } = await assembleBundle({
-      modelBytes,
-      model: lm.model,
-      analysis: lm.analysis,
-      input: lm.io.input,
-      labels: lm.labels,
-      output: lm.io.output,
-      outputKind: lm.io.outputKind,
-      exits: learned.exits,
-      calibration: learned.summary,
-      generator: 'bench adapt-encoding',
-    });
+    const { manifest, files } = await assembleLearned(lm, modelBytes, learned, learn, true, 'bench adapt-encoding');
     const ev = await evaluateBundle({
       bundle: { manifest, files },
       samples: test,
