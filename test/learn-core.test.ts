@@ -20,6 +20,7 @@ import {
 import { createRng } from '../src/calibrate/rng.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts, type ReservoirCut } from '../src/learn/reservoir.js';
+import { encodeRowU8, packFeatures, rowReader, type PackedFeatures } from '../src/calibrate/feature-store.js';
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { resolveLoadOptions } from '../src/page/options.js';
@@ -61,12 +62,15 @@ describe('learn options', () => {
     for (const bad of [{ auditShare: 2 }, { maxSamples: 0 }, { maxBytes: -1 }, { minSamples: 500, maxSamples: 400 }])
       expect(() => resolveLearnOptions(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
-    expect(o.learnShare).toBe(0.5);
-    // the default byte cap holds the default 20,000 samples of CIFAR ResNet-56's 8 candidate cuts (64 MiB held 10,217)
+    expect(o.learnShare).toBe(1); // every input a sample until the reservoir is full
+    // the default byte cap holds the default 40,000 samples of CIFAR ResNet-56's 8 candidate cuts (uint8 rows: a byte
+    // per feature and 8 per cut; float16 rows took 6,568 bytes, 19,958 samples in 128 MiB, and 64 MiB held 10,217)
     const r56 = [320, 320, 320, 384, 384, 512, 512, 512].map((dim) => ({ dim }) as ReservoirCut);
-    expect(bytesPerRow(r56, 10)).toBe(6568);
+    expect(bytesPerRow(r56, 10)).toBe(3368);
     const r56Rows = Math.floor(o.maxBytes / bytesPerRow(r56, 10));
+    expect(r56Rows).toBe(39850);
     expect(r56Rows).toBeGreaterThan(0.99 * o.maxSamples);
+    expect(new FeatureReservoir(r56, 10, o).capacity).toBe(39850); // the byte cap binds, not maxSamples
     expect(resolveLearnOptions({ auditShare: 0.5, learnShare: 0.1 }).learnShare).toBe(0.5); // at least auditShare
     expect(() => resolveLearnOptions({ learnShare: -0.1 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
@@ -105,6 +109,56 @@ describe('the learn option of load()', () => {
 });
 
 describe('feature reservoir', () => {
+  it('stores rows as uint8 square-root codes within the stated error bound, half the bytes of float16', () => {
+    const rng = createRng(7);
+    const [n, d] = [200, 300];
+    const x = new Float32Array(n * d);
+    for (let r = 0; r < n; r++) {
+      const scale = 10 ** (rng.next() * 4 - 2); // rows of very different magnitudes
+      const shift = r % 3 === 0 ? -scale / 2 : 0; // some with negative values
+      for (let i = 0; i < d; i++) x[r * d + i] = shift + scale * rng.next() ** 3; // most values small (pooled ReLU maps)
+    }
+    x.fill(2.5, 10 * d, 11 * d); // a constant row
+    [x[5], x[6], x[7]] = [NaN, Infinity, -Infinity];
+    const data = new Uint8Array(n * d);
+    const ranges = new Float32Array(2 * n);
+    for (let r = 0; r < n; r++) encodeRowU8(x.subarray(r * d, (r + 1) * d), d, data, r * d, ranges, 2 * r);
+    const packed: PackedFeatures = { format: 'u8row', n, d, data, rowRange: ranges };
+    const back = new Float32Array(n * d);
+    const read = rowReader(packed, d, new Float32Array(d), new Float32Array(d).fill(1));
+    for (let r = 0; r < n; r++) read(r, back, r * d);
+    let over = 0;
+    let worst = 0;
+    let worstLinear = 0; // what a linear map over the row's range would allow: R / 510
+    for (let r = 0; r < n; r++) {
+      const [lo, R] = [ranges[2 * r]!, ranges[2 * r + 1]!];
+      for (let i = 0; i < d; i++) {
+        const v = x[r * d + i]!;
+        if (!Number.isFinite(v)) continue;
+        const u = R > 0 ? Math.sqrt((v - lo) / R) : 0;
+        const err = Math.abs(back[r * d + i]! - v);
+        if (err > (R * (2 * u + 1 / 510)) / 510 + 1e-6 * (Math.abs(v) + Math.abs(lo))) over++;
+        if (R > 0) {
+          worst = Math.max(worst, err / R);
+          if (u < 0.1) worstLinear = Math.max(worstLinear, (err / R) * 510);
+        }
+      }
+    }
+    expect(over).toBe(0);
+    expect(worst).toBeGreaterThan(1 / 1000); // lossy: the bound is not vacuous
+    expect(worstLinear).toBeLessThan(0.25); // near the row's least value, 4x finer than a linear map's steps
+    expect(back.subarray(10 * d, 11 * d).every((v) => v === 2.5)).toBe(true); // a constant row comes back exactly
+    expect([back[5], back[7]]).toEqual([ranges[0], ranges[0]]); // NaN and -Inf: the row's least value
+    expect(back[6]).toBeCloseTo(ranges[0]! + ranges[1]!, 4); // +Inf: its greatest
+    // standardised reads, as the trainer makes them: (x − mean) · invStd
+    const mean = Float32Array.from({ length: d }, (_, i) => i / d);
+    const out = new Float32Array(d);
+    rowReader(packed, d, mean, new Float32Array(d).fill(2))(3, out, 0);
+    out.forEach((v, i) => expect(v).toBeCloseTo((back[3 * d + i]! - mean[i]!) * 2, 4));
+    // bytes: one per feature (+ 8 per row) against float16's two
+    expect(data.byteLength + ranges.byteLength).toBeLessThan(0.52 * packFeatures(x, n, d, 'f16').data.byteLength);
+  });
+
   it('keeps a uniform sample within its byte cap and restores its state', async () => {
     const lm = await fashion();
     const cuts = reservoirCuts(lm.requests);
@@ -133,7 +187,11 @@ describe('feature reservoir', () => {
     expect(r.bytes).toBe(per * 50);
     const fs0 = await r.snapshot(async () => {});
     // the average-pooled first feature of each row is the input number it came from: a spread, not the first 50
-    const ids = Array.from({ length: 50 }, (_, i) => (fs0.cuts[0]!.x as { data: Uint16Array }).data[i * cuts[0]!.dim]!);
+    // (a constant map pools to a constant row: its codes are 0 and its least value is that number)
+    const x0 = fs0.cuts[0]!.x as PackedFeatures;
+    expect(x0.format).toBe('u8row');
+    const ids = Array.from({ length: 50 }, (_, i) => x0.rowRange![2 * i]!);
+    expect(ids.every((v, i) => Number.isInteger(v) && v >= 0 && v < 500 && x0.data[i * cuts[0]!.dim] === 0)).toBe(true);
     expect(new Set(ids).size).toBeGreaterThan(40);
     expect(Math.max(...fs0.teacher)).toBeGreaterThan(0.9);
     const copy = new FeatureReservoir(cuts, 10, { maxSamples: 50, maxBytes: 1e9 });
@@ -151,9 +209,11 @@ describe('feature reservoir', () => {
     const now = r.state();
     expect(sliced.n).toBe(50);
     expect(sliced.teacher).toEqual(now.teacher);
-    sliced.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(now.features[i]));
-    const before = (fs0.cuts[0]!.x as { data: Uint16Array }).data;
-    expect(now.features[0]!.some((v, j) => v !== before[j])).toBe(true); // rows were replaced meanwhile
+    sliced.cuts.forEach((c, i) => {
+      expect((c.x as PackedFeatures).data).toEqual(now.features[i]);
+      expect((c.x as PackedFeatures).rowRange).toEqual(now.ranges[i]);
+    });
+    expect(now.ranges[0]!.some((v, j) => v !== x0.rowRange![j])).toBe(true); // rows were replaced meanwhile
     // a save's sliced copy (sliceState) beside a fit's snapshot: both see rows replaced meanwhile; rows appended
     // meanwhile are left out of the state and of its counts
     const grow = new FeatureReservoir(cuts, 10, { maxSamples: 60, maxBytes: 1e9 });
@@ -169,6 +229,7 @@ describe('feature reservoir', () => {
     expect([pauses, grow.size, grow.seen]).toEqual([15, 55, 55]); // 4 slices, 3 pauses
     expect([st.size, st.seen, st.fresh]).toEqual([40, 40, 40]);
     st.features.forEach((f, i) => expect(f).toEqual(grow.state().features[i]!.slice(0, 40 * cuts[i]!.dim)));
+    st.ranges.forEach((f, i) => expect(f).toEqual(grow.state().ranges[i]!.slice(0, 80)));
     // overlapping copies (the first 4 pauses add rows, which fill the reservoir and then replace stored ones)
     const pause = async (): Promise<void> => {
       if (pauses++ < 19) for (let j = 0; j < 5; j++) add(3000 + pauses * 10 + j);
@@ -176,12 +237,20 @@ describe('feature reservoir', () => {
     const [st2, snap] = await Promise.all([grow.sliceState(pause, per * 10), grow.snapshot(pause, per * 10)]);
     expect(grow.size).toBe(60);
     expect([st2.size, snap.n]).toEqual([55, 60]); // the snapshot began after the first pause had added 5 rows
-    const rows = grow.state().features;
-    expect(rows[0]!.slice(0, 40 * cuts[0]!.dim)).not.toEqual(st.features[0]); // rows were replaced meanwhile
+    const { features: rows, ranges } = grow.state();
+    expect(ranges[0]!.slice(0, 80)).not.toEqual(st.ranges[0]); // rows were replaced meanwhile
     st2.features.forEach((f, i) => expect(f).toEqual(rows[i]!.slice(0, 55 * cuts[i]!.dim)));
-    snap.cuts.forEach((c, i) => expect((c.x as { data: Uint16Array }).data).toEqual(rows[i]));
+    st2.ranges.forEach((f, i) => expect(f).toEqual(ranges[i]!.slice(0, 110)));
+    snap.cuts.forEach((c, i) => expect((c.x as PackedFeatures).data).toEqual(rows[i]));
+    snap.cuts.forEach((c, i) => expect((c.x as PackedFeatures).rowRange).toEqual(ranges[i]));
     const small = new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 1e9 });
     expect(small.restore(r.state())).toBe(false);
+    // a state of float16 rows (before LEARN_SCHEMA 6: Uint16Array features, no ranges) is never read as codes
+    const f16 = { ...r.state(), features: r.state().features.map((f) => new Uint16Array(f)) };
+    expect(copy.restore(f16 as unknown as ReturnType<FeatureReservoir['state']>)).toBe(false);
+    const { ranges: _r, ...noRanges } = r.state();
+    expect(copy.restore(noRanges as unknown as ReturnType<FeatureReservoir['state']>)).toBe(false);
+    expect((await copy.snapshot(async () => {})).teacher).toEqual(fs0.teacher); // left as it was
     expect(() => new FeatureReservoir(cuts, 10, { maxSamples: 10, maxBytes: 10 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
     );

@@ -62,17 +62,18 @@ function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
   return { use, data };
 }
 
-/** A reservoir of `n` rows: two cuts of 3 and 700 features, 2 classes (row i holds i everywhere). */
+/** A reservoir of `n` rows: two cuts of 3 and 700 features, 2 classes (row i holds i everywhere, codes mod 256). */
 function reservoir(n: number): LearnerState['reservoir'] {
-  const fill = <T extends Uint16Array | Float32Array>(a: T, d: number): T => {
-    for (let i = 0; i < a.length; i++) a[i] = Math.floor(i / d);
+  const fill = <T extends Uint8Array | Float32Array>(a: T, d: number): T => {
+    for (let i = 0; i < a.length; i++) a[i] = Math.floor(i / d) % (a instanceof Uint8Array ? 256 : Infinity);
     return a;
   };
   return {
     seen: n + 5,
     size: n,
     fresh: 3,
-    features: [fill(new Uint16Array(n * 3), 3), fill(new Uint16Array(n * 700), 700)],
+    features: [fill(new Uint8Array(n * 3), 3), fill(new Uint8Array(n * 700), 700)],
+    ranges: [fill(new Float32Array(n * 2), 2), fill(new Float32Array(n * 2), 2).map((v) => v + 0.5)],
     teacher: fill(new Float32Array(n * 2), 2),
   };
 }
@@ -87,10 +88,12 @@ function same(a: LearnerState | undefined, b: LearnerState): boolean {
   return (
     ra !== undefined &&
     ra.features.length === rb.features.length &&
-    ra.features.every((f, i) => bytes(f).equals(bytes(rb.features[i]!))) &&
+    ra.features.every((f, i) => f instanceof Uint8Array && bytes(f).equals(bytes(rb.features[i]!))) &&
+    ra.ranges.length === rb.ranges.length &&
+    ra.ranges.every((f, i) => bytes(f).equals(bytes(rb.ranges[i]!))) &&
     bytes(ra.teacher).equals(bytes(rb.teacher)) &&
-    JSON.stringify({ ...a, reservoir: { ...ra, features: 0, teacher: 0 } }) ===
-      JSON.stringify({ ...b, reservoir: { ...rb, features: 0, teacher: 0 } })
+    JSON.stringify({ ...a, reservoir: { ...ra, features: 0, ranges: 0, teacher: 0 } }) ===
+      JSON.stringify({ ...b, reservoir: { ...rb, features: 0, ranges: 0, teacher: 0 } })
   );
 }
 
@@ -105,10 +108,19 @@ describe('IdbLearnStore', () => {
 
     const entry = m.data.get('learn:aaa') as { schema: number; modelHash: string };
     expect(entry.schema).toBe(LEARN_SCHEMA);
-    // an entry written by an older selfxit (schema before the drift verification was kept): deleted
-    m.data.set('learn:aaa', { ...entry, schema: LEARN_SCHEMA - 1 });
+    // an entry written by an older selfxit (schema 5: float16 reservoir rows): deleted with its blocks, never misread
+    await s.save('aaa', state);
+    m.data.set('learn:aaa', { ...(m.data.get('learn:aaa') as object), schema: LEARN_SCHEMA - 1 });
     expect(await s.load('aaa')).toBeUndefined();
-    expect(m.data.has('learn:aaa')).toBe(false);
+    expect(m.data.size).toBe(0);
+    // a block of float16 rows (Uint16Array, no ranges) under the current schema: the whole state is discarded
+    await s.save('aaa', state);
+    const bk = [...m.data.keys()].find((k) => k.startsWith('learn:aaa:block:'))!;
+    const b = m.data.get(bk) as { rows: number; features: Uint8Array[]; teacher: Float32Array };
+    m.data.set(bk, { rows: b.rows, features: b.features.map((f) => new Uint16Array(f)), teacher: b.teacher });
+    expect(await s.load('aaa')).toBeUndefined();
+    expect(m.data.size).toBe(0);
+    await s.save('aaa', state);
     // an entry that names another model (or no state): deleted
     m.data.set('learn:aaa', { ...entry, modelHash: 'ccc' });
     expect(await s.load('aaa')).toBeUndefined();
@@ -126,15 +138,16 @@ describe('IdbLearnStore', () => {
   it('writes the reservoir in blocks of about BLOCK_BYTES, keeps only the last save, discards a state missing one', async () => {
     const m = memoryStore();
     const s = new IdbLearnStore(() => m.use);
-    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const rowBytes = 3 + 700 + 2 * 8 + 4 * 2;
     const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes); // three blocks
     const big = { ...state, reservoir: reservoir(n) } as LearnerState;
     await s.save('aaa', big);
     const blocks = () => [...m.data.keys()].filter((k) => k.startsWith('learn:aaa:block:'));
     expect(blocks()).toHaveLength(3);
     for (const k of blocks()) {
-      const b = m.data.get(k) as { features: Uint16Array[]; teacher: Float32Array };
-      expect(b.features.reduce((a, f) => a + f.byteLength, 0) + b.teacher.byteLength).toBeLessThanOrEqual(BLOCK_BYTES);
+      const b = m.data.get(k) as { features: Uint8Array[]; ranges: Float32Array[]; teacher: Float32Array };
+      const sum = (a: readonly ArrayBufferView[]): number => a.reduce((t, f) => t + f.byteLength, 0);
+      expect(sum(b.features) + sum(b.ranges) + b.teacher.byteLength).toBeLessThanOrEqual(BLOCK_BYTES);
     }
     expect(same(await s.load('aaa'), big)).toBe(true);
     // a second save replaces the first one's blocks; a smaller reservoir needs fewer
@@ -203,7 +216,7 @@ describe('IdbLearnStore, an empty reservoir and two workers at once', () => {
     vi.spyOn(Date, 'now').mockReturnValue(1_000_000);
     const m = memoryStore();
     const [a, b] = [new IdbLearnStore(() => m.use), new IdbLearnStore(() => m.use)];
-    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const rowBytes = 3 + 700 + 2 * 8 + 4 * 2;
     const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes);
     const [sa, sb] = [withSeen(n, n + 1), withSeen(2, n + 2)]; // three blocks, one
     await Promise.all([a.save('aaa', sa), b.save('aaa', sb)]);
@@ -215,7 +228,7 @@ describe('IdbLearnStore, an empty reservoir and two workers at once', () => {
   it('a load while another worker replaces the state reads one whole state and deletes nothing valid', async () => {
     const m = memoryStore();
     const [a, b] = [new IdbLearnStore(() => m.use), new IdbLearnStore(() => m.use)];
-    const rowBytes = 2 * (3 + 700) + 4 * 2;
+    const rowBytes = 3 + 700 + 2 * 8 + 4 * 2;
     const n = Math.ceil((2.5 * BLOCK_BYTES) / rowBytes);
     const [sa, sb] = [withSeen(n, n + 1), withSeen(n, n + 2)];
     await a.save('aaa', sa);

@@ -1,18 +1,24 @@
-// Compact storage of pooled feature matrices for head training: float16 (2 bytes, relative error ≤ 2⁻¹¹) or uint8
-// with a per-feature affine map (1 byte), so many images × augmented copies × every candidate cut fit in memory.
+// Compact storage of pooled feature matrices for head training: float16 (2 bytes, relative error ≤ 2⁻¹¹), uint8
+// with a per-feature affine map (1 byte), or uint8 square-root codes over each row's own range (1 byte; rows encoded
+// one at a time, as a stream needs), so many images × augmented copies × every candidate cut fit in memory.
 // The trainer reads them a row at a time, standardised on the fly (no float32 copy of the matrix is ever made);
 // the per-feature moments of that standardisation are computed here too.
 import { SelfxitError } from '../errors.js';
 
-/** `[n, d]` features packed one value per 2 bytes (f16) or 1 byte (u8: x ≈ offset[i] + scale[i] · q). */
+/**
+ * `[n, d]` features packed one value per 2 bytes (f16) or 1 byte (u8: x ≈ offset[i] + scale[i] · q; u8row:
+ * x ≈ rowRange[2r] + rowRange[2r + 1] · (q / 255)², {@link encodeRowU8}).
+ */
 export interface PackedFeatures {
-  readonly format: 'f16' | 'u8';
+  readonly format: 'f16' | 'u8' | 'u8row';
   readonly n: number;
   readonly d: number;
   readonly data: Uint16Array | Uint8Array;
   /** u8 only: per-feature offset and step. */
   readonly offset?: Float32Array;
   readonly scale?: Float32Array;
+  /** u8row only: per row, its least value and its range (`2n` values). */
+  readonly rowRange?: Float32Array;
 }
 
 /** A feature matrix as the trainer reads it: plain float32 `[n, d]` or packed. */
@@ -98,6 +104,51 @@ export function packFeatures(x: Float32Array, n: number, d: number, format: 'f16
   return { format, n, d, data, offset: lo, scale };
 }
 
+/**
+ * Encodes one row `src[0 … d)` as uint8 square-root codes over the row's own range (u8row): with lo..hi the row's
+ * finite range and R = hi − lo, `dst[dstAt + i] = round(255 · √((x − lo) / R))`, lo and R written to
+ * `range[rangeAt]`, `range[rangeAt + 1]`; decoded as lo + R · (q / 255)² ({@link u8rowTable}). A value u² of the way
+ * up the range comes back within R · (2u + 1/510) / 510: fine steps near the row's least value, where most pooled
+ * ReLU features lie (a linear map over the row's range lost up to 23 % of some features' spread on ResNet-56 pooled
+ * features, this one ≤ 4 %: bench/adapt-encoding.ts). Non-finite values clamp to the range's ends (NaN to lo); a
+ * constant row comes back exactly.
+ */
+export function encodeRowU8(
+  src: ArrayLike<number>,
+  d: number,
+  dst: Uint8Array,
+  dstAt: number,
+  range: Float32Array,
+  rangeAt: number,
+): void {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < d; i++) {
+    const v = src[i]!;
+    if (v < lo && v !== -Infinity) lo = v;
+    if (v > hi && v !== Infinity) hi = v;
+  }
+  if (!(hi >= lo)) lo = hi = 0; // no finite value
+  // lo and R as stored (float32), so that encoding and decoding use the same ones
+  range[rangeAt] = lo;
+  range[rangeAt + 1] = hi - lo;
+  const off = range[rangeAt]!;
+  const r = range[rangeAt + 1]!;
+  const inv = r > 0 ? 1 / r : 0;
+  for (let i = 0; i < d; i++) {
+    const v = src[i]!;
+    const t = (v - off) * inv; // NaN for NaN (and for +Inf in a constant row)
+    dst[dstAt + i] = t > 0 ? (t < 1 ? Math.round(255 * Math.sqrt(t)) : 255) : v > off ? 255 : 0;
+  }
+}
+
+let u8rowDecode: Float32Array | undefined;
+/** The u8row code → fraction of the row's range: (q / 255)², 256 entries. */
+export function u8rowTable(): Float32Array {
+  u8rowDecode ??= Float32Array.from({ length: 256 }, (_, q) => (q / 255) ** 2);
+  return u8rowDecode;
+}
+
 /** Rows in `x` given its width `d` (float32: length / d). */
 export function featureRowCount(x: FeatureRows, d: number): number {
   return x instanceof Float32Array ? Math.floor(x.length / d) : x.n;
@@ -126,6 +177,20 @@ export function rowReader(
     return (row, out, at) => {
       const src = row * d;
       for (let i = 0; i < d; i++) out[at + i] = (t[data[src + i]!]! - mean[i]!) * invStd[i]!;
+    };
+  }
+  if (x.format === 'u8row') {
+    // (lo_r + R_r·t[q] − mean)·inv = (lo_r + R_r·t[q])·inv + b
+    const b = new Float32Array(d);
+    for (let i = 0; i < d; i++) b[i] = -mean[i]! * invStd[i]!;
+    const t = u8rowTable();
+    const data = x.data;
+    const range = x.rowRange!;
+    return (row, out, at) => {
+      const src = row * d;
+      const lo = range[2 * row]!;
+      const r = range[2 * row + 1]!;
+      for (let i = 0; i < d; i++) out[at + i] = (lo + r * t[data[src + i]!]!) * invStd[i]! + b[i]!;
     };
   }
   // u8: (offset + scale·q − mean)·inv = q·a + b

@@ -4,7 +4,7 @@
 import type { BundleManifest, CalibrationSummary } from '../bundle/manifest.js';
 import type { CostTable } from '../policy/cost-table.js';
 import type { StageTimings } from '../policy/device-plan.js';
-import type { BundleExit } from '../bundle/write-bundle.js';
+import { assembleBundle, type BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import type { OrtModule } from '../ort/types.js';
 import { noExitCurve } from '../calibrate/prepare-context.js';
@@ -100,7 +100,7 @@ export interface FitJob {
   readonly io: ModelIO;
   readonly requests: readonly FeatureRequest[];
   readonly options: ResolvedLearnOptions;
-  /** The reservoir's rows (float16 features at every candidate cut, the full model's probabilities). */
+  /** The reservoir's rows (uint8-coded features at every candidate cut, the full model's probabilities). */
   readonly features: FeatureSet<FeatureRows>;
   /** Measured costs (a device plan's stage times: {@link planCostTable}); exit selection minimises them instead of
    * MACs (the summary's `costUnit` 'ms'). */
@@ -164,7 +164,7 @@ export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) 
     cuts: features.cuts.map((f) => f.cut),
     requests: job.requests,
     augment: [],
-    note: `float16 reservoir, ${features.n} samples`,
+    note: `uint8 reservoir, ${features.n} samples`,
   };
   const outcome = await fitSelfxitExits(c, plan, features);
   return { exits: outcome.exits, summary: { ...outcome.summary, timings: timer.toJSON() } };
@@ -185,4 +185,31 @@ export function noExitSummary(o: ResolvedLearnOptions): CalibrationSummary {
     curve: noExitCurve(),
     costUnit: 'macs',
   };
+}
+
+/**
+ * The bundle of `learned` exits on `lm` (without them, the full model as one segment, as served before a fit): its
+ * manifest and files (`includeBackbone`: also backbone.onnx, for `selfxit eval`).
+ */
+export function assembleLearned(
+  lm: LearnModel,
+  modelBytes: Uint8Array,
+  learned: LearnedExits | undefined,
+  o: ResolvedLearnOptions,
+  includeBackbone: boolean,
+  generator = 'selfxit learn',
+): ReturnType<typeof assembleBundle> {
+  return assembleBundle({
+    modelBytes,
+    model: lm.model,
+    analysis: lm.analysis,
+    input: lm.io.input,
+    labels: lm.labels,
+    output: lm.io.output,
+    outputKind: lm.io.outputKind,
+    exits: learned?.exits ?? [],
+    calibration: learned?.summary ?? noExitSummary(o),
+    generator,
+    includeBackbone,
+  });
 }

@@ -10,18 +10,20 @@ export interface LearnOptions {
   readonly auditShare?: number;
   /**
    * While the reservoir is not full, the share of served inputs completed by the full model after the reply, so that
-   * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 0.5. Costs
-   * that share of a full-model run per input, in the background, until the reservoir is full: reaching N samples costs
-   * about N full-model runs whatever the share, and a larger share reaches them (and their savings) sooner.
+   * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 1: every
+   * input is a sample until the reservoir is full. Costs that share of a full-model run per input, in the background,
+   * until the reservoir is full: reaching N samples costs about N full-model runs whatever the share, and a larger
+   * share reaches them (and their savings) sooner.
    */
   readonly learnShare?: number;
   /** Samples stored before the first fit. Default 2,000 (never below prepare's minimum for the target, 300 at 0.99). */
   readonly minSamples?: number;
-  /** Most samples the reservoir keeps. Default 20,000. */
+  /** Most samples the reservoir keeps. Default 40,000. */
   readonly maxSamples?: number;
   /**
-   * Byte cap of the reservoir (float16 features + float32 probabilities). Default 128 MiB: 20,000 samples of a model
-   * whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 6,568 bytes a sample, 19,958 samples).
+   * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities). Default 128 MiB: ~40,000
+   * samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,368 bytes a sample, 39,850
+   * samples).
    */
   readonly maxBytes?: number;
   /** New samples (served by the full model or audited) that start a re-fit. Default 1,000. */
@@ -52,15 +54,16 @@ export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & P
  * The fixed defaults of {@link LearnOptions}. minSamples is 2,000 rather than prepare's minimum: a first fit on 1,000
  * ResNet-56 samples promised 0.99 and served 97.3 % (bench:adapt), since thresholds fit on few samples overpromise.
  * The samples are what the savings rest on (ResNet-56 at 0.99, prepare with learning's settings on pool images:
- * MACs 0.808 from 10,000 samples, 0.784 from 20,000; flip copies or 16 candidate cuts changed them by < 0.01,
- * BENCHMARKS.md "On-device learning"), hence learnShare 0.5 (was 0.2: ~10,000 samples after 40,000 inputs) and a
- * byte cap that holds maxSamples (64 MiB held 10,217 ResNet-56 samples).
+ * MACs 0.808 from 10,000 samples, 0.784 from 20,000, 0.729 from 40,000; flip copies or 16 candidate cuts changed them
+ * by < 0.01, BENCHMARKS.md "On-device learning"), hence learnShare 1 (0.5 gave ~20,000 samples after 40,000 inputs,
+ * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,850 ResNet-56 samples; float16 rows
+ * held 19,958).
  */
 export const LEARN_DEFAULTS = {
   auditShare: 0.03,
-  learnShare: 0.5,
+  learnShare: 1,
   minSamples: 2000,
-  maxSamples: 20000,
+  maxSamples: 40000,
   maxBytes: 128 * 2 ** 20,
   refitAfter: 1000,
   target: 0.99,

@@ -20,6 +20,7 @@ import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } fro
 
 export {
   analyseForLearning,
+  assembleLearned,
   exitCount,
   fitLearned,
   noExitSummary,

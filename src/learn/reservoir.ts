@@ -1,10 +1,11 @@
 // A bounded reservoir of what on-device learning keeps per served input: the pooled features at every candidate cut
-// (float16, calibrate/feature-store.ts) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
+// (uint8 square-root codes over each row's range per cut, calibrate/feature-store.ts encodeRowU8: half float16's
+// bytes, so the same cap holds twice the samples) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
 // over every input ever added, within a stated byte cap, allocated as rows arrive (doubling, never above the cap);
 // snapshots (copied in slices) are FeatureSets that prepare's fit reads as is.
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
-import { toHalf, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
+import { encodeRowU8, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
 import { cutGeometry, type CutFeatures, type FeatureRequest, type FeatureSet } from '../calibrate/features.js';
 import { headFeatureDim, headFeaturesInto } from '../calibrate/pool.js';
 import { createRng, type Rng } from '../calibrate/rng.js';
@@ -18,8 +19,10 @@ export interface ReservoirState {
   readonly size: number;
   /** Rows added since the last {@link FeatureReservoir.markFitted}. */
   readonly fresh: number;
-  /** Per cut, `size × dim` float16 bits. */
-  readonly features: readonly Uint16Array[];
+  /** Per cut, `size × dim` uint8 codes … */
+  readonly features: readonly Uint8Array[];
+  /** … and per cut, `2 × size` floats: each row's least value and range (encodeRowU8). */
+  readonly ranges: readonly Float32Array[];
   /** `size × classes` probabilities of the full model. */
   readonly teacher: Float32Array;
 }
@@ -38,9 +41,10 @@ export function reservoirCuts(requests: readonly FeatureRequest[]): ReservoirCut
   });
 }
 
-/** Bytes one stored input takes: 2 per pooled feature, 4 per class probability. */
+/** Bytes one stored input takes: 1 per pooled feature, 8 per cut (the row's least value and range), 4 per class
+ * probability. */
 export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): number {
-  return cuts.reduce((a, c) => a + 2 * c.dim, 0) + 4 * classes;
+  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes;
 }
 
 /** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
@@ -48,7 +52,8 @@ export class FeatureReservoir {
   readonly capacity: number;
   /** Bytes the reservoir may grow to (`capacity` rows). */
   readonly maxBytes: number;
-  private features: Uint16Array[];
+  private features: Uint8Array[];
+  private ranges: Float32Array[];
   private teacher: Float32Array;
   /** Rows allocated (grows by doubling up to `capacity`). */
   private allocated = 0;
@@ -74,7 +79,8 @@ export class FeatureReservoir {
         { maxBytes: limits.maxBytes },
       );
     this.maxBytes = this.capacity * bytesPerRow(cuts, classes);
-    this.features = cuts.map(() => new Uint16Array(0));
+    this.features = cuts.map(() => new Uint8Array(0));
+    this.ranges = cuts.map(() => new Float32Array(0));
     this.teacher = new Float32Array(0);
     this.rng = createRng(limits.seed ?? 0);
     this.scratch = cuts.map((c) => new Float32Array(c.dim));
@@ -82,21 +88,22 @@ export class FeatureReservoir {
 
   /** Bytes held now (allocated as rows arrive; at most {@link maxBytes}). */
   get bytes(): number {
-    return this.features.reduce((a, f) => a + f.byteLength, 0) + this.teacher.byteLength;
+    const b = (a: readonly { readonly byteLength: number }[]): number => a.reduce((s, f) => s + f.byteLength, 0);
+    return b(this.features) + b(this.ranges) + this.teacher.byteLength;
   }
 
   /** Makes room for `rows` rows (doubling, at least 256, at most `capacity`), keeping the rows stored. */
   private reserve(rows: number): void {
     if (rows <= this.allocated) return;
     const n = Math.min(this.capacity, Math.max(rows, 256, 2 * this.allocated));
-    this.features = this.features.map((f, i) => {
-      const g = new Uint16Array(n * this.cuts[i]!.dim);
-      g.set(f.subarray(0, this.size * this.cuts[i]!.dim));
+    const grow = <T extends Uint8Array | Float32Array>(a: T, per: number, make: (len: number) => T): T => {
+      const g = make(n * per);
+      g.set(a.subarray(0, this.size * per));
       return g;
-    });
-    const t = new Float32Array(n * this.classes);
-    t.set(this.teacher.subarray(0, this.size * this.classes));
-    this.teacher = t;
+    };
+    this.features = this.features.map((f, i) => grow(f, this.cuts[i]!.dim, (l) => new Uint8Array(l)));
+    this.ranges = this.ranges.map((a) => grow(a, 2, (l) => new Float32Array(l)));
+    this.teacher = grow(this.teacher, this.classes, (l) => new Float32Array(l));
     this.allocated = n;
   }
 
@@ -127,35 +134,53 @@ export class FeatureReservoir {
       const at = this.slot();
       this.fresh++;
       if (at < 0) continue;
-      for (const d of this.dirty) d.add(at);
       this.cuts.forEach((c, i) => {
         const size = c.channels * c.height * c.width;
         const map = maps[i]!.subarray(r * size, (r + 1) * size);
-        const tmp = this.scratch[i]!;
-        headFeaturesInto(map, 1, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0);
-        const dst = this.features[i]!;
-        for (let j = 0; j < c.dim; j++) dst[at * c.dim + j] = toHalf(tmp[j]!);
+        headFeaturesInto(map, 1, c.channels, c.height, c.width, c.grid, c.maxGrid, this.scratch[i]!, 0);
       });
       const p = kind === 'logits' ? softmaxRow(output, r * k, k) : output.subarray(r * k, (r + 1) * k);
-      this.teacher.set(p, at * k);
+      this.write(at, this.scratch, p);
     }
   }
 
   /**
-   * A copy of the stored rows as prepare's FeatureSet (float16 packed), unaffected by later additions; made in slices
+   * Adds `rows` inputs already pooled: `pooled[i]` the `rows × dim` float32 features of cut i, `probs` the full model's
+   * `rows × classes` probabilities (bench/adapt-encoding.ts feeds the rows of a feature cache this way).
+   */
+  addPooled(pooled: readonly Float32Array[], probs: Float32Array, rows: number): void {
+    const k = this.classes;
+    for (let r = 0; r < rows; r++) {
+      const at = this.slot();
+      this.fresh++;
+      if (at < 0) continue;
+      const row = this.cuts.map((c, i) => pooled[i]!.subarray(r * c.dim, (r + 1) * c.dim));
+      this.write(at, row, probs.subarray(r * k, (r + 1) * k));
+    }
+  }
+
+  /** Stores one input's pooled features (per cut) and probabilities at row `at`, encoded (encodeRowU8). */
+  private write(at: number, pooled: readonly Float32Array[], probs: ArrayLike<number>): void {
+    for (const d of this.dirty) d.add(at);
+    this.cuts.forEach((c, i) => encodeRowU8(pooled[i]!, c.dim, this.features[i]!, at * c.dim, this.ranges[i]!, 2 * at));
+    this.teacher.set(probs, at * this.classes);
+  }
+
+  /**
+   * A copy of the stored rows as prepare's FeatureSet (packed 'u8row'), unaffected by later additions; made in slices
    * of about `sliceBytes` with `pause()` awaited between them (so that a fit starting on a full reservoir of tens of
    * MB never holds the thread for the whole copy): rows written meanwhile are copied again at the end, so the snapshot
    * is the reservoir as it is when it ends (its rows [0, n), n the rows stored when it began).
    */
   async snapshot(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<FeatureSet<FeatureRows>> {
-    const { n, features, teacher } = await this.copySliced(pause, sliceBytes);
+    const { n, features, ranges, teacher } = await this.copySliced(pause, sliceBytes);
     return {
       n,
       k: this.classes,
       teacher,
       cuts: this.cuts.map((c, i) => ({
         ...c,
-        x: { format: 'f16', n, d: c.dim, data: features[i]! } satisfies PackedFeatures,
+        x: { format: 'u8row', n, d: c.dim, data: features[i]!, rowRange: ranges[i]! } satisfies PackedFeatures,
       })),
     };
   }
@@ -166,22 +191,33 @@ export class FeatureReservoir {
    * A reservoir cleared meanwhile gives its state as it is now.
    */
   async sliceState(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<ReservoirState> {
-    const { n, features, teacher } = await this.copySliced(pause, sliceBytes);
+    const { n, features, ranges, teacher } = await this.copySliced(pause, sliceBytes);
     if (this.size < n) return this.state();
     const appended = this.size - n;
-    return { seen: this.seen - appended, size: n, fresh: Math.max(0, this.fresh - appended), features, teacher };
+    return {
+      seen: this.seen - appended,
+      size: n,
+      fresh: Math.max(0, this.fresh - appended),
+      features,
+      ranges,
+      teacher,
+    };
   }
 
   private async copySliced(
     pause: () => Promise<void>,
     sliceBytes: number,
-  ): Promise<{ n: number; features: Uint16Array[]; teacher: Float32Array }> {
+  ): Promise<{ n: number; features: Uint8Array[]; ranges: Float32Array[]; teacher: Float32Array }> {
     const n = this.size;
     const k = this.classes;
     const teacher = new Float32Array(n * k);
-    const xs = this.cuts.map((c) => new Uint16Array(n * c.dim));
+    const xs = this.cuts.map((c) => new Uint8Array(n * c.dim));
+    const ranges = this.cuts.map(() => new Float32Array(2 * n));
     const copyRows = (from: number, to: number): void => {
-      this.cuts.forEach((c, i) => xs[i]!.set(this.features[i]!.subarray(from * c.dim, to * c.dim), from * c.dim));
+      this.cuts.forEach((c, i) => {
+        xs[i]!.set(this.features[i]!.subarray(from * c.dim, to * c.dim), from * c.dim);
+        ranges[i]!.set(this.ranges[i]!.subarray(2 * from, 2 * to), 2 * from);
+      });
       teacher.set(this.teacher.subarray(from * k, to * k), from * k);
     };
     const rows = Math.max(1, Math.floor(sliceBytes / bytesPerRow(this.cuts, k)));
@@ -197,7 +233,7 @@ export class FeatureReservoir {
     } finally {
       this.dirty.delete(dirty);
     }
-    return { n, features: xs, teacher };
+    return { n, features: xs, ranges, teacher };
   }
 
   /** Starts counting fresh rows again (a fit has used every row stored so far). */
@@ -208,7 +244,8 @@ export class FeatureReservoir {
   /** Forgets every row and gives their memory back. */
   clear(): void {
     this.seen = this.size = this.fresh = this.allocated = 0;
-    this.features = this.cuts.map(() => new Uint16Array(0));
+    this.features = this.cuts.map(() => new Uint8Array(0));
+    this.ranges = this.cuts.map(() => new Float32Array(0));
     this.teacher = new Float32Array(0);
   }
 
@@ -218,6 +255,7 @@ export class FeatureReservoir {
       size: this.size,
       fresh: this.fresh,
       features: this.features.map((f, i) => f.slice(0, this.size * this.cuts[i]!.dim)),
+      ranges: this.ranges.map((a) => a.slice(0, 2 * this.size)),
       teacher: this.teacher.slice(0, this.size * this.classes),
     };
   }
@@ -237,11 +275,15 @@ export class FeatureReservoir {
       s.teacher.length === n * this.classes &&
       Array.isArray(s.features) &&
       s.features.length === this.cuts.length &&
-      s.features.every((f, i) => f instanceof Uint16Array && f.length === n * this.cuts[i]!.dim);
+      s.features.every((f, i) => f instanceof Uint8Array && f.length === n * this.cuts[i]!.dim) &&
+      Array.isArray(s.ranges) &&
+      s.ranges.length === this.cuts.length &&
+      s.ranges.every((a) => a instanceof Float32Array && a.length === 2 * n);
     if (!ok) return false;
     this.clear();
     this.reserve(n);
     s.features.forEach((f, i) => this.features[i]!.set(f));
+    s.ranges.forEach((a, i) => this.ranges[i]!.set(a));
     this.teacher.set(s.teacher);
     this.seen = s.seen;
     this.size = n;

@@ -3,10 +3,9 @@
 // fetched and every sha256 is checked); the bundle learning starts from (`load(bundleUrl, { learn })`); and the model
 // bytes learning runs on (a plain model or the bundle's backbone.onnx), kept in the bundle cache for offline loads.
 import type { BundleManifest } from '../bundle/manifest.js';
-import { assembleBundle } from '../bundle/write-bundle.js';
 import { SelfxitError } from '../errors.js';
 import { sha256Hex } from '../graph/index.js';
-import { noExitSummary, type LearnedExits, type Learner } from '../learn/learner.js';
+import { assembleLearned, type LearnedExits, type Learner } from '../learn/learner.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import type { InitRequest } from '../protocol.js';
 import { BundleSource, isOutage, loadManifest, type Progress } from './bundle-source.js';
@@ -134,20 +133,7 @@ export async function learnedBundle(
   modelBytes: Uint8Array,
   learned: LearnedExits | undefined,
 ): Promise<{ manifest: BundleManifest; files: Map<string, Uint8Array>; text: string; hash: string }> {
-  const lm = learner.model;
-  const { manifest, files } = await assembleBundle({
-    modelBytes,
-    model: lm.model,
-    analysis: lm.analysis,
-    input: lm.io.input,
-    labels: lm.labels,
-    output: lm.io.output,
-    outputKind: lm.io.outputKind,
-    exits: learned?.exits ?? [],
-    calibration: learned?.summary ?? noExitSummary(learner.options),
-    generator: 'selfxit learn',
-    includeBackbone: false,
-  });
+  const { manifest, files } = await assembleLearned(learner.model, modelBytes, learned, learner.options, false);
   const text = JSON.stringify(manifest);
   return { manifest, files, text, hash: await sha256Hex(text) };
 }

@@ -10,8 +10,8 @@ import type { LearnerState } from '../learn/learner.js';
 import type { ReservoirState } from '../learn/reservoir.js';
 
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 5; // 5: the reservoir's cut count stored (an empty one has no block); 4: reservoir rows in
-// blocks; 3: the drift verification (audits left, confirmed drifts)
+export const LEARN_SCHEMA = 6; // 6: reservoir rows as uint8 with a per-row range (was float16); 5: the reservoir's
+// cut count stored (an empty one has no block); 4: reservoir rows in blocks; 3: the drift verification
 
 /** Bytes of reservoir rows per stored block (about). */
 export const BLOCK_BYTES = 4 << 20;
@@ -23,7 +23,7 @@ export const ORPHAN_MS = 3_600_000;
  * The reservoir as the main entry holds it: its counts, its number of cuts (an empty reservoir has no block to tell)
  * and the keys of its row blocks, in row order.
  */
-type StoredReservoir = Omit<ReservoirState, 'features' | 'teacher'> & {
+type StoredReservoir = Omit<ReservoirState, 'features' | 'ranges' | 'teacher'> & {
   readonly cuts: number;
   readonly blocks: readonly string[];
 };
@@ -36,10 +36,11 @@ export interface StoredLearning {
   readonly state: Omit<LearnerState, 'reservoir'> & { readonly reservoir: StoredReservoir };
 }
 
-/** Rows [from, from + rows) of a reservoir: features per cut, then the teacher. */
+/** Rows [from, from + rows) of a reservoir: features and their per-row ranges per cut, then the teacher. */
 interface StoredBlock {
   readonly rows: number;
-  readonly features: readonly Uint16Array[];
+  readonly features: readonly Uint8Array[];
+  readonly ranges: readonly Float32Array[];
   readonly teacher: Float32Array;
 }
 
@@ -138,7 +139,7 @@ function toBlocks(r: ReservoirState): StoredBlock[] {
   if (n === 0) return [];
   const dims = r.features.map((f) => f.length / n);
   const k = r.teacher.length / n;
-  const rowBytes = dims.reduce((a, d) => a + 2 * d, 0) + 4 * k;
+  const rowBytes = dims.reduce((a, d) => a + d + 8, 0) + 4 * k;
   const per = Math.max(1, Math.floor(BLOCK_BYTES / rowBytes));
   const blocks: StoredBlock[] = [];
   for (let at = 0; at < n; at += per) {
@@ -146,6 +147,7 @@ function toBlocks(r: ReservoirState): StoredBlock[] {
     blocks.push({
       rows: end - at,
       features: r.features.map((f, i) => f.subarray(at * dims[i]!, end * dims[i]!)),
+      ranges: r.ranges.map((a) => a.subarray(2 * at, 2 * end)),
       teacher: r.teacher.subarray(at * k, end * k),
     });
   }
@@ -159,13 +161,15 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
     b !== null &&
     Number.isInteger((b as StoredBlock).rows) &&
     Array.isArray((b as StoredBlock).features) &&
-    (b as StoredBlock).features.every((f) => f instanceof Uint16Array) &&
+    (b as StoredBlock).features.every((f) => f instanceof Uint8Array) &&
+    Array.isArray((b as StoredBlock).ranges) &&
+    (b as StoredBlock).ranges.every((a) => a instanceof Float32Array) &&
     (b as StoredBlock).teacher instanceof Float32Array;
   const cuts = s.cuts;
   if (!Number.isInteger(cuts) || cuts < 0 || !blocks.every(ok)) return undefined;
   const n = blocks.reduce((a, b) => a + b.rows, 0);
-  if (n !== s.size || !blocks.every((b) => b.features.length === cuts)) return undefined;
-  const join = <T extends Uint16Array | Float32Array>(parts: readonly T[], make: (len: number) => T): T => {
+  if (n !== s.size || !blocks.every((b) => b.features.length === cuts && b.ranges.length === cuts)) return undefined;
+  const join = <T extends Uint8Array | Float32Array>(parts: readonly T[], make: (len: number) => T): T => {
     const out = make(parts.reduce((a, p) => a + p.length, 0));
     let at = 0;
     for (const p of parts) {
@@ -177,7 +181,13 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
   const features = Array.from({ length: cuts }, (_, i) =>
     join(
       blocks.map((b) => b.features[i]!),
-      (l) => new Uint16Array(l),
+      (l) => new Uint8Array(l),
+    ),
+  );
+  const ranges = Array.from({ length: cuts }, (_, i) =>
+    join(
+      blocks.map((b) => b.ranges[i]!),
+      (l) => new Float32Array(l),
     ),
   );
   const teacher = join(
@@ -185,7 +195,7 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
     (l) => new Float32Array(l),
   );
   // the learner checks every length against its own cuts and classes (Learner.restore)
-  return { seen: s.seen, size: s.size, fresh: s.fresh, features, teacher };
+  return { seen: s.seen, size: s.size, fresh: s.fresh, features, ranges, teacher };
 }
 
 /** A learn store in IndexedDB; `openStore` is a test seam (e.g. a store whose writes fail). */
@@ -260,7 +270,7 @@ export class IdbLearnStore implements LearnStore {
     const savedAt = Date.now();
     const id = `${blockPrefix(modelHash)}${savedAt}-${Math.random().toString(36).slice(2, 10)}${++this.saves}:`;
     try {
-      const { features, teacher: _t, ...counts } = state.reservoir;
+      const { features, ranges: _a, teacher: _t, ...counts } = state.reservoir;
       const names: string[] = [];
       for (const [i, b] of toBlocks(state.reservoir).entries()) {
         names.push(`${id}${i}`);
