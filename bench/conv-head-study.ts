@@ -1,12 +1,18 @@
 // Learned convolutional exit heads vs prepare's pooled heads (issue 13): on ResNet-56 / CIFAR-10, for chosen cuts,
 // trains on the same images (+ flips) prepare's pool-linear and pool-mlp heads (train-head.ts, prepare's pooling and
-// defaults) and conv heads (src/calibrate/conv-head.ts: 3x3 conv stride 2, ReLU, global avg + 2x2 max, MLP), and
+// defaults) and conv heads (src/calibrate/conv-head.ts: 3x3 conv stride 2, ReLU, global avg + 2x2 max, optionally beside the pooled
+// features, MLP), and
 // scores each on the 5,000 `test` images: agreement with the backbone, coverage at precision 99 % / 98.5 %
 // (thresholds chosen on test for all heads alike: a score-quality comparison), training time, head MACs.
 //
-//   npx tsx bench/conv-head-study.ts [--limit N] [--pool] [--cuts layer1.4,layer2.4,layer3.2]
-//        [--variants half,full] [--hidden 64] [--epochs 8] [--json out.json]
+//   npx tsx bench/conv-head-study.ts [--limit N] [--pool] [--cuts layer1.4,layer2.4,layer3.2] [--only layer2.4]
+//        [--variants half,full,half+pool,layer2.4:full] [--hidden 64] [--epochs 8] [--lr 0.003] [--batch 64]
+//        [--tol 0.001] [--avg-grid 1] [--all-rows] [--no-pool] [--no-cache] [--extract-only] [--json out.json]
 //
+// The run of BENCHMARKS.md: `--variants full,half+pool --epochs 6 --tol 0` (10,000 images), the same with `--pool
+// --no-cache` (50,000). --only: train on these of --cuts (the cache is keyed by --cuts); --no-pool: conv heads only.
+// --all-rows: conv heads train on every row for all epochs (default: 10 % of the images held out, best epoch kept).
+// --no-cache: keep the maps in memory only (a cut's maps over 2 GiB cannot be cached: layer1 at 50,000 images).
 // --limit N: the first N images of `calib` in prepare's shuffled order (default all 10,000); --pool: calib + pool
 // (50,000). Full cut maps are extracted once (float16) and cached in bench/.cache/ (about 57 KB per image and copy).
 import fs from 'node:fs';
@@ -50,10 +56,15 @@ const flag = (name: string): string | undefined => {
 const usePool = args.includes('--pool');
 const limit = Number(flag('--limit') ?? Infinity);
 const cutNames = (flag('--cuts') ?? 'layer1.4,layer2.4,layer3.2').split(',');
-/** Conv heads: `half` / `full` output channels (C/2, C), `+pool`: the dense part also reads prepare's pooled features. */
+/**
+ * Conv heads: `half` / `full` output channels (C/2, C), `+pool`: the dense part also reads prepare's pooled features;
+ * `layer2.4:full` restricts a variant to one cut.
+ */
 const variants = (flag('--variants') ?? 'half,full,half+pool').split(',').filter((v) => v !== '');
 /** Skip the pool heads (when only conv recipes are compared). */
 const noPool = args.includes('--no-pool');
+/** Extract the maps without the on-disk cache (needed when a cut's maps pass 2 GiB). */
+const noCache = args.includes('--no-cache');
 const hidden = Number(flag('--hidden') ?? 64);
 const epochs = Number(flag('--epochs') ?? 8);
 const lr = Number(flag('--lr') ?? 0.003);
@@ -103,7 +114,7 @@ interface MapSet {
 /** Full f16 maps of every cut and the teacher for one image set, cached (the f16 bytes stored as a float32 file). */
 async function mapSet(name: string, samples: { data: Uint8Array; count: number }): Promise<MapSet> {
   const base = path.join(cacheDir, `conv-r56.${name}.${cutNames.join('+')}`);
-  const f = await cachedFeatures(base, cuts.length, `${name}: ${samples.count} images`, async () => {
+  const extract = async (): Promise<{ teacher: Float32Array; cuts: { x: Float32Array }[] }> => {
     const set = await extractFeatures({
       model,
       requests: cuts.map((cut) => {
@@ -126,7 +137,11 @@ async function mapSet(name: string, samples: { data: Uint8Array; count: number }
         return { x: new Float32Array(d.buffer, d.byteOffset, d.byteLength / 4) };
       }),
     };
-  });
+  };
+  // Node writes and reads files of at most 2 GiB at once: larger sets (50,000 images at layer1) stay in memory only.
+  const f = noCache
+    ? await extract().then((e) => ({ teacher: e.teacher, x: e.cuts.map((c) => c.x) }))
+    : await cachedFeatures(base, cuts.length, `${name}: ${samples.count} images`, extract);
   return {
     teacher: f.teacher,
     maps: cuts.map((cut, i) => {
@@ -209,8 +224,10 @@ function coverageSd(q: Float32Array, target: number): number {
 // Early stopping for the conv heads: 10 % of the images (both copies) held out of their training.
 const heldImages = new Uint8Array(n);
 for (const i of permutation(n, createRng(17)).subarray(0, Math.round(0.1 * n))) heldImages[i] = 1;
-const convTrain = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => !heldImages[r % n]);
-const convHeld = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => heldImages[r % n] === 1);
+// --all-rows: none held out (every row trained, the last epoch kept), as prepare's final pool heads are trained.
+const allRows = args.includes('--all-rows');
+const convTrain = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => allRows || !heldImages[r % n]);
+const convHeld = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => !allRows && heldImages[r % n] === 1);
 
 interface Row {
   cut: string;
@@ -272,17 +289,15 @@ for (let ci = 0; ci < cuts.length; ci++) {
       );
     }
     // control: the same pool-mlp on the conv heads' training rows only (90 %)
-    const h = trainHeadOnRows(x, teacher, rows, d, K, convTrain, { kind: 'pool-mlp', seed: 0 });
-    score(
-      name,
-      `pool-mlp 64, conv heads' 90 % rows`,
-      predictHead(h, xt, test.count),
-      h.report.ms / 1000,
-      poolMacs + d * 64 + 64 * K,
-      `${h.report.epochs}`,
-    );
+    if (!allRows) {
+      const h = trainHeadOnRows(x, teacher, rows, d, K, convTrain, { kind: 'pool-mlp', seed: 0 });
+      const macs = poolMacs + d * 64 + 64 * K;
+      score(name, `pool-mlp 64, conv heads' 90 % rows`, predictHead(h, xt, test.count), h.report.ms / 1000, macs, '4');
+    }
   }
-  for (const v of variants) {
+  for (const spec of variants) {
+    const [at, v] = spec.includes(':') ? spec.split(':') : [name, spec];
+    if (at !== name || !v) continue;
     const shape: ConvHeadShape = {
       inChannels: g.channels,
       inHeight: g.height,
