@@ -24,6 +24,7 @@ import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
+import { boolFlag, stringFlag } from './args.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
@@ -31,11 +32,8 @@ const ort = ortNode as unknown as OrtModule;
 const K = 10;
 const SHAPE = { height: 32, width: 32, channels: 3 } as const;
 const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const usePool = args.includes('--pool');
+const flag = (name: string): string | undefined => stringFlag(args, name);
+const usePool = boolFlag(args, '--pool');
 const limit = Number(flag('--limit') ?? Infinity);
 const convName = flag('--conv') ?? 'layer3.2';
 const channels = flag('--channels') ?? 'full';

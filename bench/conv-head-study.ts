@@ -38,6 +38,7 @@ import {
 import { createRng, permutation } from '../src/calibrate/rng.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';
+import { boolFlag, stringFlag } from './args.js';
 import { cachedFeatures } from './feature-cache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -49,11 +50,8 @@ const SHAPE = { height: 32, width: 32, channels: 3 } as const;
 const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
 
 const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const usePool = args.includes('--pool');
+const flag = (name: string): string | undefined => stringFlag(args, name);
+const usePool = boolFlag(args, '--pool');
 const limit = Number(flag('--limit') ?? Infinity);
 const cutNames = (flag('--cuts') ?? 'layer1.4,layer2.4,layer3.2').split(',');
 /**
@@ -62,9 +60,9 @@ const cutNames = (flag('--cuts') ?? 'layer1.4,layer2.4,layer3.2').split(',');
  */
 const variants = (flag('--variants') ?? 'half,full,half+pool').split(',').filter((v) => v !== '');
 /** Skip the pool heads (when only conv recipes are compared). */
-const noPool = args.includes('--no-pool');
+const noPool = boolFlag(args, '--no-pool');
 /** Extract the maps without the on-disk cache (needed when a cut's maps pass 2 GiB). */
-const noCache = args.includes('--no-cache');
+const noCache = boolFlag(args, '--no-cache');
 const hidden = Number(flag('--hidden') ?? 64);
 const epochs = Number(flag('--epochs') ?? 8);
 const lr = Number(flag('--lr') ?? 0.003);
@@ -160,7 +158,7 @@ const trainSet = await mapSet(`trainflip-${tag}`, augmentSamples(train, SHAPE, [
 const testSet = await mapSet('test', test);
 const extractS = (performance.now() - t0) / 1000;
 console.error(`maps ready: ${extractS.toFixed(0)} s`);
-if (args.includes('--extract-only')) process.exit(0);
+if (boolFlag(args, '--extract-only')) process.exit(0);
 
 const rows = 2 * n;
 const teacher = trainSet.teacher;
@@ -225,7 +223,7 @@ function coverageSd(q: Float32Array, target: number): number {
 const heldImages = new Uint8Array(n);
 for (const i of permutation(n, createRng(17)).subarray(0, Math.round(0.1 * n))) heldImages[i] = 1;
 // --all-rows: none held out (every row trained, the last epoch kept), as prepare's final pool heads are trained.
-const allRows = args.includes('--all-rows');
+const allRows = boolFlag(args, '--all-rows');
 const convTrain = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => allRows || !heldImages[r % n]);
 const convHeld = Int32Array.from({ length: rows }, (_, r) => r).filter((r) => !allRows && heldImages[r % n] === 1);
 
