@@ -54,6 +54,25 @@ function maps(n: number, seed: number): Float32Array {
   return Float32Array.from({ length: n * d }, () => Math.max(0, rng.normal() + 0.3));
 }
 
+/** Central difference of the loss in conv weight `i` (or conv bias `i` with `bias`), step `eps`. */
+function centralDiff(
+  head: ConvHead,
+  x: Float32Array,
+  p: Float32Array,
+  n: number,
+  i: number,
+  eps: number,
+  bias = false,
+): number {
+  const at = (delta: number): number => {
+    const w = (bias ? head.convBias : head.convWeight).slice();
+    w[i]! += delta;
+    const h = bias ? { ...head, convBias: w } : { ...head, convWeight: w };
+    return convHeadLossAndGrad(h, x, p, n).loss;
+  };
+  return (at(eps) - at(-eps)) / (2 * eps);
+}
+
 describe('conv head', () => {
   it('conv-weight and bias gradients match central finite differences', () => {
     const n = 5;
@@ -61,27 +80,17 @@ describe('conv head', () => {
     const head = randomHead(shape, 4);
     const p = predictConvHead(randomHead(shape, 5, 3), x, null, n, { kernels: 'js' });
     const { convWeightGrad, convBiasGrad } = convHeadLossAndGrad(head, x, p, n);
-    const lossAt = (w: Float32Array, b: Float32Array): number =>
-      convHeadLossAndGrad({ ...head, convWeight: w, convBias: b }, x, p, n).loss;
     const eps = 1e-2;
     const rng = createRng(6);
     let checked = 0;
     for (let t = 0; t < 40; t++) {
       const i = rng.int(head.convWeight.length);
-      const up = head.convWeight.slice();
-      const down = head.convWeight.slice();
-      up[i]! += eps;
-      down[i]! -= eps;
-      const fd = (lossAt(up, head.convBias) - lossAt(down, head.convBias)) / (2 * eps);
+      const fd = centralDiff(head, x, p, n, i, eps);
       expect(Math.abs(fd - convWeightGrad[i]!)).toBeLessThan(2e-4 + 0.05 * Math.abs(fd));
       checked++;
     }
     for (let o = 0; o < shape.outChannels; o++) {
-      const up = head.convBias.slice();
-      const down = head.convBias.slice();
-      up[o]! += eps;
-      down[o]! -= eps;
-      const fd = (lossAt(head.convWeight, up) - lossAt(head.convWeight, down)) / (2 * eps);
+      const fd = centralDiff(head, x, p, n, o, eps, true);
       expect(Math.abs(fd - convBiasGrad[o]!)).toBeLessThan(2e-4 + 0.05 * Math.abs(fd));
     }
     expect(checked).toBe(40);
@@ -98,14 +107,7 @@ describe('conv head', () => {
     const g = convHeadLossAndGrad(head, x, p, n).convWeightGrad;
     const eps = 1e-2;
     for (const i of [0, 17, 100, 200, 287]) {
-      const up = head.convWeight.slice();
-      const down = head.convWeight.slice();
-      up[i]! += eps;
-      down[i]! -= eps;
-      const fd =
-        (convHeadLossAndGrad({ ...head, convWeight: up }, x, p, n).loss -
-          convHeadLossAndGrad({ ...head, convWeight: down }, x, p, n).loss) /
-        (2 * eps);
+      const fd = centralDiff(head, x, p, n, i, eps);
       expect(Math.abs(fd - g[i]!)).toBeLessThan(2e-4 + 0.05 * Math.abs(fd));
     }
   });
@@ -147,14 +149,7 @@ describe('conv head', () => {
     const g = convHeadLossAndGrad(h2, x, p, n).convWeightGrad;
     const eps = 2e-3; // its gradients are larger (wider features): a smaller step keeps the curvature term small
     for (const i of [3, 50, 150, 250]) {
-      const up = h2.convWeight.slice();
-      const down = h2.convWeight.slice();
-      up[i]! += eps;
-      down[i]! -= eps;
-      const fd =
-        (convHeadLossAndGrad({ ...h2, convWeight: up }, x, p, n).loss -
-          convHeadLossAndGrad({ ...h2, convWeight: down }, x, p, n).loss) /
-        (2 * eps);
+      const fd = centralDiff(h2, x, p, n, i, eps);
       expect(Math.abs(fd - g[i]!)).toBeLessThan(2e-4 + 0.05 * Math.abs(fd));
     }
     // Trained with standardised pooled features, exported with the standardisation folded in: predictions on the
