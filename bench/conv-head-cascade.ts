@@ -1,7 +1,7 @@
 // What a learned conv head at one exit buys the cascade (issue 13): ResNet-56 on CIFAR-10, the exits of prepare's
 // 50,000-image bundle (layer1.4, layer2.4, layer3.2, layer3.5, layer3.7), pool-mlp 64 heads on each (prepare's pooling,
 // train-head.ts defaults, all rows) against the same set with the `--conv` cut's head replaced by a conv head
-// (src/calibrate/conv-head.ts, the recipe of bench/conv-head-study.ts). Heads never see `test`; exits and thresholds
+// (bench/conv-head/conv-head.ts, the recipe of bench/conv-head-study.ts). Heads never see `test`; exits and thresholds
 // (cost-calibrated rule, prepare's margin) are chosen on one half of `test` and measured on the other, both ways;
 // the "hindsight" column chooses and measures on all of `test`.
 //
@@ -18,7 +18,7 @@ import { headFeatureDim } from '../src/calibrate/pool.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { predictHead, trainHead } from '../src/calibrate/train-head.js';
 import { halfToFloatTable, type FeatureRows, type PackedFeatures } from '../src/calibrate/feature-store.js';
-import { convHeadMacs, predictConvHead, trainConvHead, type ConvHeadShape } from '../src/calibrate/conv-head.js';
+import { convHeadMacs, predictConvHead, trainConvHead, type ConvHeadShape } from './conv-head/conv-head.js';
 import { createRng, permutation } from '../src/calibrate/rng.js';
 import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';

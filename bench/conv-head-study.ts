@@ -1,6 +1,6 @@
 // Learned convolutional exit heads vs prepare's pooled heads (issue 13): on ResNet-56 / CIFAR-10, for chosen cuts,
 // trains on the same images (+ flips) prepare's pool-linear and pool-mlp heads (train-head.ts, prepare's pooling and
-// defaults) and conv heads (src/calibrate/conv-head.ts: 3x3 conv stride 2, ReLU, global avg + 2x2 max, optionally beside the pooled
+// defaults) and conv heads (bench/conv-head/conv-head.ts: 3x3 conv stride 2, ReLU, global avg + 2x2 max, optionally beside the pooled
 // features, MLP), and
 // scores each on the 5,000 `test` images: agreement with the backbone, coverage at precision 99 % / 98.5 %
 // (thresholds chosen on test for all heads alike: a score-quality comparison), training time, head MACs.
@@ -34,7 +34,7 @@ import {
   trainConvHead,
   type ConvHead,
   type ConvHeadShape,
-} from '../src/calibrate/conv-head.js';
+} from './conv-head/conv-head.js';
 import { createRng, permutation } from '../src/calibrate/rng.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
 import type { OrtModule } from '../src/ort/types.js';

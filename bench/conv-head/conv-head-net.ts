@@ -1,10 +1,10 @@
 // The conv head's network on a SIMD kernel workspace (wasm-kernels.ts): im2col of a batch of frozen maps, conv GEMM,
 // ReLU, pooling, dense layers, and the backward pass into every parameter. Training and prediction: conv-head.ts.
-import type { DenseLayer } from '../graph/head-spec.js';
-import { headFeaturesInto } from './pool.js';
-import { foldStandardization } from './train-head.js';
-import { createRng } from './rng.js';
-import { createKernelMemory, type KernelMemory } from './wasm-kernels.js';
+import type { DenseLayer } from '../../src/graph/head-spec.js';
+import { headFeaturesInto } from '../../src/calibrate/pool.js';
+import { foldStandardization } from '../../src/calibrate/train-head.js';
+import { createRng } from '../../src/calibrate/rng.js';
+import { createKernelMemory, type KernelMemory } from '../../src/calibrate/wasm-kernels.js';
 import {
   convFeatureDim,
   convOutSize,

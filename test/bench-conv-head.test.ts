@@ -6,7 +6,7 @@ import {
   trainConvHead,
   type ConvHead,
   type ConvHeadShape,
-} from '../src/calibrate/conv-head.js';
+} from '../bench/conv-head/conv-head.js';
 import { argmaxAgreement, meanKL } from '../src/calibrate/linalg.js';
 import { packFeatures } from '../src/calibrate/feature-store.js';
 import { createRng } from '../src/calibrate/rng.js';

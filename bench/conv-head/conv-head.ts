@@ -4,9 +4,9 @@
 // (KL to the backbone's softmax) with AdamW on full cut maps. The map is frozen, so the only input-side work is
 // im2col of each mini-batch; every product is a SIMD GEMM of wasm-kernels.ts. Same code in Node and in a worker.
 // Study code for now (bench/conv-head-study.ts): prepare does not use it and no bundle format carries it.
-import { headFeaturesInto } from './pool.js';
-import { createRng, shuffleInPlace } from './rng.js';
-import { rowReader, type FeatureRows } from './feature-store.js';
+import { headFeaturesInto } from '../../src/calibrate/pool.js';
+import { createRng, shuffleInPlace } from '../../src/calibrate/rng.js';
+import { rowReader, type FeatureRows } from '../../src/calibrate/feature-store.js';
 import { ConvNet } from './conv-head-net.js';
 import {
   bad,

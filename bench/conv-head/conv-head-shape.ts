@@ -1,8 +1,8 @@
 // Types of the exit heads with a learned convolution before pooling (conv-head.ts): shape, trained weights, training
 // options and report; the feature widths and multiply-adds of a shape, and its checks.
-import { SelfxitError } from '../errors.js';
-import type { DenseLayer, PoolGrids } from '../graph/head-spec.js';
-import { headFeatureDim } from './pool.js';
+import { SelfxitError } from '../../src/errors.js';
+import type { DenseLayer, PoolGrids } from '../../src/graph/head-spec.js';
+import { headFeatureDim } from '../../src/calibrate/pool.js';
 
 /** Geometry of a conv head: input map `[C, H, W]`, a 3×3 conv to `outChannels`, pooling, dense layers. */
 export interface ConvHeadShape {
