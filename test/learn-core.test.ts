@@ -9,6 +9,7 @@ import { NEVER_EXIT } from '../src/policy/thresholds.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { LiveAudit } from '../src/learn/audit.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
+import { costTableFromPlan } from '../src/policy/device-plan.js';
 import {
   analyseForLearning,
   Learner,
@@ -157,6 +158,46 @@ describe('feature reservoir', () => {
     out.forEach((v, i) => expect(v).toBeCloseTo((back[3 * d + i]! - mean[i]!) * 2, 4));
     // bytes: one per feature (+ 8 per row) against float16's two
     expect(data.byteLength + ranges.byteLength).toBeLessThan(0.52 * packFeatures(x, n, d, 'f16').data.byteLength);
+  });
+
+  it('decodes every row finite, even one spanning more than float32 can hold', () => {
+    const F32_MAX = 3.4028234663852886e38;
+    const rows: number[][] = [
+      [-3e38, 0, 3e38], // R = 6e38 > float32's max
+      [-F32_MAX, 1, F32_MAX],
+      [-Infinity, -3e38, NaN, 2e38, Infinity],
+      [-1e39, 1, 1e39], // float64 values beyond float32
+    ];
+    for (const row of rows) {
+      const d = row.length;
+      const data = new Uint8Array(d);
+      const range = new Float32Array(2);
+      encodeRowU8(row, d, data, 0, range, 0);
+      expect([...range].every(Number.isFinite), `range of [${row.join(', ')}]`).toBe(true);
+      const back = new Float32Array(d);
+      rowReader(
+        { format: 'u8row', n: 1, d, data, rowRange: range },
+        d,
+        new Float32Array(d),
+        new Float32Array(d).fill(1),
+      )(0, back, 0);
+      expect([...back].every(Number.isFinite), `[${row.join(', ')}] → [${[...back].join(', ')}]`).toBe(true);
+    }
+    // the row's least value comes back exactly; a value inside lo..lo + R within the square-root codes' bound
+    const data = new Uint8Array(3);
+    const range = new Float32Array(2);
+    encodeRowU8([-3e38, 0, 3e38], 3, data, 0, range, 0);
+    const back = new Float32Array(3);
+    rowReader(
+      { format: 'u8row', n: 1, d: 3, data, rowRange: range },
+      3,
+      new Float32Array(3),
+      new Float32Array(3).fill(1),
+    )(0, back, 0);
+    const [lo, R] = [range[0]!, range[1]!];
+    expect(back[0]).toBe(Math.fround(-3e38));
+    expect(Math.abs(back[1]! - 0)).toBeLessThanOrEqual((R * (2 * Math.sqrt(-lo / R) + 1 / 510)) / 510);
+    expect(back[2]).toBeCloseTo(lo + R, -33); // past lo + R: clamped to it
   });
 
   it('keeps a uniform sample within its byte cap and restores its state', async () => {
@@ -385,20 +426,45 @@ describe('learner on the Fashion-MNIST model', () => {
     }
   }, 120_000);
 
-  it('selects exits by a device plan’s measured stage times when one exists (planCostTable), else by MACs', async () => {
-    // a plan's timings as a cost table: each segment's time split between backbone and head by MACs
+  it('takes a device plan’s measured times as the fits’ cost table (planCostTable, as costTableFromPlan)', () => {
     const manifest = {
       segments: [
         { macs: 300, headMacs: 100, exit: 0 },
         { macs: 500, headMacs: 0, exit: 1 },
         { macs: 200, headMacs: 0 },
       ],
-      exits: [{ cut: 'a' }, { cut: 'b' }],
+      exits: [
+        { cut: 'a', segment: 0 },
+        { cut: 'b', segment: 1 },
+      ],
     } as unknown as BundleManifest;
-    const timings = { stageMs: [4, 5, 2], decisionMs: [0.5, 0.3, 0] };
-    expect(planCostTable(manifest, timings)).toEqual({ unit: 'ms', backbone: 10, cuts: { a: 3, b: 8 }, overhead: 0.4 });
+    // a plan of the stage engine (no exitMs): each segment's time split between backbone and fused head by MACs
+    const staged = { stageMs: [4, 5, 2], decisionMs: [0.5, 0.3, 0] };
+    expect(planCostTable(manifest, staged)).toEqual({
+      unit: 'ms',
+      backbone: 10,
+      cuts: { a: 3, b: 8 },
+      heads: { a: 1, b: 0 },
+      overhead: 0.4,
+    });
+    // a plan of the compiled engine: stageMs hold the backbone only, each exit's measured cost is its head's
+    const compiled = { stageMs: [3, 5, 2], decisionMs: [0, 0, 0], exitMs: [0.2, 0.1, 0] };
+    expect(planCostTable(manifest, compiled)).toEqual({
+      unit: 'ms',
+      backbone: 10,
+      cuts: { a: 3, b: 8 },
+      heads: { a: 0.2, b: 0.1 },
+      overhead: 0,
+    });
+    expect(planCostTable(manifest, compiled)).toEqual(costTableFromPlan(manifest, { timings: compiled }));
+    // timings that do not fit the manifest, or give no time: undefined (the fits select by MACs)
     expect(planCostTable(manifest, { stageMs: [1], decisionMs: [0] })).toBeUndefined();
+    expect(planCostTable(manifest, { ...compiled, exitMs: [0.2, 0.1] })).toBeUndefined();
+    expect(planCostTable(manifest, { ...compiled, exitMs: [0.2, Number.NaN, 0] })).toBeUndefined();
+    expect(planCostTable(manifest, { stageMs: [0, 0, 0], decisionMs: [0, 0, 0] })).toBeUndefined();
+  });
 
+  it('selects exits by a cost table of measured times when one exists, else by MACs', async () => {
     // measured costs that make every cut as dear as the whole model: no exit pays off, where MACs found some
     const lm = await fashion();
     const l = new Learner(lm, { minSamples: 600, maxCandidates: 4, headKinds: ['pool-linear'] });

@@ -104,6 +104,9 @@ export function packFeatures(x: Float32Array, n: number, d: number, format: 'f16
   return { format, n, d, data, offset: lo, scale };
 }
 
+/** The largest finite float32. */
+const F32_MAX = 3.4028234663852886e38;
+
 /**
  * Encodes one row `src[0 … d)` as uint8 square-root codes over the row's own range (u8row): with lo..hi the row's
  * finite range and R = hi − lo, `dst[dstAt + i] = round(255 · √((x − lo) / R))`, lo and R written to
@@ -111,7 +114,8 @@ export function packFeatures(x: Float32Array, n: number, d: number, format: 'f16
  * up the range comes back within R · (2u + 1/510) / 510: fine steps near the row's least value, where most pooled
  * ReLU features lie (a linear map over the row's range lost up to 23 % of some features' spread on ResNet-56 pooled
  * features, this one ≤ 4 %: bench/adapt-encoding.ts). Non-finite values clamp to the range's ends (NaN to lo); a
- * constant row comes back exactly.
+ * constant row comes back exactly. lo and R are kept within float32's finite range (a row spanning more than its max,
+ * e.g. [−3e38, 3e38], keeps R = max and clamps values past lo + R to it), so that every row decodes finite.
  */
 export function encodeRowU8(
   src: ArrayLike<number>,
@@ -129,9 +133,10 @@ export function encodeRowU8(
     if (v > hi && v !== Infinity) hi = v;
   }
   if (!(hi >= lo)) lo = hi = 0; // no finite value
-  // lo and R as stored (float32), so that encoding and decoding use the same ones
-  range[rangeAt] = lo;
-  range[rangeAt + 1] = hi - lo;
+  // lo and R as stored (float32), so that encoding and decoding use the same ones; both kept finite in float32 (a range
+  // wider than its max would store R = Infinity and decode Infinity · 0 = NaN): values past lo + R clamp to it
+  range[rangeAt] = Math.min(Math.max(lo, -F32_MAX), F32_MAX);
+  range[rangeAt + 1] = Math.min(Math.max(0, Math.min(hi, F32_MAX) - range[rangeAt]!), F32_MAX);
   const off = range[rangeAt]!;
   const r = range[rangeAt + 1]!;
   const inv = r > 0 ? 1 / r : 0;

@@ -3,7 +3,8 @@
 // run in another worker (runtime/learn-worker.ts).
 import type { BundleManifest, CalibrationSummary } from '../bundle/manifest.js';
 import type { CostTable } from '../policy/cost-table.js';
-import type { StageTimings } from '../policy/device-plan.js';
+import { costTableFromPlan, type StageTimings } from '../policy/device-plan.js';
+import { isSelfxitError } from '../errors.js';
 import { assembleBundle, type BundleExit } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import type { OrtModule } from '../ort/types.js';
@@ -108,36 +109,20 @@ export interface FitJob {
 }
 
 /**
- * A device plan's measured stage times (ms per sample on this device and backend) as a fit's cost table: the
- * cumulative backbone time up to each exit cut of the plan's bundle (each segment's time split between its backbone
- * part and its fused head by their MACs), the whole backbone, and the mean exit decision as the per-exit overhead.
- * Cuts that are not the bundle's get `backbone ms × MACs fraction`, heads `backbone ms × head MACs / backbone MACs`
- * (CostTable's defaults). Undefined when the timings do not fit the manifest or sum to no time.
+ * A device plan's measured times (ms per sample on this device and backend) as a fit's cost table: the device plan's
+ * own {@link costTableFromPlan} (the cumulative backbone time up to each exit cut of the plan's bundle, the whole
+ * backbone, the heads' measured cost — the compiled engine's `exitMs`, else each segment's head share by MACs — and
+ * the mean exit decision as the per-exit overhead). Cuts that are not the bundle's get `backbone ms × MACs fraction`,
+ * heads `backbone ms × head MACs / backbone MACs` (CostTable's defaults). Undefined when the timings do not fit the
+ * manifest or give no positive backbone time (costTableFromPlan's INVALID_ARGUMENT): the fits then select by MACs.
  */
 export function planCostTable(manifest: BundleManifest, timings: StageTimings): CostTable | undefined {
-  const { segments, exits } = manifest;
-  if (timings.stageMs.length !== segments.length || timings.decisionMs.length !== segments.length) return undefined;
-  const cuts: Record<string, number> = {};
-  const decisions: number[] = [];
-  let backbone = 0;
-  segments.forEach((seg, s) => {
-    const ms = timings.stageMs[s]!;
-    const all = seg.macs + seg.headMacs;
-    backbone += all > 0 ? (ms * seg.macs) / all : ms;
-    const exit = seg.exit === undefined ? undefined : exits[seg.exit];
-    if (exit) {
-      cuts[exit.cut] = backbone;
-      decisions.push(timings.decisionMs[s]!);
-    }
-  });
-  if (!(Number.isFinite(backbone) && backbone > 0) || !Object.values(cuts).every(Number.isFinite)) return undefined;
-  const overhead = decisions.length > 0 ? decisions.reduce((a, b) => a + b, 0) / decisions.length : undefined;
-  return {
-    unit: 'ms',
-    backbone,
-    cuts,
-    ...(overhead !== undefined && Number.isFinite(overhead) && overhead >= 0 ? { overhead } : {}),
-  };
+  try {
+    return costTableFromPlan(manifest, { timings });
+  } catch (e) {
+    if (isSelfxitError(e, 'INVALID_ARGUMENT')) return undefined;
+    throw e;
+  }
 }
 
 /** Runs a fit job: {@link fitLearned} in this thread, or a proxy to another worker. */

@@ -20,10 +20,16 @@ export function createLearnerApi(): LearnerApi {
   return { fit: (job, onProgress) => fitLearned(job, onProgress), ready: () => true };
 }
 
-/** Every buffer of a job's feature matrices (moved, not copied: the job owns a snapshot). */
-function buffers(job: FitJob): ArrayBuffer[] {
+/**
+ * Every buffer of a job's feature matrices: the teacher's, each cut's rows and, for per-row codes, their ranges (moved,
+ * not copied: the job owns a snapshot — Learner.runFit builds it from FeatureReservoir.snapshot's fresh arrays and
+ * reads none of it after handing it over).
+ */
+function jobBuffers(job: FitJob): ArrayBuffer[] {
   const f = job.features;
-  const xs = f.cuts.map((c) => (c.x instanceof Float32Array ? c.x.buffer : c.x.data.buffer));
+  const xs = f.cuts.flatMap((c) =>
+    c.x instanceof Float32Array ? [c.x.buffer] : [c.x.data.buffer, ...(c.x.rowRange ? [c.x.rowRange.buffer] : [])],
+  );
   return [...new Set([f.teacher.buffer, ...xs])] as ArrayBuffer[];
 }
 
@@ -54,7 +60,7 @@ export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | 
     run: async (job, onProgress) => {
       if (broken) return fitLearned(job, onProgress);
       const progress = onProgress ? proxy(onProgress) : undefined;
-      return Promise.race([api.fit(transfer(job, buffers(job)), progress), failure]);
+      return Promise.race([api.fit(transfer(job, jobBuffers(job)), progress), failure]);
     },
     close: () => worker.terminate(),
     ready: Promise.race([api.ready(), failure]).then(

@@ -1,0 +1,105 @@
+// The learner worker's hand-over (src/runtime/learn-worker.ts): a fit job built as Learner.runFit builds it (a
+// reservoir snapshot) goes to the worker with every feature buffer moved, the rows' ranges included, not copied.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { expose } from 'comlink';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { analyseForLearning, type FitJob, type LearnedExits } from '../src/learn/learner.js';
+import { FeatureReservoir, reservoirCuts } from '../src/learn/reservoir.js';
+import { resolveLearnOptions } from '../src/learn/learn-options.js';
+import { learnerWorkerRunner, type LearnerApi } from '../src/runtime/learn-worker.js';
+import { createRng } from '../src/calibrate/rng.js';
+import { ortNode } from './fixtures/ort-helpers.js';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const modelPath = path.resolve(import.meta.dirname, '../public/models/fashion-resnet/model.onnx');
+
+/** What the stub learner worker saw of each job: per cut, its rows' and ranges' byte lengths. */
+const received: { data: number; ranges: number }[][] = [];
+
+/** A Worker over a MessageChannel whose far end serves a stub LearnerApi (records the job, fits nothing). */
+class ChannelWorker {
+  private readonly port: MessagePort;
+  private readonly far: MessagePort;
+  constructor() {
+    const { port1, port2 } = new MessageChannel();
+    [this.port, this.far] = [port1, port2];
+    const api: LearnerApi = {
+      fit: (job) => {
+        received.push(
+          job.features.cuts.map((c) => ({
+            data: c.x instanceof Float32Array ? c.x.byteLength : c.x.data.byteLength,
+            ranges: c.x instanceof Float32Array ? 0 : (c.x.rowRange?.byteLength ?? 0),
+          })),
+        );
+        return Promise.resolve({ exits: [], summary: {} } as unknown as LearnedExits);
+      },
+      ready: () => true,
+    };
+    expose(api, port2 as unknown as Parameters<typeof expose>[1]);
+  }
+  postMessage(message: unknown, transfer?: Transferable[]): void {
+    this.port.postMessage(message, transfer as never);
+  }
+  addEventListener(type: string, listener: (ev: unknown) => void): void {
+    if (type === 'message') this.port.addEventListener('message', listener as never);
+  }
+  removeEventListener(type: string, listener: (ev: unknown) => void): void {
+    if (type === 'message') this.port.removeEventListener('message', listener as never);
+  }
+  start(): void {
+    this.port.start();
+  }
+  terminate(): void {
+    this.port.close();
+    this.far.close();
+  }
+}
+
+afterEach(() => vi.unstubAllGlobals());
+
+describe('learner worker', () => {
+  it('moves every buffer of a fit job to the worker, the rows’ ranges included', async () => {
+    const lm = await analyseForLearning(new Uint8Array(fs.readFileSync(modelPath)), ortNode, {
+      input: { mean: [0.286], std: [0.353] },
+    });
+    const cuts = reservoirCuts(lm.requests);
+    const reservoir = new FeatureReservoir(cuts, 10, { maxSamples: 100, maxBytes: 1e8, seed: 1 });
+    const rng = createRng(3);
+    const rows = 20;
+    const maps = cuts.map((c) =>
+      Float32Array.from({ length: rows * c.channels * c.height * c.width }, () => rng.next()),
+    );
+    reservoir.addFromMaps(
+      maps,
+      Float32Array.from({ length: rows * 10 }, () => rng.next()),
+      rows,
+    );
+    const features = await reservoir.snapshot(() => Promise.resolve());
+    const job: FitJob = {
+      analysis: lm.analysis,
+      io: lm.io,
+      requests: lm.requests,
+      options: resolveLearnOptions({}),
+      features,
+    };
+    const sent = features.cuts.map((c) => (c.x instanceof Float32Array ? undefined : c.x));
+
+    vi.stubGlobal('Worker', ChannelWorker);
+    const runner = learnerWorkerRunner('learner.js')!;
+    try {
+      expect(await runner.ready).toBe(true);
+      await runner.run(job);
+    } finally {
+      runner.close();
+    }
+    // the worker got every row and range …
+    expect(received).toEqual([cuts.map((c) => ({ data: rows * c.dim, ranges: 2 * rows * 4 }))]);
+    // … and this side kept none: moved, not copied
+    expect(features.teacher.byteLength).toBe(0);
+    for (const x of sent) expect([x?.data.byteLength, x?.rowRange?.byteLength]).toEqual([0, 0]);
+    // the reservoir itself is untouched (the snapshot owned its arrays)
+    expect(reservoir.size).toBe(rows);
+    expect((await reservoir.snapshot(() => Promise.resolve())).cuts[0]!.x).toMatchObject({ n: rows });
+  });
+});
