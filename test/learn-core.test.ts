@@ -438,24 +438,19 @@ describe('learner on the Fashion-MNIST model', () => {
         { cut: 'b', segment: 1 },
       ],
     } as unknown as BundleManifest;
+    const table = (heads: Record<string, number>, overhead: number) => ({
+      unit: 'ms',
+      backbone: 10,
+      cuts: { a: 3, b: 8 },
+      heads,
+      overhead,
+    });
     // a plan of the stage engine (no exitMs): each segment's time split between backbone and fused head by MACs
     const staged = { stageMs: [4, 5, 2], decisionMs: [0.5, 0.3, 0] };
-    expect(planCostTable(manifest, staged)).toEqual({
-      unit: 'ms',
-      backbone: 10,
-      cuts: { a: 3, b: 8 },
-      heads: { a: 1, b: 0 },
-      overhead: 0.4,
-    });
+    expect(planCostTable(manifest, staged)).toEqual(table({ a: 1, b: 0 }, 0.4));
     // a plan of the compiled engine: stageMs hold the backbone only, each exit's measured cost is its head's
     const compiled = { stageMs: [3, 5, 2], decisionMs: [0, 0, 0], exitMs: [0.2, 0.1, 0] };
-    expect(planCostTable(manifest, compiled)).toEqual({
-      unit: 'ms',
-      backbone: 10,
-      cuts: { a: 3, b: 8 },
-      heads: { a: 0.2, b: 0.1 },
-      overhead: 0,
-    });
+    expect(planCostTable(manifest, compiled)).toEqual(table({ a: 0.2, b: 0.1 }, 0));
     expect(planCostTable(manifest, compiled)).toEqual(costTableFromPlan(manifest, { timings: compiled }));
     // timings that do not fit the manifest, or give no time: undefined (the fits select by MACs)
     expect(planCostTable(manifest, { stageMs: [1], decisionMs: [0] })).toBeUndefined();
