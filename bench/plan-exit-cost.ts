@@ -53,23 +53,25 @@ async function main(): Promise<void> {
   const x = new ort.Tensor('float32', new Float32Array(inputDims(m.input, 1).reduce((a, b) => a * b, 1)), [
     ...inputDims(m.input, 1),
   ]);
-  const runOnce = async (thresholds: readonly number[]): Promise<number> => {
+  const timeRun = async (thresholds: readonly number[]): Promise<{ ms: number; exit: number }> => {
     const t = new ort.Tensor('float32', cascadeThresholds(thresholds, e), [e]);
     const t0 = performance.now();
     const out = await session.run({ [m.segments[0]!.input]: x, [CASCADE_IO.thresholds]: t });
-    void out[CASCADE_IO.exitIndex]!.data[0];
-    return performance.now() - t0;
+    const exit = Number(out[CASCADE_IO.exitIndex]!.data[0]);
+    return { ms: performance.now() - t0, exit };
   };
+  const runOnce = async (thresholds: readonly number[]): Promise<number> => (await timeRun(thresholds)).ms;
   for (let w = 0; w < 5; w++) await runOnce(m.exits.map(() => 1));
   console.log(`${path.basename(dir!)}: ${e} exits (${m.exits.map((x) => x.name).join(', ')}), ${RUNS} passes`);
 
   const measured: StageTimings[] = [];
   for (let r = 0; r < REPEATS; r++) {
     const t0 = performance.now();
-    const t = await measureCompiled(m, runOnce, RUNS);
+    const t = await measureCompiled(m, timeRun, RUNS);
     const s = (performance.now() - t0) / 1000;
     const ex = m.exits.map((x) => t.exitMs![x.segment]!);
-    console.log(`measure ${r + 1}: ${s.toFixed(2)} s; exitMs ${fmt(ex)}; stageMs ${fmt(t.stageMs)}`);
+    const un = t.unmeasuredExits.length > 0 ? `; unmeasured exits ${t.unmeasuredExits.join(',')}` : '';
+    console.log(`measure ${r + 1}: ${s.toFixed(2)} s; exitMs ${fmt(ex)}; stageMs ${fmt(t.stageMs)}${un}`);
     measured.push(t);
   }
 

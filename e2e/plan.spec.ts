@@ -94,7 +94,9 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
     measuredAt: plan.measuredAt,
     stageMs: plan.timings.stageMs,
     decisionMs: plan.timings.decisionMs,
+    exitMs: plan.timings.exitMs, // measured on the compiled engine (the default)
   });
+  expect(info.plan?.exitMs).toHaveLength(3);
   expect(info.exits.map((e) => e.threshold)).toEqual(plan.thresholds);
   expect(info.segments.every((s) => s.loaded)).toBe(true);
   // Applied: a sample leaves at the first used exit whose confidence reaches the plan's threshold, never at an exit

@@ -167,7 +167,8 @@ export interface DevicePlanOptions {
 
 /**
  * The device plan in use, as {@link ClassifierInfo.plan} reports it: the plan's target, exits, thresholds, expected
- * fractions and measurement time (fields as in {@link DevicePlan}) and its stage times ({@link StageTimings}).
+ * fractions and measurement time (fields as in {@link DevicePlan}) and its stage times ({@link StageTimings}: `exitMs`
+ * when the plan has it, i.e. made on the compiled engine).
  */
 export type PlanSummary = Pick<
   DevicePlan,

@@ -113,6 +113,14 @@ describe('Classifier with a device plan', () => {
     expect(clf.setTarget(0.95).thresholds).toEqual([0.7, NEVER]);
     expect(clf.setTarget(0.97).thresholds).toEqual([NEVER, NEVER]); // 0.97 of 1000 has a lower bound below 0.97
     expect(clf.info().plan?.target).toBe(0.97); // info().plan describes the plan as made
+    expect(info.plan).not.toHaveProperty('exitMs'); // a plan without measured exit costs (the stage engine)
+    // a plan made on the compiled engine: its measured exit costs too
+    const compiled = makePlan('webgpu', 0.97);
+    const withExitMs = { ...compiled, timings: { ...compiled.timings, exitMs: [0.05, 0, 0] } };
+    expect(make(new FakeTransport(), withExitMs).info().plan).toMatchObject({
+      stageMs: [1, 2, 3],
+      exitMs: [0.05, 0, 0],
+    });
   });
 
   it('plan() applies the returned plan (target default: the current one) and passes errors on with their code', async () => {

@@ -11,6 +11,7 @@ import { chooseThresholds } from '../src/page/target.js';
 import type { ClassifyRequest, EngineChoice, InitRequest, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, noCache, type BundleCache, type CachedCompiled } from '../src/runtime/cache.js';
+import { CompiledEngine } from '../src/runtime/compiled-engine.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
@@ -53,9 +54,12 @@ async function writeClashBundle(dir: string): Promise<void> {
 
 /**
  * A worker API on onnxruntime-node that counts the sessions it creates, and the compiled ones (those with a
- * `thresholds` input) alive now and at most at once.
+ * `thresholds` input) alive now and at most at once; `onCreate` is awaited as each session is made.
  */
-function api(cache: BundleCache = noCache): {
+function api(
+  cache: BundleCache = noCache,
+  onCreate: (compiled: boolean) => Promise<void> = async () => {},
+): {
   api: WorkerApi;
   creates: () => number;
   compiledLive: () => { now: number; peak: number };
@@ -68,6 +72,7 @@ function api(cache: BundleCache = noCache): {
     const counted = async (...args: Parameters<typeof create>) => {
       n++;
       const session = await create(...args);
+      await onCreate(session.inputNames.includes('thresholds'));
       if (!session.inputNames.includes('thresholds')) return session;
       live.peak = Math.max(live.peak, ++live.now);
       const release = session.release.bind(session);
@@ -81,6 +86,33 @@ function api(cache: BundleCache = noCache): {
 
 function request(bundle: string, engine: EngineChoice): InitRequest {
   return tinyInitRequest(tiny.base, bundle, { engine });
+}
+
+type TimeRun = CompiledEngine['timeRun'];
+/** One timed run of a device plan's measurement: whether the model was the gated one, its thresholds, where it left. */
+interface TimedRun {
+  gated: boolean;
+  thresholds: readonly number[];
+  exit: number;
+}
+
+/**
+ * Spies on CompiledEngine.timeRun (the runs a device plan times); `each` is told the count so far before each run.
+ * Restore with `mockRestore()`.
+ */
+function spyTimeRun(each: (n: number) => void = () => {}): { runs: TimedRun[]; mockRestore: () => void } {
+  const runs: TimedRun[] = [];
+  const orig = CompiledEngine.prototype.timeRun;
+  const spy = vi.spyOn(CompiledEngine.prototype, 'timeRun').mockImplementation(async function (
+    this: CompiledEngine,
+    ...[c, thresholds]: Parameters<TimeRun>
+  ) {
+    each(runs.length);
+    const r = await orig.call(this, c, thresholds);
+    runs.push({ gated: c.gated, thresholds, exit: r.exit });
+    return r;
+  });
+  return { runs, mockRestore: () => spy.mockRestore() };
 }
 
 async function singles(a: WorkerApi, thresholds: readonly number[]): Promise<WireResult[]> {
@@ -311,7 +343,8 @@ describe('compiled engine', () => {
     const a = api().api;
     const init = await a.init(request('tiny', 'compiled'));
     expect(init.state.engine).toBe('compiled');
-    const { plan, state } = await a.plan({ target: 0.99 });
+    const timed = spyTimeRun();
+    const { plan, state } = await a.plan({ target: 0.99 }).finally(timed.mockRestore);
     expect(state.sessions.every(Boolean)).toBe(true);
     expect(state.engine).toBe('compiled');
     const { stageMs, decisionMs } = plan.timings;
@@ -324,6 +357,15 @@ describe('compiled engine', () => {
     init.manifest.segments.forEach((g, s) =>
       expect(exitMs[s], `segment ${s}`).toSatisfy((t: number) => (g.exit === undefined ? t === 0 : t >= 0)),
     );
+    // Every timed run was on the gated model and left where its thresholds say: at the first exit at 0 (none: ran
+    // through); one that left at an exit in use but passed (threshold 1) has that exit's cost unmeasured, 0.
+    expect(timed.runs.length).toBeGreaterThan(0);
+    expect(timed.runs.every((r) => r.gated)).toBe(true);
+    for (const r of timed.runs) {
+      const left = r.exit >= 0 && r.thresholds[r.exit] === 1;
+      expect(r.exit, r.thresholds.join()).toBe(left ? r.exit : r.thresholds.indexOf(0));
+      if (left) expect(exitMs[init.manifest.exits[r.exit]!.segment]).toBe(0);
+    }
     // the plan's thresholds classify on the compiled engine as on the stage engine
     const s = api().api;
     await s.init(request('tiny', 'stages'));
@@ -331,6 +373,65 @@ describe('compiled engine', () => {
     expect(both[0].map((r) => [r.index, r.exit])).toEqual(both[1].map((r) => [r.index, r.exit]));
     await a.dispose();
     await s.dispose();
+  });
+
+  it('plan() right after a call started building the ungated model: it waits for that build and times the gated one', async () => {
+    // The ungated model's session is held until plan() asks for the gated one (withGated).
+    let slow = false;
+    let enter = (): void => {};
+    const entered = new Promise<void>((r) => (enter = r));
+    const withGated = CompiledEngine.prototype.withGated;
+    const spy = vi.spyOn(CompiledEngine.prototype, 'withGated').mockImplementation(function (this: CompiledEngine, fn) {
+      enter();
+      return withGated.call(this, fn);
+    });
+    const { api: a, compiledLive } = api(noCache, async (compiled) => {
+      if (!(compiled && slow)) return;
+      slow = false;
+      await entered;
+    });
+    const m = (await a.init(request('tiny', 'compiled'))).manifest;
+    const data = tiny.inputs[0]!;
+    const classify = (thresholds: readonly number[]) =>
+      a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: false });
+    await singles(
+      a,
+      m.exits.map(() => NEVER_EXIT),
+    ); // every segment loads
+    const on = m.exits.map(() => 1);
+    await classify(m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))); // an exit disabled: the next call is gated
+    await classify(on); // runs the gated model; every exit on: the next call builds the ungated one
+    slow = true;
+    const call = classify(on); // its ungated build is still being made when plan() starts
+    const timed = spyTimeRun();
+    const { plan } = await a
+      .plan({ target: 0.9 })
+      .finally(timed.mockRestore)
+      .finally(() => spy.mockRestore());
+    await call;
+    expect(slow, 'the ungated build was held').toBe(false);
+    expect(timed.runs.length).toBeGreaterThan(0);
+    expect(timed.runs.every((r) => r.gated)).toBe(true);
+    expect(plan.timings.exitMs).toHaveLength(m.segments.length);
+    expect(compiledLive().peak).toBe(1);
+    await a.dispose();
+  });
+
+  it('dispose() while plan() measures: no compiled model is made after it, plan() rejects with DISPOSED', async () => {
+    const { api: a, creates, compiledLive } = api();
+    await a.init(request('tiny', 'compiled'));
+    let disposing: Promise<void> | undefined;
+    let at: { creates: number; compiles: number } | undefined;
+    const timed = spyTimeRun((n) => {
+      if (n !== 10) return;
+      at = { creates: creates(), compiles: compiles() };
+      disposing = a.dispose();
+    });
+    await expect(a.plan({ target: 0.9 }).finally(timed.mockRestore)).rejects.toMatchObject({ code: 'DISPOSED' });
+    await disposing;
+    expect(at, 'dispose() was called during the measurement').toBeDefined();
+    expect({ creates: creates(), compiles: compiles() }, 'nothing made after dispose()').toEqual(at);
+    expect(compiledLive().now).toBe(0);
   });
 
   it("profile: the call's parts in the worker, only when asked for", async () => {

@@ -6,6 +6,7 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import {
   compiledStageTimings,
   fastMean,
+  type CompiledRun,
   measureCompiled,
   median,
   measureStages,
@@ -206,25 +207,33 @@ describe('measureCompiled (device plans on the compiled engine)', () => {
     exits: [{ segment: 0 }, { segment: 2 }],
   } as unknown as BundleManifest;
 
-  it('times leaving at each exit, each exit passed beside it off, and turns them into stage and exit costs', async () => {
-    // Virtual costs: segments 2, 3, 4, 5 ms; exit 0's head 0.5 ms, exit 1's 0.25 ms (run where the exit is in use and
-    // reached: threshold <= 1); a run leaves at the first exit whose threshold is 0.
+  /**
+   * A virtual compiled model of `four`: segments 2, 3, 4, 5 ms; exit 0's head 0.5 ms, exit 1's 0.25 ms (run where the
+   * exit is in use and reached: threshold <= 1); a run leaves at the first exit whose threshold is 0, or at an exit in
+   * use in `saturated` (its probability rounds to 1); every fifth run 50 ms slower (another process took the core).
+   */
+  function virtualModel(saturated: ReadonlySet<number> = new Set()): {
+    runOnce: (th: readonly number[]) => Promise<CompiledRun>;
+    seen: string[];
+  } {
     const cum = [2, 5, 9, 14];
     const head = [0.5, 0.25];
     const seen: string[] = [];
     let call = 0;
-    const timings = await measureCompiled(
-      four,
-      async (th) => {
-        seen.push(th.map((t) => (t === 0 ? '0' : t === 1 ? '1' : 'x')).join(''));
-        const j = th.findIndex((t) => t === 0);
-        const end = j < 0 ? 3 : four.exits[j]!.segment;
-        const heads = four.exits.reduce((a, x, i) => a + (th[i]! <= 1 && x.segment <= end ? head[i]! : 0), 0);
-        const noise = call++ % 5 === 3 ? 50 : 0; // runs another process slowed: the fastest quarter leaves them out
-        return cum[end]! + heads + noise;
-      },
-      8,
-    );
+    const runOnce = async (th: readonly number[]): Promise<CompiledRun> => {
+      seen.push(th.map((t) => (t === 0 ? '0' : t === 1 ? '1' : 'x')).join(''));
+      const exit = th.findIndex((t, i) => t === 0 || (t <= 1 && saturated.has(i)));
+      const end = exit < 0 ? 3 : four.exits[exit]!.segment;
+      const heads = four.exits.reduce((a, x, i) => a + (th[i]! <= 1 && x.segment <= end ? head[i]! : 0), 0);
+      const noise = call++ % 5 === 3 ? 50 : 0; // the fastest eighth leaves them out
+      return { ms: cum[end]! + heads + noise, exit };
+    };
+    return { runOnce, seen };
+  }
+
+  it('times leaving at each exit, each exit passed beside it off, and turns them into stage and exit costs', async () => {
+    const { runOnce, seen } = virtualModel();
+    const timings = await measureCompiled(four, runOnce, 8);
     // per pass: leave at exit 0, then the pairs (exit 0 passed, exit 1 leaving | exit 1 leaving), (exit 1 passed |
     // every exit off), in the other order on the next pass
     expect(seen.slice(0, 10)).toEqual(['0x', '10', 'x0', 'x1', 'xx', '0x', 'x0', '10', 'xx', 'x1']);
@@ -232,6 +241,20 @@ describe('measureCompiled (device plans on the compiled engine)', () => {
     expect(timings.stageMs.map((t) => +t.toFixed(9))).toEqual([2, 0, 7, 5]);
     expect(timings.exitMs!.map((t) => +t.toFixed(9))).toEqual([0.5, 0, 0.25, 0]);
     expect(timings.decisionMs).toEqual([0, 0, 0, 0]);
+    expect(timings.unmeasuredExits).toEqual([]);
+  });
+
+  it('an exit whose passed run leaves there (probability 1 on the zero input): its pair unused, said, its head in its stage', async () => {
+    const { runOnce } = virtualModel(new Set([0]));
+    const timings = await measureCompiled(four, runOnce, 8);
+    expect(timings.unmeasuredExits).toEqual([0]);
+    // exit 0's head (0.5 ms) stays in segment 0, exit 1 is measured as before
+    expect(timings.stageMs.map((t) => +t.toFixed(9))).toEqual([2.5, 0, 6.5, 5]);
+    expect(timings.exitMs!.map((t) => +t.toFixed(9))).toEqual([0, 0, 0.25, 0]);
+    // the last exit too: its passed run leaves instead of running through
+    const last = await measureCompiled(four, virtualModel(new Set([1])).runOnce, 8);
+    expect(last.unmeasuredExits).toEqual([1]);
+    expect(last.exitMs!.map((t) => +t.toFixed(9))).toEqual([0.5, 0, 0, 0]);
   });
 
   it('fastMean: the mean of the fastest eighth, at least two', () => {
@@ -250,6 +273,8 @@ describe('measureCompiled (device plans on the compiled engine)', () => {
   });
 
   it('rejects a bad run count', async () => {
-    await expect(measureCompiled(four, async () => 1, 0)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(measureCompiled(four, async () => ({ ms: 1, exit: -1 }), 0)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
   });
 });

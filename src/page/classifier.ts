@@ -339,6 +339,7 @@ export class ClassifierImpl implements Classifier {
               measuredAt: plan.measuredAt,
               stageMs: plan.timings.stageMs,
               decisionMs: plan.timings.decisionMs,
+              ...(plan.timings.exitMs ? { exitMs: plan.timings.exitMs } : {}),
             },
           }
         : {}),

@@ -58,6 +58,8 @@ export class CompiledEngine {
   private gate = false;
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
   private gatedHolds = 0;
+  /** Set by {@link dispose}: no model is made or run after it. */
+  private disposed = false;
 
   constructor(
     private readonly manifest: BundleManifest,
@@ -67,9 +69,12 @@ export class CompiledEngine {
     private readonly manifestHash: string,
   ) {}
 
-  /** The compiled model for the current prefix and backend (made or remade now if needed); undefined once failed. */
+  /**
+   * The compiled model for the current prefix and backend (made or remade now if needed; a build already under way is
+   * shared, so it may be the other gating); undefined once failed or disposed.
+   */
   async ready(): Promise<Compiled | undefined> {
-    if (this.failure !== undefined) return undefined;
+    if (this.failure !== undefined || this.disposed) return undefined;
     const c = this.current;
     const gated = this.gate || this.gatedHolds > 0;
     const fits = c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length;
@@ -81,12 +86,17 @@ export class CompiledEngine {
   /**
    * Calls `fn` with the gated model in use (made now if needed; undefined once failed), and keeps every call on it
    * until `fn` ends: device plans time it, as there a disabled exit skips its head, so what an exit in use costs can
-   * be measured. It decides as the ungated one.
+   * be measured. It decides as the ungated one. An ungated build that a call started just before is awaited, then the
+   * gated one is made.
+   * @throws SelfxitError DISPOSED once {@link dispose} began.
    */
   async withGated<T>(fn: (c: Compiled | undefined) => Promise<T>): Promise<T> {
     this.gatedHolds++;
     try {
-      return await fn(await this.ready());
+      let c = await this.ready();
+      while (c && !c.gated) c = await this.ready();
+      if (!c && this.disposed) throw this.gone('measuring');
+      return await fn(c);
     } finally {
       this.gatedHolds--;
     }
@@ -109,6 +119,7 @@ export class CompiledEngine {
       }
       await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
     }
+    if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
     this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
     if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
     // The model in use goes first (its runs under way finish): one compiled session at a time.
@@ -136,8 +147,9 @@ export class CompiledEngine {
   }
 
   /**
-   * Calls `fn` with `c`, or with the model in use when `c` was replaced meanwhile (undefined: the engine failed).
-   * `fn` must queue its runs before its first await: then no release comes before them (see {@link retire}).
+   * Calls `fn` with `c`, or with the model in use when `c` was replaced meanwhile (undefined: the engine failed or was
+   * disposed: then no model is made). `fn` must queue its runs before its first await: then no release comes before
+   * them (see {@link retire}).
    */
   private async using<T>(c: Compiled, fn: (c: Compiled | undefined) => Promise<T>): Promise<T> {
     let m: Compiled | undefined = c;
@@ -191,9 +203,11 @@ export class CompiledEngine {
     const k = manifest.labels.length;
     // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
     this.gate = manifest.exits.some((_, e) => !((thresholds[e] ?? Infinity) <= 1));
-    // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0.
+    // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
+    // disposed meanwhile: DISPOSED.
     let t0 = performance.now();
     const ran = await this.using(c, async (m) => {
+      if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
       return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
     });
@@ -220,19 +234,29 @@ export class CompiledEngine {
 
   /**
    * Times one run of `c` on a zero input with per-exit `thresholds` (ms, inside its queue job: waiting for other jobs
-   * is not counted), for device plans ({@link measureCompiled}). Outputs are read as a classify call reads them.
+   * is not counted), for device plans ({@link measureCompiled}), with the exit the run left at (the model's exit index:
+   * -1 ran through, {@link EXIT_INDEX_CONTINUE} continues past a prefix). Outputs are read as a classify call reads
+   * them.
+   * @throws SelfxitError DISPOSED once {@link dispose} began, INTERNAL when the engine failed.
    */
-  async timeRun(c: Compiled, thresholds: readonly number[]): Promise<number> {
+  async timeRun(c: Compiled, thresholds: readonly number[]): Promise<{ ms: number; exit: number }> {
     const data = new Float32Array(this.inputSize());
     return this.using(c, (m) => {
-      if (!m) throw new SelfxitError('INTERNAL', `the compiled engine failed while measuring: ${this.failure}`);
+      if (!m) throw this.gone('measuring');
       return this.pool.queue.run(async () => {
         const t0 = performance.now();
         const out = await m.session.run(this.feeds(data, thresholds));
-        void out[CASCADE_IO.exitIndex]!.data[0];
-        return performance.now() - t0;
+        const exit = Number(out[CASCADE_IO.exitIndex]!.data[0]);
+        return { ms: performance.now() - t0, exit };
       });
     });
+  }
+
+  /** Why no model is at hand: DISPOSED after {@link dispose}, else INTERNAL (the engine failed while `during`). */
+  private gone(during: string): SelfxitError {
+    return this.disposed
+      ? new SelfxitError('DISPOSED', `the classifier was disposed while ${during}`)
+      : new SelfxitError('INTERNAL', `the compiled engine failed while ${during}: ${this.failure}`);
   }
 
   /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */
@@ -246,8 +270,9 @@ export class CompiledEngine {
     };
   }
 
-  /** Releases the compiled session (once the runs under way end) and the bytes held. */
+  /** Releases the compiled session (once the runs under way end) and the bytes held; no model is made after it. */
   async dispose(): Promise<void> {
+    this.disposed = true;
     await this.building?.catch(() => undefined);
     const c = this.current;
     this.current = undefined;

@@ -188,24 +188,41 @@ export function fastMean(values: readonly number[]): number {
   return s.reduce((a, b) => a + b, 0) / s.length;
 }
 
+/** One timed run of the compiled model: its ms and the exit it left at (the model's exit index; -1: ran through). */
+export interface CompiledRun {
+  readonly ms: number;
+  readonly exit: number;
+}
+
+/** {@link measureCompiled}'s timings, with the exits whose cost could not be measured. */
+export interface CompiledTimings extends StageTimings {
+  /**
+   * Exits (manifest order) whose "in use but passed" run left there (on the zero input its head's float32 maximum
+   * probability rounds to exactly 1, which threshold 1 takes): their pair is not used, `exitMs` is 0 at their segment
+   * and their head's time stays in that segment's `stageMs`, as in plans made before `exitMs`. Usually empty.
+   */
+  readonly unmeasuredExits: readonly number[];
+}
+
 /**
  * Measures the compiled engine for a device plan: `runOnce(thresholds)` times one run of the compiled model (all
  * segments, the heads of its disabled exits gated off: see {@link CompiledEngine.withGated}) with the given per-exit
- * thresholds. Points, per pass in cascade order: leaving at exit 0 (threshold 0 there: its max probability always
- * passes; the other exits off, so their heads do not run), then per exit j a pair: exit j in use but passed
- * (threshold 1: its head runs, an input leaves only at a probability of exactly 1) with the next exit leaving (the last
- * exit: running through), and the same run with exit j off (= the next exit's leaving point, or running through with
- * every exit off), the pair's order alternating from pass to pass. {@link WARMUP_RUNS} untimed passes, then `runs`
- * timed ones. Each point's time is the {@link fastMean} of its runs; an exit's cost `exitMs[j]` is the difference of
- * its pair's points, clipped at 0 (the runs stop at the next exit, so a short run's noise); the points go to
+ * thresholds and says where it left. Points, per pass in cascade order: leaving at exit 0 (threshold 0 there: its max
+ * probability always passes; the other exits off, so their heads do not run), then per exit j a pair: exit j in use but
+ * passed (threshold 1: its head runs, an input leaves only at a probability of exactly 1) with the next exit leaving
+ * (the last exit: running through), and the same run with exit j off (= the next exit's leaving point, or running
+ * through with every exit off), the pair's order alternating from pass to pass. {@link WARMUP_RUNS} untimed passes, then
+ * `runs` timed ones. Each point's time is the {@link fastMean} of its runs; an exit's cost `exitMs[j]` is the difference
+ * of its pair's points, clipped at 0 (the runs stop at the next exit, so a short run's noise). When a passed run left at
+ * exit j after all, the pair is not used (see {@link CompiledTimings.unmeasuredExits}). The points go to
  * {@link compiledStageTimings}.
  * @throws SelfxitError INVALID_ARGUMENT for a bad `runs`.
  */
 export async function measureCompiled(
   manifest: Pick<BundleManifest, 'segments' | 'exits'>,
-  runOnce: (thresholds: readonly number[]) => Promise<number>,
+  runOnce: (thresholds: readonly number[]) => Promise<CompiledRun>,
   runs = DEFAULT_COMPILED_RUNS,
-): Promise<StageTimings> {
+): Promise<CompiledTimings> {
   if (!(Number.isInteger(runs) && runs >= 1))
     throw new SelfxitError('INVALID_ARGUMENT', `runs must be an integer >= 1, got ${String(runs)}`);
   const e = manifest.exits.length;
@@ -220,15 +237,18 @@ export async function measureCompiled(
   /** The point that point e+1+j is paired with: exit j off, the rest the same. */
   const without = (j: number): number => (j + 1 < e ? j + 1 : e);
   const times: number[][] = points.map(() => []);
+  const left = new Set<number>(); // exits whose passed run left there
   for (let r = 0; r < WARMUP_RUNS + runs; r++) {
     const order = [0]; // leaving at exit 0 (without exits: running through), then the pairs
     for (let j = 0; j < e; j++) order.push(...(r % 2 === 0 ? [e + 1 + j, without(j)] : [without(j), e + 1 + j]));
     for (const p of order) {
-      const ms = await runOnce(points[p]!);
+      const { ms, exit } = await runOnce(points[p]!);
+      if (p > e && exit === p - e - 1) left.add(exit);
       if (r >= WARMUP_RUNS) times[p]!.push(ms);
     }
   }
   const at = times.map(fastMean);
-  const exitMs = manifest.exits.map((_, j) => Math.max(0, at[e + 1 + j]! - at[without(j)]!));
-  return compiledStageTimings(manifest, at.slice(0, e), at[e]!, exitMs);
+  const exitMs = manifest.exits.map((_, j) => (left.has(j) ? 0 : Math.max(0, at[e + 1 + j]! - at[without(j)]!)));
+  const unmeasuredExits = [...left].sort((a, b) => a - b);
+  return { ...compiledStageTimings(manifest, at.slice(0, e), at[e]!, exitMs), unmeasuredExits };
 }

@@ -227,9 +227,10 @@ export class BundleRuntime {
   /**
    * Times every stage on the backend and engine in use: with the compiled engine on, every segment is loaded (through
    * the lazy loading path), the whole cascade compiled with gated heads, and {@link measureCompiled} times where its
-   * one run leaves and what each exit in use costs; otherwise {@link measureStages} (all sessions created first). When a
-   * WebGPU run fails, falls back to WASM and measures again there; so too when another call switched the backend during
-   * the measurement.
+   * one run leaves and what each exit in use costs (an exit whose cost it cannot measure: see its `unmeasuredExits`);
+   * otherwise {@link measureStages} (all sessions created first). When a WebGPU run fails, falls back to WASM and
+   * measures again there; so too when another call switched the backend during the measurement. DISPOSED when the
+   * classifier is disposed meanwhile.
    */
   private async measureTimings(): Promise<StageTimings> {
     this.throwIfDisposed();
