@@ -8,8 +8,6 @@
 //   npx tsx bench/conv-head-cascade.ts [--pool] [--limit N] [--conv layer3.2] [--channels full|half] [--json out.json]
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { cutGeometry, extractFeatures, type FeatureRequest } from '../src/calibrate/features.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
@@ -23,14 +21,9 @@ import { createRng, permutation } from '../src/calibrate/rng.js';
 import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
-import type { OrtModule } from '../src/ort/types.js';
 import { boolFlag, stringFlag } from './args.js';
+import { shared, ort, K, SHAPE, SESSION } from './study-env.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const ort = ortNode as unknown as OrtModule;
-const K = 10;
-const SHAPE = { height: 32, width: 32, channels: 3 } as const;
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => stringFlag(args, name);
 const usePool = boolFlag(args, '--pool');
@@ -83,7 +76,7 @@ const extract = (samples: { data: Uint8Array; count: number }) =>
     classes: K,
     ort,
     storage: 'f16',
-    sessionOptions: { extra: { session: { intra_op: { allow_spinning: '0' } } } },
+    sessionOptions: SESSION,
   });
 const trainSet = await extract(augmentSamples(train, SHAPE, ['flip'], 0));
 const testSet = await extract(test);

@@ -17,8 +17,6 @@
 // (50,000). Full cut maps are extracted once (float16) and cached in bench/.cache/ (about 57 KB per image and copy).
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
@@ -37,17 +35,9 @@ import {
 } from './conv-head/conv-head.js';
 import { createRng, permutation } from '../src/calibrate/rng.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
-import type { OrtModule } from '../src/ort/types.js';
 import { boolFlag, stringFlag } from './args.js';
 import { cachedFeatures } from './feature-cache.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const cacheDir = path.join(root, 'bench/.cache');
-const ort = ortNode as unknown as OrtModule;
-const K = 10;
-const SHAPE = { height: 32, width: 32, channels: 3 } as const;
-const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+import { shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => stringFlag(args, name);

@@ -18,8 +18,6 @@
 // Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { bestConfigs, headCosts, selectExitsFor, trainCandidates } from '../src/calibrate/candidate-heads.js';
@@ -33,7 +31,7 @@ import { StepTimer } from '../src/calibrate/progress.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { headData, trainFinalHeads } from '../src/calibrate/selfxit-mode.js';
 import { predictHeadRows } from '../src/calibrate/train-head.js';
-import { analyzeModel, decodeModel, type OrtModule } from '../src/core.js';
+import { analyzeModel, decodeModel } from '../src/core.js';
 import {
   argmaxRows,
   exitScores,
@@ -45,13 +43,8 @@ import { rawThresholdOnSamples, type ScoreMap } from '../src/policy/exit-rule.js
 import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
 import { cachedFeatures } from './feature-cache.js';
+import { shared, cacheDir, ort, SHAPE, SESSION } from './study-env.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const cacheDir = path.join(root, 'bench/.cache');
-const ort = ortNode as unknown as OrtModule;
-const SHAPE = { height: 32, width: 32, channels: 3 } as const;
-const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
 const TARGETS = [0.99, 0.985] as const;
 /** How a variant scores an exit: its answer (own head, or the ensemble fit to the backbone's softmax or to its argmax)
  * and the logistic map's extra input (none; previous answer agrees, 0/1; logit of the previous answer's probability of

@@ -13,8 +13,6 @@
 // without it (issue 13). Over 400 lines: one study script whose parts (features, fits, rows) share its module state.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { augmentSamples, type AugmentKind } from '../src/calibrate/augment.js';
 import {
   argmaxRows,
@@ -35,21 +33,15 @@ import {
   type TrainedHead,
   type TrainHeadOptions,
 } from '../src/calibrate/train-head.js';
-import { analyzeModel, decodeModel, type OrtModule } from '../src/core.js';
+import { analyzeModel, decodeModel } from '../src/core.js';
 import { writeBlock } from '../scripts/md-block.mjs';
 import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
 import { replayTop1 } from './cascade-replay.js';
 import { renderHeadsBlock, type StudyRecord, type StudyRow } from './heads-render.js';
+import { root, shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const cacheDir = path.join(root, 'bench/.cache');
 const resultsDir = path.join(root, 'bench/results');
 const started = new Date();
-const ort = ortNode as unknown as OrtModule;
-const K = 10;
-const SHAPE = { height: 32, width: 32, channels: 3 } as const;
-const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
 
 interface Variant {
   readonly kind: 'pool-linear' | 'pool-mlp';

@@ -11,8 +11,6 @@
 // trainer its features packed (feature-store.ts) instead of float32.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as ortNode from 'onnxruntime-node';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';
@@ -26,17 +24,9 @@ import { predictHeadRows, trainHead as trainHeadNew, type TrainedHead } from '..
 import { argmaxAgreement, meanKL } from '../src/calibrate/linalg.js';
 import { packFeatures, type FeatureRows } from '../src/calibrate/feature-store.js';
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
-import type { OrtModule } from '../src/ort/types.js';
 import { replayTop1 } from './cascade-replay.js';
 import { cachedFeatures } from './feature-cache.js';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(root, '../shared');
-const cacheDir = path.join(root, 'bench/.cache');
-const ort = ortNode as unknown as OrtModule;
-const K = 10;
-const SHAPE = { height: 32, width: 32, channels: 3 } as const;
-const SESSION = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+import { root, shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => {
