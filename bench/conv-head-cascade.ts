@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { augmentSamples } from '../src/calibrate/augment.js';
-import { cutGeometry, extractFeatures, type FeatureRequest } from '../src/calibrate/features.js';
+import { cutGeometry, type FeatureRequest } from '../src/calibrate/features.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { poolingRequests } from '../src/calibrate/prepare-features.js';
 import { headFeatureDim } from '../src/calibrate/pool.js';
@@ -22,7 +22,7 @@ import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
 import { boolFlag, stringFlag } from './args.js';
-import { shared, ort, K, SHAPE, SESSION } from './study-env.js';
+import { studyFeatures, shared, ort, K, SHAPE } from './study-env.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => stringFlag(args, name);
@@ -66,17 +66,11 @@ const test = {
   count: testRaw.byteLength / 3072,
 };
 const extract = (samples: { data: Uint8Array; count: number }) =>
-  extractFeatures({
+  studyFeatures(io, {
     model,
     requests,
     samples,
-    input: io.input,
-    output: io.output,
-    outputKind: io.outputKind,
-    classes: K,
-    ort,
     storage: 'f16',
-    sessionOptions: SESSION,
   });
 const trainSet = await extract(augmentSamples(train, SHAPE, ['flip'], 0));
 const testSet = await extract(test);

@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { augmentSamples } from '../src/calibrate/augment.js';
-import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
+import { cutGeometry } from '../src/calibrate/features.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { poolingRequests } from '../src/calibrate/prepare-features.js';
 import { headFeatureDim, headFeaturesInto } from '../src/calibrate/pool.js';
@@ -37,7 +37,7 @@ import { createRng, permutation } from '../src/calibrate/rng.js';
 import { analyzeModel, decodeModel, type CutPoint } from '../src/graph/index.js';
 import { boolFlag, stringFlag } from './args.js';
 import { cachedFeatures } from './feature-cache.js';
-import { shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
+import { studyFeatures, shared, cacheDir, ort, K, SHAPE } from './study-env.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => stringFlag(args, name);
@@ -103,19 +103,13 @@ interface MapSet {
 async function mapSet(name: string, samples: { data: Uint8Array; count: number }): Promise<MapSet> {
   const base = path.join(cacheDir, `conv-r56.${name}.${cutNames.join('+')}`);
   const extract = async (): Promise<{ teacher: Float32Array; cuts: { x: Float32Array }[] }> => {
-    const set = await extractFeatures({
+    const set = await studyFeatures(io, {
       model,
       requests: cuts.map((cut) => {
         const g = cutGeometry(cut);
         return { cut, grid: [g.height, g.width] as const };
       }),
       samples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: K,
-      ort,
-      sessionOptions: SESSION,
       storage: 'f16',
     });
     return {

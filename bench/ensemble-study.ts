@@ -21,7 +21,7 @@ import path from 'node:path';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { bestConfigs, headCosts, selectExitsFor, trainCandidates } from '../src/calibrate/candidate-heads.js';
-import { cutGeometry, extractFeatures, type FeatureSet } from '../src/calibrate/features.js';
+import { cutGeometry, type FeatureSet } from '../src/calibrate/features.js';
 import { configFeatures } from '../src/calibrate/head-capacity.js';
 import { headFeatureDim } from '../src/calibrate/pool.js';
 import type { FitContext } from '../src/calibrate/prepare-context.js';
@@ -43,7 +43,7 @@ import { rawThresholdOnSamples, type ScoreMap } from '../src/policy/exit-rule.js
 import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
 import { cachedFeatures } from './feature-cache.js';
-import { shared, cacheDir, ort, SHAPE, SESSION } from './study-env.js';
+import { studyFeatures, shared, cacheDir, ort, SHAPE } from './study-env.js';
 
 const TARGETS = [0.99, 0.985] as const;
 /** How a variant scores an exit: its answer (own head, or the ensemble fit to the backbone's softmax or to its argmax)
@@ -112,16 +112,10 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
   });
   const samples = set === 'test' ? test : augmentSamples(calib, SHAPE, o0.augment, o0.seed);
   const { teacher, x } = await cachedFeatures(base, requests.length, `${set}: ${samples.count} rows`, () =>
-    extractFeatures({
+    studyFeatures(io, {
       model,
       requests,
       samples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: K,
-      ort,
-      sessionOptions: SESSION,
     }),
   );
   return {

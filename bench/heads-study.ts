@@ -22,7 +22,7 @@ import {
   type ExitScores,
 } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule, type ThresholdRule } from '../src/policy/exit-rule.js';
-import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
+import { cutGeometry } from '../src/calibrate/features.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';
@@ -38,7 +38,7 @@ import { writeBlock } from '../scripts/md-block.mjs';
 import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
 import { replayTop1 } from './cascade-replay.js';
 import { renderHeadsBlock, type StudyRecord, type StudyRow } from './heads-render.js';
-import { root, shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
+import { studyFeatures, root, shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
 
 const resultsDir = path.join(root, 'bench/results');
 const started = new Date();
@@ -154,16 +154,10 @@ async function features(
     fs.mkdirSync(cacheDir, { recursive: true });
     const samples = samplesOf(set);
     const t0 = performance.now();
-    const f = await extractFeatures({
+    const f = await studyFeatures(io, {
       model,
       requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })),
       samples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: K,
-      ort,
-      sessionOptions: SESSION,
     });
     console.error(`features ${set}: ${samples.count} images, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     fs.writeFileSync(`${base}.teacher`, f.teacher);

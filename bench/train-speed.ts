@@ -14,7 +14,7 @@ import path from 'node:path';
 import { augmentSamples } from '../src/calibrate/augment.js';
 import { argmaxRows, exitScores, simulateCascade, type ExitScores } from '../src/policy/cascade-sim.js';
 import { selectExitsWithRule } from '../src/policy/exit-rule.js';
-import { cutGeometry, extractFeatures } from '../src/calibrate/features.js';
+import { cutGeometry } from '../src/calibrate/features.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';
@@ -26,7 +26,7 @@ import { packFeatures, type FeatureRows } from '../src/calibrate/feature-store.j
 import { analyzeModel, decodeModel } from '../src/graph/index.js';
 import { replayTop1 } from './cascade-replay.js';
 import { cachedFeatures } from './feature-cache.js';
-import { root, shared, cacheDir, ort, K, SHAPE, SESSION } from './study-env.js';
+import { studyFeatures, root, shared, cacheDir, ort, K, SHAPE } from './study-env.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => {
@@ -69,16 +69,10 @@ async function features(set: 'calib' | 'test' | 'flip'): Promise<{ teacher: Floa
         ? calib
         : { data: augmentSamples(calib, SHAPE, ['flip'], 0).data.subarray(nAll * 3072), count: nAll };
   return cachedFeatures(base, cuts.length, `${set}: ${samples.count} images`, () =>
-    extractFeatures({
+    studyFeatures(io, {
       model,
       requests: cuts.map((cut, i) => ({ cut, grid: grids[i]!, maxGrid: [2, 2] as const })),
       samples,
-      input: io.input,
-      output: io.output,
-      outputKind: io.outputKind,
-      classes: K,
-      ort,
-      sessionOptions: SESSION,
     }),
   );
 }
