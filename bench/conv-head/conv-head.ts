@@ -18,16 +18,7 @@ import {
   type ConvHeadShape,
 } from './conv-head-shape.js';
 
-export {
-  convFeatureDim,
-  convHeadMacs,
-  convOutSize,
-  pooledFeatureDim,
-  type ConvHead,
-  type ConvHeadOptions,
-  type ConvHeadReport,
-  type ConvHeadShape,
-} from './conv-head-shape.js';
+export * from './conv-head-shape.js';
 
 /** Per-channel 1/RMS of the maps over (up to 512 of) `rows`; 1 for a channel that is all zero. */
 function channelScale(x: FeatureRows, s: ConvHeadShape, rows: Int32Array): Float32Array {
