@@ -74,7 +74,7 @@ export async function loadEvalSamples(
 }
 
 /** An integer option >= `min` (UsageError when not a number, INVALID_ARGUMENT when out of range). */
-function integerOption(v: string | undefined, flag: string, min: number): number | undefined {
+export function integerOption(v: string | undefined, flag: string, min: number): number | undefined {
   const x = numberOption(v, flag);
   if (x !== undefined && !(Number.isInteger(x) && x >= min)) {
     throw new SelfxitError(

@@ -10,9 +10,9 @@ import type { BundleFiles } from '../bundle/manifest.js';
 import { parseCommandArgs } from './args.js';
 import { readBundleDir } from './bundle-fs.js';
 import { UsageError, type CliCommand, type CliIo } from './dispatch.js';
-import { loadEvalSamples } from './eval.js';
+import { integerOption, loadEvalSamples } from './eval.js';
 import { loadOrtNode } from './node-io.js';
-import { CLI_SESSION_OPTIONS, numberList, numberOption } from './prepare.js';
+import { CLI_SESSION_OPTIONS, numberList } from './prepare.js';
 
 const help = `Usage: selfxit report <bundle dir> [--samples <folder|file.u8> [--labels-file f] [--limit N]
                      [--targets t1,t2,…] [--compare <bundle dir> …]] [--out report.html]
@@ -59,6 +59,9 @@ export const reportCommand: CliCommand = {
       { min: 1, max: 1, names: '<bundle dir>' },
     );
     const dir = positionals[0]!;
+    // whole numbers, as eval's, refused before any work
+    const limit = integerOption(v.limit, '--limit', 1);
+    const seed = integerOption(v.seed, '--seed', -Infinity);
     const targets = numberList(v.targets, '--targets');
     for (const t of targets ?? [])
       if (!(t > 0 && t <= 1)) throw new SelfxitError('INVALID_TARGET', `--targets values must be in (0, 1], got ${t}`);
@@ -82,8 +85,8 @@ export const reportCommand: CliCommand = {
       const measure = async (b: BundleFiles): Promise<EvaluationResult> => {
         const { samples, labels } = await loadEvalSamples(b, samplesPath, {
           ...(v['labels-file'] ? { labelsFile: v['labels-file'] } : {}),
-          ...(v.limit !== undefined ? { limit: numberOption(v.limit, '--limit')! } : {}),
-          ...(v.seed !== undefined ? { seed: numberOption(v.seed, '--seed')! } : {}),
+          ...(limit !== undefined ? { limit } : {}),
+          ...(seed !== undefined ? { seed } : {}),
         });
         return evaluateBundle({
           bundle: b,
