@@ -1,7 +1,8 @@
 // Worker preprocessing in Node: RGBA → model input (NCHW/NHWC, RGB/luma, mean/std) and INVALID_INPUT checks; what
 // crosses to the worker and into the model input without extra copies.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { InputSpec } from '../src/bundle/manifest.js';
+import type { WireInput } from '../src/protocol.js';
 import { SelfxitError } from '../src/errors.js';
 import { toWireInput } from '../src/page/inputs.js';
 import { inputDims, inputSize, preprocessBatch, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
@@ -154,5 +155,37 @@ describe('round trip without extra copies', () => {
         spec,
       ),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { inputIndex: 1 } });
+  });
+});
+
+describe('an image whose pixels may not be read', () => {
+  afterEach(() => vi.unstubAllGlobals());
+  // its own size (the 2D context is made once per size): the stub canvas below is the one this size gets
+  const spec: InputSpec = { ...rgb('NCHW'), height: 3, width: 5 };
+  /** An OffscreenCanvas whose 2D context throws on reading a tainted (cross-origin, no CORS) image, as browsers do. */
+  class TaintedCanvas {
+    getContext(): unknown {
+      return {
+        clearRect: () => {},
+        drawImage: () => {},
+        getImageData: () => {
+          throw new DOMException('The canvas has been tainted by cross-origin data.', 'SecurityError');
+        },
+      };
+    }
+  }
+  const bitmap = (): WireInput => ({ kind: 'bitmap', bitmap: { width: 8, height: 8, close: () => {} } as ImageBitmap });
+
+  it('is INVALID_INPUT with the CORS hint, and a batch names its index', async () => {
+    vi.stubGlobal('OffscreenCanvas', TaintedCanvas);
+    const err = await preprocessInto(bitmap(), spec, new Float32Array(inputSize(spec)), 0).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SelfxitError);
+    expect(err).toMatchObject({ code: 'INVALID_INPUT', details: { reason: 'SecurityError' } });
+    expect((err as Error).message).toMatch(/crossorigin="anonymous"/);
+    const ok: WireInput = { kind: 'tensor', data: new Float32Array(inputSize(spec)) };
+    await expect(preprocessBatch([ok, bitmap()], spec)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { inputIndex: 1, reason: 'SecurityError' },
+    });
   });
 });

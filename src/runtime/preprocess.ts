@@ -66,8 +66,25 @@ function drawScaled(source: CanvasImageSource, spec: InputSpec): Uint8ClampedArr
   }
   const { ctx } = scaler;
   ctx.clearRect(0, 0, spec.width, spec.height);
-  ctx.drawImage(source, 0, 0, spec.width, spec.height);
-  return ctx.getImageData(0, 0, spec.width, spec.height).data;
+  try {
+    ctx.drawImage(source, 0, 0, spec.width, spec.height);
+    return ctx.getImageData(0, 0, spec.width, spec.height).data;
+  } catch (e) {
+    // A cross-origin image read without CORS taints the canvas: getImageData throws a SecurityError.
+    const name = (e as { name?: unknown } | undefined)?.name;
+    const message = (e as { message?: unknown } | undefined)?.message;
+    const why =
+      name === 'SecurityError'
+        ? 'the image is cross-origin and was loaded without CORS, so its pixels may not be read: serve it with ' +
+          'Access-Control-Allow-Origin and load it with crossorigin="anonymous" (or fetch it as a Blob)'
+        : `its pixels cannot be read: ${String(message ?? e)}`;
+    throw new SelfxitError(
+      'INVALID_INPUT',
+      `cannot preprocess the image: ${why}`,
+      { reason: String(name) },
+      { cause: e },
+    );
+  }
 }
 
 async function toBitmap(input: WireInput & { kind: 'blob' | 'pixels' }): Promise<ImageBitmap> {
