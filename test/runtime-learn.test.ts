@@ -2,10 +2,10 @@
 // a local HTTP server): full-model serving while collecting, a fit in the background, serving through learned exits,
 // the live audit (and a forced failure), persistence across loads (restored, corrupt, quota), reset; the compiled
 // engine serving learned exits as the stage engine does; learning from a bundle's exits; drift of the traffic.
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { encodeModel } from '../src/graph/index.js';
+import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import { MemoryBundleCache, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { noCutClassifier } from './fixtures/prepare-fixtures.js';
 import { toModelInput } from '../src/bundle/input.js';
@@ -92,6 +92,37 @@ const corrupt = (bytes: Uint8Array): Uint8Array => {
   c[c.length >> 1]! ^= 0xff;
   return c;
 };
+
+/** Copies the served bundle folder `from` to `to` (replaced), leaving out the files named in `omit`. */
+function copyBundle(from: string, to: string, omit: readonly string[] = []): void {
+  const [src, dst] = [path.join(tiny.dir, from), path.join(tiny.dir, to)];
+  rmSync(dst, { recursive: true, force: true });
+  mkdirSync(dst);
+  for (const f of readdirSync(src)) if (!omit.includes(f)) copyFileSync(path.join(src, f), path.join(dst, f));
+}
+
+/**
+ * Replaces, in the served bundle `name`, the file `file` (the backbone or a segment) by a new version (same model, another
+ * doc string: new bytes and sha256) and its manifest by one listing it: the bundle replaced in place on the server.
+ * Returns the old sha256.
+ */
+async function replaceInPlace(name: string, file: string): Promise<string> {
+  const dir = path.join(tiny.dir, name);
+  const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as BundleManifest;
+  const model = decodeModel(readFileSync(path.join(dir, file)));
+  model.proto.docString = `replaced ${Date.now()}`;
+  const bytes = encodeModel(model);
+  writeFileSync(path.join(dir, file), bytes);
+  const sha256 = await sha256Hex(bytes);
+  const old = file === m.backbone.file ? m.backbone.sha256 : m.segments.find((s) => s.file === file)!.sha256;
+  const next: BundleManifest = {
+    ...m,
+    backbone: file === m.backbone.file ? { ...m.backbone, sha256 } : m.backbone,
+    segments: m.segments.map((s) => (s.file === file ? { ...s, sha256, bytes: bytes.length } : s)),
+  };
+  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(next));
+  return old;
+}
 
 async function serve(rt: LearnRuntime, from: number, count: number, flip = false, invert = false) {
   const out = [];
@@ -455,6 +486,53 @@ describe('LearnRuntime', () => {
     expect(planned.state().learning!.fitCosts).toBe('ms');
     await planned.dispose();
   }, 120_000);
+
+  it('a learning load of a bundle replaced on the server (its backbone, then its segment 0) learns from the new version', async () => {
+    copyBundle('fashion-bundle', 'fb-swap');
+    const cache = new MemoryBundleCache();
+    const request = tinyInitRequest(tiny.base, 'fb-swap', {
+      learn: {
+        options: { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'] },
+        persist: false,
+        fromBundle: true,
+      },
+    });
+    const open = async () => {
+      const api = createWorkerApi({ loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache });
+      const reply = await api.init(request);
+      await api.dispose();
+      return reply;
+    };
+    const v1 = await open();
+    expect(v1.state.learning?.fromBundle).toBe(true);
+    // the cached manifest (never stale here) lists the old backbone, which is no longer in the cache: its fetch
+    // mismatches, and the load opens the new version, learning
+    await cache.deleteSegments([await replaceInPlace('fb-swap', v1.manifest.backbone.file!)]);
+    const v2 = await open();
+    expect(v2.manifestHash).not.toBe(v1.manifestHash);
+    expect([v2.state.learning?.fromBundle, v2.state.learning?.exitsOn]).toEqual([true, true]);
+    // segment 0 replaced: the mismatch comes while the learner opens the bundle's exits
+    const seg0 = v2.manifest.segments[0]!.file;
+    await cache.deleteSegments([await replaceInPlace('fb-swap', seg0)]);
+    const v3 = await open();
+    expect(v3.manifestHash).not.toBe(v2.manifestHash);
+    expect([v3.state.learning?.fromBundle, v3.state.learning?.exitsOn]).toEqual([true, true]);
+  }, 120_000);
+
+  it('a bundle deployed without its backbone.onnx (404) cannot learn: LEARNING_UNAVAILABLE, not FETCH_FAILED', async () => {
+    const m = JSON.parse(readFileSync(path.join(tiny.dir, 'fashion-bundle/manifest.json'), 'utf8')) as BundleManifest;
+    copyBundle('fashion-bundle', 'fb-nobackbone', [m.backbone.file!]);
+    const request = tinyInitRequest(tiny.base, 'fb-nobackbone', {
+      learn: { options: {}, persist: false, fromBundle: true },
+    });
+    const err = await LearnRuntime.open(request, () => {}, {
+      loadOrt: loadOrtNode,
+      learnStore: new MemoryLearnStore(),
+      cache: new MemoryBundleCache(),
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'LEARNING_UNAVAILABLE', details: { status: 404 } });
+    expect((err as Error).message).toMatch(/backbone\.onnx.*not on the server/);
+  }, 60_000);
 
   it('a model the toolkit cannot cut serves everything with the full model and says why', async () => {
     // the two-branch classifier of prepare's fixtures: no inner cut

@@ -124,14 +124,15 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
       const progress = bestEffort(onProgress);
+      const open = (): Promise<BundleRuntime | LearnRuntime> =>
+        request.learn ? LearnRuntime.open(request, progress, deps) : BundleRuntime.open(request, progress, deps);
       try {
-        runtime = request.learn
-          ? await LearnRuntime.open(request, progress, deps)
-          : await BundleRuntime.open(request, progress, deps);
+        runtime = await open();
       } catch (e) {
-        // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version.
+        // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version, the
+        // same way (a learning load learns from it: its backbone, or segment 0 as its exits open, was the mismatch).
         if (!isSelfxitError(e, 'INTEGRITY_ERROR') || e.details?.bundleChanged !== true) throw e;
-        runtime = await BundleRuntime.open(request, progress, deps);
+        runtime = await open();
       }
       const plan =
         request.usePlan === true && runtime instanceof BundleRuntime ? await runtime.cachedPlan() : undefined;

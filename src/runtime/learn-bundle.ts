@@ -3,7 +3,7 @@
 // fetched and every sha256 is checked); the bundle learning starts from (`load(bundleUrl, { learn })`); and the model
 // bytes learning runs on (a plain model or the bundle's backbone.onnx), kept in the bundle cache for offline loads.
 import type { BundleManifest } from '../bundle/manifest.js';
-import { SelfxitError } from '../errors.js';
+import { SelfxitError, isSelfxitError } from '../errors.js';
 import { sha256Hex } from '../graph/index.js';
 import { assembleLearned, type LearnedExits, type Learner } from '../learn/learner.js';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -59,8 +59,8 @@ export const learnCache = (req: InitRequest, deps: { readonly cache?: BundleCach
  * when offline) and its full model (`backbone.file`, which learning needs: the audit and the fits run the whole model),
  * from the cache by sha256 (re-verified; a corrupt copy is dropped and fetched again) or fetched, checked against the
  * manifest's sha256 and cached.
- * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file; FETCH_FAILED, INVALID_BUNDLE,
- * INTEGRITY_ERROR.
+ * @throws SelfxitError LEARNING_UNAVAILABLE when the bundle has no backbone file or the server has none (404, 410);
+ * FETCH_FAILED, INVALID_BUNDLE, INTEGRITY_ERROR.
  */
 export async function bundleModel(
   req: InitRequest,
@@ -75,7 +75,17 @@ export async function bundleModel(
       { manifestUrl: req.manifestUrl },
     );
   const source = new BundleSource(loaded.manifest, req.manifestUrl, cache, progress, new Set());
-  const bytes = await source.backboneBytes();
+  const bytes = await source.backboneBytes().catch((e: unknown) => {
+    // a deployment that left the backbone file out (the plain runtime never fetches it): not a network failure
+    if (!isSelfxitError(e, 'FETCH_FAILED') || !(e.details?.status === 404 || e.details?.status === 410)) throw e;
+    throw new SelfxitError(
+      'LEARNING_UNAVAILABLE',
+      `this bundle's backbone file (${loaded.manifest.backbone.file}), which learning needs, is not on the server ` +
+        `(HTTP ${String(e.details.status)}): deploy it beside the manifest to load the bundle with { learn }`,
+      { manifestUrl: req.manifestUrl, url: e.details.url, status: e.details.status },
+      { cause: e },
+    );
+  });
   await loaded.commit(); // a fetched manifest is cached once its backbone arrived (learning loads it offline)
   return { manifest: loaded.manifest, hash: loaded.hash, bytes, sha256: loaded.manifest.backbone.sha256 };
 }
