@@ -15,7 +15,8 @@ import { planKey } from '../src/runtime/cache.js';
 import type { LearnerState } from '../src/learn/learner.js';
 import type { InitRequest, LearnRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { LearnRuntime } from '../src/runtime/learn-runtime.js';
+import { LearnRuntime, type FitWorker } from '../src/runtime/learn-runtime.js';
+import { fitLearned } from '../src/learn/fit.js';
 import { IdbLearnStore, type LearnStore } from '../src/runtime/learn-store.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 import { writeFashionBundle } from './fixtures/fashion-learn-bundle.js';
@@ -47,8 +48,11 @@ function image(i: number, flip = false, invert = false): WireInput {
 
 /** A LearnStore in memory (what IdbLearnStore keeps in IndexedDB), cloned like IndexedDB does. */
 class MemoryLearnStore implements LearnStore {
-  readonly enabled = true;
-  readonly reason = undefined;
+  reason: string | undefined = undefined;
+  get enabled(): boolean {
+    return this.reason === undefined;
+  }
+  disable = (why: string) => void (this.reason ??= why);
   readonly saved = new Map<string, LearnerState>();
   load = async (h: string) => (this.saved.has(h) ? structuredClone(this.saved.get(h)) : undefined);
   save = async (h: string, s: LearnerState) => void this.saved.set(h, structuredClone(s));
@@ -346,18 +350,86 @@ describe('LearnRuntime', () => {
     await rt.dispose();
   }, 60_000);
 
-  it('resetLearning() during a fit waits for it (whose end opens exits through the queue) and resets', async () => {
-    const store = new MemoryLearnStore();
-    const rt = await LearnRuntime.open(learnRequest(), () => {}, { loadOrt: loadOrtNode, learnStore: store });
+  it('resetLearning() during a slow fit cancels it: resolves at once, its result is never adopted', async () => {
+    // fits in a stand-in for the fits' worker that holds each job until released (a fit of minutes on a full reservoir)
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let started = 0;
+    let closed = 0;
+    const ran: Promise<unknown>[] = [];
+    const startLearner = (): FitWorker => {
+      started++;
+      return {
+        run: (job, onProgress) => {
+          const r = gate.then(() => fitLearned(job, onProgress));
+          ran.push(r);
+          return r;
+        },
+        close: () => void closed++,
+      };
+    };
+    const progress: string[] = [];
+    const rt = await LearnRuntime.open(
+      learnRequest(),
+      (p) => {
+        if (p.status === 'learn') progress.push(`${p.fit}:${p.stage}`);
+      },
+      { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), startLearner },
+    );
     await serve(rt, 0, 450); // the fit starts at 400 samples
     expect(rt.state().learning!.fitting).toBe(true);
+    await vi.waitFor(() => expect(ran).toHaveLength(1), { timeout: 20_000 }); // in the worker, held
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const hung = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('reset hung')), 60_000)));
+    const hung = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('reset hung')), 10_000)));
     await Promise.race([rt.resetLearning(), hung]);
     clearTimeout(timer);
     const s = rt.state().learning!;
-    expect([s.samplesSeen, s.fits, s.exitsOn]).toEqual([0, 0, false]);
+    expect([s.samplesSeen, s.fits, s.exitsOn, s.fitting]).toEqual([0, 0, false, false]);
+    expect([closed, started]).toEqual([1, 2]); // the busy worker ended, a fresh one ready for the next fit
+    // the cancelled fit ends after all: its exits are not adopted
+    release();
+    await ran[0];
+    await new Promise((r) => setTimeout(r, 50));
+    await rt.settled();
+    const after = rt.state().learning!;
+    expect([after.fits, after.exitsOn, after.lastError]).toEqual([0, false, undefined]);
     expect(rt.manifest.exits).toEqual([]);
+    expect(progress).not.toContain('1:done');
+    // learning goes on: the next fit (in the fresh worker) is adopted
+    await serve(rt, 500, 450);
+    await rt.settled();
+    expect([rt.state().learning!.fits, rt.state().learning!.exitsOn]).toEqual([1, true]);
+    expect(progress[progress.length - 1]).toBe('1:done');
+    await rt.dispose();
+  }, 120_000);
+
+  it('a save that throws turns persistence off with its reason; later saves, fits, reset and dispose go on', async () => {
+    const store = new MemoryLearnStore();
+    const progress: string[] = [];
+    const rt = await LearnRuntime.open(
+      learnRequest(),
+      (p) => {
+        if (p.status === 'learn') progress.push(p.stage);
+      },
+      { loadOrt: loadOrtNode, learnStore: store },
+    );
+    await serve(rt, 0, 60);
+    // copying the reservoir fails (as a RangeError allocating a large copy would)
+    const learner = (rt as unknown as { learner: { sliceState: () => Promise<unknown> } }).learner;
+    learner.sliceState = () => Promise.reject(new RangeError('Array buffer allocation failed'));
+    (rt as unknown as { save(): void }).save();
+    await rt.settled();
+    const s = rt.state().learning!;
+    expect(s.persists).toBe(false);
+    expect(s.persistReason).toMatch(/could not be saved: RangeError: Array buffer allocation failed/);
+    await serve(rt, 60, 400); // a fit at 400 samples
+    await new Promise((r) => setTimeout(r, 20));
+    await rt.settled();
+    const f = rt.state().learning!;
+    expect([f.fits, f.lastError]).toEqual([1, undefined]);
+    expect(progress[progress.length - 1]).toBe('done');
+    await rt.resetLearning();
+    expect(rt.state().learning!.fits).toBe(0);
     await rt.dispose();
   }, 120_000);
 

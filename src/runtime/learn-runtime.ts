@@ -10,6 +10,7 @@ import type { BundleManifest } from '../bundle/manifest.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel } from '../graph/index.js';
 import { analyseForLearning, Learner, planCostTable, type FitRunner, type LearnedExits } from '../learn/learner.js';
+import { fitLearned } from '../learn/fit.js';
 import { inputStats } from '../learn/drift.js';
 import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
@@ -65,6 +66,8 @@ export class LearnRuntime {
   private sentVersion = 0;
   private pendingAudits: { data: Float32Array; served: number }[] = [];
   private fitting: Promise<void> | undefined;
+  /** Cancels the fit running (its result dropped, never adopted; its worker ended when it is busy with it). */
+  private cancelFit: ((restartWorker: boolean) => void) | undefined;
   private savedAt = 0;
   /** The save loop in progress (resolved when none), and whether it should write the state once more. */
   private saving: Promise<void> = Promise.resolve();
@@ -192,9 +195,14 @@ export class LearnRuntime {
   /** Serves through the learner's exits when they are on (opened first, step by step), else the full model. Must not
    * be called from inside a queued job. */
   private async serveLearned(): Promise<void> {
-    const learned = this.learner.exitsOn && !this.disposed ? this.learner.learned : undefined;
+    const wanted = (): LearnedExits | undefined =>
+      this.learner.exitsOn && !this.disposed ? this.learner.learned : undefined;
+    const learned = wanted();
     const next = learned ? await this.openServing(learned) : undefined;
-    await this.queue.run(() => (this.disposed ? next?.rt.dispose() : this.swap(next)));
+    // exits that are no longer the learner's once opened (a reset meanwhile): dropped, never served
+    await this.queue.run(() =>
+      this.disposed || (next && wanted() !== learned) ? next?.rt.dispose() : this.swap(next),
+    );
   }
 
   /**
@@ -408,17 +416,34 @@ export class LearnRuntime {
     else if (!this.fitting && this.learner.reservoir.seen - this.savedAt >= SAVE_EVERY) this.save();
   }
 
-  /** Starts a fit in the background (its slices yield to serving); its exits are put in use when it ends. */
+  /**
+   * Starts a fit in the background (its slices yield to serving); its exits are put in use when it ends. It can be
+   * cancelled ({@link cancelFit}: resetLearning(), dispose()): its result is then dropped, and the fits' worker running
+   * it is ended (a fit in this thread runs on to its end, its result unused).
+   */
   private startFit(): void {
     if (this.fitting || this.disposed) return;
     const fit = this.learner.status().fits + 1;
-    const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) =>
-      this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
+    let stale = false;
+    let inWorker = false;
+    let cancel: (e: Error) => void = () => {};
+    const cancelled = new Promise<never>((_, reject) => (cancel = reject));
+    cancelled.catch(() => undefined);
+    const report = (stage: 'features' | 'heads' | 'thresholds' | 'bundle' | 'done', done: number, total: number) => {
+      if (!stale) this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
+    };
     const worker = this.startFitWorker();
     this.fitWhere = worker ? 'worker' : 'thread';
-    this.fitting = this.learner
-      .fit((p) => report(p.stage, p.done, p.total), worker?.run)
+    const run: FitRunner = (job, onProgress) => {
+      if (stale) return cancelled;
+      inWorker = worker !== undefined;
+      const ran = worker ? worker.run(job, onProgress) : fitLearned(job, onProgress);
+      return Promise.race([ran, cancelled]).finally(() => (inWorker = false));
+    };
+    const running: Promise<void> = this.learner
+      .fit((p) => report(p.stage, p.done, p.total), run)
       .then(async () => {
+        if (stale) return;
         this.opening = true;
         try {
           await this.serveLearned();
@@ -427,15 +452,33 @@ export class LearnRuntime {
         }
       })
       .then(async () => {
+        if (stale) return;
         this.lastError = undefined;
         this.save();
         await this.saving; // 'done' means the new exits are in use and stored
         report('done', 1, 1);
       })
       .catch((e: unknown) => {
-        this.lastError = e instanceof Error ? e.message : String(e);
+        if (!stale) this.lastError = e instanceof Error ? e.message : String(e);
       })
-      .finally(() => (this.fitting = undefined));
+      .finally(() => {
+        if (this.fitting !== running) return;
+        this.fitting = undefined;
+        this.cancelFit = undefined;
+      });
+    this.fitting = running;
+    this.cancelFit = (restartWorker) => {
+      stale = true;
+      this.fitting = undefined;
+      this.cancelFit = undefined;
+      cancel(new Error('the fit was cancelled'));
+      if (!inWorker || !this.fitWorker) return;
+      // the fits' worker is busy with the cancelled fit: ended, and a fresh one started for the next fit
+      this.fitWorker.close();
+      this.fitWorker = undefined;
+      this.fitWorkerTried = false;
+      if (restartWorker) this.startFitWorker();
+    };
   }
 
   /**
@@ -450,9 +493,16 @@ export class LearnRuntime {
     this.saving = this.saving.then(async () => {
       this.saveWanted = false;
       if (!this.store.enabled) return;
-      // copied in slices and written in blocks (learn-store.ts): serving goes on between them
-      const state = await this.learner.sliceState(() => new Promise((r) => setTimeout(r, 0)));
-      await this.store.save(this.modelHash, state);
+      try {
+        // copied in slices and written in blocks (learn-store.ts): serving goes on between them
+        const state = await this.learner.sliceState(() => new Promise((r) => setTimeout(r, 0)));
+        await this.store.save(this.modelHash, state);
+      } catch (e) {
+        // (a RangeError copying a large reservoir): persistence off, as after a failed write; the save loop goes on
+        this.store.disable(
+          `the state could not be saved: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`,
+        );
+      }
     });
   }
 
@@ -464,25 +514,22 @@ export class LearnRuntime {
 
   /**
    * Forgets everything learned, here and in storage; the full model (or the bundle's own exits) serves again. A fit
-   * running ends first (outside the queue: its end opens exits through it); a save under way ends before the store is
-   * cleared, so that its write cannot bring the state before the reset back at the next load().
+   * running is cancelled, not waited for (on a full reservoir it takes minutes): its result is never adopted. A save
+   * under way ends before the store is cleared, so that its write cannot bring the state before the reset back at the
+   * next load().
    */
   async resetLearning(): Promise<void> {
-    for (let done = false; !done;) {
+    this.throwIfDisposed();
+    await this.queue.run(async () => {
       this.throwIfDisposed();
-      while (this.fitting) await this.fitting;
-      done = await this.queue.run(async () => {
-        this.throwIfDisposed();
-        if (this.fitting) return false; // a fit started by a call queued before this job: waited for first
-        this.learner.reset();
-        this.pendingAudits = [];
-        this.savedAt = 0;
-        await this.saving;
-        await this.store.clear(this.modelHash);
-        await this.swap(undefined);
-        return true;
-      });
-    }
+      this.cancelFit?.(true);
+      this.learner.reset();
+      this.pendingAudits = [];
+      this.savedAt = 0;
+      await this.saving;
+      await this.store.clear(this.modelHash);
+      await this.swap(undefined);
+    });
     await this.serveLearned();
   }
 
@@ -524,6 +571,7 @@ export class LearnRuntime {
 
   async dispose(): Promise<void> {
     this.disposed = true;
+    this.cancelFit?.(false);
     this.fitWorker?.close();
     // a save under way completes (learned exits are not lost to a dispose right after a fit) when the worker lives that
     // long: the page's dispose() ends it after 2 s, and a save cut short leaves the previous save's state (whole)

@@ -52,6 +52,8 @@ export interface LearnStore {
   load(modelHash: string): Promise<LearnerState | undefined>;
   save(modelHash: string, state: LearnerState): Promise<void>;
   clear(modelHash: string): Promise<void>;
+  /** Turns persistence off with `reason` (a save that failed before its write: the runtime's copy of the state). */
+  disable(reason: string): void;
 }
 
 /** The IndexedDB store (database `selfxit-learn`, store `state`); throws where there is no IndexedDB. */
@@ -293,13 +295,19 @@ export class IdbLearnStore implements LearnStore {
       if (stale.size > 0) await delMany([...stale], store);
     } catch (e) {
       const name = e instanceof Error ? e.name : '';
-      this.reason = `${name === 'QuotaExceededError' ? 'storage quota exceeded' : 'storage write failed'}: ${e instanceof Error ? e.message : String(e)}`;
+      this.disable(
+        `${name === 'QuotaExceededError' ? 'storage quota exceeded' : 'storage write failed'}: ${e instanceof Error ? e.message : String(e)}`,
+      );
     }
   }
 
-  /** Deletes the entry of `modelHash` and every block of it. */
+  disable(reason: string): void {
+    this.reason ??= reason;
+  }
+
+  /** Deletes the entry of `modelHash` and every block of it (also once writes failed: a reset must not come back). */
   async clear(modelHash: string): Promise<void> {
-    const store = this.open();
+    const store = this.store ?? this.open();
     if (!store) return;
     try {
       const blocks = (await keys(store)).filter((k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)));
@@ -326,4 +334,5 @@ export const noLearnStore: LearnStore = {
   load: async () => undefined,
   save: async () => {},
   clear: async () => {},
+  disable: () => {},
 };
