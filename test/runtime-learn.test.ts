@@ -606,6 +606,35 @@ describe('LearnRuntime', () => {
     expect((err as Error).message).toMatch(/backbone\.onnx.*not on the server/);
   }, 60_000);
 
+  it('classify(x, { profile: true }) profiles the call while learning: full model, and through the exits', async () => {
+    const deps = { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore() };
+    const check = async (rt: LearnRuntime) => {
+      const inputs = [image(0), image(1)];
+      const [a, b] = await rt.classify({ inputs, thresholds: [], probabilities: false, profile: true });
+      const p = a!.profile!;
+      expect(p).toBeDefined();
+      expect(b!.profile).toBe(p); // one profile per call
+      expect(p.runs).toBeGreaterThanOrEqual(1);
+      expect(p.runMs).toBeGreaterThan(0);
+      expect(p.replyAt).toBeGreaterThanOrEqual(p.recvAt);
+      const parts = p.preprocessMs + p.runMs + p.queueMs + p.readbackMs + p.decisionMs + p.replyMs;
+      expect(parts).toBeLessThanOrEqual(p.replyAt - p.recvAt + 1); // its parts within the call
+      const [plain] = await rt.classify({ inputs, thresholds: [], probabilities: false });
+      expect(plain!.profile).toBeUndefined();
+    };
+    const full = await LearnRuntime.open(learnRequest(), () => {}, deps);
+    expect(full.state().learning!.exitsOn).toBe(false);
+    await check(full);
+    await full.dispose();
+    const request = tinyInitRequest(tiny.base, 'fashion-bundle', {
+      learn: { options: { minSamples: 300 }, persist: false, fromBundle: true },
+    });
+    const bundle = await LearnRuntime.open(request, () => {}, deps);
+    expect(bundle.state().learning!.exitsOn).toBe(true); // the bundle's exits serve
+    await check(bundle);
+    await bundle.dispose();
+  }, 60_000);
+
   it('a model the toolkit cannot cut serves everything with the full model and says why', async () => {
     // the two-branch classifier of prepare's fixtures: no inner cut
     let learners = 0;

@@ -23,6 +23,7 @@ import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
+import { CallProfiler } from './profile.js';
 
 /** Rows per run of the full model. */
 const MAX_BATCH = 64;
@@ -277,20 +278,23 @@ export class LearnRuntime {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
   }
 
-  /** Classifies the request's inputs (the learner's thresholds, not the request's). */
+  /** Classifies the request's inputs (the learner's thresholds, not the request's); `profile` times its parts. */
   classify(req: ClassifyRequest): Promise<WireResult[]> {
     return this.queue.run(async () => {
       this.throwIfDisposed();
       const t0 = performance.now();
+      const profiler = req.profile === true ? new CallProfiler() : undefined;
       const data = await this.preprocess(req);
       const rows = req.inputs.length;
       await this.watchDrift(data, rows);
+      profiler?.lap('preprocessMs');
       const results =
         this.serving && this.learner.exitsOn && this.servingFor === this.learner.learned
-          ? await this.throughExits(data, rows, req.probabilities)
-          : await this.fullModel(data, rows, req.probabilities);
+          ? await this.throughExits(data, rows, req.probabilities, profiler)
+          : await this.fullModel(data, rows, req.probabilities, profiler);
       const totalMs = performance.now() - t0;
-      return results.map((r) => ({ ...r, totalMs }));
+      const profile = profiler?.done();
+      return results.map((r) => ({ ...r, totalMs, ...(profile ? { profile } : {}) }));
     });
   }
 
@@ -351,8 +355,14 @@ export class LearnRuntime {
   }
 
   /** Serving before exits (or with exits off): the full model answers, and every input is a learning sample. */
-  private async fullModel(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+  private async fullModel(
+    data: Float32Array,
+    rows: number,
+    probabilities: boolean,
+    profiler?: CallProfiler,
+  ): Promise<WireResult[]> {
     const { probs, index, ms } = await this.runFeatures(data, rows, true);
+    profiler?.absorb({ runMs: ms, runs: Math.ceil(rows / MAX_BATCH) });
     const k = this.learner.model.io.classes;
     this.afterSamples();
     return Array.from({ length: rows }, (_, r) => {
@@ -369,13 +379,22 @@ export class LearnRuntime {
   }
 
   /** Serving through the learned exits; a random share of the inputs is kept for the audit after the reply. */
-  private async throughExits(data: Float32Array, rows: number, probabilities: boolean): Promise<WireResult[]> {
+  private async throughExits(
+    data: Float32Array,
+    rows: number,
+    probabilities: boolean,
+    profiler?: CallProfiler,
+  ): Promise<WireResult[]> {
     const size = inputSize(this.manifest.input);
     const wires = Array.from({ length: rows }, (_, r) => ({
       kind: 'tensor' as const,
       data: data.slice(r * size, (r + 1) * size),
     }));
-    const results = await this.serving!.classify({ inputs: wires, thresholds: this.learner.thresholds, probabilities });
+    const thresholds = this.learner.thresholds;
+    const served = await this.serving!.classify({ inputs: wires, thresholds, probabilities, profile: !!profiler });
+    // its profile is a part of this call's
+    if (served[0]?.profile) profiler?.absorb(served[0].profile);
+    const results = served.map(({ profile: _, ...r }) => r);
     // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
     // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
     // (early-exited) or hard inputs. Until the reservoir is full, more are drawn (learnShare) so that learning goes on.

@@ -54,6 +54,24 @@ export class CallProfiler {
     this.last = now;
   }
 
+  /**
+   * Adds the parts of a step timed elsewhere and ending now: a nested call's profile (the runtime a learning classifier
+   * serves through; its `replyMs` counts as decisions here) or runs timed by the caller. The time since the last mark
+   * that they do not cover counts as queueing (waits and promise hops).
+   */
+  absorb(p: Partial<Omit<CallProfile, 'recvAt' | 'replyAt'>>): void {
+    const now = performance.now();
+    const [pre, run, queue, readback] = [p.preprocessMs ?? 0, p.runMs ?? 0, p.queueMs ?? 0, p.readbackMs ?? 0];
+    const decision = (p.decisionMs ?? 0) + (p.replyMs ?? 0);
+    this.laps.preprocessMs += pre;
+    this.laps.readbackMs += readback;
+    this.laps.decisionMs += decision;
+    this.runMs += run;
+    this.runs += p.runs ?? 0;
+    this.queueMs += queue + Math.max(0, now - this.last - (pre + run + queue + readback + decision));
+    this.last = now;
+  }
+
   /** The profile, with `replyMs` up to now; `replyAt` is now. */
   done(): CallProfile {
     this.lap('replyMs');
