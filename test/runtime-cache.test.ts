@@ -1,10 +1,11 @@
-// The IndexedDB cache degrades to no cache, never to an error: an IdbBundleCache over a fake idb-keyval store
-// (the constructor's openStore seam) whose writes hit the quota (QuotaExceededError) and whose reads may reject,
-// driven through the worker API on onnxruntime-node with the tiny test bundle served over local HTTP.
+// The IndexedDB cache degrades to less or no cache, never to an error or a hang: an IdbBundleCache over a fake
+// idb-keyval store (the constructor's openStore seam) whose writes hit the quota (QuotaExceededError), whose reads may
+// reject and whose requests may never complete, driven through the worker API on onnxruntime-node with the tiny test
+// bundle served over local HTTP. A failed write leaves reads on.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { UseStore } from 'idb-keyval';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
@@ -37,12 +38,17 @@ interface FakeIdb {
   readonly data: Map<IDBValidKey, unknown>;
   readonly quotaErrors: string[];
   readonly readErrors: number;
+  /** Bytes the values held may take from now on. */
+  quotaBytes: number;
+  /** Transactions of this mode never complete from now on (a stalled IndexedDB). */
+  stall: IDBTransactionMode | undefined;
 }
 
 /**
  * An in-memory stand-in for the object store idb-keyval drives (get/put/delete/getAllKeys, requests and the
  * transaction completing asynchronously). `put` throws a QuotaExceededError DOMException once the values held
- * would pass `quotaBytes`; with `failReads`, every read request fails (its promise rejects with a DOMException).
+ * would pass `quotaBytes`; with `failReads`, every read request fails (its promise rejects with a DOMException); while
+ * `stall` is set, the transactions of that mode never complete.
  */
 function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
   const data = new Map<IDBValidKey, unknown>();
@@ -81,7 +87,7 @@ function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
       get: (key: IDBValidKey) => readRequest(() => data.get(key)),
       getAllKeys: () => readRequest(() => [...data.keys()]),
       put: (value: unknown, key: IDBValidKey) => {
-        if (used() + size(value) > quotaBytes) {
+        if (used() + size(value) > fake.quotaBytes) {
           quotaErrors.push(String(key));
           throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
         }
@@ -92,15 +98,19 @@ function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
       },
     } as unknown as IDBObjectStore;
   };
-  const use: UseStore = (_mode, callback) => Promise.resolve().then(() => callback(objectStore()));
-  return {
+  const use: UseStore = (mode, callback) =>
+    mode === fake.stall ? new Promise(() => {}) : Promise.resolve().then(() => callback(objectStore()));
+  const fake: FakeIdb = {
     use,
     data,
     quotaErrors,
     get readErrors() {
       return readErrors;
     },
+    quotaBytes,
+    stall: undefined,
   };
+  return fake;
 }
 
 /** Opens the tiny bundle through the worker API with `cache` and classifies all 64 samples; no call may throw. */
@@ -175,5 +185,73 @@ describe('IdbBundleCache on a failing store degrades to no cache', () => {
     expect(second.results).toEqual(want());
     expect(second.fetched).toEqual(['manifest.json', 'segment-1.onnx', 'segment-2.onnx']);
     expect(idb.quotaErrors).toHaveLength(2);
+  });
+});
+
+/** `p`, or a rejection after `ms` (a load that would hang fails the test quickly). */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`hung ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+describe('IdbBundleCache: stalled requests, and a failed write that leaves reads on', () => {
+  afterEach(() => vi.unstubAllGlobals());
+  const cacheOn = (idb: FakeIdb) => new IdbBundleCache('selfxit-test', 'bundles', () => idb.use, 100);
+
+  it('a read that never completes is abandoned after the timeout: the load goes on without a cache', async () => {
+    const idb = fakeIdb(Infinity, false);
+    idb.stall = 'readonly';
+    const { init, results, fetched } = await within(openAndClassify(cacheOn(idb)), 10_000);
+    expect(init.state).toMatchObject({ cacheEnabled: false, manifestFromCache: false });
+    expect(results).toEqual(want());
+    expect(fetched).toEqual(NETWORK);
+    expect(idb.data.size).toBe(0); // nothing written after the storage stalled
+  });
+
+  it('a write that never completes turns writes off, not reads: the next visit reads what was cached', async () => {
+    const idb = fakeIdb(Infinity, false);
+    await openAndClassify(cacheOn(idb)); // everything cached
+    for (const k of [...idb.data.keys()]) if (String(k).startsWith('compiled:')) idb.data.delete(k); // written again
+    idb.stall = 'readwrite';
+    const second = await within(openAndClassify(cacheOn(idb)), 10_000);
+    expect(second.results).toEqual(want());
+    expect(second.init.state).toMatchObject({ manifestFromCache: true });
+    expect(second.state).toMatchObject({ cacheEnabled: false });
+    expect(second.fetched).toEqual([]); // segments 1 and 2 read from the cache after the stalled write
+  });
+
+  it('offline with the quota full: a failed write (the compiled model) leaves the cached segments readable', async () => {
+    const idb = fakeIdb(Infinity, false);
+    await openAndClassify(cacheOn(idb)); // manifest and every segment cached
+    for (const k of [...idb.data.keys()]) if (String(k).startsWith('compiled:')) idb.data.delete(k);
+    idb.quotaBytes = 0; // every write fails from now on
+    vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+    const api = createWorkerApi({ loadOrt, cache: cacheOn(idb) });
+    const init = await api.init(request());
+    expect(init.state).toMatchObject({ manifestFromCache: true });
+    // load() compiled segment 0 and could not store the model (quota): writes off
+    expect(idb.quotaErrors.some((k) => k.startsWith('compiled:'))).toBe(true);
+    const thresholds = init.manifest.exits.map((e) => e.threshold);
+    const early = expected.findIndex((e) => e.exit === 0);
+    const deep = expected.findIndex((e) => e.exit === -1);
+    await api.classify({ inputs: [all()[early]!], thresholds, probabilities: false });
+    // a deep input needs segments 1 and 2, not loaded yet: read from the cache (no network)
+    const { results, state } = await api.classify({ inputs: [all()[deep]!], thresholds, probabilities: false });
+    expect(results[0]).toMatchObject({ index: expected[deep]!.index, exit: -1 });
+    expect(state).toMatchObject({ cacheEnabled: false });
+    await api.dispose();
+  });
+
+  it('a manifest marked outdated while writes fail is still outdated to the next read in this worker', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const url = 'https://example.test/outdated/manifest.json';
+    const entry = { hash: 'h1', text: '{}', storedAt: 1 };
+    await cacheOn(idb).putManifest(url, entry);
+    idb.quotaBytes = 0;
+    const full = cacheOn(idb);
+    await full.putManifest(url, { ...entry, outdated: true });
+    expect(full.enabled).toBe(false);
+    expect(await cacheOn(idb).getManifest(url)).toMatchObject({ hash: 'h1', outdated: true });
   });
 });

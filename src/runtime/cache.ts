@@ -1,6 +1,7 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
 // manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, in IndexedDB (idb-keyval).
-// A small swappable interface; any storage failure (no IndexedDB, quota, private mode) turns it into no cache.
+// A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
+// into no cache, a failed write (quota) into a read-only one.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { DevicePlan } from '../policy/device-plan.js';
 
@@ -17,7 +18,7 @@ export interface CachedManifest {
 
 /** What the runtime needs from a cache. Methods never throw: a failed read is a miss, a failed write is dropped. */
 export interface BundleCache {
-  /** False once caching is off or storage failed. */
+  /** False once caching is off or storage failed: nothing more is written (reads may go on after a failed write). */
   readonly enabled: boolean;
   getManifest(url: string): Promise<CachedManifest | undefined>;
   putManifest(url: string, entry: CachedManifest): Promise<void>;
@@ -117,63 +118,88 @@ const openIndexedDbStore: OpenStore = (dbName, storeName) => {
 };
 
 /**
- * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never
- * at import. After the first storage error it disables itself for the rest of the session.
+ * Manifests marked outdated in this worker (URL → manifest hash), also where the write of the mark failed (writes off):
+ * the load's retry then fetches the new manifest instead of meeting the replaced file again.
+ */
+const outdatedHere = new Map<string, string>();
+
+/** How long one IndexedDB operation may take before it counts as failed (and is no longer waited for). */
+export const CACHE_OP_TIMEOUT_MS = 5_000;
+
+/**
+ * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never at import. A read
+ * that fails or does not complete within the timeout disables it for the rest of the session (the storage is
+ * unusable: blocked, private mode); a write that does (quota full) disables writes only, so what is cached can still
+ * be read (offline, a lazily loaded segment).
  */
 export class IdbBundleCache implements BundleCache {
   private store: UseStore | undefined;
-  private failed = false;
+  private readsOff = false;
+  private writesOff = false;
 
-  /** `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. */
+  /**
+   * `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. `timeoutMs`:
+   * the longest one operation is waited for.
+   */
   constructor(
     private readonly dbName = 'selfxit',
     private readonly storeName = 'bundles',
     private readonly openStore: OpenStore = openIndexedDbStore,
+    private readonly timeoutMs = CACHE_OP_TIMEOUT_MS,
   ) {}
 
   get enabled(): boolean {
-    return !this.failed;
+    return !this.writesOff;
   }
 
-  private async op<T>(fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
-    if (this.failed) return fallback;
+  private async op<T>(kind: 'read' | 'write', fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
+    if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      this.store ??= this.openStore(this.dbName, this.storeName);
-      return await fn(this.store);
+      const store = (this.store ??= this.openStore(this.dbName, this.storeName));
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`IndexedDB ${kind} timed out`)), this.timeoutMs);
+      });
+      return await Promise.race([fn(store), stalled]);
     } catch {
-      // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to no cache.
-      this.failed = true;
+      // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to less or no cache. A
+      // stalled request is abandoned (it may still complete: a late write only caches a verified file).
+      if (kind === 'read' || !this.store) this.readsOff = true;
+      this.writesOff = true;
       return fallback;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   getManifest(url: string): Promise<CachedManifest | undefined> {
-    return this.op(undefined, async (s) => {
+    return this.op('read', undefined, async (s) => {
       const v = await get<CachedManifest>(MANIFEST_PREFIX + url, s);
-      return v && typeof v.hash === 'string' && typeof v.text === 'string' && typeof v.storedAt === 'number'
-        ? v
-        : undefined;
+      if (!v || typeof v.hash !== 'string' || typeof v.text !== 'string' || typeof v.storedAt !== 'number')
+        return undefined;
+      return outdatedHere.get(url) === v.hash ? { ...v, outdated: true } : v;
     });
   }
 
   putManifest(url: string, entry: CachedManifest): Promise<void> {
-    return this.op(undefined, (s) => set(MANIFEST_PREFIX + url, entry, s));
+    if (entry.outdated) outdatedHere.set(url, entry.hash);
+    return this.op('write', undefined, (s) => set(MANIFEST_PREFIX + url, entry, s));
   }
 
   getSegment(sha256: string): Promise<Uint8Array | undefined> {
-    return this.op(undefined, async (s) => {
+    return this.op('read', undefined, async (s) => {
       const v = await get<unknown>(SEGMENT_PREFIX + sha256, s);
       return v instanceof Uint8Array ? v : undefined;
     });
   }
 
   putSegment(sha256: string, bytes: Uint8Array): Promise<void> {
-    return this.op(undefined, (s) => set(SEGMENT_PREFIX + sha256, bytes, s));
+    return this.op('write', undefined, (s) => set(SEGMENT_PREFIX + sha256, bytes, s));
   }
 
   deleteSegments(sha256s: readonly string[]): Promise<void> {
     if (sha256s.length === 0) return Promise.resolve();
-    return this.op(undefined, (s) =>
+    return this.op('write', undefined, (s) =>
       delMany(
         sha256s.map((h) => SEGMENT_PREFIX + h),
         s,
@@ -182,7 +208,7 @@ export class IdbBundleCache implements BundleCache {
   }
 
   segmentKeys(): Promise<Set<string>> {
-    return this.op(new Set<string>(), async (s) => {
+    return this.op('read', new Set<string>(), async (s) => {
       const all = await keys<IDBValidKey>(s);
       const out = new Set<string>();
       for (const k of all)
@@ -192,22 +218,22 @@ export class IdbBundleCache implements BundleCache {
   }
 
   deleteManifest(url: string): Promise<void> {
-    return this.op(undefined, (s) => del(MANIFEST_PREFIX + url, s));
+    return this.op('write', undefined, (s) => del(MANIFEST_PREFIX + url, s));
   }
 
   getPlan(key: string): Promise<DevicePlan | undefined> {
-    return this.op(undefined, async (s) => {
+    return this.op('read', undefined, async (s) => {
       const v = await get<unknown>(key, s);
       return isDevicePlan(v) ? v : undefined;
     });
   }
 
   putPlan(key: string, plan: DevicePlan): Promise<void> {
-    return this.op(undefined, (s) => set(key, plan, s));
+    return this.op('write', undefined, (s) => set(key, plan, s));
   }
 
   deletePlans(manifestHash: string): Promise<void> {
-    return this.op(undefined, async (s) => {
+    return this.op('write', undefined, async (s) => {
       const prefixes = [PLAN_PREFIX, COMPILED_PREFIX].map((p) => `${p}${manifestHash}:`);
       const stale = (await keys<IDBValidKey>(s)).filter(
         (k) => typeof k === 'string' && prefixes.some((p) => k.startsWith(p)),
@@ -217,7 +243,7 @@ export class IdbBundleCache implements BundleCache {
   }
 
   getCompiled(key: string): Promise<CachedCompiled | undefined> {
-    return this.op(undefined, async (s) => {
+    return this.op('read', undefined, async (s) => {
       const v = await get<Partial<CachedCompiled>>(key, s);
       return v && typeof v.sha256 === 'string' && v.bytes instanceof Uint8Array
         ? { sha256: v.sha256, bytes: v.bytes }
@@ -226,10 +252,10 @@ export class IdbBundleCache implements BundleCache {
   }
 
   putCompiled(key: string, entry: CachedCompiled): Promise<void> {
-    return this.op(undefined, (s) => set(key, entry, s));
+    return this.op('write', undefined, (s) => set(key, entry, s));
   }
 
   deleteCompiled(key: string): Promise<void> {
-    return this.op(undefined, (s) => del(key, s));
+    return this.op('write', undefined, (s) => del(key, s));
   }
 }
