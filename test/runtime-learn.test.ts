@@ -15,7 +15,7 @@ import { planKey } from '../src/runtime/cache.js';
 import type { LearnerState } from '../src/learn/learner.js';
 import type { InitRequest, LearnRequest, ProgressInfo, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { LearnRuntime, type FitWorker } from '../src/runtime/learn-runtime.js';
+import { LearnRuntime, type FitWorker, type LearnDeps } from '../src/runtime/learn-runtime.js';
 import { fitLearned } from '../src/learn/fit.js';
 import { IdbLearnStore, type LearnStore } from '../src/runtime/learn-store.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
@@ -128,6 +128,19 @@ async function replaceInPlace(name: string, file: string): Promise<string> {
   return old;
 }
 
+/** Opens the plain model's learn request with `deps`, recording each learning progress event as `fit:stage`. */
+async function openRecording(deps: LearnDeps): Promise<{ rt: LearnRuntime; progress: string[] }> {
+  const progress: string[] = [];
+  const rt = await LearnRuntime.open(
+    learnRequest(),
+    (p) => {
+      if (p.status === 'learn') progress.push(`${p.fit}:${p.stage}`);
+    },
+    deps,
+  );
+  return { rt, progress };
+}
+
 async function serve(rt: LearnRuntime, from: number, count: number, flip = false, invert = false) {
   const out = [];
   for (let at = from; at < from + count; at += 50) {
@@ -140,14 +153,7 @@ async function serve(rt: LearnRuntime, from: number, count: number, flip = false
 describe('LearnRuntime', () => {
   it('serves the full model while collecting, fits in the background, then serves through exits; restored after a reload', async () => {
     const store = new MemoryLearnStore();
-    const progress: string[] = [];
-    const rt = await LearnRuntime.open(
-      learnRequest(),
-      (p) => {
-        if (p.status === 'learn') progress.push(p.stage);
-      },
-      { loadOrt: loadOrtNode, learnStore: store },
-    );
+    const { rt, progress } = await openRecording({ loadOrt: loadOrtNode, learnStore: store });
     expect(rt.manifest.exits).toEqual([]);
     const first = await serve(rt, 0, 450);
     expect(first.every((r) => r.exit === -1)).toBe(true);
@@ -156,8 +162,8 @@ describe('LearnRuntime', () => {
     expect(s1.fits).toBe(1);
     expect(s1.exitsOn).toBe(true);
     expect(s1.manifest?.exits.length).toBeGreaterThan(0);
-    expect(progress).toContain('heads');
-    expect(progress[progress.length - 1]).toBe('done');
+    expect(progress).toContain('1:heads');
+    expect(progress[progress.length - 1]).toBe('1:done');
     expect(rt.state().engine).toBe('compiled'); // learned exits are served by the default (compiled) engine
     expect(s1.reservoirBytes).toBeLessThan(s1.reservoirMaxBytes); // allocated as samples arrive
     expect(rt.state().learning!.manifest).toBeUndefined(); // sent once per change
@@ -368,14 +374,11 @@ describe('LearnRuntime', () => {
         close: () => void closed++,
       };
     };
-    const progress: string[] = [];
-    const rt = await LearnRuntime.open(
-      learnRequest(),
-      (p) => {
-        if (p.status === 'learn') progress.push(`${p.fit}:${p.stage}`);
-      },
-      { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), startLearner },
-    );
+    const { rt, progress } = await openRecording({
+      loadOrt: loadOrtNode,
+      learnStore: new MemoryLearnStore(),
+      startLearner,
+    });
     await serve(rt, 0, 450); // the fit starts at 400 samples
     expect(rt.state().learning!.fitting).toBe(true);
     await vi.waitFor(() => expect(ran).toHaveLength(1), { timeout: 20_000 }); // in the worker, held
@@ -405,14 +408,7 @@ describe('LearnRuntime', () => {
 
   it('a save that throws turns persistence off with its reason; later saves, fits, reset and dispose go on', async () => {
     const store = new MemoryLearnStore();
-    const progress: string[] = [];
-    const rt = await LearnRuntime.open(
-      learnRequest(),
-      (p) => {
-        if (p.status === 'learn') progress.push(p.stage);
-      },
-      { loadOrt: loadOrtNode, learnStore: store },
-    );
+    const { rt, progress } = await openRecording({ loadOrt: loadOrtNode, learnStore: store });
     await serve(rt, 0, 60);
     // copying the reservoir fails (as a RangeError allocating a large copy would)
     const learner = (rt as unknown as { learner: { sliceState: () => Promise<unknown> } }).learner;
@@ -427,7 +423,7 @@ describe('LearnRuntime', () => {
     await rt.settled();
     const f = rt.state().learning!;
     expect([f.fits, f.lastError]).toEqual([1, undefined]);
-    expect(progress[progress.length - 1]).toBe('done');
+    expect(progress[progress.length - 1]).toBe('1:done');
     await rt.resetLearning();
     expect(rt.state().learning!.fits).toBe(0);
     await rt.dispose();
