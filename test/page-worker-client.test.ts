@@ -137,6 +137,51 @@ describe('WorkerClient', () => {
     await expect(pending).rejects.toThrow(/workerUrl/);
   });
 
+  it('a worker that crashes after it started (its connect answered) rejects with WORKER_DIED, not RUNTIME_FILES_UNAVAILABLE', async () => {
+    let connected: () => void = () => {};
+    const started = new Promise<void>((r) => (connected = r));
+    const base = fakeApi();
+    const api: WorkerApi = {
+      ...base,
+      init: () => new Promise(() => {}), // crashes while opening the bundle (below)
+      async connect(this: WorkerApi, port: MessagePort) {
+        await base.connect.call(this, port);
+        connected();
+      },
+    };
+    const { client, worker } = startClient(api);
+    const pending = client.init(request);
+    await started;
+    await new Promise((r) => setTimeout(r, 10)); // the connect answer reaches the page
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+
+  it('a worker on another origin starts from a blob URL, revoked once init() settled or the worker is stopped', async () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/' });
+    let n = 0;
+    const created = vi.spyOn(URL, 'createObjectURL').mockImplementation(() => `blob:https://page.test/${++n}`);
+    const revoked = vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => {});
+    try {
+      const { client } = startClient(fakeApi());
+      expect(created).toHaveBeenCalledTimes(1);
+      const opening = client.init(request);
+      expect(revoked).not.toHaveBeenCalled(); // the worker (and a learner it starts from its own URL) still needs it
+      await opening;
+      expect(revoked.mock.calls).toEqual([['blob:https://page.test/1']]);
+      client.fail(new SelfxitError('DISPOSED', 'done'));
+      expect(revoked).toHaveBeenCalledTimes(1);
+      // a worker stopped before init() settled (load()'s timeoutMs, its signal)
+      const hung = startClient({ ...fakeApi(), init: () => new Promise(() => {}) }).client;
+      void hung.init(request).catch(() => {});
+      hung.fail(new SelfxitError('TIMEOUT', 'load() did not finish'));
+      expect(revoked.mock.calls).toEqual([['blob:https://page.test/1'], ['blob:https://page.test/2']]);
+    } finally {
+      created.mockRestore();
+      revoked.mockRestore();
+    }
+  });
+
   it('an input that cannot be posted (DataCloneError: a closed ImageBitmap) rejects with INVALID_INPUT; the worker stays usable', async () => {
     const { client } = startClient(fakeApi(true));
     await client.init(request);
@@ -271,6 +316,50 @@ describe('WorkerClient liveness', () => {
     const later = await client.classify(classifyRequest, []).catch((e: unknown) => e);
     expect(later).toMatchObject({ code: 'WORKER_DIED', message: expect.stringMatching(/stopped answering/) });
     expect(Date.now() - t0).toBeLessThan(20);
+  });
+
+  /** A worker that runs classify() calls one at a time, each `ms` long; the `hang`-th (1-based) never ends. */
+  function sequentialApi(ms: number, hang = 0): WorkerApi {
+    let queue: Promise<unknown> = Promise.resolve();
+    let n = 0;
+    return {
+      ...fakeApi(),
+      classify: (): Promise<ClassifyReply> => {
+        const k = ++n;
+        const run = queue.then(async () => {
+          if (k === hang) await new Promise(() => {});
+          await sleep(ms);
+          return { results: [], state: state0 } as ClassifyReply;
+        });
+        queue = run;
+        return run;
+      },
+    };
+  }
+
+  it('calls queued behind others in a busy worker are not timed out: the deadline counts from the latest answer', async () => {
+    // 20 calls of 30 ms sent at once: 600 ms of work in all, more than callTimeoutMs, but an answer every 30 ms.
+    const { client } = startClient(sequentialApi(30), { heartbeatMs: 0, callTimeoutMs: 300 });
+    await client.init(request);
+    const calls = Array.from({ length: 20 }, () => client.classify(classifyRequest, []).catch((e: unknown) => e));
+    expect(await Promise.all(calls)).toEqual(Array.from({ length: 20 }, () => []));
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('in a busy worker, the call that gets no answer for callTimeoutMs is the one that times out', async () => {
+    const { client } = startClient(sequentialApi(30, 3), { heartbeatMs: 0, callTimeoutMs: 150 });
+    await client.init(request);
+    const t0 = performance.now();
+    const calls = Array.from({ length: 5 }, () => client.classify(classifyRequest, []).catch((e: unknown) => e));
+    const out = await Promise.all(calls);
+    expect(out.slice(0, 2)).toEqual([[], []]);
+    expect(out[2]).toMatchObject({ code: 'TIMEOUT', details: { callTimeoutMs: 150 } });
+    expect(out.slice(3)).toEqual([
+      expect.objectContaining({ code: 'WORKER_DIED' }),
+      expect.objectContaining({ code: 'WORKER_DIED' }),
+    ]);
+    // The third call's clock started at the second answer (~60 ms): it timed out at ~210 ms, not at 150 ms.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(200);
   });
 
   it('a call past callTimeoutMs rejects with TIMEOUT; the worker is stopped: other pending and later calls get WORKER_DIED', async () => {
