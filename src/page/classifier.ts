@@ -53,6 +53,10 @@ const bundleChanged = (e: unknown): boolean =>
  */
 export class ClassifierImpl implements Classifier {
   private disposed = false;
+  /** What dispose() resolves with: one for every call of it. */
+  private disposing: Promise<void> | undefined;
+  /** Aborted by dispose(): ends a re-open in progress (its new worker) and the calls waiting for it. */
+  private readonly ending = new AbortController();
   private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
   /** The device plan in use: its backend is the one running (see {@link ClassifierImpl.activePlan}). */
   private devicePlan: DevicePlan | undefined;
@@ -67,12 +71,12 @@ export class ClassifierImpl implements Classifier {
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
    * (INTEGRITY_ERROR with `details.bundleChanged`), the classifier switches to the new version and runs the call again,
-   * once. Without it, such a call rejects.
+   * once. Without it, such a call rejects. dispose() aborts the signal it is given.
    */
   constructor(
     private client: ClassifierTransport,
     opened: OpenedBundle,
-    private readonly reopen?: () => Promise<Opened>,
+    private readonly reopen?: (signal: AbortSignal) => Promise<Opened>,
   ) {
     this.manifest = opened.manifest;
     this.manifestHash = opened.manifestHash;
@@ -126,7 +130,7 @@ export class ClassifierImpl implements Classifier {
   /**
    * Runs `job`; when it failed because the bundle was replaced on the server, re-opens it (one re-open shared by the
    * calls that failed) and runs `job` once more on the new version. A call that failed on a runtime already replaced
-   * runs again too.
+   * runs again too. dispose() rejects the calls waiting for the re-open with DISPOSED at once.
    */
   private async recovering<T>(job: () => Promise<T>): Promise<T> {
     const client = this.client;
@@ -135,7 +139,11 @@ export class ClassifierImpl implements Classifier {
     } catch (e) {
       if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
       if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
-      await this.reopening;
+      try {
+        await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
+      } catch (why) {
+        if (!this.disposed) throw why;
+      }
       if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
       return job();
     }
@@ -143,7 +151,7 @@ export class ClassifierImpl implements Classifier {
 
   /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
   private async switchVersion(): Promise<void> {
-    const { client, opened } = await this.reopen!();
+    const { client, opened } = await this.reopen!(this.ending.signal);
     if (this.disposed) {
       client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
       return;
@@ -375,13 +383,25 @@ export class ClassifierImpl implements Classifier {
     return plan;
   }
 
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
+  /** Ends the worker (a re-open in progress too); every call of it gets the same promise. */
+  dispose(): Promise<void> {
+    if (!this.disposing) {
+      this.disposed = true;
+      this.ending.abort();
+      this.disposing = this.end();
+    }
+    return this.disposing;
+  }
+
+  /** Lets the worker release its sessions (2 s at most), then stops it. */
+  private async end(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([this.client.dispose(), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([this.client.dispose(), new Promise((r) => (timer = setTimeout(r, 2000)))]);
     } catch {
       // the worker is going away anyway
+    } finally {
+      clearTimeout(timer);
     }
     this.client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
   }
@@ -404,7 +424,7 @@ export class ClassifierImpl implements Classifier {
 export async function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
   const resolved = resolveLoadOptions(bundleUrl, options);
   const { client, opened } = await openBundle(resolved, resolved.signal);
-  return new ClassifierImpl(client, opened, () => openBundle(resolved, undefined));
+  return new ClassifierImpl(client, opened, (signal) => openBundle(resolved, signal));
 }
 
 /**
