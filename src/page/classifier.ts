@@ -1,7 +1,8 @@
 // The page-side classifier: load() opens a bundle in a worker (deadline, AbortSignal); classify()/classifyBatch() send
 // inputs there and turn its decisions into labelled results (re-opening a bundle replaced on the server); setTarget()
 // re-chooses thresholds; plan() makes and applies a device plan (exits by measured time); dispose() ends the worker.
-// The public API it implements is declared in src/types.ts.
+// The public API it implements is declared in src/types.ts. Over 400 lines: one class whose state (manifest, thresholds,
+// plan, learning, re-open) its methods share; batches are cut into parts in batch.ts, load options in options.ts.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -18,7 +19,7 @@ import type {
   LoadOptions,
   TargetChoice,
 } from '../types.js';
-import { toWireInput } from './inputs.js';
+import { sendInParts } from './batch.js';
 import { abortError, abortable, watchDeadline } from './deadline.js';
 import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
@@ -77,6 +78,8 @@ export class ClassifierImpl implements Classifier {
     private client: ClassifierTransport,
     opened: OpenedBundle,
     private readonly reopen?: (signal: AbortSignal) => Promise<Opened>,
+    /** Bytes of converted inputs per part of a batch (page/batch.ts's PART_BYTES; tests set less). */
+    private readonly partBytes?: number,
   ) {
     this.manifest = opened.manifest;
     this.manifestHash = opened.manifestHash;
@@ -245,46 +248,33 @@ export class ClassifierImpl implements Classifier {
     const signal = checkSignal(options.signal);
     if (signal?.aborted) throw abortError(signal, 'classify()');
     if (inputs.length === 0) return [];
-    return abortable(
-      this.recovering(() => this.runOnce(inputs, options.probabilities === true, options.profile === true)),
-      signal,
-      'classify()',
-    );
+    const job = (): Promise<ClassifyResult[]> =>
+      this.runOnce(inputs, options.probabilities === true, options.profile === true, signal);
+    return abortable(this.recovering(job), signal, 'classify()');
   }
 
+  /** Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. */
   private async runOnce(
     inputs: readonly unknown[],
     probabilities: boolean,
     profile: boolean,
+    signal: AbortSignal | undefined,
   ): Promise<ClassifyResult[]> {
-    const wires: WireInput[] = [];
-    const transfers: Transferable[] = [];
-    for (let i = 0; i < inputs.length; i++) {
-      try {
-        const converted = toWireInput(inputs[i]);
-        const { wire, transfer: t } = converted instanceof Promise ? await converted : converted;
-        wires.push(wire);
-        transfers.push(...t);
-      } catch (e) {
-        for (const w of transfers) (w as ImageBitmap).close?.();
-        if (e instanceof SelfxitError && inputs.length > 1)
-          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
-        throw e;
-      }
-    }
-    if (this.disposed) {
-      for (const w of transfers) (w as ImageBitmap).close?.();
-      throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-    }
-    this.activePlan();
-    // The thresholds are copied by the message itself (structured clone).
-    const request = {
-      inputs: wires,
-      thresholds: this.choice.thresholds,
-      probabilities,
-      ...(profile ? { profile } : {}),
+    let thresholds: readonly number[] | undefined;
+    const check = (): void => {
+      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      if (signal?.aborted) throw abortError(signal, 'classify()');
+      if (thresholds) return;
+      this.activePlan();
+      thresholds = this.choice.thresholds;
     };
-    const results = await this.client.classify(request, transfers);
+    const send = (wires: WireInput[], transfers: Transferable[]): Promise<readonly WireResult[]> =>
+      // The thresholds are copied by the message itself (structured clone).
+      this.client.classify(
+        { inputs: wires, thresholds: thresholds!, probabilities, ...(profile ? { profile } : {}) },
+        transfers,
+      );
+    const results = await sendInParts(inputs, send, check, this.partBytes);
     this.syncLearning();
     return results.map((r) => this.toResult(r));
   }
