@@ -2,6 +2,7 @@
 // protocol.ts's transfer handler) and, for classify(), a port of its own (one plain message each way); rejects every
 // pending call with WORKER_DIED when the worker dies: an error event, a Web Lock the worker holds until it ends, a
 // heartbeat while idle, no answer to any call for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer).
+// Over 400 lines: one class, since every liveness check settles the same table of calls in flight.
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError, fromErrorPayload } from '../errors.js';
 import type { DevicePlan } from '../policy/device-plan.js';
