@@ -1,35 +1,14 @@
 // The page's use of device plans (the Classifier over a fake transport): a plan applies its thresholds and shows in
 // info(), setTarget() picks from its curve, and a WebGPU plan stops applying after the backend fell back to WASM.
 import { describe, expect, it } from 'vitest';
-import { NEVER_EXIT, type BundleManifest, type CurvePoint } from '../src/bundle/manifest.js';
+import { NEVER_EXIT as NEVER } from '../src/bundle/manifest.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { ClassifierImpl } from '../src/page/classifier.js';
 import { chooseThresholds } from '../src/page/target.js';
-import type { ClassifierTransport } from '../src/page/transport.js';
-import type { ClassifyRequest, PlanRequest, RuntimeState, WireResult } from '../src/protocol.js';
+import type { PlanRequest } from '../src/protocol.js';
 import type { Classifier } from '../src/types.js';
-
-const NEVER = NEVER_EXIT;
-const shippedCurve: CurvePoint[] = [
-  { knob: 0.6, thresholds: [0.6, 0.6], agreement: 0.9, macsFraction: 0.5, exitShares: [0.5, 0.3, 0.2] },
-  { knob: 0.9, thresholds: [0.9, 0.9], agreement: 0.99, macsFraction: 0.8, exitShares: [0.2, 0.2, 0.6] },
-  { knob: NEVER, thresholds: [NEVER, NEVER], agreement: 1, macsFraction: 1.1, exitShares: [0, 0, 1] },
-];
-const manifest = {
-  input: { name: 'x', height: 1, width: 1, channels: 1, layout: 'NCHW', mean: [0], std: [1] },
-  labels: ['a', 'b'],
-  backbone: { macs: 100 },
-  segments: [0, 1, 2].map((i) => ({ file: `segment-${i}.onnx`, bytes: 1, macs: 33, headMacs: i < 2 ? 1 : 0 })),
-  exits: [0, 1].map((i) => ({ name: `e${i}`, threshold: 0.9, macsFraction: 0.3 * (i + 1), expectedShare: 0.2 })),
-  calibration: {
-    samples: 1000,
-    target: 0.95,
-    validationAgreement: 0.99,
-    expectedMacsFraction: 0.8,
-    curve: shippedCurve,
-  },
-} as unknown as BundleManifest;
+import { FakeTransport as BaseTransport, manifest } from './fixtures/page-fakes.js';
 
 function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
   return {
@@ -53,29 +32,11 @@ function makePlan(backend: 'webgpu' | 'wasm', target: number): DevicePlan {
   };
 }
 
-/** A transport stand-in: answers classify (recording the thresholds sent) and plan (with `planReply`). */
-class FakeTransport implements ClassifierTransport {
-  state: RuntimeState = {
-    backend: 'webgpu',
-    threads: 1,
-    crossOriginIsolated: false,
-    sessions: [true, false, false],
-    cachedSegments: [true, false, false],
-    manifestFromCache: false,
-    cacheEnabled: true,
-  };
-  readonly sent: (readonly number[])[] = [];
-  planReply: DevicePlan | SelfxitError = makePlan('webgpu', 0.9);
-  async classify(req: ClassifyRequest): Promise<WireResult[]> {
-    this.sent.push(req.thresholds);
-    return req.inputs.map(() => ({ index: 0, confidence: 1, exit: -1, stages: [1, 1, 1], totalMs: 3 }));
+/** Answers plan() with a WebGPU plan for 0.9 unless told otherwise. */
+class FakeTransport extends BaseTransport {
+  constructor() {
+    super(makePlan('webgpu', 0.9));
   }
-  async plan(_req: PlanRequest): Promise<DevicePlan> {
-    if (this.planReply instanceof SelfxitError) throw this.planReply;
-    return this.planReply;
-  }
-  async dispose(): Promise<void> {}
-  fail(): void {}
 }
 
 const make = (transport: FakeTransport, plan?: DevicePlan): Classifier =>

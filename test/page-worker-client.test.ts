@@ -1,92 +1,36 @@
 // The page's worker link (WorkerClient) over comlink, with a MessagePort standing in for the Worker: replies update the
 // state, a worker's SelfxitError rejects the call as one (code, message, details) after the state the failed call left
 // is read, and a dying worker rejects pending and later calls with WORKER_DIED: an error event, a heartbeat unanswered
-// while idle, a call past its deadline (TIMEOUT, then the worker is stopped); a busy worker is not taken for dead.
+// while idle, no answer for callTimeoutMs (TIMEOUT, then the worker is stopped); a busy worker is not taken for dead.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { expose } from 'comlink';
-import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
-import { serveClassify } from '../src/runtime/api.js';
 import type { Liveness } from '../src/page/options.js';
-import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
+import type { ClassifyReply, ClassifyRequest, InitRequest, WorkerApi } from '../src/protocol.js';
+import { closeFakeWorkers, fakeWorkerApi, state0, state1, stubWorkers } from './fixtures/page-fakes.js';
 
-const state0: RuntimeState = {
-  backend: 'wasm',
-  threads: 1,
-  crossOriginIsolated: false,
-  sessions: [true, false],
-  cachedSegments: [false, false],
-  manifestFromCache: false,
-  cacheEnabled: true,
-};
-const state1: RuntimeState = { ...state0, sessions: [true, true], cacheEnabled: false };
-const manifest = { labels: ['a', 'b'] } as unknown as BundleManifest;
 const request = {} as InitRequest;
 const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
 
-/** The worker side: init() succeeds; classify() changes the state, then throws (or hangs for `hang`). */
-function fakeApi(hang = false): WorkerApi {
-  let state = state0;
-  return {
-    init: async () => ({ manifest, manifestHash: 'h', state }),
-    classify: async () => {
-      state = state1;
-      if (hang) return new Promise(() => {});
-      throw new SelfxitError('INTEGRITY_ERROR', 'segment-1.onnx: sha256 mismatch', { segment: 1 });
-    },
-    plan: async () => {
-      throw new SelfxitError('INVALID_BUNDLE', 'no validation file');
-    },
-    ping: async () => true,
-    holdLock: async () => false,
-    state: async () => state,
-    dispose: async () => {},
-    // The classify port served as the worker serves it, with this object's classify() (a test's override included).
-    async connect(this: WorkerApi, port: MessagePort) {
-      serveClassify(
-        port,
-        (r) => this.classify(r),
-        () => this.state(),
-      );
-    },
-  };
-}
-
-const ports: MessagePort[] = [];
 afterEach(() => {
-  for (const p of ports.splice(0)) p.close();
+  closeFakeWorkers();
   vi.unstubAllGlobals();
 });
 
-/** Stubs the global Worker with one end of a MessageChannel whose other end serves `api`. */
+/** Starts a client on a stubbed Worker that serves `api`. */
 function startClient(
   api: WorkerApi,
   liveness?: Liveness,
 ): { client: WorkerClient; worker: MessagePort; exposed: MessagePort } {
-  const channel = new MessageChannel();
-  ports.push(channel.port1, channel.port2);
-  expose(api, channel.port1);
-  const worker = Object.assign(channel.port2, { terminate: () => channel.port2.close() });
-  vi.stubGlobal(
-    'Worker',
-    class {
-      constructor() {
-        return worker;
-      }
-    },
-  );
-  return {
-    client: WorkerClient.start(new URL('https://x.test/selfxit.worker.js'), liveness),
-    worker,
-    exposed: channel.port1,
-  };
+  const workers = stubWorkers([api]);
+  const client = WorkerClient.start(new URL('https://x.test/selfxit.worker.js'), liveness);
+  return { client, worker: workers[0]!.worker, exposed: workers[0]!.exposed };
 }
 
 describe('WorkerClient', () => {
   it('takes the state from replies; a SelfxitError from the worker arrives as one, with the state it left', async () => {
-    const { client } = startClient(fakeApi());
+    const { client } = startClient(fakeWorkerApi());
     const reply = await client.init(request);
     expect(reply).toMatchObject({ manifestHash: 'h', state: state0 });
     expect(client.state).toEqual(state0);
@@ -104,7 +48,7 @@ describe('WorkerClient', () => {
 
   it('keeps the newest state (by seq) whichever channel brings it first: an older one arriving later is ignored', async () => {
     const api: WorkerApi = {
-      ...fakeApi(),
+      ...fakeWorkerApi(),
       classify: async () => ({ results: [], state: { ...state1, seq: 5 } }),
       plan: async () => ({ plan: {} as DevicePlan, state: { ...state0, seq: 3 } }),
     };
@@ -118,7 +62,7 @@ describe('WorkerClient', () => {
   });
 
   it('a worker that dies rejects the pending call and every later one with WORKER_DIED', async () => {
-    const { client, worker } = startClient(fakeApi(true));
+    const { client, worker } = startClient(fakeWorkerApi(true));
     await client.init(request);
     const pending = client.classify(classifyRequest, []);
     worker.dispatchEvent(new Event('error'));
@@ -127,7 +71,7 @@ describe('WorkerClient', () => {
   });
 
   it('a worker that fails before it ever answered (its script or imports) rejects with RUNTIME_FILES_UNAVAILABLE naming the URL', async () => {
-    const { client, worker } = startClient(fakeApi());
+    const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
     worker.dispatchEvent(new Event('error'));
     await expect(pending).rejects.toMatchObject({
@@ -137,8 +81,53 @@ describe('WorkerClient', () => {
     await expect(pending).rejects.toThrow(/workerUrl/);
   });
 
+  it('a worker that crashes after it started (its connect answered) rejects with WORKER_DIED, not RUNTIME_FILES_UNAVAILABLE', async () => {
+    let connected: () => void = () => {};
+    const started = new Promise<void>((r) => (connected = r));
+    const base = fakeWorkerApi();
+    const api: WorkerApi = {
+      ...base,
+      init: () => new Promise(() => {}), // crashes while opening the bundle (below)
+      async connect(this: WorkerApi, port: MessagePort) {
+        await base.connect.call(this, port);
+        connected();
+      },
+    };
+    const { client, worker } = startClient(api);
+    const pending = client.init(request);
+    await started;
+    await new Promise((r) => setTimeout(r, 10)); // the connect answer reaches the page
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+
+  it('a worker on another origin starts from a blob URL, revoked once init() settled or the worker is stopped', async () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/' });
+    let n = 0;
+    const created = vi.spyOn(URL, 'createObjectURL').mockImplementation(() => `blob:https://page.test/${++n}`);
+    const revoked = vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => {});
+    try {
+      const { client } = startClient(fakeWorkerApi());
+      expect(created).toHaveBeenCalledTimes(1);
+      const opening = client.init(request);
+      expect(revoked).not.toHaveBeenCalled(); // the worker (and a learner it starts from its own URL) still needs it
+      await opening;
+      expect(revoked.mock.calls).toEqual([['blob:https://page.test/1']]);
+      client.fail(new SelfxitError('DISPOSED', 'done'));
+      expect(revoked).toHaveBeenCalledTimes(1);
+      // a worker stopped before init() settled (load()'s timeoutMs, its signal)
+      const hung = startClient({ ...fakeWorkerApi(), init: () => new Promise(() => {}) }).client;
+      void hung.init(request).catch(() => {});
+      hung.fail(new SelfxitError('TIMEOUT', 'load() did not finish'));
+      expect(revoked.mock.calls).toEqual([['blob:https://page.test/1'], ['blob:https://page.test/2']]);
+    } finally {
+      created.mockRestore();
+      revoked.mockRestore();
+    }
+  });
+
   it('an input that cannot be posted (DataCloneError: a closed ImageBitmap) rejects with INVALID_INPUT; the worker stays usable', async () => {
-    const { client } = startClient(fakeApi(true));
+    const { client } = startClient(fakeWorkerApi(true));
     await client.init(request);
     // A value structured clone refuses, as it refuses a closed ImageBitmap: postMessage throws DataCloneError.
     const uncloneable = {
@@ -150,7 +139,7 @@ describe('WorkerClient', () => {
   });
 
   it('a worker without the classify port (another version of selfxit.worker.js) fails at once with RUNTIME_FILES_UNAVAILABLE', async () => {
-    const { connect: _, ...old } = fakeApi();
+    const { connect: _, ...old } = fakeWorkerApi();
     const { client } = startClient(old as WorkerApi);
     await expect(client.init(request)).rejects.toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
@@ -161,7 +150,7 @@ describe('WorkerClient', () => {
 
   it('an error whose details cannot be cloned still answers the call, as INTERNAL with its code and message', async () => {
     const api: WorkerApi = {
-      ...fakeApi(),
+      ...fakeWorkerApi(),
       classify: async () => {
         throw new SelfxitError('INVALID_INPUT', 'bad input', { hint: () => 'a function cannot be cloned' });
       },
@@ -174,7 +163,7 @@ describe('WorkerClient', () => {
   });
 
   it('an answer that cannot be deserialised fails the pending calls with WORKER_DIED', async () => {
-    const { client } = startClient(fakeApi(true));
+    const { client } = startClient(fakeWorkerApi(true));
     await client.init(request);
     const pending = client.classify(classifyRequest, []);
     (client as unknown as { port: MessagePort }).port.dispatchEvent(new MessageEvent('messageerror'));
@@ -187,7 +176,7 @@ describe('WorkerClient', () => {
   it('a request that cannot be deserialised is logged by the worker, whose port keeps serving', async () => {
     const logged = vi.spyOn(console, 'error').mockImplementation(() => {});
     let served: MessagePort | undefined;
-    const base = fakeApi();
+    const base = fakeWorkerApi();
     const api: WorkerApi = {
       ...base,
       classify: async () => ({ results: [], state: state0 }) as ClassifyReply,
@@ -208,7 +197,7 @@ describe('WorkerClient', () => {
   it('the state of an answer to a call already rejected (DISPOSED) is still taken', async () => {
     let answer: (() => void) | undefined;
     const api: WorkerApi = {
-      ...fakeApi(),
+      ...fakeWorkerApi(),
       classify: () =>
         new Promise<ClassifyReply>((resolve) => {
           answer = () => resolve({ results: [], state: { ...state1, seq: 7 } });
@@ -243,7 +232,7 @@ describe('WorkerClient', () => {
   });
 
   it('dispose() rejects the calls not answered yet with DISPOSED, then later ones too', async () => {
-    const { client } = startClient(fakeApi(true));
+    const { client } = startClient(fakeWorkerApi(true));
     await client.init(request);
     const queued = [client.classify(classifyRequest, []), client.classify(classifyRequest, [])].map((q) =>
       q.then(
@@ -262,7 +251,7 @@ describe('WorkerClient liveness', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   it('a worker that stops answering while idle is declared dead within 4 ping periods: later calls reject with WORKER_DIED', async () => {
-    const { client, exposed } = startClient(fakeApi(true), { heartbeatMs: 50, callTimeoutMs: 0 });
+    const { client, exposed } = startClient(fakeWorkerApi(true), { heartbeatMs: 50, callTimeoutMs: 0 });
     await client.init(request);
     await sleep(120); // idle a while (pings answered)
     exposed.close(); // the worker closed itself: messages go nowhere, no error event
@@ -273,8 +262,52 @@ describe('WorkerClient liveness', () => {
     expect(Date.now() - t0).toBeLessThan(20);
   });
 
+  /** A worker that runs classify() calls one at a time, each `ms` long; the `hang`-th (1-based) never ends. */
+  function sequentialApi(ms: number, hang = 0): WorkerApi {
+    let queue: Promise<unknown> = Promise.resolve();
+    let n = 0;
+    return {
+      ...fakeWorkerApi(),
+      classify: (): Promise<ClassifyReply> => {
+        const k = ++n;
+        const run = queue.then(async () => {
+          if (k === hang) await new Promise(() => {});
+          await sleep(ms);
+          return { results: [], state: state0 } as ClassifyReply;
+        });
+        queue = run;
+        return run;
+      },
+    };
+  }
+
+  it('calls queued behind others in a busy worker are not timed out: the deadline counts from the latest answer', async () => {
+    // 20 calls of 30 ms sent at once: 600 ms of work in all, more than callTimeoutMs, but an answer every 30 ms.
+    const { client } = startClient(sequentialApi(30), { heartbeatMs: 0, callTimeoutMs: 300 });
+    await client.init(request);
+    const calls = Array.from({ length: 20 }, () => client.classify(classifyRequest, []).catch((e: unknown) => e));
+    expect(await Promise.all(calls)).toEqual(Array.from({ length: 20 }, () => []));
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('in a busy worker, the call that gets no answer for callTimeoutMs is the one that times out', async () => {
+    const { client } = startClient(sequentialApi(30, 3), { heartbeatMs: 0, callTimeoutMs: 150 });
+    await client.init(request);
+    const t0 = performance.now();
+    const calls = Array.from({ length: 5 }, () => client.classify(classifyRequest, []).catch((e: unknown) => e));
+    const out = await Promise.all(calls);
+    expect(out.slice(0, 2)).toEqual([[], []]);
+    expect(out[2]).toMatchObject({ code: 'TIMEOUT', details: { callTimeoutMs: 150 } });
+    expect(out.slice(3)).toEqual([
+      expect.objectContaining({ code: 'WORKER_DIED' }),
+      expect.objectContaining({ code: 'WORKER_DIED' }),
+    ]);
+    // The third call's clock started at the second answer (~60 ms): it timed out at ~210 ms, not at 150 ms.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(200);
+  });
+
   it('a call past callTimeoutMs rejects with TIMEOUT; the worker is stopped: other pending and later calls get WORKER_DIED', async () => {
-    const { client } = startClient(fakeApi(true), { heartbeatMs: 0, callTimeoutMs: 100 });
+    const { client } = startClient(fakeWorkerApi(true), { heartbeatMs: 0, callTimeoutMs: 100 });
     await client.init(request);
     const first = client.classify(classifyRequest, []).catch((e: unknown) => e);
     await sleep(50);
@@ -287,7 +320,7 @@ describe('WorkerClient liveness', () => {
   it('a worker busy in a long call (pings unanswered meanwhile) is not taken for dead', async () => {
     let busy = false;
     const api: WorkerApi = {
-      ...fakeApi(),
+      ...fakeWorkerApi(),
       // While "ORT blocks the thread", a ping is answered only when the call is over.
       ping: async () => {
         while (busy) await sleep(5);

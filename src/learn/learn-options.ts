@@ -78,9 +78,40 @@ function bad(msg: string): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg);
 }
 
-/** Fills in the defaults and checks every range (INVALID_ARGUMENT; INVALID_TARGET for the target). */
+/** Every key of {@link LearnOptions} (the compiler checks that none is missing). */
+const LEARN_KEYS: Readonly<Record<keyof LearnOptions, true>> = {
+  auditShare: true,
+  learnShare: true,
+  minSamples: true,
+  maxSamples: true,
+  maxBytes: true,
+  refitAfter: true,
+  target: true,
+  minAudits: true,
+  auditWindow: true,
+  drift: true,
+  maxCandidates: true,
+  folds: true,
+  headKinds: true,
+  seed: true,
+};
+
+/** Refuses a key that is not a learn option (a misspelt one would silently keep its default). */
+function checkKeys(o: object): void {
+  for (const key of Object.keys(o)) {
+    if (Object.hasOwn(LEARN_KEYS, key)) continue;
+    const like = Object.keys(LEARN_KEYS).find((k) => k.toLowerCase() === key.toLowerCase());
+    bad(`learn.${key} is not a learn option${like ? ` (did you mean ${like}?)` : ''}`);
+  }
+}
+
+/**
+ * Fills in the defaults and checks every range (INVALID_ARGUMENT; INVALID_TARGET for the target); a key that is not a
+ * learn option is refused (INVALID_ARGUMENT).
+ */
 export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions {
   if (typeof o !== 'object' || o === null) bad(`learn options must be an object, got ${String(o)}`);
+  checkKeys(o);
   const target = o.target ?? LEARN_DEFAULTS.target;
   checkTarget(target);
   const int = (name: keyof typeof LEARN_DEFAULTS, min: number): number => {

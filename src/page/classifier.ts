@@ -1,7 +1,8 @@
 // The page-side classifier: load() opens a bundle in a worker (deadline, AbortSignal); classify()/classifyBatch() send
 // inputs there and turn its decisions into labelled results (re-opening a bundle replaced on the server); setTarget()
 // re-chooses thresholds; plan() makes and applies a device plan (exits by measured time); dispose() ends the worker.
-// The public API it implements is declared in src/types.ts.
+// The public API it implements is declared in src/types.ts. Over 400 lines: one class whose state (manifest, thresholds,
+// plan, learning, re-open) its methods share; batches are cut into parts in batch.ts, load options in options.ts.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -18,7 +19,7 @@ import type {
   LoadOptions,
   TargetChoice,
 } from '../types.js';
-import { toWireInput } from './inputs.js';
+import { sendInParts } from './batch.js';
 import { abortError, abortable, watchDeadline } from './deadline.js';
 import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
@@ -53,6 +54,10 @@ const bundleChanged = (e: unknown): boolean =>
  */
 export class ClassifierImpl implements Classifier {
   private disposed = false;
+  /** What dispose() resolves with: one for every call of it. */
+  private disposing: Promise<void> | undefined;
+  /** Aborted by dispose(): ends a re-open in progress (its new worker) and the calls waiting for it. */
+  private readonly ending = new AbortController();
   private choice: Omit<TargetChoice, 'reached'> & { reached?: boolean };
   /** The device plan in use: its backend is the one running (see {@link ClassifierImpl.activePlan}). */
   private devicePlan: DevicePlan | undefined;
@@ -67,12 +72,14 @@ export class ClassifierImpl implements Classifier {
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
    * (INTEGRITY_ERROR with `details.bundleChanged`), the classifier switches to the new version and runs the call again,
-   * once. Without it, such a call rejects.
+   * once. Without it, such a call rejects. dispose() aborts the signal it is given.
    */
   constructor(
     private client: ClassifierTransport,
     opened: OpenedBundle,
-    private readonly reopen?: () => Promise<Opened>,
+    private readonly reopen?: (signal: AbortSignal) => Promise<Opened>,
+    /** Bytes of converted inputs per part of a batch (page/batch.ts's PART_BYTES; tests set less). */
+    private readonly partBytes?: number,
   ) {
     this.manifest = opened.manifest;
     this.manifestHash = opened.manifestHash;
@@ -126,7 +133,7 @@ export class ClassifierImpl implements Classifier {
   /**
    * Runs `job`; when it failed because the bundle was replaced on the server, re-opens it (one re-open shared by the
    * calls that failed) and runs `job` once more on the new version. A call that failed on a runtime already replaced
-   * runs again too.
+   * runs again too. dispose() rejects the calls waiting for the re-open with DISPOSED at once.
    */
   private async recovering<T>(job: () => Promise<T>): Promise<T> {
     const client = this.client;
@@ -135,7 +142,11 @@ export class ClassifierImpl implements Classifier {
     } catch (e) {
       if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
       if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
-      await this.reopening;
+      try {
+        await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
+      } catch (why) {
+        if (!this.disposed) throw why;
+      }
       if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
       return job();
     }
@@ -143,7 +154,7 @@ export class ClassifierImpl implements Classifier {
 
   /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
   private async switchVersion(): Promise<void> {
-    const { client, opened } = await this.reopen!();
+    const { client, opened } = await this.reopen!(this.ending.signal);
     if (this.disposed) {
       client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
       return;
@@ -237,46 +248,33 @@ export class ClassifierImpl implements Classifier {
     const signal = checkSignal(options.signal);
     if (signal?.aborted) throw abortError(signal, 'classify()');
     if (inputs.length === 0) return [];
-    return abortable(
-      this.recovering(() => this.runOnce(inputs, options.probabilities === true, options.profile === true)),
-      signal,
-      'classify()',
-    );
+    const job = (): Promise<ClassifyResult[]> =>
+      this.runOnce(inputs, options.probabilities === true, options.profile === true, signal);
+    return abortable(this.recovering(job), signal, 'classify()');
   }
 
+  /** Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. */
   private async runOnce(
     inputs: readonly unknown[],
     probabilities: boolean,
     profile: boolean,
+    signal: AbortSignal | undefined,
   ): Promise<ClassifyResult[]> {
-    const wires: WireInput[] = [];
-    const transfers: Transferable[] = [];
-    for (let i = 0; i < inputs.length; i++) {
-      try {
-        const converted = toWireInput(inputs[i]);
-        const { wire, transfer: t } = converted instanceof Promise ? await converted : converted;
-        wires.push(wire);
-        transfers.push(...t);
-      } catch (e) {
-        for (const w of transfers) (w as ImageBitmap).close?.();
-        if (e instanceof SelfxitError && inputs.length > 1)
-          throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
-        throw e;
-      }
-    }
-    if (this.disposed) {
-      for (const w of transfers) (w as ImageBitmap).close?.();
-      throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-    }
-    this.activePlan();
-    // The thresholds are copied by the message itself (structured clone).
-    const request = {
-      inputs: wires,
-      thresholds: this.choice.thresholds,
-      probabilities,
-      ...(profile ? { profile } : {}),
+    let thresholds: readonly number[] | undefined;
+    const check = (): void => {
+      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      if (signal?.aborted) throw abortError(signal, 'classify()');
+      if (thresholds) return;
+      this.activePlan();
+      thresholds = this.choice.thresholds;
     };
-    const results = await this.client.classify(request, transfers);
+    const send = (wires: WireInput[], transfers: Transferable[]): Promise<readonly WireResult[]> =>
+      // The thresholds are copied by the message itself (structured clone).
+      this.client.classify(
+        { inputs: wires, thresholds: thresholds!, probabilities, ...(profile ? { profile } : {}) },
+        transfers,
+      );
+    const results = await sendInParts(inputs, send, check, this.partBytes);
     this.syncLearning();
     return results.map((r) => this.toResult(r));
   }
@@ -375,13 +373,25 @@ export class ClassifierImpl implements Classifier {
     return plan;
   }
 
-  async dispose(): Promise<void> {
-    if (this.disposed) return;
-    this.disposed = true;
+  /** Ends the worker (a re-open in progress too); every call of it gets the same promise. */
+  dispose(): Promise<void> {
+    if (!this.disposing) {
+      this.disposed = true;
+      this.ending.abort();
+      this.disposing = this.end();
+    }
+    return this.disposing;
+  }
+
+  /** Lets the worker release its sessions (2 s at most), then stops it. */
+  private async end(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([this.client.dispose(), new Promise((r) => setTimeout(r, 2000))]);
+      await Promise.race([this.client.dispose(), new Promise((r) => (timer = setTimeout(r, 2000)))]);
     } catch {
       // the worker is going away anyway
+    } finally {
+      clearTimeout(timer);
     }
     this.client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
   }
@@ -404,7 +414,7 @@ export class ClassifierImpl implements Classifier {
 export async function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
   const resolved = resolveLoadOptions(bundleUrl, options);
   const { client, opened } = await openBundle(resolved, resolved.signal);
-  return new ClassifierImpl(client, opened, () => openBundle(resolved, undefined));
+  return new ClassifierImpl(client, opened, (signal) => openBundle(resolved, signal));
 }
 
 /**

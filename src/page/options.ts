@@ -1,5 +1,6 @@
 // load() options (the public LoadOptions of src/types.ts): their documented defaults and their resolution in one place.
 import { SelfxitError } from '../errors.js';
+import { resolveLearnOptions } from '../learn/learn-options.js';
 import type { InitRequest, LearnRequest, ProgressInfo } from '../protocol.js';
 import type { LearnLoadOptions, LoadOptions } from '../types.js';
 import { packageBaseUrl } from './package-url.js';
@@ -80,9 +81,10 @@ export function manifestUrlOf(bundleUrl: string | URL, base = documentBase()): s
 const isModelUrl = (url: URL): boolean => /\.onnx$/i.test(url.pathname);
 
 /**
- * The `learn` option as the worker gets it (its numbers are checked there, by learn/learn-options.ts). A plain
- * `.onnx` URL needs it; with a bundle URL learning starts from the bundle's exits (its manifest gives the input and
- * labels, so `input` and `labels` are refused there).
+ * The `learn` option as the worker gets it, its learner options checked here before anything is fetched (names and
+ * ranges, by learn/learn-options.ts, which the worker applies again). A plain `.onnx` URL needs it; with a bundle URL
+ * learning starts from the bundle's exits (its manifest gives the input and labels, so `input` and `labels` are
+ * refused there).
  */
 function resolveLearn(
   value: LoadOptions['learn'],
@@ -100,6 +102,7 @@ function resolveLearn(
     throw new SelfxitError('INVALID_ARGUMENT', `learn must be a boolean or an object, got ${String(value)}`);
   const o: LearnLoadOptions = value === true ? {} : value;
   const { input, labels, persist, corruptAudit, ...options } = o;
+  resolveLearnOptions(options);
   const fromBundle = !isModelUrl(url);
   if (fromBundle && (input !== undefined || labels !== undefined))
     throw new SelfxitError(

@@ -1,7 +1,8 @@
 // Page side of the worker link: starts the module worker, speaks its comlink API (errors arrive as SelfxitErrors through
 // protocol.ts's transfer handler) and, for classify(), a port of its own (one plain message each way); rejects every
 // pending call with WORKER_DIED when the worker dies: an error event, a Web Lock the worker holds until it ends, a
-// heartbeat while idle, a deadline per call (TIMEOUT, watched by one timer for all calls).
+// heartbeat while idle, no answer to any call for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer).
+// Over 400 lines: one class, since every liveness check settles the same table of calls in flight.
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError, fromErrorPayload } from '../errors.js';
 import type { DevicePlan } from '../policy/device-plan.js';
@@ -25,18 +26,33 @@ import type { ClassifierTransport } from './transport.js';
 const NO_LIVENESS: Liveness = { heartbeatMs: 0, callTimeoutMs: 0 };
 let lockCount = 0;
 
+/** A started worker, and the blob URL it was started from (a worker URL on another origin), to revoke. */
+interface Started {
+  readonly worker: Worker;
+  readonly blobUrl?: string;
+}
+
 /** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
-function startWorker(url: URL | undefined): Worker {
+function startWorker(url: URL | undefined): Started {
   if (typeof Worker === 'undefined')
     throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
   // The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite bundle and emit the worker.
-  if (!url) return new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' });
+  if (!url)
+    return {
+      worker: new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' }),
+    };
   const origin = (globalThis as { location?: { origin: string } }).location?.origin;
   if (origin && url.origin !== origin) {
     const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
-    return new Worker(URL.createObjectURL(shim), { type: 'module', name: 'selfxit' });
+    const blobUrl = URL.createObjectURL(shim);
+    try {
+      return { worker: new Worker(blobUrl, { type: 'module', name: 'selfxit' }), blobUrl };
+    } catch (e) {
+      URL.revokeObjectURL(blobUrl);
+      throw e;
+    }
   }
-  return new Worker(url, { type: 'module', name: 'selfxit' });
+  return { worker: new Worker(url, { type: 'module', name: 'selfxit' }) };
 }
 
 /** A page callback as the worker calls it: through a comlink proxy. */
@@ -70,17 +86,26 @@ function postError(e: unknown): SelfxitError {
 
 /** One worker and the calls in flight to it. */
 export class WorkerClient implements ClassifierTransport {
+  private readonly worker: Worker;
   private readonly api: Remote<WorkerApi>;
   /** classify() calls go here ({@link ClassifyCall}); the worker serves it once {@link WorkerApi.connect} ran. */
   private readonly port: MessagePort;
   private dead: SelfxitError | undefined;
   /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
   private answered = false;
+  /** When (performance.now()) the worker last answered a call: the calls waiting behind it count from there. */
+  private heardAt = Number.NEGATIVE_INFINITY;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
   /** The one timer that watches the calls' deadlines: armed for the oldest call, re-armed when it fires. */
   private watchdog: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * The blob URL a worker on another origin was started from: revoked once init() settled (the worker and the
+   * learner worker it may start from its own `self.location` during init have been created from it by then) or the
+   * worker is stopped.
+   */
+  private blobUrl: string | undefined;
   /** Latest state the worker reported. */
   state: RuntimeState | undefined;
   /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
@@ -91,10 +116,12 @@ export class WorkerClient implements ClassifierTransport {
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
   private constructor(
-    private readonly worker: Worker,
+    { worker, blobUrl }: Started,
     private readonly url: URL | undefined,
     private readonly liveness: Liveness,
   ) {
+    this.worker = worker;
+    this.blobUrl = blobUrl;
     this.api = wrap<WorkerApi>(worker);
     const channel = new MessageChannel();
     this.port = channel.port1;
@@ -104,18 +131,22 @@ export class WorkerClient implements ClassifierTransport {
       this.fail(new SelfxitError('WORKER_DIED', 'an answer of the selfxit worker could not be deserialised'));
     // Sent before init(): the worker serves the port before any classify() can be made. A worker that answers it with an
     // error (a selfxit.worker.js of another version, without the port) fails every call at once rather than letting
-    // classify() calls wait for their deadline; one that never answers fails as a dead worker does.
-    this.api.connect(transfer(channel.port2, [channel.port2])).catch((e: unknown) => {
-      const where = this.url ? ` at ${this.url.href}` : '';
-      this.fail(
-        new SelfxitError(
-          'RUNTIME_FILES_UNAVAILABLE',
-          `the selfxit worker${where} does not serve classify() (${messageOf(e)}): serve selfxit.worker.js ` +
-            'from the same version as selfxit.js',
-          { url: this.url?.href },
-        ),
-      );
-    });
+    // classify() calls wait for their deadline; one that never answers fails as a dead worker does. Its answer means
+    // the worker's script and imports ran: an error event after it is a crash (WORKER_DIED), not missing files.
+    this.api.connect(transfer(channel.port2, [channel.port2])).then(
+      () => this.heard(),
+      (e: unknown) => {
+        const where = this.url ? ` at ${this.url.href}` : '';
+        this.fail(
+          new SelfxitError(
+            'RUNTIME_FILES_UNAVAILABLE',
+            `the selfxit worker${where} does not serve classify() (${messageOf(e)}): serve selfxit.worker.js ` +
+              'from the same version as selfxit.js',
+            { url: this.url?.href },
+          ),
+        );
+      },
+    );
     if (liveness.heartbeatMs > 0) {
       this.heartbeat = setInterval(() => this.beat(), liveness.heartbeatMs);
       (this.heartbeat as { unref?: () => void }).unref?.();
@@ -210,9 +241,24 @@ export class WorkerClient implements ClassifierTransport {
 
   /** Opens the bundle in the worker. */
   async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
-    const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
-    this.setState(reply.state);
-    return reply;
+    try {
+      const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
+      this.setState(reply.state);
+      return reply;
+    } finally {
+      this.releaseBlob();
+    }
+  }
+
+  private releaseBlob(): void {
+    if (this.blobUrl !== undefined) URL.revokeObjectURL(this.blobUrl);
+    this.blobUrl = undefined;
+  }
+
+  /** The worker answered a call (a reply or its own error): it runs, and the calls waiting behind that one count on. */
+  private heard(): void {
+    this.answered = true;
+    this.heardAt = performance.now();
   }
 
   /**
@@ -242,7 +288,7 @@ export class WorkerClient implements ClassifierTransport {
     const call = this.inFlight.get(a.id);
     if (!call) return;
     this.settled(a.id);
-    this.answered = true;
+    this.heard();
     if ('error' in a) call.reject(fromErrorPayload(a.error));
     else call.resolve!(a.results);
   }
@@ -267,20 +313,22 @@ export class WorkerClient implements ClassifierTransport {
   }
 
   /**
-   * The watchdog: the oldest call with a deadline that is past `callTimeoutMs` rejects with TIMEOUT and the worker is
-   * stopped (what blocks it would block every later call: other pending and later calls reject with WORKER_DIED);
-   * otherwise the watchdog is armed again for the oldest one, if any.
+   * The watchdog. The worker runs calls one at a time, so a call waits for those before it: its clock runs from when
+   * it was sent or, if later, from the worker's latest answer to any call. The oldest call with a deadline whose clock
+   * passed `callTimeoutMs` (the worker answered nothing for that long) rejects with TIMEOUT and the worker is stopped
+   * (what blocks it would block every later call: other pending and later calls reject with WORKER_DIED); otherwise
+   * the watchdog is armed again for that call, if any.
    */
   private checkDeadlines(): void {
     this.watchdog = undefined;
     const ms = this.liveness.callTimeoutMs;
     for (const [id, call] of this.inFlight) {
       if (!call.deadline) continue;
-      const left = call.sentAt + ms - performance.now();
+      const left = Math.max(call.sentAt, this.heardAt) + ms - performance.now();
       if (left > 0) return this.armWatchdog(left);
       this.inFlight.delete(id);
       const details = { callTimeoutMs: ms };
-      call.reject(new SelfxitError('TIMEOUT', `the selfxit worker did not answer within ${ms} ms`, details));
+      call.reject(new SelfxitError('TIMEOUT', `the selfxit worker answered no call within ${ms} ms`, details));
       return this.fail(
         new SelfxitError('WORKER_DIED', `the selfxit worker was stopped: a call got no answer in ${ms} ms`, details),
       );
@@ -329,6 +377,7 @@ export class WorkerClient implements ClassifierTransport {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();
+    this.releaseBlob();
     this.rejectAll(error);
     this.port.close();
     try {
@@ -341,8 +390,7 @@ export class WorkerClient implements ClassifierTransport {
 
   /**
    * Calls the worker; resolves with its reply, or rejects with {@link WorkerClient.callError}'s error. With `deadline`,
-   * a call unanswered after `callTimeoutMs` rejects with TIMEOUT and stops the worker (what blocks it would block
-   * every later call): other pending and later calls reject with WORKER_DIED.
+   * the call is watched by {@link WorkerClient.checkDeadlines} (TIMEOUT, then the worker is stopped).
    */
   private call<T>(fn: (api: Remote<WorkerApi>) => Promise<T>, deadline = false): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
@@ -351,7 +399,7 @@ export class WorkerClient implements ClassifierTransport {
       this.track(id, { sentAt: performance.now(), deadline, reject });
       fn(this.api)
         .then((reply) => {
-          this.answered = true;
+          this.heard();
           return reply;
         })
         .catch(async (e: unknown) => {
@@ -370,8 +418,8 @@ export class WorkerClient implements ClassifierTransport {
   private async callError(e: unknown): Promise<SelfxitError> {
     if (this.dead) return this.dead;
     if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') return postError(e);
-    if (e instanceof SelfxitError) this.answered = true;
-    if (!(e instanceof SelfxitError)) {
+    if (e instanceof SelfxitError) this.heard();
+    else {
       return new SelfxitError(
         'WORKER_DIED',
         `the call to the selfxit worker failed: ${messageOf(e)}`,
