@@ -63,7 +63,7 @@ export interface LoadOptions {
   readonly heartbeatMs?: number;
   /**
    * Deadline (ms) of each classify(), classifyBatch() and plan() call, counted from when it was sent or, if later, from
-   * the worker's latest answer to any call (the worker runs calls one at a time): past it the call rejects with TIMEOUT
+   * the worker's latest answer to a call sent before it (the worker runs calls one at a time): past it the call rejects with TIMEOUT
    * and the worker is stopped (later calls: WORKER_DIED; load() again). Default 5 min; 0 = none.
    */
   readonly callTimeoutMs?: number;

@@ -306,6 +306,39 @@ describe('WorkerClient liveness', () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(200);
   });
 
+  it('a call the worker lost times out although later calls keep being answered', async () => {
+    // The 2nd call is never answered; every other one is answered 10 ms after it is sent, one sent every 30 ms.
+    let n = 0;
+    const api: WorkerApi = {
+      ...fakeWorkerApi(),
+      classify: async (): Promise<ClassifyReply> => {
+        if (++n === 2) await new Promise(() => {});
+        await sleep(10);
+        return { results: [], state: state0 } as ClassifyReply;
+      },
+    };
+    const { client } = startClient(api, { heartbeatMs: 0, callTimeoutMs: 150 });
+    await client.init(request);
+    const t0 = performance.now();
+    const calls: Promise<unknown>[] = [];
+    let lostAt = 0;
+    const first = client.classify(classifyRequest, []).catch((e: unknown) => e);
+    const second = client.classify(classifyRequest, []).catch((e: unknown) => {
+      lostAt = performance.now() - t0;
+      return e;
+    });
+    for (let i = 0; i < 15; i++) {
+      calls.push(client.classify(classifyRequest, []).catch((e: unknown) => e));
+      await sleep(30);
+    }
+    expect(await second).toMatchObject({ code: 'TIMEOUT', details: { callTimeoutMs: 150 } });
+    // answers to later calls came every 30 ms, yet the lost call's clock ran from when it was sent
+    expect(lostAt).toBeGreaterThanOrEqual(140);
+    expect(lostAt).toBeLessThan(400);
+    expect(await first).toEqual([]);
+    await Promise.all(calls);
+  });
+
   it('a call past callTimeoutMs rejects with TIMEOUT; the worker is stopped: other pending and later calls get WORKER_DIED', async () => {
     const { client } = startClient(fakeWorkerApi(true), { heartbeatMs: 0, callTimeoutMs: 100 });
     await client.init(request);

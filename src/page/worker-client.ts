@@ -63,6 +63,8 @@ function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((
 /** A call sent and not settled: when it was sent (performance.now()), whether `callTimeoutMs` applies, how to settle it. */
 interface InFlight {
   readonly sentAt: number;
+  /** Where its `callTimeoutMs` clock runs from: when it was sent or, if later, the latest answer to a call sent before it. */
+  from: number;
   readonly deadline: boolean;
   readonly reject: (e: SelfxitError) => void;
   /** A classify() call's: its answer arrives on the classify port. */
@@ -93,8 +95,6 @@ export class WorkerClient implements ClassifierTransport {
   private dead: SelfxitError | undefined;
   /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
   private answered = false;
-  /** When (performance.now()) the worker last answered a call: the calls waiting behind it count from there. */
-  private heardAt = Number.NEGATIVE_INFINITY;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
@@ -134,7 +134,7 @@ export class WorkerClient implements ClassifierTransport {
     // classify() calls wait for their deadline; one that never answers fails as a dead worker does. Its answer means
     // the worker's script and imports ran: an error event after it is a crash (WORKER_DIED), not missing files.
     this.api.connect(transfer(channel.port2, [channel.port2])).then(
-      () => this.heard(),
+      () => this.heard(-1),
       (e: unknown) => {
         const where = this.url ? ` at ${this.url.href}` : '';
         this.fail(
@@ -255,10 +255,15 @@ export class WorkerClient implements ClassifierTransport {
     this.blobUrl = undefined;
   }
 
-  /** The worker answered a call (a reply or its own error): it runs, and the calls waiting behind that one count on. */
-  private heard(): void {
+  /**
+   * The worker answered call `id` (a reply or its own error): it runs, and the calls sent after that one, which waited
+   * behind it, count their time from now. An answer to a later call does not restart an earlier one's clock (a call the
+   * worker lost still times out while others are answered).
+   */
+  private heard(id: number): void {
     this.answered = true;
-    this.heardAt = performance.now();
+    const now = performance.now();
+    for (const [k, call] of this.inFlight) if (k > id) call.from = Math.max(call.from, now);
   }
 
   /**
@@ -275,7 +280,8 @@ export class WorkerClient implements ClassifierTransport {
         reject(postError(e));
         return;
       }
-      this.track(id, { sentAt: performance.now(), deadline: true, reject, resolve });
+      const now = performance.now();
+      this.track(id, { sentAt: now, from: now, deadline: true, reject, resolve });
     });
   }
 
@@ -288,7 +294,7 @@ export class WorkerClient implements ClassifierTransport {
     const call = this.inFlight.get(a.id);
     if (!call) return;
     this.settled(a.id);
-    this.heard();
+    this.heard(a.id);
     if ('error' in a) call.reject(fromErrorPayload(a.error));
     else call.resolve!(a.results);
   }
@@ -314,7 +320,8 @@ export class WorkerClient implements ClassifierTransport {
 
   /**
    * The watchdog. The worker runs calls one at a time, so a call waits for those before it: its clock runs from when
-   * it was sent or, if later, from the worker's latest answer to any call. The oldest call with a deadline whose clock
+   * it was sent or, if later, from the worker's latest answer to a call sent before it (an answer to a later call
+   * does not count: a call the worker lost times out while others are answered). The oldest call with a deadline whose clock
    * passed `callTimeoutMs` (the worker answered nothing for that long) rejects with TIMEOUT and the worker is stopped
    * (what blocks it would block every later call: other pending and later calls reject with WORKER_DIED); otherwise
    * the watchdog is armed again for that call, if any.
@@ -324,7 +331,7 @@ export class WorkerClient implements ClassifierTransport {
     const ms = this.liveness.callTimeoutMs;
     for (const [id, call] of this.inFlight) {
       if (!call.deadline) continue;
-      const left = Math.max(call.sentAt, this.heardAt) + ms - performance.now();
+      const left = call.from + ms - performance.now();
       if (left > 0) return this.armWatchdog(left);
       this.inFlight.delete(id);
       const details = { callTimeoutMs: ms };
@@ -396,14 +403,15 @@ export class WorkerClient implements ClassifierTransport {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.track(id, { sentAt: performance.now(), deadline, reject });
+      const now = performance.now();
+      this.track(id, { sentAt: now, from: now, deadline, reject });
       fn(this.api)
         .then((reply) => {
-          this.heard();
+          this.heard(id);
           return reply;
         })
         .catch(async (e: unknown) => {
-          throw await this.callError(e);
+          throw await this.callError(e, id);
         })
         .then(resolve, reject)
         .finally(() => this.settled(id));
@@ -415,10 +423,10 @@ export class WorkerClient implements ClassifierTransport {
    * would have brought it); INVALID_INPUT when the request could not be posted (a closed ImageBitmap, a detached
    * buffer: the worker is fine); WORKER_DIED when the worker is gone or the call could not reach it.
    */
-  private async callError(e: unknown): Promise<SelfxitError> {
+  private async callError(e: unknown, id: number): Promise<SelfxitError> {
     if (this.dead) return this.dead;
     if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError') return postError(e);
-    if (e instanceof SelfxitError) this.heard();
+    if (e instanceof SelfxitError) this.heard(id);
     else {
       return new SelfxitError(
         'WORKER_DIED',
