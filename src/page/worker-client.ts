@@ -79,7 +79,8 @@ function postError(e: unknown): SelfxitError {
   if ((e as { name?: unknown } | undefined)?.name === 'DataCloneError')
     return new SelfxitError(
       'INVALID_INPUT',
-      `the input cannot be sent to the selfxit worker (a closed ImageBitmap or a transferred buffer?): ${(e as Error).message}`,
+      'the input cannot be sent to the selfxit worker (a closed ImageBitmap, a transferred buffer, or an image from ' +
+        `another origin read without CORS: set crossorigin="anonymous" and serve it with CORS headers?): ${(e as Error).message}`,
       {},
       { cause: e },
     );
