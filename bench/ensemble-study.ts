@@ -7,6 +7,7 @@
 //         cross-fitted: each fold's calib outputs come from weights fit on the other folds' out-of-fold outputs;
 //   agree: the logistic map gets one more input, whether the previous selected exit's argmax equals this one's (two
 //         max-softmax thresholds per exit); agree-soft: the input is logit(p_prev[argmax p_j]) instead;
+//   class: a per-class intercept in the logistic map (one max-softmax threshold per exit and answered class);
 //   and combinations. Thresholds are chosen on calib as prepare does (chooseThresholds, same margin, the knob turned
 // into raw thresholds midway between calib samples); `--reselect` re-runs exit selection (selectExits' search) with
 // each variant's scores, `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
@@ -51,7 +52,7 @@ const TARGETS = [0.99, 0.985] as const;
  * this answer's class). */
 interface VariantSpec {
   readonly ens: 'none' | 'soft' | 'hard' | 'soft-nobias';
-  readonly agree: 'none' | 'binary' | 'soft';
+  readonly agree: 'none' | 'binary' | 'soft' | 'class';
 }
 const SPECS = {
   base: { ens: 'none', agree: 'none' },
@@ -62,6 +63,7 @@ const SPECS = {
   'agree-soft': { ens: 'none', agree: 'soft' },
   'ens+agree': { ens: 'soft', agree: 'binary' },
   'ens-hard+agree-soft': { ens: 'hard', agree: 'soft' },
+  class: { ens: 'none', agree: 'class' },
 } as const satisfies Record<string, VariantSpec>;
 type Variant = keyof typeof SPECS;
 const VARIANTS = (process.env.ENS_VARIANTS?.split(',') ?? Object.keys(SPECS)) as Variant[];
@@ -389,8 +391,9 @@ const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
 
 /** P(agree | s, a) = σ(α·logit(s) + β + γ·a) by damped Newton with a small ridge (γ = 0 without the extra input `group`);
  * α kept > 0. */
-function fitMap(e: ExitScores, group: Float32Array | undefined): { slope: number; intercept: number; shift: number } {
-  const P = group ? 3 : 2;
+function fitMap(e: ExitScores, group: Float32Array | undefined, groups = 0): ScoreModel {
+  // groups > 0: the group (answer's class) enters one-hot (groups − 1 intercept shifts), else as one real input
+  const P = groups > 0 ? 1 + groups : group ? 3 : 2;
   const th = new Float64Array(P);
   th[0] = 1;
   const zs = Float64Array.from(e.score.subarray(0, e.n), logit);
@@ -399,7 +402,8 @@ function fitMap(e: ExitScores, group: Float32Array | undefined): { slope: number
   const row = (i: number): Float64Array => {
     x[0] = zs[i]!;
     x[1] = 1;
-    if (group) x[2] = group[i]!;
+    if (groups > 0) for (let g = 1; g < groups; g++) x[1 + g] = group![i] === g ? 1 : 0;
+    else if (group) x[2] = group[i]!;
     return x;
   };
   const nll = (t: Float64Array): number => {
@@ -452,8 +456,20 @@ function fitMap(e: ExitScores, group: Float32Array | undefined): { slope: number
     if (!(moved > 1e-10)) break;
   }
   if (!th.every(Number.isFinite)) return { slope: 1, intercept: 0, shift: 0 };
+  if (groups > 0)
+    return { slope: Math.max(1e-3, th[0]!), intercept: th[1]!, shift: 0, classShift: [0, ...th.subarray(2)] };
   return { slope: Math.max(1e-3, th[0]!), intercept: th[1]!, shift: group ? th[2]! : 0 };
 }
+
+/** A fitted map: P(agree | s, a) = σ(slope·logit(s) + intercept + shift·a), or with `classShift` + classShift[a]. */
+interface ScoreModel {
+  readonly slope: number;
+  readonly intercept: number;
+  readonly shift: number;
+  readonly classShift?: readonly number[];
+}
+/** The map's extra term for group value `a`. */
+const extraTerm = (m: ScoreModel, a: number): number => (m.classShift ? m.classShift[a]! : m.shift * a);
 
 // ---------- one variant on one chain of exits ----------
 /** Per position of a chain: the exit's scores (own head or ensemble) on calib (out of fold) and test, and the
@@ -468,6 +484,8 @@ interface Position {
   readonly calibGroup?: Float32Array;
   readonly testGroup?: Float32Array;
   readonly binary?: boolean;
+  /** Groups of a grouped input (binary: 2, class: the classes): one max-softmax threshold per group. */
+  readonly groups?: number;
   readonly weights?: number[];
 }
 
@@ -492,13 +510,20 @@ function positions(chain: readonly number[], variant: Variant): Position[] {
         spec.agree === 'binary' ? (c === prevScores.pred[r] ? 1 : 0) : logit(prevProbs[r * K + c]!),
       );
     const extra =
-      spec.agree !== 'none' && prev
+      spec.agree === 'class'
         ? {
-            binary: spec.agree === 'binary',
-            calibGroup: input(calibS, prev.calibProbs, prev.calib),
-            ...(testS && prev.test && prev.testProbs ? { testGroup: input(testS, prev.testProbs, prev.test) } : {}),
+            groups: K,
+            calibGroup: Float32Array.from(calibS.pred),
+            ...(testS ? { testGroup: Float32Array.from(testS.pred) } : {}),
           }
-        : {};
+        : spec.agree !== 'none' && prev
+          ? {
+              binary: spec.agree === 'binary',
+              ...(spec.agree === 'binary' ? { groups: 2 } : {}),
+              calibGroup: input(calibS, prev.calibProbs, prev.calib),
+              ...(testS && prev.test && prev.testProbs ? { testGroup: input(testS, prev.testProbs, prev.test) } : {}),
+            }
+          : {};
     out.push({
       calib: calibS,
       test: testS,
@@ -519,16 +544,11 @@ const chainCosts = (chain: readonly number[], withOverhead: boolean): CascadeCos
 });
 
 /** Rule score of a position's samples: 1 − (1 − P(agree | s, a)) / remaining. */
-function mapped(
-  e: ExitScores,
-  group: Float32Array | undefined,
-  m: { slope: number; intercept: number; shift: number },
-  remaining: number,
-): ExitScores {
+function mapped(e: ExitScores, group: Float32Array | undefined, m: ScoreModel, remaining: number): ExitScores {
   return {
     ...e,
     score: Float32Array.from(e.score.subarray(0, e.n), (s, r) => {
-      const p = sigmoid(m.slope * logit(s) + m.intercept + (group ? m.shift * group[r]! : 0));
+      const p = sigmoid(m.slope * logit(s) + m.intercept + (group ? extraTerm(m, group[r]!) : 0));
       return 1 - (1 - p) / remaining;
     }),
   };
@@ -550,12 +570,12 @@ function subset(e: ExitScores, group: Float32Array, g: number): ExitScores {
  * threshold of the row's group (binary input) or, with a real-valued input, the rule score against the knob. */
 function decided(
   e: ExitScores,
-  p: Pick<Position, 'binary'>,
+  p: Pick<Position, 'groups'>,
   group: Float32Array | undefined,
   th: readonly number[],
-  rule: { map: { slope: number; intercept: number; shift: number }; remaining: number; knob: number },
+  rule: { map: ScoreModel; remaining: number; knob: number },
 ): ExitScores {
-  if (group && !p.binary) {
+  if (group && !p.groups) {
     const m = mapped(e, group, rule.map, rule.remaining);
     return { ...e, score: Float32Array.from(m.score, (v) => (v >= rule.knob ? 1 : 0)) };
   }
@@ -577,7 +597,7 @@ interface Outcome {
   /** Cheapest MACs among dense knobs whose TEST agreement meets the target (hindsight). */
   readonly testFrontier?: number;
   readonly thresholds: number[][];
-  readonly maps: { slope: number; intercept: number; shift: number }[];
+  readonly maps: ScoreModel[];
   readonly weights?: number[][];
 }
 
@@ -588,20 +608,21 @@ function evaluate(chain: readonly number[], variant: Variant, target: number, wi
   const remaining = chain.map((i) =>
     Math.min(1, Math.max(1e-4, (macsCosts.fullCost - macsCosts.backboneCostAt[i]!) / macsCosts.fullCost)),
   );
-  const maps = pos.map((p) => fitMap(p.calib, p.calibGroup));
+  const maps = pos.map((p) => fitMap(p.calib, p.calibGroup, p.groups !== undefined && !p.binary ? p.groups : 0));
   const mappedScores = pos.map((p, j) => mapped(p.calib, p.calibGroup, maps[j]!, remaining[j]!));
   const all = chain.map((_, j) => j);
   const choice = chooseThresholds(mappedScores, all, costs, { target });
   const thresholdsAt = (knob: number): number[][] =>
     pos.map((p, j) => {
       const m = maps[j]!;
-      const grouped = p.calibGroup && p.binary ? p.calibGroup : undefined;
-      const groups = grouped ? [0, 1] : [0];
+      const grouped = p.calibGroup && p.groups ? p.calibGroup : undefined;
+      const groups = grouped ? Array.from({ length: p.groups! }, (_, g) => g) : [0];
       return groups.map((g) => {
         const raw = grouped ? subset(p.calib, grouped, g) : p.calib;
         const mp = grouped ? subset(mappedScores[j]!, grouped, g) : mappedScores[j]!;
-        const map: ScoreMap = { slope: m.slope, intercept: m.intercept + m.shift * g, remaining: remaining[j]! };
-        return rawThresholdOnSamples(raw, mp, map, knob);
+        const map: ScoreMap = { slope: m.slope, intercept: m.intercept + extraTerm(m, g), remaining: remaining[j]! };
+        // a class no calib sample answers at this exit never leaves there
+        return raw.n === 0 ? Infinity : rawThresholdOnSamples(raw, mp, map, knob);
       });
     });
   const half = chain.map(() => 0.5);
