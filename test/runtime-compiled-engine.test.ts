@@ -148,6 +148,15 @@ function request(bundle: string, engine: EngineChoice): InitRequest {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** `call`, which must not wait for a build held meanwhile: rejects, naming it, when it takes over 2 s. */
+const soon = <T>(call: Promise<T>, what: string): Promise<T> =>
+  Promise.race([
+    call,
+    sleep(2000).then(() => {
+      throw new Error(`${what} waited for the model being made`);
+    }),
+  ]);
+
 /** One call on tiny input `i`, with probabilities. */
 async function one(a: WorkerApi, i: number, thresholds: readonly number[]): Promise<WireResult> {
   const data = tiny.inputs[i]!;
@@ -156,17 +165,20 @@ async function one(a: WorkerApi, i: number, thresholds: readonly number[]): Prom
 
 /**
  * A compiled worker API ({@link api}) on the tiny bundle with every segment loaded and no build under way, the model in
- * use the one `thresholds` ask for (gated when they disable an exit); each compiled session's creation awaits
- * `onCompiled` (default: the returned `hold`, open until closed); `cache` default: none. Restore `engines` at the end.
+ * use the `gated` one (`off0`: exit 0 disabled, every input leaves at exit 1) or not (`on`: every exit at 1); each
+ * compiled session's creation awaits `onCompiled` (default: the returned `hold`, open until closed); `cache` default:
+ * none. Restore `engines` at the end.
  */
 async function settled(
-  thresholds: (m: BundleManifest) => number[],
+  gated: boolean,
   { onCompiled, cache = noCache }: { onCompiled?: () => Promise<void>; cache?: BundleCache } = {},
 ): Promise<
   ReturnType<typeof api> & {
     engines: ReturnType<typeof trackEngines>;
     hold: ReturnType<typeof gate>;
     m: BundleManifest;
+    on: number[];
+    off0: number[];
   }
 > {
   const hold = gate();
@@ -175,12 +187,14 @@ async function settled(
   });
   const engines = trackEngines();
   const m = (await made.api.init(request('tiny', 'compiled'))).manifest;
+  const on = m.exits.map(() => 1);
+  const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
   await singles(
     made.api,
     m.exits.map(() => NEVER_EXIT),
   ); // every segment loads
-  await useModel(made.api, engines, thresholds(m));
-  return { ...made, engines, hold, m };
+  await useModel(made.api, engines, gated ? off0 : on);
+  return { ...made, engines, hold, m, on, off0 };
 }
 
 /**
@@ -504,26 +518,18 @@ describe('compiled engine', () => {
   });
 
   it('a gating flip: the next call runs on the model in use while the other is made; that one takes over once warmed up, the old one released once', async () => {
-    const {
-      api: a,
-      compiledSessions: made,
-      compiledLive,
-      engines,
-      hold,
-      m,
-    } = await settled((m) => m.exits.map(() => 1));
+    const t = await settled(false);
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
-    const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
     const [old, n] = [made.at(-1)!, made.length];
-    hold.close();
+    t.hold.close();
     const flip = await one(a, 0, off0); // on the ungated model in use: the next calls want the gated one
     const runs = old.runs;
     // The next call starts the gated model's build, whose session creation is held: the call resolves meanwhile.
     const next = one(a, 1, off0);
-    await hold.entered();
-    const got = await Promise.race([next, sleep(2000).then(() => 'waited for the build' as const)]);
-    expect(got).not.toBe('waited for the build');
+    await t.hold.entered();
+    await soon(next, 'the call after the flip');
     expect(old.runs, 'the call ran on the model in use').toBe(runs + 1);
     expect(made.length, 'the new session is still held').toBe(n);
     for (const [i, g] of [flip, await next].entries()) {
@@ -531,8 +537,8 @@ describe('compiled engine', () => {
       expect({ index: g.index, exit: g.exit }).toEqual({ index: w.index, exit: w.exit });
       expect(Math.abs(g.confidence - w.confidence)).toBeLessThan(1e-5);
     }
-    hold.open();
-    await engines.idle();
+    t.hold.open();
+    await t.engines.idle();
     expect(made.length).toBe(n + 1);
     const fresh = made.at(-1)!;
     expect([old.releases, fresh.releases], 'the old session released once, the new one in use').toEqual([1, 0]);
@@ -540,39 +546,31 @@ describe('compiled engine', () => {
     const [all, want] = [await singles(a, off0), await singles(stages, off0)];
     expect(all.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
     expect([old.runs, fresh.runs], 'every call on the new model').toEqual([before[0], before[1]! + tiny.inputs.length]);
-    expect(compiledLive()).toEqual({ now: 1, peak: 2 });
-    engines.mockRestore();
+    expect(t.compiledLive()).toEqual({ now: 1, peak: 2 });
+    t.engines.mockRestore();
     await a.dispose();
     expect(made.map((c) => c.releases)).toEqual(made.map(() => 1));
     await stages.dispose();
   });
 
   it('dispose() while a model is made in the background (its session creation held): both released, nothing made after', async () => {
-    const {
-      api: a,
-      compiledSessions: made,
-      compiledLive,
-      creates,
-      engines,
-      hold,
-      m,
-    } = await settled((m) => m.exits.map(() => 1));
-    const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
-    hold.close();
+    const t = await settled(false);
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
+    t.hold.close();
     await one(a, 0, off0);
     const next = one(a, 1, off0); // starts the gated build
-    await hold.entered();
-    await next;
-    const at = { creates: creates(), compiles: compiles() };
+    await t.hold.entered();
+    await soon(next, 'the call after the flip');
+    const at = { creates: t.creates(), compiles: compiles() };
     let disposed = false;
     const disposing = a.dispose().then(() => (disposed = true));
     await sleep(20);
     expect(disposed, 'dispose() waits for the build under way').toBe(false);
-    hold.open();
+    t.hold.open();
     await disposing;
-    engines.mockRestore();
-    expect({ creates: creates(), compiles: compiles() }, 'nothing made after dispose()').toEqual(at);
-    expect(compiledLive().now).toBe(0);
+    t.engines.mockRestore();
+    expect({ creates: t.creates(), compiles: compiles() }, 'nothing made after dispose()').toEqual(at);
+    expect(t.compiledLive().now).toBe(0);
     expect(made.at(-1)!.runs, 'the session made during dispose() never ran (no warm-up either)').toBe(0);
     expect(
       made.map((c) => c.releases),
@@ -583,30 +581,24 @@ describe('compiled engine', () => {
 
   it('a background build that fails: the stage engine takes over, saying why, the model in use released', async () => {
     let failing = false;
-    const {
-      api: a,
-      compiledSessions: made,
-      compiledLive,
-      engines,
-      m,
-    } = await settled((m) => m.exits.map(() => 1), {
+    const t = await settled(false, {
       onCompiled: async () => {
         if (failing) throw new Error('no memory for another model (test)');
       },
     });
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
-    const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
     failing = true;
     await one(a, 0, off0);
     const next = await one(a, 1, off0); // runs on the model in use; the gated build fails in the background
     expect([next.index, next.exit]).toEqual([(await one(stages, 1, off0)).index, (await one(stages, 1, off0)).exit]);
-    await engines.idle();
-    engines.mockRestore();
+    await t.engines.idle();
+    t.engines.mockRestore();
     const state = (await a.state())!;
     expect(state.engine).toBe('stages');
     expect(state.engineFallbackReason).toMatch(/cannot run the compiled model: no memory for another model \(test\)/);
-    expect(compiledLive().now, 'the model in use released').toBe(0);
+    expect(t.compiledLive().now, 'the model in use released').toBe(0);
     expect(made.map((c) => c.releases)).toEqual(made.map(() => 1));
     const [got, want] = [await singles(a, off0), await singles(stages, off0)];
     expect(got.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
@@ -627,31 +619,30 @@ describe('compiled engine', () => {
       putCompiled: async (k, e) => void store.set(k, e),
       deleteCompiled: async (k) => void store.delete(k),
     };
-    const { api: a, compiledLive, engines, m } = await settled((m) => m.exits.map(() => 1), { cache });
-    const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
+    const t = await settled(false, { cache });
+    const [a, off0] = [t.api, t.off0];
     broken = true;
     await one(a, 0, off0);
     await one(a, 1, off0); // runs on the model in use; the gated build throws in the background
-    await engines.idle();
-    engines.mockRestore();
+    await t.engines.idle();
+    t.engines.mockRestore();
     const state = (await a.state())!;
     expect(state.engine).toBe('stages');
     expect(state.engineFallbackReason).toMatch(/making the compiled model failed: cache bug \(test\)/);
-    expect(compiledLive().now).toBe(0);
+    expect(t.compiledLive().now).toBe(0);
     expect((await one(a, 2, off0)).exit).not.toBe(0);
     await a.dispose();
   });
 
   it('plan() while the ungated model a call asked for is made in the background: it waits for that build and times the gated one', async () => {
-    const gatedThr = (m: BundleManifest) => m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5));
-    const { api: a, compiledSessions: made, compiledLive, engines, hold, m } = await settled(gatedThr);
-    const on = m.exits.map(() => 1);
+    const t = await settled(true);
+    const [a, made, on, hold] = [t.api, t.compiledSessions, t.on, t.hold];
     await one(a, 0, on); // runs the gated model in use; every exit on: the next call builds the ungated one
     hold.close();
     const n = made.length;
     const call = one(a, 0, on);
     await hold.entered();
-    await call; // on the gated model, its ungated build held until plan() asks for the gated one (withGated)
+    await soon(call, 'the call that started the build'); // on the gated model, its ungated build held until plan() asks for the gated one (withGated)
     const withGated = CompiledEngine.prototype.withGated;
     const spy = vi.spyOn(CompiledEngine.prototype, 'withGated').mockImplementation(function (this: CompiledEngine, fn) {
       hold.open();
@@ -662,15 +653,15 @@ describe('compiled engine', () => {
       .plan({ target: 0.9 })
       .finally(timed.mockRestore)
       .finally(() => spy.mockRestore());
-    engines.mockRestore();
+    t.engines.mockRestore();
     // made[n]: the ungated model (it ran its warm-up only), made[n + 1]: the gated one every timed run ran on.
     expect(made.length).toBe(n + 2);
     expect(made[n]!.runs, 'no timed run on the ungated model').toBe(1);
     expect(made[n + 1]!.runs).toBe(2 + timed.runs.length);
     expect(timed.runs.length).toBeGreaterThan(0);
     expect(timed.runs.every((r) => r.gated)).toBe(true);
-    expect(plan.timings.exitMs).toHaveLength(m.segments.length);
-    expect(compiledLive().peak, 'the ungated one made while the gated one served').toBe(2);
+    expect(plan.timings.exitMs).toHaveLength(t.m.segments.length);
+    expect(t.compiledLive().peak, 'the ungated one made while the gated one served').toBe(2);
     await a.dispose();
   });
 
