@@ -1,7 +1,8 @@
 // The compiled engine through the worker API in Node (onnxruntime-node, the tiny bundles over local HTTP): the same
 // decisions as the stage engine for several targets without recompiling, lazy segments kept, and the fallback to the
 // stage engine when the segments cannot be composed; a switch of model made in the background while calls run on the
-// model in use (two compiled sessions alive only while one is made).
+// model in use (two compiled sessions alive only while one is made). Over 400 lines: one suite, as its tests share the
+// session-counting worker API and the settled-model setup below.
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
