@@ -1,9 +1,11 @@
 // The compiled engine through the worker API in Node (onnxruntime-node, the tiny bundles over local HTTP): the same
 // decisions as the stage engine for several targets without recompiling, lazy segments kept, and the fallback to the
-// stage engine when the segments cannot be composed; one compiled session alive at a time.
+// stage engine when the segments cannot be composed; a switch of model made in the background while calls run on the
+// model in use (two compiled sessions alive only while one is made). Over 400 lines: one suite, as its tests share the
+// session-counting worker API and the settled-model setup below.
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as compiledCascade from '../src/bundle/compiled-cascade.js';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
@@ -30,6 +32,7 @@ beforeAll(async () => {
   await writeClashBundle(tiny.dir);
 });
 afterAll(() => tiny.close());
+afterEach(() => vi.restoreAllMocks()); // the spies of a test that failed midway (CompiledEngine's methods)
 
 /** `tiny-clash/`: the tiny bundle with segment 0's input named `thresholds`, a name the compiled model reserves. */
 async function writeClashBundle(dir: string): Promise<void> {
@@ -52,9 +55,16 @@ async function writeClashBundle(dir: string): Promise<void> {
   writeFileSync(path.join(out, 'manifest.json'), JSON.stringify({ ...manifest, segments }));
 }
 
+/** A compiled session made by {@link api}: its runs (warm-ups included) and releases so far. */
+interface CompiledSession {
+  runs: number;
+  releases: number;
+}
+
 /**
  * A worker API on onnxruntime-node that counts the sessions it creates, and the compiled ones (those with a
- * `thresholds` input) alive now and at most at once; `onCreate` is awaited as each session is made.
+ * `thresholds` input) alive now and at most at once, each with its runs and releases; `onCreate` is awaited as each
+ * session is made (inside its onnxruntime queue job; a throw fails the creation).
  */
 function api(
   cache: BundleCache = noCache,
@@ -63,29 +73,146 @@ function api(
   api: WorkerApi;
   creates: () => number;
   compiledLive: () => { now: number; peak: number };
+  compiledSessions: CompiledSession[];
 } {
   let n = 0;
   const live = { now: 0, peak: 0 };
+  const compiledSessions: CompiledSession[] = [];
   const loadOrt = async (): Promise<OrtHandle> => {
     const h = await loadOrtNode();
     const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
     const counted = async (...args: Parameters<typeof create>) => {
       n++;
       const session = await create(...args);
-      await onCreate(session.inputNames.includes('thresholds'));
-      if (!session.inputNames.includes('thresholds')) return session;
+      const compiled = session.inputNames.includes('thresholds');
+      try {
+        await onCreate(compiled);
+      } catch (e) {
+        await session.release();
+        throw e;
+      }
+      if (!compiled) return session;
       live.peak = Math.max(live.peak, ++live.now);
-      const release = session.release.bind(session);
-      return Object.assign(session, { release: () => (live.now--, release()) });
+      const made: CompiledSession = { runs: 0, releases: 0 };
+      compiledSessions.push(made);
+      const [release, run] = [session.release.bind(session), session.run.bind(session)];
+      return Object.assign(session, {
+        release: () => (live.now--, made.releases++, release()),
+        run: ((...a: Parameters<typeof run>) => (made.runs++, run(...a))) as typeof run,
+      });
     };
     const InferenceSession = { create: counted as typeof create };
     return { ...h, ort: { ...h.ort, InferenceSession } as typeof h.ort };
   };
-  return { api: createWorkerApi({ loadOrt, cache }), creates: () => n, compiledLive: () => ({ ...live }) };
+  return {
+    api: createWorkerApi({ loadOrt, cache }),
+    creates: () => n,
+    compiledLive: () => ({ ...live }),
+    compiledSessions,
+  };
+}
+
+/** The compiled engines that served a call since this was called; `idle()` waits until none is making a model. */
+function trackEngines(): { idle: () => Promise<void>; mockRestore: () => void } {
+  const engines = new Set<CompiledEngine>();
+  const ready = CompiledEngine.prototype.ready;
+  const spy = vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
+    engines.add(this);
+    return ready.call(this);
+  });
+  return {
+    idle: async () => void (await Promise.all([...engines].map((e) => e.idle()))),
+    mockRestore: () => spy.mockRestore(),
+  };
+}
+
+/** A gate that holds whoever awaits `wait()` while closed; `entered` resolves when someone first waits on it closed. */
+function gate(): { wait: () => Promise<void>; open: () => void; close: () => void; entered: () => Promise<void> } {
+  let opened: Promise<void> = Promise.resolve();
+  let open = (): void => {};
+  let enter = (): void => {};
+  let entered = new Promise<void>((r) => (enter = r));
+  return {
+    wait: () => (enter(), opened),
+    open: () => open(),
+    close: () => {
+      opened = new Promise((r) => (open = r));
+      entered = new Promise((r) => (enter = r));
+    },
+    entered: () => entered,
+  };
 }
 
 function request(bundle: string, engine: EngineChoice): InitRequest {
   return tinyInitRequest(tiny.base, bundle, { engine });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `call`, which must not wait for a build held meanwhile: rejects, naming it, when it takes over 2 s. */
+const soon = <T>(call: Promise<T>, what: string): Promise<T> =>
+  Promise.race([
+    call,
+    sleep(2000).then(() => {
+      throw new Error(`${what} waited for the model being made`);
+    }),
+  ]);
+
+/** One call on tiny input `i`, with probabilities. */
+async function one(a: WorkerApi, i: number, thresholds: readonly number[]): Promise<WireResult> {
+  const data = tiny.inputs[i]!;
+  return (await a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: true })).results[0]!;
+}
+
+/**
+ * A compiled worker API ({@link api}) on the tiny bundle with every segment loaded and no build under way, the model in
+ * use the `gated` one (`off0`: exit 0 disabled, every input leaves at exit 1) or not (`on`: every exit at 1); each
+ * compiled session's creation awaits `onCompiled` (default: the returned `hold`, open until closed); `cache` default:
+ * none. Restore `engines` at the end.
+ */
+async function settled(
+  gated: boolean,
+  { onCompiled, cache = noCache }: { onCompiled?: () => Promise<void>; cache?: BundleCache } = {},
+): Promise<
+  ReturnType<typeof api> & {
+    engines: ReturnType<typeof trackEngines>;
+    hold: ReturnType<typeof gate>;
+    m: BundleManifest;
+    on: number[];
+    off0: number[];
+  }
+> {
+  const hold = gate();
+  const made = api(cache, async (compiled) => {
+    if (compiled) await (onCompiled ?? hold.wait)();
+  });
+  const engines = trackEngines();
+  const m = (await made.api.init(request('tiny', 'compiled'))).manifest;
+  const on = m.exits.map(() => 1);
+  const off0 = m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0));
+  await singles(
+    made.api,
+    m.exits.map(() => NEVER_EXIT),
+  ); // every segment loads
+  await useModel(made.api, engines, gated ? off0 : on);
+  return { ...made, engines, hold, m, on, off0 };
+}
+
+/**
+ * Puts the model `thresholds` ask for (gated when they disable an exit), of the whole loaded prefix, in use: models
+ * are made in the background, so a call may run on an older one.
+ */
+async function useModel(
+  a: WorkerApi,
+  engines: ReturnType<typeof trackEngines>,
+  thresholds: readonly number[],
+): Promise<void> {
+  // The first call sets the gating wanted; after the builds under way, the second makes that model if not in use.
+  for (let k = 0; k < 2; k++) {
+    await engines.idle();
+    await one(a, 0, thresholds);
+  }
+  await engines.idle();
 }
 
 type TimeRun = CompiledEngine['timeRun'];
@@ -128,6 +255,7 @@ describe('compiled engine', () => {
   it('decides as the stage engine on every tiny input for several targets, thresholds changed without recompiling', async () => {
     const compiled = api();
     const stages = api();
+    const engines = trackEngines();
     const c = await compiled.api.init(request('tiny', 'compiled'));
     const s = await stages.api.init(request('tiny', 'stages'));
     expect(c.state.engine).toBe('compiled');
@@ -144,10 +272,13 @@ describe('compiled engine', () => {
     // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; disabled exits
     // run the gated model, thresholds of 1 the ungated one: each compiled once (no cache here: their bytes are kept).
     await singles(compiled.api, vectors[7]!);
-    await singles(
+    await useModel(compiled.api, engines, vectors[7]!);
+    await useModel(
       compiled.api,
+      engines,
       m.exits.map(() => 1),
     );
+    engines.mockRestore();
     const compiledAfterFullLoad = compiles();
     const exitsSeen = new Set<number>();
     for (const [v, thr] of vectors.entries()) {
@@ -170,7 +301,7 @@ describe('compiled engine', () => {
     const full = await singles(compiled.api, vectors[7]!);
     expect(full.every((r) => r.stages.length === 3 && new Set(r.stages).size === 1)).toBe(true);
     expect(compiles(), 'no model compiled after the whole bundle loaded').toBe(compiledAfterFullLoad);
-    expect(compiled.compiledLive().peak, 'one compiled session at a time').toBe(1);
+    expect(compiled.compiledLive().peak, 'two compiled sessions only while one is made').toBe(2);
     const state = await compiled.api.state();
     expect(state?.engine).toBe('compiled');
     await compiled.api.dispose();
@@ -187,7 +318,8 @@ describe('compiled engine', () => {
       putCompiled: async (k, e) => void store.set(k, e),
       deleteCompiled: async (k) => void store.delete(k),
     };
-    const { api: a, creates, compiledLive } = api(cache);
+    const { api: a, creates, compiledLive, compiledSessions } = api(cache);
+    const engines = trackEngines();
     const init = await a.init(request('tiny', 'compiled'));
     const m = init.manifest;
     const all = m.exits.map(() => 1);
@@ -196,7 +328,12 @@ describe('compiled engine', () => {
       a,
       m.exits.map(() => NEVER_EXIT),
     ); // every segment loads
-    await singles(a, all);
+    await useModel(
+      a,
+      engines,
+      m.exits.map(() => NEVER_EXIT),
+    );
+    await useModel(a, engines, all);
     const [made, compiled] = [creates(), compiles()];
     const key = compiledKey(init.manifestHash, 'wasm', m.segments.length);
     expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:gated`]);
@@ -206,24 +343,28 @@ describe('compiled engine', () => {
       const [got, want] = [await singles(a, thr), await singles(stages, thr)];
       expect(got.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
       if (thr === off0) expect(got.every((r) => r.exit !== 0)).toBe(true);
+      await engines.idle();
     }
     // off0 → all → off0: each switch (at the call after the thresholds changed) makes one session from the cache.
+    engines.mockRestore();
     expect(creates(), 'one session per switch').toBe(made + 3);
     expect(compiles(), 'no recompile').toBe(compiled);
-    expect(compiledLive(), 'one compiled session alive at a time').toEqual({ now: 1, peak: 1 });
+    expect(compiledLive(), 'two compiled sessions alive only while one is made').toEqual({ now: 1, peak: 2 });
+    expect(compiledSessions.map((c) => c.releases)).toEqual([...compiledSessions.slice(1).map(() => 1), 0]);
     await a.dispose();
     await stages.dispose();
   });
 
   it('calls that would switch the model while plan() measures it: they run on the gated model plan() holds, decisions as the stage engine', async () => {
     const { api: a, compiledLive } = api();
+    const engines = trackEngines();
     const m = (await a.init(request('tiny', 'compiled'))).manifest;
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
     const vectors = [m.exits.map(() => 1), m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))];
     const want = await Promise.all(vectors.map((v) => singles(stages, v)));
     // While plan() times the gated compiled model run after run, calls alternate the gating: they run on the gated
-    // model the measurement holds (one compiled session alive), deciding as the stage engine.
+    // model the measurement holds (other models made only before and after it), deciding as the stage engine.
     let planned = false;
     const planning = a.plan({ target: 0.9 }).finally(() => (planned = true));
     let switches = 0;
@@ -239,7 +380,9 @@ describe('compiled engine', () => {
     }
     expect(switches).toBeGreaterThan(2);
     expect((await planning).plan.timings.stageMs).toHaveLength(m.segments.length);
-    expect(compiledLive()).toEqual({ now: 1, peak: 1 });
+    await engines.idle();
+    engines.mockRestore();
+    expect(compiledLive()).toEqual({ now: 1, peak: 2 });
     await a.dispose();
     expect(compiledLive().now).toBe(0);
     await stages.dispose();
@@ -375,45 +518,151 @@ describe('compiled engine', () => {
     await s.dispose();
   });
 
-  it('plan() right after a call started building the ungated model: it waits for that build and times the gated one', async () => {
-    // The ungated model's session is held until plan() asks for the gated one (withGated).
-    let slow = false;
-    let enter = (): void => {};
-    const entered = new Promise<void>((r) => (enter = r));
+  it('a gating flip: the next call runs on the model in use while the other is made; that one takes over once warmed up, the old one released once', async () => {
+    const t = await settled(false);
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
+    const stages = api().api;
+    await stages.init(request('tiny', 'stages'));
+    const [old, n] = [made.at(-1)!, made.length];
+    t.hold.close();
+    const flip = await one(a, 0, off0); // on the ungated model in use: the next calls want the gated one
+    const runs = old.runs;
+    // The next call starts the gated model's build, whose session creation is held: the call resolves meanwhile.
+    const next = one(a, 1, off0);
+    await t.hold.entered();
+    await soon(next, 'the call after the flip');
+    expect(old.runs, 'the call ran on the model in use').toBe(runs + 1);
+    expect(made.length, 'the new session is still held').toBe(n);
+    for (const [i, g] of [flip, await next].entries()) {
+      const w = await one(stages, i, off0);
+      expect({ index: g.index, exit: g.exit }).toEqual({ index: w.index, exit: w.exit });
+      expect(Math.abs(g.confidence - w.confidence)).toBeLessThan(1e-5);
+    }
+    t.hold.open();
+    await t.engines.idle();
+    expect(made.length).toBe(n + 1);
+    const fresh = made.at(-1)!;
+    expect([old.releases, fresh.releases], 'the old session released once, the new one in use').toEqual([1, 0]);
+    const before = [old.runs, fresh.runs];
+    const [all, want] = [await singles(a, off0), await singles(stages, off0)];
+    expect(all.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
+    expect([old.runs, fresh.runs], 'every call on the new model').toEqual([before[0], before[1]! + tiny.inputs.length]);
+    expect(t.compiledLive()).toEqual({ now: 1, peak: 2 });
+    t.engines.mockRestore();
+    await a.dispose();
+    expect(made.map((c) => c.releases)).toEqual(made.map(() => 1));
+    await stages.dispose();
+  });
+
+  it('dispose() while a model is made in the background (its session creation held): both released, nothing made after', async () => {
+    const t = await settled(false);
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
+    t.hold.close();
+    await one(a, 0, off0);
+    const next = one(a, 1, off0); // starts the gated build
+    await t.hold.entered();
+    await soon(next, 'the call after the flip');
+    const at = { creates: t.creates(), compiles: compiles() };
+    let disposed = false;
+    const disposing = a.dispose().then(() => (disposed = true));
+    await sleep(20);
+    expect(disposed, 'dispose() waits for the build under way').toBe(false);
+    t.hold.open();
+    await disposing;
+    t.engines.mockRestore();
+    expect({ creates: t.creates(), compiles: compiles() }, 'nothing made after dispose()').toEqual(at);
+    expect(t.compiledLive().now).toBe(0);
+    expect(made.at(-1)!.runs, 'the session made during dispose() never ran (no warm-up either)').toBe(0);
+    expect(
+      made.map((c) => c.releases),
+      'each compiled session released once',
+    ).toEqual(made.map(() => 1));
+    await expect(one(a, 0, off0)).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+
+  it('a background build that fails: the stage engine takes over, saying why, the model in use released', async () => {
+    let failing = false;
+    const t = await settled(false, {
+      onCompiled: async () => {
+        if (failing) throw new Error('no memory for another model (test)');
+      },
+    });
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
+    const stages = api().api;
+    await stages.init(request('tiny', 'stages'));
+    failing = true;
+    await one(a, 0, off0);
+    const next = await one(a, 1, off0); // runs on the model in use; the gated build fails in the background
+    expect([next.index, next.exit]).toEqual([(await one(stages, 1, off0)).index, (await one(stages, 1, off0)).exit]);
+    await t.engines.idle();
+    t.engines.mockRestore();
+    const state = (await a.state())!;
+    expect(state.engine).toBe('stages');
+    expect(state.engineFallbackReason).toMatch(/cannot run the compiled model: no memory for another model \(test\)/);
+    expect(t.compiledLive().now, 'the model in use released').toBe(0);
+    expect(made.map((c) => c.releases)).toEqual(made.map(() => 1));
+    const [got, want] = [await singles(a, off0), await singles(stages, off0)];
+    expect(got.map((r) => [r.index, r.exit])).toEqual(want.map((r) => [r.index, r.exit]));
+    await a.dispose();
+    await stages.dispose();
+  });
+
+  it('an unexpected error in a background build (here a cache read throws): the stage engine takes over, saying why', async () => {
+    let broken = false;
+    const store = new Map<string, CachedCompiled>();
+    const cache: BundleCache = {
+      ...noCache,
+      enabled: true,
+      getCompiled: async (k) => {
+        if (broken) throw new Error('cache bug (test)');
+        return store.get(k);
+      },
+      putCompiled: async (k, e) => void store.set(k, e),
+      deleteCompiled: async (k) => void store.delete(k),
+    };
+    const t = await settled(false, { cache });
+    const [a, off0] = [t.api, t.off0];
+    broken = true;
+    await one(a, 0, off0);
+    await one(a, 1, off0); // runs on the model in use; the gated build throws in the background
+    await t.engines.idle();
+    t.engines.mockRestore();
+    const state = (await a.state())!;
+    expect(state.engine).toBe('stages');
+    expect(state.engineFallbackReason).toMatch(/making the compiled model failed: cache bug \(test\)/);
+    expect(t.compiledLive().now).toBe(0);
+    expect((await one(a, 2, off0)).exit).not.toBe(0);
+    await a.dispose();
+  });
+
+  it('plan() while the ungated model a call asked for is made in the background: it waits for that build and times the gated one', async () => {
+    const t = await settled(true);
+    const [a, made, on, hold] = [t.api, t.compiledSessions, t.on, t.hold];
+    await one(a, 0, on); // runs the gated model in use; every exit on: the next call builds the ungated one
+    hold.close();
+    const n = made.length;
+    const call = one(a, 0, on);
+    await hold.entered();
+    await soon(call, 'the call that started the build'); // on the gated model, its ungated build held until plan() asks for the gated one (withGated)
     const withGated = CompiledEngine.prototype.withGated;
     const spy = vi.spyOn(CompiledEngine.prototype, 'withGated').mockImplementation(function (this: CompiledEngine, fn) {
-      enter();
+      hold.open();
       return withGated.call(this, fn);
     });
-    const { api: a, compiledLive } = api(noCache, async (compiled) => {
-      if (!(compiled && slow)) return;
-      slow = false;
-      await entered;
-    });
-    const m = (await a.init(request('tiny', 'compiled'))).manifest;
-    const data = tiny.inputs[0]!;
-    const classify = (thresholds: readonly number[]) =>
-      a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: false });
-    await singles(
-      a,
-      m.exits.map(() => NEVER_EXIT),
-    ); // every segment loads
-    const on = m.exits.map(() => 1);
-    await classify(m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))); // an exit disabled: the next call is gated
-    await classify(on); // runs the gated model; every exit on: the next call builds the ungated one
-    slow = true;
-    const call = classify(on); // its ungated build is still being made when plan() starts
     const timed = spyTimeRun();
     const { plan } = await a
       .plan({ target: 0.9 })
       .finally(timed.mockRestore)
       .finally(() => spy.mockRestore());
-    await call;
-    expect(slow, 'the ungated build was held').toBe(false);
+    t.engines.mockRestore();
+    // made[n]: the ungated model (it ran its warm-up only), made[n + 1]: the gated one every timed run ran on.
+    expect(made.length).toBe(n + 2);
+    expect(made[n]!.runs, 'no timed run on the ungated model').toBe(1);
+    expect(made[n + 1]!.runs).toBe(2 + timed.runs.length);
     expect(timed.runs.length).toBeGreaterThan(0);
     expect(timed.runs.every((r) => r.gated)).toBe(true);
-    expect(plan.timings.exitMs).toHaveLength(m.segments.length);
-    expect(compiledLive().peak).toBe(1);
+    expect(plan.timings.exitMs).toHaveLength(t.m.segments.length);
+    expect(t.compiledLive().peak, 'the ungated one made while the gated one served').toBe(2);
     await a.dispose();
   });
 

@@ -27,7 +27,7 @@ interface Compiled {
   readonly backend: Backend;
   /** Heads gated by their threshold (compileCascade's gateHeads): made while the thresholds in use disable an exit. */
   readonly gated: boolean;
-  /** Replaced (another model is being made or is in use): its release is queued; later runs take the new one. */
+  /** Replaced (another model is in use, or none: failed, disposed): its release is queued; later runs take the new one. */
   retired: boolean;
 }
 
@@ -40,15 +40,20 @@ interface Compiled {
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
- * model ({@link withGated}). One compiled session is alive at a time: a
- * switch (plan(), setTarget()) releases the model in use before the other's session is made, from the bundle cache or,
- * when that keeps none, from the bytes held here (so a switch never recompiles).
+ * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
+ * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles), while calls
+ * keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
+ * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
+ * sessions coexist only while one is being made; a call waits for a build only when no model of the backend in use is
+ * at hand (the first one, after a WebGPU → WASM fallback), and then the old one goes first. Onnxruntime runs one job at
+ * a time (queue.ts): a call arriving during the new session's creation or a warm-up run still waits for that one step.
  */
 export class CompiledEngine {
   /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
   failure: string | undefined;
-  /** The model in use (undefined while its replacement is being made). */
+  /** The model in use (undefined before the first is made, after a backend change, a failure or dispose()). */
   private current: Compiled | undefined;
+  /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
   /** The ungated [0] and gated [1] models' bytes (by cache key), when the bundle cache keeps no compiled model. */
   private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = [undefined, undefined];
@@ -70,31 +75,59 @@ export class CompiledEngine {
   ) {}
 
   /**
-   * The compiled model for the current prefix and backend (made or remade now if needed; a build already under way is
-   * shared, so it may be the other gating); undefined once failed or disposed.
+   * The compiled model to run a call on, undefined once failed or disposed. When the one in use does not fit the
+   * current prefix and gating, its replacement is made in the background (one build at a time, so it may be of the
+   * other gating) and the one in use is returned meanwhile; only when none of the backend in use is at hand does this
+   * wait for the build.
    */
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined || this.disposed) return undefined;
     const c = this.current;
-    const gated = this.gate || this.gatedHolds > 0;
-    const fits = c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length;
-    if (fits && c.gated === gated) return c;
-    this.building ??= this.build(gated).finally(() => (this.building = undefined));
-    return this.building;
+    if (c && this.fits(c)) return c;
+    const usable = c?.backend === this.pool.ort.backend;
+    if (!this.building) {
+      const made = this.build(this.gated(), usable);
+      // No call awaits a background build: an unexpected error (a bug) turns the engine off as a failed build does.
+      const settled = usable
+        ? made.catch((e: unknown) => this.fail(`making the compiled model failed: ${(e as Error).message}`))
+        : made;
+      this.building = settled.finally(() => (this.building = undefined));
+    }
+    return usable ? c : this.building;
+  }
+
+  /** Resolves once no model is being made (a failed build: see {@link failure}). */
+  async idle(): Promise<void> {
+    while (this.building) await this.building.catch(() => undefined);
+  }
+
+  /** Whether the next calls run the gated model (the last call disabled an exit, or a measurement holds it). */
+  private gated(): boolean {
+    return this.gate || this.gatedHolds > 0;
+  }
+
+  /** Whether `c` is the model the next calls should run: backend in use, the whole loaded prefix, the gating wanted. */
+  private fits(c: Compiled): boolean {
+    return (
+      c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length && c.gated === this.gated()
+    );
   }
 
   /**
-   * Calls `fn` with the gated model in use (made now if needed; undefined once failed), and keeps every call on it
-   * until `fn` ends: device plans time it, as there a disabled exit skips its head, so what an exit in use costs can
-   * be measured. It decides as the ungated one. An ungated build that a call started just before is awaited, then the
-   * gated one is made.
+   * Calls `fn` with the gated model of the whole loaded prefix in use (made now if needed; undefined once failed), and
+   * keeps every call on it until `fn` ends: device plans time it, as there a disabled exit skips its head, so what an
+   * exit in use costs can be measured. It decides as the ungated one. A build under way (of either gating, e.g. the
+   * ungated one a call started just before) is awaited first, as it would replace the model measured.
    * @throws SelfxitError DISPOSED once {@link dispose} began.
    */
   async withGated<T>(fn: (c: Compiled | undefined) => Promise<T>): Promise<T> {
     this.gatedHolds++;
     try {
-      let c = await this.ready();
-      while (c && !c.gated) c = await this.ready();
+      let c: Compiled | undefined;
+      do {
+        await this.building;
+        c = await this.ready();
+      } while (c && (this.building || !this.fits(c)));
       if (!c && this.disposed) throw this.gone('measuring');
       return await fn(c);
     } finally {
@@ -102,7 +135,23 @@ export class CompiledEngine {
     }
   }
 
-  private async build(gated: boolean): Promise<Compiled | undefined> {
+  /**
+   * Makes the model of the loaded prefix on the backend in use with `gated` heads and puts it in use, the old one
+   * retired once the new one is warmed up; undefined when the engine failed (then the old one is retired too) or
+   * dispose() began (then nothing stays made). `background`: a model is in use meanwhile; the call that started this
+   * queues its run first.
+   */
+  private async build(gated: boolean, background: boolean): Promise<Compiled | undefined> {
+    // In the background, a macrotask before the compile and before each onnxruntime step: the calls that arrived
+    // meanwhile (the one that started this first) queue their runs on the model in use before it, so each waits for
+    // one step at most.
+    const turn = (): Promise<unknown> => (background ? new Promise((r) => setTimeout(r, 0)) : Promise.resolve());
+    const step = async <T>(job: () => Promise<T>): Promise<T> => {
+      await turn();
+      return this.pool.queue.run(job);
+    };
+    await turn();
+    if (this.disposed) return undefined;
     const { ort } = this.pool;
     const prefix = this.pool.loadedPrefix();
     const backend = ort.backend;
@@ -122,28 +171,47 @@ export class CompiledEngine {
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
     this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
     if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
-    // The model in use goes first (its runs under way finish): one compiled session at a time.
-    if (this.current) void this.retire(this.current);
-    this.current = undefined;
-    let session: OrtSession;
+    // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
+    if (this.current && this.current.backend !== backend) this.drop();
+    let session: OrtSession | undefined;
     try {
-      session = await this.pool.queue.run(() => ort.ort.InferenceSession.create(bytes, sessionOptions(ort, [])));
+      const made = await step(() => ort.ort.InferenceSession.create(bytes, sessionOptions(ort, [])));
+      session = made;
       // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs; a gated model once more
       // with every exit on at 1 (its heads run; an input leaves only at a probability of exactly 1).
       const zeros = new Float32Array(this.inputSize());
       for (const t of gated ? [[], this.manifest.exits.map(() => 1)] : [[]])
-        await this.pool.queue.run(() => session.run(this.feeds(zeros, t)));
+        if (!this.disposed) await step(() => made.run(this.feeds(zeros, t)));
     } catch (e) {
+      if (session) await this.release(session);
+      if (this.disposed) return undefined;
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
+    if (this.disposed) {
+      await this.release(session); // dispose() began while it was made: it never runs
+      return undefined;
+    }
+    this.drop();
     this.current = { session, count: prefix.length, backend, gated, retired: false };
     return this.current;
+  }
+
+  /** Retires the model in use, if any (see {@link retire}); none is in use after it. */
+  private drop(): void {
+    const c = this.current;
+    this.current = undefined;
+    if (c) void this.retire(c);
   }
 
   /** Marks `c` replaced and queues its release: after the runs already queued on it, before any later job. */
   private async retire(c: Compiled): Promise<void> {
     c.retired = true;
-    await this.pool.queue.run(() => c.session.release()).catch(() => undefined);
+    await this.release(c.session);
+  }
+
+  /** Releases `session` through the queue (after the runs queued on it); a failing release is ignored. */
+  private async release(session: OrtSession): Promise<void> {
+    await this.pool.queue.run(() => session.release()).catch(() => undefined);
   }
 
   /**
@@ -166,8 +234,10 @@ export class CompiledEngine {
     return undefined;
   }
 
+  /** Turns the engine off for good (the stage engine runs), saying why; the model in use, if any, is retired. */
   private fail(reason: string): undefined {
     this.failure = reason;
+    this.drop();
     return undefined;
   }
 
@@ -270,13 +340,16 @@ export class CompiledEngine {
     };
   }
 
-  /** Releases the compiled session (once the runs under way end) and the bytes held; no model is made after it. */
+  /**
+   * Releases the compiled session (once the runs under way end), a build under way's too (it makes nothing after it)
+   * and the bytes held; no model is made after it.
+   */
   async dispose(): Promise<void> {
     this.disposed = true;
-    await this.building?.catch(() => undefined);
+    await this.idle();
+    this.held.fill(undefined);
     const c = this.current;
     this.current = undefined;
-    this.held.fill(undefined);
     if (c) await this.retire(c);
   }
 }
