@@ -69,6 +69,7 @@ interface CompiledSession {
 function api(
   cache: BundleCache = noCache,
   onCreate: (compiled: boolean) => Promise<void> = async () => {},
+  nested = false,
 ): {
   api: WorkerApi;
   creates: () => number;
@@ -105,7 +106,7 @@ function api(
     return { ...h, ort: { ...h.ort, InferenceSession } as typeof h.ort };
   };
   return {
-    api: createWorkerApi({ loadOrt, cache }),
+    api: createWorkerApi({ loadOrt, cache, nested }),
     creates: () => n,
     compiledLive: () => ({ ...live }),
     compiledSessions,
@@ -172,7 +173,11 @@ async function one(a: WorkerApi, i: number, thresholds: readonly number[]): Prom
  */
 async function settled(
   gated: boolean,
-  { onCompiled, cache = noCache }: { onCompiled?: () => Promise<void>; cache?: BundleCache } = {},
+  {
+    onCompiled,
+    cache = noCache,
+    nested = false,
+  }: { onCompiled?: () => Promise<void>; cache?: BundleCache; nested?: boolean } = {},
 ): Promise<
   ReturnType<typeof api> & {
     engines: ReturnType<typeof trackEngines>;
@@ -183,9 +188,13 @@ async function settled(
   }
 > {
   const hold = gate();
-  const made = api(cache, async (compiled) => {
-    if (compiled) await (onCompiled ?? hold.wait)();
-  });
+  const made = api(
+    cache,
+    async (compiled) => {
+      if (compiled) await (onCompiled ?? hold.wait)();
+    },
+    nested,
+  );
   const engines = trackEngines();
   const m = (await made.api.init(request('tiny', 'compiled'))).manifest;
   const on = m.exits.map(() => 1);
@@ -552,6 +561,26 @@ describe('compiled engine', () => {
     await a.dispose();
     expect(made.map((c) => c.releases)).toEqual(made.map(() => 1));
     await stages.dispose();
+  });
+
+  it("nested in another runtime's queued jobs (RuntimeDeps.nested: the learning runtime): the call after a gating flip waits for its model, made in its turn", async () => {
+    const t = await settled(false, { nested: true });
+    const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
+    const n = made.length;
+    t.hold.close();
+    await one(a, 0, off0); // on the ungated model in use: the next call wants the gated one
+    let done = false;
+    const next = one(a, 1, off0).then((r) => ((done = true), r));
+    await t.hold.entered();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(done, 'no onnxruntime step outside the call: it waits for the held session creation').toBe(false);
+    t.hold.open();
+    await next;
+    expect(made.length, 'the gated model was made in the call').toBe(n + 1);
+    await t.engines.idle();
+    expect(made.map((c) => c.releases)).toEqual([...made.slice(0, -1).map(() => 1), 0]);
+    t.engines.mockRestore();
+    await a.dispose();
   });
 
   it('dispose() while a model is made in the background (its session creation held): both released, nothing made after', async () => {

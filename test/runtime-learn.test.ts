@@ -153,6 +153,7 @@ async function serve(rt: LearnRuntime, from: number, count: number, flip = false
 describe('LearnRuntime', () => {
   it('serves the full model while collecting, fits in the background, then serves through exits; restored after a reload', async () => {
     const store = new MemoryLearnStore();
+    const opens = vi.spyOn(BundleRuntime, 'open');
     const { rt, progress } = await openRecording({ loadOrt: loadOrtNode, learnStore: store });
     expect(rt.manifest.exits).toEqual([]);
     const first = await serve(rt, 0, 450);
@@ -165,6 +166,10 @@ describe('LearnRuntime', () => {
     expect(progress).toContain('1:heads');
     expect(progress[progress.length - 1]).toBe('1:done');
     expect(rt.state().engine).toBe('compiled'); // learned exits are served by the default (compiled) engine
+    // the serving runtimes run inside this runtime's queued jobs: no onnxruntime step of theirs in the background
+    expect(opens.mock.calls.length).toBeGreaterThan(0);
+    expect(opens.mock.calls.map((c) => c[2]?.nested)).toEqual(opens.mock.calls.map(() => true));
+    opens.mockRestore();
     expect(s1.reservoirBytes).toBeLessThan(s1.reservoirMaxBytes); // allocated as samples arrive
     expect(rt.state().learning!.manifest).toBeUndefined(); // sent once per change
     const afterFirstFit = new MemoryLearnStore();

@@ -72,6 +72,12 @@ export class CompiledEngine {
     private readonly runner: OrtStageRunner,
     private readonly cache: BundleCache,
     private readonly manifestHash: string,
+    /**
+     * `background: false`: a call whose model does not fit waits for its replacement (made in its turn), as a runtime
+     * nested in another one's queued jobs needs (runtime.ts RuntimeDeps.nested): no onnxruntime step may happen
+     * outside the caller's job there.
+     */
+    private readonly options: { readonly background: boolean } = { background: true },
   ) {}
 
   /**
@@ -84,7 +90,7 @@ export class CompiledEngine {
     if (this.failure !== undefined || this.disposed) return undefined;
     const c = this.current;
     if (c && this.fits(c)) return c;
-    const usable = c?.backend === this.pool.ort.backend;
+    const usable = this.options.background && c?.backend === this.pool.ort.backend;
     if (!this.building) {
       const made = this.build(this.gated(), usable);
       // No call awaits a background build: an unexpected error (a bug) turns the engine off as a failed build does.

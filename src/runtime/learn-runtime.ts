@@ -215,7 +215,9 @@ export class LearnRuntime {
   private async openServing(learned: LearnedExits): Promise<Serving> {
     const a0 = performance.now();
     let request: InitRequest;
-    let deps: RuntimeDeps = { ...this.deps, loadOrt: async () => this.ort };
+    // nested: the serving runtime's onnxruntime steps happen only inside this runtime's queued jobs (one onnxruntime
+    // call at a time across both: queue.ts)
+    let deps: RuntimeDeps = { ...this.deps, loadOrt: async () => this.ort, nested: true };
     let hash: string | undefined;
     if (learned.bundle && this.bundleRequest) request = this.bundleRequest;
     else {

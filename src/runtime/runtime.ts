@@ -26,6 +26,12 @@ export interface RuntimeDeps {
   readonly cache?: BundleCache;
   readonly loadOrt?: (request: InitRequest) => Promise<OrtHandle>;
   readonly now?: () => number;
+  /**
+   * Set by a runtime that runs this one inside its own queued jobs and shares its onnxruntime (the learning runtime):
+   * onnxruntime steps must then happen only inside the caller's jobs, so the compiled engine makes a replacement
+   * model in the call that needs it instead of in the background.
+   */
+  readonly nested?: boolean;
 }
 
 /** One open bundle in the worker. Create with {@link BundleRuntime.open}. */
@@ -51,12 +57,15 @@ export class BundleRuntime {
     manifestUrl: string,
     cachedKeys: ReadonlySet<string>,
     compile: boolean,
+    nested: boolean,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
     this.pool = new SessionPool(manifest, ort, this.source, progress, compile);
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
-    this.compiled = compile ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash) : undefined;
+    this.compiled = compile
+      ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
+      : undefined;
   }
 
   /**
@@ -82,6 +91,7 @@ export class BundleRuntime {
       req.manifestUrl,
       keys,
       (req.engine ?? 'auto') !== 'stages',
+      deps.nested === true,
     );
     try {
       await rt.pool.session(0);
