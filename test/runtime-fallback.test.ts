@@ -3,6 +3,7 @@
 import type { InferenceSession } from 'onnxruntime-common';
 import * as ortNode from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import type { WireInput } from '../src/protocol.js';
 import { noCache } from '../src/runtime/cache.js';
 import type { OrtHandle, OrtWeb } from '../src/runtime/ort-backend.js';
@@ -21,6 +22,8 @@ afterAll(() => tiny.close());
 interface Failures {
   create: number;
   runs: boolean;
+  /** The device is lost (runs fail from then on) as the n-th compiled session (one with a `thresholds` input) is made. */
+  lostAtCompiled?: number;
 }
 
 /** onnxruntime-node on the CPU reported as WebGPU; sessions made while the handle says 'webgpu' fail as `fail` says. */
@@ -40,6 +43,8 @@ function gpuHandle(fail: Failures): OrtHandle {
     }
     const { preferredOutputLocation: _, ...cpuOptions } = options;
     const session = await ortNode.InferenceSession.create(bytes, cpuOptions);
+    if (session.inputNames.includes('thresholds') && fail.lostAtCompiled !== undefined && --fail.lostAtCompiled === 0)
+      fail.runs = true;
     if (!onGpu) return session;
     const run = session.run.bind(session) as (...a: unknown[]) => Promise<unknown>;
     return new Proxy(session, {
@@ -84,6 +89,24 @@ describe('WebGPU → WASM fallback', () => {
     await rt.dispose();
   });
 
+  it('a WebGPU device lost while a compiled model is made in the background: the compiled engine goes on, on WASM', async () => {
+    // the first compiled model is made at open; the device is lost as the second (gated) one is made
+    const fail: Failures = { create: 0, runs: false, lostAtCompiled: 2 };
+    const rt = await open(fail);
+    expect(rt.state()).toMatchObject({ engine: 'compiled', backend: 'webgpu' });
+    const off0 = rt.manifest.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 1));
+    const one = (i: number) =>
+      rt.classify({ inputs: [{ kind: 'tensor', data: tiny.inputs[i]! }], thresholds: off0, probabilities: false });
+    await one(0); // disables exit 0: the next call starts the gated model's build in the background
+    for (let i = 1; i < 6; i++) await one(i);
+    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 1; i < 4; i++) await one(i);
+    expect(rt.state()).toMatchObject({ engine: 'compiled', backend: 'wasm' });
+    expect(rt.state().fallbackReason).toMatch(/^a WebGPU run failed.*: device lost$/);
+    await expectReference(rt);
+    await rt.dispose();
+  });
+
   it('a failed WebGPU run while measuring makes the plan on WASM', async () => {
     const fail = { create: 0, runs: false };
     const rt = await open(fail);
@@ -91,7 +114,10 @@ describe('WebGPU → WASM fallback', () => {
     fail.runs = true;
     const plan = await rt.plan({ target: 0.99 });
     expect(plan).toMatchObject({ backend: 'wasm' });
-    expect(rt.state().fallbackReason).toBe('a WebGPU run failed while measuring: device lost');
+    // the measurement first makes the gated compiled model: its failure, the device's, switches to WASM (the compiled
+    // engine goes on there)
+    expect(rt.state().fallbackReason).toBe('a WebGPU run failed while making the compiled model: device lost');
+    expect(rt.state().engine).toBe('compiled');
     await rt.dispose();
   });
 });

@@ -161,6 +161,7 @@ export class CompiledEngine {
     const { ort } = this.pool;
     const prefix = this.pool.loadedPrefix();
     const backend = ort.backend;
+    const generation = this.pool.backendGeneration;
     const base = compiledKey(this.manifestHash, backend, prefix.length);
     const key = `${base}${gated ? ':gated' : ''}`;
     const k = gated ? 1 : 0;
@@ -191,15 +192,42 @@ export class CompiledEngine {
     } catch (e) {
       if (session) await this.release(session);
       if (this.disposed) return undefined;
+      if (backend === 'webgpu' && this.pool.backendGeneration === generation) await this.probeDevice();
+      // The backend fell back meanwhile (a WebGPU device lost): the next call makes the model on WASM.
+      if (this.pool.backendGeneration !== generation) return undefined;
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
-    if (this.disposed) {
-      await this.release(session); // dispose() began while it was made: it never runs
+    if (this.disposed || this.pool.backendGeneration !== generation) {
+      // dispose() began while it was made: it never runs; the backend fell back meanwhile: the next call makes another
+      await this.release(session);
       return undefined;
     }
     this.drop();
     this.current = { session, count: prefix.length, backend, gated, retired: false };
     return this.current;
+  }
+
+  /**
+   * After a compiled model failed on WebGPU: runs segment 0's session once through the pool's fallback, so that a lost
+   * device (its runs fail too) switches every segment to WASM, as a failed call does, instead of turning the compiled
+   * engine off; a compiled model WebGPU cannot run while the segments run leaves the backend as it is.
+   */
+  private async probeDevice(): Promise<void> {
+    const { Tensor } = this.pool.ort.ort;
+    const feeds = {
+      [this.manifest.segments[0]!.input]: new Tensor(
+        'float32',
+        new Float32Array(this.inputSize()),
+        inputDims(this.manifest.input, 1),
+      ),
+    };
+    const job = async (): Promise<void> => {
+      const s = await this.pool.session(0);
+      await this.pool.queue.run(() => s.run(feeds));
+    };
+    await this.pool
+      .withFallback(job, { reason: 'a WebGPU run failed while making the compiled model' })
+      .catch(() => undefined);
   }
 
   /** Retires the model in use, if any (see {@link retire}); none is in use after it. */

@@ -62,6 +62,11 @@ export class SessionPool implements SessionProvider {
     return this.disposedFlag;
   }
 
+  /** Changes when the backend does (WebGPU → WASM fallback): work begun under another value is of the old backend. */
+  get backendGeneration(): number {
+    return this.generation;
+  }
+
   /** Session of segment `s`, created once (concurrent callers share it; a failure is retried on the next call). */
   session(s: number): Promise<OrtSession> {
     if (this.disposedFlag) return Promise.reject(new SelfxitError('DISPOSED', 'the classifier was disposed'));
