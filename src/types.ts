@@ -138,7 +138,10 @@ export interface ClassifyResult {
   readonly timings: {
     readonly totalMs: number;
     readonly stages: readonly number[];
-    /** With the `profile` option: where the call's time went (the same object for every input of the call). */
+    /**
+     * With the `profile` option: where the call's time went (the same object for every input of the call, or of its
+     * part when a large classifyBatch() is sent in parts).
+     */
     readonly profile?: CallProfile;
   };
   /** Class probabilities at the decision point, when asked for. */

@@ -243,6 +243,20 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     await api.dispose();
   });
 
+  it('a read that times out behind a write of its own still under way is a miss, not dead storage: reads go on', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb);
+    await cache.putSegment('a', new Uint8Array([1, 2]));
+    idb.stall = 'readwrite';
+    const slowWrite = cache.putSegment('b', new Uint8Array([3])); // never settled by IndexedDB
+    idb.stall = 'readonly'; // reads queued behind it wait too
+    expect(await cache.getSegment('a')).toBeUndefined(); // timed out: a miss
+    await slowWrite; // timed out: writes off
+    idb.stall = undefined;
+    expect(await cache.getSegment('a')).toEqual(new Uint8Array([1, 2]));
+    expect(cache.enabled).toBe(false);
+  });
+
   it('a manifest marked outdated while writes fail is still outdated to the next read in this worker', async () => {
     const idb = fakeIdb(Infinity, false);
     const url = 'https://example.test/outdated/manifest.json';

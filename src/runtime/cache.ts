@@ -136,6 +136,8 @@ export class IdbBundleCache implements BundleCache {
   private store: UseStore | undefined;
   private readsOff = false;
   private writesOff = false;
+  /** Writes of this cache IndexedDB has not settled yet: it serves a read queued behind one only after it. */
+  private writing = 0;
 
   /**
    * `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. `timeoutMs`:
@@ -155,15 +157,29 @@ export class IdbBundleCache implements BundleCache {
   private async op<T>(kind: 'read' | 'write', fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
     if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage.
+    const behindWrite = kind === 'read' && this.writing > 0;
     try {
       const store = (this.store ??= this.openStore(this.dbName, this.storeName));
+      const work = fn(store);
+      if (kind === 'write') {
+        // counted until IndexedDB settles it, also past its timeout
+        this.writing++;
+        const done = (): void => void this.writing--;
+        work.then(done, done);
+      }
       const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`IndexedDB ${kind} timed out`)), this.timeoutMs);
+        timer = setTimeout(() => {
+          timedOut = true;
+          reject(new Error(`IndexedDB ${kind} timed out`));
+        }, this.timeoutMs);
       });
-      return await Promise.race([fn(store), stalled]);
+      return await Promise.race([work, stalled]);
     } catch {
       // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to less or no cache. A
       // stalled request is abandoned (it may still complete: a late write only caches a verified file).
+      if (timedOut && behindWrite) return fallback;
       if (kind === 'read' || !this.store) this.readsOff = true;
       this.writesOff = true;
       return fallback;
