@@ -90,14 +90,17 @@ describe('a batch sent in parts', () => {
     expect((e as Error).message).toMatch(/^input 4: unsupported input type string/);
   });
 
-  it('check() throwing (DISPOSED) stops the parts left', async () => {
+  it('check() throwing (DISPOSED) stops the conversions and parts left', async () => {
     const f = fakeSend();
-    let sent = 0;
+    let checks = 0;
     const check = (): void => {
-      if (sent++ === 1) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+      checks++;
+      if (f.parts.length >= 1) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     };
     await expect(sendInParts(inputs(6), f.send, check, 8000)).rejects.toMatchObject({ code: 'DISPOSED' });
     expect(f.parts).toEqual([[0, 1]]);
+    // inputs 0 and 1 converted (a check after each), part 0 checked and sent, input 2 converted: the check stops it
+    expect(checks).toBe(4);
   });
 
   it('classifyBatch(): the same results whole or in parts', async () => {

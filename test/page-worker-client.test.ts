@@ -334,7 +334,7 @@ describe('WorkerClient liveness', () => {
     expect(await second).toMatchObject({ code: 'TIMEOUT', details: { callTimeoutMs: 150 } });
     // answers to later calls came every 30 ms, yet the lost call's clock ran from when it was sent
     expect(lostAt).toBeGreaterThanOrEqual(140);
-    expect(lostAt).toBeLessThan(400);
+    expect(lostAt).toBeLessThan(1500); // generous: a loaded machine delays timers
     expect(await first).toEqual([]);
     await Promise.all(calls);
   });

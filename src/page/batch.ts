@@ -43,8 +43,8 @@ function atInput(e: unknown, i: number, n: number): unknown {
 
 /**
  * Converts `inputs` and sends them with `send`, in parts of about `partBytes` (every part but the last ends past it;
- * a batch under it goes as one part, as before); returns the results in input order. `check` runs before each part is
- * sent (it throws DISPOSED or ABORTED: the parts left are not sent). An error of a part's input rejects with that
+ * a batch under it goes as one part, as before); returns the results in input order. `check` runs after each input is
+ * converted and before each part is sent (it throws DISPOSED or ABORTED: nothing more is converted or sent). An error of a part's input rejects with that
  * input's index in the batch (`details.inputIndex`); the results of parts already run are dropped. With several
  * parts, every result's `totalMs` is their sum (the worker's time for the whole batch).
  * @throws SelfxitError INVALID_INPUT (an input that cannot be converted), or what `send` or `check` throw.
@@ -91,6 +91,12 @@ export async function sendInParts(
     } catch (e) {
       part.drop();
       throw atInput(e, i, n);
+    }
+    try {
+      check(); // disposed or aborted meanwhile: convert no more
+    } catch (e) {
+      part.drop();
+      throw e;
     }
     if (part.bytes >= partBytes && part.wires.length >= 2 && n - i - 1 >= 2) {
       await dispatch(part);
