@@ -243,7 +243,7 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     await api.dispose();
   });
 
-  it('a read that times out behind a write of its own still under way is a miss, not dead storage: reads go on', async () => {
+  it('a read that times out behind a write of its own still under way is a miss, not dead storage, until the write looks hung', async () => {
     const idb = fakeIdb(Infinity, false);
     const cache = cacheOn(idb);
     await cache.putSegment('a', new Uint8Array([1, 2]));
@@ -255,6 +255,12 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     idb.stall = undefined;
     expect(await cache.getSegment('a')).toEqual(new Uint8Array([1, 2]));
     expect(cache.enabled).toBe(false);
+    // a write unsettled for 3 timeouts means IndexedDB hangs: a read timing out behind it now turns reads off
+    await new Promise((r) => setTimeout(r, 300));
+    idb.stall = 'readonly';
+    expect(await cache.getSegment('a')).toBeUndefined();
+    idb.stall = undefined;
+    expect(await cache.getSegment('a')).toBeUndefined();
   });
 
   it('a manifest marked outdated while writes fail is still outdated to the next read in this worker', async () => {

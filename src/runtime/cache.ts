@@ -125,19 +125,26 @@ const outdatedHere = new Map<string, string>();
 
 /** How long one IndexedDB operation may take before it counts as failed (and is no longer waited for). */
 export const CACHE_OP_TIMEOUT_MS = 5_000;
+/** A write unsettled for this many operation timeouts means IndexedDB hangs: reads timing out behind it count. */
+const WRITE_STUCK_TIMEOUTS = 3;
 
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never at import. A read
  * that fails or does not complete within the timeout disables it for the rest of the session (the storage is
  * unusable: blocked, private mode); a write that does (quota full) disables writes only, so what is cached can still
- * be read (offline, a lazily loaded segment).
+ * be read (offline, a lazily loaded segment). A read that times out behind a write of this cache IndexedDB is still
+ * doing (a large compiled model on a slow disk) is one miss, unless that write has been under way for
+ * WRITE_STUCK_TIMEOUTS timeouts (IndexedDB hangs).
  */
 export class IdbBundleCache implements BundleCache {
   private store: UseStore | undefined;
   private readsOff = false;
   private writesOff = false;
-  /** Writes of this cache IndexedDB has not settled yet: it serves a read queued behind one only after it. */
-  private writing = 0;
+  /**
+   * Start times (performance.now()) of the writes of this cache IndexedDB has not settled yet: it serves a read queued
+   * behind one only after it.
+   */
+  private readonly writing = new Set<{ readonly at: number }>();
 
   /**
    * `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. `timeoutMs`:
@@ -158,15 +165,17 @@ export class IdbBundleCache implements BundleCache {
     if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let timedOut = false;
-    // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage.
-    const behindWrite = kind === 'read' && this.writing > 0;
+    // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage,
+    // while that write is young: one unsettled for WRITE_STUCK_TIMEOUTS timeouts means IndexedDB hangs.
+    const behindWrite = kind === 'read' && this.oldestWriteAge() < WRITE_STUCK_TIMEOUTS * this.timeoutMs;
     try {
       const store = (this.store ??= this.openStore(this.dbName, this.storeName));
       const work = fn(store);
       if (kind === 'write') {
-        // counted until IndexedDB settles it, also past its timeout
-        this.writing++;
-        const done = (): void => void this.writing--;
+        // kept until IndexedDB settles it, also past its timeout
+        const entry = { at: performance.now() };
+        this.writing.add(entry);
+        const done = (): void => void this.writing.delete(entry);
         work.then(done, done);
       }
       const stalled = new Promise<never>((_, reject) => {
@@ -186,6 +195,13 @@ export class IdbBundleCache implements BundleCache {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** How long the oldest write still unsettled has been under way (Infinity: none). */
+  private oldestWriteAge(): number {
+    let oldest = Infinity;
+    for (const w of this.writing) oldest = Math.min(oldest, w.at);
+    return oldest === Infinity ? Infinity : performance.now() - oldest;
   }
 
   getManifest(url: string): Promise<CachedManifest | undefined> {

@@ -45,8 +45,9 @@ interface Compiled {
  * keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
  * sessions coexist only while one is being made; a call waits for a build only when no model of the backend in use is
- * at hand (the first one, after a WebGPU → WASM fallback), and then the old one goes first. Onnxruntime runs one job at
- * a time (queue.ts): a call arriving during the new session's creation or a warm-up run still waits for that one step.
+ * at hand (the first one; after a WebGPU → WASM fallback, when the old one goes first) or always, for an engine made
+ * with `background: false` (nested in another runtime's queued jobs). Onnxruntime runs one job at a time (queue.ts): a
+ * call arriving during the new session's creation or a warm-up run still waits for that one step.
  */
 export class CompiledEngine {
   /** Why the compiled engine is off (the runtime then runs the stage engine), once that happened. */
@@ -83,8 +84,8 @@ export class CompiledEngine {
   /**
    * The compiled model to run a call on, undefined once failed or disposed. When the one in use does not fit the
    * current prefix and gating, its replacement is made in the background (one build at a time, so it may be of the
-   * other gating) and the one in use is returned meanwhile; only when none of the backend in use is at hand does this
-   * wait for the build.
+   * other gating) and the one in use is returned meanwhile; only when none of the backend in use is at hand, or with
+   * `background: false`, does this wait for the build.
    */
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined || this.disposed) return undefined;
@@ -194,7 +195,7 @@ export class CompiledEngine {
       if (this.disposed) return undefined;
       if (backend === 'webgpu' && this.pool.backendGeneration === generation) await this.probeDevice();
       // The backend fell back meanwhile (a WebGPU device lost): the next call makes the model on WASM.
-      if (this.pool.backendGeneration !== generation) return undefined;
+      if (this.disposed || this.pool.backendGeneration !== generation) return undefined;
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
     if (this.disposed || this.pool.backendGeneration !== generation) {
@@ -223,7 +224,8 @@ export class CompiledEngine {
     };
     const job = async (): Promise<void> => {
       const s = await this.pool.session(0);
-      await this.pool.queue.run(() => s.run(feeds));
+      const out = await this.pool.queue.run(() => s.run(feeds));
+      for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
     };
     await this.pool
       .withFallback(job, { reason: 'a WebGPU run failed while making the compiled model' })

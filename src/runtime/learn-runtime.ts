@@ -247,8 +247,8 @@ export class LearnRuntime {
     const manifest = rt.manifest;
     // Segment s loads when an input first reaches it: blank inputs that leave at exit s (the last: at none). Two rows,
     // so that the stage engine runs them (one step per segment); then one row, which compiles the whole cascade once:
-    // every threshold at 1, not NEVER_EXIT, so that the model made is the one the learner's thresholds run (a disabled
-    // exit would make the next call switch to the gated model, and the one after back, each a session made in serving).
+    // every threshold at 1, not NEVER_EXIT: the ungated model, which the learner's thresholds run unless they disable
+    // an exit (a curve point or a tightening may: then the first call that does makes the gated model, in its turn).
     const blank = { kind: 'tensor' as const, data: new Float32Array(inputSize(manifest.input)) };
     const exits = manifest.exits.length;
     for (let s = 1; s <= exits; s++) {
