@@ -128,6 +128,17 @@ async function replaceInPlace(name: string, file: string): Promise<string> {
   return old;
 }
 
+/** A learning request for the bundle served at `dir`, learning from its exits (small fits, nothing persisted). */
+function bundleLearnRequest(dir: string): InitRequest {
+  return tinyInitRequest(tiny.base, dir, {
+    learn: {
+      options: { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'] },
+      persist: false,
+      fromBundle: true,
+    },
+  });
+}
+
 /** Opens the plain model's learn request with `deps`, recording each learning progress event as `fit:stage`. */
 async function openRecording(deps: LearnDeps): Promise<{ rt: LearnRuntime; progress: string[] }> {
   const progress: string[] = [];
@@ -524,13 +535,7 @@ describe('LearnRuntime', () => {
 
     // a bundle: its manifest, segments and backbone.onnx (by sha256) from the cache
     const bundleCache = new MemoryBundleCache();
-    const request = tinyInitRequest(tiny.base, 'fashion-bundle', {
-      learn: {
-        options: { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'] },
-        persist: false,
-        fromBundle: true,
-      },
-    });
+    const request = bundleLearnRequest('fashion-bundle');
     const bdeps = { loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache: bundleCache };
     await (await LearnRuntime.open(request, () => {}, bdeps)).dispose();
     const text = (await bundleCache.getManifest(request.manifestUrl))?.text ?? '{}';
@@ -563,13 +568,7 @@ describe('LearnRuntime', () => {
   it('a learning load of a bundle replaced on the server (its backbone, then its segment 0) learns from the new version', async () => {
     copyBundle('fashion-bundle', 'fb-swap');
     const cache = new MemoryBundleCache();
-    const request = tinyInitRequest(tiny.base, 'fb-swap', {
-      learn: {
-        options: { minSamples: 300, maxCandidates: 4, headKinds: ['pool-linear'] },
-        persist: false,
-        fromBundle: true,
-      },
-    });
+    const request = bundleLearnRequest('fb-swap');
     const open = async () => {
       const api = createWorkerApi({ loadOrt: loadOrtNode, learnStore: new MemoryLearnStore(), cache });
       const reply = await api.init(request);
