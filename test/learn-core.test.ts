@@ -12,8 +12,11 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import { costTableFromPlan } from '../src/policy/device-plan.js';
 import {
   analyseForLearning,
+  assembleLearned,
+  fitLearned,
   Learner,
   planCostTable,
+  type FitRunner,
   VERIFY_AUDITS,
   type LearnerState,
   type LearnModel,
@@ -25,6 +28,8 @@ import { encodeRowU8, packFeatures, rowReader, type PackedFeatures } from '../sr
 import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { resolveLoadOptions } from '../src/page/options.js';
+import { pickCurvePoint } from '../src/policy/curve.js';
+import type { CalibrationSummary } from '../src/bundle/manifest.js';
 
 const dir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
 const modelBytes = new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')));
@@ -333,7 +338,7 @@ describe('learner on the Fashion-MNIST model', () => {
     await stream(l, 500, 300);
     expect(l.wantsFit()).toBe(true);
     const stages = new Set<string>();
-    const learned = await l.fit((p) => stages.add(p.stage));
+    const { learned } = await l.fit((p) => stages.add(p.stage));
     expect(stages.has('heads')).toBe(true);
     expect(l.wantsFit()).toBe(false);
     const st = l.status();
@@ -464,12 +469,12 @@ describe('learner on the Fashion-MNIST model', () => {
     const lm = await fashion();
     const l = new Learner(lm, { minSamples: 600, maxCandidates: 4, headKinds: ['pool-linear'] });
     await stream(l, 0, 700);
-    const byMacs = await l.fit();
+    const { learned: byMacs } = await l.fit();
     expect(byMacs.exits.length).toBeGreaterThan(0);
     expect([byMacs.summary.costUnit, l.status().fitCosts]).toEqual(['macs', 'macs']);
     const cuts = Object.fromEntries(lm.requests.map((r) => [r.cut.tensor, 1]));
     l.costTable = { unit: 'ms', backbone: 1, cuts, overhead: 0.01 };
-    const byTime = await l.fit();
+    const { learned: byTime } = await l.fit();
     expect([byTime.summary.costUnit, l.status().fitCosts]).toEqual(['ms', 'ms']);
     expect(byTime.exits).toEqual([]);
   }, 120_000);
@@ -478,4 +483,138 @@ describe('learner on the Fashion-MNIST model', () => {
     const e = await analyseForLearning(new Uint8Array([1, 2, 3]), ortNode, {}).catch((x: unknown) => x);
     expect(isSelfxitError(e, 'INVALID_MODEL')).toBe(true);
   });
+});
+
+describe('learner targets, adoption and counters', () => {
+  const opts = { minSamples: 600, maxCandidates: 4, headKinds: ['pool-linear' as const] };
+  /** The thresholds a calibration serves at `target`: its curve's pick (policy/curve.ts), all NEVER_EXIT when that is
+   * the backbone-only point or none meets the target. */
+  const servedAt = (c: CalibrationSummary, exits: number, target: number): number[] => {
+    const { point, reached } = pickCurvePoint(c.curve, target, { samples: c.samples, exits });
+    const backbone = point.exitShares[point.exitShares.length - 1] === 1;
+    return reached && !backbone ? [...point.thresholds] : new Array<number>(exits).fill(NEVER_EXIT);
+  };
+
+  it('serves a bundle’s or a restored state’s exits at the learner’s target, and re-fits when it differs', async () => {
+    const lm = await fashion();
+    const l = new Learner(lm, opts);
+    await stream(l, 0, 700);
+    const { learned } = await l.fit();
+    const n = learned.exits.length;
+    expect(n).toBeGreaterThan(0);
+    const { manifest } = await assembleLearned(lm, modelBytes, learned, l.options, false);
+    const bundle = { manifest, hash: 'h' };
+    const c = manifest.calibration;
+    const shipped = manifest.exits.map((e) => e.threshold);
+    expect(c.target).toBe(0.99);
+    // the bundle's own target: its thresholds, and the first fit waits for as many samples as it was calibrated on
+    const same = new Learner(lm, opts, bundle);
+    expect(same.thresholds).toEqual(shipped);
+    await stream(same, 0, 650);
+    expect(same.wantsFit()).toBe(false);
+    // another target: the cheapest point of the bundle's curve that meets it (exits off if none), and a re-fit wanted
+    for (const target of [0.97, 0.995]) {
+      const other = new Learner(lm, { ...opts, target }, bundle);
+      expect(other.thresholds).toEqual(servedAt(c, n, target));
+      expect(other.status().target).toBe(target);
+      await stream(other, 0, 650);
+      expect(other.wantsFit()).toBe(true);
+      other.reset(); // back to the bundle's exits, at the learner's target
+      expect(other.thresholds).toEqual(servedAt(c, n, target));
+      await stream(other, 0, 650);
+      expect(other.wantsFit()).toBe(true);
+    }
+    const looser = new Learner(lm, { ...opts, target: 0.97 }, bundle);
+    expect(looser.exitsOn).toBe(true);
+    expect(looser.status().macsFraction).toBeLessThan(c.expectedMacsFraction); // not vacuous: the point moved
+    // a restored state saved at another target (or without one: saved before it was stored) is treated the same way
+    const saved = structuredClone(l.state());
+    expect(saved.target).toBe(0.99);
+    const kept = new Learner(lm, opts);
+    expect(kept.restore(structuredClone(saved))).toBe(true);
+    expect(kept.thresholds).toEqual(l.thresholds);
+    expect(kept.wantsFit()).toBe(false);
+    for (const [target, state] of [
+      [0.97, saved],
+      [0.99, { ...saved, target: undefined }],
+    ] as const) {
+      const r = new Learner(lm, { ...opts, target });
+      expect(r.restore(structuredClone(state))).toBe(true);
+      expect(r.thresholds).toEqual(servedAt(learned.summary, n, target));
+      expect(r.wantsFit()).toBe(true);
+      expect(r.status().fits).toBe(1);
+    }
+    // a bundle learner's state, restored at another target
+    const fromBundle = structuredClone(same.state());
+    const b2 = new Learner(lm, { ...opts, target: 0.97 }, bundle);
+    expect(b2.restore(fromBundle)).toBe(true);
+    expect(b2.thresholds).toEqual(servedAt(c, n, 0.97));
+  }, 120_000);
+
+  it('adopts no fit started before a drift alarm or a reset; counts fits and samples honestly', async () => {
+    const lm = await fashion();
+    const l = new Learner(lm, opts);
+    await stream(l, 0, 700);
+    expect(l.fitsStarted).toBe(0);
+    expect((await l.fit()).adopted).toBe(true);
+    expect(l.exitsOn).toBe(true);
+    await stream(l, 700, 300); // the next fit sees other samples (other exits or thresholds)
+    const rng = createRng(9);
+    const feed = (n: number, shift: number): boolean => {
+      let alarm = false;
+      for (let i = 0; i < n; i++) if (l.observeInput([rng.next() + shift, 1, rng.next(), rng.next()])) alarm = true;
+      return alarm;
+    };
+    expect(feed(1000, 0)).toBe(false);
+    /** A fit runner held until `release()`. */
+    const held = (): { runner: FitRunner; release: () => void } => {
+      let release = (): void => {};
+      const gate = new Promise<void>((r) => (release = r));
+      return { runner: async (job, p) => (await gate, fitLearned(job, p)), release: () => release() };
+    };
+    const h1 = held();
+    const running = l.fit(undefined, h1.runner);
+    expect(l.fitsStarted).toBe(2); // numbered as it starts
+    expect(l.status().fitting).toBe(true);
+    expect(feed(200, 0.5)).toBe(true); // a drift alarm while it runs
+    const alarmed = l.thresholds;
+    for (let i = 0; i < 5; i++) l.audited(0, 0);
+    h1.release();
+    const out = await running;
+    // not adopted: the alarm's tightening and its verification go on
+    expect(l.thresholds).toEqual(alarmed);
+    expect(l.status().audit.audited).toBe(5);
+    expect(l.status().drift?.verifying).toBe(VERIFY_AUDITS - 5);
+    expect(l.status()).toMatchObject({ fits: 1, fitsDropped: 1 });
+    expect(out.adopted).toBe(false);
+    // restored mid-verification from a state of another target: re-picked at this target (the fit's own thresholds,
+    // as policy/curve.ts gives back a calibration's), then tightened again as the alarm did
+    const mid = new Learner(lm, opts);
+    expect(mid.restore({ ...structuredClone(l.state()), target: 0.97 })).toBe(true);
+    expect(mid.fitTarget()).toBe(0.99);
+    expect(mid.thresholds).toEqual(alarmed);
+    expect(mid.status().drift?.verifying).toBe(VERIFY_AUDITS - 5);
+    // a confirmed drift empties the reservoir, not the count of samples seen
+    for (let i = 0; i < VERIFY_AUDITS && l.status().drift?.restarts === 0; i++) l.audited(0, 1);
+    const st = l.status();
+    expect(st.drift?.restarts).toBe(1);
+    expect(st.samplesStored).toBe(0);
+    expect(st.samplesSeen).toBe(1000);
+    const restored = new Learner(lm, opts);
+    expect(restored.restore(structuredClone(l.state()))).toBe(true);
+    expect(restored.status()).toMatchObject({ samplesSeen: 1000, fits: 1, fitsDropped: 1 });
+    expect(restored.fitsStarted).toBe(2);
+    // a fit running at reset() is not adopted; the reset forgets the counters too
+    await stream(l, 0, 700);
+    const h2 = held();
+    const again = l.fit(undefined, h2.runner);
+    l.reset();
+    h2.release();
+    const dropped = await again;
+    const r = l.status();
+    expect([r.fits, r.fitsDropped, r.exitsOn, r.samplesSeen, l.fitsStarted]).toEqual([0, 0, false, 0, 0]);
+    expect(dropped.adopted).toBe(false);
+    expect([r.drift?.restarts, r.drift?.alarms]).toEqual([0, 0]);
+    expect(r.lastFitSeconds).toBeUndefined();
+  }, 120_000);
 });

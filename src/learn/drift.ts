@@ -192,6 +192,12 @@ export class DriftDetector {
     this.lastP = 1;
   }
 
+  /** Forgets everything: the reference, and the alarms counted (a reset of learning). */
+  reset(): void {
+    this.restart();
+    this.alarms = 0;
+  }
+
   status(): DriftStatus {
     return { reference: this.refSize, tests: this.tests, alarms: this.alarms, lastP: this.lastP };
   }

@@ -1,7 +1,8 @@
 // On-device learning's fit, pure: a model analysed for learning (its candidate cuts and their pooling) and the fit
 // job — prepare's SelfXit fit (calibrate/selfxit-mode.ts) on the reservoir's features — as plain data, so that it can
 // run in another worker (runtime/learn-worker.ts).
-import type { BundleManifest, CalibrationSummary } from '../bundle/manifest.js';
+import type { BundleManifest, CalibrationSummary, CurvePoint } from '../bundle/manifest.js';
+import { pickCurvePoint } from '../policy/curve.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { costTableFromPlan, type StageTimings } from '../policy/device-plan.js';
 import { isSelfxitError } from '../errors.js';
@@ -94,6 +95,23 @@ export interface LearnedExits {
 
 /** How many exits `l` has (the bundle's, for a bundle's exits). */
 export const exitCount = (l: LearnedExits | undefined): number => l?.bundle?.exits ?? l?.exits.length ?? 0;
+
+/**
+ * Where `learned`'s exits serve at `target`: the cheapest point of its calibration curve that meets it, as
+ * policy/curve.ts picks for the page's setTarget (through the confidence bound on the curve's sample count); undefined
+ * (exits off) when none does or the pick is the backbone-only point.
+ */
+export function curvePointFor(learned: LearnedExits, target: number): CurvePoint | undefined {
+  const c = learned.summary;
+  const exits = exitCount(learned);
+  if (!c.curve.some((p) => p.thresholds.length === exits)) return undefined; // (pickCurvePoint's INVALID_BUNDLE)
+  const { point, reached } = pickCurvePoint(c.curve, target, { samples: c.samples, exits });
+  return reached && !backbonePoint(point) ? point : undefined;
+}
+
+/** Whether a curve point is the backbone-only one (every sample reaches the backbone). */
+export const backbonePoint = (p: CurvePoint): boolean =>
+  p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1;
 
 /** Everything a fit reads, as plain structured-cloneable data (it may run in another worker). */
 export interface FitJob {

@@ -10,7 +10,15 @@ import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import type { PrepareProgress } from '../calibrate/progress.js';
-import { exitCount, fitLearned, type FitRunner, type LearnedExits, type LearnModel } from './fit.js';
+import {
+  backbonePoint,
+  curvePointFor,
+  exitCount,
+  fitLearned,
+  type FitRunner,
+  type LearnedExits,
+  type LearnModel,
+} from './fit.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { LiveAudit, type AuditEstimate } from './audit.js';
@@ -33,15 +41,18 @@ export {
 
 /** What the learner reports (`clf.learning()` adds the runtime's part). */
 export interface LearnerStatus {
-  /** Inputs offered to the reservoir (every input served by the full model, every audited one). */
+  /** Inputs offered to the reservoir (every input served by the full model, every audited one) since learning began
+   * or was reset: a drift restart empties the reservoir (`samplesStored`), not this count. */
   readonly samplesSeen: number;
   readonly samplesStored: number;
   /** Bytes the reservoir holds now (allocated as samples arrive) and may grow to; its capacity in samples. */
   readonly reservoirBytes: number;
   readonly reservoirMaxBytes: number;
   readonly reservoirCapacity: number;
-  /** Fits completed, and whether one is running. */
+  /** Fits whose exits were adopted, fits that ran to their end but were not (the traffic drifted or an alarm rose
+   * meanwhile: their samples were of the old traffic), and whether one is running. */
   readonly fits: number;
+  readonly fitsDropped: number;
   readonly fitting: boolean;
   /** Exits in use (a fit chose at least one, and the audit has not switched them off). */
   readonly exitsOn: boolean;
@@ -79,7 +90,14 @@ export interface LearnerStatus {
 
 /** The state a learner persists (runtime/learn-store.ts), as plain structured-cloneable data. */
 export interface LearnerState {
+  /** The learner's target when saved; absent in states saved before it existed (read as another target: the exits
+   * then serve at the cheapest point of their curve that meets the learner's target, and a re-fit is wanted). */
+  readonly target?: number;
   readonly fits: number;
+  /** Absent in states saved before they existed (read as `fits`, 0, and the reservoir's count). */
+  readonly fitsStarted?: number;
+  readonly fitsDropped?: number;
+  readonly samplesSeen?: number;
   readonly tightenings: number;
   readonly fitted?: LearnedExits;
   readonly point?: CurvePoint;
@@ -100,8 +118,11 @@ export interface LearnerState {
 export const VERIFY_AUDITS = 60;
 export const VERIFY_SHARE = 0.5;
 
-const backbonePoint = (p: CurvePoint): boolean =>
-  p.exitShares.length > 0 && p.exitShares[p.exitShares.length - 1] === 1;
+/** How a fit ended: its exits, and whether they were adopted (put in force). */
+export interface FitOutcome {
+  readonly learned: LearnedExits;
+  readonly adopted: boolean;
+}
 
 /**
  * Learns exits for one model from the inputs it serves. `observe()` stores served inputs; `wantsFit()` says when
@@ -115,7 +136,8 @@ export class Learner {
   /** The drift detector (undefined with `learn.drift: false`). */
   readonly drift: DriftDetector | undefined;
   private fitted: LearnedExits | undefined;
-  /** Bumped when the traffic drifted: a fit started before on the old traffic is not adopted. */
+  /** Bumped on a drift alarm, a drift restart or dismissal, and a reset: a fit started before is not adopted (it fit
+   * the old traffic, and while an alarm is verified its thresholds would undo the alarm's tightening). */
   private generation = 0;
   /** Audits left to verify a drift alarm (0: none pending); confirmed drifts so far. */
   private verifying = 0;
@@ -129,21 +151,32 @@ export class Learner {
   /** The curve point in force (its thresholds), undefined while exits are off. */
   private point: CurvePoint | undefined;
   private fits = 0;
+  /** Fits started (their number), and those that ran to their end without being adopted. */
+  private started = 0;
+  private dropped = 0;
+  /** Bumped by reset(): a fit started before it is not counted after it. */
+  private resets = 0;
+  /** Samples seen before the reservoir last started again (a drift restart; `samplesSeen` counts on). */
+  private seenBefore = 0;
   private tightenings = 0;
   private refitWanted = false;
-  private running: Promise<LearnedExits> | undefined;
+  private running: Promise<FitOutcome> | undefined;
   private lastFitSeconds: number | undefined;
   /** Bumped whenever the exits or thresholds in force change. */
   version = 0;
   /** Measured costs the fits select exits by (fit.ts planCostTable: a device plan's stage times), else MACs. */
   costTable: CostTable | undefined;
 
-  /** The exits of the bundle learning started from, and the thresholds it serves them at (undefined: a plain model). */
-  private readonly origin: { readonly learned: LearnedExits; readonly point: CurvePoint } | undefined;
+  /** The exits of the bundle learning started from, the thresholds it serves them at (undefined: exits off), and
+   * whether a re-fit is wanted at once (the bundle was calibrated for another target). Undefined: a plain model. */
+  private readonly origin:
+    { readonly learned: LearnedExits; readonly point: CurvePoint | undefined; readonly refit: boolean } | undefined;
 
   /**
    * `bundle`: learning starts from this bundle's exits (served at its thresholds, audited, replaced by the first fit
-   * on enough live samples; `resetLearning()` goes back to them).
+   * on enough live samples; `resetLearning()` goes back to them). A bundle calibrated for another target than the
+   * learner's serves at the cheapest point of its curve that meets the learner's (exits off if none), and a re-fit is
+   * wanted at once.
    */
   constructor(
     readonly model: LearnModel,
@@ -161,18 +194,28 @@ export class Learner {
     this.drift = o.drift ? new DriftDetector(STATS_PER_CHANNEL * model.io.input.channels, { seed: o.seed }) : undefined;
     if (bundle && bundle.manifest.exits.length > 0) {
       const c = bundle.manifest.calibration;
+      const learned = {
+        exits: [],
+        summary: c,
+        bundle: { manifestHash: bundle.hash, exits: bundle.manifest.exits.length },
+      };
+      const same = c.target === o.target;
       this.origin = {
-        learned: { exits: [], summary: c, bundle: { manifestHash: bundle.hash, exits: bundle.manifest.exits.length } },
-        point: {
-          knob: 0,
-          thresholds: bundle.manifest.exits.map((e) => e.threshold),
-          agreement: c.validationAgreement,
-          macsFraction: c.expectedMacsFraction,
-          exitShares: [],
-        },
+        learned,
+        point: same
+          ? {
+              knob: 0,
+              thresholds: bundle.manifest.exits.map((e) => e.threshold),
+              agreement: c.validationAgreement,
+              macsFraction: c.expectedMacsFraction,
+              exitShares: [],
+            }
+          : curvePointFor(learned, o.target),
+        refit: !same,
       };
       this.fitted = this.origin.learned;
       this.point = this.origin.point;
+      this.refitWanted = this.origin.refit;
     }
   }
 
@@ -198,6 +241,9 @@ export class Learner {
     if (this.stricterPoint()) this.tighten();
     else this.audit.resetWindow();
     this.verifying = VERIFY_AUDITS;
+    // a fit running on the traffic before the alarm is not adopted: it would put its own (looser) point in force and
+    // reset the verification's window; whichever way the verification ends, a re-fit on the new traffic follows
+    this.generation++;
     this.version++;
     return true;
   }
@@ -210,7 +256,7 @@ export class Learner {
   private restartOnDrift(): void {
     this.verifying = 0;
     this.relearning = false;
-    this.reservoir.clear();
+    this.clearReservoir();
     this.point = undefined;
     this.refitWanted = true;
     this.generation++;
@@ -222,11 +268,27 @@ export class Learner {
 
   /** A dismissed alarm: the exits in force stay; the samples start again from the new traffic (see `relearning`). */
   private relearnOnDrift(): void {
-    this.reservoir.clear();
+    this.clearReservoir();
     this.refitWanted = true;
     this.generation++;
     this.relearning = true;
     this.version++;
+  }
+
+  /** Empties the reservoir (a drift): its samples are counted on in `samplesSeen`. */
+  private clearReservoir(): void {
+    this.seenBefore += this.reservoir.seen;
+    this.reservoir.clear();
+  }
+
+  /** Samples seen since learning began or was reset (see {@link LearnerStatus.samplesSeen}). */
+  get samplesSeen(): number {
+    return this.seenBefore + this.reservoir.seen;
+  }
+
+  /** Fits started so far: the number of the fit running, or of the last one (the next is numbered one more). */
+  get fitsStarted(): number {
+    return this.started;
   }
 
   /** The exits of the last fit (also while switched off), if any. */
@@ -314,20 +376,20 @@ export class Learner {
   /**
    * Runs a fit (one at a time: a second call joins the one running) on a snapshot of the reservoir: `runner` runs the
    * {@link FitJob} (default {@link fitLearned} here; the worker hands it to a second worker so serving never waits).
+   * A fit is numbered as it starts ({@link fitsStarted}); it is not adopted when a drift alarm, a drift or a reset came
+   * while it ran (`adopted` false; counted in `fitsDropped`).
    */
-  fit(onProgress?: (p: PrepareProgress) => void, runner: FitRunner = fitLearned): Promise<LearnedExits> {
+  fit(onProgress?: (p: PrepareProgress) => void, runner: FitRunner = fitLearned): Promise<FitOutcome> {
     this.running ??= this.runFit(onProgress, runner).finally(() => (this.running = undefined));
     return this.running;
   }
 
-  private async runFit(
-    onProgress: ((p: PrepareProgress) => void) | undefined,
-    runner: FitRunner,
-  ): Promise<LearnedExits> {
+  private async runFit(onProgress: ((p: PrepareProgress) => void) | undefined, runner: FitRunner): Promise<FitOutcome> {
     const { io, analysis, requests } = this.model;
+    this.started++;
     this.reservoir.markFitted();
     this.refitWanted = false;
-    const generation = this.generation;
+    const { generation, resets } = this;
     const t0 = performance.now();
     // copied in slices: a full reservoir is tens of MB, and serving goes on between the slices
     const features = await this.reservoir.snapshot(() => new Promise((r) => setTimeout(r, 0)));
@@ -337,12 +399,16 @@ export class Learner {
       { analysis, io, requests, options, features, ...(costTable ? { costTable } : {}) },
       onProgress,
     );
-    this.lastFitSeconds = (performance.now() - t0) / 1000;
-    // fit on traffic that has since drifted away: not adopted (the re-fit on the new traffic is already wanted)
-    if (generation !== this.generation) return learned;
+    if (resets === this.resets) this.lastFitSeconds = (performance.now() - t0) / 1000;
+    // fit on traffic that has since drifted away (or before an alarm or a reset): not adopted (a re-fit on the new
+    // traffic is wanted, or follows the alarm's verification)
+    if (generation !== this.generation) {
+      if (resets === this.resets) this.dropped++;
+      return { learned, adopted: false };
+    }
     this.adopt(learned);
     this.fits++;
-    return learned;
+    return { learned, adopted: true };
   }
 
   /**
@@ -419,12 +485,13 @@ export class Learner {
     const r = this.reservoir;
     const p = this.point;
     return {
-      samplesSeen: r.seen,
+      samplesSeen: this.samplesSeen,
       samplesStored: r.size,
       reservoirBytes: r.bytes,
       reservoirMaxBytes: r.maxBytes,
       reservoirCapacity: r.capacity,
       fits: this.fits,
+      fitsDropped: this.dropped,
       fitting: this.running !== undefined,
       exitsOn: this.exitsOn,
       exits: exitCount(this.fitted),
@@ -464,7 +531,11 @@ export class Learner {
 
   private stateWith(reservoir: LearnerState['reservoir']): LearnerState {
     return {
+      target: this.options.target,
       fits: this.fits,
+      fitsStarted: this.started,
+      fitsDropped: this.dropped,
+      samplesSeen: this.seenBefore + reservoir.seen,
       tightenings: this.tightenings,
       ...(this.fitted ? { fitted: this.fitted } : {}),
       ...(this.point ? { point: this.point } : {}),
@@ -484,7 +555,11 @@ export class Learner {
     return this.verifying;
   }
 
-  /** Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. */
+  /**
+   * Restores a persisted state; false (and the learner left fresh) when it does not fit this learner. A state saved
+   * at another target (or without one) serves its exits at the cheapest point of their curve that meets the learner's
+   * {@link fitTarget} (exits off if none; an alarm under verification tightens it again) and wants a re-fit.
+   */
   restore(s: LearnerState): boolean {
     const fitted = s.fitted;
     // a bundle's exits only with that very bundle (same manifest hash); learned exits only on this model's cuts
@@ -522,22 +597,45 @@ export class Learner {
     this.verifying = s.verifying;
     this.driftRestarts = s.driftRestarts;
     this.relearning = s.relearning === true;
+    const count = (v: number | undefined, least: number): number => (Number.isInteger(v) && v! >= least ? v! : least);
+    this.started = count(s.fitsStarted, s.fits);
+    this.dropped = count(s.fitsDropped, 0);
+    this.seenBefore = count(s.samplesSeen, this.reservoir.seen) - this.reservoir.seen;
+    if (s.target !== this.options.target && this.fitted) this.retarget();
     this.version++;
     return true;
+  }
+
+  /** The exits in force moved to the learner's target (a restored state saved at another): see {@link restore}. */
+  private retarget(): void {
+    this.refitWanted = true;
+    if (!this.point || !this.fitted) return; // exits off stay off until the re-fit
+    this.point = curvePointFor(this.fitted, this.fitTarget());
+    this.audit.resetWindow();
+    if (this.verifying === 0) return;
+    // a drift alarm under verification: its tightening applied again, or (exits off) learning restarts, as
+    // observeInput does with exits off
+    if (!this.point) this.restartOnDrift();
+    else this.point = this.stricterPoint() ?? this.point;
   }
 
   /** Forgets everything learned: samples, exits (back to the bundle's, if learning started from one), audit. Returns
    * false (for restore()). */
   reset(): false {
     this.reservoir.clear();
+    this.seenBefore = 0;
     this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
-    this.drift?.restart();
-    this.verifying = 0;
+    this.drift?.reset();
+    this.verifying = this.driftRestarts = 0;
     this.relearning = false;
     this.fitted = this.origin?.learned;
     this.point = this.origin?.point;
-    this.fits = this.tightenings = 0;
-    this.refitWanted = false;
+    this.fits = this.tightenings = this.started = this.dropped = 0;
+    this.lastFitSeconds = undefined;
+    this.refitWanted = this.origin?.refit ?? false;
+    // a fit running now is not adopted, nor counted
+    this.generation++;
+    this.resets++;
     this.version++;
     return false;
   }

@@ -444,7 +444,7 @@ export class LearnRuntime {
    */
   private startFit(): void {
     if (this.fitting || this.disposed) return;
-    const fit = this.learner.status().fits + 1;
+    const fit = this.learner.fitsStarted + 1; // the number learner.fit() gives it as it starts
     let stale = false;
     let inWorker = false;
     let cancel: (e: Error) => void = () => {};
@@ -463,17 +463,19 @@ export class LearnRuntime {
     };
     const running: Promise<void> = this.learner
       .fit((p) => report(p.stage, p.done, p.total), run)
-      .then(async () => {
-        if (stale) return;
+      .then(async ({ adopted }) => {
+        // not adopted (a drift alarm or a drift came meanwhile): nothing new to serve, no 'done'
+        if (stale || !adopted) return false;
         this.opening = true;
         try {
           await this.serveLearned();
         } finally {
           this.opening = false;
         }
+        return true;
       })
-      .then(async () => {
-        if (stale) return;
+      .then(async (inUse) => {
+        if (stale || !inUse) return;
         this.lastError = undefined;
         this.save();
         await this.saving; // 'done' means the new exits are in use and stored
