@@ -8,15 +8,23 @@
 //   agree: the logistic map gets one more input, whether the previous selected exit's argmax equals this one's (two
 //         max-softmax thresholds per exit); agree-soft: the input is logit(p_prev[argmax p_j]) instead;
 //   class: a per-class intercept in the logistic map (one max-softmax threshold per exit and answered class);
-//   and combinations. Thresholds are chosen on calib as prepare does (chooseThresholds, same margin, the knob turned
-// into raw thresholds midway between calib samples); `--reselect` re-runs exit selection (selectExits' search) with
-// each variant's scores, `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
+//   margin / entropy: the exit's own score is p1 − p2 (top-1 minus top-2 probability) / 1 − H/ln K (negative entropy)
+//         instead of the max-softmax, through the same logistic map; maxmargin: the map reads logit(max) and
+//         logit(p1 − p2) (two inputs, fit out of fold like agree-soft's); and combinations.
+// `--ms D` trains multi-scale heads instead (each candidate cut's head also reads the pooled features of the D candidate
+// cuts before it, rows concatenated; bench/exit-levers.ts), with prepare's training, selection and thresholds, and the
+// pooling of every cut a head reads added to its cost. `--pool`: calib + pool images (50,000) instead of calib.
+// Thresholds are chosen on calib as prepare does (chooseThresholds, same margin, the knob turned into raw thresholds
+// midway between calib samples); `--reselect` re-runs exit selection (selectExits' search) with each variant's scores,
+// `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
 // knobs whose agreement on test itself meets the target (hindsight; the scores' quality without threshold noise).
 //
-//   npx tsx bench/ensemble-study.ts [resnet56|resnet20] [--limit N] [--reselect] [--chain i,j,…] [--json out.json]
+//   npx tsx bench/ensemble-study.ts [resnet56|resnet20] [--limit N] [--pool] [--ms D] [--reselect] [--chain i,j,…]
+//        [--json out.json]
 //
 // ENS_VARIANTS / ENS_RESELECT (comma lists) pick the variants. Features are cached in bench/.cache/ens-<model>.*.
-// Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state.
+// Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state;
+// the score kinds and multi-scale features are in bench/exit-levers.ts.
 import fs from 'node:fs';
 import path from 'node:path';
 import { augmentSamples } from '../src/calibrate/augment.js';
@@ -40,9 +48,10 @@ import {
   type CascadeCosts,
   type ExitScores,
 } from '../src/policy/cascade-sim.js';
-import { rawThresholdOnSamples, type ScoreMap } from '../src/policy/exit-rule.js';
+import { rawThresholdOnSamples, selectExitsWithRule, type ScoreMap } from '../src/policy/exit-rule.js';
 import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
+import { cascadeTop1, confidence, multiScale, rescored, type ScoreKind } from './exit-levers.js';
 import { cachedFeatures } from './feature-cache.js';
 import { studyFeatures, shared, cacheDir, ort, SHAPE } from './study-env.js';
 
@@ -52,7 +61,9 @@ const TARGETS = [0.99, 0.985] as const;
  * this answer's class). */
 interface VariantSpec {
   readonly ens: 'none' | 'soft' | 'hard' | 'soft-nobias';
-  readonly agree: 'none' | 'binary' | 'soft' | 'class';
+  readonly agree: 'none' | 'binary' | 'soft' | 'class' | 'margin';
+  /** The exit's own confidence score (default max-softmax): see {@link ScoreKind}. */
+  readonly score?: ScoreKind;
 }
 const SPECS = {
   base: { ens: 'none', agree: 'none' },
@@ -64,6 +75,9 @@ const SPECS = {
   'ens+agree': { ens: 'soft', agree: 'binary' },
   'ens-hard+agree-soft': { ens: 'hard', agree: 'soft' },
   class: { ens: 'none', agree: 'class' },
+  margin: { ens: 'none', agree: 'none', score: 'margin' },
+  entropy: { ens: 'none', agree: 'none', score: 'entropy' },
+  maxmargin: { ens: 'none', agree: 'margin' },
 } as const satisfies Record<string, VariantSpec>;
 type Variant = keyof typeof SPECS;
 const VARIANTS = (process.env.ENS_VARIANTS?.split(',') ?? Object.keys(SPECS)) as Variant[];
@@ -77,11 +91,15 @@ const RESELECT = (process.env.ENS_RESELECT?.split(',') ?? [
 ]) as Variant[];
 
 const args = process.argv.slice(2);
-const limit = intFlag(args, '--limit', 10_000);
+/** `--pool`: the images are calib + pool (50,000, in prepare's order for `--samples calib --samples pool`). */
+const usePool = boolFlag(args, '--pool');
+const limit = intFlag(args, '--limit', usePool ? 50_000 : 10_000);
 const reselect = boolFlag(args, '--reselect');
 const jsonOut = stringFlag(args, '--json');
 /** `--chain i,j,…`: also every variant on these exits (candidate indices) at each target. */
 const extraChain = stringFlag(args, '--chain')?.split(',').map(Number);
+/** `--ms D`: multi-scale heads, each candidate's head also reads the pooled features of the D candidates before it. */
+const msDepth = intFlag(args, '--ms', 0);
 const modelKey = args[0] ?? 'resnet56';
 const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
 if (!fs.existsSync(modelFile)) {
@@ -100,14 +118,18 @@ const K = io.classes;
 const o0 = resolvePrepareOptions({});
 const cuts = candidateCuts(analysis.cuts, o0.maxCandidates);
 const requests = poolingRequests(cuts, o0);
-const calibRaw = u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
+const calibRaw = usePool
+  ? new Uint8Array(
+      Buffer.concat(['calib', 'pool'].map((s) => fs.readFileSync(path.join(shared, `data/cifar10/${s}-u8.bin`)))),
+    )
+  : u8(path.join(shared, 'data/cifar10/calib-u8.bin'));
 const calib = shuffleAndLimit({ data: calibRaw, count: calibRaw.length / 3072 }, SHAPE, o0.seed, limit).batch;
 const n = calib.count;
 const testRaw = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
 const test = { data: testRaw, count: testRaw.length / 3072 };
 
 async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
-  const base = path.join(cacheDir, `ens-${modelKey}.${set}${set === 'calib' ? `.n${n}` : ''}`);
+  const base = path.join(cacheDir, `ens-${modelKey}.${set}${set === 'calib' ? `${usePool ? '+pool' : ''}.n${n}` : ''}`);
   const geometry = requests.map((r) => {
     const g = cutGeometry(r.cut);
     return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}) };
@@ -131,10 +153,16 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
     })),
   };
 }
-const calibF = await features('calib');
-const testF = await features('test');
+const ms =
+  msDepth > 0
+    ? { calib: multiScale(await features('calib'), msDepth), test: multiScale(await features('test'), msDepth) }
+    : undefined;
+const calibF = ms?.calib.set ?? (await features('calib'));
+const testF = ms?.test.set ?? (await features('test'));
 const nTest = testF.n;
 const testTeacher = argmaxRows(testF.teacher, nTest, K);
+const testLabels = u8(path.join(shared, 'data/cifar10/test-labels.u8')).subarray(0, nTest);
+const backboneTop1 = testTeacher.reduce((a, c, r) => a + (c === testLabels[r] ? 1 : 0), 0) / nTest;
 console.error(`features ready (${secs()})`);
 
 // ---------- prepare's candidate heads, selection, final heads ----------
@@ -150,10 +178,16 @@ const fitContext = (target: number): FitContext => ({
 });
 const c0 = fitContext(TARGETS[0]);
 const data = headData(c0, cuts, calibF, o0.augment.length);
+const tCand = performance.now();
 const { trained } = await trainCandidates(c0, data, true);
+const candidateSeconds = (performance.now() - tCand) / 1000;
 const configOf = bestConfigs(trained);
 console.error(`candidate heads trained (${secs()})`);
-const { costs: macsCosts, overheadUnit } = headCosts(c0, data, (i) => configOf[i]!, undefined);
+const { costs: denseCosts, overheadUnit } = headCosts(c0, data, (i) => configOf[i]!, undefined);
+// multi-scale heads: their geometry is a stand-in (dense MACs only), the pooling of every cut they read is added here
+const macsCosts: CascadeCosts = ms
+  ? { ...denseCosts, headCost: Array.from(denseCosts.headCost, (h, i) => h + ms.calib.poolMacs[i]!) }
+  : denseCosts;
 const overhead = o0.overheadFraction * overheadUnit;
 const oofProbs = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.probs!);
 const oofScores = cuts.map((_, i) => trained[i]!.get(configOf[i]!.label)!.scores);
@@ -161,12 +195,23 @@ const foldOf = data.foldOf.subarray(0, n);
 const teacherP = calibF.teacher.subarray(0, n * K);
 const teacherHard = new Float32Array(n * K);
 data.teacherPred.forEach((c, r) => (teacherHard[r * K + c] = 1));
-const baseSel = TARGETS.map((t) => selectExitsFor(fitContext(t), data, trained, (i) => configOf[i]!));
+const baseSel = TARGETS.map((target) =>
+  ms
+    ? selectExitsWithRule(oofScores, macsCosts, {
+        target,
+        overhead,
+        curvePoints: o0.curvePoints,
+        rule: o0.thresholdRule,
+      })
+    : selectExitsFor(fitContext(target), data, trained, (i) => configOf[i]!),
+);
 const finalFor =
   reselect || extraChain
     ? cuts.map((_, i) => i)
     : [...new Set(baseSel.flatMap((s) => s.selected))].sort((a, b) => a - b);
+const tFinal = performance.now();
 const finals = await trainFinalHeads(c0, data, finalFor, configOf);
+const finalSeconds = (performance.now() - tFinal) / 1000;
 const testProbs: (Float32Array | undefined)[] = cuts.map(() => undefined);
 for (const fh of finals) {
   const x = configFeatures(testF.cuts[fh.i]!, configOf[fh.i]!).x as Float32Array;
@@ -501,29 +546,37 @@ function positions(chain: readonly number[], variant: Variant): Position[] {
       const e = ensembleOf(chain.slice(0, j + 1), spec.ens);
       [cp, tp, weights] = [e.oof, e.test, e.weights];
     } else [cp, tp] = [oofProbs[i]!, testProbs[i]];
-    const calibS = spec.ens === 'none' ? oofScores[i]! : exitScores(cp, n, K, calibTeacher);
-    const testS = tp ? exitScores(tp, nTest, K, testTeacher) : undefined;
+    const kind = spec.score ?? 'max';
+    const calibS = rescored(spec.ens === 'none' ? oofScores[i]! : exitScores(cp, n, K, calibTeacher), cp, K, kind);
+    const testS = tp ? rescored(exitScores(tp, nTest, K, testTeacher), tp, K, kind) : undefined;
     const prev = out[j - 1];
     /** The extra input of each row: previous answer == this one (binary), or logit of prev[this answer] (soft). */
     const input = (a: ExitScores, prevProbs: Float32Array, prevScores: ExitScores): Float32Array =>
       Float32Array.from(a.pred, (c, r) =>
         spec.agree === 'binary' ? (c === prevScores.pred[r] ? 1 : 0) : logit(prevProbs[r * K + c]!),
       );
+    /** maxmargin: logit(p1 − p2) of the exit's own answer, a second real input of the map. */
+    const marginInput = (p: Float32Array, rows: number): Float32Array => confidence(p, rows, K, 'margin').map(logit);
     const extra =
-      spec.agree === 'class'
+      spec.agree === 'margin'
         ? {
-            groups: K,
-            calibGroup: Float32Array.from(calibS.pred),
-            ...(testS ? { testGroup: Float32Array.from(testS.pred) } : {}),
+            calibGroup: marginInput(cp, n),
+            ...(tp ? { testGroup: marginInput(tp, nTest) } : {}),
           }
-        : spec.agree !== 'none' && prev
+        : spec.agree === 'class'
           ? {
-              binary: spec.agree === 'binary',
-              ...(spec.agree === 'binary' ? { groups: 2 } : {}),
-              calibGroup: input(calibS, prev.calibProbs, prev.calib),
-              ...(testS && prev.test && prev.testProbs ? { testGroup: input(testS, prev.testProbs, prev.test) } : {}),
+              groups: K,
+              calibGroup: Float32Array.from(calibS.pred),
+              ...(testS ? { testGroup: Float32Array.from(testS.pred) } : {}),
             }
-          : {};
+          : (spec.agree === 'binary' || spec.agree === 'soft') && prev
+            ? {
+                binary: spec.agree === 'binary',
+                ...(spec.agree === 'binary' ? { groups: 2 } : {}),
+                calibGroup: input(calibS, prev.calibProbs, prev.calib),
+                ...(testS && prev.test && prev.testProbs ? { testGroup: input(testS, prev.testProbs, prev.test) } : {}),
+              }
+            : {};
     out.push({
       calib: calibS,
       test: testS,
@@ -594,6 +647,8 @@ interface Outcome {
   readonly testAgreement?: number;
   readonly testMacs?: number;
   readonly testShares?: number[];
+  /** The cascade's top-1 on test minus the backbone's (fraction). */
+  readonly testTop1Delta?: number;
   /** Cheapest MACs among dense knobs whose TEST agreement meets the target (hindsight). */
   readonly testFrontier?: number;
   readonly thresholds: number[][];
@@ -626,20 +681,18 @@ function evaluate(chain: readonly number[], variant: Variant, target: number, wi
       });
     });
   const half = chain.map(() => 0.5);
+  /** Each position's decisions at `knob` on calib or test (1: leaves). */
+  const decisionsAt = (knob: number, th: number[][], set: 'calib' | 'test'): ExitScores[] =>
+    pos.map((p, j) =>
+      decided(set === 'calib' ? p.calib : p.test!, p, set === 'calib' ? p.calibGroup : p.testGroup, th[j]!, {
+        map: maps[j]!,
+        remaining: remaining[j]!,
+        knob,
+      }),
+    );
   /** The cascade at `knob` on calib or test. */
   const outcomeAt = (knob: number, th: number[][], set: 'calib' | 'test') =>
-    simulateCascade(
-      pos.map((p, j) =>
-        decided(set === 'calib' ? p.calib : p.test!, p, set === 'calib' ? p.calibGroup : p.testGroup, th[j]!, {
-          map: maps[j]!,
-          remaining: remaining[j]!,
-          knob,
-        }),
-      ),
-      all,
-      half,
-      chainCosts(chain, false),
-    );
+    simulateCascade(decisionsAt(knob, th, set), all, half, chainCosts(chain, false));
   const thresholds = thresholdsAt(choice.knob);
   const onCalib = outcomeAt(choice.knob, thresholds, 'calib');
   const base = {
@@ -668,6 +721,7 @@ function evaluate(chain: readonly number[], variant: Variant, target: number, wi
     testAgreement: onTest.agreement,
     testMacs: onTest.macsFraction,
     testShares: onTest.exitShares,
+    testTop1Delta: cascadeTop1(decisionsAt(choice.knob, thresholds, 'test'), testTeacher, testLabels) - backboneTop1,
     testFrontier: frontier,
   };
 }
@@ -754,12 +808,15 @@ console.log(
   `\n${modelKey}, ${n} calib images (flip copies), measured on ${nTest} test images; prepare's exits: ${baseSel.map((s, t) => `${TARGETS[t]}: ${s.selected.join(',')}`).join('; ')}\n`,
 );
 console.log(
-  '| target | exits | variant | test MACs | test agreement | test frontier | calib MACs (agreement) | ensemble weights |',
+  `heads${ms ? ` (multi-scale, depth ${msDepth})` : ''}: candidates ${candidateSeconds.toFixed(0)} s, final ${finalSeconds.toFixed(0)} s; head MACs (% of the backbone) at prepare's exits: ${[...new Set(baseSel.flatMap((s) => s.selected))].map((i) => `${i}: ${((100 * macsCosts.headCost[i]!) / macsCosts.fullCost).toFixed(3)}`).join(', ')}\n`,
 );
-console.log('|---:|---|---|---:|---:|---:|---:|---|');
+console.log(
+  '| target | exits | variant | test MACs | test agreement | top-1 (points) | test frontier | calib MACs (agreement) | ensemble weights |',
+);
+console.log('|---:|---|---|---:|---:|---:|---:|---:|---|');
 for (const r of rows)
   console.log(
-    `| ${r.target} | ${r.selection}: ${r.exits.join(',')} | ${r.variant} | ${r.testMacs?.toFixed(3) ?? '–'} | ${pct(r.testAgreement)} | ${r.testFrontier?.toFixed(3) ?? '–'} | ${r.calibMacs.toFixed(3)} (${pct(r.calibAgreement)}) | ${r.weights ? r.weights.map((w) => `[${w.join(' ')}]`).join(' ') : ''} |`,
+    `| ${r.target} | ${r.selection}: ${r.exits.join(',')} | ${r.variant} | ${r.testMacs?.toFixed(3) ?? '–'} | ${pct(r.testAgreement)} | ${r.testTop1Delta === undefined ? '–' : (100 * r.testTop1Delta).toFixed(2)} | ${r.testFrontier?.toFixed(3) ?? '–'} | ${r.calibMacs.toFixed(3)} (${pct(r.calibAgreement)}) | ${r.weights ? r.weights.map((w) => `[${w.join(' ')}]`).join(' ') : ''} |`,
   );
 console.error(`done (${secs()})`);
 if (jsonOut)
@@ -773,6 +830,22 @@ if (jsonOut)
         date: new Date().toISOString(),
         candidates: cuts.map((c) => c.tensor),
         configs: configOf.map((c) => c.label),
+        heads: {
+          multiScaleDepth: msDepth,
+          candidateSeconds,
+          finalSeconds,
+          /** Per candidate: head MACs (pooling of every cut read included) and the backbone's. */
+          headMacs: macsCosts.headCost,
+          fullMacs: macsCosts.fullCost,
+          ...(ms
+            ? {
+                sources: ms.calib.sources,
+                dims: ms.calib.dims,
+                poolMacs: ms.calib.poolMacs,
+              }
+            : {}),
+        },
+        backboneTop1,
         prepareSelection: baseSel.map((s, t) => ({
           target: TARGETS[t],
           exits: s.selected,
