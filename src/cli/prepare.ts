@@ -63,8 +63,8 @@ Calibration:
 
 Output:
   --out <dir>          bundle folder (built in a temp folder beside it, then swapped in whole; an older
-                       bundle there is replaced, other files of yours are kept; on error it is left as
-                       it was)
+                       bundle there is replaced: its manifest.json, the files it names and report.html;
+                       every other file is kept; on error the folder is left as it was)
   --report             also write report.html (exit shares, agreement vs MACs curve)
   -h, --help           show this help
 `;
