@@ -71,7 +71,7 @@ export async function checkSampleSources(paths: readonly string[], shape: Sample
     const files = (await listImages(p)).sort();
     if (files.length === 0) throw new SelfxitError('INVALID_SAMPLES', `${p}: no .png/.jpg/.jpeg images found`);
     const geometry: SampleShape[] = [];
-    for (const f of files) geometry.push(imageHeaderGeometry(await readHead(f), f));
+    for (const f of files) geometry.push(await readGeometry(f));
     sources.push({ path: p, kind: 'folder', count: files.length, files, geometry });
   }
   if (sources.length > 1) {
@@ -168,38 +168,68 @@ async function readInto(p: string, out: Uint8Array): Promise<void> {
   }
 }
 
-/** The first 64 KiB of a file (enough for a PNG's or a JPEG's size header), or the whole file when it needs more. */
-async function readHead(p: string): Promise<Uint8Array> {
+/** Reads up to `length` bytes of an image file from `position` (fewer at its end). */
+type ByteReader = (position: number, length: number) => Promise<Uint8Array>;
+
+/** The size header of the image file `p` (see {@link imageHeaderGeometry}): its first 64 KiB are read at once, bytes
+ * past them (a JPEG whose EXIF/ICC/XMP blocks push its SOF further) by positioned reads. */
+async function readGeometry(p: string): Promise<SampleShape> {
   try {
     const fh = await fs.open(p, 'r');
     try {
-      const buf = new Uint8Array(65536);
-      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-      return buf.subarray(0, bytesRead);
+      const head = new Uint8Array(65536);
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      const whole = bytesRead < head.length;
+      const read: ByteReader = async (position, length) => {
+        if (whole || position + length <= bytesRead)
+          return head.subarray(position, Math.min(position + length, bytesRead));
+        const buf = new Uint8Array(length);
+        return buf.subarray(0, (await fh.read(buf, 0, length, position)).bytesRead);
+      };
+      return await imageHeaderGeometry(read, p);
     } finally {
       await fh.close();
     }
   } catch (e) {
+    if (e instanceof SelfxitError) throw e;
     throw ioError(p, e);
   }
 }
 
-/** Size and colour channels (1 for gray, 3 for colour) from a PNG's IHDR or a JPEG's SOF (INVALID_SAMPLES when neither). */
-export function imageHeaderGeometry(bytes: Uint8Array, name: string): SampleShape {
-  const be16 = (i: number): number => (bytes[i]! << 8) | bytes[i + 1]!;
-  if (bytes.length >= 26 && bytes[0] === 0x89 && bytes[1] === 0x50) {
-    const width = be16(16) * 65536 + be16(18);
-    const height = be16(20) * 65536 + be16(22);
-    const colour = bytes[25]!;
+/**
+ * Size and colour channels (1 for gray, 3 for colour) from a PNG's IHDR or a JPEG's SOF, the JPEG's found by following
+ * the segment lengths however far it is (INVALID_SAMPLES when neither is found). `bytes`: the file, or a reader of it.
+ */
+export async function imageHeaderGeometry(bytes: Uint8Array | ByteReader, name: string): Promise<SampleShape> {
+  const read: ByteReader =
+    typeof bytes === 'function'
+      ? bytes
+      : (position, length) => Promise.resolve(bytes.subarray(position, position + length));
+  const be16 = (b: Uint8Array, i: number): number => (b[i]! << 8) | b[i + 1]!;
+  const start = await read(0, 26);
+  if (start.length >= 26 && start[0] === 0x89 && start[1] === 0x50) {
+    const width = be16(start, 16) * 65536 + be16(start, 18);
+    const height = be16(start, 20) * 65536 + be16(start, 22);
+    const colour = start[25]!;
     return { height, width, channels: colour === 0 || colour === 4 ? 1 : 3 };
   }
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) {
+  if (start[0] === 0xff && start[1] === 0xd8) {
     let i = 2;
-    while (i + 9 < bytes.length && bytes[i] === 0xff) {
-      const marker = bytes[i + 1]!;
-      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc)
-        return { height: be16(i + 5), width: be16(i + 7), channels: bytes[i + 9] === 1 ? 1 : 3 };
-      i += 2 + be16(i + 2);
+    for (;;) {
+      const b = await read(i, 10);
+      if (b.length < 4 || b[0] !== 0xff) break;
+      const marker = b[1]!;
+      if (marker === 0xff) {
+        i += 1; // a fill byte before the marker
+        continue;
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        if (b.length < 10) break;
+        return { height: be16(b, 5), width: be16(b, 7), channels: b[9] === 1 ? 1 : 3 };
+      }
+      const length = be16(b, 2);
+      if (length < 2) break;
+      i += 2 + length;
     }
   }
   throw new SelfxitError('INVALID_SAMPLES', `${name}: not a PNG or JPEG image (no size header found)`, {
