@@ -7,7 +7,7 @@ import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { describe, expect, it } from 'vitest';
 import { byteSizeOption, prepareCommand } from '../src/cli/prepare.js';
-import { checkSampleSources, loadSampleSources } from '../src/cli/images.js';
+import { checkSampleSources, loadSampleSources } from '../src/cli/sample-sources.js';
 import { prepare } from '../src/calibrate/prepare.js';
 import { encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';

@@ -54,8 +54,7 @@ export async function writeBundleDir(
 ): Promise<void> {
   const all = new Map<string, Uint8Array | string>([[MANIFEST_FILE, `${JSON.stringify(manifest, null, 2)}\n`]]);
   for (const [name, bytes] of [...files, ...extra]) {
-    if (!plainName(name))
-      throw new SelfxitError('INTERNAL', `bundle file name "${name}" is not a plain file name`);
+    if (!plainName(name)) throw new SelfxitError('INTERNAL', `bundle file name "${name}" is not a plain file name`);
     all.set(name, bytes);
   }
   const stale = await oldBundleFiles(dir);

@@ -3,11 +3,12 @@
 import { SelfxitError } from '../errors.js';
 import type { BundleFiles } from '../bundle/manifest.js';
 import { evaluateBundle, type EvaluationResult } from '../calibrate/evaluate.js';
-import { shuffleAndLimit, type SampleBatch } from '../calibrate/samples.js';
+import { chooseSamples, type SampleBatch } from '../calibrate/samples.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { readBundleDir } from './bundle-fs.js';
 import type { CliCommand, CliIo } from './dispatch.js';
-import { loadSampleSources, parseShape, readLabelFile } from './images.js';
+import { parseShape, readLabelFile } from './images.js';
+import { openSampleSources } from './sample-sources.js';
 import { loadOrtNode } from './node-io.js';
 import { CLI_SESSION_OPTIONS, numberList, numberOption } from './prepare.js';
 
@@ -67,15 +68,17 @@ export async function loadEvalSamples(
       );
     }
   }
-  const loaded = await loadSampleSources(typeof samplesPaths === 'string' ? [samplesPaths] : samplesPaths, shape);
-  const all: SampleBatch = { data: loaded.data, count: loaded.count };
+  const source = await openSampleSources(typeof samplesPaths === 'string' ? [samplesPaths] : samplesPaths, shape);
   const labelsAll = opts.labelsFile
-    ? await readLabelFile(opts.labelsFile, all.count, bundle.manifest.labels)
+    ? await readLabelFile(opts.labelsFile, source.count, bundle.manifest.labels)
     : undefined;
-  if (opts.limit === undefined || opts.limit >= all.count)
-    return { samples: all, ...(labelsAll ? { labels: labelsAll } : {}) };
-  const { batch, indices } = shuffleAndLimit(all, shape, opts.seed ?? 0, opts.limit);
-  return { samples: batch, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
+  // With --limit only the images the seeded shuffle keeps are read (the same ones as shuffling all of them).
+  const indices =
+    opts.limit === undefined || opts.limit >= source.count
+      ? Int32Array.from({ length: source.count }, (_, i) => i)
+      : chooseSamples(source.count, opts.seed ?? 0, opts.limit);
+  const samples: SampleBatch = { data: await source.read(indices), count: indices.length };
+  return { samples, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
 }
 
 /** An integer option >= `min` (UsageError when not a number, INVALID_ARGUMENT when out of range). */
