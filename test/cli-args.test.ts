@@ -10,6 +10,8 @@ import { reportCommand } from '../src/cli/report.js';
 import { isSelfxitError } from '../src/errors.js';
 import { cliWith, writePrepareInputs } from './fixtures/cli-helpers.js';
 
+/** The cheapest calibration that gives some bundle. */
+const QUICK = ['--heads', 'pool-linear', '--target', '0.9'];
 const cli = cliWith({ prepare: prepareCommand, eval: evalCommand, report: reportCommand });
 const options = {
   samples: { type: 'string', multiple: true },
@@ -59,18 +61,7 @@ describe('repeated options', () => {
     async () => {
       const { dir, model, samples } = writePrepareInputs('selfxit-args-');
       const out = path.join(dir, 'bundle');
-      const p = await cli(
-        'prepare',
-        model,
-        '--samples',
-        samples,
-        '--heads',
-        'pool-linear',
-        '--target',
-        '0.9',
-        '--out',
-        out,
-      );
+      const p = await cli('prepare', model, '--samples', samples, ...QUICK, '--out', out);
       expect(p.code, p.stderr).toBe(0);
       const bytes = fs.readFileSync(samples);
       const a = path.join(dir, 'a.u8');

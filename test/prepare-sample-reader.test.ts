@@ -68,14 +68,8 @@ describe('duplicate samples', () => {
       fs.copyFileSync(samples, copy);
       const quick = ['--heads', 'pool-linear', '--target', '0.9'];
       const once = await cli('prepare', model, '--samples', samples, ...quick, '--out', path.join(dir, 'once'));
-      const thrice = await cli(
-        'prepare',
-        model,
-        ...['--samples', samples, '--samples', samples, '--samples', copy],
-        ...quick,
-        '--out',
-        path.join(dir, 'thrice'),
-      );
+      const three = ['--samples', samples, '--samples', samples, '--samples', copy];
+      const thrice = await cli('prepare', model, ...three, ...quick, '--out', path.join(dir, 'thrice'));
       expect(once.code, once.stderr).toBe(0);
       expect(thrice.code, thrice.stderr).toBe(0);
       expect(thrice.stderr).toMatch(
