@@ -19,7 +19,8 @@ import { packFeatures, rowReader, type FeatureRows } from '../src/calibrate/feat
 import type { FeatureSet } from '../src/calibrate/features.js';
 import { headFeaturesInto } from '../src/calibrate/pool.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
-import { loadSamples, readLabelFile } from '../src/cli/images.js';
+import { readLabelFile } from '../src/cli/images.js';
+import { loadSamples } from '../src/cli/sample-sources.js';
 import { analyseForLearning, assembleLearned, fitLearned, type LearnModel } from '../src/learn/fit.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { FeatureReservoir, bytesPerRow, reservoirCuts } from '../src/learn/reservoir.js';

@@ -205,10 +205,12 @@ function snapshot(dir: string): Record<string, string> {
   );
 }
 
-/** An older bundle in `out`: more segments than any new one, a report, and a file of the user's. */
+/** An older bundle in `out`: more segments than any new one (named by its manifest), a report, and a file of the user's. */
 function oldBundle(out: string): void {
   fs.mkdirSync(out);
-  fs.writeFileSync(path.join(out, 'manifest.json'), '{"old": true}\n');
+  const segments = Array.from({ length: 6 }, (_, i) => ({ file: `segment-${i}.onnx` }));
+  const old = { format: 'selfxit-bundle', old: true, segments, backbone: { file: 'backbone.onnx' } };
+  fs.writeFileSync(path.join(out, 'manifest.json'), `${JSON.stringify(old)}\n`);
   for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(out, `segment-${i}.onnx`), `old segment ${i}`);
   fs.writeFileSync(path.join(out, 'backbone.onnx'), 'old backbone');
   fs.writeFileSync(path.join(out, 'report.html'), '<p>old</p>');
@@ -462,6 +464,46 @@ describe('selfxit prepare into an existing bundle folder', () => {
       expect(bad.code).toBe(1);
       expect(snapshot(out)).toEqual(before);
       expect(leftovers(dir)).toEqual(['bundle']);
+    },
+  );
+
+  it(
+    'into the folder of its own inputs: only files an older manifest names are replaced, your .onnx files are kept',
+    { timeout: 120_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const mine = { 'my-other-model.onnx': 'another model', 'notes.txt': 'my notes', 'segment-extra.onnx': 'mine' };
+      for (const [f, text] of Object.entries(mine)) fs.writeFileSync(path.join(dir, f), text);
+      const modelBytes = fs.readFileSync(model);
+      const samplesBytes = fs.readFileSync(samples);
+      const r = await cli('prepare', model, '--samples', samples, ...FAST, '--out', dir);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fs.readFileSync(model)).toEqual(modelBytes);
+      expect(fs.readFileSync(samples)).toEqual(samplesBytes);
+      for (const [f, text] of Object.entries(mine)) expect(fs.readFileSync(path.join(dir, f), 'utf8')).toBe(text);
+      const m = readManifest(dir);
+      // a second run replaces the first bundle (adding a report), still keeping every file its manifest does not name
+      fs.writeFileSync(path.join(dir, 'segment-9.onnx'), 'not named by the manifest');
+      const again = await cli('prepare', model, '--samples', samples, ...FAST, '--report', '--out', dir);
+      expect(again.code, again.stderr).toBe(0);
+      const m2 = readManifest(dir);
+      expect(m2.segments.map((s) => s.file)).toEqual(m.segments.map((s) => s.file));
+      expect(fs.readdirSync(dir).sort()).toEqual(
+        [
+          ...new Set([
+            ...Object.keys(mine),
+            'segment-9.onnx',
+            path.basename(model),
+            path.basename(samples),
+            'names.txt',
+            'manifest.json',
+            'report.html',
+            'backbone.onnx',
+            'validation.bin',
+            ...m2.segments.map((s) => s.file),
+          ]),
+        ].sort(),
+      );
     },
   );
 });

@@ -4,9 +4,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
+import jpeg from 'jpeg-js';
 import { describe, expect, it } from 'vitest';
 import { byteSizeOption, prepareCommand } from '../src/cli/prepare.js';
-import { checkSampleSources, loadSampleSources } from '../src/cli/images.js';
+import { checkSampleSources, loadSampleSources } from '../src/cli/sample-sources.js';
 import { prepare } from '../src/calibrate/prepare.js';
 import { encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';
@@ -80,6 +81,37 @@ describe('sample sources', () => {
     expect(e.message).toMatch(/z\.png: not a PNG or JPEG/);
     // one folder alone is still resized, whatever its images' sizes
     expect((await loadSampleSources([big], shape)).count).toBe(2);
+  });
+
+  it('reads a JPEG whose size header lies past 64 KiB (large EXIF/ICC blocks), like the decoder does', async () => {
+    const { dir } = writePrepareInputs('selfxit-sources-');
+    const rgba = Buffer.alloc(8 * 6 * 4, 255);
+    for (let i = 0; i < rgba.length; i++) if (i % 4 !== 3) rgba[i] = (i * 53) & 255;
+    const plain = Buffer.from(jpeg.encode({ data: rgba, width: 8, height: 6 }, 95).data);
+    const app = (marker: number): Buffer => {
+      const seg = Buffer.alloc(65002);
+      seg[0] = 0xff;
+      seg[1] = marker;
+      seg.writeUInt16BE(65000, 2);
+      return seg;
+    };
+    const big = Buffer.concat([plain.subarray(0, 2), app(0xe1), app(0xe2), plain.subarray(2)]);
+    const imgs = path.join(dir, 'jpgs');
+    fs.mkdirSync(imgs);
+    fs.writeFileSync(path.join(imgs, 'a.jpg'), plain);
+    fs.writeFileSync(path.join(imgs, 'b.jpg'), big);
+    const [src] = await checkSampleSources([imgs], shape);
+    expect(src!.geometry).toEqual([
+      { height: 6, width: 8, channels: 3 },
+      { height: 6, width: 8, channels: 3 },
+    ]);
+    const r = await loadSampleSources([imgs], shape);
+    expect(r.data.subarray(192)).toEqual(r.data.subarray(0, 192)); // the same pixels either way
+    // cut before its size header: still INVALID_SAMPLES naming the file
+    fs.writeFileSync(path.join(imgs, 'b.jpg'), big.subarray(0, 100_000));
+    const e = await codeOf(checkSampleSources([imgs], shape));
+    expect(e.code).toBe('INVALID_SAMPLES');
+    expect(e.message).toMatch(/b\.jpg: not a PNG or JPEG image \(no size header found\)/);
   });
 
   it('byte sizes for --max-feature-memory', () => {

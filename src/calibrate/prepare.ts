@@ -18,7 +18,7 @@ import {
   type PrepareOptions,
 } from './prepare-options.js';
 import { StepTimer, throwIfAborted } from './progress.js';
-import { collectSamples, isSampleBatch, shuffleAndLimit } from './samples.js';
+import { selectSamples } from './samples.js';
 import { runSelfxitMode } from './selfxit-mode.js';
 
 export { minimumSamples, resolveModelIO, type PrepareOptions } from './prepare-options.js';
@@ -62,8 +62,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const labels = resolveLabels(options.labels, io.classes);
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  const collected = await collectSamples(options.samples, shape, isSampleBatch(options.samples) ? Infinity : o.limit);
-  const samples = shuffleAndLimit(collected, shape, o.seed, o.limit).batch;
+  const samples = await selectSamples(options.samples, shape, o.seed, o.limit);
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');
 

@@ -1,13 +1,23 @@
-// Calibration/evaluation samples: uint8 NHWC images in memory (streams collected and checked), seeded shuffling and
-// subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
+// Calibration/evaluation samples: uint8 NHWC images in memory, read on demand or streamed (collected and checked),
+// seeded shuffling and subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
 import { SelfxitError } from '../errors.js';
 import { createRng, permutation } from './rng.js';
 
 export type { SampleBatch } from '../bundle/input.js';
 import type { SampleBatch } from '../bundle/input.js';
 
-/** Samples as one in-memory block, or as an async stream of batches (taken in order, never shuffled). */
-export type SampleInput = SampleBatch | AsyncIterable<SampleBatch>;
+/**
+ * Samples read on demand: `count` images, of which `read` returns the chosen ones, in the order given (uint8 NHWC).
+ * The seeded shuffle and limit pick indices first, so only those images are ever held (e.g. a large file on disk).
+ */
+export interface SampleReader {
+  readonly count: number;
+  read(indices: Int32Array): Promise<Uint8Array>;
+}
+
+/** Samples as one in-memory block, a reader of chosen images, or an async stream of batches (taken in order, never
+ * shuffled). */
+export type SampleInput = SampleBatch | SampleReader | AsyncIterable<SampleBatch>;
 
 /** Image geometry of one sample. */
 export interface SampleShape {
@@ -23,6 +33,16 @@ export function isSampleBatch(s: SampleInput): s is SampleBatch {
     'data' in s &&
     s.data instanceof Uint8Array &&
     typeof (s as SampleBatch).count === 'number'
+  );
+}
+
+export function isSampleReader(s: SampleInput): s is SampleReader {
+  return (
+    typeof s === 'object' &&
+    s !== null &&
+    !('data' in s) &&
+    typeof (s as SampleReader).read === 'function' &&
+    typeof (s as SampleReader).count === 'number'
   );
 }
 
@@ -43,7 +63,11 @@ export function checkBatch(batch: SampleBatch, shape: SampleShape, what = 'sampl
 }
 
 /** Collects a sample stream into one block (at most `limit` images), checking each batch's shape. */
-export async function collectSamples(input: SampleInput, shape: SampleShape, limit = Infinity): Promise<SampleBatch> {
+export async function collectSamples(
+  input: SampleBatch | AsyncIterable<SampleBatch>,
+  shape: SampleShape,
+  limit = Infinity,
+): Promise<SampleBatch> {
   if (isSampleBatch(input)) {
     checkBatch(input, shape);
     return input;
@@ -68,6 +92,35 @@ export async function collectSamples(input: SampleInput, shape: SampleShape, lim
   return { data, count };
 }
 
+/** The indices of `count` images that a seeded shuffle keeps, in their shuffled order (the first `limit`). */
+export function chooseSamples(count: number, seed: number, limit = Infinity): Int32Array {
+  const perm = permutation(count, createRng(seed));
+  return perm.slice(0, Math.min(count, Math.max(0, Math.floor(limit))));
+}
+
+/**
+ * The samples calibration runs on: shuffled with `seed`, the first `limit` kept ({@link shuffleAndLimit}); a reader
+ * reads only those ({@link chooseSamples}: the same images in the same order as from one block of all of them); a
+ * stream is collected up to `limit` first. Checks the shape (INVALID_SAMPLES).
+ */
+export async function selectSamples(
+  input: SampleInput,
+  shape: SampleShape,
+  seed: number,
+  limit = Infinity,
+): Promise<SampleBatch> {
+  if (isSampleReader(input)) {
+    if (!Number.isInteger(input.count) || input.count < 0)
+      throw new SelfxitError('INVALID_SAMPLES', `samples: count ${input.count} is not a non-negative integer`);
+    const indices = chooseSamples(input.count, seed, limit);
+    const batch = { data: await input.read(indices), count: indices.length };
+    checkBatch(batch, shape);
+    return batch;
+  }
+  const collected = await collectSamples(input, shape, isSampleBatch(input) ? Infinity : limit);
+  return shuffleAndLimit(collected, shape, seed, limit).batch;
+}
+
 /**
  * Shuffles the images with `seed` and keeps the first `limit` (files are often class-ordered, so a
  * plain prefix would be biased). Returns the chosen original indices too (to permute labels alike).
@@ -79,9 +132,8 @@ export function shuffleAndLimit(
   limit = Infinity,
 ): { batch: SampleBatch; indices: Int32Array } {
   const per = shape.height * shape.width * shape.channels;
-  const perm = permutation(batch.count, createRng(seed));
-  const n = Math.min(batch.count, Math.max(0, Math.floor(limit)));
-  const indices = perm.slice(0, n);
+  const indices = chooseSamples(batch.count, seed, limit);
+  const n = indices.length;
   const data = new Uint8Array(n * per);
   for (let i = 0; i < n; i++) {
     const src = indices[i]!;

@@ -1,12 +1,14 @@
 // Argument parsing helpers over node:util parseArgs that turn every parse problem into a UsageError.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { SelfxitError } from '../errors.js';
 import { UsageError } from './dispatch.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /**
  * Strict parse: unknown options and wrong value types become UsageError. `--help` is handled by the dispatcher.
- * An option with `multiple: true` may be given more than once and reads as a string[] in the order given.
+ * An option with `multiple: true` may be given more than once and reads as a string[] in the order given; any other
+ * option that takes a value given twice is INVALID_ARGUMENT naming it (not the last one silently winning).
  */
 export function parseCommandArgs<O extends Options>(
   argv: readonly string[],
@@ -18,16 +20,42 @@ export function parseCommandArgs<O extends Options>(
   };
   positionals: string[];
 } {
-  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  let parsed: { values: Record<string, unknown>; positionals: string[]; tokens: ParsedToken[] };
   try {
-    parsed = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true }) as typeof parsed;
+    parsed = parseArgs({
+      args: [...argv],
+      options,
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+    }) as typeof parsed;
   } catch (e) {
     throw new UsageError(e instanceof Error ? e.message.replace(/\. To specify a positional.*$/s, '') : String(e));
   }
+  refuseRepeats(parsed.tokens, options);
   const n = parsed.positionals.length;
   if (n < positionals.min) throw new UsageError(`missing ${positionals.names}`);
   if (n > positionals.max) throw new UsageError(`unexpected argument "${parsed.positionals[positionals.max]}"`);
   return parsed as ReturnType<typeof parseCommandArgs<O>>;
+}
+
+type ParsedToken = { kind: string; name?: string; rawName?: string; value?: string };
+
+/** INVALID_ARGUMENT when an option that takes one value (a string option without `multiple`) is given more than once. */
+function refuseRepeats(tokens: readonly ParsedToken[], options: Options): void {
+  const seen = new Map<string, string[]>();
+  for (const t of tokens) {
+    const o = t.kind === 'option' && t.name !== undefined ? options[t.name] : undefined;
+    if (!o || o.type !== 'string' || o.multiple) continue;
+    const values = [...(seen.get(t.name!) ?? []), t.value ?? ''];
+    seen.set(t.name!, values);
+    if (values.length === 2)
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `--${t.name} was given more than once (${values.map((x) => JSON.stringify(x)).join(', ')}): it takes one value`,
+        { option: `--${t.name}`, values },
+      );
+  }
 }
 
 /** {@link parseCommandArgs} for a command of exactly one positional argument (`name`, e.g. `<model.onnx>`). */

@@ -3,11 +3,12 @@
 import { SelfxitError } from '../errors.js';
 import type { BundleFiles } from '../bundle/manifest.js';
 import { evaluateBundle, type EvaluationResult } from '../calibrate/evaluate.js';
-import { shuffleAndLimit, type SampleBatch } from '../calibrate/samples.js';
+import { chooseSamples, type SampleBatch } from '../calibrate/samples.js';
 import { parseCommandArgs, requireOption } from './args.js';
 import { readBundleDir } from './bundle-fs.js';
 import type { CliCommand, CliIo } from './dispatch.js';
-import { loadSamples, parseShape, readLabelFile } from './images.js';
+import { parseShape, readLabelFile } from './images.js';
+import { openSampleSources } from './sample-sources.js';
 import { loadOrtNode } from './node-io.js';
 import { CLI_SESSION_OPTIONS, numberList, numberOption } from './prepare.js';
 
@@ -19,9 +20,13 @@ exit head without exiting (for the oracle). Reports agreement with the backbone,
 of samples leaving at each exit and the MACs fraction.
 
 Options:
-  --samples <path>     test images: a folder of PNG/JPEG, or a raw uint8 NHWC file
-  --shape H,W,C        size of raw samples (default: the bundle's input)
-  --labels-file <f>    true classes: one byte per sample (e.g. test-labels.u8) or one index/name per line
+  --samples <path>     test images: a folder of PNG/JPEG (resized to the bundle's input), or a raw
+                       uint8 NHWC file of the bundle's input size; may be given more than once
+                       (checked first, then concatenated in order, as prepare's)
+  --shape H,W,C        optional check: raw samples must be the bundle's input size, so a value
+                       other than it is refused (INVALID_SAMPLES)
+  --labels-file <f>    true classes: one byte per sample (e.g. test-labels.u8) or one index/name per
+                       line, for all --samples in the order given
   --limit N            evaluate N samples, after a seeded shuffle (--seed, default 0)
   --seed N             seed of that shuffle
   --target T           re-choose thresholds for agreement target T from the bundle's calibration curve
@@ -34,7 +39,7 @@ Options:
 `;
 
 const options = {
-  samples: { type: 'string' },
+  samples: { type: 'string', multiple: true },
   shape: { type: 'string' },
   'labels-file': { type: 'string' },
   limit: { type: 'string' },
@@ -45,10 +50,11 @@ const options = {
   json: { type: 'boolean' },
 } as const;
 
-/** Loaded eval inputs: samples (shuffled + limited when --limit) and aligned labels. */
+/** Loaded eval inputs: samples of one or more sources (concatenated in order; shuffled + limited when --limit) and
+ * aligned labels. */
 export async function loadEvalSamples(
   bundle: BundleFiles,
-  samplesPath: string,
+  samplesPaths: string | readonly string[],
   opts: { shape?: string; labelsFile?: string; limit?: number; seed?: number },
 ): Promise<{ samples: SampleBatch; labels?: Int32Array }> {
   const inp = bundle.manifest.input;
@@ -62,15 +68,17 @@ export async function loadEvalSamples(
       );
     }
   }
-  const loaded = await loadSamples(samplesPath, shape);
-  const all: SampleBatch = { data: loaded.data, count: loaded.count };
+  const source = await openSampleSources(typeof samplesPaths === 'string' ? [samplesPaths] : samplesPaths, shape);
   const labelsAll = opts.labelsFile
-    ? await readLabelFile(opts.labelsFile, all.count, bundle.manifest.labels)
+    ? await readLabelFile(opts.labelsFile, source.count, bundle.manifest.labels)
     : undefined;
-  if (opts.limit === undefined || opts.limit >= all.count)
-    return { samples: all, ...(labelsAll ? { labels: labelsAll } : {}) };
-  const { batch, indices } = shuffleAndLimit(all, shape, opts.seed ?? 0, opts.limit);
-  return { samples: batch, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
+  // With --limit only the images the seeded shuffle keeps are read (the same ones as shuffling all of them).
+  const indices =
+    opts.limit === undefined || opts.limit >= source.count
+      ? Int32Array.from({ length: source.count }, (_, i) => i)
+      : chooseSamples(source.count, opts.seed ?? 0, opts.limit);
+  const samples: SampleBatch = { data: await source.read(indices), count: indices.length };
+  return { samples, ...(labelsAll ? { labels: Int32Array.from(indices, (i) => labelsAll[i]!) } : {}) };
 }
 
 /** An integer option >= `min` (UsageError when not a number, INVALID_ARGUMENT when out of range). */
@@ -131,7 +139,8 @@ export const evalCommand: CliCommand = {
     const seed = integerOption(v.seed, '--seed', -Infinity);
     const batchSize = integerOption(v['batch-size'], '--batch-size', 1);
     const bundle = await readBundleDir(positionals[0]!);
-    const { samples, labels } = await loadEvalSamples(bundle, requireOption(v.samples, '--samples'), {
+    if (!v.samples?.length) requireOption(undefined, '--samples');
+    const { samples, labels } = await loadEvalSamples(bundle, v.samples!, {
       ...(v.shape ? { shape: v.shape } : {}),
       ...(v['labels-file'] ? { labelsFile: v['labels-file'] } : {}),
       ...(limit !== undefined ? { limit } : {}),

@@ -1,15 +1,11 @@
-// Node-side sample loading for the CLI: raw uint8 NHWC files and folders of PNG/JPEG images (decoded, bilinearly
-// resized to the model input, converted to its channel count), one or several sources checked first, plus label files.
+// Images and labels for the CLI: PNG/JPEG size headers, decoding, bilinear resizing to the model input (converted to its
+// channel count), --shape, and label files. The sample sources (raw files, folders) are in sample-sources.ts.
 import { promises as fs } from 'node:fs';
-import type { Stats } from 'node:fs';
-import path from 'node:path';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import { SelfxitError } from '../errors.js';
 import { luma } from '../bundle/input.js';
-import type { SampleBatch, SampleShape } from '../calibrate/samples.js';
-
-const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
+import type { SampleShape } from '../calibrate/samples.js';
 
 /** Parses `H,W,C` (e.g. `32,32,3`). Throws INVALID_ARGUMENT. */
 export function parseShape(text: string): SampleShape {
@@ -23,198 +19,48 @@ export function parseShape(text: string): SampleShape {
   return { height: parts[0]!, width: parts[1]!, channels: parts[2]! };
 }
 
-async function statOrThrow(p: string): Promise<Stats> {
-  try {
-    return await fs.stat(p);
-  } catch (e) {
-    throw ioError(p, e);
-  }
-}
-
-/** One checked sample source: a raw file or a folder of images, with its image count and native geometry. */
-export interface SampleSource {
-  readonly path: string;
-  readonly kind: 'raw' | 'folder';
-  readonly count: number;
-  /** The images of a folder (sorted by path); empty for raw files. */
-  readonly files: readonly string[];
-  /** Native geometry per image: a folder's from each header (channels 1 or 3); a raw file's is `shape`. */
-  readonly geometry: readonly SampleShape[];
-}
-
-const geometryText = (g: SampleShape): string => `${g.height}x${g.width}x${g.channels}`;
+/** Reads up to `length` bytes of an image file from `position` (fewer at its end). */
+export type ByteReader = (position: number, length: number) => Promise<Uint8Array>;
 
 /**
- * Checks every source before any is loaded: it exists and can be opened, a raw file holds a whole number of `shape`
- * images, a folder holds images whose headers read as PNG/JPEG. With more than one source every image must have
- * the first source's size and channel count (one source alone is resized and converted as it is).
- * @throws SelfxitError `IO_ERROR` (unreadable), `INVALID_SAMPLES` naming the file (size, header, geometry).
+ * Size and colour channels (1 for gray, 3 for colour) from a PNG's IHDR or a JPEG's SOF, the JPEG's found by following
+ * the segment lengths however far it is (INVALID_SAMPLES when neither is found). `bytes`: the file, or a reader of it.
  */
-export async function checkSampleSources(paths: readonly string[], shape: SampleShape): Promise<SampleSource[]> {
-  const per = shape.height * shape.width * shape.channels;
-  const sources: SampleSource[] = [];
-  for (const p of paths) {
-    const st = await statOrThrow(p);
-    if (st.isFile()) {
-      await openOrThrow(p);
-      if (st.size === 0 || st.size % per !== 0) {
-        throw new SelfxitError(
-          'INVALID_SAMPLES',
-          `${p}: ${st.size} bytes is not a whole number of ${geometryText(shape)} uint8 images (${per} bytes each); ` +
-            'raw sample files are NHWC uint8 — pass --shape H,W,C if the model input does not fix it',
-          { file: p, bytes: st.size, perImage: per },
-        );
-      }
-      sources.push({ path: p, kind: 'raw', count: st.size / per, files: [], geometry: [shape] });
-      continue;
-    }
-    const files = (await listImages(p)).sort();
-    if (files.length === 0) throw new SelfxitError('INVALID_SAMPLES', `${p}: no .png/.jpg/.jpeg images found`);
-    const geometry: SampleShape[] = [];
-    for (const f of files) geometry.push(imageHeaderGeometry(await readHead(f), f));
-    sources.push({ path: p, kind: 'folder', count: files.length, files, geometry });
-  }
-  if (sources.length > 1) {
-    const want = sources[0]!.geometry[0]!;
-    for (const s of sources)
-      s.geometry.forEach((g, i) => {
-        if (g.height !== want.height || g.width !== want.width || g.channels !== want.channels) {
-          const file = s.kind === 'raw' ? s.path : s.files[i]!;
-          throw new SelfxitError(
-            'INVALID_SAMPLES',
-            `${file}: ${geometryText(g)} images, but ${sources[0]!.path} holds ${geometryText(want)} (height x width x channels): ` +
-              'sample sources given together must share image size and channel count',
-            { file, geometry: [g.height, g.width, g.channels], expected: [want.height, want.width, want.channels] },
-          );
-        }
-      });
-  }
-  return sources;
-}
-
-/**
- * Loads one or more sample sources (each a raw uint8 NHWC file or a folder of images), checked first
- * ({@link checkSampleSources}), concatenated in the order given into one uint8 NHWC block of `shape`.
- * - A file: raw bytes `[count, H, W, C]`; its size must be a multiple of H*W*C (INVALID_SAMPLES otherwise).
- * - A folder: every .png/.jpg/.jpeg below it (recursively, sorted by path), resized and converted to `shape`.
- * Returns the folders' image paths (to match labels; raw files add none) and each source's count.
- */
-export async function loadSampleSources(
-  paths: readonly string[],
-  shape: SampleShape,
-): Promise<SampleBatch & { files: string[]; sources: { path: string; count: number }[] }> {
-  if (paths.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'no sample source given');
-  const sources = await checkSampleSources(paths, shape);
-  const per = shape.height * shape.width * shape.channels;
-  const count = sources.reduce((a, s) => a + s.count, 0);
-  const data = new Uint8Array(count * per);
-  let at = 0;
-  for (const s of sources) {
-    if (s.kind === 'raw') await readInto(s.path, data.subarray(at * per, (at + s.count) * per));
-    else
-      for (let i = 0; i < s.files.length; i++) {
-        const img = decodeImage(await fs.readFile(s.files[i]!), s.files[i]!);
-        data.set(toShape(img, shape), (at + i) * per);
-      }
-    at += s.count;
-  }
-  return {
-    data,
-    count,
-    files: sources.flatMap((s) => [...s.files]),
-    sources: sources.map((s) => ({ path: s.path, count: s.count })),
-  };
-}
-
-/** Loads samples as uint8 NHWC of `shape` from one source (see {@link loadSampleSources}). */
-export async function loadSamples(p: string, shape: SampleShape): Promise<SampleBatch & { files: string[] }> {
-  const { data, count, files } = await loadSampleSources([p], shape);
-  return { data, count, files };
-}
-
-function ioError(p: string, e: unknown): SelfxitError {
-  return new SelfxitError(
-    'IO_ERROR',
-    `Cannot read samples at ${p}: ${(e as Error).message}`,
-    { path: p },
-    { cause: e },
-  );
-}
-
-async function openOrThrow(p: string): Promise<void> {
-  try {
-    await (await fs.open(p, 'r')).close();
-  } catch (e) {
-    throw ioError(p, e);
-  }
-}
-
-/** Reads the whole file into `out` (its exact size). */
-async function readInto(p: string, out: Uint8Array): Promise<void> {
-  try {
-    const fh = await fs.open(p, 'r');
-    try {
-      let off = 0;
-      while (off < out.length) {
-        const { bytesRead } = await fh.read(out, off, out.length - off, off);
-        if (bytesRead === 0) throw new Error(`file ended after ${off} of ${out.length} bytes`);
-        off += bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw ioError(p, e);
-  }
-}
-
-/** The first 64 KiB of a file (enough for a PNG's or a JPEG's size header), or the whole file when it needs more. */
-async function readHead(p: string): Promise<Uint8Array> {
-  try {
-    const fh = await fs.open(p, 'r');
-    try {
-      const buf = new Uint8Array(65536);
-      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
-  } catch (e) {
-    throw ioError(p, e);
-  }
-}
-
-/** Size and colour channels (1 for gray, 3 for colour) from a PNG's IHDR or a JPEG's SOF (INVALID_SAMPLES when neither). */
-export function imageHeaderGeometry(bytes: Uint8Array, name: string): SampleShape {
-  const be16 = (i: number): number => (bytes[i]! << 8) | bytes[i + 1]!;
-  if (bytes.length >= 26 && bytes[0] === 0x89 && bytes[1] === 0x50) {
-    const width = be16(16) * 65536 + be16(18);
-    const height = be16(20) * 65536 + be16(22);
-    const colour = bytes[25]!;
+export async function imageHeaderGeometry(bytes: Uint8Array | ByteReader, name: string): Promise<SampleShape> {
+  const read: ByteReader =
+    typeof bytes === 'function'
+      ? bytes
+      : (position, length) => Promise.resolve(bytes.subarray(position, position + length));
+  const be16 = (b: Uint8Array, i: number): number => (b[i]! << 8) | b[i + 1]!;
+  const start = await read(0, 26);
+  if (start.length >= 26 && start[0] === 0x89 && start[1] === 0x50) {
+    const width = be16(start, 16) * 65536 + be16(start, 18);
+    const height = be16(start, 20) * 65536 + be16(start, 22);
+    const colour = start[25]!;
     return { height, width, channels: colour === 0 || colour === 4 ? 1 : 3 };
   }
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) {
+  if (start[0] === 0xff && start[1] === 0xd8) {
     let i = 2;
-    while (i + 9 < bytes.length && bytes[i] === 0xff) {
-      const marker = bytes[i + 1]!;
-      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc)
-        return { height: be16(i + 5), width: be16(i + 7), channels: bytes[i + 9] === 1 ? 1 : 3 };
-      i += 2 + be16(i + 2);
+    for (;;) {
+      const b = await read(i, 10);
+      if (b.length < 4 || b[0] !== 0xff) break;
+      const marker = b[1]!;
+      if (marker === 0xff) {
+        i += 1; // a fill byte before the marker
+        continue;
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        if (b.length < 10) break;
+        return { height: be16(b, 5), width: be16(b, 7), channels: b[9] === 1 ? 1 : 3 };
+      }
+      const length = be16(b, 2);
+      if (length < 2) break;
+      i += 2 + length;
     }
   }
   throw new SelfxitError('INVALID_SAMPLES', `${name}: not a PNG or JPEG image (no size header found)`, {
     file: name,
   });
-}
-
-async function listImages(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-    const full = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await listImages(full)));
-    else if (IMAGE_EXT.has(path.extname(e.name).toLowerCase())) out.push(full);
-  }
-  return out;
 }
 
 /** Decoded RGBA image. */

@@ -12,7 +12,8 @@ import { parseCommandArgs, requireOption } from './args.js';
 import { writeBundleDir } from './bundle-fs.js';
 import { UsageError, processIo, type CliCommand, type CliIo } from './dispatch.js';
 import { formatCount } from './format.js';
-import { loadSampleSources, parseShape, readLabelNames } from './images.js';
+import { parseShape, readLabelNames } from './images.js';
+import { openSampleSources } from './sample-sources.js';
 import { loadOrtNode, readFileBytes } from './node-io.js';
 import { createProgressPrinter } from './progress.js';
 import pkg from '../../package.json' with { type: 'json' };
@@ -27,12 +28,14 @@ Samples:
   --samples <path>     a folder of PNG/JPEG images (resized to the model input), or a raw
                        uint8 NHWC file ([count, H, W, C], e.g. calib-u8.bin); may be given more
                        than once: sources are checked first (readable, same image size and
-                       channels), then concatenated in order
+                       channels), then concatenated in order; duplicates (a file given again,
+                       exact copies of an image) are left out, and their count printed
   --shape H,W,C        sample size (required for raw files when the model input does not fix it)
   --mean r,g,b         per-channel mean in [0,1] pixel units (default 0)
   --std r,g,b          per-channel std in [0,1] pixel units (default 1)
   --labels <names.txt> class names, one per line (default "0".."k-1")
-  --limit N            use N samples, after a seeded shuffle (files are often class-ordered)
+  --limit N            use N samples, after a seeded shuffle (files are often class-ordered); only
+                       those are read and held
   --seed N             seed of the shuffle, folds and head training (default 0)
 
 Calibration:
@@ -63,8 +66,8 @@ Calibration:
 
 Output:
   --out <dir>          bundle folder (built in a temp folder beside it, then swapped in whole; an older
-                       bundle there is replaced, other files of yours are kept; on error it is left as
-                       it was)
+                       bundle there is replaced: its manifest.json, the files it names and report.html;
+                       every other file is kept; on error the folder is left as it was)
   --report             also write report.html (exit shares, agreement vs MACs curve)
   -h, --help           show this help
 `;
@@ -191,9 +194,16 @@ export const prepareCommand: CliCommand = {
     // The sample geometry the model wants (throws INVALID_SAMPLES when --shape contradicts the model).
     const { input: spec } = resolveModelIO(model, { inputs: graphInputs(model), outputs: graphOutputs(model) }, input);
     const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
-    const samples = await loadSampleSources(samplePaths, shapeOf);
+    // Duplicates are left out before the shuffle: a copy in another fold than its original would be judged by a head
+    // that trained on it, and the agreement promise would read high. Only the images --limit keeps are read.
+    const samples = await openSampleSources(samplePaths, shapeOf, { dedupe: true });
     if (samples.sources.length > 1)
-      io.stderr(`samples: ${samples.sources.map((s) => `${s.path} (${s.count})`).join(' + ')} = ${samples.count}\n`);
+      io.stderr(`samples: ${samples.sources.map((s) => `${s.path} (${s.count})`).join(' + ')} = ${samples.total}\n`);
+    const { sameFile, copies } = samples.dropped;
+    if (sameFile + copies > 0)
+      io.stderr(
+        `samples: ${sameFile + copies} duplicate images left out (${sameFile} of a file given again, ${copies} exact copies of an earlier image): ${samples.count} of ${samples.total} kept\n`,
+      );
     const labels = v.labels ? await readLabelNames(v.labels) : undefined;
     const costTable = v['cost-table'] ? await readCostTable(v['cost-table']) : undefined;
     const printer = createProgressPrinter(io.stderr, io === processIo && process.stderr.isTTY === true);
@@ -202,7 +212,7 @@ export const prepareCommand: CliCommand = {
     const num = (x: string | undefined, flag: string): number | undefined => numberOption(x, flag);
     const prepared = await prepare({
       model: modelBytes,
-      samples: { data: samples.data, count: samples.count },
+      samples,
       ort,
       ...(input ? { input } : {}),
       ...(labels ? { labels } : {}),

@@ -22,7 +22,8 @@ MACs-fraction curve over the threshold knob, exits and candidate cuts, step timi
 also runs \`selfxit eval\` on them and plots the measured shares and operating point.
 
 Options:
-  --samples <path>     test images to measure on (folder or raw uint8 NHWC file)
+  --samples <path>     test images to measure on (folder or raw uint8 NHWC file); may be given more
+                       than once (concatenated in order, as eval's)
   --labels-file <f>    their true classes (for accuracy)
   --limit N            measure N samples after a seeded shuffle (--seed, default 0)
   --seed N             seed of that shuffle
@@ -48,7 +49,7 @@ export const reportCommand: CliCommand = {
     const { values: v, positionals } = parseCommandArgs(
       argv,
       {
-        samples: { type: 'string' },
+        samples: { type: 'string', multiple: true },
         'labels-file': { type: 'string' },
         limit: { type: 'string' },
         seed: { type: 'string' },
@@ -70,7 +71,8 @@ export const reportCommand: CliCommand = {
       .flatMap((c) => c.split(','))
       .map((c) => c.trim())
       .filter(Boolean);
-    if (!v.samples && (targets || compareDirs.length))
+    const samplePaths = v.samples ?? [];
+    if (!samplePaths.length && (targets || compareDirs.length))
       throw new UsageError(`${targets ? '--targets' : '--compare'} needs --samples (the images to measure on)`);
     const bundle = await readBundleDir(dir);
     // Folder names, or the paths as given when two folders share a name.
@@ -79,11 +81,10 @@ export const reportCommand: CliCommand = {
     const compared = await Promise.all(compareDirs.map(async (d) => ({ dir: d, bundle: await readBundleDir(d) })));
     let evaluation: EvaluationResult | undefined;
     const compare: ComparedBundle[] = [];
-    if (v.samples) {
-      const samplesPath = v.samples;
+    if (samplePaths.length) {
       const ort = await loadOrtNode();
       const measure = async (b: BundleFiles): Promise<EvaluationResult> => {
-        const { samples, labels } = await loadEvalSamples(b, samplesPath, {
+        const { samples, labels } = await loadEvalSamples(b, samplePaths, {
           ...(v['labels-file'] ? { labelsFile: v['labels-file'] } : {}),
           ...(limit !== undefined ? { limit } : {}),
           ...(seed !== undefined ? { seed } : {}),
