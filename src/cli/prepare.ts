@@ -28,7 +28,11 @@ Samples:
                        uint8 NHWC file ([count, H, W, C], e.g. calib-u8.bin); may be given more
                        than once: sources are checked first (readable, same image size and
                        channels), then concatenated in order
-  --shape H,W,C        sample size (required for raw files when the model input does not fix it)
+  --shape H,W,C        sample size (required for raw files when the model input does not fix it;
+                       fixes the model's symbolic height, width and channels)
+  --layout NCHW|NHWC   the model input's layout, when its dims do not tell (default: guessed)
+  --output <name>      the output holding the class scores (required when the model has several;
+                       the others are dropped from the bundle)
   --mean r,g,b         per-channel mean in [0,1] pixel units (default 0)
   --std r,g,b          per-channel std in [0,1] pixel units (default 1)
   --labels <names.txt> class names, one per line (default "0".."k-1")
@@ -72,6 +76,8 @@ Output:
 const options = {
   samples: { type: 'string', multiple: true },
   shape: { type: 'string' },
+  layout: { type: 'string' },
+  output: { type: 'string' },
   mean: { type: 'string' },
   std: { type: 'string' },
   labels: { type: 'string' },
@@ -187,9 +193,20 @@ export const prepareCommand: CliCommand = {
     const shape = v.shape ? parseShape(v.shape) : undefined;
     const mean = numberList(v.mean, '--mean');
     const std = numberList(v.std, '--std');
-    const input = { ...(shape ?? {}), ...(mean ? { mean } : {}), ...(std ? { std } : {}) } as PrepareOptions['input'];
+    const layout = v.layout as 'NCHW' | 'NHWC' | undefined;
+    const input = {
+      ...(shape ?? {}),
+      ...(mean ? { mean } : {}),
+      ...(std ? { std } : {}),
+      ...(layout ? { layout } : {}),
+    } as PrepareOptions['input'];
     // The sample geometry the model wants (throws INVALID_SAMPLES when --shape contradicts the model).
-    const { input: spec } = resolveModelIO(model, { inputs: graphInputs(model), outputs: graphOutputs(model) }, input);
+    const { input: spec } = resolveModelIO(
+      model,
+      { inputs: graphInputs(model), outputs: graphOutputs(model) },
+      input,
+      v.output,
+    );
     const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
     const samples = await loadSampleSources(samplePaths, shapeOf);
     if (samples.sources.length > 1)
@@ -206,6 +223,7 @@ export const prepareCommand: CliCommand = {
       ort,
       ...(input ? { input } : {}),
       ...(labels ? { labels } : {}),
+      ...(v.output !== undefined ? { output: v.output } : {}),
       ...(v.target !== undefined ? { target: num(v.target, '--target')! } : {}),
       ...(heads ? { headKinds: heads } : {}),
       ...(v.seed !== undefined ? { seed: num(v.seed, '--seed')! } : {}),

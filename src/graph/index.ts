@@ -1,5 +1,14 @@
 // Public entry of the ONNX graph toolkit (pure TypeScript; runs in Node and browsers; onnxruntime is injected).
-export { decodeModel, encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo } from './model.js';
+export {
+  decodeModel,
+  encodeModel,
+  graphInputs,
+  graphOutputs,
+  withInputShape,
+  withOutputs,
+  type OnnxModel,
+  type TensorInfo,
+} from './model.js';
 export { pb as onnxMessages, type DType, type onnx } from './proto.js';
 export { findCuts } from './cuts.js';
 export { splitModel, withExtraOutputs, BATCH_DIM, type TensorTypes } from './split.js';
