@@ -1,14 +1,13 @@
 // Which cuts of the backbone can hold an exit: the candidates spread over the MACs, cuts named by the caller,
 // and the short display name of a cut tensor used in manifests and reports.
 import { SelfxitError } from '../errors.js';
-import type { CutPoint } from '../graph/index.js';
+import { exitName, type CutPoint } from '../graph/index.js';
 
-/** Short display name of a cut tensor, e.g. "/layer2/layer2.1/Relu_1_output_0" → "layer2.1". */
-export function exitName(tensor: string): string {
-  const bare = tensor.replace(/^\//, '');
-  const parts = bare.split('/');
-  if (parts.length > 1) return parts[parts.length - 2]!;
-  return bare.replace(/_output_\d+$/, '') || tensor;
+export { exitName };
+
+/** The display name of a cut in manifests, reports and `exits` (unique per place; see cutDisplayNames). */
+export function cutName(cut: CutPoint): string {
+  return cut.name ?? exitName(cut.tensor);
 }
 
 /** A 4-D map with known C, H, W, after some backbone work and before the last 2 % of it (any element type). */
@@ -60,11 +59,11 @@ export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoi
 /** Finds cuts by tensor name or display name (INVALID_CUT naming the unknown one). */
 export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]): CutPoint[] {
   const found = names.map((nm) => {
-    const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => exitName(x.tensor) === nm).pop();
+    const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => cutName(x) === nm).pop();
     if (!c) {
       throw new SelfxitError(
         'INVALID_CUT',
-        `"${nm}" is not a cut of this model; cuts: ${all.map((x) => exitName(x.tensor)).join(', ')}`,
+        `"${nm}" is not a cut of this model; cuts: ${[...new Set(all.map(cutName))].join(', ')}`,
         { tensor: nm },
       );
     }

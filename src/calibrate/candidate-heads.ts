@@ -5,7 +5,7 @@ import type { CutPoint } from '../graph/index.js';
 import { exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
-import { exitName } from './candidate-cuts.js';
+import { cutName } from './candidate-cuts.js';
 import { crossFit } from './crossfit.js';
 import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
@@ -155,7 +155,7 @@ export async function trainCandidates(
   const screened: CandidateHeadReport[][] = cuts.map(() => []);
   const train = async (i: number, config: HeadConfig, onlyFolds?: readonly number[]): Promise<TrainedCandidate> => {
     throwIfAborted(options.signal, 'head training');
-    const detail = `${exitName(cuts[i]!.tensor)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
+    const detail = `${cutName(cuts[i]!)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
     const onFit = (): void => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail });
     const f = configFeatures(data.features.cuts[i]!, config);
     const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds, keepProbs);

@@ -10,7 +10,7 @@ export {
   type TensorInfo,
 } from './model.js';
 export { pb as onnxMessages, type DType, type onnx } from './proto.js';
-export { findCuts } from './cuts.js';
+export { cutDisplayNames, exitName, findCuts } from './cuts.js';
 export { splitModel, withExtraOutputs, BATCH_DIM, type TensorTypes } from './split.js';
 export { analyzeModel, segmentMacs, type AnalyzeOptions, type CutPoint, type ModelAnalysis } from './analyze.js';
 export { nodeMacs } from './cost.js';
