@@ -72,6 +72,26 @@ export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]
   return [...new Set(found)].sort((a, b) => all.indexOf(a) - all.indexOf(b));
 }
 
+/**
+ * The cuts named in `names` (tensor or display names) that can hold an exit ({@link candidateCuts}), in model order,
+ * with a warning in `warnings` for each other one. INVALID_CUT for a name that is not a cut, or when none of them can
+ * hold an exit.
+ */
+export function namedExitCuts(all: readonly CutPoint[], names: readonly string[], warnings: string[]): CutPoint[] {
+  const usable = new Set(candidateCuts(all));
+  const named = findNamedCuts(all, names);
+  const unusable = named.filter((x) => !usable.has(x));
+  const why = 'not a 4-D map a head can read, after some backbone work and before the last 2 % of it';
+  if (unusable.length === named.length)
+    throw new SelfxitError(
+      'INVALID_CUT',
+      `none of the exits named can hold an exit (${unusable.map((x) => `"${x.tensor}"`).join(', ')}: ${why}); candidates: ${[...usable].map(cutName).join(', ')}`,
+      { tensor: unusable[0]?.tensor },
+    );
+  for (const x of unusable) warnings.push(`"${x.tensor}" cannot hold an exit (${why}); skipped`);
+  return named.filter((x) => usable.has(x));
+}
+
 /** Quantized cuts left out as candidates because their scale/zero point is unknown, with the reason. */
 export function skippedQuantCuts(cuts: readonly CutPoint[]): { tensor: string; reason: string }[] {
   return cuts

@@ -138,6 +138,33 @@ function badArg(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg, details);
 }
 
+/** Options that steer selfxit mode's heads, selection or thresholds (with their CLI flags): paper mode has none of these. */
+const SELFXIT_ONLY = {
+  target: '--target',
+  hidden: '--hidden',
+  capacity: '--capacity',
+  maxFeatures: '--max-features',
+  thresholdRule: '--threshold-rule',
+  maxPoolGrid: '--max-pool-grid',
+  maxCandidates: '--max-candidates',
+  maxFeatureBytes: '--max-feature-memory',
+  shortlist: undefined,
+  overheadFraction: undefined,
+} as const;
+
+/** INVALID_ARGUMENT naming the selfxit-mode options given to paper mode (which would ignore them). */
+function refuseSelfxitOnly(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): void {
+  const given = Object.entries(SELFXIT_ONLY)
+    .filter(([k]) => o[k as keyof typeof SELFXIT_ONLY] !== undefined)
+    .map(([k, flag]) => (flag ? `${k} (${flag})` : k));
+  if (o.headKinds?.some((k) => k !== 'paper')) given.unshift('headKinds other than "paper" (--heads)');
+  if (given.length > 0)
+    badArg(
+      `paper mode has fixed paper heads, exits and one threshold, and certifies no target: ${given.join(', ')} ${given.length > 1 ? 'apply' : 'applies'} to selfxit mode only`,
+      { options: given },
+    );
+}
+
 /** Resolves every default in one place and validates ranges (INVALID_TARGET, INVALID_ARGUMENT). */
 export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): ResolvedPrepareOptions {
   const target = o.target ?? 0.99;
@@ -146,6 +173,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   }
   const mode = o.mode ?? (o.headKinds?.length === 1 && o.headKinds[0] === 'paper' ? 'paper' : 'selfxit');
   if (mode !== 'selfxit' && mode !== 'paper') badArg(`mode must be "selfxit" or "paper", got "${String(mode)}"`);
+  if (mode === 'paper') refuseSelfxitOnly(o);
   const headKinds = mode === 'paper' ? (['paper'] as const) : [...(o.headKinds ?? ['pool-linear', 'pool-mlp'])];
   if (headKinds.length === 0) badArg('headKinds is empty');
   for (const k of headKinds)
