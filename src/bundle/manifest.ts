@@ -212,36 +212,103 @@ function fail(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest: ${msg}`, details);
 }
 
-/** Checks the shape of a parsed manifest and returns it typed; throws INVALID_BUNDLE naming the problem. */
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isName = (v: unknown): v is string => typeof v === 'string' && v !== '';
+const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const numbers = (v: unknown): v is number[] => Array.isArray(v) && v.every(isNum);
+
+/** The input spec: a named tensor of positive integer size, 1 or 3 channels, a known layout, finite mean and std > 0. */
+function checkInput(input: unknown): void {
+  if (!isObject(input)) fail('input spec missing');
+  const { name, height, width, channels, layout, mean, std } = input;
+  const size = (v: unknown): boolean => Number.isInteger(v) && (v as number) > 0;
+  if (!isName(name) || !size(height) || !size(width) || (channels !== 1 && channels !== 3))
+    fail(
+      `input spec ${JSON.stringify(input)} is not usable (name, positive integer height and width, 1 or 3 channels)`,
+    );
+  if (layout !== 'NCHW' && layout !== 'NHWC')
+    fail(`input layout is ${JSON.stringify(layout)}, expected "NCHW" or "NHWC"`);
+  if (!numbers(mean) || !numbers(std) || mean.length !== channels || std.length !== channels)
+    fail('input mean/std must be numbers, as many as channels');
+  if (!std.every((v) => v > 0)) fail(`input std must be > 0, got ${std.join(',')}`);
+}
+
+/** The backbone entry: output name and kind, MACs, sha256, optional file and batch mode. */
+function checkBackbone(b: unknown): void {
+  if (!isObject(b)) fail('backbone missing');
+  if (!isName(b.output)) fail('backbone.output must name the model output');
+  if (b.outputKind !== 'logits' && b.outputKind !== 'probabilities')
+    fail(`backbone.outputKind is ${JSON.stringify(b.outputKind)}, expected "logits" or "probabilities"`);
+  if (!isNum(b.macs) || b.macs < 0) fail('backbone.macs must be a number >= 0');
+  if (typeof b.sha256 !== 'string') fail('backbone.sha256 missing');
+  if (b.file !== undefined && !isName(b.file)) fail('backbone.file must be a file name');
+  if (b.batch !== undefined && b.batch !== 'rewritten' && b.batch !== 'one')
+    fail(`backbone.batch is ${JSON.stringify(b.batch)}, expected "rewritten" or "one"`);
+}
+
+/** The calibration summary's fields readers compute with: samples, target, and a curve of points over `exits` exits. */
+function checkCalibration(c: unknown, exits: number): void {
+  if (!isObject(c)) fail('calibration summary missing');
+  if (!isNum(c.samples) || !isNum(c.target)) fail('calibration.samples and calibration.target must be numbers');
+  if (!Array.isArray(c.curve)) fail('calibration.curve must be an array');
+  c.curve.forEach((p: unknown, i) => {
+    if (
+      !isObject(p) ||
+      !isNum(p.knob) ||
+      !isNum(p.agreement) ||
+      !isNum(p.macsFraction) ||
+      !numbers(p.thresholds) ||
+      p.thresholds.length !== exits ||
+      !numbers(p.exitShares)
+    )
+      fail(`calibration.curve[${i}] needs numbers knob, agreement, macsFraction, exitShares and ${exits} thresholds`);
+  });
+}
+
+/**
+ * Checks a parsed manifest field by field (types and ranges of what readers compute with) and returns it typed;
+ * throws INVALID_BUNDLE naming the problem. The one check of the browser runtime and of Node (readBundle).
+ */
 export function validateManifest(value: unknown): BundleManifest {
-  if (typeof value !== 'object' || value === null) fail('not a JSON object');
+  if (!isObject(value)) fail('not a JSON object');
   const m = value as Partial<BundleManifest>;
   if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
   if (m.version !== MANIFEST_VERSION)
     fail(`version ${String(m.version)} is not supported (this selfxit reads version ${MANIFEST_VERSION})`, {
       version: m.version,
     });
-  if (!m.input || typeof m.input.height !== 'number' || typeof m.input.width !== 'number') fail('input spec missing');
-  if (m.input.mean?.length !== m.input.channels || m.input.std?.length !== m.input.channels)
-    fail('input mean/std length must equal channels');
-  if (!Array.isArray(m.labels)) fail('labels missing');
+  checkBackbone(m.backbone);
+  checkInput(m.input);
+  if (!Array.isArray(m.labels) || m.labels.length < 2 || !m.labels.every((l) => typeof l === 'string'))
+    fail('labels must be an array of at least 2 class names (one per backbone output)');
   if (!Array.isArray(m.segments) || m.segments.length === 0) fail('no segments');
   if (!Array.isArray(m.exits)) fail('exits missing');
-  m.segments.forEach((s, i) => {
-    if (typeof s.file !== 'string' || !/^[0-9a-f]{64}$/.test(s.sha256)) fail(`segment ${i} needs file and sha256`);
-    if (s.exit !== undefined && (s.exit < 0 || s.exit >= m.exits!.length || !s.exitOutput))
-      fail(`segment ${i} names exit ${s.exit} without a matching exit/exitOutput`);
+  const exits = m.exits;
+  m.segments.forEach((s: unknown, i) => {
+    if (!isObject(s) || !isName(s.file) || !isSha(s.sha256)) fail(`segment ${i} needs file and sha256`);
+    if (!isName(s.input) || !isName(s.output)) fail(`segment ${i} (${s.file}) lacks input/output names`);
+    if (!isNum(s.macs) || !isNum(s.headMacs)) fail(`segment ${i} needs numbers macs and headMacs`);
+    if (
+      s.exit !== undefined &&
+      (!Number.isInteger(s.exit) ||
+        (s.exit as number) < 0 ||
+        (s.exit as number) >= exits.length ||
+        !isName(s.exitOutput))
+    )
+      fail(`segment ${i} names exit ${String(s.exit)} without a matching exit/exitOutput`);
   });
-  m.exits.forEach((e, i) => {
-    if (e.segment < 0 || e.segment >= m.segments!.length || m.segments![e.segment]!.exit !== i)
-      fail(`exit ${i} is not fused into segment ${e.segment}`);
-    if (!(e.threshold >= 0 && e.threshold <= NEVER_EXIT))
-      fail(`exit ${i} threshold ${e.threshold} outside [0, ${NEVER_EXIT}] (${NEVER_EXIT} = never exit)`);
+  exits.forEach((e: unknown, i) => {
+    if (!isObject(e) || !isName(e.name) || !isName(e.cut)) fail(`exit ${i} needs a name and a cut`);
+    if (!Number.isInteger(e.segment) || m.segments![e.segment as number]?.exit !== i)
+      fail(`exit ${i} is not fused into segment ${String(e.segment)}`);
+    if (!isNum(e.threshold) || !(e.threshold >= 0 && e.threshold <= NEVER_EXIT))
+      fail(
+        `exit ${i} threshold ${JSON.stringify(e.threshold)} is not a number in [0, ${NEVER_EXIT}] (${NEVER_EXIT} = never exit)`,
+      );
+    if (!isNum(e.headMacs)) fail(`exit ${i} needs a number headMacs`);
     if (e.dequant !== undefined) checkDequantization(e.dequant, `Invalid bundle manifest: exit ${i}`, 'INVALID_BUNDLE');
   });
-  if (!m.calibration) fail('calibration summary missing');
-  const batch = (m.backbone as { batch?: unknown } | undefined)?.batch;
-  if (batch !== undefined && batch !== 'rewritten' && batch !== 'one')
-    fail(`backbone.batch is ${JSON.stringify(batch)}, expected "rewritten" or "one"`);
+  checkCalibration(m.calibration, exits.length);
   return m as BundleManifest;
 }

@@ -1,14 +1,13 @@
 // Which cuts of the backbone can hold an exit: the candidates spread over the MACs, cuts named by the caller,
 // and the short display name of a cut tensor used in manifests and reports.
 import { SelfxitError } from '../errors.js';
-import type { CutPoint } from '../graph/index.js';
+import { exitName, type CutPoint } from '../graph/index.js';
 
-/** Short display name of a cut tensor, e.g. "/layer2/layer2.1/Relu_1_output_0" → "layer2.1". */
-export function exitName(tensor: string): string {
-  const bare = tensor.replace(/^\//, '');
-  const parts = bare.split('/');
-  if (parts.length > 1) return parts[parts.length - 2]!;
-  return bare.replace(/_output_\d+$/, '') || tensor;
+export { exitName };
+
+/** The display name of a cut in manifests, reports and `exits` (unique per place; see cutDisplayNames). */
+export function cutName(cut: CutPoint): string {
+  return cut.name ?? exitName(cut.tensor);
 }
 
 /** A 4-D map with known C, H, W, after some backbone work and before the last 2 % of it (any element type). */
@@ -60,17 +59,37 @@ export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoi
 /** Finds cuts by tensor name or display name (INVALID_CUT naming the unknown one). */
 export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]): CutPoint[] {
   const found = names.map((nm) => {
-    const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => exitName(x.tensor) === nm).pop();
+    const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => cutName(x) === nm).pop();
     if (!c) {
       throw new SelfxitError(
         'INVALID_CUT',
-        `"${nm}" is not a cut of this model; cuts: ${all.map((x) => exitName(x.tensor)).join(', ')}`,
+        `"${nm}" is not a cut of this model; cuts: ${[...new Set(all.map(cutName))].join(', ')}`,
         { tensor: nm },
       );
     }
     return c;
   });
   return [...new Set(found)].sort((a, b) => all.indexOf(a) - all.indexOf(b));
+}
+
+/**
+ * The cuts named in `names` (tensor or display names) that can hold an exit ({@link candidateCuts}), in model order,
+ * with a warning in `warnings` for each other one. INVALID_CUT for a name that is not a cut, or when none of them can
+ * hold an exit.
+ */
+export function namedExitCuts(all: readonly CutPoint[], names: readonly string[], warnings: string[]): CutPoint[] {
+  const usable = new Set(candidateCuts(all));
+  const named = findNamedCuts(all, names);
+  const unusable = named.filter((x) => !usable.has(x));
+  const why = 'not a 4-D map a head can read, after some backbone work and before the last 2 % of it';
+  if (unusable.length === named.length)
+    throw new SelfxitError(
+      'INVALID_CUT',
+      `none of the exits named can hold an exit (${unusable.map((x) => `"${x.tensor}"`).join(', ')}: ${why}); candidates: ${[...usable].map(cutName).join(', ')}`,
+      { tensor: unusable[0]?.tensor },
+    );
+  for (const x of unusable) warnings.push(`"${x.tensor}" cannot hold an exit (${why}); skipped`);
+  return named.filter((x) => usable.has(x));
 }
 
 /** Quantized cuts left out as candidates because their scale/zero point is unknown, with the reason. */

@@ -5,7 +5,7 @@ import type { CutPoint } from '../graph/index.js';
 import { exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
-import { exitName } from './candidate-cuts.js';
+import { cutName } from './candidate-cuts.js';
 import { crossFit } from './crossfit.js';
 import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
@@ -148,14 +148,17 @@ export async function trainCandidates(
   const ladder = auto ? autoLadder(o.hidden).filter((r) => !kinds.some((k) => sameHead(r.config, k))) : [];
   const extras = (i: number): HeadConfig[] => autoConfigs(data.rows, data.features.cuts[i]!, ladder);
   const shortlistSize = Math.min(cuts.length, o.shortlist);
-  const perShort = others.length * o.folds + (extras(0).length ? extras(0).length + o.folds : 0);
-  const totalFits = cuts.length * o.folds + shortlistSize * perShort;
+  // Fits of cut i if shortlisted: the other kinds cross-fitted, each ladder configuration screened on one fold, and
+  // the ladder's winner cross-fitted. The progress total is an upper bound until the shortlist and winners are known.
+  const perShort = (i: number): number => others.length * o.folds + (extras(i).length ? extras(i).length + o.folds : 0);
+  const firstFits = cuts.length * o.folds;
+  let totalFits = firstFits + shortlistSize * Math.max(0, ...cuts.map((_, i) => perShort(i)));
   let fitsDone = 0;
   const trained = cuts.map(() => new Map<string, TrainedCandidate>());
   const screened: CandidateHeadReport[][] = cuts.map(() => []);
   const train = async (i: number, config: HeadConfig, onlyFolds?: readonly number[]): Promise<TrainedCandidate> => {
     throwIfAborted(options.signal, 'head training');
-    const detail = `${exitName(cuts[i]!.tensor)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
+    const detail = `${cutName(cuts[i]!)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
     const onFit = (): void => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail });
     const f = configFeatures(data.features.cuts[i]!, config);
     const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds, keepProbs);
@@ -165,6 +168,7 @@ export async function trainCandidates(
   for (let i = 0; i < cuts.length; i++) trained[i]!.set(first!.label, await train(i, first!));
   if (shortlistSize === 0 || (others.length === 0 && ladder.length === 0)) return { trained, screened };
   const short = shortlist(c, data, trained, first!, shortlistSize);
+  totalFits = firstFits + short.reduce((a, i) => a + perShort(i), 0);
   for (const config of others) for (const i of short) trained[i]!.set(config.label, await train(i, config));
   if (ladder.length === 0) return { trained, screened };
   const screenFolds = [0];
@@ -182,6 +186,7 @@ export async function trainCandidates(
     }
     const best = chooseCapacity(chooseCapacity(onFold[0]!, onFold.slice(1)), rated);
     if (!trained[i]!.has(best.config.label)) trained[i]!.set(best.config.label, await train(i, best.config));
+    else if (rated.length > 0) totalFits -= o.folds; // no ladder winner to cross-fit
   }
   progress({ stage: 'heads', done: totalFits, total: totalFits });
   return { trained, screened };

@@ -126,19 +126,25 @@ async function runBackbone(
   inputName: string,
   m: BundleManifest,
 ): Promise<Float32Array> {
-  const logitsOf = (out: Record<string, OrtTensor>): Float32Array => {
+  const k = m.labels.length;
+  const logitsOf = (out: Record<string, OrtTensor>, n: number): Float32Array => {
     const logits = out[m.backbone.output]?.data as Float32Array | undefined;
     if (!logits) throw new SelfxitError('INVALID_BUNDLE', `backbone has no output "${m.backbone.output}"`);
+    if (logits.length !== n * k)
+      throw new SelfxitError(
+        'INVALID_BUNDLE',
+        `backbone output "${m.backbone.output}" has ${logits.length / n} classes per image but the manifest lists ${k} labels`,
+        { classes: logits.length / n, labels: k },
+      );
     return logits;
   };
-  if (m.backbone.batch !== 'one' || rows === 1) return logitsOf(await backbone.run({ [inputName]: x }));
+  if (m.backbone.batch !== 'one' || rows === 1) return logitsOf(await backbone.run({ [inputName]: x }), rows);
   const data = x.data as Float32Array;
   const per = data.length / rows;
-  const k = m.labels.length;
   const all = new Float32Array(rows * k);
   for (let r = 0; r < rows; r++) {
     const one = new ort.Tensor('float32', data.slice(r * per, (r + 1) * per), [1, ...x.dims.slice(1)]);
-    all.set(logitsOf(await backbone.run({ [inputName]: one })).subarray(0, k), r * k);
+    all.set(logitsOf(await backbone.run({ [inputName]: one }), 1), r * k);
   }
   return all;
 }

@@ -12,6 +12,7 @@ import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
 import { toHalf, type FeatureRows, type PackedFeatures } from './feature-store.js';
+import { checkOutputRows } from './model-io.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
 export interface FeatureRequest extends PoolGrids {
@@ -138,6 +139,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
           tensor: options.output,
         });
       }
+      checkOutputRows(logits, rows, k, options.outputKind, options.output);
       for (let r = 0; r < rows; r++) {
         const p = options.outputKind === 'logits' ? softmaxRow(logits, r * k, k) : logits.subarray(r * k, (r + 1) * k);
         teacher.set(p, (start + r) * k);

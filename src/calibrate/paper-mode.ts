@@ -5,7 +5,7 @@ import type { CalibrationSummary } from '../bundle/manifest.js';
 import type { CutPoint } from '../graph/index.js';
 import { argmaxRows, exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.js';
 import { paperCascade } from '../policy/select-exits.js';
-import { candidateCuts, exitName, findNamedCuts } from './candidate-cuts.js';
+import { candidateCuts, cutName, namedExitCuts } from './candidate-cuts.js';
 import { buildCosts, coverageAt, estimateHeadMacs, macsOutcome } from './exit-costs.js';
 import { cutGeometry, type FeatureSet } from './features.js';
 import {
@@ -138,12 +138,12 @@ export async function runPaperMode(c: PrepareContext): Promise<ModeOutcome> {
     seed: o.seed,
     validationAgreement: outcome.agreement,
     expectedMacsFraction: outcome.macsFraction,
-    candidates: cuts.map((cut, i) => ({ name: exitName(cut.tensor), ...stats[i]! })),
+    candidates: cuts.map((cut, i) => ({ name: cutName(cut), ...stats[i]! })),
     curve: sel.curve,
     costUnit: 'macs',
   };
   const candReports: CandidateReport[] = cuts.map((cut, i) => ({
-    name: exitName(cut.tensor),
+    name: cutName(cut),
     cut: cut.tensor,
     macsFraction: cut.fraction,
     grid: [geoms[i]!.height, geoms[i]!.width],
@@ -175,7 +175,7 @@ export async function runPaperMode(c: PrepareContext): Promise<ModeOutcome> {
 /** The exits: the cuts named in `exits`, or the candidate cuts nearest 25 %, 50 % and 75 % of the MACs. */
 function paperCuts(c: PrepareContext): CutPoint[] {
   const { analysis, options } = c;
-  if (options.exits) return findNamedCuts(analysis.cuts, options.exits);
+  if (options.exits) return namedExitCuts(analysis.cuts, options.exits, c.warnings);
   const inner = candidateCuts(analysis.cuts);
   return [
     ...new Set(

@@ -5,7 +5,7 @@ import type { BundleManifest, CalibrationSummary, CurvePoint, HeadKind } from '.
 import type { BatchMode, ModelAnalysis, OnnxModel } from '../graph/index.js';
 import type { ExitScores } from '../policy/cascade-sim.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
-import { exitName } from './candidate-cuts.js';
+import { cutName } from './candidate-cuts.js';
 import {
   extractFeatures,
   type CutFeatures,
@@ -187,7 +187,7 @@ export function bundleExit(
     ...(f.maxGrid ? { maxGrid: f.maxGrid } : {}),
     ...(f.cut.dequant ? { dequant: f.cut.dequant } : {}),
   });
-  return { name: exitName(f.cut.tensor), cut: f.cut.tensor, head: spec, threshold, expectedShare };
+  return { name: cutName(f.cut), cut: f.cut.tensor, head: spec, threshold, expectedShare };
 }
 
 /**

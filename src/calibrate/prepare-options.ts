@@ -1,12 +1,12 @@
 // prepare()'s options: the public PrepareOptions, every default and range check in one place
-// (resolvePrepareOptions, minimumSamples), and the model's input/output spec with the caller's overrides (resolveModelIO).
+// (resolvePrepareOptions, minimumSamples); the model's input/output spec (resolveModelIO) lives in model-io.ts.
 import { SelfxitError } from '../errors.js';
-import type { HeadKind, InputSpec } from '../bundle/manifest.js';
-import type { ModelAnalysis, OnnxModel } from '../graph/index.js';
+import type { HeadKind } from '../bundle/manifest.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { THRESHOLD_RULES, type ThresholdRule } from '../policy/exit-rule.js';
 import { checkAugment, type AugmentKind } from './augment.js';
+import type { InputOverrides } from './model-io.js';
 import type { ProgressCallback } from './progress.js';
 import type { SampleInput } from './samples.js';
 import { DEFAULT_HIDDEN } from './train-head.js';
@@ -17,8 +17,12 @@ export interface PrepareOptions {
   readonly model: Uint8Array;
   /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). */
   readonly samples: SampleInput;
-  /** Input geometry and normalisation. Default: H, W, C from the model input, mean 0, std 1, layout NCHW. */
-  readonly input?: Partial<Pick<InputSpec, 'height' | 'width' | 'channels' | 'mean' | 'std' | 'layout'>>;
+  /** Input geometry and normalisation. Default: H, W, C from the model input, mean 0, std 1, layout NCHW. Symbolic
+   * C/H/W dims of the model are fixed from these (the calibrated model and the bundle then have them). */
+  readonly input?: InputOverrides;
+  /** The output holding the class scores (logits, or a Softmax's probabilities). Required when the model has several
+   * outputs; the others (and what only they need) are dropped from the calibrated model and the bundle. */
+  readonly output?: string;
   /** Class names. Default "0".."k-1". */
   readonly labels?: readonly string[];
   /** Agreement target with the backbone, in (0, 1]. Default 0.99. */
@@ -134,6 +138,33 @@ function badArg(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg, details);
 }
 
+/** Options that steer selfxit mode's heads, selection or thresholds (with their CLI flags): paper mode has none of these. */
+const SELFXIT_ONLY = {
+  target: '--target',
+  hidden: '--hidden',
+  capacity: '--capacity',
+  maxFeatures: '--max-features',
+  thresholdRule: '--threshold-rule',
+  maxPoolGrid: '--max-pool-grid',
+  maxCandidates: '--max-candidates',
+  maxFeatureBytes: '--max-feature-memory',
+  shortlist: undefined,
+  overheadFraction: undefined,
+} as const;
+
+/** INVALID_ARGUMENT naming the selfxit-mode options given to paper mode (which would ignore them). */
+function refuseSelfxitOnly(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): void {
+  const given = Object.entries(SELFXIT_ONLY)
+    .filter(([k]) => o[k as keyof typeof SELFXIT_ONLY] !== undefined)
+    .map(([k, flag]) => (flag ? `${k} (${flag})` : k));
+  if (o.headKinds?.some((k) => k !== 'paper')) given.unshift('headKinds other than "paper" (--heads)');
+  if (given.length > 0)
+    badArg(
+      `paper mode has fixed paper heads, exits and one threshold, and certifies no target: ${given.join(', ')} ${given.length > 1 ? 'apply' : 'applies'} to selfxit mode only`,
+      { options: given },
+    );
+}
+
 /** Resolves every default in one place and validates ranges (INVALID_TARGET, INVALID_ARGUMENT). */
 export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): ResolvedPrepareOptions {
   const target = o.target ?? 0.99;
@@ -142,6 +173,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   }
   const mode = o.mode ?? (o.headKinds?.length === 1 && o.headKinds[0] === 'paper' ? 'paper' : 'selfxit');
   if (mode !== 'selfxit' && mode !== 'paper') badArg(`mode must be "selfxit" or "paper", got "${String(mode)}"`);
+  if (mode === 'paper') refuseSelfxitOnly(o);
   const headKinds = mode === 'paper' ? (['paper'] as const) : [...(o.headKinds ?? ['pool-linear', 'pool-mlp'])];
   if (headKinds.length === 0) badArg('headKinds is empty');
   for (const k of headKinds)
@@ -203,95 +235,6 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   };
 }
 
-/** The backbone's input spec, output tensor and class count, as calibration feeds and reads them. */
-export interface ModelIO {
-  readonly input: InputSpec;
-  readonly output: string;
-  readonly outputKind: 'logits' | 'probabilities';
-  readonly classes: number;
-}
-
-/** The model's input spec and output, with `overrides` applied (INVALID_SAMPLES / UNSUPPORTED_MODEL when they cannot fit). */
-export function resolveModelIO(
-  model: OnnxModel,
-  analysis: Pick<ModelAnalysis, 'inputs' | 'outputs'>,
-  overrides: PrepareOptions['input'] = {},
-): ModelIO {
-  const inp = analysis.inputs[0];
-  if (!inp || analysis.inputs.length !== 1)
-    throw new SelfxitError(
-      'UNSUPPORTED_MODEL',
-      `the model must have exactly one input, it has ${analysis.inputs.length}`,
-    );
-  if (inp.dtype !== 'float32')
-    throw new SelfxitError(
-      'UNSUPPORTED_MODEL',
-      `model input "${inp.name}" is ${inp.dtype}; selfxit feeds float32 images`,
-    );
-  if (inp.shape.length !== 4)
-    throw new SelfxitError(
-      'UNSUPPORTED_MODEL',
-      `model input "${inp.name}" has rank ${inp.shape.length}; expected an image batch [N, C, H, W]`,
-    );
-  const dim = (i: number): number | undefined =>
-    typeof inp.shape[i] === 'number' ? (inp.shape[i] as number) : undefined;
-  const layout =
-    overrides.layout ??
-    (dim(1) === 1 || dim(1) === 3 || dim(3) === undefined || (dim(3) !== 1 && dim(3) !== 3) ? 'NCHW' : 'NHWC');
-  const [ci, hi, wi] = layout === 'NCHW' ? [1, 2, 3] : [3, 1, 2];
-  const pick = (override: number | undefined, i: number, what: string): number => {
-    const m = dim(i);
-    if (override !== undefined && m !== undefined && override !== m) {
-      throw new SelfxitError(
-        'INVALID_SAMPLES',
-        `samples are ${what} ${override} but the model input "${inp.name}" fixes ${what} ${m}`,
-        { [what]: override, model: m },
-      );
-    }
-    const v = override ?? m;
-    if (v === undefined)
-      throw new SelfxitError(
-        'INVALID_SAMPLES',
-        `the model input's ${what} is dynamic: give the sample ${what} (input.${what} / --shape)`,
-      );
-    return v;
-  };
-  const channels = pick(overrides.channels, ci, 'channels');
-  if (channels !== 1 && channels !== 3)
-    throw new SelfxitError(
-      'UNSUPPORTED_MODEL',
-      `the model input has ${channels} channels; selfxit handles 1 (grayscale) or 3 (RGB)`,
-    );
-  const height = pick(overrides.height, hi, 'height');
-  const width = pick(overrides.width, wi, 'width');
-  const mean = overrides.mean ? [...overrides.mean] : new Array<number>(channels).fill(0);
-  const std = overrides.std ? [...overrides.std] : new Array<number>(channels).fill(1);
-  if (mean.length === 1 && channels === 3) mean.push(mean[0]!, mean[0]!);
-  if (std.length === 1 && channels === 3) std.push(std[0]!, std[0]!);
-  if (mean.length !== channels || std.length !== channels)
-    badArg(`mean and std need ${channels} values, got ${mean.length} and ${std.length}`);
-  if (std.some((s) => !(s > 0))) badArg(`std values must be > 0, got ${std.join(',')}`);
-  const out = analysis.outputs[0];
-  if (!out) throw new SelfxitError('UNSUPPORTED_MODEL', 'the model has no output');
-  // [N, classes], or a batch-1 model's [classes] (read as [1, classes]).
-  const last = out.shape[out.shape.length - 1];
-  const batchFree = out.shape.length === 1 && inp.shape[0] === 1;
-  const classes = (out.shape.length === 2 || batchFree) && typeof last === 'number' ? last : undefined;
-  if (classes === undefined || classes < 2)
-    throw new SelfxitError(
-      'UNSUPPORTED_MODEL',
-      `output "${out.name}" must be [N, classes] (or [classes] with a batch-1 input), got [${out.shape.join(', ')}]`,
-    );
-  const producer = (model.proto.graph?.node ?? []).find((n) => (n.output ?? []).includes(out.name));
-  const outputKind = producer?.opType === 'Softmax' ? 'probabilities' : 'logits';
-  return {
-    input: { name: inp.name, height, width, channels: channels as 1 | 3, layout, mean, std },
-    output: out.name,
-    outputKind,
-    classes,
-  };
-}
-
 /** Class names: the caller's, or "0".."k-1" (INVALID_ARGUMENT when their count is not `classes`). */
 export function resolveLabels(labels: readonly string[] | undefined, classes: number): string[] {
   const names = labels ? [...labels] : Array.from({ length: classes }, (_, i) => String(i));
@@ -314,3 +257,5 @@ export function checkSampleCount(count: number, o: ResolvedPrepareOptions): void
     );
   }
 }
+
+export { fitModelIO, resolveModelIO, type InputOverrides, type ModelIO } from './model-io.js';

@@ -11,6 +11,7 @@ import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
   checkSampleCount,
+  fitModelIO,
   minimumSamples,
   resolveLabels,
   resolveModelIO,
@@ -40,7 +41,8 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const warnings: string[] = [];
   const progress = options.onProgress ?? (() => undefined);
 
-  const given = decodeModel(options.model);
+  const decoded = decodeModel(options.model);
+  const given = fitModelIO(decoded, options.input, options.output);
   const batch = await timer.time('analyze', () => resolveBatch(given, ort));
   const model = batch.model;
   if (batch.mode !== 'dynamic')
@@ -70,7 +72,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
     options,
     o,
     model,
-    modelBytes: batch.mode === 'rewritten' ? encodeModel(model) : options.model,
+    modelBytes: batch.mode === 'rewritten' || given !== decoded ? encodeModel(model) : options.model,
     batch: batch.mode,
     analysis,
     io,

@@ -8,7 +8,7 @@ import { maxDisagreements } from '../policy/bounds.js';
 import { argmaxRows, type CascadeCosts, type CascadeOutcome, type ExitScores } from '../policy/cascade-sim.js';
 import type { RuleSelection } from '../policy/exit-rule.js';
 import { augmentSamples, type AugmentKind } from './augment.js';
-import { candidateCuts, exitName, findNamedCuts } from './candidate-cuts.js';
+import { candidateCuts, cutName, namedExitCuts } from './candidate-cuts.js';
 import { bestConfigs, headCosts, selectExitsFor, trainCandidates, type HeadData } from './candidate-heads.js';
 import { macsOutcome } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
@@ -72,7 +72,7 @@ export async function fitSelfxitExits(
   const exits = bundleExits(finals, configOf, sel, outcome);
   const candidates: ExitStats[] = cuts.map((cut, i) => {
     const r = trained[i]!.get(configOf[i]!.label)!.report;
-    return { name: exitName(cut.tensor), agreement: r.agreement, meanScore: r.meanScore };
+    return { name: cutName(cut), agreement: r.agreement, meanScore: r.meanScore };
   });
   const few = sel.selected.length > 0 ? fewSamplesWarning(n, o.target) : undefined;
   if (few) c.warnings.push(few);
@@ -98,7 +98,7 @@ export async function fitSelfxitExits(
   const candReports: CandidateReport[] = cuts.map((cut, i) => {
     const g = configGeometry(features.cuts[i]!, configOf[i]!);
     return {
-      name: exitName(cut.tensor),
+      name: cutName(cut),
       cut: cut.tensor,
       macsFraction: cut.fraction,
       grid: g.grid,
@@ -142,14 +142,8 @@ export function fewSamplesWarning(n: number, target: number): string | undefined
 /** The candidate cuts: spread over the MACs, or those named in `exits` that can hold an exit (warning for the rest). */
 function selfxitCuts(c: PrepareContext): CutPoint[] {
   const { analysis, options, o } = c;
-  const cuts = candidateCuts(analysis.cuts, options.exits ? Infinity : o.maxCandidates);
-  if (!options.exits) return cuts;
-  const usable = new Set(cuts);
-  const named = findNamedCuts(analysis.cuts, options.exits);
-  for (const x of named)
-    if (!usable.has(x))
-      c.warnings.push(`"${x.tensor}" cannot hold an exit (not a 4-D float map inside the backbone); skipped`);
-  return named.filter((x) => usable.has(x));
+  if (!options.exits) return candidateCuts(analysis.cuts, o.maxCandidates);
+  return namedExitCuts(analysis.cuts, options.exits, c.warnings);
 }
 
 /** The samples followed by their augmented copies (the samples alone without augmentation). */

@@ -30,7 +30,11 @@ Samples:
                        than once: sources are checked first (readable, same image size and
                        channels), then concatenated in order; duplicates (a file given again,
                        exact copies of an image) are left out, and their count printed
-  --shape H,W,C        sample size (required for raw files when the model input does not fix it)
+  --shape H,W,C        sample size (required for raw files when the model input does not fix it;
+                       fixes the model's symbolic height, width and channels)
+  --layout NCHW|NHWC   the model input's layout, when its dims do not tell (default: guessed)
+  --output <name>      the output holding the class scores (required when the model has several;
+                       the others are dropped from the bundle)
   --mean r,g,b         per-channel mean in [0,1] pixel units (default 0)
   --std r,g,b          per-channel std in [0,1] pixel units (default 1)
   --labels <names.txt> class names, one per line (default "0".."k-1")
@@ -75,6 +79,8 @@ Output:
 const options = {
   samples: { type: 'string', multiple: true },
   shape: { type: 'string' },
+  layout: { type: 'string' },
+  output: { type: 'string' },
   mean: { type: 'string' },
   std: { type: 'string' },
   labels: { type: 'string' },
@@ -190,9 +196,20 @@ export const prepareCommand: CliCommand = {
     const shape = v.shape ? parseShape(v.shape) : undefined;
     const mean = numberList(v.mean, '--mean');
     const std = numberList(v.std, '--std');
-    const input = { ...(shape ?? {}), ...(mean ? { mean } : {}), ...(std ? { std } : {}) } as PrepareOptions['input'];
+    const layout = v.layout as 'NCHW' | 'NHWC' | undefined;
+    const input = {
+      ...(shape ?? {}),
+      ...(mean ? { mean } : {}),
+      ...(std ? { std } : {}),
+      ...(layout ? { layout } : {}),
+    } as PrepareOptions['input'];
     // The sample geometry the model wants (throws INVALID_SAMPLES when --shape contradicts the model).
-    const { input: spec } = resolveModelIO(model, { inputs: graphInputs(model), outputs: graphOutputs(model) }, input);
+    const { input: spec } = resolveModelIO(
+      model,
+      { inputs: graphInputs(model), outputs: graphOutputs(model) },
+      input,
+      v.output,
+    );
     const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
     // Duplicates are left out before the shuffle: a copy in another fold than its original would be judged by a head
     // that trained on it, and the agreement promise would read high. Only the images --limit keeps are read.
@@ -216,6 +233,7 @@ export const prepareCommand: CliCommand = {
       ort,
       ...(input ? { input } : {}),
       ...(labels ? { labels } : {}),
+      ...(v.output !== undefined ? { output: v.output } : {}),
       ...(v.target !== undefined ? { target: num(v.target, '--target')! } : {}),
       ...(heads ? { headKinds: heads } : {}),
       ...(v.seed !== undefined ? { seed: num(v.seed, '--seed')! } : {}),
@@ -248,7 +266,7 @@ export const prepareCommand: CliCommand = {
     const c = m.calibration;
     const lines = [
       `bundle: ${out} (${m.segments.length} segments, ${m.exits.length} exits, mode ${c.mode})`,
-      `samples: ${c.samples}   target: ${c.target}   validation agreement: ${(c.validationAgreement * 100).toFixed(2)} % (out of fold; >= ${(prepared.report.agreementLowerBound * 100).toFixed(2)} % at 95 % confidence)   expected MACs: ${(c.expectedMacsFraction * 100).toFixed(1)} % of ${formatCount(m.backbone.macs)}`,
+      `samples: ${c.samples}   ${c.mode === 'paper' ? 'target: none (paper mode: fixed threshold)' : `target: ${c.target}`}   validation agreement: ${(c.validationAgreement * 100).toFixed(2)} % (out of fold; >= ${(prepared.report.agreementLowerBound * 100).toFixed(2)} % at 95 % confidence)   expected MACs: ${(c.expectedMacsFraction * 100).toFixed(1)} % of ${formatCount(m.backbone.macs)}`,
       ...m.exits.map(
         (e) =>
           `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %${e.dequant ? `  reads ${e.dequant.dtype} (dequantized)` : ''}`,

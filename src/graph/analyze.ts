@@ -2,7 +2,7 @@
 import { SelfxitError } from '../errors.js';
 import type { OrtModule, OrtTensor } from '../ort/types.js';
 import { macOperands, nodeMacs, paramStats } from './cost.js';
-import { sweepCuts } from './cuts.js';
+import { cutDisplayNames, sweepCuts } from './cuts.js';
 import { inferDtypes } from './dtypes.js';
 import { constTensorOf, type GraphIndex } from './graph-index.js';
 import { encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo } from './model.js';
@@ -16,6 +16,8 @@ export interface CutPoint {
   /** Dim 0 is `'batch'` when the model's batch is dynamic. */
   shape: (number | string)[];
   dtype: DType;
+  /** Display name, unique per place among the model's cuts (cutDisplayNames; absent: exitName of the tensor). */
+  name?: string;
   /** Cumulative MACs per sample of everything before the cut. */
   macs: number;
   /** `macs / total MACs` (0 when the model has no MACs). */
@@ -189,6 +191,8 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
       ...cutDequantization(index, tensor, dtype),
     };
   });
+  const names = cutDisplayNames(cuts);
+  for (const c of cuts) c.name = names.get(c.tensor)!;
   const { params, paramBytes } = paramStats(index);
   return { inputs, outputs, macs: total, params, paramBytes, cuts, shapes, dtypes, nodeMacs: perNode };
 }

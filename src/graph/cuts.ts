@@ -156,3 +156,46 @@ export function sortCuts(model: OnnxModel, cuts: readonly string[]): string[] {
   const pos = sweepCuts(model).position;
   return [...cuts].sort((a, b) => (pos.get(a) ?? Infinity) - (pos.get(b) ?? Infinity));
 }
+
+/** Short display name of a cut tensor, e.g. "/layer2/layer2.1/Relu_1_output_0" → "layer2.1". */
+export function exitName(tensor: string): string {
+  const bare = tensor.replace(/^\//, '');
+  const parts = bare.split('/');
+  if (parts.length > 1) return parts[parts.length - 2]!;
+  return bare.replace(/_output_\d+$/, '') || tensor;
+}
+
+/** {@link exitName} lengthened by `level` - 1 more parent path segments (past the path: the tensor name itself). */
+function longerName(tensor: string, level: number): string {
+  if (level <= 1) return exitName(tensor);
+  const parts = tensor.replace(/^\//, '').split('/');
+  return level < parts.length ? parts.slice(parts.length - 1 - level, -1).join('/') : tensor;
+}
+
+/**
+ * Display names of cuts, one per place: {@link exitName}, lengthened by parent path segments where cuts at different
+ * MACs would share one (e.g. torchvision's ".../relu/Relu_output_0" all under "relu"). Cuts at the same MACs (an Add
+ * and its Relu) may share a name: they are one place.
+ */
+export function cutDisplayNames(cuts: readonly { tensor: string; macs: number }[]): Map<string, string> {
+  const level = new Map(cuts.map((c) => [c.tensor, 1]));
+  const names = new Map(cuts.map((c) => [c.tensor, exitName(c.tensor)]));
+  for (let changed = true; changed;) {
+    changed = false;
+    const byName = new Map<string, { tensor: string; macs: number }[]>();
+    for (const c of cuts) {
+      const n = names.get(c.tensor)!;
+      byName.set(n, [...(byName.get(n) ?? []), c]);
+    }
+    for (const group of byName.values()) {
+      if (group.every((c) => c.macs === group[0]!.macs)) continue;
+      for (const c of group) {
+        if (names.get(c.tensor) === c.tensor) continue;
+        level.set(c.tensor, level.get(c.tensor)! + 1);
+        names.set(c.tensor, longerName(c.tensor, level.get(c.tensor)!));
+        changed = true;
+      }
+    }
+  }
+  return names;
+}

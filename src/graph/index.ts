@@ -1,7 +1,16 @@
 // Public entry of the ONNX graph toolkit (pure TypeScript; runs in Node and browsers; onnxruntime is injected).
-export { decodeModel, encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo } from './model.js';
+export {
+  decodeModel,
+  encodeModel,
+  graphInputs,
+  graphOutputs,
+  withInputShape,
+  withOutputs,
+  type OnnxModel,
+  type TensorInfo,
+} from './model.js';
 export { pb as onnxMessages, type DType, type onnx } from './proto.js';
-export { findCuts } from './cuts.js';
+export { cutDisplayNames, exitName, findCuts } from './cuts.js';
 export { splitModel, withExtraOutputs, BATCH_DIM, type TensorTypes } from './split.js';
 export { analyzeModel, segmentMacs, type AnalyzeOptions, type CutPoint, type ModelAnalysis } from './analyze.js';
 export { nodeMacs } from './cost.js';

@@ -1,6 +1,6 @@
 // The OnnxModel wrapper: decode/encode ONNX bytes with sanity checks, and the graph's real inputs and outputs.
 import { SelfxitError } from '../errors.js';
-import { pb, readValueInfo, type DType, type onnx } from './proto.js';
+import { makeValueInfo, pb, readValueInfo, type DType, type onnx } from './proto.js';
 
 /** A decoded ONNX model. Treat `proto` as read-only: graph functions return new models and share unchanged parts. */
 export interface OnnxModel {
@@ -103,4 +103,37 @@ export function withGraph(base: OnnxModel, graph: onnx.IGraphProto): OnnxModel {
       graph,
     }),
   };
+}
+
+/** A model whose graph outputs are only `names` (in that order); nodes only the dropped outputs needed become dead. */
+export function withOutputs(m: OnnxModel, names: readonly string[]): OnnxModel {
+  const g = m.proto.graph!;
+  const byName = new Map((g.output ?? []).map((o) => [o.name ?? '', o]));
+  const output = names.map((n) => {
+    const o = byName.get(n);
+    if (!o) throw new SelfxitError('INVALID_ARGUMENT', `"${n}" is not an output of the model`, { tensor: n });
+    return o;
+  });
+  return withGraph(m, { ...g, output });
+}
+
+/**
+ * A model whose input `name` has the dims `shape` (same rank; a number fixes that axis, a string keeps or names it
+ * symbolic). Value infos of other tensors are left as they are.
+ */
+export function withInputShape(m: OnnxModel, name: string, shape: readonly (number | string)[]): OnnxModel {
+  const g = m.proto.graph!;
+  let found = false;
+  const input = (g.input ?? []).map((vi) => {
+    if (vi.name !== name) return vi;
+    const { dtype, shape: old } = readValueInfo(vi);
+    if (!dtype || old?.length !== shape.length)
+      throw new SelfxitError('INVALID_ARGUMENT', `cannot give input "${name}" the shape [${shape.join(', ')}]`, {
+        tensor: name,
+      });
+    found = true;
+    return makeValueInfo(name, dtype, shape);
+  });
+  if (!found) throw new SelfxitError('INVALID_ARGUMENT', `"${name}" is not an input of the model`, { tensor: name });
+  return withGraph(m, { ...g, input });
 }

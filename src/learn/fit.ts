@@ -42,13 +42,15 @@ export interface LearnModel {
 
 /**
  * Decodes and analyses `modelBytes` for learning (INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN as prepare).
- * `input` and `labels` as prepare's options of those names.
+ * `input`, `output` and `labels` as prepare's options of those names.
  */
 export async function analyseForLearning(
   modelBytes: Uint8Array,
   ort: OrtModule,
   options: {
     readonly input?: PrepareOptions['input'];
+    /** The class-score output (a bundle's `backbone.output`); needed when the model has several. */
+    readonly output?: string;
     readonly labels?: readonly string[];
     readonly learn?: LearnOptions;
   },
@@ -56,7 +58,7 @@ export async function analyseForLearning(
   const o = resolveLearnOptions(options.learn);
   const model = decodeModel(modelBytes);
   const analysis = await analyzeModel(model, { ort });
-  const io = resolveModelIO(model, analysis, options.input);
+  const io = resolveModelIO(model, analysis, options.input, options.output);
   const labels = resolveLabels(options.labels, io.classes);
   const cuts = candidateCuts(analysis.cuts, o.maxCandidates);
   const requests = poolingRequests(cuts, fitOptions(o));

@@ -21,8 +21,9 @@ export interface CostTable {
 
 /**
  * Checks a cost table's structure: `backbone` a finite number > 0; `cuts`, `heads` objects of finite numbers >= 0;
- * `overhead` a finite number >= 0; `unit` 'ms' when given; no other keys. With `cutTensors`, every key of `cuts` and
- * `heads` must be one of them (a misspelt tensor would silently fall back to MACs).
+ * `overhead` a finite number >= 0; `unit` 'ms' when given; no other keys; a cut's cost (cumulative from the input)
+ * at most `backbone`. With `cutTensors` (in topological order), every key of `cuts` and `heads` must be one of them (a
+ * misspelt tensor would silently fall back to MACs), and cut costs must not decrease along them.
  * @throws SelfxitError `INVALID_ARGUMENT` naming the offending entry.
  */
 export function checkCostTable(table: unknown, cutTensors?: readonly string[]): asserts table is CostTable {
@@ -54,5 +55,19 @@ export function checkCostTable(table: unknown, cutTensors?: readonly string[]): 
       if (known && !known.has(tensor))
         bad(`${part}["${tensor}"]: not a cut tensor of this model (see \`selfxit inspect\`)`);
     }
+  }
+  const cuts = (t.cuts ?? {}) as Record<string, number>;
+  for (const [tensor, v] of Object.entries(cuts))
+    if (v > (t.backbone as number))
+      bad(
+        `cuts["${tensor}"] is ${v}, more than the whole backbone (${String(t.backbone)}): a cut's cost is cumulative from the input`,
+      );
+  const ordered = (cutTensors ?? []).filter((c) => cuts[c] !== undefined);
+  for (let i = 1; i < ordered.length; i++) {
+    const [a, b] = [ordered[i - 1]!, ordered[i]!];
+    if (cuts[b]! < cuts[a]!)
+      bad(
+        `cuts["${b}"] (${cuts[b]}) is less than cuts["${a}"] (${cuts[a]}) before it: cut costs are cumulative from the input, so they cannot decrease along the model`,
+      );
   }
 }

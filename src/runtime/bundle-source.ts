@@ -42,30 +42,13 @@ function parseManifest(text: string, url: string): BundleManifest {
       { cause: e },
     );
   }
-  const m = validateManifest(json);
-  const { input } = m;
-  if (
-    !(input.height > 0 && input.width > 0) ||
-    (input.channels !== 1 && input.channels !== 3) ||
-    (input.layout !== 'NCHW' && input.layout !== 'NHWC')
-  ) {
-    throw new SelfxitError(
-      'INVALID_BUNDLE',
-      `Invalid bundle manifest at ${url}: input spec ${JSON.stringify(input)} is not usable`,
-      { url },
-    );
+  try {
+    return validateManifest(json);
+  } catch (e) {
+    if (!(e instanceof SelfxitError)) throw e;
+    const message = e.message.replace(/^Invalid bundle manifest:/, `Invalid bundle manifest at ${url}:`);
+    throw new SelfxitError(e.code, message, { ...e.details, url }, { cause: e });
   }
-  if (m.labels.length === 0)
-    throw new SelfxitError('INVALID_BUNDLE', `Invalid bundle manifest at ${url}: no labels`, { url });
-  for (const s of m.segments) {
-    if (!s.input || !s.output)
-      throw new SelfxitError(
-        'INVALID_BUNDLE',
-        `Invalid bundle manifest at ${url}: segment ${s.file} lacks input/output names`,
-        { url },
-      );
-  }
-  return m;
 }
 
 /** sha256 of the files a manifest lists that the cache keeps by content: segments, the validation file, the backbone file

@@ -128,7 +128,9 @@ export class LearnRuntime {
     const ort = await (deps.loadOrt ?? loadOrt)(req);
     const m = bundle?.manifest;
     const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
-      ...(m ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout } } : {}),
+      ...(m
+        ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout }, output: m.backbone.output }
+        : {}),
       ...(learn.input && !m ? { input: learn.input } : {}),
       ...(m ? { labels: m.labels } : learn.labels ? { labels: learn.labels } : {}),
       learn: learn.options,
