@@ -94,6 +94,8 @@ export interface LearnerState {
   readonly driftRestarts: number;
   /** Absent in states saved before it existed (read as false). */
   readonly relearning?: boolean;
+  /** The agreement target the state was learned for (`learn.target`). */
+  readonly target?: number;
 }
 
 /** Audits that verify a drift alarm, and the least share of inputs completed meanwhile. */
@@ -374,6 +376,15 @@ export class Learner {
   }
 
   /**
+   * {@link audited} for an input served when the learner's {@link version} was `servedAt`: one served by exits or
+   * thresholds no longer in force (a tightening, a fit, a drift alarm since) is not judged against those in force
+   * (it is a learning sample only: the runtime stored its features); returns false for it.
+   */
+  auditedAt(servedAt: number, served: number, full: number): boolean {
+    return servedAt === this.version && this.audited(served, full);
+  }
+
+  /**
    * One audited input: the label served through the exits and the full model's. When the audit shows the agreement
    * below the target, tightens the thresholds at once and asks for a re-fit; returns whether it did.
    */
@@ -476,6 +487,7 @@ export class Learner {
       verifying: this.verifying,
       driftRestarts: this.driftRestarts,
       relearning: this.relearning,
+      target: this.options.target,
     };
   }
 
@@ -538,6 +550,7 @@ export class Learner {
     this.point = this.origin?.point;
     this.fits = this.tightenings = 0;
     this.refitWanted = false;
+    this.lastFitSeconds = undefined;
     this.version++;
     return false;
   }
