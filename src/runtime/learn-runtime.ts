@@ -84,7 +84,7 @@ export class LearnRuntime {
   private sentVersion = 0;
   /** Inputs served through the exits, drawn for the audit: their label, and the learner's version they were served at. */
   private pendingAudits: { data: Float32Array; served: number; version: number }[] = [];
-  /** Whether a job completing pending audits is queued. */
+  /** Whether a job completing pending audits is queued or running. */
   private auditsQueued = false;
   private fitting: Promise<void> | undefined;
   /** Cancels the fit running (its result dropped, never adopted; its worker ended when it is busy with it). */
@@ -445,10 +445,9 @@ export class LearnRuntime {
    * (a tightening among the earlier ones) is a sample only (Learner.auditedAt). A failure is reported as `lastError`.
    */
   private async runAudits(): Promise<void> {
-    this.auditsQueued = false;
     const batch = this.pendingAudits.splice(0, AUDIT_CHUNK);
-    if (batch.length === 0 || this.disposed) return;
     try {
+      if (batch.length === 0 || this.disposed) return;
       const size = inputSize(this.manifest.input);
       const data = new Float32Array(batch.length * size);
       batch.forEach((b, i) => data.set(b.data, i * size));
@@ -469,6 +468,7 @@ export class LearnRuntime {
     } catch (e) {
       this.lastError = `the audit failed: ${e instanceof Error ? e.message : String(e)}`;
     } finally {
+      this.auditsQueued = false; // (true while this job runs: settled() waits for it)
       this.queueAudits();
     }
   }
