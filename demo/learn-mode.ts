@@ -220,7 +220,11 @@ export function setupLearnMode(): void {
       draw();
       show(clf.learning());
       ui.status.textContent = 'Forgot everything learned (also in IndexedDB).';
-    })();
+    })().catch((e: unknown) => {
+      state.status = 'error';
+      state.error = e instanceof Error ? e.message : String(e);
+      ui.status.textContent = `Error: the reset failed: ${state.error}`;
+    });
   });
   ui.start.disabled = false;
   draw();

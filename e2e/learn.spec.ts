@@ -208,11 +208,24 @@ test('learning from a bundle: its exits serve and are audited at once; reset goe
   expect(a.learning.audit.totalAudited).toBeGreaterThan(10);
   expect(a.learning.fits).toBe(0); // the first fit waits for as many samples as the bundle was calibrated on
   expect(a.engine).toBe('compiled');
-  await page.evaluate(async (url) => {
+  // reset goes back to the bundle's own exits: nothing learned, nothing restored, its exits in force
+  const reset = await page.evaluate(async (url) => {
     const clf = await window.selfxit.load(url, { backend: 'wasm', learn: true });
     await clf.resetLearning();
+    const { fromBundle, exitsOn, fits, samplesSeen, restored, exits } = clf.learning();
+    const info = clf.info();
     await clf.dispose();
+    return { fromBundle, exitsOn, fits, samplesSeen, restored, exits, served: info.exits.length };
   }, BUNDLE);
+  expect(reset).toEqual({
+    fromBundle: true,
+    exitsOn: true,
+    fits: 0,
+    samplesSeen: 0,
+    restored: false,
+    exits: a.learning.exits,
+    served: a.learning.exits,
+  });
 });
 
 test('offline after a reload: learned exits of a plain model, and a bundle learning goes on, from IndexedDB', async ({

@@ -5,17 +5,19 @@
 import type { UseStore } from 'idb-keyval';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LearnerState } from '../src/learn/learner.js';
+import type { InputSpec } from '../src/bundle/manifest.js';
 import { BLOCK_BYTES, IdbLearnStore, LEARN_SCHEMA, ORPHAN_MS } from '../src/runtime/learn-store.js';
 
 /**
  * An object store in memory: requests complete in a later task, as IndexedDB's do, and a transaction once its last
  * request did (requests made in a request's success callback keep it open). No isolation between transactions.
  */
-function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
+function memoryStore(opts: { failPut?: string; failGet?: boolean; putsBeforeFail?: number } = {}): {
   use: UseStore;
   data: Map<string, unknown>;
 } {
   const data = new Map<string, unknown>();
+  let puts = 0;
   const use: UseStore = (_mode, callback) =>
     Promise.resolve().then(() => {
       const transaction = {} as { oncomplete?: () => void };
@@ -52,7 +54,8 @@ function memoryStore(opts: { failPut?: string; failGet?: boolean } = {}): {
             return structuredClone(data.get(k));
           }),
         put: (v: unknown, k: string) => {
-          if (opts.failPut) throw new DOMException('The quota has been exceeded.', opts.failPut);
+          if (opts.failPut && puts++ >= (opts.putsBeforeFail ?? 0))
+            throw new DOMException('The quota has been exceeded.', opts.failPut);
           data.set(k, structuredClone(v));
         },
         getAllKeys: () => request(() => [...data.keys()]),
@@ -259,5 +262,58 @@ describe('IdbLearnStore, an empty reservoir and two workers at once', () => {
     await s.save('aaa', state);
     expect(blocks(m)).toEqual([...named(m), writing].sort());
     expect(same(await s.load('aaa'), state)).toBe(true);
+  });
+});
+
+describe('IdbLearnStore: failed and hung writes, the input spec', () => {
+  const rowBytes = 3 + 700 + 2 * 8 + 4 * 2;
+  const big = { ...state, reservoir: reservoir(Math.ceil((2.5 * BLOCK_BYTES) / rowBytes)) } as LearnerState; // 3 blocks
+  const blocks = (m: { data: Map<string, unknown> }) => [...m.data.keys()].filter((k) => k.includes(':block:'));
+
+  it('a save failing on the quota midway deletes the blocks it wrote; blocks of saves cut short go before a write', async () => {
+    const m = memoryStore({ failPut: 'QuotaExceededError', putsBeforeFail: 2 });
+    const s = new IdbLearnStore(() => m.use);
+    await s.save('aaa', big);
+    expect(s.reason).toMatch(/^storage quota exceeded/);
+    expect(blocks(m)).toEqual([]); // not left for an hour
+    // a save cut short (its worker ended) an hour ago: swept before the next writes, which then fail on the quota
+    const cutShort = `learn:aaa:block:${Date.now() - ORPHAN_MS - 1}-gone1:0`;
+    const n = memoryStore({ failPut: 'QuotaExceededError' });
+    n.data.set(cutShort, {});
+    await new IdbLearnStore(() => n.use).save('aaa', state);
+    expect(blocks(n)).toEqual([]);
+  });
+
+  it('a hung IndexedDB: load, save and clear give up after the timeout; learning goes on in memory, and says why', async () => {
+    const hung: UseStore = () => new Promise(() => {});
+    const s = new IdbLearnStore(() => hung, 50);
+    const within = <T>(p: Promise<T>) =>
+      Promise.race([p, new Promise<never>((_, no) => setTimeout(() => no(new Error('hung')), 2000))]);
+    expect(await within(s.load('aaa'))).toBeUndefined();
+    expect(s.enabled).toBe(false);
+    expect(s.reason).toMatch(/timed out.*in memory/);
+    await within(s.save('aaa', state));
+    await within(s.clear('aaa'));
+    // a write that hangs (reads fine): the save gives up, persistence off
+    const m = memoryStore();
+    const w = new IdbLearnStore(
+      () => (mode, cb) => (mode === 'readwrite' ? new Promise(() => {}) : m.use(mode, cb)),
+      50,
+    );
+    await within(w.save('aaa', state));
+    expect(w.reason).toMatch(/^storage timed out/);
+  });
+
+  it('keeps the input spec: a state saved with another (normalisation, layout) is discarded; the target is in the state', async () => {
+    const m = memoryStore();
+    const s = new IdbLearnStore(() => m.use);
+    const spec: InputSpec = { name: 'x', height: 28, width: 28, channels: 1, layout: 'NCHW', mean: [0.3], std: [0.35] };
+    await s.save('aaa', { ...state, target: 0.98 }, spec);
+    expect((await s.load('aaa', { ...spec }))?.target).toBe(0.98);
+    expect(await s.load('aaa', { ...spec, mean: [0.5] })).toBeUndefined();
+    expect(m.data.size).toBe(0); // discarded, never used
+    await s.save('aaa', state, spec);
+    expect(await s.load('aaa', { ...spec, layout: 'NHWC' })).toBeUndefined();
+    expect(LEARN_SCHEMA).toBeGreaterThanOrEqual(7);
   });
 });

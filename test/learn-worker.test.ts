@@ -41,8 +41,11 @@ class ChannelWorker {
   postMessage(message: unknown, transfer?: Transferable[]): void {
     this.port.postMessage(message, transfer as never);
   }
+  /** The error listeners (a test fires them: the worker failed). */
+  static readonly onError: ((ev: unknown) => void)[] = [];
   addEventListener(type: string, listener: (ev: unknown) => void): void {
     if (type === 'message') this.port.addEventListener('message', listener as never);
+    if (type === 'error') ChannelWorker.onError.push(listener);
   }
   removeEventListener(type: string, listener: (ev: unknown) => void): void {
     if (type === 'message') this.port.removeEventListener('message', listener as never);
@@ -101,5 +104,18 @@ describe('learner worker', () => {
     // the reservoir itself is untouched (the snapshot owned its arrays)
     expect(reservoir.size).toBe(rows);
     expect((await reservoir.snapshot(() => Promise.resolve())).cuts[0]!.x).toMatchObject({ n: rows });
+  });
+
+  it('says when it broke (its fits then run in the thread: learning().fitRanIn is "thread")', async () => {
+    vi.stubGlobal('Worker', ChannelWorker);
+    const runner = learnerWorkerRunner('learner.js')!;
+    try {
+      expect(await runner.ready).toBe(true);
+      expect(runner.broken).toBe(false);
+      for (const listener of ChannelWorker.onError.splice(0)) listener({ message: 'crashed' });
+      expect(runner.broken).toBe(true);
+    } finally {
+      runner.close();
+    }
   });
 });

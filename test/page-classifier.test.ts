@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { ClassifierImpl, load } from '../src/page/classifier.js';
-import type { WorkerApi } from '../src/protocol.js';
+import type { LearningState, WorkerApi } from '../src/protocol.js';
 import type { LoadOptions } from '../src/types.js';
 import {
   FakeTransport,
@@ -89,5 +89,39 @@ describe('Classifier re-open and dispose()', () => {
     expect(failed).toHaveBeenCalledTimes(1);
     expect(vi.getTimerCount()).toBe(0);
     await expect(clf.classify(new Float32Array(1))).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+});
+
+describe('Classifier while learning: the manifest of the learned exits in force', () => {
+  /** The exitless manifest served before a fit, and a learning state (version; the manifest sent with a change). */
+  const exitless = { ...manifest, exits: [], segments: [manifest.segments[0]] } as unknown as typeof manifest;
+  const learning = (version: number, withManifest: boolean): LearningState =>
+    ({
+      ...{ samplesSeen: 0, samplesStored: 0, fits: 1, fitting: false, exitsOn: true, exits: 2, tightenings: 0 },
+      thresholds: [0.9, 0.9],
+      target: 0.99,
+      expectedAgreement: 0.99,
+      macsFraction: 0.5,
+      version,
+      ...(withManifest ? { manifest, manifestHash: 'h2' } : {}),
+    }) as unknown as LearningState;
+
+  it('a change reported on the first part of a batch is followed: its results and later ones name the new exits', async () => {
+    let calls = 0;
+    const transport = new FakeTransport();
+    transport.state = { ...state0, learning: learning(1, false) };
+    transport.classify = async (req) => {
+      calls++;
+      // the worker swapped the exits before part 1: part 1's reply carries the manifest (sent once), part 2's not
+      transport.state = { ...state0, learning: learning(2, calls === 1) };
+      return req.inputs.map(() => ({ index: 1, confidence: 1, exit: 1, stages: [1], totalMs: 1 }));
+    };
+    const opened = { manifest: exitless, manifestHash: 'h1', manifestUrl: 'https://x.test/m.onnx' };
+    const clf = new ClassifierImpl(transport, opened, undefined, 4); // 4 bytes a part: 2 inputs each
+    const results = await clf.classifyBatch([0, 1, 2, 3].map(() => new Float32Array(1)));
+    expect(calls).toBe(2);
+    expect(results.map((r) => r.exit.name)).toEqual(['e1', 'e1', 'e1', 'e1']);
+    expect(clf.info()).toMatchObject({ manifestHash: 'h2', exits: [{ name: 'e0' }, { name: 'e1' }] });
+    expect((await clf.classify(new Float32Array(1))).exit).toMatchObject({ index: 1, name: 'e1', macsFraction: 0.6 });
   });
 });

@@ -7,8 +7,8 @@ import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
 import type { Liveness } from '../src/page/options.js';
-import type { ClassifyReply, ClassifyRequest, InitRequest, WorkerApi } from '../src/protocol.js';
-import { closeFakeWorkers, fakeWorkerApi, state0, state1, stubWorkers } from './fixtures/page-fakes.js';
+import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
+import { closeFakeWorkers, fakeWorkerApi, manifest, state0, state1, stubWorkers } from './fixtures/page-fakes.js';
 
 const request = {} as InitRequest;
 const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
@@ -58,6 +58,37 @@ describe('WorkerClient', () => {
     expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
     await client.plan({ target: 0.9 });
     expect(client.state).toMatchObject({ seq: 5, cacheEnabled: false });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('while learning, the manifest of the exits in force (sent once per change) stays on later states, whichever call brought it', async () => {
+    const learning = (version: number, hash?: string) =>
+      ({
+        version,
+        ...(hash ? { manifest: { ...manifest, labels: [hash] }, manifestHash: hash } : {}),
+      }) as unknown as NonNullable<RuntimeState['learning']>;
+    let n = 0;
+    const api: WorkerApi = {
+      ...fakeWorkerApi(),
+      init: async () => ({ manifest, manifestHash: 'h', state: { ...state0, seq: 1, learning: learning(1, 'h1') } }),
+      // a failed call: the page reads the state it left (the change comes with it), then an answer without it
+      classify: async () => {
+        n++;
+        if (n === 1) throw new SelfxitError('INVALID_INPUT', 'bad input');
+        return { results: [], state: { ...state0, seq: 3 + n, learning: learning(3) } };
+      },
+      state: async () => ({ ...state0, seq: 3, learning: learning(2, 'h2') }),
+      // an older state (seq 2) with an older manifest, arriving late: it does not replace the newer one
+      plan: async () => ({ plan: {} as DevicePlan, state: { ...state0, seq: 2, learning: learning(1, 'h1') } }),
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    expect(client.state?.learning?.manifestHash).toBe('h1');
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await client.classify(classifyRequest, []);
+    expect(client.state?.learning).toMatchObject({ version: 3, manifestHash: 'h2', manifest: { labels: ['h2'] } });
+    await client.plan({ target: 0.9 });
+    expect(client.state?.learning).toMatchObject({ version: 3, manifestHash: 'h2' });
     client.fail(new SelfxitError('DISPOSED', 'done'));
   });
 

@@ -8,56 +8,19 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import { MemoryBundleCache, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { noCutClassifier } from './fixtures/prepare-fixtures.js';
-import { toModelInput } from '../src/bundle/input.js';
-import type { BundleManifest, InputSpec } from '../src/bundle/manifest.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { planKey } from '../src/runtime/cache.js';
 import type { LearnerState } from '../src/learn/learner.js';
-import type { InitRequest, LearnRequest, ProgressInfo, WireInput } from '../src/protocol.js';
+import type { InitRequest, LearnRequest, ProgressInfo } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { LearnRuntime, type FitWorker, type LearnDeps } from '../src/runtime/learn-runtime.js';
+import { AUDIT_CHUNK, LearnRuntime, type FitWorker, type LearnDeps } from '../src/runtime/learn-runtime.js';
 import { fitLearned } from '../src/learn/fit.js';
-import { IdbLearnStore, type LearnStore } from '../src/runtime/learn-store.js';
+import { IdbLearnStore } from '../src/runtime/learn-store.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 import { writeFashionBundle } from './fixtures/fashion-learn-bundle.js';
+import { fashionLearnRequest, image, MemoryLearnStore, modelDir, serve } from './fixtures/learn-runtime.js';
 import { BundleRuntime } from '../src/runtime/runtime.js';
-
-const modelDir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
-// images 0-999: the calibration file, 1,000-1,999: the test file
-const calib = new Uint8Array([
-  ...readFileSync(path.join(modelDir, 'calib-u8.bin')),
-  ...readFileSync(path.join(modelDir, 'test-u8.bin')),
-]);
-const spec: InputSpec = {
-  name: 'input',
-  height: 28,
-  width: 28,
-  channels: 1,
-  mean: [0.286],
-  std: [0.353],
-  layout: 'NCHW' as const,
-};
-
-/** Image i of the calibration file as the model's float32 input (mirrored left-right with `flip`; `invert`: 255 - x). */
-function image(i: number, flip = false, invert = false): WireInput {
-  const px = calib.slice(i * 784, (i + 1) * 784);
-  if (flip) for (let y = 0; y < 28; y++) px.subarray(y * 28, y * 28 + 28).reverse();
-  if (invert) px.forEach((v, j) => (px[j] = 255 - v));
-  return { kind: 'tensor', data: toModelInput({ data: px, count: 1 }, 0, 1, spec).slice() };
-}
-
-/** A LearnStore in memory (what IdbLearnStore keeps in IndexedDB), cloned like IndexedDB does. */
-class MemoryLearnStore implements LearnStore {
-  reason: string | undefined = undefined;
-  get enabled(): boolean {
-    return this.reason === undefined;
-  }
-  disable = (why: string) => void (this.reason ??= why);
-  readonly saved = new Map<string, LearnerState>();
-  load = async (h: string) => (this.saved.has(h) ? structuredClone(this.saved.get(h)) : undefined);
-  save = async (h: string, s: LearnerState) => void this.saved.set(h, structuredClone(s));
-  clear = async (h: string) => void this.saved.delete(h);
-}
 
 let tiny: TinyServer;
 let bundleSamples = 0;
@@ -70,15 +33,7 @@ beforeAll(async () => {
 afterAll(() => tiny.close());
 
 const learnRequest = (over: Partial<LearnRequest['options']> = {}, extra: Partial<LearnRequest> = {}): InitRequest =>
-  tinyInitRequest(tiny.base, 'tiny', {
-    manifestUrl: `${tiny.base}/fashion.onnx`,
-    learn: {
-      options: { minSamples: 400, maxCandidates: 4, headKinds: ['pool-linear'], auditShare: 0.5, ...over },
-      input: { mean: [0.286], std: [0.353] },
-      persist: true,
-      ...extra,
-    },
-  });
+  fashionLearnRequest(tiny.base, over, extra);
 
 /** Runs `fn` with every fetch failing as it does offline (a network error: FETCH_FAILED, status 0). */
 async function offline<T>(fn: () => Promise<T>): Promise<T> {
@@ -150,15 +105,6 @@ async function openRecording(deps: LearnDeps): Promise<{ rt: LearnRuntime; progr
     deps,
   );
   return { rt, progress };
-}
-
-async function serve(rt: LearnRuntime, from: number, count: number, flip = false, invert = false) {
-  const out = [];
-  for (let at = from; at < from + count; at += 50) {
-    const inputs = Array.from({ length: Math.min(50, from + count - at) }, (_, j) => image(at + j, flip, invert));
-    out.push(...(await rt.classify({ inputs, thresholds: [], probabilities: false })));
-  }
-  return out;
 }
 
 describe('LearnRuntime', () => {
@@ -314,7 +260,7 @@ describe('LearnRuntime', () => {
       loadOrt: loadOrtNode,
     });
     const thresholds = plain.manifest.exits.map((e) => e.threshold);
-    const served = await serve(rt, 1000, 100);
+    const served = await serve(rt, 1000, 100, false, false, AUDIT_CHUNK);
     const ref = [];
     for (let i = 1000; i < 1100; i++)
       ref.push(...(await plain.classify({ inputs: [image(i)], thresholds, probabilities: false })));
@@ -324,12 +270,13 @@ describe('LearnRuntime', () => {
     await new Promise((r) => setTimeout(r, 20));
     await rt.settled();
     expect(rt.state().learning!.audit.totalAudited).toBeGreaterThan(50); // learnShare 1: every input completed
-    // the first fit waits for as many samples as the bundle was calibrated on
-    await serve(rt, 1100, bundleSamples - 150);
+    // the first fit waits for as many samples as the bundle was calibrated on (calls of AUDIT_CHUNK back to back: the
+    // completions keep up; calls of more outrun them, and inputs drawn beyond MAX_PENDING_AUDITS are not completed)
+    await serve(rt, 1100, bundleSamples - 150, false, false, AUDIT_CHUNK);
     await new Promise((r) => setTimeout(r, 20));
     await rt.settled();
     expect(rt.state().learning!.fits).toBe(0);
-    await serve(rt, 1100 + bundleSamples - 150, 200);
+    await serve(rt, 1100 + bundleSamples - 150, 200, false, false, AUDIT_CHUNK);
     await new Promise((r) => setTimeout(r, 20));
     await rt.settled();
     const s1 = rt.state().learning!;

@@ -440,6 +440,15 @@ export class Learner {
   }
 
   /**
+   * {@link audited} for an input served when the learner's {@link version} was `servedAt`: one served by exits or
+   * thresholds no longer in force (a tightening, a fit, a drift alarm since) is not judged against those in force
+   * (it is a learning sample only: the runtime stored its features); returns false for it.
+   */
+  auditedAt(servedAt: number, served: number, full: number): boolean {
+    return servedAt === this.version && this.audited(served, full);
+  }
+
+  /**
    * One audited input: the label served through the exits and the full model's. When the audit shows the agreement
    * below the target, tightens the thresholds at once and asks for a re-fit; returns whether it did.
    */

@@ -49,14 +49,14 @@ function atInput(e: unknown, i: number, n: number): unknown {
  * parts, every result's `totalMs` is their sum (the worker's time for the whole batch).
  * @throws SelfxitError INVALID_INPUT (an input that cannot be converted), or what `send` or `check` throw.
  */
-export async function sendInParts(
+export async function sendInParts<R extends Pick<WireResult, 'totalMs'> = WireResult>(
   inputs: readonly unknown[],
-  send: (wires: WireInput[], transfers: Transferable[]) => Promise<readonly WireResult[]>,
+  send: (wires: WireInput[], transfers: Transferable[]) => Promise<readonly R[]>,
   check: () => void,
   partBytes = PART_BYTES,
-): Promise<WireResult[]> {
+): Promise<R[]> {
   const n = inputs.length;
-  const results: WireResult[][] = [];
+  const results: R[][] = [];
   /** The part in the worker; settled with undefined or the error it rejected with (an input's index mapped). */
   let running: Promise<unknown> = Promise.resolve(undefined);
   const waitRunning = async (): Promise<void> => {

@@ -38,6 +38,9 @@ function backboneFraction(m: BundleManifest): number {
   return f;
 }
 
+/** A result of the worker and the manifest in force when its reply arrived (its exit index is one of that manifest's). */
+type Served = WireResult & { readonly manifest: BundleManifest };
+
 /** A transport with its bundle open; what {@link load} (and a re-open) gives a classifier. */
 interface Opened {
   readonly client: ClassifierTransport;
@@ -91,7 +94,8 @@ export class ClassifierImpl implements Classifier {
 
   /**
    * While learning, the worker owns the exits and thresholds: follows the manifest of the exits in force (sent when
-   * they change) and the thresholds in force (which the audit may have tightened).
+   * they change; the transport keeps the latest on every later state: worker-client.ts) and the thresholds in force
+   * (which the audit may have tightened).
    */
   private syncLearning(): void {
     const l = this.client.state?.learning;
@@ -268,19 +272,26 @@ export class ClassifierImpl implements Classifier {
       this.activePlan();
       thresholds = this.choice.thresholds;
     };
-    const send = (wires: WireInput[], transfers: Transferable[]): Promise<readonly WireResult[]> =>
+    const send = async (wires: WireInput[], transfers: Transferable[]): Promise<Served[]> => {
       // The thresholds are copied by the message itself (structured clone).
-      this.client.classify(
+      const served = await this.client.classify(
         { inputs: wires, thresholds: thresholds!, probabilities, ...(profile ? { profile } : {}) },
         transfers,
       );
-    const results = await sendInParts(inputs, send, check, this.partBytes);
-    this.syncLearning();
-    return results.map((r) => this.toResult(r));
+      // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
+      this.syncLearning();
+      const manifest = this.manifest;
+      return served.map((r) => ({ ...r, manifest }));
+    };
+    try {
+      const results = await sendInParts(inputs, send, check, this.partBytes);
+      return results.map((r) => this.toResult(r, r.manifest));
+    } finally {
+      this.syncLearning(); // also after a failed call (the state its failure left)
+    }
   }
 
-  private toResult(r: WireResult): ClassifyResult {
-    const m = this.manifest;
+  private toResult(r: WireResult, m: BundleManifest): ClassifyResult {
     const exit = r.exit >= 0 ? m.exits[r.exit]! : undefined;
     return {
       label: m.labels[r.index] ?? String(r.index),

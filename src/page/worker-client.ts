@@ -13,6 +13,7 @@ import {
   type ClassifyRequest,
   type InitReply,
   type InitRequest,
+  type LearningState,
   type PlanRequest,
   type ProgressInfo,
   type RuntimeState,
@@ -107,8 +108,10 @@ export class WorkerClient implements ClassifierTransport {
    * worker is stopped.
    */
   private blobUrl: string | undefined;
-  /** Latest state the worker reported. */
+  /** Latest state the worker reported (while learning, with the manifest of the exits in force: {@link setState}). */
   state: RuntimeState | undefined;
+  /** While learning: the newest manifest of the exits in force the worker reported (it sends one once per change). */
+  private learned: { readonly seq: number | undefined; readonly learning: LearningState } | undefined;
   /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
   private pingSentAt: number | undefined;
   private pingWhileIdle = false;
@@ -300,11 +303,24 @@ export class WorkerClient implements ClassifierTransport {
     else call.resolve!(a.results);
   }
 
-  /** Takes a state the worker reported, unless a newer one (by `seq`) came first on the other channel. */
+  /**
+   * Takes a state the worker reported, unless a newer one (by `seq`) came first on the other channel. While learning,
+   * the worker sends the manifest of the exits in force once per change: the newest one any state brought (also an
+   * older state, or a failed call's) stays on the states after it, so the classifier can never miss a change (whatever
+   * reply it reads, and whenever).
+   */
   private setState(s: RuntimeState | undefined): void {
     if (!s) return;
+    const l = s.learning;
+    const kept = this.learned?.seq;
+    if (l?.manifest && (s.seq === undefined || kept === undefined || s.seq > kept))
+      this.learned = { seq: s.seq, learning: l };
     const have = this.state?.seq;
     if (s.seq === undefined || have === undefined || s.seq > have) this.state = s;
+    const now = this.state?.learning;
+    const m = this.learned?.learning;
+    if (now && m && !now.manifest)
+      this.state = { ...this.state!, learning: { ...now, manifest: m.manifest, manifestHash: m.manifestHash } };
   }
 
   /** Counts a call sent; with a deadline, makes sure the watchdog runs. */

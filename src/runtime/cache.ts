@@ -128,6 +128,32 @@ export const CACHE_OP_TIMEOUT_MS = 5_000;
 /** A write unsettled for this many operation timeouts means IndexedDB hangs: reads timing out behind it count. */
 const WRITE_STUCK_TIMEOUTS = 3;
 
+/** What {@link settleWithin} rejects with when the operation took too long. */
+export class StorageTimeout extends Error {
+  override readonly name = 'StorageTimeout';
+}
+
+/**
+ * `work(touch)`, or a {@link StorageTimeout} once it went `ms` without settling or calling `touch()` (each call, e.g.
+ * one per request of a transaction, restarts the clock). A stalled operation is abandoned, not stopped (IndexedDB may
+ * still complete it later).
+ */
+export async function settleWithin<T>(ms: number, what: string, work: (touch: () => void) => Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stall: (e: Error) => void = () => {};
+  const stalled = new Promise<never>((_, reject) => (stall = reject));
+  const touch = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => stall(new StorageTimeout(`IndexedDB ${what} timed out`)), ms);
+  };
+  touch();
+  try {
+    return await Promise.race([work(touch), stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never at import. A read
  * that fails or does not complete within the timeout disables it for the rest of the session (the storage is
@@ -163,8 +189,6 @@ export class IdbBundleCache implements BundleCache {
 
   private async op<T>(kind: 'read' | 'write', fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
     if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let timedOut = false;
     // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage,
     // while that write is young: one unsettled for WRITE_STUCK_TIMEOUTS timeouts means IndexedDB hangs.
     const behindWrite = kind === 'read' && this.oldestWriteAge() < WRITE_STUCK_TIMEOUTS * this.timeoutMs;
@@ -178,22 +202,14 @@ export class IdbBundleCache implements BundleCache {
         const done = (): void => void this.writing.delete(entry);
         work.then(done, done);
       }
-      const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          timedOut = true;
-          reject(new Error(`IndexedDB ${kind} timed out`));
-        }, this.timeoutMs);
-      });
-      return await Promise.race([work, stalled]);
-    } catch {
+      return await settleWithin(this.timeoutMs, kind, () => work);
+    } catch (e) {
       // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to less or no cache. A
       // stalled request is abandoned (it may still complete: a late write only caches a verified file).
-      if (timedOut && behindWrite) return fallback;
+      if (e instanceof StorageTimeout && behindWrite) return fallback;
       if (kind === 'read' || !this.store) this.readsOff = true;
       this.writesOff = true;
       return fallback;
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -27,8 +27,23 @@ import { CallProfiler } from './profile.js';
 
 /** Rows per run of the full model. */
 const MAX_BATCH = 64;
-/** Served inputs between two saves of the state while no exit is in use. */
+/**
+ * New samples (inputs offered to the reservoir: each served by the full model, each audited one) between two saves of
+ * the state: what a reload can lose. Counted in samples, not served inputs, since the state changes with them (what
+ * else changes it, a fit, a tightening, a drift alarm, saves at once).
+ */
 const SAVE_EVERY = 500;
+/**
+ * Audited inputs completed by the full model per queued job (one job between calls): a call arriving meanwhile waits
+ * for one job at most. 16 rows of the CIFAR ResNet-56 (125 M MACs each): 51 ms a run in onnxruntime-node on one thread
+ * on the 2-core dev machine (5.3 ms for 1 row, 213 ms for 64); onnxruntime-web's WASM is slower.
+ */
+export const AUDIT_CHUNK = 16;
+/**
+ * Audited inputs waiting for the full model, at most: while calls outrun the completions (a long burst of traffic), the
+ * inputs drawn beyond it are served but not completed (neither audited nor sampled; the draws stay uniform).
+ */
+export const MAX_PENDING_AUDITS = 256;
 /** How long load() waits at most for the second worker (the fits') to start. */
 const LEARNER_READY_MS = 10_000;
 
@@ -37,6 +52,8 @@ export interface FitWorker {
   run: FitRunner;
   close(): void;
   readonly ready?: Promise<boolean>;
+  /** True once the worker failed: its runner then fits in this thread. */
+  readonly broken?: boolean;
 }
 
 export interface LearnDeps extends RuntimeDeps {
@@ -65,7 +82,10 @@ export class LearnRuntime {
   private manifestHashValue: string;
   private version = 1;
   private sentVersion = 0;
-  private pendingAudits: { data: Float32Array; served: number }[] = [];
+  /** Inputs served through the exits, drawn for the audit: their label, and the learner's version they were served at. */
+  private pendingAudits: { data: Float32Array; served: number; version: number }[] = [];
+  /** Whether a job completing pending audits is queued or running. */
+  private auditsQueued = false;
   private fitting: Promise<void> | undefined;
   /** Cancels the fit running (its result dropped, never adopted; its worker ended when it is busy with it). */
   private cancelFit: ((restartWorker: boolean) => void) | undefined;
@@ -92,7 +112,8 @@ export class LearnRuntime {
     private readonly modelBytes: Uint8Array,
     readonly modelHash: string,
     private readonly store: LearnStore,
-    private readonly restored: boolean,
+    /** Whether this load restored a persisted state (false again after a reset). */
+    private restored: boolean,
     private readonly progress: Progress,
     private readonly deps: LearnDeps,
     private features: Session,
@@ -142,7 +163,7 @@ export class LearnRuntime {
       bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
     if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
-    const saved = await store.load(hash);
+    const saved = await store.load(hash, lm.io.input);
     const restored = saved !== undefined && learner.restore(saved);
     if (saved !== undefined && !restored) await store.clear(hash);
     const features = await ort.ort.InferenceSession.create(
@@ -201,6 +222,8 @@ export class LearnRuntime {
     const wanted = (): LearnedExits | undefined =>
       this.learner.exitsOn && !this.disposed ? this.learner.learned : undefined;
     const learned = wanted();
+    // already served (a fit that was not adopted leaves the learner's exits as they were): nothing to open again
+    if (learned === this.servingFor) return;
     const next = learned ? await this.openServing(learned) : undefined;
     // exits that are no longer the learner's once opened (a reset meanwhile): dropped, never served
     await this.queue.run(() =>
@@ -402,35 +425,54 @@ export class LearnRuntime {
     // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
     // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
     // (early-exited) or hard inputs. Until the reservoir is full, more are drawn (learnShare) so that learning goes on.
+    const version = this.learner.version;
     results.forEach((r, i) => {
-      if (this.learner.drawCompletion())
-        this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index });
+      if (this.pendingAudits.length < MAX_PENDING_AUDITS && this.learner.drawCompletion())
+        this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index, version });
     });
-    if (this.pendingAudits.length > 0) setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
+    this.queueAudits();
     return results;
   }
 
-  /** Completes the audited inputs with the full model (they also become learning samples). */
+  /** Queues a job completing pending audits (after a macrotask: calls that arrived meanwhile go first), unless one is. */
+  private queueAudits(): void {
+    if (this.auditsQueued || this.pendingAudits.length === 0 || this.disposed) return;
+    this.auditsQueued = true;
+    setTimeout(() => void this.queue.run(() => this.runAudits()), 0);
+  }
+
+  /**
+   * Completes up to {@link AUDIT_CHUNK} audited inputs with the full model (they also become learning samples), then
+   * queues the rest. Each is judged against the exits and thresholds it was served by: one served before a change
+   * (a tightening among the earlier ones) is a sample only (Learner.auditedAt). A failure is reported as `lastError`.
+   */
   private async runAudits(): Promise<void> {
-    const batch = this.pendingAudits.splice(0);
-    if (batch.length === 0 || this.disposed) return;
-    const size = inputSize(this.manifest.input);
-    const data = new Float32Array(batch.length * size);
-    batch.forEach((b, i) => data.set(b.data, i * size));
-    const { index } = await this.runFeatures(data, batch.length, true);
-    const k = this.learner.model.io.classes;
-    const verifying = this.learner.verifyingLeft > 0;
-    let tightened = false;
-    batch.forEach((b, i) => {
-      const served = this.req.learn?.corruptAudit ? (index[i]! + 1) % k : b.served;
-      if (this.learner.audited(served, index[i]!)) tightened = true;
-    });
-    if (tightened) {
-      this.version++;
-      if (!this.learner.exitsOn) await this.swap(undefined);
-      this.save();
-    } else if (verifying && this.learner.verifyingLeft === 0) this.save(); // a drift alarm dismissed
-    this.afterSamples();
+    const batch = this.pendingAudits.splice(0, AUDIT_CHUNK);
+    try {
+      if (batch.length === 0 || this.disposed) return;
+      const size = inputSize(this.manifest.input);
+      const data = new Float32Array(batch.length * size);
+      batch.forEach((b, i) => data.set(b.data, i * size));
+      const { index } = await this.runFeatures(data, batch.length, true);
+      const k = this.learner.model.io.classes;
+      const verifying = this.learner.verifyingLeft > 0;
+      let tightened = false;
+      batch.forEach((b, i) => {
+        const served = this.req.learn?.corruptAudit ? (index[i]! + 1) % k : b.served;
+        if (this.learner.auditedAt(b.version, served, index[i]!)) tightened = true;
+      });
+      if (tightened) {
+        this.version++;
+        if (!this.learner.exitsOn) await this.swap(undefined);
+        this.save();
+      } else if (verifying && this.learner.verifyingLeft === 0) this.save(); // a drift alarm dismissed
+      this.afterSamples();
+    } catch (e) {
+      this.lastError = `the audit failed: ${e instanceof Error ? e.message : String(e)}`;
+    } finally {
+      this.auditsQueued = false; // (true while this job runs: settled() waits for it)
+      this.queueAudits();
+    }
   }
 
   /** After new samples: a fit when the learner wants one, a save now and then (not while a fit runs: its end saves). */
@@ -456,10 +498,10 @@ export class LearnRuntime {
       if (!stale) this.progress({ status: 'learn', file: 'learn', stage, done, total, fit });
     };
     const worker = this.startFitWorker();
-    this.fitWhere = worker ? 'worker' : 'thread';
     const run: FitRunner = (job, onProgress) => {
       if (stale) return cancelled;
-      inWorker = worker !== undefined;
+      inWorker = worker !== undefined && worker.broken !== true; // a broken worker's runner fits in this thread
+      this.fitWhere = inWorker ? 'worker' : 'thread';
       const ran = worker ? worker.run(job, onProgress) : fitLearned(job, onProgress);
       return Promise.race([ran, cancelled]).finally(() => (inWorker = false));
     };
@@ -476,12 +518,13 @@ export class LearnRuntime {
         }
         return true;
       })
-      .then(async (inUse) => {
+      .then((inUse) => {
         if (stale || !inUse) return;
         this.lastError = undefined;
         this.save();
-        await this.saving; // 'done' means the new exits are in use and stored
-        report('done', 1, 1);
+        // 'done' means the new exits are in use and stored; the fit itself ends now (a save, which may take long on a
+        // slow disk, never holds up the next fit)
+        void this.saving.then(() => report('done', 1, 1));
       })
       .catch((e: unknown) => {
         if (!stale) this.lastError = e instanceof Error ? e.message : String(e);
@@ -521,7 +564,7 @@ export class LearnRuntime {
       try {
         // copied in slices and written in blocks (learn-store.ts): serving goes on between them
         const state = await this.learner.sliceState(() => new Promise((r) => setTimeout(r, 0)));
-        await this.store.save(this.modelHash, state);
+        await this.store.save(this.modelHash, state, this.learner.model.io.input);
       } catch (e) {
         // (a RangeError copying a large reservoir): persistence off, as after a failed write; the save loop goes on
         this.store.disable(
@@ -531,31 +574,40 @@ export class LearnRuntime {
     });
   }
 
-  /** Resolves once the fit running (if any) and the pending saves are done (tests, dispose). */
+  /** Resolves once the pending audits, then the fit running (if any) and the pending saves are done (tests). */
   async settled(): Promise<void> {
+    while ((this.pendingAudits.length > 0 || this.auditsQueued) && !this.disposed)
+      await new Promise((r) => setTimeout(r, 1));
     await this.fitting;
     await this.saving;
   }
 
   /**
    * Forgets everything learned, here and in storage; the full model (or the bundle's own exits) serves again. A fit
-   * running is cancelled, not waited for (on a full reservoir it takes minutes): its result is never adopted. A save
-   * under way ends before the store is cleared, so that its write cannot bring the state before the reset back at the
-   * next load().
+   * running is cancelled, not waited for (on a full reservoir it takes minutes): its result is never adopted. The store
+   * is cleared after the save under way (so that its write cannot bring the state before the reset back at the next
+   * load()), outside the queue: calls never wait for storage. Resolves once the store is cleared.
    */
   async resetLearning(): Promise<void> {
     this.throwIfDisposed();
-    await this.queue.run(async () => {
+    const { cleared } = await this.queue.run(async () => {
       this.throwIfDisposed();
       this.cancelFit?.(true);
       this.learner.reset();
       this.pendingAudits = [];
       this.savedAt = 0;
-      await this.saving;
-      await this.store.clear(this.modelHash);
+      this.restored = false;
+      this.fitWhere = undefined;
+      this.lastError = undefined;
+      // in the save loop, after the save under way (not awaited here: a hung IndexedDB must not hold the queue)
+      const clear = this.saving.then(() => this.store.clear(this.modelHash));
+      this.saving = clear;
+      this.saveWanted = false; // a save queued before the clear writes the reset state; the next one comes after it
       await this.swap(undefined);
+      return { cleared: clear }; // (not the promise itself: the job would wait for it)
     });
     await this.serveLearned();
+    await cleared;
   }
 
   learningState(): LearningState {

@@ -2,16 +2,21 @@
 // database `selfxit-learn`), schema-versioned, its reservoir rows in blocks of ~4 MB beside it (each write clones one
 // block, so a save of a 128 MiB reservoir never holds the worker for the whole clone). A read that fails or finds
 // another schema or model, or a missing or malformed block, is a miss (that entry and its blocks are deleted); a write
-// that fails (quota, private mode) turns persistence off, and learning goes on in memory. Two workers (tabs) may save
-// and load one model at once: an entry and its blocks are read in one transaction, and a save deletes only the blocks
-// of the entry it replaced (and blocks of saves cut short, once older than ORPHAN_MS).
-import { createStore, del, delMany, keys, set, type UseStore } from 'idb-keyval';
+// that fails (quota, private mode) turns persistence off, and learning goes on in memory. Every IndexedDB operation is
+// waited for at most the bundle cache's timeout (cache.ts settleWithin): a hung IndexedDB turns persistence off too. An
+// entry is kept with the input spec its features were computed with: another spec's is discarded. Two workers (tabs)
+// may save and load one model at once: an entry and its blocks are read in one transaction, and a save deletes only the
+// blocks of the entry it replaced, its own when it fails, and blocks of saves cut short once older than ORPHAN_MS.
+import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
+import type { InputSpec } from '../bundle/manifest.js';
 import type { LearnerState } from '../learn/learner.js';
 import type { ReservoirState } from '../learn/reservoir.js';
+import { CACHE_OP_TIMEOUT_MS, settleWithin, StorageTimeout } from './cache.js';
 
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 6; // 6: reservoir rows as uint8 with a per-row range (was float16); 5: the reservoir's
-// cut count stored (an empty one has no block); 4: reservoir rows in blocks; 3: the drift verification
+export const LEARN_SCHEMA = 7; // 7: the input spec stored (and the learner's target in the state); 6: reservoir rows
+// as uint8 with a per-row range (was float16); 5: the reservoir's cut count stored (an empty one has no block); 4:
+// reservoir rows in blocks; 3: the drift verification
 
 /** Bytes of reservoir rows per stored block (about). */
 export const BLOCK_BYTES = 4 << 20;
@@ -32,6 +37,8 @@ type StoredReservoir = Omit<ReservoirState, 'features' | 'ranges' | 'teacher'> &
 export interface StoredLearning {
   readonly schema: number;
   readonly modelHash: string;
+  /** The input spec (normalisation, layout, size) the stored features were computed with. */
+  readonly input?: InputSpec;
   readonly savedAt: number;
   readonly state: Omit<LearnerState, 'reservoir'> & { readonly reservoir: StoredReservoir };
 }
@@ -49,8 +56,9 @@ export interface LearnStore {
   /** False once a write failed (or there is no storage); `reason` says why. */
   readonly enabled: boolean;
   readonly reason: string | undefined;
-  load(modelHash: string): Promise<LearnerState | undefined>;
-  save(modelHash: string, state: LearnerState): Promise<void>;
+  /** The state saved for `modelHash` with this `input` spec (one saved with another is discarded). */
+  load(modelHash: string, input?: InputSpec): Promise<LearnerState | undefined>;
+  save(modelHash: string, state: LearnerState, input?: InputSpec): Promise<void>;
   clear(modelHash: string): Promise<void>;
   /** Turns persistence off with `reason` (a save that failed before its write: the runtime's copy of the state). */
   disable(reason: string): void;
@@ -78,8 +86,20 @@ function blocksOf(v: unknown, modelHash: string): string[] {
 const blockTime = (k: string, modelHash: string): number =>
   Number(k.slice(blockPrefix(modelHash).length).split('-')[0]);
 
-/** The entry at `k` and the blocks it names, read in one transaction (so no save can replace them in between). */
-function readEntry(store: UseStore, k: string, modelHash: string): Promise<{ entry: unknown; blocks: unknown[] }> {
+/** The part of an input spec stored features depend on, comparable as text. */
+const inputKey = (i: InputSpec | undefined): string =>
+  JSON.stringify(i ? [i.name, i.height, i.width, i.channels, i.layout, i.mean, i.std] : null);
+
+/**
+ * The entry at `k` and the blocks it names, read in one transaction (so no save can replace them in between);
+ * `touch()` after each request completed.
+ */
+function readEntry(
+  store: UseStore,
+  k: string,
+  modelHash: string,
+  touch: () => void,
+): Promise<{ entry: unknown; blocks: unknown[] }> {
   return store(
     'readonly',
     (s) =>
@@ -87,6 +107,7 @@ function readEntry(store: UseStore, k: string, modelHash: string): Promise<{ ent
         const r = s.get(k);
         r.onerror = () => reject(r.error);
         r.onsuccess = () => {
+          touch();
           const names = blocksOf(r.result, modelHash);
           const blocks: unknown[] = [];
           let left = names.length;
@@ -95,6 +116,7 @@ function readEntry(store: UseStore, k: string, modelHash: string): Promise<{ ent
             const b = s.get(n);
             b.onerror = () => reject(b.error);
             b.onsuccess = () => {
+              touch();
               blocks[i] = b.result;
               if (--left === 0) resolve({ entry: r.result, blocks });
             };
@@ -200,14 +222,22 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
   return { seen: s.seen, size: s.size, fresh: s.fresh, features, ranges, teacher };
 }
 
-/** A learn store in IndexedDB; `openStore` is a test seam (e.g. a store whose writes fail). */
+/**
+ * A learn store in IndexedDB; `openStore` is a test seam (e.g. a store whose writes fail), `timeoutMs` the longest one
+ * operation (one request of a read) is waited for.
+ */
 export class IdbLearnStore implements LearnStore {
   private store: UseStore | undefined;
   reason: string | undefined;
+  /** Set once an operation timed out: IndexedDB hangs, nothing more is asked of it (not even a clear). */
+  private hung = false;
   /** Saves so far (part of each save's id). */
   private saves = 0;
 
-  constructor(private readonly openStore: () => UseStore = openLearnStore) {}
+  constructor(
+    private readonly openStore: () => UseStore = openLearnStore,
+    private readonly timeoutMs = CACHE_OP_TIMEOUT_MS,
+  ) {}
 
   get enabled(): boolean {
     return this.reason === undefined;
@@ -224,17 +254,28 @@ export class IdbLearnStore implements LearnStore {
     }
   }
 
-  async load(modelHash: string): Promise<LearnerState | undefined> {
+  /** One IndexedDB operation, within the timeout (cache.ts settleWithin); a timeout marks the storage hung. */
+  private async op<T>(what: string, work: (touch: () => void) => Promise<T>): Promise<T> {
+    try {
+      return await settleWithin(this.timeoutMs, what, work);
+    } catch (e) {
+      if (e instanceof StorageTimeout) this.hung = true;
+      throw e;
+    }
+  }
+
+  async load(modelHash: string, input?: InputSpec): Promise<LearnerState | undefined> {
     const store = this.open();
     if (!store) return undefined;
     try {
-      const { entry, blocks } = await readEntry(store, key(modelHash), modelHash);
+      const { entry, blocks } = await this.op('read', (touch) => readEntry(store, key(modelHash), modelHash, touch));
       const v = entry as Partial<StoredLearning> | undefined;
       if (v === undefined) return undefined;
       const r = v.state?.reservoir;
       if (
         v.schema === LEARN_SCHEMA &&
         v.modelHash === modelHash &&
+        inputKey(v.input) === inputKey(input) &&
         typeof v.state === 'object' &&
         v.state !== null &&
         typeof r === 'object' &&
@@ -245,59 +286,95 @@ export class IdbLearnStore implements LearnStore {
         const reservoir = fromBlocks(r, blocks);
         if (reservoir) return { ...v.state, reservoir };
       }
-      // another schema or model, or a block missing (its save was cleared meanwhile): discarded, never used; only this
-      // entry (if no other worker replaced it since) and its blocks, never another worker's
-      const dropped = await replaceEntry(store, key(modelHash), (cur) =>
-        cur === undefined || sameEntry(cur, v) ? undefined : cur,
+      // another schema, model or input spec, or a block missing (its save was cleared meanwhile): discarded, never
+      // used; only this entry (if no other worker replaced it since) and its blocks, never another worker's
+      const dropped = await this.op('write', () =>
+        replaceEntry(store, key(modelHash), (cur) => (cur === undefined || sameEntry(cur, v) ? undefined : cur)),
       );
       if (dropped !== undefined && sameEntry(dropped, v)) {
         const names = blocksOf(v, modelHash);
-        if (names.length > 0) await delMany(names, store);
+        if (names.length > 0) await this.op('write', () => delMany(names, store));
       }
       return undefined;
-    } catch {
+    } catch (e) {
+      // a hung IndexedDB: learning goes on in memory, and says why (as after a failed write)
+      if (e instanceof StorageTimeout) this.disable(`storage timed out (${e.message}): learning goes on in memory`);
       return undefined;
     }
   }
 
   /**
-   * Writes the reservoir's blocks (one write each, under a new save id: its time and a random part, unique across
-   * workers), then the main entry naming them (so a save cut short leaves the previous one whole), then deletes the
-   * blocks of the entry it replaced and those of saves cut short (not named, older than {@link ORPHAN_MS}); never the
-   * blocks another worker is writing.
+   * Deletes the blocks of saves cut short (not named by the entry, older than {@link ORPHAN_MS}), then writes the
+   * reservoir's blocks (one write each, under a new save id: its time and a random part, unique across workers), then
+   * the main entry naming them (so a save cut short leaves the previous one whole), then deletes the blocks of the
+   * entry it replaced; never the blocks another worker is writing. A save that fails deletes the blocks it wrote.
    */
-  async save(modelHash: string, state: LearnerState): Promise<void> {
+  async save(modelHash: string, state: LearnerState, input?: InputSpec): Promise<void> {
     const store = this.open();
     if (!store) return;
     const savedAt = Date.now();
     const id = `${blockPrefix(modelHash)}${savedAt}-${Math.random().toString(36).slice(2, 10)}${++this.saves}:`;
+    const names: string[] = [];
     try {
+      await this.deleteOrphans(store, modelHash, savedAt);
       const { features, ranges: _a, teacher: _t, ...counts } = state.reservoir;
-      const names: string[] = [];
       for (const [i, b] of toBlocks(state.reservoir).entries()) {
         names.push(`${id}${i}`);
-        await set(`${id}${i}`, b, store);
+        await this.op('write', () => set(`${id}${i}`, b, store));
       }
       const entry: StoredLearning = {
         schema: LEARN_SCHEMA,
         modelHash,
+        ...(input ? { input } : {}),
         savedAt,
         state: { ...state, reservoir: { ...counts, cuts: features.length, blocks: names } },
       };
-      const replaced = await replaceEntry(store, key(modelHash), () => entry);
+      const replaced = await this.op('write', () => replaceEntry(store, key(modelHash), () => entry));
       const keep = new Set(names);
-      const stale = new Set(blocksOf(replaced, modelHash).filter((k) => !keep.has(k)));
-      for (const k of await keys(store))
-        if (typeof k === 'string' && k.startsWith(blockPrefix(modelHash)) && !keep.has(k)) {
-          const t = blockTime(k, modelHash);
-          if (!(savedAt - t < ORPHAN_MS)) stale.add(k); // NaN (another layout's key) too
-        }
-      if (stale.size > 0) await delMany([...stale], store);
+      const stale = blocksOf(replaced, modelHash).filter((k) => !keep.has(k));
+      if (stale.length > 0) await this.op('write', () => delMany(stale, store));
     } catch (e) {
       const name = e instanceof Error ? e.name : '';
-      this.disable(
-        `${name === 'QuotaExceededError' ? 'storage quota exceeded' : 'storage write failed'}: ${e instanceof Error ? e.message : String(e)}`,
+      const why =
+        name === 'QuotaExceededError'
+          ? 'storage quota exceeded'
+          : e instanceof StorageTimeout
+            ? 'storage timed out'
+            : 'storage write failed';
+      this.disable(`${why}: ${e instanceof Error ? e.message : String(e)}`);
+      // its blocks are no use (unless the entry naming them was written: then they are that entry's)
+      if (names.length > 0 && !this.hung) await this.deleteUnnamed(store, modelHash, names);
+    }
+  }
+
+  /**
+   * Deletes the blocks of saves cut short: not named by the entry, older than {@link ORPHAN_MS} (or of no layout).
+   * Best effort (an unreadable entry leaves them), but a timeout throws: IndexedDB hangs.
+   */
+  private async deleteOrphans(store: UseStore, modelHash: string, now: number): Promise<void> {
+    try {
+      const named = new Set(blocksOf(await this.op('read', () => get(key(modelHash), store)), modelHash));
+      const orphans = (await this.op('read', () => keys(store))).filter(
+        (k): k is string =>
+          typeof k === 'string' &&
+          k.startsWith(blockPrefix(modelHash)) &&
+          !named.has(k) &&
+          !(now - blockTime(k, modelHash) < ORPHAN_MS), // NaN (another layout's key) too
       );
+      if (orphans.length > 0) await this.op('write', () => delMany(orphans, store));
+    } catch (e) {
+      if (e instanceof StorageTimeout) throw e;
+    }
+  }
+
+  /** Deletes `blocks` (a failed save's) unless the entry names them; never throws. */
+  private async deleteUnnamed(store: UseStore, modelHash: string, blocks: readonly string[]): Promise<void> {
+    try {
+      const named = new Set(blocksOf(await this.op('read', () => get(key(modelHash), store)), modelHash));
+      const mine = blocks.filter((k) => !named.has(k));
+      if (mine.length > 0) await this.op('write', () => delMany(mine, store));
+    } catch {
+      // left for a later save's orphan sweep
     }
   }
 
@@ -305,15 +382,19 @@ export class IdbLearnStore implements LearnStore {
     this.reason ??= reason;
   }
 
-  /** Deletes the entry of `modelHash` and every block of it (also once writes failed: a reset must not come back). */
+  /**
+   * Deletes the entry of `modelHash` and every block of it (also once writes failed: a reset must not come back; not
+   * when IndexedDB hangs).
+   */
   async clear(modelHash: string): Promise<void> {
     const store = this.store ?? this.open();
-    if (!store) return;
+    if (!store || this.hung) return;
     try {
-      const blocks = (await keys(store)).filter((k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)));
-      await delMany([key(modelHash), ...blocks], store);
+      const all = await this.op('read', () => keys(store));
+      const blocks = all.filter((k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)));
+      await this.op('write', () => delMany([key(modelHash), ...blocks], store));
     } catch {
-      await del(key(modelHash), store).catch(() => undefined);
+      if (!this.hung) await this.op('write', () => del(key(modelHash), store)).catch(() => undefined);
     }
   }
 }

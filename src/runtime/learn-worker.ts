@@ -63,6 +63,9 @@ export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | 
       return Promise.race([api.fit(transfer(job, jobBuffers(job)), progress), failure]);
     },
     close: () => worker.terminate(),
+    get broken() {
+      return broken !== undefined;
+    },
     ready: Promise.race([api.ready(), failure]).then(
       () => true,
       () => false,
