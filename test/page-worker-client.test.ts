@@ -92,6 +92,31 @@ describe('WorkerClient', () => {
     client.fail(new SelfxitError('DISPOSED', 'done'));
   });
 
+  it('a manifest change arriving after a newer state without it (other channel) is still taken', async () => {
+    const learning = (version: number, hash?: string) =>
+      ({
+        version,
+        ...(hash ? { manifest: { ...manifest, labels: [hash] }, manifestHash: hash } : {}),
+      }) as unknown as NonNullable<RuntimeState['learning']>;
+    const api: WorkerApi = {
+      ...fakeWorkerApi(),
+      init: async () => ({ manifest, manifestHash: 'h', state: { ...state0, seq: 1, learning: learning(1, 'h1') } }),
+      // seq 6 (no manifest: sent once, with seq 5) is read first; seq 5, carrying the change, arrives after it
+      classify: async () => ({ results: [], state: { ...state0, seq: 6, learning: learning(2) } }),
+      plan: async () => ({ plan: {} as DevicePlan, state: { ...state0, seq: 5, learning: learning(2, 'h2') } }),
+    };
+    const { client } = startClient(api);
+    await client.init(request);
+    await client.classify(classifyRequest, []);
+    expect(client.state?.learning?.manifestHash).toBe('h1');
+    await client.plan({ target: 0.9 });
+    expect(client.state).toMatchObject({
+      seq: 6,
+      learning: { version: 2, manifestHash: 'h2', manifest: { labels: ['h2'] } },
+    });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
   it('a worker that dies rejects the pending call and every later one with WORKER_DIED', async () => {
     const { client, worker } = startClient(fakeWorkerApi(true));
     await client.init(request);

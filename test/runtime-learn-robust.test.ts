@@ -126,6 +126,28 @@ describe('LearnRuntime when storage or the audit misbehave', () => {
     await rt.dispose();
   }, 60_000);
 
+  it('an audit names the exits version in force when its input was served, not when the serving run ended', async () => {
+    const rt = await restored(learnRequest({ minAudits: 5, learnShare: 1, auditShare: 1 }));
+    const inner = rt as unknown as {
+      serving: BundleRuntime;
+      learner: { version: number; status(): { audit: { totalAudited: number } } };
+    };
+    const classify = inner.serving.classify.bind(inner.serving);
+    // a fit adopted while the serving run is under way (outside the queue) bumps the version
+    inner.serving.classify = async (r) => {
+      const out = await classify(r);
+      inner.learner.version++;
+      return out;
+    };
+    const before = inner.learner.status().audit.totalAudited;
+    await serve(rt, 500, 20);
+    await rt.settled();
+    // every input was served under the older version: samples only, no audit counted
+    expect(inner.learner.status().audit.totalAudited).toBe(before);
+    expect(rt.state().learning!.samplesSeen).toBeGreaterThan(0);
+    await rt.dispose();
+  }, 60_000);
+
   it('completes audits a few at a time (a call waits for one part), at most MAX_PENDING_AUDITS; a failure is reported', async () => {
     const opens = vi.spyOn(BundleRuntime, 'open');
     const rt = await restored(learnRequest({ learnShare: 1, auditShare: 1 }));

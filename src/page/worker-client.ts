@@ -110,6 +110,8 @@ export class WorkerClient implements ClassifierTransport {
   private blobUrl: string | undefined;
   /** Latest state the worker reported (while learning, with the manifest of the exits in force: {@link setState}). */
   state: RuntimeState | undefined;
+  /** The newest state as the worker reported it (before the learned manifest's overlay). */
+  private reported: RuntimeState | undefined;
   /** While learning: the newest manifest of the exits in force the worker reported (it sends one once per change). */
   private learned: { readonly seq: number | undefined; readonly learning: LearningState } | undefined;
   /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
@@ -315,12 +317,16 @@ export class WorkerClient implements ClassifierTransport {
     const kept = this.learned?.seq;
     if (l?.manifest && (s.seq === undefined || kept === undefined || s.seq > kept))
       this.learned = { seq: s.seq, learning: l };
-    const have = this.state?.seq;
-    if (s.seq === undefined || have === undefined || s.seq > have) this.state = s;
-    const now = this.state?.learning;
+    const have = this.reported?.seq;
+    if (s.seq === undefined || have === undefined || s.seq > have) this.reported = s;
+    // the overlay is made again from the state as reported: a manifest arriving late (an older seq than the state in
+    // force, newer than the manifest held) replaces the one overlaid before
+    const now = this.reported?.learning;
     const m = this.learned?.learning;
-    if (now && m && !now.manifest)
-      this.state = { ...this.state!, learning: { ...now, manifest: m.manifest, manifestHash: m.manifestHash } };
+    this.state =
+      now && m && !now.manifest
+        ? { ...this.reported!, learning: { ...now, manifest: m.manifest, manifestHash: m.manifestHash } }
+        : this.reported;
   }
 
   /** Counts a call sent; with a deadline, makes sure the watchdog runs. */

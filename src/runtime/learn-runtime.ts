@@ -418,6 +418,9 @@ export class LearnRuntime {
       data: data.slice(r * size, (r + 1) * size),
     }));
     const thresholds = this.learner.thresholds;
+    // the exits' version these inputs are served under (a fit may be adopted while they run: their audits are then
+    // stale, see auditedAt)
+    const version = this.learner.version;
     const served = await this.serving!.classify({ inputs: wires, thresholds, probabilities, profile: !!profiler });
     // its profile is a part of this call's
     if (served[0]?.profile) profiler?.absorb(served[0].profile);
@@ -425,7 +428,6 @@ export class LearnRuntime {
     // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
     // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
     // (early-exited) or hard inputs. Until the reservoir is full, more are drawn (learnShare) so that learning goes on.
-    const version = this.learner.version;
     results.forEach((r, i) => {
       if (this.pendingAudits.length < MAX_PENDING_AUDITS && this.learner.drawCompletion())
         this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index, version });
