@@ -180,6 +180,8 @@ export function fitModelIO(model: OnnxModel, overrides: InputOverrides = {}, out
 }
 
 const DISTRIBUTION_TOLERANCE = 1e-3;
+/** The fewest rows in a batch on which a 'logits' output whose rows all are distributions is refused. */
+export const LOGITS_CHECK_ROWS = 16;
 
 /** True when row r of `out [rows, k]` is non-negative and sums to 1 (within float rounding). */
 function isDistribution(out: Float32Array, r: number, k: number): boolean {
@@ -194,7 +196,7 @@ function isDistribution(out: Float32Array, r: number, k: number): boolean {
 
 /**
  * Guard on the backbone's outputs `out [rows, k]` against the kind read from the graph (UNSUPPORTED_MODEL): a
- * 'probabilities' output must hold distributions; a 'logits' output whose every row is one (rows >= 2) is most likely
+ * 'probabilities' output must hold distributions; a 'logits' output whose every row is one (in a batch of {@link LOGITS_CHECK_ROWS} rows or more) is most likely
  * probabilities made by ops the graph reading does not follow, and softmax over it would flatten the teacher.
  */
 export function checkOutputRows(
@@ -214,7 +216,10 @@ export function checkOutputRows(
         );
     return;
   }
-  if (rows < 2) return;
+  // decided on batches of LOGITS_CHECK_ROWS rows or more: on a few rows, logits can all look like distributions by
+  // chance (e.g. a quantized softmax read as logits: about half its rows sum to 1 within the tolerance), and the same
+  // model would then fail or pass by the sample count
+  if (rows < LOGITS_CHECK_ROWS) return;
   for (let r = 0; r < rows; r++) if (!isDistribution(out, r, k)) return;
   throw new SelfxitError(
     'UNSUPPORTED_MODEL',

@@ -34,12 +34,12 @@ Samples:
                        fixes the model's symbolic height, width and channels)
   --layout NCHW|NHWC   the model input's layout, when its dims do not tell (default: guessed)
   --output <name>      the output holding the class scores (required when the model has several;
-                       the others are dropped from the bundle)
+                       the others are dropped from the segments)
   --mean r,g,b         per-channel mean in [0,1] pixel units (default 0)
   --std r,g,b          per-channel std in [0,1] pixel units (default 1)
   --labels <names.txt> class names, one per line (default "0".."k-1")
   --limit N            use N samples, after a seeded shuffle (files are often class-ordered); only
-                       those are read and held
+                       those are decoded and held
   --seed N             seed of the shuffle, folds and head training (default 0)
 
 Calibration:

@@ -13,6 +13,9 @@ import type { LearnerState } from '../learn/learner.js';
 import type { ReservoirState } from '../learn/reservoir.js';
 import { CACHE_OP_TIMEOUT_MS, settleWithin, StorageTimeout } from './cache.js';
 
+/** Operation timeouts a block write (~4 MB) may take before IndexedDB counts as hung (a slow disk is not a hang). */
+const BLOCK_WRITE_TIMEOUTS = 3;
+
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
 export const LEARN_SCHEMA = 7; // 7: the input spec stored (and the learner's target in the state); 6: reservoir rows
 // as uint8 with a per-row range (was float16); 5: the reservoir's cut count stored (an empty one has no block); 4:
@@ -255,9 +258,9 @@ export class IdbLearnStore implements LearnStore {
   }
 
   /** One IndexedDB operation, within the timeout (cache.ts settleWithin); a timeout marks the storage hung. */
-  private async op<T>(what: string, work: (touch: () => void) => Promise<T>): Promise<T> {
+  private async op<T>(what: string, work: (touch: () => void) => Promise<T>, ms = this.timeoutMs): Promise<T> {
     try {
-      return await settleWithin(this.timeoutMs, what, work);
+      return await settleWithin(ms, what, work);
     } catch (e) {
       if (e instanceof StorageTimeout) this.hung = true;
       throw e;
@@ -320,7 +323,8 @@ export class IdbLearnStore implements LearnStore {
       const { features, ranges: _a, teacher: _t, ...counts } = state.reservoir;
       for (const [i, b] of toBlocks(state.reservoir).entries()) {
         names.push(`${id}${i}`);
-        await this.op('write', () => set(`${id}${i}`, b, store));
+        // a block is ~4 MB: a slow disk gets BLOCK_WRITE_TIMEOUTS timeouts before IndexedDB counts as hung
+        await this.op('write', () => set(`${id}${i}`, b, store), BLOCK_WRITE_TIMEOUTS * this.timeoutMs);
       }
       const entry: StoredLearning = {
         schema: LEARN_SCHEMA,
@@ -383,12 +387,18 @@ export class IdbLearnStore implements LearnStore {
   }
 
   /**
-   * Deletes the entry of `modelHash` and every block of it (also once writes failed: a reset must not come back; not
-   * when IndexedDB hangs).
+   * Deletes the entry of `modelHash` and every block of it (also once writes failed: a reset must not come back; when
+   * IndexedDB hangs, the entry only: its blocks are orphans a later save sweeps).
    */
   async clear(modelHash: string): Promise<void> {
     const store = this.store ?? this.open();
-    if (!store || this.hung) return;
+    if (!store) return;
+    if (this.hung) {
+      // one delete of the entry, waited for one timeout: IndexedDB runs it after the write it hangs on, if that ever
+      // completes, so a reset never comes back with a save that completed late
+      await this.op('write', () => del(key(modelHash), store)).catch(() => undefined);
+      return;
+    }
     try {
       const all = await this.op('read', () => keys(store));
       const blocks = all.filter((k) => typeof k === 'string' && k.startsWith(blockPrefix(modelHash)));
