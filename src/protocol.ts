@@ -79,6 +79,8 @@ export interface LearnRequest {
     readonly layout?: 'NCHW' | 'NHWC';
   };
   readonly labels?: readonly string[];
+  /** The class-score output of a plain model with several outputs. */
+  readonly output?: string;
   /** Keep the learned state in IndexedDB (per model hash). */
   readonly persist: boolean;
   /** Test hook: every audited input counts as a disagreement (forces the audit to fail). */

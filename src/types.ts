@@ -95,6 +95,8 @@ export interface LearnLoadOptions extends LearnOptions {
   };
   /** Class names. Default "0".."k-1". */
   readonly labels?: readonly string[];
+  /** The output holding the class scores, for a plain model with several outputs (prepare's `output`). */
+  readonly output?: string;
   /** Keep what was learned in IndexedDB (per model hash) and restore it at the next load. Default `true` (not with `cache: false`). */
   readonly persist?: boolean;
   /** Test hook: every audited input counts as a disagreement, so the audit fails and tightens the thresholds. */

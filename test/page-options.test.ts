@@ -34,6 +34,14 @@ describe('load() learn options', () => {
     expect(() => learnOf({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
   });
 
+  it('learn.output names the class scores of a plain model with several outputs; a bundle brings its own', () => {
+    expect(learnOf({ output: 'logits' })).toMatchObject({ output: 'logits', options: {} });
+    expect(() => learnOf({ output: 'logits' }, BUNDLE)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/learn\.output/) }),
+    );
+    expect(() => learnOf({ output: '' })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+
   it('valid options pass as given (the page keys apart), for the worker to apply', () => {
     const learn: LearnLoadOptions = {
       minSamples: 600,

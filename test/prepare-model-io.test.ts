@@ -2,6 +2,7 @@
 // dropped), a Softmax behind shape-only ops, the teacher-row guard, and symbolic image dims fixed from the options.
 import { describe, expect, it } from 'vitest';
 import { prepare } from '../src/calibrate/prepare.js';
+import { analyseForLearning } from '../src/learn/fit.js';
 import { checkOutputRows, fitModelIO, LOGITS_CHECK_ROWS, resolveModelIO } from '../src/calibrate/model-io.js';
 import { decodeModel, encodeModel, graphInputs, graphOutputs, type OnnxModel } from '../src/graph/index.js';
 import { makeNode, makeTensor, makeValueInfo } from '../src/graph/proto.js';
@@ -45,6 +46,15 @@ describe('several outputs', () => {
     expect(codeOf(() => io(embeddingFirst(), {}, 'nope'))).toMatch(/^INVALID_ARGUMENT: "nope" is not an output/);
     // a single-output model needs no choice; naming its output is fine
     expect(io(tinyClassifier(), {}, 'logits').classes).toBe(4);
+  });
+
+  it('learning reads the same choice (learn.output)', async () => {
+    const bytes = encodeModel(innerLast());
+    await expect(analyseForLearning(bytes, ortNode, { learn: {} })).rejects.toMatchObject({
+      code: 'UNSUPPORTED_MODEL',
+    });
+    const lm = await analyseForLearning(bytes, ortNode, { output: 'logits', learn: {} });
+    expect([lm.io.output, lm.io.classes, lm.cannotLearn]).toEqual(['logits', 4, undefined]);
   });
 
   it('drop the outputs not chosen, so an inner output hides no cut', { timeout: 60_000 }, async () => {

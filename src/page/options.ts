@@ -101,19 +101,22 @@ function resolveLearn(
   if (value !== true && (typeof value !== 'object' || value === null))
     throw new SelfxitError('INVALID_ARGUMENT', `learn must be a boolean or an object, got ${String(value)}`);
   const o: LearnLoadOptions = value === true ? {} : value;
-  const { input, labels, persist, corruptAudit, ...options } = o;
+  const { input, labels, output, persist, corruptAudit, ...options } = o;
   resolveLearnOptions(options);
   const fromBundle = !isModelUrl(url);
-  if (fromBundle && (input !== undefined || labels !== undefined))
+  if (fromBundle && (input !== undefined || labels !== undefined || output !== undefined))
     throw new SelfxitError(
       'INVALID_ARGUMENT',
-      'learn.input and learn.labels are for a plain .onnx model: a bundle brings its own in its manifest',
+      'learn.input, learn.labels and learn.output are for a plain .onnx model: a bundle brings its own in its manifest',
     );
+  if (output !== undefined && (typeof output !== 'string' || output === ''))
+    throw new SelfxitError('INVALID_ARGUMENT', `learn.output must be an output name, got ${String(output)}`);
   return {
     options,
     ...(fromBundle ? { fromBundle: true } : {}),
     ...(input ? { input } : {}),
     ...(labels ? { labels: [...labels] } : {}),
+    ...(output ? { output } : {}),
     persist: persist !== false && cache !== false,
     ...(corruptAudit === true ? { corruptAudit: true } : {}),
   };

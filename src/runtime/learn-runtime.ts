@@ -153,6 +153,7 @@ export class LearnRuntime {
         ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout }, output: m.backbone.output }
         : {}),
       ...(learn.input && !m ? { input: learn.input } : {}),
+      ...(learn.output && !m ? { output: learn.output } : {}),
       ...(m ? { labels: m.labels } : learn.labels ? { labels: learn.labels } : {}),
       learn: learn.options,
     });
