@@ -14,6 +14,7 @@ import {
   AUDIT_CHUNK,
   LearnRuntime,
   MAX_PENDING_AUDITS,
+  pendingAuditCap,
   type FitWorker,
   type LearnDeps,
 } from '../src/runtime/learn-runtime.js';
@@ -147,6 +148,12 @@ describe('LearnRuntime when storage or the audit misbehave', () => {
     expect(rt.state().learning!.samplesSeen).toBeGreaterThan(0);
     await rt.dispose();
   }, 60_000);
+
+  it('bounds the audits waiting for the full model in bytes too (large inputs)', () => {
+    expect(pendingAuditCap(28 * 28)).toBe(MAX_PENDING_AUDITS);
+    expect(pendingAuditCap(224 * 224 * 3)).toBe(55); // 32 MiB of 588 KiB inputs
+    expect(pendingAuditCap(4096 * 4096 * 3)).toBe(AUDIT_CHUNK);
+  });
 
   it('completes audits a few at a time (a call waits for one part), at most MAX_PENDING_AUDITS; a failure is reported', async () => {
     const opens = vi.spyOn(BundleRuntime, 'open');

@@ -41,9 +41,16 @@ const SAVE_EVERY = 500;
 export const AUDIT_CHUNK = 16;
 /**
  * Audited inputs waiting for the full model, at most: while calls outrun the completions (a long burst of traffic), the
- * inputs drawn beyond it are served but not completed (neither audited nor sampled; the draws stay uniform).
+ * inputs drawn beyond it are served but not completed (neither audited nor sampled; the draws stay uniform). Fewer for
+ * large inputs: at most {@link MAX_PENDING_AUDIT_BYTES} of them (224×224×3 float32 inputs: 55), never below AUDIT_CHUNK.
  */
 export const MAX_PENDING_AUDITS = 256;
+/** Bytes of audited inputs waiting for the full model, at most (see {@link MAX_PENDING_AUDITS}). */
+export const MAX_PENDING_AUDIT_BYTES = 32 * 1024 * 1024;
+
+/** How many audited inputs of `size` floats may wait for the full model. */
+export const pendingAuditCap = (size: number): number =>
+  Math.max(AUDIT_CHUNK, Math.min(MAX_PENDING_AUDITS, Math.floor(MAX_PENDING_AUDIT_BYTES / (4 * size))));
 /** How long load() waits at most for the second worker (the fits') to start. */
 const LEARNER_READY_MS = 10_000;
 
@@ -429,8 +436,9 @@ export class LearnRuntime {
     // Every served input is drawn alike, whether it left early or not: the audit then estimates the cascade's
     // agreement (what the target is about), and the samples it adds to the reservoir are not biased towards easy
     // (early-exited) or hard inputs. Until the reservoir is full, more are drawn (learnShare) so that learning goes on.
+    const cap = pendingAuditCap(size);
     results.forEach((r, i) => {
-      if (this.pendingAudits.length < MAX_PENDING_AUDITS && this.learner.drawCompletion())
+      if (this.pendingAudits.length < cap && this.learner.drawCompletion())
         this.pendingAudits.push({ data: data.slice(i * size, (i + 1) * size), served: r.index, version });
     });
     this.queueAudits();
