@@ -16,11 +16,13 @@
 // pooling of every cut a head reads added to its cost. `--pool`: calib + pool images (50,000) instead of calib.
 // Thresholds are chosen on calib as prepare does (chooseThresholds, same margin, the knob turned into raw thresholds
 // midway between calib samples); `--reselect` re-runs exit selection (selectExits' search) with each variant's scores,
-// `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
+// `--mix mixup|cutmix --copies K` (bench/mix-copies.ts): K mixed copies of every calib image appended as training rows
+// (targets: the backbone's softmax on each; partners from the image's own fold, so the copies stay in its fold), after
+// the flips; `--chain i,j,…` adds every variant on the given exits. "test frontier": the cheapest of dense
 // knobs whose agreement on test itself meets the target (hindsight; the scores' quality without threshold noise).
 //
 //   npx tsx bench/ensemble-study.ts [resnet56|resnet20] [--limit N] [--pool] [--ms D] [--reselect] [--chain i,j,…]
-//        [--json out.json]
+//        [--mix mixup|cutmix [--copies K]] [--capacity fixed|auto] [--json out.json]
 //
 // ENS_VARIANTS / ENS_RESELECT (comma lists) pick the variants. Features are cached in bench/.cache/ens-<model>.*.
 // Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state;
@@ -37,6 +39,7 @@ import type { FitContext } from '../src/calibrate/prepare-context.js';
 import { poolingRequests } from '../src/calibrate/prepare-features.js';
 import { resolveModelIO, resolvePrepareOptions } from '../src/calibrate/prepare-options.js';
 import { StepTimer } from '../src/calibrate/progress.js';
+import { kFoldAssign } from '../src/calibrate/rng.js';
 import { shuffleAndLimit } from '../src/calibrate/samples.js';
 import { headData, trainFinalHeads } from '../src/calibrate/selfxit-mode.js';
 import { predictHeadRows } from '../src/calibrate/train-head.js';
@@ -52,7 +55,8 @@ import { rawThresholdOnSamples, selectExitsWithRule, type ScoreMap } from '../sr
 import { chooseThresholds, maxDisagreements } from '../src/policy/thresholds.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
 import { cascadeTop1, confidence, multiScale, rescored, type ScoreKind } from './exit-levers.js';
-import { cachedFeatures } from './feature-cache.js';
+import { cachedFeatures, writeFeatures } from './feature-cache.js';
+import { mixedCopies, readConcat, MIX_KINDS, type MixKind } from './mix-copies.js';
 import { studyFeatures, shared, cacheDir, ort, SHAPE } from './study-env.js';
 
 const TARGETS = [0.99, 0.985] as const;
@@ -100,6 +104,12 @@ const jsonOut = stringFlag(args, '--json');
 const extraChain = stringFlag(args, '--chain')?.split(',').map(Number);
 /** `--ms D`: multi-scale heads, each candidate's head also reads the pooled features of the D candidates before it. */
 const msDepth = intFlag(args, '--ms', 0);
+/** `--mix KIND --copies K`: K mixed copies per calib image as extra training rows. */
+const mix = stringFlag(args, '--mix') as MixKind | undefined;
+if (mix && !MIX_KINDS.includes(mix)) throw new Error(`--mix: one of ${MIX_KINDS.join(', ')}`);
+const mixCopies = mix ? intFlag(args, '--copies', 2) : 0;
+/** `--capacity fixed|auto`: prepare's head capacity (default auto, which widens heads from 30,000 training rows). */
+const capacity = stringFlag(args, '--capacity') as 'auto' | 'fixed' | undefined;
 const modelKey = args[0] ?? 'resnet56';
 const modelFile = path.join(shared, `models/cifar10-${modelKey}.onnx`);
 if (!fs.existsSync(modelFile)) {
@@ -115,7 +125,7 @@ const model = decodeModel(u8(modelFile));
 const analysis = await analyzeModel(model, { ort });
 const io = resolveModelIO(model, analysis, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
 const K = io.classes;
-const o0 = resolvePrepareOptions({});
+const o0 = resolvePrepareOptions(capacity ? { capacity } : {});
 const cuts = candidateCuts(analysis.cuts, o0.maxCandidates);
 const requests = poolingRequests(cuts, o0);
 const calibRaw = usePool
@@ -128,6 +138,8 @@ const n = calib.count;
 const testRaw = u8(path.join(shared, 'data/cifar10/test-u8.bin'));
 const test = { data: testRaw, count: testRaw.length / 3072 };
 
+/** Seconds spent extracting the mixed copies' features (0 when cached). */
+let mixSeconds = 0;
 async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
   const base = path.join(cacheDir, `ens-${modelKey}.${set}${set === 'calib' ? `${usePool ? '+pool' : ''}.n${n}` : ''}`);
   const geometry = requests.map((r) => {
@@ -135,13 +147,30 @@ async function features(set: 'calib' | 'test'): Promise<FeatureSet> {
     return { cut: r.cut, ...g, grid: r.grid, ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}) };
   });
   const samples = set === 'test' ? test : augmentSamples(calib, SHAPE, o0.augment, o0.seed);
-  const { teacher, x } = await cachedFeatures(base, requests.length, `${set}: ${samples.count} rows`, () =>
-    studyFeatures(io, {
-      model,
-      requests,
-      samples,
-    }),
-  );
+  const run = (s: typeof samples) => () => studyFeatures(io, { model, requests, samples: s });
+  const label = `${set}: ${samples.count} rows`;
+  // mixed copies, one cache per copy (copy a is the same whatever K, so K = 4 reuses K = 2's); all blocks are then read
+  // from the caches straight into one array per cut (no second copy: 50,000 images × 3 rows fit in memory)
+  const bases = [base];
+  if (set === 'calib' && mix) {
+    const copies = mixedCopies(calib, SHAPE, mix, mixCopies, kFoldAssign(n, o0.folds, o0.seed), o0.seed);
+    if (!fs.existsSync(`${base}.teacher`)) await writeFeatures(base, label, run(samples));
+    for (let a = 0; a < mixCopies; a++) {
+      const at = `${base}.${mix}.c${a}`;
+      const t0 = performance.now();
+      const one = { data: copies.data.subarray(a * n * 3072, (a + 1) * n * 3072), count: n };
+      if (!fs.existsSync(`${at}.teacher`)) await writeFeatures(at, `${mix} copy ${a}: ${n} rows`, run(one));
+      mixSeconds += (performance.now() - t0) / 1000;
+      bases.push(at);
+    }
+  }
+  const { teacher, x } =
+    bases.length > 1
+      ? {
+          teacher: readConcat(bases.map((b) => `${b}.teacher`)),
+          x: requests.map((_, i) => readConcat(bases.map((b) => `${b}.${i}`))),
+        }
+      : await cachedFeatures(base, requests.length, label, run(samples));
   return {
     n: teacher.length / K,
     k: K,
@@ -177,7 +206,7 @@ const fitContext = (target: number): FitContext => ({
   samples: { count: n },
 });
 const c0 = fitContext(TARGETS[0]);
-const data = headData(c0, cuts, calibF, o0.augment.length);
+const data = headData(c0, cuts, calibF, o0.augment.length + mixCopies);
 const tCand = performance.now();
 const { trained } = await trainCandidates(c0, data, true);
 const candidateSeconds = (performance.now() - tCand) / 1000;
@@ -805,7 +834,7 @@ TARGETS.forEach((target, t) => {
 });
 const pct = (x: number | undefined): string => (x === undefined ? '–' : `${(100 * x).toFixed(2)} %`);
 console.log(
-  `\n${modelKey}, ${n} calib images (flip copies), measured on ${nTest} test images; prepare's exits: ${baseSel.map((s, t) => `${TARGETS[t]}: ${s.selected.join(',')}`).join('; ')}\n`,
+  `\n${modelKey}, ${n} calib images (flip copies${mix ? ` + ${mixCopies} ${mix} copies` : ''}), measured on ${nTest} test images; prepare's exits: ${baseSel.map((s, t) => `${TARGETS[t]}: ${s.selected.join(',')}`).join('; ')}\n`,
 );
 console.log(
   `heads${ms ? ` (multi-scale, depth ${msDepth})` : ''}: candidates ${candidateSeconds.toFixed(0)} s, final ${finalSeconds.toFixed(0)} s; head MACs (% of the backbone) at prepare's exits: ${[...new Set(baseSel.flatMap((s) => s.selected))].map((i) => `${i}: ${((100 * macsCosts.headCost[i]!) / macsCosts.fullCost).toFixed(3)}`).join(', ')}\n`,
@@ -818,7 +847,9 @@ for (const r of rows)
   console.log(
     `| ${r.target} | ${r.selection}: ${r.exits.join(',')} | ${r.variant} | ${r.testMacs?.toFixed(3) ?? '–'} | ${pct(r.testAgreement)} | ${r.testTop1Delta === undefined ? '–' : (100 * r.testTop1Delta).toFixed(2)} | ${r.testFrontier?.toFixed(3) ?? '–'} | ${r.calibMacs.toFixed(3)} (${pct(r.calibAgreement)}) | ${r.weights ? r.weights.map((w) => `[${w.join(' ')}]`).join(' ') : ''} |`,
   );
-console.error(`done (${secs()})`);
+console.error(
+  `done (${secs()}; ${data.rows} training rows, mixed copies' features ${mixSeconds.toFixed(0)} s, max RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB)`,
+);
 if (jsonOut)
   fs.writeFileSync(
     jsonOut,
@@ -826,6 +857,10 @@ if (jsonOut)
       {
         model: modelKey,
         calibImages: n,
+        mix: mix ? { kind: mix, copies: mixCopies, featureSeconds: Math.round(mixSeconds) } : null,
+        capacity: o0.capacity,
+        trainingRows: data.rows,
+        maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
         testImages: nTest,
         date: new Date().toISOString(),
         candidates: cuts.map((c) => c.tensor),

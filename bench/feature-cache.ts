@@ -19,16 +19,23 @@ export async function cachedFeatures(
   label: string,
   extract: () => Promise<{ readonly teacher: Float32Array; readonly cuts: readonly { readonly x: Float32Array }[] }>,
 ): Promise<{ teacher: Float32Array; x: Float32Array[] }> {
-  if (!fs.existsSync(`${base}.teacher`)) {
-    fs.mkdirSync(path.dirname(base), { recursive: true });
-    const t0 = performance.now();
-    const f = await extract();
-    console.error(`features ${label}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
-    fs.writeFileSync(`${base}.teacher`, f.teacher); // last: a cache cut short has no teacher and is made again
-  }
+  if (!fs.existsSync(`${base}.teacher`)) await writeFeatures(base, label, extract);
   return {
     teacher: readF32(`${base}.teacher`),
     x: Array.from({ length: cutCount }, (_, i) => readF32(`${base}.${i}`)),
   };
+}
+
+/** Extracts the features (timed on stderr as `label`) and writes them under `base`, without reading them back. */
+export async function writeFeatures(
+  base: string,
+  label: string,
+  extract: () => Promise<{ readonly teacher: Float32Array; readonly cuts: readonly { readonly x: Float32Array }[] }>,
+): Promise<void> {
+  fs.mkdirSync(path.dirname(base), { recursive: true });
+  const t0 = performance.now();
+  const f = await extract();
+  console.error(`features ${label}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  f.cuts.forEach((c, i) => fs.writeFileSync(`${base}.${i}`, c.x));
+  fs.writeFileSync(`${base}.teacher`, f.teacher); // last: a cache cut short has no teacher and is made again
 }
