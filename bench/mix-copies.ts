@@ -1,19 +1,18 @@
 // Mixed-image copies as extra unlabeled distillation rows (issue 13 study, bench/ensemble-study.ts `--mix`): mixup
 // (λ·x_i + (1−λ)·x_j) and cutmix (a box of x_j pasted into x_i), partners drawn from the image's own cross-fitting fold.
 import fs from 'node:fs';
-import { createRng } from '../src/calibrate/rng.js';
+import { cutmixInto, cutmixRng, mixInto } from '../src/calibrate/augment.js';
 import type { SampleBatch, SampleShape } from '../src/calibrate/samples.js';
 
 export type MixKind = 'mixup' | 'cutmix';
 export const MIX_KINDS: readonly MixKind[] = ['mixup', 'cutmix'];
-/** λ (share of the image's own pixels: mixup weight, or 1 − the pasted box's area) is uniform in [LO, HI]. */
-const LAMBDA_LO = 0.3;
-const LAMBDA_HI = 0.7;
 
 /**
  * `copies` mixed copies of every image of `batch`: row `a * count + i` is copy `a` of image `i`, mixed with a partner
  * drawn uniformly among the OTHER images of the same fold (`foldOf[i]`), the partner mirrored left-right with
- * probability 1/2. Seeded. Targets are left to the backbone (its softmax on each mixed image), so no label is used.
+ * probability 1/2; λ (the image's own share) uniform in [0.3, 0.7]. Seeded. Cutmix is prepare's `--augment cutmix:K`
+ * (src/calibrate/augment.ts: the same copies for the same seed); mixup is this study's only. Targets are left to the
+ * backbone (its softmax on each mixed image), so no label is used.
  */
 export function mixedCopies(
   batch: SampleBatch,
@@ -23,50 +22,26 @@ export function mixedCopies(
   foldOf: Int32Array,
   seed: number,
 ): SampleBatch {
-  const { height: h, width: w, channels: c } = shape;
-  const per = h * w * c;
+  const per = shape.height * shape.width * shape.channels;
   const n = batch.count;
-  const members = new Map<number, number[]>();
-  for (let i = 0; i < n; i++) {
-    const f = foldOf[i]!;
-    const list = members.get(f) ?? [];
-    list.push(i);
-    members.set(f, list);
-  }
-  const rng = createRng(seed + 104_729);
-  const src = batch.data;
+  const rng = cutmixRng(seed);
   const out = new Uint8Array(copies * n * per);
-  for (let a = 0; a < copies; a++)
-    for (let i = 0; i < n; i++) {
-      const pool = members.get(foldOf[i]!)!;
-      let j = i;
-      while (j === i && pool.length > 1) j = pool[rng.int(pool.length)]!;
-      const flip = rng.next() < 0.5;
-      const lambda = LAMBDA_LO + (LAMBDA_HI - LAMBDA_LO) * rng.next();
-      const o = (a * n + i) * per;
-      /** Partner pixel (y, x), channel k (mirrored when `flip`). */
-      const partner = (y: number, x: number, k: number): number =>
-        src[j * per + (y * w + (flip ? w - 1 - x : x)) * c + k]!;
-      if (kind === 'mixup') {
-        for (let y = 0; y < h; y++)
-          for (let x = 0; x < w; x++)
-            for (let k = 0; k < c; k++) {
-              const p = (y * w + x) * c + k;
-              out[o + p] = Math.round(lambda * src[i * per + p]! + (1 - lambda) * partner(y, x, k));
-            }
-      } else {
-        // a box of area ≈ (1 − λ)·h·w, same aspect as the image, placed uniformly inside it
-        const r = Math.sqrt(1 - lambda);
-        const bh = Math.max(1, Math.round(r * h));
-        const bw = Math.max(1, Math.round(r * w));
-        const y0 = rng.int(h - bh + 1);
-        const x0 = rng.int(w - bw + 1);
-        out.set(src.subarray(i * per, (i + 1) * per), o);
-        for (let y = y0; y < y0 + bh; y++)
-          for (let x = x0; x < x0 + bw; x++)
-            for (let k = 0; k < c; k++) out[o + (y * w + x) * c + k] = partner(y, x, k);
+  if (kind === 'cutmix') {
+    for (let a = 0; a < copies; a++)
+      cutmixInto(batch, shape, foldOf, rng, out.subarray(a * n * per, (a + 1) * n * per));
+  } else {
+    const src = batch.data;
+    const { width: w, channels: c } = shape;
+    mixInto(batch, shape, copies, foldOf, rng, (i, { j, flip, lambda }, o) => {
+      for (let p = 0; p < per; p++) {
+        const k = p % c;
+        const x = Math.floor(p / c) % w;
+        const y = Math.floor(p / c / w);
+        const q = j * per + (y * w + (flip ? w - 1 - x : x)) * c + k;
+        out[o + p] = Math.round(lambda * src[i * per + p]! + (1 - lambda) * src[q]!);
       }
-    }
+    });
+  }
   return { data: out, count: copies * n };
 }
 

@@ -52,4 +52,34 @@ describe('augmentSamples', () => {
       expect((e as Error).message).toContain('rotate');
     }
   });
+
+  it('reads cutmix:K as K cutmix copies, listed last; a checked list checks to itself; 1..8 copies', () => {
+    const k = checkAugment(['cutmix:3', 'flip', 'cutmix']);
+    expect(k).toEqual(['flip', 'cutmix', 'cutmix', 'cutmix', 'cutmix']);
+    expect(checkAugment(k)).toEqual(k);
+    for (const bad of [['cutmix:0'], ['cutmix:9'], ['cutmix:5', 'cutmix:4'], ['cutmix:x']])
+      expect(() => checkAugment(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+
+  it('cutmix: a box of another image of the same fold, 25-77 % of an 8x8 image, the rest the image; seeded', () => {
+    const n = 40;
+    const sh = { height: 8, width: 8, channels: 3 };
+    const per = 8 * 8 * 3;
+    // image i: every byte i (so each pixel of a copy tells whose it is)
+    const data = new Uint8Array(n * per).map((_, b) => Math.floor(b / per));
+    const foldOf = Int32Array.from({ length: n }, (_, i) => i % 4);
+    const out = augmentSamples({ data, count: n }, sh, ['flip', 'cutmix', 'cutmix'], 3, foldOf);
+    expect(out.count).toBe(4 * n);
+    for (let a = 2; a < 4; a++)
+      for (let i = 0; i < n; i++) {
+        const copy = out.data.subarray((a * n + i) * per, (a * n + i + 1) * per);
+        const others = [...copy].filter((v) => v !== i);
+        expect(others.length / per).toBeGreaterThanOrEqual(0.25);
+        expect(others.length / per).toBeLessThanOrEqual(0.77);
+        expect(new Set(others).size).toBe(1); // one partner
+        expect(foldOf[others[0]!]).toBe(foldOf[i]); // of the same fold
+      }
+    expect(augmentSamples({ data, count: n }, sh, ['flip', 'cutmix', 'cutmix'], 3, foldOf).data).toEqual(out.data);
+    expect(augmentSamples({ data, count: n }, sh, ['flip', 'cutmix', 'cutmix'], 4, foldOf).data).not.toEqual(out.data);
+  });
 });

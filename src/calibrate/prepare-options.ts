@@ -39,8 +39,8 @@ export interface PrepareOptions {
   readonly temperature?: number;
   /** Transformed copies of every sample added to head training, each with the backbone's output on it as target
    * (label-free; thresholds are still chosen on the untransformed samples only). selfxit mode default ['flip'];
-   * paper mode uses none. */
-  readonly augment?: readonly AugmentKind[];
+   * paper mode uses none. `'cutmix:K'` (or K × `'cutmix'`): K cutmix copies, see {@link AugmentKind}. */
+  readonly augment?: readonly (AugmentKind | `cutmix:${number}`)[];
   /** How exit scores become thresholds (see ThresholdRule). Default 'cost-calibrated'; 'global' is one shared
    * max-softmax threshold. Paper mode always uses its fixed global threshold. */
   readonly thresholdRule?: ThresholdRule;

@@ -151,7 +151,8 @@ function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[])
   const { o, io, samples } = c;
   if (!augment.length) return samples;
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  return augmentSamples(samples, shape, augment, o.seed);
+  // cutmix partners from the image's own fold (the folds headData assigns)
+  return augmentSamples(samples, shape, augment, o.seed, kFoldAssign(samples.count, o.folds, o.seed));
 }
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */

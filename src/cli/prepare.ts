@@ -2,7 +2,6 @@
 // writes the bundle folder (built in a temp folder, then swapped in whole) (plus report.html with --report).
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
-import type { AugmentKind } from '../calibrate/augment.js';
 import type { ThresholdRule } from '../policy/exit-rule.js';
 import { prepare, resolveModelIO, type PrepareOptions, type PrepareResult } from '../calibrate/prepare.js';
 import { checkCostTable, type CostTable } from '../policy/cost-table.js';
@@ -49,8 +48,9 @@ Calibration:
   --exits cut,cut      selfxit mode: restrict candidate cuts; paper mode: the exits (tensor or display names)
   --mode selfxit|paper paper: the paper's heads (full map MLP), fixed exits, fixed threshold, no selection
   --threshold T        paper mode's one max-softmax threshold, in [0, 1] (default 0.9; paper mode only)
-  --augment a,b|none   label-free training copies: flip, shift (default flip; targets are the
-                       model's own outputs on each copy)
+  --augment a,b|none   label-free training copies: flip, shift, cutmix:K (K copies with a box of
+                       another image pasted in; default flip; targets are the model's own outputs
+                       on each copy; e.g. flip,cutmix:4)
   --threshold-rule R   cost-calibrated (default: per-exit agreement estimate weighed by the cost
                        still ahead, one knob) or global (one shared max-softmax threshold)
   --max-pool-grid N    heads also read an NxN grid of per-channel maxima (default 2; 0: none)
@@ -182,7 +182,7 @@ export const prepareCommand: CliCommand = {
         ? undefined
         : v.augment.trim() === 'none'
           ? []
-          : (v.augment.split(',').map((s) => s.trim()) as AugmentKind[]);
+          : (v.augment.split(',').map((s) => s.trim()) as NonNullable<PrepareOptions['augment']>);
     const thresholdRule = v['threshold-rule'] as ThresholdRule | undefined;
     const temperature = numberOption(v.temperature, '--temperature');
     if (temperature !== undefined && !(Number.isFinite(temperature) && temperature > 0)) {
