@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { byteSizeOption, prepareCommand } from '../src/cli/prepare.js';
 import { checkSampleSources, loadSampleSources } from '../src/cli/sample-sources.js';
 import { prepare } from '../src/calibrate/prepare.js';
+import type { PrepareOptions } from '../src/calibrate/prepare-options.js';
 import { encodeModel } from '../src/graph/index.js';
 import { isSelfxitError } from '../src/errors.js';
 import { cliWith, writePrepareInputs } from './fixtures/cli-helpers.js';
@@ -175,7 +176,7 @@ describe('prepare under a feature memory cap', () => {
   const model = encodeModel(tinyClassifier());
   const n = 400;
   const data = blobImages(n, 8, 8, 3);
-  const run = (maxFeatureBytes?: number) =>
+  const run = (maxFeatureBytes?: number, augment?: PrepareOptions['augment']) =>
     prepare({
       model,
       samples: { data, count: n },
@@ -183,7 +184,19 @@ describe('prepare under a feature memory cap', () => {
       target: 0.9,
       headKinds: ['pool-linear'],
       ...(maxFeatureBytes !== undefined ? { maxFeatureBytes } : {}),
+      ...(augment ? { augment } : {}),
     });
+
+  it('cutmix copies go before candidate cuts', { timeout: 240_000 }, async () => {
+    const all = await run(undefined, ['flip', 'cutmix:2']);
+    expect(all.manifest.calibration.augment).toEqual(['flip', 'cutmix', 'cutmix']);
+    const cuts = all.report.candidates.length;
+    // float16 of all cuts with one cutmix copy less: 3 of 4 copies' rows
+    const one = await run(Math.floor((all.report.featureBytes / 2) * 0.75), ['flip', 'cutmix:2']);
+    expect(one.manifest.calibration.augment).toEqual(['flip', 'cutmix']);
+    expect(one.report.candidates.length).toBe(cuts);
+    expect(one.warnings.join('\n')).toMatch(/Feature memory cap: kept 1 of 2 cutmix copies/);
+  });
 
   it(
     'float32 when it fits, float16 past the cap, then fewer candidate cuts, then no copies (said so)',

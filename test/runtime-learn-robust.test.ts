@@ -15,6 +15,7 @@ import {
   LearnRuntime,
   MAX_PENDING_AUDITS,
   pendingAuditCap,
+  learnStateKey,
   type FitWorker,
   type LearnDeps,
 } from '../src/runtime/learn-runtime.js';
@@ -146,6 +147,19 @@ describe('LearnRuntime when storage or the audit misbehave', () => {
     // every input was served under the older version: samples only, no audit counted
     expect(inner.learner.status().audit.totalAudited).toBe(before);
     expect(rt.state().learning!.samplesSeen).toBeGreaterThan(0);
+    await rt.dispose();
+  }, 60_000);
+
+  it('the saved state is per class-score output: a state learned from another output of the model is not restored', async () => {
+    const store = new MemoryLearnStore();
+    const [key, state] = [...fitted.saved][0]!;
+    const hash = key.slice(0, key.lastIndexOf('/'));
+    expect(key).toBe(learnStateKey(hash, key.slice(hash.length + 1)));
+    store.saved.set(learnStateKey(hash, 'aux'), structuredClone(state));
+    for (const i of fitted.inputs.values()) store.inputs.set(learnStateKey(hash, 'aux'), i);
+    const rt = await LearnRuntime.open(learnRequest(), () => {}, { loadOrt: loadOrtNode, learnStore: store });
+    expect(rt.state().learning!.restored).toBe(false);
+    expect(rt.stateKey).toBe(key);
     await rt.dispose();
   }, 60_000);
 

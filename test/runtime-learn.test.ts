@@ -164,7 +164,7 @@ describe('LearnRuntime', () => {
     await rt2.dispose();
 
     // a corrupt state is discarded, never used
-    store.saved.set(rt2.modelHash, { ...s1, fits: 'x' } as unknown as LearnerState);
+    store.saved.set(rt2.stateKey, { ...s1, fits: 'x' } as unknown as LearnerState);
     const rt3 = await LearnRuntime.open(learnRequest(), () => {}, { loadOrt: loadOrtNode, learnStore: store });
     expect(rt3.state().learning!.restored).toBe(false);
     expect(rt3.state().learning!.exitsOn).toBe(false);
@@ -315,7 +315,7 @@ describe('LearnRuntime', () => {
     await rt.resetLearning();
     await rt.settled();
     await new Promise((r) => setTimeout(r, 300));
-    expect(store.saved.get(rt.modelHash)?.reservoir.size ?? 0).toBe(0);
+    expect(store.saved.get(rt.stateKey)?.reservoir.size ?? 0).toBe(0);
     await rt.dispose();
   }, 60_000);
 
@@ -417,7 +417,7 @@ describe('LearnRuntime', () => {
       const l = rt.state().learning!;
       if (alarmAt < 0 && l.drift!.alarms > 0) {
         alarmAt = at + 10 - 600;
-        atAlarm = structuredClone(store.saved.get(rt.modelHash)); // saved at the alarm
+        atAlarm = structuredClone(store.saved.get(rt.stateKey)); // saved at the alarm
       }
       if (!l.exitsOn) offAt = at + 10 - 600;
     }
@@ -443,7 +443,7 @@ describe('LearnRuntime', () => {
     // thresholds, the audits left, no fit meanwhile
     expect(atAlarm?.verifying).toBeGreaterThan(0);
     const reloaded = new MemoryLearnStore();
-    reloaded.saved.set(rt.modelHash, atAlarm!);
+    reloaded.saved.set(rt.stateKey, atAlarm!);
     const again = await LearnRuntime.open(learnRequest(few), () => {}, {
       loadOrt: loadOrtNode,
       learnStore: reloaded,

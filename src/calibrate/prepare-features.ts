@@ -1,5 +1,5 @@
 // The pooled features selfxit mode stores for its candidate cuts: each cut's pooling, and the plan that keeps them
-// within the memory cap (float32, float16, fewer candidate cuts, no augmented copies — each reduction a warning).
+// within the memory cap (float32, float16, fewer cutmix copies, fewer candidate cuts, no augmented copies — each reduction a warning).
 import type { AugmentKind } from './augment.js';
 import { candidateCuts } from './candidate-cuts.js';
 import { cutGeometry, FEATURE_BYTES, type FeatureRequest, type FeatureStorage } from './features.js';
@@ -40,7 +40,7 @@ const MB = (bytes: number): string =>
 
 /**
  * The first that fits the cap: float32 features of every candidate; float16; float16 with fewer candidates (spread
- * over the MACs as before); float16 at one cut without augmented copies (kept even over the cap). Each reduction
+ * over the MACs as before; cutmix copies dropped first, one at a time); float16 at one cut without augmented copies (kept even over the cap). Each reduction
  * is a warning.
  */
 export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
@@ -65,8 +65,20 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
       ...f16,
       note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})`,
     };
+  // cutmix copies go before candidate cuts: they are extra training rows, the cuts are where exits can be
+  const others = o.augment.filter((k) => k !== 'cutmix');
+  for (let k = o.augment.length - others.length - 1; k >= 0; k--) {
+    const p = make(all, 'f16', [...others, ...Array<'cutmix'>(k).fill('cutmix')]);
+    if (p.bytes <= cap) {
+      const note = `float16, ${MB(p.bytes)}, ${k} of ${o.augment.length - others.length} cutmix copies (all would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
+      warnings.push(
+        `Feature memory cap: kept ${k} of ${o.augment.length - others.length} cutmix copies (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
+      );
+      return { ...p, note };
+    }
+  }
   for (let m = all.length - 1; m >= 1; m--) {
-    const p = make(candidateCuts(all, m), 'f16', o.augment);
+    const p = make(candidateCuts(all, m), 'f16', others);
     if (p.bytes <= cap) {
       const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
       warnings.push(

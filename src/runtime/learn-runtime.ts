@@ -51,6 +51,9 @@ export const MAX_PENDING_AUDIT_BYTES = 32 * 1024 * 1024;
 /** How many audited inputs of `size` floats may wait for the full model. */
 export const pendingAuditCap = (size: number): number =>
   Math.max(AUDIT_CHUNK, Math.min(MAX_PENDING_AUDITS, Math.floor(MAX_PENDING_AUDIT_BYTES / (4 * size))));
+/** The persisted state's key: model hash and class-score output. */
+export const learnStateKey = (modelHash: string, output: string): string => `${modelHash}/${output}`;
+
 /** How long load() waits at most for the second worker (the fits') to start. */
 const LEARNER_READY_MS = 10_000;
 
@@ -132,6 +135,12 @@ export class LearnRuntime {
     this.manifestHashValue = exitless.hash;
   }
 
+  /** The key of the persisted state: the model's hash and the class-score output learned from (a model with several
+   * outputs learns one state per output: their teachers differ). */
+  get stateKey(): string {
+    return learnStateKey(this.modelHash, this.learner.model.io.output);
+  }
+
   get manifest(): BundleManifest {
     return this.manifestValue;
   }
@@ -171,9 +180,9 @@ export class LearnRuntime {
       bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
     if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
-    const saved = await store.load(hash, lm.io.input);
+    const saved = await store.load(learnStateKey(hash, lm.io.output), lm.io.input);
     const restored = saved !== undefined && learner.restore(saved);
-    if (saved !== undefined && !restored) await store.clear(hash);
+    if (saved !== undefined && !restored) await store.clear(learnStateKey(hash, lm.io.output));
     const features = await ort.ort.InferenceSession.create(
       encodeModel(learner.featureModel()),
       sessionOptions(ort, []),
@@ -575,7 +584,7 @@ export class LearnRuntime {
       try {
         // copied in slices and written in blocks (learn-store.ts): serving goes on between them
         const state = await this.learner.sliceState(() => new Promise((r) => setTimeout(r, 0)));
-        await this.store.save(this.modelHash, state, this.learner.model.io.input);
+        await this.store.save(this.stateKey, state, this.learner.model.io.input);
       } catch (e) {
         // (a RangeError copying a large reservoir): persistence off, as after a failed write; the save loop goes on
         this.store.disable(
@@ -611,7 +620,7 @@ export class LearnRuntime {
       this.fitWhere = undefined;
       this.lastError = undefined;
       // in the save loop, after the save under way (not awaited here: a hung IndexedDB must not hold the queue)
-      const clear = this.saving.then(() => this.store.clear(this.modelHash));
+      const clear = this.saving.then(() => this.store.clear(this.stateKey));
       this.saving = clear;
       this.saveWanted = false; // a save queued before the clear writes the reset state; the next one comes after it
       await this.swap(undefined);

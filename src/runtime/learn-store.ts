@@ -394,9 +394,9 @@ export class IdbLearnStore implements LearnStore {
     const store = this.store ?? this.open();
     if (!store) return;
     if (this.hung) {
-      // one delete of the entry, waited for one timeout: IndexedDB runs it after the write it hangs on, if that ever
-      // completes, so a reset never comes back with a save that completed late
-      await this.op('write', () => del(key(modelHash), store)).catch(() => undefined);
+      // one delete of the entry, not waited for (a reset returns at once): IndexedDB runs it after the write it hangs
+      // on, if that ever completes, so a reset never comes back with a save that completed late
+      void this.op('write', () => del(key(modelHash), store)).catch(() => undefined);
       return;
     }
     try {
