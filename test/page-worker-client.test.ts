@@ -28,6 +28,13 @@ function startClient(
   return { client, worker: workers[0]!.worker, exposed: workers[0]!.exposed };
 }
 
+/** A learning state of exits `version`, carrying the manifest named `hash` when given (sent once per change). */
+const learning = (version: number, hash?: string) =>
+  ({
+    version,
+    ...(hash ? { manifest: { ...manifest, labels: [hash] }, manifestHash: hash } : {}),
+  }) as unknown as NonNullable<RuntimeState['learning']>;
+
 describe('WorkerClient', () => {
   it('takes the state from replies; a SelfxitError from the worker arrives as one, with the state it left', async () => {
     const { client } = startClient(fakeWorkerApi());
@@ -62,11 +69,6 @@ describe('WorkerClient', () => {
   });
 
   it('while learning, the manifest of the exits in force (sent once per change) stays on later states, whichever call brought it', async () => {
-    const learning = (version: number, hash?: string) =>
-      ({
-        version,
-        ...(hash ? { manifest: { ...manifest, labels: [hash] }, manifestHash: hash } : {}),
-      }) as unknown as NonNullable<RuntimeState['learning']>;
     let n = 0;
     const api: WorkerApi = {
       ...fakeWorkerApi(),
@@ -93,11 +95,6 @@ describe('WorkerClient', () => {
   });
 
   it('a manifest change arriving after a newer state without it (other channel) is still taken', async () => {
-    const learning = (version: number, hash?: string) =>
-      ({
-        version,
-        ...(hash ? { manifest: { ...manifest, labels: [hash] }, manifestHash: hash } : {}),
-      }) as unknown as NonNullable<RuntimeState['learning']>;
     const api: WorkerApi = {
       ...fakeWorkerApi(),
       init: async () => ({ manifest, manifestHash: 'h', state: { ...state0, seq: 1, learning: learning(1, 'h1') } }),
