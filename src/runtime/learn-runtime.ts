@@ -180,9 +180,10 @@ export class LearnRuntime {
       bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
     if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
-    const saved = await store.load(learnStateKey(hash, lm.io.output), lm.io.input);
+    const stateKey = learnStateKey(hash, lm.io.output);
+    const saved = await store.load(stateKey, lm.io.input);
     const restored = saved !== undefined && learner.restore(saved);
-    if (saved !== undefined && !restored) await store.clear(learnStateKey(hash, lm.io.output));
+    if (saved !== undefined && !restored) await store.clear(stateKey);
     const features = await ort.ort.InferenceSession.create(
       encodeModel(learner.featureModel()),
       sessionOptions(ort, []),
