@@ -64,6 +64,8 @@ export interface InitRequest {
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
+  /** Live exit pruning (load option `pruneExits`, policy/exit-pruning.ts); undefined = on. */
+  readonly pruneExits?: boolean;
   /** Learn on the device (load option `learn`); `manifestUrl` is then the URL of a plain .onnx model, or of a bundle's
    * manifest with `learn.fromBundle`. */
   readonly learn?: LearnRequest;
@@ -139,6 +141,8 @@ export interface RuntimeState {
   readonly manifestStale?: boolean;
   /** False when caching is off or storage failed (then everything is fetched). */
   readonly cacheEnabled: boolean;
+  /** With live exit pruning on: the exits pruned now (sent as off), ascending. */
+  readonly prunedExits?: readonly number[];
   /** On-device learning (load option `learn`). */
   readonly learning?: LearningState;
   /**

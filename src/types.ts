@@ -77,6 +77,17 @@ export interface LoadOptions {
    */
   readonly engine?: EngineChoice;
   /**
+   * Live exit pruning. Default `true`: the worker counts, per exit, the recent inputs that reached it and left there;
+   * when the deepest exit in use clearly does not pay on this traffic (the upper confidence bound of its share of
+   * leaving inputs below the share where its head's MACs plus the per-exit overhead equal what leaving saves), it is
+   * sent as off (the compiled engine then skips its head), then the next deepest, and so on. One call in 32 runs the
+   * requested thresholds to keep measuring them; a pruned exit comes back when it clearly pays again. Only exits from
+   * the back are pruned, so an input either gets the calibrated cascade's answer or the full model's: agreement
+   * cannot fall. New thresholds (setTarget(), a plan) start over. `info().prunedExits` lists the exits pruned now.
+   * `false`: every exit in use always runs. Learning classifiers never prune (the learner chooses its exits).
+   */
+  readonly pruneExits?: boolean;
+  /**
    * On-device learning (docs/API.md#on-device-learning). With a plain `.onnx` URL the worker cuts the model, serves it
    * whole while it collects pooled features, fits exits with prepare's method when enough inputs arrived, audits them
    * live and keeps what it learned in IndexedDB per model hash. `true` = the defaults. With a bundle URL learning starts
@@ -223,6 +234,11 @@ export interface ClassifierInfo {
   };
   /** The device plan in use (from `clf.plan()` or the cache at load), if any. */
   readonly plan?: PlanSummary;
+  /**
+   * Exits live exit pruning sends as off now (see {@link LoadOptions.pruneExits}), ascending; empty when none (or off).
+   * Results still name the exit each input really took.
+   */
+  readonly prunedExits: readonly number[];
 }
 
 /**

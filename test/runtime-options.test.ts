@@ -27,8 +27,11 @@ describe('resolveLoadOptions', () => {
       heartbeatMs: 5_000,
       callTimeoutMs: 300_000,
       engine: 'auto',
+      pruneExits: true,
     });
     expect(r.init.engine).toBe('auto');
+    expect(r.init.pruneExits).toBe(true);
+    expect(resolveLoadOptions('https://x.test/b/', { pruneExits: false }).init.pruneExits).toBe(false);
     expect(r).toMatchObject({
       timeoutMs: 120_000,
       signal: undefined,
@@ -70,6 +73,7 @@ describe('resolveLoadOptions', () => {
     [{ onProgress: 3 }, /onProgress/],
     [{ plan: 'always' }, /plan/],
     [{ engine: 'fast' }, /engine/],
+    [{ pruneExits: 'yes' }, /pruneExits/],
   ])('rejects %j with INVALID_ARGUMENT', (opts, msg) => {
     expect(() => resolveLoadOptions('https://x.test/b/', opts as never)).toThrow(msg);
     try {

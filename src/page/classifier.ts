@@ -352,6 +352,7 @@ export class ClassifierImpl implements Classifier {
             },
           }
         : {}),
+      prunedExits: s.prunedExits ?? [],
     };
   }
 

@@ -15,6 +15,7 @@ export const LOAD_DEFAULTS = {
   heartbeatMs: 5_000,
   callTimeoutMs: 300_000,
   engine: 'auto',
+  pruneExits: true,
 } as const satisfies Partial<LoadOptions>;
 
 /** How the page watches its worker (worker-client.ts): ping period and per-call deadline, in ms (0 = off). */
@@ -160,6 +161,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       `engine must be 'auto', 'compiled' or 'stages', got ${JSON.stringify(engine)}`,
     );
   }
+  const pruneExits = options.pruneExits ?? LOAD_DEFAULTS.pruneExits;
+  if (typeof pruneExits !== 'boolean') {
+    throw new SelfxitError('INVALID_ARGUMENT', `pruneExits must be a boolean, got ${JSON.stringify(pruneExits)}`);
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -179,6 +184,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       wasmPaths: wasmPaths === undefined || wasmPaths.endsWith('/') ? wasmPaths : `${wasmPaths}/`,
       usePlan: plan === 'cached',
       engine,
+      pruneExits,
       ...(learn ? { learn } : {}),
     },
     onProgress: options.onProgress,

@@ -298,17 +298,20 @@ export class CompiledEngine {
    * Classifies one preprocessed input with `c`: one run of the compiled prefix; when it says "continue", runCascade
    * over the stage runner from the next segment on (the prefix's segments pass the cut activation through), so every
    * decision is the stage engine's rule. The compiled run's ms is spread evenly over the segments it covered.
+   * `gateFor`: the thresholds whose disabled exits choose the next calls' model (default `thresholds`; live exit
+   * pruning's probes run the requested thresholds but keep the model of its steady ones).
    */
   async run(
     c: Compiled,
     data: Float32Array,
     thresholds: readonly number[],
     profiler?: CallProfiler,
+    gateFor: readonly number[] = thresholds,
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
     // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
-    this.gate = manifest.exits.some((_, e) => !((thresholds[e] ?? Infinity) <= 1));
+    this.gate = manifest.exits.some((_, e) => !((gateFor[e] ?? Infinity) <= 1));
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     let t0 = performance.now();

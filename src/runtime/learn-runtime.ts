@@ -272,6 +272,8 @@ export class LearnRuntime {
       deps = { ...deps, cache };
       hash = b.hash;
     }
+    // no live exit pruning: the learner selects and audits its own exits (an exit pruned there would skew its audit)
+    request = { ...request, pruneExits: false };
     this.openStepMs = 0;
     this.assembleMs = performance.now() - a0;
     // A macrotask before each step: calls that arrived meanwhile are queued first, so each waits for one step at most.

@@ -2,8 +2,11 @@
 // classifies batches with the shared cascade (runCascade over the engine's stage runner), and makes device plans (stage
 // times measured here on the engine in use + the bundle's validation file → planExits, cached). Batch-1 calls run the
 // compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches run stage by stage.
+// Live exit pruning (policy/exit-pruning.ts, on unless `pruneExits: false`) turns off the deepest exits that do not pay
+// on the traffic served: every call runs with its thresholds and reports its exits back.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
+import { ExitPruner, type PruneRun } from '../policy/exit-pruning.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { OrtStageRunner } from '../engine/stage-runner.js';
@@ -45,6 +48,8 @@ export class BundleRuntime {
   private planProgress: Progress | undefined;
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
   private planning: Promise<unknown> = Promise.resolve();
+  /** Live exit pruning; undefined with `pruneExits: false` or a bundle without exits. */
+  private readonly pruner: ExitPruner | undefined;
 
   private constructor(
     readonly manifest: BundleManifest,
@@ -58,6 +63,7 @@ export class BundleRuntime {
     cachedKeys: ReadonlySet<string>,
     compile: boolean,
     nested: boolean,
+    prune: boolean,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
@@ -66,6 +72,7 @@ export class BundleRuntime {
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
       : undefined;
+    this.pruner = prune && manifest.exits.length > 0 ? ExitPruner.forManifest(manifest) : undefined;
   }
 
   /**
@@ -92,6 +99,7 @@ export class BundleRuntime {
       keys,
       (req.engine ?? 'auto') !== 'stages',
       deps.nested === true,
+      req.pruneExits !== false,
     );
     try {
       await rt.pool.session(0);
@@ -129,6 +137,7 @@ export class BundleRuntime {
       manifestFromCache: this.manifestFromCache,
       manifestStale: this.manifestStale,
       cacheEnabled: this.cache.enabled,
+      ...(this.pruner ? { prunedExits: this.pruner.pruned } : {}),
     };
   }
 
@@ -153,35 +162,44 @@ export class BundleRuntime {
     profiler?.lap('preprocessMs');
     profiler?.attach(this.pool.queue);
     const results: WireResult[] = [];
+    // with pruning: the requested thresholds with the pruned exits off (a probe: as requested), exits counted after
+    const pruning = this.pruner?.next(req.thresholds);
     try {
       for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
         const rows = Math.min(MAX_BATCH, req.inputs.length - start);
         const data = all.subarray(start * size, (start + rows) * size);
-        results.push(...(await this.runChunk(data, rows, req, profiler)));
+        results.push(...(await this.runChunk(data, rows, req, pruning, profiler)));
       }
     } finally {
       profiler?.detach();
     }
+    if (pruning)
+      this.pruner!.observe(
+        pruning,
+        results.map((r) => r.exit),
+      );
     const totalMs = performance.now() - t0;
     const profile = profiler?.done();
     return results.map((r) => ({ ...r, totalMs, ...(profile ? { profile } : {}) }));
   }
 
   /**
-   * One cascade run of up to MAX_BATCH rows (one row: on the compiled engine when it is in use); when a WebGPU run
-   * fails, once more on WASM.
+   * One cascade run of up to MAX_BATCH rows (one row: on the compiled engine when it is in use) with the request's
+   * thresholds, or those `pruning` gives; when a WebGPU run fails, once more on WASM.
    */
   private runChunk(
     data: Float32Array,
     rows: number,
     req: ClassifyRequest,
+    pruning: PruneRun | undefined,
     profiler?: CallProfiler,
   ): Promise<WireResult[]> {
     const { manifest } = this;
+    const thresholds = pruning?.thresholds ?? req.thresholds;
     const run = async (): Promise<WireResult[]> => {
       const compiled = rows === 1 ? await this.compiled?.ready() : undefined;
       if (compiled) {
-        const r = await this.compiled!.run(compiled, data, req.thresholds, profiler);
+        const r = await this.compiled!.run(compiled, data, thresholds, profiler, pruning?.steady);
         return [
           {
             index: r.index,
@@ -196,7 +214,7 @@ export class BundleRuntime {
       const stageMs: number[] = [];
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
       const out = await runCascade(manifest, this.runner, input, rows, {
-        thresholds: req.thresholds,
+        thresholds,
         onStage: (s, _rows, ms) => (stageMs[s] = ms),
       });
       return out.map((r) => {
