@@ -41,6 +41,8 @@ export interface BenchConfig {
   readonly engines?: readonly ('compiled' | 'stages' | 'auto')[];
   /** Per engine of `engines`: the result's variant name. */
   readonly variants?: readonly string[];
+  /** Per engine of `engines`: load() option `pruneExits` (live exit pruning). Default: load()'s (on). */
+  readonly pruneExits?: readonly boolean[];
   /** Variant name of a single-engine run. */
   readonly variant?: string;
   /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
@@ -109,6 +111,10 @@ export interface BenchResult {
   readonly expectedMacsFraction: number;
   readonly validationAgreement: number;
   readonly wallSeconds: number;
+  /** Live exit pruning (load() option `pruneExits`) and the exits it had off after the warm-up and at the end. */
+  readonly pruneExits: boolean;
+  readonly prunedAtStart: readonly number[];
+  readonly prunedAtEnd: readonly number[];
   /** The device plan classified under (`devicePlan`): exits used, expected ms and MACs fractions, stage times. */
   readonly plan?: {
     readonly enabled: readonly boolean[];
@@ -269,6 +275,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         cache: false,
         wasmPaths,
         ...(engine ? { engine } : {}),
+        ...(config.pruneExits?.[i] !== undefined ? { pruneExits: config.pruneExits[i] } : {}),
       });
       sides.push(new EarlySide(variants[i] ?? `engine ${engine ?? 'auto'}`, clf, manifest.segments.length, n));
     }
@@ -338,6 +345,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
     }
     fullMs.length = fullWorkerMs.length = fullRunMs.length = 0;
     for (const side of sides) side.reset();
+    const prunedAtStart = new Map(sides.map((s) => [s, s.clf.info().prunedExits]));
 
     // Interleaved, the order rotating and reversing (ABBA for two sides) so that drift and caching favour none.
     for (let c = 0, start = 0; start < n; c++, start += config.batch) {
@@ -401,6 +409,9 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         expectedMacsFraction: manifest.calibration.expectedMacsFraction,
         validationAgreement: manifest.calibration.validationAgreement,
         wallSeconds: (performance.now() - started) / 1000,
+        pruneExits: config.pruneExits?.[sides.indexOf(side)] !== false,
+        prunedAtStart: prunedAtStart.get(side) ?? [],
+        prunedAtEnd: info.prunedExits,
         ...(config.returnLabels ? { labels: { early: Array.from(side.idx), full: Array.from(fullIdx) } } : {}),
         ...(breakdown ? { breakdown, fullBreakdown } : {}),
       };

@@ -529,6 +529,44 @@ function webgpu(record) {
   return out.join('\n');
 }
 
+/**
+ * Live exit pruning: per model and thread count (WASM, batch 1), the compiled engine with pruning (the default) beside
+ * the same engine without it, measured in the same loop, at the bundle's thresholds and in the worst case.
+ */
+export function pruningSection(record) {
+  const pairs = [
+    ['selfxit', 'selfxit-noprune', "bundle's thresholds"],
+    ['worst-case', 'worst-case-noprune', 'worst case (every threshold at 1)'],
+  ];
+  const rows = [];
+  for (const r of record.results ?? []) {
+    const pair = pairs.find(([a]) => r.variant === a);
+    if (!pair || r.config?.batch !== 1 || r.backend !== 'wasm') continue;
+    const o = (record.results ?? []).find(
+      (x) => x.model === r.model && x.variant === pair[1] && x.threads === r.threads && x.config?.batch === 1,
+    );
+    if (o) rows.push({ r, o, traffic: pair[2] });
+  }
+  if (rows.length === 0) return '';
+  const names = (r, list) => (list?.length ? list.map((e) => r.exitNames?.[e] ?? `exit ${e}`).join(', ') : 'none');
+  const out = [
+    '### Live exit pruning (WASM, batch 1, compiled engine; with and without pruning in the same loop)',
+    '',
+    '| model | threads | traffic | ratio with pruning (mean / p50) | without (mean / p50) | with ÷ without (mean) | pruned after warm-up → at the end | agreement with / without |',
+    '|---|---:|---|---:|---:|---:|---|---:|',
+  ];
+  for (const { r, o, traffic } of rows)
+    out.push(
+      `| ${TITLES[r.model] ?? r.model} | ${r.threads} | ${traffic} | ${f3(r.ratio.mean)} / ${f3(r.ratio.p50)} | ${f3(o.ratio.mean)} / ${f3(o.ratio.p50)} | ${f3(r.early.mean / o.early.mean)} | ${names(r, r.prunedAtStart)} → ${names(r, r.prunedAtEnd)} | ${pct(r.agreement, 2)} / ${pct(o.agreement, 2)} |`,
+    );
+  const warm = [...new Set(rows.map((x) => x.r.config?.warmup ?? 8))];
+  out.push(
+    '',
+    `Warm-up: ${warm.join(' / ')} untimed calls of each side before measuring (the worst case's is long enough for pruning to reach its steady state: an exit is pruned once the upper 99.9 % bound of its share of leaving inputs, over at least 64 inputs, is below break-even). With pruning on, 1 call in 32 is a probe that runs every exit in use, so the pruned worst case includes those.`,
+  );
+  return out.join('\n');
+}
+
 /** The Markdown section for one record. Pure: nothing is read or written. */
 export function renderMarkdown(record, resultFile) {
   const m = record.machine ?? {};
@@ -556,7 +594,7 @@ export function renderMarkdown(record, resultFile) {
         ]
       : []),
     '- Latency per image, ms: page-side round trip of `clf.classify()` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, interleaved image by image in ABBA order. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).',
-    '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
+    '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit-noprune**, **worst-case-noprune** = the compiled engine with live exit pruning off (`pruneExits: false`; the other setups prune, the default), in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
       pct(LATENCY_GOALS.agreement) +
       " agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page's worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper's heads at fixed exits).",
     '',
@@ -581,6 +619,7 @@ export function renderMarkdown(record, resultFile) {
     engineGoals(record),
     breakdownSection(record),
     lightSection(record),
+    pruningSection(record),
     latencyGoal(record),
     ratioVsMacs(record),
     calibrationGoal(record),

@@ -22,12 +22,15 @@
 //   BENCH_TARGETS     targets of the calibration curves measured on the test images (default 0.95,0.97,0.98,0.985,0.99,0.995)
 //   BENCH_CURVES      0 skips the curves (and the max-softmax baseline bundle they need)
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
+//   BENCH_WORST_WARMUP untimed calls of each side before the worst case is measured (default 800: live exit pruning has
+//                     pruned every exit of the bench bundles by then, so the steady state is measured)
 //   BENCH_REUSE_BUNDLES 1: use a bundle already in bench/.bundles even when its stamp (prepare's sources, flags, inputs)
 //                     no longer matches (quick runs while the calibrator changes; the record says so)
 //
 // Batch 1 runs the compiled and the stage engine interleaved with the full model in one loop (results 'selfxit' and
-// 'selfxit-stages', 'worst-case' and 'worst-case-stages'), every call profiled for the per-part breakdown; batches run
-// stage by stage (the runtime's choice), so one engine there.
+// 'selfxit-stages', 'worst-case' and 'worst-case-stages'), and the compiled engine with live exit pruning off
+// ('selfxit-noprune', 'worst-case-noprune'; the others prune, load()'s default), every call profiled for the per-part
+// breakdown; batches run stage by stage (the runtime's choice), so one engine there.
 //
 // Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
 // stay next to the code that measures them; the rendering is bench/report.mjs.
@@ -384,6 +387,12 @@ async function main() {
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
       const both = { engines: ['compiled', 'stages'] };
+      // both engines with live exit pruning (the default) and the compiled one without it, in the same loop
+      const withNoPrune = (a, b, c) => ({
+        engines: ['compiled', 'stages', 'compiled'],
+        variants: [a, b, c],
+        pruneExits: [true, true, false],
+      });
       const b1 = (variant, file, extra = {}) =>
         threads.map((t) => ({ variant, manifestUrl: rel(dir, file), backend: 'wasm', threads: t, batch: 1, ...extra }));
       if (m.light) {
@@ -391,9 +400,12 @@ async function main() {
         configs.push(...b1('selfxit', 'manifest.json', { engine: 'compiled' }));
       } else {
         // the compiled and the stage engine interleaved with the full model, at the bundle's target and in the worst case
-        configs.push(...b1('selfxit', 'manifest.json', { ...both, variants: ['selfxit', 'selfxit-stages'] }));
+        configs.push(...b1('selfxit', 'manifest.json', withNoPrune('selfxit', 'selfxit-stages', 'selfxit-noprune')));
         configs.push(
-          ...b1('worst-case', 'manifest-noexit.json', { ...both, variants: ['worst-case', 'worst-case-stages'] }),
+          ...b1('worst-case', 'manifest-noexit.json', {
+            ...withNoPrune('worst-case', 'worst-case-stages', 'worst-case-noprune'),
+            warmup: Number(env.BENCH_WORST_WARMUP ?? 800),
+          }),
         );
         for (const b of batches.filter((x) => x > 1))
           for (const t of threads)
