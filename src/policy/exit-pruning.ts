@@ -115,8 +115,8 @@ export interface PruneRun {
 export class ExitPruner {
   private readonly options: PruneOptions;
   private readonly records: Recent[];
-  private key: string | undefined;
-  private requested: readonly number[] = [];
+  /** The requested thresholds the state is about (undefined before the first call). */
+  private requested: readonly number[] | undefined;
   private steady: readonly number[] = [];
   private generation = 0;
   private calls = 0;
@@ -145,25 +145,32 @@ export class ExitPruner {
   }
 
   private enabled(e: number): boolean {
-    return (this.requested[e] ?? Infinity) <= 1;
+    return (this.requested?.[e] ?? Infinity) <= 1;
+  }
+
+  /** Whether `t` are the requested thresholds the state is about. */
+  private same(t: readonly number[]): boolean {
+    const r = this.requested;
+    if (!r || r.length !== t.length) return false;
+    for (let e = 0; e < t.length; e++) if (!Object.is(r[e], t[e])) return false;
+    return true;
   }
 
   /** The thresholds of the next call for `requested` (one per exit); other thresholds than the last call's start over. */
   next(requested: readonly number[]): PruneRun {
-    const key = requested.join(',');
-    if (key !== this.key) {
-      this.key = key;
-      this.requested = [...requested];
+    let r = this.requested;
+    if (!r || !this.same(requested)) {
+      r = this.requested = [...requested];
       this.generation++;
       this.calls = 0;
       this.from = this.economics.length;
       for (const w of this.records) w.clear();
-      this.steady = this.requested;
+      this.steady = r;
     }
     this.calls++;
-    const probe = this.steady !== this.requested && this.calls % this.options.probeEvery === 0;
+    const probe = this.steady !== r && this.calls % this.options.probeEvery === 0;
     return {
-      thresholds: probe ? this.requested : this.steady,
+      thresholds: probe ? r : this.steady,
       probe,
       steady: this.steady,
       generation: this.generation,
@@ -176,7 +183,8 @@ export class ExitPruner {
    * whether the pruned exits changed.
    */
   observe(run: PruneRun, exits: ArrayLike<number>): boolean {
-    if (run.generation !== this.generation) return false;
+    const r = this.requested;
+    if (!r || run.generation !== this.generation) return false;
     const t = run.thresholds;
     const E = this.economics.length;
     for (let i = 0; i < exits.length; i++) {
@@ -186,9 +194,7 @@ export class ExitPruner {
     const before = this.from;
     this.decide();
     if (this.from === before) return false;
-    this.steady = this.pruned.length
-      ? this.requested.map((v, e) => (e >= this.from && v <= 1 ? NEVER_EXIT : v))
-      : this.requested;
+    this.steady = this.pruned.length ? r.map((v, e) => (e >= this.from && v <= 1 ? NEVER_EXIT : v)) : r;
     return true;
   }
 
