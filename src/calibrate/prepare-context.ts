@@ -16,7 +16,7 @@ import {
 import type { FeatureRows } from './feature-store.js';
 import type { ModelIO, PrepareOptions, ResolvedPrepareOptions } from './prepare-options.js';
 import type { ProgressCallback, StepTimer } from './progress.js';
-import type { SampleBatch } from './samples.js';
+import type { SampleBatch, SampleRows } from './samples.js';
 import { toHeadSpec, type TrainedHead } from './train-head.js';
 
 /** One head trained at one candidate cut (out-of-fold statistics). */
@@ -138,18 +138,18 @@ export function featureBatchRows(
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
 ): Promise<FeatureSet>;
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
   storage: FeatureStorage,
 ): Promise<FeatureSet<FeatureRows>>;
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
   storage: FeatureStorage = 'f32',
 ): Promise<FeatureSet<FeatureRows>> {
   const { options, io, progress } = c;

@@ -15,6 +15,15 @@ export interface SampleReader {
   read(indices: Int32Array): Promise<Uint8Array>;
 }
 
+/**
+ * Images made on demand a run at a time (e.g. the originals and their augmented copies, augment.ts): `rows(start, n)`
+ * returns images `[start, start + n)` as uint8 NHWC, a view valid until the next call.
+ */
+export interface SampleRows {
+  readonly count: number;
+  rows(start: number, rows: number): Uint8Array;
+}
+
 /** Samples as one in-memory block, a reader of chosen images, or an async stream of batches (taken in order, never
  * shuffled). */
 export type SampleInput = SampleBatch | SampleReader | AsyncIterable<SampleBatch>;
