@@ -101,12 +101,17 @@ describe('augmentSamples', () => {
     const rows = augmentedRows({ data, count: n }, sh, kinds, 5, foldOf);
     expect(rows.count).toBe(6 * n);
     const got = new Uint8Array(all.data.length);
+    let largest = 0;
     for (let start = 0, k = 0; start < rows.count; k++) {
       const take = Math.min(1 + ((k * 13) % 29), rows.count - start);
+      largest = Math.max(largest, take);
       got.set(rows.rows(start, take), start * p);
       start += take;
     }
     expect(got).toEqual(all.data);
+    // one run's images held (the largest run), not the 6 x 37 rows
+    expect(largest).toBeLessThan(30);
+    expect(rows.rows(0, 1).buffer.byteLength).toBe(largest * p);
     // a run before the last one read, and one further on, skipping rows
     expect(rows.rows(5 * n + 3, 4)).toEqual(all.data.subarray((5 * n + 3) * p, (5 * n + 7) * p));
     expect(rows.rows(2 * n, 9)).toEqual(all.data.subarray(2 * n * p, (2 * n + 9) * p));

@@ -61,8 +61,11 @@ export interface PrepareReport {
   readonly minimumSamples: number;
   /** Bytes of the pooled feature matrices held in memory. */
   readonly featureBytes: number;
-  /** How they were stored, and what the memory cap cost, in words (selfxit mode). */
+  /** How they were stored, the memory under the cap and what the cap cost, in words (selfxit mode). */
   readonly featureStorage?: string;
+  /** Bytes held beside them under the same cap: the sample images (uint8) and one batch of augmented copies
+   * (selfxit mode). */
+  readonly imageBytes?: number;
   /** How candidates read a quantized model's cuts (QOperator: dequantized; QDQ: the float side), in words. */
   readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
@@ -102,7 +105,7 @@ export interface ModeOutcome {
   readonly summary: CalibrationSummary;
   readonly report: Pick<
     PrepareReport,
-    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage'
+    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage' | 'imageBytes'
   >;
   /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
   readonly validation?: readonly ExitScores[];

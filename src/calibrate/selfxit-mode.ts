@@ -30,7 +30,8 @@ import { planFeatures, type FeaturePlan } from './prepare-features.js';
 import { trainHead, type TrainedHead } from './train-head.js';
 
 /** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
-export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'>;
+export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'> &
+  Partial<Pick<FeaturePlan, 'imageBytes'>>;
 
 /** Runs selfxit mode on the context's samples (a model with at least one inner cut). */
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
@@ -118,6 +119,7 @@ export async function fitSelfxitExits(
       agreementLowerBound: sel.agreementLowerBound,
       featureBytes: features.cuts.reduce((a, f) => a + featureMatrixBytes(f.x), 0),
       featureStorage: plan.note,
+      ...(plan.imageBytes !== undefined ? { imageBytes: plan.imageBytes } : {}),
     },
     validation: sel.selected.map((i) => scores[i]!),
   };
