@@ -61,6 +61,35 @@ describe('selfxit split', () => {
     expect(fs.readdirSync(out).sort()).toEqual(['index.json', 'notes.txt', 'segment-000.onnx', 'segment-001.onnx']);
   });
 
+  it("re-splitting removes only the segments the old index.json names; a user's own segment-NNN.onnx stays", async () => {
+    const out = path.join(dir, 'out-keep');
+    const f = dynamicReshapeGraph();
+    const p = writeModel(dir, 'dyn-keep.onnx', f.model);
+    expect((await cli('split', p, '--cuts', 'all', '--out', out)).code).toBe(0);
+    const n = readIndex(out).segments.length;
+    expect(n).toBeGreaterThan(2);
+    fs.writeFileSync(path.join(out, 'segment-900.onnx'), 'mine');
+    expect((await cli('split', p, '--cuts', 'r2', '--out', out)).code).toBe(0);
+    expect(fs.readdirSync(out).sort()).toEqual([
+      'index.json',
+      'segment-000.onnx',
+      'segment-001.onnx',
+      'segment-900.onnx',
+    ]);
+    expect(fs.readFileSync(path.join(out, 'segment-900.onnx'), 'utf8')).toBe('mine');
+    // no index.json: nothing there counts as an old segment
+    const bare = path.join(dir, 'out-bare');
+    fs.mkdirSync(bare);
+    fs.writeFileSync(path.join(bare, 'segment-005.onnx'), 'mine too');
+    expect((await cli('split', p, '--cuts', 'r2', '--out', bare)).code).toBe(0);
+    expect(fs.readdirSync(bare).sort()).toEqual([
+      'index.json',
+      'segment-000.onnx',
+      'segment-001.onnx',
+      'segment-005.onnx',
+    ]);
+  });
+
   it('INVALID_CUT: exit 1, names the tensor, writes nothing', async () => {
     const out = path.join(dir, 'out-bad');
     const r = await cli('split', residualPath, '--cuts', 'r1,c2', '--out', out);
