@@ -227,7 +227,9 @@ describe('prepare under a feature memory cap', () => {
       const tiny = await run(n * 8 * 8 * 3 + 16);
       expect(tiny.report.candidates.length).toBe(1);
       expect(tiny.manifest.calibration.augment).toEqual([]);
-      expect(tiny.warnings.join('\n')).toMatch(/no augmented copies \(with the 400 sample images .*\), still over the cap/);
+      expect(tiny.warnings.join('\n')).toMatch(
+        /no augmented copies \(with the 400 sample images .*\), still over the cap/,
+      );
     },
   );
 
@@ -235,7 +237,9 @@ describe('prepare under a feature memory cap', () => {
     const cap = n * 8 * 8 * 3 - 1;
     const before = await codeOf(run(cap));
     expect(before.code).toBe('INVALID_ARGUMENT');
-    expect(before.message).toMatch(/400 sample images \(8x8x3: 75\.0 KB as uint8\) alone exceed the memory cap of 75\.0 KB/);
+    expect(before.message).toMatch(
+      /400 sample images \(8x8x3: 75\.0 KB as uint8\) alone exceed the memory cap of 75\.0 KB/,
+    );
     expect(before.message).toMatch(/--limit 199 /);
     let reads = 0;
     const reader = { count: n, read: async (ix: Int32Array) => (reads++, data.subarray(0, ix.length * 192)) };

@@ -58,6 +58,8 @@ export interface PrepareReport {
   readonly agreementLowerBound: number;
   /** Samples used for calibration, and the minimum the target needs. */
   readonly samples: number;
+  /** Exact copies of an earlier image left out of samples given as a block or a stream (a reader leaves out its own). */
+  readonly duplicates: number;
   readonly minimumSamples: number;
   /** Bytes of the pooled feature matrices held in memory. */
   readonly featureBytes: number;
@@ -94,6 +96,8 @@ export interface PrepareContext {
   readonly labels: string[];
   /** The calibration samples, shuffled and limited. */
   readonly samples: SampleBatch;
+  /** Exact copies of an earlier image left out of them (a block or a stream; a reader leaves out its own). */
+  readonly duplicates: number;
   readonly timer: StepTimer;
   readonly warnings: string[];
   readonly progress: ProgressCallback;

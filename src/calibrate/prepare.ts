@@ -68,7 +68,11 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const fits = (count: number): void => (o.mode === 'selfxit' ? checkImagesFit({ io, o }, count) : undefined);
   const input = options.samples;
   if (isSampleBatch(input) || isSampleReader(input)) fits(Math.min(input.count, o.limit));
-  const samples = await selectSamples(input, shape, o.seed, o.limit);
+  const { batch: samples, copies } = await selectSamples(input, shape, o.seed, o.limit);
+  if (copies > 0)
+    warnings.push(
+      `Samples: ${copies} exact copies of an earlier image left out before the shuffle (a copy in another fold than its original would make the agreement read high).`,
+    );
   fits(samples.count);
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');
@@ -83,6 +87,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
     io,
     labels,
     samples,
+    duplicates: copies,
     timer,
     warnings,
     progress,
@@ -153,6 +158,7 @@ async function finish(c: PrepareContext, outcome: ModeOutcome): Promise<PrepareR
       ...report,
       cutNotes: quantCutNotes(c.analysis.cuts),
       samples: c.samples.count,
+      duplicates: c.duplicates,
       minimumSamples: c.o.mode === 'paper' ? 0 : minimumSamples(c.o.target, c.o.folds),
       timings,
     },
