@@ -66,28 +66,19 @@ describe('selfxit split', () => {
     const f = dynamicReshapeGraph();
     const p = writeModel(dir, 'dyn-keep.onnx', f.model);
     expect((await cli('split', p, '--cuts', 'all', '--out', out)).code).toBe(0);
-    const n = readIndex(out).segments.length;
-    expect(n).toBeGreaterThan(2);
-    fs.writeFileSync(path.join(out, 'segment-900.onnx'), 'mine');
-    expect((await cli('split', p, '--cuts', 'r2', '--out', out)).code).toBe(0);
-    expect(fs.readdirSync(out).sort()).toEqual([
-      'index.json',
-      'segment-000.onnx',
-      'segment-001.onnx',
-      'segment-900.onnx',
-    ]);
-    expect(fs.readFileSync(path.join(out, 'segment-900.onnx'), 'utf8')).toBe('mine');
+    expect(readIndex(out).segments.length).toBeGreaterThan(2);
+    /** Puts the user's own `mine` into `folder`, splits into it at r2: the two new segments, `mine` kept as it was. */
+    const splitBeside = async (folder: string, mine: string): Promise<void> => {
+      fs.writeFileSync(path.join(folder, mine), 'mine');
+      expect((await cli('split', p, '--cuts', 'r2', '--out', folder)).code).toBe(0);
+      expect(fs.readdirSync(folder).sort()).toEqual(['index.json', 'segment-000.onnx', 'segment-001.onnx', mine]);
+      expect(fs.readFileSync(path.join(folder, mine), 'utf8')).toBe('mine');
+    };
+    await splitBeside(out, 'segment-900.onnx');
     // no index.json: nothing there counts as an old segment
     const bare = path.join(dir, 'out-bare');
     fs.mkdirSync(bare);
-    fs.writeFileSync(path.join(bare, 'segment-005.onnx'), 'mine too');
-    expect((await cli('split', p, '--cuts', 'r2', '--out', bare)).code).toBe(0);
-    expect(fs.readdirSync(bare).sort()).toEqual([
-      'index.json',
-      'segment-000.onnx',
-      'segment-001.onnx',
-      'segment-005.onnx',
-    ]);
+    await splitBeside(bare, 'segment-005.onnx');
   });
 
   it('INVALID_CUT: exit 1, names the tensor, writes nothing', async () => {
