@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { augmentSamples, checkAugment } from '../src/calibrate/augment.js';
+import { augmentedRows, augmentSamples, checkAugment } from '../src/calibrate/augment.js';
+import { createRng, kFoldAssign } from '../src/calibrate/rng.js';
 import { isSelfxitError } from '../src/errors.js';
 
 const shape = { height: 4, width: 5, channels: 3 };
@@ -81,5 +83,39 @@ describe('augmentSamples', () => {
       }
     expect(augmentSamples({ data, count: n }, sh, ['flip', 'cutmix', 'cutmix'], 3, foldOf).data).toEqual(out.data);
     expect(augmentSamples({ data, count: n }, sh, ['flip', 'cutmix', 'cutmix'], 4, foldOf).data).not.toEqual(out.data);
+  });
+
+  it('copies made a run at a time (any run sizes, re-read out of order) are the block ones, as before', () => {
+    const sh = { height: 7, width: 6, channels: 3 };
+    const p = 7 * 6 * 3;
+    const n = 37;
+    const rng = createRng(11);
+    const data = Uint8Array.from({ length: n * p }, () => rng.int(256));
+    const kinds = checkAugment(['flip', 'shift', 'cutmix:3']);
+    const foldOf = kFoldAssign(n, 4, 5);
+    const all = augmentSamples({ data, count: n }, sh, kinds, 5, foldOf);
+    // sha256 of the copies the all-at-once code made before copies were streamed (commit 172cae9)
+    expect(createHash('sha256').update(all.data).digest('hex')).toBe(
+      '4c82f2473eb1be113e8300c281df3fcd60d6a829ab213aa0a551238eadbe3863',
+    );
+    const rows = augmentedRows({ data, count: n }, sh, kinds, 5, foldOf);
+    expect(rows.count).toBe(6 * n);
+    const got = new Uint8Array(all.data.length);
+    let largest = 0;
+    for (let start = 0, k = 0; start < rows.count; k++) {
+      const take = Math.min(1 + ((k * 13) % 29), rows.count - start);
+      largest = Math.max(largest, take);
+      got.set(rows.rows(start, take), start * p);
+      start += take;
+    }
+    expect(got).toEqual(all.data);
+    // one run's images held (the largest run), not the 6 x 37 rows
+    expect(largest).toBeLessThan(30);
+    expect(rows.rows(0, 1).buffer.byteLength).toBe(largest * p);
+    // a run before the last one read, and one further on, skipping rows
+    expect(rows.rows(5 * n + 3, 4)).toEqual(all.data.subarray((5 * n + 3) * p, (5 * n + 7) * p));
+    expect(rows.rows(2 * n, 9)).toEqual(all.data.subarray(2 * n * p, (2 * n + 9) * p));
+    expect(rows.rows(4 * n + 1, 2)).toEqual(all.data.subarray((4 * n + 1) * p, (4 * n + 3) * p));
+    expect(() => rows.rows(6 * n - 1, 2)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
   });
 });

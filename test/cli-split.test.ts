@@ -61,6 +61,26 @@ describe('selfxit split', () => {
     expect(fs.readdirSync(out).sort()).toEqual(['index.json', 'notes.txt', 'segment-000.onnx', 'segment-001.onnx']);
   });
 
+  it("re-splitting removes only the segments the old index.json names; a user's own segment-NNN.onnx stays", async () => {
+    const out = path.join(dir, 'out-keep');
+    const f = dynamicReshapeGraph();
+    const p = writeModel(dir, 'dyn-keep.onnx', f.model);
+    expect((await cli('split', p, '--cuts', 'all', '--out', out)).code).toBe(0);
+    expect(readIndex(out).segments.length).toBeGreaterThan(2);
+    /** Puts the user's own `mine` into `folder`, splits into it at r2: the two new segments, `mine` kept as it was. */
+    const splitBeside = async (folder: string, mine: string): Promise<void> => {
+      fs.writeFileSync(path.join(folder, mine), 'mine');
+      expect((await cli('split', p, '--cuts', 'r2', '--out', folder)).code).toBe(0);
+      expect(fs.readdirSync(folder).sort()).toEqual(['index.json', 'segment-000.onnx', 'segment-001.onnx', mine]);
+      expect(fs.readFileSync(path.join(folder, mine), 'utf8')).toBe('mine');
+    };
+    await splitBeside(out, 'segment-900.onnx');
+    // no index.json: nothing there counts as an old segment
+    const bare = path.join(dir, 'out-bare');
+    fs.mkdirSync(bare);
+    await splitBeside(bare, 'segment-005.onnx');
+  });
+
   it('INVALID_CUT: exit 1, names the tensor, writes nothing', async () => {
     const out = path.join(dir, 'out-bad');
     const r = await cli('split', residualPath, '--cuts', 'r1,c2', '--out', out);

@@ -85,6 +85,45 @@ describe('duplicate samples', () => {
   );
 });
 
+describe('duplicate samples in memory', () => {
+  it(
+    'prepare() on a block (or a stream) with exact copies: the bundle of the block without them, the count in the report',
+    { timeout: 120_000 },
+    async () => {
+      const model = encodeModel(tinyClassifier());
+      const base = blobImages(400, 8, 8, 3);
+      // images 0-29 again, and image 7 a third time, spread through the block
+      const withCopies = Buffer.concat([
+        base.subarray(0, 200 * per),
+        base.subarray(0, 30 * per),
+        base.subarray(200 * per),
+        base.subarray(7 * per, 8 * per),
+      ]);
+      const sel = await selectSamples({ data: withCopies, count: 431 }, shape, 3, 100);
+      expect(sel.copies).toBe(31);
+      expect(Buffer.from(sel.batch.data)).toEqual(
+        Buffer.from(shuffleAndLimit({ data: base, count: 400 }, shape, 3, 100).batch.data),
+      );
+      const common = { model, ort: ortNode, target: 0.9, headKinds: ['pool-linear' as const], seed: 2 };
+      const clean = await prepare({ ...common, samples: { data: base, count: 400 } });
+      expect(clean.report.duplicates).toBe(0);
+      expect(clean.warnings.join('\n')).not.toMatch(/exact copies/);
+      async function* stream() {
+        for (let i = 0; i < 431; i += 100)
+          yield { data: withCopies.subarray(i * per, Math.min(431, i + 100) * per), count: Math.min(100, 431 - i) };
+      }
+      for (const samples of [{ data: withCopies, count: 431 }, stream()]) {
+        const dup = await prepare({ ...common, samples });
+        expect(dup.report.duplicates).toBe(31);
+        expect(dup.report.samples).toBe(400);
+        expect(dup.warnings.join('\n')).toMatch(/Samples: 31 exact copies of an earlier image left out/);
+        expect(dup.manifest.exits).toEqual(clean.manifest.exits);
+        for (const [name, bytes] of clean.files) expect(Buffer.from(dup.files.get(name)!)).toEqual(Buffer.from(bytes));
+      }
+    },
+  );
+});
+
 describe('samples read on demand', () => {
   const n = 400;
   const data = blobImages(n, 8, 8, 3);
@@ -106,7 +145,8 @@ describe('samples read on demand', () => {
   it('the seeded shuffle picks indices first: the same images as shuffling all of them, only those read', async () => {
     for (const limit of [Infinity, 123]) {
       const r = reader();
-      const got = await selectSamples(r, shape, 7, limit);
+      const { batch: got, copies } = await selectSamples(r, shape, 7, limit);
+      expect(copies).toBe(0);
       const want = shuffleAndLimit({ data, count: n }, shape, 7, limit);
       expect(got.count).toBe(want.batch.count);
       expect(Buffer.from(got.data)).toEqual(Buffer.from(want.batch.data));

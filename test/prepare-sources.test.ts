@@ -151,7 +151,9 @@ describe('selfxit prepare --samples … --samples …', () => {
       expect(one.code, one.stderr).toBe(0);
       expect(two.code, two.stderr).toBe(0);
       expect(two.stderr).toMatch(/a\.u8 \(150\) \+ .*b\.u8 \(250\) = 400/);
-      expect(two.stdout).toMatch(/features: float32, [\d.]+ [KM]B \(800 rows x \d+ cuts; cap 1536 MB\)/);
+      expect(two.stdout).toMatch(
+        /features: float32, [\d.]+ [KM]B \(800 rows x \d+ cuts; with the 400 sample images \(75\.0 KB\) and a batch of their copies \(12\.0 KB\): [\d.]+ [KM]B of the 1536 MB cap\)/,
+      );
       expect(two.stdout).toMatch(/total: [\d.]+ s .* peak memory: \d+ MB/);
       const m1 = JSON.parse(fs.readFileSync(path.join(dir, 'one', 'manifest.json'), 'utf8'));
       const m2 = JSON.parse(fs.readFileSync(path.join(dir, 'two', 'manifest.json'), 'utf8'));
@@ -192,7 +194,10 @@ describe('prepare under a feature memory cap', () => {
     expect(all.manifest.calibration.augment).toEqual(['flip', 'cutmix', 'cutmix']);
     const cuts = all.report.candidates.length;
     // float16 of all cuts with one cutmix copy less: 3 of 4 copies' rows
-    const one = await run(Math.floor((all.report.featureBytes / 2) * 0.75), ['flip', 'cutmix:2']);
+    // the cap holds the sample images and a batch of their copies too
+    const held = all.report.imageBytes!;
+    expect(held).toBe(n * 8 * 8 * 3 + 64 * 8 * 8 * 3);
+    const one = await run(held + Math.floor((all.report.featureBytes / 2) * 0.75), ['flip', 'cutmix:2']);
     expect(one.manifest.calibration.augment).toEqual(['flip', 'cutmix']);
     expect(one.report.candidates.length).toBe(cuts);
     expect(one.warnings.join('\n')).toMatch(/Feature memory cap: kept 1 of 2 cutmix copies/);
@@ -205,21 +210,44 @@ describe('prepare under a feature memory cap', () => {
       const f32 = await run();
       expect(f32.report.featureStorage).toMatch(/^float32/);
       const bytes = f32.report.featureBytes;
+      const held = f32.report.imageBytes!;
+      // exactly at the cap: images, copies and float32 features
+      expect((await run(held + bytes)).report.featureStorage).toMatch(/^float32/);
       const cuts = f32.report.candidates.length;
       expect(cuts).toBeGreaterThan(1);
-      const f16 = await run(Math.floor(bytes * 0.75));
+      const f16 = await run(held + bytes - 1);
       expect(f16.report.featureStorage).toMatch(/^float16, .*float32 would take/);
       expect(f16.report.featureBytes).toBe(bytes / 2);
       expect(f16.report.candidates.length).toBe(cuts);
       expect(f16.warnings.join('\n')).not.toMatch(/memory cap/);
-      const fewer = await run(Math.floor(bytes / 2) - 1);
+      const fewer = await run(held + Math.floor(bytes / 2) - 1);
       expect(fewer.report.candidates.length).toBeLessThan(cuts);
       expect(fewer.report.featureBytes).toBeLessThan(bytes / 2);
       expect(fewer.warnings.join('\n')).toMatch(/Feature memory cap: kept \d+ of \d+ candidate cuts/);
-      const tiny = await run(16);
+      const tiny = await run(n * 8 * 8 * 3 + 16);
       expect(tiny.report.candidates.length).toBe(1);
       expect(tiny.manifest.calibration.augment).toEqual([]);
-      expect(tiny.warnings.join('\n')).toMatch(/no augmented copies, still over the cap/);
+      expect(tiny.warnings.join('\n')).toMatch(
+        /no augmented copies \(with the 400 sample images .*\), still over the cap/,
+      );
     },
   );
+
+  it('images alone over the cap: INVALID_ARGUMENT naming --limit before any run, from a block or a reader', async () => {
+    const cap = n * 8 * 8 * 3 - 1;
+    const before = await codeOf(run(cap));
+    expect(before.code).toBe('INVALID_ARGUMENT');
+    expect(before.message).toMatch(
+      /400 sample images \(8x8x3: 75\.0 KB as uint8\) alone exceed the memory cap of 75\.0 KB/,
+    );
+    expect(before.message).toMatch(/--limit 199 /);
+    let reads = 0;
+    const reader = { count: n, read: async (ix: Int32Array) => (reads++, data.subarray(0, ix.length * 192)) };
+    const r = await codeOf(prepare({ model, samples: reader, ort: ortNode, maxFeatureBytes: cap }));
+    expect(r.code).toBe('INVALID_ARGUMENT');
+    expect(reads).toBe(0);
+    // --limit is the way out
+    const ok = await prepare({ model, samples: reader, ort: ortNode, maxFeatureBytes: cap, limit: 199, target: 0.9 });
+    expect(ok.report.samples).toBe(199);
+  });
 });

@@ -2,7 +2,7 @@
 // backbone's own outputs on each copy, so no label (and no assumption that a flip keeps the class) is involved.
 import { SelfxitError } from '../errors.js';
 import { createRng, type Rng } from './rng.js';
-import type { SampleBatch, SampleShape } from './samples.js';
+import type { SampleBatch, SampleRows, SampleShape } from './samples.js';
 
 /**
  * - `'flip'`: mirror left-right.
@@ -73,6 +73,15 @@ export interface MixDraw {
   readonly lambda: number;
 }
 
+/** Draws image i's {@link MixDraw} from `rng` among `pool` (its fold's members). */
+function drawMix(i: number, pool: readonly number[], rng: Rng): MixDraw {
+  let j = i;
+  while (j === i && pool.length > 1) j = pool[rng.int(pool.length)]!;
+  const flip = rng.next() < 0.5;
+  const lambda = LAMBDA_LO + (LAMBDA_HI - LAMBDA_LO) * rng.next();
+  return { j, flip, lambda };
+}
+
 /**
  * Writes `copies` mixed copies of every image of `batch` into `out` (copy `a` of image `i` at byte `(a * count + i) *
  * imageBytes`), each from a {@link MixDraw} drawn with `rng` and `mix(i, draw, at)` writing it at byte `at`; partners
@@ -90,18 +99,40 @@ export function mixInto(
   const n = batch.count;
   const members = foldMembers(n, foldOf);
   for (let a = 0; a < copies; a++)
-    for (let i = 0; i < n; i++) {
-      const pool = members.get(foldOf ? foldOf[i]! : 0)!;
-      let j = i;
-      while (j === i && pool.length > 1) j = pool[rng.int(pool.length)]!;
-      const flip = rng.next() < 0.5;
-      const lambda = LAMBDA_LO + (LAMBDA_HI - LAMBDA_LO) * rng.next();
-      mix(i, { j, flip, lambda }, (a * n + i) * per);
-    }
+    for (let i = 0; i < n; i++) mix(i, drawMix(i, members.get(foldOf ? foldOf[i]! : 0)!, rng), (a * n + i) * per);
 }
 
 /** The seeded stream of a batch's cutmix copies (one for all of them: K copies are K calls of {@link cutmixInto}). */
 export const cutmixRng = (seed: number): Rng => createRng(seed + 104_729);
+
+/**
+ * Image i's cutmix copy from `draw`: the box (its place drawn from `rng`) of the partner pasted in; written at byte
+ * `at` of `dst` when given (without `dst` only the draws are made, to move the stream on).
+ */
+function cutmixOne(
+  src: Uint8Array,
+  shape: SampleShape,
+  i: number,
+  { j, flip, lambda }: MixDraw,
+  rng: Rng,
+  dst: Uint8Array | undefined,
+  at: number,
+): void {
+  const { height: h, width: w, channels: c } = shape;
+  const per = h * w * c;
+  // a box of area ≈ (1 − λ)·h·w, the image's aspect, placed uniformly inside it
+  const r = Math.sqrt(1 - lambda);
+  const bh = Math.max(1, Math.round(r * h));
+  const bw = Math.max(1, Math.round(r * w));
+  const y0 = rng.int(h - bh + 1);
+  const x0 = rng.int(w - bw + 1);
+  if (!dst) return;
+  dst.set(src.subarray(i * per, (i + 1) * per), at);
+  for (let y = y0; y < y0 + bh; y++)
+    for (let x = x0; x < x0 + bw; x++)
+      for (let k = 0; k < c; k++)
+        dst[at + (y * w + x) * c + k] = src[j * per + (y * w + (flip ? w - 1 - x : x)) * c + k]!;
+}
 
 /** One cutmix copy of every image of `batch` into `dst` (image i at `i * imageBytes`), drawn with `rng`. */
 export function cutmixInto(
@@ -111,54 +142,97 @@ export function cutmixInto(
   rng: Rng,
   dst: Uint8Array,
 ): void {
-  const { height: h, width: w, channels: c } = shape;
-  const per = h * w * c;
-  const src = batch.data;
-  mixInto(batch, shape, 1, foldOf, rng, (i, { j, flip, lambda }, o) => {
-    // a box of area ≈ (1 − λ)·h·w, the image's aspect, placed uniformly inside it
-    const r = Math.sqrt(1 - lambda);
-    const bh = Math.max(1, Math.round(r * h));
-    const bw = Math.max(1, Math.round(r * w));
-    const y0 = rng.int(h - bh + 1);
-    const x0 = rng.int(w - bw + 1);
-    dst.set(src.subarray(i * per, (i + 1) * per), o);
-    for (let y = y0; y < y0 + bh; y++)
-      for (let x = x0; x < x0 + bw; x++)
-        for (let k = 0; k < c; k++)
-          dst[o + (y * w + x) * c + k] = src[j * per + (y * w + (flip ? w - 1 - x : x)) * c + k]!;
-  });
+  mixInto(batch, shape, 1, foldOf, rng, (i, draw, o) => cutmixOne(batch.data, shape, i, draw, rng, dst, o));
 }
 
+/** Image `i` of `src` moved by (dy, dx) (edges repeated), then mirrored if `flip`, into `dst` at byte `at`. */
 function transformInto(
   src: Uint8Array,
+  i: number,
   dst: Uint8Array,
+  at: number,
   shape: SampleShape,
-  count: number,
-  pick: (i: number) => { dy: number; dx: number; flip: boolean },
+  dy: number,
+  dx: number,
+  flip: boolean,
 ): void {
   const { height: h, width: w, channels: c } = shape;
-  const per = h * w * c;
-  for (let i = 0; i < count; i++) {
-    const { dy, dx, flip } = pick(i);
-    const base = i * per;
-    for (let y = 0; y < h; y++) {
-      const sy = Math.min(h - 1, Math.max(0, y + dy));
-      for (let x = 0; x < w; x++) {
-        let sx = Math.min(w - 1, Math.max(0, x + dx));
-        if (flip) sx = w - 1 - sx;
-        const from = base + (sy * w + sx) * c;
-        const to = base + (y * w + x) * c;
-        for (let k = 0; k < c; k++) dst[to + k] = src[from + k]!;
-      }
+  const base = i * shape.height * w * c;
+  for (let y = 0; y < h; y++) {
+    const sy = Math.min(h - 1, Math.max(0, y + dy));
+    for (let x = 0; x < w; x++) {
+      let sx = Math.min(w - 1, Math.max(0, x + dx));
+      if (flip) sx = w - 1 - sx;
+      const from = base + (sy * w + sx) * c;
+      const to = at + (y * w + x) * c;
+      for (let k = 0; k < c; k++) dst[to + k] = src[from + k]!;
     }
   }
 }
 
 /**
- * The originals followed by one transformed copy per kind, in order: row `a * count + i` is copy `a` of image `i`
- * (copy 0 = the original). Seeded, so the same seed gives the same copies. `foldOf` (the images' cross-fitting folds)
- * keeps each cutmix partner in its image's fold.
+ * The originals followed by one transformed copy per kind, in order, made a run of rows at a time (never all at once):
+ * row `a * count + i` is copy `a` of image `i` (copy 0 = the original). Seeded, so the same seed gives the same copies,
+ * whatever the runs; `foldOf` (the images' cross-fitting folds) keeps each cutmix partner in its image's fold. Holds
+ * one run's images (the largest asked for) beside `batch`; runs read in order cost only their own rows (a run before
+ * the last one read draws the seeded streams again from the start).
  */
+export function augmentedRows(
+  batch: SampleBatch,
+  shape: SampleShape,
+  kinds: readonly AugmentKind[],
+  seed: number,
+  foldOf?: Int32Array,
+): SampleRows {
+  const per = shape.height * shape.width * shape.channels;
+  const n = batch.count;
+  const count = n * (1 + kinds.length);
+  const members = kinds.includes('cutmix') ? foldMembers(n, foldOf) : new Map<number, number[]>();
+  let mixRng = cutmixRng(seed);
+  let shiftRngs = kinds.map((_, a) => createRng(seed + 7919 * (a + 1)));
+  let next = 0; // the row the seeded streams are at
+  let buf = new Uint8Array(0);
+  /** Row r (its draws made; written at byte `at` of `dst` when given). */
+  const row = (r: number, dst: Uint8Array | undefined, at: number): void => {
+    const a = Math.floor(r / n);
+    const i = r - a * n;
+    if (a === 0) {
+      dst?.set(batch.data.subarray(i * per, (i + 1) * per), at);
+      return;
+    }
+    const kind = kinds[a - 1]!;
+    if (kind === 'cutmix') {
+      const draw = drawMix(i, members.get(foldOf ? foldOf[i]! : 0)!, mixRng);
+      cutmixOne(batch.data, shape, i, draw, mixRng, dst, at);
+    } else if (kind === 'flip') {
+      if (dst) transformInto(batch.data, i, dst, at, shape, 0, 0, true);
+    } else {
+      const rng = shiftRngs[a - 1]!;
+      const dy = rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT;
+      const dx = rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT;
+      if (dst) transformInto(batch.data, i, dst, at, shape, dy, dx, false);
+    }
+  };
+  return {
+    count,
+    rows(start: number, rows: number): Uint8Array {
+      if (!(Number.isInteger(start) && Number.isInteger(rows) && start >= 0 && rows >= 0 && start + rows <= count))
+        throw new SelfxitError('INTERNAL', `rows [${start}, ${start + rows}) outside [0, ${count})`);
+      if (start < next) {
+        mixRng = cutmixRng(seed);
+        shiftRngs = kinds.map((_, a) => createRng(seed + 7919 * (a + 1)));
+        next = 0;
+      }
+      for (; next < start; next++) row(next, undefined, 0);
+      if (buf.length < rows * per) buf = new Uint8Array(rows * per);
+      for (let k = 0; k < rows; k++) row(start + k, buf, k * per);
+      next = start + rows;
+      return buf.subarray(0, rows * per);
+    },
+  };
+}
+
+/** {@link augmentedRows} all at once: `(1 + kinds.length) × count` images in one block. */
 export function augmentSamples(
   batch: SampleBatch,
   shape: SampleShape,
@@ -166,24 +240,6 @@ export function augmentSamples(
   seed: number,
   foldOf?: Int32Array,
 ): SampleBatch {
-  const per = shape.height * shape.width * shape.channels;
-  const n = batch.count;
-  const out = new Uint8Array(n * per * (1 + kinds.length));
-  out.set(batch.data.subarray(0, n * per), 0);
-  const mixRng = cutmixRng(seed);
-  kinds.forEach((kind, a) => {
-    const dst = out.subarray((a + 1) * n * per, (a + 2) * n * per);
-    if (kind === 'cutmix') cutmixInto(batch, shape, foldOf, mixRng, dst);
-    else if (kind === 'flip') {
-      transformInto(batch.data, dst, shape, n, () => ({ dy: 0, dx: 0, flip: true }));
-    } else {
-      const rng = createRng(seed + 7919 * (a + 1));
-      transformInto(batch.data, dst, shape, n, () => ({
-        dy: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT,
-        dx: rng.int(2 * MAX_SHIFT + 1) - MAX_SHIFT,
-        flip: false,
-      }));
-    }
-  });
-  return { data: out, count: n * (1 + kinds.length) };
+  const all = augmentedRows(batch, shape, kinds, seed, foldOf);
+  return { data: all.rows(0, all.count), count: all.count };
 }

@@ -12,6 +12,7 @@ import { checkPoolGrids, headFeatureDim, headFeaturesInto } from './pool.js';
 import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
 import { inputDims, toModelInput, type SampleBatch } from '../bundle/input.js';
 import { toHalf, type FeatureRows, type PackedFeatures } from './feature-store.js';
+import type { SampleRows } from './samples.js';
 import { checkOutputRows } from './model-io.js';
 
 /** One cut to extract: the cut and the pooling grid (`[h, w]` keeps the full map, as paper heads need). */
@@ -57,7 +58,8 @@ export interface FeatureSet<X extends FeatureRows = Float32Array> {
 interface ExtractOptions {
   readonly model: OnnxModel;
   readonly requests: readonly FeatureRequest[];
-  readonly samples: SampleBatch;
+  /** The images: one block, or rows made a run at a time (augmented copies; never all held). */
+  readonly samples: SampleBatch | SampleRows;
   readonly input: InputSpec;
   /** Backbone output name and kind. */
   readonly output: string;
@@ -88,7 +90,8 @@ export function cutGeometry(cut: CutPoint): { channels: number; height: number; 
 
 /**
  * Runs the backbone over every sample once (batches of `batchSize`), pooling each requested cut on the fly.
- * Memory: the pooled matrices (`n * Σ dim * 4` bytes, half that with `storage` 'f16') plus one batch of full maps.
+ * Memory: the pooled matrices (`n * Σ dim * 4` bytes, half that with `storage` 'f16') plus one batch of full maps
+ * (and, from {@link SampleRows}, one batch of images).
  * @throws SelfxitError `INVALID_ARGUMENT` (before any run) when a request's grid or max grid does not divide its cut.
  */
 export function extractFeatures(options: ExtractOptions & { storage?: 'f32' }): Promise<FeatureSet>;
@@ -127,9 +130,10 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
     for (let start = 0; start < n; start += batchSize) {
       throwIfAborted(signal, 'feature extraction');
       const rows = Math.min(batchSize, n - start);
+      const images = 'rows' in samples ? { data: samples.rows(start, rows), count: rows } : samples;
       const x = new ort.Tensor(
         'float32',
-        toModelInput(samples, start, rows, input, buf).slice(),
+        toModelInput(images, images === samples ? start : 0, rows, input, buf).slice(),
         inputDims(input, rows),
       );
       const out = await session.run({ [input.name]: x });

@@ -16,7 +16,7 @@ import {
 import type { FeatureRows } from './feature-store.js';
 import type { ModelIO, PrepareOptions, ResolvedPrepareOptions } from './prepare-options.js';
 import type { ProgressCallback, StepTimer } from './progress.js';
-import type { SampleBatch } from './samples.js';
+import type { SampleBatch, SampleRows } from './samples.js';
 import { toHeadSpec, type TrainedHead } from './train-head.js';
 
 /** One head trained at one candidate cut (out-of-fold statistics). */
@@ -58,11 +58,16 @@ export interface PrepareReport {
   readonly agreementLowerBound: number;
   /** Samples used for calibration, and the minimum the target needs. */
   readonly samples: number;
+  /** Exact copies of an earlier image left out of samples given as a block or a stream (a reader leaves out its own). */
+  readonly duplicates: number;
   readonly minimumSamples: number;
   /** Bytes of the pooled feature matrices held in memory. */
   readonly featureBytes: number;
-  /** How they were stored, and what the memory cap cost, in words (selfxit mode). */
+  /** How they were stored, the memory under the cap and what the cap cost, in words (selfxit mode). */
   readonly featureStorage?: string;
+  /** Bytes held beside them under the same cap: the sample images (uint8) and one batch of augmented copies
+   * (selfxit mode). */
+  readonly imageBytes?: number;
   /** How candidates read a quantized model's cuts (QOperator: dequantized; QDQ: the float side), in words. */
   readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
@@ -91,6 +96,8 @@ export interface PrepareContext {
   readonly labels: string[];
   /** The calibration samples, shuffled and limited. */
   readonly samples: SampleBatch;
+  /** Exact copies of an earlier image left out of them (a block or a stream; a reader leaves out its own). */
+  readonly duplicates: number;
   readonly timer: StepTimer;
   readonly warnings: string[];
   readonly progress: ProgressCallback;
@@ -102,7 +109,7 @@ export interface ModeOutcome {
   readonly summary: CalibrationSummary;
   readonly report: Pick<
     PrepareReport,
-    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage'
+    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage' | 'imageBytes'
   >;
   /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
   readonly validation?: readonly ExitScores[];
@@ -138,18 +145,18 @@ export function featureBatchRows(
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
 ): Promise<FeatureSet>;
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
   storage: FeatureStorage,
 ): Promise<FeatureSet<FeatureRows>>;
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
-  samples: SampleBatch,
+  samples: SampleBatch | SampleRows,
   storage: FeatureStorage = 'f32',
 ): Promise<FeatureSet<FeatureRows>> {
   const { options, io, progress } = c;

@@ -1,11 +1,13 @@
-// The pooled features selfxit mode stores for its candidate cuts: each cut's pooling, and the plan that keeps them
-// within the memory cap (float32, float16, fewer cutmix copies, fewer candidate cuts, no augmented copies — each reduction a warning).
+// The pooled features selfxit mode stores for its candidate cuts: each cut's pooling, and the plan that keeps them and
+// the sample images within the memory cap (float32, float16, fewer cutmix copies, fewer candidate cuts, no augmented
+// copies — each reduction a warning; images alone over the cap fail before any work).
+import { SelfxitError } from '../errors.js';
 import type { AugmentKind } from './augment.js';
 import { candidateCuts } from './candidate-cuts.js';
 import { cutGeometry, FEATURE_BYTES, type FeatureRequest, type FeatureStorage } from './features.js';
 import type { CutPoint } from '../graph/index.js';
 import { chooseGrid, headFeatureDim } from './pool.js';
-import type { PrepareContext } from './prepare-context.js';
+import { featureBatchRows, type PrepareContext } from './prepare-context.js';
 import type { ResolvedPrepareOptions } from './prepare-options.js';
 
 /** Pooling of each cut: the largest average grid within `maxFeatures`, plus the `maxPoolGrid` max grid (1x1 when
@@ -30,7 +32,9 @@ export interface FeaturePlan {
   readonly requests: readonly FeatureRequest[];
   readonly storage: FeatureStorage;
   readonly augment: readonly AugmentKind[];
-  /** The storage in words (for the report and the CLI). */
+  /** Bytes held beside the features under the same cap: the sample images and one batch of augmented copies. */
+  readonly imageBytes: number;
+  /** The storage and the memory under the cap, in words (for the report and the CLI). */
   readonly note: string;
 }
 
@@ -38,15 +42,39 @@ export interface FeaturePlan {
 const MB = (bytes: number): string =>
   bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KB` : `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MB`;
 
+/** Bytes of one uint8 sample image of the model's input. */
+const imageSize = (c: Pick<PrepareContext, 'io'>): number => c.io.input.height * c.io.input.width * c.io.input.channels;
+
 /**
- * The first that fits the cap: float32 features of every candidate; float16; float16 with fewer candidates (spread
- * over the MACs as before; cutmix copies dropped first, one at a time); float16 at one cut without augmented copies (kept even over the cap). Each reduction
- * is a warning.
+ * Throws INVALID_ARGUMENT (before any work) when `count` sample images alone, as uint8, exceed the memory cap
+ * (`maxFeatureBytes`), which holds them beside the pooled features: the way out is fewer images (`--limit`) or a
+ * higher cap.
+ */
+export function checkImagesFit(c: Pick<PrepareContext, 'io' | 'o'>, count: number): void {
+  const per = imageSize(c);
+  const cap = c.o.maxFeatureBytes;
+  if (count * per <= cap) return;
+  const { height, width, channels } = c.io.input;
+  const half = Math.max(1, Math.floor(cap / 2 / per));
+  throw new SelfxitError(
+    'INVALID_ARGUMENT',
+    `The ${count} sample images (${height}x${width}x${channels}: ${MB(count * per)} as uint8) alone exceed the memory cap of ${MB(cap)} ` +
+      `(maxFeatureBytes / --max-feature-memory), which holds them and their pooled features: use fewer images (--limit ${half} keeps them within half the cap) or raise the cap`,
+    { samples: count, imageBytes: count * per, maxFeatureBytes: cap },
+  );
+}
+
+/**
+ * The first that fits the cap together with the sample images and, with augmentation, one batch of their copies:
+ * float32 features of every candidate; float16; float16 with fewer candidates (spread over the MACs as before; cutmix
+ * copies dropped first, one at a time); float16 at one cut without augmented copies (kept even over the cap). Each
+ * reduction is a warning.
  */
 export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
   const { o, warnings } = c;
   const n = c.samples.count;
   const cap = o.maxFeatureBytes;
+  const images = n * imageSize(c);
   const make = (cuts: readonly CutPoint[], storage: FeatureStorage, augment: readonly AugmentKind[]) => {
     const requests = poolingRequests(cuts, o);
     const dims = requests.reduce((a, r) => {
@@ -54,23 +82,24 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
       return a + headFeatureDim(g.channels, r.grid, r.maxGrid);
     }, 0);
     const bytes = n * (1 + augment.length) * dims * FEATURE_BYTES[storage];
-    return { cuts, requests, storage, augment, bytes };
+    const copies = augment.length ? Math.min(n * augment.length, featureBatchRows(c, requests)) * imageSize(c) : 0;
+    return { cuts, requests, storage, augment, bytes, imageBytes: images + copies, total: bytes + images + copies };
   };
+  /** The memory under the cap, in words. */
+  const held = (p: ReturnType<typeof make>): string =>
+    `; with the ${n} sample images (${MB(images)})${p.imageBytes > images ? ` and a batch of their copies (${MB(p.imageBytes - images)})` : ''}: ${MB(p.total)} of the ${MB(cap)} cap`;
   const f32 = make(all, 'f32', o.augment);
   const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
-  if (f32.bytes <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}; cap ${MB(cap)})` };
+  if (f32.total <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}${held(f32)})` };
   const f16 = make(all, 'f16', o.augment);
-  if (f16.bytes <= cap)
-    return {
-      ...f16,
-      note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)} > cap ${MB(cap)})`,
-    };
+  if (f16.total <= cap)
+    return { ...f16, note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})` };
   // cutmix copies go before candidate cuts: they are extra training rows, the cuts are where exits can be
   const others = o.augment.filter((k) => k !== 'cutmix');
   for (let k = o.augment.length - others.length - 1; k >= 0; k--) {
     const p = make(all, 'f16', [...others, ...Array<'cutmix'>(k).fill('cutmix')]);
-    if (p.bytes <= cap) {
-      const note = `float16, ${MB(p.bytes)}, ${k} of ${o.augment.length - others.length} cutmix copies (all would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
+    if (p.total <= cap) {
+      const note = `float16, ${MB(p.bytes)}, ${k} of ${o.augment.length - others.length} cutmix copies (all would take ${MB(f16.bytes)}${held(p)})`;
       warnings.push(
         `Feature memory cap: kept ${k} of ${o.augment.length - others.length} cutmix copies (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
       );
@@ -79,8 +108,8 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   }
   for (let m = all.length - 1; m >= 1; m--) {
     const p = make(candidateCuts(all, m), 'f16', others);
-    if (p.bytes <= cap) {
-      const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)} > cap ${MB(cap)})`;
+    if (p.total <= cap) {
+      const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)}${held(p)})`;
       warnings.push(
         `Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
       );
@@ -88,8 +117,8 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
     }
   }
   const last = make(candidateCuts(all, 1), 'f16', []);
-  const over = last.bytes > cap ? `, still over the cap of ${MB(cap)}` : '';
-  const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies${over}`;
+  const over = last.total > cap ? `, still over the cap of ${MB(cap)}` : '';
+  const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies (${held(last).slice(2)})${over}`;
   warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
   return { ...last, note };
 }

@@ -79,8 +79,9 @@ export interface PrepareOptions {
   readonly paperMemoryBytes?: number;
   /** Rows per backbone run during feature extraction. Default 64. */
   readonly batchSize?: number;
-  /** selfxit mode: memory cap of the candidates' pooled features, bytes. Float32 when they fit, else float16, else
-   * fewer candidate cuts (then no augmented copies), each step stated in the report. Default 1.5 GiB. */
+  /** selfxit mode: memory cap, bytes, of the sample images, a batch of their augmented copies and the candidates' pooled
+   * features (float32 when they fit, else float16, else fewer candidate cuts, then no augmented copies, each step
+   * stated in the report; images alone over it are INVALID_ARGUMENT). Default 1.5 GiB. */
   readonly maxFeatureBytes?: number;
   /** Points of the calibration curve. Default 100. */
   readonly curvePoints?: number;

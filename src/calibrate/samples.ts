@@ -1,6 +1,7 @@
 // Calibration/evaluation samples: uint8 NHWC images in memory, read on demand or streamed (collected and checked),
-// seeded shuffling and subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
+// exact copies left out, seeded shuffling and subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
 import { SelfxitError } from '../errors.js';
+import { sha256Hex } from '../graph/hash.js';
 import { createRng, permutation } from './rng.js';
 
 export type { SampleBatch } from '../bundle/input.js';
@@ -13,6 +14,15 @@ import type { SampleBatch } from '../bundle/input.js';
 export interface SampleReader {
   readonly count: number;
   read(indices: Int32Array): Promise<Uint8Array>;
+}
+
+/**
+ * Images made on demand a run at a time (e.g. the originals and their augmented copies, augment.ts): `rows(start, n)`
+ * returns images `[start, start + n)` as uint8 NHWC, a view valid until the next call.
+ */
+export interface SampleRows {
+  readonly count: number;
+  rows(start: number, rows: number): Uint8Array;
 }
 
 /** Samples as one in-memory block, a reader of chosen images, or an async stream of batches (taken in order, never
@@ -99,26 +109,85 @@ export function chooseSamples(count: number, seed: number, limit = Infinity): In
 }
 
 /**
- * The samples calibration runs on: shuffled with `seed`, the first `limit` kept ({@link shuffleAndLimit}); a reader
- * reads only those ({@link chooseSamples}: the same images in the same order as from one block of all of them); a
- * stream is collected up to `limit` first. Checks the shape (INVALID_SAMPLES).
+ * The samples calibration runs on, exact copies of an earlier image left out first ({@link UniqueImages}, as the
+ * CLI's sources leave them out: a copy in another cross-fitting fold than its original would be judged by a head that
+ * trained on it), then shuffled with `seed` and the first `limit` kept ({@link shuffleAndLimit}). A reader reads only
+ * those ({@link chooseSamples}: the same images in the same order as from one block of all of them) and is taken as
+ * it is (its duplicates are its own to leave out, e.g. cli/sample-sources.ts); a stream is collected up to `limit`
+ * first. Checks the shape (INVALID_SAMPLES). `copies`: images left out.
  */
 export async function selectSamples(
   input: SampleInput,
   shape: SampleShape,
   seed: number,
   limit = Infinity,
-): Promise<SampleBatch> {
+): Promise<{ batch: SampleBatch; copies: number }> {
   if (isSampleReader(input)) {
     if (!Number.isInteger(input.count) || input.count < 0)
       throw new SelfxitError('INVALID_SAMPLES', `samples: count ${input.count} is not a non-negative integer`);
     const indices = chooseSamples(input.count, seed, limit);
     const batch = { data: await input.read(indices), count: indices.length };
     checkBatch(batch, shape);
-    return batch;
+    return { batch, copies: 0 };
   }
   const collected = await collectSamples(input, shape, isSampleBatch(input) ? Infinity : limit);
-  return shuffleAndLimit(collected, shape, seed, limit).batch;
+  const unique = await withoutCopies(collected, shape);
+  if (unique.copies === 0) return { batch: shuffleAndLimit(collected, shape, seed, limit).batch, copies: 0 };
+  return { batch: (await selectSamples(unique.samples, shape, seed, limit)).batch, copies: unique.copies };
+}
+
+/** Image indices kept when exact copies of an earlier image are left out, each image known by a digest of its bytes. */
+export class UniqueImages {
+  private readonly seen = new Set<string>();
+  private readonly keptList: number[] = [];
+  /** Images left out as copies of an earlier one. */
+  copies = 0;
+
+  /** Keeps image `index` unless one kept before had the same `key` (a digest of its bytes); true when kept. */
+  add(key: string, index: number): boolean {
+    if (this.seen.has(key)) {
+      this.copies++;
+      return false;
+    }
+    this.seen.add(key);
+    this.keptList.push(index);
+    return true;
+  }
+
+  /** The indices kept, in the order added. */
+  kept(): Int32Array {
+    return Int32Array.from(this.keptList);
+  }
+}
+
+/** Images digested at once (WebCrypto answers many small digests far faster side by side than one by one). */
+const DIGEST_RUN = 256;
+
+/** The images of `batch` without exact copies of an earlier image (sha256 of its pixels): the batch itself when it
+ * has none, else a reader of those kept, in order. */
+export async function withoutCopies(
+  batch: SampleBatch,
+  shape: SampleShape,
+): Promise<{ samples: SampleBatch | SampleReader; copies: number }> {
+  const per = shape.height * shape.width * shape.channels;
+  const unique = new UniqueImages();
+  for (let first = 0; first < batch.count; first += DIGEST_RUN) {
+    const run = Array.from({ length: Math.min(DIGEST_RUN, batch.count - first) }, (_, k) =>
+      sha256Hex(batch.data.subarray((first + k) * per, (first + k + 1) * per)),
+    );
+    (await Promise.all(run)).forEach((key, k) => unique.add(key, first + k));
+  }
+  if (unique.copies === 0) return { samples: batch, copies: 0 };
+  const kept = unique.kept();
+  const samples: SampleReader = {
+    count: kept.length,
+    read(indices: Int32Array): Promise<Uint8Array> {
+      const out = new Uint8Array(indices.length * per);
+      indices.forEach((k, i) => out.set(batch.data.subarray(kept[k]! * per, (kept[k]! + 1) * per), i * per));
+      return Promise.resolve(out);
+    },
+  };
+  return { samples, copies: unique.copies };
 }
 
 /**

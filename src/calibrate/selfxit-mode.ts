@@ -7,7 +7,7 @@ import type { CutPoint } from '../graph/index.js';
 import { maxDisagreements } from '../policy/bounds.js';
 import { argmaxRows, type CascadeCosts, type CascadeOutcome, type ExitScores } from '../policy/cascade-sim.js';
 import type { RuleSelection } from '../policy/exit-rule.js';
-import { augmentSamples, type AugmentKind } from './augment.js';
+import { augmentedRows, type AugmentKind } from './augment.js';
 import { candidateCuts, cutName, namedExitCuts } from './candidate-cuts.js';
 import { bestConfigs, headCosts, selectExitsFor, trainCandidates, type HeadData } from './candidate-heads.js';
 import { macsOutcome } from './exit-costs.js';
@@ -25,17 +25,18 @@ import {
 } from './prepare-context.js';
 import { throwIfAborted, yieldToEventLoop } from './progress.js';
 import { kFoldAssign } from './rng.js';
-import type { SampleBatch } from './samples.js';
+import type { SampleBatch, SampleRows } from './samples.js';
 import { planFeatures, type FeaturePlan } from './prepare-features.js';
 import { trainHead, type TrainedHead } from './train-head.js';
 
 /** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
-export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'>;
+export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'> &
+  Partial<Pick<FeaturePlan, 'imageBytes'>>;
 
 /** Runs selfxit mode on the context's samples (a model with at least one inner cut). */
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
   const plan = planFeatures(c, selfxitCuts(c));
-  // The augmented copies live only through the backbone pass (not held while heads train).
+  // The augmented copies are made a batch at a time during the backbone pass (never all held).
   const features = await c.timer.time('features', () =>
     backbonePass(c, plan.requests, withAugmentedCopies(c, plan.augment), plan.storage),
   );
@@ -118,6 +119,7 @@ export async function fitSelfxitExits(
       agreementLowerBound: sel.agreementLowerBound,
       featureBytes: features.cuts.reduce((a, f) => a + featureMatrixBytes(f.x), 0),
       featureStorage: plan.note,
+      ...(plan.imageBytes !== undefined ? { imageBytes: plan.imageBytes } : {}),
     },
     validation: sel.selected.map((i) => scores[i]!),
   };
@@ -146,13 +148,13 @@ function selfxitCuts(c: PrepareContext): CutPoint[] {
   return namedExitCuts(analysis.cuts, options.exits, c.warnings);
 }
 
-/** The samples followed by their augmented copies (the samples alone without augmentation). */
-function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[]): SampleBatch {
+/** The samples followed by their augmented copies, made a batch at a time (the samples alone without augmentation). */
+function withAugmentedCopies(c: PrepareContext, augment: readonly AugmentKind[]): SampleBatch | SampleRows {
   const { o, io, samples } = c;
   if (!augment.length) return samples;
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
   // cutmix partners from the image's own fold (the folds headData assigns)
-  return augmentSamples(samples, shape, augment, o.seed, kFoldAssign(samples.count, o.folds, o.seed));
+  return augmentedRows(samples, shape, augment, o.seed, kFoldAssign(samples.count, o.folds, o.seed));
 }
 
 /** Folds of every feature row (an augmented copy shares its sample's fold) and the backbone's argmax. */

@@ -63,8 +63,9 @@ Calibration:
   --capacity auto|fixed  auto (default): from 30,000 training rows, each shortlisted cut also screens
                        hidden 2N, a coarser grid and no max branch on one fold and keeps the best by
                        out-of-fold saving net of head cost; fixed: --heads at --hidden only
-  --max-feature-memory N  memory cap of the candidates' pooled features, bytes or with K/M/G (default
-                       1.5G): float32 when they fit, else float16, else fewer candidate cuts (stated)
+  --max-feature-memory N  memory cap of the sample images, a batch of their copies and the candidates'
+                       pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
+                       else float16, else fewer candidate cuts (stated); images alone over it: error
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 

@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { SelfxitError } from '../errors.js';
-import type { SampleBatch, SampleReader, SampleShape } from '../calibrate/samples.js';
+import { UniqueImages, type SampleBatch, type SampleReader, type SampleShape } from '../calibrate/samples.js';
 import { decodeImage, imageHeaderGeometry, toShape, type ByteReader } from './images.js';
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
@@ -199,18 +199,11 @@ async function findUnique(
   per: number,
 ): Promise<{ kept: Int32Array; dropped: DroppedDuplicates }> {
   const seenFiles = new Set<string>();
-  const seenBytes = new Set<string>();
-  const kept: number[] = [];
+  const unique = new UniqueImages();
   let sameFile = 0;
-  let copies = 0;
   let g = 0;
   const keep = (bytes: Uint8Array, index: number): void => {
-    const key = createHash('sha1').update(bytes).digest('base64');
-    if (seenBytes.has(key)) copies++;
-    else {
-      seenBytes.add(key);
-      kept.push(index);
-    }
+    unique.add(createHash('sha1').update(bytes).digest('base64'), index);
   };
   for (const s of sources) {
     const at = g;
@@ -243,7 +236,7 @@ async function findUnique(
       keep(await readWhole(s.files[i]!), at + i);
     }
   }
-  return { kept: Int32Array.from(kept), dropped: { sameFile, copies } };
+  return { kept: unique.kept(), dropped: { sameFile, copies: unique.copies } };
 }
 
 /** Calls `each(first, bytes)` for the chunks of a raw file of `count` images of `per` bytes that `wanted(first, n)`

@@ -1,4 +1,6 @@
 // `selfxit split <model.onnx> --cuts <names|all> --out <dir>`: writes one ONNX model per segment plus index.json.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { SelfxitError } from '../errors.js';
 import { decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
 import { sortCuts } from '../graph/cuts.js';
@@ -18,7 +20,8 @@ when any cut is invalid or the folder cannot be written.
 
 Options:
   --cuts <list>  comma-separated cut tensor names, or "all"
-  --out <dir>    output folder (created if missing; existing segment files are replaced)
+  --out <dir>    output folder (created if missing; the segment files an earlier split's
+                 index.json there names are replaced, every other file is kept)
   -h, --help     show this help
 `;
 
@@ -27,6 +30,23 @@ export interface SplitIndex {
 }
 
 export const segmentFileName = (i: number): string => `segment-${String(i).padStart(3, '0')}.onnx`;
+
+/**
+ * The segment files of an earlier split in `dir`: those its index.json names that split writes (segment-NNN.onnx);
+ * none without a readable index.json, so a user's own files there, segment-NNN.onnx included, are kept.
+ */
+export async function oldSegmentFiles(dir: string): Promise<Set<string>> {
+  let index: unknown;
+  try {
+    index = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8'));
+  } catch {
+    return new Set();
+  }
+  const segments = (index as { segments?: unknown } | null)?.segments;
+  if (!Array.isArray(segments)) return new Set();
+  const named = segments.map((s: { file?: unknown } | null) => s?.file);
+  return new Set(named.filter((f): f is string => typeof f === 'string' && /^segment-\d{3,}\.onnx$/.test(f)));
+}
 
 export const splitCommand: CliCommand = {
   name: 'split',
@@ -67,7 +87,8 @@ export const splitCommand: CliCommand = {
       });
     });
     files.set('index.json', `${JSON.stringify(index, null, 2)}\n`);
-    await writeDirAtomic(out, files, { removeStale: (n) => /^segment-\d{3,}\.onnx$/.test(n) });
+    const stale = await oldSegmentFiles(out);
+    await writeDirAtomic(out, files, { removeStale: (n) => stale.has(n) });
     let total = 0;
     for (const [n, c] of files) if (n.endsWith('.onnx')) total += (c as Uint8Array).byteLength;
     io.stdout(`Wrote ${segments.length} segments (${formatBytes(total)}) and index.json to ${out}\n`);
