@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { chainGraph, residualGraph } from './fixtures/graphs.js';
+import { chainGraph, GraphBuilder, residualGraph } from './fixtures/graphs.js';
 import { cli, cliProcess, repoRoot, tempDir, writeBadModels, writeModel } from './fixtures/cli-helpers.js';
 
 const dir = tempDir();
@@ -82,6 +82,27 @@ describe('selfxit inspect', () => {
       expect(r.stderr).toMatch(new RegExp(`^error \\[${code}\\]: `));
       expect(r.stderr).toMatch(msg);
     }
+  });
+
+  it('a symbolic height/width: SHAPE_UNKNOWN saying --shape; --shape H,W,C (and --layout) fixes it', async () => {
+    const g = new GraphBuilder(21);
+    const x = g.input('x', 'float32', ['N', 3, 'H', 'W']);
+    const r1 = g.op('Relu', [g.conv(x, 3, 8, 3)], {}, 'block1');
+    g.gemm(g.op('Flatten', [g.op('GlobalAveragePool', [r1])], { axis: 1 }), 8, 4, 'logits');
+    g.output('logits', 'float32', ['N', 4]);
+    const p = writeModel(dir, 'dynhw.onnx', g.build());
+    const bare = await cli('inspect', p, '--json');
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toMatch(/^error \[SHAPE_UNKNOWN\]: .*--shape H,W,C/);
+    const r = await cli('inspect', p, '--json', '--shape', '8,6,3');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout) as { inputs: { shape: unknown[] }[]; macs: number };
+    expect(j.inputs[0]!.shape).toEqual(['N', 3, 8, 6]);
+    expect(j.macs).toBe(8 * 6 * 8 * 27 + 8 * 4);
+    const nhwc = await cli('inspect', p, '--json', '--shape', '8,6,3', '--layout', 'NHWC');
+    expect(nhwc.code).toBe(1);
+    expect(nhwc.stderr).toMatch(/^error \[INVALID_ARGUMENT\]: .*fixes it at 3/);
+    expect((await cli('inspect', p, '--layout', 'NCHW')).stderr).toMatch(/--layout goes with --shape/);
   });
 
   // Scale, not speed: the time is logged, not asserted (a loaded machine takes ~15–60 s probing 5,000 outputs with

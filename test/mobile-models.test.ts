@@ -44,15 +44,16 @@ function quickPrepare(model: OnnxModel, extra: Partial<PrepareOptions> = {}) {
   });
 }
 
-/** Compiled-engine decision (exit, class) of every sample at the manifest's thresholds, batch 1. */
-async function compiledDecisions(bundle: BundleFiles, count: number): Promise<[number, number][]> {
+/** Compiled-engine decision (exit, class) of every sample at `thresholds` (default the manifest's), batch 1. */
+async function compiledDecisions(
+  bundle: BundleFiles,
+  count: number,
+  thresholds = bundle.manifest.exits.map((e) => e.threshold),
+): Promise<[number, number][]> {
   const m = bundle.manifest;
   const model = compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length));
   const s = await ort.InferenceSession.create(encodeModel(model));
-  const thr = cascadeThresholds(
-    m.exits.map((e) => e.threshold),
-    m.exits.length,
-  );
+  const thr = cascadeThresholds(thresholds, m.exits.length);
   const out: [number, number][] = [];
   try {
     for (let i = 0; i < count; i++) {
@@ -68,14 +69,16 @@ async function compiledDecisions(bundle: BundleFiles, count: number): Promise<[n
 }
 
 /** Stage-runner decisions (exit, class) of the first `count` samples, run as one batch. */
-async function stageDecisions(bundle: BundleFiles, count: number): Promise<[number, number][]> {
+async function stageDecisions(
+  bundle: BundleFiles,
+  count: number,
+  thresholds = bundle.manifest.exits.map((e) => e.threshold),
+): Promise<[number, number][]> {
   const m = bundle.manifest;
   const { runner, sessions } = bundleStageRunner(ortNode, bundle);
   try {
     const x = new ort.Tensor('float32', toModelInput(images, 0, count, m.input).slice(), inputDims(m.input, count));
-    const res = await runCascade(m, runner, x as unknown as OrtTensor, count, {
-      thresholds: m.exits.map((e) => e.threshold),
-    });
+    const res = await runCascade(m, runner, x as unknown as OrtTensor, count, { thresholds });
     return res.map((r) => [r.exit, r.index]);
   } finally {
     await sessions.releaseAll();
@@ -89,6 +92,11 @@ async function checkBundle(bundle: BundleFiles): Promise<void> {
   expect(ev.exitShares.slice(0, -1).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   const count = 24;
   expect(await stageDecisions(bundle, count)).toEqual(await compiledDecisions(bundle, count));
+  // No exit enabled: every input runs the whole backbone (a batch-1 `[classes]` output read as [1, classes]).
+  const never = bundle.manifest.exits.map(() => Infinity);
+  const full = await compiledDecisions(bundle, 12, never);
+  expect(await stageDecisions(bundle, 12, never)).toEqual(full);
+  expect(new Set(full.map(([, label]) => label)).size).toBeGreaterThan(1);
 }
 
 describe('MobileNet-style fixture', () => {

@@ -190,9 +190,9 @@ export interface BundleManifest {
     readonly outputKind: 'logits' | 'probabilities';
     /** Optional copy of the full model, for baselines (bench/demo). */
     readonly file?: string;
-    /** Absent: the model's batch is dynamic. 'rewritten': it was fixed at 1 and prepare made it dynamic (checked by a
-     * probe; `file` is the rewritten model). 'one': fixed at 1 and not rewritable: segments and `file` take one image
-     * per run, and runtimes run a batch row by row. */
+    /** Absent: the model's batch is dynamic. 'rewritten': it was fixed (at 1, or B > 1) and prepare made it dynamic
+     * (checked by probes; `file` is the rewritten model). 'one': fixed at 1 and not rewritable: segments and `file`
+     * take one image per run, and runtimes run a batch row by row. */
     readonly batch?: 'rewritten' | 'one';
   };
   readonly input: InputSpec;

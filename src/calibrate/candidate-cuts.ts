@@ -20,7 +20,8 @@ function placed(c: CutPoint): boolean {
   );
 }
 
-/** A head can read it: float32, or uint8/int8 with a known scale and zero point (read through DequantizeLinear). */
+/** A head can read it: float32, or uint8/int8 with a known scale and zero point (read through DequantizeLinear). Not
+ * float16: its features would need converting in prepare, the learn runtime and the heads alike (docs/MODELS.md). */
 function readable(c: CutPoint): boolean {
   return c.dtype === 'float32' || c.dequant !== undefined;
 }
@@ -97,6 +98,24 @@ export function skippedQuantCuts(cuts: readonly CutPoint[]): { tensor: string; r
   return cuts
     .filter((c) => placed(c) && c.dequantMissing !== undefined && !cuts.some((x) => x.macs === c.macs && readable(x)))
     .map((c) => ({ tensor: c.tensor, reason: c.dequantMissing! }));
+}
+
+/** float16 cuts that would be candidates but for their element type (no float32 or readable cut at their MACs). */
+export function skippedFloat16Cuts(cuts: readonly CutPoint[]): string[] {
+  return cuts
+    .filter((c) => placed(c) && c.dtype === 'float16' && !cuts.some((x) => x.macs === c.macs && readable(x)))
+    .map((c) => c.tensor);
+}
+
+/** prepare's warning when no cut can hold an exit: why, naming skipped quantized and float16 cuts. */
+export function noExitCutsWarning(cuts: readonly CutPoint[]): string {
+  const quant = skippedQuantCuts(cuts).length;
+  const half = skippedFloat16Cuts(cuts).length;
+  const why = [
+    quant > 0 ? `${quant} quantized cuts skipped: no scale/zero point` : '',
+    half > 0 ? `${half} float16 cuts skipped: heads read float32 or uint8/int8 maps; export the model in float32` : '',
+  ].filter((x) => x !== '');
+  return `The model has no inner cut where an exit head can read a 4-D feature map${why.length > 0 ? ` (${why.join('; ')})` : ''}: the bundle has no exits (one segment, the whole model).`;
 }
 
 /** How a quantized model's candidates read their cuts, in words (none for a float model). */

@@ -5,7 +5,7 @@ import type { CalibrationSummary, BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
-import { candidateCuts, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
+import { candidateCuts, noExitCutsWarning, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
 import { checkImagesFit, sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
@@ -48,7 +48,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   if (batch.mode !== 'dynamic')
     warnings.push(
       batch.mode === 'rewritten'
-        ? `The model's batch was fixed at 1: ${batch.note ?? 'made dynamic'}; the bundle's backbone.onnx is the rewritten model.`
+        ? `The model's batch was fixed: ${batch.note ?? 'made dynamic'}; the bundle's backbone.onnx is the rewritten model.`
         : `The model's batch is fixed at 1 and stays so (${batch.note ?? 'not rewritable'}): features are computed one image at a time and the runtime runs each segment image by image.`,
     );
   const analysis = await timer.time('analyze', () => analyzeModel(model, { ort }));
@@ -96,9 +96,7 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const skipped = skippedQuantCuts(analysis.cuts);
   for (const s of skipped) warnings.push(`Quantized cut "${s.tensor}" skipped as a candidate: ${s.reason}.`);
   if (candidateCuts(analysis.cuts).length === 0) {
-    warnings.push(
-      `The model has no inner cut where an exit head can read a 4-D feature map${skipped.length > 0 ? ` (${skipped.length} quantized cuts skipped: no scale/zero point)` : ''}: the bundle has no exits (one segment, the whole model).`,
-    );
+    warnings.push(noExitCutsWarning(analysis.cuts));
     outcome = {
       exits: [],
       summary: noExitSummary(c),

@@ -1,21 +1,50 @@
-// `selfxit inspect <model.onnx> [--json]`: inputs, outputs, MACs, params and every cut point.
-import { decodeModel, type ModelAnalysis } from '../graph/index.js';
+// `selfxit inspect <model.onnx> [--json] [--shape H,W,C]`: inputs, outputs, MACs, params and every cut point.
+import { SelfxitError } from '../errors.js';
+import { decodeModel, graphInputs, withInputShape, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
 import { parseOneArgCommand } from './args.js';
 import type { CliCommand, CliIo } from './dispatch.js';
 import { formatBytes, formatCount, formatShape, formatTable } from './format.js';
+import { parseShape } from './images.js';
 import { analyzeModelNode, readFileBytes } from './node-io.js';
 
-const help = `Usage: selfxit inspect <model.onnx> [--json]
+const help = `Usage: selfxit inspect <model.onnx> [--json] [--shape H,W,C] [--layout NCHW|NHWC]
 
 Lists the model's input and output, its cost and every cut point: a tensor where the
 model can be split so that exactly one activation crosses. MACs count the
 multiply-accumulates of conv/matmul-type ops only (elementwise ops count 0).
 
 Options:
-  --json      print one JSON object:
-              { inputs, outputs, macs, params, cuts: [{ tensor, shape, dtype, macs, fraction }] }
-  -h, --help  show this help
+  --json              print one JSON object:
+                      { inputs, outputs, macs, params, cuts: [{ tensor, shape, dtype, macs, fraction }] }
+  --shape H,W,C       the image size, for a model whose input leaves height, width or channels
+                      symbolic (as prepare's --shape; the batch may stay dynamic)
+  --layout NCHW|NHWC  the input's layout with --shape (default: NHWC when only axis 3 is fixed, else NCHW)
+  -h, --help          show this help
 `;
+
+/** The model with its image input's height, width and channels fixed from `--shape` (and `--layout`). */
+export function withImageShape(model: OnnxModel, shapeText: string, layoutText: string | undefined): OnnxModel {
+  const { height, width, channels } = parseShape(shapeText);
+  if (layoutText !== undefined && layoutText !== 'NCHW' && layoutText !== 'NHWC')
+    throw new SelfxitError('INVALID_ARGUMENT', `--layout must be NCHW or NHWC, got "${layoutText}"`);
+  const inp = graphInputs(model)[0]!;
+  if (inp.shape.length !== 4)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `--shape needs an image input [N, C, H, W] or [N, H, W, C]; "${inp.name}" is [${inp.shape.join(', ')}]`,
+    );
+  const layout = layoutText ?? (typeof inp.shape[3] === 'number' && typeof inp.shape[1] !== 'number' ? 'NHWC' : 'NCHW');
+  const want = layout === 'NCHW' ? [inp.shape[0]!, channels, height, width] : [inp.shape[0]!, height, width, channels];
+  want.forEach((d, i) => {
+    const m = inp.shape[i];
+    if (i > 0 && typeof m === 'number' && m !== d)
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `--shape ${shapeText} (${layout}) gives axis ${i} the size ${d}, but the model input "${inp.name}" fixes it at ${m}`,
+      );
+  });
+  return withInputShape(model, inp.name, want);
+}
 
 /** The JSON `inspect --json` prints. */
 export function inspectJson(a: ModelAnalysis): Record<string, unknown> {
@@ -57,9 +86,16 @@ export const inspectCommand: CliCommand = {
   summary: 'show inputs, outputs, MACs, params and cut points of an ONNX model',
   help,
   async run(argv: readonly string[], io: CliIo) {
-    const { values, arg: file } = parseOneArgCommand(argv, { json: { type: 'boolean' } }, '<model.onnx>');
+    const { values, arg: file } = parseOneArgCommand(
+      argv,
+      { json: { type: 'boolean' }, shape: { type: 'string' }, layout: { type: 'string' } },
+      '<model.onnx>',
+    );
+    if (values.layout !== undefined && values.shape === undefined)
+      throw new SelfxitError('INVALID_ARGUMENT', '--layout goes with --shape');
     const bytes = await readFileBytes(file);
-    const model = decodeModel(bytes);
+    const decoded = decodeModel(bytes);
+    const model = values.shape !== undefined ? withImageShape(decoded, values.shape, values.layout) : decoded;
     const analysis = await analyzeModelNode(model);
     io.stdout(
       values.json ? `${JSON.stringify(inspectJson(analysis))}\n` : inspectText(file, bytes.byteLength, analysis),

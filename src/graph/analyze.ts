@@ -31,7 +31,7 @@ export interface CutPoint {
 export interface ModelAnalysis {
   inputs: TensorInfo[];
   outputs: TensorInfo[];
-  /** MACs per sample (conv/matmul-type ops only; elementwise ops count 0). */
+  /** MACs per sample (conv/matmul-type ops only; elementwise ops count 0); a fixed batch B > 1 divided out. */
   macs: number;
   /** Parameter count (elements of the initializers the graph reads). */
   params: number;
@@ -76,7 +76,7 @@ function zeroData(dtype: DType, n: number): TypedData {
   return data;
 }
 
-/** Runs the model once at batch 1 on zeros with `tensors` as extra outputs; returns their shapes and types. */
+/** Runs the model once at batch 1 (or the batch its input fixes) on zeros with `tensors` as extra outputs; returns their shapes and types. */
 async function probe(
   m: OnnxModel,
   index: GraphIndex,
@@ -89,7 +89,7 @@ async function probe(
     if (i === 0) return 1;
     throw new SelfxitError(
       'SHAPE_UNKNOWN',
-      `Input "${info!.name}" has the symbolic dimension "${d}" at axis ${i}; only the batch (axis 0) may be dynamic`,
+      `Input "${info!.name}" has the symbolic dimension "${d}" at axis ${i}; only the batch (axis 0) may be dynamic: give the image size (inspect/prepare --shape H,W,C; prepare's input.height/width/channels)`,
       { tensor: info!.name },
     );
   });
@@ -169,8 +169,11 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
   const perNode = new Array<number>((index.graph.node ?? []).length).fill(0);
   const cumulative: number[] = [];
   let total = 0;
+  // Shapes hold the batch the input fixes (the probe runs at it): MACs per sample divide by it.
+  const inShape = inputs[0]?.shape ?? [];
+  const batch = inShape.length > 1 && typeof inShape[0] === 'number' && inShape[0] > 1 ? inShape[0] : 1;
   index.nodes.forEach((n) => {
-    const c = nodeMacs(n, (name) => shapes.get(name));
+    const c = nodeMacs(n, (name) => shapes.get(name)) / batch;
     perNode[origIndex.get(n)!] = c;
     total += c;
     cumulative.push(total);

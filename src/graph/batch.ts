@@ -1,12 +1,13 @@
-// Fixed-batch models (input `[1, C, H, W]`, output `[1, classes]` or `[classes]`): the batch made dynamic where the
-// graph allows it (batch-1 Reshape targets and Squeeze(0) rewritten), checked by a probe run at batch 2 in onnxruntime.
+// Fixed-batch models (input `[B, C, H, W]`, output `[B, classes]`, or `[classes]` at B = 1): the batch made dynamic
+// where the graph allows it (Reshape targets, Squeeze(0) at B = 1 rewritten), checked by probe runs in onnxruntime.
 import { SelfxitError } from '../errors.js';
 import type { OrtModule, OrtTensor } from '../ort/types.js';
-import { indexGraph } from './graph-index.js';
+import { constTensorOf, indexGraph, type GraphIndex } from './graph-index.js';
 import { encodeModel, graphInputs, graphOutputs, realInputProtos, withGraph, type OnnxModel } from './model.js';
 import { findAttr, makeNode, makeTensor, makeValueInfo, readValueInfo, tensorNumbers, type onnx } from './proto.js';
+import { withExtraOutputs } from './split.js';
 
-/** How prepare handles the model's batch: 'dynamic' as given; 'rewritten' (was fixed at 1, made dynamic and checked);
+/** How prepare handles the model's batch: 'dynamic' as given; 'rewritten' (was fixed, made dynamic and checked);
  * 'one' (fixed at 1 and not rewritable: every run takes one image). */
 export type BatchMode = 'dynamic' | 'rewritten' | 'one';
 
@@ -17,25 +18,66 @@ export interface BatchResolution {
   readonly note?: string;
 }
 
+/** The batch the model's single input fixes (dim 0 a number, rank > 1), else undefined (dynamic). */
+export function fixedBatchOf(m: OnnxModel): number | undefined {
+  const inp = graphInputs(m)[0];
+  const b = inp && inp.shape.length > 1 ? inp.shape[0] : undefined;
+  return typeof b === 'number' ? b : undefined;
+}
+
 /** True when the model's single input has batch dim fixed at 1. */
 export function hasFixedBatch(m: OnnxModel): boolean {
-  const inp = graphInputs(m)[0];
-  return inp !== undefined && inp.shape.length > 1 && inp.shape[0] === 1;
+  return fixedBatchOf(m) === 1;
 }
 
 const DYN = 'N';
 
+/** Ranks declared in the model (inputs, value_info, outputs). */
+function declaredRanks(g: onnx.IGraphProto): Map<string, number> {
+  const ranks = new Map<string, number>();
+  for (const vi of [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]) {
+    const s = readValueInfo(vi).shape;
+    if (s && vi.name) ranks.set(vi.name, s.length);
+  }
+  return ranks;
+}
+
+/** Squeeze inputs whose negative axes need the input's rank to tell whether axis 0 is among them. */
+function squeezeRankNeeds(m: OnnxModel): string[] {
+  const index = indexGraph(m);
+  const known = declaredRanks(index.graph);
+  const out: string[] = [];
+  for (const n of index.nodes) {
+    if (n.opType !== 'Squeeze' || (n.domain ?? '') !== '') continue;
+    const axes = squeezeAxes(index, n);
+    const x = n.input?.[0] ?? '';
+    if (axes?.some((a) => a < 0) && !known.has(x)) out.push(x);
+  }
+  return out;
+}
+
+/** A Squeeze node's axes (attribute before opset 13, else constant input); undefined when not given or not constant. */
+function squeezeAxes(index: GraphIndex, n: onnx.INodeProto): number[] | undefined {
+  const attr = findAttr(n, 'axes');
+  if (attr) return (attr.ints ?? []).map(Number);
+  const t = n.input?.[1] ? constTensorOf(index, n.input[1]) : undefined;
+  return t ? tensorNumbers(t) : undefined;
+}
+
 /**
- * The model with a symbolic batch: input and outputs `[N, ...]` (an output without batch dim gets one), value_info
- * dropped (shapes are probed again), Reshape targets `[1, ...]` → `[-1, ...]` (or `[0, ...]` when they hold a -1),
- * rank-1 Reshape targets `[d]` → `[-1, d]` (`[-1]` → `[0, -1]`), Squeeze of axis 0 without it (Identity when no axis
- * is left). Other nodes are kept: whether the result is right is for {@link resolveBatch}'s probe to say.
- * @returns undefined when a rewrite would need a constant that is not in the graph as an initializer or Constant.
+ * The model with a symbolic batch, for a model whose input fixes the batch at B (default: the input's dim 0): input
+ * and outputs `[N, ...]` (at B = 1, a rank-1 output gets a batch dim), value_info dropped (shapes are probed again),
+ * Reshape targets `[B, ...]` → `[-1, ...]` (or `[0, ...]` when they hold a -1), from an initializer or a Constant
+ * (`value` or `value_ints`). At B = 1 also: rank-1 Reshape targets `[d]` → `[-1, d]` (`[-1]` → `[0, -1]`), and Squeeze
+ * of axis 0 (or its negative form, the rank from `ranks` or the model's declarations) without it (Identity when no
+ * axis is left). Other nodes are kept: whether the result is right is for {@link resolveBatch}'s probe to say.
  */
-export function rewriteBatchDynamic(m: OnnxModel): OnnxModel | undefined {
+export function rewriteBatchDynamic(m: OnnxModel, ranks?: ReadonlyMap<string, number>): OnnxModel {
   const index = indexGraph(m);
   const g = m.proto.graph!;
-  const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
+  const batch = fixedBatchOf(m) ?? 1;
+  const rankOf = declaredRanks(g);
+  for (const [k, v] of ranks ?? []) rankOf.set(k, v);
   const extraInits: onnx.ITensorProto[] = [];
   const replaced = new Map<string, string>();
   let fresh = 0;
@@ -48,12 +90,8 @@ export function rewriteBatchDynamic(m: OnnxModel): OnnxModel | undefined {
     return name;
   };
   const constValues = (name: string): number[] | undefined => {
-    const t = inits.get(name);
-    if (t) return tensorNumbers(t);
-    const p = index.producer.get(name);
-    const n = p === undefined ? undefined : index.nodes[p];
-    const v = n?.opType === 'Constant' ? findAttr(n, 'value')?.t : undefined;
-    return v ? tensorNumbers(v) : undefined;
+    const t = constTensorOf(index, name);
+    return t ? tensorNumbers(t) : undefined;
   };
   const nodes: onnx.INodeProto[] = [];
   for (const n of g.node ?? []) {
@@ -65,8 +103,8 @@ export function rewriteBatchDynamic(m: OnnxModel): OnnxModel | undefined {
         continue;
       }
       let nt: number[] | undefined;
-      if (t.length > 1 && t[0] === 1) nt = [t.includes(-1) ? 0 : -1, ...t.slice(1)];
-      else if (t.length === 1) nt = t[0] === -1 ? [0, -1] : [-1, t[0]!];
+      if (t.length > 1 && t[0] === batch) nt = [t.includes(-1) ? 0 : -1, ...t.slice(1)];
+      else if (t.length === 1 && batch === 1) nt = t[0] === -1 ? [0, -1] : [-1, t[0]!];
       if (!nt) {
         nodes.push(n);
         continue;
@@ -77,16 +115,20 @@ export function rewriteBatchDynamic(m: OnnxModel): OnnxModel | undefined {
         replaced.set(`${target}:${nt.join(',')}`, name);
       }
       nodes.push({ ...n, input: [n.input![0]!, name, ...(n.input ?? []).slice(2)] });
-    } else if (n.opType === 'Squeeze' && (n.domain ?? '') === '') {
+    } else if (n.opType === 'Squeeze' && (n.domain ?? '') === '' && batch === 1) {
       const attr = findAttr(n, 'axes');
-      const axes = attr ? (attr.ints ?? []).map(Number) : n.input?.[1] ? constValues(n.input[1]) : undefined;
+      const given = squeezeAxes(index, n);
+      const rank = rankOf.get(n.input?.[0] ?? '');
+      const axes = given?.map((a) => (a < 0 && rank !== undefined ? a + rank : a));
       if (!axes || !axes.includes(0)) {
         nodes.push(n);
         continue;
       }
       const rest = axes.filter((a) => a !== 0);
-      if (rest.length === 0) nodes.push(makeNode('Identity', [n.input![0]!], [...(n.output ?? [])], {}, n.name ?? ''));
-      else if (attr)
+      if (rest.length === 0) {
+        if (n.input?.[1]) replacedBases.add(n.input[1]); // the axes, dropped when nothing else reads them
+        nodes.push(makeNode('Identity', [n.input![0]!], [...(n.output ?? [])], {}, n.name ?? ''));
+      } else if (attr)
         nodes.push({ ...n, attribute: (n.attribute ?? []).map((a) => (a === attr ? { ...a, ints: rest } : a)) });
       else nodes.push({ ...n, input: [n.input![0]!, newConst(n.input![1]!, rest)] });
     } else nodes.push(n);
@@ -100,7 +142,12 @@ export function rewriteBatchDynamic(m: OnnxModel): OnnxModel | undefined {
   const withBatch = (vi: onnx.IValueInfoProto, isInput: boolean): onnx.IValueInfoProto => {
     const { dtype, shape } = readValueInfo(vi);
     if (!shape) return vi;
-    const s = shape.length >= 2 && shape[0] === 1 ? [DYN, ...shape.slice(1)] : isInput ? shape : [DYN, ...shape];
+    const s =
+      shape.length >= 2 && shape[0] === batch
+        ? [DYN, ...shape.slice(1)]
+        : isInput || batch !== 1
+          ? shape
+          : [DYN, ...shape];
     return makeValueInfo(vi.name ?? '', dtype, s);
   };
   return withGraph(m, {
@@ -125,56 +172,86 @@ function probeData(n: number, seed: number): Float32Array {
 }
 
 /**
- * Decides how to run a model's batch. A dynamic batch stays as it is. A batch fixed at 1 is rewritten
- * ({@link rewriteBatchDynamic}) and kept when a probe run of the rewrite at batch 2 gives, row by row, the original
- * model's outputs at batch 1 (relative error ≤ 1e-4); else the original is kept and every run takes one image ('one').
+ * Decides how to run a model's batch. A dynamic batch stays as it is. A batch fixed at B is rewritten
+ * ({@link rewriteBatchDynamic}) and kept when probe runs of the rewrite at batch 2 and at batch 1 give, row by row,
+ * the original model's outputs (relative error ≤ 1e-4) with the batch as dim 0 (so a batch-1 run still gives
+ * `[1, ...]`). Otherwise, at B = 1 the original is kept and every run takes one image ('one').
+ * @throws SelfxitError `UNSUPPORTED_MODEL` when B > 1 and the batch cannot be made dynamic (prepare and the runtime
+ *   run 1 image, or a few, at a time).
  */
 export async function resolveBatch(m: OnnxModel, ort: OrtModule): Promise<BatchResolution> {
-  if (!hasFixedBatch(m)) return { model: m, mode: 'dynamic' };
+  const batch = fixedBatchOf(m);
+  if (batch === undefined) return { model: m, mode: 'dynamic' };
+  const fail = (note: string): BatchResolution => {
+    if (batch === 1) return { model: m, mode: 'one', note };
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `The model's input fixes the batch at ${batch} and it could not be made dynamic (${note}); re-export the model with a dynamic batch (or batch 1)`,
+      { batch },
+    );
+  };
   const inp = graphInputs(m)[0]!;
   const dims = inp.shape.map((d) => (typeof d === 'number' ? d : NaN));
   if (inp.dtype !== 'float32' || dims.some((d) => !Number.isFinite(d)))
-    return { model: m, mode: 'one', note: 'the input is not a float32 tensor of fixed shape' };
-  const rewritten = rewriteBatchDynamic(m);
-  if (!rewritten) return { model: m, mode: 'one', note: 'the graph could not be rewritten' };
-  const per = dims.reduce((a, b) => a * b, 1);
-  const rows = [probeData(per, 1), probeData(per, 2)];
+    return fail('the input is not a float32 tensor of fixed shape');
+  const per = dims.slice(1).reduce((a, b) => a * b, 1);
+  const rows = Array.from({ length: Math.max(2, batch) }, (_, r) => probeData(per, r + 1));
+  /** Probe rows from..from+n-1, one tensor. */
+  const concat = (n: number, from: number): Float32Array => {
+    const x = new Float32Array(n * per);
+    for (let r = 0; r < n; r++) x.set(rows[from + r]!, r * per);
+    return x;
+  };
   const outName = graphOutputs(m)[0]?.name ?? '';
-  const run = async (model: OnnxModel, data: Float32Array, batch: number): Promise<Float32Array> => {
+  const needRanks = batch === 1 ? squeezeRankNeeds(m) : [];
+  const ranks = new Map<string, number>();
+  const run = async (model: OnnxModel, n: number, from = 0): Promise<OrtTensor> => {
     // A failing probe is an expected outcome: keep onnxruntime's own error log quiet.
-    const s = await ort.InferenceSession.create(encodeModel(model), { logSeverityLevel: 4 });
+    const probed = model === m && needRanks.length > 0 ? withExtraOutputs(m, needRanks) : model;
+    const s = await ort.InferenceSession.create(encodeModel(probed), { logSeverityLevel: 4 });
     try {
-      const out = await s.run({ [inp.name]: new ort.Tensor('float32', data, [batch, ...dims.slice(1)]) });
+      const out = await s.run({ [inp.name]: new ort.Tensor('float32', concat(n, from), [n, ...dims.slice(1)]) });
+      for (const x of model === m ? needRanks : []) if (out[x]) ranks.set(x, (out[x] as OrtTensor).dims.length);
       const t = out[outName] as OrtTensor | undefined;
       if (!t || !(t.data instanceof Float32Array)) throw new Error(`no float32 output "${outName}"`);
-      if (batch > 1 && t.dims[0] !== batch) throw new Error(`output batch is ${t.dims[0]}, not ${batch}`);
-      return t.data;
+      return t;
     } finally {
       await s.release();
     }
   };
+  let rewritten: OnnxModel;
   try {
-    const want = [await run(m, rows[0]!, 1), await run(m, rows[1]!, 1)];
-    const both = new Float32Array(2 * per);
-    both.set(rows[0]!, 0);
-    both.set(rows[1]!, per);
-    const got = await run(rewritten, both, 2);
+    // The original's outputs for rows 0 and 1: two runs at batch 1, or rows of one run at its batch.
+    const want: Float32Array[] = [];
+    if (batch === 1) for (const r of [0, 1]) want.push((await run(m, 1, r)).data as Float32Array);
+    else {
+      const t = await run(m, batch);
+      if (t.dims[0] !== batch) throw new Error(`the output's dim 0 is ${t.dims[0]}, not the batch ${batch}`);
+      const k = t.data.length / batch;
+      for (const r of [0, 1]) want.push((t.data as Float32Array).slice(r * k, (r + 1) * k));
+    }
+    rewritten = rewriteBatchDynamic(m, ranks);
     const k = want[0]!.length;
-    if (got.length !== 2 * k) throw new Error(`${got.length} outputs at batch 2 for ${k} per image`);
     let scale = 1e-6;
     for (const w of want) for (const v of w) scale = Math.max(scale, Math.abs(v));
-    for (let r = 0; r < 2; r++)
-      for (let i = 0; i < k; i++)
-        if (Math.abs(got[r * k + i]! - want[r]![i]!) > 1e-4 * scale)
-          throw new Error(`row ${r} differs from the batch-1 output at element ${i}`);
+    for (const n of [2, 1]) {
+      const got = await run(rewritten, n);
+      if (got.dims[0] !== n) throw new Error(`output batch is ${got.dims[0]}, not ${n}`);
+      const data = got.data as Float32Array;
+      if (data.length !== n * k) throw new Error(`${data.length} outputs at batch ${n} for ${k} per image`);
+      for (let r = 0; r < n; r++)
+        for (let i = 0; i < k; i++)
+          if (Math.abs(data[r * k + i]! - want[r]![i]!) > 1e-4 * scale)
+            throw new Error(`row ${r} at batch ${n} differs from the original's output at element ${i}`);
+    }
   } catch (e) {
     if (e instanceof SelfxitError) throw e;
     const why = e instanceof Error ? e.message : String(e);
-    return { model: m, mode: 'one', note: `a batch-2 probe of the rewritten graph failed (${why.split('\n')[0]})` };
+    return fail(`a probe of the rewritten graph failed (${why.split('\n')[0]})`);
   }
   return {
     model: rewritten,
     mode: 'rewritten',
-    note: 'made dynamic (checked by a probe run at batch 2 against batch-1 runs)',
+    note: `made dynamic (checked by probe runs at batch 2 and 1 against the batch-${batch} model)`,
   };
 }

@@ -35,7 +35,7 @@ export interface CompileCascadeOptions {
    * exit's else-branch holds the rest of the cascade. `'flat'`: one `If(exited so far)` per stage in sequence, each
    * branch holding one stage (the segments to the next exit, its head and decision) or passing the decided result
    * through. Flat measured no faster in onnxruntime-web and slower once an exit fires (docs/ARCHITECTURE.md, "What a
-   * compiled exit costs"); it stays for the benchmarks that compare the two.
+   * compiled exit costs"); it stays for the benchmarks that compare the two. Flat needs opset 11 or later.
    */
   readonly layout?: 'nested' | 'flat';
   /**
@@ -202,6 +202,8 @@ function classCount(
     for (const n of names) {
       const d = n ? readValueInfo((p.model.proto.graph!.output ?? []).find((o) => o.name === n)!).shape : undefined;
       if (d?.length === 2 && typeof d[1] === 'number') found.add(d[1]);
+      // A batch-1 backbone's `[classes]` output.
+      else if (n === p.output && d?.length === 1 && typeof d[0] === 'number') found.add(d[0]);
     }
   });
   if (found.size > 1) invalid(`the exits and the backbone disagree on the class count (${[...found].join(', ')})`);
@@ -228,7 +230,8 @@ function classCount(
  * above 1 never fire but their heads still run (the stage engine skips reading them).
  * @throws SelfxitError `INVALID_BUNDLE` when the parts cannot be composed (not one input, a missing output, an
  *   activation type or shape mismatch between parts, differing opsets or functions, a reserved name as the input);
- *   `INVALID_ARGUMENT` for no parts, or exit indices that are missing, repeated, out of order or >= `exitCount`.
+ *   `INVALID_ARGUMENT` for no parts, exit indices that are missing, repeated, out of order or >= `exitCount`, or the
+ *   'flat' layout below opset 11.
  */
 export function compileCascade(parts: readonly CascadePart[], options: CompileCascadeOptions): OnnxModel {
   if (parts.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'compileCascade needs at least one segment');
@@ -250,6 +253,13 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     invalid(`the input name "${inputName}" is reserved by the compiled model`, { tensor: inputName });
   const merged = mergeModelHeaders(parts.map((p) => p.model));
   const opset = merged.opsets.find((o) => o.domain === '')!.version as number;
+  // A flat stage's If passes a zero-size activation beside a full one; If before opset 11 needs equal branch shapes.
+  if (options.layout === 'flat' && opset < 11)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `the 'flat' cascade layout needs opset 11 or later (the model imports opset ${opset}, whose If needs its branches' shapes to agree): use the 'nested' layout`,
+      { opset },
+    );
 
   const classes = classCount(parts, exits, cont);
   // Gated heads need the class count: a disabled exit gives zero probabilities [1, classes] (never read).
@@ -344,9 +354,13 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     const endHere = (): void => {
       if (cont) return void s.nodes.push(...continueNodes(outs, p.output));
       let x = p.output;
+      // Batch 1: any other rank (e.g. a batch-1 model's `[classes]`, or `[1, classes, 1, 1]`) becomes [1, classes].
       if (p.outDims?.length !== 2) {
-        s.nodes.push(makeNode('Flatten', [x], [`cascade/final_flat`], { axis: 1 }, 'cascade/final_flat'));
-        x = 'cascade/final_flat';
+        s.nodes.push(
+          constant('cascade/final_shape', makeTensor('', 'int64', [2], [1, -1])),
+          makeNode('Reshape', [x, 'cascade/final_shape'], ['cascade/final_row'], {}, 'cascade/final_Reshape'),
+        );
+        x = 'cascade/final_row';
       }
       const op = end === 'logits' ? 'Softmax' : 'Identity';
       s.nodes.push(makeNode(op, [x], [probs], op === 'Softmax' ? { axis: 1 } : {}, `cascade/final_${op}`));

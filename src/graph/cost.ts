@@ -2,10 +2,11 @@
 //
 // MACs count only the multiply-accumulates of convolution- and matmul-type ops (Conv, ConvTranspose, Gemm, MatMul,
 // their integer/quantized forms). Elementwise and reduction ops (Relu, Add, BatchNormalization, pooling, Softmax, ...)
-// count 0. That is the convention behind the published ResNet-20/56 figures (40.6 M / 125.5 M MACs per image).
+// count 0; If/Loop/Scan count their bodies (the larger If branch; a loop body once). That is the convention behind
+// the published ResNet-20/56 figures (40.6 M / 125.5 M MACs per image).
 import { SelfxitError } from '../errors.js';
 import type { GraphIndex } from './graph-index.js';
-import { attrInt, tensorBytes, tensorSize, type onnx } from './proto.js';
+import { attrInt, findAttr, readValueInfo, tensorBytes, tensorSize, toNum, type onnx } from './proto.js';
 
 /** Returns a concrete shape (batch 1) or undefined when unknown. */
 export type ShapeLookup = (name: string) => readonly number[] | undefined;
@@ -37,11 +38,15 @@ export function macOperands(node: onnx.INodeProto): string[] {
  *   from the weight `[Cout, Cin/group, k...]`.
  * - ConvTranspose: `inElems * (Cout / group) * prod(kernel)`, weight `[Cin, Cout/group, k...]`.
  * - Gemm: `outElems * K` (K from A, honouring transA). MatMul / QLinearMatMul / MatMulInteger: `outElems * K`, K = last dim of A.
+ * - If: the larger branch's MACs; Loop, Scan: one run of the body (the trip count is data: not multiplied). A body's
+ *   shapes come from its own declarations (value_info, initializers; a symbolic dim 0 read as 1) and the outer
+ *   graph's; a body node whose shapes are unknown counts 0.
  * - Anything else: 0.
  * @throws SelfxitError `SHAPE_UNKNOWN` when a needed shape is missing.
  */
 export function nodeMacs(node: onnx.INodeProto, shapeOf: ShapeLookup): number {
   const op = node.opType ?? '';
+  if (BODY_ATTRS[op] && (node.domain ?? '') === '') return controlFlowMacs(node, op, shapeOf);
   const operands = macOperands(node);
   if (operands.length === 0) return 0;
   const shapes = operands.map((name) => {
@@ -63,6 +68,37 @@ export function nodeMacs(node: onnx.INodeProto, shapeOf: ShapeLookup): number {
     return prod(b) * (k ?? 1);
   }
   return prod(b) * (a[a.length - 1] ?? 1);
+}
+
+const BODY_ATTRS: Readonly<Record<string, readonly string[]>> = {
+  If: ['then_branch', 'else_branch'],
+  Loop: ['body'],
+  Scan: ['body'],
+};
+
+/** MACs of an If (its larger branch), Loop or Scan (its body once), see {@link nodeMacs}. */
+function controlFlowMacs(node: onnx.INodeProto, op: string, shapeOf: ShapeLookup): number {
+  return Math.max(0, ...BODY_ATTRS[op]!.map((name) => bodyMacs(findAttr(node, name)?.g, shapeOf)));
+}
+
+function bodyMacs(g: onnx.IGraphProto | null | undefined, outer: ShapeLookup): number {
+  if (!g) return 0;
+  const own = new Map<string, readonly number[]>();
+  for (const vi of [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]) {
+    const s = readValueInfo(vi).shape?.map((d, i) => (i === 0 && typeof d === 'string' ? 1 : d));
+    if (s && vi.name && s.every((d): d is number => typeof d === 'number')) own.set(vi.name, s);
+  }
+  for (const t of g.initializer ?? []) if (t.name) own.set(t.name, (t.dims ?? []).map(toNum));
+  const shapeOf: ShapeLookup = (name) => own.get(name) ?? outer(name);
+  let total = 0;
+  for (const n of g.node ?? []) {
+    try {
+      total += nodeMacs(n, shapeOf);
+    } catch (e) {
+      if (!(e instanceof SelfxitError) || e.code !== 'SHAPE_UNKNOWN') throw e;
+    }
+  }
+  return total;
 }
 
 /** Parameter count and bytes: the initializers that live nodes read. Constant-node values are not counted. */

@@ -1,6 +1,7 @@
-// Static element-type inference: value_info and initializers first, then per-op rules (first input by default).
+// Static element-type inference: value_info and initializers first, then per-op rules (first input by default;
+// If/Loop/Scan from their bodies' outputs).
 import type { GraphIndex } from './graph-index.js';
-import { attrInt, dtypeFromElemType, findAttr, readValueInfo, type DType } from './proto.js';
+import { attrInt, dtypeFromElemType, findAttr, readValueInfo, type DType, type onnx } from './proto.js';
 import { PRODUCER_QPARAMS } from './quant.js';
 
 const TO_INT64 = new Set(['Shape', 'Size', 'NonZero', 'ArgMax', 'ArgMin', 'NonMaxSuppression']);
@@ -23,20 +24,68 @@ const TO_INT32 = new Set(['ConvInteger', 'MatMulInteger']);
 export function inferDtypes(index: GraphIndex): Map<string, DType> {
   const g = index.graph;
   const out = new Map<string, DType>();
-  for (const vi of [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]) {
-    const d = readValueInfo(vi).dtype;
-    if (d && vi.name) out.set(vi.name, d);
-  }
+  declare(out, [...(g.input ?? []), ...(g.valueInfo ?? []), ...(g.output ?? [])]);
   for (const [name, t] of index.initializers) {
     const d = dtypeFromElemType(t.dataType);
     if (d) out.set(name, d);
   }
-  for (const n of index.nodes) {
+  inferNodes(index.nodes, out);
+  return out;
+}
+
+function declare(out: Map<string, DType>, infos: readonly onnx.IValueInfoProto[]): void {
+  for (const vi of infos) {
+    const d = readValueInfo(vi).dtype;
+    if (d && vi.name) out.set(vi.name, d);
+  }
+}
+
+/** Element types of a subgraph's outputs (its declarations, else inferred inside it; outer-scope types in `outer`). */
+function subgraphOutputs(
+  sub: onnx.IGraphProto | null | undefined,
+  outer: ReadonlyMap<string, DType>,
+): (DType | undefined)[] {
+  if (!sub) return [];
+  const inner = new Map(outer);
+  declare(inner, [...(sub.input ?? []), ...(sub.valueInfo ?? []), ...(sub.output ?? [])]);
+  for (const t of sub.initializer ?? []) {
+    const d = dtypeFromElemType(t.dataType);
+    if (d && t.name) inner.set(t.name, d);
+  }
+  inferNodes(sub.node ?? [], inner);
+  return (sub.output ?? []).map((o) => inner.get(o.name ?? ''));
+}
+
+/** Types of a control-flow node's outputs from its bodies: If (a branch's outputs), Loop (the body's outputs after
+ * the condition; a loop-carried value's initial input as fallback), Scan (the body's outputs). Unknown: undefined. */
+function controlFlowTypes(n: onnx.INodeProto, out: ReadonlyMap<string, DType>): (DType | undefined)[] {
+  const op = n.opType ?? '';
+  const count = (n.output ?? []).length;
+  const body = (name: string): (DType | undefined)[] => subgraphOutputs(findAttr(n, name)?.g, out);
+  const ins = n.input ?? [];
+  if (op === 'If') {
+    const [a, b] = [body('then_branch'), body('else_branch')];
+    return Array.from({ length: count }, (_, i) => a[i] ?? b[i]);
+  }
+  if (op === 'Loop') {
+    const b = body('body');
+    return Array.from({ length: count }, (_, i) => b[i + 1] ?? (ins[i + 2] ? out.get(ins[i + 2]!) : undefined));
+  }
+  const b = body('body');
+  return Array.from({ length: count }, (_, i) => b[i]);
+}
+
+const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
+
+/** Per-op rules over `nodes` (in topological order), adding to `out` the outputs' types it can tell. */
+function inferNodes(nodes: readonly onnx.INodeProto[], out: Map<string, DType>): void {
+  for (const n of nodes) {
     const ins = n.input ?? [];
     const inType = (i: number): DType | undefined => (ins[i] ? out.get(ins[i]!) : undefined);
     const op = n.opType ?? '';
     let types: (DType | undefined)[];
-    if (op === 'Constant') {
+    if (CONTROL_FLOW.has(op) && (n.domain ?? '') === '') types = controlFlowTypes(n, out);
+    else if (op === 'Constant') {
       const t = findAttr(n, 'value')?.t;
       types = [
         t
@@ -74,5 +123,4 @@ export function inferDtypes(index: GraphIndex): Map<string, DType> {
       if (d) out.set(o, d);
     });
   }
-  return out;
 }

@@ -2,7 +2,7 @@
 // of every value (constant, batch-only shape value, or activation). Everything else in src/graph builds on it.
 import { SelfxitError } from '../errors.js';
 import type { OnnxModel } from './model.js';
-import { realInputProtos } from './model.js';
+import { graphTensors, realInputProtos } from './model.js';
 import { attrInt, attrInts, findAttr, tensorNumbers, type onnx } from './proto.js';
 
 /**
@@ -110,7 +110,8 @@ const cache = new WeakMap<onnx.ModelProto, GraphIndex>();
 /**
  * Indexes the model (cached per model object). Linear in graph size, plus a heap sort when the stored node
  * order is not topological.
- * @throws SelfxitError `UNSUPPORTED_MODEL` unless the model has exactly one real input;
+ * @throws SelfxitError `UNSUPPORTED_MODEL` unless the model has exactly one real input, or when it holds a sparse
+ *   tensor (sparse_initializer, a Constant's `sparse_value`; in subgraphs too);
  *   `INVALID_MODEL` when a node reads a tensor nothing produces, a tensor has two producers, or the graph has a cycle.
  */
 export function indexGraph(model: OnnxModel): GraphIndex {
@@ -127,6 +128,14 @@ export function indexGraph(model: OnnxModel): GraphIndex {
     );
   }
   const input = realInputs[0]!.name ?? '';
+  for (const { tensor, where, sparse } of graphTensors(g)) {
+    if (!sparse) continue;
+    throw new SelfxitError(
+      'UNSUPPORTED_MODEL',
+      `The model holds a sparse tensor (${where}${tensor.name ? `, "${tensor.name}"` : ''}): selfxit reads dense tensors only. Store it as a dense initializer (Python: onnx.numpy_helper.from_array of its dense values)`,
+      { where },
+    );
+  }
   const outputs = (g.output ?? []).map((o) => o.name ?? '');
   const initializers = new Map<string, onnx.ITensorProto>();
   for (const t of g.initializer ?? []) initializers.set(t.name ?? '', t);

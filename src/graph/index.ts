@@ -22,7 +22,14 @@ export {
   type FuseHeadOptions,
 } from './head-builder.js';
 export { sha256Hex } from './hash.js';
-export { hasFixedBatch, resolveBatch, rewriteBatchDynamic, type BatchMode, type BatchResolution } from './batch.js';
+export {
+  fixedBatchOf,
+  hasFixedBatch,
+  resolveBatch,
+  rewriteBatchDynamic,
+  type BatchMode,
+  type BatchResolution,
+} from './batch.js';
 export type { ValueKind } from './graph-index.js';
 export {
   compileCascade,

@@ -17,7 +17,8 @@ export interface TensorInfo {
 /**
  * Decodes ONNX protobuf bytes.
  * @throws SelfxitError `INVALID_MODEL` when the bytes are not a protobuf ModelProto, are truncated, or hold no graph,
- *   no node, no output or no opset import.
+ *   no node, no output or no opset import; `UNSUPPORTED_MODEL` when a tensor (initializer, Constant attribute, in a
+ *   subgraph too) keeps its data in an external file.
  */
 export function decodeModel(bytes: Uint8Array): OnnxModel {
   let proto: onnx.ModelProto;
@@ -49,7 +50,48 @@ export function decodeModel(bytes: Uint8Array): OnnxModel {
       );
     }
   }
+  for (const { tensor, where } of graphTensors(g)) {
+    if (tensor.dataLocation === pb.TensorProto.DataLocation.EXTERNAL || (tensor.externalData ?? []).length > 0) {
+      const file = tensor.externalData?.find((e) => e.key === 'location')?.value;
+      throw new SelfxitError(
+        'UNSUPPORTED_MODEL',
+        `Tensor "${tensor.name ?? ''}" (${where}) keeps its data in an external file${file ? ` ("${file}")` : ''}: selfxit reads one self-contained .onnx file. Re-save the model with the data inline (Python: onnx.save_model(onnx.load("model.onnx"), "inline.onnx", save_as_external_data=False); models up to 2 GB)`,
+        { tensor: tensor.name ?? '', ...(file ? { location: file } : {}) },
+      );
+    }
+  }
   return { proto };
+}
+
+/** A tensor held in a graph, and where (for messages). */
+export interface GraphTensor {
+  readonly tensor: onnx.ITensorProto;
+  readonly where: string;
+  /** True for a sparse tensor's values or indices. */
+  readonly sparse: boolean;
+}
+
+/**
+ * Every tensor a graph holds: initializers, sparse initializers (values and indices), Constant-style node attributes
+ * (`t`, `tensors`, `sparse_tensor`), recursively in subgraphs (If/Loop/Scan bodies).
+ */
+export function* graphTensors(g: onnx.IGraphProto, path = 'graph'): Generator<GraphTensor> {
+  for (const t of g.initializer ?? []) yield { tensor: t, where: `initializer of ${path}`, sparse: false };
+  for (const sp of g.sparseInitializer ?? [])
+    for (const t of [sp.values, sp.indices])
+      if (t) yield { tensor: t, where: `sparse_initializer of ${path}`, sparse: true };
+  for (const n of g.node ?? []) {
+    const node = `node "${n.name || n.opType}" in ${path}`;
+    for (const a of n.attribute ?? []) {
+      const at = `attribute "${a.name}" of ${node}`;
+      if (a.t) yield { tensor: a.t, where: at, sparse: false };
+      for (const t of a.tensors ?? []) yield { tensor: t, where: at, sparse: false };
+      for (const sp of [a.sparseTensor, ...(a.sparseTensors ?? [])])
+        for (const t of sp ? [sp.values, sp.indices] : []) if (t) yield { tensor: t, where: at, sparse: true };
+      for (const sub of [a.g, ...(a.graphs ?? [])])
+        if (sub) yield* graphTensors(sub, `subgraph "${a.name}" of ${node}`);
+    }
+  }
 }
 
 /** Encodes a model to ONNX protobuf bytes. */

@@ -16,9 +16,10 @@ export interface TensorTypes {
   readonly dtypes?: ReadonlyMap<string, DType>;
 }
 
+/** `[batch, ...]`; a scalar or rank-1 shape (a batch-1 model's `[classes]` output) is kept as it is. */
 function withBatch(shape: readonly (number | string)[] | undefined): (number | string)[] | undefined {
   if (!shape) return undefined;
-  return shape.length === 0 ? [] : [BATCH_DIM, ...shape.slice(1)];
+  return shape.length <= 1 ? [...shape] : [BATCH_DIM, ...shape.slice(1)];
 }
 
 /** Typed value info for a boundary tensor: explicit types first, then the model's value_info, then static inference. */
@@ -38,7 +39,8 @@ function boundaryInfo(
       { tensor: name },
     );
   }
-  const shape = types?.shapes?.get(name) ?? fromVi?.shape;
+  // A rank-1 tensor has no batch axis to make symbolic: the model's own declaration (e.g. `[classes]`) comes first.
+  const shape = fromVi?.shape?.length === 1 ? fromVi.shape : (types?.shapes?.get(name) ?? fromVi?.shape);
   return makeValueInfo(name, dtype, withBatch(shape));
 }
 
