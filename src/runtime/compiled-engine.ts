@@ -36,7 +36,8 @@ interface Compiled {
  * segments have loaded (the stage engine loads them lazily for inputs that continue past the prefix) or the backend
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
- * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
+ * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read
+ * (a longer prefix stored evicts the shorter ones but segment 0's alone: {@link evictShorter}).
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
@@ -175,6 +176,7 @@ export class CompiledEngine {
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
       }
       await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
+      await this.evictShorter(backend, prefix.length, gated);
     }
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
     this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
@@ -259,6 +261,16 @@ export class CompiledEngine {
     let m: Compiled | undefined = c;
     while (m?.retired) m = await this.ready();
     return fn(m);
+  }
+
+  /**
+   * Deletes the cached models of the prefixes 2 .. count - 1 (same backend and gating) once that of `count` is stored:
+   * only the longest prefix and that of segment 0 alone (every open starts with it: it loads segment 0 only) are of use
+   * again, so a bundle keeps at most two models per backend and gating instead of one per prefix length.
+   */
+  private async evictShorter(backend: Backend, count: number, gated: boolean): Promise<void> {
+    for (let c = 2; c < count; c++)
+      await this.cache.deleteCompiled?.(`${compiledKey(this.manifestHash, backend, c)}${gated ? ':gated' : ''}`);
   }
 
   /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */

@@ -179,7 +179,7 @@ export class BundleRuntime {
   ): Promise<WireResult[]> {
     const { manifest } = this;
     const run = async (): Promise<WireResult[]> => {
-      const compiled = rows === 1 ? await this.compiled?.ready() : undefined;
+      const compiled = req.inputs.length === 1 ? await this.compiled?.ready() : undefined; // a batch: every chunk by stages
       if (compiled) {
         const r = await this.compiled!.run(compiled, data, req.thresholds, profiler);
         return [
