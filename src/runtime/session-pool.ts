@@ -1,8 +1,9 @@
 // The worker's segment sessions: created lazily from the bundle's files (integrity-checked, warmed up, progress reported),
-// every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}).
+// every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}); a
+// run out of GPU memory on a working device rejects with OUT_OF_MEMORY instead (the next, smaller call stays on WebGPU).
 import type { BundleManifest } from '../bundle/manifest.js';
 import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
-import { SelfxitError, isSelfxitError } from '../errors.js';
+import { SelfxitError, isOutOfMemory, isSelfxitError } from '../errors.js';
 import type { OrtSession } from '../ort/types.js';
 import type { BundleSource, Progress } from './bundle-source.js';
 import { checkClassOutputs, sessionCreateError, sessionOptions, type OrtHandle } from './ort-backend.js';
@@ -76,7 +77,8 @@ export class SessionPool implements SessionProvider {
   /**
    * The WebGPU → WASM fallback: runs `job`; when it fails on WebGPU (with an error `options` let through), switches every
    * segment to WASM and runs `options.retry` (default `job`) once. A job that failed after another call switched the
-   * backend runs again without a second switch.
+   * backend runs again without a second switch. A run out of memory (not `anyError`: session creation falls back) while
+   * segment 0 still runs on the device rejects with OUT_OF_MEMORY, and WebGPU stays.
    */
   async withFallback<T>(job: () => Promise<T>, options: FallbackOptions<T>): Promise<T> {
     const gen = this.generation;
@@ -88,7 +90,12 @@ export class SessionPool implements SessionProvider {
       if (isSelfxitError(e) && !options.anyError) throw e;
       if (gen === this.generation) {
         if (this.ort.backend !== 'webgpu') throw e;
-        this.fallbackToWasm(`${options.reason}: ${(e as Error).message}`);
+        // Out of GPU memory with the device still working (a batch too large): this call fails, WebGPU stays.
+        if (!options.anyError && isOutOfMemory(e) && (await this.deviceWorks()) && gen === this.generation) {
+          const message = `${options.reason}: out of WebGPU memory (${(e as Error).message}): try smaller batches`;
+          throw new SelfxitError('OUT_OF_MEMORY', message, { backend: 'webgpu' }, { cause: e });
+        }
+        if (gen === this.generation) this.fallbackToWasm(`${options.reason}: ${(e as Error).message}`);
       }
       return this.once(options.retry ?? job, options.during);
     }
@@ -122,6 +129,17 @@ export class SessionPool implements SessionProvider {
     return session;
   }
 
+  /** Whether segment 0 still runs one input on the backend in use (after an out-of-memory error: is the device lost?). */
+  private async deviceWorks(): Promise<boolean> {
+    try {
+      const session = await this.session(0);
+      await this.warmUp(session, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Creates and warms up (one run on zeros, compiling shaders on WebGPU) segment `s`'s session on the current backend. */
   private async createOnBackend(bytes: Uint8Array, s: number): Promise<OrtSession> {
     const seg = this.manifest.segments[s]!;
@@ -136,6 +154,20 @@ export class SessionPool implements SessionProvider {
       }
     });
     if (onWebGpu) this.onWebGpu.add(session);
+    try {
+      await this.warmUp(session, s);
+    } catch (e) {
+      await this.queue.run(() => session.release()).catch(() => {});
+      throw e;
+    }
+    this.created[s] = true;
+    this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
+    return session;
+  }
+
+  /** One run of segment `s`'s `session` on zeros at batch 1 (nothing when its input shape is not fully known). */
+  private async warmUp(session: OrtSession, s: number): Promise<void> {
+    const seg = this.manifest.segments[s]!;
     const dims = this.warmupDims(session, s);
     if (dims) {
       const size = dims.reduce((a, b) => a * b, 1);
@@ -147,17 +179,9 @@ export class SessionPool implements SessionProvider {
           : type === 'int8'
             ? new Tensor('int8', new Int8Array(size), dims)
             : new Tensor('float32', new Float32Array(size), dims);
-      try {
-        const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
-        for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
-      } catch (e) {
-        await this.queue.run(() => session.release()).catch(() => {});
-        throw e;
-      }
+      const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
+      for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
     }
-    this.created[s] = true;
-    this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
-    return session;
   }
 
   /** Element type of segment `s`'s input, where the session says (float32 when not). */
