@@ -83,6 +83,44 @@ describe('compiled engine: what it keeps', () => {
     spy.mockRestore();
   });
 
+  it('once the whole bundle is compiled and the cache keeps models, segment bytes are let go: a later build reads them from the cache', async () => {
+    const engines = new Set<CompiledEngine>();
+    const ready = CompiledEngine.prototype.ready;
+    const spy = vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
+      engines.add(this);
+      return ready.call(this);
+    });
+    const run = async (cache: CompiledCache, reads: () => number) => {
+      const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
+      const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+      const never = init.manifest.exits.map(() => 2); // every exit off: every segment loads, the gated model is made
+      await single(a, engines, 0, never);
+      await single(a, engines, 0, never);
+      const before = reads();
+      // exits on: the ungated model of the whole bundle is compiled (none cached yet)
+      const thresholds = init.manifest.exits.map((e) => e.threshold);
+      await single(a, engines, 0, thresholds);
+      const deep = tiny.expected.findIndex((e) => e.exit === -1);
+      expect(await single(a, engines, deep, thresholds)).toBe(-1);
+      expect((await a.classify({ inputs: [], thresholds, probabilities: false })).state.engine).toBe('compiled');
+      await a.dispose();
+      return reads() - before;
+    };
+    let reads = 0;
+    const cache = new CompiledCache();
+    const getSegment = cache.getSegment.bind(cache);
+    cache.getSegment = async (h: string) => (reads++, getSegment(h));
+    expect(await run(cache, () => reads)).toBe(3); // the three segments, read again from the cache to compile
+    // A cache that keeps no compiled models: the bytes stay (the build compiles from them, nothing read again).
+    let plainReads = 0;
+    const plain = new CompiledCache();
+    Object.assign(plain, { getCompiled: undefined, putCompiled: undefined, deleteCompiled: undefined });
+    const plainGet = plain.getSegment.bind(plain);
+    plain.getSegment = async (h: string) => (plainReads++, plainGet(h));
+    expect(await run(plain, () => plainReads)).toBe(0);
+    spy.mockRestore();
+  });
+
   it('classifyBatch of 65 inputs: both chunks (64 rows, then 1) run stage by stage, none on the compiled model', async () => {
     const { loadOrt, compiledRuns } = countingOrt();
     const a = createWorkerApi({ cache: new CompiledCache(), loadOrt });

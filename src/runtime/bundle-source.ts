@@ -166,40 +166,35 @@ export class BundleSource {
     this.segmentUrls = manifest.segments.map((s) => new URL(s.file, manifestUrl).href);
   }
 
-  /** Segment `s`'s bytes (reported from 'initiate' to 'done'). */
-  segmentBytes(s: number): Promise<Uint8Array> {
+  /** Segment `s`'s bytes (reported from 'initiate' to 'done', unless `report` is false: read again for a rebuild). */
+  segmentBytes(s: number, { report = true }: { readonly report?: boolean } = {}): Promise<Uint8Array> {
     const seg = this.manifest.segments[s];
     if (!seg) return Promise.reject(new SelfxitError('INTERNAL', `no segment ${s}`));
-    this.progress({ status: 'initiate', file: seg.file, segment: s });
-    return this.fileBytes({
-      file: seg.file,
-      sha256: seg.sha256,
-      bytes: seg.bytes,
-      url: this.segmentUrls[s]!,
-      segment: s,
-    });
+    if (report) this.progress({ status: 'initiate', file: seg.file, segment: s });
+    const f = { file: seg.file, sha256: seg.sha256, bytes: seg.bytes, url: this.segmentUrls[s]!, segment: s };
+    return this.fileBytes(f, report ? this.progress : () => {});
   }
 
   /** A bundle file's bytes: from the cache (re-verified) or fetched, sha256-checked and cached by content hash. */
-  private async fileBytes(f: BundleFile): Promise<Uint8Array> {
+  private async fileBytes(f: BundleFile, progress: Progress = this.progress): Promise<Uint8Array> {
     const { file, sha256: expected, url } = f;
     const at = f.segment === undefined ? {} : { segment: f.segment };
     const cached = await this.cache.getSegment(expected);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
-        this.progress({ status: 'done', file, ...at, fromCache: true });
+        progress({ status: 'done', file, ...at, fromCache: true });
         return cached;
       }
       await this.cache.deleteSegments([expected]); // corrupted in storage: fetch again
       if (f.segment !== undefined) this.cachedSegments[f.segment] = false;
     }
-    this.progress({ status: 'download', file, ...at });
+    progress({ status: 'download', file, ...at });
     const fetchFile = (reload: boolean): Promise<Uint8Array> =>
       fetchBytes(url, {
         expectedBytes: f.bytes,
         reload,
         onProgress: (loaded, total) =>
-          this.progress({
+          progress({
             status: 'progress',
             file,
             ...at,
@@ -219,7 +214,7 @@ export class BundleSource {
     if (actual !== expected) throw await this.mismatch(f, actual);
     await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
-    this.progress({ status: 'done', file, ...at, fromCache: false });
+    progress({ status: 'done', file, ...at, fromCache: false });
     return bytes;
   }
 

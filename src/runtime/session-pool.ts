@@ -38,25 +38,43 @@ export class SessionPool implements SessionProvider {
   private disposedFlag = false;
   /** Each segment's verified bytes once loaded, when kept (`keepBytes`: the compiled engine compiles from them). */
   private readonly bytes: (Uint8Array | undefined)[] = [];
+  /** Whether each segment's bytes were loaded and verified (its session made once). */
+  private readonly loaded: boolean[];
 
   constructor(
     private readonly manifest: BundleManifest,
     readonly ort: OrtHandle,
     private readonly source: BundleSource,
     private readonly progress: Progress,
-    private readonly keepBytes = false,
+    private keepBytes = false,
   ) {
     this.created = manifest.segments.map(() => false);
+    this.loaded = manifest.segments.map(() => false);
   }
 
-  /** The bytes of the leading segments loaded so far (kept only with `keepBytes`): segments 0 .. length - 1. */
-  loadedPrefix(): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    for (const b of this.bytes) {
-      if (!b) break;
-      out.push(b);
-    }
-    return out;
+  /** How many leading segments have loaded: segments 0 .. count - 1. */
+  loadedCount(): number {
+    const n = this.loaded.indexOf(false);
+    return n < 0 ? this.loaded.length : n;
+  }
+
+  /**
+   * The bytes of segments 0 .. count - 1: those kept (`keepBytes`), else read again from the bundle source (the cache,
+   * re-verified, else fetched), without progress reports.
+   */
+  prefixBytes(count: number): Promise<Uint8Array[]> {
+    return Promise.all(
+      Array.from({ length: count }, (_, s) => this.bytes[s] ?? this.source.segmentBytes(s, { report: false })),
+    );
+  }
+
+  /**
+   * Stops keeping segment bytes (frees those held): once every model the compiled engine may make again can come from
+   * the bundle cache, which holds the segments too ({@link prefixBytes}).
+   */
+  dropBytes(): void {
+    this.keepBytes = false;
+    this.bytes.length = 0;
   }
 
   get disposed(): boolean {
@@ -126,6 +144,7 @@ export class SessionPool implements SessionProvider {
       retry: () => this.session(s), // the fallback dropped this load: the WASM one is made as a shared one
     });
     if (this.keepBytes) this.bytes[s] = bytes;
+    this.loaded[s] = true;
     return session;
   }
 
