@@ -55,14 +55,19 @@ async function single(a: WorkerApi, engines: Set<CompiledEngine>, i: number, thr
   return r.results[0]!.exit;
 }
 
+/** Adds each compiled engine that serves a call to `engines` (to wait for its builds); `mockRestore()` at the end. */
+function trackEngines(engines: Set<CompiledEngine>): { mockRestore: () => void } {
+  const ready = CompiledEngine.prototype.ready;
+  return vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
+    engines.add(this);
+    return ready.call(this);
+  });
+}
+
 describe('compiled engine: what it keeps', () => {
   it('a longer prefix stored evicts the shorter ones, except the one of segment 0 alone (each open starts with it)', async () => {
     const engines = new Set<CompiledEngine>();
-    const ready = CompiledEngine.prototype.ready;
-    const spy = vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
-      engines.add(this);
-      return ready.call(this);
-    });
+    const spy = trackEngines(engines);
     const cache = new CompiledCache();
     const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
     const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
@@ -85,11 +90,7 @@ describe('compiled engine: what it keeps', () => {
 
   it('once the whole bundle is compiled and the cache keeps models, segment bytes are let go: a later build reads them from the cache', async () => {
     const engines = new Set<CompiledEngine>();
-    const ready = CompiledEngine.prototype.ready;
-    const spy = vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
-      engines.add(this);
-      return ready.call(this);
-    });
+    const spy = trackEngines(engines);
     const run = async (cache: CompiledCache, reads: () => number) => {
       const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
       const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
