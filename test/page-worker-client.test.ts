@@ -341,7 +341,7 @@ describe('WorkerClient liveness', () => {
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
   });
 
-  it('where the Web Lock watch is on, an idle worker that does not answer pings stays; its end is seen through the lock', async () => {
+  it('where the Web Lock watch is on, an idle worker busy for 6 ping periods stays; its end is seen at once through the lock', async () => {
     let release = (): void => {};
     const granted = new Promise<void>((r) => (release = r));
     const locks = {
@@ -355,7 +355,7 @@ describe('WorkerClient liveness', () => {
     const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
     await client.init(request);
     w.block();
-    await sleep(15 * 20);
+    await sleep(6 * 20 + 20);
     w.unblock();
     await sleep(30);
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });

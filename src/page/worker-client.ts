@@ -26,9 +26,10 @@ import type { ClassifierTransport } from './transport.js';
 /** Liveness checks off (tests that drive a fake worker). */
 const NO_LIVENESS: Liveness = { heartbeatMs: 0, callTimeoutMs: 0 };
 /**
- * Without the Web Lock watch, heartbeat periods a ping sent while no call was in flight may go unanswered before the
- * worker counts as dead (60 s at the 5 s default): between calls the worker may still run synchronous onnxruntime work
- * a call left (a compiled model made in the background, a learning audit), during which it answers nothing.
+ * Heartbeat periods a ping sent while no call was in flight may go unanswered before the worker counts as dead or stuck
+ * (60 s at the 5 s default): between calls the worker may still run synchronous onnxruntime work a call left (a
+ * compiled model made in the background, a learning audit), during which it answers nothing. A worker that ends is
+ * seen at once through its Web Lock where those exist.
  */
 const IDLE_PING_PERIODS = 12;
 let lockCount = 0;
@@ -124,8 +125,6 @@ export class WorkerClient implements ClassifierTransport {
   private pingSentAt: number | undefined;
   private pingWhileIdle = false;
   private readonly heartbeat: ReturnType<typeof setInterval> | undefined;
-  /** Whether the page waits on the worker's Web Lock: the worker's end is seen through it, so idle pings have no deadline. */
-  private lockWatched = false;
   /** Cancels the page's request for the worker's lock. */
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
@@ -194,10 +193,9 @@ export class WorkerClient implements ClassifierTransport {
   /**
    * The heartbeat, every `heartbeatMs`: pings the worker. A ping sent while no call was in flight is answered by a live
    * worker once the work a call left in the background (a compiled model made, a learning audit) lets it: unanswered
-   * for {@link IDLE_PING_PERIODS} periods, the worker is dead (it closed itself, or is stuck). Where the Web Lock watch
-   * is on, the worker's end is seen through it and an idle ping has no deadline (a stuck worker: the next call's
-   * `callTimeoutMs`). A ping sent during a call may wait while ORT blocks the worker thread: no deadline then,
-   * `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
+   * for {@link IDLE_PING_PERIODS} periods, the worker is dead (it closed itself, or is stuck; its end is seen at once
+   * through the Web Lock where that exists). A ping sent during a call may wait while ORT blocks the worker thread: no
+   * deadline then, `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
    */
   private beat(): void {
     if (this.dead) return;
@@ -209,11 +207,7 @@ export class WorkerClient implements ClassifierTransport {
         () => (this.pingSentAt = undefined),
         () => {},
       );
-    } else if (
-      this.pingWhileIdle &&
-      !this.lockWatched &&
-      now - this.pingSentAt > IDLE_PING_PERIODS * this.liveness.heartbeatMs
-    ) {
+    } else if (this.pingWhileIdle && now - this.pingSentAt > IDLE_PING_PERIODS * this.liveness.heartbeatMs) {
       const ms = now - this.pingSentAt;
       this.fail(
         new SelfxitError('WORKER_DIED', `the selfxit worker stopped answering (no reply to a ping in ${ms} ms)`),
@@ -233,12 +227,11 @@ export class WorkerClient implements ClassifierTransport {
     this.api.holdLock(name).then(
       (held) => {
         if (!held || this.dead) return;
-        this.lockWatched = true;
         locks
           .request(name, { signal: watch.signal }, () =>
             this.fail(new SelfxitError('WORKER_DIED', 'the selfxit worker ended (closed or terminated)')),
           )
-          .catch(() => (this.lockWatched = false)); // aborted by fail(), or refused: the idle pings' deadline again
+          .catch(() => {}); // aborted by fail()
       },
       () => {},
     );
