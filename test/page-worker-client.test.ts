@@ -330,8 +330,8 @@ describe('WorkerClient liveness', () => {
     };
   }
 
-  it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
-    const w = blockingApi(false);
+  /** A client of `w` whose worker was busy (pings unanswered) for 6 periods while idle: it answers a call after. */
+  async function busyForSixPeriods(w: ReturnType<typeof blockingApi>): Promise<WorkerClient> {
     const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
     await client.init(request);
     w.block();
@@ -339,6 +339,12 @@ describe('WorkerClient liveness', () => {
     w.unblock();
     await sleep(30);
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    return client;
+  }
+
+  it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
+    const w = blockingApi(false);
+    const client = await busyForSixPeriods(w);
   });
 
   it('where the Web Lock watch is on, an idle worker busy for 6 ping periods stays; its end is seen at once through the lock', async () => {
@@ -352,13 +358,7 @@ describe('WorkerClient liveness', () => {
     };
     vi.stubGlobal('navigator', { locks });
     const w = blockingApi(true);
-    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
-    await client.init(request);
-    w.block();
-    await sleep(6 * 20 + 20);
-    w.unblock();
-    await sleep(30);
-    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    const client = await busyForSixPeriods(w);
     release(); // the worker ended
     await sleep(10);
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({
