@@ -344,7 +344,7 @@ describe('WorkerClient liveness', () => {
 
   it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
     const w = blockingApi(false);
-    const client = await busyForSixPeriods(w);
+    await busyForSixPeriods(w);
   });
 
   it('where the Web Lock watch is on, an idle worker busy for 6 ping periods stays; its end is seen at once through the lock', async () => {
