@@ -234,7 +234,7 @@ test('an idle worker that stops answering is declared dead by the heartbeat: lat
   void selfxitWorkers(page)[0]!
     .evaluate('setTimeout(() => { for (;;); }, 0)')
     .catch(() => {});
-  await page.waitForTimeout(4 * 300 + 500);
+  await page.waitForTimeout(13 * 300 + 500); // idle pings get 12 periods (background work a call left may block it)
   const later = await page.evaluate(async (B) => {
     const w = window as unknown as Win;
     const inputs = await w.testkit.inputs(`${B}/tiny`);

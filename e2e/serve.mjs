@@ -1,6 +1,7 @@
 // Static server for the browser tests: dist/, e2e/ (pages, test bundles), public/models and ../shared on 127.0.0.1,
 // cross-origin isolated (COOP/COEP), with a request log the tests read to prove what was (not) fetched, and
-// `/hang/<file name>/<path>`: <path> as served, except that a file named <file name> is never answered.
+// `/hang/<file name>/<path>`: <path> as served, except that a file named <file name> is never answered;
+// `/http-cache/<all|files>/<path>`: <path> with headers that let the HTTP cache keep it (httpCacheControl).
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -50,10 +51,20 @@ const server = createServer(async (req, res) => {
   const hang = /^\/hang\/([^/]+)(\/.*)$/.exec(pathname);
   if (hang && path.posix.basename(hang[2]) === hang[1]) return; // never answered (the tests' stalled request)
   if (hang) return serveFile(req, res, hang[2]);
+  const cacheable = /^\/http-cache\/(all|files)(\/.*)$/.exec(pathname);
+  if (cacheable) return serveFile(req, res, cacheable[2], cacheable[1]);
   return serveFile(req, res, pathname);
 });
 
-async function serveFile(req, res, pathname) {
+/**
+ * Cache-Control of a file served under `/http-cache/<mode>/<path>` (a deploy that lets the browser's HTTP cache keep
+ * bundle files): `all` every file for an hour, `files` every file but `manifest.json` (no-cache: always revalidated).
+ */
+function httpCacheControl(mode, file) {
+  return mode === 'files' && path.basename(file) === 'manifest.json' ? 'no-cache' : 'public, max-age=3600';
+}
+
+async function serveFile(req, res, pathname, httpCacheMode) {
   const mount = MOUNTS.find(([prefix]) => pathname.startsWith(prefix));
   if (!mount) return send(res, 404, 'not found');
   const [prefix, dir] = mount;
@@ -68,7 +79,11 @@ async function serveFile(req, res, pathname) {
     ...ISOLATION,
     'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
     'Content-Length': String(info.size),
-    'Cache-Control': cacheable ? 'public, max-age=3600' : 'no-store',
+    'Cache-Control': httpCacheMode
+      ? httpCacheControl(httpCacheMode, file)
+      : cacheable
+        ? 'public, max-age=3600'
+        : 'no-store',
   });
   if (req.method === 'HEAD') return res.end();
   createReadStream(file).pipe(res);

@@ -107,6 +107,27 @@ describe('Classifier with a device plan', () => {
     expect(clf.info().plan?.target).toBe(0.9); // the earlier plan stays
   });
 
+  it('bad plan()/setTarget() arguments are typed errors naming the value and its type', async () => {
+    const clf = make(new FakeTransport());
+    const bad = (f: () => unknown): Promise<unknown> =>
+      Promise.resolve()
+        .then(f)
+        .catch((e: unknown) => e);
+    expect(await bad(() => clf.plan(null as never))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: 'plan options must be an object, got null',
+    });
+    expect(await bad(() => clf.setTarget('0.99' as never))).toMatchObject({
+      code: 'INVALID_TARGET',
+      message: 'agreement target must be a number in (0, 1], got "0.99" (string)',
+    });
+    expect(await bad(() => clf.plan({ target: '0.9' as never }))).toMatchObject({
+      code: 'INVALID_TARGET',
+      message: expect.stringContaining('got "0.9" (string)') as unknown,
+    });
+    expect(await bad(() => clf.setTarget(1.5))).toMatchObject({ code: 'INVALID_TARGET' });
+  });
+
   it('a WebGPU plan stops applying once the backend fell back to WASM', async () => {
     const client = new FakeTransport();
     const clf = make(client, makePlan('webgpu', 0.95));

@@ -303,16 +303,68 @@ describe('WorkerClient', () => {
 describe('WorkerClient liveness', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-  it('a worker that stops answering while idle is declared dead within 4 ping periods: later calls reject with WORKER_DIED', async () => {
-    const { client, exposed } = startClient(fakeWorkerApi(true), { heartbeatMs: 50, callTimeoutMs: 0 });
+  it('a worker that stops answering while idle is declared dead within 13 ping periods: later calls reject with WORKER_DIED', async () => {
+    const { client, exposed } = startClient(fakeWorkerApi(true), { heartbeatMs: 20, callTimeoutMs: 0 });
     await client.init(request);
-    await sleep(120); // idle a while (pings answered)
+    await sleep(50); // idle a while (pings answered)
     exposed.close(); // the worker closed itself: messages go nowhere, no error event
-    await sleep(4 * 50 + 20);
+    await sleep(13 * 20 + 20);
     const t0 = Date.now();
     const later = await client.classify(classifyRequest, []).catch((e: unknown) => e);
     expect(later).toMatchObject({ code: 'WORKER_DIED', message: expect.stringMatching(/stopped answering/) });
     expect(Date.now() - t0).toBeLessThan(20);
+  });
+
+  /** A worker whose pings wait while `blocked` (synchronous work in the background between calls); `holdLock` as given. */
+  function blockingApi(held: boolean): { api: WorkerApi; block: () => void; unblock: () => void } {
+    let gate: Promise<void> | undefined;
+    let open = (): void => {};
+    return {
+      api: {
+        ...fakeWorkerApi(true),
+        ping: async () => (await gate, true),
+        holdLock: async () => held,
+      },
+      block: () => void (gate = new Promise((r) => (open = r))),
+      unblock: () => (open(), (gate = undefined)),
+    };
+  }
+
+  /** A client of `w` whose worker was busy (pings unanswered) for 6 periods while idle: it answers a call after. */
+  async function busyForSixPeriods(w: ReturnType<typeof blockingApi>): Promise<WorkerClient> {
+    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
+    await client.init(request);
+    w.block();
+    await sleep(6 * 20 + 20);
+    w.unblock();
+    await sleep(30);
+    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    return client;
+  }
+
+  it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
+    const w = blockingApi(false);
+    await busyForSixPeriods(w);
+  });
+
+  it('where the Web Lock watch is on, an idle worker busy for 6 ping periods stays; its end is seen at once through the lock', async () => {
+    let release = (): void => {};
+    const granted = new Promise<void>((r) => (release = r));
+    const locks = {
+      request: async (_name: string, _options: unknown, cb: () => unknown) => {
+        await granted; // the worker holds the lock until it ends
+        return cb();
+      },
+    };
+    vi.stubGlobal('navigator', { locks });
+    const w = blockingApi(true);
+    const client = await busyForSixPeriods(w);
+    release(); // the worker ended
+    await sleep(10);
+    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({
+      code: 'WORKER_DIED',
+      message: expect.stringMatching(/ended/) as unknown,
+    });
   });
 
   /** A worker that runs classify() calls one at a time, each `ms` long; the `hang`-th (1-based) never ends. */

@@ -42,6 +42,8 @@ interface FakeIdb {
   quotaBytes: number;
   /** Transactions of this mode never complete from now on (a stalled IndexedDB). */
   stall: IDBTransactionMode | undefined;
+  /** Write transactions start this many ms late (a slow disk): they complete, after the cache's timeout maybe. */
+  writeDelayMs: number;
 }
 
 /**
@@ -98,8 +100,11 @@ function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
       },
     } as unknown as IDBObjectStore;
   };
-  const use: UseStore = (mode, callback) =>
-    mode === fake.stall ? new Promise(() => {}) : Promise.resolve().then(() => callback(objectStore()));
+  const use: UseStore = (mode, callback) => {
+    if (mode === fake.stall) return new Promise(() => {});
+    const delay = mode === 'readwrite' ? fake.writeDelayMs : 0;
+    return new Promise((r) => setTimeout(r, delay)).then(() => callback(objectStore()));
+  };
   const fake: FakeIdb = {
     use,
     data,
@@ -109,6 +114,7 @@ function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
     },
     quotaBytes,
     stall: undefined,
+    writeDelayMs: 0,
   };
   return fake;
 }
@@ -209,7 +215,7 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     expect(idb.data.size).toBe(0); // nothing written after the storage stalled
   });
 
-  it('a write that never completes turns writes off, not reads: the next visit reads what was cached', async () => {
+  it('a write that never completes is abandoned, reads go on: the next visit reads what was cached', async () => {
     const idb = fakeIdb(Infinity, false);
     await openAndClassify(cacheOn(idb)); // everything cached
     for (const k of [...idb.data.keys()]) if (String(k).startsWith('compiled:')) idb.data.delete(k); // written again
@@ -217,7 +223,8 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     const second = await within(openAndClassify(cacheOn(idb)), 10_000);
     expect(second.results).toEqual(want());
     expect(second.init.state).toMatchObject({ manifestFromCache: true });
-    expect(second.state).toMatchObject({ cacheEnabled: false });
+    // the compiled models' writes timed out, not long enough for IndexedDB to count as hung: writes stay on
+    expect(second.state).toMatchObject({ cacheEnabled: true });
     expect(second.fetched).toEqual([]); // segments 1 and 2 read from the cache after the stalled write
   });
 
@@ -251,16 +258,37 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     const slowWrite = cache.putSegment('b', new Uint8Array([3])); // never settled by IndexedDB
     idb.stall = 'readonly'; // reads queued behind it wait too
     expect(await cache.getSegment('a')).toBeUndefined(); // timed out: a miss
-    await slowWrite; // timed out: writes off
+    await slowWrite; // timed out: not known to have failed, writes stay on
     idb.stall = undefined;
     expect(await cache.getSegment('a')).toEqual(new Uint8Array([1, 2]));
-    expect(cache.enabled).toBe(false);
+    expect(cache.enabled).toBe(true);
     // a write unsettled for 3 timeouts means IndexedDB hangs: a read timing out behind it now turns reads off
     await new Promise((r) => setTimeout(r, 300));
     idb.stall = 'readonly';
     expect(await cache.getSegment('a')).toBeUndefined();
     idb.stall = undefined;
     expect(await cache.getSegment('a')).toBeUndefined();
+    expect(cache.enabled).toBe(false);
+  });
+
+  it('a slow write that completes after the timeout keeps caching on; writes that hang for 3 timeouts turn it off', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb); // 100 ms per operation
+    idb.writeDelayMs = 150; // a large compiled model on a slow disk
+    await cache.putCompiled('compiled:x:wasm:3:v2', { sha256: 'a', bytes: new Uint8Array(10) });
+    expect(cache.enabled).toBe(true);
+    idb.writeDelayMs = 0;
+    await cache.putSegment('abc', new Uint8Array(4));
+    expect(idb.data.has('segment:abc')).toBe(true);
+    await new Promise((r) => setTimeout(r, 100)); // the slow write landed meanwhile
+    expect(idb.data.has('compiled:x:wasm:3:v2')).toBe(true);
+    // IndexedDB hangs: each write is abandoned after 100 ms; once one has been unsettled for 300 ms, writes stop
+    idb.stall = 'readwrite';
+    const t0 = performance.now();
+    while (cache.enabled && performance.now() - t0 < 2_000) await cache.putSegment('def', new Uint8Array(4));
+    expect(cache.enabled).toBe(false);
+    expect(performance.now() - t0).toBeLessThan(600);
+    expect(await cache.getSegment('abc')).toEqual(new Uint8Array(4)); // reads go on
   });
 
   it('a manifest marked outdated while writes fail is still outdated to the next read in this worker', async () => {

@@ -1,14 +1,12 @@
 // Deploys and the cache, through the worker API on onnxruntime-node over the tiny bundles: a bundle replaced in place
-// while its manifest is cached (the next load, or the page's re-open, gets the new version), a failed load caching
-// nothing, and the cached manifest standing in, however old, when the network is down.
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// while its manifest is cached (the next load, or the page's re-open, gets the new version), also behind an HTTP cache
+// that keeps the old files, a failed load caching nothing, and the cached manifest standing in, however old, when the network is down.
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
-import type { BundleManifest } from '../src/bundle/manifest.js';
-import { decodeModel, encodeModel, sha256Hex } from '../src/graph/index.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
+import { writeBundleV1, writeBundleV2 } from './fixtures/bundle-versions.js';
 import { MemoryCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
@@ -30,35 +28,10 @@ const deep = (): number => expected.findIndex((e) => e.exit === -1);
 const early = (): number => expected.findIndex((e) => e.exit === 0);
 
 /** Copies the tiny bundle to `name` (version 1). */
-function writeV1(name: string): void {
-  const dir = path.join(tiny.dir, name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir);
-  for (const f of ['manifest.json', 'segment-0.onnx', 'segment-1.onnx', 'segment-2.onnx'])
-    copyFileSync(path.join(tiny.dir, 'tiny', f), path.join(dir, f));
-}
-
-/**
- * Replaces `name` in place with version 2: the segments in `changed` re-encoded with another doc string (same names,
- * new bytes and sha256), the manifest listing them.
- */
-async function writeV2(name: string, changed: number[]): Promise<void> {
-  const dir = path.join(tiny.dir, name);
-  const manifest = JSON.parse(readFileSync(path.join(tiny.dir, 'tiny/manifest.json'), 'utf8')) as BundleManifest;
-  const segments = [];
-  for (const [i, s] of manifest.segments.entries()) {
-    if (!changed.includes(i)) {
-      segments.push(s);
-      continue;
-    }
-    const m = decodeModel(readFileSync(path.join(tiny.dir, 'tiny', s.file)));
-    m.proto.docString = 'version 2';
-    const bytes = encodeModel(m);
-    writeFileSync(path.join(dir, s.file), bytes);
-    segments.push({ ...s, sha256: await sha256Hex(bytes), bytes: bytes.length });
-  }
-  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({ ...manifest, segments }));
-}
+const writeV1 = (name: string): void => writeBundleV1(path.join(tiny.dir, 'tiny'), path.join(tiny.dir, name));
+/** Replaces `name` in place with version 2: the segments in `changed` re-encoded (same names, new sha256). */
+const writeV2 = (name: string, changed: number[]): Promise<void> =>
+  writeBundleV2(path.join(tiny.dir, 'tiny'), path.join(tiny.dir, name), changed);
 
 describe('a bundle replaced in place while its manifest is cached', () => {
   it('a deeper segment of the new version fails with bundleChanged, and the next load opens the new version', async () => {
@@ -82,7 +55,8 @@ describe('a bundle replaced in place while its manifest is cached', () => {
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'INTEGRITY_ERROR', details: { segment: 1, bundleChanged: true } });
     expect((err as Error).message).toMatch(/was replaced since it was loaded/);
-    expect(log).toEqual(['/swap/segment-1.onnx', '/swap/manifest.json']);
+    // segment 1 once more past the HTTP cache (it may hold an older copy), then the manifest
+    expect(log).toEqual(['/swap/segment-1.onnx', '/swap/segment-1.onnx', '/swap/manifest.json']);
     await stale.dispose();
 
     // The next load (no cache: 'reload', the age limit is Infinity) fetches the new manifest and works.
@@ -135,6 +109,75 @@ describe('a bundle replaced in place while its manifest is cached', () => {
     await expect(api.init(request('tiny-badsha0'))).rejects.toMatchObject({ code: 'INTEGRITY_ERROR' });
     expect(cache.manifests.size).toBe(0);
     expect(cache.segments.size).toBe(0);
+  });
+});
+
+/**
+ * A browser's HTTP cache in front of `fetch`, for a server that lets it keep the files `cacheable` names (Cache-Control
+ * max-age): a kept copy answers unless the request says `cache: 'reload'` or `'no-cache'` (no validators here, so a
+ * revalidation is a full fetch). Records the cache mode of every request.
+ */
+function httpCache(cacheable: (url: string) => boolean): { fetch: typeof fetch; modes: string[] } {
+  const kept = new Map<string, Uint8Array>();
+  const real = globalThis.fetch;
+  const modes: string[] = [];
+  const cached = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const url = String(input);
+    modes.push(`${url.split('/').pop()!}:${init?.cache ?? 'default'}`);
+    const hit = kept.get(url);
+    if (hit && init?.cache !== 'reload' && init?.cache !== 'no-cache') return new Response(hit.slice());
+    const res = await real(url, init);
+    const body = new Uint8Array(await res.arrayBuffer());
+    if (res.ok && cacheable(url)) kept.set(url, body);
+    return new Response(body, { status: res.status, headers: res.headers });
+  };
+  return { fetch: cached, modes };
+}
+
+describe('a bundle replaced in place behind an HTTP cache (files served with max-age)', () => {
+  async function replaced(name: string, cacheable: (url: string) => boolean) {
+    writeV1(name);
+    const http = httpCache(cacheable);
+    vi.stubGlobal('fetch', http.fetch);
+    const cache = new MemoryCache();
+    const v1 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init1 = await v1.init(request(name));
+    await v1.dispose();
+    await writeV2(name, [0]);
+    return { cache, http, init1 };
+  }
+
+  it("cache: 'reload' revalidates the manifest the HTTP cache holds and opens the new version", async () => {
+    const { cache, http, init1 } = await replaced('http-all', () => true);
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init = await api.init(request('http-all', { cache: 'reload' }));
+    expect(init.manifestHash).not.toBe(init1.manifestHash);
+    expect(http.modes).toContain('manifest.json:no-cache');
+    await api.dispose();
+  });
+
+  it('an expired cached manifest is revalidated too', async () => {
+    const { cache, init1 } = await replaced('http-expired', () => true);
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache, now: () => Date.now() + 10_000 });
+    const init = await api.init(request('http-expired', { manifestMaxAgeMs: 1000 }));
+    expect(init.manifestHash).not.toBe(init1.manifestHash);
+    await api.dispose();
+  });
+
+  it("the HTTP cache's old copy of a replaced segment is fetched once more past it, and the load works", async () => {
+    // the manifest served with no-cache, the segments with max-age
+    const { cache, http, init1 } = await replaced('http-files', (u) => !u.endsWith('.json'));
+    http.modes.length = 0;
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init = await api.init(request('http-files', { cache: 'reload' }));
+    expect(init.manifestHash).not.toBe(init1.manifestHash);
+    expect(http.modes).toEqual(['manifest.json:no-cache', 'segment-0.onnx:default', 'segment-0.onnx:reload']);
+    const all = Array.from({ length: 64 }, (_, i) => i);
+    const t = init.manifest.exits.map((e) => e.threshold);
+    const out = await api.classify({ inputs: tensors(all), thresholds: t, probabilities: false });
+    expect(out.results.map((r) => r.index)).toEqual(expected.map((e) => e.index));
+    await api.dispose();
+    expect(cache.segments.has(init.manifest.segments[0]!.sha256)).toBe(true);
   });
 });
 

@@ -24,6 +24,10 @@ interface Failures {
   runs: boolean;
   /** The device is lost (runs fail from then on) as the n-th compiled session (one with a `thresholds` input) is made. */
   lostAtCompiled?: number;
+  /** Runs of more rows than this fail with an out-of-memory error (the device keeps working unless `lostOnOom`). */
+  oomAbove?: number;
+  /** The device is lost once a run went out of memory (runs fail from then on). */
+  lostOnOom?: boolean;
 }
 
 /** onnxruntime-node on the CPU reported as WebGPU; sessions made while the handle says 'webgpu' fail as `fail` says. */
@@ -50,7 +54,15 @@ function gpuHandle(fail: Failures): OrtHandle {
     return new Proxy(session, {
       get(target, key, receiver) {
         if (key !== 'run') return Reflect.get(target, key, receiver) as unknown;
-        return (...args: unknown[]) => (fail.runs ? Promise.reject(new Error('device lost')) : run(...args));
+        return (...args: unknown[]) => {
+          if (fail.runs) return Promise.reject(new Error('device lost'));
+          const rows = (Object.values(args[0] as Record<string, { dims: readonly number[] }>)[0]?.dims ?? [1])[0]!;
+          if (fail.oomAbove !== undefined && rows > fail.oomAbove) {
+            if (fail.lostOnOom) fail.runs = true;
+            return Promise.reject(new Error('Failed to allocate a buffer of size 805306368: out of memory'));
+          }
+          return run(...args);
+        };
       },
     });
   };
@@ -86,6 +98,33 @@ describe('WebGPU → WASM fallback', () => {
     fail.runs = true;
     await expectReference(rt);
     expect(rt.state()).toMatchObject({ backend: 'wasm', fallbackReason: 'a WebGPU run failed: device lost' });
+    await rt.dispose();
+  });
+
+  it('a WebGPU run out of memory on a working device rejects with OUT_OF_MEMORY and stays on WebGPU', async () => {
+    const rt = await open({ create: 0, runs: false, oomAbove: 8 });
+    const inputs: WireInput[] = tiny.inputs.map((data) => ({ kind: 'tensor', data }));
+    const thresholds = rt.manifest.exits.map((e) => e.threshold);
+    const err = await rt.classify({ inputs, thresholds, probabilities: false }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'OUT_OF_MEMORY', details: { backend: 'webgpu' } });
+    expect((err as Error).message).toMatch(/try smaller batches/);
+    expect(rt.state()).toMatchObject({ backend: 'webgpu' });
+    expect(rt.state().fallbackReason).toBeUndefined();
+    // smaller batches run, on WebGPU
+    const out = await rt.classify({ inputs: inputs.slice(0, 8), thresholds, probabilities: false });
+    expect(out.map((r) => [r.index, r.exit])).toEqual(tiny.expected.slice(0, 8).map((e) => [e.index, e.exit]));
+    expect(rt.state().backend).toBe('webgpu');
+    await rt.dispose();
+  });
+
+  it('out of memory on a device that no longer runs anything (lost): the fallback to WASM as before', async () => {
+    const rt = await open({ create: 0, runs: false, oomAbove: 8, lostOnOom: true });
+    const inputs: WireInput[] = tiny.inputs.map((data) => ({ kind: 'tensor', data }));
+    const thresholds = rt.manifest.exits.map((e) => e.threshold);
+    const out = await rt.classify({ inputs, thresholds, probabilities: false });
+    expect(out.map((r) => [r.index, r.exit])).toEqual(tiny.expected.map((e) => [e.index, e.exit]));
+    expect(rt.state()).toMatchObject({ backend: 'wasm' });
+    expect(rt.state().fallbackReason).toMatch(/out of memory/);
     await rt.dispose();
   });
 

@@ -51,6 +51,17 @@ interface Opened {
 const bundleChanged = (e: unknown): boolean =>
   isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
 
+/** An agreement target argument: a number in (0, 1]. Throws INVALID_TARGET naming the value and its type. */
+function checkTargetArg(target: unknown): asserts target is number {
+  if (typeof target !== 'number')
+    throw new SelfxitError(
+      'INVALID_TARGET',
+      `agreement target must be a number in (0, 1], got ${JSON.stringify(target) ?? String(target)} (${typeof target})`,
+      { target: String(target) },
+    );
+  checkTarget(target);
+}
+
 /**
  * The {@link Classifier} over a transport to the runtime that opened its bundle: {@link load} gives it the worker link;
  * tests give it a fake.
@@ -360,6 +371,7 @@ export class ClassifierImpl implements Classifier {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     if (this.learnVersion !== undefined)
       throw new SelfxitError('LEARNING_UNAVAILABLE', 'setTarget() is not available while learning: set learn.target');
+    checkTargetArg(target);
     const choice = chooseThresholds(this.manifest, target, this.activePlan());
     this.choice = choice;
     return choice;
@@ -372,9 +384,10 @@ export class ClassifierImpl implements Classifier {
         'LEARNING_UNAVAILABLE',
         'plan() is not available while learning: the learner chooses the exits',
       );
+    if (typeof options !== 'object' || options === null)
+      throw new SelfxitError('INVALID_ARGUMENT', `plan options must be an object, got ${String(options)}`);
     const target = options.target ?? this.choice.target;
-    if (typeof target !== 'number') checkTarget(Number.NaN);
-    checkTarget(target);
+    checkTargetArg(target);
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');

@@ -14,9 +14,14 @@ function typeName(value: unknown): string {
   return (value as object).constructor?.name ?? 'object';
 }
 
+/**
+ * An element's pixels as a bitmap, as stored: no colour-space conversion (a tagged image is not converted to sRGB) and
+ * no premultiplied alpha, as the worker decodes a Blob (preprocess.ts) and the CLI a file (jpeg-js), so the same image
+ * classifies the same whichever way it is passed.
+ */
 async function bitmapOf(source: ImageBitmapSource, what: string): Promise<ImageBitmap> {
   try {
-    return await createImageBitmap(source);
+    return await createImageBitmap(source, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   } catch (e) {
     throw new SelfxitError(
       'INVALID_INPUT',

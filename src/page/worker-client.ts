@@ -25,6 +25,13 @@ import type { ClassifierTransport } from './transport.js';
 
 /** Liveness checks off (tests that drive a fake worker). */
 const NO_LIVENESS: Liveness = { heartbeatMs: 0, callTimeoutMs: 0 };
+/**
+ * Heartbeat periods a ping sent while no call was in flight may go unanswered before the worker counts as dead or stuck
+ * (60 s at the 5 s default): between calls the worker may still run synchronous onnxruntime work a call left (a
+ * compiled model made in the background, a learning audit), during which it answers nothing. A worker that ends is
+ * seen at once through its Web Lock where those exist.
+ */
+const IDLE_PING_PERIODS = 12;
 let lockCount = 0;
 
 /** A started worker, and the blob URL it was started from (a worker URL on another origin), to revoke. */
@@ -184,10 +191,11 @@ export class WorkerClient implements ClassifierTransport {
   }
 
   /**
-   * The heartbeat, every `heartbeatMs`: pings the worker. A ping sent while no call was in flight is answered at once
-   * by a live worker (it comes before any later call in the worker's message queue): unanswered for 3 periods, the
-   * worker is dead (it closed itself, or is stuck). A ping sent during a call may wait while ORT blocks the worker
-   * thread: no deadline then, `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
+   * The heartbeat, every `heartbeatMs`: pings the worker. A ping sent while no call was in flight is answered by a live
+   * worker once the work a call left in the background (a compiled model made, a learning audit) lets it: unanswered
+   * for {@link IDLE_PING_PERIODS} periods, the worker is dead (it closed itself, or is stuck; its end is seen at once
+   * through the Web Lock where that exists). A ping sent during a call may wait while ORT blocks the worker thread: no
+   * deadline then, `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
    */
   private beat(): void {
     if (this.dead) return;
@@ -199,7 +207,7 @@ export class WorkerClient implements ClassifierTransport {
         () => (this.pingSentAt = undefined),
         () => {},
       );
-    } else if (this.pingWhileIdle && now - this.pingSentAt > 3 * this.liveness.heartbeatMs) {
+    } else if (this.pingWhileIdle && now - this.pingSentAt > IDLE_PING_PERIODS * this.liveness.heartbeatMs) {
       const ms = now - this.pingSentAt;
       this.fail(
         new SelfxitError('WORKER_DIED', `the selfxit worker stopped answering (no reply to a ping in ${ms} ms)`),

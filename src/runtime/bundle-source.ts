@@ -1,6 +1,8 @@
 // Bundle loading and caching in the worker: the manifest (cache first, validated, cached once a load succeeded, a new
 // version evicting the old one's files and plans; the cached copy when offline) and the files it lists (segments,
-// validation.bin) from the cache or fetched, sha256-checked, cached; a mismatch re-checks the manifest (bundle replaced?).
+// validation.bin) from the cache or fetched, sha256-checked, cached; a mismatch fetches the file again past the HTTP
+// cache, then re-checks the manifest (bundle replaced?). A manifest fetched to replace a cached one revalidates the HTTP
+// cache's copy (docs/DEPLOY.md: the headers bundle files should have).
 import { validateManifest, type BundleManifest } from '../bundle/manifest.js';
 import { decodeValidation, VALIDATION_ENCODING, type ValidationExit } from '../bundle/validation-file.js';
 import { SelfxitError } from '../errors.js';
@@ -104,7 +106,9 @@ export async function loadManifest(
   progress({ status: 'download', file });
   let text: string;
   try {
-    text = await fetchText(url);
+    // Reloading, or replacing a cached manifest (expired, outdated, unreadable): a copy in the HTTP cache may be the
+    // very version being replaced, so the server is asked (a conditional request when it sends validators).
+    text = await fetchText(url, { revalidate: req.cache === 'reload' || cached !== undefined });
   } catch (e) {
     const old = isOutage(e) ? fromCache(true) : undefined;
     if (old) return old;
@@ -162,57 +166,61 @@ export class BundleSource {
     this.segmentUrls = manifest.segments.map((s) => new URL(s.file, manifestUrl).href);
   }
 
-  /** Segment `s`'s bytes (reported from 'initiate' to 'done'). */
-  segmentBytes(s: number): Promise<Uint8Array> {
+  /** Segment `s`'s bytes (reported from 'initiate' to 'done', unless `report` is false: read again for a rebuild). */
+  segmentBytes(s: number, { report = true }: { readonly report?: boolean } = {}): Promise<Uint8Array> {
     const seg = this.manifest.segments[s];
     if (!seg) return Promise.reject(new SelfxitError('INTERNAL', `no segment ${s}`));
-    this.progress({ status: 'initiate', file: seg.file, segment: s });
-    return this.fileBytes({
-      file: seg.file,
-      sha256: seg.sha256,
-      bytes: seg.bytes,
-      url: this.segmentUrls[s]!,
-      segment: s,
-    });
+    if (report) this.progress({ status: 'initiate', file: seg.file, segment: s });
+    const f = { file: seg.file, sha256: seg.sha256, bytes: seg.bytes, url: this.segmentUrls[s]!, segment: s };
+    return this.fileBytes(f, report ? this.progress : () => {});
   }
 
   /** A bundle file's bytes: from the cache (re-verified) or fetched, sha256-checked and cached by content hash. */
-  private async fileBytes(f: BundleFile): Promise<Uint8Array> {
+  private async fileBytes(f: BundleFile, progress: Progress = this.progress): Promise<Uint8Array> {
     const { file, sha256: expected, url } = f;
     const at = f.segment === undefined ? {} : { segment: f.segment };
     const cached = await this.cache.getSegment(expected);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
-        this.progress({ status: 'done', file, ...at, fromCache: true });
+        progress({ status: 'done', file, ...at, fromCache: true });
         return cached;
       }
       await this.cache.deleteSegments([expected]); // corrupted in storage: fetch again
       if (f.segment !== undefined) this.cachedSegments[f.segment] = false;
     }
-    this.progress({ status: 'download', file, ...at });
-    const bytes = await fetchBytes(url, {
-      expectedBytes: f.bytes,
-      onProgress: (loaded, total) =>
-        this.progress({
-          status: 'progress',
-          file,
-          ...at,
-          loaded,
-          total,
-          progress: total > 0 ? (100 * loaded) / total : Number.NaN,
-        }),
-    });
-    const actual = await sha256Hex(bytes);
+    progress({ status: 'download', file, ...at });
+    const fetchFile = (reload: boolean): Promise<Uint8Array> =>
+      fetchBytes(url, {
+        expectedBytes: f.bytes,
+        reload,
+        onProgress: (loaded, total) =>
+          progress({
+            status: 'progress',
+            file,
+            ...at,
+            loaded,
+            total,
+            progress: total > 0 ? (100 * loaded) / total : Number.NaN,
+          }),
+      });
+    let bytes = await fetchFile(false);
+    let actual = await sha256Hex(bytes);
+    if (actual !== expected) {
+      // The HTTP cache may hold the file's previous version (replaced in place under the same name): once more from
+      // the server before deciding.
+      bytes = await fetchFile(true);
+      actual = await sha256Hex(bytes);
+    }
     if (actual !== expected) throw await this.mismatch(f, actual);
     await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
-    this.progress({ status: 'done', file, ...at, fromCache: false });
+    progress({ status: 'done', file, ...at, fromCache: false });
     return bytes;
   }
 
   /**
-   * The error for a fetched file whose sha256 is not the manifest's. The manifest is fetched once more (revalidating any
-   * HTTP cache): when it now lists another sha256 for the file, the bundle was replaced since this one was loaded, and
+   * The error for a file whose sha256 is not the manifest's, also when fetched past the HTTP cache. The manifest is
+   * fetched once more (revalidating any HTTP cache): when it now lists another sha256 for the file, the bundle was replaced since this one was loaded, and
    * the cached manifest is marked outdated (the next load fetches the new one); the error says so
    * (`details.bundleChanged: true`), and the page re-opens the bundle.
    */

@@ -1,7 +1,7 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
 // manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, in IndexedDB (idb-keyval).
 // A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
-// into no cache, a failed write (quota) into a read-only one.
+// into no cache, a failed write (quota) into a read-only one; a slow write is only waited for less.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { DevicePlan } from '../policy/device-plan.js';
 
@@ -157,10 +157,11 @@ export async function settleWithin<T>(ms: number, what: string, work: (touch: ()
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never at import. A read
  * that fails or does not complete within the timeout disables it for the rest of the session (the storage is
- * unusable: blocked, private mode); a write that does (quota full) disables writes only, so what is cached can still
- * be read (offline, a lazily loaded segment). A read that times out behind a write of this cache IndexedDB is still
- * doing (a large compiled model on a slow disk) is one miss, unless that write has been under way for
- * WRITE_STUCK_TIMEOUTS timeouts (IndexedDB hangs).
+ * unusable: blocked, private mode); a write that fails (quota full) disables writes only, so what is cached can still
+ * be read (offline, a lazily loaded segment). A write that times out is abandoned, not failed (a large compiled model
+ * on a slow disk may still land), and a read that times out behind a write of this cache IndexedDB is still doing is
+ * one miss: either turns storage off only once a write has been under way for WRITE_STUCK_TIMEOUTS timeouts
+ * (IndexedDB hangs).
  */
 export class IdbBundleCache implements BundleCache {
   private store: UseStore | undefined;
@@ -191,7 +192,7 @@ export class IdbBundleCache implements BundleCache {
     if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
     // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage,
     // while that write is young: one unsettled for WRITE_STUCK_TIMEOUTS timeouts means IndexedDB hangs.
-    const behindWrite = kind === 'read' && this.oldestWriteAge() < WRITE_STUCK_TIMEOUTS * this.timeoutMs;
+    const behindWrite = kind === 'read' && !this.writeStuck();
     try {
       const store = (this.store ??= this.openStore(this.dbName, this.storeName));
       const work = fn(store);
@@ -205,19 +206,21 @@ export class IdbBundleCache implements BundleCache {
       return await settleWithin(this.timeoutMs, kind, () => work);
     } catch (e) {
       // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to less or no cache. A
-      // stalled request is abandoned (it may still complete: a late write only caches a verified file).
-      if (e instanceof StorageTimeout && behindWrite) return fallback;
+      // stalled request is abandoned (it may still complete: a late write only caches a verified file). A write that
+      // times out is not a failed one (a large compiled model on a slow disk): writes stay on unless one of ours has
+      // been unsettled for WRITE_STUCK_TIMEOUTS timeouts (IndexedDB hangs).
+      if (e instanceof StorageTimeout && (behindWrite || (kind === 'write' && !this.writeStuck()))) return fallback;
       if (kind === 'read' || !this.store) this.readsOff = true;
       this.writesOff = true;
       return fallback;
     }
   }
 
-  /** How long the oldest write still unsettled has been under way (Infinity: none). */
-  private oldestWriteAge(): number {
+  /** Whether a write of ours has been unsettled for WRITE_STUCK_TIMEOUTS timeouts (true too when none is under way). */
+  private writeStuck(): boolean {
     let oldest = Infinity;
     for (const w of this.writing) oldest = Math.min(oldest, w.at);
-    return oldest === Infinity ? Infinity : performance.now() - oldest;
+    return oldest === Infinity || performance.now() - oldest >= WRITE_STUCK_TIMEOUTS * this.timeoutMs;
   }
 
   getManifest(url: string): Promise<CachedManifest | undefined> {

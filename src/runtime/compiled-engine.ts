@@ -36,12 +36,15 @@ interface Compiled {
  * segments have loaded (the stage engine loads them lazily for inputs that continue past the prefix) or the backend
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
- * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
+ * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read
+ * (a longer prefix stored evicts the shorter ones but segment 0's alone: {@link evictShorter}).
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
- * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles), while calls
+ * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles; the pool's
+ * segment bytes, from which models are compiled, are let go once the whole bundle is compiled and the cache keeps
+ * models: a later compile reads the segments from the cache), while calls
  * keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
  * sessions coexist only while one is being made; a call waits for a build only when no model of the backend in use is
@@ -115,9 +118,7 @@ export class CompiledEngine {
 
   /** Whether `c` is the model the next calls should run: backend in use, the whole loaded prefix, the gating wanted. */
   private fits(c: Compiled): boolean {
-    return (
-      c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length && c.gated === this.gated()
-    );
+    return c.backend === this.pool.ort.backend && c.count >= this.pool.loadedCount() && c.gated === this.gated();
   }
 
   /**
@@ -160,14 +161,21 @@ export class CompiledEngine {
     await turn();
     if (this.disposed) return undefined;
     const { ort } = this.pool;
-    const prefix = this.pool.loadedPrefix();
+    const count = this.pool.loadedCount();
     const backend = ort.backend;
     const generation = this.pool.backendGeneration;
-    const base = compiledKey(this.manifestHash, backend, prefix.length);
+    const base = compiledKey(this.manifestHash, backend, count);
     const key = `${base}${gated ? ':gated' : ''}`;
     const k = gated ? 1 : 0;
     let bytes = this.held[k]?.key === key ? this.held[k].bytes : await this.cached(key);
     if (!bytes) {
+      let prefix: Uint8Array[];
+      try {
+        prefix = await this.pool.prefixBytes(count);
+      } catch (e) {
+        if (this.disposed) return undefined;
+        return this.fail(`the segments could not be read again to compile them: ${(e as Error).message}`);
+      }
       try {
         bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', gated));
       } catch (e) {
@@ -175,9 +183,14 @@ export class CompiledEngine {
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
       }
       await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
+      await this.evictShorter(backend, count, gated);
     }
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
-    this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
+    const cacheKeeps = this.cache.enabled && this.cache.getCompiled !== undefined;
+    // Every segment is in the model and the bundle cache keeps models and segments: a later build (the other gating,
+    // a backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any more.
+    if (cacheKeeps && count === this.manifest.segments.length) this.pool.dropBytes();
+    this.held[k] = cacheKeeps ? undefined : { key, bytes };
     if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
     if (this.current && this.current.backend !== backend) this.drop();
@@ -204,7 +217,7 @@ export class CompiledEngine {
       return undefined;
     }
     this.drop();
-    this.current = { session, count: prefix.length, backend, gated, retired: false };
+    this.current = { session, count, backend, gated, retired: false };
     return this.current;
   }
 
@@ -259,6 +272,16 @@ export class CompiledEngine {
     let m: Compiled | undefined = c;
     while (m?.retired) m = await this.ready();
     return fn(m);
+  }
+
+  /**
+   * Deletes the cached models of the prefixes 2 .. count - 1 (same backend and gating) once that of `count` is stored:
+   * only the longest prefix and that of segment 0 alone (every open starts with it: it loads segment 0 only) are of use
+   * again, so a bundle keeps at most two models per backend and gating instead of one per prefix length.
+   */
+  private async evictShorter(backend: Backend, count: number, gated: boolean): Promise<void> {
+    for (let c = 2; c < count; c++)
+      await this.cache.deleteCompiled?.(`${compiledKey(this.manifestHash, backend, c)}${gated ? ':gated' : ''}`);
   }
 
   /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */

@@ -1,4 +1,5 @@
-// Fetching bundle files: bytes with growing progress counts, HTTP failures as FETCH_FAILED with the status.
+// Fetching bundle files: bytes with growing progress counts, HTTP failures as FETCH_FAILED with the status; the HTTP cache
+// bypassed on request (`revalidate`: a manifest that may have changed; `reload`: a file whose cached copy was wrong).
 import { SelfxitError } from '../errors.js';
 
 interface FetchOptions {
@@ -8,12 +9,14 @@ interface FetchOptions {
   readonly expectedBytes?: number;
   /** Called once the response headers arrived (the network download starts). */
   readonly onResponse?: () => void;
+  /** Bypass the HTTP cache (`cache: 'reload'`): the copy it holds turned out wrong (the file was replaced since). */
+  readonly reload?: boolean;
 }
 
-async function request(url: string, revalidate = false): Promise<Response> {
+async function request(url: string, cache?: RequestCache): Promise<Response> {
   let res: Response;
   try {
-    res = await fetch(url, revalidate ? { cache: 'no-cache' } : {});
+    res = await fetch(url, cache ? { cache } : {});
   } catch (e) {
     throw new SelfxitError(
       'FETCH_FAILED',
@@ -33,7 +36,7 @@ async function request(url: string, revalidate = false): Promise<Response> {
 
 /** Fetches `url` as bytes. Throws FETCH_FAILED (details: url, status; status 0 = network error). */
 export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
-  const res = await request(url);
+  const res = await request(url, options.reload === true ? 'reload' : undefined);
   options.onResponse?.();
   const header = Number(res.headers.get('content-length'));
   const total = Number.isFinite(header) && header > 0 ? header : (options.expectedBytes ?? 0);
@@ -76,7 +79,7 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
  * like {@link fetchBytes}.
  */
 export async function fetchText(url: string, options: { readonly revalidate?: boolean } = {}): Promise<string> {
-  const res = await request(url, options.revalidate === true);
+  const res = await request(url, options.revalidate === true ? 'no-cache' : undefined);
   try {
     return await res.text();
   } catch (e) {

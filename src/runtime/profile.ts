@@ -6,6 +6,9 @@ import type { SerialQueue } from './queue.js';
 /** Absolute ms, comparable between the page and its worker. */
 export const absoluteNow = (): number => performance.timeOrigin + performance.now();
 
+/** The profilers attached to each queue: calls may overlap, so the queue's one observer slot tells them all. */
+const attached = new WeakMap<SerialQueue, Set<CallProfiler>>();
+
 /** Collects one call's {@link CallProfile}: laps between marks, plus the queue's jobs while attached. */
 export class CallProfiler {
   readonly recvAt = absoluteNow();
@@ -31,15 +34,26 @@ export class CallProfiler {
     this.inside += ms;
   }
 
-  /** Counts `queue`'s jobs (wait and run time) from now until {@link detach}. */
+  /**
+   * Counts `queue`'s jobs (wait and run time) from now until {@link detach}. Profiled calls that overlap each count every
+   * job that ends while they are attached (the queue does not know whose a job is).
+   */
   attach(queue: SerialQueue): void {
     this.queue = queue;
     this.inside = 0;
+    let profilers = attached.get(queue);
+    if (!profilers) attached.set(queue, (profilers = new Set()));
+    profilers.add(this);
+    const all = profilers;
     queue.observer = (waitMs, runMs) => {
-      this.queueMs += waitMs;
-      this.runMs += runMs;
-      this.runs++;
+      for (const p of all) p.observe(waitMs, runMs);
     };
+  }
+
+  private observe(waitMs: number, runMs: number): void {
+    this.queueMs += waitMs;
+    this.runMs += runMs;
+    this.runs++;
   }
 
   /**
@@ -47,7 +61,9 @@ export class CallProfiler {
    * meanwhile, is the decisions' (cascade logic between runs).
    */
   detach(): void {
-    if (this.queue) this.queue.observer = undefined;
+    const profilers = this.queue && attached.get(this.queue);
+    profilers?.delete(this);
+    if (this.queue && profilers?.size === 0) this.queue.observer = undefined;
     this.queue = undefined;
     const now = performance.now();
     this.laps.decisionMs += Math.max(0, now - this.last - this.runMs - this.queueMs - this.inside);

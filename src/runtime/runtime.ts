@@ -197,7 +197,7 @@ export class BundleRuntime {
     const { manifest } = this;
     const thresholds = pruning?.thresholds ?? req.thresholds;
     const run = async (): Promise<WireResult[]> => {
-      const compiled = rows === 1 ? await this.compiled?.ready() : undefined;
+      const compiled = req.inputs.length === 1 ? await this.compiled?.ready() : undefined; // a batch: every chunk by stages
       if (compiled) {
         const r = await this.compiled!.run(compiled, data, thresholds, profiler, pruning?.steady);
         return [

@@ -1,8 +1,9 @@
 // The worker's segment sessions: created lazily from the bundle's files (integrity-checked, warmed up, progress reported),
-// every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}).
+// every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}); a
+// run out of GPU memory on a working device rejects with OUT_OF_MEMORY instead (the next, smaller call stays on WebGPU).
 import type { BundleManifest } from '../bundle/manifest.js';
 import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
-import { SelfxitError, isSelfxitError } from '../errors.js';
+import { SelfxitError, isOutOfMemory, isSelfxitError } from '../errors.js';
 import type { OrtSession } from '../ort/types.js';
 import type { BundleSource, Progress } from './bundle-source.js';
 import { checkClassOutputs, sessionCreateError, sessionOptions, type OrtHandle } from './ort-backend.js';
@@ -37,25 +38,43 @@ export class SessionPool implements SessionProvider {
   private disposedFlag = false;
   /** Each segment's verified bytes once loaded, when kept (`keepBytes`: the compiled engine compiles from them). */
   private readonly bytes: (Uint8Array | undefined)[] = [];
+  /** Whether each segment's bytes were loaded and verified (its session made once). */
+  private readonly loaded: boolean[];
 
   constructor(
     private readonly manifest: BundleManifest,
     readonly ort: OrtHandle,
     private readonly source: BundleSource,
     private readonly progress: Progress,
-    private readonly keepBytes = false,
+    private keepBytes = false,
   ) {
     this.created = manifest.segments.map(() => false);
+    this.loaded = manifest.segments.map(() => false);
   }
 
-  /** The bytes of the leading segments loaded so far (kept only with `keepBytes`): segments 0 .. length - 1. */
-  loadedPrefix(): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    for (const b of this.bytes) {
-      if (!b) break;
-      out.push(b);
-    }
-    return out;
+  /** How many leading segments have loaded: segments 0 .. count - 1. */
+  loadedCount(): number {
+    const n = this.loaded.indexOf(false);
+    return n < 0 ? this.loaded.length : n;
+  }
+
+  /**
+   * The bytes of segments 0 .. count - 1: those kept (`keepBytes`), else read again from the bundle source (the cache,
+   * re-verified, else fetched), without progress reports.
+   */
+  prefixBytes(count: number): Promise<Uint8Array[]> {
+    return Promise.all(
+      Array.from({ length: count }, (_, s) => this.bytes[s] ?? this.source.segmentBytes(s, { report: false })),
+    );
+  }
+
+  /**
+   * Stops keeping segment bytes (frees those held): once every model the compiled engine may make again can come from
+   * the bundle cache, which holds the segments too ({@link prefixBytes}).
+   */
+  dropBytes(): void {
+    this.keepBytes = false;
+    this.bytes.length = 0;
   }
 
   get disposed(): boolean {
@@ -76,7 +95,8 @@ export class SessionPool implements SessionProvider {
   /**
    * The WebGPU → WASM fallback: runs `job`; when it fails on WebGPU (with an error `options` let through), switches every
    * segment to WASM and runs `options.retry` (default `job`) once. A job that failed after another call switched the
-   * backend runs again without a second switch.
+   * backend runs again without a second switch. A run out of memory (not `anyError`: session creation falls back) while
+   * segment 0 still runs on the device rejects with OUT_OF_MEMORY, and WebGPU stays.
    */
   async withFallback<T>(job: () => Promise<T>, options: FallbackOptions<T>): Promise<T> {
     const gen = this.generation;
@@ -88,7 +108,12 @@ export class SessionPool implements SessionProvider {
       if (isSelfxitError(e) && !options.anyError) throw e;
       if (gen === this.generation) {
         if (this.ort.backend !== 'webgpu') throw e;
-        this.fallbackToWasm(`${options.reason}: ${(e as Error).message}`);
+        // Out of GPU memory with the device still working (a batch too large): this call fails, WebGPU stays.
+        if (!options.anyError && isOutOfMemory(e) && (await this.deviceWorks()) && gen === this.generation) {
+          const message = `${options.reason}: out of WebGPU memory (${(e as Error).message}): try smaller batches`;
+          throw new SelfxitError('OUT_OF_MEMORY', message, { backend: 'webgpu' }, { cause: e });
+        }
+        if (gen === this.generation) this.fallbackToWasm(`${options.reason}: ${(e as Error).message}`);
       }
       return this.once(options.retry ?? job, options.during);
     }
@@ -119,7 +144,19 @@ export class SessionPool implements SessionProvider {
       retry: () => this.session(s), // the fallback dropped this load: the WASM one is made as a shared one
     });
     if (this.keepBytes) this.bytes[s] = bytes;
+    this.loaded[s] = true;
     return session;
+  }
+
+  /** Whether segment 0 still runs one input on the backend in use (after an out-of-memory error: is the device lost?). */
+  private async deviceWorks(): Promise<boolean> {
+    try {
+      const session = await this.session(0);
+      await this.warmUp(session, 0);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Creates and warms up (one run on zeros, compiling shaders on WebGPU) segment `s`'s session on the current backend. */
@@ -136,6 +173,20 @@ export class SessionPool implements SessionProvider {
       }
     });
     if (onWebGpu) this.onWebGpu.add(session);
+    try {
+      await this.warmUp(session, s);
+    } catch (e) {
+      await this.queue.run(() => session.release()).catch(() => {});
+      throw e;
+    }
+    this.created[s] = true;
+    this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
+    return session;
+  }
+
+  /** One run of segment `s`'s `session` on zeros at batch 1 (nothing when its input shape is not fully known). */
+  private async warmUp(session: OrtSession, s: number): Promise<void> {
+    const seg = this.manifest.segments[s]!;
     const dims = this.warmupDims(session, s);
     if (dims) {
       const size = dims.reduce((a, b) => a * b, 1);
@@ -147,17 +198,9 @@ export class SessionPool implements SessionProvider {
           : type === 'int8'
             ? new Tensor('int8', new Int8Array(size), dims)
             : new Tensor('float32', new Float32Array(size), dims);
-      try {
-        const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
-        for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
-      } catch (e) {
-        await this.queue.run(() => session.release()).catch(() => {});
-        throw e;
-      }
+      const out = await this.queue.run(() => session.run({ [seg.input]: zeros }));
+      for (const t of Object.values(out)) if (t.location === 'gpu-buffer') t.dispose();
     }
-    this.created[s] = true;
-    this.progress({ status: 'ready', file: seg.file, segment: s, backend: this.ort.backend });
-    return session;
   }
 
   /** Element type of segment `s`'s input, where the session says (float32 when not). */

@@ -1,0 +1,140 @@
+// What the compiled engine keeps, through the worker API in Node (onnxruntime-node, the tiny bundle over local HTTP):
+// the cached compiled models as more segments load (a longer prefix evicts the shorter ones but segment 0's alone), and
+// which engine runs the rows of a batch request (every 64-row chunk, a last chunk of one row too, stage by stage).
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { WorkerApi } from '../src/protocol.js';
+import { createWorkerApi } from '../src/runtime/api.js';
+import { compiledKey, type CachedCompiled } from '../src/runtime/cache.js';
+import { CompiledEngine } from '../src/runtime/compiled-engine.js';
+import type { OrtHandle } from '../src/runtime/ort-backend.js';
+import { MemoryCache } from './fixtures/memory-cache.js';
+import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
+
+let tiny: TinyServer;
+beforeAll(async () => {
+  tiny = await serveTinyBundles(() => {});
+});
+afterAll(() => tiny.close());
+
+/** A MemoryCache that keeps compiled models too. */
+class CompiledCache extends MemoryCache {
+  readonly compiled = new Map<string, CachedCompiled>();
+  async getCompiled(k: string) {
+    return this.compiled.get(k);
+  }
+  async putCompiled(k: string, e: CachedCompiled) {
+    this.compiled.set(k, e);
+  }
+  async deleteCompiled(k: string) {
+    this.compiled.delete(k);
+  }
+}
+
+/** onnxruntime-node counting the runs of compiled sessions (those with a `thresholds` input). */
+function countingOrt(): { loadOrt: () => Promise<OrtHandle>; compiledRuns: () => number } {
+  let runs = 0;
+  const loadOrt = async (): Promise<OrtHandle> => {
+    const h = await loadOrtNode();
+    const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
+    const counted = async (...args: Parameters<typeof create>) => {
+      const session = await create(...args);
+      if (!session.inputNames.includes('thresholds')) return session;
+      const run = session.run.bind(session);
+      return Object.assign(session, { run: ((...a: Parameters<typeof run>) => (runs++, run(...a))) as typeof run });
+    };
+    return { ...h, ort: { ...h.ort, InferenceSession: { create: counted as typeof create } } as typeof h.ort };
+  };
+  return { loadOrt, compiledRuns: () => runs };
+}
+
+/** Classifies tiny input `i` alone, then waits until no compiled model is being made. */
+async function single(a: WorkerApi, engines: Set<CompiledEngine>, i: number, thresholds: number[]): Promise<number> {
+  const data = tiny.inputs[i]!;
+  const r = await a.classify({ inputs: [{ kind: 'tensor', data }], thresholds, probabilities: false });
+  await Promise.all([...engines].map((e) => e.idle()));
+  return r.results[0]!.exit;
+}
+
+/** Adds each compiled engine that serves a call to `engines` (to wait for its builds); `mockRestore()` at the end. */
+function trackEngines(engines: Set<CompiledEngine>): { mockRestore: () => void } {
+  const ready = CompiledEngine.prototype.ready;
+  return vi.spyOn(CompiledEngine.prototype, 'ready').mockImplementation(function (this: CompiledEngine) {
+    engines.add(this);
+    return ready.call(this);
+  });
+}
+
+describe('compiled engine: what it keeps', () => {
+  it('a longer prefix stored evicts the shorter ones, except the one of segment 0 alone (each open starts with it)', async () => {
+    const engines = new Set<CompiledEngine>();
+    const spy = trackEngines(engines);
+    const cache = new CompiledCache();
+    const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
+    const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    const thresholds = init.manifest.exits.map((e) => e.threshold);
+    const key = (n: number): string => compiledKey(init.manifestHash, 'wasm', n);
+    expect([...cache.compiled.keys()]).toEqual([key(1)]);
+    // An input leaving at exit 1 loads segment 1: the next call makes (and stores) the prefix of segments 0-1.
+    const atExit1 = tiny.expected.findIndex((e) => e.exit === 1);
+    expect(await single(a, engines, atExit1, thresholds)).toBe(1);
+    await single(a, engines, atExit1, thresholds);
+    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(2)].sort());
+    // A deep input loads segment 2: the whole bundle's model replaces the prefix of two in the cache.
+    const deep = tiny.expected.findIndex((e) => e.exit === -1);
+    expect(await single(a, engines, deep, thresholds)).toBe(-1);
+    await single(a, engines, deep, thresholds);
+    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(3)].sort());
+    await a.dispose();
+    spy.mockRestore();
+  });
+
+  it('once the whole bundle is compiled and the cache keeps models, segment bytes are let go: a later build reads them from the cache', async () => {
+    const engines = new Set<CompiledEngine>();
+    const spy = trackEngines(engines);
+    const run = async (cache: CompiledCache, reads: () => number) => {
+      const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
+      const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+      const never = init.manifest.exits.map(() => 2); // every exit off: every segment loads, the gated model is made
+      await single(a, engines, 0, never);
+      await single(a, engines, 0, never);
+      const before = reads();
+      // exits on: the ungated model of the whole bundle is compiled (none cached yet)
+      const thresholds = init.manifest.exits.map((e) => e.threshold);
+      await single(a, engines, 0, thresholds);
+      const deep = tiny.expected.findIndex((e) => e.exit === -1);
+      expect(await single(a, engines, deep, thresholds)).toBe(-1);
+      expect((await a.classify({ inputs: [], thresholds, probabilities: false })).state.engine).toBe('compiled');
+      await a.dispose();
+      return reads() - before;
+    };
+    let reads = 0;
+    const cache = new CompiledCache();
+    const getSegment = cache.getSegment.bind(cache);
+    cache.getSegment = async (h: string) => (reads++, getSegment(h));
+    expect(await run(cache, () => reads)).toBe(3); // the three segments, read again from the cache to compile
+    // A cache that keeps no compiled models: the bytes stay (the build compiles from them, nothing read again).
+    let plainReads = 0;
+    const plain = new CompiledCache();
+    Object.assign(plain, { getCompiled: undefined, putCompiled: undefined, deleteCompiled: undefined });
+    const plainGet = plain.getSegment.bind(plain);
+    plain.getSegment = async (h: string) => (plainReads++, plainGet(h));
+    expect(await run(plain, () => plainReads)).toBe(0);
+    spy.mockRestore();
+  });
+
+  it('classifyBatch of 65 inputs: both chunks (64 rows, then 1) run stage by stage, none on the compiled model', async () => {
+    const { loadOrt, compiledRuns } = countingOrt();
+    const a = createWorkerApi({ cache: new CompiledCache(), loadOrt });
+    const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    const thresholds = init.manifest.exits.map((e) => e.threshold);
+    const inputs = [...tiny.inputs, tiny.inputs[0]!].map((d) => ({ kind: 'tensor' as const, data: d.slice() }));
+    const before = compiledRuns();
+    const { results } = await a.classify({ inputs, thresholds, probabilities: false });
+    expect(compiledRuns()).toBe(before);
+    expect(results.map((r) => r.exit)).toEqual([...tiny.expected, tiny.expected[0]!].map((e) => e.exit));
+    // a single input does run on it
+    await a.classify({ inputs: [inputs[0]!], thresholds, probabilities: false });
+    expect(compiledRuns()).toBe(before + 1);
+    await a.dispose();
+  });
+});
