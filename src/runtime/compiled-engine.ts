@@ -20,13 +20,20 @@ export interface CompiledResult extends CascadeResult {
   readonly stages: number[];
 }
 
+/**
+ * Which model of the prefix: every head ungated; heads gated by their threshold (compileCascade's gateHeads), while
+ * the thresholds in use disable an exit; 'chain': no head and no `If` at all (compileCascade's `heads: false`), while
+ * they disable every exit (live pruning's worst case) — the full model's cost with no exit overhead.
+ */
+type ModelKind = 'ungated' | 'gated' | 'chain';
+const KINDS: readonly ModelKind[] = ['ungated', 'gated', 'chain'];
+
 interface Compiled {
   readonly session: OrtSession;
   /** Segments 0 .. count - 1 are in the model; `count` < segments: a prefix ending in 'continue'. */
   readonly count: number;
   readonly backend: Backend;
-  /** Heads gated by their threshold (compileCascade's gateHeads): made while the thresholds in use disable an exit. */
-  readonly gated: boolean;
+  readonly kind: ModelKind;
   /** Replaced (another model is in use, or none: failed, disposed): its release is queued; later runs take the new one. */
   retired: boolean;
 }
@@ -39,7 +46,9 @@ interface Compiled {
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read.
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
- * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
+ * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
+ * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
+ * enables an exit while it is at hand (a pruning probe) runs the stages instead. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
  * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles), while calls
  * keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
@@ -56,12 +65,14 @@ export class CompiledEngine {
   private current: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
-  /** The ungated [0] and gated [1] models' bytes (by cache key), when the bundle cache keeps no compiled model. */
-  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = [undefined, undefined];
+  /** Each {@link KINDS} model's bytes (by cache key), when the bundle cache keeps no compiled model. */
+  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = KINDS.map(
+    () => undefined,
+  );
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
-  /** Whether the next calls run the gated model: the last classify call's thresholds disabled an exit. */
-  private gate = false;
+  /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
+  private want: ModelKind = 'ungated';
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
   private gatedHolds = 0;
   /** Set by {@link dispose}: no model is made or run after it. */
@@ -93,7 +104,7 @@ export class CompiledEngine {
     if (c && this.fits(c)) return c;
     const usable = this.options.background && c?.backend === this.pool.ort.backend;
     if (!this.building) {
-      const made = this.build(this.gated(), usable);
+      const made = this.build(this.wanted(), usable);
       // No call awaits a background build: an unexpected error (a bug) turns the engine off as a failed build does.
       const settled = usable
         ? made.catch((e: unknown) => this.fail(`making the compiled model failed: ${(e as Error).message}`))
@@ -108,15 +119,15 @@ export class CompiledEngine {
     while (this.building) await this.building.catch(() => undefined);
   }
 
-  /** Whether the next calls run the gated model (the last call disabled an exit, or a measurement holds it). */
-  private gated(): boolean {
-    return this.gate || this.gatedHolds > 0;
+  /** The model the next calls run: as the last call's thresholds want, gated while a measurement holds it. */
+  private wanted(): ModelKind {
+    return this.gatedHolds > 0 ? 'gated' : this.want;
   }
 
   /** Whether `c` is the model the next calls should run: backend in use, the whole loaded prefix, the gating wanted. */
   private fits(c: Compiled): boolean {
     return (
-      c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length && c.gated === this.gated()
+      c.backend === this.pool.ort.backend && c.count >= this.pool.loadedPrefix().length && c.kind === this.wanted()
     );
   }
 
@@ -143,12 +154,12 @@ export class CompiledEngine {
   }
 
   /**
-   * Makes the model of the loaded prefix on the backend in use with `gated` heads and puts it in use, the old one
+   * Makes the `kind` model of the loaded prefix on the backend in use and puts it in use, the old one
    * retired once the new one is warmed up; undefined when the engine failed (then the old one is retired too) or
    * dispose() began (then nothing stays made). `background`: a model is in use meanwhile; the call that started this
    * queues its run first.
    */
-  private async build(gated: boolean, background: boolean): Promise<Compiled | undefined> {
+  private async build(kind: ModelKind, background: boolean): Promise<Compiled | undefined> {
     // In the background, a macrotask before the compile and before each onnxruntime step: the calls that arrived
     // meanwhile (the one that started this first) queue their runs on the model in use before it, so each waits for
     // one step at most.
@@ -164,12 +175,14 @@ export class CompiledEngine {
     const backend = ort.backend;
     const generation = this.pool.backendGeneration;
     const base = compiledKey(this.manifestHash, backend, prefix.length);
-    const key = `${base}${gated ? ':gated' : ''}`;
-    const k = gated ? 1 : 0;
+    const key = `${base}${kind === 'ungated' ? '' : `:${kind}`}`;
+    const k = KINDS.indexOf(kind);
     let bytes = this.held[k]?.key === key ? this.held[k].bytes : await this.cached(key);
     if (!bytes) {
       try {
-        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', gated));
+        bytes = encodeModel(
+          compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', kind === 'gated', kind !== 'chain'),
+        );
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
@@ -178,7 +191,7 @@ export class CompiledEngine {
     }
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
     this.held[k] = this.cache.enabled && this.cache.getCompiled ? undefined : { key, bytes };
-    if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
+    for (let j = 0; j < KINDS.length; j++) if (j !== k && !this.held[j]?.key.startsWith(base)) this.held[j] = undefined;
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
     if (this.current && this.current.backend !== backend) this.drop();
     let session: OrtSession | undefined;
@@ -188,7 +201,7 @@ export class CompiledEngine {
       // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs; a gated model once more
       // with every exit on at 1 (its heads run; an input leaves only at a probability of exactly 1).
       const zeros = new Float32Array(this.inputSize());
-      for (const t of gated ? [[], this.manifest.exits.map(() => 1)] : [[]])
+      for (const t of kind === 'gated' ? [[], this.manifest.exits.map(() => 1)] : [[]])
         if (!this.disposed) await step(() => made.run(this.feeds(zeros, t)));
     } catch (e) {
       if (session) await this.release(session);
@@ -204,7 +217,7 @@ export class CompiledEngine {
       return undefined;
     }
     this.drop();
-    this.current = { session, count: prefix.length, backend, gated, retired: false };
+    this.current = { session, count: prefix.length, backend, kind, retired: false };
     return this.current;
   }
 
@@ -310,14 +323,18 @@ export class CompiledEngine {
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
-    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
-    this.gate = manifest.exits.some((_, e) => !((gateFor[e] ?? Infinity) <= 1));
+    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes its kind.
+    const off = manifest.exits.filter((_, e) => !((gateFor[e] ?? Infinity) <= 1)).length;
+    this.want = off === 0 ? 'ungated' : off < manifest.exits.length ? 'gated' : 'chain';
+    // The chain decides no exit: a call whose own thresholds enable one (a pruning probe) runs the stages from 0.
+    const noExit = thresholds.every((t) => !(t <= 1));
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     let t0 = performance.now();
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
+      if (m?.kind === 'chain' && !noExit) return undefined;
       return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
     });
     const ms = performance.now() - t0;
