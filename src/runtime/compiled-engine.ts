@@ -1,5 +1,6 @@
 // The compiled engine for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
 // (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
+// Over 400 lines: the three models' switching (background builds, backend fallback, disposal) shares its state here.
 import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
@@ -20,11 +21,8 @@ export interface CompiledResult extends CascadeResult {
   readonly stages: number[];
 }
 
-/**
- * Which model of the prefix: every head ungated; heads gated by their threshold (compileCascade's gateHeads), while
- * the thresholds in use disable an exit; 'chain': no head and no `If` at all (compileCascade's `heads: false`), while
- * they disable every exit (live pruning's worst case) — the full model's cost with no exit overhead.
- */
+/** The model of the prefix the thresholds in use want: no exit disabled, some (heads gated: compileCascade's
+ * gateHeads), every one ('chain': no head, no `If`, compileCascade's `heads: false`; the full model's cost). */
 type ModelKind = 'ungated' | 'gated' | 'chain';
 const KINDS: readonly ModelKind[] = ['ungated', 'gated', 'chain'];
 
@@ -326,15 +324,16 @@ export class CompiledEngine {
     // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes its kind.
     const off = manifest.exits.filter((_, e) => !((gateFor[e] ?? Infinity) <= 1)).length;
     this.want = off === 0 ? 'ungated' : off < manifest.exits.length ? 'gated' : 'chain';
-    // The chain decides no exit: a call whose own thresholds enable one (a pruning probe) runs the stages from 0.
-    const noExit = thresholds.every((t) => !(t <= 1));
+    // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the stages from 0.
+    const needsExit = (m: Compiled): boolean =>
+      m.kind === 'chain' && manifest.exits.some((x, e) => x.segment < m.count && (thresholds[e] ?? Infinity) <= 1);
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     let t0 = performance.now();
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
-      if (m?.kind === 'chain' && !noExit) return undefined;
+      if (m && needsExit(m)) return undefined;
       return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
     });
     const ms = performance.now() - t0;
