@@ -2,6 +2,7 @@
 // graph variants of the same bundle, interleaved image by image, with no exit firing (the compiled worst case):
 //   chain     the segments inlined into one graph, heads dropped (= the backbone, split and re-joined)
 //   chain + heads as outputs   every exit head computed as an extra graph output, no `If` (what the heads cost)
+//   compiled (exit-free)   the engine's model while every exit is off (compileBundleCascade heads: false)
 //   compiled  the compiled cascade (compileBundleCascade: heads + `If`s), thresholds 1 (every head runs, nothing
 //             leaves; --at-bundle: the bundle's; --disabled: NEVER_EXIT, gated heads skipped), beside its nested and
 //             flat layouts and its heads ungated (compileCascade's `layout`, `gateHeads`); --forms: its heads rewritten
@@ -106,8 +107,8 @@ async function main(): Promise<void> {
   );
   const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
   const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
-  const layout = (l: 'nested' | 'flat', gateHeads = true): Uint8Array =>
-    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l, gateHeads));
+  const layout = (l: 'nested' | 'flat', gateHeads = true, heads = true): Uint8Array =>
+    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l, gateHeads, heads));
   const nested = layout('nested');
   const flatIfs = layout('flat');
   const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, BASE);
@@ -139,6 +140,8 @@ async function main(): Promise<void> {
     ['compiled (nested)', nested, BASE, true],
     ['compiled (flat)', flatIfs, BASE, true],
     ['compiled (heads ungated)', layout('nested', false), BASE, true],
+    // what the compiled engine runs while every exit is off (compileCascade heads: false): should cost as 'chain'
+    ['compiled (exit-free)', layout('nested', true, false), BASE, true],
     ['compiled', compiled, BASE, true],
     ...(forms
       ? FORMS.map(

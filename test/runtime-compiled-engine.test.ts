@@ -245,7 +245,7 @@ function spyTimeRun(each: (n: number) => void = () => {}): { runs: TimedRun[]; m
   ) {
     each(runs.length);
     const r = await orig.call(this, c, thresholds);
-    runs.push({ gated: c.gated, thresholds, exit: r.exit });
+    runs.push({ gated: c.kind === 'gated', thresholds, exit: r.exit });
     return r;
   });
   return { runs, mockRestore: () => spy.mockRestore() };
@@ -278,10 +278,12 @@ describe('compiled engine', () => {
       m.exits.map(() => NEVER_EXIT), // the worst case: nothing exits
       m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0)), // exit 0 off, everything at exit 1
     ];
-    // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; disabled exits
-    // run the gated model, thresholds of 1 the ungated one: each compiled once (no cache here: their bytes are kept).
+    // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; every exit
+    // disabled runs the exit-free model, some the gated one, thresholds of 1 the ungated one: each compiled once (no
+    // cache here: their bytes are kept).
     await singles(compiled.api, vectors[7]!);
     await useModel(compiled.api, engines, vectors[7]!);
+    await useModel(compiled.api, engines, vectors[8]!);
     await useModel(
       compiled.api,
       engines,
@@ -336,16 +338,12 @@ describe('compiled engine', () => {
     await singles(
       a,
       m.exits.map(() => NEVER_EXIT),
-    ); // every segment loads
-    await useModel(
-      a,
-      engines,
-      m.exits.map(() => NEVER_EXIT),
-    );
+    ); // every segment loads; every exit off: the exit-free model
+    await useModel(a, engines, off0);
     await useModel(a, engines, all);
     const [made, compiled] = [creates(), compiles()];
     const key = compiledKey(init.manifestHash, 'wasm', m.segments.length);
-    expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:gated`]);
+    expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:chain`, `${key}:gated`]);
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
     for (const thr of [off0, all, off0]) {

@@ -66,11 +66,11 @@ const decisions = (rs: readonly WireResult[]): [number, number, number][] =>
   rs.map((r) => [r.index, r.exit, Math.round(r.confidence * 1e6)]);
 
 describe('live exit pruning in the worker', () => {
-  it('compiled engine, nothing leaves: every exit is pruned, the gated model runs them off but for 1 probe in 32, decisions unchanged', async () => {
-    const runs: { gated: boolean; thresholds: number[] }[] = [];
+  it('compiled engine, nothing leaves: every exit is pruned, the exit-free model runs them off but for 1 probe in 32, decisions unchanged', async () => {
+    const runs: { kind: string; thresholds: number[] }[] = [];
     const orig = CompiledEngine.prototype.run;
     vi.spyOn(CompiledEngine.prototype, 'run').mockImplementation(function (this: CompiledEngine, ...args) {
-      runs.push({ gated: args[0].gated, thresholds: [...args[2]] });
+      runs.push({ kind: args[0].kind, thresholds: [...args[2]] });
       return orig.apply(this, args);
     });
     const pruned = await open('compiled');
@@ -80,21 +80,22 @@ describe('live exit pruning in the worker', () => {
     const state = await pruned.api.state();
     expect(state?.prunedExits).toEqual([0, 1]);
     // From the call after the last exit was pruned: probes (thresholds as requested) exactly every 32nd call, every
-    // other call with every exit off; soon all of them on the gated model (its heads skipped)
+    // other call with every exit off; soon all of them on the exit-free 'chain' model (no head, no If; a probe there
+    // runs the stages)
     const first = runs.findIndex((r) => r.thresholds.every((t) => t === NEVER_EXIT));
     expect(first).toBeGreaterThan(PRUNE_DEFAULTS.minCount);
     const probes = runs.map((r, i) => (r.thresholds.every((t) => t === 1) ? i : -1)).filter((i) => i > first);
     expect(probes.length).toBeGreaterThanOrEqual(Math.floor((calls - first) / PRUNE_DEFAULTS.probeEvery) - 1);
     for (let j = 1; j < probes.length; j++) expect(probes[j]! - probes[j - 1]!).toBe(PRUNE_DEFAULTS.probeEvery);
     expect(runs.length).toBe(calls);
-    expect(runs.slice(-100).every((r) => r.gated)).toBe(true);
+    expect(runs.slice(-100).every((r) => r.kind === 'chain')).toBe(true);
 
     const plain = await open('compiled', false);
     const without = await serve(plain.api, calls, 1, ones);
     expect((await plain.api.state())?.prunedExits).toBeUndefined();
     expect(decisions(withPruning)).toEqual(decisions(without));
     const plainRuns = runs.slice(calls);
-    expect(plainRuns.every((r) => !r.gated && r.thresholds.every((t) => t === 1))).toBe(true);
+    expect(plainRuns.every((r) => r.kind === 'ungated' && r.thresholds.every((t) => t === 1))).toBe(true);
     await pruned.api.dispose();
     await plain.api.dispose();
   });

@@ -9,7 +9,8 @@ import type { BundleFiles, BundleManifest } from './manifest.js';
  * Compiles segments `first .. first + models.length - 1` of the bundle (`models[k]` is segment `first + k`, decoded)
  * into one batch-1 model. It ends the backbone when the last of them is the bundle's last segment, else it is a prefix
  * whose exit index -2 says "continue with segment first + models.length from `continue_activation`".
- * `layout`, `gateHeads`: compileCascade's options (defaults: nested, gated). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
+ * `layout`, `gateHeads`, `heads`: compileCascade's options (defaults: nested, gated, with heads; `heads` false: the
+ * exit-free model, segments re-joined with no head or `If`). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
  */
 export function compileBundleCascade(
   manifest: BundleManifest,
@@ -17,6 +18,7 @@ export function compileBundleCascade(
   first = 0,
   layout?: CompileCascadeOptions['layout'],
   gateHeads?: boolean,
+  heads?: boolean,
 ): OnnxModel {
   const segs = manifest.segments.slice(first, first + models.length);
   if (models.length === 0 || first < 0 || segs.length !== models.length)
@@ -32,6 +34,7 @@ export function compileBundleCascade(
     exitCount: manifest.exits.length,
     ...(layout ? { layout } : {}),
     ...(gateHeads !== undefined ? { gateHeads } : {}),
+    ...(heads !== undefined ? { heads } : {}),
   });
 }
 

@@ -45,6 +45,13 @@ export interface CompileCascadeOptions {
    * costs"). A head that cannot be split off (see head-gate.ts) runs ungated.
    */
   readonly gateHeads?: boolean;
+  /**
+   * `false`: no exit at all, the segments composed with no heads and no `If` (each part's head split off and dropped,
+   * see head-gate.ts; one that cannot be split runs unread): the backbone (exit index -1) or a prefix that always
+   * continues (-2). The `thresholds` input stays, unread, so the same feeds run it. For an engine whose thresholds
+   * disable every exit (default true).
+   */
+  readonly heads?: boolean;
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -238,7 +245,9 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const { end } = options;
   const cont = end === 'continue';
   const lastIdx = parts.length - 1;
-  const exits = honouredExits(parts, cont);
+  const honoured = honouredExits(parts, cont);
+  const heads = options.heads ?? true;
+  const exits = heads ? honoured : honoured.map(() => undefined);
   const maxExit = Math.max(-1, ...exits.map((e) => e ?? -1));
   const exitCount = options.exitCount ?? maxExit + 1;
   if (!(Number.isInteger(exitCount) && exitCount > maxExit))
@@ -261,14 +270,15 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       { opset },
     );
 
-  const classes = classCount(parts, exits, cont);
+  const classes = classCount(parts, honoured, cont);
   // Gated heads need the class count: a disabled exit gives zero probabilities [1, classes] (never read).
   const gate = (options.gateHeads ?? true) && classes !== null;
   const prepared: Prepared[] = [];
   parts.forEach((p, i) => {
     const prev = prepared[i - 1];
     if (prev) checkLink(parts, prev, i);
-    prepared.push(prepare(p, i, prev ? prev.output : inputName, gate && exits[i] !== undefined));
+    const split = heads ? gate && exits[i] !== undefined : p.exitOutput !== undefined; // without heads: dropped
+    prepared.push(prepare(p, i, prev ? prev.output : inputName, split));
   });
 
   const last = prepared[lastIdx]!;
@@ -487,7 +497,8 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     const split = makeNode('Split', [CASCADE_IO.thresholds], outs, attrs, 'cascade/thresholds/Split');
     top.nodes.unshift(split);
   }
-  if (prepared.some((p) => p.head)) top.initializers.push(makeTensor(ONE, 'float32', [], [1]));
+  if (prepared.some((p, i) => p.head && exits[i] !== undefined))
+    top.initializers.push(makeTensor(ONE, 'float32', [], [1]));
   const inInfo = readValueInfo(input0[0]!);
   if (!inInfo.dtype) invalid(`segment 0's input "${inputName}" has no element type`);
   const inDims: Dims = inInfo.shape?.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : null));

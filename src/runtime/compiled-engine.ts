@@ -1,5 +1,6 @@
 // The compiled engine for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
 // (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
+// Over 400 lines: the three models' switching (background builds, backend fallback, disposal) shares its state here.
 import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
@@ -20,13 +21,19 @@ export interface CompiledResult extends CascadeResult {
   readonly stages: number[];
 }
 
+/** The model of the prefix the thresholds in use want: no exit disabled, some (heads gated: compileCascade's
+ * gateHeads), every one ('chain': no head, no `If`, compileCascade's `heads: false`; the full model's cost). */
+type ModelKind = 'ungated' | 'gated' | 'chain';
+const KINDS: readonly ModelKind[] = ['ungated', 'gated', 'chain'];
+/** The cache key of a model kind made from the prefix whose key is `base`. */
+const kindKey = (base: string, kind: ModelKind): string => (kind === 'ungated' ? base : `${base}:${kind}`);
+
 interface Compiled {
   readonly session: OrtSession;
   /** Segments 0 .. count - 1 are in the model; `count` < segments: a prefix ending in 'continue'. */
   readonly count: number;
   readonly backend: Backend;
-  /** Heads gated by their threshold (compileCascade's gateHeads): made while the thresholds in use disable an exit. */
-  readonly gated: boolean;
+  readonly kind: ModelKind;
   /** Replaced (another model is in use, or none: failed, disposed): its release is queued; later runs take the new one. */
   retired: boolean;
 }
@@ -40,7 +47,9 @@ interface Compiled {
  * (a longer prefix stored evicts the shorter ones but segment 0's alone: {@link evictShorter}).
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
- * itself runs on the model at hand, which decides the same either way. A device plan's measurement holds the gated
+ * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
+ * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
+ * enables an exit while it is at hand (a pruning probe) runs the stages instead. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
  * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles; the pool's
  * segment bytes, from which models are compiled, are let go once the whole bundle is compiled and the cache keeps
@@ -59,12 +68,14 @@ export class CompiledEngine {
   private current: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
-  /** The ungated [0] and gated [1] models' bytes (by cache key), when the bundle cache keeps no compiled model. */
-  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = [undefined, undefined];
+  /** Each {@link KINDS} model's bytes (by cache key), when the bundle cache keeps no compiled model. */
+  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = KINDS.map(
+    () => undefined,
+  );
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
-  /** Whether the next calls run the gated model: the last classify call's thresholds disabled an exit. */
-  private gate = false;
+  /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
+  private want: ModelKind = 'ungated';
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
   private gatedHolds = 0;
   /** Set by {@link dispose}: no model is made or run after it. */
@@ -96,7 +107,7 @@ export class CompiledEngine {
     if (c && this.fits(c)) return c;
     const usable = this.options.background && c?.backend === this.pool.ort.backend;
     if (!this.building) {
-      const made = this.build(this.gated(), usable);
+      const made = this.build(this.wanted(), usable);
       // No call awaits a background build: an unexpected error (a bug) turns the engine off as a failed build does.
       const settled = usable
         ? made.catch((e: unknown) => this.fail(`making the compiled model failed: ${(e as Error).message}`))
@@ -111,14 +122,14 @@ export class CompiledEngine {
     while (this.building) await this.building.catch(() => undefined);
   }
 
-  /** Whether the next calls run the gated model (the last call disabled an exit, or a measurement holds it). */
-  private gated(): boolean {
-    return this.gate || this.gatedHolds > 0;
+  /** The model the next calls run: as the last call's thresholds want, gated while a measurement holds it. */
+  private wanted(): ModelKind {
+    return this.gatedHolds > 0 ? 'gated' : this.want;
   }
 
   /** Whether `c` is the model the next calls should run: backend in use, the whole loaded prefix, the gating wanted. */
   private fits(c: Compiled): boolean {
-    return c.backend === this.pool.ort.backend && c.count >= this.pool.loadedCount() && c.gated === this.gated();
+    return c.backend === this.pool.ort.backend && c.count >= this.pool.loadedCount() && c.kind === this.wanted();
   }
 
   /**
@@ -144,12 +155,12 @@ export class CompiledEngine {
   }
 
   /**
-   * Makes the model of the loaded prefix on the backend in use with `gated` heads and puts it in use, the old one
+   * Makes the `kind` model of the loaded prefix on the backend in use and puts it in use, the old one
    * retired once the new one is warmed up; undefined when the engine failed (then the old one is retired too) or
    * dispose() began (then nothing stays made). `background`: a model is in use meanwhile; the call that started this
    * queues its run first.
    */
-  private async build(gated: boolean, background: boolean): Promise<Compiled | undefined> {
+  private async build(kind: ModelKind, background: boolean): Promise<Compiled | undefined> {
     // In the background, a macrotask before the compile and before each onnxruntime step: the calls that arrived
     // meanwhile (the one that started this first) queue their runs on the model in use before it, so each waits for
     // one step at most.
@@ -165,8 +176,8 @@ export class CompiledEngine {
     const backend = ort.backend;
     const generation = this.pool.backendGeneration;
     const base = compiledKey(this.manifestHash, backend, count);
-    const key = `${base}${gated ? ':gated' : ''}`;
-    const k = gated ? 1 : 0;
+    const key = kindKey(base, kind);
+    const k = KINDS.indexOf(kind);
     let bytes = this.held[k]?.key === key ? this.held[k].bytes : await this.cached(key);
     if (!bytes) {
       let prefix: Uint8Array[];
@@ -177,21 +188,23 @@ export class CompiledEngine {
         return this.fail(`the segments could not be read again to compile them: ${(e as Error).message}`);
       }
       try {
-        bytes = encodeModel(compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', gated));
+        bytes = encodeModel(
+          compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', kind === 'gated', kind !== 'chain'),
+        );
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
       }
       await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
-      await this.evictShorter(backend, count, gated);
+      await this.evictShorter(backend, count, kind);
     }
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
     const cacheKeeps = this.cache.enabled && this.cache.getCompiled !== undefined;
-    // Every segment is in the model and the bundle cache keeps models and segments: a later build (the other gating,
-    // a backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any more.
+    // Every segment is in the model and the bundle cache keeps models and segments: a later build (another kind, a
+    // backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any more.
     if (cacheKeeps && count === this.manifest.segments.length) this.pool.dropBytes();
     this.held[k] = cacheKeeps ? undefined : { key, bytes };
-    if (!this.held[1 - k]?.key.startsWith(base)) this.held[1 - k] = undefined; // another prefix or backend's
+    for (let j = 0; j < KINDS.length; j++) if (j !== k && !this.held[j]?.key.startsWith(base)) this.held[j] = undefined;
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
     if (this.current && this.current.backend !== backend) this.drop();
     let session: OrtSession | undefined;
@@ -201,7 +214,7 @@ export class CompiledEngine {
       // Warm-up (shader compilation on WebGPU): every exit off, so the whole prefix runs; a gated model once more
       // with every exit on at 1 (its heads run; an input leaves only at a probability of exactly 1).
       const zeros = new Float32Array(this.inputSize());
-      for (const t of gated ? [[], this.manifest.exits.map(() => 1)] : [[]])
+      for (const t of kind === 'gated' ? [[], this.manifest.exits.map(() => 1)] : [[]])
         if (!this.disposed) await step(() => made.run(this.feeds(zeros, t)));
     } catch (e) {
       if (session) await this.release(session);
@@ -217,7 +230,7 @@ export class CompiledEngine {
       return undefined;
     }
     this.drop();
-    this.current = { session, count, backend, gated, retired: false };
+    this.current = { session, count, backend, kind, retired: false };
     return this.current;
   }
 
@@ -277,11 +290,11 @@ export class CompiledEngine {
   /**
    * Deletes the cached models of the prefixes 2 .. count - 1 (same backend and gating) once that of `count` is stored:
    * only the longest prefix and that of segment 0 alone (every open starts with it: it loads segment 0 only) are of use
-   * again, so a bundle keeps at most two models per backend and gating instead of one per prefix length.
+   * again, so a bundle keeps at most two models per backend and kind instead of one per prefix length.
    */
-  private async evictShorter(backend: Backend, count: number, gated: boolean): Promise<void> {
+  private async evictShorter(backend: Backend, count: number, kind: ModelKind): Promise<void> {
     for (let c = 2; c < count; c++)
-      await this.cache.deleteCompiled?.(`${compiledKey(this.manifestHash, backend, c)}${gated ? ':gated' : ''}`);
+      await this.cache.deleteCompiled?.(kindKey(compiledKey(this.manifestHash, backend, c), kind));
   }
 
   /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
@@ -333,14 +346,19 @@ export class CompiledEngine {
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
-    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes the gating.
-    this.gate = manifest.exits.some((_, e) => !((gateFor[e] ?? Infinity) <= 1));
+    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes its kind.
+    const off = manifest.exits.filter((_, e) => !((gateFor[e] ?? Infinity) <= 1)).length;
+    this.want = off === 0 ? 'ungated' : off < manifest.exits.length ? 'gated' : 'chain';
+    // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the stages from 0.
+    const needsExit = (m: Compiled): boolean =>
+      m.kind === 'chain' && manifest.exits.some((x, e) => x.segment < m.count && (thresholds[e] ?? Infinity) <= 1);
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     let t0 = performance.now();
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
+      if (m && needsExit(m)) return undefined;
       return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
     });
     const ms = performance.now() - t0;
