@@ -28,6 +28,8 @@ interface Failures {
   oomAbove?: number;
   /** The device is lost once a run went out of memory (runs fail from then on). */
   lostOnOom?: boolean;
+  /** Runs of the sessions it picks (by input names) go out of memory at any batch, one row too (the device works). */
+  oomOn?: (inputNames: readonly string[]) => boolean;
 }
 
 /** onnxruntime-node on the CPU reported as WebGPU; sessions made while the handle says 'webgpu' fail as `fail` says. */
@@ -57,7 +59,7 @@ function gpuHandle(fail: Failures): OrtHandle {
         return (...args: unknown[]) => {
           if (fail.runs) return Promise.reject(new Error('device lost'));
           const rows = (Object.values(args[0] as Record<string, { dims: readonly number[] }>)[0]?.dims ?? [1])[0]!;
-          if (fail.oomAbove !== undefined && rows > fail.oomAbove) {
+          if ((fail.oomAbove !== undefined && rows > fail.oomAbove) || fail.oomOn?.(target.inputNames)) {
             if (fail.lostOnOom) fail.runs = true;
             return Promise.reject(new Error('Failed to allocate a buffer of size 805306368: out of memory'));
           }
@@ -70,8 +72,8 @@ function gpuHandle(fail: Failures): OrtHandle {
   return handle;
 }
 
-function open(fail: Failures): Promise<BundleRuntime> {
-  const req = tinyInitRequest(tiny.base, 'tiny', { backend: 'webgpu', cache: false });
+function open(fail: Failures, engine?: 'compiled' | 'stages'): Promise<BundleRuntime> {
+  const req = tinyInitRequest(tiny.base, 'tiny', { backend: 'webgpu', cache: false, ...(engine ? { engine } : {}) });
   return BundleRuntime.open(req, () => {}, { cache: noCache, loadOrt: async () => gpuHandle(fail) });
 }
 
@@ -115,6 +117,49 @@ describe('WebGPU → WASM fallback', () => {
     expect(out.map((r) => [r.index, r.exit])).toEqual(tiny.expected.slice(0, 8).map((e) => [e.index, e.exit]));
     expect(rt.state().backend).toBe('webgpu');
     await rt.dispose();
+  });
+
+  it('one input out of memory on a working device (the compiled model too large): WASM takes over, not OUT_OF_MEMORY', async () => {
+    const fail: Failures = { create: 0, runs: false };
+    const rt = await open(fail);
+    expect(rt.state()).toMatchObject({ engine: 'compiled', backend: 'webgpu' });
+    fail.oomOn = (names) => names.includes('thresholds'); // segment 0 alone still runs one input
+    const thresholds = rt.manifest.exits.map((e) => e.threshold);
+    for (let i = 0; i < 3; i++) {
+      const [r] = await rt.classify({
+        inputs: [{ kind: 'tensor', data: tiny.inputs[i]! }],
+        thresholds,
+        probabilities: false,
+      });
+      expect([r!.index, r!.exit]).toEqual([tiny.expected[i]!.index, tiny.expected[i]!.exit]);
+    }
+    expect(rt.state()).toMatchObject({ backend: 'wasm', engine: 'compiled' });
+    expect(rt.state().fallbackReason).toMatch(/^a WebGPU run failed: .*out of memory/);
+    await rt.dispose();
+  });
+
+  it('a later segment out of memory at batch 1: a single-input call and a plan go on on WASM', async () => {
+    for (const call of ['classify', 'plan'] as const) {
+      const fail: Failures = { create: 0, runs: false };
+      const rt = await open(fail, 'stages');
+      await expectReference(rt); // every segment's session made on WebGPU
+      const later = rt.manifest.segments[1]!.input;
+      fail.oomOn = (names) => names.includes(later);
+      if (call === 'plan') expect(await rt.plan({ target: 0.99 })).toMatchObject({ backend: 'wasm' });
+      else {
+        const deep = tiny.expected.findIndex((e) => e.exit === -1);
+        const thresholds = rt.manifest.exits.map((e) => e.threshold);
+        const [r] = await rt.classify({
+          inputs: [{ kind: 'tensor', data: tiny.inputs[deep]! }],
+          thresholds,
+          probabilities: false,
+        });
+        expect([r!.index, r!.exit]).toEqual([tiny.expected[deep]!.index, -1]);
+      }
+      expect(rt.state().backend).toBe('wasm');
+      expect(rt.state().fallbackReason).toMatch(/out of memory/);
+      await rt.dispose();
+    }
   });
 
   it('out of memory on a device that no longer runs anything (lost): the fallback to WASM as before', async () => {

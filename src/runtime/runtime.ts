@@ -229,7 +229,7 @@ export class BundleRuntime {
         };
       });
     };
-    return this.pool.withFallback(run, { reason: 'a WebGPU run failed', during: 'classifying' });
+    return this.pool.withFallback(run, { reason: 'a WebGPU run failed', during: 'classifying', rows });
   }
 
   /**

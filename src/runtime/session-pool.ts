@@ -1,6 +1,6 @@
 // The worker's segment sessions: created lazily from the bundle's files (integrity-checked, warmed up, progress reported),
 // every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}); a
-// run out of GPU memory on a working device rejects with OUT_OF_MEMORY instead (the next, smaller call stays on WebGPU).
+// batch run out of GPU memory on a working device rejects with OUT_OF_MEMORY instead (a smaller batch stays on WebGPU).
 import type { BundleManifest } from '../bundle/manifest.js';
 import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
 import { SelfxitError, isOutOfMemory, isSelfxitError } from '../errors.js';
@@ -22,6 +22,11 @@ interface FallbackOptions<T> {
   readonly redoIfSwitched?: boolean;
   /** What runs after the fallback. Default: `job` again. */
   readonly retry?: () => Promise<T>;
+  /**
+   * How many inputs `job` runs at once (default 1): out of GPU memory with more than one, on a working device, the call
+   * rejects with OUT_OF_MEMORY (a smaller batch may fit); with one, no smaller call would, so WASM takes over.
+   */
+  readonly rows?: number;
 }
 
 /** The sessions of one open bundle, on the backend in use; the SessionProvider of the worker's stage runner. */
@@ -95,8 +100,9 @@ export class SessionPool implements SessionProvider {
   /**
    * The WebGPU → WASM fallback: runs `job`; when it fails on WebGPU (with an error `options` let through), switches every
    * segment to WASM and runs `options.retry` (default `job`) once. A job that failed after another call switched the
-   * backend runs again without a second switch. A run out of memory (not `anyError`: session creation falls back) while
-   * segment 0 still runs on the device rejects with OUT_OF_MEMORY, and WebGPU stays.
+   * backend runs again without a second switch. A run of more than one row (`options.rows`) out of memory (not
+   * `anyError`: session creation falls back) while segment 0 still runs on the device rejects with OUT_OF_MEMORY, and
+   * WebGPU stays; one row out of memory (the model or a later segment too large for the device) falls back.
    */
   async withFallback<T>(job: () => Promise<T>, options: FallbackOptions<T>): Promise<T> {
     const gen = this.generation;
@@ -108,8 +114,10 @@ export class SessionPool implements SessionProvider {
       if (isSelfxitError(e) && !options.anyError) throw e;
       if (gen === this.generation) {
         if (this.ort.backend !== 'webgpu') throw e;
-        // Out of GPU memory with the device still working (a batch too large): this call fails, WebGPU stays.
-        if (!options.anyError && isOutOfMemory(e) && (await this.deviceWorks()) && gen === this.generation) {
+        // Out of GPU memory on a batch with the device still working (a smaller batch may fit): this call fails, WebGPU
+        // stays. One input out of memory would fail every time: WASM takes over.
+        const batch = (options.rows ?? 1) > 1;
+        if (!options.anyError && batch && isOutOfMemory(e) && (await this.deviceWorks()) && gen === this.generation) {
           const message = `${options.reason}: out of WebGPU memory (${(e as Error).message}): try smaller batches`;
           throw new SelfxitError('OUT_OF_MEMORY', message, { backend: 'webgpu' }, { cause: e });
         }
