@@ -163,7 +163,7 @@ describe('IdbBundleCache on a failing store degrades to no cache', () => {
     expect(idb.data.size).toBe(0);
     // Its methods keep answering as a miss or a dropped write, never with an error.
     const off = new IdbBundleCache('selfxit-test', 'bundles', () => idb.use);
-    await expect(off.putSegment('0'.repeat(64), new Uint8Array(8))).resolves.toBeUndefined();
+    await expect(off.putSegment('0'.repeat(64), new Uint8Array(8))).resolves.toBe(false); // did not land
     expect(idb.quotaErrors).toHaveLength(1);
     expect(off.enabled).toBe(false);
     await expect(off.getSegment('0'.repeat(64))).resolves.toBeUndefined();
@@ -253,12 +253,12 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
   it('a read that times out behind a write of its own still under way is a miss, not dead storage, until the write looks hung', async () => {
     const idb = fakeIdb(Infinity, false);
     const cache = cacheOn(idb);
-    await cache.putSegment('a', new Uint8Array([1, 2]));
+    expect(await cache.putSegment('a', new Uint8Array([1, 2]))).toBe(true); // landed
     idb.stall = 'readwrite';
     const slowWrite = cache.putSegment('b', new Uint8Array([3])); // never settled by IndexedDB
     idb.stall = 'readonly'; // reads queued behind it wait too
     expect(await cache.getSegment('a')).toBeUndefined(); // timed out: a miss
-    await slowWrite; // timed out: not known to have failed, writes stay on
+    expect(await slowWrite).toBe(false); // timed out: not known to have landed, nor failed: writes stay on
     idb.stall = undefined;
     expect(await cache.getSegment('a')).toEqual(new Uint8Array([1, 2]));
     expect(cache.enabled).toBe(true);
@@ -275,7 +275,8 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     const idb = fakeIdb(Infinity, false);
     const cache = cacheOn(idb); // 100 ms per operation
     idb.writeDelayMs = 150; // a large compiled model on a slow disk
-    await cache.putCompiled('compiled:x:wasm:3:v2', { sha256: 'a', bytes: new Uint8Array(10) });
+    const slow = await cache.putCompiled('compiled:x:wasm:3:v2', { sha256: 'a', bytes: new Uint8Array(10) });
+    expect(slow).toBe(false); // abandoned: not known to have landed (the runtime keeps what it would read back)
     expect(cache.enabled).toBe(true);
     idb.writeDelayMs = 0;
     await cache.putSegment('abc', new Uint8Array(4));

@@ -326,7 +326,7 @@ describe('compiled engine', () => {
       ...noCache,
       enabled: true,
       getCompiled: async (k) => store.get(k),
-      putCompiled: async (k, e) => void store.set(k, e),
+      putCompiled: async (k, e) => (store.set(k, e), true),
       deleteCompiled: async (k) => void store.delete(k),
     };
     const { api: a, creates, compiledLive, compiledSessions } = api(cache);
@@ -452,7 +452,7 @@ describe('compiled engine', () => {
       ...noCache,
       enabled: true,
       getCompiled: async (k) => store.get(k),
-      putCompiled: async (k, e) => void (puts.push(k), store.set(k, e)),
+      putCompiled: async (k, e) => (puts.push(k), store.set(k, e), true),
       deleteCompiled: async (k) => void store.delete(k),
     };
     const first = api(cache).api;
@@ -644,7 +644,7 @@ describe('compiled engine', () => {
         if (broken) throw new Error('cache bug (test)');
         return store.get(k);
       },
-      putCompiled: async (k, e) => void store.set(k, e),
+      putCompiled: async (k, e) => (store.set(k, e), true),
       deleteCompiled: async (k) => void store.delete(k),
     };
     const t = await settled(false, { cache });

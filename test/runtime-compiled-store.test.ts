@@ -1,7 +1,8 @@
 // What the compiled engine keeps, through the worker API in Node (onnxruntime-node, the tiny bundle over local HTTP):
-// the cached compiled models as more segments load (a longer prefix evicts the shorter ones but segment 0's alone), and
+// the cached compiled models as more segments load (every ungated prefix kept, a longer gated one evicting the shorter),
+// the segment bytes let go only once the cache is known to hold them, and
 // which engine runs the rows of a batch request (every 64-row chunk, a last chunk of one row too, stage by stage).
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, type CachedCompiled } from '../src/runtime/cache.js';
@@ -15,6 +16,7 @@ beforeAll(async () => {
   tiny = await serveTinyBundles(() => {});
 });
 afterAll(() => tiny.close());
+afterEach(() => vi.restoreAllMocks()); // a failed test's engine tracking too
 
 /** A MemoryCache that keeps compiled models too. */
 class CompiledCache extends MemoryCache {
@@ -24,6 +26,7 @@ class CompiledCache extends MemoryCache {
   }
   async putCompiled(k: string, e: CachedCompiled) {
     this.compiled.set(k, e);
+    return true;
   }
   async deleteCompiled(k: string) {
     this.compiled.delete(k);
@@ -65,39 +68,68 @@ function trackEngines(engines: Set<CompiledEngine>): { mockRestore: () => void }
 }
 
 describe('compiled engine: what it keeps', () => {
-  it('a longer prefix stored evicts the shorter ones, except the one of segment 0 alone (each open starts with it)', async () => {
+  it('every ungated prefix stays cached (each open walks through them); a longer gated model evicts the shorter ones', async () => {
     const engines = new Set<CompiledEngine>();
     const spy = trackEngines(engines);
     const cache = new CompiledCache();
-    const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
-    const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    const puts: string[] = [];
+    const putCompiled = cache.putCompiled.bind(cache);
+    cache.putCompiled = async (k: string, e: CachedCompiled) => (puts.push(k), putCompiled(k, e));
+    const open = async () => {
+      const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
+      return { a, init: await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' })) };
+    };
+    let { a, init } = await open();
     const thresholds = init.manifest.exits.map((e) => e.threshold);
-    const key = (n: number): string => compiledKey(init.manifestHash, 'wasm', n);
+    const key = (n: number, kind = ''): string => compiledKey(init.manifestHash, 'wasm', n) + kind;
     expect([...cache.compiled.keys()]).toEqual([key(1)]);
     // An input leaving at exit 1 loads segment 1: the next call makes (and stores) the prefix of segments 0-1.
     const atExit1 = tiny.expected.findIndex((e) => e.exit === 1);
     expect(await single(a, engines, atExit1, thresholds)).toBe(1);
     await single(a, engines, atExit1, thresholds);
     expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(2)].sort());
-    // A deep input loads segment 2: the whole bundle's model replaces the prefix of two in the cache.
+    // A deep input loads segment 2: the whole bundle's model is stored beside the shorter ones.
     const deep = tiny.expected.findIndex((e) => e.exit === -1);
     expect(await single(a, engines, deep, thresholds)).toBe(-1);
     await single(a, engines, deep, thresholds);
-    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(3)].sort());
+    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(2), key(3)].sort());
+    await a.dispose();
+    // A new session walks through the same prefixes: every ungated model comes from the cache, none is compiled again.
+    puts.length = 0;
+    ({ a, init } = await open());
+    await single(a, engines, atExit1, thresholds);
+    await single(a, engines, deep, thresholds);
+    await single(a, engines, deep, thresholds);
+    expect(puts).toEqual([]);
+    // The last exit off: the gated model of the loaded prefix is made; a longer gated one evicts it.
+    const lastOff = thresholds.map((t, e) => (e === thresholds.length - 1 ? 2 : t));
+    const atExit0 = tiny.expected.findIndex((e) => e.exit === 0);
+    await a.dispose();
+    ({ a, init } = await open());
+    expect(await single(a, engines, atExit0, lastOff)).toBe(0);
+    await single(a, engines, atExit0, lastOff);
+    expect(cache.compiled.has(key(1, ':gated'))).toBe(true);
+    expect(await single(a, engines, deep, lastOff)).toBe(-1);
+    await single(a, engines, deep, lastOff);
+    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(2), key(3), key(3, ':gated')].sort());
     await a.dispose();
     spy.mockRestore();
   });
 
-  it('once the whole bundle is compiled and the cache keeps models, segment bytes are let go: a later build reads them from the cache', async () => {
+  it('once the whole bundle is compiled and the cache holds it and the segments, segment bytes are let go: a later build reads them from the cache', async () => {
     const engines = new Set<CompiledEngine>();
     const spy = trackEngines(engines);
-    const run = async (cache: CompiledCache, reads: () => number) => {
+    /** Segment reads from `cache` while the other gating's whole-bundle model is made after the first. */
+    const rereads = async (cache: CompiledCache): Promise<number> => {
+      let reads = 0;
+      const getSegment = cache.getSegment.bind(cache);
+      cache.getSegment = async (h: string) => (reads++, getSegment(h));
       const a = createWorkerApi({ cache, loadOrt: loadOrtNode });
       const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
       const never = init.manifest.exits.map(() => 2); // every exit off: every segment loads, the gated model is made
       await single(a, engines, 0, never);
       await single(a, engines, 0, never);
-      const before = reads();
+      const before = reads;
       // exits on: the ungated model of the whole bundle is compiled (none cached yet)
       const thresholds = init.manifest.exits.map((e) => e.threshold);
       await single(a, engines, 0, thresholds);
@@ -105,20 +137,23 @@ describe('compiled engine: what it keeps', () => {
       expect(await single(a, engines, deep, thresholds)).toBe(-1);
       expect((await a.classify({ inputs: [], thresholds, probabilities: false })).state.engine).toBe('compiled');
       await a.dispose();
-      return reads() - before;
+      return reads - before;
     };
-    let reads = 0;
-    const cache = new CompiledCache();
-    const getSegment = cache.getSegment.bind(cache);
-    cache.getSegment = async (h: string) => (reads++, getSegment(h));
-    expect(await run(cache, () => reads)).toBe(3); // the three segments, read again from the cache to compile
+    expect(await rereads(new CompiledCache())).toBe(3); // the three segments, read again from the cache to compile
     // A cache that keeps no compiled models: the bytes stay (the build compiles from them, nothing read again).
-    let plainReads = 0;
     const plain = new CompiledCache();
     Object.assign(plain, { getCompiled: undefined, putCompiled: undefined, deleteCompiled: undefined });
-    const plainGet = plain.getSegment.bind(plain);
-    plain.getSegment = async (h: string) => (plainReads++, plainGet(h));
-    expect(await run(plain, () => plainReads)).toBe(0);
+    expect(await rereads(plain)).toBe(0);
+    // One segment's write did not land (abandoned after a timeout: cache.enabled stays true): the bytes stay.
+    const lostSegment = new CompiledCache();
+    const putSegment = lostSegment.putSegment.bind(lostSegment);
+    let puts = 0;
+    lostSegment.putSegment = async (h: string, b: Uint8Array) => (++puts === 3 ? false : putSegment(h, b));
+    expect(await rereads(lostSegment)).toBe(0);
+    // The compiled model's write did not land: the bytes stay too.
+    const lostCompiled = new CompiledCache();
+    lostCompiled.putCompiled = async () => false;
+    expect(await rereads(lostCompiled)).toBe(0);
     spy.mockRestore();
   });
 

@@ -151,7 +151,7 @@ async function currentSha256(manifestUrl: string, file: string): Promise<string 
 
 /** The files of one open bundle: segment bytes and the validation outputs, from the cache or fetched and verified. */
 export class BundleSource {
-  /** Whether each segment's bytes are in the cache (for the page's `info()`). */
+  /** Whether each segment's bytes are known to be in the cache (for the page's `info()`, and before letting bytes go). */
   readonly cachedSegments: boolean[];
   private readonly segmentUrls: string[];
 
@@ -182,6 +182,7 @@ export class BundleSource {
     const cached = await this.cache.getSegment(expected);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
+        if (f.segment !== undefined) this.cachedSegments[f.segment] = true;
         progress({ status: 'done', file, ...at, fromCache: true });
         return cached;
       }
@@ -212,8 +213,8 @@ export class BundleSource {
       actual = await sha256Hex(bytes);
     }
     if (actual !== expected) throw await this.mismatch(f, actual);
-    await this.cache.putSegment(expected, bytes);
-    if (f.segment !== undefined) this.cachedSegments[f.segment] = this.cache.enabled;
+    const stored = await this.cache.putSegment(expected, bytes);
+    if (f.segment !== undefined) this.cachedSegments[f.segment] = stored;
     progress({ status: 'done', file, ...at, fromCache: false });
     return bytes;
   }

@@ -16,7 +16,11 @@ export interface CachedManifest {
   readonly outdated?: boolean;
 }
 
-/** What the runtime needs from a cache. Methods never throw: a failed read is a miss, a failed write is dropped. */
+/**
+ * What the runtime needs from a cache. Methods never throw: a failed read is a miss, a failed write is dropped.
+ * {@link putSegment} and {@link putCompiled} say whether the entry landed: false when the write was dropped (writes off,
+ * a failure) or abandoned (timed out: it may still land, unknown): the runtime then keeps what it would read back.
+ */
 export interface BundleCache {
   /** False once caching is off or storage failed: nothing more is written (reads may go on after a failed write). */
   readonly enabled: boolean;
@@ -24,7 +28,8 @@ export interface BundleCache {
   putManifest(url: string, entry: CachedManifest): Promise<void>;
   deleteManifest(url: string): Promise<void>;
   getSegment(sha256: string): Promise<Uint8Array | undefined>;
-  putSegment(sha256: string, bytes: Uint8Array): Promise<void>;
+  /** Resolves true once `bytes` are stored, false when the write did not land or is not known to have. */
+  putSegment(sha256: string, bytes: Uint8Array): Promise<boolean>;
   deleteSegments(sha256s: readonly string[]): Promise<void>;
   /** sha256 of every cached segment. */
   segmentKeys(): Promise<Set<string>>;
@@ -35,7 +40,8 @@ export interface BundleCache {
   deletePlans(manifestHash: string): Promise<void>;
   /** The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional. */
   getCompiled?(key: string): Promise<CachedCompiled | undefined>;
-  putCompiled?(key: string, entry: CachedCompiled): Promise<void>;
+  /** Resolves true once `entry` is stored, false when the write did not land or is not known to have. */
+  putCompiled?(key: string, entry: CachedCompiled): Promise<boolean>;
   deleteCompiled?(key: string): Promise<void>;
 }
 
@@ -94,7 +100,7 @@ export const noCache: BundleCache = {
   putManifest: async () => {},
   deleteManifest: async () => {},
   getSegment: async () => undefined,
-  putSegment: async () => {},
+  putSegment: async () => false,
   deleteSegments: async () => {},
   segmentKeys: async () => new Set(),
   getPlan: async () => undefined,
@@ -244,8 +250,8 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  putSegment(sha256: string, bytes: Uint8Array): Promise<void> {
-    return this.op('write', undefined, (s) => set(SEGMENT_PREFIX + sha256, bytes, s));
+  putSegment(sha256: string, bytes: Uint8Array): Promise<boolean> {
+    return this.op('write', false, (s) => set(SEGMENT_PREFIX + sha256, bytes, s).then(() => true));
   }
 
   deleteSegments(sha256s: readonly string[]): Promise<void> {
@@ -302,8 +308,8 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  putCompiled(key: string, entry: CachedCompiled): Promise<void> {
-    return this.op('write', undefined, (s) => set(key, entry, s));
+  putCompiled(key: string, entry: CachedCompiled): Promise<boolean> {
+    return this.op('write', false, (s) => set(key, entry, s).then(() => true));
   }
 
   deleteCompiled(key: string): Promise<void> {

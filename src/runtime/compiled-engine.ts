@@ -44,17 +44,18 @@ interface Compiled {
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read
- * (a longer prefix stored evicts the shorter ones but segment 0's alone: {@link evictShorter}).
+ * (every ungated prefix is kept, as each open walks through them again; a longer gated or exit-free model evicts the
+ * shorter ones of its kind: {@link evictShorter}).
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
  * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
  * enables an exit while it is at hand (a pruning probe) runs the stages instead. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
- * from the bundle cache or, when that keeps none, from the bytes held here (so a switch never recompiles; the pool's
- * segment bytes, from which models are compiled, are let go once the whole bundle is compiled and the cache keeps
- * models: a later compile reads the segments from the cache), while calls
- * keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
+ * from the bundle cache or the bytes held here when an earlier build made it, else compiled (the first model of each
+ * kind and prefix; the pool's segment bytes, from which models are compiled, are let go once the whole bundle is
+ * compiled and the cache is known to hold its model and every segment: a later compile reads them from the cache),
+ * while calls keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
  * sessions coexist only while one is being made; a call waits for a build only when no model of the backend in use is
  * at hand (the first one; after a WebGPU → WASM fallback, when the old one goes first) or always, for an engine made
@@ -68,7 +69,7 @@ export class CompiledEngine {
   private current: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
-  /** Each {@link KINDS} model's bytes (by cache key), when the bundle cache keeps no compiled model. */
+  /** Each {@link KINDS} model's bytes (by cache key), when the bundle cache is not known to hold it. */
   private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = KINDS.map(
     () => undefined,
   );
@@ -178,7 +179,10 @@ export class CompiledEngine {
     const base = compiledKey(this.manifestHash, backend, count);
     const key = kindKey(base, kind);
     const k = KINDS.indexOf(kind);
-    let bytes = this.held[k]?.key === key ? this.held[k].bytes : await this.cached(key);
+    const held = this.held[k]?.key === key ? this.held[k].bytes : undefined;
+    let bytes = held ?? (await this.cached(key));
+    // Whether the cache holds this model: read from it, or its write known to have landed (not dropped nor timed out).
+    let stored = held === undefined && bytes !== undefined;
     if (!bytes) {
       let prefix: Uint8Array[];
       try {
@@ -195,14 +199,15 @@ export class CompiledEngine {
         if (!isSelfxitError(e)) throw e;
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
       }
-      await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes });
+      stored = (await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes })) === true;
       await this.evictShorter(backend, count, kind);
     }
     if (this.disposed) return undefined; // dispose() began meanwhile: no session is made
-    const cacheKeeps = this.cache.enabled && this.cache.getCompiled !== undefined;
-    // Every segment is in the model and the bundle cache keeps models and segments: a later build (another kind, a
-    // backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any more.
-    if (cacheKeeps && count === this.manifest.segments.length) this.pool.dropBytes();
+    const cacheKeeps = stored && this.cache.enabled;
+    // Every segment is in the model and the bundle cache is known to hold it and every segment: a later build (another
+    // kind, a backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any
+    // more. A write not known to have landed (dropped, or timed out) keeps them, and this model's bytes.
+    if (cacheKeeps && count === this.manifest.segments.length && this.pool.segmentsCached()) this.pool.dropBytes();
     this.held[k] = cacheKeeps ? undefined : { key, bytes };
     for (let j = 0; j < KINDS.length; j++) if (j !== k && !this.held[j]?.key.startsWith(base)) this.held[j] = undefined;
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
@@ -288,12 +293,14 @@ export class CompiledEngine {
   }
 
   /**
-   * Deletes the cached models of the prefixes 2 .. count - 1 (same backend and gating) once that of `count` is stored:
-   * only the longest prefix and that of segment 0 alone (every open starts with it: it loads segment 0 only) are of use
-   * again, so a bundle keeps at most two models per backend and kind instead of one per prefix length.
+   * Deletes the cached gated or exit-free ('chain') models of the prefixes 1 .. count - 1 (same backend) once that of
+   * `count` is stored: those are made after traffic or a plan, on the whole prefix loaded by then, so a shorter one is
+   * rarely of use again. Ungated models are all kept: each open loads segment 0 only, then 1, 2, … as inputs go deeper,
+   * and runs the ungated model of each prefix on the way (one per prefix length, made once per backend).
    */
   private async evictShorter(backend: Backend, count: number, kind: ModelKind): Promise<void> {
-    for (let c = 2; c < count; c++)
+    if (kind === 'ungated') return;
+    for (let c = 1; c < count; c++)
       await this.cache.deleteCompiled?.(kindKey(compiledKey(this.manifestHash, backend, c), kind));
   }
 

@@ -39,14 +39,14 @@ export class MemoryBundleCache implements BundleCache {
   putManifest = async (url: string, e: CachedManifest): Promise<void> => void this.manifests.set(url, e);
   deleteManifest = async (url: string): Promise<void> => void this.manifests.delete(url);
   getSegment = async (h: string): Promise<Uint8Array | undefined> => this.segments.get(h);
-  putSegment = async (h: string, b: Uint8Array): Promise<void> => void this.segments.set(h, b);
+  putSegment = async (h: string, b: Uint8Array): Promise<boolean> => (this.segments.set(h, b), true);
   deleteSegments = async (hs: readonly string[]): Promise<void> => hs.forEach((h) => this.segments.delete(h));
   segmentKeys = async (): Promise<Set<string>> => new Set(this.segments.keys());
   getPlan = async (key: string): Promise<DevicePlan | undefined> => this.plans.get(key);
   putPlan = async (key: string, plan: DevicePlan): Promise<void> => void this.plans.set(key, plan);
   deletePlans = async (): Promise<void> => this.plans.clear();
   getCompiled = async (key: string): Promise<CachedCompiled | undefined> => this.compiled.get(key);
-  putCompiled = async (key: string, e: CachedCompiled): Promise<void> => void this.compiled.set(key, e);
+  putCompiled = async (key: string, e: CachedCompiled): Promise<boolean> => (this.compiled.set(key, e), true);
   deleteCompiled = async (key: string): Promise<void> => void this.compiled.delete(key);
 }
 

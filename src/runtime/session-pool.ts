@@ -73,9 +73,14 @@ export class SessionPool implements SessionProvider {
     );
   }
 
+  /** Whether every segment's bytes are known to be in the bundle cache (read from it, or their write landed). */
+  segmentsCached(): boolean {
+    return this.source.cachedSegments.every(Boolean);
+  }
+
   /**
    * Stops keeping segment bytes (frees those held): once every model the compiled engine may make again can come from
-   * the bundle cache, which holds the segments too ({@link prefixBytes}).
+   * the bundle cache, which holds the segments too ({@link prefixBytes}, {@link segmentsCached}).
    */
   dropBytes(): void {
     this.keepBytes = false;
