@@ -156,7 +156,10 @@ export class ExitPruner {
     return true;
   }
 
-  /** The thresholds of the next call for `requested` (one per exit); other thresholds than the last call's start over. */
+  /**
+   * The thresholds of the next call for `requested` (one per exit). Other thresholds than the last call's start over:
+   * the records are cleared, so callers alternating between two targets never let an exit be pruned (API.md says so).
+   */
   next(requested: readonly number[]): PruneRun {
     let r = this.requested;
     if (!r || !this.same(requested)) {
