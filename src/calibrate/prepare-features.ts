@@ -1,7 +1,6 @@
 // The pooled features selfxit mode stores for its candidate cuts: each cut's pooling, and the plan that keeps them and
 // the sample images within the memory cap (float32, float16, fewer cutmix copies, fewer candidate cuts, no augmented
-// copies — each reduction a warning; images alone over the cap fail before any work).
-import { SelfxitError } from '../errors.js';
+// copies — each reduction a warning; images that leave the features too little of the cap: a floor, and a warning).
 import type { AugmentKind } from './augment.js';
 import { candidateCuts } from './candidate-cuts.js';
 import { cutGeometry, FEATURE_BYTES, type FeatureRequest, type FeatureStorage } from './features.js';
@@ -46,29 +45,12 @@ const MB = (bytes: number): string =>
 const imageSize = (c: Pick<PrepareContext, 'io'>): number => c.io.input.height * c.io.input.width * c.io.input.channels;
 
 /**
- * Throws INVALID_ARGUMENT (before any work) when `count` sample images alone, as uint8, exceed the memory cap
- * (`maxFeatureBytes`), which holds them beside the pooled features: the way out is fewer images (`--limit`) or a
- * higher cap.
- */
-export function checkImagesFit(c: Pick<PrepareContext, 'io' | 'o'>, count: number): void {
-  const per = imageSize(c);
-  const cap = c.o.maxFeatureBytes;
-  if (count * per <= cap) return;
-  const { height, width, channels } = c.io.input;
-  const half = Math.max(1, Math.floor(cap / 2 / per));
-  throw new SelfxitError(
-    'INVALID_ARGUMENT',
-    `The ${count} sample images (${height}x${width}x${channels}: ${MB(count * per)} as uint8) alone exceed the memory cap of ${MB(cap)} ` +
-      `(maxFeatureBytes / --max-feature-memory), which holds them and their pooled features: use fewer images (--limit ${half} keeps them within half the cap) or raise the cap`,
-    { samples: count, imageBytes: count * per, maxFeatureBytes: cap },
-  );
-}
-
-/**
  * The first that fits the cap together with the sample images and, with augmentation, one batch of their copies:
  * float32 features of every candidate; float16; float16 with fewer candidates (spread over the MACs as before; cutmix
  * copies dropped first, one at a time); float16 at one cut without augmented copies (kept even over the cap). Each
- * reduction is a warning.
+ * reduction is a warning. The images never refuse a run: the features (and copies) get what they leave of the cap, but
+ * at least what float16 features of every candidate without copies take (at most the cap): when that floor applies,
+ * the run holds more than the cap, and a warning says so and names the `--limit` that keeps it within.
  */
 export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
   const { o, warnings } = c;
@@ -88,17 +70,22 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   /** The memory under the cap, in words. */
   const held = (p: ReturnType<typeof make>): string =>
     `; with the ${n} sample images (${MB(images)})${p.imageBytes > images ? ` and a batch of their copies (${MB(p.imageBytes - images)})` : ''}: ${MB(p.total)} of the ${MB(cap)} cap`;
+  // The features' and copies' share: what the images leave of the cap, at least the floor (then over the cap: said so).
+  const bare = make(all, 'f16', []).bytes;
+  const room = Math.max(cap - images, Math.min(bare, cap));
+  const fits = (p: ReturnType<typeof make>): boolean => p.total - images <= room;
+  if (room > cap - images) warnings.push(imagesOverCap(c, images, bare, room));
   const f32 = make(all, 'f32', o.augment);
   const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
-  if (f32.total <= cap) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}${held(f32)})` };
+  if (fits(f32)) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}${held(f32)})` };
   const f16 = make(all, 'f16', o.augment);
-  if (f16.total <= cap)
+  if (fits(f16))
     return { ...f16, note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})` };
   // cutmix copies go before candidate cuts: they are extra training rows, the cuts are where exits can be
   const others = o.augment.filter((k) => k !== 'cutmix');
   for (let k = o.augment.length - others.length - 1; k >= 0; k--) {
     const p = make(all, 'f16', [...others, ...Array<'cutmix'>(k).fill('cutmix')]);
-    if (p.total <= cap) {
+    if (fits(p)) {
       const note = `float16, ${MB(p.bytes)}, ${k} of ${o.augment.length - others.length} cutmix copies (all would take ${MB(f16.bytes)}${held(p)})`;
       warnings.push(
         `Feature memory cap: kept ${k} of ${o.augment.length - others.length} cutmix copies (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
@@ -108,7 +95,7 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   }
   for (let m = all.length - 1; m >= 1; m--) {
     const p = make(candidateCuts(all, m), 'f16', others);
-    if (p.total <= cap) {
+    if (fits(p)) {
       const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)}${held(p)})`;
       warnings.push(
         `Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
@@ -121,6 +108,25 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies (${held(last).slice(2)})${over}`;
   warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
   return { ...last, note };
+}
+
+/**
+ * The warning when the sample images leave the features less of the cap than float16 features of every candidate
+ * without copies take (`bare`; images alone over the cap, or nearly): the features get `room`, the run holds more than
+ * the cap; the `--limit` whose images and such features fit the cap.
+ */
+function imagesOverCap(c: PrepareContext, images: number, bare: number, room: number): string {
+  const { height, width, channels } = c.io.input;
+  const n = c.samples.count;
+  const cap = c.o.maxFeatureBytes;
+  const limit = Math.max(1, Math.floor((cap * n) / (images + bare)));
+  const what = images > cap ? 'alone exceed' : 'leave too little of';
+  return (
+    `Feature memory cap: the ${n} sample images (${height}x${width}x${channels}: ${MB(images)} as uint8) ${what} the ${MB(cap)} cap ` +
+    `(maxFeatureBytes / --max-feature-memory), which holds them beside the pooled features: the features get ${MB(room)} ` +
+    `(float16 of every candidate cut takes ${MB(bare)}), so this run holds more than the cap; to lower memory use fewer ` +
+    `images (--limit ${limit} keeps the images and those features within the cap) or raise the cap`
+  );
 }
 
 /** Share of the backbone's parameters one exit head may have when the defaults are sized for many classes. */

@@ -81,7 +81,8 @@ export interface PrepareOptions {
   readonly batchSize?: number;
   /** selfxit mode: memory cap, bytes, of the sample images, a batch of their augmented copies and the candidates' pooled
    * features (float32 when they fit, else float16, else fewer candidate cuts, then no augmented copies, each step
-   * stated in the report; images alone over it are INVALID_ARGUMENT). Default 1.5 GiB. */
+   * stated in the report; images that leave the features less than float16 of every candidate: that floor, over the
+   * cap, with a warning naming a `--limit`). Default 1.5 GiB. */
   readonly maxFeatureBytes?: number;
   /** Points of the calibration curve. Default 100. */
   readonly curvePoints?: number;

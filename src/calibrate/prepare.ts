@@ -6,7 +6,7 @@ import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
 import { candidateCuts, noExitCutsWarning, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
-import { checkImagesFit, sizeHeadsForClasses } from './prepare-features.js';
+import { sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
@@ -19,7 +19,7 @@ import {
   type PrepareOptions,
 } from './prepare-options.js';
 import { StepTimer, throwIfAborted } from './progress.js';
-import { isSampleBatch, isSampleReader, selectSamples } from './samples.js';
+import { selectSamples } from './samples.js';
 import { runSelfxitMode } from './selfxit-mode.js';
 
 export { minimumSamples, resolveModelIO, type PrepareOptions } from './prepare-options.js';
@@ -64,16 +64,12 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const labels = resolveLabels(options.labels, io.classes);
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  // selfxit mode holds the images under its memory cap: too many fail here, before they are read where that can be told
-  const fits = (count: number): void => (o.mode === 'selfxit' ? checkImagesFit({ io, o }, count) : undefined);
-  const input = options.samples;
-  if (isSampleBatch(input) || isSampleReader(input)) fits(Math.min(input.count, o.limit));
-  const { batch: samples, copies } = await selectSamples(input, shape, o.seed, o.limit);
+  // (selfxit mode counts the images under its memory cap but never refuses them: planFeatures warns)
+  const { batch: samples, copies } = await selectSamples(options.samples, shape, o.seed, o.limit);
   if (copies > 0)
     warnings.push(
       `Samples: ${copies} exact copies of an earlier image left out before the shuffle (a copy in another fold than its original would make the agreement read high).`,
     );
-  fits(samples.count);
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');
 
