@@ -198,6 +198,12 @@ export const prepareCommand: CliCommand = {
     const mean = numberList(v.mean, '--mean');
     const std = numberList(v.std, '--std');
     const layout = v.layout as 'NCHW' | 'NHWC' | undefined;
+    const unset = [...(mean ? [] : ['--mean (0)']), ...(std ? [] : ['--std (1)'])];
+    if (unset.length > 0)
+      io.stderr(
+        `warning: ${unset.join(' and ')} not given: the default normalisation (pixel / 255 - mean) / std is used, ` +
+          'which must match how the model was trained, else the bundle classifies wrongly without any error\n',
+      );
     const input = {
       ...(shape ?? {}),
       ...(mean ? { mean } : {}),
