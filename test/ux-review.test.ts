@@ -74,10 +74,16 @@ describe('a plain .onnx model and its input normalisation', () => {
       let stderr = '';
       const missing = path.join(dir, 'missing.u8'); // fails right after the options are read
       const io = { stdout: () => {}, stderr: (t: string) => (stderr += t) };
-      await runCli(['prepare', model, '--samples', missing, '--out', path.join(dir, 'b'), ...extra], { prepare: prepareCommand }, io);
+      await runCli(
+        ['prepare', model, '--samples', missing, '--out', path.join(dir, 'b'), ...extra],
+        { prepare: prepareCommand },
+        io,
+      );
       return stderr;
     };
-    expect(await run()).toMatch(/warning: --mean \(0\) and --std \(1\) not given.*must match how the model was trained/);
+    expect(await run()).toMatch(
+      /warning: --mean \(0\) and --std \(1\) not given.*must match how the model was trained/,
+    );
     expect(await run('--mean', '0.5')).toMatch(/warning: --std \(1\) not given/);
     expect(await run('--mean', '0.5', '--std', '0.25')).not.toMatch(/warning/);
   });

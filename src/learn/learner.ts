@@ -21,8 +21,8 @@ import {
 } from './fit.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import type { CostTable } from '../policy/cost-table.js';
-import { LiveAudit, type AuditEstimate } from './audit.js';
-import { DriftDetector, STATS_PER_CHANNEL, type DriftStatus } from './drift.js';
+import { LiveAudit } from './audit.js';
+import { DriftDetector, STATS_PER_CHANNEL } from './drift.js';
 import { FeatureReservoir, reservoirCuts } from './reservoir.js';
 import { resolveLearnOptions, type LearnOptions, type ResolvedLearnOptions } from './learn-options.js';
 import type { LearnerStatus } from './learner-status.js';
