@@ -198,12 +198,13 @@ export const prepareCommand: CliCommand = {
     const mean = numberList(v.mean, '--mean');
     const std = numberList(v.std, '--std');
     const layout = v.layout as 'NCHW' | 'NHWC' | undefined;
+    // Printed (and put in the report) with prepare's own warnings: argument errors still come first on stderr.
     const unset = [...(mean ? [] : ['--mean (0)']), ...(std ? [] : ['--std (1)'])];
-    if (unset.length > 0)
-      io.stderr(
-        `warning: ${unset.join(' and ')} not given: the default normalisation (pixel / 255 - mean) / std is used, ` +
-          'which must match how the model was trained, else the bundle classifies wrongly without any error\n',
-      );
+    const normWarning =
+      unset.length > 0
+        ? `${unset.join(' and ')} not given: the default normalisation (pixel / 255 - mean) / std is used, which ` +
+          'must match how the model was trained, else the bundle silently classifies wrongly'
+        : undefined;
     const input = {
       ...(shape ?? {}),
       ...(mean ? { mean } : {}),
@@ -265,10 +266,11 @@ export const prepareCommand: CliCommand = {
     });
     printer.done();
     const extra = new Map<string, string>();
-    if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: prepared.warnings }));
+    const warnings = [...(normWarning ? [normWarning] : []), ...prepared.warnings];
+    if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: warnings }));
     await writeBundleDir(out, prepared.manifest, prepared.files, extra);
     const totalS = (performance.now() - t0) / 1000;
-    for (const w of prepared.warnings) io.stderr(`warning: ${w}\n`);
+    for (const w of warnings) io.stderr(`warning: ${w}\n`);
     const m = prepared.manifest;
     const c = m.calibration;
     const lines = [
