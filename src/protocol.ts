@@ -7,7 +7,7 @@ import type { DevicePlan } from './policy/device-plan.js';
 import type { LearnOptions } from './learn/learn-options.js';
 
 export type { LearnOptions };
-import type { LearnerStatus } from './learn/learner.js';
+import type { LearnerStatus } from './learn/learner-status.js';
 import { SelfxitError, fromErrorPayload, toErrorPayload, type SelfxitErrorPayload } from './errors.js';
 
 /** Backend the caller asks for. `'auto'` = WebGPU on a hardware adapter, else WASM. */

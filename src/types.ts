@@ -115,7 +115,13 @@ export interface LearnLoadOptions extends LearnOptions {
 }
 
 /** What {@link Classifier.learning} reports: samples, fits, exits, the live audit, persistence. */
-export type LearningInfo = Omit<LearningState, 'manifest' | 'manifestHash' | 'version'>;
+export type LearningInfo = Omit<LearningState, 'manifest' | 'manifestHash' | 'version'> & {
+  /**
+   * What load() warned about (console.warn, once): e.g. a plain model learnt with its input normalisation left at the
+   * default mean 0 / std 1, which is right only if the model was trained so.
+   */
+  readonly warnings?: readonly string[];
+};
 
 /**
  * Inputs {@link Classifier.classify} accepts. A Float32Array is taken as already preprocessed

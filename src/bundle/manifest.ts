@@ -2,7 +2,8 @@
 // Plain JSON-serialisable types plus a validator; imported by both sides. Head kinds come from the graph toolkit.
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../graph/head-spec.js';
-import { checkDequantization, type Dequantization } from '../graph/quant.js';
+import type { Dequantization } from '../graph/dequantization.js';
+import { checkDequantization } from '../graph/quant.js';
 
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
 export const MANIFEST_VERSION = 1 as const;

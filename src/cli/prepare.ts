@@ -65,7 +65,7 @@ Calibration:
                        out-of-fold saving net of head cost; fixed: --heads at --hidden only
   --max-feature-memory N  memory cap of the sample images, a batch of their copies and the candidates'
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
-                       else float16, else fewer candidate cuts (stated); images alone over it: error
+                       else float16, else fewer candidate cuts (stated); images over it: a floor for the features, a warning
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -198,6 +198,13 @@ export const prepareCommand: CliCommand = {
     const mean = numberList(v.mean, '--mean');
     const std = numberList(v.std, '--std');
     const layout = v.layout as 'NCHW' | 'NHWC' | undefined;
+    // Printed (and put in the report) with prepare's own warnings: argument errors still come first on stderr.
+    const unset = [...(mean ? [] : ['--mean (0)']), ...(std ? [] : ['--std (1)'])];
+    const normWarning =
+      unset.length > 0
+        ? `${unset.join(' and ')} not given: the default normalisation (pixel / 255 - mean) / std is used, which ` +
+          'must match how the model was trained, else the bundle silently classifies wrongly'
+        : undefined;
     const input = {
       ...(shape ?? {}),
       ...(mean ? { mean } : {}),
@@ -259,10 +266,11 @@ export const prepareCommand: CliCommand = {
     });
     printer.done();
     const extra = new Map<string, string>();
-    if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: prepared.warnings }));
+    const warnings = [...(normWarning ? [normWarning] : []), ...prepared.warnings];
+    if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: warnings }));
     await writeBundleDir(out, prepared.manifest, prepared.files, extra);
     const totalS = (performance.now() - t0) / 1000;
-    for (const w of prepared.warnings) io.stderr(`warning: ${w}\n`);
+    for (const w of warnings) io.stderr(`warning: ${w}\n`);
     const m = prepared.manifest;
     const c = m.calibration;
     const lines = [

@@ -1,6 +1,6 @@
 // Exit-head weights as plain data: written by head training (calibrate), turned into ONNX by graph/head-builder.
 // The ONNX toolkit owns this description of a head graph; the bundle manifest refers to it (HeadKind).
-import type { Dequantization } from './quant.js';
+import type { Dequantization } from './dequantization.js';
 
 /** Exit-head architecture: pooled features → linear, → one hidden layer, or the paper's head on the whole map. */
 export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';

@@ -2,17 +2,10 @@
 // QuantizeLinear that produces it, or a DequantizeLinear / QLinear op that reads it), and their JS dequantization.
 import { SelfxitError } from '../errors.js';
 import { constTensorOf, type GraphIndex } from './graph-index.js';
+import type { Dequantization, QuantDType } from './dequantization.js';
 import { dtypeFromElemType, tensorNumbers, type DType } from './proto.js';
 
-/** Element types of quantized activations a head can read. */
-export type QuantDType = 'uint8' | 'int8';
-
-/** How a quantized tensor maps to float: `x = (q - zeroPoint) * scale` (ONNX DequantizeLinear, per tensor). */
-export interface Dequantization {
-  readonly scale: number;
-  readonly zeroPoint: number;
-  readonly dtype: QuantDType;
-}
+export type { Dequantization, QuantDType } from './dequantization.js';
 
 export function isQuantDType(d: DType | string | undefined): d is QuantDType {
   return d === 'uint8' || d === 'int8';

@@ -96,14 +96,45 @@ const LEARN_KEYS: Readonly<Record<keyof LearnOptions, true>> = {
   seed: true,
 };
 
-/** Refuses a key that is not a learn option (a misspelt one would silently keep its default). */
-function checkKeys(o: object): void {
+/** Edit distance of two strings (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** The known name `key` was probably meant to be: the same but for case, else one at most 2 edits away. */
+export function likelyKey(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase();
+  const same = known.find((k) => k.toLowerCase() === lower);
+  if (same) return same;
+  let best: { key: string; d: number } | undefined;
+  for (const k of known) {
+    const d = editDistance(lower, k.toLowerCase());
+    if (d <= 2 && (!best || d < best.d)) best = { key: k, d };
+  }
+  return best?.key;
+}
+
+/**
+ * Refuses (INVALID_ARGUMENT) a key of `o` that is not in `known`, naming it `${prefix}${key}` with a "did you mean"
+ * suggestion (the known name): a misspelt option would silently keep its default.
+ */
+export function refuseUnknownKeys(o: object, known: readonly string[], prefix: string, what: string): void {
   for (const key of Object.keys(o)) {
-    if (Object.hasOwn(LEARN_KEYS, key)) continue;
-    const like = Object.keys(LEARN_KEYS).find((k) => k.toLowerCase() === key.toLowerCase());
-    bad(`learn.${key} is not a learn option${like ? ` (did you mean ${like}?)` : ''}`);
+    if (known.includes(key)) continue;
+    const like = likelyKey(key, known);
+    bad(`${prefix}${key} is not ${what}${like ? ` (did you mean ${like}?)` : ''}`);
   }
 }
+
+/** Every learn option's name. */
+export const LEARN_OPTION_NAMES: readonly string[] = Object.keys(LEARN_KEYS);
 
 /**
  * Fills in the defaults and checks every range (INVALID_ARGUMENT; INVALID_TARGET for the target); a key that is not a
@@ -111,7 +142,7 @@ function checkKeys(o: object): void {
  */
 export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions {
   if (typeof o !== 'object' || o === null) bad(`learn options must be an object, got ${String(o)}`);
-  checkKeys(o);
+  refuseUnknownKeys(o, LEARN_OPTION_NAMES, 'learn.', 'a learn option');
   const target = o.target ?? LEARN_DEFAULTS.target;
   checkTarget(target);
   const int = (name: keyof typeof LEARN_DEFAULTS, min: number): number => {

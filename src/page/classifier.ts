@@ -78,6 +78,8 @@ export class ClassifierImpl implements Classifier {
   private manifest: BundleManifest;
   private manifestHash: string;
   private readonly manifestUrl: string;
+  /** load()'s warnings about its options, reported by learning(). */
+  private readonly warnings: readonly string[];
   /** The re-open in progress after the bundle was replaced on the server. */
   private reopening: Promise<void> | undefined;
   /** On-device learning: the version of the learned exits this classifier's manifest and thresholds follow. */
@@ -98,6 +100,7 @@ export class ClassifierImpl implements Classifier {
     this.manifest = opened.manifest;
     this.manifestHash = opened.manifestHash;
     this.manifestUrl = opened.manifestUrl;
+    this.warnings = opened.warnings ?? [];
     this.choice = this.shippedChoice();
     if (opened.plan) this.applyPlan(opened.plan);
     this.syncLearning();
@@ -136,7 +139,7 @@ export class ClassifierImpl implements Classifier {
 
   learning(): LearningInfo {
     const { manifest: _m, manifestHash: _h, version: _v, ...info } = this.learningState();
-    return info;
+    return this.warnings.length > 0 ? { ...info, warnings: [...this.warnings] } : info;
   }
 
   async resetLearning(): Promise<void> {
@@ -439,6 +442,7 @@ export class ClassifierImpl implements Classifier {
 export async function load(bundleUrl: string | URL, options: LoadOptions = {}): Promise<Classifier> {
   const resolved = resolveLoadOptions(bundleUrl, options);
   const { client, opened } = await openBundle(resolved, resolved.signal);
+  for (const w of resolved.warnings) console.warn(`selfxit: ${w}`);
   return new ClassifierImpl(client, opened, (signal) => openBundle(resolved, signal));
 }
 
@@ -452,7 +456,8 @@ async function openBundle(resolved: ResolvedLoad, signal: AbortSignal | undefine
   const stop = watchDeadline('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
   try {
     const { manifest, manifestHash, plan } = await client.init(resolved.init, resolved.onProgress);
-    return { client, opened: { manifest, manifestHash, manifestUrl: resolved.init.manifestUrl, plan } };
+    const { manifestUrl } = resolved.init;
+    return { client, opened: { manifest, manifestHash, manifestUrl, plan, warnings: resolved.warnings } };
   } catch (e) {
     client.fail(new SelfxitError('DISPOSED', 'load() failed'));
     throw e;

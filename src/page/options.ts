@@ -1,8 +1,8 @@
 // load() options (the public LoadOptions of src/types.ts): their documented defaults and their resolution in one place.
 import { SelfxitError } from '../errors.js';
-import { resolveLearnOptions } from '../learn/learn-options.js';
+import { LEARN_OPTION_NAMES, refuseUnknownKeys, resolveLearnOptions } from '../learn/learn-options.js';
 import type { InitRequest, LearnRequest, ProgressInfo } from '../protocol.js';
-import type { LearnLoadOptions, LoadOptions } from '../types.js';
+import type { LearnLoadOptions, LearnOptions, LoadOptions } from '../types.js';
 import { packageBaseUrl } from './package-url.js';
 
 /** Default values of {@link LoadOptions}. */
@@ -32,6 +32,8 @@ export interface ResolvedLoad {
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
   readonly liveness: Liveness;
+  /** What load() warns about once (console.warn) and `learning()` reports: options whose defaults may well be wrong. */
+  readonly warnings: readonly string[];
 }
 
 /** A duration option: a number >= 0 (`Infinity` and 0 mean none, resolved to 0). Throws INVALID_ARGUMENT. */
@@ -82,6 +84,45 @@ export function manifestUrlOf(bundleUrl: string | URL, base = documentBase()): s
 const isModelUrl = (url: URL): boolean => /\.onnx$/i.test(url.pathname);
 
 /**
+ * The warning for a plain model learnt with its input normalisation (partly) left at mean 0 / std 1: a model trained
+ * with another one then classifies wrongly without any error (the shipped Fashion model: top-1 0.155 instead of 0.915).
+ */
+export function defaultNormalisationWarning(input: LearnLoadOptions['input']): string | undefined {
+  const unset = (['mean', 'std'] as const).filter((k) => input?.[k] === undefined);
+  if (unset.length === 0) return undefined;
+  return (
+    `learn.input.${unset.join(' and learn.input.')} not set: the plain model's input is normalised with the default ` +
+    `${unset.map((k) => (k === 'mean' ? 'mean 0' : 'std 1')).join(', ')} ((pixel / 255 - mean) / std), which must match ` +
+    'how the model was trained, else its predictions are wrong without any error: set learn: { input: { mean, std } }'
+  );
+}
+
+/** The keys of {@link LearnLoadOptions} besides the learner's options. */
+const LEARN_LOAD_KEYS = ['input', 'labels', 'output', 'persist', 'corruptAudit'] as const satisfies readonly Exclude<
+  keyof LearnLoadOptions,
+  keyof LearnOptions
+>[];
+
+/** Every top-level key of {@link LoadOptions} (the compiler checks that none is missing). */
+const LOAD_KEYS: Readonly<Record<keyof LoadOptions, true>> = {
+  backend: true,
+  threads: true,
+  cache: true,
+  manifestMaxAgeMs: true,
+  plan: true,
+  engine: true,
+  pruneExits: true,
+  onProgress: true,
+  timeoutMs: true,
+  signal: true,
+  heartbeatMs: true,
+  callTimeoutMs: true,
+  wasmPaths: true,
+  workerUrl: true,
+  learn: true,
+};
+
+/**
  * The `learn` option as the worker gets it, its learner options checked here before anything is fetched (names and
  * ranges, by learn/learn-options.ts, which the worker applies again). A plain `.onnx` URL needs it; with a bundle URL
  * learning starts from the bundle's exits (its manifest gives the input and labels, so `input` and `labels` are
@@ -96,12 +137,17 @@ function resolveLearn(
   const url = toUrl(bundleUrl, 'bundleUrl', base);
   if (value === undefined || value === false) {
     if (isModelUrl(url))
-      throw new SelfxitError('INVALID_ARGUMENT', `${url.href} is a plain ONNX model: load it with { learn: true }`);
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `${url.href} is a plain ONNX model: load it with { learn: { input: { mean, std } } }, its input ` +
+          'normalisation as in training ((pixel / 255 - mean[c]) / std[c]; mean 0, std 1 when left out)',
+      );
     return undefined;
   }
   if (value !== true && (typeof value !== 'object' || value === null))
     throw new SelfxitError('INVALID_ARGUMENT', `learn must be a boolean or an object, got ${String(value)}`);
   const o: LearnLoadOptions = value === true ? {} : value;
+  refuseUnknownKeys(o, [...LEARN_OPTION_NAMES, ...LEARN_LOAD_KEYS], 'learn.', 'a learn option');
   const { input, labels, output, persist, corruptAudit, ...options } = o;
   resolveLearnOptions(options);
   const fromBundle = !isModelUrl(url);
@@ -128,6 +174,9 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   if (bundleUrl === undefined || bundleUrl === null || String(bundleUrl) === '') {
     throw new SelfxitError('INVALID_ARGUMENT', 'load() needs the URL of a bundle folder or its manifest.json');
   }
+  if (typeof options !== 'object' || options === null)
+    throw new SelfxitError('INVALID_ARGUMENT', `load() options must be an object, got ${String(options)}`);
+  refuseUnknownKeys(options, Object.keys(LOAD_KEYS), '', 'a load() option');
   const backend = options.backend ?? LOAD_DEFAULTS.backend;
   if (backend !== 'auto' && backend !== 'webgpu' && backend !== 'wasm') {
     throw new SelfxitError(
@@ -170,6 +219,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   }
   const base = documentBase();
   const learn = resolveLearn(options.learn, bundleUrl, base, cache);
+  const normWarning =
+    learn && !learn.fromBundle
+      ? defaultNormalisationWarning(typeof options.learn === 'object' ? options.learn.input : undefined)
+      : undefined;
   // No wasmPaths: the worker loads onnxruntime-web's files from `ort/` beside itself, through `new URL` literals
   // that bundlers follow (src/runtime/ort-backend.ts).
   const wasmPaths = options.wasmPaths === undefined ? undefined : toUrl(options.wasmPaths, 'wasmPaths', base).href;
@@ -194,6 +247,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       heartbeatMs: durationMs(options.heartbeatMs, 'heartbeatMs', LOAD_DEFAULTS.heartbeatMs),
       callTimeoutMs: durationMs(options.callTimeoutMs, 'callTimeoutMs', LOAD_DEFAULTS.callTimeoutMs),
     },
+    warnings: normWarning ? [normWarning] : [],
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),
   };
 }

@@ -30,4 +30,6 @@ export interface OpenedBundle {
   readonly manifestUrl: string;
   /** A cached device plan for this manifest, backend and thread count, to apply at once. */
   readonly plan?: DevicePlan | undefined;
+  /** load()'s warnings about its options (page/options.ts), reported by `learning()`. */
+  readonly warnings?: readonly string[];
 }

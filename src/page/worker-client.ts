@@ -21,6 +21,7 @@ import {
   type WorkerApi,
 } from '../protocol.js';
 import type { Liveness } from './options.js';
+import { packageBaseUrl } from './package-url.js';
 import type { ClassifierTransport } from './transport.js';
 
 /** Liveness checks off (tests that drive a fake worker). */
@@ -61,6 +62,14 @@ function startWorker(url: URL | undefined): Started {
     }
   }
   return { worker: new Worker(url, { type: 'module', name: 'selfxit' }) };
+}
+
+/**
+ * The URL a worker started without `workerUrl` is fetched from, for error messages: selfxit.worker.js beside
+ * selfxit.js in the built package (the literal in {@link startWorker} resolves to it there).
+ */
+function workerUrlOf(url: URL | undefined): string {
+  return url?.href ?? new URL('selfxit.worker.js', packageBaseUrl()).href;
 }
 
 /** A page callback as the worker calls it: through a comlink proxy. */
@@ -149,13 +158,13 @@ export class WorkerClient implements ClassifierTransport {
     this.api.connect(transfer(channel.port2, [channel.port2])).then(
       () => this.heard(-1),
       (e: unknown) => {
-        const where = this.url ? ` at ${this.url.href}` : '';
+        const where = ` at ${workerUrlOf(this.url)}`;
         this.fail(
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker${where} does not serve classify() (${messageOf(e)}): serve selfxit.worker.js ` +
               'from the same version as selfxit.js',
-            { url: this.url?.href },
+            { url: workerUrlOf(this.url) },
           ),
         );
       },
@@ -170,14 +179,15 @@ export class WorkerClient implements ClassifierTransport {
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
-        const where = this.url ? this.url.href : 'its default URL (selfxit.worker.js next to selfxit.js)';
+        const url = workerUrlOf(this.url);
+        const where = this.url ? url : `its default URL ${url} (selfxit.worker.js next to selfxit.js)`;
         const why = ev.message ? `: ${ev.message}` : '';
         this.fail(
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
               "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
-            { ...details, url: this.url?.href },
+            { ...details, url },
           ),
         );
         return;
@@ -246,8 +256,8 @@ export class WorkerClient implements ClassifierTransport {
       if (e instanceof SelfxitError) throw e;
       throw new SelfxitError(
         'RUNTIME_FILES_UNAVAILABLE',
-        `cannot start the selfxit worker${url ? ` from ${url.href}` : ''}: ${messageOf(e)}`,
-        { url: url?.href },
+        `cannot start the selfxit worker from ${workerUrlOf(url)}: ${messageOf(e)}`,
+        { url: workerUrlOf(url) },
         { cause: e },
       );
     }

@@ -107,9 +107,14 @@ function runtimeFilesOf(backend: Backend, wasmPaths: string | { mjs: URL; wasm: 
 const RUNTIME_FILES_RE =
   /no available backend found|initializeWebAssembly|initWasm|dynamically imported module|failed to fetch|importing a module script failed|CompileError|LinkError|magic word|wasm streaming compile|fetching of the wasm failed/i;
 
+/** The first URL in an error's message (browsers name the module an import could not fetch there). */
+function urlIn(message: string): string | undefined {
+  return /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
+}
+
 function runtimeFilesError(what: string, e: unknown, files: readonly string[]): SelfxitError {
   const message = (e as Error | undefined)?.message ?? String(e);
-  const url = /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
+  const url = urlIn(message);
   return new SelfxitError(
     'RUNTIME_FILES_UNAVAILABLE',
     `${what}: onnxruntime's files could not be loaded from ${url ?? files.join(' / ')} (${message}). ` +
@@ -131,6 +136,43 @@ export function sessionCreateError(e: unknown, handle: OrtHandle, segment: numbe
     return new SelfxitError('OUT_OF_MEMORY', `${where}: out of memory (${message})`, { segment, file }, { cause: e });
   if (handle.runtimeFiles && RUNTIME_FILES_RE.test(message)) return runtimeFilesError(where, e, handle.runtimeFiles);
   return new SelfxitError('INVALID_BUNDLE', `${where}: ${message}`, { segment, file }, { cause: e });
+}
+
+/**
+ * The error for onnxruntime-web's JS build that could not be imported (dist/ort/ort(.wasm).min.mjs beside the worker,
+ * which `wasmPaths` does not move): fetches the URL the browser names, so that the message says what the server
+ * answered (a missing file, or a module served with a non-JavaScript MIME type, which browsers refuse to run).
+ * Without a URL in the message (Safari), the generic {@link runtimeFilesError}.
+ */
+export async function ortImportError(e: unknown, files: readonly string[]): Promise<SelfxitError> {
+  const message = (e as Error | undefined)?.message ?? String(e);
+  const url = urlIn(message);
+  if (!url) return runtimeFilesError('onnxruntime-web could not be imported', e, files);
+  let answer: { status?: number; contentType?: string; fetchError?: string };
+  try {
+    const r = await fetch(url, { cache: 'no-store' });
+    answer = { status: r.status, contentType: r.headers.get('content-type') ?? '' };
+    await r.body?.cancel().catch(() => undefined);
+  } catch (f) {
+    answer = { fetchError: (f as Error | undefined)?.message ?? String(f) };
+  }
+  const { status, contentType, fetchError } = answer;
+  const js = contentType !== undefined && /^(?:text|application)\/(?:x-)?(?:java|ecma)script\b/i.test(contentType);
+  const why =
+    fetchError !== undefined
+      ? `fetching it failed too (${fetchError})`
+      : status !== undefined && (status < 200 || status > 299)
+        ? `the server answers HTTP ${status}: serve the package's dist/ort/ folder beside selfxit.worker.js`
+        : !js
+          ? `the server answers HTTP ${status} with content-type ${JSON.stringify(contentType)}: browsers run a ` +
+            'module only when it is served as text/javascript (configure the server to serve .mjs so)'
+          : `the server answers HTTP ${status} with content-type ${JSON.stringify(contentType)}`;
+  return new SelfxitError(
+    'RUNTIME_FILES_UNAVAILABLE',
+    `onnxruntime-web could not be imported from ${url} (${message}): ${why}`,
+    { url, ...(status !== undefined ? { status, contentType } : {}), files: [url, ...files] },
+    { cause: e },
+  );
 }
 
 interface LoadOrtOptions {
@@ -166,7 +208,7 @@ export async function loadOrt(options: LoadOrtOptions): Promise<OrtHandle> {
   try {
     ort = backend === 'webgpu' ? await import('onnxruntime-web') : await import('onnxruntime-web/wasm');
   } catch (e) {
-    throw runtimeFilesError('onnxruntime-web could not be imported', e, runtimeFiles);
+    throw await ortImportError(e, runtimeFiles);
   }
   const threads = effectiveThreads(options.threads);
   ort.env.wasm.wasmPaths = files;
