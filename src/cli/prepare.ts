@@ -65,7 +65,8 @@ Calibration:
                        out-of-fold saving net of head cost; fixed: --heads at --hidden only
   --max-feature-memory N  memory cap of the sample images, a batch of their copies and the candidates'
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
-                       else float16, else fewer candidate cuts (stated); images over it: a floor for the features, a warning
+                       else float16, else fewer candidate cuts (stated); images over it: a warning,
+                       the features keep a floor
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
