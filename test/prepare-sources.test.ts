@@ -162,6 +162,23 @@ describe('selfxit prepare --samples … --samples …', () => {
     },
   );
 
+  it(
+    'images alone over --max-feature-memory: warned at once, before the features, and once',
+    { timeout: 240_000 },
+    async () => {
+      const { dir, model, samples } = writePrepareInputs('selfxit-sources-');
+      const out = path.join(dir, 'bundle');
+      const r = await cli('prepare', model, '--samples', samples, '--max-feature-memory', '60K', '--out', out);
+      expect(r.code, r.stderr).toBe(0);
+      const alone = r.stderr.indexOf(
+        'warning: Feature memory cap: the 400 sample images (8x8x3: 75.0 KB as uint8) alone exceed the 60.0 KB cap (maxFeatureBytes / --max-feature-memory); they are read',
+      );
+      expect(alone, r.stderr).toBeGreaterThanOrEqual(0);
+      expect(alone).toBeLessThan(r.stderr.indexOf('[features]'));
+      expect(r.stderr.split('they are read and held anyway')).toHaveLength(2);
+    },
+  );
+
   it('an unreadable source fails before any work, and nothing is written', { timeout: 60_000 }, async () => {
     const { dir, model, samples } = writePrepareInputs('selfxit-sources-');
     const out = path.join(dir, 'bundle');
@@ -243,17 +260,49 @@ describe('prepare under a feature memory cap', () => {
       // images alone over the cap, from a reader: read and planned, not refused
       let reads = 0;
       const reader = { count: n, read: async (ix: Int32Array) => (reads++, data.subarray(0, ix.length * 192)) };
-      const over = await prepare({ model, samples: reader, ort: ortNode, maxFeatureBytes: images - 1, target: 0.9 });
+      const early: string[] = [];
+      const onWarning = (w: string) => early.push(`${w} (after ${reads} reads)`);
+      const over = await prepare({
+        model,
+        samples: reader,
+        ort: ortNode,
+        maxFeatureBytes: images - 1,
+        target: 0.9,
+        onWarning,
+      });
       expect(reads).toBeGreaterThan(0);
       expect(over.report.samples).toBe(n);
-      expect(over.warnings.join('\n')).toMatch(
-        /Feature memory cap: the 400 sample images \(8x8x3: 75\.0 KB as uint8\) alone exceed the 75\.0 KB cap .*so this run holds more than the cap/,
+      // said before any image is read (a run that dies of memory has shown it), and kept in the warnings
+      expect(early).toHaveLength(1);
+      expect(early[0]).toMatch(
+        /^Feature memory cap: the 400 sample images \(8x8x3: 75\.0 KB as uint8\) alone exceed the 75\.0 KB cap .*--limit \d+ keeps .*\(after 0 reads\)$/,
       );
+      expect(over.warnings).toContain(early[0]!.replace(/ \(after 0 reads\)$/, ''));
+      // and from the chosen plan, with its real bytes
+      const total = over.report.featureBytes + over.report.imageBytes!;
+      expect(over.warnings.join('\n')).toMatch(
+        new RegExp(
+          `Feature memory cap: the 400 sample images \\(8x8x3: 75\\.0 KB as uint8\\) alone exceed the 75\\.0 KB cap .*this run holds ${(total / 1024).toFixed(1)} KB, more than the cap`,
+        ),
+      );
+      // within the cap by count (a limit): no early warning
+      const fewer: string[] = [];
+      await prepare({
+        model,
+        samples: reader,
+        ort: ortNode,
+        maxFeatureBytes: images - 1,
+        limit: 100,
+        onWarning: (w) => fewer.push(w),
+        target: 0.9,
+      });
+      expect(fewer).toEqual([]);
       // images within the cap but leaving the features less than that floor: they get the floor, said so
       const cap = bare + images / 2;
       const squeezed = await run(cap, []);
       const warning = squeezed.warnings.find((w) => w.startsWith('Feature memory cap: the ')) ?? '';
       expect(warning).toMatch(/the 400 sample images .* leave too little of the [\d.]+ KB cap/);
+      expect(warning).toContain(`this run holds ${((bare + images) / 1024).toFixed(1)} KB, more than the cap`);
       expect(squeezed.report.featureBytes).toBe(bare);
       expect(squeezed.report.candidates.length).toBe(f32.report.candidates.length);
       // the --limit it names keeps the images and those features within the cap: no warning
@@ -271,6 +320,31 @@ describe('prepare under a feature memory cap', () => {
       });
       expect(ok.report.samples).toBe(limit);
       expect(ok.warnings.join('\n')).not.toMatch(/memory cap/);
+    },
+  );
+
+  it(
+    'under the floor with the default augmentation: every candidate cut in float16 without copies, before fewer cuts',
+    { timeout: 240_000 },
+    async () => {
+      const images = n * 8 * 8 * 3;
+      const f32 = await run(undefined, []);
+      const bare = f32.report.featureBytes / 2;
+      const cuts = f32.report.candidates.length;
+      expect(cuts).toBeGreaterThan(1);
+      // the floor (float16 of every cut) fits the cap, the images leave less: every cut kept, the flip copies dropped
+      const squeezed = await run(bare + images / 2); // default augment ['flip']
+      expect(squeezed.manifest.calibration.augment).toEqual([]);
+      expect(squeezed.report.candidates.length).toBe(cuts);
+      expect(squeezed.report.featureBytes).toBe(bare);
+      const text = squeezed.warnings.join('\n');
+      expect(text).toMatch(/Feature memory cap: no augmented copies \(float16, [\d.]+ KB, every candidate cut/);
+      expect(text).toContain(`this run holds ${((bare + images) / 1024).toFixed(1)} KB, more than the cap`);
+      expect(text).not.toMatch(/candidate cuts \(/);
+      // a plan within the cap: no over-cap warning, whatever was reduced
+      const within = await run(bare + images + 1024);
+      expect(within.report.featureBytes + within.report.imageBytes!).toBeLessThanOrEqual(bare + images + 1024);
+      expect(within.warnings.join('\n')).not.toMatch(/more than the cap/);
     },
   );
 });

@@ -50,7 +50,8 @@ const imageSize = (c: Pick<PrepareContext, 'io'>): number => c.io.input.height *
  * copies dropped first, one at a time); float16 at one cut without augmented copies (kept even over the cap). Each
  * reduction is a warning. The images never refuse a run: the features (and copies) get what they leave of the cap, but
  * at least what float16 features of every candidate without copies take (at most the cap): when that floor applies,
- * the run holds more than the cap, and a warning says so and names the `--limit` that keeps it within.
+ * float16 of every candidate without copies comes before fewer candidates. When the chosen plan holds more than the
+ * cap, a warning gives its bytes and names the `--limit` that keeps it within.
  */
 export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): FeaturePlan {
   const { o, warnings } = c;
@@ -73,59 +74,104 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   // The features' and copies' share: what the images leave of the cap, at least the floor (then over the cap: said so).
   const bare = make(all, 'f16', []).bytes;
   const room = Math.max(cap - images, Math.min(bare, cap));
+  const floor = room > cap - images;
   const fits = (p: ReturnType<typeof make>): boolean => p.total - images <= room;
-  if (room > cap - images) warnings.push(imagesOverCap(c, images, bare, room));
+  /** The chosen plan, with its reduction's warning and, when it holds more than the cap, the over-cap one. */
+  const chosen = (p: ReturnType<typeof make>, note: string, reduction?: string): FeaturePlan => {
+    if (reduction) warnings.push(reduction);
+    if (p.total > cap) warnings.push(overCap(c, images, p.total, floor));
+    return { ...p, note };
+  };
   const f32 = make(all, 'f32', o.augment);
   const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
-  if (fits(f32)) return { ...f32, note: `float32, ${MB(f32.bytes)} (${rows}${held(f32)})` };
+  if (fits(f32)) return chosen(f32, `float32, ${MB(f32.bytes)} (${rows}${held(f32)})`);
   const f16 = make(all, 'f16', o.augment);
-  if (fits(f16))
-    return { ...f16, note: `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})` };
+  if (fits(f16)) return chosen(f16, `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})`);
   // cutmix copies go before candidate cuts: they are extra training rows, the cuts are where exits can be
   const others = o.augment.filter((k) => k !== 'cutmix');
   for (let k = o.augment.length - others.length - 1; k >= 0; k--) {
     const p = make(all, 'f16', [...others, ...Array<'cutmix'>(k).fill('cutmix')]);
     if (fits(p)) {
       const note = `float16, ${MB(p.bytes)}, ${k} of ${o.augment.length - others.length} cutmix copies (all would take ${MB(f16.bytes)}${held(p)})`;
-      warnings.push(
+      return chosen(
+        p,
+        note,
         `Feature memory cap: kept ${k} of ${o.augment.length - others.length} cutmix copies (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
       );
-      return { ...p, note };
     }
+  }
+  // under the floor, every candidate cut without copies (the floor's own size) before fewer cuts
+  const every = make(all, 'f16', []);
+  if (floor && o.augment.length && fits(every)) {
+    const note = `float16, ${MB(every.bytes)}, every candidate cut, no augmented copies (with them: ${MB(f16.bytes)}${held(every)})`;
+    return chosen(
+      every,
+      note,
+      `Feature memory cap: no augmented copies (${note}); raise maxFeatureBytes / --max-feature-memory or use fewer samples to keep them`,
+    );
   }
   for (let m = all.length - 1; m >= 1; m--) {
     const p = make(candidateCuts(all, m), 'f16', others);
     if (fits(p)) {
       const note = `float16, ${MB(p.bytes)}, ${m} of ${all.length} candidate cuts (all ${all.length} would take ${MB(f16.bytes)}${held(p)})`;
-      warnings.push(
+      return chosen(
+        p,
+        note,
         `Feature memory cap: kept ${m} of ${all.length} candidate cuts (${note}); raise maxFeatureBytes / --max-feature-memory to keep all`,
       );
-      return { ...p, note };
     }
   }
   const last = make(candidateCuts(all, 1), 'f16', []);
   const over = last.total > cap ? `, still over the cap of ${MB(cap)}` : '';
   const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies (${held(last).slice(2)})${over}`;
-  warnings.push(`Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
-  return { ...last, note };
+  return chosen(last, note, `Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
 }
 
 /**
- * The warning when the sample images leave the features less of the cap than float16 features of every candidate
- * without copies take (`bare`; images alone over the cap, or nearly): the features get `room`, the run holds more than
- * the cap; the `--limit` whose images and such features fit the cap.
+ * The warning when the chosen plan holds `total` bytes, more than the cap: the sample images (`images`, alone over the
+ * cap or, with `floor`, leaving the features less than float16 of every candidate) and the `--limit` whose images and
+ * such features per image fit the cap.
  */
-function imagesOverCap(c: PrepareContext, images: number, bare: number, room: number): string {
+function overCap(c: PrepareContext, images: number, total: number, floor: boolean): string {
   const { height, width, channels } = c.io.input;
   const n = c.samples.count;
   const cap = c.o.maxFeatureBytes;
-  const limit = Math.max(1, Math.floor((cap * n) / (images + bare)));
-  const what = images > cap ? 'alone exceed' : 'leave too little of';
+  const limit = Math.max(1, Math.floor((cap * n) / total));
+  const what = images > cap ? 'alone exceed' : floor ? 'leave too little of' : 'with the smallest features exceed';
   return (
     `Feature memory cap: the ${n} sample images (${height}x${width}x${channels}: ${MB(images)} as uint8) ${what} the ${MB(cap)} cap ` +
-    `(maxFeatureBytes / --max-feature-memory), which holds them beside the pooled features: the features get ${MB(room)} ` +
-    `(float16 of every candidate cut takes ${MB(bare)}), so this run holds more than the cap; to lower memory use fewer ` +
-    `images (--limit ${limit} keeps the images and those features within the cap) or raise the cap`
+    `(maxFeatureBytes / --max-feature-memory), which holds them beside the pooled features: with the features this run ` +
+    `holds ${MB(total)}, more than the cap; to lower memory use fewer images (--limit ${limit} keeps the images and ` +
+    `such features within the cap) or raise the cap`
+  );
+}
+
+/**
+ * The warning, before any image is read, when `count` sample images of the model's input alone exceed the selfxit
+ * cap (count known: a reader or a batch; `limit` applied): the `--limit` whose images and float16 features of every
+ * candidate fit the cap. None otherwise.
+ */
+export function imagesOverCapEarly(
+  o: Pick<ResolvedPrepareOptions, 'mode' | 'maxFeatureBytes' | 'maxFeatures' | 'maxPoolGrid' | 'limit'>,
+  io: Pick<PrepareContext, 'io'>,
+  cuts: readonly CutPoint[],
+  count: number,
+): string | undefined {
+  const n = Math.min(count, o.limit);
+  const image = imageSize(io);
+  const cap = o.maxFeatureBytes;
+  if (o.mode !== 'selfxit' || !(n * image > cap)) return undefined;
+  const dims = poolingRequests(candidateCuts(cuts), o).reduce(
+    (a, r) => a + headFeatureDim(cutGeometry(r.cut).channels, r.grid, r.maxGrid),
+    0,
+  );
+  const limit = Math.max(1, Math.floor(cap / (image + dims * FEATURE_BYTES.f16)));
+  const { height, width, channels } = io.io.input;
+  return (
+    `Feature memory cap: the ${n} sample images (${height}x${width}x${channels}: ${MB(n * image)} as uint8) alone exceed ` +
+    `the ${MB(cap)} cap (maxFeatureBytes / --max-feature-memory); they are read and held anyway, so this run holds more ` +
+    `than the cap and may run out of memory; use fewer images (--limit ${limit} keeps the images and float16 features ` +
+    `of every candidate cut within the cap) or raise the cap`
   );
 }
 

@@ -89,6 +89,8 @@ export interface PrepareOptions {
   readonly ort: OrtModule;
   readonly sessionOptions?: OrtSessionOptions;
   readonly onProgress?: ProgressCallback;
+  /** Receives a warning as soon as it is known, before the long steps (it is in the result's `warnings` too). */
+  readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
   /** Written into the manifest. Default "selfxit". */
   readonly generator?: string;

@@ -6,7 +6,7 @@ import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
 import { candidateCuts, noExitCutsWarning, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
-import { sizeHeadsForClasses } from './prepare-features.js';
+import { imagesOverCapEarly, sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
 import {
@@ -19,7 +19,7 @@ import {
   type PrepareOptions,
 } from './prepare-options.js';
 import { StepTimer, throwIfAborted } from './progress.js';
-import { selectSamples } from './samples.js';
+import { isSampleBatch, isSampleReader, selectSamples } from './samples.js';
 import { runSelfxitMode } from './selfxit-mode.js';
 
 export { minimumSamples, resolveModelIO, type PrepareOptions } from './prepare-options.js';
@@ -64,7 +64,14 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
   const labels = resolveLabels(options.labels, io.classes);
 
   const shape = { height: io.input.height, width: io.input.width, channels: io.input.channels };
-  // (selfxit mode counts the images under its memory cap but never refuses them: planFeatures warns)
+  // selfxit mode counts the images under its memory cap but never refuses them: warned at once when their count is
+  // known and they alone exceed it (a run that then dies of memory has shown the hint), planFeatures warns again
+  const count = isSampleReader(options.samples) || isSampleBatch(options.samples) ? options.samples.count : undefined;
+  const early = count === undefined ? undefined : imagesOverCapEarly(o, { io }, analysis.cuts, count);
+  if (early) {
+    warnings.push(early);
+    options.onWarning?.(early);
+  }
   const { batch: samples, copies } = await selectSamples(options.samples, shape, o.seed, o.limit);
   if (copies > 0)
     warnings.push(

@@ -236,6 +236,7 @@ export const prepareCommand: CliCommand = {
     const t0 = performance.now();
     const ort = await loadOrtNode();
     const num = (x: string | undefined, flag: string): number | undefined => numberOption(x, flag);
+    const early = new Set<string>(); // warnings printed as they came
     const prepared = await prepare({
       model: modelBytes,
       samples,
@@ -264,6 +265,7 @@ export const prepareCommand: CliCommand = {
       generator: `selfxit@${pkg.version}`,
       sessionOptions: CLI_SESSION_OPTIONS,
       onProgress: printer,
+      onWarning: (w) => (early.add(w), io.stderr(`warning: ${w}\n`)), // at once: a run may die of memory
     });
     printer.done();
     const extra = new Map<string, string>();
@@ -271,7 +273,7 @@ export const prepareCommand: CliCommand = {
     if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: warnings }));
     await writeBundleDir(out, prepared.manifest, prepared.files, extra);
     const totalS = (performance.now() - t0) / 1000;
-    for (const w of warnings) io.stderr(`warning: ${w}\n`);
+    for (const w of warnings) if (!early.has(w)) io.stderr(`warning: ${w}\n`);
     const m = prepared.manifest;
     const c = m.calibration;
     const lines = [
