@@ -1,5 +1,5 @@
 // What the compiled engine keeps, through the worker API in Node (onnxruntime-node, the tiny bundle over local HTTP):
-// the cached compiled models as more segments load (every ungated prefix kept, a longer gated one evicting the shorter),
+// the cached compiled models as more segments load (every ungated prefix kept, a longer gated one evicting the shorter but prefix 1),
 // the segment bytes let go only once the cache is known to hold them, and
 // which engine runs the rows of a batch request (every 64-row chunk, a last chunk of one row too, stage by stage).
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -68,7 +68,7 @@ function trackEngines(engines: Set<CompiledEngine>): { mockRestore: () => void }
 }
 
 describe('compiled engine: what it keeps', () => {
-  it('every ungated prefix stays cached (each open walks through them); a longer gated model evicts the shorter ones', async () => {
+  it('every ungated prefix stays cached (each open walks through them); a longer gated model evicts the shorter ones but prefix 1', async () => {
     const engines = new Set<CompiledEngine>();
     const spy = trackEngines(engines);
     const cache = new CompiledCache();
@@ -111,7 +111,16 @@ describe('compiled engine: what it keeps', () => {
     expect(cache.compiled.has(key(1, ':gated'))).toBe(true);
     expect(await single(a, engines, deep, lastOff)).toBe(-1);
     await single(a, engines, deep, lastOff);
-    expect([...cache.compiled.keys()].sort()).toEqual([key(1), key(2), key(3), key(3, ':gated')].sort());
+    // ... but prefix 1 (each open starts there): a new session with the exit off from its first call compiles nothing
+    expect([...cache.compiled.keys()].sort()).toEqual(
+      [key(1), key(2), key(3), key(1, ':gated'), key(3, ':gated')].sort(),
+    );
+    await a.dispose();
+    puts.length = 0;
+    ({ a, init } = await open());
+    expect(await single(a, engines, atExit0, lastOff)).toBe(0);
+    await single(a, engines, atExit0, lastOff);
+    expect(puts).toEqual([]);
     await a.dispose();
     spy.mockRestore();
   });

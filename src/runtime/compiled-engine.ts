@@ -24,7 +24,6 @@ export interface CompiledResult extends CascadeResult {
 /** The model of the prefix the thresholds in use want: no exit disabled, some (heads gated: compileCascade's
  * gateHeads), every one ('chain': no head, no `If`, compileCascade's `heads: false`; the full model's cost). */
 type ModelKind = 'ungated' | 'gated' | 'chain';
-const KINDS: readonly ModelKind[] = ['ungated', 'gated', 'chain'];
 /** The cache key of a model kind made from the prefix whose key is `base`. */
 const kindKey = (base: string, kind: ModelKind): string => (kind === 'ungated' ? base : `${base}:${kind}`);
 
@@ -45,15 +44,15 @@ interface Compiled {
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read
  * (every ungated prefix is kept, as each open walks through them again; a longer gated or exit-free model evicts the
- * shorter ones of its kind: {@link evictShorter}).
+ * shorter ones of its kind but prefix 1: {@link evictShorter}).
  * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
  * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
  * enables an exit while it is at hand (a pruning probe) runs the stages instead. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
- * from the bundle cache or the bytes held here when an earlier build made it, else compiled (the first model of each
- * kind and prefix; the pool's segment bytes, from which models are compiled, are let go once the whole bundle is
+ * from the bundle cache when an earlier build stored it, else compiled (the first model of each kind and prefix, and
+ * every switch when the cache does not keep them: only the bytes of the model in use are held here; the pool's segment bytes, from which models are compiled, are let go once the whole bundle is
  * compiled and the cache is known to hold its model and every segment: a later compile reads them from the cache),
  * while calls keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
@@ -69,10 +68,9 @@ export class CompiledEngine {
   private current: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
-  /** Each {@link KINDS} model's bytes (by cache key), when the bundle cache is not known to hold it. */
-  private readonly held: ({ readonly key: string; readonly bytes: Uint8Array } | undefined)[] = KINDS.map(
-    () => undefined,
-  );
+  /** The bytes of the model in use (by cache key), when the bundle cache is not known to hold it: only that kind's
+   * (a switch to another kind recompiles it from the segment bytes, which the pool holds in that case). */
+  private held: { readonly key: string; readonly bytes: Uint8Array } | undefined;
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
   /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
@@ -178,8 +176,7 @@ export class CompiledEngine {
     const generation = this.pool.backendGeneration;
     const base = compiledKey(this.manifestHash, backend, count);
     const key = kindKey(base, kind);
-    const k = KINDS.indexOf(kind);
-    const held = this.held[k]?.key === key ? this.held[k].bytes : undefined;
+    const held = this.held?.key === key ? this.held.bytes : undefined;
     let bytes = held ?? (await this.cached(key));
     // Whether the cache holds this model: read from it, or its write known to have landed (not dropped nor timed out).
     let stored = held === undefined && bytes !== undefined;
@@ -208,8 +205,7 @@ export class CompiledEngine {
     // kind, a backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any
     // more. A write not known to have landed (dropped, or timed out) keeps them, and this model's bytes.
     if (cacheKeeps && count === this.manifest.segments.length && this.pool.segmentsCached()) this.pool.dropBytes();
-    this.held[k] = cacheKeeps ? undefined : { key, bytes };
-    for (let j = 0; j < KINDS.length; j++) if (j !== k && !this.held[j]?.key.startsWith(base)) this.held[j] = undefined;
+    this.held = cacheKeeps ? undefined : { key, bytes };
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
     if (this.current && this.current.backend !== backend) this.drop();
     let session: OrtSession | undefined;
@@ -293,14 +289,15 @@ export class CompiledEngine {
   }
 
   /**
-   * Deletes the cached gated or exit-free ('chain') models of the prefixes 1 .. count - 1 (same backend) once that of
+   * Deletes the cached gated or exit-free ('chain') models of the prefixes 2 .. count - 1 (same backend) once that of
    * `count` is stored: those are made after traffic or a plan, on the whole prefix loaded by then, so a shorter one is
-   * rarely of use again. Ungated models are all kept: each open loads segment 0 only, then 1, 2, … as inputs go deeper,
-   * and runs the ungated model of each prefix on the way (one per prefix length, made once per backend).
+   * rarely of use again. Prefix 1 of every kind is kept: each open starts there (segment 0 alone), and a session whose
+   * thresholds disable an exit from its first call would otherwise compile it again. Ungated models are all kept: each open loads
+   * segment 0 only, then 1, 2, … as inputs go deeper, and runs the ungated model of each prefix on the way.
    */
   private async evictShorter(backend: Backend, count: number, kind: ModelKind): Promise<void> {
     if (kind === 'ungated') return;
-    for (let c = 1; c < count; c++)
+    for (let c = 2; c < count; c++)
       await this.cache.deleteCompiled?.(kindKey(compiledKey(this.manifestHash, backend, c), kind));
   }
 
@@ -434,7 +431,7 @@ export class CompiledEngine {
   async dispose(): Promise<void> {
     this.disposed = true;
     await this.idle();
-    this.held.fill(undefined);
+    this.held = undefined;
     const c = this.current;
     this.current = undefined;
     if (c) await this.retire(c);
