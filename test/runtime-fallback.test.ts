@@ -119,22 +119,44 @@ describe('WebGPU → WASM fallback', () => {
     await rt.dispose();
   });
 
-  it('one input out of memory on a working device (the compiled model too large): WASM takes over, not OUT_OF_MEMORY', async () => {
+  it('one input out of memory on a working device (the compiled model too large): the compiled engine off, the stages on WebGPU', async () => {
     const fail: Failures = { create: 0, runs: false };
     const rt = await open(fail);
     expect(rt.state()).toMatchObject({ engine: 'compiled', backend: 'webgpu' });
-    fail.oomOn = (names) => names.includes('thresholds'); // segment 0 alone still runs one input
+    let compiledRuns = 0;
+    fail.oomOn = (names) => names.includes('thresholds') && ++compiledRuns > 0; // segment 0 alone still runs one input
     const thresholds = rt.manifest.exits.map((e) => e.threshold);
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < tiny.inputs.length; i++) {
       const [r] = await rt.classify({
         inputs: [{ kind: 'tensor', data: tiny.inputs[i]! }],
         thresholds,
         probabilities: false,
       });
-      expect([r!.index, r!.exit]).toEqual([tiny.expected[i]!.index, tiny.expected[i]!.exit]);
+      expect([r!.index, r!.exit], `input ${i}`).toEqual([tiny.expected[i]!.index, tiny.expected[i]!.exit]);
     }
+    expect(compiledRuns, 'the compiled model ran once, then never again').toBe(1);
+    expect(rt.state()).toMatchObject({ backend: 'webgpu', engine: 'stages' });
+    expect(rt.state().fallbackReason).toBeUndefined();
+    expect(rt.state().engineFallbackReason).toMatch(
+      /^onnxruntime \(webgpu\) ran out of memory running the compiled model: .*out of memory/,
+    );
+    await rt.dispose();
+  });
+
+  it('with the compiled engine, a stage past its prefix out of memory at one row: WASM takes over, the engine stays on', async () => {
+    const fail: Failures = { create: 0, runs: false };
+    const rt = await open(fail);
+    fail.oomOn = (names) => names.includes(rt.manifest.segments[1]!.input);
+    const deep = tiny.expected.findIndex((e) => e.exit === -1);
+    const thresholds = rt.manifest.exits.map((e) => e.threshold);
+    const [r] = await rt.classify({
+      inputs: [{ kind: 'tensor', data: tiny.inputs[deep]! }],
+      thresholds,
+      probabilities: false,
+    });
+    expect([r!.index, r!.exit]).toEqual([tiny.expected[deep]!.index, -1]);
     expect(rt.state()).toMatchObject({ backend: 'wasm', engine: 'compiled' });
-    expect(rt.state().fallbackReason).toMatch(/^a WebGPU run failed: .*out of memory/);
+    expect(rt.state().fallbackReason).toMatch(/segment 1 .*out of memory/); // its warm-up run, as its session is made
     await rt.dispose();
   });
 

@@ -5,7 +5,7 @@ import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
 import type { OrtStageRunner } from '../engine/stage-runner.js';
-import { isSelfxitError, SelfxitError } from '../errors.js';
+import { isOutOfMemory, isSelfxitError, SelfxitError } from '../errors.js';
 import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE } from '../graph/compile-cascade.js';
 import { decodeModel, encodeModel, sha256Hex } from '../graph/index.js';
 import type { OrtSession, OrtTensor } from '../ort/types.js';
@@ -236,6 +236,19 @@ export class CompiledEngine {
   }
 
   /**
+   * Whether `e`, an error of `m`'s run, is the compiled model out of WebGPU memory on a device that still runs segment
+   * 0: then the engine is off ({@link fail}, with the reason) and the stage engine runs on WebGPU, as when WebGPU
+   * cannot make the compiled model. Another error, or a device that no longer works: the caller's WASM fallback.
+   */
+  private async tooLarge(m: Compiled, e: unknown): Promise<boolean> {
+    if (m.backend !== 'webgpu' || !isOutOfMemory(e) || this.disposed) return false;
+    const generation = this.pool.backendGeneration;
+    if (!(await this.pool.deviceWorks()) || this.disposed || this.pool.backendGeneration !== generation) return false;
+    this.fail(`onnxruntime (webgpu) ran out of memory running the compiled model: ${(e as Error).message}`);
+    return true;
+  }
+
+  /**
    * After a compiled model failed on WebGPU: runs segment 0's session once through the pool's fallback, so that a lost
    * device (its runs fail too) switches every segment to WASM, as a failed call does, instead of turning the compiled
    * engine off; a compiled model WebGPU cannot run while the segments run leaves the backend as it is.
@@ -362,8 +375,13 @@ export class CompiledEngine {
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
-      if (m && needsExit(m)) return undefined;
-      return m && { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
+      if (!m || needsExit(m)) return undefined;
+      try {
+        return { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
+      } catch (e) {
+        if (!(await this.tooLarge(m, e))) throw e;
+        return undefined; // the engine is off: this call runs the stages from segment 0, on WebGPU still
+      }
     });
     const ms = performance.now() - t0;
     const exit = ran ? Number(ran.out[CASCADE_IO.exitIndex]!.data[0]) : EXIT_INDEX_CONTINUE;

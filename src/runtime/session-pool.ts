@@ -107,7 +107,8 @@ export class SessionPool implements SessionProvider {
    * segment to WASM and runs `options.retry` (default `job`) once. A job that failed after another call switched the
    * backend runs again without a second switch. A run of more than one row (`options.rows`) out of memory (not
    * `anyError`: session creation falls back) while segment 0 still runs on the device rejects with OUT_OF_MEMORY, and
-   * WebGPU stays; one row out of memory (the model or a later segment too large for the device) falls back.
+   * WebGPU stays; one row out of memory (a later segment too large for the device) falls back. (The compiled model out
+   * of memory on one input does not come here: the compiled engine turns itself off and the stages run on WebGPU.)
    */
   async withFallback<T>(job: () => Promise<T>, options: FallbackOptions<T>): Promise<T> {
     const gen = this.generation;
@@ -120,7 +121,7 @@ export class SessionPool implements SessionProvider {
       if (gen === this.generation) {
         if (this.ort.backend !== 'webgpu') throw e;
         // Out of GPU memory on a batch with the device still working (a smaller batch may fit): this call fails, WebGPU
-        // stays. One input out of memory would fail every time: WASM takes over.
+        // stays. One input out of memory (a stage) would fail every time: WASM takes over.
         const batch = (options.rows ?? 1) > 1;
         if (!options.anyError && batch && isOutOfMemory(e) && (await this.deviceWorks()) && gen === this.generation) {
           const message = `${options.reason}: out of WebGPU memory (${(e as Error).message}): try smaller batches`;
@@ -162,7 +163,7 @@ export class SessionPool implements SessionProvider {
   }
 
   /** Whether segment 0 still runs one input on the backend in use (after an out-of-memory error: is the device lost?). */
-  private async deviceWorks(): Promise<boolean> {
+  async deviceWorks(): Promise<boolean> {
     try {
       const session = await this.session(0);
       await this.warmUp(session, 0);
