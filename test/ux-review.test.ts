@@ -9,7 +9,7 @@ import { prepareCommand } from '../src/cli/prepare.js';
 import { runCli } from '../src/cli/dispatch.js';
 import { load } from '../src/page/classifier.js';
 import { resolveLoadOptions } from '../src/page/options.js';
-import { WorkerClient } from '../src/page/worker-client.js';
+import { builtWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
 import type { LearningState, WorkerApi } from '../src/protocol.js';
 import { ortImportError } from '../src/runtime/ort-backend.js';
 import type { LoadOptions } from '../src/types.js';
@@ -116,17 +116,41 @@ describe('unknown load() options', () => {
 });
 
 describe('runtime files that cannot be loaded name their URL', () => {
-  it('a worker started from its default URL that fails names that URL in the message and details.url', async () => {
+  it('the default worker URL is stated only where it is the one fetched: the plain dist/ and script-tag builds', () => {
+    expect(builtWorkerUrl('https://x.test/lib/selfxit.js')).toBe('https://x.test/lib/selfxit.worker.js');
+    expect(builtWorkerUrl('https://x.test/js/selfxit.iife.js')).toBe('https://x.test/js/selfxit.worker.js');
+    expect(builtWorkerUrl('http://localhost:5173/node_modules/selfxit/dist/selfxit.js?v=3')).toBe(
+      'http://localhost:5173/node_modules/selfxit/dist/selfxit.worker.js',
+    );
+    // an app's bundler emitted the worker under its own (hashed) name: no guess
+    expect(builtWorkerUrl('https://x.test/assets/index-3f2a9c.js')).toBeUndefined();
+    expect(builtWorkerUrl('file:///app/node_modules/selfxit/dist/selfxit.js')).toBeUndefined(); // webpack's inlined path
+    expect(builtWorkerUrl('')).toBeUndefined();
+  });
+
+  it('a worker started without workerUrl from bundled code that fails: no guessed URL, the generic wording', async () => {
     const workers = stubWorkers([fakeWorkerApi()]);
-    const client = WorkerClient.start(undefined);
+    const client = WorkerClient.start(undefined); // this module is the source here, as in an app's bundle
     const pending = client.init({} as never);
     workers[0]!.worker.dispatchEvent(new Event('error')); // before the worker ever answered
     const e = await pending.catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
+    expect((e as { details: object }).details).not.toHaveProperty('url');
+    expect((e as Error).message).toMatch(/could not be started from the worker file your bundler emitted for selfxit/);
+    expect((e as Error).message).not.toMatch(/selfxit\.worker\.js next to/);
+  });
+
+  it('a worker started from workerUrl that fails names that URL in the message and details.url', async () => {
+    const workers = stubWorkers([fakeWorkerApi()]);
+    const client = WorkerClient.start(new URL('https://x.test/w/selfxit.worker.js'));
+    const pending = client.init({} as never);
+    workers[0]!.worker.dispatchEvent(new Event('error'));
+    const e = await pending.catch((x: unknown) => x);
     expect(e).toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
-      details: { url: expect.stringMatching(/\/selfxit\.worker\.js$/) },
+      details: { url: 'https://x.test/w/selfxit.worker.js' },
     });
-    expect((e as Error).message).toContain((e as { details: { url: string } }).details.url);
+    expect((e as Error).message).toContain('from https://x.test/w/selfxit.worker.js');
   });
 
   const url = 'https://x.test/assets/ort/ort.wasm.min.mjs';

@@ -21,7 +21,6 @@ import {
   type WorkerApi,
 } from '../protocol.js';
 import type { Liveness } from './options.js';
-import { packageBaseUrl } from './package-url.js';
 import type { ClassifierTransport } from './transport.js';
 
 /** Liveness checks off (tests that drive a fake worker). */
@@ -65,11 +64,34 @@ function startWorker(url: URL | undefined): Started {
 }
 
 /**
- * The URL a worker started without `workerUrl` is fetched from, for error messages: selfxit.worker.js beside
- * selfxit.js in the built package (the literal in {@link startWorker} resolves to it there).
+ * The URL a worker started without `workerUrl` is fetched from, when known, for error messages: selfxit.worker.js
+ * beside the running module when that is the package's plain dist/selfxit.js or script-tag selfxit.iife.js, served
+ * as built (the literal in {@link startWorker} resolves to it there). Undefined when an app's bundler emitted the
+ * worker (under a name of its own, from a chunk of another name; a file: URL where it inlined the module's path).
  */
-function workerUrlOf(url: URL | undefined): string {
-  return url?.href ?? new URL('selfxit.worker.js', packageBaseUrl()).href;
+export function builtWorkerUrl(moduleUrl: string): string | undefined {
+  let self: URL;
+  try {
+    self = new URL(moduleUrl);
+  } catch {
+    return undefined;
+  }
+  if (self.protocol === 'file:' || !/\/selfxit(\.iife)?\.js$/.test(self.pathname)) return undefined;
+  return new URL('selfxit.worker.js', self).href;
+}
+
+/** The worker's URL for error messages: `workerUrl`, else {@link builtWorkerUrl} of this module, if known. */
+function workerUrlOf(url: URL | undefined): string | undefined {
+  return url?.href ?? builtWorkerUrl(import.meta.url);
+}
+
+/** Where the worker was started from, in words (the URL only where it is the one really fetched). */
+function workerWhere(url: URL | undefined): string {
+  const href = workerUrlOf(url);
+  if (url) return href!;
+  return href
+    ? `its default URL ${href} (selfxit.worker.js next to selfxit.js)`
+    : 'the worker file your bundler emitted for selfxit';
 }
 
 /** A page callback as the worker calls it: through a comlink proxy. */
@@ -158,13 +180,14 @@ export class WorkerClient implements ClassifierTransport {
     this.api.connect(transfer(channel.port2, [channel.port2])).then(
       () => this.heard(-1),
       (e: unknown) => {
-        const where = ` at ${workerUrlOf(this.url)}`;
+        const url = workerUrlOf(this.url);
+        const where = url ? ` at ${url}` : '';
         this.fail(
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker${where} does not serve classify() (${messageOf(e)}): serve selfxit.worker.js ` +
               'from the same version as selfxit.js',
-            { url: workerUrlOf(this.url) },
+            url ? { url } : {},
           ),
         );
       },
@@ -180,14 +203,14 @@ export class WorkerClient implements ClassifierTransport {
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
         const url = workerUrlOf(this.url);
-        const where = this.url ? url : `its default URL ${url} (selfxit.worker.js next to selfxit.js)`;
+        const where = workerWhere(this.url);
         const why = ev.message ? `: ${ev.message}` : '';
         this.fail(
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
               "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
-            { ...details, url },
+            { ...details, ...(url ? { url } : {}) },
           ),
         );
         return;
@@ -256,8 +279,8 @@ export class WorkerClient implements ClassifierTransport {
       if (e instanceof SelfxitError) throw e;
       throw new SelfxitError(
         'RUNTIME_FILES_UNAVAILABLE',
-        `cannot start the selfxit worker from ${workerUrlOf(url)}: ${messageOf(e)}`,
-        { url: workerUrlOf(url) },
+        `cannot start the selfxit worker from ${workerWhere(url)}: ${messageOf(e)}`,
+        workerUrlOf(url) ? { url: workerUrlOf(url) } : {},
         { cause: e },
       );
     }
