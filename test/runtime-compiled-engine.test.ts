@@ -282,30 +282,15 @@ describe('compiled engine', () => {
     // disabled runs the exit-free model, some the gated one, thresholds of 1 the ungated one (no cache here: only the
     // bytes of the model in use are held, a switch recompiles from the segment bytes).
     await singles(compiled.api, vectors[7]!);
-    await useModel(compiled.api, engines, vectors[7]!);
-    await useModel(compiled.api, engines, vectors[8]!);
-    await useModel(
-      compiled.api,
-      engines,
-      m.exits.map(() => 1),
-    );
+    const ones = m.exits.map(() => 1);
+    for (const t of [vectors[7]!, vectors[8]!, ones]) await useModel(compiled.api, engines, t);
     // Only the model in use's bytes are held: a switch to the gated model and back compiles each again.
     const beforeSwitch = compiles();
-    await useModel(compiled.api, engines, vectors[8]!);
-    await useModel(
-      compiled.api,
-      engines,
-      m.exits.map(() => 1),
-    );
+    for (const t of [vectors[8]!, ones]) await useModel(compiled.api, engines, t);
     expect(compiles() - beforeSwitch, 'no cache: a switch of model recompiles').toBe(2);
     // Other thresholds for the same model: nothing compiled.
     const sameKind = compiles();
-    await useModel(compiled.api, engines, vectors[0]!);
-    await useModel(
-      compiled.api,
-      engines,
-      m.exits.map(() => 0.99),
-    );
+    for (const t of [vectors[0]!, m.exits.map(() => 0.99)]) await useModel(compiled.api, engines, t);
     expect(compiles(), 'thresholds changed without recompiling').toBe(sameKind);
     engines.mockRestore();
     const exitsSeen = new Set<number>();

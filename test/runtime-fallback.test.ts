@@ -84,6 +84,18 @@ async function expectReference(rt: BundleRuntime): Promise<void> {
   expect(out.map((r) => [r.index, r.exit])).toEqual(tiny.expected.map((e) => [e.index, e.exit]));
 }
 
+/** One input that runs through every segment, alone: its reference class, and no exit. */
+async function expectDeep(rt: BundleRuntime): Promise<void> {
+  const deep = tiny.expected.findIndex((e) => e.exit === -1);
+  const thresholds = rt.manifest.exits.map((e) => e.threshold);
+  const [r] = await rt.classify({
+    inputs: [{ kind: 'tensor', data: tiny.inputs[deep]! }],
+    thresholds,
+    probabilities: false,
+  });
+  expect([r!.index, r!.exit]).toEqual([tiny.expected[deep]!.index, -1]);
+}
+
 describe('WebGPU → WASM fallback', () => {
   it('a session WebGPU cannot create is made on WASM, and that session stays usable', async () => {
     const rt = await open({ create: 1, runs: false });
@@ -147,14 +159,7 @@ describe('WebGPU → WASM fallback', () => {
     const fail: Failures = { create: 0, runs: false };
     const rt = await open(fail);
     fail.oomOn = (names) => names.includes(rt.manifest.segments[1]!.input);
-    const deep = tiny.expected.findIndex((e) => e.exit === -1);
-    const thresholds = rt.manifest.exits.map((e) => e.threshold);
-    const [r] = await rt.classify({
-      inputs: [{ kind: 'tensor', data: tiny.inputs[deep]! }],
-      thresholds,
-      probabilities: false,
-    });
-    expect([r!.index, r!.exit]).toEqual([tiny.expected[deep]!.index, -1]);
+    await expectDeep(rt);
     expect(rt.state()).toMatchObject({ backend: 'wasm', engine: 'compiled' });
     expect(rt.state().fallbackReason).toMatch(/segment 1 .*out of memory/); // its warm-up run, as its session is made
     await rt.dispose();
@@ -169,14 +174,7 @@ describe('WebGPU → WASM fallback', () => {
       fail.oomOn = (names) => names.includes(later);
       if (call === 'plan') expect(await rt.plan({ target: 0.99 })).toMatchObject({ backend: 'wasm' });
       else {
-        const deep = tiny.expected.findIndex((e) => e.exit === -1);
-        const thresholds = rt.manifest.exits.map((e) => e.threshold);
-        const [r] = await rt.classify({
-          inputs: [{ kind: 'tensor', data: tiny.inputs[deep]! }],
-          thresholds,
-          probabilities: false,
-        });
-        expect([r!.index, r!.exit]).toEqual([tiny.expected[deep]!.index, -1]);
+        await expectDeep(rt);
       }
       expect(rt.state().backend).toBe('wasm');
       expect(rt.state().fallbackReason).toMatch(/out of memory/);

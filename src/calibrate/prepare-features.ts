@@ -86,7 +86,8 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   const rows = `${n * (1 + o.augment.length)} rows x ${all.length} cuts`;
   if (fits(f32)) return chosen(f32, `float32, ${MB(f32.bytes)} (${rows}${held(f32)})`);
   const f16 = make(all, 'f16', o.augment);
-  if (fits(f16)) return chosen(f16, `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})`);
+  if (fits(f16))
+    return chosen(f16, `float16, ${MB(f16.bytes)} (${rows}; float32 would take ${MB(f32.bytes)}${held(f16)})`);
   // cutmix copies go before candidate cuts: they are extra training rows, the cuts are where exits can be
   const others = o.augment.filter((k) => k !== 'cutmix');
   for (let k = o.augment.length - others.length - 1; k >= 0; k--) {
@@ -124,7 +125,11 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   const last = make(candidateCuts(all, 1), 'f16', []);
   const over = last.total > cap ? `, still over the cap of ${MB(cap)}` : '';
   const note = `float16, ${MB(last.bytes)}, 1 of ${all.length} candidate cuts, no augmented copies (${held(last).slice(2)})${over}`;
-  return chosen(last, note, `Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`);
+  return chosen(
+    last,
+    note,
+    `Feature memory cap: ${note}; raise maxFeatureBytes / --max-feature-memory or use fewer samples`,
+  );
 }
 
 /**
