@@ -72,8 +72,8 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   const held = (p: ReturnType<typeof make>): string =>
     `; with the ${n} sample images (${MB(images)})${p.imageBytes > images ? ` and a batch of their copies (${MB(p.imageBytes - images)})` : ''}: ${MB(p.total)} of the ${MB(cap)} cap`;
   // The features' and copies' share: what the images leave of the cap, at least the floor (then over the cap: said so).
-  const bare = make(all, 'f16', []).bytes;
-  const room = Math.max(cap - images, Math.min(bare, cap));
+  const every = make(all, 'f16', []); // float16 of every candidate, no copies: the floor
+  const room = Math.max(cap - images, Math.min(every.bytes, cap));
   const floor = room > cap - images;
   const fits = (p: ReturnType<typeof make>): boolean => p.total - images <= room;
   /** The chosen plan, with its reduction's warning and, when it holds more than the cap, the over-cap one. */
@@ -102,7 +102,6 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
     }
   }
   // under the floor, every candidate cut without copies (the floor's own size) before fewer cuts
-  const every = make(all, 'f16', []);
   if (floor && o.augment.length && fits(every)) {
     const note = `float16, ${MB(every.bytes)}, every candidate cut, no augmented copies (with them: ${MB(f16.bytes)}${held(every)})`;
     return chosen(
