@@ -5,14 +5,18 @@
 // (performance.now), medians, means (at the bundle's thresholds the times are bimodal: compare means there) and the
 // paired per-image difference to the full model per exit.
 //
-//   npx tsx bench/exit-cost-browser.ts [bundleDir] [--images N] [--rounds R] [--threads T] [--at-bundle] [--port P]
+// --vs DIR adds the nested and exit-free models of a second bundle of the same backbone (e.g. other cuts), same thresholds
+// rule (that bundle's own at --at-bundle).
+//
+//   npx tsx bench/exit-cost-browser.ts [bundleDir] [--images N] [--rounds R] [--threads T] [--at-bundle] [--vs DIR]
+//     [--port P]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright';
 import { chainModel } from './cascade-variants.js';
-import { boolFlag, intFlag } from './args.js';
+import { boolFlag, intFlag, stringFlag } from './args.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
@@ -31,6 +35,8 @@ const atBundle = boolFlag(args, '--at-bundle');
 const dir = args[0] && !args[0].startsWith('--') ? args[0] : path.resolve(root, '../main/bench/.bundles/resnet56');
 
 const bundle = await readBundleDir(dir);
+const vsDir = stringFlag(args, '--vs');
+const vs = vsDir ? await readBundleDir(vsDir) : undefined;
 const m = bundle.manifest;
 const all = segmentModels(bundle, 0, m.segments.length);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'exit-cost-browser-'));
@@ -43,6 +49,12 @@ const models: Record<string, Uint8Array> = {
   // what the runtime's compiled engine serves while every exit is off (compileCascade's heads: false)
   'exit-free (runtime)': encodeModel(compileBundleCascade(m, all, 0, undefined, undefined, false)),
 };
+if (vs) {
+  const vm = vs.manifest;
+  const vAll = segmentModels(vs, 0, vm.segments.length);
+  models['nested (--vs)'] = encodeModel(compileBundleCascade(vm, vAll, 0, 'nested'));
+  models['exit-free (--vs)'] = encodeModel(compileBundleCascade(vm, vAll, 0, undefined, undefined, false));
+}
 const files = Object.keys(models).map((_, k) => `m${k}.onnx`);
 Object.values(models).forEach((b, k) => fs.writeFileSync(path.join(tmp, files[k]!), b));
 const images = new Uint8Array(fs.readFileSync(path.resolve(root, '../shared/data/cifar10/test-u8.bin')));
@@ -55,12 +67,16 @@ const flatX = new Float32Array(xs.reduce((n, x) => n + x.length, 0));
 xs.forEach((x, k) => flatX.set(x, k * x.length));
 fs.writeFileSync(path.join(tmp, 'x.bin'), flatX);
 fs.writeFileSync(path.join(tmp, 'index.html'), '<!doctype html><title>exit cost</title>');
-const thr = Array.from(
-  cascadeThresholds(
-    m.exits.map((e) => (atBundle ? e.threshold : NEVER_EXIT)),
-    m.exits.length,
-  ),
-);
+const thresholdsOf = (man: typeof m): number[] =>
+  Array.from(
+    cascadeThresholds(
+      man.exits.map((e) => (atBundle ? e.threshold : NEVER_EXIT)),
+      man.exits.length,
+    ),
+  );
+const thr = thresholdsOf(m);
+const vsThr = vs ? thresholdsOf(vs.manifest) : thr;
+const vsFrom = vs ? Object.keys(models).indexOf('nested (--vs)') : Infinity;
 
 const server = await serveStatic({
   mounts: { '/': tmp, '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist') },
@@ -72,7 +88,7 @@ try {
   await page.addInitScript('globalThis.__name = (f) => f'); // tsx's keepNames helper, used by the evaluated function
   await page.goto(`${server.url}/index.html`);
   const res = await page.evaluate(
-    async ({ names, inputName, dims, thr, rounds, threads, thrName }) => {
+    async ({ names, inputName, dims, thr, vsThr, vsFrom, rounds, threads, thrName }) => {
       type T = { data: unknown };
       type S = { run(f: Record<string, unknown>): Promise<Record<string, T>>; inputNames: string[] };
       const ort = (await import('/ort/ort.wasm.min.mjs' as string)) as {
@@ -86,6 +102,7 @@ try {
       const size = dims.reduce((a, b) => a * b, 1);
       const xs = Array.from({ length: buf.length / size }, (_, k) => buf.subarray(k * size, (k + 1) * size));
       const t = new ort.Tensor('float32', Float32Array.from(thr), [thr.length]);
+      const tVs = new ort.Tensor('float32', Float32Array.from(vsThr), [vsThr.length]);
       const sessions: S[] = [];
       for (const n of names)
         sessions.push(await ort.InferenceSession.create(`/${n}`, { graphOptimizationLevel: 'all' }));
@@ -93,7 +110,7 @@ try {
         const tx = new ort.Tensor('float32', x, dims);
         if (k === 0) return { [sessions[0]!.inputNames[0]!]: tx };
         const names = sessions[k]!.inputNames;
-        return names.includes(thrName) ? { [inputName]: tx, [thrName]: t } : { [inputName]: tx };
+        return names.includes(thrName) ? { [inputName]: tx, [thrName]: k >= vsFrom ? tVs : t } : { [inputName]: tx };
       };
       for (const s of sessions.keys()) for (const x of xs.slice(0, 10)) await sessions[s]!.run(feeds(s, x));
       const times = names.map(() => [] as number[]);
@@ -114,6 +131,8 @@ try {
       inputName: m.input.name,
       dims: [...inputDims(m.input, 1)],
       thr,
+      vsThr,
+      vsFrom,
       rounds: ROUNDS,
       threads: THREADS,
       thrName: CASCADE_IO.thresholds,

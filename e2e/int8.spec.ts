@@ -1,6 +1,7 @@
 // The int8 CIFAR-10 ResNet-56, both formats of onnxruntime's quantizer, in the browser vs `selfxit eval`: prepare a
 // bundle with the CLI (2,000 calibration images; QOperator: every exit head reads a uint8 cut through a
-// DequantizeLinear and the segments pass uint8; QDQ: heads read the float side), eval 200 test images with the CLI,
+// DequantizeLinear and the segments pass uint8; QDQ: the same on the QuantizeLinear side of each pair), eval 200 test
+// images with the CLI,
 // classify the same 200 in Chromium (built package, WASM), and require the same exit and label for >= 99 % of them.
 // Needs ../shared; skipped without it.
 import { existsSync, readFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ const cli = (args: string[]): string => cliIn(root, args);
 const NO_SHARED = `needs ../shared (the int8 CIFAR-10 ResNet-56 and images) at ${shared}: not present, skipped`;
 const FORMATS = [
   { format: 'qop', title: 'QOperator', dequant: 'uint8' },
-  { format: 'qdq', title: 'QDQ', dequant: undefined },
+  { format: 'qdq', title: 'QDQ', dequant: 'uint8' },
 ] as const;
 const modelOf = (format: string): string => path.join(shared, `models/cifar10-resnet56-int8-${format}.onnx`);
 if (!existsSync(modelOf('qop')) || !existsSync(testImages))

@@ -1,6 +1,6 @@
 // Exits on int8-quantized graphs (graph/quant.ts): scale and zero point found in a real QOperator graph, features and
 // fused heads reading uint8 cuts dequantized, prepare → eval / stage runner / compiled engine deciding alike, uint8
-// activations between segments, QDQ's float side preferred, and cuts without a scale skipped with a reason.
+// activations between segments, QDQ's quantized side preferred, and cuts without a scale skipped with a reason.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -18,6 +18,7 @@ import {
   buildHeadModel,
   decodeModel,
   encodeModel,
+  splitModel,
   withExtraOutputs,
   type CutPoint,
 } from '../src/graph/index.js';
@@ -103,7 +104,7 @@ describe('quantization of cut tensors', () => {
     expect(candidateCuts(a.cuts).map((c) => c.tensor)).toEqual(['sum', 'c3']);
   });
 
-  it('keeps one candidate per position and prefers the float side of a QDQ pair', () => {
+  it('keeps one candidate per position and prefers the quantized side of a QDQ pair', () => {
     const cut = (tensor: string, dtype: 'float32' | 'uint8', macs: number, dequant = true): CutPoint => ({
       tensor,
       shape: ['batch', 4, 2, 2],
@@ -119,7 +120,7 @@ describe('quantization of cut tensors', () => {
       cut('add_q', 'uint8', 20),
       cut('other_q', 'uint8', 30, false),
     ];
-    expect(candidateCuts(cuts).map((c) => c.tensor)).toEqual(['relu_dq', 'add_q']);
+    expect(candidateCuts(cuts).map((c) => c.tensor)).toEqual(['relu_q', 'add_q']);
   });
 });
 
@@ -312,7 +313,7 @@ const haveShared = sharedModels.every((f) => existsSync(path.join(SHARED, f)));
 if (!haveShared) console.log(`quant.test: skipping the shared int8 ResNet-56 checks: ${SHARED} is absent`);
 
 describe.skipIf(!haveShared)('the shared int8 ResNet-56 models', () => {
-  it('QOperator: every candidate reads a uint8 cut dequantized; QDQ: the float side of each pair', async () => {
+  it('QOperator: every candidate reads a uint8 cut dequantized; QDQ: the QuantizeLinear side of each pair', async () => {
     const qop = await analyzeModel(decodeModel(new Uint8Array(readFileSync(path.join(SHARED, sharedModels[0]!)))), {
       ort: ortNode,
     });
@@ -325,8 +326,19 @@ describe.skipIf(!haveShared)('the shared int8 ResNet-56 models', () => {
     const c2 = candidateCuts(qdq.cuts);
     expect(c2.length).toBe(c1.length);
     for (const c of c2) {
-      expect(c.dtype).toBe('float32');
-      expect(c.tensor).toMatch(/DequantizeLinear_Output$/);
+      expect(c.dequant).toMatchObject({ dtype: 'uint8' });
+      expect(c.tensor).toMatch(/QuantizeLinear_Output$/);
+    }
+    // the segment after each cut starts with the DequantizeLinear of its input, as in the model (fusable with its Conv)
+    const segs = splitModel(
+      decodeModel(new Uint8Array(readFileSync(path.join(SHARED, sharedModels[1]!)))),
+      c2.slice(0, 3).map((c) => c.tensor),
+      qdq,
+    );
+    for (const s of segs.slice(1)) {
+      const input = s.proto.graph!.input![0]!.name!;
+      const readers = s.proto.graph!.node!.filter((n) => n.input!.includes(input));
+      expect(readers.map((n) => n.opType)).toEqual(['DequantizeLinear']);
     }
   }, 60_000);
 });

@@ -29,15 +29,20 @@ function readable(c: CutPoint): boolean {
 /**
  * Candidate exit cuts: 4-D cuts with known C, H, W that a head can read (float32, or uint8/int8 whose scale and zero
  * point the graph gives), after some backbone work and before the last 2 % of it. One per position: of cuts at the
- * same MACs (e.g. Add then Relu, or QDQ's QuantizeLinear → DequantizeLinear pair) the last float32 one, else the
- * last quantized one. At most `max`, spread evenly over the MACs fraction.
+ * same MACs (e.g. Add then Relu, or QDQ's QuantizeLinear → DequantizeLinear pair) the last quantized one, else the
+ * last float32 one. In a QDQ model that is the QuantizeLinear's output: the DequantizeLinear then stays in the segment
+ * after the cut, beside the Conv it feeds, so onnxruntime still fuses DequantizeLinear → Conv → QuantizeLinear into one
+ * int8 kernel there (a cut on the float side leaves a float Conv at the start of every segment and every `If` branch of
+ * the compiled cascade: ~0.15 ms more per exit on ResNet-56, BENCHMARKS.md "int8 QDQ: cut on the quantized side"); the
+ * head reads the same values through its own DequantizeLinear, and segments pass 1 byte per value instead of 4.
+ * At most `max`, spread evenly over the MACs fraction.
  */
 export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoint[] {
   const ok = cuts.filter((c) => placed(c) && readable(c));
   const dedup = ok.filter((c) => {
     const same = ok.filter((x) => x.macs === c.macs);
-    const floats = same.filter((x) => x.dtype === 'float32');
-    return c === (floats.length > 0 ? floats[floats.length - 1] : same[same.length - 1]);
+    const quantized = same.filter((x) => x.dtype !== 'float32');
+    return c === (quantized.length > 0 ? quantized[quantized.length - 1] : same[same.length - 1]);
   });
   if (dedup.length <= max) return dedup;
   const keep = new Set<number>();
@@ -122,19 +127,19 @@ export function noExitCutsWarning(cuts: readonly CutPoint[]): string {
 export function quantCutNotes(cuts: readonly CutPoint[]): string[] {
   const cand = candidateCuts(cuts);
   const quant = cand.filter((c) => c.dequant);
-  const floatSide = cand.filter(
-    (c) => c.dtype === 'float32' && cuts.some((x) => x.macs === c.macs && x.dequant !== undefined),
-  );
   const notes: string[] = [];
   if (quant.length > 0) {
     const d = quant[0]!.dequant!.dtype;
+    const qdq = quant.filter((c) => cuts.some((x) => x.macs === c.macs && x.dtype === 'float32')).length;
+    const kind =
+      qdq === 0
+        ? 'QOperator'
+        : qdq === quant.length
+          ? 'QDQ: the QuantizeLinear side of each pair'
+          : 'QDQ and QOperator';
     notes.push(
-      `${quant.length} of ${cand.length} candidate cuts are ${d} tensors (QOperator): their heads start with a DequantizeLinear (scale and zero point from the graph)`,
+      `${quant.length} of ${cand.length} candidate cuts are ${d} tensors (${kind}): their heads start with a DequantizeLinear (scale and zero point from the graph)`,
     );
   }
-  if (floatSide.length > 0)
-    notes.push(
-      `${floatSide.length} of ${cand.length} candidate cuts have a quantized and a float tensor (QDQ): heads read the float side (no extra op)`,
-    );
   return notes;
 }

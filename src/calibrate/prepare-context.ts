@@ -68,7 +68,7 @@ export interface PrepareReport {
   /** Bytes held beside them under the same cap: the sample images (uint8) and one batch of augmented copies
    * (selfxit mode). */
   readonly imageBytes?: number;
-  /** How candidates read a quantized model's cuts (QOperator: dequantized; QDQ: the float side), in words. */
+  /** How candidates read a quantized model's cuts (QOperator and QDQ: the quantized tensor, dequantized), in words. */
   readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
 }
