@@ -118,7 +118,8 @@ describe('sample sources', () => {
   it('byte sizes for --max-feature-memory', () => {
     expect(byteSizeOption('1.5G', 'x')).toBe(1.5 * 2 ** 30);
     expect(byteSizeOption('800M', 'x')).toBe(800 * 2 ** 20);
-    expect(byteSizeOption('4096', 'x')).toBe(4096);
+    expect(byteSizeOption('4194304', 'x')).toBe(4 * 2 ** 20);
+    expect(() => byteSizeOption('3072', 'x')).toThrow(/3072 bytes; give a unit, e\.g\. 3072M/);
     expect(byteSizeOption('2kb', 'x')).toBe(2048);
     expect(() => byteSizeOption('lots', 'x')).toThrow(/byte count/);
   });

@@ -130,6 +130,9 @@ export function byteSizeOption(v: string | undefined, flag: string): number | un
   const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 }[m?.[2]?.toLowerCase() ?? ''];
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!(bytes >= 1)) throw new UsageError(`${flag} needs a byte count such as 1500M or 1.5G, got "${v}"`);
+  // a bare number is bytes: "3072" (3 KB) is surely meant as 3072M, and a cap that small holds no features at all
+  if (m![2] === '' && bytes < 2 ** 20)
+    throw new UsageError(`${flag} ${v} is ${bytes} bytes; give a unit, e.g. ${v}M or ${v}G (bytes or K/M/G)`);
   return bytes;
 }
 
