@@ -29,6 +29,7 @@ import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { resolveLoadOptions } from '../src/page/options.js';
 import { pickCurvePoint } from '../src/policy/curve.js';
+import { qopClassifier } from './fixtures/quant-graphs.js';
 import type { CalibrationSummary } from '../src/bundle/manifest.js';
 
 const dir = path.resolve(import.meta.dirname, '../public/models/fashion-resnet');
@@ -617,4 +618,28 @@ describe('learner targets, adoption and counters', () => {
     expect([r.drift?.restarts, r.drift?.alarms]).toEqual([0, 0]);
     expect(r.lastFitSeconds).toBeUndefined();
   }, 120_000);
+});
+
+describe('learner on an int8 model', () => {
+  it('stores the dequantized maps of uint8 cuts (QOperator; QDQ models are cut on their quantized side too)', async () => {
+    const lm = await analyseForLearning(encodeModel(qopClassifier()), ortNode, { input: { mean: [0], std: [1] } });
+    expect(lm.requests.length).toBeGreaterThan(0);
+    for (const r of lm.requests) expect(r.cut.dequant?.dtype).toBe('uint8');
+    const l = new Learner(lm, { maxCandidates: 4 });
+    const s = await ort.InferenceSession.create(encodeModel(l.featureModel()));
+    try {
+      const rows = 20;
+      const rand = createRng(5);
+      const x = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: rows * 3 * 64 }, () => rand.next()),
+        [rows, 3, 8, 8],
+      );
+      const r = l.fromRun(await s.run({ x }), rows, true);
+      expect(r.index).toHaveLength(rows);
+      expect(l.samplesSeen).toBe(rows);
+    } finally {
+      await s.release();
+    }
+  });
 });

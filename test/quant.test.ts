@@ -24,6 +24,7 @@ import {
 } from '../src/graph/index.js';
 import type { HeadSpec } from '../src/graph/head-spec.js';
 import type { Dequantization } from '../src/graph/quant.js';
+import { analyseForLearning, Learner } from '../src/learn/learner.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { noCache } from '../src/runtime/cache.js';
 import { rng } from './fixtures/graphs.js';
@@ -340,5 +341,16 @@ describe.skipIf(!haveShared)('the shared int8 ResNet-56 models', () => {
       const readers = s.proto.graph!.node!.filter((n) => n.input!.includes(input));
       expect(readers.map((n) => n.opType)).toEqual(['DequantizeLinear']);
     }
+    // on-device learning reads the same uint8 cuts (dequantized), from the plain QDQ model
+    const lm = await analyseForLearning(new Uint8Array(readFileSync(path.join(SHARED, sharedModels[1]!))), ortNode, {
+      input: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+    });
+    expect(lm.requests.every((r) => r.cut.dequant?.dtype === 'uint8')).toBe(true);
+    const learner = new Learner(lm, { maxCandidates: 4 });
+    const fs = await ort.InferenceSession.create(encodeModel(learner.featureModel()));
+    const x = new ort.Tensor('float32', new Float32Array(8 * 3 * 32 * 32).fill(0.25), [8, 3, 32, 32]);
+    learner.fromRun(await fs.run({ [fs.inputNames[0]!]: x }), 8, true);
+    await fs.release();
+    expect(learner.samplesSeen).toBe(8);
   }, 60_000);
 });

@@ -6,6 +6,7 @@
 // its fields; the parts without state live beside it (fit.ts, audit.ts, drift.ts, reservoir.ts).
 import type { CurvePoint } from '../bundle/manifest.js';
 import { withExtraOutputs, type OnnxModel } from '../graph/index.js';
+import { dequantizeInto } from '../graph/quant.js';
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
@@ -295,9 +296,18 @@ export class Learner {
       throw new SelfxitError('UNSUPPORTED_MODEL', `model output "${io.output}" is not float32 [N, ${k}]`);
     const maps = requests.map((r) => {
       const m = outputs[r.cut.tensor]?.data;
-      if (!(m instanceof Float32Array))
-        throw new SelfxitError('UNSUPPORTED_MODEL', `cut "${r.cut.tensor}" is not a float32 tensor`);
-      return m;
+      if (m instanceof Float32Array) return m;
+      // an int8 model's cut (QOperator, or the quantized side of a QDQ pair): dequantized as prepare's features are
+      const d = r.cut.dequant;
+      if (d && ((d.dtype === 'uint8' && m instanceof Uint8Array) || (d.dtype === 'int8' && m instanceof Int8Array))) {
+        const f = new Float32Array(m.length);
+        dequantizeInto(m, d, f);
+        return f;
+      }
+      throw new SelfxitError(
+        'UNSUPPORTED_MODEL',
+        `cut "${r.cut.tensor}" is neither float32 nor a dequantizable int8 map`,
+      );
     });
     if (store && !this.model.cannotLearn) this.reservoir.addFromMaps(maps, out, rows, io.outputKind);
     const probs = new Float32Array(rows * k);
