@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateManifest, type BundleManifest } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
-import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
+import { candidateCuts, namedExitCuts } from '../src/calibrate/candidate-cuts.js';
 import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js';
 import { extractFeatures } from '../src/calibrate/features.js';
 import { prepare } from '../src/calibrate/prepare.js';
@@ -122,6 +122,9 @@ describe('quantization of cut tensors', () => {
       cut('other_q', 'uint8', 30, false),
     ];
     expect(candidateCuts(cuts).map((c) => c.tensor)).toEqual(['relu_q', 'add_q']);
+    // a display name shared by the pair (as cutDisplayNames gives one place) names the candidate
+    const named = cuts.map((c) => ({ ...c, name: c.macs === 10 ? 'block1' : c.tensor }));
+    expect(namedExitCuts(named, ['block1'], []).map((c) => c.tensor)).toEqual(['relu_q']);
   });
 });
 

@@ -62,10 +62,18 @@ export function candidateCuts(cuts: readonly CutPoint[], max = Infinity): CutPoi
   return dedup.filter((_, j) => keep.has(j));
 }
 
-/** Finds cuts by tensor name or display name (INVALID_CUT naming the unknown one). */
-export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]): CutPoint[] {
+/**
+ * Finds cuts by tensor name or display name (INVALID_CUT naming the unknown one). A display name shared by several cuts
+ * of one place (an Add and its Relu, a QDQ pair) means the last of them in `prefer`, else the last.
+ */
+export function findNamedCuts(
+  all: readonly CutPoint[],
+  names: readonly string[],
+  prefer: ReadonlySet<CutPoint> = new Set(),
+): CutPoint[] {
   const found = names.map((nm) => {
-    const c = all.find((x) => x.tensor === nm) ?? all.filter((x) => cutName(x) === nm).pop();
+    const same = all.filter((x) => cutName(x) === nm);
+    const c = all.find((x) => x.tensor === nm) ?? same.filter((x) => prefer.has(x)).pop() ?? same.pop();
     if (!c) {
       throw new SelfxitError(
         'INVALID_CUT',
@@ -85,7 +93,7 @@ export function findNamedCuts(all: readonly CutPoint[], names: readonly string[]
  */
 export function namedExitCuts(all: readonly CutPoint[], names: readonly string[], warnings: string[]): CutPoint[] {
   const usable = new Set(candidateCuts(all));
-  const named = findNamedCuts(all, names);
+  const named = findNamedCuts(all, names, usable);
   const unusable = named.filter((x) => !usable.has(x));
   const why = 'not a 4-D map a head can read, after some backbone work and before the last 2 % of it';
   if (unusable.length === named.length)
