@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateManifest, type BundleManifest } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { candidateCuts, namedExitCuts } from '../src/calibrate/candidate-cuts.js';
+import { buildCosts } from '../src/calibrate/exit-costs.js';
 import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js';
 import { extractFeatures } from '../src/calibrate/features.js';
 import { prepare } from '../src/calibrate/prepare.js';
@@ -21,6 +22,7 @@ import {
   splitModel,
   withExtraOutputs,
   type CutPoint,
+  type ModelAnalysis,
 } from '../src/graph/index.js';
 import type { HeadSpec } from '../src/graph/head-spec.js';
 import type { Dequantization } from '../src/graph/quant.js';
@@ -125,6 +127,21 @@ describe('quantization of cut tensors', () => {
     // a display name shared by the pair (as cutDisplayNames gives one place) names the candidate
     const named = cuts.map((c) => ({ ...c, name: c.macs === 10 ? 'block1' : c.tensor }));
     expect(namedExitCuts(named, ['block1'], []).map((c) => c.tensor)).toEqual(['relu_q']);
+    // so does a tensor name of the pair's float side (bundles and scripts from before named those)
+    const warnings: string[] = [];
+    expect(namedExitCuts(named, ['relu_dq', 'add_q'], warnings).map((c) => c.tensor)).toEqual(['relu_q', 'add_q']);
+    expect(warnings).toEqual([]);
+    // and a cost table's entries for the float side price the candidate
+    const analysis = { macs: 100, cuts: named } as unknown as ModelAnalysis;
+    const cand = candidateCuts(named);
+    const { costs } = buildCosts(analysis, cand, [0, 0], {
+      unit: 'ms',
+      backbone: 2,
+      cuts: { relu_dq: 0.5 },
+      heads: { relu_dq: 0.05 },
+    });
+    expect(costs.backboneCostAt).toEqual([0.5, 2 * 0.2]);
+    expect(costs.headCost).toEqual([0.05, 0]);
   });
 });
 

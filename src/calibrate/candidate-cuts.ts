@@ -93,7 +93,15 @@ export function findNamedCuts(
  */
 export function namedExitCuts(all: readonly CutPoint[], names: readonly string[], warnings: string[]): CutPoint[] {
   const usable = new Set(candidateCuts(all));
-  const named = findNamedCuts(all, names, usable);
+  // a tensor of a candidate's place that is not the candidate itself (an Add before its Relu, the float side of a
+  // QDQ pair, as bundles made before QDQ cuts moved to the quantized side named them) names that candidate
+  const named = [
+    ...new Set(
+      findNamedCuts(all, names, usable).map((x) =>
+        usable.has(x) ? x : ([...usable].find((u) => u.macs === x.macs) ?? x),
+      ),
+    ),
+  ];
   const unusable = named.filter((x) => !usable.has(x));
   const why = 'not a 4-D map a head can read, after some backbone work and before the last 2 % of it';
   if (unusable.length === named.length)

@@ -22,9 +22,16 @@ export function buildCosts(
       overheadUnit: analysis.macs,
     };
   }
-  const at = cuts.map((c) => table.cuts?.[c.tensor] ?? table.backbone * c.fraction);
+  // An entry for another tensor of the candidate's place (the Add of an Add → Relu, the other side of a QDQ pair) counts.
+  const entry = (m: Readonly<Record<string, number>> | undefined, c: CutPoint): number | undefined => {
+    if (!m) return undefined;
+    if (m[c.tensor] !== undefined) return m[c.tensor];
+    const other = analysis.cuts.find((x) => x.macs === c.macs && m[x.tensor] !== undefined);
+    return other ? m[other.tensor] : undefined;
+  };
+  const at = cuts.map((c) => entry(table.cuts, c) ?? table.backbone * c.fraction);
   const head = cuts.map(
-    (c, i) => table.heads?.[c.tensor] ?? (table.backbone * headMacs[i]!) / Math.max(1, analysis.macs),
+    (c, i) => entry(table.heads, c) ?? (table.backbone * headMacs[i]!) / Math.max(1, analysis.macs),
   );
   return {
     costs: { backboneCostAt: at, headCost: head, fullCost: table.backbone },
