@@ -152,7 +152,7 @@ try {
     const paired = median(res[k]!.map((t, i) => t - res[0]![i]!));
     console.log(
       `| ${n} | ${median(res[k]!).toFixed(3)} | ${(median(res[k]!) / f).toFixed(3)} | ${mean(res[k]!).toFixed(3)} | ` +
-        `${(mean(res[k]!) / fMean).toFixed(3)} | ${(paired / m.exits.length).toFixed(4)} |`,
+        `${(mean(res[k]!) / fMean).toFixed(3)} | ${(paired / (k >= vsFrom ? vs!.manifest.exits.length : m.exits.length)).toFixed(4)} |`,
     );
   });
 } finally {

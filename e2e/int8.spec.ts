@@ -43,7 +43,11 @@ for (const { format, title, dequant } of FORMATS)
     test.setTimeout(600_000);
 
     // 1. Bundle from the CLI (kept in e2e/.bundles between runs; SELFXIT_E2E_REPREPARE=1 rebuilds it).
-    if (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(path.join(bundleDir, 'manifest.json'))) {
+    // (also when a kept bundle reads its cuts otherwise than this code prepares them: one from before a change)
+    const kept = path.join(bundleDir, 'manifest.json');
+    const stale = (): boolean =>
+      (JSON.parse(readFileSync(kept, 'utf8')) as BundleManifest).exits.some((e) => e.dequant?.dtype !== dequant);
+    if (process.env.SELFXIT_E2E_REPREPARE === '1' || !existsSync(kept) || stale()) {
       const t0 = Date.now();
       cli(cifarPrepareArgs(model, calib, bundleDir, 2000));
       console.log(`int8 ${format} bundle prepared in ${((Date.now() - t0) / 1000).toFixed(0)} s`);

@@ -377,6 +377,20 @@ describe('learner on the Fashion-MNIST model', () => {
     expect(l3.status().samplesStored).toBe(0);
     const foreign = { ...saved, fitted: { ...saved.fitted!, exits: [{ ...saved.fitted!.exits[0]!, cut: 'nope' }] } };
     expect(l3.restore(foreign)).toBe(false);
+    // an exit saved on another cut of a candidate's place (the Add before its Relu; a QDQ pair's float side, where an
+    // earlier version cut) still serves: the state is kept, samples included
+    const first = lm.analysis.cuts.find((c) => c.tensor === saved.fitted!.exits[0]!.cut)!;
+    const twin = lm.analysis.cuts.find((c) => c.macs === first.macs && c.tensor !== first.tensor);
+    expect(twin, 'the Fashion model has an Add → Relu place with two cuts').toBeDefined();
+    {
+      const moved = {
+        ...saved,
+        fitted: { ...saved.fitted!, exits: [{ ...saved.fitted!.exits[0]!, cut: twin!.tensor }] },
+      };
+      const l4 = new Learner(lm, { minSamples: 600, refitAfter: 400, maxCandidates: 4 });
+      expect(l4.restore({ ...moved, point: undefined })).toBe(true);
+      expect(l4.status().samplesStored).toBe(800);
+    }
 
     // a drift alarm (synthetic input statistics) is verified by the audit: passing audits dismiss it, failing ones
     // restart learning on the new traffic

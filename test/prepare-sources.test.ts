@@ -120,6 +120,7 @@ describe('sample sources', () => {
     expect(byteSizeOption('800M', 'x')).toBe(800 * 2 ** 20);
     expect(byteSizeOption('4194304', 'x')).toBe(4 * 2 ** 20);
     expect(() => byteSizeOption('3072', 'x')).toThrow(/3072 bytes; give a unit, e\.g\. 3072M/);
+    expect(byteSizeOption('500000B', 'x')).toBe(500000); // explicit bytes are taken as such
     expect(byteSizeOption('2kb', 'x')).toBe(2048);
     expect(() => byteSizeOption('lots', 'x')).toThrow(/byte count/);
   });

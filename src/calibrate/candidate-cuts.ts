@@ -95,11 +95,18 @@ export function namedExitCuts(all: readonly CutPoint[], names: readonly string[]
   const usable = new Set(candidateCuts(all));
   // a tensor of a candidate's place that is not the candidate itself (an Add before its Relu, the float side of a
   // QDQ pair, as bundles made before QDQ cuts moved to the quantized side named them) names that candidate
+  const sameShape = (a: CutPoint, b: CutPoint): boolean =>
+    a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
   const named = [
     ...new Set(
-      findNamedCuts(all, names, usable).map((x) =>
-        usable.has(x) ? x : ([...usable].find((u) => u.macs === x.macs) ?? x),
-      ),
+      findNamedCuts(all, names, usable).map((x) => {
+        const u = usable.has(x) ? undefined : [...usable].find((c) => c.macs === x.macs && sameShape(c, x));
+        if (!u) return x;
+        warnings.push(
+          `"${x.tensor}" names the exit place of candidate "${u.tensor}" (${cutName(u)}): that cut is used`,
+        );
+        return u;
+      }),
     ),
   ];
   const unusable = named.filter((x) => !usable.has(x));

@@ -66,7 +66,7 @@ Calibration:
   --max-feature-memory N  memory cap of the sample images, a batch of their copies and the candidates'
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
                        else float16, else fewer candidate cuts (stated); images over it: a warning,
-                       the features keep a floor
+                       the features keep a floor; a bare number under 1 MiB is refused (a missing unit)
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -131,8 +131,8 @@ export function byteSizeOption(v: string | undefined, flag: string): number | un
   const bytes = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!(bytes >= 1)) throw new UsageError(`${flag} needs a byte count such as 1500M or 1.5G, got "${v}"`);
   // a bare number is bytes: "3072" (3 KB) is surely meant as 3072M, and a cap that small holds no features at all
-  if (m![2] === '' && bytes < 2 ** 20)
-    throw new UsageError(`${flag} ${v} is ${bytes} bytes; give a unit, e.g. ${v}M or ${v}G (bytes or K/M/G)`);
+  if (/^\s*[0-9.]+\s*$/.test(v) && bytes < 2 ** 20)
+    throw new UsageError(`${flag} ${v} is ${bytes} bytes; give a unit, e.g. ${m![1]}M or ${m![1]}G (bytes or K/M/G)`);
   return bytes;
 }
 

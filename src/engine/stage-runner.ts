@@ -182,15 +182,16 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     rows: number,
     readExit: boolean,
   ): Promise<StageOutput<OrtTensor>> {
-    const data = await this.read(input, 'activation');
+    // (a quantized model's activations are uint8/int8: kept as they are, as selectRows keeps them)
+    const data = await this.readActivation(input, false);
     const per = data.length / rows;
     const parts: StageOutput<OrtTensor>[] = [];
     for (let r = 0; r < rows; r++) {
-      const x = new this.Tensor('float32', data.slice(r * per, (r + 1) * per), [1, ...input.dims.slice(1)]);
+      const x = this.tensorOf(data.slice(r * per, (r + 1) * per), [1, ...input.dims.slice(1)]);
       parts.push(await this.runStage(s, x, 1, readExit));
     }
-    const cat = (xs: Float32Array[]): Float32Array => {
-      const out = new Float32Array(xs.reduce((a, x) => a + x.length, 0));
+    const cat = <T extends ActivationData>(xs: T[]): T => {
+      const out = new (xs[0]!.constructor as new (n: number) => T)(xs.reduce((a, x) => a + x.length, 0));
       let at = 0;
       for (const x of xs) {
         out.set(x, at);
@@ -199,15 +200,13 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
       return out;
     };
     if (parts[0]!.final) return { final: cat(parts.map((p) => p.final!)) };
-    const next: Float32Array[] = [];
+    const next: ActivationData[] = [];
     for (const p of parts) {
-      next.push((await this.read(p.next!, 'activation', true)).slice());
+      next.push((await this.readActivation(p.next!, true)).slice());
       this.release(p.next!);
     }
     const first = parts[0]!.next!;
-    const out: StageOutput<OrtTensor> = {
-      next: new this.Tensor('float32', cat(next), [rows, ...first.dims.slice(1)]),
-    };
+    const out: StageOutput<OrtTensor> = { next: this.tensorOf(cat(next), [rows, ...first.dims.slice(1)]) };
     return parts[0]!.exitProbs ? { ...out, exitProbs: cat(parts.map((p) => p.exitProbs!)) } : out;
   }
 
@@ -218,10 +217,20 @@ export class OrtStageRunner implements StageRunner<OrtTensor> {
     const data = cpu
       ? await activationData(activation, true)
       : await this.queue.run(() => activationData(activation, true));
-    const dims = [keep.length, ...activation.dims.slice(1)];
-    if (data instanceof Uint8Array) return new this.Tensor('uint8', selectRowsOf(data, keep, rows), dims);
-    if (data instanceof Int8Array) return new this.Tensor('int8', selectRowsOf(data, keep, rows), dims);
-    return new this.Tensor('float32', selectRowsOf(data, keep, rows), dims);
+    return this.tensorOf(selectRowsOf(data, keep, rows), [keep.length, ...activation.dims.slice(1)]);
+  }
+
+  /** A CPU tensor of an activation's values, of their element type. */
+  private tensorOf(data: ActivationData, dims: readonly number[]): OrtTensor {
+    if (data instanceof Uint8Array) return new this.Tensor('uint8', data, dims);
+    if (data instanceof Int8Array) return new this.Tensor('int8', data, dims);
+    return new this.Tensor('float32', data, dims);
+  }
+
+  /** {@link activationData}; a GPU download in a queue job of its own (it is an ORT call). */
+  private readActivation(t: OrtTensor, consume: boolean): Promise<ActivationData> {
+    if (t.location === 'cpu' || t.location === 'cpu-pinned') return activationData(t, false);
+    return this.queue.run(() => activationData(t, consume));
   }
 
   release(activation: OrtTensor): void {

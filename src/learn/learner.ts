@@ -280,6 +280,29 @@ export class Learner {
     );
   }
 
+  /** Scratch of the dequantized maps of int8 cuts, reused across runs of one size. */
+  private deq: Float32Array[] = [];
+
+  /** The candidate cuts' maps of a feature-model run as float32: an int8 model's cut (QOperator, or the quantized side
+   * of a QDQ pair) dequantized as prepare's features are, into reused scratch. */
+  private floatMaps(outputs: Readonly<Record<string, { readonly data: unknown }>>): Float32Array[] {
+    return this.model.requests.map((r, i) => {
+      const m = outputs[r.cut.tensor]?.data;
+      if (m instanceof Float32Array) return m;
+      const d = r.cut.dequant;
+      if (d && ((d.dtype === 'uint8' && m instanceof Uint8Array) || (d.dtype === 'int8' && m instanceof Int8Array))) {
+        let f = this.deq[i];
+        if (f?.length !== m.length) f = this.deq[i] = new Float32Array(m.length);
+        dequantizeInto(m, d, f);
+        return f;
+      }
+      throw new SelfxitError(
+        'UNSUPPORTED_MODEL',
+        `cut "${r.cut.tensor}" is neither float32 nor a dequantizable int8 map`,
+      );
+    });
+  }
+
   /**
    * Reads one run of {@link featureModel} over `rows` inputs (outputs by name): stores the rows in the reservoir
    * when `store`, and returns the full model's probabilities `[rows, classes]` and argmax per row.
@@ -289,27 +312,12 @@ export class Learner {
     rows: number,
     store: boolean,
   ): { probs: Float32Array; index: Int32Array } {
-    const { io, requests } = this.model;
+    const { io } = this.model;
     const k = io.classes;
     const out = outputs[io.output]?.data;
     if (!(out instanceof Float32Array) || out.length !== rows * k)
       throw new SelfxitError('UNSUPPORTED_MODEL', `model output "${io.output}" is not float32 [N, ${k}]`);
-    const maps = requests.map((r) => {
-      const m = outputs[r.cut.tensor]?.data;
-      if (m instanceof Float32Array) return m;
-      // an int8 model's cut (QOperator, or the quantized side of a QDQ pair): dequantized as prepare's features are
-      const d = r.cut.dequant;
-      if (d && ((d.dtype === 'uint8' && m instanceof Uint8Array) || (d.dtype === 'int8' && m instanceof Int8Array))) {
-        const f = new Float32Array(m.length);
-        dequantizeInto(m, d, f);
-        return f;
-      }
-      throw new SelfxitError(
-        'UNSUPPORTED_MODEL',
-        `cut "${r.cut.tensor}" is neither float32 nor a dequantizable int8 map`,
-      );
-    });
-    if (store && !this.model.cannotLearn) this.reservoir.addFromMaps(maps, out, rows, io.outputKind);
+    if (store && !this.model.cannotLearn) this.reservoir.addFromMaps(this.floatMaps(outputs), out, rows, io.outputKind);
     const probs = new Float32Array(rows * k);
     const index = new Int32Array(rows);
     for (let r = 0; r < rows; r++) {
@@ -523,6 +531,26 @@ export class Learner {
     };
   }
 
+  /**
+   * Whether a learned exit's cut is a candidate, or another cut of a candidate's place (same MACs and shape: e.g. the
+   * float side of a QDQ pair, where learning cut before it moved to the quantized side; such exits still serve, and the
+   * next fit moves them).
+   */
+  private onCandidatePlace(tensor: unknown): boolean {
+    const { requests, analysis } = this.model;
+    if (requests.some((q) => q.cut.tensor === tensor)) return true;
+    const c = analysis.cuts.find((x) => x.tensor === tensor);
+    return (
+      c !== undefined &&
+      requests.some(
+        (q) =>
+          q.cut.macs === c.macs &&
+          q.cut.shape.length === c.shape.length &&
+          q.cut.shape.every((d, i) => d === c.shape[i]),
+      )
+    );
+  }
+
   /** Audits left to verify a drift alarm (0: none pending). */
   get verifyingLeft(): number {
     return this.verifying;
@@ -540,7 +568,7 @@ export class Learner {
       fitted === undefined ||
       (Array.isArray(fitted.exits) &&
         (fitted.bundle === undefined
-          ? fitted.exits.every((e) => this.model.requests.some((q) => q.cut.tensor === e.cut))
+          ? fitted.exits.every((e) => this.onCandidatePlace(e.cut))
           : fitted.exits.length === 0 &&
             fitted.bundle.manifestHash === this.origin?.learned.bundle?.manifestHash &&
             fitted.bundle.exits === this.origin.learned.bundle.exits) &&
