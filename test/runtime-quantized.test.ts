@@ -104,14 +104,8 @@ interface GpuLog {
   released: number;
 }
 
-function gpuHandle(log: GpuLog): OrtHandle {
-  const handle: OrtHandle = {
-    ort: undefined as unknown as OrtWeb,
-    backend: 'webgpu',
-    threads: 1,
-    fallbackReason: undefined,
-    executionProvider: 'cpu',
-  };
+async function gpuHandle(log: GpuLog): Promise<OrtHandle> {
+  const handle: OrtHandle = { ...(await loadOrtNode()), backend: 'webgpu' };
   const create = async (bytes: Uint8Array, options: InferenceSession.SessionOptions): Promise<InferenceSession> => {
     const { preferredOutputLocation: _, ...cpuOptions } = options;
     const session = await ortNode.InferenceSession.create(bytes, cpuOptions);
@@ -121,8 +115,7 @@ function gpuHandle(log: GpuLog): OrtHandle {
     session.release = () => (log.released++, release());
     return session;
   };
-  (handle as { ort: unknown }).ort = { ...ortNode, InferenceSession: { create } };
-  return handle;
+  return Object.assign(handle, { ort: { ...ortNode, InferenceSession: { create } } as unknown as OrtWeb });
 }
 
 describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
@@ -178,7 +171,7 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
   it('a bundle without backbone.quantized, Q/DQ in segment 0: WASM from the start, segment 0 fetched once', async () => {
     const log = { created: 0, released: 0 };
     requests.length = 0;
-    const rt = await BundleRuntime.open(request('q0-legacy'), () => {}, { loadOrt: async () => gpuHandle(log) });
+    const rt = await BundleRuntime.open(request('q0-legacy'), () => {}, { loadOrt: () => gpuHandle(log) });
     const state = rt.state();
     expect(state.backend).toBe('wasm');
     expect(state.fallbackReason).toBe(
@@ -195,7 +188,7 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
   it('Q/DQ only in the last segment: WebGPU until it loads, then every segment on WASM (WebGPU sessions released)', async () => {
     const log = { created: 0, released: 0 };
     requests.length = 0;
-    const rt = await BundleRuntime.open(request('q2-legacy'), () => {}, { loadOrt: async () => gpuHandle(log) });
+    const rt = await BundleRuntime.open(request('q2-legacy'), () => {}, { loadOrt: () => gpuHandle(log) });
     expect(rt.state().backend).toBe('webgpu'); // float segment 0: as before
     expect(log.created).toBeGreaterThan(0);
     expect(await classifyAll(rt)).toEqual(reference.get('q2-legacy'));
@@ -209,7 +202,7 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
 
   it('a float bundle without the field stays on WebGPU, with the same results', async () => {
     const log = { created: 0, released: 0 };
-    const rt = await BundleRuntime.open(request('tiny'), () => {}, { loadOrt: async () => gpuHandle(log) });
+    const rt = await BundleRuntime.open(request('tiny'), () => {}, { loadOrt: () => gpuHandle(log) });
     expect(await classifyAll(rt)).toEqual(reference.get('tiny'));
     expect(rt.state().backend).toBe('webgpu');
     expect(rt.state().fallbackReason).toBeUndefined();
@@ -221,14 +214,14 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
     const log = { created: 0, released: 0 };
     // a loader that ignores the request still gets its sessions moved to WASM by the pool
     const flagged = await BundleRuntime.open(request('float-flagged'), () => {}, {
-      loadOrt: async (_req, wasmOnly) => (asked.push(wasmOnly), gpuHandle(log)),
+      loadOrt: async (_req, wasmOnly) => (asked.push(wasmOnly), await gpuHandle(log)),
     });
     expect(asked[0]).toMatch(/quantized ops \(backbone\.quantized in the manifest\).*onnxruntime#32578.*WASM$/);
     expect(flagged.state()).toMatchObject({ backend: 'wasm', fallbackReason: asked[0] });
     expect(log.created).toBe(0);
     await flagged.dispose();
     const trusted = await BundleRuntime.open(request('q0-false'), () => {}, {
-      loadOrt: async (_req, wasmOnly) => (asked.push(wasmOnly), gpuHandle(log)),
+      loadOrt: async (_req, wasmOnly) => (asked.push(wasmOnly), await gpuHandle(log)),
     });
     expect(asked[1]).toBeUndefined();
     expect(trusted.state().backend).toBe('webgpu');

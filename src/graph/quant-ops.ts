@@ -20,16 +20,17 @@ const QUANTIZED_OPS: ReadonlySet<string> = new Set([
 /** Whether `op` is an op type of quantized arithmetic ({@link QUANTIZED_OPS}, `QLinear*`). */
 export const isQuantizedOp = (op: string): boolean => QUANTIZED_OPS.has(op) || op.startsWith('QLinear');
 
-// Field numbers of onnx.proto: ModelProto.graph, .functions; FunctionProto.node; GraphProto.node; NodeProto.op_type,
-// .attribute; AttributeProto.g, .graphs (If/Loop/Scan bodies).
-const MODEL_GRAPH = 7;
-const MODEL_FUNCTIONS = 25;
-const FUNCTION_NODE = 7;
-const GRAPH_NODE = 1;
-const NODE_OP_TYPE = 4;
-const NODE_ATTRIBUTE = 5;
-const ATTR_GRAPH = 6;
-const ATTR_GRAPHS = 11;
+/** Field numbers of onnx.proto that lead to node op types (AttributeProto g/graphs: If/Loop/Scan bodies). */
+const FIELD = {
+  modelGraph: 7,
+  modelFunctions: 25,
+  functionNode: 7,
+  graphNode: 1,
+  nodeOpType: 4,
+  nodeAttribute: 5,
+  attrGraph: 6,
+  attrGraphs: 11,
+} as const;
 
 /**
  * Calls `each(field, start, end)` for every length-delimited field of the message in `b[start, end)`, skipping the
@@ -80,23 +81,23 @@ export function quantizedOps(bytes: Uint8Array): string[] {
   const text = new TextDecoder();
   const graph = (start: number, end: number): void =>
     lengthDelimited(bytes, start, end, (f, s, e) => {
-      if (f === GRAPH_NODE) node(s, e);
+      if (f === FIELD.graphNode) node(s, e);
     });
   const node = (start: number, end: number): void =>
     lengthDelimited(bytes, start, end, (f, s, e) => {
-      if (f === NODE_OP_TYPE) {
+      if (f === FIELD.nodeOpType) {
         const op = text.decode(bytes.subarray(s, e));
         if (isQuantizedOp(op)) found.add(op);
-      } else if (f === NODE_ATTRIBUTE)
+      } else if (f === FIELD.nodeAttribute)
         lengthDelimited(bytes, s, e, (af, as, ae) => {
-          if (af === ATTR_GRAPH || af === ATTR_GRAPHS) graph(as, ae);
+          if (af === FIELD.attrGraph || af === FIELD.attrGraphs) graph(as, ae);
         });
     });
   lengthDelimited(bytes, 0, bytes.length, (f, s, e) => {
-    if (f === MODEL_GRAPH) graph(s, e);
-    else if (f === MODEL_FUNCTIONS)
+    if (f === FIELD.modelGraph) graph(s, e);
+    else if (f === FIELD.modelFunctions)
       lengthDelimited(bytes, s, e, (ff, fs, fe) => {
-        if (ff === FUNCTION_NODE) node(fs, fe);
+        if (ff === FIELD.functionNode) node(fs, fe);
       });
   });
   return [...found].sort();
