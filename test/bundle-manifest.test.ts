@@ -44,12 +44,16 @@ describe('validateManifest', () => {
   it('accepts what prepare writes, with and without exits', () => {
     expect(res.manifest.exits.length).toBeGreaterThan(0);
     expect(check(() => undefined)).toBe('valid');
+    expect(res.manifest.backbone.quantized).toBe(false); // a float model (a quantized one: test/quant.test.ts)
+    expect(check((m) => (m.backbone.quantized = true))).toBe('valid');
+    expect(check((m) => delete m.backbone.quantized)).toBe('valid'); // written before the field: absent
   });
 
   it.each([
     ['backbone deleted', (m: Json) => delete m.backbone, /backbone missing/],
     ['backbone.output a number', (m: Json) => (m.backbone.output = 3), /backbone.output/],
     ['backbone.outputKind unknown', (m: Json) => (m.backbone.outputKind = 'scores'), /outputKind/],
+    ['backbone.quantized a string', (m: Json) => (m.backbone.quantized = 'yes'), /backbone.quantized is "yes"/],
     ['calibration.curve deleted', (m: Json) => delete m.calibration.curve, /calibration.curve must be an array/],
     ['a curve point without thresholds', (m: Json) => delete m.calibration.curve[0].thresholds, /curve\[0\]/],
     ['a threshold as a string', (m: Json) => (m.exits[0].threshold = '0.5'), /threshold "0.5" is not a number/],

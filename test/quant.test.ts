@@ -239,6 +239,7 @@ describe('prepare → bundle → run on a QOperator classifier', () => {
 
   it('gives exits on uint8 cuts, dequantization recorded in the manifest, and a round-tripping bundle', () => {
     expect(manifest.exits.length).toBeGreaterThan(0);
+    expect(manifest.backbone.quantized).toBe(true); // the runtime runs it on WASM (test/runtime-quantized.test.ts)
     for (const e of manifest.exits) expect(e.dequant).toMatchObject({ dtype: 'uint8', zeroPoint: 0 });
     const back = validateManifest(JSON.parse(JSON.stringify(manifest)));
     expect(back.exits.map((e) => e.dequant)).toEqual(manifest.exits.map((e) => e.dequant));

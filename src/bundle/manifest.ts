@@ -195,6 +195,10 @@ export interface BundleManifest {
      * (checked by probes; `file` is the rewritten model). 'one': fixed at 1 and not rewritable: segments and `file`
      * take one image per run, and runtimes run a batch row by row. */
     readonly batch?: 'rewritten' | 'one';
+    /** Whether the model holds quantized ops (QuantizeLinear, DequantizeLinear, QLinear*, …, graph/quant-ops.ts): the
+     * runtime then runs it on WASM, never WebGPU (onnxruntime-web's WebGPU backend gets them wrong). Absent in bundles
+     * written before it existed: the runtime then looks at each segment's bytes as it loads them on WebGPU. */
+    readonly quantized?: boolean;
   };
   readonly input: InputSpec;
   readonly labels: readonly string[];
@@ -235,7 +239,7 @@ function checkInput(input: unknown): void {
   if (!std.every((v) => v > 0)) fail(`input std must be > 0, got ${std.join(',')}`);
 }
 
-/** The backbone entry: output name and kind, MACs, sha256, optional file and batch mode. */
+/** The backbone entry: output name and kind, MACs, sha256, optional file, batch mode and quantized flag. */
 function checkBackbone(b: unknown): void {
   if (!isObject(b)) fail('backbone missing');
   if (!isName(b.output)) fail('backbone.output must name the model output');
@@ -246,6 +250,8 @@ function checkBackbone(b: unknown): void {
   if (b.file !== undefined && !isName(b.file)) fail('backbone.file must be a file name');
   if (b.batch !== undefined && b.batch !== 'rewritten' && b.batch !== 'one')
     fail(`backbone.batch is ${JSON.stringify(b.batch)}, expected "rewritten" or "one"`);
+  if (b.quantized !== undefined && typeof b.quantized !== 'boolean')
+    fail(`backbone.quantized is ${JSON.stringify(b.quantized)}, expected true or false`);
 }
 
 /** The calibration summary's fields readers compute with: samples, target, and a curve of points over `exits` exits. */

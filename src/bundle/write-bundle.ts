@@ -5,6 +5,7 @@ import { SelfxitError } from '../errors.js';
 import {
   encodeModel,
   fuseHead,
+  quantizedOps,
   segmentMacs,
   sha256Hex,
   splitModel,
@@ -152,6 +153,7 @@ export async function assembleBundle(
       outputKind: o.outputKind,
       ...(o.includeBackbone === false ? {} : { file: BACKBONE_FILE }),
       ...(o.batch ? { batch: o.batch } : {}),
+      quantized: quantizedOps(o.modelBytes).length > 0,
     },
     input: o.input,
     labels: [...o.labels],

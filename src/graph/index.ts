@@ -22,6 +22,7 @@ export {
   type FuseHeadOptions,
 } from './head-builder.js';
 export { sha256Hex } from './hash.js';
+export { isQuantizedOp, quantizedOps } from './quant-ops.js';
 export {
   fixedBatchOf,
   hasFixedBatch,

@@ -8,7 +8,7 @@
 // Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
-import { encodeModel } from '../graph/index.js';
+import { encodeModel, quantizedOps } from '../graph/index.js';
 import { analyseForLearning, Learner, planCostTable, type FitRunner, type LearnedExits } from '../learn/learner.js';
 import { fitLearned } from '../learn/fit.js';
 import { inputStats } from '../learn/drift.js';
@@ -19,7 +19,7 @@ import type { Progress } from './bundle-source.js';
 import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
 import { planKey } from './cache.js';
 import { bundleModel, learnCache, learnedBundle, learnedUrl, MemoryBundleCache, plainModel } from './learn-bundle.js';
-import { loadOrt, sessionOptions, type OrtHandle } from './ort-backend.js';
+import { loadOrt, quantizedFallbackReason, sessionOptions, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
@@ -162,7 +162,9 @@ export class LearnRuntime {
     const cache = learnCache(req, deps);
     const bundle = learn.fromBundle ? await bundleModel(req, progress, cache) : undefined;
     const { bytes, sha256: hash } = bundle ?? (await plainModel(req.manifestUrl, cache, progress));
-    const ort = await (deps.loadOrt ?? loadOrt)(req);
+    // a quantized model runs on WASM (onnxruntime-web's WebGPU gets its ops wrong): its learned bundles too, on `ort`
+    const ops = req.backend === 'wasm' ? [] : quantizedOps(bytes);
+    const ort = await (deps.loadOrt ?? loadOrt)(req, ops.length > 0 ? quantizedFallbackReason(ops) : undefined);
     const m = bundle?.manifest;
     const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
       ...(m

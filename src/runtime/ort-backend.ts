@@ -183,17 +183,32 @@ interface LoadOrtOptions {
 }
 
 /**
+ * Why a model with quantized ops runs on WASM whatever backend was asked for: onnxruntime-web's WebGPU backend
+ * computes them wrongly, without an error (int8 ResNet-56 bundles: wrong labels in Chromium). `ops`: those found.
+ */
+export function quantizedFallbackReason(ops: readonly string[] = []): string {
+  const which = ops.length > 0 ? ops.join(', ') : 'backbone.quantized in the manifest';
+  return (
+    `the model has quantized ops (${which}), which onnxruntime-web's WebGPU backend computes wrongly ` +
+    '(onnxruntime#32578), so it runs on WASM'
+  );
+}
+
+/**
  * Chooses the backend and imports the matching onnxruntime-web build:
  * - `'wasm'` → `onnxruntime-web/wasm` (ort-wasm-simd-threaded.{mjs,wasm}).
  * - `'webgpu'` → WebGPU on any adapter, including a software one; WASM when there is none.
  * - `'auto'` → WebGPU on a hardware adapter only; WASM otherwise.
+ * - `wasmOnly` given (the model is known to be quantized: {@link quantizedFallbackReason}): WASM whatever `backend`
+ *   says, with `wasmOnly` as the fallback reason (no adapter is looked for).
  * WebGPU uses the default `onnxruntime-web` build (JSEP: ort-wasm-simd-threaded.jsep.{mjs,wasm}),
  * which also runs the WASM EP, so a later WebGPU failure can fall back without another download.
  */
-export async function loadOrt(options: LoadOrtOptions): Promise<OrtHandle> {
+export async function loadOrt(options: LoadOrtOptions, wasmOnly?: string): Promise<OrtHandle> {
   let backend: Backend = 'wasm';
   let fallbackReason: string | undefined;
-  if (options.backend !== 'wasm') {
+  if (options.backend !== 'wasm' && wasmOnly !== undefined) fallbackReason = wasmOnly;
+  else if (options.backend !== 'wasm') {
     const probe = await probeWebGpu();
     if (!probe.available) fallbackReason = probe.reason;
     else if (options.backend === 'auto' && probe.software)

@@ -17,7 +17,7 @@ import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
 import { CompiledEngine } from './compiled-engine.js';
 import { measureCompiled, measureStages } from './measure.js';
 import { CallProfiler } from './profile.js';
-import { loadOrt, type OrtHandle } from './ort-backend.js';
+import { loadOrt, quantizedFallbackReason, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessBatch } from './preprocess.js';
 import { SessionPool } from './session-pool.js';
 
@@ -27,7 +27,8 @@ const MAX_BATCH = 64;
 /** Injected dependencies, for tests: the cache and the ORT loader. */
 export interface RuntimeDeps {
   readonly cache?: BundleCache;
-  readonly loadOrt?: (request: InitRequest) => Promise<OrtHandle>;
+  /** `wasmOnly`: why the model must run on WASM (quantized: {@link quantizedFallbackReason}), when known up front. */
+  readonly loadOrt?: (request: InitRequest, wasmOnly?: string) => Promise<OrtHandle>;
   readonly now?: () => number;
   /**
    * Set by a runtime that runs this one inside its own queued jobs and shares its onnxruntime (the learning runtime):
@@ -85,7 +86,9 @@ export class BundleRuntime {
     const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
     const now = (deps.now ?? Date.now)();
     const loaded = await loadManifest(req.manifestUrl, req, cache, now, progress);
-    const ort = await (deps.loadOrt ?? loadOrt)(req);
+    // a quantized model (manifest `backbone.quantized`) runs on WASM: onnxruntime-web's WebGPU gets its ops wrong
+    const wasmOnly = loaded.manifest.backbone.quantized === true ? quantizedFallbackReason() : undefined;
+    const ort = await (deps.loadOrt ?? loadOrt)(req, wasmOnly);
     const keys = await cache.segmentKeys();
     const rt = new BundleRuntime(
       loaded.manifest,

@@ -1,12 +1,20 @@
 // The worker's segment sessions: created lazily from the bundle's files (integrity-checked, warmed up, progress reported),
 // every ORT call through one queue, and the WebGPU → WASM fallback written once ({@link SessionPool.withFallback}); a
 // batch run out of GPU memory on a working device rejects with OUT_OF_MEMORY instead (a smaller batch stays on WebGPU).
+// A segment with quantized ops never runs on WebGPU, which computes them wrongly: every segment moves to WASM first.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { LazySessions, type SessionProvider } from '../engine/stage-runner.js';
 import { SelfxitError, isOutOfMemory, isSelfxitError } from '../errors.js';
+import { quantizedOps } from '../graph/quant-ops.js';
 import type { OrtSession } from '../ort/types.js';
 import type { BundleSource, Progress } from './bundle-source.js';
-import { checkClassOutputs, sessionCreateError, sessionOptions, type OrtHandle } from './ort-backend.js';
+import {
+  checkClassOutputs,
+  quantizedFallbackReason,
+  sessionCreateError,
+  sessionOptions,
+  type OrtHandle,
+} from './ort-backend.js';
 import { inputDims } from './preprocess.js';
 import { SerialQueue } from './queue.js';
 
@@ -45,6 +53,8 @@ export class SessionPool implements SessionProvider {
   private readonly bytes: (Uint8Array | undefined)[] = [];
   /** Whether each segment's bytes were loaded and verified (its session made once). */
   private readonly loaded: boolean[];
+  /** Bytes of a segment whose load moved the pool to WASM ({@link wasmOnlyReason}), for the load that replaces it. */
+  private readonly handedOver: (Uint8Array | undefined)[] = [];
 
   constructor(
     private readonly manifest: BundleManifest,
@@ -150,8 +160,16 @@ export class SessionPool implements SessionProvider {
 
   /** Segment `s`'s session: its bytes, then the session on the current backend, on WASM when WebGPU cannot make it. */
   private async createSession(s: number): Promise<OrtSession> {
-    const bytes = await this.source.segmentBytes(s);
+    const bytes = this.handedOver[s] ?? (await this.source.segmentBytes(s));
+    this.handedOver[s] = undefined;
     if (this.disposedFlag) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    const wasmOnly = this.wasmOnlyReason(bytes);
+    if (wasmOnly !== undefined) {
+      // every segment to WASM (this load forgotten with the others); the WASM load takes these bytes, not another fetch
+      this.handedOver[s] = bytes;
+      this.fallbackToWasm(wasmOnly);
+      return this.session(s);
+    }
     const session = await this.withFallback(() => this.createOnBackend(bytes, s), {
       reason: `creating a WebGPU session for segment ${s} failed`,
       anyError: true, // a session WebGPU cannot create may still load on WASM
@@ -160,6 +178,19 @@ export class SessionPool implements SessionProvider {
     if (this.keepBytes) this.bytes[s] = bytes;
     this.loaded[s] = true;
     return session;
+  }
+
+  /**
+   * Why the segment of `bytes` may not run on WebGPU while that is the backend: the model's quantized ops, which
+   * onnxruntime-web's WebGPU backend computes wrongly. The manifest's `backbone.quantized` decides; only a bundle written
+   * before that field has its segments' bytes looked at (graph/quant-ops.ts, no decode). Undefined on WASM.
+   */
+  private wasmOnlyReason(bytes: Uint8Array): string | undefined {
+    if (this.ort.backend !== 'webgpu') return undefined;
+    const flagged = this.manifest.backbone.quantized;
+    if (flagged !== undefined) return flagged ? quantizedFallbackReason() : undefined;
+    const ops = quantizedOps(bytes);
+    return ops.length > 0 ? quantizedFallbackReason(ops) : undefined;
   }
 
   /** Whether segment 0 still runs one input on the backend in use (after an out-of-memory error: is the device lost?). */
