@@ -89,6 +89,8 @@ export class CompiledEngine {
   private want: ModelKind = 'ungated';
   /** The kind of spare a probe on the exit-free model wanted and found none of (made by the next ready()). */
   private spareWant: ModelKind | undefined;
+  /** Whether the last call's requested thresholds enable an exit its pruned ones do not (probes will come). */
+  private probing = false;
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
   private gatedHolds = 0;
   /** Set by {@link dispose}: no model is made or run after it. */
@@ -141,7 +143,8 @@ export class CompiledEngine {
   private makeSpare(c: Compiled): void {
     const kind = this.spareWant;
     const s = this.spare;
-    if (!kind || c.kind !== 'chain' || this.building || !this.options.background || !this.spareFits()) return;
+    if (!kind || !this.probing || c.kind !== 'chain' || this.building || !this.options.background) return;
+    if (!this.spareFits()) return;
     if (s && s.backend === c.backend && s.count >= c.count) return;
     this.spareWant = undefined;
     const made = this.build(kind, true, true).catch((e: unknown) =>
@@ -287,9 +290,10 @@ export class CompiledEngine {
     }
     const made: Compiled = { session, count, backend, kind, retired: false };
     const old = this.current;
-    if (asSpare || (kind === 'chain' && old && old.kind !== 'chain' && old.backend === backend && this.spareFits())) {
+    const keepOld = kind === 'chain' && this.probing && old && old.kind !== 'chain' && old.backend === backend;
+    if (asSpare || (keepOld && this.spareFits())) {
       // kept for the probes while the exit-free model serves: the one made, or the one the exit-free model replaces
-      if (this.spare) void this.retire(this.spare);
+      this.dropSpare();
       this.spare = asSpare ? made : old;
       if (asSpare) return old;
       this.current = undefined;
@@ -345,11 +349,14 @@ export class CompiledEngine {
     const c = this.current;
     this.current = undefined;
     if (c) void this.retire(c);
+    if (!keepSpare) this.dropSpare();
+  }
+
+  /** Retires the spare, if any. */
+  private dropSpare(): void {
     const s = this.spare;
-    if (s && !keepSpare) {
-      this.spare = undefined;
-      void this.retire(s);
-    }
+    this.spare = undefined;
+    if (s) void this.retire(s);
   }
 
   /** Marks `c` replaced and queues its release: after the runs already queued on it, before any later job. */
@@ -424,20 +431,23 @@ export class CompiledEngine {
    * Classifies one preprocessed input with `c`: one run of the compiled prefix; when it says "continue", runCascade
    * over the stage runner from the next segment on (the prefix's segments pass the cut activation through), so every
    * decision is the stage engine's rule. The compiled run's ms is spread evenly over the segments it covered.
-   * `gateFor`: the thresholds whose disabled exits choose the next calls' model (default `thresholds`; live exit
-   * pruning's probes run the requested thresholds but keep the model of its steady ones).
+   * `pruning`: live exit pruning's `steady` thresholds, whose disabled exits choose the next calls' model (its probes
+   * run the requested thresholds but keep the model of the steady ones), and the `requested` ones: while they enable
+   * an exit that the steady ones do not, probes will come, so a spare model with exits is kept beside the exit-free one.
    */
   async run(
     c: Compiled,
     data: Float32Array,
     thresholds: readonly number[],
     profiler?: CallProfiler,
-    gateFor: readonly number[] = thresholds,
+    pruning?: { readonly steady: readonly number[]; readonly requested: readonly number[] },
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
     // The next ready() remakes the model if this changes its kind.
-    this.want = this.kindFor(gateFor);
+    this.want = this.kindFor(pruning?.steady ?? thresholds);
+    this.probing = pruning !== undefined && this.kindFor(pruning.requested) !== 'chain';
+    if (!this.probing && this.spare) this.dropSpare();
     // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the spare gated
     // model when one is at hand (same backend), else the stages from segment 0.
     const needsExit = (m: Compiled): boolean =>

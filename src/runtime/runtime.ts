@@ -210,7 +210,13 @@ export class BundleRuntime {
     const run = async (): Promise<WireResult[]> => {
       const compiled = req.inputs.length === 1 ? await this.compiled?.ready() : undefined; // a batch: every chunk by stages
       if (compiled) {
-        const r = await this.compiled!.run(compiled, data, thresholds, profiler, pruning?.steady);
+        const r = await this.compiled!.run(
+          compiled,
+          data,
+          thresholds,
+          profiler,
+          pruning && { steady: pruning.steady, requested: req.thresholds },
+        );
         return [
           {
             index: r.index,
