@@ -89,14 +89,23 @@ export function planKey(manifestHash: string, backend: string, threads: number):
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
 
+/** A stored record of version 1 with the manifest hash and backend it was made for (plans, pruned records). */
+const isRecordFor = (v: unknown): v is { version: 1; manifestHash: string; backend: string } => {
+  const r = v as { version?: unknown; manifestHash?: unknown; backend?: unknown } | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.version === 1 &&
+    typeof r.manifestHash === 'string' &&
+    typeof r.backend === 'string'
+  );
+};
+
 /** Shape check of a stored plan (written by this or another selfxit version). */
 export function isDevicePlan(v: unknown): v is DevicePlan {
-  if (typeof v !== 'object' || v === null) return false;
+  if (!isRecordFor(v)) return false;
   const p = v as Partial<DevicePlan>;
   return (
-    p.version === 1 &&
-    typeof p.manifestHash === 'string' &&
-    typeof p.backend === 'string' &&
     typeof p.threads === 'number' &&
     typeof p.measuredAt === 'string' &&
     typeof p.target === 'number' &&
@@ -118,12 +127,9 @@ export function isDevicePlan(v: unknown): v is DevicePlan {
 
 /** Shape check of a stored pruned record (each entry's fit to the bundle is the pruner's check). */
 export function isPrunedRecord(v: unknown): v is PrunedRecord {
-  if (typeof v !== 'object' || v === null) return false;
+  if (!isRecordFor(v)) return false;
   const r = v as Partial<PrunedRecord>;
   return (
-    r.version === 1 &&
-    typeof r.manifestHash === 'string' &&
-    typeof r.backend === 'string' &&
     Array.isArray(r.entries) &&
     r.entries.every(
       (e: Partial<PrunedMemory> | null) =>
