@@ -8,7 +8,7 @@
 // remembered in the cache per bundle and backend.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
-import { type PruneRun } from '../policy/exit-pruning.js';
+import type { PruneRun } from '../policy/exit-pruning.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { OrtStageRunner } from '../engine/stage-runner.js';
