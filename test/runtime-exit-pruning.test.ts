@@ -7,6 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { PRUNE_DEFAULTS } from '../src/policy/exit-pruning.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import type { EngineChoice, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { IdbBundleCache, noCache, prunedKey, type BundleCache, type PrunedRecord } from '../src/runtime/cache.js';
@@ -185,6 +186,50 @@ describe('exits priced by time', () => {
     });
     expect(moved).toBeGreaterThan(0);
     await api.dispose();
+  });
+});
+
+describe('exits priced by a device plan in force', () => {
+  it('an exit whose measured cost is a third of the call goes though it pays at MACs prices; a plan for other threads is not used', async () => {
+    const leaving = tiny.expected
+      .filter((e) => e.exit === 1)
+      .map((e) => e.confidence)
+      .sort((a, b) => a - b);
+    const first = createWorkerApi({ loadOrt: loadOrtNode, cache: noCache });
+    const { manifest, manifestHash } = await first.init(tinyInitRequest(tiny.base, 'tiny'));
+    await first.dispose();
+    const t = [manifest.exits[0]!.threshold, leaving[Math.floor(leaving.length * 0.75)]!];
+    const plan = (threads: number): DevicePlan => ({
+      version: 1,
+      manifestHash,
+      backend: 'wasm',
+      threads,
+      measuredAt: new Date(0).toISOString(),
+      // compiled-engine times: exit 1 costs 1 ms of a 3 ms backbone, exit 0 next to nothing
+      timings: { stageMs: [1, 1, 1], decisionMs: [0, 0, 0], exitMs: [0.001, 1, 0] },
+      target: 0.9,
+      enabled: [true, true],
+      thresholds: t,
+      expectedAgreement: 1,
+      expectedMacsFraction: 1,
+      expectedMsFraction: 1,
+      curve: [],
+    });
+    const pruned = async (threads: number): Promise<readonly number[] | undefined> => {
+      const api = createWorkerApi({
+        loadOrt: loadOrtNode,
+        cache: { ...noCache, getPlan: async () => plan(threads) },
+        exitOverheadMs: 0, // without the plan: MACs + 1 %, where exit 1 pays
+      });
+      const reply = await api.init(tinyInitRequest(tiny.base, 'tiny', { usePlan: true }));
+      expect(reply.plan?.threads).toBe(threads === 1 ? 1 : undefined);
+      await serve(api, 320, 1, t);
+      const out = (await api.state())?.prunedExits;
+      await api.dispose();
+      return out;
+    };
+    expect(await pruned(1)).toEqual([1]);
+    expect(await pruned(2)).toEqual([]);
   });
 });
 
