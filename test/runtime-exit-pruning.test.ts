@@ -155,16 +155,23 @@ describe('live exit pruning in the worker', () => {
   });
 });
 
+/**
+ * The bundle's thresholds with exit 1 made stricter: of the inputs reaching it, ~14 % leave (the top quarter of those
+ * leaving at the bundle's threshold): above its break-even at MACs prices + 1 % (9 %), far below it at 5 % per exit
+ * (33 %) or at a cost of a third of the call.
+ */
+function stricterExit1(manifest: BundleManifest): number[] {
+  const leaving = tiny.expected
+    .filter((e) => e.exit === 1)
+    .map((e) => e.confidence)
+    .sort((a, b) => a - b);
+  return [manifest.exits[0]!.threshold, leaving[Math.floor(leaving.length * 0.75)]!];
+}
+
 describe('exits priced by time', () => {
   it('an exit that pays at MACs prices goes when each exit costs its overhead over the live call time; answers move only to the full model', async () => {
-    // exit 1 made stricter: of the inputs reaching it, ~14 % leave (the top quarter of those leaving at the bundle's
-    // threshold): above its break-even at MACs prices + 1 % (9 %), far below it at 5 % per exit (33 %)
-    const leaving = tiny.expected
-      .filter((e) => e.exit === 1)
-      .map((e) => e.confidence)
-      .sort((a, b) => a - b);
     const probe = await open('compiled', false);
-    const t = [probe.manifest.exits[0]!.threshold, leaving[Math.floor(leaving.length * 0.75)]!];
+    const t = stricterExit1(probe.manifest);
     const reference = await serve(probe.api, 64, 1, t);
     const full = await serve(probe.api, 64, 1, [NEVER_EXIT, NEVER_EXIT]);
     await probe.api.dispose();
@@ -191,14 +198,10 @@ describe('exits priced by time', () => {
 
 describe('exits priced by a device plan in force', () => {
   it('an exit whose measured cost is a third of the call goes though it pays at MACs prices; a plan for other threads is not used', async () => {
-    const leaving = tiny.expected
-      .filter((e) => e.exit === 1)
-      .map((e) => e.confidence)
-      .sort((a, b) => a - b);
     const first = createWorkerApi({ loadOrt: loadOrtNode, cache: noCache });
     const { manifest, manifestHash } = await first.init(tinyInitRequest(tiny.base, 'tiny'));
     await first.dispose();
-    const t = [manifest.exits[0]!.threshold, leaving[Math.floor(leaving.length * 0.75)]!];
+    const t = stricterExit1(manifest);
     const plan = (threads: number): DevicePlan => ({
       version: 1,
       manifestHash,
