@@ -4,9 +4,9 @@
 // bundle served over local HTTP. A failed write leaves reads on.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { UseStore } from 'idb-keyval';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import { fakeIdb, type FakeIdb } from './fixtures/fake-idb.js';
 import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
@@ -31,93 +31,6 @@ const request = (): InitRequest => ({
 });
 const all = (): WireInput[] => inputs.map((data) => ({ kind: 'tensor', data }));
 const files = (): string[] => log.map((p) => p.split('/').pop()!).sort();
-
-/** What the fake store saw: entries held, and the errors it raised. */
-interface FakeIdb {
-  readonly use: UseStore;
-  readonly data: Map<IDBValidKey, unknown>;
-  readonly quotaErrors: string[];
-  readonly readErrors: number;
-  /** Bytes the values held may take from now on. */
-  quotaBytes: number;
-  /** Transactions of this mode never complete from now on (a stalled IndexedDB). */
-  stall: IDBTransactionMode | undefined;
-  /** Write transactions start this many ms late (a slow disk): they complete, after the cache's timeout maybe. */
-  writeDelayMs: number;
-}
-
-/**
- * An in-memory stand-in for the object store idb-keyval drives (get/put/delete/getAllKeys, requests and the
- * transaction completing asynchronously). `put` throws a QuotaExceededError DOMException once the values held
- * would pass `quotaBytes`; with `failReads`, every read request fails (its promise rejects with a DOMException); while
- * `stall` is set, the transactions of that mode never complete.
- */
-function fakeIdb(quotaBytes: number, failReads: boolean): FakeIdb {
-  const data = new Map<IDBValidKey, unknown>();
-  const quotaErrors: string[] = [];
-  let readErrors = 0;
-  // Bytes a value takes: a segment its length, a manifest entry its text (the rest is small), anything else its JSON.
-  const size = (v: unknown): number => {
-    if (v instanceof Uint8Array) return v.byteLength;
-    const text = (v as { text?: unknown }).text;
-    return typeof text === 'string' ? text.length : JSON.stringify(v).length;
-  };
-  const used = (): number => [...data.values()].reduce<number>((a, v) => a + size(v), 0);
-  const later = (fn: () => void): void => void setTimeout(fn, 0);
-  const readRequest = <T>(value: () => T): IDBRequest<T> => {
-    const req = {} as { result?: T; error?: DOMException; onsuccess?: () => void; onerror?: () => void };
-    later(() => {
-      if (failReads) {
-        readErrors++;
-        req.error = new DOMException(
-          'The operation failed for reasons unrelated to the database itself',
-          'UnknownError',
-        );
-        req.onerror?.();
-      } else {
-        req.result = value();
-        req.onsuccess?.();
-      }
-    });
-    return req as unknown as IDBRequest<T>;
-  };
-  const objectStore = (): IDBObjectStore => {
-    const transaction = {} as { oncomplete?: () => void };
-    later(() => transaction.oncomplete?.());
-    return {
-      transaction,
-      get: (key: IDBValidKey) => readRequest(() => data.get(key)),
-      getAllKeys: () => readRequest(() => [...data.keys()]),
-      put: (value: unknown, key: IDBValidKey) => {
-        if (used() + size(value) > fake.quotaBytes) {
-          quotaErrors.push(String(key));
-          throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
-        }
-        data.set(key, value);
-      },
-      delete: (key: IDBValidKey) => {
-        data.delete(key);
-      },
-    } as unknown as IDBObjectStore;
-  };
-  const use: UseStore = (mode, callback) => {
-    if (mode === fake.stall) return new Promise(() => {});
-    const delay = mode === 'readwrite' ? fake.writeDelayMs : 0;
-    return new Promise((r) => setTimeout(r, delay)).then(() => callback(objectStore()));
-  };
-  const fake: FakeIdb = {
-    use,
-    data,
-    quotaErrors,
-    get readErrors() {
-      return readErrors;
-    },
-    quotaBytes,
-    stall: undefined,
-    writeDelayMs: 0,
-  };
-  return fake;
-}
 
 /** Opens the tiny bundle through the worker API with `cache` and classifies all 64 samples; no call may throw. */
 async function openAndClassify(cache: IdbBundleCache) {

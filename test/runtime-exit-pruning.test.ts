@@ -1,15 +1,19 @@
-// Live exit pruning in the worker runtime (runtime.ts + policy/exit-pruning.ts) on the tiny bundle in Node
-// (onnxruntime-node over local HTTP): with every threshold at 1 (nothing leaves) the exits are pruned and stop running
-// (the compiled engine's gated model; the stage engine fetches no head output), but for the probes, with the same
-// decisions as without pruning; `pruneExits: false` keeps every exit running; calibrated traffic prunes nothing.
+// Live exit pruning in the worker runtime (runtime.ts + live-pruning.ts + policy/exit-pruning.ts) on the tiny bundle in
+// Node (onnxruntime-node over local HTTP): with every threshold at 1 (nothing leaves) the exits are pruned and stop
+// running (the compiled engine's gated or exit-free model, probes on a spare compiled model; the stage engine fetches no
+// head output), but for the probes, with the same decisions as without pruning; `pruneExits: false` keeps every exit
+// running; calibrated traffic prunes nothing at MACs prices, and an exit priced by time (the per-exit overhead over the
+// live call time) goes; the pruned state is remembered in the cache and back in force at the next load.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { PRUNE_DEFAULTS } from '../src/policy/exit-pruning.js';
+import type { DevicePlan } from '../src/policy/device-plan.js';
 import type { EngineChoice, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { noCache } from '../src/runtime/cache.js';
+import { IdbBundleCache, noCache, prunedKey, type BundleCache, type PrunedRecord } from '../src/runtime/cache.js';
 import { CompiledEngine } from '../src/runtime/compiled-engine.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
+import { fakeIdb } from './fixtures/fake-idb.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
@@ -23,7 +27,8 @@ afterEach(() => vi.restoreAllMocks());
 async function open(
   engine: EngineChoice,
   pruneExits?: boolean,
-): Promise<{ api: WorkerApi; heads: () => number; exits: number; manifest: BundleManifest }> {
+  deps: { cache?: BundleCache; exitOverheadMs?: number } = {},
+): Promise<{ api: WorkerApi; heads: () => number; exits: number; manifest: BundleManifest; pruned?: number[] }> {
   let headRuns = 0;
   let exitOutputs = new Set<string>();
   const loadOrt = async (): Promise<OrtHandle> => {
@@ -41,12 +46,19 @@ async function open(
     };
     return { ...h, ort: { ...h.ort, InferenceSession: { create: counted as typeof create } } as typeof h.ort };
   };
-  const api = createWorkerApi({ loadOrt, cache: noCache });
+  const api = createWorkerApi({ loadOrt, cache: noCache, ...deps });
   const reply = await api.init(
     tinyInitRequest(tiny.base, 'tiny', { engine, ...(pruneExits === undefined ? {} : { pruneExits }) }),
   );
   exitOutputs = new Set(reply.manifest.segments.flatMap((s) => (s.exitOutput ? [s.exitOutput] : [])));
-  return { api, heads: () => headRuns, exits: reply.manifest.exits.length, manifest: reply.manifest };
+  const { prunedExits } = reply.state;
+  return {
+    api,
+    heads: () => headRuns,
+    exits: reply.manifest.exits.length,
+    manifest: reply.manifest,
+    ...(prunedExits ? { pruned: [...prunedExits] } : {}),
+  };
 }
 
 /** `calls` calls of `batch` tiny inputs each (cycling through the 64), with `thresholds`; every result in order. */
@@ -81,20 +93,27 @@ describe('live exit pruning in the worker', () => {
     expect(state?.prunedExits).toEqual([0, 1]);
     // From the call after the last exit was pruned: probes (thresholds as requested) exactly every 32nd call, every
     // other call with every exit off; soon all of them on the exit-free 'chain' model (no head, no If; a probe there
-    // runs the stages)
+    // runs a spare compiled model with the exits)
     const first = runs.findIndex((r) => r.thresholds.every((t) => t === NEVER_EXIT));
-    expect(first).toBeGreaterThan(PRUNE_DEFAULTS.minCount);
+    expect(first).toBeGreaterThanOrEqual(PRUNE_DEFAULTS.minCount);
     const probes = runs.map((r, i) => (r.thresholds.every((t) => t === 1) ? i : -1)).filter((i) => i > first);
     expect(probes.length).toBeGreaterThanOrEqual(Math.floor((calls - first) / PRUNE_DEFAULTS.probeEvery) - 1);
     for (let j = 1; j < probes.length; j++) expect(probes[j]! - probes[j - 1]!).toBe(PRUNE_DEFAULTS.probeEvery);
     expect(runs.length).toBe(calls);
     expect(runs.slice(-100).every((r) => r.kind === 'chain')).toBe(true);
+    // the probes run no segment session (the stages would fetch both heads' outputs): a spare compiled model
+    const h0 = pruned.heads();
+    const more = await serve(pruned.api, 4 * PRUNE_DEFAULTS.probeEvery, 1, ones);
+    expect(runs.slice(calls).filter((r) => r.thresholds.every((t) => t === 1))).toHaveLength(4);
+    expect(pruned.heads() - h0).toBe(0);
+    withPruning.push(...more);
 
     const plain = await open('compiled', false);
     const without = await serve(plain.api, calls, 1, ones);
+    without.push(...(await serve(plain.api, 4 * PRUNE_DEFAULTS.probeEvery, 1, ones)));
     expect((await plain.api.state())?.prunedExits).toBeUndefined();
     expect(decisions(withPruning)).toEqual(decisions(without));
-    const plainRuns = runs.slice(calls);
+    const plainRuns = runs.slice(calls + 4 * PRUNE_DEFAULTS.probeEvery);
     expect(plainRuns.every((r) => r.kind === 'ungated' && r.thresholds.every((t) => t === 1))).toBe(true);
     await pruned.api.dispose();
     await plain.api.dispose();
@@ -118,8 +137,8 @@ describe('live exit pruning in the worker', () => {
     await plain.api.dispose();
   });
 
-  it('at the bundle thresholds (exits that pay) nothing is pruned and the decisions are the Node reference', async () => {
-    const { api, manifest } = await open('compiled');
+  it('at the bundle thresholds (exits that pay at MACs prices) nothing is pruned and the decisions are the Node reference', async () => {
+    const { api, manifest } = await open('compiled', undefined, { exitOverheadMs: 0 });
     const rs = await serve(
       api,
       320,
@@ -133,5 +152,208 @@ describe('live exit pruning in the worker', () => {
       expect(r.confidence).toBeCloseTo(e.confidence, 5);
     });
     await api.dispose();
+  });
+});
+
+/**
+ * The bundle's thresholds with exit 1 made stricter: of the inputs reaching it, ~14 % leave (the top quarter of those
+ * leaving at the bundle's threshold): above its break-even at MACs prices + 1 % (9 %), far below it at 5 % per exit
+ * (33 %) or at a cost of a third of the call.
+ */
+function stricterExit1(manifest: BundleManifest): number[] {
+  const leaving = tiny.expected
+    .filter((e) => e.exit === 1)
+    .map((e) => e.confidence)
+    .sort((a, b) => a - b);
+  return [manifest.exits[0]!.threshold, leaving[Math.floor(leaving.length * 0.75)]!];
+}
+
+describe('exits priced by time', () => {
+  it('an exit that pays at MACs prices goes when each exit costs its overhead over the live call time; answers move only to the full model', async () => {
+    const probe = await open('compiled', false);
+    const t = stricterExit1(probe.manifest);
+    const reference = await serve(probe.api, 64, 1, t);
+    const full = await serve(probe.api, 64, 1, [NEVER_EXIT, NEVER_EXIT]);
+    await probe.api.dispose();
+    const byMacs = await open('compiled', undefined, { exitOverheadMs: 0 });
+    await serve(byMacs.api, 320, 1, t);
+    expect((await byMacs.api.state())?.prunedExits).toEqual([]);
+    await byMacs.api.dispose();
+    // a per-exit overhead far above this tiny model's call time: each exit is charged the cap, 5 % of a call
+    const { api } = await open('compiled', undefined, { exitOverheadMs: 1000 });
+    const rs = await serve(api, 320, 1, t);
+    expect((await api.state())?.prunedExits).toEqual([1]);
+    let moved = 0;
+    rs.forEach((r, i) => {
+      const e = reference[i % 64]!;
+      if (r.exit === e.exit) return expect(r.index).toBe(e.index);
+      moved++;
+      expect([e.exit, r.exit]).toEqual([1, -1]); // an input of the pruned exit: the full model's answer
+      expect(r.index).toBe(full[i % 64]!.index);
+    });
+    expect(moved).toBeGreaterThan(0);
+    await api.dispose();
+  });
+});
+
+describe('exits priced by a device plan in force', () => {
+  it('an exit whose measured cost is a third of the call goes though it pays at MACs prices; a plan for other threads is not used', async () => {
+    const first = createWorkerApi({ loadOrt: loadOrtNode, cache: noCache });
+    const { manifest, manifestHash } = await first.init(tinyInitRequest(tiny.base, 'tiny'));
+    await first.dispose();
+    const t = stricterExit1(manifest);
+    const plan = (threads: number): DevicePlan => ({
+      version: 1,
+      manifestHash,
+      backend: 'wasm',
+      threads,
+      measuredAt: new Date(0).toISOString(),
+      // compiled-engine times: exit 1 costs 1 ms of a 3 ms backbone, exit 0 next to nothing
+      timings: { stageMs: [1, 1, 1], decisionMs: [0, 0, 0], exitMs: [0.001, 1, 0] },
+      target: 0.9,
+      enabled: [true, true],
+      thresholds: t,
+      expectedAgreement: 1,
+      expectedMacsFraction: 1,
+      expectedMsFraction: 1,
+      curve: [],
+    });
+    const pruned = async (threads: number): Promise<readonly number[] | undefined> => {
+      const api = createWorkerApi({
+        loadOrt: loadOrtNode,
+        cache: { ...noCache, getPlan: async () => plan(threads) },
+        exitOverheadMs: 0, // without the plan: MACs + 1 %, where exit 1 pays
+      });
+      const reply = await api.init(tinyInitRequest(tiny.base, 'tiny', { usePlan: true }));
+      expect(reply.plan?.threads).toBe(threads === 1 ? 1 : undefined);
+      await serve(api, 320, 1, t);
+      const out = (await api.state())?.prunedExits;
+      await api.dispose();
+      return out;
+    };
+    expect(await pruned(1)).toEqual([1]);
+    expect(await pruned(2)).toEqual([]);
+  });
+});
+
+/** A bundle cache in memory that keeps only pruned records (`puts` counts the writes; `stall` never settles them). */
+function prunedCache(stall = false): BundleCache & { records: Map<string, PrunedRecord>; puts: number } {
+  const records = new Map<string, PrunedRecord>();
+  const cache = {
+    ...noCache,
+    records,
+    puts: 0,
+    getPruned: async (key: string) => records.get(key),
+    putPruned: (key: string, record: PrunedRecord): Promise<void> => {
+      cache.puts++;
+      if (stall) return new Promise<void>(() => {});
+      records.set(key, structuredClone(record));
+      return Promise.resolve();
+    },
+  };
+  return cache;
+}
+
+describe('the pruned state across loads', () => {
+  it('is remembered per bundle and backend: the next load starts with it pruned, probes still run, decisions unchanged', async () => {
+    const cache = prunedCache();
+    const first = await open('compiled', undefined, { cache });
+    expect(first.pruned).toEqual([]);
+    const ones = Array.from({ length: first.exits }, () => 1);
+    await serve(first.api, 200, 1, ones);
+    expect((await first.api.state())?.prunedExits).toEqual([0, 1]);
+    await first.api.dispose();
+    const [record] = [...cache.records.values()];
+    expect(record?.entries).toHaveLength(1);
+    expect(record?.entries[0]).toMatchObject({ thresholds: ones, pruned: [0, 1] });
+
+    const runs: number[][] = [];
+    const orig = CompiledEngine.prototype.run;
+    vi.spyOn(CompiledEngine.prototype, 'run').mockImplementation(function (this: CompiledEngine, ...args) {
+      runs.push([...args[2]]);
+      return orig.apply(this, args);
+    });
+    const second = await open('compiled', undefined, { cache });
+    expect(second.pruned).toEqual([0, 1]); // right after load, before any call
+    const again = await serve(second.api, 64, 1, ones);
+    expect(runs[0]).toEqual([NEVER_EXIT, NEVER_EXIT]); // the first call already runs with the exits off
+    expect(runs.filter((t) => t.every((x) => x === 1))).toHaveLength(64 / PRUNE_DEFAULTS.probeEvery); // probes
+    const plain = await open('compiled', false);
+    expect(decisions(again)).toEqual(decisions(await serve(plain.api, 64, 1, ones)));
+    // other thresholds: nothing remembered for them, nothing pruned
+    await serve(second.api, 1, 1, [0.5, 0.5]);
+    expect((await second.api.state())?.prunedExits).toEqual([]);
+    await second.api.dispose();
+    await plain.api.dispose();
+  });
+
+  it('a record that does not fit (a middle exit, another exit count, garbage) is ignored; a write that never settles breaks nothing', async () => {
+    const cache = prunedCache(true);
+    const a = await open('compiled', undefined, { cache });
+    const ones = Array.from({ length: a.exits }, () => 1);
+    const rs = await serve(a.api, 200, 1, ones);
+    expect(rs).toHaveLength(200);
+    expect((await a.api.state())?.prunedExits).toEqual([0, 1]);
+    expect(cache.puts).toBe(1); // one write, never settled: no second one queued behind it
+    await a.api.dispose();
+
+    const stored = prunedCache();
+    await serve((await open('compiled', undefined, { cache: stored })).api, 200, 1, ones);
+    const [k] = [...stored.records.keys()];
+    const good = stored.records.get(k!)!;
+    const bad: unknown[] = [
+      { ...good, entries: [{ thresholds: ones, pruned: [0], probes: [{ n: 0, left: 0 }] }] }, // exit 1 in use after it
+      { ...good, entries: [{ thresholds: [1, 1, 1], pruned: [2], probes: [{ n: 0, left: 0 }] }] },
+      {
+        ...good,
+        entries: [
+          {
+            thresholds: ones,
+            pruned: [0, 1],
+            probes: [
+              { n: 5, left: 9 },
+              { n: 0, left: 0 },
+            ],
+          },
+        ],
+      },
+      { ...good, manifestHash: 'other' },
+    ];
+    for (const record of bad) {
+      stored.records.set(k!, record as PrunedRecord);
+      const b = await open('compiled', undefined, { cache: stored });
+      expect(b.pruned).toEqual([]);
+      await b.api.dispose();
+    }
+  });
+
+  it('in IndexedDB (IdbBundleCache): written, read back at the next load, malformed values a miss, dropped with the bundle version; a full disk breaks nothing', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = (): IdbBundleCache => new IdbBundleCache('selfxit-test', 'bundles', () => idb.use, 100);
+    const a = await open('compiled', undefined, { cache: cache() });
+    const ones = Array.from({ length: a.exits }, () => 1);
+    await serve(a.api, 200, 1, ones);
+    await a.api.dispose();
+    const key = [...idb.data.keys()].map(String).find((k) => k.startsWith('pruned:'))!;
+    const hash = key.split(':')[1]!;
+    expect(key).toBe(prunedKey(hash, 'wasm'));
+    const b = await open('compiled', undefined, { cache: cache() });
+    expect(b.pruned).toEqual([0, 1]);
+    await b.api.dispose();
+    idb.data.set(key, { version: 1, manifestHash: hash, backend: 'wasm', entries: 'x' });
+    const c = await open('compiled', undefined, { cache: cache() });
+    expect(c.pruned).toEqual([]);
+    await c.api.dispose();
+    await cache().deletePlans(hash);
+    expect(idb.data.has(key)).toBe(false);
+    // writes fail (quota): serving goes on, nothing is remembered
+    const full = fakeIdb(0, false);
+    const d = await open('compiled', undefined, {
+      cache: new IdbBundleCache('selfxit-test', 'bundles', () => full.use, 100),
+    });
+    expect(await serve(d.api, 200, 1, ones)).toHaveLength(200);
+    expect((await d.api.state())?.prunedExits).toEqual([0, 1]);
+    expect(full.quotaErrors.length).toBeGreaterThan(0);
+    await d.api.dispose();
   });
 });

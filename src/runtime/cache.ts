@@ -1,9 +1,11 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
-// manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, in IndexedDB (idb-keyval).
+// manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, live exit pruning's
+// remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
 // A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
 // into no cache, a failed write (quota) into a read-only one; a slow write is only waited for less.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { DevicePlan } from '../policy/device-plan.js';
+import type { PrunedMemory } from '../policy/exit-pruning.js';
 
 /** A manifest as cached for one bundle URL. */
 export interface CachedManifest {
@@ -36,13 +38,29 @@ export interface BundleCache {
   /** The device plan stored under {@link planKey}, if any (a malformed entry is a miss). */
   getPlan(key: string): Promise<DevicePlan | undefined>;
   putPlan(key: string, plan: DevicePlan): Promise<void>;
-  /** Drops every plan (and compiled model) made for the bundle version with this manifest hash. */
+  /** Drops every plan (compiled model, pruned record) made for the bundle version with this manifest hash. */
   deletePlans(manifestHash: string): Promise<void>;
   /** The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional. */
   getCompiled?(key: string): Promise<CachedCompiled | undefined>;
   /** Resolves true once `entry` is stored, false when the write did not land or is not known to have. */
   putCompiled?(key: string, entry: CachedCompiled): Promise<boolean>;
   deleteCompiled?(key: string): Promise<void>;
+  /** Live exit pruning's remembered state stored under {@link prunedKey} (a malformed entry is a miss); optional. */
+  getPruned?(key: string): Promise<PrunedRecord | undefined>;
+  putPruned?(key: string, record: PrunedRecord): Promise<void>;
+}
+
+/**
+ * Live exit pruning's remembered state (policy/exit-pruning.ts {@link PrunedMemory}) for one bundle version and
+ * backend: per requested-thresholds vector (the last few), the exits pruned and the probe counts since. Only exits
+ * from the back, so it can change an answer only toward the full model's; the runtime checks each entry again.
+ */
+export interface PrunedRecord {
+  readonly version: 1;
+  readonly manifestHash: string;
+  readonly backend: string;
+  /** Most recent first. */
+  readonly entries: readonly PrunedMemory[];
 }
 
 /** A compiled cascade (runtime/compiled-engine.ts) as cached: its ONNX bytes and their sha256 (hex), checked on read. */
@@ -59,6 +77,11 @@ export function compiledKey(manifestHash: string, backend: string, count: number
   return `${COMPILED_PREFIX}${manifestHash}:${backend}:${count}:v${COMPILED_FORMAT}`;
 }
 
+/** Cache key of live exit pruning's remembered state: `pruned:<manifestHash>:<backend>`. */
+export function prunedKey(manifestHash: string, backend: string): string {
+  return `${PRUNED_PREFIX}${manifestHash}:${backend}`;
+}
+
 /** Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>`. */
 export function planKey(manifestHash: string, backend: string, threads: number): string {
   return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}`;
@@ -66,14 +89,23 @@ export function planKey(manifestHash: string, backend: string, threads: number):
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
 
+/** A stored record of version 1 with the manifest hash and backend it was made for (plans, pruned records). */
+const isRecordFor = (v: unknown): v is { version: 1; manifestHash: string; backend: string } => {
+  const r = v as { version?: unknown; manifestHash?: unknown; backend?: unknown } | null;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    r.version === 1 &&
+    typeof r.manifestHash === 'string' &&
+    typeof r.backend === 'string'
+  );
+};
+
 /** Shape check of a stored plan (written by this or another selfxit version). */
 export function isDevicePlan(v: unknown): v is DevicePlan {
-  if (typeof v !== 'object' || v === null) return false;
+  if (!isRecordFor(v)) return false;
   const p = v as Partial<DevicePlan>;
   return (
-    p.version === 1 &&
-    typeof p.manifestHash === 'string' &&
-    typeof p.backend === 'string' &&
     typeof p.threads === 'number' &&
     typeof p.measuredAt === 'string' &&
     typeof p.target === 'number' &&
@@ -90,6 +122,26 @@ export function isDevicePlan(v: unknown): v is DevicePlan {
     typeof p.expectedMacsFraction === 'number' &&
     typeof p.expectedMsFraction === 'number' &&
     Array.isArray(p.curve)
+  );
+}
+
+/** Shape check of a stored pruned record (each entry's fit to the bundle is the pruner's check). */
+export function isPrunedRecord(v: unknown): v is PrunedRecord {
+  if (!isRecordFor(v)) return false;
+  const r = v as Partial<PrunedRecord>;
+  return (
+    Array.isArray(r.entries) &&
+    r.entries.every(
+      (e: Partial<PrunedMemory> | null) =>
+        typeof e === 'object' &&
+        e !== null &&
+        isNumberArray(e.thresholds) &&
+        isNumberArray(e.pruned) &&
+        Array.isArray(e.probes) &&
+        e.probes.every(
+          (c) => typeof c === 'object' && c !== null && typeof c.n === 'number' && typeof c.left === 'number',
+        ),
+    )
   );
 }
 
@@ -112,6 +164,7 @@ const MANIFEST_PREFIX = 'manifest:';
 const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
 const COMPILED_PREFIX = 'compiled:';
+const PRUNED_PREFIX = 'pruned:';
 const COMPILED_FORMAT = 2; // 2: thresholds split once at the top (no Gather per exit)
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
@@ -278,11 +331,16 @@ export class IdbBundleCache implements BundleCache {
     return this.op('write', undefined, (s) => del(MANIFEST_PREFIX + url, s));
   }
 
-  getPlan(key: string): Promise<DevicePlan | undefined> {
+  /** The entry under `key` when `valid` accepts it, else a miss. */
+  private getValid<T>(key: string, valid: (v: unknown) => v is T): Promise<T | undefined> {
     return this.op('read', undefined, async (s) => {
       const v = await get<unknown>(key, s);
-      return isDevicePlan(v) ? v : undefined;
+      return valid(v) ? v : undefined;
     });
+  }
+
+  getPlan(key: string): Promise<DevicePlan | undefined> {
+    return this.getValid(key, isDevicePlan);
   }
 
   putPlan(key: string, plan: DevicePlan): Promise<void> {
@@ -291,7 +349,7 @@ export class IdbBundleCache implements BundleCache {
 
   deletePlans(manifestHash: string): Promise<void> {
     return this.op('write', undefined, async (s) => {
-      const prefixes = [PLAN_PREFIX, COMPILED_PREFIX].map((p) => `${p}${manifestHash}:`);
+      const prefixes = [PLAN_PREFIX, COMPILED_PREFIX, PRUNED_PREFIX].map((p) => `${p}${manifestHash}:`);
       const stale = (await keys<IDBValidKey>(s)).filter(
         (k) => typeof k === 'string' && prefixes.some((p) => k.startsWith(p)),
       );
@@ -314,5 +372,13 @@ export class IdbBundleCache implements BundleCache {
 
   deleteCompiled(key: string): Promise<void> {
     return this.op('write', undefined, (s) => del(key, s));
+  }
+
+  getPruned(key: string): Promise<PrunedRecord | undefined> {
+    return this.getValid(key, isPrunedRecord);
+  }
+
+  putPruned(key: string, record: PrunedRecord): Promise<void> {
+    return this.op('write', undefined, (s) => set(key, record, s));
   }
 }

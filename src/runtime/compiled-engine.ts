@@ -1,6 +1,7 @@
 // The compiled engine for batch-1 calls: the segments loaded so far as ONE onnxruntime model with `If` exits
 // (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
-// Over 400 lines: the three models' switching (background builds, backend fallback, disposal) shares its state here.
+// Over 400 lines: the three models' switching (background builds, backend fallback, disposal, the spare kept for
+// pruning probes) shares its state here.
 import { compileBundleCascade } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
@@ -15,6 +16,12 @@ import { inputDims } from './preprocess.js';
 import { compiledKey, type BundleCache } from './cache.js';
 import type { CallProfiler } from './profile.js';
 import type { SessionPool } from './session-pool.js';
+
+/**
+ * The most segment bytes (the bundle's weights) for which the gated model stays loaded beside the exit-free one, for
+ * pruning probes: two sessions of the whole model are held then.
+ */
+export const SPARE_MAX_BYTES = 64 * 1024 * 1024;
 
 /** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
 export interface CompiledResult extends CascadeResult {
@@ -49,14 +56,17 @@ interface Compiled {
  * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
  * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
  * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
- * enables an exit while it is at hand (a pruning probe) runs the stages instead. A device plan's measurement holds the gated
+ * enables an exit while it is at hand (a pruning probe) runs a spare model with exits instead: the one the chain
+ * replaced, kept loaded beside it, or one made in the background after a probe found none (of that probe's gating and
+ * the chain's prefix; only for bundles of at most {@link SPARE_MAX_BYTES} of segments, as two models are held then);
+ * the spare goes back in use without a build when the calls want its kind again; with no spare a probe runs the stages. A device plan's measurement holds the gated
  * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
  * from the bundle cache when an earlier build stored it, else compiled (the first model of each kind and prefix, and
  * every switch when the cache does not keep them: only the bytes of the model in use are held here; the pool's segment bytes, from which models are compiled, are let go once the whole bundle is
  * compiled and the cache is known to hold its model and every segment: a later compile reads them from the cache),
  * while calls keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
- * sessions coexist only while one is being made; a call waits for a build only when no model of the backend in use is
+ * sessions coexist only while one is being made, or while the exit-free model serves beside its spare; a call waits for a build only when no model of the backend in use is
  * at hand (the first one; after a WebGPU → WASM fallback, when the old one goes first) or always, for an engine made
  * with `background: false` (nested in another runtime's queued jobs). Onnxruntime runs one job at a time (queue.ts): a
  * call arriving during the new session's creation or a warm-up run still waits for that one step.
@@ -66,6 +76,8 @@ export class CompiledEngine {
   failure: string | undefined;
   /** The model in use (undefined before the first is made, after a backend change, a failure or dispose()). */
   private current: Compiled | undefined;
+  /** While the exit-free model is in use: the gated model it replaced, kept for pruning probes (see the class comment). */
+  private spare: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
   /** The bytes of the model in use (by cache key), when the bundle cache is not known to hold it: only that kind's
@@ -75,6 +87,10 @@ export class CompiledEngine {
   private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
   /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
   private want: ModelKind = 'ungated';
+  /** The kind of spare a probe on the exit-free model wanted and found none of (made by the next ready()). */
+  private spareWant: ModelKind | undefined;
+  /** Whether the last call's requested thresholds enable an exit its pruned ones do not (probes will come). */
+  private probing = false;
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
   private gatedHolds = 0;
   /** Set by {@link dispose}: no model is made or run after it. */
@@ -103,7 +119,10 @@ export class CompiledEngine {
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined || this.disposed) return undefined;
     const c = this.current;
-    if (c && this.fits(c)) return c;
+    if (c && this.fits(c)) {
+      this.makeSpare(c);
+      return c;
+    }
     const usable = this.options.background && c?.backend === this.pool.ort.backend;
     if (!this.building) {
       const made = this.build(this.wanted(), usable);
@@ -114,6 +133,38 @@ export class CompiledEngine {
       this.building = settled.finally(() => (this.building = undefined));
     }
     return usable ? c : this.building;
+  }
+
+  /**
+   * While the exit-free model `c` serves and a probe since found no spare of its prefix and backend: makes one in the
+   * background (of the kind that probe wanted), unless a build is under way, the engine runs nested, or the bundle is
+   * too large to hold two models ({@link SPARE_MAX_BYTES}).
+   */
+  private makeSpare(c: Compiled): void {
+    const kind = this.spareWant;
+    const s = this.spare;
+    if (!kind || !this.probing || c.kind !== 'chain' || this.building || !this.options.background) return;
+    if (!this.spareFits()) return;
+    if (s && s.backend === c.backend && s.count >= c.count) return;
+    this.spareWant = undefined;
+    const made = this.build(kind, true, true).catch((e: unknown) =>
+      this.fail(`making the compiled model failed: ${(e as Error).message}`),
+    );
+    this.building = made.finally(() => (this.building = undefined));
+  }
+
+  /**
+   * Sets the model the next calls want from thresholds about to be used (the pruned state a runtime recalled at open),
+   * before the first call says so: open then makes that one first.
+   */
+  prefer(thresholds: readonly number[]): void {
+    this.want = this.kindFor(thresholds);
+  }
+
+  /** The model kind for calls with thresholds `t`: a missing threshold never fires, as one above 1. */
+  private kindFor(t: readonly number[]): ModelKind {
+    const off = this.manifest.exits.filter((_, e) => !((t[e] ?? Infinity) <= 1)).length;
+    return off === 0 ? 'ungated' : off < this.manifest.exits.length ? 'gated' : 'chain';
   }
 
   /** Resolves once no model is being made (a failed build: see {@link failure}). */
@@ -157,9 +208,9 @@ export class CompiledEngine {
    * Makes the `kind` model of the loaded prefix on the backend in use and puts it in use, the old one
    * retired once the new one is warmed up; undefined when the engine failed (then the old one is retired too) or
    * dispose() began (then nothing stays made). `background`: a model is in use meanwhile; the call that started this
-   * queues its run first.
+   * queues its run first. `asSpare`: the model made becomes the spare (the exit-free model stays in use).
    */
-  private async build(kind: ModelKind, background: boolean): Promise<Compiled | undefined> {
+  private async build(kind: ModelKind, background: boolean, asSpare = false): Promise<Compiled | undefined> {
     // In the background, a macrotask before the compile and before each onnxruntime step: the calls that arrived
     // meanwhile (the one that started this first) queue their runs on the model in use before it, so each waits for
     // one step at most.
@@ -174,6 +225,13 @@ export class CompiledEngine {
     const count = this.pool.loadedCount();
     const backend = ort.backend;
     const generation = this.pool.backendGeneration;
+    const spare = this.spare;
+    if (!asSpare && spare?.kind === kind && spare.backend === backend && spare.count >= count) {
+      // the gated model kept beside the exit-free one goes back in use, no build
+      this.spare = undefined;
+      this.drop();
+      return (this.current = spare);
+    }
     const base = compiledKey(this.manifestHash, backend, count);
     const key = kindKey(base, kind);
     const held = this.held?.key === key ? this.held.bytes : undefined;
@@ -205,7 +263,7 @@ export class CompiledEngine {
     // kind, a backend fallback) reads them from it, so the pool need not hold the segment bytes (~1x the weights) any
     // more. A write not known to have landed (dropped, or timed out) keeps them, and this model's bytes.
     if (cacheKeeps && count === this.manifest.segments.length && this.pool.segmentsCached()) this.pool.dropBytes();
-    this.held = cacheKeeps ? undefined : { key, bytes };
+    if (!asSpare) this.held = cacheKeeps ? undefined : { key, bytes };
     // A model of another backend (WebGPU → WASM fallback) is of no use: it goes first (its runs under way finish).
     if (this.current && this.current.backend !== backend) this.drop();
     let session: OrtSession | undefined;
@@ -230,9 +288,18 @@ export class CompiledEngine {
       await this.release(session);
       return undefined;
     }
-    this.drop();
-    this.current = { session, count, backend, kind, retired: false };
-    return this.current;
+    const made: Compiled = { session, count, backend, kind, retired: false };
+    const old = this.current;
+    const keepOld = kind === 'chain' && this.probing && old && old.kind !== 'chain' && old.backend === backend;
+    if (asSpare || (keepOld && this.spareFits())) {
+      // kept for the probes while the exit-free model serves: the one made, or the one the exit-free model replaces
+      this.dropSpare();
+      this.spare = asSpare ? made : old;
+      if (asSpare) return old;
+      this.current = undefined;
+    }
+    this.drop(kind === 'chain');
+    return (this.current = made);
   }
 
   /**
@@ -272,11 +339,24 @@ export class CompiledEngine {
       .catch(() => undefined);
   }
 
-  /** Retires the model in use, if any (see {@link retire}); none is in use after it. */
-  private drop(): void {
+  /** Whether the bundle is small enough to keep the gated model beside the exit-free one ({@link SPARE_MAX_BYTES}). */
+  private spareFits(): boolean {
+    return this.manifest.segments.reduce((a, g) => a + g.bytes, 0) <= SPARE_MAX_BYTES;
+  }
+
+  /** Retires the model in use, if any (see {@link retire}), and the spare unless `keepSpare`; none is in use after it. */
+  private drop(keepSpare = false): void {
     const c = this.current;
     this.current = undefined;
     if (c) void this.retire(c);
+    if (!keepSpare) this.dropSpare();
+  }
+
+  /** Retires the spare, if any. */
+  private dropSpare(): void {
+    const s = this.spare;
+    this.spare = undefined;
+    if (s) void this.retire(s);
   }
 
   /** Marks `c` replaced and queues its release: after the runs already queued on it, before any later job. */
@@ -351,35 +431,46 @@ export class CompiledEngine {
    * Classifies one preprocessed input with `c`: one run of the compiled prefix; when it says "continue", runCascade
    * over the stage runner from the next segment on (the prefix's segments pass the cut activation through), so every
    * decision is the stage engine's rule. The compiled run's ms is spread evenly over the segments it covered.
-   * `gateFor`: the thresholds whose disabled exits choose the next calls' model (default `thresholds`; live exit
-   * pruning's probes run the requested thresholds but keep the model of its steady ones).
+   * `pruning`: live exit pruning's `steady` thresholds, whose disabled exits choose the next calls' model (its probes
+   * run the requested thresholds but keep the model of the steady ones), and the `requested` ones: while they enable
+   * an exit that the steady ones do not, probes will come, so a spare model with exits is kept beside the exit-free one.
    */
   async run(
     c: Compiled,
     data: Float32Array,
     thresholds: readonly number[],
     profiler?: CallProfiler,
-    gateFor: readonly number[] = thresholds,
+    pruning?: { readonly steady: readonly number[]; readonly requested: readonly number[] },
   ): Promise<CompiledResult> {
     const { manifest } = this;
     const k = manifest.labels.length;
-    // A missing threshold never fires, as one above 1; the next ready() remakes the model if this changes its kind.
-    const off = manifest.exits.filter((_, e) => !((gateFor[e] ?? Infinity) <= 1)).length;
-    this.want = off === 0 ? 'ungated' : off < manifest.exits.length ? 'gated' : 'chain';
-    // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the stages from 0.
+    // The next ready() remakes the model if this changes its kind.
+    this.want = this.kindFor(pruning?.steady ?? thresholds);
+    this.probing = pruning !== undefined && this.kindFor(pruning.requested) !== 'chain';
+    if (!this.probing && this.spare) this.dropSpare();
+    // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the spare gated
+    // model when one is at hand (same backend), else the stages from segment 0.
     const needsExit = (m: Compiled): boolean =>
       m.kind === 'chain' && manifest.exits.some((x, e) => x.segment < m.count && (thresholds[e] ?? Infinity) <= 1);
+    const onModel = (m: Compiled): Compiled | undefined => {
+      if (!needsExit(m)) return m;
+      const s = this.spare;
+      if (s && !s.retired && s.backend === m.backend && s.count >= m.count) return s;
+      this.spareWant = this.kindFor(thresholds); // the next ready() makes one in the background
+      return s && !s.retired && s.backend === m.backend ? s : undefined;
+    };
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     let t0 = performance.now();
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
       t0 = performance.now();
-      if (!m || needsExit(m)) return undefined;
+      const on = m && onModel(m);
+      if (!on) return undefined;
       try {
-        return { count: m.count, out: await this.pool.queue.run(() => m.session.run(this.feeds(data, thresholds))) };
+        return { count: on.count, out: await this.pool.queue.run(() => on.session.run(this.feeds(data, thresholds))) };
       } catch (e) {
-        if (!(await this.tooLarge(m, e))) throw e;
+        if (!(await this.tooLarge(on, e))) throw e;
         return undefined; // the engine is off: this call runs the stages from segment 0, on WebGPU still
       }
     });
@@ -451,7 +542,9 @@ export class CompiledEngine {
     await this.idle();
     this.held = undefined;
     const c = this.current;
-    this.current = undefined;
+    const s = this.spare;
+    this.current = this.spare = undefined;
     if (c) await this.retire(c);
+    if (s) await this.retire(s);
   }
 }

@@ -3,10 +3,12 @@
 // times measured here on the engine in use + the bundle's validation file → planExits, cached). Batch-1 calls run the
 // compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches run stage by stage.
 // Live exit pruning (policy/exit-pruning.ts, on unless `pruneExits: false`) turns off the deepest exits that do not pay
-// on the traffic served: every call runs with its thresholds and reports its exits back.
+// on the traffic served: every call runs with its thresholds and reports its exits back; exits are priced by the device
+// plan's times when one is in force, else by MACs with a per-exit overhead over the live call time; the pruned state is
+// remembered in the cache per bundle and backend.
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
-import { ExitPruner, type PruneRun } from '../policy/exit-pruning.js';
+import type { PruneRun } from '../policy/exit-pruning.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
 import { runCascade } from '../engine/cascade.js';
 import { OrtStageRunner } from '../engine/stage-runner.js';
@@ -14,6 +16,7 @@ import { SelfxitError } from '../errors.js';
 import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
 import { BundleSource, loadManifest, type Progress } from './bundle-source.js';
 import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
+import { LivePruning } from './live-pruning.js';
 import { CompiledEngine } from './compiled-engine.js';
 import { measureCompiled, measureStages } from './measure.js';
 import { CallProfiler } from './profile.js';
@@ -36,6 +39,8 @@ export interface RuntimeDeps {
    * model in the call that needs it instead of in the background.
    */
   readonly nested?: boolean;
+  /** Live exit pruning's per-exit overhead in ms when no device plan prices the exits (default: EXIT_OVERHEAD_MS). */
+  readonly exitOverheadMs?: number;
 }
 
 /** One open bundle in the worker. Create with {@link BundleRuntime.open}. */
@@ -50,7 +55,7 @@ export class BundleRuntime {
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
   private planning: Promise<unknown> = Promise.resolve();
   /** Live exit pruning; undefined with `pruneExits: false` or a bundle without exits. */
-  private readonly pruner: ExitPruner | undefined;
+  private readonly pruner: LivePruning | undefined;
 
   private constructor(
     readonly manifest: BundleManifest,
@@ -65,6 +70,7 @@ export class BundleRuntime {
     compile: boolean,
     nested: boolean,
     prune: boolean,
+    exitOverheadMs: number | undefined,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
@@ -73,7 +79,13 @@ export class BundleRuntime {
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
       : undefined;
-    this.pruner = prune && manifest.exits.length > 0 ? ExitPruner.forManifest(manifest) : undefined;
+    this.pruner =
+      prune && manifest.exits.length > 0
+        ? new LivePruning(manifest, manifestHash, cache, ort, {
+            headsGated: () => this.compiled !== undefined && this.compiled.failure === undefined,
+            overheadMs: exitOverheadMs,
+          })
+        : undefined;
   }
 
   /**
@@ -103,10 +115,13 @@ export class BundleRuntime {
       (req.engine ?? 'auto') !== 'stages',
       deps.nested === true,
       req.pruneExits !== false,
+      deps.exitOverheadMs,
     );
     try {
       await rt.pool.session(0);
       await loaded.commit(); // a manifest is cached only once a load with it succeeded
+      const steady = await rt.pruner?.recall();
+      if (steady) rt.compiled?.prefer(steady);
       await rt.compiled?.ready();
     } catch (e) {
       await rt.dispose();
@@ -176,11 +191,7 @@ export class BundleRuntime {
     } finally {
       profiler?.detach();
     }
-    if (pruning)
-      this.pruner!.observe(
-        pruning,
-        results.map((r) => r.exit),
-      );
+    if (pruning) this.pruner!.observe(pruning, results);
     const totalMs = performance.now() - t0;
     const profile = profiler?.done();
     return results.map((r) => ({ ...r, totalMs, ...(profile ? { profile } : {}) }));
@@ -202,7 +213,13 @@ export class BundleRuntime {
     const run = async (): Promise<WireResult[]> => {
       const compiled = req.inputs.length === 1 ? await this.compiled?.ready() : undefined; // a batch: every chunk by stages
       if (compiled) {
-        const r = await this.compiled!.run(compiled, data, thresholds, profiler, pruning?.steady);
+        const r = await this.compiled!.run(
+          compiled,
+          data,
+          thresholds,
+          profiler,
+          pruning && { steady: pruning.steady, requested: req.thresholds },
+        );
         return [
           {
             index: r.index,
@@ -252,7 +269,9 @@ export class BundleRuntime {
       p.timings.stageMs.length === manifest.segments.length &&
       p.timings.decisionMs.length === manifest.segments.length &&
       (p.timings.exitMs === undefined || p.timings.exitMs.length === manifest.segments.length);
-    return fits ? p : undefined;
+    if (!fits) return undefined;
+    this.pruner?.usePlan(p);
+    return p;
   }
 
   /**
@@ -308,6 +327,7 @@ export class BundleRuntime {
           backend,
           threads,
         });
+        this.pruner?.usePlan(plan);
         await this.cache.putPlan(planKey(this.manifestHash, backend, threads), plan);
         return plan;
       } finally {

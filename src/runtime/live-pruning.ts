@@ -1,0 +1,129 @@
+// Live exit pruning in the worker: the pure pruner (policy/exit-pruning.ts) with the exits priced from what this runtime
+// knows (the device plan in force, else MACs over the live time of a call that takes no exit) and its pruned state
+// remembered in the bundle cache per bundle version and backend (recalled at open; a failed write never breaks serving).
+import type { BundleManifest } from '../bundle/manifest.js';
+import type { DevicePlan } from '../policy/device-plan.js';
+import { RunningMedian } from '../policy/exit-economics.js';
+import {
+  EXIT_OVERHEAD_MS,
+  ExitPruner,
+  exitEconomics,
+  overheadFraction,
+  timedExitEconomics,
+  type PruneRun,
+} from '../policy/exit-pruning.js';
+import type { WireResult } from '../protocol.js';
+import { prunedKey, type BundleCache } from './cache.js';
+import type { OrtHandle } from './ort-backend.js';
+
+/** Calls between writes of the pruned state when only its probe counts changed (a change of the set is written at once). */
+export const PRUNED_SAVE_CALLS = 512;
+
+/** One runtime's live exit pruning: {@link next} before a call, {@link observe} after it. */
+export class LivePruning {
+  private readonly pruner: ExitPruner;
+  /** The device plan in force (made by plan() or found by cachedPlan()): its times price the exits. */
+  private plan: DevicePlan | undefined;
+  /** ms of the single-input calls that took no exit: the full path's time (with the exits in use passed). */
+  private readonly fullPathMs = new RunningMedian();
+  /** The memory's revision last written, whether a write is under way, whether the set changed since, calls since. */
+  private readonly save = { revision: 0, writing: false, changed: false, calls: 0 };
+
+  constructor(
+    private readonly manifest: BundleManifest,
+    private readonly manifestHash: string,
+    private readonly cache: BundleCache,
+    private readonly ort: Pick<OrtHandle, 'backend' | 'threads'>,
+    private readonly options: {
+      /** Whether exits off skip their heads (the compiled engine in use), for a plan's times. */
+      readonly headsGated: () => boolean;
+      /** The per-exit overhead in ms without a plan (default: {@link EXIT_OVERHEAD_MS} of the backend in use). */
+      readonly overheadMs?: number | undefined;
+    },
+  ) {
+    this.pruner = ExitPruner.forManifest(manifest);
+    this.price();
+  }
+
+  /** The exits pruned now (ascending). */
+  get pruned(): number[] {
+    return this.pruner.pruned;
+  }
+
+  /**
+   * Puts the pruned state remembered for this bundle version and backend in force (a stale or malformed record is
+   * ignored: the pruner checks each entry against the manifest); returns the thresholds the next calls will run
+   * when one is, so that the compiled engine makes that model first.
+   */
+  async recall(): Promise<readonly number[] | undefined> {
+    const { backend } = this.ort;
+    const record = await this.cache.getPruned?.(prunedKey(this.manifestHash, backend));
+    if (record && record.manifestHash === this.manifestHash && record.backend === backend)
+      this.pruner.remember(record.entries);
+    this.save.revision = this.pruner.revision;
+    return this.pruner.current;
+  }
+
+  /** A device plan is in force now: its times price the exits while its backend and threads are those in use. */
+  usePlan(plan: DevicePlan): void {
+    this.plan = plan;
+    this.price();
+  }
+
+  /** The thresholds the call runs (see {@link ExitPruner.next}). */
+  next(requested: readonly number[]): PruneRun {
+    return this.pruner.next(requested);
+  }
+
+  private overheadMs(): number {
+    return this.options.overheadMs ?? EXIT_OVERHEAD_MS[this.ort.backend] ?? EXIT_OVERHEAD_MS.wasm!;
+  }
+
+  /**
+   * Prices the exits: by the device plan's times when one made for the backend and threads in use is in force (and
+   * fits the engine: timedExitEconomics), else by MACs with the backend's per-exit overhead in ms over the live time of
+   * a call that takes no exit (at least 1 % per exit).
+   */
+  private price(): void {
+    const { backend, threads } = this.ort;
+    const p = this.plan;
+    const timed =
+      p && p.backend === backend && p.threads === threads
+        ? timedExitEconomics(this.manifest, p.timings, this.options.headsGated())
+        : undefined;
+    this.pruner.setEconomics(
+      timed ?? exitEconomics(this.manifest, overheadFraction(this.overheadMs(), this.fullPathMs.value)),
+    );
+  }
+
+  /**
+   * After a call run with `run`: a single input that took no exit gives the full path's time (its ms, with the
+   * exits in use it passed: a little over, so exits are priced a little under); the exits are priced again and the outcome counted; the remembered state is written
+   * when it changed (at once when the pruned set changed, else every PRUNED_SAVE_CALLS calls; one write at a time,
+   * never awaited: a failed or slow write only leaves the older record).
+   */
+  observe(run: PruneRun, results: readonly WireResult[]): void {
+    const r = results[0];
+    if (results.length === 1 && r && r.exit < 0) this.fullPathMs.push(r.stages.reduce((a, b) => a + b, 0));
+    this.price();
+    const { pruner, save } = this;
+    save.changed =
+      pruner.observe(
+        run,
+        results.map((x) => x.exit),
+      ) || save.changed;
+    save.calls++;
+    const put = this.cache.putPruned?.bind(this.cache);
+    if (!put || save.writing || pruner.revision === save.revision) return;
+    if (!save.changed && save.calls < PRUNED_SAVE_CALLS) return;
+    const { manifestHash } = this;
+    const { backend } = this.ort;
+    const revision = pruner.revision;
+    Object.assign(save, { writing: true, changed: false, calls: 0 });
+    const done = (): void => void Object.assign(save, { writing: false, revision });
+    put(prunedKey(manifestHash, backend), { version: 1, manifestHash, backend, entries: pruner.memories() }).then(
+      done,
+      done,
+    );
+  }
+}
