@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { decodeModel, encodeModel, quantizedOps, sha256Hex, type OnnxModel } from '../src/graph/index.js';
 import { makeNode, makeTensor, pb } from '../src/graph/proto.js';
+import { MAX_SUBGRAPH_DEPTH, UNKNOWN_DEPTH } from '../src/graph/quant-ops.js';
 import type { InitRequest, WireResult } from '../src/protocol.js';
 import { noCache } from '../src/runtime/cache.js';
 import { LearnRuntime } from '../src/runtime/learn-runtime.js';
@@ -75,7 +76,46 @@ describe('quantizedOps (graph/quant-ops.ts)', () => {
       expect(() => quantizedOps(bytes.subarray(0, n))).not.toThrow();
     expect(quantizedOps(Uint8Array.of(0xff, 0xff, 0xff))).toEqual([]);
   });
+
+  it('finds them in model-local functions (ModelProto field 25)', () => {
+    const fn = (op: string): Uint8Array =>
+      wire(25, wire(1, new TextEncoder().encode('f')), wire(7, wire(4, new TextEncoder().encode(op))));
+    const float = encodeModel(residualGraph().model);
+    expect(quantizedOps(Uint8Array.from([...float, ...fn('QuantizeLinear')]))).toEqual(['QuantizeLinear']);
+    expect(quantizedOps(Uint8Array.from([...float, ...fn('Relu')]))).toEqual([]);
+  });
+
+  it('subgraphs nested deeper than MAX_SUBGRAPH_DEPTH: no stack overflow, read as quantized (WASM)', () => {
+    expect(quantizedOps(nestedGraphs(MAX_SUBGRAPH_DEPTH, 'QuantizeLinear'))).toEqual(['QuantizeLinear']);
+    expect(quantizedOps(nestedGraphs(MAX_SUBGRAPH_DEPTH, 'Relu'))).toEqual([]);
+    expect(quantizedOps(nestedGraphs(MAX_SUBGRAPH_DEPTH + 1, 'Relu'))).toEqual([UNKNOWN_DEPTH]);
+    expect(quantizedOps(nestedGraphs(5000, 'Relu'))).toEqual([UNKNOWN_DEPTH]);
+  });
 });
+
+/** A length-delimited protobuf field `field` holding the concatenated `parts`. */
+function wire(field: number, ...parts: Uint8Array[]): Uint8Array {
+  const body = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  parts.reduce((at, p) => (body.set(p, at), at + p.length), 0);
+  const varint = (v: number): number[] => {
+    const out: number[] = [];
+    for (; v >= 0x80; v = Math.floor(v / 128)) out.push((v & 0x7f) | 0x80);
+    return [...out, v];
+  };
+  const head = [...varint(field * 8 + 2), ...varint(body.length)];
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head);
+  out.set(body, head.length);
+  return out;
+}
+
+/** Model bytes whose graph nests `depth` If-style subgraphs (attribute g), the innermost with one `op` node. */
+function nestedGraphs(depth: number, op: string): Uint8Array {
+  const text = new TextEncoder();
+  let graph = wire(1, wire(4, text.encode(op)));
+  for (let d = 0; d < depth; d++) graph = wire(1, wire(4, text.encode('If')), wire(5, wire(6, graph)));
+  return wire(7, graph);
+}
 
 /**
  * Segment bytes with `out` (its main output) passed through QuantizeLinear → DequantizeLinear (uint8, scale 0.05, zero
