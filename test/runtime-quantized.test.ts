@@ -12,12 +12,13 @@ import { decodeModel, encodeModel, quantizedOps, sha256Hex, type OnnxModel } fro
 import { makeNode, makeTensor, pb } from '../src/graph/proto.js';
 import { MAX_SUBGRAPH_DEPTH, UNKNOWN_DEPTH } from '../src/graph/quant-ops.js';
 import type { InitRequest, WireResult } from '../src/protocol.js';
-import { noCache } from '../src/runtime/cache.js';
+import { noCache, prunedKey, type PrunedRecord } from '../src/runtime/cache.js';
 import { LearnRuntime } from '../src/runtime/learn-runtime.js';
 import { noLearnStore } from '../src/runtime/learn-store.js';
 import { loadOrt, type OrtHandle, type OrtWeb } from '../src/runtime/ort-backend.js';
 import { BundleRuntime } from '../src/runtime/runtime.js';
 import { quantizedGraph, residualGraph } from './fixtures/graphs.js';
+import { prunedCache } from './fixtures/pruned-cache.js';
 import { qopClassifier } from './fixtures/quant-graphs.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
@@ -238,6 +239,38 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
     expect(log.released).toBe(log.created); // segments 0 and 1 and the compiled model, released by the switch
     await rt.dispose();
     expect(requests.filter((p) => p.endsWith('/q2-legacy/segment-2.onnx'))).toHaveLength(1);
+  });
+
+  it('live pruning after the switch to WASM: the WASM key, written with what WASM learned only (not the WebGPU memory)', async () => {
+    const wasm = await BundleRuntime.open(request('q2-legacy', { backend: 'wasm' }), () => {}, {
+      loadOrt: loadOrtNode,
+    });
+    const hash = wasm.manifestHash;
+    await wasm.dispose();
+    const cache = prunedCache();
+    const gpuKey = prunedKey(hash, 'webgpu');
+    const other = [0.999, 0.999]; // remembered on WebGPU for thresholds this test never sends
+    const gpuRecord: PrunedRecord = {
+      version: 1,
+      manifestHash: hash,
+      backend: 'webgpu',
+      entries: [{ thresholds: other, pruned: [0, 1], probes: [0, 1].map(() => ({ n: 0, left: 0 })) }],
+    };
+    cache.records.set(gpuKey, structuredClone(gpuRecord));
+    const rt = await BundleRuntime.open(request('q2-legacy', { cache: true }), () => {}, {
+      cache,
+      loadOrt: () => gpuHandle({ created: 0, released: 0 }),
+    });
+    expect(rt.state().backend).toBe('webgpu');
+    const ones = rt.manifest.exits.map(() => 1); // nothing leaves: every input loads segment 2, then WASM
+    for (let c = 0; c < 200; c++)
+      await rt.classify({ inputs: [{ kind: 'tensor', data: tiny.inputs[c % 64]!.slice() }], thresholds: ones, probabilities: false });
+    expect(rt.state()).toMatchObject({ backend: 'wasm', prunedExits: [0, 1] });
+    await rt.dispose();
+    expect(cache.records.get(gpuKey)).toEqual(gpuRecord);
+    const written = cache.records.get(prunedKey(hash, 'wasm'));
+    expect(written?.backend).toBe('wasm');
+    expect(written?.entries.map((e) => e.thresholds)).toEqual([ones]);
   });
 
   it('a float bundle without the field stays on WebGPU, with the same results', async () => {

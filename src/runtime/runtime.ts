@@ -84,6 +84,7 @@ export class BundleRuntime {
         ? new LivePruning(manifest, manifestHash, cache, ort, {
             headsGated: () => this.compiled !== undefined && this.compiled.failure === undefined,
             overheadMs: exitOverheadMs,
+            generation: () => this.pool.backendGeneration,
           })
         : undefined;
   }
@@ -120,7 +121,10 @@ export class BundleRuntime {
     try {
       await rt.pool.session(0);
       await loaded.commit(); // a manifest is cached only once a load with it succeeded
-      const steady = await rt.pruner?.recall();
+      // the state remembered for the thresholds the first call is expected to send (the cached plan's, else the
+      // manifest's) is put in force at once; one of other thresholds waits for a call that sends them
+      const plan = req.usePlan === true && rt.pruner ? await rt.cachedPlan() : undefined;
+      const steady = await rt.pruner?.recall(plan?.thresholds ?? rt.manifest.exits.map((e) => e.threshold));
       if (steady) rt.compiled?.prefer(steady);
       await rt.compiled?.ready();
     } catch (e) {
@@ -181,6 +185,7 @@ export class BundleRuntime {
     profiler?.attach(this.pool.queue);
     const results: WireResult[] = [];
     // with pruning: the requested thresholds with the pruned exits off (a probe: as requested), exits counted after
+    if (this.pruner?.switched) await this.pruner.recall(req.thresholds); // the new backend's memory, not the old one's
     const pruning = this.pruner?.next(req.thresholds);
     try {
       for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
