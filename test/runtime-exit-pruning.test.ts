@@ -12,6 +12,7 @@ import type { EngineChoice, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { IdbBundleCache, noCache, prunedKey, type BundleCache, type PrunedRecord } from '../src/runtime/cache.js';
 import { CompiledEngine } from '../src/runtime/compiled-engine.js';
+import { decodeModel } from '../src/graph/index.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { fakeIdb } from './fixtures/fake-idb.js';
 import { prunedCache } from './fixtures/pruned-cache.js';
@@ -276,6 +277,47 @@ describe('the pruned state across loads', () => {
     const third = await open('compiled', undefined, { cache });
     expect(third.pruned).toEqual([0, 1]);
     await third.api.dispose();
+  });
+
+  it('a spare model that cannot be made leaves the compiled engine on (probes run the stages) and is not asked for again', async () => {
+    const cache = prunedCache();
+    const first = createWorkerApi({ loadOrt: loadOrtNode, cache: noCache });
+    const { manifestHash, manifest } = await first.init(tinyInitRequest(tiny.base, 'tiny'));
+    await first.dispose();
+    // every exit pruned at the manifest's thresholds: the exit-free model is made first, and no spare beside it
+    const bundle = manifest.exits.map((e) => e.threshold);
+    const probes = bundle.map(() => ({ n: 0, left: 0 }));
+    cache.records.set(prunedKey(manifestHash, 'wasm'), {
+      version: 1,
+      manifestHash,
+      backend: 'wasm',
+      entries: [{ thresholds: bundle, pruned: [0, 1], probes }],
+    });
+    let failing = false;
+    let refused = 0;
+    const loadOrt = async (): Promise<OrtHandle> => {
+      const h = await loadOrtNode();
+      const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
+      // once open: onnxruntime refuses every compiled model with exits (its `If` nodes), i.e. the probes' spare
+      const refusing = (async (bytes: Uint8Array, options?: unknown) => {
+        if (failing && (decodeModel(bytes).proto.graph?.node ?? []).some((n) => n.opType === 'If')) {
+          refused++;
+          throw new Error('no session for this one');
+        }
+        return (create as (b: Uint8Array, o?: unknown) => ReturnType<typeof create>)(bytes, options);
+      }) as typeof create;
+      return { ...h, ort: { ...h.ort, InferenceSession: { create: refusing } } as typeof h.ort };
+    };
+    const api = createWorkerApi({ loadOrt, cache });
+    await api.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    failing = true;
+    const rs = await serve(api, 6 * PRUNE_DEFAULTS.probeEvery, 1, bundle);
+    const state = await api.state();
+    expect(state?.engineFallbackReason).toBeUndefined();
+    expect(state).toMatchObject({ engine: 'compiled', prunedExits: [0, 1] });
+    expect(refused).toBe(1);
+    expect(rs.some((r) => r.exit >= 0)).toBe(true); // probes still run the exits (on the stages)
+    await api.dispose();
   });
 
   it('a record that does not fit (a middle exit, another exit count, garbage) is ignored; a write that never settles breaks nothing', async () => {
