@@ -143,13 +143,21 @@ function withQdqOutput(bytes: Uint8Array, out: string, zp: number): Uint8Array {
 interface GpuLog {
   created: number;
   released: number;
+  /** Runs of a WASM session fed a tensor marked as a GPU buffer (with `located`). */
+  gpuFedToWasm?: number;
 }
 
-async function gpuHandle(log: GpuLog): Promise<OrtHandle> {
+/**
+ * `located`: the outputs WebGPU sessions are asked to keep on the GPU come back marked 'gpu-buffer', and a session
+ * made after the switch to WASM given such a tensor computes on zeros instead (a WASM session cannot read a GPU buffer;
+ * whether onnxruntime then throws is not relied on).
+ */
+async function gpuHandle(log: GpuLog, located = false): Promise<OrtHandle> {
   const handle: OrtHandle = { ...(await loadOrtNode()), backend: 'webgpu' };
   const create = async (bytes: Uint8Array, options: InferenceSession.SessionOptions): Promise<InferenceSession> => {
-    const { preferredOutputLocation: _, ...cpuOptions } = options;
+    const { preferredOutputLocation: onGpu, ...cpuOptions } = options;
     const session = await ortNode.InferenceSession.create(bytes, cpuOptions);
+    if (located) markGpu(session, handle.backend === 'webgpu' ? Object.keys(onGpu ?? {}) : undefined, log);
     if (handle.backend !== 'webgpu') return session;
     log.created++;
     const release = session.release.bind(session);
@@ -157,6 +165,26 @@ async function gpuHandle(log: GpuLog): Promise<OrtHandle> {
     return session;
   };
   return Object.assign(handle, { ort: { ...ortNode, InferenceSession: { create } } as unknown as OrtWeb });
+}
+
+/** See {@link gpuHandle}'s `located`: `gpuOutputs` marked on a WebGPU session; undefined: a WASM session. */
+function markGpu(session: InferenceSession, gpuOutputs: readonly string[] | undefined, log: GpuLog): void {
+  const run = session.run.bind(session) as (feeds: InferenceSession.FeedsType) => Promise<InferenceSession.ReturnType>;
+  session.run = (async (feeds: InferenceSession.FeedsType) => {
+    const onGpu = Object.values(feeds).some((t) => t.location === 'gpu-buffer');
+    if (!gpuOutputs && onGpu) log.gpuFedToWasm = (log.gpuFedToWasm ?? 0) + 1;
+    // a WebGPU session reads the (CPU) values of a tensor marked as on the GPU; a WASM one sees zeros
+    const plain = (t: ortNode.Tensor): ortNode.Tensor =>
+      t.location !== 'gpu-buffer'
+        ? t
+        : gpuOutputs
+          ? new ortNode.Tensor(t.type, t.data as Float32Array, t.dims)
+          : new ortNode.Tensor(t.type, new Float32Array(t.data.length), t.dims);
+    const out = await run(Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, plain(t)])));
+    if (!gpuOutputs) return out;
+    for (const name of gpuOutputs) if (out[name]) Object.defineProperty(out[name], 'location', { value: 'gpu-buffer' });
+    return out;
+  }) as typeof session.run;
 }
 
 describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
@@ -271,6 +299,24 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
     const written = cache.records.get(prunedKey(hash, 'wasm'));
     expect(written?.backend).toBe('wasm');
     expect(written?.entries.map((e) => e.thresholds)).toEqual([ones]);
+  });
+
+  it('a switch during a call whose earlier segments left their output on the GPU: the call runs again on WASM', async () => {
+    const inputs = tiny.inputs.map((data) => ({ kind: 'tensor' as const, data: data.slice() }));
+    const wasm = await BundleRuntime.open(request('q2-legacy', { backend: 'wasm' }), () => {}, {
+      loadOrt: loadOrtNode,
+    });
+    const ones = wasm.manifest.exits.map(() => 1); // nothing leaves: segment 1's GPU output goes to segment 2 as it is
+    const answers = (rs: readonly WireResult[]): number[][] =>
+      rs.map((r) => [r.index, r.exit, ...(r.probabilities ?? []).map((p) => Math.round(p * 1e4))]);
+    const want = answers(await wasm.classify({ inputs, thresholds: ones, probabilities: true }));
+    await wasm.dispose();
+    const log: GpuLog = { created: 0, released: 0 };
+    const rt = await BundleRuntime.open(request('q2-legacy'), () => {}, { loadOrt: () => gpuHandle(log, true) });
+    expect(answers(await rt.classify({ inputs, thresholds: ones, probabilities: true }))).toEqual(want);
+    expect(log.gpuFedToWasm).toBeGreaterThan(0); // it did happen, and that run's outputs were not used
+    expect(rt.state().backend).toBe('wasm');
+    await rt.dispose();
   });
 
   it('a float bundle without the field stays on WebGPU, with the same results', async () => {

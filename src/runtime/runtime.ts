@@ -254,7 +254,15 @@ export class BundleRuntime {
         };
       });
     };
-    return this.pool.withFallback(run, { reason: 'a WebGPU run failed', during: 'classifying', rows });
+    // A segment's load may switch the pool to WASM during the call (a quantized segment): the earlier segments' output
+    // may then be a WebGPU buffer the WASM session cannot read, so the call runs again on WASM (redoIfSwitched),
+    // whether or not onnxruntime threw.
+    return this.pool.withFallback(run, {
+      reason: 'a WebGPU run failed',
+      during: 'classifying',
+      rows,
+      redoIfSwitched: true,
+    });
   }
 
   /**
