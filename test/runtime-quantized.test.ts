@@ -292,7 +292,11 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
     expect(rt.state().backend).toBe('webgpu');
     const ones = rt.manifest.exits.map(() => 1); // nothing leaves: every input loads segment 2, then WASM
     for (let c = 0; c < 200; c++)
-      await rt.classify({ inputs: [{ kind: 'tensor', data: tiny.inputs[c % 64]!.slice() }], thresholds: ones, probabilities: false });
+      await rt.classify({
+        inputs: [{ kind: 'tensor', data: tiny.inputs[c % 64]!.slice() }],
+        thresholds: ones,
+        probabilities: false,
+      });
     expect(rt.state()).toMatchObject({ backend: 'wasm', prunedExits: [0, 1] });
     await rt.dispose();
     expect(cache.records.get(gpuKey)).toEqual(gpuRecord);
@@ -317,6 +321,36 @@ describe('the runtime runs quantized bundles on WASM, never WebGPU', () => {
     expect(log.gpuFedToWasm).toBeGreaterThan(0); // it did happen, and that run's outputs were not used
     expect(rt.state().backend).toBe('wasm');
     await rt.dispose();
+  });
+
+  it('Q/DQ found in a later segment is remembered per bundle version: the next open asks loadOrt for WASM at once', async () => {
+    const found = new Map<string, readonly string[]>();
+    const cache = {
+      ...noCache,
+      getQuantized: async (hash: string) => (found.has(hash) ? [...found.get(hash)!] : undefined),
+      putQuantized: async (hash: string, ops: readonly string[]) => void found.set(hash, [...ops]),
+    };
+    const asked: (string | undefined)[] = [];
+    const open = (): Promise<BundleRuntime> =>
+      BundleRuntime.open(request('q2-legacy'), () => {}, {
+        cache,
+        loadOrt: async (_req, wasmOnly) => {
+          asked.push(wasmOnly);
+          return wasmOnly
+            ? { ...(await loadOrtNode()), fallbackReason: wasmOnly }
+            : gpuHandle({ created: 0, released: 0 });
+        },
+      });
+    const first = await open();
+    expect(first.state().backend).toBe('webgpu');
+    expect(await classifyAll(first)).toEqual(reference.get('q2-legacy'));
+    expect(first.state().backend).toBe('wasm');
+    await first.dispose();
+    expect([...found.values()]).toEqual([['DequantizeLinear', 'QuantizeLinear']]);
+    const second = await open();
+    expect(asked).toEqual([undefined, expect.stringMatching(/quantized ops \(DequantizeLinear, QuantizeLinear\)/)]);
+    expect(second.state()).toMatchObject({ backend: 'wasm', fallbackReason: asked[1] });
+    await second.dispose();
   });
 
   it('a float bundle without the field stays on WebGPU, with the same results', async () => {

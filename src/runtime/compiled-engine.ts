@@ -152,7 +152,7 @@ export class CompiledEngine {
     this.spareWant = undefined;
     // The spare is optional: an error making it (a bug included) leaves the model in use and the engine on.
     const made = this.build(kind, true, true).catch(() => this.spareFailed());
-    
+
     this.building = made.finally(() => (this.building = undefined));
   }
 

@@ -74,7 +74,9 @@ export class BundleRuntime {
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
-    this.pool = new SessionPool(manifest, ort, this.source, progress, compile);
+    // a quantized segment found in a bundle without `backbone.quantized`: its next open goes to WASM at once
+    const quantized = (ops: readonly string[]): void => void cache.putQuantized?.(manifestHash, ops).catch(() => {});
+    this.pool = new SessionPool(manifest, ort, this.source, progress, compile, quantized);
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
@@ -99,8 +101,12 @@ export class BundleRuntime {
     const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
     const now = (deps.now ?? Date.now)();
     const loaded = await loadManifest(req.manifestUrl, req, cache, now, progress);
-    // a quantized model (manifest `backbone.quantized`) runs on WASM: onnxruntime-web's WebGPU gets its ops wrong
-    const wasmOnly = loaded.manifest.backbone.quantized === true ? quantizedFallbackReason() : undefined;
+    // a quantized model (manifest `backbone.quantized`; without it, quantized ops an earlier open found in a segment)
+    // runs on WASM: onnxruntime-web's WebGPU gets its ops wrong
+    const flagged = loaded.manifest.backbone.quantized;
+    const found = flagged === undefined ? await cache.getQuantized?.(loaded.hash) : undefined;
+    const wasmOnly =
+      flagged === true ? quantizedFallbackReason() : found?.length ? quantizedFallbackReason(found) : undefined;
     const ort = await (deps.loadOrt ?? loadOrt)(req, wasmOnly);
     const keys = await cache.segmentKeys();
     const rt = new BundleRuntime(
