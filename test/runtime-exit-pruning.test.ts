@@ -12,8 +12,10 @@ import type { EngineChoice, WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { IdbBundleCache, noCache, prunedKey, type BundleCache, type PrunedRecord } from '../src/runtime/cache.js';
 import { CompiledEngine } from '../src/runtime/compiled-engine.js';
+import { decodeModel } from '../src/graph/index.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { fakeIdb } from './fixtures/fake-idb.js';
+import { prunedCache } from './fixtures/pruned-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
@@ -236,24 +238,6 @@ describe('exits priced by a device plan in force', () => {
   });
 });
 
-/** A bundle cache in memory that keeps only pruned records (`puts` counts the writes; `stall` never settles them). */
-function prunedCache(stall = false): BundleCache & { records: Map<string, PrunedRecord>; puts: number } {
-  const records = new Map<string, PrunedRecord>();
-  const cache = {
-    ...noCache,
-    records,
-    puts: 0,
-    getPruned: async (key: string) => records.get(key),
-    putPruned: (key: string, record: PrunedRecord): Promise<void> => {
-      cache.puts++;
-      if (stall) return new Promise<void>(() => {});
-      records.set(key, structuredClone(record));
-      return Promise.resolve();
-    },
-  };
-  return cache;
-}
-
 describe('the pruned state across loads', () => {
   it('is remembered per bundle and backend: the next load starts with it pruned, probes still run, decisions unchanged', async () => {
     const cache = prunedCache();
@@ -263,9 +247,9 @@ describe('the pruned state across loads', () => {
     await serve(first.api, 200, 1, ones);
     expect((await first.api.state())?.prunedExits).toEqual([0, 1]);
     await first.api.dispose();
-    const [record] = [...cache.records.values()];
-    expect(record?.entries).toHaveLength(1);
-    expect(record?.entries[0]).toMatchObject({ thresholds: ones, pruned: [0, 1] });
+    const [key, record] = [...cache.records.entries()][0]!;
+    expect(record.entries).toHaveLength(1);
+    expect(record.entries[0]).toMatchObject({ thresholds: ones, pruned: [0, 1] });
 
     const runs: number[][] = [];
     const orig = CompiledEngine.prototype.run;
@@ -274,9 +258,11 @@ describe('the pruned state across loads', () => {
       return orig.apply(this, args);
     });
     const second = await open('compiled', undefined, { cache });
-    expect(second.pruned).toEqual([0, 1]); // right after load, before any call
+    // right after load, before any call, only a memory of the thresholds the first call is expected to send (the
+    // manifest's here) is in force: not this one
+    expect(second.pruned).toEqual([]);
     const again = await serve(second.api, 64, 1, ones);
-    expect(runs[0]).toEqual([NEVER_EXIT, NEVER_EXIT]); // the first call already runs with the exits off
+    expect(runs[0]).toEqual([NEVER_EXIT, NEVER_EXIT]); // the first call with them already runs with the exits off
     expect(runs.filter((t) => t.every((x) => x === 1))).toHaveLength(64 / PRUNE_DEFAULTS.probeEvery); // probes
     const plain = await open('compiled', false);
     expect(decisions(again)).toEqual(decisions(await serve(plain.api, 64, 1, ones)));
@@ -285,6 +271,53 @@ describe('the pruned state across loads', () => {
     expect((await second.api.state())?.prunedExits).toEqual([]);
     await second.api.dispose();
     await plain.api.dispose();
+    // remembered for the manifest's thresholds: in force right after load, the exit-free model made first
+    const bundle = second.manifest.exits.map((e) => e.threshold);
+    cache.records.set(key, { ...record, entries: [{ ...record.entries[0]!, thresholds: bundle }] });
+    const third = await open('compiled', undefined, { cache });
+    expect(third.pruned).toEqual([0, 1]);
+    await third.api.dispose();
+  });
+
+  it('a spare model that cannot be made leaves the compiled engine on (probes run the stages) and is not asked for again', async () => {
+    const cache = prunedCache();
+    const first = createWorkerApi({ loadOrt: loadOrtNode, cache: noCache });
+    const { manifestHash, manifest } = await first.init(tinyInitRequest(tiny.base, 'tiny'));
+    await first.dispose();
+    // every exit pruned at the manifest's thresholds: the exit-free model is made first, and no spare beside it
+    const bundle = manifest.exits.map((e) => e.threshold);
+    const probes = bundle.map(() => ({ n: 0, left: 0 }));
+    cache.records.set(prunedKey(manifestHash, 'wasm'), {
+      version: 1,
+      manifestHash,
+      backend: 'wasm',
+      entries: [{ thresholds: bundle, pruned: [0, 1], probes }],
+    });
+    let failing = false;
+    let refused = 0;
+    const loadOrt = async (): Promise<OrtHandle> => {
+      const h = await loadOrtNode();
+      const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
+      // once open: onnxruntime refuses every compiled model with exits (its `If` nodes), i.e. the probes' spare
+      const refusing = (async (bytes: Uint8Array, options?: unknown) => {
+        if (failing && (decodeModel(bytes).proto.graph?.node ?? []).some((n) => n.opType === 'If')) {
+          refused++;
+          throw new Error('no session for this one');
+        }
+        return (create as (b: Uint8Array, o?: unknown) => ReturnType<typeof create>)(bytes, options);
+      }) as typeof create;
+      return { ...h, ort: { ...h.ort, InferenceSession: { create: refusing } } as typeof h.ort };
+    };
+    const api = createWorkerApi({ loadOrt, cache });
+    await api.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    failing = true;
+    const rs = await serve(api, 6 * PRUNE_DEFAULTS.probeEvery, 1, bundle);
+    const state = await api.state();
+    expect(state?.engineFallbackReason).toBeUndefined();
+    expect(state).toMatchObject({ engine: 'compiled', prunedExits: [0, 1] });
+    expect(refused).toBe(1);
+    expect(rs.some((r) => r.exit >= 0)).toBe(true); // probes still run the exits (on the stages)
+    await api.dispose();
   });
 
   it('a record that does not fit (a middle exit, another exit count, garbage) is ignored; a write that never settles breaks nothing', async () => {
@@ -322,7 +355,8 @@ describe('the pruned state across loads', () => {
     for (const record of bad) {
       stored.records.set(k!, record as PrunedRecord);
       const b = await open('compiled', undefined, { cache: stored });
-      expect(b.pruned).toEqual([]);
+      await serve(b.api, 1, 1, ones); // a record that fits would be in force from this call on
+      expect((await b.api.state())?.prunedExits).toEqual([]);
       await b.api.dispose();
     }
   });
@@ -338,7 +372,8 @@ describe('the pruned state across loads', () => {
     const hash = key.split(':')[1]!;
     expect(key).toBe(prunedKey(hash, 'wasm'));
     const b = await open('compiled', undefined, { cache: cache() });
-    expect(b.pruned).toEqual([0, 1]);
+    await serve(b.api, 1, 1, ones); // in force from the first call with those thresholds
+    expect((await b.api.state())?.prunedExits).toEqual([0, 1]);
     await b.api.dispose();
     idb.data.set(key, { version: 1, manifestHash: hash, backend: 'wasm', entries: 'x' });
     const c = await open('compiled', undefined, { cache: cache() });

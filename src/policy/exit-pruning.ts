@@ -180,9 +180,11 @@ export class ExitPruner {
   /**
    * Takes remembered states (most recent first, as {@link memories} gives them): those that fit (one threshold per
    * exit, numbers; a pruned set that is every exit in use from its first on; probe counts in range) are kept, the rest
-   * ignored. Before the first call the most recent one becomes the state, so that {@link pruned} shows it at once.
+   * ignored. Before the first call the one for `first` (the thresholds the first call is expected to send; without
+   * it, the most recent one) becomes the state, so that {@link pruned} shows it at once; none does when nothing is
+   * remembered for `first` (a memory of other thresholds would show, and make the runtime prepare, a foreign pruning).
    */
-  remember(entries: readonly PrunedMemory[]): void {
+  remember(entries: readonly PrunedMemory[], first?: readonly number[]): void {
     const E = this.economics.length;
     const fits = (m: PrunedMemory): boolean => {
       const t = m.thresholds;
@@ -216,7 +218,7 @@ export class ExitPruner {
       this.memory.delete(keyOf(entry.thresholds));
       this.memory.set(keyOf(entry.thresholds), entry);
     }
-    const latest = [...this.memory.values()].pop();
+    const latest = first ? this.memory.get(keyOf(first)) : [...this.memory.values()].pop();
     if (!this.requested && latest) this.start(latest.thresholds);
   }
 

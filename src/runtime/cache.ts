@@ -48,6 +48,12 @@ export interface BundleCache {
   /** Live exit pruning's remembered state stored under {@link prunedKey} (a malformed entry is a miss); optional. */
   getPruned?(key: string): Promise<PrunedRecord | undefined>;
   putPruned?(key: string, record: PrunedRecord): Promise<void>;
+  /**
+   * The quantized op types found in a segment of the bundle version with this manifest hash (a bundle without
+   * `backbone.quantized`), remembered so that its next open loads onnxruntime for WASM at once; optional.
+   */
+  getQuantized?(manifestHash: string): Promise<string[] | undefined>;
+  putQuantized?(manifestHash: string, ops: readonly string[]): Promise<void>;
 }
 
 /**
@@ -165,6 +171,7 @@ const SEGMENT_PREFIX = 'segment:';
 const PLAN_PREFIX = 'plan:';
 const COMPILED_PREFIX = 'compiled:';
 const PRUNED_PREFIX = 'pruned:';
+const QUANTIZED_PREFIX = 'quantized:';
 const COMPILED_FORMAT = 2; // 2: thresholds split once at the top (no Gather per exit)
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
@@ -349,7 +356,9 @@ export class IdbBundleCache implements BundleCache {
 
   deletePlans(manifestHash: string): Promise<void> {
     return this.op('write', undefined, async (s) => {
-      const prefixes = [PLAN_PREFIX, COMPILED_PREFIX, PRUNED_PREFIX].map((p) => `${p}${manifestHash}:`);
+      const prefixes = [PLAN_PREFIX, COMPILED_PREFIX, PRUNED_PREFIX, QUANTIZED_PREFIX].map(
+        (p) => `${p}${manifestHash}:`,
+      );
       const stale = (await keys<IDBValidKey>(s)).filter(
         (k) => typeof k === 'string' && prefixes.some((p) => k.startsWith(p)),
       );
@@ -380,5 +389,14 @@ export class IdbBundleCache implements BundleCache {
 
   putPruned(key: string, record: PrunedRecord): Promise<void> {
     return this.op('write', undefined, (s) => set(key, record, s));
+  }
+
+  getQuantized(manifestHash: string): Promise<string[] | undefined> {
+    const isOps = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+    return this.getValid(`${QUANTIZED_PREFIX}${manifestHash}:`, isOps);
+  }
+
+  putQuantized(manifestHash: string, ops: readonly string[]): Promise<void> {
+    return this.op('write', undefined, (s) => set(`${QUANTIZED_PREFIX}${manifestHash}:`, [...ops], s));
   }
 }

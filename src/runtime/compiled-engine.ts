@@ -89,6 +89,8 @@ export class CompiledEngine {
   private want: ModelKind = 'ungated';
   /** The kind of spare a probe on the exit-free model wanted and found none of (made by the next ready()). */
   private spareWant: ModelKind | undefined;
+  /** The backend and prefix (`backend:count`) whose spare could not be made: none is asked for again (probes run the stages). */
+  private noSpare: string | undefined;
   /** Whether the last call's requested thresholds enable an exit its pruned ones do not (probes will come). */
   private probing = false;
   /** Measurements under way that need the gated model ({@link withGated}): while any, every call runs it. */
@@ -146,10 +148,11 @@ export class CompiledEngine {
     if (!kind || !this.probing || c.kind !== 'chain' || this.building || !this.options.background) return;
     if (!this.spareFits()) return;
     if (s && s.backend === c.backend && s.count >= c.count) return;
+    if (this.noSpare === `${c.backend}:${c.count}`) return;
     this.spareWant = undefined;
-    const made = this.build(kind, true, true).catch((e: unknown) =>
-      this.fail(`making the compiled model failed: ${(e as Error).message}`),
-    );
+    // The spare is optional: an error making it (a bug included) leaves the model in use and the engine on.
+    const made = this.build(kind, true, true).catch(() => this.spareFailed());
+
     this.building = made.finally(() => (this.building = undefined));
   }
 
@@ -244,6 +247,7 @@ export class CompiledEngine {
         prefix = await this.pool.prefixBytes(count);
       } catch (e) {
         if (this.disposed) return undefined;
+        if (asSpare) return this.spareFailed();
         return this.fail(`the segments could not be read again to compile them: ${(e as Error).message}`);
       }
       try {
@@ -252,6 +256,7 @@ export class CompiledEngine {
         );
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
+        if (asSpare) return this.spareFailed();
         return this.fail(`the segments cannot be compiled into one model: ${e.message}`);
       }
       stored = (await this.cache.putCompiled?.(key, { sha256: await sha256Hex(bytes), bytes })) === true;
@@ -281,6 +286,7 @@ export class CompiledEngine {
       if (backend === 'webgpu' && this.pool.backendGeneration === generation) await this.probeDevice();
       // The backend fell back meanwhile (a WebGPU device lost): the next call makes the model on WASM.
       if (this.disposed || this.pool.backendGeneration !== generation) return undefined;
+      if (asSpare) return this.spareFailed();
       return this.fail(`onnxruntime (${backend}) cannot run the compiled model: ${(e as Error).message}`);
     }
     if (this.disposed || this.pool.backendGeneration !== generation) {
@@ -403,6 +409,16 @@ export class CompiledEngine {
     return undefined;
   }
 
+  /**
+   * A spare could not be made: the model in use stays, the engine stays on, and no spare is asked for again for this
+   * backend and prefix (probes run the stages). Returns the model in use, as a spare build that succeeded does.
+   */
+  private spareFailed(): Compiled | undefined {
+    const c = this.current;
+    if (c) this.noSpare = `${c.backend}:${c.count}`;
+    return c;
+  }
+
   /** Turns the engine off for good (the stage engine runs), saying why; the model in use, if any, is retired. */
   private fail(reason: string): undefined {
     this.failure = reason;
@@ -461,24 +477,28 @@ export class CompiledEngine {
     };
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
-    let t0 = performance.now();
+    // The model's run is timed inside its queue job: waiting for other jobs is not its time (live pruning prices by it).
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
-      t0 = performance.now();
       const on = m && onModel(m);
       if (!on) return undefined;
       try {
-        return { count: on.count, out: await this.pool.queue.run(() => on.session.run(this.feeds(data, thresholds))) };
+        return await this.pool.queue.run(async () => {
+          const t0 = performance.now();
+          const out = await on.session.run(this.feeds(data, thresholds));
+          return { count: on.count, out, ms: performance.now() - t0 };
+        });
       } catch (e) {
         if (!(await this.tooLarge(on, e))) throw e;
         return undefined; // the engine is off: this call runs the stages from segment 0, on WebGPU still
       }
     });
-    const ms = performance.now() - t0;
+    const ms = ran?.ms ?? 0;
+    const t1 = performance.now();
     const exit = ran ? Number(ran.out[CASCADE_IO.exitIndex]!.data[0]) : EXIT_INDEX_CONTINUE;
     if (ran && exit !== EXIT_INDEX_CONTINUE) {
       const probs = (ran.out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
-      profiler?.add('readbackMs', performance.now() - t0 - ms);
+      profiler?.add('readbackMs', performance.now() - t1);
       const { index, value } = argmaxRow(probs, 0, k);
       const n = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
       return { index, confidence: value, exit, probs, stages: new Array<number>(n).fill(ms / n) };

@@ -21,11 +21,13 @@ export const PRUNED_SAVE_CALLS = 512;
 
 /** One runtime's live exit pruning: {@link next} before a call, {@link observe} after it. */
 export class LivePruning {
-  private readonly pruner: ExitPruner;
+  private pruner: ExitPruner;
   /** The device plan in force (made by plan() or found by cachedPlan()): its times price the exits. */
   private plan: DevicePlan | undefined;
   /** ms of the single-input calls that took no exit: the full path's time (with the exits in use passed). */
-  private readonly fullPathMs = new RunningMedian();
+  private fullPathMs = new RunningMedian();
+  /** The backend and pool generation {@link recall} read the memory for: every write goes under that backend's key. */
+  private recalled: { readonly backend: string; readonly generation: number } | undefined;
   /** The memory's revision last written, whether a write is under way, whether the set changed since, calls since. */
   private readonly save = { revision: 0, writing: false, changed: false, calls: 0 };
 
@@ -39,6 +41,8 @@ export class LivePruning {
       readonly headsGated: () => boolean;
       /** The per-exit overhead in ms without a plan (default: {@link EXIT_OVERHEAD_MS} of the backend in use). */
       readonly overheadMs?: number | undefined;
+      /** The session pool's backend generation (bumped by a WebGPU → WASM switch). */
+      readonly generation: () => number;
     },
   ) {
     this.pruner = ExitPruner.forManifest(manifest);
@@ -50,16 +54,32 @@ export class LivePruning {
     return this.pruner.pruned;
   }
 
+  /** Whether the backend changed since {@link recall} (a WebGPU → WASM switch): {@link recall} again before a call. */
+  get switched(): boolean {
+    return this.recalled?.generation !== this.options.generation();
+  }
+
   /**
-   * Puts the pruned state remembered for this bundle version and backend in force (a stale or malformed record is
-   * ignored: the pruner checks each entry against the manifest); returns the thresholds the next calls will run
-   * when one is, so that the compiled engine makes that model first.
+   * Reads the pruned state remembered for this bundle version and the backend in use (a stale or malformed record is
+   * ignored: the pruner checks each entry against the manifest), that backend's from now on: later writes go under its
+   * key. The state remembered for `first` (the thresholds the first call is expected to send: the manifest's or the
+   * cached plan's) is put in force, none for other thresholds; returns the thresholds the next calls will run when
+   * one is, so that the compiled engine makes that model first. After a backend switch ({@link switched}) it starts
+   * over: the memory, the live call time and the records of the old backend are dropped.
    */
-  async recall(): Promise<readonly number[] | undefined> {
+  async recall(first?: readonly number[]): Promise<readonly number[] | undefined> {
+    if (this.recalled) {
+      this.pruner = ExitPruner.forManifest(this.manifest);
+      this.fullPathMs = new RunningMedian();
+      this.price();
+    }
     const { backend } = this.ort;
+    const generation = this.options.generation();
+    this.recalled = { backend, generation };
     const record = await this.cache.getPruned?.(prunedKey(this.manifestHash, backend));
+    if (this.options.generation() !== generation) return this.recall(first); // switched again meanwhile
     if (record && record.manifestHash === this.manifestHash && record.backend === backend)
-      this.pruner.remember(record.entries);
+      this.pruner.remember(record.entries, first);
     this.save.revision = this.pruner.revision;
     return this.pruner.current;
   }
@@ -103,6 +123,8 @@ export class LivePruning {
    * never awaited: a failed or slow write only leaves the older record).
    */
   observe(run: PruneRun, results: readonly WireResult[]): void {
+    // the backend switched during the call (or since recall): nothing of the old backend is counted nor written
+    if (this.switched) return;
     const r = results[0];
     if (results.length === 1 && r && r.exit < 0) this.fullPathMs.push(r.stages.reduce((a, b) => a + b, 0));
     this.price();
@@ -117,7 +139,7 @@ export class LivePruning {
     if (!put || save.writing || pruner.revision === save.revision) return;
     if (!save.changed && save.calls < PRUNED_SAVE_CALLS) return;
     const { manifestHash } = this;
-    const { backend } = this.ort;
+    const { backend } = this.recalled!;
     const revision = pruner.revision;
     Object.assign(save, { writing: true, changed: false, calls: 0 });
     const done = (): void => void Object.assign(save, { writing: false, revision });

@@ -74,7 +74,9 @@ export class BundleRuntime {
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
     this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
-    this.pool = new SessionPool(manifest, ort, this.source, progress, compile);
+    // a quantized segment found in a bundle without `backbone.quantized`: its next open goes to WASM at once
+    const quantized = (ops: readonly string[]): void => void cache.putQuantized?.(manifestHash, ops).catch(() => {});
+    this.pool = new SessionPool(manifest, ort, this.source, progress, compile, quantized);
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
@@ -84,6 +86,7 @@ export class BundleRuntime {
         ? new LivePruning(manifest, manifestHash, cache, ort, {
             headsGated: () => this.compiled !== undefined && this.compiled.failure === undefined,
             overheadMs: exitOverheadMs,
+            generation: () => this.pool.backendGeneration,
           })
         : undefined;
   }
@@ -98,8 +101,12 @@ export class BundleRuntime {
     const cache = deps.cache ?? (req.cache === false ? noCache : new IdbBundleCache());
     const now = (deps.now ?? Date.now)();
     const loaded = await loadManifest(req.manifestUrl, req, cache, now, progress);
-    // a quantized model (manifest `backbone.quantized`) runs on WASM: onnxruntime-web's WebGPU gets its ops wrong
-    const wasmOnly = loaded.manifest.backbone.quantized === true ? quantizedFallbackReason() : undefined;
+    // a quantized model (manifest `backbone.quantized`; without it, quantized ops an earlier open found in a segment)
+    // runs on WASM: onnxruntime-web's WebGPU gets its ops wrong
+    const flagged = loaded.manifest.backbone.quantized;
+    const found = flagged === undefined ? await cache.getQuantized?.(loaded.hash) : undefined;
+    const wasmOnly =
+      flagged === true ? quantizedFallbackReason() : found?.length ? quantizedFallbackReason(found) : undefined;
     const ort = await (deps.loadOrt ?? loadOrt)(req, wasmOnly);
     const keys = await cache.segmentKeys();
     const rt = new BundleRuntime(
@@ -120,7 +127,10 @@ export class BundleRuntime {
     try {
       await rt.pool.session(0);
       await loaded.commit(); // a manifest is cached only once a load with it succeeded
-      const steady = await rt.pruner?.recall();
+      // the state remembered for the thresholds the first call is expected to send (the cached plan's, else the
+      // manifest's) is put in force at once; one of other thresholds waits for a call that sends them
+      const plan = req.usePlan === true && rt.pruner ? await rt.cachedPlan() : undefined;
+      const steady = await rt.pruner?.recall(plan?.thresholds ?? rt.manifest.exits.map((e) => e.threshold));
       if (steady) rt.compiled?.prefer(steady);
       await rt.compiled?.ready();
     } catch (e) {
@@ -181,6 +191,7 @@ export class BundleRuntime {
     profiler?.attach(this.pool.queue);
     const results: WireResult[] = [];
     // with pruning: the requested thresholds with the pruned exits off (a probe: as requested), exits counted after
+    if (this.pruner?.switched) await this.pruner.recall(req.thresholds); // the new backend's memory, not the old one's
     const pruning = this.pruner?.next(req.thresholds);
     try {
       for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
@@ -249,7 +260,15 @@ export class BundleRuntime {
         };
       });
     };
-    return this.pool.withFallback(run, { reason: 'a WebGPU run failed', during: 'classifying', rows });
+    // A segment's load may switch the pool to WASM during the call (a quantized segment): the earlier segments' output
+    // may then be a WebGPU buffer the WASM session cannot read, so the call runs again on WASM (redoIfSwitched),
+    // whether or not onnxruntime threw.
+    return this.pool.withFallback(run, {
+      reason: 'a WebGPU run failed',
+      during: 'classifying',
+      rows,
+      redoIfSwitched: true,
+    });
   }
 
   /**

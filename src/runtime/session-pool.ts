@@ -62,6 +62,8 @@ export class SessionPool implements SessionProvider {
     private readonly source: BundleSource,
     private readonly progress: Progress,
     private keepBytes = false,
+    /** Told the quantized ops a segment's bytes were found to hold (a bundle without `backbone.quantized`). */
+    private readonly onQuantized: (ops: readonly string[]) => void = () => {},
   ) {
     this.created = manifest.segments.map(() => false);
     this.loaded = manifest.segments.map(() => false);
@@ -190,7 +192,9 @@ export class SessionPool implements SessionProvider {
     const flagged = this.manifest.backbone.quantized;
     if (flagged !== undefined) return flagged ? quantizedFallbackReason() : undefined;
     const ops = quantizedOps(bytes);
-    return ops.length > 0 ? quantizedFallbackReason(ops) : undefined;
+    if (ops.length === 0) return undefined;
+    this.onQuantized(ops);
+    return quantizedFallbackReason(ops);
   }
 
   /** Whether segment 0 still runs one input on the backend in use (after an out-of-memory error: is the device lost?). */
