@@ -26,6 +26,8 @@ export class LivePruning {
   private plan: DevicePlan | undefined;
   /** ms of the single-input calls that took no exit: the full path's time (with the exits in use passed). */
   private fullPathMs = new RunningMedian();
+  /** Whether exits off skipped their heads when the exits were last priced. */
+  private gated = false;
   /** The backend and pool generation {@link recall} read the memory for: every write goes under that backend's key. */
   private recalled: { readonly backend: string; readonly generation: number } | undefined;
   /** The memory's revision last written, whether a write is under way, whether the set changed since, calls since. */
@@ -105,11 +107,12 @@ export class LivePruning {
    * a call that takes no exit (at least 1 % per exit).
    */
   private price(): void {
+    this.gated = this.options.headsGated();
     const { backend, threads } = this.ort;
     const p = this.plan;
     const timed =
       p && p.backend === backend && p.threads === threads
-        ? timedExitEconomics(this.manifest, p.timings, this.options.headsGated())
+        ? timedExitEconomics(this.manifest, p.timings, this.gated)
         : undefined;
     this.pruner.setEconomics(
       timed ?? exitEconomics(this.manifest, overheadFraction(this.overheadMs(), this.fullPathMs.value)),
@@ -126,8 +129,10 @@ export class LivePruning {
     // the backend switched during the call (or since recall): nothing of the old backend is counted nor written
     if (this.switched) return;
     const r = results[0];
-    if (results.length === 1 && r && r.exit < 0) this.fullPathMs.push(r.stages.reduce((a, b) => a + b, 0));
-    this.price();
+    const timed = results.length === 1 && r !== undefined && r.exit < 0;
+    if (timed) this.fullPathMs.push(r.stages.reduce((a, b) => a + b, 0));
+    // priced again only when what the prices read changed (not on every call: this is the classify() path)
+    if (timed || this.options.headsGated() !== this.gated) this.price();
     const { pruner, save } = this;
     save.changed =
       pruner.observe(
