@@ -54,6 +54,8 @@ export class BundleRuntime {
   private planProgress: Progress | undefined;
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
   private planning: Promise<unknown> = Promise.resolve();
+  /** The cached device plan's lookup ({@link cachedPlan}), made once. */
+  private cachedPlanRead: { readonly backend: string; readonly plan: Promise<DevicePlan | undefined> } | undefined;
   /** Live exit pruning; undefined with `pruneExits: false` or a bundle without exits. */
   private readonly pruner: LivePruning | undefined;
 
@@ -275,7 +277,14 @@ export class BundleRuntime {
    * The cached device plan for this manifest hash and the backend and thread count in use, if one exists and fits
    * the manifest (a malformed or mismatched entry is ignored).
    */
-  async cachedPlan(): Promise<DevicePlan | undefined> {
+  cachedPlan(): Promise<DevicePlan | undefined> {
+    // read once per open and backend: open() (for pruning's first thresholds) and the worker API (to apply it) both ask
+    if (this.cachedPlanRead?.backend !== this.ort.backend)
+      this.cachedPlanRead = { backend: this.ort.backend, plan: this.readCachedPlan() };
+    return this.cachedPlanRead.plan;
+  }
+
+  private async readCachedPlan(): Promise<DevicePlan | undefined> {
     const { manifest, manifestHash } = this;
     const { backend, threads } = this.ort;
     const p = await this.cache.getPlan(planKey(manifestHash, backend, threads));
@@ -348,6 +357,7 @@ export class BundleRuntime {
         });
         this.pruner?.usePlan(plan);
         await this.cache.putPlan(planKey(this.manifestHash, backend, threads), plan);
+        this.cachedPlanRead = undefined; // the cache holds a newer plan now
         return plan;
       } finally {
         this.planProgress = undefined;
