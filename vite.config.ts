@@ -160,10 +160,17 @@ function libConfig(mode: string): UserConfig {
     base: './', // emitted URLs (the worker chunk) resolve against import.meta.url, wherever dist/ is served
     publicDir: false,
     resolve: { alias: ortAliases },
-    // The worker gets a stable name (dist/selfxit.worker.js) so that consumers and the IIFE build can point at it.
+    // The worker gets a stable name (dist/selfxit.worker.js) so that consumers and the IIFE build can point at it, and
+    // so does the learning code it imports on first use (src/runtime/learn-chunk.ts → dist/selfxit.learn.js, beside it;
+    // learn-worker.ts's LEARN_CHUNK names it in errors).
     worker: {
       format: 'es',
-      rollupOptions: { output: { entryFileNames: 'selfxit.worker.js', chunkFileNames: 'assets/[name]-[hash].js' } },
+      rollupOptions: {
+        output: {
+          entryFileNames: 'selfxit.worker.js',
+          chunkFileNames: (chunk) => (chunk.name === 'learn-chunk' ? 'selfxit.learn.js' : 'assets/[name]-[hash].js'),
+        },
+      },
     },
     build: {
       outDir: 'dist',

@@ -1,5 +1,6 @@
 // `npm run build`: every build output in dist/ — ESM + worker chunk, script-tag IIFE, pure core, Node CLI,
-// type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size.
+// type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size (the serving
+// worker and the learning chunk it imports only for `load(url, { learn })`, dist/selfxit.learn.js, apart).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -26,10 +27,10 @@ async function viteBuild(mode) {
 if (only.length === 0) rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 
-// 1. ESM first: it emits dist/selfxit.worker.js, which the script-tag build reuses.
+// 1. ESM first: it emits dist/selfxit.worker.js (and its learning chunk), which the script-tag build reuses.
 if (step('esm')) {
   rmSync(path.join(dist, 'assets'), { recursive: true, force: true });
-  rmSync(path.join(dist, 'selfxit.worker.js'), { force: true });
+  for (const f of ['selfxit.worker.js', 'selfxit.learn.js']) rmSync(path.join(dist, f), { force: true });
   await viteBuild('esm');
 }
 if (step('iife')) await viteBuild('iife');
@@ -72,6 +73,7 @@ const rows = [
   ['selfxit.js', path.join(dist, 'selfxit.js')],
   ['selfxit.iife.js', path.join(dist, 'selfxit.iife.js')],
   ['selfxit.worker.js', path.join(dist, 'selfxit.worker.js')],
+  ['selfxit.learn.js', path.join(dist, 'selfxit.learn.js')],
   ...assets.filter((f) => f.endsWith('.js')).map((f) => [`assets/${f}`, path.join(dist, 'assets', f)]),
   ['core.js', path.join(dist, 'core.js')],
   ['cli.js', path.join(dist, 'cli.js')],
@@ -85,6 +87,10 @@ if (existsSync(path.join(dist, 'selfxit.worker.js')) && existsSync(path.join(dis
   const runtime = gz(path.join(dist, 'selfxit.js')).gzip + gz(path.join(dist, 'selfxit.worker.js')).gzip;
   console.log(`  runtime (selfxit.js + worker, without onnxruntime): ${kb(runtime)} gzip`);
 }
+if (existsSync(path.join(dist, 'selfxit.learn.js')))
+  console.log(
+    `  on-device learning (selfxit.learn.js, fetched by a { learn } load only): ${kb(gz(path.join(dist, 'selfxit.learn.js')).gzip)} gzip`,
+  );
 const ortBytes = ORT_FILES.map((f) => path.join(dist, 'ort', f))
   .filter(existsSync)
   .reduce((a, f) => a + statSync(f).size, 0);

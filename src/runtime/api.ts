@@ -18,7 +18,8 @@ import type {
   WireResult,
   WorkerApi,
 } from '../protocol.js';
-import { LearnRuntime, type LearnDeps } from './learn-runtime.js';
+import type { LearnDeps, LearnRuntime } from './learn-runtime.js';
+import { learnCode } from './learn-worker.js';
 import { BundleRuntime } from './runtime.js';
 
 /** A progress callback that never throws (a comlink proxy returns a promise that rejects when the page is gone). */
@@ -125,7 +126,9 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       opening = true;
       const progress = bestEffort(onProgress);
       const open = (): Promise<BundleRuntime | LearnRuntime> =>
-        request.learn ? LearnRuntime.open(request, progress, deps) : BundleRuntime.open(request, progress, deps);
+        request.learn
+          ? learnCode().then((m) => m.LearnRuntime.open(request, progress, deps)) // a chunk loaded on first use
+          : BundleRuntime.open(request, progress, deps);
       try {
         runtime = await open();
       } catch (e) {
@@ -165,7 +168,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
 
     async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
       const rt = current();
-      if (rt instanceof LearnRuntime)
+      if (!(rt instanceof BundleRuntime))
         throw new SelfxitError(
           'LEARNING_UNAVAILABLE',
           'plan() is not available while learning: the learner chooses the exits',
@@ -176,7 +179,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
 
     async resetLearning(): Promise<RuntimeState> {
       const rt = current();
-      if (!(rt instanceof LearnRuntime))
+      if (rt instanceof BundleRuntime)
         throw new SelfxitError('LEARNING_UNAVAILABLE', 'resetLearning() needs a classifier loaded with { learn }');
       await rt.resetLearning();
       return reported(rt.state());

@@ -1,23 +1,55 @@
 // The fits of on-device learning in a second worker, so that serving is never blocked by head training: the runtime
 // worker starts its own script again under the name LEARNER_NAME (worker.ts then serves this API instead), and hands
 // each fit job over with its feature buffers transferred. It starts with the classifier (load() waits for it to answer,
-// so its start-up never coincides with a fit); where a worker cannot start one, fits run in the thread.
+// so its start-up never coincides with a fit); where a worker cannot start one, fits run in the thread. The learning
+// code itself is a lazily loaded chunk (learnCode(): learn-chunk.ts, dist/selfxit.learn.js), not part of the worker.
 import { proxy, transfer, wrap, type Remote } from 'comlink';
-import { fitLearned, type FitJob, type LearnedExits, type PrepareProgress } from '../learn/fit.js';
+import { SelfxitError } from '../errors.js';
+import type { FitJob, LearnedExits, PrepareProgress } from '../learn/fit.js';
 import type { FitWorker } from './learn-runtime.js';
+import { urlIn } from './ort-backend.js';
 
 /** The name a learner worker is started with (worker.ts checks it). */
 export const LEARNER_NAME = 'selfxit-learner';
 
+/** The learning chunk's file name in dist/, next to selfxit.worker.js (vite.config.ts names it). */
+export const LEARN_CHUNK = 'selfxit.learn.js';
+
+/**
+ * The learning code (learn-chunk.ts), imported on first use so that a worker that only classifies never fetches it:
+ * RUNTIME_FILES_UNAVAILABLE when it cannot be fetched (a worker copied without its chunk: docs/DEPLOY.md).
+ */
+export function learnCode(): Promise<typeof import('./learn-chunk.js')> {
+  return import('./learn-chunk.js').catch((e: unknown) => {
+    const message = (e as Error | undefined)?.message ?? String(e);
+    const url = urlIn(message) ?? LEARN_CHUNK;
+    throw new SelfxitError(
+      'RUNTIME_FILES_UNAVAILABLE',
+      `the on-device learning code could not be loaded from ${url} (${message}): serve ${LEARN_CHUNK} next to the ` +
+        'worker script (selfxit.worker.js)',
+      { url },
+      { cause: e },
+    );
+  });
+}
+
+/** Fits in this thread, the learning code loaded on first use. */
+const fitHere = async (job: FitJob, onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits> =>
+  (await learnCode()).fitLearned(job, onProgress);
+
 /** What the learner worker serves. */
 export interface LearnerApi {
   fit(job: FitJob, onProgress?: (p: PrepareProgress) => void): Promise<LearnedExits>;
-  /** Answers once the worker runs (its script fetched and evaluated). */
-  ready(): boolean;
+  /** Answers once the worker runs (its script fetched and evaluated) and holds the fit code (the learning chunk). */
+  ready(): boolean | Promise<boolean>;
 }
 
+/**
+ * The learner worker's API: exposed synchronously when the worker starts (so that no message is lost); its fit code
+ * loaded by ready(), which load() waits for (so that fetching and parsing it never coincides with a fit).
+ */
 export function createLearnerApi(): LearnerApi {
-  return { fit: (job, onProgress) => fitLearned(job, onProgress), ready: () => true };
+  return { fit: fitHere, ready: () => learnCode().then(() => true) };
 }
 
 /**
@@ -58,7 +90,7 @@ export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | 
   return {
     // A failed worker rejects the fit in flight (its buffers were moved); later fits run in the thread.
     run: async (job, onProgress) => {
-      if (broken) return fitLearned(job, onProgress);
+      if (broken) return fitHere(job, onProgress);
       const progress = onProgress ? proxy(onProgress) : undefined;
       return Promise.race([api.fit(transfer(job, jobBuffers(job)), progress), failure]);
     },

@@ -108,7 +108,7 @@ const RUNTIME_FILES_RE =
   /no available backend found|initializeWebAssembly|initWasm|dynamically imported module|failed to fetch|importing a module script failed|CompileError|LinkError|magic word|wasm streaming compile|fetching of the wasm failed/i;
 
 /** The first URL in an error's message (browsers name the module an import could not fetch there). */
-function urlIn(message: string): string | undefined {
+export function urlIn(message: string): string | undefined {
   return /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
 }
 
