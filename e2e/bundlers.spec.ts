@@ -1,13 +1,17 @@
 // The published package in fresh bundler apps, as docs/DEPLOY.md's "Bundlers" section tells a user: `npm pack`, a Vite app
-// and a webpack 5 app with default config that `import { load } from 'selfxit'`, each built, served with and without
-// COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference.
-// Slow (two installs, two builds: about 1-2 minutes); SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
+// and a webpack 5 app with default config that `import { load } from 'selfxit'` (and a Vite app with ES-module workers,
+// which keeps the learning chunk apart), each built, served with and without
+// COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference; with COOP/COEP
+// also a `learn` load (the worker's lazily imported learning chunk, re-bundled by the app's bundler). The apps' script
+// sizes are printed (docs/DEPLOY.md "Download size"). Slow (three installs, three builds: about 1-2 minutes);
+// SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import { test, expect } from '@playwright/test';
 import type { load as Load } from '../src/index.js';
 import { serveStatic } from '../scripts/static-server.mjs';
@@ -17,6 +21,16 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VITE = path.join(root, 'node_modules/vite/bin/vite.js');
 const WEBPACK = path.join(root, 'node_modules/webpack-cli/bin/cli.js');
 const TINY = path.join(root, 'e2e/.bundles/tiny');
+const MODELS = path.join(root, 'public/models');
+
+/** Logs each script an app build emitted under `dir`: bytes and gzip -9 bytes. */
+function logSizes(app: string, dir: string): void {
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => /\.m?js$/.test(f));
+  for (const f of files.sort()) {
+    const bytes = readFileSync(path.join(dir, f));
+    console.log(`${app}: ${f} ${bytes.length} B, ${gzipSync(bytes, { level: 9 }).length} B gzip`);
+  }
+}
 
 interface Expected {
   index: number;
@@ -43,9 +57,11 @@ async function install(app: string, tarball: string): Promise<void> {
   await sh('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], app);
 }
 
-async function viteApp(dir: string, tarball: string): Promise<string> {
+/** A Vite app: default config, or (`esWorkers`) `worker.format: 'es'`, which keeps the worker's learning chunk apart. */
+async function viteApp(dir: string, tarball: string, esWorkers = false): Promise<string> {
   mkdirSync(path.join(dir, 'src'), { recursive: true });
   writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'vite-app', private: true, type: 'module' }));
+  if (esWorkers) writeFileSync(path.join(dir, 'vite.config.js'), "export default { worker: { format: 'es' } };\n");
   writeFileSync(
     path.join(dir, 'index.html'),
     '<!doctype html><html><body><script type="module" src="/src/main.js"></script></body></html>\n',
@@ -93,30 +109,36 @@ test.describe('published package in bundler apps', () => {
       tmp,
       readdirSync(tmp).find((f) => f.endsWith('.tgz'))!,
     );
-    const [vite, webpack] = await Promise.all([
+    const [vite, viteEs, webpack] = await Promise.all([
       viteApp(path.join(tmp, 'vite-app'), tarball),
+      viteApp(path.join(tmp, 'vite-es-app'), tarball, true),
       webpackApp(path.join(tmp, 'webpack-app'), tarball),
     ]);
-    apps.vite = vite;
-    apps.webpack = webpack;
+    Object.assign(apps, { vite, 'vite-es': viteEs, webpack });
+    for (const [name, dir] of Object.entries(apps)) logSizes(`${name} app`, dir);
   });
 
   test.afterAll(() => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  for (const bundler of ['vite', 'webpack'] as const) {
-    for (const isolation of [true, false]) {
-      test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: load() and 10 images classified`, async ({
-        page,
-      }) => {
-        const server = await serveStatic({ mounts: { '/': apps[bundler]!, '/bundle/': TINY }, port: 0, isolation });
+  test("vite app with worker.format 'es': the learning code stays a chunk of its own", () => {
+    const assets = readdirSync(path.join(apps['vite-es']!, 'assets'));
+    expect(assets.filter((f) => /^selfxit\.learn-.*\.js$/.test(f))).toHaveLength(1);
+  });
+
+  for (const bundler of ['vite', 'vite-es', 'webpack'] as const) {
+    for (const isolation of bundler === 'vite-es' ? [true] : [true, false]) {
+      const what = isolation ? 'load() and 10 images classified, a learn load' : 'load() and 10 images classified';
+      test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: ${what}`, async ({ page }) => {
+        const mounts = { '/': apps[bundler]!, '/bundle/': TINY, '/models/': MODELS };
+        const server = await serveStatic({ mounts, port: 0, isolation });
         const errors: string[] = [];
         page.on('pageerror', (e) => errors.push(e.message));
         try {
           await page.goto(server.url);
           await page.waitForFunction(() => typeof (window as { selfxitLoad?: unknown }).selfxitLoad === 'function');
-          const out = await page.evaluate(async () => {
+          const out = await page.evaluate(async (learnToo) => {
             const load = (window as unknown as { selfxitLoad: typeof Load }).selfxitLoad;
             const buf = new Uint8ClampedArray(await (await fetch('/bundle/images.rgba')).arrayBuffer());
             const images = Array.from(
@@ -129,17 +151,26 @@ test.describe('published package in bundler apps', () => {
               for (const img of images) results.push(await clf.classify(img));
               const info = clf.info();
               await clf.dispose();
+              // learning: the worker imports its learning chunk, the learner worker too (load() waits for it)
+              let learnedModel: string | undefined;
+              if (learnToo) {
+                const learner = await load('/models/fashion-resnet/model.onnx', { cache: false, learn: {} });
+                await learner.classify(new ImageData(28, 28));
+                learnedModel = learner.learning().modelHash;
+                await learner.dispose();
+              }
               return {
                 results: results.map((r) => ({ index: r.index, exit: r.exit.index, confidence: r.confidence })),
                 backend: info.backend,
                 threads: info.threads,
                 isolated: info.crossOriginIsolated,
+                learnedModel,
               };
             } catch (e) {
               const err = e as Error & { code?: string };
               return { error: `${err.code ?? err.name}: ${err.message}` };
             }
-          });
+          }, isolation);
           expect('error' in out ? out.error : undefined).toBeUndefined();
           if ('error' in out) return;
           const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
@@ -152,6 +183,7 @@ test.describe('published package in bundler apps', () => {
           });
           expect(out.isolated).toBe(isolation);
           expect(out.backend).toBe('wasm'); // 'auto' on the SwiftShader adapter
+          if (isolation) expect(out.learnedModel).toMatch(/^[0-9a-f]{64}$/);
           if (isolation) expect(out.threads).toBeGreaterThan(1);
           else expect(out.threads).toBe(1);
           expect(errors).toEqual([]);
