@@ -6,6 +6,7 @@
 import { proxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError } from '../errors.js';
 import type { FitJob, LearnedExits, PrepareProgress } from '../learn/fit.js';
+import type * as LearnChunk from './learn-chunk.js';
 import type { FitWorker } from './learn-runtime.js';
 import { urlIn } from './ort-backend.js';
 
@@ -19,7 +20,7 @@ export const LEARN_CHUNK = 'selfxit.learn.js';
  * The learning code (learn-chunk.ts), imported on first use so that a worker that only classifies never fetches it:
  * RUNTIME_FILES_UNAVAILABLE when it cannot be fetched (a worker copied without its chunk: docs/DEPLOY.md).
  */
-export function learnCode(): Promise<typeof import('./learn-chunk.js')> {
+export function learnCode(): Promise<typeof LearnChunk> {
   return import('./learn-chunk.js').catch((e: unknown) => {
     const message = (e as Error | undefined)?.message ?? String(e);
     const url = urlIn(message) ?? LEARN_CHUNK;
