@@ -40,6 +40,8 @@ export interface SideStats {
    * work at both ends and the messages (in the page thread: the CPU work alone), onnxruntime's `session.run` left out.
    */
   readonly outsideRunP50?: number;
+  /** Profiled SDK calls: median of the worker's onnxruntime runs (profile `runMs`: queue jobs, feeds and readback included). */
+  readonly runP50?: number;
   /** Profiled SDK calls: median of the worker's span (received → reply) − its onnxruntime runs: the bench's "SDK in the worker". */
   readonly workerOutsideRunP50?: number;
   /** Page work before the message is posted, and after the reply arrived (means). */
@@ -291,7 +293,14 @@ async function run(
         roundTripTrimmed: trimmed(trips),
         ...(to.length ? { toWorkerMs: mean(to), fromWorkerMs: mean(from) } : {}),
         ...(outside.length
-          ? { outsideRunP50: quantile(outside, 0.5), workerOutsideRunP50: quantile(workerOutside, 0.5) }
+          ? {
+              outsideRunP50: quantile(outside, 0.5),
+              workerOutsideRunP50: quantile(workerOutside, 0.5),
+              runP50: quantile(
+                s.filter((x) => x.run !== undefined).map((x) => x.run!),
+                0.5,
+              ),
+            }
           : {}),
         sendMs: quantile(
           s.map((x) => x.send!),

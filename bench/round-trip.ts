@@ -149,8 +149,9 @@ try {
   }
   if (sides.includes('selfxit A (profiled)') && sides.includes('selfxit B (profiled)')) {
     for (const [k, what] of [
-      ['outsideRunP50', 'page'],
-      ['workerOutsideRunP50', 'worker span'],
+      ['outsideRunP50', 'page − onnxruntime runs'],
+      ['workerOutsideRunP50', 'worker span − onnxruntime runs'],
+      ['runP50', 'onnxruntime runs'],
     ] as const) {
       const outside = (side: string): number =>
         avg(
@@ -159,7 +160,7 @@ try {
         )!;
       const [a, b] = [outside('selfxit A (profiled)'), outside('selfxit B (profiled)')];
       console.log(
-        `${what} − onnxruntime runs (profiled calls, median): A ${a.toFixed(3)} ms, B ${b.toFixed(3)} ms; ` +
+        `${what} (profiled calls, median): A ${a.toFixed(3)} ms, B ${b.toFixed(3)} ms; ` +
           `B − A ${((b - a) * 1000).toFixed(1)} µs per call`,
       );
     }

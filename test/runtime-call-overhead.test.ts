@@ -79,11 +79,13 @@ describe('per-call work done once', () => {
     const init = await api.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
     const { port1, port2 } = new MessageChannel();
     await api.connect(port2);
-    const call = (id: number, req: ClassifyRequest): Promise<ClassifyAnswer> =>
-      new Promise((resolve) => {
-        port1.onmessage = (ev: MessageEvent<ClassifyAnswer>) => resolve(ev.data);
-        port1.postMessage({ id, request: req });
-      });
+    const waiting = new Map<number, (a: ClassifyAnswer) => void>();
+    port1.onmessage = (ev: MessageEvent<ClassifyAnswer>) => waiting.get(ev.data.id)?.(ev.data);
+    const call = (id: number, request: ClassifyRequest): Promise<ClassifyAnswer> => {
+      const answer = new Promise<ClassifyAnswer>((resolve) => waiting.set(id, resolve));
+      port1.postMessage({ id, request });
+      return answer;
+    };
     const atOne = init.manifest.exits.map(() => 1);
     let page = init.state;
     let changes = 0;
