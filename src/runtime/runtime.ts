@@ -6,6 +6,7 @@
 // on the traffic served: every call runs with its thresholds and reports its exits back; exits are priced by the device
 // plan's times when one is in force, else by MACs with a per-exit overhead over the live call time; the pruned state is
 // remembered in the cache per bundle and backend.
+// Over 400 lines: one class, as open(), classify(), plan() and state() share the runtime's parts (pool, engines, pruner).
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { PruneRun } from '../policy/exit-pruning.js';
