@@ -99,6 +99,11 @@ export class CompiledEngine {
   private thresholds: { readonly values: readonly number[]; readonly tensor: OrtTensor } | undefined;
   /** The input's dims at batch 1 (every run's input tensor is made with them). */
   private readonly inputDims: readonly number[];
+  /**
+   * The last input tensor made and its data: the runtime hands in the same buffer call after call (refilled; runs read
+   * it when they start), so its tensor is made again only for another buffer.
+   */
+  private input: { readonly data: Float32Array; readonly tensor: OrtTensor } | undefined;
   /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
   private want: ModelKind = 'ungated';
   /** The kind of spare a probe on the exit-free model wanted and found none of (made by the next ready()). */
@@ -466,10 +471,9 @@ export class CompiledEngine {
       const t = cascadeThresholds(thresholds, this.manifest.exits.length);
       this.thresholds = { values: [...thresholds], tensor: (tensor = new Tensor('float32', t, [t.length])) };
     }
-    return {
-      [this.manifest.segments[0]!.input]: new Tensor('float32', data, this.inputDims as number[]),
-      [CASCADE_IO.thresholds]: tensor!,
-    };
+    if (this.input?.data !== data)
+      this.input = { data, tensor: new Tensor('float32', data, this.inputDims as number[]) };
+    return { [this.manifest.segments[0]!.input]: this.input.tensor, [CASCADE_IO.thresholds]: tensor! };
   }
 
   /**
