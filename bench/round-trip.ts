@@ -2,7 +2,9 @@
 // postMessage echo worker, a comlink echo worker and the bench's baseline worker (the full model over comlink), all
 // interleaved image by image in one Chromium page. Two SDK builds run side by side: A (the source at --base, extracted
 // from git; without it this checkout again, an A/A run) and B (this checkout), each plain and profiled (→ / ← worker).
-// Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs).
+// Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs). Profiled calls also give
+// the SDK's work around onnxruntime: page time and the worker's span (received → reply) less its onnxruntime runs
+// (profile runMs), medians, with B − A in µs per call. `npx tsx bench/round-trip-profile.ts FILE` summarises a profile.
 //
 // With --in-thread, every side runs in the page's own thread: the echoes and the SDK's worker API (createWorkerApi,
 // onnxruntime included) answer on a MessageChannel in the page, as the unit tests drive them, so the round trip is the
