@@ -17,6 +17,8 @@ export interface RoundTripConfig {
   readonly passes: number;
   /** Every side in the page's thread, over MessageChannels (no worker threads): the CPU work of both ends. */
   readonly inThread: boolean;
+  /** Untimed calls of every side before the passes (live pruning's warm-up in the worst case). */
+  readonly warmup: number;
   /** Measure only the sides whose name contains one of these (default: all). */
   readonly only?: readonly string[];
 }
@@ -33,6 +35,15 @@ export interface SideStats {
   readonly roundTripTrimmed: number;
   readonly toWorkerMs?: number;
   readonly fromWorkerMs?: number;
+  /**
+   * Profiled SDK calls: median of page time − the worker's onnxruntime runs (profile `runMs`), i.e. all the SDK's own
+   * work at both ends and the messages (in the page thread: the CPU work alone), onnxruntime's `session.run` left out.
+   */
+  readonly outsideRunP50?: number;
+  /** Profiled SDK calls: median of the worker's onnxruntime runs (profile `runMs`: queue jobs, feeds and readback included). */
+  readonly runP50?: number;
+  /** Profiled SDK calls: median of the worker's span (received → reply) − its onnxruntime runs: the bench's "SDK in the worker". */
+  readonly workerOutsideRunP50?: number;
   /** Page work before the message is posted, and after the reply arrived (means). */
   readonly sendMs: number;
   readonly receiveMs: number;
@@ -97,6 +108,7 @@ interface Sample {
   receive?: number;
   to?: number;
   from?: number;
+  run?: number;
 }
 
 type Call = (img: ImageData, i: number) => Promise<Sample>;
@@ -145,7 +157,9 @@ function echoWorker(name: string, inThread: boolean): Worker {
   return Object.assign(channel.port2, { terminate: () => channel.port2.close() }) as unknown as Worker;
 }
 
-async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree: number; engines: string[] }> {
+async function run(
+  config: RoundTripConfig,
+): Promise<{ stats: SideStats[]; agree: number; engines: string[]; pruned: string[] }> {
   const manifestUrl = new URL(config.manifestUrl, document.baseURI).href;
   const manifest = (await (await fetch(manifestUrl)).json()) as {
     input: { height: number; width: number; channels: number; name: string; layout: 'NCHW' | 'NHWC' };
@@ -200,7 +214,7 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
       labels[which][i] = r.index;
       const p = r.timings.profile;
       return p
-        ? { page, worker: p.replyAt - p.recvAt, to: p.recvAt - calledAt, from: doneAt - p.replyAt }
+        ? { page, worker: p.replyAt - p.recvAt, to: p.recvAt - calledAt, from: doneAt - p.replyAt, run: p.runMs }
         : { page, worker: r.timings.totalMs };
     };
   const all: ([string, Call] | undefined)[] = [
@@ -245,7 +259,8 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
     (s): s is [string, Call] => s !== undefined && (!config.only || config.only.some((o) => s[0].includes(o))),
   );
   const inputs = Array.from({ length: images.count }, (_, i) => imageData(images, i));
-  for (let w = 0; w < 20; w++) for (const [, call] of sides) await call(inputs[w % inputs.length]!, w % inputs.length);
+  for (let w = 0; w < config.warmup; w++)
+    for (const [, call] of sides) await call(inputs[w % inputs.length]!, w % inputs.length);
   const stats: SideStats[] = [];
   for (let pass = 0; pass < config.passes; pass++) {
     const samples = sides.map(() => [] as Sample[]);
@@ -266,6 +281,8 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
       const trips = s.map((x) => x.page - x.worker);
       const to = s.map((x) => x.to).filter((x): x is number => x !== undefined);
       const from = s.map((x) => x.from).filter((x): x is number => x !== undefined);
+      const outside = s.filter((x) => x.run !== undefined).map((x) => x.page - x.run!);
+      const workerOutside = s.filter((x) => x.run !== undefined).map((x) => x.worker - x.run!);
       stats.push({
         side,
         pass,
@@ -275,6 +292,16 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
         roundTripP90: quantile(trips, 0.9),
         roundTripTrimmed: trimmed(trips),
         ...(to.length ? { toWorkerMs: mean(to), fromWorkerMs: mean(from) } : {}),
+        ...(outside.length
+          ? {
+              outsideRunP50: quantile(outside, 0.5),
+              workerOutsideRunP50: quantile(workerOutside, 0.5),
+              runP50: quantile(
+                s.filter((x) => x.run !== undefined).map((x) => x.run!),
+                0.5,
+              ),
+            }
+          : {}),
         sendMs: quantile(
           s.map((x) => x.send!),
           0.5,
@@ -289,11 +316,12 @@ async function run(config: RoundTripConfig): Promise<{ stats: SideStats[]; agree
   let agree = 0;
   for (let i = 0; i < images.count; i++) if (labels.A[i] === labels.B[i]) agree++;
   const engines = [clfA.info().engine, clfB.info().engine];
+  const pruned = [clfA, clfB].map((c) => String(c.info().prunedExits ?? '-'));
   await clfA.dispose();
   await clfB.dispose();
   await full?.dispose();
   raw.terminate();
-  return { stats, agree: agree / images.count, engines };
+  return { stats, agree: agree / images.count, engines, pruned };
 }
 
 declare global {

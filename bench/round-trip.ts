@@ -2,17 +2,21 @@
 // postMessage echo worker, a comlink echo worker and the bench's baseline worker (the full model over comlink), all
 // interleaved image by image in one Chromium page. Two SDK builds run side by side: A (the source at --base, extracted
 // from git; without it this checkout again, an A/A run) and B (this checkout), each plain and profiled (→ / ← worker).
-// Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs).
+// Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs). Profiled calls also give
+// the SDK's work around onnxruntime: page time and the worker's span (received → reply) less its onnxruntime runs
+// (profile runMs), medians, with B − A in µs per call. `npx tsx bench/round-trip-profile.ts FILE` summarises a profile.
 //
 // With --in-thread, every side runs in the page's own thread: the echoes and the SDK's worker API (createWorkerApi,
 // onnxruntime included) answer on a MessageChannel in the page, as the unit tests drive them, so the round trip is the
 // CPU work of both ends (no thread wake-ups): what the SDK's own code costs, measurable on a loaded machine.
 //
 // --cpu-profile FILE writes the page thread's CPU profile (DevTools format; with --in-thread, both ends), --only a,b
-// measures only the sides whose names contain a or b.
+// measures only the sides whose names contain a or b. --manifest NAME loads the bundle's NAME instead of manifest.json:
+// `--manifest manifest-noexit.json --warmup 1500` is the bench's worst case (every threshold 1; the warm-up calls let
+// live pruning switch every exit off: the exits pruned after the run are printed).
 //
 //   npx tsx bench/round-trip.ts [bundleDir] [--base COMMIT] [--in-thread] [--images N] [--passes P] [--threads T]
-//     [--only NAMES] [--cpu-profile FILE] [--port P]
+//     [--only NAMES] [--cpu-profile FILE] [--port P] [--manifest NAME] [--warmup CALLS]
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +37,8 @@ const base = stringFlag(args, '--base');
 const inThread = boolFlag(args, '--in-thread');
 const only = stringFlag(args, '--only')?.split(',');
 const cpuProfile = stringFlag(args, '--cpu-profile');
+const manifestName = stringFlag(args, '--manifest') ?? 'manifest.json';
+const WARMUP = intFlag(args, '--warmup', 20);
 const dir = path.resolve(args[0] ?? path.join(root, 'bench/.bundles/fashion'));
 const fashion = path.basename(dir).startsWith('fashion');
 const imagesFile = fashion
@@ -91,12 +97,13 @@ try {
   await page.goto(new URL('round-trip.html', server.url).href);
   await page.waitForFunction(() => window.selfxitRoundTrip !== undefined);
   const config: RoundTripConfig = {
-    manifestUrl: 'bundle/manifest.json',
+    manifestUrl: `bundle/${manifestName}`,
     imagesUrl: `images/${path.basename(imagesFile)}`,
     images: IMAGES,
     threads: THREADS,
     passes: PASSES,
     inThread,
+    warmup: WARMUP,
     ...(only ? { only } : {}),
   };
   const cdp = cpuProfile ? await page.context().newCDPSession(page) : undefined;
@@ -105,7 +112,7 @@ try {
     await cdp.send('Profiler.setSamplingInterval', { interval: 250 });
     await cdp.send('Profiler.start');
   }
-  const { stats, agree, engines } = await page.evaluate((c) => window.selfxitRoundTrip.run(c), config);
+  const { stats, agree, engines, pruned } = await page.evaluate((c) => window.selfxitRoundTrip.run(c), config);
   if (cdp && cpuProfile) {
     const { profile } = await cdp.send('Profiler.stop');
     fs.writeFileSync(cpuProfile, JSON.stringify(profile));
@@ -113,15 +120,16 @@ try {
   console.log(
     `${dir}: ${IMAGES} images x ${PASSES} passes, Chromium WASM ${THREADS} thread(s), engines A/B ${engines.join('/')}, ` +
       `A = ${base ?? 'this checkout'}, B = this checkout; A/B same label on ${(agree * 100).toFixed(1)} %` +
-      (inThread ? '; all in the page thread (--in-thread)' : ''),
+      (inThread ? '; all in the page thread (--in-thread)' : '') +
+      `; ${manifestName}, ${WARMUP} warm-up calls, exits pruned at the end A/B ${pruned.map((p) => `[${p}]`).join('/')}`,
   );
   const f = (x: number | undefined): string => (x === undefined ? '' : x.toFixed(3));
   // (in the page thread, the marks of the two ends mix: no page columns then)
   console.log(
-    '| side | page ms | round trip ms: mean | 90 % trimmed mean | median | p90 | → worker | ← worker |' +
+    '| side | page ms | round trip ms: mean | 90 % trimmed mean | median | p90 | → worker | ← worker | page − onnxruntime runs (median) | worker − onnxruntime runs (median) |' +
       (inThread ? '' : ' page before post (median) | page after reply (median) |'),
   );
-  console.log(`|---|---:|---:|---:|---:|---:|---:|---:|${inThread ? '' : '---:|---:|'}`);
+  console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|${inThread ? '' : '---:|---:|'}`);
   const sides = [...new Set(stats.map((s) => s.side))];
   const avg = (rows: SideStats[], k: keyof SideStats): number | undefined =>
     rows[0]![k] === undefined ? undefined : rows.reduce((a, r) => a + (r[k] as number), 0) / rows.length;
@@ -130,15 +138,34 @@ try {
     for (const r of rows)
       console.log(
         `| ${side} #${r.pass} | ${f(r.pageMs)} | ${f(r.roundTripMs)} | ${f(r.roundTripTrimmed)} | ${f(r.roundTripP50)} | ` +
-          `${f(r.roundTripP90)} | ${f(r.toWorkerMs)} | ${f(r.fromWorkerMs)} |` +
+          `${f(r.roundTripP90)} | ${f(r.toWorkerMs)} | ${f(r.fromWorkerMs)} | ${f(r.outsideRunP50)} | ${f(r.workerOutsideRunP50)} |` +
           (inThread ? '' : ` ${f(r.sendMs)} | ${f(r.receiveMs)} |`),
       );
     console.log(
       `| **${side}** (mean of passes) | ${f(avg(rows, 'pageMs'))} | **${f(avg(rows, 'roundTripMs'))}** | ` +
         `${f(avg(rows, 'roundTripTrimmed'))} | ${f(avg(rows, 'roundTripP50'))} | ${f(avg(rows, 'roundTripP90'))} | ` +
-        `${f(avg(rows, 'toWorkerMs'))} | ${f(avg(rows, 'fromWorkerMs'))} |` +
+        `${f(avg(rows, 'toWorkerMs'))} | ${f(avg(rows, 'fromWorkerMs'))} | ${f(avg(rows, 'outsideRunP50'))} | ` +
+        `${f(avg(rows, 'workerOutsideRunP50'))} |` +
         (inThread ? '' : ` ${f(avg(rows, 'sendMs'))} | ${f(avg(rows, 'receiveMs'))} |`),
     );
+  }
+  if (sides.includes('selfxit A (profiled)') && sides.includes('selfxit B (profiled)')) {
+    for (const [k, what] of [
+      ['outsideRunP50', 'page − onnxruntime runs'],
+      ['workerOutsideRunP50', 'worker span − onnxruntime runs'],
+      ['runP50', 'onnxruntime runs'],
+    ] as const) {
+      const outside = (side: string): number =>
+        avg(
+          stats.filter((s) => s.side === side),
+          k,
+        )!;
+      const [a, b] = [outside('selfxit A (profiled)'), outside('selfxit B (profiled)')];
+      console.log(
+        `${what} (profiled calls, median): A ${a.toFixed(3)} ms, B ${b.toFixed(3)} ms; ` +
+          `B − A ${((b - a) * 1000).toFixed(1)} µs per call`,
+      );
+    }
   }
   for (const k of sides.some((s) => s.includes('A'))
     ? (['roundTripMs', 'roundTripTrimmed', 'roundTripP50'] as const)

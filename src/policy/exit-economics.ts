@@ -55,13 +55,14 @@ export function overheadFraction(overheadMs: number, fullMs: number | undefined)
 
 /** {@link ExitEconomics} of every exit of a manifest by MACs; `overhead` in backbone-MACs fractions. */
 export function exitEconomics(manifest: BundleManifest, overhead = EXIT_OVERHEAD_FRACTION): ExitEconomics[] {
-  const segMacs = manifest.segments.reduce((a, s) => a + s.macs, 0);
+  // MACs of segments 0 .. s, summed in order (the runtime prices exits again as its call time moves: no slices)
+  const prefix: number[] = [];
+  for (const s of manifest.segments) prefix.push((prefix[prefix.length - 1] ?? 0) + s.macs);
+  const segMacs = prefix[prefix.length - 1] ?? 0;
   // MACs fractions as the manifest's (of backbone.macs); a manifest without MACs counts segments instead.
   const total = manifest.backbone.macs > 0 ? manifest.backbone.macs : segMacs;
   const upTo = (segment: number): number =>
-    total > 0
-      ? manifest.segments.slice(0, segment + 1).reduce((a, s) => a + s.macs, 0) / total
-      : (segment + 1) / manifest.segments.length;
+    total > 0 ? prefix[segment]! / total : (segment + 1) / manifest.segments.length;
   return manifest.exits.map((e) =>
     economicsOf((total > 0 ? e.headMacs / total : 0) + overhead, Math.max(0, 1 - upTo(e.segment))),
   );
@@ -109,9 +110,14 @@ export function timedExitEconomics(
   });
 }
 
-/** The median of the last `size` values pushed (the runtime's live time of a call that takes no exit). */
+/**
+ * The median of the last `size` values pushed (the runtime's live time of a call that takes no exit). The values are
+ * also kept sorted (one insertion per push), so reading the median, on every such call, sorts nothing.
+ */
 export class RunningMedian {
   private readonly ring: number[] = [];
+  /** The values of `ring`, ascending. */
+  private readonly sorted: number[] = [];
   private at = 0;
 
   constructor(private readonly size = 31) {}
@@ -119,15 +125,23 @@ export class RunningMedian {
   /** Adds a value (a non-finite or negative one is ignored). */
   push(v: number): void {
     if (!(Number.isFinite(v) && v >= 0)) return;
+    const s = this.sorted;
+    // the value pushed goes in where the oldest one was taken out (the end while filling up), then moves into order
+    let j = s.length;
     if (this.ring.length < this.size) this.ring.push(v);
-    else this.ring[this.at] = v;
+    else {
+      j = s.indexOf(this.ring[this.at]!);
+      this.ring[this.at] = v;
+    }
+    for (; j > 0 && s[j - 1]! > v; j--) s[j] = s[j - 1]!;
+    for (; j < s.length - 1 && s[j + 1]! < v; j++) s[j] = s[j + 1]!;
+    s[j] = v;
     this.at = (this.at + 1) % this.size;
   }
 
   /** The median of the values held (the upper middle one for an even count); undefined when none. */
   get value(): number | undefined {
-    if (this.ring.length === 0) return undefined;
-    const s = [...this.ring].sort((a, b) => a - b);
-    return s[s.length >> 1];
+    const s = this.sorted;
+    return s.length === 0 ? undefined : s[s.length >> 1];
   }
 }

@@ -128,6 +128,11 @@ export class ExitPruner {
   private calls = 0;
   /** Every enabled exit at this index or deeper is pruned (exits.length: none). */
   private from: number;
+  /**
+   * Whether the last {@link decide} changed nothing and nothing it reads (records, prices, state) changed since: the
+   * next one would change nothing either, and is skipped (the worst case's calls, with every exit off, push nothing).
+   */
+  private settled = false;
   /** Remembered pruned states by thresholds key, least recently changed first. */
   private readonly memory = new Map<string, PrunedMemory>();
   /** Bumped whenever {@link memories} changes. */
@@ -150,7 +155,9 @@ export class ExitPruner {
    * them, the records stay.
    */
   setEconomics(economics: readonly ExitEconomics[]): void {
-    if (economics.length === this.economics.length) this.economics = economics;
+    if (economics.length !== this.economics.length) return;
+    this.economics = economics;
+    this.settled = false;
   }
 
   /** The thresholds the calls that are not probes run now (undefined before the first call or remembered state). */
@@ -232,6 +239,7 @@ export class ExitPruner {
     const r = (this.requested = [...t]);
     this.generation++;
     this.calls = 0;
+    this.settled = false;
     this.from = this.economics.length;
     for (const w of this.records) w.clear();
     const m = this.memory.get(keyOf(r));
@@ -295,11 +303,16 @@ export class ExitPruner {
     const E = this.economics.length;
     for (let i = 0; i < exits.length; i++) {
       const x = exits[i]!;
-      for (let e = 0; e < E && (x < 0 || e <= x); e++) if ((t[e] ?? Infinity) <= 1) this.records[e]!.push(x === e);
+      for (let e = 0; e < E && (x < 0 || e <= x); e++)
+        if ((t[e] ?? Infinity) <= 1) {
+          this.records[e]!.push(x === e);
+          this.settled = false;
+        }
     }
     const before = this.from;
-    this.decide();
+    if (!this.settled) this.decide();
     const changed = this.from !== before;
+    this.settled = !changed;
     if (changed) this.steady = this.steadyOf(r);
     if (changed || run.probe) this.memorize();
     return changed;

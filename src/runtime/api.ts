@@ -21,6 +21,7 @@ import type {
 import type { LearnDeps, LearnRuntime } from './learn-runtime.js';
 import { learnCode } from './learn-worker.js';
 import { BundleRuntime } from './runtime.js';
+import { sameItems } from './same-items.js';
 
 /** A progress callback that never throws (a comlink proxy returns a promise that rejects when the page is gone). */
 function bestEffort(onProgress: ((p: ProgressInfo) => void) | undefined): (p: ProgressInfo) => void {
@@ -51,7 +52,7 @@ function sameState(a: RuntimeState, b: RuntimeState): boolean {
     const x = a[k];
     const y = b[k];
     if (x === y) continue;
-    if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length || x.some((v, i) => v !== y[i])) return false;
+    if (!Array.isArray(x) || !Array.isArray(y) || !sameItems(x, y)) return false;
   }
   return true;
 }
@@ -111,8 +112,13 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   let disposed = false;
   /** The state the page holds: the last one a reply carried (classify answers leave out an unchanged one). */
   let pageState: RuntimeState | undefined;
+  /** The runtime's snapshot `pageState` was made from (a runtime returns the same object while its state holds). */
+  let pageSource: RuntimeState | undefined;
   let seq = 0;
-  const reported = (s: RuntimeState): RuntimeState => (pageState = { ...s, seq: ++seq });
+  const reported = (s: RuntimeState): RuntimeState => {
+    pageSource = s;
+    return (pageState = { ...s, seq: ++seq });
+  };
 
   function current(): BundleRuntime | LearnRuntime {
     if (disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
@@ -161,7 +167,8 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
         const rt = current();
         const results = await rt.classify(request);
         const state = rt.state();
-        return pageState && sameState(state, pageState) ? { results } : { results, state: reported(state) };
+        const same = pageState && ((state === pageSource && !state.learning) || sameState(state, pageState));
+        return same ? { results } : { results, state: reported(state) };
       };
       serveClassify(port, classify, api.state);
     },

@@ -7,7 +7,7 @@ import type { BundleManifest } from '../bundle/manifest.js';
 import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
 import type { OrtStageRunner } from '../engine/stage-runner.js';
 import { isOutOfMemory, isSelfxitError, SelfxitError } from '../errors.js';
-import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE } from '../graph/compile-cascade.js';
+import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE, EXIT_INDEX_FULL } from '../graph/compile-cascade.js';
 import { decodeModel, encodeModel, sha256Hex } from '../graph/index.js';
 import type { OrtSession, OrtTensor } from '../ort/types.js';
 import type { Backend } from '../protocol.js';
@@ -15,6 +15,7 @@ import { sessionOptions } from './ort-backend.js';
 import { inputDims } from './preprocess.js';
 import { compiledKey, type BundleCache } from './cache.js';
 import type { CallProfiler } from './profile.js';
+import { sameItems } from './same-items.js';
 import type { SessionPool } from './session-pool.js';
 
 /**
@@ -22,6 +23,17 @@ import type { SessionPool } from './session-pool.js';
  * pruning probes: two sessions of the whole model are held then.
  */
 export const SPARE_MAX_BYTES = 64 * 1024 * 1024;
+
+/** What a run of the exit-free model of the whole bundle reads, and of a prefix ({@link CompiledEngine.fetches}). */
+const CHAIN_FULL_OUTPUTS: readonly string[] = [CASCADE_IO.probabilities];
+const CHAIN_PREFIX_OUTPUTS: readonly string[] = [CASCADE_IO.continueActivation];
+
+/** `ms` spread evenly over `n` segments (a packed array: `new Array(n).fill()` makes a slow holey one). */
+function spread(ms: number, n: number): number[] {
+  const out: number[] = [];
+  for (let s = 0; s < n; s++) out.push(ms / n);
+  return out;
+}
 
 /** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
 export interface CompiledResult extends CascadeResult {
@@ -84,7 +96,14 @@ export class CompiledEngine {
    * (a switch to another kind recompiles it from the segment bytes, which the pool holds in that case). */
   private held: { readonly key: string; readonly bytes: Uint8Array } | undefined;
   /** The last thresholds tensor made, reused while the thresholds stay the same (setTarget() changes them). */
-  private thresholds: { readonly key: string; readonly tensor: OrtTensor } | undefined;
+  private thresholds: { readonly values: readonly number[]; readonly tensor: OrtTensor } | undefined;
+  /** The input's dims at batch 1 (every run's input tensor is made with them). */
+  private readonly inputDims: readonly number[];
+  /**
+   * The last input tensor made and its data: the runtime hands in the same buffer call after call (refilled; runs read
+   * it when they start), so its tensor is made again only for another buffer.
+   */
+  private input: { readonly data: Float32Array; readonly tensor: OrtTensor } | undefined;
   /** The model the next calls run: the last classify call's thresholds disabled no exit, some, or every one. */
   private want: ModelKind = 'ungated';
   /** The kind of spare a probe on the exit-free model wanted and found none of (made by the next ready()). */
@@ -110,7 +129,9 @@ export class CompiledEngine {
      * outside the caller's job there.
      */
     private readonly options: { readonly background: boolean } = { background: true },
-  ) {}
+  ) {
+    this.inputDims = inputDims(manifest.input, 1);
+  }
 
   /**
    * The compiled model to run a call on, undefined once failed or disposed. When the one in use does not fit the
@@ -120,11 +141,9 @@ export class CompiledEngine {
    */
   async ready(): Promise<Compiled | undefined> {
     if (this.failure !== undefined || this.disposed) return undefined;
+    const now = this.readyNow();
+    if (now) return now;
     const c = this.current;
-    if (c && this.fits(c)) {
-      this.makeSpare(c);
-      return c;
-    }
     const usable = this.options.background && c?.backend === this.pool.ort.backend;
     if (!this.building) {
       const made = this.build(this.wanted(), usable);
@@ -135,6 +154,17 @@ export class CompiledEngine {
       this.building = settled.finally(() => (this.building = undefined));
     }
     return usable ? c : this.building;
+  }
+
+  /**
+   * {@link ready} when the model in use fits (the steady state), without a promise; undefined otherwise (ready() then
+   * says which model runs).
+   */
+  readyNow(): Compiled | undefined {
+    const c = this.current;
+    if (this.failure !== undefined || this.disposed || !c || !this.fits(c)) return undefined;
+    this.makeSpare(c);
+    return c;
   }
 
   /**
@@ -166,8 +196,10 @@ export class CompiledEngine {
 
   /** The model kind for calls with thresholds `t`: a missing threshold never fires, as one above 1. */
   private kindFor(t: readonly number[]): ModelKind {
-    const off = this.manifest.exits.filter((_, e) => !((t[e] ?? Infinity) <= 1)).length;
-    return off === 0 ? 'ungated' : off < this.manifest.exits.length ? 'gated' : 'chain';
+    const n = this.manifest.exits.length;
+    let off = 0;
+    for (let e = 0; e < n; e++) if (!((t[e] ?? Infinity) <= 1)) off++;
+    return off === 0 ? 'ungated' : off < n ? 'gated' : 'chain';
   }
 
   /** Resolves once no model is being made (a failed build: see {@link failure}). */
@@ -427,20 +459,21 @@ export class CompiledEngine {
   }
 
   private inputSize(): number {
-    return inputDims(this.manifest.input, 1).reduce((a, b) => a * b, 1);
+    return this.inputDims.reduce((a, b) => a * b, 1);
   }
 
+  /** A run's inputs: `data` (one input) and the thresholds' tensor (the last one made while they stay the same). */
   private feeds(data: Float32Array, thresholds: readonly number[]): Record<string, OrtTensor> {
     const { Tensor } = this.pool.ort.ort;
-    const key = thresholds.join(',');
-    if (this.thresholds?.key !== key) {
+    const last = this.thresholds;
+    let tensor = last?.tensor;
+    if (!last || !sameItems(last.values, thresholds)) {
       const t = cascadeThresholds(thresholds, this.manifest.exits.length);
-      this.thresholds = { key, tensor: new Tensor('float32', t, [t.length]) };
+      this.thresholds = { values: [...thresholds], tensor: (tensor = new Tensor('float32', t, [t.length])) };
     }
-    return {
-      [this.manifest.segments[0]!.input]: new Tensor('float32', data, inputDims(this.manifest.input, 1)),
-      [CASCADE_IO.thresholds]: this.thresholds.tensor,
-    };
+    if (this.input?.data !== data)
+      this.input = { data, tensor: new Tensor('float32', data, this.inputDims as number[]) };
+    return { [this.manifest.segments[0]!.input]: this.input.tensor, [CASCADE_IO.thresholds]: tensor! };
   }
 
   /**
@@ -464,28 +497,19 @@ export class CompiledEngine {
     this.want = this.kindFor(pruning?.steady ?? thresholds);
     this.probing = pruning !== undefined && this.kindFor(pruning.requested) !== 'chain';
     if (!this.probing && this.spare) this.dropSpare();
-    // The chain decides no exit: a call whose own thresholds enable one in it (a pruning probe) runs the spare gated
-    // model when one is at hand (same backend), else the stages from segment 0.
-    const needsExit = (m: Compiled): boolean =>
-      m.kind === 'chain' && manifest.exits.some((x, e) => x.segment < m.count && (thresholds[e] ?? Infinity) <= 1);
-    const onModel = (m: Compiled): Compiled | undefined => {
-      if (!needsExit(m)) return m;
-      const s = this.spare;
-      if (s && !s.retired && s.backend === m.backend && s.count >= m.count) return s;
-      this.spareWant = this.kindFor(thresholds); // the next ready() makes one in the background
-      return s && !s.retired && s.backend === m.backend ? s : undefined;
-    };
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
     // The model's run is timed inside its queue job: waiting for other jobs is not its time (live pruning prices by it).
     const ran = await this.using(c, async (m) => {
       if (!m && this.disposed) throw this.gone('classifying');
-      const on = m && onModel(m);
+      const on = m && this.modelFor(m, thresholds);
       if (!on) return undefined;
       try {
         return await this.pool.queue.run(async () => {
           const t0 = performance.now();
-          const out = await on.session.run(this.feeds(data, thresholds));
+          const feeds = this.feeds(data, thresholds);
+          const fetches = this.fetches(on);
+          const out = await (fetches ? on.session.run(feeds, fetches) : on.session.run(feeds));
           return { count: on.count, out, ms: performance.now() - t0 };
         });
       } catch (e) {
@@ -494,18 +518,20 @@ export class CompiledEngine {
       }
     });
     const ms = ran?.ms ?? 0;
-    const t1 = performance.now();
-    const exit = ran ? Number(ran.out[CASCADE_IO.exitIndex]!.data[0]) : EXIT_INDEX_CONTINUE;
+    const t1 = profiler ? performance.now() : 0;
+    const exitIndex = ran?.out[CASCADE_IO.exitIndex];
+    // the chain's exit is known without reading it (see fetches())
+    const exit = !ran ? EXIT_INDEX_CONTINUE : exitIndex ? Number(exitIndex.data[0]) : this.chainExit(ran.count);
     if (ran && exit !== EXIT_INDEX_CONTINUE) {
       const probs = (ran.out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
-      profiler?.add('readbackMs', performance.now() - t1);
+      if (profiler) profiler.add('readbackMs', performance.now() - t1);
       const { index, value } = argmaxRow(probs, 0, k);
       const n = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
-      return { index, confidence: value, exit, probs, stages: new Array<number>(n).fill(ms / n) };
+      return { index, confidence: value, exit, probs, stages: spread(ms, n) };
     }
     const count = ran?.count ?? 0;
-    const stages = new Array<number>(count).fill(ms / count);
-    const input = new this.pool.ort.ort.Tensor('float32', data, inputDims(manifest.input, 1));
+    const stages = spread(ms, count);
+    const input = new this.pool.ort.ort.Tensor('float32', data, this.inputDims as number[]);
     const [r] = await runCascade(manifest, this.skipping(count, ran?.out[CASCADE_IO.continueActivation]), input, 1, {
       thresholds,
       onStage: (s, _rows, t) => {
@@ -513,6 +539,40 @@ export class CompiledEngine {
       },
     });
     return { ...r!, stages };
+  }
+
+  /**
+   * The outputs a run of `m` reads: all but for the exit-free model ('chain'), whose exit is fixed by its prefix
+   * ({@link chainExit}): then only the probabilities (the whole bundle) or the cut activation (a prefix), so that
+   * onnxruntime neither computes nor copies out the rest (undefined: every output).
+   */
+  private fetches(m: Compiled): readonly string[] | undefined {
+    if (m.kind !== 'chain') return undefined;
+    return this.chainExit(m.count) === EXIT_INDEX_FULL ? CHAIN_FULL_OUTPUTS : CHAIN_PREFIX_OUTPUTS;
+  }
+
+  /** Where the exit-free model of segments 0 .. count - 1 leaves: the whole bundle runs through, a prefix continues. */
+  private chainExit(count: number): number {
+    return count >= this.manifest.segments.length ? EXIT_INDEX_FULL : EXIT_INDEX_CONTINUE;
+  }
+
+  /**
+   * The model a call with `thresholds` runs when `m` is at hand: `m`, unless it is the chain, which decides no exit,
+   * and the thresholds enable one in it (a pruning probe): then the spare gated model when one is at hand (same
+   * backend; one of a shorter prefix continues by stages), else none (the stages from segment 0), and the next
+   * ready() makes a spare in the background.
+   */
+  private modelFor(m: Compiled, thresholds: readonly number[]): Compiled | undefined {
+    if (m.kind !== 'chain') return m;
+    const { exits } = this.manifest;
+    let needsExit = false;
+    for (let e = 0; e < exits.length && !needsExit; e++)
+      needsExit = exits[e]!.segment < m.count && (thresholds[e] ?? Infinity) <= 1;
+    if (!needsExit) return m;
+    const s = this.spare;
+    if (s && !s.retired && s.backend === m.backend && s.count >= m.count) return s;
+    this.spareWant = this.kindFor(thresholds);
+    return s && !s.retired && s.backend === m.backend ? s : undefined;
   }
 
   /**

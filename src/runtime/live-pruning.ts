@@ -10,6 +10,7 @@ import {
   exitEconomics,
   overheadFraction,
   timedExitEconomics,
+  type ExitEconomics,
   type PruneRun,
 } from '../policy/exit-pruning.js';
 import type { WireResult } from '../protocol.js';
@@ -28,6 +29,19 @@ export class LivePruning {
   private fullPathMs = new RunningMedian();
   /** Whether exits off skipped their heads when the exits were last priced. */
   private gated = false;
+  /**
+   * What the exits were last priced from: the plan in force and the gating (`timed`: its prices, undefined when it
+   * does not fit or there is none) and, when they are not the plan's, the overhead fraction of the MACs prices (NaN:
+   * none yet). The same inputs give the same prices, so {@link price} leaves them then (undefined: price anew).
+   */
+  private priced:
+    | {
+        readonly plan: DevicePlan | undefined;
+        readonly gated: boolean;
+        readonly timed: readonly ExitEconomics[] | undefined;
+        overhead: number;
+      }
+    | undefined;
   /** The backend and pool generation {@link recall} read the memory for: every write goes under that backend's key. */
   private recalled: { readonly backend: string; readonly generation: number } | undefined;
   /** The memory's revision last written, whether a write is under way, whether the set changed since, calls since. */
@@ -73,6 +87,7 @@ export class LivePruning {
     if (this.recalled) {
       this.pruner = ExitPruner.forManifest(this.manifest);
       this.fullPathMs = new RunningMedian();
+      this.priced = undefined;
       this.price();
     }
     const { backend } = this.ort;
@@ -107,16 +122,24 @@ export class LivePruning {
    * a call that takes no exit (at least 1 % per exit).
    */
   private price(): void {
-    this.gated = this.options.headsGated();
+    const gated = (this.gated = this.options.headsGated());
     const { backend, threads } = this.ort;
     const p = this.plan;
-    const timed =
-      p && p.backend === backend && p.threads === threads
-        ? timedExitEconomics(this.manifest, p.timings, this.gated)
-        : undefined;
-    this.pruner.setEconomics(
-      timed ?? exitEconomics(this.manifest, overheadFraction(this.overheadMs(), this.fullPathMs.value)),
-    );
+    const plan = p && p.backend === backend && p.threads === threads ? p : undefined;
+    let last = this.priced;
+    if (!last || last.plan !== plan || last.gated !== gated) {
+      const timed = plan ? timedExitEconomics(this.manifest, plan.timings, gated) : undefined;
+      last = this.priced = { plan, gated, timed, overhead: NaN };
+      if (timed) {
+        this.pruner.setEconomics(timed);
+        return;
+      }
+    } else if (last.timed) return;
+    // by MACs: priced again only when the overhead fraction (the live call time's median) changed
+    const overhead = overheadFraction(this.overheadMs(), this.fullPathMs.value);
+    if (overhead === last.overhead) return;
+    last.overhead = overhead;
+    this.pruner.setEconomics(exitEconomics(this.manifest, overhead));
   }
 
   /**
@@ -130,19 +153,20 @@ export class LivePruning {
     if (this.switched) return;
     const r = results[0];
     const timed = results.length === 1 && r !== undefined && r.exit < 0;
-    if (timed) this.fullPathMs.push(r.stages.reduce((a, b) => a + b, 0));
+    if (timed) {
+      let ms = 0;
+      for (const t of r.stages) ms += t;
+      this.fullPathMs.push(ms);
+    }
     // priced again only when what the prices read changed (not on every call: this is the classify() path)
     if (timed || this.options.headsGated() !== this.gated) this.price();
     const { pruner, save } = this;
-    save.changed =
-      pruner.observe(
-        run,
-        results.map((x) => x.exit),
-      ) || save.changed;
+    const exits = results.length === 1 ? [r!.exit] : results.map((x) => x.exit);
+    save.changed = pruner.observe(run, exits) || save.changed;
     save.calls++;
-    const put = this.cache.putPruned?.bind(this.cache);
-    if (!put || save.writing || pruner.revision === save.revision) return;
+    if (!this.cache.putPruned || save.writing || pruner.revision === save.revision) return;
     if (!save.changed && save.calls < PRUNED_SAVE_CALLS) return;
+    const put = this.cache.putPruned.bind(this.cache);
     const { manifestHash } = this;
     const { backend } = this.recalled!;
     const revision = pruner.revision;

@@ -12,6 +12,9 @@ export function inputSize(spec: InputSpec): number {
   return spec.channels * spec.height * spec.width;
 }
 
+/** The channels of one image on their way to the model input ({@link rgbaToInput} is synchronous: calls never share it). */
+let channelScratch = new Uint8Array(0);
+
 /**
  * RGBA pixels of exactly `spec.height × spec.width` → model input written at `out[offset…]`.
  * Grayscale models get luma `round(0.299 R + 0.587 G + 0.114 B)`, the same as the CLI's image loader.
@@ -30,7 +33,8 @@ export function rgbaToInput(
     );
   }
   const c = spec.channels;
-  const hwc = rgbaToChannels(rgba, hw, c, new Uint8Array(hw * c));
+  if (channelScratch.length < hw * c) channelScratch = new Uint8Array(hw * c);
+  const hwc = rgbaToChannels(rgba, hw, c, channelScratch);
   toModelInput({ data: hwc, count: 1 }, 0, 1, spec, out.subarray(offset, offset + hw * c));
 }
 
@@ -125,9 +129,14 @@ function checkTensor(input: WireInput & { kind: 'tensor' }, spec: InputSpec, siz
 
 /**
  * The model input of `inputs`, row after row. One preprocessed input that fills its own buffer is used as it is (it
- * crossed to the worker as a copy nothing else holds): no copy. An input's INVALID_INPUT names its index in a batch.
+ * crossed to the worker as a copy nothing else holds): no copy. Otherwise written into `into` when it has the size
+ * (a buffer the caller reuses), else into a new one. An input's INVALID_INPUT names its index in a batch.
  */
-export async function preprocessBatch(inputs: readonly WireInput[], spec: InputSpec): Promise<Float32Array> {
+export async function preprocessBatch(
+  inputs: readonly WireInput[],
+  spec: InputSpec,
+  into?: Float32Array,
+): Promise<Float32Array> {
   const size = inputSize(spec);
   const only = inputs.length === 1 ? inputs[0]! : undefined;
   if (
@@ -139,10 +148,11 @@ export async function preprocessBatch(inputs: readonly WireInput[], spec: InputS
     checkTensor(only, spec, size);
     return only.data;
   }
-  const all = new Float32Array(inputs.length * size);
+  const all = into?.length === inputs.length * size ? into : new Float32Array(inputs.length * size);
   for (let i = 0; i < inputs.length; i++) {
     try {
-      await preprocessInto(inputs[i]!, spec, all, i * size);
+      const input = inputs[i]!;
+      if (!preprocessNow(input, spec, all, i * size)) await preprocessImage(input, spec, all, i * size);
     } catch (e) {
       if (isSelfxitError(e) && inputs.length > 1)
         throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
@@ -162,12 +172,19 @@ export async function preprocessInto(
   out: Float32Array,
   offset: number,
 ): Promise<void> {
-  const size = inputSize(spec);
+  if (!preprocessNow(input, spec, out, offset)) await preprocessImage(input, spec, out, offset);
+}
+
+/**
+ * {@link preprocessInto} for the inputs that need no image decoding (a tensor, pixels of the model's size): written
+ * at once, true; false for the others (nothing written), which {@link preprocessImage} takes.
+ */
+function preprocessNow(input: WireInput, spec: InputSpec, out: Float32Array, offset: number): boolean {
   switch (input.kind) {
     case 'tensor': {
-      checkTensor(input, spec, size);
+      checkTensor(input, spec, inputSize(spec));
       out.set(input.data, offset);
-      return;
+      return true;
     }
     case 'pixels': {
       if (!(input.width > 0 && input.height > 0) || input.data.length !== input.width * input.height * 4) {
@@ -176,10 +193,19 @@ export async function preprocessInto(
           `ImageData ${input.width}x${input.height} must hold ${input.width * input.height * 4} bytes, got ${input.data.length}`,
         );
       }
-      if (input.width === spec.width && input.height === spec.height) {
-        rgbaToInput(input.data, spec, out, offset); // exact pixels, no resampling
-        return;
-      }
+      if (input.width !== spec.width || input.height !== spec.height) return false;
+      rgbaToInput(input.data, spec, out, offset); // exact pixels, no resampling
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/** The inputs {@link preprocessNow} leaves: images decoded and resized on a canvas. */
+async function preprocessImage(input: WireInput, spec: InputSpec, out: Float32Array, offset: number): Promise<void> {
+  switch (input.kind) {
+    case 'pixels': {
       const bmp = await toBitmap(input);
       try {
         rgbaToInput(drawScaled(bmp, spec), spec, out, offset);

@@ -12,12 +12,14 @@ export class SerialQueue {
     this.pending++;
     const observer = this.observer;
     const result = this.tail.then(observer ? observed(job, observer) : job);
-    this.tail = result.then(
-      () => this.pending--,
-      () => this.pending--,
-    );
+    this.tail = result.then(this.settled, this.settled);
     return result;
   }
+
+  /** A job settled (made once: not a pair of closures per job). */
+  private readonly settled = (): void => {
+    this.pending--;
+  };
 
   /** Jobs queued or running. */
   get size(): number {

@@ -6,11 +6,12 @@
 // on the traffic served: every call runs with its thresholds and reports its exits back; exits are priced by the device
 // plan's times when one is in force, else by MACs with a per-exit overhead over the live call time; the pruned state is
 // remembered in the cache per bundle and backend.
+// Over 400 lines: one class, as open(), classify(), plan() and state() share the runtime's parts (pool, engines, pruner).
 import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { PruneRun } from '../policy/exit-pruning.js';
 import { planExits, type DevicePlan, type StageTimings } from '../policy/device-plan.js';
-import { runCascade } from '../engine/cascade.js';
+import { runCascade, type CascadeResult } from '../engine/cascade.js';
 import { OrtStageRunner } from '../engine/stage-runner.js';
 import { SelfxitError } from '../errors.js';
 import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
@@ -22,7 +23,18 @@ import { measureCompiled, measureStages } from './measure.js';
 import { CallProfiler } from './profile.js';
 import { loadOrt, quantizedFallbackReason, type OrtHandle } from './ort-backend.js';
 import { inputDims, inputSize, preprocessBatch } from './preprocess.js';
+import { sameItems } from './same-items.js';
 import { SessionPool } from './session-pool.js';
+
+/** A result as classify() builds it: its `totalMs` (and `profile`) are set once the call ends. */
+type Result = { -readonly [K in keyof WireResult]: WireResult[K] };
+
+/** Whether `t` holds one number (not NaN) per exit. */
+function fitsExits(t: readonly number[], exits: number): boolean {
+  if (t.length !== exits) return false;
+  for (let e = 0; e < exits; e++) if (e in t && (typeof t[e] !== 'number' || Number.isNaN(t[e]))) return false;
+  return true;
+}
 
 /** Samples per cascade run inside one classify request (bigger requests are cut into chunks of this size). */
 const MAX_BATCH = 64;
@@ -58,6 +70,13 @@ export class BundleRuntime {
   private cachedPlanRead: { readonly backend: string; readonly plan: Promise<DevicePlan | undefined> } | undefined;
   /** Live exit pruning; undefined with `pruneExits: false` or a bundle without exits. */
   private readonly pruner: LivePruning | undefined;
+  /**
+   * A batch-1 input buffer no call uses any more ({@link classify} preprocesses into it: no allocation per call; its
+   * runs read it only while the call is under way, onnxruntime copying it into its own memory).
+   */
+  private spareInput: Float32Array | undefined;
+  /** The last snapshot {@link state} made, returned again while it holds. */
+  private lastState: RuntimeState | undefined;
 
   private constructor(
     readonly manifest: BundleManifest,
@@ -152,23 +171,44 @@ export class BundleRuntime {
     if (this.pool.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
   }
 
-  /** Snapshot for the page's `info()`. */
+  /**
+   * Snapshot for the page's `info()`: the same object while nothing in it changed (classify() replies compare it with
+   * the state the page holds on every call, so it is not built again each time).
+   */
   state(): RuntimeState {
-    const g = globalThis as { crossOriginIsolated?: boolean };
-    return {
+    const last = this.lastState;
+    const pruned = this.pruner?.pruned;
+    if (last && this.stateHolds(last, pruned)) return last;
+    const failure = this.compiled?.failure;
+    return (this.lastState = {
       backend: this.ort.backend,
       threads: this.ort.threads,
-      crossOriginIsolated: g.crossOriginIsolated === true,
+      crossOriginIsolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
-      engine: this.compiled && this.compiled.failure === undefined ? 'compiled' : 'stages',
-      ...(this.compiled?.failure !== undefined ? { engineFallbackReason: this.compiled.failure } : {}),
+      engine: this.compiled && failure === undefined ? 'compiled' : 'stages',
+      ...(failure !== undefined ? { engineFallbackReason: failure } : {}),
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
       manifestFromCache: this.manifestFromCache,
       manifestStale: this.manifestStale,
       cacheEnabled: this.cache.enabled,
-      ...(this.pruner ? { prunedExits: this.pruner.pruned } : {}),
-    };
+      ...(pruned ? { prunedExits: pruned } : {}),
+    });
+  }
+
+  /** Whether {@link state} would build a state equal to `s` now (`pruned`: the pruner's exits pruned now). */
+  private stateHolds(s: RuntimeState, pruned: readonly number[] | undefined): boolean {
+    const failure = this.compiled?.failure;
+    return (
+      s.backend === this.ort.backend &&
+      s.threads === this.ort.threads &&
+      s.fallbackReason === (this.ort.fallbackReason || undefined) &&
+      s.engineFallbackReason === failure &&
+      s.cacheEnabled === this.cache.enabled &&
+      sameItems(s.sessions, this.pool.created) &&
+      sameItems(s.cachedSegments, this.source.cachedSegments) &&
+      (pruned === undefined || sameItems(s.prunedExits!, pruned))
+    );
   }
 
   /** Classifies every input of the request with the given thresholds. */
@@ -177,10 +217,7 @@ export class BundleRuntime {
     const t0 = performance.now();
     const profiler = req.profile === true ? new CallProfiler() : undefined;
     const { manifest } = this;
-    if (
-      req.thresholds.length !== manifest.exits.length ||
-      req.thresholds.some((t) => typeof t !== 'number' || Number.isNaN(t))
-    ) {
+    if (!fitsExits(req.thresholds, manifest.exits.length)) {
       throw new SelfxitError(
         'INVALID_ARGUMENT',
         `expected ${manifest.exits.length} thresholds, got ${JSON.stringify(req.thresholds)}`,
@@ -188,31 +225,43 @@ export class BundleRuntime {
     }
     if (!Array.isArray(req.inputs) || req.inputs.length === 0) return [];
     const size = inputSize(manifest.input);
-    const all = await preprocessBatch(req.inputs, manifest.input);
+    // one input: into the buffer the last call left (taken, so that a call running meanwhile makes its own)
+    const spare = req.inputs.length === 1 ? this.spareInput : undefined;
+    this.spareInput = undefined;
+    const all = await preprocessBatch(req.inputs, manifest.input, spare);
     profiler?.lap('preprocessMs');
     profiler?.attach(this.pool.queue);
-    const results: WireResult[] = [];
+    let results: Result[] = [];
     // with pruning: the requested thresholds with the pruned exits off (a probe: as requested), exits counted after
     if (this.pruner?.switched) await this.pruner.recall(req.thresholds); // the new backend's memory, not the old one's
     const pruning = this.pruner?.next(req.thresholds);
     try {
       for (let start = 0; start < req.inputs.length; start += MAX_BATCH) {
         const rows = Math.min(MAX_BATCH, req.inputs.length - start);
-        const data = all.subarray(start * size, (start + rows) * size);
-        results.push(...(await this.runChunk(data, rows, req, pruning, profiler)));
+        const data = rows === req.inputs.length ? all : all.subarray(start * size, (start + rows) * size);
+        const chunk = await this.runChunk(data, rows, req, pruning, profiler);
+        if (start === 0) results = chunk;
+        else for (const r of chunk) results.push(r);
       }
     } finally {
       profiler?.detach();
+      // the call is done with its input: the next one may write there (not into a tensor the request handed in)
+      if (all.length === size && all !== (req.inputs[0] as { data?: unknown }).data) this.spareInput = all;
     }
     if (pruning) this.pruner!.observe(pruning, results);
     const totalMs = performance.now() - t0;
     const profile = profiler?.done();
-    return results.map((r) => ({ ...r, totalMs, ...(profile ? { profile } : {}) }));
+    for (const r of results) {
+      r.totalMs = totalMs;
+      if (profile) r.profile = profile;
+    }
+    return results;
   }
 
   /**
    * One cascade run of up to MAX_BATCH rows (one row: on the compiled engine when it is in use) with the request's
-   * thresholds, or those `pruning` gives; when a WebGPU run fails, once more on WASM.
+   * thresholds, or those `pruning` gives; when a WebGPU run fails, once more on WASM. Each result's `totalMs` is
+   * the caller's to set.
    */
   private runChunk(
     data: Float32Array,
@@ -220,29 +269,26 @@ export class BundleRuntime {
     req: ClassifyRequest,
     pruning: PruneRun | undefined,
     profiler?: CallProfiler,
-  ): Promise<WireResult[]> {
+  ): Promise<Result[]> {
     const { manifest } = this;
     const thresholds = pruning?.thresholds ?? req.thresholds;
-    const run = async (): Promise<WireResult[]> => {
-      const compiled = req.inputs.length === 1 ? await this.compiled?.ready() : undefined; // a batch: every chunk by stages
+    const result = (r: CascadeResult, stages: readonly number[]): Result => {
+      const out: Result = { index: r.index, confidence: r.confidence, exit: r.exit, stages, totalMs: 0 };
+      if (req.probabilities) out.probabilities = r.probs;
+      return out;
+    };
+    const run = async (): Promise<Result[]> => {
+      const engine = req.inputs.length === 1 ? this.compiled : undefined; // a batch: every chunk by stages
+      const compiled = engine && (engine.readyNow() ?? (await engine.ready()));
       if (compiled) {
-        const r = await this.compiled!.run(
+        const r = await engine!.run(
           compiled,
           data,
           thresholds,
           profiler,
           pruning && { steady: pruning.steady, requested: req.thresholds },
         );
-        return [
-          {
-            index: r.index,
-            confidence: r.confidence,
-            exit: r.exit,
-            stages: r.stages,
-            totalMs: 0,
-            ...(req.probabilities ? { probabilities: r.probs } : {}),
-          },
-        ];
+        return [result(r, r.stages)];
       }
       const stageMs: number[] = [];
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
@@ -252,14 +298,7 @@ export class BundleRuntime {
       });
       return out.map((r) => {
         const lastSegment = r.exit < 0 ? manifest.segments.length - 1 : manifest.exits[r.exit]!.segment;
-        return {
-          index: r.index,
-          confidence: r.confidence,
-          exit: r.exit,
-          stages: stageMs.slice(0, lastSegment + 1),
-          totalMs: 0,
-          ...(req.probabilities ? { probabilities: r.probs } : {}),
-        };
+        return result(r, stageMs.slice(0, lastSegment + 1));
       });
     };
     // A segment's load may switch the pool to WASM during the call (a quantized segment): the earlier segments' output
