@@ -246,7 +246,8 @@ export class BundleRuntime {
     } finally {
       profiler?.detach();
       // the call is done with its input: the next one may write there (not into a tensor the request handed in)
-      if (all.length === size && all !== (req.inputs[0] as { data?: unknown }).data) this.spareInput = all;
+      // (a request's own tensor: the buffer it took, unused, goes back)
+      if (all.length === size) this.spareInput = all !== (req.inputs[0] as { data?: unknown }).data ? all : spare;
     }
     if (pruning) this.pruner!.observe(pruning, results);
     const totalMs = performance.now() - t0;
