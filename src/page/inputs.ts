@@ -52,6 +52,11 @@ export interface WireConversion {
   readonly transfer: Transferable[];
 }
 
+/** Closes the bitmaps made for inputs that will not be sent (`transfer` of their {@link WireConversion}s). */
+export function dropTransfers(transfer: readonly Transferable[]): void {
+  for (const t of transfer) (t as ImageBitmap).close?.();
+}
+
 /**
  * Converts one input; `transfer` lists objects created here that may be moved to the worker. Arrays, ImageData,
  * ImageBitmaps and Blobs convert at once (no promise); elements are read into a bitmap first.
