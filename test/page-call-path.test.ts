@@ -2,9 +2,13 @@
 // the reply. Checked against classifyBatch() of the same inputs (the path in parts) over the real worker API on a
 // tiny bundle (onnxruntime-node): same decisions, probabilities and result shape; the caller's inputs (a Float32Array,
 // a view into a larger buffer, ImageData) are neither detached nor written; errors reject the promise with their codes.
+// The input buffers the worker moves back are reused for later inputs of their size (page/buffer-pool.ts), never the
+// caller's, bounded, and each in one place at a time.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BufferPool } from '../src/page/buffer-pool.js';
 import { load } from '../src/page/classifier.js';
-import { createWorkerApi } from '../src/runtime/api.js';
+import type { WireInput } from '../src/protocol.js';
+import { createWorkerApi, spareBuffers } from '../src/runtime/api.js';
 import { noCache } from '../src/runtime/cache.js';
 import type { Classifier, ClassifyResult } from '../src/types.js';
 import { closeFakeWorkers, stubWorkers } from './fixtures/page-fakes.js';
@@ -16,6 +20,7 @@ afterAll(() => tiny.close());
 afterEach(() => {
   closeFakeWorkers();
   vi.unstubAllGlobals();
+  vi.restoreAllMocks();
 });
 
 /** ImageData as the page has it (Node has none): RGBA bytes of `width` x `height`. */
@@ -139,4 +144,92 @@ describe('classify() at batch 1', () => {
     await clf.dispose();
     await expect(clf.classify(tiny.inputs[0]!)).rejects.toMatchObject({ code: 'DISPOSED' });
   }, 30_000);
+});
+
+describe('input buffers moved back by the worker', () => {
+  it("are copied into by later inputs of their size: right results, the callers' buffers never among them", async () => {
+    vi.stubGlobal('ImageData', FakeImageData);
+    const given: ArrayBuffer[] = [];
+    const sizes = new Set<number>();
+    const taken: (ArrayBuffer | undefined)[] = [];
+    const give = BufferPool.prototype.give;
+    const take = BufferPool.prototype.take;
+    vi.spyOn(BufferPool.prototype, 'give').mockImplementation(function (this: BufferPool, b: ArrayBuffer) {
+      given.push(b);
+      sizes.add(b.byteLength); // (moved to the worker again once taken)
+      give.call(this, b);
+    });
+    vi.spyOn(BufferPool.prototype, 'take').mockImplementation(function (this: BufferPool, n: number) {
+      const b = take.call(this, n);
+      taken.push(b);
+      return b;
+    });
+    const clf = await loadTiny();
+    const own: Float32Array[] = [];
+    for (let i = 0; i < 16; i++) {
+      own.push(tiny.inputs[i]!.slice());
+      const r = await clf.classify(own[i]!);
+      expect([r.index, r.exit.index]).toEqual([tiny.expected[i]!.index, tiny.expected[i]!.exit]);
+      const image = pixels(i);
+      const [a, b] = [
+        await clf.classify(image as unknown as ImageData),
+        await clf.classify(image as unknown as ImageData),
+      ];
+      expect(decision(a)).toEqual(decision(b)); // the second copy went into the first one's buffer
+    }
+    // every call after the first of each size copied into a buffer the worker gave back, a buffer of that size
+    expect(given).toHaveLength(48);
+    expect(taken).toHaveLength(48);
+    expect(taken.filter((b) => b === undefined)).toHaveLength(2);
+    for (const b of taken.filter((x) => x !== undefined)) expect(given).toContain(b);
+    expect(sizes).toEqual(new Set([768 * 4, 16 * 16 * 4]));
+    for (const x of own) expect(given).not.toContain(x.buffer);
+    own.forEach((x, i) => expect(x).toEqual(tiny.inputs[i]));
+    // overlapping calls: each takes its own buffer (or a new one), none answered with another's input
+    const many = await Promise.all([5, 6, 7, 8, 5].map((i) => clf.classify(tiny.inputs[i]!)));
+    expect(many.map((r) => r.index)).toEqual([5, 6, 7, 8, 5].map((i) => tiny.expected[i]!.index));
+    await clf.dispose();
+  }, 30_000);
+
+  it('the pool: by exact size, newest first, bounded in count and bytes; no empty, detached or repeated buffer', () => {
+    const pool = new BufferPool(3, 90);
+    const [a, b, c, d] = [new ArrayBuffer(10), new ArrayBuffer(10), new ArrayBuffer(20), new ArrayBuffer(30)];
+    pool.give(a);
+    pool.give(b);
+    pool.give(b);
+    pool.give(new ArrayBuffer(0));
+    const moved = new ArrayBuffer(8);
+    structuredClone(moved, { transfer: [moved] });
+    pool.give(moved);
+    pool.give(new ArrayBuffer(91)); // over the byte bound alone
+    expect(pool.size).toBe(2);
+    expect(pool.take(20)).toBeUndefined();
+    expect(pool.take(10)).toBe(b);
+    pool.give(c);
+    pool.give(d);
+    expect(pool.size).toBe(3);
+    pool.give(new ArrayBuffer(50)); // 4 buffers (a goes), then 100 bytes (c goes)
+    expect(pool.size).toBe(2);
+    expect(pool.take(10)).toBeUndefined();
+    expect(pool.take(20)).toBeUndefined();
+    expect(pool.take(30)).toBe(d);
+    pool.clear();
+    expect(pool.size).toBe(0);
+  });
+
+  it("the worker gives back a request's tensor and pixel buffers, each once, not bitmaps nor detached ones", () => {
+    const t = new Float32Array(4);
+    const p = new Uint8ClampedArray(16);
+    const gone = new Float32Array(4);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    const inputs: WireInput[] = [
+      { kind: 'tensor', data: t },
+      { kind: 'pixels', width: 2, height: 2, data: p },
+      { kind: 'tensor', data: t },
+      { kind: 'tensor', data: gone },
+      { kind: 'blob', blob: new Blob([]) },
+    ];
+    expect(spareBuffers({ inputs, thresholds: [], probabilities: false })).toEqual([t.buffer, p.buffer]);
+    expect(spareBuffers({ inputs: inputs.slice(4), thresholds: [], probabilities: false })).toBeUndefined();
+  });
 });

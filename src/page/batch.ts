@@ -2,6 +2,7 @@
 // running in the worker while the page converts the next, so that a batch of large images is never all decoded at once.
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import type { WireInput, WireResult } from '../protocol.js';
+import type { BufferPool } from './buffer-pool.js';
 import { dropTransfers, toWireInput } from './inputs.js';
 
 /**
@@ -58,7 +59,8 @@ function atInput(e: unknown, i: number, n: number): unknown {
  * converted and before each part is sent (it throws DISPOSED or ABORTED: nothing more is converted or sent). An error of a part's input rejects with that
  * input's index in the batch (`details.inputIndex`); the results of parts already run are dropped. With several
  * parts, every result's `totalMs` is their sum (the worker's time for the whole batch), read and set through `timing`
- * (results of another shape than {@link WireResult}'s: the classifier's, built once per reply).
+ * (results of another shape than {@link WireResult}'s: the classifier's, built once per reply). Inputs are copied into
+ * `pool`'s buffers where it has some of their size (page/inputs.ts).
  * @throws SelfxitError INVALID_INPUT (an input that cannot be converted), or what `send` or `check` throw.
  */
 export async function sendInParts<R = WireResult>(
@@ -67,6 +69,7 @@ export async function sendInParts<R = WireResult>(
   check: () => void,
   partBytes = PART_BYTES,
   timing: PartTiming<R> = wireTiming as unknown as PartTiming<R>,
+  pool?: BufferPool,
 ): Promise<R[]> {
   const n = inputs.length;
   const results: (readonly R[])[] = [];
@@ -96,7 +99,7 @@ export async function sendInParts<R = WireResult>(
   let part = new Part(0);
   for (let i = 0; i < n; i++) {
     try {
-      const converted = toWireInput(inputs[i]);
+      const converted = toWireInput(inputs[i], pool);
       const { wire, transfer } = converted instanceof Promise ? await converted : converted;
       part.wires.push(wire);
       part.transfers.push(...transfer);

@@ -312,7 +312,7 @@ export class ClassifierImpl implements Classifier {
     signal: AbortSignal | undefined,
   ): Promise<ClassifyResult> {
     try {
-      const converted = toWireInput(input);
+      const converted = toWireInput(input, this.client.spares);
       if (converted instanceof Promise) return converted.then((c) => this.sendOne(c, probabilities, profile, signal));
       return this.sendOne(converted, probabilities, profile, signal);
     } catch (e) {
@@ -376,7 +376,7 @@ export class ClassifierImpl implements Classifier {
       return served.map((r) => this.toResult(r, manifest));
     };
     try {
-      return await sendInParts(inputs, send, check, this.partBytes, resultTiming);
+      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, this.client.spares);
     } finally {
       this.syncLearning(); // also after a failed call (the state its failure left)
     }
