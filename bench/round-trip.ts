@@ -11,7 +11,8 @@
 // CPU work of both ends (no thread wake-ups): what the SDK's own code costs, measurable on a loaded machine.
 //
 // --page-alone CALLS also times the page's SDK alone (A and B over a transport that answers at once, blocks of CALLS
-// calls, passes x 4 blocks a side; an ImageData, a Float32Array, a canvas): µs per classify() call, no messages nor worker.
+// calls, passes x 4 blocks a side; an ImageData, one of 224 x 224, a Float32Array, a canvas; B's transport gives the
+// input buffers back as the worker does): µs per classify() call, no messages nor worker.
 //
 // --cpu-profile FILE writes the page thread's CPU profile (DevTools format; with --in-thread, both ends), --only a,b
 // measures only the sides whose names contain a or b. --manifest NAME loads the bundle's NAME instead of manifest.json:
