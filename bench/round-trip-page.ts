@@ -1,9 +1,14 @@
 // Page of the round-trip micro-benchmark (bench/round-trip.ts): the page → worker → page cost of one classify() at
 // batch 1, interleaved image by image against the cheapest round trips (a plain postMessage and a comlink echo worker)
 // and the bench's baseline worker (the full model, comlink). Round trip = page time − the worker's own time.
+import type { BundleManifest } from '../src/bundle/manifest.js';
 import { load as loadB, type Classifier, type ClassifyResult } from '../src/index.js';
+import { BufferPool } from '../src/page/buffer-pool.js';
+import { ClassifierImpl as ImplB } from '../src/page/classifier.js';
+import type { ClassifierTransport } from '../src/page/transport.js';
+import type { RuntimeState } from '../src/protocol.js';
 import { createWorkerApi as apiB } from '../src/runtime/api.js';
-import { createWorkerApi as apiA, load as loadA } from './round-trip-base.js';
+import { ClassifierImpl as ImplA, createWorkerApi as apiA, load as loadA } from './round-trip-base.js';
 import { Baseline } from '../demo/lib/baseline.js';
 import { fetchImageSet, imageData, imageRange } from '../demo/lib/samples.js';
 import * as Comlink from 'comlink';
@@ -21,6 +26,16 @@ export interface RoundTripConfig {
   readonly warmup: number;
   /** Measure only the sides whose name contains one of these (default: all). */
   readonly only?: readonly string[];
+  /** Calls per timed block of the page alone (A and B over a transport that answers at once); 0: not measured. */
+  readonly pageAlone?: number;
+}
+
+/** The page's SDK alone: µs per classify() call (a block of calls timed as a whole), per input kind and side. */
+export interface PageAloneStats {
+  readonly input: string;
+  readonly side: 'A' | 'B';
+  /** One value per block, in the order run. */
+  readonly usPerCall: readonly number[];
 }
 
 /** Per side and pass: mean and median page time and round trip (page − worker), and the profiled split. */
@@ -157,9 +172,94 @@ function echoWorker(name: string, inThread: boolean): Worker {
   return Object.assign(channel.port2, { terminate: () => channel.port2.close() }) as unknown as Worker;
 }
 
-async function run(
-  config: RoundTripConfig,
-): Promise<{ stats: SideStats[]; agree: number; engines: string[]; pruned: string[] }> {
+/**
+ * A transport that answers every call at once (a new result object per input, as a reply's deserialisation makes),
+ * giving the inputs' buffers back as the worker does (a build that has no `spares` ignores them).
+ */
+function instantTransport(manifest: BundleManifest): ClassifierTransport {
+  const spares = new BufferPool();
+  const state: RuntimeState = {
+    backend: 'wasm',
+    threads: 1,
+    crossOriginIsolated: false,
+    sessions: manifest.segments.map(() => true),
+    cachedSegments: manifest.segments.map(() => false),
+    manifestFromCache: false,
+    cacheEnabled: false,
+  };
+  let n = 0;
+  return {
+    state,
+    spares,
+    classify: (request) => {
+      for (const w of request.inputs)
+        if (w.kind === 'tensor' || w.kind === 'pixels') spares.give(w.data.buffer as ArrayBuffer);
+      return Promise.resolve(
+        request.inputs.map(() => ({
+          index: n % manifest.labels.length,
+          confidence: 0.9,
+          exit: (n++ % (manifest.exits.length + 1)) - 1,
+          stages: [0.1, 0.2],
+          totalMs: 0.3,
+        })),
+      );
+    },
+    plan: () => Promise.reject(new Error('no plan here')),
+    dispose: () => Promise.resolve(),
+    fail: () => {},
+  };
+}
+
+/**
+ * The page's own work per classify() (conversion, checks, promise hops, results), A against B in alternating blocks of
+ * `calls` calls over {@link instantTransport}: an ImageData (also a 224 x 224 one), a preprocessed Float32Array and a
+ * canvas of the model's size.
+ */
+async function pageAlone(
+  manifest: BundleManifest,
+  image: ImageData,
+  calls: number,
+  blocks: number,
+): Promise<PageAloneStats[]> {
+  const opened = { manifest, manifestHash: 'h', manifestUrl: 'https://x.test/manifest.json' };
+  const sides = [
+    ['A', new ImplA(instantTransport(manifest), opened)],
+    ['B', new ImplB(instantTransport(manifest), opened)],
+  ] as const;
+  const { channels, height, width } = manifest.input;
+  const canvas = document.createElement('canvas');
+  [canvas.width, canvas.height] = [image.width, image.height];
+  canvas.getContext('2d')!.putImageData(image, 0, 0);
+  const large = new ImageData(224, 224);
+  const inputs = [
+    ['ImageData', image],
+    ['ImageData 224 x 224', large],
+    ['Float32Array', new Float32Array(channels * height * width).fill(0.5)],
+    ['HTMLCanvasElement (createImageBitmap per call)', canvas],
+  ] as const;
+  const out: PageAloneStats[] = [];
+  for (const [input, value] of inputs) {
+    const times = { A: [] as number[], B: [] as number[] };
+    for (let b = 0; b < blocks + 1; b++) {
+      for (const [side, clf] of b % 2 === 0 ? sides : [...sides].reverse()) {
+        const t0 = performance.now();
+        const n = value instanceof HTMLCanvasElement ? Math.ceil(calls / 10) : calls; // ~10 times slower
+        for (let k = 0; k < n; k++) await clf.classify(value);
+        if (b > 0) times[side].push(((performance.now() - t0) * 1000) / n); // block 0 warms up
+      }
+    }
+    out.push({ input, side: 'A', usPerCall: times.A }, { input, side: 'B', usPerCall: times.B });
+  }
+  return out;
+}
+
+async function run(config: RoundTripConfig): Promise<{
+  stats: SideStats[];
+  agree: number;
+  engines: string[];
+  pruned: string[];
+  alone: PageAloneStats[];
+}> {
   const manifestUrl = new URL(config.manifestUrl, document.baseURI).href;
   const manifest = (await (await fetch(manifestUrl)).json()) as {
     input: { height: number; width: number; channels: number; name: string; layout: 'NCHW' | 'NHWC' };
@@ -259,6 +359,14 @@ async function run(
     (s): s is [string, Call] => s !== undefined && (!config.only || config.only.some((o) => s[0].includes(o))),
   );
   const inputs = Array.from({ length: images.count }, (_, i) => imageData(images, i));
+  const alone = config.pageAlone
+    ? await pageAlone(
+        (await (await fetch(manifestUrl)).json()) as BundleManifest,
+        inputs[0]!,
+        config.pageAlone,
+        config.passes * 4,
+      )
+    : [];
   for (let w = 0; w < config.warmup; w++)
     for (const [, call] of sides) await call(inputs[w % inputs.length]!, w % inputs.length);
   const stats: SideStats[] = [];
@@ -321,7 +429,7 @@ async function run(
   await clfB.dispose();
   await full?.dispose();
   raw.terminate();
-  return { stats, agree: agree / images.count, engines, pruned };
+  return { stats, agree: agree / images.count, engines, pruned, alone };
 }
 
 declare global {

@@ -10,13 +10,17 @@
 // onnxruntime included) answer on a MessageChannel in the page, as the unit tests drive them, so the round trip is the
 // CPU work of both ends (no thread wake-ups): what the SDK's own code costs, measurable on a loaded machine.
 //
+// --page-alone CALLS also times the page's SDK alone (A and B over a transport that answers at once, blocks of CALLS
+// calls, passes x 4 blocks a side; an ImageData, one of 224 x 224, a Float32Array, a canvas; B's transport gives the
+// input buffers back as the worker does): µs per classify() call, no messages nor worker.
+//
 // --cpu-profile FILE writes the page thread's CPU profile (DevTools format; with --in-thread, both ends), --only a,b
 // measures only the sides whose names contain a or b. --manifest NAME loads the bundle's NAME instead of manifest.json:
 // `--manifest manifest-noexit.json --warmup 1500` is the bench's worst case (every threshold 1; the warm-up calls let
 // live pruning switch every exit off: the exits pruned after the run are printed).
 //
 //   npx tsx bench/round-trip.ts [bundleDir] [--base COMMIT] [--in-thread] [--images N] [--passes P] [--threads T]
-//     [--only NAMES] [--cpu-profile FILE] [--port P] [--manifest NAME] [--warmup CALLS]
+//     [--only NAMES] [--cpu-profile FILE] [--port P] [--manifest NAME] [--warmup CALLS] [--page-alone CALLS]
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -39,6 +43,7 @@ const only = stringFlag(args, '--only')?.split(',');
 const cpuProfile = stringFlag(args, '--cpu-profile');
 const manifestName = stringFlag(args, '--manifest') ?? 'manifest.json';
 const WARMUP = intFlag(args, '--warmup', 20);
+const PAGE_ALONE = args.includes('--page-alone') ? intFlag(args, '--page-alone', 1) : 0;
 const dir = path.resolve(args[0] ?? path.join(root, 'bench/.bundles/fashion'));
 const fashion = path.basename(dir).startsWith('fashion');
 const imagesFile = fashion
@@ -104,6 +109,7 @@ try {
     passes: PASSES,
     inThread,
     warmup: WARMUP,
+    pageAlone: PAGE_ALONE,
     ...(only ? { only } : {}),
   };
   const cdp = cpuProfile ? await page.context().newCDPSession(page) : undefined;
@@ -112,7 +118,7 @@ try {
     await cdp.send('Profiler.setSamplingInterval', { interval: 250 });
     await cdp.send('Profiler.start');
   }
-  const { stats, agree, engines, pruned } = await page.evaluate((c) => window.selfxitRoundTrip.run(c), config);
+  const { stats, agree, engines, pruned, alone } = await page.evaluate((c) => window.selfxitRoundTrip.run(c), config);
   if (cdp && cpuProfile) {
     const { profile } = await cdp.send('Profiler.stop');
     fs.writeFileSync(cpuProfile, JSON.stringify(profile));
@@ -181,6 +187,21 @@ try {
         `B − A ${(trip('selfxit B') - trip('selfxit A')).toFixed(3)} ms (plain), ` +
         `${(trip('selfxit B (profiled)') - trip('selfxit A (profiled)')).toFixed(3)} ms (profiled)`,
     );
+  }
+  if (alone.length > 0) {
+    const median = (v: readonly number[]): number => [...v].sort((a, b) => a - b)[v.length >> 1]!;
+    console.log(
+      `\npage alone (instant transport, ${PAGE_ALONE} calls a block), µs per classify() call, median of blocks:`,
+    );
+    console.log('| input | A | B | B − A | blocks A | blocks B |\n|---|---:|---:|---:|---|---|');
+    for (const input of [...new Set(alone.map((a) => a.input))]) {
+      const [a, b] = (['A', 'B'] as const).map((side) => alone.find((x) => x.input === input && x.side === side)!);
+      const list = (v: readonly number[]): string => v.map((x) => x.toFixed(1)).join(' ');
+      const [ma, mb] = [median(a!.usPerCall), median(b!.usPerCall)];
+      console.log(
+        `| ${input} | ${ma.toFixed(2)} | ${mb.toFixed(2)} | ${(mb - ma).toFixed(2)} | ${list(a!.usPerCall)} | ${list(b!.usPerCall)} |`,
+      );
+    }
   }
 } finally {
   await browser.close();

@@ -242,10 +242,17 @@ export interface ClassifyCall {
 
 /**
  * The classify port's answer to call `id`: the results, with the worker's state when it changed since the last reply
- * (of any call: the page keeps the one it has), or the error with the state the failed call left.
+ * (of any call: the page keeps the one it has), or the error with the state the failed call left. `spare`: the
+ * request's input buffers, moved back once the call was done with them (the page copies later inputs into them
+ * instead of allocating; absent from workers that keep their inputs, e.g. while learning).
  */
 export type ClassifyAnswer =
-  | { readonly id: number; readonly results: readonly WireResult[]; readonly state?: RuntimeState }
+  | {
+      readonly id: number;
+      readonly results: readonly WireResult[];
+      readonly state?: RuntimeState;
+      readonly spare?: readonly ArrayBuffer[];
+    }
   | { readonly id: number; readonly error: SelfxitErrorPayload; readonly state: RuntimeState | undefined };
 
 /** What plan() replies: the plan made (and cached), and the worker's state after the call. */

@@ -7,7 +7,7 @@ import type { BundleManifest } from '../bundle/manifest.js';
 import { checkTarget } from '../policy/bounds.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
-import type { Backend, RuntimeState, WireInput, WireResult } from '../protocol.js';
+import type { Backend, ClassifyRequest, RuntimeState, WireInput, WireResult } from '../protocol.js';
 import type {
   Classifier,
   ClassifierInfo,
@@ -19,8 +19,9 @@ import type {
   LoadOptions,
   TargetChoice,
 } from '../types.js';
-import { sendInParts } from './batch.js';
+import { sendInParts, type PartTiming } from './batch.js';
 import { abortError, abortable, watchDeadline } from './deadline.js';
+import { dropTransfers, toWireInput, type WireConversion } from './inputs.js';
 import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
 import type { ClassifierTransport, OpenedBundle } from './transport.js';
@@ -38,8 +39,16 @@ function backboneFraction(m: BundleManifest): number {
   return f;
 }
 
-/** A result of the worker and the manifest in force when its reply arrived (its exit index is one of that manifest's). */
-type Served = WireResult & { readonly manifest: BundleManifest };
+/** classify()'s options when none are given (one object for every such call). */
+const NO_OPTIONS: ClassifyOptions = Object.freeze({});
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** A batch of several parts: each result's `totalMs` is the batch's (page/batch.ts). */
+const resultTiming: PartTiming<ClassifyResult> = {
+  totalMs: (r) => r.timings.totalMs,
+  withTotal: (r, totalMs) => ({ ...r, timings: { ...r.timings, totalMs } }),
+};
 
 /** A transport with its bundle open; what {@link load} (and a re-open) gives a classifier. */
 interface Opened {
@@ -153,21 +162,23 @@ export class ClassifierImpl implements Classifier {
    * calls that failed) and runs `job` once more on the new version. A call that failed on a runtime already replaced
    * runs again too. dispose() rejects the calls waiting for the re-open with DISPOSED at once.
    */
-  private async recovering<T>(job: () => Promise<T>): Promise<T> {
+  private recovering<T>(job: () => Promise<T>): Promise<T> {
     const client = this.client;
+    // no async frame of its own: a call that succeeds (nearly all) costs one promise reaction here
+    return job().catch((e: unknown) => this.recover(e, client, job));
+  }
+
+  /** {@link recovering}'s failed `job` (run on `client`): re-opens and runs it again, or rejects with `e`. */
+  private async recover<T>(e: unknown, client: ClassifierTransport, job: () => Promise<T>): Promise<T> {
+    if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
+    if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
     try {
-      return await job();
-    } catch (e) {
-      if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
-      if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
-      try {
-        await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
-      } catch (why) {
-        if (!this.disposed) throw why;
-      }
-      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-      return job();
+      await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
+    } catch (why) {
+      if (!this.disposed) throw why;
     }
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    return job();
   }
 
   /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
@@ -249,26 +260,94 @@ export class ClassifierImpl implements Classifier {
     return this.manifest.labels;
   }
 
-  async classify(input: ClassifierInput, options: ClassifyOptions = {}): Promise<ClassifyResult> {
-    const [r] = await this.run([input], options);
-    return r!;
+  /**
+   * One input: converted and sent at once (no parts, no promise of its own where the input converts synchronously:
+   * arrays, ImageData, ImageBitmaps, Blobs), its result built once from the reply.
+   */
+  classify(input: ClassifierInput, options: ClassifyOptions = NO_OPTIONS): Promise<ClassifyResult> {
+    try {
+      const signal = this.callSignal(options);
+      const probabilities = options.probabilities === true;
+      const profile = options.profile === true;
+      const job = (): Promise<ClassifyResult> => this.runOne(input, probabilities, profile, signal);
+      return abortable(this.recovering(job), signal, 'classify()');
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
-  async classifyBatch(inputs: readonly ClassifierInput[], options: ClassifyOptions = {}): Promise<ClassifyResult[]> {
+  async classifyBatch(
+    inputs: readonly ClassifierInput[],
+    options: ClassifyOptions = NO_OPTIONS,
+  ): Promise<ClassifyResult[]> {
     if (!Array.isArray(inputs)) throw new SelfxitError('INVALID_INPUT', 'classifyBatch() takes an array of inputs');
-    return this.run(inputs, options);
+    const signal = this.callSignal(options);
+    if (inputs.length === 0) return [];
+    const job = (): Promise<ClassifyResult[]> =>
+      this.runOnce(inputs, options.probabilities === true, options.profile === true, signal);
+    return abortable(this.recovering(job), signal, 'classify()');
   }
 
-  private async run(inputs: readonly unknown[], options: ClassifyOptions): Promise<ClassifyResult[]> {
+  /** A call's checks before anything is converted: DISPOSED, INVALID_ARGUMENT (options, signal), ABORTED. */
+  private callSignal(options: ClassifyOptions): AbortSignal | undefined {
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
     if (typeof options !== 'object' || options === null)
       throw new SelfxitError('INVALID_ARGUMENT', `classify options must be an object, got ${String(options)}`);
     const signal = checkSignal(options.signal);
     if (signal?.aborted) throw abortError(signal, 'classify()');
-    if (inputs.length === 0) return [];
-    const job = (): Promise<ClassifyResult[]> =>
-      this.runOnce(inputs, options.probabilities === true, options.profile === true, signal);
-    return abortable(this.recovering(job), signal, 'classify()');
+    return signal;
+  }
+
+  /** Throws DISPOSED or ABORTED: checked once an input is converted, before it is sent. */
+  private checkRunning(signal: AbortSignal | undefined): void {
+    if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    if (signal?.aborted) throw abortError(signal, 'classify()');
+  }
+
+  /** classify()'s one input: as a batch of one (page/batch.ts), without its parts. */
+  private runOne(
+    input: unknown,
+    probabilities: boolean,
+    profile: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<ClassifyResult> {
+    try {
+      const converted = toWireInput(input, this.client.spares);
+      if (converted instanceof Promise) return converted.then((c) => this.sendOne(c, probabilities, profile, signal));
+      return this.sendOne(converted, probabilities, profile, signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private sendOne(
+    { wire, transfer }: WireConversion,
+    probabilities: boolean,
+    profile: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<ClassifyResult> {
+    try {
+      this.checkRunning(signal);
+    } catch (e) {
+      dropTransfers(transfer); // the bitmap made for it will not be sent
+      return Promise.reject(e);
+    }
+    this.activePlan();
+    const inputs = [wire];
+    const thresholds = this.choice.thresholds; // copied by the message itself (structured clone)
+    const request: ClassifyRequest = profile
+      ? { inputs, thresholds, probabilities, profile }
+      : { inputs, thresholds, probabilities };
+    return this.client.classify(request, transfer).then(
+      (served) => {
+        this.syncLearning(); // the learned exits in force may have changed: the result names theirs
+        return this.toResult(served[0]!, this.manifest);
+      },
+      (e: unknown) => {
+        this.syncLearning(); // the state the failure left
+        throw e;
+      },
+    );
   }
 
   /** Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. */
@@ -280,43 +359,45 @@ export class ClassifierImpl implements Classifier {
   ): Promise<ClassifyResult[]> {
     let thresholds: readonly number[] | undefined;
     const check = (): void => {
-      if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-      if (signal?.aborted) throw abortError(signal, 'classify()');
+      this.checkRunning(signal);
       if (thresholds) return;
       this.activePlan();
       thresholds = this.choice.thresholds;
     };
-    const send = async (wires: WireInput[], transfers: Transferable[]): Promise<Served[]> => {
+    const send = async (wires: WireInput[], transfers: Transferable[]): Promise<ClassifyResult[]> => {
       // The thresholds are copied by the message itself (structured clone).
-      const served = await this.client.classify(
-        { inputs: wires, thresholds: thresholds!, probabilities, ...(profile ? { profile } : {}) },
-        transfers,
-      );
+      const request: ClassifyRequest = profile
+        ? { inputs: wires, thresholds: thresholds!, probabilities, profile }
+        : { inputs: wires, thresholds: thresholds!, probabilities };
+      const served = await this.client.classify(request, transfers);
       // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
       this.syncLearning();
       const manifest = this.manifest;
-      return served.map((r) => ({ ...r, manifest }));
+      return served.map((r) => this.toResult(r, manifest));
     };
     try {
-      const results = await sendInParts(inputs, send, check, this.partBytes);
-      return results.map((r) => this.toResult(r, r.manifest));
+      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, this.client.spares);
     } finally {
       this.syncLearning(); // also after a failed call (the state its failure left)
     }
   }
 
+  /** The labelled result of a worker's decision under manifest `m` (built once: no spreads; keys in this order). */
   private toResult(r: WireResult, m: BundleManifest): ClassifyResult {
     const exit = r.exit >= 0 ? m.exits[r.exit]! : undefined;
-    return {
+    const timings: Mutable<ClassifyResult['timings']> = { totalMs: r.totalMs, stages: r.stages };
+    if (r.profile) timings.profile = r.profile;
+    const result: Mutable<ClassifyResult> = {
       label: m.labels[r.index] ?? String(r.index),
       index: r.index,
       confidence: r.confidence,
       exit: exit
         ? { index: r.exit, name: exit.name, macsFraction: exit.macsFraction }
         : { index: -1, name: 'backbone', macsFraction: backboneFraction(m) },
-      timings: { totalMs: r.totalMs, stages: r.stages, ...(r.profile ? { profile: r.profile } : {}) },
-      ...(r.probabilities ? { probabilities: r.probabilities } : {}),
+      timings,
     };
+    if (r.probabilities) result.probabilities = r.probabilities;
+    return result;
   }
 
   info(): ClassifierInfo {

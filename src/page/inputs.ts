@@ -2,6 +2,7 @@
 // (elements become ImageBitmaps).
 import { SelfxitError } from '../errors.js';
 import type { WireInput } from '../protocol.js';
+import type { BufferPool } from './buffer-pool.js';
 
 function isA<T>(value: unknown, ctor: string): value is T {
   const C = (globalThis as Record<string, unknown>)[ctor];
@@ -52,22 +53,33 @@ export interface WireConversion {
   readonly transfer: Transferable[];
 }
 
+/** Closes the bitmaps made for inputs that will not be sent (`transfer` of their {@link WireConversion}s). */
+export function dropTransfers(transfer: readonly Transferable[]): void {
+  for (const t of transfer) (t as ImageBitmap).close?.();
+}
+
 /**
  * Converts one input; `transfer` lists objects created here that may be moved to the worker. Arrays, ImageData,
- * ImageBitmaps and Blobs convert at once (no promise); elements are read into a bitmap first.
+ * ImageBitmaps and Blobs convert at once (no promise); elements are read into a bitmap first. Arrays and ImageData are
+ * copied into a buffer of `pool` of their size when it has one (a spare the worker gave back), else into a new one.
  * @throws SelfxitError INVALID_INPUT (thrown, or the promise rejects).
  */
-export function toWireInput(input: unknown): WireConversion | Promise<WireConversion> {
+export function toWireInput(input: unknown, pool?: BufferPool): WireConversion | Promise<WireConversion> {
   // Arrays: one copy of just the view (never the rest of a larger buffer it is part of), moved to the worker; the
-  // caller keeps its own. Posting the view itself would clone its whole buffer.
+  // caller keeps its own. Posting the view itself would clone its whole buffer (and copy it twice).
   if (input instanceof Float32Array) {
     checkNotDetached(input, 'Float32Array');
-    const data = input.slice();
+    const spare = pool?.take(input.byteLength);
+    const data = spare ? new Float32Array(spare) : input.slice();
+    if (spare) data.set(input);
     return { wire: { kind: 'tensor', data }, transfer: [data.buffer] };
   }
   if (isA<ImageData>(input, 'ImageData')) {
-    checkNotDetached(input.data, 'ImageData');
-    const data = input.data.slice();
+    const pixels = input.data;
+    checkNotDetached(pixels, 'ImageData');
+    const spare = pool?.take(pixels.byteLength);
+    const data = spare ? new Uint8ClampedArray(spare) : pixels.slice();
+    if (spare) data.set(pixels);
     return { wire: { kind: 'pixels', width: input.width, height: input.height, data }, transfer: [data.buffer] };
   }
   if (isA<ImageBitmap>(input, 'ImageBitmap')) {

@@ -4,11 +4,14 @@ import type { BundleManifest } from '../bundle/manifest.js';
 import type { SelfxitError } from '../errors.js';
 import type { DevicePlan } from '../policy/device-plan.js';
 import type { ClassifyRequest, PlanRequest, ProgressInfo, RuntimeState, WireResult } from '../protocol.js';
+import type { BufferPool } from './buffer-pool.js';
 
 /** The calls a classifier makes once its bundle is open, and the runtime state they report. */
 export interface ClassifierTransport {
   /** The runtime's state as of its latest reply (undefined before the first). */
   readonly state: RuntimeState | undefined;
+  /** Input buffers the runtime gave back, for the next inputs' copies (page/buffer-pool.ts); none: new ones. */
+  readonly spares?: BufferPool;
   /** Runs the cascade on `request.inputs`; `transfer` lists objects created for this call that may be moved. */
   classify(request: ClassifyRequest, transfer: readonly Transferable[]): Promise<readonly WireResult[]>;
   /** Measures the stages, plans exits by those times, caches and returns the plan. */

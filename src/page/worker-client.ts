@@ -20,6 +20,7 @@ import {
   type WireResult,
   type WorkerApi,
 } from '../protocol.js';
+import { BufferPool } from './buffer-pool.js';
 import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
 
@@ -148,6 +149,8 @@ export class WorkerClient implements ClassifierTransport {
   private blobUrl: string | undefined;
   /** Latest state the worker reported (while learning, with the manifest of the exits in force: {@link setState}). */
   state: RuntimeState | undefined;
+  /** The input buffers the worker moved back with its answers (ClassifyAnswer `spare`), for the next inputs. */
+  readonly spares = new BufferPool();
   /** The newest state as the worker reported it (before the learned manifest's overlay). */
   private reported: RuntimeState | undefined;
   /** While learning: the newest manifest of the exits in force the worker reported (it sends one once per change). */
@@ -343,7 +346,11 @@ export class WorkerClient implements ClassifierTransport {
     this.settled(a.id);
     this.heard(a.id);
     if ('error' in a) call.reject(fromErrorPayload(a.error));
-    else call.resolve!(a.results);
+    else {
+      // before the caller hears of it: its next call may copy its input into one
+      if (a.spare) for (const b of a.spare) this.spares.give(b);
+      call.resolve!(a.results);
+    }
   }
 
   /**
@@ -449,6 +456,7 @@ export class WorkerClient implements ClassifierTransport {
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();
     this.releaseBlob();
+    this.spares.clear();
     this.rejectAll(error);
     this.port.close();
     try {

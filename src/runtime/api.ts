@@ -57,10 +57,27 @@ function sameState(a: RuntimeState, b: RuntimeState): boolean {
   return true;
 }
 
-/** What a classify() call answers on the port: its results, and the worker's state when it changed. */
+/** What a classify() call answers on the port: its results, the worker's state when it changed, input buffers to move back. */
 export interface PortReply {
   readonly results: readonly WireResult[];
   readonly state?: RuntimeState;
+  readonly spare?: readonly ArrayBuffer[];
+}
+
+/**
+ * The request's input buffers (tensors, pixels) once the call is done with them, each once (not empty, not detached):
+ * moved back to the page, which copies its next inputs into them (page/buffer-pool.ts). Only for a runtime that keeps
+ * no input past the call (BundleRuntime: its own input buffer is never the request's; learning keeps some to audit).
+ */
+export function spareBuffers(request: ClassifyRequest): ArrayBuffer[] | undefined {
+  let spare: ArrayBuffer[] | undefined;
+  for (const w of request.inputs) {
+    if (w.kind !== 'tensor' && w.kind !== 'pixels') continue;
+    const b = w.data.buffer;
+    if (!(b instanceof ArrayBuffer) || b.byteLength === 0 || spare?.includes(b)) continue;
+    (spare ??= []).push(b);
+  }
+  return spare;
 }
 
 /**
@@ -92,9 +109,19 @@ export function serveClassify(
   port.onmessage = (ev: MessageEvent<ClassifyCall>) => {
     const { id, request } = ev.data;
     classify(request).then(
-      ({ results, state: s }) => {
+      ({ results, state: s, spare }) => {
+        const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
         try {
-          const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
+          if (spare) {
+            try {
+              const transfers = resultTransfers(results);
+              for (const b of spare) transfers.push(b);
+              port.postMessage(s ? { id, results, state: s, spare } : { id, results, spare }, transfers);
+              return;
+            } catch {
+              // a spare that cannot be moved: the reply goes without them
+            }
+          }
           port.postMessage(answer, resultTransfers(results));
         } catch (e) {
           fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${messageOf(e)}`));
@@ -168,7 +195,9 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
         const results = await rt.classify(request);
         const state = rt.state();
         const same = pageState && ((state === pageSource && !state.learning) || sameState(state, pageState));
-        return same ? { results } : { results, state: reported(state) };
+        const spare = rt instanceof BundleRuntime ? spareBuffers(request) : undefined;
+        if (same) return spare ? { results, spare } : { results };
+        return spare ? { results, state: reported(state), spare } : { results, state: reported(state) };
       };
       serveClassify(port, classify, api.state);
     },
