@@ -149,10 +149,13 @@ async function viteDevServer(app: string, tmp: string): Promise<{ url: string; c
 }
 
 /**
- * On a page of an app (opened at its root, whose entry sets window.selfxitLoad): 10 images of the tiny bundle
+ * On a page of an app (opened at `url`, its root, whose entry sets window.selfxitLoad; no page errors): 10 images of the tiny bundle
  * (`/bundle/`) classified as in Node, and with `isolation` a `learn` load (`/models/`), with as many threads as asked.
  */
-async function classifyAndLearn(page: Page, isolation: boolean, errors: string[]): Promise<void> {
+async function classifyAndLearn(page: Page, url: string, isolation: boolean): Promise<void> {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url);
   await page.waitForFunction(() => typeof (window as { selfxitLoad?: unknown }).selfxitLoad === 'function');
   const out = await page.evaluate(async (learnToo) => {
     const load = (window as unknown as { selfxitLoad: typeof Load }).selfxitLoad;
@@ -250,11 +253,8 @@ test.describe('published package in bundler apps', () => {
       test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: ${what}`, async ({ page }) => {
         const mounts = { '/': apps[bundler]!, '/bundle/': TINY, '/models/': MODELS };
         const server = await serveStatic({ mounts, port: 0, isolation });
-        const errors: string[] = [];
-        page.on('pageerror', (e) => errors.push(e.message));
         try {
-          await page.goto(server.url);
-          await classifyAndLearn(page, isolation, errors);
+          await classifyAndLearn(page, server.url, isolation);
         } finally {
           await server.close();
         }
@@ -268,11 +268,8 @@ test.describe('published package in bundler apps', () => {
   test('vite dev server, with COOP/COEP: load() and 10 images classified, a learn load', async ({ page }) => {
     test.setTimeout(180_000);
     const server = await viteDevServer(path.dirname(apps.vite!), tmp);
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
     try {
-      await page.goto(server.url);
-      await classifyAndLearn(page, true, errors);
+      await classifyAndLearn(page, server.url, true);
     } finally {
       server.close();
     }

@@ -1,7 +1,8 @@
 // The on-device learning code is a chunk of its own (dist/selfxit.learn-<hash>.js, imported by the worker on first
 // use): a page that only classifies never fetches it, a `learn` load does (from the ES module and the script-tag
 // builds, whose worker resolves its chunks against its own URL), and a worker started from another URL (a query
-// string) learns too, since the chunk imports the worker's shared chunk, never the worker's entry.
+// string) learns too, since the chunk imports the worker's shared chunk, never the worker's entry. A chunk that
+// cannot be fetched (a 404: dist/ of another build) fails with RUNTIME_FILES_UNAVAILABLE.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,4 +110,13 @@ test('a learning chunk that cannot be fetched: a learn load fails with RUNTIME_F
   expect(learned.message).toMatch(/selfxit\.learn-/);
   const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
   expect(plain.code, plain.message).toBeUndefined();
+});
+
+test("a worker whose shared chunk cannot be fetched (another build's worker): RUNTIME_FILES_UNAVAILABLE", async ({
+  page,
+}) => {
+  await openPage(page, 'esm');
+  await page.route(/\/dist\/selfxit\.shared-[\w-]+\.js$/, (route) => route.fulfill({ status: 404, body: 'gone' }));
+  const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
+  expect(plain.code, plain.message).toBe('RUNTIME_FILES_UNAVAILABLE');
 });
