@@ -1,7 +1,7 @@
 // Vite config for every build target (`--mode esm|iife|core|cli`, driven by scripts/build.mjs) and the dev server.
-// The runtime's worker is a separate ES chunk; onnxruntime-web's .mjs/.wasm files live in dist/ort/ (copied by
-// scripts/build.mjs, served from node_modules by the dev server; the list and the COOP/COEP headers are in
-// scripts/web-config.mjs) and are loaded from there at run time.
+// The runtime's worker is a separate ES build (a tiny entry, its shared chunk, the learning chunk); onnxruntime-web's
+// .mjs/.wasm files live in dist/ort/ (copied by scripts/build.mjs, served from node_modules by the dev server; the list
+// and the COOP/COEP headers are in scripts/web-config.mjs) and are loaded from there at run time.
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
@@ -16,6 +16,9 @@ import {
 } from './scripts/web-config.mjs';
 
 const root = path.dirname(fileURLToPath(import.meta.url));
+/** The worker's entry, and the name of the chunk that holds the code it shares with the learning chunk. */
+const workerEntry = path.join(root, 'src/runtime/worker.ts');
+const WORKER_SHARED = 'worker-shared';
 
 /**
  * Import the "extern wasm" ORT builds (ort.min.mjs, ort.wasm.min.mjs): they load their .mjs glue and .wasm from
@@ -113,8 +116,15 @@ function publishedUrlPatterns(): Plugin {
         this.error(
           'dist/selfxit.js lacks new Worker(new URL("./selfxit.worker.js", import.meta.url)): see vite.config.ts',
         );
-      if (worker?.type === 'chunk' && (worker.code.match(/new URL\(\s*["'`]\.\/ort\//g) ?? []).length !== 4)
-        this.error('dist/selfxit.worker.js lacks its 4 new URL("./ort/…", import.meta.url): see vite.config.ts');
+      // the worker's bundle: its entry and the chunks beside it (the ORT URLs are in its shared chunk)
+      const ortUrls = Object.values(bundle).reduce(
+        (n, c) => n + (c.type === 'chunk' ? (c.code.match(/new URL\(\s*["'`]\.\/ort\//g) ?? []).length : 0),
+        0,
+      );
+      if (worker?.type === 'chunk' && ortUrls !== 4)
+        this.error(
+          'dist/selfxit.worker.js and its chunks lack their 4 new URL("./ort/…", import.meta.url): see vite.config.ts',
+        );
     },
   };
 }
@@ -160,15 +170,25 @@ function libConfig(mode: string): UserConfig {
     base: './', // emitted URLs (the worker chunk) resolve against import.meta.url, wherever dist/ is served
     publicDir: false,
     resolve: { alias: ortAliases },
-    // The worker gets a stable name (dist/selfxit.worker.js) so that consumers and the IIFE build can point at it, and
-    // so does the learning code it imports on first use (src/runtime/learn-chunk.ts → dist/selfxit.learn.js, beside it;
-    // learn-worker.ts's LEARN_CHUNK names it in errors).
+    // The worker's entry keeps a stable name (dist/selfxit.worker.js) so that consumers and the IIFE build can point at
+    // it. It is a tiny module that imports the worker's code from a chunk of its own (dist/selfxit.shared-<hash>.js),
+    // which imports the learning code (src/runtime/learn-chunk.ts → dist/selfxit.learn-<hash>.js) on first use, and the
+    // learning chunk imports the shared chunk back, never the entry: a dev server that serves the entry under another
+    // URL (Vite: `?worker_file&type=module`) than it rewrites the imports to would otherwise start a second copy. The
+    // chunks' content hashes make a worker and a learning chunk of two builds unable to meet (a 404 at worst).
     worker: {
       format: 'es',
       rollupOptions: {
         output: {
           entryFileNames: 'selfxit.worker.js',
-          chunkFileNames: (chunk) => (chunk.name === 'learn-chunk' ? 'selfxit.learn.js' : 'assets/[name]-[hash].js'),
+          chunkFileNames: (chunk) =>
+            chunk.name === 'learn-chunk'
+              ? 'selfxit.learn-[hash].js'
+              : chunk.name === WORKER_SHARED
+                ? 'selfxit.shared-[hash].js'
+                : 'assets/[name]-[hash].js',
+          // everything the entry imports statically: the ORT URLs in it resolve beside the entry, in dist/
+          codeSplitting: { groups: [{ name: WORKER_SHARED, tags: ['$initial'], test: (id) => id !== workerEntry }] },
         },
       },
     },

@@ -2,19 +2,32 @@
 // and a webpack 5 app with default config that `import { load } from 'selfxit'` (and a Vite app with ES-module workers,
 // which keeps the learning chunk apart), each built, served with and without
 // COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference; with COOP/COEP
-// also a `learn` load (the worker's lazily imported learning chunk, re-bundled by the app's bundler). The apps' script
+// also a `learn` load (the worker's lazily imported learning chunk, re-bundled by the app's bundler). The default Vite
+// app also runs in Vite's dev server (`vite`, where the worker and its chunks are served from node_modules, unbundled,
+// under rewritten URLs): the same classifying and `learn` load. The apps' script
 // sizes are printed (docs/DEPLOY.md "Download size"). Slow (three installs, three builds: about 1-2 minutes);
 // SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { test, expect } from '@playwright/test';
+import { test, expect, type Page } from '@playwright/test';
 import type { load as Load } from '../src/index.js';
 import { serveStatic } from '../scripts/static-server.mjs';
+import { ISOLATION_HEADERS } from '../scripts/web-config.mjs';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -85,6 +98,113 @@ async function webpackApp(dir: string, tarball: string): Promise<string> {
   return path.join(dir, 'dist');
 }
 
+/** A free TCP port on 127.0.0.1 (for Vite's dev server, which takes no port 0). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Vite's dev server (`vite`) on the built app's folder: its default config, plus COOP/COEP and the test bundle and
+ * models (a public folder of links), from a config file outside the app. Resolves once it answers.
+ */
+async function viteDevServer(app: string, tmp: string): Promise<{ url: string; close(): void }> {
+  const publicDir = path.join(tmp, 'dev-public');
+  mkdirSync(publicDir, { recursive: true });
+  symlinkSync(TINY, path.join(publicDir, 'bundle'));
+  symlinkSync(MODELS, path.join(publicDir, 'models'));
+  const config = path.join(tmp, 'vite.dev.config.mjs');
+  writeFileSync(
+    config,
+    `export default ${JSON.stringify({ root: app, publicDir, server: { headers: ISOLATION_HEADERS } })};\n`,
+  );
+  const port = await freePort();
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [VITE, '--config', config, '--host', '127.0.0.1', '--port', String(port), '--strictPort'],
+    { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  for (const s of [child.stdout, child.stderr]) s?.on('data', (d: Buffer) => (output += d.toString()));
+  const url = `http://127.0.0.1:${port}/`;
+  for (let t = 0; ; t += 250) {
+    if (child.exitCode !== null) throw new Error(`vite dev server exited ${child.exitCode}:\n${output}`);
+    if (t > 60_000) throw new Error(`vite dev server did not answer in 60 s:\n${output}`);
+    if (
+      await fetch(url).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return { url, close: () => child.kill() };
+}
+
+/**
+ * On a page of an app (opened at `url`, its root, whose entry sets window.selfxitLoad; no page errors): 10 images of the tiny bundle
+ * (`/bundle/`) classified as in Node, and with `isolation` a `learn` load (`/models/`), with as many threads as asked.
+ */
+async function classifyAndLearn(page: Page, url: string, isolation: boolean): Promise<void> {
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url);
+  await page.waitForFunction(() => typeof (window as { selfxitLoad?: unknown }).selfxitLoad === 'function');
+  const out = await page.evaluate(async (learnToo) => {
+    const load = (window as unknown as { selfxitLoad: typeof Load }).selfxitLoad;
+    const buf = new Uint8ClampedArray(await (await fetch('/bundle/images.rgba')).arrayBuffer());
+    const images = Array.from({ length: 10 }, (_, i) => new ImageData(buf.slice(i * 1024, (i + 1) * 1024), 16, 16));
+    try {
+      const clf = await load('/bundle/', { cache: false });
+      const results = [];
+      for (const img of images) results.push(await clf.classify(img));
+      const info = clf.info();
+      await clf.dispose();
+      // learning: the worker imports its learning chunk, the learner worker too (load() waits for it)
+      let learnedModel: string | undefined;
+      if (learnToo) {
+        const learner = await load('/models/fashion-resnet/model.onnx', { cache: false, learn: {} });
+        await learner.classify(new ImageData(28, 28));
+        learnedModel = learner.learning().modelHash;
+        await learner.dispose();
+      }
+      return {
+        results: results.map((r) => ({ index: r.index, exit: r.exit.index, confidence: r.confidence })),
+        backend: info.backend,
+        threads: info.threads,
+        isolated: info.crossOriginIsolated,
+        learnedModel,
+      };
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      return { error: `${err.code ?? err.name}: ${err.message}` };
+    }
+  }, isolation);
+  expect('error' in out ? out.error : undefined).toBeUndefined();
+  if ('error' in out) return;
+  const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
+  out.results.forEach((r, i) => {
+    expect({ index: r.index, exit: r.exit }, `image ${i}`).toEqual({
+      index: expected[i]!.index,
+      exit: expected[i]!.exit,
+    });
+    expect(Math.abs(r.confidence - expected[i]!.confidence), `image ${i} confidence`).toBeLessThan(1e-3);
+  });
+  expect(out.isolated).toBe(isolation);
+  expect(out.backend).toBe('wasm'); // 'auto' on the SwiftShader adapter
+  if (isolation) expect(out.learnedModel).toMatch(/^[0-9a-f]{64}$/);
+  if (isolation) expect(out.threads).toBeGreaterThan(1);
+  else expect(out.threads).toBe(1);
+  expect(errors).toEqual([]);
+}
+
 const skipReason =
   process.env.SELFXIT_E2E_SKIP_BUNDLERS === '1'
     ? 'SELFXIT_E2E_SKIP_BUNDLERS=1'
@@ -133,66 +253,27 @@ test.describe('published package in bundler apps', () => {
       test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: ${what}`, async ({ page }) => {
         const mounts = { '/': apps[bundler]!, '/bundle/': TINY, '/models/': MODELS };
         const server = await serveStatic({ mounts, port: 0, isolation });
-        const errors: string[] = [];
-        page.on('pageerror', (e) => errors.push(e.message));
         try {
-          await page.goto(server.url);
-          await page.waitForFunction(() => typeof (window as { selfxitLoad?: unknown }).selfxitLoad === 'function');
-          const out = await page.evaluate(async (learnToo) => {
-            const load = (window as unknown as { selfxitLoad: typeof Load }).selfxitLoad;
-            const buf = new Uint8ClampedArray(await (await fetch('/bundle/images.rgba')).arrayBuffer());
-            const images = Array.from(
-              { length: 10 },
-              (_, i) => new ImageData(buf.slice(i * 1024, (i + 1) * 1024), 16, 16),
-            );
-            try {
-              const clf = await load('/bundle/', { cache: false });
-              const results = [];
-              for (const img of images) results.push(await clf.classify(img));
-              const info = clf.info();
-              await clf.dispose();
-              // learning: the worker imports its learning chunk, the learner worker too (load() waits for it)
-              let learnedModel: string | undefined;
-              if (learnToo) {
-                const learner = await load('/models/fashion-resnet/model.onnx', { cache: false, learn: {} });
-                await learner.classify(new ImageData(28, 28));
-                learnedModel = learner.learning().modelHash;
-                await learner.dispose();
-              }
-              return {
-                results: results.map((r) => ({ index: r.index, exit: r.exit.index, confidence: r.confidence })),
-                backend: info.backend,
-                threads: info.threads,
-                isolated: info.crossOriginIsolated,
-                learnedModel,
-              };
-            } catch (e) {
-              const err = e as Error & { code?: string };
-              return { error: `${err.code ?? err.name}: ${err.message}` };
-            }
-          }, isolation);
-          expect('error' in out ? out.error : undefined).toBeUndefined();
-          if ('error' in out) return;
-          const expected = JSON.parse(readFileSync(path.join(TINY, 'expected.json'), 'utf8')) as Expected[];
-          out.results.forEach((r, i) => {
-            expect({ index: r.index, exit: r.exit }, `image ${i}`).toEqual({
-              index: expected[i]!.index,
-              exit: expected[i]!.exit,
-            });
-            expect(Math.abs(r.confidence - expected[i]!.confidence), `image ${i} confidence`).toBeLessThan(1e-3);
-          });
-          expect(out.isolated).toBe(isolation);
-          expect(out.backend).toBe('wasm'); // 'auto' on the SwiftShader adapter
-          if (isolation) expect(out.learnedModel).toMatch(/^[0-9a-f]{64}$/);
-          if (isolation) expect(out.threads).toBeGreaterThan(1);
-          else expect(out.threads).toBe(1);
-          expect(errors).toEqual([]);
+          await classifyAndLearn(page, server.url, isolation);
         } finally {
           await server.close();
         }
       });
     }
   }
+
+  // Unbundled: Vite serves the worker as /node_modules/selfxit/dist/selfxit.worker.js?worker_file&type=module and
+  // rewrites the imports of its chunks (`?v=…`): the learning chunk and the entry must import the shared chunk under
+  // one URL, or the learning code would run against a second copy of the worker's modules.
+  test('vite dev server, with COOP/COEP: load() and 10 images classified, a learn load', async ({ page }) => {
+    test.setTimeout(180_000);
+    const server = await viteDevServer(path.dirname(apps.vite!), tmp);
+    try {
+      await classifyAndLearn(page, server.url, true);
+    } finally {
+      server.close();
+    }
+  });
 });
 
 test('a plain module page: a bare `import … from "selfxit"` through the README\'s import map loads and classifies', async ({

@@ -1,7 +1,8 @@
-// The on-device learning code is a chunk of its own (dist/selfxit.learn.js, imported by the worker on first use): a
-// page that only classifies never fetches it, a `learn` load does (from the ES module and the script-tag builds, whose
-// worker resolves the chunk against its own URL), and a worker started from another URL than the chunk imports (a
-// query string) still classifies while a `learn` load fails with RUNTIME_FILES_UNAVAILABLE instead of serving twice.
+// The on-device learning code is a chunk of its own (dist/selfxit.learn-<hash>.js, imported by the worker on first
+// use): a page that only classifies never fetches it, a `learn` load does (from the ES module and the script-tag
+// builds, whose worker resolves its chunks against its own URL), and a worker started from another URL (a query
+// string) learns too, since the chunk imports the worker's shared chunk, never the worker's entry. A chunk that
+// cannot be fetched (a 404: dist/ of another build) fails with RUNTIME_FILES_UNAVAILABLE.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,10 +29,11 @@ async function openPage(page: Page, kind: 'esm' | 'script'): Promise<void> {
   await page.request.get('/__log/reset');
 }
 
-/** The dist/ files the server was asked for since the page opened. */
+/** The worker's dist/ files the server was asked for since the page opened, content hashes replaced by `<hash>`. */
 async function distRequests(page: Page): Promise<string[]> {
   const log = (await (await page.request.get('/__log')).json()) as string[];
-  return [...new Set(log.filter((p) => /^\/dist\/selfxit\.[a-z]+\.js$/.test(p)))].sort();
+  const worker = log.filter((p) => /^\/dist\/selfxit\.(worker|shared-[\w-]+|learn-[\w-]+)\.js$/.test(p));
+  return [...new Set(worker.map((p) => p.replace(/-[\w-]+\.js$/, '-<hash>.js')))].sort();
 }
 
 interface Outcome {
@@ -64,7 +66,9 @@ async function loadAndClassify(page: Page, url: string, opts: Record<string, unk
 }
 
 for (const kind of ['esm', 'script'] as const) {
-  test(`${kind} build: classifying never fetches selfxit.learn.js; a learn load does, and learns`, async ({ page }) => {
+  test(`${kind} build: classifying never fetches the learning chunk; a learn load does, and learns`, async ({
+    page,
+  }) => {
     await openPage(page, kind);
     const expected = JSON.parse(readFileSync(path.join(root, 'e2e/.bundles/tiny/expected.json'), 'utf8')) as {
       index: number;
@@ -72,24 +76,47 @@ for (const kind of ['esm', 'script'] as const) {
     }[];
     const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
     expect(plain).toEqual({ index: expected[0]!.index, exit: expected[0]!.exit });
-    expect(await distRequests(page)).toEqual(['/dist/selfxit.worker.js']);
+    expect(await distRequests(page)).toEqual(['/dist/selfxit.shared-<hash>.js', '/dist/selfxit.worker.js']);
 
     const learned = await loadAndClassify(page, MODEL, { cache: false, learn: LEARN });
     expect(learned.code, learned.message).toBeUndefined();
     expect(learned.learning).toBe(true);
     expect(learned.exit).toBe(-1); // nothing learned yet: the full model answers
-    expect(await distRequests(page)).toEqual(['/dist/selfxit.learn.js', '/dist/selfxit.worker.js']);
+    expect(await distRequests(page)).toEqual([
+      '/dist/selfxit.learn-<hash>.js',
+      '/dist/selfxit.shared-<hash>.js',
+      '/dist/selfxit.worker.js',
+    ]);
   });
 }
 
-test('a worker started from another URL (a query string) classifies; a learn load fails with RUNTIME_FILES_UNAVAILABLE', async ({
-  page,
-}) => {
+test('a worker started from another URL (a query string) classifies, and a learn load learns', async ({ page }) => {
   await openPage(page, 'esm');
   const workerUrl = '/dist/selfxit.worker.js?v=2';
   const plain = await loadAndClassify(page, `${TINY}/`, { cache: false, workerUrl });
   expect(plain.code, plain.message).toBeUndefined();
   const learned = await loadAndClassify(page, MODEL, { cache: false, learn: LEARN, workerUrl });
+  expect(learned.code, learned.message).toBeUndefined();
+  expect(learned.learning).toBe(true);
+});
+
+test('a learning chunk that cannot be fetched: a learn load fails with RUNTIME_FILES_UNAVAILABLE, naming it', async ({
+  page,
+}) => {
+  await openPage(page, 'esm');
+  await page.route(/\/dist\/selfxit\.learn-[\w-]+\.js$/, (route) => route.fulfill({ status: 404, body: 'gone' }));
+  const learned = await loadAndClassify(page, MODEL, { cache: false, learn: LEARN });
   expect(learned.code, learned.message).toBe('RUNTIME_FILES_UNAVAILABLE');
-  expect(learned.message).toMatch(/second copy of the worker script.*selfxit\.worker\.js\?v=2/);
+  expect(learned.message).toMatch(/selfxit\.learn-/);
+  const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
+  expect(plain.code, plain.message).toBeUndefined();
+});
+
+test("a worker whose shared chunk cannot be fetched (another build's worker): RUNTIME_FILES_UNAVAILABLE", async ({
+  page,
+}) => {
+  await openPage(page, 'esm');
+  await page.route(/\/dist\/selfxit\.shared-[\w-]+\.js$/, (route) => route.fulfill({ status: 404, body: 'gone' }));
+  const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
+  expect(plain.code, plain.message).toBe('RUNTIME_FILES_UNAVAILABLE');
 });

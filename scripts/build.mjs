@@ -1,6 +1,6 @@
-// `npm run build`: every build output in dist/ — ESM + worker chunk, script-tag IIFE, pure core, Node CLI,
-// type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size (the serving
-// worker and the learning chunk it imports only for `load(url, { learn })`, dist/selfxit.learn.js, apart).
+// `npm run build`: every build output in dist/ — ESM + worker (entry and chunks), script-tag IIFE, pure core, Node
+// CLI, type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size (the serving
+// worker, and apart the learning chunk it imports only for `load(url, { learn })`, dist/selfxit.learn-<hash>.js).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -27,10 +27,16 @@ async function viteBuild(mode) {
 if (only.length === 0) rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 
-// 1. ESM first: it emits dist/selfxit.worker.js (and its learning chunk), which the script-tag build reuses.
+/** The worker's files in dist/: its entry, then its content-hashed chunks (vite.config.ts names them). */
+function workerFiles() {
+  const chunks = existsSync(dist) ? readdirSync(dist).filter((f) => /^selfxit\.(shared|learn)-.+\.js$/.test(f)) : [];
+  return ['selfxit.worker.js', ...chunks.sort()];
+}
+
+// 1. ESM first: it emits dist/selfxit.worker.js (and its chunks), which the script-tag build reuses.
 if (step('esm')) {
   rmSync(path.join(dist, 'assets'), { recursive: true, force: true });
-  for (const f of ['selfxit.worker.js', 'selfxit.learn.js']) rmSync(path.join(dist, f), { force: true });
+  for (const f of workerFiles()) for (const g of [f, `${f}.map`]) rmSync(path.join(dist, g), { force: true });
   await viteBuild('esm');
 }
 if (step('iife')) await viteBuild('iife');
@@ -69,11 +75,13 @@ function kb(n) {
   return `${(n / 1024).toFixed(1)} KiB`;
 }
 const assets = existsSync(path.join(dist, 'assets')) ? readdirSync(path.join(dist, 'assets')) : [];
+const worker = workerFiles();
+const shared = worker.filter((f) => f.startsWith('selfxit.shared-'));
+const learn = worker.filter((f) => f.startsWith('selfxit.learn-'));
 const rows = [
   ['selfxit.js', path.join(dist, 'selfxit.js')],
   ['selfxit.iife.js', path.join(dist, 'selfxit.iife.js')],
-  ['selfxit.worker.js', path.join(dist, 'selfxit.worker.js')],
-  ['selfxit.learn.js', path.join(dist, 'selfxit.learn.js')],
+  ...worker.map((f) => [f, path.join(dist, f)]),
   ...assets.filter((f) => f.endsWith('.js')).map((f) => [`assets/${f}`, path.join(dist, 'assets', f)]),
   ['core.js', path.join(dist, 'core.js')],
   ['cli.js', path.join(dist, 'cli.js')],
@@ -83,14 +91,13 @@ for (const [name, file] of rows) {
   const s = gz(file);
   console.log(`  ${name.padEnd(36)} ${kb(s.raw).padStart(11)} ${kb(s.gzip).padStart(11)}`);
 }
-if (existsSync(path.join(dist, 'selfxit.worker.js')) && existsSync(path.join(dist, 'selfxit.js'))) {
-  const runtime = gz(path.join(dist, 'selfxit.js')).gzip + gz(path.join(dist, 'selfxit.worker.js')).gzip;
-  console.log(`  runtime (selfxit.js + worker, without onnxruntime): ${kb(runtime)} gzip`);
+const serving = ['selfxit.js', 'selfxit.worker.js', ...shared].map((f) => path.join(dist, f));
+if (serving.every(existsSync)) {
+  const runtime = serving.reduce((a, f) => a + gz(f).gzip, 0);
+  console.log(`  runtime (selfxit.js + worker entry + ${shared.join(', ')}, without onnxruntime): ${kb(runtime)} gzip`);
 }
-if (existsSync(path.join(dist, 'selfxit.learn.js')))
-  console.log(
-    `  on-device learning (selfxit.learn.js, fetched by a { learn } load only): ${kb(gz(path.join(dist, 'selfxit.learn.js')).gzip)} gzip`,
-  );
+for (const f of learn)
+  console.log(`  on-device learning (${f}, fetched by a { learn } load only): ${kb(gz(path.join(dist, f)).gzip)} gzip`);
 const ortBytes = ORT_FILES.map((f) => path.join(dist, 'ort', f))
   .filter(existsSync)
   .reduce((a, f) => a + statSync(f).size, 0);

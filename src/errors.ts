@@ -21,7 +21,7 @@ export type SelfxitErrorCode =
   | 'INTEGRITY_ERROR' // a file's sha256 does not match the manifest
   | 'INVALID_INPUT' // classify() input of the wrong type or size
   | 'BACKEND_UNAVAILABLE' // the requested backend cannot run here
-  | 'RUNTIME_FILES_UNAVAILABLE' // the worker script or onnxruntime's .mjs/.wasm cannot be fetched or started (URL in details)
+  | 'RUNTIME_FILES_UNAVAILABLE' // the worker script, its chunks (the learning code's too) or onnxruntime's .mjs/.wasm cannot be fetched or started (URL in details)
   | 'OUT_OF_MEMORY' // the browser ran out of (WASM or GPU) memory running or loading a segment
   | 'DISPOSED' // the classifier was disposed
   | 'WORKER_DIED' // the worker crashed or was terminated

@@ -1,7 +1,9 @@
 // The published worker without its learning code: the ESM build (vite.config.ts --mode esm, into a temporary folder)
-// emits selfxit.worker.js, which imports dist/selfxit.learn.js only dynamically, and the learner's code (marked by
-// strings only its modules have) is in that chunk, not in the worker. The chunk working in Chromium (fetched by a
-// `learn` load only, by both workers) is e2e/learn-chunk.spec.ts's, after a consumer's bundler e2e/bundlers.spec.ts's.
+// emits selfxit.worker.js, a tiny entry that imports the worker's code from selfxit.shared-<hash>.js, which imports
+// selfxit.learn-<hash>.js only dynamically; the learning chunk imports the shared chunk, never the entry (a dev server
+// serves the entry under another URL than the one it rewrites imports of it to), and the learner's code (marked by
+// strings only its modules have) is in that chunk alone. The chunk working in Chromium (fetched by a `learn` load only,
+// by both workers) is e2e/learn-chunk.spec.ts's, after a consumer's bundler (builds, Vite's dev server) bundlers.spec.ts's.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,8 +25,17 @@ const MARKERS: Record<string, string> = {
   'calibrate/head-stack.ts': 'a head of the stack has no samples to train on',
 };
 
+let entry = '';
 let worker = '';
 let learn = '';
+let names = { shared: '', learn: '' };
+
+/** Each file's content-hashed name, `<prefix>-<hash>.js`, as emitted into `out` (exactly one each). */
+function hashedName(prefix: string): string {
+  const found = fs.readdirSync(out).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.js'));
+  expect(found, `${prefix}-<hash>.js in the build`).toHaveLength(1);
+  return found[0]!;
+}
 
 beforeAll(async () => {
   await build({
@@ -33,8 +44,11 @@ beforeAll(async () => {
     logLevel: 'silent',
     build: { outDir: out, sourcemap: false },
   });
-  worker = fs.readFileSync(path.join(out, 'selfxit.worker.js'), 'utf8');
-  learn = fs.readFileSync(path.join(out, 'selfxit.learn.js'), 'utf8');
+  names = { shared: hashedName('selfxit.shared'), learn: hashedName('selfxit.learn') };
+  entry = fs.readFileSync(path.join(out, 'selfxit.worker.js'), 'utf8');
+  // the worker's code as a page that only classifies fetches it: the entry and its shared chunk
+  worker = entry + fs.readFileSync(path.join(out, names.shared), 'utf8');
+  learn = fs.readFileSync(path.join(out, names.learn), 'utf8');
 }, 120_000);
 
 /** The local modules a built file imports statically (`from "./x.js"`, `import "./x.js"`) and dynamically. */
@@ -47,17 +61,24 @@ function imports(code: string): { static: string[]; dynamic: string[] } {
 }
 
 describe('the built worker and its learning chunk', () => {
-  it('the worker imports the learning chunk only dynamically, and the chunk needs nothing but the worker', () => {
-    expect(imports(worker)).toEqual({
+  it('the entry imports only the shared chunk, which imports the learning chunk dynamically; that imports it back', () => {
+    expect(imports(entry)).toEqual({ static: [`./${names.shared}`], dynamic: [] });
+    expect(entry.length).toBeLessThan(2048); // the entry is a stub: the code is in the shared chunk
+    expect(imports(fs.readFileSync(path.join(out, names.shared), 'utf8'))).toEqual({
       static: [],
-      dynamic: ['./ort/ort.min.mjs', './ort/ort.wasm.min.mjs', './selfxit.learn.js'],
+      dynamic: ['./ort/ort.min.mjs', './ort/ort.wasm.min.mjs', `./${names.learn}`],
     });
-    expect(imports(learn)).toEqual({ static: ['./selfxit.worker.js'], dynamic: [] });
+    // never `./selfxit.worker.js`: a second copy of the entry where a dev server rewrites its URL
+    expect(imports(learn)).toEqual({ static: [`./${names.shared}`], dynamic: [] });
     // nothing else was emitted beside them that either could need
-    expect(fs.readdirSync(out).filter((f) => f.endsWith('.js') && f !== 'selfxit.js')).toEqual([
-      'selfxit.learn.js',
-      'selfxit.worker.js',
-    ]);
+    expect(fs.readdirSync(out).filter((f) => f.endsWith('.js') && f !== 'selfxit.js')).toEqual(
+      [names.learn, names.shared, 'selfxit.worker.js'].sort(),
+    );
+  });
+
+  it('the chunks carry a hash in their names, which the entry and the shared chunk import (no skew between builds)', () => {
+    expect(names.shared).toMatch(/^selfxit\.shared-[\w-]{6,}\.js$/);
+    expect(names.learn).toMatch(/^selfxit\.learn-[\w-]{6,}\.js$/);
   });
 
   it.each(Object.entries(MARKERS))('%s is in the learning chunk, not in the worker', (file, marker) => {
@@ -74,6 +95,6 @@ describe('the built worker and its learning chunk', () => {
 
   it('the package publishes the chunk (package.json "files")', () => {
     const files = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { files: string[] }).files;
-    expect(files.some((f) => f === 'dist' || f === 'dist/selfxit.learn.js' || f === 'dist/*.js')).toBe(true);
+    expect(files.some((f) => f === 'dist' || f === 'dist/*.js')).toBe(true);
   });
 });

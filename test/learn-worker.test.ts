@@ -34,13 +34,15 @@ class ChannelWorker {
         );
         return Promise.resolve({ exits: [], summary: {} } as unknown as LearnedExits);
       },
-      ready: () => true,
+      ready: () => (ChannelWorker.readyFails ? Promise.reject(new Error('no learning chunk')) : true),
     };
     expose(api, port2 as unknown as Parameters<typeof expose>[1]);
   }
   postMessage(message: unknown, transfer?: Transferable[]): void {
     this.port.postMessage(message, transfer as never);
   }
+  /** Set by a test: the worker's ready() rejects (it cannot load the learning chunk). */
+  static readyFails = false;
   /** The error listeners (a test fires them: the worker failed). */
   static readonly onError: ((ev: unknown) => void)[] = [];
   addEventListener(type: string, listener: (ev: unknown) => void): void {
@@ -59,7 +61,10 @@ class ChannelWorker {
   }
 }
 
-afterEach(() => vi.unstubAllGlobals());
+afterEach(() => {
+  vi.unstubAllGlobals();
+  ChannelWorker.readyFails = false;
+});
 
 describe('learner worker', () => {
   it('moves every buffer of a fit job to the worker, the rows’ ranges included', async () => {
@@ -114,6 +119,23 @@ describe('learner worker', () => {
       expect(runner.broken).toBe(false);
       for (const listener of ChannelWorker.onError.splice(0)) listener({ message: 'crashed' });
       expect(runner.broken).toBe(true);
+    } finally {
+      runner.close();
+    }
+  });
+
+  it('a worker that cannot load the fit code is broken: its fits run in the thread, not in it', async () => {
+    vi.stubGlobal('Worker', ChannelWorker);
+    ChannelWorker.readyFails = true;
+    const sent = received.length;
+    const runner = learnerWorkerRunner('learner.js')!;
+    try {
+      expect(await runner.ready).toBe(false);
+      expect(runner.broken).toBe(true);
+      // the fit runs here (fitLearned on a job without features fails here), never reaching the worker
+      const job = { features: { teacher: new Float32Array(0), cuts: [] } } as unknown as FitJob;
+      await expect(runner.run(job)).rejects.toThrow();
+      expect(received.length).toBe(sent);
     } finally {
       runner.close();
     }

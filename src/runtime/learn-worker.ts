@@ -2,7 +2,8 @@
 // worker starts its own script again under the name LEARNER_NAME (worker.ts then serves this API instead), and hands
 // each fit job over with its feature buffers transferred. It starts with the classifier (load() waits for it to answer,
 // so its start-up never coincides with a fit); where a worker cannot start one, fits run in the thread. The learning
-// code itself is a lazily loaded chunk (learnCode(): learn-chunk.ts, dist/selfxit.learn.js), not part of the worker.
+// code itself is a lazily loaded chunk (learnCode(): learn-chunk.ts, dist/selfxit.learn-<hash>.js), not part of the
+// worker's entry.
 import { proxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError } from '../errors.js';
 import type { FitJob, LearnedExits, PrepareProgress } from '../learn/fit.js';
@@ -13,8 +14,8 @@ import { urlIn } from './ort-backend.js';
 /** The name a learner worker is started with (worker.ts checks it). */
 export const LEARNER_NAME = 'selfxit-learner';
 
-/** The learning chunk's file name in dist/, next to selfxit.worker.js (vite.config.ts names it). */
-export const LEARN_CHUNK = 'selfxit.learn.js';
+/** The learning chunk's file name in dist/, next to selfxit.worker.js (vite.config.ts names it; <hash>: its content's). */
+export const LEARN_CHUNK = 'selfxit.learn-<hash>.js';
 
 /**
  * The learning code (learn-chunk.ts), imported on first use so that a worker that only classifies never fetches it:
@@ -27,7 +28,7 @@ export function learnCode(): Promise<typeof LearnChunk> {
     throw new SelfxitError(
       'RUNTIME_FILES_UNAVAILABLE',
       `the on-device learning code could not be loaded from ${url} (${message}): serve ${LEARN_CHUNK} next to the ` +
-        'worker script (selfxit.worker.js)',
+        'worker script (selfxit.worker.js), from the same build (copy dist/ as it is)',
       { url },
       { cause: e },
     );
@@ -99,9 +100,16 @@ export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | 
     get broken() {
       return broken !== undefined;
     },
+    // A worker that cannot load the fit code (the learning chunk) is broken too: fits then run in the thread.
     ready: Promise.race([api.ready(), failure]).then(
       () => true,
-      () => false,
+      (e: unknown) => {
+        broken ??= new Error(
+          `the learner worker could not load its fit code: ${(e as Error | undefined)?.message ?? String(e)}`,
+        );
+        worker.terminate();
+        return false;
+      },
     ),
   };
 }
