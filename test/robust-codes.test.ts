@@ -118,6 +118,25 @@ describe('inputs', () => {
     await expect(wire(new FakeBitmap(2, 2))).resolves.toMatchObject({ wire: { kind: 'bitmap' } });
   });
 
+  it("an ImageData whose pixels are not 8-bit (Chromium's 'rgba-float16' format) is INVALID_INPUT on the page", async () => {
+    class FakeImageData {
+      constructor(
+        readonly data: Uint8ClampedArray | Float32Array,
+        readonly width: number,
+        readonly height: number,
+      ) {}
+    }
+    vi.stubGlobal('ImageData', FakeImageData);
+    const wire = async (x: unknown) => toWireInput(x);
+    await expect(wire(new FakeImageData(new Float32Array(16), 2, 2))).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringMatching(/8-bit RGBA/),
+    });
+    await expect(wire(new FakeImageData(new Uint8ClampedArray(16), 2, 2))).resolves.toMatchObject({
+      wire: { kind: 'pixels', width: 2, height: 2 },
+    });
+  });
+
   it('classify(input, null) is INVALID_ARGUMENT, not a TypeError', async () => {
     const state: RuntimeState = {
       backend: 'wasm',

@@ -4,7 +4,7 @@
 
 /** Buffers kept at most, and their bytes at most (a spare over it is dropped). */
 export const POOL_BUFFERS = 4;
-export const POOL_BYTES = 32 * 2 ** 20;
+export const POOL_BYTES = 16 * 2 ** 20; // one large input must not stay pinned for long: 16 MiB
 
 /** Spare ArrayBuffers by size, the newest used first; bounded in count and bytes. */
 export class BufferPool {

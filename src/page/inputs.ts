@@ -77,6 +77,13 @@ export function toWireInput(input: unknown, pool?: BufferPool): WireConversion |
   if (isA<ImageData>(input, 'ImageData')) {
     const pixels = input.data;
     checkNotDetached(pixels, 'ImageData');
+    // Chromium's `pixelFormat: 'rgba-float16'` ImageData holds a Float16Array: its values would be read as bytes
+    if (!(pixels instanceof Uint8ClampedArray))
+      throw new SelfxitError(
+        'INVALID_INPUT',
+        'only 8-bit RGBA ImageData is supported (this one is not: a float pixel format?); draw it on a canvas first',
+        { input: 'ImageData' },
+      );
     const spare = pool?.take(pixels.byteLength);
     const data = spare ? new Uint8ClampedArray(spare) : pixels.slice();
     if (spare) data.set(pixels);
