@@ -58,6 +58,19 @@ export function dropTransfers(transfer: readonly Transferable[]): void {
   for (const t of transfer) (t as ImageBitmap).close?.();
 }
 
+/** A copy of `src` (just its view) in a buffer of `pool` of its byte size when there is one, else in a new one. */
+function pooledCopy<T extends Float32Array | Uint8ClampedArray>(
+  src: T,
+  pool: BufferPool | undefined,
+  view: (buffer: ArrayBuffer) => T,
+): T {
+  const spare = pool?.take(src.byteLength);
+  if (!spare) return src.slice() as T;
+  const copy = view(spare);
+  copy.set(src);
+  return copy;
+}
+
 /**
  * Converts one input; `transfer` lists objects created here that may be moved to the worker. Arrays, ImageData,
  * ImageBitmaps and Blobs convert at once (no promise); elements are read into a bitmap first. Arrays and ImageData are
@@ -69,9 +82,7 @@ export function toWireInput(input: unknown, pool?: BufferPool): WireConversion |
   // caller keeps its own. Posting the view itself would clone its whole buffer (and copy it twice).
   if (input instanceof Float32Array) {
     checkNotDetached(input, 'Float32Array');
-    const spare = pool?.take(input.byteLength);
-    const data = spare ? new Float32Array(spare) : input.slice();
-    if (spare) data.set(input);
+    const data = pooledCopy(input, pool, (b) => new Float32Array(b));
     return { wire: { kind: 'tensor', data }, transfer: [data.buffer] };
   }
   if (isA<ImageData>(input, 'ImageData')) {
@@ -84,9 +95,7 @@ export function toWireInput(input: unknown, pool?: BufferPool): WireConversion |
         'only 8-bit RGBA ImageData is supported (this one is not: a float pixel format?); draw it on a canvas first',
         { input: 'ImageData' },
       );
-    const spare = pool?.take(pixels.byteLength);
-    const data = spare ? new Uint8ClampedArray(spare) : pixels.slice();
-    if (spare) data.set(pixels);
+    const data = pooledCopy(pixels, pool, (b) => new Uint8ClampedArray(b));
     return { wire: { kind: 'pixels', width: input.width, height: input.height, data }, transfer: [data.buffer] };
   }
   if (isA<ImageBitmap>(input, 'ImageBitmap')) {
