@@ -74,10 +74,12 @@ function reservoir(n: number): LearnerState['reservoir'] {
   return {
     seen: n + 5,
     size: n,
+    repeats: 4,
     fresh: 3,
     features: [fill(new Uint8Array(n * 3), 3), fill(new Uint8Array(n * 700), 700)],
     ranges: [fill(new Float32Array(n * 2), 2), fill(new Float32Array(n * 2), 2).map((v) => v + 0.5)],
     teacher: fill(new Float32Array(n * 2), 2),
+    keys: Float64Array.from({ length: n }, (_, i) => (i % 3 === 2 ? NaN : i * 2 ** 40 + 7)),
   };
 }
 
@@ -95,8 +97,10 @@ function same(a: LearnerState | undefined, b: LearnerState): boolean {
     ra.ranges.length === rb.ranges.length &&
     ra.ranges.every((f, i) => bytes(f).equals(bytes(rb.ranges[i]!))) &&
     bytes(ra.teacher).equals(bytes(rb.teacher)) &&
-    JSON.stringify({ ...a, reservoir: { ...ra, features: 0, ranges: 0, teacher: 0 } }) ===
-      JSON.stringify({ ...b, reservoir: { ...rb, features: 0, ranges: 0, teacher: 0 } })
+    ra.keys instanceof Float64Array &&
+    bytes(ra.keys).equals(bytes(rb.keys)) &&
+    JSON.stringify({ ...a, reservoir: { ...ra, features: 0, ranges: 0, teacher: 0, keys: 0 } }) ===
+      JSON.stringify({ ...b, reservoir: { ...rb, features: 0, ranges: 0, teacher: 0, keys: 0 } })
   );
 }
 
@@ -325,6 +329,6 @@ describe('IdbLearnStore: failed and hung writes, the input spec', () => {
     expect(m.data.size).toBe(0); // discarded, never used
     await s.save('aaa', state, spec);
     expect(await s.load('aaa', { ...spec, layout: 'NHWC' })).toBeUndefined();
-    expect(LEARN_SCHEMA).toBeGreaterThanOrEqual(7);
+    expect(LEARN_SCHEMA).toBeGreaterThanOrEqual(8);
   });
 });

@@ -172,6 +172,19 @@ describe('LearnRuntime', () => {
     await rt3.dispose();
   }, 180_000);
 
+  it('an input served again (the same preprocessed tensor) is not stored again, nor counted as a new sample', async () => {
+    const rt = await LearnRuntime.open(learnRequest(), () => {}, {
+      loadOrt: loadOrtNode,
+      learnStore: new MemoryLearnStore(),
+    });
+    await serve(rt, 0, 100);
+    await serve(rt, 0, 100); // the same 100 images again
+    await rt.classify({ inputs: [image(100), image(100)], thresholds: [], probabilities: false }); // twice in one call
+    const s = rt.state().learning!;
+    expect([s.samplesStored, s.samplesSeen, s.samplesRepeated]).toEqual([101, 101, 101]);
+    await rt.dispose();
+  }, 60_000);
+
   it('a failing audit tightens the thresholds at once; a full quota keeps learning in memory', async () => {
     const quota = new IdbLearnStore(
       () => () => Promise.reject(Object.assign(new Error('full'), { name: 'QuotaExceededError' })),

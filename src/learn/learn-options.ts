@@ -9,7 +9,8 @@ export interface LearnOptions {
   /** Share of served inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
   readonly auditShare?: number;
   /**
-   * While the reservoir is not full, the share of served inputs completed by the full model after the reply, so that
+   * While the reservoir is not full (until as many inputs as it holds were offered, exact repeats included), the share
+   * of served inputs completed by the full model after the reply, so that
    * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 1: every
    * input is a sample until the reservoir is full. Costs that share of a full-model run per input, in the background,
    * until the reservoir is full: reaching N samples costs about N full-model runs whatever the share, and a larger
@@ -21,9 +22,9 @@ export interface LearnOptions {
   /** Most samples the reservoir keeps. Default 40,000. */
   readonly maxSamples?: number;
   /**
-   * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities). Default 128 MiB: ~40,000
-   * samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,368 bytes a sample, 39,850
-   * samples).
+   * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities, 8 for the input's key).
+   * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,376
+   * bytes a sample, 39,756 samples).
    */
   readonly maxBytes?: number;
   /** New samples (served by the full model or audited) that start a re-fit. Default 1,000. */
@@ -56,7 +57,7 @@ export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & P
  * The samples are what the savings rest on (ResNet-56 at 0.99, prepare with learning's settings on pool images:
  * MACs 0.808 from 10,000 samples, 0.784 from 20,000, 0.729 from 40,000; flip copies or 16 candidate cuts changed them
  * by < 0.01, BENCHMARKS.md "On-device learning"), hence learnShare 1 (0.5 gave ~20,000 samples after 40,000 inputs,
- * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,850 ResNet-56 samples; float16 rows
+ * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,756 ResNet-56 samples; float16 rows
  * held 19,958).
  */
 export const LEARN_DEFAULTS = {

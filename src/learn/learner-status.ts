@@ -9,6 +9,9 @@ export interface LearnerStatus {
    * or was reset: a drift restart empties the reservoir (`samplesStored`), not this count. */
   readonly samplesSeen: number;
   readonly samplesStored: number;
+  /** Inputs offered that repeated a stored sample exactly (the same preprocessed tensor): not stored again, nor
+   * counted in `samplesSeen` (a copy in another fold would make the fit's out-of-fold agreement read high). */
+  readonly samplesRepeated: number;
   /** Bytes the reservoir holds now (allocated as samples arrive) and may grow to; its capacity in samples. */
   readonly reservoirBytes: number;
   readonly reservoirMaxBytes: number;
@@ -17,6 +20,11 @@ export interface LearnerStatus {
    * meanwhile: their samples were of the old traffic), and whether one is running. */
   readonly fits: number;
   readonly fitsDropped: number;
+  /** Fits that failed (threw: e.g. the fits' worker ran out of memory; the runtime's `lastError` says why). After a
+   * failure the next fit waits for `fitRetryAfter` more inputs offered to the reservoir (`refitAfter`, doubling with
+   * each failure in a row, at most 64×); the samples and a re-fit asked for are kept. */
+  readonly fitsFailed: number;
+  readonly fitRetryAfter?: number;
   readonly fitting: boolean;
   /** Exits in use (a fit chose at least one, and the audit has not switched them off). */
   readonly exitsOn: boolean;

@@ -53,6 +53,7 @@ export interface LearnerState {
   readonly fitsStarted?: number;
   readonly fitsDropped?: number;
   readonly samplesSeen?: number;
+  readonly samplesRepeated?: number;
   readonly tightenings: number;
   readonly fitted?: LearnedExits;
   readonly point?: CurvePoint;
@@ -111,8 +112,17 @@ export class Learner {
   private dropped = 0;
   /** Bumped by reset(): a fit started before it is not counted after it. */
   private resets = 0;
+  /** Fits that threw (the fits' worker out of memory, …), those in a row since the last that ran to its end, and the
+   * inputs offered ({@link offered}) before the next may start: a failure backs off `refitAfter × 2^(failures-1)`
+   * inputs (at most 64×), so a failure that repeats (an allocation the device cannot make) never copies the reservoir
+   * and restarts a fit at every call. */
+  private failed = 0;
+  private failuresInRow = 0;
+  private retryAt = 0;
   /** Samples seen before the reservoir last started again (a drift restart; `samplesSeen` counts on). */
   private seenBefore = 0;
+  /** Exact repeats offered before the reservoir last started again (`samplesRepeated` counts on). */
+  private repeatsBefore = 0;
   private tightenings = 0;
   private refitWanted = false;
   private running: Promise<FitOutcome> | undefined;
@@ -233,7 +243,13 @@ export class Learner {
   /** Empties the reservoir (a drift): its samples are counted on in `samplesSeen`. */
   private clearReservoir(): void {
     this.seenBefore += this.reservoir.seen;
+    this.repeatsBefore += this.reservoir.repeats;
     this.reservoir.clear();
+  }
+
+  /** Inputs offered to the reservoir since learning began or was reset, exact repeats included. */
+  get offered(): number {
+    return this.seenBefore + this.repeatsBefore + this.reservoir.offered;
   }
 
   /** Samples seen since learning began or was reset (see {@link LearnerStatus.samplesSeen}). */
@@ -262,7 +278,9 @@ export class Learner {
    */
   drawCompletion(): boolean {
     const o = this.options;
-    const share = this.reservoir.size < this.reservoir.capacity ? o.learnShare : o.auditShare;
+    // offered, not stored: repeats are not stored again, and a stream of them (a camera on a still screen) must not
+    // keep every input completed
+    const share = this.reservoir.offered < this.reservoir.capacity ? o.learnShare : o.auditShare;
     return this.audit.draw(this.verifying > 0 || this.relearning ? Math.max(VERIFY_SHARE, share) : share);
   }
 
@@ -305,19 +323,22 @@ export class Learner {
 
   /**
    * Reads one run of {@link featureModel} over `rows` inputs (outputs by name): stores the rows in the reservoir
-   * when `store`, and returns the full model's probabilities `[rows, classes]` and argmax per row.
+   * when `store` (`keys`: each input's key, input-key.ts inputKeys; an exact repeat of a stored input is not stored
+   * again), and returns the full model's probabilities `[rows, classes]` and argmax per row.
    */
   fromRun(
     outputs: Readonly<Record<string, { readonly data: unknown }>>,
     rows: number,
     store: boolean,
+    keys?: ArrayLike<number>,
   ): { probs: Float32Array; index: Int32Array } {
     const { io } = this.model;
     const k = io.classes;
     const out = outputs[io.output]?.data;
     if (!(out instanceof Float32Array) || out.length !== rows * k)
       throw new SelfxitError('UNSUPPORTED_MODEL', `model output "${io.output}" is not float32 [N, ${k}]`);
-    if (store && !this.model.cannotLearn) this.reservoir.addFromMaps(this.floatMaps(outputs), out, rows, io.outputKind);
+    if (store && !this.model.cannotLearn)
+      this.reservoir.addFromMaps(this.floatMaps(outputs), out, rows, io.outputKind, keys);
     const probs = new Float32Array(rows * k);
     const index = new Int32Array(rows);
     for (let r = 0; r < rows; r++) {
@@ -338,6 +359,7 @@ export class Learner {
   wantsFit(): boolean {
     // no fit while a drift alarm is being verified: the reservoir may be about to start again
     if (this.running || this.model.cannotLearn || this.verifying > 0) return false;
+    if (this.offered < this.retryAt) return false; // backing off after a failed fit
     const r = this.reservoir;
     if (r.size < this.options.minSamples) return false;
     if (this.fitted?.bundle && !this.refitWanted)
@@ -359,18 +381,29 @@ export class Learner {
   private async runFit(onProgress: ((p: PrepareProgress) => void) | undefined, runner: FitRunner): Promise<FitOutcome> {
     const { io, analysis, requests } = this.model;
     this.started++;
+    // rows added from now on are fresh for the next fit; a fit that fails gives its own back (and the re-fit asked for)
+    const fresh = this.reservoir.fresh;
+    const wanted = this.refitWanted;
     this.reservoir.markFitted();
     this.refitWanted = false;
     const { generation, resets } = this;
     const t0 = performance.now();
-    // copied in slices: a full reservoir is tens of MB, and serving goes on between the slices
-    const features = await this.reservoir.snapshot(() => new Promise((r) => setTimeout(r, 0)));
-    const options = { ...this.options, target: this.fitTarget() };
-    const costTable = this.costTable;
-    const learned = await runner(
-      { analysis, io, requests, options, features, ...(costTable ? { costTable } : {}) },
-      onProgress,
-    );
+    let learned: LearnedExits;
+    try {
+      // copied in slices: a full reservoir is tens of MB, and serving goes on between the slices
+      const features = await this.reservoir.snapshot(() => new Promise((r) => setTimeout(r, 0)));
+      const options = { ...this.options, target: this.fitTarget() };
+      const costTable = this.costTable;
+      learned = await runner(
+        { analysis, io, requests, options, features, ...(costTable ? { costTable } : {}) },
+        onProgress,
+      );
+    } catch (e) {
+      // (a fit cancelled by a reset is no failure: the reset has started everything again)
+      if (resets === this.resets) this.fitFailed(generation === this.generation ? { fresh, wanted } : undefined);
+      throw e;
+    }
+    this.failuresInRow = this.retryAt = 0;
     if (resets === this.resets) this.lastFitSeconds = (performance.now() - t0) / 1000;
     // fit on traffic that has since drifted away (or before an alarm or a reset): not adopted (a re-fit on the new
     // traffic is wanted, or follows the alarm's verification)
@@ -381,6 +414,17 @@ export class Learner {
     this.adopt(learned);
     this.fits++;
     return { learned, adopted: true };
+  }
+
+  /** A fit threw: backs off (see {@link failed}); `undo` (the reservoir not started again meanwhile) gives the fit's
+   * fresh rows and the re-fit it took back. */
+  private fitFailed(undo: { readonly fresh: number; readonly wanted: boolean } | undefined): void {
+    this.failed++;
+    this.failuresInRow++;
+    this.retryAt = this.offered + this.options.refitAfter * 2 ** Math.min(this.failuresInRow - 1, 6);
+    if (!undo) return;
+    this.reservoir.fresh += undo.fresh;
+    this.refitWanted ||= undo.wanted;
   }
 
   /**
@@ -468,11 +512,14 @@ export class Learner {
     return {
       samplesSeen: this.samplesSeen,
       samplesStored: r.size,
+      samplesRepeated: this.repeatsBefore + r.repeats,
       reservoirBytes: r.bytes,
       reservoirMaxBytes: r.maxBytes,
       reservoirCapacity: r.capacity,
       fits: this.fits,
       fitsDropped: this.dropped,
+      fitsFailed: this.failed,
+      ...(this.offered < this.retryAt ? { fitRetryAfter: this.retryAt - this.offered } : {}),
       fitting: this.running !== undefined,
       exitsOn: this.exitsOn,
       exits: exitCount(this.fitted),
@@ -517,6 +564,7 @@ export class Learner {
       fitsStarted: this.started,
       fitsDropped: this.dropped,
       samplesSeen: this.seenBefore + reservoir.seen,
+      samplesRepeated: this.repeatsBefore + reservoir.repeats,
       tightenings: this.tightenings,
       ...(this.fitted ? { fitted: this.fitted } : {}),
       ...(this.point ? { point: this.point } : {}),
@@ -602,6 +650,7 @@ export class Learner {
     this.started = count(s.fitsStarted, s.fits);
     this.dropped = count(s.fitsDropped, 0);
     this.seenBefore = count(s.samplesSeen, this.reservoir.seen) - this.reservoir.seen;
+    this.repeatsBefore = count(s.samplesRepeated, this.reservoir.repeats) - this.reservoir.repeats;
     if (s.target !== this.options.target && this.fitted) this.retarget();
     this.version++;
     return true;
@@ -624,7 +673,7 @@ export class Learner {
    * false (for restore()). */
   reset(): false {
     this.reservoir.clear();
-    this.seenBefore = 0;
+    this.seenBefore = this.repeatsBefore = 0;
     this.audit.restore({ audited: 0, agreed: 0, totalAudited: 0, totalAgreed: 0 });
     this.drift?.reset();
     this.verifying = this.driftRestarts = 0;
@@ -632,6 +681,7 @@ export class Learner {
     this.fitted = this.origin?.learned;
     this.point = this.origin?.point;
     this.fits = this.tightenings = this.started = this.dropped = 0;
+    this.failed = this.failuresInRow = this.retryAt = 0;
     this.lastFitSeconds = undefined;
     this.refitWanted = this.origin?.refit ?? false;
     // a fit running now is not adopted, nor counted

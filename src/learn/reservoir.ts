@@ -2,7 +2,11 @@
 // (uint8 square-root codes over each row's range per cut, calibrate/feature-store.ts encodeRowU8: half float16's
 // bytes, so the same cap holds twice the samples) and the full model's probabilities. Uniform reservoir sampling (Algorithm R)
 // over every input ever added, within a stated byte cap, allocated as rows arrive (doubling, never above the cap);
-// snapshots (copied in slices) are FeatureSets that prepare's fit reads as is.
+// snapshots (copied in slices) are FeatureSets that prepare's fit reads as is. An input offered with a key (input-key.ts:
+// a hash of its preprocessed tensor) that a stored row holds is an exact repeat and is not stored again: a copy in
+// another fold would be judged by a head that trained on its twin, so the fit's out-of-fold agreement would read high
+// and its thresholds would be too low (measured on random labels, where unseen inputs agree 0.10: every row stored
+// twice read 0.44); prepare drops exact copies of its samples for the same reason (calibrate/samples.ts).
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { encodeRowU8, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
@@ -15,8 +19,11 @@ export type ReservoirCut = Omit<CutFeatures, 'x'>;
 
 /** The stored rows, as plain structured-cloneable data (persistence). */
 export interface ReservoirState {
+  /** Inputs offered and drawn for (Algorithm R), repeats of stored rows not counted. */
   readonly seen: number;
   readonly size: number;
+  /** Inputs offered that repeated a stored row exactly (same key): not stored, nor counted in `seen` or `fresh`. */
+  readonly repeats: number;
   /** Rows added since the last {@link FeatureReservoir.markFitted}. */
   readonly fresh: number;
   /** Per cut, `size × dim` uint8 codes … */
@@ -25,6 +32,8 @@ export interface ReservoirState {
   readonly ranges: readonly Float32Array[];
   /** `size × classes` probabilities of the full model. */
   readonly teacher: Float32Array;
+  /** Per row, the key of the input it came from (input-key.ts), NaN for a row added without one. */
+  readonly keys: Float64Array;
 }
 
 /** The cuts' pooling from feature requests (geometry checked: INVALID_ARGUMENT / SHAPE_UNKNOWN). */
@@ -42,9 +51,9 @@ export function reservoirCuts(requests: readonly FeatureRequest[]): ReservoirCut
 }
 
 /** Bytes one stored input takes: 1 per pooled feature, 8 per cut (the row's least value and range), 4 per class
- * probability. */
+ * probability, 8 for its input's key. */
 export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): number {
-  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes;
+  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes + 8;
 }
 
 /** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
@@ -55,6 +64,9 @@ export class FeatureReservoir {
   private features: Uint8Array[];
   private ranges: Float32Array[];
   private teacher: Float32Array;
+  /** Per row, its input's key (NaN: none), and the row of each key stored. */
+  private keys: Float64Array;
+  private readonly rowOf = new Map<number, number>();
   /** Rows allocated (grows by doubling up to `capacity`). */
   private allocated = 0;
   private rng: Rng;
@@ -65,6 +77,7 @@ export class FeatureReservoir {
   seen = 0;
   size = 0;
   fresh = 0;
+  repeats = 0;
 
   constructor(
     readonly cuts: readonly ReservoirCut[],
@@ -82,6 +95,7 @@ export class FeatureReservoir {
     this.features = cuts.map(() => new Uint8Array(0));
     this.ranges = cuts.map(() => new Float32Array(0));
     this.teacher = new Float32Array(0);
+    this.keys = new Float64Array(0);
     this.rng = createRng(limits.seed ?? 0);
     this.scratch = cuts.map((c) => new Float32Array(c.dim));
   }
@@ -89,14 +103,23 @@ export class FeatureReservoir {
   /** Bytes held now (allocated as rows arrive; at most {@link maxBytes}). */
   get bytes(): number {
     const b = (a: readonly { readonly byteLength: number }[]): number => a.reduce((s, f) => s + f.byteLength, 0);
-    return b(this.features) + b(this.ranges) + this.teacher.byteLength;
+    return b(this.features) + b(this.ranges) + this.teacher.byteLength + this.keys.byteLength;
+  }
+
+  /** Inputs offered so far: those drawn for and the repeats of stored rows. */
+  get offered(): number {
+    return this.seen + this.repeats;
   }
 
   /** Makes room for `rows` rows (doubling, at least 256, at most `capacity`), keeping the rows stored. */
   private reserve(rows: number): void {
     if (rows <= this.allocated) return;
     const n = Math.min(this.capacity, Math.max(rows, 256, 2 * this.allocated));
-    const grow = <T extends Uint8Array | Float32Array>(a: T, per: number, make: (len: number) => T): T => {
+    const grow = <T extends Uint8Array | Float32Array | Float64Array>(
+      a: T,
+      per: number,
+      make: (len: number) => T,
+    ): T => {
       const g = make(n * per);
       g.set(a.subarray(0, this.size * per));
       return g;
@@ -104,35 +127,53 @@ export class FeatureReservoir {
     this.features = this.features.map((f, i) => grow(f, this.cuts[i]!.dim, (l) => new Uint8Array(l)));
     this.ranges = this.ranges.map((a) => grow(a, 2, (l) => new Float32Array(l)));
     this.teacher = grow(this.teacher, this.classes, (l) => new Float32Array(l));
+    this.keys = grow(this.keys, 1, (l) => new Float64Array(l));
     this.allocated = n;
   }
 
-  /** The row a new input goes to (Algorithm R), or -1 when it is not kept. */
-  private slot(): number {
+  /**
+   * The row a new input with `key` (NaN: none) goes to (Algorithm R), or -1 when it is not kept: an exact repeat of a
+   * stored row (its key stored) is never kept, nor counted as seen or fresh. The key is the row's once it returns one.
+   */
+  private slot(key: number): number {
+    if (this.rowOf.has(key)) {
+      this.repeats++;
+      return -1;
+    }
+    this.fresh++;
     const seen = this.seen++;
+    let at: number;
     if (this.size < this.capacity) {
       this.reserve(this.size + 1);
-      return this.size++;
+      at = this.size++;
+    } else {
+      const j = this.rng.int(seen + 1);
+      if (j >= this.capacity) return -1;
+      at = j;
+      const old = this.keys[at]!;
+      if (this.rowOf.get(old) === at) this.rowOf.delete(old);
     }
-    const j = this.rng.int(seen + 1);
-    return j < this.capacity ? j : -1;
+    this.keys[at] = key;
+    if (!Number.isNaN(key)) this.rowOf.set(key, at);
+    return at;
   }
 
   /**
    * Adds `rows` inputs from one run of the model with the cuts as extra outputs: `maps[i]` the NCHW map of cut i
    * (`rows × C × H × W`), `output` the model's `[rows, classes]` logits (or probabilities with `kind`
-   * 'probabilities'). Pooled here, one row at a time.
+   * 'probabilities'). Pooled here, one row at a time. `keys`: each row's input key (input-key.ts); a row whose key a
+   * stored row holds is a repeat, not stored again. Without keys no row is a repeat.
    */
   addFromMaps(
     maps: readonly Float32Array[],
     output: Float32Array,
     rows: number,
     kind: 'logits' | 'probabilities' = 'logits',
+    keys?: ArrayLike<number>,
   ): void {
     const k = this.classes;
     for (let r = 0; r < rows; r++) {
-      const at = this.slot();
-      this.fresh++;
+      const at = this.slot(keys ? keys[r]! : NaN);
       if (at < 0) continue;
       this.cuts.forEach((c, i) => {
         const size = c.channels * c.height * c.width;
@@ -146,13 +187,13 @@ export class FeatureReservoir {
 
   /**
    * Adds `rows` inputs already pooled: `pooled[i]` the `rows × dim` float32 features of cut i, `probs` the full model's
-   * `rows × classes` probabilities (bench/adapt-encoding.ts feeds the rows of a feature cache this way).
+   * `rows × classes` probabilities (bench/adapt-encoding.ts feeds the rows of a feature cache this way); `keys` as
+   * {@link addFromMaps}.
    */
-  addPooled(pooled: readonly Float32Array[], probs: Float32Array, rows: number): void {
+  addPooled(pooled: readonly Float32Array[], probs: Float32Array, rows: number, keys?: ArrayLike<number>): void {
     const k = this.classes;
     for (let r = 0; r < rows; r++) {
-      const at = this.slot();
-      this.fresh++;
+      const at = this.slot(keys ? keys[r]! : NaN);
       if (at < 0) continue;
       const row = this.cuts.map((c, i) => pooled[i]!.subarray(r * c.dim, (r + 1) * c.dim));
       this.write(at, row, probs.subarray(r * k, (r + 1) * k));
@@ -191,26 +232,29 @@ export class FeatureReservoir {
    * A reservoir cleared meanwhile gives its state as it is now.
    */
   async sliceState(pause: () => Promise<void>, sliceBytes = 4 << 20): Promise<ReservoirState> {
-    const { n, features, ranges, teacher } = await this.copySliced(pause, sliceBytes);
+    const { n, features, ranges, teacher, keys } = await this.copySliced(pause, sliceBytes);
     if (this.size < n) return this.state();
     const appended = this.size - n;
     return {
       seen: this.seen - appended,
       size: n,
+      repeats: this.repeats,
       fresh: Math.max(0, this.fresh - appended),
       features,
       ranges,
       teacher,
+      keys,
     };
   }
 
   private async copySliced(
     pause: () => Promise<void>,
     sliceBytes: number,
-  ): Promise<{ n: number; features: Uint8Array[]; ranges: Float32Array[]; teacher: Float32Array }> {
+  ): Promise<{ n: number; features: Uint8Array[]; ranges: Float32Array[]; teacher: Float32Array; keys: Float64Array }> {
     const n = this.size;
     const k = this.classes;
     const teacher = new Float32Array(n * k);
+    const keys = new Float64Array(n);
     const xs = this.cuts.map((c) => new Uint8Array(n * c.dim));
     const ranges = this.cuts.map(() => new Float32Array(2 * n));
     const copyRows = (from: number, to: number): void => {
@@ -219,6 +263,7 @@ export class FeatureReservoir {
         ranges[i]!.set(this.ranges[i]!.subarray(2 * from, 2 * to), 2 * from);
       });
       teacher.set(this.teacher.subarray(from * k, to * k), from * k);
+      keys.set(this.keys.subarray(from, to), from);
     };
     const rows = Math.max(1, Math.floor(sliceBytes / bytesPerRow(this.cuts, k)));
     const dirty = new Set<number>();
@@ -233,7 +278,7 @@ export class FeatureReservoir {
     } finally {
       this.dirty.delete(dirty);
     }
-    return { n, features: xs, ranges, teacher };
+    return { n, features: xs, ranges, teacher, keys };
   }
 
   /** Starts counting fresh rows again (a fit has used every row stored so far). */
@@ -243,20 +288,24 @@ export class FeatureReservoir {
 
   /** Forgets every row and gives their memory back. */
   clear(): void {
-    this.seen = this.size = this.fresh = this.allocated = 0;
+    this.seen = this.size = this.fresh = this.repeats = this.allocated = 0;
     this.features = this.cuts.map(() => new Uint8Array(0));
     this.ranges = this.cuts.map(() => new Float32Array(0));
     this.teacher = new Float32Array(0);
+    this.keys = new Float64Array(0);
+    this.rowOf.clear();
   }
 
   state(): ReservoirState {
     return {
       seen: this.seen,
       size: this.size,
+      repeats: this.repeats,
       fresh: this.fresh,
       features: this.features.map((f, i) => f.slice(0, this.size * this.cuts[i]!.dim)),
       ranges: this.ranges.map((a) => a.slice(0, 2 * this.size)),
       teacher: this.teacher.slice(0, this.size * this.classes),
+      keys: this.keys.slice(0, this.size),
     };
   }
 
@@ -271,6 +320,10 @@ export class FeatureReservoir {
       s.seen >= n &&
       Number.isInteger(s.fresh) &&
       s.fresh >= 0 &&
+      Number.isInteger(s.repeats) &&
+      s.repeats >= 0 &&
+      s.keys instanceof Float64Array &&
+      s.keys.length === n &&
       s.teacher instanceof Float32Array &&
       s.teacher.length === n * this.classes &&
       Array.isArray(s.features) &&
@@ -285,7 +338,12 @@ export class FeatureReservoir {
     s.features.forEach((f, i) => this.features[i]!.set(f));
     s.ranges.forEach((a, i) => this.ranges[i]!.set(a));
     this.teacher.set(s.teacher);
+    this.keys.set(s.keys);
+    s.keys.forEach((key, row) => {
+      if (!Number.isNaN(key)) this.rowOf.set(key, row);
+    });
     this.seen = s.seen;
+    this.repeats = s.repeats;
     this.size = n;
     this.fresh = s.fresh;
     this.rng = createRng(s.seen);

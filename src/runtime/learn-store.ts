@@ -17,7 +17,8 @@ import { CACHE_OP_TIMEOUT_MS, settleWithin, StorageTimeout } from './cache.js';
 const BLOCK_WRITE_TIMEOUTS = 3;
 
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 7; // 7: the input spec stored (and the learner's target in the state); 6: reservoir rows
+export const LEARN_SCHEMA = 8; // 8: each row's input key (exact repeats are not stored again: older reservoirs may hold
+// them); 7: the input spec stored (and the learner's target in the state); 6: reservoir rows
 // as uint8 with a per-row range (was float16); 5: the reservoir's cut count stored (an empty one has no block); 4:
 // reservoir rows in blocks; 3: the drift verification
 
@@ -31,7 +32,7 @@ export const ORPHAN_MS = 3_600_000;
  * The reservoir as the main entry holds it: its counts, its number of cuts (an empty reservoir has no block to tell)
  * and the keys of its row blocks, in row order.
  */
-type StoredReservoir = Omit<ReservoirState, 'features' | 'ranges' | 'teacher'> & {
+type StoredReservoir = Omit<ReservoirState, 'features' | 'ranges' | 'teacher' | 'keys'> & {
   readonly cuts: number;
   readonly blocks: readonly string[];
 };
@@ -46,12 +47,13 @@ export interface StoredLearning {
   readonly state: Omit<LearnerState, 'reservoir'> & { readonly reservoir: StoredReservoir };
 }
 
-/** Rows [from, from + rows) of a reservoir: features and their per-row ranges per cut, then the teacher. */
+/** Rows [from, from + rows) of a reservoir: features and their per-row ranges per cut, then the teacher and keys. */
 interface StoredBlock {
   readonly rows: number;
   readonly features: readonly Uint8Array[];
   readonly ranges: readonly Float32Array[];
   readonly teacher: Float32Array;
+  readonly keys: Float64Array;
 }
 
 /** What the learn runtime needs of a store. Never throws. */
@@ -166,7 +168,7 @@ function toBlocks(r: ReservoirState): StoredBlock[] {
   if (n === 0) return [];
   const dims = r.features.map((f) => f.length / n);
   const k = r.teacher.length / n;
-  const rowBytes = dims.reduce((a, d) => a + d + 8, 0) + 4 * k;
+  const rowBytes = dims.reduce((a, d) => a + d + 8, 0) + 4 * k + 8;
   const per = Math.max(1, Math.floor(BLOCK_BYTES / rowBytes));
   const blocks: StoredBlock[] = [];
   for (let at = 0; at < n; at += per) {
@@ -176,6 +178,7 @@ function toBlocks(r: ReservoirState): StoredBlock[] {
       features: r.features.map((f, i) => f.subarray(at * dims[i]!, end * dims[i]!)),
       ranges: r.ranges.map((a) => a.subarray(2 * at, 2 * end)),
       teacher: r.teacher.subarray(at * k, end * k),
+      keys: r.keys.subarray(at, end),
     });
   }
   return blocks;
@@ -191,12 +194,16 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
     (b as StoredBlock).features.every((f) => f instanceof Uint8Array) &&
     Array.isArray((b as StoredBlock).ranges) &&
     (b as StoredBlock).ranges.every((a) => a instanceof Float32Array) &&
-    (b as StoredBlock).teacher instanceof Float32Array;
+    (b as StoredBlock).teacher instanceof Float32Array &&
+    (b as StoredBlock).keys instanceof Float64Array;
   const cuts = s.cuts;
   if (!Number.isInteger(cuts) || cuts < 0 || !blocks.every(ok)) return undefined;
   const n = blocks.reduce((a, b) => a + b.rows, 0);
   if (n !== s.size || !blocks.every((b) => b.features.length === cuts && b.ranges.length === cuts)) return undefined;
-  const join = <T extends Uint8Array | Float32Array>(parts: readonly T[], make: (len: number) => T): T => {
+  const join = <T extends Uint8Array | Float32Array | Float64Array>(
+    parts: readonly T[],
+    make: (len: number) => T,
+  ): T => {
     const out = make(parts.reduce((a, p) => a + p.length, 0));
     let at = 0;
     for (const p of parts) {
@@ -221,8 +228,12 @@ function fromBlocks(s: StoredReservoir, blocks: readonly unknown[]): ReservoirSt
     blocks.map((b) => b.teacher),
     (l) => new Float32Array(l),
   );
+  const keys = join(
+    blocks.map((b) => b.keys),
+    (l) => new Float64Array(l),
+  );
   // the learner checks every length against its own cuts and classes (Learner.restore)
-  return { seen: s.seen, size: s.size, fresh: s.fresh, features, ranges, teacher };
+  return { seen: s.seen, size: s.size, repeats: s.repeats, fresh: s.fresh, features, ranges, teacher, keys };
 }
 
 /**
@@ -320,7 +331,7 @@ export class IdbLearnStore implements LearnStore {
     const names: string[] = [];
     try {
       await this.deleteOrphans(store, modelHash, savedAt);
-      const { features, ranges: _a, teacher: _t, ...counts } = state.reservoir;
+      const { features, ranges: _a, teacher: _t, keys: _k, ...counts } = state.reservoir;
       for (const [i, b] of toBlocks(state.reservoir).entries()) {
         names.push(`${id}${i}`);
         // a block is ~4 MB: a slow disk gets BLOCK_WRITE_TIMEOUTS timeouts before IndexedDB counts as hung

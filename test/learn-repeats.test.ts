@@ -1,0 +1,117 @@
+// Exact repeats of served inputs in on-device learning: the input key (a hash of the preprocessed tensor), the
+// reservoir storing a repeated input once (a copy in another fold would be judged by a head that trained on its twin:
+// the fit's out-of-fold agreement would read high), its keys kept through a restore and a replacement.
+import { describe, expect, it } from 'vitest';
+import { inputKey, inputKeys } from '../src/learn/input-key.js';
+import { FeatureReservoir, type ReservoirCut } from '../src/learn/reservoir.js';
+import { createRng } from '../src/calibrate/rng.js';
+import type { PackedFeatures } from '../src/calibrate/feature-store.js';
+import { Learner } from '../src/learn/learner.js';
+import { fakeLearnModel as fakeModel } from './fixtures/fake-learn-model.js';
+
+describe('input key', () => {
+  it('is equal for equal bits and differs for a change of one value, at any offset', () => {
+    const rng = createRng(1);
+    const x = Float32Array.from({ length: 3 * 3072 }, () => rng.normal());
+    const keys = inputKeys(x, 3, 3072);
+    expect(keys[1]).toBe(inputKey(x.slice(3072, 6144), 0, 3072));
+    const y = x.slice();
+    y[3072 + 1000] = Math.fround(y[3072 + 1000]! + 1e-6);
+    expect(inputKey(y, 3072, 3072)).not.toBe(keys[1]);
+    expect(inputKey(y, 0, 3072)).toBe(keys[0]);
+    y[1] = -0; // another bit pattern of zero: another input tensor
+    x[1] = 0;
+    expect(inputKey(y, 0, 3072)).not.toBe(inputKey(x, 0, 3072));
+    // integers in [0, 2^52), spread: 5,000 inputs that differ in one value each have 5,000 keys
+    const set = new Set<number>();
+    const z = new Float32Array(3072);
+    for (let i = 0; i < 5000; i++) {
+      z[i % 3072] = i;
+      const k = inputKey(z, 0, 3072);
+      expect(Number.isInteger(k) && k >= 0 && k < 2 ** 52).toBe(true);
+      set.add(k);
+    }
+    expect(set.size).toBe(5000);
+  });
+});
+
+describe('feature reservoir with input keys', () => {
+  const cuts = [{ dim: 16 }, { dim: 8 }] as ReservoirCut[];
+  const k = 10;
+  /** `n` random rows: pooled features per cut and probabilities. */
+  function rows(n: number, seed: number): { pooled: Float32Array[]; probs: Float32Array } {
+    const rng = createRng(seed);
+    return {
+      pooled: cuts.map((c) => Float32Array.from({ length: n * c.dim }, () => rng.next())),
+      probs: Float32Array.from({ length: n * k }, () => rng.next()),
+    };
+  }
+  const codes = (r: FeatureReservoir) =>
+    r
+      .snapshot(async () => {})
+      .then((f) => ({ teacher: f.teacher, x: f.cuts.map((c) => (c.x as PackedFeatures).data) }));
+
+  it('stores 1,000 rows added twice once: the same rows, counts and snapshot as without the repeats', async () => {
+    const { pooled, probs } = rows(1000, 3);
+    const keys = Float64Array.from({ length: 1000 }, (_, i) => i * 7919 + 1);
+    const limits = { maxSamples: 5000, maxBytes: 1e9 };
+    const once = new FeatureReservoir(cuts, k, limits);
+    once.addPooled(pooled, probs, 1000, keys);
+    const twice = new FeatureReservoir(cuts, k, limits);
+    twice.addPooled(pooled, probs, 1000, keys);
+    twice.addPooled(pooled, probs, 1000, keys);
+    expect([twice.size, twice.seen, twice.fresh, twice.repeats, twice.offered]).toEqual([1000, 1000, 1000, 1000, 2000]);
+    expect(await codes(twice)).toEqual(await codes(once)); // any fit on it is the fit on the rows without repeats
+    // without keys every row is a new one (bench feeds of a feature cache)
+    const keyless = new FeatureReservoir(cuts, k, limits);
+    keyless.addPooled(pooled, probs, 1000);
+    keyless.addPooled(pooled, probs, 1000);
+    expect(keyless.size).toBe(2000);
+    // the keys survive a state round trip: the restored reservoir still knows them
+    const restored = new FeatureReservoir(cuts, k, limits);
+    expect(restored.restore(structuredClone(twice.state()))).toBe(true);
+    restored.addPooled(pooled, probs, 1000, keys);
+    expect([restored.size, restored.repeats]).toEqual([1000, 2000]);
+    const { keys: _k, ...noKeys } = twice.state();
+    expect(restored.restore(noKeys as unknown as ReturnType<FeatureReservoir['state']>)).toBe(false);
+  });
+
+  it('forgets the key of a replaced row: that input may be stored again', () => {
+    const { pooled, probs } = rows(2000, 5);
+    const keys = Float64Array.from({ length: 2000 }, (_, i) => i + 1);
+    const r = new FeatureReservoir(cuts, k, { maxSamples: 100, maxBytes: 1e9, seed: 2 });
+    r.addPooled(pooled, probs, 2000, keys);
+    const stored = new Set(r.state().keys);
+    expect(stored.size).toBe(100);
+    const gone = keys.find((key) => !stored.has(key) && key <= 100)!; // one of the first 100, replaced since
+    expect(gone).toBeDefined();
+    const one = (key: number): void =>
+      r.addPooled(
+        pooled.map((p, i) => p.subarray(0, cuts[i]!.dim)),
+        probs.subarray(0, k),
+        1,
+        [key],
+      );
+    const before = r.repeats;
+    one([...stored][0]!);
+    expect(r.repeats).toBe(before + 1); // a stored key: a repeat
+    one(gone);
+    expect(r.repeats).toBe(before + 1); // a replaced one: offered as new (drawn for)
+    expect(r.seen).toBe(2001);
+  });
+});
+
+describe('learner with repeated inputs', () => {
+  it('completes learnShare of the inputs until as many as the reservoir holds were offered, repeats included', () => {
+    const l = new Learner(fakeModel(), { maxSamples: 400, minSamples: 300, auditShare: 0.05, learnShare: 1 });
+    const d = l.reservoir.cuts[0]!.dim;
+    // a camera on a still screen: one input, offered 400 times
+    for (let i = 0; i < 400; i++)
+      l.reservoir.addPooled([new Float32Array(d).fill(1)], new Float32Array(10).fill(0.1), 1, [42]);
+    expect([l.reservoir.size, l.status().samplesRepeated]).toEqual([1, 399]);
+    let n = 0;
+    for (let i = 0; i < 4000; i++) if (l.drawCompletion()) n++;
+    expect(n / 4000).toBeCloseTo(0.05, 1); // not every input completed for ever
+    expect(l.wantsFit()).toBe(false); // one sample, however often seen
+  });
+});
