@@ -24,7 +24,8 @@ export interface LearnOptions {
   /**
    * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities, 8 for the input's key).
    * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,376
-   * bytes a sample, 39,756 samples).
+   * bytes a sample, 39,756 samples). Must hold `minSamples` samples of the model: the Learner refuses a smaller cap
+   * (INVALID_ARGUMENT), with which learning would collect for ever and never fit.
    */
   readonly maxBytes?: number;
   /** New samples (served by the full model or audited) that start a re-fit. Default 1,000. */

@@ -155,6 +155,15 @@ export class Learner {
       maxBytes: o.maxBytes,
       seed: o.seed,
     });
+    // a cap that holds fewer samples than the first fit waits for would collect for ever and never fit
+    if (!model.cannotLearn && this.reservoir.capacity < o.minSamples) {
+      const per = this.reservoir.maxBytes / this.reservoir.capacity;
+      throw new SelfxitError(
+        'INVALID_ARGUMENT',
+        `learn.maxBytes ${o.maxBytes} holds ${this.reservoir.capacity} samples of this model (${per} bytes each), fewer than learn.minSamples ${o.minSamples}: raise maxBytes to at least ${per * o.minSamples} or lower minSamples`,
+        { maxBytes: o.maxBytes, capacity: this.reservoir.capacity, minSamples: o.minSamples, bytesPerSample: per },
+      );
+    }
     this.audit = new LiveAudit({ share: o.auditShare, minAudits: o.minAudits, recent: o.auditWindow, seed: o.seed });
     this.drift = o.drift ? new DriftDetector(STATS_PER_CHANNEL * model.io.input.channels, { seed: o.seed }) : undefined;
     if (bundle && bundle.manifest.exits.length > 0) {
