@@ -3,6 +3,21 @@
 import { describe, expect, it } from 'vitest';
 import { Learner } from '../src/learn/learner.js';
 import { fakeLearnModel } from './fixtures/fake-learn-model.js';
+import type { BundleManifest, CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
+
+/** A bundle manifest with two exits at `thresholds`, calibrated in `mode` at target 0.99 on 2,000 samples. */
+function bundle(mode: 'paper' | 'selfxit', curve: CurvePoint[]): { manifest: BundleManifest; hash: string } {
+  const calibration = {
+    mode,
+    target: 0.99,
+    samples: 2000,
+    validationAgreement: 0.95,
+    expectedMacsFraction: 0.6,
+    curve,
+  } as unknown as CalibrationSummary;
+  const manifest = { exits: [{ threshold: 0.9 }, { threshold: 0.9 }], calibration } as unknown as BundleManifest;
+  return { manifest, hash: 'h' };
+}
 
 describe('learner start', () => {
   it('refuses a byte cap that holds fewer samples than minSamples (it would never fit)', () => {
@@ -13,5 +28,29 @@ describe('learner start', () => {
     );
     expect(new Learner(model, { maxBytes: 512 * 1024, minSamples: 1600 }).reservoir.capacity).toBe(1680);
     expect(new Learner(model, { maxBytes: 312 * 2000 }).reservoir.capacity).toBe(2000);
+  });
+
+  it('serves a paper-mode bundle only at a curve point certified at the target, never at its fixed threshold', () => {
+    const model = fakeLearnModel();
+    // paper mode records target 0.99 but ships 0.9, certifying nothing (0.95 on its own samples)
+    const none = new Learner(model, {}, bundle('paper', []));
+    expect([none.exitsOn, none.state().refitWanted]).toEqual([false, true]);
+    const point = (agreement: number, t: number, macsFraction: number): CurvePoint => ({
+      knob: t,
+      thresholds: [t, t],
+      agreement,
+      macsFraction,
+      exitShares: [0.3, 0.3, 0.4],
+    });
+    const curve = [point(0.95, 0.9, 0.6), point(1, 0.999, 0.8)]; // 2,000 of 2,000: bound 0.9985
+    const certified = new Learner(model, {}, bundle('paper', curve));
+    expect([certified.exitsOn, certified.thresholds, certified.status().expectedAgreement]).toEqual([
+      true,
+      [0.999, 0.999],
+      1,
+    ]);
+    // a SelfXit bundle at the learner's target serves its own thresholds
+    const selfxit = new Learner(model, {}, bundle('selfxit', curve));
+    expect([selfxit.exitsOn, selfxit.thresholds, selfxit.state().refitWanted]).toEqual([true, [0.9, 0.9], false]);
   });
 });

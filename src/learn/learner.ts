@@ -140,8 +140,8 @@ export class Learner {
   /**
    * `bundle`: learning starts from this bundle's exits (served at its thresholds, audited, replaced by the first fit
    * on enough live samples; `resetLearning()` goes back to them). A bundle calibrated for another target than the
-   * learner's serves at the cheapest point of its curve that meets the learner's (exits off if none), and a re-fit is
-   * wanted at once.
+   * learner's, or in paper mode (whose fixed threshold certifies nothing), serves at the cheapest point of its curve
+   * that meets the learner's target (exits off if none), and a re-fit is wanted at once.
    */
   constructor(
     readonly model: LearnModel,
@@ -173,7 +173,9 @@ export class Learner {
         summary: c,
         bundle: { manifestHash: bundle.hash, exits: bundle.manifest.exits.length },
       };
-      const same = c.target === o.target;
+      // only a SelfXit calibration certifies its thresholds at its target; paper mode records the target but ships
+      // a fixed threshold (0.9 by default), so its exits serve only at a point of its curve the bound certifies
+      const same = c.target === o.target && c.mode === 'selfxit';
       this.origin = {
         learned,
         point: same
