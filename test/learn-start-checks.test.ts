@@ -1,7 +1,15 @@
 // What a learner checks and decides as it starts: a byte cap that cannot hold minSamples samples is refused; a bundle
 // learning starts from serves only thresholds its calibration certifies at the learner's target.
 import { describe, expect, it } from 'vitest';
-import { Learner } from '../src/learn/learner.js';
+import { analyseForLearning, Learner } from '../src/learn/learner.js';
+import { learnFitOptions } from '../src/learn/fit.js';
+import { resolveLearnOptions } from '../src/learn/learn-options.js';
+import { resolvePrepareOptions } from '../src/calibrate/prepare-options.js';
+import { poolingRequests, sizeHeadsForClasses } from '../src/calibrate/prepare-features.js';
+import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
+import { encodeModel } from '../src/graph/index.js';
+import { imagenetMobileNet, MOBILE_NORM } from './fixtures/mobile-graphs.js';
+import { ortNode } from './fixtures/ort-helpers.js';
 import { fakeLearnModel } from './fixtures/fake-learn-model.js';
 import type { BundleManifest, CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
 
@@ -53,4 +61,23 @@ describe('learner start', () => {
     const selfxit = new Learner(model, {}, bundle('selfxit', curve));
     expect([selfxit.exitsOn, selfxit.thresholds, selfxit.state().refitWanted]).toEqual([true, [0.9, 0.9], false]);
   });
+
+  it('sizes the heads of a 1,000-class model as prepare does: pool-mlp within 1.25 % of the backbone, global max pooling', async () => {
+    const lm = await analyseForLearning(encodeModel(imagenetMobileNet()), ortNode, { input: MOBILE_NORM });
+    const o = resolveLearnOptions();
+    const { o: fit, note } = learnFitOptions(o, lm.analysis, lm.io.classes);
+    // prepare's sizing of the same model at its defaults
+    const prep = sizeHeadsForClasses(resolvePrepareOptions({}), {}, lm.analysis.cuts, 1000, lm.analysis.params).o;
+    expect(fit.headKinds).toEqual(['pool-mlp']);
+    expect([fit.hidden, fit.maxPoolGrid]).toEqual([prep.hidden, prep.maxPoolGrid]);
+    expect(fit.hidden).toBeLessThan(resolvePrepareOptions({}).hidden);
+    expect(note).toMatch(/^1000 classes: pool-mlp heads of width/);
+    // the reservoir pools as those heads read (no 2×2 max grid beside the average pooling)
+    expect(lm.requests).toEqual(poolingRequests(candidateCuts(lm.analysis.cuts, o.maxCandidates), fit));
+    expect(new Learner(lm).status().headSizing).toBe(note);
+    // learn.headKinds chosen: as given (prepare's rule for a caller's choice)
+    expect(learnFitOptions(resolveLearnOptions({ headKinds: ['pool-linear'] }), lm.analysis, 1000).o.headKinds).toEqual(
+      ['pool-linear'],
+    );
+  }, 60_000);
 });

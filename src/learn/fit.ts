@@ -13,7 +13,7 @@ import { noExitCurve } from '../calibrate/prepare-context.js';
 import { candidateCuts } from '../calibrate/candidate-cuts.js';
 import type { FeatureRequest, FeatureSet } from '../calibrate/features.js';
 import type { FeatureRows } from '../calibrate/feature-store.js';
-import { poolingRequests } from '../calibrate/prepare-features.js';
+import { poolingRequests, sizeHeadsForClasses } from '../calibrate/prepare-features.js';
 import {
   resolveLabels,
   resolveModelIO,
@@ -38,6 +38,8 @@ export interface LearnModel {
   readonly requests: readonly FeatureRequest[];
   /** Why the model cannot learn exits (no candidate cut), when it cannot. */
   readonly cannotLearn?: string;
+  /** How the heads were sized for many classes (prepare's sizeHeadsForClasses), when they were. */
+  readonly headSizing?: string;
 }
 
 /**
@@ -61,20 +63,32 @@ export async function analyseForLearning(
   const io = resolveModelIO(model, analysis, options.input, options.output);
   const labels = resolveLabels(options.labels, io.classes);
   const cuts = candidateCuts(analysis.cuts, o.maxCandidates);
-  const requests = poolingRequests(cuts, fitOptions(o));
+  const sized = learnFitOptions(o, analysis, io.classes);
+  const requests = poolingRequests(cuts, sized.o);
   return {
     model,
     analysis,
     io,
     labels,
     requests,
+    ...(sized.note ? { headSizing: sized.note } : {}),
     ...(cuts.length === 0 ? { cannotLearn: 'the model has no inner cut where an exit head can read a 4-D map' } : {}),
   };
 }
 
-/** prepare()'s resolved options for a learning fit: the learner's target, seed, folds and candidates; no augmentation. */
-function fitOptions(o: ResolvedLearnOptions): ReturnType<typeof resolvePrepareOptions> {
-  return resolvePrepareOptions({
+/**
+ * prepare()'s resolved options for a learning fit: the learner's target, seed, folds and candidates; no augmentation;
+ * heads sized for many classes as prepare sizes them (sizeHeadsForClasses: from 100 classes, pool-mlp heads within
+ * 1.25 % of the backbone's parameters each, global max pooling, unless `learn.headKinds` is set), so that a 1,000-class
+ * model's pooling and heads are those prepare would train. Deterministic: the pooling of the reservoir
+ * ({@link analyseForLearning}) and every fit ({@link fitLearned}) resolve the same.
+ */
+export function learnFitOptions(
+  o: ResolvedLearnOptions,
+  analysis: Pick<ModelAnalysis, 'cuts' | 'params'>,
+  classes: number,
+): { o: ReturnType<typeof resolvePrepareOptions>; note?: string } {
+  const base = resolvePrepareOptions({
     target: o.target,
     seed: o.seed,
     folds: o.folds,
@@ -82,6 +96,7 @@ function fitOptions(o: ResolvedLearnOptions): ReturnType<typeof resolvePrepareOp
     augment: [],
     ...(o.headKinds ? { headKinds: o.headKinds } : {}),
   });
+  return sizeHeadsForClasses(base, { headKinds: o.headKinds }, analysis.cuts, classes, analysis.params);
 }
 
 /** The exits a fit chose: prepare's exits and calibration summary (curve included). */
@@ -156,7 +171,7 @@ export async function fitLearned(job: FitJob, onProgress?: (p: PrepareProgress) 
   const { features, io, analysis } = job;
   const timer = new StepTimer();
   const c: FitContext = {
-    o: fitOptions(job.options),
+    o: learnFitOptions(job.options, analysis, io.classes).o,
     analysis,
     io,
     timer,

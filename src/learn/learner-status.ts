@@ -51,6 +51,9 @@ export interface LearnerStatus {
   /** The target the next fit aims at (stricter than `target` while the audit shows the fits overpromise). */
   readonly fitTarget: number;
   readonly cannotLearn?: string;
+  /** How the heads are sized for a model of many classes (as prepare sizes them: pool-mlp heads within 1.25 % of the
+   * backbone's parameters each), when they are. */
+  readonly headSizing?: string;
   /** Seconds of the last fit. */
   readonly lastFitSeconds?: number;
   /** What the fits' exit selection minimises: a device plan's measured stage times ('ms', {@link Learner.costTable})

@@ -554,6 +554,7 @@ export class Learner {
       fitTarget: this.fitTarget(),
       fitCosts: this.costTable ? 'ms' : 'macs',
       ...(this.model.cannotLearn ? { cannotLearn: this.model.cannotLearn } : {}),
+      ...(this.model.headSizing ? { headSizing: this.model.headSizing } : {}),
       ...(this.lastFitSeconds !== undefined ? { lastFitSeconds: this.lastFitSeconds } : {}),
     };
   }
