@@ -214,8 +214,12 @@ describe('prepare under a feature memory cap', () => {
     const cuts = all.report.candidates.length;
     // float16 of all cuts with one cutmix copy less: 3 of 4 copies' rows
     // the cap holds the sample images and a batch of their copies too
-    const held = all.report.imageBytes!;
-    expect(held).toBe(n * 8 * 8 * 3 + 64 * 8 * 8 * 3);
+    expect(all.report.imageBytes).toBe(n * 8 * 8 * 3 + 64 * 8 * 8 * 3);
+    // and the float32 probabilities (the teacher's of every row, the out-of-fold ones of the samples); with one copy
+    // less, one row of probabilities less per sample
+    const k = all.manifest.labels.length;
+    expect(all.report.probBytes).toBe((4 + 1) * n * k * 4);
+    const held = all.report.imageBytes! + all.report.probBytes! - n * k * 4;
     const one = await run(held + Math.floor((all.report.featureBytes / 2) * 0.75), ['flip', 'cutmix:2']);
     expect(one.manifest.calibration.augment).toEqual(['flip', 'cutmix']);
     expect(one.report.candidates.length).toBe(cuts);
@@ -229,8 +233,8 @@ describe('prepare under a feature memory cap', () => {
       const f32 = await run();
       expect(f32.report.featureStorage).toMatch(/^float32/);
       const bytes = f32.report.featureBytes;
-      const held = f32.report.imageBytes!;
-      // exactly at the cap: images, copies and float32 features
+      const held = f32.report.imageBytes! + f32.report.probBytes!;
+      // exactly at the cap: images, copies, probabilities and float32 features
       expect((await run(held + bytes)).report.featureStorage).toMatch(/^float32/);
       const cuts = f32.report.candidates.length;
       expect(cuts).toBeGreaterThan(1);
@@ -281,7 +285,7 @@ describe('prepare under a feature memory cap', () => {
       );
       expect(over.warnings).toContain(early[0]!.replace(/ \(after 0 reads\)$/, ''));
       // and from the chosen plan, with its real bytes
-      const total = over.report.featureBytes + over.report.imageBytes!;
+      const total = over.report.featureBytes + over.report.imageBytes! + over.report.probBytes!;
       expect(over.warnings.join('\n')).toMatch(
         new RegExp(
           `Feature memory cap: the 400 sample images \\(8x8x3: 75\\.0 KB as uint8\\) alone exceed the 75\\.0 KB cap .*this run holds ${(total / 1024).toFixed(1)} KB, more than the cap`,
@@ -302,9 +306,10 @@ describe('prepare under a feature memory cap', () => {
       // images within the cap but leaving the features less than that floor: they get the floor, said so
       const cap = bare + images / 2;
       const squeezed = await run(cap, []);
+      const probs = squeezed.report.probBytes!; // the teacher's and out-of-fold probabilities, under the cap too
       const warning = squeezed.warnings.find((w) => w.startsWith('Feature memory cap: the ')) ?? '';
       expect(warning).toMatch(/the 400 sample images .* leave too little of the [\d.]+ KB cap/);
-      expect(warning).toContain(`this run holds ${((bare + images) / 1024).toFixed(1)} KB, more than the cap`);
+      expect(warning).toContain(`this run holds ${((bare + probs + images) / 1024).toFixed(1)} KB, more than the cap`);
       expect(squeezed.report.featureBytes).toBe(bare);
       expect(squeezed.report.candidates.length).toBe(f32.report.candidates.length);
       // the --limit it names keeps the images and those features within the cap: no warning
@@ -340,12 +345,15 @@ describe('prepare under a feature memory cap', () => {
       expect(squeezed.report.candidates.length).toBe(cuts);
       expect(squeezed.report.featureBytes).toBe(bare);
       const text = squeezed.warnings.join('\n');
+      const probs = squeezed.report.probBytes!; // (no copies: the samples' teacher and out-of-fold probabilities)
       expect(text).toMatch(/Feature memory cap: no augmented copies \(float16, [\d.]+ KB, every candidate cut/);
-      expect(text).toContain(`this run holds ${((bare + images) / 1024).toFixed(1)} KB, more than the cap`);
+      expect(text).toContain(`this run holds ${((bare + probs + images) / 1024).toFixed(1)} KB, more than the cap`);
       expect(text).not.toMatch(/candidate cuts \(/);
       // a plan within the cap: no over-cap warning, whatever was reduced
-      const within = await run(bare + images + 1024);
-      expect(within.report.featureBytes + within.report.imageBytes!).toBeLessThanOrEqual(bare + images + 1024);
+      const within = await run(bare + probs + images + 1024);
+      expect(within.report.featureBytes + within.report.imageBytes! + within.report.probBytes!).toBeLessThanOrEqual(
+        bare + probs + images + 1024,
+      );
       expect(within.warnings.join('\n')).not.toMatch(/more than the cap/);
     },
   );

@@ -91,13 +91,15 @@ function trainCandidate(
     seed: o.seed,
     temperature: o.temperature,
     fitFinal: false,
+    // the samples' out-of-fold outputs only: their augmented copies' are never read (n × k, not rows × k)
+    predictRows: n,
     onFit,
     ...(onlyFolds ? { onlyFolds } : {}),
   });
-  const scores = exitScores(cf.oof.subarray(0, n * k), n, k, data.teacherPred);
+  const scores = exitScores(cf.oof, n, k, data.teacherPred);
   const rated = onlyFolds ? subsetScores(scores, heldOutSamples(c, data, onlyFolds)) : scores;
   const report = rate(c, data, i, config, rated, cf.ms);
-  return { config, scores, report, ...(keepProbs ? { probs: cf.oof.slice(0, n * k) } : {}) };
+  return { config, scores, report, ...(keepProbs ? { probs: cf.oof } : {}) };
 }
 
 /** The samples (not their copies) of folds `folds`. */

@@ -28,6 +28,11 @@ export interface CrossFitOptions extends TrainHeadOptions {
    * out-of-fold probabilities of the other folds' rows stay 0. Default: every fold.
    */
   readonly onlyFolds?: readonly number[];
+  /**
+   * Out-of-fold probabilities only for the rows below this (the samples, when augmented copies follow them: those of
+   * the copies are never read): `oof` is then `[predictRows, k]`. Default: every row.
+   */
+  readonly predictRows?: number;
   /** Called after each fit (fold = -1 for the final fit), e.g. for progress. */
   readonly onFit?: (info: FitInfo) => void;
 }
@@ -43,7 +48,7 @@ export interface FitInfo {
 }
 
 export interface CrossFitResult {
-  /** `[n, k]`: each sample's probabilities from the head that did not see it. */
+  /** `[n, k]` (`[predictRows, k]`): each sample's probabilities from the head that did not see it. */
   readonly oof: Float32Array;
   /** Head fit on all n samples (absent when fitFinal = false). */
   readonly head?: TrainedHead;
@@ -95,7 +100,8 @@ export function crossFit(
     folds = Math.max(folds, f + 1);
   }
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
-  const oof = new Float32Array(n * k);
+  const predictRows = Math.min(n, options.predictRows ?? n);
+  const oof = new Float32Array(predictRows * k);
   const settings = resolveTrainSettings({ ...options, earlyStopping: options.earlyStopping ?? 0 });
   const heads: StackHead[] = [];
   for (let f = 0; f < folds; f++) {
@@ -104,7 +110,7 @@ export function crossFit(
       throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
     heads.push({ holdOut: f, seed: seed + 1 + f });
   }
-  const stack = trainStack(x, p, n, d, k, foldOf, heads, { ...settings, shuffleSeed: seed }, oof);
+  const stack = trainStack(x, p, n, d, k, foldOf, heads, { ...settings, shuffleSeed: seed }, oof, predictRows);
   const stackMs = Date.now() - t0;
   heads.forEach((h, i) => {
     const result = toTrainHeadResult(stack, i, settings.logitScale, stackMs);

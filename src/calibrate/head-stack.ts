@@ -100,8 +100,9 @@ class Layout {
 
 /**
  * Trains `heads` (one kind, one hidden width) together on the rows of `x [n, d]` whose `group` is >= 0, imitating
- * the teacher `p [n, k]` (KL, AdamW, cosine-decayed rate, He init). With `oof`, also writes into `oof [n, k]`
- * each held-out row's probabilities from the head that held it out, after training.
+ * the teacher `p [n, k]` (KL, AdamW, cosine-decayed rate, He init). With `oof`, also writes into `oof [oofRows, k]`
+ * each held-out row's probabilities from the head that held it out, after training, for the rows below `oofRows`
+ * (default n; the samples, whose augmented copies follow them, when only theirs are read).
  */
 export function trainStack(
   x: FeatureRows,
@@ -113,6 +114,7 @@ export function trainStack(
   heads: readonly StackHead[],
   s: StackSettings,
   oof?: Float32Array,
+  oofRows = n,
 ): StackResult {
   const H = heads.length;
   if (H < 1) throw new SelfxitError('INVALID_ARGUMENT', 'a head stack needs at least one head');
@@ -436,7 +438,7 @@ export function trainStack(
     heads.forEach((h, i) => {
       if (h.holdOut >= 0 && !headOf.has(h.holdOut)) headOf.set(h.holdOut, i);
     });
-    const rows = used.filter((r) => headOf.has(group[r]!));
+    const rows = used.filter((r) => r < oofRows && headOf.has(group[r]!));
     for (let s0 = 0; s0 < rows.length; s0 += batch) {
       const bs = Math.min(batch, rows.length - s0);
       gather(rows, s0, bs);

@@ -68,6 +68,9 @@ export interface PrepareReport {
   /** Bytes held beside them under the same cap: the sample images (uint8) and one batch of augmented copies
    * (selfxit mode). */
   readonly imageBytes?: number;
+  /** Bytes of float32 class probabilities held under the same cap: the teacher's of every row and a candidate head's
+   * out-of-fold ones of the samples (selfxit mode). */
+  readonly probBytes?: number;
   /** How candidates read a quantized model's cuts (QOperator and QDQ: the quantized tensor, dequantized), in words. */
   readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
@@ -109,7 +112,13 @@ export interface ModeOutcome {
   readonly summary: CalibrationSummary;
   readonly report: Pick<
     PrepareReport,
-    'candidates' | 'selectionEvaluations' | 'agreementLowerBound' | 'featureBytes' | 'featureStorage' | 'imageBytes'
+    | 'candidates'
+    | 'selectionEvaluations'
+    | 'agreementLowerBound'
+    | 'featureBytes'
+    | 'featureStorage'
+    | 'imageBytes'
+    | 'probBytes'
   >;
   /** Out-of-fold scores of the selected exits (validation.bin); absent in paper mode. */
   readonly validation?: readonly ExitScores[];

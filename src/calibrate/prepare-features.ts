@@ -33,6 +33,9 @@ export interface FeaturePlan {
   readonly augment: readonly AugmentKind[];
   /** Bytes held beside the features under the same cap: the sample images and one batch of augmented copies. */
   readonly imageBytes: number;
+  /** Bytes of float32 probabilities held beside them under the same cap: the teacher's of every row (samples and
+   * copies) and a candidate head's out-of-fold ones of the samples. */
+  readonly probBytes: number;
   /** The storage and the memory under the cap, in words (for the report and the CLI). */
   readonly note: string;
 }
@@ -58,6 +61,7 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
   const n = c.samples.count;
   const cap = o.maxFeatureBytes;
   const images = n * imageSize(c);
+  const k = c.io.classes;
   const make = (cuts: readonly CutPoint[], storage: FeatureStorage, augment: readonly AugmentKind[]) => {
     const requests = poolingRequests(cuts, o);
     const dims = requests.reduce((a, r) => {
@@ -66,14 +70,26 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
     }, 0);
     const bytes = n * (1 + augment.length) * dims * FEATURE_BYTES[storage];
     const copies = augment.length ? Math.min(n * augment.length, featureBatchRows(c, requests)) * imageSize(c) : 0;
-    return { cuts, requests, storage, augment, bytes, imageBytes: images + copies, total: bytes + images + copies };
+    // beside them for the whole fit: the teacher's float32 probabilities of every row, and a candidate head's
+    // out-of-fold ones of the samples (n × k): 400 + 200 MB at 50,000 images with flip and 1,000 classes
+    const probBytes = (n * (1 + augment.length) + n) * k * 4;
+    return {
+      cuts,
+      requests,
+      storage,
+      augment,
+      bytes,
+      probBytes,
+      imageBytes: images + copies,
+      total: bytes + probBytes + images + copies,
+    };
   };
   /** The memory under the cap, in words. */
   const held = (p: ReturnType<typeof make>): string =>
-    `; with the ${n} sample images (${MB(images)})${p.imageBytes > images ? ` and a batch of their copies (${MB(p.imageBytes - images)})` : ''}: ${MB(p.total)} of the ${MB(cap)} cap`;
+    `; with the ${n} sample images (${MB(images)})${p.imageBytes > images ? ` and a batch of their copies (${MB(p.imageBytes - images)})` : ''}${p.probBytes >= 2 ** 20 ? ` and the ${k}-class probabilities (${MB(p.probBytes)})` : ''}: ${MB(p.total)} of the ${MB(cap)} cap`;
   // The features' and copies' share: what the images leave of the cap, at least the floor (then over the cap: said so).
-  const every = make(all, 'f16', []); // float16 of every candidate, no copies: the floor
-  const room = Math.max(cap - images, Math.min(every.bytes, cap));
+  const every = make(all, 'f16', []); // float16 of every candidate (and their probabilities), no copies: the floor
+  const room = Math.max(cap - images, Math.min(every.total - images, cap));
   const floor = room > cap - images;
   const fits = (p: ReturnType<typeof make>): boolean => p.total - images <= room;
   /** The chosen plan, with its reduction's warning and, when it holds more than the cap, the over-cap one. */

@@ -31,7 +31,7 @@ import { trainHead, type TrainedHead } from './train-head.js';
 
 /** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
 export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'> &
-  Partial<Pick<FeaturePlan, 'imageBytes'>>;
+  Partial<Pick<FeaturePlan, 'imageBytes' | 'probBytes'>>;
 
 /** Runs selfxit mode on the context's samples (a model with at least one inner cut). */
 export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
@@ -120,6 +120,7 @@ export async function fitSelfxitExits(
       featureBytes: features.cuts.reduce((a, f) => a + featureMatrixBytes(f.x), 0),
       featureStorage: plan.note,
       ...(plan.imageBytes !== undefined ? { imageBytes: plan.imageBytes } : {}),
+      ...(plan.probBytes !== undefined ? { probBytes: plan.probBytes } : {}),
     },
     validation: sel.selected.map((i) => scores[i]!),
   };
