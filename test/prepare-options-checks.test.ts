@@ -79,3 +79,19 @@ describe('cost tables', () => {
     expect(error(() => checkCostTable({ backbone: 1, cuts: { a: 0.2, b: 0.2, c: 1 } }, order))).toBe('no error');
   });
 });
+
+describe('integer options', () => {
+  it('take Infinity only where it means no limit (limit, maxCandidates, maxFeatureBytes)', () => {
+    const o = resolvePrepareOptions({ limit: Infinity, maxCandidates: Infinity, maxFeatureBytes: Infinity });
+    expect([o.limit, o.maxCandidates, o.maxFeatureBytes]).toEqual([Infinity, Infinity, Infinity]);
+    // elsewhere it failed late (hidden: in head training after the backbone pass) or read oddly ("at least Infinity
+    // samples" for folds): refused at once
+    for (const name of ['hidden', 'folds', 'maxFeatures', 'shortlist', 'batchSize', 'curvePoints', 'maxPoolGrid'])
+      expect(error(() => resolvePrepareOptions({ [name]: Infinity }))).toMatch(
+        new RegExp(`^INVALID_ARGUMENT: ${name} must be an integer >= \\d+, got Infinity$`),
+      );
+    expect(error(() => resolvePrepareOptions({ limit: 0 }))).toBe(
+      'INVALID_ARGUMENT: limit must be an integer >= 1 or Infinity, got 0',
+    );
+  });
+});

@@ -185,10 +185,12 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (mode === 'selfxit' && headKinds.includes('paper'))
     badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
   const sorted = [...new Set(headKinds)].sort((a, b) => HEAD_ORDER.indexOf(a) - HEAD_ORDER.indexOf(b));
-  const int = (v: number | undefined, dflt: number, name: string, min: number): number => {
+  // Infinity ("no limit") only where it means one: limit, maxCandidates, maxFeatureBytes (elsewhere it would fail
+  // late, e.g. `hidden` in head training after the whole backbone pass, or read as "at least Infinity samples")
+  const int = (v: number | undefined, dflt: number, name: string, min: number, unbounded = false): number => {
     const x = v ?? dflt;
-    if (!(x === Infinity || (Number.isInteger(x) && x >= min)))
-      badArg(`${name} must be an integer >= ${min}, got ${String(v)}`);
+    if (!((unbounded && x === Infinity) || (Number.isInteger(x) && x >= min)))
+      badArg(`${name} must be an integer >= ${min}${unbounded ? ' or Infinity' : ''}, got ${String(v)}`);
     return x;
   };
   const threshold = o.threshold ?? 0.9;
@@ -218,7 +220,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     target,
     headKinds: sorted,
     seed,
-    limit: int(o.limit, Infinity, 'limit', 1),
+    limit: int(o.limit, Infinity, 'limit', 1, true),
     folds: int(o.folds, 5, 'folds', 2),
     temperature,
     augment,
@@ -226,7 +228,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     overheadFraction,
     mode,
     threshold,
-    maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1),
+    maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1, true),
     shortlist: int(o.shortlist, 6, 'shortlist', 0),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
     hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
@@ -234,7 +236,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),
-    maxFeatureBytes: int(o.maxFeatureBytes, 1.5 * 2 ** 30, 'maxFeatureBytes', 1),
+    maxFeatureBytes: int(o.maxFeatureBytes, 1.5 * 2 ** 30, 'maxFeatureBytes', 1, true),
     curvePoints: int(o.curvePoints, 100, 'curvePoints', 2),
   };
 }
