@@ -325,6 +325,8 @@ describe('live audit', () => {
     a.resetWindow();
     e = a.estimate();
     expect([e.audited, e.totalAudited, e.totalAgreed]).toEqual([0, 22, 19]);
+    // before any audit (none since the exits changed) nothing bounds the agreement: upper bounds 1, not 0 ("≤ 0 %")
+    expect([e.upperBound, e.recentUpperBound]).toEqual([1, 1]);
     expect(new LiveAudit({ share: 0 }).draw()).toBe(false);
   });
 });

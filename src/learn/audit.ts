@@ -117,13 +117,16 @@ export class LiveAudit {
 
   estimate(): AuditEstimate {
     const { audited, agreed } = this.s;
+    // (no audit: nothing bounds the agreement from above; the disagreement's lower bound is 1 at n = 0, not 0)
     const upper = (agree: number, n: number, confidence?: number): number =>
-      1 -
-      agreementLowerBound(n - agree, n, {
-        ...this.options,
-        ...(confidence !== undefined ? { confidence } : {}),
-        bound: 'clopper-pearson',
-      });
+      n === 0
+        ? 1
+        : 1 -
+          agreementLowerBound(n - agree, n, {
+            ...this.options,
+            ...(confidence !== undefined ? { confidence } : {}),
+            bound: 'clopper-pearson',
+          });
     return {
       ...this.s,
       agreement: audited > 0 ? agreed / audited : 1,
