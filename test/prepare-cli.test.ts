@@ -165,6 +165,29 @@ describe('selfxit prepare / eval / report', () => {
     expect(leftovers(dir)).toEqual([]);
   });
 
+  it('a run that fails on a terminal ends the progress line before the error', { timeout: 120_000 }, async () => {
+    const { dir, model, samples } = setup();
+    let stderr = '';
+    const io = { stdout: () => {}, stderr: (t: string) => (stderr += t), tty: true };
+    // a head too wide to allocate: fails in head training, after the features' progress
+    const argv = ['prepare', model, '--samples', samples, '--target', '0.9', '--out', path.join(dir, 'bundle')];
+    const wide = [
+      '--heads',
+      'pool-linear,pool-mlp',
+      '--hidden',
+      '4000000000',
+      '--capacity',
+      'fixed',
+      '--augment',
+      'none',
+    ];
+    const code = await runCli([...argv, ...wide], commands, io);
+    expect(code).not.toBe(0);
+    expect(stderr).toMatch(/\r\x1b\[2K\[features\]/); // the updating line was in use
+    expect(stderr).toMatch(/\nerror \[/); // the error on a line of its own
+    expect(leftovers(dir)).toEqual([]);
+  });
+
   it('a model without an inner cut gives a one-segment bundle and a warning', { timeout: 120_000 }, async () => {
     const { dir } = setup();
     const model = path.join(dir, 'nocut.onnx');

@@ -5,6 +5,9 @@ import { isSelfxitError } from '../errors.js';
 export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
+  /** Whether stderr is a terminal (progress as one updating line). Default: process.stderr's, for {@link processIo};
+   * false for any other. */
+  readonly tty?: boolean;
 }
 
 /** One subcommand. Add a module exporting one of these and register it in src/cli/main.ts. */

@@ -235,11 +235,12 @@ export const prepareCommand: CliCommand = {
       );
     const labels = v.labels ? await readLabelNames(v.labels) : undefined;
     const costTable = v['cost-table'] ? await readCostTable(v['cost-table']) : undefined;
-    const printer = createProgressPrinter(io.stderr, io === processIo && process.stderr.isTTY === true);
+    const printer = createProgressPrinter(io.stderr, io.tty ?? (io === processIo && process.stderr.isTTY === true));
     const t0 = performance.now();
     const ort = await loadOrtNode();
     const num = (x: string | undefined, flag: string): number | undefined => numberOption(x, flag);
     const early = new Set<string>(); // warnings printed as they came
+    // the progress line ended before anything else is printed: a warning, the error of a run that throws, the summary
     const prepared = await prepare({
       model: modelBytes,
       samples,
@@ -268,9 +269,8 @@ export const prepareCommand: CliCommand = {
       generator: `selfxit@${pkg.version}`,
       sessionOptions: CLI_SESSION_OPTIONS,
       onProgress: printer,
-      onWarning: (w) => (early.add(w), io.stderr(`warning: ${w}\n`)), // at once: a run may die of memory
-    });
-    printer.done();
+      onWarning: (w) => (printer.done(), early.add(w), io.stderr(`warning: ${w}\n`)), // at once: a run may die of memory
+    }).finally(() => printer.done());
     const extra = new Map<string, string>();
     const warnings = [...(normWarning ? [normWarning] : []), ...prepared.warnings];
     if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: warnings }));
