@@ -73,7 +73,7 @@ describe('duplicate samples', () => {
       expect(once.code, once.stderr).toBe(0);
       expect(thrice.code, thrice.stderr).toBe(0);
       expect(thrice.stderr).toMatch(
-        /samples: 800 duplicate images left out \(400 of a file given again, 400 exact copies of an earlier image\): 400 of 1200 kept/,
+        /samples: 800 duplicate images left out \(400 of a file given again, 400 exact copies of an earlier image or of its mirror\): 400 of 1200 kept/,
       );
       expect(once.stderr).not.toMatch(/duplicate/);
       const manifest = (d: string) => JSON.parse(fs.readFileSync(path.join(dir, d, 'manifest.json'), 'utf8'));
@@ -83,6 +83,45 @@ describe('duplicate samples', () => {
       expect(m3.calibration.validationAgreement).toBe(m1.calibration.validationAgreement);
     },
   );
+});
+
+describe('duplicate samples by their pixels', () => {
+  /** An 8×8 RGB image (`seed`) as RGBA PNG bytes at a deflate level, and its RGB pixels (mirrored with `mirror`). */
+  function image(seed: number, mirror = false): Uint8Array {
+    const px = new Uint8Array(per);
+    for (let y = 0; y < 8; y++)
+      for (let x = 0; x < 8; x++)
+        for (let c = 0; c < 3; c++)
+          px[(y * 8 + (mirror ? 7 - x : x)) * 3 + c] = (y * 37 + x * 11 + c * 5 + seed * 13) & 255;
+    return px;
+  }
+  function png(px: Uint8Array, deflateLevel: number): Buffer {
+    const p = new PNG({ width: 8, height: 8 });
+    for (let i = 0; i < 64; i++) {
+      p.data.set(px.subarray(i * 3, i * 3 + 3), i * 4);
+      p.data[i * 4 + 3] = 255;
+    }
+    return PNG.sync.write(p, { deflateLevel });
+  }
+
+  it('leaves out the same picture in other bytes (a re-saved PNG, a raw file), and with flip an image’s mirror', async () => {
+    const { dir } = writePrepareInputs('selfxit-dedupe-px-');
+    const raw = path.join(dir, 'one.u8');
+    fs.writeFileSync(raw, image(5)); // the pixels of p1.png and p2.png
+    const imgs = path.join(dir, 'imgs');
+    fs.mkdirSync(imgs);
+    const [p1, p2] = [png(image(5), 9), png(image(5), 0)]; // deflate level 0: stored, not compressed
+    expect(p1.equals(p2)).toBe(false); // other bytes, the same pixels
+    fs.writeFileSync(path.join(imgs, 'p1.png'), p1);
+    fs.writeFileSync(path.join(imgs, 'p2.png'), p2);
+    fs.writeFileSync(path.join(imgs, 'm.png'), png(image(6, true), 6)); // o.png mirrored
+    fs.writeFileSync(path.join(imgs, 'o.png'), png(image(6), 6));
+    const plain = await openSampleSources([raw, imgs], shape, { dedupe: true });
+    expect([plain.total, plain.count, plain.dropped.copies]).toEqual([5, 3, 2]); // one.u8, m.png, o.png
+    const flip = await openSampleSources([raw, imgs], shape, { dedupe: true, mirrored: true });
+    expect([flip.count, flip.dropped.copies]).toEqual([2, 3]); // one.u8, m.png
+    expect(Buffer.from(await flip.read(Int32Array.of(0, 1)))).toEqual(Buffer.concat([image(5), image(6, true)]));
+  });
 });
 
 describe('duplicate samples in memory', () => {

@@ -225,13 +225,16 @@ export const prepareCommand: CliCommand = {
     const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
     // Duplicates are left out before the shuffle: a copy in another fold than its original would be judged by a head
     // that trained on it, and the agreement promise would read high. Only the images --limit keeps are read.
-    const samples = await openSampleSources(samplePaths, shapeOf, { dedupe: true });
+    // with flip copies, an image and its mirror are copies too: one's flip copy would train the head judging the other
+    const paper = mode === 'paper' || (heads?.length === 1 && heads[0] === 'paper');
+    const mirrored = !paper && (augment ?? ['flip']).includes('flip');
+    const samples = await openSampleSources(samplePaths, shapeOf, { dedupe: true, mirrored });
     if (samples.sources.length > 1)
       io.stderr(`samples: ${samples.sources.map((s) => `${s.path} (${s.count})`).join(' + ')} = ${samples.total}\n`);
     const { sameFile, copies } = samples.dropped;
     if (sameFile + copies > 0)
       io.stderr(
-        `samples: ${sameFile + copies} duplicate images left out (${sameFile} of a file given again, ${copies} exact copies of an earlier image): ${samples.count} of ${samples.total} kept\n`,
+        `samples: ${sameFile + copies} duplicate images left out (${sameFile} of a file given again, ${copies} exact copies of an earlier image${mirrored ? ' or of its mirror' : ''}): ${samples.count} of ${samples.total} kept\n`,
       );
     const labels = v.labels ? await readLabelNames(v.labels) : undefined;
     const costTable = v['cost-table'] ? await readCostTable(v['cost-table']) : undefined;

@@ -126,15 +126,17 @@ export interface SourceReader extends SampleReader {
 /**
  * Checks `paths` ({@link checkSampleSources}) and returns a reader over their images, concatenated in the order given,
  * resized and converted to `shape` as {@link loadSampleSources} does. With `dedupe`, a first pass leaves out images of
- * a file already given (by real path) and exact copies of an earlier image (sha1 of a raw image's pixels or of a
- * folder image's file): the images kept keep their order, so without duplicates the reader reads what loading every
+ * a file already given (by real path) and exact copies of an earlier image: the same pixels once decoded and resized
+ * to `shape` (sha1), whatever the file's format or bytes (a PNG and its lossless re-save, a raw file and a folder of
+ * the same images); with `mirrored` (flip augmentation) also an image's left-right mirror, whose flip copy would
+ * otherwise train the head judging it. The images kept keep their order, so without duplicates the reader reads what loading every
  * source would hold. `read` holds only the chosen images (plus one chunk of a raw file).
  * @throws SelfxitError `IO_ERROR`, `INVALID_SAMPLES` as {@link checkSampleSources} (and when a file changes meanwhile).
  */
 export async function openSampleSources(
   paths: readonly string[],
   shape: SampleShape,
-  options: { dedupe?: boolean } = {},
+  options: { dedupe?: boolean; mirrored?: boolean } = {},
 ): Promise<SourceReader> {
   if (paths.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'no sample source given');
   const sources = await checkSampleSources(paths, shape);
@@ -147,7 +149,7 @@ export async function openSampleSources(
   }
   let kept: Int32Array;
   let dropped: DroppedDuplicates = { sameFile: 0, copies: 0 };
-  if (options.dedupe) ({ kept, dropped } = await findUnique(sources, per));
+  if (options.dedupe) ({ kept, dropped } = await findUnique(sources, shape, options.mirrored === true));
   else kept = Int32Array.from({ length: total }, (_, i) => i);
   return {
     sources: sources.map((s) => ({ path: s.path, count: s.count })),
@@ -193,17 +195,38 @@ export async function openSampleSources(
   };
 }
 
-/** Global indices of the images kept after leaving out files given again and exact copies, in order. */
+/** The image `px` (`shape`, HWC) mirrored left-right (as the flip augmentation mirrors it), into `out`. */
+function mirrorInto(px: Uint8Array, shape: SampleShape, out: Uint8Array): Uint8Array {
+  const { height, width, channels: c } = shape;
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const from = (y * width + x) * c;
+      const to = (y * width + width - 1 - x) * c;
+      for (let ch = 0; ch < c; ch++) out[to + ch] = px[from + ch]!;
+    }
+  return out;
+}
+
+/**
+ * Global indices of the images kept after leaving out files given again and exact copies (the same decoded pixels at
+ * `shape`; with `mirrored`, an image or its mirror: the smaller digest of the two), in order.
+ */
 async function findUnique(
   sources: readonly SampleSource[],
-  per: number,
+  shape: SampleShape,
+  mirrored: boolean,
 ): Promise<{ kept: Int32Array; dropped: DroppedDuplicates }> {
+  const per = shape.height * shape.width * shape.channels;
   const seenFiles = new Set<string>();
   const unique = new UniqueImages();
   let sameFile = 0;
   let g = 0;
-  const keep = (bytes: Uint8Array, index: number): void => {
-    unique.add(createHash('sha1').update(bytes).digest('base64'), index);
+  const flipped = new Uint8Array(per);
+  const digest = (px: Uint8Array): string => createHash('sha1').update(px).digest('base64');
+  const keep = (px: Uint8Array, index: number): void => {
+    const d = digest(px);
+    const m = mirrored ? digest(mirrorInto(px, shape, flipped)) : d;
+    unique.add(m < d ? m : d, index);
   };
   for (const s of sources) {
     const at = g;
@@ -233,7 +256,8 @@ async function findUnique(
         continue;
       }
       seenFiles.add(real);
-      keep(await readWhole(s.files[i]!), at + i);
+      const f = s.files[i]!;
+      keep(toShape(decodeImage(await readWhole(f), f), shape), at + i);
     }
   }
   return { kept: unique.kept(), dropped: { sameFile, copies: unique.copies } };
