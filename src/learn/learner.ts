@@ -175,7 +175,7 @@ export class Learner {
       };
       // only a SelfXit calibration certifies its thresholds at its target; paper mode records the target but ships
       // a fixed threshold (0.9 by default), so its exits serve only at a point of its curve the bound certifies
-      const same = c.target === o.target && c.mode === 'selfxit';
+      const same = c.target === o.target && c.mode !== 'paper';
       this.origin = {
         learned,
         point: same
