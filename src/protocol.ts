@@ -58,6 +58,11 @@ export interface InitRequest {
   readonly cache: boolean | 'reload';
   /** A cached manifest older than this is fetched again. */
   readonly manifestMaxAgeMs: number;
+  /**
+   * sha256 of a manifest a file no longer matched (the bundle was replaced on the server): a cached manifest with this
+   * hash is never used, whether or not marking it outdated in the cache landed (a re-open after `bundleChanged`).
+   */
+  readonly avoidManifestHash?: string;
   /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files; undefined: `ort/` beside the worker. */
   readonly wasmPaths: string | undefined;
   /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { ClassifierImpl, load } from '../src/page/classifier.js';
-import type { LearningState, WorkerApi } from '../src/protocol.js';
+import type { InitRequest, LearningState, WorkerApi } from '../src/protocol.js';
 import type { LoadOptions } from '../src/types.js';
 import {
   FakeTransport,
@@ -23,12 +23,12 @@ afterEach(() => {
 
 const options: LoadOptions = { workerUrl: 'https://x.test/selfxit.worker.js', heartbeatMs: 0, callTimeoutMs: 0 };
 
-/** A worker whose bundle was replaced on the server: its classify() calls reject so. */
+/** A worker whose bundle was replaced on the server: its classify() calls reject so (naming the outdated manifest). */
 function replacedApi(): WorkerApi {
   return {
     ...fakeWorkerApi(),
     classify: async () => {
-      throw new SelfxitError('INTEGRITY_ERROR', 'manifest.json changed', { bundleChanged: true });
+      throw new SelfxitError('INTEGRITY_ERROR', 'manifest.json changed', { bundleChanged: true, manifestHash: 'h' });
     },
   };
 }
@@ -55,6 +55,21 @@ describe('Classifier re-open and dispose()', () => {
     await vi.waitFor(() => expect(workers[0]!.terminated).toBe(true)); // the old worker ends
     await clf.dispose();
     expect(workers[1]!.terminated).toBe(true);
+  });
+
+  it('the re-open asks the new worker to avoid the outdated manifest (its cached copy may not be marked so)', async () => {
+    const requests: InitRequest[] = [];
+    const opens: WorkerApi['init'] = async (req) => {
+      requests.push(req);
+      return { manifest, manifestHash: 'h2', state: state0 };
+    };
+    stubWorkers([replacedApi(), newVersionApi(opens)]);
+    const clf = await load('https://x.test/b/', options);
+    await clf.classify(new Float32Array(1));
+    expect(requests).toHaveLength(1);
+    expect(requests[0]).toMatchObject({ avoidManifestHash: 'h', manifestUrl: 'https://x.test/b/manifest.json' });
+    expect(clf.info().manifestHash).toBe('h2');
+    await clf.dispose();
   });
 
   it('dispose() during the re-open: the waiting call rejects DISPOSED at once and the new worker is terminated', async () => {

@@ -97,12 +97,13 @@ export class ClassifierImpl implements Classifier {
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
    * (INTEGRITY_ERROR with `details.bundleChanged`), the classifier switches to the new version and runs the call again,
-   * once. Without it, such a call rejects. dispose() aborts the signal it is given.
+   * once. Without it, such a call rejects. dispose() aborts the signal it is given; `avoidManifestHash` is the outdated
+   * manifest's hash the error named (the new runtime must not open that manifest from its cache again).
    */
   constructor(
     private client: ClassifierTransport,
     opened: OpenedBundle,
-    private readonly reopen?: (signal: AbortSignal) => Promise<Opened>,
+    private readonly reopen?: (signal: AbortSignal, avoidManifestHash?: string) => Promise<Opened>,
     /** Bytes of converted inputs per part of a batch (page/batch.ts's PART_BYTES; tests set less). */
     private readonly partBytes?: number,
   ) {
@@ -171,7 +172,12 @@ export class ClassifierImpl implements Classifier {
   /** {@link recovering}'s failed `job` (run on `client`): re-opens and runs it again, or rejects with `e`. */
   private async recover<T>(e: unknown, client: ClassifierTransport, job: () => Promise<T>): Promise<T> {
     if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
-    if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
+    if (client === this.client) {
+      const avoid = (e as SelfxitError).details?.manifestHash;
+      this.reopening ??= this.switchVersion(typeof avoid === 'string' ? avoid : undefined).finally(
+        () => (this.reopening = undefined),
+      );
+    }
     try {
       await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
     } catch (why) {
@@ -181,9 +187,12 @@ export class ClassifierImpl implements Classifier {
     return job();
   }
 
-  /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
-  private async switchVersion(): Promise<void> {
-    const { client, opened } = await this.reopen!(this.ending.signal);
+  /**
+   * Opens the bundle's new version in a new runtime (avoiding the cached manifest with hash `avoid`, the outdated one)
+   * and ends the old one; the thresholds follow the current target.
+   */
+  private async switchVersion(avoid: string | undefined): Promise<void> {
+    const { client, opened } = await this.reopen!(this.ending.signal, avoid);
     if (this.disposed) {
       client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
       return;
@@ -524,19 +533,24 @@ export async function load(bundleUrl: string | URL, options: LoadOptions = {}): 
   const resolved = resolveLoadOptions(bundleUrl, options);
   const { client, opened } = await openBundle(resolved, resolved.signal);
   for (const w of resolved.warnings) console.warn(`selfxit: ${w}`);
-  return new ClassifierImpl(client, opened, (signal) => openBundle(resolved, signal));
+  return new ClassifierImpl(client, opened, (signal, avoid) => openBundle(resolved, signal, avoid));
 }
 
 /**
  * Starts a worker and opens the bundle in it, within `timeoutMs` (TIMEOUT) and until `signal` aborts (ABORTED); a
- * load that failed, timed out or was aborted ends its worker.
+ * load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated manifest.
  */
-async function openBundle(resolved: ResolvedLoad, signal: AbortSignal | undefined): Promise<Opened> {
+async function openBundle(
+  resolved: ResolvedLoad,
+  signal: AbortSignal | undefined,
+  avoidManifestHash?: string,
+): Promise<Opened> {
   if (signal?.aborted) throw abortError(signal, 'load()');
   const client = WorkerClient.start(resolved.workerUrl, resolved.liveness);
   const stop = watchDeadline('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
   try {
-    const { manifest, manifestHash, plan } = await client.init(resolved.init, resolved.onProgress);
+    const init = avoidManifestHash === undefined ? resolved.init : { ...resolved.init, avoidManifestHash };
+    const { manifest, manifestHash, plan } = await client.init(init, resolved.onProgress);
     const { manifestUrl } = resolved.init;
     return { client, opened: { manifest, manifestHash, manifestUrl, plan, warnings: resolved.warnings } };
   } catch (e) {

@@ -158,17 +158,19 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
       const progress = bestEffort(onProgress);
-      const open = (): Promise<BundleRuntime | LearnRuntime> =>
-        request.learn
-          ? learnCode().then((m) => m.LearnRuntime.open(request, progress, deps)) // a chunk loaded on first use
-          : BundleRuntime.open(request, progress, deps);
+      const open = (req: InitRequest): Promise<BundleRuntime | LearnRuntime> =>
+        req.learn
+          ? learnCode().then((m) => m.LearnRuntime.open(req, progress, deps)) // a chunk loaded on first use
+          : BundleRuntime.open(req, progress, deps);
       try {
-        runtime = await open();
+        runtime = await open(request);
       } catch (e) {
-        // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version, the
-        // same way (a learning load learns from it: its backbone, or segment 0 as its exits open, was the mismatch).
+        // A cached manifest whose bundle was replaced on the server (marked outdated, and avoided by its hash should
+        // the mark not have landed): open the new version, the same way (a learning load learns from it: its
+        // backbone, or segment 0 as its exits open, was the mismatch).
         if (!isSelfxitError(e, 'INTEGRITY_ERROR') || e.details?.bundleChanged !== true) throw e;
-        runtime = await open();
+        const avoid = e.details.manifestHash;
+        runtime = await open(typeof avoid === 'string' ? { ...request, avoidManifestHash: avoid } : request);
       }
       const plan =
         request.usePlan === true && runtime instanceof BundleRuntime ? await runtime.cachedPlan() : undefined;

@@ -94,7 +94,7 @@ export class BundleRuntime {
     exitOverheadMs: number | undefined,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
-    this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
+    this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys, manifestHash);
     // a quantized segment found in a bundle without `backbone.quantized`: its next open goes to WASM at once
     const quantized = (ops: readonly string[]): void => void cache.putQuantized?.(manifestHash, ops).catch(() => {});
     this.pool = new SessionPool(manifest, ort, this.source, progress, compile, quantized);
