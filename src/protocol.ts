@@ -266,6 +266,16 @@ export interface PlanReply {
   readonly state: RuntimeState;
 }
 
+/** A ping's answer. */
+export interface PingReply {
+  /**
+   * How many progress reports the worker has made (bytes of a file arriving, a file or segment ready; learning's aside):
+   * a count that grew since the last answer means the worker is moving on, which restarts the page's inactivity
+   * clocks (`callTimeoutMs`, load()'s `timeoutMs`) also where no `onProgress` listens.
+   */
+  readonly activity: number;
+}
+
 /**
  * The API the worker exposes through comlink. A call that fails rejects with a SelfxitError (any other thrown value
  * becomes INTERNAL); {@link installErrorTransfer} makes it arrive on the page as one, `code` and `details` included.
@@ -281,8 +291,8 @@ export interface WorkerApi {
   connect(port: MessagePort): Promise<void>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
-  /** Answers at once from the worker's message loop: the page's heartbeat. */
-  ping(): Promise<true>;
+  /** Answers at once from the worker's message loop: the page's heartbeat (with the worker's {@link PingReply.activity}). */
+  ping(): Promise<PingReply>;
   /**
    * Takes the Web Lock `name` and holds it until the worker ends (resolves true once held; false without Web Locks):
    * the page's request for the same lock is granted when the worker dies, even while it is busy.

@@ -50,21 +50,30 @@ export interface LoadOptions {
    * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
    */
   readonly plan?: 'cached' | 'off';
-  /** Deadline of load() in ms: past it, load() rejects with TIMEOUT and its worker ends. Default 120 s; 0 = none. */
+  /**
+   * Inactivity deadline of load() in ms: when the worker makes no progress for this long (no bytes of a file arriving,
+   * no file or segment ready: seen through `onProgress` events and the heartbeat's answers), load() rejects with
+   * TIMEOUT and its worker ends. A slow download that keeps moving never times out; for a fixed limit on the whole
+   * load, pass `signal: AbortSignal.timeout(ms)`. Default 120 s; 0 = none.
+   */
   readonly timeoutMs?: number;
   /** Aborts load(): it rejects with ABORTED and its worker ends. */
   readonly signal?: AbortSignal;
   /**
    * Ping period (ms) of the worker heartbeat. While no call is in flight, a worker that leaves a ping unanswered for
-   * 3 periods is taken as dead: pending and later calls reject with WORKER_DIED. During a call, ORT may block the worker
-   * thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where Web Locks exist).
-   * Default 5 s; 0 = off.
+   * 12 periods (60 s at the default) is taken as dead: pending and later calls reject with WORKER_DIED. During a call,
+   * ORT may block the worker thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where
+   * Web Locks exist). Each answer also says whether the worker made progress (a download under way), which restarts
+   * the inactivity clocks of `timeoutMs` and `callTimeoutMs`. Default 5 s; 0 = off.
    */
   readonly heartbeatMs?: number;
   /**
-   * Deadline (ms) of each classify(), classifyBatch() and plan() call, counted from when it was sent or, if later, from
-   * the worker's latest answer to a call sent before it (the worker runs calls one at a time): past it the call rejects with TIMEOUT
-   * and the worker is stopped (later calls: WORKER_DIED; load() again). Default 5 min; 0 = none.
+   * Inactivity deadline (ms) of each classify(), classifyBatch() and plan() call: its clock starts when it is sent and
+   * restarts whenever the worker answers a call sent before it (the worker runs calls one at a time) or makes progress
+   * (bytes of a lazily loaded segment arriving, a file or segment ready: `onProgress` events and the heartbeat's
+   * answers). When it passes `callTimeoutMs`, the call rejects with TIMEOUT and the worker is stopped (later calls:
+   * WORKER_DIED; load() again). A download that keeps moving never times out a call; a worker that neither answers nor
+   * moves on does. Default 5 min; 0 = none.
    */
   readonly callTimeoutMs?: number;
   /**

@@ -107,6 +107,43 @@ describe('Classifier re-open and dispose()', () => {
   });
 });
 
+describe('load() times out on inactivity', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** A worker whose init() downloads for `ms` (its ping's activity count grows meanwhile when `moving`). */
+  function downloading(ms: number, moving: boolean): WorkerApi {
+    let activity = 0;
+    let busy = false;
+    return {
+      ...fakeWorkerApi(),
+      ping: async () => ({ activity: busy && moving ? ++activity : activity }),
+      init: async () => {
+        busy = true;
+        await sleep(ms);
+        busy = false;
+        return { manifest, manifestHash: 'h', state: state0 };
+      },
+    };
+  }
+  const liveness: LoadOptions = { ...options, heartbeatMs: 20, timeoutMs: 150 };
+
+  it('a download of 4× timeoutMs that keeps progressing (no onProgress given) loads', async () => {
+    stubWorkers([downloading(600, true)]);
+    const clf = await load('https://x.test/b/', liveness);
+    expect(clf.info().manifestHash).toBe('h');
+    await clf.dispose();
+  });
+
+  it('one that makes no progress for timeoutMs rejects with TIMEOUT and its worker ends', async () => {
+    const workers = stubWorkers([downloading(600, false)]);
+    await expect(load('https://x.test/b/', liveness)).rejects.toMatchObject({
+      code: 'TIMEOUT',
+      details: { timeoutMs: 150 },
+      message: expect.stringMatching(/no progress for 150 ms/) as unknown,
+    });
+    expect(workers[0]!.terminated).toBe(true);
+  });
+});
+
 describe('Classifier while learning: the manifest of the learned exits in force', () => {
   /** The exitless manifest served before a fit, and a learning state (version; the manifest sent with a change). */
   const exitless = { ...manifest, exits: [], segments: [manifest.segments[0]] } as unknown as typeof manifest;

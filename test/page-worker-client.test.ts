@@ -322,7 +322,7 @@ describe('WorkerClient liveness', () => {
     return {
       api: {
         ...fakeWorkerApi(true),
-        ping: async () => (await gate, true),
+        ping: async () => (await gate, { activity: 0 }),
         holdLock: async () => held,
       },
       block: () => void (gate = new Promise((r) => (open = r))),
@@ -457,6 +457,59 @@ describe('WorkerClient liveness', () => {
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
   });
 
+  /** A worker whose classify() downloads for `ms` (its ping's activity count grows meanwhile when `moving`). */
+  function downloadingApi(ms: number, moving: boolean): WorkerApi {
+    let activity = 0;
+    let downloading = false;
+    return {
+      ...fakeWorkerApi(),
+      ping: async () => ({ activity: downloading && moving ? ++activity : activity }),
+      classify: async () => {
+        downloading = true;
+        await sleep(ms);
+        downloading = false;
+        return { results: [], state: state0 } as ClassifyReply;
+      },
+    };
+  }
+
+  it('callTimeoutMs counts inactivity: a call downloading for 4× as long (activity growing) is answered', async () => {
+    const { client } = startClient(downloadingApi(600, true), { heartbeatMs: 20, callTimeoutMs: 150 });
+    await client.init(request);
+    await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('a worker that answers pings but makes no progress still times out the call', async () => {
+    const { client } = startClient(downloadingApi(600, false), { heartbeatMs: 20, callTimeoutMs: 150 });
+    await client.init(request);
+    expect(await client.classify(classifyRequest, []).catch((e: unknown) => e)).toMatchObject({
+      code: 'TIMEOUT',
+      details: { callTimeoutMs: 150 },
+    });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+
+  it('progress events restart the clock too: a plan() reporting progress for 4× callTimeoutMs resolves', async () => {
+    const plan = { target: 0.9 } as DevicePlan;
+    const api: WorkerApi = {
+      ...fakeWorkerApi(),
+      plan: async (_req, onProgress) => {
+        for (let i = 0; i < 20; i++) {
+          await sleep(30);
+          await onProgress?.({ status: 'progress', file: 'validation.bin', loaded: i, total: 20, progress: 5 * i });
+        }
+        return { plan, state: state0 };
+      },
+    };
+    const { client } = startClient(api, { heartbeatMs: 0, callTimeoutMs: 150 });
+    await client.init(request);
+    const seen: string[] = [];
+    await expect(client.plan({ target: 0.9 }, (p) => seen.push(p.status))).resolves.toEqual(plan);
+    expect(seen).toHaveLength(20);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
   it('a worker busy in a long call (pings unanswered meanwhile) is not taken for dead', async () => {
     let busy = false;
     const api: WorkerApi = {
@@ -464,7 +517,7 @@ describe('WorkerClient liveness', () => {
       // While "ORT blocks the thread", a ping is answered only when the call is over.
       ping: async () => {
         while (busy) await sleep(5);
-        return true;
+        return { activity: 0 };
       },
       classify: async () => {
         busy = true;

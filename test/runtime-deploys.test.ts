@@ -143,6 +143,15 @@ describe('a bundle replaced in place while its manifest is cached', () => {
     await api.dispose();
   });
 
+  it("ping() counts the worker's progress reports (the page's inactivity clocks), also with no onProgress given", async () => {
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache: new MemoryCache() });
+    expect(await api.ping()).toEqual({ activity: 0 });
+    await api.init(request('tiny'));
+    const { activity } = await api.ping();
+    expect(activity).toBeGreaterThanOrEqual(4); // manifest and segment 0: initiate, download, …, done, ready
+    await api.dispose();
+  });
+
   it('a segment that does not match a manifest that did not change is a plain INTEGRITY_ERROR', async () => {
     const api = createWorkerApi({ loadOrt: loadOrtNode, cache: new MemoryCache() });
     const init = await api.init(request('tiny-badsha2'));

@@ -20,7 +20,7 @@ import type {
   TargetChoice,
 } from '../types.js';
 import { sendInParts, type PartTiming } from './batch.js';
-import { abortError, abortable, watchDeadline } from './deadline.js';
+import { abortError, abortable, watchInactivity } from './deadline.js';
 import { dropTransfers, toWireInput, type WireConversion } from './inputs.js';
 import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
@@ -521,7 +521,7 @@ export class ClassifierImpl implements Classifier {
  * @param bundleUrl URL of the bundle folder or of its manifest.json, relative to the page.
  * @param options See {@link LoadOptions}: backend `'auto'`, threads `min(4, cores)` when isolated else 1, cache `true`.
  * @throws SelfxitError FETCH_FAILED (details.status), INVALID_BUNDLE, INTEGRITY_ERROR, BACKEND_UNAVAILABLE, WORKER_DIED,
- * INVALID_ARGUMENT, TIMEOUT (`timeoutMs`), ABORTED (`signal`).
+ * INVALID_ARGUMENT, TIMEOUT (no progress for `timeoutMs`), ABORTED (`signal`).
  *
  * @example
  * import { load } from 'selfxit';
@@ -537,8 +537,8 @@ export async function load(bundleUrl: string | URL, options: LoadOptions = {}): 
 }
 
 /**
- * Starts a worker and opens the bundle in it, within `timeoutMs` (TIMEOUT) and until `signal` aborts (ABORTED); a
- * load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated manifest.
+ * Starts a worker and opens the bundle in it, until it makes no progress for `timeoutMs` (TIMEOUT) or `signal` aborts
+ * (ABORTED); a load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated manifest.
  */
 async function openBundle(
   resolved: ResolvedLoad,
@@ -547,7 +547,9 @@ async function openBundle(
 ): Promise<Opened> {
   if (signal?.aborted) throw abortError(signal, 'load()');
   const client = WorkerClient.start(resolved.workerUrl, resolved.liveness);
-  const stop = watchDeadline('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
+  // on inactivity: progress of the worker (a download under way) restarts the clock
+  const deadline = watchInactivity('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
+  client.onActivity = deadline.touch;
   try {
     const init = avoidManifestHash === undefined ? resolved.init : { ...resolved.init, avoidManifestHash };
     const { manifest, manifestHash, plan } = await client.init(init, resolved.onProgress);
@@ -557,6 +559,7 @@ async function openBundle(
     client.fail(new SelfxitError('DISPOSED', 'load() failed'));
     throw e;
   } finally {
-    stop();
+    client.onActivity = undefined;
+    deadline.stop();
   }
 }

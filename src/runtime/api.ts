@@ -1,7 +1,7 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
 // SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. classify() calls
 // arrive on their own port (serveClassify: one plain message each way). ping() and holdLock() are the page's liveness
-// checks (worker-client.ts).
+// checks (worker-client.ts); ping() also tells the page whether the worker is making progress (its inactivity clocks).
 import { transfer } from 'comlink';
 import { SelfxitError, isSelfxitError, toErrorPayload } from '../errors.js';
 import type {
@@ -12,6 +12,7 @@ import type {
   InitReply,
   InitRequest,
   PlanReply,
+  PingReply,
   PlanRequest,
   ProgressInfo,
   RuntimeState,
@@ -142,6 +143,16 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   /** The runtime's snapshot `pageState` was made from (a runtime returns the same object while its state holds). */
   let pageSource: RuntimeState | undefined;
   let seq = 0;
+  /** Progress reports made so far (learning's aside): the page's inactivity clocks restart while it grows (ping()). */
+  let activity = 0;
+  /** `onProgress` as the runtime calls it: best effort, each report counted as activity. */
+  const counted = (onProgress: ((p: ProgressInfo) => void) | undefined): ((p: ProgressInfo) => void) => {
+    const report = bestEffort(onProgress);
+    return (p) => {
+      if (p.status !== 'learn') activity++;
+      report(p);
+    };
+  };
   const reported = (s: RuntimeState): RuntimeState => {
     pageSource = s;
     return (pageState = { ...s, seq: ++seq });
@@ -157,7 +168,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
-      const progress = bestEffort(onProgress);
+      const progress = counted(onProgress);
       const open = (req: InitRequest): Promise<BundleRuntime | LearnRuntime> =>
         req.learn
           ? learnCode().then((m) => m.LearnRuntime.open(req, progress, deps)) // a chunk loaded on first use
@@ -211,7 +222,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
           'LEARNING_UNAVAILABLE',
           'plan() is not available while learning: the learner chooses the exits',
         );
-      const plan = await rt.plan(request, bestEffort(onProgress));
+      const plan = await rt.plan(request, counted(onProgress));
       return { plan, state: reported(rt.state()) };
     },
 
@@ -223,8 +234,8 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       return reported(rt.state());
     },
 
-    async ping(): Promise<true> {
-      return true;
+    async ping(): Promise<PingReply> {
+      return { activity };
     },
 
     async holdLock(name: string): Promise<boolean> {
