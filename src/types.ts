@@ -292,7 +292,8 @@ export interface Classifier {
    * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
    * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
    * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
-   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve.
+   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve. A setTarget()
+   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve.
    * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
    * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
    */

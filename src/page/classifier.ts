@@ -93,6 +93,8 @@ export class ClassifierImpl implements Classifier {
   private reopening: Promise<void> | undefined;
   /** On-device learning: the version of the learned exits this classifier's manifest and thresholds follow. */
   private learnVersion: number | undefined;
+  /** Counts setTarget() calls: a plan() that arrives after a newer setTarget() keeps that target. */
+  private targetsSet = 0;
 
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
@@ -467,6 +469,7 @@ export class ClassifierImpl implements Classifier {
     checkTargetArg(target);
     const choice = chooseThresholds(this.manifest, target, this.activePlan());
     this.choice = choice;
+    this.targetsSet++;
     return choice;
   }
 
@@ -484,10 +487,15 @@ export class ClassifierImpl implements Classifier {
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
+    const asked = this.targetsSet;
     const plan = await this.recovering(() => this.client.plan({ target }, onProgress));
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    // a setTarget() made while the plan was measured is newer than the plan's target: it is kept, with thresholds from
+    // the plan's curve (as a setTarget() made after the plan)
+    const newer = this.targetsSet !== asked ? this.choice.target : undefined;
     this.applyPlan(plan);
-    this.activePlan(); // a backend change since the measurement drops it again
+    const active = this.activePlan(); // a backend change since the measurement drops it again
+    if (newer !== undefined) this.choice = chooseThresholds(this.manifest, newer, active);
     return plan;
   }
 
