@@ -60,6 +60,10 @@ interface Opened {
 const bundleChanged = (e: unknown): boolean =>
   isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
 
+/** What a part of a batch rejects with when a re-open replaced the runtime the batch started on (it runs again). */
+const reopenedError = (): SelfxitError =>
+  new SelfxitError('DISPOSED', 'the bundle was re-opened in a new version during the batch', { reopened: true });
+
 /** An agreement target argument: a number in (0, 1]. Throws INVALID_TARGET naming the value and its type. */
 function checkTargetArg(target: unknown): asserts target is number {
   if (typeof target !== 'number')
@@ -349,8 +353,12 @@ export class ClassifierImpl implements Classifier {
     const request: ClassifyRequest = profile
       ? { inputs, thresholds, probabilities, profile }
       : { inputs, thresholds, probabilities };
-    return this.client.classify(request, transfer).then(
+    const client = this.client;
+    const manifest = this.manifest;
+    return client.classify(request, transfer).then(
       (served) => {
+        // answered by a runtime a re-open replaced meanwhile: the result is that version's (its thresholds, its labels)
+        if (this.client !== client) return this.toResult(served[0]!, manifest);
         this.syncLearning(); // the learned exits in force may have changed: the result names theirs
         return this.toResult(served[0]!, this.manifest);
       },
@@ -361,13 +369,20 @@ export class ClassifierImpl implements Classifier {
     );
   }
 
-  /** Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. */
+  /**
+   * Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. Every
+   * part goes to the runtime the batch started on: when a re-open replaced it meanwhile (another call found the bundle
+   * replaced), the next part rejects (DISPOSED, `details.reopened`) and {@link recovering} runs the whole batch again on
+   * the new version, so one batch never mixes two versions' thresholds and labels.
+   */
   private async runOnce(
     inputs: readonly unknown[],
     probabilities: boolean,
     profile: boolean,
     signal: AbortSignal | undefined,
   ): Promise<ClassifyResult[]> {
+    const client = this.client;
+    let manifest = this.manifest;
     let thresholds: readonly number[] | undefined;
     const check = (): void => {
       this.checkRunning(signal);
@@ -380,14 +395,17 @@ export class ClassifierImpl implements Classifier {
       const request: ClassifyRequest = profile
         ? { inputs: wires, thresholds: thresholds!, probabilities, profile }
         : { inputs: wires, thresholds: thresholds!, probabilities };
-      const served = await this.client.classify(request, transfers);
-      // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
-      this.syncLearning();
-      const manifest = this.manifest;
+      if (this.client !== client) throw reopenedError();
+      const served = await client.classify(request, transfers);
+      if (this.client === client) {
+        // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
+        this.syncLearning();
+        manifest = this.manifest;
+      }
       return served.map((r) => this.toResult(r, manifest));
     };
     try {
-      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, this.client.spares);
+      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, client.spares);
     } finally {
       this.syncLearning(); // also after a failed call (the state its failure left)
     }
