@@ -65,7 +65,7 @@ export interface InitRequest {
   readonly avoidManifestHash?: string;
   /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files; undefined: `ort/` beside the worker. */
   readonly wasmPaths: string | undefined;
-  /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */
+  /** Look up a cached device plan for this manifest hash, backend, thread count and engine (load option `plan: 'cached'`). */
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
@@ -162,7 +162,7 @@ export interface InitReply {
   /** sha256 (hex) of the manifest text. */
   readonly manifestHash: string;
   readonly state: RuntimeState;
-  /** The cached device plan for this manifest hash, backend and thread count, when `usePlan` and one exists. */
+  /** The cached device plan for this manifest hash, backend, thread count and engine, when `usePlan` and one exists. */
   readonly plan?: DevicePlan;
 }
 

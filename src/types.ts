@@ -45,8 +45,8 @@ export interface LoadOptions {
   readonly wasmPaths?: string | URL;
   /**
    * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
-   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use and the thread
-   * count, it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
+   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use, the thread
+   * count and the engine (compiled or stages: the one its times were measured on), it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
    * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
    */
   readonly plan?: 'cached' | 'off';
@@ -290,7 +290,7 @@ export interface Classifier {
    * Makes this device's plan and applies it: the worker loads every segment, times each stage (segment plus fused
    * head) at batch 1 on the backend in use, fetches the bundle's `validation.bin` (cached by sha256), and chooses
    * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
-   * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
+   * cached per manifest hash, backend, thread count and engine (unless `cache: false`), so a later load() with
    * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
    * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve. A setTarget()
    * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve.

@@ -1,5 +1,5 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
-// manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, live exit pruning's
+// manifest hash, backend, thread count and engine, compiled cascades per manifest hash, backend and prefix, live exit pruning's
 // remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
 // A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
 // into no cache, a failed write (quota) into a read-only one; a slow write is only waited for less.
@@ -88,9 +88,13 @@ export function prunedKey(manifestHash: string, backend: string): string {
   return `${PRUNED_PREFIX}${manifestHash}:${backend}`;
 }
 
-/** Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>`. */
-export function planKey(manifestHash: string, backend: string, threads: number): string {
-  return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}`;
+/**
+ * Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>:<engine>` (its times were measured on that
+ * engine: the compiled cascade and the stage engine price exits differently). Keys of older versions, without the
+ * engine, are never read again (and go with the bundle version's other plans).
+ */
+export function planKey(manifestHash: string, backend: string, threads: number, engine: 'compiled' | 'stages'): string {
+  return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}:${engine}`;
 }
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
