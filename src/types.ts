@@ -41,7 +41,10 @@ export interface LoadOptions {
   readonly onProgress?: (progress: ProgressInfo) => void;
   /** URL of the worker module. Default: `selfxit.worker.js` beside selfxit.js (dist/). */
   readonly workerUrl?: string | URL;
-  /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
+  /**
+   * URL prefix of onnxruntime-web's `ort-wasm-simd-threaded*.{mjs,wasm}` files. Default: `ort/` beside the worker
+   * (dist/ort/, or wherever a bundler emitted them).
+   */
   readonly wasmPaths?: string | URL;
   /**
    * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
