@@ -67,7 +67,8 @@ export interface LoadOptions {
    * 12 periods (60 s at the default) is taken as dead: pending and later calls reject with WORKER_DIED. During a call,
    * ORT may block the worker thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where
    * Web Locks exist). Each answer also says whether the worker made progress (a download under way), which restarts
-   * the inactivity clocks of `timeoutMs` and `callTimeoutMs`. Default 5 s; 0 = off.
+   * the inactivity clocks of `timeoutMs` and `callTimeoutMs`. Default 5 s; 0 = off; otherwise at least 100 ms
+   * (INVALID_ARGUMENT: shorter periods stop a worker that is only busy).
    */
   readonly heartbeatMs?: number;
   /**
@@ -76,7 +77,7 @@ export interface LoadOptions {
    * (bytes of a lazily loaded segment arriving, a file or segment ready: `onProgress` events and the heartbeat's
    * answers). When it passes `callTimeoutMs`, the call rejects with TIMEOUT and the worker is stopped (later calls:
    * WORKER_DIED; load() again). A download that keeps moving never times out a call; a worker that neither answers nor
-   * moves on does. Default 5 min; 0 = none.
+   * moves on does. Default 5 min; 0 = none; otherwise at least 100 ms (INVALID_ARGUMENT).
    */
   readonly callTimeoutMs?: number;
   /**

@@ -170,21 +170,21 @@ describe('load() times out on inactivity', () => {
       },
     };
   }
-  const liveness: LoadOptions = { ...options, heartbeatMs: 20, timeoutMs: 150 };
+  const liveness: LoadOptions = { ...options, heartbeatMs: 100, timeoutMs: 300 };
 
   it('a download of 4× timeoutMs that keeps progressing (no onProgress given) loads', async () => {
-    stubWorkers([downloading(600, true)]);
+    stubWorkers([downloading(1200, true)]);
     const clf = await load('https://x.test/b/', liveness);
     expect(clf.info().manifestHash).toBe('h');
     await clf.dispose();
   });
 
   it('one that makes no progress for timeoutMs rejects with TIMEOUT and its worker ends', async () => {
-    const workers = stubWorkers([downloading(600, false)]);
+    const workers = stubWorkers([downloading(1200, false)]);
     await expect(load('https://x.test/b/', liveness)).rejects.toMatchObject({
       code: 'TIMEOUT',
-      details: { timeoutMs: 150 },
-      message: expect.stringMatching(/no progress for 150 ms/) as unknown,
+      details: { timeoutMs: 300 },
+      message: expect.stringMatching(/no progress for 300 ms/) as unknown,
     });
     expect(workers[0]!.terminated).toBe(true);
   });
