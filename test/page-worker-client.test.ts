@@ -191,6 +191,22 @@ describe('WorkerClient', () => {
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
   });
 
+  it('the bitmaps made for a call that is not sent (not postable, or the worker is dead) are closed', async () => {
+    const { client } = startClient(fakeWorkerApi(true));
+    await client.init(request);
+    let closed = 0;
+    const bitmap = (): Transferable => ({ close: () => closed++ }) as unknown as Transferable;
+    const uncloneable = {
+      ...classifyRequest,
+      inputs: [{ kind: 'blob', blob: () => {} }],
+    } as unknown as ClassifyRequest;
+    await expect(client.classify(uncloneable, [bitmap()])).rejects.toBeInstanceOf(SelfxitError);
+    expect(closed).toBe(1);
+    client.fail(new SelfxitError('WORKER_DIED', 'gone'));
+    await expect(client.classify(classifyRequest, [bitmap()])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+    expect(closed).toBe(2);
+  });
+
   it('a worker without the classify port (another version of selfxit.worker.js) fails at once with RUNTIME_FILES_UNAVAILABLE', async () => {
     const { connect: _, ...old } = fakeWorkerApi();
     const { client } = startClient(old as WorkerApi);

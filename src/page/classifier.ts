@@ -386,6 +386,7 @@ export class ClassifierImpl implements Classifier {
     let thresholds: readonly number[] | undefined;
     const check = (): void => {
       this.checkRunning(signal);
+      if (this.client !== client) throw reopenedError(); // before a part is sent (its bitmaps then closed)
       if (thresholds) return;
       this.activePlan();
       thresholds = this.choice.thresholds;
@@ -395,7 +396,6 @@ export class ClassifierImpl implements Classifier {
       const request: ClassifyRequest = profile
         ? { inputs: wires, thresholds: thresholds!, probabilities, profile }
         : { inputs: wires, thresholds: thresholds!, probabilities };
-      if (this.client !== client) throw reopenedError();
       const served = await client.classify(request, transfers);
       if (this.client === client) {
         // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)

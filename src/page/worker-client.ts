@@ -23,6 +23,7 @@ import {
   type WorkerApi,
 } from '../protocol.js';
 import { BufferPool } from './buffer-pool.js';
+import { dropTransfers } from './inputs.js';
 import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
 
@@ -351,15 +352,20 @@ export class WorkerClient implements ClassifierTransport {
 
   /**
    * Sends the call on the classify port (inputs moved, not copied); it settles with the answer, or with TIMEOUT /
-   * WORKER_DIED / DISPOSED as any other call. An input that cannot be posted rejects at once with INVALID_INPUT.
+   * WORKER_DIED / DISPOSED as any other call. An input that cannot be posted rejects at once with INVALID_INPUT. The
+   * transfers are the SDK's own (bitmaps made for the inputs, copies): when they are not sent, the bitmaps are closed.
    */
   classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
-    if (this.dead) return Promise.reject(this.dead);
+    if (this.dead) {
+      dropTransfers(transfers); // the bitmaps made for it will not be sent
+      return Promise.reject(this.dead);
+    }
     const id = this.nextId++;
     return new Promise<readonly WireResult[]>((resolve, reject) => {
       try {
         this.port.postMessage({ id, request } satisfies ClassifyCall, transfers as Transferable[]);
       } catch (e) {
+        dropTransfers(transfers); // not posted: nothing was moved, the bitmaps made for it are still the page's
         reject(postError(e));
         return;
       }

@@ -21,6 +21,7 @@ import type {
 } from '../protocol.js';
 import type { LearnDeps, LearnRuntime } from './learn-runtime.js';
 import { learnCode } from './learn-worker.js';
+import { closeBitmaps } from './preprocess.js';
 import { BundleRuntime } from './runtime.js';
 import { sameItems } from './same-items.js';
 
@@ -164,6 +165,22 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     return runtime;
   }
 
+  /**
+   * One classify() call on the runtime. When it fails (also before it started: DISPOSED), the request's ImageBitmaps
+   * are closed: those it did not reach would otherwise stay open until garbage collection.
+   */
+  async function run(
+    request: ClassifyRequest,
+  ): Promise<{ rt: BundleRuntime | LearnRuntime; results: readonly WireResult[] }> {
+    try {
+      const rt = current();
+      return { rt, results: await rt.classify(request) };
+    } catch (e) {
+      closeBitmaps(request.inputs);
+      throw e;
+    }
+  }
+
   const api: WorkerApi = {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
@@ -194,8 +211,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     },
 
     async classify(request: ClassifyRequest): Promise<ClassifyReply> {
-      const rt = current();
-      const results = await rt.classify(request);
+      const { rt, results } = await run(request);
       const reply: ClassifyReply = { results, state: reported(rt.state()) };
       const buffers = resultTransfers(results);
       return buffers.length > 0 ? transfer(reply, buffers) : reply;
@@ -204,8 +220,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     async connect(port: MessagePort): Promise<void> {
       // The port's replies carry the state only when it differs from the one the page holds.
       const classify = async (request: ClassifyRequest): Promise<PortReply> => {
-        const rt = current();
-        const results = await rt.classify(request);
+        const { rt, results } = await run(request);
         const state = rt.state();
         const same = pageState && ((state === pageSource && !state.learning) || sameState(state, pageState));
         const spare = rt instanceof BundleRuntime ? spareBuffers(request) : undefined;
