@@ -184,7 +184,7 @@ export class BundleSource {
   private async fileBytes(f: BundleFile, progress: Progress = this.progress): Promise<Uint8Array> {
     const { file, sha256: expected, url } = f;
     const at = f.segment === undefined ? {} : { segment: f.segment };
-    const cached = await this.cache.getSegment(expected);
+    const cached = await this.cache.getSegment(expected, f.bytes);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
         if (f.segment !== undefined) this.cachedSegments[f.segment] = true;
