@@ -358,6 +358,24 @@ describe('WorkerClient liveness', () => {
     return client;
   }
 
+  it('a page restored from the back/forward cache: the time it was frozen does not count against the worker', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
+    vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
+    const w = blockingApi(false);
+    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
+    await client.init(request);
+    w.block(); // a ping outstanding when the page was frozen (the worker frozen with it)
+    await sleep(9 * 20);
+    const show = Object.assign(new Event('pageshow'), { persisted: true });
+    target.dispatchEvent(show); // restored: 9 periods of the ping's 12 had passed (the time frozen)
+    await sleep(5 * 20); // 14 periods since the ping, 5 since the restore
+    w.unblock();
+    await sleep(30);
+    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
   it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
     const w = blockingApi(false);
     await busyForSixPeriods(w);

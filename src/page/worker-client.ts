@@ -164,6 +164,16 @@ export class WorkerClient implements ClassifierTransport {
   /** Told when the worker makes progress (load()'s inactivity deadline: classifier.ts). */
   onActivity: (() => void) | undefined;
   private readonly heartbeat: ReturnType<typeof setInterval> | undefined;
+  /**
+   * A page restored from the back/forward cache: while it was kept there its worker and timers were frozen, so the
+   * clocks of the calls in flight and of an outstanding ping start again from now (the time frozen is no silence).
+   */
+  private readonly onPageShow = (e: Event): void => {
+    if (!(e as PageTransitionEvent).persisted || this.dead) return;
+    if (this.pingSentAt !== undefined) this.pingSentAt = Date.now();
+    const now = performance.now();
+    for (const call of this.inFlight.values()) call.from = Math.max(call.from, now);
+  };
   /** Cancels the page's request for the worker's lock. */
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
@@ -205,6 +215,7 @@ export class WorkerClient implements ClassifierTransport {
       (this.heartbeat as { unref?: () => void }).unref?.();
     }
     this.watchLock();
+    (globalThis as Partial<EventTarget>).addEventListener?.('pageshow', this.onPageShow);
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
@@ -495,6 +506,7 @@ export class WorkerClient implements ClassifierTransport {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();
+    (globalThis as Partial<EventTarget>).removeEventListener?.('pageshow', this.onPageShow);
     this.releaseBlob();
     this.spares.clear();
     this.rejectAll(error);
