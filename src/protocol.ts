@@ -65,7 +65,7 @@ export interface InitRequest {
   readonly avoidManifestHash?: string;
   /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files; undefined: `ort/` beside the worker. */
   readonly wasmPaths: string | undefined;
-  /** Look up a cached device plan for this manifest hash, backend, thread count and engine (load option `plan: 'cached'`). */
+  /** Look up a cached device plan for this manifest hash, backend, thread count and engine (load option `plan`). */
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
@@ -291,7 +291,7 @@ export interface WorkerApi {
   connect(port: MessagePort): Promise<void>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
-  /** Answers at once from the worker's message loop: the page's heartbeat (with the worker's {@link PingReply.activity}). */
+  /** Answers at once from the worker's message loop: the page's heartbeat (with the worker's progress count). */
   ping(): Promise<PingReply>;
   /**
    * Takes the Web Lock `name` and holds it until the worker ends (resolves true once held; false without Web Locks):

@@ -564,7 +564,8 @@ export async function load(bundleUrl: string | URL, options: LoadOptions = {}): 
 
 /**
  * Starts a worker and opens the bundle in it, until it makes no progress for `timeoutMs` (TIMEOUT) or `signal` aborts
- * (ABORTED); a load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated manifest.
+ * (ABORTED); a load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated
+ * manifest.
  */
 async function openBundle(
   resolved: ResolvedLoad,

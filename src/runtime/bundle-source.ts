@@ -164,7 +164,7 @@ export class BundleSource {
     private readonly cache: BundleCache,
     private readonly progress: Progress,
     cachedKeys: ReadonlySet<string>,
-    /** sha256 of the manifest's text: named by a `bundleChanged` error (`details.manifestHash`) so a re-open avoids it. */
+    /** sha256 of the manifest's text: a `bundleChanged` error names it (`details.manifestHash`), a re-open avoids it. */
     private readonly manifestHash?: string,
   ) {
     this.cachedSegments = manifest.segments.map((s) => cachedKeys.has(s.sha256));
