@@ -49,8 +49,9 @@ export interface LoadOptions {
   /**
    * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
    * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use, the thread
-   * count and the engine (compiled or stages: the one its times were measured on), it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
-   * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
+   * count and the engine (compiled or stages: the one its times were measured on), it is applied at load
+   * (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply until `clf.plan()` is
+   * called. With `cache: false` there is never a cached plan.
    */
   readonly plan?: 'cached' | 'off';
   /**

@@ -89,7 +89,7 @@ export async function loadManifest(
   const file = 'manifest.json';
   progress({ status: 'initiate', file });
   const cached = req.cache === 'reload' ? undefined : await cache.getManifest(url);
-  // outdated: marked so in the cache, or named by the request (the mark is an IndexedDB write, which may not have landed)
+  // outdated: marked so in the cache, or named by the request (the mark is an IndexedDB write: it may not have landed)
   const outdated = cached !== undefined && (cached.outdated === true || cached.hash === req.avoidManifestHash);
   const fromCache = (stale: boolean): LoadedManifest | undefined => {
     if (!cached || outdated) return undefined;

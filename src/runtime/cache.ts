@@ -1,6 +1,6 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
-// manifest hash, backend, thread count and engine, compiled cascades per manifest hash, backend and prefix, live exit pruning's
-// remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
+// manifest hash, backend, thread count and engine, compiled cascades per manifest hash, backend and prefix, live exit
+// pruning's remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
 // A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
 // into no cache, a failed write (quota) into a read-only one; a slow write is only waited for less.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
