@@ -167,7 +167,7 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
   expect(uncached.stages).toBe(3);
   expect(uncached.applied).toBe(true);
   expect(uncached.laterPlan).toBeNull();
-  expect(uncached.planKeys).toEqual([`plan:${info.manifestHash}:wasm:${info.threads}`]);
+  expect(uncached.planKeys).toEqual([`plan:${info.manifestHash}:wasm:${info.threads}:${info.engine}`]);
   expect(uncached.error).toMatchObject({ code: 'INVALID_BUNDLE' });
   expect(uncached.error!.message).toMatch(/validation/);
 });

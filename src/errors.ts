@@ -26,7 +26,7 @@ export type SelfxitErrorCode =
   | 'DISPOSED' // the classifier was disposed
   | 'WORKER_DIED' // the worker crashed or was terminated
   | 'ABORTED' // the operation was cancelled by the caller
-  | 'TIMEOUT' // no answer within the deadline (load() timeoutMs, callTimeoutMs)
+  | 'TIMEOUT' // no answer and no progress within the deadline (load() timeoutMs, callTimeoutMs: on inactivity)
   | 'LEARNING_UNAVAILABLE' // a call that needs on-device learning without it (learning()), or not possible while learning (plan())
   | 'INTERNAL'; // a bug: please report
 

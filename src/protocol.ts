@@ -58,9 +58,14 @@ export interface InitRequest {
   readonly cache: boolean | 'reload';
   /** A cached manifest older than this is fetched again. */
   readonly manifestMaxAgeMs: number;
+  /**
+   * sha256 of a manifest a file no longer matched (the bundle was replaced on the server): a cached manifest with this
+   * hash is never used, whether or not marking it outdated in the cache landed (a re-open after `bundleChanged`).
+   */
+  readonly avoidManifestHash?: string;
   /** Absolute URL prefix (ending in '/') of onnxruntime-web's .mjs/.wasm files; undefined: `ort/` beside the worker. */
   readonly wasmPaths: string | undefined;
-  /** Look up a cached device plan for this manifest hash, backend and thread count (load option `plan: 'cached'`). */
+  /** Look up a cached device plan for this manifest hash, backend, thread count and engine (load option `plan`). */
   readonly usePlan: boolean;
   /** Engine for batch-1 calls (load option `engine`); undefined = 'auto'. */
   readonly engine?: EngineChoice;
@@ -157,7 +162,7 @@ export interface InitReply {
   /** sha256 (hex) of the manifest text. */
   readonly manifestHash: string;
   readonly state: RuntimeState;
-  /** The cached device plan for this manifest hash, backend and thread count, when `usePlan` and one exists. */
+  /** The cached device plan for this manifest hash, backend, thread count and engine, when `usePlan` and one exists. */
   readonly plan?: DevicePlan;
 }
 
@@ -261,6 +266,16 @@ export interface PlanReply {
   readonly state: RuntimeState;
 }
 
+/** A ping's answer. */
+export interface PingReply {
+  /**
+   * How many progress reports the worker has made (bytes of a file arriving, a file or segment ready; learning's aside):
+   * a count that grew since the last answer means the worker is moving on, which restarts the page's inactivity
+   * clocks (`callTimeoutMs`, load()'s `timeoutMs`) also where no `onProgress` listens.
+   */
+  readonly activity: number;
+}
+
 /**
  * The API the worker exposes through comlink. A call that fails rejects with a SelfxitError (any other thrown value
  * becomes INTERNAL); {@link installErrorTransfer} makes it arrive on the page as one, `code` and `details` included.
@@ -276,8 +291,8 @@ export interface WorkerApi {
   connect(port: MessagePort): Promise<void>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
-  /** Answers at once from the worker's message loop: the page's heartbeat. */
-  ping(): Promise<true>;
+  /** Answers at once from the worker's message loop: the page's heartbeat (with the worker's progress count). */
+  ping(): Promise<PingReply>;
   /**
    * Takes the Web Lock `name` and holds it until the worker ends (resolves true once held; false without Web Locks):
    * the page's request for the same lock is granted when the worker dies, even while it is busy.

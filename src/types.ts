@@ -41,30 +41,44 @@ export interface LoadOptions {
   readonly onProgress?: (progress: ProgressInfo) => void;
   /** URL of the worker module. Default: `selfxit.worker.js` beside selfxit.js (dist/). */
   readonly workerUrl?: string | URL;
-  /** URL prefix of onnxruntime-web's `.mjs`/`.wasm` files. Default: `ort/` beside selfxit.js (dist/ort/). */
+  /**
+   * URL prefix of onnxruntime-web's `ort-wasm-simd-threaded*.{mjs,wasm}` files. Default: `ort/` beside the worker
+   * (dist/ort/, or wherever a bundler emitted them).
+   */
   readonly wasmPaths?: string | URL;
   /**
    * Device plan (exits and thresholds chosen by times measured on this device, see `clf.plan()`). Default
-   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use and the thread
-   * count, it is applied at load (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply
-   * until `clf.plan()` is called. With `cache: false` there is never a cached plan.
+   * `'cached'`: when the cache holds a plan for this bundle version (manifest hash), the backend in use, the thread
+   * count and the engine (compiled or stages: the one its times were measured on), it is applied at load
+   * (`info().plan`). `'off'`: no cached plan is looked up; the manifest's thresholds apply until `clf.plan()` is
+   * called. With `cache: false` there is never a cached plan.
    */
   readonly plan?: 'cached' | 'off';
-  /** Deadline of load() in ms: past it, load() rejects with TIMEOUT and its worker ends. Default 120 s; 0 = none. */
+  /**
+   * Inactivity deadline of load() in ms: when the worker makes no progress for this long (no bytes of a file arriving,
+   * no file or segment ready: seen through `onProgress` events and the heartbeat's answers), load() rejects with
+   * TIMEOUT and its worker ends. A slow download that keeps moving never times out; for a fixed limit on the whole
+   * load, pass `signal: AbortSignal.timeout(ms)`. Default 120 s; 0 = none.
+   */
   readonly timeoutMs?: number;
   /** Aborts load(): it rejects with ABORTED and its worker ends. */
   readonly signal?: AbortSignal;
   /**
    * Ping period (ms) of the worker heartbeat. While no call is in flight, a worker that leaves a ping unanswered for
-   * 3 periods is taken as dead: pending and later calls reject with WORKER_DIED. During a call, ORT may block the worker
-   * thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where Web Locks exist).
-   * Default 5 s; 0 = off.
+   * 12 periods (60 s at the default) is taken as dead: pending and later calls reject with WORKER_DIED. During a call,
+   * ORT may block the worker thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where
+   * Web Locks exist). Each answer also says whether the worker made progress (a download under way), which restarts
+   * the inactivity clocks of `timeoutMs` and `callTimeoutMs`. Default 5 s; 0 = off; otherwise at least 100 ms
+   * (INVALID_ARGUMENT: shorter periods stop a worker that is only busy).
    */
   readonly heartbeatMs?: number;
   /**
-   * Deadline (ms) of each classify(), classifyBatch() and plan() call, counted from when it was sent or, if later, from
-   * the worker's latest answer to a call sent before it (the worker runs calls one at a time): past it the call rejects with TIMEOUT
-   * and the worker is stopped (later calls: WORKER_DIED; load() again). Default 5 min; 0 = none.
+   * Inactivity deadline (ms) of each classify(), classifyBatch() and plan() call: its clock starts when it is sent and
+   * restarts whenever the worker answers a call sent before it (the worker runs calls one at a time) or makes progress
+   * (bytes of a lazily loaded segment arriving, a file or segment ready: `onProgress` events and the heartbeat's
+   * answers). When it passes `callTimeoutMs`, the call rejects with TIMEOUT and the worker is stopped (later calls:
+   * WORKER_DIED; load() again). A download that keeps moving never times out a call; a worker that neither answers nor
+   * moves on does. Default 5 min; 0 = none; otherwise at least 100 ms (INVALID_ARGUMENT).
    */
   readonly callTimeoutMs?: number;
   /**
@@ -281,9 +295,10 @@ export interface Classifier {
    * Makes this device's plan and applies it: the worker loads every segment, times each stage (segment plus fused
    * head) at batch 1 on the backend in use, fetches the bundle's `validation.bin` (cached by sha256), and chooses
    * exits and thresholds again by those times for `options.target` (default: the current target). The plan is
-   * cached per manifest hash, backend and thread count (unless `cache: false`), so a later load() with
+   * cached per manifest hash, backend, thread count and engine (unless `cache: false`), so a later load() with
    * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
-   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve.
+   * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve. A setTarget()
+   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve.
    * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
    * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
    */

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { ClassifierImpl, load } from '../src/page/classifier.js';
-import type { LearningState, WorkerApi } from '../src/protocol.js';
+import type { InitRequest, LearningState, WireResult, WorkerApi } from '../src/protocol.js';
 import type { LoadOptions } from '../src/types.js';
 import {
   FakeTransport,
@@ -23,12 +23,12 @@ afterEach(() => {
 
 const options: LoadOptions = { workerUrl: 'https://x.test/selfxit.worker.js', heartbeatMs: 0, callTimeoutMs: 0 };
 
-/** A worker whose bundle was replaced on the server: its classify() calls reject so. */
+/** A worker whose bundle was replaced on the server: its classify() calls reject so (naming the outdated manifest). */
 function replacedApi(): WorkerApi {
   return {
     ...fakeWorkerApi(),
     classify: async () => {
-      throw new SelfxitError('INTEGRITY_ERROR', 'manifest.json changed', { bundleChanged: true });
+      throw new SelfxitError('INTEGRITY_ERROR', 'manifest.json changed', { bundleChanged: true, manifestHash: 'h' });
     },
   };
 }
@@ -55,6 +55,21 @@ describe('Classifier re-open and dispose()', () => {
     await vi.waitFor(() => expect(workers[0]!.terminated).toBe(true)); // the old worker ends
     await clf.dispose();
     expect(workers[1]!.terminated).toBe(true);
+  });
+
+  it('the re-open asks the new worker to avoid the outdated manifest (its cached copy may not be marked so)', async () => {
+    const requests: InitRequest[] = [];
+    const opens: WorkerApi['init'] = async (req) => {
+      requests.push(req);
+      return { manifest, manifestHash: 'h2', state: state0 };
+    };
+    stubWorkers([replacedApi(), newVersionApi(opens)]);
+    const clf = await load('https://x.test/b/', options);
+    await clf.classify(new Float32Array(1));
+    expect(requests).toHaveLength(1);
+    expect(requests[0]).toMatchObject({ avoidManifestHash: 'h', manifestUrl: 'https://x.test/b/manifest.json' });
+    expect(clf.info().manifestHash).toBe('h2');
+    await clf.dispose();
   });
 
   it('dispose() during the re-open: the waiting call rejects DISPOSED at once and the new worker is terminated', async () => {
@@ -89,6 +104,89 @@ describe('Classifier re-open and dispose()', () => {
     expect(failed).toHaveBeenCalledTimes(1);
     expect(vi.getTimerCount()).toBe(0);
     await expect(clf.classify(new Float32Array(1))).rejects.toMatchObject({ code: 'DISPOSED' });
+  });
+});
+
+describe('a batch during a re-open', () => {
+  it('a part sent after another call re-opened the bundle does not go to the new version: the whole batch runs again there', async () => {
+    const result = (index: number) => ({ index, confidence: 1, exit: -1, stages: [1], totalMs: 1 });
+    const old = new FakeTransport();
+    let firstPart: (r: ReturnType<typeof result>[]) => void = () => {};
+    let calls = 0;
+    old.classify = () => {
+      if (++calls === 1) return new Promise((r) => (firstPart = r)); // part 1 of the batch, still running
+      return Promise.reject(new SelfxitError('INTEGRITY_ERROR', 'replaced', { bundleChanged: true }));
+    };
+    const next = new FakeTransport();
+    const parts: number[] = [];
+    next.classify = async (req) => (parts.push(req.inputs.length), req.inputs.map(() => result(1)));
+    const opened = { manifest, manifestHash: 'h', manifestUrl: 'https://x.test/m.json' };
+    const reopen = async () => ({ client: next, opened: { ...opened, manifestHash: 'h2' } });
+    const clf = new ClassifierImpl(old, opened, reopen, 8); // 8 bytes a part: 2 inputs each
+    const batch = clf.classifyBatch([0, 1, 2, 3].map(() => new Float32Array(1)));
+    await vi.waitFor(() => expect(calls).toBe(1));
+    await clf.classify(new Float32Array(1)); // finds the bundle replaced: re-opens, runs on the new version
+    expect(clf.info().manifestHash).toBe('h2');
+    firstPart([0, 1].map(() => result(0))); // the old version answers part 1
+    const results = await batch;
+    expect(results.map((r) => r.index)).toEqual([1, 1, 1, 1]); // all of it from the new version
+    expect(parts).toEqual([1, 2, 2]); // the single call, then the batch again in two parts
+  });
+
+  it('a single call the old version answers after a re-open is labelled with that version', async () => {
+    const old = new FakeTransport();
+    let answer: (r: WireResult[]) => void = () => {};
+    let calls = 0;
+    old.classify = () => {
+      if (++calls === 1) return new Promise((r) => (answer = r));
+      return Promise.reject(new SelfxitError('INTEGRITY_ERROR', 'replaced', { bundleChanged: true }));
+    };
+    const opened = { manifest, manifestHash: 'h', manifestUrl: 'https://x.test/m.json' };
+    const renamed = { ...manifest, labels: ['x', 'y'] } as typeof manifest;
+    const reopen = async () => ({ client: new FakeTransport(), opened: { ...opened, manifest: renamed } });
+    const clf = new ClassifierImpl(old, opened, reopen);
+    const first = clf.classify(new Float32Array(1));
+    await vi.waitFor(() => expect(calls).toBe(1));
+    expect((await clf.classify(new Float32Array(1))).label).toBe('x');
+    answer([{ index: 0, confidence: 1, exit: -1, stages: [1], totalMs: 1 }]);
+    expect((await first).label).toBe('a');
+  });
+});
+
+describe('load() times out on inactivity', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** A worker whose init() downloads for `ms` (its ping's activity count grows meanwhile when `moving`). */
+  function downloading(ms: number, moving: boolean): WorkerApi {
+    let activity = 0;
+    let busy = false;
+    return {
+      ...fakeWorkerApi(),
+      ping: async () => ({ activity: busy && moving ? ++activity : activity }),
+      init: async () => {
+        busy = true;
+        await sleep(ms);
+        busy = false;
+        return { manifest, manifestHash: 'h', state: state0 };
+      },
+    };
+  }
+  const liveness: LoadOptions = { ...options, heartbeatMs: 100, timeoutMs: 300 };
+
+  it('a download of 4× timeoutMs that keeps progressing (no onProgress given) loads', async () => {
+    stubWorkers([downloading(1200, true)]);
+    const clf = await load('https://x.test/b/', liveness);
+    expect(clf.info().manifestHash).toBe('h');
+    await clf.dispose();
+  });
+
+  it('one that makes no progress for timeoutMs rejects with TIMEOUT and its worker ends', async () => {
+    const workers = stubWorkers([downloading(1200, false)]);
+    await expect(load('https://x.test/b/', liveness)).rejects.toMatchObject({
+      code: 'TIMEOUT',
+      details: { timeoutMs: 300 },
+      message: expect.stringMatching(/no progress for 300 ms/) as unknown,
+    });
+    expect(workers[0]!.terminated).toBe(true);
   });
 });
 

@@ -107,6 +107,29 @@ describe('Classifier with a device plan', () => {
     expect(clf.info().plan?.target).toBe(0.9); // the earlier plan stays
   });
 
+  it('a setTarget() made while plan() measures is kept: the plan applies with thresholds for the newer target', async () => {
+    const client = new FakeTransport();
+    let answer: (p: DevicePlan) => void = () => {};
+    client.plan = () => new Promise<DevicePlan>((r) => (answer = r));
+    const clf = make(client);
+    const planning = clf.plan({ target: 0.9 });
+    expect(clf.setTarget(0.8).target).toBe(0.8);
+    const plan = makePlan('webgpu', 0.9);
+    answer(plan);
+    await expect(planning).resolves.toBe(plan);
+    const expected = chooseThresholds(manifest, 0.8, plan);
+    expect(clf.info()).toMatchObject({ target: 0.8, plan: { target: 0.9 } });
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual(expected.thresholds);
+    // with no setTarget() meanwhile, the plan's own target and thresholds apply
+    const again = clf.plan({ target: 0.9 });
+    answer(plan);
+    await again;
+    expect(clf.info().target).toBe(0.9);
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual(plan.thresholds);
+  });
+
   it('bad plan()/setTarget() arguments are typed errors naming the value and its type', async () => {
     const clf = make(new FakeTransport());
     const bad = (f: () => unknown): Promise<unknown> =>

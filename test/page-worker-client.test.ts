@@ -191,6 +191,22 @@ describe('WorkerClient', () => {
     await expect(client.init(request)).resolves.toMatchObject({ manifestHash: 'h' });
   });
 
+  it('the bitmaps made for a call that is not sent (not postable, or the worker is dead) are closed', async () => {
+    const { client } = startClient(fakeWorkerApi(true));
+    await client.init(request);
+    let closed = 0;
+    const bitmap = (): Transferable => ({ close: () => closed++ }) as unknown as Transferable;
+    const uncloneable = {
+      ...classifyRequest,
+      inputs: [{ kind: 'blob', blob: () => {} }],
+    } as unknown as ClassifyRequest;
+    await expect(client.classify(uncloneable, [bitmap()])).rejects.toBeInstanceOf(SelfxitError);
+    expect(closed).toBe(1);
+    client.fail(new SelfxitError('WORKER_DIED', 'gone'));
+    await expect(client.classify(classifyRequest, [bitmap()])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+    expect(closed).toBe(2);
+  });
+
   it('a worker without the classify port (another version of selfxit.worker.js) fails at once with RUNTIME_FILES_UNAVAILABLE', async () => {
     const { connect: _, ...old } = fakeWorkerApi();
     const { client } = startClient(old as WorkerApi);
@@ -322,7 +338,7 @@ describe('WorkerClient liveness', () => {
     return {
       api: {
         ...fakeWorkerApi(true),
-        ping: async () => (await gate, true),
+        ping: async () => (await gate, { activity: 0 }),
         holdLock: async () => held,
       },
       block: () => void (gate = new Promise((r) => (open = r))),
@@ -341,6 +357,24 @@ describe('WorkerClient liveness', () => {
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
     return client;
   }
+
+  it('a page restored from the back/forward cache: the time it was frozen does not count against the worker', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
+    vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
+    const w = blockingApi(false);
+    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
+    await client.init(request);
+    w.block(); // a ping outstanding when the page was frozen (the worker frozen with it)
+    await sleep(9 * 20);
+    const show = Object.assign(new Event('pageshow'), { persisted: true });
+    target.dispatchEvent(show); // restored: 9 periods of the ping's 12 had passed (the time frozen)
+    await sleep(5 * 20); // 14 periods since the ping, 5 since the restore
+    w.unblock();
+    await sleep(30);
+    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
 
   it('a worker busy in the background between calls for 6 ping periods is not taken for dead', async () => {
     const w = blockingApi(false);
@@ -457,6 +491,59 @@ describe('WorkerClient liveness', () => {
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
   });
 
+  /** A worker whose classify() downloads for `ms` (its ping's activity count grows meanwhile when `moving`). */
+  function downloadingApi(ms: number, moving: boolean): WorkerApi {
+    let activity = 0;
+    let downloading = false;
+    return {
+      ...fakeWorkerApi(),
+      ping: async () => ({ activity: downloading && moving ? ++activity : activity }),
+      classify: async () => {
+        downloading = true;
+        await sleep(ms);
+        downloading = false;
+        return { results: [], state: state0 } as ClassifyReply;
+      },
+    };
+  }
+
+  it('callTimeoutMs counts inactivity: a call downloading for 4× as long (activity growing) is answered', async () => {
+    const { client } = startClient(downloadingApi(600, true), { heartbeatMs: 20, callTimeoutMs: 150 });
+    await client.init(request);
+    await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('a worker that answers pings but makes no progress still times out the call', async () => {
+    const { client } = startClient(downloadingApi(600, false), { heartbeatMs: 20, callTimeoutMs: 150 });
+    await client.init(request);
+    expect(await client.classify(classifyRequest, []).catch((e: unknown) => e)).toMatchObject({
+      code: 'TIMEOUT',
+      details: { callTimeoutMs: 150 },
+    });
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' });
+  });
+
+  it('progress events restart the clock too: a plan() reporting progress for 4× callTimeoutMs resolves', async () => {
+    const plan = { target: 0.9 } as DevicePlan;
+    const api: WorkerApi = {
+      ...fakeWorkerApi(),
+      plan: async (_req, onProgress) => {
+        for (let i = 0; i < 20; i++) {
+          await sleep(30);
+          await onProgress?.({ status: 'progress', file: 'validation.bin', loaded: i, total: 20, progress: 5 * i });
+        }
+        return { plan, state: state0 };
+      },
+    };
+    const { client } = startClient(api, { heartbeatMs: 0, callTimeoutMs: 150 });
+    await client.init(request);
+    const seen: string[] = [];
+    await expect(client.plan({ target: 0.9 }, (p) => seen.push(p.status))).resolves.toEqual(plan);
+    expect(seen).toHaveLength(20);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
   it('a worker busy in a long call (pings unanswered meanwhile) is not taken for dead', async () => {
     let busy = false;
     const api: WorkerApi = {
@@ -464,7 +551,7 @@ describe('WorkerClient liveness', () => {
       // While "ORT blocks the thread", a ping is answered only when the call is over.
       ping: async () => {
         while (busy) await sleep(5);
-        return true;
+        return { activity: 0 };
       },
       classify: async () => {
         busy = true;

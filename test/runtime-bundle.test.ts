@@ -172,7 +172,9 @@ describe('BundleRuntime', () => {
     await rt1.dispose();
     const old2 = rt1.manifest.segments[2]!.sha256;
     expect(cache.segments.has(old2)).toBe(true);
-    await cache.putPlan(planKey(rt1.manifestHash, 'wasm', 1), { manifestHash: rt1.manifestHash } as DevicePlan);
+    await cache.putPlan(planKey(rt1.manifestHash, 'wasm', 1, 'compiled'), {
+      manifestHash: rt1.manifestHash,
+    } as DevicePlan);
 
     // v2: segment 2 re-encoded with another doc string (new bytes, new sha256), the rest unchanged.
     const m2 = decodeModel(readFileSync(path.join(src, 'segment-2.onnx')));
@@ -302,8 +304,8 @@ describe('device plans', () => {
     expect(plan.thresholds).toHaveLength(2);
     expect(plan.enabled).toHaveLength(2);
     plan.enabled.forEach((on, j) => on || expect(plan.thresholds[j]).toBe(NEVER_EXIT));
-    expect(planKey(rt.manifestHash, 'wasm', 1)).toBe(`plan:${rt.manifestHash}:wasm:1`);
-    expect(cache.plans.get(planKey(rt.manifestHash, 'wasm', 1))).toEqual(plan);
+    expect(planKey(rt.manifestHash, 'wasm', 1, 'stages')).toBe(`plan:${rt.manifestHash}:wasm:1:stages`);
+    expect(cache.plans.get(planKey(rt.manifestHash, 'wasm', 1, 'stages'))).toEqual(plan);
     expect(isDevicePlan(structuredClone(plan))).toBe(true); // what IndexedDB gives back passes the shape check
     for (const bad of [
       null,
@@ -327,17 +329,24 @@ describe('device plans', () => {
     });
     expect(out.every((r) => r.exit === -1)).toBe(true);
     await rt.dispose();
-    // The worker API: a later init finds the cached plan (unless usePlan is false); other thread counts have none.
+    // The worker API: a later init on the same engine finds the cached plan (unless usePlan is false); other thread
+    // counts, and the compiled engine (whose times price exits otherwise), have none.
+    const stages = { engine: 'stages' } as const;
     const api = createWorkerApi({ loadOrt, cache });
-    const init = await api.init(request('tiny'));
+    const init = await api.init(request('tiny', stages));
     expect(init).toMatchObject({ plan: { target: 1, enabled: [false, false] } });
     await api.dispose();
+    const compiled = createWorkerApi({ loadOrt, cache });
+    const initCompiled = await compiled.init(request('tiny'));
+    expect(initCompiled.state.engine).toBe('compiled');
+    expect(initCompiled.plan).toBeUndefined();
+    await compiled.dispose();
     const off = createWorkerApi({ loadOrt, cache });
-    const initOff = await off.init(request('tiny', { usePlan: false }));
+    const initOff = await off.init(request('tiny', { ...stages, usePlan: false }));
     expect(initOff.plan).toBeUndefined();
     await off.dispose();
     const threads2 = createWorkerApi({ loadOrt: async () => ({ ...(await loadOrt()), threads: 2 }), cache });
-    const init2 = await threads2.init(request('tiny'));
+    const init2 = await threads2.init(request('tiny', stages));
     expect(init2.plan).toBeUndefined();
     await threads2.dispose();
   });

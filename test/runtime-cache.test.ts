@@ -11,7 +11,9 @@ import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { IdbBundleCache } from '../src/runtime/cache.js';
+import { BundleSource } from '../src/runtime/bundle-source.js';
+import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache } from '../src/runtime/cache.js';
+import { sha256Hex } from '../src/graph/hash.js';
 
 let dir = '';
 let base = '';
@@ -203,6 +205,36 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     expect(cache.enabled).toBe(false);
     expect(performance.now() - t0).toBeLessThan(600);
     expect(await cache.getSegment('abc')).toEqual(new Uint8Array(4)); // reads go on
+  });
+
+  it('a slow read of a large segment is waited for by its size: the cache stays on (a small read that slow turns it off)', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb); // 100 ms per operation, plus 100 ms per READ_BYTES_PER_TIMEOUT expected
+    const bytes = new Uint8Array([1, 2, 3]);
+    expect(await cache.putSegment('big', bytes)).toBe(true);
+    idb.readDelayMs = 150; // a large segment on a slow phone's storage
+    expect(await cache.getSegment('big', READ_BYTES_PER_TIMEOUT)).toEqual(bytes); // waited for up to 200 ms
+    expect(await cache.getCompiled('compiled:x', READ_BYTES_PER_TIMEOUT)).toBeUndefined(); // a miss, in time
+    expect(cache.enabled).toBe(true);
+    idb.readDelayMs = 0;
+    expect(await cache.putSegment('next', bytes)).toBe(true); // still written
+    // the runtime says how large a segment it reads is (the manifest's bytes)
+    const sizes: (number | undefined)[] = [];
+    const manifest = { segments: [{ file: 's0.onnx', sha256: await sha256Hex(bytes), bytes: 3 }] };
+    const seen = { ...noCache, getSegment: async (_h: string, n?: number) => (sizes.push(n), bytes) };
+    const source = new BundleSource(
+      manifest as unknown as BundleManifest,
+      'https://x.test/m.json',
+      seen,
+      () => {},
+      new Set(),
+    );
+    expect(await source.segmentBytes(0)).toEqual(bytes);
+    expect(sizes).toEqual([3]);
+    // without a size, a read that slow means storage that does not answer: off
+    idb.readDelayMs = 150;
+    expect(await cache.getSegment('big')).toBeUndefined();
+    expect(cache.enabled).toBe(false);
   });
 
   it('a manifest marked outdated while writes fail is still outdated to the next read in this worker', async () => {

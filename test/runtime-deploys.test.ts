@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Expected } from '../e2e/fixtures/tiny-bundles.js';
+import type { SelfxitError } from '../src/errors.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { writeBundleV1, writeBundleV2 } from './fixtures/bundle-versions.js';
@@ -73,6 +74,55 @@ describe('a bundle replaced in place while its manifest is cached', () => {
     expect([...cache.segments.keys()].sort()).toEqual(init3.manifest.segments.map((s) => s.sha256).sort());
   });
 
+  it('the cached manifest cannot be marked outdated (writes dropped): the re-open avoids it by its hash', async () => {
+    writeV1('swap-ro');
+    const cache = new MemoryCache();
+    const v1 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init1 = await v1.init(request('swap-ro'));
+    const t1 = init1.manifest.exits.map((e) => e.threshold);
+    await v1.dispose();
+    // storage full since: writes are dropped, reads go on (the outdated mark of the replaced manifest never lands)
+    cache.putManifest = async () => {};
+    await writeV2('swap-ro', [1, 2]);
+
+    const stale = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    expect((await stale.init(request('swap-ro'))).manifestHash).toBe(init1.manifestHash);
+    const err = await stale
+      .classify({ inputs: tensors([deep()]), thresholds: t1, probabilities: false })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'INTEGRITY_ERROR',
+      details: { bundleChanged: true, manifestHash: init1.manifestHash },
+    });
+    await stale.dispose();
+
+    // the page's re-open: a new worker (none of the old one's memory), told which manifest the error named
+    const avoidManifestHash = (err as SelfxitError).details!.manifestHash as string;
+    const v2 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init2 = await v2.init(request('swap-ro', { avoidManifestHash }));
+    expect(init2.manifestHash).not.toBe(init1.manifestHash);
+    expect(init2.state.manifestFromCache).toBe(false);
+    const t2 = init2.manifest.exits.map((e) => e.threshold);
+    const [r] = (await v2.classify({ inputs: tensors([deep()]), thresholds: t2, probabilities: false })).results;
+    expect(r).toMatchObject({ index: expected[deep()]!.index, exit: -1 });
+    await v2.dispose();
+  });
+
+  it('segment 0 of a replaced bundle changed and the outdated mark is dropped: init() opens the new version', async () => {
+    writeV1('swap0-ro');
+    const cache = new MemoryCache();
+    const v1 = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init1 = await v1.init(request('swap0-ro'));
+    await v1.dispose();
+    cache.putManifest = async () => {};
+    await writeV2('swap0-ro', [0, 1, 2]);
+    cache.segments.clear();
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache });
+    const init2 = await api.init(request('swap0-ro'));
+    expect(init2.manifestHash).not.toBe(init1.manifestHash);
+    await api.dispose();
+  });
+
   it('when segment 0 changed too and is not cached, load() itself re-checks the manifest and opens the new version', async () => {
     writeV1('swap0');
     const cache = new MemoryCache();
@@ -90,6 +140,15 @@ describe('a bundle replaced in place while its manifest is cached', () => {
     const t = init2.manifest.exits.map((e) => e.threshold);
     const out = await api.classify({ inputs: tensors(all), thresholds: t, probabilities: false });
     expect(out.results.map((r) => r.index)).toEqual(expected.map((e) => e.index));
+    await api.dispose();
+  });
+
+  it("ping() counts the worker's progress reports (the page's inactivity clocks), also with no onProgress given", async () => {
+    const api = createWorkerApi({ loadOrt: loadOrtNode, cache: new MemoryCache() });
+    expect(await api.ping()).toEqual({ activity: 0 });
+    await api.init(request('tiny'));
+    const { activity } = await api.ping();
+    expect(activity).toBeGreaterThanOrEqual(4); // manifest and segment 0: initiate, download, …, done, ready
     await api.dispose();
   });
 

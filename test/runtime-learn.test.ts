@@ -519,7 +519,7 @@ describe('LearnRuntime', () => {
     const manifest = JSON.parse(text) as BundleManifest;
     const timings = { stageMs: manifest.segments.map(() => 1), decisionMs: manifest.segments.map(() => 0.1) };
     const bundleHash = (await bundleCache.getManifest(request.manifestUrl))!.hash;
-    await bundleCache.putPlan(planKey(bundleHash, 'wasm', 1), { timings } as unknown as DevicePlan);
+    await bundleCache.putPlan(planKey(bundleHash, 'wasm', 1, 'compiled'), { timings } as unknown as DevicePlan);
     const planned = await LearnRuntime.open({ ...request, usePlan: true }, () => {}, bdeps);
     expect(planned.state().learning!.fitCosts).toBe('ms');
     await planned.dispose();

@@ -42,6 +42,13 @@ describe('resolveLoadOptions', () => {
       liveness: { callTimeoutMs: 0 },
     });
     expect(() => resolveLoadOptions('https://x.test/b/', { heartbeatMs: -1 })).toThrow(/heartbeatMs/);
+    // so short that a worker only busy for a moment would be stopped: refused (0 stays: off)
+    for (const key of ['heartbeatMs', 'callTimeoutMs'] as const) {
+      expect(() => resolveLoadOptions('https://x.test/b/', { [key]: 1 })).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/at least 100 ms/) }),
+      );
+      expect(resolveLoadOptions('https://x.test/b/', { [key]: 100 }).liveness[key]).toBe(100);
+    }
     expect(() => resolveLoadOptions('https://x.test/b/', { signal: {} as AbortSignal })).toThrow(/AbortSignal/);
     expect(resolveLoadOptions('https://x.test/b/', { plan: 'off' }).init.usePlan).toBe(false);
   });

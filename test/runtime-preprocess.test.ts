@@ -5,6 +5,7 @@ import type { InputSpec } from '../src/bundle/manifest.js';
 import type { WireInput } from '../src/protocol.js';
 import { SelfxitError } from '../src/errors.js';
 import { toWireInput } from '../src/page/inputs.js';
+import { createWorkerApi } from '../src/runtime/api.js';
 import { inputDims, inputSize, preprocessBatch, preprocessInto, rgbaToInput } from '../src/runtime/preprocess.js';
 
 const rgb = (layout: 'NCHW' | 'NHWC'): InputSpec => ({
@@ -187,5 +188,26 @@ describe('an image whose pixels may not be read', () => {
       code: 'INVALID_INPUT',
       details: { inputIndex: 1, reason: 'SecurityError' },
     });
+  });
+
+  it('a batch whose input fails closes the bitmaps after it (never drawn); a failed call on the worker closes all', async () => {
+    const closed: number[] = [];
+    const spied = (k: number): WireInput => ({
+      kind: 'bitmap',
+      bitmap: { width: 8, height: 8, close: () => closed.push(k) } as ImageBitmap,
+    });
+    const bad: WireInput = { kind: 'tensor', data: new Float32Array(1) }; // wrong length
+    const ok: WireInput = { kind: 'tensor', data: new Float32Array(inputSize(spec)) };
+    await expect(preprocessBatch([ok, bad, spied(2), spied(3)], spec)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { inputIndex: 1 },
+    });
+    expect(closed.sort()).toEqual([2, 3]); // never reached
+    closed.length = 0;
+    // a call the worker refuses before it preprocesses anything (no bundle open: INTERNAL)
+    const api = createWorkerApi();
+    const call = { inputs: [spied(0), spied(1)], thresholds: [], probabilities: false };
+    await expect(api.classify(call)).rejects.toMatchObject({ code: 'INTERNAL' });
+    expect(closed.sort()).toEqual([0, 1]);
   });
 });

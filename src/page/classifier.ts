@@ -20,7 +20,7 @@ import type {
   TargetChoice,
 } from '../types.js';
 import { sendInParts, type PartTiming } from './batch.js';
-import { abortError, abortable, watchDeadline } from './deadline.js';
+import { abortError, abortable, watchInactivity } from './deadline.js';
 import { dropTransfers, toWireInput, type WireConversion } from './inputs.js';
 import { checkSignal, resolveLoadOptions, type ResolvedLoad } from './options.js';
 import { chooseThresholds } from './target.js';
@@ -60,6 +60,10 @@ interface Opened {
 const bundleChanged = (e: unknown): boolean =>
   isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
 
+/** What a part of a batch rejects with when a re-open replaced the runtime the batch started on (it runs again). */
+const reopenedError = (): SelfxitError =>
+  new SelfxitError('DISPOSED', 'the bundle was re-opened in a new version during the batch', { reopened: true });
+
 /** An agreement target argument: a number in (0, 1]. Throws INVALID_TARGET naming the value and its type. */
 function checkTargetArg(target: unknown): asserts target is number {
   if (typeof target !== 'number')
@@ -93,16 +97,19 @@ export class ClassifierImpl implements Classifier {
   private reopening: Promise<void> | undefined;
   /** On-device learning: the version of the learned exits this classifier's manifest and thresholds follow. */
   private learnVersion: number | undefined;
+  /** Counts setTarget() calls: a plan() that arrives after a newer setTarget() keeps that target. */
+  private targetsSet = 0;
 
   /**
    * `reopen` opens the bundle again in a new runtime: when a call finds that the bundle was replaced on the server
    * (INTEGRITY_ERROR with `details.bundleChanged`), the classifier switches to the new version and runs the call again,
-   * once. Without it, such a call rejects. dispose() aborts the signal it is given.
+   * once. Without it, such a call rejects. dispose() aborts the signal it is given; `avoidManifestHash` is the outdated
+   * manifest's hash the error named (the new runtime must not open that manifest from its cache again).
    */
   constructor(
     private client: ClassifierTransport,
     opened: OpenedBundle,
-    private readonly reopen?: (signal: AbortSignal) => Promise<Opened>,
+    private readonly reopen?: (signal: AbortSignal, avoidManifestHash?: string) => Promise<Opened>,
     /** Bytes of converted inputs per part of a batch (page/batch.ts's PART_BYTES; tests set less). */
     private readonly partBytes?: number,
   ) {
@@ -171,7 +178,12 @@ export class ClassifierImpl implements Classifier {
   /** {@link recovering}'s failed `job` (run on `client`): re-opens and runs it again, or rejects with `e`. */
   private async recover<T>(e: unknown, client: ClassifierTransport, job: () => Promise<T>): Promise<T> {
     if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
-    if (client === this.client) this.reopening ??= this.switchVersion().finally(() => (this.reopening = undefined));
+    if (client === this.client) {
+      const avoid = (e as SelfxitError).details?.manifestHash;
+      this.reopening ??= this.switchVersion(typeof avoid === 'string' ? avoid : undefined).finally(
+        () => (this.reopening = undefined),
+      );
+    }
     try {
       await abortable(this.reopening ?? Promise.resolve(), this.ending.signal, 'the re-open');
     } catch (why) {
@@ -181,9 +193,12 @@ export class ClassifierImpl implements Classifier {
     return job();
   }
 
-  /** Opens the bundle's new version in a new runtime and ends the old one; the thresholds follow the current target. */
-  private async switchVersion(): Promise<void> {
-    const { client, opened } = await this.reopen!(this.ending.signal);
+  /**
+   * Opens the bundle's new version in a new runtime (avoiding the cached manifest with hash `avoid`, the outdated one)
+   * and ends the old one; the thresholds follow the current target.
+   */
+  private async switchVersion(avoid: string | undefined): Promise<void> {
+    const { client, opened } = await this.reopen!(this.ending.signal, avoid);
     if (this.disposed) {
       client.fail(new SelfxitError('DISPOSED', 'the classifier was disposed'));
       return;
@@ -338,8 +353,12 @@ export class ClassifierImpl implements Classifier {
     const request: ClassifyRequest = profile
       ? { inputs, thresholds, probabilities, profile }
       : { inputs, thresholds, probabilities };
-    return this.client.classify(request, transfer).then(
+    const client = this.client;
+    const manifest = this.manifest;
+    return client.classify(request, transfer).then(
       (served) => {
+        // answered by a runtime a re-open replaced meanwhile: the result is that version's (its thresholds, its labels)
+        if (this.client !== client) return this.toResult(served[0]!, manifest);
         this.syncLearning(); // the learned exits in force may have changed: the result names theirs
         return this.toResult(served[0]!, this.manifest);
       },
@@ -350,16 +369,24 @@ export class ClassifierImpl implements Classifier {
     );
   }
 
-  /** Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. */
+  /**
+   * Sends the inputs to the worker (in parts, for large images: page/batch.ts), with the thresholds in force now. Every
+   * part goes to the runtime the batch started on: when a re-open replaced it meanwhile (another call found the bundle
+   * replaced), the next part rejects (DISPOSED, `details.reopened`) and {@link recovering} runs the whole batch again on
+   * the new version, so one batch never mixes two versions' thresholds and labels.
+   */
   private async runOnce(
     inputs: readonly unknown[],
     probabilities: boolean,
     profile: boolean,
     signal: AbortSignal | undefined,
   ): Promise<ClassifyResult[]> {
+    const client = this.client;
+    let manifest = this.manifest;
     let thresholds: readonly number[] | undefined;
     const check = (): void => {
       this.checkRunning(signal);
+      if (this.client !== client) throw reopenedError(); // before a part is sent (its bitmaps then closed)
       if (thresholds) return;
       this.activePlan();
       thresholds = this.choice.thresholds;
@@ -369,14 +396,16 @@ export class ClassifierImpl implements Classifier {
       const request: ClassifyRequest = profile
         ? { inputs: wires, thresholds: thresholds!, probabilities, profile }
         : { inputs: wires, thresholds: thresholds!, probabilities };
-      const served = await this.client.classify(request, transfers);
-      // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
-      this.syncLearning();
-      const manifest = this.manifest;
+      const served = await client.classify(request, transfers);
+      if (this.client === client) {
+        // each part's reply: the learned exits in force may have changed since the last part (its results name theirs)
+        this.syncLearning();
+        manifest = this.manifest;
+      }
       return served.map((r) => this.toResult(r, manifest));
     };
     try {
-      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, this.client.spares);
+      return await sendInParts(inputs, send, check, this.partBytes, resultTiming, client.spares);
     } finally {
       this.syncLearning(); // also after a failed call (the state its failure left)
     }
@@ -458,6 +487,7 @@ export class ClassifierImpl implements Classifier {
     checkTargetArg(target);
     const choice = chooseThresholds(this.manifest, target, this.activePlan());
     this.choice = choice;
+    this.targetsSet++;
     return choice;
   }
 
@@ -475,10 +505,15 @@ export class ClassifierImpl implements Classifier {
     const onProgress = options.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
+    const asked = this.targetsSet;
     const plan = await this.recovering(() => this.client.plan({ target }, onProgress));
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
+    // a setTarget() made while the plan was measured is newer than the plan's target: it is kept, with thresholds from
+    // the plan's curve (as a setTarget() made after the plan)
+    const newer = this.targetsSet !== asked ? this.choice.target : undefined;
     this.applyPlan(plan);
-    this.activePlan(); // a backend change since the measurement drops it again
+    const active = this.activePlan(); // a backend change since the measurement drops it again
+    if (newer !== undefined) this.choice = chooseThresholds(this.manifest, newer, active);
     return plan;
   }
 
@@ -512,7 +547,7 @@ export class ClassifierImpl implements Classifier {
  * @param bundleUrl URL of the bundle folder or of its manifest.json, relative to the page.
  * @param options See {@link LoadOptions}: backend `'auto'`, threads `min(4, cores)` when isolated else 1, cache `true`.
  * @throws SelfxitError FETCH_FAILED (details.status), INVALID_BUNDLE, INTEGRITY_ERROR, BACKEND_UNAVAILABLE, WORKER_DIED,
- * INVALID_ARGUMENT, TIMEOUT (`timeoutMs`), ABORTED (`signal`).
+ * INVALID_ARGUMENT, TIMEOUT (no progress for `timeoutMs`), ABORTED (`signal`).
  *
  * @example
  * import { load } from 'selfxit';
@@ -524,25 +559,34 @@ export async function load(bundleUrl: string | URL, options: LoadOptions = {}): 
   const resolved = resolveLoadOptions(bundleUrl, options);
   const { client, opened } = await openBundle(resolved, resolved.signal);
   for (const w of resolved.warnings) console.warn(`selfxit: ${w}`);
-  return new ClassifierImpl(client, opened, (signal) => openBundle(resolved, signal));
+  return new ClassifierImpl(client, opened, (signal, avoid) => openBundle(resolved, signal, avoid));
 }
 
 /**
- * Starts a worker and opens the bundle in it, within `timeoutMs` (TIMEOUT) and until `signal` aborts (ABORTED); a
- * load that failed, timed out or was aborted ends its worker.
+ * Starts a worker and opens the bundle in it, until it makes no progress for `timeoutMs` (TIMEOUT) or `signal` aborts
+ * (ABORTED); a load that failed, timed out or was aborted ends its worker. `avoidManifestHash`: a re-open's outdated
+ * manifest.
  */
-async function openBundle(resolved: ResolvedLoad, signal: AbortSignal | undefined): Promise<Opened> {
+async function openBundle(
+  resolved: ResolvedLoad,
+  signal: AbortSignal | undefined,
+  avoidManifestHash?: string,
+): Promise<Opened> {
   if (signal?.aborted) throw abortError(signal, 'load()');
   const client = WorkerClient.start(resolved.workerUrl, resolved.liveness);
-  const stop = watchDeadline('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
+  // on inactivity: progress of the worker (a download under way) restarts the clock
+  const deadline = watchInactivity('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
+  client.onActivity = deadline.touch;
   try {
-    const { manifest, manifestHash, plan } = await client.init(resolved.init, resolved.onProgress);
+    const init = avoidManifestHash === undefined ? resolved.init : { ...resolved.init, avoidManifestHash };
+    const { manifest, manifestHash, plan } = await client.init(init, resolved.onProgress);
     const { manifestUrl } = resolved.init;
     return { client, opened: { manifest, manifestHash, manifestUrl, plan, warnings: resolved.warnings } };
   } catch (e) {
     client.fail(new SelfxitError('DISPOSED', 'load() failed'));
     throw e;
   } finally {
-    stop();
+    client.onActivity = undefined;
+    deadline.stop();
   }
 }

@@ -1,4 +1,5 @@
-// Deadlines and cancellation on the page: a timeout and an AbortSignal turned into TIMEOUT and ABORTED SelfxitErrors.
+// Deadlines and cancellation on the page: a timeout (fixed, or on inactivity) and an AbortSignal turned into TIMEOUT and
+// ABORTED SelfxitErrors.
 import { SelfxitError } from '../errors.js';
 
 /** The error an aborted signal gives (ABORTED, its reason in the message). */
@@ -29,6 +30,45 @@ export function watchDeadline(
   return () => {
     clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
+  };
+}
+
+/** A deadline on inactivity ({@link watchInactivity}). */
+export interface InactivityDeadline {
+  /** Restarts the clock: the work showed progress. */
+  touch(): void;
+  /** Stops watching. */
+  stop(): void;
+}
+
+/**
+ * Calls `onStop` with TIMEOUT once `timeoutMs` passed without a {@link InactivityDeadline.touch} (0: never), or with
+ * ABORTED when `signal` aborts.
+ */
+export function watchInactivity(
+  what: string,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  onStop: (e: SelfxitError) => void,
+): InactivityDeadline {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const expire = (): void =>
+    onStop(new SelfxitError('TIMEOUT', `${what} made no progress for ${timeoutMs} ms`, { timeoutMs }));
+  const touch = (): void => {
+    if (stopped || timeoutMs <= 0) return;
+    clearTimeout(timer);
+    timer = setTimeout(expire, timeoutMs);
+  };
+  touch();
+  const stopAbort = watchDeadline(what, 0, signal, onStop);
+  return {
+    touch,
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+      stopAbort();
+    },
   };
 }
 

@@ -44,6 +44,24 @@ function durationMs(value: unknown, name: string, fallback: number): number {
   return Number.isFinite(v) ? v : 0;
 }
 
+/**
+ * The shortest `heartbeatMs` and `callTimeoutMs` accepted (0 aside: off): below it a worker busy for a moment (a model
+ * compiled in the background, an onnxruntime run) would be taken for dead or stuck and stopped.
+ */
+export const MIN_LIVENESS_MS = 100;
+
+/** A liveness period ({@link durationMs}), 0 (off) or at least {@link MIN_LIVENESS_MS}. Throws INVALID_ARGUMENT. */
+function livenessMs(value: unknown, name: string, fallback: number): number {
+  const v = durationMs(value, name, fallback);
+  if (v !== 0 && v < MIN_LIVENESS_MS)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `${name} must be 0 (off) or at least ${MIN_LIVENESS_MS} ms, got ${v}: a shorter one stops a worker that is only busy`,
+      { [name]: v },
+    );
+  return v;
+}
+
 /** Checks an `AbortSignal` option. Throws INVALID_ARGUMENT. */
 export function checkSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined;
@@ -244,8 +262,8 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
     timeoutMs: durationMs(options.timeoutMs, 'timeoutMs', LOAD_DEFAULTS.timeoutMs),
     signal: checkSignal(options.signal),
     liveness: {
-      heartbeatMs: durationMs(options.heartbeatMs, 'heartbeatMs', LOAD_DEFAULTS.heartbeatMs),
-      callTimeoutMs: durationMs(options.callTimeoutMs, 'callTimeoutMs', LOAD_DEFAULTS.callTimeoutMs),
+      heartbeatMs: livenessMs(options.heartbeatMs, 'heartbeatMs', LOAD_DEFAULTS.heartbeatMs),
+      callTimeoutMs: livenessMs(options.callTimeoutMs, 'callTimeoutMs', LOAD_DEFAULTS.callTimeoutMs),
     },
     warnings: normWarning ? [normWarning] : [],
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),

@@ -1,7 +1,8 @@
 // Page side of the worker link: starts the module worker, speaks its comlink API (errors arrive as SelfxitErrors through
 // protocol.ts's transfer handler) and, for classify(), a port of its own (one plain message each way); rejects every
 // pending call with WORKER_DIED when the worker dies: an error event, a Web Lock the worker holds until it ends, a
-// heartbeat while idle, no answer to any call for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer).
+// heartbeat while idle, neither an answer nor progress (a download under way: progress events, the heartbeat's activity
+// count) for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer).
 // Over 400 lines: one class, since every liveness check settles the same table of calls in flight.
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError, fromErrorPayload } from '../errors.js';
@@ -14,6 +15,7 @@ import {
   type InitReply,
   type InitRequest,
   type LearningState,
+  type PingReply,
   type PlanRequest,
   type ProgressInfo,
   type RuntimeState,
@@ -21,6 +23,7 @@ import {
   type WorkerApi,
 } from '../protocol.js';
 import { BufferPool } from './buffer-pool.js';
+import { dropTransfers } from './inputs.js';
 import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
 
@@ -95,15 +98,13 @@ function workerWhere(url: URL | undefined): string {
     : 'the worker file your bundler emitted for selfxit';
 }
 
-/** A page callback as the worker calls it: through a comlink proxy. */
-function remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((p: ProgressInfo) => void) | undefined {
-  return onProgress ? proxy((p: ProgressInfo) => onProgress(p)) : undefined;
-}
-
 /** A call sent and not settled: when it was sent (performance.now()), whether `callTimeoutMs` applies, how to settle it. */
 interface InFlight {
   readonly sentAt: number;
-  /** Where its `callTimeoutMs` clock runs from: when it was sent or, if later, the latest answer to a call sent before it. */
+  /**
+   * Where its `callTimeoutMs` clock runs from: when it was sent or, if later, the latest answer to a call sent before
+   * it or the latest progress of the worker.
+   */
   from: number;
   readonly deadline: boolean;
   readonly reject: (e: SelfxitError) => void;
@@ -158,7 +159,21 @@ export class WorkerClient implements ClassifierTransport {
   /** When the unanswered ping was sent (undefined: none outstanding), and whether no call was in flight then. */
   private pingSentAt: number | undefined;
   private pingWhileIdle = false;
+  /** The worker's activity count (PingReply) at its last answered ping. */
+  private activity = 0;
+  /** Told when the worker makes progress (load()'s inactivity deadline: classifier.ts). */
+  onActivity: (() => void) | undefined;
   private readonly heartbeat: ReturnType<typeof setInterval> | undefined;
+  /**
+   * A page restored from the back/forward cache: while it was kept there its worker and timers were frozen, so the
+   * clocks of the calls in flight and of an outstanding ping start again from now (the time frozen is no silence).
+   */
+  private readonly onPageShow = (e: Event): void => {
+    if (!(e as PageTransitionEvent).persisted || this.dead) return;
+    if (this.pingSentAt !== undefined) this.pingSentAt = Date.now();
+    const now = performance.now();
+    for (const call of this.inFlight.values()) call.from = Math.max(call.from, now);
+  };
   /** Cancels the page's request for the worker's lock. */
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
@@ -200,6 +215,7 @@ export class WorkerClient implements ClassifierTransport {
       (this.heartbeat as { unref?: () => void }).unref?.();
     }
     this.watchLock();
+    (globalThis as Partial<EventTarget>).addEventListener?.('pageshow', this.onPageShow);
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
@@ -240,7 +256,14 @@ export class WorkerClient implements ClassifierTransport {
       this.pingSentAt = now;
       this.pingWhileIdle = this.inFlight.size === 0;
       this.api.ping().then(
-        () => (this.pingSentAt = undefined),
+        (reply) => {
+          this.pingSentAt = undefined;
+          const n = (reply as Partial<PingReply> | undefined)?.activity;
+          if (typeof n === 'number' && n !== this.activity) {
+            this.activity = n;
+            this.progressed();
+          }
+        },
         () => {},
       );
     } else if (this.pingWhileIdle && now - this.pingSentAt > IDLE_PING_PERIODS * this.liveness.heartbeatMs) {
@@ -292,7 +315,7 @@ export class WorkerClient implements ClassifierTransport {
   /** Opens the bundle in the worker. */
   async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
     try {
-      const reply = await this.call((api) => api.init(request, remoteCallback(onProgress)));
+      const reply = await this.call((api) => api.init(request, this.remoteCallback(onProgress)));
       this.setState(reply.state);
       return reply;
     } finally {
@@ -303,6 +326,28 @@ export class WorkerClient implements ClassifierTransport {
   private releaseBlob(): void {
     if (this.blobUrl !== undefined) URL.revokeObjectURL(this.blobUrl);
     this.blobUrl = undefined;
+  }
+
+  /**
+   * The worker made progress (a progress event, or a ping whose activity count grew: a download under way): every call
+   * in flight counts its time from now (what it waits for is moving), and so does load()'s deadline.
+   */
+  private progressed(): void {
+    const now = performance.now();
+    for (const call of this.inFlight.values()) call.from = Math.max(call.from, now);
+    this.onActivity?.();
+  }
+
+  /**
+   * A page callback as the worker calls it (through a comlink proxy); each report but learning's is progress
+   * ({@link progressed}).
+   */
+  private remoteCallback(onProgress: ((p: ProgressInfo) => void) | undefined): ((p: ProgressInfo) => void) | undefined {
+    if (!onProgress) return undefined;
+    return proxy((p: ProgressInfo) => {
+      if (p.status !== 'learn') this.progressed();
+      onProgress(p);
+    });
   }
 
   /**
@@ -318,15 +363,20 @@ export class WorkerClient implements ClassifierTransport {
 
   /**
    * Sends the call on the classify port (inputs moved, not copied); it settles with the answer, or with TIMEOUT /
-   * WORKER_DIED / DISPOSED as any other call. An input that cannot be posted rejects at once with INVALID_INPUT.
+   * WORKER_DIED / DISPOSED as any other call. An input that cannot be posted rejects at once with INVALID_INPUT. The
+   * transfers are the SDK's own (bitmaps made for the inputs, copies): when they are not sent, the bitmaps are closed.
    */
   classify(request: ClassifyRequest, transfers: readonly Transferable[]): Promise<readonly WireResult[]> {
-    if (this.dead) return Promise.reject(this.dead);
+    if (this.dead) {
+      dropTransfers(transfers); // the bitmaps made for it will not be sent
+      return Promise.reject(this.dead);
+    }
     const id = this.nextId++;
     return new Promise<readonly WireResult[]>((resolve, reject) => {
       try {
         this.port.postMessage({ id, request } satisfies ClassifyCall, transfers as Transferable[]);
       } catch (e) {
+        dropTransfers(transfers); // not posted: nothing was moved, the bitmaps made for it are still the page's
         reject(postError(e));
         return;
       }
@@ -390,12 +440,14 @@ export class WorkerClient implements ClassifierTransport {
   }
 
   /**
-   * The watchdog. The worker runs calls one at a time, so a call waits for those before it: its clock runs from when
-   * it was sent or, if later, from the worker's latest answer to a call sent before it (an answer to a later call
-   * does not count: a call the worker lost times out while others are answered). The oldest call with a deadline whose clock
-   * passed `callTimeoutMs` (the worker answered nothing for that long) rejects with TIMEOUT and the worker is stopped
-   * (what blocks it would block every later call: other pending and later calls reject with WORKER_DIED); otherwise
-   * the watchdog is armed again for that call, if any.
+   * The watchdog: a deadline on inactivity. The worker runs calls one at a time, so a call waits for those before it:
+   * its clock runs from when it was sent or, if later, from the worker's latest answer to a call sent before it (an
+   * answer to a later call does not count: a call the worker lost times out while others are answered) or its latest
+   * progress (bytes of a download arriving, a file or segment ready: {@link progressed}; finite, so a lost call still
+   * times out once the downloads end). The oldest call with a deadline whose clock passed `callTimeoutMs` (the worker
+   * neither answered nor moved on for that long) rejects with TIMEOUT and the worker is stopped (what blocks it would
+   * block every later call: other pending and later calls reject with WORKER_DIED); otherwise the watchdog is armed
+   * again for that call, if any.
    */
   private checkDeadlines(): void {
     this.watchdog = undefined;
@@ -406,10 +458,9 @@ export class WorkerClient implements ClassifierTransport {
       if (left > 0) return this.armWatchdog(left);
       this.inFlight.delete(id);
       const details = { callTimeoutMs: ms };
-      call.reject(new SelfxitError('TIMEOUT', `the selfxit worker answered no call within ${ms} ms`, details));
-      return this.fail(
-        new SelfxitError('WORKER_DIED', `the selfxit worker was stopped: a call got no answer in ${ms} ms`, details),
-      );
+      const why = `no answer and no progress in ${ms} ms`;
+      call.reject(new SelfxitError('TIMEOUT', `a call to the selfxit worker timed out: ${why}`, details));
+      return this.fail(new SelfxitError('WORKER_DIED', `the selfxit worker was stopped: a call got ${why}`, details));
     }
   }
 
@@ -437,7 +488,7 @@ export class WorkerClient implements ClassifierTransport {
   }
 
   async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<DevicePlan> {
-    const reply = await this.call((api) => api.plan(request, remoteCallback(onProgress)), true);
+    const reply = await this.call((api) => api.plan(request, this.remoteCallback(onProgress)), true);
     this.setState(reply.state);
     return reply.plan;
   }
@@ -455,6 +506,7 @@ export class WorkerClient implements ClassifierTransport {
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();
+    (globalThis as Partial<EventTarget>).removeEventListener?.('pageshow', this.onPageShow);
     this.releaseBlob();
     this.spares.clear();
     this.rejectAll(error);

@@ -1,7 +1,7 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
 // SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. classify() calls
 // arrive on their own port (serveClassify: one plain message each way). ping() and holdLock() are the page's liveness
-// checks (worker-client.ts).
+// checks (worker-client.ts); ping() also tells the page whether the worker is making progress (its inactivity clocks).
 import { transfer } from 'comlink';
 import { SelfxitError, isSelfxitError, toErrorPayload } from '../errors.js';
 import type {
@@ -12,6 +12,7 @@ import type {
   InitReply,
   InitRequest,
   PlanReply,
+  PingReply,
   PlanRequest,
   ProgressInfo,
   RuntimeState,
@@ -20,6 +21,7 @@ import type {
 } from '../protocol.js';
 import type { LearnDeps, LearnRuntime } from './learn-runtime.js';
 import { learnCode } from './learn-worker.js';
+import { closeBitmaps } from './preprocess.js';
 import { BundleRuntime } from './runtime.js';
 import { sameItems } from './same-items.js';
 
@@ -142,6 +144,16 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
   /** The runtime's snapshot `pageState` was made from (a runtime returns the same object while its state holds). */
   let pageSource: RuntimeState | undefined;
   let seq = 0;
+  /** Progress reports made so far (learning's aside): the page's inactivity clocks restart while it grows (ping()). */
+  let activity = 0;
+  /** `onProgress` as the runtime calls it: best effort, each report counted as activity. */
+  const counted = (onProgress: ((p: ProgressInfo) => void) | undefined): ((p: ProgressInfo) => void) => {
+    const report = bestEffort(onProgress);
+    return (p) => {
+      if (p.status !== 'learn') activity++;
+      report(p);
+    };
+  };
   const reported = (s: RuntimeState): RuntimeState => {
     pageSource = s;
     return (pageState = { ...s, seq: ++seq });
@@ -153,22 +165,40 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     return runtime;
   }
 
+  /**
+   * One classify() call on the runtime. When it fails (also before it started: DISPOSED), the request's ImageBitmaps
+   * are closed: those it did not reach would otherwise stay open until garbage collection.
+   */
+  async function run(
+    request: ClassifyRequest,
+  ): Promise<{ rt: BundleRuntime | LearnRuntime; results: readonly WireResult[] }> {
+    try {
+      const rt = current();
+      return { rt, results: await rt.classify(request) };
+    } catch (e) {
+      closeBitmaps(request.inputs);
+      throw e;
+    }
+  }
+
   const api: WorkerApi = {
     async init(request: InitRequest, onProgress?: (p: ProgressInfo) => void): Promise<InitReply> {
       if (runtime || opening) throw new SelfxitError('INTERNAL', 'init() called twice on one worker');
       opening = true;
-      const progress = bestEffort(onProgress);
-      const open = (): Promise<BundleRuntime | LearnRuntime> =>
-        request.learn
-          ? learnCode().then((m) => m.LearnRuntime.open(request, progress, deps)) // a chunk loaded on first use
-          : BundleRuntime.open(request, progress, deps);
+      const progress = counted(onProgress);
+      const open = (req: InitRequest): Promise<BundleRuntime | LearnRuntime> =>
+        req.learn
+          ? learnCode().then((m) => m.LearnRuntime.open(req, progress, deps)) // a chunk loaded on first use
+          : BundleRuntime.open(req, progress, deps);
       try {
-        runtime = await open();
+        runtime = await open(request);
       } catch (e) {
-        // A cached manifest whose bundle was replaced on the server (now marked outdated): open the new version, the
-        // same way (a learning load learns from it: its backbone, or segment 0 as its exits open, was the mismatch).
+        // A cached manifest whose bundle was replaced on the server (marked outdated, and avoided by its hash should
+        // the mark not have landed): open the new version, the same way (a learning load learns from it: its
+        // backbone, or segment 0 as its exits open, was the mismatch).
         if (!isSelfxitError(e, 'INTEGRITY_ERROR') || e.details?.bundleChanged !== true) throw e;
-        runtime = await open();
+        const avoid = e.details.manifestHash;
+        runtime = await open(typeof avoid === 'string' ? { ...request, avoidManifestHash: avoid } : request);
       }
       const plan =
         request.usePlan === true && runtime instanceof BundleRuntime ? await runtime.cachedPlan() : undefined;
@@ -181,8 +211,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     },
 
     async classify(request: ClassifyRequest): Promise<ClassifyReply> {
-      const rt = current();
-      const results = await rt.classify(request);
+      const { rt, results } = await run(request);
       const reply: ClassifyReply = { results, state: reported(rt.state()) };
       const buffers = resultTransfers(results);
       return buffers.length > 0 ? transfer(reply, buffers) : reply;
@@ -191,8 +220,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
     async connect(port: MessagePort): Promise<void> {
       // The port's replies carry the state only when it differs from the one the page holds.
       const classify = async (request: ClassifyRequest): Promise<PortReply> => {
-        const rt = current();
-        const results = await rt.classify(request);
+        const { rt, results } = await run(request);
         const state = rt.state();
         const same = pageState && ((state === pageSource && !state.learning) || sameState(state, pageState));
         const spare = rt instanceof BundleRuntime ? spareBuffers(request) : undefined;
@@ -209,7 +237,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
           'LEARNING_UNAVAILABLE',
           'plan() is not available while learning: the learner chooses the exits',
         );
-      const plan = await rt.plan(request, bestEffort(onProgress));
+      const plan = await rt.plan(request, counted(onProgress));
       return { plan, state: reported(rt.state()) };
     },
 
@@ -221,8 +249,8 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       return reported(rt.state());
     },
 
-    async ping(): Promise<true> {
-      return true;
+    async ping(): Promise<PingReply> {
+      return { activity };
     },
 
     async holdLock(name: string): Promise<boolean> {

@@ -74,7 +74,8 @@ interface BundleFile {
 }
 
 /**
- * Manifest for `url`: the cached copy unless reload/expired/outdated, else fetched and validated; when that fetch fails
+ * Manifest for `url`: the cached copy unless reload/expired/outdated (marked so, or its hash is
+ * `req.avoidManifestHash`), else fetched and validated; when that fetch fails
  * for lack of network or a server error, the cached copy however old ({@link LoadedManifest.stale}). A fetched
  * manifest is cached by {@link LoadedManifest.commit}, which the caller runs once the load succeeded.
  */
@@ -88,8 +89,10 @@ export async function loadManifest(
   const file = 'manifest.json';
   progress({ status: 'initiate', file });
   const cached = req.cache === 'reload' ? undefined : await cache.getManifest(url);
+  // outdated: marked so in the cache, or named by the request (the mark is an IndexedDB write: it may not have landed)
+  const outdated = cached !== undefined && (cached.outdated === true || cached.hash === req.avoidManifestHash);
   const fromCache = (stale: boolean): LoadedManifest | undefined => {
-    if (!cached || cached.outdated) return undefined;
+    if (!cached || outdated) return undefined;
     try {
       const manifest = parseManifest(cached.text, url);
       progress({ status: 'done', file, fromCache: true });
@@ -161,6 +164,8 @@ export class BundleSource {
     private readonly cache: BundleCache,
     private readonly progress: Progress,
     cachedKeys: ReadonlySet<string>,
+    /** sha256 of the manifest's text: a `bundleChanged` error names it (`details.manifestHash`), a re-open avoids it. */
+    private readonly manifestHash?: string,
   ) {
     this.cachedSegments = manifest.segments.map((s) => cachedKeys.has(s.sha256));
     this.segmentUrls = manifest.segments.map((s) => new URL(s.file, manifestUrl).href);
@@ -179,7 +184,7 @@ export class BundleSource {
   private async fileBytes(f: BundleFile, progress: Progress = this.progress): Promise<Uint8Array> {
     const { file, sha256: expected, url } = f;
     const at = f.segment === undefined ? {} : { segment: f.segment };
-    const cached = await this.cache.getSegment(expected);
+    const cached = await this.cache.getSegment(expected, f.bytes);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
         if (f.segment !== undefined) this.cachedSegments[f.segment] = true;
@@ -223,7 +228,8 @@ export class BundleSource {
    * The error for a file whose sha256 is not the manifest's, also when fetched past the HTTP cache. The manifest is
    * fetched once more (revalidating any HTTP cache): when it now lists another sha256 for the file, the bundle was replaced since this one was loaded, and
    * the cached manifest is marked outdated (the next load fetches the new one); the error says so
-   * (`details.bundleChanged: true`), and the page re-opens the bundle.
+   * (`details.bundleChanged: true`, with the outdated manifest's `manifestHash`), and the page re-opens the bundle
+   * asking the new worker to avoid that manifest (InitRequest `avoidManifestHash`: the mark may not have landed).
    */
   private async mismatch(f: BundleFile, actual: string): Promise<SelfxitError> {
     const { file, sha256: expected, url } = f;
@@ -239,7 +245,7 @@ export class BundleSource {
     return new SelfxitError(
       'INTEGRITY_ERROR',
       `${message}: the bundle at ${this.manifestUrl} was replaced since it was loaded; load it again`,
-      { ...details, bundleChanged: true },
+      { ...details, bundleChanged: true, ...(this.manifestHash ? { manifestHash: this.manifestHash } : {}) },
     );
   }
 

@@ -1,6 +1,6 @@
 // The worker's local cache: manifests by URL, segment (and validation file) bytes by sha256 and device plans per
-// manifest hash, backend and thread count, compiled cascades per manifest hash, backend and prefix, live exit pruning's
-// remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
+// manifest hash, backend, thread count and engine, compiled cascades per manifest hash, backend and prefix, live exit
+// pruning's remembered state per manifest hash and backend, in IndexedDB (idb-keyval).
 // A small swappable interface; a storage failure (no IndexedDB, private mode, a request that never completes) turns it
 // into no cache, a failed write (quota) into a read-only one; a slow write is only waited for less.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
@@ -29,7 +29,8 @@ export interface BundleCache {
   getManifest(url: string): Promise<CachedManifest | undefined>;
   putManifest(url: string, entry: CachedManifest): Promise<void>;
   deleteManifest(url: string): Promise<void>;
-  getSegment(sha256: string): Promise<Uint8Array | undefined>;
+  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer. */
+  getSegment(sha256: string, bytes?: number): Promise<Uint8Array | undefined>;
   /** Resolves true once `bytes` are stored, false when the write did not land or is not known to have. */
   putSegment(sha256: string, bytes: Uint8Array): Promise<boolean>;
   deleteSegments(sha256s: readonly string[]): Promise<void>;
@@ -40,8 +41,11 @@ export interface BundleCache {
   putPlan(key: string, plan: DevicePlan): Promise<void>;
   /** Drops every plan (compiled model, pruned record) made for the bundle version with this manifest hash. */
   deletePlans(manifestHash: string): Promise<void>;
-  /** The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional. */
-  getCompiled?(key: string): Promise<CachedCompiled | undefined>;
+  /**
+   * The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional.
+   * `bytes`: about the size expected, which a cache may wait for longer.
+   */
+  getCompiled?(key: string, bytes?: number): Promise<CachedCompiled | undefined>;
   /** Resolves true once `entry` is stored, false when the write did not land or is not known to have. */
   putCompiled?(key: string, entry: CachedCompiled): Promise<boolean>;
   deleteCompiled?(key: string): Promise<void>;
@@ -88,9 +92,13 @@ export function prunedKey(manifestHash: string, backend: string): string {
   return `${PRUNED_PREFIX}${manifestHash}:${backend}`;
 }
 
-/** Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>`. */
-export function planKey(manifestHash: string, backend: string, threads: number): string {
-  return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}`;
+/**
+ * Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>:<engine>` (its times were measured on that
+ * engine: the compiled cascade and the stage engine price exits differently). Keys of older versions, without the
+ * engine, are never read again (and go with the bundle version's other plans).
+ */
+export function planKey(manifestHash: string, backend: string, threads: number, engine: 'compiled' | 'stages'): string {
+  return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}:${engine}`;
 }
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
@@ -191,6 +199,12 @@ const outdatedHere = new Map<string, string>();
 
 /** How long one IndexedDB operation may take before it counts as failed (and is no longer waited for). */
 export const CACHE_OP_TIMEOUT_MS = 5_000;
+/**
+ * A read of a large entry (a segment, a compiled model) is given one more operation timeout per this many bytes
+ * expected: 5 s per 25 MB at the default, a slow phone's storage (a 150 MB segment: 35 s), so a slow read is not taken
+ * for dead storage (which would turn the cache off and fetch the segment and every later one again).
+ */
+export const READ_BYTES_PER_TIMEOUT = 25 * 2 ** 20;
 /** A write unsettled for this many operation timeouts means IndexedDB hangs: reads timing out behind it count. */
 const WRITE_STUCK_TIMEOUTS = 3;
 
@@ -222,7 +236,8 @@ export async function settleWithin<T>(ms: number, what: string, work: (touch: ()
 
 /**
  * IndexedDB cache (database `selfxit`, store `bundles`). The store is opened on first use, never at import. A read
- * that fails or does not complete within the timeout disables it for the rest of the session (the storage is
+ * that fails or does not complete within the timeout (longer for a large entry: {@link READ_BYTES_PER_TIMEOUT}) disables
+ * it for the rest of the session (the storage is
  * unusable: blocked, private mode); a write that fails (quota full) disables writes only, so what is cached can still
  * be read (offline, a lazily loaded segment). A write that times out is abandoned, not failed (a large compiled model
  * on a slow disk may still land), and a read that times out behind a write of this cache IndexedDB is still doing is
@@ -254,7 +269,18 @@ export class IdbBundleCache implements BundleCache {
     return !this.writesOff;
   }
 
-  private async op<T>(kind: 'read' | 'write', fallback: T, fn: (store: UseStore) => Promise<T>): Promise<T> {
+  /** The longest a read of about `bytes` is waited for: one operation timeout, plus one per READ_BYTES_PER_TIMEOUT. */
+  private readLimit(bytes: number | undefined): number {
+    const extra = typeof bytes === 'number' && bytes > 0 ? bytes / READ_BYTES_PER_TIMEOUT : 0;
+    return this.timeoutMs * (1 + extra);
+  }
+
+  private async op<T>(
+    kind: 'read' | 'write',
+    fallback: T,
+    fn: (store: UseStore) => Promise<T>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     if (this.readsOff || (kind === 'write' && this.writesOff)) return fallback;
     // A read that times out behind a write of ours (a large compiled model on a slow disk) is a miss, not dead storage,
     // while that write is young: one unsettled for WRITE_STUCK_TIMEOUTS timeouts means IndexedDB hangs.
@@ -269,7 +295,7 @@ export class IdbBundleCache implements BundleCache {
         const done = (): void => void this.writing.delete(entry);
         work.then(done, done);
       }
-      return await settleWithin(this.timeoutMs, kind, () => work);
+      return await settleWithin(timeoutMs, kind, () => work);
     } catch (e) {
       // Storage is optional: quota errors, private browsing and blocked IndexedDB all degrade to less or no cache. A
       // stalled request is abandoned (it may still complete: a late write only caches a verified file). A write that
@@ -303,11 +329,16 @@ export class IdbBundleCache implements BundleCache {
     return this.op('write', undefined, (s) => set(MANIFEST_PREFIX + url, entry, s));
   }
 
-  getSegment(sha256: string): Promise<Uint8Array | undefined> {
-    return this.op('read', undefined, async (s) => {
-      const v = await get<unknown>(SEGMENT_PREFIX + sha256, s);
-      return v instanceof Uint8Array ? v : undefined;
-    });
+  getSegment(sha256: string, bytes?: number): Promise<Uint8Array | undefined> {
+    return this.op(
+      'read',
+      undefined,
+      async (s) => {
+        const v = await get<unknown>(SEGMENT_PREFIX + sha256, s);
+        return v instanceof Uint8Array ? v : undefined;
+      },
+      this.readLimit(bytes),
+    );
   }
 
   putSegment(sha256: string, bytes: Uint8Array): Promise<boolean> {
@@ -366,13 +397,18 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  getCompiled(key: string): Promise<CachedCompiled | undefined> {
-    return this.op('read', undefined, async (s) => {
-      const v = await get<Partial<CachedCompiled>>(key, s);
-      return v && typeof v.sha256 === 'string' && v.bytes instanceof Uint8Array
-        ? { sha256: v.sha256, bytes: v.bytes }
-        : undefined;
-    });
+  getCompiled(key: string, bytes?: number): Promise<CachedCompiled | undefined> {
+    return this.op(
+      'read',
+      undefined,
+      async (s) => {
+        const v = await get<Partial<CachedCompiled>>(key, s);
+        return v && typeof v.sha256 === 'string' && v.bytes instanceof Uint8Array
+          ? { sha256: v.sha256, bytes: v.bytes }
+          : undefined;
+      },
+      this.readLimit(bytes),
+    );
   }
 
   putCompiled(key: string, entry: CachedCompiled): Promise<boolean> {

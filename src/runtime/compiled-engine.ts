@@ -270,7 +270,7 @@ export class CompiledEngine {
     const base = compiledKey(this.manifestHash, backend, count);
     const key = kindKey(base, kind);
     const held = this.held?.key === key ? this.held.bytes : undefined;
-    let bytes = held ?? (await this.cached(key));
+    let bytes = held ?? (await this.cached(key, count));
     // Whether the cache holds this model: read from it, or its write known to have landed (not dropped nor timed out).
     let stored = held === undefined && bytes !== undefined;
     if (!bytes) {
@@ -432,9 +432,13 @@ export class CompiledEngine {
       await this.cache.deleteCompiled?.(kindKey(compiledKey(this.manifestHash, backend, c), kind));
   }
 
-  /** The cached compiled model under `key` when its bytes match its sha256; a corrupt entry is deleted (and rebuilt). */
-  private async cached(key: string): Promise<Uint8Array | undefined> {
-    const entry = await this.cache.getCompiled?.(key);
+  /**
+   * The cached compiled model under `key` (of segments 0 .. count - 1, about their size: a read waited for by size)
+   * when its bytes match its sha256; a corrupt entry is deleted (and rebuilt).
+   */
+  private async cached(key: string, count: number): Promise<Uint8Array | undefined> {
+    const bytes = this.manifest.segments.slice(0, count).reduce((a, s) => a + s.bytes, 0);
+    const entry = await this.cache.getCompiled?.(key, bytes);
     if (!entry) return undefined;
     if ((await sha256Hex(entry.bytes)) === entry.sha256) return entry.bytes;
     await this.cache.deleteCompiled?.(key);

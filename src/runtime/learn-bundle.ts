@@ -74,7 +74,7 @@ export async function bundleModel(
       'this bundle has no backbone file (the full model), which learning needs: prepare it with the backbone included',
       { manifestUrl: req.manifestUrl },
     );
-  const source = new BundleSource(loaded.manifest, req.manifestUrl, cache, progress, new Set());
+  const source = new BundleSource(loaded.manifest, req.manifestUrl, cache, progress, new Set(), loaded.hash);
   const bytes = await source.backboneBytes().catch((e: unknown) => {
     // a deployment that left the backbone file out (the plain runtime never fetches it): not a network failure
     if (!isSelfxitError(e, 'FETCH_FAILED') || !(e.details?.status === 404 || e.details?.status === 410)) throw e;

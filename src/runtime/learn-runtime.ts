@@ -7,6 +7,7 @@
 // per model hash (learn-store.ts).
 // Over 400 lines: one class whose steps (serve, audit, fit, open exits, persist) share one queue and its state.
 import type { BundleManifest } from '../bundle/manifest.js';
+import type { DevicePlan } from '../policy/device-plan.js';
 import { SelfxitError, isSelfxitError } from '../errors.js';
 import { encodeModel, quantizedOps } from '../graph/index.js';
 import { analyseForLearning, Learner, planCostTable, type FitRunner, type LearnedExits } from '../learn/learner.js';
@@ -178,9 +179,11 @@ export class LearnRuntime {
     });
     const learner = new Learner(lm, learn.options, bundle);
     // a device plan made for the bundle on this backend and thread count: its measured stage times, not MACs, are
-    // what the fits' exit selection minimises
-    const plan =
-      bundle && req.usePlan !== false ? await cache.getPlan(planKey(bundle.hash, ort.backend, ort.threads)) : undefined;
+    // what the fits' exit selection minimises (measured on the engine the learned exits serve with, else the other)
+    const engines = req.engine === 'stages' ? (['stages', 'compiled'] as const) : (['compiled', 'stages'] as const);
+    let plan: DevicePlan | undefined;
+    for (const engine of bundle && req.usePlan !== false ? engines : [])
+      plan ??= await cache.getPlan(planKey(bundle!.hash, ort.backend, ort.threads, engine));
     if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
     const stateKey = learnStateKey(hash, lm.io.output);

@@ -128,9 +128,22 @@ function checkTensor(input: WireInput & { kind: 'tensor' }, spec: InputSpec, siz
 }
 
 /**
+ * Closes the ImageBitmaps among `inputs` from index `from` on: a call that fails before it reached them (each one is
+ * closed once drawn) frees their memory now instead of at garbage collection.
+ */
+export function closeBitmaps(inputs: readonly WireInput[], from = 0): void {
+  if (!Array.isArray(inputs)) return;
+  for (let i = from; i < inputs.length; i++) {
+    const w = inputs[i] as Partial<WireInput> | undefined;
+    if (w?.kind === 'bitmap') (w as { bitmap?: Partial<ImageBitmap> }).bitmap?.close?.();
+  }
+}
+
+/**
  * The model input of `inputs`, row after row. One preprocessed input that fills its own buffer is used as it is (it
  * crossed to the worker as a copy nothing else holds): no copy. Otherwise written into `into` when it has the size
- * (a buffer the caller reuses), else into a new one. An input's INVALID_INPUT names its index in a batch.
+ * (a buffer the caller reuses), else into a new one. An input's INVALID_INPUT names its index in a batch. Every
+ * ImageBitmap among the inputs is closed, also when one input fails.
  */
 export async function preprocessBatch(
   inputs: readonly WireInput[],
@@ -154,6 +167,7 @@ export async function preprocessBatch(
       const input = inputs[i]!;
       if (!preprocessNow(input, spec, all, i * size)) await preprocessImage(input, spec, all, i * size);
     } catch (e) {
+      closeBitmaps(inputs, i + 1); // the inputs after it are not drawn
       if (isSelfxitError(e) && inputs.length > 1)
         throw new SelfxitError(e.code, `input ${i}: ${e.message}`, { ...e.details, inputIndex: i });
       throw e;

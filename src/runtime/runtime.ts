@@ -67,7 +67,7 @@ export class BundleRuntime {
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
   private planning: Promise<unknown> = Promise.resolve();
   /** The cached device plan's lookup ({@link cachedPlan}), made once. */
-  private cachedPlanRead: { readonly backend: string; readonly plan: Promise<DevicePlan | undefined> } | undefined;
+  private cachedPlanRead: { readonly key: string; readonly plan: Promise<DevicePlan | undefined> } | undefined;
   /** Live exit pruning; undefined with `pruneExits: false` or a bundle without exits. */
   private readonly pruner: LivePruning | undefined;
   /**
@@ -94,7 +94,7 @@ export class BundleRuntime {
     exitOverheadMs: number | undefined,
   ) {
     const progress = (p: ProgressInfo): void => this.progress(p);
-    this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys);
+    this.source = new BundleSource(manifest, manifestUrl, cache, progress, cachedKeys, manifestHash);
     // a quantized segment found in a bundle without `backbone.quantized`: its next open goes to WASM at once
     const quantized = (ops: readonly string[]): void => void cache.putQuantized?.(manifestHash, ops).catch(() => {});
     this.pool = new SessionPool(manifest, ort, this.source, progress, compile, quantized);
@@ -185,7 +185,7 @@ export class BundleRuntime {
       threads: this.ort.threads,
       crossOriginIsolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
-      engine: this.compiled && failure === undefined ? 'compiled' : 'stages',
+      engine: this.engine(),
       ...(failure !== undefined ? { engineFallbackReason: failure } : {}),
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
@@ -313,21 +313,27 @@ export class BundleRuntime {
     });
   }
 
+  /** The engine of batch-1 calls now: the compiled one unless it is off or failed (then stage by stage). */
+  private engine(): 'compiled' | 'stages' {
+    return this.compiled && this.compiled.failure === undefined ? 'compiled' : 'stages';
+  }
+
   /**
-   * The cached device plan for this manifest hash and the backend and thread count in use, if one exists and fits
-   * the manifest (a malformed or mismatched entry is ignored).
+   * The cached device plan for this manifest hash and the backend, thread count and engine in use, if one exists and
+   * fits the manifest (a malformed or mismatched entry is ignored).
    */
   cachedPlan(): Promise<DevicePlan | undefined> {
-    // read once per open and backend: open() (for pruning's first thresholds) and the worker API (to apply it) both ask
-    if (this.cachedPlanRead?.backend !== this.ort.backend)
-      this.cachedPlanRead = { backend: this.ort.backend, plan: this.readCachedPlan() };
+    // read once per open, backend and engine: open() (for pruning's first thresholds) and the worker API (to apply it)
+    // both ask
+    const key = `${this.ort.backend}:${this.engine()}`;
+    if (this.cachedPlanRead?.key !== key) this.cachedPlanRead = { key, plan: this.readCachedPlan() };
     return this.cachedPlanRead.plan;
   }
 
   private async readCachedPlan(): Promise<DevicePlan | undefined> {
     const { manifest, manifestHash } = this;
     const { backend, threads } = this.ort;
-    const p = await this.cache.getPlan(planKey(manifestHash, backend, threads));
+    const p = await this.cache.getPlan(planKey(manifestHash, backend, threads, this.engine()));
     const fits =
       p !== undefined &&
       p.manifestHash === manifestHash &&
@@ -375,7 +381,7 @@ export class BundleRuntime {
   /**
    * Makes this device's plan for agreement target `req.target`: the validation file (cached by sha256), stage times
    * measured here ({@link measureTimings}), then {@link planExits}; the plan is cached under
-   * `plan:<manifestHash>:<backend>:<threads>` and returned. Calls run one at a time.
+   * `plan:<manifestHash>:<backend>:<threads>:<engine>` and returned. Calls run one at a time.
    * @throws SelfxitError INVALID_TARGET, INVALID_BUNDLE (no or malformed validation file), INTEGRITY_ERROR, FETCH_FAILED.
    */
   plan(req: PlanRequest, onProgress?: Progress): Promise<DevicePlan> {
@@ -389,6 +395,7 @@ export class BundleRuntime {
         const validation = await this.source.validation();
         const timings = await this.measureTimings();
         const { backend, threads } = this.ort;
+        const engine = this.engine(); // the engine the times were measured on
         const plan = planExits(this.manifest, validation, timings, {
           target,
           manifestHash: this.manifestHash,
@@ -396,7 +403,7 @@ export class BundleRuntime {
           threads,
         });
         this.pruner?.usePlan(plan);
-        await this.cache.putPlan(planKey(this.manifestHash, backend, threads), plan);
+        await this.cache.putPlan(planKey(this.manifestHash, backend, threads, engine), plan);
         this.cachedPlanRead = undefined; // the cache holds a newer plan now
         return plan;
       } finally {
