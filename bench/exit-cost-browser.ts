@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright';
 import { chainModel } from './cascade-variants.js';
 import { boolFlag, intFlag, stringFlag } from './args.js';
-import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
+import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
@@ -46,14 +46,14 @@ const models: Record<string, Uint8Array> = {
   'chain + heads as outputs': encodeModel(chainModel(bundle, true)),
   nested: encodeModel(compileBundleCascade(m, all, 0, 'nested')),
   flat: encodeModel(compileBundleCascade(m, all, 0, 'flat')),
-  // what the runtime's compiled engine serves while every exit is off (compileCascade's heads: false)
-  'exit-free (runtime)': encodeModel(compileBundleCascade(m, all, 0, undefined, undefined, false)),
+  // what the runtime's compiled engine serves while every exit is off (compileBundleChain: no thresholds input)
+  'exit-free (runtime)': encodeModel(compileBundleChain(m, all)),
 };
 if (vs) {
   const vm = vs.manifest;
   const vAll = segmentModels(vs, 0, vm.segments.length);
   models['nested (--vs)'] = encodeModel(compileBundleCascade(vm, vAll, 0, 'nested'));
-  models['exit-free (--vs)'] = encodeModel(compileBundleCascade(vm, vAll, 0, undefined, undefined, false));
+  models['exit-free (--vs)'] = encodeModel(compileBundleChain(vm, vAll));
 }
 const files = Object.keys(models).map((_, k) => `m${k}.onnx`);
 Object.values(models).forEach((b, k) => fs.writeFileSync(path.join(tmp, files[k]!), b));

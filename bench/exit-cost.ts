@@ -2,7 +2,7 @@
 // graph variants of the same bundle, interleaved image by image, with no exit firing (the compiled worst case):
 //   chain     the segments inlined into one graph, heads dropped (= the backbone, split and re-joined)
 //   chain + heads as outputs   every exit head computed as an extra graph output, no `If` (what the heads cost)
-//   compiled (exit-free)   the engine's model while every exit is off (compileBundleCascade heads: false)
+//   compiled (exit-free)   the engine's model while every exit is off (compileBundleChain: no thresholds input)
 //   compiled  the compiled cascade (compileBundleCascade: heads + `If`s), thresholds 1 (every head runs, nothing
 //             leaves; --at-bundle: the bundle's; --disabled: NEVER_EXIT, gated heads skipped), beside its nested and
 //             flat layouts and its heads ungated (compileCascade's `layout`, `gateHeads`); --forms: its heads rewritten
@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
 import { boolFlag, intFlag, stringFlag } from './args.js';
 import { chainModel, headFormModel, ifOnlyModel, type HeadForm } from './cascade-variants.js';
-import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
+import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
@@ -107,8 +107,8 @@ async function main(): Promise<void> {
   );
   const withThr = (x: OrtTensor): Record<string, OrtTensor> => ({ [m.input.name]: x, [CASCADE_IO.thresholds]: never });
   const compiled = encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length)));
-  const layout = (l: 'nested' | 'flat', gateHeads = true, heads = true): Uint8Array =>
-    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l, gateHeads, heads));
+  const layout = (l: 'nested' | 'flat', gateHeads = true): Uint8Array =>
+    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, l, gateHeads));
   const nested = layout('nested');
   const flatIfs = layout('flat');
   const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, BASE);
@@ -140,8 +140,13 @@ async function main(): Promise<void> {
     ['compiled (nested)', nested, BASE, true],
     ['compiled (flat)', flatIfs, BASE, true],
     ['compiled (heads ungated)', layout('nested', false), BASE, true],
-    // what the compiled engine runs while every exit is off (compileCascade heads: false): should cost as 'chain'
-    ['compiled (exit-free)', layout('nested', true, false), BASE, true],
+    // what the compiled engine runs while every exit is off (compileBundleChain): should cost as 'chain'
+    [
+      'compiled (exit-free)',
+      encodeModel(compileBundleChain(m, segmentModels(bundle, 0, m.segments.length))),
+      BASE,
+      true,
+    ],
     ['compiled', compiled, BASE, true],
     ...(forms
       ? FORMS.map(
@@ -173,8 +178,14 @@ async function main(): Promise<void> {
   if (quick) specs.splice(0, specs.length, ...specs.filter(([n]) => n === 'chain' || n.startsWith('compiled')));
   if (only) specs.splice(0, specs.length, ...specs.filter(([n]) => only.includes(n)));
   const variants: Variant[] = [{ name: 'full', session: full, feeds: (x) => ({ [full.inputNames[0]!]: x }) }];
-  for (const [name, bytes, opts] of specs)
-    variants.push({ name, session: await ort.InferenceSession.create(bytes, opts), feeds: withThr });
+  for (const [name, bytes, opts] of specs) {
+    const session = await ort.InferenceSession.create(bytes, opts);
+    // a model without the thresholds input (the exit-free one) takes the image alone
+    const feeds = session.inputNames.includes(CASCADE_IO.thresholds)
+      ? withThr
+      : (x: OrtTensor) => ({ [m.input.name]: x });
+    variants.push({ name, session, feeds });
+  }
 
   const all = new Uint8Array(fs.readFileSync(path.resolve(root, '../shared/data/cifar10/test-u8.bin')));
   const per = 3072;

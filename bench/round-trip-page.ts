@@ -347,7 +347,7 @@ async function run(config: RoundTripConfig): Promise<{
       'full model (bench baseline)',
       async (_img, i) => {
         const r = await full.run(imageRange(images, i, 1), 1);
-        return { page: r.pageMs, worker: r.workerMs };
+        return { page: r.pageMs, worker: r.workerMs, run: r.runMs };
       },
     ],
     ['selfxit A', sdk(clfA, 'A', false)],

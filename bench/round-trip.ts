@@ -4,7 +4,7 @@
 // from git; without it this checkout again, an A/A run) and B (this checkout), each plain and profiled (→ / ← worker).
 // Round trip = page time − the worker's own time (timings.totalMs; the baseline's workerMs). Profiled calls also give
 // the SDK's work around onnxruntime: page time and the worker's span (received → reply) less its onnxruntime runs
-// (profile runMs), medians, with B − A in µs per call. `npx tsx bench/round-trip-profile.ts FILE` summarises a profile.
+// (profile runMs), medians, with B − A in µs per call, and the runs' median against the baseline worker's session.run. `npx tsx bench/round-trip-profile.ts FILE` summarises a profile.
 //
 // With --in-thread, every side runs in the page's own thread: the echoes and the SDK's worker API (createWorkerApi,
 // onnxruntime included) answer on a MessageChannel in the page, as the unit tests drive them, so the round trip is the
@@ -167,9 +167,15 @@ try {
           k,
         )!;
       const [a, b] = [outside('selfxit A (profiled)'), outside('selfxit B (profiled)')];
+      // the baseline worker's session.run alone (its preprocessing and softmax are outside it)
+      const full =
+        k === 'runP50' && sides.includes('full model (bench baseline)') ? outside('full model (bench baseline)') : 0;
       console.log(
         `${what} (profiled calls, median): A ${a.toFixed(3)} ms, B ${b.toFixed(3)} ms; ` +
-          `B − A ${((b - a) * 1000).toFixed(1)} µs per call`,
+          `B − A ${((b - a) * 1000).toFixed(1)} µs per call` +
+          (full
+            ? `; full model ${full.toFixed(3)} ms, A / full ${(a / full).toFixed(3)}, B / full ${(b / full).toFixed(3)}`
+            : ''),
       );
     }
   }

@@ -1,16 +1,19 @@
 // A bundle's segments as the compiled cascade's parts (src/graph/compile-cascade.ts): which outputs, which exits, how
-// the last part ends. The runtime compiles the segments it has loaded (a prefix continues with the stage engine).
+// the last part ends; or as the exit-free model's (src/graph/compile-chain.ts). The runtime compiles the segments it
+// has loaded (a prefix continues with the stage engine).
+import { compileChain } from '../graph/compile-chain.js';
 import { compileCascade, type CascadePart, type CompileCascadeOptions } from '../graph/compile-cascade.js';
 import { decodeModel, type OnnxModel } from '../graph/model.js';
 import { SelfxitError } from '../errors.js';
-import type { BundleFiles, BundleManifest } from './manifest.js';
+import type { BundleFiles, BundleManifest, SegmentSpec } from './manifest.js';
 
 /**
  * Compiles segments `first .. first + models.length - 1` of the bundle (`models[k]` is segment `first + k`, decoded)
  * into one batch-1 model. It ends the backbone when the last of them is the bundle's last segment, else it is a prefix
  * whose exit index -2 says "continue with segment first + models.length from `continue_activation`".
- * `layout`, `gateHeads`, `heads`: compileCascade's options (defaults: nested, gated, with heads; `heads` false: the
- * exit-free model, segments re-joined with no head or `If`). @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
+ * `layout`, `gateHeads`: compileCascade's options (defaults: nested, gated). For the model with no exit see
+ * {@link compileBundleChain}. @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within
+ * the bundle.
  */
 export function compileBundleCascade(
   manifest: BundleManifest,
@@ -18,11 +21,8 @@ export function compileBundleCascade(
   first = 0,
   layout?: CompileCascadeOptions['layout'],
   gateHeads?: boolean,
-  heads?: boolean,
 ): OnnxModel {
-  const segs = manifest.segments.slice(first, first + models.length);
-  if (models.length === 0 || first < 0 || segs.length !== models.length)
-    throw new SelfxitError('INVALID_ARGUMENT', `segments ${first}..${first + models.length - 1} are not in the bundle`);
+  const segs = segmentRange(manifest, models, first);
   const parts: CascadePart[] = segs.map((s, k) => ({
     model: models[k]!,
     output: s.output,
@@ -34,8 +34,32 @@ export function compileBundleCascade(
     exitCount: manifest.exits.length,
     ...(layout ? { layout } : {}),
     ...(gateHeads !== undefined ? { gateHeads } : {}),
-    ...(heads !== undefined ? { heads } : {}),
   });
+}
+
+/**
+ * The exit-free model of segments `first .. first + models.length - 1` (compileChain): the segments joined with no
+ * head, no `If`, no thresholds input; for a bundle made by prepare, the backbone's own graph again. Its one input is
+ * segment `first`'s input, its one output the last segment's `output` (the backbone's output, logits or probabilities
+ * as `backbone.outputKind` says, when that is the bundle's last segment; else the cut activation to continue from).
+ * @throws SelfxitError as compileChain; `INVALID_ARGUMENT` when the range is not within the bundle.
+ */
+export function compileBundleChain(manifest: BundleManifest, models: readonly OnnxModel[], first = 0): OnnxModel {
+  const segs = segmentRange(manifest, models, first);
+  return compileChain(
+    segs.map((s, k) => ({
+      model: models[k]!,
+      output: s.output,
+      ...(s.exitOutput !== undefined ? { exitOutput: s.exitOutput } : {}),
+    })),
+  );
+}
+
+function segmentRange(manifest: BundleManifest, models: readonly OnnxModel[], first: number): readonly SegmentSpec[] {
+  const segs = manifest.segments.slice(first, first + models.length);
+  if (models.length === 0 || first < 0 || segs.length !== models.length)
+    throw new SelfxitError('INVALID_ARGUMENT', `segments ${first}..${first + models.length - 1} are not in the bundle`);
+  return segs;
 }
 
 /** The decoded models of segments `first .. first + count - 1` of bundle files in memory. */

@@ -45,13 +45,6 @@ export interface CompileCascadeOptions {
    * costs"). A head that cannot be split off (see head-gate.ts) runs ungated.
    */
   readonly gateHeads?: boolean;
-  /**
-   * `false`: no exit at all, the segments composed with no heads and no `If` (each part's head split off and dropped,
-   * see head-gate.ts; one that cannot be split runs unread): the backbone (exit index -1) or a prefix that always
-   * continues (-2). The `thresholds` input stays, unread, so the same feeds run it. For an engine whose thresholds
-   * disable every exit (default true).
-   */
-  readonly heads?: boolean;
 }
 
 /** Names of the compiled model's inputs and outputs (the image input keeps part 0's input name). */
@@ -245,9 +238,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const { end } = options;
   const cont = end === 'continue';
   const lastIdx = parts.length - 1;
-  const honoured = honouredExits(parts, cont);
-  const heads = options.heads ?? true;
-  const exits = heads ? honoured : honoured.map(() => undefined);
+  const exits = honouredExits(parts, cont);
   const maxExit = Math.max(-1, ...exits.map((e) => e ?? -1));
   const exitCount = options.exitCount ?? maxExit + 1;
   if (!(Number.isInteger(exitCount) && exitCount > maxExit))
@@ -270,15 +261,14 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
       { opset },
     );
 
-  const classes = classCount(parts, honoured, cont);
+  const classes = classCount(parts, exits, cont);
   // Gated heads need the class count: a disabled exit gives zero probabilities [1, classes] (never read).
   const gate = (options.gateHeads ?? true) && classes !== null;
   const prepared: Prepared[] = [];
   parts.forEach((p, i) => {
     const prev = prepared[i - 1];
     if (prev) checkLink(parts, prev, i);
-    const split = heads ? gate && exits[i] !== undefined : p.exitOutput !== undefined; // without heads: dropped
-    prepared.push(prepare(p, i, prev ? prev.output : inputName, split));
+    prepared.push(prepare(p, i, prev ? prev.output : inputName, gate && exits[i] !== undefined));
   });
 
   const last = prepared[lastIdx]!;

@@ -42,3 +42,4 @@ export {
   type CascadePart,
   type CompileCascadeOptions,
 } from './compile-cascade.js';
+export { compileChain, type ChainPart } from './compile-chain.js';

@@ -180,7 +180,9 @@ const PLAN_PREFIX = 'plan:';
 const COMPILED_PREFIX = 'compiled:';
 const PRUNED_PREFIX = 'pruned:';
 const QUANTIZED_PREFIX = 'quantized:';
-const COMPILED_FORMAT = 2; // 2: thresholds split once at the top (no Gather per exit)
+// 2: thresholds split once at the top (no Gather per exit); 3: the exit-free model is the source graph (no thresholds
+// input, the backbone's own output: a v2 one wants a thresholds input that the engine no longer feeds it)
+const COMPILED_FORMAT = 3;
 
 /** Opens the idb-keyval store a {@link IdbBundleCache} uses; may throw (caught: the cache turns itself off). */
 type OpenStore = (dbName: string, storeName: string) => UseStore;

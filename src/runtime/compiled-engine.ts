@@ -2,9 +2,9 @@
 // (compileBundleCascade), thresholds fed as an input; an input no compiled exit takes continues stage by stage from the cut.
 // Over 400 lines: the three models' switching (background builds, backend fallback, disposal, the spare kept for
 // pruning probes) shares its state here.
-import { compileBundleCascade } from '../bundle/compiled-cascade.js';
+import { compileBundleCascade, compileBundleChain } from '../bundle/compiled-cascade.js';
 import type { BundleManifest } from '../bundle/manifest.js';
-import { argmaxRow, runCascade, type CascadeResult, type StageRunner } from '../engine/cascade.js';
+import { argmaxRow, runCascade, softmaxRow, type CascadeResult, type StageRunner } from '../engine/cascade.js';
 import type { OrtStageRunner } from '../engine/stage-runner.js';
 import { isOutOfMemory, isSelfxitError, SelfxitError } from '../errors.js';
 import { CASCADE_IO, cascadeThresholds, EXIT_INDEX_CONTINUE, EXIT_INDEX_FULL } from '../graph/compile-cascade.js';
@@ -24,10 +24,6 @@ import type { SessionPool } from './session-pool.js';
  */
 export const SPARE_MAX_BYTES = 64 * 1024 * 1024;
 
-/** What a run of the exit-free model of the whole bundle reads, and of a prefix ({@link CompiledEngine.fetches}). */
-const CHAIN_FULL_OUTPUTS: readonly string[] = [CASCADE_IO.probabilities];
-const CHAIN_PREFIX_OUTPUTS: readonly string[] = [CASCADE_IO.continueActivation];
-
 /** `ms` spread evenly over `n` segments (a packed array: `new Array(n).fill()` makes a slow holey one). */
 function spread(ms: number, n: number): number[] {
   const out: number[] = [];
@@ -41,13 +37,19 @@ export interface CompiledResult extends CascadeResult {
 }
 
 /** The model of the prefix the thresholds in use want: no exit disabled, some (heads gated: compileCascade's
- * gateHeads), every one ('chain': no head, no `If`, compileCascade's `heads: false`; the full model's cost). */
+ * gateHeads), every one ('chain': compileBundleChain's exit-free model, the backbone's own graph: the full model's
+ * cost; its one input is the image, its one output the last segment's). */
 type ModelKind = 'ungated' | 'gated' | 'chain';
 /** The cache key of a model kind made from the prefix whose key is `base`. */
 const kindKey = (base: string, kind: ModelKind): string => (kind === 'ungated' ? base : `${base}:${kind}`);
 
 interface Compiled {
   readonly session: OrtSession;
+  /**
+   * The exit-free model's ('chain') one output, fetched alone: the backbone's output (logits or probabilities as
+   * `backbone.outputKind` says) when `count` is every segment, else the cut activation to continue from.
+   */
+  readonly chainOutput?: readonly [string];
   /** Segments 0 .. count - 1 are in the model; `count` < segments: a prefix ending in 'continue'. */
   readonly count: number;
   readonly backend: Backend;
@@ -284,7 +286,9 @@ export class CompiledEngine {
       }
       try {
         bytes = encodeModel(
-          compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', kind === 'gated', kind !== 'chain'),
+          kind === 'chain'
+            ? compileBundleChain(this.manifest, prefix.map(decodeModel))
+            : compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', kind === 'gated'),
         );
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
@@ -311,7 +315,7 @@ export class CompiledEngine {
       // with every exit on at 1 (its heads run; an input leaves only at a probability of exactly 1).
       const zeros = new Float32Array(this.inputSize());
       for (const t of kind === 'gated' ? [[], this.manifest.exits.map(() => 1)] : [[]])
-        if (!this.disposed) await step(() => made.run(this.feeds(zeros, t)));
+        if (!this.disposed) await step(() => made.run(this.feeds(zeros, kind === 'chain' ? undefined : t)));
     } catch (e) {
       if (session) await this.release(session);
       if (this.disposed) return undefined;
@@ -326,7 +330,14 @@ export class CompiledEngine {
       await this.release(session);
       return undefined;
     }
-    const made: Compiled = { session, count, backend, kind, retired: false };
+    const made: Compiled = {
+      session,
+      count,
+      backend,
+      kind,
+      retired: false,
+      ...(kind === 'chain' ? { chainOutput: [this.manifest.segments[count - 1]!.output] as const } : {}),
+    };
     const old = this.current;
     const keepOld = kind === 'chain' && this.probing && old && old.kind !== 'chain' && old.backend === backend;
     if (asSpare || (keepOld && this.spareFits())) {
@@ -466,18 +477,23 @@ export class CompiledEngine {
     return this.inputDims.reduce((a, b) => a * b, 1);
   }
 
-  /** A run's inputs: `data` (one input) and the thresholds' tensor (the last one made while they stay the same). */
-  private feeds(data: Float32Array, thresholds: readonly number[]): Record<string, OrtTensor> {
+  /**
+   * A run's inputs: `data` (one input) and the thresholds' tensor (the last one made while they stay the same); no
+   * thresholds (`undefined`) for the exit-free model, which has no such input.
+   */
+  private feeds(data: Float32Array, thresholds: readonly number[] | undefined): Record<string, OrtTensor> {
     const { Tensor } = this.pool.ort.ort;
+    if (this.input?.data !== data)
+      this.input = { data, tensor: new Tensor('float32', data, this.inputDims as number[]) };
+    const input = this.manifest.segments[0]!.input;
+    if (!thresholds) return { [input]: this.input.tensor };
     const last = this.thresholds;
     let tensor = last?.tensor;
     if (!last || !sameItems(last.values, thresholds)) {
       const t = cascadeThresholds(thresholds, this.manifest.exits.length);
       this.thresholds = { values: [...thresholds], tensor: (tensor = new Tensor('float32', t, [t.length])) };
     }
-    if (this.input?.data !== data)
-      this.input = { data, tensor: new Tensor('float32', data, this.inputDims as number[]) };
-    return { [this.manifest.segments[0]!.input]: this.input.tensor, [CASCADE_IO.thresholds]: tensor! };
+    return { [input]: this.input.tensor, [CASCADE_IO.thresholds]: tensor! };
   }
 
   /**
@@ -511,10 +527,10 @@ export class CompiledEngine {
       try {
         return await this.pool.queue.run(async () => {
           const t0 = performance.now();
-          const feeds = this.feeds(data, thresholds);
-          const fetches = this.fetches(on);
-          const out = await (fetches ? on.session.run(feeds, fetches) : on.session.run(feeds));
-          return { count: on.count, out, ms: performance.now() - t0 };
+          const chain = on.chainOutput;
+          const feeds = this.feeds(data, chain ? undefined : thresholds);
+          const out = await (chain ? on.session.run(feeds, chain) : on.session.run(feeds));
+          return { count: on.count, out, ms: performance.now() - t0, chain };
         });
       } catch (e) {
         if (!(await this.tooLarge(on, e))) throw e;
@@ -523,11 +539,18 @@ export class CompiledEngine {
     });
     const ms = ran?.ms ?? 0;
     const t1 = profiler ? performance.now() : 0;
-    const exitIndex = ran?.out[CASCADE_IO.exitIndex];
-    // the chain's exit is known without reading it (see fetches())
-    const exit = !ran ? EXIT_INDEX_CONTINUE : exitIndex ? Number(exitIndex.data[0]) : this.chainExit(ran.count);
+    // the exit-free model's exit is fixed by its prefix (chainExit); it outputs one tensor, the backbone's or the cut
+    const chain = ran?.chain?.[0];
+    const exit = !ran
+      ? EXIT_INDEX_CONTINUE
+      : chain !== undefined
+        ? this.chainExit(ran.count)
+        : Number(ran.out[CASCADE_IO.exitIndex]!.data[0]);
     if (ran && exit !== EXIT_INDEX_CONTINUE) {
-      const probs = (ran.out[CASCADE_IO.probabilities]!.data as Float32Array).slice(0, k);
+      const data = ran.out[chain ?? CASCADE_IO.probabilities]!.data as Float32Array;
+      // the backbone's logits get the stage engine's softmax (in the cascade models the graph applies it)
+      const probs =
+        chain !== undefined && manifest.backbone.outputKind === 'logits' ? softmaxRow(data, 0, k) : data.slice(0, k);
       if (profiler) profiler.add('readbackMs', performance.now() - t1);
       const { index, value } = argmaxRow(probs, 0, k);
       const n = exit < 0 ? manifest.segments.length : manifest.exits[exit]!.segment + 1;
@@ -536,23 +559,14 @@ export class CompiledEngine {
     const count = ran?.count ?? 0;
     const stages = spread(ms, count);
     const input = new this.pool.ort.ort.Tensor('float32', data, this.inputDims as number[]);
-    const [r] = await runCascade(manifest, this.skipping(count, ran?.out[CASCADE_IO.continueActivation]), input, 1, {
+    const cut = ran?.out[chain ?? CASCADE_IO.continueActivation];
+    const [r] = await runCascade(manifest, this.skipping(count, cut), input, 1, {
       thresholds,
       onStage: (s, _rows, t) => {
         if (s >= count) stages[s] = t;
       },
     });
     return { ...r!, stages };
-  }
-
-  /**
-   * The outputs a run of `m` reads: all but for the exit-free model ('chain'), whose exit is fixed by its prefix
-   * ({@link chainExit}): then only the probabilities (the whole bundle) or the cut activation (a prefix), so that
-   * onnxruntime neither computes nor copies out the rest (undefined: every output).
-   */
-  private fetches(m: Compiled): readonly string[] | undefined {
-    if (m.kind !== 'chain') return undefined;
-    return this.chainExit(m.count) === EXIT_INDEX_FULL ? CHAIN_FULL_OUTPUTS : CHAIN_PREFIX_OUTPUTS;
   }
 
   /** Where the exit-free model of segments 0 .. count - 1 leaves: the whole bundle runs through, a prefix continues. */
