@@ -209,15 +209,22 @@ export class BundleSource {
             progress: total > 0 ? (100 * loaded) / total : Number.NaN,
           }),
       });
-    let bytes = await fetchFile(false);
-    let actual = await sha256Hex(bytes);
-    if (actual !== expected) {
-      // The HTTP cache may hold the file's previous version (replaced in place under the same name): once more from
-      // the server before deciding.
-      bytes = await fetchFile(true);
-      actual = await sha256Hex(bytes);
-    }
-    if (actual !== expected) throw await this.mismatch(f, actual);
+    // A body longer than the manifest says (fetchBytes stopped it) is a file other than the one listed, as a wrong hash is.
+    const fetched = async (reload: boolean): Promise<{ bytes?: Uint8Array; actual: string }> => {
+      try {
+        const got = await fetchFile(reload);
+        return { bytes: got, actual: await sha256Hex(got) };
+      } catch (e) {
+        if (!(e instanceof SelfxitError && e.code === 'INTEGRITY_ERROR' && e.details?.tooLong === true)) throw e;
+        return { actual: `(more than ${f.bytes} bytes)` };
+      }
+    };
+    let got = await fetched(false);
+    // The HTTP cache may hold the file's previous version (replaced in place under the same name): once more from
+    // the server before deciding.
+    if (got.actual !== expected) got = await fetched(true);
+    const bytes = got.bytes;
+    if (got.actual !== expected || !bytes) throw await this.mismatch(f, got.actual);
     const stored = await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = stored;
     progress({ status: 'done', file, ...at, fromCache: false });
