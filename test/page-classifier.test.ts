@@ -141,7 +141,7 @@ describe('a batch during a re-open', () => {
       const v = { t, calls: 0, hold: false, replaced: false, answer: (_r: ReturnType<typeof result>[]) => {} };
       t.classify = async (req) => {
         v.calls++;
-        if (v.hold) return (v.hold = false), new Promise((r) => (v.answer = r));
+        if (v.hold) return ((v.hold = false), new Promise((r) => (v.answer = r)));
         if (v.replaced) throw new SelfxitError('INTEGRITY_ERROR', 'replaced', { bundleChanged: true });
         return req.inputs.map(() => result(n));
       };
@@ -225,6 +225,25 @@ describe('load() times out on inactivity', () => {
       message: expect.stringMatching(/no progress for 300 ms/) as unknown,
     });
     expect(workers[0]!.terminated).toBe(true);
+  });
+
+  it('a page restored from the back/forward cache during load() restarts its clock (the time frozen is no silence)', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
+    vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
+    let finish = (): void => {};
+    const gate = new Promise<void>((r) => (finish = r));
+    stubWorkers([
+      { ...fakeWorkerApi(), init: async () => (await gate, { manifest, manifestHash: 'h', state: state0 }) },
+    ]);
+    const loading = load('https://x.test/b/', { ...options, timeoutMs: 500 }); // no heartbeat, no onProgress
+    await sleep(350);
+    target.dispatchEvent(Object.assign(new Event('pageshow'), { persisted: true })); // restored
+    await sleep(350); // 700 ms since load(), 350 since the restore
+    finish();
+    const clf = await loading;
+    expect(clf.info().manifestHash).toBe('h');
+    await clf.dispose();
   });
 });
 
