@@ -29,7 +29,7 @@ export interface BundleCache {
   getManifest(url: string): Promise<CachedManifest | undefined>;
   putManifest(url: string, entry: CachedManifest): Promise<void>;
   deleteManifest(url: string): Promise<void>;
-  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer. */
+  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer (`Infinity`: unknown, maybe large). */
   getSegment(sha256: string, bytes?: number): Promise<Uint8Array | undefined>;
   /** Resolves true once `bytes` are stored, false when the write did not land or is not known to have. */
   putSegment(sha256: string, bytes: Uint8Array): Promise<boolean>;
@@ -43,7 +43,7 @@ export interface BundleCache {
   deletePlans(manifestHash: string): Promise<void>;
   /**
    * The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional.
-   * `bytes`: about the size expected, which a cache may wait for longer.
+   * `bytes`: about the size expected, which a cache may wait for longer (`Infinity`: unknown, maybe large).
    */
   getCompiled?(key: string, bytes?: number): Promise<CachedCompiled | undefined>;
   /** Resolves true once `entry` is stored, false when the write did not land or is not known to have. */
@@ -205,6 +205,11 @@ export const CACHE_OP_TIMEOUT_MS = 5_000;
  * for dead storage (which would turn the cache off and fetch the segment and every later one again).
  */
 export const READ_BYTES_PER_TIMEOUT = 25 * 2 ** 20;
+/**
+ * The longest a read is waited for, in operation timeouts (60 s at the default: a 275 MB entry, or one of unknown size
+ * passed as `Infinity`): under load()'s 120 s `timeoutMs`, so a hung read still falls back to the network in time.
+ */
+export const MAX_READ_TIMEOUTS = 12;
 /** A write unsettled for this many operation timeouts means IndexedDB hangs: reads timing out behind it count. */
 const WRITE_STUCK_TIMEOUTS = 3;
 
@@ -269,10 +274,13 @@ export class IdbBundleCache implements BundleCache {
     return !this.writesOff;
   }
 
-  /** The longest a read of about `bytes` is waited for: one operation timeout, plus one per READ_BYTES_PER_TIMEOUT. */
+  /**
+   * The longest a read of about `bytes` is waited for: one operation timeout, plus one per READ_BYTES_PER_TIMEOUT, at
+   * most {@link MAX_READ_TIMEOUTS} (`Infinity`: a size not known that may be large).
+   */
   private readLimit(bytes: number | undefined): number {
     const extra = typeof bytes === 'number' && bytes > 0 ? bytes / READ_BYTES_PER_TIMEOUT : 0;
-    return this.timeoutMs * (1 + extra);
+    return this.timeoutMs * Math.min(1 + extra, MAX_READ_TIMEOUTS);
   }
 
   private async op<T>(
