@@ -168,4 +168,16 @@ describe('Classifier with a device plan', () => {
     expect(other.info().exits.map((e) => e.threshold)).toEqual(chooseThresholds(manifest, 0.85).thresholds);
     expect(other.info().target).toBe(0.85);
   });
+
+  it('a plan measured on the compiled engine stops applying once the stage engine runs (a fallback mid-session)', async () => {
+    const client = new FakeTransport();
+    client.state = { ...client.state, engine: 'compiled' };
+    const clf = make(client, { ...makePlan('webgpu', 0.95), engine: 'compiled' });
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.7, NEVER]); // the plan's
+    client.state = { ...client.state, engine: 'stages', engineFallbackReason: 'the compiled model failed' };
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.9, 0.9]); // the manifest's thresholds at the calibration target
+    expect(clf.info().plan).toBeUndefined();
+  });
 });

@@ -263,13 +263,15 @@ export class ClassifierImpl implements Classifier {
   }
 
   /**
-   * The device plan, while it fits the backend running. After a WebGPU → WASM fallback a plan made for WebGPU is
-   * dropped here: the thresholds go back to the bundle's for the current target (the manifest's own at the
-   * calibration target), from the next call on.
+   * The device plan, while it fits the backend and engine running. After a WebGPU → WASM fallback, or a compiled →
+   * stages one, a plan measured on the other is dropped here: the thresholds go back to the bundle's for the current
+   * target (the manifest's own at the calibration target), from the next call on.
    */
   private activePlan(): DevicePlan | undefined {
     const plan = this.devicePlan;
-    if (plan && this.client.state && plan.backend !== this.client.state.backend) {
+    const state = this.client.state;
+    const engineChanged = plan?.engine !== undefined && state?.engine !== undefined && plan.engine !== state.engine;
+    if (plan && state && (plan.backend !== state.backend || engineChanged)) {
       this.devicePlan = undefined;
       const target = this.choice.target;
       this.choice =

@@ -121,6 +121,7 @@ export function isDevicePlan(v: unknown): v is DevicePlan {
   const p = v as Partial<DevicePlan>;
   return (
     typeof p.threads === 'number' &&
+    (p.engine === undefined || p.engine === 'compiled' || p.engine === 'stages') &&
     typeof p.measuredAt === 'string' &&
     typeof p.target === 'number' &&
     typeof p.timings === 'object' &&
