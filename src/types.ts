@@ -301,7 +301,9 @@ export interface Classifier {
    * cached per manifest hash, backend, thread count and engine (unless `cache: false`), so a later load() with
    * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
    * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve. A setTarget()
-   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve.
+   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve (as setTarget()
+   * after the plan would choose them: where the curve does not reach it, its most faithful point, and
+   * `info().expectedAgreement` is then below `info().target`).
    * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
    * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
    */

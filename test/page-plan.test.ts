@@ -130,6 +130,24 @@ describe('Classifier with a device plan', () => {
     expect(client.sent.at(-1)).toEqual(plan.thresholds);
   });
 
+  it("a setTarget() made while plan() measures that the plan's curve does not reach: its most faithful point applies", async () => {
+    const client = new FakeTransport();
+    let answer: (p: DevicePlan) => void = () => {};
+    client.plan = () => new Promise<DevicePlan>((r) => (answer = r));
+    const clf = make(client);
+    const planning = clf.plan({ target: 0.9 });
+    clf.setTarget(0.999);
+    const base = makePlan('webgpu', 0.9);
+    const capped = { ...base, curve: base.curve.slice(0, 2) }; // at most 0.97 agreement
+    answer(capped);
+    await planning;
+    expect(chooseThresholds(manifest, 0.999, capped).reached).toBe(false);
+    const info = clf.info();
+    expect(info).toMatchObject({ target: 0.999, expectedAgreement: 0.97, plan: { target: 0.9 } });
+    expect(info.expectedAgreement).toBeLessThan(info.target); // how a caller sees the target is not reached
+    expect(info.exits.map((e) => e.threshold)).toEqual([0.7, NEVER]);
+  });
+
   it('bad plan()/setTarget() arguments are typed errors naming the value and its type', async () => {
     const clf = make(new FakeTransport());
     const bad = (f: () => unknown): Promise<unknown> =>
