@@ -12,7 +12,7 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { BundleSource } from '../src/runtime/bundle-source.js';
-import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache } from '../src/runtime/cache.js';
+import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache, planKey } from '../src/runtime/cache.js';
 import { plainModel, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { sha256Hex } from '../src/graph/hash.js';
 
@@ -265,6 +265,16 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     const got = await plainModel('https://x.test/m.onnx', cache, () => {});
     expect(got.bytes).toEqual(model);
     expect(cache.enabled).toBe(true);
+  });
+
+  it('a plan miss deletes the plan an older selfxit stored without the engine in its key (never read again)', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb);
+    idb.data.set('plan:h:wasm:1', { version: 1, manifestHash: 'h', backend: 'wasm' }); // an older version's key
+    idb.data.set('plan:other:wasm:1', { version: 1, manifestHash: 'other', backend: 'wasm' });
+    expect(await cache.getPlan(planKey('h', 'wasm', 1, 'compiled'))).toBeUndefined();
+    await vi.waitFor(() => expect(idb.data.has('plan:h:wasm:1')).toBe(false));
+    expect(idb.data.has('plan:other:wasm:1')).toBe(true); // another bundle version's: left to its own eviction
   });
 
   it("a read is waited for at most 12 operation timeouts, however large (under load()'s timeoutMs)", async () => {

@@ -60,7 +60,7 @@ interface Opened {
 const bundleChanged = (e: unknown): boolean =>
   isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
 
-/** Runs of one call at most when the bundle keeps being replaced or re-opened meanwhile ({@link ClassifierImpl}'s recover). */
+/** Runs of one call at most while the bundle keeps being replaced or re-opened meanwhile (ClassifierImpl's recover). */
 const MAX_RUNS = 3;
 
 /** What a part of a batch rejects with when a re-open replaced the runtime the batch started on (it runs again). */

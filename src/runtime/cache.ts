@@ -29,7 +29,7 @@ export interface BundleCache {
   getManifest(url: string): Promise<CachedManifest | undefined>;
   putManifest(url: string, entry: CachedManifest): Promise<void>;
   deleteManifest(url: string): Promise<void>;
-  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer (`Infinity`: unknown, maybe large). */
+  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer (`Infinity`: unknown, large?). */
   getSegment(sha256: string, bytes?: number): Promise<Uint8Array | undefined>;
   /** Resolves true once `bytes` are stored, false when the write did not land or is not known to have. */
   putSegment(sha256: string, bytes: Uint8Array): Promise<boolean>;
@@ -95,10 +95,17 @@ export function prunedKey(manifestHash: string, backend: string): string {
 /**
  * Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>:<engine>` (its times were measured on that
  * engine: the compiled cascade and the stage engine price exits differently). Keys of older versions, without the
- * engine, are never read again (and go with the bundle version's other plans).
+ * engine, are never read again: IdbBundleCache deletes one on the first miss of its key with the engine (else it goes
+ * with the bundle version's other plans).
  */
 export function planKey(manifestHash: string, backend: string, threads: number, engine: 'compiled' | 'stages'): string {
   return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}:${engine}`;
+}
+
+/** The key an older selfxit stored `key`'s plan under (`plan:<manifestHash>:<backend>:<threads>`), if a plan's. */
+function legacyPlanKey(key: string): string | undefined {
+  const m = /^(plan:.+):(?:compiled|stages)$/.exec(key);
+  return m ? m[1] : undefined;
 }
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
@@ -259,6 +266,8 @@ export class IdbBundleCache implements BundleCache {
    * behind one only after it.
    */
   private readonly writing = new Set<{ readonly at: number }>();
+  /** Keys of older versions' plans deleted (or tried) by this cache: once each. */
+  private readonly legacyDropped = new Set<string>();
 
   /**
    * `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. `timeoutMs`:
@@ -386,8 +395,15 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  getPlan(key: string): Promise<DevicePlan | undefined> {
-    return this.getValid(key, isDevicePlan);
+  /** A miss also deletes the plan an older selfxit stored without the engine in its key (never read again). */
+  async getPlan(key: string): Promise<DevicePlan | undefined> {
+    const plan = await this.getValid(key, isDevicePlan);
+    const legacy = legacyPlanKey(key);
+    if (plan === undefined && legacy !== undefined && !this.legacyDropped.has(legacy)) {
+      this.legacyDropped.add(legacy);
+      void this.op('write', undefined, (s) => del(legacy, s)); // not waited for: the load goes on
+    }
+    return plan;
   }
 
   putPlan(key: string, plan: DevicePlan): Promise<void> {
