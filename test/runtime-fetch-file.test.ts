@@ -2,6 +2,9 @@
 // ever (its progress events restart them).
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
+import type { BundleManifest } from '../src/bundle/manifest.js';
+import { BundleSource } from '../src/runtime/bundle-source.js';
+import { noCache } from '../src/runtime/cache.js';
 import { PROGRESS_STEP_BYTES, fetchBytes } from '../src/runtime/fetch-file.js';
 
 /** A body of `chunks` chunks of `size` bytes each (endless when `chunks` is Infinity). */
@@ -43,5 +46,27 @@ describe('fetchBytes', () => {
     const seen: number[] = [];
     await fetchBytes('https://x.test/m.onnx', { onProgress: (loaded) => seen.push(loaded) });
     expect(seen).toEqual([PROGRESS_STEP_BYTES, 2 * PROGRESS_STEP_BYTES, 4 * PROGRESS_STEP_BYTES]);
+  });
+
+  it('a segment answered with an endless stream fails as a file other than the manifest lists (fetched twice)', async () => {
+    const asked: string[] = [];
+    vi.stubGlobal('fetch', (url: string) => {
+      asked.push(url);
+      if (url.endsWith('.onnx')) return Promise.resolve(new Response(body(4096)));
+      return Promise.reject(new TypeError('Failed to fetch')); // the manifest check: unknown
+    });
+    const sha256 = 'a'.repeat(64);
+    const manifest = { segments: [{ file: 'segment-3.onnx', sha256, bytes: 10_000 }] };
+    const source = new BundleSource(
+      manifest as unknown as BundleManifest,
+      'https://x.test/b/manifest.json',
+      noCache,
+      () => {},
+      new Set(),
+    );
+    const err = await source.segmentBytes(0).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'INTEGRITY_ERROR', details: { expected: sha256, segment: 0 } });
+    expect((err as SelfxitError).details?.actual).toMatch(/more than 10000 bytes/);
+    expect(asked.filter((u) => u.endsWith('.onnx'))).toHaveLength(2); // again past the HTTP cache, as for a wrong hash
   });
 });
