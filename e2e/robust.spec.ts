@@ -224,6 +224,7 @@ for (const how of ['close() inside it', 'the DevTools protocol'] as const)
 test('an idle worker that stops answering is declared dead by the heartbeat: later calls reject with WORKER_DIED', async ({
   page,
 }) => {
+  await page.clock.install(); // the page's timers run as usual until runFor() below moves them ahead
   await openPage(page);
   await page.evaluate(async (B) => {
     const w = window as unknown as Win;
@@ -234,7 +235,11 @@ test('an idle worker that stops answering is declared dead by the heartbeat: lat
   void selfxitWorkers(page)[0]!
     .evaluate('setTimeout(() => { for (;;); }, 0)')
     .catch(() => {});
-  await page.waitForTimeout(13 * 300 + 500); // idle pings get 12 periods (background work a call left may block it)
+  await page.waitForTimeout(2 * 300); // a ping is sent to the stuck worker
+  // An idle ping gets 12 periods, at least 10 s (background work a call left may block the worker): the page's clock
+  // moved past that (the worker's is its own: it stays stuck).
+  await page.clock.runFor(10_000 + 2 * 300);
+  await page.waitForTimeout(300);
   const later = await page.evaluate(async (B) => {
     const w = window as unknown as Win;
     const inputs = await w.testkit.inputs(`${B}/tiny`);

@@ -57,19 +57,22 @@ export interface LoadOptions {
   /**
    * Inactivity deadline of load() in ms: when the worker makes no progress for this long (no bytes of a file arriving,
    * no file or segment ready: seen through `onProgress` events and the heartbeat's answers), load() rejects with
-   * TIMEOUT and its worker ends. A slow download that keeps moving never times out; for a fixed limit on the whole
-   * load, pass `signal: AbortSignal.timeout(ms)`. Default 120 s; 0 = none.
+   * TIMEOUT and its worker ends. A slow download that keeps moving (at least 64 KiB per `timeoutMs`) never times out; a
+   * trickle slower than that, or a file longer than the manifest says (INTEGRITY_ERROR), does. Without `onProgress`
+   * progress is seen only through the heartbeat (with `heartbeatMs: 0` too, none is seen: `timeoutMs` then limits the
+   * whole load). For a fixed limit
+   * on the whole load, pass `signal: AbortSignal.timeout(ms)`. Default 120 s; 0 = none.
    */
   readonly timeoutMs?: number;
   /** Aborts load(): it rejects with ABORTED and its worker ends. */
   readonly signal?: AbortSignal;
   /**
    * Ping period (ms) of the worker heartbeat. While no call is in flight, a worker that leaves a ping unanswered for
-   * 12 periods (60 s at the default) is taken as dead: pending and later calls reject with WORKER_DIED. During a call,
+   * 12 periods, at least 10 s (60 s at the default), is taken as dead: pending and later calls reject with WORKER_DIED. During a call,
    * ORT may block the worker thread, so `callTimeoutMs` applies instead (a worker that ends is still seen at once where
    * Web Locks exist). Each answer also says whether the worker made progress (a download under way), which restarts
    * the inactivity clocks of `timeoutMs` and `callTimeoutMs`. Default 5 s; 0 = off; otherwise at least 100 ms
-   * (INVALID_ARGUMENT: shorter periods stop a worker that is only busy).
+   * (INVALID_ARGUMENT); however short the period, an idle worker gets 10 s (background work a call left).
    */
   readonly heartbeatMs?: number;
   /**
@@ -77,8 +80,8 @@ export interface LoadOptions {
    * restarts whenever the worker answers a call sent before it (the worker runs calls one at a time) or makes progress
    * (bytes of a lazily loaded segment arriving, a file or segment ready: `onProgress` events and the heartbeat's
    * answers). When it passes `callTimeoutMs`, the call rejects with TIMEOUT and the worker is stopped (later calls:
-   * WORKER_DIED; load() again). A download that keeps moving never times out a call; a worker that neither answers nor
-   * moves on does. Default 5 min; 0 = none; otherwise at least 100 ms (INVALID_ARGUMENT).
+   * WORKER_DIED; load() again). A download that keeps moving (at least 64 KiB per `callTimeoutMs`) never times out a
+   * call; a worker that neither answers nor moves on does. Default 5 min; 0 = none; otherwise at least 100 ms (INVALID_ARGUMENT).
    */
   readonly callTimeoutMs?: number;
   /**
@@ -298,7 +301,9 @@ export interface Classifier {
    * cached per manifest hash, backend, thread count and engine (unless `cache: false`), so a later load() with
    * `plan: 'cached'` (the default) applies it without measuring. Later classify() calls use its thresholds; an exit it
    * leaves out never fires and its output is not read; setTarget() then picks from the plan's curve. A setTarget()
-   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve.
+   * made while the plan is measured is newer: its target stays, with thresholds from the plan's curve (as setTarget()
+   * after the plan would choose them: where the curve does not reach it, its most faithful point, and
+   * `info().expectedAgreement` is then below `info().target`).
    * @throws SelfxitError INVALID_TARGET; INVALID_BUNDLE for a bundle without a validation file (prepared by an older
    * selfxit: run `selfxit prepare` again); INTEGRITY_ERROR, FETCH_FAILED; DISPOSED.
    */

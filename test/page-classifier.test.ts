@@ -133,6 +133,44 @@ describe('a batch during a re-open', () => {
     expect(parts).toEqual([1, 2, 2]); // the single call, then the batch again in two parts
   });
 
+  it('a batch re-opened twice during its runs runs a third time, not DISPOSED (the classifier is alive)', async () => {
+    const result = (index: number) => ({ index, confidence: 1, exit: -1, stages: [1], totalMs: 1 });
+    /** A version: a classify() sent while `hold` waits for `answer`; while `replaced`, it finds the bundle replaced. */
+    const version = (n: number) => {
+      const t = new FakeTransport();
+      const v = { t, calls: 0, hold: false, replaced: false, answer: (_r: ReturnType<typeof result>[]) => {} };
+      t.classify = async (req) => {
+        v.calls++;
+        if (v.hold) return ((v.hold = false), new Promise((r) => (v.answer = r)));
+        if (v.replaced) throw new SelfxitError('INTEGRITY_ERROR', 'replaced', { bundleChanged: true });
+        return req.inputs.map(() => result(n));
+      };
+      return v;
+    };
+    const [v1, v2, v3] = [version(1), version(2), version(3)];
+    const opened = { manifest, manifestHash: 'h1', manifestUrl: 'https://x.test/m.json' };
+    const versions = [
+      { client: v2.t, opened: { ...opened, manifestHash: 'h2' } },
+      { client: v3.t, opened: { ...opened, manifestHash: 'h3' } },
+    ];
+    const reopen = async () => versions.shift()!;
+    const clf = new ClassifierImpl(v1.t, opened, reopen, 8); // 8 bytes a part: 3 parts of 2 inputs
+    v1.hold = true;
+    const batch = clf.classifyBatch([0, 1, 2, 3, 4, 5].map(() => new Float32Array(1)));
+    await vi.waitFor(() => expect(v1.calls).toBe(1));
+    v1.replaced = true;
+    expect((await clf.classify(new Float32Array(1))).index).toBe(2); // re-open 1: v2
+    v2.hold = true; // the batch's run on v2 waits in its first part
+    v1.answer([result(1), result(1)]); // part 1 answered on v1; part 2 sees the re-open: the batch runs again on v2
+    await vi.waitFor(() => expect(v2.hold).toBe(false));
+    v2.replaced = true;
+    expect((await clf.classify(new Float32Array(1))).index).toBe(3); // re-open 2: v3
+    expect(clf.info().manifestHash).toBe('h3');
+    v2.answer([result(2), result(2)]); // part 1 of the re-run answered on v2; part 2 sees the second re-open
+    const results = await batch;
+    expect(results.map((r) => r.index)).toEqual([3, 3, 3, 3, 3, 3]); // all from v3
+  }, 5_000);
+
   it('a single call the old version answers after a re-open is labelled with that version', async () => {
     const old = new FakeTransport();
     let answer: (r: WireResult[]) => void = () => {};
@@ -187,6 +225,25 @@ describe('load() times out on inactivity', () => {
       message: expect.stringMatching(/no progress for 300 ms/) as unknown,
     });
     expect(workers[0]!.terminated).toBe(true);
+  });
+
+  it('a page restored from the back/forward cache during load() restarts its clock (the time frozen is no silence)', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
+    vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
+    let finish = (): void => {};
+    const gate = new Promise<void>((r) => (finish = r));
+    stubWorkers([
+      { ...fakeWorkerApi(), init: async () => (await gate, { manifest, manifestHash: 'h', state: state0 }) },
+    ]);
+    const loading = load('https://x.test/b/', { ...options, timeoutMs: 500 }); // no heartbeat, no onProgress
+    await sleep(350);
+    target.dispatchEvent(Object.assign(new Event('pageshow'), { persisted: true })); // restored
+    await sleep(350); // 700 ms since load(), 350 since the restore
+    finish();
+    const clf = await loading;
+    expect(clf.info().manifestHash).toBe('h');
+    await clf.dispose();
   });
 });
 

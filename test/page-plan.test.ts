@@ -130,6 +130,24 @@ describe('Classifier with a device plan', () => {
     expect(client.sent.at(-1)).toEqual(plan.thresholds);
   });
 
+  it("a setTarget() made while plan() measures that the plan's curve does not reach: its most faithful point applies", async () => {
+    const client = new FakeTransport();
+    let answer: (p: DevicePlan) => void = () => {};
+    client.plan = () => new Promise<DevicePlan>((r) => (answer = r));
+    const clf = make(client);
+    const planning = clf.plan({ target: 0.9 });
+    clf.setTarget(0.999);
+    const base = makePlan('webgpu', 0.9);
+    const capped = { ...base, curve: base.curve.slice(0, 2) }; // at most 0.97 agreement
+    answer(capped);
+    await planning;
+    expect(chooseThresholds(manifest, 0.999, capped).reached).toBe(false);
+    const info = clf.info();
+    expect(info).toMatchObject({ target: 0.999, expectedAgreement: 0.97, plan: { target: 0.9 } });
+    expect(info.expectedAgreement).toBeLessThan(info.target); // how a caller sees the target is not reached
+    expect(info.exits.map((e) => e.threshold)).toEqual([0.7, NEVER]);
+  });
+
   it('bad plan()/setTarget() arguments are typed errors naming the value and its type', async () => {
     const clf = make(new FakeTransport());
     const bad = (f: () => unknown): Promise<unknown> =>
@@ -167,5 +185,17 @@ describe('Classifier with a device plan', () => {
     expect(other.info().plan).toBeUndefined();
     expect(other.info().exits.map((e) => e.threshold)).toEqual(chooseThresholds(manifest, 0.85).thresholds);
     expect(other.info().target).toBe(0.85);
+  });
+
+  it('a plan measured on the compiled engine stops applying once the stage engine runs (a fallback mid-session)', async () => {
+    const client = new FakeTransport();
+    client.state = { ...client.state, engine: 'compiled' };
+    const clf = make(client, { ...makePlan('webgpu', 0.95), engine: 'compiled' });
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.7, NEVER]); // the plan's
+    client.state = { ...client.state, engine: 'stages', engineFallbackReason: 'the compiled model failed' };
+    await clf.classify(new Float32Array(1));
+    expect(client.sent.at(-1)).toEqual([0.9, 0.9]); // the manifest's thresholds at the calibration target
+    expect(clf.info().plan).toBeUndefined();
   });
 });

@@ -320,7 +320,11 @@ describe('WorkerClient liveness', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   it('a worker that stops answering while idle is declared dead within 13 ping periods: later calls reject with WORKER_DIED', async () => {
-    const { client, exposed } = startClient(fakeWorkerApi(true), { heartbeatMs: 20, callTimeoutMs: 0 });
+    const { client, exposed } = startClient(fakeWorkerApi(true), {
+      heartbeatMs: 20,
+      callTimeoutMs: 0,
+      idleMs: 12 * 20,
+    });
     await client.init(request);
     await sleep(50); // idle a while (pings answered)
     exposed.close(); // the worker closed itself: messages go nowhere, no error event
@@ -348,7 +352,7 @@ describe('WorkerClient liveness', () => {
 
   /** A client of `w` whose worker was busy (pings unanswered) for 6 periods while idle: it answers a call after. */
   async function busyForSixPeriods(w: ReturnType<typeof blockingApi>): Promise<WorkerClient> {
-    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
+    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0, idleMs: 12 * 20 });
     await client.init(request);
     w.block();
     await sleep(6 * 20 + 20);
@@ -363,7 +367,7 @@ describe('WorkerClient liveness', () => {
     vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
     vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
     const w = blockingApi(false);
-    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0 });
+    const { client } = startClient(w.api, { heartbeatMs: 20, callTimeoutMs: 0, idleMs: 12 * 20 });
     await client.init(request);
     w.block(); // a ping outstanding when the page was frozen (the worker frozen with it)
     await sleep(9 * 20);
@@ -372,6 +376,18 @@ describe('WorkerClient liveness', () => {
     await sleep(5 * 20); // 14 periods since the ping, 5 since the restore
     w.unblock();
     await sleep(30);
+    expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('with the shortest heartbeat (100 ms), an idle worker busy for 1.5 s (over 12 periods) is not taken for dead', async () => {
+    const w = blockingApi(false);
+    const { client } = startClient(w.api, { heartbeatMs: 100, callTimeoutMs: 0 }); // the default idle limit
+    await client.init(request);
+    w.block(); // a background compile: pings wait
+    await sleep(1500);
+    w.unblock();
+    await sleep(50);
     expect(await client.plan({ target: 0.9 }).catch((e: unknown) => e)).toMatchObject({ code: 'INVALID_BUNDLE' });
     client.fail(new SelfxitError('DISPOSED', 'done'));
   });

@@ -12,7 +12,8 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { BundleSource } from '../src/runtime/bundle-source.js';
-import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache } from '../src/runtime/cache.js';
+import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache, planKey } from '../src/runtime/cache.js';
+import { plainModel, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { sha256Hex } from '../src/graph/hash.js';
 
 let dir = '';
@@ -234,6 +235,54 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     // without a size, a read that slow means storage that does not answer: off
     idb.readDelayMs = 150;
     expect(await cache.getSegment('big')).toBeUndefined();
+    expect(cache.enabled).toBe(false);
+  });
+
+  it('reads whose size the manifest does not give (the full model, a learning model offline) are waited for by size', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb); // 100 ms per operation, plus 100 ms per READ_BYTES_PER_TIMEOUT expected
+    const model = new Uint8Array(1000).fill(7);
+    const sha256 = await sha256Hex(model);
+    expect(await cache.putSegment(sha256, model)).toBe(true);
+    expect(await cache.putCompiled(plainModelKey('https://x.test/m.onnx'), { sha256, bytes: model })).toBe(true);
+    idb.readMsPerByte = 0.15; // 150 ms for this entry: slow storage
+    // the full model: waited for as long as its segments would be (their bytes: READ_BYTES_PER_TIMEOUT, 200 ms)
+    const manifest = {
+      backbone: { file: 'model.onnx', sha256 },
+      segments: [{ file: 's0.onnx', sha256: 'x', bytes: READ_BYTES_PER_TIMEOUT }],
+    };
+    const source = new BundleSource(
+      manifest as unknown as BundleManifest,
+      'https://x.test/m.json',
+      cache,
+      () => {},
+      new Set(),
+    );
+    expect(await source.backboneBytes()).toEqual(model);
+    expect(cache.enabled).toBe(true);
+    // a learning load offline: the model's size is not known, it is waited for the longest (12 timeouts)
+    vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+    const got = await plainModel('https://x.test/m.onnx', cache, () => {});
+    expect(got.bytes).toEqual(model);
+    expect(cache.enabled).toBe(true);
+  });
+
+  it('a plan miss deletes the plan an older selfxit stored without the engine in its key (never read again)', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb);
+    idb.data.set('plan:h:wasm:1', { version: 1, manifestHash: 'h', backend: 'wasm' }); // an older version's key
+    idb.data.set('plan:other:wasm:1', { version: 1, manifestHash: 'other', backend: 'wasm' });
+    expect(await cache.getPlan(planKey('h', 'wasm', 1, 'compiled'))).toBeUndefined();
+    await vi.waitFor(() => expect(idb.data.has('plan:h:wasm:1')).toBe(false));
+    expect(idb.data.has('plan:other:wasm:1')).toBe(true); // another bundle version's: left to its own eviction
+  });
+
+  it("a read is waited for at most 12 operation timeouts, however large (under load()'s timeoutMs)", async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb);
+    expect(await cache.putSegment('big', new Uint8Array(3))).toBe(true);
+    idb.readDelayMs = 1600; // hung: past 12 × 100 ms, far under the 100 × 100 ms its size alone would give
+    expect(await cache.getSegment('big', 99 * READ_BYTES_PER_TIMEOUT)).toBeUndefined();
     expect(cache.enabled).toBe(false);
   });
 

@@ -60,6 +60,9 @@ interface Opened {
 const bundleChanged = (e: unknown): boolean =>
   isSelfxitError(e, 'INTEGRITY_ERROR') && e.details?.bundleChanged === true;
 
+/** Runs of one call at most while the bundle keeps being replaced or re-opened meanwhile (ClassifierImpl's recover). */
+const MAX_RUNS = 3;
+
 /** What a part of a batch rejects with when a re-open replaced the runtime the batch started on (it runs again). */
 const reopenedError = (): SelfxitError =>
   new SelfxitError('DISPOSED', 'the bundle was re-opened in a new version during the batch', { reopened: true });
@@ -172,12 +175,25 @@ export class ClassifierImpl implements Classifier {
   private recovering<T>(job: () => Promise<T>): Promise<T> {
     const client = this.client;
     // no async frame of its own: a call that succeeds (nearly all) costs one promise reaction here
-    return job().catch((e: unknown) => this.recover(e, client, job));
+    return job().catch((e: unknown) => this.recover(e, client, job, 1));
   }
 
-  /** {@link recovering}'s failed `job` (run on `client`): re-opens and runs it again, or rejects with `e`. */
-  private async recover<T>(e: unknown, client: ClassifierTransport, job: () => Promise<T>): Promise<T> {
+  /**
+   * {@link recovering}'s failed `job` (run on `client`, its `runs`th run): re-opens and runs it again, or rejects with
+   * `e`. A run that fails again (the bundle replaced once more, or re-opened by another call during the run) runs again
+   * too, each time after a new version was opened, at most {@link MAX_RUNS} runs in all: then a run cut short by a
+   * re-open rejects as the bundle replaced (INTEGRITY_ERROR `bundleChanged`), never DISPOSED (the classifier is alive).
+   */
+  private async recover<T>(e: unknown, client: ClassifierTransport, job: () => Promise<T>, runs: number): Promise<T> {
     if (this.disposed || !this.reopen || (client === this.client && !bundleChanged(e))) throw e;
+    if (runs >= MAX_RUNS) {
+      if (!isSelfxitError(e, 'DISPOSED')) throw e;
+      throw new SelfxitError(
+        'INTEGRITY_ERROR',
+        `the bundle was replaced on the server again and again during this call (${runs} runs): try again later`,
+        { bundleChanged: true, reopened: true, runs },
+      );
+    }
     if (client === this.client) {
       const avoid = (e as SelfxitError).details?.manifestHash;
       this.reopening ??= this.switchVersion(typeof avoid === 'string' ? avoid : undefined).finally(
@@ -190,7 +206,8 @@ export class ClassifierImpl implements Classifier {
       if (!this.disposed) throw why;
     }
     if (this.disposed) throw new SelfxitError('DISPOSED', 'the classifier was disposed');
-    return job();
+    const next = this.client;
+    return job().catch((again: unknown) => this.recover(again, next, job, runs + 1));
   }
 
   /**
@@ -246,13 +263,15 @@ export class ClassifierImpl implements Classifier {
   }
 
   /**
-   * The device plan, while it fits the backend running. After a WebGPU → WASM fallback a plan made for WebGPU is
-   * dropped here: the thresholds go back to the bundle's for the current target (the manifest's own at the
-   * calibration target), from the next call on.
+   * The device plan, while it fits the backend and engine running. After a WebGPU → WASM fallback, or a compiled →
+   * stages one, a plan measured on the other is dropped here: the thresholds go back to the bundle's for the current
+   * target (the manifest's own at the calibration target), from the next call on.
    */
   private activePlan(): DevicePlan | undefined {
     const plan = this.devicePlan;
-    if (plan && this.client.state && plan.backend !== this.client.state.backend) {
+    const state = this.client.state;
+    const engineChanged = plan?.engine !== undefined && state?.engine !== undefined && plan.engine !== state.engine;
+    if (plan && state && (plan.backend !== state.backend || engineChanged)) {
       this.devicePlan = undefined;
       const target = this.choice.target;
       this.choice =

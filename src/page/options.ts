@@ -22,13 +22,18 @@ export const LOAD_DEFAULTS = {
 export interface Liveness {
   readonly heartbeatMs: number;
   readonly callTimeoutMs: number;
+  /**
+   * How long a ping sent while idle may go unanswered before the worker counts as dead; default (load() never sets it):
+   * 12 heartbeats, at least 10 s (worker-client.ts `idleLimitMs`). Tests that drive a fake worker shorten it.
+   */
+  readonly idleMs?: number;
 }
 
 export interface ResolvedLoad {
   readonly init: InitRequest;
   readonly onProgress: ((p: ProgressInfo) => void) | undefined;
   readonly workerUrl: URL | undefined;
-  /** Deadline of load() in ms (0 = none). */
+  /** load()'s deadline on inactivity in ms (0 = none): no progress for that long (classifier.ts `watchInactivity`). */
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
   readonly liveness: Liveness;
@@ -45,8 +50,9 @@ function durationMs(value: unknown, name: string, fallback: number): number {
 }
 
 /**
- * The shortest `heartbeatMs` and `callTimeoutMs` accepted (0 aside: off): below it a worker busy for a moment (a model
- * compiled in the background, an onnxruntime run) would be taken for dead or stuck and stopped.
+ * The shortest `heartbeatMs` and `callTimeoutMs` accepted (0 aside: off): below it a call's deadline would stop a worker
+ * busy for a moment (an onnxruntime run). An idle worker gets at least 10 s however short the heartbeat
+ * (worker-client.ts `idleLimitMs`: work a call left in the background).
  */
 export const MIN_LIVENESS_MS = 100;
 
@@ -56,7 +62,7 @@ function livenessMs(value: unknown, name: string, fallback: number): number {
   if (v !== 0 && v < MIN_LIVENESS_MS)
     throw new SelfxitError(
       'INVALID_ARGUMENT',
-      `${name} must be 0 (off) or at least ${MIN_LIVENESS_MS} ms, got ${v}: a shorter one stops a worker that is only busy`,
+      `${name} must be 0 (off) or at least ${MIN_LIVENESS_MS} ms, got ${v}: a shorter one is taken for a dead or stuck worker too soon`,
       { [name]: v },
     );
   return v;

@@ -31,7 +31,7 @@ export interface OpenedBundle {
   readonly manifestHash: string;
   /** Absolute URL of manifest.json. */
   readonly manifestUrl: string;
-  /** A cached device plan for this manifest, backend and thread count, to apply at once. */
+  /** A cached device plan for this manifest, backend, thread count and engine, to apply at once. */
   readonly plan?: DevicePlan | undefined;
   /** load()'s warnings about its options (page/options.ts), reported by `learning()`. */
   readonly warnings?: readonly string[];

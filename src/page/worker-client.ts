@@ -31,11 +31,20 @@ import type { ClassifierTransport } from './transport.js';
 const NO_LIVENESS: Liveness = { heartbeatMs: 0, callTimeoutMs: 0 };
 /**
  * Heartbeat periods a ping sent while no call was in flight may go unanswered before the worker counts as dead or stuck
- * (60 s at the 5 s default): between calls the worker may still run synchronous onnxruntime work a call left (a
+ * (60 s at the 5 s default; at least {@link MIN_IDLE_MS}): between calls the worker may still run synchronous onnxruntime work a call left (a
  * compiled model made in the background, a learning audit), during which it answers nothing. A worker that ends is
  * seen at once through its Web Lock where those exist.
  */
 const IDLE_PING_PERIODS = 12;
+/**
+ * The least time a ping sent while idle may go unanswered, however short `heartbeatMs` (100 ms at least): a compiled
+ * model made in the background or a learning audit blocks the worker for seconds.
+ */
+export const MIN_IDLE_MS = 10_000;
+
+/** How long a ping sent while idle may go unanswered: {@link IDLE_PING_PERIODS} heartbeats, at least 10 s. */
+export const idleLimitMs = (liveness: Liveness): number =>
+  liveness.idleMs ?? Math.max(IDLE_PING_PERIODS * liveness.heartbeatMs, MIN_IDLE_MS);
 let lockCount = 0;
 
 /** A started worker, and the blob URL it was started from (a worker URL on another origin), to revoke. */
@@ -166,13 +175,13 @@ export class WorkerClient implements ClassifierTransport {
   private readonly heartbeat: ReturnType<typeof setInterval> | undefined;
   /**
    * A page restored from the back/forward cache: while it was kept there its worker and timers were frozen, so the
-   * clocks of the calls in flight and of an outstanding ping start again from now (the time frozen is no silence).
+   * clocks of the calls in flight, of load()'s or a re-open's deadline ({@link onActivity}) and of an outstanding ping
+   * start again from now (the time frozen is no silence).
    */
   private readonly onPageShow = (e: Event): void => {
     if (!(e as PageTransitionEvent).persisted || this.dead) return;
     if (this.pingSentAt !== undefined) this.pingSentAt = Date.now();
-    const now = performance.now();
-    for (const call of this.inFlight.values()) call.from = Math.max(call.from, now);
+    this.progressed();
   };
   /** Cancels the page's request for the worker's lock. */
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
@@ -245,8 +254,8 @@ export class WorkerClient implements ClassifierTransport {
   /**
    * The heartbeat, every `heartbeatMs`: pings the worker. A ping sent while no call was in flight is answered by a live
    * worker once the work a call left in the background (a compiled model made, a learning audit) lets it: unanswered
-   * for {@link IDLE_PING_PERIODS} periods, the worker is dead (it closed itself, or is stuck; its end is seen at once
-   * through the Web Lock where that exists). A ping sent during a call may wait while ORT blocks the worker thread: no
+   * for {@link idleLimitMs} (12 periods, at least 10 s), the worker is dead (it closed itself, or is stuck; its end is
+   * seen at once through the Web Lock where that exists). A ping sent during a call may wait while ORT blocks the worker thread: no
    * deadline then, `callTimeoutMs` watches calls; once the calls are answered it counts as sent when idle.
    */
   private beat(): void {
@@ -266,7 +275,7 @@ export class WorkerClient implements ClassifierTransport {
         },
         () => {},
       );
-    } else if (this.pingWhileIdle && now - this.pingSentAt > IDLE_PING_PERIODS * this.liveness.heartbeatMs) {
+    } else if (this.pingWhileIdle && now - this.pingSentAt > idleLimitMs(this.liveness)) {
       const ms = now - this.pingSentAt;
       this.fail(
         new SelfxitError('WORKER_DIED', `the selfxit worker stopped answering (no reply to a ping in ${ms} ms)`),

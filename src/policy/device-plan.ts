@@ -23,13 +23,18 @@ export interface StageTimings {
   readonly exitMs?: readonly number[];
 }
 
-/** The plan for one bundle on one device, backend and thread count. Plain data: cached in IndexedDB. */
+/** The plan for one bundle on one device, backend, thread count (and engine). Plain data: cached in IndexedDB. */
 export interface DevicePlan {
   readonly version: 1;
   /** sha256 of the manifest text the plan was made for. */
   readonly manifestHash: string;
   readonly backend: string;
   readonly threads: number;
+  /**
+   * The engine of single-input calls the times were measured on (the browser runtime sets it; absent: not known, e.g.
+   * a plan made by `planExits()` directly). The page drops a plan whose engine is no longer the one running.
+   */
+  readonly engine?: 'compiled' | 'stages';
   /** ISO time of the measurement. */
   readonly measuredAt: string;
   readonly timings: StageTimings;

@@ -68,9 +68,12 @@ function contentHashes(m: Partial<BundleManifest>): string[] {
 interface BundleFile {
   readonly file: string;
   readonly sha256: string;
+  /** Exact size (the fetch stops past it), 0 = not known. */
   readonly bytes: number;
   readonly url: string;
   readonly segment?: number;
+  /** When `bytes` is 0: about how large it is, for how long its cache read is waited for (IdbBundleCache). */
+  readonly sizeHint?: number;
 }
 
 /**
@@ -184,7 +187,7 @@ export class BundleSource {
   private async fileBytes(f: BundleFile, progress: Progress = this.progress): Promise<Uint8Array> {
     const { file, sha256: expected, url } = f;
     const at = f.segment === undefined ? {} : { segment: f.segment };
-    const cached = await this.cache.getSegment(expected, f.bytes);
+    const cached = await this.cache.getSegment(expected, f.bytes || f.sizeHint);
     if (cached) {
       if ((await sha256Hex(cached)) === expected) {
         if (f.segment !== undefined) this.cachedSegments[f.segment] = true;
@@ -209,15 +212,22 @@ export class BundleSource {
             progress: total > 0 ? (100 * loaded) / total : Number.NaN,
           }),
       });
-    let bytes = await fetchFile(false);
-    let actual = await sha256Hex(bytes);
-    if (actual !== expected) {
-      // The HTTP cache may hold the file's previous version (replaced in place under the same name): once more from
-      // the server before deciding.
-      bytes = await fetchFile(true);
-      actual = await sha256Hex(bytes);
-    }
-    if (actual !== expected) throw await this.mismatch(f, actual);
+    // A body longer than the manifest says (fetchBytes stopped it) is a file other than the one listed, as a wrong hash is.
+    const fetched = async (reload: boolean): Promise<{ bytes?: Uint8Array; actual: string }> => {
+      try {
+        const got = await fetchFile(reload);
+        return { bytes: got, actual: await sha256Hex(got) };
+      } catch (e) {
+        if (!(e instanceof SelfxitError && e.code === 'INTEGRITY_ERROR' && e.details?.tooLong === true)) throw e;
+        return { actual: `(more than ${f.bytes} bytes)` };
+      }
+    };
+    let got = await fetched(false);
+    // The HTTP cache may hold the file's previous version (replaced in place under the same name): once more from
+    // the server before deciding.
+    if (got.actual !== expected) got = await fetched(true);
+    const bytes = got.bytes;
+    if (got.actual !== expected || !bytes) throw await this.mismatch(f, got.actual);
     const stored = await this.cache.putSegment(expected, bytes);
     if (f.segment !== undefined) this.cachedSegments[f.segment] = stored;
     progress({ status: 'done', file, ...at, fromCache: false });
@@ -255,7 +265,9 @@ export class BundleSource {
     const { file, sha256 } = this.manifest.backbone;
     if (!file) return Promise.reject(new SelfxitError('INTERNAL', 'the bundle has no backbone file'));
     this.progress({ status: 'initiate', file });
-    return this.fileBytes({ file, sha256, bytes: 0, url: new URL(file, this.manifestUrl).href });
+    // its size is not in the manifest: about that of the segments (the backbone split, plus the fused heads)
+    const sizeHint = this.manifest.segments.reduce((n, s) => n + s.bytes, 0);
+    return this.fileBytes({ file, sha256, bytes: 0, sizeHint, url: new URL(file, this.manifestUrl).href });
   }
 
   /** The bundle's validation outputs: validation.bin from the cache or fetched (sha256-verified), decoded. */

@@ -29,7 +29,7 @@ export interface BundleCache {
   getManifest(url: string): Promise<CachedManifest | undefined>;
   putManifest(url: string, entry: CachedManifest): Promise<void>;
   deleteManifest(url: string): Promise<void>;
-  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer. */
+  /** `bytes`: the size expected (the manifest's), which a cache may wait for longer (`Infinity`: unknown, large?). */
   getSegment(sha256: string, bytes?: number): Promise<Uint8Array | undefined>;
   /** Resolves true once `bytes` are stored, false when the write did not land or is not known to have. */
   putSegment(sha256: string, bytes: Uint8Array): Promise<boolean>;
@@ -43,7 +43,7 @@ export interface BundleCache {
   deletePlans(manifestHash: string): Promise<void>;
   /**
    * The compiled model stored under {@link compiledKey}, unverified (the caller checks its sha256); optional.
-   * `bytes`: about the size expected, which a cache may wait for longer.
+   * `bytes`: about the size expected, which a cache may wait for longer (`Infinity`: unknown, maybe large).
    */
   getCompiled?(key: string, bytes?: number): Promise<CachedCompiled | undefined>;
   /** Resolves true once `entry` is stored, false when the write did not land or is not known to have. */
@@ -95,10 +95,17 @@ export function prunedKey(manifestHash: string, backend: string): string {
 /**
  * Cache key of a device plan: `plan:<manifestHash>:<backend>:<threads>:<engine>` (its times were measured on that
  * engine: the compiled cascade and the stage engine price exits differently). Keys of older versions, without the
- * engine, are never read again (and go with the bundle version's other plans).
+ * engine, are never read again: IdbBundleCache deletes one on the first miss of its key with the engine (else it goes
+ * with the bundle version's other plans).
  */
 export function planKey(manifestHash: string, backend: string, threads: number, engine: 'compiled' | 'stages'): string {
   return `${PLAN_PREFIX}${manifestHash}:${backend}:${threads}:${engine}`;
+}
+
+/** The key an older selfxit stored `key`'s plan under (`plan:<manifestHash>:<backend>:<threads>`), if a plan's. */
+function legacyPlanKey(key: string): string | undefined {
+  const m = /^(plan:.+):(?:compiled|stages)$/.exec(key);
+  return m ? m[1] : undefined;
 }
 
 const isNumberArray = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
@@ -121,6 +128,7 @@ export function isDevicePlan(v: unknown): v is DevicePlan {
   const p = v as Partial<DevicePlan>;
   return (
     typeof p.threads === 'number' &&
+    (p.engine === undefined || p.engine === 'compiled' || p.engine === 'stages') &&
     typeof p.measuredAt === 'string' &&
     typeof p.target === 'number' &&
     typeof p.timings === 'object' &&
@@ -207,6 +215,11 @@ export const CACHE_OP_TIMEOUT_MS = 5_000;
  * for dead storage (which would turn the cache off and fetch the segment and every later one again).
  */
 export const READ_BYTES_PER_TIMEOUT = 25 * 2 ** 20;
+/**
+ * The longest a read is waited for, in operation timeouts (60 s at the default: a 275 MB entry, or one of unknown size
+ * passed as `Infinity`): under load()'s 120 s `timeoutMs`, so a hung read still falls back to the network in time.
+ */
+export const MAX_READ_TIMEOUTS = 12;
 /** A write unsettled for this many operation timeouts means IndexedDB hangs: reads timing out behind it count. */
 const WRITE_STUCK_TIMEOUTS = 3;
 
@@ -255,6 +268,8 @@ export class IdbBundleCache implements BundleCache {
    * behind one only after it.
    */
   private readonly writing = new Set<{ readonly at: number }>();
+  /** Keys of older versions' plans deleted (or tried) by this cache: once each. */
+  private readonly legacyDropped = new Set<string>();
 
   /**
    * `openStore` is a test seam (e.g. a store whose writes hit the quota); the default opens IndexedDB. `timeoutMs`:
@@ -271,10 +286,13 @@ export class IdbBundleCache implements BundleCache {
     return !this.writesOff;
   }
 
-  /** The longest a read of about `bytes` is waited for: one operation timeout, plus one per READ_BYTES_PER_TIMEOUT. */
+  /**
+   * The longest a read of about `bytes` is waited for: one operation timeout, plus one per READ_BYTES_PER_TIMEOUT, at
+   * most {@link MAX_READ_TIMEOUTS} (`Infinity`: a size not known that may be large).
+   */
   private readLimit(bytes: number | undefined): number {
     const extra = typeof bytes === 'number' && bytes > 0 ? bytes / READ_BYTES_PER_TIMEOUT : 0;
-    return this.timeoutMs * (1 + extra);
+    return this.timeoutMs * Math.min(1 + extra, MAX_READ_TIMEOUTS);
   }
 
   private async op<T>(
@@ -379,8 +397,15 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  getPlan(key: string): Promise<DevicePlan | undefined> {
-    return this.getValid(key, isDevicePlan);
+  /** A miss also deletes the plan an older selfxit stored without the engine in its key (never read again). */
+  async getPlan(key: string): Promise<DevicePlan | undefined> {
+    const plan = await this.getValid(key, isDevicePlan);
+    const legacy = legacyPlanKey(key);
+    if (plan === undefined && legacy !== undefined && !this.legacyDropped.has(legacy)) {
+      this.legacyDropped.add(legacy);
+      void this.op('write', undefined, (s) => del(legacy, s)); // not waited for: the load goes on
+    }
+    return plan;
   }
 
   putPlan(key: string, plan: DevicePlan): Promise<void> {

@@ -2,10 +2,25 @@
 // bypassed on request (`revalidate`: a manifest that may have changed; `reload`: a file whose cached copy was wrong).
 import { SelfxitError } from '../errors.js';
 
+/**
+ * Bytes a download must grow by before it reports progress again (and once at its end): progress restarts the page's
+ * inactivity clocks (`callTimeoutMs`, load()'s `timeoutMs`), so a server that trickles a few bytes at a time does not
+ * keep a call waiting for ever: at least 64 KiB per clock period, or the call times out.
+ */
+export const PROGRESS_STEP_BYTES = 64 * 1024;
+
 interface FetchOptions {
-  /** Called as bytes arrive; `loaded` only grows. `total` = Content-Length, else `expectedBytes`, else 0. */
+  /**
+   * Called as bytes arrive, at most once per {@link PROGRESS_STEP_BYTES} and at the end; `loaded` only grows. `total` =
+   * Content-Length, else `expectedBytes`, else 0. Bytes past a Content-Length (a body longer than announced) are not
+   * reported: they do not restart the clocks.
+   */
   readonly onProgress?: (loaded: number, total: number) => void;
-  /** Size announced by the manifest, used when the server sends no Content-Length. */
+  /**
+   * Size announced by the manifest (exact: the file as served, decoded), used when the server sends no Content-Length.
+   * A body that grows past it stops at once with INTEGRITY_ERROR (`details.tooLong`): an endless or wrong response is
+   * not read on.
+   */
   readonly expectedBytes?: number;
   /** Called once the response headers arrived (the network download starts). */
   readonly onResponse?: () => void;
@@ -34,7 +49,10 @@ async function request(url: string, cache?: RequestCache): Promise<Response> {
   return res;
 }
 
-/** Fetches `url` as bytes. Throws FETCH_FAILED (details: url, status; status 0 = network error). */
+/**
+ * Fetches `url` as bytes. Throws FETCH_FAILED (details: url, status; status 0 = network error), INTEGRITY_ERROR (details:
+ * url, expectedBytes, loaded, tooLong: true) when the body grows past `expectedBytes`.
+ */
 export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
   const res = await request(url, options.reload === true ? 'reload' : undefined);
   options.onResponse?.();
@@ -45,18 +63,33 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
     options.onProgress?.(buf.length, total || buf.length);
     return buf;
   }
+  const limit = options.expectedBytes !== undefined && options.expectedBytes > 0 ? options.expectedBytes : Infinity;
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let loaded = 0;
+  let reported = 0;
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
       chunks.push(value);
       loaded += value.length;
-      options.onProgress?.(loaded, Math.max(total, loaded));
+      if (loaded > limit) {
+        reader.cancel().catch(() => {});
+        throw new SelfxitError(
+          'INTEGRITY_ERROR',
+          `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
+          { url, expectedBytes: limit, loaded, tooLong: true },
+        );
+      }
+      const past = total > 0 && loaded > total; // more than Content-Length (or a compressed body): no progress
+      if (!past && loaded - reported >= PROGRESS_STEP_BYTES) {
+        reported = loaded;
+        options.onProgress?.(loaded, Math.max(total, loaded));
+      }
     }
   } catch (e) {
+    if (e instanceof SelfxitError) throw e;
     throw new SelfxitError(
       'FETCH_FAILED',
       `Download of ${url} broke off after ${loaded} bytes: ${(e as Error).message}`,
@@ -64,6 +97,7 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
       { cause: e },
     );
   }
+  if (reported < loaded) options.onProgress?.(loaded, Math.max(total, loaded));
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(loaded);
   let off = 0;

@@ -115,7 +115,8 @@ export async function plainModel(
         progress({ status: 'progress', file, loaded, total, progress: total > 0 ? (100 * loaded) / total : NaN }),
     });
   } catch (e) {
-    const cached = isOutage(e) ? await cache.getCompiled?.(key) : undefined;
+    // its size unknown (nothing fetched) and possibly large: waited for the longest (IdbBundleCache MAX_READ_TIMEOUTS)
+    const cached = isOutage(e) ? await cache.getCompiled?.(key, Infinity) : undefined;
     if (!cached) throw e;
     if ((await sha256Hex(cached.bytes)) !== cached.sha256) {
       await cache.deleteCompiled?.(key); // corrupt in storage: never used
@@ -126,7 +127,8 @@ export async function plainModel(
   }
   progress({ status: 'done', file, fromCache: false });
   const sha256 = await sha256Hex(bytes);
-  if ((await cache.getCompiled?.(key))?.sha256 !== sha256) await cache.putCompiled?.(key, { sha256, bytes });
+  if ((await cache.getCompiled?.(key, bytes.length))?.sha256 !== sha256)
+    await cache.putCompiled?.(key, { sha256, bytes });
   return { bytes, sha256 };
 }
 

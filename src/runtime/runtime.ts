@@ -345,7 +345,7 @@ export class BundleRuntime {
       (p.timings.exitMs === undefined || p.timings.exitMs.length === manifest.segments.length);
     if (!fits) return undefined;
     this.pruner?.usePlan(p);
-    return p;
+    return p.engine === undefined ? { ...p, engine: this.engine() } : p; // (keyed by engine: measured on this one)
   }
 
   /**
@@ -396,12 +396,15 @@ export class BundleRuntime {
         const timings = await this.measureTimings();
         const { backend, threads } = this.ort;
         const engine = this.engine(); // the engine the times were measured on
-        const plan = planExits(this.manifest, validation, timings, {
-          target,
-          manifestHash: this.manifestHash,
-          backend,
-          threads,
-        });
+        const plan: DevicePlan = {
+          ...planExits(this.manifest, validation, timings, {
+            target,
+            manifestHash: this.manifestHash,
+            backend,
+            threads,
+          }),
+          engine,
+        };
         this.pruner?.usePlan(plan);
         await this.cache.putPlan(planKey(this.manifestHash, backend, threads, engine), plan);
         this.cachedPlanRead = undefined; // the cache holds a newer plan now
