@@ -486,7 +486,10 @@ for (const name of wanted) {
   const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
   const mean = (e: ExitScores[]): string =>
     e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
-  rows.push(...measureRows(name, oof, onTest, costs, trainS));
+  const measured = measureRows(name, oof, onTest, costs, trainS);
+  rows.push(...measured);
+  // Each variant's rows as soon as they are known (a long run stopped early keeps what it measured).
+  for (const r of measured) console.error(`row ${JSON.stringify(r)}`);
   console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
   if (v.cascade) {
     const t1 = performance.now();

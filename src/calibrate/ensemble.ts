@@ -5,7 +5,9 @@
 // cost (headCost, estimateHeadMacs with M·h hidden units) already charges the M members.
 import { SelfxitError } from '../errors.js';
 import type { DenseLayer } from '../graph/head-spec.js';
-import type { TrainedHead } from './train-head.js';
+import type { HeadKind } from '../bundle/manifest.js';
+import { trainHead, type TrainedHead, type TrainHeadOptions } from './train-head.js';
+import type { FeatureRows } from './feature-store.js';
 
 function bad(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg, details);
@@ -71,3 +73,28 @@ export function averageLogitHeads(members: readonly TrainedHead[]): TrainedHead 
 
 /** Seed distance between ensemble members: member m trains with seeds `seed + MEMBER_SEED_STEP·m` (member 0: today's). */
 export const MEMBER_SEED_STEP = 1000;
+
+/** Members of a head of `kind` under prepare's `ensemble` option: pool-mlp heads get `ensemble`, others one. */
+export function membersOf(kind: HeadKind, ensemble: number): number {
+  return kind === 'pool-mlp' ? ensemble : 1;
+}
+
+/**
+ * A head on all `n` rows as an ensemble of `members` heads (member m: seed + {@link MEMBER_SEED_STEP}·m), deployed as
+ * their logit-averaged head; one member is {@link trainHead} itself.
+ */
+export function trainEnsembleHead(
+  x: FeatureRows,
+  p: Float32Array,
+  n: number,
+  d: number,
+  k: number,
+  members: number,
+  options: TrainHeadOptions = {},
+): TrainedHead {
+  const seed = options.seed ?? 0;
+  const heads = Array.from({ length: members }, (_, m) =>
+    trainHead(x, p, n, d, k, { ...options, seed: seed + MEMBER_SEED_STEP * m }),
+  );
+  return members === 1 ? heads[0]! : averageLogitHeads(heads);
+}
