@@ -18,6 +18,11 @@ export interface StudyRow {
   /** Cascade top-1 − backbone top-1 on test, in points. */
   readonly top1VsBackbonePoints: number;
   readonly testMacsFraction: number;
+  /**
+   * Hindsight frontier on test (runs from 2026-12-07 on): the cheapest knob of the rule, on the selected exits and their
+   * score maps, whose agreement ON TEST meets the target — the heads' quality without threshold noise; not deployable.
+   */
+  readonly testFrontierMacs?: number;
   readonly headTrainingSeconds: number;
 }
 
@@ -69,7 +74,7 @@ export function renderHeadsBlock(records: readonly StudyRecord[], files: readonl
     ...records.flatMap((rec) =>
       rec.rows.map(
         (r) =>
-          `| ${r.heads} | ${r.rule} | ${r.target} | ${r.exits.join(',')} | ${(100 * r.validationAgreement).toFixed(2)} % | ${(100 * r.testAgreement).toFixed(2)} % | ${r.top1VsBackbonePoints.toFixed(2)} | ${r.testMacsFraction.toFixed(3)} | ${r.headTrainingSeconds.toFixed(0)} s |`,
+          `| ${r.heads} | ${r.rule} | ${r.target} | ${r.exits.join(',')} | ${(100 * r.validationAgreement).toFixed(2)} % | ${(100 * r.testAgreement).toFixed(2)} % | ${r.top1VsBackbonePoints.toFixed(2)} | ${r.testMacsFraction.toFixed(3)}${r.testFrontierMacs === undefined ? '' : ` [${r.testFrontierMacs.toFixed(3)}]`} | ${r.headTrainingSeconds.toFixed(0)} s |`,
       ),
     ),
   ].join('\n');

@@ -21,7 +21,13 @@ import {
   type CascadeCosts,
   type ExitScores,
 } from '../src/policy/cascade-sim.js';
-import { selectExitsWithRule, type ThresholdRule } from '../src/policy/exit-rule.js';
+import {
+  mapExitScores,
+  rawThresholdFor,
+  selectExitsWithRule,
+  type RuleSelection,
+  type ThresholdRule,
+} from '../src/policy/exit-rule.js';
 import { cutGeometry } from '../src/calibrate/features.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { resolveModelIO } from '../src/calibrate/prepare.js';
@@ -33,6 +39,8 @@ import {
   type TrainedHead,
   type TrainHeadOptions,
 } from '../src/calibrate/train-head.js';
+import { averageLogitHeads } from '../src/calibrate/ensemble.js';
+import { createRng } from '../src/calibrate/rng.js';
 import { analyzeModel, decodeModel } from '../src/core.js';
 import { writeBlock } from '../scripts/md-block.mjs';
 import { encodedFeatures, encoderWidth, fitEncoders, type Encoder } from './conv-features.js';
@@ -61,6 +69,12 @@ interface Variant {
    * reads the same fold's previous head), and both head sets are measured with selection among those exits only.
    */
   readonly cascade?: boolean;
+  /**
+   * Head ensemble at every cut (issue 13): M heads per fold and M final heads, seeds 1000·m apart (member 0 is the
+   * single head's seed); the out-of-fold and test outputs are the members' mean logits ('logit': one wider MLP,
+   * `averageLogitHeads`) or mean probabilities ('prob'). Head cost: M members.
+   */
+  readonly ensemble?: { readonly members: number; readonly average: 'logit' | 'prob'; readonly bootstrap?: boolean };
 }
 
 /** The variants measured; `prepare`'s default is pool-linear on every cut plus pool-mlp on a shortlist, max 2, flip. */
@@ -84,6 +98,22 @@ const VARIANTS: Readonly<Record<string, Variant>> = {
   'linear+max+flip+conv': { kind: 'pool-linear', max: 2, augment: ['flip'], conv: true },
   'mlp64+max+flip+conv': { kind: 'pool-mlp', max: 2, augment: ['flip'], conv: true },
   'mlp64+max+flip+casc': { kind: 'pool-mlp', max: 2, augment: ['flip'], cascade: true },
+  'mlp192+max+flip': { kind: 'pool-mlp', hidden: 192, max: 2, augment: ['flip'] },
+  'mlp64+max+flip+ens3': { kind: 'pool-mlp', max: 2, augment: ['flip'], ensemble: { members: 3, average: 'logit' } },
+  'mlp64+max+flip+ens3p': { kind: 'pool-mlp', max: 2, augment: ['flip'], ensemble: { members: 3, average: 'prob' } },
+  'mlp64+max+flip+ens3b': {
+    kind: 'pool-mlp',
+    max: 2,
+    augment: ['flip'],
+    ensemble: { members: 3, average: 'logit', bootstrap: true },
+  },
+  'mlp64+max+flip+ens5': { kind: 'pool-mlp', max: 2, augment: ['flip'], ensemble: { members: 5, average: 'logit' } },
+  'linear+max+flip+ens3': {
+    kind: 'pool-linear',
+    max: 2,
+    augment: ['flip'],
+    ensemble: { members: 3, average: 'logit' },
+  },
 };
 const RULES: readonly ThresholdRule[] = ['global', 'cost-calibrated'];
 const TARGETS = [0.985, 0.99];
@@ -262,6 +292,7 @@ function fitCut(
   baseTest: { x: Float32Array; d: number },
   opts: TrainHeadOptions,
   prevFit?: CutFit,
+  ens?: Variant['ensemble'],
 ): CutFit {
   const rowsAll = copies * n;
   const prev = prevFit
@@ -274,6 +305,51 @@ function fitCut(
   const fit0 = { base, baseTest, ...(prev ? { prev } : {}) };
   const probs = new Float32Array(n * K);
   const folds: TrainedHead[] = [];
+  const M = ens?.members ?? 1;
+  /**
+   * Members trained on `rows` (null: all) with seeds `seed + 1000·m`; bootstrap: each member trains on the images of a
+   * draw with replacement (with all their copies; a head's rows have no multiplicity, so an image drawn twice counts
+   * once: about 63 % of the images, i.e. subsample bagging).
+   */
+  const members = (x: { x: Float32Array; d: number }, rows: number[] | null, seed: number): TrainedHead[] =>
+    Array.from({ length: M }, (_, m) => {
+      let r: Int32Array | null = rows ? Int32Array.from(rows) : null;
+      if (ens?.bootstrap) {
+        const imgs = rows ? [...new Set(rows.map((q) => q % n))] : Array.from({ length: n }, (_, q) => q);
+        const rng = createRng(seed + 1000 * m + 7);
+        const out: number[] = [];
+        for (let q = 0; q < imgs.length; q++) {
+          const s = imgs[rng.int(imgs.length)]!;
+          for (let a = 0; a < copies; a++) out.push(a * n + s);
+        }
+        r = Int32Array.from(out);
+      }
+      return trainHeadOnRows(x.x, P, rowsAll, x.d, K, r, { ...opts, seed: seed + 1000 * m });
+    });
+  /** Probabilities of the ensemble `hs` on `rows` of `x` (null: the first `count`), as predictHeadRows writes them. */
+  const predict = (
+    hs: TrainedHead[],
+    x: Float32Array,
+    rows: Int32Array | null,
+    count: number,
+    out: Float32Array,
+    scatter: boolean,
+  ): TrainedHead => {
+    if (ens?.average !== 'prob') {
+      const head = averageLogitHeads(hs);
+      predictHeadRows(head, x, rows, count, out, scatter);
+      return head;
+    }
+    const tmp = new Float32Array(out.length);
+    const acc = new Float32Array(out.length);
+    for (const h of hs) {
+      predictHeadRows(h, x, rows, count, tmp, scatter);
+      for (let i = 0; i < acc.length; i++) acc[i]! += tmp[i]! / hs.length;
+    }
+    if (!scatter || !rows) out.set(acc.subarray(0, count * K));
+    else for (const r of rows) out.set(acc.subarray(r * K, r * K + K), r * K);
+    return hs[0]!;
+  };
   for (let f = 0; f < 5; f++) {
     const train: number[] = [];
     const held: number[] = [];
@@ -282,16 +358,39 @@ function fitCut(
       else for (let a = 0; a < copies; a++) train.push(a * n + s);
     }
     const xf = inputsOf(fit0, f);
-    const head = trainHeadOnRows(xf.x, P, rowsAll, xf.d, K, Int32Array.from(train), { ...opts, seed: 1 + f });
-    predictHeadRows(head, xf.x, Int32Array.from(held), held.length, probs, true);
-    folds.push(head);
+    const hs = members(xf, train, 1 + f);
+    folds.push(predict(hs, xf.x, Int32Array.from(held), held.length, probs, true));
   }
   const xa = inputsOf(fit0, 'final');
-  const final = trainHeadOnRows(xa.x, P, rowsAll, xa.d, K, null, { ...opts, seed: 0 });
+  const finals = members(xa, null, 0);
   const xt = inputsOf(fit0, 'test');
   const pt = new Float32Array(test.count * K);
-  predictHeadRows(final, xt.x, null, test.count, pt, false);
+  const final = predict(finals, xt.x, null, test.count, pt, false);
   return { ...fit0, probs, pt, folds, final };
+}
+
+/**
+ * The hindsight frontier on test of a selection: over 400 knobs (quantiles of the selected exits' rule scores on
+ * test), each turned into max-softmax thresholds through the selection's own score maps, the cheapest whose agreement
+ * on test meets `target` (no margin; 1 when none does).
+ */
+function frontierOnTest(
+  onTest: readonly ExitScores[],
+  sel: RuleSelection,
+  costs: CascadeCosts,
+  target: number,
+  rule: ThresholdRule,
+): number {
+  const mapped = sel.selected.map((j, s) => (rule === 'global' ? onTest[j]! : mapExitScores(onTest[j]!, sel.maps[s]!)));
+  const all = mapped.flatMap((e) => Array.from(e.score.subarray(0, e.n))).sort((a, b) => a - b);
+  let best = 1;
+  for (let q = 0; q <= 400; q++) {
+    const knob = all[Math.min(all.length - 1, Math.floor((q / 400) * all.length))]!;
+    const th = sel.selected.map((_, s) => (rule === 'global' ? knob : rawThresholdFor(sel.maps[s]!, knob)));
+    const o = simulateCascade(onTest, sel.selected, th, { ...costs, overhead: 0 });
+    if (o.agreement >= target) best = Math.min(best, o.macsFraction);
+  }
+  return best;
 }
 
 /** Rows of the study for candidates `oof`/`onTest` (exit indices reported through `index`): every rule × target. */
@@ -309,6 +408,7 @@ function measureRows(
       const sel = selectExitsWithRule(oof, costs, { target, rule, overhead: 0.01 * analysis.macs });
       const t = simulateCascade(onTest, sel.selected, sel.thresholds, { ...costs, overhead: 0 });
       const top1 = replayTop1(onTest, sel.selected, sel.thresholds, testPred, labels);
+      const testFrontierMacs = frontierOnTest(onTest, sel, costs, target, rule);
       out.push({
         heads: name,
         rule,
@@ -318,6 +418,7 @@ function measureRows(
         testAgreement: t.agreement,
         top1VsBackbonePoints: 100 * (top1.cascade - top1.backbone),
         testMacsFraction: t.macsFraction,
+        testFrontierMacs,
         headTrainingSeconds: seconds,
       });
     }
@@ -363,23 +464,32 @@ for (const name of wanted) {
     };
     const xtRaw = columns(testF.x[i]!, test.count, i, v.max > 0, v.grid);
     const xt = convSets ? concatColumns(xtRaw, convSets[convSets.length - 1]![i]!, test.count) : xtRaw;
-    const fit = fitCut({ x: X, d }, P, copies, xt, opts);
+    const fit = fitCut({ x: X, d }, P, copies, xt, opts, undefined, v.ensemble);
     const { probs, pt } = fit;
     if (v.cascade) fits[i] = fit;
     oof.push(exitScores(probs, n, K, teacherPred));
     onTest.push(exitScores(pt, test.count, K, testPred));
-    const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) : 0;
+    const M = v.ensemble?.members ?? 1;
+    // An ensemble's head: M hidden layers side by side (logits or probabilities averaged; M linear heads average
+    // into one linear head when logits are averaged, M products when probabilities are).
+    const hidden = v.kind === 'pool-mlp' ? (v.hidden ?? 64) * M : 0;
+    const linearCopies = v.kind === 'pool-linear' && v.ensemble?.average === 'prob' ? M : 1;
     const c = cutGeometry(cuts[i]!);
     const convMacs = v.conv ? c.height * c.width * encoderWidth(c.channels) * (c.channels + 2) : 0; // 1x1 conv + 2 pools
     headMacs.push(
-      (hidden ? d * hidden + hidden * K : d * K) + c.channels * c.height * c.width * (v.max > 0 ? 2 : 1) + convMacs,
+      (hidden ? d * hidden + hidden * K : d * K * linearCopies) +
+        c.channels * c.height * c.width * (v.max > 0 ? 2 : 1) +
+        convMacs,
     );
   }
   const trainS = (performance.now() - t0) / 1000;
   const costs: CascadeCosts = { backboneCostAt: cuts.map((c) => c.macs), headCost: headMacs, fullCost: analysis.macs };
   const mean = (e: ExitScores[]): string =>
     e.map((s) => (s.agree.reduce((a, b) => a + b, 0) / s.n).toFixed(2)).join(' ');
-  rows.push(...measureRows(name, oof, onTest, costs, trainS));
+  const measured = measureRows(name, oof, onTest, costs, trainS);
+  rows.push(...measured);
+  // Each variant's rows as soon as they are known (a long run stopped early keeps what it measured).
+  for (const r of measured) console.error(`row ${JSON.stringify(r)}`);
   console.error(`${name}: out-of-fold agreement per cut ${mean(oof)} (${trainS.toFixed(0)} s)`);
   if (v.cascade) {
     const t1 = performance.now();

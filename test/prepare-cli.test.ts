@@ -290,7 +290,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
   );
 
   it(
-    '--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features or --hidden: typed errors, nothing written',
+    '--threshold outside paper mode, an --exits name that is not a cut, a bad --max-features, --hidden or --ensemble: typed errors, nothing written',
     { timeout: 180_000 },
     async () => {
       const { dir, model, samples } = setup();
@@ -311,6 +311,8 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
         [['--target', '0.9', '--exits', 'block2,nope'], 'INVALID_CUT', /"nope" is not a cut/],
         [['--max-features', '0'], 'INVALID_ARGUMENT', /maxFeatures must be an integer >= 1, got 0/],
         [['--hidden', '0'], 'INVALID_ARGUMENT', /hidden must be an integer >= 1, got 0/],
+        [['--ensemble', '0'], 'INVALID_ARGUMENT', /ensemble must be an integer >= 1, got 0/],
+        [['--ensemble', '2.5'], 'INVALID_ARGUMENT', /ensemble must be an integer >= 1, got 2.5/],
       ];
       for (const [args, code, msg] of cases) {
         for (const o of [out, kept]) {

@@ -7,6 +7,7 @@ import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
 import { cutName } from './candidate-cuts.js';
 import { crossFit } from './crossfit.js';
+import { membersOf } from './ensemble.js';
 import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
 import type { CutFeatures, FeatureSet } from './features.js';
@@ -62,7 +63,11 @@ export function headCosts(
   table: CostTable | undefined,
 ): ReturnType<typeof buildCosts> {
   const headMacs = data.cuts.map((_, i) =>
-    estimateHeadMacs(configOf(i).hidden, configGeometry(data.features.cuts[i]!, configOf(i)), c.io.classes),
+    estimateHeadMacs(
+      configOf(i).hidden * membersOf(configOf(i).kind, c.o.ensemble),
+      configGeometry(data.features.cuts[i]!, configOf(i)),
+      c.io.classes,
+    ),
   );
   return buildCosts(c.analysis, data.cuts, headMacs, table);
 }
@@ -90,6 +95,7 @@ function trainCandidate(
     foldOf: data.foldOf,
     seed: o.seed,
     temperature: o.temperature,
+    members: membersOf(config.kind, o.ensemble),
     fitFinal: false,
     // the samples' out-of-fold outputs only: their augmented copies' are never read (n × k, not rows × k)
     predictRows: n,

@@ -11,7 +11,9 @@ import {
   type TrainHeadResult,
   type TrainedHead,
 } from './train-head.js';
+import { averageLogitHeads, MEMBER_SEED_STEP } from './ensemble.js';
 import { trainStack, type StackHead } from './head-stack.js';
+import { softmaxRowsInPlace } from './linalg.js';
 import type { FeatureRows } from './feature-store.js';
 import { foldIndices, kFoldAssign } from './rng.js';
 
@@ -33,6 +35,13 @@ export interface CrossFitOptions extends TrainHeadOptions {
    * the copies are never read): `oof` is then `[predictRows, k]`. Default: every row.
    */
   readonly predictRows?: number;
+  /**
+   * Heads per fold (and final heads): an ensemble of this many heads trained with different seeds (member m: init
+   * seeds and shuffle seed + {@link MEMBER_SEED_STEP}·m), whose out-of-fold outputs are the softmax of the members'
+   * mean logits and whose final head is their logit-averaged head ({@link averageLogitHeads}: one wider MLP). 1
+   * (default): one head, today's fit.
+   */
+  readonly members?: number;
   /** Called after each fit (fold = -1 for the final fit), e.g. for progress. */
   readonly onFit?: (info: FitInfo) => void;
 }
@@ -110,10 +119,32 @@ export function crossFit(
       throw new SelfxitError('TOO_FEW_SAMPLES', `fold ${f} leaves no samples to train on`);
     heads.push({ holdOut: f, seed: seed + 1 + f });
   }
-  const stack = trainStack(x, p, n, d, k, foldOf, heads, { ...settings, shuffleSeed: seed }, oof, predictRows);
+  const M = options.members ?? 1;
+  if (!(Number.isInteger(M) && M >= 1))
+    throw new SelfxitError('INVALID_ARGUMENT', `members must be an integer >= 1, got ${String(M)}`);
+  // One stack per member (its own shuffle as well as its own init: more diverse members than one shared stack).
+  const stacks = Array.from({ length: M }, (_, m) => {
+    const step = MEMBER_SEED_STEP * m;
+    const hs = heads.map((h) => ({ holdOut: h.holdOut, seed: h.seed + step }));
+    return trainStack(
+      x,
+      p,
+      n,
+      d,
+      k,
+      foldOf,
+      hs,
+      { ...settings, shuffleSeed: seed + step },
+      oof,
+      predictRows,
+      M > 1 ? 1 / M : undefined,
+    );
+  });
+  if (M > 1) softmaxHeldOut(oof, foldOf, heads, k);
   const stackMs = Date.now() - t0;
   heads.forEach((h, i) => {
-    const result = toTrainHeadResult(stack, i, settings.logitScale, stackMs);
+    const results = stacks.map((stack) => toTrainHeadResult(stack, i, settings.logitScale, stackMs));
+    const result = M > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
     const [trainIndices, predictIndices] = [
       foldIndices(foldOf, h.holdOut, false),
       foldIndices(foldOf, h.holdOut, true),
@@ -123,10 +154,22 @@ export function crossFit(
   let head: TrainedHead | undefined;
   if (options.fitFinal ?? true) {
     // Its own pass: in the stack it would see every row of each batch, a larger batch than the folds' heads.
-    const result = trainHeadOnRows(x, p, n, d, k, null, { ...options, seed });
+    const results = Array.from({ length: M }, (_, m) =>
+      trainHeadOnRows(x, p, n, d, k, null, { ...options, seed: seed + MEMBER_SEED_STEP * m }),
+    );
+    const result = M > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
     head = { layers: result.layers, logitScale: result.logitScale };
     const all = Int32Array.from({ length: n }, (_, i) => i);
     options.onFit?.({ fold: -1, trainIndices: all, predictIndices: new Int32Array(0), result });
   }
   return { oof, ...(head ? { head } : {}), foldOf, ms: Date.now() - t0 };
+}
+
+/** Turns the mean logits that the member stacks added into the held-out rows of `heads`' folds into probabilities. */
+function softmaxHeldOut(oof: Float32Array, foldOf: Int32Array, heads: readonly StackHead[], k: number): void {
+  const held = new Set(heads.map((h) => h.holdOut));
+  const rows = Math.min(foldOf.length, oof.length / k);
+  for (let r = 0; r < rows; r++) {
+    if (held.has(foldOf[r]!)) softmaxRowsInPlace(oof.subarray(r * k, r * k + k), 1, k);
+  }
 }

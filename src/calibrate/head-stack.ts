@@ -102,7 +102,8 @@ class Layout {
  * Trains `heads` (one kind, one hidden width) together on the rows of `x [n, d]` whose `group` is >= 0, imitating
  * the teacher `p [n, k]` (KL, AdamW, cosine-decayed rate, He init). With `oof`, also writes into `oof [oofRows, k]`
  * each held-out row's probabilities from the head that held it out, after training, for the rows below `oofRows`
- * (default n; the samples, whose augmented copies follow them, when only theirs are read).
+ * (default n; the samples, whose augmented copies follow them, when only theirs are read); with `oofLogitWeight` w,
+ * adds w × its scaled logits (logits × logitScale) instead (a head ensemble's mean logits, over several stacks).
  */
 export function trainStack(
   x: FeatureRows,
@@ -115,6 +116,7 @@ export function trainStack(
   s: StackSettings,
   oof?: Float32Array,
   oofRows = n,
+  oofLogitWeight?: number,
 ): StackResult {
   const H = heads.length;
   if (H < 1) throw new SelfxitError('INVALID_ARGUMENT', 'a head stack needs at least one head');
@@ -432,7 +434,8 @@ export function trainStack(
     km.gemmTN(Dp, N1, bs, xb, Dp, gAct, N1, gW, N1);
   }
 
-  /** Writes each held-out row's probabilities (logits × logitScale, softmax) from the head that held it out. */
+  /** Writes each held-out row's probabilities (logits × logitScale, softmax) from the head that held it out (or adds
+   * its weighted scaled logits: `oofLogitWeight`). */
   function predictHeldOut(): void {
     const headOf = new Map<number, number>();
     heads.forEach((h, i) => {
@@ -446,7 +449,14 @@ export function trainStack(
       const f = F();
       for (let r = 0; r < bs; r++) {
         const row = rows[s0 + r]!;
-        softmaxInto(f, r, headOf.get(group[row]!)!, s.logitScale);
+        const h = headOf.get(group[row]!)!;
+        if (oofLogitWeight !== undefined) {
+          const zb = z + r * NZ + zOff(h);
+          const w = oofLogitWeight * s.logitScale;
+          for (let j = 0; j < k; j++) oof![row * k + j]! += w * f[zb + j]!;
+          continue;
+        }
+        softmaxInto(f, r, h, s.logitScale);
         for (let j = 0; j < k; j++) oof![row * k + j] = q[j]!;
       }
     }

@@ -72,6 +72,13 @@ export interface PrepareOptions {
    * per cut the best by out-of-fold utility (coverage × cost saved − head cost) is kept.
    */
   readonly capacity?: 'auto' | 'fixed';
+  /**
+   * pool-mlp heads as ensembles of this many members trained with different seeds, in every fold and for the deployed
+   * head alike: out-of-fold outputs and the deployed head are the members' mean logits (the deployed head is one MLP
+   * M times as wide, charged as such by exit selection). pool-linear heads stay single (their training is convex: the
+   * members would converge to one head). Head training takes about M times as long. Default 1 (one head).
+   */
+  readonly ensemble?: number;
   /** Side of the max-pooling grid whose features heads read besides the average-pooled ones (2: a 2x2 grid of
    * maxima per channel; 1: global max; 0: none). A side that does not divide the map falls back to 1. Default 2. */
   readonly maxPoolGrid?: number;
@@ -131,6 +138,7 @@ export interface ResolvedPrepareOptions {
   readonly maxFeatures: number;
   readonly hidden: number;
   readonly capacity: 'auto' | 'fixed';
+  readonly ensemble: number;
   readonly maxPoolGrid: number;
   readonly paperMemoryBytes: number;
   readonly batchSize: number;
@@ -147,6 +155,7 @@ const SELFXIT_ONLY = {
   target: '--target',
   hidden: '--hidden',
   capacity: '--capacity',
+  ensemble: '--ensemble',
   maxFeatures: '--max-features',
   thresholdRule: '--threshold-rule',
   maxPoolGrid: '--max-pool-grid',
@@ -233,6 +242,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
     hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
     capacity,
+    ensemble: int(o.ensemble, 1, 'ensemble', 1),
     maxPoolGrid: int(o.maxPoolGrid, 2, 'maxPoolGrid', 0),
     paperMemoryBytes: int(o.paperMemoryBytes, 256 * 2 ** 20, 'paperMemoryBytes', 1),
     batchSize: int(o.batchSize, 64, 'batchSize', 1),

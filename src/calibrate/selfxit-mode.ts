@@ -27,7 +27,8 @@ import { throwIfAborted, yieldToEventLoop } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import type { SampleBatch, SampleRows } from './samples.js';
 import { planFeatures, type FeaturePlan } from './prepare-features.js';
-import { trainHead, type TrainedHead } from './train-head.js';
+import { membersOf, trainEnsembleHead } from './ensemble.js';
+import type { TrainedHead } from './train-head.js';
 
 /** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
 export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'> &
@@ -207,12 +208,20 @@ export async function trainFinalHeads(
     out.push({
       i,
       f,
-      head: trainHead(f.x, data.features.teacher, data.rows, f.dim, c.io.classes, {
-        kind: config.kind,
-        hidden: config.hidden,
-        seed: o.seed,
-        temperature: o.temperature,
-      }),
+      head: trainEnsembleHead(
+        f.x,
+        data.features.teacher,
+        data.rows,
+        f.dim,
+        c.io.classes,
+        membersOf(config.kind, o.ensemble),
+        {
+          kind: config.kind,
+          hidden: config.hidden,
+          seed: o.seed,
+          temperature: o.temperature,
+        },
+      ),
     });
     await yieldToEventLoop();
   }

@@ -63,6 +63,9 @@ Calibration:
   --capacity auto|fixed  auto (default): from 30,000 training rows, each shortlisted cut also screens
                        hidden 2N, a coarser grid and no max branch on one fold and keeps the best by
                        out-of-fold saving net of head cost; fixed: --heads at --hidden only
+  --ensemble M         pool-mlp heads as ensembles of M seeds, in every fold and deployed alike
+                       (mean logits: one M-times wider MLP, charged as such; default 1); head
+                       training takes about M times as long
   --max-feature-memory N  memory cap of the sample images, a batch of their copies and the candidates'
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
                        else float16, else fewer candidate cuts (stated); images over it: a warning,
@@ -102,6 +105,7 @@ const options = {
   'max-candidates': { type: 'string' },
   'max-features': { type: 'string' },
   hidden: { type: 'string' },
+  ensemble: { type: 'string' },
   'cost-table': { type: 'string' },
   'max-feature-memory': { type: 'string' },
   report: { type: 'boolean' },
@@ -264,6 +268,7 @@ export const prepareCommand: CliCommand = {
       ...(v['max-features'] !== undefined ? { maxFeatures: num(v['max-features'], '--max-features')! } : {}),
       ...(v.hidden !== undefined ? { hidden: num(v.hidden, '--hidden')! } : {}),
       ...(capacity ? { capacity } : {}),
+      ...(v.ensemble !== undefined ? { ensemble: num(v.ensemble, '--ensemble')! } : {}),
       ...(costTable ? { costTable } : {}),
       ...(maxFeatureBytes !== undefined ? { maxFeatureBytes } : {}),
       ...(augment ? { augment } : {}),
@@ -292,6 +297,9 @@ export const prepareCommand: CliCommand = {
       ...prepared.report.cutNotes.map((n) => `cuts: ${n}`),
       ...(prepared.report.featureStorage ? [`features: ${prepared.report.featureStorage}`] : []),
       ...capacityLine(prepared.report.candidates),
+      ...(v.ensemble !== undefined && Number(v.ensemble) > 1
+        ? [`ensemble: every pool-mlp head is ${v.ensemble} seeds, logits averaged (folds and deployed heads alike)`]
+        : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
         .join(', ')})`,
