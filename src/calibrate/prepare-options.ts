@@ -15,7 +15,9 @@ import { DEFAULT_HIDDEN } from './train-head.js';
 export interface PrepareOptions {
   /** ONNX model bytes (one image input `[N, C, H, W]`, one `[N, classes]` output). */
   readonly model: Uint8Array;
-  /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). */
+  /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). Copies of an image met
+   * while the seeded shuffle picks them (the same pixels; with flip augmentation, its mirror too) are left out
+   * (`report.duplicates`); a reader is asked only for the images picked. */
   readonly samples: SampleInput;
   /** Input geometry and normalisation. Default: H, W, C from the model input, mean 0, std 1, layout NCHW. Symbolic
    * C/H/W dims of the model are fixed from these (the calibrated model and the bundle then have them). */
