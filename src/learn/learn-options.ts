@@ -9,8 +9,10 @@ export interface LearnOptions {
   /** Share of served inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
   readonly auditShare?: number;
   /**
-   * While the reservoir is not full (until as many inputs as it holds were offered, exact repeats included), the share
-   * of served inputs completed by the full model after the reply, so that
+   * While the reservoir is not full (until as many distinct inputs as it holds were offered: exact repeats of a stored
+   * input do not count), the share of served inputs completed by the full model after the reply, damped by the recent
+   * share of repeats (× (1 − that share), never below `auditShare`: a still screen is completed at about
+   * `auditShare`, varied traffic after it at `learnShare` again), so that
    * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 1: every
    * input is a sample until the reservoir is full. Costs that share of a full-model run per input, in the background,
    * until the reservoir is full: reaching N samples costs about N full-model runs whatever the share, and a larger

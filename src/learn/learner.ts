@@ -285,13 +285,15 @@ export class Learner {
 
   /**
    * Whether this input served through the exits is completed by the full model after the reply (audited, and a new
-   * sample): a draw at `learnShare` while the reservoir is not full, at `auditShare` after.
+   * sample): a draw at `learnShare` until as many distinct inputs as the reservoir holds were offered (exact repeats
+   * do not count, so a still screen cannot use up the learning phase), damped by the recent repeat rate
+   * (`learnShare × (1 − rate)`, never below `auditShare`: a stream of one input is completed at about `auditShare`,
+   * varied traffic after it at `learnShare` again within a few dozen samples); at `auditShare` after.
    */
   drawCompletion(): boolean {
     const o = this.options;
-    // offered, not stored: repeats are not stored again, and a stream of them (a camera on a still screen) must not
-    // keep every input completed
-    const share = this.reservoir.offered < this.reservoir.capacity ? o.learnShare : o.auditShare;
+    const r = this.reservoir;
+    const share = r.seen < r.capacity ? Math.max(o.auditShare, o.learnShare * (1 - r.repeatRate)) : o.auditShare;
     return this.audit.draw(this.verifying > 0 || this.relearning ? Math.max(VERIFY_SHARE, share) : share);
   }
 
