@@ -187,8 +187,9 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (mode === 'selfxit' && headKinds.includes('paper'))
     badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
   const sorted = [...new Set(headKinds)].sort((a, b) => HEAD_ORDER.indexOf(a) - HEAD_ORDER.indexOf(b));
-  // Infinity ("no limit") only where it means one: limit, maxCandidates, maxFeatureBytes (elsewhere it would fail
-  // late, e.g. `hidden` in head training after the whole backbone pass, or read as "at least Infinity samples")
+  // Infinity ("no limit") only where it means one: limit, maxCandidates, shortlist (every kind on every cut),
+  // maxFeatureBytes (elsewhere it would fail late, e.g. `hidden` in head training after the whole backbone pass, or
+  // read as "at least Infinity samples")
   const int = (v: number | undefined, dflt: number, name: string, min: number, unbounded = false): number => {
     const x = v ?? dflt;
     if (!((unbounded && x === Infinity) || (Number.isInteger(x) && x >= min)))
@@ -231,7 +232,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     mode,
     threshold,
     maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1, true),
-    shortlist: int(o.shortlist, 6, 'shortlist', 0),
+    shortlist: int(o.shortlist, 6, 'shortlist', 0, true),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
     hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
     capacity,
