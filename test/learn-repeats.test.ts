@@ -10,6 +10,36 @@ import { Learner } from '../src/learn/learner.js';
 import { fakeLearnModel as fakeModel } from './fixtures/fake-learn-model.js';
 
 describe('input key', () => {
+  it('differs for x and -x, for two sign flips in one lane, and for x and 2x (top bits reach every bit)', () => {
+    const rng = createRng(3);
+    for (const n of [8, 3072]) {
+      for (let t = 0; t < 50; t++) {
+        const x = Float32Array.from({ length: n }, () => rng.normal());
+        const key = inputKey(x, 0, n);
+        expect(
+          inputKey(
+            x.map((v) => -v),
+            0,
+            n,
+          ),
+        ).not.toBe(key);
+        expect(
+          inputKey(
+            x.map((v) => 2 * v),
+            0,
+            n,
+          ),
+        ).not.toBe(key);
+        const y = x.slice();
+        const [i, j] = [2 * rng.int(n / 2), 2 * rng.int(n / 2)]; // two even words: the same lane
+        if (i === j) continue;
+        y[i] = -y[i]!;
+        y[j] = -y[j]!;
+        expect(inputKey(y, 0, n)).not.toBe(key);
+      }
+    }
+  });
+
   it('is equal for equal bits and differs for a change of one value, at any offset', () => {
     const rng = createRng(1);
     const x = Float32Array.from({ length: 3 * 3072 }, () => rng.normal());
