@@ -32,12 +32,12 @@ function bundle(mode: 'paper' | 'selfxit', curve: CurvePoint[]): { manifest: Bun
 describe('learner start', () => {
   it('refuses a byte cap that holds fewer samples than minSamples (it would never fit)', () => {
     const model = fakeLearnModel();
-    // 312 bytes a sample: 512 KiB hold 1,680 < 2,000
+    // 352 bytes a sample (40 of them the key's entry in the index): 512 KiB hold 1,489 < 2,000
     expect(() => new Learner(model, { maxBytes: 512 * 1024 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/minSamples 2000/) }),
     );
-    expect(new Learner(model, { maxBytes: 512 * 1024, minSamples: 1600 }).reservoir.capacity).toBe(1680);
-    expect(new Learner(model, { maxBytes: 312 * 2000 }).reservoir.capacity).toBe(2000);
+    expect(new Learner(model, { maxBytes: 512 * 1024, minSamples: 1400 }).reservoir.capacity).toBe(1489);
+    expect(new Learner(model, { maxBytes: 352 * 2000 }).reservoir.capacity).toBe(2000);
   });
 
   it('serves a paper-mode bundle only at a curve point certified at the target, never at its fixed threshold', () => {

@@ -25,8 +25,8 @@ export interface LearnOptions {
   readonly maxSamples?: number;
   /**
    * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities, 8 for the input's key).
-   * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,376
-   * bytes a sample, 39,756 samples). Must hold `minSamples` samples of the model: the Learner refuses a smaller cap
+   * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,416
+   * bytes a sample, 39,290 samples). Must hold `minSamples` samples of the model: the Learner refuses a smaller cap
    * (INVALID_ARGUMENT), with which learning would collect for ever and never fit.
    */
   readonly maxBytes?: number;
@@ -60,7 +60,7 @@ export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & P
  * The samples are what the savings rest on (ResNet-56 at 0.99, prepare with learning's settings on pool images:
  * MACs 0.808 from 10,000 samples, 0.784 from 20,000, 0.729 from 40,000; flip copies or 16 candidate cuts changed them
  * by < 0.01, BENCHMARKS.md "On-device learning"), hence learnShare 1 (0.5 gave ~20,000 samples after 40,000 inputs,
- * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,756 ResNet-56 samples; float16 rows
+ * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,290 ResNet-56 samples; float16 rows
  * held 19,958).
  */
 export const LEARN_DEFAULTS = {

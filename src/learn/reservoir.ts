@@ -56,10 +56,14 @@ export function reservoirCuts(requests: readonly FeatureRequest[]): ReservoirCut
 }
 
 /** Bytes one stored input takes: 1 per pooled feature, 8 per cut (the row's least value and range), 4 per class
- * probability, 8 for its input's key. */
+ * probability, 8 for its input's key and about {@link KEY_INDEX_BYTES} for its entry in the index of keys stored. */
 export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): number {
-  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes + 8;
+  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes + 8 + KEY_INDEX_BYTES;
 }
+
+/** Bytes a stored key takes in the index of keys stored (a Map from key to row: its entry and the key's heap
+ * number, about 40 in V8), counted per row allocated. */
+export const KEY_INDEX_BYTES = 40;
 
 /** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
 export class FeatureReservoir {
@@ -111,7 +115,13 @@ export class FeatureReservoir {
   /** Bytes held now (allocated as rows arrive; at most {@link maxBytes}). */
   get bytes(): number {
     const b = (a: readonly { readonly byteLength: number }[]): number => a.reduce((s, f) => s + f.byteLength, 0);
-    return b(this.features) + b(this.ranges) + this.teacher.byteLength + this.keys.byteLength;
+    return (
+      b(this.features) +
+      b(this.ranges) +
+      this.teacher.byteLength +
+      this.keys.byteLength +
+      this.allocated * KEY_INDEX_BYTES
+    );
   }
 
   /** Inputs offered so far: those drawn for and the repeats of stored rows. */
