@@ -71,14 +71,14 @@ describe('learn options', () => {
     expect(() => resolveLearnOptions({ target: 1.5 })).toThrow(expect.objectContaining({ code: 'INVALID_TARGET' }));
     expect(o.learnShare).toBe(1); // every input a sample until the reservoir is full
     // the default byte cap holds the default 40,000 samples of CIFAR ResNet-56's 8 candidate cuts (uint8 rows: a byte
-    // per feature, 8 per cut and 8 for the input's key; float16 rows took 6,568 bytes, 19,958 samples in 128 MiB, and
+    // per feature, 8 per cut, 8 for the input's key and 40 for its entry in the index of keys; float16 rows took 6,568 bytes, 19,958 samples in 128 MiB, and
     // 64 MiB held 10,217)
     const r56 = [320, 320, 320, 384, 384, 512, 512, 512].map((dim) => ({ dim }) as ReservoirCut);
-    expect(bytesPerRow(r56, 10)).toBe(3376);
+    expect(bytesPerRow(r56, 10)).toBe(3416);
     const r56Rows = Math.floor(o.maxBytes / bytesPerRow(r56, 10));
-    expect(r56Rows).toBe(39756);
-    expect(r56Rows).toBeGreaterThan(0.99 * o.maxSamples);
-    expect(new FeatureReservoir(r56, 10, o).capacity).toBe(39756); // the byte cap binds, not maxSamples
+    expect(r56Rows).toBe(39290);
+    expect(r56Rows).toBeGreaterThan(0.98 * o.maxSamples); // 98 %: the key index took 1.2 %
+    expect(new FeatureReservoir(r56, 10, o).capacity).toBe(39290); // the byte cap binds, not maxSamples
     expect(resolveLearnOptions({ auditShare: 0.5, learnShare: 0.1 }).learnShare).toBe(0.5); // at least auditShare
     expect(() => resolveLearnOptions({ learnShare: -0.1 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),

@@ -30,6 +30,17 @@ describe('failed fits', () => {
     for (let i = 0; i < 3; i++) await round();
     expect(calls).toBe(1); // one attempt, not one per call
     expect([l.status().fitsFailed, l.status().fitRetryAfter, l.reservoir.fresh]).toEqual([1, 100, 400]);
+    // repeats of a stored input (a still screen) are no new samples: they do not end the backoff
+    for (let i = 0; i < 500; i++) add(l, 1, 0);
+    expect([l.status().samplesRepeated, l.status().fitRetryAfter, l.wantsFit()]).toEqual([500, 100, false]);
+    // saved with the state: a reload goes on waiting
+    const reloaded = new Learner(fakeLearnModel(), options);
+    expect(reloaded.restore(l.state())).toBe(true);
+    expect([reloaded.status().fitsFailed, reloaded.status().fitRetryAfter, reloaded.wantsFit()]).toEqual([
+      1,
+      100,
+      false,
+    ]);
     add(l, 99, 1000);
     await round();
     expect(calls).toBe(1);

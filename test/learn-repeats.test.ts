@@ -10,6 +10,36 @@ import { Learner } from '../src/learn/learner.js';
 import { fakeLearnModel as fakeModel } from './fixtures/fake-learn-model.js';
 
 describe('input key', () => {
+  it('differs for x and -x, for two sign flips in one lane, and for x and 2x (top bits reach every bit)', () => {
+    const rng = createRng(3);
+    for (const n of [8, 3072]) {
+      for (let t = 0; t < 50; t++) {
+        const x = Float32Array.from({ length: n }, () => rng.normal());
+        const key = inputKey(x, 0, n);
+        expect(
+          inputKey(
+            x.map((v) => -v),
+            0,
+            n,
+          ),
+        ).not.toBe(key);
+        expect(
+          inputKey(
+            x.map((v) => 2 * v),
+            0,
+            n,
+          ),
+        ).not.toBe(key);
+        const y = x.slice();
+        const [i, j] = [2 * rng.int(n / 2), 2 * rng.int(n / 2)]; // two even words: the same lane
+        if (i === j) continue;
+        y[i] = -y[i]!;
+        y[j] = -y[j]!;
+        expect(inputKey(y, 0, n)).not.toBe(key);
+      }
+    }
+  });
+
   it('is equal for equal bits and differs for a change of one value, at any offset', () => {
     const rng = createRng(1);
     const x = Float32Array.from({ length: 3 * 3072 }, () => rng.normal());
@@ -102,16 +132,40 @@ describe('feature reservoir with input keys', () => {
 });
 
 describe('learner with repeated inputs', () => {
-  it('completes learnShare of the inputs until as many as the reservoir holds were offered, repeats included', () => {
-    const l = new Learner(fakeModel(), { maxSamples: 400, minSamples: 300, auditShare: 0.05, learnShare: 1 });
+  /** Offers one input with `key` to `l`'s reservoir, as a completed input is offered. */
+  const offer = (l: Learner, key: number): void => {
     const d = l.reservoir.cuts[0]!.dim;
+    l.reservoir.addPooled([new Float32Array(d).fill(key % 7)], new Float32Array(10).fill(0.1), 1, [key]);
+  };
+
+  it('a stream of one input is completed at about auditShare, and is no sample however often seen', () => {
+    const l = new Learner(fakeModel(), { maxSamples: 400, minSamples: 300, auditShare: 0.05, learnShare: 1 });
     // a camera on a still screen: one input, offered 400 times
-    for (let i = 0; i < 400; i++)
-      l.reservoir.addPooled([new Float32Array(d).fill(1)], new Float32Array(10).fill(0.1), 1, [42]);
+    for (let i = 0; i < 400; i++) offer(l, 42);
     expect([l.reservoir.size, l.status().samplesRepeated]).toEqual([1, 399]);
     let n = 0;
     for (let i = 0; i < 4000; i++) if (l.drawCompletion()) n++;
     expect(n / 4000).toBeCloseTo(0.05, 1); // not every input completed for ever
     expect(l.wantsFit()).toBe(false); // one sample, however often seen
+  });
+
+  it('repeats do not use up the learning phase: distinct inputs after them are completed at about learnShare', () => {
+    const l = new Learner(fakeModel(), { maxSamples: 3000, minSamples: 300, auditShare: 0.05, learnShare: 0.5 });
+    // more repeats than the reservoir holds: before, the learnShare phase ended here for good
+    for (let i = 0; i < 4000; i++) offer(l, 42);
+    expect(l.offered).toBeGreaterThan(l.reservoir.capacity);
+    // varied traffic: each input completed is offered (a new one)
+    let completed = 0;
+    let late = 0;
+    for (let i = 0; i < 2000; i++) {
+      if (!l.drawCompletion()) continue;
+      offer(l, 1000 + i);
+      completed++;
+      if (i >= 1000) late++;
+    }
+    expect(late / 1000).toBeGreaterThan(0.4); // about learnShare 0.5, not auditShare 0.05
+    expect(late / 1000).toBeLessThan(0.6);
+    expect(l.reservoir.seen).toBe(1 + completed);
+    expect(l.reservoir.seen).toBeLessThan(l.reservoir.capacity); // still learning
   });
 });

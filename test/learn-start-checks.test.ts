@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { analyseForLearning, Learner } from '../src/learn/learner.js';
 import { learnFitOptions } from '../src/learn/fit.js';
+import { chooseThresholds } from '../src/page/target.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
 import { resolvePrepareOptions } from '../src/calibrate/prepare-options.js';
 import { poolingRequests, sizeHeadsForClasses } from '../src/calibrate/prepare-features.js';
@@ -13,12 +14,13 @@ import { ortNode } from './fixtures/ort-helpers.js';
 import { fakeLearnModel } from './fixtures/fake-learn-model.js';
 import type { BundleManifest, CalibrationSummary, CurvePoint } from '../src/bundle/manifest.js';
 
-/** A bundle manifest with two exits at `thresholds`, calibrated in `mode` at target 0.99 on 2,000 samples. */
+/** A bundle manifest with two exits at 0.9, calibrated in `mode` at target 0.99 on 2,000 samples in 5 folds. */
 function bundle(mode: 'paper' | 'selfxit', curve: CurvePoint[]): { manifest: BundleManifest; hash: string } {
   const calibration = {
     mode,
     target: 0.99,
     samples: 2000,
+    folds: 5,
     validationAgreement: 0.95,
     expectedMacsFraction: 0.6,
     curve,
@@ -30,12 +32,12 @@ function bundle(mode: 'paper' | 'selfxit', curve: CurvePoint[]): { manifest: Bun
 describe('learner start', () => {
   it('refuses a byte cap that holds fewer samples than minSamples (it would never fit)', () => {
     const model = fakeLearnModel();
-    // 312 bytes a sample: 512 KiB hold 1,680 < 2,000
+    // 352 bytes a sample (40 of them the key's entry in the index): 512 KiB hold 1,489 < 2,000
     expect(() => new Learner(model, { maxBytes: 512 * 1024 })).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/minSamples 2000/) }),
     );
-    expect(new Learner(model, { maxBytes: 512 * 1024, minSamples: 1600 }).reservoir.capacity).toBe(1680);
-    expect(new Learner(model, { maxBytes: 312 * 2000 }).reservoir.capacity).toBe(2000);
+    expect(new Learner(model, { maxBytes: 512 * 1024, minSamples: 1400 }).reservoir.capacity).toBe(1489);
+    expect(new Learner(model, { maxBytes: 352 * 2000 }).reservoir.capacity).toBe(2000);
   });
 
   it('serves a paper-mode bundle only at a curve point certified at the target, never at its fixed threshold', () => {
@@ -50,13 +52,27 @@ describe('learner start', () => {
       macsFraction,
       exitShares: [0.3, 0.3, 0.4],
     });
-    const curve = [point(0.95, 0.9, 0.6), point(1, 0.999, 0.8)]; // 2,000 of 2,000: bound 0.9985
+    const curve = [point(0.95, 0.9, 0.6), point(1, 0.999, 0.8)]; // 400 held out of 400: bound above 0.99
     const certified = new Learner(model, {}, bundle('paper', curve));
     expect([certified.exitsOn, certified.thresholds, certified.status().expectedAgreement]).toEqual([
       true,
       [0.999, 0.999],
       1,
     ]);
+    // paper mode measures its curve on the held-out fold alone (400 of the 2,000): 0.995 there is 2 misses in 400,
+    // whose bound is below 0.99 (10 in 2,000 would pass); a manifest recording the count reads it
+    const held = [point(0.95, 0.9, 0.6), point(0.995, 0.95, 0.7)];
+    const uncertified = new Learner(model, {}, bundle('paper', held));
+    expect([uncertified.exitsOn, uncertified.state().refitWanted]).toEqual([false, true]);
+    const recorded = bundle('paper', held);
+    const m = {
+      ...recorded.manifest,
+      calibration: { ...recorded.manifest.calibration, validationSamples: 400, folds: 2 },
+    };
+    expect(new Learner(model, {}, { manifest: m, hash: 'h' }).exitsOn).toBe(false);
+    // the page's setTarget() picks from the same curve with the same n
+    expect(chooseThresholds(recorded.manifest, 0.99).reached).toBe(false);
+    expect(chooseThresholds(bundle('selfxit', held).manifest, 0.99).reached).toBe(true);
     // a SelfXit bundle at the learner's target serves its own thresholds
     const selfxit = new Learner(model, {}, bundle('selfxit', curve));
     expect([selfxit.exitsOn, selfxit.thresholds, selfxit.state().refitWanted]).toEqual([true, [0.9, 0.9], false]);

@@ -329,6 +329,6 @@ describe('IdbLearnStore: failed and hung writes, the input spec', () => {
     expect(m.data.size).toBe(0); // discarded, never used
     await s.save('aaa', state, spec);
     expect(await s.load('aaa', { ...spec, layout: 'NHWC' })).toBeUndefined();
-    expect(LEARN_SCHEMA).toBeGreaterThanOrEqual(8);
+    expect(LEARN_SCHEMA).toBeGreaterThanOrEqual(9);
   });
 });

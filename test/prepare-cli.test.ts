@@ -208,6 +208,8 @@ interface ManifestJson {
   calibration: {
     mode: string;
     costUnit: string;
+    folds: number;
+    validationSamples?: number;
     samples: number;
     candidates: { name: string; agreement: number; meanScore: number }[];
   };
@@ -272,6 +274,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
       const m = readManifest(out);
       expect(m.calibration.mode).toBe('paper');
       expect(m.calibration.samples).toBe(200);
+      expect(m.calibration.validationSamples).toBe(200 / m.calibration.folds); // the held-out fold the curve is measured on
       expect(m.exits.map((e) => e.name)).toEqual(['block1', 'block3']);
       expect(m.exits.map((e) => e.cut)).toEqual(['block1', 'block3']);
       expect(m.exits.map((e) => e.threshold)).toEqual([0.9, 0.9]);

@@ -81,15 +81,24 @@ describe('cost tables', () => {
 });
 
 describe('integer options', () => {
-  it('take Infinity only where it means no limit (limit, maxCandidates, maxFeatureBytes)', () => {
-    const o = resolvePrepareOptions({ limit: Infinity, maxCandidates: Infinity, maxFeatureBytes: Infinity });
-    expect([o.limit, o.maxCandidates, o.maxFeatureBytes]).toEqual([Infinity, Infinity, Infinity]);
+  it('take Infinity only where it means no limit (limit, maxCandidates, shortlist, maxFeatureBytes)', () => {
+    const all = { limit: Infinity, maxCandidates: Infinity, shortlist: Infinity, maxFeatureBytes: Infinity };
+    const o = resolvePrepareOptions(all);
+    expect([o.limit, o.maxCandidates, o.shortlist, o.maxFeatureBytes]).toEqual([
+      Infinity,
+      Infinity,
+      Infinity,
+      Infinity,
+    ]);
     // elsewhere it failed late (hidden: in head training after the backbone pass) or read oddly ("at least Infinity
     // samples" for folds): refused at once
-    for (const name of ['hidden', 'folds', 'maxFeatures', 'shortlist', 'batchSize', 'curvePoints', 'maxPoolGrid'])
+    for (const name of ['hidden', 'folds', 'maxFeatures', 'batchSize', 'curvePoints', 'maxPoolGrid'])
       expect(error(() => resolvePrepareOptions({ [name]: Infinity }))).toMatch(
         new RegExp(`^INVALID_ARGUMENT: ${name} must be an integer >= \\d+, got Infinity$`),
       );
+    expect(error(() => resolvePrepareOptions({ shortlist: 2.5 }))).toBe(
+      'INVALID_ARGUMENT: shortlist must be an integer >= 0 or Infinity, got 2.5',
+    );
     expect(error(() => resolvePrepareOptions({ limit: 0 }))).toBe(
       'INVALID_ARGUMENT: limit must be an integer >= 1 or Infinity, got 0',
     );

@@ -21,6 +21,20 @@ import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from 
 import { writeFashionBundle } from './fixtures/fashion-learn-bundle.js';
 import { fashionLearnRequest, image, MemoryLearnStore, modelDir, serve } from './fixtures/learn-runtime.js';
 import { BundleRuntime } from '../src/runtime/runtime.js';
+import type * as InputKey from '../src/learn/input-key.js';
+
+/** Calls of inputKeys (the learner's hash of each input stored), counted as they pass through. */
+const keyCalls = vi.hoisted(() => ({ n: 0 }));
+vi.mock('../src/learn/input-key.js', async (importOriginal) => {
+  const m = await importOriginal<typeof InputKey>();
+  return {
+    ...m,
+    inputKeys: (...a: Parameters<typeof m.inputKeys>): ReturnType<typeof m.inputKeys> => {
+      keyCalls.n++;
+      return m.inputKeys(...a);
+    },
+  };
+});
 
 let tiny: TinyServer;
 let bundleSamples = 0;
@@ -613,8 +627,10 @@ describe('LearnRuntime', () => {
       data: Float32Array.from({ length: 48 }, (_, j) => Math.sin(i * 7 + j)),
     }));
     const out = [];
+    keyCalls.n = 0;
     for (let k = 0; k < 8; k++) out.push(...(await n.classify({ inputs, thresholds: [], probabilities: false })));
     await n.settled();
+    expect(keyCalls.n).toBe(0); // no input hashed for samples never stored
     const l = n.state().learning!;
     expect(out).toHaveLength(400);
     expect(out.every((r) => r.exit === -1)).toBe(true);

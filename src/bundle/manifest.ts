@@ -130,8 +130,11 @@ export interface ValidationFileSpec {
 
 /** How the exits and thresholds were calibrated, and what calibration expects of them (the manifest's `calibration`). */
 export interface CalibrationSummary {
-  /** Calibration samples (validation outputs are out-of-fold on all of them). */
+  /** Calibration samples (selfxit mode: validation outputs are out-of-fold on all of them). */
   readonly samples: number;
+  /** Samples behind `validationAgreement` and the curve, when fewer than `samples`: paper mode measures them on its
+   * held-out fold only. Absent: `samples` (paper bundles written before it existed: see {@link curveSamples}). */
+  readonly validationSamples?: number;
   /** Agreement target the thresholds were chosen for (paper mode: recorded only; its threshold is fixed). */
   readonly target: number;
   /** Exit rule. */
@@ -254,10 +257,22 @@ function checkBackbone(b: unknown): void {
     fail(`backbone.quantized is ${JSON.stringify(b.quantized)}, expected true or false`);
 }
 
+/**
+ * The samples a calibration's curve and validation agreement were measured on, the n of their confidence bound:
+ * `validationSamples`, else `samples` in selfxit mode (out-of-fold outputs of all of them) and one fold of them,
+ * rounded down, in paper mode (its held-out fold alone; bundles written before `validationSamples` existed).
+ */
+export function curveSamples(c: Pick<CalibrationSummary, 'samples' | 'validationSamples' | 'mode' | 'folds'>): number {
+  if (c.validationSamples !== undefined) return c.validationSamples;
+  return c.mode === 'paper' && c.folds >= 2 ? Math.floor(c.samples / c.folds) : c.samples;
+}
+
 /** The calibration summary's fields readers compute with: samples, target, and a curve of points over `exits` exits. */
 function checkCalibration(c: unknown, exits: number): void {
   if (!isObject(c)) fail('calibration summary missing');
   if (!isNum(c.samples) || !isNum(c.target)) fail('calibration.samples and calibration.target must be numbers');
+  if (c.validationSamples !== undefined && !(isNum(c.validationSamples) && c.validationSamples <= c.samples))
+    fail('calibration.validationSamples must be a number of at most calibration.samples');
   if (!Array.isArray(c.curve)) fail('calibration.curve must be an array');
   c.curve.forEach((p: unknown, i) => {
     if (

@@ -131,6 +131,7 @@ export async function runPaperMode(c: PrepareContext): Promise<ModeOutcome> {
   const stats = heads.scores.map((s) => exitStatsOf(s));
   const summary: CalibrationSummary = {
     samples: samples.count,
+    validationSamples: heads.scores[0]?.n ?? 0,
     target: o.target,
     rule: 'max-softmax',
     mode: 'paper',

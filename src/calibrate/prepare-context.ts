@@ -58,7 +58,8 @@ export interface PrepareReport {
   readonly agreementLowerBound: number;
   /** Samples used for calibration, and the minimum the target needs. */
   readonly samples: number;
-  /** Exact copies of an earlier image left out of samples given as a block or a stream (a reader leaves out its own). */
+  /** Copies of an earlier image (the same pixels; with flip augmentation, or its mirror) met while the shuffle picked
+   * the samples, and left out (a block, a stream or a reader alike; with `limit`, only among the images picked). */
   readonly duplicates: number;
   readonly minimumSamples: number;
   /** Bytes of the pooled feature matrices held in memory. */
@@ -99,7 +100,7 @@ export interface PrepareContext {
   readonly labels: string[];
   /** The calibration samples, shuffled and limited. */
   readonly samples: SampleBatch;
-  /** Exact copies of an earlier image left out of them (a block or a stream; a reader leaves out its own). */
+  /** Copies of an earlier image (with flip, or of its mirror) the selection met and left out (selectSamples). */
   readonly duplicates: number;
   readonly timer: StepTimer;
   readonly warnings: string[];

@@ -15,7 +15,9 @@ import { DEFAULT_HIDDEN } from './train-head.js';
 export interface PrepareOptions {
   /** ONNX model bytes (one image input `[N, C, H, W]`, one `[N, classes]` output). */
   readonly model: Uint8Array;
-  /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). */
+  /** uint8 NHWC images of the model's input size (never labels: calibration is unsupervised). Copies of an image met
+   * while the seeded shuffle picks them (the same pixels; with flip augmentation, its mirror too) are left out
+   * (`report.duplicates`); a reader is asked only for the images picked. */
   readonly samples: SampleInput;
   /** Input geometry and normalisation. Default: H, W, C from the model input, mean 0, std 1, layout NCHW. Symbolic
    * C/H/W dims of the model are fixed from these (the calibrated model and the bundle then have them). */
@@ -194,8 +196,9 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (mode === 'selfxit' && headKinds.includes('paper'))
     badArg('head kind "paper" needs mode "paper" (fixed exits and threshold)');
   const sorted = [...new Set(headKinds)].sort((a, b) => HEAD_ORDER.indexOf(a) - HEAD_ORDER.indexOf(b));
-  // Infinity ("no limit") only where it means one: limit, maxCandidates, maxFeatureBytes (elsewhere it would fail
-  // late, e.g. `hidden` in head training after the whole backbone pass, or read as "at least Infinity samples")
+  // Infinity ("no limit") only where it means one: limit, maxCandidates, shortlist (every kind on every cut),
+  // maxFeatureBytes (elsewhere it would fail late, e.g. `hidden` in head training after the whole backbone pass, or
+  // read as "at least Infinity samples")
   const int = (v: number | undefined, dflt: number, name: string, min: number, unbounded = false): number => {
     const x = v ?? dflt;
     if (!((unbounded && x === Infinity) || (Number.isInteger(x) && x >= min)))
@@ -238,7 +241,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
     mode,
     threshold,
     maxCandidates: int(o.maxCandidates, 16, 'maxCandidates', 1, true),
-    shortlist: int(o.shortlist, 6, 'shortlist', 0),
+    shortlist: int(o.shortlist, 6, 'shortlist', 0, true),
     maxFeatures: int(o.maxFeatures, 256, 'maxFeatures', 1),
     hidden: int(o.hidden, DEFAULT_HIDDEN['pool-mlp'], 'hidden', 1),
     capacity,

@@ -72,10 +72,12 @@ export async function prepare(options: PrepareOptions): Promise<PrepareResult> {
     warnings.push(early);
     options.onWarning?.(early);
   }
-  const { batch: samples, copies } = await selectSamples(options.samples, shape, o.seed, o.limit);
+  // with flip copies an image and its mirror are copies too: one's flip copy would train the head judging the other
+  const mirrored = o.augment.includes('flip');
+  const { batch: samples, copies } = await selectSamples(options.samples, shape, o.seed, o.limit, mirrored);
   if (copies > 0)
     warnings.push(
-      `Samples: ${copies} exact copies of an earlier image left out before the shuffle (a copy in another fold than its original would make the agreement read high).`,
+      `Samples: ${copies} exact copies of an earlier image${mirrored ? ' or of its mirror' : ''} left out (a copy in another fold than its original would make the agreement read high).`,
     );
   checkSampleCount(samples.count, o);
   throwIfAborted(signal, 'validation');

@@ -1,5 +1,5 @@
 // Calibration/evaluation samples: uint8 NHWC images in memory, read on demand or streamed (collected and checked),
-// exact copies left out, seeded shuffling and subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
+// copies (and with flip, mirrors) left out, seeded shuffling and subsetting. The pixel → model-input conversion lives beside the input spec, in bundle/input.ts.
 import { SelfxitError } from '../errors.js';
 import { sha256Hex } from '../graph/hash.js';
 import { createRng, permutation } from './rng.js';
@@ -109,85 +109,102 @@ export function chooseSamples(count: number, seed: number, limit = Infinity): In
 }
 
 /**
- * The samples calibration runs on, exact copies of an earlier image left out first ({@link UniqueImages}, as the
- * CLI's sources leave them out: a copy in another cross-fitting fold than its original would be judged by a head that
- * trained on it), then shuffled with `seed` and the first `limit` kept ({@link shuffleAndLimit}). A reader reads only
- * those ({@link chooseSamples}: the same images in the same order as from one block of all of them) and is taken as
- * it is (its duplicates are its own to leave out, e.g. cli/sample-sources.ts); a stream is collected up to `limit`
- * first. Checks the shape (INVALID_SAMPLES). `copies`: images left out.
+ * The samples calibration runs on: the images in a seeded shuffle (`seed`), walked in that order, copies of an image
+ * met earlier left out (the same pixels, sha256; with `mirrored`, the flip augmentation on, also an image's left-right
+ * mirror, whose flip copy would train the head judging it: keyed by the smaller digest of the two), until `limit`
+ * distinct images are kept. A copy in another cross-fitting fold than its original would be judged by a head that
+ * trained on it, and the agreement would read high. A reader is asked first for the shuffle's first `limit` images
+ * ({@link chooseSamples}: without copies, the same images in the same order as from one block of all of them), then
+ * for as many more, in shuffle order, as copies were met: only those are read (a folder of images, e.g., decodes only
+ * them). A block is read the same way, so a block and a reader of the same images give the same samples; a stream is
+ * collected up to `limit` first. Checks the shape (INVALID_SAMPLES). `copies`: images left out (only those the walk
+ * met: with a `limit`, copies past the images chosen are never looked at).
  */
 export async function selectSamples(
   input: SampleInput,
   shape: SampleShape,
   seed: number,
   limit = Infinity,
+  mirrored = false,
 ): Promise<{ batch: SampleBatch; copies: number }> {
+  const per = shape.height * shape.width * shape.channels;
+  let reader: SampleReader;
   if (isSampleReader(input)) {
     if (!Number.isInteger(input.count) || input.count < 0)
       throw new SelfxitError('INVALID_SAMPLES', `samples: count ${input.count} is not a non-negative integer`);
-    const indices = chooseSamples(input.count, seed, limit);
-    const batch = { data: await input.read(indices), count: indices.length };
-    checkBatch(batch, shape);
-    return { batch, copies: 0 };
+    reader = input;
+  } else {
+    const block = await collectSamples(input, shape, isSampleBatch(input) ? Infinity : limit);
+    reader = {
+      count: block.count,
+      read(indices: Int32Array): Promise<Uint8Array> {
+        const out = new Uint8Array(indices.length * per);
+        indices.forEach((k, i) => out.set(block.data.subarray(k * per, (k + 1) * per), i * per));
+        return Promise.resolve(out);
+      },
+    };
   }
-  const collected = await collectSamples(input, shape, isSampleBatch(input) ? Infinity : limit);
-  const unique = await withoutCopies(collected, shape);
-  if (unique.copies === 0) return { batch: shuffleAndLimit(collected, shape, seed, limit).batch, copies: 0 };
-  return { batch: (await selectSamples(unique.samples, shape, seed, limit)).batch, copies: unique.copies };
+  const order = chooseSamples(reader.count, seed);
+  const want = Math.min(reader.count, Math.max(0, Math.floor(limit)));
+  const seen = new Set<string>();
+  let data: Uint8Array = new Uint8Array(0);
+  let kept = 0;
+  let copies = 0;
+  for (let next = 0; kept < want && next < order.length;) {
+    const run = order.subarray(next, Math.min(order.length, next + want - kept));
+    next += run.length;
+    const got = await reader.read(run);
+    checkBatch({ data: got, count: run.length }, shape);
+    const keys = await imageKeys(got, run.length, shape, mirrored);
+    // the first run is the block itself (distinct images moved forward over the copies); later runs fill its tail
+    if (kept === 0 && got.length === want * per) data = got;
+    else if (data.length === 0) data = new Uint8Array(want * per);
+    const inPlace = data === got;
+    keys.forEach((key, i) => {
+      if (seen.has(key)) {
+        copies++;
+        return;
+      }
+      seen.add(key);
+      if (!inPlace || kept !== i) data.set(got.subarray(i * per, (i + 1) * per), kept * per);
+      kept++;
+    });
+  }
+  return { batch: { data: kept * per === data.length ? data : data.subarray(0, kept * per), count: kept }, copies };
 }
 
-/** Image indices kept when exact copies of an earlier image are left out, each image known by a digest of its bytes. */
-export class UniqueImages {
-  private readonly seen = new Set<string>();
-  private readonly keptList: number[] = [];
-  /** Images left out as copies of an earlier one. */
-  copies = 0;
-
-  /** Keeps image `index` unless one kept before had the same `key` (a digest of its bytes); true when kept. */
-  add(key: string, index: number): boolean {
-    if (this.seen.has(key)) {
-      this.copies++;
-      return false;
+/** The image `px` (`shape`, HWC) mirrored left-right (as the flip augmentation mirrors it), into `out`. */
+export function mirrorInto(px: Uint8Array, shape: SampleShape, out: Uint8Array): Uint8Array {
+  const { height, width, channels: c } = shape;
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const from = (y * width + x) * c;
+      const to = (y * width + width - 1 - x) * c;
+      for (let ch = 0; ch < c; ch++) out[to + ch] = px[from + ch]!;
     }
-    this.seen.add(key);
-    this.keptList.push(index);
-    return true;
-  }
-
-  /** The indices kept, in the order added. */
-  kept(): Int32Array {
-    return Int32Array.from(this.keptList);
-  }
+  return out;
 }
 
 /** Images digested at once (WebCrypto answers many small digests far faster side by side than one by one). */
 const DIGEST_RUN = 256;
 
-/** The images of `batch` without exact copies of an earlier image (sha256 of its pixels): the batch itself when it
- * has none, else a reader of those kept, in order. */
-export async function withoutCopies(
-  batch: SampleBatch,
-  shape: SampleShape,
-): Promise<{ samples: SampleBatch | SampleReader; copies: number }> {
+/** A key per image of `data` (`count` images of `shape`): the sha256 of its pixels, with `mirrored` the smaller of
+ * that and its mirror's. */
+async function imageKeys(data: Uint8Array, count: number, shape: SampleShape, mirrored: boolean): Promise<string[]> {
   const per = shape.height * shape.width * shape.channels;
-  const unique = new UniqueImages();
-  for (let first = 0; first < batch.count; first += DIGEST_RUN) {
-    const run = Array.from({ length: Math.min(DIGEST_RUN, batch.count - first) }, (_, k) =>
-      sha256Hex(batch.data.subarray((first + k) * per, (first + k + 1) * per)),
-    );
-    (await Promise.all(run)).forEach((key, k) => unique.add(key, first + k));
+  const keys: string[] = [];
+  for (let first = 0; first < count; first += DIGEST_RUN) {
+    const n = Math.min(DIGEST_RUN, count - first);
+    const run = Array.from({ length: n }, (_, k) => {
+      const px = data.subarray((first + k) * per, (first + k + 1) * per);
+      const own = sha256Hex(px);
+      if (!mirrored) return own;
+      const flipped = sha256Hex(mirrorInto(px, shape, new Uint8Array(per)));
+      return Promise.all([own, flipped]).then(([a, b]) => (b < a ? b : a));
+    });
+    keys.push(...(await Promise.all(run)));
   }
-  if (unique.copies === 0) return { samples: batch, copies: 0 };
-  const kept = unique.kept();
-  const samples: SampleReader = {
-    count: kept.length,
-    read(indices: Int32Array): Promise<Uint8Array> {
-      const out = new Uint8Array(indices.length * per);
-      indices.forEach((k, i) => out.set(batch.data.subarray(kept[k]! * per, (kept[k]! + 1) * per), i * per));
-      return Promise.resolve(out);
-    },
-  };
-  return { samples, copies: unique.copies };
+  return keys;
 }
 
 /**

@@ -28,7 +28,8 @@ Samples:
                        uint8 NHWC file ([count, H, W, C], e.g. calib-u8.bin); may be given more
                        than once: sources are checked first (readable, same image size and
                        channels), then concatenated in order; duplicates (a file given again,
-                       exact copies of an image) are left out, and their count printed
+                       copies of an image's pixels or with flip its mirror) are left out,
+                       and their count printed
   --shape H,W,C        sample size (required for raw files when the model input does not fix it;
                        fixes the model's symbolic height, width and channels)
   --layout NCHW|NHWC   the model input's layout, when its dims do not tell (default: guessed)
@@ -227,18 +228,15 @@ export const prepareCommand: CliCommand = {
       v.output,
     );
     const shapeOf = { height: spec.height, width: spec.width, channels: spec.channels };
-    // Duplicates are left out before the shuffle: a copy in another fold than its original would be judged by a head
-    // that trained on it, and the agreement promise would read high. Only the images --limit keeps are read.
-    // with flip copies, an image and its mirror are copies too: one's flip copy would train the head judging the other
-    const paper = mode === 'paper' || (heads?.length === 1 && heads[0] === 'paper');
-    const mirrored = !paper && (augment ?? ['flip']).includes('flip');
-    const samples = await openSampleSources(samplePaths, shapeOf, { dedupe: true, mirrored });
+    // A file given again is left out here; copies of an image's pixels (with flip, of its mirror too) are left out by
+    // prepare as it reads the images the shuffle picks (only those are decoded), and printed as its warning.
+    const samples = await openSampleSources(samplePaths, shapeOf, { dedupe: true });
     if (samples.sources.length > 1)
       io.stderr(`samples: ${samples.sources.map((s) => `${s.path} (${s.count})`).join(' + ')} = ${samples.total}\n`);
-    const { sameFile, copies } = samples.dropped;
-    if (sameFile + copies > 0)
+    const { sameFile } = samples.dropped;
+    if (sameFile > 0)
       io.stderr(
-        `samples: ${sameFile + copies} duplicate images left out (${sameFile} of a file given again, ${copies} exact copies of an earlier image${mirrored ? ' or of its mirror' : ''}): ${samples.count} of ${samples.total} kept\n`,
+        `samples: ${sameFile} images of a file given again left out: ${samples.count} of ${samples.total} kept\n`,
       );
     const labels = v.labels ? await readLabelNames(v.labels) : undefined;
     const costTable = v['cost-table'] ? await readCostTable(v['cost-table']) : undefined;

@@ -1,12 +1,11 @@
 // Sample sources on disk for the CLI: raw uint8 NHWC files and folders of PNG/JPEG images, checked first (readable,
-// sizes, headers, one geometry), then read on demand as a SampleReader: one scan can leave out duplicate images (a
-// file given again, exact copies), and only the images the seeded shuffle chooses are read and held.
-import { createHash } from 'node:crypto';
+// sizes, headers, one geometry), then read on demand as a SampleReader: a file given again can be left out, and only
+// the images the seeded shuffle chooses are read (decoded) and held.
 import { promises as fs } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { SelfxitError } from '../errors.js';
-import { UniqueImages, type SampleBatch, type SampleReader, type SampleShape } from '../calibrate/samples.js';
+import { type SampleBatch, type SampleReader, type SampleShape } from '../calibrate/samples.js';
 import { decodeImage, imageHeaderGeometry, toShape, type ByteReader } from './images.js';
 
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
@@ -105,12 +104,11 @@ export async function loadSamples(p: string, shape: SampleShape): Promise<Sample
 /** Images per read of a raw file (a chunk of up to this many images is read whole, then the chosen ones copied). */
 const CHUNK_IMAGES = 1024;
 
-/** Duplicates left out of a set of sources. */
+/** Duplicates left out of a set of sources when they are opened (copies of an image's pixels are left out later, by
+ * `selectSamples` in prepare: only among the images the shuffle picks, so that only those are decoded). */
 export interface DroppedDuplicates {
   /** Images of a file already given (the same path, a link to it, a folder inside another given folder). */
   readonly sameFile: number;
-  /** Images whose bytes equal an earlier image's (a raw image's pixels; a folder image's file). */
-  readonly copies: number;
 }
 
 /** Checked sample sources read on demand; `read` indices are over the images kept (duplicates left out). */
@@ -125,18 +123,18 @@ export interface SourceReader extends SampleReader {
 
 /**
  * Checks `paths` ({@link checkSampleSources}) and returns a reader over their images, concatenated in the order given,
- * resized and converted to `shape` as {@link loadSampleSources} does. With `dedupe`, a first pass leaves out images of
- * a file already given (by real path) and exact copies of an earlier image: the same pixels once decoded and resized
- * to `shape` (sha1), whatever the file's format or bytes (a PNG and its lossless re-save, a raw file and a folder of
- * the same images); with `mirrored` (flip augmentation) also an image's left-right mirror, whose flip copy would
- * otherwise train the head judging it. The images kept keep their order, so without duplicates the reader reads what loading every
- * source would hold. `read` holds only the chosen images (plus one chunk of a raw file).
+ * resized and converted to `shape` as {@link loadSampleSources} does. With `dedupe`, images of a file already given
+ * (by real path: the same path, a link, a folder inside another given folder) are left out; no image is decoded for
+ * it. Copies of an image's pixels (a PNG and its lossless re-save, a raw file and a folder of the same images, with
+ * flip an image's mirror) are left out by `selectSamples` (calibrate/samples.ts) as prepare reads the images the
+ * shuffle picks, so only those are decoded. The images kept keep their order, so without duplicates the reader reads
+ * what loading every source would hold. `read` decodes and holds only the chosen images (plus one chunk of a raw file).
  * @throws SelfxitError `IO_ERROR`, `INVALID_SAMPLES` as {@link checkSampleSources} (and when a file changes meanwhile).
  */
 export async function openSampleSources(
   paths: readonly string[],
   shape: SampleShape,
-  options: { dedupe?: boolean; mirrored?: boolean } = {},
+  options: { dedupe?: boolean } = {},
 ): Promise<SourceReader> {
   if (paths.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'no sample source given');
   const sources = await checkSampleSources(paths, shape);
@@ -148,8 +146,8 @@ export async function openSampleSources(
     total += s.count;
   }
   let kept: Int32Array;
-  let dropped: DroppedDuplicates = { sameFile: 0, copies: 0 };
-  if (options.dedupe) ({ kept, dropped } = await findUnique(sources, shape, options.mirrored === true));
+  let dropped: DroppedDuplicates = { sameFile: 0 };
+  if (options.dedupe) ({ kept, dropped } = await findUnique(sources));
   else kept = Int32Array.from({ length: total }, (_, i) => i);
   return {
     sources: sources.map((s) => ({ path: s.path, count: s.count })),
@@ -195,72 +193,28 @@ export async function openSampleSources(
   };
 }
 
-/** The image `px` (`shape`, HWC) mirrored left-right (as the flip augmentation mirrors it), into `out`. */
-function mirrorInto(px: Uint8Array, shape: SampleShape, out: Uint8Array): Uint8Array {
-  const { height, width, channels: c } = shape;
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) {
-      const from = (y * width + x) * c;
-      const to = (y * width + width - 1 - x) * c;
-      for (let ch = 0; ch < c; ch++) out[to + ch] = px[from + ch]!;
-    }
-  return out;
-}
-
-/**
- * Global indices of the images kept after leaving out files given again and exact copies (the same decoded pixels at
- * `shape`; with `mirrored`, an image or its mirror: the smaller digest of the two), in order.
- */
-async function findUnique(
-  sources: readonly SampleSource[],
-  shape: SampleShape,
-  mirrored: boolean,
-): Promise<{ kept: Int32Array; dropped: DroppedDuplicates }> {
-  const per = shape.height * shape.width * shape.channels;
+/** Global indices of the images kept after leaving out files given again (by real path), in order. */
+async function findUnique(sources: readonly SampleSource[]): Promise<{ kept: Int32Array; dropped: DroppedDuplicates }> {
   const seenFiles = new Set<string>();
-  const unique = new UniqueImages();
+  const kept: number[] = [];
   let sameFile = 0;
   let g = 0;
-  const flipped = new Uint8Array(per);
-  const digest = (px: Uint8Array): string => createHash('sha1').update(px).digest('base64');
-  const keep = (px: Uint8Array, index: number): void => {
-    const d = digest(px);
-    const m = mirrored ? digest(mirrorInto(px, shape, flipped)) : d;
-    unique.add(m < d ? m : d, index);
-  };
   for (const s of sources) {
     const at = g;
     g += s.count;
-    if (s.kind === 'raw') {
-      const real = await realPath(s.path);
+    const files = s.kind === 'raw' ? [s.path] : s.files;
+    for (let i = 0; i < files.length; i++) {
+      const real = await realPath(files[i]!);
+      const n = s.kind === 'raw' ? s.count : 1;
       if (seenFiles.has(real)) {
-        sameFile += s.count;
+        sameFile += n;
         continue;
       }
       seenFiles.add(real);
-      await forEachRawChunk(
-        s.path,
-        per,
-        s.count,
-        () => true,
-        (first, chunk) => {
-          for (let i = 0; i * per < chunk.length; i++) keep(chunk.subarray(i * per, (i + 1) * per), at + first + i);
-        },
-      );
-      continue;
-    }
-    for (let i = 0; i < s.files.length; i++) {
-      const real = await realPath(s.files[i]!);
-      if (seenFiles.has(real)) {
-        sameFile++;
-        continue;
-      }
-      seenFiles.add(real);
-      const f = s.files[i]!;
-      keep(toShape(decodeImage(await readWhole(f), f), shape), at + i);
+      for (let k = 0; k < n; k++) kept.push(at + i + k);
     }
   }
-  return { kept: unique.kept(), dropped: { sameFile, copies: unique.copies } };
+  return { kept: Int32Array.from(kept), dropped: { sameFile } };
 }
 
 /** Calls `each(first, bytes)` for the chunks of a raw file of `count` images of `per` bytes that `wanted(first, n)`

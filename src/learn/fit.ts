@@ -1,7 +1,7 @@
 // On-device learning's fit, pure: a model analysed for learning (its candidate cuts and their pooling) and the fit
 // job — prepare's SelfXit fit (calibrate/selfxit-mode.ts) on the reservoir's features — as plain data, so that it can
 // run in another worker (runtime/learn-worker.ts).
-import type { BundleManifest, CalibrationSummary, CurvePoint } from '../bundle/manifest.js';
+import { curveSamples, type BundleManifest, type CalibrationSummary, type CurvePoint } from '../bundle/manifest.js';
 import { pickCurvePoint } from '../policy/curve.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { costTableFromPlan, type StageTimings } from '../policy/device-plan.js';
@@ -122,7 +122,7 @@ export function curvePointFor(learned: LearnedExits, target: number): CurvePoint
   const c = learned.summary;
   const exits = exitCount(learned);
   if (!c.curve.some((p) => p.thresholds.length === exits)) return undefined; // (pickCurvePoint's INVALID_BUNDLE)
-  const { point, reached } = pickCurvePoint(c.curve, target, { samples: c.samples, exits });
+  const { point, reached } = pickCurvePoint(c.curve, target, { samples: curveSamples(c), exits });
   return reached && !backbonePoint(point) ? point : undefined;
 }
 

@@ -9,8 +9,10 @@ export interface LearnOptions {
   /** Share of served inputs completed by the full model after the reply (the live audit), in [0, 1]. Default 0.03. */
   readonly auditShare?: number;
   /**
-   * While the reservoir is not full (until as many inputs as it holds were offered, exact repeats included), the share
-   * of served inputs completed by the full model after the reply, so that
+   * While the reservoir is not full (until as many distinct inputs as it holds were offered: exact repeats of a stored
+   * input do not count), the share of served inputs completed by the full model after the reply, damped by the recent
+   * share of repeats (× (1 − that share), never below `auditShare`: a still screen is completed at about
+   * `auditShare`, varied traffic after it at `learnShare` again), so that
    * learning goes on once exits are on (they are audited too), in [0, 1]; at least `auditShare`. Default 1: every
    * input is a sample until the reservoir is full. Costs that share of a full-model run per input, in the background,
    * until the reservoir is full: reaching N samples costs about N full-model runs whatever the share, and a larger
@@ -23,8 +25,8 @@ export interface LearnOptions {
   readonly maxSamples?: number;
   /**
    * Byte cap of the reservoir (a byte per pooled feature, 8 per cut, float32 probabilities, 8 for the input's key).
-   * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,376
-   * bytes a sample, 39,756 samples). Must hold `minSamples` samples of the model: the Learner refuses a smaller cap
+   * Default 128 MiB: ~40,000 samples of a model whose 8 candidate cuts pool to ~3,300 features (CIFAR ResNet-56: 3,416
+   * bytes a sample, 39,290 samples). Must hold `minSamples` samples of the model: the Learner refuses a smaller cap
    * (INVALID_ARGUMENT), with which learning would collect for ever and never fit.
    */
   readonly maxBytes?: number;
@@ -58,7 +60,7 @@ export type ResolvedLearnOptions = Required<Omit<LearnOptions, 'headKinds'>> & P
  * The samples are what the savings rest on (ResNet-56 at 0.99, prepare with learning's settings on pool images:
  * MACs 0.808 from 10,000 samples, 0.784 from 20,000, 0.729 from 40,000; flip copies or 16 candidate cuts changed them
  * by < 0.01, BENCHMARKS.md "On-device learning"), hence learnShare 1 (0.5 gave ~20,000 samples after 40,000 inputs,
- * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,756 ResNet-56 samples; float16 rows
+ * 0.2 ~10,000) and a byte cap that holds maxSamples (uint8 rows: 128 MiB hold 39,290 ResNet-56 samples; float16 rows
  * held 19,958).
  */
 export const LEARN_DEFAULTS = {

@@ -21,8 +21,9 @@ export interface LearnerStatus {
   readonly fits: number;
   readonly fitsDropped: number;
   /** Fits that failed (threw: e.g. the fits' worker ran out of memory; the runtime's `lastError` says why). After a
-   * failure the next fit waits for `fitRetryAfter` more inputs offered to the reservoir (`refitAfter`, doubling with
-   * each failure in a row, at most 64×); the samples and a re-fit asked for are kept. */
+   * failure the next fit waits for `fitRetryAfter` more samples seen (distinct inputs offered to the reservoir, exact
+   * repeats not counted; `refitAfter`, doubling with each failure in a row, at most 64×; saved with the state); the
+   * samples and a re-fit asked for are kept. */
   readonly fitsFailed: number;
   readonly fitRetryAfter?: number;
   readonly fitting: boolean;

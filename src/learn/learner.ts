@@ -54,6 +54,11 @@ export interface LearnerState {
   readonly fitsDropped?: number;
   readonly samplesSeen?: number;
   readonly samplesRepeated?: number;
+  /** Failed fits, those in a row, and the `samplesSeen` the next fit waits for (backoff); absent in states saved
+   * before they existed (read as 0: no backoff). */
+  readonly fitsFailed?: number;
+  readonly fitFailuresInRow?: number;
+  readonly fitRetryAt?: number;
   readonly tightenings: number;
   readonly fitted?: LearnedExits;
   readonly point?: CurvePoint;
@@ -113,9 +118,10 @@ export class Learner {
   /** Bumped by reset(): a fit started before it is not counted after it. */
   private resets = 0;
   /** Fits that threw (the fits' worker out of memory, …), those in a row since the last that ran to its end, and the
-   * inputs offered ({@link offered}) before the next may start: a failure backs off `refitAfter × 2^(failures-1)`
-   * inputs (at most 64×), so a failure that repeats (an allocation the device cannot make) never copies the reservoir
-   * and restarts a fit at every call. */
+   * samples seen ({@link samplesSeen}: distinct inputs, exact repeats not counted, so a still screen cannot bring a
+   * retry on an unchanged reservoir) before the next may start: a failure backs off `refitAfter × 2^(failures-1)`
+   * samples (at most 64×), so a failure that repeats (an allocation the device cannot make) never copies the
+   * reservoir and restarts a fit at every call. Saved with the state (a reload goes on waiting). */
   private failed = 0;
   private failuresInRow = 0;
   private retryAt = 0;
@@ -285,13 +291,15 @@ export class Learner {
 
   /**
    * Whether this input served through the exits is completed by the full model after the reply (audited, and a new
-   * sample): a draw at `learnShare` while the reservoir is not full, at `auditShare` after.
+   * sample): a draw at `learnShare` until as many distinct inputs as the reservoir holds were offered (exact repeats
+   * do not count, so a still screen cannot use up the learning phase), damped by the recent repeat rate
+   * (`learnShare × (1 − rate)`, never below `auditShare`: a stream of one input is completed at about `auditShare`,
+   * varied traffic after it at `learnShare` again within a few dozen samples); at `auditShare` after.
    */
   drawCompletion(): boolean {
     const o = this.options;
-    // offered, not stored: repeats are not stored again, and a stream of them (a camera on a still screen) must not
-    // keep every input completed
-    const share = this.reservoir.offered < this.reservoir.capacity ? o.learnShare : o.auditShare;
+    const r = this.reservoir;
+    const share = r.seen < r.capacity ? Math.max(o.auditShare, o.learnShare * (1 - r.repeatRate)) : o.auditShare;
     return this.audit.draw(this.verifying > 0 || this.relearning ? Math.max(VERIFY_SHARE, share) : share);
   }
 
@@ -370,7 +378,7 @@ export class Learner {
   wantsFit(): boolean {
     // no fit while a drift alarm is being verified: the reservoir may be about to start again
     if (this.running || this.model.cannotLearn || this.verifying > 0) return false;
-    if (this.offered < this.retryAt) return false; // backing off after a failed fit
+    if (this.samplesSeen < this.retryAt) return false; // backing off after a failed fit
     const r = this.reservoir;
     if (r.size < this.options.minSamples) return false;
     if (this.fitted?.bundle && !this.refitWanted)
@@ -432,7 +440,7 @@ export class Learner {
   private fitFailed(undo: { readonly fresh: number; readonly wanted: boolean } | undefined): void {
     this.failed++;
     this.failuresInRow++;
-    this.retryAt = this.offered + this.options.refitAfter * 2 ** Math.min(this.failuresInRow - 1, 6);
+    this.retryAt = this.samplesSeen + this.options.refitAfter * 2 ** Math.min(this.failuresInRow - 1, 6);
     if (!undo) return;
     this.reservoir.fresh += undo.fresh;
     this.refitWanted ||= undo.wanted;
@@ -530,7 +538,7 @@ export class Learner {
       fits: this.fits,
       fitsDropped: this.dropped,
       fitsFailed: this.failed,
-      ...(this.offered < this.retryAt ? { fitRetryAfter: this.retryAt - this.offered } : {}),
+      ...(this.samplesSeen < this.retryAt ? { fitRetryAfter: this.retryAt - this.samplesSeen } : {}),
       fitting: this.running !== undefined,
       exitsOn: this.exitsOn,
       exits: exitCount(this.fitted),
@@ -577,6 +585,9 @@ export class Learner {
       fitsDropped: this.dropped,
       samplesSeen: this.seenBefore + reservoir.seen,
       samplesRepeated: this.repeatsBefore + reservoir.repeats,
+      fitsFailed: this.failed,
+      fitFailuresInRow: this.failuresInRow,
+      fitRetryAt: this.retryAt,
       tightenings: this.tightenings,
       ...(this.fitted ? { fitted: this.fitted } : {}),
       ...(this.point ? { point: this.point } : {}),
@@ -663,6 +674,9 @@ export class Learner {
     this.dropped = count(s.fitsDropped, 0);
     this.seenBefore = count(s.samplesSeen, this.reservoir.seen) - this.reservoir.seen;
     this.repeatsBefore = count(s.samplesRepeated, this.reservoir.repeats) - this.reservoir.repeats;
+    this.failed = count(s.fitsFailed, 0);
+    this.failuresInRow = count(s.fitFailuresInRow, 0);
+    this.retryAt = count(s.fitRetryAt, 0);
     if (s.target !== this.options.target && this.fitted) this.retarget();
     this.version++;
     return true;

@@ -14,6 +14,11 @@ import { cutGeometry, type CutFeatures, type FeatureRequest, type FeatureSet } f
 import { headFeatureDim, headFeaturesInto } from '../calibrate/pool.js';
 import { createRng, type Rng } from '../calibrate/rng.js';
 
+/** Offers the recent repeat rate ({@link FeatureReservoir.repeatRate}) averages over (the weight of the newest is
+ * 1/16): short, so that varied traffic after a still screen is completed at `learnShare` again within a few dozen
+ * samples. */
+export const REPEAT_RATE_SPAN = 16;
+
 /** One candidate cut as the reservoir stores it: its pooling and geometry (a CutFeatures without the matrix). */
 export type ReservoirCut = Omit<CutFeatures, 'x'>;
 
@@ -51,10 +56,14 @@ export function reservoirCuts(requests: readonly FeatureRequest[]): ReservoirCut
 }
 
 /** Bytes one stored input takes: 1 per pooled feature, 8 per cut (the row's least value and range), 4 per class
- * probability, 8 for its input's key. */
+ * probability, 8 for its input's key and about {@link KEY_INDEX_BYTES} for its entry in the index of keys stored. */
 export function bytesPerRow(cuts: readonly ReservoirCut[], classes: number): number {
-  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes + 8;
+  return cuts.reduce((a, c) => a + c.dim + 8, 0) + 4 * classes + 8 + KEY_INDEX_BYTES;
 }
+
+/** Bytes a stored key takes in the index of keys stored (a Map from key to row: its entry and the key's heap
+ * number, about 40 in V8), counted per row allocated. */
+export const KEY_INDEX_BYTES = 40;
 
 /** Uniform sample of every input added, at most `capacity` rows (`min(maxSamples, maxBytes / bytesPerRow)`). */
 export class FeatureReservoir {
@@ -78,6 +87,9 @@ export class FeatureReservoir {
   size = 0;
   fresh = 0;
   repeats = 0;
+  /** The share of exact repeats among the recent offers: a moving average over about the last
+   * {@link REPEAT_RATE_SPAN} (1 a stream of one input, 0 varied traffic); not persisted (0 again after a reload). */
+  repeatRate = 0;
 
   constructor(
     readonly cuts: readonly ReservoirCut[],
@@ -103,7 +115,13 @@ export class FeatureReservoir {
   /** Bytes held now (allocated as rows arrive; at most {@link maxBytes}). */
   get bytes(): number {
     const b = (a: readonly { readonly byteLength: number }[]): number => a.reduce((s, f) => s + f.byteLength, 0);
-    return b(this.features) + b(this.ranges) + this.teacher.byteLength + this.keys.byteLength;
+    return (
+      b(this.features) +
+      b(this.ranges) +
+      this.teacher.byteLength +
+      this.keys.byteLength +
+      this.allocated * KEY_INDEX_BYTES
+    );
   }
 
   /** Inputs offered so far: those drawn for and the repeats of stored rows. */
@@ -136,7 +154,9 @@ export class FeatureReservoir {
    * stored row (its key stored) is never kept, nor counted as seen or fresh. The key is the row's once it returns one.
    */
   private slot(key: number): number {
-    if (this.rowOf.has(key)) {
+    const repeat = this.rowOf.has(key);
+    this.repeatRate += ((repeat ? 1 : 0) - this.repeatRate) / REPEAT_RATE_SPAN;
+    if (repeat) {
       this.repeats++;
       return -1;
     }
@@ -288,7 +308,7 @@ export class FeatureReservoir {
 
   /** Forgets every row and gives their memory back. */
   clear(): void {
-    this.seen = this.size = this.fresh = this.repeats = this.allocated = 0;
+    this.seen = this.size = this.fresh = this.repeats = this.allocated = this.repeatRate = 0;
     this.features = this.cuts.map(() => new Uint8Array(0));
     this.ranges = this.cuts.map(() => new Float32Array(0));
     this.teacher = new Float32Array(0);

@@ -397,8 +397,9 @@ export class LearnRuntime {
     const index = new Int32Array(rows);
     const size = inputSize(spec);
     const t0 = performance.now();
-    // 2-3 µs a 32×32×3 input, 0.11-0.14 ms a 224×224×3 one (input-key.ts): small beside the full-model run each costs
-    const keys = store ? inputKeys(data, rows, size) : undefined;
+    // 6-7 µs a 32×32×3 input, 0.22-0.26 ms a 224×224×3 one (input-key.ts): small beside the full-model run each
+    // costs; none for a model that cannot learn (nothing is stored)
+    const keys = store && !this.learner.model.cannotLearn ? inputKeys(data, rows, size) : undefined;
     for (let at = 0; at < rows; at += MAX_BATCH) {
       const n = Math.min(MAX_BATCH, rows - at);
       const x = new this.ort.ort.Tensor('float32', data.slice(at * size, (at + n) * size), inputDims(spec, n));
