@@ -41,11 +41,23 @@ describe('fetchBytes', () => {
     expect(seen).toEqual([1000]); // once, at the end
   });
 
-  it('reports progress per step while bytes arrive, and none past the Content-Length', async () => {
-    serve(body(PROGRESS_STEP_BYTES, 4), { 'content-length': String(2 * PROGRESS_STEP_BYTES) });
+  it('reports progress per step while bytes arrive, and none past 4 × the Content-Length without a manifest size', async () => {
+    serve(body(PROGRESS_STEP_BYTES, 12), { 'content-length': String(2 * PROGRESS_STEP_BYTES) });
     const seen: number[] = [];
     await fetchBytes('https://x.test/m.onnx', { onProgress: (loaded) => seen.push(loaded) });
-    expect(seen).toEqual([PROGRESS_STEP_BYTES, 2 * PROGRESS_STEP_BYTES, 4 * PROGRESS_STEP_BYTES]);
+    const steps = [1, 2, 3, 4, 5, 6, 7, 8, 12].map((i) => i * PROGRESS_STEP_BYTES);
+    expect(seen).toEqual(steps); // 9..11 past 4 × 2 steps: silent; the end is reported once
+  });
+
+  it('a compressed body (Content-Length the compressed size) keeps reporting up to the manifest size', async () => {
+    serve(body(PROGRESS_STEP_BYTES, 10), { 'content-length': String(6 * PROGRESS_STEP_BYTES) });
+    const seen: { loaded: number; total: number }[] = [];
+    await fetchBytes('https://x.test/segment-1.onnx', {
+      expectedBytes: 10 * PROGRESS_STEP_BYTES,
+      onProgress: (loaded, total) => seen.push({ loaded, total }),
+    });
+    expect(seen.map((p) => p.loaded)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((i) => i * PROGRESS_STEP_BYTES));
+    expect(seen.every((p) => p.total === 10 * PROGRESS_STEP_BYTES)).toBe(true);
   });
 
   it('a segment answered with an endless stream fails as a file other than the manifest lists (fetched twice)', async () => {

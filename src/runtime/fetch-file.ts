@@ -9,11 +9,18 @@ import { SelfxitError } from '../errors.js';
  */
 export const PROGRESS_STEP_BYTES = 64 * 1024;
 
+/**
+ * Without a manifest size, how far past its Content-Length a body still reports progress: a compressed response
+ * (`Content-Encoding: gzip`/`br`, whose Content-Length is the compressed size) decodes to more bytes than announced;
+ * model weights compress far less than 4×.
+ */
+const MAX_DECODED_RATIO = 4;
+
 interface FetchOptions {
   /**
    * Called as bytes arrive, at most once per {@link PROGRESS_STEP_BYTES} and at the end; `loaded` only grows. `total` =
-   * Content-Length, else `expectedBytes`, else 0. Bytes past a Content-Length (a body longer than announced) are not
-   * reported: they do not restart the clocks.
+   * `expectedBytes` (the decoded size), else Content-Length, else 0. Without `expectedBytes`, bytes past 4 × the
+   * Content-Length (more than a compressed body decodes to) are not reported: they do not restart the clocks.
    */
   readonly onProgress?: (loaded: number, total: number) => void;
   /**
@@ -57,13 +64,17 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
   const res = await request(url, options.reload === true ? 'reload' : undefined);
   options.onResponse?.();
   const header = Number(res.headers.get('content-length'));
-  const total = Number.isFinite(header) && header > 0 ? header : (options.expectedBytes ?? 0);
+  const announced = Number.isFinite(header) && header > 0 ? header : 0;
+  const expected = options.expectedBytes !== undefined && options.expectedBytes > 0 ? options.expectedBytes : undefined;
+  // The manifest's size is the decoded one; a Content-Length is the compressed size of a compressed response.
+  const total = expected ?? announced;
+  const progressUpTo = expected ?? (announced > 0 ? announced * MAX_DECODED_RATIO : Infinity);
   if (!res.body) {
     const buf = new Uint8Array(await res.arrayBuffer());
     options.onProgress?.(buf.length, total || buf.length);
     return buf;
   }
-  const limit = options.expectedBytes !== undefined && options.expectedBytes > 0 ? options.expectedBytes : Infinity;
+  const limit = expected ?? Infinity;
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let loaded = 0;
@@ -82,8 +93,7 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
           { url, expectedBytes: limit, loaded, tooLong: true },
         );
       }
-      const past = total > 0 && loaded > total; // more than Content-Length (or a compressed body): no progress
-      if (!past && loaded - reported >= PROGRESS_STEP_BYTES) {
+      if (loaded <= progressUpTo && loaded - reported >= PROGRESS_STEP_BYTES) {
         reported = loaded;
         options.onProgress?.(loaded, Math.max(total, loaded));
       }
