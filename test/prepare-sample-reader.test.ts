@@ -8,7 +8,13 @@ import { describe, expect, it } from 'vitest';
 import { prepareCommand } from '../src/cli/prepare.js';
 import { loadSampleSources, openSampleSources } from '../src/cli/sample-sources.js';
 import { prepare } from '../src/calibrate/prepare.js';
-import { mirrorInto, selectSamples, shuffleAndLimit, type SampleReader } from '../src/calibrate/samples.js';
+import {
+  chooseSamples,
+  mirrorInto,
+  selectSamples,
+  shuffleAndLimit,
+  type SampleReader,
+} from '../src/calibrate/samples.js';
 import { encodeModel } from '../src/graph/index.js';
 import { cliWith, writePrepareInputs } from './fixtures/cli-helpers.js';
 import { ortNode } from './fixtures/ort-helpers.js';
@@ -25,6 +31,28 @@ function writePng(file: string, seed: number): void {
 }
 
 describe('duplicate samples', () => {
+  it("never writes the buffer a caller's reader hands back (a view of its own store), copies or not", async () => {
+    // the store holds the images in the order the seeded shuffle asks for them, and the reader hands back a view of it
+    const order = chooseSamples(6, 4);
+    const store = new Uint8Array(6 * per);
+    for (let i = 0; i < store.length; i++) store[i] = (i * 13 + Math.floor(i / per) * 51) & 255;
+    store.copyWithin(4 * per, 1 * per, 2 * per); // the 5th image asked for is a copy of the 2nd
+    const before = store.slice();
+    const r: SampleReader = {
+      count: 6,
+      read(indices: Int32Array): Promise<Uint8Array> {
+        const at = order.indexOf(indices[0]!);
+        expect([...indices]).toEqual([...order.subarray(at, at + indices.length)]);
+        return Promise.resolve(store.subarray(at * per, (at + indices.length) * per));
+      },
+    };
+    const sel = await selectSamples(r, shape, 4);
+    expect(sel.copies).toBe(1);
+    expect(sel.batch.count).toBe(5);
+    expect(store).toEqual(before);
+    expect(sel.batch.data.subarray(4 * per)).toEqual(before.subarray(5 * per)); // the 6th image moved up, in our copy
+  });
+
   it('leaves out a file given again (same path, a link, a folder inside another) and exact copies, in order', async () => {
     const { dir, samples } = writePrepareInputs('selfxit-dedupe-');
     const all = fs.readFileSync(samples);

@@ -129,6 +129,8 @@ export async function selectSamples(
 ): Promise<{ batch: SampleBatch; copies: number }> {
   const per = shape.height * shape.width * shape.channels;
   let reader: SampleReader;
+  // a caller's reader may hand back a view of its own store: its buffer is never written (only ours is compacted)
+  const ownReader = !isSampleReader(input);
   if (isSampleReader(input)) {
     if (!Number.isInteger(input.count) || input.count < 0)
       throw new SelfxitError('INVALID_SAMPLES', `samples: count ${input.count} is not a non-negative integer`);
@@ -156,8 +158,10 @@ export async function selectSamples(
     const got = await reader.read(run);
     checkBatch({ data: got, count: run.length }, shape);
     const keys = await imageKeys(got, run.length, shape, mirrored);
-    // the first run is the block itself (distinct images moved forward over the copies); later runs fill its tail
-    if (kept === 0 && got.length === want * per) data = got;
+    // the first run is the block itself (distinct images moved forward over the copies; a caller's buffer only when it
+    // holds no copy, so nothing moves in it); later runs fill its tail
+    const distinct = !ownReader && new Set(keys).size === keys.length && keys.every((key) => !seen.has(key));
+    if (kept === 0 && got.length === want * per && (ownReader || distinct)) data = got;
     else if (data.length === 0) data = new Uint8Array(want * per);
     const inPlace = data === got;
     keys.forEach((key, i) => {
