@@ -12,7 +12,7 @@ import type { BundleManifest } from '../src/bundle/manifest.js';
 import type { InitRequest, WireInput } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { BundleSource } from '../src/runtime/bundle-source.js';
-import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, noCache, planKey } from '../src/runtime/cache.js';
+import { IdbBundleCache, READ_BYTES_PER_TIMEOUT, compiledKey, noCache, planKey } from '../src/runtime/cache.js';
 import { plainModel, plainModelKey } from '../src/runtime/learn-bundle.js';
 import { sha256Hex } from '../src/graph/hash.js';
 
@@ -275,6 +275,20 @@ describe('IdbBundleCache: stalled requests, and a failed write that leaves reads
     expect(await cache.getPlan(planKey('h', 'wasm', 1, 'compiled'))).toBeUndefined();
     await vi.waitFor(() => expect(idb.data.has('plan:h:wasm:1')).toBe(false));
     expect(idb.data.has('plan:other:wasm:1')).toBe(true); // another bundle version's: left to its own eviction
+  });
+
+  it('a compiled-model miss deletes the models older formats stored under its key (never read again)', async () => {
+    const idb = fakeIdb(Infinity, false);
+    const cache = cacheOn(idb);
+    const current = `${compiledKey('h', 'wasm', 3)}:gated`;
+    const v2 = current.replace(/:v\d+/, ':v2');
+    const v1 = current.replace(/:v\d+/, '');
+    for (const k of [v2, v1, 'compiled:other:wasm:3:v2:gated', `${compiledKey('h', 'wasm', 2)}:chain`])
+      idb.data.set(k, { sha256: 'a', bytes: new Uint8Array(1) });
+    expect(await cache.getCompiled(current)).toBeUndefined();
+    await vi.waitFor(() => expect(idb.data.has(v2) || idb.data.has(v1)).toBe(false));
+    expect(idb.data.has('compiled:other:wasm:3:v2:gated')).toBe(true); // another bundle version's: its own eviction
+    expect(idb.data.has(`${compiledKey('h', 'wasm', 2)}:chain`)).toBe(true); // the current format's: kept
   });
 
   it("a read is waited for at most 12 operation timeouts, however large (under load()'s timeoutMs)", async () => {

@@ -424,8 +424,12 @@ export class IdbBundleCache implements BundleCache {
     });
   }
 
-  getCompiled(key: string, bytes?: number): Promise<CachedCompiled | undefined> {
-    return this.op(
+  /**
+   * A miss also deletes the model an older selfxit stored under the same key in another format (`:v<format>`, or none
+   * for the first): never read again, each about as large as the model, it would only hold quota.
+   */
+  async getCompiled(key: string, bytes?: number): Promise<CachedCompiled | undefined> {
+    const found = await this.op(
       'read',
       undefined,
       async (s) => {
@@ -436,6 +440,20 @@ export class IdbBundleCache implements BundleCache {
       },
       this.readLimit(bytes),
     );
+    const format = `:v${COMPILED_FORMAT}`;
+    if (
+      found === undefined &&
+      key.startsWith(COMPILED_PREFIX) &&
+      key.includes(format) &&
+      !this.legacyDropped.has(key)
+    ) {
+      this.legacyDropped.add(key);
+      const older = Array.from({ length: COMPILED_FORMAT - 1 }, (_, f) =>
+        key.replace(format, f === 0 ? '' : `:v${f + 1}`),
+      );
+      void this.op('write', undefined, (s) => delMany(older, s)); // not waited for: the load goes on
+    }
+    return found;
   }
 
   putCompiled(key: string, entry: CachedCompiled): Promise<boolean> {
