@@ -68,15 +68,18 @@ test('clf.plan(): measured stages, the plan applied and cached per device; cache
     manifest.exits.length,
     manifest.calibration.samples,
   );
-  expect(plan).toEqual(
-    planExits(manifest, validation, plan.timings, {
+  // the runtime also records the engine the times were measured on (the default: compiled)
+  expect(plan.engine).toBe('compiled');
+  expect(plan).toEqual({
+    ...planExits(manifest, validation, plan.timings, {
       target: 0.05,
       manifestHash: plan.manifestHash,
       backend: 'wasm',
       threads: plan.threads,
       measuredAt: plan.measuredAt,
     }),
-  );
+    engine: 'compiled',
+  });
   // Exit 1's random head agrees with the backbone on none of the validation samples, so no plan uses both exits (exit 0
   // alone usually wins: every sample can leave there; exit 1 alone only when reading exit 0 measured dearer than stage 1).
   expect(plan.enabled).toHaveLength(2);
