@@ -3,7 +3,6 @@
 // same average; M = 1 is today's fit byte for byte; bad values are INVALID_ARGUMENT.
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import type { InputSpec } from '../src/bundle/manifest.js';
 import { averageLogitHeads, MEMBER_SEED_STEP, trainEnsembleHead } from '../src/calibrate/ensemble.js';
 import { crossFit, type FitInfo } from '../src/calibrate/crossfit.js';
 import { extractFeatures } from '../src/calibrate/features.js';
@@ -16,7 +15,7 @@ import { isSelfxitError } from '../src/errors.js';
 import { analyzeModel, buildHeadModel, encodeModel, sha256Hex, withExtraOutputs } from '../src/graph/index.js';
 import { residualGraph } from './fixtures/graphs.js';
 import { ortNode, run } from './fixtures/ort-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { TINY_INPUT, blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   expect(a.length).toBe(b.length);
@@ -45,15 +44,7 @@ function meanLogitProbs(members: readonly TrainedHead[], x: Float32Array, n: num
 
 describe('the deployed ensemble head', () => {
   const N = 13;
-  const input: InputSpec = {
-    name: 'x',
-    height: 8,
-    width: 8,
-    channels: 3,
-    layout: 'NCHW',
-    mean: [0.5, 0.5, 0.5],
-    std: [0.25, 0.25, 0.25],
-  };
+  const input = TINY_INPUT;
 
   it('reproduces the mean of its members’ logits through the ONNX head graph (pool-mlp and pool-linear)', async () => {
     const f = residualGraph();

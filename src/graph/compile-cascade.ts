@@ -2,7 +2,7 @@
 // nodes, so one onnxruntime run replaces a session per segment and the JS decisions; a prefix compiles too (lazy loading).
 // Over 400 lines: the two `If` layouts (nested, flat) share the parts' preparation, decisions and endings here.
 import { SelfxitError } from '../errors.js';
-import { mergeModelHeaders, renameGraph } from './compose.js';
+import { composedModel, mergeModelHeaders, renameGraph } from './compose.js';
 import { gatedExit, splitHead, type GraphContent } from './head-gate.js';
 import { realInputProtos, type OnnxModel } from './model.js';
 import { elemTypeFromDtype, makeNode, makeTensor, pb, readValueInfo, type DType, type onnx } from './proto.js';
@@ -501,13 +501,5 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     input: [valueInfo(inputName, inInfo.dtype, inDims), valueInfo(CASCADE_IO.thresholds, 'float32', [exitCount])],
     output: outInfos(outNames),
   });
-  return {
-    proto: pb.ModelProto.create({
-      irVersion: merged.irVersion,
-      opsetImport: merged.opsets,
-      producerName: 'selfxit',
-      functions: merged.functions,
-      graph,
-    }),
-  };
+  return composedModel(merged, graph);
 }

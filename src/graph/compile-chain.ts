@@ -3,7 +3,7 @@
 // same nodes in the same order under the same names, so onnxruntime runs it at the full model's cost (the compiled
 // engine serves it while every exit is off: live pruning's worst case).
 import { SelfxitError } from '../errors.js';
-import { mergeModelHeaders, renameGraph } from './compose.js';
+import { composedModel, mergeModelHeaders, renameGraph } from './compose.js';
 import { splitHead, type GraphContent } from './head-gate.js';
 import { realInputProtos, type OnnxModel } from './model.js';
 import { pb, readValueInfo, type onnx } from './proto.js';
@@ -118,13 +118,5 @@ export function compileChain(parts: readonly ChainPart[]): OnnxModel {
     input: [pb.ValueInfoProto.create({ ...inputs[0]! })],
     output: [pb.ValueInfoProto.create({ ...outputs[last]! })],
   });
-  return {
-    proto: pb.ModelProto.create({
-      irVersion: merged.irVersion,
-      opsetImport: merged.opsets,
-      producerName: 'selfxit',
-      functions: merged.functions,
-      graph,
-    }),
-  };
+  return composedModel(merged, graph);
 }

@@ -86,3 +86,16 @@ export function mergeModelHeaders(models: readonly OnnxModel[]): {
     irVersion,
   };
 }
+
+/** A model of `graph` with the composed models' headers ({@link mergeModelHeaders}), produced by selfxit. */
+export function composedModel(headers: ReturnType<typeof mergeModelHeaders>, graph: onnx.IGraphProto): OnnxModel {
+  return {
+    proto: pb.ModelProto.create({
+      irVersion: headers.irVersion,
+      opsetImport: headers.opsets,
+      producerName: 'selfxit',
+      functions: headers.functions,
+      graph,
+    }),
+  };
+}
