@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseCommandArgs } from '../src/cli/args.js';
+import { nameList, parseCommandArgs } from '../src/cli/args.js';
+import { UsageError } from '../src/cli/dispatch.js';
 import { evalCommand } from '../src/cli/eval.js';
 import { prepareCommand } from '../src/cli/prepare.js';
 import { reportCommand } from '../src/cli/report.js';
@@ -83,4 +84,18 @@ describe('repeated options', () => {
       expect(JSON.parse(onlyB.stdout).samples).toBe(300);
     },
   );
+});
+
+describe('nameList (--cuts/--cut, --exits/--exit)', () => {
+  it('splits and trims the list, takes each single name whole, list first', () => {
+    expect(nameList(undefined, undefined, '--cuts --cut')).toBeUndefined();
+    expect(nameList(undefined, [], '--cuts --cut')).toBeUndefined();
+    expect(nameList(' a, b ', undefined, '--cuts --cut')).toEqual(['a', 'b']);
+    expect(nameList('a', ['x,y', ' z '], '--cuts --cut')).toEqual(['a', 'x,y', ' z ']);
+  });
+  it('an empty name is a usage error naming the option', () => {
+    expect(() => nameList('a,,b', undefined, '--cuts --cut')).toThrow(UsageError);
+    expect(() => nameList('a,,b', undefined, '--cuts --cut')).toThrow(/--cuts has an empty name/);
+    expect(() => nameList(undefined, [''], '--exits --exit')).toThrow(/--exit was given an empty name/);
+  });
 });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeModel, graphInputs, graphOutputs } from '../src/graph/index.js';
-import { dynamicReshapeGraph, residualGraph } from './fixtures/graphs.js';
+import { dynamicReshapeGraph, GraphBuilder, residualGraph } from './fixtures/graphs.js';
 import { cli, cliProcess, tempDir, writeBadModels, writeModel } from './fixtures/cli-helpers.js';
 import { maxAbsDiff, randomInput, run, runChain } from './fixtures/ort-helpers.js';
 
@@ -137,6 +137,37 @@ describe('selfxit split', () => {
       expect(r.stderr).toMatch(/^error \[IO_ERROR\]: .*a-file/);
     }
     expect(fs.readdirSync(dir).sort()).toEqual(before);
+  });
+
+  it('--cut takes a name whole (a comma in a tensor name), repeatable and with --cuts', async () => {
+    const g = new GraphBuilder(11);
+    const x = g.input('x', 'float32', ['N', 3, 8, 8]);
+    const r1 = g.op('Relu', [g.conv(x, 3, 4, 3, { out: 'c1' })], {}, 'r,1');
+    const y = g.op('Relu', [g.conv(r1, 4, 4, 3, { out: 'c2' })], {}, 'y');
+    const f = g.op('Flatten', [g.op('GlobalAveragePool', [y], {}, 'gap')], { axis: 1 }, 'flat');
+    g.gemm(f, 4, 3, 'logits');
+    g.output('logits', 'float32', ['N', 3]);
+    const p = writeModel(dir, 'comma.onnx', g.build());
+    const out = path.join(dir, 'out-comma');
+    const r = await cli('split', p, '--cut', 'r,1', '--cuts', 'gap', '--out', out);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(readIndex(out).segments.map((s) => [s.input, s.output])).toEqual([
+      ['x', 'r,1'],
+      ['r,1', 'gap'],
+      ['gap', 'logits'],
+    ]);
+    // In the list the name is two names, neither of them a tensor.
+    const listed = await cli('split', p, '--cuts', 'r,1', '--out', path.join(dir, 'out-comma2'));
+    expect(listed.code).toBe(1);
+    expect(listed.stderr).toMatch(/INVALID_CUT/);
+    for (const args of [
+      ['split', p, '--cuts', 'all', '--cut', 'r,1', '--out', out],
+      ['split', p, '--cut', '', '--out', out],
+    ]) {
+      const u = await cli(...args);
+      expect(u.code, args.join(' ')).toBe(2);
+    }
   });
 
   it('usage errors exit 2', async () => {

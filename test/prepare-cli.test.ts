@@ -247,7 +247,7 @@ const FAST = ['--heads', 'pool-linear', '--target', '0.9'];
 
 describe('selfxit prepare --heads paper (the paper setup)', () => {
   it(
-    '--heads paper --exits <cut,cut> --threshold 0.9: exactly those exits, in order, paper heads, threshold 0.9',
+    '--heads paper --exits <cut> --exit <cut> --threshold 0.9: exactly those exits, in order, paper heads, threshold 0.9',
     { timeout: 180_000 },
     async () => {
       const { dir, model, samples } = setup();
@@ -262,7 +262,9 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
         '--heads',
         'paper',
         '--exits',
-        'block1,block3',
+        'block1',
+        '--exit',
+        'block3',
         '--threshold',
         '0.9',
         '--out',

@@ -73,3 +73,21 @@ export function requireOption(value: string | undefined, flag: string): string {
   if (value === undefined || value === '') throw new UsageError(`missing required option ${flag}`);
   return value;
 }
+
+/**
+ * Tensor names from a comma-separated `--<list>` option and a repeatable `--<one>` option, in that order. Names in the
+ * list are trimmed; a `--<one>` value is taken whole, so a name holding a comma (or spaces at its ends) can be given.
+ * Undefined when neither is given; an empty name in the list is a UsageError.
+ */
+export function nameList(
+  list: string | undefined,
+  one: readonly string[] | undefined,
+  flags: string,
+): string[] | undefined {
+  if (list === undefined && (one === undefined || one.length === 0)) return undefined;
+  const fromList = list === undefined ? [] : list.split(',').map((s) => s.trim());
+  if (fromList.some((s) => s === '')) throw new UsageError(`${flags.split(' ')[0]} has an empty name in "${list}"`);
+  const whole = [...(one ?? [])];
+  if (whole.some((s) => s === '')) throw new UsageError(`${flags.split(' ')[1]} was given an empty name`);
+  return [...fromList, ...whole];
+}

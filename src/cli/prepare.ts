@@ -7,7 +7,7 @@ import { prepare, resolveModelIO, type PrepareOptions, type PrepareResult } from
 import { checkCostTable, type CostTable } from '../policy/cost-table.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
-import { parseCommandArgs, requireOption } from './args.js';
+import { nameList, parseCommandArgs, requireOption } from './args.js';
 import { writeBundleDir } from './bundle-fs.js';
 import { UsageError, processIo, type CliCommand, type CliIo } from './dispatch.js';
 import { formatCount } from './format.js';
@@ -47,6 +47,7 @@ Calibration:
   --heads a,b          head kinds: pool-linear, pool-mlp (default both; costlier kinds on a shortlist);
                        paper: the paper's head (implies --mode paper)
   --exits cut,cut      selfxit mode: restrict candidate cuts; paper mode: the exits (tensor or display names)
+  --exit <name>        one such name, taken whole (for a name holding a comma); repeatable, adds to --exits
   --mode selfxit|paper paper: the paper's heads (full map MLP), fixed exits, fixed threshold, no selection
   --threshold T        paper mode's one max-softmax threshold, in [0, 1] (default 0.9; paper mode only)
   --augment a,b|none   label-free training copies: flip, shift, cutmix:K (K copies with a box of
@@ -97,6 +98,7 @@ const options = {
   limit: { type: 'string' },
   mode: { type: 'string' },
   exits: { type: 'string' },
+  exit: { type: 'string', multiple: true },
   threshold: { type: 'string' },
   folds: { type: 'string' },
   temperature: { type: 'string' },
@@ -181,6 +183,7 @@ export const prepareCommand: CliCommand = {
     const maxFeatureBytes = byteSizeOption(v['max-feature-memory'], '--max-feature-memory');
     const out = requireOption(v.out, '--out');
     const heads = v.heads?.split(',').map((s) => s.trim()) as HeadKind[] | undefined;
+    const exits = nameList(v.exits, v.exit, '--exits --exit');
     const mode = v.mode as PrepareOptions['mode'] | undefined;
     const capacity = v.capacity as PrepareOptions['capacity'] | undefined;
     if (capacity !== undefined && capacity !== 'auto' && capacity !== 'fixed')
@@ -258,7 +261,7 @@ export const prepareCommand: CliCommand = {
       ...(v.seed !== undefined ? { seed: num(v.seed, '--seed')! } : {}),
       ...(v.limit !== undefined ? { limit: num(v.limit, '--limit')! } : {}),
       ...(mode ? { mode } : {}),
-      ...(v.exits ? { exits: v.exits.split(',').map((s) => s.trim()) } : {}),
+      ...(exits ? { exits } : {}),
       ...(v.threshold !== undefined ? { threshold: num(v.threshold, '--threshold')! } : {}),
       ...(v.folds !== undefined ? { folds: num(v.folds, '--folds')! } : {}),
       ...(temperature !== undefined ? { temperature } : {}),

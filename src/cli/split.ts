@@ -4,12 +4,12 @@ import path from 'node:path';
 import { SelfxitError } from '../errors.js';
 import { decodeModel, encodeModel, graphInputs, splitModel } from '../graph/index.js';
 import { sortCuts } from '../graph/cuts.js';
-import { parseOneArgCommand, requireOption } from './args.js';
+import { nameList, parseOneArgCommand, requireOption } from './args.js';
 import { UsageError, type CliCommand, type CliIo } from './dispatch.js';
 import { formatBytes } from './format.js';
 import { analyzeModelNode, readFileBytes, writeDirAtomic } from './node-io.js';
 
-const help = `Usage: selfxit split <model.onnx> --cuts <name,name,...|all> --out <dir>
+const help = `Usage: selfxit split <model.onnx> (--cuts <name,name,...|all> | --cut <name> ...) --out <dir>
 
 Splits the model at the given cut tensors (see \`selfxit inspect\`) into standalone
 ONNX models <dir>/segment-000.onnx, segment-001.onnx, ... (input -> cut 1 -> ... -> output),
@@ -20,6 +20,8 @@ when any cut is invalid or the folder cannot be written.
 
 Options:
   --cuts <list>  comma-separated cut tensor names, or "all"
+  --cut <name>   one cut tensor name, taken whole (for a name holding a comma); may be
+                 given more than once, and with --cuts
   --out <dir>    output folder (created if missing; the segment files an earlier split's
                  index.json there names are replaced, every other file is kept)
   -h, --help     show this help
@@ -55,18 +57,18 @@ export const splitCommand: CliCommand = {
   async run(argv: readonly string[], io: CliIo) {
     const { values, arg: file } = parseOneArgCommand(
       argv,
-      { cuts: { type: 'string' }, out: { type: 'string' } },
+      { cuts: { type: 'string' }, cut: { type: 'string', multiple: true }, out: { type: 'string' } },
       '<model.onnx>',
     );
-    const cutsArg = requireOption(values.cuts, '--cuts');
+    const all = values.cuts === 'all';
+    if (all && values.cut?.length) throw new UsageError('--cuts all cannot be combined with --cut');
+    const names = all ? [] : nameList(values.cuts, values.cut, '--cuts --cut');
+    if (!all && names === undefined) throw new UsageError('missing required option --cuts (or --cut)');
     const out = requireOption(values.out, '--out');
-    const names = cutsArg.split(',').map((s) => s.trim());
-    if (cutsArg !== 'all' && names.some((s) => s === ''))
-      throw new UsageError(`--cuts has an empty name in "${cutsArg}"`);
 
     const model = decodeModel(await readFileBytes(file));
     const analysis = await analyzeModelNode(model);
-    const cuts = cutsArg === 'all' ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names);
+    const cuts = all ? analysis.cuts.map((c) => c.tensor) : sortCuts(model, names!);
     for (let i = 1; i < cuts.length; i++) {
       if (cuts[i] === cuts[i - 1])
         throw new SelfxitError('INVALID_ARGUMENT', `Cut "${cuts[i]}" is listed twice`, { tensor: cuts[i] });
