@@ -119,4 +119,8 @@ test("a worker whose shared chunk cannot be fetched (another build's worker): RU
   await page.route(/\/dist\/selfxit\.shared-[\w-]+\.js$/, (route) => route.fulfill({ status: 404, body: 'gone' }));
   const plain = await loadAndClassify(page, `${TINY}/`, { cache: false });
   expect(plain.code, plain.message).toBe('RUNTIME_FILES_UNAVAILABLE');
+  // The error event names no file: the page asked the server, and names the chunk rather than the worker.
+  expect(plain.message).toMatch(
+    /the module it imports, \S+\/dist\/selfxit\.shared-[\w-]+\.js, could not be fetched \(HTTP 404\)/,
+  );
 });

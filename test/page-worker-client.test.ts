@@ -2,10 +2,11 @@
 // state, a worker's SelfxitError rejects the call as one (code, message, details) after the state the failed call left
 // is read, and a dying worker rejects pending and later calls with WORKER_DIED: an error event, a heartbeat unanswered
 // while idle, no answer for callTimeoutMs (TIMEOUT, then the worker is stopped); a busy worker is not taken for dead.
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
 import { WorkerClient } from '../src/page/worker-client.js';
+import { staticImports } from '../src/page/worker-files.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
 import { closeFakeWorkers, fakeWorkerApi, manifest, state0, state1, stubWorkers } from './fixtures/page-fakes.js';
@@ -13,6 +14,17 @@ import { closeFakeWorkers, fakeWorkerApi, manifest, state0, state1, stubWorkers 
 const request = {} as InitRequest;
 const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
 
+/** A server of `files` (URL → body; others 404), as fetch. */
+function serve(files: Record<string, string>): typeof fetch {
+  return (async (input: string | URL | Request) => {
+    const url = String(input instanceof Request ? input.url : input);
+    const body = files[url];
+    return body === undefined ? new Response('gone', { status: 404 }) : new Response(body, { status: 200 });
+  }) as typeof fetch;
+}
+
+// No test here may reach a network: a worker's start failure asks the server which file is missing.
+beforeEach(() => vi.stubGlobal('fetch', serve({})));
 afterEach(() => {
   closeFakeWorkers();
   vi.unstubAllGlobals();
@@ -132,6 +144,52 @@ describe('WorkerClient', () => {
       details: { url: 'https://x.test/selfxit.worker.js' },
     });
     await expect(pending).rejects.toThrow(/workerUrl/);
+    await expect(pending).rejects.toThrow(/could not be fetched \(HTTP 404\)/);
+  });
+
+  it('a worker whose script is served but a module it imports is not: RUNTIME_FILES_UNAVAILABLE names that module', async () => {
+    vi.stubGlobal(
+      'fetch',
+      serve({
+        'https://x.test/selfxit.worker.js': 'import{a as b}from"./selfxit.shared-abc.js";import"./side.js";b();',
+        'https://x.test/selfxit.shared-abc.js': 'export const a=()=>1;',
+      }),
+    );
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    worker.dispatchEvent(new Event('error')); // a second event while the first is told apart changes nothing
+    await expect(pending).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: 'https://x.test/side.js', workerUrl: 'https://x.test/selfxit.worker.js' },
+    });
+    await expect(pending).rejects.toThrow(
+      /the module it imports, https:\/\/x\.test\/side\.js, could not be fetched \(HTTP 404\)/,
+    );
+    await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
+  });
+
+  it('a worker whose files are all served but that still fails to start: the general RUNTIME_FILES_UNAVAILABLE', async () => {
+    vi.stubGlobal(
+      'fetch',
+      serve({ 'https://x.test/selfxit.worker.js': 'import "./ok.js";', 'https://x.test/ok.js': '' }),
+    );
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: 'https://x.test/selfxit.worker.js' },
+    });
+    await expect(pending).rejects.toThrow(/could not be started from https:\/\/x\.test\/selfxit\.worker\.js\. Serve/);
+  });
+
+  it('staticImports reads the specifiers vite emits, not dynamic imports or bare names', () => {
+    expect(
+      staticImports(
+        'import{a as b}from"./s-1.js";import"/abs.js";export{c}from\'../up.js\';import("./lazy.js");import x from "pkg";',
+      ),
+    ).toEqual(['./s-1.js', '/abs.js', '../up.js']);
   });
 
   it('a worker that crashes after it started (its connect answered) rejects with WORKER_DIED, not RUNTIME_FILES_UNAVAILABLE', async () => {

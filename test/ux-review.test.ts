@@ -141,6 +141,7 @@ describe('runtime files that cannot be loaded name their URL', () => {
   });
 
   it('a worker started from workerUrl that fails names that URL in the message and details.url', async () => {
+    vi.stubGlobal('fetch', async () => Promise.reject(new TypeError('Failed to fetch'))); // the server is gone
     const workers = stubWorkers([fakeWorkerApi()]);
     const client = WorkerClient.start(new URL('https://x.test/w/selfxit.worker.js'));
     const pending = client.init({} as never);
@@ -151,6 +152,7 @@ describe('runtime files that cannot be loaded name their URL', () => {
       details: { url: 'https://x.test/w/selfxit.worker.js' },
     });
     expect((e as Error).message).toContain('from https://x.test/w/selfxit.worker.js');
+    expect((e as Error).message).toContain('could not be fetched (Failed to fetch)');
   });
 
   const url = 'https://x.test/assets/ort/ort.wasm.min.mjs';

@@ -24,6 +24,7 @@ import {
 } from '../protocol.js';
 import { BufferPool } from './buffer-pool.js';
 import { dropTransfers } from './inputs.js';
+import { missingWorkerFile } from './worker-files.js';
 import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
 
@@ -146,6 +147,8 @@ export class WorkerClient implements ClassifierTransport {
   private dead: SelfxitError | undefined;
   /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
   private answered = false;
+  /** Whether a start failure is being told apart (which file is missing) before the client fails. */
+  private starting = false;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
@@ -230,16 +233,39 @@ export class WorkerClient implements ClassifierTransport {
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
+        // The event names no file, so ask the server which one is missing (bounded), then fail with it.
+        if (this.starting) return;
+        this.starting = true;
         const url = workerUrlOf(this.url);
         const where = workerWhere(this.url);
         const why = ev.message ? `: ${ev.message}` : '';
-        this.fail(
+        const generic = (): SelfxitError =>
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
               "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
             { ...details, ...(url ? { url } : {}) },
-          ),
+          );
+        if (!url) return this.fail(generic());
+        void missingWorkerFile(url).then(
+          (missing) => {
+            if (!missing) return this.fail(generic());
+            const chunk = missing.url !== url;
+            this.fail(
+              new SelfxitError(
+                'RUNTIME_FILES_UNAVAILABLE',
+                chunk
+                  ? `the selfxit worker could not be started from ${where}: the module it imports, ${missing.url}, ` +
+                      `could not be fetched (${missing.why}). Serve the package's dist/ files as they are, from one ` +
+                      'build (the worker and its chunks go together)'
+                  : `the selfxit worker could not be started from ${where}: it could not be fetched ` +
+                      `(${missing.why}). Serve the package's dist/ files (see the README's bundler section) or set ` +
+                      'the workerUrl option to where selfxit.worker.js is served',
+                { ...details, url: missing.url, ...(chunk ? { workerUrl: url } : {}) },
+              ),
+            );
+          },
+          () => this.fail(generic()),
         );
         return;
       }

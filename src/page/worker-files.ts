@@ -1,0 +1,59 @@
+// Which file kept a module worker from starting. A worker whose script or a module it imports cannot be fetched fires
+// a bare `error` event (no URL, no status), so the page asks the server itself: the worker script first, then the
+// modules it imports statically (`import … from "./selfxit.shared-<hash>.js"`, as vite emits them). Only on the
+// failure path, bounded in time; nothing is cached.
+
+/** A file the worker needs that could not be fetched, and why (`HTTP 404`, or the network error's message). */
+export interface MissingFile {
+  readonly url: string;
+  readonly why: string;
+}
+
+/** Static import specifiers of a module's source: `import "x"`, `import … from "x"`, `export … from "x"`. */
+export function staticImports(source: string): string[] {
+  const found: string[] = [];
+  for (const m of source.matchAll(/(?:^|[;\s}\])])(?:import|from)\s*(["'])([^"'\n]+)\1/g)) {
+    const spec = m[2]!;
+    if (/^(\.{0,2}\/|https?:)/.test(spec) && !found.includes(spec)) found.push(spec);
+  }
+  return found;
+}
+
+/**
+ * The first file of the worker at `workerUrl` that cannot be fetched: the script itself, else the first of its static
+ * imports (one level: the chunks vite splits a worker into import nothing the worker does not). Undefined when all
+ * were fetched, when `fetch` is missing, or after `ms` (then nothing more can be told).
+ */
+export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<MissingFile | undefined> {
+  if (typeof fetch !== 'function') return undefined;
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  const get = async (url: string): Promise<{ text?: string; why?: string }> => {
+    try {
+      const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
+      if (!r.ok) return { why: `HTTP ${r.status}` };
+      return { text: await r.text() };
+    } catch (e) {
+      return { why: e instanceof Error ? e.message : String(e) };
+    }
+  };
+  try {
+    const script = await get(workerUrl);
+    if (ctl.signal.aborted) return undefined;
+    if (script.why !== undefined) return { url: workerUrl, why: script.why };
+    for (const spec of staticImports(script.text ?? '')) {
+      let url: string;
+      try {
+        url = new URL(spec, workerUrl).href;
+      } catch {
+        continue;
+      }
+      const r = await get(url);
+      if (ctl.signal.aborted) return undefined;
+      if (r.why !== undefined) return { url, why: r.why };
+    }
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
