@@ -3,7 +3,7 @@
 // modules it imports statically (`import … from "./selfxit.shared-<hash>.js"`, as vite emits them). Only on the
 // failure path, bounded in time; nothing is cached.
 
-/** A file the worker needs that could not be fetched, and why (`HTTP 404`, or the network error's message). */
+/** A file the worker needs that the server would not give, and its answer (`HTTP 404`). */
 export interface MissingFile {
   readonly url: string;
   readonly why: string;
@@ -21,8 +21,9 @@ export function staticImports(source: string): string[] {
 
 /**
  * The first file of the worker at `workerUrl` that cannot be fetched: the script itself, else the first of its static
- * imports (one level: the chunks vite splits a worker into import nothing the worker does not). Undefined when all
- * were fetched, when `fetch` is missing, or after `ms` (then nothing more can be told).
+ * imports (one level: the chunks vite splits a worker into import nothing the worker does not), by the server's HTTP
+ * status. Undefined when all were served, when one got no answer at all (offline, a Content-Security-Policy that
+ * forbids the page's fetch, past `ms`), or without `fetch`: then nothing can be told.
  */
 export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<MissingFile | undefined> {
   if (typeof fetch !== 'function') return undefined;
@@ -33,15 +34,16 @@ export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<M
       const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
       if (!r.ok) return { why: `HTTP ${r.status}` };
       return { text: await r.text() };
-    } catch (e) {
-      return { why: e instanceof Error ? e.message : String(e) };
+    } catch {
+      // No answer (offline, a Content-Security-Policy connect-src that forbids it, the deadline): nothing told.
+      return {};
     }
   };
   try {
     const script = await get(workerUrl);
-    if (ctl.signal.aborted) return undefined;
     if (script.why !== undefined) return { url: workerUrl, why: script.why };
-    for (const spec of staticImports(script.text ?? '')) {
+    if (script.text === undefined) return undefined;
+    for (const spec of staticImports(script.text)) {
       let url: string;
       try {
         url = new URL(spec, workerUrl).href;
@@ -49,8 +51,8 @@ export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<M
         continue;
       }
       const r = await get(url);
-      if (ctl.signal.aborted) return undefined;
       if (r.why !== undefined) return { url, why: r.why };
+      if (r.text === undefined) return undefined;
     }
     return undefined;
   } finally {
