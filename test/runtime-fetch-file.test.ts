@@ -5,7 +5,7 @@ import { SelfxitError } from '../src/errors.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
 import { BundleSource } from '../src/runtime/bundle-source.js';
 import { noCache } from '../src/runtime/cache.js';
-import { PROGRESS_STEP_BYTES, fetchBytes } from '../src/runtime/fetch-file.js';
+import { MAX_RESUMES, PROGRESS_STEP_BYTES, fetchBytes } from '../src/runtime/fetch-file.js';
 
 /** A body of `chunks` chunks of `size` bytes each (endless when `chunks` is Infinity). */
 function body(size: number, chunks = Infinity): ReadableStream<Uint8Array> {
@@ -80,5 +80,122 @@ describe('fetchBytes', () => {
     expect(err).toMatchObject({ code: 'INTEGRITY_ERROR', details: { expected: sha256, segment: 0 } });
     expect((err as SelfxitError).details?.actual).toMatch(/more than 10000 bytes/);
     expect(asked.filter((u) => u.endsWith('.onnx'))).toHaveLength(2); // again past the HTTP cache, as for a wrong hash
+  });
+});
+
+/** The file a flaky server holds: byte i = i mod 251. */
+const file = (n: number): Uint8Array => {
+  const a = new Uint8Array(n);
+  for (let i = 0; i < n; i++) a[i] = i % 251;
+  return a;
+};
+
+/** A body of `bytes` in chunks of `step` that breaks off (a network error) after `breakAt` bytes, if given. */
+function flaky(bytes: Uint8Array, step: number, breakAt?: number): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (breakAt !== undefined && at >= breakAt) return c.error(new TypeError('network error'));
+      if (at >= bytes.length) return c.close();
+      const end = Math.min(bytes.length, at + step, breakAt ?? Infinity);
+      c.enqueue(bytes.slice(at, end));
+      at = end;
+    },
+  });
+}
+
+interface Asked {
+  range?: string;
+  ifRange?: string;
+}
+
+/**
+ * A server of `data` whose bodies break off after `breaks[k]` bytes of the k-th answer (counted in the answer's own
+ * bytes); `ranges`: it answers a Range request with 206 from that offset (else the whole file, 200); `encoded`: it
+ * announces a Content-Length other than the file's (a compressed body).
+ */
+function flakyServer(
+  data: Uint8Array,
+  breaks: readonly number[],
+  o: { ranges?: boolean; encoded?: boolean; wrongStart?: boolean } = {},
+): Asked[] {
+  const asked: Asked[] = [];
+  vi.stubGlobal('fetch', (_url: string, init: RequestInit = {}) => {
+    const h = new Headers(init.headers);
+    const range = h.get('range') ?? undefined;
+    const ifRange = h.get('if-range') ?? undefined;
+    asked.push({ ...(range ? { range } : {}), ...(ifRange ? { ifRange } : {}) });
+    const breakAt = breaks[asked.length - 1];
+    const from = range && o.ranges ? Number(/bytes=(\d+)-/.exec(range)![1]) : 0;
+    const part = data.subarray(from);
+    const headers: Record<string, string> = {
+      'content-length': String(o.encoded ? Math.floor(part.length / 2) : part.length),
+      etag: '"v1"',
+    };
+    if (from > 0)
+      headers['content-range'] = `bytes ${o.wrongStart ? from + 1 : from}-${data.length - 1}/${data.length}`;
+    return Promise.resolve(new Response(flaky(part, 1000, breakAt), { status: from > 0 ? 206 : 200, headers }));
+  });
+  return asked;
+}
+
+describe('fetchBytes: a body that breaks off is taken up again', () => {
+  it('from where it stopped, with Range and If-Range, when the server takes ranges; progress only grows', async () => {
+    const data = file(300_000);
+    const asked = flakyServer(data, [150_000, 70_000], { ranges: true });
+    const seen: number[] = [];
+    const got = await fetchBytes('https://x.test/segment-1.onnx', {
+      expectedBytes: data.length,
+      onProgress: (loaded) => seen.push(loaded),
+    });
+    expect(Buffer.from(got).equals(data)).toBe(true);
+    expect(asked).toEqual([
+      {},
+      { range: 'bytes=150000-', ifRange: '"v1"' },
+      { range: 'bytes=220000-', ifRange: '"v1"' },
+    ]);
+    expect(seen.every((v, i) => i === 0 || v > seen[i - 1]!)).toBe(true);
+    expect(seen.at(-1)).toBe(data.length);
+  });
+
+  it('from the start when the server ignores the range (200, the whole file): no byte twice', async () => {
+    const data = file(200_000);
+    const asked = flakyServer(data, [120_000], { ranges: false });
+    const seen: number[] = [];
+    const got = await fetchBytes('https://x.test/segment-1.onnx', {
+      expectedBytes: data.length,
+      onProgress: (loaded) => seen.push(loaded),
+    });
+    expect(Buffer.from(got).equals(data)).toBe(true);
+    expect(asked[1]).toEqual({ range: 'bytes=120000-', ifRange: '"v1"' });
+    expect(seen.every((v, i) => i === 0 || v > seen[i - 1]!)).toBe(true); // nothing reported again while re-read
+  });
+
+  it('from the start, without a Range, when the body is compressed in transit (Content-Length is not the size)', async () => {
+    const data = file(200_000);
+    const asked = flakyServer(data, [90_000], { ranges: true, encoded: true });
+    const got = await fetchBytes('https://x.test/segment-1.onnx', { expectedBytes: data.length });
+    expect(Buffer.from(got).equals(data)).toBe(true);
+    expect(asked).toEqual([{}, {}]);
+  });
+
+  it('a 206 that starts elsewhere than asked is not spliced in: FETCH_FAILED', async () => {
+    const data = file(100_000);
+    flakyServer(data, [50_000], { ranges: true, wrongStart: true });
+    const err = await fetchBytes('https://x.test/segment-1.onnx', { expectedBytes: data.length }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'FETCH_FAILED', details: { loaded: 50_000 } });
+  });
+
+  it(`fails with FETCH_FAILED after ${MAX_RESUMES} resumes that all broke off, saying how far it got`, async () => {
+    const data = file(100_000);
+    const asked = flakyServer(data, [10_000, 10_000, 10_000, 10_000], { ranges: true });
+    const err = await fetchBytes('https://x.test/segment-1.onnx', { expectedBytes: data.length }).catch(
+      (e: unknown) => e,
+    );
+    expect(asked).toHaveLength(1 + MAX_RESUMES);
+    expect(err).toMatchObject({ code: 'FETCH_FAILED', details: { loaded: 40_000, resumes: MAX_RESUMES } });
+    expect((err as Error).message).toMatch(/broke off after 40000 bytes \(taken up again 3 times\)/);
   });
 });

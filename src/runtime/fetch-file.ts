@@ -56,12 +56,31 @@ async function request(url: string, cache?: RequestCache): Promise<Response> {
   return res;
 }
 
+/** How many times a download whose body broke off is taken up again before it fails (FETCH_FAILED). */
+export const MAX_RESUMES = 3;
+
+/** The wait before resume `n` (1-based): 200, 400, 800 ms. */
+const resumeDelayMs = (n: number): number => 100 * 2 ** n;
+
+/** Whether `res` is the 206 answer to `Range: bytes=<from>-`: its Content-Range starts at `from`. */
+function continuesAt(res: Response, from: number): boolean {
+  if (res.status !== 206) return false;
+  const m = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+  return m !== null && Number(m[1]) === from;
+}
+
 /**
- * Fetches `url` as bytes. Throws FETCH_FAILED (details: url, status; status 0 = network error), INTEGRITY_ERROR (details:
- * url, expectedBytes, loaded, tooLong: true) when the body grows past `expectedBytes`.
+ * Fetches `url` as bytes. A body that breaks off (the connection dropped) is taken up again, up to
+ * {@link MAX_RESUMES} times: from where it stopped with a `Range` request when the body is the file as the manifest
+ * sizes it (Content-Length = `expectedBytes`, so not compressed in transit; `If-Range` with its ETag or Last-Modified,
+ * so a file replaced meanwhile comes whole), else from the start; a server that ignores the range answers the whole
+ * file, which is read from the start. The caller checks the bytes' hash either way. Throws FETCH_FAILED (details: url,
+ * status; status 0 = network error; `loaded` and `resumes` for a body that broke off more often than that),
+ * INTEGRITY_ERROR (details: url, expectedBytes, loaded, tooLong: true) when the body grows past `expectedBytes`.
  */
 export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
-  const res = await request(url, options.reload === true ? 'reload' : undefined);
+  const cache: RequestCache | undefined = options.reload === true ? 'reload' : undefined;
+  let res = await request(url, cache);
   options.onResponse?.();
   const header = Number(res.headers.get('content-length'));
   const announced = Number.isFinite(header) && header > 0 ? header : 0;
@@ -74,38 +93,70 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
     options.onProgress?.(buf.length, total || buf.length);
     return buf;
   }
+  // A range of the body is a range of the file only when the body is the file as it is (not compressed in transit).
+  const ranges = expected !== undefined && announced === expected;
+  const validator = res.headers.get('etag') ?? res.headers.get('last-modified');
   const limit = expected ?? Infinity;
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
+  let chunks: Uint8Array[] = [];
   let loaded = 0;
   let reported = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      loaded += value.length;
-      if (loaded > limit) {
-        reader.cancel().catch(() => {});
-        throw new SelfxitError(
-          'INTEGRITY_ERROR',
-          `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
-          { url, expectedBytes: limit, loaded, tooLong: true },
-        );
+  let resumes = 0;
+  for (;;) {
+    const reader = res.body!.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        loaded += value.length;
+        if (loaded > limit) {
+          reader.cancel().catch(() => {});
+          throw new SelfxitError(
+            'INTEGRITY_ERROR',
+            `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
+            { url, expectedBytes: limit, loaded, tooLong: true },
+          );
+        }
+        // `loaded` may start again from 0 (a resume answered whole): progress is reported only past the furthest.
+        if (loaded <= progressUpTo && loaded - reported >= PROGRESS_STEP_BYTES) {
+          reported = loaded;
+          options.onProgress?.(loaded, Math.max(total, loaded));
+        }
       }
-      if (loaded <= progressUpTo && loaded - reported >= PROGRESS_STEP_BYTES) {
-        reported = loaded;
-        options.onProgress?.(loaded, Math.max(total, loaded));
+      break;
+    } catch (e) {
+      if (e instanceof SelfxitError) throw e;
+      const broke = new SelfxitError(
+        'FETCH_FAILED',
+        `Download of ${url} broke off after ${loaded} bytes${resumes > 0 ? ` (taken up again ${resumes} times)` : ''}: ` +
+          (e as Error).message,
+        { url, status: res.status, loaded, resumes },
+        { cause: e },
+      );
+      if (resumes >= MAX_RESUMES) throw broke;
+      resumes++;
+      await new Promise((r) => setTimeout(r, resumeDelayMs(resumes)));
+      const from = ranges && loaded > 0 ? loaded : 0;
+      const headers: Record<string, string> =
+        from > 0 ? { range: `bytes=${from}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
+      let next: Response;
+      try {
+        next = await fetch(url, { ...(cache ? { cache } : {}), headers });
+      } catch {
+        throw broke;
       }
+      if (from > 0 && continuesAt(next, from)) {
+        res = next;
+        continue;
+      }
+      if (next.status !== 200 || !next.body) {
+        next.body?.cancel().catch(() => {});
+        throw broke;
+      }
+      res = next; // the whole file again: read it from the start
+      chunks = [];
+      loaded = 0;
     }
-  } catch (e) {
-    if (e instanceof SelfxitError) throw e;
-    throw new SelfxitError(
-      'FETCH_FAILED',
-      `Download of ${url} broke off after ${loaded} bytes: ${(e as Error).message}`,
-      { url, status: res.status, loaded },
-      { cause: e },
-    );
   }
   if (reported < loaded) options.onProgress?.(loaded, Math.max(total, loaded));
   if (chunks.length === 1) return chunks[0]!;
