@@ -1,7 +1,8 @@
 // Browser tests of deploys, the cache and hangs (issue 16, items 4-6) on the tiny test bundles: a bundle replaced in
 // place recovers on reload without cache: 'reload'; a failed load caches nothing; the network down after the manifest
 // expired loads from the cache; a worker that ends rejects pending and later calls with WORKER_DIED; a request never
-// answered (e2e/serve.mjs `/hang/<file>/…`) gives TIMEOUT; an aborted or timed-out load leaves no worker.
+// answered (e2e/serve.mjs `/hang/<file>/…`) gives TIMEOUT; an aborted or timed-out load leaves no worker; a segment
+// download that breaks off half way (`/drop/<file>/…`) is taken up from there with a Range request.
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -102,6 +103,33 @@ test('a bundle replaced in place: after a reload the cached manifest meets a new
   expect(out.r).toMatchObject(want(deep()));
   expect(out.after, 'the classifier now runs version 2').not.toBe(v1);
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('a segment download whose connection drops half way is taken up from there (Range) and classifies as usual', async ({
+  page,
+}) => {
+  await openPage(page);
+  await page.request.get('/__log/reset');
+  // e2e/serve.mjs: the first answer of segment-1.onnx under /drop/ breaks off after half its bytes.
+  const dropped = `/drop/segment-1.onnx${B}/tiny/`;
+  const out = await page.evaluate(
+    async ({ dropped, B, deep }) => {
+      const { selfxit, testkit } = window as unknown as Win;
+      const clf = await selfxit.load(dropped, { backend: 'wasm', cache: false });
+      const inputs = await testkit.inputs(`${B}/tiny`);
+      const brief = testkit.brief(await clf.classify(inputs[deep]!));
+      await clf.dispose();
+      return brief;
+    },
+    { dropped, B, deep: deep() },
+  );
+  expect(out).toMatchObject(want(deep()));
+  const log = (await (await page.request.get('/__log')).json()) as string[];
+  const size = readFileSync(path.join(bundles, 'tiny/segment-1.onnx')).length;
+  expect(log.filter((l) => l.startsWith(`${dropped}segment-1.onnx`))).toEqual([
+    `${dropped}segment-1.onnx`,
+    `${dropped}segment-1.onnx bytes=${Math.floor(size / 2)}-`,
+  ]);
 });
 
 test('a load that failed with INTEGRITY_ERROR caches nothing', async ({ page }) => {

@@ -1,9 +1,11 @@
 // Static server for the browser tests: dist/, e2e/ (pages, test bundles), public/models and ../shared on 127.0.0.1,
 // cross-origin isolated (COOP/COEP), with a request log the tests read to prove what was (not) fetched, and
 // `/hang/<file name>/<path>`: <path> as served, except that a file named <file name> is never answered;
-// `/http-cache/<all|files>/<path>`: <path> with headers that let the HTTP cache keep it (httpCacheControl).
+// `/http-cache/<all|files>/<path>`: <path> with headers that let the HTTP cache keep it (httpCacheControl);
+// `/drop/<file name>/<path>`: <path> as served, except that the first whole answer of a file named <file name> (since
+// the last log reset) breaks off half way (the connection dropped); any file there answers `Range: bytes=N-` with 206.
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +34,8 @@ const TYPES = {
 
 /** Paths requested since the last reset (bundle files only matter to the tests, but everything is logged). */
 let log = [];
+/** `/drop/` paths whose first whole answer broke off since the last reset. */
+const dropped = new Set();
 
 function send(res, status, body, type = 'text/plain; charset=utf-8') {
   res.writeHead(status, { ...ISOLATION, 'Content-Type': type, 'Cache-Control': 'no-store' });
@@ -45,9 +49,12 @@ const server = createServer(async (req, res) => {
   if (pathname === '/__log') return send(res, 200, JSON.stringify(log), TYPES['.json']);
   if (pathname === '/__log/reset') {
     log = [];
+    dropped.clear();
     return send(res, 200, 'reset');
   }
-  log.push(pathname);
+  const drop = /^\/drop\/([^/]+)(\/.*)$/.exec(pathname);
+  log.push(drop && req.headers.range ? `${pathname} ${req.headers.range}` : pathname);
+  if (drop) return serveFile(req, res, drop[2], undefined, path.posix.basename(drop[2]) === drop[1]);
   const hang = /^\/hang\/([^/]+)(\/.*)$/.exec(pathname);
   if (hang && path.posix.basename(hang[2]) === hang[1]) return; // never answered (the tests' stalled request)
   if (hang) return serveFile(req, res, hang[2]);
@@ -64,7 +71,32 @@ function httpCacheControl(mode, file) {
   return mode === 'files' && path.basename(file) === 'manifest.json' ? 'no-cache' : 'public, max-age=3600';
 }
 
-async function serveFile(req, res, pathname, httpCacheMode) {
+/**
+ * `pathname` with `Range: bytes=N-` answered by 206 (and ETag), and `breakOnce`: the first whole answer of it breaks off
+ * after half its bytes (the e2e tests of a download taken up again).
+ */
+async function serveRanges(req, res, file, info, pathname, breakOnce) {
+  const etag = `"${info.size}-${Math.round(info.mtimeMs)}"`;
+  const type = TYPES[path.extname(file)] ?? 'application/octet-stream';
+  const head = { ...ISOLATION, 'Content-Type': type, 'Cache-Control': 'no-store', ETag: etag };
+  const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+  const from = m && (req.headers['if-range'] ?? etag) === etag ? Number(m[1]) : 0;
+  if (from > 0 && from < info.size) {
+    res.writeHead(206, {
+      ...head,
+      'Content-Length': String(info.size - from),
+      'Content-Range': `bytes ${from}-${info.size - 1}/${info.size}`,
+    });
+    return createReadStream(file, { start: from }).pipe(res);
+  }
+  res.writeHead(200, { ...head, 'Content-Length': String(info.size), 'Accept-Ranges': 'bytes' });
+  if (!breakOnce || dropped.has(pathname)) return createReadStream(file).pipe(res);
+  dropped.add(pathname);
+  const bytes = await readFile(file);
+  res.write(bytes.subarray(0, Math.floor(bytes.length / 2)), () => setTimeout(() => res.socket?.destroy(), 50));
+}
+
+async function serveFile(req, res, pathname, httpCacheMode, breakOnce) {
   const mount = MOUNTS.find(([prefix]) => pathname.startsWith(prefix));
   if (!mount) return send(res, 404, 'not found');
   const [prefix, dir] = mount;
@@ -72,6 +104,7 @@ async function serveFile(req, res, pathname, httpCacheMode) {
   if (file !== dir && !file.startsWith(dir + path.sep)) return send(res, 404, 'not found');
   const info = await stat(file).catch(() => undefined);
   if (!info?.isFile()) return send(res, 404, 'not found');
+  if (breakOnce !== undefined) return serveRanges(req, res, file, info, pathname, breakOnce);
   // The package files may sit in the HTTP cache (as on any site, so an offline page can still start its
   // worker); bundle files never do, so a bundle file that does not reach this server came from selfxit's cache.
   const cacheable = prefix === '/dist/' && !/\.json$/.test(file);
