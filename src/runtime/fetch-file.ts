@@ -145,7 +145,7 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
       } catch {
         throw broke;
       }
-      if (from > 0 && continuesAt(next, from)) {
+      if (from > 0 && continuesAt(next, from) && next.body) {
         res = next;
         continue;
       }
