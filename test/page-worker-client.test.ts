@@ -148,13 +148,12 @@ describe('WorkerClient', () => {
   });
 
   it('a worker whose script is served but a module it imports is not: RUNTIME_FILES_UNAVAILABLE names that module', async () => {
-    vi.stubGlobal(
-      'fetch',
-      serve({
-        'https://x.test/selfxit.worker.js': 'import{a as b}from"./selfxit.shared-abc.js";import"./side.js";b();',
-        'https://x.test/selfxit.shared-abc.js': 'export const a=()=>1;',
-      }),
-    );
+    const server = serve({
+      'https://x.test/selfxit.worker.js': 'import{a as b}from"./selfxit.shared-abc.js";import"./side.js";b();',
+      'https://x.test/selfxit.shared-abc.js': 'export const a=()=>1;',
+    });
+    const asked: string[] = [];
+    vi.stubGlobal('fetch', (u: string) => (asked.push(u), server(u)));
     const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
     worker.dispatchEvent(new Event('error'));
@@ -167,6 +166,34 @@ describe('WorkerClient', () => {
       /the module it imports, https:\/\/x\.test\/side\.js, could not be fetched \(HTTP 404\)/,
     );
     await expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
+    expect(asked).toHaveLength(3); // one diagnosis: the script and its two imports
+  });
+
+  it('a worker that answers while its start failure is told apart has started: WORKER_DIED, as for a crash', async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    vi.stubGlobal('fetch', async () => (await held, new Response('gone', { status: 404 })));
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    await pending; // the worker answered
+    release();
+    await vi.waitFor(() => expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' }));
+  });
+
+  it('the telling apart stops when the client fails first (disposed)', async () => {
+    let signal: AbortSignal | undefined;
+    vi.stubGlobal('fetch', (_u: string, init: RequestInit) => {
+      signal = init.signal ?? undefined;
+      return new Promise<Response>(() => {}); // never answered
+    });
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    await vi.waitFor(() => expect(signal).toBeDefined());
+    client.fail(new SelfxitError('DISPOSED', 'disposed'));
+    await expect(pending).rejects.toMatchObject({ code: 'DISPOSED' });
+    expect(signal!.aborted).toBe(true);
   });
 
   it('a worker whose files are all served but that still fails to start: the general RUNTIME_FILES_UNAVAILABLE', async () => {

@@ -122,6 +122,15 @@ interface InFlight {
   readonly resolve?: (results: readonly WireResult[]) => void;
 }
 
+/** WORKER_DIED for an error event of a worker that had started (answered a call). */
+function died(ev: ErrorEvent): SelfxitError {
+  const what = ev.message ? `: ${ev.message}` : ' (the worker script failed to load or threw)';
+  return new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, {
+    filename: ev.filename || undefined,
+    lineno: ev.lineno || undefined,
+  });
+}
+
 /** A thrown value's message (String() of a value that is not an Error, e.g. a string thrown in the worker). */
 const messageOf = (e: unknown): string => (e as Error | undefined)?.message ?? String(e);
 
@@ -149,6 +158,8 @@ export class WorkerClient implements ClassifierTransport {
   private answered = false;
   /** Whether a start failure is being told apart (which file is missing) before the client fails. */
   private starting = false;
+  /** Aborts that telling apart when the client fails first (disposed, a load that timed out or was aborted). */
+  private diagnosis: AbortController | undefined;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
@@ -247,8 +258,11 @@ export class WorkerClient implements ClassifierTransport {
             { ...details, ...(url ? { url } : {}) },
           );
         if (!url) return this.fail(generic());
-        void missingWorkerFile(url).then(
+        this.diagnosis = new AbortController();
+        void missingWorkerFile(url, 3000, this.diagnosis.signal).then(
           (missing) => {
+            // It answered meanwhile: it started, so the event was a crash after all.
+            if (this.answered) return this.fail(died(ev));
             if (!missing) return this.fail(generic());
             const chunk = missing.url !== url;
             this.fail(
@@ -269,8 +283,7 @@ export class WorkerClient implements ClassifierTransport {
         );
         return;
       }
-      const what = ev.message ? `: ${ev.message}` : ' (the worker script failed to load or threw)';
-      this.fail(new SelfxitError('WORKER_DIED', `the selfxit worker died${what}`, details));
+      this.fail(died(ev));
     });
     worker.addEventListener('messageerror', () => {
       this.fail(new SelfxitError('WORKER_DIED', 'a message from the selfxit worker could not be deserialised'));
@@ -538,6 +551,7 @@ export class WorkerClient implements ClassifierTransport {
   fail(error: SelfxitError): void {
     if (this.dead) return;
     this.dead = error;
+    this.diagnosis?.abort();
     if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();

@@ -23,16 +23,30 @@ export function staticImports(source: string): string[] {
  * The first file of the worker at `workerUrl` that cannot be fetched: the script itself, else the first of its static
  * imports (one level: the chunks vite splits a worker into import nothing the worker does not), by the server's HTTP
  * status. Undefined when all were served, when one got no answer at all (offline, a Content-Security-Policy that
- * forbids the page's fetch, past `ms`), or without `fetch`: then nothing can be told.
+ * forbids the page's fetch, past `ms`, `signal` aborted), or without `fetch`: then nothing can be told. Only the
+ * script's body is read; an import's is cancelled once its status is known.
  */
-export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<MissingFile | undefined> {
-  if (typeof fetch !== 'function') return undefined;
+export async function missingWorkerFile(
+  workerUrl: string,
+  ms = 3000,
+  signal?: AbortSignal,
+): Promise<MissingFile | undefined> {
+  if (typeof fetch !== 'function' || signal?.aborted) return undefined;
   const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), ms);
-  const get = async (url: string): Promise<{ text?: string; why?: string }> => {
+  const stop = (): void => ctl.abort();
+  const timer = setTimeout(stop, ms);
+  signal?.addEventListener('abort', stop, { once: true });
+  const get = async (url: string, read: boolean): Promise<{ text?: string; why?: string }> => {
     try {
       const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
-      if (!r.ok) return { why: `HTTP ${r.status}` };
+      if (!r.ok) {
+        r.body?.cancel().catch(() => {});
+        return { why: `HTTP ${r.status}` };
+      }
+      if (!read) {
+        r.body?.cancel().catch(() => {});
+        return { text: '' };
+      }
       return { text: await r.text() };
     } catch {
       // No answer (offline, a Content-Security-Policy connect-src that forbids it, the deadline): nothing told.
@@ -40,7 +54,7 @@ export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<M
     }
   };
   try {
-    const script = await get(workerUrl);
+    const script = await get(workerUrl, true);
     if (script.why !== undefined) return { url: workerUrl, why: script.why };
     if (script.text === undefined) return undefined;
     for (const spec of staticImports(script.text)) {
@@ -50,12 +64,13 @@ export async function missingWorkerFile(workerUrl: string, ms = 3000): Promise<M
       } catch {
         continue;
       }
-      const r = await get(url);
+      const r = await get(url, false);
       if (r.why !== undefined) return { url, why: r.why };
       if (r.text === undefined) return undefined;
     }
     return undefined;
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', stop);
   }
 }

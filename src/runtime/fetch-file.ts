@@ -62,25 +62,41 @@ export const MAX_RESUMES = 3;
 /** The wait before resume `n` (1-based): 200, 400, 800 ms. */
 const resumeDelayMs = (n: number): number => 100 * 2 ** n;
 
-/** Whether `res` is the 206 answer to `Range: bytes=<from>-`: its Content-Range starts at `from`. */
+/** Whether `res` is the 206 answer to `Range: bytes=<from>-`: its Content-Range (readable) starts at `from`. */
 function continuesAt(res: Response, from: number): boolean {
-  if (res.status !== 206) return false;
+  if (res.status !== 206 || !res.body) return false;
   const m = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
   return m !== null && Number(m[1]) === from;
 }
 
 /**
+ * The validator to send back as `If-Range`: a strong ETag (a weak one must not be), else Last-Modified; none for a
+ * file of another origin, where `If-Range` would need a CORS preflight the server may refuse (the caller's sha256
+ * check catches a file replaced between the parts: it is then fetched whole).
+ */
+function ifRangeOf(url: string, headers: Headers): string | undefined {
+  const origin = (globalThis as { location?: { origin?: string } }).location?.origin;
+  if (origin !== undefined && origin !== 'null' && new URL(url, origin).origin !== origin) return undefined;
+  const etag = headers.get('etag');
+  if (etag && !etag.startsWith('W/')) return etag;
+  return headers.get('last-modified') ?? undefined;
+}
+
+/**
  * Fetches `url` as bytes. A body that breaks off (the connection dropped) is taken up again, up to
- * {@link MAX_RESUMES} times: from where it stopped with a `Range` request when the body is the file as the manifest
- * sizes it (Content-Length = `expectedBytes`, so not compressed in transit; `If-Range` with its ETag or Last-Modified,
- * so a file replaced meanwhile comes whole), else from the start; a server that ignores the range answers the whole
- * file, which is read from the start. The caller checks the bytes' hash either way. Throws FETCH_FAILED (details: url,
- * status; status 0 = network error; `loaded` and `resumes` for a body that broke off more often than that),
+ * {@link MAX_RESUMES} times in all (a resume request that fails or is answered with something unusable counts as
+ * one): from where it stopped with a `Range` request when the body is the file as the manifest sizes it
+ * (Content-Length = `expectedBytes`, so not compressed in transit; `If-Range` with a strong ETag or Last-Modified on
+ * the same origin, so a file replaced meanwhile comes whole), else, or after a resume that failed, from the start. A
+ * server that ignores the range answers the whole file, read from the start. The caller checks the bytes' hash. While
+ * bytes arrive, progress is reported per {@link PROGRESS_STEP_BYTES} received, also while a file is read again from
+ * the start (then `loaded` stays at the furthest point reached: it never goes down). Throws FETCH_FAILED (details:
+ * url, status — of the last request; 0 = network error — and, for a body that broke off, `loaded` and `resumes`),
  * INTEGRITY_ERROR (details: url, expectedBytes, loaded, tooLong: true) when the body grows past `expectedBytes`.
  */
 export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
   const cache: RequestCache | undefined = options.reload === true ? 'reload' : undefined;
-  let res = await request(url, cache);
+  const res = await request(url, cache);
   options.onResponse?.();
   const header = Number(res.headers.get('content-length'));
   const announced = Number.isFinite(header) && header > 0 ? header : 0;
@@ -95,69 +111,98 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
   }
   // A range of the body is a range of the file only when the body is the file as it is (not compressed in transit).
   const ranges = expected !== undefined && announced === expected;
-  const validator = res.headers.get('etag') ?? res.headers.get('last-modified');
+  const validator = ifRangeOf(url, res.headers);
   const limit = expected ?? Infinity;
   let chunks: Uint8Array[] = [];
   let loaded = 0;
-  let reported = 0;
+  let reported = 0; // the furthest `loaded` reported
+  let unreported = 0; // bytes received since the last report
   let resumes = 0;
+  let status = res.status;
+  let body: ReadableStream<Uint8Array> | null = res.body;
+  let broken: unknown;
+  let fromStart = false;
   for (;;) {
-    const reader = res.body!.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        loaded += value.length;
-        if (loaded > limit) {
-          reader.cancel().catch(() => {});
-          throw new SelfxitError(
-            'INTEGRITY_ERROR',
-            `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
-            { url, expectedBytes: limit, loaded, tooLong: true },
-          );
-        }
-        // `loaded` may start again from 0 (a resume answered whole): progress is reported only past the furthest.
-        if (loaded <= progressUpTo && loaded - reported >= PROGRESS_STEP_BYTES) {
-          reported = loaded;
-          options.onProgress?.(loaded, Math.max(total, loaded));
-        }
-      }
-      break;
-    } catch (e) {
-      if (e instanceof SelfxitError) throw e;
-      const broke = new SelfxitError(
-        'FETCH_FAILED',
-        `Download of ${url} broke off after ${loaded} bytes${resumes > 0 ? ` (taken up again ${resumes} times)` : ''}: ` +
-          (e as Error).message,
-        { url, status: res.status, loaded, resumes },
-        { cause: e },
-      );
-      if (resumes >= MAX_RESUMES) throw broke;
-      resumes++;
-      await new Promise((r) => setTimeout(r, resumeDelayMs(resumes)));
-      const from = ranges && loaded > 0 ? loaded : 0;
-      const headers: Record<string, string> =
-        from > 0 ? { range: `bytes=${from}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
-      let next: Response;
+    if (body) {
+      const reader = body.getReader();
+      body = null;
       try {
-        next = await fetch(url, { ...(cache ? { cache } : {}), headers });
-      } catch {
-        throw broke;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return joined(chunks, loaded, reported, total, options);
+          chunks.push(value);
+          loaded += value.length;
+          unreported += value.length;
+          if (loaded > limit) {
+            reader.cancel().catch(() => {});
+            throw new SelfxitError(
+              'INTEGRITY_ERROR',
+              `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
+              { url, expectedBytes: limit, loaded, tooLong: true },
+            );
+          }
+          if (loaded <= progressUpTo && unreported >= PROGRESS_STEP_BYTES) {
+            unreported = 0;
+            reported = Math.max(reported, loaded);
+            options.onProgress?.(reported, Math.max(total, reported));
+          }
+        }
+      } catch (e) {
+        if (e instanceof SelfxitError) throw e;
+        broken = e;
       }
-      if (from > 0 && continuesAt(next, from) && next.body) {
-        res = next;
+    }
+    // Every byte arrived before the connection went (a reset after the last one): the hash decides.
+    if (ranges && loaded === expected) return joined(chunks, loaded, reported, total, options);
+    if (resumes >= MAX_RESUMES) {
+      const why = broken instanceof Error ? broken.message : String(broken);
+      throw new SelfxitError(
+        'FETCH_FAILED',
+        `Download of ${url} broke off after ${loaded} bytes${resumes > 0 ? ` (taken up again ${resumes} times)` : ''}: ${why}`,
+        { url, status, loaded, resumes },
+        { cause: broken },
+      );
+    }
+    resumes++;
+    await new Promise((r) => setTimeout(r, resumeDelayMs(resumes)));
+    const from = ranges && !fromStart && loaded > 0 ? loaded : 0;
+    const headers: Record<string, string> =
+      from > 0 ? { range: `bytes=${from}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
+    try {
+      const next = await fetch(url, { ...(cache ? { cache } : {}), headers });
+      status = next.status;
+      if (from > 0 && continuesAt(next, from)) {
+        body = next.body;
         continue;
       }
-      if (next.status !== 200 || !next.body) {
-        next.body?.cancel().catch(() => {});
-        throw broke;
+      if (next.status === 200 && next.body) {
+        body = next.body; // the whole file again: read it from the start
+        chunks = [];
+        loaded = 0;
+        continue;
       }
-      res = next; // the whole file again: read it from the start
-      chunks = [];
-      loaded = 0;
+      next.body?.cancel().catch(() => {});
+      broken = new Error(
+        next.status === 206
+          ? 'a part that does not start where asked (or an unreadable Content-Range)'
+          : `HTTP ${next.status}`,
+      );
+    } catch (e) {
+      status = 0;
+      broken = e;
     }
+    fromStart = true; // that resume failed: the next one asks for the whole file
   }
+}
+
+/** The chunks as one array, the end reported when it was not yet. */
+function joined(
+  chunks: readonly Uint8Array[],
+  loaded: number,
+  reported: number,
+  total: number,
+  options: FetchOptions,
+): Uint8Array {
   if (reported < loaded) options.onProgress?.(loaded, Math.max(total, loaded));
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(loaded);
