@@ -29,6 +29,7 @@ import {
 import type { OrtTensor } from '../src/ort/types.js';
 import { inspectJson } from '../src/cli/inspect.js';
 import { FeatureReservoir, reservoirCuts } from '../src/learn/reservoir.js';
+import { analyseForLearning } from '../src/learn/fit.js';
 import { GraphBuilder, residualGraph, rng } from './fixtures/graphs.js';
 import { clusterImages } from './fixtures/mobile-graphs.js';
 import {
@@ -374,5 +375,40 @@ describe('prepare → bundle → eval on a channels-last model', () => {
     } finally {
       await s.release();
     }
+  }, 120_000);
+});
+
+describe('other readers of a channels-last model’s cuts', () => {
+  const N = 120;
+  const images = { data: clusterImages(N, S, S, 3, NHWC_CLASSES, 5), count: N };
+
+  it('on-device learning pools its NHWC candidate cuts as NHWC (the analysis it learns on tells them)', async () => {
+    const lm = await analyseForLearning(encodeModel(await fittedKerasNet('NHWC', ortNode)), ortNode, {
+      input: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+    });
+    const nhwc = reservoirCuts(lm.requests).filter((c) => c.cut.layout === 'NHWC');
+    expect(nhwc.length).toBeGreaterThan(0);
+    for (const c of nhwc) {
+      const [, h, w, ch] = c.cut.shape;
+      expect({ t: c.cut.tensor, g: [c.channels, c.height, c.width] }).toEqual({ t: c.cut.tensor, g: [ch, h, w] });
+    }
+  }, 60_000);
+
+  it('paper mode: full-map heads on NHWC cuts (Transpose, then Flatten) that eval replays', async () => {
+    const r = await prepare({
+      model: encodeModel(await fittedKerasNet('NHWC', ortNode)),
+      samples: images,
+      ort: ortNode,
+      mode: 'paper',
+      exits: ['stem', 'down'],
+      folds: 3,
+      input: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+      createdAt: '2026-01-01T00:00:00Z',
+    });
+    expect(r.manifest.exits.length).toBeGreaterThan(0);
+    for (const e of r.manifest.exits)
+      expect([e.cut, e.headKind, e.layout]).toEqual([expect.stringMatching(/^(stem|down)$/), 'paper', 'NHWC']);
+    const ev = await evaluateBundle({ bundle: r, samples: images, ort: ortNode });
+    expect(ev.replayMismatches).toBe(0);
   }, 120_000);
 });
