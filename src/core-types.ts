@@ -8,6 +8,7 @@ export type { TensorTypes } from './graph/split.js';
 export type { AnalyzeOptions, CutPoint, ModelAnalysis } from './graph/analyze.js';
 export type { BuildHeadOptions, FuseHeadOptions } from './graph/head-builder.js';
 export type { HeadKind, DenseLayer, HeadGeometry, HeadSpec } from './graph/head-spec.js';
+export type { MapLayout } from './graph/map-layout.js';
 
 // Bundle schema (docs/BUNDLE.md)
 export type * from './bundle/manifest.js';

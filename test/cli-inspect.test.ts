@@ -24,13 +24,20 @@ describe('selfxit inspect', () => {
     expect(j.outputs).toEqual([{ name: 'logits', dtype: 'float32', shape: ['N', 5] }]);
     const cuts = j.cuts as { tensor: string; shape: unknown[]; dtype: string; macs: number; fraction: number }[];
     expect(cuts.map((c) => c.tensor)).toEqual(residual.cuts);
-    for (const c of cuts) expect(Object.keys(c)).toEqual(['tensor', 'shape', 'dtype', 'macs', 'fraction']);
+    // 4-D cuts say their layout (the graph's: Conv, GlobalAveragePool); the flattened one has none
+    for (const c of cuts)
+      expect(Object.keys(c)).toEqual(
+        c.shape.length === 4
+          ? ['tensor', 'shape', 'dtype', 'macs', 'fraction', 'layout']
+          : ['tensor', 'shape', 'dtype', 'macs', 'fraction'],
+      );
     expect(cuts[0]).toEqual({
       tensor: 'c1',
       shape: ['batch', 8, 8, 8],
       dtype: 'float32',
       macs: 8 * 8 * 8 * 27,
       fraction: (8 * 8 * 8 * 27) / (j.macs as number),
+      layout: 'NCHW',
     });
   });
 
@@ -38,7 +45,7 @@ describe('selfxit inspect', () => {
     const r = await cli('inspect', residualPath);
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
-    const header = lines.findIndex((l) => /#\s+tensor\s+shape\s+dtype\s+MACs before\s+fraction/.test(l));
+    const header = lines.findIndex((l) => /#\s+tensor\s+shape\s+layout\s+dtype\s+MACs before\s+fraction/.test(l));
     expect(header).toBeGreaterThan(0);
     const rows = lines.slice(header + 1, header + 1 + residual.cuts.length);
     const col = lines[header]!.indexOf('shape');

@@ -3,6 +3,7 @@
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../graph/head-spec.js';
 import type { Dequantization } from '../graph/dequantization.js';
+import type { MapLayout } from '../graph/map-layout.js';
 import { checkDequantization } from '../graph/quant.js';
 
 /** Current manifest schema version. Bump on any incompatible change; readers reject others. */
@@ -14,7 +15,7 @@ export const MANIFEST_FILE = 'manifest.json';
 /** An exit threshold above any probability: the exit never fires. The validator accepts thresholds in [0, NEVER_EXIT]. */
 export const NEVER_EXIT = 1.0000001;
 
-export type { HeadKind, Dequantization };
+export type { HeadKind, Dequantization, MapLayout };
 
 /** How an image becomes the model's input tensor. `x = (pixel / 255 - mean[c]) / std[c]`. */
 export interface InputSpec {
@@ -68,6 +69,11 @@ export interface ExitSpec {
    * zero point (informational: the head's ONNX holds them). Absent: the cut is float32.
    */
   readonly dequant?: Dequantization;
+  /**
+   * `'NHWC'`: the cut is a channels-last map `[N, H, W, C]` (as the graph tells it), which the fused head transposes to
+   * NCHW before pooling (informational: the head's ONNX holds the Transpose). Absent (or `'NCHW'`): `[N, C, H, W]`.
+   */
+  readonly layout?: MapLayout;
   /** Leave here when the head's max-softmax >= threshold; {@link NEVER_EXIT} (above any probability) disables the exit. */
   readonly threshold: number;
   /** Cumulative MACs per sample to decide here (backbone up to the cut + every head passed), as a fraction of the backbone. */
@@ -330,6 +336,8 @@ export function validateManifest(value: unknown): BundleManifest {
       );
     if (!isNum(e.headMacs)) fail(`exit ${i} needs a number headMacs`);
     if (e.dequant !== undefined) checkDequantization(e.dequant, `Invalid bundle manifest: exit ${i}`, 'INVALID_BUNDLE');
+    if (e.layout !== undefined && e.layout !== 'NCHW' && e.layout !== 'NHWC')
+      fail(`exit ${i} layout is ${JSON.stringify(e.layout)}, expected "NCHW" or "NHWC"`);
   });
   checkCalibration(m.calibration, exits.length);
   return m as BundleManifest;

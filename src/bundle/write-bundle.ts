@@ -109,6 +109,7 @@ export async function assembleBundle(
         segment: i,
         headKind: exit.head.kind,
         ...(exit.head.dequant ? { dequant: exit.head.dequant } : {}),
+        ...(exit.head.layout === 'NHWC' ? { layout: 'NHWC' as const } : {}),
         threshold: exit.threshold,
         macsFraction: bbMacs > 0 ? cumulative / bbMacs : 0,
         expectedShare: exit.expectedShare,

@@ -166,3 +166,23 @@ export function quantCutNotes(cuts: readonly CutPoint[]): string[] {
   }
   return notes;
 }
+
+/**
+ * How candidates read their maps' layout, in words (none when the graph tells NCHW for every 4-D one): the channels-last
+ * cuts (their heads start with a Transpose to NCHW) and those whose layout the graph does not tell (read as NCHW).
+ */
+export function layoutCutNotes(cuts: readonly CutPoint[]): string[] {
+  const cand = candidateCuts(cuts);
+  const nhwc = cand.filter((c) => c.layout === 'NHWC').length;
+  const unknown = cand.filter((c) => c.layout === undefined).length;
+  const notes: string[] = [];
+  if (nhwc > 0)
+    notes.push(
+      `${nhwc} of ${cand.length} candidate cuts are channels-last maps [N, H, W, C] (as the graph tells): pooled over H and W, their heads start with a Transpose to NCHW`,
+    );
+  if (unknown > 0)
+    notes.push(
+      `the graph does not tell the layout of ${unknown} of ${cand.length} candidate cuts (no Conv, pool or normalization on a path to them): read as NCHW [N, C, H, W]`,
+    );
+  return notes;
+}

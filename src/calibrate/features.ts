@@ -5,6 +5,7 @@ import { SelfxitError } from '../errors.js';
 import type { InputSpec } from '../bundle/manifest.js';
 import { encodeModel, withExtraOutputs, type CutPoint, type OnnxModel } from '../graph/index.js';
 import type { PoolGrids } from '../graph/head-spec.js';
+import type { MapLayout } from '../graph/map-layout.js';
 import { dequantizeInto } from '../graph/quant.js';
 import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import { softmaxRow } from '../engine/cascade.js';
@@ -30,7 +31,8 @@ export interface CutFeatures<X extends FeatureRows = Float32Array> extends PoolG
   readonly dim: number;
   /**
    * `[n, dim]` row-major: the average-pooled map in NCHW flatten order, then (with `maxGrid`) the max-pooled
-   * map in the same order — the feature order of a HeadSpec with the same `grid` and `maxGrid`.
+   * map in the same order — the feature order of a HeadSpec with the same `grid` and `maxGrid` (a channels-last
+   * cut's map transposed to NCHW first, as its head does).
    */
   readonly x: X;
 }
@@ -75,13 +77,20 @@ interface ExtractOptions {
   readonly storage?: FeatureStorage;
 }
 
-/** `[C, H, W]` of a 4-D cut shape `[N, C, H, W]`. */
+/** How a cut's map is read: its layout as the graph tells it ({@link CutPoint.layout}), NCHW when it does not. */
+export function cutLayout(cut: Pick<CutPoint, 'layout'>): MapLayout {
+  return cut.layout ?? 'NCHW';
+}
+
+/** `[C, H, W]` of a 4-D cut: its shape `[N, C, H, W]`, or `[N, H, W, C]` for a channels-last cut ({@link cutLayout}). */
 export function cutGeometry(cut: CutPoint): { channels: number; height: number; width: number } {
-  const [, c, h, w] = cut.shape;
+  const nhwc = cutLayout(cut) === 'NHWC';
+  const [, a, b, d] = cut.shape;
+  const [c, h, w] = nhwc ? [d, a, b] : [a, b, d];
   if (cut.shape.length !== 4 || typeof c !== 'number' || typeof h !== 'number' || typeof w !== 'number') {
     throw new SelfxitError(
       'SHAPE_UNKNOWN',
-      `cut "${cut.tensor}" is not a 4-D map with known C, H, W (shape [${cut.shape.join(', ')}])`,
+      `cut "${cut.tensor}" is not a 4-D map with known C, H, W (shape [${cut.shape.join(', ')}]${nhwc ? ', channels-last' : ''})`,
       { tensor: cut.tensor },
     );
   }
@@ -101,24 +110,26 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   const n = samples.count;
   const batchSize = options.batchSize ?? 64;
   const half = options.storage === 'f16';
-  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array; deq?: Float32Array })[] = requests.map((r) => {
-    const g = cutGeometry(r.cut);
-    checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
-    const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
-    const x: FeatureRows = half
-      ? ({ format: 'f16', n, d: dim, data: new Uint16Array(n * dim) } satisfies PackedFeatures)
-      : new Float32Array(n * dim);
-    return {
-      cut: r.cut,
-      ...g,
-      grid: r.grid,
-      ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
-      dim,
-      x,
-      ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
-      ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
-    };
-  });
+  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array; deq?: Float32Array; nchw?: Float32Array })[] =
+    requests.map((r) => {
+      const g = cutGeometry(r.cut);
+      checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
+      const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
+      const x: FeatureRows = half
+        ? ({ format: 'f16', n, d: dim, data: new Uint16Array(n * dim) } satisfies PackedFeatures)
+        : new Float32Array(n * dim);
+      return {
+        cut: r.cut,
+        ...g,
+        grid: r.grid,
+        ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
+        dim,
+        x,
+        ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
+        ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
+        ...(cutLayout(r.cut) === 'NHWC' ? { nchw: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
+      };
+    });
   const teacher = new Float32Array(n * k);
   const model = withExtraOutputs(
     options.model,
@@ -150,11 +161,12 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       }
       for (const c of cuts) {
         const map = cutMap(out[c.cut.tensor]?.data, c.cut, c.deq);
+        const layout = cutLayout(c.cut);
         if (c.x instanceof Float32Array)
-          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start);
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start, layout, c.nchw);
         else {
           const tmp = c.scratch!;
-          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0);
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0, layout, c.nchw);
           const dst = c.x.data;
           const at = start * c.dim;
           for (let i = 0; i < rows * c.dim; i++) dst[at + i] = toHalf(tmp[i]!);
@@ -166,7 +178,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   } finally {
     await session.release();
   }
-  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, deq: _deq, ...c }) => c) };
+  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, deq: _deq, nchw: _nchw, ...c }) => c) };
 }
 
 /** A cut's map as float32: as is, or a quantized one dequantized into `deq` (the head's DequantizeLinear). */

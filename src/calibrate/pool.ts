@@ -1,6 +1,7 @@
 // Average and max pooling of NCHW cut maps into head features (the same order as the ONNX head's
-// AveragePool/MaxPool → Flatten → Concat).
+// AveragePool/MaxPool → Flatten → Concat); a channels-last (NHWC) map is transposed to NCHW first, as its head does.
 import { SelfxitError } from '../errors.js';
+import type { MapLayout } from '../graph/map-layout.js';
 
 function checkGrid(h: number, w: number, grid: readonly [number, number], what = 'pooling grid'): void {
   const [gh, gw] = grid;
@@ -164,9 +165,39 @@ export function maxPoolNCHWInto(
 }
 
 /**
+ * Transposes `rows` samples of a channels-last map `[rows, h, w, c]` to NCHW `[rows, c, h, w]` (ONNX Transpose with
+ * perm `[0, 3, 1, 2]`), into `out` when it holds them, else into a new array; returns the NCHW map.
+ * @throws SelfxitError `INVALID_ARGUMENT` when `map` holds fewer than `rows·h·w·c` values.
+ */
+export function nhwcToNCHW(
+  map: Float32Array,
+  rows: number,
+  c: number,
+  h: number,
+  w: number,
+  out?: Float32Array,
+): Float32Array {
+  const size = c * h * w;
+  if (map.length < rows * size)
+    throw new SelfxitError('INVALID_ARGUMENT', `map has ${map.length} values, expected ${rows}x${h}x${w}x${c}`);
+  const dst = out && out.length >= rows * size ? out : new Float32Array(rows * size);
+  const hw = h * w;
+  for (let r = 0; r < rows; r++) {
+    const base = r * size;
+    for (let p = 0; p < hw; p++) {
+      const src = base + p * c;
+      for (let ch = 0; ch < c; ch++) dst[base + ch * hw + p] = map[src + ch]!;
+    }
+  }
+  return dst;
+}
+
+/**
  * Head features of `rows` samples, as the ONNX head computes them: the average-pooled map over `grid`, then,
  * when `maxGrid` is given, the max-pooled map over `maxGrid`, both flattened NCHW, written side by side into
  * rows `rowOffset..` of a `[n, dim]` matrix `out` with `dim = c*gh*gw + c*mh*mw` ({@link headFeatureDim}).
+ * With `layout` 'NHWC' the map is `[rows, h, w, c]` and is transposed to NCHW first (into `scratch` when it holds
+ * `rows·c·h·w` values), so its features are those of the same map stored NCHW.
  */
 export function headFeaturesInto(
   map: Float32Array,
@@ -178,7 +209,10 @@ export function headFeaturesInto(
   maxGrid: readonly [number, number] | undefined,
   out: Float32Array,
   rowOffset: number,
+  layout: MapLayout = 'NCHW',
+  scratch?: Float32Array,
 ): void {
+  if (layout === 'NHWC') map = nhwcToNCHW(map, rows, c, h, w, scratch);
   const dim = headFeatureDim(c, grid, maxGrid);
   poolNCHWInto(map, rows, c, h, w, grid, out, rowOffset, dim, 0);
   if (maxGrid) maxPoolNCHWInto(map, rows, c, h, w, maxGrid, out, rowOffset, dim, c * grid[0] * grid[1]);

@@ -72,7 +72,8 @@ export interface PrepareReport {
   /** Bytes of float32 class probabilities held under the same cap: the teacher's of every row and a candidate head's
    * out-of-fold ones of the samples (selfxit mode). */
   readonly probBytes?: number;
-  /** How candidates read a quantized model's cuts (QOperator and QDQ: the quantized tensor, dequantized), in words. */
+  /** How candidates read a quantized model's cuts (QOperator and QDQ: the quantized tensor, dequantized) and
+   * channels-last or untold layouts, in words. */
   readonly cutNotes: readonly string[];
   readonly timings: Readonly<Record<string, number>>;
 }
@@ -203,6 +204,7 @@ export function bundleExit(
     grid: f.grid,
     ...(f.maxGrid ? { maxGrid: f.maxGrid } : {}),
     ...(f.cut.dequant ? { dequant: f.cut.dequant } : {}),
+    ...(f.cut.layout === 'NHWC' ? { layout: 'NHWC' as const } : {}),
   });
   return { name: cutName(f.cut), cut: f.cut.tensor, head: spec, threshold, expectedShare };
 }

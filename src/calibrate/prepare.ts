@@ -5,7 +5,7 @@ import type { CalibrationSummary, BundleManifest } from '../bundle/manifest.js';
 import { assembleBundle } from '../bundle/write-bundle.js';
 import { analyzeModel, decodeModel, encodeModel, resolveBatch } from '../graph/index.js';
 import { checkCostTable } from '../policy/cost-table.js';
-import { candidateCuts, noExitCutsWarning, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
+import { candidateCuts, layoutCutNotes, noExitCutsWarning, quantCutNotes, skippedQuantCuts } from './candidate-cuts.js';
 import { imagesOverCapEarly, sizeHeadsForClasses } from './prepare-features.js';
 import { runPaperMode } from './paper-mode.js';
 import { noExitCurve, type ModeOutcome, type PrepareContext, type PrepareResult } from './prepare-context.js';
@@ -159,7 +159,7 @@ async function finish(c: PrepareContext, outcome: ModeOutcome): Promise<PrepareR
     warnings: c.warnings,
     report: {
       ...report,
-      cutNotes: quantCutNotes(c.analysis.cuts),
+      cutNotes: [...quantCutNotes(c.analysis.cuts), ...layoutCutNotes(c.analysis.cuts)],
       samples: c.samples.count,
       duplicates: c.duplicates,
       minimumSamples: c.o.mode === 'paper' ? 0 : minimumSamples(c.o.target, c.o.folds),

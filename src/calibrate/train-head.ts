@@ -321,6 +321,7 @@ export function toHeadSpec(head: TrainedHead, geometry: HeadGeometry): HeadSpec 
     grid: [gh, gw],
     ...(maxGrid ? { maxGrid: [maxGrid[0], maxGrid[1]] as const } : {}),
     ...(geometry.dequant ? { dequant: geometry.dequant } : {}),
+    ...(geometry.layout === 'NHWC' ? { layout: 'NHWC' as const } : {}),
     layers: head.layers,
     logitScale: head.logitScale,
     classes: k,

@@ -1,6 +1,13 @@
 // `selfxit inspect <model.onnx> [--json] [--shape H,W,C]`: inputs, outputs, MACs, params and every cut point.
 import { SelfxitError } from '../errors.js';
-import { decodeModel, graphInputs, withInputShape, type ModelAnalysis, type OnnxModel } from '../graph/index.js';
+import {
+  decodeModel,
+  graphInputs,
+  withInputShape,
+  type CutPoint,
+  type ModelAnalysis,
+  type OnnxModel,
+} from '../graph/index.js';
 import { parseOneArgCommand } from './args.js';
 import type { CliCommand, CliIo } from './dispatch.js';
 import { formatBytes, formatCount, formatShape, formatTable } from './format.js';
@@ -15,7 +22,8 @@ multiply-accumulates of conv/matmul-type ops only (elementwise ops count 0).
 
 Options:
   --json              print one JSON object:
-                      { inputs, outputs, macs, params, cuts: [{ tensor, shape, dtype, macs, fraction }] }
+                      { inputs, outputs, macs, params, cuts: [{ tensor, shape, dtype, macs, fraction, layout }] }
+                      (layout, on 4-D cuts: "NCHW", "NHWC" (channels-last) or "unknown": read as NCHW)
   --shape H,W,C       the image size, for a model whose input leaves height, width or channels
                       symbolic (as prepare's --shape; the batch may stay dynamic)
   --layout NCHW|NHWC  the input's layout with --shape (default: NHWC when only axis 3 is fixed, else NCHW)
@@ -46,6 +54,11 @@ export function withImageShape(model: OnnxModel, shapeText: string, layoutText: 
   return withInputShape(model, inp.name, want);
 }
 
+/** A cut's layout as inspect shows it: the graph's, `'unknown'` for a 4-D cut it does not tell (read as NCHW). */
+function layoutOf(c: CutPoint): 'NCHW' | 'NHWC' | 'unknown' | undefined {
+  return c.layout ?? (c.shape.length === 4 ? 'unknown' : undefined);
+}
+
 /** The JSON `inspect --json` prints. */
 export function inspectJson(a: ModelAnalysis): Record<string, unknown> {
   return {
@@ -53,7 +66,17 @@ export function inspectJson(a: ModelAnalysis): Record<string, unknown> {
     outputs: a.outputs,
     macs: a.macs,
     params: a.params,
-    cuts: a.cuts.map((c) => ({ tensor: c.tensor, shape: c.shape, dtype: c.dtype, macs: c.macs, fraction: c.fraction })),
+    cuts: a.cuts.map((c) => {
+      const layout = layoutOf(c);
+      return {
+        tensor: c.tensor,
+        shape: c.shape,
+        dtype: c.dtype,
+        macs: c.macs,
+        fraction: c.fraction,
+        ...(layout ? { layout } : {}),
+      };
+    }),
   };
 }
 
@@ -68,17 +91,21 @@ function inspectText(file: string, bytes: number, a: ModelAnalysis): string {
   ]);
   if (a.cuts.length === 0) return `${head}\n\nNo inner cut point: the model cannot be split.\n`;
   const rows = [
-    ['#', 'tensor', 'shape', 'dtype', 'MACs before', 'fraction'],
+    ['#', 'tensor', 'shape', 'layout', 'dtype', 'MACs before', 'fraction'],
     ...a.cuts.map((c, i) => [
       String(i + 1),
       c.tensor,
       formatShape(c.shape),
+      layoutOf(c) === 'unknown' ? 'NCHW?' : (c.layout ?? ''),
       c.dtype,
       formatCount(c.macs),
       `${(c.fraction * 100).toFixed(1)} %`,
     ]),
   ];
-  return `${head}\n\n${formatTable(rows, new Set([0, 4, 5]))}\n`;
+  const unknown = a.cuts.some((c) => layoutOf(c) === 'unknown')
+    ? '\nNCHW?: the graph does not tell the layout of this 4-D cut (no Conv, pool or normalization on a path to it); read as NCHW.\n'
+    : '';
+  return `${head}\n\n${formatTable(rows, new Set([0, 5, 6]))}\n${unknown}`;
 }
 
 export const inspectCommand: CliCommand = {

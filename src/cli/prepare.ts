@@ -293,7 +293,7 @@ export const prepareCommand: CliCommand = {
       `samples: ${c.samples}   ${c.mode === 'paper' ? 'target: none (paper mode: fixed threshold)' : `target: ${c.target}`}   validation agreement: ${(c.validationAgreement * 100).toFixed(2)} % (out of fold; >= ${(prepared.report.agreementLowerBound * 100).toFixed(2)} % at 95 % confidence)   expected MACs: ${(c.expectedMacsFraction * 100).toFixed(1)} % of ${formatCount(m.backbone.macs)}`,
       ...m.exits.map(
         (e) =>
-          `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %${e.dequant ? `  reads ${e.dequant.dtype} (dequantized)` : ''}`,
+          `  exit ${e.name.padEnd(12)} ${e.headKind.padEnd(11)} threshold ${e.threshold.toFixed(4)}  at ${(e.macsFraction * 100).toFixed(1)} % MACs  expected share ${(e.expectedShare * 100).toFixed(1)} %${e.dequant ? `  reads ${e.dequant.dtype} (dequantized)` : ''}${e.layout === 'NHWC' ? '  channels-last (NHWC)' : ''}`,
       ),
       ...prepared.report.cutNotes.map((n) => `cuts: ${n}`),
       ...(prepared.report.featureStorage ? [`features: ${prepared.report.featureStorage}`] : []),

@@ -9,6 +9,8 @@ import { encodeModel, graphInputs, graphOutputs, type OnnxModel, type TensorInfo
 import { readValueInfo, toNum, typedArrayOf, type DType, type TypedData } from './proto.js';
 import { cutDequantization, type Dequantization } from './quant.js';
 import { BATCH_DIM, withExtraOutputs } from './split.js';
+import { inferMapLayouts } from './layout.js';
+import type { MapLayout } from './map-layout.js';
 
 /** A place where the model can be split, with what crosses it and the backbone cost before it. */
 export interface CutPoint {
@@ -25,6 +27,11 @@ export interface CutPoint {
   /** uint8/int8 cuts: how a head reads them as float (graph/quant.ts); `dequantMissing` says why it was not found. */
   dequant?: Dequantization;
   dequantMissing?: string;
+  /**
+   * A 4-D cut's layout as the graph tells it (graph/layout.ts): `'NCHW'`, or `'NHWC'` (channels-last: `shape` is
+   * `[N, H, W, C]`). Absent: not 4-D, or the graph does not tell; such a 4-D cut is read as NCHW.
+   */
+  layout?: MapLayout;
 }
 
 /** What {@link analyzeModel} finds in a model: its inputs and outputs, cost, cut points and the shapes it inferred. */
@@ -179,12 +186,14 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
     cumulative.push(total);
   });
   const dynamicBatch = typeof inputs[0]?.shape[0] === 'string';
+  const layouts = inferMapLayouts(index.nodes, (name) => shapes.get(name)?.length);
   const cuts: CutPoint[] = sweep.cuts.map((tensor) => {
     const s = shapes.get(tensor);
     const dtype = dtypes.get(tensor);
     if (!s || !dtype)
       throw new SelfxitError('SHAPE_UNKNOWN', `Shape or element type of cut "${tensor}" is unknown`, { tensor });
     const macs = cumulative[sweep.position.get(tensor)!]!;
+    const layout = s.length === 4 ? layouts.get(tensor) : undefined;
     return {
       tensor,
       shape: s.map((d, i) => (i === 0 && dynamicBatch ? BATCH_DIM : d)),
@@ -192,6 +201,7 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
       macs,
       fraction: total > 0 ? macs / total : 0,
       ...cutDequantization(index, tensor, dtype),
+      ...(layout ? { layout } : {}),
     };
   });
   const names = cutDisplayNames(cuts);

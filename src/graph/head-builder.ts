@@ -42,6 +42,14 @@ export function validateHeadSpec(spec: HeadSpec): void {
   if (want !== spec.classes) bad(`last layer has ${want} outputs, expected ${spec.classes} classes`);
   if (!Number.isFinite(spec.logitScale)) bad(`logitScale ${spec.logitScale} is not finite`);
   if (spec.dequant !== undefined) checkDequantization(spec.dequant, 'Invalid head spec', 'INVALID_ARGUMENT');
+  if (spec.layout !== undefined && spec.layout !== 'NCHW' && spec.layout !== 'NHWC')
+    bad(`layout ${JSON.stringify(spec.layout)} must be "NCHW" or "NHWC"`);
+}
+
+/** The `[C, H, W]` part of the cut's shape a head reads, in the cut's layout. */
+function headInputDims(spec: HeadSpec): [number, number, number] {
+  const { inChannels: c, inHeight: h, inWidth: w } = spec;
+  return spec.layout === 'NHWC' ? [h, w, c] : [c, h, w];
 }
 
 /** Element type of the cut a head reads: float32, or the quantized type it dequantizes. */
@@ -69,6 +77,10 @@ export function headGraphParts(
       makeNode('DequantizeLinear', [input, n('dq.scale'), n('dq.zero_point')], [n('dq')], {}, n('DequantizeLinear')),
     );
     source = n('dq');
+  }
+  if (spec.layout === 'NHWC') {
+    nodes.push(makeNode('Transpose', [source], [n('nchw')], { perm: [0, 3, 1, 2] }, n('Transpose')));
+    source = n('nchw');
   }
   // One pooling branch → Flatten(axis 1); returns the flattened tensor's name. `tag` '' (avg) or 'max'.
   const branch = (grid: readonly [number, number], op: 'Average' | 'Max', tag: string): string => {
@@ -124,8 +136,9 @@ export interface BuildHeadOptions {
 }
 
 /**
- * A standalone head model (opset 13): input float32 `[batch, C, H, W]` (or the `dequant` type, read through a
- * DequantizeLinear first) → output float32 `[batch, classes]` probabilities.
+ * A standalone head model (opset 13): input float32 `[batch, C, H, W]` (`[batch, H, W, C]` with `layout` 'NHWC', read
+ * through a Transpose to NCHW; or the `dequant` type, read through a DequantizeLinear first) → output float32
+ * `[batch, classes]` probabilities.
  * Pooling: none when `grid == [H, W]`, GlobalAveragePool for `[1, 1]`, else AveragePool with kernel = stride = H/gh, W/gw;
  * then Flatten(axis 1). With `maxGrid`, a second branch the same way with GlobalMaxPool / MaxPool, then
  * Concat(axis 1) of [avg, max]. Then Gemm(transB) → [Relu → Gemm] → Mul(logitScale, skipped when 1) → Softmax(axis 1).
@@ -143,9 +156,7 @@ export function buildHeadModel(spec: HeadSpec, opts: BuildHeadOptions = {}): Onn
       name: 'selfxit_exit_head',
       node: nodes,
       initializer: initializers,
-      input: [
-        makeValueInfo(inputName, headInputDtype(spec), [BATCH_DIM, spec.inChannels, spec.inHeight, spec.inWidth]),
-      ],
+      input: [makeValueInfo(inputName, headInputDtype(spec), [BATCH_DIM, ...headInputDims(spec)])],
       output: [makeValueInfo(outputName, 'float32', [BATCH_DIM, spec.classes])],
     },
   });
@@ -180,7 +191,7 @@ export function fuseHead(segment: OnnxModel, spec: HeadSpec, opts: FuseHeadOptio
       { tensor: cut },
     );
   if (shape) {
-    const want = [spec.inChannels, spec.inHeight, spec.inWidth];
+    const want = headInputDims(spec);
     const ok = shape.length === 4 && want.every((d, i) => typeof shape[i + 1] !== 'number' || shape[i + 1] === d);
     if (!ok)
       bad(`segment output "${cut}" has shape [${shape.join(', ')}], the head expects [N, ${want.join(', ')}]`, {

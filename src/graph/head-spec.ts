@@ -1,6 +1,7 @@
 // Exit-head weights as plain data: written by head training (calibrate), turned into ONNX by graph/head-builder.
 // The ONNX toolkit owns this description of a head graph; the bundle manifest refers to it (HeadKind).
 import type { Dequantization } from './dequantization.js';
+import type { MapLayout } from './map-layout.js';
 
 /** Exit-head architecture: pooled features → linear, → one hidden layer, or the paper's head on the whole map. */
 export type HeadKind = 'pool-linear' | 'pool-mlp' | 'paper';
@@ -36,10 +37,16 @@ export interface HeadGeometry extends PoolGrids {
    * zero point, and everything after it is float32. Absent: the cut is float32.
    */
   readonly dequant?: Dequantization;
+  /**
+   * The cut's layout. `'NHWC'`: it is channels-last `[N, H, W, C]` (`inChannels`, `inHeight`, `inWidth` still name C,
+   * H and W), and the head starts with a Transpose (perm `[0, 3, 1, 2]`, after the DequantizeLinear when any), so that
+   * everything after it, features included, is the NCHW head's. Absent or `'NCHW'`: `[N, C, H, W]`.
+   */
+  readonly layout?: MapLayout;
 }
 
 /**
- * An exit head on the cut's NCHW map `[N, C, H, W]`. Features: average-pool to a `grid` (`[gh, gw]`, each
+ * An exit head on the cut's NCHW map `[N, C, H, W]` (an NHWC cut's transposed to it first: {@link HeadGeometry.layout}). Features: average-pool to a `grid` (`[gh, gw]`, each
  * dividing H and W; `[H, W]` means no pooling, as in the paper's head) and flatten in NCHW order (feature
  * index `c * gh * gw + i * gw + j`); when `maxGrid` (`[mh, mw]`) is set, the max-pooled map over that grid
  * follows, flattened the same way (feature index `C * gh * gw + c * mh * mw + i * mw + j`). Then the dense

@@ -14,6 +14,7 @@ export { cutDisplayNames, exitName, findCuts } from './cuts.js';
 export { splitModel, withExtraOutputs, BATCH_DIM, type TensorTypes } from './split.js';
 export { analyzeModel, segmentMacs, type AnalyzeOptions, type CutPoint, type ModelAnalysis } from './analyze.js';
 export { nodeMacs } from './cost.js';
+export { inferMapLayouts, type MapLayout } from './layout.js';
 export {
   buildHeadModel,
   fuseHead,

@@ -10,7 +10,13 @@
 import { SelfxitError } from '../errors.js';
 import { softmaxRow } from '../engine/cascade.js';
 import { encodeRowU8, type FeatureRows, type PackedFeatures } from '../calibrate/feature-store.js';
-import { cutGeometry, type CutFeatures, type FeatureRequest, type FeatureSet } from '../calibrate/features.js';
+import {
+  cutGeometry,
+  cutLayout,
+  type CutFeatures,
+  type FeatureRequest,
+  type FeatureSet,
+} from '../calibrate/features.js';
 import { headFeatureDim, headFeaturesInto } from '../calibrate/pool.js';
 import { createRng, type Rng } from '../calibrate/rng.js';
 
@@ -80,6 +86,8 @@ export class FeatureReservoir {
   private allocated = 0;
   private rng: Rng;
   private scratch: Float32Array[];
+  /** A channels-last cut's map of one input transposed to NCHW (grown to the largest such cut; empty: none yet). */
+  private nchw = new Float32Array(0);
   /** Per sliced copy under way ({@link snapshot}, {@link sliceState}; a fit's and a save's may overlap), the rows
    * written meanwhile (copied again at its end). */
   private readonly dirty = new Set<Set<number>>();
@@ -179,8 +187,8 @@ export class FeatureReservoir {
   }
 
   /**
-   * Adds `rows` inputs from one run of the model with the cuts as extra outputs: `maps[i]` the NCHW map of cut i
-   * (`rows × C × H × W`), `output` the model's `[rows, classes]` logits (or probabilities with `kind`
+   * Adds `rows` inputs from one run of the model with the cuts as extra outputs: `maps[i]` the map of cut i
+   * (`rows × C × H × W`, or `rows × H × W × C` for a channels-last cut: transposed as its head does), `output` the model's `[rows, classes]` logits (or probabilities with `kind`
    * 'probabilities'). Pooled here, one row at a time. `keys`: each row's input key (input-key.ts); a row whose key a
    * stored row holds is a repeat, not stored again. Without keys no row is a repeat.
    */
@@ -198,7 +206,21 @@ export class FeatureReservoir {
       this.cuts.forEach((c, i) => {
         const size = c.channels * c.height * c.width;
         const map = maps[i]!.subarray(r * size, (r + 1) * size);
-        headFeaturesInto(map, 1, c.channels, c.height, c.width, c.grid, c.maxGrid, this.scratch[i]!, 0);
+        const layout = cutLayout(c.cut);
+        if (layout === 'NHWC' && this.nchw.length < size) this.nchw = new Float32Array(size);
+        headFeaturesInto(
+          map,
+          1,
+          c.channels,
+          c.height,
+          c.width,
+          c.grid,
+          c.maxGrid,
+          this.scratch[i]!,
+          0,
+          layout,
+          this.nchw,
+        );
       });
       const p = kind === 'logits' ? softmaxRow(output, r * k, k) : output.subarray(r * k, (r + 1) * k);
       this.write(at, this.scratch, p);

@@ -17,7 +17,8 @@ import { CACHE_OP_TIMEOUT_MS, settleWithin, StorageTimeout } from './cache.js';
 const BLOCK_WRITE_TIMEOUTS = 3;
 
 /** Bump when {@link LearnerState} or the stored layout changes shape: older entries are discarded, never used. */
-export const LEARN_SCHEMA = 9; // 9: input keys of another hash (a sign flip reaches every bit; a schema 8 key would
+export const LEARN_SCHEMA = 10; // 10: a channels-last model's cuts pooled over H and W (its older rows were pooled
+// over the wrong axes, with dims that may match); 9: input keys of another hash (a sign flip reaches every bit; a schema 8 key would
 // not match its input again), the fit backoff saved, the key index counted in the byte cap (fewer rows); 8: each
 // row's input key (exact repeats are not stored again: older reservoirs may hold them); 7: the input spec stored (and
 // the learner's target in the state); 6: reservoir rows as uint8 with a per-row range (was float16); 5: the

@@ -1,0 +1,193 @@
+// Which axis of each 4-D tensor holds the channels, told by the graph itself: ops whose ONNX definition fixes the
+// layout (Conv, pools, BatchNormalization, …: NCHW; com.microsoft NhwcConv, channels_last forms: NHWC) set it, a
+// Transpose maps it through its perm, and layout-keeping ops (elementwise, activations, Q/DQ, Concat, Pad, …) give it to
+// all their 4-D operands. Propagated forward and backward to a fixed point; a tensor that two paths tell differently is
+// not told. Pure: needs the graph and the tensors' ranks.
+import type { MapLayout } from './map-layout.js';
+import { attrInt, attrInts, type onnx } from './proto.js';
+
+export type { MapLayout };
+
+/** Ops whose ONNX (or onnxruntime contrib) definition fixes the layout of their data input 0 and output 0. */
+const LAYOUT_OPS = new Set([
+  'Conv',
+  'ConvInteger',
+  'QLinearConv',
+  'ConvTranspose',
+  'MaxPool',
+  'AveragePool',
+  'GlobalAveragePool',
+  'GlobalMaxPool',
+  'LpPool',
+  'GlobalLpPool',
+  'BatchNormalization',
+  'InstanceNormalization',
+  'LRN',
+  'MaxUnpool',
+  'DepthToSpace',
+  'SpaceToDepth',
+  // com.microsoft
+  'FusedConv',
+  'QLinearAveragePool',
+  'QLinearGlobalAveragePool',
+  'NhwcConv',
+  'NhwcFusedConv',
+  'NhwcMaxPool',
+]);
+
+/** Ops that keep the layout: every 4-D input and output of one node has the same one. */
+const KEEP_OPS = new Set([
+  'Identity',
+  'Dropout',
+  'Cast',
+  'Relu',
+  'LeakyRelu',
+  'PRelu',
+  'Elu',
+  'Selu',
+  'Celu',
+  'ThresholdedRelu',
+  'Clip',
+  'Sigmoid',
+  'HardSigmoid',
+  'HardSwish',
+  'Tanh',
+  'Softplus',
+  'Softsign',
+  'Mish',
+  'Gelu',
+  'Erf',
+  'Exp',
+  'Log',
+  'Neg',
+  'Abs',
+  'Sqrt',
+  'Reciprocal',
+  'Floor',
+  'Ceil',
+  'Round',
+  'Sign',
+  'Add',
+  'Sub',
+  'Mul',
+  'Div',
+  'Pow',
+  'Max',
+  'Min',
+  'Sum',
+  'Mean',
+  'Where',
+  'Concat',
+  'Split',
+  'Slice',
+  'Pad',
+  'Resize',
+  'Upsample',
+  'Tile',
+  'Expand',
+  'QuantizeLinear',
+  'DequantizeLinear',
+  // com.microsoft
+  'QLinearAdd',
+  'QLinearMul',
+  'QLinearLeakyRelu',
+  'QLinearSigmoid',
+  'QLinearConcat',
+  'BiasGelu',
+  'FastGelu',
+  'QuickGelu',
+]);
+
+/** Reductions keep the layout of a 4-D output (keepdims = 1). */
+const REDUCE_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceSum', 'ReduceL2', 'ReduceProd']);
+
+const MS_DOMAIN = 'com.microsoft';
+const NHWC_DOMAIN = 'com.ms.internal.nhwc';
+
+/** Channel axis a layout op fixes: 3 for channels-last forms (Nhwc* ops, `channels_last` = 1, the NHWC domain), else 1. */
+function fixedAxis(n: onnx.INodeProto): number {
+  const domain = n.domain ?? '';
+  const op = n.opType ?? '';
+  if (domain === NHWC_DOMAIN) return 3;
+  if (domain === MS_DOMAIN && (op.startsWith('Nhwc') || attrInt(n, 'channels_last', 0) === 1)) return 3;
+  return 1;
+}
+
+/** What ties the channel axes of 4-D tensors together, read once from the graph. */
+interface Constraints {
+  readonly fixed: [string, number][];
+  readonly groups: string[][];
+  readonly transposes: { readonly input: string; readonly output: string; readonly perm: readonly number[] }[];
+}
+
+function constraints(nodes: readonly onnx.INodeProto[], rankOf: (name: string) => number | undefined): Constraints {
+  const is4 = (v: string | null | undefined): v is string => !!v && rankOf(v) === 4;
+  const out: Constraints = { fixed: [], groups: [], transposes: [] };
+  for (const n of nodes) {
+    const op = n.opType ?? '';
+    const domain = n.domain ?? '';
+    const ins = n.input ?? [];
+    const outs = n.output ?? [];
+    if (domain !== '' && domain !== MS_DOMAIN && domain !== NHWC_DOMAIN) continue;
+    if (LAYOUT_OPS.has(op)) {
+      const axis = fixedAxis(n);
+      if (is4(ins[0])) out.fixed.push([ins[0], axis]);
+      if (is4(outs[0])) out.fixed.push([outs[0], axis]);
+    } else if (op === 'Transpose' && domain === '') {
+      if (!is4(ins[0]) || !is4(outs[0])) continue;
+      const perm = attrInts(n, 'perm') ?? [3, 2, 1, 0];
+      // a perm that moves the batch leaves no map behind it
+      if (perm.length === 4 && perm[0] === 0) out.transposes.push({ input: ins[0], output: outs[0], perm });
+    } else if (KEEP_OPS.has(op) || (REDUCE_OPS.has(op) && domain === '')) {
+      const group = [...ins, ...outs].filter(is4);
+      if (group.length > 1) out.groups.push(group);
+    }
+  }
+  return out;
+}
+
+/**
+ * The layout of every 4-D tensor that `nodes` (a graph's, e.g. GraphIndex.nodes) tell (`rankOf` gives a tensor's rank,
+ * undefined when unknown): from the ops that fix it, through Transposes and layout-keeping ops, forward and backward to
+ * a fixed point. A tensor absent
+ * from the result is not told: no op fixes a layout on any path to it, it is told two different ones, or a Transpose
+ * puts its channels on axis 2 (between H and W); a Transpose that moves the batch tells nothing.
+ */
+export function inferMapLayouts(
+  nodes: readonly onnx.INodeProto[],
+  rankOf: (name: string) => number | undefined,
+): Map<string, MapLayout> {
+  const { fixed, groups, transposes } = constraints(nodes, rankOf);
+  // channel axis of each tensor: 0..3, or -1 where two paths disagree (sticky, and spread to all it is tied to)
+  const axis = new Map<string, number>();
+  let changed: boolean | undefined;
+  const set = (t: string, a: number): void => {
+    const cur = axis.get(t);
+    if (cur === a || cur === -1) return;
+    axis.set(t, cur === undefined ? a : -1);
+    changed = true;
+  };
+  for (const [t, a] of fixed) set(t, a);
+  do {
+    changed = false;
+    for (const g of groups) {
+      const known = [...new Set(g.map((t) => axis.get(t)).filter((a): a is number => a !== undefined))];
+      if (known.length === 0) continue;
+      const a = known.length === 1 ? known[0]! : -1;
+      for (const t of g) set(t, a);
+    }
+    for (const { input, output, perm } of transposes) {
+      const ai = axis.get(input);
+      const ao = axis.get(output);
+      // output axis k holds input axis perm[k]
+      if (ai !== undefined) set(output, ai === -1 ? -1 : perm.indexOf(ai));
+      if (ao !== undefined) set(input, ao === -1 ? -1 : (perm[ao] ?? -1));
+    }
+  } while (changed);
+  const layouts = new Map<string, MapLayout>();
+  for (const [t, a] of axis) {
+    if (a === 1) layouts.set(t, 'NCHW');
+    else if (a === 3) layouts.set(t, 'NHWC');
+  }
+  return layouts;
+}
