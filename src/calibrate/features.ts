@@ -73,6 +73,16 @@ interface ExtractOptions {
   readonly signal?: AbortSignal;
   /** Storage of the pooled matrices. Default 'f32'. */
   readonly storage?: FeatureStorage;
+  /**
+   * Allocate the pooled matrices and the teacher on SharedArrayBuffer (worker threads then read them without a copy;
+   * the same bytes as otherwise). Default false.
+   */
+  readonly shared?: boolean;
+}
+
+/** A zeroed buffer of `bytes`, on SharedArrayBuffer when `shared`. */
+function buffer(bytes: number, shared: boolean | undefined): ArrayBufferLike {
+  return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
 }
 
 /** `[C, H, W]` of a 4-D cut shape `[N, C, H, W]`. */
@@ -106,8 +116,8 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
     checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
     const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
     const x: FeatureRows = half
-      ? ({ format: 'f16', n, d: dim, data: new Uint16Array(n * dim) } satisfies PackedFeatures)
-      : new Float32Array(n * dim);
+      ? ({ format: 'f16', n, d: dim, data: new Uint16Array(buffer(2 * n * dim, options.shared)) } satisfies PackedFeatures)
+      : new Float32Array(buffer(4 * n * dim, options.shared));
     return {
       cut: r.cut,
       ...g,
@@ -119,7 +129,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
     };
   });
-  const teacher = new Float32Array(n * k);
+  const teacher = new Float32Array(buffer(4 * n * k, options.shared));
   const model = withExtraOutputs(
     options.model,
     requests.map((r) => r.cut.tensor),
