@@ -10,12 +10,11 @@ import { foldFits, memberStack, planCrossFit } from './crossfit.js';
 import { membersOf } from './ensemble.js';
 import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
-import type { CutFeatures, FeatureSet } from './features.js';
+import type { FeatureSet } from './features.js';
 import {
   autoConfigs,
   autoLadder,
   chooseCapacity,
-  configFeatures,
   configGeometry,
   fixedConfig,
   headUtility,
@@ -231,7 +230,10 @@ export async function trainCandidates(
       short,
       lanes,
       async (i) => {
-        const kinds = await settleAll(others.map((config) => train(i, config)), stop);
+        const kinds = await settleAll(
+          others.map((config) => train(i, config)),
+          stop,
+        );
         others.forEach((config, j) => trained[i]!.set(config.label, kinds[j]!));
         if (ladder.length === 0) return;
         const onFold = [...trained[i]!.values()].map((t) => ({

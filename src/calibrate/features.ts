@@ -116,7 +116,12 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
     checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
     const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
     const x: FeatureRows = half
-      ? ({ format: 'f16', n, d: dim, data: new Uint16Array(buffer(2 * n * dim, options.shared)) } satisfies PackedFeatures)
+      ? ({
+          format: 'f16',
+          n,
+          d: dim,
+          data: new Uint16Array(buffer(2 * n * dim, options.shared)),
+        } satisfies PackedFeatures)
       : new Float32Array(buffer(4 * n * dim, options.shared));
     return {
       cut: r.cut,

@@ -79,7 +79,8 @@ export class FeatureCache {
   /** The features of `config` at cut `cut` of `data` (the stored matrix itself, or one derived from it). */
   get(data: TrainingData, cut: number, config: HeadConfig): CutFeatures<FeatureRows> {
     const base = data.features.cuts[cut];
-    if (!base) throw new SelfxitError('INVALID_ARGUMENT', `training task reads cut ${cut} of ${data.features.cuts.length}`);
+    if (!base)
+      throw new SelfxitError('INVALID_ARGUMENT', `training task reads cut ${cut} of ${data.features.cuts.length}`);
     const key = `${cut}:${config.coarse ? 1 : 0}:${config.max ? 1 : 0}`;
     if (this.key !== key || !this.value || this.value.x !== base.x) {
       const f = configFeatures(base, config);

@@ -4,7 +4,8 @@
 // pool adds no copy of the features (each thread holds its own training workspace and, for a coarser pooling, the
 // one derived matrix it trains on). Results are the same bytes as in-process training (train-task.ts).
 // Workers start on the first task, are unref'd while idle (an idle pool never keeps the process alive), and stop
-// on close(); a task aborted while it runs stops its thread (a fresh one starts for the next task).
+// on close(); an aborted task stops its thread and the idle ones (fresh ones start for a next task). A task that
+// throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED.
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -38,8 +39,9 @@ export interface TrainerPoolOptions {
   readonly workerUrl?: URL;
 }
 
-/** A head-trainer pool on worker threads; `workers` counts the threads alive (0 once closed). */
+/** A head-trainer pool on worker threads. */
 export interface NodeTrainerPool extends HeadTrainerPool {
+  /** Threads started and not yet exited (0 once close() has resolved, and soon after an abort). */
   readonly workers: number;
 }
 
@@ -95,6 +97,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
   let data: TrainingData | undefined;
   let nextId = 0;
   let closed = false;
+  let alive = 0;
 
   const send = (slot: Slot, msg: WorkerRequest): void => slot.worker.postMessage(msg);
 
@@ -131,7 +134,11 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       pump();
     };
     worker.on('error', (e) => died(e instanceof Error ? e.message : String(e)));
-    worker.on('exit', (code) => died(`it exited with code ${code}`));
+    worker.on('exit', (code) => {
+      alive--;
+      died(`it exited with code ${code}`);
+    });
+    alive++;
     if (data) send(slot, { type: 'data', data });
     slots.push(slot);
     return slot;
@@ -149,6 +156,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       const slot = slots.find((s) => !s.job && !s.stopping) ?? (slots.length < threads ? spawn() : undefined);
       if (!slot) return;
       const job = queue.shift()!;
+      if (job.signal?.aborted) continue; // its abort listener, still to run, rejects it
       slot.job = job;
       slot.worker.ref(); // a running task keeps the process alive until its answer
       send(slot, { type: 'task', id: job.id, task: job.task });
@@ -159,7 +167,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     concurrency: threads,
     sharedMemory: true,
     get workers() {
-      return slots.length;
+      return alive;
     },
     load(d) {
       if (closed) return Promise.reject(new SelfxitError('DISPOSED', 'the head-trainer pool is closed'));
@@ -181,8 +189,9 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
           onAbort: () => {
             const q = queue.indexOf(job);
             if (q >= 0) queue.splice(q, 1);
-            const running = slots.find((s) => s.job === job);
-            if (running) void stop(running); // its thread stops mid-training; the next task starts a fresh one
+            // its thread stops mid-training, and the idle ones with it (the aborted run's other tasks stop theirs);
+            // the next task starts fresh ones
+            for (const slot of slots.filter((s) => s.job === job || !s.job)) void stop(slot);
             reject(aborted());
             pump();
           },
