@@ -89,6 +89,9 @@ const rows = [
   ['core.js', path.join(dist, 'core.js')],
   ['cli.js', path.join(dist, 'cli.js')],
   ['head-worker.js', path.join(dist, 'head-worker.js')],
+  ...readdirSync(dist)
+    .filter((f) => /^cli-.+\.js$/.test(f))
+    .map((f) => [f, path.join(dist, f)]),
 ].filter(([, f]) => existsSync(f));
 console.log('\nsize (raw / gzip -9):');
 for (const [name, file] of rows) {
