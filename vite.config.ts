@@ -247,10 +247,15 @@ function libConfig(mode: string): UserConfig {
           sourcemap: true,
           target: 'node20',
           minify: false,
-          ssr: path.join(root, 'src/cli/main.ts'),
+          ssr: true,
           rollupOptions: {
+            // the CLI, and the head-trainer pool's worker thread (src/cli/trainer-pool.ts loads it beside cli.js)
+            input: {
+              cli: path.join(root, 'src/cli/main.ts'),
+              'head-worker': path.join(root, 'src/cli/head-worker.ts'),
+            },
             external: [...nodeExternals, ...packageExternals],
-            output: { entryFileNames: 'cli.js', format: 'es' },
+            output: { entryFileNames: '[name].js', chunkFileNames: 'cli-[name]-[hash].js', format: 'es' },
           },
         },
       };

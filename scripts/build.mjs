@@ -1,5 +1,5 @@
 // `npm run build`: every build output in dist/ — ESM + worker (entry and chunks), script-tag IIFE, pure core, Node
-// CLI, type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size (the serving
+// CLI (and its head-training worker thread), type declarations, onnxruntime-web's .mjs/.wasm in dist/ort/ — then prints the runtime's gzip size (the serving
 // worker, and apart the learning chunk it imports only for `load(url, { learn })`, dist/selfxit.learn-<hash>.js).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -42,6 +42,9 @@ if (step('esm')) {
 if (step('iife')) await viteBuild('iife');
 if (step('core')) await viteBuild('core');
 if (step('cli')) {
+  // dist/cli.js, dist/head-worker.js (the head-trainer pool's worker thread) and their shared chunks dist/cli-*.js
+  for (const f of readdirSync(dist).filter((f) => /^(cli(-.+)?|head-worker)\.js(\.map)?$/.test(f)))
+    rmSync(path.join(dist, f), { force: true });
   if (existsSync(path.join(root, 'src/cli/main.ts'))) await viteBuild('cli');
   else console.warn('skipped dist/cli.js: src/cli/main.ts does not exist yet');
 }
@@ -85,6 +88,10 @@ const rows = [
   ...assets.filter((f) => f.endsWith('.js')).map((f) => [`assets/${f}`, path.join(dist, 'assets', f)]),
   ['core.js', path.join(dist, 'core.js')],
   ['cli.js', path.join(dist, 'cli.js')],
+  ['head-worker.js', path.join(dist, 'head-worker.js')],
+  ...readdirSync(dist)
+    .filter((f) => /^cli-.+\.js$/.test(f))
+    .map((f) => [f, path.join(dist, f)]),
 ].filter(([, f]) => existsSync(f));
 console.log('\nsize (raw / gzip -9):');
 for (const [name, file] of rows) {

@@ -23,6 +23,7 @@ export type {
   CandidateHeadReport,
 } from './calibrate/prepare.js';
 export type { PrepareProgress, PrepareStage, ProgressCallback } from './calibrate/progress.js';
+export type { HeadTrainerPool, StackTask, StackTaskResult, TrainingData } from './calibrate/train-task.js';
 export type { AugmentKind } from './calibrate/augment.js';
 export type { ThresholdRule } from './policy/exit-rule.js';
 export type { CostTable } from './policy/cost-table.js';

@@ -32,6 +32,12 @@ export { MANIFEST_VERSION, MANIFEST_FORMAT, MANIFEST_FILE, NEVER_EXIT, validateM
  * {@link minimumSamples} is the fewest samples a target agreement needs (prepare throws `TOO_FEW_SAMPLES` below it).
  */
 export { prepare, minimumSamples } from './calibrate/prepare.js';
+/**
+ * Head training as tasks (prepare's `trainerPool` option): {@link inProcessTrainer} is the default trainer (one
+ * task at a time, in this thread); {@link runStackTask} is what any trainer runs for a task (e.g. in a worker of a
+ * caller's own pool; the Node CLI's worker-thread pool is src/cli/trainer-pool.ts).
+ */
+export { inProcessTrainer, runStackTask } from './calibrate/train-task.js';
 /** A device plan's measured stage times as the JSON that `selfxit prepare --cost-table` reads. */
 export { costTableFromPlan } from './policy/device-plan.js';
 

@@ -66,7 +66,7 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 }
 
 function node(args: string[], cwd: string): Run {
-  const r = spawnSync(process.execPath, args, { cwd, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, args, { cwd, encoding: 'utf8', timeout: 150_000 });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -111,6 +111,35 @@ describe('built CLI: node bin/selfxit.js', () => {
     expect(j).toEqual(JSON.parse(src.stdout));
   }, 60_000);
 
+  it('prepare --threads 2 trains on dist/head-worker.js: the bundle of --threads 1', () => {
+    const calib = path.join(fashion, 'calib-u8.bin');
+    const run = (threads: number): Run & { out: string } => {
+      const out = path.join(dir, `threads-${threads}`);
+      const args = ['prepare', fashionModel, '--samples', calib, '--shape', '28,28,1', '--mean', '0.286'];
+      const r = node(
+        [binJs, ...args, '--std', '0.353', '--limit', '600', '--threads', String(threads), '--out', out],
+        dir,
+      );
+      return { ...r, out };
+    };
+    const [one, two] = [run(1), run(2)];
+    expect(one.code, one.stderr).toBe(0);
+    expect(two.code, two.stderr).toBe(0);
+    expect(two.stdout).toMatch(/head training: 2 threads/);
+    const files = fs.readdirSync(one.out).filter((f) => f !== 'manifest.json');
+    expect(files.length).toBeGreaterThan(1);
+    for (const f of files)
+      expect(fs.readFileSync(path.join(two.out, f)).equals(fs.readFileSync(path.join(one.out, f))), f).toBe(true);
+    // the manifests differ only in their date and timings
+    const strip = (d: string): unknown => {
+      const m = JSON.parse(fs.readFileSync(path.join(d, 'manifest.json'), 'utf8')) as Record<string, unknown> & {
+        calibration: Record<string, unknown>;
+      };
+      return { ...m, createdAt: 0, calibration: { ...m.calibration, timings: 0 } };
+    };
+    expect(strip(two.out)).toEqual(strip(one.out));
+  }, 180_000);
+
   it('error path: exit 1 with error [CODE], usage errors exit 2', () => {
     const text = path.join(dir, 'notes.onnx');
     fs.writeFileSync(text, 'not a model\n');
@@ -124,7 +153,7 @@ describe('built CLI: node bin/selfxit.js', () => {
 
 describe('built CLI in a consumer install without onnxruntime-node', () => {
   /**
-   * <tmp>/consumer/node_modules/selfxit holds copies of package.json, bin/ and dist/cli.js (copies, so that
+   * <tmp>/consumer/node_modules/selfxit holds copies of package.json, bin/ and the CLI's dist files (copies, so that
    * module resolution starts there and not in this repo); every package in `dependencies` is a link into this
    * repo's node_modules. onnxruntime-node and all devDependencies are absent, as after `npm install selfxit`.
    */
@@ -135,7 +164,9 @@ describe('built CLI in a consumer install without onnxruntime-node', () => {
     fs.mkdirSync(path.join(pkgDir, 'dist'), { recursive: true });
     fs.copyFileSync(path.join(repoRoot, 'package.json'), path.join(pkgDir, 'package.json'));
     fs.copyFileSync(binJs, path.join(pkgDir, 'bin/selfxit.js'));
-    fs.copyFileSync(cliJs, path.join(pkgDir, 'dist/cli.js'));
+    // dist/cli.js, the head-trainer pool's worker dist/head-worker.js and the chunks they share (dist/cli-*.js)
+    for (const f of fs.readdirSync(path.dirname(cliJs)).filter((f) => /^(cli(-.+)?|head-worker)\.js$/.test(f)))
+      fs.copyFileSync(path.join(path.dirname(cliJs), f), path.join(pkgDir, 'dist', f));
     const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as {
       dependencies: Record<string, string>;
       peerDependencies?: Record<string, string>;

@@ -6,16 +6,15 @@ import { exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.
 import type { CostTable } from '../policy/cost-table.js';
 import { selectExitsWithRule, type RuleSelection } from '../policy/exit-rule.js';
 import { cutName } from './candidate-cuts.js';
-import { crossFit } from './crossfit.js';
+import { foldFits, memberStack, planCrossFit } from './crossfit.js';
 import { membersOf } from './ensemble.js';
 import { buildCosts, coverageAt, estimateHeadMacs } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
-import type { CutFeatures, FeatureSet } from './features.js';
+import type { FeatureSet } from './features.js';
 import {
   autoConfigs,
   autoLadder,
   chooseCapacity,
-  configFeatures,
   configGeometry,
   fixedConfig,
   headUtility,
@@ -24,8 +23,10 @@ import {
 } from './head-capacity.js';
 import type { CandidateHeadReport, FitContext } from './prepare-context.js';
 import type { ResolvedPrepareOptions } from './prepare-options.js';
-import { throwIfAborted, yieldToEventLoop } from './progress.js';
+import { addMemberLogits } from './head-stack.js';
+import { throwIfAborted } from './progress.js';
 import { DEFAULT_HIDDEN } from './train-head.js';
+import { inProcessTrainer, mapLimit, settleAll, type HeadTrainerPool } from './train-task.js';
 
 /** Out-of-fold scores of one head at one cut, and its report line. */
 export interface TrainedCandidate {
@@ -73,39 +74,82 @@ export function headCosts(
 }
 
 /**
- * Cross-fits the `config` head at cut i on its features `f` (every fold, or only `onlyFolds`: screening), and rates
- * it on the samples whose out-of-fold outputs it produced: agreement, coverage and utility at the target.
+ * Cross-fits the `config` head at cut i (every fold, or only `onlyFolds`: screening) on the trainer, one task per
+ * ensemble member, and rates it on the samples whose out-of-fold outputs it produced: agreement, coverage and utility
+ * at the target. The same fits, in the same float order, as crossFit on that cut's features.
  */
-function trainCandidate(
+async function trainCandidate(
   c: FitContext,
   data: HeadData,
+  trainer: HeadTrainerPool,
+  stop: AbortController,
   i: number,
   config: HeadConfig,
-  f: CutFeatures<FeatureRows>,
   onFit: () => void,
   onlyFolds: readonly number[] | undefined,
   keepProbs: boolean,
-): TrainedCandidate {
+): Promise<TrainedCandidate> {
   const { o } = c;
   const n = c.samples.count;
   const k = c.io.classes;
-  const cf = crossFit(f.x, data.features.teacher, data.rows, f.dim, k, {
+  const plan = planCrossFit(data.rows, {
     kind: config.kind,
     hidden: config.hidden,
     foldOf: data.foldOf,
     seed: o.seed,
     temperature: o.temperature,
     members: membersOf(config.kind, o.ensemble),
-    fitFinal: false,
     // the samples' out-of-fold outputs only: their augmented copies' are never read (n × k, not rows × k)
     predictRows: n,
-    onFit,
     ...(onlyFolds ? { onlyFolds } : {}),
   });
-  const scores = exitScores(cf.oof, n, k, data.teacherPred);
+  const M = plan.members;
+  const train = { kind: config.kind, hidden: config.hidden, temperature: o.temperature, earlyStopping: 0 };
+  const results = await settleAll(
+    Array.from({ length: M }, (_, m) => {
+      const member = memberStack(plan, m);
+      const oof = { rows: plan.predictRows, logits: M > 1 };
+      const task = { cut: i, config, group: 'folds' as const, heads: member.heads, train, oof };
+      return trainer.run({ ...task, shuffleSeed: member.shuffleSeed }, stop.signal);
+    }),
+    stop,
+  );
+  let oof = results[0]!.oof!;
+  if (M > 1) {
+    oof = new Float32Array(plan.predictRows * k);
+    for (const r of results) addMemberLogits(oof, r.oof!, 1 / M, plan.settings.logitScale);
+  }
+  const ms = results.reduce((a, r) => a + r.ms, 0);
+  foldFits(
+    plan,
+    results.map((r) => r.stack),
+    oof,
+    k,
+    ms,
+    onFit,
+  );
+  const scores = exitScores(oof, n, k, data.teacherPred);
   const rated = onlyFolds ? subsetScores(scores, heldOutSamples(c, data, onlyFolds)) : scores;
-  const report = rate(c, data, i, config, rated, cf.ms);
-  return { config, scores, report, ...(keepProbs ? { probs: cf.oof } : {}) };
+  const report = rate(c, data, i, config, rated, ms);
+  return { config, scores, report, ...(keepProbs ? { probs: oof } : {}) };
+}
+
+/**
+ * The trainer of a heads phase, given its data: prepare's `trainerPool`, else a new in-process one. `stop` aborts with
+ * the caller's signal, and on the first failure (so that no task still queued runs).
+ */
+export async function loadTrainer(
+  c: FitContext,
+  data: HeadData,
+): Promise<{ trainer: HeadTrainerPool; stop: AbortController; done: () => void }> {
+  const trainer = c.options.trainerPool ?? inProcessTrainer();
+  await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });
+  const stop = new AbortController();
+  const parent = c.options.signal;
+  const onAbort = (): void => stop.abort(parent?.reason);
+  if (parent?.aborted) onAbort();
+  else parent?.addEventListener('abort', onAbort, { once: true });
+  return { trainer, stop, done: () => parent?.removeEventListener('abort', onAbort) };
 }
 
 /** The samples (not their copies) of folds `folds`. */
@@ -164,39 +208,58 @@ export async function trainCandidates(
   let fitsDone = 0;
   const trained = cuts.map(() => new Map<string, TrainedCandidate>());
   const screened: CandidateHeadReport[][] = cuts.map(() => []);
+  const { trainer, stop, done } = await loadTrainer(c, data);
+  const lanes = trainer.concurrency;
   const train = async (i: number, config: HeadConfig, onlyFolds?: readonly number[]): Promise<TrainedCandidate> => {
     throwIfAborted(options.signal, 'head training');
     const detail = `${cutName(cuts[i]!)} ${config.label}${onlyFolds ? ' (screen)' : ''}`;
     const onFit = (): void => progress({ stage: 'heads', done: ++fitsDone, total: totalFits, detail });
-    const f = configFeatures(data.features.cuts[i]!, config);
-    const t = trainCandidate(c, data, i, config, f, onFit, onlyFolds, keepProbs);
-    await yieldToEventLoop();
-    return t;
+    return trainCandidate(c, data, trainer, stop, i, config, onFit, onlyFolds, keepProbs);
   };
-  for (let i = 0; i < cuts.length; i++) trained[i]!.set(first!.label, await train(i, first!));
-  if (shortlistSize === 0 || (others.length === 0 && ladder.length === 0)) return { trained, screened };
-  const short = shortlist(c, data, trained, first!, shortlistSize);
-  totalFits = firstFits + short.reduce((a, i) => a + perShort(i), 0);
-  for (const config of others) for (const i of short) trained[i]!.set(config.label, await train(i, config));
-  if (ladder.length === 0) return { trained, screened };
-  const screenFolds = [0];
-  const held = heldOutSamples(c, data, screenFolds);
-  for (const i of short) {
-    const onFold = [...trained[i]!.values()].map((t) => ({
-      config: t.config,
-      utility: rate(c, data, i, t.config, subsetScores(t.scores, held), 0).utility,
-    }));
-    const rated = [];
-    for (const config of extras(i)) {
-      const s = await train(i, config, screenFolds);
-      screened[i]!.push({ ...s.report, capacity: `${config.label} (screened on fold 0)` });
-      rated.push({ config, utility: s.report.utility });
-    }
-    const best = chooseCapacity(chooseCapacity(onFold[0]!, onFold.slice(1)), rated);
-    if (!trained[i]!.has(best.config.label)) trained[i]!.set(best.config.label, await train(i, best.config));
-    else if (rated.length > 0) totalFits -= o.folds; // no ladder winner to cross-fit
+  try {
+    // independent trainings run `lanes` at a time (each cut's results are set in the order of the sequential loops)
+    const firsts = await mapLimit(cuts, lanes, (_, i) => train(i, first!), stop);
+    firsts.forEach((t, i) => trained[i]!.set(first!.label, t));
+    if (shortlistSize === 0 || (others.length === 0 && ladder.length === 0)) return { trained, screened };
+    const short = shortlist(c, data, trained, first!, shortlistSize);
+    totalFits = firstFits + short.reduce((a, i) => a + perShort(i), 0);
+    const screenFolds = [0];
+    const held = heldOutSamples(c, data, screenFolds);
+    // per shortlisted cut: the other kinds, then (auto) the ladder's screens and its winner; the cuts run side by side
+    await mapLimit(
+      short,
+      lanes,
+      async (i) => {
+        const kinds = await settleAll(
+          others.map((config) => train(i, config)),
+          stop,
+        );
+        others.forEach((config, j) => trained[i]!.set(config.label, kinds[j]!));
+        if (ladder.length === 0) return;
+        const onFold = [...trained[i]!.values()].map((t) => ({
+          config: t.config,
+          utility: rate(c, data, i, t.config, subsetScores(t.scores, held), 0).utility,
+        }));
+        const configs = extras(i);
+        const screens = await settleAll(
+          configs.map((config) => train(i, config, screenFolds)),
+          stop,
+        );
+        const rated = configs.map((config, j) => {
+          const s = screens[j]!;
+          screened[i]!.push({ ...s.report, capacity: `${config.label} (screened on fold 0)` });
+          return { config, utility: s.report.utility };
+        });
+        const best = chooseCapacity(chooseCapacity(onFold[0]!, onFold.slice(1)), rated);
+        if (!trained[i]!.has(best.config.label)) trained[i]!.set(best.config.label, await train(i, best.config));
+        else if (rated.length > 0) totalFits -= o.folds; // no ladder winner to cross-fit
+      },
+      stop,
+    );
+  } finally {
+    done();
   }
-  progress({ stage: 'heads', done: totalFits, total: totalFits });
+  if (ladder.length > 0) progress({ stage: 'heads', done: totalFits, total: totalFits });
   return { trained, screened };
 }
 

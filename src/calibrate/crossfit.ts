@@ -12,7 +12,7 @@ import {
   type TrainedHead,
 } from './train-head.js';
 import { averageLogitHeads, MEMBER_SEED_STEP } from './ensemble.js';
-import { trainStack, type StackHead } from './head-stack.js';
+import { trainStack, type StackHead, type StackResult } from './head-stack.js';
 import { softmaxRowsInPlace } from './linalg.js';
 import type { FeatureRows } from './feature-store.js';
 import { foldIndices, kFoldAssign } from './rng.js';
@@ -92,6 +92,51 @@ export function crossFit(
   options: CrossFitOptions = {},
 ): CrossFitResult {
   const t0 = Date.now();
+  const plan = planCrossFit(n, options);
+  const { foldOf, settings, members: M, predictRows } = plan;
+  const oof = new Float32Array(predictRows * k);
+  // One stack per member (its own shuffle as well as its own init: more diverse members than one shared stack).
+  const stacks = Array.from({ length: M }, (_, m) => {
+    const member = memberStack(plan, m);
+    return trainStack(
+      x,
+      p,
+      n,
+      d,
+      k,
+      foldOf,
+      member.heads,
+      { ...settings, shuffleSeed: member.shuffleSeed },
+      oof,
+      predictRows,
+      M > 1 ? 1 / M : undefined,
+    );
+  });
+  foldFits(plan, stacks, oof, k, Date.now() - t0, options.onFit);
+  let head: TrainedHead | undefined;
+  if (options.fitFinal ?? true) {
+    // Its own pass: in the stack it would see every row of each batch, a larger batch than the folds' heads.
+    const results = Array.from({ length: M }, (_, m) =>
+      trainHeadOnRows(x, p, n, d, k, null, { ...options, seed: plan.seed + MEMBER_SEED_STEP * m }),
+    );
+    head = finalFit(results, n, options.onFit);
+  }
+  return { oof, ...(head ? { head } : {}), foldOf, ms: Date.now() - t0 };
+}
+
+/** What a cross-fit trains, validated: the split, the fold heads (folds with held-out rows, or `onlyFolds`), the
+ * members and the resolved settings of the fold stacks. */
+export interface CrossFitPlan {
+  readonly foldOf: Int32Array;
+  readonly heads: readonly StackHead[];
+  readonly members: number;
+  readonly predictRows: number;
+  readonly seed: number;
+  readonly settings: ReturnType<typeof resolveTrainSettings>;
+}
+
+/** The plan of {@link crossFit} for `n` rows (INVALID_ARGUMENT / TOO_FEW_SAMPLES as crossFit throws them). */
+export function planCrossFit(n: number, options: CrossFitOptions): CrossFitPlan {
   const seed = options.seed ?? 0;
   let foldOf: Int32Array;
   if (options.foldOf) {
@@ -110,7 +155,6 @@ export function crossFit(
   }
   if (folds < 2) throw new SelfxitError('INVALID_ARGUMENT', 'cross-fitting needs at least 2 folds');
   const predictRows = Math.min(n, options.predictRows ?? n);
-  const oof = new Float32Array(predictRows * k);
   const settings = resolveTrainSettings({ ...options, earlyStopping: options.earlyStopping ?? 0 });
   const heads: StackHead[] = [];
   for (let f = 0; f < folds; f++) {
@@ -122,47 +166,46 @@ export function crossFit(
   const M = options.members ?? 1;
   if (!(Number.isInteger(M) && M >= 1))
     throw new SelfxitError('INVALID_ARGUMENT', `members must be an integer >= 1, got ${String(M)}`);
-  // One stack per member (its own shuffle as well as its own init: more diverse members than one shared stack).
-  const stacks = Array.from({ length: M }, (_, m) => {
-    const step = MEMBER_SEED_STEP * m;
-    const hs = heads.map((h) => ({ holdOut: h.holdOut, seed: h.seed + step }));
-    return trainStack(
-      x,
-      p,
-      n,
-      d,
-      k,
-      foldOf,
-      hs,
-      { ...settings, shuffleSeed: seed + step },
-      oof,
-      predictRows,
-      M > 1 ? 1 / M : undefined,
-    );
-  });
-  if (M > 1) softmaxHeldOut(oof, foldOf, heads, k);
-  const stackMs = Date.now() - t0;
+  return { foldOf, heads, members: M, predictRows, seed, settings };
+}
+
+/** Member m's fold stack: the plan's heads with seeds + {@link MEMBER_SEED_STEP}·m, and its shuffle seed. */
+export function memberStack(plan: CrossFitPlan, m: number): { heads: StackHead[]; shuffleSeed: number } {
+  const step = MEMBER_SEED_STEP * m;
+  return { heads: plan.heads.map((h) => ({ holdOut: h.holdOut, seed: h.seed + step })), shuffleSeed: plan.seed + step };
+}
+
+/**
+ * Once every member stack is trained (their held-out outputs in `oof`: probabilities for one member, the mean scaled
+ * logits for several): turns the mean logits into probabilities and reports every fold's head to `onFit`.
+ */
+export function foldFits(
+  plan: CrossFitPlan,
+  stacks: readonly StackResult[],
+  oof: Float32Array,
+  k: number,
+  stackMs: number,
+  onFit: CrossFitOptions['onFit'],
+): void {
+  const { foldOf, heads, settings } = plan;
+  if (stacks.length > 1) softmaxHeldOut(oof, foldOf, heads, k);
   heads.forEach((h, i) => {
     const results = stacks.map((stack) => toTrainHeadResult(stack, i, settings.logitScale, stackMs));
-    const result = M > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
+    const result = results.length > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
     const [trainIndices, predictIndices] = [
       foldIndices(foldOf, h.holdOut, false),
       foldIndices(foldOf, h.holdOut, true),
     ];
-    options.onFit?.({ fold: h.holdOut, trainIndices, predictIndices, result });
+    onFit?.({ fold: h.holdOut, trainIndices, predictIndices, result });
   });
-  let head: TrainedHead | undefined;
-  if (options.fitFinal ?? true) {
-    // Its own pass: in the stack it would see every row of each batch, a larger batch than the folds' heads.
-    const results = Array.from({ length: M }, (_, m) =>
-      trainHeadOnRows(x, p, n, d, k, null, { ...options, seed: seed + MEMBER_SEED_STEP * m }),
-    );
-    const result = M > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
-    head = { layers: result.layers, logitScale: result.logitScale };
-    const all = Int32Array.from({ length: n }, (_, i) => i);
-    options.onFit?.({ fold: -1, trainIndices: all, predictIndices: new Int32Array(0), result });
-  }
-  return { oof, ...(head ? { head } : {}), foldOf, ms: Date.now() - t0 };
+}
+
+/** The final head from its members' fits on all `n` rows (their logit-averaged head), reported to `onFit`. */
+export function finalFit(results: readonly TrainHeadResult[], n: number, onFit: CrossFitOptions['onFit']): TrainedHead {
+  const result = results.length > 1 ? { ...results[0]!, ...averageLogitHeads(results) } : results[0]!;
+  const all = Int32Array.from({ length: n }, (_, i) => i);
+  onFit?.({ fold: -1, trainIndices: all, predictIndices: new Int32Array(0), result });
+  return { layers: result.layers, logitScale: result.logitScale };
 }
 
 /** Turns the mean logits that the member stacks added into the held-out rows of `heads`' folds into probabilities. */

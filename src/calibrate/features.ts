@@ -75,6 +75,16 @@ interface ExtractOptions {
   readonly signal?: AbortSignal;
   /** Storage of the pooled matrices. Default 'f32'. */
   readonly storage?: FeatureStorage;
+  /**
+   * Allocate the pooled matrices and the teacher on SharedArrayBuffer (worker threads then read them without a copy;
+   * the same bytes as otherwise). Default false.
+   */
+  readonly shared?: boolean;
+}
+
+/** A zeroed buffer of `bytes`, on SharedArrayBuffer when `shared`. */
+function buffer(bytes: number, shared: boolean | undefined): ArrayBufferLike {
+  return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
 }
 
 /** How a cut's map is read: its layout as the graph tells it ({@link CutPoint.layout}), NCHW when it does not. */
@@ -116,8 +126,13 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
       checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
       const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
       const x: FeatureRows = half
-        ? ({ format: 'f16', n, d: dim, data: new Uint16Array(n * dim) } satisfies PackedFeatures)
-        : new Float32Array(n * dim);
+        ? ({
+            format: 'f16',
+            n,
+            d: dim,
+            data: new Uint16Array(buffer(2 * n * dim, options.shared)),
+          } satisfies PackedFeatures)
+        : new Float32Array(buffer(4 * n * dim, options.shared));
       return {
         cut: r.cut,
         ...g,
@@ -130,7 +145,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
         ...(cutLayout(r.cut) === 'NHWC' ? { nchw: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
       };
     });
-  const teacher = new Float32Array(n * k);
+  const teacher = new Float32Array(buffer(4 * n * k, options.shared));
   const model = withExtraOutputs(
     options.model,
     requests.map((r) => r.cut.tensor),

@@ -103,7 +103,9 @@ class Layout {
  * the teacher `p [n, k]` (KL, AdamW, cosine-decayed rate, He init). With `oof`, also writes into `oof [oofRows, k]`
  * each held-out row's probabilities from the head that held it out, after training, for the rows below `oofRows`
  * (default n; the samples, whose augmented copies follow them, when only theirs are read); with `oofLogitWeight` w,
- * adds w × its scaled logits (logits × logitScale) instead (a head ensemble's mean logits, over several stacks).
+ * adds w × its scaled logits (logits × logitScale) instead (a head ensemble's mean logits, over several stacks); with
+ * `oofLogitWeight` 'raw', writes its raw float32 logits (an ensemble member trained apart: the caller then adds
+ * w × logitScale × them, the same sum as w in place; {@link addMemberLogits}).
  */
 export function trainStack(
   x: FeatureRows,
@@ -116,7 +118,7 @@ export function trainStack(
   s: StackSettings,
   oof?: Float32Array,
   oofRows = n,
-  oofLogitWeight?: number,
+  oofLogitWeight?: number | 'raw',
 ): StackResult {
   const H = heads.length;
   if (H < 1) throw new SelfxitError('INVALID_ARGUMENT', 'a head stack needs at least one head');
@@ -450,6 +452,11 @@ export function trainStack(
       for (let r = 0; r < bs; r++) {
         const row = rows[s0 + r]!;
         const h = headOf.get(group[row]!)!;
+        if (oofLogitWeight === 'raw') {
+          const zb = z + r * NZ + zOff(h);
+          for (let j = 0; j < k; j++) oof![row * k + j] = f[zb + j]!;
+          continue;
+        }
         if (oofLogitWeight !== undefined) {
           const zb = z + r * NZ + zOff(h);
           const w = oofLogitWeight * s.logitScale;
@@ -461,4 +468,14 @@ export function trainStack(
       }
     }
   }
+}
+
+/**
+ * Adds an ensemble member's raw held-out logits (`trainStack` with `oofLogitWeight` 'raw'; zero where it wrote none, which adds +0 to rows no member writes)
+ * into `oof` with weight `w` × `logitScale`: the same float operations, in the same order over members, as the member
+ * stacks adding into one `oof` in place (so members trained apart give the same bits).
+ */
+export function addMemberLogits(oof: Float32Array, raw: Float32Array, w: number, logitScale: number): void {
+  const ws = w * logitScale;
+  for (let i = 0; i < oof.length; i++) oof[i]! += ws * raw[i]!;
 }

@@ -152,7 +152,8 @@ export function featureBatchRows(
   return Math.max(1, Math.min(c.o.batchSize, Math.floor(FEATURE_RUN_BYTES / (4 * floats))));
 }
 
-/** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options). */
+/** One backbone pass over `samples` pooling the requested cuts (extractFeatures with prepare's options; `alloc.shared`:
+ * the matrices and teacher on SharedArrayBuffer, for a trainer pool's threads). */
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
@@ -163,16 +164,19 @@ export function backbonePass(
   requests: readonly FeatureRequest[],
   samples: SampleBatch | SampleRows,
   storage: FeatureStorage,
+  alloc?: { readonly shared: boolean },
 ): Promise<FeatureSet<FeatureRows>>;
 export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
   samples: SampleBatch | SampleRows,
   storage: FeatureStorage = 'f32',
+  alloc: { readonly shared: boolean } = { shared: false },
 ): Promise<FeatureSet<FeatureRows>> {
   const { options, io, progress } = c;
   return extractFeatures({
     storage,
+    ...(alloc.shared ? { shared: true } : {}),
     model: c.model,
     requests,
     samples,
@@ -214,6 +218,6 @@ export function bundleExit(
  * on-device learning, src/learn/, a context over its reservoir): no model bytes, no samples beyond their count.
  */
 export type FitContext = Pick<PrepareContext, 'o' | 'analysis' | 'io' | 'timer' | 'warnings' | 'progress'> & {
-  readonly options: Pick<PrepareContext['options'], 'costTable' | 'signal'>;
+  readonly options: Pick<PrepareContext['options'], 'costTable' | 'signal' | 'trainerPool'>;
   readonly samples: Pick<SampleBatch, 'count'>;
 };

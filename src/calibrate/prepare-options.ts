@@ -9,6 +9,7 @@ import { checkAugment, type AugmentKind } from './augment.js';
 import type { InputOverrides } from './model-io.js';
 import type { ProgressCallback } from './progress.js';
 import type { SampleInput } from './samples.js';
+import type { HeadTrainerPool } from './train-task.js';
 import { DEFAULT_HIDDEN } from './train-head.js';
 
 /** Options of {@link prepare}. Defaults are resolved in {@link resolvePrepareOptions}. */
@@ -101,6 +102,15 @@ export interface PrepareOptions {
   /** Receives a warning as soon as it is known, before the long steps (it is in the result's `warnings` too). */
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Runs the head trainings of the heads phase (selfxit mode: candidate and final heads), `concurrency` at a time.
+   * Default: one at a time in this thread. In Node, `createHeadTrainerPool({ threads })` (selfxit/cli's
+   * src/cli/trainer-pool.ts, what `selfxit prepare --threads N` uses) trains on worker threads; the pooled features
+   * are then allocated on SharedArrayBuffer, read by every thread without a copy. The bundle is the same bytes
+   * whatever the trainer and its thread count. The caller owns the pool: it closes it after prepare (and may reuse
+   * it for another prepare, not two at once).
+   */
+  readonly trainerPool?: HeadTrainerPool;
   /** Written into the manifest. Default "selfxit". */
   readonly generator?: string;
   /** ISO date for the manifest. Default now. */

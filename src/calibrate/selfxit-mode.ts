@@ -9,7 +9,14 @@ import { argmaxRows, type CascadeCosts, type CascadeOutcome, type ExitScores } f
 import type { RuleSelection } from '../policy/exit-rule.js';
 import { augmentedRows, type AugmentKind } from './augment.js';
 import { candidateCuts, cutName, namedExitCuts } from './candidate-cuts.js';
-import { bestConfigs, headCosts, selectExitsFor, trainCandidates, type HeadData } from './candidate-heads.js';
+import {
+  bestConfigs,
+  headCosts,
+  loadTrainer,
+  selectExitsFor,
+  trainCandidates,
+  type HeadData,
+} from './candidate-heads.js';
 import { macsOutcome } from './exit-costs.js';
 import type { FeatureRows } from './feature-store.js';
 import { featureMatrixBytes, type CutFeatures, type FeatureSet } from './features.js';
@@ -23,12 +30,13 @@ import {
   type FitContext,
   type PrepareContext,
 } from './prepare-context.js';
-import { throwIfAborted, yieldToEventLoop } from './progress.js';
+import { throwIfAborted } from './progress.js';
 import { kFoldAssign } from './rng.js';
 import type { SampleBatch, SampleRows } from './samples.js';
 import { planFeatures, type FeaturePlan } from './prepare-features.js';
-import { membersOf, trainEnsembleHead } from './ensemble.js';
-import type { TrainedHead } from './train-head.js';
+import { averageLogitHeads, MEMBER_SEED_STEP, membersOf } from './ensemble.js';
+import { resolveTrainSettings, toTrainHeadResult, type TrainedHead } from './train-head.js';
+import { mapLimit, settleAll } from './train-task.js';
 
 /** The candidate cuts and their pooling that {@link fitSelfxitExits} fits heads on (a FeaturePlan's fields). */
 export type FitPlan = Pick<FeaturePlan, 'cuts' | 'requests' | 'augment' | 'note'> &
@@ -39,7 +47,9 @@ export async function runSelfxitMode(c: PrepareContext): Promise<ModeOutcome> {
   const plan = planFeatures(c, selfxitCuts(c));
   // The augmented copies are made a batch at a time during the backbone pass (never all held).
   const features = await c.timer.time('features', () =>
-    backbonePass(c, plan.requests, withAugmentedCopies(c, plan.augment), plan.storage),
+    backbonePass(c, plan.requests, withAugmentedCopies(c, plan.augment), plan.storage, {
+      shared: c.options.trainerPool?.sharedMemory === true,
+    }),
   );
   return fitSelfxitExits(c, plan, features);
 }
@@ -192,7 +202,10 @@ function macsCurve(scores: readonly ExitScores[], sel: RuleSelection, macsCosts:
   });
 }
 
-/** Final heads on all rows (samples and copies) for the selected cuts, each on its configuration's features. */
+/**
+ * Final heads on all rows (samples and copies) for the selected cuts, each on its configuration's features: one
+ * training task per cut and ensemble member (the same fits as trainEnsembleHead), run on the trainer side by side.
+ */
 export async function trainFinalHeads(
   c: FitContext,
   data: HeadData,
@@ -200,32 +213,34 @@ export async function trainFinalHeads(
   configOf: readonly HeadConfig[],
 ): Promise<FinalHead[]> {
   const { o, options } = c;
-  const out: FinalHead[] = [];
-  for (const i of selected) {
-    throwIfAborted(options.signal, 'final head training');
-    const config = configOf[i]!;
-    const f = configFeatures(data.features.cuts[i]!, config);
-    out.push({
-      i,
-      f,
-      head: trainEnsembleHead(
-        f.x,
-        data.features.teacher,
-        data.rows,
-        f.dim,
-        c.io.classes,
-        membersOf(config.kind, o.ensemble),
-        {
-          kind: config.kind,
-          hidden: config.hidden,
-          seed: o.seed,
-          temperature: o.temperature,
-        },
-      ),
-    });
-    await yieldToEventLoop();
+  const { trainer, stop, done } = await loadTrainer(c, data);
+  try {
+    return await mapLimit(
+      selected,
+      trainer.concurrency,
+      async (i) => {
+        throwIfAborted(options.signal, 'final head training');
+        const config = configOf[i]!;
+        const train = { kind: config.kind, hidden: config.hidden, temperature: o.temperature };
+        const { logitScale } = resolveTrainSettings(train);
+        const M = membersOf(config.kind, o.ensemble);
+        const members = await settleAll(
+          Array.from({ length: M }, (_, m) => {
+            const seed = o.seed + MEMBER_SEED_STEP * m;
+            const heads = [{ holdOut: -1, seed }];
+            return trainer.run({ cut: i, config, group: 'all', heads, train, shuffleSeed: seed }, stop.signal);
+          }),
+          stop,
+        );
+        const results = members.map((r) => toTrainHeadResult(r.stack, 0, logitScale, r.ms));
+        const head: TrainedHead = M === 1 ? results[0]! : averageLogitHeads(results);
+        return { i, f: configFeatures(data.features.cuts[i]!, config), head };
+      },
+      stop,
+    );
+  } finally {
+    done();
   }
-  return out;
 }
 
 /** A final head at cut i and the features it reads. */

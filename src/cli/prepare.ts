@@ -15,6 +15,7 @@ import { parseShape, readLabelNames } from './images.js';
 import { openSampleSources } from './sample-sources.js';
 import { loadOrtNode, readFileBytes } from './node-io.js';
 import { createProgressPrinter } from './progress.js';
+import { createHeadTrainerPool, defaultTrainerThreads } from './trainer-pool.js';
 import pkg from '../../package.json' with { type: 'json' };
 
 const help = `Usage: selfxit prepare <model.onnx> --samples <folder|file.u8> [--samples …] --out <bundle dir> [options]
@@ -72,6 +73,9 @@ Calibration:
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
                        else float16, else fewer candidate cuts (stated); images over it: a warning,
                        the features keep a floor; a bare number under 1 MiB is refused (a missing unit)
+  --threads N          threads that train the exit heads side by side (default: the cores Node may use,
+                       at most 4; 1: in the main thread, as the library does by default); the bundle
+                       is the same bytes whatever N, and the features are shared, not copied, per thread
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -109,6 +113,7 @@ const options = {
   'max-features': { type: 'string' },
   hidden: { type: 'string' },
   ensemble: { type: 'string' },
+  threads: { type: 'string' },
   'cost-table': { type: 'string' },
   'max-feature-memory': { type: 'string' },
   report: { type: 'boolean' },
@@ -203,6 +208,9 @@ export const prepareCommand: CliCommand = {
         temperature: v.temperature,
       });
     }
+    const threads = v.threads === undefined ? defaultTrainerThreads() : numberOption(v.threads, '--threads')!;
+    if (!(Number.isInteger(threads) && threads >= 1))
+      throw new UsageError(`--threads must be an integer >= 1, got "${v.threads ?? threads}"`);
     const modelFile = positionals[0]!;
     const modelBytes = await readFileBytes(modelFile);
     const model = decodeModel(modelBytes);
@@ -248,6 +256,8 @@ export const prepareCommand: CliCommand = {
     const ort = await loadOrtNode();
     const num = (x: string | undefined, flag: string): number | undefined => numberOption(x, flag);
     const early = new Set<string>(); // warnings printed as they came
+    // --threads 1: heads train in this thread (the library's default); else on a worker pool, always closed after
+    const trainerPool = threads > 1 ? createHeadTrainerPool({ threads }) : undefined;
     // the progress line ended before anything else is printed: a warning, the error of a run that throws, the summary
     const prepared = await prepare({
       model: modelBytes,
@@ -279,7 +289,11 @@ export const prepareCommand: CliCommand = {
       sessionOptions: CLI_SESSION_OPTIONS,
       onProgress: printer,
       onWarning: (w) => (printer.done(), early.add(w), io.stderr(`warning: ${w}\n`)), // at once: a run may die of memory
-    }).finally(() => printer.done());
+      ...(trainerPool ? { trainerPool } : {}),
+    }).finally(async () => {
+      printer.done();
+      await trainerPool?.close();
+    });
     const extra = new Map<string, string>();
     const warnings = [...(normWarning ? [normWarning] : []), ...prepared.warnings];
     if (v.report) extra.set('report.html', renderReport({ manifest: prepared.manifest, notes: warnings }));
@@ -303,7 +317,7 @@ export const prepareCommand: CliCommand = {
         : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
-        .join(', ')})`,
+        .join(', ')})   head training: ${threads} thread${threads > 1 ? 's' : ''}`,
       `total: ${((performance.now() - tStart) / 1000).toFixed(1)} s from start (loading included)   peak memory: ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB (max RSS)`,
     ];
     io.stdout(`${lines.join('\n')}\n`);

@@ -1,0 +1,216 @@
+// The Node head-trainer pool of `selfxit prepare --threads N`: worker threads (head-worker.ts) that train prepare's
+// head stacks side by side. The heads phase's features and teacher are allocated on SharedArrayBuffer (prepare does
+// so for a pool whose `sharedMemory` is true) and posted once per phase: every thread reads the same memory, so the
+// pool adds no copy of the features (each thread holds its own training workspace and, for a coarser pooling, the
+// one derived matrix it trains on). Results are the same bytes as in-process training (train-task.ts).
+// Workers start on the first task, are unref'd while idle (an idle pool never keeps the process alive), and stop
+// on close(); an aborted task stops its thread and the idle ones (fresh ones start for a next task). A task that
+// throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED.
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { fromErrorPayload, SelfxitError, type SelfxitErrorPayload } from '../errors.js';
+import type { HeadTrainerPool, StackTask, StackTaskResult, TrainingData } from '../calibrate/train-task.js';
+
+/** Messages to a worker. */
+export type WorkerRequest =
+  | { readonly type: 'data'; readonly data: TrainingData }
+  | { readonly type: 'task'; readonly id: number; readonly task: StackTask };
+
+/** Messages from a worker. */
+export type WorkerReply =
+  | { readonly type: 'done'; readonly id: number; readonly result: StackTaskResult }
+  | { readonly type: 'error'; readonly id: number; readonly error: SelfxitErrorPayload };
+
+/** Threads `--threads` defaults to at most: the heads phase rarely has more independent trainings in flight. */
+export const MAX_DEFAULT_THREADS = 4;
+
+/** The default thread count: the cores Node may use (os.availableParallelism()), at most {@link MAX_DEFAULT_THREADS}. */
+export function defaultTrainerThreads(): number {
+  return Math.max(1, Math.min(MAX_DEFAULT_THREADS, os.availableParallelism()));
+}
+
+export interface TrainerPoolOptions {
+  /** Worker threads (tasks trained at once), an integer >= 1. */
+  readonly threads: number;
+  /** The worker script (tests). Default: head-worker.js beside this module (head-worker.ts when run from src/). */
+  readonly workerUrl?: URL;
+}
+
+/** A head-trainer pool on worker threads. */
+export interface NodeTrainerPool extends HeadTrainerPool {
+  /** Threads started and not yet exited (0 once close() has resolved, and soon after an abort). */
+  readonly workers: number;
+}
+
+interface Job {
+  readonly id: number;
+  readonly task: StackTask;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (r: StackTaskResult) => void;
+  readonly reject: (e: unknown) => void;
+  readonly onAbort: () => void;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  job: Job | undefined;
+  /** Stopped on purpose (abort, close): its exit rejects nothing. */
+  stopping: boolean;
+}
+
+/** The worker script: head-worker.js beside the built CLI, head-worker.ts beside this file when run from src/. */
+function defaultWorkerUrl(): URL {
+  const here = import.meta.url;
+  return new URL(/\.ts$/.test(new URL(here).pathname) ? './head-worker.ts' : './head-worker.js', here);
+}
+
+/**
+ * Starts the worker script. A TypeScript one (run from src/, by tsx or Vitest) is imported by a small bootstrap that
+ * first registers tsx's loader in the thread: a worker does not get the loader that `npx tsx …` gave the main thread.
+ */
+function startWorker(url: URL): Worker {
+  if (!url.pathname.endsWith('.ts')) return new Worker(url);
+  const tsxDir = path.dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
+  const api = pathToFileURL(path.join(tsxDir, 'dist/esm/api/index.mjs')).href; // its `import` export
+  const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
+  return new Worker(boot, { eval: true });
+}
+
+function aborted(): SelfxitError {
+  return new SelfxitError('ABORTED', 'Calibration cancelled during head training', { stage: 'head training' });
+}
+
+/**
+ * A pool of `threads` worker threads training prepare's head stacks (pass it as prepare's `trainerPool`, and close it
+ * after). @throws SelfxitError `INVALID_ARGUMENT` when threads is not an integer >= 1.
+ */
+export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerPool {
+  const { threads } = options;
+  if (!(Number.isInteger(threads) && threads >= 1))
+    throw new SelfxitError('INVALID_ARGUMENT', `threads must be an integer >= 1, got ${String(threads)}`);
+  const url = options.workerUrl ?? defaultWorkerUrl();
+  const slots: Slot[] = [];
+  const queue: Job[] = [];
+  let data: TrainingData | undefined;
+  let nextId = 0;
+  let closed = false;
+  let alive = 0;
+
+  const send = (slot: Slot, msg: WorkerRequest): void => slot.worker.postMessage(msg);
+
+  const finish = (slot: Slot): Job | undefined => {
+    const job = slot.job;
+    slot.job = undefined;
+    if (job) job.signal?.removeEventListener('abort', job.onAbort);
+    slot.worker.unref();
+    return job;
+  };
+
+  const drop = (slot: Slot): void => {
+    const i = slots.indexOf(slot);
+    if (i >= 0) slots.splice(i, 1);
+  };
+
+  const spawn = (): Slot => {
+    const worker = startWorker(url);
+    const slot: Slot = { worker, job: undefined, stopping: false };
+    worker.unref();
+    worker.on('message', (msg: WorkerReply) => {
+      const job = finish(slot);
+      if (!job || job.id !== msg.id) return;
+      if (msg.type === 'done') job.resolve(msg.result);
+      else job.reject(fromErrorPayload(msg.error));
+      pump();
+    });
+    const died = (why: string): void => {
+      drop(slot);
+      const job = finish(slot);
+      if (job && !slot.stopping)
+        job.reject(new SelfxitError('WORKER_DIED', `a head-training worker thread died: ${why}`, { threads }));
+      slot.stopping = true;
+      pump();
+    };
+    worker.on('error', (e) => died(e instanceof Error ? e.message : String(e)));
+    worker.on('exit', (code) => {
+      alive--;
+      died(`it exited with code ${code}`);
+    });
+    alive++;
+    if (data) send(slot, { type: 'data', data });
+    slots.push(slot);
+    return slot;
+  };
+
+  const stop = (slot: Slot): Promise<number> => {
+    slot.stopping = true;
+    drop(slot);
+    finish(slot);
+    return slot.worker.terminate();
+  };
+
+  function pump(): void {
+    while (!closed && queue.length > 0) {
+      const slot = slots.find((s) => !s.job && !s.stopping) ?? (slots.length < threads ? spawn() : undefined);
+      if (!slot) return;
+      const job = queue.shift()!;
+      if (job.signal?.aborted) continue; // its abort listener, still to run, rejects it
+      slot.job = job;
+      slot.worker.ref(); // a running task keeps the process alive until its answer
+      send(slot, { type: 'task', id: job.id, task: job.task });
+    }
+  }
+
+  return {
+    concurrency: threads,
+    sharedMemory: true,
+    get workers() {
+      return alive;
+    },
+    load(d) {
+      if (closed) return Promise.reject(new SelfxitError('DISPOSED', 'the head-trainer pool is closed'));
+      data = d;
+      for (const slot of slots) send(slot, { type: 'data', data: d });
+      return Promise.resolve();
+    },
+    run(task, signal) {
+      if (closed) return Promise.reject(new SelfxitError('DISPOSED', 'the head-trainer pool is closed'));
+      if (signal?.aborted) return Promise.reject(aborted());
+      if (!data) return Promise.reject(new SelfxitError('INTERNAL', 'a training task was run before load()'));
+      return new Promise<StackTaskResult>((resolve, reject) => {
+        const job: Job = {
+          id: nextId++,
+          task,
+          signal,
+          resolve,
+          reject,
+          onAbort: () => {
+            const q = queue.indexOf(job);
+            if (q >= 0) queue.splice(q, 1);
+            // its thread stops mid-training, and the idle ones with it (the aborted run's other tasks stop theirs);
+            // the next task starts fresh ones
+            for (const slot of slots.filter((s) => s.job === job || !s.job)) void stop(slot);
+            reject(aborted());
+            pump();
+          },
+        };
+        signal?.addEventListener('abort', job.onAbort, { once: true });
+        queue.push(job);
+        pump();
+      });
+    },
+    async close() {
+      closed = true;
+      data = undefined;
+      for (const job of queue.splice(0)) {
+        job.signal?.removeEventListener('abort', job.onAbort);
+        job.reject(new SelfxitError('DISPOSED', 'the head-trainer pool was closed'));
+      }
+      const running = slots.map((s) => s.job).filter((j): j is Job => j !== undefined);
+      await Promise.all(slots.slice().map(stop));
+      for (const job of running) job.reject(new SelfxitError('DISPOSED', 'the head-trainer pool was closed'));
+    },
+  };
+}

@@ -1,0 +1,209 @@
+// Parallel head training (issue 13): prepare() with the CLI's worker-thread pool gives the same bundle bytes as the
+// library's in-process training, ensembles included; an abort mid-heads rejects ABORTED and stops the threads; a task
+// that throws in a worker, or a worker that dies, rejects with a typed SelfxitError instead of hanging.
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { prepare, type PrepareOptions, type PrepareResult } from '../src/calibrate/prepare.js';
+import type { HeadTrainerPool } from '../src/calibrate/train-task.js';
+import { runStackTask, type StackTask } from '../src/calibrate/train-task.js';
+import { crossFit, foldFits, memberStack, planCrossFit, type FitInfo } from '../src/calibrate/crossfit.js';
+import { addMemberLogits } from '../src/calibrate/head-stack.js';
+import { kFoldAssign } from '../src/calibrate/rng.js';
+import { createHeadTrainerPool, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
+import { teacherData } from './calibrate-fixtures.js';
+import { encodeModel } from '../src/graph/index.js';
+import { isSelfxitError } from '../src/errors.js';
+import { ortNode } from './fixtures/ort-helpers.js';
+import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+
+const model = encodeModel(tinyClassifier());
+const pools: NodeTrainerPool[] = [];
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+});
+
+function pool(threads: number, workerUrl?: URL): NodeTrainerPool {
+  const p = createHeadTrainerPool({ threads, ...(workerUrl ? { workerUrl } : {}) });
+  pools.push(p);
+  return p;
+}
+
+/** prepare() on the tiny classifier with a fixed clock and date (timings 0), so that runs compare byte for byte. */
+function run(n: number, extra: Partial<PrepareOptions>): Promise<PrepareResult> {
+  return prepare({
+    model,
+    samples: { data: blobImages(n, 8, 8, 3), count: n },
+    ort: ortNode,
+    target: 0.9,
+    now: () => 0,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    ...extra,
+  });
+}
+
+function expectSameBundle(a: PrepareResult, b: PrepareResult): void {
+  expect(JSON.stringify(b.manifest)).toBe(JSON.stringify(a.manifest));
+  expect([...b.files.keys()].sort()).toEqual([...a.files.keys()].sort());
+  for (const [name, bytes] of a.files) expect(Buffer.compare(b.files.get(name)!, bytes), name).toBe(0);
+  // the candidates' out-of-fold statistics too (training times aside)
+  const stats = (r: PrepareResult): string =>
+    JSON.stringify(r.report.candidates, (k, v: unknown) => (k === 'trainMs' ? 0 : v));
+  expect(stats(b)).toBe(stats(a));
+}
+
+/** Waits until every thread of `p` has exited (a thread that never exits times the test out). */
+async function threadsExited(p: NodeTrainerPool): Promise<void> {
+  while (p.workers > 0) await new Promise((r) => setTimeout(r, 10));
+}
+
+async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    expect(isSelfxitError(e), String(e)).toBe(true);
+    return e as { code: string; message: string };
+  }
+  throw new Error('expected a rejection, it resolved');
+}
+
+describe('stack tasks', () => {
+  it('reproduce crossFit bit for bit, ensemble members trained apart included', () => {
+    const [n, d, k] = [300, 12, 4];
+    const { x, p } = teacherData(n, d, k, 3);
+    const foldOf = kFoldAssign(n, 5, 0);
+    const features = {
+      n,
+      k,
+      teacher: p,
+      cuts: [{ cut: {}, channels: d, height: 1, width: 1, grid: [1, 1], dim: d, x }],
+    };
+    const data = { features, rows: n, foldOf } as unknown as Parameters<typeof runStackTask>[0];
+    const config = { label: 'pool-mlp', kind: 'pool-mlp', hidden: 8, coarse: false, max: false } as const;
+    for (const members of [1, 3]) {
+      const opts = {
+        kind: 'pool-mlp',
+        hidden: 8,
+        foldOf,
+        seed: 2,
+        members,
+        fitFinal: false,
+        predictRows: 250,
+      } as const;
+      const fits: FitInfo[] = [];
+      const ref = crossFit(x, p, n, d, k, { ...opts, onFit: (f) => fits.push(f) });
+      const plan = planCrossFit(n, opts);
+      const results = Array.from({ length: members }, (_, m) => {
+        const member = memberStack(plan, m);
+        const task: StackTask = {
+          cut: 0,
+          config,
+          group: 'folds',
+          heads: member.heads,
+          train: { kind: 'pool-mlp', hidden: 8, earlyStopping: 0 },
+          shuffleSeed: member.shuffleSeed,
+          oof: { rows: plan.predictRows, logits: members > 1 },
+        };
+        return runStackTask(data, task);
+      });
+      let oof = results[0]!.oof!;
+      if (members > 1) {
+        oof = new Float32Array(plan.predictRows * k);
+        for (const r of results) addMemberLogits(oof, r.oof!, 1 / members, plan.settings.logitScale);
+      }
+      const got: FitInfo[] = [];
+      foldFits(
+        plan,
+        results.map((r) => r.stack),
+        oof,
+        k,
+        0,
+        (f) => got.push(f),
+      );
+      expect(Buffer.from(oof.buffer).equals(Buffer.from(ref.oof.buffer)), `members ${members}`).toBe(true);
+      expect(got.map((f) => f.result.layers)).toEqual(fits.map((f) => f.result.layers));
+    }
+  });
+});
+
+describe('prepare on a worker-thread trainer pool', () => {
+  it('gives the same bundle bytes as in-process training', { timeout: 180_000 }, async () => {
+    const one = await run(400, {});
+    const p = pool(2);
+    const two = await run(400, { trainerPool: p });
+    expect(one.manifest.exits.length).toBeGreaterThan(0);
+    expectSameBundle(one, two);
+    expect(p.workers).toBe(2); // both threads trained (idle now, unref'd: they keep no process alive)
+  });
+
+  it('gives the same bundle with pool-mlp heads as ensembles of 2', { timeout: 180_000 }, async () => {
+    const extra: Partial<PrepareOptions> = { ensemble: 2, headKinds: ['pool-mlp'], target: 0.7 };
+    const one = await run(1000, extra);
+    const two = await run(1000, { ...extra, trainerPool: pool(2) });
+    // a pool-mlp exit: its final head is an ensemble trained as two tasks, as are its cross-fits
+    expect(one.manifest.exits.map((e) => e.headKind)).toContain('pool-mlp');
+    expectSameBundle(one, two);
+  });
+
+  it('an abort during head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
+    const p = pool(2);
+    const ctl = new AbortController();
+    const err = await rejection(
+      run(400, {
+        trainerPool: p,
+        signal: ctl.signal,
+        onProgress: (e) => {
+          if (e.stage === 'heads' && e.done >= 1) ctl.abort();
+        },
+      }),
+    );
+    expect(err.code).toBe('ABORTED');
+    await threadsExited(p);
+    expect(p.workers).toBe(0);
+  });
+
+  it('a task that throws in a worker rejects prepare with its typed error', { timeout: 180_000 }, async () => {
+    const p = pool(2);
+    let tasks = 0;
+    // the third task reads a cut that does not exist: the worker's runStackTask throws INVALID_ARGUMENT
+    const faulty: HeadTrainerPool = {
+      concurrency: p.concurrency,
+      sharedMemory: p.sharedMemory,
+      load: (d) => p.load(d),
+      run: (task, signal) => p.run(++tasks === 3 ? { ...task, cut: 99 } : task, signal),
+      close: () => p.close(),
+    };
+    const err = await rejection(run(400, { trainerPool: faulty }));
+    expect(err.code).toBe('INVALID_ARGUMENT');
+    expect(err.message).toMatch(/cut 99/);
+    await threadsExited(p); // the failure aborts the other tasks, which stops their threads
+  });
+
+  it('a worker that dies rejects its task with WORKER_DIED', { timeout: 60_000 }, async () => {
+    const url = pathToFileURL(path.join(import.meta.dirname, 'fixtures/exiting-worker.mjs'));
+    const p = pool(1, url);
+    const data = {
+      features: { n: 2, k: 2, teacher: new Float32Array(4), cuts: [] },
+      rows: 2,
+      foldOf: new Int32Array(2),
+    };
+    await p.load(data);
+    const task = {
+      cut: 0,
+      config: { label: 'pool-linear', kind: 'pool-linear', hidden: 0, coarse: false, max: true },
+      group: 'all',
+      heads: [{ holdOut: -1, seed: 0 }],
+      train: {},
+      shuffleSeed: 0,
+    } as const;
+    const err = await rejection(p.run(task));
+    expect(err.code).toBe('WORKER_DIED');
+    await threadsExited(p);
+  });
+
+  it('refuses a thread count that is not a positive integer', () => {
+    for (const threads of [0, 1.5, Number.NaN]) {
+      expect(() => createHeadTrainerPool({ threads })).toThrow(/threads must be an integer >= 1/);
+    }
+  });
+});
