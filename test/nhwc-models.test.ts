@@ -110,7 +110,11 @@ describe('layout of each cut, told by the graph', () => {
     g.op('Transpose', ['after2'], { perm: [1, 0, 2, 3] }, 'moved');
     g.op('Conv', ['y2', w], {}, 'after2');
     const ranks = new Map([...['s', 'z'].map((n) => [n, 0] as const), [w, 4]]);
-    const layouts = inferMapLayouts(g.nodes, (n) => ranks.get(n) ?? 4);
+    const layouts = inferMapLayouts(
+      g.nodes,
+      (n) => ranks.get(n) ?? 4,
+      (n) => n === w,
+    );
     expect(Object.fromEntries(['x', 'c', 'r', 'p', 'q'].map((t) => [t, layouts.get(t)]))).toEqual({
       x: 'NHWC',
       c: 'NHWC',
@@ -118,10 +122,64 @@ describe('layout of each cut, told by the graph', () => {
       p: 'NHWC',
       q: 'NCHW',
     });
-    for (const t of ['k', 't', 'both', 'after', 'moved'])
+    // the Conv's output keeps the layout its definition fixes
+    expect(layouts.get('k')).toBe('NCHW');
+    for (const t of ['t', 'both', 'after', 'moved'])
       expect({ t, layout: layouts.get(t) }).toEqual({ t, layout: undefined });
     expect(layouts.get('after2')).toBe('NCHW');
     expect(layouts.get('y3')).toBe('NCHW');
+  });
+});
+
+describe('a 4-D constant shared by an NHWC and an NCHW region', () => {
+  // x → Transpose → Conv c → Transpose h → Add(h, K) → Relu cut → Transpose → Conv d → Mul(d, K): K [1, 1, 1, 1] is
+  // broadcast in both regions and ties neither to the other
+  const build = (constant: 'init' | 'Constant'): { g: GraphBuilder; k: string } => {
+    const g = new GraphBuilder(6);
+    const w = g.init('float32', [4, 4, 1, 1]);
+    const k = constant === 'init' ? g.init('float32', [1, 1, 1, 1]) : g.constant('float32', [1, 1, 1, 1], [2]);
+    g.op('Transpose', ['x'], { perm: [0, 3, 1, 2] }, 't0');
+    g.op('Conv', ['t0', w], {}, 'c');
+    g.op('Transpose', ['c'], { perm: [0, 2, 3, 1] }, 'h');
+    g.op('Add', ['h', k], {}, 'a');
+    g.op('Relu', ['a'], {}, 'cut');
+    g.op('Transpose', ['cut'], { perm: [0, 3, 1, 2] }, 'u');
+    g.op('Conv', ['u', w], {}, 'd');
+    g.op('Mul', ['d', k], {}, 'e');
+    return { g, k };
+  };
+  const expected = {
+    x: 'NHWC',
+    t0: 'NCHW',
+    c: 'NCHW',
+    h: 'NHWC',
+    a: 'NHWC',
+    cut: 'NHWC',
+    u: 'NCHW',
+    d: 'NCHW',
+    e: 'NCHW',
+  };
+
+  it('an initializer ties nothing: every map is told', () => {
+    const { g, k } = build('init');
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      (n) => g.inits.some((t) => t.name === n),
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
+  });
+
+  it("a Constant's output ties nothing either (told by the nodes alone)", () => {
+    const { g, k } = build('Constant');
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      () => false,
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
   });
 });
 

@@ -1,8 +1,10 @@
 // Which axis of each 4-D tensor holds the channels, told by the graph itself: ops whose ONNX definition fixes the
 // layout (Conv, pools, BatchNormalization, …: NCHW; com.microsoft NhwcConv, channels_last forms: NHWC) set it, a
 // Transpose maps it through its perm, and layout-keeping ops (elementwise, activations, Q/DQ, Concat, Pad, …) give it to
-// all their 4-D operands. Propagated forward and backward to a fixed point; a tensor that two paths tell differently is
-// not told. Pure: needs the graph and the tensors' ranks.
+// all their 4-D operands that are maps (a constant operand — an initializer, a Constant's output or a value computed from
+// them only — is broadcast and tells nothing). Propagated forward and backward to a fixed point; a tensor that two paths
+// tell differently is not told, unless an op's definition fixes its layout: that one it keeps. Pure: needs the graph,
+// the tensors' ranks and which values are constant.
 import type { MapLayout } from './map-layout.js';
 import { attrInt, attrInts, type onnx } from './proto.js';
 
@@ -120,8 +122,17 @@ interface Constraints {
   readonly transposes: { readonly input: string; readonly output: string; readonly perm: readonly number[] }[];
 }
 
-function constraints(nodes: readonly onnx.INodeProto[], rankOf: (name: string) => number | undefined): Constraints {
+function constraints(
+  nodes: readonly onnx.INodeProto[],
+  rankOf: (name: string) => number | undefined,
+  isConstant: (name: string) => boolean,
+): Constraints {
   const is4 = (v: string | null | undefined): v is string => !!v && rankOf(v) === 4;
+  const constants = new Set<string>();
+  for (const n of nodes)
+    if (n.opType === 'Constant' && (n.domain ?? '') === '') for (const o of n.output ?? []) if (o) constants.add(o);
+  // a broadcast operand (a [1, 1, 1, 1] scale shared by two regions, say) would tie unrelated maps together
+  const isMap = (v: string | null | undefined): v is string => is4(v) && !constants.has(v) && !isConstant(v);
   const out: Constraints = { fixed: [], groups: [], transposes: [] };
   for (const n of nodes) {
     const op = n.opType ?? '';
@@ -139,7 +150,7 @@ function constraints(nodes: readonly onnx.INodeProto[], rankOf: (name: string) =
       // a perm that moves the batch leaves no map behind it
       if (perm.length === 4 && perm[0] === 0) out.transposes.push({ input: ins[0], output: outs[0], perm });
     } else if (KEEP_OPS.has(op) || (REDUCE_OPS.has(op) && domain === '')) {
-      const group = [...ins, ...outs].filter(is4);
+      const group = [...ins, ...outs].filter(isMap);
       if (group.length > 1) out.groups.push(group);
     }
   }
@@ -148,26 +159,34 @@ function constraints(nodes: readonly onnx.INodeProto[], rankOf: (name: string) =
 
 /**
  * The layout of every 4-D tensor that `nodes` (a graph's, e.g. GraphIndex.nodes) tell (`rankOf` gives a tensor's rank,
- * undefined when unknown): from the ops that fix it, through Transposes and layout-keeping ops, forward and backward to
- * a fixed point. A tensor absent
- * from the result is not told: no op fixes a layout on any path to it, it is told two different ones, or a Transpose
- * puts its channels on axis 2 (between H and W); a Transpose that moves the batch tells nothing.
+ * undefined when unknown; `isConstant` tells the values computed from initializers and Constants only, e.g.
+ * `GraphIndex.kind` 'const'; Constant outputs are recognised anyway): from the ops that fix it, through Transposes and
+ * layout-keeping ops, forward and backward to a fixed point. Constant operands tie nothing together. A tensor an op's
+ * definition fixes keeps that layout whatever else reaches it. Any other tensor absent from the result is not told: no
+ * op fixes a layout on any path to it, two paths tell it different ones, or a Transpose puts its channels on axis 2
+ * (between H and W); a Transpose that moves the batch tells nothing.
  */
 export function inferMapLayouts(
   nodes: readonly onnx.INodeProto[],
   rankOf: (name: string) => number | undefined,
+  isConstant: (name: string) => boolean,
 ): Map<string, MapLayout> {
-  const { fixed, groups, transposes } = constraints(nodes, rankOf);
+  const { fixed, groups, transposes } = constraints(nodes, rankOf, isConstant);
   // channel axis of each tensor: 0..3, or -1 where two paths disagree (sticky, and spread to all it is tied to)
   const axis = new Map<string, number>();
   let changed: boolean | undefined;
-  const set = (t: string, a: number): void => {
+  const put = (t: string, a: number): void => {
     const cur = axis.get(t);
     if (cur === a || cur === -1) return;
     axis.set(t, cur === undefined ? a : -1);
     changed = true;
   };
-  for (const [t, a] of fixed) set(t, a);
+  // what an op's definition fixes is final (-1 only where two definitions disagree)
+  for (const [t, a] of fixed) put(t, a);
+  const byDefinition = new Set(fixed.map(([t]) => t));
+  const set = (t: string, a: number): void => {
+    if (!byDefinition.has(t)) put(t, a);
+  };
   do {
     changed = false;
     for (const g of groups) {
