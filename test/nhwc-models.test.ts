@@ -30,6 +30,7 @@ import type { OrtTensor } from '../src/ort/types.js';
 import { inspectJson } from '../src/cli/inspect.js';
 import { FeatureReservoir, reservoirCuts } from '../src/learn/reservoir.js';
 import { analyseForLearning } from '../src/learn/fit.js';
+import { Learner, type LearnerState } from '../src/learn/learner.js';
 import { GraphBuilder, residualGraph, rng } from './fixtures/graphs.js';
 import { clusterImages } from './fixtures/mobile-graphs.js';
 import {
@@ -450,6 +451,38 @@ describe('other readers of a channels-last model’s cuts', () => {
       const [, h, w, ch] = c.cut.shape;
       expect({ t: c.cut.tensor, g: [c.channels, c.height, c.width] }).toEqual({ t: c.cut.tensor, g: [ch, h, w] });
     }
+  }, 60_000);
+
+  it('a saved learned exit whose head reads its cut in another layout is not restored (NCHW head on an NHWC cut)', async () => {
+    const lm = await analyseForLearning(encodeModel(await fittedKerasNet('NHWC', ortNode)), ortNode, {
+      input: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+    });
+    const cut = reservoirCuts(lm.requests).find((c) => c.cut.layout === 'NHWC')!.cut;
+    const [, h, w, ch] = cut.shape as number[];
+    const head = {
+      kind: 'pool-linear',
+      inChannels: ch!,
+      inHeight: h!,
+      inWidth: w!,
+      grid: [1, 1],
+      layers: [
+        {
+          in: ch!,
+          out: NHWC_CLASSES,
+          weights: new Float32Array(ch! * NHWC_CLASSES),
+          bias: new Float32Array(NHWC_CLASSES),
+        },
+      ],
+      logitScale: 1,
+      classes: NHWC_CLASSES,
+    };
+    const saved = (layout: 'NHWC' | undefined): LearnerState => {
+      const fresh = new Learner(lm, { maxCandidates: 4 }).state();
+      const exit = { cut: cut.tensor, head: { ...head, ...(layout ? { layout } : {}) } };
+      return { ...fresh, fitted: { exits: [exit], summary: { curve: [] } } } as unknown as LearnerState;
+    };
+    expect(new Learner(lm, { maxCandidates: 4 }).restore(saved('NHWC'))).toBe(true);
+    expect(new Learner(lm, { maxCandidates: 4 }).restore(saved(undefined))).toBe(false);
   }, 60_000);
 
   it('paper mode: full-map heads on NHWC cuts (Transpose, then Flatten) that eval replays', async () => {
