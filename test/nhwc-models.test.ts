@@ -172,6 +172,18 @@ describe('a 4-D constant shared by an NHWC and an NCHW region', () => {
     expect(layouts.get(k)).toBeUndefined();
   });
 
+  it('an explicit ai.onnx domain is the default one: Transpose, Conv, Add, Relu and a Constant read as without it', () => {
+    const { g, k } = build('Constant');
+    for (const n of g.nodes) n.domain = 'ai.onnx';
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      () => false,
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
+  });
+
   it("a Constant's output ties nothing either (told by the nodes alone)", () => {
     const { g, k } = build('Constant');
     const layouts = inferMapLayouts(

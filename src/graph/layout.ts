@@ -106,9 +106,15 @@ const REDUCE_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceSum',
 const MS_DOMAIN = 'com.microsoft';
 const NHWC_DOMAIN = 'com.ms.internal.nhwc';
 
+/** A node's domain, the default one as '' (also when written out as `ai.onnx`, as GraphIndex reads it). */
+function domainOf(n: onnx.INodeProto): string {
+  const d = n.domain ?? '';
+  return d === 'ai.onnx' ? '' : d;
+}
+
 /** Channel axis a layout op fixes: 3 for channels-last forms (Nhwc* ops, `channels_last` = 1, the NHWC domain), else 1. */
 function fixedAxis(n: onnx.INodeProto): number {
-  const domain = n.domain ?? '';
+  const domain = domainOf(n);
   const op = n.opType ?? '';
   if (domain === NHWC_DOMAIN) return 3;
   if (domain === MS_DOMAIN && (op.startsWith('Nhwc') || attrInt(n, 'channels_last', 0) === 1)) return 3;
@@ -130,13 +136,13 @@ function constraints(
   const is4 = (v: string | null | undefined): v is string => !!v && rankOf(v) === 4;
   const constants = new Set<string>();
   for (const n of nodes)
-    if (n.opType === 'Constant' && (n.domain ?? '') === '') for (const o of n.output ?? []) if (o) constants.add(o);
+    if (n.opType === 'Constant' && domainOf(n) === '') for (const o of n.output ?? []) if (o) constants.add(o);
   // a broadcast operand (a [1, 1, 1, 1] scale shared by two regions, say) would tie unrelated maps together
   const isMap = (v: string | null | undefined): v is string => is4(v) && !constants.has(v) && !isConstant(v);
   const out: Constraints = { fixed: [], groups: [], transposes: [] };
   for (const n of nodes) {
     const op = n.opType ?? '';
-    const domain = n.domain ?? '';
+    const domain = domainOf(n);
     const ins = n.input ?? [];
     const outs = n.output ?? [];
     if (domain !== '' && domain !== MS_DOMAIN && domain !== NHWC_DOMAIN) continue;
