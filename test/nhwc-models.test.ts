@@ -196,6 +196,51 @@ describe('a 4-D constant shared by an NHWC and an NCHW region', () => {
   });
 });
 
+describe('layout inference on long chains (union-find and a worklist: close to linear)', () => {
+  const N = 10_000;
+  const timed = (label: string, nodes: GraphBuilder['nodes']): Map<string, string> => {
+    const t0 = performance.now();
+    const layouts = inferMapLayouts(
+      nodes,
+      () => 4,
+      () => false,
+    );
+    console.log(`${label}: ${N} nodes in ${(performance.now() - t0).toFixed(0)} ms`);
+    return layouts;
+  };
+
+  it('a Conv-free chain of 10,000 elementwise ops ending in a Conv: all told NCHW, from the end back', () => {
+    const g = new GraphBuilder(7);
+    let x = 'x';
+    for (let i = 0; i < N; i++) x = g.op(i % 2 ? 'Relu' : 'Sigmoid', [x], {}, `v${i}`);
+    g.op('Conv', [x, g.init('float32', [4, 4, 1, 1])], {}, 'c');
+    const layouts = timed('elementwise chain', g.nodes);
+    expect(layouts.get('x')).toBe('NCHW');
+    for (let i = 0; i < N; i += 997) expect({ i, l: layouts.get(`v${i}`) }).toEqual({ i, l: 'NCHW' });
+  });
+
+  it('a chain of 10,000 ops that goes to NHWC and back every 4: each told its own, from a Conv at the end', () => {
+    const g = new GraphBuilder(8);
+    let x = 'x';
+    for (let i = 0; i < N; i++) {
+      const step = i % 4;
+      x =
+        step === 1
+          ? g.op('Transpose', [x], { perm: [0, 2, 3, 1] }, `v${i}`)
+          : step === 3
+            ? g.op('Transpose', [x], { perm: [0, 3, 1, 2] }, `v${i}`)
+            : g.op('Relu', [x], {}, `v${i}`);
+    }
+    g.op('Conv', [x, g.init('float32', [4, 4, 1, 1])], {}, 'c');
+    const layouts = timed('transposing chain', g.nodes);
+    expect(layouts.get('x')).toBe('NCHW');
+    for (let i = 0; i < N; i += 13) {
+      const want = i % 4 === 1 || i % 4 === 2 ? 'NHWC' : 'NCHW';
+      expect({ i, l: layouts.get(`v${i}`) }).toEqual({ i, l: want });
+    }
+  });
+});
+
 describe('pooling a channels-last map', () => {
   const [n, c, h, w] = [3, 5, 4, 6];
   const r = rng(9);

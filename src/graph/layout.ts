@@ -178,39 +178,96 @@ export function inferMapLayouts(
   isConstant: (name: string) => boolean,
 ): Map<string, MapLayout> {
   const { fixed, groups, transposes } = constraints(nodes, rankOf, isConstant);
-  // channel axis of each tensor: 0..3, or -1 where two paths disagree (sticky, and spread to all it is tied to)
-  const axis = new Map<string, number>();
-  let changed: boolean | undefined;
-  const put = (t: string, a: number): void => {
-    const cur = axis.get(t);
+  // Channel axis: 0..3, or -1 where two paths disagree (sticky, and spread to all it is tied to). What an op's
+  // definition fixes is final (-1 only where two definitions disagree) and ties nothing: it only tells what it is tied
+  // to. Every other tensor is in a class of tensors a layout-keeping op makes equal (union-find), which holds one axis;
+  // a Transpose carries an axis between two classes, relaxed again (worklist) when either class's axis changes. An
+  // axis changes at most twice (unknown → told → -1), so the whole is close to linear in the graph.
+  const byDefinition = new Map<string, number>();
+  for (const [t, a] of fixed) {
+    const cur = byDefinition.get(t);
+    byDefinition.set(t, cur === undefined || cur === a ? a : -1);
+  }
+  const ids = new Map<string, number>();
+  const parent: number[] = [];
+  const id = (t: string): number => {
+    let i = ids.get(t);
+    if (i === undefined) {
+      i = parent.length;
+      ids.set(t, i);
+      parent.push(i);
+    }
+    return i;
+  };
+  const find = (i: number): number => {
+    while (parent[i] !== i) {
+      const up = parent[parent[i]!]!;
+      parent[i] = up;
+      i = up;
+    }
+    return i;
+  };
+  /** Axes told by definition to the class of tensor id: [id, axis]. */
+  const seeds: [number, number][] = [];
+  for (const g of groups) {
+    let first: number | undefined;
+    for (const t of g) {
+      if (byDefinition.has(t)) continue;
+      const i = id(t);
+      if (first === undefined) first = i;
+      else {
+        const [a, b] = [find(first), find(i)];
+        if (a !== b) parent[b] = a;
+      }
+    }
+    if (first === undefined) continue;
+    for (const t of g) {
+      const a = byDefinition.get(t);
+      if (a !== undefined) seeds.push([first, a]);
+    }
+  }
+  for (const { input, output } of transposes) for (const t of [input, output]) if (!byDefinition.has(t)) id(t);
+  const axis: (number | undefined)[] = [];
+  const touching = new Map<number, number[]>(); // class → the transposes that read or write it
+  transposes.forEach(({ input, output }, k) => {
+    for (const t of [input, output]) {
+      const i = ids.get(t);
+      if (i === undefined) continue;
+      const r = find(i);
+      const list = touching.get(r);
+      if (list) list.push(k);
+      else touching.set(r, [k]);
+    }
+  });
+  const work: number[] = [];
+  const tell = (i: number, a: number): void => {
+    const r = find(i);
+    const cur = axis[r];
     if (cur === a || cur === -1) return;
-    axis.set(t, cur === undefined ? a : -1);
-    changed = true;
+    axis[r] = cur === undefined ? a : -1;
+    work.push(r);
   };
-  // what an op's definition fixes is final (-1 only where two definitions disagree)
-  for (const [t, a] of fixed) put(t, a);
-  const byDefinition = new Set(fixed.map(([t]) => t));
-  const set = (t: string, a: number): void => {
-    if (!byDefinition.has(t)) put(t, a);
+  const axisOf = (t: string): number | undefined => {
+    const a = byDefinition.get(t);
+    if (a !== undefined) return a;
+    const i = ids.get(t);
+    return i === undefined ? undefined : axis[find(i)];
   };
-  do {
-    changed = false;
-    for (const g of groups) {
-      const known = [...new Set(g.map((t) => axis.get(t)).filter((a): a is number => a !== undefined))];
-      if (known.length === 0) continue;
-      const a = known.length === 1 ? known[0]! : -1;
-      for (const t of g) set(t, a);
-    }
-    for (const { input, output, perm } of transposes) {
-      const ai = axis.get(input);
-      const ao = axis.get(output);
-      // output axis k holds input axis perm[k]
-      if (ai !== undefined) set(output, ai === -1 ? -1 : perm.indexOf(ai));
-      if (ao !== undefined) set(input, ao === -1 ? -1 : (perm[ao] ?? -1));
-    }
-  } while (changed);
+  const relax = (k: number): void => {
+    const { input, output, perm } = transposes[k]!;
+    const ai = axisOf(input);
+    const ao = axisOf(output);
+    const [ii, io] = [ids.get(input), ids.get(output)];
+    // output axis k holds input axis perm[k]
+    if (ai !== undefined && io !== undefined) tell(io, ai === -1 ? -1 : perm.indexOf(ai));
+    if (ao !== undefined && ii !== undefined) tell(ii, ao === -1 ? -1 : (perm[ao] ?? -1));
+  };
+  for (const [i, a] of seeds) tell(i, a);
+  for (let k = 0; k < transposes.length; k++) relax(k);
+  for (let r = work.pop(); r !== undefined; r = work.pop()) for (const k of touching.get(r) ?? []) relax(k);
   const layouts = new Map<string, MapLayout>();
-  for (const [t, a] of axis) {
+  for (const t of new Set([...byDefinition.keys(), ...ids.keys()])) {
+    const a = axisOf(t);
     if (a === 1) layouts.set(t, 'NCHW');
     else if (a === 3) layouts.set(t, 'NHWC');
   }
