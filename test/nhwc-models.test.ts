@@ -10,6 +10,7 @@ import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js'
 import { cutGeometry, extractFeatures, type FeatureRequest } from '../src/calibrate/features.js';
 import { headFeaturesInto, nhwcToNCHW } from '../src/calibrate/pool.js';
 import { prepare } from '../src/calibrate/prepare.js';
+import { FEATURE_RUN_BYTES, featureBatchRows } from '../src/calibrate/prepare-context.js';
 import { predictHead, toHeadSpec, trainHead } from '../src/calibrate/train-head.js';
 import { argmaxRow, runCascade } from '../src/engine/cascade.js';
 import { isSelfxitError } from '../src/errors.js';
@@ -238,6 +239,28 @@ describe('layout inference on long chains (union-find and a worklist: close to l
       const want = i % 4 === 1 || i % 4 === 2 ? 'NHWC' : 'NCHW';
       expect({ i, l: layouts.get(`v${i}`) }).toEqual({ i, l: want });
     }
+  });
+});
+
+describe("prepare's feature batch counts the NCHW scratch of NHWC cuts", () => {
+  it('one scratch, sized to the largest NHWC cut, in the rows per run (not one per cut)', () => {
+    const cut = (tensor: string, shape: number[], layout?: 'NHWC'): FeatureRequest =>
+      ({ cut: { tensor, shape, ...(layout ? { layout } : {}) }, grid: [1, 1] }) as unknown as FeatureRequest;
+    const c = {
+      batch: 'dynamic',
+      o: { batchSize: 1000 },
+      analysis: { shapes: new Map() },
+      io: { input: { height: 1, width: 1, channels: 1 } },
+    } as unknown as Parameters<typeof featureBatchRows>[0];
+    const M = 2 ** 20;
+    const rows = (floats: number): number => Math.floor(FEATURE_RUN_BYTES / (4 * floats));
+    // two maps of M floats each (input: 1 float)
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256]), cut('b', [1, 256, 64, 64])])).toBe(rows(1 + 2 * M));
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256], 'NHWC'), cut('b', [1, 256, 64, 64])])).toBe(rows(1 + 3 * M));
+    // two NHWC cuts share one scratch: the larger one's
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256], 'NHWC'), cut('b', [1, 32, 32, 256], 'NHWC')])).toBe(
+      rows(1 + M + M / 4 + M),
+    );
   });
 });
 
