@@ -6,7 +6,17 @@ import type { UseStore } from 'idb-keyval';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { LearnerState } from '../src/learn/learner.js';
 import type { InputSpec } from '../src/bundle/manifest.js';
-import { BLOCK_BYTES, IdbLearnStore, LEARN_SCHEMA, ORPHAN_MS } from '../src/runtime/learn-store.js';
+import { analyzeModel } from '../src/graph/index.js';
+import {
+  BLOCK_BYTES,
+  IdbLearnStore,
+  LEARN_SCHEMA,
+  LEGACY_NCHW_SCHEMA,
+  legacyLearnSchema,
+  ORPHAN_MS,
+} from '../src/runtime/learn-store.js';
+import { kerasInput, kerasNet } from './fixtures/nhwc-graphs.js';
+import { ortNode } from './fixtures/ort-helpers.js';
 
 /**
  * An object store in memory: requests complete in a later task, as IndexedDB's do, and a transaction once its last
@@ -317,6 +327,37 @@ describe('IdbLearnStore: failed and hung writes, the input spec', () => {
     const before = writes;
     await within(h.clear('aaa'));
     expect(writes).toBe(before + 1);
+  });
+
+  it('a schema-9 state (before NHWC cuts were pooled as such) is restored for an all-NCHW model, discarded for an NHWC one', async () => {
+    expect(LEGACY_NCHW_SCHEMA).toBe(9);
+    for (const layout of ['NCHW', 'NHWC'] as const) {
+      const { cuts } = await analyzeModel(kerasNet(layout), { ort: ortNode });
+      const legacy = legacyLearnSchema(cuts);
+      const m = memoryStore();
+      const s = new IdbLearnStore(() => m.use);
+      const spec = kerasInput(layout);
+      await s.save('aaa', state, spec);
+      m.data.set('learn:aaa', { ...(m.data.get('learn:aaa') as object), schema: LEGACY_NCHW_SCHEMA });
+      if (layout === 'NCHW') {
+        expect(legacy).toBe(LEGACY_NCHW_SCHEMA);
+        expect(await s.load('aaa', spec, legacy)).toEqual(state);
+        // the next save writes the current schema
+        await s.save('aaa', state, spec);
+        expect((m.data.get('learn:aaa') as { schema: number }).schema).toBe(LEARN_SCHEMA);
+      } else {
+        expect(legacy).toBeUndefined();
+        expect(await s.load('aaa', spec, legacy)).toBeUndefined();
+        expect(m.data.size).toBe(0); // discarded with its blocks
+      }
+    }
+    // an older schema still is discarded whatever the model
+    const m = memoryStore();
+    const s = new IdbLearnStore(() => m.use);
+    await s.save('aaa', state);
+    m.data.set('learn:aaa', { ...(m.data.get('learn:aaa') as object), schema: LEGACY_NCHW_SCHEMA - 1 });
+    expect(await s.load('aaa', undefined, LEGACY_NCHW_SCHEMA)).toBeUndefined();
+    expect(m.data.size).toBe(0);
   });
 
   it('keeps the input spec: a state saved with another (normalisation, layout) is discarded; the target is in the state', async () => {

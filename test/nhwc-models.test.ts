@@ -10,6 +10,7 @@ import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js'
 import { cutGeometry, extractFeatures, type FeatureRequest } from '../src/calibrate/features.js';
 import { headFeaturesInto, nhwcToNCHW } from '../src/calibrate/pool.js';
 import { prepare } from '../src/calibrate/prepare.js';
+import { FEATURE_RUN_BYTES, featureBatchRows } from '../src/calibrate/prepare-context.js';
 import { predictHead, toHeadSpec, trainHead } from '../src/calibrate/train-head.js';
 import { argmaxRow, runCascade } from '../src/engine/cascade.js';
 import { isSelfxitError } from '../src/errors.js';
@@ -30,6 +31,7 @@ import type { OrtTensor } from '../src/ort/types.js';
 import { inspectJson } from '../src/cli/inspect.js';
 import { FeatureReservoir, reservoirCuts } from '../src/learn/reservoir.js';
 import { analyseForLearning } from '../src/learn/fit.js';
+import { Learner, type LearnerState } from '../src/learn/learner.js';
 import { GraphBuilder, residualGraph, rng } from './fixtures/graphs.js';
 import { clusterImages } from './fixtures/mobile-graphs.js';
 import {
@@ -110,7 +112,11 @@ describe('layout of each cut, told by the graph', () => {
     g.op('Transpose', ['after2'], { perm: [1, 0, 2, 3] }, 'moved');
     g.op('Conv', ['y2', w], {}, 'after2');
     const ranks = new Map([...['s', 'z'].map((n) => [n, 0] as const), [w, 4]]);
-    const layouts = inferMapLayouts(g.nodes, (n) => ranks.get(n) ?? 4);
+    const layouts = inferMapLayouts(
+      g.nodes,
+      (n) => ranks.get(n) ?? 4,
+      (n) => n === w,
+    );
     expect(Object.fromEntries(['x', 'c', 'r', 'p', 'q'].map((t) => [t, layouts.get(t)]))).toEqual({
       x: 'NHWC',
       c: 'NHWC',
@@ -118,10 +124,143 @@ describe('layout of each cut, told by the graph', () => {
       p: 'NHWC',
       q: 'NCHW',
     });
-    for (const t of ['k', 't', 'both', 'after', 'moved'])
+    // the Conv's output keeps the layout its definition fixes
+    expect(layouts.get('k')).toBe('NCHW');
+    for (const t of ['t', 'both', 'after', 'moved'])
       expect({ t, layout: layouts.get(t) }).toEqual({ t, layout: undefined });
     expect(layouts.get('after2')).toBe('NCHW');
     expect(layouts.get('y3')).toBe('NCHW');
+  });
+});
+
+describe('a 4-D constant shared by an NHWC and an NCHW region', () => {
+  // x → Transpose → Conv c → Transpose h → Add(h, K) → Relu cut → Transpose → Conv d → Mul(d, K): K [1, 1, 1, 1] is
+  // broadcast in both regions and ties neither to the other
+  const build = (constant: 'init' | 'Constant'): { g: GraphBuilder; k: string } => {
+    const g = new GraphBuilder(6);
+    const w = g.init('float32', [4, 4, 1, 1]);
+    const k = constant === 'init' ? g.init('float32', [1, 1, 1, 1]) : g.constant('float32', [1, 1, 1, 1], [2]);
+    g.op('Transpose', ['x'], { perm: [0, 3, 1, 2] }, 't0');
+    g.op('Conv', ['t0', w], {}, 'c');
+    g.op('Transpose', ['c'], { perm: [0, 2, 3, 1] }, 'h');
+    g.op('Add', ['h', k], {}, 'a');
+    g.op('Relu', ['a'], {}, 'cut');
+    g.op('Transpose', ['cut'], { perm: [0, 3, 1, 2] }, 'u');
+    g.op('Conv', ['u', w], {}, 'd');
+    g.op('Mul', ['d', k], {}, 'e');
+    return { g, k };
+  };
+  const expected = {
+    x: 'NHWC',
+    t0: 'NCHW',
+    c: 'NCHW',
+    h: 'NHWC',
+    a: 'NHWC',
+    cut: 'NHWC',
+    u: 'NCHW',
+    d: 'NCHW',
+    e: 'NCHW',
+  };
+
+  it('an initializer ties nothing: every map is told', () => {
+    const { g, k } = build('init');
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      (n) => g.inits.some((t) => t.name === n),
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
+  });
+
+  it('an explicit ai.onnx domain is the default one: Transpose, Conv, Add, Relu and a Constant read as without it', () => {
+    const { g, k } = build('Constant');
+    for (const n of g.nodes) n.domain = 'ai.onnx';
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      () => false,
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
+  });
+
+  it("a Constant's output ties nothing either (told by the nodes alone)", () => {
+    const { g, k } = build('Constant');
+    const layouts = inferMapLayouts(
+      g.nodes,
+      () => 4,
+      () => false,
+    );
+    expect(Object.fromEntries(Object.keys(expected).map((t) => [t, layouts.get(t)]))).toEqual(expected);
+    expect(layouts.get(k)).toBeUndefined();
+  });
+});
+
+describe('layout inference on long chains (union-find and a worklist: close to linear)', () => {
+  const N = 10_000;
+  const timed = (label: string, nodes: GraphBuilder['nodes']): Map<string, string> => {
+    const t0 = performance.now();
+    const layouts = inferMapLayouts(
+      nodes,
+      () => 4,
+      () => false,
+    );
+    console.log(`${label}: ${N} nodes in ${(performance.now() - t0).toFixed(0)} ms`);
+    return layouts;
+  };
+
+  it('a Conv-free chain of 10,000 elementwise ops ending in a Conv: all told NCHW, from the end back', () => {
+    const g = new GraphBuilder(7);
+    let x = 'x';
+    for (let i = 0; i < N; i++) x = g.op(i % 2 ? 'Relu' : 'Sigmoid', [x], {}, `v${i}`);
+    g.op('Conv', [x, g.init('float32', [4, 4, 1, 1])], {}, 'c');
+    const layouts = timed('elementwise chain', g.nodes);
+    expect(layouts.get('x')).toBe('NCHW');
+    for (let i = 0; i < N; i += 997) expect({ i, l: layouts.get(`v${i}`) }).toEqual({ i, l: 'NCHW' });
+  });
+
+  it('a chain of 10,000 ops that goes to NHWC and back every 4: each told its own, from a Conv at the end', () => {
+    const g = new GraphBuilder(8);
+    let x = 'x';
+    for (let i = 0; i < N; i++) {
+      const step = i % 4;
+      x =
+        step === 1
+          ? g.op('Transpose', [x], { perm: [0, 2, 3, 1] }, `v${i}`)
+          : step === 3
+            ? g.op('Transpose', [x], { perm: [0, 3, 1, 2] }, `v${i}`)
+            : g.op('Relu', [x], {}, `v${i}`);
+    }
+    g.op('Conv', [x, g.init('float32', [4, 4, 1, 1])], {}, 'c');
+    const layouts = timed('transposing chain', g.nodes);
+    expect(layouts.get('x')).toBe('NCHW');
+    for (let i = 0; i < N; i += 13) {
+      const want = i % 4 === 1 || i % 4 === 2 ? 'NHWC' : 'NCHW';
+      expect({ i, l: layouts.get(`v${i}`) }).toEqual({ i, l: want });
+    }
+  });
+});
+
+describe("prepare's feature batch counts the NCHW scratch of NHWC cuts", () => {
+  it('one scratch, sized to the largest NHWC cut, in the rows per run (not one per cut)', () => {
+    const cut = (tensor: string, shape: number[], layout?: 'NHWC'): FeatureRequest =>
+      ({ cut: { tensor, shape, ...(layout ? { layout } : {}) }, grid: [1, 1] }) as unknown as FeatureRequest;
+    const c = {
+      batch: 'dynamic',
+      o: { batchSize: 1000 },
+      analysis: { shapes: new Map() },
+      io: { input: { height: 1, width: 1, channels: 1 } },
+    } as unknown as Parameters<typeof featureBatchRows>[0];
+    const M = 2 ** 20;
+    const rows = (floats: number): number => Math.floor(FEATURE_RUN_BYTES / (4 * floats));
+    // two maps of M floats each (input: 1 float)
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256]), cut('b', [1, 256, 64, 64])])).toBe(rows(1 + 2 * M));
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256], 'NHWC'), cut('b', [1, 256, 64, 64])])).toBe(rows(1 + 3 * M));
+    // two NHWC cuts share one scratch: the larger one's
+    expect(featureBatchRows(c, [cut('a', [1, 64, 64, 256], 'NHWC'), cut('b', [1, 32, 32, 256], 'NHWC')])).toBe(
+      rows(1 + M + M / 4 + M),
+    );
   });
 });
 
@@ -392,6 +531,38 @@ describe('other readers of a channels-last model’s cuts', () => {
       const [, h, w, ch] = c.cut.shape;
       expect({ t: c.cut.tensor, g: [c.channels, c.height, c.width] }).toEqual({ t: c.cut.tensor, g: [ch, h, w] });
     }
+  }, 60_000);
+
+  it('a saved learned exit whose head reads its cut in another layout is not restored (NCHW head on an NHWC cut)', async () => {
+    const lm = await analyseForLearning(encodeModel(await fittedKerasNet('NHWC', ortNode)), ortNode, {
+      input: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+    });
+    const cut = reservoirCuts(lm.requests).find((c) => c.cut.layout === 'NHWC')!.cut;
+    const [, h, w, ch] = cut.shape as number[];
+    const head = {
+      kind: 'pool-linear',
+      inChannels: ch!,
+      inHeight: h!,
+      inWidth: w!,
+      grid: [1, 1],
+      layers: [
+        {
+          in: ch!,
+          out: NHWC_CLASSES,
+          weights: new Float32Array(ch! * NHWC_CLASSES),
+          bias: new Float32Array(NHWC_CLASSES),
+        },
+      ],
+      logitScale: 1,
+      classes: NHWC_CLASSES,
+    };
+    const saved = (layout: 'NHWC' | undefined): LearnerState => {
+      const fresh = new Learner(lm, { maxCandidates: 4 }).state();
+      const exit = { cut: cut.tensor, head: { ...head, ...(layout ? { layout } : {}) } };
+      return { ...fresh, fitted: { exits: [exit], summary: { curve: [] } } } as unknown as LearnerState;
+    };
+    expect(new Learner(lm, { maxCandidates: 4 }).restore(saved('NHWC'))).toBe(true);
+    expect(new Learner(lm, { maxCandidates: 4 }).restore(saved(undefined))).toBe(false);
   }, 60_000);
 
   it('paper mode: full-map heads on NHWC cuts (Transpose, then Flatten) that eval replays', async () => {

@@ -182,7 +182,7 @@ export function layoutCutNotes(cuts: readonly CutPoint[]): string[] {
     );
   if (unknown > 0)
     notes.push(
-      `the graph does not tell the layout of ${unknown} of ${cand.length} candidate cuts (no Conv, pool or normalization on a path to them): read as NCHW [N, C, H, W]`,
+      `the graph does not tell the layout of ${unknown} of ${cand.length} candidate cuts (no Conv, pool or normalization on a path to them, or paths that tell them different layouts): read as NCHW [N, C, H, W]`,
     );
   return notes;
 }

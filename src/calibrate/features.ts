@@ -110,7 +110,7 @@ export function cutGeometry(cut: CutPoint): { channels: number; height: number; 
 /**
  * Runs the backbone over every sample once (batches of `batchSize`), pooling each requested cut on the fly.
  * Memory: the pooled matrices (`n * Σ dim * 4` bytes, half that with `storage` 'f16') plus one batch of full maps
- * (and, from {@link SampleRows}, one batch of images).
+ * and one batch of the largest NHWC cut transposed to NCHW (and, from {@link SampleRows}, one batch of images).
  * @throws SelfxitError `INVALID_ARGUMENT` (before any run) when a request's grid or max grid does not divide its cut.
  */
 export function extractFeatures(options: ExtractOptions & { storage?: 'f32' }): Promise<FeatureSet>;
@@ -120,31 +120,32 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   const n = samples.count;
   const batchSize = options.batchSize ?? 64;
   const half = options.storage === 'f16';
-  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array; deq?: Float32Array; nchw?: Float32Array })[] =
-    requests.map((r) => {
-      const g = cutGeometry(r.cut);
-      checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
-      const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
-      const x: FeatureRows = half
-        ? ({
-            format: 'f16',
-            n,
-            d: dim,
-            data: new Uint16Array(buffer(2 * n * dim, options.shared)),
-          } satisfies PackedFeatures)
-        : new Float32Array(buffer(4 * n * dim, options.shared));
-      return {
-        cut: r.cut,
-        ...g,
-        grid: r.grid,
-        ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
-        dim,
-        x,
-        ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
-        ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
-        ...(cutLayout(r.cut) === 'NHWC' ? { nchw: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
-      };
-    });
+  const cuts: (CutFeatures<FeatureRows> & { scratch?: Float32Array; deq?: Float32Array })[] = requests.map((r) => {
+    const g = cutGeometry(r.cut);
+    checkPoolGrids(g.height, g.width, r.grid, r.maxGrid);
+    const dim = headFeatureDim(g.channels, r.grid, r.maxGrid);
+    const x: FeatureRows = half
+      ? ({
+          format: 'f16',
+          n,
+          d: dim,
+          data: new Uint16Array(buffer(2 * n * dim, options.shared)),
+        } satisfies PackedFeatures)
+      : new Float32Array(buffer(4 * n * dim, options.shared));
+    return {
+      cut: r.cut,
+      ...g,
+      grid: r.grid,
+      ...(r.maxGrid ? { maxGrid: r.maxGrid } : {}),
+      dim,
+      x,
+      ...(half ? { scratch: new Float32Array(batchSize * dim) } : {}),
+      ...(r.cut.dequant ? { deq: new Float32Array(batchSize * g.channels * g.height * g.width) } : {}),
+    };
+  });
+  // one batch of an NHWC cut transposed to NCHW, shared by all of them (sized to the largest), as the reservoir does
+  const nhwcSize = Math.max(0, ...cuts.map((c) => (cutLayout(c.cut) === 'NHWC' ? c.channels * c.height * c.width : 0)));
+  const nchw = nhwcSize > 0 ? new Float32Array(batchSize * nhwcSize) : undefined;
   const teacher = new Float32Array(buffer(4 * n * k, options.shared));
   const model = withExtraOutputs(
     options.model,
@@ -178,10 +179,10 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
         const map = cutMap(out[c.cut.tensor]?.data, c.cut, c.deq);
         const layout = cutLayout(c.cut);
         if (c.x instanceof Float32Array)
-          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start, layout, c.nchw);
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, c.x, start, layout, nchw);
         else {
           const tmp = c.scratch!;
-          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0, layout, c.nchw);
+          headFeaturesInto(map, rows, c.channels, c.height, c.width, c.grid, c.maxGrid, tmp, 0, layout, nchw);
           const dst = c.x.data;
           const at = start * c.dim;
           for (let i = 0; i < rows * c.dim; i++) dst[at + i] = toHalf(tmp[i]!);
@@ -193,7 +194,7 @@ export async function extractFeatures(options: ExtractOptions): Promise<FeatureS
   } finally {
     await session.release();
   }
-  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, deq: _deq, nchw: _nchw, ...c }) => c) };
+  return { n, k, teacher, cuts: cuts.map(({ scratch: _scratch, deq: _deq, ...c }) => c) };
 }
 
 /** A cut's map as float32: as is, or a quantized one dequantized into `deq` (the head's DequantizeLinear). */

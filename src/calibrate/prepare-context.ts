@@ -7,6 +7,7 @@ import type { ExitScores } from '../policy/cascade-sim.js';
 import { NEVER_EXIT } from '../policy/thresholds.js';
 import { cutName } from './candidate-cuts.js';
 import {
+  cutLayout,
   extractFeatures,
   type CutFeatures,
   type FeatureRequest,
@@ -135,8 +136,8 @@ export function noExitCurve(): CurvePoint[] {
 export const FEATURE_RUN_BYTES = 128 * 2 ** 20;
 
 /**
- * Rows per backbone run of feature extraction: `batchSize`, fewer when a run's input, cut maps (all returned at once)
- * and twice the largest activation would pass {@link FEATURE_RUN_BYTES} (at least 1; 1 for a batch-1 backbone).
+ * Rows per backbone run of feature extraction: `batchSize`, fewer when a run's input, cut maps (all returned at once),
+ * the NCHW scratch of the largest NHWC cut and twice the largest activation would pass {@link FEATURE_RUN_BYTES} (at least 1; 1 for a batch-1 backbone).
  */
 export function featureBatchRows(
   c: Pick<PrepareContext, 'batch' | 'o' | 'analysis' | 'io'>,
@@ -148,7 +149,9 @@ export function featureBatchRows(
   let largest = 0;
   for (const s of c.analysis.shapes.values()) if (s.length === 4) largest = Math.max(largest, size(s));
   const { height, width, channels } = c.io.input;
-  const floats = height * width * channels + requests.reduce((a, r) => a + size(r.cut.shape), 0) + 2 * largest;
+  // extractFeatures transposes an NHWC cut to NCHW in one scratch, sized to the largest such cut
+  const nhwc = Math.max(0, ...requests.map((r) => (cutLayout(r.cut) === 'NHWC' ? size(r.cut.shape) : 0)));
+  const floats = height * width * channels + requests.reduce((a, r) => a + size(r.cut.shape), 0) + nhwc + 2 * largest;
   return Math.max(1, Math.min(c.o.batchSize, Math.floor(FEATURE_RUN_BYTES / (4 * floats))));
 }
 

@@ -103,7 +103,7 @@ function inspectText(file: string, bytes: number, a: ModelAnalysis): string {
     ]),
   ];
   const unknown = a.cuts.some((c) => layoutOf(c) === 'unknown')
-    ? '\nNCHW?: the graph does not tell the layout of this 4-D cut (no Conv, pool or normalization on a path to it); read as NCHW.\n'
+    ? '\nNCHW?: the graph does not tell the layout of this 4-D cut (no Conv, pool or normalization on a path to it, or paths that tell it different layouts); read as NCHW.\n'
     : '';
   return `${head}\n\n${formatTable(rows, new Set([0, 5, 6]))}\n${unknown}`;
 }

@@ -186,7 +186,11 @@ export async function analyzeModel(m: OnnxModel, opts: AnalyzeOptions = {}): Pro
     cumulative.push(total);
   });
   const dynamicBatch = typeof inputs[0]?.shape[0] === 'string';
-  const layouts = inferMapLayouts(index.nodes, (name) => shapes.get(name)?.length);
+  const layouts = inferMapLayouts(
+    index.nodes,
+    (name) => shapes.get(name)?.length,
+    (name) => index.kind.get(name) === 'const',
+  );
   const cuts: CutPoint[] = sweep.cuts.map((tensor) => {
     const s = shapes.get(tensor);
     const dtype = dtypes.get(tensor);

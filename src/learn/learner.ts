@@ -5,6 +5,8 @@
 // Over 400 lines: one state machine (samples, exits in force, audit, drift verification, fits) whose transitions share
 // its fields; the parts without state live beside it (fit.ts, audit.ts, drift.ts, reservoir.ts).
 import type { CurvePoint } from '../bundle/manifest.js';
+import type { BundleExit } from '../bundle/write-bundle.js';
+import { cutLayout } from '../calibrate/features.js';
 import { withExtraOutputs, type OnnxModel } from '../graph/index.js';
 import { dequantizeInto } from '../graph/quant.js';
 import { SelfxitError } from '../errors.js';
@@ -622,6 +624,13 @@ export class Learner {
     );
   }
 
+  /** Whether a learned exit's head reads its cut in the layout the cut has now (a head saved as NCHW on an NHWC cut
+   * would pool the wrong axes). */
+  private layoutHolds(e: BundleExit): boolean {
+    const c = this.model.analysis.cuts.find((x) => x.tensor === e.cut);
+    return c !== undefined && (e.head?.layout ?? 'NCHW') === cutLayout(c);
+  }
+
   /** Audits left to verify a drift alarm (0: none pending). */
   get verifyingLeft(): number {
     return this.verifying;
@@ -639,7 +648,7 @@ export class Learner {
       fitted === undefined ||
       (Array.isArray(fitted.exits) &&
         (fitted.bundle === undefined
-          ? fitted.exits.every((e) => this.onCandidatePlace(e.cut))
+          ? fitted.exits.every((e) => this.onCandidatePlace(e.cut) && this.layoutHolds(e))
           : fitted.exits.length === 0 &&
             fitted.bundle.manifestHash === this.origin?.learned.bundle?.manifestHash &&
             fitted.bundle.exits === this.origin.learned.bundle.exits) &&

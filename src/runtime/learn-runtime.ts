@@ -18,7 +18,7 @@ import { NEVER_EXIT } from '../bundle/manifest.js';
 import type { OrtModule } from '../ort/types.js';
 import type { ClassifyRequest, InitRequest, LearningState, RuntimeState, WireResult } from '../protocol.js';
 import type { Progress } from './bundle-source.js';
-import { IdbLearnStore, noLearnStore, type LearnStore } from './learn-store.js';
+import { IdbLearnStore, legacyLearnSchema, noLearnStore, type LearnStore } from './learn-store.js';
 import { planKey } from './cache.js';
 import { bundleModel, learnCache, learnedBundle, learnedUrl, MemoryBundleCache, plainModel } from './learn-bundle.js';
 import { loadOrt, quantizedFallbackReason, sessionOptions, type OrtHandle } from './ort-backend.js';
@@ -187,7 +187,9 @@ export class LearnRuntime {
     if (bundle && plan) learner.costTable = planCostTable(bundle.manifest, plan.timings);
     const store = deps.learnStore ?? (learn.persist && req.cache !== false ? new IdbLearnStore() : noLearnStore);
     const stateKey = learnStateKey(hash, lm.io.output);
-    const saved = await store.load(stateKey, lm.io.input);
+    // a state of the schema before channels-last cuts were pooled as such still serves a model with none (saved at
+    // the current schema next time)
+    const saved = await store.load(stateKey, lm.io.input, legacyLearnSchema(lm.analysis.cuts));
     const restored = saved !== undefined && learner.restore(saved);
     if (saved !== undefined && !restored) await store.clear(stateKey);
     const features = await ort.ort.InferenceSession.create(

@@ -9,6 +9,7 @@
 // blocks of the entry it replaced, its own when it fails, and blocks of saves cut short once older than ORPHAN_MS.
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { InputSpec } from '../bundle/manifest.js';
+import type { CutPoint } from '../graph/analyze.js';
 import type { LearnerState } from '../learn/learner.js';
 import type { ReservoirState } from '../learn/reservoir.js';
 import { CACHE_OP_TIMEOUT_MS, settleWithin, StorageTimeout } from './cache.js';
@@ -24,6 +25,18 @@ export const LEARN_SCHEMA = 10; // 10: a channels-last model's cuts pooled over 
 // the learner's target in the state); 6: reservoir rows as uint8 with a per-row range (was float16); 5: the
 // reservoir's cut count stored (an empty one has no block); 4:
 // reservoir rows in blocks; 3: the drift verification
+
+/**
+ * The schema before {@link LEARN_SCHEMA} 10, whose states are still read for a model with no channels-last cut: 10
+ * changed only how NHWC cuts are pooled, so a schema-9 state of an all-NCHW model is a schema-10 one (the next save
+ * writes 10). A model with an NHWC cut discards it (its rows were pooled over the wrong axes).
+ */
+export const LEGACY_NCHW_SCHEMA = 9;
+
+/** The older schema a model's saved state may still be read at: {@link LEGACY_NCHW_SCHEMA} when no cut is NHWC. */
+export function legacyLearnSchema(cuts: readonly Pick<CutPoint, 'layout'>[]): number | undefined {
+  return cuts.some((c) => c.layout === 'NHWC') ? undefined : LEGACY_NCHW_SCHEMA;
+}
 
 /** Bytes of reservoir rows per stored block (about). */
 export const BLOCK_BYTES = 4 << 20;
@@ -64,8 +77,12 @@ export interface LearnStore {
   /** False once a write failed (or there is no storage); `reason` says why. */
   readonly enabled: boolean;
   readonly reason: string | undefined;
-  /** The state saved for `modelHash` with this `input` spec (one saved with another is discarded). */
-  load(modelHash: string, input?: InputSpec): Promise<LearnerState | undefined>;
+  /**
+   * The state saved for `modelHash` with this `input` spec (one saved with another is discarded), at
+   * {@link LEARN_SCHEMA} or, when given, at `legacySchema` (one this model reads as the current: see
+   * {@link legacyLearnSchema}); any other schema is discarded.
+   */
+  load(modelHash: string, input?: InputSpec, legacySchema?: number): Promise<LearnerState | undefined>;
   save(modelHash: string, state: LearnerState, input?: InputSpec): Promise<void>;
   clear(modelHash: string): Promise<void>;
   /** Turns persistence off with `reason` (a save that failed before its write: the runtime's copy of the state). */
@@ -281,7 +298,7 @@ export class IdbLearnStore implements LearnStore {
     }
   }
 
-  async load(modelHash: string, input?: InputSpec): Promise<LearnerState | undefined> {
+  async load(modelHash: string, input?: InputSpec, legacySchema?: number): Promise<LearnerState | undefined> {
     const store = this.open();
     if (!store) return undefined;
     try {
@@ -290,7 +307,7 @@ export class IdbLearnStore implements LearnStore {
       if (v === undefined) return undefined;
       const r = v.state?.reservoir;
       if (
-        v.schema === LEARN_SCHEMA &&
+        (v.schema === LEARN_SCHEMA || (legacySchema !== undefined && v.schema === legacySchema)) &&
         v.modelHash === modelHash &&
         inputKey(v.input) === inputKey(input) &&
         typeof v.state === 'object' &&
