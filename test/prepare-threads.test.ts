@@ -3,10 +3,18 @@
 // that throws in a worker, or a worker that dies, rejects with a typed SelfxitError instead of hanging.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { prepare, type PrepareOptions, type PrepareResult } from '../src/calibrate/prepare.js';
 import type { HeadTrainerPool } from '../src/calibrate/train-task.js';
-import { runStackTask, type StackTask } from '../src/calibrate/train-task.js';
+import {
+  FeatureCache,
+  inProcessTrainer,
+  mapLimit,
+  runStackTask,
+  settleAll,
+  type StackTask,
+} from '../src/calibrate/train-task.js';
+import { SelfxitError } from '../src/errors.js';
 import { crossFit, foldFits, memberStack, planCrossFit, type FitInfo } from '../src/calibrate/crossfit.js';
 import { addMemberLogits } from '../src/calibrate/head-stack.js';
 import { kFoldAssign } from '../src/calibrate/rng.js';
@@ -52,9 +60,10 @@ function expectSameBundle(a: PrepareResult, b: PrepareResult): void {
   expect(stats(b)).toBe(stats(a));
 }
 
-/** Waits until every thread of `p` has exited (a thread that never exits times the test out). */
+/** Waits until every thread of `p` has exited; fails (rather than hangs) when some are still running after 20 s. */
 async function threadsExited(p: NodeTrainerPool): Promise<void> {
-  while (p.workers > 0) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 2000 && p.workers > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  if (p.workers > 0) throw new Error(`${p.workers} worker thread(s) still running 20 s after they should have stopped`);
 }
 
 async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
@@ -126,6 +135,81 @@ describe('stack tasks', () => {
   });
 });
 
+/** A one-head task on cut 0. */
+const deadTask: StackTask = {
+  cut: 0,
+  config: { label: 'pool-linear', kind: 'pool-linear', hidden: 0, coarse: false, max: true },
+  group: 'all',
+  heads: [{ holdOut: -1, seed: 0 }],
+  train: {},
+  shuffleSeed: 0,
+};
+
+/** A fake pool job: settles when told, and rejects ABORTED at once when `signal` aborts (as both pools do). */
+function job<T>(signal: AbortSignal): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  signal.addEventListener('abort', () => reject(new SelfxitError('ABORTED', 'Calibration cancelled')), { once: true });
+  return { promise, resolve, reject };
+}
+
+describe('mapLimit and settleAll', () => {
+  it('reject with the failure that stopped the others, not the ABORTED of a shorter chain', async () => {
+    const stop = new AbortController();
+    const deep = job<number>(stop.signal);
+    const deepOther = job<number>(stop.signal);
+    const shallow = job<number>(stop.signal);
+    const all = mapLimit(
+      [0, 1],
+      2,
+      async (lane) => {
+        if (lane === 1) return shallow.promise; // awaited directly (candidate-heads' ladder winner)
+        const [inner] = await settleAll([settleAll([deep.promise, deepOther.promise], stop)], stop); // two layers
+        return inner![0]!;
+      },
+      stop,
+    );
+    deep.reject(new SelfxitError('WORKER_DIED', 'a head-training worker thread died: out of memory'));
+    const err = await rejection(all);
+    expect(err.code).toBe('WORKER_DIED');
+    expect(stop.signal.aborted).toBe(true);
+  });
+
+  it('reject ABORTED when the caller aborted first', async () => {
+    const stop = new AbortController();
+    const a = job<number>(stop.signal);
+    const b = job<number>(stop.signal);
+    const all = mapLimit([a, b], 2, (j) => settleAll([j.promise], stop), stop);
+    stop.abort(); // the caller's signal (loadTrainer forwards it to stop)
+    b.reject(new SelfxitError('WORKER_DIED', 'late'));
+    expect((await rejection(all)).code).toBe('ABORTED');
+  });
+});
+
+describe('FeatureCache', () => {
+  it('derives a coarser pooling once and hands the same matrix to the next task', () => {
+    const [n, k] = [6, 2];
+    const x = new Float32Array(n * 16).map((_, i) => i % 7);
+    const features = {
+      n,
+      k,
+      teacher: new Float32Array(n * k),
+      cuts: [{ cut: {}, channels: 4, height: 2, width: 2, grid: [2, 2], dim: 16, x }],
+    };
+    const data = { features, rows: n, foldOf: new Int32Array(n) } as unknown as Parameters<typeof runStackTask>[0];
+    const cache = new FeatureCache();
+    const coarse = { label: 'pool-mlp coarse', kind: 'pool-mlp', hidden: 8, coarse: true, max: false } as const;
+    const a = cache.get(data, 0, coarse);
+    expect(a.x).not.toBe(x); // derived
+    expect(cache.get(data, 0, coarse)).toBe(a);
+    expect(cache.get(data, 0, coarse).x).toBe(a.x);
+  });
+});
+
 describe('prepare on a worker-thread trainer pool', () => {
   it('gives the same bundle bytes as in-process training', { timeout: 180_000 }, async () => {
     const one = await run(400, {});
@@ -134,6 +218,10 @@ describe('prepare on a worker-thread trainer pool', () => {
     expect(one.manifest.exits.length).toBeGreaterThan(0);
     expectSameBundle(one, two);
     expect(p.workers).toBe(2); // both threads trained (idle now, unref'd: they keep no process alive)
+    // each heads phase unloads its data at its end: the pool keeps no features of the run alive
+    const err = await rejection(p.run(deadTask));
+    expect(err.code).toBe('INTERNAL');
+    expect(err.message).toMatch(/before load/);
   });
 
   it('gives the same bundle with pool-mlp heads as ensembles of 2', { timeout: 180_000 }, async () => {
@@ -176,34 +264,63 @@ describe('prepare on a worker-thread trainer pool', () => {
     const err = await rejection(run(400, { trainerPool: faulty }));
     expect(err.code).toBe('INVALID_ARGUMENT');
     expect(err.message).toMatch(/cut 99/);
-    await threadsExited(p); // the failure aborts the other tasks, which stops their threads
+    // the failure aborts the tasks in flight, which stops their threads (idle ones, when none was, go on close)
+    await p.close();
+    await threadsExited(p);
   });
 
   it('a worker that dies rejects its task with WORKER_DIED', { timeout: 60_000 }, async () => {
     const url = pathToFileURL(path.join(import.meta.dirname, 'fixtures/exiting-worker.mjs'));
     const p = pool(1, url);
     const data = {
-      features: { n: 2, k: 2, teacher: new Float32Array(4), cuts: [] },
+      features: { n: 2, k: 2, teacher: new Float32Array(new SharedArrayBuffer(16)), cuts: [] },
       rows: 2,
       foldOf: new Int32Array(2),
     };
     await p.load(data);
-    const task = {
-      cut: 0,
-      config: { label: 'pool-linear', kind: 'pool-linear', hidden: 0, coarse: false, max: true },
-      group: 'all',
-      heads: [{ holdOut: -1, seed: 0 }],
-      train: {},
-      shuffleSeed: 0,
-    } as const;
-    const err = await rejection(p.run(task));
+    const err = await rejection(p.run(deadTask));
     expect(err.code).toBe('WORKER_DIED');
     await threadsExited(p);
   });
 
-  it('refuses a thread count that is not a positive integer', () => {
-    for (const threads of [0, 1.5, Number.NaN]) {
-      expect(() => createHeadTrainerPool({ threads })).toThrow(/threads must be an integer >= 1/);
+  it('refuses data that is not on SharedArrayBuffer', async () => {
+    const p = pool(1);
+    const x = new Float32Array(new SharedArrayBuffer(8));
+    const cut = { cut: {}, channels: 1, height: 1, width: 1, grid: [1, 1], dim: 1, x };
+    const data = (teacher: Float32Array, cuts: unknown[]): Parameters<NodeTrainerPool['load']>[0] =>
+      ({ features: { n: 2, k: 2, teacher, cuts }, rows: 2, foldOf: new Int32Array(2) }) as never;
+    const plainCut = { ...cut, x: new Float32Array(2) };
+    const err = await rejection(p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut, plainCut])));
+    expect(err.code).toBe('INVALID_ARGUMENT');
+    expect(err.message).toMatch(/cut 1 not on SharedArrayBuffer/);
+    expect((await rejection(p.load(data(new Float32Array(4), [cut])))).message).toMatch(/the teacher/);
+    await p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut])); // all shared: accepted
+  });
+
+  it('prepare refuses a trainer pool whose concurrency is not an integer >= 1', async () => {
+    for (const concurrency of [0, Number.NaN, 1.5]) {
+      const bad: HeadTrainerPool = { ...inProcessTrainer(), concurrency };
+      const err = await rejection(run(50, { trainerPool: bad }));
+      expect(err.code).toBe('INVALID_ARGUMENT');
+      expect(err.message).toMatch(/trainerPool.concurrency must be an integer >= 1/);
+    }
+  });
+
+  it('prepare with a shared-memory pool where SharedArrayBuffer is missing rejects BACKEND_UNAVAILABLE', async () => {
+    const shared: HeadTrainerPool = { ...inProcessTrainer(), sharedMemory: true };
+    vi.stubGlobal('SharedArrayBuffer', undefined);
+    try {
+      const err = await rejection(run(50, { trainerPool: shared }));
+      expect(err.code).toBe('BACKEND_UNAVAILABLE');
+      expect(err.message).toMatch(/SharedArrayBuffer/);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it('refuses a thread count that is not an integer from 1 to 64', () => {
+    for (const threads of [0, 1.5, Number.NaN, 65]) {
+      expect(() => createHeadTrainerPool({ threads })).toThrow(/threads must be an integer from 1 to 64/);
     }
   });
 });

@@ -105,20 +105,30 @@ async function trainCandidate(
   });
   const M = plan.members;
   const train = { kind: config.kind, hidden: config.hidden, temperature: o.temperature, earlyStopping: 0 };
+  // An ensemble's held-out outputs: the members' raw logits, summed into one buffer as they arrive, in member order
+  // (member 0 + member 1 + …: crossFit's float order, so the same bytes), each dropped once added. A member that comes
+  // before the ones ahead of it waits for them: at most the members in flight are held beside the sum.
+  const sum = M > 1 ? new Float32Array(plan.predictRows * k) : undefined;
+  const arrived: (Float32Array | undefined)[] = new Array<Float32Array | undefined>(M);
+  let added = 0;
   const results = await settleAll(
     Array.from({ length: M }, (_, m) => {
       const member = memberStack(plan, m);
       const oof = { rows: plan.predictRows, logits: M > 1 };
       const task = { cut: i, config, group: 'folds' as const, heads: member.heads, train, oof };
-      return trainer.run({ ...task, shuffleSeed: member.shuffleSeed }, stop.signal);
+      return trainer.run({ ...task, shuffleSeed: member.shuffleSeed }, stop.signal).then((r) => {
+        if (!sum) return r;
+        arrived[m] = r.oof!;
+        for (; added < M && arrived[added]; added++) {
+          addMemberLogits(sum, arrived[added]!, 1 / M, plan.settings.logitScale);
+          arrived[added] = undefined;
+        }
+        return { stack: r.stack, ms: r.ms };
+      });
     }),
     stop,
   );
-  let oof = results[0]!.oof!;
-  if (M > 1) {
-    oof = new Float32Array(plan.predictRows * k);
-    for (const r of results) addMemberLogits(oof, r.oof!, 1 / M, plan.settings.logitScale);
-  }
+  const oof = sum ?? results[0]!.oof!;
   const ms = results.reduce((a, r) => a + r.ms, 0);
   foldFits(
     plan,
@@ -136,12 +146,13 @@ async function trainCandidate(
 
 /**
  * The trainer of a heads phase, given its data: prepare's `trainerPool`, else a new in-process one. `stop` aborts with
- * the caller's signal, and on the first failure (so that no task still queued runs).
+ * the caller's signal, and on the first failure (so that no task still queued runs); `done` (in a finally) unloads the
+ * data.
  */
 export async function loadTrainer(
   c: FitContext,
   data: HeadData,
-): Promise<{ trainer: HeadTrainerPool; stop: AbortController; done: () => void }> {
+): Promise<{ trainer: HeadTrainerPool; stop: AbortController; done: () => Promise<void> }> {
   const trainer = c.options.trainerPool ?? inProcessTrainer();
   await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });
   const stop = new AbortController();
@@ -149,7 +160,11 @@ export async function loadTrainer(
   const onAbort = (): void => stop.abort(parent?.reason);
   if (parent?.aborted) onAbort();
   else parent?.addEventListener('abort', onAbort, { once: true });
-  return { trainer, stop, done: () => parent?.removeEventListener('abort', onAbort) };
+  const done = async (): Promise<void> => {
+    parent?.removeEventListener('abort', onAbort);
+    await trainer.unload?.(); // the phase's features are not kept alive by a pool that outlives it
+  };
+  return { trainer, stop, done };
 }
 
 /** The samples (not their copies) of folds `folds`. */
@@ -257,7 +272,7 @@ export async function trainCandidates(
       stop,
     );
   } finally {
-    done();
+    await done();
   }
   if (ladder.length > 0) progress({ stage: 'heads', done: totalFits, total: totalFits });
   return { trained, screened };

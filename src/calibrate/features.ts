@@ -82,8 +82,18 @@ interface ExtractOptions {
   readonly shared?: boolean;
 }
 
-/** A zeroed buffer of `bytes`, on SharedArrayBuffer when `shared`. */
+/** BACKEND_UNAVAILABLE: shared features asked for where there is no SharedArrayBuffer. */
+export function noSharedMemory(): SelfxitError {
+  return new SelfxitError(
+    'BACKEND_UNAVAILABLE',
+    'the head-trainer pool asks for shared memory, and SharedArrayBuffer is not available here (a browser page needs ' +
+      'cross-origin isolation for it)',
+  );
+}
+
+/** A zeroed buffer of `bytes`, on SharedArrayBuffer when `shared` (BACKEND_UNAVAILABLE where there is none). */
 function buffer(bytes: number, shared: boolean | undefined): ArrayBufferLike {
+  if (shared && typeof SharedArrayBuffer === 'undefined') throw noSharedMemory();
   return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
 }
 

@@ -71,7 +71,9 @@ export function planFeatures(c: PrepareContext, all: readonly CutPoint[]): Featu
     const bytes = n * (1 + augment.length) * dims * FEATURE_BYTES[storage];
     const copies = augment.length ? Math.min(n * augment.length, featureBatchRows(c, requests)) * imageSize(c) : 0;
     // beside them for the whole fit: the teacher's float32 probabilities of every row, and a candidate head's
-    // out-of-fold ones of the samples (n × k): 400 + 200 MB at 50,000 images with flip and 1,000 classes
+    // out-of-fold ones of the samples (n × k): 400 + 200 MB at 50,000 images with flip and 1,000 classes. Not
+    // counted: with a trainer pool, each head training in flight holds its own n × k out-of-fold buffer too (an
+    // ensemble's members are summed into one as they arrive), up to the pool's concurrency more
     const probBytes = (n * (1 + augment.length) + n) * k * 4;
     return {
       cuts,

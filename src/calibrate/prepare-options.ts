@@ -6,6 +6,7 @@ import type { OrtModule, OrtSessionOptions } from '../ort/types.js';
 import type { CostTable } from '../policy/cost-table.js';
 import { THRESHOLD_RULES, type ThresholdRule } from '../policy/exit-rule.js';
 import { checkAugment, type AugmentKind } from './augment.js';
+import { noSharedMemory } from './features.js';
 import type { InputOverrides } from './model-io.js';
 import type { ProgressCallback } from './progress.js';
 import type { SampleInput } from './samples.js';
@@ -104,11 +105,13 @@ export interface PrepareOptions {
   readonly signal?: AbortSignal;
   /**
    * Runs the head trainings of the heads phase (selfxit mode: candidate and final heads), `concurrency` at a time.
-   * Default: one at a time in this thread. In Node, `createHeadTrainerPool({ threads })` (selfxit/cli's
-   * src/cli/trainer-pool.ts, what `selfxit prepare --threads N` uses) trains on worker threads; the pooled features
-   * are then allocated on SharedArrayBuffer, read by every thread without a copy. The bundle is the same bytes
-   * whatever the trainer and its thread count. The caller owns the pool: it closes it after prepare (and may reuse
-   * it for another prepare, not two at once).
+   * Default: one at a time in this thread ({@link inProcessTrainer}). The package exports no thread pool: the CLI's
+   * `selfxit prepare --threads N` uses its own worker-thread pool (src/cli/trainer-pool.ts, not part of the published
+   * API); from code, pass an implementation of {@link HeadTrainerPool} that keeps its contract (see its doc). With
+   * `sharedMemory: true` the pooled features are allocated on SharedArrayBuffer. The bundle is the same bytes whatever
+   * the trainer and its concurrency. The caller owns the pool: it closes it after prepare (and may reuse it for
+   * another prepare, not two at once). INVALID_ARGUMENT when `concurrency` is not an integer >= 1,
+   * BACKEND_UNAVAILABLE when `sharedMemory` is true and SharedArrayBuffer is missing.
    */
   readonly trainerPool?: HeadTrainerPool;
   /** Written into the manifest. Default "selfxit". */
@@ -190,7 +193,18 @@ function refuseSelfxitOnly(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>)
     );
 }
 
-/** Resolves every default in one place and validates ranges (INVALID_TARGET, INVALID_ARGUMENT). */
+/**
+ * A trainer pool prepare can use: `concurrency` an integer >= 1 (INVALID_ARGUMENT), and SharedArrayBuffer present when
+ * it asks for shared memory (BACKEND_UNAVAILABLE: a browser page without cross-origin isolation has none).
+ */
+function checkTrainerPool(pool: HeadTrainerPool): void {
+  const c = pool.concurrency;
+  if (!(Number.isInteger(c) && c >= 1)) badArg(`trainerPool.concurrency must be an integer >= 1, got ${String(c)}`);
+  if (pool.sharedMemory && typeof SharedArrayBuffer === 'undefined') throw noSharedMemory();
+}
+
+/** Resolves every default in one place and validates ranges (INVALID_TARGET, INVALID_ARGUMENT; BACKEND_UNAVAILABLE:
+ * a trainer pool with shared memory where SharedArrayBuffer is missing). */
 export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples' | 'ort'>): ResolvedPrepareOptions {
   const target = o.target ?? 0.99;
   if (!(typeof target === 'number' && target > 0 && target <= 1)) {
@@ -232,6 +246,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   // The table's contents are checked once the model's cut tensors are known (prepare()).
   if (o.costTable !== undefined && mode === 'paper')
     badArg('a cost table steers exit selection; paper mode has fixed exits and no selection');
+  if (o.trainerPool !== undefined) checkTrainerPool(o.trainerPool);
   const capacity = o.capacity ?? 'auto';
   if (capacity !== 'auto' && capacity !== 'fixed')
     badArg(`capacity must be "auto" or "fixed", got "${String(capacity)}"`);

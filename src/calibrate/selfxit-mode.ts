@@ -239,7 +239,7 @@ export async function trainFinalHeads(
       stop,
     );
   } finally {
-    done();
+    await done();
   }
 }
 

@@ -51,10 +51,21 @@ export interface StackTaskResult {
 
 /**
  * Runs training tasks. Implementations: {@link inProcessTrainer} (one at a time, in this thread: the default) and,
- * in Node, the CLI's worker-thread pool (`createHeadTrainerPool` in src/cli/trainer-pool.ts).
+ * in the CLI, its worker-thread pool (src/cli/trainer-pool.ts, not exported by the package).
+ *
+ * What a custom pool must guarantee, for prepare to give the same bundle bytes:
+ * - `run` trains with {@link runStackTask} on the data last given to `load`, unchanged (no copy that changes the
+ *   values, no other trainer): a task's result depends on the task and the data only.
+ * - `load` is called once per heads phase (candidate heads, then final heads: twice per prepare), before the
+ *   phase's `run` calls; `unload`, when present, at the end of each phase.
+ * - `concurrency` is an integer >= 1 (prepare rejects INVALID_ARGUMENT otherwise).
+ * - `sharedMemory: true` makes prepare allocate the features on SharedArrayBuffer: it needs SharedArrayBuffer
+ *   (in a browser, a cross-origin isolated page), else prepare rejects BACKEND_UNAVAILABLE.
+ * - `run` rejects with a SelfxitError (ABORTED once `signal` aborts, the task's own error when it throws), and settles
+ *   every task it accepted.
  */
 export interface HeadTrainerPool {
-  /** Tasks it runs at once: the heads phase keeps about this many head trainings in flight. */
+  /** Tasks it runs at once: the heads phase keeps about this many head trainings in flight (an integer >= 1). */
   readonly concurrency: number;
   /**
    * True when the tasks run in other threads, which read the features through shared memory: prepare then allocates
@@ -68,6 +79,11 @@ export interface HeadTrainerPool {
    * task's own SelfxitError when it throws, WORKER_DIED when its thread dies.
    */
   run(task: StackTask, signal?: AbortSignal): Promise<StackTaskResult>;
+  /**
+   * Drops the data of the phase (prepare calls it at the end of each heads phase, whether it succeeded or not), so that
+   * a pool reused across runs keeps no features alive between them. Optional for a custom pool.
+   */
+  unload?(): Promise<void>;
   /** Drops the data and stops every thread (the pool's owner calls it; the in-process trainer has none). */
   close(): Promise<void>;
 }
@@ -75,6 +91,8 @@ export interface HeadTrainerPool {
 /** Caches the last derived feature matrix (a coarse or max-less pooling), so that a cross-fit's members share one. */
 export class FeatureCache {
   private key = '';
+  /** The stored matrix `value` was derived from (a new load's features derive anew). */
+  private base: FeatureRows | undefined;
   private value: CutFeatures<FeatureRows> | undefined;
   /** The features of `config` at cut `cut` of `data` (the stored matrix itself, or one derived from it). */
   get(data: TrainingData, cut: number, config: HeadConfig): CutFeatures<FeatureRows> {
@@ -82,16 +100,18 @@ export class FeatureCache {
     if (!base)
       throw new SelfxitError('INVALID_ARGUMENT', `training task reads cut ${cut} of ${data.features.cuts.length}`);
     const key = `${cut}:${config.coarse ? 1 : 0}:${config.max ? 1 : 0}`;
-    if (this.key !== key || !this.value || this.value.x !== base.x) {
+    if (this.key !== key || !this.value || this.base !== base.x) {
       const f = configFeatures(base, config);
       if (f === base) return base; // the stored pooling: nothing to keep
       this.key = key;
+      this.base = base.x;
       this.value = f;
     }
     return this.value;
   }
   clear(): void {
     this.key = '';
+    this.base = undefined;
     this.value = undefined;
   }
 }
@@ -150,6 +170,11 @@ export function inProcessTrainer(): HeadTrainerPool {
       queue = result.catch(() => undefined);
       return result;
     },
+    unload() {
+      data = undefined;
+      cache.clear();
+      return Promise.resolve();
+    },
     close() {
       data = undefined;
       cache.clear();
@@ -158,10 +183,34 @@ export function inProcessTrainer(): HeadTrainerPool {
   };
 }
 
+/** The failure that aborted each `stop` controller of mapLimit/settleAll (not set when its caller aborted it). */
+const stopFailures = new WeakMap<AbortSignal, { readonly error: unknown }>();
+
+/**
+ * Aborts `stop` on a task's failure and remembers that failure as the cause (the first to come; a `stop` already
+ * aborted, by the caller or another failure, keeps its cause).
+ */
+function failStop(stop: AbortController | undefined, error: unknown): void {
+  if (!stop || stop.signal.aborted) return;
+  stopFailures.set(stop.signal, { error });
+  stop.abort(error);
+}
+
+/**
+ * The error to reject with: the failure that aborted `stop` when a task's failure did, else `error`. The other tasks
+ * that `stop` aborted reject ABORTED, and one of them, on a shorter chain of awaits, can reach a mapLimit/settleAll
+ * before the failure that caused it: the cause, not that ABORTED, is what the caller must see.
+ */
+function firstFailure(stop: AbortController | undefined, error: unknown): unknown {
+  const cause = stop ? stopFailures.get(stop.signal) : undefined;
+  return cause ? cause.error : error;
+}
+
 /**
  * Runs `fn` over `items` with at most `limit` at once, results in item order. On the first failure no further item
  * starts and `stop` (when given) aborts, so that tasks already queued give up; it rejects with that failure once those
- * running have settled (no work is left behind).
+ * running have settled (no work is left behind): the failure that aborted `stop` when there is one, however deep in
+ * nested mapLimit/settleAll calls sharing `stop` it came, rather than an ABORTED it caused.
  */
 export async function mapLimit<T, R>(
   items: readonly T[],
@@ -179,18 +228,18 @@ export async function mapLimit<T, R>(
         out[i] = await fn(items[i]!, i);
       } catch (error) {
         failed ??= { error };
-        stop?.abort(error);
+        failStop(stop, error);
       }
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
-  if (failed) throw failed.error;
+  if (failed) throw firstFailure(stop, failed.error);
   return out;
 }
 
 /**
  * Every promise's value, in order; on a rejection `stop` aborts (the other tasks give up) and, once all have settled,
- * it rejects with the first rejection to come.
+ * it rejects with the first rejection to come (the failure that aborted `stop` when there is one, as mapLimit).
  */
 export async function settleAll<R>(promises: readonly Promise<R>[], stop?: AbortController): Promise<R[]> {
   let failed: { error: unknown } | undefined;
@@ -198,11 +247,11 @@ export async function settleAll<R>(promises: readonly Promise<R>[], stop?: Abort
     promises.map((p) =>
       p.catch((error: unknown) => {
         failed ??= { error };
-        stop?.abort(error);
+        failStop(stop, error);
         throw error;
       }),
     ),
   );
-  if (failed) throw failed.error;
+  if (failed) throw firstFailure(stop, failed.error);
   return settled.map((r) => (r as PromiseFulfilledResult<R>).value);
 }

@@ -13,8 +13,8 @@ let data: TrainingData | undefined;
 const cache = new FeatureCache();
 
 port.on('message', (msg: WorkerRequest) => {
-  if (msg.type === 'data') {
-    data = msg.data;
+  if (msg.type === 'data' || msg.type === 'unload') {
+    data = msg.type === 'data' ? msg.data : undefined;
     cache.clear();
     return;
   }

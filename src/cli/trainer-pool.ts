@@ -17,6 +17,7 @@ import type { HeadTrainerPool, StackTask, StackTaskResult, TrainingData } from '
 /** Messages to a worker. */
 export type WorkerRequest =
   | { readonly type: 'data'; readonly data: TrainingData }
+  | { readonly type: 'unload' }
   | { readonly type: 'task'; readonly id: number; readonly task: StackTask };
 
 /** Messages from a worker. */
@@ -27,13 +28,16 @@ export type WorkerReply =
 /** Threads `--threads` defaults to at most: the heads phase rarely has more independent trainings in flight. */
 export const MAX_DEFAULT_THREADS = 4;
 
+/** The most threads a pool (and `--threads`) takes: more would only add memory, a thread per task queued. */
+export const MAX_TRAINER_THREADS = 64;
+
 /** The default thread count: the cores Node may use (os.availableParallelism()), at most {@link MAX_DEFAULT_THREADS}. */
 export function defaultTrainerThreads(): number {
   return Math.max(1, Math.min(MAX_DEFAULT_THREADS, os.availableParallelism()));
 }
 
 export interface TrainerPoolOptions {
-  /** Worker threads (tasks trained at once), an integer >= 1. */
+  /** Worker threads (tasks trained at once), an integer from 1 to {@link MAX_TRAINER_THREADS}. */
   readonly threads: number;
   /** The worker script (tests). Default: head-worker.js beside this module (head-worker.ts when run from src/). */
   readonly workerUrl?: URL;
@@ -79,18 +83,36 @@ function startWorker(url: URL): Worker {
   return new Worker(boot, { eval: true });
 }
 
+/** INVALID_ARGUMENT unless the features and teacher of `d` are on SharedArrayBuffer (the threads must not copy them). */
+function checkShared(d: TrainingData): void {
+  const shared = (a: ArrayBufferView): boolean =>
+    typeof SharedArrayBuffer !== 'undefined' && a.buffer instanceof SharedArrayBuffer;
+  const unshared = [
+    ...(shared(d.features.teacher) ? [] : ['the teacher']),
+    ...d.features.cuts.flatMap((f, i) => (shared(f.x instanceof Float32Array ? f.x : f.x.data) ? [] : [`cut ${i}`])),
+  ];
+  if (unshared.length > 0)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `the head-trainer pool shares its data with its threads: ${unshared.join(', ')} not on SharedArrayBuffer`,
+    );
+}
+
 function aborted(): SelfxitError {
   return new SelfxitError('ABORTED', 'Calibration cancelled during head training', { stage: 'head training' });
 }
 
 /**
  * A pool of `threads` worker threads training prepare's head stacks (pass it as prepare's `trainerPool`, and close it
- * after). @throws SelfxitError `INVALID_ARGUMENT` when threads is not an integer >= 1.
+ * after). @throws SelfxitError `INVALID_ARGUMENT` when threads is not an integer from 1 to {@link MAX_TRAINER_THREADS}.
  */
 export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerPool {
   const { threads } = options;
-  if (!(Number.isInteger(threads) && threads >= 1))
-    throw new SelfxitError('INVALID_ARGUMENT', `threads must be an integer >= 1, got ${String(threads)}`);
+  if (!(Number.isInteger(threads) && threads >= 1 && threads <= MAX_TRAINER_THREADS))
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `threads must be an integer from 1 to ${MAX_TRAINER_THREADS}, got ${String(threads)}`,
+    );
   const url = options.workerUrl ?? defaultWorkerUrl();
   const slots: Slot[] = [];
   const queue: Job[] = [];
@@ -171,8 +193,18 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     },
     load(d) {
       if (closed) return Promise.reject(new SelfxitError('DISPOSED', 'the head-trainer pool is closed'));
+      try {
+        checkShared(d);
+      } catch (e) {
+        return Promise.reject(e);
+      }
       data = d;
       for (const slot of slots) send(slot, { type: 'data', data: d });
+      return Promise.resolve();
+    },
+    unload() {
+      data = undefined;
+      for (const slot of slots) send(slot, { type: 'unload' });
       return Promise.resolve();
     },
     run(task, signal) {
