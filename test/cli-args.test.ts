@@ -1,8 +1,9 @@
 // Command-line parsing shared by the commands: an option that takes one value given twice is INVALID_ARGUMENT naming
 // it (not last-wins), `--samples` repeatable in prepare, eval and report (eval measures every source, in order).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { nameList, parseCommandArgs } from '../src/cli/args.js';
 import { UsageError } from '../src/cli/dispatch.js';
 import { evalCommand } from '../src/cli/eval.js';
@@ -84,6 +85,32 @@ describe('repeated options', () => {
       expect(JSON.parse(onlyB.stdout).samples).toBe(300);
     },
   );
+});
+
+describe('prepare --threads', () => {
+  it('is a usage error above 64 or not in decimal digits, before any work', async () => {
+    const { dir, model, samples } = writePrepareInputs('selfxit-args-');
+    const out = path.join(dir, 'bundle');
+    for (const n of ['65', '10000', '1e3', '0x4', '0', '2.5']) {
+      const r = await cli('prepare', model, '--samples', samples, ...QUICK, '--threads', n, '--out', out);
+      expect(r.code, n).toBe(2);
+      expect(r.stderr).toContain(`--threads must be an integer from 1 to 64, got "${n}"`);
+    }
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('warns above the cores Node may use, and still gives the bundle', { timeout: 120_000 }, async () => {
+    const { dir, model, samples } = writePrepareInputs('selfxit-args-');
+    const spy = vi.spyOn(os, 'availableParallelism').mockReturnValue(2);
+    try {
+      const r = await cli('prepare', model, '--samples', samples, ...QUICK, '--threads', '3', '--out', `${dir}/b`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/warning: --threads 3 is more than the 2 cores Node may use/);
+      expect(r.stdout).toMatch(/head training: 3 threads/);
+    } finally {
+      spy.mockRestore();
+    }
+  });
 });
 
 describe('nameList (--cuts/--cut, --exits/--exit)', () => {

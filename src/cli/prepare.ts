@@ -1,5 +1,6 @@
 // `selfxit prepare <model.onnx> --samples … --out <bundle>`: calibrates early exits on unlabeled images and
 // writes the bundle folder (built in a temp folder, then swapped in whole) (plus report.html with --report).
+import os from 'node:os';
 import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { ThresholdRule } from '../policy/exit-rule.js';
@@ -15,7 +16,7 @@ import { parseShape, readLabelNames } from './images.js';
 import { openSampleSources } from './sample-sources.js';
 import { loadOrtNode, readFileBytes } from './node-io.js';
 import { createProgressPrinter } from './progress.js';
-import { createHeadTrainerPool, defaultTrainerThreads } from './trainer-pool.js';
+import { createHeadTrainerPool, defaultTrainerThreads, MAX_TRAINER_THREADS } from './trainer-pool.js';
 import pkg from '../../package.json' with { type: 'json' };
 
 const help = `Usage: selfxit prepare <model.onnx> --samples <folder|file.u8> [--samples …] --out <bundle dir> [options]
@@ -73,9 +74,10 @@ Calibration:
                        pooled features, bytes or with K/M/G (default 1.5G): float32 when they fit,
                        else float16, else fewer candidate cuts (stated); images over it: a warning,
                        the features keep a floor; a bare number under 1 MiB is refused (a missing unit)
-  --threads N          threads that train the exit heads side by side (default: the cores Node may use,
-                       at most 4; 1: in the main thread, as the library does by default); the bundle
-                       is the same bytes whatever N, and the features are shared, not copied, per thread
+  --threads N          threads that train the exit heads side by side, 1 to 64 (default: the cores Node
+                       may use, at most 4; 1: in the main thread, as the library does by default; more
+                       than the cores: a warning); the bundle is the same bytes whatever N, and the
+                       features are shared, not copied, per thread
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -208,9 +210,14 @@ export const prepareCommand: CliCommand = {
         temperature: v.temperature,
       });
     }
-    const threads = v.threads === undefined ? defaultTrainerThreads() : numberOption(v.threads, '--threads')!;
-    if (!(Number.isInteger(threads) && threads >= 1))
-      throw new UsageError(`--threads must be an integer >= 1, got "${v.threads ?? threads}"`);
+    // decimal digits only (not 1e1 or 0x4), at most MAX_TRAINER_THREADS: a thread per queued task beyond the cores
+    // would only add memory
+    const threads = v.threads === undefined ? defaultTrainerThreads() : Number(v.threads.trim());
+    if (!(/^\d+$/.test(v.threads?.trim() ?? '1') && threads >= 1 && threads <= MAX_TRAINER_THREADS))
+      throw new UsageError(
+        `--threads must be an integer from 1 to ${MAX_TRAINER_THREADS}, got "${v.threads ?? threads}"`,
+      );
+    const cores = os.availableParallelism();
     const modelFile = positionals[0]!;
     const modelBytes = await readFileBytes(modelFile);
     const model = decodeModel(modelBytes);
@@ -256,6 +263,11 @@ export const prepareCommand: CliCommand = {
     const ort = await loadOrtNode();
     const num = (x: string | undefined, flag: string): number | undefined => numberOption(x, flag);
     const early = new Set<string>(); // warnings printed as they came
+    if (threads > cores)
+      io.stderr(
+        `warning: --threads ${threads} is more than the ${cores} cores Node may use (os.availableParallelism()): ` +
+          'the threads share them, each with its own memory, and head training gets no faster\n',
+      );
     // --threads 1: heads train in this thread (the library's default); else on a worker pool, always closed after
     const trainerPool = threads > 1 ? createHeadTrainerPool({ threads }) : undefined;
     // the progress line ended before anything else is printed: a warning, the error of a run that throws, the summary
@@ -317,7 +329,7 @@ export const prepareCommand: CliCommand = {
         : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
-        .join(', ')})   head training: ${threads} thread${threads > 1 ? 's' : ''}`,
+        .join(', ')})${c.mode === 'paper' ? '' : `   head training: ${threads} thread${threads > 1 ? 's' : ''}`}`,
       `total: ${((performance.now() - tStart) / 1000).toFixed(1)} s from start (loading included)   peak memory: ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB (max RSS)`,
     ];
     io.stdout(`${lines.join('\n')}\n`);
