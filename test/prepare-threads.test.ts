@@ -283,6 +283,22 @@ describe('prepare on a worker-thread trainer pool', () => {
     await threadsExited(p);
   });
 
+  it('a thread that cannot start rejects its task with WORKER_DIED and leaves no job queued', async () => {
+    const p = pool(1, new URL('https://example.invalid/head-worker.js')); // a worker cannot load a URL over https
+    await p.load({
+      features: { n: 2, k: 2, teacher: new Float32Array(new SharedArrayBuffer(16)), cuts: [] },
+      rows: 2,
+      foldOf: new Int32Array(2),
+    });
+    const [a, b] = [p.run(deadTask), p.run(deadTask)];
+    for (const r of [a, b]) {
+      const err = await rejection(r);
+      expect(err.code).toBe('WORKER_DIED');
+      expect(err.message).toMatch(/could not start/);
+    }
+    expect(p.workers).toBe(0);
+  });
+
   it('refuses data that is not on SharedArrayBuffer', async () => {
     const p = pool(1);
     const x = new Float32Array(new SharedArrayBuffer(8));

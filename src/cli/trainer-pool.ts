@@ -7,9 +7,6 @@
 // on close(); an aborted task stops its thread and the idle ones (fresh ones start for a next task). A task that
 // throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED.
 import os from 'node:os';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { fromErrorPayload, SelfxitError, type SelfxitErrorPayload } from '../errors.js';
 import type { HeadTrainerPool, StackTask, StackTaskResult, TrainingData } from '../calibrate/train-task.js';
@@ -74,11 +71,11 @@ function defaultWorkerUrl(): URL {
 /**
  * Starts the worker script. A TypeScript one (run from src/, by tsx or Vitest) is imported by a small bootstrap that
  * first registers tsx's loader in the thread: a worker does not get the loader that `npx tsx …` gave the main thread.
+ * Throws when the thread cannot be started (tsx not found, a URL a worker cannot load): pump() rejects WORKER_DIED.
  */
 function startWorker(url: URL): Worker {
   if (!url.pathname.endsWith('.ts')) return new Worker(url);
-  const tsxDir = path.dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
-  const api = pathToFileURL(path.join(tsxDir, 'dist/esm/api/index.mjs')).href; // its `import` export
+  const api = import.meta.resolve('tsx/esm/api'); // tsx's public entry (its package exports), not its file layout
   const boot = `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); });`;
   return new Worker(boot, { eval: true });
 }
@@ -173,10 +170,27 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     return slot.worker.terminate();
   };
 
+  /** A new thread, or undefined when it cannot start: the next queued job then rejects WORKER_DIED. */
+  const trySpawn = (): Slot | undefined => {
+    try {
+      return spawn();
+    } catch (e) {
+      const job = queue.shift()!;
+      job.signal?.removeEventListener('abort', job.onAbort);
+      const why = e instanceof Error ? e.message : String(e);
+      job.reject(new SelfxitError('WORKER_DIED', `a head-training worker thread could not start: ${why}`, { threads }));
+      return undefined;
+    }
+  };
+
   function pump(): void {
     while (!closed && queue.length > 0) {
-      const slot = slots.find((s) => !s.job && !s.stopping) ?? (slots.length < threads ? spawn() : undefined);
-      if (!slot) return;
+      let slot = slots.find((s) => !s.job && !s.stopping);
+      if (!slot) {
+        if (slots.length >= threads) return;
+        slot = trySpawn();
+        if (!slot) continue; // it could not start: the job first in line was rejected
+      }
       const job = queue.shift()!;
       if (job.signal?.aborted) continue; // its abort listener, still to run, rejects it
       slot.job = job;
