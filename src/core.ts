@@ -35,7 +35,8 @@ export { prepare, minimumSamples } from './calibrate/prepare.js';
 /**
  * Head training as tasks (prepare's `trainerPool` option): {@link inProcessTrainer} is the default trainer (one
  * task at a time, in this thread); {@link runStackTask} is what any trainer runs for a task (e.g. in a worker of a
- * caller's own pool; the Node CLI's worker-thread pool is src/cli/trainer-pool.ts).
+ * caller's own pool, which keeps the HeadTrainerPool contract; the Node CLI's own worker-thread pool,
+ * src/cli/trainer-pool.ts, is not exported).
  */
 export { inProcessTrainer, runStackTask } from './calibrate/train-task.js';
 /** A device plan's measured stage times as the JSON that `selfxit prepare --cost-table` reads. */
