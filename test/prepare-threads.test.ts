@@ -233,6 +233,41 @@ describe('prepare on a worker-thread trainer pool', () => {
     expectSameBundle(one, two);
   });
 
+  it(
+    'an ensemble whose members arrive out of order gives the same bundle (members added in member order)',
+    { timeout: 180_000 },
+    async () => {
+      const extra: Partial<PrepareOptions> = { ensemble: 3, headKinds: ['pool-mlp'], target: 0.7 };
+      const one = await run(600, extra);
+      // a pool that answers an ensemble's member 0 last: the later members' held-out logits wait for it
+      const inner = inProcessTrainer();
+      const seen = new Set<string>();
+      const others = new Map<string, number>(); // per ensemble, members other than the first answered
+      let reordered = 0;
+      const late: HeadTrainerPool = {
+        concurrency: 2,
+        sharedMemory: false,
+        load: (d) => inner.load(d),
+        unload: () => inner.unload!(),
+        close: () => inner.close(),
+        run: async (task, signal) => {
+          const key = JSON.stringify([task.cut, task.config.label, task.group, task.heads.length, task.oof]);
+          const first = task.oof?.logits === true && !seen.has(key);
+          seen.add(key);
+          const r = await inner.run(task, signal);
+          if (first) {
+            for (let i = 0; i < 20; i++) await new Promise((res) => setImmediate(res));
+            if ((others.get(key) ?? 0) > 0) reordered++;
+          } else others.set(key, (others.get(key) ?? 0) + 1);
+          return r;
+        },
+      };
+      const two = await run(600, { ...extra, trainerPool: late });
+      expect(reordered).toBeGreaterThan(0); // the order was really changed
+      expectSameBundle(one, two);
+    },
+  );
+
   it('an abort during head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
     const p = pool(2);
     const ctl = new AbortController();
