@@ -181,6 +181,18 @@ describe('WorkerClient', () => {
     await vi.waitFor(() => expect(client.classify(classifyRequest, [])).rejects.toMatchObject({ code: 'WORKER_DIED' }));
   });
 
+  it('an error event after the client failed (disposed) starts no diagnosis', async () => {
+    const asked: string[] = [];
+    vi.stubGlobal('fetch', (u: string) => (asked.push(u), Promise.resolve(new Response('', { status: 404 }))));
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    client.fail(new SelfxitError('DISPOSED', 'disposed'));
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({ code: 'DISPOSED' });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(asked).toEqual([]);
+  });
+
   it('the telling apart stops when the client fails first (disposed)', async () => {
     let signal: AbortSignal | undefined;
     vi.stubGlobal('fetch', (_u: string, init: RequestInit) => {

@@ -207,7 +207,8 @@ describe('fetchBytes: a body that breaks off is taken up again', () => {
       (e: unknown) => e,
     );
     expect(asked).toHaveLength(1 + MAX_RESUMES);
-    expect(err).toMatchObject({ code: 'FETCH_FAILED', details: { loaded: 40_000, resumes: MAX_RESUMES } });
+    // status 0: the network failed (the answers' headers had come: 200, 206), so isOutage lets a cached copy stand in
+    expect(err).toMatchObject({ code: 'FETCH_FAILED', details: { status: 0, loaded: 40_000, resumes: MAX_RESUMES } });
     expect((err as Error).message).toMatch(/broke off after 40000 bytes \(taken up again 3 times\)/);
   });
 
@@ -266,5 +267,55 @@ describe('fetchBytes: a body that breaks off is taken up again', () => {
     expect(seen.slice(7, 14)).toEqual(Array<number>(7).fill(furthest));
     expect(seen[14]).toBeGreaterThan(furthest);
     expect(seen.at(-1)).toBe(data.length);
+  });
+
+  it('a progress callback that throws stops the download (no resume): its error, the body cancelled', async () => {
+    const data = file(4 * PROGRESS_STEP_BYTES);
+    const asked = flakyServer(data, [], { ranges: true });
+    const boom = new Error('listener failed');
+    const err = await fetchBytes('https://x.test/a.onnx', {
+      expectedBytes: data.length,
+      onProgress: () => {
+        throw boom;
+      },
+    }).catch((e: unknown) => e);
+    expect(err).toBe(boom);
+    expect(asked).toHaveLength(1);
+  });
+
+  it('after a whole-file answer the next resume uses that answer: its validator, and ranges again', async () => {
+    const data = file(150_000);
+    // first body breaks; the range answer is ignored (200, whole) and breaks too; the third continues from there
+    let n = 0;
+    const asked: Asked[] = [];
+    vi.stubGlobal('fetch', (_u: string, init: RequestInit = {}) => {
+      const h = new Headers(init.headers);
+      asked.push({
+        ...(h.get('range') ? { range: h.get('range')! } : {}),
+        ...(h.get('if-range') ? { ifRange: h.get('if-range')! } : {}),
+      });
+      n++;
+      const etag = n === 1 ? '"v1"' : '"v2"';
+      if (n <= 2)
+        return Promise.resolve(
+          new Response(flaky(data, 1000, n === 1 ? 50_000 : 80_000), {
+            headers: { 'content-length': String(data.length), etag },
+          }),
+        );
+      const from = Number(/bytes=(\d+)-/.exec(h.get('range') ?? 'bytes=0-')![1]);
+      return Promise.resolve(
+        new Response(flaky(data.subarray(from), 1000), {
+          status: 206,
+          headers: {
+            'content-length': String(data.length - from),
+            'content-range': `bytes ${from}-${data.length - 1}/${data.length}`,
+            etag,
+          },
+        }),
+      );
+    });
+    const got = await fetchBytes('https://x.test/a.onnx', { expectedBytes: data.length });
+    expect(Buffer.from(got).equals(data)).toBe(true);
+    expect(asked).toEqual([{}, { range: 'bytes=50000-', ifRange: '"v1"' }, { range: 'bytes=80000-', ifRange: '"v2"' }]);
   });
 });

@@ -167,7 +167,10 @@ export function inProcessTrainer(): HeadTrainerPool {
         await yieldToEventLoop();
         return r;
       });
-      queue = result.catch(() => undefined);
+      queue = result.then(
+        () => undefined,
+        () => undefined,
+      ); // not the result itself: unload() must leave nothing alive
       return result;
     },
     unload() {

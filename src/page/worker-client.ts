@@ -241,6 +241,7 @@ export class WorkerClient implements ClassifierTransport {
     (globalThis as Partial<EventTarget>).addEventListener?.('pageshow', this.onPageShow);
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
+      if (this.dead) return; // failed already (disposed, a load aborted or timed out): nothing left to tell
       const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.

@@ -62,6 +62,15 @@ export const MAX_RESUMES = 3;
 /** The wait before resume `n` (1-based): 200, 400, 800 ms. */
 const resumeDelayMs = (n: number): number => 100 * 2 ** n;
 
+/**
+ * Whether a range of `res`'s body is a range of the file: its Content-Length is the manifest's size, so the body is the
+ * file as it is (not compressed in transit).
+ */
+function rangesOf(res: Response, expected: number | undefined): boolean {
+  const header = Number(res.headers.get('content-length'));
+  return expected !== undefined && Number.isFinite(header) && header === expected;
+}
+
 /** Whether `res` is the 206 answer to `Range: bytes=<from>-`: its Content-Range (readable) starts at `from`. */
 function continuesAt(res: Response, from: number): boolean {
   if (res.status !== 206 || !res.body) return false;
@@ -91,7 +100,8 @@ function ifRangeOf(url: string, headers: Headers): string | undefined {
  * server that ignores the range answers the whole file, read from the start. The caller checks the bytes' hash. While
  * bytes arrive, progress is reported per {@link PROGRESS_STEP_BYTES} received, also while a file is read again from
  * the start (then `loaded` stays at the furthest point reached: it never goes down). Throws FETCH_FAILED (details:
- * url, status — of the last request; 0 = network error — and, for a body that broke off, `loaded` and `resumes`),
+ * url, status — 0 when the last failure was the network: a body that broke off or a request with no answer, else the
+ * HTTP status of the last answer that could not be used — and, for a body that broke off, `loaded` and `resumes`),
  * INTEGRITY_ERROR (details: url, expectedBytes, loaded, tooLong: true) when the body grows past `expectedBytes`.
  */
 export async function fetchBytes(url: string, options: FetchOptions = {}): Promise<Uint8Array> {
@@ -109,9 +119,8 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
     options.onProgress?.(buf.length, total || buf.length);
     return buf;
   }
-  // A range of the body is a range of the file only when the body is the file as it is (not compressed in transit).
-  const ranges = expected !== undefined && announced === expected;
-  const validator = ifRangeOf(url, res.headers);
+  let ranges = rangesOf(res, expected);
+  let validator = ifRangeOf(url, res.headers);
   const limit = expected ?? Infinity;
   let chunks: Uint8Array[] = [];
   let loaded = 0;
@@ -128,19 +137,24 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
       body = null;
       try {
         for (;;) {
-          const { done, value } = await reader.read();
-          if (done) return joined(chunks, loaded, reported, total, options);
-          chunks.push(value);
-          loaded += value.length;
-          unreported += value.length;
-          if (loaded > limit) {
-            reader.cancel().catch(() => {});
+          let next: ReadableStreamReadResult<Uint8Array>;
+          try {
+            next = await reader.read();
+          } catch (e) {
+            broken = e; // the connection went: a network failure, whatever status the headers had
+            status = 0;
+            break;
+          }
+          if (next.done) return joined(chunks, loaded, reported, total, options);
+          chunks.push(next.value);
+          loaded += next.value.length;
+          unreported += next.value.length;
+          if (loaded > limit)
             throw new SelfxitError(
               'INTEGRITY_ERROR',
               `${url} is longer than the ${limit} bytes the manifest says (${loaded} bytes read): not the file it lists`,
               { url, expectedBytes: limit, loaded, tooLong: true },
             );
-          }
           if (loaded <= progressUpTo && unreported >= PROGRESS_STEP_BYTES) {
             unreported = 0;
             reported = Math.max(reported, loaded);
@@ -148,8 +162,8 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
           }
         }
       } catch (e) {
-        if (e instanceof SelfxitError) throw e;
-        broken = e;
+        reader.cancel().catch(() => {}); // too long, or the progress callback threw: read no more of it
+        throw e;
       }
     }
     // Every byte arrived before the connection went (a reset after the last one): the hash decides.
@@ -176,9 +190,12 @@ export async function fetchBytes(url: string, options: FetchOptions = {}): Promi
         continue;
       }
       if (next.status === 200 && next.body) {
-        body = next.body; // the whole file again: read it from the start
+        body = next.body; // the whole file again (maybe a new version of it): read it from the start
         chunks = [];
         loaded = 0;
+        ranges = rangesOf(next, expected);
+        validator = ifRangeOf(url, next.headers);
+        fromStart = false;
         continue;
       }
       next.body?.cancel().catch(() => {});
