@@ -3,9 +3,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import type { BundleManifest } from '../src/bundle/manifest.js';
-import { BundleSource } from '../src/runtime/bundle-source.js';
+import { BundleSource, isOutage } from '../src/runtime/bundle-source.js';
 import { noCache } from '../src/runtime/cache.js';
-import { MAX_RESUMES, PROGRESS_STEP_BYTES, fetchBytes } from '../src/runtime/fetch-file.js';
+import { MAX_RESUMES, PROGRESS_STEP_BYTES, fetchBytes, fetchText } from '../src/runtime/fetch-file.js';
 
 /** A body of `chunks` chunks of `size` bytes each (endless when `chunks` is Infinity). */
 function body(size: number, chunks = Infinity): ReadableStream<Uint8Array> {
@@ -317,5 +317,12 @@ describe('fetchBytes: a body that breaks off is taken up again', () => {
     const got = await fetchBytes('https://x.test/a.onnx', { expectedBytes: data.length });
     expect(Buffer.from(got).equals(data)).toBe(true);
     expect(asked).toEqual([{}, { range: 'bytes=50000-', ifRange: '"v1"' }, { range: 'bytes=80000-', ifRange: '"v2"' }]);
+  });
+
+  it('fetchText: a manifest body that breaks off is a network failure (status 0: a cached copy may stand in)', async () => {
+    flakyServer(file(10_000), [5_000]);
+    const err = await fetchText('https://x.test/manifest.json').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'FETCH_FAILED', details: { status: 0, httpStatus: 200 } });
+    expect(isOutage(err)).toBe(true);
   });
 });

@@ -233,7 +233,7 @@ function joined(
 
 /**
  * Fetches `url` as text (`revalidate`: asking the server even when the HTTP cache holds a fresh copy). Throws FETCH_FAILED
- * like {@link fetchBytes}.
+ * like {@link fetchBytes}: status 0 also when the body broke off after the headers (`httpStatus` then has theirs).
  */
 export async function fetchText(url: string, options: { readonly revalidate?: boolean } = {}): Promise<string> {
   const res = await request(url, options.revalidate === true ? 'no-cache' : undefined);
@@ -243,7 +243,8 @@ export async function fetchText(url: string, options: { readonly revalidate?: bo
     throw new SelfxitError(
       'FETCH_FAILED',
       `Reading ${url} failed: ${(e as Error).message}`,
-      { url, status: res.status },
+      // The body broke off: the network failed (status 0), whatever the headers said, so a cached copy may stand in.
+      { url, status: 0, httpStatus: res.status },
       { cause: e },
     );
   }
