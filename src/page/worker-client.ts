@@ -156,9 +156,10 @@ export class WorkerClient implements ClassifierTransport {
   private dead: SelfxitError | undefined;
   /** Whether the worker has answered a call: an error before that means it could not start (its script or imports). */
   private answered = false;
-  /** Whether a start failure is being told apart (which file is missing) before the client fails. */
-  private starting = false;
-  /** Aborts that telling apart when the client fails first (disposed, a load that timed out or was aborted). */
+  /**
+   * Set while a start failure is told apart (which file is missing) before the client fails: aborts that when the
+   * client fails first (disposed, a load that timed out or was aborted).
+   */
   private diagnosis: AbortController | undefined;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
@@ -246,8 +247,7 @@ export class WorkerClient implements ClassifierTransport {
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
         // The event names no file, so ask the server which one is missing (bounded), then fail with it.
-        if (this.starting) return;
-        this.starting = true;
+        if (this.diagnosis) return; // a second event while the first is told apart
         const url = workerUrlOf(this.url);
         const where = workerWhere(this.url);
         const why = ev.message ? `: ${ev.message}` : '';
