@@ -124,6 +124,17 @@ describe('head-trainer pool: messages that cannot cross', () => {
     expect(p.workers).toBe(0);
   });
 
+  it('a thread stopped because it cannot take new data rejects the task it was running', async () => {
+    const p = pool(1, silentWorker);
+    await p.load(emptyData());
+    const running = watch(p.run(task)); // never answered by the silent worker
+    const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
+    expect(err.code).toBe('INTERNAL');
+    expect(await running()).toMatchObject({ code: 'INTERNAL', message: err.message });
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+
   it('a failure to post other than a clone error is WORKER_DIED', () => {
     const e = transferError(new Error('the port is closed'), 'a training task', 2);
     expect([e.code, e.details]).toEqual(['WORKER_DIED', { threads: 2 }]);

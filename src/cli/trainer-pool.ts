@@ -166,8 +166,8 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     slots.push(slot);
     worker.unref();
     worker.on('message', (msg: WorkerReply) => {
-      const job = finish(slot);
-      if (!job || job.id !== msg.id) return;
+      if (slot.job?.id !== msg.id) return; // no task of its own in flight: nothing to settle
+      const job = finish(slot)!;
       if (msg.type === 'done') job.resolve(msg.result);
       else job.reject(fromErrorPayload(msg.error));
       pump();
@@ -188,17 +188,9 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     // an answer that cannot be deserialized: its task would wait forever. The thread stops (a fresh one takes the
     // next task): its one answer in flight was this one, and the task fails as a bug would (INTERNAL)
     worker.on('messageerror', (e) => {
-      const job = finish(slot);
-      void stop(slot);
       const why = e instanceof Error ? e.message : String(e);
-      job?.reject(
-        new SelfxitError(
-          'INTERNAL',
-          `a head-training worker thread's answer could not be read: ${why}`,
-          { threads },
-          { cause: e },
-        ),
-      );
+      const message = `a head-training worker thread's answer could not be read: ${why}`;
+      fail(slot, new SelfxitError('INTERNAL', message, { threads }, { cause: e }));
       pump();
     });
     return slot;
@@ -209,6 +201,13 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     drop(slot);
     finish(slot);
     return slot.worker.terminate();
+  };
+
+  /** Stops the slot's thread, its task (when it has one) rejecting with `error`. */
+  const fail = (slot: Slot, error: SelfxitError): void => {
+    const job = finish(slot);
+    void stop(slot);
+    job?.reject(error);
   };
 
   /** Rejects the job first in line with `error` (its thread could not start, or not take the data). */
@@ -257,12 +256,12 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       slot.job = job;
       slot.worker.ref(); // a running task keeps the process alive until its answer
       const failed = send(slot, { type: 'task', id: job.id, task: job.task });
-      if (failed) {
-        // nothing reached the thread (it stays, idle, unless its port is gone: then it stops); the job fails
+      if (!failed) continue;
+      // nothing reached the thread: the job fails, and the thread stays (idle) unless its port is gone
+      if (failed.code === 'INTERNAL') {
         finish(slot);
-        if (failed.code !== 'INTERNAL') void stop(slot);
         job.reject(failed);
-      }
+      } else fail(slot, failed);
     }
   }
 
@@ -284,14 +283,17 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       let failed: SelfxitError | undefined;
       for (const slot of slots.slice()) {
         const e = send(slot, { type: 'data', data: d });
-        if (e) void stop(slot);
+        if (e) fail(slot, e);
         failed ??= e;
       }
       return failed ? Promise.reject(failed) : Promise.resolve();
     },
     unload() {
       data = undefined;
-      for (const slot of slots.slice()) if (send(slot, { type: 'unload' })) void stop(slot); // it may hold the data
+      for (const slot of slots.slice()) {
+        const e = send(slot, { type: 'unload' });
+        if (e) fail(slot, e); // it may hold the data
+      }
       return Promise.resolve();
     },
     run(task, signal) {
