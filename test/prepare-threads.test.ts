@@ -1,6 +1,7 @@
 // Parallel head training (issue 13): prepare() with the CLI's worker-thread pool gives the same bundle bytes as the
 // library's in-process training, ensembles included; an abort mid-heads rejects ABORTED and stops the threads; a task
-// that throws in a worker, or a worker that dies, rejects with a typed SelfxitError instead of hanging.
+// that throws in a worker, or a worker that dies, rejects with a typed SelfxitError instead of hanging. Paper mode's
+// heads train on the same pool, with the same bundle bytes.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -37,13 +38,16 @@ function pool(threads: number, workerUrl?: URL): NodeTrainerPool {
   return p;
 }
 
-/** prepare() on the tiny classifier with a fixed clock and date (timings 0), so that runs compare byte for byte. */
+/**
+ * prepare() on the tiny classifier with a fixed clock and date (timings 0), so that runs compare byte for byte (target
+ * 0.9 unless `extra` says otherwise; none in paper mode, which takes none).
+ */
 function run(n: number, extra: Partial<PrepareOptions>): Promise<PrepareResult> {
   return prepare({
     model,
     samples: { data: blobImages(n, 8, 8, 3), count: n },
     ort: ortNode,
-    target: 0.9,
+    ...(extra.mode === 'paper' ? {} : { target: 0.9 }),
     now: () => 0,
     createdAt: '2026-01-01T00:00:00.000Z',
     ...extra,
@@ -267,6 +271,38 @@ describe('prepare on a worker-thread trainer pool', () => {
       expectSameBundle(one, two);
     },
   );
+
+  it(
+    'paper mode trains its heads on the pool, the same bundle bytes for any thread count',
+    { timeout: 180_000 },
+    async () => {
+      const one = await run(400, { mode: 'paper' });
+      expect(one.manifest.exits.length).toBe(3); // three heads: three tasks
+      for (const threads of [2, 3]) {
+        const p = pool(threads);
+        const many = await run(400, { mode: 'paper', trainerPool: p });
+        expect(p.workers, `${threads} threads`).toBe(threads); // every thread trained a head
+        expectSameBundle(one, many);
+      }
+    },
+  );
+
+  it('an abort during paper head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
+    const p = pool(2);
+    const ctl = new AbortController();
+    const err = await rejection(
+      run(400, {
+        mode: 'paper',
+        trainerPool: p,
+        signal: ctl.signal,
+        onProgress: (e) => {
+          if (e.stage === 'heads' && e.done >= 1) ctl.abort();
+        },
+      }),
+    );
+    expect(err.code).toBe('ABORTED');
+    await threadsExited(p);
+  });
 
   it('an abort during head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
     const p = pool(2);

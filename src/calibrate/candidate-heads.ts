@@ -26,7 +26,7 @@ import type { ResolvedPrepareOptions } from './prepare-options.js';
 import { addMemberLogits } from './head-stack.js';
 import { throwIfAborted } from './progress.js';
 import { DEFAULT_HIDDEN } from './train-head.js';
-import { inProcessTrainer, mapLimit, settleAll, type HeadTrainerPool } from './train-task.js';
+import { inProcessTrainer, mapLimit, settleAll, type HeadTrainerPool, type TrainingData } from './train-task.js';
 
 /** Out-of-fold scores of one head at one cut, and its report line. */
 export interface TrainedCandidate {
@@ -151,7 +151,7 @@ async function trainCandidate(
  */
 export async function loadTrainer(
   c: FitContext,
-  data: HeadData,
+  data: TrainingData,
 ): Promise<{ trainer: HeadTrainerPool; stop: AbortController; done: () => Promise<void> }> {
   const trainer = c.options.trainerPool ?? inProcessTrainer();
   await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });

@@ -1,13 +1,16 @@
 // Paper mode of prepare() (the SelfXit paper's baseline): one MLP head per fixed exit reading the full flattened map,
 // trained once on (folds-1)/folds of the samples and validated on the held-out fold (no cross-fitting, no selection),
-// and one fixed max-softmax threshold for every exit.
+// and one fixed max-softmax threshold for every exit. Each exit's head is a training task (train-task.ts) run on
+// prepare's trainer (its `trainerPool`: the CLI's `--threads`), so the bundle is the same whatever trains them.
 import type { CalibrationSummary } from '../bundle/manifest.js';
 import type { CutPoint } from '../graph/index.js';
 import { argmaxRows, exitScores, exitStatsOf, type ExitScores } from '../policy/cascade-sim.js';
 import { paperCascade } from '../policy/select-exits.js';
+import { loadTrainer } from './candidate-heads.js';
 import { candidateCuts, cutName, namedExitCuts } from './candidate-cuts.js';
 import { buildCosts, coverageAt, estimateHeadMacs, macsOutcome } from './exit-costs.js';
 import { cutGeometry, type FeatureSet } from './features.js';
+import type { HeadConfig } from './head-capacity.js';
 import {
   backbonePass,
   bundleExit,
@@ -15,10 +18,27 @@ import {
   type ModeOutcome,
   type PrepareContext,
 } from './prepare-context.js';
-import { throwIfAborted, yieldToEventLoop, type ProgressCallback } from './progress.js';
+import { throwIfAborted } from './progress.js';
 import { foldIndices, kFoldAssign } from './rng.js';
 import type { SampleBatch } from './samples.js';
-import { DEFAULT_HIDDEN, predictHeadRows, trainHeadOnRows, type TrainedHead } from './train-head.js';
+import {
+  DEFAULT_HIDDEN,
+  predictHeadRows,
+  resolveTrainSettings,
+  toTrainHeadResult,
+  type TrainedHead,
+  type TrainHeadOptions,
+} from './train-head.js';
+import { mapLimit } from './train-task.js';
+
+/** Every paper head: an MLP of DEFAULT_HIDDEN.paper units on the whole map (the stored features, no max branch). */
+const PAPER_CONFIG: HeadConfig = {
+  label: 'paper',
+  kind: 'paper',
+  hidden: DEFAULT_HIDDEN.paper,
+  coarse: false,
+  max: false,
+};
 
 /**
  * How many samples fit `memoryBytes` of full float32 maps of sizes `dims` (per sample), capped at `n`.
@@ -41,42 +61,50 @@ interface PaperHeads {
   readonly scores: readonly ExitScores[];
 }
 
-/** Trains one paper head per cut on all folds but one; scores them on the held-out fold. */
-async function runPaperHeads(
-  features: FeatureSet,
-  options: {
-    folds: number;
-    seed: number;
-    temperature: number;
-    onProgress?: ProgressCallback;
-    signal?: AbortSignal;
-  },
-): Promise<PaperHeads> {
+/**
+ * Trains one paper head per cut on all folds but one (one task each, `trainer.concurrency` at a time: the same fit as
+ * trainHeadOnRows on those rows); scores them on the held-out fold.
+ */
+async function runPaperHeads(c: PrepareContext, features: FeatureSet): Promise<PaperHeads> {
+  const { o, options, progress } = c;
   const { n, k, teacher } = features;
-  const foldOf = kFoldAssign(n, options.folds, options.seed);
+  const foldOf = kFoldAssign(n, o.folds, o.seed);
   const holdout = foldIndices(foldOf, 0, true);
-  const train = foldIndices(foldOf, 0, false);
   const teacherPred = argmaxRows(teacher, n, k);
   const holdPred = Int32Array.from(holdout, (i) => teacherPred[i]!);
-  const exits: { index: number; head: TrainedHead; ms: number }[] = [];
-  const scores: ExitScores[] = [];
-  for (let i = 0; i < features.cuts.length; i++) {
-    throwIfAborted(options.signal, 'paper head training');
-    const f = features.cuts[i]!;
-    const t0 = Date.now();
-    const head = trainHeadOnRows(f.x, teacher, n, f.dim, k, train, {
-      kind: 'paper',
-      seed: options.seed,
-      temperature: options.temperature,
-    });
-    const probs = new Float32Array(holdout.length * k);
-    predictHeadRows(head, f.x, holdout, holdout.length, probs, false);
-    exits.push({ index: i, head: { layers: head.layers, logitScale: head.logitScale }, ms: Date.now() - t0 });
-    scores.push(exitScores(probs, holdout.length, k, holdPred));
-    options.onProgress?.({ stage: 'heads', done: i + 1, total: features.cuts.length, detail: f.cut.tensor });
-    await yieldToEventLoop();
+  // the task's groups: 0 trains (the other folds), -1 is left out (the held-out fold)
+  const group = Int32Array.from(foldOf, (f) => (f === 0 ? -1 : 0));
+  const train: TrainHeadOptions = { kind: 'paper', temperature: o.temperature };
+  const { logitScale } = resolveTrainSettings(train);
+  const heads = [{ holdOut: -1, seed: o.seed }];
+  const { trainer, stop, done } = await loadTrainer(c, { features, rows: n, foldOf: group });
+  let trained = 0;
+  try {
+    const exits = await mapLimit(
+      features.cuts,
+      trainer.concurrency,
+      async (f, i) => {
+        throwIfAborted(options.signal, 'paper head training');
+        const task = { cut: i, config: PAPER_CONFIG, group: 'folds', heads, train, shuffleSeed: o.seed } as const;
+        const r = await trainer.run(task, stop.signal);
+        const t0 = Date.now();
+        const head = toTrainHeadResult(r.stack, 0, logitScale, r.ms);
+        const probs = new Float32Array(holdout.length * k);
+        predictHeadRows(head, f.x, holdout, holdout.length, probs, false);
+        progress({ stage: 'heads', done: ++trained, total: features.cuts.length, detail: f.cut.tensor });
+        return {
+          index: i,
+          head: { layers: head.layers, logitScale: head.logitScale },
+          ms: r.ms + Date.now() - t0,
+          scores: exitScores(probs, holdout.length, k, holdPred),
+        };
+      },
+      stop,
+    );
+    return { exits, scores: exits.map((e) => e.scores) };
+  } finally {
+    await done();
   }
-  return { exits, scores };
 }
 
 /** Runs paper mode on the context's samples (a model with at least one inner cut). */
@@ -102,17 +130,11 @@ export async function runPaperMode(c: PrepareContext): Promise<ModeOutcome> {
       c,
       cuts.map((cut, i) => ({ cut, grid: [geoms[i]!.height, geoms[i]!.width] as const })),
       samples,
+      'f32',
+      { shared: options.trainerPool?.sharedMemory === true }, // a pool's threads read the maps in place
     ),
   );
-  const heads = await timer.time('heads', () =>
-    runPaperHeads(features, {
-      folds: o.folds,
-      seed: o.seed,
-      temperature: o.temperature,
-      onProgress: progress,
-      ...(options.signal ? { signal: options.signal } : {}),
-    }),
-  );
+  const heads = await timer.time('heads', () => runPaperHeads(c, features));
   const macsCosts = buildCosts(
     analysis,
     cuts,

@@ -166,6 +166,13 @@ export function backbonePass(
   c: PrepareContext,
   requests: readonly FeatureRequest[],
   samples: SampleBatch | SampleRows,
+  storage: 'f32',
+  alloc?: { readonly shared: boolean },
+): Promise<FeatureSet>;
+export function backbonePass(
+  c: PrepareContext,
+  requests: readonly FeatureRequest[],
+  samples: SampleBatch | SampleRows,
   storage: FeatureStorage,
   alloc?: { readonly shared: boolean },
 ): Promise<FeatureSet<FeatureRows>>;

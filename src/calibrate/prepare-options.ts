@@ -104,7 +104,8 @@ export interface PrepareOptions {
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
   /**
-   * Runs the head trainings of the heads phase (selfxit mode: candidate and final heads), `concurrency` at a time.
+   * Runs the head trainings of the heads phase (selfxit mode: candidate and final heads; paper mode: one head per
+   * exit), `concurrency` at a time.
    * Default: one at a time in this thread ({@link inProcessTrainer}). The package exports no thread pool: the CLI's
    * `selfxit prepare --threads N` uses its own worker-thread pool (src/cli/trainer-pool.ts, not part of the published
    * API); from code, pass an implementation of {@link HeadTrainerPool} that keeps its contract (see its doc). With

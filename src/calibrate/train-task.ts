@@ -18,7 +18,10 @@ export interface TrainingData {
   /** Rows [0, n) are the samples, then their augmented copies (`rows` in all). */
   readonly features: FeatureSet<FeatureRows>;
   readonly rows: number;
-  /** Fold of every row (the cross-fit split). */
+  /**
+   * Fold of every row (the cross-fit split); -1: a row no task trains on (paper mode's held-out fold, whose heads
+   * train on one group, 0, of the other rows: trainStack leaves rows of a negative group out).
+   */
   readonly foldOf: Int32Array;
 }
 

@@ -329,7 +329,7 @@ export const prepareCommand: CliCommand = {
         : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
-        .join(', ')})${c.mode === 'paper' ? '' : `   head training: ${threads} thread${threads > 1 ? 's' : ''}`}`,
+        .join(', ')})   head training: ${threads} thread${threads > 1 ? 's' : ''}`,
       `total: ${((performance.now() - tStart) / 1000).toFixed(1)} s from start (loading included)   peak memory: ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB (max RSS)`,
     ];
     io.stdout(`${lines.join('\n')}\n`);

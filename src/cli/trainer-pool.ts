@@ -5,7 +5,9 @@
 // one derived matrix it trains on). Results are the same bytes as in-process training (train-task.ts).
 // Workers start on the first task, are unref'd while idle (an idle pool never keeps the process alive), and stop
 // on close(); an aborted task stops its thread and the idle ones (fresh ones start for a next task). A task that
-// throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED.
+// throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED; a message that cannot cross
+// to a thread (postMessage throws) or back (the worker's `messageerror`) settles its task too (see transferError),
+// and a thread is counted in `workers` from its start to its exit, whatever stopped it: close() waits for them all.
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fromErrorPayload, SelfxitError, type SelfxitErrorPayload } from '../errors.js';
@@ -21,6 +23,19 @@ export type WorkerRequest =
 export type WorkerReply =
   | { readonly type: 'done'; readonly id: number; readonly result: StackTaskResult }
   | { readonly type: 'error'; readonly id: number; readonly error: SelfxitErrorPayload };
+
+/**
+ * The error of a message that could not be posted to a thread. A DataCloneError (a payload that structured clone
+ * refuses) is INTERNAL: prepare's data and tasks are plain data, so only a bug (or a custom caller's odd data) makes
+ * one, and no other thread would take it either; any other failure to post means the thread's port is gone:
+ * WORKER_DIED, as for a thread that died. Both say what failed, and keep the original error as the cause.
+ */
+export function transferError(e: unknown, what: string, threads: number): SelfxitError {
+  const clone = e instanceof Error && e.name === 'DataCloneError';
+  const why = e instanceof Error ? e.message : String(e);
+  const message = `${what} could not be sent to a head-training worker thread: ${why}`;
+  return new SelfxitError(clone ? 'INTERNAL' : 'WORKER_DIED', message, { threads }, { cause: e });
+}
 
 /** Threads `--threads` defaults to at most: the heads phase rarely has more independent trainings in flight. */
 export const MAX_DEFAULT_THREADS = 4;
@@ -116,9 +131,19 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
   let data: TrainingData | undefined;
   let nextId = 0;
   let closed = false;
-  let alive = 0;
+  /** Every thread started and not yet exited, in a slot or stopping (close() terminates them all). */
+  const live = new Set<Worker>();
 
-  const send = (slot: Slot, msg: WorkerRequest): void => slot.worker.postMessage(msg);
+  /** Posts `msg` to the slot's thread: undefined when it went, else the typed error (postMessage threw). */
+  const send = (slot: Slot, msg: WorkerRequest): SelfxitError | undefined => {
+    try {
+      slot.worker.postMessage(msg);
+      return undefined;
+    } catch (e) {
+      const what = msg.type === 'task' ? 'a training task' : msg.type === 'data' ? "the heads phase's data" : 'unload';
+      return transferError(e, what, threads);
+    }
+  };
 
   const finish = (slot: Slot): Job | undefined => {
     const job = slot.job;
@@ -133,13 +158,16 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     if (i >= 0) slots.splice(i, 1);
   };
 
+  /** A new thread, in `slots` and `live` (its data, when loaded, still to send). */
   const spawn = (): Slot => {
     const worker = startWorker(url);
+    live.add(worker);
     const slot: Slot = { worker, job: undefined, stopping: false };
+    slots.push(slot);
     worker.unref();
     worker.on('message', (msg: WorkerReply) => {
-      const job = finish(slot);
-      if (!job || job.id !== msg.id) return;
+      if (slot.job?.id !== msg.id) return; // no task of its own in flight: nothing to settle
+      const job = finish(slot)!;
       if (msg.type === 'done') job.resolve(msg.result);
       else job.reject(fromErrorPayload(msg.error));
       pump();
@@ -154,12 +182,17 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     };
     worker.on('error', (e) => died(e instanceof Error ? e.message : String(e)));
     worker.on('exit', (code) => {
-      alive--;
+      live.delete(worker);
       died(`it exited with code ${code}`);
     });
-    alive++;
-    if (data) send(slot, { type: 'data', data });
-    slots.push(slot);
+    // an answer that cannot be deserialized: its task would wait forever. The thread stops (a fresh one takes the
+    // next task): its one answer in flight was this one, and the task fails as a bug would (INTERNAL)
+    worker.on('messageerror', (e) => {
+      const why = e instanceof Error ? e.message : String(e);
+      const message = `a head-training worker thread's answer could not be read: ${why}`;
+      fail(slot, new SelfxitError('INTERNAL', message, { threads }, { cause: e }));
+      pump();
+    });
     return slot;
   };
 
@@ -170,21 +203,49 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     return slot.worker.terminate();
   };
 
-  /** A new thread, or undefined when it cannot start: the next queued job then rejects WORKER_DIED. */
+  /** Stops the slot's thread, its task (when it has one) rejecting with `error`. */
+  const fail = (slot: Slot, error: SelfxitError): void => {
+    const job = finish(slot);
+    void stop(slot);
+    job?.reject(error);
+  };
+
+  /** Rejects the job first in line with `error` (its thread could not start, or not take the data). */
+  const rejectFirst = (error: SelfxitError): void => {
+    const job = queue.shift()!;
+    job.signal?.removeEventListener('abort', job.onAbort);
+    job.reject(error);
+  };
+
+  /**
+   * A new thread holding the data, or undefined when it cannot start (WORKER_DIED) or the data cannot be posted to
+   * it (transferError; the thread, useless without it, stops): the job first in line is then rejected.
+   */
   const trySpawn = (): Slot | undefined => {
+    let slot: Slot;
     try {
-      return spawn();
+      slot = spawn();
     } catch (e) {
-      const job = queue.shift()!;
-      job.signal?.removeEventListener('abort', job.onAbort);
       const why = e instanceof Error ? e.message : String(e);
-      job.reject(new SelfxitError('WORKER_DIED', `a head-training worker thread could not start: ${why}`, { threads }));
+      rejectFirst(
+        new SelfxitError('WORKER_DIED', `a head-training worker thread could not start: ${why}`, { threads }),
+      );
       return undefined;
     }
+    const failed = data ? send(slot, { type: 'data', data }) : undefined;
+    if (!failed) return slot;
+    void stop(slot);
+    rejectFirst(failed);
+    return undefined;
   };
 
   function pump(): void {
     while (!closed && queue.length > 0) {
+      // an aborted job is left to its abort listener, still to run, which rejects it: no thread starts for it
+      if (queue[0]!.signal?.aborted) {
+        queue.shift();
+        continue;
+      }
       let slot = slots.find((s) => !s.job && !s.stopping);
       if (!slot) {
         if (slots.length >= threads) return;
@@ -192,10 +253,15 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
         if (!slot) continue; // it could not start: the job first in line was rejected
       }
       const job = queue.shift()!;
-      if (job.signal?.aborted) continue; // its abort listener, still to run, rejects it
       slot.job = job;
       slot.worker.ref(); // a running task keeps the process alive until its answer
-      send(slot, { type: 'task', id: job.id, task: job.task });
+      const failed = send(slot, { type: 'task', id: job.id, task: job.task });
+      if (!failed) continue;
+      // nothing reached the thread: the job fails, and the thread stays (idle) unless its port is gone
+      if (failed.code === 'INTERNAL') {
+        finish(slot);
+        job.reject(failed);
+      } else fail(slot, failed);
     }
   }
 
@@ -203,7 +269,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     concurrency: threads,
     sharedMemory: true,
     get workers() {
-      return alive;
+      return live.size;
     },
     load(d) {
       if (closed) return Promise.reject(new SelfxitError('DISPOSED', 'the head-trainer pool is closed'));
@@ -213,12 +279,21 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
         return Promise.reject(e);
       }
       data = d;
-      for (const slot of slots) send(slot, { type: 'data', data: d });
-      return Promise.resolve();
+      // a thread that cannot take the data stops (new ones get it on start, or fail their task the same way)
+      let failed: SelfxitError | undefined;
+      for (const slot of slots.slice()) {
+        const e = send(slot, { type: 'data', data: d });
+        if (e) fail(slot, e);
+        failed ??= e;
+      }
+      return failed ? Promise.reject(failed) : Promise.resolve();
     },
     unload() {
       data = undefined;
-      for (const slot of slots) send(slot, { type: 'unload' });
+      for (const slot of slots.slice()) {
+        const e = send(slot, { type: 'unload' });
+        if (e) fail(slot, e); // it may hold the data
+      }
       return Promise.resolve();
     },
     run(task, signal) {
@@ -255,7 +330,9 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
         job.reject(new SelfxitError('DISPOSED', 'the head-trainer pool was closed'));
       }
       const running = slots.map((s) => s.job).filter((j): j is Job => j !== undefined);
-      await Promise.all(slots.slice().map(stop));
+      for (const slot of slots.slice()) void stop(slot);
+      // every thread, those already stopping (an abort, a failed post) included: none outlives close()
+      await Promise.allSettled([...live].map((w) => w.terminate()));
       for (const job of running) job.reject(new SelfxitError('DISPOSED', 'the head-trainer pool was closed'));
     },
   };

@@ -1,0 +1,178 @@
+// The CLI's head-trainer pool (src/cli/trainer-pool.ts) when a message cannot cross a thread boundary, and after an
+// abort: every task settles with a typed SelfxitError, every thread it started is stopped by close() (`workers` 0),
+// and no thread starts for a task already aborted. Node's Worker is wrapped to count the threads the pool starts
+// and to reach them (a `messageerror` cannot be provoked from a worker on demand: it is emitted on the thread's
+// Worker, as Node does when an answer cannot be deserialized).
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type * as WorkerThreads from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { StackTask, TrainingData } from '../src/calibrate/train-task.js';
+import { isSelfxitError } from '../src/errors.js';
+import { createHeadTrainerPool, transferError, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
+
+const started = vi.hoisted(() => ({ workers: [] as Worker[] }));
+vi.mock('node:worker_threads', async (importOriginal) => {
+  const m = await importOriginal<typeof WorkerThreads>();
+  class Counted extends m.Worker {
+    constructor(...args: ConstructorParameters<typeof m.Worker>) {
+      super(...args);
+      started.workers.push(this);
+    }
+  }
+  return { ...m, Worker: Counted };
+});
+
+const silentWorker = pathToFileURL(path.join(import.meta.dirname, 'fixtures/silent-worker.mjs'));
+const pools: NodeTrainerPool[] = [];
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+  started.workers.length = 0;
+});
+
+function pool(threads: number, workerUrl?: URL): NodeTrainerPool {
+  const p = createHeadTrainerPool({ threads, ...(workerUrl ? { workerUrl } : {}) });
+  pools.push(p);
+  return p;
+}
+
+/** Data with no cuts: the real worker answers every task INVALID_ARGUMENT ("reads cut 0 of 0"). */
+function emptyData(): TrainingData {
+  return {
+    features: { n: 2, k: 2, teacher: new Float32Array(new SharedArrayBuffer(16)), cuts: [] },
+    rows: 2,
+    foldOf: new Int32Array(2),
+  };
+}
+
+const task: StackTask = {
+  cut: 0,
+  config: { label: 'pool-linear', kind: 'pool-linear', hidden: 0, coarse: false, max: true },
+  group: 'all',
+  heads: [{ holdOut: -1, seed: 0 }],
+  train: {},
+  shuffleSeed: 0,
+};
+
+/** A task structured clone refuses (a function in it). */
+const uncloneable = { ...task, train: { onEpoch: () => undefined } } as unknown as StackTask;
+
+/** The promise's outcome so far, read after the pending callbacks have run (no timing: one turn of the loop). */
+function watch(p: Promise<unknown>): () => Promise<'pending' | { code: string; message: string }> {
+  let outcome: 'pending' | { code: string; message: string } = 'pending';
+  p.then(
+    () => {
+      outcome = { code: 'resolved', message: '' };
+    },
+    (e: unknown) => {
+      expect(isSelfxitError(e), String(e)).toBe(true);
+      outcome = e as { code: string; message: string };
+    },
+  );
+  return async () => {
+    await new Promise((r) => setImmediate(r));
+    return outcome;
+  };
+}
+
+async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    expect(isSelfxitError(e), String(e)).toBe(true);
+    return e as { code: string; message: string };
+  }
+  throw new Error('expected a rejection, it resolved');
+}
+
+describe('head-trainer pool: messages that cannot cross', () => {
+  it('a task that cannot be cloned rejects INTERNAL, and its thread takes the next task', async () => {
+    const p = pool(1);
+    await p.load(emptyData());
+    const err = await rejection(p.run(uncloneable));
+    expect(err.code).toBe('INTERNAL');
+    expect(err.message).toMatch(/a training task could not be sent to a head-training worker thread/);
+    // the thread was not lost to that task: it answers the next one (the worker's own error: no cut 0)
+    const next = await rejection(p.run(task));
+    expect(next.code).toBe('INVALID_ARGUMENT');
+    expect(next.message).toMatch(/cut 0 of 0/);
+    expect(started.workers.length).toBe(1);
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+
+  it('data that cannot be cloned to a new thread rejects its task; close() stops that thread', async () => {
+    const p = pool(2);
+    await p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData);
+    const err = await rejection(p.run(task));
+    expect(started.workers.length).toBe(1);
+    await p.close();
+    expect(p.workers).toBe(0); // the thread that could not take the data was stopped
+    expect(err.code).toBe('INTERNAL');
+    expect(err.message).toMatch(/the heads phase's data could not be sent/);
+  });
+
+  it('load() of data that cannot be cloned to running threads rejects with a typed error', async () => {
+    const p = pool(1);
+    await p.load(emptyData());
+    expect((await rejection(p.run(task))).code).toBe('INVALID_ARGUMENT'); // a thread started, and holds the data
+    const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
+    expect(err.code).toBe('INTERNAL');
+    expect(err.message).toMatch(/the heads phase's data could not be sent/);
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+
+  it('a thread stopped because it cannot take new data rejects the task it was running', async () => {
+    const p = pool(1, silentWorker);
+    await p.load(emptyData());
+    const running = watch(p.run(task)); // never answered by the silent worker
+    const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
+    expect(err.code).toBe('INTERNAL');
+    expect(await running()).toMatchObject({ code: 'INTERNAL', message: err.message });
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+
+  it('a failure to post other than a clone error is WORKER_DIED', () => {
+    const e = transferError(new Error('the port is closed'), 'a training task', 2);
+    expect([e.code, e.details]).toEqual(['WORKER_DIED', { threads: 2 }]);
+    const clone = new DOMException('() => undefined could not be cloned.', 'DataCloneError');
+    expect(transferError(clone, 'a training task', 2).code).toBe('INTERNAL');
+  });
+
+  it('an answer that cannot be deserialized rejects its task INTERNAL and stops its thread', async () => {
+    const p = pool(1, silentWorker);
+    await p.load(emptyData());
+    const outcome = watch(p.run(task));
+    expect(started.workers.length).toBe(1);
+    expect(await outcome()).toBe('pending'); // the silent worker never answers
+    started.workers[0]!.emit('messageerror', new Error('Unable to deserialize cloned data.'));
+    const err = await outcome();
+    expect(err).not.toBe('pending');
+    expect(err).toMatchObject({ code: 'INTERNAL' });
+    expect((err as { message: string }).message).toMatch(/answer could not be read: Unable to deserialize/);
+    // the next task runs on a fresh thread
+    const second = watch(p.run(task));
+    expect(started.workers.length).toBe(2);
+    await p.close();
+    expect(await second()).toMatchObject({ code: 'DISPOSED' });
+    expect(p.workers).toBe(0);
+  });
+});
+
+describe('head-trainer pool: after an abort', () => {
+  it('starts no thread for tasks already aborted, and close() leaves none', async () => {
+    const p = pool(1, silentWorker);
+    await p.load(emptyData());
+    const ctl = new AbortController();
+    const [a, b] = [p.run(task, ctl.signal), p.run(task, ctl.signal)]; // a runs, b waits for the one thread
+    expect(started.workers.length).toBe(1);
+    ctl.abort();
+    for (const r of [a, b]) expect((await rejection(r)).code).toBe('ABORTED');
+    expect(started.workers.length).toBe(1); // a's thread stopped; none started for b
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+});
