@@ -54,16 +54,12 @@ interface Started {
   readonly blobUrl?: string;
 }
 
-/** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
-function startWorker(url: URL | undefined): Started {
-  if (typeof Worker === 'undefined')
-    throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
-  // The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite bundle and emit the worker.
-  if (!url)
-    return {
-      worker: new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' }),
-    };
-  const origin = (globalThis as { location?: { origin: string } }).location?.origin;
+/** The page's origin, where there is one (a page or a worker; not Node). */
+const pageOrigin = (): string | undefined => (globalThis as { location?: { origin: string } }).location?.origin;
+
+/** Starts a module worker from `url`, through a same-origin blob module that imports it when `url` is on another origin. */
+function startAt(url: URL): Started {
+  const origin = pageOrigin();
   if (origin && url.origin !== origin) {
     const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
     const blobUrl = URL.createObjectURL(shim);
@@ -75,6 +71,51 @@ function startWorker(url: URL | undefined): Started {
     }
   }
   return { worker: new Worker(url, { type: 'module', name: 'selfxit' }) };
+}
+
+/**
+ * The default worker. The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite (this
+ * library's build) and an app's bundler (Vite, webpack 5, reading dist/selfxit.js) emit the worker and rewrite its URL;
+ * a bundler knows the pattern only as written, with the global `Worker`.
+ */
+const literalWorker = (): Worker =>
+  new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' });
+
+/**
+ * The URL {@link literalWorker} starts its worker from, as the bundler rewrote it, without starting one: the global
+ * `Worker` is replaced, for that one synchronous call, by a stand-in that records its URL.
+ */
+export function literalWorkerUrl(): URL | undefined {
+  const g = globalThis as { Worker: typeof Worker };
+  const native = g.Worker;
+  let asked: URL | undefined;
+  g.Worker = function (this: unknown, u: string | URL) {
+    asked = new URL(String(u), (globalThis as { location?: { href: string } }).location?.href);
+  } as unknown as typeof Worker;
+  try {
+    literalWorker();
+  } finally {
+    g.Worker = native;
+  }
+  return asked;
+}
+
+/**
+ * A worker URL on another origin cannot be started directly (a script tag or an app whose assets are on a CDN: the
+ * browser throws a SecurityError): it is loaded through a same-origin blob module, for `url` and for the default one.
+ */
+function startWorker(url: URL | undefined): Started {
+  if (typeof Worker === 'undefined')
+    throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
+  if (url) return startAt(url);
+  try {
+    return { worker: literalWorker() };
+  } catch (e) {
+    // Another origin (the bundle's base is a CDN): the same URL through the blob module.
+    const asked = (e as { name?: unknown } | undefined)?.name === 'SecurityError' ? literalWorkerUrl() : undefined;
+    if (!asked || asked.origin === pageOrigin()) throw e;
+    return startAt(asked);
+  }
 }
 
 /**
