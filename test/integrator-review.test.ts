@@ -1,6 +1,13 @@
 // The findings of an integrator's review (packaging and first use): the default worker on another origin (a script tag
-// or an app's assets on a CDN) starts through the same-origin blob module, as `workerUrl` does.
+// or an app's assets on a CDN) starts through the same-origin blob module, as `workerUrl` does; the exports map
+// gives the worker and onnxruntime files by subpath.
 import { resolveObjectURL } from 'node:buffer';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
@@ -56,5 +63,47 @@ describe('the default worker on another origin', () => {
       expect.objectContaining({ code: 'RUNTIME_FILES_UNAVAILABLE', message: expect.stringMatching(/: blocked$/) }),
     );
     expect(n).toBe(1);
+  });
+});
+
+describe("the package's exports", () => {
+  it('resolve the worker and the onnxruntime files by subpath (selfxit/dist/…), as well as the entries', () => {
+    // the package as installed: package.json and empty stand-ins for the files it names (no build needed)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'selfxit-exports-'));
+    const pkg = path.join(dir, 'node_modules/selfxit');
+    const files = [
+      'dist/selfxit.js',
+      'dist/core.js',
+      'dist/selfxit.iife.js',
+      'dist/selfxit.worker.js',
+      'dist/ort/ort.min.mjs',
+      'dist/ort/ort-wasm-simd-threaded.wasm',
+    ];
+    for (const f of files) {
+      fs.mkdirSync(path.dirname(path.join(pkg, f)), { recursive: true });
+      fs.writeFileSync(path.join(pkg, f), '');
+    }
+    fs.copyFileSync(new URL('../package.json', import.meta.url), path.join(pkg, 'package.json'));
+    try {
+      const names = [
+        'selfxit',
+        'selfxit/core',
+        'selfxit/script',
+        'selfxit/dist/selfxit.worker.js',
+        'selfxit/dist/ort/ort.min.mjs',
+        'selfxit/dist/ort/ort-wasm-simd-threaded.wasm',
+      ];
+      // import.meta.resolve (ESM: what Vite and Node's import follow) and require.resolve (CommonJS)
+      const script = `for (const n of ${JSON.stringify(names)}) console.log(import.meta.resolve(n));`;
+      const esm = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' });
+      const want = ['selfxit.js', 'core.js', 'selfxit.iife.js', 'selfxit.worker.js', 'ort/ort.min.mjs'];
+      expect(esm.trim().split('\n')).toEqual(
+        [...want, 'ort/ort-wasm-simd-threaded.wasm'].map((f) => pathToFileURL(path.join(pkg, 'dist', f)).href),
+      );
+      const require = createRequire(path.join(dir, 'index.js'));
+      expect(require.resolve('selfxit/dist/selfxit.worker.js')).toBe(path.join(pkg, 'dist/selfxit.worker.js'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
