@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
+import { runtimeFilesError } from '../src/runtime/ort-backend.js';
 import { closeFakeWorkers, fakeWorkerApi, stubWorkers } from './fixtures/page-fakes.js';
 
 afterEach(() => {
@@ -105,5 +106,34 @@ describe("the package's exports", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a Content-Security-Policy that refuses WebAssembly', () => {
+  const files = ['https://x.test/ort/ort-wasm-simd-threaded.mjs', 'https://x.test/ort/ort-wasm-simd-threaded.wasm'];
+  it.each([
+    [
+      'Chromium',
+      "no available backend found. ERR: [wasm] RuntimeError: Aborted(CompileError: WebAssembly.instantiate(): Compiling or instantiating WebAssembly module violates the following Content Security policy directive because 'unsafe-eval' is not an allowed source of script in the following Content Security Policy directive: \"script-src 'self'\".)",
+    ],
+    [
+      'Firefox',
+      'no available backend found. ERR: [wasm] CompileError: call to WebAssembly.instantiate() blocked by CSP',
+    ],
+    [
+      'Safari',
+      "Refused to create a WebAssembly object because 'unsafe-eval' or 'wasm-unsafe-eval' is not an allowed source of script",
+    ],
+  ])('%s: the message says which policy to change, not where to serve the files', (_, message) => {
+    const e = runtimeFilesError('segment 0', new Error(message), files);
+    expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { csp: true, files } });
+    expect(e.message).toMatch(/Content-Security-Policy.*script-src 'wasm-unsafe-eval'/);
+    expect(e.message).not.toMatch(/wasmPaths/);
+  });
+
+  it('a file that is missing still says where to serve it', () => {
+    const e = runtimeFilesError('segment 0', new Error('no available backend found. Failed to fetch'), files);
+    expect(e.message).toMatch(/wasmPaths/);
+    expect(e.details).not.toHaveProperty('csp');
   });
 });

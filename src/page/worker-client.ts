@@ -296,16 +296,28 @@ export class WorkerClient implements ClassifierTransport {
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
-              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
+              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served; a " +
+              "Content-Security-Policy's worker-src may also refuse it (see docs/DEPLOY.md)",
             { ...details, ...(url ? { url } : {}) },
           );
         if (!url) return this.fail(generic());
+        // Every file served, and still no worker: the browser refused it (a policy), or its script threw at once.
+        const refused = (): SelfxitError =>
+          new SelfxitError(
+            'RUNTIME_FILES_UNAVAILABLE',
+            `the selfxit worker could not be started from ${where}${why}, although the server serves it and the ` +
+              'modules it imports: the browser refused it, most likely by a Content-Security-Policy (its worker-src ' +
+              "or script-src must allow the worker's URL, and blob: where the worker is on another origin than the " +
+              "page: see docs/DEPLOY.md's Content-Security-Policy section), or the script failed as it started",
+            { ...details, url, csp: true },
+          );
         this.diagnosis = new AbortController();
         void missingWorkerFile(url, 3000, this.diagnosis.signal).then(
           (missing) => {
             // It answered meanwhile: it started, so the event was a crash after all.
             if (this.answered) return this.fail(died(ev));
             if (!missing) return this.fail(generic());
+            if (missing === 'served') return this.fail(refused());
             const chunk = missing.url !== url;
             this.fail(
               new SelfxitError(
