@@ -1,6 +1,7 @@
 // The findings of an integrator's review (packaging and first use): the default worker on another origin (a script tag
 // or an app's assets on a CDN) starts through the same-origin blob module, as `workerUrl` does; the exports map
-// gives the worker and onnxruntime files by subpath.
+// gives the worker and onnxruntime files by subpath; CSP refusals and a learn load's missing onnxruntime files are
+// told as such.
 import { resolveObjectURL } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,7 +12,10 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
-import { runtimeFilesError } from '../src/runtime/ort-backend.js';
+import * as ortNode from 'onnxruntime-node';
+import { LearnRuntime } from '../src/runtime/learn-runtime.js';
+import { runtimeFilesError, type OrtHandle } from '../src/runtime/ort-backend.js';
+import { fashionLearnRequest, MemoryLearnStore, modelDir } from './fixtures/learn-runtime.js';
 import { closeFakeWorkers, fakeWorkerApi, stubWorkers } from './fixtures/page-fakes.js';
 
 afterEach(() => {
@@ -135,5 +139,33 @@ describe('a Content-Security-Policy that refuses WebAssembly', () => {
     const e = runtimeFilesError('segment 0', new Error('no available backend found. Failed to fetch'), files);
     expect(e.message).toMatch(/wasmPaths/);
     expect(e.details).not.toHaveProperty('csp');
+  });
+});
+
+describe("a learn load whose onnxruntime files cannot be loaded (the shape probe is onnxruntime's first session)", () => {
+  it('fails with RUNTIME_FILES_UNAVAILABLE naming the file, not SHAPE_UNKNOWN', async () => {
+    const model = fs.readFileSync(path.join(modelDir, 'model.onnx'));
+    vi.stubGlobal('fetch', async () => new Response(model, { status: 200 }));
+    const glue = 'https://x.test/nowhere/ort-wasm-simd-threaded.mjs';
+    const noBackend = new Error(
+      `no available backend found. ERR: [wasm] TypeError: Failed to fetch dynamically imported module: ${glue}`,
+    );
+    const ort = {
+      ...ortNode,
+      InferenceSession: { create: () => Promise.reject(noBackend) },
+    } as unknown as OrtHandle['ort'];
+    const loadOrt = async (): Promise<OrtHandle> => ({
+      ort,
+      backend: 'wasm',
+      threads: 1,
+      fallbackReason: undefined,
+      runtimeFiles: [glue, 'https://x.test/nowhere/ort-wasm-simd-threaded.wasm'],
+    });
+    const req = fashionLearnRequest('https://x.test', {}, { persist: false });
+    const e = await LearnRuntime.open(req, () => {}, { loadOrt, learnStore: new MemoryLearnStore() }).catch(
+      (x: unknown) => x,
+    );
+    expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: glue } });
+    expect((e as Error).message).toMatch(/onnxruntime's files could not be loaded.*wasmPaths/);
   });
 });

@@ -142,6 +142,17 @@ export function runtimeFilesError(what: string, e: unknown, files: readonly stri
 }
 
 /**
+ * RUNTIME_FILES_UNAVAILABLE for an onnxruntime failure that was its own .mjs/.wasm's (fetched, compiled or started from
+ * the handle's runtime files), also one a caller already wrapped in a SelfxitError (its cause); else undefined.
+ */
+export function runtimeFilesFailure(what: string, e: unknown, handle: OrtHandle): SelfxitError | undefined {
+  const inner = e instanceof SelfxitError && e.code !== 'RUNTIME_FILES_UNAVAILABLE' ? e.cause : e;
+  if (inner instanceof SelfxitError || !handle.runtimeFiles) return undefined;
+  const message = (inner as Error | undefined)?.message ?? String(inner);
+  return RUNTIME_FILES_RE.test(message) ? runtimeFilesError(what, inner, handle.runtimeFiles) : undefined;
+}
+
+/**
  * The error for a segment session onnxruntime could not create: RUNTIME_FILES_UNAVAILABLE when its own .mjs/.wasm
  * failed (naming the URL), OUT_OF_MEMORY when memory ran out, else INVALID_BUNDLE (the segment itself is bad).
  */
