@@ -1,7 +1,7 @@
 // The findings of an integrator's review (packaging and first use): the default worker on another origin (a script tag
 // or an app's assets on a CDN) starts through the same-origin blob module, as `workerUrl` does; the exports map
 // gives the worker and onnxruntime files by subpath; CSP refusals and a learn load's missing onnxruntime files are
-// told as such.
+// told as such; a bundle on another origin without CORS and an HTML page for a manifest are named in the message.
 import { resolveObjectURL } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,6 +13,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
 import * as ortNode from 'onnxruntime-node';
+import { isOutage, parseManifest } from '../src/runtime/bundle-source.js';
+import { networkError } from '../src/runtime/fetch-file.js';
 import { LearnRuntime } from '../src/runtime/learn-runtime.js';
 import { runtimeFilesError, type OrtHandle } from '../src/runtime/ort-backend.js';
 import { fashionLearnRequest, MemoryLearnStore, modelDir } from './fixtures/learn-runtime.js';
@@ -167,5 +169,38 @@ describe("a learn load whose onnxruntime files cannot be loaded (the shape probe
     );
     expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: glue } });
     expect((e as Error).message).toMatch(/onnxruntime's files could not be loaded.*wasmPaths/);
+  });
+});
+
+describe('bundle fetch and manifest messages that point the right way', () => {
+  const failed = new TypeError('Failed to fetch');
+  it('a network failure of a file on another origin names a missing Access-Control-Allow-Origin too', () => {
+    vi.stubGlobal('location', { href: 'https://app.test/page/', origin: 'https://app.test' });
+    const e = networkError('https://cdn.test/b/manifest.json', failed);
+    expect(e).toMatchObject({ code: 'FETCH_FAILED', details: { status: 0, crossOrigin: true } });
+    expect(e.message).toMatch(/offline, or the server sends no Access-Control-Allow-Origin for https:\/\/app\.test/);
+    expect(isOutage(e)).toBe(true); // an offline device looks the same: the cached manifest may still stand in
+  });
+
+  it('on the same origin (or with no page origin, as in Node): network error or offline only', () => {
+    vi.stubGlobal('location', { href: 'https://app.test/page/', origin: 'https://app.test' });
+    const same = networkError('/b/manifest.json', failed);
+    expect(same.message).toMatch(/\(network error or offline\)$/);
+    expect(same.details).not.toHaveProperty('crossOrigin');
+    vi.unstubAllGlobals();
+    expect(networkError('https://cdn.test/b/manifest.json', failed).details).not.toHaveProperty('crossOrigin');
+  });
+
+  it('a manifest URL answered with an HTML page (an app fallback route) says so', () => {
+    const url = 'https://app.test/route/bundle/manifest.json';
+    let e: unknown;
+    try {
+      parseManifest('\n<!doctype html><html><body>app</body></html>', url);
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toMatchObject({ code: 'INVALID_BUNDLE', details: { url, html: true } });
+    expect((e as Error).message).toMatch(/not JSON .*: the server answered HTML .*check the bundle URL$/s);
+    expect(() => parseManifest('{"version": ', url)).toThrow(expect.objectContaining({ details: { url } }));
   });
 });
