@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import ts from 'typescript';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
 import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
@@ -85,6 +86,8 @@ describe("the package's exports", () => {
       'dist/selfxit.worker.js',
       'dist/ort/ort.min.mjs',
       'dist/ort/ort-wasm-simd-threaded.wasm',
+      'dist/types/index.d.ts',
+      'dist/types/core.d.ts',
     ];
     for (const f of files) {
       fs.mkdirSync(path.dirname(path.join(pkg, f)), { recursive: true });
@@ -107,6 +110,12 @@ describe("the package's exports", () => {
       expect(esm.trim().split('\n')).toEqual(
         [...want, 'ort/ort-wasm-simd-threaded.wasm'].map((f) => pathToFileURL(path.join(pkg, 'dist', f)).href),
       );
+      // TypeScript's moduleResolution "node" (node10), which reads no exports: typesVersions maps selfxit/core
+      const node10 = { moduleResolution: ts.ModuleResolutionKind.Node10 };
+      const typesOf = (name: string): string | undefined =>
+        ts.resolveModuleName(name, path.join(dir, 'index.ts'), node10, ts.sys).resolvedModule?.resolvedFileName;
+      expect(typesOf('selfxit')).toBe(path.join(pkg, 'dist/types/index.d.ts'));
+      expect(typesOf('selfxit/core')).toBe(path.join(pkg, 'dist/types/core.d.ts'));
       const require = createRequire(path.join(dir, 'index.js'));
       expect(require.resolve('selfxit/dist/selfxit.worker.js')).toBe(path.join(pkg, 'dist/selfxit.worker.js'));
     } finally {
