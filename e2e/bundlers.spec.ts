@@ -4,7 +4,8 @@
 // COOP/COEP, and 10 images of the tiny test bundle classified in Chromium against the Node reference; with COOP/COEP
 // also a `learn` load (the worker's lazily imported learning chunk, re-bundled by the app's bundler). The default Vite
 // app also runs in Vite's dev server (`vite`, where the worker and its chunks are served from node_modules, unbundled,
-// under rewritten URLs): the same classifying and `learn` load. The apps' script
+// under rewritten URLs): the same classifying and `learn` load; built again with its `base` on another origin (a CDN), it
+// classifies with its worker chunk on that origin. The apps' script
 // sizes are printed (docs/DEPLOY.md "Download size"). Slow (three installs, three builds: about 1-2 minutes);
 // SELFXIT_E2E_SKIP_BUNDLERS=1 skips it.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -24,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { test, expect, type Page } from '@playwright/test';
+import { chromium, test, expect, type Page } from '@playwright/test';
 import type { load as Load } from '../src/index.js';
 import { serveStatic } from '../scripts/static-server.mjs';
 import { ISOLATION_HEADERS } from '../scripts/web-config.mjs';
@@ -261,6 +262,31 @@ test.describe('published package in bundler apps', () => {
       });
     }
   }
+
+  // The app's assets on another origin (Vite's `base` a CDN URL; a host name Chromium maps to 127.0.0.1, the page on
+  // 127.0.0.1): its hashed worker chunk is started without workerUrl, through the same-origin blob module.
+  test('vite build with base on another origin (a CDN): load() and 10 images classified', async ({
+    launchOptions,
+    headless,
+  }) => {
+    const app = path.dirname(apps.vite!);
+    const port = await freePort();
+    await sh(process.execPath, [VITE, 'build', '--base', `http://cdn.test:${port}/`, '--outDir', 'dist-cdn'], app);
+    const mounts = { '/': path.join(app, 'dist-cdn'), '/bundle/': TINY, '/models/': MODELS };
+    const server = await serveStatic({ mounts, port, isolation: false, cors: true });
+    const browser = await chromium.launch({
+      ...launchOptions,
+      headless,
+      args: [...(launchOptions.args ?? []), '--host-resolver-rules=MAP cdn.test 127.0.0.1'],
+    });
+    try {
+      const page = await browser.newPage();
+      await classifyAndLearn(page, server.url, false);
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  });
 
   // Unbundled: Vite serves the worker as /node_modules/selfxit/dist/selfxit.worker.js?worker_file&type=module and
   // rewrites the imports of its chunks (`?v=…`): the learning chunk and the entry must import the shared chunk under

@@ -3,7 +3,9 @@
 // `/hang/<file name>/<path>`: <path> as served, except that a file named <file name> is never answered;
 // `/http-cache/<all|files>/<path>`: <path> with headers that let the HTTP cache keep it (httpCacheControl);
 // `/drop/<file name>/<path>`: <path> as served, except that the first whole answer of a file named <file name> (since
-// the last log reset) breaks off half way (the connection dropped); any file there answers `Range: bytes=N-` with 206.
+// the last log reset) breaks off half way (the connection dropped); any file there answers `Range: bytes=N-` with 206;
+// `/cors/<path>`: <path> as served, readable from any origin (CORS, CORP cross-origin: a CDN, under another host name);
+// `/csp/<policy name>/<path>`: <path> as served, with the Content-Security-Policy named in CSP_POLICIES.
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -32,6 +34,13 @@ const TYPES = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+/** Content-Security-Policies of `/csp/<name>/` (integration.spec.ts): DEPLOY.md's, and each with one part missing. */
+const CSP_POLICIES = {
+  ok: "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self'",
+  'no-wasm': "default-src 'self'; script-src 'self'; worker-src 'self' blob:; connect-src 'self'",
+  'no-worker': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'none'; connect-src 'self'",
+};
+
 /** Paths requested since the last reset (bundle files only matter to the tests, but everything is logged). */
 let log = [];
 /** `/drop/` paths whose first whole answer broke off since the last reset. */
@@ -58,6 +67,14 @@ const server = createServer(async (req, res) => {
   const hang = /^\/hang\/([^/]+)(\/.*)$/.exec(pathname);
   if (hang && path.posix.basename(hang[2]) === hang[1]) return; // never answered (the tests' stalled request)
   if (hang) return serveFile(req, res, hang[2]);
+  const cors = /^\/cors(\/.*)$/.exec(pathname);
+  if (cors) {
+    const open = { 'Access-Control-Allow-Origin': '*', 'Cross-Origin-Resource-Policy': 'cross-origin' };
+    return serveFile(req, res, cors[1], undefined, undefined, open);
+  }
+  const csp = /^\/csp\/([^/]+)(\/.*)$/.exec(pathname);
+  if (csp && CSP_POLICIES[csp[1]])
+    return serveFile(req, res, csp[2], undefined, undefined, { 'Content-Security-Policy': CSP_POLICIES[csp[1]] });
   const cacheable = /^\/http-cache\/(all|files)(\/.*)$/.exec(pathname);
   if (cacheable) return serveFile(req, res, cacheable[2], cacheable[1]);
   return serveFile(req, res, pathname);
@@ -96,7 +113,7 @@ async function serveRanges(req, res, file, info, pathname, breakOnce) {
   res.write(bytes.subarray(0, Math.floor(bytes.length / 2)), () => setTimeout(() => res.socket?.destroy(), 50));
 }
 
-async function serveFile(req, res, pathname, httpCacheMode, breakOnce) {
+async function serveFile(req, res, pathname, httpCacheMode, breakOnce, extraHeaders = {}) {
   const mount = MOUNTS.find(([prefix]) => pathname.startsWith(prefix));
   if (!mount) return send(res, 404, 'not found');
   const [prefix, dir] = mount;
@@ -110,6 +127,7 @@ async function serveFile(req, res, pathname, httpCacheMode, breakOnce) {
   const cacheable = prefix === '/dist/' && !/\.json$/.test(file);
   res.writeHead(200, {
     ...ISOLATION,
+    ...extraHeaders,
     'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
     'Content-Length': String(info.size),
     'Cache-Control': httpCacheMode

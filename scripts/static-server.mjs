@@ -27,11 +27,15 @@ const TYPES = {
 /**
  * Serves `mounts` (URL prefix → folder, longest prefix wins) on `host:port`. Resolves once listening
  * with `{ url, close() }`. Fails (EADDRINUSE) rather than picking another port. `isolation: false` leaves out the
- * COOP/COEP headers (a page that is not cross-origin isolated).
- * @param {{ mounts: Record<string, string>, port: number, host?: string, isolation?: boolean }} options
+ * COOP/COEP headers (a page that is not cross-origin isolated); `cors: true` lets pages of any origin read the files
+ * (`Access-Control-Allow-Origin: *`: a CDN).
+ * @param {{ mounts: Record<string, string>, port: number, host?: string, isolation?: boolean, cors?: boolean }} options
  */
-export async function serveStatic({ mounts, port, host = '127.0.0.1', isolation = true }) {
-  const ISOLATION_HEADERS = isolation ? ISOLATION : {};
+export async function serveStatic({ mounts, port, host = '127.0.0.1', isolation = true, cors = false }) {
+  const ISOLATION_HEADERS = {
+    ...(isolation ? ISOLATION : {}),
+    ...(cors ? { 'Access-Control-Allow-Origin': '*' } : {}),
+  };
   const prefixes = Object.keys(mounts).sort((a, b) => b.length - a.length);
   const server = createServer(async (req, res) => {
     try {

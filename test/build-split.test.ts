@@ -93,6 +93,28 @@ describe('the built worker and its learning chunk', () => {
     expect(gz(worker) / (gz(worker) + gz(learn))).toBeLessThan(2 / 3);
   });
 
+  it('the built files import no package by name but runtime dependencies: never onnxruntime-web (a devDependency)', () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    const bare = new Set<string>();
+    for (const f of fs.readdirSync(out).filter((x) => x.endsWith('.js'))) {
+      const code = fs.readFileSync(path.join(out, f), 'utf8');
+      for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)(["'`])([\w@][\w@$.\-/]*)\1/g)) {
+        const spec = m[2]!;
+        bare.add(
+          spec
+            .split('/')
+            .slice(0, spec.startsWith('@') ? 2 : 1)
+            .join('/'),
+        );
+      }
+    }
+    for (const name of bare) expect(pkg.dependencies, `${name} imported by the build`).toHaveProperty([name]);
+    expect(bare.has('onnxruntime-web')).toBe(false);
+    expect(pkg.dependencies).not.toHaveProperty(['onnxruntime-web']);
+  });
+
   it('the package publishes the chunk (package.json "files")', () => {
     const files = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { files: string[] }).files;
     expect(files.some((f) => f === 'dist' || f === 'dist/*.js')).toBe(true);

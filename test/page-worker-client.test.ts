@@ -208,7 +208,7 @@ describe('WorkerClient', () => {
     expect(signal!.aborted).toBe(true);
   });
 
-  it('a worker whose files are all served but that still fails to start: the general RUNTIME_FILES_UNAVAILABLE', async () => {
+  it('a worker whose files are all served but that still fails to start: refused, most likely by a CSP', async () => {
     vi.stubGlobal(
       'fetch',
       serve({ 'https://x.test/selfxit.worker.js': 'import "./ok.js";', 'https://x.test/ok.js': '' }),
@@ -218,9 +218,12 @@ describe('WorkerClient', () => {
     worker.dispatchEvent(new Event('error'));
     await expect(pending).rejects.toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
-      details: { url: 'https://x.test/selfxit.worker.js' },
+      details: { url: 'https://x.test/selfxit.worker.js', csp: true },
     });
-    await expect(pending).rejects.toThrow(/could not be started from https:\/\/x\.test\/selfxit\.worker\.js\. Serve/);
+    await expect(pending).rejects.toThrow(
+      /from https:\/\/x\.test\/selfxit\.worker\.js, although the server serves it .* Content-Security-Policy/,
+    );
+    await expect(pending).rejects.not.toThrow(/Serve the package's dist/);
   });
 
   it('staticImports reads the specifiers vite emits, not dynamic imports or bare names', () => {

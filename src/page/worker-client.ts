@@ -54,16 +54,12 @@ interface Started {
   readonly blobUrl?: string;
 }
 
-/** A worker URL on another origin cannot be started directly: load it through a same-origin blob module. */
-function startWorker(url: URL | undefined): Started {
-  if (typeof Worker === 'undefined')
-    throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
-  // The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite bundle and emit the worker.
-  if (!url)
-    return {
-      worker: new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' }),
-    };
-  const origin = (globalThis as { location?: { origin: string } }).location?.origin;
+/** The page's origin, where there is one (a page or a worker; not Node). */
+const pageOrigin = (): string | undefined => (globalThis as { location?: { origin: string } }).location?.origin;
+
+/** Starts a module worker from `url`, through a same-origin blob module that imports it when `url` is on another origin. */
+function startAt(url: URL): Started {
+  const origin = pageOrigin();
   if (origin && url.origin !== origin) {
     const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
     const blobUrl = URL.createObjectURL(shim);
@@ -75,6 +71,51 @@ function startWorker(url: URL | undefined): Started {
     }
   }
   return { worker: new Worker(url, { type: 'module', name: 'selfxit' }) };
+}
+
+/**
+ * The default worker. The literal `new Worker(new URL('../runtime/worker.ts', import.meta.url), …)` lets vite (this
+ * library's build) and an app's bundler (Vite, webpack 5, reading dist/selfxit.js) emit the worker and rewrite its URL;
+ * a bundler knows the pattern only as written, with the global `Worker`.
+ */
+const literalWorker = (): Worker =>
+  new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' });
+
+/**
+ * The URL {@link literalWorker} starts its worker from, as the bundler rewrote it, without starting one: the global
+ * `Worker` is replaced, for that one synchronous call, by a stand-in that records its URL.
+ */
+export function literalWorkerUrl(): URL | undefined {
+  const g = globalThis as { Worker: typeof Worker };
+  const native = g.Worker;
+  let asked: URL | undefined;
+  g.Worker = function (this: unknown, u: string | URL) {
+    asked = new URL(String(u), (globalThis as { location?: { href: string } }).location?.href);
+  } as unknown as typeof Worker;
+  try {
+    literalWorker();
+  } finally {
+    g.Worker = native;
+  }
+  return asked;
+}
+
+/**
+ * A worker URL on another origin cannot be started directly (a script tag or an app whose assets are on a CDN: the
+ * browser throws a SecurityError): it is loaded through a same-origin blob module, for `url` and for the default one.
+ */
+function startWorker(url: URL | undefined): Started {
+  if (typeof Worker === 'undefined')
+    throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
+  if (url) return startAt(url);
+  try {
+    return { worker: literalWorker() };
+  } catch (e) {
+    // Another origin (the bundle's base is a CDN): the same URL through the blob module.
+    const asked = (e as { name?: unknown } | undefined)?.name === 'SecurityError' ? literalWorkerUrl() : undefined;
+    if (!asked || asked.origin === pageOrigin()) throw e;
+    return startAt(asked);
+  }
 }
 
 /**
@@ -255,16 +296,28 @@ export class WorkerClient implements ClassifierTransport {
           new SelfxitError(
             'RUNTIME_FILES_UNAVAILABLE',
             `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
-              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
+              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served; a " +
+              "Content-Security-Policy's worker-src may also refuse it (see docs/DEPLOY.md)",
             { ...details, ...(url ? { url } : {}) },
           );
         if (!url) return this.fail(generic());
+        // Every file served, and still no worker: the browser refused it (a policy), or its script threw at once.
+        const refused = (): SelfxitError =>
+          new SelfxitError(
+            'RUNTIME_FILES_UNAVAILABLE',
+            `the selfxit worker could not be started from ${where}${why}, although the server serves it and the ` +
+              'modules it imports: the browser refused it, most likely by a Content-Security-Policy (its worker-src ' +
+              "or script-src must allow the worker's URL, and blob: where the worker is on another origin than the " +
+              "page: see docs/DEPLOY.md's Content-Security-Policy section), or the script failed as it started",
+            { ...details, url, csp: true },
+          );
         this.diagnosis = new AbortController();
         void missingWorkerFile(url, 3000, this.diagnosis.signal).then(
           (missing) => {
             // It answered meanwhile: it started, so the event was a crash after all.
             if (this.answered) return this.fail(died(ev));
             if (!missing) return this.fail(generic());
+            if (missing === 'served') return this.fail(refused());
             const chunk = missing.url !== url;
             this.fail(
               new SelfxitError(

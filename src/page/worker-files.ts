@@ -22,15 +22,16 @@ export function staticImports(source: string): string[] {
 /**
  * The first file of the worker at `workerUrl` that cannot be fetched: the script itself, else the first of its static
  * imports (one level: the chunks vite splits a worker into import nothing the worker does not), by the server's HTTP
- * status. Undefined when all were served, when one got no answer at all (offline, a Content-Security-Policy that
- * forbids the page's fetch, past `ms`, `signal` aborted), or without `fetch`: then nothing can be told. Only the
+ * status. `'served'` when every one was served (the browser refused the worker itself: a Content-Security-Policy's
+ * worker-src, or its script failed to run). Undefined when one got no answer at all (offline, a Content-Security-Policy
+ * that forbids the page's fetch, past `ms`, `signal` aborted), or without `fetch`: then nothing can be told. Only the
  * script's body is read; an import's is cancelled once its status is known.
  */
 export async function missingWorkerFile(
   workerUrl: string,
   ms = 3000,
   signal?: AbortSignal,
-): Promise<MissingFile | undefined> {
+): Promise<MissingFile | 'served' | undefined> {
   if (typeof fetch !== 'function' || signal?.aborted) return undefined;
   const ctl = new AbortController();
   const stop = (): void => ctl.abort();
@@ -68,7 +69,7 @@ export async function missingWorkerFile(
       if (r.why !== undefined) return { url, why: r.why };
       if (r.text === undefined) return undefined;
     }
-    return undefined;
+    return 'served';
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', stop);

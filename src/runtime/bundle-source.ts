@@ -32,15 +32,22 @@ export function isOutage(e: unknown): boolean {
   return typeof status === 'number' && (status === 0 || status >= 500);
 }
 
-function parseManifest(text: string, url: string): BundleManifest {
+/**
+ * The manifest in `text`, validated.
+ * @throws SelfxitError INVALID_BUNDLE: not JSON (an HTML page, as an app server's fallback route answers a wrong URL,
+ * is told as such: `details.html`), or not a valid manifest.
+ */
+export function parseManifest(text: string, url: string): BundleManifest {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
+    const html = text.trimStart().startsWith('<');
+    const hint = html ? ': the server answered HTML (a page, not the manifest): check the bundle URL' : '';
     throw new SelfxitError(
       'INVALID_BUNDLE',
-      `Invalid bundle manifest at ${url}: not JSON (${(e as Error).message})`,
-      { url },
+      `Invalid bundle manifest at ${url}: not JSON (${(e as Error).message})${hint}`,
+      { url, ...(html ? { html: true } : {}) },
       { cause: e },
     );
   }

@@ -35,17 +35,40 @@ interface FetchOptions {
   readonly reload?: boolean;
 }
 
+/**
+ * FETCH_FAILED (status 0) for a fetch that got no response. From another origin than this page's (or worker's), a
+ * response without `Access-Control-Allow-Origin` fails the same way as no network: the message names both, and
+ * `details.crossOrigin` is true.
+ */
+export function networkError(url: string, e: unknown): SelfxitError {
+  const message = (e as Error | undefined)?.message ?? String(e);
+  const here = (globalThis as { location?: { href: string } }).location?.href;
+  let origin: string | undefined;
+  let crossOrigin = false;
+  try {
+    origin = here === undefined ? undefined : new URL(here).origin;
+    crossOrigin = origin !== undefined && origin !== 'null' && new URL(url, here).origin !== origin;
+  } catch {
+    // not a URL: nothing to tell
+  }
+  const why = crossOrigin
+    ? `network error or offline, or the server sends no Access-Control-Allow-Origin for ${origin}: ` +
+      'a file on another origin is read only with CORS'
+    : 'network error or offline';
+  return new SelfxitError(
+    'FETCH_FAILED',
+    `Cannot fetch ${url}: ${message} (${why})`,
+    { url, status: 0, ...(crossOrigin ? { crossOrigin: true } : {}) },
+    { cause: e },
+  );
+}
+
 async function request(url: string, cache?: RequestCache): Promise<Response> {
   let res: Response;
   try {
     res = await fetch(url, cache ? { cache } : {});
   } catch (e) {
-    throw new SelfxitError(
-      'FETCH_FAILED',
-      `Cannot fetch ${url}: ${(e as Error).message} (network error or offline)`,
-      { url, status: 0 },
-      { cause: e },
-    );
+    throw networkError(url, e);
   }
   if (!res.ok) {
     throw new SelfxitError('FETCH_FAILED', `Cannot fetch ${url}: HTTP ${res.status} ${res.statusText}`.trim(), {

@@ -21,7 +21,13 @@ import type { Progress } from './bundle-source.js';
 import { IdbLearnStore, legacyLearnSchema, noLearnStore, type LearnStore } from './learn-store.js';
 import { planKey } from './cache.js';
 import { bundleModel, learnCache, learnedBundle, learnedUrl, MemoryBundleCache, plainModel } from './learn-bundle.js';
-import { loadOrt, quantizedFallbackReason, sessionOptions, type OrtHandle } from './ort-backend.js';
+import {
+  loadOrt,
+  quantizedFallbackReason,
+  runtimeFilesFailure,
+  sessionOptions,
+  type OrtHandle,
+} from './ort-backend.js';
 import { inputDims, inputSize, preprocessInto } from './preprocess.js';
 import { SerialQueue } from './queue.js';
 import { BundleRuntime, type RuntimeDeps } from './runtime.js';
@@ -156,7 +162,7 @@ export class LearnRuntime {
    * analyses it for learning, restores a persisted state for its hash (a malformed or foreign one is discarded), starts
    * the fits' worker and opens the learned exits when they are on.
    * @throws SelfxitError FETCH_FAILED, INVALID_MODEL, UNSUPPORTED_MODEL, SHAPE_UNKNOWN, INVALID_ARGUMENT,
-   * INTEGRITY_ERROR, LEARNING_UNAVAILABLE.
+   * INTEGRITY_ERROR, LEARNING_UNAVAILABLE, RUNTIME_FILES_UNAVAILABLE (onnxruntime's own files).
    */
   static async open(req: InitRequest, progress: Progress = () => {}, deps: LearnDeps = {}): Promise<LearnRuntime> {
     const learn = req.learn;
@@ -168,6 +174,10 @@ export class LearnRuntime {
     const ops = req.backend === 'wasm' ? [] : quantizedOps(bytes);
     const ort = await (deps.loadOrt ?? loadOrt)(req, ops.length > 0 ? quantizedFallbackReason(ops) : undefined);
     const m = bundle?.manifest;
+    // its shape probe is onnxruntime's first session: its own files missing or refused fail there (not SHAPE_UNKNOWN)
+    const ortFiles = (e: unknown): never => {
+      throw runtimeFilesFailure('the model cannot be analysed for learning', e, ort) ?? e;
+    };
     const lm = await analyseForLearning(bytes, ort.ort as unknown as OrtModule, {
       ...(m
         ? { input: { mean: m.input.mean, std: m.input.std, layout: m.input.layout }, output: m.backbone.output }
@@ -176,7 +186,7 @@ export class LearnRuntime {
       ...(learn.output && !m ? { output: learn.output } : {}),
       ...(m ? { labels: m.labels } : learn.labels ? { labels: learn.labels } : {}),
       learn: learn.options,
-    });
+    }).catch(ortFiles);
     const learner = new Learner(lm, learn.options, bundle);
     // a device plan made for the bundle on this backend and thread count: its measured stage times, not MACs, are
     // what the fits' exit selection minimises (measured on the engine the learned exits serve with, else the other)

@@ -112,9 +112,26 @@ export function urlIn(message: string): string | undefined {
   return /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
 }
 
-function runtimeFilesError(what: string, e: unknown, files: readonly string[]): SelfxitError {
+/** A browser's words for a Content-Security-Policy that refused WebAssembly or a script (Chromium, Firefox, Safari). */
+const CSP_RE =
+  /Content[- ]Security[- ]Policy|wasm-unsafe-eval|'unsafe-eval'|call to WebAssembly\.\w+\(\) blocked|Refused to (?:compile|load|execute)/i;
+
+/** Whether an error's message says a Content-Security-Policy refused it. */
+export const isCspError = (message: string): boolean => CSP_RE.test(message);
+
+export function runtimeFilesError(what: string, e: unknown, files: readonly string[]): SelfxitError {
   const message = (e as Error | undefined)?.message ?? String(e);
   const url = urlIn(message);
+  if (isCspError(message))
+    return new SelfxitError(
+      'RUNTIME_FILES_UNAVAILABLE',
+      `${what}: a Content-Security-Policy refused onnxruntime's WebAssembly (${message}). The policy the worker's ` +
+        "script is served with (a worker's policy comes from its own script's response, not from the page's) must " +
+        "allow script-src 'wasm-unsafe-eval', and connect-src the onnxruntime files: see docs/DEPLOY.md's " +
+        'Content-Security-Policy section.',
+      { url: url ?? files[files.length - 1], files: [...files], csp: true },
+      { cause: e },
+    );
   return new SelfxitError(
     'RUNTIME_FILES_UNAVAILABLE',
     `${what}: onnxruntime's files could not be loaded from ${url ?? files.join(' / ')} (${message}). ` +
@@ -122,6 +139,17 @@ function runtimeFilesError(what: string, e: unknown, files: readonly string[]): 
     { url: url ?? files[files.length - 1], files: [...files] },
     { cause: e },
   );
+}
+
+/**
+ * RUNTIME_FILES_UNAVAILABLE for an onnxruntime failure that was its own .mjs/.wasm's (fetched, compiled or started from
+ * the handle's runtime files), also one a caller already wrapped in a SelfxitError (its cause); else undefined.
+ */
+export function runtimeFilesFailure(what: string, e: unknown, handle: OrtHandle): SelfxitError | undefined {
+  const inner = e instanceof SelfxitError && e.code !== 'RUNTIME_FILES_UNAVAILABLE' ? e.cause : e;
+  if (inner instanceof SelfxitError || !handle.runtimeFiles) return undefined;
+  const message = (inner as Error | undefined)?.message ?? String(inner);
+  return RUNTIME_FILES_RE.test(message) ? runtimeFilesError(what, inner, handle.runtimeFiles) : undefined;
 }
 
 /**
