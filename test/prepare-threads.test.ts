@@ -384,6 +384,21 @@ describe('prepare on a worker-thread trainer pool', () => {
     await p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut])); // all shared: accepted
   });
 
+  it('a load() that rejects is unloaded before prepare rejects with its error (selfxit and paper mode)', async () => {
+    for (const mode of ['selfxit', 'paper'] as const) {
+      const inner = inProcessTrainer();
+      let unloads = 0;
+      const failing: HeadTrainerPool = {
+        ...inner,
+        load: () => Promise.reject(new SelfxitError('OUT_OF_MEMORY', 'no room for the data')),
+        unload: () => (unloads++, inner.unload!()),
+      };
+      const err = await rejection(run(200, { mode, trainerPool: failing }));
+      expect([err.code, err.message], mode).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
+      expect(unloads, mode).toBe(1);
+    }
+  });
+
   it('prepare refuses a trainer pool whose concurrency is not an integer >= 1', async () => {
     for (const concurrency of [0, Number.NaN, 1.5]) {
       const bad: HeadTrainerPool = { ...inProcessTrainer(), concurrency };
