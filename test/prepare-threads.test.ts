@@ -18,7 +18,9 @@ import {
 import { SelfxitError } from '../src/errors.js';
 import { crossFit, foldFits, memberStack, planCrossFit, type FitInfo } from '../src/calibrate/crossfit.js';
 import { addMemberLogits } from '../src/calibrate/head-stack.js';
-import { kFoldAssign } from '../src/calibrate/rng.js';
+import { foldIndices, kFoldAssign } from '../src/calibrate/rng.js';
+import { paperGroups, paperTask } from '../src/calibrate/paper-mode.js';
+import { resolveTrainSettings, toTrainHeadResult, trainHeadOnRows } from '../src/calibrate/train-head.js';
 import { createHeadTrainerPool, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
 import { teacherData } from './calibrate-fixtures.js';
 import { encodeModel } from '../src/graph/index.js';
@@ -136,6 +138,33 @@ describe('stack tasks', () => {
       expect(Buffer.from(oof.buffer).equals(Buffer.from(ref.oof.buffer)), `members ${members}`).toBe(true);
       expect(got.map((f) => f.result.layers)).toEqual(fits.map((f) => f.result.layers));
     }
+  });
+
+  it("reproduce paper mode's in-process fit bit for bit (trainHeadOnRows on every fold but fold 0)", () => {
+    const [n, d, k, seed, temperature] = [200, 10, 3, 7, 2];
+    const { x, p } = teacherData(n, d, k, 5);
+    const foldOf = kFoldAssign(n, 5, seed);
+    const features = {
+      n,
+      k,
+      teacher: p,
+      cuts: [{ cut: {}, channels: d, height: 1, width: 1, grid: [1, 1], dim: d, x }],
+    };
+    // paper mode's task and groups (paper-mode.ts) against its fit before it ran on tasks (2297c74's runPaperHeads)
+    const data = { features, rows: n, foldOf: paperGroups(foldOf) } as unknown as Parameters<typeof runStackTask>[0];
+    const task = paperTask(0, seed, temperature);
+    const r = runStackTask(data, task);
+    const got = toTrainHeadResult(r.stack, 0, resolveTrainSettings(task.train).logitScale, r.ms);
+    const ref = trainHeadOnRows(x, p, n, d, k, foldIndices(foldOf, 0, false), { kind: 'paper', seed, temperature });
+    expect(got.layers.length).toBe(2); // whole input -> hidden -> classes
+    expect(got.logitScale).toBe(ref.logitScale);
+    got.layers.forEach((l, j) => {
+      const want = ref.layers[j]!;
+      expect([l.in, l.out], `layer ${j}`).toEqual([want.in, want.out]);
+      const bytes = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+      expect(bytes(l.weight).equals(bytes(want.weight)), `layer ${j} weights`).toBe(true);
+      expect(bytes(l.bias).equals(bytes(want.bias)), `layer ${j} biases`).toBe(true);
+    });
   });
 });
 
