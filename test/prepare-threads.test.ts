@@ -272,10 +272,13 @@ describe('prepare on a worker-thread trainer pool', () => {
     async () => {
       const extra: Partial<PrepareOptions> = { ensemble: 3, headKinds: ['pool-mlp'], target: 0.7 };
       const one = await run(600, extra);
-      // a pool that answers an ensemble's member 0 last: the later members' held-out logits wait for it
+      // a pool that answers an ensemble's member 0 after another member: the later members' held-out logits wait for
+      // it. The members are run all at once and trained one at a time in order (inProcessTrainer), so member 0's result
+      // is held until member 1 has answered, which it does once trained (no timing); should that ever not come (the
+      // dispatch changed), member 0 goes on after a bounded number of turns and the test fails on `reordered`.
       const inner = inProcessTrainer();
       const seen = new Set<string>();
-      const others = new Map<string, number>(); // per ensemble, members other than the first answered
+      const answered = new Map<string, () => void>(); // per ensemble met first: signalled by its other members
       let reordered = 0;
       const late: HeadTrainerPool = {
         concurrency: 2,
@@ -287,11 +290,21 @@ describe('prepare on a worker-thread trainer pool', () => {
           const key = JSON.stringify([task.cut, task.config.label, task.group, task.heads.length, task.oof]);
           const first = task.oof?.logits === true && !seen.has(key);
           seen.add(key);
+          const signalled = first ? new Promise<void>((res) => answered.set(key, res)) : undefined;
           const r = await inner.run(task, signal);
-          if (first) {
-            for (let i = 0; i < 20; i++) await new Promise((res) => setImmediate(res));
-            if ((others.get(key) ?? 0) > 0) reordered++;
-          } else others.set(key, (others.get(key) ?? 0) + 1);
+          if (signalled) {
+            let other = false;
+            const heard = signalled.then(() => {
+              other = true;
+            });
+            // the bounded fallback: at most 500 turns of the event loop (the trainer yields by setTimeout 0)
+            const turns = async (): Promise<void> => {
+              for (let turn = 0; turn < 500 && !other; turn++) await new Promise((res) => setTimeout(res, 0));
+            };
+            await Promise.race([heard, turns()]);
+            if (other) reordered++;
+            answered.delete(key);
+          } else answered.get(key)?.();
           return r;
         },
       };
