@@ -279,7 +279,7 @@ describe('prepare on a worker-thread trainer pool', () => {
       const inner = inProcessTrainer();
       const seen = new Set<string>();
       const answered = new Map<string, () => void>(); // per ensemble met first: signalled by its other members
-      let reordered = 0;
+      let [firsts, reordered] = [0, 0];
       const late: HeadTrainerPool = {
         concurrency: 2,
         sharedMemory: false,
@@ -290,6 +290,7 @@ describe('prepare on a worker-thread trainer pool', () => {
           const key = JSON.stringify([task.cut, task.config.label, task.group, task.heads.length, task.oof]);
           const first = task.oof?.logits === true && !seen.has(key);
           seen.add(key);
+          if (first) firsts++;
           const signalled = first ? new Promise<void>((res) => answered.set(key, res)) : undefined;
           const r = await inner.run(task, signal);
           if (signalled) {
@@ -310,6 +311,7 @@ describe('prepare on a worker-thread trainer pool', () => {
       };
       const two = await run(600, { ...extra, trainerPool: late });
       expect(reordered).toBeGreaterThan(0); // the order was really changed
+      expect(reordered).toBe(firsts); // for every ensemble held (none went on by the fallback)
       expectSameBundle(one, two);
     },
   );
