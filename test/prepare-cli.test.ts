@@ -3,8 +3,9 @@
 // --temperature, and a second prepare replacing an older bundle folder whole.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { runCli, type CliCommand } from '../src/cli/dispatch.js';
 import { prepareCommand } from '../src/cli/prepare.js';
 import { evalCommand } from '../src/cli/eval.js';
@@ -273,7 +274,7 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
       expect(r.stderr).not.toMatch(/error/);
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/2 exits, mode paper/);
-      expect(r.stdout).toMatch(/head training: \d+ threads?/); // paper heads train on the pool too (--threads)
+      expect(r.stdout).toMatch(/head training: 1 thread\b/); // paper mode's default (whatever the cores)
       const m = readManifest(out);
       expect(m.calibration.mode).toBe('paper');
       expect(m.calibration.samples).toBe(200);
@@ -292,6 +293,36 @@ describe('selfxit prepare --heads paper (the paper setup)', () => {
       expect(j.exitNames).toEqual(['block1', 'block3']);
       expect(j.thresholds).toEqual([0.9, 0.9]);
       expect(j.exitShares).toHaveLength(3);
+    },
+  );
+
+  it(
+    'paper mode trains on 1 thread by default whatever the cores, and on the pool when --threads is given (as many threads as exits at most)',
+    { timeout: 180_000 },
+    async () => {
+      const { dir, model, samples } = setup();
+      const cores = vi.spyOn(os, 'availableParallelism').mockReturnValue(4); // selfxit mode's default would be 4
+      try {
+        const args = ['--samples', samples, '--limit', '200', '--mode', 'paper', '--exits', 'block1,block3'];
+        const one = await cli('prepare', model, ...args, '--out', path.join(dir, 'one'));
+        expect(one.stderr).not.toMatch(/error/);
+        expect(one.code).toBe(0);
+        expect(one.stdout).toMatch(/head training: 1 thread\b/);
+        const three = await cli('prepare', model, ...args, '--threads', '3', '--out', path.join(dir, 'three'));
+        expect(three.code).toBe(0);
+        expect(three.stderr).not.toMatch(/more than the \d+ cores/); // the 4 cores above are the ones the CLI sees
+        expect(three.stdout).toMatch(/head training: 2 threads/); // 2 exits: 2 tasks, so 2 of the 3 threads trained
+        // the same heads whatever trained them
+        const heads = (out: string): string =>
+          JSON.stringify(readManifest(path.join(dir, out)).exits.map((e) => [e.name, e.cut, e.headKind, e.threshold]));
+        expect(heads('three')).toBe(heads('one'));
+        for (const f of fs.readdirSync(path.join(dir, 'one')).filter((f) => f.endsWith('.onnx')))
+          expect(fs.readFileSync(path.join(dir, 'three', f)).equals(fs.readFileSync(path.join(dir, 'one', f))), f).toBe(
+            true,
+          );
+      } finally {
+        cores.mockRestore();
+      }
     },
   );
 

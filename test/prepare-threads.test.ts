@@ -18,7 +18,9 @@ import {
 import { SelfxitError } from '../src/errors.js';
 import { crossFit, foldFits, memberStack, planCrossFit, type FitInfo } from '../src/calibrate/crossfit.js';
 import { addMemberLogits } from '../src/calibrate/head-stack.js';
-import { kFoldAssign } from '../src/calibrate/rng.js';
+import { foldIndices, kFoldAssign } from '../src/calibrate/rng.js';
+import { paperGroups, paperTask } from '../src/calibrate/paper-mode.js';
+import { resolveTrainSettings, toTrainHeadResult, trainHeadOnRows } from '../src/calibrate/train-head.js';
 import { createHeadTrainerPool, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
 import { teacherData } from './calibrate-fixtures.js';
 import { encodeModel } from '../src/graph/index.js';
@@ -137,6 +139,33 @@ describe('stack tasks', () => {
       expect(got.map((f) => f.result.layers)).toEqual(fits.map((f) => f.result.layers));
     }
   });
+
+  it("reproduce paper mode's in-process fit bit for bit (trainHeadOnRows on every fold but fold 0)", () => {
+    const [n, d, k, seed, temperature] = [200, 10, 3, 7, 2];
+    const { x, p } = teacherData(n, d, k, 5);
+    const foldOf = kFoldAssign(n, 5, seed);
+    const features = {
+      n,
+      k,
+      teacher: p,
+      cuts: [{ cut: {}, channels: d, height: 1, width: 1, grid: [1, 1], dim: d, x }],
+    };
+    // paper mode's task and groups (paper-mode.ts) against its fit before it ran on tasks (2297c74's runPaperHeads)
+    const data = { features, rows: n, foldOf: paperGroups(foldOf) } as unknown as Parameters<typeof runStackTask>[0];
+    const task = paperTask(0, seed, temperature);
+    const r = runStackTask(data, task);
+    const got = toTrainHeadResult(r.stack, 0, resolveTrainSettings(task.train).logitScale, r.ms);
+    const ref = trainHeadOnRows(x, p, n, d, k, foldIndices(foldOf, 0, false), { kind: 'paper', seed, temperature });
+    expect(got.layers.length).toBe(2); // whole input -> hidden -> classes
+    expect(got.logitScale).toBe(ref.logitScale);
+    got.layers.forEach((l, j) => {
+      const want = ref.layers[j]!;
+      expect([l.in, l.out], `layer ${j}`).toEqual([want.in, want.out]);
+      const bytes = (a: Float32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+      expect(bytes(l.weight).equals(bytes(want.weight)), `layer ${j} weights`).toBe(true);
+      expect(bytes(l.bias).equals(bytes(want.bias)), `layer ${j} biases`).toBe(true);
+    });
+  });
 });
 
 /** A one-head task on cut 0. */
@@ -243,11 +272,14 @@ describe('prepare on a worker-thread trainer pool', () => {
     async () => {
       const extra: Partial<PrepareOptions> = { ensemble: 3, headKinds: ['pool-mlp'], target: 0.7 };
       const one = await run(600, extra);
-      // a pool that answers an ensemble's member 0 last: the later members' held-out logits wait for it
+      // a pool that answers an ensemble's member 0 after another member: the later members' held-out logits wait for
+      // it. The members are run all at once and trained one at a time in order (inProcessTrainer), so member 0's result
+      // is held until member 1 has answered, which it does once trained (no timing); should that ever not come (the
+      // dispatch changed), member 0 goes on after a bounded number of turns and the test fails on `reordered`.
       const inner = inProcessTrainer();
       const seen = new Set<string>();
-      const others = new Map<string, number>(); // per ensemble, members other than the first answered
-      let reordered = 0;
+      const answered = new Map<string, () => void>(); // per ensemble met first: signalled by its other members
+      let [firsts, reordered] = [0, 0];
       const late: HeadTrainerPool = {
         concurrency: 2,
         sharedMemory: false,
@@ -258,16 +290,28 @@ describe('prepare on a worker-thread trainer pool', () => {
           const key = JSON.stringify([task.cut, task.config.label, task.group, task.heads.length, task.oof]);
           const first = task.oof?.logits === true && !seen.has(key);
           seen.add(key);
+          if (first) firsts++;
+          const signalled = first ? new Promise<void>((res) => answered.set(key, res)) : undefined;
           const r = await inner.run(task, signal);
-          if (first) {
-            for (let i = 0; i < 20; i++) await new Promise((res) => setImmediate(res));
-            if ((others.get(key) ?? 0) > 0) reordered++;
-          } else others.set(key, (others.get(key) ?? 0) + 1);
+          if (signalled) {
+            let other = false;
+            const heard = signalled.then(() => {
+              other = true;
+            });
+            // the bounded fallback: at most 500 turns of the event loop (the trainer yields by setTimeout 0)
+            const turns = async (): Promise<void> => {
+              for (let turn = 0; turn < 500 && !other; turn++) await new Promise((res) => setTimeout(res, 0));
+            };
+            await Promise.race([heard, turns()]);
+            if (other) reordered++;
+            answered.delete(key);
+          } else answered.get(key)?.();
           return r;
         },
       };
       const two = await run(600, { ...extra, trainerPool: late });
       expect(reordered).toBeGreaterThan(0); // the order was really changed
+      expect(reordered).toBe(firsts); // for every ensemble held (none went on by the fallback)
       expectSameBundle(one, two);
     },
   );
@@ -382,6 +426,21 @@ describe('prepare on a worker-thread trainer pool', () => {
     expect(err.message).toMatch(/cut 1 not on SharedArrayBuffer/);
     expect((await rejection(p.load(data(new Float32Array(4), [cut])))).message).toMatch(/the teacher/);
     await p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut])); // all shared: accepted
+  });
+
+  it('a load() that rejects is unloaded before prepare rejects with its error (selfxit and paper mode)', async () => {
+    for (const mode of ['selfxit', 'paper'] as const) {
+      const inner = inProcessTrainer();
+      let unloads = 0;
+      const failing: HeadTrainerPool = {
+        ...inner,
+        load: () => Promise.reject(new SelfxitError('OUT_OF_MEMORY', 'no room for the data')),
+        unload: () => (unloads++, inner.unload!()),
+      };
+      const err = await rejection(run(200, { mode, trainerPool: failing }));
+      expect([err.code, err.message], mode).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
+      expect(unloads, mode).toBe(1);
+    }
   });
 
   it('prepare refuses a trainer pool whose concurrency is not an integer >= 1', async () => {

@@ -1,8 +1,10 @@
 // The CLI's head-trainer pool (src/cli/trainer-pool.ts) when a message cannot cross a thread boundary, and after an
-// abort: every task settles with a typed SelfxitError, every thread it started is stopped by close() (`workers` 0),
-// and no thread starts for a task already aborted. Node's Worker is wrapped to count the threads the pool starts
+// abort: every task settles with a typed SelfxitError (a task that cannot be posted costs no thread), a stray message
+// from an idle thread is ignored, every thread it started is stopped by close() (`workers` 0), no more than `threads`
+// run at once, and no thread starts for a task already aborted. Node's Worker is wrapped to count the threads the pool starts
 // and to reach them (a `messageerror` cannot be provoked from a worker on demand: it is emitted on the thread's
 // Worker, as Node does when an answer cannot be deserialized).
+import { once } from 'node:events';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type * as WorkerThreads from 'node:worker_threads';
@@ -25,6 +27,7 @@ vi.mock('node:worker_threads', async (importOriginal) => {
 });
 
 const silentWorker = pathToFileURL(path.join(import.meta.dirname, 'fixtures/silent-worker.mjs'));
+const chattyWorker = pathToFileURL(path.join(import.meta.dirname, 'fixtures/chatty-worker.mjs'));
 const pools: NodeTrainerPool[] = [];
 afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.close()));
@@ -57,6 +60,16 @@ const task: StackTask = {
 
 /** A task structured clone refuses (a function in it). */
 const uncloneable = { ...task, train: { onEpoch: () => undefined } } as unknown as StackTask;
+
+/** A task whose serialization throws `error` (a getter: structured clone reads it as it copies the task). */
+function throwingTask(error: Error): StackTask {
+  return {
+    ...task,
+    get train(): StackTask['train'] {
+      throw error;
+    },
+  };
+}
 
 /** The promise's outcome so far, read after the pending callbacks have run (no timing: one turn of the loop). */
 function watch(p: Promise<unknown>): () => Promise<'pending' | { code: string; message: string }> {
@@ -120,6 +133,10 @@ describe('head-trainer pool: messages that cannot cross', () => {
     const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
     expect(err.code).toBe('INTERNAL');
     expect(err.message).toMatch(/the heads phase's data could not be sent/);
+    // the data of a failed load() is not kept: a task rejects as before any load()
+    const next = await rejection(p.run(task));
+    expect(next.code).toBe('INTERNAL');
+    expect(next.message).toMatch(/before load/);
     await p.close();
     expect(p.workers).toBe(0);
   });
@@ -135,27 +152,68 @@ describe('head-trainer pool: messages that cannot cross', () => {
     expect(p.workers).toBe(0);
   });
 
-  it('a failure to post other than a clone error is WORKER_DIED', () => {
-    const e = transferError(new Error('the port is closed'), 'a training task', 2);
-    expect([e.code, e.details]).toEqual(['WORKER_DIED', { threads: 2 }]);
+  it('a failure to post is OUT_OF_MEMORY when an allocation failed, else INTERNAL (never WORKER_DIED)', () => {
+    const oom = transferError(new RangeError('Array buffer allocation failed'), 'a training task', 2);
+    expect([oom.code, oom.details]).toEqual(['OUT_OF_MEMORY', { threads: 2 }]);
+    expect(transferError(new TypeError('getter boom'), 'a training task', 2).code).toBe('INTERNAL');
     const clone = new DOMException('() => undefined could not be cloned.', 'DataCloneError');
     expect(transferError(clone, 'a training task', 2).code).toBe('INTERNAL');
+  });
+
+  it('a task whose serialization fails to allocate rejects OUT_OF_MEMORY, and its thread takes the next', async () => {
+    const p = pool(1);
+    await p.load(emptyData());
+    const err = await rejection(p.run(throwingTask(new RangeError('Array buffer allocation failed'))));
+    expect(err.code).toBe('OUT_OF_MEMORY');
+    expect(err.message).toMatch(/a training task could not be sent to a head-training worker thread/);
+    const other = await rejection(p.run(throwingTask(new TypeError('getter boom'))));
+    expect(other.code).toBe('INTERNAL');
+    expect(p.workers).toBe(1); // the thread was not stopped
+    // the same thread answers the next task (the worker's own error: no cut 0)
+    const next = await rejection(p.run(task));
+    expect(next.code).toBe('INVALID_ARGUMENT');
+    expect(next.message).toMatch(/cut 0 of 0/);
+    expect(started.workers.length).toBe(1);
+    expect(p.workers).toBe(1);
+    await p.close();
+    expect(p.workers).toBe(0);
+  });
+
+  it('a message from an idle thread that answers no task is ignored: the pool goes on', async () => {
+    const p = pool(1, chattyWorker);
+    await p.load(emptyData());
+    // each answer is followed by an id-less message, which the main thread reads once the task has settled (idle)
+    for (const id of [0, 1, 2]) {
+      const err = await rejection(p.run(task));
+      expect([err.code, err.message]).toEqual(['INVALID_ARGUMENT', `task ${id}`]);
+    }
+    // messages from one thread arrive in order: task 1's and 2's answers came after the stray messages before them
+    expect(started.workers.length).toBe(1);
+    expect(p.workers).toBe(1);
+    await p.close();
+    expect(p.workers).toBe(0);
   });
 
   it('an answer that cannot be deserialized rejects its task INTERNAL and stops its thread', async () => {
     const p = pool(1, silentWorker);
     await p.load(emptyData());
     const outcome = watch(p.run(task));
+    const second = watch(p.run(task)); // queued: the one thread is busy
     expect(started.workers.length).toBe(1);
     expect(await outcome()).toBe('pending'); // the silent worker never answers
+    const exited = once(started.workers[0]!, 'exit');
     started.workers[0]!.emit('messageerror', new Error('Unable to deserialize cloned data.'));
     const err = await outcome();
     expect(err).not.toBe('pending');
     expect(err).toMatchObject({ code: 'INTERNAL' });
     expect((err as { message: string }).message).toMatch(/answer could not be read: Unable to deserialize/);
-    // the next task runs on a fresh thread
-    const second = watch(p.run(task));
+    // the next task waits for the stopped thread to exit (never two threads at once), then runs on a fresh one
+    expect(started.workers.length).toBe(1);
+    expect(p.workers).toBe(1);
+    await exited;
     expect(started.workers.length).toBe(2);
+    expect(p.workers).toBe(1);
+    expect(await second()).toBe('pending');
     await p.close();
     expect(await second()).toMatchObject({ code: 'DISPOSED' });
     expect(p.workers).toBe(0);

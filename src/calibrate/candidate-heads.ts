@@ -147,14 +147,19 @@ async function trainCandidate(
 /**
  * The trainer of a heads phase, given its data: prepare's `trainerPool`, else a new in-process one. `stop` aborts with
  * the caller's signal, and on the first failure (so that no task still queued runs); `done` (in a finally) unloads the
- * data.
+ * data. A load that rejects is unloaded at once (a pool that took part of it keeps nothing), and its error rethrown.
  */
 export async function loadTrainer(
   c: FitContext,
   data: TrainingData,
 ): Promise<{ trainer: HeadTrainerPool; stop: AbortController; done: () => Promise<void> }> {
   const trainer = c.options.trainerPool ?? inProcessTrainer();
-  await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });
+  try {
+    await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });
+  } catch (e) {
+    await trainer.unload?.().catch(() => undefined); // the load's error is the one to report
+    throw e;
+  }
   const stop = new AbortController();
   const parent = c.options.signal;
   const onAbort = (): void => stop.abort(parent?.reason);

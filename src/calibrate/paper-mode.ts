@@ -27,9 +27,8 @@ import {
   resolveTrainSettings,
   toTrainHeadResult,
   type TrainedHead,
-  type TrainHeadOptions,
 } from './train-head.js';
-import { mapLimit } from './train-task.js';
+import { mapLimit, type StackTask } from './train-task.js';
 
 /** Every paper head: an MLP of DEFAULT_HIDDEN.paper units on the whole map (the stored features, no max branch). */
 const PAPER_CONFIG: HeadConfig = {
@@ -54,6 +53,29 @@ function paperFeatureBudget(
   return { samples: Math.max(0, Math.min(n, Math.floor(memoryBytes / Math.max(1, bytesPerSample)))), bytesPerSample };
 }
 
+/**
+ * The training groups of paper mode's heads, from the fold of each sample: 0 trains (every fold but fold 0), -1 is left
+ * out (fold 0, the held-out fold the heads are scored on).
+ */
+export function paperGroups(foldOf: Int32Array): Int32Array {
+  return Int32Array.from(foldOf, (f) => (f === 0 ? -1 : 0));
+}
+
+/**
+ * The task of the paper head at feature cut `cut`, on {@link paperGroups}'s rows: the fit of trainHeadOnRows(x, p, n,
+ * d, k, the rows of group 0, { kind: 'paper', seed, temperature }) (one head, `seed` for its weights and its shuffle).
+ */
+export function paperTask(cut: number, seed: number, temperature: number): StackTask {
+  return {
+    cut,
+    config: PAPER_CONFIG,
+    group: 'folds',
+    heads: [{ holdOut: -1, seed }],
+    train: { kind: 'paper', temperature },
+    shuffleSeed: seed,
+  };
+}
+
 interface PaperHeads {
   /** One trained head per feature cut, in order. */
   readonly exits: readonly { readonly index: number; readonly head: TrainedHead; readonly ms: number }[];
@@ -72,12 +94,8 @@ async function runPaperHeads(c: PrepareContext, features: FeatureSet): Promise<P
   const holdout = foldIndices(foldOf, 0, true);
   const teacherPred = argmaxRows(teacher, n, k);
   const holdPred = Int32Array.from(holdout, (i) => teacherPred[i]!);
-  // the task's groups: 0 trains (the other folds), -1 is left out (the held-out fold)
-  const group = Int32Array.from(foldOf, (f) => (f === 0 ? -1 : 0));
-  const train: TrainHeadOptions = { kind: 'paper', temperature: o.temperature };
-  const { logitScale } = resolveTrainSettings(train);
-  const heads = [{ holdOut: -1, seed: o.seed }];
-  const { trainer, stop, done } = await loadTrainer(c, { features, rows: n, foldOf: group });
+  const { logitScale } = resolveTrainSettings(paperTask(0, o.seed, o.temperature).train);
+  const { trainer, stop, done } = await loadTrainer(c, { features, rows: n, foldOf: paperGroups(foldOf) });
   let trained = 0;
   try {
     const exits = await mapLimit(
@@ -85,8 +103,7 @@ async function runPaperHeads(c: PrepareContext, features: FeatureSet): Promise<P
       trainer.concurrency,
       async (f, i) => {
         throwIfAborted(options.signal, 'paper head training');
-        const task = { cut: i, config: PAPER_CONFIG, group: 'folds', heads, train, shuffleSeed: o.seed } as const;
-        const r = await trainer.run(task, stop.signal);
+        const r = await trainer.run(paperTask(i, o.seed, o.temperature), stop.signal);
         const t0 = Date.now();
         const head = toTrainHeadResult(r.stack, 0, logitScale, r.ms);
         const probs = new Float32Array(holdout.length * k);

@@ -125,6 +125,11 @@ export interface PrepareOptions {
 
 const HEAD_ORDER: readonly HeadKind[] = ['pool-linear', 'pool-mlp', 'paper'];
 
+/** The mode a run takes: `mode` when given, else paper when `headKinds` is exactly ['paper'], else selfxit. */
+export function prepareMode(o: Pick<PrepareOptions, 'mode' | 'headKinds'>): PrepareOptions['mode'] {
+  return o.mode ?? (o.headKinds?.length === 1 && o.headKinds[0] === 'paper' ? 'paper' : 'selfxit');
+}
+
 /**
  * Fewest samples for a meaningful threshold: with zero disagreements among m validation samples, the one-sided
  * 95 % upper bound on the disagreement rate is about 3/m ("rule of three"), so certifying `1 - target` needs
@@ -211,7 +216,7 @@ export function resolvePrepareOptions(o: Omit<PrepareOptions, 'model' | 'samples
   if (!(typeof target === 'number' && target > 0 && target <= 1)) {
     throw new SelfxitError('INVALID_TARGET', `target agreement must be in (0, 1], got ${String(target)}`, { target });
   }
-  const mode = o.mode ?? (o.headKinds?.length === 1 && o.headKinds[0] === 'paper' ? 'paper' : 'selfxit');
+  const mode = prepareMode(o);
   if (mode !== 'selfxit' && mode !== 'paper') badArg(`mode must be "selfxit" or "paper", got "${String(mode)}"`);
   if (mode === 'paper') refuseSelfxitOnly(o);
   const headKinds = mode === 'paper' ? (['paper'] as const) : [...(o.headKinds ?? ['pool-linear', 'pool-mlp'])];

@@ -59,8 +59,9 @@ export interface StackTaskResult {
  * What a custom pool must guarantee, for prepare to give the same bundle bytes:
  * - `run` trains with {@link runStackTask} on the data last given to `load`, unchanged (no copy that changes the
  *   values, no other trainer): a task's result depends on the task and the data only.
- * - `load` is called once per heads phase (candidate heads, then final heads: twice per prepare), before the
- *   phase's `run` calls; `unload`, when present, at the end of each phase.
+ * - `load` is called once per heads phase, before the phase's `run` calls (selfxit mode: candidate heads, then final
+ *   heads, twice per prepare; paper mode: once, its heads); `unload`, when present, at the end of each phase, and
+ *   when `load` rejects (before prepare rejects with that error).
  * - `concurrency` is an integer >= 1 (prepare rejects INVALID_ARGUMENT otherwise).
  * - `sharedMemory: true` makes prepare allocate the features on SharedArrayBuffer: it needs SharedArrayBuffer
  *   (in a browser, a cross-origin isolated page), else prepare rejects BACKEND_UNAVAILABLE.

@@ -5,6 +5,7 @@ import { SelfxitError } from '../errors.js';
 import type { HeadKind } from '../bundle/manifest.js';
 import type { ThresholdRule } from '../policy/exit-rule.js';
 import { prepare, resolveModelIO, type PrepareOptions, type PrepareResult } from '../calibrate/prepare.js';
+import { prepareMode } from '../calibrate/prepare-options.js';
 import { checkCostTable, type CostTable } from '../policy/cost-table.js';
 import { decodeModel, graphInputs, graphOutputs } from '../graph/index.js';
 import { renderReport } from '../report/html.js';
@@ -75,9 +76,10 @@ Calibration:
                        else float16, else fewer candidate cuts (stated); images over it: a warning,
                        the features keep a floor; a bare number under 1 MiB is refused (a missing unit)
   --threads N          threads that train the exit heads side by side, 1 to 64 (default: the cores Node
-                       may use, at most 4; 1: in the main thread, as the library does by default; more
-                       than the cores: a warning); the bundle is the same bytes whatever N, and the
-                       features are shared, not copied, per thread
+                       may use, at most 4; in paper mode 1, as each thread holds a whole-map head's
+                       workspace; 1: in the main thread, as the library does by default; more than the
+                       cores: a warning); the bundle is the same bytes whatever N, and the features are
+                       shared, not copied, per thread
   --cost-table <json>  measured per-sample costs ({ "backbone": ms, "cuts": {tensor: ms}, "heads": {…},
                        "overhead": ms }) minimised instead of MACs (selfxit mode; manifest costUnit "ms")
 
@@ -211,8 +213,10 @@ export const prepareCommand: CliCommand = {
       });
     }
     // decimal digits only (not 1e1 or 0x4), at most MAX_TRAINER_THREADS: a thread per queued task beyond the cores
-    // would only add memory
-    const threads = v.threads === undefined ? defaultTrainerThreads() : Number(v.threads.trim());
+    // would only add memory. Paper mode defaults to 1: each of its threads holds a whole-map head's workspace (hundreds
+    // of MB, and --max-feature-memory does not apply there); an explicit --threads N is honoured
+    const paper = prepareMode({ ...(mode ? { mode } : {}), ...(heads ? { headKinds: heads } : {}) }) === 'paper';
+    const threads = v.threads === undefined ? (paper ? 1 : defaultTrainerThreads()) : Number(v.threads.trim());
     if (!(/^\d+$/.test(v.threads?.trim() ?? '1') && threads >= 1 && threads <= MAX_TRAINER_THREADS))
       throw new UsageError(
         `--threads must be an integer from 1 to ${MAX_TRAINER_THREADS}, got "${v.threads ?? threads}"`,
@@ -270,6 +274,7 @@ export const prepareCommand: CliCommand = {
       );
     // --threads 1: heads train in this thread (the library's default); else on a worker pool, always closed after
     const trainerPool = threads > 1 ? createHeadTrainerPool({ threads }) : undefined;
+    let trained = threads; // the threads that trained heads: at most one per task in flight
     // the progress line ended before anything else is printed: a warning, the error of a run that throws, the summary
     const prepared = await prepare({
       model: modelBytes,
@@ -304,6 +309,9 @@ export const prepareCommand: CliCommand = {
       ...(trainerPool ? { trainerPool } : {}),
     }).finally(async () => {
       printer.done();
+      // a thread starts only for a task that no idle one can take, and none has stopped in a run that succeeded:
+      // the threads alive are those that trained
+      trained = trainerPool ? trainerPool.workers : 1;
       await trainerPool?.close();
     });
     const extra = new Map<string, string>();
@@ -329,7 +337,7 @@ export const prepareCommand: CliCommand = {
         : []),
       `time: ${totalS.toFixed(1)} s (${Object.entries(c.timings ?? {})
         .map(([k, s]) => `${k} ${s.toFixed(1)} s`)
-        .join(', ')})   head training: ${threads} thread${threads > 1 ? 's' : ''}`,
+        .join(', ')})   head training: ${trained} thread${trained === 1 ? '' : 's'}`,
       `total: ${((performance.now() - tStart) / 1000).toFixed(1)} s from start (loading included)   peak memory: ${(peakRssBytes() / 2 ** 20).toFixed(0)} MB (max RSS)`,
     ];
     io.stdout(`${lines.join('\n')}\n`);

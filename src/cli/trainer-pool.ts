@@ -7,10 +7,11 @@
 // on close(); an aborted task stops its thread and the idle ones (fresh ones start for a next task). A task that
 // throws rejects with its SelfxitError (code kept), a thread that dies with WORKER_DIED; a message that cannot cross
 // to a thread (postMessage throws) or back (the worker's `messageerror`) settles its task too (see transferError),
-// and a thread is counted in `workers` from its start to its exit, whatever stopped it: close() waits for them all.
+// and a thread is counted in `workers` from its start to its exit, whatever stopped it: close() waits for them all,
+// and no more than `threads` run at once (a new one starts only once a stopped one has exited).
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { fromErrorPayload, SelfxitError, type SelfxitErrorPayload } from '../errors.js';
+import { fromErrorPayload, isOutOfMemory, SelfxitError, type SelfxitErrorPayload } from '../errors.js';
 import type { HeadTrainerPool, StackTask, StackTaskResult, TrainingData } from '../calibrate/train-task.js';
 
 /** Messages to a worker. */
@@ -25,16 +26,17 @@ export type WorkerReply =
   | { readonly type: 'error'; readonly id: number; readonly error: SelfxitErrorPayload };
 
 /**
- * The error of a message that could not be posted to a thread. A DataCloneError (a payload that structured clone
- * refuses) is INTERNAL: prepare's data and tasks are plain data, so only a bug (or a custom caller's odd data) makes
- * one, and no other thread would take it either; any other failure to post means the thread's port is gone:
- * WORKER_DIED, as for a thread that died. Both say what failed, and keep the original error as the cause.
+ * The error of a message that could not be posted to a thread. postMessage throws only for the message itself (posting
+ * to a thread that has exited does not throw: the message is dropped, and the thread's exit settles its task): an
+ * allocation that failed while serializing it is OUT_OF_MEMORY (errors.ts isOutOfMemory); anything else (a
+ * DataCloneError, a getter that throws) is INTERNAL: prepare's data and tasks are plain data, so only a bug (or a
+ * custom caller's odd data) makes one, and no other thread would take it either. The thread itself is sound. Both say
+ * what failed, and keep the original error as the cause.
  */
 export function transferError(e: unknown, what: string, threads: number): SelfxitError {
-  const clone = e instanceof Error && e.name === 'DataCloneError';
   const why = e instanceof Error ? e.message : String(e);
   const message = `${what} could not be sent to a head-training worker thread: ${why}`;
-  return new SelfxitError(clone ? 'INTERNAL' : 'WORKER_DIED', message, { threads }, { cause: e });
+  return new SelfxitError(isOutOfMemory(e) ? 'OUT_OF_MEMORY' : 'INTERNAL', message, { threads }, { cause: e });
 }
 
 /** Threads `--threads` defaults to at most: the heads phase rarely has more independent trainings in flight. */
@@ -165,9 +167,11 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     const slot: Slot = { worker, job: undefined, stopping: false };
     slots.push(slot);
     worker.unref();
-    worker.on('message', (msg: WorkerReply) => {
-      if (slot.job?.id !== msg.id) return; // no task of its own in flight: nothing to settle
-      const job = finish(slot)!;
+    worker.on('message', (msg: WorkerReply | undefined) => {
+      // not the answer to its task in flight (none: an idle thread; another id): nothing to settle
+      const job = slot.job;
+      if (!job || msg?.id !== job.id) return;
+      finish(slot);
       if (msg.type === 'done') job.resolve(msg.result);
       else job.reject(fromErrorPayload(msg.error));
       pump();
@@ -196,10 +200,16 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     return slot;
   };
 
+  /**
+   * Stops the slot's thread: it leaves `slots` at once, but stays in `live` (and counts against `threads`) until its
+   * exit, which terminate() always brings; until then it keeps the process alive, so that a task waiting for its place
+   * is never left behind by an exiting process.
+   */
   const stop = (slot: Slot): Promise<number> => {
     slot.stopping = true;
     drop(slot);
     finish(slot);
+    slot.worker.ref();
     return slot.worker.terminate();
   };
 
@@ -239,6 +249,15 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
     return undefined;
   };
 
+  /** Drops the data, here and in every thread (one that cannot be told stops: it may hold the data). */
+  const unloadAll = (): void => {
+    data = undefined;
+    for (const slot of slots.slice()) {
+      const e = send(slot, { type: 'unload' });
+      if (e) fail(slot, e);
+    }
+  };
+
   function pump(): void {
     while (!closed && queue.length > 0) {
       // an aborted job is left to its abort listener, still to run, which rejects it: no thread starts for it
@@ -248,7 +267,8 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       }
       let slot = slots.find((s) => !s.job && !s.stopping);
       if (!slot) {
-        if (slots.length >= threads) return;
+        // threads still stopping count too (their exit calls pump again): never more than `threads` at once
+        if (live.size >= threads) return;
         slot = trySpawn();
         if (!slot) continue; // it could not start: the job first in line was rejected
       }
@@ -257,11 +277,9 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       slot.worker.ref(); // a running task keeps the process alive until its answer
       const failed = send(slot, { type: 'task', id: job.id, task: job.task });
       if (!failed) continue;
-      // nothing reached the thread: the job fails, and the thread stays (idle) unless its port is gone
-      if (failed.code === 'INTERNAL') {
-        finish(slot);
-        job.reject(failed);
-      } else fail(slot, failed);
+      // nothing reached the thread: the job fails (the message's own fault), and the thread stays, idle, for the next
+      finish(slot);
+      job.reject(failed);
     }
   }
 
@@ -278,7 +296,6 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       } catch (e) {
         return Promise.reject(e);
       }
-      data = d;
       // a thread that cannot take the data stops (new ones get it on start, or fail their task the same way)
       let failed: SelfxitError | undefined;
       for (const slot of slots.slice()) {
@@ -286,14 +303,17 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
         if (e) fail(slot, e);
         failed ??= e;
       }
-      return failed ? Promise.reject(failed) : Promise.resolve();
+      if (!failed) {
+        data = d;
+        return Promise.resolve();
+      }
+      // the data is kept only on success: the pool (and the threads that took it) let it go, and tasks reject as
+      // before any load()
+      unloadAll();
+      return Promise.reject(failed);
     },
     unload() {
-      data = undefined;
-      for (const slot of slots.slice()) {
-        const e = send(slot, { type: 'unload' });
-        if (e) fail(slot, e); // it may hold the data
-      }
+      unloadAll();
       return Promise.resolve();
     },
     run(task, signal) {
