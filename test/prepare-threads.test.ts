@@ -441,6 +441,16 @@ describe('prepare on a worker-thread trainer pool', () => {
       expect([err.code, err.message], mode).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
       expect(unloads, mode).toBe(1);
     }
+    // an unload() that throws at once (a plain-JS pool) does not hide the load's error either
+    const throwing: HeadTrainerPool = {
+      ...inProcessTrainer(),
+      load: () => Promise.reject(new SelfxitError('OUT_OF_MEMORY', 'no room for the data')),
+      unload: () => {
+        throw new Error('unload failed');
+      },
+    };
+    const err = await rejection(run(200, { trainerPool: throwing }));
+    expect([err.code, err.message]).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
   });
 
   it('prepare refuses a trainer pool whose concurrency is not an integer >= 1', async () => {

@@ -203,13 +203,14 @@ describe('head-trainer pool: messages that cannot cross', () => {
     expect(await outcome()).toBe('pending'); // the silent worker never answers
     const exited = once(started.workers[0]!, 'exit');
     started.workers[0]!.emit('messageerror', new Error('Unable to deserialize cloned data.'));
+    // the next task waits for the stopped thread to exit (never two threads at once), then runs on a fresh one;
+    // checked at once, before the stopped thread's exit can land
+    expect(started.workers.length).toBe(1);
+    expect(p.workers).toBe(1);
     const err = await outcome();
     expect(err).not.toBe('pending');
     expect(err).toMatchObject({ code: 'INTERNAL' });
     expect((err as { message: string }).message).toMatch(/answer could not be read: Unable to deserialize/);
-    // the next task waits for the stopped thread to exit (never two threads at once), then runs on a fresh one
-    expect(started.workers.length).toBe(1);
-    expect(p.workers).toBe(1);
     await exited;
     expect(started.workers.length).toBe(2);
     expect(p.workers).toBe(1);

@@ -157,7 +157,10 @@ export async function loadTrainer(
   try {
     await trainer.load({ features: data.features, rows: data.rows, foldOf: data.foldOf });
   } catch (e) {
-    await trainer.unload?.().catch(() => undefined); // the load's error is the one to report
+    // the load's error is the one to report, whatever unload() does (throws at once, rejects, returns no promise)
+    await Promise.resolve()
+      .then(() => trainer.unload?.())
+      .catch(() => undefined);
     throw e;
   }
   const stop = new AbortController();
