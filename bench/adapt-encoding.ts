@@ -3,11 +3,18 @@
 // per-row-per-cut affine map (learn/reservoir.ts now), each bundle then measured on the test images (`selfxit eval`'s
 // core): the quality cost of the halved bytes per sample. Pooled features cached under bench/.cache.
 //
-//   npx tsx bench/adapt-encoding.ts [--limit 20000] [--test 5000] [--only f16|u8row] [--json out.json]
+//   npx tsx bench/adapt-encoding.ts [--limit 20000] [--test 5000] [--only f16|u8row] [--ensemble 1] [--seed 0]
+//     [--json out.json]
+//
+// `--ensemble M`: the fits' learn.ensemble (pool-mlp heads as M-seed ensembles, learn/learn-options.ts), default 1;
+// `--seed S`: the fits' learn.seed (folds, head initialisation; not the draw of the pool images), default 0.
+// Each record also has the 1-minute load average before and after its fit (os.loadavg: the fit's wall time is only
+// comparable at a like load) and the fit's CPU seconds (process.cpuUsage, user + system: less sensitive to load).
 //
 // The pool images: the first `--limit` of a seeded shuffle (seed 0) of ../shared/data/cifar10/pool-u8.bin, as
 // `prepare --limit` draws them (BENCHMARKS.md "On-device learning", the sample-count table).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ortNode from 'onnxruntime-node';
@@ -109,9 +116,11 @@ async function main(): Promise<void> {
     limit: intFlag(argv, '--limit', 20000),
     test: intFlag(argv, '--test', 5000),
     json: stringFlag(argv, '--json'),
+    ensemble: intFlag(argv, '--ensemble', 1),
+    seed: Number(stringFlag(argv, '--seed') ?? 0),
   };
   const modelBytes = new Uint8Array(fs.readFileSync(MODEL));
-  const learn = resolveLearnOptions({});
+  const learn = resolveLearnOptions({ ensemble: args.ensemble, seed: args.seed });
   const lm = await analyseForLearning(modelBytes, ort, { input: INPUT, learn });
   const cuts = reservoirCuts(lm.requests);
   const f = await poolFeatures(lm, args.limit);
@@ -135,10 +144,19 @@ async function main(): Promise<void> {
     u8row: await res.snapshot(async () => undefined),
   };
   const bytes = { f16: cuts.reduce((a, c) => a + 2 * c.dim, 0) + 4 * lm.io.classes, u8row: bytesPerRow(cuts, 10) };
-  const out: Record<string, unknown> = { samples: n, test: m, cuts: cuts.length, dims: cuts.map((c) => c.dim) };
+  const out: Record<string, unknown> = {
+    samples: n,
+    test: m,
+    ensemble: learn.ensemble,
+    seed: learn.seed,
+    cuts: cuts.length,
+    dims: cuts.map((c) => c.dim),
+  };
   for (const enc of encodings) {
     const features = sets[enc];
     const err = features.cuts.map((c, i) => relativeError(f.x[i]!, c, Math.min(n, 5000)));
+    const loadBefore = +os.loadavg()[0]!.toFixed(2);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const learned = await fitLearned({
       analysis: lm.analysis,
@@ -148,6 +166,8 @@ async function main(): Promise<void> {
       features,
     });
     const fitS = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const loadAfter = +os.loadavg()[0]!.toFixed(2);
     const { manifest, files } = await assembleLearned(lm, modelBytes, learned, learn, true, 'bench adapt-encoding');
     const ev = await evaluateBundle({
       bundle: { manifest, files },
@@ -160,6 +180,9 @@ async function main(): Promise<void> {
       bytesPerSample: bytes[enc],
       relativeRmsError: err,
       fitSeconds: +fitS.toFixed(1),
+      fitCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(1),
+      load1: [loadBefore, loadAfter],
+      hidden: learned.exits.map((e) => (e.head.layers.length === 2 ? e.head.layers[0]!.out : 0)),
       exits: learned.exits.map((e) => e.cut),
       expected: { agreement: learned.summary.validationAgreement, macs: learned.summary.expectedMacsFraction },
       testMacs: +ev.macsFraction.toFixed(4),

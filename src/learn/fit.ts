@@ -77,7 +77,8 @@ export async function analyseForLearning(
 }
 
 /**
- * prepare()'s resolved options for a learning fit: the learner's target, seed, folds and candidates; no augmentation;
+ * prepare()'s resolved options for a learning fit: the learner's target, seed, folds, candidates and head ensembles; no
+ * augmentation;
  * heads sized for many classes as prepare sizes them (sizeHeadsForClasses: from 100 classes, pool-mlp heads within
  * 1.25 % of the backbone's parameters each, global max pooling, unless `learn.headKinds` is set), so that a 1,000-class
  * model's pooling and heads are those prepare would train. Deterministic: the pooling of the reservoir
@@ -93,6 +94,7 @@ export function learnFitOptions(
     seed: o.seed,
     folds: o.folds,
     maxCandidates: o.maxCandidates,
+    ensemble: o.ensemble,
     augment: [],
     ...(o.headKinds ? { headKinds: o.headKinds } : {}),
   });

@@ -49,6 +49,14 @@ export interface LearnOptions {
   readonly folds?: number;
   /** Head kinds tried (prepare's headKinds). Default prepare's. */
   readonly headKinds?: readonly HeadKind[];
+  /**
+   * pool-mlp heads as ensembles of this many members trained with different seeds (prepare's `ensemble`), an integer
+   * in [1, 5]: each exit's head is the members' mean logits, one MLP this many times as wide (exit selection charges
+   * its cost). Each fit takes about this many times as long (the fits run in the learner's second worker, on one
+   * thread). With many classes each member is sized as one head would be (prepare's sizing), the deployed head this
+   * many times that. Default 1.
+   */
+  readonly ensemble?: number;
   readonly seed?: number;
 }
 
@@ -75,8 +83,12 @@ export const LEARN_DEFAULTS = {
   auditWindow: 300,
   maxCandidates: 8,
   folds: 5,
+  ensemble: 1,
   seed: 0,
 } as const;
+
+/** The most members of a learning fit's head ensembles ({@link LearnOptions.ensemble}). */
+export const MAX_LEARN_ENSEMBLE = 5;
 
 function bad(msg: string): never {
   throw new SelfxitError('INVALID_ARGUMENT', msg);
@@ -97,6 +109,7 @@ const LEARN_KEYS: Readonly<Record<keyof LearnOptions, true>> = {
   maxCandidates: true,
   folds: true,
   headKinds: true,
+  ensemble: true,
   seed: true,
 };
 
@@ -149,10 +162,12 @@ export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions 
   refuseUnknownKeys(o, LEARN_OPTION_NAMES, 'learn.', 'a learn option');
   const target = o.target ?? LEARN_DEFAULTS.target;
   checkTarget(target);
-  const int = (name: keyof typeof LEARN_DEFAULTS, min: number): number => {
+  const int = (name: keyof typeof LEARN_DEFAULTS, min: number, max = Infinity): number => {
     const v = (o as Record<string, unknown>)[name] ?? LEARN_DEFAULTS[name];
-    if (!(typeof v === 'number' && Number.isInteger(v) && v >= min))
-      bad(`learn.${name} must be an integer >= ${min}, got ${String(v)}`);
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max))
+      bad(
+        `learn.${name} must be an integer ${max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`}, got ${String(v)}`,
+      );
     return v;
   };
   const share = (name: 'auditShare' | 'learnShare'): number => {
@@ -184,6 +199,7 @@ export function resolveLearnOptions(o: LearnOptions = {}): ResolvedLearnOptions 
     drift: drift(),
     maxCandidates: int('maxCandidates', 1),
     folds,
+    ensemble: int('ensemble', 1, MAX_LEARN_ENSEMBLE),
     seed: int('seed', 0),
     ...(o.headKinds ? { headKinds: [...o.headKinds] } : {}),
   };
