@@ -146,6 +146,15 @@ describe('a Content-Security-Policy that refuses WebAssembly', () => {
     expect(e.message).not.toMatch(/wasmPaths/);
   });
 
+  it("a script served with a MIME type that is not JavaScript (Chromium's 'Refused to execute') is no CSP", () => {
+    const message =
+      "no available backend found. ERR: Refused to execute script from 'https://x.test/ort/ort-wasm-simd-threaded.mjs' " +
+      "because its MIME type ('text/html') is not executable, and strict MIME type checking is enabled.";
+    const e = runtimeFilesError('segment 0', new Error(message), files);
+    expect(e.details).not.toHaveProperty('csp');
+    expect(e.message).toMatch(/wasmPaths/);
+  });
+
   it('a file that is missing still says where to serve it', () => {
     const e = runtimeFilesError('segment 0', new Error('no available backend found. Failed to fetch'), files);
     expect(e.message).toMatch(/wasmPaths/);
