@@ -250,7 +250,11 @@ describe('WorkerClient', () => {
     vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': '' }));
     const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
-    page.dispatchEvent(Object.assign(new Event('securitypolicyviolation'), { effectiveDirective: 'worker-src' }));
+    const violation = (effectiveDirective: string, blockedURI: string) =>
+      page.dispatchEvent(Object.assign(new Event('securitypolicyviolation'), { effectiveDirective, blockedURI }));
+    violation('script-src', 'inline'); // another script of the page's, refused meanwhile: not the worker's
+    violation('worker-src', 'https://x.test/other-worker.js');
+    violation('worker-src', 'https://x.test/selfxit.worker.js');
     worker.dispatchEvent(new Event('error'));
     await expect(pending).rejects.toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',

@@ -244,10 +244,19 @@ export class WorkerClient implements ClassifierTransport {
   private readonly target: string | undefined;
   /** The directive of a Content-Security-Policy violation that refused a worker script while this one was starting. */
   private violation: string | undefined;
+  /**
+   * Takes a violation as this worker's when it blocked the worker's URL (Chromium reports the whole URL, or its origin
+   * only) or, started through a blob, `blob`; for a worker whose URL is not known here, any worker-src one.
+   */
   private readonly onViolation = (e: Event): void => {
-    const directive = (e as SecurityPolicyViolationEvent).effectiveDirective ?? '';
-    if (!this.answered && /^(?:worker-src|script-src|script-src-elem|child-src|default-src)$/.test(directive))
-      this.violation ??= directive;
+    const { effectiveDirective: directive = '', blockedURI: uri = '' } = e as Partial<SecurityPolicyViolationEvent>;
+    if (this.answered || !/^(?:worker-src|script-src|script-src-elem|child-src|default-src)$/.test(directive)) return;
+    const target = this.target;
+    const ours = target
+      ? uri !== '' &&
+        (uri === target || target.startsWith(`${uri}/`) || (this.crossOrigin !== undefined && /^blob(?::|$)/.test(uri)))
+      : directive === 'worker-src';
+    if (ours) this.violation ??= directive;
   };
   /** Latest state the worker reported (while learning, with the manifest of the exits in force: {@link setState}). */
   state: RuntimeState | undefined;
