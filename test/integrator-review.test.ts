@@ -107,6 +107,7 @@ describe('the default worker on another origin', () => {
       details: { url: literalWorkerUrl()!.href, crossOrigin: true },
       message: expect.stringMatching(/Access-Control-Allow-Origin/),
     });
+    await expect(pending).rejects.toThrow(`from ${literalWorkerUrl()!.href} (the worker file your bundler emitted`);
   });
 
   it('a SecurityError for a worker on the page origin (a policy that refuses it) is not retried', () => {

@@ -626,7 +626,11 @@ export class WorkerClient implements ClassifierTransport {
     missing: MissingFile | 'served' | undefined,
   ): SelfxitError {
     const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined, ...(url ? { url } : {}) };
-    const where = this.url || !url ? workerWhere(this.url) : `its default URL ${url}`;
+    // the default worker's URL as recorded from the bundler's rewrite, where this module cannot tell it
+    const where =
+      this.url || workerUrlOf(undefined) || !url
+        ? workerWhere(this.url)
+        : `${url} (the worker file your bundler emitted for selfxit)`;
     const why = ev.message ? `: ${ev.message}` : '';
     const fail = (message: string, more: Record<string, unknown> = {}): SelfxitError =>
       new SelfxitError('RUNTIME_FILES_UNAVAILABLE', `the selfxit worker could not be started from ${where}${message}`, {
