@@ -288,6 +288,40 @@ test.describe('published package in bundler apps', () => {
     }
   });
 
+  // webpack 5 with an absolute publicPath on another origin: it makes selfxit's worker a classic one (chunks by
+  // importScripts), which starts through a classic same-origin blob that importScripts it (a module blob breaks it).
+  test('webpack build with publicPath on another origin (a CDN): load() and 10 images classified', async ({
+    launchOptions,
+    headless,
+  }) => {
+    const app = path.dirname(apps.webpack!);
+    const port = await freePort();
+    const cdn = `http://cdn.test:${port}/`;
+    await sh(
+      process.execPath,
+      [WEBPACK, '--mode', 'production', '--output-public-path', cdn, '--output-path', 'dist-cdn'],
+      app,
+    );
+    writeFileSync(
+      path.join(app, 'dist-cdn/index.html'),
+      `<!doctype html><html><body><script src="${cdn}main.js"></script></body></html>\n`,
+    );
+    const mounts = { '/': path.join(app, 'dist-cdn'), '/bundle/': TINY, '/models/': MODELS };
+    const server = await serveStatic({ mounts, port, isolation: false, cors: true });
+    const browser = await chromium.launch({
+      ...launchOptions,
+      headless,
+      args: [...(launchOptions.args ?? []), '--host-resolver-rules=MAP cdn.test 127.0.0.1'],
+    });
+    try {
+      const page = await browser.newPage();
+      await classifyAndLearn(page, server.url, false);
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  });
+
   // Unbundled: Vite serves the worker as /node_modules/selfxit/dist/selfxit.worker.js?worker_file&type=module and
   // rewrites the imports of its chunks (`?v=…`): the learning chunk and the entry must import the shared chunk under
   // one URL, or the learning code would run against a second copy of the worker's modules.

@@ -29,6 +29,8 @@ test('wrong codes set right: runtime files, closed bitmap, transferred buffer, N
     const out: Record<string, unknown> = {};
     out.noOrt = await E(selfxit.load(`${B}/tiny/`, { ...opts, wasmPaths: '/e2e/no-such-ort/' }));
     out.noWorker = await E(selfxit.load(`${B}/tiny/`, { ...opts, workerUrl: '/e2e/pages/no-such-worker.js' }));
+    // a worker URL answered with an HTML page and 200 (a single-page app's fallback for a file it lacks)
+    out.htmlWorker = await E(selfxit.load(`${B}/tiny/`, { ...opts, workerUrl: '/e2e/pages/esm.html' }));
     const clf = await selfxit.load(`${B}/tiny/`, { ...opts, threads: 2 });
     out.isolatedThreads = { threads: clf.info().threads, isolated: clf.info().crossOriginIsolated };
     const inputs = await testkit.inputs(`${B}/tiny`);
@@ -56,6 +58,12 @@ test('wrong codes set right: runtime files, closed bitmap, transferred buffer, N
   expect(JSON.stringify(r.noOrt)).toContain('/e2e/no-such-ort/ort-wasm-simd-threaded');
   expect(r.noWorker).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
   expect((r.noWorker as { details: { url: string } }).details.url).toContain('/e2e/pages/no-such-worker.js');
+  expect(r.htmlWorker).toMatchObject({
+    code: 'RUNTIME_FILES_UNAVAILABLE',
+    message: expect.stringMatching(/could not be loaded \(served as text\/html, not as JavaScript\)/),
+    details: { contentType: expect.stringMatching(/^text\/html/) },
+  });
+  expect((r.htmlWorker as { details: object }).details).not.toHaveProperty('csp');
   expect(r.isolatedThreads).toEqual({ threads: 2, isolated: true });
   expect(r.closedBitmap).toMatchObject({ code: 'INVALID_INPUT' });
   expect(r.transferred).toMatchObject({ code: 'INVALID_INPUT' });

@@ -83,5 +83,7 @@ test("a Content-Security-Policy: DEPLOY.md's works; without 'wasm-unsafe-eval' o
   const noWorker = await outcome('no-worker');
   expect(noWorker).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE' });
   expect(noWorker!.message).toMatch(/Content-Security-Policy.*worker-src/);
+  // Chromium reports the refusal on the page (securitypolicyviolation), so the policy is named as seen
+  expect(noWorker).toMatchObject({ details: { csp: true, directive: 'worker-src' } });
   expect(noWorker!.message).not.toMatch(/Serve the package's dist\/ files/);
 });

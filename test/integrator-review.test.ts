@@ -12,7 +12,8 @@ import { pathToFileURL } from 'node:url';
 import ts from 'typescript';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SelfxitError } from '../src/errors.js';
-import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
+import { literalWorkerUrl, startAt, WorkerClient } from '../src/page/worker-client.js';
+import type { InitRequest } from '../src/protocol.js';
 import * as ortNode from 'onnxruntime-node';
 import { isOutage, parseManifest } from '../src/runtime/bundle-source.js';
 import { networkError } from '../src/runtime/fetch-file.js';
@@ -31,28 +32,82 @@ describe('the default worker on another origin', () => {
     const fakes = stubWorkers([fakeWorkerApi()]);
     const Fake = globalThis.Worker;
     const asked: string[] = [];
-    // A browser: a worker script on another origin than the page's throws a SecurityError.
+    // The page is on another origin than the module (a file: URL here): the worker is never tried there directly,
+    // whether the browser would throw a SecurityError at once (Chromium) or fail it later with an error event.
     vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/app/' });
+    class Stub {
+      constructor(u: string | URL, o?: WorkerOptions) {
+        asked.push(String(u));
+        return new Fake(u, o);
+      }
+    }
+    vi.stubGlobal('Worker', Stub);
+    const literal = literalWorkerUrl()!;
+    expect(literal.href).toMatch(/\/runtime\/worker\.ts$/); // this module is the source here
+    expect(asked).toEqual([]); // recorded, not started
+    expect(globalThis.Worker).toBe(Stub); // the stand-in put back
+    const client = WorkerClient.start(undefined);
+    expect(asked).toEqual([expect.stringMatching(/^blob:/)]);
+    const shim = await resolveObjectURL(asked[0]!)!.text();
+    expect(shim).toBe(`import ${JSON.stringify(literal.href)};`);
+    expect(fakes).toHaveLength(1);
+    client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+
+  it('a default worker the bundler made classic (webpack 5: `type: undefined`) starts through a classic blob that importScripts it', async () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/app/' });
+    const asked: [string, WorkerOptions | undefined][] = [];
     vi.stubGlobal(
       'Worker',
       class {
         constructor(u: string | URL, o?: WorkerOptions) {
-          asked.push(String(u));
-          if (!String(u).startsWith('blob:') && new URL(String(u)).origin !== 'https://page.test')
-            throw new DOMException(`Script at '${String(u)}' cannot be accessed from origin`, 'SecurityError');
-          return new Fake(u, o);
+          asked.push([String(u), o]);
         }
       },
     );
-    const literal = literalWorkerUrl()!;
-    expect(literal.href).toMatch(/\/runtime\/worker\.ts$/); // this module is the source here
-    expect(globalThis.Worker).not.toBe(Fake); // the stand-in put back
+    const started = startAt(new URL('https://cdn.test/app/100.js'), false);
+    expect(asked).toEqual([[expect.stringMatching(/^blob:/), { name: 'selfxit' }]]);
+    expect(await resolveObjectURL(asked[0]![0])!.text()).toBe('importScripts("https://cdn.test/app/100.js");');
+    expect(started.crossOrigin?.href).toBe('https://cdn.test/app/100.js');
+    URL.revokeObjectURL(started.blobUrl!);
+  });
+
+  it('frozen globals (SES): the URL cannot be recorded, the literal starts the worker and its own error is told', () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/app/' });
+    const failing = class {
+      constructor() {
+        throw new DOMException('the original error', 'SecurityError');
+      }
+    };
+    const native = Object.getOwnPropertyDescriptor(globalThis, 'Worker');
+    Object.defineProperty(globalThis, 'Worker', { value: failing, writable: false, configurable: true });
+    try {
+      expect(literalWorkerUrl()).toBeUndefined();
+      expect(() => WorkerClient.start(undefined)).toThrow(
+        expect.objectContaining({
+          code: 'RUNTIME_FILES_UNAVAILABLE',
+          message: expect.stringMatching(/: the original error$/),
+        }),
+      );
+    } finally {
+      if (native) Object.defineProperty(globalThis, 'Worker', native);
+      else delete (globalThis as { Worker?: unknown }).Worker;
+    }
+  });
+
+  it("the default worker's recorded URL on another origin is the one asked when it fails; no answer names CORS", async () => {
+    vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+    const fakes = stubWorkers([fakeWorkerApi()]);
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/app/' });
     const client = WorkerClient.start(undefined);
-    expect(asked).toEqual([literal.href, expect.stringMatching(/^blob:/)]);
-    const shim = await resolveObjectURL(asked[1]!)!.text();
-    expect(shim).toBe(`import ${JSON.stringify(literal.href)};`);
-    expect(fakes).toHaveLength(1);
-    client.fail(new SelfxitError('DISPOSED', 'done'));
+    const pending = client.init({} as InitRequest);
+    fakes[0]!.worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: literalWorkerUrl()!.href, crossOrigin: true },
+      message: expect.stringMatching(/Access-Control-Allow-Origin/),
+    });
+    await expect(pending).rejects.toThrow(`from ${literalWorkerUrl()!.href} (the worker file your bundler emitted`);
   });
 
   it('a SecurityError for a worker on the page origin (a policy that refuses it) is not retried', () => {
@@ -144,6 +199,15 @@ describe('a Content-Security-Policy that refuses WebAssembly', () => {
     expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { csp: true, files } });
     expect(e.message).toMatch(/Content-Security-Policy.*script-src 'wasm-unsafe-eval'/);
     expect(e.message).not.toMatch(/wasmPaths/);
+  });
+
+  it("a script served with a MIME type that is not JavaScript (Chromium's 'Refused to execute') is no CSP", () => {
+    const message =
+      "no available backend found. ERR: Refused to execute script from 'https://x.test/ort/ort-wasm-simd-threaded.mjs' " +
+      "because its MIME type ('text/html') is not executable, and strict MIME type checking is enabled.";
+    const e = runtimeFilesError('segment 0', new Error(message), files);
+    expect(e.details).not.toHaveProperty('csp');
+    expect(e.message).toMatch(/wasmPaths/);
   });
 
   it('a file that is missing still says where to serve it', () => {

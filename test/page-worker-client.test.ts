@@ -14,13 +14,30 @@ import { closeFakeWorkers, fakeWorkerApi, manifest, state0, state1, stubWorkers 
 const request = {} as InitRequest;
 const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
 
-/** A server of `files` (URL → body; others 404), as fetch. */
-function serve(files: Record<string, string>): typeof fetch {
+/** A server of `files` (URL → body, served as `type`; others 404), as fetch. */
+function serve(files: Record<string, string>, type = 'text/javascript; charset=utf-8'): typeof fetch {
   return (async (input: string | URL | Request) => {
     const url = String(input instanceof Request ? input.url : input);
     const body = files[url];
-    return body === undefined ? new Response('gone', { status: 404 }) : new Response(body, { status: 200 });
+    return body === undefined
+      ? new Response('gone', { status: 404 })
+      : new Response(body, { status: 200, headers: { 'content-type': type } });
   }) as typeof fetch;
+}
+
+/** What `p` rejects with (it must reject). */
+const rejection = (p: Promise<unknown>): Promise<SelfxitError> =>
+  p.then(
+    () => Promise.reject(new Error('resolved')),
+    (e: unknown) => e as SelfxitError,
+  );
+
+/** The page's `addEventListener` and `removeEventListener` on an EventTarget of the test's (Node's global is none). */
+function pageEvents(): EventTarget {
+  const target = new EventTarget();
+  vi.stubGlobal('addEventListener', target.addEventListener.bind(target));
+  vi.stubGlobal('removeEventListener', target.removeEventListener.bind(target));
+  return target;
 }
 
 // No test here may reach a network: a worker's start failure asks the server which file is missing.
@@ -208,7 +225,7 @@ describe('WorkerClient', () => {
     expect(signal!.aborted).toBe(true);
   });
 
-  it('a worker whose files are all served but that still fails to start: refused, most likely by a CSP', async () => {
+  it('a worker whose files are all served but that still fails to start, no policy seen: possibly a CSP (no details.csp)', async () => {
     vi.stubGlobal(
       'fetch',
       serve({ 'https://x.test/selfxit.worker.js': 'import "./ok.js";', 'https://x.test/ok.js': '' }),
@@ -216,14 +233,98 @@ describe('WorkerClient', () => {
     const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
     worker.dispatchEvent(new Event('error'));
+    const e = await rejection(pending);
+    expect(e).toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: 'https://x.test/selfxit.worker.js' },
+    });
+    expect(e.details).not.toHaveProperty('csp');
+    expect(e.message).toMatch(
+      /from https:\/\/x\.test\/selfxit\.worker\.js, although the server serves it .* possibly by a Content-Security-Policy/,
+    );
+    expect(e.message).not.toMatch(/Serve the package's dist/);
+  });
+
+  it('a Content-Security-Policy violation seen on the page while the worker started: details.csp and the directive', async () => {
+    const page = pageEvents();
+    vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': '' }));
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    const violation = (effectiveDirective: string, blockedURI: string) =>
+      page.dispatchEvent(Object.assign(new Event('securitypolicyviolation'), { effectiveDirective, blockedURI }));
+    violation('script-src', 'inline'); // another script of the page's, refused meanwhile: not the worker's
+    violation('worker-src', 'https://x.test/other-worker.js');
+    violation('worker-src', 'https://x.test/selfxit.worker.js');
+    worker.dispatchEvent(new Event('error'));
     await expect(pending).rejects.toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
-      details: { url: 'https://x.test/selfxit.worker.js', csp: true },
+      details: { url: 'https://x.test/selfxit.worker.js', csp: true, directive: 'worker-src' },
     });
-    await expect(pending).rejects.toThrow(
-      /from https:\/\/x\.test\/selfxit\.worker\.js, although the server serves it .* Content-Security-Policy/,
+    await expect(pending).rejects.toThrow(/a Content-Security-Policy refused it \(its worker-src\)/);
+  });
+
+  it('a worker served as text/html with 200 (a fallback page for a missing file) is missing, not refused by a CSP', async () => {
+    const page = '<!doctype html><title>app</title>';
+    for (const type of ['text/html; charset=utf-8', 'text/javascript']) {
+      vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': page }, type));
+      const { client, worker } = startClient(fakeWorkerApi());
+      const pending = client.init(request);
+      worker.dispatchEvent(new Event('error'));
+      const e = await rejection(pending);
+      expect(e).toMatchObject({
+        code: 'RUNTIME_FILES_UNAVAILABLE',
+        details: { url: 'https://x.test/selfxit.worker.js' },
+      });
+      expect(e.details).not.toHaveProperty('csp');
+      expect(e.message).not.toMatch(/Content-Security-Policy/);
+      expect(e.message).toMatch(/could not be loaded \(served as text\/(html|javascript), not as JavaScript\)/);
+      expect(e.message).toMatch(/workerUrl/);
+      closeFakeWorkers();
+    }
+    // a chunk answered by the fallback page: named, with its Content-Type
+    const server = serve({ 'https://x.test/selfxit.worker.js': 'import "./selfxit.shared-x.js";' });
+    vi.stubGlobal('fetch', async (u: string) =>
+      u.endsWith('shared-x.js') ? new Response(page, { headers: { 'content-type': 'text/html' } }) : server(u),
     );
-    await expect(pending).rejects.not.toThrow(/Serve the package's dist/);
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(new Event('error'));
+    await expect(pending).rejects.toMatchObject({
+      details: { url: 'https://x.test/selfxit.shared-x.js', contentType: 'text/html' },
+      message: expect.stringMatching(/shared-x\.js, could not be loaded \(served as text\/html, not as JavaScript\)/),
+    });
+  });
+
+  it('a worker whose files are served but whose script threw as it started (the event has a message): no CSP claimed', async () => {
+    vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': 'throw 1' }));
+    const { client, worker } = startClient(fakeWorkerApi());
+    const pending = client.init(request);
+    worker.dispatchEvent(Object.assign(new Event('error'), { message: 'Uncaught SyntaxError: bad' }));
+    const e = await rejection(pending);
+    expect(e.message).toMatch(/: Uncaught SyntaxError: bad: its script failed as it started/);
+    expect(e.message).not.toMatch(/Content-Security-Policy/);
+    expect(e.details).not.toHaveProperty('csp');
+  });
+
+  it('a worker on another origin whose server gives the page no answer (no CORS): the message names Access-Control-Allow-Origin', async () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/' });
+    vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+    const created = vi.spyOn(URL, 'createObjectURL').mockImplementation(() => 'blob:https://page.test/1');
+    const revoked = vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => {});
+    try {
+      const workers = stubWorkers([fakeWorkerApi()]);
+      const client = WorkerClient.start(new URL('https://cdn.test/selfxit.worker.js'));
+      const pending = client.init(request);
+      workers[0]!.worker.dispatchEvent(new Event('error'));
+      await expect(pending).rejects.toMatchObject({
+        code: 'RUNTIME_FILES_UNAVAILABLE',
+        details: { url: 'https://cdn.test/selfxit.worker.js', crossOrigin: true },
+        message: expect.stringMatching(/no answer for it from https:\/\/cdn\.test.*Access-Control-Allow-Origin/),
+      });
+    } finally {
+      created.mockRestore();
+      revoked.mockRestore();
+    }
   });
 
   it('staticImports reads the specifiers vite emits, not dynamic imports or bare names', () => {

@@ -24,7 +24,7 @@ import {
 } from '../protocol.js';
 import { BufferPool } from './buffer-pool.js';
 import { dropTransfers } from './inputs.js';
-import { missingWorkerFile } from './worker-files.js';
+import { missingWorkerFile, type MissingFile } from './worker-files.js';
 import type { Liveness } from './options.js';
 import type { ClassifierTransport } from './transport.js';
 
@@ -48,23 +48,32 @@ export const idleLimitMs = (liveness: Liveness): number =>
   liveness.idleMs ?? Math.max(IDLE_PING_PERIODS * liveness.heartbeatMs, MIN_IDLE_MS);
 let lockCount = 0;
 
-/** A started worker, and the blob URL it was started from (a worker URL on another origin), to revoke. */
-interface Started {
+/**
+ * A started worker; where it is on another origin, the blob URL it was started from (to revoke) and the URL that blob
+ * loads (for error messages: the bundler's URL of the default worker is known only here).
+ */
+export interface Started {
   readonly worker: Worker;
   readonly blobUrl?: string;
+  readonly crossOrigin?: URL;
 }
 
 /** The page's origin, where there is one (a page or a worker; not Node). */
 const pageOrigin = (): string | undefined => (globalThis as { location?: { origin: string } }).location?.origin;
 
-/** Starts a module worker from `url`, through a same-origin blob module that imports it when `url` is on another origin. */
-function startAt(url: URL): Started {
+/**
+ * Starts a worker from `url`; when `url` is on another origin, through a same-origin blob that loads it: a module that
+ * imports it, or for a classic worker (`module: false`: webpack 5 rewrites the default worker to one whose chunks load
+ * with importScripts) a classic script that importScripts it.
+ */
+export function startAt(url: URL, module = true): Started {
   const origin = pageOrigin();
   if (origin && url.origin !== origin) {
-    const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
-    const blobUrl = URL.createObjectURL(shim);
+    const source = module ? `import ${JSON.stringify(url.href)};` : `importScripts(${JSON.stringify(url.href)});`;
+    const blobUrl = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
     try {
-      return { worker: new Worker(blobUrl, { type: 'module', name: 'selfxit' }), blobUrl };
+      const options: WorkerOptions = module ? { type: 'module', name: 'selfxit' } : { name: 'selfxit' };
+      return { worker: new Worker(blobUrl, options), blobUrl, crossOrigin: url };
     } catch (e) {
       URL.revokeObjectURL(blobUrl);
       throw e;
@@ -82,40 +91,56 @@ const literalWorker = (): Worker =>
   new Worker(new URL('../runtime/worker.ts', import.meta.url), { type: 'module', name: 'selfxit' });
 
 /**
- * The URL {@link literalWorker} starts its worker from, as the bundler rewrote it, without starting one: the global
- * `Worker` is replaced, for that one synchronous call, by a stand-in that records its URL.
+ * The URL {@link literalWorker} starts its worker from, as the bundler rewrote it, and whether as a module, without
+ * starting one: the global `Worker` is replaced, for that one synchronous call, by a stand-in that records them.
+ * Undefined where the global cannot be replaced (frozen globals, e.g. SES) or the call fails.
  */
-export function literalWorkerUrl(): URL | undefined {
+export function literalWorkerTarget(): { url: URL; module: boolean } | undefined {
   const g = globalThis as { Worker: typeof Worker };
   const native = g.Worker;
-  let asked: URL | undefined;
-  g.Worker = function (this: unknown, u: string | URL) {
-    asked = new URL(String(u), (globalThis as { location?: { href: string } }).location?.href);
+  let asked: { url: URL; module: boolean } | undefined;
+  const standIn = function (this: unknown, u: string | URL, o?: WorkerOptions) {
+    asked = {
+      url: new URL(String(u), (globalThis as { location?: { href: string } }).location?.href),
+      module: o?.type === 'module',
+    };
   } as unknown as typeof Worker;
   try {
-    literalWorker();
+    g.Worker = standIn;
+  } catch {
+    return undefined; // a frozen global: the literal starts the worker as written
+  }
+  try {
+    if (g.Worker === standIn) literalWorker();
+  } catch {
+    asked = undefined;
   } finally {
-    g.Worker = native;
+    try {
+      g.Worker = native;
+    } catch {
+      // swapped in but cannot be put back: nothing more to do than leave it
+    }
   }
   return asked;
 }
 
+/** The URL {@link literalWorker} starts its worker from (see {@link literalWorkerTarget}). */
+export const literalWorkerUrl = (): URL | undefined => literalWorkerTarget()?.url;
+
 /**
- * A worker URL on another origin cannot be started directly (a script tag or an app whose assets are on a CDN: the
- * browser throws a SecurityError): it is loaded through a same-origin blob module, for `url` and for the default one.
+ * A worker URL on another origin cannot be started directly (a script tag or an app whose assets are on a CDN: Chromium
+ * throws a SecurityError, the HTML standard fails it later with an error event): it is loaded through a same-origin
+ * blob, for `url` and for the default one (whose URL is read, without side effects, before it is started). The
+ * default on the page's origin is started by the literal itself.
  */
 function startWorker(url: URL | undefined): Started {
   if (typeof Worker === 'undefined')
     throw new SelfxitError('BACKEND_UNAVAILABLE', 'this environment has no Web Workers');
   if (url) return startAt(url);
-  try {
-    return { worker: literalWorker() };
-  } catch (e) {
-    // Another origin (the bundle's base is a CDN): the same URL through the blob module.
-    const asked = (e as { name?: unknown } | undefined)?.name === 'SecurityError' ? literalWorkerUrl() : undefined;
-    if (!asked || asked.origin === pageOrigin()) throw e;
-    return startAt(asked);
-  }
+  const origin = pageOrigin();
+  const literal = origin ? literalWorkerTarget() : undefined;
+  if (literal && literal.url.origin !== origin) return startAt(literal.url, literal.module);
+  return { worker: literalWorker() };
 }
 
 /**
@@ -213,6 +238,26 @@ export class WorkerClient implements ClassifierTransport {
    * worker is stopped.
    */
   private blobUrl: string | undefined;
+  /** The URL on another origin the worker was started for through a blob, if it was. */
+  private readonly crossOrigin: URL | undefined;
+  /** The worker's URL for the telling apart of a start failure: `workerUrl`, the default's as built or as recorded. */
+  private readonly target: string | undefined;
+  /** The directive of a Content-Security-Policy violation that refused a worker script while this one was starting. */
+  private violation: string | undefined;
+  /**
+   * Takes a violation as this worker's when it blocked the worker's URL (Chromium reports the whole URL, or its origin
+   * only) or, started through a blob, `blob`; for a worker whose URL is not known here, any worker-src one.
+   */
+  private readonly onViolation = (e: Event): void => {
+    const { effectiveDirective: directive = '', blockedURI: uri = '' } = e as Partial<SecurityPolicyViolationEvent>;
+    if (this.answered || !/^(?:worker-src|script-src|script-src-elem|child-src|default-src)$/.test(directive)) return;
+    const target = this.target;
+    const ours = target
+      ? uri !== '' &&
+        (uri === target || target.startsWith(`${uri}/`) || (this.crossOrigin !== undefined && /^blob(?::|$)/.test(uri)))
+      : directive === 'worker-src';
+    if (ours) this.violation ??= directive;
+  };
   /** Latest state the worker reported (while learning, with the manifest of the exits in force: {@link setState}). */
   state: RuntimeState | undefined;
   /** The input buffers the worker moved back with its answers (ClassifyAnswer `spare`), for the next inputs. */
@@ -243,12 +288,17 @@ export class WorkerClient implements ClassifierTransport {
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
   private constructor(
-    { worker, blobUrl }: Started,
+    { worker, blobUrl, crossOrigin }: Started,
     private readonly url: URL | undefined,
     private readonly liveness: Liveness,
   ) {
     this.worker = worker;
     this.blobUrl = blobUrl;
+    this.crossOrigin = crossOrigin;
+    this.target = workerUrlOf(url) ?? crossOrigin?.href;
+    // A Content-Security-Policy that refuses the worker (Chromium: worker-src, for its URL or the blob one) reports it
+    // on the page as it refuses it; heard until the worker answers or the client fails.
+    (globalThis as Partial<EventTarget>).addEventListener?.('securitypolicyviolation', this.onViolation);
     this.api = wrap<WorkerApi>(worker);
     const channel = new MessageChannel();
     this.port = channel.port1;
@@ -284,56 +334,16 @@ export class WorkerClient implements ClassifierTransport {
     worker.addEventListener('error', (ev: ErrorEvent) => {
       ev.preventDefault?.();
       if (this.dead) return; // failed already (disposed, a load aborted or timed out): nothing left to tell
-      const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined };
       if (!this.answered) {
         // Never answered: its script (or a module it imports) could not be fetched or evaluated: the files, not a crash.
         // The event names no file, so ask the server which one is missing (bounded), then fail with it.
         if (this.diagnosis) return; // a second event while the first is told apart
-        const url = workerUrlOf(this.url);
-        const where = workerWhere(this.url);
-        const why = ev.message ? `: ${ev.message}` : '';
-        const generic = (): SelfxitError =>
-          new SelfxitError(
-            'RUNTIME_FILES_UNAVAILABLE',
-            `the selfxit worker could not be started from ${where}${why}. Serve the package's dist/ files (see the ` +
-              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served; a " +
-              "Content-Security-Policy's worker-src may also refuse it (see docs/DEPLOY.md)",
-            { ...details, ...(url ? { url } : {}) },
-          );
-        if (!url) return this.fail(generic());
-        // Every file served, and still no worker: the browser refused it (a policy), or its script threw at once.
-        const refused = (): SelfxitError =>
-          new SelfxitError(
-            'RUNTIME_FILES_UNAVAILABLE',
-            `the selfxit worker could not be started from ${where}${why}, although the server serves it and the ` +
-              'modules it imports: the browser refused it, most likely by a Content-Security-Policy (its worker-src ' +
-              "or script-src must allow the worker's URL, and blob: where the worker is on another origin than the " +
-              "page: see docs/DEPLOY.md's Content-Security-Policy section), or the script failed as it started",
-            { ...details, url, csp: true },
-          );
         this.diagnosis = new AbortController();
+        const url = this.target;
+        if (!url) return this.fail(this.startError(ev, undefined, undefined));
         void missingWorkerFile(url, 3000, this.diagnosis.signal).then(
-          (missing) => {
-            // It answered meanwhile: it started, so the event was a crash after all.
-            if (this.answered) return this.fail(died(ev));
-            if (!missing) return this.fail(generic());
-            if (missing === 'served') return this.fail(refused());
-            const chunk = missing.url !== url;
-            this.fail(
-              new SelfxitError(
-                'RUNTIME_FILES_UNAVAILABLE',
-                chunk
-                  ? `the selfxit worker could not be started from ${where}: the module it imports, ${missing.url}, ` +
-                      `could not be fetched (${missing.why}). Serve the package's dist/ files as they are, from one ` +
-                      'build (the worker and its chunks go together)'
-                  : `the selfxit worker could not be started from ${where}: it could not be fetched ` +
-                      `(${missing.why}). Serve the package's dist/ files (see the README's bundler section) or set ` +
-                      'the workerUrl option to where selfxit.worker.js is served',
-                { ...details, url: missing.url, ...(chunk ? { workerUrl: url } : {}) },
-              ),
-            );
-          },
-          () => this.fail(generic()),
+          (missing) => this.fail(this.answered ? died(ev) : this.startError(ev, url, missing)), // answered: a crash
+          () => this.fail(this.startError(ev, url, undefined)),
         );
         return;
       }
@@ -458,6 +468,8 @@ export class WorkerClient implements ClassifierTransport {
    * worker lost still times out while others are answered).
    */
   private heard(id: number): void {
+    if (!this.answered)
+      (globalThis as Partial<EventTarget>).removeEventListener?.('securitypolicyviolation', this.onViolation);
     this.answered = true;
     const now = performance.now();
     for (const [k, call] of this.inFlight) if (k > id) call.from = Math.max(call.from, now);
@@ -602,6 +614,85 @@ export class WorkerClient implements ClassifierTransport {
   }
 
   /** Rejects every pending and future call with `error`, and stops the worker. */
+  /**
+   * Why a worker that never answered could not start, from what its error event and the server ({@link
+   * missingWorkerFile} of `url`; undefined: no answer, or no URL to ask) tell: a missing file or one served as not
+   * JavaScript; a Content-Security-Policy seen refusing it (`details.csp`); a script that threw as it started; a
+   * worker on another origin whose server gave the page no answer (no CORS: `details.crossOrigin`); else in general.
+   */
+  private startError(
+    ev: ErrorEvent,
+    url: string | undefined,
+    missing: MissingFile | 'served' | undefined,
+  ): SelfxitError {
+    const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined, ...(url ? { url } : {}) };
+    // the default worker's URL as recorded from the bundler's rewrite, where this module cannot tell it
+    const where =
+      this.url || workerUrlOf(undefined) || !url
+        ? workerWhere(this.url)
+        : `${url} (the worker file your bundler emitted for selfxit)`;
+    const why = ev.message ? `: ${ev.message}` : '';
+    const fail = (message: string, more: Record<string, unknown> = {}): SelfxitError =>
+      new SelfxitError('RUNTIME_FILES_UNAVAILABLE', `the selfxit worker could not be started from ${where}${message}`, {
+        ...details,
+        ...more,
+      });
+    if (missing && missing !== 'served') {
+      const chunk = missing.url !== url;
+      const what = missing.contentType !== undefined || missing.why.startsWith('served as') ? 'loaded' : 'fetched';
+      const fallback = what === 'loaded' ? ' (the fallback page a server answers for a file it lacks?)' : '';
+      const more = {
+        url: missing.url,
+        ...(chunk ? { workerUrl: url } : {}),
+        ...(missing.contentType ? { contentType: missing.contentType } : {}),
+      };
+      return chunk
+        ? fail(
+            `: the module it imports, ${missing.url}, could not be ${what} (${missing.why})${fallback}. Serve the ` +
+              "package's dist/ files as they are, from one build (the worker and its chunks go together)",
+            more,
+          )
+        : fail(
+            `: it could not be ${what} (${missing.why})${fallback}. Serve the package's dist/ files (see the ` +
+              "README's bundler section) or set the workerUrl option to where selfxit.worker.js is served",
+            more,
+          );
+    }
+    if (this.violation)
+      return fail(
+        `${why}: a Content-Security-Policy refused it (its ${this.violation}). The policy must allow the worker's ` +
+          'URL in worker-src and script-src, and blob: in worker-src where the worker is on another origin than the ' +
+          "page: see docs/DEPLOY.md's Content-Security-Policy section",
+        { csp: true, directive: this.violation },
+      );
+    if (missing === 'served' && ev.message)
+      return fail(
+        `${why}: its script failed as it started, although the server serves it and the modules it imports. Serve ` +
+          'selfxit.worker.js and its chunks from the same build as selfxit.js',
+      );
+    if (missing === 'served')
+      return fail(
+        ', although the server serves it and the modules it imports as JavaScript: the browser refused it, possibly ' +
+          "by a Content-Security-Policy (its worker-src or script-src must allow the worker's URL, and blob: where " +
+          "the worker is on another origin than the page: see docs/DEPLOY.md's Content-Security-Policy section), or " +
+          'its script failed as it started',
+      );
+    const origin = pageOrigin();
+    if (url && this.crossOrigin && origin && new URL(url).origin !== origin)
+      return fail(
+        `${why}: the page got no answer for it from ${new URL(url).origin}. A worker on another origin than the ` +
+          'page is loaded as a module import, so that server must send it, its chunks and ort/ with an ' +
+          'Access-Control-Allow-Origin header for the page (see docs/DEPLOY.md\'s "Another origin" section); or ' +
+          'it is offline',
+        { crossOrigin: true },
+      );
+    return fail(
+      `${why}. Serve the package's dist/ files (see the README's bundler section) or set the workerUrl option to ` +
+        "where selfxit.worker.js is served; a Content-Security-Policy's worker-src may also refuse it (see " +
+        'docs/DEPLOY.md)',
+    );
+  }
+
   fail(error: SelfxitError): void {
     if (this.dead) return;
     this.dead = error;
@@ -610,6 +701,7 @@ export class WorkerClient implements ClassifierTransport {
     clearTimeout(this.watchdog);
     this.lockWatch?.abort();
     (globalThis as Partial<EventTarget>).removeEventListener?.('pageshow', this.onPageShow);
+    (globalThis as Partial<EventTarget>).removeEventListener?.('securitypolicyviolation', this.onViolation);
     this.releaseBlob();
     this.spares.clear();
     this.rejectAll(error);

@@ -3,11 +3,22 @@
 // modules it imports statically (`import … from "./selfxit.shared-<hash>.js"`, as vite emits them). Only on the
 // failure path, bounded in time; nothing is cached.
 
-/** A file the worker needs that the server would not give, and its answer (`HTTP 404`). */
+/**
+ * A file the worker needs that the server would not give, and its answer (`HTTP 404`, or `served as text/html`: a
+ * fallback page, e.g. a single-page app's index.html answered with 200 for a path the server lacks).
+ */
 export interface MissingFile {
   readonly url: string;
   readonly why: string;
+  /** The Content-Type it was served with, where that is what is wrong (not JavaScript). */
+  readonly contentType?: string;
 }
+
+/** Whether a Content-Type is one a browser runs a module script with (a JavaScript MIME type). */
+export const isJavaScriptType = (contentType: string): boolean =>
+  /^\s*(?:(?:text|application)\/(?:x-)?(?:java|ecma)script|text\/javascript1\.[0-5]|text\/(?:jscript|livescript))\s*(?:;|$)/i.test(
+    contentType,
+  );
 
 /** Static import specifiers of a module's source: `import "x"`, `import … from "x"`, `export … from "x"`. */
 export function staticImports(source: string): string[] {
@@ -19,13 +30,21 @@ export function staticImports(source: string): string[] {
   return found;
 }
 
+const missing = (url: string, r: { why?: string; contentType?: string }): MissingFile => ({
+  url,
+  why: r.why!,
+  ...(r.contentType !== undefined ? { contentType: r.contentType } : {}),
+});
+
 /**
  * The first file of the worker at `workerUrl` that cannot be fetched: the script itself, else the first of its static
  * imports (one level: the chunks vite splits a worker into import nothing the worker does not), by the server's HTTP
- * status. `'served'` when every one was served (the browser refused the worker itself: a Content-Security-Policy's
- * worker-src, or its script failed to run). Undefined when one got no answer at all (offline, a Content-Security-Policy
+ * status, or as not JavaScript (a Content-Type that is not a JavaScript one, or an HTML body: the fallback page a
+ * single-page app's server answers with 200 for a file it lacks). `'served'` when every one was served as JavaScript
+ * (the browser refused the worker itself: a Content-Security-Policy's worker-src, or its script failed to run).
+ * Undefined when one got no answer at all (offline, a server on another origin without CORS, a Content-Security-Policy
  * that forbids the page's fetch, past `ms`, `signal` aborted), or without `fetch`: then nothing can be told. Only the
- * script's body is read; an import's is cancelled once its status is known.
+ * script's body is read; an import's is cancelled once its headers are known.
  */
 export async function missingWorkerFile(
   workerUrl: string,
@@ -37,18 +56,22 @@ export async function missingWorkerFile(
   const stop = (): void => ctl.abort();
   const timer = setTimeout(stop, ms);
   signal?.addEventListener('abort', stop, { once: true });
-  const get = async (url: string, read: boolean): Promise<{ text?: string; why?: string }> => {
+  const get = async (url: string, read: boolean): Promise<{ text?: string; why?: string; contentType?: string }> => {
     try {
       const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
       if (!r.ok) {
         r.body?.cancel().catch(() => {});
         return { why: `HTTP ${r.status}` };
       }
-      if (!read) {
-        r.body?.cancel().catch(() => {});
-        return { text: '' };
+      const type = r.headers.get('content-type') ?? '';
+      const text = read ? await r.text() : (r.body?.cancel().catch(() => {}), '');
+      // A browser runs a module script served as JavaScript only: an HTML page (a server's fallback for a path it
+      // lacks), text/plain or no type at all is as good as missing.
+      if (!isJavaScriptType(type) || /^\s*</.test(text)) {
+        const as = type.split(';')[0]!.trim() || 'no Content-Type';
+        return { why: `served as ${as}, not as JavaScript`, contentType: type || undefined };
       }
-      return { text: await r.text() };
+      return { text };
     } catch {
       // No answer (offline, a Content-Security-Policy connect-src that forbids it, the deadline): nothing told.
       return {};
@@ -56,7 +79,7 @@ export async function missingWorkerFile(
   };
   try {
     const script = await get(workerUrl, true);
-    if (script.why !== undefined) return { url: workerUrl, why: script.why };
+    if (script.why !== undefined) return missing(workerUrl, script);
     if (script.text === undefined) return undefined;
     for (const spec of staticImports(script.text)) {
       let url: string;
@@ -66,7 +89,7 @@ export async function missingWorkerFile(
         continue;
       }
       const r = await get(url, false);
-      if (r.why !== undefined) return { url, why: r.why };
+      if (r.why !== undefined) return missing(url, r);
       if (r.text === undefined) return undefined;
     }
     return 'served';

@@ -112,9 +112,13 @@ export function urlIn(message: string): string | undefined {
   return /\b(?:https?|blob|file):\/\/[^\s'"`),]+/.exec(message)?.[0];
 }
 
-/** A browser's words for a Content-Security-Policy that refused WebAssembly or a script (Chromium, Firefox, Safari). */
+/**
+ * A browser's words for a Content-Security-Policy that refused WebAssembly or a script (Chromium, Firefox, Safari): the
+ * policy or its source expressions by name, not a bare "Refused to load/execute", which Chromium also says of a script
+ * served with a MIME type that is not JavaScript.
+ */
 const CSP_RE =
-  /Content[- ]Security[- ]Policy|wasm-unsafe-eval|'unsafe-eval'|call to WebAssembly\.\w+\(\) blocked|Refused to (?:compile|load|execute)/i;
+  /Content[- ]Security[- ]Policy|wasm-unsafe-eval|'unsafe-eval'|call to WebAssembly\.\w+\(\) blocked by CSP/i;
 
 /** Whether an error's message says a Content-Security-Policy refused it. */
 export const isCspError = (message: string): boolean => CSP_RE.test(message);
