@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
-import { WorkerClient } from '../src/page/worker-client.js';
+import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
 import { staticImports } from '../src/page/worker-files.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
@@ -783,5 +783,126 @@ describe('WorkerClient liveness', () => {
     await sleep(200);
     await expect(client.classify(classifyRequest, [])).resolves.toEqual([]);
     client.fail(new SelfxitError('DISPOSED', 'done'));
+  });
+});
+
+describe('the default worker on the page origin (an app bundled by Vite or webpack on its own origin)', () => {
+  /** The page on the origin of the literal's URL here (this module's: a file: URL, origin 'null'). */
+  const sameOrigin = () => vi.stubGlobal('location', { origin: 'null', href: 'file:///app/' });
+
+  it('a start failure asks the server for the URL the bundler wrote: a fallback HTML page answered with 200 is named', async () => {
+    sameOrigin();
+    const fakes = stubWorkers([fakeWorkerApi()]);
+    const Fake = globalThis.Worker;
+    const asked: string[] = [];
+    vi.stubGlobal(
+      'Worker',
+      class {
+        constructor(u: string | URL, o?: WorkerOptions) {
+          asked.push(String(u));
+          return new Fake(u, o);
+        }
+      },
+    );
+    const recorded = literalWorkerUrl()!;
+    expect(asked).toEqual([]);
+    const page = '<!doctype html><title>app</title>';
+    vi.stubGlobal('fetch', serve({ [recorded.href]: page }, 'text/html'));
+    const client = WorkerClient.start(undefined);
+    expect(asked).toEqual([recorded.href]); // started by the literal itself, not through a blob
+    const pending = client.init(request);
+    fakes[0]!.worker.dispatchEvent(new Event('error'));
+    const e = await rejection(pending);
+    expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: recorded.href } });
+    expect(e.message).toMatch(/could not be loaded \(served as text\/html/);
+    expect(e.message).toContain(`from ${recorded.href} (the worker file your bundler emitted`);
+  });
+
+  it('a Content-Security-Policy event that comes after the worker error event is still named (the server is asked first)', async () => {
+    sameOrigin();
+    const page = pageEvents();
+    const recorded = literalWorkerUrl()!;
+    vi.stubGlobal('fetch', serve({ [recorded.href]: 'export {};' }));
+    const fakes = stubWorkers([fakeWorkerApi()]);
+    const client = WorkerClient.start(undefined);
+    const pending = client.init(request);
+    fakes[0]!.worker.dispatchEvent(new Event('error'));
+    page.dispatchEvent(
+      Object.assign(new Event('securitypolicyviolation'), {
+        effectiveDirective: 'worker-src',
+        blockedURI: recorded.href,
+      }),
+    );
+    await expect(pending).rejects.toMatchObject({ details: { csp: true, directive: 'worker-src' } });
+  });
+
+  it('a worker that answers connect with an error (another version) names the recorded URL', async () => {
+    sameOrigin();
+    const recorded = literalWorkerUrl()!;
+    stubWorkers([
+      {
+        ...fakeWorkerApi(),
+        connect: () => Promise.reject(new Error('no connect')),
+      } as WorkerApi,
+    ]);
+    const client = WorkerClient.start(undefined);
+    await expect(client.init(request)).rejects.toMatchObject({
+      code: 'RUNTIME_FILES_UNAVAILABLE',
+      details: { url: recorded.href },
+      message: expect.stringContaining(`the selfxit worker at ${recorded.href} does not serve classify()`),
+    });
+  });
+
+  it('a worker that cannot even be constructed names the recorded URL', () => {
+    sameOrigin();
+    vi.stubGlobal(
+      'Worker',
+      class {
+        constructor() {
+          throw new DOMException('refused', 'SecurityError');
+        }
+      },
+    );
+    const recorded = literalWorkerUrl()!.href;
+    expect(() => WorkerClient.start(undefined)).toThrow(
+      expect.objectContaining({
+        details: { url: recorded },
+        message: `cannot start the selfxit worker from ${recorded} (the worker file your bundler emitted for selfxit): refused`,
+      }),
+    );
+  });
+});
+
+describe('a Content-Security-Policy violation of a blob while a worker on another origin starts', () => {
+  it('counts only under a directive that governs workers, not script-src(-elem) (a blob script of the app refused meanwhile)', async () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/' });
+    const page = pageEvents();
+    vi.stubGlobal('fetch', serve({ 'https://cdn.test/selfxit.worker.js': '' }));
+    const created = vi.spyOn(URL, 'createObjectURL').mockImplementation(() => 'blob:https://page.test/1');
+    const revoked = vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => {});
+    try {
+      for (const [directive, ours] of [
+        ['script-src-elem', false],
+        ['script-src', false],
+        ['worker-src', true],
+        ['child-src', true],
+        ['default-src', true],
+      ] as const) {
+        const workers = stubWorkers([fakeWorkerApi()]);
+        const client = WorkerClient.start(new URL('https://cdn.test/selfxit.worker.js'));
+        const pending = client.init(request);
+        page.dispatchEvent(
+          Object.assign(new Event('securitypolicyviolation'), { effectiveDirective: directive, blockedURI: 'blob' }),
+        );
+        workers[0]!.worker.dispatchEvent(new Event('error'));
+        const e = await rejection(pending);
+        if (ours) expect(e.details).toMatchObject({ csp: true, directive });
+        else expect(e.details).not.toHaveProperty('csp');
+        closeFakeWorkers();
+      }
+    } finally {
+      created.mockRestore();
+      revoked.mockRestore();
+    }
   });
 });

@@ -56,6 +56,13 @@ export interface Started {
   readonly worker: Worker;
   readonly blobUrl?: string;
   readonly crossOrigin?: URL;
+  /**
+   * The URL the worker is fetched from where only the bundler's rewrite tells it (the default worker on the page's
+   * origin, as {@link literalWorkerTarget} recorded it), for the telling apart of a start failure.
+   */
+  readonly target?: URL;
+  /** false: a classic worker (webpack 5's rewrite of the default one), whose script loads with importScripts. */
+  readonly module?: boolean;
 }
 
 /** The page's origin, where there is one (a page or a worker; not Node). */
@@ -73,7 +80,7 @@ export function startAt(url: URL, module = true): Started {
     const blobUrl = URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
     try {
       const options: WorkerOptions = module ? { type: 'module', name: 'selfxit' } : { name: 'selfxit' };
-      return { worker: new Worker(blobUrl, options), blobUrl, crossOrigin: url };
+      return { worker: new Worker(blobUrl, options), blobUrl, crossOrigin: url, module };
     } catch (e) {
       URL.revokeObjectURL(blobUrl);
       throw e;
@@ -140,8 +147,14 @@ function startWorker(url: URL | undefined): Started {
   const origin = pageOrigin();
   const literal = origin ? literalWorkerTarget() : undefined;
   if (literal && literal.url.origin !== origin) return startAt(literal.url, literal.module);
-  return { worker: literalWorker() };
+  return { worker: literalWorker(), ...(literal ? { target: literal.url, module: literal.module } : {}) };
 }
+
+/**
+ * The URL the default worker would be fetched from, as the bundler's rewrite says (recorded without starting one), for
+ * the message of a worker that could not even be constructed. Undefined outside a page or where it cannot be recorded.
+ */
+const recordedTarget = (): URL | undefined => (pageOrigin() ? literalWorkerTarget()?.url : undefined);
 
 /**
  * The URL a worker started without `workerUrl` is fetched from, when known, for error messages: selfxit.worker.js
@@ -165,12 +178,16 @@ function workerUrlOf(url: URL | undefined): string | undefined {
   return url?.href ?? builtWorkerUrl(import.meta.url);
 }
 
-/** Where the worker was started from, in words (the URL only where it is the one really fetched). */
-function workerWhere(url: URL | undefined): string {
+/**
+ * Where the worker was started from, in words (the URL only where it is the one really fetched): `url` (workerUrl),
+ * else the default one as built, else `recorded` (the bundler's rewrite of the default one), else in general.
+ */
+function workerWhere(url: URL | undefined, recorded?: string): string {
   const href = workerUrlOf(url);
   if (url) return href!;
-  return href
-    ? `its default URL ${href} (selfxit.worker.js next to selfxit.js)`
+  if (href) return `its default URL ${href} (selfxit.worker.js next to selfxit.js)`;
+  return recorded
+    ? `${recorded} (the worker file your bundler emitted for selfxit)`
     : 'the worker file your bundler emitted for selfxit';
 }
 
@@ -240,6 +257,8 @@ export class WorkerClient implements ClassifierTransport {
   private blobUrl: string | undefined;
   /** The URL on another origin the worker was started for through a blob, if it was. */
   private readonly crossOrigin: URL | undefined;
+  /** Whether the worker is a classic one (webpack 5's rewrite of the default worker): its script is importScripts'd. */
+  private readonly classic: boolean;
   /** The worker's URL for the telling apart of a start failure: `workerUrl`, the default's as built or as recorded. */
   private readonly target: string | undefined;
   /** The directive of a Content-Security-Policy violation that refused a worker script while this one was starting. */
@@ -254,7 +273,13 @@ export class WorkerClient implements ClassifierTransport {
     const target = this.target;
     const ours = target
       ? uri !== '' &&
-        (uri === target || target.startsWith(`${uri}/`) || (this.crossOrigin !== undefined && /^blob(?::|$)/.test(uri)))
+        (uri === target ||
+          target.startsWith(`${uri}/`) ||
+          // the blob a worker on another origin starts from: only a directive that governs workers (not the
+          // script-src(-elem) that refused, say, a blob script of the app's at the same moment)
+          (this.crossOrigin !== undefined &&
+            /^blob(?::|$)/.test(uri) &&
+            /^(?:worker-src|child-src|default-src)$/.test(directive)))
       : directive === 'worker-src';
     if (ours) this.violation ??= directive;
   };
@@ -288,14 +313,17 @@ export class WorkerClient implements ClassifierTransport {
   private readonly lockWatch = typeof AbortController === 'undefined' ? undefined : new AbortController();
 
   private constructor(
-    { worker, blobUrl, crossOrigin }: Started,
+    { worker, blobUrl, crossOrigin, target, module }: Started,
     private readonly url: URL | undefined,
     private readonly liveness: Liveness,
   ) {
     this.worker = worker;
     this.blobUrl = blobUrl;
     this.crossOrigin = crossOrigin;
-    this.target = workerUrlOf(url) ?? crossOrigin?.href;
+    this.classic = module === false;
+    // `workerUrl`; else the default worker's URL as the bundler rewrote it (recorded), on another origin or this one;
+    // else the default's as built (plain dist/)
+    this.target = url?.href ?? (crossOrigin ?? target)?.href ?? workerUrlOf(undefined);
     // A Content-Security-Policy that refuses the worker (Chromium: worker-src, for its URL or the blob one) reports it
     // on the page as it refuses it; heard until the worker answers or the client fails.
     (globalThis as Partial<EventTarget>).addEventListener?.('securitypolicyviolation', this.onViolation);
@@ -313,7 +341,7 @@ export class WorkerClient implements ClassifierTransport {
     this.api.connect(transfer(channel.port2, [channel.port2])).then(
       () => this.heard(-1),
       (e: unknown) => {
-        const url = workerUrlOf(this.url);
+        const url = this.target;
         const where = url ? ` at ${url}` : '';
         this.fail(
           new SelfxitError(
@@ -415,10 +443,13 @@ export class WorkerClient implements ClassifierTransport {
       return new WorkerClient(startWorker(url), url, liveness);
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
+      // the default worker's URL as the bundler rewrote it, where this module cannot tell it (as built)
+      const recorded = url || workerUrlOf(undefined) ? undefined : recordedTarget()?.href;
+      const href = workerUrlOf(url) ?? recorded;
       throw new SelfxitError(
         'RUNTIME_FILES_UNAVAILABLE',
-        `cannot start the selfxit worker from ${workerWhere(url)}: ${messageOf(e)}`,
-        workerUrlOf(url) ? { url: workerUrlOf(url) } : {},
+        `cannot start the selfxit worker from ${workerWhere(url, recorded)}: ${messageOf(e)}`,
+        href ? { url: href } : {},
         { cause: e },
       );
     }
@@ -613,7 +644,6 @@ export class WorkerClient implements ClassifierTransport {
     await this.call((api) => api.dispose());
   }
 
-  /** Rejects every pending and future call with `error`, and stops the worker. */
   /**
    * Why a worker that never answered could not start, from what its error event and the server ({@link
    * missingWorkerFile} of `url`; undefined: no answer, or no URL to ask) tell: a missing file or one served as not
@@ -626,11 +656,7 @@ export class WorkerClient implements ClassifierTransport {
     missing: MissingFile | 'served' | undefined,
   ): SelfxitError {
     const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined, ...(url ? { url } : {}) };
-    // the default worker's URL as recorded from the bundler's rewrite, where this module cannot tell it
-    const where =
-      this.url || workerUrlOf(undefined) || !url
-        ? workerWhere(this.url)
-        : `${url} (the worker file your bundler emitted for selfxit)`;
+    const where = workerWhere(this.url, url);
     const why = ev.message ? `: ${ev.message}` : '';
     const fail = (message: string, more: Record<string, unknown> = {}): SelfxitError =>
       new SelfxitError('RUNTIME_FILES_UNAVAILABLE', `the selfxit worker could not be started from ${where}${message}`, {
@@ -693,6 +719,7 @@ export class WorkerClient implements ClassifierTransport {
     );
   }
 
+  /** Rejects every pending and future call with `error`, and stops the worker. */
   fail(error: SelfxitError): void {
     if (this.dead) return;
     this.dead = error;
