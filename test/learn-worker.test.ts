@@ -6,7 +6,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { analyseForLearning, type FitJob, type LearnedExits } from '../src/learn/learner.js';
 import { FeatureReservoir, reservoirCuts } from '../src/learn/reservoir.js';
 import { resolveLearnOptions } from '../src/learn/learn-options.js';
-import { learnerWorkerRunner, type LearnerApi } from '../src/runtime/learn-worker.js';
+import { learnerWorkerRunner, LEARNER_NAME, type LearnerApi } from '../src/runtime/learn-worker.js';
 import { createRng } from '../src/calibrate/rng.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import fs from 'node:fs';
@@ -139,5 +139,40 @@ describe('learner worker', () => {
     } finally {
       runner.close();
     }
+  });
+});
+
+describe('the learner worker’s type', () => {
+  /** Starts a runner on a Worker stub and returns the options it was started with. */
+  function started(...args: Parameters<typeof learnerWorkerRunner>): [string, WorkerOptions | undefined] {
+    const asked: [string, WorkerOptions | undefined][] = [];
+    vi.stubGlobal(
+      'Worker',
+      class {
+        constructor(u: string, o?: WorkerOptions) {
+          asked.push([u, o]);
+        }
+        addEventListener() {}
+        postMessage() {}
+        terminate() {}
+      },
+    );
+    learnerWorkerRunner(...args)?.ready?.catch(() => {});
+    return asked[0]!;
+  }
+
+  it('is the one of the worker that starts it: classic in a classic worker (webpack’s: importScripts() works), else a module', () => {
+    // a classic worker: importScripts() with no arguments does nothing
+    vi.stubGlobal('importScripts', () => {});
+    expect(started('w.js')).toEqual(['w.js', { name: LEARNER_NAME }]);
+    // a module worker: importScripts() throws a TypeError
+    vi.stubGlobal('importScripts', () => {
+      throw new TypeError('Module scripts do not support importScripts().');
+    });
+    expect(started('w.js')).toEqual(['w.js', { type: 'module', name: LEARNER_NAME }]);
+    // no importScripts (not in a worker): a module
+    vi.unstubAllGlobals();
+    expect(started('w.js')).toEqual(['w.js', { type: 'module', name: LEARNER_NAME }]);
+    expect(started('w.js', false)).toEqual(['w.js', { name: LEARNER_NAME }]);
   });
 });

@@ -68,15 +68,34 @@ function jobBuffers(job: FitJob): ArrayBuffer[] {
 }
 
 /**
- * A fit runner backed by a learner worker started from `scriptUrl` (this worker's own script), or undefined where
- * workers cannot start workers. A worker that fails makes this and later fits run in the thread.
+ * Whether this thread is a classic worker (webpack 5 makes selfxit's worker one; the classic blob that starts it on
+ * another origin is one): `importScripts()` with no arguments does nothing there, and throws a TypeError in a module
+ * worker (the HTML standard's "import scripts into worker global scope": a module worker's type is checked before the
+ * URLs are); a page or Node has no `importScripts`.
  */
-export function learnerWorkerRunner(scriptUrl: string | undefined): FitWorker | undefined {
+export function inClassicWorker(): boolean {
+  const g = globalThis as { importScripts?: (...urls: string[]) => void };
+  if (typeof g.importScripts !== 'function') return false;
+  try {
+    g.importScripts();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A fit runner backed by a learner worker started from `scriptUrl` (this worker's own script) as the same type of
+ * worker as this one (`module`: a classic worker's script, webpack's, loads its chunks with importScripts, which
+ * throws in a module worker), or undefined where workers cannot start workers. A worker that fails makes this and later
+ * fits run in the thread (`learning().fitRanIn: 'thread'`).
+ */
+export function learnerWorkerRunner(scriptUrl: string | undefined, module = !inClassicWorker()): FitWorker | undefined {
   const W = (globalThis as { Worker?: typeof Worker }).Worker;
   if (!W || !scriptUrl) return undefined;
   let worker: Worker;
   try {
-    worker = new W(scriptUrl, { type: 'module', name: LEARNER_NAME });
+    worker = new W(scriptUrl, module ? { type: 'module', name: LEARNER_NAME } : { name: LEARNER_NAME });
   } catch {
     return undefined;
   }
