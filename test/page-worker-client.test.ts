@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DevicePlan } from '../src/policy/device-plan.js';
 import { SelfxitError } from '../src/errors.js';
-import { literalWorkerUrl, WorkerClient } from '../src/page/worker-client.js';
+import { literalWorkerUrl, startAt, WorkerClient } from '../src/page/worker-client.js';
 import { staticImports } from '../src/page/worker-files.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
@@ -265,7 +265,11 @@ describe('WorkerClient', () => {
 
   it('a worker served as text/html with 200 (a fallback page for a missing file) is missing, not refused by a CSP', async () => {
     const page = '<!doctype html><title>app</title>';
-    for (const type of ['text/html; charset=utf-8', 'text/javascript']) {
+    for (const [type, as] of [
+      ['text/html; charset=utf-8', 'served as text/html'],
+      ['text/javascript', 'served as text/javascript'],
+      ['', 'served with no Content-Type'],
+    ]) {
       vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': page }, type));
       const { client, worker } = startClient(fakeWorkerApi());
       const pending = client.init(request);
@@ -277,7 +281,8 @@ describe('WorkerClient', () => {
       });
       expect(e.details).not.toHaveProperty('csp');
       expect(e.message).not.toMatch(/Content-Security-Policy/);
-      expect(e.message).toMatch(/could not be loaded \(served as text\/(html|javascript), not as JavaScript\)/);
+      expect(e.message).toContain(`could not be loaded (an HTML page, ${as})`);
+      expect(e.message).not.toMatch(/not as JavaScript/);
       expect(e.message).toMatch(/workerUrl/);
       closeFakeWorkers();
     }
@@ -814,7 +819,7 @@ describe('the default worker on the page origin (an app bundled by Vite or webpa
     fakes[0]!.worker.dispatchEvent(new Event('error'));
     const e = await rejection(pending);
     expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: recorded.href } });
-    expect(e.message).toMatch(/could not be loaded \(served as text\/html/);
+    expect(e.message).toContain('could not be loaded (an HTML page, served as text/html)');
     expect(e.message).toContain(`from ${recorded.href} (the worker file your bundler emitted`);
   });
 
@@ -904,5 +909,78 @@ describe('a Content-Security-Policy violation of a blob while a worker on anothe
       created.mockRestore();
       revoked.mockRestore();
     }
+  });
+});
+
+describe('a worker on another origin whose server gives the page no answer', () => {
+  const onCdn = () => {
+    vi.stubGlobal('location', { origin: 'https://page.test', href: 'https://page.test/' });
+    const created = vi.spyOn(URL, 'createObjectURL').mockImplementation(() => 'blob:https://page.test/1');
+    const revoked = vi.spyOn(URL, 'revokeObjectURL').mockImplementation(() => {});
+    return () => {
+      created.mockRestore();
+      revoked.mockRestore();
+    };
+  };
+  afterEach(() => vi.useRealTimers());
+
+  it('no answer in time (a hung server): said so, no missing CORS claimed', async () => {
+    const restore = onCdn();
+    try {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      vi.stubGlobal(
+        'fetch',
+        (_: string, init?: RequestInit) =>
+          new Promise((_resolve, reject) =>
+            init?.signal?.addEventListener('abort', () => reject(new Error('aborted'))),
+          ),
+      );
+      const workers = stubWorkers([fakeWorkerApi()]);
+      const client = WorkerClient.start(new URL('https://cdn.test/selfxit.worker.js'));
+      const pending = rejection(client.init(request));
+      workers[0]!.worker.dispatchEvent(new Event('error'));
+      await vi.advanceTimersByTimeAsync(3000);
+      const e = await pending;
+      expect(e).toMatchObject({
+        code: 'RUNTIME_FILES_UNAVAILABLE',
+        details: { url: 'https://cdn.test/selfxit.worker.js' },
+      });
+      expect(e.details).not.toHaveProperty('crossOrigin');
+      expect(e.message).toMatch(/got no answer in time/);
+      expect(e.message).not.toMatch(/Access-Control-Allow-Origin|module import/);
+    } finally {
+      restore();
+    }
+  });
+
+  it('a classic worker (webpack’s, started through a classic blob): importScripts, publicPath and CORP named, not CORS', async () => {
+    const restore = onCdn();
+    try {
+      vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
+      const workers = stubWorkers([fakeWorkerApi()]);
+      const client = WorkerClient.on(startAt(new URL('https://cdn.test/app/100.js'), false), undefined);
+      const pending = rejection(client.init(request));
+      workers[0]!.worker.dispatchEvent(new Event('error'));
+      const e = await pending;
+      expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: 'https://cdn.test/app/100.js' } });
+      expect(e.details).not.toHaveProperty('crossOrigin');
+      expect(e.message).toMatch(/importScripts, which needs no CORS/);
+      expect(e.message).toMatch(/publicPath/);
+      expect(e.message).toMatch(/Cross-Origin-Resource-Policy/);
+      expect(e.message).not.toMatch(/module import|Access-Control-Allow-Origin/);
+    } finally {
+      restore();
+    }
+  });
+});
+
+it('a worker served as text/plain (not HTML): "served as text/plain, not as JavaScript"', async () => {
+  vi.stubGlobal('fetch', serve({ 'https://x.test/selfxit.worker.js': 'export {};' }, 'text/plain'));
+  const { client, worker } = startClient(fakeWorkerApi());
+  const pending = client.init(request);
+  worker.dispatchEvent(new Event('error'));
+  await expect(pending).rejects.toMatchObject({
+    details: { contentType: 'text/plain' },
+    message: expect.stringContaining('could not be loaded (served as text/plain, not as JavaScript)'),
   });
 });

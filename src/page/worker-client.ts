@@ -440,7 +440,7 @@ export class WorkerClient implements ClassifierTransport {
   static start(url: URL | undefined, liveness: Liveness = NO_LIVENESS): WorkerClient {
     installErrorTransfer();
     try {
-      return new WorkerClient(startWorker(url), url, liveness);
+      return WorkerClient.on(startWorker(url), url, liveness);
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
       // the default worker's URL as the bundler rewrote it, where this module cannot tell it (as built)
@@ -453,6 +453,15 @@ export class WorkerClient implements ClassifierTransport {
         { cause: e },
       );
     }
+  }
+
+  /**
+   * A client of a worker already started ({@link startAt}, or {@link start}'s way) for `url` (the workerUrl option;
+   * undefined: the default worker).
+   */
+  static on(started: Started, url: URL | undefined, liveness: Liveness = NO_LIVENESS): WorkerClient {
+    installErrorTransfer();
+    return new WorkerClient(started, url, liveness);
   }
 
   /** Opens the bundle in the worker. */
@@ -648,12 +657,14 @@ export class WorkerClient implements ClassifierTransport {
    * Why a worker that never answered could not start, from what its error event and the server ({@link
    * missingWorkerFile} of `url`; undefined: no answer, or no URL to ask) tell: a missing file or one served as not
    * JavaScript; a Content-Security-Policy seen refusing it (`details.csp`); a script that threw as it started; a
-   * worker on another origin whose server gave the page no answer (no CORS: `details.crossOrigin`); else in general.
+   * module worker on another origin whose server gave the page no answer (no CORS: `details.crossOrigin`), or a
+   * classic one (webpack's: importScripts needs no CORS; its publicPath or a CORP header); no answer in time (a slow
+   * server: nothing claimed); else in general.
    */
   private startError(
     ev: ErrorEvent,
     url: string | undefined,
-    missing: MissingFile | 'served' | undefined,
+    missing: MissingFile | 'served' | 'timeout' | undefined,
   ): SelfxitError {
     const details = { filename: ev.filename || undefined, lineno: ev.lineno || undefined, ...(url ? { url } : {}) };
     const where = workerWhere(this.url, url);
@@ -663,9 +674,9 @@ export class WorkerClient implements ClassifierTransport {
         ...details,
         ...more,
       });
-    if (missing && missing !== 'served') {
+    if (typeof missing === 'object') {
       const chunk = missing.url !== url;
-      const what = missing.contentType !== undefined || missing.why.startsWith('served as') ? 'loaded' : 'fetched';
+      const what = missing.why.startsWith('HTTP ') ? 'fetched' : 'loaded';
       const fallback = what === 'loaded' ? ' (the fallback page a server answers for a file it lacks?)' : '';
       const more = {
         url: missing.url,
@@ -703,15 +714,30 @@ export class WorkerClient implements ClassifierTransport {
           "the worker is on another origin than the page: see docs/DEPLOY.md's Content-Security-Policy section), or " +
           'its script failed as it started',
       );
+    if (missing === 'timeout')
+      return fail(
+        `${why}: the page's check of ${url} got no answer in time (a slow or hung server), so which file is missing ` +
+          "cannot be told. Serve the package's dist/ files (see the README's bundler section) or set the workerUrl " +
+          "option to where selfxit.worker.js is served; a Content-Security-Policy's worker-src may also refuse it " +
+          '(see docs/DEPLOY.md)',
+      );
     const origin = pageOrigin();
     if (url && this.crossOrigin && origin && new URL(url).origin !== origin)
-      return fail(
-        `${why}: the page got no answer for it from ${new URL(url).origin}. A worker on another origin than the ` +
-          'page is loaded as a module import, so that server must send it, its chunks and ort/ with an ' +
-          'Access-Control-Allow-Origin header for the page (see docs/DEPLOY.md\'s "Another origin" section); or ' +
-          'it is offline',
-        { crossOrigin: true },
-      );
+      return this.classic
+        ? fail(
+            `${why}: the page got no answer for it from ${new URL(url).origin}. It is a classic worker (webpack's), ` +
+              'loaded with importScripts, which needs no CORS: its chunks resolve against output.publicPath (with ' +
+              "'auto', against the page's blob: URL, where they are not: set an absolute publicPath), a page that " +
+              'is cross-origin isolated (COEP) needs a Cross-Origin-Resource-Policy header on them, or that server ' +
+              'is offline (see docs/DEPLOY.md\'s "Another origin" section)',
+          )
+        : fail(
+            `${why}: the page got no answer for it from ${new URL(url).origin}. A worker on another origin than the ` +
+              'page is loaded as a module import, so that server must send it, its chunks and ort/ with an ' +
+              'Access-Control-Allow-Origin header for the page (see docs/DEPLOY.md\'s "Another origin" section); or ' +
+              "it is offline, or the page's Content-Security-Policy connect-src forbids its check",
+            { crossOrigin: true },
+          );
     return fail(
       `${why}. Serve the package's dist/ files (see the README's bundler section) or set the workerUrl option to ` +
         "where selfxit.worker.js is served; a Content-Security-Policy's worker-src may also refuse it (see " +

@@ -4,8 +4,9 @@
 // failure path, bounded in time; nothing is cached.
 
 /**
- * A file the worker needs that the server would not give, and its answer (`HTTP 404`, or `served as text/html`: a
- * fallback page, e.g. a single-page app's index.html answered with 200 for a path the server lacks).
+ * A file the worker needs that the server would not give, and its answer (`HTTP 404`, `served as text/plain, not as
+ * JavaScript`, or `an HTML page, served as text/html`: a fallback page, e.g. a single-page app's index.html answered
+ * with 200 for a path the server lacks).
  */
 export interface MissingFile {
   readonly url: string;
@@ -42,19 +43,24 @@ const missing = (url: string, r: { why?: string; contentType?: string }): Missin
  * status, or as not JavaScript (a Content-Type that is not a JavaScript one, or an HTML body: the fallback page a
  * single-page app's server answers with 200 for a file it lacks). `'served'` when every one was served as JavaScript
  * (the browser refused the worker itself: a Content-Security-Policy's worker-src, or its script failed to run).
- * Undefined when one got no answer at all (offline, a server on another origin without CORS, a Content-Security-Policy
- * that forbids the page's fetch, past `ms`, `signal` aborted), or without `fetch`: then nothing can be told. Only the
- * script's body is read; an import's is cancelled once its headers are known.
+ * `'timeout'` when the server had not answered in `ms` (a slow or hung server: nothing told, and no missing CORS
+ * either). Undefined when one got no answer at all (offline, a server on another origin without CORS, a
+ * Content-Security-Policy connect-src that forbids the page's fetch, `signal` aborted), or without `fetch`: then
+ * nothing can be told. Only the script's body is read; an import's is cancelled once its headers are known.
  */
 export async function missingWorkerFile(
   workerUrl: string,
   ms = 3000,
   signal?: AbortSignal,
-): Promise<MissingFile | 'served' | undefined> {
+): Promise<MissingFile | 'served' | 'timeout' | undefined> {
   if (typeof fetch !== 'function' || signal?.aborted) return undefined;
   const ctl = new AbortController();
   const stop = (): void => ctl.abort();
-  const timer = setTimeout(stop, ms);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    stop();
+  }, ms);
   signal?.addEventListener('abort', stop, { once: true });
   const get = async (url: string, read: boolean): Promise<{ text?: string; why?: string; contentType?: string }> => {
     try {
@@ -66,18 +72,17 @@ export async function missingWorkerFile(
       const type = r.headers.get('content-type') ?? '';
       const text = read ? await r.text() : (r.body?.cancel().catch(() => {}), '');
       // A browser runs a module script served as JavaScript only: an HTML page (a server's fallback for a path it
-      // lacks), text/plain or no type at all is as good as missing.
-      if (!isJavaScriptType(type) || /^\s*</.test(text)) {
-        const as = type.split(';')[0]!.trim() || 'no Content-Type';
-        return { why: `served as ${as}, not as JavaScript`, contentType: type || undefined };
-      }
+      // lacks, whatever its Content-Type), text/plain or no type at all is as good as missing.
+      const as = type ? `served as ${type.split(';')[0]!.trim()}` : 'served with no Content-Type';
+      if (/^\s*</.test(text)) return { why: `an HTML page, ${as}`, contentType: type || undefined };
+      if (!isJavaScriptType(type)) return { why: `${as}, not as JavaScript`, contentType: type || undefined };
       return { text };
     } catch {
       // No answer (offline, a Content-Security-Policy connect-src that forbids it, the deadline): nothing told.
       return {};
     }
   };
-  try {
+  const tell = async (): Promise<MissingFile | 'served' | undefined> => {
     const script = await get(workerUrl, true);
     if (script.why !== undefined) return missing(workerUrl, script);
     if (script.text === undefined) return undefined;
@@ -93,6 +98,10 @@ export async function missingWorkerFile(
       if (r.text === undefined) return undefined;
     }
     return 'served';
+  };
+  try {
+    const told = await tell();
+    return told === undefined && timedOut && !signal?.aborted ? 'timeout' : told;
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', stop);
