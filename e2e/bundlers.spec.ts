@@ -169,11 +169,30 @@ async function classifyAndLearn(page: Page, url: string, isolation: boolean): Pr
       const info = clf.info();
       await clf.dispose();
       // learning: the worker imports its learning chunk, the learner worker too (load() waits for it)
+      // and a fit: in the learner worker, started as the same type as the worker (webpack's is a classic one)
       let learnedModel: string | undefined;
+      let fitRanIn: string | undefined;
       if (learnToo) {
-        const learner = await load('/models/fashion-resnet/model.onnx', { cache: false, learn: {} });
-        await learner.classify(new ImageData(28, 28));
+        const learner = await load('/models/fashion-resnet/model.onnx', {
+          cache: false,
+          learn: { target: 0.9, minSamples: 100, maxCandidates: 2, headKinds: ['pool-linear'], persist: false },
+        });
+        const bytes = new Uint8Array(await (await fetch('/models/fashion-resnet/test-u8.bin')).arrayBuffer());
+        const image = (i: number): ImageData => {
+          const px = new Uint8ClampedArray(784 * 4);
+          for (let p = 0; p < 784; p++) {
+            const v = bytes[(i % (bytes.length / 784)) * 784 + p]!;
+            px.set([v, v, v, 255], p * 4);
+          }
+          return new ImageData(px, 28, 28);
+        };
+        for (let i = 0; i < 400 && learner.learning().fits === 0; i++) await learner.classify(image(i));
+        for (let i = 0; i < 600 && learner.learning().fitting; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          await learner.classify(image(i));
+        }
         learnedModel = learner.learning().modelHash;
+        fitRanIn = learner.learning().fitRanIn;
         await learner.dispose();
       }
       return {
@@ -182,6 +201,7 @@ async function classifyAndLearn(page: Page, url: string, isolation: boolean): Pr
         threads: info.threads,
         isolated: info.crossOriginIsolated,
         learnedModel,
+        fitRanIn,
       };
     } catch (e) {
       const err = e as Error & { code?: string };
@@ -201,6 +221,7 @@ async function classifyAndLearn(page: Page, url: string, isolation: boolean): Pr
   expect(out.isolated).toBe(isolation);
   expect(out.backend).toBe('wasm'); // 'auto' on the SwiftShader adapter
   if (isolation) expect(out.learnedModel).toMatch(/^[0-9a-f]{64}$/);
+  if (isolation) expect(out.fitRanIn).toBe('worker');
   if (isolation) expect(out.threads).toBeGreaterThan(1);
   else expect(out.threads).toBe(1);
   expect(errors).toEqual([]);
@@ -250,7 +271,9 @@ test.describe('published package in bundler apps', () => {
 
   for (const bundler of ['vite', 'vite-es', 'webpack'] as const) {
     for (const isolation of bundler === 'vite-es' ? [true] : [true, false]) {
-      const what = isolation ? 'load() and 10 images classified, a learn load' : 'load() and 10 images classified';
+      const what = isolation
+        ? 'load() and 10 images classified, a learn load whose fit runs in the learner worker'
+        : 'load() and 10 images classified';
       test(`${bundler} build, ${isolation ? 'with' : 'without'} COOP/COEP: ${what}`, async ({ page }) => {
         const mounts = { '/': apps[bundler]!, '/bundle/': TINY, '/models/': MODELS };
         const server = await serveStatic({ mounts, port: 0, isolation });

@@ -60,7 +60,7 @@ test('wrong codes set right: runtime files, closed bitmap, transferred buffer, N
   expect((r.noWorker as { details: { url: string } }).details.url).toContain('/e2e/pages/no-such-worker.js');
   expect(r.htmlWorker).toMatchObject({
     code: 'RUNTIME_FILES_UNAVAILABLE',
-    message: expect.stringMatching(/could not be loaded \(served as text\/html, not as JavaScript\)/),
+    message: expect.stringMatching(/could not be loaded \(an HTML page, served as text\/html\)/),
     details: { contentType: expect.stringMatching(/^text\/html/) },
   });
   expect((r.htmlWorker as { details: object }).details).not.toHaveProperty('csp');
