@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { chromium, test, expect, type Page } from '@playwright/test';
+import { chromium, test, expect, type LaunchOptions, type Page } from '@playwright/test';
 import type { load as Load } from '../src/index.js';
 import { serveStatic } from '../scripts/static-server.mjs';
 import { ISOLATION_HEADERS } from '../scripts/web-config.mjs';
@@ -286,16 +286,14 @@ test.describe('published package in bundler apps', () => {
     }
   }
 
-  // The app's assets on another origin (Vite's `base` a CDN URL; a host name Chromium maps to 127.0.0.1, the page on
-  // 127.0.0.1): its hashed worker chunk is started without workerUrl, through the same-origin blob module.
-  test('vite build with base on another origin (a CDN): load() and 10 images classified', async ({
-    launchOptions,
-    headless,
-  }) => {
-    const app = path.dirname(apps.vite!);
-    const port = await freePort();
-    await sh(process.execPath, [VITE, 'build', '--base', `http://cdn.test:${port}/`, '--outDir', 'dist-cdn'], app);
-    const mounts = { '/': path.join(app, 'dist-cdn'), '/bundle/': TINY, '/models/': MODELS };
+  /** Serves an app built for `http://cdn.test:<port>/` (mapped to 127.0.0.1) and classifies and learns in it. */
+  async function classifyFromCdn(
+    dist: string,
+    port: number,
+    launchOptions: LaunchOptions,
+    headless: boolean,
+  ): Promise<void> {
+    const mounts = { '/': dist, '/bundle/': TINY, '/models/': MODELS };
     const server = await serveStatic({ mounts, port, isolation: false, cors: true });
     const browser = await chromium.launch({
       ...launchOptions,
@@ -309,6 +307,18 @@ test.describe('published package in bundler apps', () => {
       await browser.close();
       await server.close();
     }
+  }
+
+  // The app's assets on another origin (Vite's `base` a CDN URL; a host name Chromium maps to 127.0.0.1, the page on
+  // 127.0.0.1): its hashed worker chunk is started without workerUrl, through the same-origin blob module.
+  test('vite build with base on another origin (a CDN): load() and 10 images classified', async ({
+    launchOptions,
+    headless,
+  }) => {
+    const app = path.dirname(apps.vite!);
+    const port = await freePort();
+    await sh(process.execPath, [VITE, 'build', '--base', `http://cdn.test:${port}/`, '--outDir', 'dist-cdn'], app);
+    await classifyFromCdn(path.join(app, 'dist-cdn'), port, launchOptions, headless);
   });
 
   // webpack 5 with an absolute publicPath on another origin: it makes selfxit's worker a classic one (chunks by
@@ -329,20 +339,7 @@ test.describe('published package in bundler apps', () => {
       path.join(app, 'dist-cdn/index.html'),
       `<!doctype html><html><body><script src="${cdn}main.js"></script></body></html>\n`,
     );
-    const mounts = { '/': path.join(app, 'dist-cdn'), '/bundle/': TINY, '/models/': MODELS };
-    const server = await serveStatic({ mounts, port, isolation: false, cors: true });
-    const browser = await chromium.launch({
-      ...launchOptions,
-      headless,
-      args: [...(launchOptions.args ?? []), '--host-resolver-rules=MAP cdn.test 127.0.0.1'],
-    });
-    try {
-      const page = await browser.newPage();
-      await classifyAndLearn(page, server.url, false);
-    } finally {
-      await browser.close();
-      await server.close();
-    }
+    await classifyFromCdn(path.join(app, 'dist-cdn'), port, launchOptions, headless);
   });
 
   // Unbundled: Vite serves the worker as /node_modules/selfxit/dist/selfxit.worker.js?worker_file&type=module and
