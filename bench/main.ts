@@ -1,5 +1,6 @@
 // Benchmark page: measures the early-exit bundle, on one or more engines (compiled, stage by stage), against the original
-// model (one plain onnxruntime-web session), interleaved image by image in the same page, same backend and threads.
+// model (one plain onnxruntime-web session), interleaved in the same page (image by image, or in blocks of calls:
+// BenchConfig.interleave), same backend and threads.
 // scripts/bench.mjs calls window.selfxitBench.run(config) once per configuration and collects the JSON it returns (one
 // result per engine). Batch-1 calls are profiled (classify's `profile` option) for the per-part time breakdown.
 // Over 400 lines: the result types, the per-engine accumulator and the one interleaved loop stay together so that each
@@ -47,6 +48,18 @@ export interface BenchConfig {
   readonly variant?: string;
   /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
   readonly target?: number;
+  /**
+   * How the sides take turns. 'image' (the default): every side classifies the same image (or batch) before the next
+   * one, in ABBA order. 'block': each side classifies `block` consecutive calls, then waits `pauseMs` before the next
+   * side's turn, the sides' order rotating and reversing per block: every classifier then runs as it would alone in
+   * an app (its caches warm, the other workers' onnxruntime threads asleep), which per-image turns never allow when each
+   * side's worker holds a pool of WASM threads.
+   */
+  readonly interleave?: 'image' | 'block';
+  /** Calls per side and turn with `interleave: 'block'`. Default 10. */
+  readonly block?: number;
+  /** Idle ms after each side's block (`interleave: 'block'`), so that the last worker's threads stop spinning. Default 20. */
+  readonly pauseMs?: number;
 }
 
 type Stats = { mean: number; p50: number; p95: number };
@@ -347,10 +360,20 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
     for (const side of sides) side.reset();
     const prunedAtStart = new Map(sides.map((s) => [s, s.clf.info().prunedExits]));
 
-    // Interleaved, the order rotating and reversing (ABBA for two sides) so that drift and caching favour none.
-    for (let c = 0, start = 0; start < n; c++, start += config.batch) {
-      for (const side of order(all, c)) await call(side, start);
-      if (c % 50 === 49) log(`${config.name}: ${start + config.batch}/${n}`);
+    // Interleaved, the order rotating and reversing (ABBA for two sides) so that drift and caching favour none: per
+    // call (every side the same image in turn) or per block of calls (each side alone for `block` calls, then idle).
+    const perTurn = config.interleave === 'block' ? Math.max(1, Math.floor(config.block ?? 10)) : 1;
+    const pause = config.interleave === 'block' ? Math.max(0, config.pauseMs ?? 20) : 0;
+    const calls = Math.ceil(n / config.batch);
+    for (let turn = 0, done = 0; done < calls; turn++, done += perTurn) {
+      const starts = Array.from({ length: Math.min(perTurn, calls - done) }, (_, j) => (done + j) * config.batch);
+      for (const side of order(all, turn)) {
+        for (const start of starts) await call(side, start);
+        if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+      }
+      const before = Math.floor(done / 50);
+      if (Math.floor((done + starts.length) / 50) > before)
+        log(`${config.name}: ${(done + starts.length) * config.batch}/${n}`);
     }
 
     const fullStats = summary(fullMs);

@@ -568,6 +568,14 @@ export function pruningSection(record) {
 }
 
 /** The Markdown section for one record. Pure: nothing is read or written. */
+/** How the measured sides took turns (BENCH_INTERLEAVE): the batch-1 results' configs say; older records were per image. */
+export function turnsText(record) {
+  const c = record.results.find((r) => r.config?.batch === 1 && !r.config?.correctnessOnly)?.config;
+  return c?.interleave === 'block'
+    ? `interleaved in blocks: each side ${c.block} consecutive calls, then ${c.pauseMs} ms idle, the sides' order rotating and reversing per block (BENCH_INTERLEAVE=block)`
+    : 'interleaved image by image in ABBA order';
+}
+
 export function renderMarkdown(record, resultFile) {
   const m = record.machine ?? {};
   const out = [
@@ -593,7 +601,7 @@ export function renderMarkdown(record, resultFile) {
           `- **Bundles reused although prepare's inputs changed since they were made** (BENCH_REUSE_BUNDLES=1): ${record.reusedBundles.join(', ')}.`,
         ]
       : []),
-    '- Latency per image, ms: page-side round trip of `clf.classify()` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, interleaved image by image in ABBA order. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).',
+    `- Latency per image, ms: page-side round trip of \`clf.classify()\` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, ${turnsText(record)}. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).`,
     '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit-noprune**, **worst-case-noprune** = the compiled engine with live exit pruning off (`pruneExits: false`; the other setups prune, the default), in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
       pct(LATENCY_GOALS.agreement) +
       " agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page's worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper's heads at fixed exits).",

@@ -24,6 +24,10 @@
 //   BENCH_NO_MD       1: do not rewrite BENCHMARKS.md
 //   BENCH_WORST_WARMUP untimed calls of each side before the worst case is measured (default 800: live exit pruning has
 //                     pruned every exit of the bench bundles by then, so the steady state is measured)
+//   BENCH_INTERLEAVE  image (default): the sides (early-exit classifiers, full model) take turns image by image;
+//                     block: each side classifies BENCH_BLOCK consecutive calls (default 10), then the page idles
+//                     BENCH_PAUSE_MS (default 20) before the next side's turn, as a classifier runs alone in an app
+//                     (with several WASM threads per worker, per-image turns keep the other workers' threads spinning)
 //   BENCH_REUSE_BUNDLES 1: use a bundle already in bench/.bundles even when its stamp (prepare's sources, flags, inputs)
 //                     no longer matches (quick runs while the calibrator changes; the record says so)
 //
@@ -316,6 +320,15 @@ async function main() {
   const paper = env.BENCH_PAPER !== '0';
   const curves = env.BENCH_CURVES !== '0';
   const goalTarget = Number(env.BENCH_GOAL_TARGET ?? 0.985);
+  const interleave = env.BENCH_INTERLEAVE ?? 'image';
+  if (interleave !== 'image' && interleave !== 'block')
+    throw new Error(`BENCH_INTERLEAVE must be image or block, not ${interleave}`);
+  const turns = {
+    interleave,
+    ...(interleave === 'block'
+      ? { block: Number(env.BENCH_BLOCK ?? 10), pauseMs: Number(env.BENCH_PAUSE_MS ?? 20) }
+      : {}),
+  };
   const targets = list(env.BENCH_TARGETS, ['0.95', '0.97', '0.98', '0.985', '0.99', '0.995']).map(Number);
   const started = new Date();
 
@@ -383,7 +396,7 @@ async function main() {
     for (const { m, dir, paperDir } of plan) {
       const images = Number(env.BENCH_IMAGES ?? m.images);
       const url = (file) => m.mount[0].slice(1) + path.relative(m.mount[1], file).split(path.sep).join('/');
-      const common = { modelUrl: url(m.model), imagesUrl: url(m.test), labelsUrl: url(m.testLabels), images };
+      const common = { modelUrl: url(m.model), imagesUrl: url(m.test), labelsUrl: url(m.testLabels), images, ...turns };
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
       const both = { engines: ['compiled', 'stages'] };

@@ -123,6 +123,15 @@ describe('bench report verdicts', () => {
     expect(section(render(r), 'Latency goal at batch 1')).toContain('no input exited (of 500)');
   });
 
+  it('says how the sides took turns: image by image, or in blocks with their size and pause', () => {
+    expect(md).toContain('interleaved image by image in ABBA order');
+    const r = copy();
+    for (const x of r.results) if (x.config) Object.assign(x.config, { interleave: 'block', block: 10, pauseMs: 20 });
+    const out = render(r);
+    expect(out).toContain('interleaved in blocks: each side 10 consecutive calls, then 20 ms idle');
+    expect(out).not.toContain('image by image in ABBA order');
+  });
+
   it('renders a record without the CIFAR models, and never changes the record', () => {
     const r = copy();
     r.models = r.models.filter((m: Json) => m.key === 'fashion');
