@@ -28,6 +28,8 @@ export interface BenchConfig {
   readonly correctnessOnly?: boolean;
   /** Also return every image's predicted class of both sides (to compare backends). */
   readonly returnLabels?: boolean;
+  /** Also return every measured call's page ms of each side and of the full model, in call order (to see tails). */
+  readonly returnCallMs?: boolean;
   /**
    * Make this device's plan (clf.plan(): stage times measured here) before measuring, and classify under it; a list:
    * per engine of `engines` (e.g. the same engine twice, before and after its plan, interleaved).
@@ -140,6 +142,8 @@ export interface BenchResult {
   };
   /** Per-image predicted classes, when `returnLabels`. */
   readonly labels?: { readonly early: number[]; readonly full: number[] };
+  /** Per measured call, page ms of this side and of the full model, when `returnCallMs`. */
+  readonly callMs?: { readonly early: number[]; readonly full: number[] };
   /** Batch 1: where the time of one call goes (means over the measured calls). */
   readonly breakdown?: Breakdown;
   readonly fullBreakdown?: FullBreakdown;
@@ -436,6 +440,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         prunedAtStart: prunedAtStart.get(side) ?? [],
         prunedAtEnd: info.prunedExits,
         ...(config.returnLabels ? { labels: { early: Array.from(side.idx), full: Array.from(fullIdx) } } : {}),
+        ...(config.returnCallMs ? { callMs: { early: [...side.ms], full: [...fullMs] } } : {}),
         ...(breakdown ? { breakdown, fullBreakdown } : {}),
       };
       log(

@@ -28,6 +28,8 @@
 //                     block: each side classifies BENCH_BLOCK consecutive calls (default 10), then the page idles
 //                     BENCH_PAUSE_MS (default 20) before the next side's turn, as a classifier runs alone in an app
 //                     (with several WASM threads per worker, per-image turns keep the other workers' threads spinning)
+//   BENCH_WARMUP      untimed calls of each side before measuring (default 8; the worst case: BENCH_WORST_WARMUP)
+//   BENCH_CALL_MS     1: the record keeps every measured call's page ms of each side and of the full model (callMs)
 //   BENCH_REUSE_BUNDLES 1: use a bundle already in bench/.bundles even when its stamp (prepare's sources, flags, inputs)
 //                     no longer matches (quick runs while the calibrator changes; the record says so)
 //
@@ -325,6 +327,8 @@ async function main() {
     throw new Error(`BENCH_INTERLEAVE must be image or block, not ${interleave}`);
   const turns = {
     interleave,
+    ...(env.BENCH_WARMUP ? { warmup: Number(env.BENCH_WARMUP) } : {}),
+    ...(env.BENCH_CALL_MS === '1' ? { returnCallMs: true } : {}),
     ...(interleave === 'block'
       ? { block: Number(env.BENCH_BLOCK ?? 10), pauseMs: Number(env.BENCH_PAUSE_MS ?? 20) }
       : {}),
