@@ -255,6 +255,9 @@ interface Timing {
   readonly doneAt: number;
 }
 
+/** `ms` rounded to whole µs. */
+const microseconds = (ms: number): number => Math.round(ms * 1000) / 1000;
+
 /** The sides' order for interleaved call `c`: rotations, each followed by its reverse (ABBA over any number of sides). */
 function order<T>(sides: readonly T[], c: number): T[] {
   const r = Math.floor(c / 2) % sides.length;
@@ -440,7 +443,10 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         prunedAtStart: prunedAtStart.get(side) ?? [],
         prunedAtEnd: info.prunedExits,
         ...(config.returnLabels ? { labels: { early: Array.from(side.idx), full: Array.from(fullIdx) } } : {}),
-        ...(config.returnCallMs ? { callMs: { early: [...side.ms], full: [...fullMs] } } : {}),
+        // µs resolution: the page's clock is coarser (5 µs in an isolated page), the rest is float noise in the record.
+        ...(config.returnCallMs
+          ? { callMs: { early: side.ms.map(microseconds), full: fullMs.map(microseconds) } }
+          : {}),
         ...(breakdown ? { breakdown, fullBreakdown } : {}),
       };
       log(

@@ -567,7 +567,6 @@ export function pruningSection(record) {
   return out.join('\n');
 }
 
-/** The Markdown section for one record. Pure: nothing is read or written. */
 /** How the measured sides took turns (BENCH_INTERLEAVE): the batch-1 results' configs say; older records were per image. */
 export function turnsText(record) {
   const c = record.results.find((r) => r.config?.batch === 1 && !r.config?.correctnessOnly)?.config;
@@ -576,6 +575,7 @@ export function turnsText(record) {
     : 'interleaved image by image in ABBA order';
 }
 
+/** The Markdown section for one record. Pure: nothing is read or written. */
 export function renderMarkdown(record, resultFile) {
   const m = record.machine ?? {};
   const out = [

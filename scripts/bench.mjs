@@ -325,13 +325,16 @@ async function main() {
   const interleave = env.BENCH_INTERLEAVE ?? 'image';
   if (interleave !== 'image' && interleave !== 'block')
     throw new Error(`BENCH_INTERLEAVE must be image or block, not ${interleave}`);
+  const count = (name, dflt, min) => {
+    const v = env[name] === undefined ? dflt : Number(env[name]);
+    if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer >= ${min}, not ${env[name]}`);
+    return v;
+  };
   const turns = {
     interleave,
-    ...(env.BENCH_WARMUP ? { warmup: Number(env.BENCH_WARMUP) } : {}),
+    ...(env.BENCH_WARMUP !== undefined ? { warmup: count('BENCH_WARMUP', 8, 0) } : {}),
     ...(env.BENCH_CALL_MS === '1' ? { returnCallMs: true } : {}),
-    ...(interleave === 'block'
-      ? { block: Number(env.BENCH_BLOCK ?? 10), pauseMs: Number(env.BENCH_PAUSE_MS ?? 20) }
-      : {}),
+    ...(interleave === 'block' ? { block: count('BENCH_BLOCK', 10, 1), pauseMs: count('BENCH_PAUSE_MS', 20, 0) } : {}),
   };
   const targets = list(env.BENCH_TARGETS, ['0.95', '0.97', '0.98', '0.985', '0.99', '0.995']).map(Number);
   const started = new Date();
@@ -533,7 +536,11 @@ async function main() {
   };
   await mkdir(resultsDir, { recursive: true });
   const file = path.join(resultsDir, `${started.toISOString().slice(0, 19).replace(/[:T]/g, '-')}.json`);
-  await writeFile(file, JSON.stringify(record, null, 2) + '\n');
+  // Long number arrays (BENCH_CALL_MS's per-call times) one to a line, not one number to a line.
+  const json = JSON.stringify(record, null, 2).replace(/\[\n\s*(-?[\d.e+-]+,\n\s*){16,}-?[\d.e+-]+\n\s*\]/g, (m) =>
+    JSON.stringify(JSON.parse(m)),
+  );
+  await writeFile(file, json + '\n');
   log(`wrote ${path.relative(root, file)}`);
   const { renderMarkdown } = await import('../bench/report.mjs');
   const md = renderMarkdown(record, path.relative(root, file));
