@@ -10,6 +10,7 @@ import { readLabelFile } from '../src/cli/images.js';
 import { analyzeModelNode, loadOrtNode } from '../src/cli/node-io.js';
 import { chainGraph, residualGraph } from './fixtures/graphs.js';
 import { cli, repoRoot, tempDir } from './fixtures/cli-helpers.js';
+import { rejection } from './fixtures/rejection.js';
 
 const dir = tempDir('selfxit-built-');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -55,16 +56,6 @@ interface Run {
   stdout: string;
   stderr: string;
 }
-/** The error `p` rejects with (fails when it resolves). */
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (e: unknown) => e,
-  );
-}
-
 function node(args: string[], cwd: string): Run {
   const r = spawnSync(process.execPath, args, { cwd, encoding: 'utf8', timeout: 150_000 });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { expose, proxy, wrap, type Remote } from 'comlink';
 import { SelfxitError, fromErrorPayload, toErrorPayload } from '../src/errors.js';
 import { installErrorTransfer } from '../src/protocol.js';
+import { rejection } from './fixtures/rejection.js';
 
 interface Api {
   fail(kind: 'selfxit' | 'error' | 'string'): Promise<void>;
@@ -41,15 +42,6 @@ function link(): Remote<Api> {
   };
   expose(api, channel.port1);
   return wrap<Api>(channel.port2);
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (e: unknown) => e,
-  );
 }
 
 describe('SelfxitError across comlink', () => {

@@ -10,6 +10,7 @@ import { staticImports } from '../src/page/worker-files.js';
 import type { Liveness } from '../src/page/options.js';
 import type { ClassifyReply, ClassifyRequest, InitRequest, RuntimeState, WorkerApi } from '../src/protocol.js';
 import { closeFakeWorkers, fakeWorkerApi, manifest, state0, state1, stubWorkers } from './fixtures/page-fakes.js';
+import { selfxitRejection } from './fixtures/rejection.js';
 
 const request = {} as InitRequest;
 const classifyRequest: ClassifyRequest = { inputs: [], thresholds: [], probabilities: false };
@@ -24,13 +25,6 @@ function serve(files: Record<string, string>, type = 'text/javascript; charset=u
       : new Response(body, { status: 200, headers: { 'content-type': type } });
   }) as typeof fetch;
 }
-
-/** What `p` rejects with (it must reject). */
-const rejection = (p: Promise<unknown>): Promise<SelfxitError> =>
-  p.then(
-    () => Promise.reject(new Error('resolved')),
-    (e: unknown) => e as SelfxitError,
-  );
 
 /** The page's `addEventListener` and `removeEventListener` on an EventTarget of the test's (Node's global is none). */
 function pageEvents(): EventTarget {
@@ -233,7 +227,7 @@ describe('WorkerClient', () => {
     const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
     worker.dispatchEvent(new Event('error'));
-    const e = await rejection(pending);
+    const e = await selfxitRejection(pending);
     expect(e).toMatchObject({
       code: 'RUNTIME_FILES_UNAVAILABLE',
       details: { url: 'https://x.test/selfxit.worker.js' },
@@ -274,7 +268,7 @@ describe('WorkerClient', () => {
       const { client, worker } = startClient(fakeWorkerApi());
       const pending = client.init(request);
       worker.dispatchEvent(new Event('error'));
-      const e = await rejection(pending);
+      const e = await selfxitRejection(pending);
       expect(e).toMatchObject({
         code: 'RUNTIME_FILES_UNAVAILABLE',
         details: { url: 'https://x.test/selfxit.worker.js' },
@@ -305,7 +299,7 @@ describe('WorkerClient', () => {
     const { client, worker } = startClient(fakeWorkerApi());
     const pending = client.init(request);
     worker.dispatchEvent(Object.assign(new Event('error'), { message: 'Uncaught SyntaxError: bad' }));
-    const e = await rejection(pending);
+    const e = await selfxitRejection(pending);
     expect(e.message).toMatch(/: Uncaught SyntaxError: bad: its script failed as it started/);
     expect(e.message).not.toMatch(/Content-Security-Policy/);
     expect(e.details).not.toHaveProperty('csp');
@@ -817,7 +811,7 @@ describe('the default worker on the page origin (an app bundled by Vite or webpa
     expect(asked).toEqual([recorded.href]); // started by the literal itself, not through a blob
     const pending = client.init(request);
     fakes[0]!.worker.dispatchEvent(new Event('error'));
-    const e = await rejection(pending);
+    const e = await selfxitRejection(pending);
     expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: recorded.href } });
     expect(e.message).toContain('could not be loaded (an HTML page, served as text/html)');
     expect(e.message).toContain(`from ${recorded.href} (the worker file your bundler emitted`);
@@ -900,7 +894,7 @@ describe('a Content-Security-Policy violation of a blob while a worker on anothe
           Object.assign(new Event('securitypolicyviolation'), { effectiveDirective: directive, blockedURI: 'blob' }),
         );
         workers[0]!.worker.dispatchEvent(new Event('error'));
-        const e = await rejection(pending);
+        const e = await selfxitRejection(pending);
         if (ours) expect(e.details).toMatchObject({ csp: true, directive });
         else expect(e.details).not.toHaveProperty('csp');
         closeFakeWorkers();
@@ -937,7 +931,7 @@ describe('a worker on another origin whose server gives the page no answer', () 
       );
       const workers = stubWorkers([fakeWorkerApi()]);
       const client = WorkerClient.start(new URL('https://cdn.test/selfxit.worker.js'));
-      const pending = rejection(client.init(request));
+      const pending = selfxitRejection(client.init(request));
       workers[0]!.worker.dispatchEvent(new Event('error'));
       await vi.advanceTimersByTimeAsync(3000);
       const e = await pending;
@@ -959,7 +953,7 @@ describe('a worker on another origin whose server gives the page no answer', () 
       vi.stubGlobal('fetch', () => Promise.reject(new TypeError('Failed to fetch')));
       const workers = stubWorkers([fakeWorkerApi()]);
       const client = WorkerClient.on(startAt(new URL('https://cdn.test/app/100.js'), false), undefined);
-      const pending = rejection(client.init(request));
+      const pending = selfxitRejection(client.init(request));
       workers[0]!.worker.dispatchEvent(new Event('error'));
       const e = await pending;
       expect(e).toMatchObject({ code: 'RUNTIME_FILES_UNAVAILABLE', details: { url: 'https://cdn.test/app/100.js' } });

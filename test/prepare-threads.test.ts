@@ -24,9 +24,9 @@ import { resolveTrainSettings, toTrainHeadResult, trainHeadOnRows } from '../src
 import { createHeadTrainerPool, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
 import { teacherData } from './calibrate-fixtures.js';
 import { encodeModel } from '../src/graph/index.js';
-import { isSelfxitError } from '../src/errors.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { selfxitRejection } from './fixtures/rejection.js';
 
 const model = encodeModel(tinyClassifier());
 const pools: NodeTrainerPool[] = [];
@@ -70,16 +70,6 @@ function expectSameBundle(a: PrepareResult, b: PrepareResult): void {
 async function threadsExited(p: NodeTrainerPool): Promise<void> {
   for (let i = 0; i < 2000 && p.workers > 0; i++) await new Promise((r) => setTimeout(r, 10));
   if (p.workers > 0) throw new Error(`${p.workers} worker thread(s) still running 20 s after they should have stopped`);
-}
-
-async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    expect(isSelfxitError(e), String(e)).toBe(true);
-    return e as { code: string; message: string };
-  }
-  throw new Error('expected a rejection, it resolved');
 }
 
 describe('stack tasks', () => {
@@ -207,7 +197,7 @@ describe('mapLimit and settleAll', () => {
       stop,
     );
     deep.reject(new SelfxitError('WORKER_DIED', 'a head-training worker thread died: out of memory'));
-    const err = await rejection(all);
+    const err = await selfxitRejection(all);
     expect(err.code).toBe('WORKER_DIED');
     expect(stop.signal.aborted).toBe(true);
   });
@@ -219,7 +209,7 @@ describe('mapLimit and settleAll', () => {
     const all = mapLimit([a, b], 2, (j) => settleAll([j.promise], stop), stop);
     stop.abort(); // the caller's signal (loadTrainer forwards it to stop)
     b.reject(new SelfxitError('WORKER_DIED', 'late'));
-    expect((await rejection(all)).code).toBe('ABORTED');
+    expect((await selfxitRejection(all)).code).toBe('ABORTED');
   });
 });
 
@@ -252,7 +242,7 @@ describe('prepare on a worker-thread trainer pool', () => {
     expectSameBundle(one, two);
     expect(p.workers).toBe(2); // both threads trained (idle now, unref'd: they keep no process alive)
     // each heads phase unloads its data at its end: the pool keeps no features of the run alive
-    const err = await rejection(p.run(deadTask));
+    const err = await selfxitRejection(p.run(deadTask));
     expect(err.code).toBe('INTERNAL');
     expect(err.message).toMatch(/before load/);
   });
@@ -334,7 +324,7 @@ describe('prepare on a worker-thread trainer pool', () => {
   it('an abort during paper head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
     const p = pool(2);
     const ctl = new AbortController();
-    const err = await rejection(
+    const err = await selfxitRejection(
       run(400, {
         mode: 'paper',
         trainerPool: p,
@@ -351,7 +341,7 @@ describe('prepare on a worker-thread trainer pool', () => {
   it('an abort during head training rejects ABORTED and stops the threads', { timeout: 180_000 }, async () => {
     const p = pool(2);
     const ctl = new AbortController();
-    const err = await rejection(
+    const err = await selfxitRejection(
       run(400, {
         trainerPool: p,
         signal: ctl.signal,
@@ -376,7 +366,7 @@ describe('prepare on a worker-thread trainer pool', () => {
       run: (task, signal) => p.run(++tasks === 3 ? { ...task, cut: 99 } : task, signal),
       close: () => p.close(),
     };
-    const err = await rejection(run(400, { trainerPool: faulty }));
+    const err = await selfxitRejection(run(400, { trainerPool: faulty }));
     expect(err.code).toBe('INVALID_ARGUMENT');
     expect(err.message).toMatch(/cut 99/);
     // the failure aborts the tasks in flight, which stops their threads (idle ones, when none was, go on close)
@@ -393,7 +383,7 @@ describe('prepare on a worker-thread trainer pool', () => {
       foldOf: new Int32Array(2),
     };
     await p.load(data);
-    const err = await rejection(p.run(deadTask));
+    const err = await selfxitRejection(p.run(deadTask));
     expect(err.code).toBe('WORKER_DIED');
     await threadsExited(p);
   });
@@ -407,7 +397,7 @@ describe('prepare on a worker-thread trainer pool', () => {
     });
     const [a, b] = [p.run(deadTask), p.run(deadTask)];
     for (const r of [a, b]) {
-      const err = await rejection(r);
+      const err = await selfxitRejection(r);
       expect(err.code).toBe('WORKER_DIED');
       expect(err.message).toMatch(/could not start/);
     }
@@ -421,10 +411,10 @@ describe('prepare on a worker-thread trainer pool', () => {
     const data = (teacher: Float32Array, cuts: unknown[]): Parameters<NodeTrainerPool['load']>[0] =>
       ({ features: { n: 2, k: 2, teacher, cuts }, rows: 2, foldOf: new Int32Array(2) }) as never;
     const plainCut = { ...cut, x: new Float32Array(2) };
-    const err = await rejection(p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut, plainCut])));
+    const err = await selfxitRejection(p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut, plainCut])));
     expect(err.code).toBe('INVALID_ARGUMENT');
     expect(err.message).toMatch(/cut 1 not on SharedArrayBuffer/);
-    expect((await rejection(p.load(data(new Float32Array(4), [cut])))).message).toMatch(/the teacher/);
+    expect((await selfxitRejection(p.load(data(new Float32Array(4), [cut])))).message).toMatch(/the teacher/);
     await p.load(data(new Float32Array(new SharedArrayBuffer(16)), [cut])); // all shared: accepted
   });
 
@@ -437,7 +427,7 @@ describe('prepare on a worker-thread trainer pool', () => {
         load: () => Promise.reject(new SelfxitError('OUT_OF_MEMORY', 'no room for the data')),
         unload: () => (unloads++, inner.unload!()),
       };
-      const err = await rejection(run(200, { mode, trainerPool: failing }));
+      const err = await selfxitRejection(run(200, { mode, trainerPool: failing }));
       expect([err.code, err.message], mode).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
       expect(unloads, mode).toBe(1);
     }
@@ -449,14 +439,14 @@ describe('prepare on a worker-thread trainer pool', () => {
         throw new Error('unload failed');
       },
     };
-    const err = await rejection(run(200, { trainerPool: throwing }));
+    const err = await selfxitRejection(run(200, { trainerPool: throwing }));
     expect([err.code, err.message]).toEqual(['OUT_OF_MEMORY', 'no room for the data']);
   });
 
   it('prepare refuses a trainer pool whose concurrency is not an integer >= 1', async () => {
     for (const concurrency of [0, Number.NaN, 1.5]) {
       const bad: HeadTrainerPool = { ...inProcessTrainer(), concurrency };
-      const err = await rejection(run(50, { trainerPool: bad }));
+      const err = await selfxitRejection(run(50, { trainerPool: bad }));
       expect(err.code).toBe('INVALID_ARGUMENT');
       expect(err.message).toMatch(/trainerPool.concurrency must be an integer >= 1/);
     }
@@ -466,7 +456,7 @@ describe('prepare on a worker-thread trainer pool', () => {
     const shared: HeadTrainerPool = { ...inProcessTrainer(), sharedMemory: true };
     vi.stubGlobal('SharedArrayBuffer', undefined);
     try {
-      const err = await rejection(run(50, { trainerPool: shared }));
+      const err = await selfxitRejection(run(50, { trainerPool: shared }));
       expect(err.code).toBe('BACKEND_UNAVAILABLE');
       expect(err.message).toMatch(/SharedArrayBuffer/);
     } finally {

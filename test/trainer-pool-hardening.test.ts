@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { StackTask, TrainingData } from '../src/calibrate/train-task.js';
 import { isSelfxitError } from '../src/errors.js';
 import { createHeadTrainerPool, transferError, type NodeTrainerPool } from '../src/cli/trainer-pool.js';
+import { selfxitRejection } from './fixtures/rejection.js';
 
 const started = vi.hoisted(() => ({ workers: [] as Worker[] }));
 vi.mock('node:worker_threads', async (importOriginal) => {
@@ -89,25 +90,15 @@ function watch(p: Promise<unknown>): () => Promise<'pending' | { code: string; m
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    expect(isSelfxitError(e), String(e)).toBe(true);
-    return e as { code: string; message: string };
-  }
-  throw new Error('expected a rejection, it resolved');
-}
-
 describe('head-trainer pool: messages that cannot cross', () => {
   it('a task that cannot be cloned rejects INTERNAL, and its thread takes the next task', async () => {
     const p = pool(1);
     await p.load(emptyData());
-    const err = await rejection(p.run(uncloneable));
+    const err = await selfxitRejection(p.run(uncloneable));
     expect(err.code).toBe('INTERNAL');
     expect(err.message).toMatch(/a training task could not be sent to a head-training worker thread/);
     // the thread was not lost to that task: it answers the next one (the worker's own error: no cut 0)
-    const next = await rejection(p.run(task));
+    const next = await selfxitRejection(p.run(task));
     expect(next.code).toBe('INVALID_ARGUMENT');
     expect(next.message).toMatch(/cut 0 of 0/);
     expect(started.workers.length).toBe(1);
@@ -118,7 +109,7 @@ describe('head-trainer pool: messages that cannot cross', () => {
   it('data that cannot be cloned to a new thread rejects its task; close() stops that thread', async () => {
     const p = pool(2);
     await p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData);
-    const err = await rejection(p.run(task));
+    const err = await selfxitRejection(p.run(task));
     expect(started.workers.length).toBe(1);
     await p.close();
     expect(p.workers).toBe(0); // the thread that could not take the data was stopped
@@ -129,12 +120,12 @@ describe('head-trainer pool: messages that cannot cross', () => {
   it('load() of data that cannot be cloned to running threads rejects with a typed error', async () => {
     const p = pool(1);
     await p.load(emptyData());
-    expect((await rejection(p.run(task))).code).toBe('INVALID_ARGUMENT'); // a thread started, and holds the data
-    const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
+    expect((await selfxitRejection(p.run(task))).code).toBe('INVALID_ARGUMENT'); // a thread started, and holds the data
+    const err = await selfxitRejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
     expect(err.code).toBe('INTERNAL');
     expect(err.message).toMatch(/the heads phase's data could not be sent/);
     // the data of a failed load() is not kept: a task rejects as before any load()
-    const next = await rejection(p.run(task));
+    const next = await selfxitRejection(p.run(task));
     expect(next.code).toBe('INTERNAL');
     expect(next.message).toMatch(/before load/);
     await p.close();
@@ -145,7 +136,7 @@ describe('head-trainer pool: messages that cannot cross', () => {
     const p = pool(1, silentWorker);
     await p.load(emptyData());
     const running = watch(p.run(task)); // never answered by the silent worker
-    const err = await rejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
+    const err = await selfxitRejection(p.load({ ...emptyData(), onRow: () => undefined } as unknown as TrainingData));
     expect(err.code).toBe('INTERNAL');
     expect(await running()).toMatchObject({ code: 'INTERNAL', message: err.message });
     await p.close();
@@ -163,14 +154,14 @@ describe('head-trainer pool: messages that cannot cross', () => {
   it('a task whose serialization fails to allocate rejects OUT_OF_MEMORY, and its thread takes the next', async () => {
     const p = pool(1);
     await p.load(emptyData());
-    const err = await rejection(p.run(throwingTask(new RangeError('Array buffer allocation failed'))));
+    const err = await selfxitRejection(p.run(throwingTask(new RangeError('Array buffer allocation failed'))));
     expect(err.code).toBe('OUT_OF_MEMORY');
     expect(err.message).toMatch(/a training task could not be sent to a head-training worker thread/);
-    const other = await rejection(p.run(throwingTask(new TypeError('getter boom'))));
+    const other = await selfxitRejection(p.run(throwingTask(new TypeError('getter boom'))));
     expect(other.code).toBe('INTERNAL');
     expect(p.workers).toBe(1); // the thread was not stopped
     // the same thread answers the next task (the worker's own error: no cut 0)
-    const next = await rejection(p.run(task));
+    const next = await selfxitRejection(p.run(task));
     expect(next.code).toBe('INVALID_ARGUMENT');
     expect(next.message).toMatch(/cut 0 of 0/);
     expect(started.workers.length).toBe(1);
@@ -184,7 +175,7 @@ describe('head-trainer pool: messages that cannot cross', () => {
     await p.load(emptyData());
     // each answer is followed by an id-less message, which the main thread reads once the task has settled (idle)
     for (const id of [0, 1, 2]) {
-      const err = await rejection(p.run(task));
+      const err = await selfxitRejection(p.run(task));
       expect([err.code, err.message]).toEqual(['INVALID_ARGUMENT', `task ${id}`]);
     }
     // messages from one thread arrive in order: task 1's and 2's answers came after the stray messages before them
@@ -229,7 +220,7 @@ describe('head-trainer pool: after an abort', () => {
     const [a, b] = [p.run(task, ctl.signal), p.run(task, ctl.signal)]; // a runs, b waits for the one thread
     expect(started.workers.length).toBe(1);
     ctl.abort();
-    for (const r of [a, b]) expect((await rejection(r)).code).toBe('ABORTED');
+    for (const r of [a, b]) expect((await selfxitRejection(r)).code).toBe('ABORTED');
     expect(started.workers.length).toBe(1); // a's thread stopped; none started for b
     await p.close();
     expect(p.workers).toBe(0);
