@@ -122,6 +122,8 @@ export interface BenchResult {
   /** Share of images per exit (…, last = whole backbone). */
   readonly exitShares: number[];
   readonly exitNames: string[];
+  /** Each exit's MACs fraction (the backbone's MACs up to its cut, and its head's). */
+  readonly exitMacsFractions?: readonly number[];
   readonly thresholds: number[];
   readonly expectedMacsFraction: number;
   readonly validationAgreement: number;
@@ -142,8 +144,17 @@ export interface BenchResult {
   };
   /** Per-image predicted classes, when `returnLabels`. */
   readonly labels?: { readonly early: number[]; readonly full: number[] };
-  /** Per measured call, page ms of this side and of the full model, when `returnCallMs`. */
-  readonly callMs?: { readonly early: number[]; readonly full: number[] };
+  /**
+   * Per measured call, when `returnCallMs`: page ms of this side and of the full model; at batch 1 also the exit each
+   * image took (the exit count: none) and each call's onnxruntime ms (this side's profiled runs; the full model's run).
+   */
+  readonly callMs?: {
+    readonly early: number[];
+    readonly full: number[];
+    readonly exits?: number[];
+    readonly earlyRun?: number[];
+    readonly fullRun?: number[];
+  };
   /** Batch 1: where the time of one call goes (means over the measured calls). */
   readonly breakdown?: Breakdown;
   readonly fullBreakdown?: FullBreakdown;
@@ -168,6 +179,8 @@ const absoluteNow = (): number => performance.timeOrigin + performance.now();
 class EarlySide {
   readonly ms: number[] = [];
   readonly workerMs: number[] = [];
+  /** Each profiled call's onnxruntime ms (batch 1). */
+  readonly runMs: number[] = [];
   readonly stageSum: number[];
   readonly stageRows: number[];
   readonly stageCalls: number[];
@@ -191,7 +204,7 @@ class EarlySide {
   }
 
   reset(): void {
-    this.ms.length = this.workerMs.length = 0;
+    this.ms.length = this.workerMs.length = this.runMs.length = 0;
     this.stageSum.fill(0);
     this.stageRows.fill(0);
     this.stageCalls.fill(0);
@@ -235,6 +248,7 @@ class EarlySide {
     });
     parts.calls += 1;
     parts.pageMs += pageMs;
+    this.runMs.push(p.runMs);
     parts.toWorkerMs += p.recvAt - t.calledAt;
     parts.fromWorkerMs += t.doneAt - p.replyAt;
     for (const k of ['preprocessMs', 'queueMs', 'runMs', 'runs', 'readbackMs', 'decisionMs', 'replyMs'] as const)
@@ -434,6 +448,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         accuracy: images.labels ? { early: accE / n, full: accF / n } : null,
         exitShares: counts.map((x) => x / n),
         exitNames: manifest.exits.map((e) => e.name),
+        exitMacsFractions: manifest.exits.map((e) => e.macsFraction),
         thresholds: info.exits.map((e) => e.threshold),
         ...(plan ? { plan } : {}),
         expectedMacsFraction: manifest.calibration.expectedMacsFraction,
@@ -445,7 +460,19 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         ...(config.returnLabels ? { labels: { early: Array.from(side.idx), full: Array.from(fullIdx) } } : {}),
         // µs resolution: the page's clock is coarser (5 µs in an isolated page), the rest is float noise in the record.
         ...(config.returnCallMs
-          ? { callMs: { early: side.ms.map(microseconds), full: fullMs.map(microseconds) } }
+          ? {
+              callMs: {
+                early: side.ms.map(microseconds),
+                full: fullMs.map(microseconds),
+                ...(config.batch === 1 && side.runMs.length === n
+                  ? {
+                      exits: Array.from(side.exitOf),
+                      earlyRun: side.runMs.map(microseconds),
+                      fullRun: fullRunMs.map(microseconds),
+                    }
+                  : {}),
+              },
+            }
           : {}),
         ...(breakdown ? { breakdown, fullBreakdown } : {}),
       };

@@ -136,6 +136,63 @@ export function worstCaseOverhead(w) {
 }
 
 /**
+ * The worst case that prices `r`'s exits: same threads and engine, live pruning off when the record has it (with pruning
+ * the worst case runs the exit-free model once every exit is off, so it prices no exit). Undefined when none ran.
+ */
+export function worstFor(rows, r) {
+  const same = rows.filter(
+    (w) => w.variant.startsWith('worst-case') && w.threads === r.threads && w.engine === r.engine,
+  );
+  return same.find((w) => w.pruneExits === false) ?? same[0];
+}
+
+/**
+ * Batch 1 with BENCH_CALL_MS=1 (the record has each image's exit and each call's onnxruntime and page ms of the side and
+ * of the full model): the calls grouped by exit (the last group: no exit). Per group: calls, means, the ratios on the
+ * same images, and what the group adds to the side's ratio beyond its MACs fraction ((side − MACs fraction × full) /
+ * the full model's mean over every call). Null without that data.
+ */
+export function exitBreakdown(r) {
+  const c = r.callMs;
+  if (!c?.exits || !c.earlyRun || !c.fullRun || !r.exitMacsFractions) return null;
+  const n = c.exits.length;
+  if (!n || c.earlyRun.length !== n || c.fullRun.length !== n || c.early.length !== n || c.full.length !== n)
+    return null;
+  const mean = (a) => a.reduce((x, v) => x + v, 0) / a.length;
+  const names = [...(r.exitNames ?? r.exitMacsFractions.map((_, e) => `exit ${e}`)), 'no exit'];
+  const macs = [...r.exitMacsFractions, 1];
+  const fullRun = mean(c.fullRun);
+  const fullPage = mean(c.full);
+  const groups = [];
+  for (let e = 0; e < macs.length; e++) {
+    const ids = [];
+    for (let i = 0; i < n; i++) if (c.exits[i] === e) ids.push(i);
+    if (!ids.length) continue;
+    const pick = (a) => mean(ids.map((i) => a[i]));
+    const run = { early: pick(c.earlyRun), full: pick(c.fullRun) };
+    const page = { early: pick(c.early), full: pick(c.full) };
+    groups.push({
+      exit: e,
+      name: names[e],
+      macsFraction: macs[e],
+      calls: ids.length,
+      run,
+      page,
+      runExcess: ((run.early - macs[e] * run.full) * ids.length) / n / fullRun,
+      pageExcess: ((page.early - macs[e] * page.full) * ids.length) / n / fullPage,
+    });
+  }
+  return {
+    calls: n,
+    runRatio: mean(c.earlyRun) / fullRun,
+    pageRatio: mean(c.early) / fullPage,
+    groups,
+    runExcess: groups.reduce((x, g) => x + g.runExcess, 0),
+    pageExcess: groups.reduce((x, g) => x + g.pageExcess, 0),
+  };
+}
+
+/**
  * ratio.mean − macsFraction of one run split into parts that add up to it exactly (ms per image, as fractions of the
  * full model's page-side mean F): page↔worker round trip, worker time outside the segments, and segments vs the
  * MACs-proportional share of the full model's session.run (itself split into per-exit overhead and the rest).
@@ -242,9 +299,11 @@ function latencyGoal(record) {
     out.push(
       `- ${r.variant}, ${plural(r.threads, 'thread')}: cascade ${f2(r.earlyWorker.mean)} ms vs full ${f2(r.fullWorker.mean)} ms per image in the worker ` +
         `(session.run alone ${f2(r.fullRunMs)} ms); page-side round trips ${f2(r.early.mean)} vs ${f2(r.full.mean)} ms. Segments: ${stageLine(r)}.` +
-        (r.variant === 'worst-case' && exits > 0
-          ? ` Every exit is read and decided here and (almost) no input leaves, so the difference (${f2(overhead)} ms) is the cost of ${plural(exits, 'head')}, their readbacks and decisions, and ${r.stages.length - 1} extra segment boundar${r.stages.length === 2 ? 'y' : 'ies'}: ${f2(overhead / exits)} ms per exit.`
-          : ''),
+        (r.variant.startsWith('worst-case') && r.pruneExits !== false && (r.prunedAtEnd?.length ?? 0) > 0
+          ? ` Live pruning had turned ${r.prunedAtEnd.length === exits ? 'every exit' : `${r.prunedAtEnd.length} of ${plural(exits, 'exit')}`} off here, so this does not price ${r.prunedAtEnd.length === exits ? 'the exits' : 'those'} (the no-pruning worst case does).`
+          : r.variant.startsWith('worst-case') && r.engine !== 'stages' && exits > 0
+            ? ` Every exit is read and decided here and (almost) no input leaves, so the difference (${f2(overhead)} ms) is the cost of ${plural(exits, 'head')}, their readbacks and decisions, and ${r.stages.length - 1} extra segment boundar${r.stages.length === 2 ? 'y' : 'ies'}: ${f2(overhead / exits)} ms per exit.`
+            : ''),
     );
   }
   return out.join('\n');
@@ -266,10 +325,10 @@ function ratioVsMacs(record) {
     out.push(
       `| ${r.variant} | ${r.threads} | ${f3(r.ratio.mean)} | ${f3(r.macsFraction)} | ${f3(r.ratio.mean - r.macsFraction)} | ${judge(r.ratio.mean - r.macsFraction, LATENCY_GOALS.ratioVsMacs).text} |`,
     );
-  const worstOf = (t) => goalRows(record).find((w) => w.variant === 'worst-case' && w.threads === t);
   for (const r of rows) {
     if (judge(r.ratio.mean - r.macsFraction, LATENCY_GOALS.ratioVsMacs).met !== false) continue;
-    const b = ratioBreakdown(r, worstOf(r.threads));
+    const worst = worstFor(goalRows(record), r);
+    const b = ratioBreakdown(r, worst);
     const m = r.macsFraction;
     out.push(
       '',
@@ -286,13 +345,25 @@ function ratioVsMacs(record) {
     const w = b.worst;
     if (w) {
       out.push(
-        `- Splitting into sessions + fused heads (worst case, same threads): its segments take ${f2(w.segMs)} ms per image vs ${f2(worstOf(r.threads).fullRunMs)} ms for one session.run of the whole model (${signed3(w.splitMs)} ms); ` +
-          `the heads' MACs account for ${f2(w.headMs)} ms of that, the rest is ${f2(w.perExitMs)} ms per exit (session boundary, readback, decision; inside the worker ${f2(w.workerPerExitMs)} ms per exit, all ${plural(w.exits, 'exit')} read).`,
+        `- Splitting into sessions + fused heads (${worst.variant}, same threads and engine): its segments take ${f2(w.segMs)} ms per image vs ${f2(worst.fullRunMs)} ms for one session.run of the whole model (${signed3(w.splitMs)} ms); ` +
+          `the heads' MACs account for ${f2(w.headMs)} ms of that, the rest is ${f2(w.perExitMs)} ms per exit (session boundary, readback, decision; inside the worker ${f2(w.workerPerExitMs)} ms per exit, ${worst.pruneExits === false ? `all ${plural(w.exits, 'exit')} read` : 'live pruning on: the exits it turned off were not read'}).`,
         `- Here an image passes ${f2(b.passed)} exits on average: × ${f2(w.perExitMs)} ms = ${f2(b.exitOverhead.ms)} ms, ${signed3(b.exitOverhead.share)} of the ratio; the segments' remaining ${signed3(b.rest.share)} is time not proportional to MACs (per-segment efficiency at batch 1).`,
       );
     } else {
       out.push(
         `- No worst-case run with ${plural(r.threads, 'thread')} in this record: the per-exit overhead is not separated from the segments.`,
+      );
+    }
+    const x = exitBreakdown(r);
+    if (x) {
+      const none = x.groups.find((g) => g.exit === r.exitMacsFractions.length);
+      out.push(
+        `- By exit (onnxruntime time over the full model's on the same images, the exit's MACs fraction and calls in brackets; \`node bench/by-exit.mjs\` prints the table): ` +
+          x.groups
+            .map((g) => `${g.name} ${f3(g.run.early / g.run.full)} (${f3(g.macsFraction)}, ${g.calls})`)
+            .join(', ') +
+          `; onnxruntime time over the MACs fraction ${signed3(x.runExcess)} of the ratio` +
+          (none ? `, ${signed3(none.runExcess)} of it from the calls that took no exit.` : '.'),
       );
     }
     const plan = rows.find((p) => p.variant === 'selfxit+plan' && p.threads === r.threads && p.plan);
@@ -311,7 +382,7 @@ function ratioVsMacs(record) {
       (r) => r.variant.startsWith('selfxit') && !r.variant.includes('plan') && r.agreement >= LATENCY_GOALS.agreement,
     )
     .sort((a, b) => a.ratio.mean - b.ratio.mean)[0];
-  if (best) out.push('', pathParagraph(record, best, worstOf(best.threads)));
+  if (best) out.push('', pathParagraph(record, best, worstFor(rows, best)));
   return out.join('\n');
 }
 

@@ -29,7 +29,9 @@
 //                     BENCH_PAUSE_MS (default 20) before the next side's turn, as a classifier runs alone in an app
 //                     (with several WASM threads per worker, per-image turns keep the other workers' threads spinning)
 //   BENCH_WARMUP      untimed calls of each side before measuring (default 8; the worst case: BENCH_WORST_WARMUP)
-//   BENCH_CALL_MS     1: the record keeps every measured call's page ms of each side and of the full model (callMs)
+//   BENCH_CALL_MS     1: the record keeps every measured call's page ms of each side and of the full model (callMs;
+//                     at batch 1 also each image's exit and each call's onnxruntime ms: `node bench/by-exit.mjs` sums
+//                     them up by exit)
 //   BENCH_REUSE_BUNDLES 1: use a bundle already in bench/.bundles even when its stamp (prepare's sources, flags, inputs)
 //                     no longer matches (quick runs while the calibrator changes; the record says so)
 //

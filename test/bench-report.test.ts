@@ -17,6 +17,11 @@ interface Report {
     exitOverhead: { share: number };
     rest: { share: number };
   };
+  exitBreakdown(r: unknown): {
+    runRatio: number;
+    runExcess: number;
+    groups: { name: string; calls: number; runExcess: number }[];
+  } | null;
 }
 // A plain-JS module: imported by URL so that the type-check does not look for its declarations.
 const report = (await import(new URL('../bench/report.mjs', import.meta.url).href)) as Report;
@@ -104,6 +109,67 @@ describe('bench report verdicts', () => {
     );
     expect(b.roundTrip.share + b.workerOther.share + b.segments.share).toBeCloseTo(b.gap, 12);
     expect(b.exitOverhead.share + b.rest.share).toBeCloseTo(b.segments.share, 12);
+  });
+
+  it('prices the exits with the worst case that read them: same engine, live pruning off when the record has one', () => {
+    const r = copy();
+    const worst = r.results.find((x: Json) => x.variant === 'worst-case');
+    Object.assign(worst, { pruneExits: true, prunedAtEnd: [0, 1] });
+    // the same bundle with pruning off: every exit read, its last segment 0.25 ms slower per image
+    const stages = worst.stages.map((g: Json, i: number) => ({ ...g, meanMs: g.meanMs + (i === 2 ? 0.25 : 0) }));
+    r.results.push({
+      ...structuredClone(worst),
+      variant: 'worst-case-noprune',
+      pruneExits: false,
+      prunedAtEnd: [],
+      stages,
+    });
+    const out = render(r);
+    const s = section(out, 'Latency ratio vs MACs fraction goal');
+    expect(s).toContain('(worst-case-noprune, same threads and engine)');
+    expect(s).toContain('the rest is 0.29 ms per exit'); // (4.15 − 1.02 × 3.5) / 2 exits
+    expect(s).toContain('all 2 exits read');
+    expect(section(out, 'Latency goal at batch 1')).toContain(
+      'Live pruning had turned every exit off here, so this does not price the exits',
+    );
+    // without the no-pruning run, the pruned one is what there is, and the line says that its pruned exits were not read
+    r.results.pop();
+    expect(section(render(r), 'Latency ratio vs MACs fraction goal')).toContain(
+      '(worst-case, same threads and engine)',
+    );
+  });
+
+  it('by exit: with per-call exits and onnxruntime times, each exit group against the full model on the same images', () => {
+    const r = copy();
+    const side = r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit');
+    expect(report.exitBreakdown(side)).toBeNull(); // no per-call data in the fixture
+    expect(render(r)).not.toContain('- By exit (');
+    Object.assign(side, {
+      exitMacsFractions: [0.3, 0.6],
+      callMs: {
+        early: [1, 2, 3, 3],
+        full: [3, 3, 3, 3],
+        exits: [0, 1, 2, 2],
+        earlyRun: [0.8, 1.7, 2.9, 2.9],
+        fullRun: [2.8, 2.8, 2.8, 2.8],
+      },
+    });
+    const x = report.exitBreakdown(side)!;
+    expect(x.groups.map((g) => [g.name, g.calls])).toEqual([
+      ['stage1.block4', 1],
+      ['stage2.block6', 1],
+      ['no exit', 2],
+    ]);
+    // the groups' excesses add up to the onnxruntime ratio less the calls' mean MACs fraction
+    expect(x.runRatio).toBeCloseTo(2.075 / 2.8, 12);
+    expect(x.runExcess).toBeCloseTo(x.runRatio - (0.3 + 0.6 + 1 + 1) / 4, 12);
+    expect(x.groups[2]!.runExcess).toBeCloseTo((2 * (2.9 - 2.8)) / 4 / 2.8, 12);
+    const s = section(render(r), 'Latency ratio vs MACs fraction goal');
+    expect(s).toContain('stage1.block4 0.286 (0.300, 1), stage2.block6 0.607 (0.600, 1), no exit 1.036 (1.000, 2)');
+    expect(s).toContain('+0.016 of the ratio, +0.018 of it from the calls that took no exit');
+    // a record whose arrays do not match is not broken down
+    side.callMs.exits.pop();
+    expect(report.exitBreakdown(side)).toBeNull();
   });
 
   it('names goals by what they measure, never by an issue number', () => {
