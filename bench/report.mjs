@@ -311,7 +311,8 @@ function latencyGoal(record) {
 
 /** Latency ratio within LATENCY_GOALS.ratioVsMacs of the MACs fraction; where the difference goes; the path to LATENCY_GOALS.ratioPath. */
 function ratioVsMacs(record) {
-  const rows = goalRows(record).filter((r) => r.variant.startsWith('selfxit'));
+  const all = goalRows(record);
+  const rows = all.filter((r) => r.variant.startsWith('selfxit'));
   if (rows.length === 0) return '';
   const out = [
     `### Latency ratio vs MACs fraction goal (ResNet-56, WASM, batch 1; goal: ratio − MACs fraction ≤ ${f2(LATENCY_GOALS.ratioVsMacs)})`,
@@ -327,7 +328,7 @@ function ratioVsMacs(record) {
     );
   for (const r of rows) {
     if (judge(r.ratio.mean - r.macsFraction, LATENCY_GOALS.ratioVsMacs).met !== false) continue;
-    const worst = worstFor(goalRows(record), r);
+    const worst = worstFor(all, r);
     const b = ratioBreakdown(r, worst);
     const m = r.macsFraction;
     out.push(
@@ -382,7 +383,7 @@ function ratioVsMacs(record) {
       (r) => r.variant.startsWith('selfxit') && !r.variant.includes('plan') && r.agreement >= LATENCY_GOALS.agreement,
     )
     .sort((a, b) => a.ratio.mean - b.ratio.mean)[0];
-  if (best) out.push('', pathParagraph(record, best, worstFor(rows, best)));
+  if (best) out.push('', pathParagraph(record, best, worstFor(all, best)));
   return out.join('\n');
 }
 

@@ -132,6 +132,9 @@ describe('bench report verdicts', () => {
     expect(section(out, 'Latency goal at batch 1')).toContain(
       'Live pruning had turned every exit off here, so this does not price the exits',
     );
+    // the path towards a lower ratio reasons with the same worst case (at a MACs fraction below that ratio)
+    r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit').macsFraction = 0.5;
+    expect(render(r)).toMatch(/\*\*Towards a ratio ≤ [^\n]*At today's MACs fraction it needs the gap ≤ 0\.100[:,]/);
     // without the no-pruning run, the pruned one is what there is, and the line says that its pruned exits were not read
     r.results.pop();
     expect(section(render(r), 'Latency ratio vs MACs fraction goal')).toContain(
