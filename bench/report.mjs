@@ -639,9 +639,9 @@ export function pruningSection(record) {
   return out.join('\n');
 }
 
-/** How the measured sides took turns (BENCH_INTERLEAVE): the batch-1 results' configs say; older records were per image. */
+/** How the measured sides took turns (BENCH_INTERLEAVE): the measured results' configs say; older records were per image. */
 export function turnsText(record) {
-  const c = record.results.find((r) => r.config?.batch === 1 && !r.config?.correctnessOnly)?.config;
+  const c = record.results.find((r) => r.config && !r.config.correctnessOnly)?.config;
   return c?.interleave === 'block'
     ? `interleaved in blocks: each side ${c.block} consecutive calls, then ${c.pauseMs} ms idle, the sides' order rotating and reversing per block (BENCH_INTERLEAVE=block)`
     : 'interleaved image by image in ABBA order';

@@ -199,6 +199,9 @@ describe('bench report verdicts', () => {
     const out = render(r);
     expect(out).toContain('interleaved in blocks: each side 10 consecutive calls, then 20 ms idle');
     expect(out).not.toContain('image by image in ABBA order');
+    // a record of batches only says so too
+    for (const x of r.results) if (x.config) x.config.batch = 32;
+    expect(render(r)).toContain('interleaved in blocks: each side 10 consecutive calls');
   });
 
   it('renders a record without the CIFAR models, and never changes the record', () => {
