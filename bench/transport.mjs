@@ -7,8 +7,7 @@
 //   node bench/transport.mjs [--calls 400] [--work 0,2] [--port P]
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright';
-import { serveStatic } from '../scripts/static-server.mjs';
+import { withBarePage } from './bare-page.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -22,26 +21,20 @@ if (!(calls > 0) || works.some((w) => !(w >= 0))) {
   console.error('usage: node bench/transport.mjs [--calls N] [--work ms,ms] [--port P]');
   process.exit(2);
 }
-const server = await serveStatic({
-  port: Number(flag('--port', 0)),
-  mounts: { '/transport/': path.join(root, 'bench/transport') },
-});
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
-try {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e.message));
-  await page.goto(`${server.url}transport/index.html`);
-  if (!(await page.evaluate(() => crossOriginIsolated))) throw new Error('the page is not cross-origin isolated');
-  await page.waitForFunction(() => window.ready === true);
-  for (const work of works) {
-    const results = await page.evaluate((cfg) => window.transports(cfg), { calls, work });
-    for (const r of results)
-      console.log(
-        `work ${work} ms, ${r.name}: ${r.mean.toFixed(3)} ms mean, p50 ${r.p50.toFixed(3)}, p90 ${r.p90.toFixed(3)} ` +
-          `(page ms per call less the work)`,
-      );
-  }
-} finally {
-  await browser.close();
-  await server.close();
-}
+await withBarePage(
+  {
+    port: Number(flag('--port', 0)),
+    mounts: { '/transport/': path.join(root, 'bench/transport') },
+    pagePath: 'transport/index.html',
+  },
+  async (page) => {
+    for (const work of works) {
+      const results = await page.evaluate((cfg) => window.transports(cfg), { calls, work });
+      for (const r of results)
+        console.log(
+          `work ${work} ms, ${r.name}: ${r.mean.toFixed(3)} ms mean, p50 ${r.p50.toFixed(3)}, p90 ${r.p90.toFixed(3)} ` +
+            `(page ms per call less the work)`,
+        );
+    }
+  },
+);

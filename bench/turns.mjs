@@ -7,8 +7,7 @@
 //   node bench/turns.mjs [--calls 400] [--block 1] [--pause 0] [--spin | --alone] [--port P]
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright';
-import { serveStatic } from '../scripts/static-server.mjs';
+import { withBarePage } from './bare-page.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -29,30 +28,25 @@ const sides = args.includes('--spin')
     ? [{ name: 'alone' }]
     : [{ name: 'a' }, { name: 'b' }];
 
-const server = await serveStatic({
-  port: flag('--port', 0),
-  mounts: {
-    '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist'),
-    '/turns/': path.join(root, 'bench/turns'),
-    '/model/': path.join(root, 'public/models/fashion-resnet'),
+await withBarePage(
+  {
+    port: flag('--port', 0),
+    mounts: {
+      '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist'),
+      '/turns/': path.join(root, 'bench/turns'),
+      '/model/': path.join(root, 'public/models/fashion-resnet'),
+    },
+    pagePath: 'turns/index.html',
   },
-});
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
-try {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e.message));
-  await page.goto(`${server.url}turns/index.html`);
-  await page.waitForFunction(() => window.ready === true);
-  for (const threads of [2, 1]) {
-    const config = { threads, model: '/model/model.onnx', dims: [1, 1, 28, 28], calls, block, pause, sides };
-    const results = await page.evaluate((cfg) => window.turns(cfg), config);
-    for (const r of results)
-      console.log(
-        `threads ${threads}, block ${block}, pause ${pause} ms, ${r.name}: page ${r.pageMean.toFixed(3)} ms ` +
-          `(p50 ${r.pageP50.toFixed(3)}), session.run ${r.runMean.toFixed(3)}, rest ${r.roundTrip.toFixed(3)}`,
-      );
-  }
-} finally {
-  await browser.close();
-  await server.close();
-}
+  async (page) => {
+    for (const threads of [2, 1]) {
+      const config = { threads, model: '/model/model.onnx', dims: [1, 1, 28, 28], calls, block, pause, sides };
+      const results = await page.evaluate((cfg) => window.turns(cfg), config);
+      for (const r of results)
+        console.log(
+          `threads ${threads}, block ${block}, pause ${pause} ms, ${r.name}: page ${r.pageMean.toFixed(3)} ms ` +
+            `(p50 ${r.pageP50.toFixed(3)}), session.run ${r.runMean.toFixed(3)}, rest ${r.roundTrip.toFixed(3)}`,
+        );
+    }
+  },
+);
