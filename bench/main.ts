@@ -46,6 +46,8 @@ export interface BenchConfig {
   readonly variants?: readonly string[];
   /** Per engine of `engines`: load() option `pruneExits` (live exit pruning). Default: load()'s (on). */
   readonly pruneExits?: readonly boolean[];
+  /** Per engine of `engines`: load() option `sharedMemory` (classify() through shared memory). Default: load()'s (on). */
+  readonly sharedMemory?: readonly boolean[];
   /** Variant name of a single-engine run. */
   readonly variant?: string;
   /** Agreement target to classify at (clf.setTarget(), or the plan's target): thresholds re-chosen from the bundle's curve. Default: the bundle's own. */
@@ -103,6 +105,8 @@ export interface BenchResult {
   /** Engine of batch-1 calls in use (info().engine), and why not the compiled one when it fell back. */
   readonly engine: string;
   readonly engineFallbackReason?: string;
+  /** How its classify() calls reached the worker (info().transport). */
+  readonly transport: 'shared-memory' | 'message';
   readonly images: number;
   /** Per-image latency (page-side round trip; for batches, the batch's time / batch size), ms. */
   readonly early: Stats;
@@ -310,6 +314,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         wasmPaths,
         ...(engine ? { engine } : {}),
         ...(config.pruneExits?.[i] !== undefined ? { pruneExits: config.pruneExits[i] } : {}),
+        ...(config.sharedMemory?.[i] !== undefined ? { sharedMemory: config.sharedMemory[i] } : {}),
       });
       sides.push(new EarlySide(variants[i] ?? `engine ${engine ?? 'auto'}`, clf, manifest.segments.length, n));
     }
@@ -431,6 +436,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         crossOriginIsolated,
         engine: config.batch > 1 ? 'stages' : info.engine,
         ...(info.engineFallbackReason ? { engineFallbackReason: info.engineFallbackReason } : {}),
+        transport: info.transport,
         images: n,
         early,
         full: fullStats,

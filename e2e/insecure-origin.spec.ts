@@ -53,7 +53,12 @@ test('a plain-HTTP page on a non-localhost host name loads the tiny bundle and c
       return {
         context,
         results,
-        info: { backend: info.backend, threads: info.threads, isolated: info.crossOriginIsolated },
+        info: {
+          backend: info.backend,
+          threads: info.threads,
+          isolated: info.crossOriginIsolated,
+          transport: info.transport,
+        },
       };
     }, B);
     expect(out.context).toEqual({
@@ -62,7 +67,7 @@ test('a plain-HTTP page on a non-localhost host name loads the tiny bundle and c
       isolated: false,
       origin: `http://${HOST}:${port}`,
     });
-    expect(out.info).toEqual({ backend: 'wasm', threads: 1, isolated: false });
+    expect(out.info).toEqual({ backend: 'wasm', threads: 1, isolated: false, transport: 'message' });
     const want = JSON.parse(readFileSync(path.join(root, 'e2e/.bundles/tiny/expected.json'), 'utf8')) as {
       index: number;
       exit: number;

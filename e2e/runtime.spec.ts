@@ -110,7 +110,15 @@ for (const kind of ['esm', 'script'] as const) {
         const probs = withProbs.probabilities ? Array.from(withProbs.probabilities) : null;
         const info = clf.info();
         await clf.dispose();
+        // the same single calls by message (sharedMemory: false) as through shared memory (the default here)
+        const byMessage = await selfxit.load(`${B}/tiny/`, { backend: 'wasm', cache: false, sharedMemory: false });
+        const messageSingles: Brief[] = [];
+        for (let i = 0; i < 32; i++) messageSingles.push(testkit.brief(await byMessage.classify(inputs[i]!)));
+        const messageTransport = byMessage.info().transport;
+        await byMessage.dispose();
         return {
+          messageSingles,
+          messageTransport,
           batch,
           singles,
           concurrent,
@@ -155,6 +163,16 @@ for (const kind of ['esm', 'script'] as const) {
       // Cross-origin isolated, no `threads` option: defaultThreads() = min(4, navigator.hardwareConcurrency).
       expect(out.info.threads, `threads on ${out.cores} cores`).toBe(Math.max(1, Math.min(4, out.cores)));
       expect(out.info.exits.map((e) => e.name)).toEqual(['cut-c1', 'cut-c2']);
+      // Cross-origin isolated with Atomics.waitAsync: calls went through shared memory; by message, the same decisions
+      expect(out.info.transport).toBe('shared-memory');
+      expect(out.messageTransport).toBe('message');
+      out.messageSingles.forEach((r, i) => {
+        expect({ index: r.index, exit: r.exit }, `single ${i} by message`).toEqual({
+          index: out.singles[i]!.index,
+          exit: out.singles[i]!.exit,
+        });
+        expect(Math.abs(r.confidence - out.singles[i]!.confidence)).toBeLessThan(1e-6);
+      });
     });
 
     test('typed errors reach the page: FETCH_FAILED, INVALID_BUNDLE, INTEGRITY_ERROR, INVALID_INPUT, DISPOSED, WORKER_DIED', async ({

@@ -37,8 +37,10 @@
 //
 // Batch 1 runs the compiled and the stage engine interleaved with the full model in one loop (results 'selfxit' and
 // 'selfxit-stages', 'worst-case' and 'worst-case-stages'), and the compiled engine with live exit pruning off
-// ('selfxit-noprune', 'worst-case-noprune'; the others prune, load()'s default), every call profiled for the per-part
-// breakdown; batches run stage by stage (the runtime's choice), so one engine there.
+// ('selfxit-noprune', 'worst-case-noprune'; the others prune, load()'s default), and at the bundle's thresholds the
+// compiled engine with every call by message ('selfxit-message', `sharedMemory: false`; the others go through shared
+// memory, load()'s default on this cross-origin isolated page), every call profiled for the per-part breakdown; batches
+// run stage by stage (the runtime's choice), so one engine there.
 //
 // Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
 // stay next to the code that measures them; the rendering is bench/report.mjs.
@@ -409,11 +411,14 @@ async function main() {
       const rel = (d, f) => `bundles/${path.basename(d)}/${f}`;
       const configs = [];
       const both = { engines: ['compiled', 'stages'] };
-      // both engines with live exit pruning (the default) and the compiled one without it, in the same loop
-      const withNoPrune = (a, b, c) => ({
-        engines: ['compiled', 'stages', 'compiled'],
-        variants: [a, b, c],
-        pruneExits: [true, true, false],
+      // both engines with live exit pruning (the default) and the compiled one without it, in the same loop; with a
+      // fourth name, also the compiled one with every call by message (sharedMemory: false; the others use shared
+      // memory, load()'s default where the page is cross-origin isolated)
+      const withNoPrune = (a, b, c, d) => ({
+        engines: ['compiled', 'stages', 'compiled', ...(d ? ['compiled'] : [])],
+        variants: [a, b, c, ...(d ? [d] : [])],
+        pruneExits: [true, true, false, ...(d ? [true] : [])],
+        ...(d ? { sharedMemory: [true, true, true, false] } : {}),
       });
       const b1 = (variant, file, extra = {}) =>
         threads.map((t) => ({ variant, manifestUrl: rel(dir, file), backend: 'wasm', threads: t, batch: 1, ...extra }));
@@ -422,7 +427,13 @@ async function main() {
         configs.push(...b1('selfxit', 'manifest.json', { engine: 'compiled' }));
       } else {
         // the compiled and the stage engine interleaved with the full model, at the bundle's target and in the worst case
-        configs.push(...b1('selfxit', 'manifest.json', withNoPrune('selfxit', 'selfxit-stages', 'selfxit-noprune')));
+        configs.push(
+          ...b1(
+            'selfxit',
+            'manifest.json',
+            withNoPrune('selfxit', 'selfxit-stages', 'selfxit-noprune', 'selfxit-message'),
+          ),
+        );
         configs.push(
           ...b1('worst-case', 'manifest-noexit.json', {
             ...withNoPrune('worst-case', 'worst-case-stages', 'worst-case-noprune'),

@@ -286,9 +286,10 @@ export interface WorkerApi {
   classify(request: ClassifyRequest): Promise<ClassifyReply>;
   /**
    * Serves classify() on `port` from now on ({@link ClassifyCall}; the page's calls go there, the method above stays
-   * for direct callers).
+   * for direct callers) and, given one, on the shared-memory `lane` (src/shared-lane.ts): resolves true when it serves
+   * the lane (this worker has Atomics.waitAsync), false when the page must send every call on the port.
    */
-  connect(port: MessagePort): Promise<void>;
+  connect(port: MessagePort, lane?: SharedArrayBuffer): Promise<boolean>;
   /** Measures every stage on the current backend, plans exits by those times, caches and returns the plan. */
   plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply>;
   /** Answers at once from the worker's message loop: the page's heartbeat (with the worker's progress count). */

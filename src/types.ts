@@ -94,6 +94,15 @@ export interface LoadOptions {
    */
   readonly engine?: EngineChoice;
   /**
+   * classify() and classifyBatch() calls through shared memory. Default `true`: where the page is cross-origin isolated
+   * (COOP/COEP, as WASM threads need anyway) and the browser has `Atomics.waitAsync` (Chrome 91+, Safari 16.4+, Firefox
+   * 145+), a call's inputs and results cross in a SharedArrayBuffer and both sides wake with Atomics.notify, saving the
+   * two postMessage hops (~0.25–0.4 ms per call in Chromium: `node bench/transport.mjs`). One call at a time goes this
+   * way; concurrent calls, bitmaps and blobs, and replies that carry more than results go by message as before. Results
+   * are the same either way. `false`: always by message. `info().transport` says which is in use.
+   */
+  readonly sharedMemory?: boolean;
+  /**
    * Live exit pruning. Default `true`: the worker counts, per exit, the recent inputs that reached it and left there;
    * when the deepest exit in use clearly does not pay on this traffic (the upper confidence bound of its share of
    * leaving inputs below the share where its head's MACs plus the per-exit overhead equal what leaving saves), it is
@@ -262,6 +271,11 @@ export interface ClassifierInfo {
    * Results still name the exit each input really took.
    */
   readonly prunedExits: readonly number[];
+  /**
+   * How classify() calls reach the worker: `'shared-memory'` (see {@link LoadOptions.sharedMemory}) or `'message'`
+   * (postMessage both ways).
+   */
+  readonly transport: 'shared-memory' | 'message';
 }
 
 /**

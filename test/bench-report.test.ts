@@ -204,6 +204,27 @@ describe('bench report verdicts', () => {
     expect(render(r)).toContain('interleaved in blocks: each side 10 consecutive calls');
   });
 
+  it('shared memory vs by message: the pair of the same loop, its ratio and the ms per call saved', () => {
+    expect(md).not.toContain('through shared memory vs by message');
+    const r = copy();
+    const shared = r.results.find((x: Json) => x.model === 'resnet56' && x.variant === 'selfxit');
+    shared.transport = 'shared-memory';
+    const message = structuredClone(shared);
+    Object.assign(message, {
+      variant: 'selfxit-message',
+      transport: 'message',
+      early: { mean: 3.6, p50: 3.4, p95: 5.2 },
+      ratio: { mean: 0.9, p50: 0.872, p95: 1.156 },
+    });
+    r.results.push(message);
+    const out = render(r);
+    expect(out).toContain('### classify() through shared memory vs by message');
+    // 3.2 / 3.6 = 0.889; 3.6 − 3.2 = 0.400 ms saved
+    expect(out).toContain(
+      '| ResNet-56 | 1 | shared-memory / message | 0.800 / 0.769 | 0.900 / 0.872 | 0.889 | 0.400 |',
+    );
+  });
+
   it('renders a record without the CIFAR models, and never changes the record', () => {
     const r = copy();
     r.models = r.models.filter((m: Json) => m.key === 'fashion');

@@ -342,8 +342,9 @@ describe('WorkerClient', () => {
       ...base,
       init: () => new Promise(() => {}), // crashes while opening the bundle (below)
       async connect(this: WorkerApi, port: MessagePort) {
-        await base.connect.call(this, port);
+        const served = await base.connect.call(this, port);
         connected();
+        return served;
       },
     };
     const { client, worker } = startClient(api);
@@ -451,7 +452,7 @@ describe('WorkerClient', () => {
       classify: async () => ({ results: [], state: state0 }) as ClassifyReply,
       async connect(this: WorkerApi, port: MessagePort) {
         served = port;
-        await base.connect.call(this, port);
+        return base.connect.call(this, port);
       },
     };
     const { client } = startClient(api);

@@ -496,6 +496,7 @@ export class ClassifierImpl implements Classifier {
           }
         : {}),
       prunedExits: s.prunedExits ?? [],
+      transport: this.client.sharedMemory === true ? 'shared-memory' : 'message',
     };
   }
 
@@ -592,7 +593,7 @@ async function openBundle(
   avoidManifestHash?: string,
 ): Promise<Opened> {
   if (signal?.aborted) throw abortError(signal, 'load()');
-  const client = WorkerClient.start(resolved.workerUrl, resolved.liveness);
+  const client = WorkerClient.start(resolved.workerUrl, resolved.liveness, resolved.sharedMemory);
   // on inactivity: progress of the worker (a download under way) restarts the clock
   const deadline = watchInactivity('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
   client.onActivity = deadline.touch;

@@ -16,6 +16,7 @@ export const LOAD_DEFAULTS = {
   callTimeoutMs: 300_000,
   engine: 'auto',
   pruneExits: true,
+  sharedMemory: true,
 } as const satisfies Partial<LoadOptions>;
 
 /** How the page watches its worker (worker-client.ts): ping period and per-call deadline, in ms (0 = off). */
@@ -37,6 +38,8 @@ export interface ResolvedLoad {
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
   readonly liveness: Liveness;
+  /** classify() through shared memory where the page and worker can (LoadOptions `sharedMemory`). */
+  readonly sharedMemory: boolean;
   /** What load() warns about once (console.warn) and `learning()` reports: options whose defaults may well be wrong. */
   readonly warnings: readonly string[];
 }
@@ -136,6 +139,7 @@ const LOAD_KEYS: Readonly<Record<keyof LoadOptions, true>> = {
   plan: true,
   engine: true,
   pruneExits: true,
+  sharedMemory: true,
   onProgress: true,
   timeoutMs: true,
   signal: true,
@@ -238,6 +242,10 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
   if (typeof pruneExits !== 'boolean') {
     throw new SelfxitError('INVALID_ARGUMENT', `pruneExits must be a boolean, got ${JSON.stringify(pruneExits)}`);
   }
+  const sharedMemory = options.sharedMemory ?? LOAD_DEFAULTS.sharedMemory;
+  if (typeof sharedMemory !== 'boolean') {
+    throw new SelfxitError('INVALID_ARGUMENT', `sharedMemory must be a boolean, got ${JSON.stringify(sharedMemory)}`);
+  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new SelfxitError('INVALID_ARGUMENT', 'onProgress must be a function');
   }
@@ -271,6 +279,7 @@ export function resolveLoadOptions(bundleUrl: string | URL, options: LoadOptions
       heartbeatMs: livenessMs(options.heartbeatMs, 'heartbeatMs', LOAD_DEFAULTS.heartbeatMs),
       callTimeoutMs: livenessMs(options.callTimeoutMs, 'callTimeoutMs', LOAD_DEFAULTS.callTimeoutMs),
     },
+    sharedMemory,
     warnings: normWarning ? [normWarning] : [],
     workerUrl: options.workerUrl === undefined ? undefined : toUrl(options.workerUrl, 'workerUrl', base),
   };

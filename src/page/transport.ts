@@ -12,6 +12,8 @@ export interface ClassifierTransport {
   readonly state: RuntimeState | undefined;
   /** Input buffers the runtime gave back, for the next inputs' copies (page/buffer-pool.ts); none: new ones. */
   readonly spares?: BufferPool;
+  /** Whether classify() calls go through shared memory now (src/shared-lane.ts); absent: by message. */
+  readonly sharedMemory?: boolean;
   /** Runs the cascade on `request.inputs`; `transfer` lists objects created for this call that may be moved. */
   classify(request: ClassifyRequest, transfer: readonly Transferable[]): Promise<readonly WireResult[]>;
   /** Measures the stages, plans exits by those times, caches and returns the plan. */

@@ -2,7 +2,9 @@
 // protocol.ts's transfer handler) and, for classify(), a port of its own (one plain message each way); rejects every
 // pending call with WORKER_DIED when the worker dies: an error event, a Web Lock the worker holds until it ends, a
 // heartbeat while idle, neither an answer nor progress (a download under way: progress events, the heartbeat's activity
-// count) for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer).
+// count) for `callTimeoutMs` while calls are pending (TIMEOUT, watched by one timer). Where the page is cross-origin
+// isolated, classify() calls go through shared memory instead (src/shared-lane.ts: no message hop either way), one at a
+// time; the others, and those the lane cannot carry, by the port.
 // Over 400 lines: one class, since every liveness check settles the same table of calls in flight.
 import { proxy, releaseProxy, transfer, wrap, type Remote } from 'comlink';
 import { SelfxitError, fromErrorPayload } from '../errors.js';
@@ -22,6 +24,7 @@ import {
   type WireResult,
   type WorkerApi,
 } from '../protocol.js';
+import { LANE, LaneView, createLane, fitsRequest, laneSupported, readAnswer, writeRequest } from '../shared-lane.js';
 import { BufferPool } from './buffer-pool.js';
 import { dropTransfers } from './inputs.js';
 import { missingWorkerFile, type MissingFile } from './worker-files.js';
@@ -244,6 +247,12 @@ export class WorkerClient implements ClassifierTransport {
    * client fails first (disposed, a load that timed out or was aborted).
    */
   private diagnosis: AbortController | undefined;
+  /**
+   * The shared-memory lane, once the worker said it serves it (undefined: every call goes by the port), and whether a
+   * call is in it now.
+   */
+  private lane: LaneView | undefined;
+  private laneBusy = false;
   /** Calls sent and not settled (pings aside), by id, oldest first. */
   private readonly inFlight = new Map<number, InFlight>();
   private nextId = 1;
@@ -316,6 +325,7 @@ export class WorkerClient implements ClassifierTransport {
     { worker, blobUrl, crossOrigin, target, module }: Started,
     private readonly url: URL | undefined,
     private readonly liveness: Liveness,
+    sharedMemory: boolean,
   ) {
     this.worker = worker;
     this.blobUrl = blobUrl;
@@ -338,8 +348,12 @@ export class WorkerClient implements ClassifierTransport {
     // error (a selfxit.worker.js of another version, without the port) fails every call at once rather than letting
     // classify() calls wait for their deadline; one that never answers fails as a dead worker does. Its answer means
     // the worker's script and imports ran: an error event after it is a crash (WORKER_DIED), not missing files.
-    this.api.connect(transfer(channel.port2, [channel.port2])).then(
-      () => this.heard(-1),
+    const lane = sharedMemory && laneSupported() ? createLane() : undefined;
+    this.api.connect(transfer(channel.port2, [channel.port2]), lane).then(
+      (served) => {
+        this.heard(-1);
+        if (served === true && lane && !this.dead) this.lane = new LaneView(lane);
+      },
       (e: unknown) => {
         const url = this.target;
         const where = url ? ` at ${url}` : '';
@@ -436,11 +450,14 @@ export class WorkerClient implements ClassifierTransport {
     );
   }
 
-  /** Starts the worker. Throws RUNTIME_FILES_UNAVAILABLE when it cannot even be constructed (e.g. a blocked URL). */
-  static start(url: URL | undefined, liveness: Liveness = NO_LIVENESS): WorkerClient {
+  /**
+   * Starts the worker. Throws RUNTIME_FILES_UNAVAILABLE when it cannot even be constructed (e.g. a blocked URL).
+   * `sharedMemory`: classify() through the shared-memory lane where this page and the worker can (load option).
+   */
+  static start(url: URL | undefined, liveness: Liveness = NO_LIVENESS, sharedMemory = true): WorkerClient {
     installErrorTransfer();
     try {
-      return WorkerClient.on(startWorker(url), url, liveness);
+      return WorkerClient.on(startWorker(url), url, liveness, sharedMemory);
     } catch (e) {
       if (e instanceof SelfxitError) throw e;
       // the default worker's URL as the bundler rewrote it, where this module cannot tell it (as built)
@@ -459,9 +476,19 @@ export class WorkerClient implements ClassifierTransport {
    * A client of a worker already started ({@link startAt}, or {@link start}'s way) for `url` (the workerUrl option;
    * undefined: the default worker).
    */
-  static on(started: Started, url: URL | undefined, liveness: Liveness = NO_LIVENESS): WorkerClient {
+  static on(
+    started: Started,
+    url: URL | undefined,
+    liveness: Liveness = NO_LIVENESS,
+    sharedMemory = true,
+  ): WorkerClient {
     installErrorTransfer();
-    return new WorkerClient(started, url, liveness);
+    return new WorkerClient(started, url, liveness, sharedMemory);
+  }
+
+  /** Whether classify() calls go through the shared-memory lane (src/shared-lane.ts) now. */
+  get sharedMemory(): boolean {
+    return this.lane !== undefined && this.dead === undefined;
   }
 
   /** Opens the bundle in the worker. */
@@ -525,6 +552,8 @@ export class WorkerClient implements ClassifierTransport {
       dropTransfers(transfers); // the bitmaps made for it will not be sent
       return Promise.reject(this.dead);
     }
+    const lane = this.lane;
+    if (lane && !this.laneBusy && fitsRequest(lane, request)) return this.classifyShared(lane, request, transfers);
     const id = this.nextId++;
     return new Promise<readonly WireResult[]>((resolve, reject) => {
       try {
@@ -536,6 +565,43 @@ export class WorkerClient implements ClassifierTransport {
       }
       const now = performance.now();
       this.track(id, { sentAt: now, from: now, deadline: true, reject, resolve });
+    });
+  }
+
+  /**
+   * classify() through the lane: the request written into it (the inputs copied; their buffers, the SDK's own copies,
+   * go back to {@link spares}), the worker woken; the answer read from it, or left to the port when the worker answered
+   * there (a new state, an error). The lane is free again before the call settles, so the caller's next call finds it
+   * so. Deadlines and failures settle the call as any other (the lane is then closed).
+   */
+  private classifyShared(
+    lane: LaneView,
+    request: ClassifyRequest,
+    transfers: readonly Transferable[],
+  ): Promise<readonly WireResult[]> {
+    const id = this.nextId++;
+    writeRequest(lane, id, request);
+    for (const t of transfers) if (t instanceof ArrayBuffer) this.spares.give(t);
+    this.laneBusy = true;
+    return new Promise<readonly WireResult[]>((resolve, reject) => {
+      const now = performance.now();
+      this.track(id, { sentAt: now, from: now, deadline: true, reject, resolve });
+      lane.set(LANE.REQUEST);
+      void lane.until([LANE.ANSWER, LANE.ON_PORT, LANE.CLOSED]).then(
+        (s) => {
+          if (s === LANE.CLOSED) return; // the client failed: the call was settled with it
+          const results = s === LANE.ANSWER ? readAnswer(lane) : undefined;
+          if (!lane.swap(s as typeof LANE.ANSWER | typeof LANE.ON_PORT, LANE.IDLE)) return;
+          this.laneBusy = false;
+          if (!results) return; // answered on the port: answer() settles it
+          const call = this.inFlight.get(id);
+          if (!call) return;
+          this.settled(id);
+          this.heard(id);
+          call.resolve!(results);
+        },
+        (e: unknown) => this.fail(new SelfxitError('INTERNAL', `the shared-memory lane failed: ${messageOf(e)}`)),
+      );
     });
   }
 
@@ -627,6 +693,12 @@ export class WorkerClient implements ClassifierTransport {
     }
   }
 
+  /** Ends the lane: the worker's loop stops, a call waiting in it settles as the client did. */
+  private closeLane(): void {
+    this.lane?.set(LANE.CLOSED);
+    this.lane = undefined;
+  }
+
   /** Rejects every call in flight with `error`. */
   private rejectAll(error: SelfxitError): void {
     const calls = [...this.inFlight.values()];
@@ -650,6 +722,7 @@ export class WorkerClient implements ClassifierTransport {
   /** Rejects every call not answered yet with DISPOSED, then releases the worker's sessions. */
   async dispose(): Promise<void> {
     this.rejectAll(new SelfxitError('DISPOSED', 'the classifier was disposed before this call was answered'));
+    this.closeLane();
     await this.call((api) => api.dispose());
   }
 
@@ -757,6 +830,7 @@ export class WorkerClient implements ClassifierTransport {
     (globalThis as Partial<EventTarget>).removeEventListener?.('securitypolicyviolation', this.onViolation);
     this.releaseBlob();
     this.spares.clear();
+    this.closeLane();
     this.rejectAll(error);
     this.port.close();
     try {

@@ -1,9 +1,11 @@
 // The worker's API object (exposed through comlink by worker.ts): one bundle per worker; a failed call throws a
 // SelfxitError, which protocol.ts's transfer handler carries to the page with its code and details. classify() calls
-// arrive on their own port (serveClassify: one plain message each way). ping() and holdLock() are the page's liveness
+// arrive on their own port (serveClassify: one plain message each way) or, where the page is cross-origin isolated, in
+// shared memory (serveLane, src/shared-lane.ts). ping() and holdLock() are the page's liveness
 // checks (worker-client.ts); ping() also tells the page whether the worker is making progress (its inactivity clocks).
 import { transfer } from 'comlink';
 import { SelfxitError, isSelfxitError, toErrorPayload } from '../errors.js';
+import { LANE, LaneView, laneSupported, readRequest, writeAnswer } from '../shared-lane.js';
 import type {
   ClassifyAnswer,
   ClassifyCall,
@@ -82,16 +84,15 @@ export function spareBuffers(request: ClassifyRequest): ArrayBuffer[] | undefine
   return spare;
 }
 
-/**
- * Answers the {@link ClassifyCall}s arriving on `port` with `classify()`: its results (probability buffers moved), or the
- * error (as a payload, code and details kept) with the worker's `state()` after it. A reply that cannot be posted (an
- * error whose details cannot be cloned included) is answered as INTERNAL.
- */
-export function serveClassify(
-  port: MessagePort,
-  classify: (request: ClassifyRequest) => Promise<PortReply>,
-  state: () => Promise<RuntimeState | undefined>,
-): void {
+/** How a classify() call is answered on the classify port: its reply or its error, by id. */
+interface PortAnswers {
+  /** Posts the results (probability buffers moved; `spare` input buffers moved back when they can be). */
+  reply(id: number, reply: PortReply): void;
+  /** Posts the error (code and details kept) with the worker's `state()` after it; INTERNAL when it cannot be sent. */
+  fail(id: number, e: unknown): void;
+}
+
+function portAnswers(port: MessagePort, state: () => Promise<RuntimeState | undefined>): PortAnswers {
   const fail = (id: number, e: unknown): void => {
     const answer = (s: RuntimeState | undefined): void => {
       const error = toErrorPayload(e);
@@ -105,33 +106,95 @@ export function serveClassify(
     };
     state().then(answer, () => answer(undefined));
   };
+  const reply = (id: number, { results, state: s, spare }: PortReply): void => {
+    const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
+    try {
+      if (spare) {
+        try {
+          const transfers = resultTransfers(results);
+          for (const b of spare) transfers.push(b);
+          port.postMessage(s ? { id, results, state: s, spare } : { id, results, spare }, transfers);
+          return;
+        } catch {
+          // a spare that cannot be moved: the reply goes without them
+        }
+      }
+      port.postMessage(answer, resultTransfers(results));
+    } catch (e) {
+      fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${messageOf(e)}`));
+    }
+  };
+  return { reply, fail };
+}
+
+/**
+ * Answers the {@link ClassifyCall}s arriving on `port` with `classify()`: its results (probability buffers moved), or the
+ * error (as a payload, code and details kept) with the worker's `state()` after it. A reply that cannot be posted (an
+ * error whose details cannot be cloned included) is answered as INTERNAL.
+ */
+export function serveClassify(
+  port: MessagePort,
+  classify: (request: ClassifyRequest) => Promise<PortReply>,
+  state: () => Promise<RuntimeState | undefined>,
+): void {
+  const answers = portAnswers(port, state);
   // A request that cannot be deserialised has no id to answer: the page's deadline (callTimeoutMs) settles its call.
   port.onmessageerror = () =>
     console.error('selfxit worker: a classify() request could not be deserialised; it stays unanswered');
   port.onmessage = (ev: MessageEvent<ClassifyCall>) => {
     const { id, request } = ev.data;
     classify(request).then(
-      ({ results, state: s, spare }) => {
-        const answer: ClassifyAnswer = s ? { id, results, state: s } : { id, results };
-        try {
-          if (spare) {
-            try {
-              const transfers = resultTransfers(results);
-              for (const b of spare) transfers.push(b);
-              port.postMessage(s ? { id, results, state: s, spare } : { id, results, spare }, transfers);
-              return;
-            } catch {
-              // a spare that cannot be moved: the reply goes without them
-            }
-          }
-          port.postMessage(answer, resultTransfers(results));
-        } catch (e) {
-          fail(id, new SelfxitError('INTERNAL', `the classify reply could not be sent: ${messageOf(e)}`));
-        }
-      },
-      (e: unknown) => fail(id, e),
+      (reply) => answers.reply(id, reply),
+      (e: unknown) => answers.fail(id, e),
     );
   };
+}
+
+/**
+ * Serves the page's shared-memory lane (src/shared-lane.ts) beside `port`, until the page closes it: each request is
+ * run with `classify()`; plain results that fit are answered in the lane, anything else (a new state, an error, results
+ * too large) on the port by the call's id, the lane then set ON_PORT. False (not served) where this worker has no
+ * Atomics.waitAsync or `lane` is not a lane.
+ */
+export function serveLane(
+  lane: unknown,
+  port: MessagePort,
+  classify: (request: ClassifyRequest) => Promise<PortReply>,
+  state: () => Promise<RuntimeState | undefined>,
+): boolean {
+  if (typeof SharedArrayBuffer !== 'function' || !(lane instanceof SharedArrayBuffer) || !laneSupported()) return false;
+  let view: LaneView;
+  try {
+    view = new LaneView(lane);
+  } catch {
+    return false;
+  }
+  const answers = portAnswers(port, state);
+  const serve = async (): Promise<void> => {
+    for (;;) {
+      if ((await view.until([LANE.REQUEST, LANE.CLOSED])) === LANE.CLOSED) return;
+      let id = view.callId;
+      let reply: PortReply;
+      try {
+        const call = readRequest(view);
+        id = call.id;
+        reply = await classify(call.request);
+      } catch (e) {
+        answers.fail(id, e);
+        if (!view.swap(LANE.REQUEST, LANE.ON_PORT)) return;
+        continue;
+      }
+      if (!reply.state && writeAnswer(view, reply.results)) {
+        if (!view.swap(LANE.REQUEST, LANE.ANSWER)) return;
+        continue;
+      }
+      const { spare: _spare, ...onPort } = reply; // the lane's inputs were the worker's own copies
+      answers.reply(id, onPort);
+      if (!view.swap(LANE.REQUEST, LANE.ON_PORT)) return;
+    }
+  };
+  void serve().catch((e: unknown) => console.error('selfxit worker: the shared-memory lane stopped:', e));
+  return true;
 }
 
 /** Creates the API one worker serves: one bundle per worker, opened by init(). */
@@ -217,7 +280,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
       return buffers.length > 0 ? transfer(reply, buffers) : reply;
     },
 
-    async connect(port: MessagePort): Promise<void> {
+    async connect(port: MessagePort, lane?: SharedArrayBuffer): Promise<boolean> {
       // The port's replies carry the state only when it differs from the one the page holds.
       const classify = async (request: ClassifyRequest): Promise<PortReply> => {
         const { rt, results } = await run(request);
@@ -228,6 +291,7 @@ export function createWorkerApi(deps: LearnDeps = {}): WorkerApi {
         return spare ? { results, state: reported(state), spare } : { results, state: reported(state) };
       };
       serveClassify(port, classify, api.state);
+      return lane !== undefined && serveLane(lane, port, classify, api.state);
     },
 
     async plan(request: PlanRequest, onProgress?: (p: ProgressInfo) => void): Promise<PlanReply> {
