@@ -43,6 +43,8 @@ interface Streamed {
   readonly learning: Selfxit.LearningInfo;
   readonly fitEvents: number;
   readonly engine: string;
+  /** info().transport */
+  readonly transport: string;
 }
 
 /** In the page: loads `url` with `learn`, streams `count` images (every second one mirrored), one call each. */
@@ -98,9 +100,9 @@ async function stream(
         await clf.classify(image(i));
       }
       const learning = clf.learning();
-      const engine = clf.info().engine;
+      const { engine, transport } = clf.info();
       await clf.dispose();
-      return { latencies, early, learning, fitEvents, engine };
+      return { latencies, early, learning, fitEvents, engine, transport };
     },
     { MODEL: url, count, learn, reset },
   );
@@ -208,6 +210,7 @@ test('learning from a bundle: its exits serve and are audited at once; reset goe
   expect(a.learning.audit.totalAudited).toBeGreaterThan(10);
   expect(a.learning.fits).toBe(0); // the first fit waits for as many samples as the bundle was calibrated on
   expect(a.engine).toBe('compiled');
+  expect(a.transport).toBe('message'); // a learning classifier's replies carry its state: by message
   // reset goes back to the bundle's own exits: nothing learned, nothing restored, its exits in force
   const reset = await page.evaluate(async (url) => {
     const clf = await window.selfxit.load(url, { backend: 'wasm', learn: true });

@@ -109,10 +109,13 @@ export class LaneView {
     Atomics.notify(this.control, CONTROL);
   }
 
-  /** Sets `to` only if the word is `from` now (and wakes the other side); returns whether it did. */
-  swap(from: LaneState, to: LaneState): boolean {
+  /**
+   * Sets `to` only if the word is `from` now, and wakes the other side unless `wake` is false (the page's return to
+   * IDLE: the worker waits for REQUEST, which wakes it); returns whether it did.
+   */
+  swap(from: LaneState, to: LaneState, wake = true): boolean {
     if (Atomics.compareExchange(this.control, CONTROL, from, to) !== from) return false;
-    Atomics.notify(this.control, CONTROL);
+    if (wake) Atomics.notify(this.control, CONTROL);
     return true;
   }
 

@@ -28,10 +28,13 @@ describe('resolveLoadOptions', () => {
       callTimeoutMs: 300_000,
       engine: 'auto',
       pruneExits: true,
+      sharedMemory: true,
     });
     expect(r.init.engine).toBe('auto');
     expect(r.init.pruneExits).toBe(true);
     expect(resolveLoadOptions('https://x.test/b/', { pruneExits: false }).init.pruneExits).toBe(false);
+    expect(r.sharedMemory).toBe(true);
+    expect(resolveLoadOptions('https://x.test/b/', { sharedMemory: false }).sharedMemory).toBe(false);
     expect(r).toMatchObject({
       timeoutMs: 120_000,
       signal: undefined,
@@ -81,6 +84,7 @@ describe('resolveLoadOptions', () => {
     [{ plan: 'always' }, /plan/],
     [{ engine: 'fast' }, /engine/],
     [{ pruneExits: 'yes' }, /pruneExits/],
+    [{ sharedMemory: 1 }, /sharedMemory/],
   ])('rejects %j with INVALID_ARGUMENT', (opts, msg) => {
     expect(() => resolveLoadOptions('https://x.test/b/', opts as never)).toThrow(msg);
     try {

@@ -593,7 +593,9 @@ async function openBundle(
   avoidManifestHash?: string,
 ): Promise<Opened> {
   if (signal?.aborted) throw abortError(signal, 'load()');
-  const client = WorkerClient.start(resolved.workerUrl, resolved.liveness, resolved.sharedMemory);
+  // A learning runtime's every reply carries its learning state (the port's kind of answer): no lane for it.
+  const sharedMemory = resolved.sharedMemory && resolved.init.learn === undefined;
+  const client = WorkerClient.start(resolved.workerUrl, resolved.liveness, sharedMemory);
   // on inactivity: progress of the worker (a download under way) restarts the clock
   const deadline = watchInactivity('load()', resolved.timeoutMs, signal, (e) => client.fail(e));
   client.onActivity = deadline.touch;

@@ -591,7 +591,7 @@ export class WorkerClient implements ClassifierTransport {
         (s) => {
           if (s === LANE.CLOSED) return; // the client failed: the call was settled with it
           const results = s === LANE.ANSWER ? readAnswer(lane) : undefined;
-          if (!lane.swap(s as typeof LANE.ANSWER | typeof LANE.ON_PORT, LANE.IDLE)) return;
+          if (!lane.swap(s as typeof LANE.ANSWER | typeof LANE.ON_PORT, LANE.IDLE, false)) return;
           this.laneBusy = false;
           if (!results) return; // answered on the port: answer() settles it
           const call = this.inFlight.get(id);
