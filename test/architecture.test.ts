@@ -5,7 +5,8 @@
 //   engine/  exit cascade           → bundle, policy
 //   calibrate/, report/             → graph, bundle, policy, engine
 //   learn/   on-device learning     → graph, bundle, policy, engine, calibrate
-//   runtime/ (worker), page/, cli/  → anything below them; never each other, except the wire types in protocol.ts
+//   runtime/ (worker), page/, cli/  → anything below them; never each other, except the wire types in protocol.ts and
+//                                     the shared-memory lane of classify() in shared-lane.ts (its encoding and waits)
 //   index.ts + types.ts, core.ts + core-types.ts: the two public entries and their types-only lists
 // The pure core (everything but runtime/, page/, cli/) uses neither Node (`node:` modules, `process`, Buffer) nor the
 // DOM (window, document, navigator, indexedDB, Worker, OffscreenCanvas, createImageBitmap).
@@ -68,11 +69,12 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   report: ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   learn: ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   protocol: ['bundle', 'policy', 'graph', 'learn'],
+  'shared-lane': ['protocol', 'bundle', 'policy', 'graph', 'learn'],
   'core-types': ['graph', 'bundle', 'policy', 'engine', 'calibrate'],
   core: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core-types'],
   types: ['protocol', 'bundle', 'policy', 'graph', 'learn'],
-  runtime: ['graph', 'bundle', 'policy', 'engine', 'learn', 'protocol'],
-  page: ['graph', 'bundle', 'policy', 'engine', 'protocol', 'types'],
+  runtime: ['graph', 'bundle', 'policy', 'engine', 'learn', 'protocol', 'shared-lane'],
+  page: ['graph', 'bundle', 'policy', 'engine', 'protocol', 'shared-lane', 'types'],
   index: ['page', 'protocol', 'bundle', 'policy', 'graph', 'engine', 'types'],
   cli: ['graph', 'bundle', 'policy', 'engine', 'calibrate', 'report', 'core'],
 };
@@ -88,6 +90,7 @@ const PURE = new Set([
   'report',
   'learn',
   'protocol',
+  'shared-lane',
   'core-types',
   'core',
 ]);
