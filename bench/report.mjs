@@ -602,33 +602,37 @@ function webgpu(record) {
 }
 
 /**
- * Shared memory vs messages: per model and thread count (WASM, batch 1, compiled engine at the bundle's thresholds),
- * classify() through the shared-memory lane (the default on a cross-origin isolated page) beside the same classifier
- * with every call by message (`sharedMemory: false`), in the same loop.
+ * Shared memory vs messages: per model, thread count and batch (WASM; batch 1: the compiled engine at the bundle's
+ * thresholds), classify() through the shared-memory lane (the default on a cross-origin isolated page) beside the same
+ * classifier with every call by message (`sharedMemory: false`), in the same loop.
  */
 export function transportSection(record) {
   const rows = [];
   for (const r of record.results ?? []) {
-    if (r.variant !== 'selfxit' || r.config?.batch !== 1 || r.backend !== 'wasm') continue;
+    if (r.variant !== 'selfxit' || r.backend !== 'wasm') continue;
     const o = (record.results ?? []).find(
-      (x) => x.model === r.model && x.variant === 'selfxit-message' && x.threads === r.threads && x.config?.batch === 1,
+      (x) =>
+        x.model === r.model &&
+        x.variant === 'selfxit-message' &&
+        x.threads === r.threads &&
+        x.config?.batch === r.config?.batch,
     );
     if (o) rows.push({ r, o });
   }
   if (rows.length === 0) return '';
   const out = [
-    '### classify() through shared memory vs by message (WASM, batch 1, compiled engine; both in the same loop)',
+    '### classify() through shared memory vs by message (WASM; batch 1: compiled engine; both in the same loop)',
     '',
-    '| model | threads | transport (as reported) | ratio (mean / p50) | by message: ratio (mean / p50) | shared ÷ message (mean) | ms per call saved (mean) |',
-    '|---|---:|---|---:|---:|---:|---:|',
+    '| model | threads | batch | transport (as reported) | ratio (mean / p50) | by message: ratio (mean / p50) | shared ÷ message (mean) | ms per image saved (mean) |',
+    '|---|---:|---:|---|---:|---:|---:|---:|',
   ];
   for (const { r, o } of rows)
     out.push(
-      `| ${TITLES[r.model] ?? r.model} | ${r.threads} | ${r.transport ?? '?'} / ${o.transport ?? '?'} | ${f3(r.ratio.mean)} / ${f3(r.ratio.p50)} | ${f3(o.ratio.mean)} / ${f3(o.ratio.p50)} | ${f3(r.early.mean / o.early.mean)} | ${f3(o.early.mean - r.early.mean)} |`,
+      `| ${TITLES[r.model] ?? r.model} | ${r.threads} | ${r.config?.batch ?? 1} | ${r.transport ?? '?'} / ${o.transport ?? '?'} | ${f3(r.ratio.mean)} / ${f3(r.ratio.p50)} | ${f3(o.ratio.mean)} / ${f3(o.ratio.p50)} | ${f3(r.early.mean / o.early.mean)} | ${f3(o.early.mean - r.early.mean)} |`,
     );
   out.push(
     '',
-    'Shared memory: the input and the answer cross in a SharedArrayBuffer and both sides wake with `Atomics.notify` / `Atomics.waitAsync` (src/shared-lane.ts); by message: `postMessage` each way. The same decisions either way.',
+    'Shared memory: the input and the answer cross in a SharedArrayBuffer and both sides wake with `Atomics.notify` / `Atomics.waitAsync` (src/shared-lane.ts); by message: `postMessage` each way. The same decisions either way. A batch is one call, so its saving is spread over its images.',
   );
   return out.join('\n');
 }
@@ -706,7 +710,7 @@ export function renderMarkdown(record, resultFile) {
         ]
       : []),
     `- Latency per image, ms: page-side round trip of \`clf.classify()\` (early exits, the SDK worker) and of the original model as one plain onnxruntime-web session in its own worker, same backend, threads and preprocessing, ${turnsText(record)}. Batch 32: the batch time / 32. Ratio = early exit / full for each statistic. Agreement = same top-1 class as the full model on the same test images (never used for calibration).`,
-    '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit-noprune**, **worst-case-noprune** = the compiled engine with live exit pruning off (`pruneExits: false`; the other setups prune, the default), in the same loop; **selfxit-message** = the compiled engine with every call by message (`sharedMemory: false`; the other setups go through shared memory, the default on this cross-origin isolated page), in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
+    '- Setups: **selfxit** = `prepare` defaults (target 0.99), compiled engine at batch 1; **selfxit-stages**, **worst-case-stages** = the same on the stage engine, interleaved in the same loop; **selfxit-noprune**, **worst-case-noprune** = the compiled engine with live exit pruning off (`pruneExits: false`; the other setups prune, the default), in the same loop; **selfxit-message** = the same classifier with every call by message (`sharedMemory: false`; at batch 1 the compiled engine; the other setups go through shared memory, the default on this cross-origin isolated page), in the same loop; **selfxit@T** = the same bundle with thresholds re-chosen for target T by `clf.setTarget(T)` (the latency goals are at ≥ ' +
       pct(LATENCY_GOALS.agreement) +
       " agreement); **selfxit+plan** = the same bundle after `clf.plan()` on this machine (stage times measured in the page's worker, exits and thresholds re-chosen for the same target); **worst case** = the same bundle with every threshold at exactly 1 (every exit output is read back and decided on, so all heads, readbacks and decisions are paid; only a probability that rounds to 1 in float32 leaves, and its exit shares below show whether any input did); **paper** = `prepare --mode paper --threshold 0.9` (the paper's heads at fixed exits).",
     '',

@@ -29,6 +29,9 @@
 //                     BENCH_PAUSE_MS (default 20) before the next side's turn, as a classifier runs alone in an app
 //                     (with several WASM threads per worker, per-image turns keep the other workers' threads spinning)
 //   BENCH_WARMUP      untimed calls of each side before measuring (default 8; the worst case: BENCH_WORST_WARMUP)
+//   BENCH_BATCH_WARMUP untimed batches of each side before a batch > 1 is measured (default 40: a segment session's
+//                     first few dozen runs are several times slower while WebAssembly tiers its kernels up, and a
+//                     batch run measures only images / batch calls; `node bench/segment-boundary.mjs`)
 //   BENCH_CALL_MS     1: the record keeps every measured call's page ms of each side and of the full model (callMs;
 //                     at batch 1 also each image's exit and each call's onnxruntime ms: `node bench/by-exit.mjs` sums
 //                     them up by exit)
@@ -40,7 +43,8 @@
 // ('selfxit-noprune', 'worst-case-noprune'; the others prune, load()'s default), and at the bundle's thresholds the
 // compiled engine with every call by message ('selfxit-message', `sharedMemory: false`; the others go through shared
 // memory, load()'s default on this cross-origin isolated page), every call profiled for the per-part breakdown; batches
-// run stage by stage (the runtime's choice), so one engine there.
+// run stage by stage (the runtime's choice), so one engine there, through shared memory and by message
+// ('selfxit-message') in the same loop.
 //
 // Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
 // stay next to the code that measures them; the rendering is bench/report.mjs.
@@ -440,6 +444,7 @@ async function main() {
             warmup: Number(env.BENCH_WORST_WARMUP ?? 800),
           }),
         );
+        // batches: the same classifier through shared memory and by message, in the same loop
         for (const b of batches.filter((x) => x > 1))
           for (const t of threads)
             configs.push({
@@ -448,6 +453,10 @@ async function main() {
               backend: 'wasm',
               threads: t,
               batch: b,
+              engines: ['auto', 'auto'],
+              variants: ['selfxit', 'selfxit-message'],
+              sharedMemory: [true, false],
+              warmup: count('BENCH_BATCH_WARMUP', 40, 0),
             });
         if (goalTarget > 0) configs.push(...b1(`selfxit@${goalTarget}`, 'manifest.json', { target: goalTarget }));
         // plan() times the engine in use: each engine plans on its own timings (the compiled one: no per-exit cost)

@@ -59,15 +59,22 @@ const waitAsyncOf = (): WaitAsync | undefined => {
 };
 
 /**
- * Whether this context can serve a lane: SharedArrayBuffer (a cross-origin isolated page or worker) and
- * Atomics.waitAsync.
+ * Whether this context can serve a lane: SharedArrayBuffer (a cross-origin isolated page or worker) that may be sent
+ * (structured clone refuses it where the context is not isolated, as postMessage would) and Atomics.waitAsync.
  */
 export function laneSupported(): boolean {
-  return (
-    typeof SharedArrayBuffer === 'function' &&
-    (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated !== false &&
-    waitAsyncOf() !== undefined
-  );
+  if (
+    typeof SharedArrayBuffer !== 'function' ||
+    (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false ||
+    waitAsyncOf() === undefined
+  )
+    return false;
+  try {
+    if (typeof structuredClone === 'function') structuredClone(new SharedArrayBuffer(8));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A new lane of the given capacity (the page makes it and hands it to the worker with `connect`). */

@@ -219,9 +219,22 @@ describe('bench report verdicts', () => {
     r.results.push(message);
     const out = render(r);
     expect(out).toContain('### classify() through shared memory vs by message');
-    // 3.2 / 3.6 = 0.889; 3.6 − 3.2 = 0.400 ms saved
+    // 3.2 / 3.6 = 0.889; 3.6 − 3.2 = 0.400 ms saved; a batch's pair is its own row, never paired across batches
     expect(out).toContain(
-      '| ResNet-56 | 1 | shared-memory / message | 0.800 / 0.769 | 0.900 / 0.872 | 0.889 | 0.400 |',
+      '| ResNet-56 | 1 | 1 | shared-memory / message | 0.800 / 0.769 | 0.900 / 0.872 | 0.889 | 0.400 |',
+    );
+    const batch = (x: Json, ms: number): Json => ({
+      ...structuredClone(x),
+      config: { ...x.config, batch: 32 },
+      early: { mean: ms, p50: ms, p95: ms },
+    });
+    r.results.push(batch(shared, 2), batch(message, 2.5));
+    const both = render(r);
+    expect(both).toContain(
+      '| ResNet-56 | 1 | 32 | shared-memory / message | 0.800 / 0.769 | 0.900 / 0.872 | 0.800 | 0.500 |',
+    );
+    expect(both).toContain(
+      '| ResNet-56 | 1 | 1 | shared-memory / message | 0.800 / 0.769 | 0.900 / 0.872 | 0.889 | 0.400 |',
     );
   });
 

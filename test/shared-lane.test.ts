@@ -14,6 +14,7 @@ import {
   LaneView,
   createLane,
   fitsRequest,
+  laneSupported,
   readAnswer,
   readRequest,
   writeAnswer,
@@ -307,5 +308,19 @@ describe('a lane whose client ends', () => {
         async () => undefined,
       ),
     ).toBe(false);
+  });
+
+  it('no lane where the context is not cross-origin isolated or a SharedArrayBuffer cannot be sent', () => {
+    expect(laneSupported()).toBe(true); // Node: SharedArrayBuffer, Atomics.waitAsync, no isolation flag
+    vi.stubGlobal('crossOriginIsolated', false);
+    expect(laneSupported()).toBe(false);
+    vi.unstubAllGlobals();
+    vi.stubGlobal('structuredClone', () => {
+      throw new DOMException('SharedArrayBuffer transfer requires self.crossOriginIsolated', 'DataCloneError');
+    });
+    expect(laneSupported()).toBe(false);
+    vi.unstubAllGlobals();
+    vi.stubGlobal('SharedArrayBuffer', undefined);
+    expect(laneSupported()).toBe(false);
   });
 });
