@@ -6,13 +6,12 @@
 // caller's, bounded, and each in one place at a time.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BufferPool } from '../src/page/buffer-pool.js';
-import { load } from '../src/page/classifier.js';
 import type { WireInput } from '../src/protocol.js';
-import { createWorkerApi, spareBuffers } from '../src/runtime/api.js';
-import { noCache } from '../src/runtime/cache.js';
+import { spareBuffers } from '../src/runtime/api.js';
 import type { Classifier, ClassifyResult } from '../src/types.js';
-import { closeFakeWorkers, stubWorkers } from './fixtures/page-fakes.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { closeFakeWorkers } from './fixtures/page-fakes.js';
+import { loadTinyClassifier } from './fixtures/tiny-classifier.js';
+import { serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
 beforeAll(async () => void (tiny = await serveTinyBundles(() => {})));
@@ -33,17 +32,7 @@ class FakeImageData {
 }
 
 /** The tiny bundle loaded in a stubbed worker that serves the real worker API. */
-async function loadTiny(): Promise<Classifier> {
-  stubWorkers([createWorkerApi({ loadOrt: loadOrtNode, cache: noCache })]);
-  return load(`${tiny.base}/tiny/manifest.json`, {
-    workerUrl: 'https://x.test/selfxit.worker.js',
-    backend: 'wasm',
-    threads: 1,
-    cache: false,
-    heartbeatMs: 0,
-    callTimeoutMs: 0,
-  });
-}
+const loadTiny = (): Promise<Classifier> => loadTinyClassifier(tiny);
 
 /** A result without its timings (which differ from call to call); probabilities as a plain array. */
 function decision(r: ClassifyResult): unknown {

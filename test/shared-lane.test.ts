@@ -4,11 +4,9 @@
 // answers, and fall back to the port where they must (overlapping calls, a new runtime state, an error); a client that
 // fails or is disposed closes the lane, and a call waiting in it settles (TIMEOUT, DISPOSED), never hangs.
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { load } from '../src/page/classifier.js';
 import { WorkerClient } from '../src/page/worker-client.js';
 import type { ClassifyRequest, WireResult, WorkerApi } from '../src/protocol.js';
-import { createWorkerApi, serveClassify, serveLane } from '../src/runtime/api.js';
-import { noCache } from '../src/runtime/cache.js';
+import { serveClassify, serveLane } from '../src/runtime/api.js';
 import {
   LANE,
   LaneView,
@@ -23,7 +21,8 @@ import {
 import type { Classifier, ClassifyResult } from '../src/types.js';
 import { closeFakeWorkers, fakeWorkerApi, stubWorkers } from './fixtures/page-fakes.js';
 import { selfxitRejection } from './fixtures/rejection.js';
-import { loadOrtNode, serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
+import { loadTinyClassifier } from './fixtures/tiny-classifier.js';
+import { serveTinyBundles, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
 beforeAll(async () => void (tiny = await serveTinyBundles(() => {})));
@@ -129,18 +128,7 @@ describe('the encoding', () => {
 });
 
 /** The tiny bundle in a stubbed worker serving the real worker API; `sharedMemory` as given. */
-async function loadTiny(sharedMemory: boolean): Promise<Classifier> {
-  stubWorkers([createWorkerApi({ loadOrt: loadOrtNode, cache: noCache })]);
-  return load(`${tiny.base}/tiny/manifest.json`, {
-    workerUrl: 'https://x.test/selfxit.worker.js',
-    backend: 'wasm',
-    threads: 1,
-    cache: false,
-    heartbeatMs: 0,
-    callTimeoutMs: 0,
-    sharedMemory,
-  });
-}
+const loadTiny = (sharedMemory: boolean): Promise<Classifier> => loadTinyClassifier(tiny, { sharedMemory });
 
 /** A result without its timings, confidence and probabilities (compared by {@link expectSame}). */
 function decision(r: ClassifyResult): unknown {
