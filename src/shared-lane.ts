@@ -47,7 +47,7 @@ void everyProfileKey;
 const KIND_TENSOR = 0;
 const KIND_PIXELS = 1;
 
-/** Atomics.waitAsync where it exists (Chrome 91+, Safari 16.4+, Firefox 145+, Node 16+); the lib types lack it. */
+/** Atomics.waitAsync where it exists (Chrome 87+, working from 91; Safari 16.4+, Firefox 145+, Node 16+); the lib types lack it. */
 type WaitAsync = (
   a: Int32Array,
   index: number,
@@ -59,14 +59,25 @@ const waitAsyncOf = (): WaitAsync | undefined => {
 };
 
 /**
+ * Chromium 87–90 have an Atomics.waitAsync whose promises a notify from another thread may never settle (Chromium issue
+ * 1167541; Emscripten polyfills it below 91): a lane call there could wait for its deadline.
+ */
+function faultyWaitAsync(): boolean {
+  const ua = (globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent ?? '';
+  const chromium = /Chrom(?:e|ium)\/(\d+)\./.exec(ua);
+  return chromium !== null && Number(chromium[1]) < 91;
+}
+
+/**
  * Whether this context can serve a lane: SharedArrayBuffer (a cross-origin isolated page or worker) that may be sent
- * (structured clone refuses it where the context is not isolated, as postMessage would) and Atomics.waitAsync.
+ * (structured clone refuses it where the context is not isolated, as postMessage would) and a working Atomics.waitAsync.
  */
 export function laneSupported(): boolean {
   if (
     typeof SharedArrayBuffer !== 'function' ||
     (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false ||
-    waitAsyncOf() === undefined
+    waitAsyncOf() === undefined ||
+    faultyWaitAsync()
   )
     return false;
   try {

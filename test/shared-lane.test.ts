@@ -310,5 +310,15 @@ describe('a lane whose client ends', () => {
     vi.unstubAllGlobals();
     vi.stubGlobal('SharedArrayBuffer', undefined);
     expect(laneSupported()).toBe(false);
+    vi.unstubAllGlobals();
+    // Chromium before 91: Atomics.waitAsync exists but may never wake (Chromium issue 1167541)
+    const ua = (v: string): string =>
+      `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) ${v} Safari/537.36`;
+    vi.stubGlobal('navigator', { userAgent: ua('Chrome/90.0.4430.93') });
+    expect(laneSupported()).toBe(false);
+    vi.stubGlobal('navigator', { userAgent: ua('Chrome/91.0.4472.77') });
+    expect(laneSupported()).toBe(true);
+    vi.stubGlobal('navigator', { userAgent: ua('HeadlessChrome/131.0.6778.85') });
+    expect(laneSupported()).toBe(true);
   });
 });
