@@ -6,7 +6,8 @@
 //   calibrate/, report/             → graph, bundle, policy, engine
 //   learn/   on-device learning     → graph, bundle, policy, engine, calibrate
 //   runtime/ (worker), page/, cli/  → anything below them; never each other, except the wire types in protocol.ts and
-//                                     the shared-memory lane of classify() in shared-lane.ts (its encoding and waits)
+//                                     the shared-memory lane of classify() in shared-lane.ts (its encoding and waits;
+//                                     not pure core: it reads the browser's user agent)
 //   index.ts + types.ts, core.ts + core-types.ts: the two public entries and their types-only lists
 // The pure core (everything but runtime/, page/, cli/) uses neither Node (`node:` modules, `process`, Buffer) nor the
 // DOM (window, document, navigator, indexedDB, Worker, OffscreenCanvas, createImageBitmap).
@@ -90,7 +91,6 @@ const PURE = new Set([
   'report',
   'learn',
   'protocol',
-  'shared-lane',
   'core-types',
   'core',
 ]);
