@@ -35,7 +35,7 @@ export interface BenchConfig {
    * per engine of `engines` (e.g. the same engine twice, before and after its plan, interleaved).
    */
   readonly devicePlan?: boolean | readonly boolean[];
-  /** load() option `engine` (batch-1 calls; batches always run stage by stage). Default: load()'s ('auto'). */
+  /** load() option `engine` (batch 1: the cascade model; batches: the batch model on WASM). Default: load()'s ('auto'). */
   readonly engine?: 'compiled' | 'stages' | 'auto';
   /**
    * Several engines measured in one run, each its own classifier, interleaved with each other and the full model (one
@@ -102,7 +102,7 @@ export interface BenchResult {
   readonly backend: string;
   readonly threads: number;
   readonly crossOriginIsolated: boolean;
-  /** Engine of batch-1 calls in use (info().engine), and why not the compiled one when it fell back. */
+  /** Engine in use (info().engine at batch 1, info().batchEngine for batches), and why not the compiled one (batch 1). */
   readonly engine: string;
   readonly engineFallbackReason?: string;
   /** How its classify() calls reached the worker (info().transport). */
@@ -434,7 +434,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         backend: side.clf.backend,
         threads: info.threads,
         crossOriginIsolated,
-        engine: config.batch > 1 ? 'stages' : info.engine,
+        engine: config.batch > 1 ? info.batchEngine : info.engine,
         ...(info.engineFallbackReason ? { engineFallbackReason: info.engineFallbackReason } : {}),
         transport: info.transport,
         images: n,

@@ -43,8 +43,8 @@
 // ('selfxit-noprune', 'worst-case-noprune'; the others prune, load()'s default), and at the bundle's thresholds the
 // compiled engine with every call by message ('selfxit-message', `sharedMemory: false`; the others go through shared
 // memory, load()'s default on this cross-origin isolated page), every call profiled for the per-part breakdown; batches
-// run stage by stage (the runtime's choice), so one engine there, through shared memory and by message
-// ('selfxit-message') in the same loop.
+// run the batch model ('selfxit', `engine: 'auto'`: the runtime's choice on WASM) and the stage engine
+// ('selfxit-stages') in the same loop.
 //
 // Over 400 lines: one script drives the whole run (bundles, curves, the page, the record) so that the record's fields
 // stay next to the code that measures them; the rendering is bench/report.mjs.
@@ -444,7 +444,7 @@ async function main() {
             warmup: Number(env.BENCH_WORST_WARMUP ?? 800),
           }),
         );
-        // batches: the same classifier through shared memory and by message, in the same loop
+        // batches: the batch model (engine 'auto') and the stage engine, in the same loop
         for (const b of batches.filter((x) => x > 1))
           for (const t of threads)
             configs.push({
@@ -453,9 +453,8 @@ async function main() {
               backend: 'wasm',
               threads: t,
               batch: b,
-              engines: ['auto', 'auto'],
-              variants: ['selfxit', 'selfxit-message'],
-              sharedMemory: [true, false],
+              engines: ['auto', 'stages'],
+              variants: ['selfxit', 'selfxit-stages'],
               warmup: count('BENCH_BATCH_WARMUP', 40, 0),
             });
         if (goalTarget > 0) configs.push(...b1(`selfxit@${goalTarget}`, 'manifest.json', { target: goalTarget }));

@@ -132,10 +132,14 @@ export interface RuntimeState {
   readonly crossOriginIsolated: boolean;
   /** Whether the WebGPU → WASM fallback happened, and why. */
   readonly fallbackReason?: string;
-  /** Engine of batch-1 calls ('compiled' or 'stages'); batches always run stage by stage. */
+  /** Engine of batch-1 calls ('compiled' or 'stages'). */
   readonly engine?: 'compiled' | 'stages';
   /** Why the compiled engine was asked for (or 'auto') but the stage engine runs. */
   readonly engineFallbackReason?: string;
+  /** Engine of batches ('compiled': the batch model on WASM; 'stages' on WebGPU, with `engine: 'stages'`, or failed). */
+  readonly batchEngine?: 'compiled' | 'stages';
+  /** Why the batch model was asked for but batches run stage by stage (not said for WebGPU or `engine: 'stages'`). */
+  readonly batchEngineFallbackReason?: string;
   /** Per segment: session created. */
   readonly sessions: readonly boolean[];
   /** Per segment: bytes held in the local cache. */

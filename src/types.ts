@@ -89,8 +89,10 @@ export interface LoadOptions {
    * ONE onnxruntime model with the exit decisions inside (thresholds are an input, so setTarget()/plan() need no
    * rebuild), recompiled when more segments have loaded; when the bundle cannot be compiled, the stage engine runs and
    * `info().engineFallbackReason` says why. `'stages'`: one session per segment, decisions in JS. Batches
-   * (classifyBatch of more than one input) always run stage by stage (rows that exit leave the batch). Results are
-   * the same either way; with the compiled engine `timings.stages` spreads one run's time over the segments it covered.
+   * (classifyBatch of more than one input) on WASM run on a batch model made the same way, which keeps the rows that go
+   * on at each exit (`Compress`) in one onnxruntime run (`info().batchEngine`); on WebGPU, and with `'stages'`, stage
+   * by stage (rows that exit leave the batch). Results are the same either way; with a compiled model `timings.stages`
+   * spreads one run's time over the segments it covered.
    */
   readonly engine?: EngineChoice;
   /**
@@ -232,10 +234,17 @@ export interface ClassifierInfo {
   readonly crossOriginIsolated: boolean;
   /** Why WebGPU is not in use although asked for, if that happened. */
   readonly fallbackReason?: string;
-  /** Engine of single-input calls (see {@link LoadOptions.engine}); batches run stage by stage. */
+  /** Engine of single-input calls (see {@link LoadOptions.engine}). */
   readonly engine: 'compiled' | 'stages';
   /** Why the compiled engine was asked for (or `'auto'`) but the stage engine runs. */
   readonly engineFallbackReason?: string;
+  /**
+   * Engine of batches (calls of more than one input): `'compiled'` (one onnxruntime model that keeps the rows going on
+   * at each exit, on WASM) or `'stages'` (on WebGPU, with `engine: 'stages'`, or when the batch model failed:
+   * `batchEngineFallbackReason` says why).
+   */
+  readonly batchEngine: 'compiled' | 'stages';
+  readonly batchEngineFallbackReason?: string;
   readonly manifestUrl: string;
   readonly manifestHash: string;
   readonly labels: readonly string[];

@@ -1,13 +1,11 @@
 // The compiled cascade (src/graph/compile-cascade.ts): one onnxruntime model with nested (or flat) `If` exits decides
 // as the stage engine (runCascade over per-segment sessions) on many inputs and threshold vectors; prefixes continue
 // from the cut; renaming makes clashing segment names safe; what cannot be composed throws INVALID_BUNDLE.
-import { stubCalibration } from './fixtures/calibration.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import type { BundleFiles } from '../src/bundle/manifest.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
@@ -24,8 +22,8 @@ import {
   EXIT_INDEX_CONTINUE,
   type CascadePart,
 } from '../src/graph/compile-cascade.js';
-import type { HeadSpec } from '../src/graph/head-spec.js';
-import { analyzeModel, decodeModel, encodeModel, fuseHead, type OnnxModel } from '../src/graph/index.js';
+import { decodeModel, encodeModel, fuseHead, type OnnxModel } from '../src/graph/index.js';
+import { randomHead, randomHeadBundle, spreadImages } from './fixtures/random-head-bundle.js';
 import { makeNode, makeTensor, makeValueInfo, pb, type onnx } from '../src/graph/proto.js';
 import type { OrtTensor } from '../src/ort/types.js';
 import { rng } from './fixtures/graphs.js';
@@ -41,59 +39,6 @@ const hasR20 = hasShared && fs.existsSync(path.join(r20Dir, 'manifest.json'));
 if (hasShared && !hasR20)
   console.warn(`[graph-compile-cascade] skipping the prepared ResNet-20 bundle: ${r20Dir} is absent`);
 const ONE_THREAD = { intraOpNumThreads: 1, interOpNumThreads: 1 };
-
-function randomHead(c: number, h: number, w: number, seed: number, k: number, scale = 1): HeadSpec {
-  const r = rng(seed);
-  return {
-    kind: 'pool-linear',
-    inChannels: c,
-    inHeight: h,
-    inWidth: w,
-    grid: [1, 1],
-    classes: k,
-    logitScale: 4,
-    layers: [
-      { in: c, out: k, weight: Float32Array.from({ length: k * c }, () => r() * scale), bias: new Float32Array(k) },
-    ],
-  };
-}
-
-const calibration = stubCalibration();
-
-/** A bundle of `model` with random heads on `cuts` (no training: the compiled cascade only has to decide as the stages). */
-async function randomHeadBundle(
-  model: OnnxModel,
-  cuts: readonly string[],
-  input: BundleFiles['manifest']['input'],
-  classes: number,
-  scale = 1,
-): Promise<BundleFiles> {
-  const analysis = await analyzeModel(model, { ort: ortNode });
-  return assembleBundle({
-    modelBytes: encodeModel(model),
-    model,
-    analysis,
-    labels: Array.from({ length: classes }, (_, i) => String(i)),
-    output: analysis.outputs[0]!.name,
-    outputKind: 'logits',
-    calibration,
-    input,
-    exits: cuts.map((cut, i) => {
-      const [, c, h, w] = analysis.shapes.get(cut)!;
-      return { name: cut, cut, head: randomHead(c!, h!, w!, i + 1, classes, scale), threshold: 0.7, expectedShare: 0 };
-    }),
-  });
-}
-
-/** `count` images spread over a class-major uint8 NHWC file. */
-function spreadImages(file: string, per: number, count: number): SampleBatch {
-  const all = new Uint8Array(fs.readFileSync(file));
-  const total = all.length / per;
-  const data = new Uint8Array(count * per);
-  for (let k = 0; k < count; k++)
-    data.set(all.subarray(((k * 313 + 17) % total) * per, (((k * 313 + 17) % total) + 1) * per), k * per);
-  return { data, count };
-}
 
 interface Fixture {
   readonly bundle: BundleFiles;

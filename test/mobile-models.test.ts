@@ -3,13 +3,14 @@
 // probe at batch 2 agrees, else the bundle runs one image at a time (features, stage runner, eval).
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
+import { compileBundleBatchCascade, compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import type { BundleFiles } from '../src/bundle/manifest.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { bundleStageRunner, evaluateBundle } from '../src/calibrate/evaluate.js';
 import { candidateCuts } from '../src/calibrate/candidate-cuts.js';
 import { prepare, type PrepareOptions } from '../src/calibrate/prepare.js';
 import { argmaxRow, runCascade } from '../src/engine/cascade.js';
+import { BATCH_CASCADE_IO } from '../src/graph/compile-batch-cascade.js';
 import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import {
   analyzeModel,
@@ -68,6 +69,32 @@ async function compiledDecisions(
   return out;
 }
 
+/** Batch-model decisions (exit, class) of the first `count` samples, run as one batch (bundles taking batches only). */
+async function batchDecisions(
+  bundle: BundleFiles,
+  count: number,
+  thresholds = bundle.manifest.exits.map((e) => e.threshold),
+): Promise<[number, number][]> {
+  const m = bundle.manifest;
+  const model = compileBundleBatchCascade(m, segmentModels(bundle, 0, m.segments.length));
+  const s = await ort.InferenceSession.create(encodeModel(model));
+  try {
+    const x = new ort.Tensor('float32', toModelInput(images, 0, count, m.input).slice(), inputDims(m.input, count));
+    const thr = new ort.Tensor('float32', cascadeThresholds(thresholds, m.exits.length));
+    const r = await s.run({ [s.inputNames[0]!]: x, [BATCH_CASCADE_IO.thresholds]: thr });
+    const probs = r[BATCH_CASCADE_IO.probabilities]!.data as Float32Array;
+    const k = m.labels.length;
+    const out: [number, number][] = new Array<[number, number]>(count);
+    (r[BATCH_CASCADE_IO.rowIndex]!.data as BigInt64Array).forEach((row, j) => {
+      const exit = Number((r[BATCH_CASCADE_IO.exitIndex]!.data as BigInt64Array)[j]);
+      out[Number(row)] = [exit, argmaxRow(probs, j * k, k).index];
+    });
+    return out;
+  } finally {
+    await s.release();
+  }
+}
+
 /** Stage-runner decisions (exit, class) of the first `count` samples, run as one batch. */
 async function stageDecisions(
   bundle: BundleFiles,
@@ -91,11 +118,16 @@ async function checkBundle(bundle: BundleFiles): Promise<void> {
   expect(ev.replayMismatches).toBe(0);
   expect(ev.exitShares.slice(0, -1).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   const count = 24;
-  expect(await stageDecisions(bundle, count)).toEqual(await compiledDecisions(bundle, count));
+  const stages = await stageDecisions(bundle, count);
+  expect(stages).toEqual(await compiledDecisions(bundle, count));
+  // The batch model (bundles that take batches; 'one' runs batches row by row on the stage engine): the same.
+  const batches = bundle.manifest.backbone.batch !== 'one';
+  if (batches) expect(await batchDecisions(bundle, count)).toEqual(stages);
   // No exit enabled: every input runs the whole backbone (a batch-1 `[classes]` output read as [1, classes]).
   const never = bundle.manifest.exits.map(() => Infinity);
   const full = await compiledDecisions(bundle, 12, never);
   expect(await stageDecisions(bundle, 12, never)).toEqual(full);
+  if (batches) expect(await batchDecisions(bundle, 12, never)).toEqual(full);
   expect(new Set(full.map(([, label]) => label)).size).toBeGreaterThan(1);
 }
 

@@ -1,13 +1,12 @@
 // What the compiled engine keeps, through the worker API in Node (onnxruntime-node, the tiny bundle over local HTTP):
 // the cached compiled models as more segments load (every ungated prefix kept, a longer gated one evicting the shorter but prefix 1),
-// the segment bytes let go only once the cache is known to hold them, and
-// which engine runs the rows of a batch request (every 64-row chunk, a last chunk of one row too, stage by stage).
+// and the segment bytes let go only once the cache is known to hold them (which engine runs a batch request's chunks:
+// runtime-batch-engine.test.ts).
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, type CachedCompiled } from '../src/runtime/cache.js';
 import { CompiledEngine } from '../src/runtime/compiled-engine.js';
-import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { MemoryCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
@@ -31,23 +30,6 @@ class CompiledCache extends MemoryCache {
   async deleteCompiled(k: string) {
     this.compiled.delete(k);
   }
-}
-
-/** onnxruntime-node counting the runs of compiled sessions (those with a `thresholds` input). */
-function countingOrt(): { loadOrt: () => Promise<OrtHandle>; compiledRuns: () => number } {
-  let runs = 0;
-  const loadOrt = async (): Promise<OrtHandle> => {
-    const h = await loadOrtNode();
-    const create = h.ort.InferenceSession.create.bind(h.ort.InferenceSession);
-    const counted = async (...args: Parameters<typeof create>) => {
-      const session = await create(...args);
-      if (!session.inputNames.includes('thresholds')) return session;
-      const run = session.run.bind(session);
-      return Object.assign(session, { run: ((...a: Parameters<typeof run>) => (runs++, run(...a))) as typeof run });
-    };
-    return { ...h, ort: { ...h.ort, InferenceSession: { create: counted as typeof create } } as typeof h.ort };
-  };
-  return { loadOrt, compiledRuns: () => runs };
 }
 
 /** Classifies tiny input `i` alone, then waits until no compiled model is being made. */
@@ -164,21 +146,5 @@ describe('compiled engine: what it keeps', () => {
     lostCompiled.putCompiled = async () => false;
     expect(await rereads(lostCompiled)).toBe(0);
     spy.mockRestore();
-  });
-
-  it('classifyBatch of 65 inputs: both chunks (64 rows, then 1) run stage by stage, none on the compiled model', async () => {
-    const { loadOrt, compiledRuns } = countingOrt();
-    const a = createWorkerApi({ cache: new CompiledCache(), loadOrt });
-    const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
-    const thresholds = init.manifest.exits.map((e) => e.threshold);
-    const inputs = [...tiny.inputs, tiny.inputs[0]!].map((d) => ({ kind: 'tensor' as const, data: d.slice() }));
-    const before = compiledRuns();
-    const { results } = await a.classify({ inputs, thresholds, probabilities: false });
-    expect(compiledRuns()).toBe(before);
-    expect(results.map((r) => r.exit)).toEqual([...tiny.expected, tiny.expected[0]!].map((e) => e.exit));
-    // a single input does run on it
-    await a.classify({ inputs: [inputs[0]!], thresholds, probabilities: false });
-    expect(compiledRuns()).toBe(before + 1);
-    await a.dispose();
   });
 });

@@ -2,6 +2,7 @@
 // the last part ends; or as the exit-free model's (src/graph/compile-chain.ts). The runtime compiles the segments it
 // has loaded (a prefix continues with the stage engine).
 import { compileChain } from '../graph/compile-chain.js';
+import { compileBatchCascade } from '../graph/compile-batch-cascade.js';
 import { compileCascade, type CascadePart, type CompileCascadeOptions } from '../graph/compile-cascade.js';
 import { decodeModel, type OnnxModel } from '../graph/model.js';
 import { SelfxitError } from '../errors.js';
@@ -22,19 +23,46 @@ export function compileBundleCascade(
   layout?: CompileCascadeOptions['layout'],
   gateHeads?: boolean,
 ): OnnxModel {
-  const segs = segmentRange(manifest, models, first);
-  const parts: CascadePart[] = segs.map((s, k) => ({
+  return compileCascade(cascadeParts(manifest, models, first), {
+    ...cascadeEnd(manifest, models, first),
+    ...(layout ? { layout } : {}),
+    ...(gateHeads !== undefined ? { gateHeads } : {}),
+  });
+}
+
+/**
+ * Segments `first .. first + models.length - 1` of the bundle as ONE model for batches of any size (compileBatchCascade:
+ * `Compress` keeps the rows that go on at each exit; results in exit order with their input row), heads gated unless
+ * `gateHeads` is false. A prefix (not up to the last segment) returns the rows no exit took with their cut activation.
+ * @throws SelfxitError as compileBatchCascade; `INVALID_ARGUMENT` when the range is not within the bundle.
+ */
+export function compileBundleBatchCascade(
+  manifest: BundleManifest,
+  models: readonly OnnxModel[],
+  first = 0,
+  gateHeads?: boolean,
+): OnnxModel {
+  return compileBatchCascade(cascadeParts(manifest, models, first), {
+    ...cascadeEnd(manifest, models, first),
+    ...(gateHeads !== undefined ? { gateHeads } : {}),
+  });
+}
+
+function cascadeParts(manifest: BundleManifest, models: readonly OnnxModel[], first: number): CascadePart[] {
+  return segmentRange(manifest, models, first).map((s, k) => ({
     model: models[k]!,
     output: s.output,
     ...(s.exitOutput !== undefined && s.exit !== undefined ? { exitOutput: s.exitOutput, exit: s.exit } : {}),
   }));
+}
+
+function cascadeEnd(
+  manifest: BundleManifest,
+  models: readonly OnnxModel[],
+  first: number,
+): { end: CompileCascadeOptions['end']; exitCount: number } {
   const complete = first + models.length === manifest.segments.length;
-  return compileCascade(parts, {
-    end: complete ? manifest.backbone.outputKind : 'continue',
-    exitCount: manifest.exits.length,
-    ...(layout ? { layout } : {}),
-    ...(gateHeads !== undefined ? { gateHeads } : {}),
-  });
+  return { end: complete ? manifest.backbone.outputKind : 'continue', exitCount: manifest.exits.length };
 }
 
 /**

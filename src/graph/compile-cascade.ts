@@ -87,20 +87,23 @@ export function cascadeThresholds(thresholds: readonly number[], exitCount: numb
   return Float32Array.from({ length: exitCount }, (_, e) => ceilFloat32(thresholds[e] ?? Infinity));
 }
 
-function invalid(msg: string, details?: Record<string, unknown>): never {
+/** @internal */
+export function invalid(msg: string, details?: Record<string, unknown>): never {
   throw new SelfxitError('INVALID_BUNDLE', `Cannot compile the cascade: ${msg}`, details);
 }
 
-type Dims = (number | null)[] | undefined; // null: an unnamed (unknown) dim; undefined: rank unknown
+export type Dims = (number | null)[] | undefined; // null: an unnamed (unknown) dim; undefined: rank unknown
 
-function valueInfo(name: string, dtype: DType, dims: Dims): onnx.ValueInfoProto {
+/** @internal */
+export function valueInfo(name: string, dtype: DType, dims: Dims): onnx.ValueInfoProto {
   const tensorType: onnx.TypeProto.ITensor = { elemType: elemTypeFromDtype(dtype) };
   if (dims) tensorType.shape = { dim: dims.map((d) => (d === null ? {} : { dimValue: d })) };
   return pb.ValueInfoProto.create({ name, type: { tensorType } });
 }
 
 /** A part's graph content renamed into its own namespace `s<i>/`, its input bound to `inputName`. */
-interface Prepared {
+/** @internal */
+export interface Prepared {
   readonly nodes: onnx.INodeProto[];
   readonly initializers: onnx.ITensorProto[];
   readonly sparse: onnx.ISparseTensorProto[];
@@ -116,7 +119,7 @@ interface Prepared {
 
 const RESERVED = new Set<string>(Object.values(CASCADE_IO));
 /** The float32 scalar 1 the head gates compare thresholds with. */
-const ONE = 'cascade/one';
+export const ONE = 'cascade/one';
 
 function prepare(part: CascadePart, i: number, inputName: string, gate: boolean): Prepared {
   const g = part.model.proto.graph;
@@ -233,7 +236,33 @@ function classCount(
  *   `INVALID_ARGUMENT` for no parts, exit indices that are missing, repeated, out of order or >= `exitCount`, or the
  *   'flat' layout below opset 11.
  */
-export function compileCascade(parts: readonly CascadePart[], options: CompileCascadeOptions): OnnxModel {
+/**
+ * What both compilers (this file's batch-1 one and compile-batch-cascade.ts's) start from: the parts checked, linked
+ * and prepared (renamed into `s<i>/`, heads split off where gated), the exits honoured, the merged model headers.
+ * `inputOf(i, prev)`: the name part i > 0 reads (part i-1's output, or what the compiler makes of it). @internal
+ */
+export interface CascadeSetup {
+  readonly prepared: readonly Prepared[];
+  readonly exits: readonly (number | undefined)[];
+  readonly exitCount: number;
+  readonly classes: number | null;
+  readonly cont: boolean;
+  readonly lastIdx: number;
+  readonly inputName: string;
+  readonly inputInfo: ReturnType<typeof readValueInfo>;
+  readonly inputDtype: DType;
+  readonly merged: ReturnType<typeof mergeModelHeaders>;
+  readonly opset: number;
+  /** Exit e's threshold, float32 [1]: a Split output ({@link thresholdSplit}), or the thresholds input itself. */
+  readonly thresholdOf: (e: number) => string;
+}
+
+/** @internal See {@link CascadeSetup}. @throws as compileCascade. */
+export function setupCascade(
+  parts: readonly CascadePart[],
+  options: Pick<CompileCascadeOptions, 'end' | 'exitCount' | 'gateHeads'>,
+  inputOf: (i: number, prev: Prepared) => string = (_, prev) => prev.output,
+): CascadeSetup {
   if (parts.length === 0) throw new SelfxitError('INVALID_ARGUMENT', 'compileCascade needs at least one segment');
   const { end } = options;
   const cont = end === 'continue';
@@ -243,24 +272,17 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const exitCount = options.exitCount ?? maxExit + 1;
   if (!(Number.isInteger(exitCount) && exitCount > maxExit))
     throw new SelfxitError('INVALID_ARGUMENT', `exitCount ${exitCount} must be an integer above ${maxExit}`);
-
-  /** Exit e's threshold, float32 [1]: a Split output, or the thresholds input itself when there is one exit. */
   const thresholdOf = (e: number): string => (exitCount === 1 ? CASCADE_IO.thresholds : `cascade/threshold${e}`);
   const input0 = realInputProtos(parts[0]!.model);
   if (input0.length !== 1) invalid(`segment 0 has ${input0.length} inputs, expected 1`);
   const inputName = input0[0]!.name ?? '';
   if (RESERVED.has(inputName) || /^(cascade|s\d+)\//.test(inputName))
     invalid(`the input name "${inputName}" is reserved by the compiled model`, { tensor: inputName });
+  const inputInfo = readValueInfo(input0[0]!);
+  const inputDtype = inputInfo.dtype;
+  if (!inputDtype) invalid(`segment 0's input "${inputName}" has no element type`);
   const merged = mergeModelHeaders(parts.map((p) => p.model));
   const opset = merged.opsets.find((o) => o.domain === '')!.version as number;
-  // A flat stage's If passes a zero-size activation beside a full one; If before opset 11 needs equal branch shapes.
-  if (options.layout === 'flat' && opset < 11)
-    throw new SelfxitError(
-      'INVALID_ARGUMENT',
-      `the 'flat' cascade layout needs opset 11 or later (the model imports opset ${opset}, whose If needs its branches' shapes to agree): use the 'nested' layout`,
-      { opset },
-    );
-
   const classes = classCount(parts, exits, cont);
   // Gated heads need the class count: a disabled exit gives zero probabilities [1, classes] (never read).
   const gate = (options.gateHeads ?? true) && classes !== null;
@@ -268,8 +290,51 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   parts.forEach((p, i) => {
     const prev = prepared[i - 1];
     if (prev) checkLink(parts, prev, i);
-    prepared.push(prepare(p, i, prev ? prev.output : inputName, gate && exits[i] !== undefined));
+    prepared.push(prepare(p, i, prev ? inputOf(i, prev) : inputName, gate && exits[i] !== undefined));
   });
+  return {
+    prepared,
+    exits,
+    exitCount,
+    classes,
+    cont,
+    lastIdx,
+    inputName,
+    inputInfo,
+    inputDtype,
+    merged,
+    opset,
+    thresholdOf,
+  };
+}
+
+/** @internal The top graph's one Split of the thresholds into each exit's [1] (none when there is one exit or none). */
+export function thresholdSplit(c: CascadeSetup): onnx.NodeProto | undefined {
+  if (!c.exits.some((e) => e !== undefined) || c.exitCount <= 1) return undefined;
+  const outs = Array.from({ length: c.exitCount }, (_, e) => c.thresholdOf(e));
+  const attrs: Record<string, number> = c.opset >= 18 ? { axis: 0, num_outputs: c.exitCount } : { axis: 0 };
+  return makeNode('Split', [CASCADE_IO.thresholds], outs, attrs, 'cascade/thresholds/Split');
+}
+
+/** @internal The float32 scalar 1 gated heads compare their threshold with, when a part has a gated head. */
+export function gateOne(c: CascadeSetup): onnx.TensorProto | undefined {
+  return c.prepared.some((p, i) => p.head && c.exits[i] !== undefined)
+    ? makeTensor(ONE, 'float32', [], [1])
+    : undefined;
+}
+
+export function compileCascade(parts: readonly CascadePart[], options: CompileCascadeOptions): OnnxModel {
+  const setup = setupCascade(parts, options);
+  const { prepared, exits, exitCount, classes, cont, lastIdx, inputName, merged, opset, thresholdOf } = setup;
+  const { end } = options;
+  // A flat stage's If passes a zero-size activation beside a full one; If before opset 11 needs equal branch shapes.
+  if (options.layout === 'flat' && opset < 11)
+    throw new SelfxitError(
+      'INVALID_ARGUMENT',
+      `the 'flat' cascade layout needs opset 11 or later (the model imports opset ${opset}, whose If needs its branches' shapes to agree): use the 'nested' layout`,
+      { opset },
+    );
+  const gate = (options.gateHeads ?? true) && classes !== null;
 
   const last = prepared[lastIdx]!;
   const contRest = last.outDims?.slice(1);
@@ -481,16 +546,11 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
   const top = options.layout === 'flat' ? flat(outNames) : scope(0, outNames);
   // One Split of the thresholds into [1] tensors at the top, read by the exits from their branches (outer scope):
   // one kernel in all instead of a Gather per exit (each kernel dispatch costs µs in onnxruntime-web).
-  if (exits.some((e) => e !== undefined) && exitCount > 1) {
-    const outs = Array.from({ length: exitCount }, (_, e) => thresholdOf(e));
-    const attrs: Record<string, number> = opset >= 18 ? { axis: 0, num_outputs: exitCount } : { axis: 0 };
-    const split = makeNode('Split', [CASCADE_IO.thresholds], outs, attrs, 'cascade/thresholds/Split');
-    top.nodes.unshift(split);
-  }
-  if (prepared.some((p, i) => p.head && exits[i] !== undefined))
-    top.initializers.push(makeTensor(ONE, 'float32', [], [1]));
-  const inInfo = readValueInfo(input0[0]!);
-  if (!inInfo.dtype) invalid(`segment 0's input "${inputName}" has no element type`);
+  const split = thresholdSplit(setup);
+  if (split) top.nodes.unshift(split);
+  const one = gateOne(setup);
+  if (one) top.initializers.push(one);
+  const inInfo = setup.inputInfo;
   const inDims: Dims = inInfo.shape?.map((d, k) => (k === 0 ? 1 : typeof d === 'number' ? d : null));
   const graph = pb.GraphProto.create({
     name: 'selfxit_compiled_cascade',
@@ -498,7 +558,7 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     initializer: top.initializers,
     sparseInitializer: top.sparse,
     valueInfo: top.valueInfo,
-    input: [valueInfo(inputName, inInfo.dtype, inDims), valueInfo(CASCADE_IO.thresholds, 'float32', [exitCount])],
+    input: [valueInfo(inputName, setup.inputDtype, inDims), valueInfo(CASCADE_IO.thresholds, 'float32', [exitCount])],
     output: outInfos(outNames),
   });
   return composedModel(merged, graph);

@@ -459,6 +459,8 @@ export class ClassifierImpl implements Classifier {
       ...(s.fallbackReason ? { fallbackReason: s.fallbackReason } : {}),
       engine: s.engine ?? 'stages',
       ...(s.engineFallbackReason ? { engineFallbackReason: s.engineFallbackReason } : {}),
+      batchEngine: s.batchEngine ?? 'stages',
+      ...(s.batchEngineFallbackReason ? { batchEngineFallbackReason: s.batchEngineFallbackReason } : {}),
       manifestUrl: this.manifestUrl,
       manifestHash: this.manifestHash,
       labels: m.labels,

@@ -6,6 +6,7 @@
 import { createStore, del, delMany, get, keys, set, type UseStore } from 'idb-keyval';
 import type { DevicePlan } from '../policy/device-plan.js';
 import type { PrunedMemory } from '../policy/exit-pruning.js';
+import { sha256Hex } from '../graph/hash.js';
 
 /** A manifest as cached for one bundle URL. */
 export interface CachedManifest {
@@ -85,6 +86,22 @@ export interface CachedCompiled {
  */
 export function compiledKey(manifestHash: string, backend: string, count: number): string {
   return `${COMPILED_PREFIX}${manifestHash}:${backend}:${count}:v${COMPILED_FORMAT}`;
+}
+
+/**
+ * The compiled model cached under `key` (about `bytes` long: a read waited for by size) when its bytes match its sha256;
+ * a corrupt entry is deleted (the caller rebuilds it), never returned.
+ */
+export async function verifiedCompiled(
+  cache: BundleCache,
+  key: string,
+  bytes: number,
+): Promise<Uint8Array | undefined> {
+  const entry = await cache.getCompiled?.(key, bytes);
+  if (!entry) return undefined;
+  if ((await sha256Hex(entry.bytes)) === entry.sha256) return entry.bytes;
+  await cache.deleteCompiled?.(key);
+  return undefined;
 }
 
 /** Cache key of live exit pruning's remembered state: `pruned:<manifestHash>:<backend>`. */

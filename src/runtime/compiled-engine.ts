@@ -13,7 +13,7 @@ import type { OrtSession, OrtTensor } from '../ort/types.js';
 import type { Backend } from '../protocol.js';
 import { sessionOptions } from './ort-backend.js';
 import { inputDims } from './preprocess.js';
-import { compiledKey, type BundleCache } from './cache.js';
+import { compiledKey, verifiedCompiled, type BundleCache } from './cache.js';
 import type { CallProfiler } from './profile.js';
 import { sameItems } from './same-items.js';
 import type { SessionPool } from './session-pool.js';
@@ -25,10 +25,25 @@ import type { SessionPool } from './session-pool.js';
 export const SPARE_MAX_BYTES = 64 * 1024 * 1024;
 
 /** `ms` spread evenly over `n` segments (a packed array: `new Array(n).fill()` makes a slow holey one). */
-function spread(ms: number, n: number): number[] {
+export function spread(ms: number, n: number): number[] {
   const out: number[] = [];
   for (let s = 0; s < n; s++) out.push(ms / n);
   return out;
+}
+
+/** `runner` with segments 0 .. count - 1 already run (by a compiled prefix): they pass on, the last of them `cut`, and
+ * never exit; later segments run as `runner` runs them. */
+export function skippingRunner(
+  runner: OrtStageRunner,
+  count: number,
+  cut: OrtTensor | undefined,
+): StageRunner<OrtTensor> {
+  return {
+    runStage: async (s, input, rows, readExit) =>
+      s < count ? { next: s === count - 1 ? cut! : input } : runner.runStage(s, input, rows, readExit),
+    selectRows: (a, keep, rows) => runner.selectRows(a, keep, rows),
+    release: (a) => runner.release(a),
+  };
 }
 
 /** A batch-1 decision of the compiled engine, with the wall ms of each segment the input ran. */
@@ -449,11 +464,7 @@ export class CompiledEngine {
    */
   private async cached(key: string, count: number): Promise<Uint8Array | undefined> {
     const bytes = this.manifest.segments.slice(0, count).reduce((a, s) => a + s.bytes, 0);
-    const entry = await this.cache.getCompiled?.(key, bytes);
-    if (!entry) return undefined;
-    if ((await sha256Hex(entry.bytes)) === entry.sha256) return entry.bytes;
-    await this.cache.deleteCompiled?.(key);
-    return undefined;
+    return verifiedCompiled(this.cache, key, bytes);
   }
 
   /**
@@ -560,7 +571,7 @@ export class CompiledEngine {
     const stages = spread(ms, count);
     const input = new this.pool.ort.ort.Tensor('float32', data, this.inputDims as number[]);
     const cut = ran?.out[chain ?? CASCADE_IO.continueActivation];
-    const [r] = await runCascade(manifest, this.skipping(count, cut), input, 1, {
+    const [r] = await runCascade(manifest, skippingRunner(this.runner, count, cut), input, 1, {
       thresholds,
       onStage: (s, _rows, t) => {
         if (s >= count) stages[s] = t;
@@ -618,17 +629,6 @@ export class CompiledEngine {
     return this.disposed
       ? new SelfxitError('DISPOSED', `the classifier was disposed while ${during}`)
       : new SelfxitError('INTERNAL', `the compiled engine failed while ${during}: ${this.failure}`);
-  }
-
-  /** The stage runner, with segments 0 .. count - 1 already run: they pass on, the last of them `cut`, and never exit. */
-  private skipping(count: number, cut: OrtTensor | undefined): StageRunner<OrtTensor> {
-    const r = this.runner;
-    return {
-      runStage: async (s, input, rows, readExit) =>
-        s < count ? { next: s === count - 1 ? cut! : input } : r.runStage(s, input, rows, readExit),
-      selectRows: (a, keep, rows) => r.selectRows(a, keep, rows),
-      release: (a) => r.release(a),
-    };
   }
 
   /**

@@ -1,7 +1,8 @@
 // The worker-side classifier, request handling: opens a bundle (bundle-source.ts) and its session pool (session-pool.ts),
 // classifies batches with the shared cascade (runCascade over the engine's stage runner), and makes device plans (stage
 // times measured here on the engine in use + the bundle's validation file → planExits, cached). Batch-1 calls run the
-// compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches run stage by stage.
+// compiled engine (compiled-engine.ts) unless `engine: 'stages'` or it cannot compile; batches on WASM the batch engine
+// (batch-engine.ts) on the same terms, else stage by stage.
 // Live exit pruning (policy/exit-pruning.ts, on unless `pruneExits: false`) turns off the deepest exits that do not pay
 // on the traffic served: every call runs with its thresholds and reports its exits back; exits are priced by the device
 // plan's times when one is in force, else by MACs with a per-exit overhead over the live call time; the pruned state is
@@ -18,6 +19,7 @@ import type { ClassifyRequest, InitRequest, PlanRequest, ProgressInfo, RuntimeSt
 import { BundleSource, loadManifest, type Progress } from './bundle-source.js';
 import { IdbBundleCache, noCache, planKey, type BundleCache } from './cache.js';
 import { LivePruning } from './live-pruning.js';
+import { BatchEngine } from './batch-engine.js';
 import { CompiledEngine } from './compiled-engine.js';
 import { measureCompiled, measureStages } from './measure.js';
 import { CallProfiler } from './profile.js';
@@ -62,6 +64,8 @@ export class BundleRuntime {
   private readonly runner: OrtStageRunner;
   /** The batch-1 compiled engine; undefined with `engine: 'stages'`. */
   private readonly compiled: CompiledEngine | undefined;
+  /** The batch engine (calls of more than one input, on WASM); undefined with `engine: 'stages'`. */
+  private readonly batch: BatchEngine | undefined;
   /** Progress listener of the plan() call in flight, besides the one given at open(). */
   private planProgress: Progress | undefined;
   /** plan() calls run one after another (concurrent measurements would disturb each other's timings). */
@@ -101,6 +105,9 @@ export class BundleRuntime {
     this.runner = new OrtStageRunner({ Tensor: ort.ort.Tensor, manifest, sessions: this.pool, queue: this.pool.queue });
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
+      : undefined;
+    this.batch = compile
+      ? new BatchEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
       : undefined;
     this.pruner =
       prune && manifest.exits.length > 0
@@ -180,6 +187,7 @@ export class BundleRuntime {
     const pruned = this.pruner?.pruned;
     if (last && this.stateHolds(last, pruned)) return last;
     const failure = this.compiled?.failure;
+    const batchFailure = this.batch?.failure;
     return (this.lastState = {
       backend: this.ort.backend,
       threads: this.ort.threads,
@@ -187,6 +195,8 @@ export class BundleRuntime {
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
       engine: this.engine(),
       ...(failure !== undefined ? { engineFallbackReason: failure } : {}),
+      batchEngine: this.batch?.on ? 'compiled' : 'stages',
+      ...(batchFailure !== undefined ? { batchEngineFallbackReason: batchFailure } : {}),
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
       manifestFromCache: this.manifestFromCache,
@@ -204,6 +214,8 @@ export class BundleRuntime {
       s.threads === this.ort.threads &&
       s.fallbackReason === (this.ort.fallbackReason || undefined) &&
       s.engineFallbackReason === failure &&
+      s.batchEngineFallbackReason === this.batch?.failure &&
+      s.batchEngine === (this.batch?.on ? 'compiled' : 'stages') &&
       s.cacheEnabled === this.cache.enabled &&
       sameItems(s.sessions, this.pool.created) &&
       sameItems(s.cachedSegments, this.source.cachedSegments) &&
@@ -279,7 +291,7 @@ export class BundleRuntime {
       return out;
     };
     const run = async (): Promise<Result[]> => {
-      const engine = req.inputs.length === 1 ? this.compiled : undefined; // a batch: every chunk by stages
+      const engine = req.inputs.length === 1 ? this.compiled : undefined; // a batch: the batch engine, or stages
       const compiled = engine && (engine.readyNow() ?? (await engine.ready()));
       if (compiled) {
         const r = await engine!.run(
@@ -291,12 +303,20 @@ export class BundleRuntime {
         );
         return [result(r, r.stages)];
       }
+      const batch = engine ? undefined : this.batch;
+      const batchModel = batch && (await batch.model());
+      const batchOut = batchModel && (await batch.run(batchModel, data, rows, thresholds));
+      if (batchOut) {
+        batch.refresh();
+        return batchOut.map((r) => result(r, r.stages));
+      }
       const stageMs: number[] = [];
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
       const out = await runCascade(manifest, this.runner, input, rows, {
         thresholds,
         onStage: (s, _rows, ms) => (stageMs[s] = ms),
       });
+      batch?.refresh();
       return out.map((r) => {
         const lastSegment = r.exit < 0 ? manifest.segments.length - 1 : manifest.exits[r.exit]!.segment;
         return result(r, stageMs.slice(0, lastSegment + 1));
@@ -421,6 +441,7 @@ export class BundleRuntime {
   /** Releases every session. Later calls fail with DISPOSED. */
   async dispose(): Promise<void> {
     await this.compiled?.dispose();
+    await this.batch?.dispose();
     await this.pool.dispose();
   }
 }
