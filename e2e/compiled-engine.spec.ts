@@ -1,7 +1,7 @@
 // Browser tests of the compiled engine (load option `engine`, issue 12) on the tiny test bundles: the same decisions as
 // the stage engine for several targets set with setTarget(), on WASM and on WebGPU (SwiftShader), and lazy segments kept:
 // inputs that all exit early download no segment past the last exit they need; batches (classifyBatch) on the batch model
-// on WASM, stage by stage on WebGPU, the same decisions either way.
+// on WASM, the same decisions as the stage engine's batches.
 import { test, expect, type LaunchOptions, type Page } from '@playwright/test';
 import type * as Selfxit from '../src/index.js';
 
@@ -90,79 +90,66 @@ for (const backend of ['wasm', 'webgpu'] as const) {
   });
 }
 
-for (const backend of ['wasm', 'webgpu'] as const) {
-  test(`${backend}: batches decide as the stage engine's batches for several targets (WASM: on the batch model)`, async ({
-    page,
-    launchOptions,
-  }) => {
-    test.skip(
-      backend === 'webgpu' && !webgpuExpected(launchOptions),
-      'Chromium launched without --enable-unsafe-webgpu',
-    );
-    test.setTimeout(240_000);
-    await openPage(page);
-    const out = await page.evaluate(
-      async ({ B, backend }) => {
-        const { selfxit } = window;
-        const testkit = (window as unknown as { testkit: Kit }).testkit;
-        const inputs = await testkit.inputs(`${B}/tiny`);
-        const run = async (engine: 'compiled' | 'stages') => {
-          const clf = await selfxit.load(`${B}/tiny/`, { backend, engine, cache: false });
-          // A first batch loads every segment (some inputs run through); the batch model is made after it, in the
-          // background: on WASM, batches until one whose rows that ran through show one run's time spread evenly (at most
-          // 50). Then batches at the bundle's thresholds and at three targets.
-          let spread = false;
-          const wait = engine === 'compiled' && backend === 'wasm' ? 50 : 1;
-          for (let k = 0; k < wait && !spread; k++) {
-            const rs = await clf.classifyBatch(inputs);
-            spread = rs.every((r) => r.exit.index !== -1 || new Set(r.timings.stages).size === 1);
-            if (!spread) await new Promise((r) => setTimeout(r, 20));
-          }
-          const results: Brief[][] = [];
-          for (const t of [null, 0.5, 0.9, 1]) {
-            if (t !== null) clf.setTarget(t);
-            results.push((await clf.classifyBatch(inputs)).map((r) => testkit.brief(r)));
-          }
-          const info = clf.info();
-          await clf.dispose();
-          return {
-            results,
-            spread,
-            backend: info.backend,
-            batchEngine: info.batchEngine,
-            reason: info.batchEngineFallbackReason ?? info.fallbackReason ?? null,
-          };
-        };
-        return { compiled: await run('compiled'), stages: await run('stages') };
-      },
-      { B, backend },
-    );
-    expect(out.compiled.backend, `fell back: ${out.compiled.reason}`).toBe(backend);
-    expect(out.compiled.batchEngine, `batch engine: ${out.compiled.reason}`).toBe(
-      backend === 'wasm' ? 'compiled' : 'stages',
-    );
-    if (backend === 'wasm') expect(out.compiled.spread, 'the batch model ran').toBe(true);
-    expect(out.stages.batchEngine).toBe('stages');
-    let maxDiff = 0;
-    const exits = new Set<number>();
-    out.compiled.results.forEach((rs, t) =>
-      rs.forEach((c, i) => {
-        const s = out.stages.results[t]![i]!;
-        const where = `target #${t} input ${i}`;
-        expect({ index: c.index, exit: c.exit, stages: c.stages }, where).toEqual({
-          index: s.index,
-          exit: s.exit,
-          stages: s.stages,
-        });
-        maxDiff = Math.max(maxDiff, Math.abs(c.confidence - s.confidence));
-        exits.add(c.exit);
-      }),
-    );
-    console.log(`${backend}: batches, compiled vs stages, max confidence difference ${maxDiff.toExponential(2)}`);
-    expect(maxDiff).toBeLessThan(1e-5);
-    expect(exits).toEqual(new Set([0, 1, -1]));
-  });
-}
+// WASM only: on WebGPU batches run stage by stage with either engine (runtime.spec.ts checks their decisions there).
+test("wasm: batches decide as the stage engine's batches for several targets, on the batch model", async ({ page }) => {
+  test.setTimeout(240_000);
+  await openPage(page);
+  const out = await page.evaluate(async (B) => {
+    const { selfxit } = window;
+    const testkit = (window as unknown as { testkit: Kit }).testkit;
+    const inputs = await testkit.inputs(`${B}/tiny`);
+    const run = async (engine: 'compiled' | 'stages') => {
+      const clf = await selfxit.load(`${B}/tiny/`, { backend: 'wasm', engine, cache: false });
+      // A first batch loads every segment (some inputs run through); the batch model is made after it, in the
+      // background: batches until one whose rows that ran through show one run's time spread evenly (at most
+      // 50). Then batches at the bundle's thresholds and at three targets.
+      let spread = false;
+      const wait = engine === 'compiled' ? 50 : 1;
+      for (let k = 0; k < wait && !spread; k++) {
+        const rs = await clf.classifyBatch(inputs);
+        spread = rs.every((r) => r.exit.index !== -1 || new Set(r.timings.stages).size === 1);
+        if (!spread) await new Promise((r) => setTimeout(r, 20));
+      }
+      const results: Brief[][] = [];
+      for (const t of [null, 0.5, 0.9, 1]) {
+        if (t !== null) clf.setTarget(t);
+        results.push((await clf.classifyBatch(inputs)).map((r) => testkit.brief(r)));
+      }
+      const info = clf.info();
+      await clf.dispose();
+      return {
+        results,
+        spread,
+        backend: info.backend,
+        batchEngine: info.batchEngine,
+        reason: info.batchEngineFallbackReason ?? info.fallbackReason ?? null,
+      };
+    };
+    return { compiled: await run('compiled'), stages: await run('stages') };
+  }, B);
+  expect(out.compiled.backend, `fell back: ${out.compiled.reason}`).toBe('wasm');
+  expect(out.compiled.batchEngine, `batch engine: ${out.compiled.reason}`).toBe('compiled');
+  expect(out.compiled.spread, 'the batch model ran').toBe(true);
+  expect(out.stages.batchEngine).toBe('stages');
+  let maxDiff = 0;
+  const exits = new Set<number>();
+  out.compiled.results.forEach((rs, t) =>
+    rs.forEach((c, i) => {
+      const s = out.stages.results[t]![i]!;
+      const where = `target #${t} input ${i}`;
+      expect({ index: c.index, exit: c.exit, stages: c.stages }, where).toEqual({
+        index: s.index,
+        exit: s.exit,
+        stages: s.stages,
+      });
+      maxDiff = Math.max(maxDiff, Math.abs(c.confidence - s.confidence));
+      exits.add(c.exit);
+    }),
+  );
+  console.log(`wasm: batches, compiled vs stages, max confidence difference ${maxDiff.toExponential(2)}`);
+  expect(maxDiff).toBeLessThan(1e-5);
+  expect(exits).toEqual(new Set([0, 1, -1]));
+});
 
 test('compiled engine: inputs that all exit early download no segment past the last exit they need', async ({
   page,

@@ -553,6 +553,7 @@ test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tin
       const clf = await selfxit.load(`${B}/tiny/`, { backend, cache: false });
       const used = clf.backend;
       const reason = clf.info().fallbackReason ?? null;
+      const batchEngine = clf.info().batchEngine;
       const t0 = performance.now();
       const batch = used === backend ? (await clf.classifyBatch(inputs)).map(testkit.brief) : [];
       const t1 = performance.now();
@@ -560,7 +561,7 @@ test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tin
       if (used === backend) for (const x of inputs) singles.push(testkit.brief(await clf.classify(x)));
       const t2 = performance.now();
       await clf.dispose();
-      return { backend: used, reason, batch, singles, batchMs: t1 - t0, singlesMs: t2 - t1 };
+      return { backend: used, reason, batchEngine, batch, singles, batchMs: t1 - t0, singlesMs: t2 - t1 };
     };
     const gpu = await runAll('webgpu');
     const wasm = await runAll('wasm');
@@ -575,6 +576,9 @@ test('WebGPU (SwiftShader) gives the same labels and exits as WASM on all 64 tin
     `WebGPU expected with --enable-unsafe-webgpu, but the classifier fell back to WASM: ${out.gpu.reason}`,
   ).toBe('webgpu');
   expect(out.wasm.backend).toBe('wasm');
+  // batches: the batch model on WASM, stage by stage on WebGPU (onnxruntime-web has no Compress kernel there)
+  expect(out.wasm.batchEngine).toBe('compiled');
+  if (out.gpu.backend === 'webgpu') expect(out.gpu.batchEngine).toBe('stages');
   console.log(
     `tiny bundle, 64 inputs: WebGPU (SwiftShader) batch ${out.gpu.batchMs.toFixed(0)} ms, 64 single calls ${out.gpu.singlesMs.toFixed(0)} ms; ` +
       `WASM batch ${out.wasm.batchMs.toFixed(0)} ms, single calls ${out.wasm.singlesMs.toFixed(0)} ms`,

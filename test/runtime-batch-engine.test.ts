@@ -3,14 +3,15 @@
 // thresholds without recompiling, in 64-row chunks and a 1-row chunk; a prefix's rows continue stage by stage and no
 // segment past the last exit needed is downloaded; the model is cached, a corrupt copy rebuilt; a bundle that cannot be
 // composed runs batches stage by stage, saying why.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { NEVER_EXIT } from '../src/bundle/manifest.js';
+import { NEVER_EXIT, type BundleManifest } from '../src/bundle/manifest.js';
 import { chooseThresholds } from '../src/page/target.js';
 import type { WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
-import { BatchEngine } from '../src/runtime/batch-engine.js';
-import { compiledKey, type CachedCompiled } from '../src/runtime/cache.js';
+import { BATCH_MODEL_MAX_BYTES, BatchEngine } from '../src/runtime/batch-engine.js';
+import { compiledKey, noCache, type CachedCompiled } from '../src/runtime/cache.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { MemoryCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
@@ -38,8 +39,11 @@ class CompiledCache extends MemoryCache {
   }
 }
 
-/** A worker API on onnxruntime-node counting the runs of batch models (sessions with a `row_index` output). */
-function api(cache = new CompiledCache()): { api: WorkerApi; batchRuns: () => number } {
+/**
+ * A worker API on onnxruntime-node counting the runs of batch models (sessions with a `row_index` output); with
+ * `failRuns`, every batch-model run after the warm-ups throws.
+ */
+function api(cache = new CompiledCache(), failRuns = false): { api: WorkerApi; batchRuns: () => number } {
   let runs = 0;
   const loadOrt = async (): Promise<OrtHandle> => {
     const h = await loadOrtNode();
@@ -48,7 +52,13 @@ function api(cache = new CompiledCache()): { api: WorkerApi; batchRuns: () => nu
       const session = await create(...args);
       if (!session.outputNames.includes('row_index')) return session;
       const run = session.run.bind(session);
-      return Object.assign(session, { run: ((...a: Parameters<typeof run>) => (runs++, run(...a))) as typeof run });
+      let n = 0;
+      const counted = (...a: Parameters<typeof run>) => {
+        runs++;
+        if (failRuns && ++n > 2) return Promise.reject(new Error('a kernel failed (test)'));
+        return run(...a);
+      };
+      return Object.assign(session, { run: counted as typeof run });
     };
     return { ...h, ort: { ...h.ort, InferenceSession: { create: counted as typeof create } } as typeof h.ort };
   };
@@ -228,6 +238,44 @@ describe('batch engine', () => {
     expect(state?.batchEngineFallbackReason).toMatch(/cannot be compiled into one batch model/);
     expect(state?.engine).toBe('compiled');
     spy.mockRestore();
+    await a.dispose();
+    await stages.dispose();
+  });
+
+  it('off, saying why, for a model that takes one image per run and for segments over BATCH_MODEL_MAX_BYTES', () => {
+    const m = JSON.parse(readFileSync(path.join(tiny.dir, 'tiny/manifest.json'), 'utf8')) as BundleManifest;
+    const engine = (manifest: BundleManifest): BatchEngine => {
+      const pool = { ort: { backend: 'wasm' } } as unknown as ConstructorParameters<typeof BatchEngine>[1];
+      const runner = {} as ConstructorParameters<typeof BatchEngine>[2];
+      return new BatchEngine(manifest, pool, runner, noCache, 'hash');
+    };
+    expect(engine(m).on).toBe(true);
+    const one = engine({ ...m, backbone: { ...m.backbone, batch: 'one' } });
+    expect(one.on).toBe(false);
+    expect(one.failure).toMatch(/one image per run/);
+    const big = engine({ ...m, segments: m.segments.map((g) => ({ ...g, bytes: BATCH_MODEL_MAX_BYTES / 2 })) });
+    expect(big.on).toBe(false);
+    expect(big.failure).toMatch(/MiB\) are over the batch model's 64 MiB/);
+  });
+
+  it('a batch model run that fails: that batch and the later ones run stage by stage, batchEngineFallbackReason says why', async () => {
+    const idle = trackEngines();
+    const { api: a } = api(new CompiledCache(), true);
+    const stages = api().api;
+    const init = await a.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'compiled' }));
+    await stages.init(tinyInitRequest(tiny.base, 'tiny', { engine: 'stages' }));
+    const t = init.manifest.exits.map((e) => e.threshold);
+    await batch(
+      a,
+      init.manifest.exits.map(() => NEVER_EXIT),
+    ); // every segment loads; the batch model is made
+    await idle();
+    const want = await batch(stages, t);
+    expectSameResults(await batch(a, t), want, 'the failed run');
+    const state = await a.state();
+    expect(state?.batchEngine).toBe('stages');
+    expect(state?.batchEngineFallbackReason).toMatch(/failed running the batch model: a kernel failed \(test\)/);
+    expectSameResults(await batch(a, t), want, 'after it');
     await a.dispose();
     await stages.dispose();
   });

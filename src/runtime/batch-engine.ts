@@ -19,6 +19,13 @@ import { sameItems } from './same-items.js';
 import { inputDims } from './preprocess.js';
 import type { SessionPool } from './session-pool.js';
 
+/**
+ * The most segment bytes (the bundle's weights) for which a batch model is made: it holds another copy of the weights
+ * beside the segment sessions and the single-input compiled model, which a larger model (an ImageNet-size one on a
+ * phone) may not have room for; larger bundles run batches stage by stage.
+ */
+export const BATCH_MODEL_MAX_BYTES = 64 * 1024 * 1024;
+
 /** A batch decision of the batch engine: per row, its result and the wall ms of each segment it ran. */
 export interface BatchResult extends CascadeResult {
   readonly stages: number[];
@@ -41,8 +48,8 @@ const batchKey = (base: string): string => `${base}:batch`;
  * again, before the next batch, when more leading segments have loaded; batches run stage by stage while none fits (a
  * shorter prefix's model runs meanwhile, its rows continuing by stages). WASM only: on WebGPU onnxruntime-web has no
  * `Compress` kernel (it would run on the CPU between GPU copies), so batches run stage by stage there. When the segments
- * cannot be composed, onnxruntime cannot load the model, or the model takes one image per run (`backbone.batch`
- * 'one'), the engine is off for good and {@link failure} says why. The
+ * cannot be composed, onnxruntime cannot load the model, the model takes one image per run (`backbone.batch` 'one') or
+ * its segments are over {@link BATCH_MODEL_MAX_BYTES}, the engine is off for good and {@link failure} says why. The
  * model is cached per manifest hash, backend and prefix (`compiled:…:batch`), its sha256 checked on every read (a
  * corrupt copy is rebuilt, never run); a longer prefix's model evicts the shorter ones but prefix 1.
  */
@@ -64,8 +71,11 @@ export class BatchEngine {
     /** `background: false` (a runtime nested in another's queued jobs): a batch waits for the model it needs. */
     private readonly options: { readonly background: boolean } = { background: true },
   ) {
+    const bytes = manifest.segments.reduce((a, s) => a + s.bytes, 0);
     if (manifest.backbone.batch === 'one')
       this.failure = "the model takes one image per run (manifest backbone.batch 'one'): batches run row by row";
+    else if (bytes > BATCH_MODEL_MAX_BYTES)
+      this.failure = `the bundle's segments (${(bytes / 2 ** 20).toFixed(0)} MiB) are over the batch model's ${BATCH_MODEL_MAX_BYTES / 2 ** 20} MiB (another copy of the weights): batches run stage by stage`;
   }
 
   /** Whether batches may run on this engine now: not failed, not disposed, on WASM. */
@@ -172,7 +182,8 @@ export class BatchEngine {
 
   /**
    * Classifies `rows` preprocessed inputs with `m` (the model in use when `m` was replaced meanwhile; undefined when
-   * none is at hand: the caller runs the stages): one run of the compiled prefix, then runCascade over the stage runner
+   * none is at hand, or the run failed: then the engine is off, saying why, and the caller runs the stages): one run
+   * of the compiled prefix, then runCascade over the stage runner
    * from the next segment for the rows it did not decide, so every decision is the stage engine's rule. The run's ms
    * is spread evenly over the segments it covered.
    */
@@ -185,11 +196,20 @@ export class BatchEngine {
     const use = m.retired ? this.current : m;
     if (!use || use.retired || use.backend !== this.pool.ort.backend) return undefined;
     // queued before any await: a retire queued later releases the session after this run
-    const ran = await this.pool.queue.run(async () => {
+    const job = this.pool.queue.run(async () => {
       const t0 = performance.now();
       const out = await use.session.run(this.feeds(data, rows, thresholds));
       return { out, ms: performance.now() - t0 };
     });
+    let ran: Awaited<typeof job>;
+    try {
+      ran = await job;
+    } catch (e) {
+      if (this.disposed) throw e;
+      // the stage engine runs this batch and the later ones (an error it meets too is the caller's)
+      this.fail(`onnxruntime (${use.backend}) failed running the batch model: ${(e as Error).message}`);
+      return undefined;
+    }
     const { manifest } = this;
     const k = manifest.labels.length;
     const n = manifest.segments.length;
