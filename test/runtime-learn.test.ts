@@ -137,6 +137,7 @@ describe('LearnRuntime', () => {
     expect(progress).toContain('1:heads');
     expect(progress[progress.length - 1]).toBe('1:done');
     expect(rt.state().engine).toBe('compiled'); // learned exits are served by the default (compiled) engine
+    expect(rt.state().batchEngine).toBe('stages'); // batches by stages: the serving model is remade at every fit
     // the serving runtimes run inside this runtime's queued jobs: no onnxruntime step of theirs in the background
     expect(opens.mock.calls.length).toBeGreaterThan(0);
     expect(opens.mock.calls.map((c) => c[2]?.nested)).toEqual(opens.mock.calls.map(() => true));

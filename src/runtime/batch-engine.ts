@@ -44,9 +44,10 @@ interface BatchModel {
 const batchKey = (base: string): string => `${base}:batch`;
 
 /**
- * Runs batches on the batch model of the loaded segment prefix, made in the background when a batch first comes and
- * again, before the next batch, when more leading segments have loaded; batches run stage by stage while none fits (a
- * shorter prefix's model runs meanwhile, its rows continuing by stages). WASM only: on WebGPU onnxruntime-web has no
+ * Runs batches on the batch model of the loaded segment prefix, made in the background after a batch that found none
+ * covering the loaded segments (the first one, and one that loaded more segments); batches run stage by stage while
+ * there is none (a shorter prefix's model runs meanwhile, its rows continuing by stages). Not for a runtime nested in
+ * another's queued jobs (the learning runtime's serving runtimes, remade at every fit): runtime.ts makes none there. WASM only: on WebGPU onnxruntime-web has no
  * `Compress` kernel (it would run on the CPU between GPU copies), so batches run stage by stage there. When the segments
  * cannot be composed, onnxruntime cannot load the model, the model takes one image per run (`backbone.batch` 'one') or
  * its segments are over {@link BATCH_MODEL_MAX_BYTES}, the engine is off for good and {@link failure} says why. The
@@ -68,8 +69,6 @@ export class BatchEngine {
     private readonly runner: OrtStageRunner,
     private readonly cache: BundleCache,
     private readonly manifestHash: string,
-    /** `background: false` (a runtime nested in another's queued jobs): a batch waits for the model it needs. */
-    private readonly options: { readonly background: boolean } = { background: true },
   ) {
     const bytes = manifest.segments.reduce((a, s) => a + s.bytes, 0);
     if (manifest.backbone.batch === 'one')
@@ -85,15 +84,11 @@ export class BatchEngine {
 
   /**
    * The model a batch runs now, or undefined: the batch runs stage by stage. A model of a shorter prefix than the one
-   * loaded runs (its rows continue by stages) until {@link refresh} has made the longer one; with `background: false`
-   * the batch waits for the model of the loaded prefix, made now.
+   * loaded runs (its rows continue by stages) until {@link refresh} has made the longer one.
    */
-  async model(): Promise<BatchModel | undefined> {
-    if (!this.on) return undefined;
+  model(): BatchModel | undefined {
     const c = this.current;
-    const usable = c && c.backend === this.pool.ort.backend ? c : undefined;
-    if ((usable && usable.count >= this.pool.loadedCount()) || this.options.background) return usable;
-    return this.startBuild();
+    return this.on && c && c.backend === this.pool.ort.backend ? c : undefined;
   }
 
   /**
@@ -101,7 +96,7 @@ export class BatchEngine {
    * batch, not before: a batch loads the segments its rows reach, so the model made covers them all.
    */
   refresh(): void {
-    if (!this.on || !this.options.background || this.building) return;
+    if (!this.on || this.building) return;
     const c = this.current;
     if (c && c.backend === this.pool.ort.backend && c.count >= this.pool.loadedCount()) return;
     void this.startBuild();
@@ -124,10 +119,9 @@ export class BatchEngine {
   }
 
   private async build(): Promise<BatchModel | undefined> {
-    const background = this.options.background;
-    // In the background, a macrotask before the compile and before each onnxruntime step: calls that arrived meanwhile
+    // A macrotask before the compile and before each onnxruntime step: calls that arrived meanwhile
     // queue their runs first.
-    const turn = (): Promise<unknown> => (background ? new Promise((r) => setTimeout(r, 0)) : Promise.resolve());
+    const turn = (): Promise<unknown> => new Promise((r) => setTimeout(r, 0));
     const step = async <T>(job: () => Promise<T>): Promise<T> => {
       await turn();
       return this.pool.queue.run(job);

@@ -64,7 +64,7 @@ export class BundleRuntime {
   private readonly runner: OrtStageRunner;
   /** The batch-1 compiled engine; undefined with `engine: 'stages'`. */
   private readonly compiled: CompiledEngine | undefined;
-  /** The batch engine (calls of more than one input, on WASM); undefined with `engine: 'stages'`. */
+  /** The batch engine (calls of more than one input, on WASM); undefined with `engine: 'stages'` and when nested. */
   private readonly batch: BatchEngine | undefined;
   /** Progress listener of the plan() call in flight, besides the one given at open(). */
   private planProgress: Progress | undefined;
@@ -106,9 +106,9 @@ export class BundleRuntime {
     this.compiled = compile
       ? new CompiledEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
       : undefined;
-    this.batch = compile
-      ? new BatchEngine(manifest, this.pool, this.runner, cache, manifestHash, { background: !nested })
-      : undefined;
+    // Not nested (a learning runtime, remade at every fit): its batch model would be made inside a call each time.
+    this.batch =
+      compile && !nested ? new BatchEngine(manifest, this.pool, this.runner, cache, manifestHash) : undefined;
     this.pruner =
       prune && manifest.exits.length > 0
         ? new LivePruning(manifest, manifestHash, cache, ort, {
@@ -304,11 +304,13 @@ export class BundleRuntime {
         return [result(r, r.stages)];
       }
       const batch = engine ? undefined : this.batch;
-      const batchModel = batch && (await batch.model());
-      const batchOut = batchModel && (await batch.run(batchModel, data, rows, thresholds));
-      if (batchOut) {
-        batch.refresh();
-        return batchOut.map((r) => result(r, r.stages));
+      const batchModel = batch?.model();
+      if (batch && batchModel) {
+        const out = await batch.run(batchModel, data, rows, thresholds);
+        if (out) {
+          batch.refresh();
+          return out.map((r) => result(r, r.stages));
+        }
       }
       const stageMs: number[] = [];
       const input = new this.ort.ort.Tensor('float32', data, inputDims(manifest.input, rows));
