@@ -15,11 +15,16 @@ import { argmaxRow, runCascade, type CascadeResult } from '../src/engine/cascade
 import { isSelfxitError } from '../src/errors.js';
 import { BATCH_CASCADE_IO, compileBatchCascade } from '../src/graph/compile-batch-cascade.js';
 import { cascadeThresholds } from '../src/graph/compile-cascade.js';
-import { decodeModel, encodeModel, type OnnxModel } from '../src/graph/index.js';
+import { encodeModel, type OnnxModel } from '../src/graph/index.js';
 import type { OrtTensor } from '../src/ort/types.js';
 import { ortNode } from './fixtures/ort-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
-import { randomHeadBundle, spreadImages } from './fixtures/random-head-bundle.js';
+import { blobImages } from './fixtures/prepare-fixtures.js';
+import {
+  fashionRandomBundle,
+  resnet56RandomBundle,
+  spreadImages,
+  tinyRandomBundle,
+} from './fixtures/random-head-bundle.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -188,12 +193,7 @@ describe('compileBatchCascade on bundles', () => {
     'tiny classifier (3 segments, 2 exits), 150 images in batches of 64: every row as the stage engine; prefixes continue',
     { timeout: 120_000 },
     async () => {
-      const bundle = await randomHeadBundle(
-        tinyClassifier(),
-        ['block1', 'block3'],
-        { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
-        4,
-      );
+      const bundle = await tinyRandomBundle();
       const hits = await checkBundle(bundle, { data: blobImages(150, 8, 8, 3, 3), count: 150 }, 64, [0, 1]);
       expect([...hits.keys()].sort((a, b) => a - b)).toEqual([-1, 0, 1]);
     },
@@ -204,12 +204,7 @@ describe('compileBatchCascade on bundles', () => {
     { timeout: 180_000 },
     async () => {
       const dir = path.join(repoRoot, 'public/models/fashion-resnet');
-      const bundle = await randomHeadBundle(
-        decodeModel(new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')))),
-        ['/stage1/stage1.1/Relu_1_output_0', '/stage2/stage2.1/Relu_1_output_0'],
-        { name: 'input', height: 28, width: 28, channels: 1, layout: 'NCHW', mean: [0.286], std: [0.353] },
-        10,
-      );
+      const bundle = await fashionRandomBundle(dir);
       const hits = await checkBundle(bundle, spreadImages(path.join(dir, 'test-u8.bin'), 28 * 28, 200), 32, [0]);
       expect([...hits.keys()].sort((a, b) => a - b)).toEqual([-1, 0, 1]);
     },
@@ -219,28 +214,7 @@ describe('compileBatchCascade on bundles', () => {
     'ResNet-56 (../shared) with five random heads, 96 CIFAR-10 test images in batches of 32',
     { timeout: 300_000 },
     async () => {
-      const cuts = [
-        '/layer1/layer1.4/Relu_1_output_0',
-        '/layer2/layer2.0/Relu_1_output_0',
-        '/layer2/layer2.5/Relu_1_output_0',
-        '/layer3/layer3.0/Relu_1_output_0',
-        '/layer3/layer3.4/Relu_1_output_0',
-      ];
-      const bundle = await randomHeadBundle(
-        decodeModel(new Uint8Array(fs.readFileSync(path.join(shared, 'models/cifar10-resnet56.onnx')))),
-        cuts,
-        {
-          name: 'input',
-          height: 32,
-          width: 32,
-          channels: 3,
-          layout: 'NCHW',
-          mean: [0.485, 0.456, 0.406],
-          std: [0.229, 0.224, 0.225],
-        },
-        10,
-        0.5,
-      );
+      const bundle = await resnet56RandomBundle(shared);
       await checkBundle(bundle, spreadImages(path.join(shared, 'data/cifar10/test-u8.bin'), 3072, 96), 32, [2]);
     },
   );
@@ -248,12 +222,7 @@ describe('compileBatchCascade on bundles', () => {
 
 describe('compileBatchCascade graph rules', () => {
   it('throws INVALID_BUNDLE where no class count is declared or the opset is below 11', async () => {
-    const bundle = await randomHeadBundle(
-      tinyClassifier(),
-      ['block1'],
-      { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
-      4,
-    );
+    const bundle = await tinyRandomBundle();
     const models = segmentModels(bundle, 0, bundle.manifest.segments.length);
     const parts = bundle.manifest.segments.map((s, i) => ({
       model: models[i]!,

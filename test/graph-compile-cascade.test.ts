@@ -22,13 +22,19 @@ import {
   EXIT_INDEX_CONTINUE,
   type CascadePart,
 } from '../src/graph/compile-cascade.js';
-import { decodeModel, encodeModel, fuseHead, type OnnxModel } from '../src/graph/index.js';
-import { randomHead, randomHeadBundle, spreadImages } from './fixtures/random-head-bundle.js';
+import { encodeModel, fuseHead, type OnnxModel } from '../src/graph/index.js';
+import {
+  fashionRandomBundle,
+  randomHead,
+  resnet56RandomBundle,
+  spreadImages,
+  tinyRandomBundle,
+} from './fixtures/random-head-bundle.js';
 import { makeNode, makeTensor, makeValueInfo, pb, type onnx } from '../src/graph/proto.js';
 import type { OrtTensor } from '../src/ort/types.js';
 import { rng } from './fixtures/graphs.js';
 import { ortNode } from './fixtures/ort-helpers.js';
-import { blobImages, tinyClassifier } from './fixtures/prepare-fixtures.js';
+import { blobImages } from './fixtures/prepare-fixtures.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repoRoot, '../shared');
@@ -232,24 +238,14 @@ describe('compileCascade on bundles', () => {
     'tiny classifier (3 segments, 2 exits): decisions, probabilities and prefixes equal the stage engine',
     { timeout: 60_000 },
     async () => {
-      const bundle = await randomHeadBundle(
-        tinyClassifier(),
-        ['block1', 'block3'],
-        { name: 'x', height: 8, width: 8, channels: 3, layout: 'NCHW', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
-        4,
-      );
+      const bundle = await tinyRandomBundle();
       await checkBundle(bundle, { data: blobImages(150, 8, 8, 3, 3), count: 150 }, [0, 1], 150, true);
     },
   );
 
   it('shipped Fashion-MNIST ResNet with two random heads, 150 test images', { timeout: 120_000 }, async () => {
     const dir = path.join(repoRoot, 'public/models/fashion-resnet');
-    const bundle = await randomHeadBundle(
-      decodeModel(new Uint8Array(fs.readFileSync(path.join(dir, 'model.onnx')))),
-      ['/stage1/stage1.1/Relu_1_output_0', '/stage2/stage2.1/Relu_1_output_0'],
-      { name: 'input', height: 28, width: 28, channels: 1, layout: 'NCHW', mean: [0.286], std: [0.353] },
-      10,
-    );
+    const bundle = await fashionRandomBundle(dir);
     await checkBundle(bundle, spreadImages(path.join(dir, 'test-u8.bin'), 28 * 28, 150), [0], 50);
   });
 
@@ -266,28 +262,7 @@ describe('compileCascade on bundles', () => {
     'ResNet-56 (../shared) with five random heads, 200 CIFAR-10 test images',
     { timeout: 300_000 },
     async () => {
-      const cuts = [
-        '/layer1/layer1.4/Relu_1_output_0',
-        '/layer2/layer2.0/Relu_1_output_0',
-        '/layer2/layer2.5/Relu_1_output_0',
-        '/layer3/layer3.0/Relu_1_output_0',
-        '/layer3/layer3.4/Relu_1_output_0',
-      ];
-      const bundle = await randomHeadBundle(
-        decodeModel(new Uint8Array(fs.readFileSync(path.join(shared, 'models/cifar10-resnet56.onnx')))),
-        cuts,
-        {
-          name: 'input',
-          height: 32,
-          width: 32,
-          channels: 3,
-          layout: 'NCHW',
-          mean: [0.485, 0.456, 0.406],
-          std: [0.229, 0.224, 0.225],
-        },
-        10,
-        0.5,
-      );
+      const bundle = await resnet56RandomBundle(shared);
       await checkBundle(bundle, spreadImages(path.join(shared, 'data/cifar10/test-u8.bin'), 3072, 200), [2], 40);
     },
   );

@@ -14,30 +14,16 @@ import { assembleBundle } from '../src/bundle/write-bundle.js';
 import { isSelfxitError } from '../src/errors.js';
 import { compileChain, type ChainPart } from '../src/graph/compile-chain.js';
 import { CASCADE_IO } from '../src/graph/compile-cascade.js';
-import type { HeadSpec } from '../src/graph/head-spec.js';
 import { analyzeModel, decodeModel, encodeModel, fuseHead, type OnnxModel } from '../src/graph/index.js';
 import { makeNode, makeTensor, makeValueInfo, pb, type onnx } from '../src/graph/proto.js';
 import { stubCalibration } from './fixtures/calibration.js';
 import { rng } from './fixtures/graphs.js';
+import { randomHead } from './fixtures/random-head-bundle.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const fashionDir = path.join(repoRoot, 'public/models/fashion-resnet');
 const ONE_THREAD = { intraOpNumThreads: 1, interOpNumThreads: 1 };
-
-function randomHead(c: number, h: number, w: number, seed: number, k: number): HeadSpec {
-  const r = rng(seed);
-  return {
-    kind: 'pool-linear',
-    inChannels: c,
-    inHeight: h,
-    inWidth: w,
-    grid: [1, 1],
-    classes: k,
-    logitScale: 4,
-    layers: [{ in: c, out: k, weight: Float32Array.from({ length: k * c }, () => r()), bias: new Float32Array(k) }],
-  };
-}
 
 /** The shipped Fashion model as a bundle with random heads on three cuts (prepare's split and head fusion). */
 async function fashionBundle(): Promise<{ model: OnnxModel; bundle: BundleFiles }> {

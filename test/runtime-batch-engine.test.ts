@@ -11,9 +11,9 @@ import { chooseThresholds } from '../src/page/target.js';
 import type { WireResult, WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { BATCH_MODEL_MAX_BYTES, BatchEngine } from '../src/runtime/batch-engine.js';
-import { compiledKey, noCache, type CachedCompiled } from '../src/runtime/cache.js';
+import { compiledKey, noCache } from '../src/runtime/cache.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
-import { MemoryCache } from './fixtures/memory-cache.js';
+import { CompiledCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
@@ -23,21 +23,6 @@ beforeAll(async () => {
 });
 afterAll(() => tiny.close());
 afterEach(() => vi.restoreAllMocks());
-
-/** A MemoryCache that keeps compiled models too. */
-class CompiledCache extends MemoryCache {
-  readonly compiled = new Map<string, CachedCompiled>();
-  async getCompiled(k: string) {
-    return this.compiled.get(k);
-  }
-  async putCompiled(k: string, e: CachedCompiled) {
-    this.compiled.set(k, e);
-    return true;
-  }
-  async deleteCompiled(k: string) {
-    this.compiled.delete(k);
-  }
-}
 
 /**
  * A worker API on onnxruntime-node counting the runs of batch models (sessions with a `row_index` output); with

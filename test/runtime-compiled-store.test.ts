@@ -7,7 +7,7 @@ import type { WorkerApi } from '../src/protocol.js';
 import { createWorkerApi } from '../src/runtime/api.js';
 import { compiledKey, type CachedCompiled } from '../src/runtime/cache.js';
 import { CompiledEngine } from '../src/runtime/compiled-engine.js';
-import { MemoryCache } from './fixtures/memory-cache.js';
+import { CompiledCache } from './fixtures/memory-cache.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
 let tiny: TinyServer;
@@ -16,21 +16,6 @@ beforeAll(async () => {
 });
 afterAll(() => tiny.close());
 afterEach(() => vi.restoreAllMocks()); // a failed test's engine tracking too
-
-/** A MemoryCache that keeps compiled models too. */
-class CompiledCache extends MemoryCache {
-  readonly compiled = new Map<string, CachedCompiled>();
-  async getCompiled(k: string) {
-    return this.compiled.get(k);
-  }
-  async putCompiled(k: string, e: CachedCompiled) {
-    this.compiled.set(k, e);
-    return true;
-  }
-  async deleteCompiled(k: string) {
-    this.compiled.delete(k);
-  }
-}
 
 /** Classifies tiny input `i` alone, then waits until no compiled model is being made. */
 async function single(a: WorkerApi, engines: Set<CompiledEngine>, i: number, thresholds: number[]): Promise<number> {
