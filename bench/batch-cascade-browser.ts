@@ -19,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright';
 import { boolFlag, intFlag } from './args.js';
+import { testImages } from './test-images.js';
 import { compileBundleBatchCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
@@ -39,25 +40,13 @@ const dir = args[0] && !args[0].startsWith('--') ? args[0] : path.join(root, 'be
 
 const bundle = await readBundleDir(dir);
 const m = bundle.manifest;
-const { height, width, channels } = m.input;
-const file =
-  channels === 1
-    ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
-    : path.resolve(root, '../shared/data/cifar10/test-u8.bin');
-if (!fs.existsSync(file)) {
-  console.log(`no test images at ${file}: nothing to measure`);
+const images = testImages(m.input, IMAGES);
+if (!images) {
+  console.log(`no test images for ${dir}'s input size: nothing to measure`);
   process.exit(0);
 }
-const all = new Uint8Array(fs.readFileSync(file));
-const per = height * width * channels;
-const total = all.length / per;
-const count = Math.min(IMAGES, total) - (Math.min(IMAGES, total) % BATCH);
-const data = new Uint8Array(count * per);
-for (let k = 0; k < count; k++) {
-  const i = (k * 313 + 17) % total; // class-major files: stride across classes
-  data.set(all.subarray(i * per, (i + 1) * per), k * per);
-}
-const x = toModelInput({ data, count }, 0, count, m.input);
+const count = images.count - (images.count % BATCH);
+const x = toModelInput(images, 0, count, m.input);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'batch-cascade-browser-'));
 fs.writeFileSync(path.join(tmp, 'full.onnx'), bundle.files.get(m.backbone.file!)!);
 fs.writeFileSync(

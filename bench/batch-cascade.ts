@@ -11,12 +11,12 @@
 // images: ../shared/data/cifar10/test-u8.bin for 32x32x3, public/models/fashion-resnet/test-u8.bin for 28x28x1.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web';
 import { intFlag } from './args.js';
+import { testImages } from './test-images.js';
 import { compileBundleBatchCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
-import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { bundleStageRunner } from '../src/calibrate/evaluate.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
 import { argmaxRow, runCascade, type CascadeResult } from '../src/engine/cascade.js';
@@ -25,7 +25,6 @@ import { cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule, OrtSession, OrtTensor } from '../src/ort/types.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ort = ortWeb as unknown as OrtModule;
 const args = process.argv.slice(2);
 const BATCH = intFlag(args, '--batch', 32);
@@ -35,27 +34,6 @@ ortWeb.env.wasm.numThreads = intFlag(args, '--threads', 1);
 const SESSION = { executionProviders: ['wasm'] };
 const dirs = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 const bundles = dirs.length ? dirs : ['fashion', 'resnet20-pool', 'resnet56-pool'].map((b) => `bench/.bundles/${b}`);
-
-function imagesFor(bundle: BundleFiles): SampleBatch | undefined {
-  const { height, width, channels } = bundle.manifest.input;
-  const file =
-    height === 32 && width === 32 && channels === 3
-      ? path.resolve(root, '../shared/data/cifar10/test-u8.bin')
-      : height === 28 && width === 28 && channels === 1
-        ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
-        : undefined;
-  if (!file || !fs.existsSync(file)) return undefined;
-  const all = new Uint8Array(fs.readFileSync(file));
-  const per = height * width * channels;
-  const total = all.length / per;
-  const count = Math.min(IMAGES, total);
-  const data = new Uint8Array(count * per);
-  for (let k = 0; k < count; k++) {
-    const i = (k * 313 + 17) % total; // class-major files: stride across classes
-    data.set(all.subarray(i * per, (i + 1) * per), k * per);
-  }
-  return { data, count };
-}
 
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 type Engine = 'full' | 'stages' | 'compiled';
@@ -70,7 +48,7 @@ async function benchBundle(dir: string): Promise<void> {
   if (!fs.existsSync(path.join(dir, 'manifest.json'))) return void console.log(`${dir}: no manifest.json, skipped`);
   const bundle = await readBundleDir(dir);
   const m = bundle.manifest;
-  const images = imagesFor(bundle);
+  const images = testImages(m.input, IMAGES);
   if (!images || !m.backbone.file) return void console.log(`${dir}: no test images or no backbone copy, skipped`);
   const k = m.labels.length;
   const full: OrtSession = await ort.InferenceSession.create(bundle.files.get(m.backbone.file)!, SESSION);

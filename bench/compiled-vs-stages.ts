@@ -9,12 +9,12 @@
 // ../shared/data/cifar10/test-u8.bin for 32x32x3 inputs, public/models/fashion-resnet/test-u8.bin for 28x28x1.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ortNode from 'onnxruntime-node';
 import { intFlag } from './args.js';
+import { testImages } from './test-images.js';
 import { compileBundleCascade, segmentModels } from '../src/bundle/compiled-cascade.js';
-import { inputDims, toModelInput, type SampleBatch } from '../src/bundle/input.js';
-import { NEVER_EXIT, type BundleFiles } from '../src/bundle/manifest.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import { NEVER_EXIT } from '../src/bundle/manifest.js';
 import { bundleStageRunner } from '../src/calibrate/evaluate.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
 import { argmaxRow, runCascade } from '../src/engine/cascade.js';
@@ -22,7 +22,6 @@ import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule, OrtSession, OrtTensor } from '../src/ort/types.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ort = ortNode as unknown as OrtModule;
 const SESSION = {
   intraOpNumThreads: 1,
@@ -35,27 +34,6 @@ const args = process.argv.slice(2);
 const IMAGES = intFlag(args, '--images', 300);
 const ROUNDS = intFlag(args, '--rounds', 3);
 const dirs = args.length ? args : ['/work/baseline/before/r20', '/work/baseline/before/fashion'];
-
-function imagesFor(bundle: BundleFiles): SampleBatch | undefined {
-  const { height, width, channels } = bundle.manifest.input;
-  const file =
-    height === 32 && width === 32 && channels === 3
-      ? path.resolve(root, '../shared/data/cifar10/test-u8.bin')
-      : height === 28 && width === 28 && channels === 1
-        ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
-        : undefined;
-  if (!file || !fs.existsSync(file)) return undefined;
-  const all = new Uint8Array(fs.readFileSync(file));
-  const per = height * width * channels;
-  const total = all.length / per;
-  const count = Math.min(IMAGES, total);
-  const data = new Uint8Array(count * per);
-  for (let k = 0; k < count; k++) {
-    const i = (k * 313 + 17) % total; // class-major files: stride across classes
-    data.set(all.subarray(i * per, (i + 1) * per), k * per);
-  }
-  return { data, count };
-}
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -74,7 +52,7 @@ async function benchBundle(dir: string): Promise<void> {
   }
   const bundle = await readBundleDir(dir);
   const m = bundle.manifest;
-  const images = imagesFor(bundle);
+  const images = testImages(m.input, IMAGES);
   if (!images || !m.backbone.file) {
     console.log(`${dir}: no test images for its input size or no backbone copy, skipped`);
     return;

@@ -4,11 +4,14 @@
 // their input row. A prefix compiles too (lazy loading: the rows no compiled exit took continue from the cut).
 import { composedModel } from './compose.js';
 import {
+  appendScope,
+  branchGraph,
   CASCADE_IO,
   EXIT_INDEX_CONTINUE,
   EXIT_INDEX_FULL,
   gateOne,
   invalid,
+  nodesOnly,
   ONE,
   setupCascade,
   thresholdSplit,
@@ -17,6 +20,7 @@ import {
   type CompileCascadeOptions,
   type Dims,
   type Prepared,
+  type Scope,
 } from './compile-cascade.js';
 import type { OnnxModel } from './model.js';
 import { makeNode, makeTensor, pb, type DType, type onnx } from './proto.js';
@@ -40,13 +44,6 @@ export const BATCH_CASCADE_IO = {
 export type CompileBatchCascadeOptions = Pick<CompileCascadeOptions, 'end' | 'exitCount' | 'gateHeads'>;
 
 const GRAPH_ATTR = 5;
-
-interface Scope {
-  nodes: onnx.INodeProto[];
-  initializers: onnx.ITensorProto[];
-  sparse: onnx.ISparseTensorProto[];
-  valueInfo: onnx.IValueInfoProto[];
-}
 
 /**
  * One ONNX model running `parts` (consecutive segments of a bundle) with their exits on a batch of any size.
@@ -109,15 +106,7 @@ export function compileBatchCascade(parts: readonly CascadePart[], options: Comp
       `${name}/ConstantOfShape`,
     ),
   ];
-  const branch = (name: string, s: Scope, outs: readonly string[], outInfos: onnx.ValueInfoProto[]): onnx.GraphProto =>
-    pb.GraphProto.create({
-      name,
-      node: s.nodes,
-      initializer: s.initializers,
-      sparseInitializer: s.sparse,
-      valueInfo: s.valueInfo.filter((v) => !outs.includes(v.name ?? '')),
-      output: outInfos,
-    });
+  const branch = branchGraph;
   const ifNode = (
     name: string,
     cond: string,
@@ -132,13 +121,7 @@ export function compileBatchCascade(parts: readonly CascadePart[], options: Comp
     ];
     return n;
   };
-  const append = (s: Scope, from: Scope | Prepared): void => {
-    s.nodes.push(...from.nodes);
-    s.initializers.push(...from.initializers);
-    s.sparse.push(...from.sparse);
-    s.valueInfo.push(...from.valueInfo);
-  };
-  const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
+  const append = appendScope;
 
   // Exit e of part p on the rows `rows`: writes `${t}probs` / `${t}rows` (the rows that leave) and go_act / `${t}go_rows`.
   const decide = (p: Prepared, e: number, rows: string): onnx.INodeProto[] => {

@@ -236,6 +236,42 @@ function classCount(
  *   `INVALID_ARGUMENT` for no parts, exit indices that are missing, repeated, out of order or >= `exitCount`, or the
  *   'flat' layout below opset 11.
  */
+/** @internal Graph content being assembled into one (sub)graph of a compiled model. */
+export interface Scope {
+  nodes: onnx.INodeProto[];
+  initializers: onnx.ITensorProto[];
+  sparse: onnx.ISparseTensorProto[];
+  valueInfo: onnx.IValueInfoProto[];
+}
+
+/** @internal A scope of `nodes` alone. */
+export const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
+
+/** @internal Appends `from`'s content to `s`. */
+export function appendScope(s: Scope, from: Scope | Prepared): void {
+  s.nodes.push(...from.nodes);
+  s.initializers.push(...from.initializers);
+  s.sparse.push(...from.sparse);
+  s.valueInfo.push(...from.valueInfo);
+}
+
+/** @internal An `If` branch (or other subgraph) named `name` of scope `s` with outputs `outs` typed by `outputs`. */
+export function branchGraph(
+  name: string,
+  s: Scope,
+  outs: readonly string[],
+  outputs: onnx.ValueInfoProto[],
+): onnx.GraphProto {
+  return pb.GraphProto.create({
+    name,
+    node: s.nodes,
+    initializer: s.initializers,
+    sparseInitializer: s.sparse,
+    valueInfo: s.valueInfo.filter((v) => !outs.includes(v.name ?? '')),
+    output: outputs,
+  });
+}
+
 /**
  * What both compilers (this file's batch-1 one and compile-batch-cascade.ts's) start from: the parts checked, linked
  * and prepared (renamed into `s<i>/`, heads split off where gated), the exits honoured, the merged model headers.
@@ -387,28 +423,9 @@ export function compileCascade(parts: readonly CascadePart[], options: CompileCa
     exitConst(outs[1]!, EXIT_INDEX_CONTINUE),
     makeNode('Identity', [from], [outs[2]!], {}, `cascade/${outs[2]}`),
   ];
-  interface Scope {
-    nodes: onnx.INodeProto[];
-    initializers: onnx.ITensorProto[];
-    sparse: onnx.ISparseTensorProto[];
-    valueInfo: onnx.IValueInfoProto[];
-  }
-  const nodesOnly = (nodes: onnx.INodeProto[]): Scope => ({ nodes, initializers: [], sparse: [], valueInfo: [] });
   const branch = (name: string, s: Scope, outs: readonly string[], infos = outInfos): onnx.GraphProto =>
-    pb.GraphProto.create({
-      name,
-      node: s.nodes,
-      initializer: s.initializers,
-      sparseInitializer: s.sparse,
-      valueInfo: s.valueInfo.filter((v) => !outs.includes(v.name ?? '')),
-      output: infos(outs),
-    });
-  const append = (s: Scope, from: Scope | Prepared): void => {
-    s.nodes.push(...from.nodes);
-    s.initializers.push(...from.initializers);
-    s.sparse.push(...from.sparse);
-    s.valueInfo.push(...from.valueInfo);
-  };
+    branchGraph(name, s, outs, infos(outs));
+  const append = appendScope;
 
   // The graph content from part i on, writing the outputs `outs` (probabilities, exit index[, continue activation]).
   // `p`: part i as prepared (flat layout: re-bound to the activation its stage receives).
