@@ -15,7 +15,7 @@ import { argmaxRow, runCascade, type CascadeResult } from '../src/engine/cascade
 import { isSelfxitError } from '../src/errors.js';
 import { BATCH_CASCADE_IO, compileBatchCascade } from '../src/graph/compile-batch-cascade.js';
 import { cascadeThresholds } from '../src/graph/compile-cascade.js';
-import { encodeModel, type OnnxModel } from '../src/graph/index.js';
+import { decodeModel, encodeModel, type OnnxModel } from '../src/graph/index.js';
 import type { OrtTensor } from '../src/ort/types.js';
 import { ortNode } from './fixtures/ort-helpers.js';
 import { blobImages } from './fixtures/prepare-fixtures.js';
@@ -221,7 +221,7 @@ describe('compileBatchCascade on bundles', () => {
 });
 
 describe('compileBatchCascade graph rules', () => {
-  it('throws INVALID_BUNDLE where no class count is declared or the opset is below 11', async () => {
+  it('throws INVALID_BUNDLE where no class count is declared, the opset is below 11 or the input name is reserved', async () => {
     const bundle = await tinyRandomBundle();
     const models = segmentModels(bundle, 0, bundle.manifest.segments.length);
     const parts = bundle.manifest.segments.map((s, i) => ({
@@ -255,5 +255,15 @@ describe('compileBatchCascade graph rules', () => {
       return { ...p, model: { proto: { ...p.model.proto, graph: { ...g, output } } as typeof p.model.proto } };
     });
     expect(code(() => compileBatchCascade(undeclared, { end: 'logits' }))).toMatch(/^INVALID_BUNDLE: .*class count/);
+    // an input named as one of the batch model's outputs
+    const renamed = decodeModel(encodeModel(parts[0]!.model));
+    const g0 = renamed.proto.graph!;
+    const own = g0.input![0]!.name!;
+    g0.input![0]!.name = BATCH_CASCADE_IO.rowIndex;
+    for (const n of g0.node ?? []) n.input = (n.input ?? []).map((x) => (x === own ? BATCH_CASCADE_IO.rowIndex : x));
+    const clash = [{ ...parts[0]!, model: renamed }, ...parts.slice(1)];
+    expect(code(() => compileBatchCascade(clash, { end: 'logits' }))).toMatch(
+      /^INVALID_BUNDLE: .*"row_index" is reserved/,
+    );
   });
 });

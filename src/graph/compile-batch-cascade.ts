@@ -7,7 +7,6 @@ import {
   appendScope,
   branchGraph,
   CASCADE_IO,
-  EXIT_INDEX_CONTINUE,
   EXIT_INDEX_FULL,
   gateOne,
   invalid,
@@ -68,6 +67,8 @@ export function compileBatchCascade(parts: readonly CascadePart[], options: Comp
   const { prepared, exits, exitCount, classes, cont, lastIdx, inputName, merged, opset, thresholdOf } = setup;
   if (classes === null) invalid('the exits and the backbone declare no class count, which a batch model needs');
   if (opset < 11) invalid(`a batch model needs opset 11 or later (the model imports opset ${opset})`, { opset });
+  if (inputName === BATCH_CASCADE_IO.rowIndex || inputName === BATCH_CASCADE_IO.continueRows)
+    invalid(`the input name "${inputName}" is reserved by the batch model`, { tensor: inputName });
   // setupCascade ignores the last part's exit unless the parts are a prefix (as the stage engine does).
   const exitOf = (i: number): number | undefined => exits[i];
   const last = prepared[lastIdx]!;
@@ -306,5 +307,3 @@ export function compileBatchCascade(parts: readonly CascadePart[], options: Comp
   });
   return composedModel(merged, graph);
 }
-
-export { EXIT_INDEX_CONTINUE, EXIT_INDEX_FULL };

@@ -47,9 +47,9 @@ const batchKey = (base: string): string => `${base}:batch`;
  * Runs batches on the batch model of the loaded segment prefix, made in the background after a batch that found none
  * covering the loaded segments (the first one, and one that loaded more segments); batches run stage by stage while
  * there is none (a shorter prefix's model runs meanwhile, its rows continuing by stages). Not for a runtime nested in
- * another's queued jobs (the learning runtime's serving runtimes, remade at every fit): runtime.ts makes none there. WASM only: on WebGPU onnxruntime-web has no
- * `Compress` kernel (it would run on the CPU between GPU copies), so batches run stage by stage there. When the segments
- * cannot be composed, onnxruntime cannot load the model, the model takes one image per run (`backbone.batch` 'one') or
+ * another's queued jobs (the learning runtime's serving runtimes, remade at every fit): runtime.ts makes none there.
+ * WASM only: on WebGPU onnxruntime-web has no `Compress` kernel (it would run on the CPU between GPU copies), so
+ * batches run stage by stage there. When the segments cannot be composed, onnxruntime cannot load the model, the model takes one image per run (`backbone.batch` 'one') or
  * its segments are over {@link BATCH_MODEL_MAX_BYTES}, the engine is off for good and {@link failure} says why. The
  * model is cached per manifest hash, backend and prefix (`compiled:…:batch`), its sha256 checked on every read (a
  * corrupt copy is rebuilt, never run); a longer prefix's model evicts the shorter ones but prefix 1.
@@ -119,8 +119,8 @@ export class BatchEngine {
   }
 
   private async build(): Promise<BatchModel | undefined> {
-    // A macrotask before the compile and before each onnxruntime step: calls that arrived meanwhile
-    // queue their runs first.
+    // A macrotask before the compile and before each onnxruntime step: calls that arrived meanwhile queue their runs
+    // first.
     const turn = (): Promise<unknown> => new Promise((r) => setTimeout(r, 0));
     const step = async <T>(job: () => Promise<T>): Promise<T> => {
       await turn();
@@ -177,9 +177,8 @@ export class BatchEngine {
   /**
    * Classifies `rows` preprocessed inputs with `m` (the model in use when `m` was replaced meanwhile; undefined when
    * none is at hand, or the run failed: then the engine is off, saying why, and the caller runs the stages): one run
-   * of the compiled prefix, then runCascade over the stage runner
-   * from the next segment for the rows it did not decide, so every decision is the stage engine's rule. The run's ms
-   * is spread evenly over the segments it covered.
+   * of the compiled prefix, then runCascade over the stage runner from the next segment for the rows it did not
+   * decide, so every decision is the stage engine's rule. The run's ms is spread evenly over the segments it covered.
    */
   async run(
     m: BatchModel,
@@ -199,7 +198,7 @@ export class BatchEngine {
     try {
       ran = await job;
     } catch (e) {
-      if (this.disposed) throw e;
+      if (this.disposed) return undefined; // the stage path says DISPOSED
       // the stage engine runs this batch and the later ones (an error it meets too is the caller's)
       this.fail(`onnxruntime (${use.backend}) failed running the batch model: ${(e as Error).message}`);
       return undefined;
