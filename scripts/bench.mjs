@@ -32,6 +32,8 @@
 //   BENCH_BATCH_WARMUP untimed batches of each side before a batch > 1 is measured (default 40: a segment session's
 //                     first few dozen runs are several times slower while WebAssembly tiers its kernels up, and a
 //                     batch run measures only images / batch calls; `node bench/segment-boundary.mjs`)
+//   BENCH_BATCH_STAGES 0: batches > 1 measure the batch model alone beside the full model (default: the stage engine's
+//                     classifier too, in the same loop; with it in the page the batch model measured up to 0.10 slower)
 //   BENCH_CALL_MS     1: the record keeps every measured call's page ms of each side and of the full model (callMs;
 //                     at batch 1 also each image's exit and each call's onnxruntime ms: `node bench/by-exit.mjs` sums
 //                     them up by exit)
@@ -453,8 +455,9 @@ async function main() {
               backend: 'wasm',
               threads: t,
               batch: b,
-              engines: ['auto', 'stages'],
-              variants: ['selfxit', 'selfxit-stages'],
+              ...(env.BENCH_BATCH_STAGES === '0'
+                ? { engines: ['auto'], variants: ['selfxit'] }
+                : { engines: ['auto', 'stages'], variants: ['selfxit', 'selfxit-stages'] }),
               warmup: count('BENCH_BATCH_WARMUP', 40, 0),
             });
         if (goalTarget > 0) configs.push(...b1(`selfxit@${goalTarget}`, 'manifest.json', { target: goalTarget }));
