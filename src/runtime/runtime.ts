@@ -195,7 +195,7 @@ export class BundleRuntime {
       ...(this.ort.fallbackReason ? { fallbackReason: this.ort.fallbackReason } : {}),
       engine: this.engine(),
       ...(failure !== undefined ? { engineFallbackReason: failure } : {}),
-      batchEngine: this.batch?.on ? 'compiled' : 'stages',
+      batchEngine: this.batchEngine(),
       ...(batchFailure !== undefined ? { batchEngineFallbackReason: batchFailure } : {}),
       sessions: [...this.pool.created],
       cachedSegments: [...this.source.cachedSegments],
@@ -215,7 +215,7 @@ export class BundleRuntime {
       s.fallbackReason === (this.ort.fallbackReason || undefined) &&
       s.engineFallbackReason === failure &&
       s.batchEngineFallbackReason === this.batch?.failure &&
-      s.batchEngine === (this.batch?.on ? 'compiled' : 'stages') &&
+      s.batchEngine === this.batchEngine() &&
       s.cacheEnabled === this.cache.enabled &&
       sameItems(s.sessions, this.pool.created) &&
       sameItems(s.cachedSegments, this.source.cachedSegments) &&
@@ -333,6 +333,11 @@ export class BundleRuntime {
       rows,
       redoIfSwitched: true,
     });
+  }
+
+  /** The engine of batches now: the batch model's unless it is off (WebGPU, failed, disposed) or absent. */
+  private batchEngine(): 'compiled' | 'stages' {
+    return this.batch?.on ? 'compiled' : 'stages';
   }
 
   /** The engine of batch-1 calls now: the compiled one unless it is off or failed (then stage by stage). */
