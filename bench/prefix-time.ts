@@ -1,0 +1,175 @@
+// How a bundle's backbone time is spread over its depth at batch 1, against its MACs (issue 12: "where the time goes"
+// of the latency goals, ratio ≤ MACs fraction + 0.03). The exit-free prefixes of the backbone up to each exit's cut
+// (compileBundleChain of segments 0..i: no head, no `If`, the cut activation out) and the whole backbone run on real
+// test images, interleaved call by call (the order rotating), onnxruntime-web WASM in Node, 1 thread, CPU time of this
+// process per run. For each exit: the prefix's share of the backbone's MACs and of its time. With `--eval` (the JSON of
+// `selfxit eval … --json`, whose exit shares at the bundle's thresholds are on test images no setting saw) it also
+// gives the latency ratio a cascade with free exits (no head, no decision, no call overhead) would have with those
+// exit shares — the floor the time spread puts under the ratio — against the MACs fraction of the same shares.
+//
+//   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]
+//
+// Images: the model's test file (28x28x1: public/models/fashion-resnet/test-u8.bin, 32x32x3:
+// ../shared/data/cifar10/test-u8.bin). Default 1000 calls per prefix.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ortWeb from 'onnxruntime-web/wasm';
+import { intFlag, stringFlag } from './args.js';
+import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
+import { inputDims, toModelInput } from '../src/bundle/input.js';
+import { readBundleDir } from '../src/cli/bundle-fs.js';
+import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
+import { encodeModel } from '../src/graph/index.js';
+import type { OrtModule, OrtSession, OrtTensor } from '../src/ort/types.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ort = ortWeb as unknown as OrtModule;
+ortWeb.env.wasm.numThreads = 1;
+const OPTIONS = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' as const };
+
+const args = process.argv.slice(2);
+const CALLS = intFlag(args, '--calls', 1000);
+const EVAL = stringFlag(args, '--eval');
+const dir = args[0];
+if (!dir || dir.startsWith('--')) {
+  console.error('usage: npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]');
+  process.exit(2);
+}
+
+const bundle = await readBundleDir(dir);
+const m = bundle.manifest;
+const { height, width, channels } = m.input;
+const imageFile =
+  channels === 1
+    ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
+    : path.resolve(root, '../shared/data/cifar10/test-u8.bin');
+const all = new Uint8Array(fs.readFileSync(imageFile));
+const per = height * width * channels;
+const total = all.length / per;
+const IMAGES = Math.min(200, total);
+const dims = inputDims(m.input, 1);
+const inputs = Array.from({ length: IMAGES }, (_, k) => {
+  const i = (k * 313 + 17) % total;
+  const x = toModelInput({ data: all.subarray(i * per, (i + 1) * per), count: 1 }, 0, 1, m.input);
+  return new ort.Tensor('float32', x, dims);
+});
+
+// Prefix e: the segments up to exit e's (its head dropped); the last variant is the whole backbone as the bundle
+// holds it (the baseline the bench's ratios divide by).
+interface Variant {
+  readonly name: string;
+  readonly macs: number;
+  readonly session: OrtSession;
+  readonly fetch: string;
+}
+const variants: Variant[] = [];
+for (const [e, x] of m.exits.entries()) {
+  const count = x.segment + 1;
+  const bytes = encodeModel(compileBundleChain(m, segmentModels(bundle, 0, count)));
+  const macs = m.segments.slice(0, count).reduce((a, s) => a + s.macs, 0);
+  variants.push({
+    name: `exit ${e} ${x.name}`,
+    macs,
+    session: await ort.InferenceSession.create(bytes, OPTIONS),
+    fetch: m.segments[x.segment]!.output,
+  });
+}
+const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, OPTIONS);
+variants.push({ name: 'backbone', macs: m.backbone.macs, session: full, fetch: full.outputNames[0]! });
+const B = variants.length - 1;
+// The compiled cascade as the engine runs it while no exit is off (ungated heads), at the bundle's thresholds.
+const cascade: Variant = {
+  name: 'compiled cascade (the bundle thresholds)',
+  macs: NaN,
+  session: await ort.InferenceSession.create(
+    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, undefined, false)),
+    OPTIONS,
+  ),
+  fetch: CASCADE_IO.exitIndex,
+};
+variants.push(cascade);
+const C = variants.length - 1;
+const thresholds = new ort.Tensor(
+  'float32',
+  cascadeThresholds(
+    m.exits.map((e) => e.threshold),
+    m.exits.length,
+  ),
+  [m.exits.length],
+);
+const exitOf = new Map<number, number>(); // image → exit index the cascade took (-1: the backbone)
+
+const runOne = async (v: Variant, x: OrtTensor, image: number): Promise<void> => {
+  const feeds = v === cascade ? { [m.input.name]: x, [CASCADE_IO.thresholds]: thresholds } : { [m.input.name]: x };
+  const out = await v.session.run(feeds, [v.fetch]);
+  const data = out[v.fetch]!.data;
+  if (v === cascade) exitOf.set(image, Number((data as BigInt64Array)[0]));
+};
+for (let i = 0; i < 100; i++) for (const v of variants) await runOne(v, inputs[i % IMAGES]!, i % IMAGES);
+const cpu = variants.map(() => [] as number[]);
+for (let i = 0; i < CALLS; i++) {
+  const x = inputs[i % IMAGES]!;
+  for (let j = 0; j < variants.length; j++) {
+    const k = (i + j) % variants.length;
+    const c0 = process.cpuUsage();
+    await runOne(variants[k]!, x, i % IMAGES);
+    const c = process.cpuUsage(c0);
+    cpu[k]!.push((c.user + c.system) / 1000);
+  }
+}
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+const ms = cpu.map(mean);
+const fullMs = ms[B]!;
+const timeFraction = ms.map((t) => t / fullMs);
+const macsFraction = variants.map((v) => v.macs / m.backbone.macs);
+
+console.log(
+  `${dir}: ${m.exits.length} exits; onnxruntime-web WASM 1 thread (Node), batch 1, ${CALLS} calls per model, interleaved, mean CPU ms`,
+);
+console.log('| backbone up to | ms | MACs share | time share | time − MACs |');
+console.log('|---|---:|---:|---:|---:|');
+variants
+  .slice(0, B + 1)
+  .forEach((v, k) =>
+    console.log(
+      `| ${v.name} | ${ms[k]!.toFixed(3)} | ${macsFraction[k]!.toFixed(3)} | ${timeFraction[k]!.toFixed(3)} | ${(timeFraction[k]! - macsFraction[k]!).toFixed(3)} |`,
+    ),
+  );
+
+// On the images timed (each as often): the exit shares the cascade gave them, what free exits would cost with those
+// shares, and what the compiled cascade cost.
+const shares = new Array<number>(m.exits.length + 1).fill(0);
+for (let i = 0; i < CALLS; i++) {
+  const e = exitOf.get(i % IMAGES)!;
+  shares[e < 0 ? m.exits.length : e]! += 1 / CALLS;
+}
+const floorHere = shares.reduce((a, s, e) => a + s * timeFraction[e]!, 0);
+const macsHere = shares.reduce((a, s, e) => a + s * macsFraction[e]!, 0);
+console.log(
+  `\non the ${IMAGES} images timed: exit shares ${shares.map((s) => s.toFixed(3)).join(' / ')}; backbone MACs ` +
+    `${macsHere.toFixed(3)}, free exits ${floorHere.toFixed(3)} of the backbone's time, the compiled cascade ` +
+    `${(ms[C]! / fullMs).toFixed(3)} (${ms[C]!.toFixed(3)} ms): its heads, decisions and \`If\`s add ` +
+    `${(ms[C]! / fullMs - floorHere).toFixed(3)}`,
+);
+
+if (EVAL) {
+  const ev = JSON.parse(fs.readFileSync(EVAL, 'utf8')) as {
+    exitShares: number[];
+    macsFraction: number;
+    exitNames?: string[];
+  };
+  if (ev.exitShares.length !== m.exits.length + 1)
+    throw new Error(`${EVAL} has ${ev.exitShares.length} exit shares; the bundle has ${m.exits.length} exits + 1`);
+  // exit e's share pays prefix e; the rest (last share) the whole backbone
+  const floor = ev.exitShares.reduce((a, s, e) => a + s * timeFraction[e]!, 0);
+  const backboneMacs = ev.exitShares.reduce((a, s, e) => a + s * macsFraction[e]!, 0);
+  console.log(
+    `\nexit shares (${EVAL}): ${ev.exitShares.map((s) => s.toFixed(3)).join(' / ')}; the cascade's MACs fraction ` +
+      `${ev.macsFraction.toFixed(3)} (heads included), backbone MACs alone ${backboneMacs.toFixed(3)}; ` +
+      `free exits would run at ${floor.toFixed(3)} of the backbone's time: the time spread adds ` +
+      `${(floor - backboneMacs).toFixed(3)} to the ratio over the backbone MACs, the heads' MACs ` +
+      `${(ev.macsFraction - backboneMacs).toFixed(3)}`,
+  );
+}
+for (const v of variants) await v.session.release();
