@@ -6,6 +6,8 @@
 // `selfxit eval … --json`, whose exit shares at the bundle's thresholds are on test images no setting saw) it also
 // gives the latency ratio a cascade with free exits (no head, no decision, no call overhead) would have with those
 // exit shares — the floor the time spread puts under the ratio — against the MACs fraction of the same shares.
+// Also timed beside them: the compiled cascade as the engine runs it while no exit is off (ungated heads) at the
+// bundle's thresholds; on the images timed, its ratio over that floor is what the heads, decisions and `If`s cost.
 //
 //   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]
 //
@@ -157,7 +159,6 @@ if (EVAL) {
   const ev = JSON.parse(fs.readFileSync(EVAL, 'utf8')) as {
     exitShares: number[];
     macsFraction: number;
-    exitNames?: string[];
   };
   if (ev.exitShares.length !== m.exits.length + 1)
     throw new Error(`${EVAL} has ${ev.exitShares.length} exit shares; the bundle has ${m.exits.length} exits + 1`);
