@@ -149,7 +149,7 @@ for (let i = 0; i < CALLS; i++) {
 const floorHere = shares.reduce((a, s, e) => a + s * timeFraction[e]!, 0);
 const macsHere = shares.reduce((a, s, e) => a + s * macsFraction[e]!, 0);
 console.log(
-  `\non the ${IMAGES} images timed: exit shares ${shares.map((s) => s.toFixed(3)).join(' / ')}; backbone MACs ` +
+  `\non the ${Math.min(CALLS, IMAGES)} images timed: exit shares ${shares.map((s) => s.toFixed(3)).join(' / ')}; backbone MACs ` +
     `${macsHere.toFixed(3)}, free exits ${floorHere.toFixed(3)} of the backbone's time, the compiled cascade ` +
     `${(ms[C]! / fullMs).toFixed(3)} (${ms[C]!.toFixed(3)} ms): its heads, decisions and \`If\`s add ` +
     `${(ms[C]! / fullMs - floorHere).toFixed(3)}`,
