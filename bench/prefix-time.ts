@@ -11,13 +11,12 @@
 //
 //   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]
 //
-// Images: the model's test file (28x28x1: public/models/fashion-resnet/test-u8.bin, 32x32x3:
-// ../shared/data/cifar10/test-u8.bin). Default 1000 calls per prefix.
+// Images: 200 of the model's test file (bench/test-images.ts: 28x28x1 the shipped Fashion model's, 32x32x3 CIFAR-10's
+// in ../shared). Default 1000 calls per model.
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
 import { intFlag, stringFlag } from './args.js';
+import { testImages } from './test-images.js';
 import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
@@ -25,7 +24,6 @@ import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule, OrtSession, OrtTensor } from '../src/ort/types.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ort = ortWeb as unknown as OrtModule;
 ortWeb.env.wasm.numThreads = 1;
 const OPTIONS = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' as const };
@@ -41,21 +39,17 @@ if (!dir || dir.startsWith('--')) {
 
 const bundle = await readBundleDir(dir);
 const m = bundle.manifest;
-const { height, width, channels } = m.input;
-const imageFile =
-  channels === 1
-    ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
-    : path.resolve(root, '../shared/data/cifar10/test-u8.bin');
-const all = new Uint8Array(fs.readFileSync(imageFile));
-const per = height * width * channels;
-const total = all.length / per;
-const IMAGES = Math.min(200, total);
+const batch = testImages(m.input, 200);
+if (!batch) {
+  console.error(`no test images of ${m.input.height}x${m.input.width}x${m.input.channels} (bench/test-images.ts)`);
+  process.exit(2);
+}
+const IMAGES = batch.count;
 const dims = inputDims(m.input, 1);
-const inputs = Array.from({ length: IMAGES }, (_, k) => {
-  const i = (k * 313 + 17) % total;
-  const x = toModelInput({ data: all.subarray(i * per, (i + 1) * per), count: 1 }, 0, 1, m.input);
-  return new ort.Tensor('float32', x, dims);
-});
+const inputs = Array.from(
+  { length: IMAGES },
+  (_, i) => new ort.Tensor('float32', toModelInput(batch, i, 1, m.input), dims),
+);
 
 // Prefix e: the segments up to exit e's (its head dropped); the last variant is the whole backbone as the bundle
 // holds it (the baseline the bench's ratios divide by).
