@@ -7,9 +7,10 @@
 // gives the latency ratio a cascade with free exits (no head, no decision, no call overhead) would have with those
 // exit shares — the floor the time spread puts under the ratio — against the MACs fraction of the same shares.
 // Also timed beside them: the compiled cascade as the engine runs it while no exit is off (ungated heads) at the
-// bundle's thresholds; on the images timed, its ratio over that floor is what the heads, decisions and `If`s cost.
+// bundle's thresholds (`--sessions N`: in N sessions of the same model); on the images timed, its ratio over that floor
+// is what the heads, decisions and `If`s cost.
 //
-//   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]
+//   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N]
 //
 // Images: 200 of the model's test file (bench/test-images.ts: 28x28x1 the shipped Fashion model's, 32x32x3 CIFAR-10's
 // in ../shared). Default 1000 calls per model.
@@ -31,9 +32,10 @@ const OPTIONS = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' as
 const args = process.argv.slice(2);
 const CALLS = intFlag(args, '--calls', 1000);
 const EVAL = stringFlag(args, '--eval');
+const SESSIONS = intFlag(args, '--sessions', 1);
 const dir = args[0];
 if (!dir || dir.startsWith('--')) {
-  console.error('usage: npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N]');
+  console.error('usage: npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N]');
   process.exit(2);
 }
 
@@ -74,18 +76,22 @@ for (const [e, x] of m.exits.entries()) {
 const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, OPTIONS);
 variants.push({ name: 'backbone', macs: m.backbone.macs, session: full, fetch: full.outputNames[0]! });
 const B = variants.length - 1;
-// The compiled cascade as the engine runs it while no exit is off (ungated heads), at the bundle's thresholds.
-const cascade: Variant = {
-  name: 'compiled cascade (the bundle thresholds)',
-  macs: NaN,
-  session: await ort.InferenceSession.create(
-    encodeModel(compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, undefined, false)),
-    OPTIONS,
-  ),
-  fetch: CASCADE_IO.exitIndex,
-};
-variants.push(cascade);
-const C = variants.length - 1;
+// The compiled cascade as the engine runs it while no exit is off (ungated heads), at the bundle's thresholds: in
+// SESSIONS sessions of the same bytes, timed side by side (onnxruntime's speed differs from session to session).
+const cascadeBytes = encodeModel(
+  compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, undefined, false),
+);
+const cascades = new Set<Variant>();
+for (let k = 0; k < SESSIONS; k++) {
+  const v: Variant = {
+    name: `compiled cascade, session ${k + 1}`,
+    macs: NaN,
+    session: await ort.InferenceSession.create(cascadeBytes, OPTIONS),
+    fetch: CASCADE_IO.exitIndex,
+  };
+  cascades.add(v);
+  variants.push(v);
+}
 const thresholds = new ort.Tensor(
   'float32',
   cascadeThresholds(
@@ -97,10 +103,10 @@ const thresholds = new ort.Tensor(
 const exitOf = new Map<number, number>(); // image → exit index the cascade took (-1: the backbone)
 
 const runOne = async (v: Variant, x: OrtTensor, image: number): Promise<void> => {
-  const feeds = v === cascade ? { [m.input.name]: x, [CASCADE_IO.thresholds]: thresholds } : { [m.input.name]: x };
+  const feeds = cascades.has(v) ? { [m.input.name]: x, [CASCADE_IO.thresholds]: thresholds } : { [m.input.name]: x };
   const out = await v.session.run(feeds, [v.fetch]);
   const data = out[v.fetch]!.data;
-  if (v === cascade) exitOf.set(image, Number((data as BigInt64Array)[0]));
+  if (cascades.has(v)) exitOf.set(image, Number((data as BigInt64Array)[0]));
 };
 for (let i = 0; i < 100; i++) for (const v of variants) await runOne(v, inputs[i % IMAGES]!, i % IMAGES);
 const cpu = variants.map(() => [] as number[]);
@@ -142,11 +148,17 @@ for (let i = 0; i < CALLS; i++) {
 }
 const floorHere = shares.reduce((a, s, e) => a + s * timeFraction[e]!, 0);
 const macsHere = shares.reduce((a, s, e) => a + s * macsFraction[e]!, 0);
+const cascadeRatios = ms.slice(B + 1).map((t) => t / fullMs);
 console.log(
   `\non the ${Math.min(CALLS, IMAGES)} images timed: exit shares ${shares.map((s) => s.toFixed(3)).join(' / ')}; backbone MACs ` +
     `${macsHere.toFixed(3)}, free exits ${floorHere.toFixed(3)} of the backbone's time, the compiled cascade ` +
-    `${(ms[C]! / fullMs).toFixed(3)} (${ms[C]!.toFixed(3)} ms): its heads, decisions and \`If\`s add ` +
-    `${(ms[C]! / fullMs - floorHere).toFixed(3)}`,
+    cascadeRatios
+      .map(
+        (r, k) =>
+          `${r.toFixed(3)} (${ms[B + 1 + k]!.toFixed(3)} ms): heads, decisions and \`If\`s +${(r - floorHere).toFixed(3)}`,
+      )
+      .join('; another session ') +
+    ` (backbone ${fullMs.toFixed(3)} ms)`,
 );
 
 if (EVAL) {
