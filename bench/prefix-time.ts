@@ -7,10 +7,11 @@
 // gives the latency ratio a cascade with free exits (no head, no decision, no call overhead) would have with those
 // exit shares — the floor the time spread puts under the ratio — against the MACs fraction of the same shares.
 // Also timed beside them: the compiled cascade as the engine runs it while no exit is off (ungated heads) at the
-// bundle's thresholds (`--sessions N`: in N sessions of the same model); on the images timed, its ratio over that floor
-// is what the heads, decisions and `If`s cost.
+// bundle's thresholds (`--sessions N`: in N sessions of the same model; `--also <bundleDir>`: another bundle's of the
+// same model too, timed in the same loop); on the images timed, its ratio over that floor is what the heads, decisions
+// and `If`s cost.
 //
-//   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N]
+//   npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N] [--also bundleDir]
 //
 // Images: 200 of the model's test file (bench/test-images.ts: 28x28x1 the shipped Fashion model's, 32x32x3 CIFAR-10's
 // in ../shared). Default 1000 calls per model.
@@ -20,6 +21,7 @@ import { intFlag, stringFlag } from './args.js';
 import { testImages } from './test-images.js';
 import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
+import type { BundleFiles } from '../src/bundle/manifest.js';
 import { readBundleDir } from '../src/cli/bundle-fs.js';
 import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
@@ -33,9 +35,12 @@ const args = process.argv.slice(2);
 const CALLS = intFlag(args, '--calls', 1000);
 const EVAL = stringFlag(args, '--eval');
 const SESSIONS = intFlag(args, '--sessions', 1);
+const ALSO = stringFlag(args, '--also');
 const dir = args[0];
 if (!dir || dir.startsWith('--')) {
-  console.error('usage: npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N]');
+  console.error(
+    'usage: npx tsx bench/prefix-time.ts <bundleDir> [--eval eval.json] [--calls N] [--sessions N] [--also bundleDir]',
+  );
   process.exit(2);
 }
 
@@ -60,6 +65,8 @@ interface Variant {
   readonly macs: number;
   readonly session: OrtSession;
   readonly fetch: string;
+  /** A compiled cascade's thresholds input, and the exit each image took (-1: the backbone). */
+  readonly cascade?: { readonly thresholds: OrtTensor; readonly exitOf: Map<number, number> };
 }
 const variants: Variant[] = [];
 for (const [e, x] of m.exits.entries()) {
@@ -76,37 +83,38 @@ for (const [e, x] of m.exits.entries()) {
 const full = await ort.InferenceSession.create(bundle.files.get(m.backbone.file!)!, OPTIONS);
 variants.push({ name: 'backbone', macs: m.backbone.macs, session: full, fetch: full.outputNames[0]! });
 const B = variants.length - 1;
-// The compiled cascade as the engine runs it while no exit is off (ungated heads), at the bundle's thresholds: in
-// SESSIONS sessions of the same bytes, timed side by side (onnxruntime's speed differs from session to session).
-const cascadeBytes = encodeModel(
-  compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, undefined, false),
-);
-const cascades = new Set<Variant>();
-for (let k = 0; k < SESSIONS; k++) {
-  const v: Variant = {
-    name: `compiled cascade, session ${k + 1}`,
-    macs: NaN,
-    session: await ort.InferenceSession.create(cascadeBytes, OPTIONS),
-    fetch: CASCADE_IO.exitIndex,
-  };
-  cascades.add(v);
-  variants.push(v);
+// The compiled cascade as the engine runs it while no exit is off (ungated heads), at its bundle's thresholds: in
+// SESSIONS sessions of the same bytes, timed side by side (onnxruntime's speed differs from session to session); with
+// --also, another bundle's of the same model too, in the same loop.
+async function addCascades(b: BundleFiles, label: string): Promise<Variant[]> {
+  const bm = b.manifest;
+  const bytes = encodeModel(compileBundleCascade(bm, segmentModels(b, 0, bm.segments.length), 0, undefined, false));
+  const t = cascadeThresholds(
+    bm.exits.map((e) => e.threshold),
+    bm.exits.length,
+  );
+  const cascade = { thresholds: new ort.Tensor('float32', t, [t.length]), exitOf: new Map<number, number>() };
+  const added: Variant[] = [];
+  for (let k = 0; k < SESSIONS; k++) {
+    const session = await ort.InferenceSession.create(bytes, OPTIONS);
+    added.push({ name: `${label}, session ${k + 1}`, macs: NaN, session, fetch: CASCADE_IO.exitIndex, cascade });
+  }
+  variants.push(...added);
+  return added;
 }
-const thresholds = new ort.Tensor(
-  'float32',
-  cascadeThresholds(
-    m.exits.map((e) => e.threshold),
-    m.exits.length,
-  ),
-  [m.exits.length],
-);
-const exitOf = new Map<number, number>(); // image → exit index the cascade took (-1: the backbone)
+const own = await addCascades(bundle, 'compiled cascade');
+const also = ALSO ? await readBundleDir(ALSO) : undefined;
+if (also && also.manifest.input.name !== m.input.name)
+  throw new Error(`${ALSO} reads input ${also.manifest.input.name}, not ${m.input.name}`);
+const other = also ? await addCascades(also, `${ALSO}'s compiled cascade`) : [];
 
 const runOne = async (v: Variant, x: OrtTensor, image: number): Promise<void> => {
-  const feeds = cascades.has(v) ? { [m.input.name]: x, [CASCADE_IO.thresholds]: thresholds } : { [m.input.name]: x };
+  const feeds = v.cascade
+    ? { [m.input.name]: x, [CASCADE_IO.thresholds]: v.cascade.thresholds }
+    : { [m.input.name]: x };
   const out = await v.session.run(feeds, [v.fetch]);
   const data = out[v.fetch]!.data;
-  if (cascades.has(v)) exitOf.set(image, Number((data as BigInt64Array)[0]));
+  if (v.cascade) v.cascade.exitOf.set(image, Number((data as BigInt64Array)[0]));
 };
 for (let i = 0; i < 100; i++) for (const v of variants) await runOne(v, inputs[i % IMAGES]!, i % IMAGES);
 const cpu = variants.map(() => [] as number[]);
@@ -143,23 +151,24 @@ variants
 // shares, and what the compiled cascade cost.
 const shares = new Array<number>(m.exits.length + 1).fill(0);
 for (let i = 0; i < CALLS; i++) {
-  const e = exitOf.get(i % IMAGES)!;
+  const e = own[0]!.cascade!.exitOf.get(i % IMAGES)!;
   shares[e < 0 ? m.exits.length : e]! += 1 / CALLS;
 }
 const floorHere = shares.reduce((a, s, e) => a + s * timeFraction[e]!, 0);
 const macsHere = shares.reduce((a, s, e) => a + s * macsFraction[e]!, 0);
-const cascadeRatios = ms.slice(B + 1).map((t) => t / fullMs);
+const ratioOf = (v: Variant): number => ms[variants.indexOf(v)]! / fullMs;
 console.log(
   `\non the ${Math.min(CALLS, IMAGES)} images timed: exit shares ${shares.map((s) => s.toFixed(3)).join(' / ')}; backbone MACs ` +
     `${macsHere.toFixed(3)}, free exits ${floorHere.toFixed(3)} of the backbone's time, the compiled cascade ` +
-    cascadeRatios
-      .map(
-        (r, k) =>
-          `${r.toFixed(3)} (${ms[B + 1 + k]!.toFixed(3)} ms): heads, decisions and \`If\`s +${(r - floorHere).toFixed(3)}`,
-      )
+    own
+      .map((v) => `${ratioOf(v).toFixed(3)}: heads, decisions and \`If\`s +${(ratioOf(v) - floorHere).toFixed(3)}`)
       .join('; another session ') +
     ` (backbone ${fullMs.toFixed(3)} ms)`,
 );
+if (other.length > 0)
+  console.log(
+    `${ALSO}'s compiled cascade, same loop: ${other.map((v) => ratioOf(v).toFixed(3)).join(' / ')} of the backbone`,
+  );
 
 if (EVAL) {
   const ev = JSON.parse(fs.readFileSync(EVAL, 'utf8')) as {
