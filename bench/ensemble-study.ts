@@ -22,7 +22,9 @@
 // knobs whose agreement on test itself meets the target (hindsight; the scores' quality without threshold noise).
 //
 //   npx tsx bench/ensemble-study.ts [resnet56|resnet20] [--limit N] [--pool] [--ms D] [--reselect] [--chain i,j,…]
-//        [--mix mixup|cutmix [--copies K]] [--capacity fixed|auto] [--json out.json]
+//        [--mix mixup|cutmix [--copies K]] [--capacity fixed|auto] [--power a] [--json out.json]
+// `--power a`: every pooled feature x of calib and test becomes sign(x)·|x|^a before the heads train (power
+// normalisation of pooled features; a = 0.5 is the signed square root).
 //
 // ENS_VARIANTS / ENS_RESELECT (comma lists) pick the variants. Features are cached in bench/.cache/ens-<model>.*.
 // Over 400 lines: one study script (features, fits, the two score models, selection, table) sharing its module state;
@@ -188,6 +190,17 @@ const ms =
     : undefined;
 const calibF = ms?.calib.set ?? (await features('calib'));
 const testF = ms?.test.set ?? (await features('test'));
+/** `--power a`: every pooled feature x becomes sign(x)·|x|^a before training (power normalisation; scratch study). */
+const power = Number(stringFlag(args, '--power') ?? 1);
+if (power !== 1)
+  for (const set of [calibF, testF])
+    for (const c of set.cuts) {
+      const x = c.x as Float32Array;
+      for (let i = 0; i < x.length; i++) {
+        const v = x[i]!;
+        x[i] = v >= 0 ? Math.pow(v, power) : -Math.pow(-v, power);
+      }
+    }
 const nTest = testF.n;
 const testTeacher = argmaxRows(testF.teacher, nTest, K);
 const testLabels = u8(path.join(shared, 'data/cifar10/test-labels.u8')).subarray(0, nTest);

@@ -4,7 +4,7 @@
 // run at once, and no thread starts for a task already aborted. Node's Worker is wrapped to count the threads the pool starts
 // and to reach them (a `messageerror` cannot be provoked from a worker on demand: it is emitted on the thread's
 // Worker, as Node does when an answer cannot be deserialized).
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type * as WorkerThreads from 'node:worker_threads';
@@ -224,5 +224,37 @@ describe('head-trainer pool: after an abort', () => {
     expect(started.workers.length).toBe(1); // a's thread stopped; none started for b
     await p.close();
     expect(p.workers).toBe(0);
+  });
+});
+
+describe('head-trainer pool: one abort listener per signal', () => {
+  it('holds one listener for many tasks of one signal, removed once they settle or abort', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      // the real worker answers every task of data without cuts INVALID_ARGUMENT: 24 tasks settle one by one
+      const p = pool(2);
+      await p.load(emptyData());
+      const done = new AbortController();
+      const settled = Array.from({ length: 24 }, () => selfxitRejection(p.run(task, done.signal)));
+      expect(getEventListeners(done.signal, 'abort')).toHaveLength(1);
+      for (const r of settled) expect((await r).code).toBe('INVALID_ARGUMENT');
+      expect(getEventListeners(done.signal, 'abort')).toHaveLength(0);
+
+      // a thread that never answers: 24 tasks wait (one runs) until the abort, which settles every one
+      const q = pool(1, silentWorker);
+      await q.load(emptyData());
+      const ctl = new AbortController();
+      const waiting = Array.from({ length: 24 }, () => selfxitRejection(q.run(task, ctl.signal)));
+      expect(getEventListeners(ctl.signal, 'abort')).toHaveLength(1);
+      ctl.abort();
+      for (const r of waiting) expect((await r).code).toBe('ABORTED');
+      expect(getEventListeners(ctl.signal, 'abort')).toHaveLength(0);
+      await new Promise((r) => setImmediate(r)); // a warning is emitted on the next tick
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

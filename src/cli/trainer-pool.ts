@@ -135,6 +135,34 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
   let closed = false;
   /** Every thread started and not yet exited, in a slot or stopping (close() terminates them all). */
   const live = new Set<Worker>();
+  /**
+   * The unsettled jobs of each abort signal, behind one listener per signal: a prepare queues every head task of a
+   * phase on one signal (over a hundred), and Node warns (MaxListenersExceededWarning) past ten listeners on one.
+   */
+  const bySignal = new Map<AbortSignal, { readonly jobs: Set<Job>; readonly onAbort: () => void }>();
+  const watch = (job: Job): void => {
+    const s = job.signal;
+    if (!s) return;
+    let w = bySignal.get(s);
+    if (!w) {
+      const jobs = new Set<Job>();
+      const onAbort = (): void => {
+        bySignal.delete(s);
+        for (const j of [...jobs]) j.onAbort();
+      };
+      bySignal.set(s, (w = { jobs, onAbort }));
+      s.addEventListener('abort', onAbort, { once: true });
+    }
+    w.jobs.add(job);
+  };
+  /** The job settled (or is about to): its signal no longer reaches it; the last one removes the listener. */
+  const unwatch = (job: Job): void => {
+    const s = job.signal;
+    const w = s && bySignal.get(s);
+    if (!w || !w.jobs.delete(job) || w.jobs.size > 0) return;
+    bySignal.delete(s);
+    s.removeEventListener('abort', w.onAbort);
+  };
 
   /** Posts `msg` to the slot's thread: undefined when it went, else the typed error (postMessage threw). */
   const send = (slot: Slot, msg: WorkerRequest): SelfxitError | undefined => {
@@ -150,7 +178,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
   const finish = (slot: Slot): Job | undefined => {
     const job = slot.job;
     slot.job = undefined;
-    if (job) job.signal?.removeEventListener('abort', job.onAbort);
+    if (job) unwatch(job);
     slot.worker.unref();
     return job;
   };
@@ -223,7 +251,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
   /** Rejects the job first in line with `error` (its thread could not start, or not take the data). */
   const rejectFirst = (error: SelfxitError): void => {
     const job = queue.shift()!;
-    job.signal?.removeEventListener('abort', job.onAbort);
+    unwatch(job);
     job.reject(error);
   };
 
@@ -337,7 +365,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
             pump();
           },
         };
-        signal?.addEventListener('abort', job.onAbort, { once: true });
+        watch(job);
         queue.push(job);
         pump();
       });
@@ -346,7 +374,7 @@ export function createHeadTrainerPool(options: TrainerPoolOptions): NodeTrainerP
       closed = true;
       data = undefined;
       for (const job of queue.splice(0)) {
-        job.signal?.removeEventListener('abort', job.onAbort);
+        unwatch(job);
         job.reject(new SelfxitError('DISPOSED', 'the head-trainer pool was closed'));
       }
       const running = slots.map((s) => s.job).filter((j): j is Job => j !== undefined);
