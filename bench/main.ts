@@ -10,6 +10,9 @@ import { Baseline } from '../demo/lib/baseline.js';
 import { fetchImageSet, imageData, imageRange, type ImageSet } from '../demo/lib/samples.js';
 import { mean, summary } from '../demo/lib/stats.js';
 
+/** Untimed calls of each side before measuring when a configuration names none ({@link BenchConfig.warmup}). */
+export const WARMUP_DEFAULT = 100;
+
 /** One measured configuration. URLs are relative to the page. */
 export interface BenchConfig {
   readonly name: string;
@@ -22,7 +25,11 @@ export interface BenchConfig {
   readonly backend: 'wasm' | 'webgpu';
   readonly threads: number;
   readonly batch: number;
-  /** Untimed calls of each side before measuring. Default 8. */
+  /**
+   * Untimed calls of each side before measuring. Default {@link WARMUP_DEFAULT}: each side is a fresh worker, whose
+   * lazily loaded segments, compiled models, onnxruntime arenas and WebAssembly tiers settle in its first calls
+   * (scripts/bench.mjs also has Chromium tier WebAssembly up eagerly: BENCH_JS_FLAGS).
+   */
   readonly warmup?: number;
   /** One warm-up call only: the run is for label agreement, not timing (WebGPU on SwiftShader). */
   readonly correctnessOnly?: boolean;
@@ -132,6 +139,8 @@ export interface BenchResult {
   readonly expectedMacsFraction: number;
   readonly validationAgreement: number;
   readonly wallSeconds: number;
+  /** Untimed calls of each side before the measured ones (see {@link BenchConfig.warmup}). */
+  readonly warmupCalls: number;
   /** Live exit pruning (load() option `pruneExits`) and the exits it had off after the warm-up and at the end. */
   readonly pruneExits: boolean;
   readonly prunedAtStart: readonly number[];
@@ -376,9 +385,9 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
       side === 'full' ? fullCall(start, config.batch) : earlyCall(side, start, config.batch);
     const all: (EarlySide | 'full')[] = [...sides, 'full'];
 
-    // Warm-up (untimed): sessions, kernels, thread pools, JIT.
-    const warm = config.correctnessOnly ? 1 : (config.warmup ?? 8);
-    for (let w = 0; w < warm; w++) {
+    // Warm-up (untimed): sessions, kernels, thread pools, JIT tiers, lazily loaded segments, live pruning.
+    const warmupCalls = config.correctnessOnly ? 1 : (config.warmup ?? WARMUP_DEFAULT);
+    for (let w = 0; w < warmupCalls; w++) {
       const start = (w * config.batch) % Math.max(1, n - config.batch + 1);
       for (const side of all) await call(side, start);
     }
@@ -460,6 +469,7 @@ async function run(config: BenchConfig): Promise<BenchResult[]> {
         expectedMacsFraction: manifest.calibration.expectedMacsFraction,
         validationAgreement: manifest.calibration.validationAgreement,
         wallSeconds: (performance.now() - started) / 1000,
+        warmupCalls,
         pruneExits: config.pruneExits?.[sides.indexOf(side)] !== false,
         prunedAtStart: prunedAtStart.get(side) ?? [],
         prunedAtEnd: info.prunedExits,

@@ -667,7 +667,7 @@ export function pruningSection(record) {
     out.push(
       `| ${TITLES[r.model] ?? r.model} | ${r.threads} | ${traffic} | ${f3(r.ratio.mean)} / ${f3(r.ratio.p50)} | ${f3(o.ratio.mean)} / ${f3(o.ratio.p50)} | ${f3(r.early.mean / o.early.mean)} | ${names(r, r.prunedAtStart)} → ${names(r, r.prunedAtEnd)} | ${pct(r.agreement, 2)} / ${pct(o.agreement, 2)} |`,
     );
-  const warm = [...new Set(rows.map((x) => x.r.config?.warmup ?? 8))];
+  const warm = [...new Set(rows.map((x) => x.r.warmupCalls ?? x.r.config?.warmup ?? 8))];
   out.push(
     '',
     `Warm-up: ${warm.join(' / ')} untimed calls of each side before measuring (the worst case's is long enough for pruning to reach its steady state: an exit is pruned once the upper 99.9 % bound of its share of leaving inputs, over at least 64 inputs, is below break-even). With pruning on, 1 call in 32 is a probe that runs every exit in use, so the pruned worst case includes those.`,
@@ -689,7 +689,7 @@ export function renderMarkdown(record, resultFile) {
   const out = [
     `## Results of ${String(record.date ?? '').slice(0, 10)}`,
     '',
-    `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; ${m.chromium}; Node ${m.node}. Load average at the end: ${(m.loadAverage ?? []).map((x) => x.toFixed(2)).join(', ')}.`,
+    `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; ${m.chromium}${m.jsFlags ? ` (\`--js-flags=${m.jsFlags}\`)` : ''}; Node ${m.node}. Load average at the end: ${(m.loadAverage ?? []).map((x) => x.toFixed(2)).join(', ')}.`,
     `- Command: \`${record.command}\` (${Math.round(record.seconds)} s${record.phases ? `: prepare ${seconds(record.phases.prepareSeconds)}, curves ${seconds(record.phases.curvesSeconds)}, page measurements ${seconds(record.phases.measureSeconds)}` : ''}). Raw data: \`${resultFile}\`.`,
     ...(record.models?.some((x) => Number.isFinite(x.images))
       ? [

@@ -28,7 +28,12 @@
 //                     block: each side classifies BENCH_BLOCK consecutive calls (default 10), then the page idles
 //                     BENCH_PAUSE_MS (default 20) before the next side's turn, as a classifier runs alone in an app
 //                     (with several WASM threads per worker, per-image turns keep the other workers' threads spinning)
-//   BENCH_WARMUP      untimed calls of each side before measuring (default 8; the worst case: BENCH_WORST_WARMUP)
+//   BENCH_WARMUP      untimed calls of each side before measuring (default 100; the worst case: BENCH_WORST_WARMUP)
+//   BENCH_JS_FLAGS    V8 flags of the bench's Chromium (default --no-wasm-dynamic-tiering: WebAssembly is compiled to
+//                     optimised code in the background right after it loads, instead of function by function once
+//                     hot; each side is a fresh worker, and with dynamic tiering a model whose kernels the others had
+//                     not run stayed at baseline code for its first ~1,000 calls, at twice the time; '' for Chromium's
+//                     default)
 //   BENCH_BATCH_WARMUP untimed batches of each side before a batch > 1 is measured (default 40: a segment session's
 //                     first few dozen runs are several times slower while WebAssembly tiers its kernels up, and a
 //                     batch run measures only images / batch calls; `node bench/segment-boundary.mjs`)
@@ -65,6 +70,8 @@ const shared = path.resolve(root, '../shared');
 const bundlesDir = path.join(root, 'bench/.bundles');
 const resultsDir = path.join(root, 'bench/results');
 const CHROMIUM = '/usr/bin/chromium';
+/** BENCH_JS_FLAGS (see the header). */
+const JS_FLAGS = process.env.BENCH_JS_FLAGS ?? '--no-wasm-dynamic-tiering';
 const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-background-networking',
@@ -72,6 +79,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
   '--enable-unsafe-webgpu',
+  ...(JS_FLAGS ? [`--js-flags=${JS_FLAGS}`] : []),
 ];
 const CIFAR_LABELS = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 const env = process.env;
@@ -317,6 +325,7 @@ function machine() {
     os: `${os.type()} ${os.release()} ${os.arch()}`,
     node: process.version,
     chromium,
+    jsFlags: JS_FLAGS,
     loadAverage: os.loadavg(),
   };
 }
@@ -342,7 +351,7 @@ async function main() {
   };
   const turns = {
     interleave,
-    ...(env.BENCH_WARMUP !== undefined ? { warmup: count('BENCH_WARMUP', 8, 0) } : {}),
+    ...(env.BENCH_WARMUP !== undefined ? { warmup: count('BENCH_WARMUP', 100, 0) } : {}),
     ...(env.BENCH_CALL_MS === '1' ? { returnCallMs: true } : {}),
     ...(interleave === 'block' ? { block: count('BENCH_BLOCK', 10, 1), pauseMs: count('BENCH_PAUSE_MS', 20, 0) } : {}),
   };
@@ -443,7 +452,7 @@ async function main() {
         configs.push(
           ...b1('worst-case', 'manifest-noexit.json', {
             ...withNoPrune('worst-case', 'worst-case-stages', 'worst-case-noprune'),
-            warmup: Number(env.BENCH_WORST_WARMUP ?? 800),
+            warmup: count('BENCH_WORST_WARMUP', 800, 0),
           }),
         );
         // batches: the batch model (engine 'auto') and the stage engine, in the same loop
