@@ -7,9 +7,12 @@
 //
 // --vs DIR adds the nested and exit-free models of a second bundle of the same backbone (e.g. other cuts), same thresholds
 // rule (that bundle's own at --at-bundle).
+// --prune-from K adds live pruning's two ways of running with exits K.. off (their thresholds above 1, the others as the
+// rule says): the gated model (their heads skipped, a gate on every exit) and the model without them (compileBundleCascade
+// `dropped`, what the runtime's compiled engine serves since the exits-left-out change).
 //
 //   npx tsx bench/exit-cost-browser.ts [bundleDir] [--images N] [--rounds R] [--threads T] [--at-bundle] [--vs DIR]
-//     [--port P]
+//     [--prune-from K] [--port P]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,6 +39,7 @@ const dir = args[0] && !args[0].startsWith('--') ? args[0] : path.resolve(root, 
 
 const bundle = await readBundleDir(dir);
 const vsDir = stringFlag(args, '--vs');
+const pruneFrom = args.includes('--prune-from') ? intFlag(args, '--prune-from', 0) : undefined;
 const vs = vsDir ? await readBundleDir(vsDir) : undefined;
 const m = bundle.manifest;
 const all = segmentModels(bundle, 0, m.segments.length);
@@ -49,6 +53,11 @@ const models: Record<string, Uint8Array> = {
   // what the runtime's compiled engine serves while every exit is off (compileBundleChain: no thresholds input)
   'exit-free (runtime)': encodeModel(compileBundleChain(m, all)),
 };
+const pruned = pruneFrom === undefined ? undefined : new Set(m.exits.map((_, e) => e).filter((e) => e >= pruneFrom));
+if (pruned) {
+  models[`gated, exits ${pruneFrom}.. off`] = encodeModel(compileBundleCascade(m, all, 0, 'nested', true));
+  models[`exits ${pruneFrom}.. left out`] = encodeModel(compileBundleCascade(m, all, 0, 'nested', false, pruned));
+}
 if (vs) {
   const vm = vs.manifest;
   const vAll = segmentModels(vs, 0, vm.segments.length);
@@ -67,28 +76,35 @@ const flatX = new Float32Array(xs.reduce((n, x) => n + x.length, 0));
 xs.forEach((x, k) => flatX.set(x, k * x.length));
 fs.writeFileSync(path.join(tmp, 'x.bin'), flatX);
 fs.writeFileSync(path.join(tmp, 'index.html'), '<!doctype html><title>exit cost</title>');
-const thresholdsOf = (man: typeof m): number[] =>
+const thresholdsOf = (man: typeof m, off?: ReadonlySet<number>): number[] =>
   Array.from(
     cascadeThresholds(
-      man.exits.map((e) => (atBundle ? e.threshold : NEVER_EXIT)),
+      man.exits.map((e, i) => (atBundle && !off?.has(i) ? e.threshold : NEVER_EXIT)),
       man.exits.length,
     ),
   );
-const thr = thresholdsOf(m);
-const vsThr = vs ? thresholdsOf(vs.manifest) : thr;
 const vsFrom = vs ? Object.keys(models).indexOf('nested (--vs)') : Infinity;
+// each model's thresholds: the rule's, the pruned exits off for the pruning variants, the --vs bundle's own for its
+const thrs = Object.keys(models).map((n, k) =>
+  k >= vsFrom ? thresholdsOf(vs!.manifest) : n.includes('..') ? thresholdsOf(m, pruned) : thresholdsOf(m),
+);
 
 const server = await serveStatic({
   mounts: { '/': tmp, '/ort/': path.join(root, 'node_modules/onnxruntime-web/dist') },
   port: PORT,
 });
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+// WebAssembly tiered up eagerly, as `npm run bench` has it (BENCH_JS_FLAGS): no run is timed at the baseline tier
+const jsFlags = process.env.BENCH_JS_FLAGS ?? '--no-wasm-dynamic-tiering';
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', ...(jsFlags ? [`--js-flags=${jsFlags}`] : [])],
+});
 try {
   const page = await browser.newPage();
   await page.addInitScript('globalThis.__name = (f) => f'); // tsx's keepNames helper, used by the evaluated function
   await page.goto(`${server.url}/index.html`);
   const res = await page.evaluate(
-    async ({ names, inputName, dims, thr, vsThr, vsFrom, rounds, threads, thrName }) => {
+    async ({ names, inputName, dims, thrs, rounds, threads, thrName }) => {
       type T = { data: unknown };
       type S = { run(f: Record<string, unknown>): Promise<Record<string, T>>; inputNames: string[] };
       const ort = (await import('/ort/ort.wasm.min.mjs' as string)) as {
@@ -101,8 +117,7 @@ try {
       const buf = new Float32Array(await (await fetch('/x.bin')).arrayBuffer());
       const size = dims.reduce((a, b) => a * b, 1);
       const xs = Array.from({ length: buf.length / size }, (_, k) => buf.subarray(k * size, (k + 1) * size));
-      const t = new ort.Tensor('float32', Float32Array.from(thr), [thr.length]);
-      const tVs = new ort.Tensor('float32', Float32Array.from(vsThr), [vsThr.length]);
+      const ts = thrs.map((thr) => new ort.Tensor('float32', Float32Array.from(thr), [thr.length]));
       const sessions: S[] = [];
       for (const n of names)
         sessions.push(await ort.InferenceSession.create(`/${n}`, { graphOptimizationLevel: 'all' }));
@@ -110,7 +125,7 @@ try {
         const tx = new ort.Tensor('float32', x, dims);
         if (k === 0) return { [sessions[0]!.inputNames[0]!]: tx };
         const names = sessions[k]!.inputNames;
-        return names.includes(thrName) ? { [inputName]: tx, [thrName]: k >= vsFrom ? tVs : t } : { [inputName]: tx };
+        return names.includes(thrName) ? { [inputName]: tx, [thrName]: ts[k]! } : { [inputName]: tx };
       };
       for (const s of sessions.keys()) for (const x of xs.slice(0, 10)) await sessions[s]!.run(feeds(s, x));
       const times = names.map(() => [] as number[]);
@@ -130,9 +145,7 @@ try {
       names: files,
       inputName: m.input.name,
       dims: [...inputDims(m.input, 1)],
-      thr,
-      vsThr,
-      vsFrom,
+      thrs,
       rounds: ROUNDS,
       threads: THREADS,
       thrName: CASCADE_IO.thresholds,

@@ -154,14 +154,23 @@ async function sessionOf(model: OnnxModel): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(encodeModel(model), ONE_THREAD);
 }
 
-/** The compiled model equals the stage engine on every input and threshold vector; returns how often each exit fired. */
-async function compareFull(f: Fixture, layout: Layout, gateHeads = true): Promise<Map<number, number>> {
+/**
+ * The compiled model equals the stage engine on every input and threshold vector (`dropped` exits left out of the
+ * model and off in every vector); returns how often each exit fired.
+ */
+async function compareFull(
+  f: Fixture,
+  layout: Layout,
+  gateHeads = true,
+  dropped?: ReadonlySet<number>,
+): Promise<Map<number, number>> {
   const m = f.bundle.manifest;
   const compiled = await sessionOf(
-    compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length), 0, layout, gateHeads),
+    compileBundleCascade(m, segmentModels(f.bundle, 0, m.segments.length), 0, layout, gateHeads, dropped),
   );
   const hits = new Map<number, number>();
-  for (const t of thresholdSets(f)) {
+  for (const all of thresholdSets(f)) {
+    const t = all.map((v, e) => (dropped?.has(e) ? NEVER_EXIT : v));
     const thr = cascadeThresholds(t, m.exits.length);
     for (const x of f.inputs) {
       const [want] = await runCascade(m, f.runner, x, 1, { thresholds: t });
@@ -240,6 +249,44 @@ describe('compileCascade on bundles', () => {
     async () => {
       const bundle = await tinyRandomBundle();
       await checkBundle(bundle, { data: blobImages(150, 8, 8, 3, 3), count: 150 }, [0, 1], 150, true);
+    },
+  );
+
+  it(
+    'exits left out (dropped): their heads are gone, no gate, and the model decides as the stage engine with them off',
+    { timeout: 60_000 },
+    async () => {
+      const bundle = await tinyRandomBundle();
+      const m = bundle.manifest;
+      const f = await fixture(bundle, { data: blobImages(60, 8, 8, 3, 3), count: 60 });
+      const graphOf = (dropped: ReadonlySet<number>, gateHeads = false): onnx.IGraphProto =>
+        compileBundleCascade(m, segmentModels(bundle, 0, m.segments.length), 0, 'nested', gateHeads, dropped).proto
+          .graph!;
+      const nodeOutputs = (g: onnx.IGraphProto): string[] =>
+        (g.node ?? []).flatMap((n) => [
+          ...(n.output ?? []),
+          ...(n.attribute ?? []).flatMap((a) => (a.g ? nodeOutputs(a.g) : [])),
+        ]);
+      const ops = (g: onnx.IGraphProto): string[] =>
+        (g.node ?? []).flatMap((n) => [n.opType ?? '', ...(n.attribute ?? []).flatMap((a) => (a.g ? ops(a.g) : []))]);
+      const every = nodeOutputs(graphOf(new Set()));
+      for (const dropped of [new Set([1]), new Set([0]), new Set([0, 1])]) {
+        const g = graphOf(dropped);
+        const outs = new Set(nodeOutputs(g));
+        for (const e of dropped) {
+          const seg = m.exits[e]!.segment;
+          const head = `s${seg}/${m.segments[seg]!.exitOutput!}`;
+          expect(every, 'the ungated model computes the head').toContain(head);
+          expect(outs.has(head), `exit ${e}'s head is left out`).toBe(false);
+        }
+        // one If per exit kept (the decision), none for a dropped one: no gate either, even when gating is asked for
+        const ifs = ops(g).filter((o) => o === 'If').length;
+        expect(ifs).toBe(m.exits.length - dropped.size);
+        expect(ops(graphOf(dropped, true)).filter((o) => o === 'If').length).toBe(2 * (m.exits.length - dropped.size));
+        const hits = await compareFull(f, 'nested', false, dropped);
+        for (const e of dropped) expect(hits.has(e)).toBe(false);
+      }
+      await f.dispose();
     },
   );
 

@@ -17,7 +17,7 @@ import { CompiledEngine } from '../src/runtime/compiled-engine.js';
 import type { OrtHandle } from '../src/runtime/ort-backend.js';
 import { loadOrtNode, serveTinyBundles, tinyInitRequest, type TinyServer } from './fixtures/tiny-server.js';
 
-// compileBundleCascade, counted (the original runs): with a cache that keeps models, a switch between the gated and ungated models never recompiles.
+// compileBundleCascade, counted (the original runs): with a cache that keeps models, a switch between the models of two kinds never recompiles.
 vi.mock('../src/bundle/compiled-cascade.js', async (importOriginal) => {
   const orig = await importOriginal<typeof compiledCascade>();
   return { ...orig, compileBundleCascade: vi.fn(orig.compileBundleCascade) };
@@ -167,12 +167,13 @@ async function one(a: WorkerApi, i: number, thresholds: readonly number[]): Prom
 
 /**
  * A compiled worker API ({@link api}) on the tiny bundle with every segment loaded and no build under way, the model in
- * use the `gated` one (`off0`: exit 0 disabled, every input leaves at exit 1) or not (`on`: every exit at 1); each
+ * use the one without exit 0 (`withoutExit0`; `off0`: exit 0 disabled, every input leaves at exit 1) or the ungated
+ * one (`on`: every exit at 1); each
  * compiled session's creation awaits `onCompiled` (default: the returned `hold`, open until closed); `cache` default:
  * none. Restore `engines` at the end.
  */
 async function settled(
-  gated: boolean,
+  withoutExit0: boolean,
   {
     onCompiled,
     cache = noCache,
@@ -203,12 +204,12 @@ async function settled(
     made.api,
     m.exits.map(() => NEVER_EXIT),
   ); // every segment loads
-  await useModel(made.api, engines, gated ? off0 : on);
+  await useModel(made.api, engines, withoutExit0 ? off0 : on);
   return { ...made, engines, hold, m, on, off0 };
 }
 
 /**
- * Puts the model `thresholds` ask for (gated when they disable an exit), of the whole loaded prefix, in use: models
+ * Puts the model `thresholds` ask for (without the exits they disable), of the whole loaded prefix, in use: models
  * are made in the background, so a call may run on an older one.
  */
 async function useModel(
@@ -279,12 +280,12 @@ describe('compiled engine', () => {
       m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0)), // exit 0 off, everything at exit 1
     ];
     // Load every segment first (the backbone thresholds), so the compiled model covers the whole bundle; every exit
-    // disabled runs the exit-free model, some the gated one, thresholds of 1 the ungated one (no cache here: only the
-    // bytes of the model in use are held, a switch recompiles from the segment bytes).
+    // disabled runs the exit-free model, some the model without them, thresholds of 1 the ungated one (no cache here:
+    // only the bytes of the model in use are held, a switch recompiles from the segment bytes).
     await singles(compiled.api, vectors[7]!);
     const ones = m.exits.map(() => 1);
     for (const t of [vectors[7]!, vectors[8]!, ones]) await useModel(compiled.api, engines, t);
-    // Only the model in use's bytes are held: a switch to the gated model and back compiles each again.
+    // Only the model in use's bytes are held: a switch to the model without exit 0 and back compiles each again.
     const beforeSwitch = compiles();
     for (const t of [vectors[8]!, ones]) await useModel(compiled.api, engines, t);
     expect(compiles() - beforeSwitch, 'no cache: a switch of model recompiles').toBe(2);
@@ -321,7 +322,7 @@ describe('compiled engine', () => {
     await stages.api.dispose();
   });
 
-  it('a disabled exit switches to the model with gated heads: the other one is released, a switch back reads the cache', async () => {
+  it('a disabled exit switches to the model without it (no head, no gate): the other one is released, a switch back reads the cache', async () => {
     const store = new Map<string, CachedCompiled>();
     const cache: BundleCache = {
       ...noCache,
@@ -344,7 +345,7 @@ describe('compiled engine', () => {
     await useModel(a, engines, all);
     const [made, compiled] = [creates(), compiles()];
     const key = compiledKey(init.manifestHash, 'wasm', m.segments.length);
-    expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:chain`, `${key}:gated`]);
+    expect([...store.keys()].filter((k) => k.startsWith(key)).sort()).toEqual([key, `${key}:chain`, `${key}:drop:0`]);
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
     for (const thr of [off0, all, off0]) {
@@ -371,7 +372,7 @@ describe('compiled engine', () => {
     await stages.init(request('tiny', 'stages'));
     const vectors = [m.exits.map(() => 1), m.exits.map((_, i) => (i === 0 ? NEVER_EXIT : 0.5))];
     const want = await Promise.all(vectors.map((v) => singles(stages, v)));
-    // While plan() times the gated compiled model run after run, calls alternate the gating: they run on the gated
+    // While plan() times the gated compiled model run after run, calls alternate two kinds of model: they run on the gated
     // model the measurement holds (other models made only before and after it), deciding as the stage engine.
     let planned = false;
     const planning = a.plan({ target: 0.9 }).finally(() => (planned = true));
@@ -526,16 +527,16 @@ describe('compiled engine', () => {
     await s.dispose();
   });
 
-  it('a gating flip: the next call runs on the model in use while the other is made; that one takes over once warmed up, the old one released once', async () => {
+  it('a model flip: the next call runs on the model in use while the other is made; that one takes over once warmed up, the old one released once', async () => {
     const t = await settled(false);
     const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
     const stages = api().api;
     await stages.init(request('tiny', 'stages'));
     const [old, n] = [made.at(-1)!, made.length];
     t.hold.close();
-    const flip = await one(a, 0, off0); // on the ungated model in use: the next calls want the gated one
+    const flip = await one(a, 0, off0); // on the ungated model in use: the next calls want the one without exit 0
     const runs = old.runs;
-    // The next call starts the gated model's build, whose session creation is held: the call resolves meanwhile.
+    // The next call starts that model's build, whose session creation is held: the call resolves meanwhile.
     const next = one(a, 1, off0);
     await t.hold.entered();
     await soon(next, 'the call after the flip');
@@ -562,12 +563,12 @@ describe('compiled engine', () => {
     await stages.dispose();
   });
 
-  it("nested in another runtime's queued jobs (RuntimeDeps.nested: the learning runtime): the call after a gating flip waits for its model, made in its turn", async () => {
+  it("nested in another runtime's queued jobs (RuntimeDeps.nested: the learning runtime): the call after a model flip waits for its model, made in its turn", async () => {
     const t = await settled(false, { nested: true });
     const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
     const n = made.length;
     t.hold.close();
-    await one(a, 0, off0); // on the ungated model in use: the next call wants the gated one
+    await one(a, 0, off0); // on the ungated model in use: the next call wants the one without exit 0
     let done = false;
     const next = one(a, 1, off0).then((r) => ((done = true), r));
     await t.hold.entered();
@@ -575,7 +576,7 @@ describe('compiled engine', () => {
     expect(done, 'no onnxruntime step outside the call: it waits for the held session creation').toBe(false);
     t.hold.open();
     await next;
-    expect(made.length, 'the gated model was made in the call').toBe(n + 1);
+    expect(made.length, 'the model without exit 0 was made in the call').toBe(n + 1);
     await t.engines.idle();
     expect(made.map((c) => c.releases)).toEqual([...made.slice(0, -1).map(() => 1), 0]);
     t.engines.mockRestore();
@@ -587,7 +588,7 @@ describe('compiled engine', () => {
     const [a, made, off0] = [t.api, t.compiledSessions, t.off0];
     t.hold.close();
     await one(a, 0, off0);
-    const next = one(a, 1, off0); // starts the gated build
+    const next = one(a, 1, off0); // starts the build of the model without exit 0
     await t.hold.entered();
     await soon(next, 'the call after the flip');
     const at = { creates: t.creates(), compiles: compiles() };
@@ -620,7 +621,7 @@ describe('compiled engine', () => {
     await stages.init(request('tiny', 'stages'));
     failing = true;
     await one(a, 0, off0);
-    const next = await one(a, 1, off0); // runs on the model in use; the gated build fails in the background
+    const next = await one(a, 1, off0); // runs on the model in use; the other build fails in the background
     expect([next.index, next.exit]).toEqual([(await one(stages, 1, off0)).index, (await one(stages, 1, off0)).exit]);
     await t.engines.idle();
     t.engines.mockRestore();
@@ -652,7 +653,7 @@ describe('compiled engine', () => {
     const [a, off0] = [t.api, t.off0];
     broken = true;
     await one(a, 0, off0);
-    await one(a, 1, off0); // runs on the model in use; the gated build throws in the background
+    await one(a, 1, off0); // runs on the model in use; the other build throws in the background
     await t.engines.idle();
     t.engines.mockRestore();
     const state = (await a.state())!;
@@ -666,12 +667,12 @@ describe('compiled engine', () => {
   it('plan() while the ungated model a call asked for is made in the background: it waits for that build and times the gated one', async () => {
     const t = await settled(true);
     const [a, made, on, hold] = [t.api, t.compiledSessions, t.on, t.hold];
-    await one(a, 0, on); // runs the gated model in use; every exit on: the next call builds the ungated one
+    await one(a, 0, on); // runs the model without exit 0 in use; every exit on: the next call builds the ungated one
     hold.close();
     const n = made.length;
     const call = one(a, 0, on);
     await hold.entered();
-    await soon(call, 'the call that started the build'); // on the gated model, its ungated build held until plan() asks for the gated one (withGated)
+    await soon(call, 'the call that started the build'); // on the model without exit 0, its ungated build held until plan() asks for the gated one (withGated)
     const withGated = CompiledEngine.prototype.withGated;
     const spy = vi.spyOn(CompiledEngine.prototype, 'withGated').mockImplementation(function (this: CompiledEngine, fn) {
       hold.open();
@@ -690,7 +691,7 @@ describe('compiled engine', () => {
     expect(timed.runs.length).toBeGreaterThan(0);
     expect(timed.runs.every((r) => r.gated)).toBe(true);
     expect(plan.timings.exitMs).toHaveLength(t.m.segments.length);
-    expect(t.compiledLive().peak, 'the ungated one made while the gated one served').toBe(2);
+    expect(t.compiledLive().peak, 'the ungated one made while the one without exit 0 served').toBe(2);
     await a.dispose();
   });
 

@@ -35,7 +35,7 @@ function trackEngines(engines: Set<CompiledEngine>): { mockRestore: () => void }
 }
 
 describe('compiled engine: what it keeps', () => {
-  it('every ungated prefix stays cached (each open walks through them); a longer gated model evicts the shorter ones but prefix 1', async () => {
+  it('every ungated prefix stays cached (each open walks through them); a longer model without an exit evicts the shorter ones but prefix 1', async () => {
     const engines = new Set<CompiledEngine>();
     const spy = trackEngines(engines);
     const cache = new CompiledCache();
@@ -68,19 +68,19 @@ describe('compiled engine: what it keeps', () => {
     await single(a, engines, deep, thresholds);
     await single(a, engines, deep, thresholds);
     expect(puts).toEqual([]);
-    // The last exit off: the gated model of the loaded prefix is made; a longer gated one evicts it.
+    // The last exit off: the model of the loaded prefix without it is made; a longer one of that kind evicts it.
     const lastOff = thresholds.map((t, e) => (e === thresholds.length - 1 ? 2 : t));
     const atExit0 = tiny.expected.findIndex((e) => e.exit === 0);
     await a.dispose();
     ({ a, init } = await open());
     expect(await single(a, engines, atExit0, lastOff)).toBe(0);
     await single(a, engines, atExit0, lastOff);
-    expect(cache.compiled.has(key(1, ':gated'))).toBe(true);
+    expect(cache.compiled.has(key(1, ':drop:1'))).toBe(true);
     expect(await single(a, engines, deep, lastOff)).toBe(-1);
     await single(a, engines, deep, lastOff);
     // ... but prefix 1 (each open starts there): a new session with the exit off from its first call compiles nothing
     expect([...cache.compiled.keys()].sort()).toEqual(
-      [key(1), key(2), key(3), key(1, ':gated'), key(3, ':gated')].sort(),
+      [key(1), key(2), key(3), key(1, ':drop:1'), key(3, ':drop:1')].sort(),
     );
     await a.dispose();
     puts.length = 0;

@@ -127,6 +127,45 @@ describe('live exit pruning in the worker', () => {
     await plain.api.dispose();
   });
 
+  it('compiled engine, only the last exit pruned: the model without it runs (no head, no gate), probes on the ungated spare, decisions unchanged', async () => {
+    // the model each call ran on (CompiledEngine's modelFor picks it: the one at hand, or the spare for a probe)
+    const runs: { kind: string; thresholds: number[] }[] = [];
+    type Picked = { kind: string } | undefined;
+    const proto = CompiledEngine.prototype as unknown as { modelFor: (m: unknown, t: readonly number[]) => Picked };
+    const orig = proto.modelFor;
+    vi.spyOn(proto, 'modelFor').mockImplementation(function (this: unknown, m, t) {
+      const picked = orig.call(this, m, t);
+      runs.push({ kind: picked?.kind ?? 'stages', thresholds: [...t] });
+      return picked;
+    });
+    const pruned = await open('compiled');
+    const last = pruned.exits - 1;
+    // the bundle's thresholds but the last exit's at 1: a third of the inputs leave at exit 0 (it pays: kept), none at
+    // the last exit (it does not: pruned)
+    const requested = pruned.manifest.exits.map((e, i) => (i === last ? 1 : e.threshold));
+    const calls = 400;
+    const withPruning = await serve(pruned.api, calls, 1, requested);
+    expect((await pruned.api.state())?.prunedExits).toEqual([last]);
+    // the steady calls (the last exit off) run the model without it; the probes (as requested) the ungated model kept
+    // beside it, with no segment session (the stages would fetch the heads' outputs)
+    const tail = runs.slice(-128);
+    const steady = tail.filter((r) => r.thresholds[last] === NEVER_EXIT);
+    const probes = tail.filter((r) => r.thresholds[last] === 1);
+    expect(steady.length + probes.length).toBe(tail.length);
+    expect(probes).toHaveLength(128 / PRUNE_DEFAULTS.probeEvery);
+    expect(steady.every((r) => r.kind === `drop:${last}`)).toBe(true);
+    expect(probes.every((r) => r.kind === 'ungated')).toBe(true);
+    const h0 = pruned.heads();
+    withPruning.push(...(await serve(pruned.api, 2 * PRUNE_DEFAULTS.probeEvery, 1, requested)));
+    expect(pruned.heads() - h0).toBe(0);
+    const plain = await open('compiled', false);
+    const without = await serve(plain.api, calls, 1, requested);
+    without.push(...(await serve(plain.api, 2 * PRUNE_DEFAULTS.probeEvery, 1, requested)));
+    expectSameDecisions(withPruning, without);
+    await pruned.api.dispose();
+    await plain.api.dispose();
+  });
+
   it('stage engine, batches: pruned heads are not fetched but on probes; pruneExits: false fetches them on every call', async () => {
     const pruned = await open('stages');
     const plain = await open('stages', false);

@@ -12,9 +12,11 @@ import type { BundleFiles, BundleManifest, SegmentSpec } from './manifest.js';
  * Compiles segments `first .. first + models.length - 1` of the bundle (`models[k]` is segment `first + k`, decoded)
  * into one batch-1 model. It ends the backbone when the last of them is the bundle's last segment, else it is a prefix
  * whose exit index -2 says "continue with segment first + models.length from `continue_activation`".
- * `layout`, `gateHeads`: compileCascade's options (defaults: nested, gated). For the model with no exit see
- * {@link compileBundleChain}. @throws SelfxitError as compileCascade; `INVALID_ARGUMENT` when the range is not within
- * the bundle.
+ * `layout`, `gateHeads`: compileCascade's options (defaults: nested, gated). `dropped`: exits (manifest indices) left
+ * out, their heads removed (CascadePart.droppedExitOutput): the model decides as one with those exits' thresholds
+ * above 1 and runs neither their heads nor a gate (its thresholds input keeps one entry per exit of the bundle). For
+ * the model with no exit see {@link compileBundleChain}. @throws SelfxitError as compileCascade; `INVALID_ARGUMENT`
+ * when the range is not within the bundle.
  */
 export function compileBundleCascade(
   manifest: BundleManifest,
@@ -22,8 +24,9 @@ export function compileBundleCascade(
   first = 0,
   layout?: CompileCascadeOptions['layout'],
   gateHeads?: boolean,
+  dropped?: ReadonlySet<number>,
 ): OnnxModel {
-  return compileCascade(cascadeParts(manifest, models, first), {
+  return compileCascade(cascadeParts(manifest, models, first, dropped), {
     ...cascadeEnd(manifest, models, first),
     ...(layout ? { layout } : {}),
     ...(gateHeads !== undefined ? { gateHeads } : {}),
@@ -48,11 +51,20 @@ export function compileBundleBatchCascade(
   });
 }
 
-function cascadeParts(manifest: BundleManifest, models: readonly OnnxModel[], first: number): CascadePart[] {
+function cascadeParts(
+  manifest: BundleManifest,
+  models: readonly OnnxModel[],
+  first: number,
+  dropped?: ReadonlySet<number>,
+): CascadePart[] {
   return segmentRange(manifest, models, first).map((s, k) => ({
     model: models[k]!,
     output: s.output,
-    ...(s.exitOutput !== undefined && s.exit !== undefined ? { exitOutput: s.exitOutput, exit: s.exit } : {}),
+    ...(s.exitOutput !== undefined && s.exit !== undefined
+      ? dropped?.has(s.exit)
+        ? { droppedExitOutput: s.exitOutput }
+        : { exitOutput: s.exitOutput, exit: s.exit }
+      : {}),
   }));
 }
 

@@ -17,6 +17,12 @@ export interface CascadePart {
   readonly exitOutput?: string;
   /** Index of that exit into the thresholds (the manifest's `exits`); required with `exitOutput`. */
   readonly exit?: number;
+  /**
+   * Output of a fused exit head left out of the model (instead of `exitOutput`): the head is split off and dropped, so
+   * the model runs that segment as the backbone does (head-gate.ts splitHead; a head that cannot be split stays,
+   * computed and unread). The compiled engine's models for thresholds that disable exits (live pruning) are made so.
+   */
+  readonly droppedExitOutput?: string;
 }
 
 /**
@@ -147,11 +153,14 @@ function prepare(part: CascadePart, i: number, inputName: string, gate: boolean)
     initializers: r.initializer,
     valueInfo: [...r.valueInfo, ...r.output].filter((v) => !boundary.has(v.name ?? '')),
   };
+  const keep = new Set(r.output.map((o) => o.name ?? ''));
   const split =
     gate && part.exitOutput !== undefined && r.sparseInitializer.length === 0
-      ? splitHead(content, rn(part.output), rn(part.exitOutput), new Set(r.output.map((o) => o.name ?? '')))
+      ? splitHead(content, rn(part.output), rn(part.exitOutput), keep)
       : undefined;
   if (split) content = split.rest;
+  if (part.droppedExitOutput !== undefined && part.exitOutput === undefined && r.sparseInitializer.length === 0)
+    content = splitHead(content, rn(part.output), rn(part.droppedExitOutput), keep)?.rest ?? content;
   return {
     ...content,
     sparse: r.sparseInitializer,

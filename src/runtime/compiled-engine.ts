@@ -51,12 +51,20 @@ export interface CompiledResult extends CascadeResult {
   readonly stages: number[];
 }
 
-/** The model of the prefix the thresholds in use want: no exit disabled, some (heads gated: compileCascade's
- * gateHeads), every one ('chain': compileBundleChain's exit-free model, the backbone's own graph: the full model's
- * cost; its one input is the image, its one output the last segment's). */
-type ModelKind = 'ungated' | 'gated' | 'chain';
+/** The model of the prefix the thresholds in use want: no exit disabled ('ungated'), some (`drop:<exits>`: those
+ * exits left out, heads and all: compileBundleCascade's `dropped`), every one ('chain': compileBundleChain's exit-free
+ * model, the backbone's own graph: the full model's cost; its one input is the image, its one output the last
+ * segment's); or 'gated' (every exit, heads gated: compileCascade's gateHeads), which device plans measure. */
+type ModelKind = 'ungated' | 'gated' | 'chain' | `drop:${string}`;
 /** The cache key of a model kind made from the prefix whose key is `base`. */
 const kindKey = (base: string, kind: ModelKind): string => (kind === 'ungated' ? base : `${base}:${kind}`);
+/** The exits a `drop:` kind leaves out (none for the other kinds; 'chain' has none at all: see {@link lacks}). */
+const droppedOf = (kind: ModelKind): Set<number> =>
+  new Set(kind.startsWith('drop:') ? kind.slice(5).split(',').map(Number) : []);
+/** Whether a model of `kind` cannot decide exit `e` (it left it out). */
+const lacks = (kind: ModelKind, e: number): boolean => kind === 'chain' || droppedOf(kind).has(e);
+/** Whether a model of `kind` leaves some exit out (so a pruning probe that enables it needs another model). */
+const lacksSome = (kind: ModelKind): boolean => kind === 'chain' || kind.startsWith('drop:');
 
 interface Compiled {
   readonly session: OrtSession;
@@ -79,23 +87,24 @@ interface Compiled {
  * changed (WebGPU → WASM fallback). When the segments cannot be composed (SelfxitError from the compiler) or onnxruntime
  * cannot load the composed model, the engine is off for good and {@link failure} says why: the runtime uses the stages.
  * Compiled models are cached per manifest hash, backend, prefix length and gating, their sha256 checked on every read
- * (every ungated prefix is kept, as each open walks through them again; a longer gated or exit-free model evicts the
+ * (every ungated prefix is kept, as each open walks through them again; a longer model of another kind evicts the
  * shorter ones of its kind but prefix 1: {@link evictShorter}).
- * While a classify call's thresholds disable an exit (above 1: NEVER_EXIT), the next calls run a model with gated
- * heads (a disabled exit skips its head, ~40 µs at 1 thread; an enabled one pays a few µs for the gate); the call
- * itself runs on the model at hand, which decides the same either way. While they disable EVERY exit (live pruning's
- * worst case), the next calls run the exit-free 'chain' model (no head, no `If`: the full model's cost); a call that
- * enables an exit while it is at hand (a pruning probe) runs a spare model with exits instead: the one the chain
- * replaced, kept loaded beside it, or one made in the background after a probe found none (of that probe's gating and
- * the chain's prefix; only for bundles of at most {@link SPARE_MAX_BYTES} of segments, as two models are held then);
- * the spare goes back in use without a build when the calls want its kind again; with no spare a probe runs the stages. A device plan's measurement holds the gated
- * model ({@link withGated}). A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
+ * While a classify call's thresholds disable some exits (above 1: NEVER_EXIT; live pruning's exits from the back, a
+ * plan's), the next calls run a model without them (`drop:`: their heads removed, no gate on the others, so the exits
+ * left cost what they cost in the ungated model); while they disable EVERY exit (live pruning's worst case), the
+ * exit-free 'chain' model (no head, no `If`: the full model's cost). The call itself runs on the model at hand, which
+ * decides the same. A call that enables an exit the model at hand left out (a pruning probe) runs a spare model with
+ * it instead: the one it replaced, kept loaded beside it, or one made in the background after a probe found none (of
+ * that probe's thresholds and the prefix in use; only for bundles of at most {@link SPARE_MAX_BYTES} of segments, as
+ * two models are held then); the spare goes back in use without a build when the calls want its kind again; with no
+ * spare a probe runs the stages. A device plan's measurement holds the gated model ({@link withGated}: every exit, a
+ * disabled one skips its head), which measures what each exit costs. A switch (plan(), setTarget(), a longer prefix) makes the other model in the background,
  * from the bundle cache when an earlier build stored it, else compiled (the first model of each kind and prefix, and
  * every switch when the cache does not keep them: only the bytes of the model in use are held here; the pool's segment bytes, from which models are compiled, are let go once the whole bundle is
  * compiled and the cache is known to hold its model and every segment: a later compile reads them from the cache),
  * while calls keep running on the model in use (same decisions; a shorter prefix continues stage by stage); once the new session
  * is made and warmed up it takes over and the old one is released after the runs queued on it. So two compiled
- * sessions coexist only while one is being made, or while the exit-free model serves beside its spare; a call waits for a build only when no model of the backend in use is
+ * sessions coexist only while one is being made, or while a model without some exits serves beside its spare; a call waits for a build only when no model of the backend in use is
  * at hand (the first one; after a WebGPU → WASM fallback, when the old one goes first) or always, for an engine made
  * with `background: false` (nested in another runtime's queued jobs). Onnxruntime runs one job at a time (queue.ts): a
  * call arriving during the new session's creation or a warm-up run still waits for that one step.
@@ -105,7 +114,7 @@ export class CompiledEngine {
   failure: string | undefined;
   /** The model in use (undefined before the first is made, after a backend change, a failure or dispose()). */
   private current: Compiled | undefined;
-  /** While the exit-free model is in use: the gated model it replaced, kept for pruning probes (see the class comment). */
+  /** While a model without some exits is in use: a model with them (the one it replaced), kept for pruning probes. */
   private spare: Compiled | undefined;
   /** The build under way, if any (one at a time): the next model in use. */
   private building: Promise<Compiled | undefined> | undefined;
@@ -185,16 +194,16 @@ export class CompiledEngine {
   }
 
   /**
-   * While the exit-free model `c` serves and a probe since found no spare of its prefix and backend: makes one in the
+   * While `c`, a model without some exits, serves and a probe since found no spare of its prefix and backend: makes one in the
    * background (of the kind that probe wanted), unless a build is under way, the engine runs nested, or the bundle is
    * too large to hold two models ({@link SPARE_MAX_BYTES}).
    */
   private makeSpare(c: Compiled): void {
     const kind = this.spareWant;
     const s = this.spare;
-    if (!kind || !this.probing || c.kind !== 'chain' || this.building || !this.options.background) return;
+    if (!kind || !this.probing || !lacksSome(c.kind) || this.building || !this.options.background) return;
     if (!this.spareFits()) return;
-    if (s && s.backend === c.backend && s.count >= c.count) return;
+    if (s && s.backend === c.backend && s.count >= c.count && s.kind === kind) return;
     if (this.noSpare === `${c.backend}:${c.count}`) return;
     this.spareWant = undefined;
     // The spare is optional: an error making it (a bug included) leaves the model in use and the engine on.
@@ -214,9 +223,18 @@ export class CompiledEngine {
   /** The model kind for calls with thresholds `t`: a missing threshold never fires, as one above 1. */
   private kindFor(t: readonly number[]): ModelKind {
     const n = this.manifest.exits.length;
-    let off = 0;
-    for (let e = 0; e < n; e++) if (!((t[e] ?? Infinity) <= 1)) off++;
-    return off === 0 ? 'ungated' : off < n ? 'gated' : 'chain';
+    const off: number[] = [];
+    for (let e = 0; e < n; e++) if (!((t[e] ?? Infinity) <= 1)) off.push(e);
+    return off.length === 0 ? 'ungated' : off.length < n ? `drop:${off.join(',')}` : 'chain';
+  }
+
+  /** Whether `m` can decide every exit in its prefix that `thresholds` enable. */
+  private serves(m: Compiled, thresholds: readonly number[]): boolean {
+    if (!lacksSome(m.kind)) return true;
+    const { exits } = this.manifest;
+    for (let e = 0; e < exits.length; e++)
+      if (exits[e]!.segment < m.count && (thresholds[e] ?? Infinity) <= 1 && lacks(m.kind, e)) return false;
+    return true;
   }
 
   /** Resolves once no model is being made (a failed build: see {@link failure}). */
@@ -303,7 +321,14 @@ export class CompiledEngine {
         bytes = encodeModel(
           kind === 'chain'
             ? compileBundleChain(this.manifest, prefix.map(decodeModel))
-            : compileBundleCascade(this.manifest, prefix.map(decodeModel), 0, 'nested', kind === 'gated'),
+            : compileBundleCascade(
+                this.manifest,
+                prefix.map(decodeModel),
+                0,
+                'nested',
+                kind === 'gated',
+                droppedOf(kind),
+              ),
         );
       } catch (e) {
         if (!isSelfxitError(e)) throw e;
@@ -354,15 +379,15 @@ export class CompiledEngine {
       ...(kind === 'chain' ? { chainOutput: [this.manifest.segments[count - 1]!.output] as const } : {}),
     };
     const old = this.current;
-    const keepOld = kind === 'chain' && this.probing && old && old.kind !== 'chain' && old.backend === backend;
+    const keepOld = lacksSome(kind) && this.probing && old && !lacksSome(old.kind) && old.backend === backend;
     if (asSpare || (keepOld && this.spareFits())) {
-      // kept for the probes while the exit-free model serves: the one made, or the one the exit-free model replaces
+      // kept for the probes while a model without some exits serves: the one made, or the one that model replaces
       this.dropSpare();
       this.spare = asSpare ? made : old;
       if (asSpare) return old;
       this.current = undefined;
     }
-    this.drop(kind === 'chain');
+    this.drop(lacksSome(kind));
     return (this.current = made);
   }
 
@@ -526,7 +551,7 @@ export class CompiledEngine {
     const k = manifest.labels.length;
     // The next ready() remakes the model if this changes its kind.
     this.want = this.kindFor(pruning?.steady ?? thresholds);
-    this.probing = pruning !== undefined && this.kindFor(pruning.requested) !== 'chain';
+    this.probing = pruning !== undefined && this.kindFor(pruning.requested) !== this.want;
     if (!this.probing && this.spare) this.dropSpare();
     // `c` replaced meanwhile: the model in use runs; the engine failed meanwhile (none): the stages from segment 0;
     // disposed meanwhile: DISPOSED.
@@ -592,16 +617,12 @@ export class CompiledEngine {
    * ready() makes a spare in the background.
    */
   private modelFor(m: Compiled, thresholds: readonly number[]): Compiled | undefined {
-    if (m.kind !== 'chain') return m;
-    const { exits } = this.manifest;
-    let needsExit = false;
-    for (let e = 0; e < exits.length && !needsExit; e++)
-      needsExit = exits[e]!.segment < m.count && (thresholds[e] ?? Infinity) <= 1;
-    if (!needsExit) return m;
+    if (this.serves(m, thresholds)) return m;
     const s = this.spare;
-    if (s && !s.retired && s.backend === m.backend && s.count >= m.count) return s;
+    const fit = s && !s.retired && s.backend === m.backend && this.serves(s, thresholds) ? s : undefined;
+    if (fit && fit.count >= m.count) return fit;
     this.spareWant = this.kindFor(thresholds);
-    return s && !s.retired && s.backend === m.backend ? s : undefined;
+    return fit;
   }
 
   /**
