@@ -58,9 +58,15 @@ export interface CompiledResult extends CascadeResult {
 type ModelKind = 'ungated' | 'gated' | 'chain' | `drop:${string}`;
 /** The cache key of a model kind made from the prefix whose key is `base`. */
 const kindKey = (base: string, kind: ModelKind): string => (kind === 'ungated' ? base : `${base}:${kind}`);
+/** Each `drop:` kind's exits, parsed once (the classify path asks on every call). */
+const droppedSets = new Map<string, ReadonlySet<number>>();
 /** The exits a `drop:` kind leaves out (none for the other kinds; 'chain' has none at all: see {@link lacks}). */
-const droppedOf = (kind: ModelKind): Set<number> =>
-  new Set(kind.startsWith('drop:') ? kind.slice(5).split(',').map(Number) : []);
+function droppedOf(kind: ModelKind): ReadonlySet<number> {
+  let set = droppedSets.get(kind);
+  if (!set)
+    droppedSets.set(kind, (set = new Set(kind.startsWith('drop:') ? kind.slice(5).split(',').map(Number) : [])));
+  return set;
+}
 /** Whether a model of `kind` cannot decide exit `e` (it left it out). */
 const lacks = (kind: ModelKind, e: number): boolean => kind === 'chain' || droppedOf(kind).has(e);
 /** Whether a model of `kind` leaves some exit out (so a pruning probe that enables it needs another model). */
