@@ -6,11 +6,10 @@
 // share of images leaving at each exit.
 //
 //   npx tsx bench/pruned-model-cost.ts <bundleDir> [--images N] [--rounds R]
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ortWeb from 'onnxruntime-web/wasm';
 import { intFlag } from './args.js';
+import { testImages } from './test-images.js';
 import { compileBundleCascade, compileBundleChain, segmentModels } from '../src/bundle/compiled-cascade.js';
 import { inputDims, toModelInput } from '../src/bundle/input.js';
 import { NEVER_EXIT } from '../src/bundle/manifest.js';
@@ -19,7 +18,6 @@ import { CASCADE_IO, cascadeThresholds } from '../src/graph/compile-cascade.js';
 import { encodeModel } from '../src/graph/index.js';
 import type { OrtModule, OrtSession, OrtTensor } from '../src/ort/types.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ort = ortWeb as unknown as OrtModule;
 ortWeb.env.wasm.numThreads = 1;
 const OPTIONS = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' as const };
@@ -29,22 +27,15 @@ const dir = args[0];
 if (!dir || dir.startsWith('--')) throw new Error('usage: pruned-model-cost.ts <bundleDir> [--images N] [--rounds R]');
 const bundle = await readBundleDir(dir);
 const m = bundle.manifest;
-const { height, width, channels } = m.input;
-const imageFile =
-  channels === 1
-    ? path.join(root, 'public/models/fashion-resnet/test-u8.bin')
-    : path.resolve(root, '../shared/data/cifar10/test-u8.bin');
-const all = new Uint8Array(fs.readFileSync(imageFile));
-const per = height * width * channels;
-const total = all.length / per;
-const IMAGES = Math.min(intFlag(args, '--images', 1000), total);
+const batch = testImages(m.input, intFlag(args, '--images', 1000));
+if (!batch) throw new Error(`no test images for a ${m.input.height}x${m.input.width}x${m.input.channels} input`);
+const IMAGES = batch.count;
 const ROUNDS = intFlag(args, '--rounds', 2);
 const dims = inputDims(m.input, 1);
-const inputs = Array.from({ length: IMAGES }, (_, k) => {
-  const i = (k * 313 + 17) % total;
-  const d = toModelInput({ data: all.subarray(i * per, (i + 1) * per), count: 1 }, 0, 1, m.input);
-  return new ort.Tensor('float32', d, dims);
-});
+const inputs = Array.from(
+  { length: IMAGES },
+  (_, k) => new ort.Tensor('float32', toModelInput(batch, k, 1, m.input), dims),
+);
 
 const E = m.exits.length;
 const bundleT = m.exits.map((e) => e.threshold);
